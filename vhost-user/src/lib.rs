@@ -1,0 +1,1 @@
+//! vhost-user (placeholder: see its issue).

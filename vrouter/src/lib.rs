@@ -1,0 +1,1 @@
+//! vrouter (placeholder: see its issue).
