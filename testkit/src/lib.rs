@@ -1,0 +1,9 @@
+//! Shared helpers for tests that use real peers. One place for them, so no test copies its own.
+//!
+//! - [`hugepages`]: make sure 2 MiB pages are reserved and hugetlbfs is mounted.
+//! - [`netns`]: network namespaces, veth pairs and commands run inside them.
+//! - [`testpmd`]: `dpdk-testpmd` pods attached over virtio-user.
+
+pub mod hugepages;
+pub mod netns;
+pub mod testpmd;

@@ -1,0 +1,1 @@
+//! testpmd helpers (filled in by the issue that first needs them).
