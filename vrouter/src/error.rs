@@ -1,0 +1,49 @@
+//! Errors of the control-side operations (table updates, configuration). The fast path never
+//! returns these: it returns verdicts and counts drops by reason.
+
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("MAC address {0:?} is not six colon-separated hex octets")]
+    BadMac(String),
+    #[error("VRF {0} is out of range (0..={max})", max = crate::tables::MAX_VRFS - 1)]
+    VrfOutOfRange(u32),
+    #[error("VRF {0} does not exist")]
+    NoSuchVrf(u16),
+    #[error("VRF {0} still has vifs or VNIs pointing at it")]
+    VrfInUse(u16),
+    #[error("vif index {0} is out of range (0..{max})", max = crate::stats::MAX_VIFS)]
+    VifOutOfRange(u32),
+    #[error("vif {0} does not exist")]
+    NoSuchVif(u16),
+    #[error("nexthop id {id} is out of range (capacity {capacity})")]
+    NexthopOutOfRange { id: u32, capacity: u32 },
+    #[error("nexthop {0} does not exist")]
+    NoSuchNexthop(u32),
+    #[error("ECMP nexthop has {0} members; 1..={max} are allowed", max = crate::tables::nexthop::MAX_ECMP_MEMBERS)]
+    EcmpMemberCount(usize),
+    #[error("ECMP member {0} must be an encap or tunnel nexthop")]
+    EcmpBadMember(u32),
+    #[error("MPLS label {0} is out of range (16..=1048575; 0-15 are reserved)")]
+    LabelOutOfRange(u32),
+    #[error("VXLAN VNI {0} is out of range (1..=16777215)")]
+    VniOutOfRange(u32),
+    #[error("prefix {addr}/{len} has an invalid length (max {max})")]
+    PrefixLen { addr: IpAddr, len: u8, max: u8 },
+    #[error("prefix {addr}/{len} has host bits set")]
+    PrefixHostBits { addr: IpAddr, len: u8 },
+    #[error("route table of VRF {vrf} is full ({groups} trie groups in use)")]
+    RouteTableFull { vrf: u16, groups: usize },
+    #[error("{table} table is full (capacity {capacity})")]
+    TableFull {
+        table: &'static str,
+        capacity: usize,
+    },
+    #[error("no route {addr}/{len} in VRF {vrf}")]
+    NoSuchRoute { vrf: u16, addr: IpAddr, len: u8 },
+    #[error("no {table} entry {key}")]
+    NoSuchEntry { table: &'static str, key: String },
+    #[error("label/VNI {0} does not fit the 24 bits a tunnel carries")]
+    RouteLabelOutOfRange(u32),
+}

@@ -1,0 +1,451 @@
+//! Parse a packet once into [`PacketMeta`]: where its headers are, its addresses and ports, and
+//! a flow hash. Later stages work from the metadata and never re-parse.
+
+use crate::stats::DropReason;
+use crate::wire::{ethernet, icmp, ipv4, ipv6, tcp, udp, WireError};
+
+/// What the L3 header is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum L3 {
+    #[default]
+    Other,
+    Arp,
+    Ipv4,
+    Ipv6,
+}
+
+/// The parse result for one packet. Addresses are kept as `u128` (IPv4 in the low 32 bits) so
+/// one flow key shape covers both families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PacketMeta {
+    /// Offset of the L3 header in the data (after Ethernet and any 802.1Q tag).
+    pub l3_off: u16,
+    /// Offset of the L4 header (meaningful for IPv4 / IPv6 only).
+    pub l4_off: u16,
+    /// 802.1Q VLAN id, if tagged.
+    pub vlan: Option<u16>,
+    /// The ethertype after any VLAN tag.
+    pub ethertype: u16,
+    pub l3: L3,
+    /// IP protocol / final next header.
+    pub proto: u8,
+    /// IPv4 TTL / IPv6 hop limit.
+    pub ttl: u8,
+    /// IPv4 DF bit (IPv6: always true, routers never fragment).
+    pub dont_frag: bool,
+    /// A fragment (first or later): ports are not used for the flow.
+    pub fragment: bool,
+    /// L3 length from the IP header (total length / 40 + payload length).
+    pub l3_len: u16,
+    pub src: u128,
+    pub dst: u128,
+    /// Source / destination port (TCP, UDP), ICMP echo identifier as source port, else 0.
+    pub sport: u16,
+    pub dport: u16,
+    pub flow_hash: u32,
+    /// The VRF the packet is forwarded in (set by ingress).
+    pub vrf: u16,
+}
+
+impl PacketMeta {
+    pub fn dst_v4(&self) -> u32 {
+        self.dst as u32
+    }
+    pub fn src_v4(&self) -> u32 {
+        self.src as u32
+    }
+}
+
+impl From<WireError> for DropReason {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Truncated => DropReason::Truncated,
+            WireError::Malformed => DropReason::Malformed,
+        }
+    }
+}
+
+/// Parse an Ethernet frame (optionally 802.1Q tagged) and what it carries.
+#[inline]
+pub fn parse_ethernet(data: &[u8]) -> Result<PacketMeta, DropReason> {
+    let eth = ethernet::Frame::new_checked(data)?;
+    let mut m = PacketMeta::default();
+    let mut et = eth.ethertype();
+    let mut off = ethernet::HEADER_LEN;
+    if et == ethernet::ethertype::VLAN {
+        let tag = ethernet::VlanTag::new_checked(&data[off..])?;
+        m.vlan = Some(tag.vid());
+        et = tag.ethertype();
+        off += ethernet::VLAN_TAG_LEN;
+    }
+    m.ethertype = et;
+    m.l3_off = off as u16;
+    match et {
+        ethernet::ethertype::IPV4 => parse_ipv4(data, off, &mut m)?,
+        ethernet::ethertype::IPV6 => parse_ipv6(data, off, &mut m)?,
+        ethernet::ethertype::ARP => {
+            crate::wire::arp::Packet::new_checked(&data[off..])?;
+            m.l3 = L3::Arp;
+        }
+        _ => m.l3 = L3::Other,
+    }
+    Ok(m)
+}
+
+/// Parse a bare IP packet starting at `off` (the payload of an MPLS label), by its version nibble.
+#[inline]
+pub fn parse_ip(data: &[u8], off: usize) -> Result<PacketMeta, DropReason> {
+    let mut m = PacketMeta {
+        l3_off: off as u16,
+        ..PacketMeta::default()
+    };
+    match data.get(off).map(|b| b >> 4) {
+        Some(4) => {
+            m.ethertype = ethernet::ethertype::IPV4;
+            parse_ipv4(data, off, &mut m)?
+        }
+        Some(6) => {
+            m.ethertype = ethernet::ethertype::IPV6;
+            parse_ipv6(data, off, &mut m)?
+        }
+        Some(_) => return Err(DropReason::Malformed),
+        None => return Err(DropReason::Truncated),
+    }
+    Ok(m)
+}
+
+fn parse_ipv4(data: &[u8], off: usize, m: &mut PacketMeta) -> Result<(), DropReason> {
+    let ip = ipv4::Packet::new_checked(&data[off..])?;
+    if !ip.verify_checksum() {
+        return Err(DropReason::BadChecksum);
+    }
+    m.l3 = L3::Ipv4;
+    m.proto = ip.protocol();
+    m.ttl = ip.ttl();
+    m.dont_frag = ip.dont_frag();
+    m.fragment = ip.more_frags() || ip.frag_offset() != 0;
+    m.l3_len = ip.total_len();
+    m.src = u128::from(u32::from(ip.src()));
+    m.dst = u128::from(u32::from(ip.dst()));
+    let l4 = off + ip.header_len();
+    m.l4_off = l4 as u16;
+    if !m.fragment {
+        parse_l4(&data[l4..off + usize::from(ip.total_len())], m)?;
+    }
+    m.flow_hash = flow_hash(m);
+    Ok(())
+}
+
+fn parse_ipv6(data: &[u8], off: usize, m: &mut PacketMeta) -> Result<(), DropReason> {
+    let ip = ipv6::Packet::new_checked(&data[off..])?;
+    m.l3 = L3::Ipv6;
+    m.ttl = ip.hop_limit();
+    m.dont_frag = true;
+    m.l3_len = (ipv6::HEADER_LEN as u16).saturating_add(ip.payload_len());
+    m.src = u128::from_be_bytes(ip.src_bytes());
+    m.dst = u128::from_be_bytes(ip.dst_bytes());
+    let end = off + usize::from(m.l3_len);
+    let mut next = ip.next_header();
+    let mut l4 = off + ipv6::HEADER_LEN;
+    // Walk a few extension headers to find the transport header.
+    for _ in 0..4 {
+        use ipv6::next_header as nh;
+        match next {
+            nh::HOP_BY_HOP | nh::ROUTING | nh::DEST_OPTS => {
+                let h = data.get(l4..l4 + 2).ok_or(DropReason::Truncated)?;
+                next = h[0];
+                l4 += (usize::from(h[1]) + 1) * 8;
+            }
+            nh::FRAGMENT => {
+                let h = data.get(l4..l4 + 8).ok_or(DropReason::Truncated)?;
+                next = h[0];
+                m.fragment = true;
+                l4 += 8;
+            }
+            _ => break,
+        }
+        if l4 > end {
+            return Err(DropReason::Truncated);
+        }
+    }
+    m.proto = next;
+    m.l4_off = l4 as u16;
+    if !m.fragment && l4 <= end {
+        parse_l4(&data[l4..end], m)?;
+    }
+    m.flow_hash = flow_hash(m);
+    Ok(())
+}
+
+fn parse_l4(l4: &[u8], m: &mut PacketMeta) -> Result<(), DropReason> {
+    match m.proto {
+        ipv4::proto::UDP => {
+            let u = udp::Packet::new_checked(l4)?;
+            m.sport = u.src_port();
+            m.dport = u.dst_port();
+        }
+        ipv4::proto::TCP => {
+            let t = tcp::Packet::new_checked(l4)?;
+            m.sport = t.src_port();
+            m.dport = t.dst_port();
+        }
+        ipv4::proto::ICMP | ipv4::proto::ICMPV6 => {
+            let i = icmp::Packet::new_checked(l4)?;
+            let echo = matches!(
+                (m.proto, i.msg_type()),
+                (
+                    ipv4::proto::ICMP,
+                    icmp::v4::ECHO_REQUEST | icmp::v4::ECHO_REPLY
+                ) | (
+                    ipv4::proto::ICMPV6,
+                    icmp::v6::ECHO_REQUEST | icmp::v6::ECHO_REPLY
+                )
+            );
+            if echo {
+                m.sport = (i.rest() >> 16) as u16;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A hash of the 5-tuple: the same for every packet of a flow (TTL, length, payload and IP id
+/// do not enter), spread over all 32 bits.
+#[inline]
+pub fn flow_hash(m: &PacketMeta) -> u32 {
+    let a = (m.src as u64) ^ ((m.src >> 64) as u64).rotate_left(17);
+    let b = (m.dst as u64) ^ ((m.dst >> 64) as u64).rotate_left(17);
+    let c = (((u64::from(m.sport) << 16) | u64::from(m.dport)) << 8) | u64::from(m.proto);
+    let mut h = a.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ b.rotate_left(29).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ c.wrapping_mul(0x1656_67B1_9E37_79F9);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{ipv4, tcp, udp};
+    use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader, VlanHeader};
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Spec {
+        vlan: Option<u16>,
+        v6: bool,
+        l4: u8,
+        src: [u8; 16],
+        dst: [u8; 16],
+        ttl: u8,
+        sport: u16,
+        dport: u16,
+        payload: Vec<u8>,
+    }
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        (
+            proptest::option::of(0u16..4096),
+            any::<bool>(),
+            0u8..3,
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>(),
+            any::<u8>(),
+            any::<u16>(),
+            any::<u16>(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(
+                |(vlan, v6, l4, src, dst, ttl, sport, dport, payload)| Spec {
+                    vlan,
+                    v6,
+                    l4,
+                    src,
+                    dst,
+                    ttl,
+                    sport,
+                    dport,
+                    payload,
+                },
+            )
+    }
+
+    /// Build the frame with etherparse (the independent implementation), then tag it.
+    fn build(s: &Spec) -> Vec<u8> {
+        let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let ip = if s.v6 {
+            eth.ipv6(s.src, s.dst, s.ttl)
+        } else {
+            let mut a = [0u8; 4];
+            let mut b = [0u8; 4];
+            a.copy_from_slice(&s.src[..4]);
+            b.copy_from_slice(&s.dst[..4]);
+            eth.ipv4(a, b, s.ttl)
+        };
+        let mut out = Vec::new();
+        let r = match (s.l4, s.v6) {
+            (0, _) => ip.udp(s.sport, s.dport).write(&mut out, &s.payload),
+            (1, _) => ip
+                .tcp(s.sport, s.dport, 7, 1000)
+                .write(&mut out, &s.payload),
+            (_, false) => ip
+                .icmpv4_echo_request(s.sport, s.dport)
+                .write(&mut out, &s.payload),
+            (_, true) => ip
+                .icmpv6_echo_request(s.sport, s.dport)
+                .write(&mut out, &s.payload),
+        };
+        r.expect("etherparse builds the frame");
+        if let Some(v) = s.vlan {
+            let et = [out[12], out[13]];
+            out.splice(12..14, [0x81, 0x00, (v >> 8) as u8, v as u8, et[0], et[1]]);
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn parse_agrees_with_etherparse_on_valid_frames(s in spec()) {
+            let frame = build(&s);
+            let m = parse_ethernet(&frame).expect("valid frame parses");
+            let oracle = PacketHeaders::from_ethernet_slice(&frame).expect("oracle parses");
+            match oracle.vlan {
+                Some(VlanHeader::Single(v)) => prop_assert_eq!(m.vlan, Some(v.vlan_id.value())),
+                None => prop_assert_eq!(m.vlan, None),
+                Some(other) => prop_assert!(false, "unexpected {:?}", other),
+            }
+            let l3 = &frame[usize::from(m.l3_off)..];
+            match oracle.net.expect("oracle has an IP header") {
+                NetHeaders::Ipv4(h, _) => {
+                    prop_assert_eq!(m.l3, L3::Ipv4);
+                    prop_assert_eq!(m.src_v4(), u32::from_be_bytes(h.source));
+                    prop_assert_eq!(m.dst_v4(), u32::from_be_bytes(h.destination));
+                    prop_assert_eq!(m.ttl, h.time_to_live);
+                    prop_assert_eq!(m.proto, h.protocol.0);
+                    prop_assert_eq!(m.dont_frag, h.dont_fragment);
+                    prop_assert_eq!(m.l3_len, h.total_len);
+                    let p = ipv4::Packet::new_checked(l3).unwrap();
+                    prop_assert_eq!(p.ident(), h.identification);
+                    prop_assert_eq!(p.checksum(), h.header_checksum);
+                    prop_assert_eq!(p.header_len(), h.header_len());
+                    prop_assert!(p.verify_checksum());
+                }
+                NetHeaders::Ipv6(h, _) => {
+                    prop_assert_eq!(m.l3, L3::Ipv6);
+                    prop_assert_eq!(m.src, u128::from_be_bytes(h.source));
+                    prop_assert_eq!(m.dst, u128::from_be_bytes(h.destination));
+                    prop_assert_eq!(m.ttl, h.hop_limit);
+                    prop_assert_eq!(m.proto, h.next_header.0);
+                    prop_assert_eq!(m.l3_len, 40 + h.payload_length);
+                }
+            }
+            let l4 = &frame[usize::from(m.l4_off)..];
+            match oracle.transport.expect("oracle has a transport header") {
+                TransportHeader::Udp(u) => {
+                    prop_assert_eq!((m.sport, m.dport), (u.source_port, u.destination_port));
+                    let p = udp::Packet::new_checked(l4).unwrap();
+                    prop_assert_eq!(p.len(), u.length);
+                    prop_assert_eq!(p.checksum(), u.checksum);
+                }
+                TransportHeader::Tcp(t) => {
+                    prop_assert_eq!((m.sport, m.dport), (t.source_port, t.destination_port));
+                    let p = tcp::Packet::new_checked(l4).unwrap();
+                    prop_assert_eq!(p.seq(), t.sequence_number);
+                    prop_assert_eq!(p.window(), t.window_size);
+                    prop_assert_eq!(p.checksum(), t.checksum);
+                    prop_assert_eq!(p.header_len(), t.header_len());
+                }
+                TransportHeader::Icmpv4(_) | TransportHeader::Icmpv6(_) => {
+                    // Echo: the identifier is the flow's source port.
+                    prop_assert_eq!(m.sport, s.sport);
+                }
+            }
+        }
+
+        #[test]
+        fn flow_hash_ignores_ttl_and_payload(s in spec(), ttl2 in any::<u8>(), extra in any::<u8>()) {
+            let a = parse_ethernet(&build(&s)).unwrap();
+            let mut s2 = s.clone();
+            s2.ttl = ttl2;
+            s2.payload.push(extra);
+            let b = parse_ethernet(&build(&s2)).unwrap();
+            prop_assert_eq!(a.flow_hash, b.flow_hash);
+        }
+
+        #[test]
+        fn whatever_parses_the_oracle_accepts_too(
+            s in spec(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut frame = build(&s);
+            for (i, v) in flips {
+                let i = i.index(frame.len());
+                frame[i] ^= v;
+            }
+            frame.truncate(cut.index(frame.len() + 1));
+            // Never panics; when we accept an IPv4 header, so does the oracle, with the same values.
+            if let Ok(m) = parse_ethernet(&frame) {
+                if m.l3 == L3::Ipv4 {
+                    let h = etherparse::Ipv4HeaderSlice::from_slice(&frame[usize::from(m.l3_off)..])
+                        .expect("oracle accepts what we accepted");
+                    prop_assert_eq!(m.dst_v4(), u32::from_be_bytes(h.destination()));
+                    prop_assert_eq!(m.ttl, h.ttl());
+                    prop_assert_eq!(m.proto, h.protocol().0);
+                }
+                if m.l3 == L3::Ipv6 {
+                    let h = etherparse::Ipv6HeaderSlice::from_slice(&frame[usize::from(m.l3_off)..])
+                        .expect("oracle accepts what we accepted");
+                    prop_assert_eq!(m.dst, u128::from_be_bytes(h.destination()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tunnel_headers_round_trip() {
+        use crate::wire::{gre, mpls, vxlan};
+        let mut b = [0u8; 8];
+        vxlan::Packet::new_unchecked_mut(&mut b[..]).fill(0xabcdef);
+        assert_eq!(b, [0x08, 0, 0, 0, 0xab, 0xcd, 0xef, 0]);
+        let v = vxlan::Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(v.vni(), 0xabcdef);
+        assert_eq!(
+            vxlan::Packet::new_checked(&[0u8; 8][..]).unwrap_err(),
+            WireError::Malformed
+        );
+
+        let mut e = [0u8; 4];
+        mpls::Entry::new_checked(&mut e[..])
+            .unwrap()
+            .set(0x12345, 5, true, 64);
+        assert_eq!(e, [0x12, 0x34, 0x5b, 64]);
+        let e = mpls::Entry::new_checked(&e[..]).unwrap();
+        assert_eq!(
+            (e.label(), e.tc(), e.bottom_of_stack(), e.ttl()),
+            (0x12345, 5, true, 64)
+        );
+
+        let mut g = [0u8; 4];
+        gre::Packet::new_unchecked(&mut g[..]).fill_basic(0x8847);
+        assert_eq!(g, [0, 0, 0x88, 0x47]);
+        let with_key = [0x20, 0, 0x88, 0x47, 0, 0, 0, 1];
+        assert_eq!(
+            gre::Packet::new_checked(&with_key[..])
+                .unwrap()
+                .header_len(),
+            8
+        );
+        assert_eq!(
+            gre::Packet::new_checked(&with_key[..6]).unwrap_err(),
+            WireError::Truncated
+        );
+        assert_eq!(
+            gre::Packet::new_checked(&[0, 1, 0x88, 0x47][..]).unwrap_err(),
+            WireError::Malformed
+        );
+    }
+}

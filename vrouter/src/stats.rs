@@ -1,0 +1,253 @@
+//! Counters: every drop under a named reason, per-vif packets and bytes. Each forwarding core
+//! owns one [`CoreStats`] and is its only writer, so an increment is a plain load + store (no
+//! locked read-modify-write, no cache line shared with another writer); readers on other threads
+//! sum all cores' values.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The vif index space (indexes `0..MAX_VIFS`).
+pub const MAX_VIFS: usize = 1024;
+
+macro_rules! drop_reasons {
+    ($($(#[$doc:meta])* $name:ident = $text:literal,)*) => {
+        /// Why a packet was dropped (after the Contrail `dropstats` categories).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason { $($(#[$doc])* $name,)* }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            pub const COUNT: usize = Self::ALL.len();
+            /// A stable snake_case name for APIs and metrics.
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$name => $text,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// A header is shorter than it must be (or than its own length fields say).
+    Truncated = "truncated",
+    /// A header field holds an impossible value (IP version, lengths, GRE version...).
+    Malformed = "malformed",
+    /// IPv4 header checksum wrong.
+    BadChecksum = "bad_checksum",
+    /// The packet came in on a vif index that is not configured.
+    InvalidVif = "invalid_vif",
+    /// The vif's (or VNI's) VRF does not exist.
+    InvalidVrf = "invalid_vrf",
+    /// Neither IPv4, IPv6 nor ARP where L3 was needed.
+    UnsupportedEthertype = "unsupported_ethertype",
+    /// No route for the destination in the VRF.
+    NoRoute = "no_route",
+    /// No bridge entry for the destination MAC.
+    BridgeMiss = "bridge_miss",
+    /// Broadcast / multicast that is not ARP or ND (no flooding in this data path).
+    Multicast = "multicast",
+    /// TTL / hop limit would reach zero; no ICMP error could be sent back.
+    TtlExceeded = "ttl_exceeded",
+    /// TTL exceeded and an ICMP time-exceeded went back (counted so it shows in dropstats).
+    TtlExceededIcmpSent = "ttl_exceeded_icmp_sent",
+    /// Too big for the egress MTU with DF set (or IPv6); no ICMP error could be sent back.
+    Mtu = "mtu",
+    /// Too big with DF: an ICMP fragmentation-needed / packet-too-big went back.
+    MtuIcmpSent = "mtu_icmp_sent",
+    /// MPLS label with no entry in the label table (or a label stack deeper than one).
+    InvalidLabel = "invalid_label",
+    /// VXLAN VNI with no entry in the VNI table.
+    InvalidVni = "invalid_vni",
+    /// The route, label or bridge entry points at a nexthop id that is not configured.
+    InvalidNexthop = "invalid_nexthop",
+    /// The nexthop says discard.
+    DiscardNexthop = "discard",
+    /// ECMP nexthop with no usable member.
+    EcmpNoMember = "ecmp_no_member",
+    /// Not enough headroom to push the tunnel headers.
+    NoHeadroom = "no_headroom",
+    /// A fragmented outer packet addressed to the tunnel ports (no reassembly here).
+    FragmentedTunnel = "fragmented_tunnel",
+    /// Tunnel packet the vrouter does not speak (GRE payload not MPLS, L2 over MPLS...).
+    UnsupportedTunnel = "unsupported_tunnel",
+    /// ARP or ND that is not for an address the vrouter answers for.
+    ArpNotForUs = "arp_not_for_us",
+    /// The flow stage (policy) said drop.
+    FlowDrop = "flow_drop",
+    /// A tunnel nexthop whose outgoing vif is not on the fabric, or a loop back to the ingress.
+    InvalidTunnel = "invalid_tunnel",
+}
+
+/// A counter with exactly one writer (its core). `add` is a relaxed load and store: on x86 two
+/// plain moves, no lock prefix.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-vif counters of one core.
+#[derive(Debug, Default)]
+pub struct VifCounters {
+    pub rx_packets: Counter,
+    pub rx_bytes: Counter,
+    pub tx_packets: Counter,
+    pub tx_bytes: Counter,
+    pub drops: Counter,
+}
+
+/// One forwarding core's counters. Written only by the core that owns it.
+#[repr(align(64))]
+#[derive(Debug)]
+pub struct CoreStats {
+    drops: [Counter; DropReason::COUNT],
+    vifs: Box<[VifCounters]>,
+    /// Packets answered by the vrouter itself (ARP, NA).
+    pub replies: Counter,
+    /// Packets handed to the host (receive nexthop, fabric traffic not for a tunnel).
+    pub to_host: Counter,
+}
+
+impl Default for CoreStats {
+    fn default() -> Self {
+        CoreStats {
+            drops: std::array::from_fn(|_| Counter::default()),
+            vifs: (0..MAX_VIFS).map(|_| VifCounters::default()).collect(),
+            replies: Counter::default(),
+            to_host: Counter::default(),
+        }
+    }
+}
+
+impl CoreStats {
+    #[inline(always)]
+    pub fn count_drop(&self, r: DropReason) {
+        self.drops[r as usize].add(1);
+    }
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.drops[r as usize].get()
+    }
+    /// The counters of vif `vif` (indexes past [`MAX_VIFS`] share the last slot, which no
+    /// configured vif can have).
+    #[inline(always)]
+    pub fn vif(&self, vif: u16) -> &VifCounters {
+        let i = usize::from(vif).min(MAX_VIFS - 1);
+        &self.vifs[i]
+    }
+}
+
+/// Totals over all cores, as read by the control side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub drops: Vec<(DropReason, u64)>,
+    pub replies: u64,
+    pub to_host: u64,
+}
+
+impl StatsSnapshot {
+    pub fn drop_count(&self, r: DropReason) -> u64 {
+        self.drops
+            .iter()
+            .find(|(d, _)| *d == r)
+            .map_or(0, |(_, n)| *n)
+    }
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Per-vif totals over all cores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VifTotals {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drops: u64,
+}
+
+/// Where the cores' stats are registered so the control side can sum them. The mutex is taken
+/// only when a core starts and when stats are read, never per packet.
+#[derive(Debug, Default)]
+pub struct StatsRegistry {
+    cores: Mutex<Vec<Arc<CoreStats>>>,
+}
+
+impl StatsRegistry {
+    /// A new per-core stats block, registered for reading.
+    pub fn new_core(&self) -> Arc<CoreStats> {
+        let s = Arc::new(CoreStats::default());
+        self.lock().push(s.clone());
+        s
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<CoreStats>>> {
+        // A poisoned registry still holds valid counters.
+        self.cores.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let cores = self.lock();
+        StatsSnapshot {
+            drops: DropReason::ALL
+                .iter()
+                .map(|&r| (r, cores.iter().map(|c| c.drops(r)).sum()))
+                .collect(),
+            replies: cores.iter().map(|c| c.replies.get()).sum(),
+            to_host: cores.iter().map(|c| c.to_host.get()).sum(),
+        }
+    }
+
+    pub fn vif(&self, vif: u16) -> VifTotals {
+        let cores = self.lock();
+        let mut t = VifTotals::default();
+        for c in cores.iter() {
+            let v = c.vif(vif);
+            t.rx_packets += v.rx_packets.get();
+            t.rx_bytes += v.rx_bytes.get();
+            t.tx_packets += v.tx_packets.get();
+            t.tx_bytes += v.tx_bytes.get();
+            t.drops += v.drops.get();
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_sums_every_core() {
+        let reg = StatsRegistry::default();
+        let a = reg.new_core();
+        let b = reg.new_core();
+        a.count_drop(DropReason::NoRoute);
+        b.count_drop(DropReason::NoRoute);
+        b.count_drop(DropReason::Mtu);
+        a.vif(3).rx_packets.add(2);
+        b.vif(3).rx_packets.add(5);
+        let s = reg.snapshot();
+        assert_eq!(s.drop_count(DropReason::NoRoute), 2);
+        assert_eq!(s.drop_count(DropReason::Mtu), 1);
+        assert_eq!(s.total_drops(), 3);
+        assert_eq!(reg.vif(3).rx_packets, 7);
+        let names: std::collections::HashSet<_> =
+            DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(
+            names.len(),
+            DropReason::COUNT,
+            "drop reason names are unique"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Ethernet II frames and 802.1Q tags.
+
+use super::{be16, put16, MacAddr, WireError};
+
+pub const HEADER_LEN: usize = 14;
+pub const VLAN_TAG_LEN: usize = 4;
+
+pub mod ethertype {
+    pub const IPV4: u16 = 0x0800;
+    pub const ARP: u16 = 0x0806;
+    pub const VLAN: u16 = 0x8100;
+    pub const IPV6: u16 = 0x86dd;
+    pub const MPLS: u16 = 0x8847;
+}
+
+/// An Ethernet II frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<T: AsRef<[u8]>> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> Frame<T> {
+    pub fn new_unchecked(buf: T) -> Self {
+        Frame { buf }
+    }
+    pub fn new_checked(buf: T) -> Result<Self, WireError> {
+        if buf.as_ref().len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        Ok(Frame { buf })
+    }
+    pub fn into_inner(self) -> T {
+        self.buf
+    }
+    pub fn dst(&self) -> MacAddr {
+        let b = self.buf.as_ref();
+        MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]])
+    }
+    pub fn src(&self) -> MacAddr {
+        let b = self.buf.as_ref();
+        MacAddr([b[6], b[7], b[8], b[9], b[10], b[11]])
+    }
+    pub fn ethertype(&self) -> u16 {
+        be16(self.buf.as_ref(), 12)
+    }
+    pub fn payload(&self) -> &[u8] {
+        &self.buf.as_ref()[HEADER_LEN..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
+    pub fn set_dst(&mut self, m: MacAddr) {
+        self.buf.as_mut()[0..6].copy_from_slice(&m.0);
+    }
+    pub fn set_src(&mut self, m: MacAddr) {
+        self.buf.as_mut()[6..12].copy_from_slice(&m.0);
+    }
+    pub fn set_ethertype(&mut self, t: u16) {
+        put16(self.buf.as_mut(), 12, t);
+    }
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buf.as_mut()[HEADER_LEN..]
+    }
+}
+
+/// An 802.1Q tag as it follows the source MAC: TCI then the inner ethertype (the 0x8100 TPID
+/// itself is the frame's ethertype).
+#[derive(Debug, Clone, Copy)]
+pub struct VlanTag<T: AsRef<[u8]>> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> VlanTag<T> {
+    pub fn new_checked(buf: T) -> Result<Self, WireError> {
+        if buf.as_ref().len() < VLAN_TAG_LEN {
+            return Err(WireError::Truncated);
+        }
+        Ok(VlanTag { buf })
+    }
+    pub fn pcp(&self) -> u8 {
+        self.buf.as_ref()[0] >> 5
+    }
+    pub fn vid(&self) -> u16 {
+        be16(self.buf.as_ref(), 0) & 0x0fff
+    }
+    pub fn ethertype(&self) -> u16 {
+        be16(self.buf.as_ref(), 2)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
+    pub fn set_vid(&mut self, vid: u16) {
+        let tci = (be16(self.buf.as_ref(), 0) & 0xf000) | (vid & 0x0fff);
+        put16(self.buf.as_mut(), 0, tci);
+    }
+    pub fn set_ethertype(&mut self, t: u16) {
+        put16(self.buf.as_mut(), 2, t);
+    }
+}

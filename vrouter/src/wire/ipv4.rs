@@ -1,0 +1,154 @@
+//! IPv4 headers (RFC 791).
+
+use super::checksum;
+use super::{be16, put16, WireError};
+use std::net::Ipv4Addr;
+
+pub const MIN_HEADER_LEN: usize = 20;
+
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const GRE: u8 = 47;
+    pub const ICMPV6: u8 = 58;
+}
+
+const FLAG_DF: u16 = 0x4000;
+const FLAG_MF: u16 = 0x2000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    pub fn new_unchecked(buf: T) -> Self {
+        Packet { buf }
+    }
+    /// Checks version, header length and that the buffer holds `total_len` bytes (it may hold
+    /// more: Ethernet padding).
+    pub fn new_checked(buf: T) -> Result<Self, WireError> {
+        let b = buf.as_ref();
+        if b.len() < MIN_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if b[0] >> 4 != 4 {
+            return Err(WireError::Malformed);
+        }
+        let hl = usize::from(b[0] & 0xf) * 4;
+        let tl = usize::from(be16(b, 2));
+        if hl < MIN_HEADER_LEN || tl < hl {
+            return Err(WireError::Malformed);
+        }
+        if b.len() < hl || b.len() < tl {
+            return Err(WireError::Truncated);
+        }
+        Ok(Packet { buf })
+    }
+    pub fn into_inner(self) -> T {
+        self.buf
+    }
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buf.as_ref()[0] & 0xf) * 4
+    }
+    pub fn dscp_ecn(&self) -> u8 {
+        self.buf.as_ref()[1]
+    }
+    pub fn total_len(&self) -> u16 {
+        be16(self.buf.as_ref(), 2)
+    }
+    pub fn ident(&self) -> u16 {
+        be16(self.buf.as_ref(), 4)
+    }
+    pub fn dont_frag(&self) -> bool {
+        be16(self.buf.as_ref(), 6) & FLAG_DF != 0
+    }
+    pub fn more_frags(&self) -> bool {
+        be16(self.buf.as_ref(), 6) & FLAG_MF != 0
+    }
+    /// Fragment offset in 8-byte units.
+    pub fn frag_offset(&self) -> u16 {
+        be16(self.buf.as_ref(), 6) & 0x1fff
+    }
+    pub fn ttl(&self) -> u8 {
+        self.buf.as_ref()[8]
+    }
+    pub fn protocol(&self) -> u8 {
+        self.buf.as_ref()[9]
+    }
+    pub fn checksum(&self) -> u16 {
+        be16(self.buf.as_ref(), 10)
+    }
+    pub fn src(&self) -> Ipv4Addr {
+        let b = self.buf.as_ref();
+        Ipv4Addr::new(b[12], b[13], b[14], b[15])
+    }
+    pub fn dst(&self) -> Ipv4Addr {
+        let b = self.buf.as_ref();
+        Ipv4Addr::new(b[16], b[17], b[18], b[19])
+    }
+    /// Whether the header checksum is right.
+    pub fn verify_checksum(&self) -> bool {
+        checksum::fold(checksum::sum(0, &self.buf.as_ref()[..self.header_len()])) == 0xffff
+    }
+    /// The payload, up to `total_len` (Ethernet padding excluded).
+    pub fn payload(&self) -> &[u8] {
+        &self.buf.as_ref()[self.header_len()..usize::from(self.total_len())]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Write version 4 and a header length of `len` bytes (a multiple of 4).
+    pub fn set_version_and_len(&mut self, len: usize) {
+        self.buf.as_mut()[0] = 0x40 | ((len / 4) as u8 & 0xf);
+    }
+    pub fn set_dscp_ecn(&mut self, v: u8) {
+        self.buf.as_mut()[1] = v;
+    }
+    pub fn set_total_len(&mut self, v: u16) {
+        put16(self.buf.as_mut(), 2, v);
+    }
+    pub fn set_ident(&mut self, v: u16) {
+        put16(self.buf.as_mut(), 4, v);
+    }
+    /// Flags and fragment offset: DF as given, MF clear, offset 0.
+    pub fn set_flags_unfragmented(&mut self, df: bool) {
+        put16(self.buf.as_mut(), 6, if df { FLAG_DF } else { 0 });
+    }
+    pub fn set_ttl(&mut self, v: u8) {
+        self.buf.as_mut()[8] = v;
+    }
+    pub fn set_protocol(&mut self, v: u8) {
+        self.buf.as_mut()[9] = v;
+    }
+    pub fn set_checksum(&mut self, v: u16) {
+        put16(self.buf.as_mut(), 10, v);
+    }
+    pub fn set_src(&mut self, a: Ipv4Addr) {
+        self.buf.as_mut()[12..16].copy_from_slice(&a.octets());
+    }
+    pub fn set_dst(&mut self, a: Ipv4Addr) {
+        self.buf.as_mut()[16..20].copy_from_slice(&a.octets());
+    }
+    /// Compute and write the header checksum.
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let hl = self.header_len();
+        let c = checksum::checksum(&self.buf.as_ref()[..hl]);
+        self.set_checksum(c);
+    }
+    /// Decrement the TTL by one and patch the checksum incrementally (RFC 1624). Returns the
+    /// new TTL. The caller checks for expiry first.
+    #[inline]
+    pub fn decrement_ttl(&mut self) -> u8 {
+        let b = self.buf.as_mut();
+        let old = be16(b, 8);
+        let ttl = b[8].wrapping_sub(1);
+        b[8] = ttl;
+        let new = be16(b, 8);
+        let c = checksum::update16(be16(b, 10), old, new);
+        put16(b, 10, c);
+        ttl
+    }
+}
