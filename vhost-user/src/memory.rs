@@ -1,0 +1,583 @@
+//! Guest memory: the frontend's regions mapped `MAP_SHARED`, and the only place in this crate that
+//! touches raw pointers.
+//!
+//! Everything the frontend declares is untrusted: sizes are checked against the file (`fstat`)
+//! before mapping, because touching a page past the end of a shared file raises SIGBUS; address
+//! arithmetic is done with checked `u64` operations; overlapping regions are refused. The rest of
+//! the crate reaches guest memory only through the bounds-checked accessors here: byte copies
+//! ([`GuestMemory::read`], [`GuestMemory::write`], [`copy_guest_to_guest`]) and [`RingArea`], a
+//! validated window over a virtqueue ring with volatile and atomic accessors for the fields the
+//! guest writes concurrently.
+//!
+//! Lifetime: a [`GuestMemory`] is unmapped when its last `Arc` is dropped. Every [`RingArea`] and
+//! every virtqueue hold such an `Arc`, so the mapping stays valid for as long as a forwarding
+//! thread can still touch it, whatever the control thread does meanwhile.
+#![allow(unsafe_code)]
+
+use std::os::fd::OwnedFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+
+use rustix::mm::{MapFlags, ProtFlags};
+
+use crate::error::MemoryError;
+
+/// The most regions a memory table may hold (`VHOST_MEMORY_BASELINE_NREGIONS`).
+pub const MAX_REGIONS: usize = 8;
+
+/// One region as the frontend declares it in `SET_MEM_TABLE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegionSpec {
+    /// Guest-physical address of the region's first byte.
+    pub guest_phys_addr: u64,
+    /// Length of the region in bytes.
+    pub memory_size: u64,
+    /// The frontend's own virtual address of the region's first byte (ring addresses use it).
+    pub userspace_addr: u64,
+    /// Where the region starts inside the shared file.
+    pub mmap_offset: u64,
+}
+
+/// One mapped region.
+#[derive(Debug)]
+struct MappedRegion {
+    gpa: u64,
+    size: u64,
+    uva: u64,
+    /// Host address of the byte at `gpa`.
+    host: NonNull<u8>,
+    map_base: NonNull<u8>,
+    map_len: usize,
+}
+
+/// The frontend's memory table, mapped into this process.
+#[derive(Debug)]
+pub struct GuestMemory {
+    regions: Vec<MappedRegion>,
+}
+
+// SAFETY: the raw pointers refer to MAP_SHARED mappings owned by this value for its whole life;
+// all access goes through methods that bounds-check and copy, so sharing between threads is no
+// different from sharing the underlying file.
+unsafe impl Send for GuestMemory {}
+// SAFETY: as above; no method hands out references into guest memory, only copies, volatile
+// accesses and atomics.
+unsafe impl Sync for GuestMemory {}
+
+impl GuestMemory {
+    /// Maps the regions of a memory table, one fd per region (fds are closed once mapped).
+    ///
+    /// Refuses, mapping nothing, when: the counts differ, a region is empty, any address range
+    /// overflows `u64`, guest-physical or frontend-virtual ranges overlap, or a file is shorter
+    /// than `mmap_offset + memory_size`.
+    pub fn map(specs: &[RegionSpec], fds: Vec<OwnedFd>) -> Result<Self, MemoryError> {
+        if specs.is_empty() || specs.len() > MAX_REGIONS {
+            return Err(MemoryError::RegionCount(specs.len()));
+        }
+        if specs.len() != fds.len() {
+            return Err(MemoryError::FdCount {
+                regions: specs.len(),
+                fds: fds.len(),
+            });
+        }
+        for (i, s) in specs.iter().enumerate() {
+            if s.memory_size == 0 {
+                return Err(MemoryError::EmptyRegion(i));
+            }
+            let overflow = s.guest_phys_addr.checked_add(s.memory_size).is_none()
+                || s.userspace_addr.checked_add(s.memory_size).is_none()
+                || s.mmap_offset.checked_add(s.memory_size).is_none();
+            if overflow {
+                return Err(MemoryError::Overflow {
+                    region: i,
+                    spec: *s,
+                });
+            }
+            for (j, o) in specs.iter().enumerate().take(i) {
+                let gpa_overlap = s.guest_phys_addr < o.guest_phys_addr + o.memory_size
+                    && o.guest_phys_addr < s.guest_phys_addr + s.memory_size;
+                let uva_overlap = s.userspace_addr < o.userspace_addr + o.memory_size
+                    && o.userspace_addr < s.userspace_addr + s.memory_size;
+                if gpa_overlap || uva_overlap {
+                    return Err(MemoryError::Overlap { a: j, b: i });
+                }
+            }
+        }
+        let mut regions = Vec::with_capacity(specs.len());
+        // On any error below, `regions` drops and unmaps what was already mapped.
+        for (i, (s, fd)) in specs.iter().zip(fds).enumerate() {
+            let stat = rustix::fs::fstat(&fd).map_err(|e| MemoryError::Stat {
+                region: i,
+                errno: e,
+            })?;
+            let file_size = u64::try_from(stat.st_size).unwrap_or(0);
+            let needed = s.mmap_offset + s.memory_size;
+            if needed > file_size {
+                return Err(MemoryError::FileTooSmall {
+                    region: i,
+                    needed,
+                    file_size,
+                });
+            }
+            // Map from offset 0 (mmap wants page-aligned offsets, the frontend's need not be) and
+            // round the length up to the file's block size: hugetlbfs mappings must be whole pages.
+            let blk = u64::try_from(stat.st_blksize).unwrap_or(4096).max(4096);
+            let map_len = if blk.is_power_of_two() {
+                needed.div_ceil(blk) * blk
+            } else {
+                needed
+            };
+            let map_len = usize::try_from(map_len.min(file_size.max(needed))).map_err(|_| {
+                MemoryError::Overflow {
+                    region: i,
+                    spec: *s,
+                }
+            })?;
+            let off = usize::try_from(s.mmap_offset).map_err(|_| MemoryError::Overflow {
+                region: i,
+                spec: *s,
+            })?;
+            // SAFETY: a fresh shared mapping of a file we were handed; no existing Rust object
+            // aliases it (we pass a null hint so the kernel picks an unused range).
+            let ptr = unsafe {
+                rustix::mm::mmap(
+                    std::ptr::null_mut(),
+                    map_len,
+                    ProtFlags::READ | ProtFlags::WRITE,
+                    MapFlags::SHARED,
+                    &fd,
+                    0,
+                )
+            }
+            .map_err(|e| MemoryError::Mmap {
+                region: i,
+                len: map_len,
+                errno: e,
+            })?;
+            let map_base = NonNull::new(ptr.cast::<u8>()).ok_or(MemoryError::Mmap {
+                region: i,
+                len: map_len,
+                errno: rustix::io::Errno::INVAL,
+            })?;
+            // SAFETY: off + memory_size <= needed <= map_len, so the result stays inside the
+            // mapping just created.
+            let host = unsafe { map_base.add(off) };
+            regions.push(MappedRegion {
+                gpa: s.guest_phys_addr,
+                size: s.memory_size,
+                uva: s.userspace_addr,
+                host,
+                map_base,
+                map_len,
+            });
+        }
+        regions.sort_by_key(|r| r.gpa);
+        Ok(Self { regions })
+    }
+
+    /// Number of mapped regions.
+    pub fn region_count(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// Translates a frontend-virtual range to guest-physical; the range must lie in one region.
+    pub fn uva_to_gpa(&self, uva: u64, len: u64) -> Result<u64, MemoryError> {
+        let end = uva
+            .checked_add(len)
+            .ok_or(MemoryError::OutOfRange { addr: uva, len })?;
+        self.regions
+            .iter()
+            .find(|r| uva >= r.uva && end <= r.uva + r.size)
+            .map(|r| r.gpa + (uva - r.uva))
+            .ok_or(MemoryError::OutOfRange { addr: uva, len })
+    }
+
+    /// The region containing `gpa`, and how many bytes remain in it from there.
+    #[inline]
+    fn span(&self, gpa: u64) -> Option<(NonNull<u8>, u64)> {
+        for r in &self.regions {
+            if gpa >= r.gpa && gpa - r.gpa < r.size {
+                let off = gpa - r.gpa;
+                // SAFETY: off < size, so the pointer stays inside this region's mapping.
+                let p = unsafe { r.host.add(off as usize) };
+                return Some((p, r.size - off));
+            }
+        }
+        None
+    }
+
+    /// Checks that `[gpa, gpa+len)` is fully mapped (possibly across adjacent regions).
+    pub fn check_range(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
+        gpa.checked_add(len)
+            .ok_or(MemoryError::OutOfRange { addr: gpa, len })?;
+        let (mut at, mut left) = (gpa, len);
+        while left > 0 {
+            let (_, avail) = self
+                .span(at)
+                .ok_or(MemoryError::OutOfRange { addr: gpa, len })?;
+            let n = avail.min(left);
+            at += n;
+            left -= n;
+        }
+        Ok(())
+    }
+
+    /// Copies guest bytes at `gpa` into `buf`; an access straddling two adjacent regions is split.
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let len = buf.len() as u64;
+        self.check_range(gpa, len)?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let (p, avail) = self
+                .span(gpa + done as u64)
+                .ok_or(MemoryError::OutOfRange { addr: gpa, len })?;
+            let n = (avail.min((buf.len() - done) as u64)) as usize;
+            // SAFETY: `p` points at `avail >= n` mapped bytes; `buf[done..done+n]` is ours. The
+            // guest may write the source concurrently: we copy raw bytes and treat them as
+            // untrusted data, never as Rust values with invariants.
+            unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), buf.as_mut_ptr().add(done), n) };
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Copies `data` into guest memory at `gpa`, split across adjacent regions when needed.
+    pub fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
+        let len = data.len() as u64;
+        self.check_range(gpa, len)?;
+        let mut done = 0usize;
+        while done < data.len() {
+            let (p, avail) = self
+                .span(gpa + done as u64)
+                .ok_or(MemoryError::OutOfRange { addr: gpa, len })?;
+            let n = (avail.min((data.len() - done) as u64)) as usize;
+            // SAFETY: `p` points at `avail >= n` mapped, writable bytes that no Rust reference
+            // aliases (guest memory is only ever reached through raw copies).
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr().add(done), p.as_ptr(), n) };
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// A validated window over `len` bytes at `gpa` for ring access. The window must lie inside
+    /// one region and start on an `align`-byte boundary of the host mapping.
+    pub fn ring_area(
+        self: &Arc<Self>,
+        gpa: u64,
+        len: u64,
+        align: u64,
+    ) -> Result<RingArea, MemoryError> {
+        let (p, avail) = self
+            .span(gpa)
+            .ok_or(MemoryError::OutOfRange { addr: gpa, len })?;
+        if avail < len {
+            return Err(MemoryError::OutOfRange { addr: gpa, len });
+        }
+        if align == 0 || (p.as_ptr() as usize) % (align as usize) != 0 || gpa % align != 0 {
+            return Err(MemoryError::Misaligned { addr: gpa, align });
+        }
+        Ok(RingArea {
+            _mem: Arc::clone(self),
+            ptr: p,
+            len: len as usize,
+        })
+    }
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        for r in &self.regions {
+            // SAFETY: map_base/map_len are exactly what mmap returned in `map`; nothing refers to
+            // the mapping any more (we are the last owner and all accessors copy).
+            if let Err(e) = unsafe { rustix::mm::munmap(r.map_base.as_ptr().cast(), r.map_len) } {
+                tracing::error!(gpa = r.gpa, len = r.map_len, %e, "munmap of guest region failed");
+            }
+        }
+    }
+}
+
+/// Copies `len` bytes from one guest's memory straight into another's (the one-copy forwarding
+/// path between two vhost-user devices). Both ranges are bounds-checked first.
+pub fn copy_guest_to_guest(
+    src: &GuestMemory,
+    src_gpa: u64,
+    dst: &GuestMemory,
+    dst_gpa: u64,
+    len: u64,
+) -> Result<(), MemoryError> {
+    src.check_range(src_gpa, len)?;
+    dst.check_range(dst_gpa, len)?;
+    let mut done = 0u64;
+    while done < len {
+        let (sp, savail) = src
+            .span(src_gpa + done)
+            .ok_or(MemoryError::OutOfRange { addr: src_gpa, len })?;
+        let (dp, davail) = dst
+            .span(dst_gpa + done)
+            .ok_or(MemoryError::OutOfRange { addr: dst_gpa, len })?;
+        let n = savail.min(davail).min(len - done) as usize;
+        // SAFETY: both pointers have at least `n` mapped bytes. The two may be the same guest
+        // (a pod looping to itself), so use `copy`, which tolerates overlap.
+        unsafe { std::ptr::copy(sp.as_ptr(), dp.as_ptr(), n) };
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// A bounds-checked window over a virtqueue ring (descriptor table, avail or used ring) inside
+/// one mapped region. Keeps the mapping alive.
+#[derive(Debug)]
+pub struct RingArea {
+    _mem: Arc<GuestMemory>,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the window points into a shared mapping kept alive by `_mem`; all access is by copy,
+// volatile or atomic operations.
+unsafe impl Send for RingArea {}
+
+impl RingArea {
+    /// Size of the window in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn at(&self, off: usize, size: usize) -> Option<*mut u8> {
+        let end = off.checked_add(size)?;
+        if end > self.len || off % size != 0 {
+            return None;
+        }
+        // SAFETY: off + size <= len, inside the window; the window base is aligned to at least
+        // the ring alignment, and `off` is a multiple of `size`, so the access is aligned.
+        Some(unsafe { self.ptr.as_ptr().add(off) })
+    }
+
+    /// Volatile read of a little-endian u16 the guest may change concurrently.
+    #[inline]
+    pub fn load_u16(&self, off: usize) -> Option<u16> {
+        let p = self.at(off, 2)?;
+        // SAFETY: `p` is in bounds and 2-byte aligned (see `at`).
+        Some(u16::from_le(unsafe {
+            std::ptr::read_volatile(p.cast::<u16>())
+        }))
+    }
+
+    /// Acquire load of a u16 index the guest publishes (`avail->idx`): reads of the entries it
+    /// covers happen after it.
+    #[inline]
+    pub fn load_u16_acquire(&self, off: usize) -> Option<u16> {
+        let p = self.at(off, 2)?;
+        // SAFETY: `p` is in bounds and 2-byte aligned; AtomicU16 has u16's layout, and the
+        // location is only ever accessed atomically or by the other process.
+        let a = unsafe { &*(p.cast::<AtomicU16>()) };
+        Some(u16::from_le(a.load(Ordering::Acquire)))
+    }
+
+    /// Volatile store of a little-endian u16.
+    #[inline]
+    pub fn store_u16(&self, off: usize, v: u16) -> Option<()> {
+        let p = self.at(off, 2)?;
+        // SAFETY: `p` is in bounds and 2-byte aligned.
+        unsafe { std::ptr::write_volatile(p.cast::<u16>(), v.to_le()) };
+        Some(())
+    }
+
+    /// Release store of a u16 index the device publishes (`used->idx`): the entries written
+    /// before it are visible to the guest before the new index is.
+    #[inline]
+    pub fn store_u16_release(&self, off: usize, v: u16) -> Option<()> {
+        let p = self.at(off, 2)?;
+        // SAFETY: as `load_u16_acquire`.
+        let a = unsafe { &*(p.cast::<AtomicU16>()) };
+        a.store(v.to_le(), Ordering::Release);
+        Some(())
+    }
+
+    /// Volatile store of a little-endian u32.
+    #[inline]
+    pub fn store_u32(&self, off: usize, v: u32) -> Option<()> {
+        let p = self.at(off, 4)?;
+        // SAFETY: `p` is in bounds and 4-byte aligned.
+        unsafe { std::ptr::write_volatile(p.cast::<u32>(), v.to_le()) };
+        Some(())
+    }
+
+    /// Volatile read of a little-endian u32.
+    #[inline]
+    pub fn load_u32(&self, off: usize) -> Option<u32> {
+        let p = self.at(off, 4)?;
+        // SAFETY: `p` is in bounds and 4-byte aligned.
+        Some(u32::from_le(unsafe {
+            std::ptr::read_volatile(p.cast::<u32>())
+        }))
+    }
+
+    /// Volatile read of a little-endian u64.
+    #[inline]
+    pub fn load_u64(&self, off: usize) -> Option<u64> {
+        let p = self.at(off, 8)?;
+        // SAFETY: `p` is in bounds and 8-byte aligned.
+        Some(u64::from_le(unsafe {
+            std::ptr::read_volatile(p.cast::<u64>())
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn memfd(len: u64) -> OwnedFd {
+        let fd = rustix::fs::memfd_create("test-guest", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, len).unwrap();
+        fd
+    }
+
+    fn dup(fd: &OwnedFd) -> OwnedFd {
+        fd.try_clone().unwrap()
+    }
+
+    fn spec(gpa: u64, size: u64, uva: u64, off: u64) -> RegionSpec {
+        RegionSpec {
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: uva,
+            mmap_offset: off,
+        }
+    }
+
+    #[test]
+    fn reads_back_what_was_written_and_translates_uva() {
+        let fd = memfd(8192);
+        let mem = GuestMemory::map(&[spec(0x1000, 8192, 0x7000_0000, 0)], vec![fd]).unwrap();
+        mem.write(0x1010, b"hello").unwrap();
+        let mut b = [0u8; 5];
+        mem.read(0x1010, &mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        assert_eq!(mem.uva_to_gpa(0x7000_0010, 5).unwrap(), 0x1010);
+        assert!(mem.uva_to_gpa(0x7000_0000 + 8190, 4).is_err());
+    }
+
+    #[test]
+    fn out_of_range_and_overflowing_accesses_are_refused() {
+        let mem = GuestMemory::map(&[spec(0x1000, 4096, 0, 0)], vec![memfd(4096)]).unwrap();
+        let mut b = [0u8; 8];
+        assert!(mem.read(0x0fff, &mut b).is_err());
+        assert!(
+            mem.read(0x1000 + 4090, &mut b).is_err(),
+            "straddles the end of the only region"
+        );
+        assert!(mem.read(u64::MAX - 3, &mut b).is_err(), "u64 overflow");
+        assert!(mem.write(u64::MAX, &b).is_err());
+        assert!(mem.check_range(0x1000, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn straddling_adjacent_regions_is_split_correctly() {
+        let a = memfd(4096);
+        let b = memfd(4096);
+        let mem = GuestMemory::map(
+            &[spec(0, 4096, 0x10_0000, 0), spec(4096, 4096, 0x20_0000, 0)],
+            vec![dup(&a), dup(&b)],
+        )
+        .unwrap();
+        let data: Vec<u8> = (0..64u8).collect();
+        mem.write(4096 - 32, &data).unwrap();
+        let mut back = vec![0u8; 64];
+        mem.read(4096 - 32, &mut back).unwrap();
+        assert_eq!(back, data);
+        // The bytes really landed in both files.
+        let mut fa = std::fs::File::from(a);
+        let mut fb = std::fs::File::from(b);
+        let mut tail = [0u8; 32];
+        let mut head = [0u8; 32];
+        use std::io::{Read, Seek, SeekFrom};
+        fa.seek(SeekFrom::Start(4096 - 32)).unwrap();
+        fa.read_exact(&mut tail).unwrap();
+        fb.read_exact(&mut head).unwrap();
+        assert_eq!(&tail[..], &data[..32]);
+        assert_eq!(&head[..], &data[32..]);
+        fb.flush().unwrap();
+    }
+
+    #[test]
+    fn region_larger_than_its_file_is_refused_before_mapping() {
+        let err = GuestMemory::map(&[spec(0, 1 << 20, 0, 0)], vec![memfd(4096)]).unwrap_err();
+        assert!(matches!(err, MemoryError::FileTooSmall { .. }), "{err}");
+        let err = GuestMemory::map(&[spec(0, 4096, 0, 4096)], vec![memfd(4096)]).unwrap_err();
+        assert!(
+            matches!(err, MemoryError::FileTooSmall { .. }),
+            "offset pushes it past the end: {err}"
+        );
+    }
+
+    #[test]
+    fn overlapping_overflowing_and_miscounted_tables_are_refused() {
+        let e = GuestMemory::map(
+            &[spec(0, 8192, 0, 0), spec(4096, 4096, 0x10_0000, 0)],
+            vec![memfd(8192), memfd(8192)],
+        );
+        assert!(matches!(e, Err(MemoryError::Overlap { .. })));
+        let e = GuestMemory::map(
+            &[spec(0, 4096, 0, 0), spec(0x10_0000, 4096, 0, 0)],
+            vec![memfd(8192), memfd(8192)],
+        );
+        assert!(
+            matches!(e, Err(MemoryError::Overlap { .. })),
+            "overlapping frontend addresses"
+        );
+        let e = GuestMemory::map(&[spec(u64::MAX - 10, 4096, 0, 0)], vec![memfd(4096)]);
+        assert!(matches!(e, Err(MemoryError::Overflow { .. })));
+        let e = GuestMemory::map(&[spec(0, 4096, 0, u64::MAX)], vec![memfd(4096)]);
+        assert!(matches!(e, Err(MemoryError::Overflow { .. })));
+        let e = GuestMemory::map(&[spec(0, 4096, 0, 0)], vec![]);
+        assert!(matches!(e, Err(MemoryError::FdCount { .. })));
+        let e = GuestMemory::map(&[spec(0, 0, 0, 0)], vec![memfd(4096)]);
+        assert!(matches!(e, Err(MemoryError::EmptyRegion(0))));
+    }
+
+    #[test]
+    fn ring_area_is_bounds_and_alignment_checked() {
+        let mem = Arc::new(GuestMemory::map(&[spec(0, 4096, 0, 0)], vec![memfd(4096)]).unwrap());
+        let r = mem.ring_area(64, 64, 4).unwrap();
+        r.store_u16_release(2, 7).unwrap();
+        assert_eq!(r.load_u16_acquire(2), Some(7));
+        assert_eq!(r.load_u16(64), None);
+        assert_eq!(r.load_u16(63), None);
+        assert_eq!(r.store_u32(62, 1), None);
+        assert!(mem.ring_area(4000, 200, 2).is_err());
+        assert!(mem.ring_area(3, 8, 2).is_err());
+        let mut b = [0u8; 2];
+        mem.read(66, &mut b).unwrap();
+        assert_eq!(u16::from_le_bytes(b), 7);
+    }
+
+    #[test]
+    fn unmaps_when_the_last_owner_drops() {
+        let count = || {
+            std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .matches("memfd:vhost-unmap-test")
+                .count()
+        };
+        let fd =
+            rustix::fs::memfd_create("vhost-unmap-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, 4096).unwrap();
+        let mem = Arc::new(GuestMemory::map(&[spec(0, 4096, 0, 0)], vec![fd]).unwrap());
+        let ring = mem.ring_area(0, 16, 2).unwrap();
+        assert_eq!(count(), 1);
+        drop(mem);
+        assert_eq!(count(), 1, "a ring still holds the mapping");
+        drop(ring);
+        assert_eq!(count(), 0);
+    }
+}
