@@ -1,0 +1,70 @@
+/*
+ * vrouter pmd-shim: exported wrappers for DPDK's static-inline functions and per-lcore
+ * variables, which bindgen cannot bind. Every function is a thin forwarder; the safety
+ * contracts are DPDK's own and are restated at the Rust call sites.
+ */
+#ifndef VR_PMD_SHIM_H
+#define VR_PMD_SHIM_H
+
+#include <stdint.h>
+#include <rte_config.h>
+#include <rte_errno.h>
+#include <rte_eal.h>
+#include <rte_lcore.h>
+#include <rte_launch.h>
+#include <rte_dev.h>
+#include <rte_bus_vdev.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_ring.h>
+#include <rte_cycles.h>
+
+/* Limits and flags that DPDK defines as computed macros, which bindgen does not evaluate. */
+enum vr_consts {
+	VR_MEMPOOL_NAMESIZE = RTE_MEMPOOL_NAMESIZE,
+	VR_RING_NAMESIZE = RTE_RING_NAMESIZE,
+	VR_RING_F_SP_ENQ = RING_F_SP_ENQ,
+	VR_RING_F_SC_DEQ = RING_F_SC_DEQ,
+};
+
+int vr_errno(void);
+unsigned vr_lcore_id(void);
+
+uint16_t vr_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+uint16_t vr_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
+
+struct rte_mbuf *vr_pktmbuf_alloc(struct rte_mempool *mp);
+int vr_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned count);
+void vr_pktmbuf_free(struct rte_mbuf *m);
+char *vr_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
+char *vr_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
+char *vr_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
+int vr_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
+uint16_t vr_pktmbuf_headroom(const struct rte_mbuf *m);
+uint16_t vr_pktmbuf_tailroom(const struct rte_mbuf *m);
+uint16_t vr_pktmbuf_data_room_size(struct rte_mempool *mp);
+int vr_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail);
+
+/* Field accessors that live in anonymous unions, so their Rust names would be unstable. */
+uint32_t vr_mbuf_rss_hash(const struct rte_mbuf *m);
+int vr_mbuf_has_rss_hash(const struct rte_mbuf *m);
+struct rte_mbuf *vr_mbuf_next(const struct rte_mbuf *m);
+
+unsigned vr_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);
+unsigned vr_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n);
+unsigned vr_ring_count(const struct rte_ring *r);
+unsigned vr_ring_free_count(const struct rte_ring *r);
+
+uint64_t vr_rdtsc(void);
+
+/*
+ * Configures a port with nrx/ntx queues. With want_rss and more than one RX queue, RSS is
+ * enabled over IP/UDP/TCP (restricted to what the device supports) and the RSS hash is
+ * delivered in mbufs when the device can. Returns 0 or a negative errno.
+ */
+int vr_eth_configure(uint16_t port, uint16_t nrx, uint16_t ntx, int want_rss);
+/* Link state without waiting: 0 on success, negative errno otherwise. */
+int vr_eth_link(uint16_t port, uint32_t *speed_mbps, int *up, int *full_duplex);
+
+#endif

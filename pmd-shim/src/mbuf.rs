@@ -1,0 +1,247 @@
+//! An owned DPDK packet buffer.
+
+use std::ptr::NonNull;
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// One packet buffer (possibly the head of a segment chain), owned: freed on drop, exactly once.
+///
+/// `repr(transparent)` over a non-null pointer, so `Option<Mbuf>` has the layout of
+/// `struct rte_mbuf *` and bursts can be handed to DPDK without conversion.
+#[repr(transparent)]
+pub struct Mbuf(NonNull<sys::rte_mbuf>);
+
+// SAFETY: an mbuf is owned by exactly one `Mbuf` value; moving it to another thread moves that
+// ownership. Freeing from any thread is allowed by DPDK (the mempool is thread safe).
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// Takes ownership of a raw mbuf.
+    ///
+    /// # Safety
+    /// `raw` must point to a valid mbuf that nobody else owns or frees.
+    pub(crate) unsafe fn from_raw(raw: NonNull<sys::rte_mbuf>) -> Mbuf {
+        Mbuf(raw)
+    }
+
+    /// Gives up ownership without freeing (the caller passed it to DPDK).
+    pub(crate) fn into_raw(self) -> NonNull<sys::rte_mbuf> {
+        let raw = self.0;
+        std::mem::forget(self);
+        raw
+    }
+
+    fn raw(&self) -> &sys::rte_mbuf {
+        // SAFETY: we own a valid mbuf for as long as `self` lives.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Bytes in this (first) segment.
+    pub fn data_len(&self) -> u16 {
+        self.raw().data_len
+    }
+
+    /// Bytes in the whole packet, all segments.
+    pub fn pkt_len(&self) -> u32 {
+        self.raw().pkt_len
+    }
+
+    /// Number of segments in the chain (1 for a contiguous packet).
+    pub fn nb_segs(&self) -> u16 {
+        self.raw().nb_segs
+    }
+
+    pub fn is_contiguous(&self) -> bool {
+        self.nb_segs() == 1
+    }
+
+    /// The first segment's data.
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's buffer (DPDK
+        // invariant kept by every operation of this type), and we own the mbuf.
+        unsafe { segment_data(self.0.as_ptr()) }
+    }
+
+    /// The first segment's data, writable.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        let m = self.raw();
+        let len = usize::from(m.data_len);
+        // SAFETY: as in `data`; `&mut self` makes this the only reference into the buffer.
+        unsafe {
+            let start = (m.buf_addr as *mut u8).add(usize::from(m.data_off));
+            std::slice::from_raw_parts_mut(start, len)
+        }
+    }
+
+    /// The whole packet if it is in one segment; `None` for a chain (callers that cannot walk
+    /// chains refuse them explicitly).
+    pub fn contiguous_data(&self) -> Option<&[u8]> {
+        self.is_contiguous().then(|| self.data())
+    }
+
+    /// Every segment's data, in order.
+    pub fn segments(&self) -> Segments<'_> {
+        Segments {
+            next: Some(self.0),
+            _owner: self,
+        }
+    }
+
+    /// A copy of the whole packet (all segments); for tests and slow paths.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.pkt_len() as usize);
+        for seg in self.segments() {
+            v.extend_from_slice(seg);
+        }
+        v
+    }
+
+    /// Free bytes in front of the data of the first segment.
+    pub fn headroom(&self) -> u16 {
+        // SAFETY: reads fields of our valid mbuf.
+        unsafe { sys::vr_pktmbuf_headroom(self.0.as_ptr()) }
+    }
+
+    /// Free bytes after the data of the last segment.
+    pub fn tailroom(&self) -> u16 {
+        let mut last = self.0;
+        // SAFETY: walking `next` of an owned chain visits valid mbufs only.
+        while let Some(n) = NonNull::new(unsafe { last.as_ref() }.next) {
+            last = n;
+        }
+        // SAFETY: `last` is a valid segment of our chain.
+        unsafe { sys::vr_pktmbuf_tailroom(last.as_ptr()) }
+    }
+
+    /// Grows the packet at the front by `len` bytes of headroom and returns them (uninitialised
+    /// contents: whatever the buffer held).
+    pub fn prepend(&mut self, len: u16) -> Result<&mut [u8]> {
+        // SAFETY: valid owned mbuf; DPDK checks the headroom and returns NULL if short.
+        let p = unsafe { sys::vr_pktmbuf_prepend(self.0.as_ptr(), len) };
+        if p.is_null() {
+            return Err(Error::Mbuf("not enough headroom to prepend"));
+        }
+        Ok(&mut self.data_mut()[..usize::from(len)])
+    }
+
+    /// Removes `len` bytes from the front of the first segment.
+    pub fn adj(&mut self, len: u16) -> Result<()> {
+        // SAFETY: valid owned mbuf; DPDK refuses (NULL) if len > data_len.
+        let p = unsafe { sys::vr_pktmbuf_adj(self.0.as_ptr(), len) };
+        if p.is_null() {
+            return Err(Error::Mbuf("adj longer than the first segment"));
+        }
+        Ok(())
+    }
+
+    /// Removes `len` bytes from the end of the last segment.
+    pub fn trim(&mut self, len: u16) -> Result<()> {
+        // SAFETY: valid owned mbuf; DPDK refuses (-1) if len > the last segment's data_len.
+        let r = unsafe { sys::vr_pktmbuf_trim(self.0.as_ptr(), len) };
+        if r != 0 {
+            return Err(Error::Mbuf("trim longer than the last segment"));
+        }
+        Ok(())
+    }
+
+    /// Grows the packet at the end by `len` bytes of tailroom and returns them.
+    pub fn append(&mut self, len: u16) -> Result<&mut [u8]> {
+        // SAFETY: valid owned mbuf; DPDK checks the tailroom and returns NULL if short.
+        let p = unsafe { sys::vr_pktmbuf_append(self.0.as_ptr(), len) };
+        if p.is_null() {
+            return Err(Error::Mbuf("not enough tailroom to append"));
+        }
+        // SAFETY: DPDK returned a pointer to `len` bytes inside the last segment's buffer that
+        // now belong to this packet; `&mut self` makes the slice unique.
+        Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(len)) })
+    }
+
+    /// Appends `tail` (a packet of its own) as further segments of this packet.
+    pub fn chain(&mut self, tail: Mbuf) -> Result<()> {
+        let raw_tail = tail.into_raw();
+        // SAFETY: both are valid owned mbufs; on success DPDK links `tail` into our chain, which
+        // now owns it; on failure (too many segments) ownership stays with us and we free it.
+        let r = unsafe { sys::vr_pktmbuf_chain(self.0.as_ptr(), raw_tail.as_ptr()) };
+        if r != 0 {
+            // SAFETY: the chain refused it; we still own it.
+            drop(unsafe { Mbuf::from_raw(raw_tail) });
+            return Err(Error::Mbuf("segment chain would exceed DPDK's segment limit"));
+        }
+        Ok(())
+    }
+
+    /// Moves the data start of an empty mbuf to the buffer start (for follow-on segments).
+    pub(crate) fn reset_headroom_to_zero(&mut self) {
+        if self.raw().data_len == 0 {
+            // SAFETY: an empty segment has no data to lose; we own it exclusively.
+            unsafe { (*self.0.as_ptr()).data_off = 0 };
+        }
+    }
+
+    /// The RSS hash the NIC computed, if it set one.
+    pub fn rss_hash(&self) -> Option<u32> {
+        // SAFETY: reads fields of our valid mbuf.
+        unsafe {
+            (sys::vr_mbuf_has_rss_hash(self.0.as_ptr()) != 0)
+                .then(|| sys::vr_mbuf_rss_hash(self.0.as_ptr()))
+        }
+    }
+
+    /// The input port the mbuf was received on.
+    pub fn port(&self) -> u16 {
+        self.raw().port
+    }
+
+    pub fn set_port(&mut self, port: u16) {
+        // SAFETY: plain field write on our exclusively owned mbuf.
+        unsafe { (*self.0.as_ptr()).port = port };
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf (and its chain); it is freed exactly once, here.
+        unsafe { sys::vr_pktmbuf_free(self.0.as_ptr()) };
+    }
+}
+
+impl std::fmt::Debug for Mbuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mbuf")
+            .field("pkt_len", &self.pkt_len())
+            .field("nb_segs", &self.nb_segs())
+            .field("headroom", &self.headroom())
+            .finish()
+    }
+}
+
+/// Iterator over the data of each segment of a chain.
+pub struct Segments<'a> {
+    next: Option<NonNull<sys::rte_mbuf>>,
+    _owner: &'a Mbuf,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let seg = self.next?;
+        // SAFETY: `seg` is a segment of a chain borrowed for 'a; DPDK links only valid mbufs.
+        self.next = NonNull::new(unsafe { seg.as_ref() }.next);
+        // SAFETY: as above; the borrow of the owner keeps the chain alive and unmodified.
+        Some(unsafe { segment_data(seg.as_ptr()) })
+    }
+}
+
+/// The data of one segment.
+///
+/// # Safety
+/// `m` must be a valid mbuf that stays alive and unmodified for `'a`.
+unsafe fn segment_data<'a>(m: *const sys::rte_mbuf) -> &'a [u8] {
+    // SAFETY: caller guarantees `m` is valid; DPDK keeps data_off + data_len within buf_len.
+    unsafe {
+        let m = &*m;
+        let start = (m.buf_addr as *const u8).add(usize::from(m.data_off));
+        std::slice::from_raw_parts(start, usize::from(m.data_len))
+    }
+}
