@@ -82,10 +82,13 @@ impl MbufBurst {
         self.slots[..self.len].iter_mut().flatten()
     }
 
-    /// Takes every mbuf out, front to back, leaving the burst empty.
-    pub fn drain(&mut self) -> impl Iterator<Item = Mbuf> + '_ {
+    /// Takes every mbuf out, front to back, leaving the burst empty (mbufs the iterator did not
+    /// yield are freed when it drops).
+    pub fn drain(&mut self) -> Drain<'_> {
         let len = std::mem::take(&mut self.len);
-        self.slots[..len].iter_mut().filter_map(Option::take)
+        Drain {
+            slots: self.slots[..len].iter_mut(),
+        }
     }
 
     /// Frees every mbuf in one call to DPDK.
@@ -143,6 +146,27 @@ impl MbufBurst {
     }
 }
 
+/// Iterator returned by [`MbufBurst::drain`].
+pub struct Drain<'a> {
+    slots: std::slice::IterMut<'a, Option<Mbuf>>,
+}
+
+impl Iterator for Drain<'_> {
+    type Item = Mbuf;
+    fn next(&mut self) -> Option<Mbuf> {
+        self.slots.next().and_then(Option::take)
+    }
+}
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        // Keep the burst's invariant (slots past len are None): free what was not taken.
+        for slot in &mut self.slots {
+            drop(slot.take());
+        }
+    }
+}
+
 impl std::fmt::Debug for MbufBurst {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MbufBurst").field("len", &self.len).finish()
@@ -150,9 +174,8 @@ impl std::fmt::Debug for MbufBurst {
 }
 
 // The layout promise the raw-pointer casts above rely on.
-const _: () = assert!(
-    std::mem::size_of::<Option<Mbuf>>() == std::mem::size_of::<*mut sys::rte_mbuf>()
-);
+const _: () =
+    assert!(std::mem::size_of::<Option<Mbuf>>() == std::mem::size_of::<*mut sys::rte_mbuf>());
 
 impl Drop for MbufBurst {
     fn drop(&mut self) {

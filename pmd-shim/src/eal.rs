@@ -28,6 +28,7 @@ pub struct Eal {
 
 struct EalInner {
     main_lcore: u32,
+    runtime_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Eal {
@@ -74,8 +75,14 @@ impl Eal {
         }
         // SAFETY: EAL is initialised; this only reads its configuration.
         let main_lcore = unsafe { sys::rte_get_main_lcore() };
+        // SAFETY: EAL is initialised; the returned string is static for the process lifetime.
+        let runtime_dir = unsafe { CStr::from_ptr(sys::rte_eal_get_runtime_dir()) };
+        let runtime_dir = std::path::PathBuf::from(runtime_dir.to_string_lossy().into_owned());
         Ok(Eal {
-            inner: Arc::new(EalInner { main_lcore }),
+            inner: Arc::new(EalInner {
+                main_lcore,
+                runtime_dir,
+            }),
         })
     }
 
@@ -91,6 +98,17 @@ impl Eal {
             // SAFETY: EAL is initialised and the id is below RTE_MAX_LCORE.
             .filter(|&id| unsafe { sys::rte_lcore_is_enabled(id) } != 0)
             .collect()
+    }
+
+    /// EAL's runtime directory (`/var/run/dpdk/<file-prefix>`).
+    pub fn runtime_dir(&self) -> &std::path::Path {
+        &self.inner.runtime_dir
+    }
+
+    /// Removes the runtime directory if it is empty (`--in-memory` leaves it so), for an EAL
+    /// that is never dropped (e.g. held in a static by a test binary).
+    pub fn remove_empty_runtime_dir(&self) {
+        let _ = std::fs::remove_dir(&self.inner.runtime_dir);
     }
 
     /// The EAL lcore id of the calling thread, or `None` for a thread EAL does not know.
@@ -117,6 +135,9 @@ impl Drop for EalInner {
         // through this crate is gone (each holds an `Eal`); EAL was initialised exactly once.
         unsafe { sys::rte_eal_cleanup() };
         STATE.store(CLEANED, Ordering::Release);
+        // EAL leaves its runtime directory (config, fbarrays, mp_socket) behind; it belongs to
+        // this primary process alone, so remove it.
+        let _ = std::fs::remove_dir_all(&self.runtime_dir);
     }
 }
 
@@ -150,8 +171,9 @@ fn init_failure_hint(errno: i32, args: &[String]) -> String {
             args.get(1..).unwrap_or(&[])
         ),
         libc::EALREADY => "EAL was already initialised in this process".to_owned(),
-        libc::ENODEV => "no usable devices or memory: check --vdev/-a arguments and hugepages"
-            .to_owned(),
+        libc::ENODEV => {
+            "no usable devices or memory: check --vdev/-a arguments and hugepages".to_owned()
+        }
         libc::EFAULT | libc::ENOEXEC => format!(
             "EAL could not set up its memory ({}); another DPDK process with the same \
              --file-prefix may be running",

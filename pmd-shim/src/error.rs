@@ -26,7 +26,9 @@ pub enum Error {
         name: String,
         why: &'static str,
     },
-    #[error("creating mempool {name:?} ({size} mbufs, cache {cache}, data room {data_room}): {errno}")]
+    #[error(
+        "creating mempool {name:?} ({size} mbufs, cache {cache}, data room {data_room}): {errno}"
+    )]
     MempoolCreate {
         name: String,
         size: u32,
@@ -35,7 +37,11 @@ pub enum Error {
         errno: DpdkErrno,
     },
     #[error("mempool {name:?} has no free mbufs ({in_use} of {size} in use)")]
-    MempoolExhausted { name: String, in_use: u32, size: u32 },
+    MempoolExhausted {
+        name: String,
+        in_use: u32,
+        size: u32,
+    },
     #[error("creating ring {name:?} of {size} slots: {errno}")]
     RingCreate {
         name: String,
@@ -46,7 +52,9 @@ pub enum Error {
     RingHandle { name: String, why: &'static str },
     #[error("probing device {devargs:?}: {errno}")]
     DeviceProbe { devargs: String, errno: DpdkErrno },
-    #[error("no ethdev port named {0:?} (probed devices are named by their PCI address or vdev name)")]
+    #[error(
+        "no ethdev port named {0:?} (probed devices are named by their PCI address or vdev name)"
+    )]
     PortNotFound(String),
     #[error("port {port} ({name}): {op} failed: {errno}")]
     Port {

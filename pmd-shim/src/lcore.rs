@@ -54,13 +54,20 @@ impl Eal {
     {
         let fail = |why: String| Error::Lcore { lcore, why };
         if Eal::current_lcore() != Some(self.main_lcore()) {
-            return Err(fail("lcores can only be launched from the main lcore's thread".into()));
+            return Err(fail(
+                "lcores can only be launched from the main lcore's thread".into(),
+            ));
         }
         if lcore == self.main_lcore() {
-            return Err(fail("is the main lcore; give forwarding its own lcores".into()));
+            return Err(fail(
+                "is the main lcore; give forwarding its own lcores".into(),
+            ));
         }
         if lcore >= sys::RTE_MAX_LCORE {
-            return Err(fail(format!("is above RTE_MAX_LCORE ({})", sys::RTE_MAX_LCORE)));
+            return Err(fail(format!(
+                "is above RTE_MAX_LCORE ({})",
+                sys::RTE_MAX_LCORE
+            )));
         }
         // SAFETY: EAL initialised; id below RTE_MAX_LCORE.
         if unsafe { sys::rte_lcore_is_enabled(lcore) } == 0 {

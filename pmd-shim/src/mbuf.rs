@@ -166,7 +166,9 @@ impl Mbuf {
         if r != 0 {
             // SAFETY: the chain refused it; we still own it.
             drop(unsafe { Mbuf::from_raw(raw_tail) });
-            return Err(Error::Mbuf("segment chain would exceed DPDK's segment limit"));
+            return Err(Error::Mbuf(
+                "segment chain would exceed DPDK's segment limit",
+            ));
         }
         Ok(())
     }

@@ -145,7 +145,8 @@ impl EthPort {
         }
         let id = inner.id;
         // SAFETY: valid port id; the port is stopped and nobody polls it (no queue handles).
-        let ret = unsafe { sys::vr_eth_configure(id, cfg.rx_queues, cfg.tx_queues, cfg.rss.into()) };
+        let ret =
+            unsafe { sys::vr_eth_configure(id, cfg.rx_queues, cfg.tx_queues, cfg.rss.into()) };
         check(inner, "rte_eth_dev_configure", ret)?;
         // SAFETY: valid port id.
         let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
@@ -167,8 +168,9 @@ impl EthPort {
         }
         for q in 0..cfg.tx_queues {
             // SAFETY: configured port; NULL tx_conf means the driver defaults.
-            let ret =
-                unsafe { sys::rte_eth_tx_queue_setup(id, q, cfg.tx_descriptors, socket, std::ptr::null()) };
+            let ret = unsafe {
+                sys::rte_eth_tx_queue_setup(id, q, cfg.tx_descriptors, socket, std::ptr::null())
+            };
             check(inner, "rte_eth_tx_queue_setup", ret)?;
         }
         if cfg.promiscuous {
@@ -192,7 +194,9 @@ impl EthPort {
             // SAFETY: configured port, no concurrent users.
             let ret = unsafe { sys::rte_eth_dev_start(inner.id) };
             check(inner, "rte_eth_dev_start", ret)?;
-            inner.started.store(true, std::sync::atomic::Ordering::Release);
+            inner
+                .started
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         let (rx_queues, tx_queues) = (inner.rx_queues, inner.tx_queues);
         let rx = (0..rx_queues)
@@ -213,7 +217,10 @@ impl EthPort {
     /// Stops the port. Every queue handle must have been dropped first.
     pub fn stop(&mut self) -> Result<()> {
         let inner = self.exclusive("stop")?;
-        if inner.started.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        if inner
+            .started
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
             // SAFETY: started port with no queue handles, so nobody is polling it.
             let ret = unsafe { sys::rte_eth_dev_stop(inner.id) };
             check(inner, "rte_eth_dev_stop", ret)?;
@@ -264,7 +271,8 @@ impl EthPort {
         let id = self.inner.id;
         // SAFETY: valid port id; a NULL array with n = 0 asks for the count.
         let n = unsafe { sys::rte_eth_xstats_get_names(id, std::ptr::null_mut(), 0) };
-        let n = usize::try_from(n).map_err(|_| port_err(&self.inner, "rte_eth_xstats_get_names", n))?;
+        let n =
+            usize::try_from(n).map_err(|_| port_err(&self.inner, "rte_eth_xstats_get_names", n))?;
         let mut names = vec![sys::rte_eth_xstat_name::default(); n];
         let mut values = vec![sys::rte_eth_xstat::default(); n];
         // SAFETY: both arrays have room for n entries.
@@ -272,7 +280,11 @@ impl EthPort {
         // SAFETY: as above.
         let got_values = unsafe { sys::rte_eth_xstats_get(id, values.as_mut_ptr(), n as u32) };
         if got_names < 0 || got_values < 0 {
-            return Err(port_err(&self.inner, "rte_eth_xstats_get", got_names.min(got_values)));
+            return Err(port_err(
+                &self.inner,
+                "rte_eth_xstats_get",
+                got_names.min(got_values),
+            ));
         }
         let count = n.min(got_names as usize).min(got_values as usize);
         Ok(values[..count]
@@ -345,9 +357,8 @@ impl RxQueue {
         }
         // SAFETY: started port (queue handles exist only while started); this handle is the only
         // poller of the queue; the slots have room for `room` pointers.
-        let n = unsafe {
-            sys::vr_eth_rx_burst(self.port.id, self.queue, burst.raw_free_slots(), room)
-        };
+        let n =
+            unsafe { sys::vr_eth_rx_burst(self.port.id, self.queue, burst.raw_free_slots(), room) };
         // SAFETY: DPDK wrote n owned mbuf pointers into the free slots.
         unsafe { burst.filled(usize::from(n)) };
         usize::from(n)
@@ -421,7 +432,10 @@ fn port_id_by_name(name: &str) -> Result<Option<u16>> {
 fn looks_like_pci(name: &str) -> bool {
     // dddd:bb:dd.f or bb:dd.f
     let parts: Vec<&str> = name.split([':', '.']).collect();
-    (parts.len() == 4 || parts.len() == 3) && parts.iter().all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+    (parts.len() == 4 || parts.len() == 3)
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn check(inner: &PortInner, op: &'static str, ret: i32) -> Result<()> {
@@ -433,7 +447,11 @@ fn check(inner: &PortInner, op: &'static str, ret: i32) -> Result<()> {
 }
 
 fn port_err(inner: &PortInner, op: &'static str, ret: i32) -> Error {
-    let errno = if ret < 0 { DpdkErrno(-ret) } else { last_errno() };
+    let errno = if ret < 0 {
+        DpdkErrno(-ret)
+    } else {
+        last_errno()
+    };
     Error::Port {
         port: inner.id,
         name: inner.name.clone(),

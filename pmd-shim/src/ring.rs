@@ -68,7 +68,12 @@ pub struct RingConsumer {
 }
 
 /// Creates a ring of mbufs with room for `capacity - 1` packets (`capacity` a power of two).
-pub fn mbuf_ring(eal: &Eal, name: &str, capacity: u32, mode: RingMode) -> Result<(RingProducer, RingConsumer)> {
+pub fn mbuf_ring(
+    eal: &Eal,
+    name: &str,
+    capacity: u32,
+    mode: RingMode,
+) -> Result<(RingProducer, RingConsumer)> {
     let c_name = checked_name("ring", name, sys::VR_RING_NAMESIZE as usize)?;
     if !capacity.is_power_of_two() {
         return Err(Error::RingCreate {
@@ -78,8 +83,8 @@ pub fn mbuf_ring(eal: &Eal, name: &str, capacity: u32, mode: RingMode) -> Result
         });
     }
     let flags = match mode {
-        RingMode::SingleProducerSingleConsumer => (sys::VR_RING_F_SP_ENQ | sys::VR_RING_F_SC_DEQ) as u32,
-        RingMode::MultiProducerSingleConsumer => sys::VR_RING_F_SC_DEQ as u32,
+        RingMode::SingleProducerSingleConsumer => sys::VR_RING_F_SP_ENQ | sys::VR_RING_F_SC_DEQ,
+        RingMode::MultiProducerSingleConsumer => sys::VR_RING_F_SC_DEQ,
     };
     // SAFETY: EAL initialised; valid name; DPDK copies the name.
     let raw = unsafe { sys::rte_ring_create(c_name.as_ptr(), capacity, sys::SOCKET_ID_ANY, flags) };
@@ -154,7 +159,11 @@ impl RingConsumer {
         }
         // SAFETY: valid ring; this handle is the only consumer; the free slots have room.
         let n = unsafe {
-            sys::vr_ring_dequeue_burst(self.inner.ring.as_ptr(), burst.raw_free_slots().cast(), room)
+            sys::vr_ring_dequeue_burst(
+                self.inner.ring.as_ptr(),
+                burst.raw_free_slots().cast(),
+                room,
+            )
         };
         // SAFETY: the ring holds only owned mbufs; ownership moves into the burst.
         unsafe { burst.filled(n as usize) };

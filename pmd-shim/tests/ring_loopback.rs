@@ -22,10 +22,11 @@ fn frame(seq: u64) -> Vec<u8> {
 
 #[test]
 fn hundred_thousand_packets_through_net_ring_every_byte_checked() {
-    let eal = common::eal();
+    let eal = &common::eal();
     let pool = Mempool::new(eal, "ringloop", 4095, 64, 2176).expect("mempool");
     let mut port = EthPort::open(eal, "net_ring0").expect("net_ring0 vdev");
-    port.configure(&PortConfig::default(), &pool).expect("configure");
+    port.configure(&PortConfig::default(), &pool)
+        .expect("configure");
     let mut queues = port.start().expect("start");
     let mut rx = queues.rx.pop().expect("one rx queue");
     let mut tx = queues.tx.pop().expect("one tx queue");
@@ -45,7 +46,10 @@ fn hundred_thousand_packets_through_net_ring_every_byte_checked() {
         let n = rx.rx_burst(&mut inb);
         if n == 0 {
             idle_polls += 1;
-            assert!(idle_polls < 1_000_000, "stalled: sent {sent}, received {received}");
+            assert!(
+                idle_polls < 1_000_000,
+                "stalled: sent {sent}, received {received}"
+            );
         }
         for m in inb.drain() {
             check(&m, received);
