@@ -14,15 +14,10 @@ pub mod buf;
 pub mod error;
 pub mod meta;
 pub mod stats;
+pub mod tables;
 pub mod wire;
 
 pub use buf::{BufError, PacketBuf, VecBuf};
 pub use error::Error;
-pub mod tables {
-    pub const MAX_VRFS: usize = 4096;
-    pub mod nexthop {
-        pub const MAX_ECMP_MEMBERS: usize = 12;
-    }
-}
 pub use stats::{CoreStats, DropReason, StatsRegistry};
 pub use wire::MacAddr;

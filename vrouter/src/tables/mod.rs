@@ -1,0 +1,568 @@
+//! Forwarding state, updatable while cores forward (RCU-style):
+//!
+//! - Route, nexthop, bridge, label and VNI entries are updated **in place** with atomic stores
+//!   (or per-record sequence locks): an update costs what it touches, never the table size.
+//! - The topology (which VRFs exist, the vifs, the fabric settings) is an immutable
+//!   [`Topology`] published through `arc_swap`; each core checks for a new one once per batch
+//!   through an `arc_swap::Cache` (one atomic load). Changing it copies at most a few thousand
+//!   slot pointers (4096 VRFs, 1024 vifs), not any route.
+//!
+//! Writers are serialised by one mutex that only the control side takes.
+
+pub mod lpm;
+pub mod nexthop;
+pub mod seqcell;
+pub mod small;
+
+use crate::stats::MAX_VIFS;
+use crate::wire::MacAddr;
+use crate::Error;
+use arc_swap::ArcSwap;
+use lpm::{Lpm, LpmError};
+pub use nexthop::{Nexthop, NexthopTable, TunnelEncap};
+use small::{BridgeTable, LabelTable, VniTable};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+
+/// VRF ids are `0..MAX_VRFS`; VRF 0 is the fabric (underlay).
+pub const MAX_VRFS: usize = 4096;
+/// The fabric / underlay VRF.
+pub const FABRIC_VRF: u16 = 0;
+
+/// What a route or bridge entry resolves to: a nexthop and, toward a tunnel, the MPLS label or
+/// VXLAN VNI to push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTarget {
+    pub nexthop: u32,
+    pub label: Option<u32>,
+}
+
+impl RouteTarget {
+    const LABEL_PRESENT: u64 = 1 << 47;
+
+    /// Packed into 48 bits: nexthop (23 bits), label present (1), label (24).
+    pub(crate) fn to_payload(self) -> u64 {
+        u64::from(self.nexthop & 0x7f_ffff)
+            | self.label.map_or(0, |l| {
+                Self::LABEL_PRESENT | (u64::from(l & 0xff_ffff) << 23)
+            })
+    }
+    #[inline(always)]
+    pub(crate) fn from_payload(p: u64) -> Self {
+        RouteTarget {
+            nexthop: (p & 0x7f_ffff) as u32,
+            label: (p & Self::LABEL_PRESENT != 0).then_some(((p >> 23) & 0xff_ffff) as u32),
+        }
+    }
+}
+
+/// How a vif is attached (informational for the pipeline: fabric behaviour comes from the VRF).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VifKind {
+    /// A pod / VM port (vhost-user, af-packet, tap).
+    Pod,
+    /// A fabric NIC (in VRF 0).
+    Physical,
+    /// The host interface (vhost0) / agent.
+    Host,
+}
+
+/// One vif as the forwarding plane sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vif {
+    pub index: u16,
+    pub kind: VifKind,
+    pub vrf: u16,
+    /// The vif's own MAC (a fabric vif sources outer frames from it and answers ARP with it).
+    pub mac: MacAddr,
+    /// Largest L3 packet the vif takes.
+    pub mtu: u16,
+}
+
+/// Settings of the vrouter as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FabricConfig {
+    /// The MAC pods send routed traffic to (and proxy ARP / ND answers carry).
+    pub vrouter_mac: MacAddr,
+    /// The vrouter's address on the fabric: tunnels terminate here.
+    pub fabric_ip: Ipv4Addr,
+    /// Outer IPv4 TTL of tunnel packets.
+    pub outer_ttl: u8,
+    /// Set DF on outer IPv4 headers.
+    pub outer_df: bool,
+}
+
+impl Default for FabricConfig {
+    fn default() -> Self {
+        FabricConfig {
+            vrouter_mac: MacAddr::VROUTER_DEFAULT,
+            fabric_ip: Ipv4Addr::UNSPECIFIED,
+            outer_ttl: 64,
+            outer_df: true,
+        }
+    }
+}
+
+/// One VRF's tables.
+#[derive(Debug)]
+pub struct Vrf {
+    pub id: u16,
+    pub v4: Lpm,
+    pub v6: Lpm,
+    pub bridge: BridgeTable,
+}
+
+impl Vrf {
+    #[inline(always)]
+    pub fn route_v4(&self, dst: u32) -> Option<RouteTarget> {
+        self.v4
+            .lookup(u128::from(dst))
+            .map(RouteTarget::from_payload)
+    }
+    #[inline(always)]
+    pub fn route_v6(&self, dst: u128) -> Option<RouteTarget> {
+        self.v6.lookup(dst).map(RouteTarget::from_payload)
+    }
+}
+
+/// The slowly-changing part, published as a whole.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub vrfs: Box<[Option<Arc<Vrf>>]>,
+    pub vifs: Box<[Option<Vif>]>,
+    pub fabric: FabricConfig,
+}
+
+impl Topology {
+    #[inline(always)]
+    pub fn vrf(&self, id: u16) -> Option<&Arc<Vrf>> {
+        self.vrfs.get(usize::from(id))?.as_ref()
+    }
+    #[inline(always)]
+    pub fn vif(&self, index: u16) -> Option<&Vif> {
+        self.vifs.get(usize::from(index))?.as_ref()
+    }
+}
+
+/// Sizes fixed at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct TablesConfig {
+    /// Nexthop ids are `0..nexthops` (at most 65536: ECMP members are 16-bit).
+    pub nexthops: usize,
+    /// 8-bit trie groups per VRF for IPv4 (each 2 KiB, allocated 64 at a time on demand).
+    /// 1 M /24 routes spread over the whole space need about 65 536.
+    pub v4_groups: usize,
+    /// The same for IPv6.
+    pub v6_groups: usize,
+    /// Bridge entries per VRF.
+    pub bridge_entries: usize,
+}
+
+impl Default for TablesConfig {
+    fn default() -> Self {
+        TablesConfig {
+            nexthops: 65536,
+            v4_groups: 1 << 17,
+            v6_groups: 1 << 14,
+            bridge_entries: 4096,
+        }
+    }
+}
+
+/// All forwarding state. Share it as `Arc<Tables>` between the control side and every core.
+#[derive(Debug)]
+pub struct Tables {
+    config: TablesConfig,
+    topo: Arc<ArcSwap<Topology>>,
+    pub nexthops: NexthopTable,
+    pub labels: LabelTable,
+    pub vnis: VniTable,
+    writer: Mutex<()>,
+}
+
+fn vrf_id(vrf: u32) -> Result<u16, Error> {
+    if vrf as usize >= MAX_VRFS {
+        return Err(Error::VrfOutOfRange(vrf));
+    }
+    Ok(vrf as u16)
+}
+
+fn split(addr: IpAddr) -> (u128, u8) {
+    match addr {
+        IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+        IpAddr::V6(a) => (u128::from(a), 128),
+    }
+}
+
+impl Tables {
+    /// Tables with the fabric VRF 0 present and no vifs.
+    pub fn new(config: TablesConfig) -> Self {
+        let mut vrfs: Vec<Option<Arc<Vrf>>> = vec![None; MAX_VRFS];
+        vrfs[0] = Some(Arc::new(Self::make_vrf(&config, FABRIC_VRF)));
+        let topo = Topology {
+            vrfs: vrfs.into_boxed_slice(),
+            vifs: vec![None; MAX_VIFS].into_boxed_slice(),
+            fabric: FabricConfig::default(),
+        };
+        Tables {
+            config,
+            topo: Arc::new(ArcSwap::from_pointee(topo)),
+            nexthops: NexthopTable::new(config.nexthops.min(65536)),
+            labels: LabelTable::default(),
+            vnis: VniTable::default(),
+            writer: Mutex::new(()),
+        }
+    }
+
+    fn make_vrf(config: &TablesConfig, id: u16) -> Vrf {
+        Vrf {
+            id,
+            v4: Lpm::new(32, config.v4_groups),
+            v6: Lpm::new(128, config.v6_groups),
+            bridge: BridgeTable::new(config.bridge_entries),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The published topology handle (a core wraps it in an `arc_swap::Cache`).
+    pub fn topology_handle(&self) -> Arc<ArcSwap<Topology>> {
+        self.topo.clone()
+    }
+
+    /// The current topology (control side).
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topo.load_full()
+    }
+
+    fn publish(&self, f: impl FnOnce(&mut Topology) -> Result<(), Error>) -> Result<(), Error> {
+        let mut t = Topology::clone(&self.topo.load());
+        f(&mut t)?;
+        self.topo.store(Arc::new(t));
+        Ok(())
+    }
+
+    fn vrf(&self, vrf: u32) -> Result<Arc<Vrf>, Error> {
+        let id = vrf_id(vrf)?;
+        self.topo
+            .load()
+            .vrf(id)
+            .cloned()
+            .ok_or(Error::NoSuchVrf(id))
+    }
+
+    // ---- VRFs, vifs, fabric ----
+
+    /// Create VRF `vrf` (idempotent: an existing VRF keeps its routes).
+    pub fn add_vrf(&self, vrf: u32) -> Result<(), Error> {
+        let id = vrf_id(vrf)?;
+        let _w = self.lock();
+        if self.topo.load().vrf(id).is_some() {
+            return Ok(());
+        }
+        let v = Arc::new(Self::make_vrf(&self.config, id));
+        self.publish(|t| {
+            t.vrfs[usize::from(id)] = Some(v);
+            Ok(())
+        })
+    }
+
+    /// Remove VRF `vrf` and its routes. Refused for the fabric VRF and while vifs or VNIs use it.
+    pub fn del_vrf(&self, vrf: u32) -> Result<(), Error> {
+        let id = vrf_id(vrf)?;
+        let _w = self.lock();
+        if id == FABRIC_VRF {
+            return Err(Error::VrfInUse(id));
+        }
+        let topo = self.topo.load();
+        topo.vrf(id).ok_or(Error::NoSuchVrf(id))?;
+        if topo.vifs.iter().flatten().any(|v| v.vrf == id) || self.vnis.uses_vrf(id) {
+            return Err(Error::VrfInUse(id));
+        }
+        self.publish(|t| {
+            t.vrfs[usize::from(id)] = None;
+            Ok(())
+        })
+    }
+
+    pub fn vrf_ids(&self) -> Vec<u16> {
+        self.topo
+            .load()
+            .vrfs
+            .iter()
+            .flatten()
+            .map(|v| v.id)
+            .collect()
+    }
+
+    /// Add or replace a vif. Its VRF must exist.
+    pub fn set_vif(&self, vif: Vif) -> Result<(), Error> {
+        if usize::from(vif.index) >= MAX_VIFS {
+            return Err(Error::VifOutOfRange(u32::from(vif.index)));
+        }
+        let _w = self.lock();
+        self.publish(|t| {
+            t.vrf(vif.vrf).ok_or(Error::NoSuchVrf(vif.vrf))?;
+            t.vifs[usize::from(vif.index)] = Some(vif);
+            Ok(())
+        })
+    }
+
+    pub fn del_vif(&self, index: u16) -> Result<(), Error> {
+        let _w = self.lock();
+        self.publish(|t| {
+            let slot = t
+                .vifs
+                .get_mut(usize::from(index))
+                .ok_or(Error::VifOutOfRange(u32::from(index)))?;
+            slot.take().map(|_| ()).ok_or(Error::NoSuchVif(index))
+        })
+    }
+
+    pub fn set_fabric(&self, fabric: FabricConfig) {
+        let _w = self.lock();
+        // Cannot fail: the closure always succeeds.
+        let _ = self.publish(|t| {
+            t.fabric = fabric;
+            Ok(())
+        });
+    }
+
+    // ---- nexthops ----
+
+    pub fn set_nexthop(&self, id: u32, nh: Nexthop) -> Result<(), Error> {
+        let _w = self.lock();
+        self.nexthops.set(id, nh)
+    }
+
+    pub fn del_nexthop(&self, id: u32) -> Result<(), Error> {
+        let _w = self.lock();
+        self.nexthops.remove(id)
+    }
+
+    // ---- routes ----
+
+    fn check_target(&self, target: RouteTarget) -> Result<(), Error> {
+        let cap = self.nexthops.capacity() as u32;
+        if target.nexthop >= cap {
+            return Err(Error::NexthopOutOfRange {
+                id: target.nexthop,
+                capacity: cap,
+            });
+        }
+        if let Some(l) = target.label {
+            if l > 0xff_ffff {
+                return Err(Error::RouteLabelOutOfRange(l));
+            }
+        }
+        Ok(())
+    }
+
+    fn lpm_err(vrf: u16, addr: IpAddr, len: u8, e: LpmError) -> Error {
+        match e {
+            LpmError::BadLength => Error::PrefixLen {
+                addr,
+                len,
+                max: if addr.is_ipv4() { 32 } else { 128 },
+            },
+            LpmError::HostBits => Error::PrefixHostBits { addr, len },
+            LpmError::Full { groups } => Error::RouteTableFull { vrf, groups },
+            LpmError::NotFound => Error::NoSuchRoute { vrf, addr, len },
+        }
+    }
+
+    /// Add or replace the route `addr/len` in `vrf`.
+    pub fn add_route(
+        &self,
+        vrf: u32,
+        addr: IpAddr,
+        len: u8,
+        target: RouteTarget,
+    ) -> Result<(), Error> {
+        self.check_target(target)?;
+        let v = self.vrf(vrf)?;
+        let (key, _) = split(addr);
+        let lpm = if addr.is_ipv4() { &v.v4 } else { &v.v6 };
+        lpm.insert(key, len, target.to_payload())
+            .map_err(|e| Self::lpm_err(v.id, addr, len, e))
+    }
+
+    pub fn del_route(&self, vrf: u32, addr: IpAddr, len: u8) -> Result<(), Error> {
+        let v = self.vrf(vrf)?;
+        let (key, _) = split(addr);
+        let lpm = if addr.is_ipv4() { &v.v4 } else { &v.v6 };
+        lpm.remove(key, len)
+            .map_err(|e| Self::lpm_err(v.id, addr, len, e))
+    }
+
+    /// Longest-prefix match, as forwarding would do it.
+    pub fn lookup_route(&self, vrf: u32, addr: IpAddr) -> Result<Option<RouteTarget>, Error> {
+        let v = self.vrf(vrf)?;
+        Ok(match addr {
+            IpAddr::V4(a) => v.route_v4(u32::from(a)),
+            IpAddr::V6(a) => v.route_v6(u128::from(a)),
+        })
+    }
+
+    /// Every route of `vrf` as (prefix, length, target).
+    pub fn routes(&self, vrf: u32) -> Result<Vec<(IpAddr, u8, RouteTarget)>, Error> {
+        let v = self.vrf(vrf)?;
+        let v4 = v.v4.routes().into_iter().map(|(p, l, t)| {
+            (
+                IpAddr::V4(Ipv4Addr::from(p as u32)),
+                l,
+                RouteTarget::from_payload(t),
+            )
+        });
+        let v6 = v.v6.routes().into_iter().map(|(p, l, t)| {
+            (
+                IpAddr::V6(Ipv6Addr::from(p)),
+                l,
+                RouteTarget::from_payload(t),
+            )
+        });
+        Ok(v4.chain(v6).collect())
+    }
+
+    // ---- bridge, labels, VNIs ----
+
+    pub fn add_bridge(&self, vrf: u32, mac: MacAddr, target: RouteTarget) -> Result<(), Error> {
+        self.check_target(target)?;
+        let v = self.vrf(vrf)?;
+        let _w = self.lock();
+        v.bridge.set(mac, target)
+    }
+
+    pub fn del_bridge(&self, vrf: u32, mac: MacAddr) -> Result<(), Error> {
+        let v = self.vrf(vrf)?;
+        let _w = self.lock();
+        v.bridge.remove(mac)
+    }
+
+    pub fn bridge_entries(&self, vrf: u32) -> Result<Vec<(MacAddr, RouteTarget)>, Error> {
+        Ok(self.vrf(vrf)?.bridge.entries())
+    }
+
+    /// Incoming MPLS `label` → nexthop `nexthop`.
+    pub fn set_label(&self, label: u32, nexthop: u32) -> Result<(), Error> {
+        self.check_target(RouteTarget {
+            nexthop,
+            label: None,
+        })?;
+        let _w = self.lock();
+        self.labels.set(label, nexthop)
+    }
+
+    pub fn del_label(&self, label: u32) -> Result<(), Error> {
+        let _w = self.lock();
+        self.labels.remove(label)
+    }
+
+    /// Incoming VXLAN `vni` → VRF `vrf` (which must exist).
+    pub fn set_vni(&self, vni: u32, vrf: u32) -> Result<(), Error> {
+        let v = self.vrf(vrf)?;
+        let _w = self.lock();
+        self.vnis.set(vni, v.id)
+    }
+
+    pub fn del_vni(&self, vni: u32) -> Result<(), Error> {
+        let _w = self.lock();
+        self.vnis.remove(vni)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> Tables {
+        Tables::new(TablesConfig {
+            nexthops: 64,
+            v4_groups: 256,
+            v6_groups: 256,
+            bridge_entries: 16,
+        })
+    }
+
+    #[test]
+    fn vrf_lifecycle_and_route_errors_name_the_problem() {
+        let t = small();
+        let a: IpAddr = "198.18.2.0".parse().unwrap();
+        let tgt = RouteTarget {
+            nexthop: 1,
+            label: Some(100),
+        };
+        assert_eq!(t.add_route(7, a, 24, tgt), Err(Error::NoSuchVrf(7)));
+        assert_eq!(t.add_vrf(4096), Err(Error::VrfOutOfRange(4096)));
+        t.add_vrf(7).unwrap();
+        t.add_route(7, a, 24, tgt).unwrap();
+        assert_eq!(
+            t.lookup_route(7, "198.18.2.9".parse().unwrap()),
+            Ok(Some(tgt))
+        );
+        assert_eq!(
+            t.lookup_route(0, "198.18.2.9".parse().unwrap()),
+            Ok(None),
+            "VRFs are separate"
+        );
+        assert!(matches!(
+            t.add_route(7, "198.18.2.1".parse().unwrap(), 24, tgt),
+            Err(Error::PrefixHostBits { .. })
+        ));
+        assert!(matches!(
+            t.add_route(7, a, 40, tgt),
+            Err(Error::PrefixLen { .. })
+        ));
+        assert!(matches!(
+            t.add_route(
+                7,
+                a,
+                24,
+                RouteTarget {
+                    nexthop: 64,
+                    label: None
+                }
+            ),
+            Err(Error::NexthopOutOfRange { .. })
+        ));
+        let v6: IpAddr = "2001:db8::".parse().unwrap();
+        t.add_route(7, v6, 32, tgt).unwrap();
+        assert_eq!(t.routes(7).unwrap().len(), 2);
+        t.set_vif(Vif {
+            index: 3,
+            kind: VifKind::Pod,
+            vrf: 7,
+            mac: MacAddr([2, 0, 0, 0, 0, 3]),
+            mtu: 1500,
+        })
+        .unwrap();
+        assert_eq!(t.del_vrf(7), Err(Error::VrfInUse(7)));
+        t.del_vif(3).unwrap();
+        t.del_vrf(7).unwrap();
+        assert_eq!(t.lookup_route(7, a), Err(Error::NoSuchVrf(7)));
+        assert_eq!(t.del_vrf(0), Err(Error::VrfInUse(0)));
+    }
+
+    #[test]
+    fn route_target_packs_and_unpacks() {
+        for t in [
+            RouteTarget {
+                nexthop: 0,
+                label: None,
+            },
+            RouteTarget {
+                nexthop: 65535,
+                label: Some(0xff_ffff),
+            },
+            RouteTarget {
+                nexthop: 12,
+                label: Some(0),
+            },
+        ] {
+            assert_eq!(RouteTarget::from_payload(t.to_payload()), t);
+            assert!(t.to_payload() < 1 << lpm::PAYLOAD_BITS);
+        }
+    }
+}
