@@ -12,7 +12,15 @@
 //!   used by this crate's tests, fuzz targets and benchmarks.
 
 pub mod codec;
+pub mod connection;
 pub mod error;
+pub mod frontend;
 pub mod memory;
+pub mod port;
+pub mod session;
+pub mod virtqueue;
 
 pub use error::{DecodeError, Error, MemoryError};
+pub use port::{Mode, PortConfig, PortEvent, PortState, VhostUserPort};
+pub use session::{Session, SessionConfig};
+pub use virtqueue::{forward_burst, PacketBuffer, SplitQueue, VecBuffer};

@@ -1,0 +1,224 @@
+//! One frontend connection: non-blocking framing of requests (with their SCM_RIGHTS fds) and
+//! buffered replies. Bounded both ways so a hostile peer costs a fixed amount of memory, and
+//! timed so a peer that stops mid-message or never reads its replies is dropped instead of
+//! stalling the vhost thread.
+
+use std::io::{IoSliceMut, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+
+use crate::codec::{decode, Header, Message, HEADER_LEN, MAX_FDS, MAX_PAYLOAD};
+use crate::error::{DecodeError, Error};
+
+/// Largest reply backlog kept for a peer that does not read.
+pub const MAX_PENDING_REPLIES: usize = 64 * 1024;
+
+/// What one read attempt produced.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A complete, well-formed request.
+    Message(Message),
+    /// A complete request the decoder refused (its fds are already closed).
+    Malformed(Header, DecodeError),
+}
+
+/// A connected frontend.
+#[derive(Debug)]
+pub struct Connection {
+    stream: UnixStream,
+    hdr: [u8; HEADER_LEN],
+    hdr_got: usize,
+    header: Option<Header>,
+    payload: Vec<u8>,
+    payload_got: usize,
+    fds: Vec<OwnedFd>,
+    partial_since: Option<Instant>,
+    out: Vec<u8>,
+    out_since: Option<Instant>,
+    timeout: Duration,
+}
+
+impl Connection {
+    /// Wraps a connected stream (made non-blocking here).
+    pub fn new(stream: UnixStream, timeout: Duration) -> std::io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        Ok(Self {
+            stream,
+            hdr: [0; HEADER_LEN],
+            hdr_got: 0,
+            header: None,
+            payload: vec![0; MAX_PAYLOAD],
+            payload_got: 0,
+            fds: Vec::new(),
+            partial_since: None,
+            out: Vec::new(),
+            out_since: None,
+            timeout,
+        })
+    }
+
+    /// The socket, for polling.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+
+    /// Replies are waiting for the peer to read.
+    pub fn has_pending_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// When this connection times out if nothing changes.
+    pub fn deadline(&self) -> Option<Instant> {
+        let a = self.partial_since.map(|t| t + self.timeout);
+        let b = self.out_since.map(|t| t + self.timeout);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fails if the peer left a message half-sent or replies unread for longer than the timeout.
+    pub fn check_timeouts(&self, now: Instant) -> Result<(), Error> {
+        if let Some(t) = self.partial_since {
+            if now.duration_since(t) >= self.timeout {
+                return Err(Error::Peer(format!(
+                    "sent half a message and went quiet for {:?}",
+                    self.timeout
+                )));
+            }
+        }
+        if let Some(t) = self.out_since {
+            if now.duration_since(t) >= self.timeout {
+                return Err(Error::Peer(format!(
+                    "did not read its replies for {:?}",
+                    self.timeout
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// One non-blocking receive into `buf`, collecting fds. `Ok(0)` means the peer closed.
+    fn recv(&mut self, at_header: bool) -> Result<Option<usize>, Error> {
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut ctl = RecvAncillaryBuffer::new(&mut space);
+        let r = if at_header {
+            let mut iov = [IoSliceMut::new(&mut self.hdr[self.hdr_got..])];
+            rustix::net::recvmsg(
+                &self.stream,
+                &mut iov,
+                &mut ctl,
+                RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+            )
+        } else {
+            let size = self.header.map_or(0, |h| h.size as usize);
+            let mut iov = [IoSliceMut::new(&mut self.payload[self.payload_got..size])];
+            rustix::net::recvmsg(
+                &self.stream,
+                &mut iov,
+                &mut ctl,
+                RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+            )
+        };
+        let msg = match r {
+            Ok(m) => m,
+            Err(Errno::AGAIN) | Err(Errno::INTR) => return Ok(None),
+            Err(e) => return Err(Error::Peer(format!("recvmsg failed: {e}"))),
+        };
+        for m in ctl.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = m {
+                self.fds.extend(fds);
+            }
+        }
+        if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) || self.fds.len() > MAX_FDS {
+            return Err(Error::Peer(format!(
+                "sent more than {MAX_FDS} fds with one message"
+            )));
+        }
+        Ok(Some(msg.bytes))
+    }
+
+    /// Reads as far as the socket allows. Returns a complete request, or `None` when the socket
+    /// has no more bytes for now. An error means the stream is unusable and must be closed.
+    pub fn read(&mut self, now: Instant) -> Result<Option<Incoming>, Error> {
+        loop {
+            if self.header.is_none() {
+                let Some(n) = self.recv(true)? else {
+                    return Ok(None);
+                };
+                if n == 0 {
+                    return Err(Error::Peer(String::from("closed the connection")));
+                }
+                self.partial_since.get_or_insert(now);
+                self.hdr_got += n;
+                if self.hdr_got < HEADER_LEN {
+                    continue;
+                }
+                // A header we cannot trust loses the framing: nothing after it can be parsed.
+                let h = Header::parse(&self.hdr)
+                    .map_err(|e| Error::Peer(format!("sent a bad header: {e}")))?;
+                self.header = Some(h);
+                self.payload_got = 0;
+            }
+            let Some(h) = self.header else { continue };
+            if self.payload_got < h.size as usize {
+                let Some(n) = self.recv(false)? else {
+                    return Ok(None);
+                };
+                if n == 0 {
+                    return Err(Error::Peer(String::from(
+                        "closed the connection mid-message",
+                    )));
+                }
+                self.payload_got += n;
+                continue;
+            }
+            self.header = None;
+            self.hdr_got = 0;
+            self.partial_since = None;
+            let fds = std::mem::take(&mut self.fds);
+            let payload = &self.payload[..h.size as usize];
+            return Ok(Some(match decode(h, payload, fds) {
+                Ok(m) => Incoming::Message(m),
+                Err(e) => Incoming::Malformed(h, e),
+            }));
+        }
+    }
+
+    /// Queues reply bytes and sends what the socket takes now.
+    pub fn send(&mut self, bytes: &[u8], now: Instant) -> Result<(), Error> {
+        if self.out.len() + bytes.len() > MAX_PENDING_REPLIES {
+            return Err(Error::Peer(format!(
+                "left more than {MAX_PENDING_REPLIES} bytes of replies unread"
+            )));
+        }
+        self.out.extend_from_slice(bytes);
+        self.flush(now)
+    }
+
+    /// Sends buffered replies until the socket would block.
+    pub fn flush(&mut self, now: Instant) -> Result<(), Error> {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(0) => return Err(Error::Peer(String::from("closed the connection"))),
+                Ok(n) => {
+                    self.out.drain(..n);
+                    self.out_since = None;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.out_since.get_or_insert(now);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Peer(format!("write failed: {e}"))),
+            }
+        }
+        self.out_since = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,546 @@
+//! A small vhost-user frontend: the driver side that a pod's virtio-user or a guest kernel plays.
+//! It owns memfd "guest RAM", lays out split rings in it, posts TX/RX buffers and reaps used
+//! entries, and speaks the protocol over a blocking unix socket. Used by this crate's tests, fuzz
+//! targets and benchmarks; it trusts the backend and is not meant for production.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+
+use crate::codec::{self, code, VringAddr, HEADER_LEN};
+use crate::memory::{GuestMemory, RegionSpec};
+use crate::virtqueue::{QueueSetup, SplitQueue, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
+
+/// Frontend-virtual address where the test guest RAM pretends to live.
+pub const UVA_BASE: u64 = 0x7f00_0000_0000;
+/// Guest-physical address of the test guest RAM.
+pub const GPA_BASE: u64 = 0x1_0000_0000;
+
+/// memfd-backed guest RAM with a bump allocator.
+#[derive(Debug)]
+pub struct GuestRam {
+    fd: OwnedFd,
+    mem: Arc<GuestMemory>,
+    size: u64,
+    next: u64,
+}
+
+impl GuestRam {
+    /// `size` bytes of zeroed RAM.
+    pub fn new(size: u64) -> std::io::Result<Self> {
+        let fd = rustix::fs::memfd_create("vhost-test-guest", rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, size)?;
+        let spec = Self::spec_for(size);
+        let mem =
+            GuestMemory::map(&[spec], vec![fd.try_clone()?]).map_err(std::io::Error::other)?;
+        Ok(Self {
+            fd,
+            mem: Arc::new(mem),
+            size,
+            next: 0,
+        })
+    }
+
+    fn spec_for(size: u64) -> RegionSpec {
+        RegionSpec {
+            guest_phys_addr: GPA_BASE,
+            memory_size: size,
+            userspace_addr: UVA_BASE,
+            mmap_offset: 0,
+        }
+    }
+
+    /// The region as `SET_MEM_TABLE` declares it.
+    pub fn region(&self) -> RegionSpec {
+        Self::spec_for(self.size)
+    }
+
+    /// The memfd.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The frontend's own view of the RAM.
+    pub fn memory(&self) -> &Arc<GuestMemory> {
+        &self.mem
+    }
+
+    /// Allocates `len` bytes aligned to `align`; returns the guest-physical address.
+    pub fn alloc(&mut self, len: u64, align: u64) -> u64 {
+        let at = self.next.div_ceil(align) * align;
+        assert!(at + len <= self.size, "test guest RAM exhausted");
+        self.next = at + len;
+        GPA_BASE + at
+    }
+
+    /// Frontend-virtual address of `gpa`.
+    pub fn uva(&self, gpa: u64) -> u64 {
+        gpa - GPA_BASE + UVA_BASE
+    }
+
+    /// Writes guest bytes.
+    pub fn write(&self, gpa: u64, data: &[u8]) {
+        self.mem
+            .write(gpa, data)
+            .expect("test frontend write inside its own RAM");
+    }
+
+    /// Reads guest bytes.
+    pub fn read(&self, gpa: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        self.mem
+            .read(gpa, &mut v)
+            .expect("test frontend read inside its own RAM");
+        v
+    }
+
+    fn w16(&self, gpa: u64, v: u16) {
+        self.write(gpa, &v.to_le_bytes());
+    }
+
+    fn r16(&self, gpa: u64) -> u16 {
+        let b = self.read(gpa, 2);
+        u16::from_le_bytes([b[0], b[1]])
+    }
+
+    fn r32(&self, gpa: u64) -> u32 {
+        let b = self.read(gpa, 4);
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+/// A raw descriptor as the driver writes it (tests use it to build hostile chains).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawDesc {
+    /// Buffer address.
+    pub addr: u64,
+    /// Buffer length.
+    pub len: u32,
+    /// Flags.
+    pub flags: u16,
+    /// Next index.
+    pub next: u16,
+}
+
+impl RawDesc {
+    /// Encodes the descriptor.
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.addr.to_le_bytes());
+        b[8..12].copy_from_slice(&self.len.to_le_bytes());
+        b[12..14].copy_from_slice(&self.flags.to_le_bytes());
+        b[14..].copy_from_slice(&self.next.to_le_bytes());
+        b
+    }
+}
+
+/// The driver side of one split virtqueue in [`GuestRam`].
+#[derive(Debug)]
+pub struct DriverQueue {
+    /// Queue size.
+    pub size: u16,
+    /// Descriptor table address.
+    pub desc: u64,
+    /// Avail ring address.
+    pub avail: u64,
+    /// Used ring address.
+    pub used: u64,
+    avail_idx: u16,
+    last_used: u16,
+    free: Vec<u16>,
+    /// Per head: the descriptors it owns and its first buffer (for RX reads).
+    owned: Vec<(Vec<u16>, u64)>,
+    buf_size: u32,
+    bufs: Vec<u64>,
+}
+
+impl DriverQueue {
+    /// Lays out a queue of `size` entries with one `buf_size`-byte buffer per descriptor.
+    pub fn new(ram: &mut GuestRam, size: u16, buf_size: u32) -> Self {
+        let n = u64::from(size);
+        let desc = ram.alloc(16 * n, 16);
+        let avail = ram.alloc(6 + 2 * n, 2);
+        let used = ram.alloc(6 + 8 * n, 4);
+        let bufs = (0..size)
+            .map(|_| ram.alloc(u64::from(buf_size), 64))
+            .collect();
+        Self {
+            size,
+            desc,
+            avail,
+            used,
+            avail_idx: 0,
+            last_used: 0,
+            free: (0..size).rev().collect(),
+            owned: vec![(Vec::new(), 0); usize::from(size)],
+            buf_size,
+            bufs,
+        }
+    }
+
+    /// `SET_VRING_ADDR` payload fields for this queue.
+    pub fn addr(&self, ram: &GuestRam, index: u32) -> VringAddr {
+        VringAddr {
+            index,
+            flags: 0,
+            desc: ram.uva(self.desc),
+            used: ram.uva(self.used),
+            avail: ram.uva(self.avail),
+            log: 0,
+        }
+    }
+
+    /// A backend queue over this ring sharing the frontend's own mapping (in-process tests and
+    /// benchmarks that skip the socket).
+    pub fn backend_queue(&self, ram: &GuestRam, index: u16, features: u64) -> SplitQueue {
+        SplitQueue::new(QueueSetup {
+            index,
+            size: self.size,
+            mem: Arc::clone(ram.memory()),
+            desc_gpa: self.desc,
+            avail_gpa: self.avail,
+            used_gpa: self.used,
+            base: 0,
+            features,
+            call: None,
+        })
+        .expect("test ring lies in test RAM")
+    }
+
+    /// Free descriptors.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Writes descriptor `i`.
+    pub fn write_desc(&self, ram: &GuestRam, i: u16, d: RawDesc) {
+        ram.write(self.desc + 16 * u64::from(i), &d.to_bytes());
+    }
+
+    /// Publishes `head` in the avail ring (and bumps avail->idx by one).
+    pub fn publish(&mut self, ram: &GuestRam, head: u16) {
+        let slot = u64::from(self.avail_idx & (self.size - 1));
+        ram.w16(self.avail + 4 + 2 * slot, head);
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        ram.w16(self.avail + 2, self.avail_idx);
+    }
+
+    /// Sets avail->idx directly (hostile tests).
+    pub fn set_avail_idx(&mut self, ram: &GuestRam, idx: u16) {
+        self.avail_idx = idx;
+        ram.w16(self.avail + 2, idx);
+    }
+
+    /// Sets avail->flags.
+    pub fn set_avail_flags(&self, ram: &GuestRam, flags: u16) {
+        ram.w16(self.avail, flags);
+    }
+
+    /// Sets used_event (EVENT_IDX).
+    pub fn set_used_event(&self, ram: &GuestRam, v: u16) {
+        ram.w16(self.avail + 4 + 2 * u64::from(self.size), v);
+    }
+
+    /// used->flags.
+    pub fn used_flags(&self, ram: &GuestRam) -> u16 {
+        ram.r16(self.used)
+    }
+
+    /// used->idx.
+    pub fn used_idx(&self, ram: &GuestRam) -> u16 {
+        ram.r16(self.used + 2)
+    }
+
+    /// Posts a TX frame (virtio-net header of `hdr_len` zero bytes + `frame`) split across
+    /// descriptors of at most `seg` bytes, directly or through an indirect table. Returns false
+    /// when there are not enough free descriptors.
+    pub fn add_tx(
+        &mut self,
+        ram: &mut GuestRam,
+        hdr_len: usize,
+        frame: &[u8],
+        seg: usize,
+        indirect: bool,
+    ) -> bool {
+        let mut bytes = vec![0u8; hdr_len];
+        bytes.extend_from_slice(frame);
+        let chunks: Vec<&[u8]> = bytes.chunks(seg.max(1)).collect();
+        let needed = if indirect { 1 } else { chunks.len() };
+        if self.free.len() < needed || chunks.iter().any(|c| c.len() > self.buf_size as usize) {
+            return false;
+        }
+        if indirect {
+            let head = self.free.pop().unwrap_or(0);
+            let table = ram.alloc(16 * chunks.len() as u64, 16);
+            for (k, c) in chunks.iter().enumerate() {
+                let buf = ram.alloc(c.len() as u64, 8);
+                ram.write(buf, c);
+                let last = k + 1 == chunks.len();
+                let d = RawDesc {
+                    addr: buf,
+                    len: c.len() as u32,
+                    flags: if last { 0 } else { DESC_F_NEXT },
+                    next: (k + 1) as u16,
+                };
+                ram.write(table + 16 * k as u64, &d.to_bytes());
+            }
+            self.write_desc(
+                ram,
+                head,
+                RawDesc {
+                    addr: table,
+                    len: 16 * chunks.len() as u32,
+                    flags: DESC_F_INDIRECT,
+                    next: 0,
+                },
+            );
+            self.owned[usize::from(head)] = (vec![head], table);
+            self.publish(ram, head);
+            return true;
+        }
+        let ids: Vec<u16> = (0..chunks.len()).filter_map(|_| self.free.pop()).collect();
+        for (k, (c, &id)) in chunks.iter().zip(&ids).enumerate() {
+            let buf = self.bufs[usize::from(id)];
+            ram.write(buf, c);
+            let next = ids.get(k + 1).copied();
+            let d = RawDesc {
+                addr: buf,
+                len: c.len() as u32,
+                flags: if next.is_some() { DESC_F_NEXT } else { 0 },
+                next: next.unwrap_or(0),
+            };
+            self.write_desc(ram, id, d);
+        }
+        self.owned[usize::from(ids[0])] = (ids.clone(), self.bufs[usize::from(ids[0])]);
+        self.publish(ram, ids[0]);
+        true
+    }
+
+    /// Posts one writable RX buffer chain of `descs` descriptors of `len` bytes each.
+    pub fn add_rx(&mut self, ram: &GuestRam, descs: usize, len: u32) -> bool {
+        if self.free.len() < descs || len > self.buf_size {
+            return false;
+        }
+        let ids: Vec<u16> = (0..descs).filter_map(|_| self.free.pop()).collect();
+        for (k, &id) in ids.iter().enumerate() {
+            let next = ids.get(k + 1).copied();
+            let flags = DESC_F_WRITE | if next.is_some() { DESC_F_NEXT } else { 0 };
+            self.write_desc(
+                ram,
+                id,
+                RawDesc {
+                    addr: self.bufs[usize::from(id)],
+                    len,
+                    flags,
+                    next: next.unwrap_or(0),
+                },
+            );
+        }
+        self.owned[usize::from(ids[0])] = (ids.clone(), self.bufs[usize::from(ids[0])]);
+        self.publish(ram, ids[0]);
+        true
+    }
+
+    /// Reaps used entries: `(head, len)` pairs, freeing their descriptors.
+    pub fn reap(&mut self, ram: &GuestRam) -> Vec<(u16, u32)> {
+        let used_idx = self.used_idx(ram);
+        let mut out = Vec::new();
+        while self.last_used != used_idx {
+            let slot = u64::from(self.last_used & (self.size - 1));
+            let id = ram.r32(self.used + 4 + 8 * slot);
+            let len = ram.r32(self.used + 8 + 8 * slot);
+            let head = (id as u16) & (self.size - 1);
+            let (ids, _) = std::mem::take(&mut self.owned[usize::from(head)]);
+            self.free.extend(ids);
+            out.push((head, len));
+            self.last_used = self.last_used.wrapping_add(1);
+        }
+        out
+    }
+
+    /// The bytes the device wrote to an RX chain with head `head` (`len` bytes over its
+    /// descriptors, in order).
+    pub fn rx_bytes(&self, ram: &GuestRam, head: u16, len: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len as usize);
+        let mut left = len as usize;
+        let mut i = head;
+        while left > 0 {
+            let n = left.min(self.buf_size as usize);
+            let d = ram.read(self.desc + 16 * u64::from(i), 16);
+            let addr = u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]));
+            let dlen = u32::from_le_bytes(d[8..12].try_into().unwrap_or([0; 4])) as usize;
+            let n = n.min(dlen);
+            out.extend(ram.read(addr, n));
+            left -= n;
+            i = u16::from_le_bytes([d[14], d[15]]);
+        }
+        out
+    }
+
+    /// Collects received frames from reaped RX entries, joining mergeable buffers by the
+    /// header's `num_buffers`. Returns frames without the virtio-net header.
+    pub fn receive(&mut self, ram: &GuestRam, hdr_len: usize, mergeable: bool) -> Vec<Vec<u8>> {
+        let used = self.reap_raw(ram);
+        let mut frames = Vec::new();
+        let mut it = used.into_iter();
+        while let Some((head, len)) = it.next() {
+            let mut bytes = self.rx_bytes(ram, head, len);
+            if mergeable && bytes.len() >= 12 {
+                let nb = u16::from_le_bytes([bytes[10], bytes[11]]);
+                for _ in 1..nb {
+                    if let Some((h, l)) = it.next() {
+                        bytes.extend(self.rx_bytes(ram, h, l));
+                    }
+                }
+            }
+            frames.push(bytes.get(hdr_len..).map(<[u8]>::to_vec).unwrap_or_default());
+        }
+        frames
+    }
+
+    fn reap_raw(&mut self, ram: &GuestRam) -> Vec<(u16, u32)> {
+        // Like `reap`, but reads data before the descriptors are recycled by the caller.
+        self.reap(ram)
+    }
+}
+
+/// A blocking protocol client over a unix stream.
+#[derive(Debug)]
+pub struct Frontend {
+    /// The connection.
+    pub stream: UnixStream,
+}
+
+impl Frontend {
+    /// Wraps a connected stream.
+    pub fn new(stream: UnixStream) -> Self {
+        Self { stream }
+    }
+
+    /// Connects to a backend's socket.
+    pub fn connect(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self::new(UnixStream::connect(path)?))
+    }
+
+    /// Sends raw bytes with fds attached (hostile tests send anything they like).
+    pub fn send_raw(&mut self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+        let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
+        let mut ctl = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !ctl.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(std::io::Error::other("too many fds"));
+        }
+        let iov = [std::io::IoSlice::new(bytes)];
+        let n = rustix::net::sendmsg(&self.stream, &iov, &mut ctl, SendFlags::empty())?;
+        if n < bytes.len() {
+            self.stream.write_all(&bytes[n..])?;
+        }
+        Ok(())
+    }
+
+    /// Sends a request.
+    pub fn send(
+        &mut self,
+        request: u32,
+        need_reply: bool,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> std::io::Result<()> {
+        self.send_raw(&codec::encode_request(request, need_reply, payload), fds)
+    }
+
+    /// Reads one reply: `(request, payload)`.
+    pub fn recv_reply(&mut self) -> std::io::Result<(u32, Vec<u8>)> {
+        let mut h = [0u8; HEADER_LEN];
+        self.stream.read_exact(&mut h)?;
+        let request = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+        let size = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        let mut p = vec![0; size];
+        self.stream.read_exact(&mut p)?;
+        Ok((request, p))
+    }
+
+    /// Sends a request and reads its u64 reply.
+    pub fn get_u64(&mut self, request: u32) -> std::io::Result<u64> {
+        self.send(request, false, &[], &[])?;
+        let (_, p) = self.recv_reply()?;
+        Ok(u64::from_le_bytes(
+            p.get(..8).and_then(|s| s.try_into().ok()).unwrap_or([0; 8]),
+        ))
+    }
+
+    /// Sends a request with NEED_REPLY and returns the REPLY_ACK value (0 = success).
+    pub fn acked(
+        &mut self,
+        request: u32,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> std::io::Result<u64> {
+        self.send(request, true, payload, fds)?;
+        let (_, p) = self.recv_reply()?;
+        Ok(u64::from_le_bytes(
+            p.get(..8)
+                .and_then(|s| s.try_into().ok())
+                .unwrap_or([u8::MAX; 8]),
+        ))
+    }
+
+    /// Negotiates `features` and all offered protocol features (REPLY_ACK included), sets the
+    /// owner and sends the memory table. Returns the backend's offered features.
+    pub fn negotiate(&mut self, ram: &GuestRam, features: u64) -> std::io::Result<u64> {
+        let offered = self.get_u64(code::GET_FEATURES)?;
+        self.send(code::SET_OWNER, false, &[], &[])?;
+        self.send(
+            code::SET_FEATURES,
+            false,
+            &(features & offered).to_le_bytes(),
+            &[],
+        )?;
+        let pf = self.get_u64(code::GET_PROTOCOL_FEATURES)?;
+        self.send(code::SET_PROTOCOL_FEATURES, false, &pf.to_le_bytes(), &[])?;
+        let ack = self.acked(
+            code::SET_MEM_TABLE,
+            &codec::mem_table_payload(&[ram.region()]),
+            &[ram.fd()],
+        )?;
+        if ack != 0 {
+            return Err(std::io::Error::other("memory table refused"));
+        }
+        Ok(offered)
+    }
+
+    /// Configures and starts vring `index` over `q` (no kick or call fds: polled both ways).
+    pub fn start_vring(
+        &mut self,
+        ram: &GuestRam,
+        index: u32,
+        q: &DriverQueue,
+    ) -> std::io::Result<()> {
+        let steps: [(u32, Vec<u8>); 5] = [
+            (
+                code::SET_VRING_NUM,
+                codec::vring_state_payload(index, u32::from(q.size)),
+            ),
+            (code::SET_VRING_BASE, codec::vring_state_payload(index, 0)),
+            (
+                code::SET_VRING_ADDR,
+                codec::vring_addr_payload(&q.addr(ram, index)),
+            ),
+            (
+                code::SET_VRING_KICK,
+                (u64::from(index) | codec::VRING_NOFD_MASK)
+                    .to_le_bytes()
+                    .to_vec(),
+            ),
+            (code::SET_VRING_ENABLE, codec::vring_state_payload(index, 1)),
+        ];
+        for (c, p) in steps {
+            if self.acked(c, &p, &[])? != 0 {
+                return Err(std::io::Error::other(format!("request {c} refused")));
+            }
+        }
+        Ok(())
+    }
+}

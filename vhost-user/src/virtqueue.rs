@@ -1,0 +1,945 @@
+//! Split virtqueue fast path: burst dequeue (guest TX), burst enqueue (guest RX, mergeable
+//! buffers), and a guest-to-guest burst that copies once between two devices.
+//!
+//! Per burst: one acquire load of `avail->idx`; used entries collected in a shadow ring and
+//! published with one release store of `used->idx`; the call eventfd written only when the guest
+//! asked (`VRING_AVAIL_F_NO_INTERRUPT` clear, or the EVENT_IDX `used_event` crossed). The backend
+//! polls, so it tells the guest not to kick (`VRING_USED_F_NO_NOTIFY`, and with EVENT_IDX an
+//! `avail_event` kept behind the ring).
+//!
+//! Nothing the guest writes is trusted. A malformed chain (loop, too long, index or address out of
+//! range, wrong direction, bad or nested indirect table, an avail index jump) marks the queue
+//! broken with one log line: it then does nothing until the session rebuilds it. No path panics,
+//! allocates or touches memory outside the mapped regions.
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+use crate::memory::{copy_guest_to_guest, GuestMemory, RingArea};
+use crate::MemoryError;
+
+/// Descriptor flag: the chain continues at `next`.
+pub const DESC_F_NEXT: u16 = 1;
+/// Descriptor flag: device-writable buffer.
+pub const DESC_F_WRITE: u16 = 2;
+/// Descriptor flag: the buffer is a table of descriptors.
+pub const DESC_F_INDIRECT: u16 = 4;
+/// Avail flag: the guest needs no interrupt.
+pub const AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// Used flag: the device needs no kick.
+pub const USED_F_NO_NOTIFY: u16 = 1;
+/// Largest split queue.
+pub const MAX_QUEUE_SIZE: u16 = 32768;
+/// Most data descriptors one packet may use (longer chains are dropped, not followed).
+pub const MAX_SEGMENTS: usize = 64;
+
+/// Feature bits the virtqueue honours.
+pub mod feature {
+    /// VIRTIO_NET_F_MRG_RXBUF.
+    pub const MRG_RXBUF: u64 = 1 << 15;
+    /// VIRTIO_RING_F_INDIRECT_DESC.
+    pub const INDIRECT_DESC: u64 = 1 << 28;
+    /// VIRTIO_RING_F_EVENT_IDX.
+    pub const EVENT_IDX: u64 = 1 << 29;
+    /// VIRTIO_F_VERSION_1.
+    pub const VERSION_1: u64 = 1 << 32;
+}
+
+/// A packet buffer the fast path fills (dequeue) or drains (enqueue). The vrouter implements it
+/// on DPDK mbufs; tests use [`VecBuffer`]. Implementations must not allocate in `append`.
+pub trait PacketBuffer {
+    /// Empties the buffer for reuse.
+    fn reset(&mut self);
+    /// Grows the data by `len` bytes at the end and returns them, or `None` when there is no room.
+    fn append(&mut self, len: usize) -> Option<&mut [u8]>;
+    /// The packet bytes (Ethernet frame, no virtio-net header).
+    fn data(&self) -> &[u8];
+}
+
+/// A fixed-capacity heap buffer: allocated once, reused for every packet.
+#[derive(Debug, Clone)]
+pub struct VecBuffer {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl VecBuffer {
+    /// A buffer that holds frames of up to `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            bytes: vec![0; capacity],
+            len: 0,
+        }
+    }
+
+    /// A buffer holding a copy of `frame`.
+    pub fn from_frame(frame: &[u8]) -> Self {
+        Self {
+            bytes: frame.to_vec(),
+            len: frame.len(),
+        }
+    }
+}
+
+impl PacketBuffer for VecBuffer {
+    fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    fn append(&mut self, len: usize) -> Option<&mut [u8]> {
+        let end = self.len.checked_add(len)?;
+        let s = self.bytes.get_mut(self.len..end)?;
+        self.len = end;
+        Some(s)
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Why a queue was marked broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Broken {
+    /// `avail->idx` moved further than the queue size since the last burst.
+    #[error("avail index jumped from {last} to {avail}, more than the queue size")]
+    AvailIdxJump { last: u16, avail: u16 },
+    /// A head index in the avail ring outside the descriptor table.
+    #[error("avail ring names descriptor {head}, outside the table")]
+    HeadOutOfRange { head: u16 },
+    /// A `next` outside the (direct or indirect) table.
+    #[error("descriptor chain continues at {next}, outside its table of {size}")]
+    NextOutOfRange { next: u16, size: u32 },
+    /// The chain visits more descriptors than its table has: a loop or an over-long chain.
+    #[error("descriptor chain longer than its table of {size} (a loop?)")]
+    ChainTooLong { size: u32 },
+    /// An indirect descriptor although INDIRECT_DESC was not negotiated.
+    #[error("indirect descriptor used but INDIRECT_DESC not negotiated")]
+    IndirectNotNegotiated,
+    /// An indirect table whose length is not a positive multiple of 16 (or is too large).
+    #[error("indirect table length {len} is invalid")]
+    IndirectTableLen { len: u32 },
+    /// An indirect descriptor that also has NEXT set.
+    #[error("indirect descriptor also has NEXT set")]
+    IndirectWithNext,
+    /// An indirect descriptor inside an indirect table.
+    #[error("nested indirect descriptor")]
+    NestedIndirect,
+    /// A buffer outside guest memory (or overflowing u64).
+    #[error("buffer {addr:#x}+{len} is not in mapped guest memory")]
+    BadAddress { addr: u64, len: u64 },
+    /// A device-writable descriptor in a TX chain.
+    #[error("TX chain has a device-writable descriptor")]
+    WritableTxDescriptor,
+    /// An RX descriptor the guest did not mark writable.
+    #[error("RX chain has a descriptor the guest did not mark writable")]
+    ReadOnlyRxDescriptor,
+    /// An RX chain with more descriptors than the fast path follows.
+    #[error("RX chain has more than {MAX_SEGMENTS} descriptors")]
+    RxChainTooFragmented,
+    /// A first RX buffer smaller than the virtio-net header.
+    #[error("RX buffer of {len} bytes cannot hold the {hdr}-byte virtio-net header")]
+    RxBufferTooSmall { len: u32, hdr: usize },
+    /// A ring field outside its validated window (cannot happen with a consistent size).
+    #[error("ring access out of its window")]
+    RingAccess,
+}
+
+/// Per-queue counters, read by the owner thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Packets delivered (dequeued into buffers or enqueued to the guest).
+    pub packets: u64,
+    /// Frame bytes of those packets (no virtio-net header).
+    pub bytes: u64,
+    /// TX chains shorter than the virtio-net header.
+    pub dropped_malformed: u64,
+    /// Packets that did not fit the buffer (dequeue) or a non-mergeable RX chain (enqueue).
+    pub dropped_too_big: u64,
+    /// TX chains with more than [`MAX_SEGMENTS`] descriptors.
+    pub dropped_fragmented: u64,
+    /// Call-eventfd writes.
+    pub kicks: u64,
+}
+
+/// Everything a queue needs, translated and validated by the session.
+#[derive(Debug)]
+pub struct QueueSetup {
+    /// Vring index (even: guest RX, odd: guest TX).
+    pub index: u16,
+    /// Queue size (power of two, at most [`MAX_QUEUE_SIZE`]).
+    pub size: u16,
+    /// The guest's memory.
+    pub mem: Arc<GuestMemory>,
+    /// Guest-physical addresses of the three rings.
+    pub desc_gpa: u64,
+    /// Avail ring.
+    pub avail_gpa: u64,
+    /// Used ring.
+    pub used_gpa: u64,
+    /// First avail index to process (`SET_VRING_BASE`).
+    pub base: u16,
+    /// Negotiated virtio features.
+    pub features: u64,
+    /// Call eventfd, if the guest wants interrupts.
+    pub call: Option<Arc<OwnedFd>>,
+}
+
+/// A descriptor as read from a table.
+#[derive(Debug, Clone, Copy)]
+struct Desc {
+    addr: u64,
+    len: u32,
+    flags: u16,
+    next: u16,
+}
+
+impl Desc {
+    fn from_bytes(b: &[u8; 16]) -> Self {
+        Self {
+            addr: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            flags: u16::from_le_bytes([b[12], b[13]]),
+            next: u16::from_le_bytes([b[14], b[15]]),
+        }
+    }
+}
+
+/// The data buffers of one chain (addresses validated against guest memory).
+#[derive(Debug, Clone, Copy)]
+pub struct Segments {
+    segs: [(u64, u32); MAX_SEGMENTS],
+    n: usize,
+    total: u64,
+}
+
+impl Default for Segments {
+    fn default() -> Self {
+        Self {
+            segs: [(0, 0); MAX_SEGMENTS],
+            n: 0,
+            total: 0,
+        }
+    }
+}
+
+impl Segments {
+    /// The (guest address, length) pairs.
+    pub fn as_slice(&self) -> &[(u64, u32)] {
+        &self.segs[..self.n]
+    }
+
+    /// Total bytes.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+enum ChainFault {
+    Broken(Broken),
+    TooManySegments,
+}
+
+impl From<Broken> for ChainFault {
+    fn from(b: Broken) -> Self {
+        ChainFault::Broken(b)
+    }
+}
+
+/// Where an enqueued frame's bytes come from.
+trait FrameSource {
+    fn len(&self) -> usize;
+    fn copy_out(
+        &self,
+        off: usize,
+        dst: &GuestMemory,
+        gpa: u64,
+        len: usize,
+    ) -> Result<(), MemoryError>;
+}
+
+impl FrameSource for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    fn copy_out(
+        &self,
+        off: usize,
+        dst: &GuestMemory,
+        gpa: u64,
+        len: usize,
+    ) -> Result<(), MemoryError> {
+        match self.get(off..off + len) {
+            Some(s) => dst.write(gpa, s),
+            None => Err(MemoryError::OutOfRange {
+                addr: gpa,
+                len: len as u64,
+            }),
+        }
+    }
+}
+
+/// A frame still in another guest's TX buffers (after its virtio-net header).
+struct GuestFrame<'a> {
+    mem: &'a GuestMemory,
+    segs: &'a Segments,
+    skip: u64,
+}
+
+impl FrameSource for GuestFrame<'_> {
+    fn len(&self) -> usize {
+        (self.segs.total - self.skip) as usize
+    }
+    fn copy_out(
+        &self,
+        off: usize,
+        dst: &GuestMemory,
+        gpa: u64,
+        len: usize,
+    ) -> Result<(), MemoryError> {
+        // Walk the source segments, copying the overlap of [skip+off, skip+off+len) with each.
+        let (start, end) = (self.skip + off as u64, self.skip + (off + len) as u64);
+        let mut pos = 0u64;
+        for &(addr, slen) in self.segs.as_slice() {
+            let (s0, s1) = (pos, pos + u64::from(slen));
+            pos = s1;
+            let (a, b) = (start.max(s0), end.min(s1));
+            if a < b {
+                copy_guest_to_guest(self.mem, addr + (a - s0), dst, gpa + (a - start), b - a)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Outcome of placing one frame into the RX ring.
+enum Placed {
+    Delivered,
+    Dropped,
+    NoRoom,
+    Broken,
+}
+
+/// One split virtqueue, owned by the thread that polls it.
+#[derive(Debug)]
+pub struct SplitQueue {
+    index: u16,
+    size: u16,
+    mem: Arc<GuestMemory>,
+    desc: RingArea,
+    avail: RingArea,
+    used: RingArea,
+    last_avail: u16,
+    used_idx: u16,
+    hdr_len: usize,
+    mrg_rxbuf: bool,
+    event_idx: bool,
+    indirect: bool,
+    call: Option<Arc<OwnedFd>>,
+    shadow: Vec<(u32, u32)>,
+    broken: Option<Broken>,
+    stats: QueueStats,
+}
+
+impl SplitQueue {
+    /// Builds a queue over validated ring addresses. Fails if a ring is not inside one mapped
+    /// region or is misaligned.
+    pub fn new(s: QueueSetup) -> Result<Self, MemoryError> {
+        let size = s.size;
+        if size == 0 || size > MAX_QUEUE_SIZE || !size.is_power_of_two() {
+            return Err(MemoryError::OutOfRange {
+                addr: s.desc_gpa,
+                len: u64::from(size),
+            });
+        }
+        let n = u64::from(size);
+        let desc = s.mem.ring_area(s.desc_gpa, 16 * n, 16)?;
+        let avail = s.mem.ring_area(s.avail_gpa, 6 + 2 * n, 2)?;
+        let used = s.mem.ring_area(s.used_gpa, 6 + 8 * n, 4)?;
+        let hdr_len = if s.features & (feature::MRG_RXBUF | feature::VERSION_1) != 0 {
+            12
+        } else {
+            10
+        };
+        let used_idx = used.load_u16(2).ok_or(MemoryError::OutOfRange {
+            addr: s.used_gpa,
+            len: 4,
+        })?;
+        let mut last_avail = s.base;
+        if used_idx != s.base {
+            // We complete every chain in the burst that takes it, so the two agree unless the
+            // frontend changed them; follow the used ring, which is what the guest will reap.
+            tracing::warn!(
+                queue = s.index,
+                base = s.base,
+                used_idx,
+                "vring base differs from used index; using the used index"
+            );
+            last_avail = used_idx;
+        }
+        let q = Self {
+            index: s.index,
+            size,
+            mem: s.mem,
+            desc,
+            avail,
+            used,
+            last_avail,
+            used_idx,
+            hdr_len,
+            mrg_rxbuf: s.features & feature::MRG_RXBUF != 0,
+            event_idx: s.features & feature::EVENT_IDX != 0,
+            indirect: s.features & feature::INDIRECT_DESC != 0,
+            call: s.call,
+            shadow: Vec::with_capacity(usize::from(size)),
+            broken: None,
+            stats: QueueStats::default(),
+        };
+        // We poll: ask the guest not to kick.
+        q.used
+            .store_u16(0, USED_F_NO_NOTIFY)
+            .ok_or(MemoryError::OutOfRange {
+                addr: s.used_gpa,
+                len: 2,
+            })?;
+        q.suppress_kicks();
+        Ok(q)
+    }
+
+    /// Vring index.
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// Queue size.
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// The next avail index to process (what `GET_VRING_BASE` reports).
+    pub fn next_avail(&self) -> u16 {
+        self.last_avail
+    }
+
+    /// Why the queue is broken, if it is.
+    pub fn broken(&self) -> Option<Broken> {
+        self.broken
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> QueueStats {
+        self.stats
+    }
+
+    /// Length of the virtio-net header on this queue.
+    pub fn header_len(&self) -> usize {
+        self.hdr_len
+    }
+
+    fn mark_broken(&mut self, why: Broken) {
+        if self.broken.is_none() {
+            tracing::error!(
+                queue = self.index,
+                "vring {} broken by the guest: {why}; it stays stopped until reconfigured",
+                self.index
+            );
+            self.broken = Some(why);
+        }
+    }
+
+    fn suppress_kicks(&self) {
+        if self.event_idx {
+            // avail_event just behind our position: the guest's need_event test stays false
+            // until it wraps the whole index space.
+            let _ = self.used.store_u16(
+                4 + 8 * usize::from(self.size),
+                self.last_avail.wrapping_sub(1),
+            );
+        }
+    }
+
+    /// Loads `avail->idx` once for the burst and checks it against the queue size.
+    fn avail_window(&mut self) -> Option<u16> {
+        if self.broken.is_some() {
+            return None;
+        }
+        let Some(avail_idx) = self.avail.load_u16_acquire(2) else {
+            self.mark_broken(Broken::RingAccess);
+            return None;
+        };
+        if avail_idx.wrapping_sub(self.last_avail) > self.size {
+            self.mark_broken(Broken::AvailIdxJump {
+                last: self.last_avail,
+                avail: avail_idx,
+            });
+            return None;
+        }
+        Some(avail_idx)
+    }
+
+    fn avail_head(&self, idx: u16) -> Result<u16, Broken> {
+        let slot = usize::from(idx & (self.size - 1));
+        let head = self
+            .avail
+            .load_u16(4 + 2 * slot)
+            .ok_or(Broken::RingAccess)?;
+        if head >= self.size {
+            return Err(Broken::HeadOutOfRange { head });
+        }
+        Ok(head)
+    }
+
+    fn read_direct(&self, i: u16) -> Result<Desc, Broken> {
+        let off = 16 * usize::from(i);
+        let addr = self.desc.load_u64(off).ok_or(Broken::RingAccess)?;
+        let len = self.desc.load_u32(off + 8).ok_or(Broken::RingAccess)?;
+        let flags = self.desc.load_u16(off + 12).ok_or(Broken::RingAccess)?;
+        let next = self.desc.load_u16(off + 14).ok_or(Broken::RingAccess)?;
+        Ok(Desc {
+            addr,
+            len,
+            flags,
+            next,
+        })
+    }
+
+    fn push_segment(
+        &self,
+        d: &Desc,
+        device_writes: bool,
+        segs: &mut Segments,
+    ) -> Result<(), ChainFault> {
+        let writable = d.flags & DESC_F_WRITE != 0;
+        if writable != device_writes {
+            return Err(if device_writes {
+                Broken::ReadOnlyRxDescriptor
+            } else {
+                Broken::WritableTxDescriptor
+            }
+            .into());
+        }
+        let len = u64::from(d.len);
+        if self.mem.check_range(d.addr, len).is_err() {
+            return Err(Broken::BadAddress { addr: d.addr, len }.into());
+        }
+        if d.len == 0 {
+            return Ok(());
+        }
+        if segs.n == MAX_SEGMENTS {
+            return Err(ChainFault::TooManySegments);
+        }
+        segs.segs[segs.n] = (d.addr, d.len);
+        segs.n += 1;
+        segs.total += len;
+        Ok(())
+    }
+
+    /// Follows the chain at `head` (direct or through one indirect table) into `segs`.
+    fn walk(&self, head: u16, device_writes: bool, segs: &mut Segments) -> Result<(), ChainFault> {
+        let size = u32::from(self.size);
+        let mut d = self.read_direct(head)?;
+        let mut visited = 1u32;
+        loop {
+            if d.flags & DESC_F_INDIRECT != 0 {
+                return self.walk_indirect(&d, device_writes, segs);
+            }
+            self.push_segment(&d, device_writes, segs)?;
+            if d.flags & DESC_F_NEXT == 0 {
+                return Ok(());
+            }
+            if d.next >= self.size {
+                return Err(Broken::NextOutOfRange { next: d.next, size }.into());
+            }
+            visited += 1;
+            if visited > size {
+                return Err(Broken::ChainTooLong { size }.into());
+            }
+            d = self.read_direct(d.next)?;
+        }
+    }
+
+    fn walk_indirect(
+        &self,
+        table: &Desc,
+        device_writes: bool,
+        segs: &mut Segments,
+    ) -> Result<(), ChainFault> {
+        if !self.indirect {
+            return Err(Broken::IndirectNotNegotiated.into());
+        }
+        if table.flags & DESC_F_NEXT != 0 {
+            return Err(Broken::IndirectWithNext.into());
+        }
+        let count = table.len / 16;
+        if table.len == 0 || table.len % 16 != 0 || count > u32::from(MAX_QUEUE_SIZE) {
+            return Err(Broken::IndirectTableLen { len: table.len }.into());
+        }
+        if self
+            .mem
+            .check_range(table.addr, u64::from(table.len))
+            .is_err()
+        {
+            return Err(Broken::BadAddress {
+                addr: table.addr,
+                len: u64::from(table.len),
+            }
+            .into());
+        }
+        let mut i = 0u32;
+        let mut visited = 0u32;
+        loop {
+            visited += 1;
+            if visited > count {
+                return Err(Broken::ChainTooLong { size: count }.into());
+            }
+            let mut raw = [0u8; 16];
+            self.mem
+                .read(table.addr + 16 * u64::from(i), &mut raw)
+                .map_err(|_| Broken::BadAddress {
+                    addr: table.addr,
+                    len: u64::from(table.len),
+                })?;
+            let d = Desc::from_bytes(&raw);
+            if d.flags & DESC_F_INDIRECT != 0 {
+                return Err(Broken::NestedIndirect.into());
+            }
+            self.push_segment(&d, device_writes, segs)?;
+            if d.flags & DESC_F_NEXT == 0 {
+                return Ok(());
+            }
+            if u32::from(d.next) >= count {
+                return Err(Broken::NextOutOfRange {
+                    next: d.next,
+                    size: count,
+                }
+                .into());
+            }
+            i = u32::from(d.next);
+        }
+    }
+
+    fn push_used(&mut self, head: u16, len: u32) {
+        self.shadow.push((u32::from(head), len));
+    }
+
+    /// Publishes the shadow used entries with one release store, then kicks if asked.
+    fn flush_used(&mut self) {
+        if self.shadow.is_empty() {
+            return;
+        }
+        let old = self.used_idx;
+        let mask = self.size - 1;
+        let mut idx = old;
+        for &(id, len) in &self.shadow {
+            let off = 4 + 8 * usize::from(idx & mask);
+            if self.used.store_u32(off, id).is_none() || self.used.store_u32(off + 4, len).is_none()
+            {
+                self.broken = Some(Broken::RingAccess);
+                return;
+            }
+            idx = idx.wrapping_add(1);
+        }
+        self.shadow.clear();
+        self.used_idx = idx;
+        if self.used.store_u16_release(2, idx).is_none() {
+            self.mark_broken(Broken::RingAccess);
+            return;
+        }
+        self.suppress_kicks();
+        self.kick_if_asked(old, idx);
+    }
+
+    fn kick_if_asked(&mut self, old: u16, new: u16) {
+        let Some(call) = &self.call else { return };
+        // The used index store must be visible before we read the guest's wish.
+        fence(Ordering::SeqCst);
+        let wanted = if self.event_idx {
+            match self.avail.load_u16(4 + 2 * usize::from(self.size)) {
+                // vring_need_event: did [old, new) cross used_event?
+                Some(used_event) => {
+                    new.wrapping_sub(used_event).wrapping_sub(1) < new.wrapping_sub(old)
+                }
+                None => true,
+            }
+        } else {
+            self.avail
+                .load_u16(0)
+                .is_some_and(|f| f & AVAIL_F_NO_INTERRUPT == 0)
+        };
+        if wanted {
+            // A full eventfd counter (EAGAIN) still means the guest will wake: nothing to do.
+            let _ = rustix::io::write(call.as_ref(), &1u64.to_ne_bytes());
+            self.stats.kicks += 1;
+        }
+    }
+
+    /// Guest TX → `bufs`: fills up to `bufs.len()` buffers with frames (virtio-net header
+    /// stripped) and returns how many. Malformed or oversized packets are counted and skipped.
+    pub fn dequeue_burst<B: PacketBuffer>(&mut self, bufs: &mut [B]) -> usize {
+        let Some(avail_idx) = self.avail_window() else {
+            return 0;
+        };
+        let mut filled = 0;
+        while self.last_avail != avail_idx && filled < bufs.len() {
+            let head = match self.avail_head(self.last_avail) {
+                Ok(h) => h,
+                Err(b) => {
+                    self.mark_broken(b);
+                    break;
+                }
+            };
+            let mut segs = Segments::default();
+            match self.walk(head, false, &mut segs) {
+                Ok(()) => {
+                    if self.copy_chain_into(&segs, &mut bufs[filled]) {
+                        filled += 1;
+                    }
+                }
+                Err(ChainFault::TooManySegments) => self.stats.dropped_fragmented += 1,
+                Err(ChainFault::Broken(b)) => {
+                    self.mark_broken(b);
+                    break;
+                }
+            }
+            self.push_used(head, 0);
+            self.last_avail = self.last_avail.wrapping_add(1);
+        }
+        self.flush_used();
+        filled
+    }
+
+    fn copy_chain_into<B: PacketBuffer>(&mut self, segs: &Segments, buf: &mut B) -> bool {
+        let hdr = self.hdr_len as u64;
+        if segs.total < hdr {
+            self.stats.dropped_malformed += 1;
+            return false;
+        }
+        buf.reset();
+        let frame_len = (segs.total - hdr) as usize;
+        let Some(dst) = buf.append(frame_len) else {
+            self.stats.dropped_too_big += 1;
+            return false;
+        };
+        let mut pos = 0u64; // position in the chain
+        let mut out = 0usize; // position in dst
+        for &(addr, len) in segs.as_slice() {
+            let (s0, s1) = (pos, pos + u64::from(len));
+            pos = s1;
+            let a = s0.max(hdr);
+            if a >= s1 {
+                continue;
+            }
+            let n = (s1 - a) as usize;
+            if self
+                .mem
+                .read(addr + (a - s0), &mut dst[out..out + n])
+                .is_err()
+            {
+                // Checked during the walk; unreachable unless the table changed under us.
+                self.stats.dropped_malformed += 1;
+                return false;
+            }
+            out += n;
+        }
+        self.stats.packets += 1;
+        self.stats.bytes += frame_len as u64;
+        true
+    }
+
+    /// `pkts` → guest RX. Returns how many packets were consumed from the front of `pkts`
+    /// (delivered, or dropped and counted when they fit no RX chain); stops when the guest has
+    /// no more buffers, leaving the rest to the caller.
+    pub fn enqueue_burst<B: PacketBuffer>(&mut self, pkts: &[B]) -> usize {
+        let Some(avail_idx) = self.avail_window() else {
+            return 0;
+        };
+        let mut consumed = 0;
+        for p in pkts {
+            match self.place(p.data(), avail_idx) {
+                Placed::Delivered | Placed::Dropped => consumed += 1,
+                Placed::NoRoom | Placed::Broken => break,
+            }
+        }
+        self.flush_used();
+        consumed
+    }
+
+    /// Copies `frame` into RX chains starting at `last_avail`, mergeable across chains when
+    /// negotiated. Rolls back on NoRoom so nothing partial is published.
+    fn place<S: FrameSource + ?Sized>(&mut self, frame: &S, avail_idx: u16) -> Placed {
+        let hdr_len = self.hdr_len;
+        let total = hdr_len + frame.len();
+        let saved_avail = self.last_avail;
+        let saved_shadow = self.shadow.len();
+        let mut written = 0usize;
+        let mut num_buffers = 0u16;
+        let mut hdr_gpa = 0u64;
+        loop {
+            if self.last_avail == avail_idx {
+                self.last_avail = saved_avail;
+                self.shadow.truncate(saved_shadow);
+                return Placed::NoRoom;
+            }
+            let head = match self.avail_head(self.last_avail) {
+                Ok(h) => h,
+                Err(b) => {
+                    self.mark_broken(b);
+                    self.last_avail = saved_avail;
+                    self.shadow.truncate(saved_shadow);
+                    return Placed::Broken;
+                }
+            };
+            let mut segs = Segments::default();
+            let fault = match self.walk(head, true, &mut segs) {
+                Ok(()) => None,
+                Err(ChainFault::TooManySegments) => Some(Broken::RxChainTooFragmented),
+                Err(ChainFault::Broken(b)) => Some(b),
+            };
+            let fault = fault.or_else(|| match segs.as_slice().first() {
+                Some(&(_, l)) if num_buffers == 0 && (l as usize) < hdr_len => {
+                    Some(Broken::RxBufferTooSmall {
+                        len: l,
+                        hdr: hdr_len,
+                    })
+                }
+                None if num_buffers == 0 => Some(Broken::RxBufferTooSmall {
+                    len: 0,
+                    hdr: hdr_len,
+                }),
+                _ => None,
+            });
+            if let Some(b) = fault {
+                self.mark_broken(b);
+                self.last_avail = saved_avail;
+                self.shadow.truncate(saved_shadow);
+                return Placed::Broken;
+            }
+            if !self.mrg_rxbuf && (segs.total as usize) < total {
+                // Does not fit the one chain a non-mergeable packet may use: drop the packet,
+                // leave the chain for the next one.
+                self.stats.dropped_too_big += 1;
+                return Placed::Dropped;
+            }
+            if num_buffers == 0 {
+                hdr_gpa = segs.as_slice()[0].0;
+            }
+            let mut chain_written = 0u32;
+            for &(addr, len) in segs.as_slice() {
+                if written == total {
+                    break;
+                }
+                let n = (len as usize).min(total - written);
+                if self.write_stream(frame, written, addr, n).is_err() {
+                    self.mark_broken(Broken::BadAddress {
+                        addr,
+                        len: n as u64,
+                    });
+                    self.last_avail = saved_avail;
+                    self.shadow.truncate(saved_shadow);
+                    return Placed::Broken;
+                }
+                written += n;
+                chain_written += n as u32;
+            }
+            self.push_used(head, chain_written);
+            self.last_avail = self.last_avail.wrapping_add(1);
+            num_buffers += 1;
+            if written == total {
+                break;
+            }
+        }
+        if num_buffers > 1
+            && self
+                .mem
+                .write(hdr_gpa + 10, &num_buffers.to_le_bytes())
+                .is_err()
+        {
+            self.mark_broken(Broken::BadAddress {
+                addr: hdr_gpa,
+                len: 12,
+            });
+            return Placed::Broken;
+        }
+        self.stats.packets += 1;
+        self.stats.bytes += frame.len() as u64;
+        Placed::Delivered
+    }
+
+    /// Writes bytes [at, at+n) of the stream "virtio-net header ++ frame" to guest `gpa`.
+    fn write_stream<S: FrameSource + ?Sized>(
+        &self,
+        frame: &S,
+        at: usize,
+        gpa: u64,
+        n: usize,
+    ) -> Result<(), MemoryError> {
+        let mut hdr = [0u8; 12];
+        if self.hdr_len == 12 {
+            hdr[10] = 1; // num_buffers, patched later when a frame spans several chains
+        }
+        let hdr = &hdr[..self.hdr_len];
+        let mut done = 0;
+        if at < hdr.len() {
+            let k = (hdr.len() - at).min(n);
+            self.mem.write(gpa, &hdr[at..at + k])?;
+            done = k;
+        }
+        if done < n {
+            let foff = at + done - hdr.len();
+            frame.copy_out(foff, &self.mem, gpa + done as u64, n - done)?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves up to `max` packets from `src`'s TX ring straight into `dst`'s RX ring: one copy,
+/// guest to guest. Returns how many packets left `src` (delivered or dropped and counted).
+pub fn forward_burst(src: &mut SplitQueue, dst: &mut SplitQueue, max: usize) -> usize {
+    let Some(src_avail) = src.avail_window() else {
+        return 0;
+    };
+    let Some(dst_avail) = dst.avail_window() else {
+        return 0;
+    };
+    let mut moved = 0;
+    while src.last_avail != src_avail && moved < max {
+        let head = match src.avail_head(src.last_avail) {
+            Ok(h) => h,
+            Err(b) => {
+                src.mark_broken(b);
+                break;
+            }
+        };
+        let mut segs = Segments::default();
+        match src.walk(head, false, &mut segs) {
+            Ok(()) if segs.total < src.hdr_len as u64 => src.stats.dropped_malformed += 1,
+            Ok(()) => {
+                let frame = GuestFrame {
+                    mem: &src.mem,
+                    segs: &segs,
+                    skip: src.hdr_len as u64,
+                };
+                match dst.place(&frame, dst_avail) {
+                    Placed::Delivered => {
+                        src.stats.packets += 1;
+                        src.stats.bytes += frame.len() as u64;
+                    }
+                    Placed::Dropped => {}
+                    Placed::NoRoom | Placed::Broken => break,
+                }
+            }
+            Err(ChainFault::TooManySegments) => src.stats.dropped_fragmented += 1,
+            Err(ChainFault::Broken(b)) => {
+                src.mark_broken(b);
+                break;
+            }
+        }
+        src.push_used(head, 0);
+        src.last_avail = src.last_avail.wrapping_add(1);
+        moved += 1;
+    }
+    src.flush_used();
+    dst.flush_used();
+    moved
+}
