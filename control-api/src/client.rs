@@ -1,0 +1,240 @@
+//! A client of the control API over its unix socket: one HTTP/1.1 connection per request.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{
+    BridgeEntry, DropStats, ErrorBody, FlowPage, FlowQuery, FlowStats, FlushResult, Health,
+    IpPrefix, MacAddr, MplsEntry, MplsRequest, Nexthop, NexthopInfo, Policy, Route, Stats,
+    VifInfo, VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
+};
+use crate::error::Error;
+
+/// A raw answer: status and body.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: impl AsRef<Path>) -> Self {
+        Client {
+            socket: socket.as_ref().to_path_buf(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Send one request with an optional raw body and return whatever came back.
+    pub async fn raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<RawResponse, Error> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| Error::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Error::Http(e.to_string()))?;
+        let driver = tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "vrouter");
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| Error::Http(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| Error::Http(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Error::Http(e.to_string()))?
+            .to_bytes();
+        drop(sender);
+        driver.abort();
+        Ok(RawResponse {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    /// Send `body` as JSON; a 2xx answer is returned, anything else becomes [`Error::Api`].
+    pub async fn send<B: Serialize>(&self, method: Method, path: &str, body: Option<&B>) -> Result<RawResponse, Error> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| Error::Decode(format!("cannot encode request: {e}")))?;
+        let resp = self.raw(method, path, body).await?;
+        if (200..300).contains(&resp.status) {
+            return Ok(resp);
+        }
+        match serde_json::from_slice::<ErrorBody>(&resp.body) {
+            Ok(e) => Err(Error::Api {
+                status: resp.status,
+                code: e.error,
+                message: e.message,
+            }),
+            Err(_) => Err(Error::Api {
+                status: resp.status,
+                code: "unknown".to_string(),
+                message: String::from_utf8_lossy(&resp.body).into_owned(),
+            }),
+        }
+    }
+
+    /// JSON in, JSON out.
+    pub async fn call<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T, Error> {
+        let resp = self.send(method, path, body).await?;
+        serde_json::from_slice(&resp.body)
+            .map_err(|e| Error::Decode(format!("{path}: {e}")))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.call::<(), T>(Method::GET, path, None).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), Error> {
+        self.send::<()>(Method::DELETE, path, None).await.map(|_| ())
+    }
+
+    pub async fn vrf_add(&self, vrf: u32) -> Result<Option<VrfInfo>, Error> {
+        self.call::<(), _>(Method::PUT, &format!("/vrfs/{vrf}"), None).await
+    }
+    pub async fn vrf_del(&self, vrf: u32) -> Result<(), Error> {
+        self.delete(&format!("/vrfs/{vrf}")).await
+    }
+    pub async fn vrfs(&self) -> Result<Vec<VrfInfo>, Error> {
+        self.get("/vrfs").await
+    }
+
+    pub async fn vif_add(&self, req: &VifRequest) -> Result<VifInfo, Error> {
+        self.call(Method::POST, "/vifs", Some(req)).await
+    }
+    pub async fn vif_del(&self, name: &str) -> Result<(), Error> {
+        self.delete(&format!("/vifs/{name}")).await
+    }
+    pub async fn vifs(&self) -> Result<Vec<VifInfo>, Error> {
+        self.get("/vifs").await
+    }
+    pub async fn vif(&self, name: &str) -> Result<VifInfo, Error> {
+        self.get(&format!("/vifs/{name}")).await
+    }
+
+    pub async fn nexthop_set(&self, id: u32, nh: &Nexthop) -> Result<NexthopInfo, Error> {
+        self.call(Method::PUT, &format!("/nexthops/{id}"), Some(nh)).await
+    }
+    pub async fn nexthop_del(&self, id: u32) -> Result<(), Error> {
+        self.delete(&format!("/nexthops/{id}")).await
+    }
+    pub async fn nexthops(&self) -> Result<Vec<NexthopInfo>, Error> {
+        self.get("/nexthops").await
+    }
+    pub async fn nexthop(&self, id: u32) -> Result<NexthopInfo, Error> {
+        self.get(&format!("/nexthops/{id}")).await
+    }
+
+    pub async fn route_set(&self, vrf: u32, route: &Route) -> Result<Route, Error> {
+        self.call(Method::PUT, &format!("/vrfs/{vrf}/routes"), Some(route)).await
+    }
+    pub async fn route_del(&self, vrf: u32, prefix: &IpPrefix) -> Result<(), Error> {
+        self.delete(&format!("/vrfs/{vrf}/routes/{prefix}")).await
+    }
+    pub async fn routes(&self, vrf: u32) -> Result<Vec<Route>, Error> {
+        self.get(&format!("/vrfs/{vrf}/routes")).await
+    }
+
+    pub async fn bridge_set(&self, vrf: u32, entry: &BridgeEntry) -> Result<BridgeEntry, Error> {
+        self.call(Method::PUT, &format!("/vrfs/{vrf}/bridge"), Some(entry)).await
+    }
+    pub async fn bridge_del(&self, vrf: u32, mac: MacAddr) -> Result<(), Error> {
+        self.delete(&format!("/vrfs/{vrf}/bridge/{mac}")).await
+    }
+    pub async fn bridge(&self, vrf: u32) -> Result<Vec<BridgeEntry>, Error> {
+        self.get(&format!("/vrfs/{vrf}/bridge")).await
+    }
+
+    pub async fn mpls_set(&self, label: u32, nexthop: u32) -> Result<MplsEntry, Error> {
+        self.call(Method::PUT, &format!("/mpls/{label}"), Some(&MplsRequest { nexthop })).await
+    }
+    pub async fn mpls_del(&self, label: u32) -> Result<(), Error> {
+        self.delete(&format!("/mpls/{label}")).await
+    }
+    pub async fn mpls(&self) -> Result<Vec<MplsEntry>, Error> {
+        self.get("/mpls").await
+    }
+
+    pub async fn vxlan_set(&self, vni: u32, vrf: u32) -> Result<VxlanEntry, Error> {
+        self.call(Method::PUT, &format!("/vxlan/{vni}"), Some(&VxlanRequest { vrf })).await
+    }
+    pub async fn vxlan_del(&self, vni: u32) -> Result<(), Error> {
+        self.delete(&format!("/vxlan/{vni}")).await
+    }
+    pub async fn vxlan(&self) -> Result<Vec<VxlanEntry>, Error> {
+        self.get("/vxlan").await
+    }
+
+    pub async fn policy_set(&self, vif: &str, policy: &Policy) -> Result<Policy, Error> {
+        self.call(Method::PUT, &format!("/vifs/{vif}/policy"), Some(policy)).await
+    }
+    pub async fn policy_del(&self, vif: &str) -> Result<(), Error> {
+        self.delete(&format!("/vifs/{vif}/policy")).await
+    }
+    pub async fn policy(&self, vif: &str) -> Result<Policy, Error> {
+        self.get(&format!("/vifs/{vif}/policy")).await
+    }
+
+    pub async fn flows(&self, query: &FlowQuery) -> Result<FlowPage, Error> {
+        let q = serde_urlencoded::to_string(query).map_err(|e| Error::Decode(e.to_string()))?;
+        let path = if q.is_empty() { "/flows".to_string() } else { format!("/flows?{q}") };
+        self.get(&path).await
+    }
+    pub async fn flush_flows(&self) -> Result<FlushResult, Error> {
+        self.call::<(), _>(Method::DELETE, "/flows", None).await
+    }
+    pub async fn flow_stats(&self) -> Result<FlowStats, Error> {
+        self.get("/flows/stats").await
+    }
+
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        self.get("/stats").await
+    }
+    pub async fn dropstats(&self) -> Result<DropStats, Error> {
+        self.get("/dropstats").await
+    }
+    pub async fn health(&self) -> Result<Health, Error> {
+        self.get("/health").await
+    }
+    pub async fn metrics(&self) -> Result<String, Error> {
+        let resp = self.send::<()>(Method::GET, "/metrics", None).await?;
+        String::from_utf8(resp.body.to_vec()).map_err(|e| Error::Decode(e.to_string()))
+    }
+}

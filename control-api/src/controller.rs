@@ -1,0 +1,571 @@
+//! The controller: one control operation at a time, validate → prepare the filesystem → apply
+//! to the dataplane → commit to the model; any failure undoes the earlier steps, so a refused
+//! request changes nothing. Blocking (file system, dataplane); the server calls it off the async
+//! runtime.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tracing::info;
+
+use crate::api::{
+    BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, FlushResult, Health, IpPrefix,
+    MacAddr, MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo, VifRequest, VifType,
+    VrfInfo, VxlanEntry,
+};
+use crate::dataplane::{Change, Dataplane, VifKind, VifSpec};
+use crate::error::Error;
+use crate::model::{
+    Model, VifEntry, MPLS_LABEL_MAX, MPLS_LABEL_MIN, NEXTHOP_ID_MAX, VNI_MAX, VRF_MAX,
+};
+use crate::socket_path::{self, SocketBase, SocketRule};
+
+/// Default and largest page of `GET /flows`.
+pub const FLOWS_LIMIT_DEFAULT: u32 = 100;
+pub const FLOWS_LIMIT_MAX: u32 = 10_000;
+
+/// Settings the controller needs from vrouterd's command line.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// `--socket-base`: every vhost-user socket directory lies below it.
+    pub socket_base: PathBuf,
+    /// `--vrouter-mac`: the MAC pods send routed traffic to.
+    pub vrouter_mac: MacAddr,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            socket_base: PathBuf::from("/var/run/vrouter"),
+            vrouter_mac: MacAddr::DEFAULT_VROUTER,
+        }
+    }
+}
+
+/// Whether a PUT created something new (201) or replaced / confirmed what was there (200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Replaced,
+}
+
+impl Outcome {
+    fn from_new(new: bool) -> Self {
+        if new {
+            Outcome::Created
+        } else {
+            Outcome::Replaced
+        }
+    }
+}
+
+pub struct Controller {
+    model: Mutex<Model>,
+    dataplane: Arc<dyn Dataplane>,
+    base: SocketBase,
+    vrouter_mac: MacAddr,
+}
+
+impl Controller {
+    /// A controller with an empty model (only VRF 0). Creates the socket base if missing.
+    pub fn new(config: ControllerConfig, dataplane: Arc<dyn Dataplane>) -> Result<Self, Error> {
+        Ok(Controller {
+            model: Mutex::new(Model::new()),
+            dataplane,
+            base: SocketBase::new(&config.socket_base)?,
+            vrouter_mac: config.vrouter_mac,
+        })
+    }
+
+    pub fn socket_base(&self) -> &SocketBase {
+        &self.base
+    }
+
+    fn model(&self) -> MutexGuard<'_, Model> {
+        // Every commit happens after all fallible steps, so a panic elsewhere cannot leave the
+        // model half-changed: a poisoned lock still guards a consistent model.
+        self.model.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, change: &Change) -> Result<(), Error> {
+        self.dataplane.apply(change).map_err(|e| {
+            tracing::warn!(op = change.op(), error = %e, "dataplane refused change; nothing changed");
+            Error::Dataplane(e)
+        })
+    }
+
+    // ---- VRFs --------------------------------------------------------------------------------
+
+    pub fn vrf_add(&self, vrf: u32) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("vrf_add", vrf).entered();
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        let mut model = self.model();
+        if !model.check_vrf_add(vrf)? {
+            return Ok(Outcome::Replaced);
+        }
+        self.apply(&Change::VrfAdd { vrf })?;
+        model.commit_vrf_add(vrf);
+        info!("vrf added");
+        Ok(Outcome::Created)
+    }
+
+    pub fn vrf_del(&self, vrf: u32) -> Result<(), Error> {
+        let _span = tracing::info_span!("vrf_del", vrf).entered();
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        let mut model = self.model();
+        model.check_vrf_del(vrf)?;
+        self.apply(&Change::VrfDel { vrf })?;
+        model.commit_vrf_del(vrf);
+        info!("vrf removed");
+        Ok(())
+    }
+
+    pub fn vrfs(&self) -> Vec<VrfInfo> {
+        self.model().vrfs()
+    }
+
+    // ---- vifs --------------------------------------------------------------------------------
+
+    pub fn vif_add(&self, req: &VifRequest) -> Result<VifInfo, Error> {
+        let _span = tracing::info_span!("vif_add", vif = %req.name).entered();
+        let mut model = self.model();
+        let config = model.check_vif_add(req)?;
+        let index = model.free_vif_index();
+        let mut plan = None;
+        let kind = match config.vif_type {
+            VifType::VhostUser => {
+                let (Some(dir), Some(file), Some(mode), Some(queues)) = (
+                    &config.vhostsocket_dir,
+                    &config.vhostsocket_filename,
+                    config.vhostuser_mode,
+                    config.queues,
+                ) else {
+                    return Err(Error::Internal("vhost-user fields vanished after validation".into()));
+                };
+                let p = self
+                    .base
+                    .plan(dir, file, config.vhostsocket_group.as_deref())?;
+                if let Some(other) = model.socket_user(&p.path) {
+                    return Err(Error::Socket {
+                        rule: SocketRule::InUse,
+                        message: format!(
+                            "socket path {} is already used by vif {other}; every vif needs its own",
+                            p.path.display()
+                        ),
+                    });
+                }
+                let socket = p.path.clone();
+                plan = Some(p);
+                VifKind::VhostUser {
+                    socket,
+                    mode,
+                    queues,
+                }
+            }
+            VifType::Physical => VifKind::Physical {
+                device: config.device.clone().unwrap_or_default(),
+            },
+            VifType::AfPacket => VifKind::AfPacket {
+                iface: config.iface.clone().unwrap_or_default(),
+            },
+            VifType::Tap => VifKind::Tap {
+                iface: config.iface.clone().unwrap_or_default(),
+            },
+        };
+        let spec = VifSpec {
+            index,
+            name: config.name.clone(),
+            vrf: config.vrf,
+            mac: config.mac,
+            ip: config.ip,
+            ip6: config.ip6,
+            mtu: config.mtu.unwrap_or(crate::model::MTU_DEFAULT),
+            kind,
+        };
+        // Everything is checked: only now touch the disk.
+        let created = match &plan {
+            Some(plan) => plan.create_dirs(&self.base)?,
+            None => Vec::new(),
+        };
+        if let Err(e) = self.apply(&Change::VifAdd { vif: spec.clone() }) {
+            socket_path::remove_created_dirs(&created);
+            return Err(e);
+        }
+        let entry = VifEntry {
+            spec,
+            config,
+            created_dirs: created,
+            policy: None,
+        };
+        info!(
+            index,
+            socket = entry.socket().map(|p| p.display().to_string()).unwrap_or_default(),
+            "vif added"
+        );
+        let info = self.vif_info(&entry);
+        model.commit_vif_add(entry);
+        Ok(info)
+    }
+
+    pub fn vif_del(&self, name: &str) -> Result<(), Error> {
+        let _span = tracing::info_span!("vif_del", vif = %name).entered();
+        let mut model = self.model();
+        let spec = model.check_vif_del(name)?.spec.clone();
+        self.apply(&Change::VifDel { vif: spec })?;
+        if let Some((entry, removable)) = model.commit_vif_del(name) {
+            if let VifKind::VhostUser {
+                socket,
+                mode: crate::api::VhostUserMode::Server,
+                ..
+            } = &entry.spec.kind
+            {
+                // In client mode the socket is the pod's; only ours is removed.
+                socket_path::remove_socket_file(socket);
+            }
+            socket_path::remove_created_dirs(&removable);
+            info!(
+                socket = entry.socket().map(|p| p.display().to_string()).unwrap_or_default(),
+                "vif removed"
+            );
+        }
+        Ok(())
+    }
+
+    fn vif_info(&self, entry: &VifEntry) -> VifInfo {
+        VifInfo {
+            config: entry.config.clone(),
+            index: entry.spec.index,
+            socket: entry.socket().map(PathBuf::from),
+            vrouter_mac: self.vrouter_mac,
+            status: self.dataplane.vif_status(&entry.spec),
+        }
+    }
+
+    pub fn vifs(&self) -> Vec<VifInfo> {
+        let entries: Vec<VifEntry> = self.model().vifs().cloned().collect();
+        let mut out: Vec<VifInfo> = entries.iter().map(|e| self.vif_info(e)).collect();
+        out.sort_by_key(|v| v.index);
+        out
+    }
+
+    pub fn vif(&self, name: &str) -> Result<VifInfo, Error> {
+        let entry = self.model().vif(name)?.clone();
+        Ok(self.vif_info(&entry))
+    }
+
+    /// Every vif's spec, for vrouterd's shutdown (remove sockets) and health.
+    pub fn vif_specs(&self) -> Vec<VifSpec> {
+        self.model().vifs().map(|v| v.spec.clone()).collect()
+    }
+
+    /// Remove every vif (dataplane first), their server sockets and the directories created
+    /// for them: vrouterd calls this on shutdown. Returns the names it could not remove.
+    pub fn remove_all_vifs(&self) -> Vec<String> {
+        let mut failed = Vec::new();
+        let names: Vec<String> = self.model().vifs().map(|v| v.spec.name.clone()).collect();
+        // Nexthops pin vifs; on shutdown they go first.
+        let nexthops: Vec<u32> = self.model().nexthops().map(|(id, _)| id).collect();
+        let mut model = self.model();
+        for id in nexthops {
+            if self.apply(&Change::NexthopDel { id }).is_ok() {
+                model.commit_nexthop_del(id);
+            }
+        }
+        drop(model);
+        for name in names {
+            let spec = match self.model().vif(&name) {
+                Ok(v) => v.spec.clone(),
+                Err(_) => continue,
+            };
+            if self.apply(&Change::VifDel { vif: spec }).is_err() {
+                failed.push(name);
+                continue;
+            }
+            if let Some((entry, removable)) = self.model().commit_vif_del(&name) {
+                if let VifKind::VhostUser {
+                    socket,
+                    mode: crate::api::VhostUserMode::Server,
+                    ..
+                } = &entry.spec.kind
+                {
+                    socket_path::remove_socket_file(socket);
+                }
+                socket_path::remove_created_dirs(&removable);
+            }
+        }
+        failed
+    }
+
+    // ---- nexthops ----------------------------------------------------------------------------
+
+    pub fn nexthop_set(&self, id: u32, nexthop: &Nexthop) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("nexthop_set", nexthop = id, kind = nexthop.type_name()).entered();
+        let mut model = self.model();
+        let new = model.check_nexthop_set(id, nexthop)?;
+        self.apply(&Change::NexthopSet {
+            id,
+            nexthop: nexthop.clone(),
+        })?;
+        model.commit_nexthop_set(id, nexthop.clone());
+        info!(created = new, "nexthop set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn nexthop_del(&self, id: u32) -> Result<(), Error> {
+        let _span = tracing::info_span!("nexthop_del", nexthop = id).entered();
+        let mut model = self.model();
+        model.check_nexthop_del(id)?;
+        self.apply(&Change::NexthopDel { id })?;
+        model.commit_nexthop_del(id);
+        info!("nexthop removed");
+        Ok(())
+    }
+
+    pub fn nexthops(&self) -> Vec<NexthopInfo> {
+        let model = self.model();
+        model
+            .nexthops()
+            .map(|(id, nh)| NexthopInfo {
+                id,
+                nexthop: nh.clone(),
+                used_by: model.nexthop_users(id),
+            })
+            .collect()
+    }
+
+    pub fn nexthop(&self, id: u32) -> Result<NexthopInfo, Error> {
+        let model = self.model();
+        Ok(NexthopInfo {
+            id,
+            nexthop: model.nexthop(id)?.clone(),
+            used_by: model.nexthop_users(id),
+        })
+    }
+
+    // ---- routes and bridge entries -----------------------------------------------------------
+
+    pub fn route_set(&self, vrf: u32, route: &Route) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("route_set", vrf, prefix = %route.prefix, nexthop = route.nexthop).entered();
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        let mut model = self.model();
+        let new = model.check_route_set(vrf, route)?;
+        self.apply(&Change::RouteSet {
+            vrf,
+            route: route.clone(),
+        })?;
+        model.commit_route_set(vrf, route.clone());
+        info!(created = new, "route set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn route_del(&self, vrf: u32, prefix: &IpPrefix) -> Result<(), Error> {
+        let _span = tracing::info_span!("route_del", vrf, prefix = %prefix).entered();
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        let mut model = self.model();
+        model.check_route_del(vrf, prefix)?;
+        self.apply(&Change::RouteDel { vrf, prefix: *prefix })?;
+        model.commit_route_del(vrf, prefix);
+        info!("route removed");
+        Ok(())
+    }
+
+    pub fn routes(&self, vrf: u32) -> Result<Vec<Route>, Error> {
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        self.model().routes(vrf)
+    }
+
+    pub fn bridge_set(&self, vrf: u32, entry: &BridgeEntry) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("bridge_set", vrf, mac = %entry.mac).entered();
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        let mut model = self.model();
+        let new = model.check_bridge_set(vrf, entry)?;
+        self.apply(&Change::BridgeSet {
+            vrf,
+            entry: entry.clone(),
+        })?;
+        model.commit_bridge_set(vrf, entry.clone());
+        info!(created = new, "bridge entry set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn bridge_del(&self, vrf: u32, mac: MacAddr) -> Result<(), Error> {
+        let _span = tracing::info_span!("bridge_del", vrf, mac = %mac).entered();
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        let mut model = self.model();
+        model.check_bridge_del(vrf, mac)?;
+        self.apply(&Change::BridgeDel { vrf, mac })?;
+        model.commit_bridge_del(vrf, mac);
+        info!("bridge entry removed");
+        Ok(())
+    }
+
+    pub fn bridge(&self, vrf: u32) -> Result<Vec<BridgeEntry>, Error> {
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        self.model().bridge(vrf)
+    }
+
+    // ---- labels and VNIs ---------------------------------------------------------------------
+
+    pub fn mpls_set(&self, label: u32, nexthop: u32) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("mpls_set", label, nexthop).entered();
+        check_range("label", label, MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
+        let mut model = self.model();
+        let new = model.check_mpls_set(label, nexthop)?;
+        self.apply(&Change::MplsSet { label, nexthop })?;
+        model.commit_mpls_set(label, nexthop);
+        info!(created = new, "mpls label set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn mpls_del(&self, label: u32) -> Result<(), Error> {
+        let _span = tracing::info_span!("mpls_del", label).entered();
+        check_range("label", label, MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
+        let mut model = self.model();
+        model.check_mpls_del(label)?;
+        self.apply(&Change::MplsDel { label })?;
+        model.commit_mpls_del(label);
+        info!("mpls label removed");
+        Ok(())
+    }
+
+    pub fn mpls(&self) -> Vec<MplsEntry> {
+        self.model()
+            .mpls()
+            .map(|(label, nexthop)| MplsEntry { label, nexthop })
+            .collect()
+    }
+
+    pub fn vxlan_set(&self, vni: u32, vrf: u32) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("vxlan_set", vni, vrf).entered();
+        check_range("vni", vni, 0, VNI_MAX)?;
+        let mut model = self.model();
+        let new = model.check_vxlan_set(vni, vrf)?;
+        self.apply(&Change::VxlanSet { vni, vrf })?;
+        model.commit_vxlan_set(vni, vrf);
+        info!(created = new, "vxlan vni set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn vxlan_del(&self, vni: u32) -> Result<(), Error> {
+        let _span = tracing::info_span!("vxlan_del", vni).entered();
+        check_range("vni", vni, 0, VNI_MAX)?;
+        let mut model = self.model();
+        model.check_vxlan_del(vni)?;
+        self.apply(&Change::VxlanDel { vni })?;
+        model.commit_vxlan_del(vni);
+        info!("vxlan vni removed");
+        Ok(())
+    }
+
+    pub fn vxlan(&self) -> Vec<VxlanEntry> {
+        self.model()
+            .vxlan()
+            .map(|(vni, vrf)| VxlanEntry { vni, vrf })
+            .collect()
+    }
+
+    // ---- policy ------------------------------------------------------------------------------
+
+    pub fn policy_set(&self, name: &str, policy: &Policy) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("policy_set", vif = %name).entered();
+        let mut model = self.model();
+        let index = model.check_policy_set(name, policy)?;
+        let new = model.vif(name)?.policy.is_none();
+        self.apply(&Change::PolicySet {
+            vif: index,
+            name: name.to_string(),
+            policy: policy.clone(),
+        })?;
+        model.commit_policy(name, Some(policy.clone()));
+        info!(
+            ingress = policy.ingress.len(),
+            egress = policy.egress.len(),
+            "policy set"
+        );
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn policy_del(&self, name: &str) -> Result<(), Error> {
+        let _span = tracing::info_span!("policy_del", vif = %name).entered();
+        let mut model = self.model();
+        let vif = model.vif(name)?;
+        if vif.policy.is_none() {
+            return Err(Error::NotFound {
+                what: "policy of vif",
+                key: name.to_string(),
+            });
+        }
+        let index = vif.spec.index;
+        self.apply(&Change::PolicyDel {
+            vif: index,
+            name: name.to_string(),
+        })?;
+        model.commit_policy(name, None);
+        info!("policy removed");
+        Ok(())
+    }
+
+    pub fn policy(&self, name: &str) -> Result<Policy, Error> {
+        self.model().vif(name)?.policy.clone().ok_or_else(|| Error::NotFound {
+            what: "policy of vif",
+            key: format!("{name} (a vif without policy skips the flow table)"),
+        })
+    }
+
+    // ---- live state --------------------------------------------------------------------------
+
+    pub fn flows(&self, mut query: FlowQuery) -> Result<FlowPage, Error> {
+        if let Some(vrf) = query.vrf {
+            check_query("vrf", vrf, 0, VRF_MAX)?;
+        }
+        let limit = query.limit.unwrap_or(FLOWS_LIMIT_DEFAULT);
+        check_query("limit", limit, 1, FLOWS_LIMIT_MAX)?;
+        query.limit = Some(limit);
+        Ok(self.dataplane.flows(&query)?)
+    }
+
+    pub fn flush_flows(&self) -> Result<FlushResult, Error> {
+        let _span = tracing::info_span!("flows_flush").entered();
+        let flushed = self.dataplane.flush_flows()?;
+        info!(flushed, "flows flushed");
+        Ok(FlushResult { flushed })
+    }
+
+    pub fn flow_stats(&self) -> Result<FlowStats, Error> {
+        Ok(self.dataplane.flow_stats()?)
+    }
+
+    pub fn stats(&self) -> Result<Stats, Error> {
+        Ok(self.dataplane.stats()?)
+    }
+
+    pub fn dropstats(&self) -> Result<DropStats, Error> {
+        Ok(self.dataplane.dropstats()?)
+    }
+
+    pub fn health(&self) -> Result<Health, Error> {
+        Ok(self.dataplane.health()?)
+    }
+}
+
+fn check_range(param: &'static str, v: u32, min: u32, max: u32) -> Result<(), Error> {
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::InvalidPathParam {
+            param,
+            reason: format!("{v} is outside {min}..={max}"),
+        })
+    }
+}
+
+fn check_query(param: &str, v: u32, min: u32, max: u32) -> Result<(), Error> {
+    if (min..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::InvalidQuery(format!("`{param}`: {v} is outside {min}..={max}")))
+    }
+}
+
+/// Nexthop ids accepted in paths.
+pub const NEXTHOP_ID_RANGE: (u32, u32) = (1, NEXTHOP_ID_MAX);

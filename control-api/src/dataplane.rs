@@ -1,0 +1,167 @@
+//! The hook vrouterd implements: the controller calls [`Dataplane::apply`] with each validated
+//! [`Change`] before it commits the change to its model, and reads live state through the other
+//! methods. An `Err` from `apply` means "not applied": the controller leaves its model (and the
+//! filesystem) as it was before the request.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use crate::api::{
+    BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, Health, IpPrefix, MacAddr, Nexthop,
+    Policy, Route, Stats, VhostUserMode, VifStatus,
+};
+
+/// A vif as the dataplane needs it: validated, with its index and resolved socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VifSpec {
+    pub index: u32,
+    pub name: String,
+    pub vrf: u32,
+    pub mac: MacAddr,
+    pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<Ipv6Addr>,
+    pub mtu: u32,
+    pub kind: VifKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VifKind {
+    VhostUser {
+        /// The resolved socket path, inside directories that already exist.
+        socket: PathBuf,
+        mode: VhostUserMode,
+        queues: u32,
+    },
+    /// A PCI address (vfio) or a DPDK vdev string.
+    Physical { device: String },
+    /// A kernel interface attached with AF_PACKET.
+    AfPacket { iface: String },
+    /// A kernel tap interface for the host.
+    Tap { iface: String },
+}
+
+/// One validated change, in the order the controller applies them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    VrfAdd { vrf: u32 },
+    VrfDel { vrf: u32 },
+    VifAdd { vif: VifSpec },
+    /// The vif's socket file and created directories are removed by the controller after this
+    /// succeeds; the dataplane must have stopped using the socket by then.
+    VifDel { vif: VifSpec },
+    /// Create or replace; every nexthop it names already exists.
+    NexthopSet { id: u32, nexthop: Nexthop },
+    NexthopDel { id: u32 },
+    RouteSet { vrf: u32, route: Route },
+    RouteDel { vrf: u32, prefix: IpPrefix },
+    BridgeSet { vrf: u32, entry: BridgeEntry },
+    BridgeDel { vrf: u32, mac: MacAddr },
+    MplsSet { label: u32, nexthop: u32 },
+    MplsDel { label: u32 },
+    VxlanSet { vni: u32, vrf: u32 },
+    VxlanDel { vni: u32 },
+    /// Set (or replace) a vif's policy; flows of that vif must be re-evaluated or flushed.
+    PolicySet { vif: u32, name: String, policy: Policy },
+    /// Remove a vif's policy: it skips the flow table again.
+    PolicyDel { vif: u32, name: String },
+}
+
+impl Change {
+    /// Short name for logs and spans.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Change::VrfAdd { .. } => "vrf_add",
+            Change::VrfDel { .. } => "vrf_del",
+            Change::VifAdd { .. } => "vif_add",
+            Change::VifDel { .. } => "vif_del",
+            Change::NexthopSet { .. } => "nexthop_set",
+            Change::NexthopDel { .. } => "nexthop_del",
+            Change::RouteSet { .. } => "route_set",
+            Change::RouteDel { .. } => "route_del",
+            Change::BridgeSet { .. } => "bridge_set",
+            Change::BridgeDel { .. } => "bridge_del",
+            Change::MplsSet { .. } => "mpls_set",
+            Change::MplsDel { .. } => "mpls_del",
+            Change::VxlanSet { .. } => "vxlan_set",
+            Change::VxlanDel { .. } => "vxlan_del",
+            Change::PolicySet { .. } => "policy_set",
+            Change::PolicyDel { .. } => "policy_del",
+        }
+    }
+}
+
+/// How a dataplane failure is reported to the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataplaneErrorKind {
+    /// The request is fine by the model but the dataplane cannot take it (e.g. a DPDK device
+    /// string that does not probe): 400.
+    Rejected,
+    /// Out of a dataplane resource (table full, no free lcore queue): 507.
+    Exhausted,
+    /// Temporarily unable (vhost core busy, shutting down): 503.
+    Unavailable,
+    /// A bug or an unexpected failure: 500.
+    Internal,
+}
+
+impl DataplaneErrorKind {
+    pub fn status(&self) -> u16 {
+        match self {
+            DataplaneErrorKind::Rejected => 400,
+            DataplaneErrorKind::Exhausted => 507,
+            DataplaneErrorKind::Unavailable => 503,
+            DataplaneErrorKind::Internal => 500,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            DataplaneErrorKind::Rejected => "dataplane-rejected",
+            DataplaneErrorKind::Exhausted => "dataplane-exhausted",
+            DataplaneErrorKind::Unavailable => "dataplane-unavailable",
+            DataplaneErrorKind::Internal => "dataplane-internal",
+        }
+    }
+}
+
+/// A dataplane failure: what kind, and a message for the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneError {
+    pub kind: DataplaneErrorKind,
+    pub message: String,
+}
+
+impl DataplaneError {
+    pub fn new(kind: DataplaneErrorKind, message: impl Into<String>) -> Self {
+        DataplaneError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for DataplaneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DataplaneError {}
+
+/// What vrouterd implements. Methods may block briefly (the controller calls them off the async
+/// runtime); they are called one at a time for changes, concurrently for reads.
+pub trait Dataplane: Send + Sync + 'static {
+    /// Apply one validated change, or refuse it leaving the dataplane as it was.
+    fn apply(&self, change: &Change) -> Result<(), DataplaneError>;
+    /// Live state and counters of a vif that `apply(VifAdd)` accepted.
+    fn vif_status(&self, vif: &VifSpec) -> VifStatus;
+    fn stats(&self) -> Result<Stats, DataplaneError>;
+    fn dropstats(&self) -> Result<DropStats, DataplaneError>;
+    fn health(&self) -> Result<Health, DataplaneError>;
+    /// A page of the flow table; `query.limit` is already bounded by the controller.
+    fn flows(&self, query: &FlowQuery) -> Result<FlowPage, DataplaneError>;
+    /// Remove every flow; returns how many there were.
+    fn flush_flows(&self) -> Result<u64, DataplaneError>;
+    fn flow_stats(&self) -> Result<FlowStats, DataplaneError>;
+}

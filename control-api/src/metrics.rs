@@ -1,0 +1,141 @@
+//! `GET /metrics`: the dataplane's counters in the Prometheus text exposition format (0.0.4).
+
+use std::fmt::Write;
+
+use crate::api::{HealthStatus, VifState};
+use crate::controller::Controller;
+use crate::error::Error;
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Escape a label value: backslash, double quote and newline.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Doc(String);
+
+impl Doc {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", esc(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// Render every counter the controller can read. Fails only if the dataplane cannot be read.
+pub fn render(ctrl: &Controller) -> Result<String, Error> {
+    let stats = ctrl.stats()?;
+    let drops = ctrl.dropstats()?;
+    let health = ctrl.health()?;
+    let flows = ctrl.flow_stats()?;
+    let vifs = ctrl.vifs();
+    let mut d = Doc(String::new());
+
+    for (name, help, total, per) in [
+        ("vrouter_rx_packets_total", "Packets received by forwarding lcores.", stats.rx_packets, 0),
+        ("vrouter_rx_bytes_total", "Bytes received by forwarding lcores.", stats.rx_bytes, 1),
+        ("vrouter_tx_packets_total", "Packets sent by forwarding lcores.", stats.tx_packets, 2),
+        ("vrouter_tx_bytes_total", "Bytes sent by forwarding lcores.", stats.tx_bytes, 3),
+    ] {
+        d.family(name, "counter", help);
+        d.sample(name, &[], total);
+        for l in &stats.lcores {
+            let v = [l.rx_packets, l.rx_bytes, l.tx_packets, l.tx_bytes][per];
+            d.sample(name, &[("lcore", &l.lcore.to_string())], v);
+        }
+    }
+    d.family("vrouter_lcore_busy_ratio", "gauge", "Share of recent poll loops that found work.");
+    for l in &stats.lcores {
+        d.sample("vrouter_lcore_busy_ratio", &[("lcore", &l.lcore.to_string())], l.busy_ratio);
+    }
+    d.family("vrouter_drops_total", "counter", "Packets dropped, by reason.");
+    for (reason, n) in &drops.reasons {
+        d.sample("vrouter_drops_total", &[("reason", reason)], n);
+    }
+
+    for (name, help, pick) in [
+        ("vrouter_vif_rx_packets_total", "Packets received on a vif.", 0usize),
+        ("vrouter_vif_rx_bytes_total", "Bytes received on a vif.", 1),
+        ("vrouter_vif_tx_packets_total", "Packets sent on a vif.", 2),
+        ("vrouter_vif_tx_bytes_total", "Bytes sent on a vif.", 3),
+        ("vrouter_vif_drops_total", "Packets dropped on a vif.", 4),
+    ] {
+        d.family(name, "counter", help);
+        for v in &vifs {
+            let c = v.status.counters;
+            let value = [c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.drops][pick];
+            d.sample(name, &[("vif", &v.config.name), ("index", &v.index.to_string())], value);
+        }
+    }
+    d.family("vrouter_vif_up", "gauge", "1 if the vif is connected or up, else 0; label state says which.");
+    for v in &vifs {
+        let up = matches!(v.status.state, VifState::Connected | VifState::Up);
+        d.sample(
+            "vrouter_vif_up",
+            &[("vif", &v.config.name), ("state", &v.status.state.to_string())],
+            u8::from(up),
+        );
+    }
+
+    d.family("vrouter_health_ok", "gauge", "1 if GET /health says ok, 0 if degraded.");
+    d.sample("vrouter_health_ok", &[], u8::from(health.status == HealthStatus::Ok));
+    d.family("vrouter_mempool_in_use", "gauge", "Mbufs in use per mempool.");
+    for m in &health.mempools {
+        d.sample("vrouter_mempool_in_use", &[("pool", &m.name)], m.in_use);
+    }
+    d.family("vrouter_mempool_size", "gauge", "Mbufs per mempool.");
+    for m in &health.mempools {
+        d.sample("vrouter_mempool_size", &[("pool", &m.name)], m.size);
+    }
+    d.family("vrouter_ring_used", "gauge", "Entries waiting in a ring.");
+    for r in &health.rings {
+        d.sample("vrouter_ring_used", &[("ring", &r.name)], r.used);
+    }
+    d.family("vrouter_ring_size", "gauge", "Capacity of a ring.");
+    for r in &health.rings {
+        d.sample("vrouter_ring_size", &[("ring", &r.name)], r.size);
+    }
+
+    d.family("vrouter_flows_active", "gauge", "Flows in the flow table.");
+    d.sample("vrouter_flows_active", &[], flows.active);
+    d.family("vrouter_flows_capacity", "gauge", "Flow table size.");
+    d.sample("vrouter_flows_capacity", &[], flows.capacity);
+    for (name, help, v) in [
+        ("vrouter_flows_created_total", "Flows set up.", flows.created),
+        ("vrouter_flows_aged_total", "Flows removed by aging.", flows.aged),
+        ("vrouter_flows_evicted_total", "Flows evicted to make room.", flows.evicted),
+        ("vrouter_flows_table_full_drops_total", "New flows dropped because the table was full.", flows.table_full_drops),
+    ] {
+        d.family(name, "counter", help);
+        d.sample(name, &[], v);
+    }
+    Ok(d.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let mut d = Doc(String::new());
+        d.sample("m", &[("vif", "x\"y")], 3);
+        assert_eq!(d.0, "m{vif=\"x\\\"y\"} 3\n");
+    }
+}

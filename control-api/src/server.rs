@@ -1,0 +1,651 @@
+//! The REST layer: HTTP/1.1 + JSON on a unix stream socket. Turns requests into controller
+//! calls (run off the async runtime, since they block on the filesystem and the dataplane) and
+//! errors into `{"error","message"}` bodies.
+
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, RawQuery, Request, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter};
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::{BridgeEntry, FlowQuery, MacAddr, MplsRequest, Nexthop, Policy, Route, VifRequest, VxlanRequest};
+use crate::controller::{Controller, Outcome, NEXTHOP_ID_RANGE};
+use crate::error::Error;
+use crate::metrics;
+use crate::model::{parse_param, MPLS_LABEL_MAX, MPLS_LABEL_MIN, VNI_MAX, VRF_MAX};
+use crate::socket_path;
+
+/// Largest request body accepted by default (policies with many rules fit easily).
+pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+
+/// Mode of the control socket: only root (vrouterd's user) may drive the vrouter.
+pub const CONTROL_SOCKET_MODE: u32 = 0o600;
+
+/// Every (method, path) the server answers; the OpenAPI document must list exactly these.
+/// `{*prefix}` matches a prefix with its `/` unescaped (`/vrfs/1/routes/198.18.2.0/24`); a
+/// percent-encoded `%2F` works too.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/vrfs"),
+    ("PUT", "/vrfs/{vrf}"),
+    ("DELETE", "/vrfs/{vrf}"),
+    ("GET", "/vrfs/{vrf}/routes"),
+    ("PUT", "/vrfs/{vrf}/routes"),
+    ("DELETE", "/vrfs/{vrf}/routes/{*prefix}"),
+    ("GET", "/vrfs/{vrf}/bridge"),
+    ("PUT", "/vrfs/{vrf}/bridge"),
+    ("DELETE", "/vrfs/{vrf}/bridge/{mac}"),
+    ("GET", "/vifs"),
+    ("POST", "/vifs"),
+    ("GET", "/vifs/{name}"),
+    ("DELETE", "/vifs/{name}"),
+    ("GET", "/vifs/{name}/policy"),
+    ("PUT", "/vifs/{name}/policy"),
+    ("DELETE", "/vifs/{name}/policy"),
+    ("GET", "/nexthops"),
+    ("GET", "/nexthops/{id}"),
+    ("PUT", "/nexthops/{id}"),
+    ("DELETE", "/nexthops/{id}"),
+    ("GET", "/mpls"),
+    ("PUT", "/mpls/{label}"),
+    ("DELETE", "/mpls/{label}"),
+    ("GET", "/vxlan"),
+    ("PUT", "/vxlan/{vni}"),
+    ("DELETE", "/vxlan/{vni}"),
+    ("GET", "/flows"),
+    ("DELETE", "/flows"),
+    ("GET", "/flows/stats"),
+    ("GET", "/health"),
+    ("GET", "/stats"),
+    ("GET", "/dropstats"),
+    ("GET", "/metrics"),
+];
+
+#[derive(Clone)]
+struct AppState {
+    ctrl: Arc<Controller>,
+    body_limit: usize,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(error = %self, "control request failed");
+        } else {
+            tracing::debug!(error = %self, "control request refused");
+        }
+        (status, axum::Json(self.body())).into_response()
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn put_status(outcome: Outcome) -> StatusCode {
+    match outcome {
+        Outcome::Created => StatusCode::CREATED,
+        Outcome::Replaced => StatusCode::OK,
+    }
+}
+
+/// Run a blocking controller call on tokio's blocking pool.
+async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce(&Controller) -> Result<T, Error> + Send + 'static,
+{
+    let ctrl = state.ctrl.clone();
+    tokio::task::spawn_blocking(move || f(&ctrl))
+        .await
+        .map_err(|e| Error::Internal(format!("control task failed: {e}")))?
+}
+
+// ---- extractors --------------------------------------------------------------------------------
+
+/// A JSON body of type `T`, size-limited, whose errors name the offending field.
+struct Body<T>(T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        let bytes = read_body(req, state.body_limit).await?;
+        parse_json(&bytes).map(Body)
+    }
+}
+
+async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, Error> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        if !ct.starts_with("application/json") {
+            return Err(Error::UnsupportedMediaType(ct.to_string()));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Error::PayloadTooLarge { limit }),
+        Err(e) => Err(Error::InvalidJson(format!("could not read the request body: {e}"))),
+    }
+}
+
+/// Parse JSON, naming the field a type or value error is about.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::InvalidJson(
+            "the request body is empty; this request takes a JSON object".to_string(),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data if path != "." => Error::InvalidField {
+                field: path,
+                reason: inner.to_string(),
+            },
+            serde_json::error::Category::Data => Error::InvalidJson(format!("invalid request body: {inner}")),
+            _ => Error::InvalidJson(format!("the request body is not valid JSON: {inner}")),
+        }
+    })?;
+    de.end()
+        .map_err(|e| Error::InvalidJson(format!("trailing data after the JSON object: {e}")))?;
+    Ok(value)
+}
+
+/// Path parameters by name, percent-decoded.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn get(&self, name: &'static str) -> Result<&str, Error> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .ok_or(Error::InvalidPathParam {
+                param: name,
+                reason: "missing".to_string(),
+            })
+    }
+
+    fn number(&self, name: &'static str, min: u32, max: u32) -> Result<u32, Error> {
+        parse_param(name, self.get(name)?, min, max)
+    }
+
+    fn vrf(&self) -> Result<u32, Error> {
+        self.number("vrf", 0, VRF_MAX)
+    }
+}
+
+impl FromRequestParts<AppState> for Params {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, Error> {
+        axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map(|p| Params(p.0))
+            .map_err(|e| Error::InvalidPathParam {
+                param: "path",
+                reason: e.body_text(),
+            })
+    }
+}
+
+// ---- handlers ------------------------------------------------------------------------------------
+
+type St = State<AppState>;
+type Res = Result<Response, Error>;
+
+async fn vrfs_list(State(s): St) -> Res {
+    let v = blocking(&s, |c| Ok(c.vrfs())).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn vrf_put(State(s): St, p: Params, req: Request) -> Res {
+    let vrf = p.vrf()?;
+    // The body is optional; if given it must be an empty object.
+    let bytes = read_body(req, s.body_limit).await?;
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        let _: EmptyObject = parse_json(&bytes)?;
+    }
+    let out = blocking(&s, move |c| c.vrf_add(vrf)).await?;
+    let v = blocking(&s, move |c| Ok(c.vrfs().into_iter().find(|v| v.vrf == vrf))).await?;
+    Ok(json(put_status(out), &v))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyObject {}
+
+async fn vrf_del(State(s): St, p: Params) -> Res {
+    let vrf = p.vrf()?;
+    blocking(&s, move |c| c.vrf_del(vrf)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn routes_list(State(s): St, p: Params) -> Res {
+    let vrf = p.vrf()?;
+    let v = blocking(&s, move |c| c.routes(vrf)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn route_put(State(s): St, p: Params, Body(route): Body<Route>) -> Res {
+    let vrf = p.vrf()?;
+    let r = route.clone();
+    let out = blocking(&s, move |c| c.route_set(vrf, &r)).await?;
+    Ok(json(put_status(out), &route))
+}
+
+async fn route_del(State(s): St, p: Params) -> Res {
+    let vrf = p.vrf()?;
+    let raw = p.get("prefix")?;
+    let prefix = raw.parse().map_err(|e: crate::api::SyntaxError| Error::InvalidPathParam {
+        param: "prefix",
+        reason: format!("{}; write it as /vrfs/{vrf}/routes/198.18.2.0/24 or with %2F", e.0),
+    })?;
+    blocking(&s, move |c| c.route_del(vrf, &prefix)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn bridge_list(State(s): St, p: Params) -> Res {
+    let vrf = p.vrf()?;
+    let v = blocking(&s, move |c| c.bridge(vrf)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn bridge_put(State(s): St, p: Params, Body(entry): Body<BridgeEntry>) -> Res {
+    let vrf = p.vrf()?;
+    let e = entry.clone();
+    let out = blocking(&s, move |c| c.bridge_set(vrf, &e)).await?;
+    Ok(json(put_status(out), &entry))
+}
+
+async fn bridge_del(State(s): St, p: Params) -> Res {
+    let vrf = p.vrf()?;
+    let mac: MacAddr = p.get("mac")?.parse().map_err(|e: crate::api::SyntaxError| Error::InvalidPathParam {
+        param: "mac",
+        reason: e.0,
+    })?;
+    blocking(&s, move |c| c.bridge_del(vrf, mac)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn vifs_list(State(s): St) -> Res {
+    let v = blocking(&s, |c| Ok(c.vifs())).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn vif_post(State(s): St, Body(req): Body<VifRequest>) -> Res {
+    let v = blocking(&s, move |c| c.vif_add(&req)).await?;
+    Ok(json(StatusCode::CREATED, &v))
+}
+
+async fn vif_get(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    let v = blocking(&s, move |c| c.vif(&name)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn vif_del(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    blocking(&s, move |c| c.vif_del(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn policy_get(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    let v = blocking(&s, move |c| c.policy(&name)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn policy_put(State(s): St, p: Params, Body(policy): Body<Policy>) -> Res {
+    let name = p.get("name")?.to_string();
+    let pol = policy.clone();
+    let out = blocking(&s, move |c| c.policy_set(&name, &pol)).await?;
+    Ok(json(put_status(out), &policy))
+}
+
+async fn policy_del(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    blocking(&s, move |c| c.policy_del(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn nexthop_id(p: &Params) -> Result<u32, Error> {
+    p.number("id", NEXTHOP_ID_RANGE.0, NEXTHOP_ID_RANGE.1)
+}
+
+async fn nexthops_list(State(s): St) -> Res {
+    let v = blocking(&s, |c| Ok(c.nexthops())).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn nexthop_get(State(s): St, p: Params) -> Res {
+    let id = nexthop_id(&p)?;
+    let v = blocking(&s, move |c| c.nexthop(id)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn nexthop_put(State(s): St, p: Params, Body(nh): Body<Nexthop>) -> Res {
+    let id = nexthop_id(&p)?;
+    let out = blocking(&s, move |c| c.nexthop_set(id, &nh)).await?;
+    let v = blocking(&s, move |c| c.nexthop(id)).await?;
+    Ok(json(put_status(out), &v))
+}
+
+async fn nexthop_del(State(s): St, p: Params) -> Res {
+    let id = nexthop_id(&p)?;
+    blocking(&s, move |c| c.nexthop_del(id)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn mpls_list(State(s): St) -> Res {
+    let v = blocking(&s, |c| Ok(c.mpls())).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn mpls_put(State(s): St, p: Params, Body(req): Body<MplsRequest>) -> Res {
+    let label = p.number("label", MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
+    let out = blocking(&s, move |c| c.mpls_set(label, req.nexthop)).await?;
+    Ok(json(put_status(out), &crate::api::MplsEntry { label, nexthop: req.nexthop }))
+}
+
+async fn mpls_del(State(s): St, p: Params) -> Res {
+    let label = p.number("label", MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
+    blocking(&s, move |c| c.mpls_del(label)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn vxlan_list(State(s): St) -> Res {
+    let v = blocking(&s, |c| Ok(c.vxlan())).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn vxlan_put(State(s): St, p: Params, Body(req): Body<VxlanRequest>) -> Res {
+    let vni = p.number("vni", 0, VNI_MAX)?;
+    let out = blocking(&s, move |c| c.vxlan_set(vni, req.vrf)).await?;
+    Ok(json(put_status(out), &crate::api::VxlanEntry { vni, vrf: req.vrf }))
+}
+
+async fn vxlan_del(State(s): St, p: Params) -> Res {
+    let vni = p.number("vni", 0, VNI_MAX)?;
+    blocking(&s, move |c| c.vxlan_del(vni)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `vrf`, `limit` and `cursor`, each named in its error.
+fn parse_flow_query(raw: Option<&str>) -> Result<FlowQuery, Error> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| Error::InvalidQuery(format!("cannot parse the query string: {e}")))?;
+    let mut q = FlowQuery::default();
+    let number = |k: &str, v: &str| {
+        v.parse::<u32>()
+            .map_err(|_| Error::InvalidQuery(format!("`{k}`: {v:?} is not a number")))
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "vrf" => q.vrf = Some(number(&k, &v)?),
+            "limit" => q.limit = Some(number(&k, &v)?),
+            "cursor" => q.cursor = Some(v),
+            other => {
+                return Err(Error::InvalidQuery(format!(
+                    "unknown parameter `{other}`; /flows takes vrf, limit and cursor"
+                )))
+            }
+        }
+    }
+    Ok(q)
+}
+
+async fn flows_list(State(s): St, RawQuery(raw): RawQuery) -> Res {
+    let q = parse_flow_query(raw.as_deref())?;
+    let v = blocking(&s, move |c| c.flows(q)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn flows_flush(State(s): St) -> Res {
+    let v = blocking(&s, |c| c.flush_flows()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn flow_stats(State(s): St) -> Res {
+    let v = blocking(&s, |c| c.flow_stats()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn health(State(s): St) -> Res {
+    let v = blocking(&s, |c| c.health()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn stats(State(s): St) -> Res {
+    let v = blocking(&s, |c| c.stats()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn dropstats(State(s): St) -> Res {
+    let v = blocking(&s, |c| c.dropstats()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn metrics_text(State(s): St) -> Res {
+    let text = blocking(&s, |c| metrics::render(c)).await?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        text,
+    )
+        .into_response())
+}
+
+async fn unknown_path(uri: Uri) -> Error {
+    Error::UnknownPath(uri.path().to_string())
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> Error {
+    Error::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+/// The router over a controller; `body_limit` bounds request bodies (413 beyond it).
+pub fn router(ctrl: Arc<Controller>, body_limit: usize) -> Router {
+    let mut r: Router<AppState> = Router::new();
+    for &(method, path) in ROUTES {
+        let filter = match method {
+            "GET" => MethodFilter::GET,
+            "PUT" => MethodFilter::PUT,
+            "POST" => MethodFilter::POST,
+            _ => MethodFilter::DELETE,
+        };
+        let handler = match (method, path) {
+            ("GET", "/vrfs") => on(filter, vrfs_list),
+            ("PUT", "/vrfs/{vrf}") => on(filter, vrf_put),
+            ("DELETE", "/vrfs/{vrf}") => on(filter, vrf_del),
+            ("GET", "/vrfs/{vrf}/routes") => on(filter, routes_list),
+            ("PUT", "/vrfs/{vrf}/routes") => on(filter, route_put),
+            ("DELETE", "/vrfs/{vrf}/routes/{*prefix}") => on(filter, route_del),
+            ("GET", "/vrfs/{vrf}/bridge") => on(filter, bridge_list),
+            ("PUT", "/vrfs/{vrf}/bridge") => on(filter, bridge_put),
+            ("DELETE", "/vrfs/{vrf}/bridge/{mac}") => on(filter, bridge_del),
+            ("GET", "/vifs") => on(filter, vifs_list),
+            ("POST", "/vifs") => on(filter, vif_post),
+            ("GET", "/vifs/{name}") => on(filter, vif_get),
+            ("DELETE", "/vifs/{name}") => on(filter, vif_del),
+            ("GET", "/vifs/{name}/policy") => on(filter, policy_get),
+            ("PUT", "/vifs/{name}/policy") => on(filter, policy_put),
+            ("DELETE", "/vifs/{name}/policy") => on(filter, policy_del),
+            ("GET", "/nexthops") => on(filter, nexthops_list),
+            ("GET", "/nexthops/{id}") => on(filter, nexthop_get),
+            ("PUT", "/nexthops/{id}") => on(filter, nexthop_put),
+            ("DELETE", "/nexthops/{id}") => on(filter, nexthop_del),
+            ("GET", "/mpls") => on(filter, mpls_list),
+            ("PUT", "/mpls/{label}") => on(filter, mpls_put),
+            ("DELETE", "/mpls/{label}") => on(filter, mpls_del),
+            ("GET", "/vxlan") => on(filter, vxlan_list),
+            ("PUT", "/vxlan/{vni}") => on(filter, vxlan_put),
+            ("DELETE", "/vxlan/{vni}") => on(filter, vxlan_del),
+            ("GET", "/flows") => on(filter, flows_list),
+            ("DELETE", "/flows") => on(filter, flows_flush),
+            ("GET", "/flows/stats") => on(filter, flow_stats),
+            ("GET", "/health") => on(filter, health),
+            ("GET", "/stats") => on(filter, stats),
+            ("GET", "/dropstats") => on(filter, dropstats),
+            ("GET", "/metrics") => on(filter, metrics_text),
+            // ROUTES and this table are one list; a test checks every entry answers.
+            _ => continue,
+        };
+        r = r.route(path, handler);
+    }
+    r.fallback(unknown_path)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(AppState { ctrl, body_limit })
+}
+
+// ---- the socket ----------------------------------------------------------------------------------
+
+/// The control socket, bound with mode 0600 and ready to serve.
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+    identity: Option<(u64, u64)>,
+}
+
+fn sock_err(action: &'static str, path: &Path, source: io::Error) -> Error {
+    Error::Filesystem {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl ControlSocket {
+    /// Bind `path` with mode 0600. A stale socket file (nobody listening) is replaced; a live
+    /// one or a non-socket file is an error. The socket appears at `path` already 0600: it is
+    /// bound in a private directory and renamed into place.
+    pub fn bind(path: &Path) -> Result<ControlSocket, Error> {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !parent.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(|e| sock_err("create directory", parent, e))?;
+        }
+        match fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if UnixStream::connect(path).is_ok() {
+                    return Err(sock_err(
+                        "bind control socket",
+                        path,
+                        io::Error::new(io::ErrorKind::AddrInUse, "another process is serving on it"),
+                    ));
+                }
+                tracing::info!(socket = %path.display(), "replacing stale control socket");
+            }
+            Ok(_) => {
+                return Err(sock_err(
+                    "bind control socket",
+                    path,
+                    io::Error::new(io::ErrorKind::AlreadyExists, "a non-socket file is in the way"),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(sock_err("inspect", path, e)),
+        }
+        let staging = parent.join(format!(".vrctl-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&staging);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(|e| sock_err("create directory", &staging, e))?;
+        let staged = staging.join("s");
+        let result = (|| -> Result<UnixListener, Error> {
+            let listener = UnixListener::bind(&staged).map_err(|e| sock_err("bind", &staged, e))?;
+            fs::set_permissions(&staged, fs::Permissions::from_mode(CONTROL_SOCKET_MODE))
+                .map_err(|e| sock_err("set mode of", &staged, e))?;
+            fs::rename(&staged, path).map_err(|e| sock_err("move control socket to", path, e))?;
+            Ok(listener)
+        })();
+        let _ = fs::remove_file(&staged);
+        let _ = fs::remove_dir(&staging);
+        let listener = result?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| sock_err("configure", path, e))?;
+        Ok(ControlSocket {
+            listener,
+            path: path.to_path_buf(),
+            identity: socket_path::identity(path),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Options of [`serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    pub body_limit: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+}
+
+/// Serve the API on `socket` until `shutdown` resolves; then finish in-flight requests and
+/// remove the socket file (if it is still ours).
+pub async fn serve(
+    socket: ControlSocket,
+    ctrl: Arc<Controller>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let ControlSocket {
+        listener,
+        path,
+        identity,
+    } = socket;
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| sock_err("register", &path, e))?;
+    tracing::info!(socket = %path.display(), "control API listening");
+    let app = router(ctrl, options.body_limit);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| sock_err("serve", &path, e));
+    if identity.is_some() && socket_path::identity(&path) == identity {
+        let _ = fs::remove_file(&path);
+    }
+    tracing::info!(socket = %path.display(), "control API stopped");
+    result
+}
