@@ -3,7 +3,9 @@
 //! - [`hugepages`]: make sure 2 MiB pages are reserved and hugetlbfs is mounted.
 //! - [`netns`]: network namespaces, veth pairs and commands run inside them.
 //! - [`testpmd`]: `dpdk-testpmd` pods attached over virtio-user.
+//! - [`process`]: a child process under test, its output captured, stopped by signal.
 
 pub mod hugepages;
 pub mod netns;
+pub mod process;
 pub mod testpmd;

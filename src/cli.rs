@@ -1,0 +1,226 @@
+//! Command-line options of vrouterd and the EAL arguments derived from them.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+/// vrouterd: the vrouter data-plane process.
+///
+/// Polls the fabric port and pod interfaces on pinned forwarding lcores, serves vhost-user
+/// sockets on a dedicated vhost lcore, and takes configuration over a REST control socket.
+/// DPDK EAL arguments go after `--` (e.g. `-- --no-pci --vdev net_tap0,iface=vr0`).
+#[derive(Debug, Parser)]
+#[command(name = "vrouterd", version, about, long_about)]
+pub struct Options {
+    /// Unix socket of the REST control API (HTTP/1.1 + JSON, mode 0600).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/var/run/vrouter/vrouter.sock"
+    )]
+    pub control_socket: PathBuf,
+
+    /// Directory every vhost-user socket directory must lie under (after resolving `..` and
+    /// symlinks); pods cannot reach each other's sockets.
+    #[arg(long, value_name = "DIR", default_value = "/var/run/vrouter")]
+    pub socket_base: PathBuf,
+
+    /// Forwarding lcores (CPU ids), as a list such as `1`, `1,3` or `2-5`. Each is pinned and
+    /// busy-polls its share of the queues.
+    #[arg(long, value_name = "LIST", default_value = "1", value_parser = parse_lcore_list)]
+    pub fwd_lcores: LcoreList,
+
+    /// The lcore that serves the vhost-user control channels (and runs the control side).
+    /// It must not be a forwarding lcore.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub vhost_lcore: u32,
+
+    /// Fabric port: a PCI address of a NIC or SR-IOV VF bound to vfio (`0000:03:00.1`) or a DPDK
+    /// vdev string (`net_af_packet0,iface=eth1`, `net_tap0,iface=vr0`, `net_ring0`).
+    /// It gets one RSS queue per forwarding lcore.
+    #[arg(long, value_name = "DEVARGS")]
+    pub fabric: Option<String>,
+
+    /// Exit cleanly after this many seconds (for scripts and tests); 0 = run until SIGINT/SIGTERM.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub run_for: f64,
+
+    /// Microseconds a forwarding lcore sleeps after a poll that found no packets: 0 = pure busy
+    /// polling (production); >0 keeps small or shared machines responsive.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub idle_sleep_us: u64,
+
+    /// Packet buffers in the mempool.
+    #[arg(long, value_name = "N", default_value_t = 32767)]
+    pub mbufs: u32,
+
+    /// Log filter: error, warn, info, debug, trace (or a tracing directive such as
+    /// `vrouterd=debug`).
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// DPDK EAL arguments, after `--`. The core list (-l/--lcores/-c) is derived from
+    /// --fwd-lcores and --vhost-lcore; EAL always runs `--in-memory` (hugepages without files,
+    /// no shared config), and gets `--file-prefix=vrouterd-<pid>` unless one is given here.
+    #[arg(last = true, value_name = "EAL ARGS")]
+    pub eal_args: Vec<String>,
+}
+
+/// A set of lcore ids, sorted, without duplicates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LcoreList(pub Vec<u32>);
+
+fn parse_lcore_list(text: &str) -> Result<LcoreList, String> {
+    let mut ids = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let bad = || format!("{part:?} is not an lcore id or range (examples: 1  1,3  2-5)");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(format!("range {part:?} runs backwards"));
+                }
+                ids.extend(a..=b);
+            }
+            None => ids.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Err("at least one forwarding lcore is needed".into());
+    }
+    if let Some(&max) = ids.last() {
+        if max >= 1024 {
+            return Err(format!("lcore {max} is out of range"));
+        }
+    }
+    Ok(LcoreList(ids))
+}
+
+impl Options {
+    /// Checks combinations clap cannot express.
+    pub fn validate(&self) -> Result<()> {
+        if self.fwd_lcores.0.contains(&self.vhost_lcore) {
+            bail!(
+                "--vhost-lcore {} is also in --fwd-lcores {:?}: forwarding lcores busy-poll and \
+                 must have their CPU to themselves",
+                self.vhost_lcore,
+                self.fwd_lcores.0
+            );
+        }
+        if !(self.run_for >= 0.0 && self.run_for.is_finite()) {
+            bail!(
+                "--run-for must be a number of seconds >= 0, got {}",
+                self.run_for
+            );
+        }
+        for arg in &self.eal_args {
+            let name = arg.split('=').next().unwrap_or(arg);
+            if matches!(name, "-l" | "--lcores" | "-c" | "--main-lcore") {
+                bail!(
+                    "EAL argument {arg:?} conflicts with --fwd-lcores/--vhost-lcore, which set the \
+                     EAL core list; remove it"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The full EAL command line: program name, core list with the vhost lcore as main lcore,
+    /// in-memory mode by default, then the user's EAL arguments.
+    pub fn eal_argv(&self) -> Vec<String> {
+        let mut cores = vec![self.vhost_lcore];
+        cores.extend(&self.fwd_lcores.0);
+        let list = cores
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut argv = vec![
+            "vrouterd".to_owned(),
+            "-l".to_owned(),
+            list,
+            "--main-lcore".to_owned(),
+            self.vhost_lcore.to_string(),
+        ];
+        let user_has = |flag: &str| {
+            self.eal_args
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        // Hugepages without hugetlbfs files and no shared config: nothing of ours stays in
+        // hugetlbfs after exit, and several vrouterd processes coexist without sharing state.
+        if !user_has("--in-memory") {
+            argv.push("--in-memory".to_owned());
+        }
+        if !user_has("--file-prefix") {
+            argv.push(format!("--file-prefix=vrouterd-{}", std::process::id()));
+        }
+        argv.extend(self.eal_args.iter().cloned());
+        argv
+    }
+}
+
+/// Parses `--run-for` into a deadline, if any.
+pub fn run_deadline(opts: &Options) -> Option<std::time::Instant> {
+    (opts.run_for > 0.0)
+        .then(|| std::time::Instant::now() + std::time::Duration::from_secs_f64(opts.run_for))
+}
+
+pub fn parse() -> Result<Options> {
+    let opts = Options::parse();
+    opts.validate().context("invalid options")?;
+    Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lcore_lists_parse_ranges_and_reject_garbage() {
+        assert_eq!(parse_lcore_list("1").unwrap().0, vec![1]);
+        assert_eq!(parse_lcore_list("3,1-2,2").unwrap().0, vec![1, 2, 3]);
+        assert!(parse_lcore_list("2-1").is_err());
+        assert!(parse_lcore_list("a").is_err());
+        assert!(parse_lcore_list("").is_err());
+        assert!(parse_lcore_list("5000").is_err());
+    }
+
+    #[test]
+    fn eal_argv_sets_cores_and_memory_mode() {
+        let o = Options::parse_from(["vrouterd", "--fwd-lcores", "1", "--", "--no-pci"]);
+        o.validate().unwrap();
+        let argv = o.eal_argv();
+        assert_eq!(&argv[..5], &["vrouterd", "-l", "0,1", "--main-lcore", "0"]);
+        assert!(argv.contains(&"--in-memory".to_owned()));
+        assert_eq!(argv.last().map(String::as_str), Some("--no-pci"));
+
+        let o = Options::parse_from(["vrouterd", "--", "--file-prefix=vr1"]);
+        let argv = o.eal_argv();
+        assert!(argv.contains(&"--in-memory".to_owned()));
+        assert_eq!(
+            argv.iter()
+                .filter(|a| a.starts_with("--file-prefix"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn conflicting_options_are_refused() {
+        let o = Options::parse_from(["vrouterd", "--fwd-lcores", "0-1", "--vhost-lcore", "1"]);
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--vhost-lcore 1"));
+        let o = Options::parse_from(["vrouterd", "--", "-l", "0-3"]);
+        assert!(o.validate().is_err());
+        let o = Options::parse_from(["vrouterd", "--run-for=-1"]);
+        assert!(o.validate().is_err());
+    }
+}

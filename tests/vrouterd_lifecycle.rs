@@ -1,0 +1,197 @@
+//! vrouterd as a process: it starts with a vdev fabric, polls on its forwarding lcore, exits 0
+//! after --run-for or on SIGTERM/SIGINT, and leaves nothing behind in hugetlbfs or /var/run/dpdk.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use testkit::process::TestProcess;
+
+fn vrouterd() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
+}
+
+fn hugetlbfs_files() -> Vec<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut files = Vec::new();
+    for dir in mounts
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"))
+    {
+        if let Some(path) = dir.split_whitespace().nth(1) {
+            if let Ok(entries) = std::fs::read_dir(path) {
+                files.extend(entries.flatten().map(|e| e.path().display().to_string()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Asserts the process left no EAL runtime directory and no hugepage files of its own.
+fn assert_nothing_left(prefix: &str, hugepage_files_before: &[String]) {
+    let runtime = Path::new("/var/run/dpdk").join(prefix);
+    assert!(!runtime.exists(), "{} was left behind", runtime.display());
+    let after = hugetlbfs_files();
+    let new: Vec<_> = after
+        .iter()
+        .filter(|f| !hugepage_files_before.contains(f))
+        .collect();
+    assert!(new.is_empty(), "hugetlbfs files left behind: {new:?}");
+}
+
+fn polls_reported(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("vrouterd: lcore 1: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn run_for_two_seconds_with_a_vdev_fabric_then_exit_clean() {
+    testkit::hugepages::ensure(512);
+    let before = hugetlbfs_files();
+    let prefix = format!("vr-life-{}", std::process::id());
+    let started = Instant::now();
+    let mut p = TestProcess::spawn(
+        &vrouterd(),
+        &[
+            "--run-for",
+            "2",
+            "--fwd-lcores",
+            "1",
+            "--vhost-lcore",
+            "0",
+            "--idle-sleep-us",
+            "100",
+            "--mbufs",
+            "4095",
+            "--fabric",
+            "net_ring0",
+            "--",
+            "--no-pci",
+            "-m",
+            "128",
+            &format!("--file-prefix={prefix}"),
+        ],
+    );
+    let status = p.wait(Duration::from_secs(30));
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status}\n{}", p.outputs());
+    assert!(took >= Duration::from_secs(2), "ran only {took:?}");
+    assert!(took < Duration::from_secs(20), "took {took:?} to stop");
+    let out = p.stdout();
+    assert!(
+        polls_reported(&out) > 0,
+        "the forwarding lcore never polled\n{}",
+        p.outputs()
+    );
+    assert!(out.contains("stopped cleanly"), "{}", p.outputs());
+    assert!(p.stderr().contains("fabric port up"), "{}", p.outputs());
+    assert_nothing_left(&prefix, &before);
+}
+
+#[test]
+fn sigterm_and_sigint_stop_it_cleanly() {
+    testkit::hugepages::ensure(512);
+    for signal in ["TERM", "INT"] {
+        let before = hugetlbfs_files();
+        let prefix = format!("vr-sig{signal}-{}", std::process::id());
+        let mut p = TestProcess::spawn(
+            &vrouterd(),
+            &[
+                "--idle-sleep-us",
+                "100",
+                "--mbufs",
+                "4095",
+                "--fabric",
+                "net_ring0",
+                "--",
+                "--no-pci",
+                "-m",
+                "128",
+                &format!("--file-prefix={prefix}"),
+            ],
+        );
+        p.wait_for_output("forwarding lcore polling", Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(300));
+        p.signal(signal);
+        let status = p.wait(Duration::from_secs(15));
+        assert!(
+            status.success(),
+            "SIG{signal}: exit status {status}\n{}",
+            p.outputs()
+        );
+        assert!(p.stderr().contains("reason=\"signal\""), "{}", p.outputs());
+        assert!(polls_reported(&p.stdout()) > 0, "{}", p.outputs());
+        assert_nothing_left(&prefix, &before);
+    }
+}
+
+#[test]
+fn help_documents_every_option() {
+    let out = std::process::Command::new(vrouterd())
+        .arg("--help")
+        .output()
+        .expect("vrouterd --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for option in [
+        "--control-socket",
+        "--socket-base",
+        "--fwd-lcores",
+        "--vhost-lcore",
+        "--fabric",
+        "--run-for",
+        "--idle-sleep-us",
+        "--mbufs",
+        "--log-level",
+        "EAL ARGS",
+    ] {
+        assert!(
+            help.contains(option),
+            "--help does not mention {option}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn bad_options_are_refused_with_a_reason() {
+    let out = std::process::Command::new(vrouterd())
+        .args(["--fwd-lcores", "0", "--vhost-lcore", "0"])
+        .output()
+        .expect("vrouterd");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--vhost-lcore 0 is also in --fwd-lcores"),
+        "{err}"
+    );
+}
+
+#[test]
+fn eal_failure_exits_nonzero_with_dpdk_reason() {
+    testkit::hugepages::ensure(512);
+    let prefix = format!("vr-ealfail-{}", std::process::id());
+    let out = std::process::Command::new(vrouterd())
+        .args([
+            "--run-for",
+            "1",
+            "--",
+            "--no-pci",
+            "-m",
+            "10000000",
+            &format!("--file-prefix={prefix}"),
+        ])
+        .output()
+        .expect("vrouterd");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("starting DPDK: EAL initialisation failed"),
+        "{err}"
+    );
+    assert!(err.contains("scripts/hugepages.sh"), "{err}");
+    let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(prefix));
+}
