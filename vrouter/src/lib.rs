@@ -13,6 +13,7 @@
 pub mod buf;
 pub mod error;
 pub mod meta;
+pub mod pipeline;
 pub mod stats;
 pub mod tables;
 pub mod wire;

@@ -1,0 +1,674 @@
+//! The per-burst pipeline: ingress (vif → VRF; fabric tunnels → decap) → L2 or L3 lookup →
+//! flow hook → nexthop → rewrite → per-destination TX batches. Every packet ends in exactly one
+//! place: a vif's TX queue, the host queue, or the dropped list with its reason counted.
+//!
+//! Deterministic and I/O-free: the caller supplies packets and flushes [`TxBatches`].
+//!
+//! Choices worth knowing:
+//! - Routed traffic is addressed to the vrouter MAC; frames to any other unicast MAC are bridged
+//!   through the VRF's bridge table unchanged. Broadcast other than ARP is dropped (`multicast`).
+//! - ARP requests and IPv6 neighbour solicitations from pods are answered with the vrouter MAC
+//!   when the target has a route in the pod's VRF (gateways are routes to a receive nexthop,
+//!   other pods are host routes), never for the asker's own address. On the fabric, ARP for the
+//!   fabric IP is answered with the fabric vif's MAC; other fabric ARP goes to the host.
+//! - TTL is decremented once per routing vrouter: at the encapsulating side (and on L3 lookups
+//!   after VXLAN decap). An MPLS label names the final nexthop directly, so MPLS decap does not
+//!   decrement again; the label entry's TTL is the inner TTL after decrement.
+//! - TTL expiry and too-big-with-DF produce an ICMP / ICMPv6 error when the packet came from a
+//!   local vif (sent back out of it, from the fabric IP / the vrouter's link-local address);
+//!   after decap they are counted drops (`ttl_exceeded`, `mtu`). Packets too big without DF are
+//!   dropped (`mtu`): the data path does not fragment.
+//! - MPLS carries IP only: bridge entries toward MPLS tunnels are dropped (`unsupported_tunnel`).
+
+pub mod batch;
+pub mod encap;
+pub mod reply;
+
+use crate::buf::PacketBuf;
+use crate::meta::{self, PacketMeta, L3};
+use crate::stats::{CoreStats, DropReason};
+use crate::tables::{Nexthop, RouteTarget, Tables, Topology, TunnelEncap, Vif, Vrf, FABRIC_VRF};
+use crate::wire::{ethernet, gre, ipv4, ipv6, mpls, udp, vxlan, MacAddr};
+use arc_swap::{ArcSwap, Cache};
+pub use batch::TxBatches;
+use reply::IcmpError;
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+
+/// Where one packet goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Tx(u16),
+    Host,
+    Drop(DropReason),
+}
+
+/// What the flow stage decides for a routed packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowAction {
+    /// Go on with this target (the route's, or one the flow stage chose, e.g. after NAT).
+    Forward(RouteTarget),
+    /// Drop (counted as `flow_drop`).
+    Drop,
+}
+
+/// The flow-table hook (issue 4): called once per packet between the route / bridge lookup and
+/// the nexthop, with the parsed metadata (VRF, 5-tuple, flow hash) and the lookup result.
+pub trait FlowHook {
+    fn on_lookup(&mut self, meta: &PacketMeta, target: RouteTarget) -> FlowAction;
+}
+
+/// No flow stage: forward by route.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoFlow;
+
+impl FlowHook for NoFlow {
+    #[inline(always)]
+    fn on_lookup(&mut self, _: &PacketMeta, target: RouteTarget) -> FlowAction {
+        FlowAction::Forward(target)
+    }
+}
+
+/// One forwarding core's pipeline. Owns its stats and flow hook; shares the tables.
+pub struct Pipeline<F: FlowHook = NoFlow> {
+    tables: Arc<Tables>,
+    topo: Cache<Arc<ArcSwap<Topology>>, Arc<Topology>>,
+    stats: Arc<CoreStats>,
+    flow: F,
+    ip_id: u16,
+}
+
+struct Ctx<'a, F> {
+    topo: &'a Topology,
+    tables: &'a Tables,
+    stats: &'a CoreStats,
+    flow: &'a mut F,
+    ip_id: &'a mut u16,
+}
+
+impl<F: FlowHook> Pipeline<F> {
+    pub fn new(tables: Arc<Tables>, stats: Arc<CoreStats>, flow: F) -> Self {
+        let topo = Cache::new(tables.topology_handle());
+        Pipeline {
+            tables,
+            topo,
+            stats,
+            flow,
+            ip_id: 0,
+        }
+    }
+
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    pub fn flow_hook(&mut self) -> &mut F {
+        &mut self.flow
+    }
+
+    /// Run one burst received on vif `in_vif` and queue the results in `out`.
+    pub fn process<B: PacketBuf>(
+        &mut self,
+        in_vif: u16,
+        pkts: impl IntoIterator<Item = B>,
+        out: &mut TxBatches<B>,
+    ) {
+        let Pipeline {
+            tables,
+            topo,
+            stats,
+            flow,
+            ip_id,
+        } = self;
+        // One atomic load per burst: pick up a newer topology if one was published.
+        let topo: &Topology = topo.load();
+        let mut cx = Ctx {
+            topo,
+            tables,
+            stats,
+            flow,
+            ip_id,
+        };
+        for mut b in pkts {
+            let len = b.len() as u64;
+            let v = cx.packet(in_vif, &mut b);
+            let in_counters = stats.vif(in_vif);
+            in_counters.rx_packets.add(1);
+            in_counters.rx_bytes.add(len);
+            match v {
+                Verdict::Tx(vif) => {
+                    let c = stats.vif(vif);
+                    c.tx_packets.add(1);
+                    c.tx_bytes.add(b.len() as u64);
+                    out.push(vif, b);
+                }
+                Verdict::Host => {
+                    stats.to_host.add(1);
+                    out.host.push(b);
+                }
+                Verdict::Drop(r) => {
+                    stats.count_drop(r);
+                    in_counters.drops.add(1);
+                    out.dropped.push(b);
+                }
+            }
+        }
+    }
+}
+
+impl<F: FlowHook> Ctx<'_, F> {
+    #[inline(always)]
+    fn packet<B: PacketBuf>(&mut self, in_vif: u16, b: &mut B) -> Verdict {
+        let Some(vif) = self.topo.vif(in_vif) else {
+            return Verdict::Drop(DropReason::InvalidVif);
+        };
+        let mut m = match meta::parse_ethernet(b.data()) {
+            Ok(m) => m,
+            Err(r) => return Verdict::Drop(r),
+        };
+        m.vrf = vif.vrf;
+        if vif.vrf == FABRIC_VRF {
+            self.fabric_ingress(vif, m, b)
+        } else {
+            self.pod_ingress(vif, m, b)
+        }
+    }
+
+    fn vrf(&self, id: u16) -> Result<&Arc<Vrf>, DropReason> {
+        self.topo.vrf(id).ok_or(DropReason::InvalidVrf)
+    }
+
+    /// Whether the vrouter answers ARP / ND for `dst` in `vrf`: it has a route that does not
+    /// discard.
+    fn proxies(&self, target: Option<RouteTarget>) -> bool {
+        match target {
+            Some(t) => !matches!(
+                self.tables.nexthops.get(t.nexthop),
+                None | Some(Nexthop::Discard)
+            ),
+            None => false,
+        }
+    }
+
+    // ---------------- local (pod) ingress ----------------
+
+    fn pod_ingress<B: PacketBuf>(&mut self, vif: &Vif, m: PacketMeta, b: &mut B) -> Verdict {
+        let vrf = match self.vrf(vif.vrf) {
+            Ok(v) => v.clone(),
+            Err(r) => return Verdict::Drop(r),
+        };
+        let dmac = ethernet::Frame::new_unchecked(b.data()).dst();
+        let vrouter_mac = self.topo.fabric.vrouter_mac;
+        if m.l3 == L3::Arp {
+            return self.pod_arp(vif, &vrf, m, b);
+        }
+        if m.l3 == L3::Ipv6 {
+            if let Some(t) = reply::ns_target(b.data(), &m) {
+                let src = Ipv6Addr::from(m.src);
+                if t != src && self.proxies(vrf.route_v6(u128::from(t))) {
+                    return match reply::na_reply(b, &m, t, vrouter_mac) {
+                        Ok(()) => {
+                            self.stats.replies.add(1);
+                            Verdict::Tx(vif.index)
+                        }
+                        Err(r) => Verdict::Drop(r),
+                    };
+                }
+                return Verdict::Drop(DropReason::ArpNotForUs);
+            }
+        }
+        if dmac == vrouter_mac {
+            return self.route(&vrf, m, b, Some(vif));
+        }
+        if dmac.is_multicast() {
+            return Verdict::Drop(DropReason::Multicast);
+        }
+        self.bridge(&vrf, m, dmac, b)
+    }
+
+    fn pod_arp<B: PacketBuf>(&mut self, vif: &Vif, vrf: &Vrf, m: PacketMeta, b: &mut B) -> Verdict {
+        let l3 = usize::from(m.l3_off);
+        let a = crate::wire::arp::Packet::new_unchecked(&b.data()[l3..]);
+        let (op, sip, tip) = (a.operation(), a.sender_ip(), a.target_ip());
+        if op != crate::wire::arp::OP_REQUEST
+            || tip == sip
+            || !self.proxies(vrf.route_v4(u32::from(tip)))
+        {
+            return Verdict::Drop(DropReason::ArpNotForUs);
+        }
+        reply::arp_reply(b, l3, tip, self.topo.fabric.vrouter_mac);
+        self.stats.replies.add(1);
+        Verdict::Tx(vif.index)
+    }
+
+    // ---------------- fabric ingress ----------------
+
+    fn fabric_ingress<B: PacketBuf>(&mut self, vif: &Vif, m: PacketMeta, b: &mut B) -> Verdict {
+        let fabric_ip = self.topo.fabric.fabric_ip;
+        let l3 = usize::from(m.l3_off);
+        match m.l3 {
+            L3::Arp => {
+                let a = crate::wire::arp::Packet::new_unchecked(&b.data()[l3..]);
+                if a.operation() == crate::wire::arp::OP_REQUEST
+                    && a.target_ip() == fabric_ip
+                    && !fabric_ip.is_unspecified()
+                {
+                    reply::arp_reply(b, l3, fabric_ip, vif.mac);
+                    self.stats.replies.add(1);
+                    return Verdict::Tx(vif.index);
+                }
+                Verdict::Host
+            }
+            L3::Ipv4 if m.dst_v4() == u32::from(fabric_ip) => {
+                let tunnel = matches!(
+                    (m.proto, m.dport),
+                    (ipv4::proto::UDP, udp::PORT_VXLAN | udp::PORT_MPLS_UDP)
+                        | (ipv4::proto::GRE, _)
+                );
+                if m.fragment {
+                    // A later fragment has no port to tell; a tunnel packet must not be fragmented.
+                    if tunnel || m.proto == ipv4::proto::UDP {
+                        return Verdict::Drop(DropReason::FragmentedTunnel);
+                    }
+                    return Verdict::Host;
+                }
+                let l4 = usize::from(m.l4_off);
+                match (m.proto, m.dport) {
+                    (ipv4::proto::UDP, udp::PORT_VXLAN) => {
+                        self.decap_vxlan(l4 + udp::HEADER_LEN, b)
+                    }
+                    (ipv4::proto::UDP, udp::PORT_MPLS_UDP) => {
+                        self.decap_mpls(l4 + udp::HEADER_LEN, b)
+                    }
+                    (ipv4::proto::GRE, _) => {
+                        let g = match gre::Packet::new_checked(&b.data()[l4..]) {
+                            Ok(g) => g,
+                            Err(e) => return Verdict::Drop(e.into()),
+                        };
+                        if g.protocol() != ethernet::ethertype::MPLS {
+                            return Verdict::Drop(DropReason::UnsupportedTunnel);
+                        }
+                        let off = l4 + g.header_len();
+                        self.decap_mpls(off, b)
+                    }
+                    _ => Verdict::Host,
+                }
+            }
+            _ => Verdict::Host,
+        }
+    }
+
+    /// Trim the tunnel packet so it ends where the outer IP says (drop Ethernet padding).
+    fn trim_outer<B: PacketBuf>(b: &mut B) -> Result<(), DropReason> {
+        let m = meta::parse_ethernet(b.data())?;
+        let end = usize::from(m.l3_off) + usize::from(m.l3_len);
+        let extra = b.len().saturating_sub(end);
+        b.trim(extra).map_err(|_| DropReason::Truncated)
+    }
+
+    fn decap_vxlan<B: PacketBuf>(&mut self, off: usize, b: &mut B) -> Verdict {
+        let vni = match vxlan::Packet::new_checked(&b.data()[off..]) {
+            Ok(v) => v.vni(),
+            Err(e) => return Verdict::Drop(e.into()),
+        };
+        let Some(vrf_id) = self.tables.vnis.get(vni) else {
+            return Verdict::Drop(DropReason::InvalidVni);
+        };
+        let vrf = match self.vrf(vrf_id) {
+            Ok(v) => v.clone(),
+            Err(r) => return Verdict::Drop(r),
+        };
+        if let Err(r) = Self::trim_outer(b) {
+            return Verdict::Drop(r);
+        }
+        if b.adj(off + vxlan::HEADER_LEN).is_err() {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        let mut m = match meta::parse_ethernet(b.data()) {
+            Ok(m) => m,
+            Err(r) => return Verdict::Drop(r),
+        };
+        m.vrf = vrf_id;
+        let dmac = ethernet::Frame::new_unchecked(b.data()).dst();
+        if dmac == self.topo.fabric.vrouter_mac {
+            return self.route(&vrf, m, b, None);
+        }
+        if dmac.is_multicast() {
+            return Verdict::Drop(DropReason::Multicast);
+        }
+        self.bridge(&vrf, m, dmac, b)
+    }
+
+    fn decap_mpls<B: PacketBuf>(&mut self, off: usize, b: &mut B) -> Verdict {
+        let label = match mpls::Entry::new_checked(&b.data()[off..]) {
+            Ok(e) if e.bottom_of_stack() => e.label(),
+            Ok(_) => return Verdict::Drop(DropReason::InvalidLabel),
+            Err(e) => return Verdict::Drop(e.into()),
+        };
+        let Some(nh_id) = self.tables.labels.get(label) else {
+            return Verdict::Drop(DropReason::InvalidLabel);
+        };
+        if let Err(r) = Self::trim_outer(b) {
+            return Verdict::Drop(r);
+        }
+        let ip_off = off + mpls::ENTRY_LEN;
+        let m = match meta::parse_ip(b.data(), ip_off) {
+            Ok(m) => m,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let nh = match self.resolve(nh_id, m.flow_hash) {
+            Ok(nh) => nh,
+            Err(r) => return Verdict::Drop(r),
+        };
+        match nh {
+            Nexthop::Encap { vif, dmac } => {
+                let Some(out) = self.topo.vif(vif) else {
+                    return Verdict::Drop(DropReason::InvalidVif);
+                };
+                if m.l3_len > out.mtu {
+                    return Verdict::Drop(DropReason::Mtu);
+                }
+                // Replace everything up to the inner IP packet with a fresh Ethernet header.
+                if b.adj(ip_off - ethernet::HEADER_LEN).is_err() {
+                    return Verdict::Drop(DropReason::Truncated);
+                }
+                let mut e = ethernet::Frame::new_unchecked(b.data_mut());
+                e.set_dst(dmac);
+                e.set_src(self.topo.fabric.vrouter_mac);
+                e.set_ethertype(m.ethertype);
+                Verdict::Tx(vif)
+            }
+            Nexthop::Receive => Verdict::Host,
+            Nexthop::Discard => Verdict::Drop(DropReason::DiscardNexthop),
+            Nexthop::Tunnel { .. } | Nexthop::Ecmp { .. } => {
+                Verdict::Drop(DropReason::InvalidTunnel)
+            }
+        }
+    }
+
+    // ---------------- lookups ----------------
+
+    /// The nexthop for `id`, with ECMP resolved to one member by the flow hash.
+    #[inline(always)]
+    fn resolve(&self, id: u32, hash: u32) -> Result<Nexthop, DropReason> {
+        let nh = self
+            .tables
+            .nexthops
+            .get(id)
+            .ok_or(DropReason::InvalidNexthop)?;
+        if let Nexthop::Ecmp { members, count } = nh {
+            let m = Nexthop::ecmp_pick(&members, count, hash).ok_or(DropReason::EcmpNoMember)?;
+            return match self.tables.nexthops.get(u32::from(m)) {
+                Some(nh @ (Nexthop::Encap { .. } | Nexthop::Tunnel { .. })) => Ok(nh),
+                _ => Err(DropReason::EcmpNoMember),
+            };
+        }
+        Ok(nh)
+    }
+
+    fn bridge<B: PacketBuf>(
+        &mut self,
+        vrf: &Vrf,
+        m: PacketMeta,
+        dmac: MacAddr,
+        b: &mut B,
+    ) -> Verdict {
+        let Some(t) = vrf.bridge.get(dmac) else {
+            return Verdict::Drop(DropReason::BridgeMiss);
+        };
+        let t = match self.flow.on_lookup(&m, t) {
+            FlowAction::Forward(t) => t,
+            FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
+        };
+        let nh = match self.resolve(t.nexthop, m.flow_hash) {
+            Ok(nh) => nh,
+            Err(r) => return Verdict::Drop(r),
+        };
+        match nh {
+            Nexthop::Encap { vif, .. } => match self.topo.vif(vif) {
+                Some(out) if usize::from(out.mtu) + ethernet::HEADER_LEN + 4 >= b.len() => {
+                    Verdict::Tx(vif)
+                }
+                Some(_) => Verdict::Drop(DropReason::Mtu),
+                None => Verdict::Drop(DropReason::InvalidVif),
+            },
+            Nexthop::Tunnel {
+                encap: TunnelEncap::Vxlan,
+                vif,
+                sip,
+                dip,
+                dmac,
+            } => {
+                let Some(vni) = t.label else {
+                    return Verdict::Drop(DropReason::InvalidVni);
+                };
+                let o = encap::Outer {
+                    encap: TunnelEncap::Vxlan,
+                    sip,
+                    dip,
+                    dmac,
+                    label: vni,
+                    mpls_ttl: 0,
+                };
+                self.tunnel(vif, &o, &m, b, None)
+            }
+            Nexthop::Tunnel { .. } => Verdict::Drop(DropReason::UnsupportedTunnel),
+            Nexthop::Receive => Verdict::Host,
+            Nexthop::Discard => Verdict::Drop(DropReason::DiscardNexthop),
+            Nexthop::Ecmp { .. } => Verdict::Drop(DropReason::EcmpNoMember),
+        }
+    }
+
+    /// L3: route lookup in `vrf`, flow hook, nexthop, rewrite. `local` is the ingress vif when
+    /// the packet came from a pod (ICMP errors go back to it).
+    fn route<B: PacketBuf>(
+        &mut self,
+        vrf: &Vrf,
+        m: PacketMeta,
+        b: &mut B,
+        local: Option<&Vif>,
+    ) -> Verdict {
+        let target = match m.l3 {
+            L3::Ipv4 => vrf.route_v4(m.dst_v4()),
+            L3::Ipv6 => vrf.route_v6(m.dst),
+            _ => return Verdict::Drop(DropReason::UnsupportedEthertype),
+        };
+        let Some(target) = target else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let t = match self.flow.on_lookup(&m, target) {
+            FlowAction::Forward(t) => t,
+            FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
+        };
+        let nh = match self.resolve(t.nexthop, m.flow_hash) {
+            Ok(nh) => nh,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let out = match nh {
+            Nexthop::Receive => return Verdict::Host,
+            Nexthop::Discard => return Verdict::Drop(DropReason::DiscardNexthop),
+            Nexthop::Ecmp { .. } => return Verdict::Drop(DropReason::EcmpNoMember),
+            Nexthop::Encap { vif, .. } | Nexthop::Tunnel { vif, .. } => match self.topo.vif(vif) {
+                Some(v) => *v,
+                None => return Verdict::Drop(DropReason::InvalidVif),
+            },
+        };
+        if m.ttl <= 1 {
+            return self.icmp_error(
+                b,
+                &m,
+                local,
+                IcmpError::TimeExceeded,
+                DropReason::TtlExceeded,
+            );
+        }
+        // Strip an 802.1Q tag: routed frames leave untagged.
+        let mut m = m;
+        if m.vlan.is_some() {
+            b.data_mut().copy_within(0..12, ethernet::VLAN_TAG_LEN);
+            if b.adj(ethernet::VLAN_TAG_LEN).is_err() {
+                return Verdict::Drop(DropReason::Truncated);
+            }
+            ethernet::Frame::new_unchecked(b.data_mut()).set_ethertype(m.ethertype);
+            m.l3_off -= ethernet::VLAN_TAG_LEN as u16;
+            m.l4_off -= ethernet::VLAN_TAG_LEN as u16;
+            m.vlan = None;
+        }
+        // Payload beyond the IP length (Ethernet padding) must not be carried into a tunnel.
+        let end = usize::from(m.l3_off) + usize::from(m.l3_len);
+        if b.len() > end && b.trim(b.len() - end).is_err() {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        let vrouter_mac = self.topo.fabric.vrouter_mac;
+        match nh {
+            Nexthop::Encap { vif, dmac } => {
+                if m.l3_len > out.mtu {
+                    return self.too_big(b, &m, local, out.mtu);
+                }
+                decrement_ttl(b, &m);
+                let mut e = ethernet::Frame::new_unchecked(b.data_mut());
+                e.set_dst(dmac);
+                e.set_src(vrouter_mac);
+                Verdict::Tx(vif)
+            }
+            Nexthop::Tunnel {
+                encap,
+                vif,
+                sip,
+                dip,
+                dmac,
+            } => {
+                let Some(label) = t.label else {
+                    return Verdict::Drop(if encap == TunnelEncap::Vxlan {
+                        DropReason::InvalidVni
+                    } else {
+                        DropReason::InvalidLabel
+                    });
+                };
+                // Outer IP length for the MTU check: inner IP + tunnel headers (+ inner Ethernet
+                // for VXLAN).
+                let inner = usize::from(m.l3_len)
+                    + if encap == TunnelEncap::Vxlan {
+                        ethernet::HEADER_LEN
+                    } else {
+                        0
+                    };
+                let outer_l3 = inner + encap::overhead(encap) - ethernet::HEADER_LEN;
+                if outer_l3 > usize::from(out.mtu) {
+                    let inner_mtu = usize::from(out.mtu) - (outer_l3 - usize::from(m.l3_len));
+                    return self.too_big(b, &m, local, inner_mtu as u16);
+                }
+                let ttl = decrement_ttl(b, &m);
+                if encap == TunnelEncap::Vxlan {
+                    let mut e = ethernet::Frame::new_unchecked(b.data_mut());
+                    e.set_dst(vrouter_mac);
+                    e.set_src(vrouter_mac);
+                } else if b.adj(usize::from(m.l3_off)).is_err() {
+                    return Verdict::Drop(DropReason::Truncated);
+                }
+                let o = encap::Outer {
+                    encap,
+                    sip,
+                    dip,
+                    dmac,
+                    label,
+                    mpls_ttl: ttl,
+                };
+                self.tunnel(vif, &o, &m, b, Some(out))
+            }
+            _ => Verdict::Drop(DropReason::InvalidNexthop),
+        }
+    }
+
+    fn tunnel<B: PacketBuf>(
+        &mut self,
+        vif: u16,
+        o: &encap::Outer,
+        m: &PacketMeta,
+        b: &mut B,
+        out: Option<Vif>,
+    ) -> Verdict {
+        let out = match out.or_else(|| self.topo.vif(vif).copied()) {
+            Some(v) if v.vrf == FABRIC_VRF => v,
+            Some(_) => return Verdict::Drop(DropReason::InvalidTunnel),
+            None => return Verdict::Drop(DropReason::InvalidVif),
+        };
+        if b.len() + encap::overhead(o.encap) - ethernet::HEADER_LEN > usize::from(out.mtu) {
+            return Verdict::Drop(DropReason::Mtu);
+        }
+        *self.ip_id = self.ip_id.wrapping_add(1);
+        match encap::push(b, o, &out, &self.topo.fabric, m.flow_hash, *self.ip_id) {
+            Ok(()) => Verdict::Tx(vif),
+            Err(r) => Verdict::Drop(r),
+        }
+    }
+
+    fn too_big<B: PacketBuf>(
+        &mut self,
+        b: &mut B,
+        m: &PacketMeta,
+        local: Option<&Vif>,
+        mtu: u16,
+    ) -> Verdict {
+        if !m.dont_frag {
+            // No fragmentation in the data path.
+            return Verdict::Drop(DropReason::Mtu);
+        }
+        self.icmp_error(b, m, local, IcmpError::TooBig(mtu), DropReason::Mtu)
+    }
+
+    fn icmp_error<B: PacketBuf>(
+        &mut self,
+        b: &mut B,
+        m: &PacketMeta,
+        local: Option<&Vif>,
+        kind: IcmpError,
+        otherwise: DropReason,
+    ) -> Verdict {
+        // Never answer an ICMP error with one (RFC 1812 4.3.2.7), and only toward a local vif.
+        let Some(vif) = local else {
+            return Verdict::Drop(otherwise);
+        };
+        if is_icmp_error(b.data(), m) {
+            return Verdict::Drop(otherwise);
+        }
+        let f = &self.topo.fabric;
+        let from6 = reply::link_local(f.vrouter_mac);
+        match reply::icmp_error(b, m, kind, f.vrouter_mac, f.fabric_ip, from6) {
+            Ok(()) => {
+                // Counted as the drop it replaces, under the "ICMP sent" variant.
+                self.stats.count_drop(match otherwise {
+                    DropReason::TtlExceeded => DropReason::TtlExceededIcmpSent,
+                    _ => DropReason::MtuIcmpSent,
+                });
+                Verdict::Tx(vif.index)
+            }
+            Err(r) => Verdict::Drop(r),
+        }
+    }
+}
+
+fn is_icmp_error(data: &[u8], m: &PacketMeta) -> bool {
+    let t = data.get(usize::from(m.l4_off)).copied().unwrap_or(0);
+    match m.proto {
+        ipv4::proto::ICMP => !matches!(
+            t,
+            crate::wire::icmp::v4::ECHO_REQUEST | crate::wire::icmp::v4::ECHO_REPLY
+        ),
+        ipv4::proto::ICMPV6 => t < 128,
+        _ => false,
+    }
+}
+
+/// Decrement the TTL / hop limit of the IP packet at `m.l3_off`; returns the new value.
+#[inline(always)]
+fn decrement_ttl<B: PacketBuf>(b: &mut B, m: &PacketMeta) -> u8 {
+    let ip = &mut b.data_mut()[usize::from(m.l3_off)..];
+    if m.l3 == L3::Ipv4 {
+        ipv4::Packet::new_unchecked(ip).decrement_ttl()
+    } else {
+        let t = m.ttl.saturating_sub(1);
+        ipv6::Packet::new_unchecked(ip).set_hop_limit(t);
+        t
+    }
+}
