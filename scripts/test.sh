@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian 12 machine as root: installs what it needs, reserves
+# hugepages, checks formatting and lints, then runs every test (one process per test: DPDK's
+# EAL initialises once per process).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+scripts/hugepages.sh "${VROUTER_HUGEPAGES:-1024}"
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo nextest"
+profile=default
+[[ -n ${CI:-} ]] && profile=ci
+cargo nextest run --workspace --locked --profile "$profile"
