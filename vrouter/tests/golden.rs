@@ -1,0 +1,234 @@
+//! Golden packets: a pod frame in → the exact fabric frame out, per encapsulation, and the
+//! reverse. Expected frames are assembled here field by field (outer IPv4 checksums by
+//! etherparse, an independent implementation), not by the code under test.
+
+mod common;
+use common::*;
+use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
+use std::net::Ipv4Addr;
+use vrouter::MacAddr;
+
+const PAYLOAD: &[u8] = b"golden packet payload";
+
+fn eth(dst: MacAddr, src: MacAddr, ethertype: u16) -> Vec<u8> {
+    [dst.0.as_slice(), &src.0, &ethertype.to_be_bytes()].concat()
+}
+
+fn outer_ip(proto: u8, payload_len: usize, ident: u16) -> Vec<u8> {
+    let mut h = Ipv4Header::new(
+        payload_len as u16,
+        64,
+        IpNumber(proto),
+        FABRIC_IP.octets(),
+        PEER_IP.octets(),
+    )
+    .unwrap();
+    h.identification = ident;
+    h.dont_fragment = true;
+    h.header_checksum = h.calc_header_checksum();
+    let mut v = Vec::new();
+    h.write(&mut v).unwrap();
+    v
+}
+
+fn udp_hdr(sport: u16, dport: u16, len: usize) -> Vec<u8> {
+    [
+        sport.to_be_bytes(),
+        dport.to_be_bytes(),
+        (len as u16).to_be_bytes(),
+        [0, 0],
+    ]
+    .concat()
+}
+
+/// The inner IP packet of `frame` (after a 14-byte Ethernet header) with TTL lowered by one and
+/// its checksum recomputed by etherparse.
+fn routed_inner_ip(frame: &[u8]) -> Vec<u8> {
+    let (mut h, rest) = Ipv4Header::from_slice(&frame[14..]).unwrap();
+    h.time_to_live -= 1;
+    h.header_checksum = h.calc_header_checksum();
+    let mut v = Vec::new();
+    h.write(&mut v).unwrap();
+    v.extend_from_slice(&rest[..usize::from(h.total_len) - h.header_len()]);
+    v
+}
+
+fn sport_of(out: &[u8]) -> u16 {
+    let s = u16::from_be_bytes([out[34], out[35]]);
+    assert!(s >= 49152, "entropy source port {s} in 49152..=65535");
+    s
+}
+
+fn pod_frame(dst: Ipv4Addr) -> Vec<u8> {
+    let mut f = udp4(POD_A_IP, dst, 64, PAYLOAD);
+    set_df(&mut f, 14, true);
+    f
+}
+
+#[test]
+fn vxlan_encap_of_a_routed_packet_is_exact() {
+    let mut bed = bed();
+    let inp = pod_frame(REMOTE_VXLAN);
+    let out = bed.forward(POD_A, &inp, FABRIC);
+    let inner = [eth(VROUTER_MAC, VROUTER_MAC, 0x0800), routed_inner_ip(&inp)].concat();
+    let expected = [
+        eth(PEER_MAC, FABRIC_MAC, 0x0800),
+        outer_ip(17, 8 + 8 + inner.len(), 1),
+        udp_hdr(sport_of(&out), 4789, 8 + 8 + inner.len()),
+        vec![0x08, 0, 0, 0, 0x00, 0x13, 0x88, 0x00], // I flag, VNI 5000
+        inner,
+    ]
+    .concat();
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn mpls_over_udp_encap_is_exact() {
+    let mut bed = bed();
+    let inp = pod_frame(REMOTE_MPLS_UDP);
+    let out = bed.forward(POD_A, &inp, FABRIC);
+    let inner = routed_inner_ip(&inp);
+    let label = (LABEL_UDP << 12) | 0x100 | 63; // bottom of stack, TTL = inner TTL after decrement
+    let expected = [
+        eth(PEER_MAC, FABRIC_MAC, 0x0800),
+        outer_ip(17, 8 + 4 + inner.len(), 1),
+        udp_hdr(sport_of(&out), 6635, 8 + 4 + inner.len()),
+        label.to_be_bytes().to_vec(),
+        inner,
+    ]
+    .concat();
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn mpls_over_gre_encap_is_exact() {
+    let mut bed = bed();
+    let inp = pod_frame(REMOTE_MPLS_GRE);
+    let out = bed.forward(POD_A, &inp, FABRIC);
+    let inner = routed_inner_ip(&inp);
+    let label = (LABEL_GRE << 12) | 0x100 | 63;
+    let expected = [
+        eth(PEER_MAC, FABRIC_MAC, 0x0800),
+        outer_ip(47, 4 + 4 + inner.len(), 1),
+        vec![0, 0, 0x88, 0x47],
+        label.to_be_bytes().to_vec(),
+        inner,
+    ]
+    .concat();
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn entropy_port_follows_the_inner_flow() {
+    let mut bed = bed();
+    let a1 = bed.forward(POD_A, &pod_frame(REMOTE_MPLS_UDP), FABRIC);
+    let a2 = bed.forward(
+        POD_A,
+        &udp4(POD_A_IP, REMOTE_MPLS_UDP, 9, b"other payload, same flow"),
+        FABRIC,
+    );
+    assert_eq!(
+        sport_of(&a1),
+        sport_of(&a2),
+        "same 5-tuple, same source port"
+    );
+    let ports: std::collections::HashSet<u16> = (0..64u8)
+        .map(|i| {
+            sport_of(&bed.forward(
+                POD_A,
+                &udp4(POD_A_IP, Ipv4Addr::new(198, 18, 3, i), 64, PAYLOAD),
+                FABRIC,
+            ))
+        })
+        .collect();
+    assert!(
+        ports.len() > 48,
+        "different flows spread over source ports: {}",
+        ports.len()
+    );
+}
+
+/// A fabric frame from the peer carrying `tunnel` (the bytes after the outer UDP / GRE header
+/// kind given by `proto` / `dport`).
+fn fabric_frame(proto: u8, dport: Option<u16>, tunnel: &[u8]) -> Vec<u8> {
+    let l4 = match dport {
+        Some(p) => [udp_hdr(51000, p, 8 + tunnel.len()), tunnel.to_vec()].concat(),
+        None => [vec![0, 0, 0x88, 0x47], tunnel.to_vec()].concat(),
+    };
+    let mut h = Ipv4Header::new(
+        l4.len() as u16,
+        64,
+        IpNumber(proto),
+        PEER_IP.octets(),
+        FABRIC_IP.octets(),
+    )
+    .unwrap();
+    h.header_checksum = h.calc_header_checksum();
+    let mut ip = Vec::new();
+    h.write(&mut ip).unwrap();
+    [eth(FABRIC_MAC, PEER_MAC, 0x0800), ip, l4].concat()
+}
+
+fn remote_ip_packet(ttl: u8) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(REMOTE_VXLAN.octets(), POD_A_IP.octets(), ttl)
+        .udp(5001, 40000)
+        .write(&mut v, PAYLOAD)
+        .unwrap();
+    v
+}
+
+#[test]
+fn vxlan_decap_routes_to_the_pod_exactly() {
+    let mut bed = bed();
+    let inner = [eth(VROUTER_MAC, REMOTE_MAC, 0x0800), remote_ip_packet(20)].concat();
+    let vx = [vec![0x08, 0, 0, 0, 0x00, 0x13, 0x88, 0x00], inner.clone()].concat();
+    let out = bed.forward(FABRIC, &fabric_frame(17, Some(4789), &vx), POD_A);
+    let expected = [eth(POD_A_MAC, VROUTER_MAC, 0x0800), routed_inner_ip(&inner)].concat();
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn vxlan_decap_bridges_a_frame_unchanged() {
+    let mut bed = bed();
+    let inner = [eth(POD_B_MAC, REMOTE_MAC, 0x0800), remote_ip_packet(20)].concat();
+    let vx = [vec![0x08, 0, 0, 0, 0x00, 0x13, 0x88, 0x00], inner.clone()].concat();
+    // Ethernet padding after the outer packet must not reach the pod.
+    let mut frame = fabric_frame(17, Some(4789), &vx);
+    frame.extend_from_slice(&[0; 6]);
+    assert_eq!(bed.forward(FABRIC, &frame, POD_B), inner);
+}
+
+#[test]
+fn mpls_over_udp_and_gre_decap_deliver_the_inner_packet_exactly() {
+    let mut bed = bed();
+    let ipkt = remote_ip_packet(20);
+    let label = ((LABEL_TO_A << 12) | 0x100 | 20).to_be_bytes();
+    let payload = [label.to_vec(), ipkt.clone()].concat();
+    let expected = [eth(POD_A_MAC, VROUTER_MAC, 0x0800), ipkt].concat();
+    assert_eq!(
+        bed.forward(FABRIC, &fabric_frame(17, Some(6635), &payload), POD_A),
+        expected
+    );
+    assert_eq!(
+        bed.forward(FABRIC, &fabric_frame(47, None, &payload), POD_A),
+        expected
+    );
+}
+
+#[test]
+fn l2_vxlan_encap_carries_the_frame_unchanged() {
+    let mut bed = bed();
+    let mut inp = udp4(POD_A_IP, Ipv4Addr::new(198, 18, 1, 99), 64, PAYLOAD);
+    inp[0..6].copy_from_slice(&REMOTE_MAC.0);
+    let out = bed.forward(POD_A, &inp, FABRIC);
+    let expected = [
+        eth(PEER_MAC, FABRIC_MAC, 0x0800),
+        outer_ip(17, 16 + inp.len(), 1),
+        udp_hdr(sport_of(&out), 4789, 16 + inp.len()),
+        vec![0x08, 0, 0, 0, 0x00, 0x13, 0x88, 0x00],
+        inp.clone(),
+    ]
+    .concat();
+    assert_eq!(out, expected);
+}
