@@ -1,0 +1,313 @@
+//! Test harness of control-api: an honest in-memory dataplane and a real server on a real unix
+//! socket in a temporary directory.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use control_api::api::{
+    BridgeEntry, DropStats, FlowEntry, FlowPage, FlowQuery, FlowStats, Health, HealthStatus,
+    IpPrefix, LcoreHealth, LcoreStats, MacAddr, MempoolHealth, Nexthop, Policy, RingHealth, Route,
+    Stats, VhostUserMode, VifCounters, VifHealth, VifState, VifStatus,
+};
+use control_api::{
+    Change, ControlSocket, Controller, ControllerConfig, Dataplane, DataplaneError,
+    DataplaneErrorKind, ServeOptions, VifKind, VifSpec,
+};
+
+/// What the in-memory dataplane holds: the same tables vrouterd would program.
+#[derive(Default)]
+pub struct MemState {
+    pub log: Vec<String>,
+    pub vrfs: BTreeSet<u32>,
+    pub vifs: BTreeMap<u32, VifSpec>,
+    /// Server-mode vhost-user vifs really listen, as vrouterd's vhost core would.
+    pub listeners: BTreeMap<u32, UnixListener>,
+    pub nexthops: BTreeMap<u32, Nexthop>,
+    pub routes: BTreeMap<(u32, IpPrefix), Route>,
+    pub bridge: BTreeMap<(u32, MacAddr), BridgeEntry>,
+    pub mpls: BTreeMap<u32, u32>,
+    pub vxlan: BTreeMap<u32, u32>,
+    pub policies: BTreeMap<u32, Policy>,
+    pub counters: BTreeMap<String, VifCounters>,
+    pub drops: BTreeMap<String, u64>,
+    pub flows: Vec<FlowEntry>,
+}
+
+#[derive(Default)]
+pub struct MemDataplane {
+    pub state: Mutex<MemState>,
+    /// The next `apply` fails with this error (and changes nothing).
+    pub fail_next: Mutex<Option<DataplaneError>>,
+}
+
+impl MemDataplane {
+    pub fn fail_next(&self, kind: DataplaneErrorKind, message: &str) {
+        *self.fail_next.lock().unwrap() = Some(DataplaneError::new(kind, message));
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut MemState) -> R) -> R {
+        f(&mut self.state.lock().unwrap())
+    }
+}
+
+impl Dataplane for MemDataplane {
+    fn apply(&self, change: &Change) -> Result<(), DataplaneError> {
+        if let Some(e) = self.fail_next.lock().unwrap().take() {
+            return Err(e);
+        }
+        let mut s = self.state.lock().unwrap();
+        s.log.push(change.op().to_string());
+        match change.clone() {
+            Change::VrfAdd { vrf } => {
+                s.vrfs.insert(vrf);
+            }
+            Change::VrfDel { vrf } => {
+                s.vrfs.remove(&vrf);
+            }
+            Change::VifAdd { vif } => {
+                if let VifKind::VhostUser {
+                    socket,
+                    mode: VhostUserMode::Server,
+                    ..
+                } = &vif.kind
+                {
+                    let _ = std::fs::remove_file(socket);
+                    let l = UnixListener::bind(socket).map_err(|e| {
+                        DataplaneError::new(DataplaneErrorKind::Internal, format!("bind {}: {e}", socket.display()))
+                    })?;
+                    s.listeners.insert(vif.index, l);
+                }
+                s.vifs.insert(vif.index, vif);
+            }
+            Change::VifDel { vif } => {
+                s.listeners.remove(&vif.index);
+                s.vifs.remove(&vif.index);
+                s.policies.remove(&vif.index);
+            }
+            Change::NexthopSet { id, nexthop } => {
+                s.nexthops.insert(id, nexthop);
+            }
+            Change::NexthopDel { id } => {
+                s.nexthops.remove(&id);
+            }
+            Change::RouteSet { vrf, route } => {
+                s.routes.insert((vrf, route.prefix), route);
+            }
+            Change::RouteDel { vrf, prefix } => {
+                s.routes.remove(&(vrf, prefix));
+            }
+            Change::BridgeSet { vrf, entry } => {
+                s.bridge.insert((vrf, entry.mac), entry);
+            }
+            Change::BridgeDel { vrf, mac } => {
+                s.bridge.remove(&(vrf, mac));
+            }
+            Change::MplsSet { label, nexthop } => {
+                s.mpls.insert(label, nexthop);
+            }
+            Change::MplsDel { label } => {
+                s.mpls.remove(&label);
+            }
+            Change::VxlanSet { vni, vrf } => {
+                s.vxlan.insert(vni, vrf);
+            }
+            Change::VxlanDel { vni } => {
+                s.vxlan.remove(&vni);
+            }
+            Change::PolicySet { vif, policy, .. } => {
+                s.policies.insert(vif, policy);
+            }
+            Change::PolicyDel { vif, .. } => {
+                s.policies.remove(&vif);
+            }
+        }
+        Ok(())
+    }
+
+    fn vif_status(&self, vif: &VifSpec) -> VifStatus {
+        let s = self.state.lock().unwrap();
+        let state = match &vif.kind {
+            VifKind::VhostUser { mode: VhostUserMode::Server, .. } => VifState::Listening,
+            VifKind::VhostUser { .. } => VifState::Connecting,
+            _ => VifState::Up,
+        };
+        VifStatus {
+            state,
+            features: None,
+            queues_enabled: 0,
+            lcore: Some(1),
+            counters: s.counters.get(&vif.name).copied().unwrap_or_default(),
+        }
+    }
+
+    fn stats(&self) -> Result<Stats, DataplaneError> {
+        let s = self.state.lock().unwrap();
+        let mut l = LcoreStats { lcore: 1, busy_ratio: 0.25, ..Default::default() };
+        for c in s.counters.values() {
+            l.rx_packets += c.rx_packets;
+            l.rx_bytes += c.rx_bytes;
+            l.tx_packets += c.tx_packets;
+            l.tx_bytes += c.tx_bytes;
+            l.drops += c.drops;
+        }
+        Ok(Stats {
+            rx_packets: l.rx_packets,
+            rx_bytes: l.rx_bytes,
+            tx_packets: l.tx_packets,
+            tx_bytes: l.tx_bytes,
+            drops: l.drops,
+            lcores: vec![l],
+        })
+    }
+
+    fn dropstats(&self) -> Result<DropStats, DataplaneError> {
+        let s = self.state.lock().unwrap();
+        Ok(DropStats { total: s.drops.values().sum(), reasons: s.drops.clone() })
+    }
+
+    fn health(&self) -> Result<Health, DataplaneError> {
+        let s = self.state.lock().unwrap();
+        Ok(Health {
+            status: HealthStatus::Ok,
+            mempools: vec![MempoolHealth { name: "mbuf_pool_0".into(), in_use: 512, size: 8192 }],
+            rings: vec![RingHealth { name: "lcore1_in".into(), used: 0, size: 1024 }],
+            lcores: vec![LcoreHealth { lcore: 1, role: "forwarding".into(), busy_ratio: 0.25 }],
+            vifs: s
+                .vifs
+                .values()
+                .map(|v| VifHealth { name: v.name.clone(), state: VifState::Up })
+                .collect(),
+            problems: vec![],
+        })
+    }
+
+    fn flows(&self, q: &FlowQuery) -> Result<FlowPage, DataplaneError> {
+        let s = self.state.lock().unwrap();
+        let start: u64 = match &q.cursor {
+            Some(c) => c.parse().map_err(|_| {
+                DataplaneError::new(DataplaneErrorKind::Rejected, format!("cursor {c:?} is not one this vrouter gave out"))
+            })?,
+            None => 0,
+        };
+        let limit = q.limit.unwrap_or(100) as usize;
+        let mut matching = s
+            .flows
+            .iter()
+            .filter(|f| f.index >= start && q.vrf.is_none_or(|v| f.vrf == v));
+        let flows: Vec<FlowEntry> = matching.by_ref().take(limit).cloned().collect();
+        let next_cursor = matching.next().map(|f| f.index.to_string());
+        Ok(FlowPage { flows, next_cursor })
+    }
+
+    fn flush_flows(&self) -> Result<u64, DataplaneError> {
+        let mut s = self.state.lock().unwrap();
+        let n = s.flows.len() as u64;
+        s.flows.clear();
+        Ok(n)
+    }
+
+    fn flow_stats(&self) -> Result<FlowStats, DataplaneError> {
+        let s = self.state.lock().unwrap();
+        Ok(FlowStats {
+            capacity: 524_288,
+            active: s.flows.len() as u64,
+            created: 10,
+            aged: 2,
+            evicted: 1,
+            table_full_drops: 0,
+        })
+    }
+}
+
+/// A real server on a real unix socket in a temp dir; stopped (and checked to have removed its
+/// socket) on drop.
+pub struct TestServer {
+    pub tmp: tempfile::TempDir,
+    pub base: PathBuf,
+    pub socket: PathBuf,
+    pub dp: Arc<MemDataplane>,
+    pub ctrl: Arc<Controller>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), control_api::Error>>>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(ServeOptions::default())
+    }
+
+    pub fn start_with(options: ServeOptions) -> TestServer {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let base = root.join("run");
+        let socket = root.join("ctl/vrouter.sock");
+        let dp = Arc::new(MemDataplane::default());
+        let ctrl = Arc::new(
+            Controller::new(
+                ControllerConfig { socket_base: base.clone(), vrouter_mac: MacAddr::DEFAULT_VROUTER },
+                dp.clone(),
+            )
+            .unwrap(),
+        );
+        let bound = ControlSocket::bind(&socket).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let c = ctrl.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(control_api::serve(bound, c, options, async {
+                let _ = rx.await;
+            }))
+        });
+        TestServer { tmp, base, socket, dp, ctrl, shutdown: Some(tx), thread: Some(thread) }
+    }
+
+    pub fn client(&self) -> control_api::Client {
+        control_api::Client::new(&self.socket)
+    }
+
+    /// Stop the server and return what `serve` returned.
+    pub fn stop(&mut self) -> Result<(), control_api::Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t.join().unwrap(),
+            None => Ok(()),
+        }
+    }
+
+    /// Every path below the temp dir (sorted), to show a refusal changed nothing on disk.
+    pub fn snapshot(&self) -> Vec<PathBuf> {
+        snapshot(self.tmp.path())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+pub fn snapshot(root: &Path) -> Vec<PathBuf> {
+    fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+        out.push(p.to_path_buf());
+        if std::fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false) {
+            let mut entries: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+            entries.sort();
+            for e in entries {
+                walk(&e, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, &mut out);
+    out
+}
