@@ -145,7 +145,7 @@ async fn isolation_attempts_are_refused_and_change_nothing_on_disk() {
         (vhost("a", std::path::Path::new("relative/p"), "s", "server"), 400, "socket-dir-invalid", "absolute"),
         (vhost("a", &ok_dir, "s", "client"), 409, "socket-path-in-use", "vif ok"),
         // `..` after a symlink climbs from the symlink's target, as the kernel does.
-        (vhost("a", &s.base.join("evil/../pod-ok"), "s", "server"), 400, "socket-outside-base", "outside"),
+        (vhost("a", &s.base.join("evil/../pod-ok"), "s", "server"), 400, "socket-outside-base", "not below"),
         (vhost("a", &s.base.join("new/../pod-ok"), "s", "server"), 409, "socket-path-in-use", "vif ok"),
     ];
     for (body, status, code, needle) in cases {
