@@ -228,3 +228,111 @@ fn server_mode_mergeable_queue_256_carries_64_1500_9000_byte_frames() {
         },
     );
 }
+
+#[test]
+fn server_mode_without_mergeable_buffers_queue_1024_carries_64_and_1500_byte_frames() {
+    run_case(
+        "s1024n",
+        Case {
+            mode: Mode::Server,
+            queue_size: 1024,
+            mrg_rxbuf: false,
+            sizes: &[64, 1500],
+        },
+    );
+}
+
+#[test]
+fn client_mode_mergeable_queue_1024_carries_64_1500_9000_byte_frames() {
+    run_case(
+        "c1024m",
+        Case {
+            mode: Mode::Client,
+            queue_size: 1024,
+            mrg_rxbuf: true,
+            sizes: &[64, 1500, 9000],
+        },
+    );
+}
+
+#[test]
+fn client_mode_without_mergeable_buffers_queue_256_carries_64_and_1500_byte_frames() {
+    run_case(
+        "c256n",
+        Case {
+            mode: Mode::Client,
+            queue_size: 256,
+            mrg_rxbuf: false,
+            sizes: &[64, 1500],
+        },
+    );
+}
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn map_count() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|m| m.lines().count())
+        .unwrap_or(0)
+}
+
+fn restart_case(tag: &str, mode: Mode) {
+    init_logs();
+    let dir = TempDir::new(tag);
+    let sock = dir.0.join("vhost.sock");
+    let mut backend = Backend::new(&sock, mode);
+    // Warm up once so lazily created process state (log buffers, thread-locals) is not counted.
+    let mut fds_before = None;
+    for round in 0..4u32 {
+        let mut cfg = TestpmdConfig::new(&sock);
+        cfg.server = mode == Mode::Client;
+        let mut pod = TestpmdPod::start(cfg).expect("start testpmd");
+        backend.wait_running(&mut pod, Duration::from_secs(30));
+        let frames: Vec<Vec<u8>> = (0..64)
+            .map(|i| frame(if i % 2 == 0 { 64 } else { 1500 }, round * 1000 + i))
+            .collect();
+        let back = backend.round_trip(&frames, Duration::from_secs(10));
+        assert_eq!(
+            back, frames,
+            "round {round}: traffic did not resume intact after the restart"
+        );
+        pod.kill();
+        // The backend notices the peer is gone and tears everything down.
+        let end = Instant::now() + Duration::from_secs(10);
+        let disconnects = backend.disconnects;
+        while backend.disconnects == disconnects && Instant::now() < end {
+            backend.drive();
+        }
+        assert_eq!(
+            backend.disconnects,
+            disconnects + 1,
+            "round {round}: peer loss not noticed"
+        );
+        assert!(backend.rx.is_none() && backend.tx.is_none());
+        let now = (fd_count(), map_count());
+        match fds_before {
+            None => fds_before = Some(now),
+            Some(before) => assert_eq!(
+                now, before,
+                "round {round}: (fds, mappings) leaked after peer loss"
+            ),
+        }
+        if mode == Mode::Client {
+            let _ = std::fs::remove_file(&sock);
+        }
+    }
+}
+
+#[test]
+fn server_mode_pod_killed_and_restarted_resumes_traffic_without_leaks() {
+    restart_case("srestart", Mode::Server);
+}
+
+#[test]
+fn client_mode_pod_killed_and_restarted_resumes_traffic_without_leaks() {
+    restart_case("crestart", Mode::Client);
+}
