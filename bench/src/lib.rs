@@ -1,1 +1,4 @@
-//! bench (placeholder: see its issue).
+//! Benchmarks of vrouter: the traffic generator / sink used by `scripts/bench.sh` (over
+//! pmd-shim and virtio-user ports) and the frame templates it sends.
+
+pub mod frames;

@@ -1,0 +1,235 @@
+//! vr-trafgen: a DPDK traffic generator and sink. Sends IPv4/UDP frames over N flows on one port
+//! (a virtio-user pod interface, usually) and counts what arrives on the other, at a fixed or
+//! maximum rate; prints one JSON line per second and a JSON summary at the end.
+//!
+//! One process, one lcore, both ports: it measures the switch between them, not a scheduler
+//! juggling two busy-polling pods on a shared core.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bench::frames::{self, MAX_FRAME, MIN_FRAME};
+use clap::Parser;
+use pmd_shim::{Eal, EthPort, MbufBurst, Mempool, PortConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "vr-trafgen", about)]
+struct Args {
+    /// Port to send on (DPDK devargs, e.g. `net_virtio_user0,path=/run/a.sock`).
+    #[arg(long)]
+    tx: String,
+    /// Port to count arrivals on (may equal --tx for a loop through one port).
+    #[arg(long)]
+    rx: String,
+    /// Destination MAC of sent frames (the switch's router MAC for L3 cases).
+    #[arg(long, default_value = "00:00:5e:00:01:00")]
+    dst_mac: String,
+    /// Frame size on the wire, FCS included (64..=1518).
+    #[arg(long, default_value_t = 64)]
+    frame_bytes: usize,
+    /// Distinct flows (source address and UDP port vary).
+    #[arg(long, default_value_t = 1)]
+    flows: u32,
+    /// Packets per second to offer; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    rate_pps: u64,
+    /// Seconds to send before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds to wait for both links to come up (the switch connects to the sockets).
+    #[arg(long, default_value_t = 30)]
+    link_timeout: u64,
+    /// Burst size.
+    #[arg(long, default_value_t = 32)]
+    burst: usize,
+    /// EAL arguments (after --); a core list such as `-l 0` belongs here.
+    #[arg(last = true)]
+    eal: Vec<String>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    tx: u64,
+    tx_dropped: u64,
+    rx: u64,
+    rx_foreign: u64,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("vr-trafgen: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let parts: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad MAC {s:?}"))?;
+    parts
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("bad MAC {s:?}: six octets expected"))
+}
+
+fn run(a: Args) -> Result<()> {
+    if !(MIN_FRAME..=MAX_FRAME).contains(&a.frame_bytes) {
+        bail!("--frame-bytes must be {MIN_FRAME}..={MAX_FRAME}");
+    }
+    if a.burst == 0 || a.burst > pmd_shim::BURST_MAX {
+        bail!("--burst must be 1..={}", pmd_shim::BURST_MAX);
+    }
+    let dst_mac = parse_mac(&a.dst_mac)?;
+    let mut argv = vec!["vr-trafgen".to_owned()];
+    argv.extend(a.eal.iter().cloned());
+    let eal = Eal::init(&argv).context("EAL")?;
+    let pool = Mempool::new(&eal, "trafgen", 16383, 256, 2176).context("mempool")?;
+
+    let cfg = PortConfig::default();
+    let mut tx_port = EthPort::open(&eal, &a.tx).with_context(|| format!("opening {}", a.tx))?;
+    tx_port.configure(&cfg, &pool)?;
+    let mut tx_queues = tx_port.start()?;
+    let same = a.rx == a.tx;
+    let mut rx_port = if same {
+        None
+    } else {
+        let mut p = EthPort::open(&eal, &a.rx).with_context(|| format!("opening {}", a.rx))?;
+        p.configure(&cfg, &pool)?;
+        Some(p)
+    };
+    let mut rx_queues = match rx_port.as_mut() {
+        Some(p) => p.start()?,
+        None => pmd_shim::PortQueues {
+            rx: std::mem::take(&mut tx_queues.rx),
+            tx: Vec::new(),
+        },
+    };
+    let (Some(mut txq), Some(mut rxq)) = (tx_queues.tx.pop(), rx_queues.rx.pop()) else {
+        bail!("ports came up without queues");
+    };
+
+    let src_mac = tx_port.mac().unwrap_or([2, 0, 0, 0, 0, 1]);
+    let templates: Vec<Vec<u8>> = (0..a.flows.max(1))
+        .map(|i| frames::udp_frame(dst_mac, src_mac, frames::flow(i), a.frame_bytes))
+        .collect();
+
+    let deadline = Instant::now() + Duration::from_secs(a.link_timeout);
+    loop {
+        let up = tx_port.link().map(|l| l.up).unwrap_or(false)
+            && rx_port
+                .as_ref()
+                .map_or(Ok(true), |p| p.link().map(|l| l.up))
+                .unwrap_or(false);
+        if up {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "links not up after {}s (is the switch connected?)",
+                a.link_timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let hz = pmd_shim::cycles::tsc_hz();
+    let cycles_per_pkt = if a.rate_pps > 0 {
+        hz / a.rate_pps.max(1)
+    } else {
+        0
+    };
+    let total = a.warmup + a.duration;
+    let start = pmd_shim::cycles::rdtsc();
+    let mut next_send = start;
+    let mut counts = Counts::default();
+    let mut last = counts;
+    let mut per_second = Vec::new();
+    let mut flow_i = 0usize;
+    let mut out = MbufBurst::new();
+    let mut inb = MbufBurst::new();
+    for second in 1..=total {
+        let end = start + second * hz;
+        loop {
+            let now = pmd_shim::cycles::rdtsc();
+            if now >= end {
+                break;
+            }
+            if cycles_per_pkt == 0 || now >= next_send {
+                while out.len() < a.burst {
+                    let Ok(m) = pool.alloc_with(&templates[flow_i]) else {
+                        break;
+                    };
+                    flow_i = (flow_i + 1) % templates.len();
+                    let _ = out.push(m);
+                }
+                let n = out.len() as u64;
+                let sent = txq.tx_burst(&mut out) as u64;
+                counts.tx += sent;
+                counts.tx_dropped += n - sent;
+                out.free_all();
+                next_send += cycles_per_pkt * n.max(1);
+            }
+            if rxq.rx_burst(&mut inb) > 0 {
+                for m in inb.iter() {
+                    if frames::is_generated(m.data()) {
+                        counts.rx += 1;
+                    } else {
+                        counts.rx_foreign += 1;
+                    }
+                }
+                inb.free_all();
+            }
+        }
+        let d = Counts {
+            tx: counts.tx - last.tx,
+            tx_dropped: counts.tx_dropped - last.tx_dropped,
+            rx: counts.rx - last.rx,
+            rx_foreign: counts.rx_foreign - last.rx_foreign,
+        };
+        last = counts;
+        let measuring = second > a.warmup;
+        println!(
+            "{{\"second\":{second},\"measuring\":{measuring},\"tx_pps\":{},\"tx_dropped\":{},\"rx_pps\":{},\"rx_foreign\":{}}}",
+            d.tx, d.tx_dropped, d.rx, d.rx_foreign
+        );
+        if measuring {
+            per_second.push(d.rx);
+        }
+    }
+    // Let in-flight packets drain so loss is not overstated.
+    let drain_end = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < drain_end {
+        if rxq.rx_burst(&mut inb) > 0 {
+            counts.rx += inb
+                .iter()
+                .filter(|m| frames::is_generated(m.data()))
+                .count() as u64;
+            inb.free_all();
+        }
+    }
+    per_second.sort_unstable();
+    let median = per_second.get(per_second.len() / 2).copied().unwrap_or(0);
+    let summary = serde_json::json!({
+        "summary": true,
+        "frame_bytes": a.frame_bytes,
+        "flows": a.flows,
+        "seconds_measured": a.duration,
+        "tx_packets": counts.tx,
+        "tx_dropped": counts.tx_dropped,
+        "rx_packets": counts.rx,
+        "rx_foreign": counts.rx_foreign,
+        "loss_ratio": if counts.tx > 0 { 1.0 - counts.rx as f64 / counts.tx as f64 } else { 0.0 },
+        "rx_mpps_median": median as f64 / 1e6,
+    });
+    println!("{summary}");
+    drop((txq, rxq, tx_queues, rx_queues));
+    tx_port.stop().ok();
+    if let Some(p) = rx_port.as_mut() {
+        p.stop().ok();
+    }
+    Ok(())
+}
