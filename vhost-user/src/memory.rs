@@ -274,7 +274,10 @@ impl GuestMemory {
         if avail < len {
             return Err(MemoryError::OutOfRange { addr: gpa, len });
         }
-        if align == 0 || (p.as_ptr() as usize) % (align as usize) != 0 || gpa % align != 0 {
+        if !align.is_power_of_two()
+            || (p.as_ptr() as usize) & (align as usize - 1) != 0
+            || gpa & (align - 1) != 0
+        {
             return Err(MemoryError::Misaligned { addr: gpa, align });
         }
         Ok(RingArea {
@@ -352,7 +355,8 @@ impl RingArea {
     #[inline]
     fn at(&self, off: usize, size: usize) -> Option<*mut u8> {
         let end = off.checked_add(size)?;
-        if end > self.len || off % size != 0 {
+        // `size` is 2, 4 or 8.
+        if end > self.len || off & (size - 1) != 0 {
             return None;
         }
         // SAFETY: off + size <= len, inside the window; the window base is aligned to at least
