@@ -323,3 +323,46 @@ mod tests {
         assert!(!host(&["ip", "netns", "list"]).contains(&name));
     }
 }
+
+/// A veth pair in the host's own namespace (where a DPDK process under test binds
+/// `net_af_packet` to it), both ends up and without IPv6 so the kernel sends nothing on its own.
+/// Deleted on drop.
+#[derive(Debug)]
+pub struct HostVeth {
+    a: String,
+    b: String,
+}
+
+impl HostVeth {
+    /// Creates `a` ↔ `b` (names up to 15 bytes; make them unique per process).
+    pub fn new(a: &str, b: &str) -> HostVeth {
+        require_root();
+        let _ = Command::new("ip").args(["link", "delete", a]).output();
+        host(&["ip", "link", "add", a, "type", "veth", "peer", "name", b]);
+        let veth = HostVeth {
+            a: a.to_owned(),
+            b: b.to_owned(),
+        };
+        for end in [a, b] {
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{end}/disable_ipv6"), "1");
+            host(&["ip", "link", "set", end, "up"]);
+        }
+        veth
+    }
+
+    pub fn a(&self) -> &str {
+        &self.a
+    }
+
+    pub fn b(&self) -> &str {
+        &self.b
+    }
+}
+
+impl Drop for HostVeth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.a])
+            .output();
+    }
+}
