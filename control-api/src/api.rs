@@ -48,6 +48,8 @@ impl fmt::Display for SyntaxError {
     }
 }
 
+impl std::error::Error for SyntaxError {}
+
 impl FromStr for MacAddr {
     type Err = SyntaxError;
 
