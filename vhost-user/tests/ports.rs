@@ -1,0 +1,476 @@
+//! Ports over real unix sockets, driven by the in-repo test frontend: traffic, server and client
+//! modes, reconnects, teardown on peer loss, and hostile peers that must not stall other ports.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use vhost_user::codec::{self, code};
+use vhost_user::frontend::{DriverQueue, Frontend, GuestRam};
+use vhost_user::session::OFFERED_FEATURES;
+use vhost_user::{Mode, PacketBuffer, PortConfig, PortEvent, SplitQueue, VecBuffer, VhostUserPort};
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("vhost-ports-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+    fn sock(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn port(path: &Path, mode: Mode) -> VhostUserPort {
+    let mut cfg = PortConfig::new(path, mode);
+    cfg.io_timeout = Duration::from_millis(300);
+    cfg.reconnect_min = Duration::from_millis(10);
+    cfg.reconnect_max = Duration::from_millis(100);
+    VhostUserPort::new(cfg).expect("port")
+}
+
+/// Drives ports (as one vhost thread would), taking ready queues, until `done` or timeout.
+fn drive(
+    ports: &mut [&mut VhostUserPort],
+    queues: &mut Vec<SplitQueue>,
+    events: &mut Vec<PortEvent>,
+    timeout: Duration,
+    mut done: impl FnMut(&[PortEvent], &[SplitQueue]) -> bool,
+) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        for p in ports.iter_mut() {
+            p.wait(Duration::from_millis(2));
+            let mut ev = Vec::new();
+            p.process(Instant::now(), &mut ev);
+            for e in &ev {
+                match *e {
+                    PortEvent::QueueReady(i) => {
+                        queues.push(p.take_queue(i).expect("take ready queue"))
+                    }
+                    PortEvent::QueueStop(i) => {
+                        if let Some(k) = queues.iter().position(|q| q.index() == i) {
+                            let q = queues.remove(k);
+                            p.return_queue(q, &mut ev.clone());
+                        }
+                    }
+                    PortEvent::Disconnected => queues.clear(),
+                    PortEvent::Connected => {}
+                }
+            }
+            events.extend(ev);
+        }
+        if done(events, queues) {
+            return true;
+        }
+    }
+    false
+}
+
+struct Guest {
+    fe: Frontend,
+    ram: GuestRam,
+    rx: DriverQueue,
+    tx: DriverQueue,
+}
+
+fn setup_guest(fe: Frontend) -> Guest {
+    let mut fe = fe;
+    let mut ram = GuestRam::new(4 << 20).expect("ram");
+    let rx = DriverQueue::new(&mut ram, 256, 2048);
+    let tx = DriverQueue::new(&mut ram, 256, 2048);
+    fe.negotiate(&ram, OFFERED_FEATURES).expect("negotiate");
+    fe.start_vring(&ram, 0, &rx).expect("start rx");
+    fe.start_vring(&ram, 1, &tx).expect("start tx");
+    Guest { fe, ram, rx, tx }
+}
+
+fn maps_of(name: &str) -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(name))
+        .count()
+}
+
+#[test]
+fn server_port_carries_traffic_both_ways_and_tears_down_on_peer_loss() {
+    let dir = TempDir::new("traffic");
+    let path = dir.sock("a.sock");
+    let mut p = port(&path, Mode::Server);
+    let maps_before = maps_of("vhost-test-guest");
+    let fe = Frontend::connect(&path).expect("connect");
+    let guest = thread::spawn(move || setup_guest(fe));
+    let (mut queues, mut events) = (Vec::new(), Vec::new());
+    assert!(drive(
+        &mut [&mut p],
+        &mut queues,
+        &mut events,
+        Duration::from_secs(5),
+        |_, q| q.len() == 2
+    ));
+    let mut g = guest.join().expect("guest thread");
+    assert_eq!(
+        maps_of("vhost-test-guest"),
+        maps_before + 2,
+        "guest RAM mapped by frontend and backend"
+    );
+    queues.sort_by_key(SplitQueue::index);
+    let (rxq, txq) = queues.split_at_mut(1);
+    let (rxq, txq) = (&mut rxq[0], &mut txq[0]);
+
+    // Backend → guest.
+    for _ in 0..8 {
+        assert!(g.rx.add_rx(&g.ram, 1, 2048));
+    }
+    let frames: Vec<VecBuffer> = (0..8u8)
+        .map(|i| VecBuffer::from_frame(&vec![i; 60 + usize::from(i) * 100]))
+        .collect();
+    assert_eq!(rxq.enqueue_burst(&frames), 8);
+    let got = g.rx.receive(&g.ram, 12, true);
+    assert_eq!(
+        got,
+        frames.iter().map(|f| f.data().to_vec()).collect::<Vec<_>>()
+    );
+    // Guest → backend.
+    for f in &frames {
+        assert!(g.tx.add_tx(&mut g.ram, 12, f.data(), 512, false));
+    }
+    let mut bufs: Vec<VecBuffer> = (0..16).map(|_| VecBuffer::with_capacity(2048)).collect();
+    assert_eq!(txq.dequeue_burst(&mut bufs), 8);
+    for (b, f) in bufs.iter().zip(&frames) {
+        assert_eq!(b.data(), f.data());
+    }
+
+    // Peer loss: the port notices, the session lets go; the mapping lives while a queue is held.
+    drop(g.fe);
+    let held = queues.pop();
+    let mut q2 = Vec::new();
+    assert!(drive(
+        &mut [&mut p],
+        &mut q2,
+        &mut events,
+        Duration::from_secs(5),
+        |e, _| e.contains(&PortEvent::Disconnected)
+    ));
+    queues.clear();
+    assert_eq!(
+        maps_of("vhost-test-guest"),
+        maps_before + 2,
+        "a queue still in use keeps the memory mapped"
+    );
+    drop(held);
+    assert_eq!(
+        maps_of("vhost-test-guest"),
+        maps_before + 1,
+        "unmapped when the data path let go"
+    );
+    drop(g.ram);
+
+    // Accepts the next frontend.
+    events.clear();
+    let fe = Frontend::connect(&path).expect("reconnect");
+    let guest = thread::spawn(move || setup_guest(fe));
+    assert!(drive(
+        &mut [&mut p],
+        &mut q2,
+        &mut events,
+        Duration::from_secs(5),
+        |_, q| q.len() == 2
+    ));
+    drop(guest.join());
+}
+
+#[test]
+fn second_frontend_is_refused_while_the_first_keeps_working() {
+    let dir = TempDir::new("second");
+    let path = dir.sock("a.sock");
+    let mut p = port(&path, Mode::Server);
+    let mut first = Frontend::connect(&path).expect("connect");
+    let (mut queues, mut events) = (Vec::new(), Vec::new());
+    assert!(drive(
+        &mut [&mut p],
+        &mut queues,
+        &mut events,
+        Duration::from_secs(2),
+        |e, _| e.contains(&PortEvent::Connected)
+    ));
+    let mut second = UnixStream::connect(&path).expect("second connect");
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    drive(
+        &mut [&mut p],
+        &mut queues,
+        &mut events,
+        Duration::from_millis(100),
+        |_, _| false,
+    );
+    let mut b = [0u8; 1];
+    assert_eq!(
+        second.read(&mut b).expect("read"),
+        0,
+        "second frontend closed by the backend"
+    );
+    let t = thread::spawn(move || {
+        first
+            .get_u64(code::GET_FEATURES)
+            .expect("first still served")
+    });
+    drive(
+        &mut [&mut p],
+        &mut queues,
+        &mut events,
+        Duration::from_millis(200),
+        |_, _| false,
+    );
+    assert_eq!(t.join().expect("thread"), OFFERED_FEATURES);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| **e == PortEvent::Connected)
+            .count(),
+        1
+    );
+}
+
+/// A good frontend on another port is served while `hostile` misbehaves on `bad`.
+fn good_port_unaffected(
+    good: &mut VhostUserPort,
+    bad: &mut VhostUserPort,
+    good_path: &Path,
+) -> Vec<PortEvent> {
+    let mut fe = Frontend::connect(good_path).expect("connect good");
+    let t = thread::spawn(move || {
+        let v = fe.get_u64(code::GET_FEATURES).expect("good served");
+        (v, fe)
+    });
+    let (mut queues, mut events) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    assert!(drive(
+        &mut [bad, good],
+        &mut queues,
+        &mut events,
+        Duration::from_secs(5),
+        |e, _| e.contains(&PortEvent::Disconnected)
+    ));
+    let (v, _fe) = t.join().expect("thread");
+    assert_eq!(v, OFFERED_FEATURES);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "hostile peer dropped within its timeout"
+    );
+    events
+}
+
+#[test]
+fn peer_that_sends_half_a_message_is_dropped_after_the_timeout_without_stalling_others() {
+    let dir = TempDir::new("half");
+    let (bad_path, good_path) = (dir.sock("bad.sock"), dir.sock("good.sock"));
+    let (mut bad, mut good) = (
+        port(&bad_path, Mode::Server),
+        port(&good_path, Mode::Server),
+    );
+    let mut hostile = UnixStream::connect(&bad_path).expect("connect");
+    hostile
+        .write_all(&codec::encode_request(code::SET_FEATURES, false, &[0; 8])[..7])
+        .expect("half");
+    let events = good_port_unaffected(&mut good, &mut bad, &good_path);
+    assert!(events.contains(&PortEvent::Disconnected));
+    hostile
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    assert_eq!(
+        hostile.read(&mut [0u8; 8]).expect("read"),
+        0,
+        "hostile peer was closed"
+    );
+}
+
+#[test]
+fn peer_that_floods_without_reading_replies_is_dropped_without_stalling_others() {
+    let dir = TempDir::new("flood");
+    let (bad_path, good_path) = (dir.sock("bad.sock"), dir.sock("good.sock"));
+    let (mut bad, mut good) = (
+        port(&bad_path, Mode::Server),
+        port(&good_path, Mode::Server),
+    );
+    let hostile = UnixStream::connect(&bad_path).expect("connect");
+    hostile.set_nonblocking(true).expect("nonblocking");
+    let flooder = thread::spawn(move || {
+        let req = codec::encode_request(code::GET_FEATURES, false, &[]);
+        let mut h = &hostile;
+        let end = Instant::now() + Duration::from_secs(3);
+        let mut sent = 0usize;
+        while Instant::now() < end {
+            match h.write(&req) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(1))
+                }
+                Err(_) => break, // closed by the backend
+            }
+        }
+        sent
+    });
+    let events = good_port_unaffected(&mut good, &mut bad, &good_path);
+    assert!(events.contains(&PortEvent::Disconnected));
+    assert!(flooder.join().expect("flooder") > 0);
+}
+
+#[test]
+fn bad_header_drops_the_peer_but_malformed_payloads_are_refused_and_fds_closed() {
+    let dir = TempDir::new("malformed");
+    let path = dir.sock("a.sock");
+    let mut p = port(&path, Mode::Server);
+    let (mut queues, mut events) = (Vec::new(), Vec::new());
+
+    // A well-framed but malformed request: refused with REPLY_ACK 1, its fd closed, session kept.
+    let mut fe = Frontend::connect(&path).expect("connect");
+    let t = thread::spawn(move || {
+        let pf = fe.get_u64(code::GET_PROTOCOL_FEATURES).expect("get pf");
+        fe.send(code::SET_PROTOCOL_FEATURES, false, &pf.to_le_bytes(), &[])
+            .expect("set pf");
+        let extra =
+            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd");
+        // GET_FEATURES with an fd, SET_FEATURES with a 3-byte payload, a kick without its fd.
+        let a = fe.acked(code::SET_FEATURES, &[1, 2, 3], &[]).expect("ack");
+        fe.send(code::GET_FEATURES, true, &[], &[extra.as_fd()])
+            .expect("send");
+        let b = fe.recv_reply().expect("reply");
+        let c = fe
+            .acked(code::SET_VRING_KICK, &0u64.to_le_bytes(), &[])
+            .expect("ack");
+        let d = fe.get_u64(code::GET_QUEUE_NUM).expect("still served");
+        (a, b, c, d, fe)
+    });
+    // Count eventfds only: other tests in this process open sockets concurrently.
+    let eventfds = || {
+        std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        std::fs::read_link(e.path())
+                            .is_ok_and(|l| l.to_string_lossy().contains("eventfd"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let fds_before = eventfds();
+    drive(
+        &mut [&mut p],
+        &mut queues,
+        &mut events,
+        Duration::from_millis(500),
+        |_, _| false,
+    );
+    let (a, b, c, d, _fe) = t.join().expect("thread");
+    assert_eq!(a, 1);
+    assert_eq!(
+        (b.0, b.1),
+        (code::GET_FEATURES, 1u64.to_le_bytes().to_vec()),
+        "extra fd: refused"
+    );
+    assert_eq!(c, 1);
+    assert_eq!(d, 4);
+    assert!(!events.contains(&PortEvent::Disconnected));
+    let fds_after = eventfds();
+    assert!(
+        fds_after == fds_before,
+        "refused fds were closed ({fds_before} -> {fds_after})"
+    );
+
+    // A header with the wrong version loses framing: the peer is dropped.
+    p.detach(&mut events);
+    events.clear();
+    let mut bad = UnixStream::connect(&path).expect("connect");
+    let mut h = codec::encode_request(code::GET_FEATURES, false, &[]);
+    h[4] = 2;
+    bad.write_all(&h).expect("write");
+    assert!(drive(
+        &mut [&mut p],
+        &mut queues,
+        &mut events,
+        Duration::from_secs(2),
+        |e, _| e.contains(&PortEvent::Disconnected)
+    ));
+}
+
+#[test]
+fn client_port_retries_until_the_socket_appears_and_reconnects_after_the_peer_restarts() {
+    let dir = TempDir::new("client");
+    let path = dir.sock("pod.sock");
+    let mut p = port(&path, Mode::Client);
+    let (mut queues, mut events) = (Vec::new(), Vec::new());
+    assert!(!drive(
+        &mut [&mut p],
+        &mut queues,
+        &mut events,
+        Duration::from_millis(150),
+        |e, _| e.contains(&PortEvent::Connected)
+    ));
+    for round in 0..3 {
+        let listener = UnixListener::bind(&path).expect("bind");
+        events.clear();
+        assert!(
+            drive(
+                &mut [&mut p],
+                &mut queues,
+                &mut events,
+                Duration::from_secs(3),
+                |e, _| e.contains(&PortEvent::Connected)
+            ),
+            "round {round}: connected"
+        );
+        let (s, _) = listener.accept().expect("accept");
+        let fe = Frontend::new(s);
+        let guest = thread::spawn(move || setup_guest(fe));
+        assert!(
+            drive(
+                &mut [&mut p],
+                &mut queues,
+                &mut events,
+                Duration::from_secs(3),
+                |_, q| q.len() == 2
+            ),
+            "round {round}: rings"
+        );
+        // The pod goes away (its socket too) and comes back.
+        drop(guest.join().expect("guest"));
+        drop(listener);
+        std::fs::remove_file(&path).expect("rm");
+        assert!(drive(
+            &mut [&mut p],
+            &mut queues,
+            &mut events,
+            Duration::from_secs(3),
+            |e, _| e.contains(&PortEvent::Disconnected)
+        ));
+        assert!(queues.is_empty());
+    }
+}
+
+#[test]
+fn server_port_refuses_to_replace_a_non_socket_file_and_removes_its_socket_on_drop() {
+    let dir = TempDir::new("files");
+    let path = dir.sock("plain");
+    std::fs::write(&path, b"not a socket").expect("write");
+    assert!(VhostUserPort::new(PortConfig::new(&path, Mode::Server)).is_err());
+    assert_eq!(std::fs::read(&path).expect("still there"), b"not a socket");
+    let sock = dir.sock("s.sock");
+    let p = VhostUserPort::new(PortConfig::new(&sock, Mode::Server)).expect("port");
+    assert!(sock.exists());
+    drop(p);
+    assert!(!sock.exists());
+}
