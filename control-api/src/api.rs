@@ -106,7 +106,7 @@ impl IpPrefix {
         self.addr
     }
 
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 
@@ -158,9 +158,11 @@ impl FromStr for IpPrefix {
                 "invalid prefix {s:?}: expected ADDRESS/LENGTH, like 198.18.2.0/24"
             ))
         })?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| SyntaxError(format!("invalid prefix {s:?}: {addr:?} is not an IP address")))?;
+        let addr: IpAddr = addr.parse().map_err(|_| {
+            SyntaxError(format!(
+                "invalid prefix {s:?}: {addr:?} is not an IP address"
+            ))
+        })?;
         let len: u8 = len.parse().map_err(|_| {
             SyntaxError(format!(
                 "invalid prefix {s:?}: {len:?} is not a prefix length"
@@ -334,13 +336,29 @@ pub struct VifRequest {
     pub ip6: Option<Ipv6Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
-    #[serde(rename = "vhostsocket-dir", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vhostsocket-dir",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vhostsocket_dir: Option<PathBuf>,
-    #[serde(rename = "vhostsocket-filename", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vhostsocket-filename",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vhostsocket_filename: Option<String>,
-    #[serde(rename = "vhostuser-mode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vhostuser-mode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vhostuser_mode: Option<VhostUserMode>,
-    #[serde(rename = "vhostsocket-group", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vhostsocket-group",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vhostsocket_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queues: Option<u32>,
@@ -472,7 +490,10 @@ impl fmt::Display for TunnelEncap {
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Nexthop {
     /// Deliver to a local vif, rewriting the L2 header to `dmac`.
-    Encap { vif: String, dmac: MacAddr },
+    Encap {
+        vif: String,
+        dmac: MacAddr,
+    },
     /// Encapsulate toward another node through the fabric vif `vif`.
     Tunnel {
         encap: TunnelEncap,
@@ -482,7 +503,9 @@ pub enum Nexthop {
         dmac: MacAddr,
     },
     /// Spread flows over members by flow hash.
-    Ecmp { members: Vec<u32> },
+    Ecmp {
+        members: Vec<u32>,
+    },
     Discard,
     /// Hand to the vrouter itself (ARP, its own addresses).
     Receive,
@@ -655,14 +678,14 @@ impl<'de> Deserialize<'de> for Proto {
                 v.parse().map_err(|e: SyntaxError| E::custom(e.0))
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Proto, E> {
-                u8::try_from(v).map(Proto::Number).map_err(|_| {
-                    E::custom(format!("protocol number {v} is above 255"))
-                })
+                u8::try_from(v)
+                    .map(Proto::Number)
+                    .map_err(|_| E::custom(format!("protocol number {v} is above 255")))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Proto, E> {
-                u8::try_from(v).map(Proto::Number).map_err(|_| {
-                    E::custom(format!("protocol number {v} is outside 0..=255"))
-                })
+                u8::try_from(v)
+                    .map(Proto::Number)
+                    .map_err(|_| E::custom(format!("protocol number {v} is outside 0..=255")))
             }
         }
         d.deserialize_any(V)
@@ -856,7 +879,13 @@ mod tests {
     fn mac_round_trips_and_rejects_garbage() {
         let m: MacAddr = "02:00:5E:00:01:0a".parse().unwrap();
         assert_eq!(m.to_string(), "02:00:5e:00:01:0a");
-        for bad in ["", "02:00:5e:00:01", "02:00:5e:00:01:0a:00", "0g:00:00:00:00:00", "2:0:0:0:0:0"] {
+        for bad in [
+            "",
+            "02:00:5e:00:01",
+            "02:00:5e:00:01:0a:00",
+            "0g:00:00:00:00:00",
+            "2:0:0:0:0:0",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
         assert!(MacAddr([1, 0, 0, 0, 0, 0]).is_multicast());
@@ -871,21 +900,32 @@ mod tests {
         assert!(e.0.contains("did you mean 198.18.2.0/24"), "{e}");
         assert!("198.18.2.0/33".parse::<IpPrefix>().is_err());
         assert!("2001:db8::/129".parse::<IpPrefix>().is_err());
-        assert_eq!("2001:db8::/32".parse::<IpPrefix>().unwrap().len(), 32);
+        assert_eq!(
+            "2001:db8::/32".parse::<IpPrefix>().unwrap().prefix_len(),
+            32
+        );
         assert!("0.0.0.0/0".parse::<IpPrefix>().is_ok());
         assert!("198.18.2.0".parse::<IpPrefix>().is_err());
     }
 
     #[test]
     fn ports_and_protocols_parse() {
-        assert_eq!("80".parse::<PortRange>().unwrap(), PortRange { first: 80, last: 80 });
+        assert_eq!(
+            "80".parse::<PortRange>().unwrap(),
+            PortRange {
+                first: 80,
+                last: 80
+            }
+        );
         assert_eq!("1000-2000".parse::<PortRange>().unwrap().last, 2000);
         assert!("2000-1000".parse::<PortRange>().is_err());
         assert!("70000".parse::<PortRange>().is_err());
         let r: PolicyRule =
-            serde_json::from_str(r#"{"action":"allow","proto":47,"cidr":"198.18.0.0/15"}"#).unwrap();
+            serde_json::from_str(r#"{"action":"allow","proto":47,"cidr":"198.18.0.0/15"}"#)
+                .unwrap();
         assert_eq!(r.proto, Proto::Number(47));
-        let r: PolicyRule = serde_json::from_str(r#"{"action":"deny","proto":"tcp","ports":"22"}"#).unwrap();
+        let r: PolicyRule =
+            serde_json::from_str(r#"{"action":"deny","proto":"tcp","ports":"22"}"#).unwrap();
         assert_eq!(serde_json::to_value(&r).unwrap()["proto"], "tcp");
         assert!(serde_json::from_str::<PolicyRule>(r#"{"action":"deny","proto":300}"#).is_err());
     }
@@ -896,15 +936,25 @@ mod tests {
             r#"{"type":"tunnel","encap":"mplsoudp","vif":"fabric0","sip":"192.0.2.1","dip":"192.0.2.2","dmac":"02:00:00:00:00:02"}"#,
         )
         .unwrap();
-        assert!(matches!(nh, Nexthop::Tunnel { encap: TunnelEncap::Mplsoudp, .. }));
+        assert!(matches!(
+            nh,
+            Nexthop::Tunnel {
+                encap: TunnelEncap::Mplsoudp,
+                ..
+            }
+        ));
         let nh: Nexthop = serde_json::from_str(r#"{"type":"discard"}"#).unwrap();
         assert_eq!(nh, Nexthop::Discard);
-        assert!(serde_json::from_str::<Nexthop>(r#"{"type":"encap","vif":"a","dmac":"02:00:00:00:00:02","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Nexthop>(
+            r#"{"type":"encap","vif":"a","dmac":"02:00:00:00:00:02","x":1}"#
+        )
+        .is_err());
     }
 
     #[test]
     fn vif_info_flattens_config_and_status() {
-        let mut config = VifRequest::new("pod1", VifType::VhostUser, 1, MacAddr([2, 0, 0, 0, 0, 1]));
+        let mut config =
+            VifRequest::new("pod1", VifType::VhostUser, 1, MacAddr([2, 0, 0, 0, 0, 1]));
         config.vhostsocket_dir = Some("/var/run/vrouter/p1".into());
         let info = VifInfo {
             config,

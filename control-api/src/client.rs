@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::api::{
     BridgeEntry, DropStats, ErrorBody, FlowPage, FlowQuery, FlowStats, FlushResult, Health,
-    IpPrefix, MacAddr, MplsEntry, MplsRequest, Nexthop, NexthopInfo, Policy, Route, Stats,
-    VifInfo, VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
+    IpPrefix, MacAddr, MplsEntry, MplsRequest, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo,
+    VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
 };
 use crate::error::Error;
 
@@ -41,7 +41,12 @@ impl Client {
     }
 
     /// Send one request with an optional raw body and return whatever came back.
-    pub async fn raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<RawResponse, Error> {
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<RawResponse, Error> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| Error::Connect {
@@ -88,7 +93,12 @@ impl Client {
     }
 
     /// Send `body` as JSON; a 2xx answer is returned, anything else becomes [`Error::Api`].
-    pub async fn send<B: Serialize>(&self, method: Method, path: &str, body: Option<&B>) -> Result<RawResponse, Error> {
+    pub async fn send<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<RawResponse, Error> {
         let body = body
             .map(serde_json::to_vec)
             .transpose()
@@ -112,10 +122,14 @@ impl Client {
     }
 
     /// JSON in, JSON out.
-    pub async fn call<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T, Error> {
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, Error> {
         let resp = self.send(method, path, body).await?;
-        serde_json::from_slice(&resp.body)
-            .map_err(|e| Error::Decode(format!("{path}: {e}")))
+        serde_json::from_slice(&resp.body).map_err(|e| Error::Decode(format!("{path}: {e}")))
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
@@ -123,11 +137,14 @@ impl Client {
     }
 
     async fn delete(&self, path: &str) -> Result<(), Error> {
-        self.send::<()>(Method::DELETE, path, None).await.map(|_| ())
+        self.send::<()>(Method::DELETE, path, None)
+            .await
+            .map(|_| ())
     }
 
     pub async fn vrf_add(&self, vrf: u32) -> Result<Option<VrfInfo>, Error> {
-        self.call::<(), _>(Method::PUT, &format!("/vrfs/{vrf}"), None).await
+        self.call::<(), _>(Method::PUT, &format!("/vrfs/{vrf}"), None)
+            .await
     }
     pub async fn vrf_del(&self, vrf: u32) -> Result<(), Error> {
         self.delete(&format!("/vrfs/{vrf}")).await
@@ -150,7 +167,8 @@ impl Client {
     }
 
     pub async fn nexthop_set(&self, id: u32, nh: &Nexthop) -> Result<NexthopInfo, Error> {
-        self.call(Method::PUT, &format!("/nexthops/{id}"), Some(nh)).await
+        self.call(Method::PUT, &format!("/nexthops/{id}"), Some(nh))
+            .await
     }
     pub async fn nexthop_del(&self, id: u32) -> Result<(), Error> {
         self.delete(&format!("/nexthops/{id}")).await
@@ -163,7 +181,8 @@ impl Client {
     }
 
     pub async fn route_set(&self, vrf: u32, route: &Route) -> Result<Route, Error> {
-        self.call(Method::PUT, &format!("/vrfs/{vrf}/routes"), Some(route)).await
+        self.call(Method::PUT, &format!("/vrfs/{vrf}/routes"), Some(route))
+            .await
     }
     pub async fn route_del(&self, vrf: u32, prefix: &IpPrefix) -> Result<(), Error> {
         self.delete(&format!("/vrfs/{vrf}/routes/{prefix}")).await
@@ -173,7 +192,8 @@ impl Client {
     }
 
     pub async fn bridge_set(&self, vrf: u32, entry: &BridgeEntry) -> Result<BridgeEntry, Error> {
-        self.call(Method::PUT, &format!("/vrfs/{vrf}/bridge"), Some(entry)).await
+        self.call(Method::PUT, &format!("/vrfs/{vrf}/bridge"), Some(entry))
+            .await
     }
     pub async fn bridge_del(&self, vrf: u32, mac: MacAddr) -> Result<(), Error> {
         self.delete(&format!("/vrfs/{vrf}/bridge/{mac}")).await
@@ -183,7 +203,12 @@ impl Client {
     }
 
     pub async fn mpls_set(&self, label: u32, nexthop: u32) -> Result<MplsEntry, Error> {
-        self.call(Method::PUT, &format!("/mpls/{label}"), Some(&MplsRequest { nexthop })).await
+        self.call(
+            Method::PUT,
+            &format!("/mpls/{label}"),
+            Some(&MplsRequest { nexthop }),
+        )
+        .await
     }
     pub async fn mpls_del(&self, label: u32) -> Result<(), Error> {
         self.delete(&format!("/mpls/{label}")).await
@@ -193,7 +218,12 @@ impl Client {
     }
 
     pub async fn vxlan_set(&self, vni: u32, vrf: u32) -> Result<VxlanEntry, Error> {
-        self.call(Method::PUT, &format!("/vxlan/{vni}"), Some(&VxlanRequest { vrf })).await
+        self.call(
+            Method::PUT,
+            &format!("/vxlan/{vni}"),
+            Some(&VxlanRequest { vrf }),
+        )
+        .await
     }
     pub async fn vxlan_del(&self, vni: u32) -> Result<(), Error> {
         self.delete(&format!("/vxlan/{vni}")).await
@@ -203,7 +233,8 @@ impl Client {
     }
 
     pub async fn policy_set(&self, vif: &str, policy: &Policy) -> Result<Policy, Error> {
-        self.call(Method::PUT, &format!("/vifs/{vif}/policy"), Some(policy)).await
+        self.call(Method::PUT, &format!("/vifs/{vif}/policy"), Some(policy))
+            .await
     }
     pub async fn policy_del(&self, vif: &str) -> Result<(), Error> {
         self.delete(&format!("/vifs/{vif}/policy")).await
@@ -214,7 +245,11 @@ impl Client {
 
     pub async fn flows(&self, query: &FlowQuery) -> Result<FlowPage, Error> {
         let q = serde_urlencoded::to_string(query).map_err(|e| Error::Decode(e.to_string()))?;
-        let path = if q.is_empty() { "/flows".to_string() } else { format!("/flows?{q}") };
+        let path = if q.is_empty() {
+            "/flows".to_string()
+        } else {
+            format!("/flows?{q}")
+        };
         self.get(&path).await
     }
     pub async fn flush_flows(&self) -> Result<FlushResult, Error> {

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::info;
 
 use crate::api::{
-    BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, FlushResult, Health, IpPrefix,
-    MacAddr, MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo, VifRequest, VifType,
-    VrfInfo, VxlanEntry,
+    BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, FlushResult, Health, IpPrefix, MacAddr,
+    MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo, VifRequest, VifType, VrfInfo,
+    VxlanEntry,
 };
 use crate::dataplane::{Change, Dataplane, VifKind, VifSpec};
 use crate::error::Error;
@@ -140,7 +140,9 @@ impl Controller {
                     config.vhostuser_mode,
                     config.queues,
                 ) else {
-                    return Err(Error::Internal("vhost-user fields vanished after validation".into()));
+                    return Err(Error::Internal(
+                        "vhost-user fields vanished after validation".into(),
+                    ));
                 };
                 let p = self
                     .base
@@ -199,7 +201,10 @@ impl Controller {
         };
         info!(
             index,
-            socket = entry.socket().map(|p| p.display().to_string()).unwrap_or_default(),
+            socket = entry
+                .socket()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             "vif added"
         );
         let info = self.vif_info(&entry);
@@ -224,7 +229,10 @@ impl Controller {
             }
             socket_path::remove_created_dirs(&removable);
             info!(
-                socket = entry.socket().map(|p| p.display().to_string()).unwrap_or_default(),
+                socket = entry
+                    .socket()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
                 "vif removed"
             );
         }
@@ -299,7 +307,8 @@ impl Controller {
     // ---- nexthops ----------------------------------------------------------------------------
 
     pub fn nexthop_set(&self, id: u32, nexthop: &Nexthop) -> Result<Outcome, Error> {
-        let _span = tracing::info_span!("nexthop_set", nexthop = id, kind = nexthop.type_name()).entered();
+        let _span =
+            tracing::info_span!("nexthop_set", nexthop = id, kind = nexthop.type_name()).entered();
         let mut model = self.model();
         let new = model.check_nexthop_set(id, nexthop)?;
         self.apply(&Change::NexthopSet {
@@ -345,7 +354,9 @@ impl Controller {
     // ---- routes and bridge entries -----------------------------------------------------------
 
     pub fn route_set(&self, vrf: u32, route: &Route) -> Result<Outcome, Error> {
-        let _span = tracing::info_span!("route_set", vrf, prefix = %route.prefix, nexthop = route.nexthop).entered();
+        let _span =
+            tracing::info_span!("route_set", vrf, prefix = %route.prefix, nexthop = route.nexthop)
+                .entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
         let mut model = self.model();
         let new = model.check_route_set(vrf, route)?;
@@ -363,7 +374,10 @@ impl Controller {
         check_range("vrf", vrf, 0, VRF_MAX)?;
         let mut model = self.model();
         model.check_route_del(vrf, prefix)?;
-        self.apply(&Change::RouteDel { vrf, prefix: *prefix })?;
+        self.apply(&Change::RouteDel {
+            vrf,
+            prefix: *prefix,
+        })?;
         model.commit_route_del(vrf, prefix);
         info!("route removed");
         Ok(())
@@ -506,10 +520,14 @@ impl Controller {
     }
 
     pub fn policy(&self, name: &str) -> Result<Policy, Error> {
-        self.model().vif(name)?.policy.clone().ok_or_else(|| Error::NotFound {
-            what: "policy of vif",
-            key: format!("{name} (a vif without policy skips the flow table)"),
-        })
+        self.model()
+            .vif(name)?
+            .policy
+            .clone()
+            .ok_or_else(|| Error::NotFound {
+                what: "policy of vif",
+                key: format!("{name} (a vif without policy skips the flow table)"),
+            })
     }
 
     // ---- live state --------------------------------------------------------------------------
@@ -563,7 +581,9 @@ fn check_query(param: &str, v: u32, min: u32, max: u32) -> Result<(), Error> {
     if (min..=max).contains(&v) {
         Ok(())
     } else {
-        Err(Error::InvalidQuery(format!("`{param}`: {v} is outside {min}..={max}")))
+        Err(Error::InvalidQuery(format!(
+            "`{param}`: {v} is outside {min}..={max}"
+        )))
     }
 }
 

@@ -44,27 +44,69 @@ pub enum VifKind {
 /// One validated change, in the order the controller applies them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    VrfAdd { vrf: u32 },
-    VrfDel { vrf: u32 },
-    VifAdd { vif: VifSpec },
+    VrfAdd {
+        vrf: u32,
+    },
+    VrfDel {
+        vrf: u32,
+    },
+    VifAdd {
+        vif: VifSpec,
+    },
     /// The vif's socket file and created directories are removed by the controller after this
     /// succeeds; the dataplane must have stopped using the socket by then.
-    VifDel { vif: VifSpec },
+    VifDel {
+        vif: VifSpec,
+    },
     /// Create or replace; every nexthop it names already exists.
-    NexthopSet { id: u32, nexthop: Nexthop },
-    NexthopDel { id: u32 },
-    RouteSet { vrf: u32, route: Route },
-    RouteDel { vrf: u32, prefix: IpPrefix },
-    BridgeSet { vrf: u32, entry: BridgeEntry },
-    BridgeDel { vrf: u32, mac: MacAddr },
-    MplsSet { label: u32, nexthop: u32 },
-    MplsDel { label: u32 },
-    VxlanSet { vni: u32, vrf: u32 },
-    VxlanDel { vni: u32 },
+    NexthopSet {
+        id: u32,
+        nexthop: Nexthop,
+    },
+    NexthopDel {
+        id: u32,
+    },
+    RouteSet {
+        vrf: u32,
+        route: Route,
+    },
+    RouteDel {
+        vrf: u32,
+        prefix: IpPrefix,
+    },
+    BridgeSet {
+        vrf: u32,
+        entry: BridgeEntry,
+    },
+    BridgeDel {
+        vrf: u32,
+        mac: MacAddr,
+    },
+    MplsSet {
+        label: u32,
+        nexthop: u32,
+    },
+    MplsDel {
+        label: u32,
+    },
+    VxlanSet {
+        vni: u32,
+        vrf: u32,
+    },
+    VxlanDel {
+        vni: u32,
+    },
     /// Set (or replace) a vif's policy; flows of that vif must be re-evaluated or flushed.
-    PolicySet { vif: u32, name: String, policy: Policy },
+    PolicySet {
+        vif: u32,
+        name: String,
+        policy: Policy,
+    },
     /// Remove a vif's policy: it skips the flow table again.
-    PolicyDel { vif: u32, name: String },
+    PolicyDel {
+        vif: u32,
+        name: String,
+    },
 }
 
 impl Change {

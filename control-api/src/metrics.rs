@@ -10,7 +10,9 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Escape a label value: backslash, double quote and newline.
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 struct Doc(String);
@@ -47,10 +49,30 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
     let mut d = Doc(String::new());
 
     for (name, help, total, per) in [
-        ("vrouter_rx_packets_total", "Packets received by forwarding lcores.", stats.rx_packets, 0),
-        ("vrouter_rx_bytes_total", "Bytes received by forwarding lcores.", stats.rx_bytes, 1),
-        ("vrouter_tx_packets_total", "Packets sent by forwarding lcores.", stats.tx_packets, 2),
-        ("vrouter_tx_bytes_total", "Bytes sent by forwarding lcores.", stats.tx_bytes, 3),
+        (
+            "vrouter_rx_packets_total",
+            "Packets received by forwarding lcores.",
+            stats.rx_packets,
+            0,
+        ),
+        (
+            "vrouter_rx_bytes_total",
+            "Bytes received by forwarding lcores.",
+            stats.rx_bytes,
+            1,
+        ),
+        (
+            "vrouter_tx_packets_total",
+            "Packets sent by forwarding lcores.",
+            stats.tx_packets,
+            2,
+        ),
+        (
+            "vrouter_tx_bytes_total",
+            "Bytes sent by forwarding lcores.",
+            stats.tx_bytes,
+            3,
+        ),
     ] {
         d.family(name, "counter", help);
         d.sample(name, &[], total);
@@ -59,17 +81,33 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
             d.sample(name, &[("lcore", &l.lcore.to_string())], v);
         }
     }
-    d.family("vrouter_lcore_busy_ratio", "gauge", "Share of recent poll loops that found work.");
+    d.family(
+        "vrouter_lcore_busy_ratio",
+        "gauge",
+        "Share of recent poll loops that found work.",
+    );
     for l in &stats.lcores {
-        d.sample("vrouter_lcore_busy_ratio", &[("lcore", &l.lcore.to_string())], l.busy_ratio);
+        d.sample(
+            "vrouter_lcore_busy_ratio",
+            &[("lcore", &l.lcore.to_string())],
+            l.busy_ratio,
+        );
     }
-    d.family("vrouter_drops_total", "counter", "Packets dropped, by reason.");
+    d.family(
+        "vrouter_drops_total",
+        "counter",
+        "Packets dropped, by reason.",
+    );
     for (reason, n) in &drops.reasons {
         d.sample("vrouter_drops_total", &[("reason", reason)], n);
     }
 
     for (name, help, pick) in [
-        ("vrouter_vif_rx_packets_total", "Packets received on a vif.", 0usize),
+        (
+            "vrouter_vif_rx_packets_total",
+            "Packets received on a vif.",
+            0usize,
+        ),
         ("vrouter_vif_rx_bytes_total", "Bytes received on a vif.", 1),
         ("vrouter_vif_tx_packets_total", "Packets sent on a vif.", 2),
         ("vrouter_vif_tx_bytes_total", "Bytes sent on a vif.", 3),
@@ -79,22 +117,45 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
         for v in &vifs {
             let c = v.status.counters;
             let value = [c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.drops][pick];
-            d.sample(name, &[("vif", &v.config.name), ("index", &v.index.to_string())], value);
+            d.sample(
+                name,
+                &[("vif", &v.config.name), ("index", &v.index.to_string())],
+                value,
+            );
         }
     }
-    d.family("vrouter_vif_up", "gauge", "1 if the vif is connected or up, else 0; label state says which.");
+    d.family(
+        "vrouter_vif_up",
+        "gauge",
+        "1 if the vif is connected or up, else 0; label state says which.",
+    );
     for v in &vifs {
         let up = matches!(v.status.state, VifState::Connected | VifState::Up);
         d.sample(
             "vrouter_vif_up",
-            &[("vif", &v.config.name), ("state", &v.status.state.to_string())],
+            &[
+                ("vif", &v.config.name),
+                ("state", &v.status.state.to_string()),
+            ],
             u8::from(up),
         );
     }
 
-    d.family("vrouter_health_ok", "gauge", "1 if GET /health says ok, 0 if degraded.");
-    d.sample("vrouter_health_ok", &[], u8::from(health.status == HealthStatus::Ok));
-    d.family("vrouter_mempool_in_use", "gauge", "Mbufs in use per mempool.");
+    d.family(
+        "vrouter_health_ok",
+        "gauge",
+        "1 if GET /health says ok, 0 if degraded.",
+    );
+    d.sample(
+        "vrouter_health_ok",
+        &[],
+        u8::from(health.status == HealthStatus::Ok),
+    );
+    d.family(
+        "vrouter_mempool_in_use",
+        "gauge",
+        "Mbufs in use per mempool.",
+    );
     for m in &health.mempools {
         d.sample("vrouter_mempool_in_use", &[("pool", &m.name)], m.in_use);
     }
@@ -116,10 +177,26 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
     d.family("vrouter_flows_capacity", "gauge", "Flow table size.");
     d.sample("vrouter_flows_capacity", &[], flows.capacity);
     for (name, help, v) in [
-        ("vrouter_flows_created_total", "Flows set up.", flows.created),
-        ("vrouter_flows_aged_total", "Flows removed by aging.", flows.aged),
-        ("vrouter_flows_evicted_total", "Flows evicted to make room.", flows.evicted),
-        ("vrouter_flows_table_full_drops_total", "New flows dropped because the table was full.", flows.table_full_drops),
+        (
+            "vrouter_flows_created_total",
+            "Flows set up.",
+            flows.created,
+        ),
+        (
+            "vrouter_flows_aged_total",
+            "Flows removed by aging.",
+            flows.aged,
+        ),
+        (
+            "vrouter_flows_evicted_total",
+            "Flows evicted to make room.",
+            flows.evicted,
+        ),
+        (
+            "vrouter_flows_table_full_drops_total",
+            "New flows dropped because the table was full.",
+            flows.table_full_drops,
+        ),
     ] {
         d.family(name, "counter", help);
         d.sample(name, &[], v);

@@ -99,7 +99,10 @@ fn check_name(field: &str, name: &str, max: usize) -> Result<(), Error> {
     let ok_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > max || !ok_chars || !first_ok {
         return Err(Error::field(
             field,
@@ -239,7 +242,10 @@ impl Model {
             });
         }
         if req.vrf > VRF_MAX {
-            return Err(Error::field("vrf", format!("{} is outside 0..={VRF_MAX}", req.vrf)));
+            return Err(Error::field(
+                "vrf",
+                format!("{} is outside 0..={VRF_MAX}", req.vrf),
+            ));
         }
         if !self.vrf_exists(req.vrf) {
             return Err(Error::UnknownReference {
@@ -252,25 +258,39 @@ impl Model {
         check_unicast("mac", req.mac)?;
         let mut out = req.clone();
         let mtu = req.mtu.unwrap_or(MTU_DEFAULT);
-        let min = if req.ip6.is_some() { MTU_MIN_IPV6 } else { MTU_MIN };
+        let min = if req.ip6.is_some() {
+            MTU_MIN_IPV6
+        } else {
+            MTU_MIN
+        };
         if !(min..=MTU_MAX).contains(&mtu) {
             return Err(Error::field(
                 "mtu",
                 format!(
                     "{mtu} is outside {min}..={MTU_MAX}{}",
-                    if req.ip6.is_some() { " (IPv6 needs at least 1280)" } else { "" }
+                    if req.ip6.is_some() {
+                        " (IPv6 needs at least 1280)"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }
         out.mtu = Some(mtu);
         if let Some(ip) = req.ip {
             if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
-                return Err(Error::field("ip", format!("{ip} is not a unicast host address")));
+                return Err(Error::field(
+                    "ip",
+                    format!("{ip} is not a unicast host address"),
+                ));
             }
         }
         if let Some(ip6) = req.ip6 {
             if ip6.is_unspecified() || ip6.is_multicast() {
-                return Err(Error::field("ip6", format!("{ip6} is not a unicast host address")));
+                return Err(Error::field(
+                    "ip6",
+                    format!("{ip6} is not a unicast host address"),
+                ));
             }
         }
         match t {
@@ -302,7 +322,11 @@ impl Model {
                         format!("{device:?} is not a PCI address or DPDK vdev string (no spaces, 1..=256 bytes)"),
                     ));
                 }
-                if let Some(other) = self.vifs.values().find(|v| v.config.device.as_deref() == Some(device)) {
+                if let Some(other) = self
+                    .vifs
+                    .values()
+                    .find(|v| v.config.device.as_deref() == Some(device))
+                {
                     return Err(Error::AlreadyExists {
                         what: "device",
                         key: device.clone(),
@@ -318,14 +342,20 @@ impl Model {
                     && iface.len() <= IFACE_NAME_MAX
                     && iface != "."
                     && iface != ".."
-                    && !iface.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+                    && !iface
+                        .chars()
+                        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
                 if !valid {
                     return Err(Error::field(
                         "iface",
                         format!("{iface:?} is not a Linux interface name (1..={IFACE_NAME_MAX} bytes, no '/', ':' or spaces)"),
                     ));
                 }
-                if let Some(other) = self.vifs.values().find(|v| v.config.iface.as_deref() == Some(iface)) {
+                if let Some(other) = self
+                    .vifs
+                    .values()
+                    .find(|v| v.config.iface.as_deref() == Some(iface))
+                {
                     return Err(Error::AlreadyExists {
                         what: "iface",
                         key: iface.clone(),
@@ -445,7 +475,9 @@ impl Model {
                 .map(|(label, _)| format!("mpls label {label}")),
         );
         users.extend(self.nexthops.iter().filter_map(|(other, nh)| match nh {
-            Nexthop::Ecmp { members } if members.contains(&id) => Some(format!("ecmp nexthop {other}")),
+            Nexthop::Ecmp { members } if members.contains(&id) => {
+                Some(format!("ecmp nexthop {other}"))
+            }
             _ => None,
         }));
         users
@@ -465,7 +497,11 @@ impl Model {
                 check_unicast("dmac", *dmac)?;
             }
             Nexthop::Tunnel {
-                vif, sip, dip, dmac, ..
+                vif,
+                sip,
+                dip,
+                dmac,
+                ..
             } => {
                 self.require_vif_ref(vif)?;
                 check_unicast("dmac", *dmac)?;
@@ -477,7 +513,10 @@ impl Model {
                 }
                 for (field, ip) in [("sip", sip), ("dip", dip)] {
                     if ip.is_unspecified() || ip.is_multicast() || is_broadcast(ip) {
-                        return Err(Error::field(field, format!("{ip} is not a unicast address")));
+                        return Err(Error::field(
+                            field,
+                            format!("{ip} is not a unicast address"),
+                        ));
                     }
                 }
             }
@@ -485,16 +524,25 @@ impl Model {
                 if members.is_empty() || members.len() > ECMP_MEMBERS_MAX {
                     return Err(Error::field(
                         "members",
-                        format!("an ECMP nexthop needs 1..={ECMP_MEMBERS_MAX} members, got {}", members.len()),
+                        format!(
+                            "an ECMP nexthop needs 1..={ECMP_MEMBERS_MAX} members, got {}",
+                            members.len()
+                        ),
                     ));
                 }
                 let mut seen = BTreeSet::new();
                 for &m in members {
                     if m == id {
-                        return Err(Error::field("members", format!("nexthop {id} cannot be its own member")));
+                        return Err(Error::field(
+                            "members",
+                            format!("nexthop {id} cannot be its own member"),
+                        ));
                     }
                     if !seen.insert(m) {
-                        return Err(Error::field("members", format!("nexthop {m} is listed twice")));
+                        return Err(Error::field(
+                            "members",
+                            format!("nexthop {m} is listed twice"),
+                        ));
                     }
                     match self.nexthops.get(&m) {
                         None => {
@@ -543,14 +591,20 @@ impl Model {
         for (vrf, routes) in &self.routes {
             for r in routes.values().filter(|r| affected(r.nexthop)) {
                 check_label(nexthops, r.nexthop, r.label).map_err(|e| {
-                    Error::Conflict(format!("route {} in vrf {vrf} would become invalid: {e}", r.prefix))
+                    Error::Conflict(format!(
+                        "route {} in vrf {vrf} would become invalid: {e}",
+                        r.prefix
+                    ))
                 })?;
             }
         }
         for (vrf, entries) in &self.bridge {
             for b in entries.values().filter(|b| affected(b.nexthop)) {
                 check_label(nexthops, b.nexthop, b.label).map_err(|e| {
-                    Error::Conflict(format!("bridge entry {} in vrf {vrf} would become invalid: {e}", b.mac))
+                    Error::Conflict(format!(
+                        "bridge entry {} in vrf {vrf} would become invalid: {e}",
+                        b.mac
+                    ))
                 })?;
             }
         }
@@ -611,12 +665,19 @@ impl Model {
         self.require_vrf(vrf)?;
         self.require_nexthop_ref("nexthop", route.nexthop)?;
         check_label(&self.nexthops, route.nexthop, route.label)?;
-        Ok(!self.routes.get(&vrf).is_some_and(|r| r.contains_key(&route.prefix)))
+        Ok(!self
+            .routes
+            .get(&vrf)
+            .is_some_and(|r| r.contains_key(&route.prefix)))
     }
 
     pub fn check_route_del(&self, vrf: u32, prefix: &IpPrefix) -> Result<(), Error> {
         self.require_vrf(vrf)?;
-        if !self.routes.get(&vrf).is_some_and(|r| r.contains_key(prefix)) {
+        if !self
+            .routes
+            .get(&vrf)
+            .is_some_and(|r| r.contains_key(prefix))
+        {
             return Err(Error::NotFound {
                 what: "route",
                 key: format!("{prefix} in vrf {vrf}"),
@@ -626,7 +687,10 @@ impl Model {
     }
 
     pub fn commit_route_set(&mut self, vrf: u32, route: Route) {
-        self.routes.entry(vrf).or_default().insert(route.prefix, route);
+        self.routes
+            .entry(vrf)
+            .or_default()
+            .insert(route.prefix, route);
     }
 
     pub fn commit_route_del(&mut self, vrf: u32, prefix: &IpPrefix) {
@@ -637,17 +701,27 @@ impl Model {
 
     pub fn routes(&self, vrf: u32) -> Result<Vec<Route>, Error> {
         self.require_vrf(vrf)?;
-        Ok(self.routes.get(&vrf).map(|r| r.values().cloned().collect()).unwrap_or_default())
+        Ok(self
+            .routes
+            .get(&vrf)
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default())
     }
 
     pub fn check_bridge_set(&self, vrf: u32, entry: &BridgeEntry) -> Result<bool, Error> {
         self.require_vrf(vrf)?;
         if entry.mac.is_zero() {
-            return Err(Error::field("mac", "00:00:00:00:00:00 is not a station address"));
+            return Err(Error::field(
+                "mac",
+                "00:00:00:00:00:00 is not a station address",
+            ));
         }
         self.require_nexthop_ref("nexthop", entry.nexthop)?;
         check_label(&self.nexthops, entry.nexthop, entry.label)?;
-        Ok(!self.bridge.get(&vrf).is_some_and(|b| b.contains_key(&entry.mac)))
+        Ok(!self
+            .bridge
+            .get(&vrf)
+            .is_some_and(|b| b.contains_key(&entry.mac)))
     }
 
     pub fn check_bridge_del(&self, vrf: u32, mac: MacAddr) -> Result<(), Error> {
@@ -673,7 +747,11 @@ impl Model {
 
     pub fn bridge(&self, vrf: u32) -> Result<Vec<BridgeEntry>, Error> {
         self.require_vrf(vrf)?;
-        Ok(self.bridge.get(&vrf).map(|b| b.values().cloned().collect()).unwrap_or_default())
+        Ok(self
+            .bridge
+            .get(&vrf)
+            .map(|b| b.values().cloned().collect())
+            .unwrap_or_default())
     }
 
     // ---- incoming labels and VNIs ------------------------------------------------------------
@@ -707,7 +785,10 @@ impl Model {
 
     pub fn check_vxlan_set(&self, vni: u32, vrf: u32) -> Result<bool, Error> {
         if vrf > VRF_MAX {
-            return Err(Error::field("vrf", format!("{vrf} is outside 0..={VRF_MAX}")));
+            return Err(Error::field(
+                "vrf",
+                format!("{vrf} is outside 0..={VRF_MAX}"),
+            ));
         }
         if !self.vrf_exists(vrf) {
             return Err(Error::UnknownReference {
@@ -750,7 +831,10 @@ impl Model {
             if rules.len() > POLICY_RULES_MAX {
                 return Err(Error::field(
                     dir,
-                    format!("{} rules is more than the {POLICY_RULES_MAX} allowed", rules.len()),
+                    format!(
+                        "{} rules is more than the {POLICY_RULES_MAX} allowed",
+                        rules.len()
+                    ),
                 ));
             }
             for (i, rule) in rules.iter().enumerate() {
@@ -785,7 +869,10 @@ fn check_rule(field: &str, rule: &PolicyRule) -> Result<(), Error> {
         if !rule.proto.has_ports() {
             return Err(Error::field(
                 format!("{field}.ports"),
-                format!("ports {ports} only apply to tcp, udp or sctp, not to proto {}", rule.proto),
+                format!(
+                    "ports {ports} only apply to tcp, udp or sctp, not to proto {}",
+                    rule.proto
+                ),
             ));
         }
     }
@@ -794,7 +881,11 @@ fn check_rule(field: &str, rule: &PolicyRule) -> Result<(), Error> {
 
 /// The label rule for a route or bridge entry toward `nexthop`: required toward tunnels (a VNI
 /// for VXLAN, an MPLS label 16..2^20 otherwise), refused toward anything else.
-fn check_label(nexthops: &BTreeMap<u32, Nexthop>, nexthop: u32, label: Option<u32>) -> Result<(), Error> {
+fn check_label(
+    nexthops: &BTreeMap<u32, Nexthop>,
+    nexthop: u32,
+    label: Option<u32>,
+) -> Result<(), Error> {
     let direct = nexthops.get(&nexthop);
     let encaps: Vec<TunnelEncap> = match direct {
         Some(Nexthop::Tunnel { encap, .. }) => vec![*encap],
@@ -863,7 +954,9 @@ mod tests {
                 ip: None,
                 ip6: None,
                 mtu: 1500,
-                kind: VifKind::AfPacket { iface: req.iface.clone().unwrap() },
+                kind: VifKind::AfPacket {
+                    iface: req.iface.clone().unwrap(),
+                },
             },
             config,
             created_dirs: vec![],
@@ -897,22 +990,41 @@ mod tests {
         let ok = m.check_vif_add(&req).unwrap();
         assert_eq!((ok.mtu, ok.queues), (Some(1500), Some(1)));
         req.device = Some("0000:00:01.0".into());
-        assert!(m.check_vif_add(&req).unwrap_err().to_string().contains("`device`"));
+        assert!(m
+            .check_vif_add(&req)
+            .unwrap_err()
+            .to_string()
+            .contains("`device`"));
         req.device = None;
         req.vrf = 7;
-        assert_eq!(code(m.check_vif_add(&req).unwrap_err()), (400, "unknown-reference".into()));
+        assert_eq!(
+            code(m.check_vif_add(&req).unwrap_err()),
+            (400, "unknown-reference".into())
+        );
         req.vrf = 5000;
-        assert!(m.check_vif_add(&req).unwrap_err().to_string().contains("0..=4095"));
+        assert!(m
+            .check_vif_add(&req)
+            .unwrap_err()
+            .to_string()
+            .contains("0..=4095"));
         req.vrf = 0;
         req.mtu = Some(9217);
         assert!(m.check_vif_add(&req).is_err());
         req.mtu = Some(1000);
         req.ip6 = Some("2001:db8::1".parse().unwrap());
-        assert!(m.check_vif_add(&req).unwrap_err().to_string().contains("1280"));
+        assert!(m
+            .check_vif_add(&req)
+            .unwrap_err()
+            .to_string()
+            .contains("1280"));
         req.ip6 = None;
         req.mtu = None;
         req.mac = MacAddr([0xff; 6]);
-        assert!(m.check_vif_add(&req).unwrap_err().to_string().contains("unicast"));
+        assert!(m
+            .check_vif_add(&req)
+            .unwrap_err()
+            .to_string()
+            .contains("unicast"));
         req.mac = mac(1);
         req.name = "../evil".into();
         assert!(m.check_vif_add(&req).is_err());
@@ -924,7 +1036,10 @@ mod tests {
         add_af_packet(&mut m, "a", 0, 0);
         let mut req = VifRequest::new("a", VifType::AfPacket, 0, mac(5));
         req.iface = Some("vethX".into());
-        assert_eq!(code(m.check_vif_add(&req).unwrap_err()), (409, "already-exists".into()));
+        assert_eq!(
+            code(m.check_vif_add(&req).unwrap_err()),
+            (409, "already-exists".into())
+        );
         req.name = "b".into();
         req.iface = Some("veth0".into());
         let e = m.check_vif_add(&req).unwrap_err();
@@ -935,12 +1050,21 @@ mod tests {
     #[test]
     fn nexthops_need_their_vifs_and_members() {
         let mut m = Model::new();
-        let encap = Nexthop::Encap { vif: "a".into(), dmac: mac(1) };
-        assert_eq!(code(m.check_nexthop_set(1, &encap).unwrap_err()), (400, "unknown-reference".into()));
+        let encap = Nexthop::Encap {
+            vif: "a".into(),
+            dmac: mac(1),
+        };
+        assert_eq!(
+            code(m.check_nexthop_set(1, &encap).unwrap_err()),
+            (400, "unknown-reference".into())
+        );
         add_af_packet(&mut m, "a", 0, 0);
         assert!(m.check_nexthop_set(1, &encap).unwrap());
         m.commit_nexthop_set(1, encap.clone());
-        assert!(!m.check_nexthop_set(1, &encap).unwrap(), "a replace is not new");
+        assert!(
+            !m.check_nexthop_set(1, &encap).unwrap(),
+            "a replace is not new"
+        );
         assert!(m.check_nexthop_set(0, &encap).is_err());
         let ecmp = |members: Vec<u32>| Nexthop::Ecmp { members };
         assert!(m.check_nexthop_set(2, &ecmp(vec![1, 3])).is_err());
@@ -948,9 +1072,16 @@ mod tests {
         assert!(m.check_nexthop_set(2, &ecmp(vec![2])).is_err());
         assert!(m.check_nexthop_set(2, &ecmp(vec![])).is_err());
         m.commit_nexthop_set(2, ecmp(vec![1]));
-        assert!(m.check_nexthop_set(3, &ecmp(vec![2])).unwrap_err().to_string().contains("nest"));
+        assert!(m
+            .check_nexthop_set(3, &ecmp(vec![2]))
+            .unwrap_err()
+            .to_string()
+            .contains("nest"));
         m.commit_nexthop_set(4, Nexthop::Discard);
-        assert_eq!(code(m.check_nexthop_set(1, &ecmp(vec![4])).unwrap_err()).0, 409);
+        assert_eq!(
+            code(m.check_nexthop_set(1, &ecmp(vec![4])).unwrap_err()).0,
+            409
+        );
         // In use: deleting names the user; so does deleting the vif.
         let e = m.check_nexthop_del(1).unwrap_err();
         assert_eq!(e.status(), 409);
@@ -968,19 +1099,42 @@ mod tests {
         m.commit_nexthop_set(1, tunnel(TunnelEncap::Vxlan));
         m.commit_nexthop_set(2, tunnel(TunnelEncap::Mplsoudp));
         m.commit_nexthop_set(3, Nexthop::Discard);
-        let route = |nexthop, label| Route { prefix: "198.18.2.0/24".parse().unwrap(), nexthop, label };
+        let route = |nexthop, label| Route {
+            prefix: "198.18.2.0/24".parse().unwrap(),
+            nexthop,
+            label,
+        };
         assert!(m.check_route_set(1, &route(1, Some(VNI_MAX))).unwrap());
         assert!(m.check_route_set(1, &route(1, Some(VNI_MAX + 1))).is_err());
-        assert_eq!(code(m.check_route_set(1, &route(1, None)).unwrap_err()), (400, "missing-field".into()));
-        assert!(m.check_route_set(1, &route(2, Some(15))).is_err(), "reserved label");
-        assert!(m.check_route_set(1, &route(2, Some(MPLS_LABEL_MAX + 1))).is_err());
+        assert_eq!(
+            code(m.check_route_set(1, &route(1, None)).unwrap_err()),
+            (400, "missing-field".into())
+        );
+        assert!(
+            m.check_route_set(1, &route(2, Some(15))).is_err(),
+            "reserved label"
+        );
+        assert!(m
+            .check_route_set(1, &route(2, Some(MPLS_LABEL_MAX + 1)))
+            .is_err());
         assert!(m.check_route_set(1, &route(2, Some(100))).is_ok());
-        assert!(m.check_route_set(1, &route(3, Some(100))).is_err(), "no label toward discard");
-        assert_eq!(code(m.check_route_set(1, &route(9, None)).unwrap_err()).1, "unknown-reference");
-        assert_eq!(code(m.check_route_set(2, &route(3, None)).unwrap_err()), (404, "not-found".into()));
+        assert!(
+            m.check_route_set(1, &route(3, Some(100))).is_err(),
+            "no label toward discard"
+        );
+        assert_eq!(
+            code(m.check_route_set(1, &route(9, None)).unwrap_err()).1,
+            "unknown-reference"
+        );
+        assert_eq!(
+            code(m.check_route_set(2, &route(3, None)).unwrap_err()),
+            (404, "not-found".into())
+        );
         // A replacement that would invalidate a route's label is refused.
         m.commit_route_set(1, route(1, Some(5_000_000)));
-        let e = m.check_nexthop_set(1, &tunnel(TunnelEncap::Mplsogre)).unwrap_err();
+        let e = m
+            .check_nexthop_set(1, &tunnel(TunnelEncap::Mplsogre))
+            .unwrap_err();
         assert_eq!(e.status(), 409);
         assert!(e.to_string().contains("198.18.2.0/24"), "{e}");
         assert!(m.check_nexthop_set(1, &tunnel(TunnelEncap::Vxlan)).is_ok());
@@ -993,10 +1147,26 @@ mod tests {
     fn policy_rules_are_checked() {
         let mut m = Model::new();
         add_af_packet(&mut m, "a", 0, 0);
-        let rule = |proto, ports| PolicyRule { action: PolicyAction::Allow, proto, cidr: None, ports };
-        let mut p = Policy { default: PolicyAction::Deny, ingress: vec![rule(Proto::TCP, Some(PortRange { first: 80, last: 80 }))], egress: vec![] };
+        let rule = |proto, ports| PolicyRule {
+            action: PolicyAction::Allow,
+            proto,
+            cidr: None,
+            ports,
+        };
+        let mut p = Policy {
+            default: PolicyAction::Deny,
+            ingress: vec![rule(
+                Proto::TCP,
+                Some(PortRange {
+                    first: 80,
+                    last: 80,
+                }),
+            )],
+            egress: vec![],
+        };
         assert_eq!(m.check_policy_set("a", &p).unwrap(), 0);
-        p.egress.push(rule(Proto::ICMP, Some(PortRange { first: 1, last: 2 })));
+        p.egress
+            .push(rule(Proto::ICMP, Some(PortRange { first: 1, last: 2 })));
         let e = m.check_policy_set("a", &p).unwrap_err();
         assert!(e.to_string().contains("egress[0].ports"), "{e}");
         assert_eq!(m.check_policy_set("zz", &p).unwrap_err().status(), 404);
@@ -1014,7 +1184,11 @@ mod tests {
                 ip: None,
                 ip6: None,
                 mtu: 1500,
-                kind: VifKind::VhostUser { socket: sock.into(), mode: VhostUserMode::Server, queues: 1 },
+                kind: VifKind::VhostUser {
+                    socket: sock.into(),
+                    mode: VhostUserMode::Server,
+                    queues: 1,
+                },
             },
             config: VifRequest::new(name, VifType::VhostUser, 0, mac(1)),
             created_dirs: created,

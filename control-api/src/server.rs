@@ -19,7 +19,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::api::{BridgeEntry, FlowQuery, MacAddr, MplsRequest, Nexthop, Policy, Route, VifRequest, VxlanRequest};
+use crate::api::{
+    BridgeEntry, FlowQuery, MacAddr, MplsRequest, Nexthop, Policy, Route, VifRequest, VxlanRequest,
+};
 use crate::controller::{Controller, Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
 use crate::metrics;
@@ -79,7 +81,8 @@ struct AppState {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::error!(error = %self, "control request failed");
         } else {
@@ -143,8 +146,12 @@ async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, Error> {
     }
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Error::PayloadTooLarge { limit }),
-        Err(e) => Err(Error::InvalidJson(format!("could not read the request body: {e}"))),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(Error::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(Error::InvalidJson(format!(
+            "could not read the request body: {e}"
+        ))),
     }
 }
 
@@ -164,7 +171,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
                 field: path,
                 reason: inner.to_string(),
             },
-            serde_json::error::Category::Data => Error::InvalidJson(format!("invalid request body: {inner}")),
+            serde_json::error::Category::Data => {
+                Error::InvalidJson(format!("invalid request body: {inner}"))
+            }
             _ => Error::InvalidJson(format!("the request body is not valid JSON: {inner}")),
         }
     })?;
@@ -200,7 +209,10 @@ impl Params {
 impl FromRequestParts<AppState> for Params {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, Error> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Error> {
         axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
             .map(|p| Params(p.0))
@@ -259,10 +271,15 @@ async fn route_put(State(s): St, p: Params, Body(route): Body<Route>) -> Res {
 async fn route_del(State(s): St, p: Params) -> Res {
     let vrf = p.vrf()?;
     let raw = p.get("prefix")?;
-    let prefix = raw.parse().map_err(|e: crate::api::SyntaxError| Error::InvalidPathParam {
-        param: "prefix",
-        reason: format!("{}; write it as /vrfs/{vrf}/routes/198.18.2.0/24 or with %2F", e.0),
-    })?;
+    let prefix = raw
+        .parse()
+        .map_err(|e: crate::api::SyntaxError| Error::InvalidPathParam {
+            param: "prefix",
+            reason: format!(
+                "{}; write it as /vrfs/{vrf}/routes/198.18.2.0/24 or with %2F",
+                e.0
+            ),
+        })?;
     blocking(&s, move |c| c.route_del(vrf, &prefix)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -282,10 +299,13 @@ async fn bridge_put(State(s): St, p: Params, Body(entry): Body<BridgeEntry>) -> 
 
 async fn bridge_del(State(s): St, p: Params) -> Res {
     let vrf = p.vrf()?;
-    let mac: MacAddr = p.get("mac")?.parse().map_err(|e: crate::api::SyntaxError| Error::InvalidPathParam {
-        param: "mac",
-        reason: e.0,
-    })?;
+    let mac: MacAddr = p
+        .get("mac")?
+        .parse()
+        .map_err(|e: crate::api::SyntaxError| Error::InvalidPathParam {
+            param: "mac",
+            reason: e.0,
+        })?;
     blocking(&s, move |c| c.bridge_del(vrf, mac)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -367,7 +387,13 @@ async fn mpls_list(State(s): St) -> Res {
 async fn mpls_put(State(s): St, p: Params, Body(req): Body<MplsRequest>) -> Res {
     let label = p.number("label", MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
     let out = blocking(&s, move |c| c.mpls_set(label, req.nexthop)).await?;
-    Ok(json(put_status(out), &crate::api::MplsEntry { label, nexthop: req.nexthop }))
+    Ok(json(
+        put_status(out),
+        &crate::api::MplsEntry {
+            label,
+            nexthop: req.nexthop,
+        },
+    ))
 }
 
 async fn mpls_del(State(s): St, p: Params) -> Res {
@@ -384,7 +410,10 @@ async fn vxlan_list(State(s): St) -> Res {
 async fn vxlan_put(State(s): St, p: Params, Body(req): Body<VxlanRequest>) -> Res {
     let vni = p.number("vni", 0, VNI_MAX)?;
     let out = blocking(&s, move |c| c.vxlan_set(vni, req.vrf)).await?;
-    Ok(json(put_status(out), &crate::api::VxlanEntry { vni, vrf: req.vrf }))
+    Ok(json(
+        put_status(out),
+        &crate::api::VxlanEntry { vni, vrf: req.vrf },
+    ))
 }
 
 async fn vxlan_del(State(s): St, p: Params) -> Res {
@@ -449,7 +478,7 @@ async fn dropstats(State(s): St) -> Res {
 }
 
 async fn metrics_text(State(s): St) -> Res {
-    let text = blocking(&s, |c| metrics::render(c)).await?;
+    let text = blocking(&s, metrics::render).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
@@ -562,7 +591,10 @@ impl ControlSocket {
                     return Err(sock_err(
                         "bind control socket",
                         path,
-                        io::Error::new(io::ErrorKind::AddrInUse, "another process is serving on it"),
+                        io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            "another process is serving on it",
+                        ),
                     ));
                 }
                 tracing::info!(socket = %path.display(), "replacing stale control socket");
@@ -571,7 +603,10 @@ impl ControlSocket {
                 return Err(sock_err(
                     "bind control socket",
                     path,
-                    io::Error::new(io::ErrorKind::AlreadyExists, "a non-socket file is in the way"),
+                    io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "a non-socket file is in the way",
+                    ),
                 ))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -636,7 +671,8 @@ pub async fn serve(
         path,
         identity,
     } = socket;
-    let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| sock_err("register", &path, e))?;
+    let listener =
+        tokio::net::UnixListener::from_std(listener).map_err(|e| sock_err("register", &path, e))?;
     tracing::info!(socket = %path.display(), "control API listening");
     let app = router(ctrl, options.body_limit);
     let result = axum::serve(listener, app)

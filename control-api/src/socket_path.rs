@@ -131,7 +131,12 @@ impl SocketBase {
     }
 
     /// Check `dir`/`filename` against every rule (reading the filesystem, never writing it).
-    pub fn plan(&self, dir: &Path, filename: &str, group: Option<&str>) -> Result<SocketPlan, Error> {
+    pub fn plan(
+        &self,
+        dir: &Path,
+        filename: &str,
+        group: Option<&str>,
+    ) -> Result<SocketPlan, Error> {
         check_filename(filename)?;
         if dir.as_os_str().as_bytes().contains(&0) {
             return Err(refuse(
@@ -237,7 +242,10 @@ fn resolve(dir: &Path) -> Result<PathBuf, Error> {
                         let real = fs::canonicalize(&next).map_err(|e| {
                             refuse(
                                 SocketRule::NotUsable,
-                                format!("{} cannot be resolved ({e}); is it a dangling symlink?", next.display()),
+                                format!(
+                                    "{} cannot be resolved ({e}); is it a dangling symlink?",
+                                    next.display()
+                                ),
                             )
                         })?;
                         if !real.is_dir() {
@@ -277,7 +285,9 @@ pub fn resolve_group(group: &str) -> Result<u32, Error> {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
         Ok(None) => Err(refuse(
             SocketRule::Group,
-            format!("vhostsocket-group {group:?} is not a group on this host; give a group name or gid"),
+            format!(
+                "vhostsocket-group {group:?} is not a group on this host; give a group name or gid"
+            ),
         )),
         Err(e) => Err(refuse(
             SocketRule::Group,
@@ -402,7 +412,10 @@ mod tests {
             fn walk(p: &Path, out: &mut Vec<PathBuf>) {
                 out.push(p.to_path_buf());
                 if fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false) {
-                    let mut entries: Vec<_> = fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+                    let mut entries: Vec<_> = fs::read_dir(p)
+                        .unwrap()
+                        .map(|e| e.unwrap().path())
+                        .collect();
                     entries.sort();
                     for e in entries {
                         walk(&e, out);
@@ -463,10 +476,19 @@ mod tests {
     fn dotdot_escapes_are_refused() {
         let t = Tree::new();
         let b = t.base();
-        assert_eq!(t.refused(&b.join("../outside"), "s"), SocketRule::OutsideBase);
+        assert_eq!(
+            t.refused(&b.join("../outside"), "s"),
+            SocketRule::OutsideBase
+        );
         // Through a directory that does not exist yet.
-        assert_eq!(t.refused(&b.join("new/../../outside/x"), "s"), SocketRule::OutsideBase);
-        assert_eq!(t.refused(&b.join("a/b/../../.."), "s"), SocketRule::OutsideBase);
+        assert_eq!(
+            t.refused(&b.join("new/../../outside/x"), "s"),
+            SocketRule::OutsideBase
+        );
+        assert_eq!(
+            t.refused(&b.join("a/b/../../.."), "s"),
+            SocketRule::OutsideBase
+        );
         // The base itself is not a pod directory.
         assert_eq!(t.refused(&b.join("x/.."), "s"), SocketRule::OutsideBase);
         // `..` that stays inside is fine.
@@ -480,7 +502,10 @@ mod tests {
         let b = t.base();
         symlink(t.outside(), b.join("evil")).unwrap();
         assert_eq!(t.refused(&b.join("evil"), "s"), SocketRule::OutsideBase);
-        assert_eq!(t.refused(&b.join("evil/new-dir"), "s"), SocketRule::OutsideBase);
+        assert_eq!(
+            t.refused(&b.join("evil/new-dir"), "s"),
+            SocketRule::OutsideBase
+        );
         symlink(b.join("missing-target"), b.join("dangling")).unwrap();
         assert_eq!(t.refused(&b.join("dangling/x"), "s"), SocketRule::NotUsable);
         // A symlink that stays inside the base resolves to its target.
@@ -497,7 +522,10 @@ mod tests {
         for bad in ["", "a/b", ".", "..", "../x", "a\0b"] {
             assert_eq!(t.refused(&d, bad), SocketRule::Filename, "{bad:?}");
         }
-        assert_eq!(t.refused(Path::new("relative/pod"), "s"), SocketRule::DirSyntax);
+        assert_eq!(
+            t.refused(Path::new("relative/pod"), "s"),
+            SocketRule::DirSyntax
+        );
     }
 
     #[test]
@@ -517,7 +545,10 @@ mod tests {
         fs::write(d.join("sock"), b"not a socket").unwrap();
         assert_eq!(t.refused(&d, "sock"), SocketRule::NotUsable);
         fs::write(t.base().join("file"), b"x").unwrap();
-        assert_eq!(t.refused(&t.base().join("file/sub"), "s"), SocketRule::NotUsable);
+        assert_eq!(
+            t.refused(&t.base().join("file/sub"), "s"),
+            SocketRule::NotUsable
+        );
     }
 
     #[test]

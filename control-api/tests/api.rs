@@ -2,8 +2,8 @@
 
 mod common;
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::fs::symlink;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
 use common::TestServer;
 use control_api::api::{FlowAction, FlowEntry, FlowQuery, VifCounters};
@@ -20,7 +20,11 @@ async fn call(s: &TestServer, method: Method, path: &str, body: Option<Value>) -
 
 async fn raw(s: &TestServer, method: Method, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
     let RawResponse { status, body, .. } = s.client().raw(method, path, body).await.unwrap();
-    let v = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
+    let v = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
     (status, v)
 }
 
@@ -31,7 +35,10 @@ fn refused(got: (u16, Value), status: u16, code: &str, needle: &str) {
     assert_eq!(st, status, "{v}");
     assert_eq!(v["error"], code, "{v}");
     let msg = v["message"].as_str().unwrap_or_default();
-    assert!(msg.contains(needle), "message {msg:?} should mention {needle:?}");
+    assert!(
+        msg.contains(needle),
+        "message {msg:?} should mention {needle:?}"
+    );
 }
 
 fn vhost(name: &str, dir: &std::path::Path, file: &str, mode: &str) -> Value {
@@ -56,7 +63,10 @@ async fn control_socket_is_private_replaces_stale_and_is_removed_on_shutdown() {
     let stale = s.tmp.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     let sock = control_api::ControlSocket::bind(&stale).unwrap();
-    assert_eq!(std::fs::metadata(&stale).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&stale).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     drop(sock);
     // A regular file is never replaced.
     let file = s.tmp.path().join("file");
@@ -69,9 +79,18 @@ async fn control_socket_is_private_replaces_stale_and_is_removed_on_shutdown() {
 async fn vhost_user_vif_lifecycle_creates_and_removes_its_socket_and_dirs() {
     let s = TestServer::start();
     assert_eq!(call(&s, Method::PUT, "/vrfs/1", None).await.0, 201);
-    assert_eq!(call(&s, Method::PUT, "/vrfs/1", Some(json!({}))).await.0, 200);
+    assert_eq!(
+        call(&s, Method::PUT, "/vrfs/1", Some(json!({}))).await.0,
+        200
+    );
     let dir = s.base.join("pod-1234/net");
-    let (st, v) = call(&s, Method::POST, "/vifs", Some(vhost("pod1", &dir, "abc-net1", "server"))).await;
+    let (st, v) = call(
+        &s,
+        Method::POST,
+        "/vifs",
+        Some(vhost("pod1", &dir, "abc-net1", "server")),
+    )
+    .await;
     assert_eq!(st, 201, "{v}");
     assert_eq!(v["index"], 0);
     assert_eq!(v["socket"], dir.join("abc-net1").to_str().unwrap());
@@ -80,12 +99,29 @@ async fn vhost_user_vif_lifecycle_creates_and_removes_its_socket_and_dirs() {
     assert_eq!(v["mtu"], 1500);
     assert_eq!(v["queues"], 1);
     for d in [s.base.join("pod-1234"), dir.clone()] {
-        assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700, "{}", d.display());
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700,
+            "{}",
+            d.display()
+        );
     }
-    assert!(std::fs::symlink_metadata(dir.join("abc-net1")).unwrap().file_type().is_socket());
+    assert!(std::fs::symlink_metadata(dir.join("abc-net1"))
+        .unwrap()
+        .file_type()
+        .is_socket());
 
     s.dp.with(|st| {
-        st.counters.insert("pod1".into(), VifCounters { rx_packets: 7, rx_bytes: 700, tx_packets: 5, tx_bytes: 500, drops: 1 })
+        st.counters.insert(
+            "pod1".into(),
+            VifCounters {
+                rx_packets: 7,
+                rx_bytes: 700,
+                tx_packets: 5,
+                tx_bytes: 500,
+                drops: 1,
+            },
+        )
     });
     let (st, v) = call(&s, Method::GET, "/vifs/pod1", None).await;
     assert_eq!(st, 200);
@@ -99,7 +135,12 @@ async fn vhost_user_vif_lifecycle_creates_and_removes_its_socket_and_dirs() {
     assert!(!dir.join("abc-net1").exists(), "socket removed");
     assert!(!s.base.join("pod-1234").exists(), "created dirs removed");
     assert!(s.base.exists(), "the base stays");
-    refused(call(&s, Method::GET, "/vifs/pod1", None).await, 404, "not-found", "pod1");
+    refused(
+        call(&s, Method::GET, "/vifs/pod1", None).await,
+        404,
+        "not-found",
+        "pod1",
+    );
     assert_eq!(s.dp.with(|st| st.vifs.len()), 0);
 }
 
@@ -115,7 +156,14 @@ async fn a_group_makes_created_dirs_0750_and_group_owned() {
     assert_eq!(v["state"], "connecting");
     let meta = std::fs::metadata(&dir).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o750);
-    assert_eq!(meta.gid(), nix::unistd::Group::from_name("daemon").unwrap().unwrap().gid.as_raw());
+    assert_eq!(
+        meta.gid(),
+        nix::unistd::Group::from_name("daemon")
+            .unwrap()
+            .unwrap()
+            .gid
+            .as_raw()
+    );
     // Client mode: the pod's socket is not ours; the (empty) dir we created goes on delete.
     assert_eq!(call(&s, Method::DELETE, "/vifs/g", None).await.0, 204);
     assert!(!dir.exists());
@@ -129,31 +177,114 @@ async fn isolation_attempts_are_refused_and_change_nothing_on_disk() {
     std::fs::create_dir(&outside).unwrap();
     symlink(&outside, s.base.join("evil")).unwrap();
     let ok_dir = s.base.join("pod-ok");
-    assert_eq!(call(&s, Method::POST, "/vifs", Some(vhost("ok", &ok_dir, "s", "server"))).await.0, 201);
+    assert_eq!(
+        call(
+            &s,
+            Method::POST,
+            "/vifs",
+            Some(vhost("ok", &ok_dir, "s", "server"))
+        )
+        .await
+        .0,
+        201
+    );
 
     let long = "f".repeat(120);
     let cases: Vec<(Value, u16, &str, &str)> = vec![
-        (vhost("a", &s.base.join("../outside"), "s", "server"), 400, "socket-outside-base", "not below the socket base"),
-        (vhost("a", &s.base.join("new/../../outside/x"), "s", "server"), 400, "socket-outside-base", "outside"),
-        (vhost("a", &s.base.join("evil"), "s", "server"), 400, "socket-outside-base", "evil"),
-        (vhost("a", &s.base.join("evil/deeper"), "s", "server"), 400, "socket-outside-base", "deeper"),
-        (vhost("a", &s.base, "s", "server"), 400, "socket-outside-base", "not below"),
-        (vhost("a", &s.base.join("p"), "../s", "server"), 400, "socket-filename-invalid", "single path component"),
-        (vhost("a", &s.base.join("p"), "..", "server"), 400, "socket-filename-invalid", "single path component"),
-        (vhost("a", &s.base.join("p"), "", "server"), 400, "socket-filename-invalid", "empty"),
-        (vhost("a", &s.base.join("p"), &long, "server"), 400, "socket-path-too-long", "at most 107"),
-        (vhost("a", std::path::Path::new("relative/p"), "s", "server"), 400, "socket-dir-invalid", "absolute"),
-        (vhost("a", &ok_dir, "s", "client"), 409, "socket-path-in-use", "vif ok"),
+        (
+            vhost("a", &s.base.join("../outside"), "s", "server"),
+            400,
+            "socket-outside-base",
+            "not below the socket base",
+        ),
+        (
+            vhost("a", &s.base.join("new/../../outside/x"), "s", "server"),
+            400,
+            "socket-outside-base",
+            "outside",
+        ),
+        (
+            vhost("a", &s.base.join("evil"), "s", "server"),
+            400,
+            "socket-outside-base",
+            "evil",
+        ),
+        (
+            vhost("a", &s.base.join("evil/deeper"), "s", "server"),
+            400,
+            "socket-outside-base",
+            "deeper",
+        ),
+        (
+            vhost("a", &s.base, "s", "server"),
+            400,
+            "socket-outside-base",
+            "not below",
+        ),
+        (
+            vhost("a", &s.base.join("p"), "../s", "server"),
+            400,
+            "socket-filename-invalid",
+            "single path component",
+        ),
+        (
+            vhost("a", &s.base.join("p"), "..", "server"),
+            400,
+            "socket-filename-invalid",
+            "single path component",
+        ),
+        (
+            vhost("a", &s.base.join("p"), "", "server"),
+            400,
+            "socket-filename-invalid",
+            "empty",
+        ),
+        (
+            vhost("a", &s.base.join("p"), &long, "server"),
+            400,
+            "socket-path-too-long",
+            "at most 107",
+        ),
+        (
+            vhost("a", std::path::Path::new("relative/p"), "s", "server"),
+            400,
+            "socket-dir-invalid",
+            "absolute",
+        ),
+        (
+            vhost("a", &ok_dir, "s", "client"),
+            409,
+            "socket-path-in-use",
+            "vif ok",
+        ),
         // `..` after a symlink climbs from the symlink's target, as the kernel does.
-        (vhost("a", &s.base.join("evil/../pod-ok"), "s", "server"), 400, "socket-outside-base", "not below"),
-        (vhost("a", &s.base.join("new/../pod-ok"), "s", "server"), 409, "socket-path-in-use", "vif ok"),
+        (
+            vhost("a", &s.base.join("evil/../pod-ok"), "s", "server"),
+            400,
+            "socket-outside-base",
+            "not below",
+        ),
+        (
+            vhost("a", &s.base.join("new/../pod-ok"), "s", "server"),
+            409,
+            "socket-path-in-use",
+            "vif ok",
+        ),
     ];
     for (body, status, code, needle) in cases {
         let before = s.snapshot();
-        refused(call(&s, Method::POST, "/vifs", Some(body.clone())).await, status, code, needle);
+        refused(
+            call(&s, Method::POST, "/vifs", Some(body.clone())).await,
+            status,
+            code,
+            needle,
+        );
         assert_eq!(before, s.snapshot(), "refused {body} changed the disk");
     }
-    assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "nothing created outside");
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing created outside"
+    );
     assert_eq!(s.client().vifs().await.unwrap().len(), 1);
 }
 
@@ -161,41 +292,155 @@ async fn isolation_attempts_are_refused_and_change_nothing_on_disk() {
 async fn bad_requests_get_4xx_naming_what_was_wrong() {
     let s = TestServer::start_with(ServeOptions { body_limit: 4096 });
     let d = s.base.join("p");
-    refused(raw(&s, Method::POST, "/vifs", Some(b"{\"name\":".to_vec())).await, 400, "invalid-json", "not valid JSON");
-    refused(raw(&s, Method::POST, "/vifs", Some(b"".to_vec())).await, 400, "invalid-json", "empty");
+    refused(
+        raw(&s, Method::POST, "/vifs", Some(b"{\"name\":".to_vec())).await,
+        400,
+        "invalid-json",
+        "not valid JSON",
+    );
+    refused(
+        raw(&s, Method::POST, "/vifs", Some(b"".to_vec())).await,
+        400,
+        "invalid-json",
+        "empty",
+    );
     let mut b = vhost("a", &d, "s", "server");
     b["vrf"] = json!("one");
-    refused(call(&s, Method::POST, "/vifs", Some(b)).await, 400, "invalid-field", "vrf");
+    refused(
+        call(&s, Method::POST, "/vifs", Some(b)).await,
+        400,
+        "invalid-field",
+        "vrf",
+    );
     let mut b = vhost("a", &d, "s", "server");
     b["mac"] = json!("02:00:00:00:01");
-    refused(call(&s, Method::POST, "/vifs", Some(b)).await, 400, "invalid-field", "mac");
+    refused(
+        call(&s, Method::POST, "/vifs", Some(b)).await,
+        400,
+        "invalid-field",
+        "mac",
+    );
     let mut b = vhost("a", &d, "s", "server");
     b["colour"] = json!("blue");
-    refused(call(&s, Method::POST, "/vifs", Some(b)).await, 400, "invalid-field", "colour");
+    refused(
+        call(&s, Method::POST, "/vifs", Some(b)).await,
+        400,
+        "invalid-field",
+        "colour",
+    );
     let mut b = vhost("a", &d, "s", "server");
     b.as_object_mut().unwrap().remove("vhostuser-mode");
     b["vrf"] = json!(0);
-    refused(call(&s, Method::POST, "/vifs", Some(b)).await, 400, "missing-field", "vhostuser-mode");
+    refused(
+        call(&s, Method::POST, "/vifs", Some(b)).await,
+        400,
+        "missing-field",
+        "vhostuser-mode",
+    );
     let b = json!({"name":"x","type":"af-packet","vrf":0,"mac":"02:00:00:00:00:01","iface":"veth0","mtu":20});
-    refused(call(&s, Method::POST, "/vifs", Some(b)).await, 400, "invalid-field", "mtu");
+    refused(
+        call(&s, Method::POST, "/vifs", Some(b)).await,
+        400,
+        "invalid-field",
+        "mtu",
+    );
     let b = json!({"name":"x","type":"warp-drive","vrf":0,"mac":"02:00:00:00:00:01"});
-    refused(call(&s, Method::POST, "/vifs", Some(b)).await, 400, "invalid-field", "type");
-    refused(call(&s, Method::PUT, "/vrfs/4096", None).await, 400, "invalid-path-param", "vrf");
-    refused(call(&s, Method::PUT, "/vrfs/abc", None).await, 400, "invalid-path-param", "vrf");
-    refused(call(&s, Method::PUT, "/mpls/15", Some(json!({"nexthop":1}))).await, 400, "invalid-path-param", "label");
-    refused(call(&s, Method::PUT, "/mpls/1048576", Some(json!({"nexthop":1}))).await, 400, "invalid-path-param", "label");
-    refused(call(&s, Method::PUT, "/vxlan/16777216", Some(json!({"vrf":0}))).await, 400, "invalid-path-param", "vni");
-    refused(call(&s, Method::PUT, "/nexthops/0", Some(json!({"type":"discard"}))).await, 400, "invalid-path-param", "id");
-    refused(call(&s, Method::GET, "/flows?limit=lots", None).await, 400, "invalid-query", "limit");
-    refused(call(&s, Method::GET, "/flows?limit=0", None).await, 400, "invalid-query", "limit");
-    refused(call(&s, Method::GET, "/flows?color=red", None).await, 400, "invalid-query", "color");
-    refused(call(&s, Method::GET, "/no/such/thing", None).await, 404, "unknown-path", "/no/such/thing");
-    refused(call(&s, Method::PATCH, "/vifs", None).await, 405, "method-not-allowed", "PATCH");
-    refused(call(&s, Method::DELETE, "/health", None).await, 405, "method-not-allowed", "/health");
+    refused(
+        call(&s, Method::POST, "/vifs", Some(b)).await,
+        400,
+        "invalid-field",
+        "type",
+    );
+    refused(
+        call(&s, Method::PUT, "/vrfs/4096", None).await,
+        400,
+        "invalid-path-param",
+        "vrf",
+    );
+    refused(
+        call(&s, Method::PUT, "/vrfs/abc", None).await,
+        400,
+        "invalid-path-param",
+        "vrf",
+    );
+    refused(
+        call(&s, Method::PUT, "/mpls/15", Some(json!({"nexthop":1}))).await,
+        400,
+        "invalid-path-param",
+        "label",
+    );
+    refused(
+        call(&s, Method::PUT, "/mpls/1048576", Some(json!({"nexthop":1}))).await,
+        400,
+        "invalid-path-param",
+        "label",
+    );
+    refused(
+        call(&s, Method::PUT, "/vxlan/16777216", Some(json!({"vrf":0}))).await,
+        400,
+        "invalid-path-param",
+        "vni",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nexthops/0",
+            Some(json!({"type":"discard"})),
+        )
+        .await,
+        400,
+        "invalid-path-param",
+        "id",
+    );
+    refused(
+        call(&s, Method::GET, "/flows?limit=lots", None).await,
+        400,
+        "invalid-query",
+        "limit",
+    );
+    refused(
+        call(&s, Method::GET, "/flows?limit=0", None).await,
+        400,
+        "invalid-query",
+        "limit",
+    );
+    refused(
+        call(&s, Method::GET, "/flows?color=red", None).await,
+        400,
+        "invalid-query",
+        "color",
+    );
+    refused(
+        call(&s, Method::GET, "/no/such/thing", None).await,
+        404,
+        "unknown-path",
+        "/no/such/thing",
+    );
+    refused(
+        call(&s, Method::PATCH, "/vifs", None).await,
+        405,
+        "method-not-allowed",
+        "PATCH",
+    );
+    refused(
+        call(&s, Method::DELETE, "/health", None).await,
+        405,
+        "method-not-allowed",
+        "/health",
+    );
     let big = format!("{{\"name\":\"{}\"}}", "x".repeat(5000));
-    refused(raw(&s, Method::POST, "/vifs", Some(big.into_bytes())).await, 413, "payload-too-large", "4096");
+    refused(
+        raw(&s, Method::POST, "/vifs", Some(big.into_bytes())).await,
+        413,
+        "payload-too-large",
+        "4096",
+    );
     assert!(s.client().vifs().await.unwrap().is_empty());
-    assert!(s.dp.with(|st| st.log.is_empty()), "nothing reached the dataplane");
+    assert!(
+        s.dp.with(|st| st.log.is_empty()),
+        "nothing reached the dataplane"
+    );
 }
 
 #[tokio::test]
@@ -203,33 +448,142 @@ async fn references_and_duplicates_are_enforced() {
     let s = TestServer::start();
     let c = s.client();
     call(&s, Method::PUT, "/vrfs/1", None).await;
-    refused(call(&s, Method::PUT, "/nexthops/1", Some(json!({"type":"encap","vif":"pod1","dmac":"02:00:00:00:00:01"}))).await,
-        400, "unknown-reference", "vif pod1");
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nexthops/1",
+            Some(json!({"type":"encap","vif":"pod1","dmac":"02:00:00:00:00:01"})),
+        )
+        .await,
+        400,
+        "unknown-reference",
+        "vif pod1",
+    );
     let b = json!({"name":"pod1","type":"af-packet","vrf":1,"mac":"02:00:00:00:00:01","iface":"veth-p1","ip":"198.18.1.2"});
-    assert_eq!(call(&s, Method::POST, "/vifs", Some(b.clone())).await.0, 201);
-    refused(call(&s, Method::POST, "/vifs", Some(b)).await, 409, "already-exists", "pod1");
-    let (st, v) = call(&s, Method::PUT, "/nexthops/1", Some(json!({"type":"encap","vif":"pod1","dmac":"02:00:00:00:00:01"}))).await;
+    assert_eq!(
+        call(&s, Method::POST, "/vifs", Some(b.clone())).await.0,
+        201
+    );
+    refused(
+        call(&s, Method::POST, "/vifs", Some(b)).await,
+        409,
+        "already-exists",
+        "pod1",
+    );
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/nexthops/1",
+        Some(json!({"type":"encap","vif":"pod1","dmac":"02:00:00:00:00:01"})),
+    )
+    .await;
     assert_eq!(st, 201, "{v}");
     assert_eq!(v["type"], "encap");
-    refused(call(&s, Method::PUT, "/vrfs/1/routes", Some(json!({"prefix":"198.18.1.2/32","nexthop":2}))).await,
-        400, "unknown-reference", "nexthop 2");
-    refused(call(&s, Method::PUT, "/vrfs/1/routes", Some(json!({"prefix":"198.18.1.2/24","nexthop":1}))).await,
-        400, "invalid-field", "198.18.1.0/24");
-    refused(call(&s, Method::PUT, "/vrfs/2/routes", Some(json!({"prefix":"198.18.1.2/32","nexthop":1}))).await,
-        404, "not-found", "vrf 2");
-    assert_eq!(call(&s, Method::PUT, "/vrfs/1/routes", Some(json!({"prefix":"198.18.1.2/32","nexthop":1}))).await.0, 201);
-    assert_eq!(call(&s, Method::PUT, "/vrfs/1/routes", Some(json!({"prefix":"198.18.1.2/32","nexthop":1}))).await.0, 200);
-    refused(call(&s, Method::DELETE, "/nexthops/1", None).await, 409, "in-use", "route 198.18.1.2/32 in vrf 1");
-    refused(call(&s, Method::DELETE, "/vifs/pod1", None).await, 409, "in-use", "nexthop 1");
-    refused(call(&s, Method::DELETE, "/vrfs/1", None).await, 409, "in-use", "vif pod1");
-    refused(call(&s, Method::DELETE, "/vrfs/0", None).await, 409, "conflict", "fabric");
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/1/routes",
+            Some(json!({"prefix":"198.18.1.2/32","nexthop":2})),
+        )
+        .await,
+        400,
+        "unknown-reference",
+        "nexthop 2",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/1/routes",
+            Some(json!({"prefix":"198.18.1.2/24","nexthop":1})),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "198.18.1.0/24",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/2/routes",
+            Some(json!({"prefix":"198.18.1.2/32","nexthop":1})),
+        )
+        .await,
+        404,
+        "not-found",
+        "vrf 2",
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/1/routes",
+            Some(json!({"prefix":"198.18.1.2/32","nexthop":1}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/1/routes",
+            Some(json!({"prefix":"198.18.1.2/32","nexthop":1}))
+        )
+        .await
+        .0,
+        200
+    );
+    refused(
+        call(&s, Method::DELETE, "/nexthops/1", None).await,
+        409,
+        "in-use",
+        "route 198.18.1.2/32 in vrf 1",
+    );
+    refused(
+        call(&s, Method::DELETE, "/vifs/pod1", None).await,
+        409,
+        "in-use",
+        "nexthop 1",
+    );
+    refused(
+        call(&s, Method::DELETE, "/vrfs/1", None).await,
+        409,
+        "in-use",
+        "vif pod1",
+    );
+    refused(
+        call(&s, Method::DELETE, "/vrfs/0", None).await,
+        409,
+        "conflict",
+        "fabric",
+    );
     let (st, v) = call(&s, Method::GET, "/nexthops/1", None).await;
     assert_eq!(st, 200);
     assert_eq!(v["used_by"][0], "route 198.18.1.2/32 in vrf 1");
     // Unescaped and escaped prefixes both address the route.
-    refused(call(&s, Method::DELETE, "/vrfs/1/routes/198.18.9.0/24", None).await, 404, "not-found", "198.18.9.0/24");
-    refused(call(&s, Method::DELETE, "/vrfs/1/routes/banana", None).await, 400, "invalid-path-param", "prefix");
-    assert_eq!(call(&s, Method::DELETE, "/vrfs/1/routes/198.18.1.2%2F32", None).await.0, 204);
+    refused(
+        call(&s, Method::DELETE, "/vrfs/1/routes/198.18.9.0/24", None).await,
+        404,
+        "not-found",
+        "198.18.9.0/24",
+    );
+    refused(
+        call(&s, Method::DELETE, "/vrfs/1/routes/banana", None).await,
+        400,
+        "invalid-path-param",
+        "prefix",
+    );
+    assert_eq!(
+        call(&s, Method::DELETE, "/vrfs/1/routes/198.18.1.2%2F32", None)
+            .await
+            .0,
+        204
+    );
     assert!(c.routes(1).await.unwrap().is_empty());
     assert_eq!(call(&s, Method::DELETE, "/nexthops/1", None).await.0, 204);
     assert_eq!(call(&s, Method::DELETE, "/vifs/pod1", None).await.0, 204);
@@ -244,23 +598,76 @@ async fn a_dataplane_error_rolls_everything_back() {
     let dir = s.base.join("pod-rb/deep");
     let before = s.snapshot();
     s.dp.fail_next(DataplaneErrorKind::Unavailable, "vhost core is restarting");
-    refused(call(&s, Method::POST, "/vifs", Some(vhost("rb", &dir, "s", "server"))).await, 503, "dataplane-unavailable", "vhost core");
+    refused(
+        call(
+            &s,
+            Method::POST,
+            "/vifs",
+            Some(vhost("rb", &dir, "s", "server")),
+        )
+        .await,
+        503,
+        "dataplane-unavailable",
+        "vhost core",
+    );
     assert_eq!(before, s.snapshot(), "created directories removed again");
     assert!(s.client().vifs().await.unwrap().is_empty());
 
     s.dp.fail_next(DataplaneErrorKind::Rejected, "device does not probe");
     let b = json!({"name":"f","type":"physical","vrf":0,"mac":"02:00:00:00:00:09","device":"net_tap0,iface=vr0"});
-    refused(call(&s, Method::POST, "/vifs", Some(b.clone())).await, 400, "dataplane-rejected", "probe");
-    assert_eq!(call(&s, Method::POST, "/vifs", Some(b)).await.0, 201, "the same request works once the dataplane does");
+    refused(
+        call(&s, Method::POST, "/vifs", Some(b.clone())).await,
+        400,
+        "dataplane-rejected",
+        "probe",
+    );
+    assert_eq!(
+        call(&s, Method::POST, "/vifs", Some(b)).await.0,
+        201,
+        "the same request works once the dataplane does"
+    );
 
-    assert_eq!(call(&s, Method::PUT, "/nexthops/3", Some(json!({"type":"discard"}))).await.0, 201);
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/nexthops/3",
+            Some(json!({"type":"discard"}))
+        )
+        .await
+        .0,
+        201
+    );
     s.dp.fail_next(DataplaneErrorKind::Exhausted, "route table full");
-    refused(call(&s, Method::PUT, "/vrfs/1/routes", Some(json!({"prefix":"198.18.0.0/15","nexthop":3}))).await, 507, "dataplane-exhausted", "full");
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/1/routes",
+            Some(json!({"prefix":"198.18.0.0/15","nexthop":3})),
+        )
+        .await,
+        507,
+        "dataplane-exhausted",
+        "full",
+    );
     assert!(s.client().routes(1).await.unwrap().is_empty());
-    assert_eq!(s.client().nexthop(3).await.unwrap().used_by, Vec::<String>::new());
+    assert_eq!(
+        s.client().nexthop(3).await.unwrap().used_by,
+        Vec::<String>::new()
+    );
     s.dp.fail_next(DataplaneErrorKind::Internal, "boom");
-    refused(call(&s, Method::DELETE, "/nexthops/3", None).await, 500, "dataplane-internal", "boom");
-    assert_eq!(s.client().nexthops().await.unwrap().len(), 1, "a failed delete keeps the nexthop");
+    refused(
+        call(&s, Method::DELETE, "/nexthops/3", None).await,
+        500,
+        "dataplane-internal",
+        "boom",
+    );
+    assert_eq!(
+        s.client().nexthops().await.unwrap().len(),
+        1,
+        "a failed delete keeps the nexthop"
+    );
 }
 
 #[tokio::test]
@@ -272,22 +679,125 @@ async fn tunnels_labels_vnis_bridge_and_ecmp_round_trip() {
     assert_eq!(call(&s, Method::POST, "/vifs", Some(fabric)).await.0, 201);
     for (id, encap) in [(10, "vxlan"), (11, "mplsoudp"), (12, "mplsogre")] {
         let nh = json!({"type":"tunnel","encap":encap,"vif":"fabric0","sip":"192.0.2.1","dip":"192.0.2.2","dmac":"02:00:00:00:00:bb"});
-        assert_eq!(call(&s, Method::PUT, &format!("/nexthops/{id}"), Some(nh)).await.0, 201);
+        assert_eq!(
+            call(&s, Method::PUT, &format!("/nexthops/{id}"), Some(nh))
+                .await
+                .0,
+            201
+        );
     }
     refused(call(&s, Method::PUT, "/nexthops/13", Some(json!({"type":"tunnel","encap":"vxlan","vif":"fabric0","sip":"192.0.2.1","dip":"2001:db8::2","dmac":"02:00:00:00:00:bb"}))).await,
         400, "invalid-field", "same address family");
-    assert_eq!(call(&s, Method::PUT, "/nexthops/20", Some(json!({"type":"ecmp","members":[11,12]}))).await.0, 201);
-    refused(call(&s, Method::PUT, "/nexthops/21", Some(json!({"type":"ecmp","members":[20]}))).await, 400, "invalid-field", "nest");
-    refused(call(&s, Method::PUT, "/vrfs/1/routes", Some(json!({"prefix":"198.18.2.0/24","nexthop":10}))).await, 400, "missing-field", "label");
-    refused(call(&s, Method::PUT, "/vrfs/1/routes", Some(json!({"prefix":"198.18.2.0/24","nexthop":20,"label":2000000}))).await, 400, "invalid-field", "label");
-    assert_eq!(call(&s, Method::PUT, "/vrfs/1/routes", Some(json!({"prefix":"198.18.2.0/24","nexthop":10,"label":5001}))).await.0, 201);
-    assert_eq!(call(&s, Method::PUT, "/vrfs/1/routes", Some(json!({"prefix":"2001:db8:1::/48","nexthop":20,"label":100}))).await.0, 201);
-    assert_eq!(call(&s, Method::PUT, "/vrfs/1/bridge", Some(json!({"mac":"02:00:00:00:02:02","nexthop":10,"label":5001}))).await.0, 201);
-    assert_eq!(call(&s, Method::PUT, "/mpls/100", Some(json!({"nexthop":20}))).await.0, 201);
-    assert_eq!(call(&s, Method::PUT, "/mpls/100", Some(json!({"nexthop":11}))).await.0, 200);
-    refused(call(&s, Method::PUT, "/mpls/101", Some(json!({"nexthop":99}))).await, 400, "unknown-reference", "nexthop 99");
-    assert_eq!(call(&s, Method::PUT, "/vxlan/5001", Some(json!({"vrf":1}))).await.0, 201);
-    refused(call(&s, Method::PUT, "/vxlan/5002", Some(json!({"vrf":7}))).await, 400, "unknown-reference", "vrf 7");
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/nexthops/20",
+            Some(json!({"type":"ecmp","members":[11,12]}))
+        )
+        .await
+        .0,
+        201
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nexthops/21",
+            Some(json!({"type":"ecmp","members":[20]})),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "nest",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/1/routes",
+            Some(json!({"prefix":"198.18.2.0/24","nexthop":10})),
+        )
+        .await,
+        400,
+        "missing-field",
+        "label",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/1/routes",
+            Some(json!({"prefix":"198.18.2.0/24","nexthop":20,"label":2000000})),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "label",
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/1/routes",
+            Some(json!({"prefix":"198.18.2.0/24","nexthop":10,"label":5001}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/1/routes",
+            Some(json!({"prefix":"2001:db8:1::/48","nexthop":20,"label":100}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/1/bridge",
+            Some(json!({"mac":"02:00:00:00:02:02","nexthop":10,"label":5001}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        call(&s, Method::PUT, "/mpls/100", Some(json!({"nexthop":20})))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        call(&s, Method::PUT, "/mpls/100", Some(json!({"nexthop":11})))
+            .await
+            .0,
+        200
+    );
+    refused(
+        call(&s, Method::PUT, "/mpls/101", Some(json!({"nexthop":99}))).await,
+        400,
+        "unknown-reference",
+        "nexthop 99",
+    );
+    assert_eq!(
+        call(&s, Method::PUT, "/vxlan/5001", Some(json!({"vrf":1})))
+            .await
+            .0,
+        201
+    );
+    refused(
+        call(&s, Method::PUT, "/vxlan/5002", Some(json!({"vrf":7}))).await,
+        400,
+        "unknown-reference",
+        "vrf 7",
+    );
 
     let routes = c.routes(1).await.unwrap();
     assert_eq!(routes.len(), 2);
@@ -301,11 +811,26 @@ async fn tunnels_labels_vnis_bridge_and_ecmp_round_trip() {
         assert_eq!(st.vxlan.get(&5001), Some(&1));
         assert_eq!(st.nexthops.len(), 4);
     });
-    assert_eq!(call(&s, Method::DELETE, "/vrfs/1/bridge/02:00:00:00:02:02", None).await.0, 204);
-    assert_eq!(call(&s, Method::DELETE, "/vrfs/1/routes/2001:db8:1::/48", None).await.0, 204);
+    assert_eq!(
+        call(&s, Method::DELETE, "/vrfs/1/bridge/02:00:00:00:02:02", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        call(&s, Method::DELETE, "/vrfs/1/routes/2001:db8:1::/48", None)
+            .await
+            .0,
+        204
+    );
     assert_eq!(call(&s, Method::DELETE, "/mpls/100", None).await.0, 204);
     assert_eq!(call(&s, Method::DELETE, "/vxlan/5001", None).await.0, 204);
-    refused(call(&s, Method::DELETE, "/vxlan/5001", None).await, 404, "not-found", "5001");
+    refused(
+        call(&s, Method::DELETE, "/vxlan/5001", None).await,
+        404,
+        "not-found",
+        "5001",
+    );
     assert_eq!(call(&s, Method::DELETE, "/nexthops/20", None).await.0, 204);
 }
 
@@ -315,19 +840,59 @@ async fn policy_flows_stats_health_and_metrics() {
     let c = s.client();
     let b = json!({"name":"pod1","type":"tap","vrf":0,"mac":"02:00:00:00:00:01","iface":"tap-p1"});
     assert_eq!(call(&s, Method::POST, "/vifs", Some(b)).await.0, 201);
-    refused(call(&s, Method::GET, "/vifs/pod1/policy", None).await, 404, "not-found", "skips the flow table");
+    refused(
+        call(&s, Method::GET, "/vifs/pod1/policy", None).await,
+        404,
+        "not-found",
+        "skips the flow table",
+    );
     let policy = json!({"default":"deny","ingress":[{"action":"allow","proto":"tcp","cidr":"198.18.0.0/15","ports":"80-90"}],
                         "egress":[{"action":"allow","proto":"any"}]});
-    assert_eq!(call(&s, Method::PUT, "/vifs/pod1/policy", Some(policy.clone())).await.0, 201);
+    assert_eq!(
+        call(&s, Method::PUT, "/vifs/pod1/policy", Some(policy.clone()))
+            .await
+            .0,
+        201
+    );
     let (st, v) = call(&s, Method::GET, "/vifs/pod1/policy", None).await;
     assert_eq!(st, 200);
     assert_eq!(v["ingress"][0]["ports"], "80-90");
-    refused(call(&s, Method::PUT, "/vifs/pod1/policy", Some(json!({"default":"deny","ingress":[{"action":"allow","proto":"icmp","ports":"1"}]}))).await,
-        400, "invalid-field", "ingress[0].ports");
-    refused(call(&s, Method::PUT, "/vifs/pod1/policy", Some(json!({"default":"maybe"}))).await, 400, "invalid-field", "default");
-    assert_eq!(c.policy("pod1").await.unwrap().ingress.len(), 1, "refused update kept the old policy");
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vifs/pod1/policy",
+            Some(
+                json!({"default":"deny","ingress":[{"action":"allow","proto":"icmp","ports":"1"}]}),
+            ),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "ingress[0].ports",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vifs/pod1/policy",
+            Some(json!({"default":"maybe"})),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "default",
+    );
+    assert_eq!(
+        c.policy("pod1").await.unwrap().ingress.len(),
+        1,
+        "refused update kept the old policy"
+    );
     assert!(s.dp.with(|st| st.policies.contains_key(&0)));
-    assert_eq!(call(&s, Method::DELETE, "/vifs/pod1/policy", None).await.0, 204);
+    assert_eq!(
+        call(&s, Method::DELETE, "/vifs/pod1/policy", None).await.0,
+        204
+    );
     assert!(s.dp.with(|st| st.policies.is_empty()));
 
     s.dp.with(|st| {
@@ -348,16 +913,44 @@ async fn policy_flows_stats_health_and_metrics() {
                 idle_ms: 10,
             });
         }
-        st.counters.insert("pod1".into(), VifCounters { rx_packets: 11, rx_bytes: 1100, tx_packets: 9, tx_bytes: 900, drops: 2 });
+        st.counters.insert(
+            "pod1".into(),
+            VifCounters {
+                rx_packets: 11,
+                rx_bytes: 1100,
+                tx_packets: 9,
+                tx_bytes: 900,
+                drops: 2,
+            },
+        );
         st.drops.insert("no_route".into(), 4);
     });
-    let p1 = c.flows(&FlowQuery { vrf: Some(1), limit: Some(2), cursor: None }).await.unwrap();
+    let p1 = c
+        .flows(&FlowQuery {
+            vrf: Some(1),
+            limit: Some(2),
+            cursor: None,
+        })
+        .await
+        .unwrap();
     assert_eq!(p1.flows.len(), 2);
-    let p2 = c.flows(&FlowQuery { vrf: Some(1), limit: Some(2), cursor: p1.next_cursor.clone() }).await.unwrap();
+    let p2 = c
+        .flows(&FlowQuery {
+            vrf: Some(1),
+            limit: Some(2),
+            cursor: p1.next_cursor.clone(),
+        })
+        .await
+        .unwrap();
     assert_eq!(p2.flows.len(), 1);
     assert_eq!(p2.flows[0].index, 2);
     assert!(p2.next_cursor.is_none());
-    refused(call(&s, Method::GET, "/flows?cursor=zzz", None).await, 400, "dataplane-rejected", "cursor");
+    refused(
+        call(&s, Method::GET, "/flows?cursor=zzz", None).await,
+        400,
+        "dataplane-rejected",
+        "cursor",
+    );
     assert_eq!(c.flow_stats().await.unwrap().active, 5);
     assert_eq!(c.flush_flows().await.unwrap().flushed, 5);
     assert_eq!(c.flow_stats().await.unwrap().active, 0);
@@ -368,7 +961,10 @@ async fn policy_flows_stats_health_and_metrics() {
     let h = c.health().await.unwrap();
     assert_eq!(h.mempools[0].size, 8192);
     let resp = c.raw(Method::GET, "/metrics", None).await.unwrap();
-    assert!(resp.content_type.unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(resp
+        .content_type
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
     let text = String::from_utf8(resp.body.to_vec()).unwrap();
     for line in [
         "vrouter_rx_packets_total 11",
@@ -379,7 +975,10 @@ async fn policy_flows_stats_health_and_metrics() {
         "vrouter_flows_created_total 10",
         "# TYPE vrouter_rx_packets_total counter",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
     }
 }
 
@@ -404,8 +1003,10 @@ async fn every_route_in_the_table_is_served() {
 
 #[test]
 fn openapi_document_lists_exactly_the_served_routes() {
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap()).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap(),
+    )
+    .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let mut documented = std::collections::BTreeSet::new();
     for (path, item) in doc["paths"].as_mapping().unwrap() {
@@ -416,10 +1017,18 @@ fn openapi_document_lists_exactly_the_served_routes() {
             }
         }
     }
-    let served: std::collections::BTreeSet<(String, String)> =
-        ROUTES.iter().map(|(m, p)| (m.to_string(), p.replace("{*", "{"))).collect();
+    let served: std::collections::BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.replace("{*", "{")))
+        .collect();
     let missing: Vec<_> = served.difference(&documented).collect();
     let extra: Vec<_> = documented.difference(&served).collect();
-    assert!(missing.is_empty(), "served but not in openapi.yaml: {missing:?}");
-    assert!(extra.is_empty(), "in openapi.yaml but not served: {extra:?}");
+    assert!(
+        missing.is_empty(),
+        "served but not in openapi.yaml: {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "in openapi.yaml but not served: {extra:?}"
+    );
 }

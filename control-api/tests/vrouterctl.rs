@@ -33,7 +33,10 @@ fn ok(s: &TestServer, args: &[&str]) -> String {
 #[track_caller]
 fn fails(s: &TestServer, args: &[&str]) -> String {
     let out = ctl(s, args);
-    assert!(!out.status.success(), "vrouterctl {args:?} should have failed");
+    assert!(
+        !out.status.success(),
+        "vrouterctl {args:?} should have failed"
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -44,63 +47,224 @@ fn vrouterctl_drives_the_whole_api() {
     let dir_s = dir.to_str().unwrap();
 
     assert_eq!(ok(&s, &["vrf", "add", "1"]).trim(), "vrf 1 present");
-    let out = ok(&s, &[
-        "vif", "add", "pod1", "--type", "vhost-user", "--vrf", "1", "--mac", "02:00:00:00:01:01",
-        "--ip", "198.18.1.2", "--socket-dir", dir_s, "--socket-file", "net1", "--mode", "server",
-    ]);
-    assert!(out.contains("vif pod1 added: index 0, state listening"), "{out}");
+    let out = ok(
+        &s,
+        &[
+            "vif",
+            "add",
+            "pod1",
+            "--type",
+            "vhost-user",
+            "--vrf",
+            "1",
+            "--mac",
+            "02:00:00:00:01:01",
+            "--ip",
+            "198.18.1.2",
+            "--socket-dir",
+            dir_s,
+            "--socket-file",
+            "net1",
+            "--mode",
+            "server",
+        ],
+    );
+    assert!(
+        out.contains("vif pod1 added: index 0, state listening"),
+        "{out}"
+    );
     assert!(out.contains(dir.join("net1").to_str().unwrap()), "{out}");
     assert!(dir.join("net1").exists());
-    ok(&s, &["vif", "add", "fabric0", "--type", "physical", "--vrf", "0", "--mac", "02:00:00:00:00:aa", "--device", "net_af_packet0,iface=veth0"]);
+    ok(
+        &s,
+        &[
+            "vif",
+            "add",
+            "fabric0",
+            "--type",
+            "physical",
+            "--vrf",
+            "0",
+            "--mac",
+            "02:00:00:00:00:aa",
+            "--device",
+            "net_af_packet0,iface=veth0",
+        ],
+    );
 
     s.dp.with(|st| {
-        st.counters.insert("pod1".into(), VifCounters { rx_packets: 42, rx_bytes: 4200, tx_packets: 40, tx_bytes: 4000, drops: 0 })
+        st.counters.insert(
+            "pod1".into(),
+            VifCounters {
+                rx_packets: 42,
+                rx_bytes: 4200,
+                tx_packets: 40,
+                tx_bytes: 4000,
+                drops: 0,
+            },
+        )
     });
     let list = ok(&s, &["vif", "list"]);
     let mut lines = list.lines();
     let header = lines.next().unwrap();
-    assert!(header.starts_with("INDEX") && header.contains("STATE") && header.contains("RX_PKTS"), "{list}");
+    assert!(
+        header.starts_with("INDEX") && header.contains("STATE") && header.contains("RX_PKTS"),
+        "{list}"
+    );
     let row = lines.find(|l| l.contains("pod1")).unwrap();
-    assert!(row.contains("listening") && row.contains(" 42 ") && row.contains("198.18.1.2"), "{row}");
+    assert!(
+        row.contains("listening") && row.contains(" 42 ") && row.contains("198.18.1.2"),
+        "{row}"
+    );
     let show = ok(&s, &["vif", "show", "pod1"]);
-    assert!(show.contains("rx           42 packets, 4200 bytes"), "{show}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&s, &["--json", "vif", "show", "pod1"])).unwrap();
+    assert!(
+        show.contains("rx           42 packets, 4200 bytes"),
+        "{show}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&s, &["--json", "vif", "show", "pod1"])).unwrap();
     assert_eq!(json["index"], 0);
     assert_eq!(json["vhostuser-mode"], "server");
 
-    ok(&s, &["nh", "set", "1", "encap", "--vif", "pod1", "--dmac", "02:00:00:00:01:01"]);
-    ok(&s, &["nh", "set", "2", "tunnel", "--encap", "mplsoudp", "--vif", "fabric0", "--sip", "192.0.2.1", "--dip", "192.0.2.2", "--dmac", "02:00:00:00:00:bb"]);
+    ok(
+        &s,
+        &[
+            "nh",
+            "set",
+            "1",
+            "encap",
+            "--vif",
+            "pod1",
+            "--dmac",
+            "02:00:00:00:01:01",
+        ],
+    );
+    ok(
+        &s,
+        &[
+            "nh",
+            "set",
+            "2",
+            "tunnel",
+            "--encap",
+            "mplsoudp",
+            "--vif",
+            "fabric0",
+            "--sip",
+            "192.0.2.1",
+            "--dip",
+            "192.0.2.2",
+            "--dmac",
+            "02:00:00:00:00:bb",
+        ],
+    );
     ok(&s, &["nh", "set", "3", "ecmp", "--members", "1,2"]);
-    ok(&s, &["route", "add", "--vrf", "1", "198.18.1.2/32", "--nh", "1"]);
-    ok(&s, &["route", "add", "--vrf", "1", "198.18.2.0/24", "--nh", "2", "--label", "100"]);
+    ok(
+        &s,
+        &["route", "add", "--vrf", "1", "198.18.1.2/32", "--nh", "1"],
+    );
+    ok(
+        &s,
+        &[
+            "route",
+            "add",
+            "--vrf",
+            "1",
+            "198.18.2.0/24",
+            "--nh",
+            "2",
+            "--label",
+            "100",
+        ],
+    );
     let routes = ok(&s, &["route", "list", "--vrf", "1"]);
-    assert!(routes.lines().any(|l| l.starts_with("198.18.2.0/24") && l.ends_with("100")), "{routes}");
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("198.18.2.0/24") && l.ends_with("100")),
+        "{routes}"
+    );
     let nhs = ok(&s, &["nh", "list"]);
-    assert!(nhs.lines().any(|l| l.starts_with("3 ") && l.contains("members 1,2")), "{nhs}");
+    assert!(
+        nhs.lines()
+            .any(|l| l.starts_with("3 ") && l.contains("members 1,2")),
+        "{nhs}"
+    );
     let err = fails(&s, &["nh", "del", "1"]);
-    assert!(err.contains("409 in-use") && err.contains("route 198.18.1.2/32 in vrf 1"), "{err}");
-    let err = fails(&s, &["route", "add", "--vrf", "1", "198.18.3.0/24", "--nh", "2"]);
-    assert!(err.contains("missing-field") && err.contains("label"), "{err}");
+    assert!(
+        err.contains("409 in-use") && err.contains("route 198.18.1.2/32 in vrf 1"),
+        "{err}"
+    );
+    let err = fails(
+        &s,
+        &["route", "add", "--vrf", "1", "198.18.3.0/24", "--nh", "2"],
+    );
+    assert!(
+        err.contains("missing-field") && err.contains("label"),
+        "{err}"
+    );
 
     ok(&s, &["mpls", "set", "100", "--nh", "1"]);
-    assert!(ok(&s, &["mpls", "list"]).lines().any(|l| l.trim() == "100    1"));
+    assert!(ok(&s, &["mpls", "list"])
+        .lines()
+        .any(|l| l.trim() == "100    1"));
     ok(&s, &["vxlan", "set", "5001", "--vrf", "1"]);
     assert!(ok(&s, &["vxlan", "list"]).contains("5001"));
-    ok(&s, &["bridge", "add", "--vrf", "1", "02:00:00:00:01:01", "--nh", "1"]);
+    ok(
+        &s,
+        &[
+            "bridge",
+            "add",
+            "--vrf",
+            "1",
+            "02:00:00:00:01:01",
+            "--nh",
+            "1",
+        ],
+    );
     assert!(ok(&s, &["bridge", "list", "--vrf", "1"]).contains("02:00:00:00:01:01"));
 
-    ok(&s, &["policy", "set", "pod1", "--default", "deny", "--ingress", "allow tcp 198.18.0.0/15 80", "--egress", "allow"]);
+    ok(
+        &s,
+        &[
+            "policy",
+            "set",
+            "pod1",
+            "--default",
+            "deny",
+            "--ingress",
+            "allow tcp 198.18.0.0/15 80",
+            "--egress",
+            "allow",
+        ],
+    );
     let pol = ok(&s, &["policy", "show", "pod1"]);
     assert!(pol.starts_with("default deny"), "{pol}");
-    assert!(pol.lines().any(|l| l.starts_with("ingress") && l.contains("tcp") && l.contains("198.18.0.0/15") && l.ends_with("80")), "{pol}");
+    assert!(
+        pol.lines().any(|l| l.starts_with("ingress")
+            && l.contains("tcp")
+            && l.contains("198.18.0.0/15")
+            && l.ends_with("80")),
+        "{pol}"
+    );
     assert_eq!(s.dp.with(|st| st.policies.len()), 1);
 
     s.dp.with(|st| {
         for i in 0..3u64 {
             st.flows.push(FlowEntry {
-                index: i, vrf: 1, src: "198.18.1.2".parse().unwrap(), dst: "198.18.2.9".parse().unwrap(),
-                proto: 17, sport: 5000 + i as u16, dport: 53, action: FlowAction::Forward, reverse: None,
-                packets: 1, bytes: 60, tcp_state: None, idle_ms: 5,
+                index: i,
+                vrf: 1,
+                src: "198.18.1.2".parse().unwrap(),
+                dst: "198.18.2.9".parse().unwrap(),
+                proto: 17,
+                sport: 5000 + i as u16,
+                dport: 53,
+                action: FlowAction::Forward,
+                reverse: None,
+                packets: 1,
+                bytes: 60,
+                tcp_state: None,
+                idle_ms: 5,
             });
         }
         st.drops.insert("invalid_packet".into(), 3);
@@ -108,27 +272,59 @@ fn vrouterctl_drives_the_whole_api() {
     let page = ok(&s, &["flows", "list", "--limit", "2"]);
     assert!(page.contains("more: --cursor 2"), "{page}");
     let all = ok(&s, &["flows", "list", "--limit", "2", "--all"]);
-    assert_eq!(all.lines().filter(|l| l.contains("198.18.2.9:53")).count(), 3, "{all}");
+    assert_eq!(
+        all.lines().filter(|l| l.contains("198.18.2.9:53")).count(),
+        3,
+        "{all}"
+    );
     let fstats = ok(&s, &["flows", "stats"]);
     let cells: Vec<&str> = fstats.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(cells[..2], ["524288", "3"], "{fstats}");
     assert_eq!(ok(&s, &["flows", "flush"]).trim(), "3 flows flushed");
     let stats = ok(&s, &["stats"]);
-    assert!(stats.lines().any(|l| l.starts_with("total") && l.contains("42")), "{stats}");
-    assert!(ok(&s, &["dropstats"]).lines().any(|l| l.starts_with("invalid_packet") && l.ends_with('3')));
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("total") && l.contains("42")),
+        "{stats}"
+    );
+    assert!(ok(&s, &["dropstats"])
+        .lines()
+        .any(|l| l.starts_with("invalid_packet") && l.ends_with('3')));
     let health = ok(&s, &["health"]);
-    assert!(health.starts_with("status ok") && health.contains("mbuf_pool_0"), "{health}");
+    assert!(
+        health.starts_with("status ok") && health.contains("mbuf_pool_0"),
+        "{health}"
+    );
     let hj: serde_json::Value = serde_json::from_str(&ok(&s, &["--json", "health"])).unwrap();
     assert_eq!(hj["status"], "ok");
-    assert!(ok(&s, &["metrics"]).contains("vrouter_vif_rx_packets_total{vif=\"pod1\",index=\"0\"} 42"));
+    assert!(
+        ok(&s, &["metrics"]).contains("vrouter_vif_rx_packets_total{vif=\"pod1\",index=\"0\"} 42")
+    );
 
     // Isolation refusals come back as errors and leave nothing behind.
     let before = s.snapshot();
     let escape = format!("{}/../escape", s.base.display());
-    let err = fails(&s, &[
-        "vif", "add", "evil", "--type", "vhost-user", "--vrf", "1", "--mac", "02:00:00:00:01:09",
-        "--socket-dir", &escape, "--socket-file", "s", "--mode", "server",
-    ]);
+    let err = fails(
+        &s,
+        &[
+            "vif",
+            "add",
+            "evil",
+            "--type",
+            "vhost-user",
+            "--vrf",
+            "1",
+            "--mac",
+            "02:00:00:00:01:09",
+            "--socket-dir",
+            &escape,
+            "--socket-file",
+            "s",
+            "--mode",
+            "server",
+        ],
+    );
     assert!(err.contains("socket-outside-base"), "{err}");
     assert_eq!(before, s.snapshot());
 
@@ -161,5 +357,8 @@ fn vrouterctl_says_when_vrouterd_is_not_there() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("nope.sock") && err.contains("is vrouterd running"), "{err}");
+    assert!(
+        err.contains("nope.sock") && err.contains("is vrouterd running"),
+        "{err}"
+    );
 }

@@ -16,10 +16,19 @@ use control_api::Client;
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(name = "vrouterctl", version, about = "Drive vrouterd over its REST control socket")]
+#[command(
+    name = "vrouterctl",
+    version,
+    about = "Drive vrouterd over its REST control socket"
+)]
 struct Cli {
     /// vrouterd's control socket.
-    #[arg(long, global = true, env = "VROUTER_SOCKET", default_value = "/var/run/vrouter/vrouter.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "VROUTER_SOCKET",
+        default_value = "/var/run/vrouter/vrouter.sock"
+    )]
     socket: PathBuf,
     /// Print the raw JSON answers instead of tables.
     #[arg(long, global = true)]
@@ -178,9 +187,13 @@ enum NhCmd {
         #[command(subcommand)]
         kind: NhKind,
     },
-    Del { id: u32 },
+    Del {
+        id: u32,
+    },
     List,
-    Show { id: u32 },
+    Show {
+        id: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -234,7 +247,9 @@ enum MplsCmd {
         #[arg(long = "nh")]
         nexthop: u32,
     },
-    Del { label: u32 },
+    Del {
+        label: u32,
+    },
     List,
 }
 
@@ -245,7 +260,9 @@ enum VxlanCmd {
         #[arg(long)]
         vrf: u32,
     },
-    Del { vni: u32 },
+    Del {
+        vni: u32,
+    },
     List,
 }
 
@@ -272,8 +289,12 @@ enum PolicyCmd {
         #[arg(long)]
         egress: Vec<String>,
     },
-    Show { vif: String },
-    Del { vif: String },
+    Show {
+        vif: String,
+    },
+    Del {
+        vif: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -339,16 +360,26 @@ fn parse_rule(text: &str) -> anyhow::Result<PolicyRule> {
         ports: None,
     };
     for (i, w) in words.enumerate() {
-        if i == 0 && !w.contains('/') && !w.chars().next().is_some_and(|c| c.is_ascii_digit() && w.contains('-')) {
+        if i == 0
+            && !w.contains('/')
+            && !w
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit() && w.contains('-'))
+        {
             if let Ok(p) = w.parse::<Proto>() {
                 rule.proto = p;
                 continue;
             }
         }
         if w.contains('/') {
-            rule.cidr = Some(w.parse().map_err(|e: control_api::api::SyntaxError| anyhow::anyhow!("rule {text:?}: {e}"))?);
+            rule.cidr = Some(w.parse().map_err(|e: control_api::api::SyntaxError| {
+                anyhow::anyhow!("rule {text:?}: {e}")
+            })?);
         } else {
-            rule.ports = Some(w.parse().map_err(|e: control_api::api::SyntaxError| anyhow::anyhow!("rule {text:?}: {e}"))?);
+            rule.ports = Some(w.parse().map_err(|e: control_api::api::SyntaxError| {
+                anyhow::anyhow!("rule {text:?}: {e}")
+            })?);
         }
     }
     Ok(rule)
@@ -360,7 +391,11 @@ struct Out {
 
 impl Out {
     /// Print `value` as JSON, or as the human text `human` makes of it.
-    fn show<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+    fn show<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce(&T) -> String,
+    ) -> anyhow::Result<()> {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value)?);
         } else {
@@ -404,7 +439,20 @@ fn vif_rows(vifs: &[VifInfo]) -> String {
         })
         .collect();
     table(
-        &["INDEX", "NAME", "TYPE", "VRF", "MAC", "IP", "STATE", "LCORE", "RX_PKTS", "TX_PKTS", "DROPS", "ATTACHMENT"],
+        &[
+            "INDEX",
+            "NAME",
+            "TYPE",
+            "VRF",
+            "MAC",
+            "IP",
+            "STATE",
+            "LCORE",
+            "RX_PKTS",
+            "TX_PKTS",
+            "DROPS",
+            "ATTACHMENT",
+        ],
         &rows,
     )
 }
@@ -421,8 +469,18 @@ fn vif_detail(v: &VifInfo) -> String {
         ("mtu", opt(&v.config.mtu)),
         ("state", v.status.state.to_string()),
         ("lcore", opt(&v.status.lcore)),
-        ("features", v.status.features.map_or("-".into(), |f| format!("{f:#x}"))),
-        ("queues", format!("{} enabled of {}", v.status.queues_enabled, opt(&v.config.queues))),
+        (
+            "features",
+            v.status.features.map_or("-".into(), |f| format!("{f:#x}")),
+        ),
+        (
+            "queues",
+            format!(
+                "{} enabled of {}",
+                v.status.queues_enabled,
+                opt(&v.config.queues)
+            ),
+        ),
         ("vrouter_mac", v.vrouter_mac.to_string()),
     ];
     if let Some(s) = &v.socket {
@@ -436,8 +494,14 @@ fn vif_detail(v: &VifInfo) -> String {
         rows.push(("device", d.clone()));
     }
     let c = v.status.counters;
-    rows.push(("rx", format!("{} packets, {} bytes", c.rx_packets, c.rx_bytes)));
-    rows.push(("tx", format!("{} packets, {} bytes", c.tx_packets, c.tx_bytes)));
+    rows.push((
+        "rx",
+        format!("{} packets, {} bytes", c.rx_packets, c.rx_bytes),
+    ));
+    rows.push((
+        "tx",
+        format!("{} packets, {} bytes", c.tx_packets, c.tx_bytes),
+    ));
     rows.push(("drops", c.drops.to_string()));
     rows.iter().map(|(k, v)| format!("{k:<12} {v}\n")).collect()
 }
@@ -445,10 +509,20 @@ fn vif_detail(v: &VifInfo) -> String {
 fn nexthop_desc(nh: &Nexthop) -> String {
     match nh {
         Nexthop::Encap { vif, dmac } => format!("vif {vif} dmac {dmac}"),
-        Nexthop::Tunnel { encap, vif, sip, dip, dmac } => format!("{encap} {sip} -> {dip} via {vif} dmac {dmac}"),
+        Nexthop::Tunnel {
+            encap,
+            vif,
+            sip,
+            dip,
+            dmac,
+        } => format!("{encap} {sip} -> {dip} via {vif} dmac {dmac}"),
         Nexthop::Ecmp { members } => format!(
             "members {}",
-            members.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            members
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         Nexthop::Discard | Nexthop::Receive => String::new(),
     }
@@ -487,7 +561,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             VrfCmd::List => out.show(&c.vrfs().await?, |v| {
                 let rows: Vec<Vec<String>> = v
                     .iter()
-                    .map(|v| vec![v.vrf.to_string(), v.vifs.to_string(), v.routes.to_string(), v.bridge_entries.to_string()])
+                    .map(|v| {
+                        vec![
+                            v.vrf.to_string(),
+                            v.vifs.to_string(),
+                            v.routes.to_string(),
+                            v.bridge_entries.to_string(),
+                        ]
+                    })
                     .collect();
                 table(&["VRF", "VIFS", "ROUTES", "BRIDGE"], &rows)
             })?,
@@ -521,7 +602,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         v.config.name,
                         v.index,
                         v.status.state,
-                        v.socket.as_ref().map(|s| format!(", socket {}", s.display())).unwrap_or_default()
+                        v.socket
+                            .as_ref()
+                            .map(|s| format!(", socket {}", s.display()))
+                            .unwrap_or_default()
                     )
                 })?;
             }
@@ -536,7 +620,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             NhCmd::Set { id, kind } => {
                 let nh = match kind {
                     NhKind::Encap { vif, dmac } => Nexthop::Encap { vif, dmac },
-                    NhKind::Tunnel { encap, vif, sip, dip, dmac } => Nexthop::Tunnel {
+                    NhKind::Tunnel {
+                        encap,
+                        vif,
+                        sip,
+                        dip,
+                        dmac,
+                    } => Nexthop::Tunnel {
                         encap: match encap {
                             EncapArg::Vxlan => TunnelEncap::Vxlan,
                             EncapArg::Mplsoudp => TunnelEncap::Mplsoudp,
@@ -552,7 +642,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     NhKind::Receive => Nexthop::Receive,
                 };
                 let info = c.nexthop_set(id, &nh).await?;
-                out.show(&info, |i| format!("nexthop {} set: {} {}\n", i.id, i.nexthop.type_name(), nexthop_desc(&i.nexthop)))?;
+                out.show(&info, |i| {
+                    format!(
+                        "nexthop {} set: {} {}\n",
+                        i.id,
+                        i.nexthop.type_name(),
+                        nexthop_desc(&i.nexthop)
+                    )
+                })?;
             }
             NhCmd::Del { id } => {
                 c.nexthop_del(id).await?;
@@ -561,7 +658,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             NhCmd::List => out.show(&c.nexthops().await?, |nhs| {
                 let rows: Vec<Vec<String>> = nhs
                     .iter()
-                    .map(|n| vec![n.id.to_string(), n.nexthop.type_name().into(), nexthop_desc(&n.nexthop), n.used_by.len().to_string()])
+                    .map(|n| {
+                        vec![
+                            n.id.to_string(),
+                            n.nexthop.type_name().into(),
+                            nexthop_desc(&n.nexthop),
+                            n.used_by.len().to_string(),
+                        ]
+                    })
                     .collect();
                 table(&["ID", "TYPE", "DETAIL", "USERS"], &rows)
             })?,
@@ -571,13 +675,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     n.id,
                     n.nexthop.type_name(),
                     nexthop_desc(&n.nexthop),
-                    if n.used_by.is_empty() { "-".into() } else { n.used_by.join(", ") }
+                    if n.used_by.is_empty() {
+                        "-".into()
+                    } else {
+                        n.used_by.join(", ")
+                    }
                 )
             })?,
         },
         Command::Route(cmd) => match cmd {
-            RouteCmd::Add { vrf, prefix, nexthop, label } => {
-                c.route_set(vrf, &Route { prefix, nexthop, label }).await?;
+            RouteCmd::Add {
+                vrf,
+                prefix,
+                nexthop,
+                label,
+            } => {
+                c.route_set(
+                    vrf,
+                    &Route {
+                        prefix,
+                        nexthop,
+                        label,
+                    },
+                )
+                .await?;
                 out.done(format!("route {prefix} in vrf {vrf} -> nexthop {nexthop}"));
             }
             RouteCmd::Del { vrf, prefix } => {
@@ -593,9 +714,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })?,
         },
         Command::Bridge(cmd) => match cmd {
-            BridgeCmd::Add { vrf, mac, nexthop, label } => {
-                c.bridge_set(vrf, &BridgeEntry { mac, nexthop, label }).await?;
-                out.done(format!("bridge entry {mac} in vrf {vrf} -> nexthop {nexthop}"));
+            BridgeCmd::Add {
+                vrf,
+                mac,
+                nexthop,
+                label,
+            } => {
+                c.bridge_set(
+                    vrf,
+                    &BridgeEntry {
+                        mac,
+                        nexthop,
+                        label,
+                    },
+                )
+                .await?;
+                out.done(format!(
+                    "bridge entry {mac} in vrf {vrf} -> nexthop {nexthop}"
+                ));
             }
             BridgeCmd::Del { vrf, mac } => {
                 c.bridge_del(vrf, mac).await?;
@@ -619,7 +755,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.done(format!("mpls label {label} removed"));
             }
             MplsCmd::List => out.show(&c.mpls().await?, |m| {
-                let rows: Vec<Vec<String>> = m.iter().map(|m| vec![m.label.to_string(), m.nexthop.to_string()]).collect();
+                let rows: Vec<Vec<String>> = m
+                    .iter()
+                    .map(|m| vec![m.label.to_string(), m.nexthop.to_string()])
+                    .collect();
                 table(&["LABEL", "NEXTHOP"], &rows)
             })?,
         },
@@ -633,21 +772,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.done(format!("vxlan vni {vni} removed"));
             }
             VxlanCmd::List => out.show(&c.vxlan().await?, |m| {
-                let rows: Vec<Vec<String>> = m.iter().map(|m| vec![m.vni.to_string(), m.vrf.to_string()]).collect();
+                let rows: Vec<Vec<String>> = m
+                    .iter()
+                    .map(|m| vec![m.vni.to_string(), m.vrf.to_string()])
+                    .collect();
                 table(&["VNI", "VRF"], &rows)
             })?,
         },
         Command::Policy(cmd) => match cmd {
-            PolicyCmd::Set { vif, file, default, ingress, egress } => {
+            PolicyCmd::Set {
+                vif,
+                file,
+                default,
+                ingress,
+                egress,
+            } => {
                 let policy: Policy = match file {
                     Some(path) => {
                         let mut text = String::new();
                         if path.as_os_str() == "-" {
                             std::io::stdin().read_to_string(&mut text)?;
                         } else {
-                            text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                            text = std::fs::read_to_string(&path)
+                                .with_context(|| format!("reading {}", path.display()))?;
                         }
-                        serde_json::from_str(&text).with_context(|| format!("{} is not a policy document", path.display()))?
+                        serde_json::from_str(&text).with_context(|| {
+                            format!("{} is not a policy document", path.display())
+                        })?
                     }
                     None => Policy {
                         default: match default {
@@ -655,8 +806,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             Some(ActionArg::Allow) => PolicyAction::Allow,
                             None => bail!("give --default allow|deny (and rules), or --file"),
                         },
-                        ingress: ingress.iter().map(|r| parse_rule(r)).collect::<Result<_, _>>()?,
-                        egress: egress.iter().map(|r| parse_rule(r)).collect::<Result<_, _>>()?,
+                        ingress: ingress
+                            .iter()
+                            .map(|r| parse_rule(r))
+                            .collect::<Result<_, _>>()?,
+                        egress: egress
+                            .iter()
+                            .map(|r| parse_rule(r))
+                            .collect::<Result<_, _>>()?,
                     },
                 };
                 c.policy_set(&vif, &policy).await?;
@@ -670,7 +827,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             PolicyCmd::Show { vif } => out.show(&c.policy(&vif).await?, |p| {
                 let mut rows = rule_rows("ingress", &p.ingress);
                 rows.extend(rule_rows("egress", &p.egress));
-                format!("default {}\n{}", p.default, table(&["DIR", "#", "ACTION", "PROTO", "CIDR", "PORTS"], &rows))
+                format!(
+                    "default {}\n{}",
+                    p.default,
+                    table(&["DIR", "#", "ACTION", "PROTO", "CIDR", "PORTS"], &rows)
+                )
             })?,
             PolicyCmd::Del { vif } => {
                 c.policy_del(&vif).await?;
@@ -678,7 +839,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Flows(cmd) => match cmd {
-            FlowsCmd::List { vrf, limit, cursor, all } => {
+            FlowsCmd::List {
+                vrf,
+                limit,
+                cursor,
+                all,
+            } => {
                 let mut query = FlowQuery { vrf, limit, cursor };
                 let mut page = c.flows(&query).await?;
                 while all && page.next_cursor.is_some() {
@@ -705,7 +871,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             ]
                         })
                         .collect();
-                    let mut s = table(&["INDEX", "VRF", "SOURCE", "DESTINATION", "PROTO", "ACTION", "PACKETS", "BYTES", "TCP"], &rows);
+                    let mut s = table(
+                        &[
+                            "INDEX",
+                            "VRF",
+                            "SOURCE",
+                            "DESTINATION",
+                            "PROTO",
+                            "ACTION",
+                            "PACKETS",
+                            "BYTES",
+                            "TCP",
+                        ],
+                        &rows,
+                    );
                     if let Some(c) = &p.next_cursor {
                         s.push_str(&format!("more: --cursor {c}\n"));
                     }
@@ -718,7 +897,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             FlowsCmd::Stats => out.show(&c.flow_stats().await?, |s| {
                 table(
-                    &["CAPACITY", "ACTIVE", "CREATED", "AGED", "EVICTED", "TABLE_FULL_DROPS"],
+                    &[
+                        "CAPACITY",
+                        "ACTIVE",
+                        "CREATED",
+                        "AGED",
+                        "EVICTED",
+                        "TABLE_FULL_DROPS",
+                    ],
                     &[vec![
                         s.capacity.to_string(),
                         s.active.to_string(),
@@ -755,26 +941,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 s.drops.to_string(),
                 String::new(),
             ]);
-            table(&["LCORE", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS", "BUSY"], &rows)
+            table(
+                &[
+                    "LCORE", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS", "BUSY",
+                ],
+                &rows,
+            )
         })?,
         Command::Dropstats => out.show(&c.dropstats().await?, |d| {
-            let mut rows: Vec<Vec<String>> = d.reasons.iter().map(|(r, n)| vec![r.clone(), n.to_string()]).collect();
+            let mut rows: Vec<Vec<String>> = d
+                .reasons
+                .iter()
+                .map(|(r, n)| vec![r.clone(), n.to_string()])
+                .collect();
             rows.push(vec!["total".into(), d.total.to_string()]);
             table(&["REASON", "PACKETS"], &rows)
         })?,
         Command::Health => out.show(&c.health().await?, |h| {
-            let mut s = format!("status {}\n", serde_json::to_value(h.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
+            let mut s = format!(
+                "status {}\n",
+                serde_json::to_value(h.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            );
             for p in &h.problems {
                 s.push_str(&format!("problem: {p}\n"));
             }
             let mut rows: Vec<Vec<String>> = h
                 .mempools
                 .iter()
-                .map(|m| vec!["mempool".into(), m.name.clone(), format!("{}/{}", m.in_use, m.size)])
+                .map(|m| {
+                    vec![
+                        "mempool".into(),
+                        m.name.clone(),
+                        format!("{}/{}", m.in_use, m.size),
+                    ]
+                })
                 .collect();
-            rows.extend(h.rings.iter().map(|r| vec!["ring".into(), r.name.clone(), format!("{}/{}", r.used, r.size)]));
-            rows.extend(h.lcores.iter().map(|l| vec![format!("lcore {}", l.role), l.lcore.to_string(), format!("{:.0}% busy", l.busy_ratio * 100.0)]));
-            rows.extend(h.vifs.iter().map(|v| vec!["vif".into(), v.name.clone(), v.state.to_string()]));
+            rows.extend(h.rings.iter().map(|r| {
+                vec![
+                    "ring".into(),
+                    r.name.clone(),
+                    format!("{}/{}", r.used, r.size),
+                ]
+            }));
+            rows.extend(h.lcores.iter().map(|l| {
+                vec![
+                    format!("lcore {}", l.role),
+                    l.lcore.to_string(),
+                    format!("{:.0}% busy", l.busy_ratio * 100.0),
+                ]
+            }));
+            rows.extend(
+                h.vifs
+                    .iter()
+                    .map(|v| vec!["vif".into(), v.name.clone(), v.state.to_string()]),
+            );
             s.push_str(&table(&["KIND", "NAME", "STATE"], &rows));
             s
         })?,
@@ -785,7 +1008,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vrouterctl: cannot start: {e}");
@@ -796,7 +1022,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<control_api::Error>() {
-                Some(control_api::Error::Api { status, code, message }) => {
+                Some(control_api::Error::Api {
+                    status,
+                    code,
+                    message,
+                }) => {
                     eprintln!("vrouterctl: {message} ({status} {code})")
                 }
                 _ => eprintln!("vrouterctl: {e:#}"),

@@ -77,7 +77,10 @@ impl Dataplane for MemDataplane {
                 {
                     let _ = std::fs::remove_file(socket);
                     let l = UnixListener::bind(socket).map_err(|e| {
-                        DataplaneError::new(DataplaneErrorKind::Internal, format!("bind {}: {e}", socket.display()))
+                        DataplaneError::new(
+                            DataplaneErrorKind::Internal,
+                            format!("bind {}: {e}", socket.display()),
+                        )
                     })?;
                     s.listeners.insert(vif.index, l);
                 }
@@ -131,7 +134,10 @@ impl Dataplane for MemDataplane {
     fn vif_status(&self, vif: &VifSpec) -> VifStatus {
         let s = self.state.lock().unwrap();
         let state = match &vif.kind {
-            VifKind::VhostUser { mode: VhostUserMode::Server, .. } => VifState::Listening,
+            VifKind::VhostUser {
+                mode: VhostUserMode::Server,
+                ..
+            } => VifState::Listening,
             VifKind::VhostUser { .. } => VifState::Connecting,
             _ => VifState::Up,
         };
@@ -146,7 +152,11 @@ impl Dataplane for MemDataplane {
 
     fn stats(&self) -> Result<Stats, DataplaneError> {
         let s = self.state.lock().unwrap();
-        let mut l = LcoreStats { lcore: 1, busy_ratio: 0.25, ..Default::default() };
+        let mut l = LcoreStats {
+            lcore: 1,
+            busy_ratio: 0.25,
+            ..Default::default()
+        };
         for c in s.counters.values() {
             l.rx_packets += c.rx_packets;
             l.rx_bytes += c.rx_bytes;
@@ -166,20 +176,38 @@ impl Dataplane for MemDataplane {
 
     fn dropstats(&self) -> Result<DropStats, DataplaneError> {
         let s = self.state.lock().unwrap();
-        Ok(DropStats { total: s.drops.values().sum(), reasons: s.drops.clone() })
+        Ok(DropStats {
+            total: s.drops.values().sum(),
+            reasons: s.drops.clone(),
+        })
     }
 
     fn health(&self) -> Result<Health, DataplaneError> {
         let s = self.state.lock().unwrap();
         Ok(Health {
             status: HealthStatus::Ok,
-            mempools: vec![MempoolHealth { name: "mbuf_pool_0".into(), in_use: 512, size: 8192 }],
-            rings: vec![RingHealth { name: "lcore1_in".into(), used: 0, size: 1024 }],
-            lcores: vec![LcoreHealth { lcore: 1, role: "forwarding".into(), busy_ratio: 0.25 }],
+            mempools: vec![MempoolHealth {
+                name: "mbuf_pool_0".into(),
+                in_use: 512,
+                size: 8192,
+            }],
+            rings: vec![RingHealth {
+                name: "lcore1_in".into(),
+                used: 0,
+                size: 1024,
+            }],
+            lcores: vec![LcoreHealth {
+                lcore: 1,
+                role: "forwarding".into(),
+                busy_ratio: 0.25,
+            }],
             vifs: s
                 .vifs
                 .values()
-                .map(|v| VifHealth { name: v.name.clone(), state: VifState::Up })
+                .map(|v| VifHealth {
+                    name: v.name.clone(),
+                    state: VifState::Up,
+                })
                 .collect(),
             problems: vec![],
         })
@@ -189,7 +217,10 @@ impl Dataplane for MemDataplane {
         let s = self.state.lock().unwrap();
         let start: u64 = match &q.cursor {
             Some(c) => c.parse().map_err(|_| {
-                DataplaneError::new(DataplaneErrorKind::Rejected, format!("cursor {c:?} is not one this vrouter gave out"))
+                DataplaneError::new(
+                    DataplaneErrorKind::Rejected,
+                    format!("cursor {c:?} is not one this vrouter gave out"),
+                )
             })?,
             None => 0,
         };
@@ -248,7 +279,10 @@ impl TestServer {
         let dp = Arc::new(MemDataplane::default());
         let ctrl = Arc::new(
             Controller::new(
-                ControllerConfig { socket_base: base.clone(), vrouter_mac: MacAddr::DEFAULT_VROUTER },
+                ControllerConfig {
+                    socket_base: base.clone(),
+                    vrouter_mac: MacAddr::DEFAULT_VROUTER,
+                },
                 dp.clone(),
             )
             .unwrap(),
@@ -266,7 +300,15 @@ impl TestServer {
                 let _ = rx.await;
             }))
         });
-        TestServer { tmp, base, socket, dp, ctrl, shutdown: Some(tx), thread: Some(thread) }
+        TestServer {
+            tmp,
+            base,
+            socket,
+            dp,
+            ctrl,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
     }
 
     pub fn client(&self) -> control_api::Client {
@@ -299,8 +341,14 @@ impl Drop for TestServer {
 pub fn snapshot(root: &Path) -> Vec<PathBuf> {
     fn walk(p: &Path, out: &mut Vec<PathBuf>) {
         out.push(p.to_path_buf());
-        if std::fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false) {
-            let mut entries: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+        if std::fs::symlink_metadata(p)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            let mut entries: Vec<_> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
             entries.sort();
             for e in entries {
                 walk(&e, out);
