@@ -64,6 +64,29 @@ pub struct Model {
     bridge: BTreeMap<u32, BTreeMap<MacAddr, BridgeEntry>>,
     mpls: BTreeMap<u32, u32>,
     vxlan: BTreeMap<u32, u32>,
+    /// Reverse index: who points at each nexthop, so in-use checks and nexthop replacement
+    /// cost O(users), not O(table size).
+    users: BTreeMap<u32, BTreeSet<NhUser>>,
+}
+
+/// Something that points at a nexthop.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum NhUser {
+    Route(u32, IpPrefix),
+    Bridge(u32, MacAddr),
+    Mpls(u32),
+    Ecmp(u32),
+}
+
+impl NhUser {
+    fn describe(&self) -> String {
+        match self {
+            NhUser::Route(vrf, prefix) => format!("route {prefix} in vrf {vrf}"),
+            NhUser::Bridge(vrf, mac) => format!("bridge entry {mac} in vrf {vrf}"),
+            NhUser::Mpls(label) => format!("mpls label {label}"),
+            NhUser::Ecmp(id) => format!("ecmp nexthop {id}"),
+        }
+    }
 }
 
 impl Default for Model {
@@ -76,6 +99,7 @@ impl Default for Model {
             bridge: BTreeMap::new(),
             mpls: BTreeMap::new(),
             vxlan: BTreeMap::new(),
+            users: BTreeMap::new(),
         }
     }
 }
@@ -451,36 +475,23 @@ impl Model {
 
     /// Everything that points at nexthop `id`, named for an error message.
     pub fn nexthop_users(&self, id: u32) -> Vec<String> {
-        let mut users = Vec::new();
-        for (vrf, routes) in &self.routes {
-            users.extend(
-                routes
-                    .values()
-                    .filter(|r| r.nexthop == id)
-                    .map(|r| format!("route {} in vrf {vrf}", r.prefix)),
-            );
-        }
-        for (vrf, entries) in &self.bridge {
-            users.extend(
-                entries
-                    .values()
-                    .filter(|e| e.nexthop == id)
-                    .map(|e| format!("bridge entry {} in vrf {vrf}", e.mac)),
-            );
-        }
-        users.extend(
-            self.mpls
-                .iter()
-                .filter(|(_, nh)| **nh == id)
-                .map(|(label, _)| format!("mpls label {label}")),
-        );
-        users.extend(self.nexthops.iter().filter_map(|(other, nh)| match nh {
-            Nexthop::Ecmp { members } if members.contains(&id) => {
-                Some(format!("ecmp nexthop {other}"))
+        self.users
+            .get(&id)
+            .map(|u| u.iter().map(NhUser::describe).collect())
+            .unwrap_or_default()
+    }
+
+    fn add_user(&mut self, nexthop: u32, user: NhUser) {
+        self.users.entry(nexthop).or_default().insert(user);
+    }
+
+    fn remove_user(&mut self, nexthop: u32, user: &NhUser) {
+        if let Some(u) = self.users.get_mut(&nexthop) {
+            u.remove(user);
+            if u.is_empty() {
+                self.users.remove(&nexthop);
             }
-            _ => None,
-        }));
-        users
+        }
     }
 
     /// `Ok(true)` if `id` is new, `Ok(false)` if it replaces an existing nexthop.
@@ -576,36 +587,48 @@ impl Model {
         let exists = self.nexthops.contains_key(&id);
         if exists {
             // Whatever points at it must still be valid with the new definition.
-            let mut after = self.nexthops.clone();
-            after.insert(id, nh.clone());
-            self.recheck_labels(&after, id)?;
+            self.recheck_labels(id, nh)?;
         }
         Ok(!exists)
     }
 
-    fn recheck_labels(&self, nexthops: &BTreeMap<u32, Nexthop>, changed: u32) -> Result<(), Error> {
-        let affected = |target: u32| {
-            target == changed
-                || matches!(nexthops.get(&target), Some(Nexthop::Ecmp { members }) if members.contains(&changed))
-        };
-        for (vrf, routes) in &self.routes {
-            for r in routes.values().filter(|r| affected(r.nexthop)) {
-                check_label(nexthops, r.nexthop, r.label).map_err(|e| {
-                    Error::Conflict(format!(
-                        "route {} in vrf {vrf} would become invalid: {e}",
-                        r.prefix
-                    ))
-                })?;
+    /// Check the routes and bridge entries that reach `changed` (directly or through an ECMP
+    /// group) against its new definition `nh`.
+    fn recheck_labels(&self, changed: u32, nh: &Nexthop) -> Result<(), Error> {
+        let lookup = |id: u32| {
+            if id == changed {
+                Some(nh)
+            } else {
+                self.nexthops.get(&id)
             }
+        };
+        let mut targets = vec![changed];
+        if let Some(users) = self.users.get(&changed) {
+            targets.extend(users.iter().filter_map(|u| match u {
+                NhUser::Ecmp(group) => Some(*group),
+                _ => None,
+            }));
         }
-        for (vrf, entries) in &self.bridge {
-            for b in entries.values().filter(|b| affected(b.nexthop)) {
-                check_label(nexthops, b.nexthop, b.label).map_err(|e| {
-                    Error::Conflict(format!(
-                        "bridge entry {} in vrf {vrf} would become invalid: {e}",
-                        b.mac
-                    ))
-                })?;
+        for target in targets {
+            for user in self.users.get(&target).into_iter().flatten() {
+                let label = match user {
+                    NhUser::Route(vrf, prefix) => self
+                        .routes
+                        .get(vrf)
+                        .and_then(|r| r.get(prefix))
+                        .map(|r| r.label),
+                    NhUser::Bridge(vrf, mac) => self
+                        .bridge
+                        .get(vrf)
+                        .and_then(|b| b.get(mac))
+                        .map(|b| b.label),
+                    NhUser::Mpls(_) | NhUser::Ecmp(_) => None,
+                };
+                if let Some(label) = label {
+                    check_label(lookup, target, label).map_err(|e| {
+                        Error::Conflict(format!("{} would become invalid: {e}", user.describe()))
+                    })?;
+                }
             }
         }
         Ok(())
@@ -651,11 +674,25 @@ impl Model {
     }
 
     pub fn commit_nexthop_set(&mut self, id: u32, nh: Nexthop) {
+        if let Some(Nexthop::Ecmp { members }) = self.nexthops.get(&id).cloned() {
+            for m in members {
+                self.remove_user(m, &NhUser::Ecmp(id));
+            }
+        }
+        if let Nexthop::Ecmp { members } = &nh {
+            for &m in members {
+                self.add_user(m, NhUser::Ecmp(id));
+            }
+        }
         self.nexthops.insert(id, nh);
     }
 
     pub fn commit_nexthop_del(&mut self, id: u32) {
-        self.nexthops.remove(&id);
+        if let Some(Nexthop::Ecmp { members }) = self.nexthops.remove(&id) {
+            for m in members {
+                self.remove_user(m, &NhUser::Ecmp(id));
+            }
+        }
     }
 
     // ---- routes and bridge entries -----------------------------------------------------------
@@ -664,7 +701,7 @@ impl Model {
     pub fn check_route_set(&self, vrf: u32, route: &Route) -> Result<bool, Error> {
         self.require_vrf(vrf)?;
         self.require_nexthop_ref("nexthop", route.nexthop)?;
-        check_label(&self.nexthops, route.nexthop, route.label)?;
+        check_label(|id| self.nexthops.get(&id), route.nexthop, route.label)?;
         Ok(!self
             .routes
             .get(&vrf)
@@ -687,15 +724,23 @@ impl Model {
     }
 
     pub fn commit_route_set(&mut self, vrf: u32, route: Route) {
-        self.routes
+        let user = NhUser::Route(vrf, route.prefix);
+        self.add_user(route.nexthop, user.clone());
+        if let Some(old) = self
+            .routes
             .entry(vrf)
             .or_default()
-            .insert(route.prefix, route);
+            .insert(route.prefix, route.clone())
+        {
+            if old.nexthop != route.nexthop {
+                self.remove_user(old.nexthop, &user);
+            }
+        }
     }
 
     pub fn commit_route_del(&mut self, vrf: u32, prefix: &IpPrefix) {
-        if let Some(r) = self.routes.get_mut(&vrf) {
-            r.remove(prefix);
+        if let Some(old) = self.routes.get_mut(&vrf).and_then(|r| r.remove(prefix)) {
+            self.remove_user(old.nexthop, &NhUser::Route(vrf, *prefix));
         }
     }
 
@@ -717,7 +762,7 @@ impl Model {
             ));
         }
         self.require_nexthop_ref("nexthop", entry.nexthop)?;
-        check_label(&self.nexthops, entry.nexthop, entry.label)?;
+        check_label(|id| self.nexthops.get(&id), entry.nexthop, entry.label)?;
         Ok(!self
             .bridge
             .get(&vrf)
@@ -736,12 +781,23 @@ impl Model {
     }
 
     pub fn commit_bridge_set(&mut self, vrf: u32, entry: BridgeEntry) {
-        self.bridge.entry(vrf).or_default().insert(entry.mac, entry);
+        let user = NhUser::Bridge(vrf, entry.mac);
+        self.add_user(entry.nexthop, user.clone());
+        if let Some(old) = self
+            .bridge
+            .entry(vrf)
+            .or_default()
+            .insert(entry.mac, entry.clone())
+        {
+            if old.nexthop != entry.nexthop {
+                self.remove_user(old.nexthop, &user);
+            }
+        }
     }
 
     pub fn commit_bridge_del(&mut self, vrf: u32, mac: MacAddr) {
-        if let Some(b) = self.bridge.get_mut(&vrf) {
-            b.remove(&mac);
+        if let Some(old) = self.bridge.get_mut(&vrf).and_then(|b| b.remove(&mac)) {
+            self.remove_user(old.nexthop, &NhUser::Bridge(vrf, mac));
         }
     }
 
@@ -772,11 +828,18 @@ impl Model {
     }
 
     pub fn commit_mpls_set(&mut self, label: u32, nexthop: u32) {
-        self.mpls.insert(label, nexthop);
+        self.add_user(nexthop, NhUser::Mpls(label));
+        if let Some(old) = self.mpls.insert(label, nexthop) {
+            if old != nexthop {
+                self.remove_user(old, &NhUser::Mpls(label));
+            }
+        }
     }
 
     pub fn commit_mpls_del(&mut self, label: u32) {
-        self.mpls.remove(&label);
+        if let Some(old) = self.mpls.remove(&label) {
+            self.remove_user(old, &NhUser::Mpls(label));
+        }
     }
 
     pub fn mpls(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
@@ -881,17 +944,17 @@ fn check_rule(field: &str, rule: &PolicyRule) -> Result<(), Error> {
 
 /// The label rule for a route or bridge entry toward `nexthop`: required toward tunnels (a VNI
 /// for VXLAN, an MPLS label 16..2^20 otherwise), refused toward anything else.
-fn check_label(
-    nexthops: &BTreeMap<u32, Nexthop>,
+fn check_label<'a>(
+    lookup: impl Fn(u32) -> Option<&'a Nexthop>,
     nexthop: u32,
     label: Option<u32>,
 ) -> Result<(), Error> {
-    let direct = nexthops.get(&nexthop);
+    let direct = lookup(nexthop);
     let encaps: Vec<TunnelEncap> = match direct {
         Some(Nexthop::Tunnel { encap, .. }) => vec![*encap],
         Some(Nexthop::Ecmp { members }) => members
             .iter()
-            .filter_map(|m| match nexthops.get(m) {
+            .filter_map(|m| match lookup(*m) {
                 Some(Nexthop::Tunnel { encap, .. }) => Some(*encap),
                 _ => None,
             })
@@ -1141,6 +1204,76 @@ mod tests {
         // The VRF now has a route: it cannot go.
         assert_eq!(m.check_vrf_del(1).unwrap_err().status(), 409);
         assert_eq!(m.check_vrf_del(0).unwrap_err().status(), 409);
+    }
+
+    #[test]
+    fn the_user_index_follows_replacements_and_deletes() {
+        let mut m = Model::new();
+        add_af_packet(&mut m, "fabric", 0, 0);
+        m.commit_vrf_add(1);
+        for id in [1, 2, 3] {
+            m.commit_nexthop_set(id, Nexthop::Discard);
+        }
+        let prefix: IpPrefix = "198.18.0.0/15".parse().unwrap();
+        m.commit_route_set(
+            1,
+            Route {
+                prefix,
+                nexthop: 1,
+                label: None,
+            },
+        );
+        m.commit_route_set(
+            1,
+            Route {
+                prefix,
+                nexthop: 2,
+                label: None,
+            },
+        );
+        assert!(
+            m.check_nexthop_del(1).is_ok(),
+            "the replaced route released nexthop 1"
+        );
+        assert_eq!(m.nexthop_users(2), vec!["route 198.18.0.0/15 in vrf 1"]);
+        m.commit_nexthop_set(
+            4,
+            Nexthop::Ecmp {
+                members: vec![1, 3],
+            },
+        );
+        m.commit_nexthop_set(4, Nexthop::Ecmp { members: vec![3] });
+        assert!(
+            m.check_nexthop_del(1).is_ok(),
+            "the replaced group released member 1"
+        );
+        assert_eq!(m.nexthop_users(3), vec!["ecmp nexthop 4"]);
+        m.commit_mpls_set(100, 3);
+        m.commit_mpls_set(100, 1);
+        assert_eq!(m.nexthop_users(3), vec!["ecmp nexthop 4"]);
+        m.commit_nexthop_del(4);
+        assert!(m.nexthop_users(3).is_empty());
+        m.commit_route_del(1, &prefix);
+        m.commit_mpls_del(100);
+        assert!(m.users.is_empty(), "{:?}", m.users);
+        // A route through an ECMP group is rechecked when a member changes.
+        m.commit_nexthop_set(5, tunnel(TunnelEncap::Vxlan));
+        m.commit_nexthop_set(6, Nexthop::Ecmp { members: vec![5] });
+        m.commit_route_set(
+            1,
+            Route {
+                prefix,
+                nexthop: 6,
+                label: Some(5_000_000),
+            },
+        );
+        let e = m
+            .check_nexthop_set(5, &tunnel(TunnelEncap::Mplsogre))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("route 198.18.0.0/15 in vrf 1"),
+            "{e}"
+        );
     }
 
     #[test]
