@@ -266,42 +266,27 @@ impl Controller {
         self.model().vifs().map(|v| v.spec.clone()).collect()
     }
 
-    /// Remove every vif (dataplane first), their server sockets and the directories created
-    /// for them: vrouterd calls this on shutdown. Returns the names it could not remove.
-    pub fn remove_all_vifs(&self) -> Vec<String> {
-        let mut failed = Vec::new();
-        let names: Vec<String> = self.model().vifs().map(|v| v.spec.name.clone()).collect();
-        // Nexthops pin vifs; on shutdown they go first.
-        let nexthops: Vec<u32> = self.model().nexthops().map(|(id, _)| id).collect();
-        let mut model = self.model();
-        for id in nexthops {
-            if self.apply(&Change::NexthopDel { id }).is_ok() {
-                model.commit_nexthop_del(id);
+    /// Shutdown: remove every server-mode vif socket and the directories created for vifs
+    /// (where empty). Call after the dataplane stopped serving the sockets. The model is kept,
+    /// so this is safe to call more than once.
+    pub fn remove_socket_files(&self) {
+        let model = self.model();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for vif in model.vifs() {
+            if let VifKind::VhostUser {
+                socket,
+                mode: crate::api::VhostUserMode::Server,
+                ..
+            } = &vif.spec.kind
+            {
+                socket_path::remove_socket_file(socket);
+                info!(vif = %vif.spec.name, socket = %socket.display(), "socket removed at shutdown");
             }
+            dirs.extend(vif.created_dirs.iter().cloned());
         }
-        drop(model);
-        for name in names {
-            let spec = match self.model().vif(&name) {
-                Ok(v) => v.spec.clone(),
-                Err(_) => continue,
-            };
-            if self.apply(&Change::VifDel { vif: spec }).is_err() {
-                failed.push(name);
-                continue;
-            }
-            if let Some((entry, removable)) = self.model().commit_vif_del(&name) {
-                if let VifKind::VhostUser {
-                    socket,
-                    mode: crate::api::VhostUserMode::Server,
-                    ..
-                } = &entry.spec.kind
-                {
-                    socket_path::remove_socket_file(socket);
-                }
-                socket_path::remove_created_dirs(&removable);
-            }
-        }
-        failed
+        dirs.sort_by_key(|d| d.components().count());
+        dirs.dedup();
+        socket_path::remove_created_dirs(&dirs);
     }
 
     // ---- nexthops ----------------------------------------------------------------------------

@@ -9,7 +9,8 @@
 //! let ctrl = Arc::new(Controller::new(ControllerConfig { socket_base, vrouter_mac }, dataplane)?);
 //! let socket = ControlSocket::bind(&control_socket_path)?;
 //! runtime.block_on(serve(socket, ctrl.clone(), ServeOptions::default(), shutdown_future))?;
-//! ctrl.remove_all_vifs(); // on shutdown: vifs down, server sockets and created dirs removed
+//! // on shutdown, once the vhost core has stopped: server sockets and created dirs removed
+//! ctrl.remove_socket_files();
 //! ```
 
 pub mod api;

@@ -648,12 +648,15 @@ impl ControlSocket {
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
     pub body_limit: usize,
+    /// How long in-flight requests may run on after shutdown was asked for.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             body_limit: DEFAULT_BODY_LIMIT,
+            shutdown_grace: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -675,10 +678,27 @@ pub async fn serve(
         tokio::net::UnixListener::from_std(listener).map_err(|e| sock_err("register", &path, e))?;
     tracing::info!(socket = %path.display(), "control API listening");
     let app = router(ctrl, options.body_limit);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| sock_err("serve", &path, e));
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    });
+    // In-flight requests get a grace period; a client that never finishes cannot hold
+    // vrouterd's shutdown hostage.
+    let grace = options.shutdown_grace;
+    let result = tokio::select! {
+        r = server => r.map_err(|e| sock_err("serve", &path, e)),
+        _ = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(socket = %path.display(), "control connections still open after the grace period; closing them");
+            Ok(())
+        }
+    };
     if identity.is_some() && socket_path::identity(&path) == identity {
         let _ = fs::remove_file(&path);
     }

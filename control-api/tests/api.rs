@@ -290,7 +290,10 @@ async fn isolation_attempts_are_refused_and_change_nothing_on_disk() {
 
 #[tokio::test]
 async fn bad_requests_get_4xx_naming_what_was_wrong() {
-    let s = TestServer::start_with(ServeOptions { body_limit: 4096 });
+    let s = TestServer::start_with(ServeOptions {
+        body_limit: 4096,
+        ..ServeOptions::default()
+    });
     let d = s.base.join("p");
     refused(
         raw(&s, Method::POST, "/vifs", Some(b"{\"name\":".to_vec())).await,
@@ -1031,4 +1034,57 @@ fn openapi_document_lists_exactly_the_served_routes() {
         extra.is_empty(),
         "in openapi.yaml but not served: {extra:?}"
     );
+}
+
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_an_idle_client_and_removes_vif_sockets() {
+    let mut s = TestServer::start_with(ServeOptions {
+        shutdown_grace: std::time::Duration::from_millis(300),
+        ..ServeOptions::default()
+    });
+    call(&s, Method::PUT, "/vrfs/1", None).await;
+    let a = s.base.join("pod-a/x");
+    let b = s.base.join("pod-b");
+    assert_eq!(
+        call(
+            &s,
+            Method::POST,
+            "/vifs",
+            Some(vhost("a", &a, "s", "server"))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::POST,
+            "/vifs",
+            Some(vhost("b", &b, "s", "client"))
+        )
+        .await
+        .0,
+        201
+    );
+    // A client that connects and never sends a request.
+    let _idle = tokio::net::UnixStream::connect(&s.socket).await.unwrap();
+    let started = std::time::Instant::now();
+    s.stop().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(!s.socket.exists());
+    assert!(
+        a.join("s").exists(),
+        "vif sockets stay until vrouterd says so"
+    );
+    s.ctrl.remove_socket_files();
+    assert!(
+        !s.base.join("pod-a").exists() && !b.exists(),
+        "sockets and created dirs removed"
+    );
+    assert!(s.base.exists());
 }
