@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Writes the checked-in seed corpora (run from vhost-user/fuzz/)."""
+import struct, os
+
+def req(code, payload=b"", flags=1):
+    return struct.pack("<III", code, flags, len(payload)) + payload
+
+def st(i, n):
+    return struct.pack("<II", i, n)
+
+d = "corpus/decode_message"
+seeds = {
+    "negotiate": req(1) + req(3) + req(2, struct.pack("<Q", (1 << 32) | (1 << 15) | (1 << 30)))
+        + req(15) + req(16, struct.pack("<Q", 0x10009)) + req(17),
+    "vring_setup": req(8, st(0, 256), 9) + req(10, st(0, 0), 9)
+        + req(9, struct.pack("<IIQQQQ", 0, 0, 0x7f0000000000, 0x7f0000002000, 0x7f0000001000, 0), 9)
+        + req(12, struct.pack("<Q", 0x100), 9) + req(18, st(0, 1), 9) + req(11, st(0, 0)),
+    "mem_table_no_fds": req(5, struct.pack("<II", 1, 0) + struct.pack("<QQQQ", 0, 1 << 20, 0x7f0000000000, 0), 9),
+    "config_status": req(24, struct.pack("<III", 0, 12, 0) + bytes(12)) + req(39, struct.pack("<Q", 15), 9) + req(40),
+    "bad_sizes": req(2, b"\x01\x02\x03", 9) + req(9, bytes(39), 9) + req(999, b"abc", 9),
+    "reset": req(4) + req(34) + req(39, struct.pack("<Q", 0)),
+}
+for name, data in seeds.items():
+    open(os.path.join(d, "seed-" + name), "wb").write(data)
+
+# desc_chain: [size selector][features][RAM image]; size 8 -> selector 2.
+GPA = 0x1_0000_0000
+def ram_image(size, descs, heads, avail_idx, extra):
+    desc = b"".join(struct.pack("<QIHH", *x) for x in descs).ljust(16 * size, b"\0")
+    avail = struct.pack("<HH", 0, avail_idx) + b"".join(struct.pack("<H", h) for h in heads).ljust(2 * size, b"\0") + b"\0\0"
+    img = desc + avail
+    img = img.ljust((len(img) + 3) // 4 * 4, b"\0")
+    img += bytes(6 + 8 * size)
+    return img.ljust(8192, b"\0") + extra
+
+d = "corpus/desc_chain"
+BUF = GPA + 8192
+bufdata = bytes(range(256)) * 16
+seeds = {
+    "single": ram_image(8, [(BUF, 72, 0, 0)], [0], 1, bufdata),
+    "chained": ram_image(8, [(BUF, 12, 1, 1), (BUF + 64, 60, 1, 2), (BUF + 256, 100, 0, 0)], [0], 1, bufdata),
+    "indirect": ram_image(8, [(BUF + 1024, 32, 4, 0)], [0], 1, bufdata[:1024]
+        + struct.pack("<QIHH", BUF, 40, 1, 1) + struct.pack("<QIHH", BUF + 100, 40, 0, 0) + bufdata[:1024]),
+    "rx_writable": ram_image(8, [(BUF, 2048, 2, 0), (BUF + 2048, 2048, 2, 0)], [0, 1], 2, bufdata),
+    "loop": ram_image(8, [(BUF, 12, 1, 1), (BUF, 12, 1, 0)], [0], 1, bufdata),
+}
+for name, img in seeds.items():
+    sel = 2
+    open(os.path.join(d, "seed-" + name), "wb").write(bytes([sel, 0b011]) + img)
