@@ -8,7 +8,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 use vrouter::pipeline::{NoFlow, Pipeline, TxBatches};
-use vrouter::tables::{FabricConfig, Nexthop, RouteTarget, Tables, TablesConfig, TunnelEncap, Vif, VifKind};
+use vrouter::tables::{
+    FabricConfig, Nexthop, RouteTarget, Tables, TablesConfig, TunnelEncap, Vif, VifKind,
+};
 use vrouter::{MacAddr, StatsRegistry, VecBuf};
 
 const BURST: usize = 32;
@@ -33,26 +35,86 @@ fn route_prefix(i: u32) -> u32 {
 }
 
 fn build_tables(routes: u32) -> Arc<Tables> {
-    let t = Tables::new(TablesConfig { v4_groups: 1 << 17, ..TablesConfig::default() });
-    t.set_fabric(FabricConfig { vrouter_mac: VROUTER_MAC, fabric_ip: FABRIC_IP, outer_ttl: 64, outer_df: true });
+    let t = Tables::new(TablesConfig {
+        v4_groups: 1 << 17,
+        ..TablesConfig::default()
+    });
+    t.set_fabric(FabricConfig {
+        vrouter_mac: VROUTER_MAC,
+        fabric_ip: FABRIC_IP,
+        outer_ttl: 64,
+        outer_df: true,
+    });
     t.add_vrf(VRF).expect("VRF 5");
-    let vif = |index, kind, vrf: u32, mac| Vif { index, kind, vrf: vrf as u16, mac, mtu: 9000 };
-    t.set_vif(vif(FABRIC, VifKind::Physical, 0, MacAddr([2, 0, 0, 0, 0xf, 1]))).expect("fabric vif");
-    t.set_vif(vif(POD_A, VifKind::Pod, VRF, POD_A_MAC)).expect("pod vif");
-    t.set_vif(vif(POD_B, VifKind::Pod, VRF, MacAddr([2, 0, 0, 0, 0, 0x0b]))).expect("pod vif");
-    t.set_nexthop(NH_POD_A, Nexthop::Encap { vif: POD_A, dmac: POD_A_MAC }).expect("nexthop");
+    let vif = |index, kind, vrf: u32, mac| Vif {
+        index,
+        kind,
+        vrf: vrf as u16,
+        mac,
+        mtu: 9000,
+    };
+    t.set_vif(vif(
+        FABRIC,
+        VifKind::Physical,
+        0,
+        MacAddr([2, 0, 0, 0, 0xf, 1]),
+    ))
+    .expect("fabric vif");
+    t.set_vif(vif(POD_A, VifKind::Pod, VRF, POD_A_MAC))
+        .expect("pod vif");
+    t.set_vif(vif(
+        POD_B,
+        VifKind::Pod,
+        VRF,
+        MacAddr([2, 0, 0, 0, 0, 0x0b]),
+    ))
+    .expect("pod vif");
+    t.set_nexthop(
+        NH_POD_A,
+        Nexthop::Encap {
+            vif: POD_A,
+            dmac: POD_A_MAC,
+        },
+    )
+    .expect("nexthop");
     t.set_label(LABEL_TO_A, NH_POD_A).expect("label");
     t.set_vni(LABEL, VRF).expect("vni");
-    t.set_nexthop(NH_SCENARIO, Nexthop::Discard).expect("nexthop");
+    t.set_nexthop(NH_SCENARIO, Nexthop::Discard)
+        .expect("nexthop");
     for i in 0..routes {
         let p = IpAddr::V4(Ipv4Addr::from(route_prefix(i)));
-        t.add_route(VRF, p, 24, RouteTarget { nexthop: NH_SCENARIO, label: Some(LABEL) }).expect("route");
+        t.add_route(
+            VRF,
+            p,
+            24,
+            RouteTarget {
+                nexthop: NH_SCENARIO,
+                label: Some(LABEL),
+            },
+        )
+        .expect("route");
     }
-    t.add_route(VRF, IpAddr::V4(POD_A_IP), 32, RouteTarget { nexthop: NH_POD_A, label: None }).expect("route");
+    t.add_route(
+        VRF,
+        IpAddr::V4(POD_A_IP),
+        32,
+        RouteTarget {
+            nexthop: NH_POD_A,
+            label: None,
+        },
+    )
+    .expect("route");
     Arc::new(t)
 }
 
-fn udp_frame(smac: MacAddr, dmac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, payload: usize) -> Vec<u8> {
+fn udp_frame(
+    smac: MacAddr,
+    dmac: MacAddr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    payload: usize,
+) -> Vec<u8> {
     let mut v = Vec::new();
     etherparse::PacketBuilder::ethernet2(smac.0, dmac.0)
         .ipv4(src.octets(), dst.octets(), 64)
@@ -67,7 +129,14 @@ fn pod_frames(routes: u32) -> Vec<Vec<u8>> {
     (0..1024u32)
         .map(|i| {
             let dst = route_prefix((i.wrapping_mul(7919)) % routes) | 5;
-            udp_frame(POD_A_MAC, VROUTER_MAC, POD_A_IP, Ipv4Addr::from(dst), 10000 + i as u16, 18)
+            udp_frame(
+                POD_A_MAC,
+                VROUTER_MAC,
+                POD_A_IP,
+                Ipv4Addr::from(dst),
+                10000 + i as u16,
+                18,
+            )
         })
         .collect()
 }
@@ -78,11 +147,27 @@ fn fabric_frames(vxlan: bool) -> Vec<Vec<u8>> {
     (0..1024u32)
         .map(|i| {
             let src = Ipv4Addr::from(route_prefix(i) | 9);
-            let inner = udp_frame(MacAddr([2, 0, 0, 0, 0, 0x99]), VROUTER_MAC, src, POD_A_IP, 10000 + i as u16, 18);
+            let inner = udp_frame(
+                MacAddr([2, 0, 0, 0, 0, 0x99]),
+                VROUTER_MAC,
+                src,
+                POD_A_IP,
+                10000 + i as u16,
+                18,
+            );
             let tunnel: Vec<u8> = if vxlan {
-                [[0x08, 0, 0, 0].as_slice(), &(LABEL << 8).to_be_bytes(), &inner].concat()
+                [
+                    [0x08, 0, 0, 0].as_slice(),
+                    &(LABEL << 8).to_be_bytes(),
+                    &inner,
+                ]
+                .concat()
             } else {
-                [((LABEL_TO_A << 12) | 0x100 | 64).to_be_bytes().as_slice(), &inner[14..]].concat()
+                [
+                    ((LABEL_TO_A << 12) | 0x100 | 64).to_be_bytes().as_slice(),
+                    &inner[14..],
+                ]
+                .concat()
             };
             let mut v = Vec::new();
             etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0xf, 2], [2, 0, 0, 0, 0xf, 1])
@@ -96,20 +181,50 @@ fn fabric_frames(vxlan: bool) -> Vec<Vec<u8>> {
 }
 
 struct Result {
+    /// Wall-clock ns per packet.
     ns: f64,
+    /// TSC cycles per packet (wall clock in cycles: includes time the thread was preempted).
     cycles: f64,
+    /// Cycles per packet while this thread was on a CPU (from /proc/thread-self/schedstat), so
+    /// a loaded machine does not inflate the figure.
+    cpu_cycles: f64,
+}
+
+/// Nanoseconds this thread has spent on a CPU (first field of schedstat).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
 }
 
 /// Time `bursts` bursts of the frames through the pipeline, minus restoring the buffers.
-fn measure(pipe: &mut Pipeline<NoFlow>, in_vif: u16, frames: &[Vec<u8>], expect_out: u16, bursts: usize) -> Result {
-    let mut bufs: Vec<VecBuf> = frames[..BURST].iter().map(|f| VecBuf::from_frame(f)).collect();
+fn measure(
+    pipe: &mut Pipeline<NoFlow>,
+    in_vif: u16,
+    frames: &[Vec<u8>],
+    expect_out: u16,
+    bursts: usize,
+) -> Result {
+    let mut bufs: Vec<VecBuf> = frames[..BURST]
+        .iter()
+        .map(|f| VecBuf::from_frame(f))
+        .collect();
     let mut out = TxBatches::new(BURST);
     // Check once that the scenario forwards where it should.
     pipe.process(in_vif, bufs.drain(..), &mut out);
-    assert_eq!(out.tx(expect_out).len(), BURST, "scenario forwards every packet to vif {expect_out}");
+    assert_eq!(
+        out.tx(expect_out).len(),
+        BURST,
+        "scenario forwards every packet to vif {expect_out}"
+    );
     out.flush(|_, q| bufs.append(q));
-    let run = |pipe: &mut Pipeline<NoFlow>, bufs: &mut Vec<VecBuf>, out: &mut TxBatches<VecBuf>, forward: bool| {
+    let run = |pipe: &mut Pipeline<NoFlow>,
+               bufs: &mut Vec<VecBuf>,
+               out: &mut TxBatches<VecBuf>,
+               forward: bool| {
         let t0 = Instant::now();
+        let cpu0 = thread_cpu_ns();
         let c0 = pmd_shim::cycles::rdtsc();
         for n in 0..bursts {
             let base = (n * BURST) % frames.len();
@@ -123,23 +238,43 @@ fn measure(pipe: &mut Pipeline<NoFlow>, in_vif: u16, frames: &[Vec<u8>], expect_
             }
         }
         let c = pmd_shim::cycles::rdtsc() - c0;
-        (t0.elapsed().as_nanos() as f64, c as f64)
+        let cpu = thread_cpu_ns() - cpu0;
+        (t0.elapsed().as_nanos() as f64, c as f64, cpu as f64)
     };
-    let (ns_all, cy_all) = run(pipe, &mut bufs, &mut out, true);
-    let (ns_base, cy_base) = run(pipe, &mut bufs, &mut out, false);
+    let (ns_all, cy_all, cpu_all) = run(pipe, &mut bufs, &mut out, true);
+    let (ns_base, cy_base, cpu_base) = run(pipe, &mut bufs, &mut out, false);
     let pkts = (bursts * BURST) as f64;
-    Result { ns: (ns_all - ns_base) / pkts, cycles: (cy_all - cy_base) / pkts }
+    let hz = pmd_shim::cycles::tsc_hz() as f64;
+    Result {
+        ns: (ns_all - ns_base) / pkts,
+        cycles: (cy_all - cy_base) / pkts,
+        cpu_cycles: (cpu_all - cpu_base) * hz / 1e9 / pkts,
+    }
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let bursts = if quick { 20_000 } else { 200_000 };
-    println!("vrouter pipeline micro-benchmark: bursts of {BURST}, 64-byte frames, TSC {:.2} GHz", pmd_shim::cycles::tsc_hz() as f64 / 1e9);
-    println!("{:<28} {:>9} {:>10} {:>12}", "scenario", "routes", "ns/pkt", "cycles/pkt");
-    for routes in [1_000u32, 1_000_000] {
+    println!(
+        "vrouter pipeline micro-benchmark: bursts of {BURST}, 64-byte frames, TSC {:.2} GHz",
+        pmd_shim::cycles::tsc_hz() as f64 / 1e9
+    );
+    println!(
+        "{:<28} {:>9} {:>8} {:>11} {:>15}",
+        "scenario", "routes", "ns/pkt", "cycles/pkt", "on-cpu cyc/pkt"
+    );
+    let sizes: &[u32] = if std::env::var("VR_BENCH_SMALL").is_ok() {
+        &[1_000]
+    } else {
+        &[1_000, 1_000_000]
+    };
+    for &routes in sizes {
         let t0 = Instant::now();
         let tables = build_tables(routes);
-        eprintln!("({routes} routes loaded in {:.2} s)", t0.elapsed().as_secs_f64());
+        eprintln!(
+            "({routes} routes loaded in {:.2} s)",
+            t0.elapsed().as_secs_f64()
+        );
         let stats = StatsRegistry::default();
         let mut pipe = Pipeline::new(tables.clone(), stats.new_core(), NoFlow);
         let pods = pod_frames(routes);
@@ -151,23 +286,56 @@ fn main() {
             dmac: MacAddr([2, 0, 0, 0, 0xf, 2]),
         };
         let scenarios: [(&str, Nexthop); 4] = [
-            ("l3 forward to local vif", Nexthop::Encap { vif: POD_B, dmac: MacAddr([2, 0, 0, 0, 0, 0x0b]) }),
+            (
+                "l3 forward to local vif",
+                Nexthop::Encap {
+                    vif: POD_B,
+                    dmac: MacAddr([2, 0, 0, 0, 0, 0x0b]),
+                },
+            ),
             ("vxlan encap", tunnel(TunnelEncap::Vxlan)),
             ("mpls-over-udp encap", tunnel(TunnelEncap::MplsUdp)),
             ("mpls-over-gre encap", tunnel(TunnelEncap::MplsGre)),
         ];
+        let only = std::env::var("VR_BENCH_ONLY").unwrap_or_default();
         for (name, nh) in scenarios {
-            tables.set_nexthop(NH_SCENARIO, nh).expect("scenario nexthop");
-            let out = if name.starts_with("l3") { POD_B } else { FABRIC };
+            if !name.contains(only.as_str()) {
+                continue;
+            }
+            tables
+                .set_nexthop(NH_SCENARIO, nh)
+                .expect("scenario nexthop");
+            let out = if name.starts_with("l3") {
+                POD_B
+            } else {
+                FABRIC
+            };
             let r = measure(&mut pipe, POD_A, &pods, out, bursts);
-            println!("{name:<28} {routes:>9} {:>10.1} {:>12.1}", r.ns, r.cycles);
+            println!(
+                "{name:<28} {routes:>9} {:>8.1} {:>11.1} {:>15.1}",
+                r.ns, r.cycles, r.cpu_cycles
+            );
         }
-        for (name, vxlan) in [("vxlan decap (+ l3 route)", true), ("mpls-over-udp decap", false)] {
+        for (name, vxlan) in [
+            ("vxlan decap (+ l3 route)", true),
+            ("mpls-over-udp decap", false),
+        ] {
+            if !name.contains(only.as_str()) {
+                continue;
+            }
             let r = measure(&mut pipe, FABRIC, &fabric_frames(vxlan), POD_A, bursts);
-            println!("{name:<28} {routes:>9} {:>10.1} {:>12.1}", r.ns, r.cycles);
+            println!(
+                "{name:<28} {routes:>9} {:>8.1} {:>11.1} {:>15.1}",
+                r.ns, r.cycles, r.cpu_cycles
+            );
         }
         let s = stats.snapshot();
-        assert_eq!(s.total_drops(), 0, "no drops in the benchmark: {:?}", s.drops.iter().filter(|d| d.1 > 0).collect::<Vec<_>>());
+        assert_eq!(
+            s.total_drops(),
+            0,
+            "no drops in the benchmark: {:?}",
+            s.drops.iter().filter(|d| d.1 > 0).collect::<Vec<_>>()
+        );
     }
     println!("goals: l3 local forward <= 80 cycles/pkt, encap <= 40 cycles more");
 }

@@ -156,7 +156,7 @@ impl<F: FlowHook> Pipeline<F> {
     }
 }
 
-impl<F: FlowHook> Ctx<'_, F> {
+impl<'a, F: FlowHook> Ctx<'a, F> {
     #[inline(always)]
     fn packet<B: PacketBuf>(&mut self, in_vif: u16, b: &mut B) -> Verdict {
         let Some(vif) = self.topo.vif(in_vif) else {
@@ -174,8 +174,11 @@ impl<F: FlowHook> Ctx<'_, F> {
         }
     }
 
-    fn vrf(&self, id: u16) -> Result<&Arc<Vrf>, DropReason> {
-        self.topo.vrf(id).ok_or(DropReason::InvalidVrf)
+    /// The VRF, borrowed from the burst's topology snapshot (no reference count touched).
+    #[inline(always)]
+    fn vrf(&self, id: u16) -> Result<&'a Vrf, DropReason> {
+        let topo: &'a Topology = self.topo;
+        topo.vrf(id).map(|v| &**v).ok_or(DropReason::InvalidVrf)
     }
 
     /// Whether the vrouter answers ARP / ND for `dst` in `vrf`: it has a route that does not
@@ -194,13 +197,13 @@ impl<F: FlowHook> Ctx<'_, F> {
 
     fn pod_ingress<B: PacketBuf>(&mut self, vif: &Vif, m: PacketMeta, b: &mut B) -> Verdict {
         let vrf = match self.vrf(vif.vrf) {
-            Ok(v) => v.clone(),
+            Ok(v) => v,
             Err(r) => return Verdict::Drop(r),
         };
         let dmac = ethernet::Frame::new_unchecked(b.data()).dst();
         let vrouter_mac = self.topo.fabric.vrouter_mac;
         if m.l3 == L3::Arp {
-            return self.pod_arp(vif, &vrf, m, b);
+            return self.pod_arp(vif, vrf, m, b);
         }
         if m.l3 == L3::Ipv6 {
             if let Some(t) = reply::ns_target(b.data(), &m) {
@@ -218,12 +221,12 @@ impl<F: FlowHook> Ctx<'_, F> {
             }
         }
         if dmac == vrouter_mac {
-            return self.route(&vrf, m, b, Some(vif));
+            return self.route(vrf, m, b, Some(vif));
         }
         if dmac.is_multicast() {
             return Verdict::Drop(DropReason::Multicast);
         }
-        self.bridge(&vrf, m, dmac, b)
+        self.bridge(vrf, m, dmac, b)
     }
 
     fn pod_arp<B: PacketBuf>(&mut self, vif: &Vif, vrf: &Vrf, m: PacketMeta, b: &mut B) -> Verdict {
@@ -273,6 +276,11 @@ impl<F: FlowHook> Ctx<'_, F> {
                     return Verdict::Host;
                 }
                 let l4 = usize::from(m.l4_off);
+                // The tunnel packet ends where the outer IP says: drop any Ethernet padding.
+                let end = usize::from(m.l3_off) + usize::from(m.l3_len);
+                if b.trim(b.len().saturating_sub(end)).is_err() {
+                    return Verdict::Drop(DropReason::Truncated);
+                }
                 match (m.proto, m.dport) {
                     (ipv4::proto::UDP, udp::PORT_VXLAN) => {
                         self.decap_vxlan(l4 + udp::HEADER_LEN, b)
@@ -298,14 +306,6 @@ impl<F: FlowHook> Ctx<'_, F> {
         }
     }
 
-    /// Trim the tunnel packet so it ends where the outer IP says (drop Ethernet padding).
-    fn trim_outer<B: PacketBuf>(b: &mut B) -> Result<(), DropReason> {
-        let m = meta::parse_ethernet(b.data())?;
-        let end = usize::from(m.l3_off) + usize::from(m.l3_len);
-        let extra = b.len().saturating_sub(end);
-        b.trim(extra).map_err(|_| DropReason::Truncated)
-    }
-
     fn decap_vxlan<B: PacketBuf>(&mut self, off: usize, b: &mut B) -> Verdict {
         let vni = match vxlan::Packet::new_checked(&b.data()[off..]) {
             Ok(v) => v.vni(),
@@ -315,12 +315,9 @@ impl<F: FlowHook> Ctx<'_, F> {
             return Verdict::Drop(DropReason::InvalidVni);
         };
         let vrf = match self.vrf(vrf_id) {
-            Ok(v) => v.clone(),
+            Ok(v) => v,
             Err(r) => return Verdict::Drop(r),
         };
-        if let Err(r) = Self::trim_outer(b) {
-            return Verdict::Drop(r);
-        }
         if b.adj(off + vxlan::HEADER_LEN).is_err() {
             return Verdict::Drop(DropReason::Truncated);
         }
@@ -331,12 +328,12 @@ impl<F: FlowHook> Ctx<'_, F> {
         m.vrf = vrf_id;
         let dmac = ethernet::Frame::new_unchecked(b.data()).dst();
         if dmac == self.topo.fabric.vrouter_mac {
-            return self.route(&vrf, m, b, None);
+            return self.route(vrf, m, b, None);
         }
         if dmac.is_multicast() {
             return Verdict::Drop(DropReason::Multicast);
         }
-        self.bridge(&vrf, m, dmac, b)
+        self.bridge(vrf, m, dmac, b)
     }
 
     fn decap_mpls<B: PacketBuf>(&mut self, off: usize, b: &mut B) -> Verdict {
@@ -348,9 +345,6 @@ impl<F: FlowHook> Ctx<'_, F> {
         let Some(nh_id) = self.tables.labels.get(label) else {
             return Verdict::Drop(DropReason::InvalidLabel);
         };
-        if let Err(r) = Self::trim_outer(b) {
-            return Verdict::Drop(r);
-        }
         let ip_off = off + mpls::ENTRY_LEN;
         let m = match meta::parse_ip(b.data(), ip_off) {
             Ok(m) => m,

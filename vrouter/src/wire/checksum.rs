@@ -1,21 +1,27 @@
 //! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
 
 /// One's-complement sum of `data` as big-endian 16-bit words (odd tail padded with zero), added
-/// to `acc`. Not folded: fold with [`fold`].
+/// to `acc`. Not folded: fold with [`fold`]. The result stays below 2^17 plus `acc`'s high
+/// part, so callers may add a few small values before folding.
 #[inline]
-pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
+pub fn sum(acc: u32, data: &[u8]) -> u32 {
+    // Add 32-bit big-endian words into a 64-bit accumulator (no carry can be lost), then fold:
+    // one's-complement addition does not care about the word size (RFC 1071, section 2).
+    let mut wide = u64::from(acc);
+    let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        // Keep carries from overflowing u32 on long payloads.
-        if acc & 0x8000_0000 != 0 {
-            acc = (acc & 0xffff) + (acc >> 16);
-        }
+        wide += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
     }
-    if let [last] = chunks.remainder() {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
+    match *chunks.remainder() {
+        [a, b, c] => wide += u64::from(u32::from_be_bytes([a, b, c, 0])),
+        [a, b] => wide += u64::from(u32::from_be_bytes([a, b, 0, 0])),
+        [a] => wide += u64::from(u32::from_be_bytes([a, 0, 0, 0])),
+        _ => {}
     }
-    acc
+    let s = (wide & 0xffff_ffff) + (wide >> 32);
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    let s = (s & 0xffff) + (s >> 16);
+    s as u32
 }
 
 /// Fold a 32-bit accumulator into 16 bits (end-around carry).
