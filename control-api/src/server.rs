@@ -705,3 +705,61 @@ pub async fn serve(
     tracing::info!(socket = %path.display(), "control API stopped");
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Nexthop, Policy, VifRequest};
+    use proptest::prelude::*;
+
+    fn classify<T: DeserializeOwned>(bytes: &[u8]) -> Option<u16> {
+        parse_json::<T>(bytes).err().map(|e| e.status())
+    }
+
+    proptest! {
+        /// Whatever bytes arrive, parsing answers (never panics) and refusals are 400s.
+        #[test]
+        fn arbitrary_bodies_are_refused_with_400(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            for status in [classify::<VifRequest>(&bytes), classify::<Nexthop>(&bytes), classify::<Policy>(&bytes)]
+                .into_iter()
+                .flatten()
+            {
+                prop_assert_eq!(status, 400);
+            }
+        }
+
+        /// JSON of the wrong shape names the field it is about.
+        #[test]
+        fn wrong_types_name_their_field(field in "(name|vrf|mac|mtu|queues)", v in any::<bool>()) {
+            let mut body = serde_json::json!({"name":"a","type":"tap","vrf":0,"mac":"02:00:00:00:00:01"});
+            body[&field] = serde_json::Value::Bool(v);
+            let body = body.to_string();
+            match parse_json::<VifRequest>(body.as_bytes()) {
+                Err(Error::InvalidField { field: f, .. }) => prop_assert_eq!(f, field),
+                other => prop_assert!(false, "expected invalid-field, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_garbage_is_refused() {
+        let e = parse_json::<crate::api::MplsRequest>(br#"{"nexthop":1} x"#).unwrap_err();
+        assert_eq!(e.code(), "invalid-json");
+        let ok: crate::api::MplsRequest = parse_json(b" {\"nexthop\":1}\n").unwrap();
+        assert_eq!(ok.nexthop, 1);
+    }
+
+    #[test]
+    fn flow_queries_name_the_bad_parameter() {
+        let q = parse_flow_query(Some("vrf=1&limit=50&cursor=a%2Fb")).unwrap();
+        assert_eq!(
+            (q.vrf, q.limit, q.cursor.as_deref()),
+            (Some(1), Some(50), Some("a/b"))
+        );
+        assert!(parse_flow_query(Some("vrf=-1"))
+            .unwrap_err()
+            .to_string()
+            .contains("`vrf`"));
+        assert!(parse_flow_query(None).unwrap() == FlowQuery::default());
+    }
+}

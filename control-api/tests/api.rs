@@ -1088,3 +1088,28 @@ async fn shutdown_is_not_held_up_by_an_idle_client_and_removes_vif_sockets() {
     );
     assert!(s.base.exists());
 }
+
+#[tokio::test]
+async fn hostile_clients_do_not_take_the_server_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start();
+    for junk in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /health HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+        b"POST /vifs HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"na",
+        b"\x00\x01\x02\xff\xfe",
+    ] {
+        let mut c = tokio::net::UnixStream::connect(&s.socket).await.unwrap();
+        c.write_all(junk).await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            c.read_to_end(&mut answer),
+        )
+        .await;
+    }
+    let (st, _) = call(&s, Method::GET, "/health", None).await;
+    assert_eq!(st, 200);
+    assert!(s.client().vifs().await.unwrap().is_empty());
+}
