@@ -546,8 +546,19 @@ impl Controller {
         Ok(self.dataplane.dropstats()?)
     }
 
+    /// The dataplane's health, with the vif list taken from the model (every configured vif,
+    /// with its live state) so none is missing.
     pub fn health(&self) -> Result<Health, Error> {
-        Ok(self.dataplane.health()?)
+        let mut health = self.dataplane.health()?;
+        health.vifs = self
+            .vifs()
+            .into_iter()
+            .map(|v| crate::api::VifHealth {
+                name: v.config.name,
+                state: v.status.state,
+            })
+            .collect();
+        Ok(health)
     }
 }
 

@@ -61,8 +61,6 @@ pub enum Error {
     },
     #[error("request body is larger than the {limit}-byte limit")]
     PayloadTooLarge { limit: usize },
-    #[error("content type {0:?} is not supported; send application/json")]
-    UnsupportedMediaType(String),
     #[error("no such path: {0}; see openapi.yaml for the API")]
     UnknownPath(String),
     #[error("method {method} is not allowed on {path}")]
@@ -104,7 +102,6 @@ impl Error {
             Error::MethodNotAllowed { .. } => 405,
             Error::AlreadyExists { .. } | Error::InUse { .. } | Error::Conflict(_) => 409,
             Error::PayloadTooLarge { .. } => 413,
-            Error::UnsupportedMediaType(_) => 415,
             Error::Socket { rule, .. } => rule.status(),
             Error::Dataplane(e) => e.kind.status(),
             Error::Filesystem { .. } | Error::Internal(_) => 500,
@@ -130,7 +127,6 @@ impl Error {
             Error::Dataplane(e) => e.kind.code(),
             Error::Filesystem { .. } => "filesystem",
             Error::PayloadTooLarge { .. } => "payload-too-large",
-            Error::UnsupportedMediaType(_) => "unsupported-media-type",
             Error::UnknownPath(_) => "unknown-path",
             Error::MethodNotAllowed { .. } => "method-not-allowed",
             Error::Internal(_) => "internal",

@@ -127,6 +127,12 @@ async fn vhost_user_vif_lifecycle_creates_and_removes_its_socket_and_dirs() {
     assert_eq!(st, 200);
     assert_eq!(v["counters"]["rx_packets"], 7);
     assert_eq!(v["lcore"], 1);
+    let health = s.client().health().await.unwrap();
+    assert_eq!(health.vifs.len(), 1);
+    assert_eq!(
+        (health.vifs[0].name.as_str(), health.vifs[0].state),
+        ("pod1", control_api::api::VifState::Listening)
+    );
     let vifs = s.client().vifs().await.unwrap();
     assert_eq!(vifs.len(), 1);
     assert_eq!(vifs[0].config.name, "pod1");
