@@ -68,8 +68,17 @@ impl From<WireError> for DropReason {
 /// Parse an Ethernet frame (optionally 802.1Q tagged) and what it carries.
 #[inline]
 pub fn parse_ethernet(data: &[u8]) -> Result<PacketMeta, DropReason> {
-    let eth = ethernet::Frame::new_checked(data)?;
     let mut m = PacketMeta::default();
+    parse_ethernet_into(data, &mut m)?;
+    Ok(m)
+}
+
+/// [`parse_ethernet`] into caller-owned metadata (the pipeline keeps one per burst slot, so
+/// nothing is copied around).
+#[inline(always)]
+pub fn parse_ethernet_into(data: &[u8], m: &mut PacketMeta) -> Result<(), DropReason> {
+    let eth = ethernet::Frame::new_checked(data)?;
+    *m = PacketMeta::default();
     let mut et = eth.ethertype();
     let mut off = ethernet::HEADER_LEN;
     if et == ethernet::ethertype::VLAN {
@@ -81,15 +90,15 @@ pub fn parse_ethernet(data: &[u8]) -> Result<PacketMeta, DropReason> {
     m.ethertype = et;
     m.l3_off = off as u16;
     match et {
-        ethernet::ethertype::IPV4 => parse_ipv4(data, off, &mut m)?,
-        ethernet::ethertype::IPV6 => parse_ipv6(data, off, &mut m)?,
+        ethernet::ethertype::IPV4 => parse_ipv4(data, off, m)?,
+        ethernet::ethertype::IPV6 => parse_ipv6(data, off, m)?,
         ethernet::ethertype::ARP => {
             crate::wire::arp::Packet::new_checked(&data[off..])?;
             m.l3 = L3::Arp;
         }
         _ => m.l3 = L3::Other,
     }
-    Ok(m)
+    Ok(())
 }
 
 /// Parse a bare IP packet starting at `off` (the payload of an MPLS label), by its version nibble.
@@ -114,6 +123,7 @@ pub fn parse_ip(data: &[u8], off: usize) -> Result<PacketMeta, DropReason> {
     Ok(m)
 }
 
+#[inline(always)]
 fn parse_ipv4(data: &[u8], off: usize, m: &mut PacketMeta) -> Result<(), DropReason> {
     let ip = ipv4::Packet::new_checked(&data[off..])?;
     if !ip.verify_checksum() {

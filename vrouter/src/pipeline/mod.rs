@@ -106,7 +106,8 @@ impl<F: FlowHook> Pipeline<F> {
         &mut self.flow
     }
 
-    /// Run one burst received on vif `in_vif` and queue the results in `out`.
+    /// Run the packets received on vif `in_vif` (any number; handled in bursts of [`BURST`])
+    /// and queue the results in `out`.
     pub fn process<B: PacketBuf>(
         &mut self,
         in_vif: u16,
@@ -120,7 +121,7 @@ impl<F: FlowHook> Pipeline<F> {
             flow,
             ip_id,
         } = self;
-        // One atomic load per burst: pick up a newer topology if one was published.
+        // One atomic load per call: pick up a newer topology if one was published.
         let topo: &Topology = topo.load();
         let mut cx = Ctx {
             topo,
@@ -129,12 +130,99 @@ impl<F: FlowHook> Pipeline<F> {
             flow,
             ip_id,
         };
-        for mut b in pkts {
-            let len = b.len() as u64;
-            let v = cx.packet(in_vif, &mut b);
-            let in_counters = stats.vif(in_vif);
+        let mut it = pkts.into_iter();
+        loop {
+            let mut burst: [Option<B>; BURST] = std::array::from_fn(|_| None);
+            let mut n = 0;
+            for slot in burst.iter_mut() {
+                match it.next() {
+                    Some(b) => *slot = Some(b),
+                    None => break,
+                }
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            cx.burst(in_vif, &mut burst[..n], out);
+            if n < BURST {
+                break;
+            }
+        }
+    }
+}
+
+/// Packets handled together: parsing, route lookups and rewrites each run as a tight loop over
+/// the burst, so the lookups' cache misses overlap instead of queueing one behind another.
+pub const BURST: usize = 32;
+
+impl<'a, F: FlowHook> Ctx<'a, F> {
+    fn burst<B: PacketBuf>(&mut self, in_vif: u16, bufs: &mut [Option<B>], out: &mut TxBatches<B>) {
+        let topo: &'a Topology = self.topo;
+        let stats: &'a CoreStats = self.stats;
+        let mut metas = [PacketMeta::default(); BURST];
+        let mut early: [Option<DropReason>; BURST] = [None; BURST];
+        let mut lens = [0u64; BURST];
+        // Routed pod packets: their route is looked up in stage 2.
+        let mut routed = [false; BURST];
+        let mut targets: [Option<RouteTarget>; BURST] = [None; BURST];
+        let vif = topo.vif(in_vif);
+        let pod_vrf = vif
+            .filter(|v| v.vrf != FABRIC_VRF)
+            .and_then(|v| topo.vrf(v.vrf));
+        let vrouter_mac = topo.fabric.vrouter_mac;
+
+        // Stage 1: parse.
+        for (i, slot) in bufs.iter().enumerate() {
+            let Some(b) = slot else { continue };
+            lens[i] = b.len() as u64;
+            let Some(vif) = vif else {
+                early[i] = Some(DropReason::InvalidVif);
+                continue;
+            };
+            if let Err(r) = meta::parse_ethernet_into(b.data(), &mut metas[i]) {
+                early[i] = Some(r);
+                continue;
+            }
+            metas[i].vrf = vif.vrf;
+            let m = &metas[i];
+            routed[i] = pod_vrf.is_some()
+                && matches!(m.l3, L3::Ipv4 | L3::Ipv6)
+                && ethernet::Frame::new_unchecked(b.data()).dst() == vrouter_mac
+                && reply::ns_target(b.data(), m).is_none();
+        }
+
+        // Stage 2: route lookups, back to back.
+        if let Some(vrf) = pod_vrf {
+            for i in 0..bufs.len() {
+                if routed[i] {
+                    let m = &metas[i];
+                    targets[i] = if m.l3 == L3::Ipv4 {
+                        vrf.route_v4(m.dst_v4())
+                    } else {
+                        vrf.route_v6(m.dst)
+                    };
+                }
+            }
+        }
+
+        // Stage 3: nexthop, rewrite, queue.
+        let in_counters = stats.vif(in_vif);
+        for (i, slot) in bufs.iter_mut().enumerate() {
+            let Some(mut b) = slot.take() else { continue };
+            let v = match (early[i], vif, pod_vrf) {
+                (Some(r), _, _) => Verdict::Drop(r),
+                (None, Some(vif), Some(vrf)) if routed[i] => {
+                    self.route(vrf, &mut metas[i], &mut b, Some(vif), Some(targets[i]))
+                }
+                (None, Some(vif), _) if vif.vrf == FABRIC_VRF => {
+                    self.fabric_ingress(vif, &metas[i], &mut b)
+                }
+                (None, Some(vif), _) => self.pod_ingress(vif, &mut metas[i], &mut b),
+                (None, None, _) => Verdict::Drop(DropReason::InvalidVif),
+            };
             in_counters.rx_packets.add(1);
-            in_counters.rx_bytes.add(len);
+            in_counters.rx_bytes.add(lens[i]);
             match v {
                 Verdict::Tx(vif) => {
                     let c = stats.vif(vif);
@@ -152,25 +240,6 @@ impl<F: FlowHook> Pipeline<F> {
                     out.dropped.push(b);
                 }
             }
-        }
-    }
-}
-
-impl<'a, F: FlowHook> Ctx<'a, F> {
-    #[inline(always)]
-    fn packet<B: PacketBuf>(&mut self, in_vif: u16, b: &mut B) -> Verdict {
-        let Some(vif) = self.topo.vif(in_vif) else {
-            return Verdict::Drop(DropReason::InvalidVif);
-        };
-        let mut m = match meta::parse_ethernet(b.data()) {
-            Ok(m) => m,
-            Err(r) => return Verdict::Drop(r),
-        };
-        m.vrf = vif.vrf;
-        if vif.vrf == FABRIC_VRF {
-            self.fabric_ingress(vif, m, b)
-        } else {
-            self.pod_ingress(vif, m, b)
         }
     }
 
@@ -195,7 +264,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
 
     // ---------------- local (pod) ingress ----------------
 
-    fn pod_ingress<B: PacketBuf>(&mut self, vif: &Vif, m: PacketMeta, b: &mut B) -> Verdict {
+    fn pod_ingress<B: PacketBuf>(&mut self, vif: &Vif, m: &mut PacketMeta, b: &mut B) -> Verdict {
         let vrf = match self.vrf(vif.vrf) {
             Ok(v) => v,
             Err(r) => return Verdict::Drop(r),
@@ -206,10 +275,10 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             return self.pod_arp(vif, vrf, m, b);
         }
         if m.l3 == L3::Ipv6 {
-            if let Some(t) = reply::ns_target(b.data(), &m) {
+            if let Some(t) = reply::ns_target(b.data(), m) {
                 let src = Ipv6Addr::from(m.src);
                 if t != src && self.proxies(vrf.route_v6(u128::from(t))) {
-                    return match reply::na_reply(b, &m, t, vrouter_mac) {
+                    return match reply::na_reply(b, m, t, vrouter_mac) {
                         Ok(()) => {
                             self.stats.replies.add(1);
                             Verdict::Tx(vif.index)
@@ -221,7 +290,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             }
         }
         if dmac == vrouter_mac {
-            return self.route(vrf, m, b, Some(vif));
+            return self.route(vrf, m, b, Some(vif), None);
         }
         if dmac.is_multicast() {
             return Verdict::Drop(DropReason::Multicast);
@@ -229,7 +298,13 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         self.bridge(vrf, m, dmac, b)
     }
 
-    fn pod_arp<B: PacketBuf>(&mut self, vif: &Vif, vrf: &Vrf, m: PacketMeta, b: &mut B) -> Verdict {
+    fn pod_arp<B: PacketBuf>(
+        &mut self,
+        vif: &Vif,
+        vrf: &Vrf,
+        m: &PacketMeta,
+        b: &mut B,
+    ) -> Verdict {
         let l3 = usize::from(m.l3_off);
         let a = crate::wire::arp::Packet::new_unchecked(&b.data()[l3..]);
         let (op, sip, tip) = (a.operation(), a.sender_ip(), a.target_ip());
@@ -246,7 +321,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
 
     // ---------------- fabric ingress ----------------
 
-    fn fabric_ingress<B: PacketBuf>(&mut self, vif: &Vif, m: PacketMeta, b: &mut B) -> Verdict {
+    fn fabric_ingress<B: PacketBuf>(&mut self, vif: &Vif, m: &PacketMeta, b: &mut B) -> Verdict {
         let fabric_ip = self.topo.fabric.fabric_ip;
         let l3 = usize::from(m.l3_off);
         match m.l3 {
@@ -328,12 +403,12 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         m.vrf = vrf_id;
         let dmac = ethernet::Frame::new_unchecked(b.data()).dst();
         if dmac == self.topo.fabric.vrouter_mac {
-            return self.route(vrf, m, b, None);
+            return self.route(vrf, &mut m, b, None, None);
         }
         if dmac.is_multicast() {
             return Verdict::Drop(DropReason::Multicast);
         }
-        self.bridge(vrf, m, dmac, b)
+        self.bridge(vrf, &m, dmac, b)
     }
 
     fn decap_mpls<B: PacketBuf>(&mut self, off: usize, b: &mut B) -> Verdict {
@@ -403,14 +478,14 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
     fn bridge<B: PacketBuf>(
         &mut self,
         vrf: &Vrf,
-        m: PacketMeta,
+        m: &PacketMeta,
         dmac: MacAddr,
         b: &mut B,
     ) -> Verdict {
         let Some(t) = vrf.bridge.get(dmac) else {
             return Verdict::Drop(DropReason::BridgeMiss);
         };
-        let t = match self.flow.on_lookup(&m, t) {
+        let t = match self.flow.on_lookup(m, t) {
             FlowAction::Forward(t) => t,
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
         };
@@ -444,7 +519,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     label: vni,
                     mpls_ttl: 0,
                 };
-                self.tunnel(vif, &o, &m, b, None)
+                self.tunnel(vif, &o, m, b, None)
             }
             Nexthop::Tunnel { .. } => Verdict::Drop(DropReason::UnsupportedTunnel),
             Nexthop::Receive => Verdict::Host,
@@ -458,19 +533,21 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
     fn route<B: PacketBuf>(
         &mut self,
         vrf: &Vrf,
-        m: PacketMeta,
+        m: &mut PacketMeta,
         b: &mut B,
         local: Option<&Vif>,
+        looked_up: Option<Option<RouteTarget>>,
     ) -> Verdict {
-        let target = match m.l3 {
-            L3::Ipv4 => vrf.route_v4(m.dst_v4()),
-            L3::Ipv6 => vrf.route_v6(m.dst),
+        let target = match (looked_up, m.l3) {
+            (Some(t), _) => t,
+            (None, L3::Ipv4) => vrf.route_v4(m.dst_v4()),
+            (None, L3::Ipv6) => vrf.route_v6(m.dst),
             _ => return Verdict::Drop(DropReason::UnsupportedEthertype),
         };
         let Some(target) = target else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        let t = match self.flow.on_lookup(&m, target) {
+        let t = match self.flow.on_lookup(m, target) {
             FlowAction::Forward(t) => t,
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
         };
@@ -490,14 +567,13 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         if m.ttl <= 1 {
             return self.icmp_error(
                 b,
-                &m,
+                m,
                 local,
                 IcmpError::TimeExceeded,
                 DropReason::TtlExceeded,
             );
         }
         // Strip an 802.1Q tag: routed frames leave untagged.
-        let mut m = m;
         if m.vlan.is_some() {
             b.data_mut().copy_within(0..12, ethernet::VLAN_TAG_LEN);
             if b.adj(ethernet::VLAN_TAG_LEN).is_err() {
@@ -517,9 +593,9 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         match nh {
             Nexthop::Encap { vif, dmac } => {
                 if m.l3_len > out.mtu {
-                    return self.too_big(b, &m, local, out.mtu);
+                    return self.too_big(b, m, local, out.mtu);
                 }
-                decrement_ttl(b, &m);
+                decrement_ttl(b, m);
                 let mut e = ethernet::Frame::new_unchecked(b.data_mut());
                 e.set_dst(dmac);
                 e.set_src(vrouter_mac);
@@ -550,9 +626,9 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 let outer_l3 = inner + encap::overhead(encap) - ethernet::HEADER_LEN;
                 if outer_l3 > usize::from(out.mtu) {
                     let inner_mtu = usize::from(out.mtu) - (outer_l3 - usize::from(m.l3_len));
-                    return self.too_big(b, &m, local, inner_mtu as u16);
+                    return self.too_big(b, m, local, inner_mtu as u16);
                 }
-                let ttl = decrement_ttl(b, &m);
+                let ttl = decrement_ttl(b, m);
                 if encap == TunnelEncap::Vxlan {
                     let mut e = ethernet::Frame::new_unchecked(b.data_mut());
                     e.set_dst(vrouter_mac);
@@ -568,7 +644,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     label,
                     mpls_ttl: ttl,
                 };
-                self.tunnel(vif, &o, &m, b, Some(out))
+                self.tunnel(vif, &o, m, b, Some(out))
             }
             _ => Verdict::Drop(DropReason::InvalidNexthop),
         }
