@@ -1,38 +1,52 @@
-//! A small record readers can load while one writer replaces it: a sequence lock built only
-//! from atomics. Readers never block the writer and never write shared memory; a reader that
-//! overlaps a write retries (a handful of times, then reports "busy" so the fast path never
-//! spins unboundedly). Writers must be serialised by the caller (the table's writer mutex).
+//! A small record readers can load while one writer replaces it, built only from atomics: a
+//! double-buffered sequence lock. The writer fills the copy readers are *not* using, then flips
+//! which copy is current, so a writer that stalls mid-update (preempted on a busy control core)
+//! never holds readers up: they keep reading the other, complete copy. A reader retries only if
+//! the writer flipped twice during its read, and gives up after a bounded number of tries (the
+//! packet becomes a counted drop) so the fast path never spins without end. Writers must be
+//! serialised by the caller (the table's writer mutex).
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 #[derive(Debug)]
-pub struct SeqCell<const N: usize> {
+struct Copy<const N: usize> {
     seq: AtomicU32,
     words: [AtomicU64; N],
 }
 
+#[derive(Debug)]
+pub struct SeqCell<const N: usize> {
+    current: AtomicU32,
+    copies: [Copy<N>; 2],
+}
+
 impl<const N: usize> Default for SeqCell<N> {
     fn default() -> Self {
-        SeqCell {
+        let copy = || Copy {
             seq: AtomicU32::new(0),
             words: std::array::from_fn(|_| AtomicU64::new(0)),
+        };
+        SeqCell {
+            current: AtomicU32::new(0),
+            copies: [copy(), copy()],
         }
     }
 }
 
 impl<const N: usize> SeqCell<N> {
-    /// A consistent copy of the words, or `None` if a write kept overlapping.
+    /// A consistent copy of the words, or `None` if writes kept overlapping.
     #[inline(always)]
     pub fn read(&self) -> Option<[u64; N]> {
-        for _ in 0..16 {
-            let s1 = self.seq.load(Ordering::Acquire);
+        for _ in 0..64 {
+            let c = &self.copies[(self.current.load(Ordering::Acquire) & 1) as usize];
+            let s1 = c.seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
                 std::hint::spin_loop();
                 continue;
             }
-            let out: [u64; N] = std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed));
+            let out: [u64; N] = std::array::from_fn(|i| c.words[i].load(Ordering::Relaxed));
             fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) == s1 {
+            if c.seq.load(Ordering::Relaxed) == s1 {
                 return Some(out);
             }
         }
@@ -41,13 +55,16 @@ impl<const N: usize> SeqCell<N> {
 
     /// Replace the words. Only one writer at a time (callers hold their table's writer lock).
     pub fn write(&self, v: [u64; N]) {
-        let s = self.seq.load(Ordering::Relaxed);
-        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        let next = (self.current.load(Ordering::Relaxed) ^ 1) & 1;
+        let c = &self.copies[next as usize];
+        let s = c.seq.load(Ordering::Relaxed);
+        c.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        for (w, x) in self.words.iter().zip(v) {
+        for (w, x) in c.words.iter().zip(v) {
             w.store(x, Ordering::Relaxed);
         }
-        self.seq.store(s.wrapping_add(2), Ordering::Release);
+        c.seq.store(s.wrapping_add(2), Ordering::Release);
+        self.current.store(next, Ordering::Release);
     }
 }
 
