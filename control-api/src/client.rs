@@ -273,3 +273,32 @@ impl Client {
         String::from_utf8(resp.body.to_vec()).map_err(|e| Error::Decode(e.to_string()))
     }
 }
+
+/// A blocking wrapper for callers without an async runtime (tests, scripts): runs each call on
+/// its own current-thread runtime.
+pub struct BlockingClient {
+    client: Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl BlockingClient {
+    pub fn new(socket: impl AsRef<Path>) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start a runtime: {e}")))?;
+        Ok(BlockingClient {
+            client: Client::new(socket),
+            runtime,
+        })
+    }
+
+    /// Run one or more client calls: `c.run(|c| async move { c.vifs().await })`.
+    pub fn run<T, F, Fut>(&self, f: F) -> T
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        self.runtime.block_on(f(self.client.clone()))
+    }
+}

@@ -23,7 +23,7 @@ pub mod model;
 pub mod server;
 pub mod socket_path;
 
-pub use client::Client;
+pub use client::{BlockingClient, Client};
 pub use controller::{Controller, ControllerConfig, Outcome};
 pub use dataplane::{Change, Dataplane, DataplaneError, DataplaneErrorKind, VifKind, VifSpec};
 pub use error::Error;

@@ -515,6 +515,17 @@ impl Model {
                 ..
             } => {
                 self.require_vif_ref(vif)?;
+                if let Some(v) = self.vifs.get(vif.as_str()) {
+                    if v.spec.vrf != 0 {
+                        return Err(Error::field(
+                            "vif",
+                            format!(
+                                "vif {vif} is in vrf {}; tunnels leave through a fabric vif in vrf 0",
+                                v.spec.vrf
+                            ),
+                        ));
+                    }
+                }
                 check_unicast("dmac", *dmac)?;
                 if sip.is_ipv4() != dip.is_ipv4() {
                     return Err(Error::field(
@@ -1204,6 +1215,21 @@ mod tests {
         // The VRF now has a route: it cannot go.
         assert_eq!(m.check_vrf_del(1).unwrap_err().status(), 409);
         assert_eq!(m.check_vrf_del(0).unwrap_err().status(), 409);
+    }
+
+    #[test]
+    fn tunnels_leave_through_the_fabric_vrf() {
+        let mut m = Model::new();
+        m.commit_vrf_add(1);
+        add_af_packet(&mut m, "fabric", 0, 0);
+        add_af_packet(&mut m, "pod", 1, 1);
+        assert!(m.check_nexthop_set(1, &tunnel(TunnelEncap::Vxlan)).is_ok());
+        let mut nh = tunnel(TunnelEncap::Vxlan);
+        if let Nexthop::Tunnel { vif, .. } = &mut nh {
+            *vif = "pod".into();
+        }
+        let e = m.check_nexthop_set(1, &nh).unwrap_err();
+        assert!(e.to_string().contains("vrf 0"), "{e}");
     }
 
     #[test]

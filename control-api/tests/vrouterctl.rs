@@ -362,3 +362,14 @@ fn vrouterctl_says_when_vrouterd_is_not_there() {
         "{err}"
     );
 }
+
+#[test]
+fn the_blocking_client_works_without_a_runtime() {
+    let s = TestServer::start();
+    let c = control_api::BlockingClient::new(&s.socket).unwrap();
+    c.run(|c| async move { c.vrf_add(9).await }).unwrap();
+    let vrfs = c.run(|c| async move { c.vrfs().await }).unwrap();
+    assert_eq!(vrfs.iter().map(|v| v.vrf).collect::<Vec<_>>(), [0, 9]);
+    let err = c.run(|c| async move { c.vrf_del(0).await }).unwrap_err();
+    assert_eq!((err.status(), err.code()), (409, "conflict"));
+}
