@@ -101,6 +101,7 @@ pub struct TestpmdPod {
     _stdin: Option<ChildStdin>,
     cfg: TestpmdConfig,
     log: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl TestpmdPod {
@@ -115,6 +116,7 @@ impl TestpmdPod {
             .stderr(Stdio::piped())
             .spawn()?;
         let log = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for out in [
             child
                 .stdout
@@ -129,13 +131,13 @@ impl TestpmdPod {
         .flatten()
         {
             let log = Arc::clone(&log);
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
                     if let Ok(mut l) = log.lock() {
                         l.push(line);
                     }
                 }
-            });
+            }));
         }
         // Keep stdin open: testpmd without `-i` exits when it reads EOF there.
         let stdin = child.stdin.take();
@@ -144,6 +146,7 @@ impl TestpmdPod {
             _stdin: stdin,
             cfg,
             log,
+            readers,
         })
     }
 
@@ -179,6 +182,11 @@ impl TestpmdPod {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // The output readers end at EOF; join them so their pipes and stacks are gone too
+        // (tests count fds and mappings after a pod dies).
+        for r in self.readers.drain(..) {
+            let _ = r.join();
         }
         cleanup_prefix(&self.cfg.file_prefix);
     }
