@@ -421,7 +421,19 @@ fn ecmp_keeps_each_flow_on_one_member_and_uses_all() {
 fn flow_hook_sees_routed_packets_and_can_drop_them() {
     struct DenyPort(u16, u32);
     impl FlowHook for DenyPort {
-        fn on_lookup(&mut self, m: &vrouter::meta::PacketMeta, t: RouteTarget) -> FlowAction {
+        fn on_lookup(
+            &mut self,
+            m: &vrouter::meta::PacketMeta,
+            frame: &mut [u8],
+            t: RouteTarget,
+        ) -> FlowAction {
+            assert_eq!(
+                u16::from_be_bytes([
+                    frame[usize::from(m.l4_off) + 2],
+                    frame[usize::from(m.l4_off) + 3]
+                ]),
+                m.dport
+            );
             self.1 += 1;
             assert_eq!(m.vrf, VRF as u16);
             if m.dport == self.0 {

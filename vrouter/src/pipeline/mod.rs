@@ -53,9 +53,12 @@ pub enum FlowAction {
 }
 
 /// The flow-table hook (issue 4): called once per packet between the route / bridge lookup and
-/// the nexthop, with the parsed metadata (VRF, 5-tuple, flow hash) and the lookup result.
+/// the nexthop, with the parsed metadata (VRF, 5-tuple, flow hash, header offsets), the frame
+/// (writable, for NAT; offsets in `meta` stay valid as long as header lengths do not change)
+/// and the lookup result. Runs on the forwarding core: must not block or allocate.
 pub trait FlowHook {
-    fn on_lookup(&mut self, meta: &PacketMeta, target: RouteTarget) -> FlowAction;
+    fn on_lookup(&mut self, meta: &PacketMeta, frame: &mut [u8], target: RouteTarget)
+        -> FlowAction;
 }
 
 /// No flow stage: forward by route.
@@ -64,7 +67,7 @@ pub struct NoFlow;
 
 impl FlowHook for NoFlow {
     #[inline(always)]
-    fn on_lookup(&mut self, _: &PacketMeta, target: RouteTarget) -> FlowAction {
+    fn on_lookup(&mut self, _: &PacketMeta, _: &mut [u8], target: RouteTarget) -> FlowAction {
         FlowAction::Forward(target)
     }
 }
@@ -485,7 +488,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         let Some(t) = vrf.bridge.get(dmac) else {
             return Verdict::Drop(DropReason::BridgeMiss);
         };
-        let t = match self.flow.on_lookup(m, t) {
+        let t = match self.flow.on_lookup(m, b.data_mut(), t) {
             FlowAction::Forward(t) => t,
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
         };
@@ -547,7 +550,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         let Some(target) = target else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        let t = match self.flow.on_lookup(m, target) {
+        let t = match self.flow.on_lookup(m, b.data_mut(), target) {
             FlowAction::Forward(t) => t,
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
         };
