@@ -1132,3 +1132,60 @@ async fn hostile_clients_do_not_take_the_server_down() {
     assert_eq!(st, 200);
     assert!(s.client().vifs().await.unwrap().is_empty());
 }
+
+/// Collects what the fmt subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn control_operations_are_logged_in_spans_naming_the_object() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish(),
+    )
+    .unwrap();
+    let s = TestServer::start();
+    call(&s, Method::PUT, "/vrfs/1", None).await;
+    let dir = s.base.join("pod-log");
+    assert_eq!(
+        call(
+            &s,
+            Method::POST,
+            "/vifs",
+            Some(vhost("pod-log", &dir, "s", "server"))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(call(&s, Method::DELETE, "/vifs/pod-log", None).await.0, 204);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let socket = dir.join("s").display().to_string();
+    assert!(
+        text.lines().any(|l| l.contains("vif_add{vif=pod-log}")
+            && l.contains("vif added")
+            && l.contains(&socket)),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("vif_del{vif=pod-log}") && l.contains("vif removed")),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.contains("vrf_add{vrf=1}")), "{text}");
+}
