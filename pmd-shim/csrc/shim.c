@@ -32,6 +32,15 @@ uint16_t vr_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tail
 uint16_t vr_pktmbuf_data_room_size(struct rte_mempool *mp) { return rte_pktmbuf_data_room_size(mp); }
 int vr_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail) { return rte_pktmbuf_chain(head, tail); }
 
+void vr_pktmbuf_reset_to_empty(struct rte_mbuf *m)
+{
+	if (m->next != NULL) {
+		rte_pktmbuf_free(m->next);
+		m->next = NULL;
+	}
+	rte_pktmbuf_reset(m);
+}
+
 uint32_t vr_mbuf_rss_hash(const struct rte_mbuf *m) { return m->hash.rss; }
 int vr_mbuf_has_rss_hash(const struct rte_mbuf *m) { return (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH) != 0; }
 struct rte_mbuf *vr_mbuf_next(const struct rte_mbuf *m) { return m->next; }

@@ -45,6 +45,8 @@ uint16_t vr_pktmbuf_headroom(const struct rte_mbuf *m);
 uint16_t vr_pktmbuf_tailroom(const struct rte_mbuf *m);
 uint16_t vr_pktmbuf_data_room_size(struct rte_mempool *mp);
 int vr_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail);
+/* Frees every segment after the first, then resets the first to an empty packet. */
+void vr_pktmbuf_reset_to_empty(struct rte_mbuf *m);
 
 /* Field accessors that live in anonymous unions, so their Rust names would be unstable. */
 uint32_t vr_mbuf_rss_hash(const struct rte_mbuf *m);

@@ -173,6 +173,14 @@ impl Mbuf {
         Ok(())
     }
 
+    /// Empties the packet for reuse: later segments are freed, the first gets the default
+    /// headroom and no data.
+    pub fn reset(&mut self) {
+        // SAFETY: we own the whole chain; the tail segments are freed exactly once here and
+        // unlinked before the head is reset.
+        unsafe { sys::vr_pktmbuf_reset_to_empty(self.0.as_ptr()) };
+    }
+
     /// Moves the data start of an empty mbuf to the buffer start (for follow-on segments).
     pub(crate) fn reset_headroom_to_zero(&mut self) {
         if self.raw().data_len == 0 {

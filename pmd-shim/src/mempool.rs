@@ -5,6 +5,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::burst::MbufBurst;
 use crate::eal::{last_errno, Eal, CLEANUP_UNSAFE};
 use crate::error::{Error, Result};
 use crate::mbuf::Mbuf;
@@ -119,6 +120,26 @@ impl Mempool {
         let raw = unsafe { sys::vr_pktmbuf_alloc(self.inner.pool.as_ptr()) };
         // SAFETY: a non-null result is a freshly allocated mbuf nobody else owns.
         NonNull::new(raw).map(|p| unsafe { Mbuf::from_raw(p) })
+    }
+
+    /// Fills the free slots of `burst` with up to `n` reset mbufs in one call; all or nothing
+    /// (returns 0 when the pool cannot supply `n`).
+    pub fn alloc_bulk(&self, burst: &mut MbufBurst, n: usize) -> usize {
+        let n = n.min(burst.room());
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: the pool is alive; the free slots have room for n pointers; on success DPDK
+        // wrote n owned mbufs there, on failure nothing.
+        let ret = unsafe {
+            sys::vr_pktmbuf_alloc_bulk(self.inner.pool.as_ptr(), burst.raw_free_slots(), n as u32)
+        };
+        if ret != 0 {
+            return 0;
+        }
+        // SAFETY: as above, n slots now hold owned mbufs.
+        unsafe { burst.filled(n) };
+        n
     }
 
     /// An mbuf holding a copy of `bytes` (chained over several segments if it does not fit one).

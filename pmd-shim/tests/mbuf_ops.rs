@@ -38,6 +38,12 @@ fn headroom_and_tailroom_edits() {
     assert!(m.append(m.tailroom() + 1).is_err());
     assert_eq!(m.pkt_len(), 60);
     assert_eq!(m.rss_hash(), None, "no NIC computed a hash");
+    m.reset();
+    assert_eq!(
+        (m.pkt_len(), m.headroom()),
+        (0, headroom),
+        "reset gives an empty packet"
+    );
     drop(m);
     assert_eq!(pool.in_use(), 0, "dropped exactly once");
 }
@@ -57,6 +63,13 @@ fn chains_are_walked_in_order() {
     assert_eq!(m.segments().count(), usize::from(m.nb_segs()));
     assert_eq!(m.to_vec(), payload);
     assert_eq!(pool.in_use(), u32::from(m.nb_segs()));
+    let mut m = m;
+    m.reset();
+    assert_eq!(
+        (pool.in_use(), m.nb_segs(), m.pkt_len()),
+        (1, 1, 0),
+        "reset freed the tail segments"
+    );
     drop(m);
     assert_eq!(pool.in_use(), 0, "the whole chain was freed");
 }
@@ -87,9 +100,14 @@ fn bursts_hold_free_and_refuse_overflow() {
         "drain empties the burst even when not consumed fully"
     );
     assert_eq!(pool.in_use(), 0, "undrained mbufs were freed");
-    for _ in 0..10 {
-        let _ = burst.push(pool.alloc().expect("alloc"));
-    }
+    assert_eq!(pool.alloc_bulk(&mut burst, 10), 10);
+    assert_eq!(burst.len(), 10);
+    assert_eq!(
+        pool.alloc_bulk(&mut burst, 2000),
+        0,
+        "more than the pool holds: nothing"
+    );
+    assert_eq!(burst.len(), 10);
     burst.free_all();
     assert_eq!(pool.in_use(), 0);
     for _ in 0..10 {
