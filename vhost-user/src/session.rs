@@ -645,7 +645,7 @@ mod tests {
     use crate::codec::{self, code, decode, Header, FLAG_NEED_REPLY, FLAG_VERSION_1};
     use crate::frontend::{DriverQueue, GuestRam};
     use crate::memory::RegionSpec;
-    use crate::virtqueue::{PacketBuffer, VecBuffer};
+    use crate::virtqueue::VecBuffer;
     use std::os::fd::AsFd;
 
     fn msg(request: u32, need_reply: bool, payload: &[u8], fds: Vec<OwnedFd>) -> Message {

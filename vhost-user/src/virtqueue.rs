@@ -46,15 +46,28 @@ pub mod feature {
     pub const VERSION_1: u64 = 1 << 32;
 }
 
+/// Largest piece [`PacketBuffer::append`] is asked for: a 2 KiB mbuf segment always fits one.
+pub const MAX_APPEND: usize = 2048;
+
 /// A packet buffer the fast path fills (dequeue) or drains (enqueue). The vrouter implements it
-/// on DPDK mbufs; tests use [`VecBuffer`]. Implementations must not allocate in `append`.
+/// on DPDK mbufs (possibly chained: a 9000-byte frame spans several 2 KiB segments); tests use
+/// [`VecBuffer`]. Implementations must not allocate from the heap per packet.
 pub trait PacketBuffer {
     /// Empties the buffer for reuse.
     fn reset(&mut self);
-    /// Grows the data by `len` bytes at the end and returns them, or `None` when there is no room.
+    /// Grows the packet by `len` (at most [`MAX_APPEND`]) bytes at the end and returns them as
+    /// one contiguous slice, or `None` when there is no room (the packet is then dropped and
+    /// counted). A segmented buffer may start a new segment for a piece that does not fit the
+    /// current one.
     fn append(&mut self, len: usize) -> Option<&mut [u8]>;
-    /// The packet bytes (Ethernet frame, no virtio-net header).
-    fn data(&self) -> &[u8];
+    /// Packet length in bytes (Ethernet frame, no virtio-net header).
+    fn len(&self) -> usize;
+    /// Whether the packet is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The packet's `i`-th contiguous piece, in order; `None` past the last.
+    fn piece(&self, i: usize) -> Option<&[u8]>;
 }
 
 /// A fixed-capacity heap buffer: allocated once, reused for every packet.
@@ -80,6 +93,11 @@ impl VecBuffer {
             len: frame.len(),
         }
     }
+
+    /// The packet bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 impl PacketBuffer for VecBuffer {
@@ -94,8 +112,12 @@ impl PacketBuffer for VecBuffer {
         Some(s)
     }
 
-    fn data(&self) -> &[u8] {
-        &self.bytes[..self.len]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn piece(&self, i: usize) -> Option<&[u8]> {
+        (i == 0).then(|| self.data())
     }
 }
 
@@ -259,9 +281,12 @@ trait FrameSource {
     ) -> Result<(), MemoryError>;
 }
 
-impl FrameSource for [u8] {
+/// A packet buffer's bytes, piece by piece.
+struct BufferFrame<'a, B: PacketBuffer>(&'a B);
+
+impl<B: PacketBuffer> FrameSource for BufferFrame<'_, B> {
     fn len(&self) -> usize {
-        <[u8]>::len(self)
+        self.0.len()
     }
     fn copy_out(
         &self,
@@ -270,13 +295,25 @@ impl FrameSource for [u8] {
         gpa: u64,
         len: usize,
     ) -> Result<(), MemoryError> {
-        match self.get(off..off + len) {
-            Some(s) => dst.write(gpa, s),
-            None => Err(MemoryError::OutOfRange {
-                addr: gpa,
-                len: len as u64,
-            }),
+        let (start, end) = (off, off + len);
+        let mut pos = 0usize;
+        let mut i = 0;
+        while let Some(p) = self.0.piece(i) {
+            let (p0, p1) = (pos, pos + p.len());
+            let (a, b) = (start.max(p0), end.min(p1));
+            if a < b {
+                dst.write(gpa + (a - start) as u64, &p[a - p0..b - p0])?;
+            }
+            if p1 >= end {
+                return Ok(());
+            }
+            pos = p1;
+            i += 1;
         }
+        Err(MemoryError::OutOfRange {
+            addr: gpa,
+            len: len as u64,
+        })
     }
 }
 
@@ -716,34 +753,27 @@ impl SplitQueue {
             return false;
         }
         buf.reset();
-        let frame_len = (segs.total - hdr) as usize;
-        let Some(dst) = buf.append(frame_len) else {
-            self.stats.dropped_too_big += 1;
-            return false;
-        };
         let mut pos = 0u64; // position in the chain
-        let mut out = 0usize; // position in dst
         for &(addr, len) in segs.as_slice() {
             let (s0, s1) = (pos, pos + u64::from(len));
             pos = s1;
-            let a = s0.max(hdr);
-            if a >= s1 {
-                continue;
+            let mut a = s0.max(hdr);
+            while a < s1 {
+                let n = ((s1 - a) as usize).min(MAX_APPEND);
+                let Some(dst) = buf.append(n) else {
+                    self.stats.dropped_too_big += 1;
+                    return false;
+                };
+                if dst.len() != n || self.mem.read(addr + (a - s0), dst).is_err() {
+                    // Checked during the walk; only a buffer breaking its contract gets here.
+                    self.stats.dropped_malformed += 1;
+                    return false;
+                }
+                a += n as u64;
             }
-            let n = (s1 - a) as usize;
-            if self
-                .mem
-                .read(addr + (a - s0), &mut dst[out..out + n])
-                .is_err()
-            {
-                // Checked during the walk; unreachable unless the table changed under us.
-                self.stats.dropped_malformed += 1;
-                return false;
-            }
-            out += n;
         }
         self.stats.packets += 1;
-        self.stats.bytes += frame_len as u64;
+        self.stats.bytes += segs.total - hdr;
         true
     }
 
@@ -756,7 +786,7 @@ impl SplitQueue {
         };
         let mut consumed = 0;
         for p in pkts {
-            match self.place(p.data(), avail_idx) {
+            match self.place(&BufferFrame(p), avail_idx) {
                 Placed::Delivered | Placed::Dropped => consumed += 1,
                 Placed::NoRoom | Placed::Broken => break,
             }
@@ -997,6 +1027,74 @@ mod tests {
             USED_F_NO_NOTIFY,
             "polling backend asks for no kicks"
         );
+    }
+
+    /// An mbuf-chain-like buffer: fixed 2 KiB segments, a piece never split across two.
+    struct Segmented {
+        segs: Vec<Vec<u8>>,
+        max_segs: usize,
+    }
+
+    impl PacketBuffer for Segmented {
+        fn reset(&mut self) {
+            self.segs.clear();
+        }
+        fn append(&mut self, len: usize) -> Option<&mut [u8]> {
+            let fits = self.segs.last().is_some_and(|s| s.len() + len <= 2048);
+            if !fits {
+                if self.segs.len() == self.max_segs || len > 2048 {
+                    return None;
+                }
+                self.segs.push(Vec::with_capacity(2048));
+            }
+            let seg = self.segs.last_mut()?;
+            let at = seg.len();
+            seg.resize(at + len, 0);
+            Some(&mut seg[at..])
+        }
+        fn len(&self) -> usize {
+            self.segs.iter().map(Vec::len).sum()
+        }
+        fn piece(&self, i: usize) -> Option<&[u8]> {
+            self.segs.get(i).map(Vec::as_slice)
+        }
+    }
+
+    #[test]
+    fn segmented_buffers_carry_jumbo_frames_both_ways() {
+        let (mut ram, mut dq, mut q) = setup(64, 4096, F);
+        let jumbo = frame(9000, 4);
+        assert!(
+            dq.add_tx(&mut ram, 12, &jumbo, 1000, false),
+            "odd-sized guest pieces"
+        );
+        assert!(dq.add_tx(&mut ram, 12, &jumbo, 4096, false));
+        let mut out: Vec<Segmented> = (0..2)
+            .map(|_| Segmented {
+                segs: Vec::new(),
+                max_segs: 8,
+            })
+            .collect();
+        assert_eq!(q.dequeue_burst(&mut out), 2);
+        for o in &out {
+            assert!(o.segs.len() > 4, "spread over segments");
+            assert_eq!(o.segs.concat(), jumbo);
+        }
+        let (ram2, mut rxq, _) = setup(64, 1536, F);
+        let mut rx = rxq.backend_queue(&ram2, 0, F);
+        for _ in 0..16 {
+            assert!(rxq.add_rx(&ram2, 1, 1536));
+        }
+        assert_eq!(rx.enqueue_burst(&out), 2);
+        assert_eq!(rxq.receive(&ram2, 12, true), vec![jumbo.clone(), jumbo]);
+        // Too few segments: dropped and counted, not truncated.
+        let mut tiny = [Segmented {
+            segs: Vec::new(),
+            max_segs: 2,
+        }];
+        assert!(dq.add_tx(&mut ram, 12, &frame(9000, 1), 4096, false));
+        assert_eq!(q.dequeue_burst(&mut tiny), 0);
+        assert_eq!(q.stats().dropped_too_big, 1);
     }
 
     #[test]

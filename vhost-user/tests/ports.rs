@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use vhost_user::codec::{self, code};
 use vhost_user::frontend::{DriverQueue, Frontend, GuestRam};
 use vhost_user::session::OFFERED_FEATURES;
-use vhost_user::{Mode, PacketBuffer, PortConfig, PortEvent, SplitQueue, VecBuffer, VhostUserPort};
+use vhost_user::{Mode, PortConfig, PortEvent, SplitQueue, VecBuffer, VhostUserPort};
 
 struct TempDir(PathBuf);
 impl TempDir {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use testkit::testpmd::{TestpmdConfig, TestpmdPod};
-use vhost_user::{Mode, PacketBuffer, PortConfig, PortEvent, SplitQueue, VecBuffer, VhostUserPort};
+use vhost_user::{Mode, PortConfig, PortEvent, SplitQueue, VecBuffer, VhostUserPort};
 
 /// The backend under test and the queues it lent to its "data path" (this test thread).
 struct Backend {

@@ -29,7 +29,9 @@ fuzz_target!(|data: &[u8]| {
     if data[1] & 4 != 0 {
         features |= feature::EVENT_IDX;
     }
-    let Ok(mut ram) = GuestRam::new(RAM) else { return };
+    let Ok(mut ram) = GuestRam::new(RAM) else {
+        return;
+    };
     let dq = DriverQueue::new(&mut ram, size, 64);
     let image = &data[2..data.len().min(RAM as usize + 2)];
     ram.write(vhost_user::frontend::GPA_BASE, image);
@@ -38,11 +40,14 @@ fuzz_target!(|data: &[u8]| {
     let mut bufs: Vec<VecBuffer> = (0..8).map(|_| VecBuffer::with_capacity(4096)).collect();
     let _ = tx.dequeue_burst(&mut bufs);
     for b in &bufs {
-        let _ = b.data().len();
+        let _ = b.piece(0).map(<[u8]>::len);
     }
 
     let mut rx = dq.backend_queue(&ram, 0, features);
-    let pkts = [VecBuffer::from_frame(&[0xab; 60]), VecBuffer::from_frame(&[0xcd; 3000])];
+    let pkts = [
+        VecBuffer::from_frame(&[0xab; 60]),
+        VecBuffer::from_frame(&[0xcd; 3000]),
+    ];
     let _ = rx.enqueue_burst(&pkts);
 
     let mut src = dq.backend_queue(&ram, 1, features);
