@@ -6,13 +6,13 @@ mod common;
 
 use pmd_shim::{Mbuf, MbufBurst, Mempool, BURST_MAX};
 
-fn pool(name: &str) -> Mempool {
-    Mempool::new(&common::eal(), name, 1023, 0, 2176).expect("mempool")
+fn pool(eal: &pmd_shim::Eal, name: &str) -> Mempool {
+    Mempool::new(eal, name, 1023, 0, 2176).expect("mempool")
 }
 
 #[test]
 fn headroom_and_tailroom_edits() {
-    let pool = pool("edits");
+    let pool = pool(&common::eal(), "edits");
     let mut m = pool.alloc().expect("alloc");
     assert_eq!(pool.in_use(), 1);
     assert_eq!(m.data_len(), 0);
@@ -50,7 +50,7 @@ fn headroom_and_tailroom_edits() {
 
 #[test]
 fn chains_are_walked_in_order() {
-    let pool = pool("chains");
+    let pool = pool(&common::eal(), "chains");
     let payload: Vec<u8> = (0..9000u32).map(|i| (i * 13 % 251) as u8).collect();
     let m: Mbuf = pool.alloc_with(&payload).expect("chain");
     assert!(m.nb_segs() > 1, "9000 bytes cannot fit one 2 KiB segment");
@@ -76,7 +76,8 @@ fn chains_are_walked_in_order() {
 
 #[test]
 fn bursts_hold_free_and_refuse_overflow() {
-    let pool = pool("bursts");
+    let eal = common::eal();
+    let pool = pool(&eal, "bursts");
     let mut burst = MbufBurst::new();
     for i in 0..BURST_MAX {
         let m = pool.alloc_with(&[i as u8; 64]).expect("alloc");
@@ -102,12 +103,17 @@ fn bursts_hold_free_and_refuse_overflow() {
     assert_eq!(pool.in_use(), 0, "undrained mbufs were freed");
     assert_eq!(pool.alloc_bulk(&mut burst, 10), 10);
     assert_eq!(burst.len(), 10);
+    let small = Mempool::new(&eal, "bulksmall", 15, 0, 2176).expect("pool");
+    let mut other = MbufBurst::new();
+    assert_eq!(small.alloc_bulk(&mut other, 10), 10);
     assert_eq!(
-        pool.alloc_bulk(&mut burst, 2000),
+        small.alloc_bulk(&mut other, 10),
         0,
-        "more than the pool holds: nothing"
+        "only 5 left: all or nothing"
     );
-    assert_eq!(burst.len(), 10);
+    assert_eq!((other.len(), small.in_use()), (10, 10));
+    drop(other);
+    assert_eq!(small.in_use(), 0);
     burst.free_all();
     assert_eq!(pool.in_use(), 0);
     for _ in 0..10 {
