@@ -14,22 +14,23 @@ use vhost_user::{Mode, PortConfig, PortEvent, SplitQueue, VecBuffer, VhostUserPo
 /// The backend under test and the queues it lent to its "data path" (this test thread).
 struct Backend {
     port: VhostUserPort,
-    rx: Option<SplitQueue>,
-    tx: Option<SplitQueue>,
+    /// Lent vrings by index: 2p is pair p's guest RX (we enqueue), 2p+1 its guest TX.
+    queues: Vec<Option<SplitQueue>>,
+    pairs: usize,
     events: Vec<PortEvent>,
     disconnects: usize,
 }
 
 impl Backend {
-    fn new(path: &std::path::Path, mode: Mode) -> Self {
+    fn new(path: &std::path::Path, mode: Mode, pairs: usize) -> Self {
         let mut cfg = PortConfig::new(path, mode);
-        cfg.session.max_queue_pairs = 1;
+        cfg.session.max_queue_pairs = 4;
         cfg.reconnect_min = Duration::from_millis(20);
         cfg.reconnect_max = Duration::from_millis(200);
         Self {
             port: VhostUserPort::new(cfg).expect("create port"),
-            rx: None,
-            tx: None,
+            queues: (0..8).map(|_| None).collect(),
+            pairs,
             events: Vec::new(),
             disconnects: 0,
         }
@@ -44,22 +45,18 @@ impl Backend {
         while i < self.events.len() {
             match self.events[i] {
                 PortEvent::QueueReady(q) => match self.port.take_queue(q) {
-                    Ok(queue) if q == 0 => self.rx = Some(queue),
-                    Ok(queue) if q == 1 => self.tx = Some(queue),
-                    Ok(_) => {}
+                    Ok(queue) => self.queues[usize::from(q)] = Some(queue),
                     Err(e) => panic!("ready queue {q} could not be taken: {e}"),
                 },
                 PortEvent::QueueStop(q) => {
-                    let slot = if q == 0 { &mut self.rx } else { &mut self.tx };
-                    if let Some(queue) = slot.take() {
+                    if let Some(queue) = self.queues[usize::from(q)].take() {
                         let mut more = Vec::new();
                         self.port.return_queue(queue, &mut more);
                         self.events.extend(more);
                     }
                 }
                 PortEvent::Disconnected => {
-                    self.rx = None;
-                    self.tx = None;
+                    self.queues.iter_mut().for_each(|q| *q = None);
                     self.disconnects += 1;
                 }
                 PortEvent::Connected => {}
@@ -68,11 +65,20 @@ impl Backend {
         }
     }
 
+    fn all_lent(&self) -> bool {
+        self.queues[..2 * self.pairs].iter().all(Option::is_some)
+    }
+
+    fn none_lent(&self) -> bool {
+        self.queues.iter().all(Option::is_none)
+    }
+
     fn wait_running(&mut self, pod: &mut TestpmdPod, timeout: Duration) {
         let end = Instant::now() + timeout;
         while Instant::now() < end {
             self.drive();
-            if self.rx.is_some() && self.tx.is_some() && self.forwarding(Duration::from_millis(200))
+            if self.all_lent()
+                && (0..self.pairs).all(|p| self.forwarding(p, Duration::from_millis(200)))
             {
                 return;
             }
@@ -88,27 +94,27 @@ impl Backend {
         );
     }
 
-    /// testpmd flushes its RX queues when forwarding starts: probe until a frame comes back,
-    /// then drain the probes.
-    fn forwarding(&mut self, timeout: Duration) -> bool {
+    /// testpmd flushes its RX queues when forwarding starts: probe until a frame comes back on
+    /// `pair`, then drain the probes.
+    fn forwarding(&mut self, pair: usize, timeout: Duration) -> bool {
         let probe = [VecBuffer::from_frame(&frame(60, u32::MAX))];
         let mut got = false;
         let end = Instant::now() + timeout;
-        if let Some(rx) = &mut self.rx {
+        if let Some(rx) = &mut self.queues[2 * pair] {
             rx.enqueue_burst(&probe);
         }
         let mut bufs: Vec<VecBuffer> = (0..32).map(|_| VecBuffer::with_capacity(10_000)).collect();
         while Instant::now() < end {
             self.drive();
-            if let Some(tx) = &mut self.tx {
+            if let Some(tx) = &mut self.queues[2 * pair + 1] {
                 got |= tx.dequeue_burst(&mut bufs) > 0;
             }
         }
         got
     }
 
-    /// Sends `frames` through the pod and returns what came back, in order.
-    fn round_trip(&mut self, frames: &[Vec<u8>], timeout: Duration) -> Vec<Vec<u8>> {
+    /// Sends `frames` through the pod on queue pair `pair` and returns what came back, in order.
+    fn round_trip(&mut self, pair: usize, frames: &[Vec<u8>], timeout: Duration) -> Vec<Vec<u8>> {
         let bufs: Vec<VecBuffer> = frames.iter().map(|f| VecBuffer::from_frame(f)).collect();
         let mut sent = 0;
         let mut back = Vec::new();
@@ -117,14 +123,14 @@ impl Backend {
         let end = Instant::now() + timeout;
         while back.len() < frames.len() && Instant::now() < end {
             self.drive();
-            if let Some(rx) = &mut self.rx {
+            if let Some(rx) = &mut self.queues[2 * pair] {
                 if sent < bufs.len() {
                     let top = (sent + 32).min(bufs.len());
                     sent += rx.enqueue_burst(&bufs[sent..top]);
                 }
                 assert_eq!(rx.broken(), None);
             }
-            if let Some(tx) = &mut self.tx {
+            if let Some(tx) = &mut self.queues[2 * pair + 1] {
                 let n = tx.dequeue_burst(&mut rxbufs);
                 back.extend(rxbufs[..n].iter().map(|b| b.data().to_vec()));
                 assert_eq!(tx.broken(), None);
@@ -166,6 +172,7 @@ struct Case {
     queue_size: u16,
     mrg_rxbuf: bool,
     sizes: &'static [usize],
+    pairs: usize,
 }
 
 fn init_logs() {
@@ -186,26 +193,28 @@ fn run_case(tag: &str, case: Case) {
     cfg.queue_size = case.queue_size;
     cfg.mrg_rxbuf = case.mrg_rxbuf;
     cfg.server = case.mode == Mode::Client;
+    cfg.queues = case.pairs as u16;
     if case.sizes.iter().any(|&s| s > 1514) {
         cfg.extra_app_args
             .extend(["--max-pkt-len=9600", "--enable-scatter"].map(String::from));
     }
-    let mut backend = Backend::new(&sock, case.mode);
+    let mut backend = Backend::new(&sock, case.mode, case.pairs);
     let mut pod = TestpmdPod::start(cfg).expect("start testpmd");
     backend.wait_running(&mut pod, Duration::from_secs(30));
     let mut seq = 0;
-    for &size in case.sizes {
+    for (k, &size) in case.sizes.iter().enumerate() {
+        let pair = k % case.pairs;
         let frames: Vec<Vec<u8>> = (0..200)
             .map(|_| {
                 seq += 1;
                 frame(size, seq)
             })
             .collect();
-        let back = backend.round_trip(&frames, Duration::from_secs(10));
+        let back = backend.round_trip(pair, &frames, Duration::from_secs(10));
         assert_eq!(
             back.len(),
             frames.len(),
-            "{size}-byte frames: {} of {} came back; testpmd:\n{}",
+            "{size}-byte frames on pair {pair}: {} of {} came back; testpmd:\n{}",
             back.len(),
             frames.len(),
             pod.log().join("\n")
@@ -225,6 +234,7 @@ fn server_mode_mergeable_queue_256_carries_64_1500_9000_byte_frames() {
             queue_size: 256,
             mrg_rxbuf: true,
             sizes: &[64, 1500, 9000],
+            pairs: 1,
         },
     );
 }
@@ -238,6 +248,7 @@ fn server_mode_without_mergeable_buffers_queue_1024_carries_64_and_1500_byte_fra
             queue_size: 1024,
             mrg_rxbuf: false,
             sizes: &[64, 1500],
+            pairs: 1,
         },
     );
 }
@@ -251,6 +262,7 @@ fn client_mode_mergeable_queue_1024_carries_64_1500_9000_byte_frames() {
             queue_size: 1024,
             mrg_rxbuf: true,
             sizes: &[64, 1500, 9000],
+            pairs: 1,
         },
     );
 }
@@ -264,6 +276,7 @@ fn client_mode_without_mergeable_buffers_queue_256_carries_64_and_1500_byte_fram
             queue_size: 256,
             mrg_rxbuf: false,
             sizes: &[64, 1500],
+            pairs: 1,
         },
     );
 }
@@ -284,7 +297,7 @@ fn restart_case(tag: &str, mode: Mode) {
     init_logs();
     let dir = TempDir::new(tag);
     let sock = dir.0.join("vhost.sock");
-    let mut backend = Backend::new(&sock, mode);
+    let mut backend = Backend::new(&sock, mode, 1);
     // Warm up once so lazily created process state (log buffers, thread-locals) is not counted.
     let mut fds_before = None;
     for round in 0..4u32 {
@@ -295,7 +308,7 @@ fn restart_case(tag: &str, mode: Mode) {
         let frames: Vec<Vec<u8>> = (0..64)
             .map(|i| frame(if i % 2 == 0 { 64 } else { 1500 }, round * 1000 + i))
             .collect();
-        let back = backend.round_trip(&frames, Duration::from_secs(10));
+        let back = backend.round_trip(0, &frames, Duration::from_secs(10));
         assert_eq!(
             back, frames,
             "round {round}: traffic did not resume intact after the restart"
@@ -312,7 +325,7 @@ fn restart_case(tag: &str, mode: Mode) {
             disconnects + 1,
             "round {round}: peer loss not noticed"
         );
-        assert!(backend.rx.is_none() && backend.tx.is_none());
+        assert!(backend.none_lent());
         let now = (fd_count(), map_count());
         match fds_before {
             None => fds_before = Some(now),
@@ -335,4 +348,18 @@ fn server_mode_pod_killed_and_restarted_resumes_traffic_without_leaks() {
 #[test]
 fn client_mode_pod_killed_and_restarted_resumes_traffic_without_leaks() {
     restart_case("crestart", Mode::Client);
+}
+
+#[test]
+fn server_mode_two_queue_pairs_carry_traffic_on_each_pair() {
+    run_case(
+        "s2q",
+        Case {
+            mode: Mode::Server,
+            queue_size: 256,
+            mrg_rxbuf: true,
+            sizes: &[64, 1500, 1500, 64],
+            pairs: 2,
+        },
+    );
 }
