@@ -258,6 +258,15 @@ fn arp_is_answered_for_the_gateway_known_hosts_and_the_fabric_ip_only() {
         &arp_request(POD_A_MAC, POD_A_IP, POD_A_IP),
         DropReason::ArpNotForUs,
     );
+    // An ARP probe (sender 0.0.0.0) for the pod's own address is not answered either.
+    dropped_as(
+        &mut bed,
+        POD_A,
+        &arp_request(POD_A_MAC, Ipv4Addr::UNSPECIFIED, POD_A_IP),
+        DropReason::ArpNotForUs,
+    );
+    // But pod B asking for pod A is.
+    bed.forward(POD_B, &arp_request(POD_B_MAC, POD_B_IP, POD_A_IP), POD_B);
     let out = bed.forward(FABRIC, &arp_request(PEER_MAC, PEER_IP, FABRIC_IP), FABRIC);
     assert_eq!(
         &out[22..28],
@@ -270,7 +279,7 @@ fn arp_is_answered_for_the_gateway_known_hosts_and_the_fabric_ip_only() {
         &arp_request(PEER_MAC, PEER_IP, Ipv4Addr::new(198, 51, 100, 77)),
     );
     assert_eq!(out.host.len(), 1);
-    assert_eq!(bed.stats.snapshot().replies, 4);
+    assert_eq!(bed.stats.snapshot().replies, 5);
 }
 
 #[test]
@@ -306,6 +315,19 @@ fn neighbour_solicitation_gets_a_valid_advertisement() {
     assert_eq!(&out[62..78], &target.octets());
     assert_eq!(&out[78..80], &[2, 1], "target link-layer address option");
     assert_eq!(&out[80..86], &VROUTER_MAC.0);
+
+    // Duplicate address detection for the pod's own address (source ::) gets no answer.
+    let mut dad = Vec::new();
+    PacketBuilder::ethernet2(POD_A_MAC.0, [0x33, 0x33, 0xff, 0, 0, 0x0a])
+        .ipv6(
+            [0; 16],
+            "ff02::1:ff00:a".parse::<Ipv6Addr>().unwrap().octets(),
+            255,
+        )
+        .icmpv6_raw(135, 0, [0; 4])
+        .write(&mut dad, &src.octets())
+        .unwrap();
+    dropped_as(&mut bed, POD_A, &dad, DropReason::ArpNotForUs);
 }
 
 #[test]

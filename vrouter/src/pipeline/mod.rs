@@ -255,13 +255,14 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
 
     /// Whether the vrouter answers ARP / ND for `dst` in `vrf`: it has a route that does not
     /// discard.
-    fn proxies(&self, target: Option<RouteTarget>) -> bool {
-        match target {
-            Some(t) => !matches!(
-                self.tables.nexthops.get(t.nexthop),
-                None | Some(Nexthop::Discard)
-            ),
-            None => false,
+    /// Never for an address that routes back to the asking vif itself: that is the asker's own
+    /// address (duplicate address detection, ARP probes), and answering would make it give the
+    /// address up.
+    fn proxies(&self, target: Option<RouteTarget>, asker: u16) -> bool {
+        match target.and_then(|t| self.tables.nexthops.get(t.nexthop)) {
+            None | Some(Nexthop::Discard) => false,
+            Some(Nexthop::Encap { vif, .. }) => vif != asker,
+            Some(_) => true,
         }
     }
 
@@ -280,7 +281,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         if m.l3 == L3::Ipv6 {
             if let Some(t) = reply::ns_target(b.data(), m) {
                 let src = Ipv6Addr::from(m.src);
-                if t != src && self.proxies(vrf.route_v6(u128::from(t))) {
+                if t != src && self.proxies(vrf.route_v6(u128::from(t)), vif.index) {
                     return match reply::na_reply(b, m, t, vrouter_mac) {
                         Ok(()) => {
                             self.stats.replies.add(1);
@@ -313,7 +314,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         let (op, sip, tip) = (a.operation(), a.sender_ip(), a.target_ip());
         if op != crate::wire::arp::OP_REQUEST
             || tip == sip
-            || !self.proxies(vrf.route_v4(u32::from(tip)))
+            || !self.proxies(vrf.route_v4(u32::from(tip)), vif.index)
         {
             return Verdict::Drop(DropReason::ArpNotForUs);
         }
@@ -628,7 +629,8 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     };
                 let outer_l3 = inner + encap::overhead(encap) - ethernet::HEADER_LEN;
                 if outer_l3 > usize::from(out.mtu) {
-                    let inner_mtu = usize::from(out.mtu) - (outer_l3 - usize::from(m.l3_len));
+                    let inner_mtu =
+                        usize::from(out.mtu).saturating_sub(outer_l3 - usize::from(m.l3_len));
                     return self.too_big(b, m, local, inner_mtu as u16);
                 }
                 let ttl = decrement_ttl(b, m);
