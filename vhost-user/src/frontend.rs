@@ -383,7 +383,7 @@ impl DriverQueue {
     /// Collects received frames from reaped RX entries, joining mergeable buffers by the
     /// header's `num_buffers`. Returns frames without the virtio-net header.
     pub fn receive(&mut self, ram: &GuestRam, hdr_len: usize, mergeable: bool) -> Vec<Vec<u8>> {
-        let used = self.reap_raw(ram);
+        let used = self.reap(ram);
         let mut frames = Vec::new();
         let mut it = used.into_iter();
         while let Some((head, len)) = it.next() {
@@ -399,11 +399,6 @@ impl DriverQueue {
             frames.push(bytes.get(hdr_len..).map(<[u8]>::to_vec).unwrap_or_default());
         }
         frames
-    }
-
-    fn reap_raw(&mut self, ram: &GuestRam) -> Vec<(u16, u32)> {
-        // Like `reap`, but reads data before the descriptors are recycled by the caller.
-        self.reap(ram)
     }
 }
 

@@ -10,6 +10,52 @@
 //! - [`connection`] and [`port`]: non-blocking sockets (server and client mode) driving a session.
 //! - [`frontend`]: a small vhost-user frontend (socket + memfd guest memory + driver-side rings)
 //!   used by this crate's tests, fuzz targets and benchmarks.
+//!
+//! # Wiring it into a vrouter
+//!
+//! One vhost thread owns every [`VhostUserPort`]; forwarding threads own [`SplitQueue`]s.
+//! Guest memory is an `Arc`: a queue keeps its mapping alive, so a forwarding thread can never
+//! touch unmapped memory, and the mapping goes away when the last queue is dropped. Queue
+//! hand-back is an explicit handshake: a message that touches a running vring (its
+//! `GET_VRING_BASE`, a new memory table, a reset, …) is held until the vhost thread returns the
+//! vring with [`VhostUserPort::return_queue`].
+//!
+//! ```no_run
+//! use std::time::{Duration, Instant};
+//! use vhost_user::{Mode, PortConfig, PortEvent, VecBuffer, VhostUserPort};
+//!
+//! let mut port = VhostUserPort::new(PortConfig::new("/var/run/vrouter/pod/net1", Mode::Server))?;
+//! let mut lent = Vec::new(); // stands in for "sent to the owning lcore"
+//! let mut events = Vec::new();
+//! loop {
+//!     // Real code polls every port's `poll_fd()` together, with the earliest `next_deadline()`.
+//!     port.wait(Duration::from_millis(100));
+//!     events.clear();
+//!     port.process(Instant::now(), &mut events);
+//!     for ev in events.clone() {
+//!         match ev {
+//!             PortEvent::QueueReady(i) => lent.push(port.take_queue(i)?),
+//!             PortEvent::QueueStop(i) => {
+//!                 // Ask the lcore for vring i back, wait for it, then:
+//!                 if let Some(k) = lent.iter().position(|q| q.index() == i) {
+//!                     port.return_queue(lent.remove(k), &mut events);
+//!                 }
+//!             }
+//!             PortEvent::Disconnected => lent.clear(), // lcores drop their queues
+//!             PortEvent::Connected => {}
+//!         }
+//!     }
+//!     // On an lcore: `rx_queue.enqueue_burst(&mbufs)` / `tx_queue.dequeue_burst(&mut mbufs)`,
+//!     // or `vhost_user::forward_burst(&mut tx_of_a, &mut rx_of_b, 32)` between two pods.
+//!     # let _ = VecBuffer::with_capacity(0);
+//!     # break;
+//! }
+//! # Ok::<(), vhost_user::Error>(())
+//! ```
+//!
+//! Vring `2p` is queue pair `p`'s guest RX (the backend enqueues), `2p + 1` its guest TX (the
+//! backend dequeues). Checksum offload is not offered (no CSUM/GUEST_CSUM), so guests always send
+//! complete checksums.
 
 pub mod codec;
 pub mod connection;
