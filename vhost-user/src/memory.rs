@@ -472,6 +472,21 @@ mod tests {
     }
 
     #[test]
+    fn mmap_offset_selects_the_region_inside_its_file() {
+        use std::io::{Seek, SeekFrom};
+        let fd = memfd(3 * 4096);
+        let mut f = std::fs::File::from(fd.try_clone().unwrap());
+        f.seek(SeekFrom::Start(4096 + 100)).unwrap();
+        f.write_all(b"offset!").unwrap();
+        // Region starts 4000 bytes into the file (not page aligned).
+        let mem = GuestMemory::map(&[spec(0x10_0000, 8192, 0, 4000)], vec![fd]).unwrap();
+        let mut b = [0u8; 7];
+        mem.read(0x10_0000 + 196, &mut b).unwrap();
+        assert_eq!(&b, b"offset!");
+        assert!(mem.read(0x10_0000 + 8190, &mut b).is_err());
+    }
+
+    #[test]
     fn out_of_range_and_overflowing_accesses_are_refused() {
         let mem = GuestMemory::map(&[spec(0x1000, 4096, 0, 0)], vec![memfd(4096)]).unwrap();
         let mut b = [0u8; 8];

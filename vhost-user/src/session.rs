@@ -967,6 +967,67 @@ mod tests {
     }
 
     #[test]
+    fn ring_messages_before_the_memory_table_wait_for_it() {
+        let mut ram = GuestRam::new(1 << 20).unwrap();
+        let q = DriverQueue::new(&mut ram, 64, 2048);
+        let mut s = Session::new(SessionConfig::default());
+        // GET_VRING_BASE for a ring nobody configured: answered, nothing created.
+        let out = send(
+            &mut s,
+            msg(
+                code::GET_VRING_BASE,
+                false,
+                &codec::vring_state_payload(3, 0),
+                vec![],
+            ),
+        );
+        assert_eq!(
+            replies(&out),
+            vec![(code::GET_VRING_BASE, codec::vring_state_payload(3, 0))]
+        );
+        let out = send(
+            &mut s,
+            msg(
+                code::GET_VRING_BASE,
+                false,
+                &codec::vring_state_payload(99, 0),
+                vec![],
+            ),
+        );
+        assert_eq!(
+            replies(&out).len(),
+            1,
+            "even a ring that does not exist gets its reply"
+        );
+        send(&mut s, msg(code::SET_FEATURES, false, &u64p(F), vec![]));
+        let mut ready = Vec::new();
+        for (c, p) in [
+            (code::SET_VRING_KICK, u64p(codec::VRING_NOFD_MASK)),
+            (code::SET_VRING_ENABLE, codec::vring_state_payload(0, 1)),
+            (
+                code::SET_VRING_ADDR,
+                codec::vring_addr_payload(&q.addr(&ram, 0)),
+            ),
+            (code::SET_VRING_NUM, codec::vring_state_payload(0, 64)),
+        ] {
+            ready.extend(send(&mut s, msg(c, false, &p, vec![])).ready);
+        }
+        assert!(ready.is_empty(), "no memory yet");
+        assert!(s.take_queue(0).is_err());
+        let out = send(
+            &mut s,
+            msg(
+                code::SET_MEM_TABLE,
+                false,
+                &codec::mem_table_payload(&[ram.region()]),
+                vec![dup(&ram)],
+            ),
+        );
+        assert_eq!(out.ready, vec![0]);
+        assert!(s.take_queue(0).is_ok());
+    }
+
+    #[test]
     fn without_protocol_features_rings_start_enabled() {
         let mut ram = GuestRam::new(1 << 20).unwrap();
         let q = DriverQueue::new(&mut ram, 64, 2048);
