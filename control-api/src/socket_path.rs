@@ -168,16 +168,19 @@ impl SocketBase {
             ));
         }
         let path = resolved.join(filename);
-        let len = path.as_os_str().as_bytes().len();
-        if len > SUN_PATH_MAX {
-            return Err(refuse(
-                SocketRule::TooLong,
-                format!(
-                    "socket path {} is {len} bytes; a unix socket path holds at most {SUN_PATH_MAX}: \
-                     use a shorter directory or filename",
-                    path.display()
-                ),
-            ));
+        // Both the path vrouterd uses and the one the pod was given must fit.
+        for candidate in [&path, &dir.join(filename)] {
+            let len = candidate.as_os_str().as_bytes().len();
+            if len > SUN_PATH_MAX {
+                return Err(refuse(
+                    SocketRule::TooLong,
+                    format!(
+                        "socket path {} is {len} bytes; a unix socket path holds at most {SUN_PATH_MAX}: \
+                         use a shorter directory or filename",
+                        candidate.display()
+                    ),
+                ));
+            }
         }
         match fs::symlink_metadata(&path) {
             Ok(meta) if !meta.file_type().is_socket() => {
@@ -535,6 +538,10 @@ mod tests {
         let room = SUN_PATH_MAX - d.as_os_str().len() - 1;
         assert!(t.base.plan(&d, &"f".repeat(room), None).is_ok());
         assert_eq!(t.refused(&d, &"f".repeat(room + 1)), SocketRule::TooLong);
+        // A requested path that only fits once resolved is still refused: the pod uses it as given.
+        fs::create_dir(&d).unwrap();
+        let detour = t.base().join(format!("{}/../pod", "x".repeat(room)));
+        assert_eq!(t.refused(&detour, "f"), SocketRule::TooLong);
     }
 
     #[test]
