@@ -247,6 +247,12 @@ impl Default for Segments {
 }
 
 impl Segments {
+    /// Empties the list for the next chain (no re-zeroing: `n` bounds what is read).
+    fn clear(&mut self) {
+        self.n = 0;
+        self.total = 0;
+    }
+
     /// The (guest address, length) pairs.
     pub fn as_slice(&self) -> &[(u64, u32)] {
         &self.segs[..self.n]
@@ -718,6 +724,8 @@ impl SplitQueue {
             return 0;
         };
         let mut filled = 0;
+        // One scratch list per burst, not per packet (it is 1 KiB).
+        let mut segs = Segments::default();
         while self.last_avail != avail_idx && filled < bufs.len() {
             let head = match self.avail_head(self.last_avail) {
                 Ok(h) => h,
@@ -726,7 +734,7 @@ impl SplitQueue {
                     break;
                 }
             };
-            let mut segs = Segments::default();
+            segs.clear();
             match self.walk(head, false, &mut segs) {
                 Ok(()) => {
                     if self.copy_chain_into(&segs, &mut bufs[filled]) {
@@ -785,8 +793,9 @@ impl SplitQueue {
             return 0;
         };
         let mut consumed = 0;
+        let mut segs = Segments::default();
         for p in pkts {
-            match self.place(&BufferFrame(p), avail_idx) {
+            match self.place(&BufferFrame(p), avail_idx, &mut segs) {
                 Placed::Delivered | Placed::Dropped => consumed += 1,
                 Placed::NoRoom | Placed::Broken => break,
             }
@@ -797,7 +806,12 @@ impl SplitQueue {
 
     /// Copies `frame` into RX chains starting at `last_avail`, mergeable across chains when
     /// negotiated. Rolls back on NoRoom so nothing partial is published.
-    fn place<S: FrameSource + ?Sized>(&mut self, frame: &S, avail_idx: u16) -> Placed {
+    fn place<S: FrameSource + ?Sized>(
+        &mut self,
+        frame: &S,
+        avail_idx: u16,
+        segs: &mut Segments,
+    ) -> Placed {
         let hdr_len = self.hdr_len;
         let total = hdr_len + frame.len();
         let saved_avail = self.last_avail;
@@ -820,8 +834,8 @@ impl SplitQueue {
                     return Placed::Broken;
                 }
             };
-            let mut segs = Segments::default();
-            let fault = match self.walk(head, true, &mut segs) {
+            segs.clear();
+            let fault = match self.walk(head, true, segs) {
                 Ok(()) => None,
                 Err(ChainFault::TooManySegments) => Some(Broken::RxChainTooFragmented),
                 Err(ChainFault::Broken(b)) => Some(b),
@@ -933,6 +947,7 @@ pub fn forward_burst(src: &mut SplitQueue, dst: &mut SplitQueue, max: usize) -> 
         return 0;
     };
     let mut moved = 0;
+    let (mut segs, mut rx_segs) = (Segments::default(), Segments::default());
     while src.last_avail != src_avail && moved < max {
         let head = match src.avail_head(src.last_avail) {
             Ok(h) => h,
@@ -941,7 +956,7 @@ pub fn forward_burst(src: &mut SplitQueue, dst: &mut SplitQueue, max: usize) -> 
                 break;
             }
         };
-        let mut segs = Segments::default();
+        segs.clear();
         match src.walk(head, false, &mut segs) {
             Ok(()) if segs.total < src.hdr_len as u64 => src.stats.dropped_malformed += 1,
             Ok(()) => {
@@ -950,7 +965,7 @@ pub fn forward_burst(src: &mut SplitQueue, dst: &mut SplitQueue, max: usize) -> 
                     segs: &segs,
                     skip: src.hdr_len as u64,
                 };
-                match dst.place(&frame, dst_avail) {
+                match dst.place(&frame, dst_avail, &mut rx_segs) {
                     Placed::Delivered => {
                         src.stats.packets += 1;
                         src.stats.bytes += frame.len() as u64;
