@@ -206,9 +206,10 @@ fn measure(
     expect_out: u16,
     bursts: usize,
 ) -> Result {
-    let mut bufs: Vec<VecBuf> = frames[..BURST]
+    // Boxed, so the pipeline moves 8-byte pointers as it moves mbufs in vrouterd.
+    let mut bufs: Vec<Box<VecBuf>> = frames[..BURST]
         .iter()
-        .map(|f| VecBuf::from_frame(f))
+        .map(|f| Box::new(VecBuf::from_frame(f)))
         .collect();
     let mut out = TxBatches::new(BURST);
     // Check once that the scenario forwards where it should.
@@ -220,8 +221,8 @@ fn measure(
     );
     out.flush(|_, q| bufs.append(q));
     let run = |pipe: &mut Pipeline<NoFlow>,
-               bufs: &mut Vec<VecBuf>,
-               out: &mut TxBatches<VecBuf>,
+               bufs: &mut Vec<Box<VecBuf>>,
+               out: &mut TxBatches<Box<VecBuf>>,
                forward: bool| {
         let t0 = Instant::now();
         let cpu0 = thread_cpu_ns();

@@ -45,6 +45,42 @@ pub trait PacketBuf {
     }
 }
 
+/// A boxed buffer is a buffer: moving a `Box` moves a pointer, as moving an mbuf does.
+impl<T: PacketBuf + ?Sized> PacketBuf for Box<T> {
+    #[inline(always)]
+    fn data(&self) -> &[u8] {
+        (**self).data()
+    }
+    #[inline(always)]
+    fn data_mut(&mut self) -> &mut [u8] {
+        (**self).data_mut()
+    }
+    #[inline(always)]
+    fn headroom(&self) -> usize {
+        (**self).headroom()
+    }
+    #[inline(always)]
+    fn tailroom(&self) -> usize {
+        (**self).tailroom()
+    }
+    #[inline(always)]
+    fn prepend(&mut self, n: usize) -> Result<(), BufError> {
+        (**self).prepend(n)
+    }
+    #[inline(always)]
+    fn adj(&mut self, n: usize) -> Result<(), BufError> {
+        (**self).adj(n)
+    }
+    #[inline(always)]
+    fn trim(&mut self, n: usize) -> Result<(), BufError> {
+        (**self).trim(n)
+    }
+    #[inline(always)]
+    fn append(&mut self, n: usize) -> Result<(), BufError> {
+        (**self).append(n)
+    }
+}
+
 /// A heap buffer with headroom, for tests, benchmarks and tools. It allocates once, when made.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VecBuf {
@@ -94,18 +130,23 @@ impl std::fmt::Debug for VecBuf {
 }
 
 impl PacketBuf for VecBuf {
+    #[inline(always)]
     fn data(&self) -> &[u8] {
         &self.storage[self.start..self.end]
     }
+    #[inline(always)]
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.end]
     }
+    #[inline(always)]
     fn headroom(&self) -> usize {
         self.start
     }
+    #[inline(always)]
     fn tailroom(&self) -> usize {
         self.storage.len() - self.end
     }
+    #[inline(always)]
     fn prepend(&mut self, n: usize) -> Result<(), BufError> {
         if n > self.start {
             return Err(BufError::NoHeadroom {
@@ -116,6 +157,7 @@ impl PacketBuf for VecBuf {
         self.start -= n;
         Ok(())
     }
+    #[inline(always)]
     fn adj(&mut self, n: usize) -> Result<(), BufError> {
         if n > self.end - self.start {
             return Err(BufError::TooShort {
@@ -126,6 +168,7 @@ impl PacketBuf for VecBuf {
         self.start += n;
         Ok(())
     }
+    #[inline(always)]
     fn trim(&mut self, n: usize) -> Result<(), BufError> {
         if n > self.end - self.start {
             return Err(BufError::TooShort {
@@ -136,6 +179,7 @@ impl PacketBuf for VecBuf {
         self.end -= n;
         Ok(())
     }
+    #[inline(always)]
     fn append(&mut self, n: usize) -> Result<(), BufError> {
         let have = self.tailroom();
         if n > have {

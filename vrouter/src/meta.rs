@@ -187,6 +187,7 @@ fn parse_ipv6(data: &[u8], off: usize, m: &mut PacketMeta) -> Result<(), DropRea
     Ok(())
 }
 
+#[inline(always)]
 fn parse_l4(l4: &[u8], m: &mut PacketMeta) -> Result<(), DropReason> {
     match m.proto {
         ipv4::proto::UDP => {

@@ -20,9 +20,11 @@ pub struct Frame<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
+    #[inline(always)]
     pub fn new_unchecked(buf: T) -> Self {
         Frame { buf }
     }
+    #[inline(always)]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         if buf.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -32,14 +34,17 @@ impl<T: AsRef<[u8]>> Frame<T> {
     pub fn into_inner(self) -> T {
         self.buf
     }
+    #[inline(always)]
     pub fn dst(&self) -> MacAddr {
         let b = self.buf.as_ref();
         MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]])
     }
+    #[inline(always)]
     pub fn src(&self) -> MacAddr {
         let b = self.buf.as_ref();
         MacAddr([b[6], b[7], b[8], b[9], b[10], b[11]])
     }
+    #[inline(always)]
     pub fn ethertype(&self) -> u16 {
         be16(self.buf.as_ref(), 12)
     }
@@ -49,12 +54,15 @@ impl<T: AsRef<[u8]>> Frame<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
+    #[inline(always)]
     pub fn set_dst(&mut self, m: MacAddr) {
         self.buf.as_mut()[0..6].copy_from_slice(&m.0);
     }
+    #[inline(always)]
     pub fn set_src(&mut self, m: MacAddr) {
         self.buf.as_mut()[6..12].copy_from_slice(&m.0);
     }
+    #[inline(always)]
     pub fn set_ethertype(&mut self, t: u16) {
         put16(self.buf.as_mut(), 12, t);
     }
@@ -71,6 +79,7 @@ pub struct VlanTag<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> VlanTag<T> {
+    #[inline(always)]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         if buf.as_ref().len() < VLAN_TAG_LEN {
             return Err(WireError::Truncated);
@@ -83,6 +92,7 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
     pub fn vid(&self) -> u16 {
         be16(self.buf.as_ref(), 0) & 0x0fff
     }
+    #[inline(always)]
     pub fn ethertype(&self) -> u16 {
         be16(self.buf.as_ref(), 2)
     }
@@ -93,6 +103,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
         let tci = (be16(self.buf.as_ref(), 0) & 0xf000) | (vid & 0x0fff);
         put16(self.buf.as_mut(), 0, tci);
     }
+    #[inline(always)]
     pub fn set_ethertype(&mut self, t: u16) {
         put16(self.buf.as_mut(), 2, t);
     }

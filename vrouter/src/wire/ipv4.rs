@@ -140,7 +140,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
     /// Decrement the TTL by one and patch the checksum incrementally (RFC 1624). Returns the
     /// new TTL. The caller checks for expiry first.
-    #[inline]
+    #[inline(always)]
     pub fn decrement_ttl(&mut self) -> u8 {
         let b = self.buf.as_mut();
         let old = be16(b, 8);
