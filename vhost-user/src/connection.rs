@@ -222,3 +222,141 @@ impl Connection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, code, Request};
+    use crate::frontend::Frontend;
+    use std::os::fd::AsFd;
+
+    fn pair() -> (Frontend, Connection) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (
+            Frontend::new(a),
+            Connection::new(b, Duration::from_millis(200)).unwrap(),
+        )
+    }
+
+    fn memfd() -> OwnedFd {
+        rustix::fs::memfd_create("conn-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap()
+    }
+
+    #[test]
+    fn reassembles_a_message_sent_in_pieces_with_its_fd() {
+        let (mut fe, mut conn) = pair();
+        let r = crate::memory::RegionSpec {
+            guest_phys_addr: 0,
+            memory_size: 4096,
+            userspace_addr: 0,
+            mmap_offset: 0,
+        };
+        let bytes =
+            codec::encode_request(code::SET_MEM_TABLE, true, &codec::mem_table_payload(&[r]));
+        let fd = memfd();
+        let now = Instant::now();
+        fe.send_raw(&bytes[..5], &[fd.as_fd()]).unwrap();
+        assert!(conn.read(now).unwrap().is_none(), "half a header");
+        assert!(
+            conn.deadline().is_some(),
+            "a partial message arms the timeout"
+        );
+        fe.send_raw(&bytes[5..20], &[]).unwrap();
+        assert!(conn.read(now).unwrap().is_none());
+        fe.send_raw(&bytes[20..], &[]).unwrap();
+        match conn.read(now).unwrap() {
+            Some(Incoming::Message(m)) => {
+                assert!(m.header.need_reply());
+                assert!(
+                    matches!(m.request, Request::SetMemTable(ref s, ref f) if s.len() == 1 && f.len() == 1)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(conn.deadline().is_none());
+    }
+
+    #[test]
+    fn back_to_back_messages_are_split_correctly() {
+        let (mut fe, mut conn) = pair();
+        let mut bytes = codec::encode_request(code::GET_FEATURES, false, &[]);
+        bytes.extend(codec::encode_request(
+            code::SET_FEATURES,
+            false,
+            &5u64.to_le_bytes(),
+        ));
+        fe.send_raw(&bytes, &[]).unwrap();
+        let now = Instant::now();
+        assert!(matches!(
+            conn.read(now).unwrap(),
+            Some(Incoming::Message(Message {
+                request: Request::GetFeatures,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            conn.read(now).unwrap(),
+            Some(Incoming::Message(Message {
+                request: Request::SetFeatures(5),
+                ..
+            }))
+        ));
+        assert!(conn.read(now).unwrap().is_none());
+    }
+
+    #[test]
+    fn too_many_fds_close_the_connection() {
+        let (mut fe, mut conn) = pair();
+        let fds: Vec<OwnedFd> = (0..8).map(|_| memfd()).collect();
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        let bytes = codec::encode_request(code::GET_FEATURES, false, &[]);
+        fe.send_raw(&bytes[..4], &borrowed).unwrap();
+        fe.send_raw(&bytes[4..], &borrowed[..1]).unwrap();
+        let mut result = Ok(None);
+        for _ in 0..3 {
+            result = conn.read(Instant::now());
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(
+            matches!(result, Err(Error::Peer(_))),
+            "9 fds for one message: {result:?}"
+        );
+    }
+
+    #[test]
+    fn half_message_times_out_and_unread_replies_are_bounded() {
+        let (mut fe, mut conn) = pair();
+        fe.send_raw(&[1, 0, 0], &[]).unwrap();
+        let t0 = Instant::now();
+        assert!(conn.read(t0).unwrap().is_none());
+        assert!(conn.check_timeouts(t0 + Duration::from_millis(100)).is_ok());
+        assert!(conn
+            .check_timeouts(t0 + Duration::from_millis(250))
+            .is_err());
+        // The peer never reads: replies pile up to the bound, then the peer is refused.
+        let reply = vec![0u8; 4096];
+        let mut outcome = Ok(());
+        for _ in 0..1024 {
+            outcome = conn.send(&reply, t0);
+            if outcome.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(outcome, Err(Error::Peer(_))));
+        assert!(conn.has_pending_output());
+    }
+
+    #[test]
+    fn bad_header_and_peer_close_are_errors() {
+        let (mut fe, mut conn) = pair();
+        let mut bytes = codec::encode_request(code::GET_FEATURES, false, &[]);
+        bytes[4] = 0x5; // reply flag in a request
+        fe.send_raw(&bytes, &[]).unwrap();
+        assert!(conn.read(Instant::now()).is_err());
+        let (fe, mut conn) = pair();
+        drop(fe);
+        assert!(conn.read(Instant::now()).is_err());
+    }
+}
