@@ -261,7 +261,7 @@ impl VhostUserPort {
     }
 
     fn connect(&mut self, now: Instant, events: &mut Vec<PortEvent>) {
-        match UnixStream::connect(&self.cfg.path) {
+        match connect_nonblocking(&self.cfg.path) {
             Ok(s) => {
                 self.backoff = self.cfg.reconnect_min;
                 self.attach(s, events);
@@ -398,6 +398,21 @@ impl VhostUserPort {
             self.disconnect(now, events);
         }
     }
+}
+
+/// Connects without ever blocking: a blocking connect to a unix socket whose listener stopped
+/// accepting (full backlog) would stall the vhost thread; non-blocking it fails with EAGAIN and
+/// is retried with the backoff.
+fn connect_nonblocking(path: &std::path::Path) -> std::io::Result<UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::connect(&fd, &SocketAddrUnix::new(path)?)?;
+    Ok(UnixStream::from(fd))
 }
 
 impl Drop for VhostUserPort {

@@ -474,3 +474,55 @@ fn server_port_refuses_to_replace_a_non_socket_file_and_removes_its_socket_on_dr
     drop(p);
     assert!(!sock.exists());
 }
+
+#[test]
+fn client_port_never_blocks_on_a_pod_socket_that_stops_accepting() {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let dir = TempDir::new("backlog");
+    let path = dir.sock("stuck.sock");
+    // A listener with a backlog of one that never accepts, and one connection filling it.
+    let l = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    rustix::net::bind(&l, &SocketAddrUnix::new(&path).expect("addr")).expect("bind");
+    rustix::net::listen(&l, 0).expect("listen");
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        if rustix::net::connect(&s, &SocketAddrUnix::new(&path).expect("addr")).is_err() {
+            break;
+        }
+        fillers.push(s);
+    }
+    assert!(fillers.len() < 4, "the backlog filled up");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p2 = path.clone();
+    let t = thread::spawn(move || {
+        let mut p = port(&p2, Mode::Client);
+        let mut ev = Vec::new();
+        for _ in 0..5 {
+            p.process(Instant::now(), &mut ev);
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = tx.send(ev);
+    });
+    let ev = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the port's process() returned without blocking");
+    assert!(
+        !ev.contains(&PortEvent::Connected),
+        "a full backlog is a failed attempt, retried later"
+    );
+    t.join().expect("thread");
+    drop(fillers);
+}
