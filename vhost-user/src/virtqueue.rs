@@ -413,11 +413,11 @@ impl SplitQueue {
         if used_idx != s.base {
             // We complete every chain in the burst that takes it, so the two agree unless the
             // frontend changed them; follow the used ring, which is what the guest will reap.
-            tracing::warn!(
+            tracing::info!(
                 queue = s.index,
                 base = s.base,
                 used_idx,
-                "vring base differs from used index; using the used index"
+                "frontend's vring base differs from the used index (normal when the backend reattaches to a running pod); resuming at the used index"
             );
             last_avail = used_idx;
         }

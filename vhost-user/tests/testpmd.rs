@@ -363,3 +363,28 @@ fn server_mode_two_queue_pairs_carry_traffic_on_each_pair() {
         },
     );
 }
+
+#[test]
+fn client_mode_backend_restart_reattaches_to_a_running_pod() {
+    init_logs();
+    let dir = TempDir::new("brestart");
+    let sock = dir.0.join("vhost.sock");
+    let mut cfg = TestpmdConfig::new(&sock);
+    cfg.server = true;
+    let mut pod = TestpmdPod::start(cfg).expect("start testpmd");
+    for round in 0..3u32 {
+        // A fresh backend each round, as after a vrouterd restart; the pod keeps running.
+        let mut backend = Backend::new(&sock, Mode::Client, 1);
+        backend.wait_running(&mut pod, Duration::from_secs(30));
+        let frames: Vec<Vec<u8>> = (0..64)
+            .map(|i| frame(if i % 2 == 0 { 64 } else { 1500 }, round * 1000 + i))
+            .collect();
+        let back = backend.round_trip(0, &frames, Duration::from_secs(10));
+        assert_eq!(
+            back, frames,
+            "round {round}: traffic after the backend reattached"
+        );
+        drop(backend);
+    }
+    assert!(pod.is_running(), "the pod survived three backend restarts");
+}
