@@ -8,8 +8,8 @@
 //! - [`virtqueue`]: split-virtqueue burst dequeue/enqueue and guest-to-guest copy, generic over
 //!   the [`virtqueue::PacketBuffer`] trait.
 //! - [`connection`] and [`port`]: non-blocking sockets (server and client mode) driving a session.
-//! - [`frontend`]: a small vhost-user frontend (socket + memfd guest memory + driver-side rings)
-//!   used by this crate's tests, fuzz targets and benchmarks.
+//! - `frontend`: a small vhost-user frontend (socket + memfd guest memory + driver-side rings)
+//!   used by this crate's tests, fuzz targets and benchmarks (feature `test-frontend`).
 //!
 //! # Wiring it into a vrouter
 //!
@@ -60,6 +60,7 @@
 pub mod codec;
 pub mod connection;
 pub mod error;
+#[cfg(any(test, feature = "test-frontend"))]
 pub mod frontend;
 pub mod memory;
 pub mod port;
