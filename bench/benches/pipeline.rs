@@ -253,6 +253,54 @@ fn measure(
     }
 }
 
+/// Cost of single stages on the same frames: parse only, route lookup only, nexthop read only.
+fn stage_breakdown(tables: &Tables, frames: &[Vec<u8>], routes: u32, bursts: usize) {
+    let topo = tables.topology();
+    let Some(vrf) = topo.vrf(VRF as u16) else {
+        return;
+    };
+    let metas: Vec<_> = frames
+        .iter()
+        .filter_map(|f| vrouter::meta::parse_ethernet(f).ok())
+        .collect();
+    let n = bursts * BURST;
+    let time = |f: &mut dyn FnMut(usize) -> u64| {
+        let cpu0 = thread_cpu_ns();
+        let mut acc = 0u64;
+        for i in 0..n {
+            acc = acc.wrapping_add(f(i % frames.len()));
+        }
+        let cpu = thread_cpu_ns() - cpu0;
+        std::hint::black_box(acc);
+        cpu as f64 * pmd_shim::cycles::tsc_hz() as f64 / 1e9 / n as f64
+    };
+    let parse = time(&mut |i| {
+        vrouter::meta::parse_ethernet(&frames[i]).map_or(0, |m| u64::from(m.flow_hash))
+    });
+    let lookup = time(&mut |i| {
+        vrf.route_v4(metas[i].dst_v4())
+            .map_or(0, |t| u64::from(t.nexthop))
+    });
+    let nexthop = time(&mut |i| {
+        tables
+            .nexthops
+            .get(NH_SCENARIO + (i as u32 & 0))
+            .map_or(0, |_| 1)
+    });
+    println!(
+        "{:<28} {routes:>9} {:>8} {:>11} {:>15.1}",
+        "  stage: parse", "", "", parse
+    );
+    println!(
+        "{:<28} {routes:>9} {:>8} {:>11} {:>15.1}",
+        "  stage: route lookup", "", "", lookup
+    );
+    println!(
+        "{:<28} {routes:>9} {:>8} {:>11} {:>15.1}",
+        "  stage: nexthop read", "", "", nexthop
+    );
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     let bursts = if quick { 20_000 } else { 200_000 };
@@ -329,6 +377,9 @@ fn main() {
                 "{name:<28} {routes:>9} {:>8.1} {:>11.1} {:>15.1}",
                 r.ns, r.cycles, r.cpu_cycles
             );
+        }
+        if only.is_empty() {
+            stage_breakdown(&tables, &pods, routes, bursts);
         }
         let s = stats.snapshot();
         assert_eq!(
