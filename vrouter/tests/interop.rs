@@ -22,19 +22,19 @@ fn inner_frame() -> Vec<u8> {
 }
 
 /// Capture what the kernel's vxlan device makes of `inner`, configured like the vrouter's
-/// tunnel: VNI 5000 to the peer, DF set, TTL 64, no UDP checksum.
-fn kernel_vxlan_frame(inner: &[u8]) -> Vec<u8> {
+/// tunnel (VNI 5000, DF set, TTL 64, no UDP checksum) from `local` to `remote`.
+fn kernel_vxlan_frame(inner: &[u8], local: Ipv4Addr, remote: Ipv4Addr) -> Vec<u8> {
     let ns = Netns::new("vr-vxlan");
     // No IPv6 autoconfiguration chatter (MLD, RS) through the tunnel: only our frame.
     ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
     ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
     ns.veth("fab0", "fab1", None);
     ns.ip(&["link", "set", "fab0", "address", &FABRIC_MAC.to_string()]);
-    ns.ip(&["addr", "add", &format!("{FABRIC_IP}/24"), "dev", "fab0"]);
+    ns.ip(&["addr", "add", &format!("{local}/24"), "dev", "fab0"]);
     ns.ip(&[
         "neigh",
         "replace",
-        &PEER_IP.to_string(),
+        &remote.to_string(),
         "lladdr",
         &PEER_MAC.to_string(),
         "dev",
@@ -51,9 +51,9 @@ fn kernel_vxlan_frame(inner: &[u8]) -> Vec<u8> {
         "id",
         &VNI.to_string(),
         "local",
-        &FABRIC_IP.to_string(),
+        &local.to_string(),
         "remote",
-        &PEER_IP.to_string(),
+        &remote.to_string(),
         "dstport",
         "4789",
         "dev",
@@ -76,7 +76,7 @@ fn kernel_vxlan_frame(inner: &[u8]) -> Vec<u8> {
 #[test]
 fn vxlan_frame_matches_the_linux_kernel_field_by_field() {
     let inner = inner_frame();
-    let kernel = kernel_vxlan_frame(&inner);
+    let kernel = kernel_vxlan_frame(&inner, FABRIC_IP, PEER_IP);
     let mut bed = bed();
     let ours = bed.forward(POD_A, &inner, FABRIC);
 
@@ -112,6 +112,26 @@ fn vxlan_frame_matches_the_linux_kernel_field_by_field() {
     field("inner frame", 50..ours.len());
     let oh = etherparse::Ipv4HeaderSlice::from_slice(&ours[14..]).unwrap();
     assert_eq!(oh.header_checksum(), oh.to_header().calc_header_checksum());
+}
+
+#[test]
+fn vxlan_frame_from_the_linux_kernel_is_decapsulated_to_the_pod() {
+    // The kernel plays the peer node: it tunnels a frame for pod B to our fabric IP.
+    let mut inner = udp4(
+        Ipv4Addr::new(198, 18, 1, 99),
+        POD_B_IP,
+        64,
+        b"from a kernel peer",
+    );
+    inner[0..6].copy_from_slice(&POD_B_MAC.0);
+    inner[6..12].copy_from_slice(&REMOTE_MAC.0);
+    let kernel = kernel_vxlan_frame(&inner, PEER_IP, FABRIC_IP);
+    let mut bed = bed();
+    assert_eq!(
+        bed.forward(FABRIC, &kernel, POD_B),
+        inner,
+        "pod B gets the inner frame unchanged"
+    );
 }
 
 fn tshark(pcap: &PcapFile, fields: &[&str]) -> Vec<Vec<String>> {
