@@ -36,11 +36,29 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub vhost_lcore: u32,
 
-    /// Fabric port: a PCI address of a NIC or SR-IOV VF bound to vfio (`0000:03:00.1`) or a DPDK
-    /// vdev string (`net_af_packet0,iface=eth1`, `net_tap0,iface=vr0`, `net_ring0`).
+    /// Fabric port added at start-up as vif `fabric0` in VRF 0 (the same as a `physical` vif
+    /// added through the API): a PCI address of a NIC or SR-IOV VF bound to vfio
+    /// (`0000:03:00.1`) or a DPDK vdev string (`net_af_packet0,iface=eth1`, `net_ring0`).
     /// It gets one RSS queue per forwarding lcore.
     #[arg(long, value_name = "DEVARGS")]
     pub fabric: Option<String>,
+
+    /// The vrouter's underlay address on the fabric port (tunnels start and end here).
+    #[arg(long, value_name = "IPV4", requires = "fabric")]
+    pub fabric_ip: Option<std::net::Ipv4Addr>,
+
+    /// MAC of the --fabric vif.
+    #[arg(
+        long,
+        value_name = "MAC",
+        default_value = "02:00:00:00:00:01",
+        requires = "fabric"
+    )]
+    pub fabric_mac: String,
+
+    /// The MAC pods send routed traffic to (and ARP / ND answers carry).
+    #[arg(long, value_name = "MAC", default_value = "00:00:5e:00:01:00")]
+    pub vrouter_mac: String,
 
     /// Exit cleanly after this many seconds (for scripts and tests); 0 = run until SIGINT/SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]

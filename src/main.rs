@@ -1,17 +1,35 @@
 //! vrouterd: the vrouter data-plane process.
+//!
+//! Threads: pinned forwarding lcores (EAL workers) run [`lcore::Lcore`]; the main thread, on the
+//! vhost lcore, serves every vhost-user socket ([`vhost_core::VhostCore`]); a control thread on
+//! the same CPU runs the REST API (tokio), applying changes through [`dataplane`].
 
 mod cli;
-mod datapath;
+mod dataplane;
+mod lcore;
+mod packet;
+mod vhost_core;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use pmd_shim::{Eal, EthPort, Mempool, PortConfig};
+use anyhow::{anyhow, Context, Result};
+use control_api::api::{MacAddr as ApiMac, VifRequest, VifType};
+use control_api::{ControlSocket, Controller, ControllerConfig, ServeOptions};
+use crossbeam::channel::{bounded, unbounded};
+use pmd_shim::{mbuf_ring, Eal, Mempool, RingMode};
 use tracing::{info, warn};
+use vrouter::pipeline::{NoFlow, Pipeline};
+use vrouter::tables::{FabricConfig, Tables, TablesConfig};
+use vrouter::MacAddr;
 
-use crate::datapath::{LcoreCounters, LcoreWork};
+use crate::dataplane::{LcoreHandleInfo, VrouterDataplane};
+use crate::lcore::{Lcore, LoopCounters};
+use crate::vhost_core::VhostCore;
+
+/// Slots in each lcore's inbox ring (packets other lcores route to vifs it transmits for).
+const INBOX_SLOTS: u32 = 4096;
 
 fn main() {
     let opts = match cli::parse() {
@@ -38,103 +56,224 @@ fn init_logging(level: &str) {
         .init();
 }
 
+fn parse_mac(text: &str, what: &str) -> Result<[u8; 6]> {
+    text.parse::<ApiMac>()
+        .map(|m| m.0)
+        .map_err(|e| anyhow!("{what} {text:?}: {e}"))
+}
+
+/// Pins the calling thread to `cpu` (the control side stays off the forwarding CPUs).
+fn pin_current_thread(cpu: u32) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu as usize);
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        warn!(cpu, "could not pin the control thread: {e}");
+    }
+}
+
 fn run(opts: &cli::Options) -> Result<()> {
     let started = Instant::now();
-    let deadline = cli::run_deadline(opts);
+    let vrouter_mac = parse_mac(&opts.vrouter_mac, "--vrouter-mac")?;
+    let fabric_mac = parse_mac(&opts.fabric_mac, "--fabric-mac")?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
             .context("installing the SIGINT/SIGTERM handler")?;
+    }
+    if let Some(deadline) = cli::run_deadline(opts) {
+        let flag = Arc::clone(&shutdown);
+        std::thread::Builder::new()
+            .name("run-for".into())
+            .spawn(move || {
+                while Instant::now() < deadline && !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                flag.store(true, Ordering::Relaxed);
+            })
+            .context("starting the --run-for timer")?;
     }
 
     let eal = Eal::init(&opts.eal_argv()).context("starting DPDK")?;
     info!(main_lcore = eal.main_lcore(), fwd_lcores = ?opts.fwd_lcores.0, "EAL initialised");
     let pool = Mempool::new(&eal, "vr_pkts", opts.mbufs, 256, 2048 + 128)
         .context("creating the packet mempool (more hugepages, or a smaller --mbufs)")?;
+    let tables = Arc::new(Tables::new(TablesConfig::default()));
+    let fabric = FabricConfig {
+        vrouter_mac: MacAddr(vrouter_mac),
+        fabric_ip: opts.fabric_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+        ..FabricConfig::default()
+    };
 
-    let nq = u16::try_from(opts.fwd_lcores.0.len()).context("too many forwarding lcores")?;
-    let mut fabric = None;
-    let mut per_lcore: Vec<LcoreWork> = opts
-        .fwd_lcores
-        .0
-        .iter()
-        .map(|_| LcoreWork {
-            rx: Vec::new(),
-            tx: Vec::new(),
-            counters: Arc::new(LcoreCounters::default()),
-            idle_sleep: (opts.idle_sleep_us > 0).then(|| Duration::from_micros(opts.idle_sleep_us)),
-        })
-        .collect();
-    if let Some(devargs) = &opts.fabric {
-        let mut port =
-            EthPort::open(&eal, devargs).with_context(|| format!("opening fabric {devargs}"))?;
-        let cfg = PortConfig {
-            rx_queues: nq,
-            tx_queues: nq,
-            promiscuous: true,
-            ..PortConfig::default()
-        };
-        port.configure(&cfg, &pool)
-            .context("configuring the fabric port")?;
-        let queues = port.start().context("starting the fabric port")?;
-        for ((work, rx), tx) in per_lcore.iter_mut().zip(queues.rx).zip(queues.tx) {
-            work.rx.push(rx);
-            work.tx.push(tx);
-        }
-        let mac = port.mac().map(fmt_mac).unwrap_or_default();
-        info!(fabric = %devargs, port = port.id(), %mac, queues = nq, "fabric port up");
-        fabric = Some(port);
+    // Forwarding lcores: each gets a command channel and an inbox ring every other lcore can
+    // produce into.
+    let n = opts.fwd_lcores.0.len();
+    let mut producers = Vec::with_capacity(n);
+    let mut consumers = Vec::with_capacity(n);
+    for i in 0..n {
+        let (p, c) = mbuf_ring(
+            &eal,
+            &format!("vr_inbox{i}"),
+            INBOX_SLOTS,
+            RingMode::MultiProducerSingleConsumer,
+        )
+        .context("creating an lcore inbox ring")?;
+        producers.push(p);
+        consumers.push(c);
     }
+    let (event_tx, event_rx) = unbounded();
+    let mut lcores = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    for (i, (&lcore_id, inbox)) in opts.fwd_lcores.0.iter().zip(consumers).enumerate() {
+        let (cmd_tx, cmd_rx) = bounded(1024);
+        let stats = Arc::new(vrouter::CoreStats::default());
+        let counters = Arc::new(LoopCounters::default());
+        let peers = producers
+            .iter()
+            .map(|p| p.try_clone())
+            .collect::<Result<Vec<_>, _>>()
+            .context("cloning ring producers")?;
+        lcores.push(Lcore {
+            index: u8::try_from(i).context("at most 255 forwarding lcores")?,
+            pipeline: Pipeline::new(Arc::clone(&tables), Arc::clone(&stats), NoFlow),
+            counters: Arc::clone(&counters),
+            events: event_tx.clone(),
+            pool: pool.clone(),
+            commands: cmd_rx,
+            peers,
+            inbox,
+            idle_sleep: (opts.idle_sleep_us > 0).then(|| Duration::from_micros(opts.idle_sleep_us)),
+        });
+        handles.push(LcoreHandleInfo {
+            lcore: lcore_id,
+            commands: cmd_tx,
+            stats,
+            counters,
+            inbox: producers[i].try_clone().context("cloning ring producer")?,
+        });
+    }
+    drop(producers);
 
-    let counters: Vec<Arc<LcoreCounters>> =
-        per_lcore.iter().map(|w| Arc::clone(&w.counters)).collect();
-    let mut lcores = Vec::new();
-    for (&lcore, work) in opts.fwd_lcores.0.iter().zip(per_lcore) {
+    let (vhost_tx, vhost_rx) = unbounded();
+    let vhost_status = Arc::new(Mutex::new(Default::default()));
+    let vhost_core = VhostCore {
+        commands: vhost_rx,
+        lcore_events: event_rx,
+        lcores: handles.iter().map(|h| h.commands.clone()).collect(),
+        status: Arc::clone(&vhost_status),
+    };
+    let dataplane = Arc::new(VrouterDataplane::new(
+        eal.clone(),
+        pool.clone(),
+        Arc::clone(&tables),
+        handles,
+        vhost_tx,
+        vhost_status,
+        fabric,
+    ));
+    let ctrl = Arc::new(
+        Controller::new(
+            ControllerConfig {
+                socket_base: opts.socket_base.clone(),
+                vrouter_mac: ApiMac(vrouter_mac),
+            },
+            dataplane.clone(),
+        )
+        .context("setting up the control model (--socket-base)")?,
+    );
+
+    let mut running = Vec::new();
+    for (lcore, work) in opts.fwd_lcores.0.iter().copied().zip(lcores) {
         let handle = eal
             .launch(lcore, move |stop| work.run(stop))
             .with_context(|| format!("launching forwarding lcore {lcore}"))?;
         info!(lcore, "forwarding lcore polling");
-        lcores.push(handle);
+        running.push(handle);
     }
 
-    while !shutdown.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
-        std::thread::sleep(Duration::from_millis(20));
+    // The control API, on its own thread pinned to the vhost lcore's CPU.
+    if let Some(parent) = opts.control_socket.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
-    info!(
-        reason = if shutdown.load(Ordering::Relaxed) {
-            "signal"
-        } else {
-            "--run-for elapsed"
-        },
-        "shutting down"
-    );
-    for h in &lcores {
+    let socket = ControlSocket::bind(&opts.control_socket).with_context(|| {
+        format!(
+            "binding the control socket {}",
+            opts.control_socket.display()
+        )
+    })?;
+    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
+    let api_ctrl = Arc::clone(&ctrl);
+    let vhost_cpu = opts.vhost_lcore;
+    let api = std::thread::Builder::new()
+        .name("control-api".into())
+        .spawn(move || -> Result<()> {
+            pin_current_thread(vhost_cpu);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the control runtime")?;
+            rt.block_on(control_api::serve(
+                socket,
+                api_ctrl,
+                ServeOptions::default(),
+                async move {
+                    let _ = stop_api_rx.await;
+                },
+            ))
+            .context("serving the control API")
+        })
+        .context("starting the control thread")?;
+
+    if let Some(devargs) = &opts.fabric {
+        let mut req = VifRequest::new("fabric0", VifType::Physical, 0, ApiMac(fabric_mac));
+        req.device = Some(devargs.clone());
+        req.ip = opts.fabric_ip;
+        match ctrl.vif_add(&req) {
+            Ok(v) => info!(fabric = %devargs, index = v.index, "fabric port up"),
+            Err(e) => {
+                shutdown.store(true, Ordering::Relaxed);
+                warn!(fabric = %devargs, "adding the fabric port failed: {e}");
+            }
+        }
+    }
+
+    // The main thread is the vhost core until shutdown.
+    vhost_core.run(&shutdown);
+    let reason = match cli::run_deadline(opts) {
+        Some(_) if started.elapsed().as_secs_f64() >= opts.run_for => "--run-for elapsed",
+        _ => "signal",
+    };
+    info!(reason, "shutting down");
+
+    let _ = stop_api_tx.send(());
+    match api.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!("control API: {e:#}"),
+        Err(_) => warn!("control API thread panicked"),
+    }
+    for h in &running {
         h.stop();
     }
-    for h in lcores {
+    for h in running {
         let (lcore, code) = (h.lcore(), h.join());
         if code != 0 {
             warn!(lcore, code, "forwarding lcore exited with an error");
         }
     }
-    if let Some(mut port) = fabric {
-        if let Err(e) = port.stop() {
-            warn!("stopping the fabric port: {e}");
-        }
-        let stats = port.stats().unwrap_or_default();
-        info!(
-            rx = stats.rx_packets,
-            tx = stats.tx_packets,
-            "fabric port closed"
-        );
+    let stats = ctrl.stats().ok();
+    for (lcore, polls, busy) in dataplane.loop_summary() {
+        let rx = stats
+            .as_ref()
+            .and_then(|s| s.lcores.iter().find(|l| l.lcore == lcore))
+            .map_or(0, |l| l.rx_packets);
+        println!("vrouterd: lcore {lcore}: {polls} polls, {busy} busy, {rx} packets received");
     }
-    for (lcore, c) in opts.fwd_lcores.0.iter().zip(&counters) {
-        let s = c.snapshot();
-        println!(
-            "vrouterd: lcore {lcore}: {} polls, {} busy, {} packets, {} bytes received",
-            s.polls, s.busy_polls, s.rx_packets, s.rx_bytes
-        );
-    }
+    // Vif sockets and the directories vrouterd created for them go; ports close with the
+    // dataplane, after the lcores let go of their queues.
+    ctrl.remove_socket_files();
+    drop(ctrl);
+    drop(dataplane);
+    drop(tables);
     drop(pool);
     drop(eal);
     println!(
@@ -142,11 +281,4 @@ fn run(opts: &cli::Options) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn fmt_mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }

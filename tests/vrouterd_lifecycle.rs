@@ -39,6 +39,16 @@ fn assert_nothing_left(prefix: &str, hugepage_files_before: &[String]) {
     assert!(new.is_empty(), "hugetlbfs files left behind: {new:?}");
 }
 
+/// Per-test control socket and socket base, so tests run side by side.
+fn private_dirs(dir: &tempfile::TempDir) -> Vec<String> {
+    vec![
+        "--control-socket".into(),
+        dir.path().join("vrouter.sock").display().to_string(),
+        "--socket-base".into(),
+        dir.path().join("pods").display().to_string(),
+    ]
+}
+
 fn polls_reported(stdout: &str) -> u64 {
     stdout
         .lines()
@@ -54,9 +64,10 @@ fn run_for_two_seconds_with_a_vdev_fabric_then_exit_clean() {
     let before = hugetlbfs_files();
     let prefix = format!("vr-life-{}", std::process::id());
     let started = Instant::now();
-    let mut p = TestProcess::spawn(
-        &vrouterd(),
-        &[
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = private_dirs(&dir);
+    args.extend(
+        [
             "--run-for",
             "2",
             "--fwd-lcores",
@@ -74,8 +85,10 @@ fn run_for_two_seconds_with_a_vdev_fabric_then_exit_clean() {
             "-m",
             "128",
             &format!("--file-prefix={prefix}"),
-        ],
+        ]
+        .map(String::from),
     );
+    let mut p = TestProcess::spawn(&vrouterd(), &args);
     let status = p.wait(Duration::from_secs(30));
     let took = started.elapsed();
     assert!(status.success(), "exit status {status}\n{}", p.outputs());
@@ -90,6 +103,10 @@ fn run_for_two_seconds_with_a_vdev_fabric_then_exit_clean() {
     assert!(out.contains("stopped cleanly"), "{}", p.outputs());
     assert!(p.stderr().contains("fabric port up"), "{}", p.outputs());
     assert_nothing_left(&prefix, &before);
+    assert!(
+        !dir.path().join("vrouter.sock").exists(),
+        "control socket removed"
+    );
 }
 
 #[test]
@@ -98,9 +115,10 @@ fn sigterm_and_sigint_stop_it_cleanly() {
     for signal in ["TERM", "INT"] {
         let before = hugetlbfs_files();
         let prefix = format!("vr-sig{signal}-{}", std::process::id());
-        let mut p = TestProcess::spawn(
-            &vrouterd(),
-            &[
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args = private_dirs(&dir);
+        args.extend(
+            [
                 "--idle-sleep-us",
                 "100",
                 "--mbufs",
@@ -112,8 +130,10 @@ fn sigterm_and_sigint_stop_it_cleanly() {
                 "-m",
                 "128",
                 &format!("--file-prefix={prefix}"),
-            ],
+            ]
+            .map(String::from),
         );
+        let mut p = TestProcess::spawn(&vrouterd(), &args);
         p.wait_for_output("forwarding lcore polling", Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(300));
         p.signal(signal);
@@ -126,6 +146,10 @@ fn sigterm_and_sigint_stop_it_cleanly() {
         assert!(p.stderr().contains("reason=\"signal\""), "{}", p.outputs());
         assert!(polls_reported(&p.stdout()) > 0, "{}", p.outputs());
         assert_nothing_left(&prefix, &before);
+        assert!(
+            !dir.path().join("vrouter.sock").exists(),
+            "control socket removed"
+        );
     }
 }
 

@@ -1,0 +1,699 @@
+//! vrouterd's side of the control API: every validated change becomes a table update (published
+//! RCU-style by the `vrouter` crate, so forwarding never waits), a port opened and its queues
+//! handed to lcores, or a request to the vhost core; reads sum the per-lcore counters.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use control_api::api::{
+    DropStats, FlowPage, FlowQuery, FlowStats, Health, HealthStatus, LcoreHealth, LcoreStats,
+    MempoolHealth, Nexthop as ApiNexthop, RingHealth, Stats, TunnelEncap as ApiEncap,
+    VhostUserMode, VifCounters, VifState, VifStatus,
+};
+use control_api::{
+    Change, Dataplane, DataplaneError, DataplaneErrorKind, VifKind as ApiVifKind, VifSpec,
+};
+use crossbeam::channel::{bounded, Sender};
+use pmd_shim::{Eal, EthPort, Mempool, PortConfig, RingLevel, RingProducer};
+use tracing::{info, info_span, warn};
+use vrouter::stats::MAX_VIFS;
+use vrouter::tables::{FabricConfig, Nexthop, RouteTarget, Tables, TunnelEncap, Vif, VifKind};
+use vrouter::{CoreStats, DropReason, MacAddr};
+
+use crate::lcore::{LcoreCmd, LoopCounters, NO_OWNER};
+use crate::vhost_core::{StatusMap, VhostCmd};
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One forwarding lcore as the control side sees it.
+pub struct LcoreHandleInfo {
+    pub lcore: u32,
+    pub commands: Sender<LcoreCmd>,
+    pub stats: Arc<CoreStats>,
+    pub counters: Arc<LoopCounters>,
+    /// A producer handle on the lcore's inbox ring, to read its fill level.
+    pub inbox: RingProducer,
+}
+
+enum VifIo {
+    Vhost,
+    /// A DPDK port; `per_lcore` ports have a queue pair on every lcore (the fabric).
+    Eth {
+        port: EthPort,
+        per_lcore: bool,
+    },
+}
+
+struct VifRuntime {
+    index: u16,
+    name: String,
+    io: VifIo,
+    /// The lcore polling it (None for per-lcore ports).
+    lcore: Option<u8>,
+}
+
+#[derive(Default)]
+struct Registry {
+    vifs: HashMap<u16, VifRuntime>,
+    by_name: HashMap<String, u16>,
+    /// Vifs polled by each lcore, for least-loaded placement.
+    load: Vec<u32>,
+    next_vdev: u32,
+    fabric: FabricConfig,
+}
+
+pub struct VrouterDataplane {
+    eal: Eal,
+    pool: Mempool,
+    tables: Arc<Tables>,
+    lcores: Vec<LcoreHandleInfo>,
+    vhost: Sender<VhostCmd>,
+    vhost_status: StatusMap,
+    registry: Mutex<Registry>,
+}
+
+fn rejected(msg: impl Into<String>) -> DataplaneError {
+    DataplaneError::new(DataplaneErrorKind::Rejected, msg)
+}
+
+fn table_err(e: vrouter::Error) -> DataplaneError {
+    rejected(e.to_string())
+}
+
+impl VrouterDataplane {
+    pub fn new(
+        eal: Eal,
+        pool: Mempool,
+        tables: Arc<Tables>,
+        lcores: Vec<LcoreHandleInfo>,
+        vhost: Sender<VhostCmd>,
+        vhost_status: StatusMap,
+        fabric: FabricConfig,
+    ) -> Self {
+        let registry = Registry {
+            load: vec![0; lcores.len()],
+            fabric,
+            ..Registry::default()
+        };
+        tables.set_fabric(fabric);
+        VrouterDataplane {
+            eal,
+            pool,
+            tables,
+            lcores,
+            vhost,
+            vhost_status,
+            registry: Mutex::new(registry),
+        }
+    }
+
+    /// (lcore, polls, polls that found packets) of every forwarding lcore.
+    pub fn loop_summary(&self) -> Vec<(u32, u64, u64)> {
+        self.lcores
+            .iter()
+            .map(|l| {
+                (
+                    l.lcore,
+                    l.counters.polls.load(Ordering::Relaxed),
+                    l.counters.busy_polls.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn broadcast(&self, make: impl Fn() -> LcoreCmd) {
+        for l in &self.lcores {
+            let _ = l.commands.send(make());
+        }
+    }
+
+    fn vif_index(reg: &Registry, name: &str) -> Result<u16, DataplaneError> {
+        reg.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| rejected(format!("vif {name:?} is not in the dataplane")))
+    }
+
+    fn add_vif(&self, spec: &VifSpec) -> Result<(), DataplaneError> {
+        let index = u16::try_from(spec.index)
+            .ok()
+            .filter(|&i| usize::from(i) < MAX_VIFS)
+            .ok_or_else(|| {
+                DataplaneError::new(
+                    DataplaneErrorKind::Exhausted,
+                    format!(
+                        "vif index {} is beyond the {MAX_VIFS} vifs the forwarding plane holds",
+                        spec.index
+                    ),
+                )
+            })?;
+        let vrf = u16::try_from(spec.vrf).map_err(|_| rejected("vrf out of range"))?;
+        let mtu = u16::try_from(spec.mtu).unwrap_or(u16::MAX);
+        let mut reg = self.registry();
+        let lcore = least_loaded(&reg.load);
+        let (io, kind, placed) = match &spec.kind {
+            ApiVifKind::VhostUser {
+                socket,
+                mode,
+                queues,
+            } => {
+                let (reply, answer) = bounded(1);
+                self.vhost
+                    .send(VhostCmd::Add {
+                        vif: index,
+                        name: spec.name.clone(),
+                        socket: socket.clone(),
+                        mode: match mode {
+                            VhostUserMode::Server => vhost_user::Mode::Server,
+                            VhostUserMode::Client => vhost_user::Mode::Client,
+                        },
+                        queue_pairs: u16::try_from(*queues).unwrap_or(1).max(1),
+                        mac: spec.mac.0,
+                        mtu,
+                        lcore,
+                        reply,
+                    })
+                    .map_err(|_| {
+                        DataplaneError::new(
+                            DataplaneErrorKind::Unavailable,
+                            "the vhost core is not running",
+                        )
+                    })?;
+                answer
+                    .recv_timeout(REPLY_TIMEOUT)
+                    .map_err(|_| {
+                        DataplaneError::new(
+                            DataplaneErrorKind::Unavailable,
+                            "the vhost core did not answer",
+                        )
+                    })?
+                    .map_err(|e| {
+                        rejected(format!("vhost-user socket {}: {e}", socket.display()))
+                    })?;
+                (VifIo::Vhost, VifKind::Pod, Some(lcore))
+            }
+            ApiVifKind::Physical { device } => {
+                let n = u16::try_from(self.lcores.len()).unwrap_or(1);
+                let port = self.open_port(device, n)?;
+                (
+                    VifIo::Eth {
+                        port,
+                        per_lcore: true,
+                    },
+                    VifKind::Physical,
+                    None,
+                )
+            }
+            ApiVifKind::AfPacket { iface } | ApiVifKind::Tap { iface } => {
+                let driver = if matches!(spec.kind, ApiVifKind::Tap { .. }) {
+                    "net_tap"
+                } else {
+                    "net_af_packet"
+                };
+                let devargs = format!("{driver}{},iface={iface}", reg.next_vdev);
+                reg.next_vdev += 1;
+                let port = self.open_port(&devargs, 1)?;
+                let kind = if driver == "net_tap" {
+                    VifKind::Host
+                } else {
+                    VifKind::Pod
+                };
+                (
+                    VifIo::Eth {
+                        port,
+                        per_lcore: false,
+                    },
+                    kind,
+                    Some(lcore),
+                )
+            }
+        };
+        let mut io = io;
+        // Hand the port's queues to the lcores before the vif appears in the tables.
+        if let VifIo::Eth { port, per_lcore } = &mut io {
+            let queues = port
+                .start()
+                .map_err(|e| rejected(format!("starting {}: {e}", spec.name)))?;
+            if *per_lcore {
+                for ((l, rx), tx) in self.lcores.iter().zip(queues.rx).zip(queues.tx) {
+                    let _ = l.commands.send(LcoreCmd::AttachEth {
+                        vif: index,
+                        rx: Some(rx),
+                        tx: Some(tx),
+                    });
+                }
+            } else if let Some(l) = self.lcores.get(usize::from(lcore)) {
+                let mut rx = queues.rx;
+                let mut tx = queues.tx;
+                let _ = l.commands.send(LcoreCmd::AttachEth {
+                    vif: index,
+                    rx: rx.pop(),
+                    tx: tx.pop(),
+                });
+            }
+        }
+        if let Some(l) = placed {
+            self.broadcast(|| LcoreCmd::SetOwner {
+                vif: index,
+                owner: l,
+            });
+            if let Some(load) = reg.load.get_mut(usize::from(l)) {
+                *load += 1;
+            }
+        }
+        if kind == VifKind::Host {
+            self.broadcast(|| LcoreCmd::SetHostVif { vif: Some(index) });
+        }
+        if kind == VifKind::Physical {
+            if let Some(IpAddr::V4(ip)) = spec.ip.map(IpAddr::V4) {
+                reg.fabric.fabric_ip = ip;
+                self.tables.set_fabric(reg.fabric);
+            }
+        }
+        self.tables
+            .set_vif(Vif {
+                index,
+                kind,
+                vrf,
+                mac: MacAddr(spec.mac.0),
+                mtu,
+            })
+            .map_err(table_err)?;
+        reg.by_name.insert(spec.name.clone(), index);
+        reg.vifs.insert(
+            index,
+            VifRuntime {
+                index,
+                name: spec.name.clone(),
+                io,
+                lcore: placed,
+            },
+        );
+        info!(vif = %spec.name, index, lcore = ?placed, "vif added");
+        Ok(())
+    }
+
+    fn open_port(&self, devargs: &str, queues: u16) -> Result<EthPort, DataplaneError> {
+        let mut port = EthPort::open(&self.eal, devargs)
+            .map_err(|e| rejected(format!("device {devargs:?}: {e}")))?;
+        let cfg = PortConfig {
+            rx_queues: queues,
+            tx_queues: queues,
+            promiscuous: true,
+            ..PortConfig::default()
+        };
+        port.configure(&cfg, &self.pool)
+            .map_err(|e| rejected(format!("configuring {devargs:?}: {e}")))?;
+        Ok(port)
+    }
+
+    fn del_vif(&self, spec: &VifSpec) -> Result<(), DataplaneError> {
+        let mut reg = self.registry();
+        let Some(index) = reg.by_name.get(&spec.name).copied() else {
+            return Ok(());
+        };
+        // First out of the tables, so no lcore routes to it any more; then take its queues back.
+        self.tables.del_vif(index).map_err(table_err)?;
+        self.broadcast(|| LcoreCmd::SetOwner {
+            vif: index,
+            owner: NO_OWNER,
+        });
+        let Some(rt) = reg.vifs.remove(&index) else {
+            return Ok(());
+        };
+        reg.by_name.remove(&rt.name);
+        if let Some(l) = rt.lcore.and_then(|l| reg.load.get_mut(usize::from(l))) {
+            *l = l.saturating_sub(1);
+        }
+        match rt.io {
+            VifIo::Vhost => {
+                let (reply, answer) = bounded(1);
+                if self.vhost.send(VhostCmd::Del { vif: index, reply }).is_ok() {
+                    let _ = answer.recv_timeout(REPLY_TIMEOUT);
+                }
+            }
+            VifIo::Eth { mut port, .. } => {
+                for l in &self.lcores {
+                    let (reply, answer) = bounded(1);
+                    if l.commands
+                        .send(LcoreCmd::DetachVif { vif: index, reply })
+                        .is_ok()
+                        && answer.recv_timeout(REPLY_TIMEOUT).is_err()
+                    {
+                        warn!(vif = %rt.name, lcore = l.lcore, "lcore did not release the port's queues");
+                    }
+                }
+                if let Err(e) = port.stop() {
+                    warn!(vif = %rt.name, "stopping port: {e}");
+                }
+                drop(port);
+            }
+        }
+        info!(vif = %rt.name, index = rt.index, "vif removed");
+        Ok(())
+    }
+
+    fn nexthop(&self, nh: &ApiNexthop) -> Result<Nexthop, DataplaneError> {
+        let reg = self.registry();
+        Ok(match nh {
+            ApiNexthop::Discard => Nexthop::Discard,
+            ApiNexthop::Receive => Nexthop::Receive,
+            ApiNexthop::Encap { vif, dmac } => Nexthop::Encap {
+                vif: Self::vif_index(&reg, vif)?,
+                dmac: MacAddr(dmac.0),
+            },
+            ApiNexthop::Tunnel {
+                encap,
+                vif,
+                sip,
+                dip,
+                dmac,
+            } => {
+                let (IpAddr::V4(sip), IpAddr::V4(dip)) = (sip, dip) else {
+                    return Err(rejected(
+                        "tunnel endpoints must be IPv4 (the fabric is IPv4)",
+                    ));
+                };
+                Nexthop::Tunnel {
+                    encap: match encap {
+                        ApiEncap::Vxlan => TunnelEncap::Vxlan,
+                        ApiEncap::Mplsoudp => TunnelEncap::MplsUdp,
+                        ApiEncap::Mplsogre => TunnelEncap::MplsGre,
+                    },
+                    vif: Self::vif_index(&reg, vif)?,
+                    sip: *sip,
+                    dip: *dip,
+                    dmac: MacAddr(dmac.0),
+                }
+            }
+            ApiNexthop::Ecmp { members } => Nexthop::ecmp(members).map_err(table_err)?,
+        })
+    }
+
+    fn vif_counters(&self, index: u16) -> VifCounters {
+        let mut c = VifCounters::default();
+        for l in &self.lcores {
+            let v = l.stats.vif(index);
+            c.rx_packets += v.rx_packets.get();
+            c.rx_bytes += v.rx_bytes.get();
+            c.tx_packets += v.tx_packets.get();
+            c.tx_bytes += v.tx_bytes.get();
+            c.drops += v.drops.get();
+            let refused = l
+                .counters
+                .tx_refused
+                .get(usize::from(index))
+                .map_or(0, |r| r.load(Ordering::Relaxed));
+            c.tx_packets = c.tx_packets.saturating_sub(refused);
+            c.drops += refused;
+        }
+        c
+    }
+}
+
+fn least_loaded(load: &[u32]) -> u8 {
+    load.iter()
+        .enumerate()
+        .min_by_key(|(_, &n)| n)
+        .map_or(0, |(i, _)| i as u8)
+}
+
+fn busy_ratio(c: &LoopCounters) -> f64 {
+    let total = c.total_cycles.load(Ordering::Relaxed);
+    if total == 0 {
+        return 0.0;
+    }
+    c.busy_cycles.load(Ordering::Relaxed) as f64 / total as f64
+}
+
+impl Dataplane for VrouterDataplane {
+    fn apply(&self, change: &Change) -> Result<(), DataplaneError> {
+        let _span = info_span!("apply", op = change.op()).entered();
+        match change {
+            Change::VrfAdd { vrf } => self.tables.add_vrf(*vrf).map_err(table_err),
+            Change::VrfDel { vrf } => self.tables.del_vrf(*vrf).map_err(table_err),
+            Change::VifAdd { vif } => self.add_vif(vif),
+            Change::VifDel { vif } => self.del_vif(vif),
+            Change::NexthopSet { id, nexthop } => {
+                let nh = self.nexthop(nexthop)?;
+                self.tables.set_nexthop(*id, nh).map_err(table_err)
+            }
+            Change::NexthopDel { id } => self.tables.del_nexthop(*id).map_err(table_err),
+            Change::RouteSet { vrf, route } => self
+                .tables
+                .add_route(
+                    *vrf,
+                    route.prefix.addr(),
+                    route.prefix.prefix_len(),
+                    RouteTarget {
+                        nexthop: route.nexthop,
+                        label: route.label,
+                    },
+                )
+                .map_err(table_err),
+            Change::RouteDel { vrf, prefix } => self
+                .tables
+                .del_route(*vrf, prefix.addr(), prefix.prefix_len())
+                .map_err(table_err),
+            Change::BridgeSet { vrf, entry } => self
+                .tables
+                .add_bridge(
+                    *vrf,
+                    MacAddr(entry.mac.0),
+                    RouteTarget {
+                        nexthop: entry.nexthop,
+                        label: entry.label,
+                    },
+                )
+                .map_err(table_err),
+            Change::BridgeDel { vrf, mac } => self
+                .tables
+                .del_bridge(*vrf, MacAddr(mac.0))
+                .map_err(table_err),
+            Change::MplsSet { label, nexthop } => {
+                self.tables.set_label(*label, *nexthop).map_err(table_err)
+            }
+            Change::MplsDel { label } => self.tables.del_label(*label).map_err(table_err),
+            Change::VxlanSet { vni, vrf } => self.tables.set_vni(*vni, *vrf).map_err(table_err),
+            Change::VxlanDel { vni } => self.tables.del_vni(*vni).map_err(table_err),
+            Change::PolicySet { .. } | Change::PolicyDel { .. } => Err(rejected(
+                "security policy needs the flow table, which this vrouterd does not have yet",
+            )),
+        }
+    }
+
+    fn vif_status(&self, vif: &VifSpec) -> VifStatus {
+        let reg = self.registry();
+        let Some(&index) = reg.by_name.get(&vif.name) else {
+            return VifStatus {
+                state: VifState::Down,
+                features: None,
+                queues_enabled: 0,
+                lcore: None,
+                counters: VifCounters::default(),
+            };
+        };
+        let rt = reg.vifs.get(&index);
+        let counters = self.vif_counters(index);
+        let lcore_id = |l: u8| self.lcores.get(usize::from(l)).map(|h| h.lcore);
+        match rt.map(|r| &r.io) {
+            Some(VifIo::Vhost) => {
+                let st = self
+                    .vhost_status
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&index).copied());
+                let (state, features, lent) = match st {
+                    Some(s) if s.queues_lent > 0 => {
+                        (VifState::Connected, s.features, s.queues_lent)
+                    }
+                    Some(s) => (
+                        match s.state {
+                            vhost_user::PortState::Listening => VifState::Listening,
+                            vhost_user::PortState::Connecting => VifState::Connecting,
+                            vhost_user::PortState::Connected => VifState::Connecting,
+                        },
+                        s.features,
+                        0,
+                    ),
+                    None => (VifState::Down, None, 0),
+                };
+                VifStatus {
+                    state,
+                    features,
+                    queues_enabled: lent / 2,
+                    lcore: rt.and_then(|r| r.lcore).and_then(lcore_id),
+                    counters,
+                }
+            }
+            Some(VifIo::Eth { port, .. }) => {
+                let up = port.link().map(|l| l.up).unwrap_or(false);
+                VifStatus {
+                    state: if up { VifState::Up } else { VifState::Down },
+                    features: None,
+                    queues_enabled: 1,
+                    lcore: rt.and_then(|r| r.lcore).and_then(lcore_id),
+                    counters,
+                }
+            }
+            None => VifStatus {
+                state: VifState::Down,
+                features: None,
+                queues_enabled: 0,
+                lcore: None,
+                counters,
+            },
+        }
+    }
+
+    fn stats(&self) -> Result<Stats, DataplaneError> {
+        let mut total = Stats {
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            drops: 0,
+            lcores: Vec::new(),
+        };
+        for l in &self.lcores {
+            let mut s = LcoreStats {
+                lcore: l.lcore,
+                rx_packets: 0,
+                rx_bytes: 0,
+                tx_packets: 0,
+                tx_bytes: 0,
+                drops: 0,
+                busy_ratio: busy_ratio(&l.counters),
+            };
+            for v in 0..MAX_VIFS as u16 {
+                let c = l.stats.vif(v);
+                s.rx_packets += c.rx_packets.get();
+                s.rx_bytes += c.rx_bytes.get();
+                s.tx_packets += c.tx_packets.get();
+                s.tx_bytes += c.tx_bytes.get();
+                let refused = l.counters.tx_refused[usize::from(v)].load(Ordering::Relaxed);
+                s.tx_packets = s.tx_packets.saturating_sub(refused);
+            }
+            s.drops = DropReason::ALL
+                .iter()
+                .map(|&r| l.stats.drops(r))
+                .sum::<u64>()
+                + l.counters
+                    .tx_refused
+                    .iter()
+                    .map(|r| r.load(Ordering::Relaxed))
+                    .sum::<u64>();
+            total.rx_packets += s.rx_packets;
+            total.rx_bytes += s.rx_bytes;
+            total.tx_packets += s.tx_packets;
+            total.tx_bytes += s.tx_bytes;
+            total.drops += s.drops;
+            total.lcores.push(s);
+        }
+        Ok(total)
+    }
+
+    fn dropstats(&self) -> Result<DropStats, DataplaneError> {
+        let mut d = DropStats::default();
+        for &r in DropReason::ALL {
+            let n: u64 = self.lcores.iter().map(|l| l.stats.drops(r)).sum();
+            d.reasons.insert(r.name().to_owned(), n);
+            d.total += n;
+        }
+        let refused: u64 = self
+            .lcores
+            .iter()
+            .map(|l| {
+                l.counters
+                    .tx_refused
+                    .iter()
+                    .map(|r| r.load(Ordering::Relaxed))
+                    .sum::<u64>()
+            })
+            .sum();
+        d.reasons.insert("tx_queue_full".to_owned(), refused);
+        d.total += refused;
+        Ok(d)
+    }
+
+    fn health(&self) -> Result<Health, DataplaneError> {
+        let usage = self.pool.usage();
+        let mut problems = Vec::new();
+        if u64::from(usage.in_use) * 10 > u64::from(usage.size) * 9 {
+            problems.push(format!(
+                "mempool {} is {}% in use",
+                self.pool.name(),
+                usage.in_use * 100 / usage.size.max(1)
+            ));
+        }
+        let rings: Vec<RingHealth> = self
+            .lcores
+            .iter()
+            .map(|l| RingHealth {
+                name: l.inbox.ring_name().to_owned(),
+                used: u64::from(l.inbox.count()),
+                size: u64::from(l.inbox.capacity()),
+            })
+            .collect();
+        for r in &rings {
+            if r.used * 10 > r.size * 9 {
+                problems.push(format!(
+                    "ring {} is nearly full ({}/{})",
+                    r.name, r.used, r.size
+                ));
+            }
+        }
+        if let Ok(m) = self.vhost_status.lock() {
+            let reg = self.registry();
+            for (idx, s) in m.iter() {
+                if s.broken {
+                    let name = reg.vifs.get(idx).map_or("?", |r| r.name.as_str());
+                    problems.push(format!("vif {name}: the guest broke a virtqueue; the queue is stopped until the guest resets it"));
+                }
+            }
+        }
+        Ok(Health {
+            status: if problems.is_empty() {
+                HealthStatus::Ok
+            } else {
+                HealthStatus::Degraded
+            },
+            mempools: vec![MempoolHealth {
+                name: self.pool.name().to_owned(),
+                in_use: u64::from(usage.in_use),
+                size: u64::from(usage.size),
+            }],
+            rings,
+            lcores: self
+                .lcores
+                .iter()
+                .map(|l| LcoreHealth {
+                    lcore: l.lcore,
+                    role: "forwarding".to_owned(),
+                    busy_ratio: busy_ratio(&l.counters),
+                })
+                .collect(),
+            vifs: Vec::new(),
+            problems,
+        })
+    }
+
+    fn flows(&self, _q: &FlowQuery) -> Result<FlowPage, DataplaneError> {
+        Err(rejected("this vrouterd has no flow table yet"))
+    }
+
+    fn flush_flows(&self) -> Result<u64, DataplaneError> {
+        Err(rejected("this vrouterd has no flow table yet"))
+    }
+
+    fn flow_stats(&self) -> Result<FlowStats, DataplaneError> {
+        Err(rejected("this vrouterd has no flow table yet"))
+    }
+}

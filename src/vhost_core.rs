@@ -1,0 +1,281 @@
+//! The vhost core: one thread serving every vhost-user socket (accept or connect with retry,
+//! protocol messages, peer loss, reconnect). When a vif's virtqueue is ready it hands it to the
+//! vif's forwarding lcore; when the session needs it back, or the peer is gone, it asks the
+//! lcore for it and waits until the lcore has let go before the queue (and with the last queue,
+//! the guest memory mapping) is dropped here.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{bounded, Receiver, Sender};
+use tracing::{info, warn};
+use vhost_user::{
+    Mode, PortConfig, PortEvent, PortState, SessionConfig, SplitQueue, VhostUserPort,
+};
+
+use crate::lcore::LcoreCmd;
+
+/// How long the vhost core waits for a forwarding lcore to give a queue back. Lcores read
+/// their commands every few microseconds; this only guards against a wedged lcore.
+const LCORE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest sleep between polls when nothing is due.
+const IDLE_POLL: Duration = Duration::from_millis(5);
+
+/// Requests to the vhost core.
+pub enum VhostCmd {
+    Add {
+        vif: u16,
+        name: String,
+        socket: PathBuf,
+        mode: Mode,
+        queue_pairs: u16,
+        mac: [u8; 6],
+        mtu: u16,
+        lcore: u8,
+        reply: Sender<Result<(), String>>,
+    },
+    Del {
+        vif: u16,
+        reply: Sender<()>,
+    },
+}
+
+/// What the forwarding lcores report back.
+pub enum LcoreEvent {
+    /// The guest broke this queue's rules; the lcore stopped using it.
+    QueueBroken { vif: u16, queue: SplitQueue },
+}
+
+/// A vhost-user vif as status readers see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VhostStatus {
+    pub state: PortState,
+    pub features: Option<u64>,
+    pub queues_lent: u32,
+    pub lcore: u8,
+    /// A queue was broken by the guest since it last connected.
+    pub broken: bool,
+}
+
+pub type StatusMap = Arc<Mutex<HashMap<u16, VhostStatus>>>;
+
+struct VhostVif {
+    name: String,
+    port: VhostUserPort,
+    lcore: u8,
+    lent: BTreeSet<u16>,
+    broken: bool,
+}
+
+pub struct VhostCore {
+    pub commands: Receiver<VhostCmd>,
+    pub lcore_events: Receiver<LcoreEvent>,
+    pub lcores: Vec<Sender<LcoreCmd>>,
+    pub status: StatusMap,
+}
+
+impl VhostCore {
+    /// Serves until `stop` is set. Queues still lent when it returns stay with their lcores,
+    /// which drop them when they stop.
+    pub fn run(self, stop: &AtomicBool) {
+        let mut vifs: BTreeMap<u16, VhostVif> = BTreeMap::new();
+        let mut events = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.command(cmd, &mut vifs);
+            }
+            while let Ok(ev) = self.lcore_events.try_recv() {
+                match ev {
+                    LcoreEvent::QueueBroken { vif, queue } => {
+                        if let Some(v) = vifs.get_mut(&vif) {
+                            warn!(vif = %v.name, socket = %v.port.path().display(), queue = queue.index(),
+                                  reason = ?queue.broken(), "guest broke a virtqueue: queue stopped");
+                            v.lent.remove(&queue.index());
+                            v.broken = true;
+                            v.port.return_queue(queue, &mut events);
+                            self.handle_events(vif, v, &mut events);
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            let mut next = now + IDLE_POLL;
+            for (&vif, v) in vifs.iter_mut() {
+                v.port.process(now, &mut events);
+                self.handle_events(vif, v, &mut events);
+                if let Some(d) = v.port.next_deadline() {
+                    next = next.min(d);
+                }
+            }
+            self.publish(&vifs);
+            wait_for_work(&vifs, next);
+        }
+        // Leave nothing lent: the lcores are still running at this point.
+        for (&vif, v) in vifs.iter_mut() {
+            self.reclaim_all(vif, v);
+        }
+    }
+
+    fn command(&self, cmd: VhostCmd, vifs: &mut BTreeMap<u16, VhostVif>) {
+        match cmd {
+            VhostCmd::Add {
+                vif,
+                name,
+                socket,
+                mode,
+                queue_pairs,
+                mac,
+                mtu,
+                lcore,
+                reply,
+            } => {
+                let mut cfg = PortConfig::new(socket.clone(), mode);
+                cfg.session = SessionConfig {
+                    max_queue_pairs: queue_pairs.max(1),
+                    mac,
+                    mtu,
+                    name: name.clone(),
+                    ..SessionConfig::default()
+                };
+                let result = VhostUserPort::new(cfg).map(|port| {
+                    info!(vif = %name, socket = %socket.display(), ?mode, lcore, "vhost-user vif waiting for its pod");
+                    vifs.insert(
+                        vif,
+                        VhostVif {
+                            name,
+                            port,
+                            lcore,
+                            lent: BTreeSet::new(),
+                            broken: false,
+                        },
+                    );
+                });
+                self.publish(vifs);
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            }
+            VhostCmd::Del { vif, reply } => {
+                if let Some(mut v) = vifs.remove(&vif) {
+                    self.reclaim_all(vif, &mut v);
+                    info!(vif = %v.name, socket = %v.port.path().display(), "vhost-user vif removed");
+                    // Dropping the port closes the connection (and the listening socket).
+                }
+                self.publish(vifs);
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn handle_events(&self, vif: u16, v: &mut VhostVif, events: &mut Vec<PortEvent>) {
+        while !events.is_empty() {
+            let batch: Vec<PortEvent> = std::mem::take(events);
+            for ev in batch {
+                match ev {
+                    PortEvent::Connected => {
+                        v.broken = false;
+                        info!(vif = %v.name, socket = %v.port.path().display(), "vhost-user frontend connected");
+                    }
+                    PortEvent::QueueReady(i) => match v.port.take_queue(i) {
+                        Ok(queue) => {
+                            if let Some(tx) = self.lcores.get(usize::from(v.lcore)) {
+                                if tx.send(LcoreCmd::AttachVirtqueue { vif, queue }).is_ok() {
+                                    v.lent.insert(i);
+                                    if v.lent.len()
+                                        == usize::from(
+                                            v.port.session().map_or(0, |s| s.vring_count() as u16),
+                                        )
+                                    {
+                                        info!(vif = %v.name, socket = %v.port.path().display(), "vif up");
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            warn!(vif = %v.name, queue = i, %e, "ready queue could not be taken")
+                        }
+                    },
+                    PortEvent::QueueStop(i) => {
+                        if v.lent.remove(&i) {
+                            if let Some(q) = self.reclaim(vif, v.lcore, i) {
+                                v.port.return_queue(q, events);
+                            }
+                        }
+                    }
+                    PortEvent::Disconnected => {
+                        self.reclaim_all(vif, v);
+                        info!(vif = %v.name, socket = %v.port.path().display(), "vif down: frontend left");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the lcore for queue `index` and waits until it has let go of it.
+    fn reclaim(&self, vif: u16, lcore: u8, index: u16) -> Option<SplitQueue> {
+        let (reply, answer) = bounded(1);
+        self.lcores
+            .get(usize::from(lcore))?
+            .send(LcoreCmd::DetachVirtqueue { vif, index, reply })
+            .ok()?;
+        answer.recv_timeout(LCORE_REPLY_TIMEOUT).ok().flatten()
+    }
+
+    /// Takes every queue of the vif back from its lcore and drops them here (with the last one
+    /// the guest memory is unmapped, after the lcore can no longer touch it).
+    fn reclaim_all(&self, vif: u16, v: &mut VhostVif) {
+        let (reply, answer) = bounded(1);
+        if let Some(tx) = self.lcores.get(usize::from(v.lcore)) {
+            if tx.send(LcoreCmd::DetachVif { vif, reply }).is_ok() {
+                match answer.recv_timeout(LCORE_REPLY_TIMEOUT) {
+                    Ok(queues) => drop(queues),
+                    Err(_) => {
+                        warn!(vif = %v.name, lcore = v.lcore, "lcore did not release the vif's queues")
+                    }
+                }
+            }
+        }
+        v.lent.clear();
+    }
+
+    fn publish(&self, vifs: &BTreeMap<u16, VhostVif>) {
+        if let Ok(mut map) = self.status.lock() {
+            map.clear();
+            for (&vif, v) in vifs {
+                map.insert(
+                    vif,
+                    VhostStatus {
+                        state: v.port.state(),
+                        features: v.port.session().map(|s| s.features()),
+                        queues_lent: v.lent.len() as u32,
+                        lcore: v.lcore,
+                        broken: v.broken,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Sleeps until a socket has something or `until`, whichever comes first.
+fn wait_for_work(vifs: &BTreeMap<u16, VhostVif>, until: Instant) {
+    let timeout = until
+        .saturating_duration_since(Instant::now())
+        .min(IDLE_POLL);
+    if vifs.is_empty() {
+        std::thread::sleep(timeout);
+        return;
+    }
+    let mut fds: Vec<rustix::event::PollFd<'_>> = vifs
+        .values()
+        .map(|v| {
+            rustix::event::PollFd::from_borrowed_fd(v.port.poll_fd(), rustix::event::PollFlags::IN)
+        })
+        .collect();
+    let ts = rustix::time::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    let _ = rustix::event::poll(&mut fds, Some(&ts));
+}
