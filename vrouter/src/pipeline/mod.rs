@@ -82,6 +82,9 @@ pub struct Pipeline<F: FlowHook = NoFlow> {
 }
 
 struct Ctx<'a, F> {
+    /// The last nexthop read in this burst: packets of a burst mostly share nexthops, and a
+    /// burst may see one consistent version of a nexthop.
+    nh_memo: Option<(u32, Nexthop)>,
     topo: &'a Topology,
     tables: &'a Tables,
     stats: &'a CoreStats,
@@ -127,6 +130,7 @@ impl<F: FlowHook> Pipeline<F> {
         // One atomic load per call: pick up a newer topology if one was published.
         let topo: &Topology = topo.load();
         let mut cx = Ctx {
+            nh_memo: None,
             topo,
             tables,
             stats,
@@ -147,6 +151,7 @@ impl<F: FlowHook> Pipeline<F> {
             if n == 0 {
                 break;
             }
+            cx.nh_memo = None;
             cx.burst(in_vif, &mut burst[..n], out);
             if n < BURST {
                 break;
@@ -211,6 +216,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
 
         // Stage 3: nexthop, rewrite, queue.
         let in_counters = stats.vif(in_vif);
+        let mut rx_bytes = 0u64;
         for (i, slot) in bufs.iter_mut().enumerate() {
             let Some(mut b) = slot.take() else { continue };
             let v = match (early[i], vif, pod_vrf) {
@@ -224,8 +230,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 (None, Some(vif), _) => self.pod_ingress(vif, &mut metas[i], &mut b),
                 (None, None, _) => Verdict::Drop(DropReason::InvalidVif),
             };
-            in_counters.rx_packets.add(1);
-            in_counters.rx_bytes.add(lens[i]);
+            rx_bytes += lens[i];
             match v {
                 Verdict::Tx(vif) => {
                     let c = stats.vif(vif);
@@ -244,6 +249,8 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 }
             }
         }
+        in_counters.rx_packets.add(bufs.len() as u64);
+        in_counters.rx_bytes.add(rx_bytes);
     }
 
     /// The VRF, borrowed from the burst's topology snapshot (no reference count touched).
@@ -463,12 +470,19 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
 
     /// The nexthop for `id`, with ECMP resolved to one member by the flow hash.
     #[inline(always)]
-    fn resolve(&self, id: u32, hash: u32) -> Result<Nexthop, DropReason> {
-        let nh = self
-            .tables
-            .nexthops
-            .get(id)
-            .ok_or(DropReason::InvalidNexthop)?;
+    fn resolve(&mut self, id: u32, hash: u32) -> Result<Nexthop, DropReason> {
+        let nh = match self.nh_memo {
+            Some((memo_id, nh)) if memo_id == id => nh,
+            _ => {
+                let nh = self
+                    .tables
+                    .nexthops
+                    .get(id)
+                    .ok_or(DropReason::InvalidNexthop)?;
+                self.nh_memo = Some((id, nh));
+                nh
+            }
+        };
         if let Nexthop::Ecmp { members, count } = nh {
             let m = Nexthop::ecmp_pick(&members, count, hash).ok_or(DropReason::EcmpNoMember)?;
             return match self.tables.nexthops.get(u32::from(m)) {
