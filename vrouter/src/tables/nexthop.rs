@@ -183,6 +183,13 @@ impl NexthopTable {
         Ok(())
     }
 
+    /// Every configured nexthop (control side: scans the whole id space).
+    pub fn entries(&self) -> Vec<(u32, Nexthop)> {
+        (0..self.slots.len() as u32)
+            .filter_map(|id| self.get(id).map(|nh| (id, nh)))
+            .collect()
+    }
+
     pub(crate) fn remove(&self, id: u32) -> Result<(), Error> {
         let slot = self.slot(id)?;
         if slot.read().and_then(Nexthop::decode).is_none() {
@@ -229,6 +236,7 @@ mod tests {
             Err(Error::NexthopOutOfRange { id: 8, capacity: 8 })
         );
         assert_eq!(t.get(5), None);
+        assert_eq!(t.entries().len(), 5);
         t.remove(7).unwrap();
         assert_eq!(t.get(7), None);
         assert_eq!(t.remove(7), Err(Error::NoSuchNexthop(7)));
