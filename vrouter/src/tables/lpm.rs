@@ -47,7 +47,9 @@ struct Writer {
 #[derive(Debug)]
 pub struct Lpm {
     bits: u8,
-    root: Box<[AtomicU64]>,
+    /// The 16-bit first level (512 KiB), allocated with the first route: a VRF that never
+    /// gets routes of this family costs nothing for it.
+    root: OnceLock<Box<[AtomicU64]>>,
     chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
     writer: Mutex<Writer>,
 }
@@ -77,9 +79,7 @@ impl Lpm {
         let chunks = max_groups.div_ceil(GROUPS_PER_CHUNK);
         Lpm {
             bits,
-            root: (0..1usize << ROOT_BITS)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            root: OnceLock::new(),
             chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
             writer: Mutex::new(Writer::default()),
         }
@@ -100,7 +100,8 @@ impl Lpm {
     #[inline(always)]
     pub fn lookup(&self, key: u128) -> Option<u64> {
         let mut shift = u32::from(self.bits - ROOT_BITS);
-        let mut e = self.root[((key >> shift) & 0xffff) as usize].load(Ordering::Acquire);
+        let root = self.root.get()?;
+        let mut e = root[((key >> shift) & 0xffff) as usize].load(Ordering::Acquire);
         while e & EXT != 0 {
             shift = shift.checked_sub(u32::from(GROUP_BITS))?;
             let g = self.group((e & 0xffff_ffff) as usize)?;
@@ -216,7 +217,11 @@ impl Lpm {
     ) -> Result<(), LpmError> {
         let mut start: u8 = 0;
         let mut stride = ROOT_BITS;
-        let mut table: &[AtomicU64] = &self.root;
+        let mut table: &[AtomicU64] = self.root.get_or_init(|| {
+            (0..1usize << ROOT_BITS)
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        });
         loop {
             let end = start + stride;
             let shift = u32::from(self.bits - end);
