@@ -1,0 +1,131 @@
+//! Arbitrary request bodies through the body parser and the model's validation: any input must
+//! be answered (accepted or refused with a 4xx), never panic. The first byte picks the endpoint.
+#![no_main]
+
+use control_api::api::{
+    BridgeEntry, IpPrefix, MacAddr, Nexthop, Policy, PortRange, Proto, Route, VifRequest, VifType,
+};
+use control_api::dataplane::{VifKind, VifSpec};
+use control_api::model::{Model, VifEntry};
+use control_api::server::parse_json;
+use libfuzzer_sys::fuzz_target;
+
+/// VRF 1, a pod vif, a fabric vif and one nexthop of each kind, so references can resolve.
+fn model() -> Model {
+    let mut m = Model::new();
+    m.commit_vrf_add(1);
+    for (i, (name, vrf)) in [("pod", 1), ("fabric", 0)].into_iter().enumerate() {
+        let mut config = VifRequest::new(
+            name,
+            VifType::Tap,
+            vrf,
+            MacAddr([2, 0, 0, 0, 0, i as u8 + 1]),
+        );
+        config.iface = Some(format!("tap{i}"));
+        m.commit_vif_add(VifEntry {
+            spec: VifSpec {
+                index: i as u32,
+                name: name.into(),
+                vrf,
+                mac: config.mac,
+                ip: None,
+                ip6: None,
+                mtu: 1500,
+                kind: VifKind::Tap {
+                    iface: format!("tap{i}"),
+                },
+            },
+            config,
+            created_dirs: vec![],
+            policy: None,
+        });
+    }
+    m.commit_nexthop_set(
+        1,
+        Nexthop::Encap {
+            vif: "pod".into(),
+            dmac: MacAddr([2, 0, 0, 0, 0, 9]),
+        },
+    );
+    m.commit_nexthop_set(
+        2,
+        Nexthop::Tunnel {
+            encap: control_api::api::TunnelEncap::Vxlan,
+            vif: "fabric".into(),
+            sip: "192.0.2.1".parse().unwrap(),
+            dip: "192.0.2.2".parse().unwrap(),
+            dmac: MacAddr([2, 0, 0, 0, 0, 10]),
+        },
+    );
+    m.commit_nexthop_set(
+        3,
+        Nexthop::Ecmp {
+            members: vec![1, 2],
+        },
+    );
+    m
+}
+
+fn check_status(e: control_api::Error) {
+    assert!(
+        (400..500).contains(&e.status()),
+        "refusal {e} must be a 4xx"
+    );
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
+    let mut m = model();
+    match sel % 7 {
+        0 => match parse_json::<VifRequest>(body).and_then(|r| m.check_vif_add(&r)) {
+            Ok(_) => {}
+            Err(e) => check_status(e),
+        },
+        1 => match parse_json::<Nexthop>(body) {
+            Ok(nh) => {
+                for id in [1, 2, 3, 4] {
+                    match m.check_nexthop_set(id, &nh) {
+                        Ok(_) => m.commit_nexthop_set(id, nh.clone()),
+                        Err(e) => check_status(e),
+                    }
+                }
+            }
+            Err(e) => check_status(e),
+        },
+        2 => match parse_json::<Route>(body) {
+            Ok(r) => match m.check_route_set(1, &r) {
+                Ok(_) => m.commit_route_set(1, r),
+                Err(e) => check_status(e),
+            },
+            Err(e) => check_status(e),
+        },
+        3 => match parse_json::<BridgeEntry>(body).and_then(|b| m.check_bridge_set(1, &b)) {
+            Ok(_) => {}
+            Err(e) => check_status(e),
+        },
+        4 => match parse_json::<Policy>(body).and_then(|p| m.check_policy_set("pod", &p)) {
+            Ok(_) => {}
+            Err(e) => check_status(e),
+        },
+        _ => {
+            // Wire strings: whatever parses prints back to something that parses to the same.
+            let Ok(s) = std::str::from_utf8(body) else {
+                return;
+            };
+            if let Ok(v) = s.parse::<MacAddr>() {
+                assert_eq!(v.to_string().parse::<MacAddr>().ok(), Some(v));
+            }
+            if let Ok(v) = s.parse::<IpPrefix>() {
+                assert_eq!(v.to_string().parse::<IpPrefix>().ok(), Some(v));
+            }
+            if let Ok(v) = s.parse::<PortRange>() {
+                assert_eq!(v.to_string().parse::<PortRange>().ok(), Some(v));
+            }
+            if let Ok(v) = s.parse::<Proto>() {
+                assert_eq!(v.to_string().parse::<Proto>().ok(), Some(v));
+            }
+        }
+    }
+});
