@@ -545,7 +545,24 @@ pub fn router(ctrl: Arc<Controller>, body_limit: usize) -> Router {
     }
     r.fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(AppState { ctrl, body_limit })
+}
+
+/// One debug line per request: method, path, status and how long it took.
+async fn access_log(req: Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = resp.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "control request"
+    );
+    resp
 }
 
 // ---- the socket ----------------------------------------------------------------------------------
