@@ -11,7 +11,7 @@ packages=(
     dpdk dpdk-dev libdpdk-dev          # DPDK 22.11: librte_*, headers, dpdk-testpmd
     libclang-dev clang pkg-config gcc make   # bindgen and the C shim
     iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy   # test peers and oracles
-    jq curl procps kmod
+    ethtool jq curl procps kmod
 )
 missing=()
 for p in "${packages[@]}"; do

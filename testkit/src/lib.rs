@@ -4,8 +4,10 @@
 //! - [`netns`]: network namespaces, veth pairs and commands run inside them.
 //! - [`testpmd`]: `dpdk-testpmd` pods attached over virtio-user.
 //! - [`process`]: a child process under test, its output captured, stopped by signal.
+//! - [`vrouterd`]: vrouterd started with private sockets and driven through its control API.
 
 pub mod hugepages;
 pub mod netns;
 pub mod process;
 pub mod testpmd;
+pub mod vrouterd;
