@@ -536,8 +536,12 @@ pub struct NexthopInfo {
     pub id: u32,
     #[serde(flatten)]
     pub nexthop: Nexthop,
-    /// Who points at this nexthop (routes, bridge entries, labels, ECMP groups).
+    /// Who points at this nexthop (routes, bridge entries, labels, ECMP groups): the first
+    /// ten, then "and N more".
     pub used_by: Vec<String>,
+    /// How many things point at it.
+    #[serde(default)]
+    pub use_count: u64,
 }
 
 // ---------------------------------------------------------------------------------------------

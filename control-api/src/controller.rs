@@ -323,6 +323,7 @@ impl Controller {
                 id,
                 nexthop: nh.clone(),
                 used_by: model.nexthop_users(id),
+                use_count: model.nexthop_use_count(id) as u64,
             })
             .collect()
     }
@@ -333,6 +334,7 @@ impl Controller {
             id,
             nexthop: model.nexthop(id)?.clone(),
             used_by: model.nexthop_users(id),
+            use_count: model.nexthop_use_count(id) as u64,
         })
     }
 

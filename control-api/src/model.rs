@@ -34,6 +34,8 @@ pub const POLICY_RULES_MAX: usize = 1024;
 pub const VIF_NAME_MAX: usize = 63;
 /// Linux interface names (IFNAMSIZ - 1).
 pub const IFACE_NAME_MAX: usize = 15;
+/// Users of a nexthop named in messages and listings before "and N more".
+pub const USERS_NAMED_MAX: usize = 10;
 
 /// A vif as the model keeps it.
 #[derive(Debug, Clone)]
@@ -473,12 +475,26 @@ impl Model {
         self.nexthops.iter().map(|(id, nh)| (*id, nh))
     }
 
-    /// Everything that points at nexthop `id`, named for an error message.
+    /// What points at nexthop `id`, named for an error message: at most
+    /// [`USERS_NAMED_MAX`] of them, then "and N more".
     pub fn nexthop_users(&self, id: u32) -> Vec<String> {
-        self.users
-            .get(&id)
-            .map(|u| u.iter().map(NhUser::describe).collect())
-            .unwrap_or_default()
+        let Some(users) = self.users.get(&id) else {
+            return Vec::new();
+        };
+        let mut named: Vec<String> = users
+            .iter()
+            .take(USERS_NAMED_MAX)
+            .map(NhUser::describe)
+            .collect();
+        if users.len() > USERS_NAMED_MAX {
+            named.push(format!("and {} more", users.len() - USERS_NAMED_MAX));
+        }
+        named
+    }
+
+    /// How many things point at nexthop `id`.
+    pub fn nexthop_use_count(&self, id: u32) -> usize {
+        self.users.get(&id).map_or(0, BTreeSet::len)
     }
 
     fn add_user(&mut self, nexthop: u32, user: NhUser) {
@@ -1300,6 +1316,36 @@ mod tests {
             e.to_string().contains("route 198.18.0.0/15 in vrf 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn many_users_are_summarised() {
+        let mut m = Model::new();
+        m.commit_nexthop_set(1, Nexthop::Discard);
+        for i in 0..25u32 {
+            let prefix = IpPrefix::new(
+                IpAddr::V4(std::net::Ipv4Addr::from(0xc612_0000 + (i << 8))),
+                24,
+            )
+            .unwrap();
+            m.commit_route_set(
+                0,
+                Route {
+                    prefix,
+                    nexthop: 1,
+                    label: None,
+                },
+            );
+        }
+        let users = m.nexthop_users(1);
+        assert_eq!(users.len(), USERS_NAMED_MAX + 1);
+        assert_eq!(users.last().unwrap(), "and 15 more");
+        assert_eq!(m.nexthop_use_count(1), 25);
+        assert!(m
+            .check_nexthop_del(1)
+            .unwrap_err()
+            .to_string()
+            .contains("and 15 more"));
     }
 
     #[test]

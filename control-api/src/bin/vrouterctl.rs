@@ -663,7 +663,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             n.id.to_string(),
                             n.nexthop.type_name().into(),
                             nexthop_desc(&n.nexthop),
-                            n.used_by.len().to_string(),
+                            n.use_count.to_string(),
                         ]
                     })
                     .collect();
