@@ -3,7 +3,7 @@
 use crate::buf::PacketBuf;
 use crate::stats::DropReason;
 use crate::tables::{FabricConfig, TunnelEncap, Vif};
-use crate::wire::{ethernet, gre, ipv4, mpls, udp, vxlan, MacAddr};
+use crate::wire::{checksum, ethernet, gre, ipv4, mpls, udp, vxlan, MacAddr};
 use std::net::Ipv4Addr;
 
 pub const OUTER_IP_LEN: usize = ipv4::MIN_HEADER_LEN;
@@ -28,7 +28,7 @@ pub fn entropy_port(hash: u32) -> u16 {
 }
 
 /// Where and how a tunnel packet goes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outer {
     pub encap: TunnelEncap,
     pub sip: Ipv4Addr,
@@ -40,8 +40,122 @@ pub struct Outer {
     pub mpls_ttl: u8,
 }
 
-/// Push the outer headers in front of the current data. The outer IPv4 header checksum is
-/// complete; the UDP checksum is zero (allowed for IPv4, and what Linux sends by default).
+impl Outer {
+    /// Same outer headers apart from the per-packet label and TTL.
+    pub fn same_tunnel(&self, o: &Outer) -> bool {
+        (self.encap, self.sip, self.dip, self.dmac) == (o.encap, o.sip, o.dip, o.dmac)
+    }
+}
+
+/// The outer headers of one tunnel nexthop, prebuilt (as Contrail keeps "rewrite data" on its
+/// nexthops): pushing them is one copy plus patching the fields that vary per packet (lengths,
+/// IP id and checksum, entropy port, label / VNI).
+#[derive(Debug, Clone, Copy)]
+pub struct Template {
+    bytes: [u8; MAX_OVERHEAD],
+    len: usize,
+    encap: TunnelEncap,
+    /// One's-complement sum of the outer IPv4 header with length, id and checksum zero.
+    ip_sum: u32,
+}
+
+const MAX_OVERHEAD: usize =
+    ethernet::HEADER_LEN + OUTER_IP_LEN + udp::HEADER_LEN + vxlan::HEADER_LEN;
+const IP_AT: usize = ethernet::HEADER_LEN;
+const L4_AT: usize = IP_AT + OUTER_IP_LEN;
+
+impl Template {
+    pub fn new(o: &Outer, out_vif: &Vif, fabric: &FabricConfig) -> Self {
+        let len = overhead(o.encap);
+        let mut bytes = [0u8; MAX_OVERHEAD];
+        let (eth, rest) = bytes.split_at_mut(IP_AT);
+        let mut e = ethernet::Frame::new_unchecked(eth);
+        e.set_dst(o.dmac);
+        e.set_src(out_vif.mac);
+        e.set_ethertype(ethernet::ethertype::IPV4);
+        let (iph, rest) = rest.split_at_mut(OUTER_IP_LEN);
+        let mut ip = ipv4::Packet::new_unchecked(&mut iph[..]);
+        ip.set_version_and_len(OUTER_IP_LEN);
+        ip.set_flags_unfragmented(fabric.outer_df);
+        ip.set_ttl(fabric.outer_ttl);
+        ip.set_protocol(if o.encap == TunnelEncap::MplsGre {
+            ipv4::proto::GRE
+        } else {
+            ipv4::proto::UDP
+        });
+        ip.set_src(o.sip);
+        ip.set_dst(o.dip);
+        let ip_sum = checksum::sum(0, iph);
+        match o.encap {
+            TunnelEncap::Vxlan | TunnelEncap::MplsUdp => {
+                let mut u = udp::Packet::new_unchecked(&mut rest[..udp::HEADER_LEN]);
+                u.set_dst_port(if o.encap == TunnelEncap::Vxlan {
+                    udp::PORT_VXLAN
+                } else {
+                    udp::PORT_MPLS_UDP
+                });
+                if o.encap == TunnelEncap::Vxlan {
+                    vxlan::Packet::new_unchecked_mut(
+                        &mut rest[udp::HEADER_LEN..][..vxlan::HEADER_LEN],
+                    )
+                    .fill(0);
+                }
+            }
+            TunnelEncap::MplsGre => {
+                gre::Packet::new_unchecked(&mut rest[..gre::BASE_LEN])
+                    .fill_basic(ethernet::ethertype::MPLS);
+            }
+        }
+        Template {
+            bytes,
+            len,
+            encap: o.encap,
+            ip_sum,
+        }
+    }
+
+    /// Push the headers in front of the current data. The outer IPv4 header checksum is
+    /// complete; the UDP checksum is zero (allowed for IPv4, and what Linux sends by default).
+    #[inline]
+    pub fn push<B: PacketBuf>(
+        &self,
+        buf: &mut B,
+        label: u32,
+        mpls_ttl: u8,
+        hash: u32,
+        ip_id: u16,
+    ) -> Result<(), DropReason> {
+        let inner_len = buf.len();
+        buf.prepend(self.len).map_err(|_| DropReason::NoHeadroom)?;
+        let d = buf.data_mut();
+        let Some(h) = d.get_mut(..self.len) else {
+            return Err(DropReason::NoHeadroom);
+        };
+        h.copy_from_slice(&self.bytes[..self.len]);
+        let ip_len = (self.len - IP_AT + inner_len) as u16;
+        h[IP_AT + 2..IP_AT + 4].copy_from_slice(&ip_len.to_be_bytes());
+        h[IP_AT + 4..IP_AT + 6].copy_from_slice(&ip_id.to_be_bytes());
+        let c = !checksum::fold(self.ip_sum + u32::from(ip_len) + u32::from(ip_id));
+        h[IP_AT + 10..IP_AT + 12].copy_from_slice(&c.to_be_bytes());
+        let mut at = L4_AT;
+        if self.encap != TunnelEncap::MplsGre {
+            h[at..at + 2].copy_from_slice(&entropy_port(hash).to_be_bytes());
+            h[at + 4..at + 6].copy_from_slice(&(ip_len - OUTER_IP_LEN as u16).to_be_bytes());
+            at += udp::HEADER_LEN;
+        } else {
+            at += gre::BASE_LEN;
+        }
+        if self.encap == TunnelEncap::Vxlan {
+            h[at + 4..at + 8].copy_from_slice(&((label & 0x00ff_ffff) << 8).to_be_bytes());
+        } else if let Ok(mut m) = mpls::Entry::new_checked(&mut h[at..at + mpls::ENTRY_LEN]) {
+            m.set(label, 0, true, mpls_ttl);
+        }
+        Ok(())
+    }
+}
+
+/// Push the outer headers in front of the current data (builds the template on the spot; the
+/// pipeline keeps one per burst instead).
 #[inline]
 pub fn push<B: PacketBuf>(
     buf: &mut B,
@@ -51,62 +165,5 @@ pub fn push<B: PacketBuf>(
     hash: u32,
     ip_id: u16,
 ) -> Result<(), DropReason> {
-    let h = overhead(o.encap);
-    let inner_len = buf.len();
-    buf.prepend(h).map_err(|_| DropReason::NoHeadroom)?;
-    let d = buf.data_mut();
-    let (eth, rest) = d.split_at_mut(ethernet::HEADER_LEN);
-    let mut e = ethernet::Frame::new_unchecked(eth);
-    e.set_dst(o.dmac);
-    e.set_src(out_vif.mac);
-    e.set_ethertype(ethernet::ethertype::IPV4);
-
-    let (iph, rest) = rest.split_at_mut(OUTER_IP_LEN);
-    let mut ip = ipv4::Packet::new_unchecked(iph);
-    ip.set_version_and_len(OUTER_IP_LEN);
-    ip.set_dscp_ecn(0);
-    ip.set_total_len((h - ethernet::HEADER_LEN + inner_len) as u16);
-    ip.set_ident(ip_id);
-    ip.set_flags_unfragmented(fabric.outer_df);
-    ip.set_ttl(fabric.outer_ttl);
-    ip.set_protocol(if o.encap == TunnelEncap::MplsGre {
-        ipv4::proto::GRE
-    } else {
-        ipv4::proto::UDP
-    });
-    ip.set_src(o.sip);
-    ip.set_dst(o.dip);
-    ip.fill_checksum();
-
-    match o.encap {
-        TunnelEncap::Vxlan | TunnelEncap::MplsUdp => {
-            let (uh, rest) = rest.split_at_mut(udp::HEADER_LEN);
-            let mut u = udp::Packet::new_unchecked(uh);
-            u.set_src_port(entropy_port(hash));
-            u.set_dst_port(if o.encap == TunnelEncap::Vxlan {
-                udp::PORT_VXLAN
-            } else {
-                udp::PORT_MPLS_UDP
-            });
-            u.set_len((h - ethernet::HEADER_LEN - OUTER_IP_LEN + inner_len) as u16);
-            u.set_checksum(0);
-            if o.encap == TunnelEncap::Vxlan {
-                vxlan::Packet::new_unchecked_mut(&mut rest[..vxlan::HEADER_LEN]).fill(o.label);
-            } else {
-                write_label(rest, o);
-            }
-        }
-        TunnelEncap::MplsGre => {
-            let (gh, rest) = rest.split_at_mut(gre::BASE_LEN);
-            gre::Packet::new_unchecked(gh).fill_basic(ethernet::ethertype::MPLS);
-            write_label(rest, o);
-        }
-    }
-    Ok(())
-}
-
-fn write_label(rest: &mut [u8], o: &Outer) {
-    if let Ok(mut m) = mpls::Entry::new_checked(&mut rest[..mpls::ENTRY_LEN]) {
-        m.set(o.label, 0, true, o.mpls_ttl);
-    }
+    Template::new(o, out_vif, fabric).push(buf, o.label, o.mpls_ttl, hash, ip_id)
 }

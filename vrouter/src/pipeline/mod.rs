@@ -85,6 +85,8 @@ struct Ctx<'a, F> {
     /// The last nexthop read in this burst: packets of a burst mostly share nexthops, and a
     /// burst may see one consistent version of a nexthop.
     nh_memo: Option<(u32, Nexthop)>,
+    /// The outer-header template of the last tunnel used in this burst.
+    tpl_memo: Option<(u16, encap::Outer, encap::Template)>,
     topo: &'a Topology,
     tables: &'a Tables,
     stats: &'a CoreStats,
@@ -131,6 +133,7 @@ impl<F: FlowHook> Pipeline<F> {
         let topo: &Topology = topo.load();
         let mut cx = Ctx {
             nh_memo: None,
+            tpl_memo: None,
             topo,
             tables,
             stats,
@@ -152,6 +155,7 @@ impl<F: FlowHook> Pipeline<F> {
                 break;
             }
             cx.nh_memo = None;
+            cx.tpl_memo = None;
             cx.burst(in_vif, &mut burst[..n], out);
             if n < BURST {
                 break;
@@ -686,7 +690,15 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             return Verdict::Drop(DropReason::Mtu);
         }
         *self.ip_id = self.ip_id.wrapping_add(1);
-        match encap::push(b, o, &out, &self.topo.fabric, m.flow_hash, *self.ip_id) {
+        let tpl = match &self.tpl_memo {
+            Some((v, memo_o, t)) if *v == vif && memo_o.same_tunnel(o) => *t,
+            _ => {
+                let t = encap::Template::new(o, &out, &self.topo.fabric);
+                self.tpl_memo = Some((vif, *o, t));
+                t
+            }
+        };
+        match tpl.push(b, o.label, o.mpls_ttl, m.flow_hash, *self.ip_id) {
             Ok(()) => Verdict::Tx(vif),
             Err(r) => Verdict::Drop(r),
         }
