@@ -9,7 +9,8 @@
 //!   through the VRF's bridge table unchanged. Broadcast other than ARP is dropped (`multicast`).
 //! - ARP requests and IPv6 neighbour solicitations from pods are answered with the vrouter MAC
 //!   when the target has a route in the pod's VRF (gateways are routes to a receive nexthop,
-//!   other pods are host routes), never for the asker's own address. On the fabric, ARP for the
+//!   other pods are host routes), never for an address that routes back to the asking vif (its
+//!   own: ARP probes, duplicate address detection). On the fabric, ARP for the
 //!   fabric IP is answered with the fabric vif's MAC; other fabric ARP goes to the host.
 //! - TTL is decremented once per routing vrouter: at the encapsulating side (and on L3 lookups
 //!   after VXLAN decap). An MPLS label names the final nexthop directly, so MPLS decap does not
@@ -17,7 +18,10 @@
 //! - TTL expiry and too-big-with-DF produce an ICMP / ICMPv6 error when the packet came from a
 //!   local vif (sent back out of it, from the fabric IP / the vrouter's link-local address);
 //!   after decap they are counted drops (`ttl_exceeded`, `mtu`). Packets too big without DF are
-//!   dropped (`mtu`): the data path does not fragment.
+//!   dropped (`mtu`): the data path does not fragment. A sent ICMP error is still counted, under
+//!   `ttl_exceeded_icmp_sent` / `mtu_icmp_sent`.
+//! - Outer headers: IPv4, TTL and DF from [`crate::tables::FabricConfig`], UDP checksum zero,
+//!   UDP source port from the inner flow hash in 49152..=65535.
 //! - MPLS carries IP only: bridge entries toward MPLS tunnels are dropped (`unsupported_tunnel`).
 
 pub mod batch;
