@@ -98,7 +98,7 @@ impl TestpmdConfig {
 #[derive(Debug)]
 pub struct TestpmdPod {
     child: Option<Child>,
-    _stdin: Option<ChildStdin>,
+    stdin: Option<ChildStdin>,
     cfg: TestpmdConfig,
     log: Arc<Mutex<Vec<String>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
@@ -143,7 +143,7 @@ impl TestpmdPod {
         let stdin = child.stdin.take();
         Ok(Self {
             child: Some(child),
-            _stdin: stdin,
+            stdin: stdin,
             cfg,
             log,
             readers,
@@ -177,6 +177,27 @@ impl TestpmdPod {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// Stops forwarding the way an operator would (Enter on testpmd's stdin), waits for it to
+    /// print its accumulated statistics and exit, and returns them. `None` if it did not exit
+    /// within `timeout` or printed no statistics (it is killed then).
+    pub fn finish(&mut self, timeout: Duration) -> Option<PodTotals> {
+        use std::io::Write;
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin.write_all(b"\n");
+            let _ = stdin.flush();
+        }
+        let end = Instant::now() + timeout;
+        while self.is_running() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let exited = !self.is_running();
+        self.kill();
+        if !exited {
+            return None;
+        }
+        PodTotals::parse(&self.log())
+    }
+
     /// Kills the pod now (SIGKILL, like a crashed pod) and cleans up its files.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -189,6 +210,41 @@ impl TestpmdPod {
             let _ = r.join();
         }
         cleanup_prefix(&self.cfg.file_prefix);
+    }
+}
+
+/// What testpmd's forwarding engine counted over its whole run, from its accumulated
+/// statistics: packets received, packets the port accepted for sending, and packets it refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodTotals {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
+}
+
+impl PodTotals {
+    /// Parses the block after `Accumulated forward statistics for all ports`.
+    pub fn parse(log: &[String]) -> Option<PodTotals> {
+        let start = log
+            .iter()
+            .rposition(|l| l.contains("Accumulated forward statistics for all ports"))?;
+        let mut t = PodTotals::default();
+        let field = |line: &str, name: &str| -> Option<u64> {
+            let rest = line.split(name).nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        };
+        for line in &log[start..] {
+            if let Some(v) = field(line, "RX-packets:") {
+                t.rx_packets = v;
+            }
+            if let Some(v) = field(line, "TX-packets:") {
+                t.tx_packets = v;
+            }
+            if let Some(v) = field(line, "TX-dropped:") {
+                t.tx_dropped = v;
+            }
+        }
+        Some(t)
     }
 }
 
