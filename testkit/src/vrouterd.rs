@@ -12,7 +12,10 @@ use crate::process::TestProcess;
 /// A running vrouterd with a private directory for its sockets.
 pub struct Vrouterd {
     pub process: TestProcess,
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// The private directory when this instance made it (removed on drop); `None` when the
+    /// caller owns it ([`Vrouterd::start_in`]).
+    _owned: Option<tempfile::TempDir>,
     client: BlockingClient,
 }
 
@@ -21,18 +24,29 @@ impl Vrouterd {
     /// `--no-pci`, a memory size and a unique file prefix are added), and waits until its control
     /// API answers.
     pub fn start(binary: &Path, args: &[&str], eal: &[&str]) -> Vrouterd {
-        crate::hugepages::ensure(1024);
         let dir = tempfile::Builder::new()
             .prefix("vrouterd-test")
             .tempdir()
             .expect("temporary directory");
-        let control = dir.path().join("vrouter.sock");
-        let base = dir.path().join("pods");
+        let mut vr = Vrouterd::start_in(dir.path(), binary, args, eal);
+        vr._owned = Some(dir);
+        vr
+    }
+
+    /// Like [`Vrouterd::start`], but in a directory the caller owns (control socket
+    /// `dir/vrouter.sock`, socket base `dir/pods`, EAL file prefix derived from `dir`), so a
+    /// second vrouterd can be started with the same configuration after the first one stopped.
+    pub fn start_in(dir: &Path, binary: &Path, args: &[&str], eal: &[&str]) -> Vrouterd {
+        crate::hugepages::ensure(1024);
+        let control = dir.join("vrouter.sock");
+        let base = dir.join("pods");
         std::fs::create_dir_all(&base).expect("socket base");
         let prefix = format!(
             "--file-prefix=vrt{}x{}",
             std::process::id(),
-            dir.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         );
         let mut full: Vec<String> = vec![
             "--control-socket".into(),
@@ -49,18 +63,19 @@ impl Vrouterd {
         let client = BlockingClient::new(&control).expect("control client");
         Vrouterd {
             process,
-            dir,
+            dir: dir.to_path_buf(),
+            _owned: None,
             client,
         }
     }
 
     /// The directory vhost-user socket directories must lie under.
     pub fn socket_base(&self) -> PathBuf {
-        self.dir.path().join("pods")
+        self.dir.join("pods")
     }
 
     pub fn control_socket(&self) -> PathBuf {
-        self.dir.path().join("vrouter.sock")
+        self.dir.join("vrouter.sock")
     }
 
     /// Runs control API calls: `vr.api(|c| async move { c.vifs().await })`.
@@ -70,6 +85,30 @@ impl Vrouterd {
         Fut: std::future::Future<Output = T>,
     {
         self.client.run(f)
+    }
+
+    /// How many file descriptors the process has open (entries of `/proc/<pid>/fd`).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.process.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// How many memory mappings the process has (lines of `/proc/<pid>/maps`).
+    pub fn mappings(&self) -> usize {
+        std::fs::read_to_string(format!("/proc/{}/maps", self.process.pid()))
+            .map(|m| m.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Its resident set size in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
     }
 
     /// SIGTERM, then waits for the exit; returns the status.
