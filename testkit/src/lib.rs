@@ -2,11 +2,13 @@
 //!
 //! - [`hugepages`]: make sure 2 MiB pages are reserved and hugetlbfs is mounted.
 //! - [`netns`]: network namespaces, veth pairs and commands run inside them.
+//! - [`kernel_pod`]: a namespace pod on a veth, and TCP transfers checked end to end.
 //! - [`testpmd`]: `dpdk-testpmd` pods attached over virtio-user.
 //! - [`process`]: a child process under test, its output captured, stopped by signal.
 //! - [`vrouterd`]: vrouterd started with private sockets and driven through its control API.
 
 pub mod hugepages;
+pub mod kernel_pod;
 pub mod netns;
 pub mod process;
 pub mod testpmd;

@@ -1,0 +1,129 @@
+//! Kernel pods: a network namespace with `eth0` on a veth whose other end stays in the host
+//! namespace (where vrouterd attaches it as an af-packet vif), and a TCP transfer checked by
+//! SHA-256 at both ends.
+
+use std::io::BufRead;
+use std::process::Stdio;
+
+use crate::netns::{host, HostVeth, Netns};
+
+/// One kernel pod.
+pub struct KernelPod {
+    pub ns: Netns,
+    _veth: HostVeth,
+    /// The veth end in the host namespace (the af-packet vif's `iface`).
+    pub host_side: String,
+    pub mac: [u8; 6],
+    pub ip: std::net::Ipv4Addr,
+}
+
+impl KernelPod {
+    /// A pod with `eth0` = `198.18.<n>.2/24`, MAC `02:00:00:00:<n>:02`, default route via
+    /// `198.18.<n>.1`, the given MTU, and checksum / segmentation offloads off on both veth ends
+    /// (an af-packet vif sees frames exactly as the kernel hands them over). `tag` makes the
+    /// interface names unique within the process.
+    pub fn new(tag: &str, n: u8, mtu: u32) -> KernelPod {
+        let ns = Netns::new(&format!("kp{tag}"));
+        let id = std::process::id() % 100_000;
+        let host_side = format!("vk{id}{tag}");
+        let peer = format!("vkp{id}{tag}");
+        let veth = HostVeth::new(&host_side, &peer);
+        host(&["ip", "link", "set", &peer, "netns", ns.name()]);
+        let mac = [0x02, 0, 0, 0, n, 0x02];
+        let ip = std::net::Ipv4Addr::new(198, 18, n, 2);
+        let mac_text = mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        ns.ip(&["link", "set", &peer, "name", "eth0"]);
+        ns.ip(&[
+            "link",
+            "set",
+            "eth0",
+            "address",
+            &mac_text,
+            "mtu",
+            &mtu.to_string(),
+        ]);
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        ns.ip(&["route", "add", "default", "via", &format!("198.18.{n}.1")]);
+        ns.exec(&[
+            "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
+        ]);
+        host(&[
+            "ethtool", "-K", &host_side, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+        ]);
+        KernelPod {
+            ns,
+            _veth: veth,
+            host_side,
+            mac,
+            ip,
+        }
+    }
+
+    /// Pings `dst` `count` times; returns ping's output (panics if ping fails outright).
+    pub fn ping(&self, dst: &str, count: u32) -> String {
+        self.ns.exec(&[
+            "ping",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            dst,
+        ])
+    }
+
+    /// Sends `bytes` of seeded pseudo-random data over TCP to `server` (which listens inside
+    /// its namespace) and returns (sent line, received line): each `"<bytes> <sha256>"`.
+    pub fn tcp_transfer(&self, server: &KernelPod, bytes: u64) -> (String, String) {
+        let mut srv = server
+            .ns
+            .command("python3")
+            .args(["-c", TCP_SCRIPT, "server"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tcp server");
+        let mut reader = std::io::BufReader::new(srv.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("server ready");
+        assert_eq!(line.trim(), "listening");
+        let sent = self.ns.exec(&[
+            "python3",
+            "-c",
+            TCP_SCRIPT,
+            "client",
+            &server.ip.to_string(),
+            &bytes.to_string(),
+        ]);
+        line.clear();
+        reader.read_line(&mut line).expect("server result");
+        let _ = srv.wait();
+        (sent.trim().to_owned(), line.trim().to_owned())
+    }
+}
+
+const TCP_SCRIPT: &str = r#"
+import socket, sys, hashlib, random
+if sys.argv[1] == "server":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 5201)); s.listen(1); s.settimeout(120)
+    print("listening", flush=True)
+    c, _ = s.accept(); c.settimeout(60); h = hashlib.sha256(); n = 0
+    while True:
+        b = c.recv(1 << 16)
+        if not b: break
+        h.update(b); n += len(b)
+    print(n, h.hexdigest(), flush=True)
+else:
+    total = int(sys.argv[3]); rng = random.Random(7); h = hashlib.sha256(); n = 0
+    c = socket.create_connection((sys.argv[2], 5201), timeout=60)
+    while n < total:
+        b = rng.randbytes(min(1 << 16, total - n)); c.sendall(b); h.update(b); n += len(b)
+    c.shutdown(socket.SHUT_WR); c.recv(1); c.close()
+    print(n, h.hexdigest(), flush=True)
+"#;
