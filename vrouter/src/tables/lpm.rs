@@ -71,6 +71,9 @@ enum Mode {
 
 impl Lpm {
     /// A table for `bits`-wide keys (32 or 128) with room for `max_groups` 8-bit groups.
+    ///
+    /// # Panics
+    /// If `bits` is neither 32 nor 128 (a programming error: the tables only make these two).
     pub fn new(bits: u8, max_groups: usize) -> Self {
         assert!(
             bits == 32 || bits == 128,
