@@ -61,7 +61,8 @@ struct Registry {
     by_name: HashMap<String, u16>,
     /// Vifs polled by each lcore, for least-loaded placement.
     load: Vec<u32>,
-    next_vdev: u32,
+    /// DPDK device names in use by physical vifs (a device can back one vif only).
+    devices: HashMap<String, u16>,
     fabric: FabricConfig,
 }
 
@@ -200,6 +201,18 @@ impl VrouterDataplane {
                 (VifIo::Vhost, VifKind::Pod, Some(lcore))
             }
             ApiVifKind::Physical { device } => {
+                let dev_name = device
+                    .split(',')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                if let Some(other) = reg.devices.get(&dev_name) {
+                    return Err(rejected(format!(
+                        "device {dev_name:?} already backs vif index {other}; one device per vif"
+                    )));
+                }
+                reg.devices.insert(dev_name, index);
                 let n = u16::try_from(self.lcores.len()).unwrap_or(1);
                 let port = self.open_port(device, n)?;
                 (
@@ -217,8 +230,9 @@ impl VrouterDataplane {
                 } else {
                     "net_af_packet"
                 };
-                let devargs = format!("{driver}{},iface={iface}", reg.next_vdev);
-                reg.next_vdev += 1;
+                // Named after the vif index, so it can never collide with another vif's
+                // device (or a --fabric vdev such as net_af_packet0).
+                let devargs = format!("{driver}_vif{index},iface={iface}");
                 let port = self.open_port(&devargs, 1)?;
                 let kind = if driver == "net_tap" {
                     VifKind::Host
@@ -329,6 +343,7 @@ impl VrouterDataplane {
             return Ok(());
         };
         reg.by_name.remove(&rt.name);
+        reg.devices.retain(|_, &mut v| v != index);
         if let Some(l) = rt.lcore.and_then(|l| reg.load.get_mut(usize::from(l))) {
             *l = l.saturating_sub(1);
         }

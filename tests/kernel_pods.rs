@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VifRequest, VifType};
 use testkit::kernel_pod::KernelPod;
+use testkit::netns::Netns;
 use testkit::vrouterd::Vrouterd;
 
 fn vrouterd_bin() -> PathBuf {
@@ -14,9 +15,16 @@ fn vrouterd_bin() -> PathBuf {
 
 #[test]
 fn kernel_pods_ping_and_move_100_mb_of_tcp_through_vrouterd() {
-    let pod1 = KernelPod::new("a", 1, 1500);
-    let pod2 = KernelPod::new("b", 2, 1500);
-    let vr = Vrouterd::start(&vrouterd_bin(), &["--idle-sleep-us", "20"], &[]);
+    // The node's own namespace keeps its AF_PACKET fanout groups apart from other tests'.
+    let node = Netns::new("kpnode");
+    let pod1 = KernelPod::attached_to(Some(&node), "a", 1, 1500);
+    let pod2 = KernelPod::attached_to(Some(&node), "b", 2, 1500);
+    let vr = Vrouterd::start_netns(
+        Some(&node),
+        &vrouterd_bin(),
+        &["--idle-sleep-us", "20"],
+        &[],
+    );
 
     vr.api(|c| async move { c.vrf_add(1).await })
         .expect("vrf 1");

@@ -23,12 +23,32 @@ impl KernelPod {
     /// (an af-packet vif sees frames exactly as the kernel hands them over). `tag` makes the
     /// interface names unique within the process.
     pub fn new(tag: &str, n: u8, mtu: u32) -> KernelPod {
+        Self::attached_to(None, tag, n, mtu)
+    }
+
+    /// As [`KernelPod::new`], with the vif side of the veth in `node`'s namespace (where that
+    /// node's vrouterd runs) instead of the host's.
+    pub fn attached_to(node: Option<&Netns>, tag: &str, n: u8, mtu: u32) -> KernelPod {
         let ns = Netns::new(&format!("kp{tag}"));
         let id = std::process::id() % 100_000;
         let host_side = format!("vk{id}{tag}");
         let peer = format!("vkp{id}{tag}");
         let veth = HostVeth::new(&host_side, &peer);
         host(&["ip", "link", "set", &peer, "netns", ns.name()]);
+        let in_node = |args: &[&str]| match node {
+            Some(n) => {
+                let mut full = vec!["ip", "netns", "exec", n.name()];
+                full.extend_from_slice(args);
+                host(&full);
+            }
+            None => {
+                host(args);
+            }
+        };
+        if let Some(n) = node {
+            host(&["ip", "link", "set", &host_side, "netns", n.name()]);
+            in_node(&["ip", "link", "set", &host_side, "up"]);
+        }
         let mac = [0x02, 0, 0, 0, n, 0x02];
         let ip = std::net::Ipv4Addr::new(198, 18, n, 2);
         let mac_text = mac
@@ -52,7 +72,7 @@ impl KernelPod {
         ns.exec(&[
             "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
         ]);
-        host(&[
+        in_node(&[
             "ethtool", "-K", &host_side, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
         ]);
         KernelPod {

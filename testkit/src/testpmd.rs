@@ -143,7 +143,7 @@ impl TestpmdPod {
         let stdin = child.stdin.take();
         Ok(Self {
             child: Some(child),
-            stdin: stdin,
+            stdin,
             cfg,
             log,
             readers,

@@ -24,11 +24,23 @@ impl Vrouterd {
     /// `--no-pci`, a memory size and a unique file prefix are added), and waits until its control
     /// API answers.
     pub fn start(binary: &Path, args: &[&str], eal: &[&str]) -> Vrouterd {
+        Self::start_netns(None, binary, args, eal)
+    }
+
+    /// As [`Vrouterd::start`], inside network namespace `netns` when given: a compute node of
+    /// its own, whose fabric and pod interfaces live there (and whose AF_PACKET fanout groups
+    /// cannot collide with another vrouterd's).
+    pub fn start_netns(
+        netns: Option<&crate::netns::Netns>,
+        binary: &Path,
+        args: &[&str],
+        eal: &[&str],
+    ) -> Vrouterd {
         let dir = tempfile::Builder::new()
             .prefix("vrouterd-test")
             .tempdir()
             .expect("temporary directory");
-        let mut vr = Vrouterd::start_in(dir.path(), binary, args, eal);
+        let mut vr = Vrouterd::start_in_netns(dir.path(), netns, binary, args, eal);
         vr._owned = Some(dir);
         vr
     }
@@ -37,6 +49,17 @@ impl Vrouterd {
     /// `dir/vrouter.sock`, socket base `dir/pods`, EAL file prefix derived from `dir`), so a
     /// second vrouterd can be started with the same configuration after the first one stopped.
     pub fn start_in(dir: &Path, binary: &Path, args: &[&str], eal: &[&str]) -> Vrouterd {
+        Self::start_in_netns(dir, None, binary, args, eal)
+    }
+
+    /// [`Vrouterd::start_in`] inside an optional network namespace.
+    pub fn start_in_netns(
+        dir: &Path,
+        netns: Option<&crate::netns::Netns>,
+        binary: &Path,
+        args: &[&str],
+        eal: &[&str],
+    ) -> Vrouterd {
         crate::hugepages::ensure(1024);
         let control = dir.join("vrouter.sock");
         let base = dir.join("pods");
@@ -58,7 +81,19 @@ impl Vrouterd {
         full.push("--".into());
         full.extend(["--no-pci".into(), "-m".into(), "256".into(), prefix]);
         full.extend(eal.iter().map(|a| a.to_string()));
-        let mut process = TestProcess::spawn(binary, &full);
+        let mut process = match netns {
+            None => TestProcess::spawn(binary, &full),
+            Some(ns) => {
+                let mut wrapped: Vec<String> = vec![
+                    "netns".into(),
+                    "exec".into(),
+                    ns.name().into(),
+                    binary.display().to_string(),
+                ];
+                wrapped.extend(full);
+                TestProcess::spawn(Path::new("/usr/sbin/ip"), &wrapped)
+            }
+        };
         process.wait_for_output("control API listening", Duration::from_secs(30));
         let client = BlockingClient::new(&control).expect("control client");
         Vrouterd {

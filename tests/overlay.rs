@@ -1,0 +1,363 @@
+//! Overlay between compute nodes: two vrouterd processes joined by a veth fabric carry pod
+//! traffic in VXLAN, then MPLS-over-UDP, then MPLS-over-GRE — each checked by a capture on the
+//! fabric dissected by tshark and by TCP data arriving intact. And interop: a namespace with a
+//! Linux `vxlan` device, as a remote node, reaches a pod behind vrouterd and the reverse.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use control_api::api::{
+    BridgeEntry, IpPrefix, MacAddr, Nexthop, Route, TunnelEncap, VifRequest, VifType,
+};
+use testkit::kernel_pod::KernelPod;
+use testkit::netns::{temp_path, Netns};
+use testkit::process::TestProcess;
+use testkit::vrouterd::Vrouterd;
+
+const FABRIC_MAC_1: MacAddr = MacAddr([0x02, 0, 0, 0, 0xfa, 0x01]);
+const FABRIC_MAC_2: MacAddr = MacAddr([0x02, 0, 0, 0, 0xfa, 0x02]);
+/// The label / VNI each node gives its local pod.
+const LABEL: u32 = 100;
+/// Pod MTU leaving room for the largest encapsulation inside the fabric's 1500.
+const POD_MTU: u32 = 1400;
+
+fn vrouterd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
+}
+
+fn prefix(p: &str) -> IpPrefix {
+    p.parse().expect("prefix")
+}
+
+/// One compute node: vrouterd in namespace `ns` with its fabric on `fabric_iface`, one kernel
+/// pod in VRF 1.
+fn node(
+    ns: &Netns,
+    fabric_iface: &str,
+    fabric_ip: &str,
+    fabric_mac: MacAddr,
+    pod: &KernelPod,
+) -> Vrouterd {
+    // qdisc_bypass=0: frames vrouterd sends go through the kernel's taps too, so a capture on
+    // either end of the fabric sees both directions.
+    let devargs = format!("net_af_packet0,iface={fabric_iface},qdisc_bypass=0");
+    let mac = fabric_mac.to_string();
+    let vr = Vrouterd::start_netns(
+        Some(ns),
+        &vrouterd_bin(),
+        &[
+            "--idle-sleep-us",
+            "20",
+            "--fabric",
+            &devargs,
+            "--fabric-ip",
+            fabric_ip,
+            "--fabric-mac",
+            &mac,
+        ],
+        &[],
+    );
+    vr.api(|c| async move { c.vrf_add(1).await })
+        .expect("vrf 1");
+    let mut req = VifRequest::new("pod", VifType::AfPacket, 1, MacAddr(pod.mac));
+    req.iface = Some(pod.host_side.clone());
+    vr.api(|c| async move { c.vif_add(&req).await })
+        .expect("pod vif");
+    let nh = Nexthop::Encap {
+        vif: "pod".into(),
+        dmac: MacAddr(pod.mac),
+    };
+    vr.api(|c| async move { c.nexthop_set(1, &nh).await })
+        .expect("nh 1");
+    vr.api(|c| async move { c.nexthop_set(2, &Nexthop::Receive).await })
+        .expect("nh 2");
+    let own = format!("{}/32", pod.ip);
+    let gw = format!("198.18.{}.1/32", pod.ip.octets()[2]);
+    for (p, nh) in [(own.as_str(), 1), (gw.as_str(), 2)] {
+        let route = Route {
+            prefix: prefix(p),
+            nexthop: nh,
+            label: None,
+        };
+        vr.api(|c| async move { c.route_set(1, &route).await })
+            .expect("local route");
+    }
+    // Decap: the VNI names VRF 1, the MPLS label names the pod's nexthop.
+    vr.api(|c| async move { c.vxlan_set(LABEL, 1).await })
+        .expect("vni");
+    vr.api(|c| async move { c.mpls_set(LABEL, 1).await })
+        .expect("label");
+    vr
+}
+
+/// Points `vr`'s route to the remote pod subnet at a tunnel of `encap`.
+fn tunnel_to(vr: &Vrouterd, encap: TunnelEncap, sip: &str, dip: &str, dmac: MacAddr, remote: &str) {
+    let nh = Nexthop::Tunnel {
+        encap,
+        vif: "fabric0".into(),
+        sip: sip.parse().expect("ip"),
+        dip: dip.parse().expect("ip"),
+        dmac,
+    };
+    vr.api(|c| async move { c.nexthop_set(3, &nh).await })
+        .expect("tunnel nexthop");
+    let route = Route {
+        prefix: prefix(remote),
+        nexthop: 3,
+        label: Some(LABEL),
+    };
+    vr.api(|c| async move { c.route_set(1, &route).await })
+        .expect("remote route");
+}
+
+/// tcpdump on an interface of namespace `ns`, writing a pcap; stopped and dissected with
+/// `dissect`.
+struct FabricCapture {
+    process: TestProcess,
+    path: PathBuf,
+}
+
+impl FabricCapture {
+    fn start(ns: &Netns, iface: &str, filter: &str) -> FabricCapture {
+        let path = temp_path("fabric", "pcap");
+        let path_text = path.display().to_string();
+        let mut process = TestProcess::spawn(
+            Path::new("/usr/sbin/ip"),
+            &[
+                "netns",
+                "exec",
+                ns.name(),
+                "tcpdump",
+                "-i",
+                iface,
+                "-U",
+                "-n",
+                "-w",
+                &path_text,
+                filter,
+            ],
+        );
+        process.wait_for_output("listening on", Duration::from_secs(10));
+        FabricCapture { process, path }
+    }
+
+    /// Stops tcpdump and dissects the capture with tshark (MPLS-over-UDP decoded on 6635).
+    fn dissect(mut self, fields: &[&str]) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(300));
+        self.process.signal("INT");
+        let _ = self.process.wait(Duration::from_secs(10));
+        let mut args = vec![
+            "-r".to_owned(),
+            self.path.display().to_string(),
+            "-d".to_owned(),
+            "udp.port==6635,mpls".to_owned(),
+            "-T".to_owned(),
+            "fields".to_owned(),
+            "-E".to_owned(),
+            "separator=;".to_owned(),
+            "-E".to_owned(),
+            "aggregator=,".to_owned(),
+        ];
+        for f in fields {
+            args.push("-e".to_owned());
+            args.push((*f).to_owned());
+        }
+        let out = Command::new("tshark").args(&args).output().expect("tshark");
+        assert!(
+            out.status.success(),
+            "tshark: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for FabricCapture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn assert_pods_talk(a: &KernelPod, b: &KernelPod, what: &str) {
+    let out = a.ping(&b.ip.to_string(), 3);
+    assert!(out.contains("3 received"), "{what}: {out}");
+    let (sent, got) = a.tcp_transfer(b, 5_000_000);
+    assert!(sent.starts_with("5000000 "), "{what}: {sent}");
+    assert_eq!(sent, got, "{what}: TCP data intact (bytes and SHA-256)");
+}
+
+#[test]
+fn two_vrouterds_carry_pods_over_vxlan_mplsoudp_and_mplsogre() {
+    let node1 = Netns::new("node1");
+    let node2 = Netns::new("node2");
+    node1.veth("fab0", "fab0", Some(&node2));
+    let pod1 = KernelPod::attached_to(Some(&node1), "o1", 1, POD_MTU);
+    let pod2 = KernelPod::attached_to(Some(&node2), "o2", 2, POD_MTU);
+    let vr1 = node(&node1, "fab0", "198.19.0.1", FABRIC_MAC_1, &pod1);
+    let vr2 = node(&node2, "fab0", "198.19.0.2", FABRIC_MAC_2, &pod2);
+
+    for (encap, filter, name) in [
+        (TunnelEncap::Vxlan, "udp port 4789", "vxlan"),
+        (TunnelEncap::Mplsoudp, "udp port 6635", "mplsoudp"),
+        (TunnelEncap::Mplsogre, "ip proto 47", "mplsogre"),
+    ] {
+        tunnel_to(
+            &vr1,
+            encap,
+            "198.19.0.1",
+            "198.19.0.2",
+            FABRIC_MAC_2,
+            "198.18.2.0/24",
+        );
+        tunnel_to(
+            &vr2,
+            encap,
+            "198.19.0.2",
+            "198.19.0.1",
+            FABRIC_MAC_1,
+            "198.18.1.0/24",
+        );
+        let capture = FabricCapture::start(&node2, "fab0", filter);
+        assert_pods_talk(&pod1, &pod2, name);
+        let label_field = match encap {
+            TunnelEncap::Vxlan => "vxlan.vni",
+            _ => "mpls.label",
+        };
+        let rows = capture.dissect(&["ip.src", "ip.dst", label_field]);
+        assert!(
+            rows.len() > 1000,
+            "{name}: the transfer crossed the fabric ({} frames)",
+            rows.len()
+        );
+        // Repeated fields come comma-joined: outer address first, then the inner one.
+        let mut both_ways = (false, false);
+        for row in &rows {
+            let cols: Vec<&str> = row.split(';').collect();
+            assert_eq!(cols.len(), 3, "{name}: {row}");
+            let src: Vec<&str> = cols[0].split(',').collect();
+            let dst: Vec<&str> = cols[1].split(',').collect();
+            assert_eq!(cols[2], LABEL.to_string(), "{name}: label / VNI: {row}");
+            match (src.as_slice(), dst.as_slice()) {
+                (["198.19.0.1", "198.18.1.2"], ["198.19.0.2", "198.18.2.2"]) => both_ways.0 = true,
+                (["198.19.0.2", "198.18.2.2"], ["198.19.0.1", "198.18.1.2"]) => both_ways.1 = true,
+                _ => panic!("{name}: unexpected outer/inner addresses in {row}"),
+            }
+        }
+        assert!(both_ways.0 && both_ways.1, "{name}: tunnelled both ways");
+    }
+    assert!(vr1.stop().success());
+    assert!(vr2.stop().success());
+}
+
+#[test]
+fn linux_vxlan_node_and_a_pod_behind_vrouterd_reach_each_other() {
+    let remote = Netns::new("vxr");
+    let node = Netns::new("vxn");
+    node.veth("fab0", "fab0", Some(&remote));
+    let remote_fabric = "fab0".to_owned();
+    remote.ip(&["addr", "add", "198.19.0.2/24", "dev", &remote_fabric]);
+    let remote_fabric_mac =
+        remote.exec(&["cat", &format!("/sys/class/net/{remote_fabric}/address")]);
+    let remote_fabric_mac: MacAddr = remote_fabric_mac.trim().parse().expect("mac");
+    // The remote node's overlay interface: VNI 100 to vrouterd's fabric address.
+    remote.ip(&[
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        &LABEL.to_string(),
+        "local",
+        "198.19.0.2",
+        "remote",
+        "198.19.0.1",
+        "dstport",
+        "4789",
+        "dev",
+        &remote_fabric,
+    ]);
+    let vx_mac = MacAddr([0x02, 0, 0, 0, 0x77, 0x01]);
+    remote.ip(&[
+        "link",
+        "set",
+        "vx0",
+        "address",
+        &vx_mac.to_string(),
+        "mtu",
+        "1400",
+        "up",
+    ]);
+    remote.ip(&["addr", "add", "198.18.1.3/24", "dev", "vx0"]);
+
+    let pod = KernelPod::attached_to(Some(&node), "vx", 1, POD_MTU);
+    let vr = node_vrouterd(&node, &pod);
+    // The remote's fabric neighbour for vrouterd's address, and the pod's MAC over the overlay.
+    remote.ip(&[
+        "neigh",
+        "replace",
+        "198.19.0.1",
+        "lladdr",
+        &FABRIC_MAC_1.to_string(),
+        "dev",
+        &remote_fabric,
+    ]);
+    remote.ip(&[
+        "neigh",
+        "add",
+        "198.18.1.2",
+        "lladdr",
+        &MacAddr(pod.mac).to_string(),
+        "dev",
+        "vx0",
+    ]);
+    pod.ns.ip(&[
+        "neigh",
+        "add",
+        "198.18.1.3",
+        "lladdr",
+        &vx_mac.to_string(),
+        "dev",
+        "eth0",
+    ]);
+    // L2 over VXLAN: the remote host's MAC is bridged into the tunnel with VNI 100; frames from
+    // the tunnel to the pod's MAC are bridged to the pod.
+    let nh = Nexthop::Tunnel {
+        encap: TunnelEncap::Vxlan,
+        vif: "fabric0".into(),
+        sip: "198.19.0.1".parse().expect("ip"),
+        dip: "198.19.0.2".parse().expect("ip"),
+        dmac: remote_fabric_mac,
+    };
+    vr.api(|c| async move { c.nexthop_set(3, &nh).await })
+        .expect("tunnel nexthop");
+    for entry in [
+        BridgeEntry {
+            mac: vx_mac,
+            nexthop: 3,
+            label: Some(LABEL),
+        },
+        BridgeEntry {
+            mac: MacAddr(pod.mac),
+            nexthop: 1,
+            label: None,
+        },
+    ] {
+        vr.api(|c| async move { c.bridge_set(1, &entry).await })
+            .expect("bridge entry");
+    }
+
+    let out = pod.ping("198.18.1.3", 3);
+    assert!(out.contains("3 received"), "pod → Linux vxlan node: {out}");
+    let out = remote.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.1.2"]);
+    assert!(out.contains("3 received"), "Linux vxlan node → pod: {out}");
+    assert!(vr.stop().success());
+}
+
+fn node_vrouterd(ns: &Netns, pod: &KernelPod) -> Vrouterd {
+    node(ns, "fab0", "198.19.0.1", FABRIC_MAC_1, pod)
+}
