@@ -41,6 +41,7 @@
 
 pub mod buf;
 pub mod error;
+pub mod flow;
 pub mod meta;
 pub mod pipeline;
 pub mod stats;

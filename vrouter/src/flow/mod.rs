@@ -1,0 +1,24 @@
+//! Stateful flows and security policy (issue 4).
+//!
+//! - [`table`]: the preallocated flow table (lock-free lookups, bucket-locked inserts, aging,
+//!   paged dump, counters).
+//! - [`policy`]: per-vif ingress / egress rules and their evaluation.
+//! - [`stage`]: the pipeline's [`crate::pipeline::FlowHook`] ([`FlowStage`]) and the policy
+//!   store ([`Policies`]).
+//!
+//! # Wiring
+//! One `Arc<FlowTable>` and one [`Policies`] per process; each forwarding core builds its
+//! pipeline with `Pipeline::new(tables, stats, policies.stage(tables.clone()))`, calls
+//! `pipe.flow_hook().begin(in_vif, now_ms)` before each `process`, and
+//! `table.age_slice(now_ms, budget)` once per poll-loop iteration.
+
+pub mod policy;
+pub mod stage;
+pub mod table;
+
+pub use policy::{Action, Cidr, Policy, Rule};
+pub use stage::{FlowStage, Policies, PolicySnapshot};
+pub use table::{
+    FlowConfig, FlowInfo, FlowKey, FlowPage, FlowStats, FlowTable, FlowTimeouts, FlowVerdict,
+    TcpState,
+};

@@ -1,0 +1,257 @@
+//! The flow stage in the pipeline ([`FlowStage`], a [`FlowHook`]) and the control-side policy
+//! store ([`Policies`]) it reads through an RCU snapshot.
+
+use super::policy::{Action, Policy};
+use super::table::{FlowKey, FlowTable, FlowVerdict, InsertError, NewFlow, NO_VIF};
+use crate::meta::{PacketMeta, L3};
+use crate::pipeline::{FlowAction, FlowHook};
+use crate::stats::MAX_VIFS;
+use crate::tables::{Nexthop, RouteTarget, Tables};
+use crate::Error;
+use arc_swap::{ArcSwap, Cache};
+use std::sync::{Arc, Mutex};
+
+/// All vifs' policies at one moment. `generation` grows with every change; a flow remembers
+/// the generation it was evaluated against and is re-evaluated when it differs.
+#[derive(Debug, Clone)]
+pub struct PolicySnapshot {
+    pub generation: u32,
+    by_vif: Box<[Option<Arc<Policy>>]>,
+    count: usize,
+}
+
+impl PolicySnapshot {
+    #[inline(always)]
+    pub fn get(&self, vif: u16) -> Option<&Policy> {
+        self.by_vif.get(usize::from(vif))?.as_deref()
+    }
+
+    /// The verdict for a new flow entering from `in_vif` and leaving through `out_vif`, or
+    /// `None` when neither has a policy (the flow table is skipped).
+    pub fn evaluate(&self, key: &FlowKey, in_vif: u16, out_vif: u16) -> Option<FlowVerdict> {
+        let pin = self.get(in_vif);
+        let pout = self.get(out_vif);
+        if pin.is_none() && pout.is_none() {
+            return None;
+        }
+        let allowed = pin.is_none_or(|p| p.ingress_action(key) == Action::Allow)
+            && pout.is_none_or(|p| p.egress_action(key) == Action::Allow);
+        Some(if allowed {
+            FlowVerdict::Forward
+        } else {
+            FlowVerdict::Drop
+        })
+    }
+}
+
+/// The policy store: the control side sets policies here; every [`FlowStage`] reads them.
+#[derive(Debug)]
+pub struct Policies {
+    current: Arc<ArcSwap<PolicySnapshot>>,
+    table: Arc<FlowTable>,
+    writer: Mutex<()>,
+}
+
+impl Policies {
+    pub fn new(table: Arc<FlowTable>) -> Policies {
+        Policies {
+            current: Arc::new(ArcSwap::from_pointee(PolicySnapshot {
+                generation: 0,
+                by_vif: (0..MAX_VIFS).map(|_| None).collect(),
+                count: 0,
+            })),
+            table,
+            writer: Mutex::new(()),
+        }
+    }
+
+    pub fn table(&self) -> &Arc<FlowTable> {
+        &self.table
+    }
+
+    pub fn snapshot(&self) -> Arc<PolicySnapshot> {
+        self.current.load_full()
+    }
+
+    pub fn get(&self, vif: u16) -> Option<Policy> {
+        self.current.load().get(vif).cloned()
+    }
+
+    /// Set (`Some`) or remove (`None`) vif `vif`'s policy, then re-evaluate that vif's flows:
+    /// those whose verdict changes are removed (their next packet is set up under the new
+    /// policy), the others keep their state and counters. Flows of other vifs are re-checked
+    /// lazily on their next packet (the generation moved). Returns the number of flows removed.
+    pub fn set(&self, vif: u16, policy: Option<Policy>) -> Result<usize, Error> {
+        if usize::from(vif) >= MAX_VIFS {
+            return Err(Error::VifOutOfRange(u32::from(vif)));
+        }
+        if let Some(p) = &policy {
+            p.validate()?;
+        }
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current.load_full();
+        let mut by_vif = old.by_vif.clone();
+        by_vif[usize::from(vif)] = policy.map(Arc::new);
+        let next = Arc::new(PolicySnapshot {
+            generation: old.generation.wrapping_add(1),
+            count: by_vif.iter().filter(|p| p.is_some()).count(),
+            by_vif,
+        });
+        self.current.store(next.clone());
+        Ok(self.table.remove_where(|f| {
+            (f.in_vif == vif || f.out_vif == vif)
+                && next.evaluate(&f.key, f.in_vif, f.out_vif) != Some(f.verdict)
+        }))
+    }
+
+    /// A flow stage for one forwarding core.
+    pub fn stage(&self, tables: Arc<Tables>) -> FlowStage {
+        FlowStage {
+            table: self.table.clone(),
+            policies: Cache::new(self.current.clone()),
+            tables,
+            in_vif: NO_VIF,
+            now: 0,
+        }
+    }
+}
+
+/// One core's flow stage. Before each [`crate::pipeline::Pipeline::process`] call, tell it the
+/// receiving vif and the time: `pipe.flow_hook().begin(in_vif, now)`.
+pub struct FlowStage {
+    table: Arc<FlowTable>,
+    policies: Cache<Arc<ArcSwap<PolicySnapshot>>, Arc<PolicySnapshot>>,
+    tables: Arc<Tables>,
+    in_vif: u16,
+    now: u64,
+}
+
+impl FlowStage {
+    /// The burst that follows came in on `in_vif`, at `now` (the table's time unit).
+    pub fn begin(&mut self, in_vif: u16, now: u64) {
+        self.in_vif = in_vif;
+        self.now = now;
+    }
+
+    pub fn table(&self) -> &Arc<FlowTable> {
+        &self.table
+    }
+}
+
+/// The vif a target sends out of (`NO_VIF` for receive / discard / unknown).
+fn egress_vif(tables: &Tables, target: RouteTarget, hash: u32) -> u16 {
+    let mut nh = tables.nexthops.get(target.nexthop);
+    if let Some(Nexthop::Ecmp { members, count }) = nh {
+        nh = Nexthop::ecmp_pick(&members, count, hash)
+            .and_then(|m| tables.nexthops.get(u32::from(m)));
+    }
+    match nh {
+        Some(Nexthop::Encap { vif, .. } | Nexthop::Tunnel { vif, .. }) => vif,
+        _ => NO_VIF,
+    }
+}
+
+fn key_of(m: &PacketMeta) -> FlowKey {
+    FlowKey {
+        vrf: m.vrf,
+        v6: m.l3 == L3::Ipv6,
+        proto: m.proto,
+        src: m.src,
+        dst: m.dst,
+        sport: m.sport,
+        dport: m.dport,
+    }
+}
+
+fn action(v: FlowVerdict, target: RouteTarget) -> FlowAction {
+    match v {
+        FlowVerdict::Forward => FlowAction::Forward(target),
+        FlowVerdict::Drop => FlowAction::Drop,
+    }
+}
+
+impl FlowHook for FlowStage {
+    #[inline]
+    fn on_lookup(&mut self, m: &PacketMeta, frame: &mut [u8], target: RouteTarget) -> FlowAction {
+        let FlowStage {
+            table,
+            policies,
+            tables,
+            in_vif,
+            now,
+        } = self;
+        let (in_vif, now) = (*in_vif, *now);
+        let pol: &PolicySnapshot = policies.load();
+        if pol.count == 0 || !matches!(m.l3, L3::Ipv4 | L3::Ipv6) {
+            return FlowAction::Forward(target);
+        }
+        let mut out_vif = None;
+        if pol.get(in_vif).is_none() {
+            let o = egress_vif(tables, target, m.flow_hash);
+            if pol.get(o).is_none() {
+                return FlowAction::Forward(target);
+            }
+            out_vif = Some(o);
+        }
+        let key = key_of(m);
+        let tcp_flags = (m.proto == 6 && !m.fragment)
+            .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
+            .flatten();
+        let len = frame.len() as u64;
+        let table = &**table;
+        for _ in 0..2 {
+            if let Some(hit) = table.lookup(&key) {
+                if hit.policy_gen != pol.generation {
+                    // Policies changed since this flow was decided: decide again.
+                    let (fk, fin, fout) = if hit.is_reverse {
+                        (key.reverse(), hit.in_vif, hit.out_vif)
+                    } else {
+                        (key, hit.in_vif, hit.out_vif)
+                    };
+                    if pol.evaluate(&fk, fin, fout) != Some(hit.verdict) {
+                        table.remove(hit.index, &key);
+                        continue;
+                    }
+                    table.set_policy_gen(hit.index, pol.generation);
+                }
+                table.touch(hit.index, len, now, tcp_flags);
+                return action(hit.verdict, target);
+            }
+            // Miss: decide from the policies and install the flow (and its reverse if allowed).
+            let out = match out_vif {
+                Some(o) => o,
+                None => egress_vif(tables, target, m.flow_hash),
+            };
+            let Some(verdict) = pol.evaluate(&key, in_vif, out) else {
+                return FlowAction::Forward(target);
+            };
+            let new = NewFlow {
+                key,
+                verdict,
+                with_reverse: verdict == FlowVerdict::Forward,
+                in_vif,
+                out_vif: out,
+                policy_gen: pol.generation,
+                now,
+            };
+            match table.insert(&new) {
+                Ok(idx) => {
+                    table.touch(idx, len, now, tcp_flags);
+                    return action(verdict, target);
+                }
+                Err(InsertError::Full) => return FlowAction::Drop,
+                // Another core set up this flow (or its reply) just now: look up again, and if
+                // it still is not there, decide this packet alone.
+                Err(InsertError::Raced) => {
+                    if let Some(hit) = table.lookup(&key) {
+                        table.touch(hit.index, len, now, tcp_flags);
+                        return action(hit.verdict, target);
+                    }
+                    return action(verdict, target);
+                }
+            }
+        }
+        // Re-evaluated away twice in a row (policies changing under us): drop this packet.
+        FlowAction::Drop
+    }
+}

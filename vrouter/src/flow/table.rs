@@ -1,0 +1,1190 @@
+//! The flow table: preallocated, bucketised open addressing, built only from atomics.
+//!
+//! - A key hashes to two candidate buckets of [`SLOTS_PER_BUCKET`] slots; a flow lives in the
+//!   less loaded one. Slot `i` of bucket `b` is entry `b * SLOTS_PER_BUCKET + i`, so an entry's
+//!   index is stable for its life (the reverse-flow index points at it) and no free list exists.
+//! - Each bucket has a sequence word: even = stable, odd = a writer holds it. Readers never
+//!   write it: they read the bucket's tags and the candidate entry's key, then check that the
+//!   sequence did not move (bounded retries), so lookups from many cores share no lock.
+//! - Writers (setup, removal, aging) take the bucket(s) they change by moving the sequence to
+//!   odd, always in ascending bucket order, so two writers never deadlock.
+//! - Counters, last-seen time and TCP state of a hit entry are updated with plain atomic
+//!   operations outside the sequence: an entry removed and reused between a reader's check and
+//!   its counter update can be credited one packet that was not its own (accepted; counters are
+//!   statistics, never decisions).
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Slots per bucket (one bucket header per 64-byte line).
+pub const SLOTS_PER_BUCKET: usize = 8;
+/// The largest table (entry indexes must fit the 32-bit reverse index, minus the "none" mark).
+pub const MAX_ENTRIES: usize = 1 << 26;
+/// The default table size (`--flow-entries`).
+pub const DEFAULT_ENTRIES: usize = 512 * 1024;
+/// "No vif" (the egress of a receive / discard nexthop).
+pub const NO_VIF: u16 = u16::MAX;
+const NO_REVERSE: u32 = u32::MAX;
+const READ_TRIES: usize = 16;
+
+/// A flow's identity. Addresses are `u128` (IPv4 in the low 32 bits), as in
+/// [`crate::meta::PacketMeta`]. For ICMP the echo identifier stands in the source port and the
+/// destination port is zero in both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub vrf: u16,
+    pub v6: bool,
+    pub proto: u8,
+    pub src: u128,
+    pub dst: u128,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl FlowKey {
+    /// The key of the replies: addresses and ports swapped (ICMP keeps its identifier in place).
+    pub fn reverse(&self) -> FlowKey {
+        let icmp = is_icmp(self.proto);
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            sport: if icmp { self.sport } else { self.dport },
+            dport: if icmp { self.dport } else { self.sport },
+            ..*self
+        }
+    }
+
+    fn words(&self) -> [u64; 5] {
+        [
+            u64::from(self.vrf) << 48
+                | u64::from(self.proto) << 40
+                | u64::from(self.v6) << 32
+                | u64::from(self.sport) << 16
+                | u64::from(self.dport),
+            (self.src >> 64) as u64,
+            self.src as u64,
+            (self.dst >> 64) as u64,
+            self.dst as u64,
+        ]
+    }
+
+    fn from_words(w: [u64; 5]) -> FlowKey {
+        FlowKey {
+            vrf: (w[0] >> 48) as u16,
+            proto: (w[0] >> 40) as u8,
+            v6: (w[0] >> 32) & 1 == 1,
+            sport: (w[0] >> 16) as u16,
+            dport: w[0] as u16,
+            src: u128::from(w[1]) << 64 | u128::from(w[2]),
+            dst: u128::from(w[3]) << 64 | u128::from(w[4]),
+        }
+    }
+
+    #[inline(always)]
+    fn hash(w: &[u64; 5]) -> u64 {
+        let mut h = 0x243f_6a88_85a3_08d3u64;
+        for &x in w {
+            h = (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            h ^= h >> 29;
+        }
+        h
+    }
+}
+
+pub(crate) fn is_icmp(proto: u8) -> bool {
+    proto == 1 || proto == 58
+}
+
+/// What a flow does with its packets. Room is left in the entry for NAT and mirror actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowVerdict {
+    Forward,
+    Drop,
+}
+
+/// TCP connection state, for aging. Ordered: the pair's state is the later of its two entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum TcpState {
+    /// Not TCP, or no flags seen yet.
+    #[default]
+    None,
+    /// A SYN without ACK seen.
+    Syn,
+    Established,
+    /// A FIN seen.
+    Fin,
+    /// A RST seen.
+    Rst,
+}
+
+impl TcpState {
+    fn from_u8(v: u8) -> TcpState {
+        match v {
+            1 => TcpState::Syn,
+            2 => TcpState::Established,
+            3 => TcpState::Fin,
+            4 => TcpState::Rst,
+            _ => TcpState::None,
+        }
+    }
+
+    /// The state after a segment with TCP `flags` (the byte at offset 13 of the header).
+    pub fn next(self, flags: u8) -> TcpState {
+        const FIN: u8 = 0x01;
+        const SYN: u8 = 0x02;
+        const RST: u8 = 0x04;
+        const ACK: u8 = 0x10;
+        if flags & RST != 0 {
+            TcpState::Rst
+        } else if flags & FIN != 0 {
+            self.max(TcpState::Fin)
+        } else if flags & SYN != 0 && flags & ACK == 0 {
+            self.max(TcpState::Syn)
+        } else if flags & ACK != 0 && self <= TcpState::Syn {
+            TcpState::Established
+        } else {
+            self
+        }
+    }
+}
+
+/// Idle timeouts, in the caller's time unit (the `now` values it passes; milliseconds in
+/// `vrouterd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowTimeouts {
+    pub tcp_established: u64,
+    /// TCP after FIN or RST, and half-open (SYN only).
+    pub tcp_closing: u64,
+    pub udp: u64,
+    pub icmp: u64,
+    /// Any other protocol.
+    pub other: u64,
+}
+
+impl Default for FlowTimeouts {
+    fn default() -> Self {
+        FlowTimeouts {
+            tcp_established: 7_200_000,
+            tcp_closing: 10_000,
+            udp: 180_000,
+            icmp: 30_000,
+            other: 180_000,
+        }
+    }
+}
+
+impl FlowTimeouts {
+    fn for_flow(&self, proto: u8, tcp: TcpState) -> u64 {
+        match proto {
+            6 if tcp == TcpState::Established => self.tcp_established,
+            6 => self.tcp_closing,
+            17 => self.udp,
+            1 | 58 => self.icmp,
+            _ => self.other,
+        }
+    }
+}
+
+/// Sizes and timeouts fixed at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// At most this many entries (a flow and its reverse are two). Slots are allocated with an
+    /// eighth more, so the two-choice placement rarely finds both buckets full below capacity.
+    pub entries: usize,
+    pub timeouts: FlowTimeouts,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            entries: DEFAULT_ENTRIES,
+            timeouts: FlowTimeouts::default(),
+        }
+    }
+}
+
+/// Why a flow could not be installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// No room (counted as `table_full`).
+    Full,
+    /// Another core installed one of the two keys at the same time; look up again.
+    Raced,
+}
+
+/// A snapshot of one entry (for the API dump and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowInfo {
+    pub index: u32,
+    pub key: FlowKey,
+    pub verdict: FlowVerdict,
+    pub tcp: TcpState,
+    /// This entry is the reply direction of a flow.
+    pub is_reverse: bool,
+    /// The other direction's entry.
+    pub reverse: Option<u32>,
+    /// The vif the flow's first packet came in on, and the one it went out of.
+    pub in_vif: u16,
+    pub out_vif: u16,
+    /// The policy generation it was last evaluated against.
+    pub policy_gen: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub last_seen: u64,
+}
+
+/// One page of [`FlowTable::flows`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowPage {
+    pub flows: Vec<FlowInfo>,
+    /// Pass as `cursor` for the next page; `None` at the end of the table.
+    pub next: Option<usize>,
+}
+
+/// Table counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowStats {
+    pub capacity: usize,
+    pub active: usize,
+    /// Flows set up (a flow and its reverse count once).
+    pub created: u64,
+    /// Flows removed by aging.
+    pub aged: u64,
+    /// Flows removed to make room for new ones, or flushed / re-evaluated away.
+    pub evicted: u64,
+    /// New flows dropped because the table was full.
+    pub table_full: u64,
+    /// Setups that lost a race with another core (the packet was decided without installing).
+    pub setup_races: u64,
+}
+
+/// A lookup hit: where the entry is and what it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub index: u32,
+    pub verdict: FlowVerdict,
+    pub in_vif: u16,
+    pub out_vif: u16,
+    pub policy_gen: u32,
+    pub is_reverse: bool,
+}
+
+/// What to install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewFlow {
+    pub key: FlowKey,
+    pub verdict: FlowVerdict,
+    /// Install the reply direction too (allowed flows); denied flows are installed alone, so
+    /// the opposite direction is evaluated on its own.
+    pub with_reverse: bool,
+    pub in_vif: u16,
+    pub out_vif: u16,
+    pub policy_gen: u32,
+    pub now: u64,
+}
+
+#[derive(Debug)]
+#[repr(align(64))]
+struct Bucket {
+    seq: AtomicU32,
+    /// Non-zero: the slot is in use and this is its key's tag.
+    tags: [AtomicU32; SLOTS_PER_BUCKET],
+}
+
+/// Entry words: `meta` = verdict (8) | tcp state (8) | flags (8) | reserved (8) | reverse index
+/// (32); `vifs` = in vif (16) | out vif (16) | policy generation (32).
+#[derive(Debug, Default)]
+struct Entry {
+    key: [AtomicU64; 5],
+    meta: AtomicU64,
+    vifs: AtomicU64,
+    seen: AtomicU64,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+const FLAG_REVERSE: u64 = 1;
+
+fn meta_word(verdict: FlowVerdict, tcp: TcpState, reverse_flag: bool, rev: u32) -> u64 {
+    let v = match verdict {
+        FlowVerdict::Forward => 1u64,
+        FlowVerdict::Drop => 2,
+    };
+    v << 56 | (tcp as u64) << 48 | u64::from(reverse_flag) << 40 | u64::from(rev)
+}
+
+fn meta_verdict(m: u64) -> FlowVerdict {
+    if (m >> 56) as u8 == 1 {
+        FlowVerdict::Forward
+    } else {
+        FlowVerdict::Drop
+    }
+}
+fn meta_tcp(m: u64) -> TcpState {
+    TcpState::from_u8((m >> 48) as u8)
+}
+fn meta_is_reverse(m: u64) -> bool {
+    (m >> 40) & FLAG_REVERSE == 1
+}
+fn meta_rev(m: u64) -> Option<u32> {
+    let r = m as u32;
+    (r != NO_REVERSE).then_some(r)
+}
+fn vifs_word(in_vif: u16, out_vif: u16, gen: u32) -> u64 {
+    u64::from(in_vif) << 48 | u64::from(out_vif) << 32 | u64::from(gen)
+}
+
+/// The flow table. Share it as `Arc<FlowTable>` between the forwarding cores and the control side.
+#[derive(Debug)]
+pub struct FlowTable {
+    buckets: Box<[Bucket]>,
+    entries: Box<[Entry]>,
+    capacity: usize,
+    timeouts: FlowTimeouts,
+    active: AtomicUsize,
+    created: AtomicU64,
+    aged: AtomicU64,
+    evicted: AtomicU64,
+    table_full: AtomicU64,
+    setup_races: AtomicU64,
+    /// Where the next aging slice starts (in buckets).
+    age_cursor: AtomicUsize,
+}
+
+/// Where a key may live.
+#[derive(Clone, Copy)]
+struct Place {
+    words: [u64; 5],
+    tag: u32,
+    b1: usize,
+    b2: usize,
+}
+
+impl FlowTable {
+    /// A table for `config.entries` entries, all memory allocated now (about 90 bytes per entry).
+    pub fn new(config: FlowConfig) -> Result<FlowTable, crate::Error> {
+        if config.entries < 2 || config.entries > MAX_ENTRIES {
+            return Err(crate::Error::TableFull {
+                table: "flow (entries must be 2..=67108864)",
+                capacity: config.entries,
+            });
+        }
+        let slots = config.entries + config.entries / 8;
+        let nb = slots.div_ceil(SLOTS_PER_BUCKET).max(2);
+        let buckets = (0..nb)
+            .map(|_| Bucket {
+                seq: AtomicU32::new(0),
+                tags: Default::default(),
+            })
+            .collect();
+        let entries = (0..nb * SLOTS_PER_BUCKET)
+            .map(|_| Entry::default())
+            .collect();
+        Ok(FlowTable {
+            buckets,
+            entries,
+            capacity: config.entries,
+            timeouts: config.timeouts,
+            active: AtomicUsize::new(0),
+            created: AtomicU64::new(0),
+            aged: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            table_full: AtomicU64::new(0),
+            setup_races: AtomicU64::new(0),
+            age_cursor: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes of memory the table holds.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.buckets) + std::mem::size_of_val(&*self.entries)
+    }
+
+    pub fn timeouts(&self) -> FlowTimeouts {
+        self.timeouts
+    }
+
+    #[inline(always)]
+    fn place(&self, key: &FlowKey) -> Place {
+        let words = key.words();
+        let h = FlowKey::hash(&words);
+        let nb = self.buckets.len() as u64;
+        let b1 = (((h & 0xffff_ffff) * nb) >> 32) as usize;
+        let mut b2 = (((h >> 32) * nb) >> 32) as usize;
+        if b2 == b1 {
+            b2 = (b1 + 1) % self.buckets.len();
+        }
+        Place {
+            words,
+            tag: (h.rotate_left(17) as u32) | 1,
+            b1,
+            b2,
+        }
+    }
+
+    /// Find `key`'s entry. Lock-free; `None` on a miss (or when writers kept the buckets busy
+    /// for every retry: the caller's setup path then finds the entry under the lock).
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey) -> Option<Hit> {
+        let p = self.place(key);
+        self.lookup_in(&p, p.b1)
+            .or_else(|| self.lookup_in(&p, p.b2))
+    }
+
+    #[inline(always)]
+    fn lookup_in(&self, p: &Place, b: usize) -> Option<Hit> {
+        let bucket = self.buckets.get(b)?;
+        for _ in 0..READ_TRIES {
+            let s1 = bucket.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut found = None;
+            for (i, t) in bucket.tags.iter().enumerate() {
+                if t.load(Ordering::Relaxed) != p.tag {
+                    continue;
+                }
+                let idx = b * SLOTS_PER_BUCKET + i;
+                let Some(e) = self.entries.get(idx) else {
+                    continue;
+                };
+                if e.key
+                    .iter()
+                    .zip(&p.words)
+                    .all(|(k, w)| k.load(Ordering::Relaxed) == *w)
+                {
+                    found = Some((
+                        idx,
+                        e.meta.load(Ordering::Relaxed),
+                        e.vifs.load(Ordering::Relaxed),
+                    ));
+                    break;
+                }
+            }
+            fence(Ordering::Acquire);
+            if bucket.seq.load(Ordering::Relaxed) != s1 {
+                continue;
+            }
+            return found.map(|(idx, m, v)| Hit {
+                index: idx as u32,
+                verdict: meta_verdict(m),
+                is_reverse: meta_is_reverse(m),
+                in_vif: (v >> 48) as u16,
+                out_vif: (v >> 32) as u16,
+                policy_gen: v as u32,
+            });
+        }
+        None
+    }
+
+    /// Account a packet of `len` bytes to entry `index` at time `now`; for TCP, `tcp_flags` moves
+    /// the state. Lock-free.
+    #[inline]
+    pub fn touch(&self, index: u32, len: u64, now: u64, tcp_flags: Option<u8>) {
+        let Some(e) = self.entries.get(index as usize) else {
+            return;
+        };
+        e.packets.fetch_add(1, Ordering::Relaxed);
+        e.bytes.fetch_add(len, Ordering::Relaxed);
+        if e.seen.load(Ordering::Relaxed) < now {
+            e.seen.store(now, Ordering::Relaxed);
+        }
+        if let Some(flags) = tcp_flags {
+            let m = e.meta.load(Ordering::Relaxed);
+            let next = meta_tcp(m).next(flags);
+            if next != meta_tcp(m) {
+                // Only the state byte changes; a concurrent removal makes the CAS fail harmlessly.
+                let new = (m & !(0xff << 48)) | (next as u64) << 48;
+                let _ = e
+                    .meta
+                    .compare_exchange(m, new, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Record that entry `index` was re-evaluated against policy generation `gen` with the same
+    /// verdict.
+    pub fn set_policy_gen(&self, index: u32, gen: u32) {
+        if let Some(e) = self.entries.get(index as usize) {
+            let v = e.vifs.load(Ordering::Relaxed);
+            let _ = e.vifs.compare_exchange(
+                v,
+                (v & !0xffff_ffff) | u64::from(gen),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn lock(&self, b: usize) {
+        let Some(bucket) = self.buckets.get(b) else {
+            return;
+        };
+        loop {
+            let s = bucket.seq.load(Ordering::Relaxed);
+            if s & 1 == 0
+                && bucket
+                    .seq
+                    .compare_exchange_weak(
+                        s,
+                        s.wrapping_add(1),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                fence(Ordering::Release);
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn try_lock(&self, b: usize) -> bool {
+        let Some(bucket) = self.buckets.get(b) else {
+            return false;
+        };
+        let s = bucket.seq.load(Ordering::Relaxed);
+        if s & 1 == 0
+            && bucket
+                .seq
+                .compare_exchange(s, s.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            fence(Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    fn unlock(&self, b: usize) {
+        if let Some(bucket) = self.buckets.get(b) {
+            bucket.seq.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Lock a set of buckets in ascending order (duplicates once); returns them sorted.
+    fn lock_all<const N: usize>(&self, mut bs: [usize; N]) -> ([usize; N], usize) {
+        bs.sort_unstable();
+        let mut n = 0;
+        for i in 0..N {
+            if i == 0 || bs[i] != bs[n - 1] {
+                bs[n] = bs[i];
+                n += 1;
+            }
+        }
+        for &b in &bs[..n] {
+            self.lock(b);
+        }
+        (bs, n)
+    }
+
+    fn unlock_all(&self, bs: &[usize]) {
+        for &b in bs.iter().rev() {
+            self.unlock(b);
+        }
+    }
+
+    /// Under the lock of `p`'s buckets: the entry holding `p`'s key.
+    fn find_locked(&self, p: &Place) -> Option<usize> {
+        [p.b1, p.b2].into_iter().find_map(|b| {
+            let bucket = self.buckets.get(b)?;
+            bucket.tags.iter().enumerate().find_map(|(i, t)| {
+                let idx = b * SLOTS_PER_BUCKET + i;
+                (t.load(Ordering::Relaxed) == p.tag
+                    && self.entries.get(idx).is_some_and(|e| {
+                        e.key
+                            .iter()
+                            .zip(&p.words)
+                            .all(|(k, w)| k.load(Ordering::Relaxed) == *w)
+                    }))
+                .then_some(idx)
+            })
+        })
+    }
+
+    fn free_slots(&self, b: usize) -> usize {
+        self.buckets.get(b).map_or(0, |bk| {
+            bk.tags
+                .iter()
+                .filter(|t| t.load(Ordering::Relaxed) == 0)
+                .count()
+        })
+    }
+
+    /// Under the lock of bucket `b`: a free slot, or one freed by evicting a closed or expired
+    /// flow.
+    fn claim_slot(&self, b: usize, held: &[usize], now: u64) -> Option<usize> {
+        let bucket = self.buckets.get(b)?;
+        if let Some(i) = bucket
+            .tags
+            .iter()
+            .position(|t| t.load(Ordering::Relaxed) == 0)
+        {
+            return Some(b * SLOTS_PER_BUCKET + i);
+        }
+        self.evict_in(b, held, now)
+    }
+
+    /// Under the lock of bucket `b`: evict one closed or expired flow of it whose partner's
+    /// bucket is `held` or can be taken without waiting. Returns the freed slot.
+    fn evict_in(&self, b: usize, held: &[usize], now: u64) -> Option<usize> {
+        let bucket = self.buckets.get(b)?;
+        for i in 0..SLOTS_PER_BUCKET {
+            let idx = b * SLOTS_PER_BUCKET + i;
+            if bucket.tags[i].load(Ordering::Relaxed) == 0 || !self.evictable(idx, now) {
+                continue;
+            }
+            let partner = self
+                .entries
+                .get(idx)
+                .and_then(|e| meta_rev(e.meta.load(Ordering::Relaxed)));
+            match partner {
+                None => self.clear_locked(idx),
+                Some(r) => {
+                    let pb = r as usize / SLOTS_PER_BUCKET;
+                    let mine = held.contains(&pb);
+                    let took = !mine && self.try_lock(pb);
+                    if !mine && !took {
+                        continue;
+                    }
+                    self.clear_locked(idx);
+                    self.clear_locked(r as usize);
+                    if took {
+                        self.unlock(pb);
+                    }
+                }
+            }
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+            return Some(idx);
+        }
+        None
+    }
+
+    /// Closed (FIN / RST) or idle beyond its timeout.
+    fn evictable(&self, idx: usize, now: u64) -> bool {
+        let Some(e) = self.entries.get(idx) else {
+            return false;
+        };
+        let m = e.meta.load(Ordering::Relaxed);
+        let (tcp, seen) = self.pair_state(m, e);
+        let proto = (e.key[0].load(Ordering::Relaxed) >> 40) as u8;
+        tcp >= TcpState::Fin || now.saturating_sub(seen) > self.timeouts.for_flow(proto, tcp)
+    }
+
+    /// The later TCP state and last-seen time of an entry and its partner.
+    fn pair_state(&self, m: u64, e: &Entry) -> (TcpState, u64) {
+        let mut tcp = meta_tcp(m);
+        let mut seen = e.seen.load(Ordering::Relaxed);
+        if let Some(p) = meta_rev(m).and_then(|r| self.entries.get(r as usize)) {
+            tcp = tcp.max(meta_tcp(p.meta.load(Ordering::Relaxed)));
+            seen = seen.max(p.seen.load(Ordering::Relaxed));
+        }
+        (tcp, seen)
+    }
+
+    /// Under the lock of its bucket: free entry `idx`.
+    fn clear_locked(&self, idx: usize) {
+        let b = idx / SLOTS_PER_BUCKET;
+        if let Some(t) = self
+            .buckets
+            .get(b)
+            .and_then(|bk| bk.tags.get(idx % SLOTS_PER_BUCKET))
+        {
+            if t.swap(0, Ordering::Relaxed) != 0 {
+                self.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn write_entry(&self, idx: usize, p: &Place, meta: u64, vifs: u64, now: u64) {
+        let Some(e) = self.entries.get(idx) else {
+            return;
+        };
+        for (k, w) in e.key.iter().zip(&p.words) {
+            k.store(*w, Ordering::Relaxed);
+        }
+        e.meta.store(meta, Ordering::Relaxed);
+        e.vifs.store(vifs, Ordering::Relaxed);
+        e.seen.store(now, Ordering::Relaxed);
+        e.packets.store(0, Ordering::Relaxed);
+        e.bytes.store(0, Ordering::Relaxed);
+        if let Some(t) = self
+            .buckets
+            .get(idx / SLOTS_PER_BUCKET)
+            .and_then(|bk| bk.tags.get(idx % SLOTS_PER_BUCKET))
+        {
+            t.store(p.tag, Ordering::Relaxed);
+        }
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Install a flow (and its reverse when `f.with_reverse`) at once: both or neither. Returns
+    /// the forward entry's index. Takes the buckets of both keys (at most four) in order.
+    pub fn insert(&self, f: &NewFlow) -> Result<u32, InsertError> {
+        let fwd = self.place(&f.key);
+        let rev = f.with_reverse.then(|| self.place(&f.key.reverse()));
+        let need = 1 + usize::from(rev.is_some());
+        let r = match rev {
+            Some(rv) => {
+                let (bs, n) = self.lock_all([fwd.b1, fwd.b2, rv.b1, rv.b2]);
+                let r = self.insert_locked(f, &fwd, Some(&rv), &bs[..n], need);
+                self.unlock_all(&bs[..n]);
+                r
+            }
+            None => {
+                let (bs, n) = self.lock_all([fwd.b1, fwd.b2]);
+                let r = self.insert_locked(f, &fwd, None, &bs[..n], need);
+                self.unlock_all(&bs[..n]);
+                r
+            }
+        };
+        match r {
+            Ok(_) => {
+                self.created.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(InsertError::Full) => {
+                self.table_full.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(InsertError::Raced) => {
+                self.setup_races.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn insert_locked(
+        &self,
+        f: &NewFlow,
+        fwd: &Place,
+        rev: Option<&Place>,
+        held: &[usize],
+        need: usize,
+    ) -> Result<u32, InsertError> {
+        if self.find_locked(fwd).is_some() || rev.is_some_and(|r| self.find_locked(r).is_some()) {
+            return Err(InsertError::Raced);
+        }
+        // At capacity: make room by evicting a closed or expired flow near the new one.
+        while self.active.load(Ordering::Relaxed) + need > self.capacity {
+            if self.evict_in(fwd.b1, held, f.now).is_none()
+                && self.evict_in(fwd.b2, held, f.now).is_none()
+            {
+                return Err(InsertError::Full);
+            }
+        }
+        let claim = |p: &Place| {
+            let order = if self.free_slots(p.b2) > self.free_slots(p.b1) {
+                [p.b2, p.b1]
+            } else {
+                [p.b1, p.b2]
+            };
+            order
+                .into_iter()
+                .find_map(|b| self.claim_slot(b, held, f.now))
+        };
+        let Some(fi) = claim(fwd) else {
+            return Err(InsertError::Full);
+        };
+        let vifs = vifs_word(f.in_vif, f.out_vif, f.policy_gen);
+        // The forward entry goes in first (so the reverse cannot take its slot) and learns its
+        // partner's index after; readers see neither until the buckets are released.
+        let m = meta_word(f.verdict, TcpState::None, false, NO_REVERSE);
+        self.write_entry(fi, fwd, m, vifs, f.now);
+        if let Some(rp) = rev {
+            let Some(ri) = claim(rp) else {
+                self.clear_locked(fi);
+                return Err(InsertError::Full);
+            };
+            self.write_entry(
+                ri,
+                rp,
+                meta_word(f.verdict, TcpState::None, true, fi as u32),
+                vifs,
+                f.now,
+            );
+            if let Some(e) = self.entries.get(fi) {
+                e.meta.store(
+                    meta_word(f.verdict, TcpState::None, false, ri as u32),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        Ok(fi as u32)
+    }
+
+    /// Remove the flow at `index` (and its partner) if it still holds `key`. Returns whether
+    /// it did.
+    pub fn remove(&self, index: u32, key: &FlowKey) -> bool {
+        let idx = index as usize;
+        let Some(e) = self.entries.get(idx) else {
+            return false;
+        };
+        let partner = meta_rev(e.meta.load(Ordering::Relaxed));
+        let b = idx / SLOTS_PER_BUCKET;
+        let pb = partner.map_or(b, |r| r as usize / SLOTS_PER_BUCKET);
+        let (bs, n) = self.lock_all([b, pb]);
+        let p = self.place(key);
+        let ok = self.find_locked(&p) == Some(idx)
+            && meta_rev(e.meta.load(Ordering::Relaxed)) == partner;
+        if ok {
+            self.clear_locked(idx);
+            if let Some(r) = partner {
+                self.clear_locked(r as usize);
+            }
+        }
+        self.unlock_all(&bs[..n]);
+        ok
+    }
+
+    /// A consistent copy of entry `idx`, if in use.
+    fn read_entry(&self, idx: usize) -> Option<FlowInfo> {
+        let b = idx / SLOTS_PER_BUCKET;
+        let bucket = self.buckets.get(b)?;
+        let e = self.entries.get(idx)?;
+        for _ in 0..READ_TRIES {
+            let s1 = bucket.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let tag = bucket
+                .tags
+                .get(idx % SLOTS_PER_BUCKET)?
+                .load(Ordering::Relaxed);
+            let key: [u64; 5] = std::array::from_fn(|i| e.key[i].load(Ordering::Relaxed));
+            let m = e.meta.load(Ordering::Relaxed);
+            let v = e.vifs.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if bucket.seq.load(Ordering::Relaxed) != s1 {
+                continue;
+            }
+            if tag == 0 {
+                return None;
+            }
+            return Some(FlowInfo {
+                index: idx as u32,
+                key: FlowKey::from_words(key),
+                verdict: meta_verdict(m),
+                tcp: meta_tcp(m),
+                is_reverse: meta_is_reverse(m),
+                reverse: meta_rev(m),
+                in_vif: (v >> 48) as u16,
+                out_vif: (v >> 32) as u16,
+                policy_gen: v as u32,
+                packets: e.packets.load(Ordering::Relaxed),
+                bytes: e.bytes.load(Ordering::Relaxed),
+                last_seen: e.seen.load(Ordering::Relaxed),
+            });
+        }
+        None
+    }
+
+    /// Age up to `budget` buckets (each `SLOTS_PER_BUCKET` entries) from where the last call
+    /// stopped: flows idle past their timeout at `now` are removed with their reverse. Cores
+    /// calling it at once age disjoint slices. Returns the number of flows aged.
+    pub fn age_slice(&self, now: u64, budget: usize) -> usize {
+        let nb = self.buckets.len();
+        let budget = budget.min(nb);
+        let start = self.age_cursor.fetch_add(budget, Ordering::Relaxed) % nb;
+        let mut aged = 0;
+        for k in 0..budget {
+            let b = (start + k) % nb;
+            for i in 0..SLOTS_PER_BUCKET {
+                let idx = b * SLOTS_PER_BUCKET + i;
+                let Some(info) = self.read_entry(idx) else {
+                    continue;
+                };
+                // A pair is aged from its forward entry.
+                if info.is_reverse && info.reverse.is_some() {
+                    continue;
+                }
+                if self.expired(&info, now) && self.remove(info.index, &info.key) {
+                    aged += 1;
+                }
+            }
+        }
+        self.aged.fetch_add(aged as u64, Ordering::Relaxed);
+        aged
+    }
+
+    fn expired(&self, info: &FlowInfo, now: u64) -> bool {
+        let (mut tcp, mut seen) = (info.tcp, info.last_seen);
+        if let Some(p) = info.reverse.and_then(|r| self.entries.get(r as usize)) {
+            tcp = tcp.max(meta_tcp(p.meta.load(Ordering::Relaxed)));
+            seen = seen.max(p.seen.load(Ordering::Relaxed));
+        }
+        now.saturating_sub(seen) > self.timeouts.for_flow(info.key.proto, tcp)
+    }
+
+    /// Number of buckets (an aging budget of this many covers the whole table).
+    pub fn buckets(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// A page of flows: up to `limit` entries from entry index `cursor` on, only of `vrf` if given.
+    pub fn flows(&self, vrf: Option<u16>, limit: usize, cursor: usize) -> FlowPage {
+        let mut flows = Vec::with_capacity(limit.min(4096));
+        let mut idx = cursor;
+        while idx < self.entries.len() && flows.len() < limit {
+            if let Some(f) = self.read_entry(idx) {
+                if vrf.is_none_or(|v| v == f.key.vrf) {
+                    flows.push(f);
+                }
+            }
+            idx += 1;
+        }
+        FlowPage {
+            flows,
+            next: (idx < self.entries.len()).then_some(idx),
+        }
+    }
+
+    /// Every flow for which `remove_if` says so is removed with its reverse (counted as
+    /// evicted). Returns how many flows were removed.
+    pub fn remove_where(&self, mut remove_if: impl FnMut(&FlowInfo) -> bool) -> usize {
+        let mut n = 0;
+        for idx in 0..self.entries.len() {
+            let Some(info) = self.read_entry(idx) else {
+                continue;
+            };
+            if info.is_reverse && info.reverse.is_some() {
+                continue;
+            }
+            if remove_if(&info) && self.remove(info.index, &info.key) {
+                n += 1;
+            }
+        }
+        self.evicted.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// Remove every flow. Returns how many were removed.
+    pub fn flush(&self) -> usize {
+        self.remove_where(|_| true)
+    }
+
+    pub fn stats(&self) -> FlowStats {
+        FlowStats {
+            capacity: self.capacity,
+            active: self.active.load(Ordering::Relaxed),
+            created: self.created.load(Ordering::Relaxed),
+            aged: self.aged.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            table_full: self.table_full.load(Ordering::Relaxed),
+            setup_races: self.setup_races.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u32, proto: u8) -> FlowKey {
+        FlowKey {
+            vrf: 3,
+            v6: false,
+            proto,
+            src: u128::from(0xc612_0000u32 | i),
+            dst: u128::from(0xc633_6407u32),
+            sport: 1024 + (i % 50000) as u16,
+            dport: 80,
+        }
+    }
+
+    fn new_flow(key: FlowKey, verdict: FlowVerdict, now: u64) -> NewFlow {
+        NewFlow {
+            key,
+            verdict,
+            with_reverse: verdict == FlowVerdict::Forward,
+            in_vif: 1,
+            out_vif: 2,
+            policy_gen: 0,
+            now,
+        }
+    }
+
+    fn table(entries: usize) -> FlowTable {
+        FlowTable::new(FlowConfig {
+            entries,
+            timeouts: FlowTimeouts {
+                tcp_established: 1000,
+                tcp_closing: 10,
+                udp: 100,
+                icmp: 50,
+                other: 100,
+            },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        assert!(FlowTable::new(FlowConfig {
+            entries: 0,
+            ..FlowConfig::default()
+        })
+        .is_err());
+        assert!(FlowTable::new(FlowConfig {
+            entries: MAX_ENTRIES + 1,
+            ..FlowConfig::default()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn insert_installs_forward_and_reverse_linked() {
+        let t = table(64);
+        let k = key(1, 6);
+        assert_eq!(t.lookup(&k), None);
+        let fi = t.insert(&new_flow(k, FlowVerdict::Forward, 5)).unwrap();
+        let f = t.lookup(&k).unwrap();
+        let r = t.lookup(&k.reverse()).unwrap();
+        assert_eq!(f.index, fi);
+        assert!(!f.is_reverse && r.is_reverse);
+        assert_eq!((f.in_vif, f.out_vif), (1, 2));
+        let page = t.flows(None, 10, 0);
+        assert_eq!(page.flows.len(), 2);
+        let fwd = page.flows.iter().find(|x| x.index == fi).unwrap();
+        assert_eq!(fwd.reverse, Some(r.index));
+        assert_eq!(fwd.key, k);
+        assert_eq!(t.stats().active, 2);
+        assert_eq!(t.stats().created, 1);
+        // A second setup of the same key is a race, not a duplicate.
+        assert_eq!(
+            t.insert(&new_flow(k, FlowVerdict::Forward, 5)),
+            Err(InsertError::Raced)
+        );
+        assert_eq!(t.stats().active, 2);
+    }
+
+    #[test]
+    fn denied_flows_are_installed_alone() {
+        let t = table(64);
+        let k = key(2, 17);
+        t.insert(&new_flow(k, FlowVerdict::Drop, 0)).unwrap();
+        assert_eq!(t.lookup(&k).unwrap().verdict, FlowVerdict::Drop);
+        assert_eq!(t.lookup(&k.reverse()), None);
+    }
+
+    #[test]
+    fn icmp_reverse_keeps_the_identifier() {
+        let k = key(3, 1);
+        let r = k.reverse();
+        assert_eq!((r.sport, r.dport), (k.sport, k.dport));
+        assert_eq!((r.src, r.dst), (k.dst, k.src));
+        let u = key(3, 17).reverse();
+        assert_eq!((u.sport, u.dport), (80, k.sport));
+    }
+
+    #[test]
+    fn full_table_refuses_then_counts() {
+        let t = table(16);
+        let mut ok = 0;
+        for i in 0..16 {
+            if t.insert(&new_flow(key(i, 17), FlowVerdict::Forward, 0))
+                .is_ok()
+            {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 8);
+        assert_eq!(t.stats().active, 16);
+        assert_eq!(t.stats().table_full, 8);
+        // Existing flows still hit.
+        for i in 0..16 {
+            if let Some(h) = t.lookup(&key(i, 17)) {
+                assert_eq!(h.verdict, FlowVerdict::Forward);
+            }
+        }
+        // Once idle past the UDP timeout they can be evicted for a new flow.
+        t.insert(&new_flow(key(100, 17), FlowVerdict::Forward, 1000))
+            .unwrap();
+        assert!(t.stats().evicted >= 1);
+        assert!(t.stats().active <= 16);
+    }
+
+    #[test]
+    fn aging_respects_per_protocol_timeouts_and_the_later_direction() {
+        let t = table(64);
+        let udp = key(1, 17);
+        let icmp = key(2, 1);
+        let tcp = key(3, 6);
+        for k in [udp, icmp, tcp] {
+            t.insert(&new_flow(k, FlowVerdict::Forward, 0)).unwrap();
+        }
+        // Establish the TCP flow; the reply direction keeps the UDP flow alive.
+        let h = t.lookup(&tcp).unwrap();
+        t.touch(h.index, 60, 0, Some(0x02));
+        let r = t.lookup(&tcp.reverse()).unwrap();
+        t.touch(r.index, 60, 0, Some(0x12));
+        let ur = t.lookup(&udp.reverse()).unwrap();
+        t.touch(ur.index, 60, 90, None);
+        let all = t.buckets();
+        assert_eq!(t.age_slice(50, all), 0);
+        assert_eq!(t.age_slice(51, all), 1); // ICMP, 50 idle
+        assert!(t.lookup(&icmp).is_none() && t.lookup(&icmp.reverse()).is_none());
+        assert_eq!(t.age_slice(190, all), 0); // UDP reply seen at 90
+        assert_eq!(t.age_slice(191, all), 1);
+        assert_eq!(t.age_slice(1000, all), 0); // TCP established: 1000
+        t.touch(h.index, 60, 1000, Some(0x11)); // FIN: closing timeout
+        assert_eq!(t.age_slice(1010, all), 0);
+        assert_eq!(t.age_slice(1011, all), 1);
+        let s = t.stats();
+        assert_eq!((s.aged, s.active, s.created), (3, 0, 3));
+    }
+
+    #[test]
+    fn age_slice_covers_the_table_in_steps() {
+        let t = table(256);
+        for i in 0..50 {
+            t.insert(&new_flow(key(i, 17), FlowVerdict::Forward, 0))
+                .unwrap();
+        }
+        let mut aged = 0;
+        for _ in 0..t.buckets() {
+            aged += t.age_slice(1000, 1);
+        }
+        assert_eq!(aged, 50);
+        assert_eq!(t.stats().active, 0);
+    }
+
+    #[test]
+    fn tcp_state_machine() {
+        use TcpState::*;
+        assert_eq!(None.next(0x02), Syn);
+        assert_eq!(Syn.next(0x12), Established);
+        assert_eq!(Syn.next(0x10), Established);
+        assert_eq!(Established.next(0x10), Established);
+        assert_eq!(Established.next(0x11), Fin);
+        assert_eq!(Fin.next(0x10), Fin);
+        assert_eq!(Established.next(0x04), Rst);
+    }
+
+    #[test]
+    fn dump_pages_filter_and_flush() {
+        let t = table(256);
+        for i in 0..30 {
+            let mut k = key(i, 6);
+            k.vrf = if i % 3 == 0 { 7 } else { 3 };
+            t.insert(&new_flow(k, FlowVerdict::Forward, 0)).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor = Some(0);
+        while let Some(c) = cursor {
+            let p = t.flows(Some(7), 4, c);
+            assert!(p.flows.len() <= 4);
+            seen.extend(p.flows);
+            cursor = p.next;
+        }
+        assert_eq!(seen.len(), 20);
+        assert!(seen.iter().all(|f| f.key.vrf == 7));
+        assert_eq!(t.flush(), 30);
+        assert_eq!(t.stats().active, 0);
+        assert!(t.flows(None, 100, 0).flows.is_empty());
+    }
+}
