@@ -397,9 +397,6 @@ impl Session {
                     );
                 }
                 self.features = *f;
-                for v in &mut self.vrings {
-                    v.announced = false;
-                }
                 Outcome::Ok
             }
             Request::SetOwner => {
@@ -423,7 +420,6 @@ impl Session {
                 };
                 v.size = Some(s.num as u16);
                 v.failed = false;
-                v.announced = false;
                 Outcome::Ok
             }
             Request::SetVringAddr(a) => {
@@ -441,7 +437,6 @@ impl Session {
                 };
                 v.addr = Some(*a);
                 v.failed = false;
-                v.announced = false;
                 Outcome::Ok
             }
             Request::SetVringBase(s) => {
@@ -453,7 +448,6 @@ impl Session {
                 };
                 v.base = s.num as u16;
                 v.failed = false;
-                v.announced = false;
                 Outcome::Ok
             }
             Request::GetVringBase(s) => {
@@ -462,7 +456,6 @@ impl Session {
                         // Stops the ring (spec): it restarts with the next kick.
                         v.started = false;
                         v.kick = None;
-                        v.announced = false;
                         u32::from(v.base)
                     }
                     None => {
@@ -498,7 +491,6 @@ impl Session {
                     return self.refuse(msg, &format!("no vring {}", s.index));
                 };
                 v.enabled = s.num == 1;
-                v.announced = false;
                 Outcome::Ok
             }
             Request::SendRarp(_) => Outcome::Ok,
@@ -541,7 +533,6 @@ impl Session {
                 self.memory = Some(Arc::new(m));
                 for v in &mut self.vrings {
                     v.failed = false;
-                    v.announced = false;
                 }
                 Outcome::Ok
             }
@@ -572,7 +563,6 @@ impl Session {
             1 => v.call = fd.map(Arc::new),
             _ => v.err = fd,
         }
-        v.announced = false;
         Outcome::Ok
     }
 
@@ -611,24 +601,27 @@ impl Session {
         self.memory = None;
     }
 
+    /// Reports vrings that became ready, once each: a vring already announced and not yet
+    /// taken is not reported again (the driver takes it with its latest configuration), and one
+    /// that stopped being ready is forgotten so it is reported when it is ready again.
     fn announce_ready(&mut self, out: &mut Output) {
-        if self.memory.is_none() {
-            return;
-        }
+        let has_memory = self.memory.is_some();
         let protocol_enabled = self.features & F_PROTOCOL_FEATURES != 0;
         for (i, v) in self.vrings.iter_mut().enumerate() {
+            if v.lent {
+                continue;
+            }
             let enabled = !protocol_enabled || v.enabled;
-            if !v.lent
-                && !v.announced
+            let ready = has_memory
                 && !v.failed
                 && v.started
                 && enabled
                 && v.size.is_some()
-                && v.addr.is_some()
-            {
-                v.announced = true;
+                && v.addr.is_some();
+            if ready && !v.announced {
                 out.ready.push(i as u16);
             }
+            v.announced = ready;
         }
     }
 }
@@ -721,7 +714,9 @@ mod tests {
         s
     }
 
+    /// Configures and enables vring `index`; returns every ready event the sequence produced.
     fn start(s: &mut Session, ram: &GuestRam, index: u32, q: &DriverQueue) -> Output {
+        let mut all = Output::default();
         for (c, p) in [
             (
                 code::SET_VRING_NUM,
@@ -736,18 +731,14 @@ mod tests {
                 code::SET_VRING_KICK,
                 u64p(u64::from(index) | codec::VRING_NOFD_MASK),
             ),
+            (code::SET_VRING_ENABLE, codec::vring_state_payload(index, 1)),
         ] {
-            assert_eq!(ack(s, c, &p, vec![]), 0, "request {c}");
+            let out = send(s, msg(c, true, &p, vec![]));
+            assert_eq!(replies(&out), vec![(c, u64p(0))], "request {c}");
+            all.ready.extend(out.ready);
+            all.stop.extend(out.stop);
         }
-        send(
-            s,
-            msg(
-                code::SET_VRING_ENABLE,
-                false,
-                &codec::vring_state_payload(index, 1),
-                vec![],
-            ),
-        )
+        all
     }
 
     const F: u64 = OFFERED_FEATURES;

@@ -53,20 +53,26 @@ fn drive(
             p.wait(Duration::from_millis(2));
             let mut ev = Vec::new();
             p.process(Instant::now(), &mut ev);
-            for e in &ev {
-                match *e {
-                    PortEvent::QueueReady(i) => {
-                        queues.push(p.take_queue(i).expect("take ready queue"))
-                    }
+            // Returning a queue can produce more events (replies released, rings ready again).
+            let mut k = 0;
+            while k < ev.len() {
+                match ev[k] {
+                    PortEvent::QueueReady(i) => match p.take_queue(i) {
+                        Ok(q) => queues.push(q),
+                        Err(e) => panic!("ready queue {i} could not be taken: {e}"),
+                    },
                     PortEvent::QueueStop(i) => {
-                        if let Some(k) = queues.iter().position(|q| q.index() == i) {
-                            let q = queues.remove(k);
-                            p.return_queue(q, &mut ev.clone());
+                        if let Some(j) = queues.iter().position(|q| q.index() == i) {
+                            let q = queues.remove(j);
+                            let mut more = Vec::new();
+                            p.return_queue(q, &mut more);
+                            ev.extend(more);
                         }
                     }
                     PortEvent::Disconnected => queues.clear(),
                     PortEvent::Connected => {}
                 }
+                k += 1;
             }
             events.extend(ev);
         }
@@ -341,8 +347,8 @@ fn bad_header_drops_the_peer_but_malformed_payloads_are_refused_and_fds_closed()
         let pf = fe.get_u64(code::GET_PROTOCOL_FEATURES).expect("get pf");
         fe.send(code::SET_PROTOCOL_FEATURES, false, &pf.to_le_bytes(), &[])
             .expect("set pf");
-        let extra =
-            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd");
+        let extra = rustix::fs::memfd_create("extra-fd-probe", rustix::fs::MemfdFlags::CLOEXEC)
+            .expect("memfd");
         // GET_FEATURES with an fd, SET_FEATURES with a 3-byte payload, a kick without its fd.
         let a = fe.acked(code::SET_FEATURES, &[1, 2, 3], &[]).expect("ack");
         fe.send(code::GET_FEATURES, true, &[], &[extra.as_fd()])
@@ -354,14 +360,14 @@ fn bad_header_drops_the_peer_but_malformed_payloads_are_refused_and_fds_closed()
         let d = fe.get_u64(code::GET_QUEUE_NUM).expect("still served");
         (a, b, c, d, fe)
     });
-    // Count eventfds only: other tests in this process open sockets concurrently.
+    // Count only the probe fd's copies: other tests in this process open fds concurrently.
     let eventfds = || {
         std::fs::read_dir("/proc/self/fd")
             .map(|d| {
                 d.flatten()
                     .filter(|e| {
                         std::fs::read_link(e.path())
-                            .is_ok_and(|l| l.to_string_lossy().contains("eventfd"))
+                            .is_ok_and(|l| l.to_string_lossy().contains("extra-fd-probe"))
                     })
                     .count()
             })
@@ -525,4 +531,66 @@ fn client_port_never_blocks_on_a_pod_socket_that_stops_accepting() {
     );
     t.join().expect("thread");
     drop(fillers);
+}
+
+#[test]
+fn interrupt_driven_guest_gets_call_eventfd_kicks_through_the_session() {
+    let dir = TempDir::new("kicks");
+    let path = dir.sock("a.sock");
+    let mut p = port(&path, Mode::Server);
+    let mut fe = Frontend::connect(&path).expect("connect");
+    let call = rustix::event::eventfd(
+        0,
+        rustix::event::EventfdFlags::NONBLOCK | rustix::event::EventfdFlags::CLOEXEC,
+    )
+    .expect("eventfd");
+    let kick = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd");
+    let (call2, kick2) = (
+        call.try_clone().expect("dup"),
+        kick.try_clone().expect("dup"),
+    );
+    let guest = thread::spawn(move || {
+        let mut ram = GuestRam::new(4 << 20).expect("ram");
+        let rx = DriverQueue::new(&mut ram, 64, 2048);
+        fe.negotiate(&ram, OFFERED_FEATURES).expect("negotiate");
+        // Like a kernel guest: a call fd to be interrupted, a kick fd to notify.
+        assert_eq!(
+            fe.acked(code::SET_VRING_CALL, &0u64.to_le_bytes(), &[call2.as_fd()])
+                .expect("call"),
+            0
+        );
+        fe.start_vring(&ram, 0, &rx).expect("start");
+        assert_eq!(
+            fe.acked(code::SET_VRING_KICK, &0u64.to_le_bytes(), &[kick2.as_fd()])
+                .expect("kick"),
+            0
+        );
+        (fe, ram, rx)
+    });
+    let (mut queues, mut events) = (Vec::new(), Vec::new());
+    // Serve the guest until its setup is done; a kick fd arriving while the ring is lent goes
+    // through the hand-back handshake and the ring comes back ready.
+    assert!(drive(
+        &mut [&mut p],
+        &mut queues,
+        &mut events,
+        Duration::from_secs(5),
+        |_, q| { guest.is_finished() && !q.is_empty() }
+    ));
+    let (_fe, ram, mut rx) = guest.join().expect("guest");
+    let q = &mut queues[0];
+    assert_eq!(
+        rx.used_flags(&ram),
+        vhost_user::virtqueue::USED_F_NO_NOTIFY,
+        "the backend polls: no kicks wanted"
+    );
+    assert!(rx.add_rx(&ram, 1, 2048));
+    assert_eq!(q.enqueue_burst(&[VecBuffer::from_frame(&[5u8; 100])]), 1);
+    let mut b = [0u8; 8];
+    assert_eq!(
+        rustix::io::read(&call, &mut b).expect("the guest was interrupted"),
+        8
+    );
+    assert_eq!(u64::from_ne_bytes(b), 1);
+    assert_eq!(rx.receive(&ram, 12, true), vec![vec![5u8; 100]]);
 }
