@@ -1,0 +1,477 @@
+//! The flow stage through the real pipeline: policies, stateful replies, policy changes, aging
+//! and a full table, for TCP / UDP / ICMP over IPv4 and IPv6.
+
+mod common;
+
+use common::*;
+use etherparse::PacketBuilder;
+use std::net::IpAddr;
+use std::sync::Arc;
+use vrouter::flow::{
+    Action, Cidr, FlowConfig, FlowStage, FlowTable, FlowTimeouts, FlowVerdict, Policies, Policy,
+    Rule,
+};
+use vrouter::pipeline::{Pipeline, TxBatches};
+use vrouter::tables::Tables;
+use vrouter::{DropReason, MacAddr, StatsRegistry, VecBuf};
+
+const V6_A: &str = "2001:db8:1::a";
+const V6_B: &str = "2001:db8:1::b";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum P {
+    /// TCP with these flags.
+    Tcp(Flags),
+    Udp,
+    /// ICMP / ICMPv6 echo request (true) or reply (false).
+    Echo(bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flags {
+    Syn,
+    SynAck,
+    Ack,
+    Fin,
+}
+
+/// A frame from `from`'s MAC to the vrouter.
+fn frame(from: MacAddr, src: &str, dst: &str, p: P, sport: u16, dport: u16) -> Vec<u8> {
+    let src: IpAddr = src.parse().unwrap();
+    let dst: IpAddr = dst.parse().unwrap();
+    let eth = PacketBuilder::ethernet2(from.0, VROUTER_MAC.0);
+    let ipb = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let v6 = src.is_ipv6();
+    let mut v = Vec::new();
+    let payload = b"flow test payload";
+    match p {
+        P::Tcp(f) => {
+            let t = ipb.tcp(sport, dport, 1000, 64000);
+            let t = match f {
+                Flags::Syn => t.syn(),
+                Flags::SynAck => t.syn().ack(1),
+                Flags::Ack => t.ack(1),
+                Flags::Fin => t.fin().ack(1),
+            };
+            t.write(&mut v, payload).unwrap()
+        }
+        P::Udp => ipb.udp(sport, dport).write(&mut v, payload).unwrap(),
+        P::Echo(req) => match (v6, req) {
+            (false, true) => ipb.icmpv4_echo_request(sport, 1).write(&mut v, payload),
+            (false, false) => ipb.icmpv4_echo_reply(sport, 1).write(&mut v, payload),
+            (true, true) => ipb.icmpv6_echo_request(sport, 1).write(&mut v, payload),
+            (true, false) => ipb.icmpv6_echo_reply(sport, 1).write(&mut v, payload),
+        }
+        .unwrap(),
+    }
+    v
+}
+
+struct FlowBed {
+    tables: Arc<Tables>,
+    stats: StatsRegistry,
+    policies: Policies,
+    pipe: Pipeline<FlowStage>,
+    out: TxBatches<VecBuf>,
+    now: u64,
+}
+
+fn flow_bed(entries: usize) -> FlowBed {
+    let tables = tables();
+    let stats = StatsRegistry::default();
+    let table = Arc::new(
+        FlowTable::new(FlowConfig {
+            entries,
+            timeouts: FlowTimeouts {
+                tcp_established: 10_000,
+                tcp_closing: 100,
+                udp: 1_000,
+                icmp: 500,
+                other: 1_000,
+            },
+        })
+        .unwrap(),
+    );
+    let policies = Policies::new(table);
+    let pipe = Pipeline::new(
+        tables.clone(),
+        stats.new_core(),
+        policies.stage(tables.clone()),
+    );
+    FlowBed {
+        tables,
+        stats,
+        policies,
+        pipe,
+        out: TxBatches::new(64),
+        now: 0,
+    }
+}
+
+impl FlowBed {
+    /// Send one frame in on `vif`: the vif it went out of, or the drop reason.
+    fn send(&mut self, vif: u16, frame: &[u8]) -> Result<u16, DropReason> {
+        self.out.clear();
+        self.pipe.flow_hook().begin(vif, self.now);
+        let before = self.stats.snapshot();
+        self.pipe
+            .process(vif, [VecBuf::from_frame(frame)], &mut self.out);
+        if self.out.dropped.len() == 1 {
+            let after = self.stats.snapshot();
+            let r = DropReason::ALL
+                .iter()
+                .copied()
+                .find(|&r| after.drop_count(r) > before.drop_count(r))
+                .expect("a drop is counted");
+            return Err(r);
+        }
+        let touched = self.out.touched();
+        assert_eq!(touched.len(), 1, "one output queue: {touched:?}");
+        Ok(touched[0])
+    }
+
+    fn table(&self) -> &FlowTable {
+        self.policies.table()
+    }
+
+    fn flow_drops(&self) -> u64 {
+        self.stats.snapshot().drop_count(DropReason::FlowDrop)
+    }
+}
+
+fn rule(
+    action: Action,
+    proto: Option<u8>,
+    cidr: Option<(&str, u8)>,
+    ports: Option<(u16, u16)>,
+) -> Rule {
+    Rule {
+        action,
+        proto,
+        cidr: cidr.map(|(a, l)| Cidr::new(a.parse().unwrap(), l).unwrap()),
+        ports,
+    }
+}
+
+/// Pod B accepts only what its egress rules allow (traffic the vrouter sends to it).
+fn only_allow_to_b(rules: Vec<Rule>) -> Policy {
+    Policy {
+        default: Action::Deny,
+        ingress: vec![rule(Action::Allow, None, None, None)],
+        egress: rules,
+    }
+}
+
+fn addrs(v6: bool) -> (&'static str, &'static str) {
+    if v6 {
+        (V6_A, V6_B)
+    } else {
+        ("198.18.1.10", "198.18.1.11")
+    }
+}
+
+#[test]
+fn vifs_without_policy_skip_the_flow_table() {
+    let mut bed = flow_bed(1024);
+    let (a, b) = addrs(false);
+    let f = frame(POD_A_MAC, a, b, P::Udp, 40000, 53);
+    assert_eq!(bed.send(POD_A, &f), Ok(POD_B));
+    // A policy on an unrelated vif does not pull these vifs into the table either.
+    bed.policies.set(7, Some(only_allow_to_b(vec![]))).unwrap();
+    assert_eq!(bed.send(POD_A, &f), Ok(POD_B));
+    assert_eq!(bed.table().stats().created, 0);
+    assert_eq!(bed.table().stats().active, 0);
+}
+
+#[test]
+fn denied_flow_is_dropped_and_counted() {
+    for v6 in [false, true] {
+        let mut bed = flow_bed(1024);
+        let (a, b) = addrs(v6);
+        let proto = Some(6);
+        bed.policies
+            .set(
+                POD_B,
+                Some(Policy {
+                    default: Action::Allow,
+                    ingress: vec![],
+                    egress: vec![rule(Action::Deny, proto, None, Some((22, 22)))],
+                }),
+            )
+            .unwrap();
+        let ssh = frame(POD_A_MAC, a, b, P::Tcp(Flags::Syn), 40000, 22);
+        assert_eq!(bed.send(POD_A, &ssh), Err(DropReason::FlowDrop));
+        assert_eq!(bed.send(POD_A, &ssh), Err(DropReason::FlowDrop));
+        assert_eq!(bed.flow_drops(), 2);
+        let flows = bed.table().flows(None, 10, 0).flows;
+        assert_eq!(
+            flows.len(),
+            1,
+            "a denied flow is installed alone: {flows:?}"
+        );
+        assert_eq!(flows[0].verdict, FlowVerdict::Drop);
+        assert_eq!(flows[0].packets, 2);
+        assert_eq!((flows[0].in_vif, flows[0].out_vif), (POD_A, POD_B));
+        // Another port of the same pair is allowed.
+        let web = frame(POD_A_MAC, a, b, P::Tcp(Flags::Syn), 40000, 80);
+        assert_eq!(bed.send(POD_A, &web), Ok(POD_B));
+        assert_eq!(bed.table().stats().created, 2);
+    }
+}
+
+#[test]
+fn allowed_flows_and_their_replies_pass_but_unsolicited_traffic_does_not() {
+    for v6 in [false, true] {
+        for (proto, p, reply, port) in [
+            (6u8, P::Tcp(Flags::Syn), P::Tcp(Flags::SynAck), 80u16),
+            (17, P::Udp, P::Udp, 53),
+            (if v6 { 58 } else { 1 }, P::Echo(true), P::Echo(false), 0),
+        ] {
+            let ctx = format!("v6={v6} proto={proto}");
+            let mut bed = flow_bed(1024);
+            let (a, b) = addrs(v6);
+            let net = if v6 {
+                ("2001:db8:1::", 64)
+            } else {
+                ("198.18.1.0", 24)
+            };
+            let ports = (port != 0).then_some((port, port));
+            bed.policies
+                .set(
+                    POD_B,
+                    Some(only_allow_to_b(vec![rule(
+                        Action::Allow,
+                        Some(proto),
+                        Some(net),
+                        ports,
+                    )])),
+                )
+                .unwrap();
+            let (sp, dp) = if port == 0 { (7, 7) } else { (40000, port) };
+            let into_b = frame(POD_A_MAC, a, b, p, sp + 1, dp);
+            if port != 0 {
+                let wrong_port = frame(POD_A_MAC, a, b, p, sp, dp + 1);
+                assert_eq!(
+                    bed.send(POD_A, &wrong_port),
+                    Err(DropReason::FlowDrop),
+                    "{ctx}"
+                );
+            }
+            let allowed = frame(POD_A_MAC, a, b, p, sp, dp);
+            assert_eq!(bed.send(POD_A, &allowed), Ok(POD_B), "{ctx}");
+            let reply_f = frame(POD_B_MAC, b, a, reply, dp, sp);
+            for _ in 0..3 {
+                assert_eq!(bed.send(POD_B, &reply_f), Ok(POD_A), "{ctx}: reply");
+            }
+            assert_eq!(
+                bed.send(POD_A, &into_b),
+                Ok(POD_B),
+                "{ctx}: a second allowed flow"
+            );
+            // From outside the allowed prefix into B: denied.
+            let stranger = if v6 { "2001:db8:3::5" } else { "198.18.3.5" };
+            let outside = frame(POD_A_MAC, stranger, b, p, sp, dp);
+            assert_eq!(
+                bed.send(POD_A, &outside),
+                Err(DropReason::FlowDrop),
+                "{ctx}: outside cidr"
+            );
+            // The reply direction's counters are on the reverse entry.
+            let flows = bed.table().flows(None, 100, 0).flows;
+            let rev = flows
+                .iter()
+                .find(|f| f.is_reverse && f.packets == 3)
+                .unwrap_or_else(|| panic!("{ctx}: reverse entry with 3 packets in {flows:?}"));
+            assert_eq!(rev.verdict, FlowVerdict::Forward);
+            assert_eq!(rev.key.proto, proto);
+            assert_eq!(rev.key.v6, v6);
+        }
+    }
+}
+
+#[test]
+fn a_policy_change_takes_effect_on_existing_flows() {
+    let mut bed = flow_bed(1024);
+    let (a, b) = addrs(false);
+    let allow_udp = only_allow_to_b(vec![rule(Action::Allow, Some(17), None, None)]);
+    bed.policies.set(POD_B, Some(allow_udp.clone())).unwrap();
+    let f = frame(POD_A_MAC, a, b, P::Udp, 40000, 53);
+    let r = frame(POD_B_MAC, b, a, P::Udp, 53, 40000);
+    assert_eq!(bed.send(POD_A, &f), Ok(POD_B));
+    assert_eq!(bed.send(POD_B, &r), Ok(POD_A));
+    assert_eq!(bed.policies.get(POD_B), Some(allow_udp.clone()));
+
+    // Now UDP into B is denied: setting the policy removes the flow, and its next packet is
+    // set up again under the new rules.
+    let removed = bed
+        .policies
+        .set(POD_B, Some(only_allow_to_b(vec![])))
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert_eq!(bed.send(POD_A, &f), Err(DropReason::FlowDrop));
+    let flows = bed.table().flows(None, 10, 0).flows;
+    assert_eq!(flows.len(), 1);
+    assert_eq!(flows[0].verdict, FlowVerdict::Drop);
+
+    // A change on another vif moves the generation: flows re-check lazily and keep their verdict.
+    bed.policies
+        .set(POD_A, Some(only_allow_to_b(vec![])))
+        .unwrap();
+    assert_eq!(bed.send(POD_A, &f), Err(DropReason::FlowDrop));
+    bed.policies.set(POD_A, None).unwrap();
+
+    // Allowed again: the denied flow is re-evaluated away and the next packet passes.
+    bed.policies.set(POD_B, Some(allow_udp)).unwrap();
+    assert_eq!(bed.send(POD_A, &f), Ok(POD_B));
+    assert_eq!(bed.send(POD_B, &r), Ok(POD_A));
+
+    // Removing the last policy takes the vifs off the table: their flows go.
+    bed.policies.set(POD_B, None).unwrap();
+    assert_eq!(bed.table().stats().active, 0);
+    assert_eq!(bed.send(POD_A, &f), Ok(POD_B));
+    assert_eq!(bed.table().stats().active, 0);
+}
+
+#[test]
+fn a_flow_set_up_from_a_stale_snapshot_is_rechecked_on_its_next_packet() {
+    // A core that loaded generation 1 may install its flow after the control side published
+    // generation 2 and ran its re-evaluation scan: the flow's next packet re-checks it.
+    let mut bed = flow_bed(1024);
+    let (a, b) = addrs(true);
+    let allow_all = only_allow_to_b(vec![rule(Action::Allow, None, None, None)]);
+    bed.policies.set(POD_B, Some(allow_all)).unwrap();
+    let stale_gen = bed.policies.snapshot().generation;
+    bed.policies
+        .set(POD_B, Some(only_allow_to_b(vec![])))
+        .unwrap();
+    let key = vrouter::flow::FlowKey {
+        vrf: VRF as u16,
+        v6: true,
+        proto: 6,
+        src: "2001:db8:1::a"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .into(),
+        dst: "2001:db8:1::b"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .into(),
+        sport: 40000,
+        dport: 443,
+    };
+    bed.table()
+        .insert(&vrouter::flow::table::NewFlow {
+            key,
+            verdict: FlowVerdict::Forward,
+            with_reverse: true,
+            in_vif: POD_A,
+            out_vif: POD_B,
+            policy_gen: stale_gen,
+            now: 0,
+        })
+        .unwrap();
+    let f = frame(POD_A_MAC, a, b, P::Tcp(Flags::Syn), 40000, 443);
+    assert_eq!(bed.send(POD_A, &f), Err(DropReason::FlowDrop));
+    let flows = bed.table().flows(None, 10, 0).flows;
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert_eq!(flows[0].verdict, FlowVerdict::Drop);
+    assert_eq!(flows[0].policy_gen, bed.policies.snapshot().generation);
+    // The reply direction of the stale flow is gone too.
+    let r = frame(POD_B_MAC, b, a, P::Tcp(Flags::SynAck), 443, 40000);
+    assert_eq!(bed.send(POD_B, &r), Ok(POD_A));
+    assert!(bed
+        .table()
+        .flows(None, 10, 0)
+        .flows
+        .iter()
+        .all(|f| f.in_vif == POD_B || f.verdict == FlowVerdict::Drop));
+}
+
+#[test]
+fn aging_removes_idle_flows_on_time() {
+    let mut bed = flow_bed(1024);
+    let (a, b) = addrs(false);
+    bed.policies
+        .set(
+            POD_B,
+            Some(only_allow_to_b(vec![rule(Action::Allow, None, None, None)])),
+        )
+        .unwrap();
+    let udp = frame(POD_A_MAC, a, b, P::Udp, 40000, 53);
+    let udp_reply = frame(POD_B_MAC, b, a, P::Udp, 53, 40000);
+    let icmp = frame(POD_A_MAC, a, b, P::Echo(true), 9, 0);
+    let syn = frame(POD_A_MAC, a, b, P::Tcp(Flags::Syn), 40001, 80);
+    let synack = frame(POD_B_MAC, b, a, P::Tcp(Flags::SynAck), 80, 40001);
+    let ack = frame(POD_A_MAC, a, b, P::Tcp(Flags::Ack), 40001, 80);
+    let fin = frame(POD_A_MAC, a, b, P::Tcp(Flags::Fin), 40001, 80);
+    for (vif, f) in [
+        (POD_A, &udp),
+        (POD_A, &icmp),
+        (POD_A, &syn),
+        (POD_B, &synack),
+        (POD_A, &ack),
+    ] {
+        assert!(bed.send(vif, f).is_ok());
+    }
+    assert_eq!(bed.table().stats().active, 6);
+    let all = bed.table().buckets();
+    // Replies refresh the pair.
+    bed.now = 400;
+    assert_eq!(bed.send(POD_B, &udp_reply), Ok(POD_A));
+    assert_eq!(bed.table().age_slice(500, all), 0);
+    assert_eq!(bed.table().age_slice(501, all), 1, "ICMP idle 501 > 500");
+    assert_eq!(bed.table().age_slice(1400, all), 0);
+    assert_eq!(bed.table().age_slice(1401, all), 1, "UDP idle since 400");
+    assert_eq!(
+        bed.table().age_slice(10_000, all),
+        0,
+        "established TCP lives 10 s"
+    );
+    bed.now = 10_000;
+    assert_eq!(bed.send(POD_A, &fin), Ok(POD_B));
+    assert_eq!(bed.table().age_slice(10_100, all), 0);
+    assert_eq!(bed.table().age_slice(10_101, all), 1, "closing TCP: 100");
+    let s = bed.table().stats();
+    assert_eq!((s.aged, s.active, s.created), (3, 0, 3));
+    // Aged flows are set up anew by their next packet.
+    assert_eq!(bed.send(POD_A, &udp), Ok(POD_B));
+    assert_eq!(bed.table().stats().created, 4);
+}
+
+#[test]
+fn a_full_table_drops_new_flows_while_existing_ones_keep_forwarding() {
+    let mut bed = flow_bed(8);
+    let (a, b) = addrs(false);
+    bed.policies
+        .set(
+            POD_B,
+            Some(only_allow_to_b(vec![rule(Action::Allow, None, None, None)])),
+        )
+        .unwrap();
+    let flow = |port| frame(POD_A_MAC, a, b, P::Udp, port, 53);
+    for port in 1000..1004 {
+        assert_eq!(bed.send(POD_A, &flow(port)), Ok(POD_B));
+    }
+    assert_eq!(bed.table().stats().active, 8);
+    for port in 2000..2010 {
+        assert_eq!(bed.send(POD_A, &flow(port)), Err(DropReason::FlowDrop));
+    }
+    assert_eq!(bed.table().stats().table_full, 10);
+    for port in 1000..1004 {
+        assert_eq!(bed.send(POD_A, &flow(port)), Ok(POD_B));
+        let reply = frame(POD_B_MAC, b, a, P::Udp, 53, port);
+        assert_eq!(bed.send(POD_B, &reply), Ok(POD_A));
+    }
+    // Once the old flows are idle past their timeout, a new flow evicts one.
+    bed.now = 5_000;
+    assert_eq!(bed.send(POD_A, &flow(3000)), Ok(POD_B));
+    assert!(bed.table().stats().evicted >= 1);
+    // And flush empties it.
+    bed.table().flush();
+    assert_eq!(bed.table().stats().active, 0);
+    let _ = &bed.tables;
+}
