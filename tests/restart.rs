@@ -1,0 +1,393 @@
+//! Restarts on either side of a vhost-user socket, against the real vrouterd:
+//! - a testpmd pod on a server-mode vif and one on a client-mode vif are killed (SIGKILL, like a
+//!   crashed pod) and started again 20 times: each time the vif comes back to `connected` and
+//!   traffic flows again, and vrouterd's open fds and mappings do not grow per restart;
+//! - vrouterd itself is stopped and started again with the same configuration under two
+//!   client-mode vifs whose pods (virtio-user servers) keep running: traffic resumes without
+//!   touching the pods, and the pod counts exactly what the two vrouterds sent it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use control_api::api::{
+    IpPrefix, MacAddr, Nexthop, Route, VhostUserMode, VifInfo, VifRequest, VifType,
+};
+use testkit::testpmd::{TestpmdConfig, TestpmdPod};
+use testkit::vrouterd::Vrouterd;
+
+const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
+const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
+const MAC_C: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0c, 0x01]);
+const RESTARTS: usize = 20;
+
+fn vrouterd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
+}
+
+fn vhost_vif(name: &str, mac: MacAddr, dir: &Path, file: &str, mode: VhostUserMode) -> VifRequest {
+    let mut req = VifRequest::new(name, VifType::VhostUser, 1, mac);
+    req.vhostsocket_dir = Some(dir.to_path_buf());
+    req.vhostsocket_filename = Some(file.to_owned());
+    req.vhostuser_mode = Some(mode);
+    req
+}
+
+fn vif(vr: &Vrouterd, name: &str) -> VifInfo {
+    let name = name.to_owned();
+    vr.api(|c| async move { c.vif(&name).await })
+        .expect("GET /vifs/{name}")
+}
+
+fn state(vr: &Vrouterd, name: &str) -> String {
+    vif(vr, name).status.state.to_string()
+}
+
+/// Waits until the vif's state is (`want`) or is not (`!want`) `state`.
+fn wait_state(vr: &Vrouterd, name: &str, wanted: &str, want: bool, what: &str) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = state(vr, name);
+        if (s == wanted) == want {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{what}: {name} stayed {s}\n{}",
+            vr.process.outputs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `counter` of vif `name` moves past `from` by at least `by`.
+fn wait_counter_grows(
+    vr: &Vrouterd,
+    name: &str,
+    counter: fn(&VifInfo) -> u64,
+    from: u64,
+    by: u64,
+    what: &str,
+) -> u64 {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = vif(vr, name);
+        let now = counter(&v);
+        if now >= from + by {
+            return now;
+        }
+        assert!(
+            Instant::now() < end,
+            "{what}: {name} counter stayed at {now} (from {from}): {v:?}\n{}",
+            vr.process.outputs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rx(v: &VifInfo) -> u64 {
+    v.status.counters.rx_packets
+}
+
+fn tx(v: &VifInfo) -> u64 {
+    v.status.counters.tx_packets
+}
+
+fn setup_vrf_and_routes(vr: &Vrouterd, vifs: &[VifRequest], routes: &[(&str, u32, &str, MacAddr)]) {
+    vr.api(|c| async move { c.vrf_add(1).await })
+        .expect("vrf 1");
+    for req in vifs {
+        let req = req.clone();
+        vr.api(|c| async move { c.vif_add(&req).await })
+            .expect("vif add");
+    }
+    for &(prefix, id, vif, dmac) in routes {
+        let nh = Nexthop::Encap {
+            vif: vif.into(),
+            dmac,
+        };
+        vr.api(|c| async move { c.nexthop_set(id, &nh).await })
+            .expect("nexthop");
+        let route = Route {
+            prefix: prefix.parse::<IpPrefix>().expect("prefix"),
+            nexthop: id,
+            label: None,
+        };
+        vr.api(|c| async move { c.route_set(1, &route).await })
+            .expect("route");
+    }
+}
+
+/// txonly to the vrouter MAC, `src` → 198.18.2.2 (the sink).
+fn sender(socket: &Path, server: bool, src: &str) -> TestpmdPod {
+    let mut cfg = TestpmdConfig::new(socket);
+    cfg.server = server;
+    cfg.forward_mode = "txonly".into();
+    cfg.memory_mb = 64;
+    cfg.extra_app_args = vec![
+        "--eth-peer=0,00:00:5e:00:01:00".into(),
+        format!("--tx-ip={src},198.18.2.2"),
+    ];
+    TestpmdPod::start(cfg).expect("testpmd sender")
+}
+
+fn receiver(socket: &Path, server: bool) -> TestpmdPod {
+    let mut cfg = TestpmdConfig::new(socket);
+    cfg.server = server;
+    cfg.forward_mode = "rxonly".into();
+    cfg.memory_mb = 64;
+    TestpmdPod::start(cfg).expect("testpmd receiver")
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    fds: usize,
+    maps: usize,
+    rss_kib: u64,
+}
+
+fn usage(vr: &Vrouterd) -> Usage {
+    Usage {
+        fds: vr.open_fds(),
+        maps: vr.mappings(),
+        rss_kib: vr.rss_kib(),
+    }
+}
+
+#[test]
+fn pods_killed_and_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
+    let vr = Vrouterd::start(&vrouterd_bin(), &["--idle-sleep-us", "20"], &[]);
+    let base = vr.socket_base();
+    // A: server-mode vif (the pod is a virtio-user client); C: client-mode vif (the pod is a
+    // virtio-user server and owns its socket); B: the long-lived sink, client mode.
+    let (dir_a, dir_b, dir_c) = (base.join("pod-a"), base.join("pod-b"), base.join("pod-c"));
+    std::fs::create_dir(&dir_b).expect("pod-b dir");
+    std::fs::create_dir(&dir_c).expect("pod-c dir");
+    let (sock_a, sock_b, sock_c) = (dir_a.join("net0"), dir_b.join("net0"), dir_c.join("net0"));
+    setup_vrf_and_routes(
+        &vr,
+        &[
+            vhost_vif("podA", MAC_A, &dir_a, "net0", VhostUserMode::Server),
+            vhost_vif("podB", MAC_B, &dir_b, "net0", VhostUserMode::Client),
+            vhost_vif("podC", MAC_C, &dir_c, "net0", VhostUserMode::Client),
+        ],
+        &[("198.18.2.2/32", 2, "podB", MAC_B)],
+    );
+    let _sink = receiver(&sock_b, true);
+    wait_state(&vr, "podB", "connected", true, "sink connects");
+    let before_pods = usage(&vr);
+
+    let mut at_round = Vec::new();
+    let started = Instant::now();
+    for round in 1..=RESTARTS {
+        // Both restarting pods run at once: one server-mode and one client-mode vif per round.
+        let t = Instant::now();
+        let mut pod_a = sender(&sock_a, false, "198.18.1.2");
+        let mut pod_c = sender(&sock_c, true, "198.18.3.2");
+        wait_state(
+            &vr,
+            "podA",
+            "connected",
+            true,
+            &format!("round {round}: A reconnects"),
+        );
+        wait_state(
+            &vr,
+            "podC",
+            "connected",
+            true,
+            &format!("round {round}: C reconnects"),
+        );
+        let t_connected = t.elapsed();
+        let (a0, c0, b0) = (
+            rx(&vif(&vr, "podA")),
+            rx(&vif(&vr, "podC")),
+            tx(&vif(&vr, "podB")),
+        );
+        wait_counter_grows(
+            &vr,
+            "podA",
+            rx,
+            a0,
+            1000,
+            &format!("round {round}: A's traffic"),
+        );
+        wait_counter_grows(
+            &vr,
+            "podC",
+            rx,
+            c0,
+            1000,
+            &format!("round {round}: C's traffic"),
+        );
+        wait_counter_grows(
+            &vr,
+            "podB",
+            tx,
+            b0,
+            1000,
+            &format!("round {round}: the sink gets it"),
+        );
+        let t_traffic = t.elapsed();
+        // SIGKILL both at once: a dying pod can take seconds to release its hugepages.
+        std::thread::scope(|s| {
+            s.spawn(|| pod_a.kill());
+            s.spawn(|| pod_c.kill());
+        });
+        wait_state(
+            &vr,
+            "podA",
+            "connected",
+            false,
+            &format!("round {round}: A's loss seen"),
+        );
+        wait_state(
+            &vr,
+            "podC",
+            "connected",
+            false,
+            &format!("round {round}: C's loss seen"),
+        );
+        assert_eq!(
+            state(&vr, "podA"),
+            "listening",
+            "a server-mode vif listens again"
+        );
+        assert_eq!(
+            state(&vr, "podC"),
+            "connecting",
+            "a client-mode vif retries"
+        );
+        drop((pod_a, pod_c));
+        // Give the vhost core a moment to let go of the dead peers' memory.
+        std::thread::sleep(Duration::from_millis(200));
+        let u = usage(&vr);
+        eprintln!(
+            "round {round} ({:?} in): connected after {t_connected:?}, traffic after \
+             {t_traffic:?}, gone after {:?}; {u:?}",
+            started.elapsed(),
+            t.elapsed()
+        );
+        at_round.push(u);
+    }
+    assert!(sock_a.exists(), "A's server socket survived every restart");
+    let (r5, r20) = (at_round[4], at_round[RESTARTS - 1]);
+    eprintln!("before pods {before_pods:?}, round 5 {r5:?}, round 20 {r20:?}");
+    // Between restart 5 and 20 nothing may accumulate: a leak of one fd or mapping per restart
+    // would show as 15.
+    assert!(
+        r20.fds <= r5.fds + 2,
+        "fds grew: round 5 {r5:?}, round 20 {r20:?}"
+    );
+    assert!(
+        r20.maps <= r5.maps + 4,
+        "mappings grew: round 5 {r5:?}, round 20 {r20:?}"
+    );
+    assert!(
+        r20.rss_kib <= r5.rss_kib + 8 * 1024,
+        "resident memory grew: round 5 {r5:?}, round 20 {r20:?}"
+    );
+    // And close to where vrouterd was before the restarting pods first came (a few lazily
+    // created threads or sockets allowed): the guest memory of dead pods is unmapped.
+    assert!(
+        r20.fds <= before_pods.fds + 6,
+        "fds: before pods {before_pods:?}, round 20 {r20:?}"
+    );
+    assert!(
+        r20.maps <= before_pods.maps + 24,
+        "mappings: before pods {before_pods:?}, round 20 {r20:?}"
+    );
+    let status = vr.stop();
+    assert!(status.success(), "vrouterd exit {status}");
+}
+
+#[test]
+fn vrouterd_restarted_under_client_mode_pods_comes_back_and_traffic_resumes() {
+    let dir = tempfile::Builder::new()
+        .prefix("vrouterd-restart")
+        .tempdir()
+        .expect("temporary directory");
+    let base = dir.path().join("pods");
+    // The pods' directories are the pods' (like a CNI plugin would make them), so they outlive
+    // any vrouterd.
+    let (dir_a, dir_b) = (base.join("pod-a"), base.join("pod-b"));
+    std::fs::create_dir_all(&dir_a).expect("pod-a dir");
+    std::fs::create_dir_all(&dir_b).expect("pod-b dir");
+    let (sock_a, sock_b) = (dir_a.join("net0"), dir_b.join("net0"));
+    let vifs = [
+        vhost_vif("podA", MAC_A, &dir_a, "net0", VhostUserMode::Client),
+        vhost_vif("podB", MAC_B, &dir_b, "net0", VhostUserMode::Client),
+    ];
+    let routes = [
+        ("198.18.1.2/32", 1, "podA", MAC_A),
+        ("198.18.2.2/32", 2, "podB", MAC_B),
+    ];
+    let sink_route: IpPrefix = "198.18.2.2/32".parse().expect("prefix");
+
+    // The pods are virtio-user servers: they create their sockets and wait for a backend.
+    let mut pod_b = receiver(&sock_b, true);
+    let mut pod_a = sender(&sock_a, true, "198.18.1.2");
+
+    let mut sent_to_b = 0;
+    for life in 1..=2 {
+        let vr = Vrouterd::start_in(dir.path(), &vrouterd_bin(), &["--idle-sleep-us", "20"], &[]);
+        setup_vrf_and_routes(&vr, &vifs, &routes);
+        wait_state(
+            &vr,
+            "podA",
+            "connected",
+            true,
+            &format!("vrouterd {life}: A"),
+        );
+        wait_state(
+            &vr,
+            "podB",
+            "connected",
+            true,
+            &format!("vrouterd {life}: B"),
+        );
+        wait_counter_grows(
+            &vr,
+            "podA",
+            rx,
+            0,
+            10_000,
+            &format!("vrouterd {life}: A sends"),
+        );
+        wait_counter_grows(
+            &vr,
+            "podB",
+            tx,
+            0,
+            10_000,
+            &format!("vrouterd {life}: B gets"),
+        );
+        // Stop the flow toward B, let what is in flight land, then count what B was sent.
+        vr.api(|c| async move { c.route_del(1, &sink_route).await })
+            .expect("route to B");
+        std::thread::sleep(Duration::from_millis(500));
+        let b = vif(&vr, "podB").status.counters;
+        sent_to_b += b.tx_packets;
+        let status = vr.stop();
+        assert!(status.success(), "vrouterd {life} exit {status}");
+        assert!(
+            pod_a.is_running() && pod_b.is_running(),
+            "the pods outlive vrouterd {life}"
+        );
+        assert!(
+            sock_a.exists() && sock_b.exists(),
+            "a client-mode vif's socket is the pod's: vrouterd leaves it"
+        );
+        assert!(
+            !dir.path().join("vrouter.sock").exists(),
+            "vrouterd {life} removed its control socket"
+        );
+    }
+    drop(pod_a);
+    let got = pod_b
+        .finish(Duration::from_secs(20))
+        .expect("receiver totals");
+    assert_eq!(
+        got.rx_packets, sent_to_b,
+        "the pod received exactly what the two vrouterds sent it"
+    );
+}
