@@ -209,7 +209,7 @@ impl FlowHook for FlowStage {
                         (key, hit.in_vif, hit.out_vif)
                     };
                     if pol.evaluate(&fk, fin, fout) != Some(hit.verdict) {
-                        table.remove(hit.index, &key);
+                        table.remove(&key);
                         continue;
                     }
                     table.set_policy_gen(hit.index, pol.generation);

@@ -409,7 +409,11 @@ impl FlowTable {
 
     #[inline(always)]
     fn place(&self, key: &FlowKey) -> Place {
-        let words = key.words();
+        self.place_words(key.words())
+    }
+
+    #[inline(always)]
+    fn place_words(&self, words: [u64; 5]) -> Place {
         let h = FlowKey::hash(&words);
         let nb = self.buckets.len() as u64;
         let b1 = (((h & 0xffff_ffff) * nb) >> 32) as usize;
@@ -618,7 +622,13 @@ impl FlowTable {
 
     /// Under the lock of bucket `b`: a free slot, or one freed by evicting a closed or expired
     /// flow.
-    fn claim_slot(&self, b: usize, held: &[usize], now: u64) -> Option<usize> {
+    fn claim_slot(
+        &self,
+        b: usize,
+        held: &[usize],
+        now: u64,
+        pinned: Option<usize>,
+    ) -> Option<usize> {
         let bucket = self.buckets.get(b)?;
         if let Some(i) = bucket
             .tags
@@ -628,6 +638,93 @@ impl FlowTable {
             return Some(b * SLOTS_PER_BUCKET + i);
         }
         self.evict_in(b, held, now)
+            .or_else(|| self.relocate_from(b, held, pinned))
+    }
+
+    /// Under the lock of bucket `b` (full): move one of its entries to that entry's other
+    /// candidate bucket if it has room (one cuckoo step), updating its partner's reverse index.
+    /// Buckets not in `held` are only taken without waiting. `pinned` is never moved. Returns
+    /// the freed slot.
+    fn relocate_from(&self, b: usize, held: &[usize], pinned: Option<usize>) -> Option<usize> {
+        for i in 0..SLOTS_PER_BUCKET {
+            let idx = b * SLOTS_PER_BUCKET + i;
+            if Some(idx) == pinned {
+                continue;
+            }
+            let e = self.entries.get(idx)?;
+            let words: [u64; 5] = std::array::from_fn(|w| e.key[w].load(Ordering::Relaxed));
+            let p = self.place_words(words);
+            let alt = if p.b1 == b { p.b2 } else { p.b1 };
+            if alt == b || self.free_slots(alt) == 0 {
+                continue;
+            }
+            let took_alt = !held.contains(&alt) && self.try_lock(alt);
+            if !held.contains(&alt) && !took_alt {
+                continue;
+            }
+            let m = e.meta.load(Ordering::Relaxed);
+            let partner = meta_rev(m);
+            let pb = partner.map(|r| r as usize / SLOTS_PER_BUCKET);
+            let need_pb = pb.filter(|&x| x != alt && !held.contains(&x));
+            let took_pb = need_pb.is_some_and(|x| self.try_lock(x));
+            let alt_slot = self
+                .buckets
+                .get(alt)
+                .and_then(|bk| bk.tags.iter().position(|t| t.load(Ordering::Relaxed) == 0));
+            let moved = match alt_slot {
+                Some(j) if need_pb.is_none() || took_pb => {
+                    let to = alt * SLOTS_PER_BUCKET + j;
+                    self.move_entry(idx, to, p.tag);
+                    if let Some(pe) = partner.and_then(|r| self.entries.get(r as usize)) {
+                        let pm = pe.meta.load(Ordering::Relaxed);
+                        pe.meta
+                            .store((pm & !0xffff_ffff) | to as u64, Ordering::Relaxed);
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if took_pb {
+                if let Some(x) = need_pb {
+                    self.unlock(x);
+                }
+            }
+            if took_alt {
+                self.unlock(alt);
+            }
+            if moved {
+                return Some(idx);
+            }
+        }
+        None
+    }
+
+    /// Under the locks of both buckets: copy entry `from` to the free slot `to` and free `from`.
+    fn move_entry(&self, from: usize, to: usize, tag: u32) {
+        let (Some(a), Some(z)) = (self.entries.get(from), self.entries.get(to)) else {
+            return;
+        };
+        for (k, src) in z.key.iter().zip(&a.key) {
+            k.store(src.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        for (dst, src) in [
+            (&z.meta, &a.meta),
+            (&z.vifs, &a.vifs),
+            (&z.seen, &a.seen),
+            (&z.packets, &a.packets),
+            (&z.bytes, &a.bytes),
+        ] {
+            dst.store(src.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        let tag_of = |i: usize| {
+            self.buckets
+                .get(i / SLOTS_PER_BUCKET)
+                .and_then(|bk| bk.tags.get(i % SLOTS_PER_BUCKET))
+        };
+        if let (Some(tf), Some(tt)) = (tag_of(from), tag_of(to)) {
+            tt.store(tag, Ordering::Relaxed);
+            tf.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Under the lock of bucket `b`: evict one closed or expired flow of it whose partner's
@@ -776,7 +873,7 @@ impl FlowTable {
                 return Err(InsertError::Full);
             }
         }
-        let claim = |p: &Place| {
+        let claim = |p: &Place, pinned: Option<usize>| {
             let order = if self.free_slots(p.b2) > self.free_slots(p.b1) {
                 [p.b2, p.b1]
             } else {
@@ -784,9 +881,9 @@ impl FlowTable {
             };
             order
                 .into_iter()
-                .find_map(|b| self.claim_slot(b, held, f.now))
+                .find_map(|b| self.claim_slot(b, held, f.now, pinned))
         };
-        let Some(fi) = claim(fwd) else {
+        let Some(fi) = claim(fwd, None) else {
             return Err(InsertError::Full);
         };
         let vifs = vifs_word(f.in_vif, f.out_vif, f.policy_gen);
@@ -795,7 +892,7 @@ impl FlowTable {
         let m = meta_word(f.verdict, TcpState::None, false, NO_REVERSE);
         self.write_entry(fi, fwd, m, vifs, f.now);
         if let Some(rp) = rev {
-            let Some(ri) = claim(rp) else {
+            let Some(ri) = claim(rp, Some(fi)) else {
                 self.clear_locked(fi);
                 return Err(InsertError::Full);
             };
@@ -816,28 +913,36 @@ impl FlowTable {
         Ok(fi as u32)
     }
 
-    /// Remove the flow at `index` (and its partner) if it still holds `key`. Returns whether
-    /// it did.
-    pub fn remove(&self, index: u32, key: &FlowKey) -> bool {
-        let idx = index as usize;
-        let Some(e) = self.entries.get(idx) else {
-            return false;
-        };
-        let partner = meta_rev(e.meta.load(Ordering::Relaxed));
-        let b = idx / SLOTS_PER_BUCKET;
-        let pb = partner.map_or(b, |r| r as usize / SLOTS_PER_BUCKET);
-        let (bs, n) = self.lock_all([b, pb]);
+    /// Remove `key`'s flow and its partner. Returns whether it was there.
+    pub fn remove(&self, key: &FlowKey) -> bool {
         let p = self.place(key);
-        let ok = self.find_locked(&p) == Some(idx)
-            && meta_rev(e.meta.load(Ordering::Relaxed)) == partner;
-        if ok {
-            self.clear_locked(idx);
-            if let Some(r) = partner {
-                self.clear_locked(r as usize);
+        let mut partner_bucket = p.b1;
+        loop {
+            let (bs, n) = self.lock_all([p.b1, p.b2, partner_bucket]);
+            let Some(idx) = self.find_locked(&p) else {
+                self.unlock_all(&bs[..n]);
+                return false;
+            };
+            let partner = self
+                .entries
+                .get(idx)
+                .and_then(|e| meta_rev(e.meta.load(Ordering::Relaxed)));
+            match partner {
+                Some(r) if !bs[..n].contains(&(r as usize / SLOTS_PER_BUCKET)) => {
+                    // The partner lives elsewhere: take its bucket too and look again.
+                    partner_bucket = r as usize / SLOTS_PER_BUCKET;
+                    self.unlock_all(&bs[..n]);
+                }
+                _ => {
+                    self.clear_locked(idx);
+                    if let Some(r) = partner {
+                        self.clear_locked(r as usize);
+                    }
+                    self.unlock_all(&bs[..n]);
+                    return true;
+                }
             }
         }
-        self.unlock_all(&bs[..n]);
-        ok
     }
 
     /// A consistent copy of entry `idx`, if in use.
@@ -902,7 +1007,7 @@ impl FlowTable {
                 if info.is_reverse && info.reverse.is_some() {
                     continue;
                 }
-                if self.expired(&info, now) && self.remove(info.index, &info.key) {
+                if self.expired(&info, now) && self.remove(&info.key) {
                     aged += 1;
                 }
             }
@@ -954,7 +1059,7 @@ impl FlowTable {
             if info.is_reverse && info.reverse.is_some() {
                 continue;
             }
-            if remove_if(&info) && self.remove(info.index, &info.key) {
+            if remove_if(&info) && self.remove(&info.key) {
                 n += 1;
             }
         }
@@ -1151,6 +1256,32 @@ mod tests {
         }
         assert_eq!(aged, 50);
         assert_eq!(t.stats().active, 0);
+    }
+
+    #[test]
+    fn fills_to_capacity_by_moving_entries_between_their_buckets() {
+        for entries in [64, 1000, 200_000] {
+            let t = table(entries);
+            for i in 0..(entries / 2) as u32 {
+                let k = FlowKey {
+                    sport: (i % 60_000) as u16,
+                    src: u128::from(i / 60_000),
+                    ..key(0, 17)
+                };
+                t.insert(&new_flow(k, FlowVerdict::Forward, 0))
+                    .unwrap_or_else(|e| panic!("{entries}: flow {i}: {e:?}"));
+            }
+            assert_eq!(t.stats().active, entries);
+            assert_eq!(t.stats().evicted, 0);
+            // Every flow is still found and linked to its reverse after the moves.
+            for f in t.flows(None, usize::MAX, 0).flows {
+                let r = f.reverse.unwrap();
+                let rv = t.flows(None, 1, r as usize).flows;
+                assert_eq!(rv[0].key, f.key.reverse());
+                assert_eq!(rv[0].reverse, Some(f.index));
+                assert_eq!(t.lookup(&f.key).unwrap().index, f.index);
+            }
+        }
     }
 
     #[test]
