@@ -120,17 +120,17 @@ exec {pod_a_in}>"$tmp/podA.in"
 
 for vif in podA podB; do
     for ((i = 0; i < 300; i++)); do
-        [[ $(ctl --json vif show $vif | jq -r .status.state) == connected ]] && break
+        [[ $(ctl --json vif show $vif | jq -r .state) == connected ]] && break
         sleep 0.1
     done
-    state=$(ctl --json vif show $vif | jq -r .status.state)
+    state=$(ctl --json vif show $vif | jq -r .state)
     [[ $state == connected ]] || { echo "demo: $vif did not connect (state $state)" >&2; exit 1; }
     echo "demo: $vif connected"
 done
 
 echo "demo: pod A (198.18.1.2) → vrouterd VRF 1 → pod B (198.18.2.2), for ${seconds}s"
 ctl vif list
-counts() { ctl --json vif list | jq -r 'map({(.name): .status.counters}) | add | "\(.podA.rx_packets) \(.podB.tx_packets)"'; }
+counts() { ctl --json vif list | jq -r 'map({(.name): .counters}) | add | "\(.podA.rx_packets) \(.podB.tx_packets)"'; }
 read -r a_prev b_prev < <(counts)
 t_prev=$(date +%s.%N)
 total_pps=0
