@@ -438,6 +438,49 @@ impl FlowTable {
             .or_else(|| self.lookup_in(&p, p.b2))
     }
 
+    /// [`Self::lookup`] for a burst of keys (`out[i]` for `keys[i]`): the candidate buckets
+    /// and entries of all keys are read first, back to back, so their cache misses overlap
+    /// instead of queueing one behind another.
+    pub fn lookup_burst(&self, keys: &[FlowKey], out: &mut [Option<Hit>]) {
+        const MAX: usize = 64;
+        for (keys, out) in keys.chunks(MAX).zip(out.chunks_mut(MAX)) {
+            let mut places = [None; MAX];
+            let mut warm = 0u64;
+            for (p, k) in places.iter_mut().zip(keys) {
+                let pl = self.place(k);
+                for b in [pl.b1, pl.b2] {
+                    if let Some(bk) = self.buckets.get(b) {
+                        warm = warm.wrapping_add(u64::from(bk.seq.load(Ordering::Relaxed)));
+                    }
+                }
+                *p = Some(pl);
+            }
+            for pl in places.iter().flatten() {
+                for b in [pl.b1, pl.b2] {
+                    let Some(bk) = self.buckets.get(b) else {
+                        continue;
+                    };
+                    if let Some(i) = bk
+                        .tags
+                        .iter()
+                        .position(|t| t.load(Ordering::Relaxed) == pl.tag)
+                    {
+                        if let Some(e) = self.entries.get(b * SLOTS_PER_BUCKET + i) {
+                            warm = warm.wrapping_add(e.key[0].load(Ordering::Relaxed));
+                        }
+                    }
+                }
+            }
+            std::hint::black_box(warm);
+            for ((o, pl), _) in out.iter_mut().zip(&places).zip(keys) {
+                *o = pl.and_then(|p| {
+                    self.lookup_in(&p, p.b1)
+                        .or_else(|| self.lookup_in(&p, p.b2))
+                });
+            }
+        }
+    }
+
     #[inline(always)]
     fn lookup_in(&self, p: &Place, b: usize) -> Option<Hit> {
         let bucket = self.buckets.get(b)?;
@@ -486,14 +529,22 @@ impl FlowTable {
     }
 
     /// Account a packet of `len` bytes to entry `index` at time `now`; for TCP, `tcp_flags` moves
-    /// the state. Lock-free.
+    /// the state. Lock-free and without atomic read-modify-writes: each direction of a flow is
+    /// its own entry and normally forwarded by one core (RSS), so plain load + store counters
+    /// suffice; two cores hitting the same entry at once may lose an increment.
     #[inline]
     pub fn touch(&self, index: u32, len: u64, now: u64, tcp_flags: Option<u8>) {
         let Some(e) = self.entries.get(index as usize) else {
             return;
         };
-        e.packets.fetch_add(1, Ordering::Relaxed);
-        e.bytes.fetch_add(len, Ordering::Relaxed);
+        e.packets.store(
+            e.packets.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+        e.bytes.store(
+            e.bytes.load(Ordering::Relaxed).wrapping_add(len),
+            Ordering::Relaxed,
+        );
         if e.seen.load(Ordering::Relaxed) < now {
             e.seen.store(now, Ordering::Relaxed);
         }
@@ -1294,6 +1345,25 @@ mod tests {
         assert_eq!(Established.next(0x11), Fin);
         assert_eq!(Fin.next(0x10), Fin);
         assert_eq!(Established.next(0x04), Rst);
+    }
+
+    #[test]
+    fn burst_lookup_matches_single_lookups() {
+        let t = table(1024);
+        for i in 0..100 {
+            t.insert(&new_flow(key(i, 17), FlowVerdict::Forward, 0))
+                .unwrap();
+        }
+        let keys: Vec<FlowKey> = (0..150)
+            .map(|i| key(i, 17))
+            .chain((0..50).map(|i| key(i, 17).reverse()))
+            .collect();
+        let mut out = vec![None; keys.len()];
+        t.lookup_burst(&keys, &mut out);
+        for (k, o) in keys.iter().zip(&out) {
+            assert_eq!(*o, t.lookup(k));
+        }
+        assert_eq!(out.iter().filter(|o| o.is_some()).count(), 150);
     }
 
     #[test]
