@@ -475,3 +475,45 @@ fn a_full_table_drops_new_flows_while_existing_ones_keep_forwarding() {
     assert_eq!(bed.table().stats().active, 0);
     let _ = &bed.tables;
 }
+
+#[test]
+fn the_egress_vif_is_resolved_through_tunnel_nexthops_and_ingress_rules_see_the_destination() {
+    let mut bed = flow_bed(1024);
+    let a = "198.18.1.10";
+    // A policy on the fabric vif: the egress vif of a tunnel route is the fabric vif.
+    bed.policies
+        .set(
+            FABRIC,
+            Some(Policy {
+                default: Action::Allow,
+                ingress: vec![],
+                egress: vec![rule(Action::Deny, Some(17), None, Some((53, 53)))],
+            }),
+        )
+        .unwrap();
+    let dns = frame(POD_A_MAC, a, "198.18.2.7", P::Udp, 40000, 53);
+    let ntp = frame(POD_A_MAC, a, "198.18.2.7", P::Udp, 40000, 123);
+    assert_eq!(bed.send(POD_A, &dns), Err(DropReason::FlowDrop));
+    assert_eq!(bed.send(POD_A, &ntp), Ok(FABRIC));
+    let flows = bed.table().flows(None, 10, 0).flows;
+    assert!(flows
+        .iter()
+        .all(|f| f.out_vif == FABRIC && f.in_vif == POD_A));
+    // Pod A's own ingress rules (packets the vrouter receives from A) match on the destination.
+    bed.policies.set(FABRIC, None).unwrap();
+    bed.policies
+        .set(
+            POD_A,
+            Some(Policy {
+                default: Action::Allow,
+                ingress: vec![rule(Action::Deny, None, Some(("198.18.3.0", 24)), None)],
+                egress: vec![],
+            }),
+        )
+        .unwrap();
+    let to_mpls = frame(POD_A_MAC, a, "198.18.3.7", P::Echo(true), 5, 0);
+    let to_vxlan = frame(POD_A_MAC, a, "198.18.2.7", P::Echo(true), 5, 0);
+    assert_eq!(bed.send(POD_A, &to_mpls), Err(DropReason::FlowDrop));
+    assert_eq!(bed.send(POD_A, &to_vxlan), Ok(FABRIC));
+    let _ = &bed.tables;
+}
