@@ -174,6 +174,10 @@ impl Options {
         if !user_has("--in-memory") {
             argv.push("--in-memory".to_owned());
         }
+        // One memfd per memseg list rather than one per hugepage: a handful of fds, not hundreds.
+        if !user_has("--single-file-segments") {
+            argv.push("--single-file-segments".to_owned());
+        }
         if !user_has("--file-prefix") {
             argv.push(format!("--file-prefix=vrouterd-{}", std::process::id()));
         }

@@ -18,13 +18,14 @@ pub struct Flow {
     pub dst_port: u16,
 }
 
-/// Flow `i` of `n`: sources in 198.18.0.0/16 and destinations in 198.19.0.0/16 (the routes a
-/// benchmark installs), varied in address and UDP source port.
+/// Flow `i`: from 198.18.0.1 to destination `i` of 198.19.0.0/16 (the prefix a benchmark routes),
+/// so 65,536 flows are 65,536 destinations a switch can match one rule each; the UDP source port
+/// varies too.
 pub fn flow(i: u32) -> Flow {
     let host = i % 65_536;
     Flow {
-        src_ip: [198, 18, (host >> 8) as u8, (host & 0xff) as u8],
-        dst_ip: [198, 19, 0, 1 + (i % 250) as u8],
+        src_ip: [198, 18, 0, 1],
+        dst_ip: [198, 19, (host >> 8) as u8, (host & 0xff) as u8],
         src_port: 1024 + (i % 60_000) as u16,
         dst_port: 5001,
     }
@@ -113,7 +114,10 @@ mod tests {
     fn flows_differ_and_stay_in_the_benchmark_range() {
         let a = flow(1);
         let b = flow(2);
-        assert_ne!((a.src_ip, a.src_port), (b.src_ip, b.src_port));
+        assert_ne!((a.dst_ip, a.src_port), (b.dst_ip, b.src_port));
+        let distinct: std::collections::HashSet<[u8; 4]> =
+            (0..65_536).map(|i| flow(i).dst_ip).collect();
+        assert_eq!(distinct.len(), 65_536, "one destination per flow");
         for i in [0, 1, 65_535, 1_000_000] {
             let f = flow(i);
             assert_eq!(&f.src_ip[..2], &[198, 18]);

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Turns the generator summaries of one scripts/bench.sh run into the results JSON, a markdown
+table and a PNG chart.
+
+usage: report.py RAW_JSONL OUT_STEM TSC_KHZ MACHINE COMMAND
+"""
+import json
+import statistics
+import sys
+
+raw, stem, tsc_khz, machine, command = sys.argv[1:6]
+hz = int(tsc_khz) * 1000
+
+# Which OVS-DPDK case a vrouterd case is compared with.
+OVS_MATCH = {
+    "vrouterd-l3": "ovs-l3-flows-1",
+    "vrouterd-l3-flows-1": "ovs-l3-flows-1",
+    "vrouterd-l3-flows-65536": "ovs-l3-flows-65536",
+}
+
+runs = {}
+with open(raw) as f:
+    for line in f:
+        line = line.strip()
+        if not line:
+            continue
+        r = json.loads(line)
+        res = r["result"]
+        key = (r["case"], res["frame_bytes"])
+        runs.setdefault(key, []).append(res)
+
+cases = list(dict.fromkeys(case for case, _ in runs))
+sizes = sorted({s for _, s in runs})
+
+def median_mpps(case, size):
+    rs = runs.get((case, size))
+    if not rs:
+        return None
+    return statistics.median(r["rx_mpps_median"] for r in rs)
+
+records = []
+for case in cases:
+    for size in sizes:
+        m = median_mpps(case, size)
+        if m is None:
+            continue
+        ceiling = median_mpps("testpmd-ceiling", size)
+        ovs_case = OVS_MATCH.get(case)
+        ovs = median_mpps(ovs_case, size) if ovs_case else None
+        rs = runs[(case, size)]
+        records.append({
+            "case": case,
+            "frame_bytes": size,
+            "mpps_median": round(m, 4),
+            "mpps_runs": [round(r["rx_mpps_median"], 4) for r in rs],
+            "loss_ratio_max": round(max(r["loss_ratio"] for r in rs), 6),
+            "ratio_to_ceiling": round(m / ceiling, 3) if ceiling else None,
+            "ratio_to_ovs": round(m / ovs, 3) if ovs else None,
+            "ovs_case": ovs_case,
+            # The switch core busy-polls: every cycle of it is spent on the packets it forwards.
+            "switch_cycles_per_packet": round(hz / (m * 1e6), 1) if m > 0 else None,
+        })
+
+meta = {"machine": machine, "command": command, "tsc_hz": hz, "results": records}
+with open(stem + ".json", "w") as f:
+    json.dump(records, f, indent=2)
+    f.write("\n")
+with open(stem + ".meta.json", "w") as f:
+    json.dump(meta, f, indent=2)
+    f.write("\n")
+
+def fmt(v, spec="{:.2f}"):
+    return "–" if v is None else spec.format(v)
+
+lines = [
+    f"Machine: {machine}  ",
+    f"Command: `{command}`  ",
+    "Mpps = median over the runs of each run's median per-second receive rate.",
+    "",
+    "| case | frame | Mpps (median) | × testpmd ceiling | × OVS-DPDK | cycles/pkt on the switch core |",
+    "|---|---:|---:|---:|---:|---:|",
+]
+for r in records:
+    lines.append(
+        f"| {r['case']} | {r['frame_bytes']} B | {r['mpps_median']:.3f} | {fmt(r['ratio_to_ceiling'])} | "
+        f"{fmt(r['ratio_to_ovs'])} | {fmt(r['switch_cycles_per_packet'], '{:.0f}')} |"
+    )
+with open(stem + ".md", "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 5), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        rs = [r for r in records if r["frame_bytes"] == size]
+        names = [r["case"] for r in rs]
+        vals = [r["mpps_median"] for r in rs]
+        colors = ["#4a7" if n.startswith("vrouterd") else "#888" if n.startswith("testpmd") else "#58c" for n in names]
+        ax.barh(names, vals, color=colors)
+        ax.invert_yaxis()
+        ax.set_xlabel("Mpps (median)")
+        ax.set_title(f"{size}-byte frames, one forwarding core")
+        for i, v in enumerate(vals):
+            ax.text(v, i, f" {v:.2f}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(stem + ".png", dpi=100)
+except ImportError:
+    print("report: matplotlib missing, no chart", file=sys.stderr)
+
+print("\n".join(lines))

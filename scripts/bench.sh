@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: vrouterd vs DPDK's own vhost switch (testpmd, io forwarding over two
+# net_vhost ports: the ceiling) and OVS-DPDK, on the same machine, in one run, same traffic.
+# Each switch gets one forwarding core (CPU 1); the generator (vr-trafgen, two virtio-user ports)
+# runs on CPU 0. Each case: warm-up, then BENCH_SECONDS measured, BENCH_REPS times, at 64 B
+# and 1518 B. Writes bench/results/<date>.{json,md,png}.
+#
+#   scripts/bench.sh            (as root, on a fresh Debian 12 machine)
+#   BENCH_SECONDS=10 BENCH_REPS=3 BENCH_SIZES="64 1518" BENCH_CASES="testpmd-ceiling vrouterd-l3"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+SECONDS_MEASURED=${BENCH_SECONDS:-10}
+REPS=${BENCH_REPS:-3}
+SIZES=${BENCH_SIZES:-"64 1518"}
+CASES=${BENCH_CASES:-"testpmd-ceiling ovs-port ovs-l3-flows-1 ovs-l3-flows-65536 vrouterd-l3 vrouterd-l3-flows-1 vrouterd-l3-flows-65536 vrouterd-overlay-vxlan vrouterd-overlay-mplsoudp vrouterd-overlay-mplsogre"}
+WARMUP=2
+SWITCH_CPU=1
+GEN_CPU=0
+VROUTER_MAC=00:00:5e:00:01:00
+
+scripts/install-deps.sh
+missing=()
+for p in openvswitch-switch-dpdk python3-matplotlib; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "bench: installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+scripts/hugepages.sh 1536
+cargo build --release --locked -p vrouterd -p control-api -p bench --bins
+
+bin=$root/target/release
+work=$(mktemp -d /tmp/vrbench.XXXXXX)
+date_tag=$(date -u +%Y-%m-%dT%H%MZ)
+raw=$work/raw.jsonl
+: > "$raw"
+pids=()
+
+cleanup() {
+    for p in "${pids[@]:-}"; do [[ -n $p ]] && kill "$p" 2>/dev/null || true; done
+    sleep 1
+    for p in "${pids[@]:-}"; do [[ -n $p ]] && kill -9 "$p" 2>/dev/null || true; done
+    if [[ -f $work/ovs/vswitchd.pid ]]; then kill "$(cat "$work/ovs/vswitchd.pid")" 2>/dev/null || true; fi
+    if [[ -f $work/ovs/ovsdb.pid ]]; then kill "$(cat "$work/ovs/ovsdb.pid")" 2>/dev/null || true; fi
+    rm -rf /var/run/dpdk/vrbench-* 2>/dev/null || true
+    for d in /dev/hugepages /mnt/huge; do rm -f "$d"/vrbench-* 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# vr-trafgen against two socket paths; prints the summary JSON line. $1 $2 = devargs of tx / rx.
+trafgen() {
+    local tx=$1 rx=$2 size=$3 flows=$4 prefix=$5
+    taskset -c $GEN_CPU "$bin/vr-trafgen" --tx "$tx" --rx "$rx" --frame-bytes "$size" --flows "$flows" \
+        --warmup $WARMUP --duration "$SECONDS_MEASURED" --dst-mac "$VROUTER_MAC" -- \
+        -l $GEN_CPU --no-pci --in-memory --single-file-segments -m 512 --file-prefix="vrbench-gen-$prefix" \
+        --log-level=warning 2>"$work/trafgen.err" | tail -1
+}
+
+# Runs the generator REPS times per frame size and records each summary under case $1.
+measure() {
+    local case=$1 tx=$2 rx=$3 flows=$4
+    for size in $SIZES; do
+        for rep in $(seq 1 "$REPS"); do
+            local line
+            line=$(trafgen "$tx" "$rx" "$size" "$flows" "$case-$size-$rep") || line=""
+            if [[ $line == *'"summary":true'* ]]; then
+                echo "{\"case\":\"$case\",\"rep\":$rep,\"result\":$line}" >> "$raw"
+                echo "bench: $case ${size}B rep $rep: $(jq -r '.rx_mpps_median' <<<"$line") Mpps (loss $(jq -r '.loss_ratio' <<<"$line"))"
+            else
+                echo "bench: $case ${size}B rep $rep: no result ($(tail -2 "$work/trafgen.err" | tr '\n' ' '))"
+            fi
+        done
+    done
+}
+
+stop_pids() {
+    for p in "${pids[@]:-}"; do [[ -n $p ]] && kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]:-}"; do [[ -n $p ]] && { for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done; kill -9 "$p" 2>/dev/null || true; }; done
+    pids=()
+}
+
+case_testpmd_ceiling() {
+    local s=$work/tp; mkdir -p "$s"
+    dpdk-testpmd -l $GEN_CPU,$SWITCH_CPU --main-lcore $GEN_CPU --no-pci --in-memory --single-file-segments \
+        -m 512 --file-prefix=vrbench-testpmd \
+        --vdev "net_vhost0,iface=$s/a.sock" --vdev "net_vhost1,iface=$s/b.sock" -- \
+        --forward-mode=io --nb-cores=1 --auto-start --stats-period 5 --txd=1024 --rxd=1024 > "$work/testpmd.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do [[ -S $s/b.sock ]] && break; sleep 0.1; done
+    measure testpmd-ceiling "net_virtio_user0,path=$s/a.sock,queue_size=1024" "net_virtio_user1,path=$s/b.sock,queue_size=1024" 1
+    stop_pids
+}
+
+ovs_start() {
+    local o=$work/ovs; mkdir -p "$o/sock"
+    ovsdb-tool create "$o/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+    ovsdb-server "$o/conf.db" --remote="punix:$o/db.sock" --pidfile="$o/ovsdb.pid" --detach \
+        --log-file="$o/ovsdb.log" --unixctl="$o/ovsdb.ctl"
+    VS="ovs-vsctl --db=unix:$o/db.sock"
+    $VS --no-wait init
+    $VS --no-wait set Open_vSwitch . other_config:dpdk-init=true other_config:dpdk-lcore-mask=0x1 \
+        other_config:pmd-cpu-mask=0x$((1 << SWITCH_CPU)) other_config:dpdk-socket-mem=512 \
+        "other_config:dpdk-extra=--in-memory --no-pci --file-prefix=vrbench-ovs"
+    OVS_RUNDIR=$o /usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk "unix:$o/db.sock" --pidfile="$o/vswitchd.pid" \
+        --detach --log-file="$o/vswitchd.log" --unixctl="$o/vswitchd.ctl"
+    $VS add-br br0 -- set bridge br0 datapath_type=netdev
+    $VS add-port br0 vhu0 -- set Interface vhu0 type=dpdkvhostuserclient options:vhost-server-path="$o/sock/a.sock" ofport_request=1
+    $VS add-port br0 vhu1 -- set Interface vhu1 type=dpdkvhostuserclient options:vhost-server-path="$o/sock/b.sock" ofport_request=2
+    OF="ovs-ofctl unix:$o/br0.mgmt"
+}
+
+ovs_stop() {
+    local o=$work/ovs
+    [[ -f $o/vswitchd.pid ]] && kill "$(cat "$o/vswitchd.pid")" 2>/dev/null || true
+    [[ -f $o/ovsdb.pid ]] && kill "$(cat "$o/ovsdb.pid")" 2>/dev/null || true
+    sleep 2
+    rm -rf "$o" /var/run/dpdk/vrbench-ovs
+}
+
+case_ovs() {
+    local name=$1 rules=$2 flows=$3
+    ovs_start
+    local o=$work/ovs
+    $OF del-flows br0
+    if [[ $rules == port ]]; then
+        $OF add-flow br0 "in_port=1,actions=output:2"
+    else
+        python3 - "$rules" > "$o/flows.txt" <<'PY'
+import sys
+n = int(sys.argv[1])
+if n == 1:
+    print("table=0,priority=10,ip,in_port=1,nw_dst=198.19.0.0/16,actions=mod_dl_src:00:00:5e:00:01:00,mod_dl_dst:02:00:00:00:0b:01,dec_ttl,output:2")
+else:
+    for i in range(n):
+        print(f"table=0,priority=10,ip,in_port=1,nw_dst=198.19.{i >> 8}.{i & 255},actions=mod_dl_src:00:00:5e:00:01:00,mod_dl_dst:02:00:00:00:0b:01,dec_ttl,output:2")
+PY
+        $OF add-flows br0 "$o/flows.txt"
+    fi
+    measure "$name" "net_virtio_user0,path=$o/sock/a.sock,server=1,queue_size=1024" \
+        "net_virtio_user1,path=$o/sock/b.sock,server=1,queue_size=1024" "$flows"
+    ovs_stop
+}
+
+# vrouterctl against the benchmark's vrouterd; says what failed and why.
+CTL() {
+    if ! "$bin/vrouterctl" --socket "$work/vr/ctl.sock" "$@" >/dev/null 2>"$work/ctl.err"; then
+        echo "bench: vrouterctl $* failed: $(cat "$work/ctl.err")"
+        tail -5 "$work/vrouterd.log"
+        return 1
+    fi
+}
+
+# vrouterd with two server-mode vhost-user vifs in VRF 1 routing 198.19.0.0/16 to B.
+vrouterd_start() {
+    local v=$work/vr; rm -rf "$v"; mkdir -p "$v/pods"
+    local extra=("$@")
+    "$bin/vrouterd" --control-socket "$v/ctl.sock" --socket-base "$v/pods" --fwd-lcores $SWITCH_CPU \
+        --vhost-lcore $GEN_CPU --log-level warn "${extra[@]}" -- --no-pci -m 512 --file-prefix=vrbench-vr \
+        > "$work/vrouterd.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 600); do [[ -S $v/ctl.sock ]] && break; sleep 0.1; done
+    if [[ ! -S $v/ctl.sock ]]; then
+        echo "bench: vrouterd did not start:"; tail -20 "$work/vrouterd.log"; return 1
+    fi
+    CTL vrf add 1 || return 1
+    CTL vif add podA --type vhost-user --vrf 1 --mac 02:00:00:00:0a:01 --socket-dir "$v/pods/a" --socket-file a.sock --mode server || return 1
+    CTL vif add podB --type vhost-user --vrf 1 --mac 02:00:00:00:0b:01 --socket-dir "$v/pods/b" --socket-file b.sock --mode server || return 1
+    CTL nh set 1 encap --vif podA --dmac 02:00:00:00:0a:01 || return 1
+    CTL nh set 2 encap --vif podB --dmac 02:00:00:00:0b:01 || return 1
+    CTL route add --vrf 1 198.18.0.0/16 --nh 1 || return 1
+    VR_A="net_virtio_user0,path=$v/pods/a/a.sock,queue_size=1024"
+    VR_B="net_virtio_user1,path=$v/pods/b/b.sock,queue_size=1024"
+}
+
+case_vrouterd_l3() {
+    local name=$1 flows=$2 policy=$3
+    vrouterd_start || { stop_pids; return 1; }
+    CTL route add --vrf 1 198.19.0.0/16 --nh 2 || return 1
+    if [[ $policy == yes ]]; then
+        if ! CTL policy set podA --default allow; then
+            echo "bench: $name skipped (no policy support)"
+            stop_pids
+            return
+        fi
+    fi
+    measure "$name" "$VR_A" "$VR_B" "$flows"
+    stop_pids
+}
+
+case_vrouterd_overlay() {
+    local name=$1 encap=$2
+    # The fabric is a net_ring port: what it sends, it receives. Pod A's traffic is tunnelled to
+    # the vrouter's own fabric address, decapsulated, and delivered to pod B from VRF 2.
+    vrouterd_start --fabric net_ring0 --fabric-ip 198.19.255.254 --fabric-mac 02:00:00:00:fa:01 || { stop_pids; return 1; }
+    CTL vrf add 2 || return 1
+    CTL nh set 3 tunnel --encap "$encap" --vif fabric0 --sip 198.19.255.254 --dip 198.19.255.254 --dmac 02:00:00:00:fa:01 || return 1
+    CTL route add --vrf 1 198.19.0.0/16 --nh 3 --label 200 || return 1
+    CTL vxlan set 200 --vrf 2 || return 1
+    CTL mpls set 200 --nh 2 || return 1
+    CTL route add --vrf 2 198.19.0.0/16 --nh 2 || return 1
+    measure "$name" "$VR_A" "$VR_B" 1
+    stop_pids
+}
+
+run_case() {
+    local c=$1
+    case $c in
+        testpmd-ceiling) case_testpmd_ceiling ;;
+        ovs-port) case_ovs ovs-port port 1 ;;
+        ovs-l3-flows-1) case_ovs ovs-l3-flows-1 1 1 ;;
+        ovs-l3-flows-65536) case_ovs ovs-l3-flows-65536 65536 65536 ;;
+        vrouterd-l3) case_vrouterd_l3 vrouterd-l3 1 no ;;
+        vrouterd-l3-flows-1) case_vrouterd_l3 vrouterd-l3-flows-1 1 yes ;;
+        vrouterd-l3-flows-65536) case_vrouterd_l3 vrouterd-l3-flows-65536 65536 yes ;;
+        vrouterd-overlay-vxlan) case_vrouterd_overlay vrouterd-overlay-vxlan vxlan ;;
+        vrouterd-overlay-mplsoudp) case_vrouterd_overlay vrouterd-overlay-mplsoudp mplsoudp ;;
+        vrouterd-overlay-mplsogre) case_vrouterd_overlay vrouterd-overlay-mplsogre mplsogre ;;
+        *) echo "bench: unknown case $c" >&2; return 2 ;;
+    esac
+}
+
+for c in $CASES; do
+    echo "bench: === $c"
+    run_case "$c" || { echo "bench: $c failed; its processes are stopped, going on"; stop_pids; }
+done
+
+tsc_khz=$(awk -F: '/cpu MHz/ {printf "%d", $2 * 1000; exit}' /proc/cpuinfo)
+machine="$(nproc) CPUs, $(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r)"
+python3 bench/report.py "$raw" "bench/results/$date_tag" "$tsc_khz" "$machine" "$0 (BENCH_SECONDS=$SECONDS_MEASURED BENCH_REPS=$REPS)"
+echo "bench: wrote bench/results/$date_tag.json, .md and .png"
