@@ -69,6 +69,10 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub idle_sleep_us: u64,
 
+    /// Flow-table entries (each flow takes two: it and its reverse), preallocated at start.
+    #[arg(long, value_name = "N", default_value_t = 524_288)]
+    pub flow_entries: usize,
+
     /// Packet buffers in the mempool.
     #[arg(long, value_name = "N", default_value_t = 32767)]
     pub mbufs: u32,

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use control_api::api::{
-    DropStats, FlowPage, FlowQuery, FlowStats, Health, HealthStatus, LcoreHealth, LcoreStats,
-    MempoolHealth, Nexthop as ApiNexthop, RingHealth, Stats, TunnelEncap as ApiEncap,
-    VhostUserMode, VifCounters, VifState, VifStatus,
+    DropStats, FlowAction as ApiFlowAction, FlowEntry, FlowPage, FlowQuery, FlowStats, Health,
+    HealthStatus, LcoreHealth, LcoreStats, MempoolHealth, Nexthop as ApiNexthop, PolicyAction,
+    Proto, RingHealth, Stats, TunnelEncap as ApiEncap, VhostUserMode, VifCounters, VifState,
+    VifStatus,
 };
 use control_api::{
     Change, Dataplane, DataplaneError, DataplaneErrorKind, VifKind as ApiVifKind, VifSpec,
@@ -19,6 +20,7 @@ use control_api::{
 use crossbeam::channel::{bounded, Sender};
 use pmd_shim::{Eal, EthPort, Mempool, PortConfig, RingLevel, RingProducer};
 use tracing::{info, info_span, warn};
+use vrouter::flow::{self, Policies};
 use vrouter::stats::MAX_VIFS;
 use vrouter::tables::{FabricConfig, Nexthop, RouteTarget, Tables, TunnelEncap, Vif, VifKind};
 use vrouter::{CoreStats, DropReason, MacAddr};
@@ -74,6 +76,7 @@ pub struct VrouterDataplane {
     vhost: Sender<VhostCmd>,
     vhost_status: StatusMap,
     registry: Mutex<Registry>,
+    policies: Arc<Policies>,
 }
 
 fn rejected(msg: impl Into<String>) -> DataplaneError {
@@ -84,16 +87,30 @@ fn table_err(e: vrouter::Error) -> DataplaneError {
     rejected(e.to_string())
 }
 
+/// What the dataplane is made of, handed over at start-up.
+pub struct DataplaneParts {
+    pub eal: Eal,
+    pub pool: Mempool,
+    pub tables: Arc<Tables>,
+    pub lcores: Vec<LcoreHandleInfo>,
+    pub vhost: Sender<VhostCmd>,
+    pub vhost_status: StatusMap,
+    pub fabric: FabricConfig,
+    pub policies: Arc<Policies>,
+}
+
 impl VrouterDataplane {
-    pub fn new(
-        eal: Eal,
-        pool: Mempool,
-        tables: Arc<Tables>,
-        lcores: Vec<LcoreHandleInfo>,
-        vhost: Sender<VhostCmd>,
-        vhost_status: StatusMap,
-        fabric: FabricConfig,
-    ) -> Self {
+    pub fn new(parts: DataplaneParts) -> Self {
+        let DataplaneParts {
+            eal,
+            pool,
+            tables,
+            lcores,
+            vhost,
+            vhost_status,
+            fabric,
+            policies,
+        } = parts;
         let registry = Registry {
             load: vec![0; lcores.len()],
             fabric,
@@ -108,6 +125,7 @@ impl VrouterDataplane {
             vhost,
             vhost_status,
             registry: Mutex::new(registry),
+            policies,
         }
     }
 
@@ -433,6 +451,80 @@ impl VrouterDataplane {
     }
 }
 
+/// The forwarding lcores' flow clock: milliseconds of TSC.
+fn flow_clock_ms() -> u64 {
+    pmd_shim::cycles::rdtsc() / (pmd_shim::cycles::tsc_hz() / 1000).max(1)
+}
+
+/// A policy of the API as the flow stage holds it.
+fn flow_policy(p: &control_api::api::Policy) -> Result<flow::Policy, DataplaneError> {
+    let action = |a: PolicyAction| match a {
+        PolicyAction::Allow => flow::Action::Allow,
+        PolicyAction::Deny => flow::Action::Deny,
+    };
+    let rules = |rs: &[control_api::api::PolicyRule]| -> Result<Vec<flow::Rule>, DataplaneError> {
+        rs.iter()
+            .map(|r| {
+                Ok(flow::Rule {
+                    action: action(r.action),
+                    proto: match r.proto {
+                        Proto::Any => None,
+                        Proto::Number(n) => Some(n),
+                    },
+                    cidr: r
+                        .cidr
+                        .map(|c| flow::Cidr::new(c.addr(), c.prefix_len()))
+                        .transpose()
+                        .map_err(table_err)?,
+                    ports: r.ports.map(|p| (p.first, p.last)),
+                })
+            })
+            .collect()
+    };
+    Ok(flow::Policy {
+        default: action(p.default),
+        ingress: rules(&p.ingress)?,
+        egress: rules(&p.egress)?,
+    })
+}
+
+fn flow_entry(f: &flow::FlowInfo, now_ms: u64) -> FlowEntry {
+    let addr = |a: u128| {
+        if f.key.v6 {
+            IpAddr::V6(std::net::Ipv6Addr::from(a))
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::from(a as u32))
+        }
+    };
+    FlowEntry {
+        index: u64::from(f.index),
+        vrf: u32::from(f.key.vrf),
+        src: addr(f.key.src),
+        dst: addr(f.key.dst),
+        proto: f.key.proto,
+        sport: f.key.sport,
+        dport: f.key.dport,
+        action: match f.verdict {
+            flow::FlowVerdict::Forward => ApiFlowAction::Forward,
+            flow::FlowVerdict::Drop => ApiFlowAction::Drop,
+        },
+        reverse: f.reverse.map(u64::from),
+        packets: f.packets,
+        bytes: f.bytes,
+        tcp_state: (f.key.proto == 6).then(|| {
+            match f.tcp {
+                flow::TcpState::None => "none",
+                flow::TcpState::Syn => "syn",
+                flow::TcpState::Established => "established",
+                flow::TcpState::Fin => "fin",
+                flow::TcpState::Rst => "rst",
+            }
+            .to_owned()
+        }),
+        idle_ms: now_ms.saturating_sub(f.last_seen),
+    }
+}
+
 fn least_loaded(load: &[u32]) -> u8 {
     load.iter()
         .enumerate()
@@ -498,9 +590,23 @@ impl Dataplane for VrouterDataplane {
             Change::MplsDel { label } => self.tables.del_label(*label).map_err(table_err),
             Change::VxlanSet { vni, vrf } => self.tables.set_vni(*vni, *vrf).map_err(table_err),
             Change::VxlanDel { vni } => self.tables.del_vni(*vni).map_err(table_err),
-            Change::PolicySet { .. } | Change::PolicyDel { .. } => Err(rejected(
-                "security policy needs the flow table, which this vrouterd does not have yet",
-            )),
+            Change::PolicySet { vif, name, policy } => {
+                let index = u16::try_from(*vif)
+                    .map_err(|_| rejected(format!("vif {name}: index out of range")))?;
+                let removed = self
+                    .policies
+                    .set(index, Some(flow_policy(policy)?))
+                    .map_err(table_err)?;
+                info!(vif = %name, flows_removed = removed, "policy set");
+                Ok(())
+            }
+            Change::PolicyDel { vif, name } => {
+                let index = u16::try_from(*vif)
+                    .map_err(|_| rejected(format!("vif {name}: index out of range")))?;
+                let removed = self.policies.set(index, None).map_err(table_err)?;
+                info!(vif = %name, flows_removed = removed, "policy removed");
+                Ok(())
+            }
         }
     }
 
@@ -700,15 +806,39 @@ impl Dataplane for VrouterDataplane {
         })
     }
 
-    fn flows(&self, _q: &FlowQuery) -> Result<FlowPage, DataplaneError> {
-        Err(rejected("this vrouterd has no flow table yet"))
+    fn flows(&self, q: &FlowQuery) -> Result<FlowPage, DataplaneError> {
+        let vrf = q
+            .vrf
+            .map(|v| u16::try_from(v).map_err(|_| rejected(format!("vrf {v} is out of range"))))
+            .transpose()?;
+        let cursor = match &q.cursor {
+            Some(c) => c
+                .parse::<usize>()
+                .map_err(|_| rejected(format!("cursor {c:?} is not one this API returned")))?,
+            None => 0,
+        };
+        let limit = q.limit.unwrap_or(1000) as usize;
+        let page = self.policies.table().flows(vrf, limit, cursor);
+        let now = flow_clock_ms();
+        Ok(FlowPage {
+            flows: page.flows.iter().map(|f| flow_entry(f, now)).collect(),
+            next_cursor: page.next.map(|n| n.to_string()),
+        })
     }
 
     fn flush_flows(&self) -> Result<u64, DataplaneError> {
-        Err(rejected("this vrouterd has no flow table yet"))
+        Ok(self.policies.table().flush() as u64)
     }
 
     fn flow_stats(&self) -> Result<FlowStats, DataplaneError> {
-        Err(rejected("this vrouterd has no flow table yet"))
+        let s = self.policies.table().stats();
+        Ok(FlowStats {
+            capacity: s.capacity as u64,
+            active: s.active as u64,
+            created: s.created,
+            aged: s.aged,
+            evicted: s.evicted,
+            table_full_drops: s.table_full,
+        })
     }
 }

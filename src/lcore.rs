@@ -17,7 +17,8 @@ use pmd_shim::{
     MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, StopFlag, TxQueue, BURST_MAX,
 };
 use vhost_user::SplitQueue;
-use vrouter::pipeline::{NoFlow, Pipeline, TxBatches};
+use vrouter::flow::{FlowStage, FlowTable};
+use vrouter::pipeline::{Pipeline, TxBatches};
 use vrouter::stats::MAX_VIFS;
 
 use crate::packet::Pkt;
@@ -105,7 +106,9 @@ enum TxSink {
 /// Everything one forwarding lcore owns.
 pub struct Lcore {
     pub index: u8,
-    pub pipeline: Pipeline<NoFlow>,
+    pub pipeline: Pipeline<FlowStage>,
+    /// The shared flow table, aged a slice at a time from every lcore's loop.
+    pub flows: Arc<FlowTable>,
     pub counters: Arc<LoopCounters>,
     /// Tells the vhost core about queues a guest broke (handing them back).
     pub events: Sender<LcoreEvent>,
@@ -132,6 +135,7 @@ impl Lcore {
         let Lcore {
             index,
             mut pipeline,
+            flows,
             counters,
             events,
             pool,
@@ -153,6 +157,7 @@ impl Lcore {
         let mut staging = MbufBurst::new();
         let mut run: Vec<Pkt> = Vec::with_capacity(BURST_MAX);
         let mut iteration: u32 = 0;
+        let tsc_per_ms = (pmd_shim::cycles::tsc_hz() / 1000).max(1);
         loop {
             if iteration & 15 == 0 {
                 if stop.should_stop() {
@@ -164,6 +169,11 @@ impl Lcore {
             }
             iteration = iteration.wrapping_add(1);
             let t0 = pmd_shim::cycles::rdtsc();
+            // Flow time in milliseconds, from the TSC (no system call per iteration).
+            let now_ms = t0 / tsc_per_ms;
+            if iteration & 63 == 0 {
+                flows.age_slice(now_ms, 16);
+            }
             let mut work = 0usize;
 
             for i in 0..st.rx.len() {
@@ -174,6 +184,7 @@ impl Lcore {
                             continue;
                         }
                         work += n;
+                        pipeline.flow_hook().begin(*vif, now_ms);
                         pipeline.process(*vif, burst.drain().map(Pkt), &mut batches);
                     }
                     RxSource::Virtq { vif, queue } => {
@@ -183,6 +194,7 @@ impl Lcore {
                             continue;
                         }
                         work += n;
+                        pipeline.flow_hook().begin(*vif, now_ms);
                         pipeline.process(*vif, spare.drain(..n), &mut batches);
                     }
                 }

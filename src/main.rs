@@ -20,11 +20,12 @@ use control_api::{ControlSocket, Controller, ControllerConfig, ServeOptions};
 use crossbeam::channel::{bounded, unbounded};
 use pmd_shim::{mbuf_ring, Eal, Mempool, RingMode};
 use tracing::{info, warn};
-use vrouter::pipeline::{NoFlow, Pipeline};
+use vrouter::flow::{FlowConfig, FlowTable, Policies};
+use vrouter::pipeline::Pipeline;
 use vrouter::tables::{FabricConfig, Tables, TablesConfig};
 use vrouter::MacAddr;
 
-use crate::dataplane::{LcoreHandleInfo, VrouterDataplane};
+use crate::dataplane::{DataplaneParts, LcoreHandleInfo, VrouterDataplane};
 use crate::lcore::{Lcore, LoopCounters};
 use crate::vhost_core::VhostCore;
 
@@ -98,6 +99,14 @@ fn run(opts: &cli::Options) -> Result<()> {
     let pool = Mempool::new(&eal, "vr_pkts", opts.mbufs, 256, 2048 + 128)
         .context("creating the packet mempool (more hugepages, or a smaller --mbufs)")?;
     let tables = Arc::new(Tables::new(TablesConfig::default()));
+    let flow_table = Arc::new(
+        FlowTable::new(FlowConfig {
+            entries: opts.flow_entries,
+            ..FlowConfig::default()
+        })
+        .map_err(|e| anyhow!("--flow-entries {}: {e}", opts.flow_entries))?,
+    );
+    let policies = Arc::new(Policies::new(Arc::clone(&flow_table)));
     let fabric = FabricConfig {
         vrouter_mac: MacAddr(vrouter_mac),
         fabric_ip: opts.fabric_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
@@ -134,7 +143,12 @@ fn run(opts: &cli::Options) -> Result<()> {
             .context("cloning ring producers")?;
         lcores.push(Lcore {
             index: u8::try_from(i).context("at most 255 forwarding lcores")?,
-            pipeline: Pipeline::new(Arc::clone(&tables), Arc::clone(&stats), NoFlow),
+            pipeline: Pipeline::new(
+                Arc::clone(&tables),
+                Arc::clone(&stats),
+                policies.stage(Arc::clone(&tables)),
+            ),
+            flows: Arc::clone(&flow_table),
             counters: Arc::clone(&counters),
             events: event_tx.clone(),
             pool: pool.clone(),
@@ -161,15 +175,16 @@ fn run(opts: &cli::Options) -> Result<()> {
         lcores: handles.iter().map(|h| h.commands.clone()).collect(),
         status: Arc::clone(&vhost_status),
     };
-    let dataplane = Arc::new(VrouterDataplane::new(
-        eal.clone(),
-        pool.clone(),
-        Arc::clone(&tables),
-        handles,
-        vhost_tx,
+    let dataplane = Arc::new(VrouterDataplane::new(DataplaneParts {
+        eal: eal.clone(),
+        pool: pool.clone(),
+        tables: Arc::clone(&tables),
+        lcores: handles,
+        vhost: vhost_tx,
         vhost_status,
         fabric,
-    ));
+        policies: Arc::clone(&policies),
+    }));
     let ctrl = Arc::new(
         Controller::new(
             ControllerConfig {

@@ -147,3 +147,40 @@ else:
     c.shutdown(socket.SHUT_WR); c.recv(1); c.close()
     print(n, h.hexdigest(), flush=True)
 "#;
+
+/// Attaches `pods` to `vr` as af-packet vifs in VRF 1 named as given, with a host route and an
+/// encap nexthop (ids 1, 2, …) to each and a receive route for each pod's gateway `.1`.
+pub fn route_in_vrf1(vr: &crate::vrouterd::Vrouterd, pods: &[(&str, &KernelPod)]) {
+    use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VifRequest, VifType};
+    vr.api(|c| async move { c.vrf_add(1).await })
+        .expect("vrf 1");
+    let receive = pods.len() as u32 + 1;
+    vr.api(|c| async move { c.nexthop_set(receive, &Nexthop::Receive).await })
+        .expect("receive nexthop");
+    for (i, (name, pod)) in pods.iter().enumerate() {
+        let mut req = VifRequest::new(name, VifType::AfPacket, 1, MacAddr(pod.mac));
+        req.iface = Some(pod.host_side.clone());
+        vr.api(|c| async move { c.vif_add(&req).await })
+            .expect("af-packet vif");
+        let id = i as u32 + 1;
+        let nh = Nexthop::Encap {
+            vif: (*name).to_owned(),
+            dmac: MacAddr(pod.mac),
+        };
+        vr.api(|c| async move { c.nexthop_set(id, &nh).await })
+            .expect("nexthop");
+        let [a, b, c3, _] = pod.ip.octets();
+        for (prefix, nexthop) in [
+            (format!("{}/32", pod.ip), id),
+            (format!("{a}.{b}.{c3}.1/32"), receive),
+        ] {
+            let route = Route {
+                prefix: prefix.parse::<IpPrefix>().expect("prefix"),
+                nexthop,
+                label: None,
+            };
+            vr.api(|c| async move { c.route_set(1, &route).await })
+                .expect("route");
+        }
+    }
+}

@@ -94,7 +94,8 @@ impl Vrouterd {
                 TestProcess::spawn(Path::new("/usr/sbin/ip"), &wrapped)
             }
         };
-        process.wait_for_output("control API listening", Duration::from_secs(30));
+        // Generous: EAL start-up on a loaded 2-core machine can take a while.
+        process.wait_for_output("control API listening", Duration::from_secs(120));
         let client = BlockingClient::new(&control).expect("control client");
         Vrouterd {
             process,
