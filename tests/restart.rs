@@ -229,10 +229,19 @@ fn pods_killed_and_restarted_20_times_reconnect_each_time_without_fd_or_memory_g
         );
         let t_traffic = t.elapsed();
         // SIGKILL both at once: a dying pod can take seconds to release its hugepages.
-        std::thread::scope(|s| {
-            s.spawn(|| pod_a.kill());
-            s.spawn(|| pod_c.kill());
+        let (kill_a, kill_c) = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                pod_a.kill();
+                t.elapsed()
+            });
+            let c = s.spawn(|| {
+                pod_c.kill();
+                t.elapsed()
+            });
+            (a.join(), c.join())
         });
+        let t_killed = t.elapsed();
+        eprintln!("round {round}: A reaped at {kill_a:?}, C at {kill_c:?}");
         wait_state(
             &vr,
             "podA",
@@ -263,7 +272,7 @@ fn pods_killed_and_restarted_20_times_reconnect_each_time_without_fd_or_memory_g
         let u = usage(&vr);
         eprintln!(
             "round {round} ({:?} in): connected after {t_connected:?}, traffic after \
-             {t_traffic:?}, gone after {:?}; {u:?}",
+             {t_traffic:?}, both reaped after {t_killed:?}, gone after {:?}; {u:?}",
             started.elapsed(),
             t.elapsed()
         );
