@@ -200,14 +200,28 @@ impl TestpmdPod {
 
     /// Kills the pod now (SIGKILL, like a crashed pod) and cleans up its files.
     pub fn kill(&mut self) {
+        let mut reaped = true;
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
-            let _ = c.wait();
+            // Bounded: on a loaded machine a killed pod can take long to be reaped, and a test
+            // must not hang on it (the kernel finishes the exit on its own).
+            let end = Instant::now() + Duration::from_secs(10);
+            reaped = false;
+            while Instant::now() < end {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    reaped = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         // The output readers end at EOF; join them so their pipes and stacks are gone too
-        // (tests count fds and mappings after a pod dies).
+        // (tests count fds and mappings after a pod dies). If the pod is not gone yet they may
+        // not have seen EOF: leave them to finish on their own.
         for r in self.readers.drain(..) {
-            let _ = r.join();
+            if reaped || r.is_finished() {
+                let _ = r.join();
+            }
         }
         cleanup_prefix(&self.cfg.file_prefix);
     }
