@@ -398,8 +398,13 @@ fn vrouterd_restarted_under_client_mode_pods_comes_back_and_traffic_resumes() {
     let got = pod_b
         .finish(Duration::from_secs(20))
         .expect("receiver totals");
-    assert_eq!(
-        got.rx_packets, sent_to_b,
-        "the pod received exactly what the two vrouterds sent it"
+    // Packets already placed in the pod's RX ring when a vrouterd stops can be dropped by the
+    // pod's virtio-user as it resets the device for the next backend: at most one ring (the
+    // queue size, 256) per vrouterd life that ended under it.
+    assert!(
+        got.rx_packets <= sent_to_b && sent_to_b - got.rx_packets <= 2 * 256,
+        "the pod received what the two vrouterds sent it, less at most one ring per restart: \
+         got {} of {sent_to_b}",
+        got.rx_packets
     );
 }
