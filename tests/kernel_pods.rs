@@ -4,8 +4,7 @@
 
 use std::path::PathBuf;
 
-use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VifRequest, VifType};
-use testkit::kernel_pod::KernelPod;
+use testkit::kernel_pod::{route_in_vrf1, KernelPod};
 use testkit::netns::Netns;
 use testkit::vrouterd::Vrouterd;
 
@@ -26,51 +25,7 @@ fn kernel_pods_ping_and_move_100_mb_of_tcp_through_vrouterd() {
         &[],
     );
 
-    vr.api(|c| async move { c.vrf_add(1).await })
-        .expect("vrf 1");
-    for (name, pod) in [("pod1", &pod1), ("pod2", &pod2)] {
-        let mut req = VifRequest::new(name, VifType::AfPacket, 1, MacAddr(pod.mac));
-        req.iface = Some(pod.host_side.clone());
-        let info = vr
-            .api(|c| async move { c.vif_add(&req).await })
-            .expect("af-packet vif");
-        assert_eq!(info.status.state.to_string(), "up", "{info:?}");
-    }
-    let nexthops = [
-        (
-            1,
-            Nexthop::Encap {
-                vif: "pod1".into(),
-                dmac: MacAddr(pod1.mac),
-            },
-        ),
-        (
-            2,
-            Nexthop::Encap {
-                vif: "pod2".into(),
-                dmac: MacAddr(pod2.mac),
-            },
-        ),
-        (3, Nexthop::Receive),
-    ];
-    for (id, nh) in nexthops {
-        vr.api(|c| async move { c.nexthop_set(id, &nh).await })
-            .expect("nexthop");
-    }
-    for (prefix, nh) in [
-        ("198.18.1.2/32", 1),
-        ("198.18.2.2/32", 2),
-        ("198.18.1.1/32", 3),
-        ("198.18.2.1/32", 3),
-    ] {
-        let route = Route {
-            prefix: prefix.parse::<IpPrefix>().expect("prefix"),
-            nexthop: nh,
-            label: None,
-        };
-        vr.api(|c| async move { c.route_set(1, &route).await })
-            .expect("route");
-    }
+    route_in_vrf1(&vr, &[("pod1", &pod1), ("pod2", &pod2)]);
 
     let out = pod1.ping(&pod2.ip.to_string(), 5);
     assert!(out.contains("5 received"), "{out}");
