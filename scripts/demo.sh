@@ -76,7 +76,7 @@ trap '' PIPE # a pod that died makes writing to its FIFO an error, not a fatal s
 trap 'exit 130' INT TERM
 
 echo "demo: starting vrouterd (control socket $control, socket base $base)"
-"$bin/vrouterd" --control-socket "$control" --socket-base "$base" --idle-sleep-us 20 \
+"$bin/vrouterd" --control-socket "$control" --socket-base "$base" \
     -- --no-pci -m 256 "--file-prefix=${tag}vr" >"$tmp/vrouterd.log" 2>&1 &
 vr_pid=$!
 for ((i = 0; i < 300; i++)); do

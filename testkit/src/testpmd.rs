@@ -3,8 +3,15 @@
 //!
 //! Each pod gets its own `--file-prefix`, runs `--no-pci` with `--single-file-segments` (the
 //! virtio-user frontend shares its memory one file per segment list, which keeps the memory table
-//! within the 8 regions vhost-user allows), and is killed on drop, after which its hugepage files
+//! within the 8 regions vhost-user allows), and is stopped on drop, after which its hugepage files
 //! and runtime directory are removed. Hugepages are set up with `scripts/hugepages.sh` first.
+//!
+//! Stopping is graceful (Enter on testpmd's stdin, as an operator quits it), with SIGKILL only
+//! when that does not work in time. Why: on this machine's kernel (6.18, a firecracker guest),
+//! reaping a testpmd that died by a signal while its lcore was busy polling a virtio-user port
+//! sometimes spins the reaping thread inside `wait4` (release_task → proc_invalidate_siblings_dcache
+//! → shrink_dcache_parent) for minutes, at 100 % of a core, with nothing else holding the dentries.
+//! A pod that exits from `main` is reaped at once (see the notes on issue 5).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -198,7 +205,14 @@ impl TestpmdPod {
         PodTotals::parse(&self.log())
     }
 
-    /// Kills the pod now (SIGKILL, like a crashed pod) and cleans up its files.
+    /// Stops the pod gracefully, as [`TestpmdPod::finish`] does, falling back to SIGKILL after
+    /// `timeout`; cleans up its files either way.
+    pub fn stop(&mut self, timeout: Duration) {
+        let _ = self.finish(timeout);
+    }
+
+    /// Kills the pod now (SIGKILL, like a crashed pod) and cleans up its files. See the module
+    /// notes before using it in a test that must not stall: prefer [`TestpmdPod::stop`].
     pub fn kill(&mut self) {
         let mut reaped = true;
         if let Some(mut c) = self.child.take() {
@@ -264,7 +278,7 @@ impl PodTotals {
 
 impl Drop for TestpmdPod {
     fn drop(&mut self) {
-        self.kill();
+        self.stop(Duration::from_secs(10));
         if self.cfg.server {
             let _ = std::fs::remove_file(&self.cfg.socket);
         }
