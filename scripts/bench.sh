@@ -194,8 +194,9 @@ case_vrouterd_l3() {
 case_vrouterd_overlay() {
     local name=$1 encap=$2
     # The fabric is a net_ring port: what it sends, it receives. Pod A's traffic is tunnelled to
-    # the vrouter's own fabric address, decapsulated, and delivered to pod B from VRF 2.
-    vrouterd_start --fabric net_ring0 --fabric-ip 198.19.255.254 --fabric-mac 02:00:00:00:fa:01 || { stop_pids; return 1; }
+    # the vrouter's own fabric address, decapsulated, and delivered to pod B from VRF 2. The
+    # fabric runs jumbo frames, as underlays do, so 1518-byte frames fit once encapsulated.
+    vrouterd_start --fabric net_ring0 --fabric-ip 198.19.255.254 --fabric-mac 02:00:00:00:fa:01 --fabric-mtu 9000 || { stop_pids; return 1; }
     CTL vrf add 2 || return 1
     CTL nh set 3 tunnel --encap "$encap" --vif fabric0 --sip 198.19.255.254 --dip 198.19.255.254 --dmac 02:00:00:00:fa:01 || return 1
     CTL route add --vrf 1 198.19.0.0/16 --nh 3 --label 200 || return 1

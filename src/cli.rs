@@ -56,6 +56,11 @@ pub struct Options {
     )]
     pub fabric_mac: String,
 
+    /// MTU of the --fabric vif. Underlays carrying tunnels usually run jumbo frames so that a
+    /// 1500-byte pod frame still fits once encapsulated (VXLAN adds 50 bytes).
+    #[arg(long, value_name = "BYTES", requires = "fabric")]
+    pub fabric_mtu: Option<u32>,
+
     /// The MAC pods send routed traffic to (and ARP / ND answers carry).
     #[arg(long, value_name = "MAC", default_value = "00:00:5e:00:01:00")]
     pub vrouter_mac: String,

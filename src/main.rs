@@ -243,6 +243,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         let mut req = VifRequest::new("fabric0", VifType::Physical, 0, ApiMac(fabric_mac));
         req.device = Some(devargs.clone());
         req.ip = opts.fabric_ip;
+        req.mtu = opts.fabric_mtu;
         match ctrl.vif_add(&req) {
             Ok(v) => info!(fabric = %devargs, index = v.index, "fabric port up"),
             Err(e) => {
