@@ -231,5 +231,6 @@ done
 
 tsc_khz=$(awk -F: '/cpu MHz/ {printf "%d", $2 * 1000; exit}' /proc/cpuinfo)
 machine="$(nproc) CPUs, $(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r)"
-python3 bench/report.py "$raw" "bench/results/$date_tag" "$tsc_khz" "$machine" "$0 (BENCH_SECONDS=$SECONDS_MEASURED BENCH_REPS=$REPS)"
+/usr/bin/python3 bench/report.py "$raw" "bench/results/$date_tag" "$tsc_khz" "$machine" "$0 (BENCH_SECONDS=$SECONDS_MEASURED BENCH_REPS=$REPS)"
+cp "$raw" "bench/results/$date_tag.raw.jsonl" # every run, so the report can be redrawn
 echo "bench: wrote bench/results/$date_tag.json, .md and .png"
