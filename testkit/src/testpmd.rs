@@ -8,10 +8,10 @@
 //!
 //! Stopping is graceful (Enter on testpmd's stdin, as an operator quits it), with SIGKILL only
 //! when that does not work in time. Why: on this machine's kernel (6.18, a firecracker guest),
-//! reaping a testpmd that died by a signal while its lcore was busy polling a virtio-user port
-//! sometimes spins the reaping thread inside `wait4` (release_task → proc_invalidate_siblings_dcache
-//! → shrink_dcache_parent) for minutes, at 100 % of a core, with nothing else holding the dentries.
-//! A pod that exits from `main` is reaped at once (see the notes on issue 5).
+//! when vrouterd runs with `--idle-sleep-us` on the pods' CPU, reaping a stopped testpmd sometimes
+//! spins the reaping thread inside `wait4` (release_task → proc_invalidate_siblings_dcache →
+//! shrink_dcache_parent) for minutes, at 100 % of a core. A signal makes it likely, a graceful
+//! quit rare; without idle sleep it was not seen (see the notes on issue 5).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
