@@ -9,11 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use control_api::api::{
-    IpPrefix, MacAddr, Nexthop, Route, VhostUserMode, VifInfo, VifRequest, VifType,
-};
+use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VhostUserMode, VifInfo, VifRequest};
 use testkit::testpmd::{TestpmdConfig, TestpmdPod};
-use testkit::vrouterd::Vrouterd;
+use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
 const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
@@ -24,22 +22,8 @@ fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
 }
 
-fn vhost_vif(name: &str, mac: MacAddr, dir: &Path, file: &str, mode: VhostUserMode) -> VifRequest {
-    let mut req = VifRequest::new(name, VifType::VhostUser, 1, mac);
-    req.vhostsocket_dir = Some(dir.to_path_buf());
-    req.vhostsocket_filename = Some(file.to_owned());
-    req.vhostuser_mode = Some(mode);
-    req
-}
-
-fn vif(vr: &Vrouterd, name: &str) -> VifInfo {
-    let name = name.to_owned();
-    vr.api(|c| async move { c.vif(&name).await })
-        .expect("GET /vifs/{name}")
-}
-
 fn state(vr: &Vrouterd, name: &str) -> String {
-    vif(vr, name).status.state.to_string()
+    vr.vif(name).status.state.to_string()
 }
 
 /// Waits until the vif's state is (`want`) or is not (`!want`) `state`.
@@ -70,7 +54,7 @@ fn wait_counter_grows(
 ) -> u64 {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
-        let v = vif(vr, name);
+        let v = vr.vif(name);
         let now = counter(&v);
         if now >= from + by {
             return now;
@@ -199,9 +183,9 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
         );
         let t_connected = t.elapsed();
         let (a0, c0, b0) = (
-            rx(&vif(&vr, "podA")),
-            rx(&vif(&vr, "podC")),
-            tx(&vif(&vr, "podB")),
+            rx(&vr.vif("podA")),
+            rx(&vr.vif("podC")),
+            tx(&vr.vif("podB")),
         );
         wait_counter_grows(
             &vr,
@@ -387,7 +371,7 @@ fn vrouterd_restarted_under_client_mode_pods_comes_back_and_traffic_resumes() {
         vr.api(|c| async move { c.route_del(1, &sink_route).await })
             .expect("route to B");
         std::thread::sleep(Duration::from_millis(500));
-        let b = vif(&vr, "podB").status.counters;
+        let b = vr.vif("podB").status.counters;
         sent_to_b += b.tx_packets;
         let status = vr.stop();
         assert!(status.success(), "vrouterd {life} exit {status}");

@@ -5,11 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use control_api::api::{
-    IpPrefix, MacAddr, Nexthop, Route, VhostUserMode, VifCounters, VifInfo, VifRequest, VifType,
-};
+use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VhostUserMode, VifCounters};
 use testkit::testpmd::{TestpmdConfig, TestpmdPod};
-use testkit::vrouterd::Vrouterd;
+use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
 const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
@@ -18,29 +16,15 @@ fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
 }
 
-fn vhost_vif(name: &str, mac: MacAddr, dir: &Path, file: &str, mode: VhostUserMode) -> VifRequest {
-    let mut req = VifRequest::new(name, VifType::VhostUser, 1, mac);
-    req.vhostsocket_dir = Some(dir.to_path_buf());
-    req.vhostsocket_filename = Some(file.to_owned());
-    req.vhostuser_mode = Some(mode);
-    req
-}
-
-fn vif(vr: &Vrouterd, name: &str) -> VifInfo {
-    let name = name.to_owned();
-    vr.api(|c| async move { c.vif(&name).await })
-        .expect("GET /vifs/{name}")
-}
-
 fn counters(vr: &Vrouterd, name: &str) -> VifCounters {
-    vif(vr, name).status.counters
+    vr.vif(name).status.counters
 }
 
 fn wait_connected(vr: &Vrouterd, name: &str) {
     let start = Instant::now();
     let end = start + Duration::from_secs(30);
     loop {
-        let v = vif(vr, name);
+        let v = vr.vif(name);
         if v.status.state.to_string() == "connected" {
             eprintln!("{name} connected after {:?}", start.elapsed());
             return;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use control_api::api::{MacAddr, VhostUserMode, VifInfo, VifRequest, VifType};
 use control_api::BlockingClient;
 
 use crate::process::TestProcess;
@@ -123,6 +124,13 @@ impl Vrouterd {
         self.client.run(f)
     }
 
+    /// `GET /vifs/{name}`; panics (failing the test) if it errs.
+    pub fn vif(&self, name: &str) -> VifInfo {
+        let name = name.to_owned();
+        self.api(|c| async move { c.vif(&name).await })
+            .expect("GET /vifs/{name}")
+    }
+
     /// How many file descriptors the process has open (entries of `/proc/<pid>/fd`).
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.process.pid()))
@@ -152,4 +160,19 @@ impl Vrouterd {
         self.process.signal("TERM");
         self.process.wait(Duration::from_secs(30))
     }
+}
+
+/// A vhost-user vif in VRF 1 with its socket at `dir/file`, vrouterd in `mode` on it.
+pub fn vhost_user_vif(
+    name: &str,
+    mac: MacAddr,
+    dir: &Path,
+    file: &str,
+    mode: VhostUserMode,
+) -> VifRequest {
+    let mut req = VifRequest::new(name, VifType::VhostUser, 1, mac);
+    req.vhostsocket_dir = Some(dir.to_path_buf());
+    req.vhostsocket_filename = Some(file.to_owned());
+    req.vhostuser_mode = Some(mode);
+    req
 }
