@@ -17,13 +17,17 @@ impl StopFlag {
         StopFlag::default()
     }
 
+    /// True once [`StopFlag::stop`] ran; everything the stopping thread did before (such as
+    /// enqueueing the last packets on a ring) is then visible to the caller, so a loop that
+    /// reads this flag before its final poll of a ring misses nothing (Acquire pairs with the
+    /// Release in `stop`; both are plain moves on x86).
     #[inline]
     pub fn should_stop(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::Acquire)
     }
 
     pub fn stop(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.store(true, Ordering::Release);
     }
 }
 

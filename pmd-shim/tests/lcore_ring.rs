@@ -28,12 +28,15 @@ fn worker_lcore_drains_a_ring_and_stops_on_request() {
             let mut sum: u64 = 0;
             let mut count: i32 = 0;
             loop {
+                // Read the flag before polling: an empty poll after a stop seen here means the
+                // producer's last packets (enqueued before it stopped us) were all taken.
+                let stopping = stop.should_stop();
                 let n = consumer.dequeue_burst(&mut burst);
                 for m in burst.drain() {
                     sum += u64::from(m.data()[0]);
                     count += 1;
                 }
-                if n == 0 && stop.should_stop() {
+                if n == 0 && stopping {
                     break;
                 }
             }
