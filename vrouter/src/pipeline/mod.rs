@@ -61,6 +61,12 @@ pub enum FlowAction {
 /// (writable, for NAT; offsets in `meta` stay valid as long as header lengths do not change)
 /// and the lookup result. Runs on the forwarding core: must not block or allocate.
 pub trait FlowHook {
+    /// Called for each routed packet of a burst right after its route lookup, before any
+    /// packet of the burst reaches [`FlowHook::on_lookup`]: a chance to start loading what the
+    /// lookup will read (touch its bucket) so the burst's cache misses overlap.
+    #[inline(always)]
+    fn prefetch(&mut self, _meta: &PacketMeta) {}
+
     fn on_lookup(&mut self, meta: &PacketMeta, frame: &mut [u8], target: RouteTarget)
         -> FlowAction;
 }
@@ -218,6 +224,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     } else {
                         vrf.route_v6(m.dst)
                     };
+                    self.flow.prefetch(m);
                 }
             }
         }
