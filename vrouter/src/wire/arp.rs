@@ -1,6 +1,6 @@
 //! ARP for Ethernet / IPv4 (RFC 826). Other hardware or protocol types are `Malformed`.
 
-use super::{be16, put16, MacAddr, WireError};
+use super::{be16, be32, mac_at, put16, MacAddr, WireError};
 use std::net::Ipv4Addr;
 
 pub const PACKET_LEN: usize = 28;
@@ -13,9 +13,11 @@ pub struct Packet<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < PACKET_LEN {
@@ -26,29 +28,31 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         Ok(Packet { buf })
     }
+    #[inline]
     pub fn operation(&self) -> u16 {
         be16(self.buf.as_ref(), 6)
     }
+    #[inline]
     pub fn sender_mac(&self) -> MacAddr {
-        let b = self.buf.as_ref();
-        MacAddr([b[8], b[9], b[10], b[11], b[12], b[13]])
+        mac_at(self.buf.as_ref(), 8)
     }
+    #[inline]
     pub fn sender_ip(&self) -> Ipv4Addr {
-        let b = self.buf.as_ref();
-        Ipv4Addr::new(b[14], b[15], b[16], b[17])
+        Ipv4Addr::from(be32(self.buf.as_ref(), 14))
     }
+    #[inline]
     pub fn target_mac(&self) -> MacAddr {
-        let b = self.buf.as_ref();
-        MacAddr([b[18], b[19], b[20], b[21], b[22], b[23]])
+        mac_at(self.buf.as_ref(), 18)
     }
+    #[inline]
     pub fn target_ip(&self) -> Ipv4Addr {
-        let b = self.buf.as_ref();
-        Ipv4Addr::new(b[24], b[25], b[26], b[27])
+        Ipv4Addr::from(be32(self.buf.as_ref(), 24))
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Write the fixed Ethernet/IPv4 fields (hardware/protocol types and sizes).
+    #[inline]
     pub fn fill_fixed(&mut self) {
         let b = self.buf.as_mut();
         put16(b, 0, 1);
@@ -56,18 +60,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         b[4] = 6;
         b[5] = 4;
     }
+    #[inline]
     pub fn set_operation(&mut self, op: u16) {
         put16(self.buf.as_mut(), 6, op);
     }
+    #[inline]
     pub fn set_sender_mac(&mut self, m: MacAddr) {
         self.buf.as_mut()[8..14].copy_from_slice(&m.0);
     }
+    #[inline]
     pub fn set_sender_ip(&mut self, ip: Ipv4Addr) {
         self.buf.as_mut()[14..18].copy_from_slice(&ip.octets());
     }
+    #[inline]
     pub fn set_target_mac(&mut self, m: MacAddr) {
         self.buf.as_mut()[18..24].copy_from_slice(&m.0);
     }
+    #[inline]
     pub fn set_target_ip(&mut self, ip: Ipv4Addr) {
         self.buf.as_mut()[24..28].copy_from_slice(&ip.octets());
     }

@@ -3,7 +3,7 @@
 /// One's-complement sum of `data` as big-endian 16-bit words (odd tail padded with zero), added
 /// to `acc`. Not folded: fold with [`fold`]. The result stays below 2^17 plus `acc`'s high
 /// part, so callers may add a few small values before folding.
-#[inline]
+#[inline(always)]
 pub fn sum(acc: u32, data: &[u8]) -> u32 {
     // Add 32-bit big-endian words into a 64-bit accumulator (no carry can be lost), then fold:
     // one's-complement addition does not care about the word size (RFC 1071, section 2).
@@ -25,11 +25,12 @@ pub fn sum(acc: u32, data: &[u8]) -> u32 {
 }
 
 /// Fold a 32-bit accumulator into 16 bits (end-around carry).
-#[inline]
-pub fn fold(mut acc: u32) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
+#[inline(always)]
+pub fn fold(acc: u32) -> u16 {
+    // Two end-around carries always suffice for 32 bits: the first leaves at most 0x1fffe, the
+    // second at most 0xffff.
+    let acc = (acc & 0xffff) + (acc >> 16);
+    let acc = (acc & 0xffff) + (acc >> 16);
     acc as u16
 }
 

@@ -1,6 +1,6 @@
 //! Ethernet II frames and 802.1Q tags.
 
-use super::{be16, put16, MacAddr, WireError};
+use super::{be16, mac_at, put16, MacAddr, WireError};
 
 pub const HEADER_LEN: usize = 14;
 pub const VLAN_TAG_LEN: usize = 4;
@@ -31,23 +31,23 @@ impl<T: AsRef<[u8]>> Frame<T> {
         }
         Ok(Frame { buf })
     }
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buf
     }
     #[inline(always)]
     pub fn dst(&self) -> MacAddr {
-        let b = self.buf.as_ref();
-        MacAddr([b[0], b[1], b[2], b[3], b[4], b[5]])
+        mac_at(self.buf.as_ref(), 0)
     }
     #[inline(always)]
     pub fn src(&self) -> MacAddr {
-        let b = self.buf.as_ref();
-        MacAddr([b[6], b[7], b[8], b[9], b[10], b[11]])
+        mac_at(self.buf.as_ref(), 6)
     }
     #[inline(always)]
     pub fn ethertype(&self) -> u16 {
         be16(self.buf.as_ref(), 12)
     }
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_LEN..]
     }
@@ -66,6 +66,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     pub fn set_ethertype(&mut self, t: u16) {
         put16(self.buf.as_mut(), 12, t);
     }
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buf.as_mut()[HEADER_LEN..]
     }
@@ -86,9 +87,11 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
         }
         Ok(VlanTag { buf })
     }
+    #[inline]
     pub fn pcp(&self) -> u8 {
         self.buf.as_ref()[0] >> 5
     }
+    #[inline]
     pub fn vid(&self) -> u16 {
         be16(self.buf.as_ref(), 0) & 0x0fff
     }
@@ -99,6 +102,7 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
+    #[inline]
     pub fn set_vid(&mut self, vid: u16) {
         let tci = (be16(self.buf.as_ref(), 0) & 0xf000) | (vid & 0x0fff);
         put16(self.buf.as_mut(), 0, tci);

@@ -14,10 +14,12 @@ pub struct Packet<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
     /// Checks version 0, no routing bit, and that the optional words fit.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < BASE_LEN {
@@ -33,21 +35,27 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         Ok(p)
     }
+    #[inline]
     pub fn flags(&self) -> u16 {
         be16(self.buf.as_ref(), 0)
     }
+    #[inline]
     pub fn has_checksum(&self) -> bool {
         self.flags() & C != 0
     }
+    #[inline]
     pub fn has_key(&self) -> bool {
         self.flags() & K != 0
     }
+    #[inline]
     pub fn has_seq(&self) -> bool {
         self.flags() & S != 0
     }
+    #[inline]
     pub fn protocol(&self) -> u16 {
         be16(self.buf.as_ref(), 2)
     }
+    #[inline]
     pub fn header_len(&self) -> usize {
         BASE_LEN
             + 4 * (usize::from(self.has_checksum())
@@ -58,6 +66,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// A 4-byte GRE header: no optional fields, version 0, the given protocol.
+    #[inline]
     pub fn fill_basic(&mut self, protocol: u16) {
         put16(self.buf.as_mut(), 0, 0);
         put16(self.buf.as_mut(), 2, protocol);

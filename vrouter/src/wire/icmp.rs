@@ -36,43 +36,54 @@ pub struct Packet<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         if buf.as_ref().len() < HEADER_LEN {
             return Err(WireError::Truncated);
         }
         Ok(Packet { buf })
     }
+    #[inline]
     pub fn msg_type(&self) -> u8 {
         self.buf.as_ref()[0]
     }
+    #[inline]
     pub fn code(&self) -> u8 {
         self.buf.as_ref()[1]
     }
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), 2)
     }
     /// The 4 bytes after the checksum (rest of header).
+    #[inline]
     pub fn rest(&self) -> u32 {
         be32(self.buf.as_ref(), 4)
     }
+    #[inline]
     pub fn body(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_LEN..]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    #[inline]
     pub fn set_msg_type(&mut self, v: u8) {
         self.buf.as_mut()[0] = v;
     }
+    #[inline]
     pub fn set_code(&mut self, v: u8) {
         self.buf.as_mut()[1] = v;
     }
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         put16(self.buf.as_mut(), 2, v);
     }
+    #[inline]
     pub fn set_rest(&mut self, v: u32) {
         put32(self.buf.as_mut(), 4, v);
     }

@@ -1,7 +1,7 @@
 //! IPv4 headers (RFC 791).
 
 use super::checksum;
-use super::{be16, put16, WireError};
+use super::{be16, be32, put16, WireError};
 use std::net::Ipv4Addr;
 
 pub const MIN_HEADER_LEN: usize = 20;
@@ -23,11 +23,13 @@ pub struct Packet<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
     /// Checks version, header length and that the buffer holds `total_len` bytes (it may hold
     /// more: Ethernet padding).
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < MIN_HEADER_LEN {
@@ -46,53 +48,66 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         Ok(Packet { buf })
     }
+    #[inline]
     pub fn into_inner(self) -> T {
         self.buf
     }
+    #[inline]
     pub fn header_len(&self) -> usize {
         usize::from(self.buf.as_ref()[0] & 0xf) * 4
     }
+    #[inline]
     pub fn dscp_ecn(&self) -> u8 {
         self.buf.as_ref()[1]
     }
+    #[inline]
     pub fn total_len(&self) -> u16 {
         be16(self.buf.as_ref(), 2)
     }
+    #[inline]
     pub fn ident(&self) -> u16 {
         be16(self.buf.as_ref(), 4)
     }
+    #[inline]
     pub fn dont_frag(&self) -> bool {
         be16(self.buf.as_ref(), 6) & FLAG_DF != 0
     }
+    #[inline]
     pub fn more_frags(&self) -> bool {
         be16(self.buf.as_ref(), 6) & FLAG_MF != 0
     }
     /// Fragment offset in 8-byte units.
+    #[inline]
     pub fn frag_offset(&self) -> u16 {
         be16(self.buf.as_ref(), 6) & 0x1fff
     }
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.buf.as_ref()[8]
     }
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.buf.as_ref()[9]
     }
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), 10)
     }
+    #[inline]
     pub fn src(&self) -> Ipv4Addr {
-        let b = self.buf.as_ref();
-        Ipv4Addr::new(b[12], b[13], b[14], b[15])
+        Ipv4Addr::from(be32(self.buf.as_ref(), 12))
     }
+    #[inline]
     pub fn dst(&self) -> Ipv4Addr {
-        let b = self.buf.as_ref();
-        Ipv4Addr::new(b[16], b[17], b[18], b[19])
+        Ipv4Addr::from(be32(self.buf.as_ref(), 16))
     }
     /// Whether the header checksum is right.
+    #[inline]
     pub fn verify_checksum(&self) -> bool {
         checksum::fold(checksum::sum(0, &self.buf.as_ref()[..self.header_len()])) == 0xffff
     }
     /// The payload, up to `total_len` (Ethernet padding excluded).
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[self.header_len()..usize::from(self.total_len())]
     }
@@ -100,38 +115,49 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Write version 4 and a header length of `len` bytes (a multiple of 4).
+    #[inline]
     pub fn set_version_and_len(&mut self, len: usize) {
         self.buf.as_mut()[0] = 0x40 | ((len / 4) as u8 & 0xf);
     }
+    #[inline]
     pub fn set_dscp_ecn(&mut self, v: u8) {
         self.buf.as_mut()[1] = v;
     }
+    #[inline]
     pub fn set_total_len(&mut self, v: u16) {
         put16(self.buf.as_mut(), 2, v);
     }
+    #[inline]
     pub fn set_ident(&mut self, v: u16) {
         put16(self.buf.as_mut(), 4, v);
     }
     /// Flags and fragment offset: DF as given, MF clear, offset 0.
+    #[inline]
     pub fn set_flags_unfragmented(&mut self, df: bool) {
         put16(self.buf.as_mut(), 6, if df { FLAG_DF } else { 0 });
     }
+    #[inline]
     pub fn set_ttl(&mut self, v: u8) {
         self.buf.as_mut()[8] = v;
     }
+    #[inline]
     pub fn set_protocol(&mut self, v: u8) {
         self.buf.as_mut()[9] = v;
     }
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         put16(self.buf.as_mut(), 10, v);
     }
+    #[inline]
     pub fn set_src(&mut self, a: Ipv4Addr) {
         self.buf.as_mut()[12..16].copy_from_slice(&a.octets());
     }
+    #[inline]
     pub fn set_dst(&mut self, a: Ipv4Addr) {
         self.buf.as_mut()[16..20].copy_from_slice(&a.octets());
     }
     /// Compute and write the header checksum.
+    #[inline]
     pub fn fill_checksum(&mut self) {
         self.set_checksum(0);
         let hl = self.header_len();

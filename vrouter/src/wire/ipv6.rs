@@ -22,9 +22,11 @@ pub struct Packet<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < HEADER_LEN {
@@ -38,37 +40,47 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         Ok(Packet { buf })
     }
+    #[inline]
     pub fn traffic_class(&self) -> u8 {
         (be16(self.buf.as_ref(), 0) >> 4) as u8
     }
+    #[inline]
     pub fn flow_label(&self) -> u32 {
         be32(self.buf.as_ref(), 0) & 0x000f_ffff
     }
+    #[inline]
     pub fn payload_len(&self) -> u16 {
         be16(self.buf.as_ref(), 4)
     }
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.buf.as_ref()[6]
     }
+    #[inline]
     pub fn hop_limit(&self) -> u8 {
         self.buf.as_ref()[7]
     }
+    #[inline]
     pub fn src_bytes(&self) -> [u8; 16] {
         let mut a = [0; 16];
         a.copy_from_slice(&self.buf.as_ref()[8..24]);
         a
     }
+    #[inline]
     pub fn dst_bytes(&self) -> [u8; 16] {
         let mut a = [0; 16];
         a.copy_from_slice(&self.buf.as_ref()[24..40]);
         a
     }
+    #[inline]
     pub fn src(&self) -> Ipv6Addr {
         Ipv6Addr::from(self.src_bytes())
     }
+    #[inline]
     pub fn dst(&self) -> Ipv6Addr {
         Ipv6Addr::from(self.dst_bytes())
     }
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_LEN..HEADER_LEN + usize::from(self.payload_len())]
     }
@@ -76,6 +88,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Version 6, the given traffic class and flow label.
+    #[inline]
     pub fn set_version_tc_flow(&mut self, tc: u8, flow: u32) {
         put32(
             self.buf.as_mut(),
@@ -83,22 +96,28 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
             (6 << 28) | (u32::from(tc) << 20) | (flow & 0xfffff),
         );
     }
+    #[inline]
     pub fn set_payload_len(&mut self, v: u16) {
         put16(self.buf.as_mut(), 4, v);
     }
+    #[inline]
     pub fn set_next_header(&mut self, v: u8) {
         self.buf.as_mut()[6] = v;
     }
     /// IPv6 has no header checksum: the hop limit changes freely.
+    #[inline]
     pub fn set_hop_limit(&mut self, v: u8) {
         self.buf.as_mut()[7] = v;
     }
+    #[inline]
     pub fn set_src(&mut self, a: Ipv6Addr) {
         self.buf.as_mut()[8..24].copy_from_slice(&a.octets());
     }
+    #[inline]
     pub fn set_dst(&mut self, a: Ipv6Addr) {
         self.buf.as_mut()[24..40].copy_from_slice(&a.octets());
     }
+    #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let n = usize::from(self.payload_len());
         &mut self.buf.as_mut()[HEADER_LEN..HEADER_LEN + n]

@@ -13,27 +13,33 @@ pub struct Entry<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Entry<T> {
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         if buf.as_ref().len() < ENTRY_LEN {
             return Err(WireError::Truncated);
         }
         Ok(Entry { buf })
     }
+    #[inline]
     pub fn label(&self) -> u32 {
         be32(self.buf.as_ref(), 0) >> 12
     }
+    #[inline]
     pub fn tc(&self) -> u8 {
         ((be32(self.buf.as_ref(), 0) >> 9) & 7) as u8
     }
+    #[inline]
     pub fn bottom_of_stack(&self) -> bool {
         be32(self.buf.as_ref(), 0) & 0x100 != 0
     }
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.buf.as_ref()[3]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Entry<T> {
+    #[inline]
     pub fn set(&mut self, label: u32, tc: u8, bos: bool, ttl: u8) {
         let v = ((label & MAX_LABEL) << 12)
             | (u32::from(tc & 7) << 9)

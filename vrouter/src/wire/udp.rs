@@ -12,10 +12,12 @@ pub struct Packet<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    #[inline]
     pub fn new_unchecked(buf: T) -> Self {
         Packet { buf }
     }
     /// Checks the header fits and that the length field is at least 8 and within the buffer.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < HEADER_LEN {
@@ -30,36 +32,46 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         Ok(Packet { buf })
     }
+    #[inline]
     pub fn src_port(&self) -> u16 {
         be16(self.buf.as_ref(), 0)
     }
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         be16(self.buf.as_ref(), 2)
     }
+    #[inline]
     pub fn len(&self) -> u16 {
         be16(self.buf.as_ref(), 4)
     }
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() as usize == HEADER_LEN
     }
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.buf.as_ref(), 6)
     }
+    #[inline]
     pub fn payload(&self) -> &[u8] {
         &self.buf.as_ref()[HEADER_LEN..usize::from(self.len())]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    #[inline]
     pub fn set_src_port(&mut self, v: u16) {
         put16(self.buf.as_mut(), 0, v);
     }
+    #[inline]
     pub fn set_dst_port(&mut self, v: u16) {
         put16(self.buf.as_mut(), 2, v);
     }
+    #[inline]
     pub fn set_len(&mut self, v: u16) {
         put16(self.buf.as_mut(), 4, v);
     }
+    #[inline]
     pub fn set_checksum(&mut self, v: u16) {
         put16(self.buf.as_mut(), 6, v);
     }

@@ -12,6 +12,7 @@ pub struct Packet<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks the length and that the I flag (valid VNI) is set.
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < HEADER_LEN {
@@ -22,19 +23,23 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         Ok(Packet { buf })
     }
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.buf.as_ref()[0]
     }
+    #[inline]
     pub fn vni(&self) -> u32 {
         be32(self.buf.as_ref(), 4) >> 8
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    #[inline]
     pub fn new_unchecked_mut(buf: T) -> Self {
         Packet { buf }
     }
     /// Flags = I, reserved zero, the given VNI.
+    #[inline]
     pub fn fill(&mut self, vni: u32) {
         put32(self.buf.as_mut(), 0, u32::from(FLAG_I) << 24);
         put32(self.buf.as_mut(), 4, (vni & 0x00ff_ffff) << 8);
