@@ -36,10 +36,12 @@ pub trait PacketBuf {
     /// Grow the data by `n` bytes at the end (into the tailroom), like `rte_pktmbuf_append`.
     fn append(&mut self, n: usize) -> Result<(), BufError>;
     /// Length of the data.
+    #[inline(always)]
     fn len(&self) -> usize {
         self.data().len()
     }
     /// Whether the data is empty.
+    #[inline(always)]
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -78,6 +80,10 @@ impl<T: PacketBuf + ?Sized> PacketBuf for Box<T> {
     #[inline(always)]
     fn append(&mut self, n: usize) -> Result<(), BufError> {
         (**self).append(n)
+    }
+    #[inline(always)]
+    fn len(&self) -> usize {
+        (**self).len()
     }
 }
 
@@ -145,6 +151,10 @@ impl PacketBuf for VecBuf {
     #[inline(always)]
     fn tailroom(&self) -> usize {
         self.storage.len() - self.end
+    }
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.end - self.start
     }
     #[inline(always)]
     fn prepend(&mut self, n: usize) -> Result<(), BufError> {

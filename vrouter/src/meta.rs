@@ -2,7 +2,7 @@
 //! a flow hash. Later stages work from the metadata and never re-parse.
 
 use crate::stats::DropReason;
-use crate::wire::{ethernet, icmp, ipv4, ipv6, tcp, udp, WireError};
+use crate::wire::{checksum, ethernet, icmp, ipv4, ipv6, tcp, udp, WireError};
 
 /// What the L3 header is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,21 +126,34 @@ pub fn parse_ip(data: &[u8], off: usize) -> Result<PacketMeta, DropReason> {
 #[inline(always)]
 fn parse_ipv4(data: &[u8], off: usize, m: &mut PacketMeta) -> Result<(), DropReason> {
     let ip = ipv4::Packet::new_checked(&data[off..])?;
-    if !ip.verify_checksum() {
+    let hl = ip.header_len();
+    let tl = usize::from(ip.total_len());
+    // The fixed part as an array: every field below is read at a constant offset that the
+    // compiler has checked once, and the usual 20-byte header sums in five unrolled adds.
+    let Some(fixed) = data[off..].first_chunk::<{ ipv4::MIN_HEADER_LEN }>() else {
+        return Err(DropReason::Truncated);
+    };
+    let sum = if hl == ipv4::MIN_HEADER_LEN {
+        checksum::sum(0, fixed)
+    } else {
+        checksum::sum(0, &data[off..off + hl])
+    };
+    if checksum::fold(sum) != 0xffff {
         return Err(DropReason::BadChecksum);
     }
+    let ip = ipv4::Packet::new_unchecked(fixed);
     m.l3 = L3::Ipv4;
     m.proto = ip.protocol();
     m.ttl = ip.ttl();
     m.dont_frag = ip.dont_frag();
     m.fragment = ip.more_frags() || ip.frag_offset() != 0;
-    m.l3_len = ip.total_len();
+    m.l3_len = tl as u16;
     m.src = u128::from(u32::from(ip.src()));
     m.dst = u128::from(u32::from(ip.dst()));
-    let l4 = off + ip.header_len();
+    let l4 = off + hl;
     m.l4_off = l4 as u16;
     if !m.fragment {
-        parse_l4(&data[l4..off + usize::from(ip.total_len())], m)?;
+        parse_l4(&data[l4..off + tl], m)?;
     }
     m.flow_hash = flow_hash(m);
     Ok(())

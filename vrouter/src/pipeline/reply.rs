@@ -2,7 +2,7 @@
 //! IPv6 neighbour advertisements, ICMP / ICMPv6 errors.
 
 use crate::buf::PacketBuf;
-use crate::meta::PacketMeta;
+use crate::meta::{PacketMeta, L3};
 use crate::stats::DropReason;
 use crate::wire::{arp, checksum, ethernet, icmp, ipv4, ipv6, MacAddr};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -25,11 +25,11 @@ pub fn arp_reply<B: PacketBuf>(buf: &mut B, l3_off: usize, ip: Ipv4Addr, mac: Ma
 
 /// If `buf` is an IPv6 neighbour solicitation, its target address.
 pub fn ns_target(data: &[u8], m: &PacketMeta) -> Option<Ipv6Addr> {
+    if m.l3 != L3::Ipv6 || m.proto != ipv6::next_header::ICMPV6 {
+        return None;
+    }
     let icmp = data.get(usize::from(m.l4_off)..)?;
-    if m.proto != ipv6::next_header::ICMPV6
-        || icmp.len() < icmp::v6::ND_LEN
-        || icmp[0] != icmp::v6::NEIGHBOR_SOLICIT
-    {
+    if icmp.len() < icmp::v6::ND_LEN || icmp[0] != icmp::v6::NEIGHBOR_SOLICIT {
         return None;
     }
     let mut t = [0u8; 16];

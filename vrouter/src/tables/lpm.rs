@@ -117,6 +117,29 @@ impl Lpm {
         }
     }
 
+    /// [`Lpm::lookup`] for a 32-bit table, unrolled, in 32-bit arithmetic (the IPv4 fast path).
+    #[inline(always)]
+    pub fn lookup_v4(&self, key: u32) -> Option<u64> {
+        if self.bits != 32 {
+            return self.lookup(u128::from(key));
+        }
+        let root = self.root.get()?;
+        let mut e = root.get((key >> 16) as usize)?.load(Ordering::Acquire);
+        if e & EXT != 0 {
+            let g = self.group((e & 0xffff_ffff) as usize)?;
+            e = g.get(((key >> 8) & 0xff) as usize)?.load(Ordering::Acquire);
+            if e & EXT != 0 {
+                let g = self.group((e & 0xffff_ffff) as usize)?;
+                e = g.get((key & 0xff) as usize)?.load(Ordering::Acquire);
+            }
+        }
+        if e & VALID != 0 {
+            Some(e & PAYLOAD_MASK)
+        } else {
+            None
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
         // The trie stays consistent entry by entry; a panicked writer leaves nothing half-made
         // that a reader could misread, so a poisoned lock is still usable.
@@ -360,7 +383,11 @@ mod tests {
             keys.push(p.wrapping_sub(1) & mask_low(bits));
         }
         for k in keys {
-            prop_assert_eq!(lpm.lookup(k), naive(&reference, bits, k), "key {:x}", k);
+            let want = naive(&reference, bits, k);
+            prop_assert_eq!(lpm.lookup(k), want, "key {:x}", k);
+            if bits == 32 {
+                prop_assert_eq!(lpm.lookup_v4(k as u32), want, "v4 key {:x}", k);
+            }
         }
         Ok(())
     }

@@ -115,9 +115,7 @@ pub struct Vrf {
 impl Vrf {
     #[inline(always)]
     pub fn route_v4(&self, dst: u32) -> Option<RouteTarget> {
-        self.v4
-            .lookup(u128::from(dst))
-            .map(RouteTarget::from_payload)
+        self.v4.lookup_v4(dst).map(RouteTarget::from_payload)
     }
     #[inline(always)]
     pub fn route_v6(&self, dst: u128) -> Option<RouteTarget> {
