@@ -97,6 +97,9 @@ struct Ctx<'a, F> {
     nh_memo: Option<(u32, Nexthop)>,
     /// The outer-header template of the last tunnel used in this burst.
     tpl_memo: Option<(u16, encap::Outer, encap::Template)>,
+    /// The last route target that led straight (not through ECMP) to a local vif, with
+    /// everything its rewrite needs: the common case of a burst to one pod costs one compare.
+    encap_memo: Option<EncapMemo>,
     topo: &'a Topology,
     tables: &'a Tables,
     stats: &'a CoreStats,
@@ -144,6 +147,7 @@ impl<F: FlowHook> Pipeline<F> {
         let mut cx = Ctx {
             nh_memo: None,
             tpl_memo: None,
+            encap_memo: None,
             topo,
             tables,
             stats,
@@ -166,6 +170,7 @@ impl<F: FlowHook> Pipeline<F> {
             }
             cx.nh_memo = None;
             cx.tpl_memo = None;
+            cx.encap_memo = None;
             cx.burst(in_vif, &mut burst[..n], out);
             if n < BURST {
                 break;
@@ -232,6 +237,8 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         // Stage 3: nexthop, rewrite, queue.
         let in_counters = stats.vif(in_vif);
         let mut rx_bytes = 0u64;
+        // TX counters are added once per run of packets to the same vif (most bursts have one).
+        let mut tx_run = TxRun::default();
         for (i, slot) in bufs.iter_mut().enumerate() {
             let Some(mut b) = slot.take() else { continue };
             let v = match (early[i], vif, pod_vrf) {
@@ -248,9 +255,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             rx_bytes += lens[i];
             match v {
                 Verdict::Tx(vif) => {
-                    let c = stats.vif(vif);
-                    c.tx_packets.add(1);
-                    c.tx_bytes.add(b.len() as u64);
+                    tx_run.add(stats, vif, b.len() as u64);
                     out.push(vif, b);
                 }
                 Verdict::Host => {
@@ -264,6 +269,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 }
             }
         }
+        tx_run.flush(stats);
         in_counters.rx_packets.add(bufs.len() as u64);
         in_counters.rx_bytes.add(rx_bytes);
     }
@@ -562,7 +568,9 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
     }
 
     /// L3: route lookup in `vrf`, flow hook, nexthop, rewrite. `local` is the ingress vif when
-    /// the packet came from a pod (ICMP errors go back to it).
+    /// the packet came from a pod (ICMP errors go back to it). Inlined into the burst loop for
+    /// its common ending (the memoised local vif); everything else is in [`Ctx::route_nexthop`].
+    #[inline(always)]
     fn route<B: PacketBuf>(
         &mut self,
         vrf: &Vrf,
@@ -584,6 +592,32 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             FlowAction::Forward(t) => t,
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
         };
+        if let Some(e) = self.encap_memo {
+            // Everything the slow path below checks, in the same order of outcomes.
+            if e.nexthop == t.nexthop && m.ttl > 1 && m.vlan.is_none() && m.l3_len <= e.mtu {
+                let end = usize::from(m.l3_off) + usize::from(m.l3_len);
+                if b.len() > end && b.trim(b.len() - end).is_err() {
+                    return Verdict::Drop(DropReason::Truncated);
+                }
+                decrement_ttl(b, m);
+                if let Some(eth) = b.data_mut().first_chunk_mut::<12>() {
+                    *eth = e.macs;
+                }
+                return Verdict::Tx(e.vif);
+            }
+        }
+        self.route_nexthop(t, m, b, local)
+    }
+
+    /// The rest of [`Ctx::route`]: resolve the target's nexthop and rewrite for it.
+    #[inline(never)]
+    fn route_nexthop<B: PacketBuf>(
+        &mut self,
+        t: RouteTarget,
+        m: &mut PacketMeta,
+        b: &mut B,
+        local: Option<&Vif>,
+    ) -> Verdict {
         let nh = match self.resolve(t.nexthop, m.flow_hash) {
             Ok(nh) => nh,
             Err(r) => return Verdict::Drop(r),
@@ -625,6 +659,17 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         let vrouter_mac = self.topo.fabric.vrouter_mac;
         match nh {
             Nexthop::Encap { vif, dmac } => {
+                if !matches!(self.nh_memo, Some((_, Nexthop::Ecmp { .. }))) {
+                    let mut macs = [0u8; 12];
+                    macs[..6].copy_from_slice(&dmac.0);
+                    macs[6..].copy_from_slice(&vrouter_mac.0);
+                    self.encap_memo = Some(EncapMemo {
+                        nexthop: t.nexthop,
+                        vif,
+                        mtu: out.mtu,
+                        macs,
+                    });
+                }
                 if m.l3_len > out.mtu {
                     return self.too_big(b, m, local, out.mtu);
                 }
@@ -769,6 +814,47 @@ fn is_icmp_error(data: &[u8], m: &PacketMeta) -> bool {
         ),
         ipv4::proto::ICMPV6 => t < 128,
         _ => false,
+    }
+}
+
+/// See `Ctx::encap_memo`.
+#[derive(Clone, Copy)]
+struct EncapMemo {
+    nexthop: u32,
+    vif: u16,
+    mtu: u16,
+    /// Destination then source MAC, as they go on the wire.
+    macs: [u8; 12],
+}
+
+/// Packets and bytes sent to one vif, not yet added to its counters.
+#[derive(Default)]
+struct TxRun {
+    vif: u16,
+    packets: u64,
+    bytes: u64,
+}
+
+impl TxRun {
+    #[inline(always)]
+    fn add(&mut self, stats: &CoreStats, vif: u16, bytes: u64) {
+        if vif != self.vif {
+            self.flush(stats);
+            self.vif = vif;
+        }
+        self.packets += 1;
+        self.bytes += bytes;
+    }
+
+    #[inline(always)]
+    fn flush(&mut self, stats: &CoreStats) {
+        if self.packets != 0 {
+            let c = stats.vif(self.vif);
+            c.tx_packets.add(self.packets);
+            c.tx_bytes.add(self.bytes);
+            self.packets = 0;
+            self.bytes = 0;
+        }
     }
 }
 
