@@ -2,9 +2,9 @@
 //! store ([`Policies`]) it reads through an RCU snapshot.
 
 use super::policy::{Action, Policy};
-use super::table::{FlowKey, FlowTable, FlowVerdict, InsertError, NewFlow, NO_VIF};
+use super::table::{is_icmp, FlowKey, FlowTable, FlowVerdict, InsertError, NewFlow, Place, NO_VIF};
 use crate::meta::{PacketMeta, L3};
-use crate::pipeline::{FlowAction, FlowHook};
+use crate::pipeline::{FlowAction, FlowHook, BURST};
 use crate::stats::MAX_VIFS;
 use crate::tables::{Nexthop, RouteTarget, Tables};
 use crate::Error;
@@ -112,7 +112,90 @@ impl Policies {
             tables,
             in_vif: NO_VIF,
             now: 0,
+            burst: Burst::default(),
         }
+    }
+}
+
+/// The places of a burst's keys, computed by [`FlowHook::prefetch`] (which also starts loading
+/// their buckets) and taken by [`FlowHook::on_lookup`] in the same order, so each key is
+/// hashed once and the burst's cache misses overlap.
+#[derive(Debug)]
+struct Burst {
+    places: [Place; BURST],
+    /// The reverse keys' places of likely misses (no tag matched), for their setup.
+    reverse: [Option<Place>; BURST],
+    len: usize,
+    /// The next place `on_lookup` expects (packets the pipeline drops before it are skipped).
+    next: usize,
+    /// The entries have been warmed: the burst's `on_lookup` calls have begun, and the next
+    /// `prefetch` starts a new burst.
+    warmed: bool,
+}
+
+impl Default for Burst {
+    fn default() -> Self {
+        Burst {
+            places: [Place::default(); BURST],
+            reverse: [None; BURST],
+            len: 0,
+            next: 0,
+            warmed: true,
+        }
+    }
+}
+
+impl Burst {
+    #[inline(always)]
+    fn push(&mut self, table: &FlowTable, key: &FlowKey) {
+        if self.warmed {
+            self.len = 0;
+            self.next = 0;
+            self.warmed = false;
+        }
+        let (Some(p), Some(r)) = (
+            self.places.get_mut(self.len),
+            self.reverse.get_mut(self.len),
+        ) else {
+            return;
+        };
+        *p = table.place(key);
+        *r = None;
+        std::hint::black_box(table.warm_buckets(p));
+        self.len += 1;
+    }
+
+    /// Before the burst's first lookup: with its buckets loaded, start loading the entries the
+    /// tags point at; for keys with no matching tag (new flows), the reverse key's buckets.
+    fn warm(&mut self, table: &FlowTable) {
+        if self.warmed {
+            return;
+        }
+        self.warmed = true;
+        let mut warm = 0u64;
+        for (p, r) in self.places[..self.len].iter().zip(&mut self.reverse) {
+            let w = table.warm_entry(p);
+            if w == 0 {
+                let rp = table.place(&FlowKey::from_place(p).reverse());
+                warm ^= table.warm_buckets(&rp);
+                *r = Some(rp);
+            }
+            warm ^= w;
+        }
+        std::hint::black_box(warm);
+    }
+
+    /// The stashed place of `key` (and its reverse's, if computed), or `None` if not stashed.
+    #[inline(always)]
+    fn take(&mut self, key: &FlowKey) -> Option<(Place, Option<Place>)> {
+        let words = key.words();
+        let from = self.next.min(self.len);
+        let j = from
+            + self.places[from..self.len]
+                .iter()
+                .position(|p| p.is_of(&words))?;
+        self.next = j + 1;
+        Some((self.places[j], self.reverse[j]))
     }
 }
 
@@ -124,6 +207,7 @@ pub struct FlowStage {
     tables: Arc<Tables>,
     in_vif: u16,
     now: u64,
+    burst: Burst,
 }
 
 impl FlowStage {
@@ -151,7 +235,18 @@ fn egress_vif(tables: &Tables, target: RouteTarget, hash: u32) -> u16 {
     }
 }
 
-fn key_of(m: &PacketMeta) -> FlowKey {
+/// The flow key of a packet. For ICMP the message type (the first byte of the ICMP header)
+/// goes in the destination port; it is read from the frame, as the metadata does not carry it.
+/// Without a frame (`None`, in [`FlowHook::prefetch`]) an ICMP key has no type and does not
+/// match the real one, so ICMP packets are simply not prefetched.
+#[inline(always)]
+fn key_of(m: &PacketMeta, frame: Option<&[u8]>) -> FlowKey {
+    let mut dport = m.dport;
+    if is_icmp(m.proto) && !m.fragment {
+        dport = frame
+            .and_then(|f| f.get(usize::from(m.l4_off)))
+            .map_or(u16::MAX, |&t| u16::from(t));
+    }
     FlowKey {
         vrf: m.vrf,
         v6: m.l3 == L3::Ipv6,
@@ -159,7 +254,7 @@ fn key_of(m: &PacketMeta) -> FlowKey {
         src: m.src,
         dst: m.dst,
         sport: m.sport,
-        dport: m.dport,
+        dport,
     }
 }
 
@@ -172,6 +267,17 @@ fn action(v: FlowVerdict, target: RouteTarget) -> FlowAction {
 
 impl FlowHook for FlowStage {
     #[inline]
+    fn prefetch(&mut self, m: &PacketMeta) {
+        if self.policies.load().count == 0
+            || !matches!(m.l3, L3::Ipv4 | L3::Ipv6)
+            || (is_icmp(m.proto) && !m.fragment)
+        {
+            return;
+        }
+        self.burst.push(&self.table, &key_of(m, None));
+    }
+
+    #[inline]
     fn on_lookup(&mut self, m: &PacketMeta, frame: &mut [u8], target: RouteTarget) -> FlowAction {
         let FlowStage {
             table,
@@ -179,6 +285,7 @@ impl FlowHook for FlowStage {
             tables,
             in_vif,
             now,
+            burst,
         } = self;
         let (in_vif, now) = (*in_vif, *now);
         let pol: &PolicySnapshot = policies.load();
@@ -193,14 +300,18 @@ impl FlowHook for FlowStage {
             }
             out_vif = Some(o);
         }
-        let key = key_of(m);
+        let key = key_of(m, Some(frame));
+        burst.warm(table);
+        let (place, reverse) = burst
+            .take(&key)
+            .unwrap_or_else(|| (table.place(&key), None));
         let tcp_flags = (m.proto == 6 && !m.fragment)
             .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
             .flatten();
         let len = frame.len() as u64;
         let table = &**table;
         for _ in 0..2 {
-            if let Some(hit) = table.lookup(&key) {
+            if let Some(hit) = table.lookup_placed(&place) {
                 if hit.policy_gen != pol.generation {
                     // Policies changed since this flow was decided: decide again.
                     let (fk, fin, fout) = if hit.is_reverse {
@@ -234,7 +345,10 @@ impl FlowHook for FlowStage {
                 policy_gen: pol.generation,
                 now,
             };
-            match table.insert(&new) {
+            let rev = new
+                .with_reverse
+                .then(|| reverse.unwrap_or_else(|| table.place(&key.reverse())));
+            match table.insert_placed(&new, &place, rev.as_ref()) {
                 Ok(idx) => {
                     table.touch(idx, len, now, tcp_flags);
                     return action(verdict, target);
@@ -243,7 +357,7 @@ impl FlowHook for FlowStage {
                 // Another core set up this flow (or its reply) just now: look up again, and if
                 // it still is not there, decide this packet alone.
                 Err(InsertError::Raced) => {
-                    if let Some(hit) = table.lookup(&key) {
+                    if let Some(hit) = table.lookup_placed(&place) {
                         table.touch(hit.index, len, now, tcp_flags);
                         return action(hit.verdict, target);
                     }

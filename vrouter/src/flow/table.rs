@@ -27,8 +27,10 @@ const NO_REVERSE: u32 = u32::MAX;
 const READ_TRIES: usize = 16;
 
 /// A flow's identity. Addresses are `u128` (IPv4 in the low 32 bits), as in
-/// [`crate::meta::PacketMeta`]. For ICMP the echo identifier stands in the source port and the
-/// destination port is zero in both directions.
+/// [`crate::meta::PacketMeta`]. For ICMP / ICMPv6 the echo identifier stands in the source port
+/// (0 for other messages) and the message type in the destination port, so an echo request and
+/// its reply are a flow and its reverse ([`FlowKey::reverse`] swaps request and reply types),
+/// while other messages between the same hosts are flows of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub vrf: u16,
@@ -41,19 +43,28 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
-    /// The key of the replies: addresses and ports swapped (ICMP keeps its identifier in place).
+    /// The key of the replies: addresses and ports swapped. ICMP keeps its identifier and turns
+    /// a query type into its reply type and back (echo, and ICMPv4 timestamp, information and
+    /// address mask); other ICMP types stay as they are.
     pub fn reverse(&self) -> FlowKey {
-        let icmp = is_icmp(self.proto);
+        if is_icmp(self.proto) {
+            return FlowKey {
+                src: self.dst,
+                dst: self.src,
+                dport: icmp_reply_type(self.proto, self.dport),
+                ..*self
+            };
+        }
         FlowKey {
             src: self.dst,
             dst: self.src,
-            sport: if icmp { self.sport } else { self.dport },
-            dport: if icmp { self.dport } else { self.sport },
+            sport: self.dport,
+            dport: self.sport,
             ..*self
         }
     }
 
-    fn words(&self) -> [u64; 5] {
+    pub(crate) fn words(&self) -> [u64; 5] {
         [
             u64::from(self.vrf) << 48
                 | u64::from(self.proto) << 40
@@ -67,6 +78,10 @@ impl FlowKey {
         ]
     }
 
+    pub(crate) fn from_place(p: &Place) -> FlowKey {
+        FlowKey::from_words(p.words)
+    }
+
     fn from_words(w: [u64; 5]) -> FlowKey {
         FlowKey {
             vrf: (w[0] >> 48) as u16,
@@ -78,16 +93,53 @@ impl FlowKey {
             dst: u128::from(w[3]) << 64 | u128::from(w[4]),
         }
     }
+}
 
-    #[inline(always)]
-    fn hash(w: &[u64; 5]) -> u64 {
-        let mut h = 0x243f_6a88_85a3_08d3u64;
-        for &x in w {
-            h = (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            h ^= h >> 29;
-        }
-        h
+/// The ICMP type answering `ty` (and the query answered by a reply type); any other type
+/// unchanged.
+fn icmp_reply_type(proto: u8, ty: u16) -> u16 {
+    match (proto, ty) {
+        // Echo, timestamp, information, address mask (RFC 792, RFC 950).
+        (1, 8) => 0,
+        (1, 0) => 8,
+        (1, 13) => 14,
+        (1, 14) => 13,
+        (1, 15) => 16,
+        (1, 16) => 15,
+        (1, 17) => 18,
+        (1, 18) => 17,
+        // ICMPv6 echo (RFC 4443).
+        (58, 128) => 129,
+        (58, 129) => 128,
+        _ => ty,
     }
+}
+
+/// The keyed hash of a key's words: four independent 64x64->128 multiplies (folded), so its
+/// latency is two multiplies, not five in a chain. Keyed by a per-table random seed, so a peer
+/// cannot aim many flows at one bucket pair.
+#[inline(always)]
+fn hash_words(seed: &[u64; 6], w: &[u64; 5]) -> u64 {
+    #[inline(always)]
+    fn fold(a: u64, b: u64) -> u64 {
+        let p = u128::from(a) * u128::from(b);
+        (p as u64) ^ ((p >> 64) as u64)
+    }
+    let a = fold(w[0] ^ seed[0], w[1] ^ seed[1]);
+    let b = fold(w[2] ^ seed[2], w[3] ^ seed[3]);
+    let c = fold(w[4] ^ seed[4], seed[5]);
+    fold(a ^ c, b ^ seed[2])
+}
+
+/// Six per-table hash keys from the standard library's random hasher seed.
+fn random_seed() -> [u64; 6] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    std::array::from_fn(|i| {
+        h.write_usize(i);
+        // Odd, so no key multiplies by zero through its seed alone.
+        h.finish() | 1
+    })
 }
 
 pub(crate) fn is_icmp(proto: u8) -> bool {
@@ -282,7 +334,7 @@ pub struct NewFlow {
     pub now: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 #[repr(align(64))]
 struct Bucket {
     seq: AtomicU32,
@@ -290,14 +342,22 @@ struct Bucket {
     tags: [AtomicU32; SLOTS_PER_BUCKET],
 }
 
-/// Entry words: `meta` = verdict (8) | tcp state (8) | flags (8) | reserved (8) | reverse index
-/// (32); `vifs` = in vif (16) | out vif (16) | policy generation (32).
+/// What a lookup reads, in one cache line of its own. Words: `meta` = verdict (8) | tcp state
+/// (8) | flags (8) | reserved (8) | reverse index (32); `vifs` = in vif (16) | out vif (16) |
+/// policy generation (32).
 #[derive(Debug, Default)]
+#[repr(align(64))]
 struct Entry {
     key: [AtomicU64; 5],
     meta: AtomicU64,
     vifs: AtomicU64,
     seen: AtomicU64,
+}
+
+/// An entry's packet and byte counters, beside the entries (four per cache line): only
+/// written on a hit, never read by a lookup, so they stay out of the entry's line.
+#[derive(Debug, Default)]
+struct Counters {
     packets: AtomicU64,
     bytes: AtomicU64,
 }
@@ -336,8 +396,8 @@ fn vifs_word(in_vif: u16, out_vif: u16, gen: u32) -> u64 {
 /// The flow table. Share it as `Arc<FlowTable>` between the forwarding cores and the control side.
 #[derive(Debug)]
 pub struct FlowTable {
-    buckets: Box<[Bucket]>,
-    entries: Box<[Entry]>,
+    groups: Box<[Group]>,
+    seed: [u64; 6],
     capacity: usize,
     timeouts: FlowTimeouts,
     active: AtomicUsize,
@@ -350,17 +410,39 @@ pub struct FlowTable {
     age_cursor: AtomicUsize,
 }
 
-/// Where a key may live.
-#[derive(Clone, Copy)]
-struct Place {
-    words: [u64; 5],
+/// A bucket with its slots' entries and counters, contiguous: a lookup that finds its key in
+/// its first bucket touches one page, not three (page walks are what a large table's lookups
+/// wait for most).
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct Group {
+    bucket: Bucket,
+    entries: [Entry; SLOTS_PER_BUCKET],
+    counters: [Counters; SLOTS_PER_BUCKET],
+}
+
+/// Where a key may live: its words, tag and two candidate buckets, computed once per packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Place {
+    pub(super) words: [u64; 5],
     tag: u32,
     b1: usize,
     b2: usize,
 }
 
+impl Place {
+    /// Whether this is the place of a key with these words (without a `memcmp` call).
+    #[inline(always)]
+    pub(crate) fn is_of(&self, w: &[u64; 5]) -> bool {
+        let p = &self.words;
+        (p[0] ^ w[0]) | (p[1] ^ w[1]) | (p[2] ^ w[2]) | (p[3] ^ w[3]) | (p[4] ^ w[4]) == 0
+    }
+}
+
 impl FlowTable {
-    /// A table for `config.entries` entries, all memory allocated now (about 90 bytes per entry).
+    /// A table for `config.entries` entries, all memory allocated now (about 90 bytes per entry:
+    /// a 64-byte entry line, 16 bytes of counters, an eighth of a bucket line, an eighth more
+    /// slots than entries).
     pub fn new(config: FlowConfig) -> Result<FlowTable, crate::Error> {
         if config.entries < 2 || config.entries > MAX_ENTRIES {
             return Err(crate::Error::TableFull {
@@ -370,18 +452,10 @@ impl FlowTable {
         }
         let slots = config.entries + config.entries / 8;
         let nb = slots.div_ceil(SLOTS_PER_BUCKET).max(2);
-        let buckets = (0..nb)
-            .map(|_| Bucket {
-                seq: AtomicU32::new(0),
-                tags: Default::default(),
-            })
-            .collect();
-        let entries = (0..nb * SLOTS_PER_BUCKET)
-            .map(|_| Entry::default())
-            .collect();
+        let groups = (0..nb).map(|_| Group::default()).collect();
         Ok(FlowTable {
-            buckets,
-            entries,
+            groups,
+            seed: random_seed(),
             capacity: config.entries,
             timeouts: config.timeouts,
             active: AtomicUsize::new(0),
@@ -394,13 +468,38 @@ impl FlowTable {
         })
     }
 
+    #[inline(always)]
+    fn bucket(&self, b: usize) -> Option<&Bucket> {
+        self.groups.get(b).map(|g| &g.bucket)
+    }
+
+    #[inline(always)]
+    fn entry(&self, idx: usize) -> Option<&Entry> {
+        self.groups
+            .get(idx / SLOTS_PER_BUCKET)?
+            .entries
+            .get(idx % SLOTS_PER_BUCKET)
+    }
+
+    #[inline(always)]
+    fn counter(&self, idx: usize) -> Option<&Counters> {
+        self.groups
+            .get(idx / SLOTS_PER_BUCKET)?
+            .counters
+            .get(idx % SLOTS_PER_BUCKET)
+    }
+
+    fn slots(&self) -> usize {
+        self.groups.len() * SLOTS_PER_BUCKET
+    }
+
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// Bytes of memory the table holds.
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.buckets) + std::mem::size_of_val(&*self.entries)
+        std::mem::size_of_val(&*self.groups)
     }
 
     pub fn timeouts(&self) -> FlowTimeouts {
@@ -408,18 +507,18 @@ impl FlowTable {
     }
 
     #[inline(always)]
-    fn place(&self, key: &FlowKey) -> Place {
+    pub(crate) fn place(&self, key: &FlowKey) -> Place {
         self.place_words(key.words())
     }
 
     #[inline(always)]
     fn place_words(&self, words: [u64; 5]) -> Place {
-        let h = FlowKey::hash(&words);
-        let nb = self.buckets.len() as u64;
+        let h = hash_words(&self.seed, &words);
+        let nb = self.groups.len() as u64;
         let b1 = (((h & 0xffff_ffff) * nb) >> 32) as usize;
         let mut b2 = (((h >> 32) * nb) >> 32) as usize;
         if b2 == b1 {
-            b2 = (b1 + 1) % self.buckets.len();
+            b2 = (b1 + 1) % self.groups.len();
         }
         Place {
             words,
@@ -433,9 +532,56 @@ impl FlowTable {
     /// for every retry: the caller's setup path then finds the entry under the lock).
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<Hit> {
-        let p = self.place(key);
-        self.lookup_in(&p, p.b1)
-            .or_else(|| self.lookup_in(&p, p.b2))
+        self.lookup_placed(&self.place(key))
+    }
+
+    /// [`Self::lookup`] of a key already placed.
+    #[inline(always)]
+    pub(crate) fn lookup_placed(&self, p: &Place) -> Option<Hit> {
+        if let Some(h) = self.lookup_in(p, p.b1) {
+            return Some(h);
+        }
+        self.lookup_in(p, p.b2)
+    }
+
+    /// Start loading `p`'s two buckets: plain loads whose values the caller passes to
+    /// `std::hint::black_box`, so their cache misses overlap those of the other keys of a
+    /// burst (a prefetch instruction would need `unsafe`).
+    #[inline(always)]
+    pub(crate) fn warm_buckets(&self, p: &Place) -> u64 {
+        let s1 = self
+            .bucket(p.b1)
+            .map_or(0, |b| b.seq.load(Ordering::Relaxed));
+        let s2 = self
+            .bucket(p.b2)
+            .map_or(0, |b| b.seq.load(Ordering::Relaxed));
+        u64::from(s1 ^ s2)
+    }
+
+    /// With `p`'s buckets loaded: start loading the entry whose tag matches (and its
+    /// counters). Returns 0 when no tag matches (a miss, most likely), non-zero otherwise.
+    #[inline(always)]
+    pub(crate) fn warm_entry(&self, p: &Place) -> u64 {
+        for b in [p.b1, p.b2] {
+            let Some(bk) = self.bucket(b) else {
+                continue;
+            };
+            if let Some(i) = bk
+                .tags
+                .iter()
+                .position(|t| t.load(Ordering::Relaxed) == p.tag)
+            {
+                let idx = b * SLOTS_PER_BUCKET + i;
+                let k = self
+                    .entry(idx)
+                    .map_or(0, |e| e.key[0].load(Ordering::Relaxed));
+                let c = self
+                    .counter(idx)
+                    .map_or(0, |c| c.packets.load(Ordering::Relaxed));
+                return (k ^ c) | 1;
+            }
+        }
+        0
     }
 
     /// [`Self::lookup`] for a burst of keys (`out[i]` for `keys[i]`): the candidate buckets
@@ -444,46 +590,25 @@ impl FlowTable {
     pub fn lookup_burst(&self, keys: &[FlowKey], out: &mut [Option<Hit>]) {
         const MAX: usize = 64;
         for (keys, out) in keys.chunks(MAX).zip(out.chunks_mut(MAX)) {
-            let mut places = [None; MAX];
+            let mut places = [Place::default(); MAX];
             let mut warm = 0u64;
             for (p, k) in places.iter_mut().zip(keys) {
-                let pl = self.place(k);
-                for b in [pl.b1, pl.b2] {
-                    if let Some(bk) = self.buckets.get(b) {
-                        warm = warm.wrapping_add(u64::from(bk.seq.load(Ordering::Relaxed)));
-                    }
-                }
-                *p = Some(pl);
+                *p = self.place(k);
+                warm ^= self.warm_buckets(p);
             }
-            for pl in places.iter().flatten() {
-                for b in [pl.b1, pl.b2] {
-                    let Some(bk) = self.buckets.get(b) else {
-                        continue;
-                    };
-                    if let Some(i) = bk
-                        .tags
-                        .iter()
-                        .position(|t| t.load(Ordering::Relaxed) == pl.tag)
-                    {
-                        if let Some(e) = self.entries.get(b * SLOTS_PER_BUCKET + i) {
-                            warm = warm.wrapping_add(e.key[0].load(Ordering::Relaxed));
-                        }
-                    }
-                }
+            for p in &places[..keys.len()] {
+                warm ^= self.warm_entry(p);
             }
             std::hint::black_box(warm);
-            for ((o, pl), _) in out.iter_mut().zip(&places).zip(keys) {
-                *o = pl.and_then(|p| {
-                    self.lookup_in(&p, p.b1)
-                        .or_else(|| self.lookup_in(&p, p.b2))
-                });
+            for (o, p) in out.iter_mut().zip(&places[..keys.len()]) {
+                *o = self.lookup_placed(p);
             }
         }
     }
 
     #[inline(always)]
     fn lookup_in(&self, p: &Place, b: usize) -> Option<Hit> {
-        let bucket = self.buckets.get(b)?;
+        let bucket = self.bucket(b)?;
         for _ in 0..READ_TRIES {
             let s1 = bucket.seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
@@ -496,7 +621,7 @@ impl FlowTable {
                     continue;
                 }
                 let idx = b * SLOTS_PER_BUCKET + i;
-                let Some(e) = self.entries.get(idx) else {
+                let Some(e) = self.entry(idx) else {
                     continue;
                 };
                 if e.key
@@ -534,15 +659,15 @@ impl FlowTable {
     /// suffice; two cores hitting the same entry at once may lose an increment.
     #[inline]
     pub fn touch(&self, index: u32, len: u64, now: u64, tcp_flags: Option<u8>) {
-        let Some(e) = self.entries.get(index as usize) else {
+        let (Some(e), Some(c)) = (self.entry(index as usize), self.counter(index as usize)) else {
             return;
         };
-        e.packets.store(
-            e.packets.load(Ordering::Relaxed).wrapping_add(1),
+        c.packets.store(
+            c.packets.load(Ordering::Relaxed).wrapping_add(1),
             Ordering::Relaxed,
         );
-        e.bytes.store(
-            e.bytes.load(Ordering::Relaxed).wrapping_add(len),
+        c.bytes.store(
+            c.bytes.load(Ordering::Relaxed).wrapping_add(len),
             Ordering::Relaxed,
         );
         if e.seen.load(Ordering::Relaxed) < now {
@@ -564,7 +689,7 @@ impl FlowTable {
     /// Record that entry `index` was re-evaluated against policy generation `gen` with the same
     /// verdict.
     pub fn set_policy_gen(&self, index: u32, gen: u32) {
-        if let Some(e) = self.entries.get(index as usize) {
+        if let Some(e) = self.entry(index as usize) {
             let v = e.vifs.load(Ordering::Relaxed);
             let _ = e.vifs.compare_exchange(
                 v,
@@ -576,7 +701,7 @@ impl FlowTable {
     }
 
     fn lock(&self, b: usize) {
-        let Some(bucket) = self.buckets.get(b) else {
+        let Some(bucket) = self.bucket(b) else {
             return;
         };
         loop {
@@ -600,7 +725,7 @@ impl FlowTable {
     }
 
     fn try_lock(&self, b: usize) -> bool {
-        let Some(bucket) = self.buckets.get(b) else {
+        let Some(bucket) = self.bucket(b) else {
             return false;
         };
         let s = bucket.seq.load(Ordering::Relaxed);
@@ -617,8 +742,11 @@ impl FlowTable {
     }
 
     fn unlock(&self, b: usize) {
-        if let Some(bucket) = self.buckets.get(b) {
-            bucket.seq.fetch_add(1, Ordering::Release);
+        if let Some(bucket) = self.bucket(b) {
+            // We hold it, so no other writer moves it: a plain release store (no locked
+            // instruction that would wait for this setup's entry writes to reach memory).
+            let s = bucket.seq.load(Ordering::Relaxed);
+            bucket.seq.store(s.wrapping_add(1), Ordering::Release);
         }
     }
 
@@ -647,11 +775,11 @@ impl FlowTable {
     /// Under the lock of `p`'s buckets: the entry holding `p`'s key.
     fn find_locked(&self, p: &Place) -> Option<usize> {
         [p.b1, p.b2].into_iter().find_map(|b| {
-            let bucket = self.buckets.get(b)?;
+            let bucket = self.bucket(b)?;
             bucket.tags.iter().enumerate().find_map(|(i, t)| {
                 let idx = b * SLOTS_PER_BUCKET + i;
                 (t.load(Ordering::Relaxed) == p.tag
-                    && self.entries.get(idx).is_some_and(|e| {
+                    && self.entry(idx).is_some_and(|e| {
                         e.key
                             .iter()
                             .zip(&p.words)
@@ -663,7 +791,7 @@ impl FlowTable {
     }
 
     fn free_slots(&self, b: usize) -> usize {
-        self.buckets.get(b).map_or(0, |bk| {
+        self.bucket(b).map_or(0, |bk| {
             bk.tags
                 .iter()
                 .filter(|t| t.load(Ordering::Relaxed) == 0)
@@ -680,7 +808,7 @@ impl FlowTable {
         now: u64,
         pinned: Option<usize>,
     ) -> Option<usize> {
-        let bucket = self.buckets.get(b)?;
+        let bucket = self.bucket(b)?;
         if let Some(i) = bucket
             .tags
             .iter()
@@ -702,7 +830,7 @@ impl FlowTable {
             if Some(idx) == pinned {
                 continue;
             }
-            let e = self.entries.get(idx)?;
+            let e = self.entry(idx)?;
             let words: [u64; 5] = std::array::from_fn(|w| e.key[w].load(Ordering::Relaxed));
             let p = self.place_words(words);
             let alt = if p.b1 == b { p.b2 } else { p.b1 };
@@ -719,14 +847,13 @@ impl FlowTable {
             let need_pb = pb.filter(|&x| x != alt && !held.contains(&x));
             let took_pb = need_pb.is_some_and(|x| self.try_lock(x));
             let alt_slot = self
-                .buckets
-                .get(alt)
+                .bucket(alt)
                 .and_then(|bk| bk.tags.iter().position(|t| t.load(Ordering::Relaxed) == 0));
             let moved = match alt_slot {
                 Some(j) if need_pb.is_none() || took_pb => {
                     let to = alt * SLOTS_PER_BUCKET + j;
                     self.move_entry(idx, to, p.tag);
-                    if let Some(pe) = partner.and_then(|r| self.entries.get(r as usize)) {
+                    if let Some(pe) = partner.and_then(|r| self.entry(r as usize)) {
                         let pm = pe.meta.load(Ordering::Relaxed);
                         pe.meta
                             .store((pm & !0xffff_ffff) | to as u64, Ordering::Relaxed);
@@ -752,24 +879,23 @@ impl FlowTable {
 
     /// Under the locks of both buckets: copy entry `from` to the free slot `to` and free `from`.
     fn move_entry(&self, from: usize, to: usize, tag: u32) {
-        let (Some(a), Some(z)) = (self.entries.get(from), self.entries.get(to)) else {
+        let (Some(a), Some(z)) = (self.entry(from), self.entry(to)) else {
             return;
         };
         for (k, src) in z.key.iter().zip(&a.key) {
             k.store(src.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        for (dst, src) in [
-            (&z.meta, &a.meta),
-            (&z.vifs, &a.vifs),
-            (&z.seen, &a.seen),
-            (&z.packets, &a.packets),
-            (&z.bytes, &a.bytes),
-        ] {
+        for (dst, src) in [(&z.meta, &a.meta), (&z.vifs, &a.vifs), (&z.seen, &a.seen)] {
             dst.store(src.load(Ordering::Relaxed), Ordering::Relaxed);
         }
+        if let (Some(cf), Some(ct)) = (self.counter(from), self.counter(to)) {
+            ct.packets
+                .store(cf.packets.load(Ordering::Relaxed), Ordering::Relaxed);
+            ct.bytes
+                .store(cf.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         let tag_of = |i: usize| {
-            self.buckets
-                .get(i / SLOTS_PER_BUCKET)
+            self.bucket(i / SLOTS_PER_BUCKET)
                 .and_then(|bk| bk.tags.get(i % SLOTS_PER_BUCKET))
         };
         if let (Some(tf), Some(tt)) = (tag_of(from), tag_of(to)) {
@@ -781,15 +907,14 @@ impl FlowTable {
     /// Under the lock of bucket `b`: evict one closed or expired flow of it whose partner's
     /// bucket is `held` or can be taken without waiting. Returns the freed slot.
     fn evict_in(&self, b: usize, held: &[usize], now: u64) -> Option<usize> {
-        let bucket = self.buckets.get(b)?;
+        let bucket = self.bucket(b)?;
         for i in 0..SLOTS_PER_BUCKET {
             let idx = b * SLOTS_PER_BUCKET + i;
             if bucket.tags[i].load(Ordering::Relaxed) == 0 || !self.evictable(idx, now) {
                 continue;
             }
             let partner = self
-                .entries
-                .get(idx)
+                .entry(idx)
                 .and_then(|e| meta_rev(e.meta.load(Ordering::Relaxed)));
             match partner {
                 None => self.clear_locked(idx),
@@ -815,7 +940,7 @@ impl FlowTable {
 
     /// Closed (FIN / RST) or idle beyond its timeout.
     fn evictable(&self, idx: usize, now: u64) -> bool {
-        let Some(e) = self.entries.get(idx) else {
+        let Some(e) = self.entry(idx) else {
             return false;
         };
         let m = e.meta.load(Ordering::Relaxed);
@@ -828,7 +953,7 @@ impl FlowTable {
     fn pair_state(&self, m: u64, e: &Entry) -> (TcpState, u64) {
         let mut tcp = meta_tcp(m);
         let mut seen = e.seen.load(Ordering::Relaxed);
-        if let Some(p) = meta_rev(m).and_then(|r| self.entries.get(r as usize)) {
+        if let Some(p) = meta_rev(m).and_then(|r| self.entry(r as usize)) {
             tcp = tcp.max(meta_tcp(p.meta.load(Ordering::Relaxed)));
             seen = seen.max(p.seen.load(Ordering::Relaxed));
         }
@@ -839,18 +964,19 @@ impl FlowTable {
     fn clear_locked(&self, idx: usize) {
         let b = idx / SLOTS_PER_BUCKET;
         if let Some(t) = self
-            .buckets
-            .get(b)
+            .bucket(b)
             .and_then(|bk| bk.tags.get(idx % SLOTS_PER_BUCKET))
         {
-            if t.swap(0, Ordering::Relaxed) != 0 {
+            // Under the bucket's lock: no other writer, so no locked exchange is needed.
+            if t.load(Ordering::Relaxed) != 0 {
+                t.store(0, Ordering::Relaxed);
                 self.active.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
 
     fn write_entry(&self, idx: usize, p: &Place, meta: u64, vifs: u64, now: u64) {
-        let Some(e) = self.entries.get(idx) else {
+        let Some(e) = self.entry(idx) else {
             return;
         };
         for (k, w) in e.key.iter().zip(&p.words) {
@@ -859,11 +985,12 @@ impl FlowTable {
         e.meta.store(meta, Ordering::Relaxed);
         e.vifs.store(vifs, Ordering::Relaxed);
         e.seen.store(now, Ordering::Relaxed);
-        e.packets.store(0, Ordering::Relaxed);
-        e.bytes.store(0, Ordering::Relaxed);
+        if let Some(c) = self.counter(idx) {
+            c.packets.store(0, Ordering::Relaxed);
+            c.bytes.store(0, Ordering::Relaxed);
+        }
         if let Some(t) = self
-            .buckets
-            .get(idx / SLOTS_PER_BUCKET)
+            .bucket(idx / SLOTS_PER_BUCKET)
             .and_then(|bk| bk.tags.get(idx % SLOTS_PER_BUCKET))
         {
             t.store(p.tag, Ordering::Relaxed);
@@ -876,17 +1003,31 @@ impl FlowTable {
     pub fn insert(&self, f: &NewFlow) -> Result<u32, InsertError> {
         let fwd = self.place(&f.key);
         let rev = f.with_reverse.then(|| self.place(&f.key.reverse()));
+        self.insert_placed(f, &fwd, rev.as_ref())
+    }
+
+    /// [`Self::insert`] of keys already placed (`rev`: the reverse key's place, if installed).
+    pub(crate) fn insert_placed(
+        &self,
+        f: &NewFlow,
+        fwd: &Place,
+        rev: Option<&Place>,
+    ) -> Result<u32, InsertError> {
+        // Load all candidate buckets at once before locking them one by one: a lock is a
+        // locked instruction, which would otherwise wait for each bucket's miss in turn.
+        let warm = self.warm_buckets(fwd) ^ rev.map_or(0, |r| self.warm_buckets(r));
+        std::hint::black_box(warm);
         let need = 1 + usize::from(rev.is_some());
         let r = match rev {
             Some(rv) => {
                 let (bs, n) = self.lock_all([fwd.b1, fwd.b2, rv.b1, rv.b2]);
-                let r = self.insert_locked(f, &fwd, Some(&rv), &bs[..n], need);
+                let r = self.insert_locked(f, fwd, Some(rv), &bs[..n], need);
                 self.unlock_all(&bs[..n]);
                 r
             }
             None => {
                 let (bs, n) = self.lock_all([fwd.b1, fwd.b2]);
-                let r = self.insert_locked(f, &fwd, None, &bs[..n], need);
+                let r = self.insert_locked(f, fwd, None, &bs[..n], need);
                 self.unlock_all(&bs[..n]);
                 r
             }
@@ -954,7 +1095,7 @@ impl FlowTable {
                 vifs,
                 f.now,
             );
-            if let Some(e) = self.entries.get(fi) {
+            if let Some(e) = self.entry(fi) {
                 e.meta.store(
                     meta_word(f.verdict, TcpState::None, false, ri as u32),
                     Ordering::Relaxed,
@@ -975,8 +1116,7 @@ impl FlowTable {
                 return false;
             };
             let partner = self
-                .entries
-                .get(idx)
+                .entry(idx)
                 .and_then(|e| meta_rev(e.meta.load(Ordering::Relaxed)));
             match partner {
                 Some(r) if !bs[..n].contains(&(r as usize / SLOTS_PER_BUCKET)) => {
@@ -999,8 +1139,9 @@ impl FlowTable {
     /// A consistent copy of entry `idx`, if in use.
     fn read_entry(&self, idx: usize) -> Option<FlowInfo> {
         let b = idx / SLOTS_PER_BUCKET;
-        let bucket = self.buckets.get(b)?;
-        let e = self.entries.get(idx)?;
+        let bucket = self.bucket(b)?;
+        let e = self.entry(idx)?;
+        let c = self.counter(idx)?;
         for _ in 0..READ_TRIES {
             let s1 = bucket.seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
@@ -1031,8 +1172,8 @@ impl FlowTable {
                 in_vif: (v >> 48) as u16,
                 out_vif: (v >> 32) as u16,
                 policy_gen: v as u32,
-                packets: e.packets.load(Ordering::Relaxed),
-                bytes: e.bytes.load(Ordering::Relaxed),
+                packets: c.packets.load(Ordering::Relaxed),
+                bytes: c.bytes.load(Ordering::Relaxed),
                 last_seen: e.seen.load(Ordering::Relaxed),
             });
         }
@@ -1043,7 +1184,7 @@ impl FlowTable {
     /// stopped: flows idle past their timeout at `now` are removed with their reverse. Cores
     /// calling it at once age disjoint slices. Returns the number of flows aged.
     pub fn age_slice(&self, now: u64, budget: usize) -> usize {
-        let nb = self.buckets.len();
+        let nb = self.groups.len();
         let budget = budget.min(nb);
         let start = self.age_cursor.fetch_add(budget, Ordering::Relaxed) % nb;
         let mut aged = 0;
@@ -1069,7 +1210,7 @@ impl FlowTable {
 
     fn expired(&self, info: &FlowInfo, now: u64) -> bool {
         let (mut tcp, mut seen) = (info.tcp, info.last_seen);
-        if let Some(p) = info.reverse.and_then(|r| self.entries.get(r as usize)) {
+        if let Some(p) = info.reverse.and_then(|r| self.entry(r as usize)) {
             tcp = tcp.max(meta_tcp(p.meta.load(Ordering::Relaxed)));
             seen = seen.max(p.seen.load(Ordering::Relaxed));
         }
@@ -1078,14 +1219,14 @@ impl FlowTable {
 
     /// Number of buckets (an aging budget of this many covers the whole table).
     pub fn buckets(&self) -> usize {
-        self.buckets.len()
+        self.groups.len()
     }
 
     /// A page of flows: up to `limit` entries from entry index `cursor` on, only of `vrf` if given.
     pub fn flows(&self, vrf: Option<u16>, limit: usize, cursor: usize) -> FlowPage {
         let mut flows = Vec::with_capacity(limit.min(4096));
         let mut idx = cursor;
-        while idx < self.entries.len() && flows.len() < limit {
+        while idx < self.slots() && flows.len() < limit {
             if let Some(f) = self.read_entry(idx) {
                 if vrf.is_none_or(|v| v == f.key.vrf) {
                     flows.push(f);
@@ -1095,7 +1236,7 @@ impl FlowTable {
         }
         FlowPage {
             flows,
-            next: (idx < self.entries.len()).then_some(idx),
+            next: (idx < self.slots()).then_some(idx),
         }
     }
 
@@ -1103,7 +1244,7 @@ impl FlowTable {
     /// evicted). Returns how many flows were removed.
     pub fn remove_where(&self, mut remove_if: impl FnMut(&FlowInfo) -> bool) -> usize {
         let mut n = 0;
-        for idx in 0..self.entries.len() {
+        for idx in 0..self.slots() {
             let Some(info) = self.read_entry(idx) else {
                 continue;
             };
