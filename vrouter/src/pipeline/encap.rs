@@ -61,7 +61,11 @@ pub struct Template {
 
 const MAX_OVERHEAD: usize =
     ethernet::HEADER_LEN + OUTER_IP_LEN + udp::HEADER_LEN + vxlan::HEADER_LEN;
+const VXLAN_LEN: usize = MAX_OVERHEAD;
+const MPLS_UDP_LEN: usize = ethernet::HEADER_LEN + OUTER_IP_LEN + udp::HEADER_LEN + mpls::ENTRY_LEN;
+const MPLS_GRE_LEN: usize = ethernet::HEADER_LEN + OUTER_IP_LEN + gre::BASE_LEN + mpls::ENTRY_LEN;
 const IP_AT: usize = ethernet::HEADER_LEN;
+
 const L4_AT: usize = IP_AT + OUTER_IP_LEN;
 
 impl Template {
@@ -114,6 +118,19 @@ impl Template {
         }
     }
 
+    pub fn encap(&self) -> TunnelEncap {
+        self.encap
+    }
+
+    /// Bytes [`Template::push`] adds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Push the headers in front of the current data. The outer IPv4 header checksum is
     /// complete; the UDP checksum is zero (allowed for IPv4, and what Linux sends by default).
     #[inline]
@@ -127,30 +144,46 @@ impl Template {
     ) -> Result<(), DropReason> {
         let inner_len = buf.len();
         buf.prepend(self.len).map_err(|_| DropReason::NoHeadroom)?;
-        let d = buf.data_mut();
-        let Some(h) = d.get_mut(..self.len) else {
-            return Err(DropReason::NoHeadroom);
-        };
-        h.copy_from_slice(&self.bytes[..self.len]);
         let ip_len = (self.len - IP_AT + inner_len) as u16;
+        let d = buf.data_mut();
+        // Each encapsulation has a header size known at compile time: the copy is inline moves
+        // and every field write below is at a constant offset in a fixed-size array.
+        let done = match self.encap {
+            TunnelEncap::Vxlan => d.first_chunk_mut::<VXLAN_LEN>().map(|h| {
+                self.fill(h, ip_len, ip_id, hash);
+                h[L4_AT + udp::HEADER_LEN + 4..]
+                    .copy_from_slice(&((label & 0x00ff_ffff) << 8).to_be_bytes());
+            }),
+            TunnelEncap::MplsUdp => d.first_chunk_mut::<MPLS_UDP_LEN>().map(|h| {
+                self.fill(h, ip_len, ip_id, hash);
+                mpls::Entry::new_unchecked(&mut h[L4_AT + udp::HEADER_LEN..])
+                    .set(label, 0, true, mpls_ttl);
+            }),
+            TunnelEncap::MplsGre => d.first_chunk_mut::<MPLS_GRE_LEN>().map(|h| {
+                self.fill(h, ip_len, ip_id, hash);
+                mpls::Entry::new_unchecked(&mut h[L4_AT + gre::BASE_LEN..])
+                    .set(label, 0, true, mpls_ttl);
+            }),
+        };
+        done.ok_or(DropReason::NoHeadroom)
+    }
+
+    /// Copy the template into `h` and patch the outer IP length, id and checksum and, for UDP
+    /// encapsulations, the entropy port and UDP length.
+    #[inline(always)]
+    fn fill<const N: usize>(&self, h: &mut [u8; N], ip_len: u16, ip_id: u16, hash: u32) {
+        if let Some(t) = self.bytes.first_chunk::<N>() {
+            *h = *t;
+        }
         h[IP_AT + 2..IP_AT + 4].copy_from_slice(&ip_len.to_be_bytes());
         h[IP_AT + 4..IP_AT + 6].copy_from_slice(&ip_id.to_be_bytes());
         let c = !checksum::fold(self.ip_sum + u32::from(ip_len) + u32::from(ip_id));
         h[IP_AT + 10..IP_AT + 12].copy_from_slice(&c.to_be_bytes());
-        let mut at = L4_AT;
         if self.encap != TunnelEncap::MplsGre {
-            h[at..at + 2].copy_from_slice(&entropy_port(hash).to_be_bytes());
-            h[at + 4..at + 6].copy_from_slice(&(ip_len - OUTER_IP_LEN as u16).to_be_bytes());
-            at += udp::HEADER_LEN;
-        } else {
-            at += gre::BASE_LEN;
+            h[L4_AT..L4_AT + 2].copy_from_slice(&entropy_port(hash).to_be_bytes());
+            let udp_len = ip_len - OUTER_IP_LEN as u16;
+            h[L4_AT + 4..L4_AT + 6].copy_from_slice(&udp_len.to_be_bytes());
         }
-        if self.encap == TunnelEncap::Vxlan {
-            h[at + 4..at + 8].copy_from_slice(&((label & 0x00ff_ffff) << 8).to_be_bytes());
-        } else if let Ok(mut m) = mpls::Entry::new_checked(&mut h[at..at + mpls::ENTRY_LEN]) {
-            m.set(label, 0, true, mpls_ttl);
-        }
-        Ok(())
     }
 }
 

@@ -100,6 +100,8 @@ struct Ctx<'a, F> {
     /// The last route target that led straight (not through ECMP) to a local vif, with
     /// everything its rewrite needs: the common case of a burst to one pod costs one compare.
     encap_memo: Option<EncapMemo>,
+    /// The same for the last route target that led straight to a tunnel.
+    tunnel_memo: Option<TunnelMemo>,
     topo: &'a Topology,
     tables: &'a Tables,
     stats: &'a CoreStats,
@@ -148,6 +150,7 @@ impl<F: FlowHook> Pipeline<F> {
             nh_memo: None,
             tpl_memo: None,
             encap_memo: None,
+            tunnel_memo: None,
             topo,
             tables,
             stats,
@@ -171,6 +174,7 @@ impl<F: FlowHook> Pipeline<F> {
             cx.nh_memo = None;
             cx.tpl_memo = None;
             cx.encap_memo = None;
+            cx.tunnel_memo = None;
             cx.burst(in_vif, &mut burst[..n], out);
             if n < BURST {
                 break;
@@ -558,7 +562,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     label: vni,
                     mpls_ttl: 0,
                 };
-                self.tunnel(vif, &o, m, b, None)
+                self.tunnel(vif, &o, m, b, None, None)
             }
             Nexthop::Tunnel { .. } => Verdict::Drop(DropReason::UnsupportedTunnel),
             Nexthop::Receive => Verdict::Host,
@@ -604,6 +608,40 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     *eth = e.macs;
                 }
                 return Verdict::Tx(e.vif);
+            }
+        }
+        if let (Some(e), Some(label)) = (&self.tunnel_memo, t.label) {
+            let encap = e.tpl.encap();
+            // Outer IP length: inner IP + tunnel headers (+ inner Ethernet for VXLAN).
+            let outer_l3 = usize::from(m.l3_len) + e.tpl.len() - ethernet::HEADER_LEN
+                + if encap == TunnelEncap::Vxlan {
+                    ethernet::HEADER_LEN
+                } else {
+                    0
+                };
+            if e.nexthop == t.nexthop
+                && m.ttl > 1
+                && m.vlan.is_none()
+                && outer_l3 <= usize::from(e.mtu)
+            {
+                let (vif, vrouter_mac) = (e.vif, self.topo.fabric.vrouter_mac);
+                let end = usize::from(m.l3_off) + usize::from(m.l3_len);
+                if b.len() > end && b.trim(b.len() - end).is_err() {
+                    return Verdict::Drop(DropReason::Truncated);
+                }
+                let ttl = decrement_ttl(b, m);
+                if encap == TunnelEncap::Vxlan {
+                    let mut eth = ethernet::Frame::new_unchecked(b.data_mut());
+                    eth.set_dst(vrouter_mac);
+                    eth.set_src(vrouter_mac);
+                } else if b.adj(usize::from(m.l3_off)).is_err() {
+                    return Verdict::Drop(DropReason::Truncated);
+                }
+                *self.ip_id = self.ip_id.wrapping_add(1);
+                return match e.tpl.push(b, label, ttl, m.flow_hash, *self.ip_id) {
+                    Ok(()) => Verdict::Tx(vif),
+                    Err(r) => Verdict::Drop(r),
+                };
             }
         }
         self.route_nexthop(t, m, b, local)
@@ -723,7 +761,8 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     label,
                     mpls_ttl: ttl,
                 };
-                self.tunnel(vif, &o, m, b, Some(out))
+                let direct = !matches!(self.nh_memo, Some((_, Nexthop::Ecmp { .. })));
+                self.tunnel(vif, &o, m, b, Some(out), direct.then_some(t.nexthop))
             }
             _ => Verdict::Drop(DropReason::InvalidNexthop),
         }
@@ -736,6 +775,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         m: &PacketMeta,
         b: &mut B,
         out: Option<Vif>,
+        memo_for: Option<u32>,
     ) -> Verdict {
         let out = match out.or_else(|| self.topo.vif(vif).copied()) {
             Some(v) if v.vrf == FABRIC_VRF => v,
@@ -747,13 +787,20 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         }
         *self.ip_id = self.ip_id.wrapping_add(1);
         let tpl = match &self.tpl_memo {
-            Some((v, memo_o, t)) if *v == vif && memo_o.same_tunnel(o) => *t,
+            Some((v, memo_o, t)) if *v == vif && memo_o.same_tunnel(o) => t,
             _ => {
                 let t = encap::Template::new(o, &out, &self.topo.fabric);
-                self.tpl_memo = Some((vif, *o, t));
-                t
+                &self.tpl_memo.insert((vif, *o, t)).2
             }
         };
+        if let Some(nexthop) = memo_for {
+            self.tunnel_memo = Some(TunnelMemo {
+                nexthop,
+                vif,
+                mtu: out.mtu,
+                tpl: *tpl,
+            });
+        }
         match tpl.push(b, o.label, o.mpls_ttl, m.flow_hash, *self.ip_id) {
             Ok(()) => Verdict::Tx(vif),
             Err(r) => Verdict::Drop(r),
@@ -825,6 +872,15 @@ struct EncapMemo {
     mtu: u16,
     /// Destination then source MAC, as they go on the wire.
     macs: [u8; 12],
+}
+
+/// See `Ctx::tunnel_memo`.
+struct TunnelMemo {
+    nexthop: u32,
+    /// The fabric vif and its MTU.
+    vif: u16,
+    mtu: u16,
+    tpl: encap::Template,
 }
 
 /// Packets and bytes sent to one vif, not yet added to its counters.

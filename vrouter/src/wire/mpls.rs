@@ -14,6 +14,10 @@ pub struct Entry<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> Entry<T> {
     #[inline]
+    pub fn new_unchecked(buf: T) -> Self {
+        Entry { buf }
+    }
+    #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         if buf.as_ref().len() < ENTRY_LEN {
             return Err(WireError::Truncated);
