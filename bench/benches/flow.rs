@@ -186,17 +186,29 @@ fn run_bursts(stage: &mut FlowStage, metas: &[PacketMeta], packets: usize) -> u6
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    // `-- profile`: 1 M flows (1 K with `quick`), and mostly the goal figure's loop (for
+    // `perf record`).
+    let profile = std::env::args().any(|a| a == "profile");
     let hz = pmd_shim::cycles::tsc_hz() as f64;
     println!(
         "flow table benchmark, TSC {:.2} GHz; cycles per packet on CPU (wall in brackets)",
         hz / 1e9
     );
-    let sizes: &[u32] = if quick {
+    let sizes: &[u32] = if profile && quick {
+        &[1_000]
+    } else if profile {
+        &[1_000_000]
+    } else if quick {
         &[1_000, 100_000]
     } else {
         &[1_000, 100_000, 1_000_000]
     };
     let lookups: usize = if quick { 1_000_000 } else { 4_000_000 };
+    let (lookups, burst_lookups) = if profile {
+        (32, 40_000_000)
+    } else {
+        (lookups, lookups)
+    };
     for &n in sizes {
         // Setup: repeated on fresh tables up to 1 M flows, so the on-CPU time (kept by the
         // kernel to a scheduler tick) is long enough to be meant.
@@ -272,10 +284,10 @@ fn main() {
         });
         // As the pipeline runs it: bursts of 32, prefetch then lookup.
         let mut forwarded = 0;
-        let hook_burst = measure(hz, lookups as u64, || {
-            forwarded = run_bursts(&mut stage, &metas, lookups);
+        let hook_burst = measure(hz, burst_lookups as u64, || {
+            forwarded = run_bursts(&mut stage, &metas, burst_lookups);
         });
-        assert_eq!(forwarded, lookups as u64);
+        assert_eq!(forwarded, burst_lookups as u64);
         assert_eq!(t.stats().created, before, "every lookup was a hit");
 
         println!(

@@ -123,8 +123,8 @@ impl Policies {
 #[derive(Debug)]
 struct Burst {
     places: [Place; BURST],
-    /// The reverse keys' places of likely misses (no tag matched), for their setup.
-    reverse: [Option<Place>; BURST],
+    /// The slot whose tag matched, found while warming the entries.
+    hints: [Option<usize>; BURST],
     len: usize,
     /// The next place `on_lookup` expects (packets the pipeline drops before it are skipped).
     next: usize,
@@ -137,7 +137,7 @@ impl Default for Burst {
     fn default() -> Self {
         Burst {
             places: [Place::default(); BURST],
-            reverse: [None; BURST],
+            hints: [None; BURST],
             len: 0,
             next: 0,
             warmed: true,
@@ -153,41 +153,34 @@ impl Burst {
             self.next = 0;
             self.warmed = false;
         }
-        let (Some(p), Some(r)) = (
-            self.places.get_mut(self.len),
-            self.reverse.get_mut(self.len),
-        ) else {
+        let Some(p) = self.places.get_mut(self.len) else {
             return;
         };
         *p = table.place(key);
-        *r = None;
         std::hint::black_box(table.warm_buckets(p));
         self.len += 1;
     }
 
-    /// Before the burst's first lookup: with its buckets loaded, start loading the entries the
-    /// tags point at; for keys with no matching tag (new flows), the reverse key's buckets.
+    /// Before the burst's first lookup: with the buckets loaded, start loading the entries
+    /// their tags point at.
+    #[inline(always)]
     fn warm(&mut self, table: &FlowTable) {
         if self.warmed {
             return;
         }
         self.warmed = true;
         let mut warm = 0u64;
-        for (p, r) in self.places[..self.len].iter().zip(&mut self.reverse) {
-            let w = table.warm_entry(p);
-            if w == 0 {
-                let rp = table.place(&FlowKey::from_place(p).reverse());
-                warm ^= table.warm_buckets(&rp);
-                *r = Some(rp);
-            }
+        for (p, h) in self.places[..self.len].iter().zip(&mut self.hints) {
+            let (hint, w) = table.warm_entry(p);
+            *h = hint;
             warm ^= w;
         }
         std::hint::black_box(warm);
     }
 
-    /// The stashed place of `key` (and its reverse's, if computed), or `None` if not stashed.
+    /// The stashed place of `key` and its slot hint, or `None` if not stashed.
     #[inline(always)]
-    fn take(&mut self, key: &FlowKey) -> Option<(Place, Option<Place>)> {
+    fn take(&mut self, key: &FlowKey) -> Option<(Place, Option<usize>)> {
         let words = key.words();
         let from = self.next.min(self.len);
         let j = from
@@ -195,7 +188,7 @@ impl Burst {
                 .iter()
                 .position(|p| p.is_of(&words))?;
         self.next = j + 1;
-        Some((self.places[j], self.reverse[j]))
+        Some((self.places[j], self.hints[j]))
     }
 }
 
@@ -302,7 +295,7 @@ impl FlowHook for FlowStage {
         }
         let key = key_of(m, Some(frame));
         burst.warm(table);
-        let (place, reverse) = burst
+        let (place, hint) = burst
             .take(&key)
             .unwrap_or_else(|| (table.place(&key), None));
         let tcp_flags = (m.proto == 6 && !m.fragment)
@@ -311,7 +304,7 @@ impl FlowHook for FlowStage {
         let len = frame.len() as u64;
         let table = &**table;
         for _ in 0..2 {
-            if let Some(hit) = table.lookup_placed(&place) {
+            if let Some(hit) = table.lookup_hinted(&place, hint) {
                 if hit.policy_gen != pol.generation {
                     // Policies changed since this flow was decided: decide again.
                     let (fk, fin, fout) = if hit.is_reverse {
@@ -345,9 +338,7 @@ impl FlowHook for FlowStage {
                 policy_gen: pol.generation,
                 now,
             };
-            let rev = new
-                .with_reverse
-                .then(|| reverse.unwrap_or_else(|| table.place(&key.reverse())));
+            let rev = new.with_reverse.then(|| table.place(&key.reverse()));
             match table.insert_placed(&new, &place, rev.as_ref()) {
                 Ok(idx) => {
                     table.touch(idx, len, now, tcp_flags);
