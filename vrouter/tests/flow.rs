@@ -25,6 +25,8 @@ enum P {
     Udp,
     /// ICMP / ICMPv6 echo request (true) or reply (false).
     Echo(bool),
+    /// ICMP / ICMPv6 destination unreachable (host / address).
+    Unreachable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,18 @@ fn frame(from: MacAddr, src: &str, dst: &str, p: P, sport: u16, dport: u16) -> V
             (true, false) => ipb.icmpv6_echo_reply(sport, 1).write(&mut v, payload),
         }
         .unwrap(),
+        P::Unreachable if v6 => ipb
+            .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(
+                etherparse::icmpv6::DestUnreachableCode::Address,
+            ))
+            .write(&mut v, payload)
+            .unwrap(),
+        P::Unreachable => ipb
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Host,
+            ))
+            .write(&mut v, payload)
+            .unwrap(),
     }
     v
 }
@@ -290,6 +304,93 @@ fn allowed_flows_and_their_replies_pass_but_unsolicited_traffic_does_not() {
             assert_eq!(rev.key.proto, proto);
             assert_eq!(rev.key.v6, v6);
         }
+    }
+}
+
+/// The ICMP type is part of the key: an echo request and its reply are a flow and its reverse,
+/// while an echo *request* from the other side, or an error message, does not ride on a ping
+/// the pod sent (with only the identifier in the key, both matched the ping's reverse entry).
+#[test]
+fn icmp_echo_request_and_reply_pair_up_and_other_icmp_types_do_not_ride_on_them() {
+    for v6 in [false, true] {
+        let ctx = format!("v6={v6}");
+        let mut bed = flow_bed(1024);
+        let (a, b) = addrs(v6);
+        // Pod A may send anything and receives only replies of what it sent.
+        bed.policies
+            .set(
+                POD_A,
+                Some(Policy {
+                    default: Action::Deny,
+                    ingress: vec![rule(Action::Allow, None, None, None)],
+                    egress: vec![],
+                }),
+            )
+            .unwrap();
+        let id = 0;
+        let request = frame(POD_A_MAC, a, b, P::Echo(true), id, 0);
+        let reply = frame(POD_B_MAC, b, a, P::Echo(false), id, 0);
+        let request_from_b = frame(POD_B_MAC, b, a, P::Echo(true), id, 0);
+        let unreachable_from_b = frame(POD_B_MAC, b, a, P::Unreachable, 0, 0);
+
+        // Before A pings: B's request and an unsolicited reply are denied.
+        assert_eq!(
+            bed.send(POD_B, &request_from_b),
+            Err(DropReason::FlowDrop),
+            "{ctx}"
+        );
+        assert_eq!(
+            bed.send(POD_B, &reply),
+            Err(DropReason::FlowDrop),
+            "{ctx}: unsolicited reply"
+        );
+        // Denied flows are installed alone: flush them so the ping below is a new flow.
+        bed.table().flush();
+
+        assert_eq!(bed.send(POD_A, &request), Ok(POD_B), "{ctx}: request");
+        for _ in 0..2 {
+            assert_eq!(bed.send(POD_B, &reply), Ok(POD_A), "{ctx}: reply");
+        }
+        assert_eq!(bed.send(POD_A, &request), Ok(POD_B), "{ctx}: 2nd request");
+        // Same hosts, same identifier, other types: not part of A's ping.
+        assert_eq!(
+            bed.send(POD_B, &request_from_b),
+            Err(DropReason::FlowDrop),
+            "{ctx}: B's echo request with A's identifier"
+        );
+        assert_eq!(
+            bed.send(POD_B, &unreachable_from_b),
+            Err(DropReason::FlowDrop),
+            "{ctx}: destination unreachable"
+        );
+
+        // The ping is one flow and its reverse, keyed by identifier and type.
+        let (req_type, reply_type) = if v6 { (128, 129) } else { (8, 0) };
+        let flows = bed.table().flows(None, 100, 0).flows;
+        let fwd = flows
+            .iter()
+            .find(|f| f.verdict == FlowVerdict::Forward && !f.is_reverse)
+            .unwrap_or_else(|| panic!("{ctx}: no forward entry in {flows:?}"));
+        let rev = flows
+            .iter()
+            .find(|f| Some(f.index) == fwd.reverse)
+            .unwrap_or_else(|| panic!("{ctx}: no reverse entry in {flows:?}"));
+        assert_eq!((fwd.key.sport, fwd.key.dport), (id, req_type), "{ctx}");
+        assert_eq!((rev.key.sport, rev.key.dport), (id, reply_type), "{ctx}");
+        assert_eq!(rev.key, fwd.key.reverse(), "{ctx}");
+        assert_eq!((fwd.packets, rev.packets), (2, 2), "{ctx}");
+        // The two other messages are flows of their own, denied.
+        let denied: Vec<u16> = flows
+            .iter()
+            .filter(|f| f.verdict == FlowVerdict::Drop)
+            .map(|f| f.key.dport)
+            .collect();
+        let unreachable_type = if v6 { 1 } else { 3 };
+        assert_eq!(denied.len(), 2, "{ctx}: {flows:?}");
+        assert!(
+            denied.contains(&req_type) && denied.contains(&unreachable_type),
+            "{ctx}: {denied:?}"
+        );
     }
 }
 

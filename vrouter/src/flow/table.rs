@@ -1427,13 +1427,36 @@ mod tests {
     }
 
     #[test]
-    fn icmp_reverse_keeps_the_identifier() {
-        let k = key(3, 1);
-        let r = k.reverse();
-        assert_eq!((r.sport, r.dport), (k.sport, k.dport));
-        assert_eq!((r.src, r.dst), (k.dst, k.src));
+    fn icmp_reverse_keeps_the_identifier_and_pairs_query_and_reply_types() {
+        for (proto, request, reply) in [(1u8, 8u16, 0u16), (1, 13, 14), (58, 128, 129)] {
+            let k = FlowKey {
+                dport: request,
+                ..key(3, proto)
+            };
+            let r = k.reverse();
+            assert_eq!((r.sport, r.dport), (k.sport, reply));
+            assert_eq!((r.src, r.dst), (k.dst, k.src));
+            assert_eq!(r.reverse(), k);
+        }
+        // Other types keep their type: an error is not the reverse of an echo.
+        let unreachable = FlowKey {
+            dport: 3,
+            ..key(3, 1)
+        };
+        assert_eq!(unreachable.reverse().dport, 3);
+        let echo = FlowKey {
+            dport: 8,
+            ..key(3, 1)
+        };
+        assert_ne!(echo.reverse(), unreachable.reverse());
+        // ICMPv6 numbers mean other things in ICMPv4 and back.
+        let v4_128 = FlowKey {
+            dport: 128,
+            ..key(3, 1)
+        };
+        assert_eq!(v4_128.reverse().dport, 128);
         let u = key(3, 17).reverse();
-        assert_eq!((u.sport, u.dport), (80, k.sport));
+        assert_eq!((u.sport, u.dport), (80, key(3, 17).sport));
     }
 
     #[test]
