@@ -24,6 +24,24 @@ pub fn sum(acc: u32, data: &[u8]) -> u32 {
     s as u32
 }
 
+/// Whether `data` (a header including its checksum field) sums to the all-ones checksum.
+/// One's-complement addition does not depend on byte order (RFC 1071 2(B)) and all-ones reads
+/// the same either way, so this sums native-order words: no byte swaps.
+#[inline(always)]
+pub fn verifies(data: &[u8]) -> bool {
+    let mut wide = 0u64;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        wide += u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+    }
+    let mut rest = [0u8; 4];
+    rest[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    wide += u64::from(u32::from_ne_bytes(rest));
+    let s = (wide & 0xffff_ffff) + (wide >> 32);
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    fold(s as u32) == 0xffff
+}
+
 /// Fold a 32-bit accumulator into 16 bits (end-around carry).
 #[inline(always)]
 pub fn fold(acc: u32) -> u16 {
@@ -79,6 +97,24 @@ pub fn pseudo_v6(src: [u8; 16], dst: [u8; 16], next: u8, len: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn verifies_agrees_with_the_big_endian_sum(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), fix in proptest::prelude::any::<bool>()) {
+            let mut data = data;
+            if fix && data.len() >= 12 {
+                // Make it a valid "header": write the checksum over bytes 10..12.
+                data[10] = 0;
+                data[11] = 0;
+                let c = checksum(&data);
+                data[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            proptest::prop_assert_eq!(verifies(&data), fold(sum(0, &data)) == 0xffff);
+            if fix && data.len() >= 12 {
+                proptest::prop_assert!(verifies(&data));
+            }
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

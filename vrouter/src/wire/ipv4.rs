@@ -104,7 +104,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Whether the header checksum is right.
     #[inline]
     pub fn verify_checksum(&self) -> bool {
-        checksum::fold(checksum::sum(0, &self.buf.as_ref()[..self.header_len()])) == 0xffff
+        checksum::verifies(&self.buf.as_ref()[..self.header_len()])
     }
     /// The payload, up to `total_len` (Ethernet padding excluded).
     #[inline]
