@@ -191,26 +191,33 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
     fn burst<B: PacketBuf>(&mut self, in_vif: u16, bufs: &mut [Option<B>], out: &mut TxBatches<B>) {
         let topo: &'a Topology = self.topo;
         let stats: &'a CoreStats = self.stats;
+        let in_counters = stats.vif(in_vif);
+        let rx_bytes: usize = bufs.iter().flatten().map(|b| b.len()).sum();
+        in_counters.rx_packets.add(bufs.len() as u64);
+        in_counters.rx_bytes.add(rx_bytes as u64);
+        let Some(vif) = topo.vif(in_vif) else {
+            for b in bufs.iter_mut().filter_map(Option::take) {
+                stats.count_drop(DropReason::InvalidVif);
+                in_counters.drops.add(1);
+                out.dropped.push(b);
+            }
+            return;
+        };
         let mut metas = [PacketMeta::default(); BURST];
         let mut early: [Option<DropReason>; BURST] = [None; BURST];
-        let mut lens = [0u64; BURST];
         // Routed pod packets: their route is looked up in stage 2.
         let mut routed = [false; BURST];
         let mut targets: [Option<RouteTarget>; BURST] = [None; BURST];
-        let vif = topo.vif(in_vif);
-        let pod_vrf = vif
-            .filter(|v| v.vrf != FABRIC_VRF)
-            .and_then(|v| topo.vrf(v.vrf));
+        let pod_vrf = if vif.vrf == FABRIC_VRF {
+            None
+        } else {
+            topo.vrf(vif.vrf)
+        };
         let vrouter_mac = topo.fabric.vrouter_mac;
 
         // Stage 1: parse.
         for (i, slot) in bufs.iter().enumerate() {
             let Some(b) = slot else { continue };
-            lens[i] = b.len() as u64;
-            let Some(vif) = vif else {
-                early[i] = Some(DropReason::InvalidVif);
-                continue;
-            };
             if let Err(r) = meta::parse_ethernet_into(b.data(), &mut metas[i]) {
                 early[i] = Some(r);
                 continue;
@@ -239,24 +246,19 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         }
 
         // Stage 3: nexthop, rewrite, queue.
-        let in_counters = stats.vif(in_vif);
-        let mut rx_bytes = 0u64;
         // TX counters are added once per run of packets to the same vif (most bursts have one).
         let mut tx_run = TxRun::default();
         for (i, slot) in bufs.iter_mut().enumerate() {
             let Some(mut b) = slot.take() else { continue };
-            let v = match (early[i], vif, pod_vrf) {
-                (Some(r), _, _) => Verdict::Drop(r),
-                (None, Some(vif), Some(vrf)) if routed[i] => {
+            let v = match (early[i], pod_vrf) {
+                (Some(r), _) => Verdict::Drop(r),
+                (None, Some(vrf)) if routed[i] => {
                     self.route(vrf, &mut metas[i], &mut b, Some(vif), Some(targets[i]))
                 }
-                (None, Some(vif), _) if vif.vrf == FABRIC_VRF => {
-                    self.fabric_ingress(vif, &metas[i], &mut b)
-                }
-                (None, Some(vif), _) => self.pod_ingress(vif, &mut metas[i], &mut b),
-                (None, None, _) => Verdict::Drop(DropReason::InvalidVif),
+                (None, _) if vif.vrf == FABRIC_VRF => self.fabric_ingress(vif, &metas[i], &mut b),
+                // A pod vif (its VRF may be gone: pod_ingress drops as invalid_vrf).
+                (None, _) => self.pod_ingress(vif, &mut metas[i], &mut b),
             };
-            rx_bytes += lens[i];
             match v {
                 Verdict::Tx(vif) => {
                     tx_run.add(stats, vif, b.len() as u64);
@@ -274,8 +276,6 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             }
         }
         tx_run.flush(stats);
-        in_counters.rx_packets.add(bufs.len() as u64);
-        in_counters.rx_bytes.add(rx_bytes);
     }
 
     /// The VRF, borrowed from the burst's topology snapshot (no reference count touched).
