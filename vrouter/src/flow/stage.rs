@@ -125,6 +125,9 @@ struct Burst {
     places: [Place; BURST],
     /// The slot whose tag matched, found while warming the entries.
     hints: [Option<usize>; BURST],
+    /// For keys no tag matched (new flows, most likely): the reverse key's place, whose
+    /// buckets the setup will lock.
+    reverse: [Option<Place>; BURST],
     len: usize,
     /// The next place `on_lookup` expects (packets the pipeline drops before it are skipped).
     next: usize,
@@ -138,6 +141,7 @@ impl Default for Burst {
         Burst {
             places: [Place::default(); BURST],
             hints: [None; BURST],
+            reverse: [None; BURST],
             len: 0,
             next: 0,
             warmed: true,
@@ -162,7 +166,8 @@ impl Burst {
     }
 
     /// Before the burst's first lookup: with the buckets loaded, start loading the entries
-    /// their tags point at.
+    /// their tags point at; where no tag matched (a new flow, most likely), the slot its setup
+    /// will probably take and the reverse key's buckets.
     #[inline(always)]
     fn warm(&mut self, table: &FlowTable) {
         if self.warmed {
@@ -170,17 +175,28 @@ impl Burst {
         }
         self.warmed = true;
         let mut warm = 0u64;
-        for (p, h) in self.places[..self.len].iter().zip(&mut self.hints) {
+        for ((p, h), r) in self.places[..self.len]
+            .iter()
+            .zip(&mut self.hints)
+            .zip(&mut self.reverse)
+        {
             let (hint, w) = table.warm_entry(p);
             *h = hint;
+            *r = None;
             warm ^= w;
+            if hint.is_none() {
+                let rp = table.place(&p.key().reverse());
+                warm ^= table.warm_buckets(&rp) ^ table.warm_free_slot(p);
+                *r = Some(rp);
+            }
         }
         std::hint::black_box(warm);
     }
 
-    /// The stashed place of `key` and its slot hint, or `None` if not stashed.
+    /// The stashed place of `key`, its slot hint and its reverse key's place (if computed), or
+    /// `None` if not stashed.
     #[inline(always)]
-    fn take(&mut self, key: &FlowKey) -> Option<(Place, Option<usize>)> {
+    fn take(&mut self, key: &FlowKey) -> Option<(Place, Option<usize>, Option<Place>)> {
         let words = key.words();
         let from = self.next.min(self.len);
         let j = from
@@ -188,7 +204,7 @@ impl Burst {
                 .iter()
                 .position(|p| p.is_of(&words))?;
         self.next = j + 1;
-        Some((self.places[j], self.hints[j]))
+        Some((self.places[j], self.hints[j], self.reverse[j]))
     }
 }
 
@@ -295,9 +311,9 @@ impl FlowHook for FlowStage {
         }
         let key = key_of(m, Some(frame));
         burst.warm(table);
-        let (place, hint) = burst
+        let (place, hint, reverse) = burst
             .take(&key)
-            .unwrap_or_else(|| (table.place(&key), None));
+            .unwrap_or_else(|| (table.place(&key), None, None));
         let tcp_flags = (m.proto == 6 && !m.fragment)
             .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
             .flatten();
@@ -338,7 +354,9 @@ impl FlowHook for FlowStage {
                 policy_gen: pol.generation,
                 now,
             };
-            let rev = new.with_reverse.then(|| table.place(&key.reverse()));
+            let rev = new
+                .with_reverse
+                .then(|| reverse.unwrap_or_else(|| table.place(&key.reverse())));
             match table.insert_placed(&new, &place, rev.as_ref()) {
                 Ok(idx) => {
                     table.touch(idx, len, now, tcp_flags);

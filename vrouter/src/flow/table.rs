@@ -439,6 +439,11 @@ pub(crate) struct Place {
 }
 
 impl Place {
+    /// The key placed here.
+    pub(crate) fn key(&self) -> FlowKey {
+        FlowKey::from_words(self.words)
+    }
+
     /// Whether this is the place of a key with these words (without a `memcmp` call).
     #[inline(always)]
     pub(crate) fn is_of(&self, w: &[u64; 5]) -> bool {
@@ -590,6 +595,20 @@ impl FlowTable {
             }
         }
         (None, 0)
+    }
+
+    /// With `p`'s buckets loaded: start loading the entry line of the slot a setup of `p`'s
+    /// key would most likely take (the first free one of the less loaded bucket).
+    #[inline(always)]
+    pub(crate) fn warm_free_slot(&self, p: &Place) -> u64 {
+        let b = if self.free_slots(p.b2) > self.free_slots(p.b1) {
+            p.b2
+        } else {
+            p.b1
+        };
+        self.free_slot(b)
+            .and_then(|i| self.entry(i))
+            .map_or(0, |e| e.seen.load(Ordering::Relaxed))
     }
 
     /// [`Self::lookup_placed`], trying slot `hint` (from [`Self::warm_entry`]) first.
@@ -1081,9 +1100,7 @@ impl FlowTable {
             }
         };
         match r {
-            Ok(_) => {
-                self.created.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(_) => {}
             Err(InsertError::Full) => {
                 self.table_full.fetch_add(1, Ordering::Relaxed);
             }
@@ -1128,7 +1145,16 @@ impl FlowTable {
                         .find_map(|b| self.claim_slot(b, held, f.now, pinned))
                 })
         };
+        // Counted before the entry writes: a locked add waits for every store before it to
+        // reach the cache, and the entry lines are likely misses. (Taken back if no slot.)
+        self.active.fetch_add(need, Ordering::Relaxed);
+        self.created.fetch_add(1, Ordering::Relaxed);
+        let undo = |written: usize| {
+            self.active.fetch_sub(need - written, Ordering::Relaxed);
+            self.created.fetch_sub(1, Ordering::Relaxed);
+        };
         let Some(fi) = claim(fwd, None) else {
+            undo(0);
             return Err(InsertError::Full);
         };
         let vifs = vifs_word(f.in_vif, f.out_vif, f.policy_gen);
@@ -1138,9 +1164,9 @@ impl FlowTable {
         self.write_entry(fi, fwd, m, vifs, f.now);
         if let Some(rp) = rev {
             let Some(ri) = claim(rp, Some(fi)) else {
-                // `clear_locked` uncounts what it frees: count the forward entry first.
-                self.active.fetch_add(1, Ordering::Relaxed);
+                // `clear_locked` uncounts the forward entry it frees.
                 self.clear_locked(fi);
+                undo(1);
                 return Err(InsertError::Full);
             };
             self.write_entry(
@@ -1157,9 +1183,6 @@ impl FlowTable {
                 );
             }
         }
-        // Counted once, after the entry writes: a locked add waits for the stores before it,
-        // and this way it waits for both entries' lines at once.
-        self.active.fetch_add(need, Ordering::Relaxed);
         Ok(fi as u32)
     }
 
