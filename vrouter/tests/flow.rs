@@ -618,3 +618,105 @@ fn the_egress_vif_is_resolved_through_tunnel_nexthops_and_ingress_rules_see_the_
     assert_eq!(bed.send(POD_A, &to_vxlan), Ok(FABRIC));
     let _ = &bed.tables;
 }
+
+/// Driving the stage as the pipeline does — `prefetch` for a burst, then `on_lookup` — with
+/// packets the pipeline drops in between (prefetched, never looked up), a burst dropped
+/// whole, repeated flows and new flows among known ones, decides and counts exactly like
+/// `on_lookup` alone.
+#[test]
+fn prefetched_bursts_decide_and_count_like_lookups_alone() {
+    use vrouter::flow::FlowInfo;
+    use vrouter::meta::{PacketMeta, L3};
+    use vrouter::pipeline::{FlowAction, FlowHook};
+    use vrouter::tables::RouteTarget;
+
+    let target = RouteTarget {
+        nexthop: NH_B,
+        label: None,
+    };
+    let meta = |i: u32| {
+        let v6 = i % 3 == 0;
+        PacketMeta {
+            l3: if v6 { L3::Ipv6 } else { L3::Ipv4 },
+            proto: if i % 2 == 0 { 17 } else { 6 },
+            src: if v6 {
+                0x2001_0db8_0001_0000_0000_0000_0000_0000 | u128::from(i % 23)
+            } else {
+                u128::from(0xc612_0100u32 | (i % 23))
+            },
+            dst: if v6 {
+                0x2001_0db8_0001_0000_0000_0000_0000_000b
+            } else {
+                u128::from(0xc612_010bu32)
+            },
+            sport: 40_000 + (i % 23) as u16,
+            // Every fifth flow to a port the policy denies.
+            dport: if (i % 23) % 5 == 0 { 53 } else { 80 },
+            vrf: VRF as u16,
+            l3_off: 14,
+            l4_off: if v6 { 54 } else { 34 },
+            ..PacketMeta::default()
+        }
+    };
+    let policy = Policy {
+        default: Action::Allow,
+        ingress: vec![rule(Action::Deny, None, None, Some((53, 53)))],
+        egress: vec![],
+    };
+    let stage = || {
+        let t = Arc::new(
+            FlowTable::new(FlowConfig {
+                entries: 4096,
+                ..FlowConfig::default()
+            })
+            .unwrap(),
+        );
+        let policies = Policies::new(t.clone());
+        policies.set(POD_A, Some(policy.clone())).unwrap();
+        let mut s = policies.stage(tables());
+        s.begin(POD_A, 1);
+        (t, s)
+    };
+    let (t_burst, mut burst) = stage();
+    let (t_alone, mut alone) = stage();
+    let mut frame = [0u8; 128];
+    let mut decided = 0;
+    for b in 0..8u32 {
+        let metas: Vec<PacketMeta> = (b * 32..b * 32 + 32).map(meta).collect();
+        for m in &metas {
+            burst.prefetch(m);
+        }
+        if b == 3 {
+            continue; // the whole burst dropped before the flow stage
+        }
+        for (i, m) in metas.iter().enumerate() {
+            if i % 7 == 3 {
+                continue; // dropped between route lookup and flow stage
+            }
+            let x = burst.on_lookup(m, &mut frame, target);
+            let y = alone.on_lookup(m, &mut frame, target);
+            assert_eq!(x, y, "burst {b} packet {i}");
+            let denied = m.dport == 53;
+            assert_eq!(x == FlowAction::Drop, denied, "burst {b} packet {i}");
+            decided += 1;
+        }
+    }
+    assert!(decided > 150);
+    let dump = |t: &FlowTable| {
+        let mut v: Vec<(bool, u8, u16, u128, bool, u64)> = t
+            .flows(None, usize::MAX, 0)
+            .flows
+            .iter()
+            .map(|f: &FlowInfo| {
+                let k = f.key;
+                let fwd = f.verdict == FlowVerdict::Forward;
+                (k.v6, k.proto, k.dport, k.src, fwd, f.packets)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(dump(&t_burst), dump(&t_alone));
+    assert_eq!(t_burst.stats().created, t_alone.stats().created);
+    assert!(t_burst.stats().created > 23);
+}

@@ -152,7 +152,9 @@ impl Default for Burst {
 impl Burst {
     #[inline(always)]
     fn push(&mut self, table: &FlowTable, key: &FlowKey) {
-        if self.warmed {
+        // A full stash whose lookups never came (every packet dropped before the flow stage)
+        // is stale too.
+        if self.warmed || self.len == BURST {
             self.len = 0;
             self.next = 0;
             self.warmed = false;
