@@ -635,10 +635,10 @@ fn prefetched_bursts_decide_and_count_like_lookups_alone() {
         label: None,
     };
     let meta = |i: u32| {
-        let v6 = i % 3 == 0;
+        let v6 = i.is_multiple_of(3);
         PacketMeta {
             l3: if v6 { L3::Ipv6 } else { L3::Ipv4 },
-            proto: if i % 2 == 0 { 17 } else { 6 },
+            proto: if i.is_multiple_of(2) { 17 } else { 6 },
             src: if v6 {
                 0x2001_0db8_0001_0000_0000_0000_0000_0000 | u128::from(i % 23)
             } else {
@@ -651,7 +651,7 @@ fn prefetched_bursts_decide_and_count_like_lookups_alone() {
             },
             sport: 40_000 + (i % 23) as u16,
             // Every fifth flow to a port the policy denies.
-            dport: if (i % 23) % 5 == 0 { 53 } else { 80 },
+            dport: if (i % 23).is_multiple_of(5) { 53 } else { 80 },
             vrf: VRF as u16,
             l3_off: 14,
             l4_off: if v6 { 54 } else { 34 },
