@@ -12,10 +12,19 @@
 //!   operations outside the sequence: an entry removed and reused between a reader's check and
 //!   its counter update can be credited one packet that was not its own (accepted; counters are
 //!   statistics, never decisions).
+//!
+//! Memory layout, for lookups in large tables (which wait on memory, not on instructions): a
+//! bucket's line (sequence and tags), its eight entry lines (key, verdict, reverse index, vifs,
+//! policy generation, last seen: what a lookup reads) and its counters (written on a hit, never
+//! read by a lookup) are one contiguous 704-byte group, so a key found in a bucket costs one
+//! page walk, not three. The key hash is keyed per table (a peer cannot aim flows at one
+//! bucket pair) and computed once per packet: [`crate::flow::FlowStage`] places the keys of a
+//! burst in `prefetch`, loads their buckets, then (at the burst's first lookup) the entries the
+//! tags point at, so the burst's misses overlap.
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-/// Slots per bucket (one bucket header per 64-byte line).
+/// Slots per bucket (one bucket line of sequence and tags).
 pub const SLOTS_PER_BUCKET: usize = 8;
 /// The largest table (entry indexes must fit the 32-bit reverse index, minus the "none" mark).
 pub const MAX_ENTRIES: usize = 1 << 26;
@@ -1398,6 +1407,24 @@ mod tests {
             },
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_bucket_entry_and_group_have_the_intended_layout() {
+        use std::mem::{align_of, size_of};
+        assert_eq!((size_of::<Bucket>(), align_of::<Bucket>()), (64, 64));
+        assert_eq!((size_of::<Entry>(), align_of::<Entry>()), (64, 64));
+        assert_eq!(size_of::<Counters>(), 16);
+        assert_eq!(size_of::<Group>(), 64 + 8 * 64 + 8 * 16);
+        // 1 M flows (2 M entries, an eighth more slots) within 256 MiB.
+        let entries = 2_000_000usize;
+        let groups = (entries + entries / 8).div_ceil(SLOTS_PER_BUCKET);
+        assert!(groups * size_of::<Group>() <= 256 << 20);
+        let t = table(1000);
+        assert_eq!(
+            t.memory_bytes(),
+            (1000 + 125usize).div_ceil(SLOTS_PER_BUCKET) * size_of::<Group>()
+        );
     }
 
     #[test]
