@@ -34,6 +34,7 @@ use crate::stats::{CoreStats, DropReason};
 use crate::tables::{Nexthop, RouteTarget, Tables, Topology, TunnelEncap, Vif, Vrf, FABRIC_VRF};
 use crate::wire::{ethernet, gre, ipv4, ipv6, mpls, udp, vxlan, MacAddr};
 use arc_swap::{ArcSwap, Cache};
+use arrayvec::ArrayVec;
 pub use batch::TxBatches;
 use reply::IcmpError;
 use std::net::Ipv6Addr;
@@ -158,25 +159,19 @@ impl<F: FlowHook> Pipeline<F> {
             ip_id,
         };
         let mut it = pkts.into_iter();
+        let mut burst: ArrayVec<B, BURST> = ArrayVec::new();
         loop {
-            let mut burst: [Option<B>; BURST] = std::array::from_fn(|_| None);
-            let mut n = 0;
-            for slot in burst.iter_mut() {
-                match it.next() {
-                    Some(b) => *slot = Some(b),
-                    None => break,
-                }
-                n += 1;
-            }
-            if n == 0 {
+            burst.extend(it.by_ref().take(BURST));
+            if burst.is_empty() {
                 break;
             }
+            let full = burst.is_full();
             cx.nh_memo = None;
             cx.tpl_memo = None;
             cx.encap_memo = None;
             cx.tunnel_memo = None;
-            cx.burst(in_vif, &mut burst[..n], out);
-            if n < BURST {
+            cx.burst(in_vif, &mut burst, out);
+            if !full {
                 break;
             }
         }
@@ -188,15 +183,21 @@ impl<F: FlowHook> Pipeline<F> {
 pub const BURST: usize = 32;
 
 impl<'a, F: FlowHook> Ctx<'a, F> {
-    fn burst<B: PacketBuf>(&mut self, in_vif: u16, bufs: &mut [Option<B>], out: &mut TxBatches<B>) {
+    /// One burst: every packet of `bufs` ends up in `out` (which empties `bufs`).
+    fn burst<B: PacketBuf>(
+        &mut self,
+        in_vif: u16,
+        bufs: &mut ArrayVec<B, BURST>,
+        out: &mut TxBatches<B>,
+    ) {
         let topo: &'a Topology = self.topo;
         let stats: &'a CoreStats = self.stats;
         let in_counters = stats.vif(in_vif);
-        let rx_bytes: usize = bufs.iter().flatten().map(|b| b.len()).sum();
+        let rx_bytes: usize = bufs.iter().map(|b| b.len()).sum();
         in_counters.rx_packets.add(bufs.len() as u64);
         in_counters.rx_bytes.add(rx_bytes as u64);
         let Some(vif) = topo.vif(in_vif) else {
-            for b in bufs.iter_mut().filter_map(Option::take) {
+            for b in bufs.drain(..) {
                 stats.count_drop(DropReason::InvalidVif);
                 in_counters.drops.add(1);
                 out.dropped.push(b);
@@ -216,8 +217,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         let vrouter_mac = topo.fabric.vrouter_mac;
 
         // Stage 1: parse.
-        for (i, slot) in bufs.iter().enumerate() {
-            let Some(b) = slot else { continue };
+        for (i, b) in bufs.iter().enumerate() {
             if let Err(r) = meta::parse_ethernet_into(b.data(), &mut metas[i]) {
                 early[i] = Some(r);
                 continue;
@@ -227,7 +227,8 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             routed[i] = pod_vrf.is_some()
                 && matches!(m.l3, L3::Ipv4 | L3::Ipv6)
                 && ethernet::Frame::new_unchecked(b.data()).dst() == vrouter_mac
-                && reply::ns_target(b.data(), m).is_none();
+                && !(m.proto == ipv6::next_header::ICMPV6
+                    && reply::ns_target(b.data(), m).is_some());
         }
 
         // Stage 2: route lookups, back to back.
@@ -248,8 +249,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         // Stage 3: nexthop, rewrite, queue.
         // TX counters are added once per run of packets to the same vif (most bursts have one).
         let mut tx_run = TxRun::default();
-        for (i, slot) in bufs.iter_mut().enumerate() {
-            let Some(mut b) = slot.take() else { continue };
+        for (i, mut b) in bufs.drain(..).enumerate() {
             let v = match (early[i], pod_vrf) {
                 (Some(r), _) => Verdict::Drop(r),
                 (None, Some(vrf)) if routed[i] => {
@@ -603,8 +603,9 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 if b.len() > end && b.trim(b.len() - end).is_err() {
                     return Verdict::Drop(DropReason::Truncated);
                 }
-                decrement_ttl(b, m);
-                if let Some(eth) = b.data_mut().first_chunk_mut::<12>() {
+                let d = b.data_mut();
+                decrement_ttl_in(d, m);
+                if let Some(eth) = d.first_chunk_mut::<12>() {
                     *eth = e.macs;
                 }
                 return Verdict::Tx(e.vif);
@@ -917,12 +918,24 @@ impl TxRun {
 /// Decrement the TTL / hop limit of the IP packet at `m.l3_off`; returns the new value.
 #[inline(always)]
 fn decrement_ttl<B: PacketBuf>(b: &mut B, m: &PacketMeta) -> u8 {
-    let ip = &mut b.data_mut()[usize::from(m.l3_off)..];
+    decrement_ttl_in(b.data_mut(), m)
+}
+
+/// [`decrement_ttl`] on the frame bytes. The parse checked that the IP header is there; the
+/// fixed part is taken as an array so the field updates need no further bounds checks.
+#[inline(always)]
+fn decrement_ttl_in(d: &mut [u8], m: &PacketMeta) -> u8 {
+    let ip = d.get_mut(usize::from(m.l3_off)..).unwrap_or_default();
     if m.l3 == L3::Ipv4 {
-        ipv4::Packet::new_unchecked(ip).decrement_ttl()
+        match ip.first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>() {
+            Some(h) => ipv4::Packet::new_unchecked(h).decrement_ttl(),
+            None => m.ttl,
+        }
     } else {
         let t = m.ttl.saturating_sub(1);
-        ipv6::Packet::new_unchecked(ip).set_hop_limit(t);
+        if let Some(h) = ip.first_chunk_mut::<{ ipv6::HEADER_LEN }>() {
+            ipv6::Packet::new_unchecked(h).set_hop_limit(t);
+        }
         t
     }
 }
