@@ -4,6 +4,11 @@
 //!
 //! Only the backend call is timed: the driver side (re-publishing the same descriptors in the
 //! avail ring) runs between measurements. Run: `cargo bench -p vhost-user --bench virtqueue`.
+//!
+//! Two cache states per case. `warm`: everything stays in this core's caches from the previous
+//! burst. `cold`: before each timed burst the rings and the burst's buffers are evicted
+//! (`clflush`), so every descriptor and buffer access misses, as it does when the pod on another
+//! core has just written them; this is where overlapping the misses (prefetch) shows.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -19,10 +24,12 @@ const F: u64 = feature::VERSION_1 | feature::MRG_RXBUF | feature::INDIRECT_DESC;
 
 /// A ring whose every descriptor points at its own 2 KiB buffer, `flags` on each, the
 /// buffer pre-filled with a 12-byte header and a `len`-byte frame (TX) or empty (RX).
-fn ring(ram: &mut GuestRam, len: usize, flags: u16) -> DriverQueue {
+fn ring(ram: &mut GuestRam, len: usize, flags: u16) -> Ring {
     let dq = DriverQueue::new(ram, SIZE, 64);
+    let mut bufs = Vec::with_capacity(usize::from(SIZE));
     for i in 0..SIZE {
         let buf = ram.alloc(2048, 64);
+        bufs.push(buf);
         let mut bytes = vec![0u8; 12];
         bytes.extend((0..len).map(|k| k as u8));
         ram.write(buf, &bytes);
@@ -42,39 +49,78 @@ fn ring(ram: &mut GuestRam, len: usize, flags: u16) -> DriverQueue {
             },
         );
     }
-    dq
+    Ring { dq, bufs, next: 0 }
 }
 
-fn publish_burst(dq: &mut DriverQueue, ram: &GuestRam, next: &mut u16) {
-    for _ in 0..BURST {
-        dq.publish(ram, *next % SIZE);
-        *next = next.wrapping_add(1);
+/// A driver queue, its per-descriptor buffers, and the next descriptor to publish.
+struct Ring {
+    dq: DriverQueue,
+    bufs: Vec<u64>,
+    next: u16,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Cache {
+    Warm,
+    Cold,
+}
+
+impl Cache {
+    fn name(self) -> &'static str {
+        match self {
+            Cache::Warm => "warm",
+            Cache::Cold => "cold",
+        }
+    }
+}
+
+impl Ring {
+    /// Publishes the next burst; when `cache` is cold, evicts the rings and the first `touch`
+    /// bytes of each buffer of the burst.
+    fn publish_burst(&mut self, ram: &GuestRam, cache: Cache, touch: u64) {
+        let first = self.next;
+        for _ in 0..BURST {
+            self.dq.publish(ram, self.next % SIZE);
+            self.next = self.next.wrapping_add(1);
+        }
+        if cache == Cache::Cold {
+            let n = u64::from(SIZE);
+            let mem = ram.memory();
+            mem.evict(self.dq.desc, 16 * n);
+            mem.evict(self.dq.avail, 6 + 2 * n);
+            mem.evict(self.dq.used, 6 + 8 * n);
+            for k in 0..BURST as u16 {
+                let i = usize::from(first.wrapping_add(k) % SIZE);
+                mem.evict(self.bufs[i], touch);
+            }
+        }
     }
 }
 
 fn dequeue(c: &mut Criterion) {
     let mut g = c.benchmark_group("dequeue");
     g.throughput(Throughput::Elements(BURST as u64));
-    for len in [64usize, 1500] {
-        g.bench_function(format!("{len}B"), |b| {
-            let mut ram = GuestRam::new(16 << 20).expect("ram");
-            let mut dq = ring(&mut ram, len, 0);
-            let mut q = dq.backend_queue(&ram, 1, F);
-            let mut bufs: Vec<VecBuffer> =
-                (0..BURST).map(|_| VecBuffer::with_capacity(2048)).collect();
-            let mut next = 0u16;
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    publish_burst(&mut dq, &ram, &mut next);
-                    let t = Instant::now();
-                    let n = q.dequeue_burst(black_box(&mut bufs));
-                    total += t.elapsed();
-                    assert_eq!(n, BURST);
-                }
-                total
+    for cache in [Cache::Warm, Cache::Cold] {
+        for len in [64usize, 1500] {
+            g.bench_function(format!("{}/{len}B", cache.name()), |b| {
+                let mut ram = GuestRam::new(16 << 20).expect("ram");
+                let mut tx = ring(&mut ram, len, 0);
+                let mut q = tx.dq.backend_queue(&ram, 1, F);
+                let mut bufs: Vec<VecBuffer> =
+                    (0..BURST).map(|_| VecBuffer::with_capacity(2048)).collect();
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        tx.publish_burst(&ram, cache, 12 + len as u64);
+                        let t = Instant::now();
+                        let n = q.dequeue_burst(black_box(&mut bufs));
+                        total += t.elapsed();
+                        assert_eq!(n, BURST);
+                    }
+                    total
+                });
             });
-        });
+        }
     }
     g.finish();
 }
@@ -82,27 +128,28 @@ fn dequeue(c: &mut Criterion) {
 fn enqueue(c: &mut Criterion) {
     let mut g = c.benchmark_group("enqueue");
     g.throughput(Throughput::Elements(BURST as u64));
-    for len in [64usize, 1500] {
-        g.bench_function(format!("{len}B"), |b| {
-            let mut ram = GuestRam::new(16 << 20).expect("ram");
-            let mut dq = ring(&mut ram, 0, DESC_F_WRITE);
-            let mut q = dq.backend_queue(&ram, 0, F);
-            let pkts: Vec<VecBuffer> = (0..BURST)
-                .map(|i| VecBuffer::from_frame(&vec![i as u8; len]))
-                .collect();
-            let mut next = 0u16;
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    publish_burst(&mut dq, &ram, &mut next);
-                    let t = Instant::now();
-                    let n = q.enqueue_burst(black_box(&pkts));
-                    total += t.elapsed();
-                    assert_eq!(n, BURST);
-                }
-                total
+    for cache in [Cache::Warm, Cache::Cold] {
+        for len in [64usize, 1500] {
+            g.bench_function(format!("{}/{len}B", cache.name()), |b| {
+                let mut ram = GuestRam::new(16 << 20).expect("ram");
+                let mut rx = ring(&mut ram, 0, DESC_F_WRITE);
+                let mut q = rx.dq.backend_queue(&ram, 0, F);
+                let pkts: Vec<VecBuffer> = (0..BURST)
+                    .map(|i| VecBuffer::from_frame(&vec![i as u8; len]))
+                    .collect();
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        rx.publish_burst(&ram, cache, 12 + len as u64);
+                        let t = Instant::now();
+                        let n = q.enqueue_burst(black_box(&pkts));
+                        total += t.elapsed();
+                        assert_eq!(n, BURST);
+                    }
+                    total
+                });
             });
-        });
+        }
     }
     g.finish();
 }
@@ -110,28 +157,29 @@ fn enqueue(c: &mut Criterion) {
 fn guest_to_guest(c: &mut Criterion) {
     let mut g = c.benchmark_group("guest_to_guest");
     g.throughput(Throughput::Elements(BURST as u64));
-    for len in [64usize, 1500] {
-        g.bench_function(format!("{len}B"), |b| {
-            let mut ram_a = GuestRam::new(16 << 20).expect("ram");
-            let mut ram_b = GuestRam::new(16 << 20).expect("ram");
-            let mut tx = ring(&mut ram_a, len, 0);
-            let mut rx = ring(&mut ram_b, 0, DESC_F_WRITE);
-            let mut src = tx.backend_queue(&ram_a, 1, F);
-            let mut dst = rx.backend_queue(&ram_b, 0, F);
-            let (mut na, mut nb) = (0u16, 0u16);
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    publish_burst(&mut tx, &ram_a, &mut na);
-                    publish_burst(&mut rx, &ram_b, &mut nb);
-                    let t = Instant::now();
-                    let n = forward_burst(&mut src, &mut dst, BURST);
-                    total += t.elapsed();
-                    assert_eq!(n, BURST);
-                }
-                total
+    for cache in [Cache::Warm, Cache::Cold] {
+        for len in [64usize, 1500] {
+            g.bench_function(format!("{}/{len}B", cache.name()), |b| {
+                let mut ram_a = GuestRam::new(16 << 20).expect("ram");
+                let mut ram_b = GuestRam::new(16 << 20).expect("ram");
+                let mut tx = ring(&mut ram_a, len, 0);
+                let mut rx = ring(&mut ram_b, 0, DESC_F_WRITE);
+                let mut src = tx.dq.backend_queue(&ram_a, 1, F);
+                let mut dst = rx.dq.backend_queue(&ram_b, 0, F);
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        tx.publish_burst(&ram_a, cache, 12 + len as u64);
+                        rx.publish_burst(&ram_b, cache, 12 + len as u64);
+                        let t = Instant::now();
+                        let n = forward_burst(&mut src, &mut dst, BURST);
+                        total += t.elapsed();
+                        assert_eq!(n, BURST);
+                    }
+                    total
+                });
             });
-        });
+        }
     }
     g.finish();
 }
