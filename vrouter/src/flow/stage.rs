@@ -2,7 +2,9 @@
 //! store ([`Policies`]) it reads through an RCU snapshot.
 
 use super::policy::{Action, Policy};
-use super::table::{is_icmp, FlowKey, FlowTable, FlowVerdict, InsertError, NewFlow, Place, NO_VIF};
+use super::table::{
+    is_icmp, FlowKey, FlowTable, FlowVerdict, Hit, InsertError, NewFlow, Place, NO_VIF,
+};
 use crate::meta::{PacketMeta, L3};
 use crate::pipeline::{FlowAction, FlowHook, BURST};
 use crate::stats::MAX_VIFS;
@@ -112,10 +114,17 @@ impl Policies {
             tables,
             in_vif: NO_VIF,
             now: 0,
-            burst: Burst::default(),
+            burst: Burst {
+                cached: self.table.memory_bytes() <= CACHED_TABLE_BYTES,
+                ..Burst::default()
+            },
         }
     }
 }
+
+/// A table this small stays in a core's caches: warming its lines costs more than the misses
+/// it saves, so its keys are only placed ahead (hashed once), not warmed.
+const CACHED_TABLE_BYTES: usize = 1 << 20;
 
 /// The places of a burst's keys, computed by [`FlowHook::prefetch`] (which also starts loading
 /// their buckets) and taken by [`FlowHook::on_lookup`] in the same order, so each key is
@@ -134,6 +143,8 @@ struct Burst {
     /// The entries have been warmed: the burst's `on_lookup` calls have begun, and the next
     /// `prefetch` starts a new burst.
     warmed: bool,
+    /// The table stays cached: places are stashed, nothing is warmed.
+    cached: bool,
 }
 
 impl Default for Burst {
@@ -145,6 +156,7 @@ impl Default for Burst {
             len: 0,
             next: 0,
             warmed: true,
+            cached: false,
         }
     }
 }
@@ -163,7 +175,9 @@ impl Burst {
             return;
         };
         *p = table.place(key);
-        std::hint::black_box(table.warm_buckets(p));
+        if !self.cached {
+            std::hint::black_box(table.warm_buckets(p));
+        }
         self.len += 1;
     }
 
@@ -176,6 +190,11 @@ impl Burst {
             return;
         }
         self.warmed = true;
+        if self.cached {
+            self.hints[..self.len].fill(None);
+            self.reverse[..self.len].fill(None);
+            return;
+        }
         let mut warm = 0u64;
         for ((p, h), r) in self.places[..self.len]
             .iter()
@@ -321,62 +340,121 @@ impl FlowHook for FlowStage {
             .flatten();
         let len = frame.len() as u64;
         let table = &**table;
-        for _ in 0..2 {
-            if let Some(hit) = table.lookup_hinted(&place, hint) {
-                if hit.policy_gen != pol.generation {
-                    // Policies changed since this flow was decided: decide again.
-                    let (fk, fin, fout) = if hit.is_reverse {
-                        (key.reverse(), hit.in_vif, hit.out_vif)
-                    } else {
-                        (key, hit.in_vif, hit.out_vif)
-                    };
-                    if pol.evaluate(&fk, fin, fout) != Some(hit.verdict) {
-                        table.remove(&key);
-                        continue;
-                    }
-                    table.set_policy_gen(hit.index, pol.generation);
-                }
+        // The common case, kept small: a hit on a flow decided under the current policies.
+        let first = table.lookup_hinted(&place, hint);
+        if let Some(hit) = first {
+            if hit.policy_gen == pol.generation {
                 table.touch(hit.index, len, now, tcp_flags);
                 return action(hit.verdict, target);
             }
-            // Miss: decide from the policies and install the flow (and its reverse if allowed).
-            let out = match out_vif {
-                Some(o) => o,
-                None => egress_vif(tables, target, m.flow_hash),
-            };
-            let Some(verdict) = pol.evaluate(&key, in_vif, out) else {
-                return FlowAction::Forward(target);
-            };
-            let new = NewFlow {
-                key,
-                verdict,
-                with_reverse: verdict == FlowVerdict::Forward,
-                in_vif,
-                out_vif: out,
-                policy_gen: pol.generation,
-                now,
-            };
-            let rev = new
-                .with_reverse
-                .then(|| reverse.unwrap_or_else(|| table.place(&key.reverse())));
-            match table.insert_placed(&new, &place, rev.as_ref()) {
-                Ok(idx) => {
-                    table.touch(idx, len, now, tcp_flags);
-                    return action(verdict, target);
+        }
+        let pkt = Packet {
+            key,
+            place,
+            reverse,
+            len,
+            tcp_flags,
+            target,
+            flow_hash: m.flow_hash,
+            first,
+        };
+        decide(table, pol, tables, in_vif, out_vif, now, &pkt)
+    }
+}
+
+/// What the slow path needs of a packet.
+struct Packet {
+    key: FlowKey,
+    place: Place,
+    reverse: Option<Place>,
+    len: u64,
+    tcp_flags: Option<u8>,
+    target: RouteTarget,
+    flow_hash: u32,
+    /// What the fast path's lookup found (a flow decided under older policies), if anything.
+    first: Option<Hit>,
+}
+
+/// The packet's flow is new, or was decided under older policies: decide it (again) and
+/// install it. Out of line, so the hit path stays small.
+#[cold]
+#[inline(never)]
+fn decide(
+    table: &FlowTable,
+    pol: &PolicySnapshot,
+    tables: &Tables,
+    in_vif: u16,
+    out_vif: Option<u16>,
+    now: u64,
+    p: &Packet,
+) -> FlowAction {
+    let Packet {
+        key,
+        place,
+        reverse,
+        len,
+        tcp_flags,
+        target,
+        flow_hash,
+        first,
+    } = *p;
+    let mut found = first;
+    for _ in 0..2 {
+        if let Some(hit) = found.take() {
+            if hit.policy_gen != pol.generation {
+                // Policies changed since this flow was decided: decide again.
+                let (fk, fin, fout) = if hit.is_reverse {
+                    (key.reverse(), hit.in_vif, hit.out_vif)
+                } else {
+                    (key, hit.in_vif, hit.out_vif)
+                };
+                if pol.evaluate(&fk, fin, fout) != Some(hit.verdict) {
+                    table.remove(&key);
+                    found = table.lookup_placed(&place);
+                    continue;
                 }
-                Err(InsertError::Full) => return FlowAction::Drop,
-                // Another core set up this flow (or its reply) just now: look up again, and if
-                // it still is not there, decide this packet alone.
-                Err(InsertError::Raced) => {
-                    if let Some(hit) = table.lookup_placed(&place) {
-                        table.touch(hit.index, len, now, tcp_flags);
-                        return action(hit.verdict, target);
-                    }
-                    return action(verdict, target);
+                table.set_policy_gen(hit.index, pol.generation);
+            }
+            table.touch(hit.index, len, now, tcp_flags);
+            return action(hit.verdict, target);
+        }
+        // Miss: decide from the policies and install the flow (and its reverse if allowed).
+        let out = match out_vif {
+            Some(o) => o,
+            None => egress_vif(tables, target, flow_hash),
+        };
+        let Some(verdict) = pol.evaluate(&key, in_vif, out) else {
+            return FlowAction::Forward(target);
+        };
+        let new = NewFlow {
+            key,
+            verdict,
+            with_reverse: verdict == FlowVerdict::Forward,
+            in_vif,
+            out_vif: out,
+            policy_gen: pol.generation,
+            now,
+        };
+        let rev = new
+            .with_reverse
+            .then(|| reverse.unwrap_or_else(|| table.place(&key.reverse())));
+        match table.insert_placed(&new, &place, rev.as_ref()) {
+            Ok(idx) => {
+                table.touch(idx, len, now, tcp_flags);
+                return action(verdict, target);
+            }
+            Err(InsertError::Full) => return FlowAction::Drop,
+            // Another core set up this flow (or its reply) just now: look up again, and if it
+            // still is not there, decide this packet alone.
+            Err(InsertError::Raced) => {
+                if let Some(hit) = table.lookup_placed(&place) {
+                    table.touch(hit.index, len, now, tcp_flags);
+                    return action(hit.verdict, target);
                 }
+                return action(verdict, target);
             }
         }
-        // Re-evaluated away twice in a row (policies changing under us): drop this packet.
-        FlowAction::Drop
     }
+    // Re-evaluated away twice in a row (policies changing under us): drop this packet.
+    FlowAction::Drop
 }

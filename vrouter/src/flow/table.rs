@@ -34,6 +34,9 @@ pub const DEFAULT_ENTRIES: usize = 512 * 1024;
 pub const NO_VIF: u16 = u16::MAX;
 const NO_REVERSE: u32 = u32::MAX;
 const READ_TRIES: usize = 16;
+/// Cuckoo steps beyond the first when both of a new key's buckets are full: with one more,
+/// tables fill to capacity reliably whatever the hash seed.
+const RELOCATE_DEPTH: u32 = 1;
 
 /// A flow's identity. Addresses are `u128` (IPv4 in the low 32 bits), as in
 /// [`crate::meta::PacketMeta`]. For ICMP / ICMPv6 the echo identifier stands in the source port
@@ -894,14 +897,20 @@ impl FlowTable {
             return Some(b * SLOTS_PER_BUCKET + i);
         }
         self.evict_in(b, held, now)
-            .or_else(|| self.relocate_from(b, held, pinned))
+            .or_else(|| self.relocate_from(b, held, pinned, RELOCATE_DEPTH))
     }
 
     /// Under the lock of bucket `b` (full): move one of its entries to that entry's other
-    /// candidate bucket if it has room (one cuckoo step), updating its partner's reverse index.
-    /// Buckets not in `held` are only taken without waiting. `pinned` is never moved. Returns
-    /// the freed slot.
-    fn relocate_from(&self, b: usize, held: &[usize], pinned: Option<usize>) -> Option<usize> {
+    /// candidate bucket if it has room, or (`depth` > 0) if room can be made there the same way
+    /// (cuckoo steps), updating the moved entries' partners' reverse indexes. Buckets not in
+    /// `held` are only taken without waiting. `pinned` is never moved. Returns the freed slot.
+    fn relocate_from(
+        &self,
+        b: usize,
+        held: &[usize],
+        pinned: Option<usize>,
+        depth: u32,
+    ) -> Option<usize> {
         for i in 0..SLOTS_PER_BUCKET {
             let idx = b * SLOTS_PER_BUCKET + i;
             if Some(idx) == pinned {
@@ -911,39 +920,43 @@ impl FlowTable {
             let words: [u64; 5] = std::array::from_fn(|w| e.key[w].load(Ordering::Relaxed));
             let p = self.place_words(words);
             let alt = if p.b1 == b { p.b2 } else { p.b1 };
-            if alt == b || self.free_slots(alt) == 0 {
+            if alt == b || (depth == 0 && self.free_slots(alt) == 0) {
                 continue;
             }
-            let took_alt = !held.contains(&alt) && self.try_lock(alt);
-            if !held.contains(&alt) && !took_alt {
+            let mine = held.contains(&alt);
+            let took_alt = !mine && self.try_lock(alt);
+            if !mine && !took_alt {
                 continue;
             }
-            let m = e.meta.load(Ordering::Relaxed);
-            let partner = meta_rev(m);
-            let pb = partner.map(|r| r as usize / SLOTS_PER_BUCKET);
-            let need_pb = pb.filter(|&x| x != alt && !held.contains(&x));
-            let took_pb = need_pb.is_some_and(|x| self.try_lock(x));
-            let alt_slot = self
-                .bucket(alt)
-                .and_then(|bk| bk.tags.iter().position(|t| t.load(Ordering::Relaxed) == 0));
-            let moved = match alt_slot {
-                Some(j) if need_pb.is_none() || took_pb => {
-                    let to = alt * SLOTS_PER_BUCKET + j;
+            let mut with_alt = [usize::MAX; 8];
+            let n = held.len().min(with_alt.len() - 1);
+            with_alt[..n].copy_from_slice(&held[..n]);
+            with_alt[n] = alt;
+            let to = self.free_slot(alt).or_else(|| {
+                (depth > 0)
+                    .then(|| self.relocate_from(alt, &with_alt[..=n], pinned, depth - 1))
+                    .flatten()
+            });
+            let moved = to.is_some_and(|to| {
+                // The partner is read only now: a step made above may have moved it.
+                let partner = meta_rev(e.meta.load(Ordering::Relaxed));
+                let pb = partner.map(|r| r as usize / SLOTS_PER_BUCKET);
+                let need_pb = pb.filter(|&x| x != alt && !held.contains(&x));
+                let took_pb = need_pb.is_some_and(|x| self.try_lock(x));
+                let ok = need_pb.is_none() || took_pb;
+                if ok {
                     self.move_entry(idx, to, p.tag);
                     if let Some(pe) = partner.and_then(|r| self.entry(r as usize)) {
                         let pm = pe.meta.load(Ordering::Relaxed);
                         pe.meta
                             .store((pm & !0xffff_ffff) | to as u64, Ordering::Relaxed);
                     }
-                    true
                 }
-                _ => false,
-            };
-            if took_pb {
-                if let Some(x) = need_pb {
+                if let (true, Some(x)) = (took_pb, need_pb) {
                     self.unlock(x);
                 }
-            }
+                ok
+            });
             if took_alt {
                 self.unlock(alt);
             }
@@ -1583,7 +1596,13 @@ mod tests {
 
     #[test]
     fn fills_to_capacity_by_moving_entries_between_their_buckets() {
-        for entries in [64, 1000, 200_000] {
+        // Each table has its own random hash seed: small ones are filled many times over.
+        let sizes = [64; 40]
+            .into_iter()
+            .chain([1000; 20])
+            .chain([2000; 20])
+            .chain([200_000]);
+        for entries in sizes {
             let t = table(entries);
             for i in 0..(entries / 2) as u32 {
                 let k = FlowKey {
