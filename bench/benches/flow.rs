@@ -161,9 +161,9 @@ const TARGET: RouteTarget = RouteTarget {
     label: None,
 };
 
-/// Drive the stage the way the pipeline does: `prefetch` for each packet of a burst of 32,
-/// then `on_lookup` for each. Returns how many packets were forwarded.
-fn run_bursts(stage: &mut FlowStage, metas: &[PacketMeta], packets: usize) -> u64 {
+/// Drive the stage the way a forwarding core does: `begin`, then `prefetch` for each packet of
+/// a burst of 32, then `on_lookup` for each. Returns how many packets were forwarded.
+fn run_bursts(stage: &mut FlowStage, now: u64, metas: &[PacketMeta], packets: usize) -> u64 {
     let mut frame = [0u8; 64];
     let mut forwarded = 0u64;
     let mut done = 0;
@@ -171,6 +171,7 @@ fn run_bursts(stage: &mut FlowStage, metas: &[PacketMeta], packets: usize) -> u6
         let start = done % metas.len();
         let end = (start + 32).min(metas.len()).min(start + packets - done);
         let burst = &metas[start..end];
+        stage.begin(POD_A, now);
         for m in burst {
             stage.prefetch(m);
         }
@@ -285,7 +286,7 @@ fn main() {
         // As the pipeline runs it: bursts of 32, prefetch then lookup.
         let mut forwarded = 0;
         let hook_burst = measure(hz, burst_lookups as u64, || {
-            forwarded = run_bursts(&mut stage, &metas, burst_lookups);
+            forwarded = run_bursts(&mut stage, 3, &metas, burst_lookups);
         });
         assert_eq!(forwarded, burst_lookups as u64);
         assert_eq!(t.stats().created, before, "every lookup was a hit");
@@ -311,7 +312,7 @@ fn main() {
     let metas: Vec<PacketMeta> = (0..n).map(|i| meta_of(&key(i))).collect();
     let mut forwarded = 0;
     let cost = measure(hz, u64::from(n), || {
-        forwarded = run_bursts(&mut stage, &metas, metas.len());
+        forwarded = run_bursts(&mut stage, 1, &metas, metas.len());
     });
     assert_eq!(forwarded, u64::from(n));
     assert_eq!(t.stats().created, u64::from(n));

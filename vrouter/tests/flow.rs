@@ -666,15 +666,38 @@ fn prefetched_bursts_decide_and_count_like_lookups_alone() {
     let stage = || {
         let t = Arc::new(
             FlowTable::new(FlowConfig {
-                entries: 4096,
+                entries: 16_384,
                 ..FlowConfig::default()
             })
             .unwrap(),
         );
+        // Enough other flows that the stage prefetches (a small table stays cached and is not).
+        for i in 0..4000u32 {
+            let key = vrouter::flow::FlowKey {
+                vrf: 9,
+                v6: false,
+                proto: 17,
+                src: u128::from(0xc612_0000u32 | i),
+                dst: u128::from(0xc612_ff01u32),
+                sport: 1000,
+                dport: 2000,
+            };
+            t.insert(&vrouter::flow::table::NewFlow {
+                key,
+                verdict: FlowVerdict::Forward,
+                with_reverse: true,
+                in_vif: POD_A,
+                out_vif: POD_B,
+                policy_gen: 0,
+                now: 1,
+            })
+            .unwrap();
+        }
         let policies = Policies::new(t.clone());
         policies.set(POD_A, Some(policy.clone())).unwrap();
         let mut s = policies.stage(tables());
         s.begin(POD_A, 1);
+        assert!(s.prefetches());
         (t, s)
     };
     let (t_burst, mut burst) = stage();
@@ -704,7 +727,7 @@ fn prefetched_bursts_decide_and_count_like_lookups_alone() {
     assert!(decided > 150);
     let dump = |t: &FlowTable| {
         let mut v: Vec<(bool, u8, u16, u128, bool, u64)> = t
-            .flows(None, usize::MAX, 0)
+            .flows(Some(VRF as u16), usize::MAX, 0)
             .flows
             .iter()
             .map(|f: &FlowInfo| {

@@ -114,17 +114,15 @@ impl Policies {
             tables,
             in_vif: NO_VIF,
             now: 0,
-            burst: Burst {
-                cached: self.table.memory_bytes() <= CACHED_TABLE_BYTES,
-                ..Burst::default()
-            },
+            burst: Burst::default(),
         }
     }
 }
 
-/// A table this small stays in a core's caches: warming its lines costs more than the misses
-/// it saves, so its keys are only placed ahead (hashed once), not warmed.
-const CACHED_TABLE_BYTES: usize = 1 << 20;
+/// Flows this few stay in a core's caches (about three lines each: bucket, entry, counters):
+/// placing their keys ahead and warming their lines costs more than the misses it saves, so
+/// `prefetch` does nothing while the table holds no more entries than this.
+const CACHED_ENTRIES: usize = (1 << 20) / (3 * 64);
 
 /// The places of a burst's keys, computed by [`FlowHook::prefetch`] (which also starts loading
 /// their buckets) and taken by [`FlowHook::on_lookup`] in the same order, so each key is
@@ -143,7 +141,7 @@ struct Burst {
     /// The entries have been warmed: the burst's `on_lookup` calls have begun, and the next
     /// `prefetch` starts a new burst.
     warmed: bool,
-    /// The table stays cached: places are stashed, nothing is warmed.
+    /// The table stays cached: `prefetch` does nothing.
     cached: bool,
 }
 
@@ -156,7 +154,7 @@ impl Default for Burst {
             len: 0,
             next: 0,
             warmed: true,
-            cached: false,
+            cached: true,
         }
     }
 }
@@ -175,9 +173,7 @@ impl Burst {
             return;
         };
         *p = table.place(key);
-        if !self.cached {
-            std::hint::black_box(table.warm_buckets(p));
-        }
+        std::hint::black_box(table.warm_buckets(p));
         self.len += 1;
     }
 
@@ -190,11 +186,6 @@ impl Burst {
             return;
         }
         self.warmed = true;
-        if self.cached {
-            self.hints[..self.len].fill(None);
-            self.reverse[..self.len].fill(None);
-            return;
-        }
         let mut warm = 0u64;
         for ((p, h), r) in self.places[..self.len]
             .iter()
@@ -245,6 +236,13 @@ impl FlowStage {
     pub fn begin(&mut self, in_vif: u16, now: u64) {
         self.in_vif = in_vif;
         self.now = now;
+        self.burst.cached = self.table.active_entries() <= CACHED_ENTRIES;
+    }
+
+    /// Whether `prefetch` places and warms the keys of the bursts that follow (the table holds
+    /// too many entries to stay cached); decided at each [`Self::begin`].
+    pub fn prefetches(&self) -> bool {
+        !self.burst.cached
     }
 
     pub fn table(&self) -> &Arc<FlowTable> {
@@ -298,7 +296,8 @@ fn action(v: FlowVerdict, target: RouteTarget) -> FlowAction {
 impl FlowHook for FlowStage {
     #[inline]
     fn prefetch(&mut self, m: &PacketMeta) {
-        if self.policies.load().count == 0
+        if self.burst.cached
+            || self.policies.load().count == 0
             || !matches!(m.l3, L3::Ipv4 | L3::Ipv6)
             || (is_icmp(m.proto) && !m.fragment)
         {

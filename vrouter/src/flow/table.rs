@@ -518,6 +518,12 @@ impl FlowTable {
         self.groups.len() * SLOTS_PER_BUCKET
     }
 
+    /// Entries in use (a flow and its reverse are two), as [`FlowStats::active`].
+    #[inline]
+    pub fn active_entries(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
     pub fn capacity(&self) -> usize {
         self.capacity
     }
