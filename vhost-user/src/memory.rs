@@ -358,14 +358,30 @@ pub const PREFETCH_MAX: u64 = 256;
 /// Offsets into `[start, start+len)` (an address range), one inside each cache line the range
 /// touches: the first is 0, the rest are line starts.
 #[inline]
-fn line_offsets(start: usize, len: usize) -> impl Iterator<Item = usize> {
-    let first_line_end = (start | (CACHE_LINE - 1))
-        .wrapping_add(1)
-        .wrapping_sub(start);
-    (len > 0)
-        .then_some(0)
-        .into_iter()
-        .chain((first_line_end..len).step_by(CACHE_LINE))
+fn line_offsets(start: usize, len: usize) -> LineOffsets {
+    LineOffsets { start, len, off: 0 }
+}
+
+/// Iterator behind [`line_offsets`]: a plain counter, cheap enough to run per packet.
+struct LineOffsets {
+    start: usize,
+    len: usize,
+    off: usize,
+}
+
+impl Iterator for LineOffsets {
+    type Item = usize;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        if self.off >= self.len {
+            return None;
+        }
+        let at = self.off;
+        // The next line starts where this address's line ends.
+        self.off = ((self.start + at) | (CACHE_LINE - 1)) + 1 - self.start;
+        Some(at)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
