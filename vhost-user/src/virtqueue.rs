@@ -1853,7 +1853,8 @@ mod tests {
     #[test]
     fn a_bad_chain_behind_prefetched_good_ones_stops_the_queue_there() {
         let ram_end = frontend::GPA_BASE + (8 << 20);
-        let bad_tails: [(&str, Option<RawDesc>, fn(&Broken) -> bool); 4] = [
+        type BadTail = (&'static str, Option<RawDesc>, fn(&Broken) -> bool);
+        let bad_tails: [BadTail; 4] = [
             ("head outside the table", None, |b| {
                 matches!(b, Broken::HeadOutOfRange { head: 99 })
             }),
