@@ -755,7 +755,9 @@ pub struct FlowEntry {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub proto: u8,
+    /// Source port; for ICMP / ICMPv6 the echo identifier (0 for other messages).
     pub sport: u16,
+    /// Destination port; for ICMP / ICMPv6 the message type.
     pub dport: u16,
     pub action: FlowAction,
     #[serde(default, skip_serializing_if = "Option::is_none")]

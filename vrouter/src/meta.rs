@@ -39,7 +39,9 @@ pub struct PacketMeta {
     pub l3_len: u16,
     pub src: u128,
     pub dst: u128,
-    /// Source / destination port (TCP, UDP), ICMP echo identifier as source port, else 0.
+    /// Source / destination port (TCP, UDP). For ICMP / ICMPv6 the issue's "id / type in place
+    /// of ports": the echo identifier as source port (0 for other messages) and the message type
+    /// as destination port. 0 otherwise, and for fragments.
     pub sport: u16,
     pub dport: u16,
     pub flow_hash: u32,
@@ -230,6 +232,7 @@ fn parse_l4(l4: &[u8], m: &mut PacketMeta) -> Result<(), DropReason> {
             if echo {
                 m.sport = (i.rest() >> 16) as u16;
             }
+            m.dport = u16::from(i.msg_type());
         }
         _ => {}
     }
@@ -398,8 +401,9 @@ mod tests {
                     prop_assert_eq!(p.header_len(), t.header_len());
                 }
                 TransportHeader::Icmpv4(_) | TransportHeader::Icmpv6(_) => {
-                    // Echo: the identifier is the flow's source port.
+                    // Echo: the identifier is the flow's source port, the type its destination.
                     prop_assert_eq!(m.sport, s.sport);
+                    prop_assert_eq!(m.dport, if s.v6 { 128 } else { 8 });
                 }
             }
         }

@@ -2,9 +2,7 @@
 //! store ([`Policies`]) it reads through an RCU snapshot.
 
 use super::policy::{Action, Policy};
-use super::table::{
-    is_icmp, FlowKey, FlowTable, FlowVerdict, Hit, InsertError, NewFlow, Place, NO_VIF,
-};
+use super::table::{FlowKey, FlowTable, FlowVerdict, Hit, InsertError, NewFlow, Place, NO_VIF};
 use crate::meta::{PacketMeta, L3};
 use crate::pipeline::{FlowAction, FlowHook, BURST};
 use crate::stats::MAX_VIFS;
@@ -263,18 +261,10 @@ fn egress_vif(tables: &Tables, target: RouteTarget, hash: u32) -> u16 {
     }
 }
 
-/// The flow key of a packet. For ICMP the message type (the first byte of the ICMP header)
-/// goes in the destination port; it is read from the frame, as the metadata does not carry it.
-/// Without a frame (`None`, in [`FlowHook::prefetch`]) an ICMP key has no type and does not
-/// match the real one, so ICMP packets are simply not prefetched.
+/// The flow key of a packet. For ICMP the metadata already carries the echo identifier as
+/// source port and the message type as destination port.
 #[inline(always)]
-fn key_of(m: &PacketMeta, frame: Option<&[u8]>) -> FlowKey {
-    let mut dport = m.dport;
-    if is_icmp(m.proto) && !m.fragment {
-        dport = frame
-            .and_then(|f| f.get(usize::from(m.l4_off)))
-            .map_or(u16::MAX, |&t| u16::from(t));
-    }
+fn key_of(m: &PacketMeta) -> FlowKey {
     FlowKey {
         vrf: m.vrf,
         v6: m.l3 == L3::Ipv6,
@@ -282,7 +272,7 @@ fn key_of(m: &PacketMeta, frame: Option<&[u8]>) -> FlowKey {
         src: m.src,
         dst: m.dst,
         sport: m.sport,
-        dport,
+        dport: m.dport,
     }
 }
 
@@ -299,11 +289,10 @@ impl FlowHook for FlowStage {
         if self.burst.cached
             || self.policies.load().count == 0
             || !matches!(m.l3, L3::Ipv4 | L3::Ipv6)
-            || (is_icmp(m.proto) && !m.fragment)
         {
             return;
         }
-        self.burst.push(&self.table, &key_of(m, None));
+        self.burst.push(&self.table, &key_of(m));
     }
 
     #[inline]
@@ -329,7 +318,7 @@ impl FlowHook for FlowStage {
             }
             out_vif = Some(o);
         }
-        let key = key_of(m, Some(frame));
+        let key = key_of(m);
         burst.warm(table);
         let (place, hint, reverse) = burst
             .take(&key)
