@@ -395,9 +395,9 @@ fn prefetch_line_read(p: *const u8) {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn prefetch_line_write(p: *const u8) {
-    // SAFETY: prefetchw is a hint that never faults; CPUs without PRFCHW execute it as a NOP
-    // (its opcode is in the reserved-NOP space since the first x86_64 parts). It reads and
-    // writes no registers or memory visible to the program.
+    // SAFETY: prefetchw is a hint that never faults; every AMD64 part implements it and Intel
+    // parts before Broadwell decode it as a NOP. It changes no register or memory the program
+    // can observe, and callers pass mapped addresses anyway.
     unsafe {
         std::arch::asm!("prefetchw [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly))
     };

@@ -4,10 +4,10 @@
 //! Per burst: one acquire load of `avail->idx`; cache hints for the burst's descriptors, then for
 //! the buffers they name, then for the used entries about to be written, so those misses overlap
 //! instead of being taken one packet at a time (the lines were just written by the guest's core);
-//! used entries collected in a shadow ring and published with one release store of `used->idx`; the call eventfd written only when the guest
-//! asked (`VRING_AVAIL_F_NO_INTERRUPT` clear, or the EVENT_IDX `used_event` crossed). The backend
-//! polls, so it tells the guest not to kick (`VRING_USED_F_NO_NOTIFY`, and with EVENT_IDX an
-//! `avail_event` kept behind the ring).
+//! used entries collected in a shadow ring and published with one release store of `used->idx`;
+//! the call eventfd written only when the guest asked (`VRING_AVAIL_F_NO_INTERRUPT` clear, or
+//! the EVENT_IDX `used_event` crossed). The backend polls, so it tells the guest not to kick
+//! (`VRING_USED_F_NO_NOTIFY`, and with EVENT_IDX an `avail_event` kept behind the ring).
 //!
 //! Nothing the guest writes is trusted. A malformed chain (loop, too long, index or address out of
 //! range, wrong direction, bad or nested indirect table, an avail index jump) marks the queue
