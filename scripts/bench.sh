@@ -32,7 +32,8 @@ fi
 scripts/hugepages.sh 1536
 cargo build --release --locked -p vrouterd -p control-api -p bench --bins
 
-bin=$root/target/release
+# Follow CARGO_TARGET_DIR, or a build there would leave older binaries here to be measured.
+bin=${CARGO_TARGET_DIR:-$root/target}/release
 work=$(mktemp -d /tmp/vrbench.XXXXXX)
 date_tag=$(date -u +%Y-%m-%dT%H%MZ)
 raw=$work/raw.jsonl
