@@ -111,7 +111,14 @@ ovs_start() {
     $VS add-br br0 -- set bridge br0 datapath_type=netdev
     $VS add-port br0 vhu0 -- set Interface vhu0 type=dpdkvhostuserclient options:vhost-server-path="$o/sock/a.sock" ofport_request=1
     $VS add-port br0 vhu1 -- set Interface vhu1 type=dpdkvhostuserclient options:vhost-server-path="$o/sock/b.sock" ofport_request=2
-    OF="ovs-ofctl unix:$o/br0.mgmt"
+}
+
+# ovs-ofctl COMMAND [ARGS] against the benchmark's bridge (the switch goes after the command);
+# a rule that does not install must stop the case, or OVS would be measured with its default
+# NORMAL flow instead of the rules the case names.
+OF() {
+    local cmd=$1; shift
+    ovs-ofctl "$cmd" "unix:$work/ovs/br0.mgmt" "$@" || { echo "bench: ovs-ofctl $cmd failed"; return 1; }
 }
 
 ovs_stop() {
@@ -126,9 +133,9 @@ case_ovs() {
     local name=$1 rules=$2 flows=$3
     ovs_start
     local o=$work/ovs
-    $OF del-flows br0
+    OF del-flows || { ovs_stop; return 1; }
     if [[ $rules == port ]]; then
-        $OF add-flow br0 "in_port=1,actions=output:2"
+        OF add-flow "in_port=1,actions=output:2" || { ovs_stop; return 1; }
     else
         python3 - "$rules" > "$o/flows.txt" <<'PY'
 import sys
@@ -139,8 +146,10 @@ else:
     for i in range(n):
         print(f"table=0,priority=10,ip,in_port=1,nw_dst=198.19.{i >> 8}.{i & 255},actions=mod_dl_src:00:00:5e:00:01:00,mod_dl_dst:02:00:00:00:0b:01,dec_ttl,output:2")
 PY
-        $OF add-flows br0 "$o/flows.txt"
+        OF add-flows "$o/flows.txt" || { ovs_stop; return 1; }
     fi
+    # What is installed is what is measured: say how many rules the bridge holds.
+    echo "bench: $name: $(OF dump-flows --no-stats | grep -c actions) OpenFlow rules on br0"
     measure "$name" "net_virtio_user0,path=$o/sock/a.sock,server=1,queue_size=1024" \
         "net_virtio_user1,path=$o/sock/b.sock,server=1,queue_size=1024" "$flows"
     ovs_stop
