@@ -630,14 +630,10 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 if b.len() > end && b.trim(b.len() - end).is_err() {
                     return Verdict::Drop(DropReason::Truncated);
                 }
-                let ttl = decrement_ttl(b, m);
-                if encap == TunnelEncap::Vxlan {
-                    let mut eth = ethernet::Frame::new_unchecked(b.data_mut());
-                    eth.set_dst(vrouter_mac);
-                    eth.set_src(vrouter_mac);
-                } else if b.adj(usize::from(m.l3_off)).is_err() {
-                    return Verdict::Drop(DropReason::Truncated);
-                }
+                let ttl = match tunnel_payload(b, m, encap, vrouter_mac) {
+                    Ok(ttl) => ttl,
+                    Err(r) => return Verdict::Drop(r),
+                };
                 *self.ip_id = self.ip_id.wrapping_add(1);
                 return match e.tpl.push(b, label, ttl, m.flow_hash, *self.ip_id) {
                     Ok(()) => Verdict::Tx(vif),
@@ -746,14 +742,10 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                         usize::from(out.mtu).saturating_sub(outer_l3 - usize::from(m.l3_len));
                     return self.too_big(b, m, local, inner_mtu as u16);
                 }
-                let ttl = decrement_ttl(b, m);
-                if encap == TunnelEncap::Vxlan {
-                    let mut e = ethernet::Frame::new_unchecked(b.data_mut());
-                    e.set_dst(vrouter_mac);
-                    e.set_src(vrouter_mac);
-                } else if b.adj(usize::from(m.l3_off)).is_err() {
-                    return Verdict::Drop(DropReason::Truncated);
-                }
+                let ttl = match tunnel_payload(b, m, encap, vrouter_mac) {
+                    Ok(ttl) => ttl,
+                    Err(r) => return Verdict::Drop(r),
+                };
                 let o = encap::Outer {
                     encap,
                     sip,
@@ -913,6 +905,27 @@ impl TxRun {
             self.bytes = 0;
         }
     }
+}
+
+/// Turn a routed frame into what a tunnel carries: TTL decremented, then the inner Ethernet
+/// header addressed vrouter to vrouter (VXLAN) or stripped down to the IP packet (MPLS).
+/// Returns the new TTL (the MPLS entry's).
+#[inline(always)]
+fn tunnel_payload<B: PacketBuf>(
+    b: &mut B,
+    m: &PacketMeta,
+    encap: TunnelEncap,
+    vrouter_mac: MacAddr,
+) -> Result<u8, DropReason> {
+    let ttl = decrement_ttl(b, m);
+    if encap == TunnelEncap::Vxlan {
+        let mut e = ethernet::Frame::new_unchecked(b.data_mut());
+        e.set_dst(vrouter_mac);
+        e.set_src(vrouter_mac);
+    } else if b.adj(usize::from(m.l3_off)).is_err() {
+        return Err(DropReason::Truncated);
+    }
+    Ok(ttl)
 }
 
 /// Decrement the TTL / hop limit of the IP packet at `m.l3_off`; returns the new value.
