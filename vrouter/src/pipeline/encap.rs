@@ -10,14 +10,26 @@ pub const OUTER_IP_LEN: usize = ipv4::MIN_HEADER_LEN;
 
 /// Bytes pushed in front of the payload (which is an Ethernet frame for VXLAN and an IP packet
 /// for the MPLS encapsulations).
+#[inline(always)]
 pub fn overhead(encap: TunnelEncap) -> usize {
-    ethernet::HEADER_LEN
-        + OUTER_IP_LEN
-        + match encap {
-            TunnelEncap::Vxlan => udp::HEADER_LEN + vxlan::HEADER_LEN,
-            TunnelEncap::MplsUdp => udp::HEADER_LEN + mpls::ENTRY_LEN,
-            TunnelEncap::MplsGre => gre::BASE_LEN + mpls::ENTRY_LEN,
-        }
+    match encap {
+        TunnelEncap::Vxlan => VXLAN_LEN,
+        TunnelEncap::MplsUdp => MPLS_UDP_LEN,
+        TunnelEncap::MplsGre => MPLS_GRE_LEN,
+    }
+}
+
+/// The outer IP length of a routed packet whose IP length is `inner_l3` once tunnelled: the
+/// tunnel headers, plus the inner Ethernet header VXLAN carries.
+#[inline(always)]
+pub fn outer_l3_len(encap: TunnelEncap, inner_l3: u16) -> usize {
+    let inner = usize::from(inner_l3)
+        + if encap == TunnelEncap::Vxlan {
+            ethernet::HEADER_LEN
+        } else {
+            0
+        };
+    inner + overhead(encap) - ethernet::HEADER_LEN
 }
 
 /// The outer UDP source port: the inner flow hash folded into 49152..=65535 (RFC 7510 / 7348
@@ -65,7 +77,6 @@ const VXLAN_LEN: usize = MAX_OVERHEAD;
 const MPLS_UDP_LEN: usize = ethernet::HEADER_LEN + OUTER_IP_LEN + udp::HEADER_LEN + mpls::ENTRY_LEN;
 const MPLS_GRE_LEN: usize = ethernet::HEADER_LEN + OUTER_IP_LEN + gre::BASE_LEN + mpls::ENTRY_LEN;
 const IP_AT: usize = ethernet::HEADER_LEN;
-
 const L4_AT: usize = IP_AT + OUTER_IP_LEN;
 
 impl Template {
@@ -120,15 +131,6 @@ impl Template {
 
     pub fn encap(&self) -> TunnelEncap {
         self.encap
-    }
-
-    /// Bytes [`Template::push`] adds.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Push the headers in front of the current data. The outer IPv4 header checksum is

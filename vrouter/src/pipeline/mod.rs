@@ -493,6 +493,13 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
 
     // ---------------- lookups ----------------
 
+    /// Whether the nexthop just resolved was the target's own, not an ECMP member picked by
+    /// hash: only then does the target id name the rewrite, so it may be memoised under it.
+    #[inline(always)]
+    fn resolved_directly(&self) -> bool {
+        !matches!(self.nh_memo, Some((_, Nexthop::Ecmp { .. })))
+    }
+
     /// The nexthop for `id`, with ECMP resolved to one member by the flow hash.
     #[inline(always)]
     fn resolve(&mut self, id: u32, hash: u32) -> Result<Nexthop, DropReason> {
@@ -599,9 +606,8 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         if let Some(e) = self.encap_memo {
             // Everything the slow path below checks, in the same order of outcomes.
             if e.nexthop == t.nexthop && m.ttl > 1 && m.vlan.is_none() && m.l3_len <= e.mtu {
-                let end = usize::from(m.l3_off) + usize::from(m.l3_len);
-                if b.len() > end && b.trim(b.len() - end).is_err() {
-                    return Verdict::Drop(DropReason::Truncated);
+                if let Err(r) = trim_padding(b, m) {
+                    return Verdict::Drop(r);
                 }
                 let d = b.data_mut();
                 decrement_ttl_in(d, m);
@@ -613,22 +619,14 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         }
         if let (Some(e), Some(label)) = (&self.tunnel_memo, t.label) {
             let encap = e.tpl.encap();
-            // Outer IP length: inner IP + tunnel headers (+ inner Ethernet for VXLAN).
-            let outer_l3 = usize::from(m.l3_len) + e.tpl.len() - ethernet::HEADER_LEN
-                + if encap == TunnelEncap::Vxlan {
-                    ethernet::HEADER_LEN
-                } else {
-                    0
-                };
             if e.nexthop == t.nexthop
                 && m.ttl > 1
                 && m.vlan.is_none()
-                && outer_l3 <= usize::from(e.mtu)
+                && encap::outer_l3_len(encap, m.l3_len) <= usize::from(e.mtu)
             {
                 let (vif, vrouter_mac) = (e.vif, self.topo.fabric.vrouter_mac);
-                let end = usize::from(m.l3_off) + usize::from(m.l3_len);
-                if b.len() > end && b.trim(b.len() - end).is_err() {
-                    return Verdict::Drop(DropReason::Truncated);
+                if let Err(r) = trim_padding(b, m) {
+                    return Verdict::Drop(r);
                 }
                 let ttl = match tunnel_payload(b, m, encap, vrouter_mac) {
                     Ok(ttl) => ttl,
@@ -686,15 +684,13 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             m.l4_off -= ethernet::VLAN_TAG_LEN as u16;
             m.vlan = None;
         }
-        // Payload beyond the IP length (Ethernet padding) must not be carried into a tunnel.
-        let end = usize::from(m.l3_off) + usize::from(m.l3_len);
-        if b.len() > end && b.trim(b.len() - end).is_err() {
-            return Verdict::Drop(DropReason::Truncated);
+        if let Err(r) = trim_padding(b, m) {
+            return Verdict::Drop(r);
         }
         let vrouter_mac = self.topo.fabric.vrouter_mac;
         match nh {
             Nexthop::Encap { vif, dmac } => {
-                if !matches!(self.nh_memo, Some((_, Nexthop::Ecmp { .. }))) {
+                if self.resolved_directly() {
                     let mut macs = [0u8; 12];
                     macs[..6].copy_from_slice(&dmac.0);
                     macs[6..].copy_from_slice(&vrouter_mac.0);
@@ -728,15 +724,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                         DropReason::InvalidLabel
                     });
                 };
-                // Outer IP length for the MTU check: inner IP + tunnel headers (+ inner Ethernet
-                // for VXLAN).
-                let inner = usize::from(m.l3_len)
-                    + if encap == TunnelEncap::Vxlan {
-                        ethernet::HEADER_LEN
-                    } else {
-                        0
-                    };
-                let outer_l3 = inner + encap::overhead(encap) - ethernet::HEADER_LEN;
+                let outer_l3 = encap::outer_l3_len(encap, m.l3_len);
                 if outer_l3 > usize::from(out.mtu) {
                     let inner_mtu =
                         usize::from(out.mtu).saturating_sub(outer_l3 - usize::from(m.l3_len));
@@ -754,8 +742,8 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     label,
                     mpls_ttl: ttl,
                 };
-                let direct = !matches!(self.nh_memo, Some((_, Nexthop::Ecmp { .. })));
-                self.tunnel(vif, &o, m, b, Some(out), direct.then_some(t.nexthop))
+                let memo_for = self.resolved_directly().then_some(t.nexthop);
+                self.tunnel(vif, &o, m, b, Some(out), memo_for)
             }
             _ => Verdict::Drop(DropReason::InvalidNexthop),
         }
@@ -905,6 +893,17 @@ impl TxRun {
             self.bytes = 0;
         }
     }
+}
+
+/// Drop Ethernet padding behind the IP packet: it must not be carried into a tunnel (nor out
+/// of a local vif as part of the packet).
+#[inline(always)]
+fn trim_padding<B: PacketBuf>(b: &mut B, m: &PacketMeta) -> Result<(), DropReason> {
+    let end = usize::from(m.l3_off) + usize::from(m.l3_len);
+    if b.len() > end && b.trim(b.len() - end).is_err() {
+        return Err(DropReason::Truncated);
+    }
+    Ok(())
 }
 
 /// Turn a routed frame into what a tunnel carries: TTL decremented, then the inner Ethernet

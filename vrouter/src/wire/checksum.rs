@@ -5,23 +5,8 @@
 /// part, so callers may add a few small values before folding.
 #[inline(always)]
 pub fn sum(acc: u32, data: &[u8]) -> u32 {
-    // Add 32-bit big-endian words into a 64-bit accumulator (no carry can be lost), then fold:
-    // one's-complement addition does not care about the word size (RFC 1071, section 2).
-    let mut wide = u64::from(acc);
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        wide += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
-    }
-    match *chunks.remainder() {
-        [a, b, c] => wide += u64::from(u32::from_be_bytes([a, b, c, 0])),
-        [a, b] => wide += u64::from(u32::from_be_bytes([a, b, 0, 0])),
-        [a] => wide += u64::from(u32::from_be_bytes([a, 0, 0, 0])),
-        _ => {}
-    }
-    let s = (wide & 0xffff_ffff) + (wide >> 32);
-    let s = (s & 0xffff_ffff) + (s >> 32);
-    let s = (s & 0xffff) + (s >> 16);
-    s as u32
+    let s = add_words(u64::from(acc), data, u32::from_be_bytes);
+    (s & 0xffff) + (s >> 16)
 }
 
 /// Whether `data` (a header including its checksum field) sums to the all-ones checksum.
@@ -29,17 +14,24 @@ pub fn sum(acc: u32, data: &[u8]) -> u32 {
 /// the same either way, so this sums native-order words: no byte swaps.
 #[inline(always)]
 pub fn verifies(data: &[u8]) -> bool {
-    let mut wide = 0u64;
+    fold(add_words(0, data, u32::from_ne_bytes)) == 0xffff
+}
+
+/// Add `data` as 32-bit words read by `word` (tail padded with zeros) into a 64-bit
+/// accumulator, where no carry can be lost, and fold it to 32 bits: one's-complement addition
+/// does not care about the word size (RFC 1071, section 2).
+#[inline(always)]
+fn add_words(mut wide: u64, data: &[u8], word: fn([u8; 4]) -> u32) -> u32 {
     let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        wide += u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+        wide += u64::from(word([c[0], c[1], c[2], c[3]]));
     }
     let mut rest = [0u8; 4];
     rest[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    wide += u64::from(u32::from_ne_bytes(rest));
+    wide += u64::from(word(rest));
     let s = (wide & 0xffff_ffff) + (wide >> 32);
     let s = (s & 0xffff_ffff) + (s >> 32);
-    fold(s as u32) == 0xffff
+    s as u32
 }
 
 /// Fold a 32-bit accumulator into 16 bits (end-around carry).
