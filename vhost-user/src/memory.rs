@@ -485,14 +485,8 @@ impl RingArea {
         Some(unsafe { self.ptr.as_ptr().add(off) })
     }
 
-    /// Hints the CPU to load the lines of `[off, off+len)` of the window (cut at its end): the
-    /// descriptors of a burst, read before they are walked.
-    #[inline]
-    pub fn prefetch(&self, off: usize, len: usize) {
-        self.hint(off, len, prefetch_line_read);
-    }
-
-    /// As [`RingArea::prefetch`], with intent to write (used-ring entries about to be filled).
+    /// Hints the CPU to load the lines of `[off, off+len)` of the window (cut at its end) with
+    /// intent to write: the used-ring entries of a burst, about to be filled.
     #[inline]
     pub fn prefetch_write(&self, off: usize, len: usize) {
         self.hint(off, len, prefetch_line_write);
@@ -775,7 +769,6 @@ mod tests {
             mem.prefetch_write(gpa, len);
             mem.evict(gpa, len);
             let off = usize::try_from(gpa.wrapping_sub(0x1000)).unwrap_or(usize::MAX);
-            ring.prefetch(off, len as usize);
             ring.prefetch_write(off, len as usize);
         }
         let mut back = vec![0u8; 8192];
