@@ -223,8 +223,14 @@ fn run(opts: &cli::Options) -> Result<()> {
         .name("control-api".into())
         .spawn(move || -> Result<()> {
             pin_current_thread(vhost_cpu);
+            // Controller calls run on tokio's blocking pool and serialise on the model's lock
+            // anyway: one blocking thread, started by the first request, does them all. An
+            // unbounded pool starts a second thread whenever a request races the first one's
+            // return to idle, and each new thread brings a stack and a malloc arena with it at
+            // some random later moment.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .max_blocking_threads(1)
                 .build()
                 .context("starting the control runtime")?;
             rt.block_on(control_api::serve(

@@ -125,6 +125,7 @@ fn receiver(socket: &Path, server: bool) -> TestpmdPod {
 #[derive(Debug, Clone, Copy)]
 struct Usage {
     fds: usize,
+    threads: usize,
     maps: usize,
     rss_kib: u64,
 }
@@ -132,6 +133,9 @@ struct Usage {
 fn usage(vr: &Vrouterd) -> Usage {
     Usage {
         fds: vr.open_fds(),
+        threads: std::fs::read_dir(format!("/proc/{}/task", vr.process.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0),
         maps: vr.mappings(),
         rss_kib: vr.rss_kib(),
     }
@@ -272,9 +276,15 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
         r20.fds <= r5.fds + 2,
         "fds grew: round 5 {r5:?}, round 20 {r20:?}"
     );
-    // Mappings may step up once when a lazily started thread or malloc arena appears (seen:
-    // +6 at one round, flat after); a leak grows every round. So: fewer than one per restart
-    // overall, and flat over the last ten rounds.
+    // No thread starts after the first API request (a new one brings a stack and a malloc
+    // arena: +6 mappings at some random round, before the control pool was bounded to one).
+    assert!(
+        at_round.iter().all(|u| u.threads == before_pods.threads),
+        "vrouterd started or lost threads while pods restarted: before {before_pods:?}, \
+         rounds {at_round:?}"
+    );
+    // A leak grows every round: fewer than one mapping per restart overall, and flat over the
+    // last ten rounds.
     assert!(
         r20.maps < r5.maps + (RESTARTS - 5),
         "mappings grew: round 5 {r5:?}, round 20 {r20:?}"
