@@ -218,7 +218,8 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
 
         // Stage 1: parse.
         for (i, b) in bufs.iter().enumerate() {
-            if let Err(r) = meta::parse_ethernet_into(b.data(), &mut metas[i]) {
+            let d = b.data();
+            if let Err(r) = meta::parse_ethernet_into(d, &mut metas[i]) {
                 early[i] = Some(r);
                 continue;
             }
@@ -226,9 +227,8 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             let m = &metas[i];
             routed[i] = pod_vrf.is_some()
                 && matches!(m.l3, L3::Ipv4 | L3::Ipv6)
-                && ethernet::Frame::new_unchecked(b.data()).dst() == vrouter_mac
-                && !(m.proto == ipv6::next_header::ICMPV6
-                    && reply::ns_target(b.data(), m).is_some());
+                && ethernet::Frame::new_unchecked(d).dst() == vrouter_mac
+                && !(m.proto == ipv6::next_header::ICMPV6 && reply::ns_target(d, m).is_some());
         }
 
         // Stage 2: route lookups, back to back.

@@ -59,6 +59,17 @@ pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
     !fold(acc)
 }
 
+/// [`update16`] for the IPv4 TTL/protocol word when the TTL drops by one, on the checksum field
+/// as it lies in memory (`u16::from_ne_bytes` of its two bytes). The word loses 0x0100, so
+/// ~m + m' is the constant 0xfeff; one's-complement sums commute with a byte swap (RFC 1071
+/// 2(B)), so in native order on a little-endian machine the constant is 0xfffe and no field
+/// needs swapping. Same result as `update16`, bit for bit.
+#[inline(always)]
+pub fn ttl_decremented_ne(hc_ne: u16) -> u16 {
+    const NOT_OLD_PLUS_NEW: u16 = 0xfeff;
+    !fold(u32::from(!hc_ne) + u32::from(u16::from_ne_bytes(NOT_OLD_PLUS_NEW.to_be_bytes())))
+}
+
 /// [`update16`] for a 32-bit field (two words).
 #[inline(always)]
 pub fn update32(hc: u16, old: u32, new: u32) -> u16 {
@@ -108,6 +119,17 @@ mod tests {
         }
     }
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ttl_decrement_in_native_order_matches_update16(hc in any::<u16>(), ttl in 1u8.., proto in any::<u8>()) {
+            let old = u16::from_be_bytes([ttl, proto]);
+            let new = u16::from_be_bytes([ttl - 1, proto]);
+            let hc_ne = u16::from_ne_bytes(hc.to_be_bytes());
+            let got = u16::from_be_bytes(ttl_decremented_ne(hc_ne).to_ne_bytes());
+            prop_assert_eq!(got, update16(hc, old, new));
+        }
+    }
 
     #[test]
     fn rfc1071_example() {

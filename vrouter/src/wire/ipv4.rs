@@ -169,12 +169,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline(always)]
     pub fn decrement_ttl(&mut self) -> u8 {
         let b = self.buf.as_mut();
-        let old = be16(b, 8);
         let ttl = b[8].wrapping_sub(1);
         b[8] = ttl;
-        let new = be16(b, 8);
-        let c = checksum::update16(be16(b, 10), old, new);
-        put16(b, 10, c);
+        // In memory order: no byte swaps (see `ttl_decremented_ne`).
+        let hc = u16::from_ne_bytes([b[10], b[11]]);
+        [b[10], b[11]] = checksum::ttl_decremented_ne(hc).to_ne_bytes();
         ttl
     }
 }
