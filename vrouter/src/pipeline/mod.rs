@@ -93,16 +93,7 @@ pub struct Pipeline<F: FlowHook = NoFlow> {
 }
 
 struct Ctx<'a, F> {
-    /// The last nexthop read in this burst: packets of a burst mostly share nexthops, and a
-    /// burst may see one consistent version of a nexthop.
-    nh_memo: Option<(u32, Nexthop)>,
-    /// The outer-header template of the last tunnel used in this burst.
-    tpl_memo: Option<(u16, encap::Outer, encap::Template)>,
-    /// The last route target that led straight (not through ECMP) to a local vif, with
-    /// everything its rewrite needs: the common case of a burst to one pod costs one compare.
-    encap_memo: Option<EncapMemo>,
-    /// The same for the last route target that led straight to a tunnel.
-    tunnel_memo: Option<TunnelMemo>,
+    memo: BurstMemo,
     topo: &'a Topology,
     tables: &'a Tables,
     stats: &'a CoreStats,
@@ -148,10 +139,7 @@ impl<F: FlowHook> Pipeline<F> {
         // One atomic load per call: pick up a newer topology if one was published.
         let topo: &Topology = topo.load();
         let mut cx = Ctx {
-            nh_memo: None,
-            tpl_memo: None,
-            encap_memo: None,
-            tunnel_memo: None,
+            memo: BurstMemo::default(),
             topo,
             tables,
             stats,
@@ -166,10 +154,7 @@ impl<F: FlowHook> Pipeline<F> {
                 break;
             }
             let full = burst.is_full();
-            cx.nh_memo = None;
-            cx.tpl_memo = None;
-            cx.encap_memo = None;
-            cx.tunnel_memo = None;
+            cx.memo = BurstMemo::default();
             cx.burst(in_vif, &mut burst, out);
             if !full {
                 break;
@@ -497,13 +482,13 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
     /// hash: only then does the target id name the rewrite, so it may be memoised under it.
     #[inline(always)]
     fn resolved_directly(&self) -> bool {
-        !matches!(self.nh_memo, Some((_, Nexthop::Ecmp { .. })))
+        !matches!(self.memo.nh, Some((_, Nexthop::Ecmp { .. })))
     }
 
     /// The nexthop for `id`, with ECMP resolved to one member by the flow hash.
     #[inline(always)]
     fn resolve(&mut self, id: u32, hash: u32) -> Result<Nexthop, DropReason> {
-        let nh = match self.nh_memo {
+        let nh = match self.memo.nh {
             Some((memo_id, nh)) if memo_id == id => nh,
             _ => {
                 let nh = self
@@ -511,7 +496,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     .nexthops
                     .get(id)
                     .ok_or(DropReason::InvalidNexthop)?;
-                self.nh_memo = Some((id, nh));
+                self.memo.nh = Some((id, nh));
                 nh
             }
         };
@@ -603,7 +588,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             FlowAction::Forward(t) => t,
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
         };
-        if let Some(e) = self.encap_memo {
+        if let Some(e) = self.memo.encap {
             // Everything the slow path below checks, in the same order of outcomes.
             if e.nexthop == t.nexthop && m.ttl > 1 && m.vlan.is_none() && m.l3_len <= e.mtu {
                 if let Err(r) = trim_padding(b, m) {
@@ -617,7 +602,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 return Verdict::Tx(e.vif);
             }
         }
-        if let (Some(e), Some(label)) = (&self.tunnel_memo, t.label) {
+        if let (Some(e), Some(label)) = (&self.memo.tunnel, t.label) {
             let encap = e.tpl.encap();
             if e.nexthop == t.nexthop
                 && m.ttl > 1
@@ -694,7 +679,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     let mut macs = [0u8; 12];
                     macs[..6].copy_from_slice(&dmac.0);
                     macs[6..].copy_from_slice(&vrouter_mac.0);
-                    self.encap_memo = Some(EncapMemo {
+                    self.memo.encap = Some(EncapMemo {
                         nexthop: t.nexthop,
                         vif,
                         mtu: out.mtu,
@@ -767,15 +752,15 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             return Verdict::Drop(DropReason::Mtu);
         }
         *self.ip_id = self.ip_id.wrapping_add(1);
-        let tpl = match &self.tpl_memo {
+        let tpl = match &self.memo.tpl {
             Some((v, memo_o, t)) if *v == vif && memo_o.same_tunnel(o) => t,
             _ => {
                 let t = encap::Template::new(o, &out, &self.topo.fabric);
-                &self.tpl_memo.insert((vif, *o, t)).2
+                &self.memo.tpl.insert((vif, *o, t)).2
             }
         };
         if let Some(nexthop) = memo_for {
-            self.tunnel_memo = Some(TunnelMemo {
+            self.memo.tunnel = Some(TunnelMemo {
                 nexthop,
                 vif,
                 mtu: out.mtu,
@@ -845,7 +830,23 @@ fn is_icmp_error(data: &[u8], m: &PacketMeta) -> bool {
     }
 }
 
-/// See `Ctx::encap_memo`.
+/// What one burst remembers between its packets. Valid for one burst only: the next burst may
+/// see a newer version of the tables, so it starts from `BurstMemo::default()`.
+#[derive(Default)]
+struct BurstMemo {
+    /// The last nexthop read in this burst: packets of a burst mostly share nexthops, and a
+    /// burst may see one consistent version of a nexthop.
+    nh: Option<(u32, Nexthop)>,
+    /// The outer-header template of the last tunnel used in this burst.
+    tpl: Option<(u16, encap::Outer, encap::Template)>,
+    /// The last route target that led straight (not through ECMP) to a local vif, with
+    /// everything its rewrite needs: the common case of a burst to one pod costs one compare.
+    encap: Option<EncapMemo>,
+    /// The same for the last route target that led straight to a tunnel.
+    tunnel: Option<TunnelMemo>,
+}
+
+/// See `BurstMemo::encap`.
 #[derive(Clone, Copy)]
 struct EncapMemo {
     nexthop: u32,
@@ -855,7 +856,7 @@ struct EncapMemo {
     macs: [u8; 12],
 }
 
-/// See `Ctx::tunnel_memo`.
+/// See `BurstMemo::tunnel`.
 struct TunnelMemo {
     nexthop: u32,
     /// The fabric vif and its MTU.
