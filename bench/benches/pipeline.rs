@@ -3,8 +3,10 @@
 //! 1 k and 1 M routes. Run: `cargo bench -p bench --bench pipeline` (add `-- quick` for a
 //! shorter run). Buffers are plain `VecBuf`s; restoring them to the original frame between
 //! bursts is measured on its own and subtracted (in vrouterd every burst is fresh mbufs).
-//! Each scenario is warmed up, then timed five times: `cycles/pkt` is the fastest run (noise on
-//! a shared machine only ever adds time), `median cyc` shows how noisy the runs were.
+//! Each scenario is warmed up; then seven rounds time every scenario once each, in turn:
+//! `cycles/pkt` is the fastest run (noise on a shared machine only ever adds time), `median cyc`
+//! shows how noisy the runs were, and an encap's cost over L3 is taken between runs of the same
+//! round (side by side in time), fastest and median.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -182,7 +184,9 @@ fn fabric_frames(vxlan: bool) -> Vec<Vec<u8>> {
         .collect()
 }
 
-struct Result {
+/// One timed run of a scenario.
+#[derive(Clone, Copy)]
+struct Run {
     /// Wall-clock ns per packet.
     ns: f64,
     /// TSC cycles per packet (wall clock in cycles: includes time the thread was preempted).
@@ -190,8 +194,6 @@ struct Result {
     /// Cycles per packet while this thread was on a CPU (from /proc/thread-self/schedstat), so
     /// a loaded machine does not inflate the figure.
     cpu_cycles: f64,
-    /// Median over the repetitions of `cycles` (the other fields are from the fastest one).
-    median_cycles: f64,
 }
 
 /// Nanoseconds this thread has spent on a CPU (first field of schedstat).
@@ -202,33 +204,71 @@ fn thread_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// Time `bursts` bursts of the frames through the pipeline, minus restoring the buffers.
-fn measure(
-    pipe: &mut Pipeline<NoFlow>,
+/// A scenario: frames entering on one vif, all expected out of another, with the scenario
+/// nexthop set to `nexthop` (the routes the frames hit point at it).
+struct Scenario {
+    name: &'static str,
+    nexthop: Nexthop,
     in_vif: u16,
-    frames: &[Vec<u8>],
-    expect_out: u16,
-    bursts: usize,
-) -> Result {
-    // Boxed, so the pipeline moves 8-byte pointers as it moves mbufs in vrouterd.
-    let mut bufs: Vec<Box<VecBuf>> = frames[..BURST]
-        .iter()
-        .map(|f| Box::new(VecBuf::from_frame(f)))
-        .collect();
-    let mut out = TxBatches::new(BURST);
-    // Check once that the scenario forwards where it should.
-    pipe.process(in_vif, bufs.drain(..), &mut out);
-    assert_eq!(
-        out.tx(expect_out).len(),
-        BURST,
-        "scenario forwards every packet to vif {expect_out}"
-    );
-    out.flush(|_, q| bufs.append(q));
-    let run = |pipe: &mut Pipeline<NoFlow>,
-               bufs: &mut Vec<Box<VecBuf>>,
-               out: &mut TxBatches<Box<VecBuf>>,
-               forward: bool,
-               bursts: usize| {
+    out_vif: u16,
+    frames: Vec<Vec<u8>>,
+    /// Boxed, so the pipeline moves 8-byte pointers as it moves mbufs in vrouterd.
+    #[allow(clippy::vec_box)]
+    bufs: Vec<Box<VecBuf>>,
+    out: TxBatches<Box<VecBuf>>,
+    runs: Vec<Run>,
+}
+
+impl Scenario {
+    fn new(
+        name: &'static str,
+        nexthop: Nexthop,
+        in_vif: u16,
+        out_vif: u16,
+        frames: Vec<Vec<u8>>,
+    ) -> Scenario {
+        let bufs = frames[..BURST]
+            .iter()
+            .map(|f| Box::new(VecBuf::from_frame(f)))
+            .collect();
+        Scenario {
+            name,
+            nexthop,
+            in_vif,
+            out_vif,
+            frames,
+            bufs,
+            out: TxBatches::new(BURST),
+            runs: Vec::new(),
+        }
+    }
+
+    /// Make this the scenario the tables route to, check that it forwards where it should,
+    /// and warm caches, TLBs and branch predictors on it for `bursts` bursts.
+    fn enter(&mut self, tables: &Tables, pipe: &mut Pipeline<NoFlow>, bursts: usize) {
+        tables
+            .set_nexthop(NH_SCENARIO, self.nexthop)
+            .expect("scenario nexthop");
+        for (b, f) in self.bufs.iter_mut().zip(&self.frames) {
+            b.reset_to(f);
+        }
+        pipe.process(self.in_vif, self.bufs.drain(..), &mut self.out);
+        assert_eq!(
+            self.out.tx(self.out_vif).len(),
+            BURST,
+            "{} forwards every packet to vif {}",
+            self.name,
+            self.out_vif
+        );
+        let bufs = &mut self.bufs;
+        self.out.flush(|_, q| bufs.append(q));
+        self.time(pipe, true, bursts);
+    }
+
+    /// (ns, TSC cycles, on-CPU ns) for `bursts` bursts: buffers restored to the original
+    /// frames, then (with `forward`) pushed through the pipeline.
+    fn time(&mut self, pipe: &mut Pipeline<NoFlow>, forward: bool, bursts: usize) -> [f64; 3] {
+        let (frames, bufs, out) = (&self.frames, &mut self.bufs, &mut self.out);
         let t0 = Instant::now();
         let cpu0 = thread_cpu_ns();
         let c0 = pmd_shim::cycles::rdtsc();
@@ -238,49 +278,42 @@ fn measure(
                 b.reset_to(f);
             }
             if forward {
-                pipe.process(in_vif, bufs.drain(..), out);
+                pipe.process(self.in_vif, bufs.drain(..), out);
                 out.flush(|_, q| bufs.append(q));
                 bufs.append(&mut out.dropped);
             }
         }
         let c = pmd_shim::cycles::rdtsc() - c0;
         let cpu = thread_cpu_ns() - cpu0;
-        (t0.elapsed().as_nanos() as f64, c as f64, cpu as f64)
-    };
-    // Warm caches, TLBs and branch predictors on this scenario before timing it (the first
-    // scenario of a table size otherwise pays for faulting in the tables).
-    run(pipe, &mut bufs, &mut out, true, bursts / 4);
-    let pkts = (bursts * BURST) as f64;
-    let hz = pmd_shim::cycles::tsc_hz() as f64;
-    // Repeat and keep the fastest: on a shared machine (another process on this core's SMT
-    // sibling, host steal) noise only ever adds time, so the minimum is the closest to the
-    // code's own cost. The median is printed too, to show how noisy the run was.
-    let repeats = std::env::var("VR_BENCH_REPEATS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(REPEATS)
-        .max(1);
-    let mut runs: Vec<Result> = (0..repeats)
-        .map(|_| {
-            let (ns_all, cy_all, cpu_all) = run(pipe, &mut bufs, &mut out, true, bursts);
-            let (ns_base, cy_base, cpu_base) = run(pipe, &mut bufs, &mut out, false, bursts);
-            Result {
-                ns: (ns_all - ns_base) / pkts,
-                cycles: (cy_all - cy_base) / pkts,
-                cpu_cycles: (cpu_all - cpu_base) * hz / 1e9 / pkts,
-                median_cycles: 0.0,
-            }
-        })
-        .collect();
-    runs.sort_by(|a, b| a.cycles.total_cmp(&b.cycles));
-    let median = runs[runs.len() / 2].cycles;
-    let mut best = runs.swap_remove(0);
-    best.median_cycles = median;
-    best
+        [t0.elapsed().as_nanos() as f64, c as f64, cpu as f64]
+    }
+
+    /// One timed run, minus the cost of restoring the buffers (in vrouterd every burst is fresh
+    /// mbufs), recorded in `runs`.
+    fn run(&mut self, pipe: &mut Pipeline<NoFlow>, bursts: usize) {
+        let all = self.time(pipe, true, bursts);
+        let base = self.time(pipe, false, bursts);
+        let pkts = (bursts * BURST) as f64;
+        let hz = pmd_shim::cycles::tsc_hz() as f64;
+        self.runs.push(Run {
+            ns: (all[0] - base[0]) / pkts,
+            cycles: (all[1] - base[1]) / pkts,
+            cpu_cycles: (all[2] - base[2]) * hz / 1e9 / pkts,
+        });
+    }
 }
 
-/// Timed repetitions per scenario (`VR_BENCH_REPEATS` overrides).
-const REPEATS: usize = 5;
+/// The minimum and the median of `v`.
+fn min_median(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (
+        v.first().copied().unwrap_or(0.0),
+        v.get(v.len() / 2).copied().unwrap_or(0.0),
+    )
+}
+
+/// Timed rounds (`VR_BENCH_REPEATS` overrides): each round times every scenario once.
+const REPEATS: usize = 7;
 
 /// Cost of single stages on the same frames: parse only, route lookup only, nexthop read only.
 fn stage_breakdown(tables: &Tables, frames: &[Vec<u8>], routes: u32, bursts: usize) {
@@ -363,48 +396,106 @@ fn main() {
             dip: PEER_IP,
             dmac: MacAddr([2, 0, 0, 0, 0xf, 2]),
         };
-        let scenarios: [(&str, Nexthop); 4] = [
-            (
-                "l3 forward to local vif",
-                Nexthop::Encap {
-                    vif: POD_B,
-                    dmac: MacAddr([2, 0, 0, 0, 0, 0x0b]),
-                },
-            ),
-            ("vxlan encap", tunnel(TunnelEncap::Vxlan)),
-            ("mpls-over-udp encap", tunnel(TunnelEncap::MplsUdp)),
-            ("mpls-over-gre encap", tunnel(TunnelEncap::MplsGre)),
-        ];
+        let l3 = Nexthop::Encap {
+            vif: POD_B,
+            dmac: MacAddr([2, 0, 0, 0, 0, 0x0b]),
+        };
         let only = std::env::var("VR_BENCH_ONLY").unwrap_or_default();
-        for (name, nh) in scenarios {
-            if !name.contains(only.as_str()) {
-                continue;
-            }
-            tables
-                .set_nexthop(NH_SCENARIO, nh)
-                .expect("scenario nexthop");
-            let out = if name.starts_with("l3") {
-                POD_B
-            } else {
-                FABRIC
-            };
-            let r = measure(&mut pipe, POD_A, &pods, out, bursts);
-            println!(
-                "{name:<28} {routes:>9} {:>8.1} {:>11.1} {:>11.1} {:>15.1}",
-                r.ns, r.cycles, r.median_cycles, r.cpu_cycles
-            );
+        let mut scenarios: Vec<Scenario> = [
+            Scenario::new("l3 forward to local vif", l3, POD_A, POD_B, pods.clone()),
+            Scenario::new(
+                "vxlan encap",
+                tunnel(TunnelEncap::Vxlan),
+                POD_A,
+                FABRIC,
+                pods.clone(),
+            ),
+            Scenario::new(
+                "mpls-over-udp encap",
+                tunnel(TunnelEncap::MplsUdp),
+                POD_A,
+                FABRIC,
+                pods.clone(),
+            ),
+            Scenario::new(
+                "mpls-over-gre encap",
+                tunnel(TunnelEncap::MplsGre),
+                POD_A,
+                FABRIC,
+                pods.clone(),
+            ),
+            Scenario::new(
+                "vxlan decap (+ l3 route)",
+                l3,
+                FABRIC,
+                POD_A,
+                fabric_frames(true),
+            ),
+            Scenario::new(
+                "mpls-over-udp decap",
+                l3,
+                FABRIC,
+                POD_A,
+                fabric_frames(false),
+            ),
+        ]
+        .into_iter()
+        .filter(|s| s.name.contains(only.as_str()))
+        .collect();
+        // Scenarios take turns, one run each per round: on a shared machine the noise drifts
+        // over seconds, so runs of different scenarios in the same round are what compare
+        // fairly (the encap figures are taken against the L3 run of the same round).
+        for sc in scenarios.iter_mut() {
+            sc.enter(&tables, &mut pipe, bursts / 4);
         }
-        for (name, vxlan) in [
-            ("vxlan decap (+ l3 route)", true),
-            ("mpls-over-udp decap", false),
-        ] {
-            if !name.contains(only.as_str()) {
-                continue;
+        let repeats = std::env::var("VR_BENCH_REPEATS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(REPEATS)
+            .max(1);
+        for _ in 0..repeats {
+            for sc in scenarios.iter_mut() {
+                sc.enter(&tables, &mut pipe, bursts / 20);
+                sc.run(&mut pipe, bursts);
             }
-            let r = measure(&mut pipe, FABRIC, &fabric_frames(vxlan), POD_A, bursts);
+        }
+        let l3_runs: Option<Vec<Run>> = scenarios
+            .iter()
+            .find(|s| s.name.starts_with("l3"))
+            .map(|s| s.runs.clone());
+        for sc in &scenarios {
+            let (min, median) = min_median(sc.runs.iter().map(|r| r.cycles).collect());
+            let best = sc
+                .runs
+                .iter()
+                .min_by(|a, b| a.cycles.total_cmp(&b.cycles))
+                .copied()
+                .unwrap_or(Run {
+                    ns: 0.0,
+                    cycles: 0.0,
+                    cpu_cycles: 0.0,
+                });
+            let extra = match &l3_runs {
+                Some(l3) if sc.name.contains("encap") => {
+                    let (l3_min, _) = min_median(l3.iter().map(|r| r.cycles).collect());
+                    let (_, same_round) = min_median(
+                        sc.runs
+                            .iter()
+                            .zip(l3)
+                            .map(|(e, l)| e.cycles - l.cycles)
+                            .collect(),
+                    );
+                    format!(
+                        "   over l3: {:+.1} fastest to fastest, {same_round:+.1} median of \
+                         same-round differences",
+                        min - l3_min
+                    )
+                }
+                _ => String::new(),
+            };
             println!(
-                "{name:<28} {routes:>9} {:>8.1} {:>11.1} {:>11.1} {:>15.1}",
-                r.ns, r.cycles, r.median_cycles, r.cpu_cycles
+                "{:<28} {routes:>9} {:>8.1} {:>11.1} {:>11.1} {:>15.1}{extra}",
+                sc.name, best.ns, min, median, best.cpu_cycles
             );
         }
         if only.is_empty() {
