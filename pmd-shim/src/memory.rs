@@ -1,0 +1,122 @@
+//! Huge-page backing for the large tables that live on the ordinary heap (the flow table).
+//!
+//! A random lookup over a few hundred MiB of 4 KiB pages misses the TLB almost every time, and
+//! in a VM each miss is a two-dimensional page walk. Transparent huge pages cut that to a
+//! handful of TLB entries. The kernel is asked for them with `madvise`: `MADV_HUGEPAGE` marks
+//! the range (later faults and khugepaged use huge pages, even when THP is in `madvise` mode)
+//! and `MADV_COLLAPSE` (Linux 6.1+) turns the pages already there into huge pages now.
+//! Neither changes the contents of the memory, which is why a safe function may call them on
+//! any range.
+
+use std::io;
+
+/// The huge page size THP uses on x86-64.
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// What [`back_with_huge_pages`] got from the kernel for one range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HugeBacking {
+    /// Bytes of the range that lie in whole 2 MiB pages (only those can be huge).
+    pub eligible: usize,
+    /// Bytes of the range the kernel reports as backed by huge pages afterwards
+    /// (`AnonHugePages` of the mappings inside the range, from `/proc/self/smaps`).
+    pub huge: usize,
+    /// Why the kernel refused the collapse, if it did (e.g. THP disabled, or a kernel before
+    /// 6.1 without `MADV_COLLAPSE`; `huge` then says what khugepaged managed so far).
+    pub collapse_error: Option<i32>,
+}
+
+/// The whole 2 MiB pages inside `start..start + len`.
+fn aligned_interior(start: usize, len: usize) -> Option<(usize, usize)> {
+    let end = start.checked_add(len)?;
+    let first = start.checked_add(HUGE_PAGE - 1)? & !(HUGE_PAGE - 1);
+    let last = end & !(HUGE_PAGE - 1);
+    (last > first).then(|| (first, last - first))
+}
+
+/// Ask for huge pages over the whole 2 MiB pages of `start..start + len`, an address range of
+/// this process's anonymous memory (a table's allocation, as `as_ptr() as usize` and its size
+/// in bytes), and report what the kernel did. Errors only when the range cannot be advised at
+/// all (`MADV_HUGEPAGE` failed); a refused collapse is reported in [`HugeBacking`].
+pub fn back_with_huge_pages(start: usize, len: usize) -> io::Result<HugeBacking> {
+    let Some((first, size)) = aligned_interior(start, len) else {
+        return Ok(HugeBacking {
+            eligible: 0,
+            huge: 0,
+            collapse_error: None,
+        });
+    };
+    // SAFETY: madvise with MADV_HUGEPAGE only sets a flag on the mappings of the range; it
+    // neither reads nor changes the memory, so no Rust reference to it can be invalidated.
+    // A range that is not mapped makes the call fail with ENOMEM, handled below.
+    let rc = unsafe { libc::madvise(first as *mut libc::c_void, size, libc::MADV_HUGEPAGE) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: MADV_COLLAPSE copies the range's pages into huge pages and remaps them with the
+    // same contents (the kernel makes this atomic for concurrent readers and writers); the
+    // memory's values and validity are unchanged. Failure is reported, not fatal.
+    let rc = unsafe { libc::madvise(first as *mut libc::c_void, size, MADV_COLLAPSE) };
+    let collapse_error = (rc != 0).then(|| io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    Ok(HugeBacking {
+        eligible: size,
+        huge: huge_bytes(first, size)?,
+        collapse_error,
+    })
+}
+
+/// `MADV_COLLAPSE` (Linux 6.1), not in every libc crate version's constants.
+const MADV_COLLAPSE: libc::c_int = 25;
+
+/// Bytes of `start..start + len` backed by anonymous huge pages: the `AnonHugePages` of every
+/// mapping of `/proc/self/smaps` that lies inside the range (advising a range splits its
+/// mappings at the range's ends, so a fully advised range is exactly its mappings).
+pub fn huge_bytes(start: usize, len: usize) -> io::Result<usize> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let end = start.saturating_add(len);
+    let mut inside = false;
+    let mut total = 0usize;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((lo, hi)) = range.split_once('-') {
+                if let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                {
+                    inside = lo >= start && hi <= end;
+                    continue;
+                }
+            }
+        }
+        if inside {
+            if let Some(kb) = line.strip_prefix("AnonHugePages:") {
+                let kb: usize = kb
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .map_err(|e| io::Error::other(format!("smaps AnonHugePages {kb:?}: {e}")))?;
+                total += kb * 1024;
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interior_is_the_whole_huge_pages_of_a_range() {
+        assert_eq!(aligned_interior(0, HUGE_PAGE - 1), None);
+        assert_eq!(
+            aligned_interior(1, 2 * HUGE_PAGE),
+            Some((HUGE_PAGE, HUGE_PAGE))
+        );
+        assert_eq!(
+            aligned_interior(HUGE_PAGE, 3 * HUGE_PAGE + 5),
+            Some((HUGE_PAGE, 3 * HUGE_PAGE))
+        );
+        assert_eq!(aligned_interior(usize::MAX - 10, 100), None);
+    }
+}
