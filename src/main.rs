@@ -32,6 +32,28 @@ use crate::vhost_core::VhostCore;
 /// Slots in each lcore's inbox ring (packets other lcores route to vifs it transmits for).
 const INBOX_SLOTS: u32 = 4096;
 
+/// Back the flow table with transparent huge pages (its lookups otherwise wait on TLB misses);
+/// without them it still works, on 4 KiB pages, so a refusal is a warning.
+fn flow_table_on_huge_pages(start: usize, len: usize) {
+    let mib = |b: usize| b as f64 / f64::from(1 << 20);
+    match pmd_shim::memory::back_with_huge_pages(start, len) {
+        Ok(b) if b.huge >= b.eligible => info!(
+            "flow table: {:.1} of {:.1} MiB on huge pages",
+            mib(b.huge),
+            mib(len)
+        ),
+        Ok(b) => warn!(
+            "flow table: only {:.1} of {:.1} MiB on huge pages (collapse errno {:?}; \
+             /sys/kernel/mm/transparent_hugepage/enabled says whether THP is on): lookups in a \
+             large table will be slower",
+            mib(b.huge),
+            mib(len),
+            b.collapse_error
+        ),
+        Err(e) => warn!("flow table: no huge pages ({e}): lookups in a large table will be slower"),
+    }
+}
+
 fn main() {
     let opts = match cli::parse() {
         Ok(o) => o,
@@ -100,10 +122,13 @@ fn run(opts: &cli::Options) -> Result<()> {
         .context("creating the packet mempool (more hugepages, or a smaller --mbufs)")?;
     let tables = Arc::new(Tables::new(TablesConfig::default()));
     let flow_table = Arc::new(
-        FlowTable::new(FlowConfig {
-            entries: opts.flow_entries,
-            ..FlowConfig::default()
-        })
+        FlowTable::with_memory_advice(
+            FlowConfig {
+                entries: opts.flow_entries,
+                ..FlowConfig::default()
+            },
+            Some(&flow_table_on_huge_pages),
+        )
         .map_err(|e| anyhow!("--flow-entries {}: {e}", opts.flow_entries))?,
     );
     let policies = Arc::new(Policies::new(Arc::clone(&flow_table)));

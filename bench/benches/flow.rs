@@ -4,7 +4,8 @@
 //! flows. Figures are cycles per packet from this thread's on-CPU time (so other load on the
 //! machine does not count), with the TSC's wall figure beside. The goal figure is the hook in
 //! bursts of 32 (prefetch for the burst, then lookups), as the pipeline runs it.
-//! Run: `cargo bench -p bench --bench flow` (add `-- quick` to skip 1 M).
+//! Tables are backed by huge pages as vrouterd backs its table (`VR_BENCH_PAGES=4k`: 4 KiB
+//! pages, for comparison). Run: `cargo bench -p bench --bench flow` (add `-- quick` to skip 1 M).
 
 use std::sync::Arc;
 use vrouter::flow::table::NewFlow;
@@ -45,12 +46,27 @@ fn new_flow(i: u32) -> NewFlow {
     }
 }
 
-fn table(flows: usize) -> FlowTable {
-    FlowTable::new(FlowConfig {
-        entries: 2 * flows,
-        ..FlowConfig::default()
-    })
-    .expect("flow table")
+/// Whether tables are backed by huge pages as in vrouterd (`VR_BENCH_PAGES=4k`: not).
+fn huge_pages() -> bool {
+    std::env::var("VR_BENCH_PAGES").map_or(true, |v| v != "4k")
+}
+
+/// A table for `flows` flows and their reverses, and how many bytes of it are on huge pages.
+fn table(flows: usize) -> (FlowTable, usize) {
+    let huge = std::cell::Cell::new(0);
+    let advise = |start, len| {
+        let b = pmd_shim::memory::back_with_huge_pages(start, len).expect("madvise");
+        huge.set(b.huge);
+    };
+    let t = FlowTable::with_memory_advice(
+        FlowConfig {
+            entries: 2 * flows,
+            ..FlowConfig::default()
+        },
+        huge_pages().then_some(&advise as &dyn Fn(usize, usize)),
+    )
+    .expect("flow table");
+    (t, huge.get())
 }
 
 /// A permutation of 0..n (so hits are spread, not sequential in memory).
@@ -192,8 +208,10 @@ fn main() {
     let profile = std::env::args().any(|a| a == "profile");
     let hz = pmd_shim::cycles::tsc_hz() as f64;
     println!(
-        "flow table benchmark, TSC {:.2} GHz; cycles per packet on CPU (wall in brackets)",
-        hz / 1e9
+        "flow table benchmark, TSC {:.2} GHz; cycles per packet on CPU (wall in brackets); \
+         table memory on {} pages (VR_BENCH_PAGES=4k|huge)",
+        hz / 1e9,
+        if huge_pages() { "huge" } else { "4 KiB" }
     );
     let sizes: &[u32] = if profile && quick {
         &[1_000]
@@ -219,10 +237,12 @@ fn main() {
             on_cpu: 0.0,
             secs: 0.0,
         };
-        let mut t = Arc::new(table(n as usize));
+        let (first, mut huge) = table(n as usize);
+        let mut t = Arc::new(first);
         for rep in 0..reps {
             if rep > 0 {
-                t = Arc::new(table(n as usize));
+                let (next, h) = table(n as usize);
+                (t, huge) = (Arc::new(next), h);
             }
             let c = measure(hz, u64::from(n), || {
                 for i in 0..n {
@@ -294,17 +314,18 @@ fn main() {
         println!(
             "{n:>9} flows: hit {single} cycles/pkt (table), {burst} (table, bursts of 32), \
              {hook} (FlowStage), {hook_burst} (FlowStage, bursts of 32); \
-             setup {:.2} M flows/s/core ({:.2} wall); table {:.1} MiB",
+             setup {:.2} M flows/s/core ({:.2} wall); table {:.1} MiB ({:.1} on huge pages)",
             hz / setup.on_cpu / 1e6,
             hz / setup.wall / 1e6,
-            t.memory_bytes() as f64 / (1024.0 * 1024.0)
+            t.memory_bytes() as f64 / (1024.0 * 1024.0),
+            huge as f64 / (1024.0 * 1024.0)
         );
     }
 
     // Setup through the hook in bursts of 32: every packet a new flow (policy evaluation +
     // install of the flow and its reverse).
     let n = if quick { 100_000 } else { 1_000_000 };
-    let t = Arc::new(table(n as usize));
+    let t = Arc::new(table(n as usize).0);
     let policies = Policies::new(t.clone());
     policies.set(POD_A, Some(allow_all())).expect("policy");
     let mut stage = policies.stage(bench_tables());

@@ -469,6 +469,17 @@ impl FlowTable {
     /// a 64-byte entry line, 16 bytes of counters, an eighth of a bucket line, an eighth more
     /// slots than entries).
     pub fn new(config: FlowConfig) -> Result<FlowTable, crate::Error> {
+        FlowTable::with_memory_advice(config, None)
+    }
+
+    /// [`FlowTable::new`], then `advise(start, len)` on the table's memory (address and length
+    /// in bytes) before anyone else sees it: vrouterd passes a function that asks the kernel
+    /// for huge pages there (this crate does no system calls). A lookup in a large table mostly
+    /// waits on TLB misses, which huge pages all but remove.
+    pub fn with_memory_advice(
+        config: FlowConfig,
+        advise: Option<&dyn Fn(usize, usize)>,
+    ) -> Result<FlowTable, crate::Error> {
         if config.entries < 2 || config.entries > MAX_ENTRIES {
             return Err(crate::Error::TableFull {
                 table: "flow (entries must be 2..=67108864)",
@@ -477,7 +488,10 @@ impl FlowTable {
         }
         let slots = config.entries + config.entries / 8;
         let nb = slots.div_ceil(SLOTS_PER_BUCKET).max(2);
-        let groups = (0..nb).map(|_| Group::default()).collect();
+        let groups: Box<[Group]> = (0..nb).map(|_| Group::default()).collect();
+        if let Some(advise) = advise {
+            advise(groups.as_ptr() as usize, std::mem::size_of_val(&*groups));
+        }
         Ok(FlowTable {
             groups,
             seed: random_seed(),
@@ -1444,6 +1458,31 @@ mod tests {
             t.memory_bytes(),
             (1000 + 125usize).div_ceil(SLOTS_PER_BUCKET) * size_of::<Group>()
         );
+    }
+
+    #[test]
+    fn the_memory_advice_covers_the_whole_table_once_before_it_is_used() {
+        let calls = std::cell::RefCell::new(Vec::new());
+        let t = FlowTable::with_memory_advice(
+            FlowConfig {
+                entries: 5000,
+                ..FlowConfig::default()
+            },
+            Some(&|start, len| calls.borrow_mut().push((start, len))),
+        )
+        .unwrap();
+        let range = t.groups.as_ptr_range();
+        assert_eq!(
+            *calls.borrow(),
+            [(range.start as usize, t.memory_bytes())],
+            "one call, over every group"
+        );
+        assert_eq!(range.end as usize - range.start as usize, t.memory_bytes());
+        // The table works as any other afterwards.
+        assert!(t
+            .insert(&new_flow(key(1, 17), FlowVerdict::Forward, 1))
+            .is_ok());
+        assert!(t.lookup(&key(1, 17)).is_some());
     }
 
     #[test]
