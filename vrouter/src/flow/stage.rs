@@ -171,7 +171,7 @@ impl Burst {
             return;
         };
         *p = table.place(key);
-        std::hint::black_box(table.warm_buckets(p));
+        table.warm_buckets(p);
         self.len += 1;
     }
 
@@ -184,23 +184,20 @@ impl Burst {
             return;
         }
         self.warmed = true;
-        let mut warm = 0u64;
         for ((p, h), r) in self.places[..self.len]
             .iter()
             .zip(&mut self.hints)
             .zip(&mut self.reverse)
         {
-            let (hint, w) = table.warm_entry(p);
-            *h = hint;
+            *h = table.warm_entry(p);
             *r = None;
-            warm ^= w;
-            if hint.is_none() {
+            if h.is_none() {
                 let rp = table.place(&p.key().reverse());
-                warm ^= table.warm_buckets(&rp) ^ table.warm_free_slot(p);
+                table.warm_buckets(&rp);
+                table.warm_free_slot(p);
                 *r = Some(rp);
             }
         }
-        std::hint::black_box(warm);
     }
 
     /// The stashed place of `key`, its slot hint and its reverse key's place (if computed), or

@@ -22,6 +22,7 @@
 //! burst in `prefetch`, loads their buckets, then (at the burst's first lookup) the entries the
 //! tags point at, so the burst's misses overlap.
 
+use prefetch_index::prefetch_index;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Slots per bucket (one bucket line of sequence and tags).
@@ -589,58 +590,48 @@ impl FlowTable {
         self.lookup_in(p, p.b2)
     }
 
-    /// Start loading `p`'s two buckets: plain loads whose values the caller passes to
-    /// `std::hint::black_box`, so the misses of a burst's keys overlap (a prefetch instruction
-    /// would need `unsafe`).
+    /// Start loading `p`'s two buckets (prefetches: nothing waits for them, so the misses of
+    /// a whole burst's keys are in flight at once).
     #[inline(always)]
-    pub(crate) fn warm_buckets(&self, p: &Place) -> u64 {
-        let s1 = self
-            .bucket(p.b1)
-            .map_or(0, |b| u64::from(b.seq.load(Ordering::Relaxed)));
-        let s2 = self
-            .bucket(p.b2)
-            .map_or(0, |b| u64::from(b.seq.load(Ordering::Relaxed)));
-        s1 ^ s2
+    pub(crate) fn warm_buckets(&self, p: &Place) {
+        prefetch_index(&*self.groups, p.b1);
+        prefetch_index(&*self.groups, p.b2);
     }
 
-    /// With `p`'s buckets loaded: the slot whose tag matches, whose entry and counters this
-    /// starts loading. The `u64` is for `black_box`.
+    /// With `p`'s buckets loaded: the slot whose tag matches, whose entry and counter lines
+    /// this starts loading.
     #[inline(always)]
-    pub(crate) fn warm_entry(&self, p: &Place) -> (Option<usize>, u64) {
+    pub(crate) fn warm_entry(&self, p: &Place) -> Option<usize> {
         for b in [p.b1, p.b2] {
-            let Some(bk) = self.bucket(b) else {
+            let Some(g) = self.groups.get(b) else {
                 continue;
             };
-            if let Some(i) = bk
+            if let Some(i) = g
+                .bucket
                 .tags
                 .iter()
                 .position(|t| t.load(Ordering::Relaxed) == p.tag)
             {
-                let idx = b * SLOTS_PER_BUCKET + i;
-                let k = self
-                    .entry(idx)
-                    .map_or(0, |e| e.key[0].load(Ordering::Relaxed));
-                let c = self
-                    .counter(idx)
-                    .map_or(0, |c| c.packets.load(Ordering::Relaxed));
-                return (Some(idx), k ^ c);
+                prefetch_index(&g.entries, i);
+                prefetch_index(&g.counters, i);
+                return Some(b * SLOTS_PER_BUCKET + i);
             }
         }
-        (None, 0)
+        None
     }
 
     /// With `p`'s buckets loaded: start loading the entry line of the slot a setup of `p`'s
     /// key would most likely take (the first free one of the less loaded bucket).
     #[inline(always)]
-    pub(crate) fn warm_free_slot(&self, p: &Place) -> u64 {
+    pub(crate) fn warm_free_slot(&self, p: &Place) {
         let b = if self.free_slots(p.b2) > self.free_slots(p.b1) {
             p.b2
         } else {
             p.b1
         };
-        self.free_slot(b)
-            .and_then(|i| self.entry(i))
-            .map_or(0, |e| e.seen.load(Ordering::Relaxed))
+        if let (Some(i), Some(g)) = (self.free_slot(b), self.groups.get(b)) {
+            prefetch_index(&g.entries, i % SLOTS_PER_BUCKET);
+        }
     }
 
     /// [`Self::lookup_placed`], trying slot `hint` (from [`Self::warm_entry`]) first.
@@ -660,17 +651,13 @@ impl FlowTable {
         for (keys, out) in keys.chunks(MAX).zip(out.chunks_mut(MAX)) {
             let mut places = [Place::default(); MAX];
             let mut hints = [None; MAX];
-            let mut warm = 0u64;
             for (p, k) in places.iter_mut().zip(keys) {
                 *p = self.place(k);
-                warm ^= self.warm_buckets(p);
+                self.warm_buckets(p);
             }
             for (p, h) in places[..keys.len()].iter().zip(&mut hints) {
-                let (hint, w) = self.warm_entry(p);
-                *h = hint;
-                warm ^= w;
+                *h = self.warm_entry(p);
             }
-            std::hint::black_box(warm);
             for ((o, p), h) in out.iter_mut().zip(&places[..keys.len()]).zip(hints) {
                 *o = self.lookup_hinted(p, h);
             }
@@ -1124,8 +1111,10 @@ impl FlowTable {
     ) -> Result<u32, InsertError> {
         // Load all candidate buckets at once before locking them one by one: a lock is a
         // locked instruction, which would otherwise wait for each bucket's miss in turn.
-        let warm = self.warm_buckets(fwd) ^ rev.map_or(0, |r| self.warm_buckets(r));
-        std::hint::black_box(warm);
+        self.warm_buckets(fwd);
+        if let Some(r) = rev {
+            self.warm_buckets(r);
+        }
         let need = 1 + usize::from(rev.is_some());
         let r = match rev {
             Some(rv) => {
