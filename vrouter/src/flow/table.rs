@@ -107,21 +107,21 @@ impl FlowKey {
 /// The ICMP type answering `ty` (and the query answered by a reply type); any other type
 /// unchanged.
 fn icmp_reply_type(proto: u8, ty: u16) -> u16 {
-    match (proto, ty) {
-        // Echo, timestamp, information, address mask (RFC 792, RFC 950).
-        (1, 8) => 0,
-        (1, 0) => 8,
-        (1, 13) => 14,
-        (1, 14) => 13,
-        (1, 15) => 16,
-        (1, 16) => 15,
-        (1, 17) => 18,
-        (1, 18) => 17,
-        // ICMPv6 echo (RFC 4443).
-        (58, 128) => 129,
-        (58, 129) => 128,
-        _ => ty,
+    use crate::wire::{icmp, ipv4};
+    let pairs: &[(u8, u8)] = match proto {
+        ipv4::proto::ICMP => &icmp::v4::QUERY_REPLY_PAIRS,
+        ipv4::proto::ICMPV6 => &icmp::v6::QUERY_REPLY_PAIRS,
+        _ => return ty,
+    };
+    for &(query, reply) in pairs {
+        if ty == u16::from(query) {
+            return u16::from(reply);
+        }
+        if ty == u16::from(reply) {
+            return u16::from(query);
+        }
     }
+    ty
 }
 
 /// The keyed hash of a key's words: four independent 64x64->128 multiplies (folded), so its
@@ -1447,6 +1447,20 @@ mod tests {
             t.memory_bytes(),
             (1000 + 125usize).div_ceil(SLOTS_PER_BUCKET) * size_of::<Group>()
         );
+    }
+
+    #[test]
+    fn icmp_queries_and_replies_answer_each_other_and_other_types_stay() {
+        for (q, r) in [(8, 0), (13, 14), (15, 16), (17, 18)] {
+            assert_eq!(icmp_reply_type(1, q), r, "ICMPv4 {q}");
+            assert_eq!(icmp_reply_type(1, r), q, "ICMPv4 {r}");
+        }
+        assert_eq!(icmp_reply_type(58, 128), 129);
+        assert_eq!(icmp_reply_type(58, 129), 128);
+        // Errors and neighbour discovery are not queries; TCP/UDP ports are not types.
+        for (proto, ty) in [(1, 3), (1, 11), (58, 1), (58, 135), (6, 8), (17, 128)] {
+            assert_eq!(icmp_reply_type(proto, ty), ty, "proto {proto} type {ty}");
+        }
     }
 
     #[test]

@@ -11,6 +11,20 @@ pub mod v4 {
     pub const CODE_FRAG_NEEDED: u8 = 4;
     pub const ECHO_REQUEST: u8 = 8;
     pub const TIME_EXCEEDED: u8 = 11;
+    pub const TIMESTAMP: u8 = 13;
+    pub const TIMESTAMP_REPLY: u8 = 14;
+    pub const INFO_REQUEST: u8 = 15;
+    pub const INFO_REPLY: u8 = 16;
+    /// RFC 950.
+    pub const ADDRESS_MASK_REQUEST: u8 = 17;
+    pub const ADDRESS_MASK_REPLY: u8 = 18;
+    /// Query types and their replies (RFC 792, RFC 950): each pair answers the other.
+    pub const QUERY_REPLY_PAIRS: [(u8, u8); 4] = [
+        (ECHO_REQUEST, ECHO_REPLY),
+        (TIMESTAMP, TIMESTAMP_REPLY),
+        (INFO_REQUEST, INFO_REPLY),
+        (ADDRESS_MASK_REQUEST, ADDRESS_MASK_REPLY),
+    ];
 }
 
 pub mod v6 {
@@ -18,6 +32,8 @@ pub mod v6 {
     pub const TIME_EXCEEDED: u8 = 3;
     pub const ECHO_REQUEST: u8 = 128;
     pub const ECHO_REPLY: u8 = 129;
+    /// Query types and their replies (RFC 4443).
+    pub const QUERY_REPLY_PAIRS: [(u8, u8); 1] = [(ECHO_REQUEST, ECHO_REPLY)];
     pub const NEIGHBOR_SOLICIT: u8 = 135;
     pub const NEIGHBOR_ADVERT: u8 = 136;
     /// NS / NA: header (4) + reserved/flags (4) + target address (16).
