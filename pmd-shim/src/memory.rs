@@ -53,17 +53,27 @@ pub fn back_with_huge_pages(start: usize, len: usize) -> io::Result<HugeBacking>
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: MADV_COLLAPSE copies the range's pages into huge pages and remaps them with the
-    // same contents (the kernel makes this atomic for concurrent readers and writers); the
-    // memory's values and validity are unchanged. Failure is reported, not fatal.
-    let rc = unsafe { libc::madvise(first as *mut libc::c_void, size, MADV_COLLAPSE) };
-    let collapse_error = (rc != 0).then(|| io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    let mut collapse_error = None;
+    for _ in 0..COLLAPSE_TRIES {
+        // SAFETY: MADV_COLLAPSE copies the range's pages into huge pages and remaps them with
+        // the same contents (the kernel makes this atomic for concurrent readers and writers);
+        // the memory's values and validity are unchanged. Failure is reported, not fatal.
+        let rc = unsafe { libc::madvise(first as *mut libc::c_void, size, MADV_COLLAPSE) };
+        collapse_error = (rc != 0).then(|| io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        // EAGAIN: a transient failure (pages locked, or no free huge page just then).
+        if collapse_error != Some(libc::EAGAIN) {
+            break;
+        }
+    }
     Ok(HugeBacking {
         eligible: size,
         huge: huge_bytes(first, size)?,
         collapse_error,
     })
 }
+
+/// Attempts at a collapse the kernel calls transient (EAGAIN) before reporting it.
+const COLLAPSE_TRIES: usize = 3;
 
 /// `MADV_COLLAPSE` (Linux 6.1), not in every libc crate version's constants.
 const MADV_COLLAPSE: libc::c_int = 25;
