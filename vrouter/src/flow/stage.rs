@@ -198,6 +198,12 @@ impl Burst {
                 *r = Some(rp);
             }
         }
+        // By now the reverse keys' buckets have had the rest of the pass to arrive: start
+        // loading the slots their setups will write too, so those stores do not miss while
+        // the setup holds its bucket locks.
+        for rp in self.reverse[..self.len].iter().flatten() {
+            table.warm_free_slot(rp);
+        }
     }
 
     /// The stashed place of `key`, its slot hint and its reverse key's place (if computed), or

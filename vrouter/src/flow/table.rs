@@ -620,8 +620,9 @@ impl FlowTable {
         None
     }
 
-    /// With `p`'s buckets loaded: start loading the entry line of the slot a setup of `p`'s
-    /// key would most likely take (the first free one of the less loaded bucket).
+    /// With `p`'s buckets loaded: start loading the entry and counter lines of the slot a
+    /// setup of `p`'s key would most likely take (the first free one of the less loaded
+    /// bucket); the setup writes both.
     #[inline(always)]
     pub(crate) fn warm_free_slot(&self, p: &Place) {
         let b = if self.free_slots(p.b2) > self.free_slots(p.b1) {
@@ -631,6 +632,7 @@ impl FlowTable {
         };
         if let (Some(i), Some(g)) = (self.free_slot(b), self.groups.get(b)) {
             prefetch_index(&g.entries, i % SLOTS_PER_BUCKET);
+            prefetch_index(&g.counters, i % SLOTS_PER_BUCKET);
         }
     }
 
