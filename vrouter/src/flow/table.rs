@@ -855,37 +855,46 @@ impl FlowTable {
     /// Under the lock of `p`'s buckets: the entry holding `p`'s key.
     fn find_locked(&self, p: &Place) -> Option<usize> {
         [p.b1, p.b2].into_iter().find_map(|b| {
-            let bucket = self.bucket(b)?;
-            bucket.tags.iter().enumerate().find_map(|(i, t)| {
-                let idx = b * SLOTS_PER_BUCKET + i;
-                (t.load(Ordering::Relaxed) == p.tag
-                    && self.entry(idx).is_some_and(|e| {
-                        e.key
-                            .iter()
-                            .zip(&p.words)
-                            .all(|(k, w)| k.load(Ordering::Relaxed) == *w)
-                    }))
-                .then_some(idx)
+            let mut tagged = self.slots_tagged(b, p.tag);
+            while let Some(idx) = Self::first_slot(b, tagged) {
+                tagged &= tagged - 1;
+                let same = self.entry(idx).is_some_and(|e| {
+                    e.key
+                        .iter()
+                        .zip(&p.words)
+                        .all(|(k, w)| k.load(Ordering::Relaxed) == *w)
+                });
+                if same {
+                    return Some(idx);
+                }
+            }
+            None
+        })
+    }
+
+    /// The slots of bucket `b` whose tag is `tag` (0: the free ones), one bit each: the
+    /// bucket's tags read once, then counted or searched as bits.
+    #[inline(always)]
+    fn slots_tagged(&self, b: usize, tag: u32) -> u32 {
+        self.bucket(b).map_or(0, |bk| {
+            bk.tags.iter().enumerate().fold(0, |m, (i, t)| {
+                m | (u32::from(t.load(Ordering::Relaxed) == tag) << i)
             })
         })
     }
 
+    /// The first slot of the `mask` of bucket `b`, as an entry index.
+    #[inline(always)]
+    fn first_slot(b: usize, mask: u32) -> Option<usize> {
+        (mask != 0).then(|| b * SLOTS_PER_BUCKET + mask.trailing_zeros() as usize)
+    }
+
     fn free_slot(&self, b: usize) -> Option<usize> {
-        let i = self
-            .bucket(b)?
-            .tags
-            .iter()
-            .position(|t| t.load(Ordering::Relaxed) == 0)?;
-        Some(b * SLOTS_PER_BUCKET + i)
+        Self::first_slot(b, self.slots_tagged(b, 0))
     }
 
     fn free_slots(&self, b: usize) -> usize {
-        self.bucket(b).map_or(0, |bk| {
-            bk.tags
-                .iter()
-                .filter(|t| t.load(Ordering::Relaxed) == 0)
-                .count()
-        })
+        self.slots_tagged(b, 0).count_ones() as usize
     }
 
     /// Under the lock of bucket `b`: a free slot, or one freed by evicting a closed or expired
@@ -1167,11 +1176,15 @@ impl FlowTable {
         // that more lookups end in the first bucket, made a table of 100 K fill to only 98 %);
         // then to a slot freed by eviction or by moving an entry to its other bucket.
         let claim = |p: &Place, pinned: Option<usize>| {
-            let (f1, f2) = (self.free_slots(p.b1), self.free_slots(p.b2));
-            let order = if f1 >= f2 { [p.b1, p.b2] } else { [p.b2, p.b1] };
-            order
+            let (f1, f2) = (self.slots_tagged(p.b1, 0), self.slots_tagged(p.b2, 0));
+            let first = if f1.count_ones() >= f2.count_ones() {
+                [(p.b1, f1), (p.b2, f2)]
+            } else {
+                [(p.b2, f2), (p.b1, f1)]
+            };
+            first
                 .into_iter()
-                .find_map(|b| self.free_slot(b))
+                .find_map(|(b, free)| Self::first_slot(b, free))
                 .or_else(|| {
                     [p.b1, p.b2]
                         .into_iter()
