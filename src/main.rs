@@ -32,6 +32,10 @@ use crate::vhost_core::VhostCore;
 /// Slots in each lcore's inbox ring (packets other lcores route to vifs it transmits for).
 const INBOX_SLOTS: u32 = 4096;
 
+/// How long the control API's one blocking thread may idle before tokio ends it: about a
+/// century, i.e. never (std saturates a wait that overflows the clock).
+const CONTROL_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Back the flow table with transparent huge pages (its lookups otherwise wait on TLB misses);
 /// without them it still works, on 4 KiB pages, so a refusal is a warning.
 fn flow_table_on_huge_pages(start: usize, len: usize) {
@@ -249,13 +253,15 @@ fn run(opts: &cli::Options) -> Result<()> {
         .spawn(move || -> Result<()> {
             pin_current_thread(vhost_cpu);
             // Controller calls run on tokio's blocking pool and serialise on the model's lock
-            // anyway: one blocking thread, started by the first request, does them all. An
-            // unbounded pool starts a second thread whenever a request races the first one's
-            // return to idle, and each new thread brings a stack and a malloc arena with it at
-            // some random later moment.
+            // anyway: one blocking thread, started by the first request and kept for the life
+            // of the process, does them all. An unbounded pool starts a second thread whenever a
+            // request races the first one's return to idle, and the default 10 s keep-alive ends
+            // an idle thread so the next request starts another: each new thread brings a stack
+            // and a malloc arena with it at some random later moment.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .max_blocking_threads(1)
+                .thread_keep_alive(CONTROL_THREAD_KEEP_ALIVE)
                 .build()
                 .context("starting the control runtime")?;
             rt.block_on(control_api::serve(

@@ -6,6 +6,7 @@
 //!   client-mode vifs whose pods (virtio-user servers) keep running: traffic resumes without
 //!   touching the pods, and the pod counts exactly what the two vrouterds sent it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -125,7 +126,6 @@ fn receiver(socket: &Path, server: bool) -> TestpmdPod {
 #[derive(Debug, Clone, Copy)]
 struct Usage {
     fds: usize,
-    threads: usize,
     maps: usize,
     rss_kib: u64,
 }
@@ -133,12 +133,25 @@ struct Usage {
 fn usage(vr: &Vrouterd) -> Usage {
     Usage {
         fds: vr.open_fds(),
-        threads: std::fs::read_dir(format!("/proc/{}/task", vr.process.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0),
         maps: vr.mappings(),
         rss_kib: vr.rss_kib(),
     }
+}
+
+/// vrouterd's thread ids: a thread that ends and is replaced keeps the count but not the id.
+fn thread_ids(vr: &Vrouterd) -> BTreeSet<u32> {
+    let dir = format!("/proc/{}/task", vr.process.pid());
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {dir}: {e}"))
+        .map(|entry| {
+            let entry = entry.unwrap_or_else(|e| panic!("reading {dir}: {e}"));
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{dir} holds {:?}, not a thread id", entry.file_name()))
+        })
+        .collect()
 }
 
 #[test]
@@ -163,8 +176,10 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
     let _sink = receiver(&sock_b, true);
     wait_state(&vr, "podB", "connected", true, "sink connects");
     let before_pods = usage(&vr);
+    let threads_before_pods = thread_ids(&vr);
 
     let mut at_round = Vec::new();
+    let mut threads_at_round = Vec::new();
     let started = Instant::now();
     for round in 1..=RESTARTS {
         // Both restarting pods run at once: one server-mode and one client-mode vif per round.
@@ -266,8 +281,18 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
             t.elapsed()
         );
         at_round.push(u);
+        threads_at_round.push(thread_ids(&vr));
     }
     assert!(sock_a.exists(), "A's server socket survived every restart");
+    // An idle control API keeps its thread: tokio's default keep-alive (10 s) would end it here
+    // and the next request would start a new one.
+    std::thread::sleep(Duration::from_secs(11));
+    let _ = vr.vif("podB");
+    assert_eq!(
+        thread_ids(&vr),
+        threads_before_pods,
+        "vrouterd's threads changed across 11 s of control-API idleness"
+    );
     let (r5, r20) = (at_round[4], at_round[RESTARTS - 1]);
     eprintln!("before pods {before_pods:?}, round 5 {r5:?}, round 20 {r20:?}");
     // Between restart 5 and 20 nothing may accumulate: a leak of one fd or mapping per restart
@@ -276,13 +301,17 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
         r20.fds <= r5.fds + 2,
         "fds grew: round 5 {r5:?}, round 20 {r20:?}"
     );
-    // No thread starts after the first API request (a new one brings a stack and a malloc
-    // arena: +6 mappings at some random round, before the control pool was bounded to one).
-    assert!(
-        at_round.iter().all(|u| u.threads == before_pods.threads),
-        "vrouterd started or lost threads while pods restarted: before {before_pods:?}, \
-         rounds {at_round:?}"
-    );
+    // No thread starts or ends after the first API request (a new one brings a stack and a
+    // malloc arena: +6 mappings at some random round, before the control pool was bounded to
+    // one thread kept for the life of the process).
+    for (round, ids) in threads_at_round.iter().enumerate() {
+        assert_eq!(
+            ids,
+            &threads_before_pods,
+            "vrouterd's threads changed by round {} of the pod restarts",
+            round + 1
+        );
+    }
     // A leak grows every round: fewer than one mapping per restart overall, and flat over the
     // last ten rounds.
     assert!(
