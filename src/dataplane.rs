@@ -74,6 +74,8 @@ pub struct VrouterDataplane {
     tables: Arc<Tables>,
     lcores: Vec<LcoreHandleInfo>,
     vhost: Sender<VhostCmd>,
+    /// Lock order: `registry` before `vhost_status`, never the reverse (add_vif waits for the
+    /// vhost core, which takes the status lock, while it holds the registry).
     vhost_status: StatusMap,
     registry: Mutex<Registry>,
     policies: Arc<Policies>,
@@ -771,13 +773,23 @@ impl Dataplane for VrouterDataplane {
                 ));
             }
         }
-        if let Ok(m) = self.vhost_status.lock() {
+        // The status lock is released before the registry is taken: add_vif holds the registry
+        // while the vhost core takes the status lock to publish, so holding both here in the
+        // other order could deadlock the two until add_vif's wait times out.
+        let broken: Vec<u16> = self.vhost_status.lock().map_or_else(
+            |_| Vec::new(),
+            |m| {
+                m.iter()
+                    .filter(|(_, s)| s.broken)
+                    .map(|(&i, _)| i)
+                    .collect()
+            },
+        );
+        if !broken.is_empty() {
             let reg = self.registry();
-            for (idx, s) in m.iter() {
-                if s.broken {
-                    let name = reg.vifs.get(idx).map_or("?", |r| r.name.as_str());
-                    problems.push(format!("vif {name}: the guest broke a virtqueue; the queue is stopped until the guest resets it"));
-                }
+            for idx in broken {
+                let name = reg.vifs.get(&idx).map_or("?", |r| r.name.as_str());
+                problems.push(format!("vif {name}: the guest broke a virtqueue; the queue is stopped until the guest resets it"));
             }
         }
         Ok(Health {
