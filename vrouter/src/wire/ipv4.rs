@@ -165,15 +165,45 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_checksum(c);
     }
     /// Decrement the TTL by one and patch the checksum incrementally (RFC 1624). Returns the
-    /// new TTL. The caller checks for expiry first.
+    /// new TTL. The caller checks for expiry first: the TTL must be at least 1, as the constant
+    /// checksum patch assumes the TTL/protocol word loses exactly 0x0100 (a TTL of 0 would wrap
+    /// to 255 and leave a wrong checksum).
     #[inline(always)]
     pub fn decrement_ttl(&mut self) -> u8 {
         let b = self.buf.as_mut();
+        debug_assert!(b[8] > 0, "decrement_ttl on an expired packet");
         let ttl = b[8].wrapping_sub(1);
         b[8] = ttl;
         // In memory order: no byte swaps (see `ttl_decremented_ne`).
         let hc = u16::from_ne_bytes([b[10], b[11]]);
         [b[10], b[11]] = checksum::ttl_decremented_ne(hc).to_ne_bytes();
         ttl
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The constant-patch checksum update leaves a header that verifies, and equals a full
+        /// recomputation, for every TTL the pipeline decrements (1..=255).
+        #[test]
+        fn decrement_ttl_keeps_the_header_checksum_right(
+            mut header in proptest::collection::vec(any::<u8>(), MIN_HEADER_LEN),
+            ttl in 1u8..,
+        ) {
+            let mut p = Packet::new_unchecked(&mut header[..]);
+            p.set_version_and_len(MIN_HEADER_LEN);
+            p.set_ttl(ttl);
+            p.fill_checksum();
+            prop_assert_eq!(p.decrement_ttl(), ttl - 1);
+            prop_assert_eq!(p.ttl(), ttl - 1);
+            prop_assert!(p.verify_checksum());
+            let patched = p.checksum();
+            p.fill_checksum();
+            prop_assert_eq!(patched, p.checksum());
+        }
     }
 }
