@@ -48,7 +48,8 @@ pub fn back_with_huge_pages(start: usize, len: usize) -> io::Result<HugeBacking>
     };
     // SAFETY: madvise with MADV_HUGEPAGE only sets a flag on the mappings of the range; it
     // neither reads nor changes the memory, so no Rust reference to it can be invalidated.
-    // A range that is not mapped makes the call fail with ENOMEM, handled below.
+    // A range with unmapped holes makes the call fail with ENOMEM (the flag may then be set on
+    // the mapped parts, which is as harmless), returned below as an error.
     let rc = unsafe { libc::madvise(first as *mut libc::c_void, size, libc::MADV_HUGEPAGE) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
@@ -58,7 +59,7 @@ pub fn back_with_huge_pages(start: usize, len: usize) -> io::Result<HugeBacking>
         // SAFETY: MADV_COLLAPSE copies the range's pages into huge pages and remaps them with
         // the same contents (the kernel makes this atomic for concurrent readers and writers);
         // the memory's values and validity are unchanged. Failure is reported, not fatal.
-        let rc = unsafe { libc::madvise(first as *mut libc::c_void, size, MADV_COLLAPSE) };
+        let rc = unsafe { libc::madvise(first as *mut libc::c_void, size, libc::MADV_COLLAPSE) };
         collapse_error = (rc != 0).then(|| io::Error::last_os_error().raw_os_error().unwrap_or(0));
         // EAGAIN: a transient failure (pages locked, or no free huge page just then).
         if collapse_error != Some(libc::EAGAIN) {
@@ -75,41 +76,54 @@ pub fn back_with_huge_pages(start: usize, len: usize) -> io::Result<HugeBacking>
 /// Attempts at a collapse the kernel calls transient (EAGAIN) before reporting it.
 const COLLAPSE_TRIES: usize = 3;
 
-/// `MADV_COLLAPSE` (Linux 6.1), not in every libc crate version's constants.
-const MADV_COLLAPSE: libc::c_int = 25;
-
-/// Bytes of `start..start + len` backed by anonymous huge pages: the `AnonHugePages` of every
-/// mapping of `/proc/self/smaps` that lies inside the range (advising a range splits its
-/// mappings at the range's ends, so a fully advised range is exactly its mappings).
+/// Bytes of `start..start + len` backed by anonymous huge pages, from `/proc/self/smaps`.
+///
+/// smaps counts `AnonHugePages` per mapping, not per address. Advising a range splits its
+/// mappings at the range's ends, so a freshly advised range is usually exactly its own
+/// mappings; but the kernel merges it back with a neighbour that carries the same flags (one
+/// advised before, e.g. by glibc's `glibc.malloc.hugetlb` tunable), and such a mapping's huge
+/// pages cannot be placed. A mapping that only overlaps the range therefore contributes at
+/// most the size of the overlap: exact for mappings inside the range, an upper bound for one
+/// that sticks out.
 pub fn huge_bytes(start: usize, len: usize) -> io::Result<usize> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    huge_bytes_in(&std::fs::read_to_string("/proc/self/smaps")?, start, len)
+}
+
+/// [`huge_bytes`] over the text of an smaps file.
+fn huge_bytes_in(smaps: &str, start: usize, len: usize) -> io::Result<usize> {
     let end = start.saturating_add(len);
-    let mut inside = false;
+    // The overlap of the current mapping with the range (0 when they do not meet).
+    let mut overlap = 0usize;
     let mut total = 0usize;
     for line in smaps.lines() {
-        if let Some((range, _)) = line.split_once(' ') {
-            if let Some((lo, hi)) = range.split_once('-') {
-                if let (Ok(lo), Ok(hi)) =
-                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-                {
-                    inside = lo >= start && hi <= end;
-                    continue;
-                }
-            }
+        if let Some((lo, hi)) = mapping_header(line) {
+            overlap = hi.min(end).saturating_sub(lo.max(start));
+            continue;
         }
-        if inside {
-            if let Some(kb) = line.strip_prefix("AnonHugePages:") {
-                let kb: usize = kb
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .map_err(|e| io::Error::other(format!("smaps AnonHugePages {kb:?}: {e}")))?;
-                total += kb * 1024;
-            }
+        if overlap == 0 {
+            continue;
+        }
+        if let Some(kb) = line.strip_prefix("AnonHugePages:") {
+            let kb: usize = kb
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .map_err(|e| io::Error::other(format!("smaps AnonHugePages {kb:?}: {e}")))?;
+            total += kb.saturating_mul(1024).min(overlap);
         }
     }
     Ok(total)
+}
+
+/// The address range of an smaps mapping header (`lo-hi perms offset dev inode [path]`).
+fn mapping_header(line: &str) -> Option<(usize, usize)> {
+    let (range, _) = line.split_once(' ')?;
+    let (lo, hi) = range.split_once('-')?;
+    Some((
+        usize::from_str_radix(lo, 16).ok()?,
+        usize::from_str_radix(hi, 16).ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -128,5 +142,55 @@ mod tests {
             Some((HUGE_PAGE, 3 * HUGE_PAGE))
         );
         assert_eq!(aligned_interior(usize::MAX - 10, 100), None);
+    }
+
+    const SMAPS: &str = "\
+00400000-00600000 r--p 00000000 fd:00 42   /usr/bin/vrouterd
+Size:               2048 kB
+AnonHugePages:      2048 kB
+7f0000000000-7f0000800000 rw-p 00000000 00:00 0
+Size:               8192 kB
+AnonHugePages:      6144 kB
+VmFlags: rd wr mr mw me ac hg
+7f0000800000-7f0001000000 rw-p 00000000 00:00 0
+Size:               8192 kB
+AnonHugePages:      8192 kB
+VmFlags: rd wr mr mw me ac hg
+";
+
+    #[test]
+    fn mappings_inside_the_range_count_in_full() {
+        let (start, end) = (0x7f00_0000_0000, 0x7f00_0100_0000);
+        assert_eq!(
+            huge_bytes_in(SMAPS, start, end - start).unwrap(),
+            (6144 + 8192) << 10
+        );
+        assert_eq!(
+            huge_bytes_in(SMAPS, 0x7f00_0080_0000, 8 << 20).unwrap(),
+            8 << 20
+        );
+    }
+
+    #[test]
+    fn a_mapping_that_sticks_out_of_the_range_counts_at_most_its_overlap() {
+        // The last 4 MiB of the 8 MiB mapping that holds 6 MiB of huge pages, and 2 MiB of the
+        // next one: before, a mapping merged with an advised neighbour read as 0.
+        let start = 0x7f00_0040_0000;
+        assert_eq!(
+            huge_bytes_in(SMAPS, start, 6 << 20).unwrap(),
+            (4 << 20) + (2 << 20)
+        );
+    }
+
+    #[test]
+    fn mappings_outside_the_range_do_not_count() {
+        assert_eq!(huge_bytes_in(SMAPS, 0x1000_0000, 1 << 30).unwrap(), 0);
+        assert_eq!(huge_bytes_in(SMAPS, 0x7f00_0000_0000, 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_unreadable_count_is_an_error() {
+        let bad = "7f0000000000-7f0000200000 rw-p 0 00:00 0\nAnonHugePages: lots kB\n";
+        assert!(huge_bytes_in(bad, 0x7f00_0000_0000, 1 << 21).is_err());
     }
 }

@@ -22,7 +22,12 @@ fn a_filled_heap_table_ends_up_in_huge_pages_with_its_contents_unchanged() {
         .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
         .collect();
     let (start, len) = (table.as_ptr() as usize, words * 8);
-    assert_eq!(huge_bytes(start, len).expect("smaps"), 0, "not huge before");
+    // In madvise mode nothing asked for huge pages yet (in "always" mode faults may already
+    // have brought some); the mapping around the Vec sticks out of its range by malloc's
+    // header, so this also reads a mapping that only overlaps the range.
+    if thp_mode().contains("[madvise]") {
+        assert_eq!(huge_bytes(start, len).expect("smaps"), 0, "not huge before");
+    }
 
     let got = back_with_huge_pages(start, len).expect("madvise");
     assert!(
