@@ -54,9 +54,10 @@ fn huge_pages() -> bool {
 /// A table for `flows` flows and their reverses, and how many bytes of it are on huge pages.
 fn table(flows: usize) -> (FlowTable, usize) {
     let huge = std::cell::Cell::new(0);
-    let advise = |start, len| {
-        let b = pmd_shim::memory::back_with_huge_pages(start, len).expect("madvise");
-        huge.set(b.huge);
+    // Without THP the table stays on 4 KiB pages and the header line says so (0 MiB huge).
+    let advise = |start, len| match pmd_shim::memory::back_with_huge_pages(start, len) {
+        Ok(b) => huge.set(b.huge),
+        Err(e) => eprintln!("madvise(MADV_HUGEPAGE) refused: {e}; the table is on 4 KiB pages"),
     };
     let t = FlowTable::with_memory_advice(
         FlowConfig {
