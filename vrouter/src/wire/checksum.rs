@@ -11,27 +11,37 @@ pub fn sum(acc: u32, data: &[u8]) -> u32 {
 
 /// Whether `data` (a header including its checksum field) sums to the all-ones checksum.
 /// One's-complement addition does not depend on byte order (RFC 1071 2(B)) and all-ones reads
-/// the same either way, so this sums native-order words: no byte swaps.
+/// the same either way, so this sums native-order words: no byte swaps. Nor does it fold:
+/// 2^16 = 1 (mod 0xffff), so folding keeps a sum's residue mod 0xffff and a nonzero sum folds
+/// to its residue in 1..=0xffff; it folds to all-ones exactly when it is a nonzero multiple of
+/// 0xffff (a multiply and a shift, not four dependent folding steps).
 #[inline(always)]
 pub fn verifies(data: &[u8]) -> bool {
-    fold(add_words(0, data, u32::from_ne_bytes)) == 0xffff
+    let wide = add_words_wide(0, data, u32::from_ne_bytes);
+    wide != 0 && wide.is_multiple_of(0xffff)
 }
 
 /// Add `data` as 32-bit words read by `word` (tail padded with zeros) into a 64-bit
 /// accumulator, where no carry can be lost, and fold it to 32 bits: one's-complement addition
 /// does not care about the word size (RFC 1071, section 2).
 #[inline(always)]
-fn add_words(mut wide: u64, data: &[u8], word: fn([u8; 4]) -> u32) -> u32 {
+fn add_words(wide: u64, data: &[u8], word: fn([u8; 4]) -> u32) -> u32 {
+    let wide = add_words_wide(wide, data, word);
+    let s = (wide & 0xffff_ffff) + (wide >> 32);
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    s as u32
+}
+
+/// [`add_words`] before the fold.
+#[inline(always)]
+fn add_words_wide(mut wide: u64, data: &[u8], word: fn([u8; 4]) -> u32) -> u64 {
     let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
         wide += u64::from(word([c[0], c[1], c[2], c[3]]));
     }
     let mut rest = [0u8; 4];
     rest[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    wide += u64::from(word(rest));
-    let s = (wide & 0xffff_ffff) + (wide >> 32);
-    let s = (s & 0xffff_ffff) + (s >> 32);
-    s as u32
+    wide + u64::from(word(rest))
 }
 
 /// Fold a 32-bit accumulator into 16 bits (end-around carry).
@@ -103,7 +113,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn verifies_agrees_with_the_big_endian_sum(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), fix in proptest::prelude::any::<bool>()) {
+        fn verifies_agrees_with_the_big_endian_sum(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80), fix in proptest::prelude::any::<bool>()) {
             let mut data = data;
             if fix && data.len() >= 12 {
                 // Make it a valid "header": write the checksum over bytes 10..12.
@@ -129,6 +139,20 @@ mod tests {
             let got = u16::from_be_bytes(ttl_decremented_ne(hc_ne).to_ne_bytes());
             prop_assert_eq!(got, update16(hc, old, new));
         }
+    }
+
+    #[test]
+    fn verifies_at_the_edges_of_the_residue_shortcut() {
+        // Zero sums to zero, not to all-ones (the shortcut must not take 0 as a multiple).
+        assert!(!verifies(&[0; 20]));
+        assert!(!verifies(&[]));
+        // All-ones words, and words that carry into all-ones.
+        assert!(verifies(&[0xff; 20]));
+        assert!(verifies(&[0x00, 0x01, 0xff, 0xfe]));
+        assert!(verifies(&[0x80, 0x00, 0x7f, 0xff, 0x00, 0x00]));
+        // One off either way.
+        assert!(!verifies(&[0x00, 0x01, 0xff, 0xfd]));
+        assert!(!verifies(&[0x00, 0x02, 0xff, 0xfe]));
     }
 
     #[test]
