@@ -341,7 +341,7 @@ fn stage_breakdown(tables: &Tables, l3: Nexthop, frames: &[Vec<u8>], routes: u32
         cpu as f64 * pmd_shim::cycles::tsc_hz() as f64 / 1e9 / n as f64
     };
     let parse = time(&mut |i| {
-        vrouter::meta::parse_ethernet(&frames[i]).map_or(0, |m| u64::from(m.flow_hash))
+        vrouter::meta::parse_ethernet(&frames[i]).map_or(0, |m| u64::from(m.flow_hash()))
     });
     let lookup = time(&mut |i| {
         vrf.route_v4(metas[i].dst_v4())

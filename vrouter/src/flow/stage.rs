@@ -251,11 +251,12 @@ impl FlowStage {
     }
 }
 
-/// The vif a target sends out of (`NO_VIF` for receive / discard / unknown).
-fn egress_vif(tables: &Tables, target: RouteTarget, hash: u32) -> u16 {
+/// The vif a target sends out of (`NO_VIF` for receive / discard / unknown). `hash` (the
+/// packet's flow hash) is asked for only when the target is ECMP.
+fn egress_vif(tables: &Tables, target: RouteTarget, hash: impl FnOnce() -> u32) -> u16 {
     let mut nh = tables.nexthops.get(target.nexthop);
     if let Some(Nexthop::Ecmp { members, count }) = nh {
-        nh = Nexthop::ecmp_pick(&members, count, hash)
+        nh = Nexthop::ecmp_pick(&members, count, hash())
             .and_then(|m| tables.nexthops.get(u32::from(m)));
     }
     match nh {
@@ -315,7 +316,7 @@ impl FlowHook for FlowStage {
         }
         let mut out_vif = None;
         if pol.get(in_vif).is_none() {
-            let o = egress_vif(tables, target, m.flow_hash);
+            let o = egress_vif(tables, target, || m.flow_hash());
             if pol.get(o).is_none() {
                 return FlowAction::Forward(target);
             }
@@ -346,7 +347,7 @@ impl FlowHook for FlowStage {
             len,
             tcp_flags,
             target,
-            flow_hash: m.flow_hash,
+            flow_hash: m.flow_hash(),
             first,
         };
         decide(table, pol, tables, in_vif, out_vif, now, &pkt)
@@ -412,7 +413,7 @@ fn decide(
         // Miss: decide from the policies and install the flow (and its reverse if allowed).
         let out = match out_vif {
             Some(o) => o,
-            None => egress_vif(tables, target, flow_hash),
+            None => egress_vif(tables, target, || flow_hash),
         };
         let Some(verdict) = pol.evaluate(&key, in_vif, out) else {
             return FlowAction::Forward(target);

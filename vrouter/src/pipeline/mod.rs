@@ -446,7 +446,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             Ok(m) => m,
             Err(r) => return Verdict::Drop(r),
         };
-        let nh = match self.resolve(nh_id, m.flow_hash) {
+        let nh = match self.resolve(nh_id, &m) {
             Ok(nh) => nh,
             Err(r) => return Verdict::Drop(r),
         };
@@ -485,9 +485,9 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         !matches!(self.memo.nh, Some((_, Nexthop::Ecmp { .. })))
     }
 
-    /// The nexthop for `id`, with ECMP resolved to one member by the flow hash.
+    /// The nexthop for `id`, with ECMP resolved to one member by `m`'s flow hash.
     #[inline(always)]
-    fn resolve(&mut self, id: u32, hash: u32) -> Result<Nexthop, DropReason> {
+    fn resolve(&mut self, id: u32, m: &PacketMeta) -> Result<Nexthop, DropReason> {
         let nh = match self.memo.nh {
             Some((memo_id, nh)) if memo_id == id => nh,
             _ => {
@@ -501,7 +501,8 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             }
         };
         if let Nexthop::Ecmp { members, count } = nh {
-            let m = Nexthop::ecmp_pick(&members, count, hash).ok_or(DropReason::EcmpNoMember)?;
+            let m = Nexthop::ecmp_pick(&members, count, m.flow_hash())
+                .ok_or(DropReason::EcmpNoMember)?;
             return match self.tables.nexthops.get(u32::from(m)) {
                 Some(nh @ (Nexthop::Encap { .. } | Nexthop::Tunnel { .. })) => Ok(nh),
                 _ => Err(DropReason::EcmpNoMember),
@@ -524,7 +525,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             FlowAction::Forward(t) => t,
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
         };
-        let nh = match self.resolve(t.nexthop, m.flow_hash) {
+        let nh = match self.resolve(t.nexthop, m) {
             Ok(nh) => nh,
             Err(r) => return Verdict::Drop(r),
         };
@@ -618,7 +619,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     Err(r) => return Verdict::Drop(r),
                 };
                 *self.ip_id = self.ip_id.wrapping_add(1);
-                return match e.tpl.push(b, label, ttl, m.flow_hash, *self.ip_id) {
+                return match e.tpl.push(b, label, ttl, m.flow_hash(), *self.ip_id) {
                     Ok(()) => Verdict::Tx(vif),
                     Err(r) => Verdict::Drop(r),
                 };
@@ -636,7 +637,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         b: &mut B,
         local: Option<&Vif>,
     ) -> Verdict {
-        let nh = match self.resolve(t.nexthop, m.flow_hash) {
+        let nh = match self.resolve(t.nexthop, m) {
             Ok(nh) => nh,
             Err(r) => return Verdict::Drop(r),
         };
@@ -767,7 +768,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 tpl: *tpl,
             });
         }
-        match tpl.push(b, o.label, o.mpls_ttl, m.flow_hash, *self.ip_id) {
+        match tpl.push(b, o.label, o.mpls_ttl, m.flow_hash(), *self.ip_id) {
             Ok(()) => Verdict::Tx(vif),
             Err(r) => Verdict::Drop(r),
         }
