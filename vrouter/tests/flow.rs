@@ -202,6 +202,30 @@ fn vifs_without_policy_skip_the_flow_table() {
 }
 
 #[test]
+fn a_forwarding_core_holds_table_capacity_in_chunks_and_gives_it_back_when_it_stops() {
+    // Large enough for the stage to reserve in chunks rather than per setup.
+    let mut bed = flow_bed(1 << 16);
+    let (a, b) = addrs(false);
+    bed.policies
+        .set(
+            POD_B,
+            Some(only_allow_to_b(vec![rule(Action::Allow, None, None, None)])),
+        )
+        .unwrap();
+    for port in 40000..40003 {
+        let f = frame(POD_A_MAC, a, b, P::Udp, port, 53);
+        assert_eq!(bed.send(POD_A, &f), Ok(POD_B));
+    }
+    let table = bed.table();
+    assert_eq!((table.stats().active, table.stats().created), (6, 3));
+    let held = table.reserved_entries() - table.stats().active;
+    assert!(held > 0, "the stage holds a reserve for its next setups");
+    let FlowBed { pipe, policies, .. } = bed;
+    drop(pipe);
+    assert_eq!(policies.table().reserved_entries(), 6);
+}
+
+#[test]
 fn denied_flow_is_dropped_and_counted() {
     for v6 in [false, true] {
         let mut bed = flow_bed(1024);

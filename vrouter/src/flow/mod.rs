@@ -23,5 +23,5 @@ pub use policy::{Action, Cidr, Policy, Rule};
 pub use stage::{FlowStage, Policies, PolicySnapshot};
 pub use table::{
     FlowConfig, FlowInfo, FlowKey, FlowPage, FlowStats, FlowTable, FlowTimeouts, FlowVerdict,
-    TcpState,
+    SetupCredit, TcpState,
 };

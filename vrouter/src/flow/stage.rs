@@ -2,7 +2,9 @@
 //! store ([`Policies`]) it reads through an RCU snapshot.
 
 use super::policy::{Action, Policy};
-use super::table::{FlowKey, FlowTable, FlowVerdict, Hit, InsertError, NewFlow, Place, NO_VIF};
+use super::table::{
+    FlowKey, FlowTable, FlowVerdict, Hit, InsertError, NewFlow, Place, SetupCredit, NO_VIF,
+};
 use crate::meta::{PacketMeta, L3};
 use crate::pipeline::{FlowAction, FlowHook, BURST};
 use crate::stats::MAX_VIFS;
@@ -113,6 +115,7 @@ impl Policies {
             in_vif: NO_VIF,
             now: 0,
             burst: Burst::default(),
+            credit: SetupCredit::chunked(),
         }
     }
 }
@@ -230,6 +233,14 @@ pub struct FlowStage {
     in_vif: u16,
     now: u64,
     burst: Burst,
+    /// This core's share of the table's capacity, so its setups write no shared counter.
+    credit: SetupCredit,
+}
+
+impl Drop for FlowStage {
+    fn drop(&mut self) {
+        self.table.release(&mut self.credit);
+    }
 }
 
 impl FlowStage {
@@ -237,7 +248,7 @@ impl FlowStage {
     pub fn begin(&mut self, in_vif: u16, now: u64) {
         self.in_vif = in_vif;
         self.now = now;
-        self.burst.cached = self.table.active_entries() <= CACHED_ENTRIES;
+        self.burst.cached = self.table.reserved_entries() <= CACHED_ENTRIES;
     }
 
     /// Whether `prefetch` places and warms the keys of the bursts that follow (the table holds
@@ -308,6 +319,7 @@ impl FlowHook for FlowStage {
             in_vif,
             now,
             burst,
+            credit,
         } = self;
         let (in_vif, now) = (*in_vif, *now);
         let pol: &PolicySnapshot = policies.load();
@@ -350,7 +362,7 @@ impl FlowHook for FlowStage {
             flow_hash: m.flow_hash(),
             first,
         };
-        decide(table, pol, tables, in_vif, out_vif, now, &pkt)
+        decide(table, credit, pol, tables, in_vif, out_vif, now, &pkt)
     }
 }
 
@@ -371,8 +383,10 @@ struct Packet {
 /// install it. Out of line, so the hit path stays small.
 #[cold]
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn decide(
     table: &FlowTable,
+    credit: &mut SetupCredit,
     pol: &PolicySnapshot,
     tables: &Tables,
     in_vif: u16,
@@ -430,7 +444,7 @@ fn decide(
         let rev = new
             .with_reverse
             .then(|| reverse.unwrap_or_else(|| table.place(&key.reverse())));
-        match table.insert_placed(&new, &place, rev.as_ref()) {
+        match table.insert_placed(&new, &place, rev.as_ref(), credit) {
             Ok(idx) => {
                 table.touch(idx, len, now, tcp_flags);
                 return action(verdict, target);

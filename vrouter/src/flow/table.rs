@@ -349,6 +349,43 @@ struct Bucket {
     seq: AtomicU32,
     /// Non-zero: the slot is in use and this is its key's tag.
     tags: [AtomicU32; SLOTS_PER_BUCKET],
+    /// Flows whose forward entry was installed in this bucket: counted here, under its lock,
+    /// with a plain store (no counter that every core's setups write).
+    created: AtomicU64,
+}
+
+/// Entries a forwarding core reserves against the table's capacity at a time: one shared
+/// counter update per this many setups, not one per setup.
+const CREDIT_CHUNK: usize = 64;
+
+/// Tables smaller than this are reserved from exactly as needed (a few stranded chunks would
+/// be a noticeable share of them).
+const CHUNKED_FROM: usize = 64 * 1024;
+
+/// Entries reserved against a table's capacity and not used yet, owned by one setter-up (a
+/// forwarding core's [`super::FlowStage`]), so that most setups leave the table's shared
+/// counter alone. What a credit holds counts as taken until [`FlowTable::release`] gives it
+/// back: at most `CREDIT_CHUNK - 1` entries per core.
+#[derive(Debug, Default)]
+pub struct SetupCredit {
+    entries: usize,
+    chunked: bool,
+}
+
+impl SetupCredit {
+    /// A credit that reserves `CREDIT_CHUNK` entries at a time (in tables of
+    /// `CHUNKED_FROM` entries or more). Give it back with [`FlowTable::release`].
+    pub fn chunked() -> SetupCredit {
+        SetupCredit {
+            entries: 0,
+            chunked: true,
+        }
+    }
+
+    /// Entries it holds.
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
 }
 
 /// What a lookup reads, in one cache line of its own. Words: `meta` = verdict (8) | tcp state
@@ -421,8 +458,8 @@ pub struct FlowTable {
     seed: [u64; 6],
     capacity: usize,
     timeouts: FlowTimeouts,
-    active: AtomicUsize,
-    created: AtomicU64,
+    /// Entries in use plus those held in setup credits: never above `capacity`.
+    reserved: AtomicUsize,
     aged: AtomicU64,
     evicted: AtomicU64,
     table_full: AtomicU64,
@@ -498,8 +535,7 @@ impl FlowTable {
             seed: random_seed(),
             capacity: config.entries,
             timeouts: config.timeouts,
-            active: AtomicUsize::new(0),
-            created: AtomicU64::new(0),
+            reserved: AtomicUsize::new(0),
             aged: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             table_full: AtomicU64::new(0),
@@ -533,10 +569,48 @@ impl FlowTable {
         self.groups.len() * SLOTS_PER_BUCKET
     }
 
-    /// Entries in use (a flow and its reverse are two), as [`FlowStats::active`].
+    /// Entries in use (a flow and its reverse are two) or held in setup credits: one load,
+    /// at most `CREDIT_CHUNK - 1` per core above [`FlowStats::active`] (which counts exactly,
+    /// by reading the whole table).
     #[inline]
-    pub fn active_entries(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+    pub fn reserved_entries(&self) -> usize {
+        self.reserved.load(Ordering::Relaxed)
+    }
+
+    /// Take `need` entries from `credit`, refilling it from the table's capacity if short.
+    /// False if the table cannot spare them.
+    fn reserve(&self, credit: &mut SetupCredit, need: usize) -> bool {
+        if credit.entries < need {
+            let short = need - credit.entries;
+            let chunk = if credit.chunked && self.capacity >= CHUNKED_FROM {
+                CREDIT_CHUNK.max(short)
+            } else {
+                short
+            };
+            let take = |r: usize| {
+                if r + chunk <= self.capacity {
+                    Some(chunk)
+                } else {
+                    (r + short <= self.capacity).then_some(short)
+                }
+            };
+            match self
+                .reserved
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                    take(r).map(|n| r + n)
+                }) {
+                Ok(before) => credit.entries += take(before).unwrap_or(0),
+                Err(_) => return false,
+            }
+        }
+        credit.entries -= need;
+        true
+    }
+
+    /// Give back what `credit` holds (a setter-up going away).
+    pub fn release(&self, credit: &mut SetupCredit) {
+        self.reserved.fetch_sub(credit.entries, Ordering::Relaxed);
+        credit.entries = 0;
     }
 
     pub fn capacity(&self) -> usize {
@@ -1088,7 +1162,7 @@ impl FlowTable {
             // Under the bucket's lock: no other writer, so no locked exchange is needed.
             if t.load(Ordering::Relaxed) != 0 {
                 t.store(0, Ordering::Relaxed);
-                self.active.fetch_sub(1, Ordering::Relaxed);
+                self.reserved.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -1120,15 +1194,18 @@ impl FlowTable {
     pub fn insert(&self, f: &NewFlow) -> Result<u32, InsertError> {
         let fwd = self.place(&f.key);
         let rev = f.with_reverse.then(|| self.place(&f.key.reverse()));
-        self.insert_placed(f, &fwd, rev.as_ref())
+        // Reserves exactly what it installs: nothing is left to give back.
+        self.insert_placed(f, &fwd, rev.as_ref(), &mut SetupCredit::default())
     }
 
-    /// [`Self::insert`] of keys already placed (`rev`: the reverse key's place, if installed).
+    /// [`Self::insert`] of keys already placed (`rev`: the reverse key's place, if installed),
+    /// reserving the entries from `credit`.
     pub(crate) fn insert_placed(
         &self,
         f: &NewFlow,
         fwd: &Place,
         rev: Option<&Place>,
+        credit: &mut SetupCredit,
     ) -> Result<u32, InsertError> {
         // Load all candidate buckets at once before locking them one by one: a lock is a
         // locked instruction, which would otherwise wait for each bucket's miss in turn.
@@ -1140,13 +1217,13 @@ impl FlowTable {
         let r = match rev {
             Some(rv) => {
                 let (bs, n) = self.lock_all([fwd.b1, fwd.b2, rv.b1, rv.b2]);
-                let r = self.insert_locked(f, fwd, Some(rv), &bs[..n], need);
+                let r = self.insert_locked(f, fwd, Some(rv), &bs[..n], need, credit);
                 self.unlock_all(&bs[..n]);
                 r
             }
             None => {
                 let (bs, n) = self.lock_all([fwd.b1, fwd.b2]);
-                let r = self.insert_locked(f, fwd, None, &bs[..n], need);
+                let r = self.insert_locked(f, fwd, None, &bs[..n], need, credit);
                 self.unlock_all(&bs[..n]);
                 r
             }
@@ -1170,12 +1247,13 @@ impl FlowTable {
         rev: Option<&Place>,
         held: &[usize],
         need: usize,
+        credit: &mut SetupCredit,
     ) -> Result<u32, InsertError> {
         if self.find_locked(fwd).is_some() || rev.is_some_and(|r| self.find_locked(r).is_some()) {
             return Err(InsertError::Raced);
         }
         // At capacity: make room by evicting a closed or expired flow near the new one.
-        while self.active.load(Ordering::Relaxed) + need > self.capacity {
+        while !self.reserve(credit, need) {
             if self.evict_in(fwd.b1, held, f.now).is_none()
                 && self.evict_in(fwd.b2, held, f.now).is_none()
             {
@@ -1191,16 +1269,9 @@ impl FlowTable {
                     .find_map(|b| self.claim_slot(b, held, f.now, pinned))
             })
         };
-        // Counted before the entry writes: a locked add waits for every store before it to
-        // reach the cache, and the entry lines are likely misses. (Taken back if no slot.)
-        self.active.fetch_add(need, Ordering::Relaxed);
-        self.created.fetch_add(1, Ordering::Relaxed);
-        let undo = |written: usize| {
-            self.active.fetch_sub(need - written, Ordering::Relaxed);
-            self.created.fetch_sub(1, Ordering::Relaxed);
-        };
+        // Entries reserved but not written go back to the credit.
         let Some(fi) = claim(fwd, None) else {
-            undo(0);
+            credit.entries += need;
             return Err(InsertError::Full);
         };
         let vifs = vifs_word(f.in_vif, f.out_vif, f.policy_gen);
@@ -1210,9 +1281,9 @@ impl FlowTable {
         self.write_entry(fi, fwd, m, vifs, f.now);
         if let Some(rp) = rev {
             let Some(ri) = claim(rp, Some(fi)) else {
-                // `clear_locked` uncounts the forward entry it frees.
+                // `clear_locked` gives the forward entry's reservation back to the table.
                 self.clear_locked(fi);
-                undo(1);
+                credit.entries += 1;
                 return Err(InsertError::Full);
             };
             self.write_entry(
@@ -1228,6 +1299,11 @@ impl FlowTable {
                     Ordering::Relaxed,
                 );
             }
+        }
+        // The forward entry's bucket is one of `held`: no other writer.
+        if let Some(bk) = self.bucket(fi / SLOTS_PER_BUCKET) {
+            let n = bk.created.load(Ordering::Relaxed);
+            bk.created.store(n + 1, Ordering::Relaxed);
         }
         Ok(fi as u32)
     }
@@ -1391,11 +1467,23 @@ impl FlowTable {
         self.remove_where(|_| true)
     }
 
+    /// The table's counters. Entries in use and flows created are summed over every bucket
+    /// (a control-path read of the whole table: about a millisecond per million entries).
     pub fn stats(&self) -> FlowStats {
+        let (mut active, mut created) = (0, 0);
+        for g in self.groups.iter() {
+            let b = &g.bucket;
+            active += b
+                .tags
+                .iter()
+                .filter(|t| t.load(Ordering::Relaxed) != 0)
+                .count();
+            created += b.created.load(Ordering::Relaxed);
+        }
         FlowStats {
             capacity: self.capacity,
-            active: self.active.load(Ordering::Relaxed),
-            created: self.created.load(Ordering::Relaxed),
+            active,
+            created,
             aged: self.aged.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
             table_full: self.table_full.load(Ordering::Relaxed),
@@ -1585,6 +1673,76 @@ mod tests {
         assert_eq!(v4_128.reverse().dport, 128);
         let u = key(3, 17).reverse();
         assert_eq!((u.sport, u.dport), (80, key(3, 17).sport));
+    }
+
+    /// Install `f` (and its reverse) from `credit`, as a forwarding core's stage does.
+    fn insert_from(
+        t: &FlowTable,
+        f: &NewFlow,
+        credit: &mut SetupCredit,
+    ) -> Result<u32, InsertError> {
+        let rev = f.with_reverse.then(|| t.place(&f.key.reverse()));
+        t.insert_placed(f, &t.place(&f.key), rev.as_ref(), credit)
+    }
+
+    #[test]
+    fn setup_credits_reserve_in_chunks_and_never_exceed_capacity() {
+        let t = table(CHUNKED_FROM);
+        let (mut a, mut b) = (SetupCredit::chunked(), SetupCredit::chunked());
+        let flow = |i| new_flow(key(i, 17), FlowVerdict::Forward, 0);
+        // The first setup takes a chunk; the next 31 (two entries each) take from it.
+        insert_from(&t, &flow(0), &mut a).unwrap();
+        assert_eq!(
+            (t.reserved_entries(), a.entries()),
+            (CREDIT_CHUNK, CREDIT_CHUNK - 2)
+        );
+        for i in 1..32 {
+            insert_from(&t, &flow(i), &mut a).unwrap();
+        }
+        assert_eq!((t.reserved_entries(), a.entries()), (CREDIT_CHUNK, 0));
+        assert_eq!((t.stats().active, t.stats().created), (64, 32));
+
+        // Two setters-up taking turns until neither gets a flow in.
+        let (mut installed, mut fails_in_a_row) = (32u64, 0);
+        for i in 32u32.. {
+            let c = if i % 2 == 0 { &mut a } else { &mut b };
+            match insert_from(&t, &flow(i), c) {
+                Ok(_) => (installed, fails_in_a_row) = (installed + 1, 0),
+                Err(e) => {
+                    assert_eq!(e, InsertError::Full);
+                    fails_in_a_row += 1;
+                    if fails_in_a_row == 2 {
+                        break;
+                    }
+                }
+            }
+            assert!(t.reserved_entries() <= t.capacity());
+            if i % 4096 == 0 {
+                let held = a.entries() + b.entries();
+                assert_eq!(t.reserved_entries(), t.stats().active + held);
+            }
+        }
+        let s = t.stats();
+        assert_eq!(s.created, installed);
+        assert_eq!(s.active as u64, 2 * installed);
+        // Only what the credits hold is left unused: less than a chunk each.
+        assert_eq!(s.active + a.entries() + b.entries(), t.capacity());
+        assert!(a.entries() < CREDIT_CHUNK && b.entries() < CREDIT_CHUNK);
+        t.release(&mut a);
+        t.release(&mut b);
+        assert_eq!(t.reserved_entries(), s.active);
+        // What flows free goes back to the table.
+        assert!(t.remove(&key(0, 17)));
+        assert_eq!(t.reserved_entries(), s.active - 2);
+        assert_eq!(t.stats().active, s.active - 2);
+    }
+
+    #[test]
+    fn small_tables_reserve_exactly_what_a_setup_needs() {
+        let t = table(16);
+        let mut c = SetupCredit::chunked();
+        insert_from(&t, &new_flow(key(1, 17), FlowVerdict::Forward, 0), &mut c).unwrap();
+        assert_eq!((t.reserved_entries(), c.entries()), (2, 0));
     }
 
     #[test]
