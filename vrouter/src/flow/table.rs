@@ -250,6 +250,8 @@ impl FlowTimeouts {
 pub struct FlowConfig {
     /// At most this many entries (a flow and its reverse are two). Slots are allocated with an
     /// eighth more, so the two-choice placement rarely finds both buckets full below capacity.
+    /// Each forwarding core holds back fewer than 64 of them for its next setups (in tables of
+    /// 64 K entries or more), so with several cores a table can report full that many short.
     pub entries: usize,
     pub timeouts: FlowTimeouts,
 }
