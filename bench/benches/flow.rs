@@ -98,13 +98,10 @@ fn meta_of(k: &FlowKey) -> PacketMeta {
     }
 }
 
-/// Nanoseconds this thread has been on a CPU (the first field of its schedstat): time the
-/// scheduler gave to the other benchmarks sharing the machine is not counted.
+/// Nanoseconds this thread has been on a CPU: time the scheduler gave to the other benchmarks
+/// sharing the machine is not counted.
 fn on_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .expect("/proc/thread-self/schedstat")
+    pmd_shim::cycles::thread_cpu_ns()
 }
 
 /// Cycles per operation of `run` (which performs `ops` operations): by the TSC (wall) and by
@@ -230,8 +227,7 @@ fn main() {
         (lookups, lookups)
     };
     for &n in sizes {
-        // Setup: repeated on fresh tables up to 1 M flows, so the on-CPU time (kept by the
-        // kernel to a scheduler tick) is long enough to be meant.
+        // Setup: repeated on fresh tables up to 1 M flows, so the run is long enough to measure.
         let reps = (1_000_000 / n).max(1);
         let mut setup = Cost {
             wall: 0.0,

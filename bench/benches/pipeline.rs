@@ -191,17 +191,14 @@ struct Run {
     ns: f64,
     /// TSC cycles per packet (wall clock in cycles: includes time the thread was preempted).
     cycles: f64,
-    /// Cycles per packet while this thread was on a CPU (from /proc/thread-self/schedstat), so
+    /// Cycles per packet while this thread was on a CPU (CLOCK_THREAD_CPUTIME_ID), so
     /// a loaded machine does not inflate the figure.
     cpu_cycles: f64,
 }
 
-/// Nanoseconds this thread has spent on a CPU (first field of schedstat).
+/// Nanoseconds this thread has spent on a CPU.
 fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
+    pmd_shim::cycles::thread_cpu_ns()
 }
 
 /// A scenario: frames entering on one vif, all expected out of another, with the scenario
