@@ -414,4 +414,5 @@ fn main() {
         );
     }
     println!("goals: hit <= 60 cycles @1K, <= 200 @1M; >= 2 M setups/s/core; 1 M flows <= 256 MiB");
+    println!("{}", bench::clock_note());
 }

@@ -511,4 +511,5 @@ fn main() {
         );
     }
     println!("goals: l3 local forward <= 80 cycles/pkt, encap <= 40 cycles more");
+    println!("{}", bench::clock_note());
 }

@@ -2,3 +2,16 @@
 //! pmd-shim and virtio-user ports) and the frame templates it sends.
 
 pub mod frames;
+
+/// A line for the end of a micro-benchmark's report: how fast the core ran against the TSC,
+/// measured now. The cycle figures are TSC cycles (what DPDK's `rte_rdtsc` counts); times
+/// this ratio, they are the core's own cycles.
+pub fn clock_note() -> String {
+    match pmd_shim::cycles::core_per_tsc() {
+        Some(r) => format!(
+            "core clock / TSC at the end: {r:.2} (figures are TSC cycles; core cycles = TSC \
+             cycles x {r:.2})"
+        ),
+        None => "core clock / TSC: not measurable on this CPU".to_string(),
+    }
+}

@@ -49,6 +49,48 @@ pub fn thread_cpu_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
+/// The core's clock over the TSC's, measured now: a chain of `n` dependent multiplies takes
+/// `3 n` core cycles (IMUL's latency on every x86_64 core since Nehalem) at whatever frequency
+/// the core runs (turbo, or slowed by its sibling's load), against the TSC's fixed rate.
+/// Multiply TSC cycles by it for core cycles. (Not adds of an immediate: recent cores fold
+/// those chains at rename.) None where the loop cannot be written (not x86_64).
+pub fn core_per_tsc() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        const MULS: u64 = 2_000_000;
+        const LATENCY: f64 = 3.0;
+        let mut best = u64::MAX;
+        // The fastest of three: a preemption only ever adds TSC time.
+        for _ in 0..3 {
+            let t0 = rdtsc();
+            let mut x = 1u64;
+            // SAFETY: register-only arithmetic on `x` and a counter; no memory, no stack, no
+            // flags the compiler relies on across the block.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "imul {x}, {x}",
+                    "imul {x}, {x}",
+                    "imul {x}, {x}",
+                    "imul {x}, {x}",
+                    "sub {n}, 4",
+                    "jnz 2b",
+                    x = inout(reg) x,
+                    n = inout(reg) MULS => _,
+                    options(nomem, nostack),
+                );
+            }
+            best = best.min(rdtsc().saturating_sub(t0).max(1));
+            std::hint::black_box(x);
+        }
+        Some(MULS as f64 * LATENCY / best as f64)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +114,14 @@ mod tests {
             "sleeping is not CPU time: {} ns",
             t2 - t1
         );
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn core_clock_ratio_is_plausible() {
+        // Between 0.2 and 4 core cycles per TSC tick: any real CPU, throttled or boosted.
+        let r = core_per_tsc().expect("measured on x86_64");
+        assert!((0.2..4.0).contains(&r), "core/TSC = {r}");
+        eprintln!("core/TSC = {r:.3}");
     }
 }
