@@ -212,13 +212,12 @@ impl Burst {
     /// The stashed place of `key`, its slot hint and its reverse key's place (if computed), or
     /// `None` if not stashed.
     #[inline(always)]
-    fn take(&mut self, key: &FlowKey) -> Option<(Place, Option<usize>, Option<Place>)> {
-        let words = key.words();
+    fn take(&mut self, words: &[u64; 5]) -> Option<(Place, Option<usize>, Option<Place>)> {
         let from = self.next.min(self.len);
         let j = from
             + self.places[from..self.len]
                 .iter()
-                .position(|p| p.is_of(&words))?;
+                .position(|p| p.is_of(words))?;
         self.next = j + 1;
         Some((self.places[j], self.hints[j], self.reverse[j]))
     }
@@ -335,10 +334,16 @@ impl FlowHook for FlowStage {
             out_vif = Some(o);
         }
         let key = key_of(m);
-        burst.warm(table);
-        let (place, hint, reverse) = burst
-            .take(&key)
-            .unwrap_or_else(|| (table.place(&key), None, None));
+        let words = key.words();
+        // While the table stays cached nothing was stashed: skip looking.
+        let stashed = if burst.cached {
+            None
+        } else {
+            burst.warm(table);
+            burst.take(&words)
+        };
+        let (place, hint, reverse) =
+            stashed.unwrap_or_else(|| (table.place_words(words), None, None));
         let tcp_flags = (m.proto == 6 && !m.fragment)
             .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
             .flatten();

@@ -402,6 +402,19 @@ struct Entry {
     seen: AtomicU64,
 }
 
+impl Entry {
+    /// Whether the entry holds the key with these words: all five compared without branching
+    /// (one test instead of a branch per word).
+    #[inline(always)]
+    fn is_of(&self, w: &[u64; 5]) -> bool {
+        self.key
+            .iter()
+            .zip(w)
+            .fold(0, |d, (k, w)| d | (k.load(Ordering::Relaxed) ^ w))
+            == 0
+    }
+}
+
 /// An entry's packet and byte counters, beside the entries (four per cache line): only
 /// written on a hit, never read by a lookup, so they stay out of the entry's line.
 #[derive(Debug, Default)]
@@ -559,6 +572,14 @@ impl FlowTable {
             .get(idx % SLOTS_PER_BUCKET)
     }
 
+    /// Entry `idx` and its counters, from one group lookup.
+    #[inline(always)]
+    fn entry_and_counters(&self, idx: usize) -> Option<(&Entry, &Counters)> {
+        let g = self.groups.get(idx / SLOTS_PER_BUCKET)?;
+        let i = idx % SLOTS_PER_BUCKET;
+        Some((g.entries.get(i)?, g.counters.get(i)?))
+    }
+
     #[inline(always)]
     fn counter(&self, idx: usize) -> Option<&Counters> {
         self.groups
@@ -634,7 +655,7 @@ impl FlowTable {
     }
 
     #[inline(always)]
-    fn place_words(&self, words: [u64; 5]) -> Place {
+    pub(crate) fn place_words(&self, words: [u64; 5]) -> Place {
         let h = hash_words(&self.seed, &words);
         let nb = self.groups.len() as u64;
         let b1 = (((h & 0xffff_ffff) * nb) >> 32) as usize;
@@ -749,12 +770,7 @@ impl FlowTable {
         if s1 & 1 == 1 || tag.load(Ordering::Relaxed) != p.tag {
             return None;
         }
-        let same = e
-            .key
-            .iter()
-            .zip(&p.words)
-            .fold(0, |d, (k, w)| d | (k.load(Ordering::Relaxed) ^ w))
-            == 0;
+        let same = e.is_of(&p.words);
         let (m, v) = (
             e.meta.load(Ordering::Relaxed),
             e.vifs.load(Ordering::Relaxed),
@@ -768,40 +784,52 @@ impl FlowTable {
 
     #[inline(always)]
     fn lookup_in(&self, p: &Place, b: usize) -> Option<Hit> {
-        let bucket = self.bucket(b)?;
-        for _ in 0..READ_TRIES {
-            let s1 = bucket.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
+        let group = self.groups.get(b)?;
+        match Self::read_bucket(group, p, b) {
+            Some(found) => found,
+            None => self.lookup_in_again(p, b),
+        }
+    }
+
+    /// One read of bucket `b` (its `group`) for `p`'s key: `None` if a writer held or changed
+    /// the bucket meanwhile (read again), else what it holds.
+    #[inline(always)]
+    fn read_bucket(group: &Group, p: &Place, b: usize) -> Option<Option<Hit>> {
+        let bucket = &group.bucket;
+        let s1 = bucket.seq.load(Ordering::Acquire);
+        if s1 & 1 == 1 {
+            return None;
+        }
+        let mut found = None;
+        // Slot and entry side by side from the group: no index arithmetic per slot.
+        for (i, (t, e)) in bucket.tags.iter().zip(&group.entries).enumerate() {
+            if t.load(Ordering::Relaxed) == p.tag && e.is_of(&p.words) {
+                found = Some((
+                    b * SLOTS_PER_BUCKET + i,
+                    e.meta.load(Ordering::Relaxed),
+                    e.vifs.load(Ordering::Relaxed),
+                ));
+                break;
             }
-            let mut found = None;
-            for (i, t) in bucket.tags.iter().enumerate() {
-                if t.load(Ordering::Relaxed) != p.tag {
-                    continue;
-                }
-                let idx = b * SLOTS_PER_BUCKET + i;
-                let Some(e) = self.entry(idx) else {
-                    continue;
-                };
-                if e.key
-                    .iter()
-                    .zip(&p.words)
-                    .all(|(k, w)| k.load(Ordering::Relaxed) == *w)
-                {
-                    found = Some((
-                        idx,
-                        e.meta.load(Ordering::Relaxed),
-                        e.vifs.load(Ordering::Relaxed),
-                    ));
-                    break;
-                }
+        }
+        fence(Ordering::Acquire);
+        if bucket.seq.load(Ordering::Relaxed) != s1 {
+            return None;
+        }
+        Some(found.map(|(idx, m, v)| hit(idx, m, v)))
+    }
+
+    /// [`Self::lookup_in`] after a read that raced a writer: out of line, so the loop that
+    /// retries does not make the compiler keep every slot's address ready for the first read.
+    #[cold]
+    #[inline(never)]
+    fn lookup_in_again(&self, p: &Place, b: usize) -> Option<Hit> {
+        let group = self.groups.get(b)?;
+        for _ in 1..READ_TRIES {
+            std::hint::spin_loop();
+            if let Some(found) = Self::read_bucket(group, p, b) {
+                return found;
             }
-            fence(Ordering::Acquire);
-            if bucket.seq.load(Ordering::Relaxed) != s1 {
-                continue;
-            }
-            return found.map(|(idx, m, v)| hit(idx, m, v));
         }
         None
     }
@@ -812,7 +840,7 @@ impl FlowTable {
     /// suffice; two cores hitting the same entry at once may lose an increment.
     #[inline]
     pub fn touch(&self, index: u32, len: u64, now: u64, tcp_flags: Option<u8>) {
-        let (Some(e), Some(c)) = (self.entry(index as usize), self.counter(index as usize)) else {
+        let Some((e, c)) = self.entry_and_counters(index as usize) else {
             return;
         };
         c.packets.store(
@@ -931,13 +959,7 @@ impl FlowTable {
             let mut tagged = self.slots_tagged(b, p.tag);
             while let Some(idx) = Self::first_slot(b, tagged) {
                 tagged &= tagged - 1;
-                let same = self.entry(idx).is_some_and(|e| {
-                    e.key
-                        .iter()
-                        .zip(&p.words)
-                        .all(|(k, w)| k.load(Ordering::Relaxed) == *w)
-                });
-                if same {
+                if self.entry(idx).is_some_and(|e| e.is_of(&p.words)) {
                     return Some(idx);
                 }
             }
