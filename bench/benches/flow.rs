@@ -365,7 +365,8 @@ fn main() {
         let reps = (1_000_000 / n).max(1);
         let mut rates = [0.0f64; 2];
         for _ in 0..reps {
-            // Room for what each core holds back for its next setups (under 64 entries).
+            // Room for what each core holds back for its next setups (64 entries at most each;
+            // 64 more flows are 128 entries).
             let size = if shared { n } else { n / 2 } + 64;
             let all: Vec<Policies> = (0..if shared { 1 } else { 2 })
                 .map(|_| {

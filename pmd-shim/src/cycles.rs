@@ -50,7 +50,8 @@ pub fn thread_cpu_ns() -> u64 {
 }
 
 /// The core's clock over the TSC's, measured now: a chain of `n` dependent multiplies takes
-/// `3 n` core cycles (IMUL's latency on every x86_64 core since Nehalem) at whatever frequency
+/// `3 n` core cycles (IMUL's latency on Intel's big cores since Nehalem and AMD's since Zen;
+/// not on Atom-class or Bulldozer cores, where this ratio is off) at whatever frequency
 /// the core runs (turbo, or slowed by its sibling's load), against the TSC's fixed rate.
 /// Multiply TSC cycles by it for core cycles. (Not adds of an immediate: recent cores fold
 /// those chains at rename.) None where the loop cannot be written (not x86_64).

@@ -122,7 +122,8 @@ impl Policies {
 
 /// Flows this few stay in a core's caches (about three lines each: bucket, entry, counters):
 /// placing their keys ahead and warming their lines costs more than the misses it saves, so
-/// `prefetch` does nothing while the table holds no more entries than this.
+/// `prefetch` does nothing while the table holds no more entries than this (counting those
+/// reserved in cores' setup credits: a few dozen per core, which hardly moves the line).
 const CACHED_ENTRIES: usize = (1 << 20) / (3 * 64);
 
 /// The places of a burst's keys, computed by [`FlowHook::prefetch`] (which also starts loading

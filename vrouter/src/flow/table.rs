@@ -250,7 +250,7 @@ impl FlowTimeouts {
 pub struct FlowConfig {
     /// At most this many entries (a flow and its reverse are two). Slots are allocated with an
     /// eighth more, so the two-choice placement rarely finds both buckets full below capacity.
-    /// Each forwarding core holds back fewer than 64 of them for its next setups (in tables of
+    /// Each forwarding core holds back at most 64 of them for its next setups (in tables of
     /// 64 K entries or more), so with several cores a table can report full that many short.
     pub entries: usize,
     pub timeouts: FlowTimeouts,
@@ -367,7 +367,7 @@ const CHUNKED_FROM: usize = 64 * 1024;
 /// Entries reserved against a table's capacity and not used yet, owned by one setter-up (a
 /// forwarding core's [`super::FlowStage`]), so that most setups leave the table's shared
 /// counter alone. What a credit holds counts as taken until [`FlowTable::release`] gives it
-/// back: at most `CREDIT_CHUNK - 1` entries per core.
+/// back: at most `CREDIT_CHUNK` entries per core.
 #[derive(Debug, Default)]
 pub struct SetupCredit {
     entries: usize,
@@ -593,8 +593,8 @@ impl FlowTable {
     }
 
     /// Entries in use (a flow and its reverse are two) or held in setup credits: one load,
-    /// at most `CREDIT_CHUNK - 1` per core above [`FlowStats::active`] (which counts exactly,
-    /// by reading the whole table).
+    /// at most `CREDIT_CHUNK` per core above [`FlowStats::active`] (which reads the whole
+    /// table, and can be one off while an entry moves to its other bucket).
     #[inline]
     pub fn reserved_entries(&self) -> usize {
         self.reserved.load(Ordering::Relaxed)
@@ -605,8 +605,10 @@ impl FlowTable {
     fn reserve(&self, credit: &mut SetupCredit, need: usize) -> bool {
         if credit.entries < need {
             let short = need - credit.entries;
+            // Top up to a whole chunk, so a credit never holds more than `CREDIT_CHUNK`
+            // (including what a failed insert hands back).
             let chunk = if credit.chunked && self.capacity >= CHUNKED_FROM {
-                CREDIT_CHUNK.max(short)
+                (CREDIT_CHUNK - credit.entries.min(CREDIT_CHUNK)).max(short)
             } else {
                 short
             };
@@ -1218,8 +1220,12 @@ impl FlowTable {
     pub fn insert(&self, f: &NewFlow) -> Result<u32, InsertError> {
         let fwd = self.place(&f.key);
         let rev = f.with_reverse.then(|| self.place(&f.key.reverse()));
-        // Reserves exactly what it installs: nothing is left to give back.
-        self.insert_placed(f, &fwd, rev.as_ref(), &mut SetupCredit::default())
+        // An unchunked credit reserves exactly what a setup needs; a failed insert hands its
+        // reservation back to the credit, which must then go back to the table.
+        let mut credit = SetupCredit::default();
+        let installed = self.insert_placed(f, &fwd, rev.as_ref(), &mut credit);
+        self.release(&mut credit);
+        installed
     }
 
     /// [`Self::insert`] of keys already placed (`rev`: the reverse key's place, if installed),
@@ -1767,6 +1773,67 @@ mod tests {
         let mut c = SetupCredit::chunked();
         insert_from(&t, &new_flow(key(1, 17), FlowVerdict::Forward, 0), &mut c).unwrap();
         assert_eq!((t.reserved_entries(), c.entries()), (2, 0));
+    }
+
+    #[test]
+    fn an_insert_refused_for_full_buckets_gives_its_reservation_back() {
+        // Fill both buckets of one key with drop flows that never go idle (now = 0, looked at
+        // at 0) while the table as a whole has room: that key's insert is refused after it
+        // has reserved its entry, which must go back to the table, not vanish.
+        let t = table(64);
+        let target = key(0, 17);
+        let pair = |p: &Place| (p.b1.min(p.b2), p.b1.max(p.b2));
+        let want = pair(&t.place(&target));
+        let mut filled = 0;
+        for i in 1u32.. {
+            if filled == 2 * SLOTS_PER_BUCKET {
+                break;
+            }
+            let k = key(i, 17);
+            if pair(&t.place(&k)) == want {
+                t.insert(&new_flow(k, FlowVerdict::Drop, 0)).unwrap();
+                filled += 1;
+            }
+        }
+        assert_eq!(t.stats().active, 2 * SLOTS_PER_BUCKET);
+        for _ in 0..5 {
+            assert_eq!(
+                t.insert(&new_flow(target, FlowVerdict::Drop, 0)),
+                Err(InsertError::Full)
+            );
+            assert_eq!(t.reserved_entries(), t.stats().active);
+        }
+        t.flush();
+        assert_eq!((t.reserved_entries(), t.stats().active), (0, 0));
+        // And the whole capacity is there to be used again.
+        let fits = (1000..2000u32)
+            .filter(|&i| t.insert(&new_flow(key(i, 6), FlowVerdict::Drop, 0)).is_ok())
+            .count();
+        assert!(
+            fits >= 60,
+            "only {fits} of 64 entries usable after the refusals"
+        );
+    }
+
+    #[test]
+    fn a_credit_never_holds_more_than_a_chunk() {
+        let t = table(CHUNKED_FROM);
+        let mut c = SetupCredit::chunked();
+        // One entry left, a two-entry setup: topped up to a chunk, not a chunk more.
+        assert!(t.reserve(&mut c, 1));
+        assert_eq!(c.entries(), CREDIT_CHUNK - 1);
+        for _ in 0..CREDIT_CHUNK - 2 {
+            assert!(t.reserve(&mut c, 1));
+        }
+        assert_eq!(c.entries(), 1);
+        assert!(t.reserve(&mut c, 2));
+        assert_eq!(c.entries(), CREDIT_CHUNK - 2);
+        // A refused insert hands its two entries back: a chunk at most.
+        c.entries += 2;
+        assert!(c.entries() <= CREDIT_CHUNK);
+        assert_eq!(t.reserved_entries(), 2 * CREDIT_CHUNK - 1);
+        t.release(&mut c);
+        assert_eq!(t.reserved_entries(), CREDIT_CHUNK - 1);
     }
 
     #[test]
