@@ -74,8 +74,8 @@ pub struct VrouterDataplane {
     tables: Arc<Tables>,
     lcores: Vec<LcoreHandleInfo>,
     vhost: Sender<VhostCmd>,
-    /// Lock order: `registry` before `vhost_status`, never the reverse (add_vif waits for the
-    /// vhost core, which takes the status lock, while it holds the registry).
+    /// Lock order: `registry` before `vhost_status`, never the reverse (`vif_status` holds the
+    /// first while it takes the second). Neither is held while waiting on another thread.
     vhost_status: StatusMap,
     registry: Mutex<Registry>,
     policies: Arc<Policies>,
@@ -177,8 +177,31 @@ impl VrouterDataplane {
             })?;
         let vrf = u16::try_from(spec.vrf).map_err(|_| rejected("vrf out of range"))?;
         let mtu = u16::try_from(spec.mtu).unwrap_or(u16::MAX);
-        let mut reg = self.registry();
-        let lcore = least_loaded(&reg.load);
+        // The registry is read here and written at the end, not held in between: opening a
+        // device or waiting for the vhost core can take seconds, and status and health reads
+        // take it. The controller applies one change at a time, so nothing else writes it
+        // meanwhile.
+        let physical_device = match &spec.kind {
+            ApiVifKind::Physical { device } => Some(
+                device
+                    .split(',')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            ),
+            _ => None,
+        };
+        let lcore = {
+            let reg = self.registry();
+            if let Some(other) = physical_device.as_ref().and_then(|d| reg.devices.get(d)) {
+                return Err(rejected(format!(
+                    "device {:?} already backs vif index {other}; one device per vif",
+                    physical_device.as_deref().unwrap_or_default()
+                )));
+            }
+            least_loaded(&reg.load)
+        };
         let (io, kind, placed) = match &spec.kind {
             ApiVifKind::VhostUser {
                 socket,
@@ -221,18 +244,6 @@ impl VrouterDataplane {
                 (VifIo::Vhost, VifKind::Pod, Some(lcore))
             }
             ApiVifKind::Physical { device } => {
-                let dev_name = device
-                    .split(',')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned();
-                if let Some(other) = reg.devices.get(&dev_name) {
-                    return Err(rejected(format!(
-                        "device {dev_name:?} already backs vif index {other}; one device per vif"
-                    )));
-                }
-                reg.devices.insert(dev_name, index);
                 let n = u16::try_from(self.lcores.len()).unwrap_or(1);
                 let port = self.open_port(device, n)?;
                 (
@@ -293,6 +304,7 @@ impl VrouterDataplane {
                 });
             }
         }
+        let mut reg = self.registry();
         if let Some(l) = placed {
             self.broadcast(|| LcoreCmd::SetOwner {
                 vif: index,
@@ -320,6 +332,9 @@ impl VrouterDataplane {
                 mtu,
             })
             .map_err(table_err)?;
+        if let Some(device) = physical_device {
+            reg.devices.insert(device, index);
+        }
         reg.by_name.insert(spec.name.clone(), index);
         reg.vifs.insert(
             index,
@@ -367,6 +382,8 @@ impl VrouterDataplane {
         if let Some(l) = rt.lcore.and_then(|l| reg.load.get_mut(usize::from(l))) {
             *l = l.saturating_sub(1);
         }
+        // Out of the registry: what follows waits on other threads, without holding it.
+        drop(reg);
         match rt.io {
             VifIo::Vhost => {
                 let (reply, answer) = bounded(1);
@@ -773,9 +790,7 @@ impl Dataplane for VrouterDataplane {
                 ));
             }
         }
-        // The status lock is released before the registry is taken: add_vif holds the registry
-        // while the vhost core takes the status lock to publish, so holding both here in the
-        // other order could deadlock the two until add_vif's wait times out.
+        // The status lock is released before the registry is taken (the lock order above).
         let broken: Vec<u16> = self.vhost_status.lock().map_or_else(
             |_| Vec::new(),
             |m| {

@@ -32,8 +32,8 @@ use crate::vhost_core::VhostCore;
 /// Slots in each lcore's inbox ring (packets other lcores route to vifs it transmits for).
 const INBOX_SLOTS: u32 = 4096;
 
-/// How long the control API's one blocking thread may idle before tokio ends it: about a
-/// century, i.e. never (std saturates a wait that overflows the clock).
+/// How long the control runtime's one blocking thread (if it ever starts one) may idle before
+/// tokio ends it: about a century, i.e. never (std saturates a wait that overflows the clock).
 const CONTROL_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Back the flow table with transparent huge pages (its lookups otherwise wait on TLB misses);
@@ -252,12 +252,11 @@ fn run(opts: &cli::Options) -> Result<()> {
         .name("control-api".into())
         .spawn(move || -> Result<()> {
             pin_current_thread(vhost_cpu);
-            // Controller calls run on tokio's blocking pool and serialise on the model's lock
-            // anyway: one blocking thread, started by the first request and kept for the life
-            // of the process, does them all. An unbounded pool starts a second thread whenever a
-            // request races the first one's return to idle, and the default 10 s keep-alive ends
-            // an idle thread so the next request starts another: each new thread brings a stack
-            // and a malloc arena with it at some random later moment.
+            // The server runs controller calls on its own two threads (changes, reads), started
+            // with it and kept for its life. Nothing here should use tokio's blocking pool; if
+            // something ever does, one thread kept for good is the pool, rather than threads
+            // that come and go with the load (each brings a stack and a malloc arena with it at
+            // some random later moment; tests/restart.rs watches vrouterd's thread ids).
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .max_blocking_threads(1)

@@ -284,8 +284,8 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
         threads_at_round.push(thread_ids(&vr));
     }
     assert!(sock_a.exists(), "A's server socket survived every restart");
-    // An idle control API keeps its thread: tokio's default keep-alive (10 s) would end it here
-    // and the next request would start a new one.
+    // An idle control API keeps its threads: a pool with tokio's default keep-alive (10 s)
+    // would end one here and the next request would start a new one.
     std::thread::sleep(Duration::from_secs(11));
     let _ = vr.vif("podB");
     assert_eq!(
@@ -302,8 +302,8 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
         "fds grew: round 5 {r5:?}, round 20 {r20:?}"
     );
     // No thread starts or ends after the first API request (a new one brings a stack and a
-    // malloc arena: +6 mappings at some random round, before the control pool was bounded to
-    // one thread kept for the life of the process).
+    // malloc arena: +6 mappings at some random round, back when controller calls ran on a
+    // tokio blocking pool with threads coming and going).
     for (round, ids) in threads_at_round.iter().enumerate() {
         assert_eq!(
             ids,

@@ -1,7 +1,9 @@
-//! The controller: one control operation at a time, validate → prepare the filesystem → apply
-//! to the dataplane → commit to the model; any failure undoes the earlier steps, so a refused
-//! request changes nothing. Blocking (file system, dataplane); the server calls it off the async
-//! runtime.
+//! The controller: one change at a time, validate → prepare the filesystem → apply to the
+//! dataplane → commit to the model; any failure undoes the earlier steps, so a refused request
+//! changes nothing. Changes serialise on their own lock; the model's lock is held only to check
+//! and to commit, never across the dataplane call (which can wait seconds on the vhost core),
+//! so reads see the model from before a change or after it and never wait for one. Blocking
+//! (file system, dataplane); the server calls it off the async runtime.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,6 +62,9 @@ impl Outcome {
 }
 
 pub struct Controller {
+    /// Held by a change from its checks to its commit, so nothing else changes the model in
+    /// between (the model's own lock is released meanwhile).
+    changing: Mutex<()>,
     model: Mutex<Model>,
     dataplane: Arc<dyn Dataplane>,
     base: SocketBase,
@@ -70,6 +75,7 @@ impl Controller {
     /// A controller with an empty model (only VRF 0). Creates the socket base if missing.
     pub fn new(config: ControllerConfig, dataplane: Arc<dyn Dataplane>) -> Result<Self, Error> {
         Ok(Controller {
+            changing: Mutex::new(()),
             model: Mutex::new(Model::new()),
             dataplane,
             base: SocketBase::new(&config.socket_base)?,
@@ -81,6 +87,13 @@ impl Controller {
         &self.base
     }
 
+    /// Taken first by every change; see `changing`.
+    fn change(&self) -> MutexGuard<'_, ()> {
+        // Guards no data: a panic while it was held leaves nothing to repair.
+        self.changing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Held briefly: never across a dataplane call or file-system work.
     fn model(&self) -> MutexGuard<'_, Model> {
         // Every commit happens after all fallible steps, so a panic elsewhere cannot leave the
         // model half-changed: a poisoned lock still guards a consistent model.
@@ -99,12 +112,12 @@ impl Controller {
     pub fn vrf_add(&self, vrf: u32) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("vrf_add", vrf).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let mut model = self.model();
-        if !model.check_vrf_add(vrf)? {
+        let _change = self.change();
+        if !self.model().check_vrf_add(vrf)? {
             return Ok(Outcome::Replaced);
         }
         self.apply(&Change::VrfAdd { vrf })?;
-        model.commit_vrf_add(vrf);
+        self.model().commit_vrf_add(vrf);
         info!("vrf added");
         Ok(Outcome::Created)
     }
@@ -112,10 +125,10 @@ impl Controller {
     pub fn vrf_del(&self, vrf: u32) -> Result<(), Error> {
         let _span = tracing::info_span!("vrf_del", vrf).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let mut model = self.model();
-        model.check_vrf_del(vrf)?;
+        let _change = self.change();
+        self.model().check_vrf_del(vrf)?;
         self.apply(&Change::VrfDel { vrf })?;
-        model.commit_vrf_del(vrf);
+        self.model().commit_vrf_del(vrf);
         info!("vrf removed");
         Ok(())
     }
@@ -128,7 +141,8 @@ impl Controller {
 
     pub fn vif_add(&self, req: &VifRequest) -> Result<VifInfo, Error> {
         let _span = tracing::info_span!("vif_add", vif = %req.name).entered();
-        let mut model = self.model();
+        let _change = self.change();
+        let model = self.model();
         let config = model.check_vif_add(req)?;
         let index = model.free_vif_index();
         let mut plan = None;
@@ -174,6 +188,7 @@ impl Controller {
                 iface: config.iface.clone().unwrap_or_default(),
             },
         };
+        drop(model);
         let spec = VifSpec {
             index,
             name: config.name.clone(),
@@ -208,16 +223,17 @@ impl Controller {
             "vif added"
         );
         let info = self.vif_info(&entry);
-        model.commit_vif_add(entry);
+        self.model().commit_vif_add(entry);
         Ok(info)
     }
 
     pub fn vif_del(&self, name: &str) -> Result<(), Error> {
         let _span = tracing::info_span!("vif_del", vif = %name).entered();
-        let mut model = self.model();
-        let spec = model.check_vif_del(name)?.spec.clone();
+        let _change = self.change();
+        let spec = self.model().check_vif_del(name)?.spec.clone();
         self.apply(&Change::VifDel { vif: spec })?;
-        if let Some((entry, removable)) = model.commit_vif_del(name) {
+        let committed = self.model().commit_vif_del(name);
+        if let Some((entry, removable)) = committed {
             if let VifKind::VhostUser {
                 socket,
                 mode: crate::api::VhostUserMode::Server,
@@ -294,23 +310,23 @@ impl Controller {
     pub fn nexthop_set(&self, id: u32, nexthop: &Nexthop) -> Result<Outcome, Error> {
         let _span =
             tracing::info_span!("nexthop_set", nexthop = id, kind = nexthop.type_name()).entered();
-        let mut model = self.model();
-        let new = model.check_nexthop_set(id, nexthop)?;
+        let _change = self.change();
+        let new = self.model().check_nexthop_set(id, nexthop)?;
         self.apply(&Change::NexthopSet {
             id,
             nexthop: nexthop.clone(),
         })?;
-        model.commit_nexthop_set(id, nexthop.clone());
+        self.model().commit_nexthop_set(id, nexthop.clone());
         info!(created = new, "nexthop set");
         Ok(Outcome::from_new(new))
     }
 
     pub fn nexthop_del(&self, id: u32) -> Result<(), Error> {
         let _span = tracing::info_span!("nexthop_del", nexthop = id).entered();
-        let mut model = self.model();
-        model.check_nexthop_del(id)?;
+        let _change = self.change();
+        self.model().check_nexthop_del(id)?;
         self.apply(&Change::NexthopDel { id })?;
-        model.commit_nexthop_del(id);
+        self.model().commit_nexthop_del(id);
         info!("nexthop removed");
         Ok(())
     }
@@ -345,13 +361,13 @@ impl Controller {
             tracing::info_span!("route_set", vrf, prefix = %route.prefix, nexthop = route.nexthop)
                 .entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let mut model = self.model();
-        let new = model.check_route_set(vrf, route)?;
+        let _change = self.change();
+        let new = self.model().check_route_set(vrf, route)?;
         self.apply(&Change::RouteSet {
             vrf,
             route: route.clone(),
         })?;
-        model.commit_route_set(vrf, route.clone());
+        self.model().commit_route_set(vrf, route.clone());
         info!(created = new, "route set");
         Ok(Outcome::from_new(new))
     }
@@ -359,13 +375,13 @@ impl Controller {
     pub fn route_del(&self, vrf: u32, prefix: &IpPrefix) -> Result<(), Error> {
         let _span = tracing::info_span!("route_del", vrf, prefix = %prefix).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let mut model = self.model();
-        model.check_route_del(vrf, prefix)?;
+        let _change = self.change();
+        self.model().check_route_del(vrf, prefix)?;
         self.apply(&Change::RouteDel {
             vrf,
             prefix: *prefix,
         })?;
-        model.commit_route_del(vrf, prefix);
+        self.model().commit_route_del(vrf, prefix);
         info!("route removed");
         Ok(())
     }
@@ -378,13 +394,13 @@ impl Controller {
     pub fn bridge_set(&self, vrf: u32, entry: &BridgeEntry) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("bridge_set", vrf, mac = %entry.mac).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let mut model = self.model();
-        let new = model.check_bridge_set(vrf, entry)?;
+        let _change = self.change();
+        let new = self.model().check_bridge_set(vrf, entry)?;
         self.apply(&Change::BridgeSet {
             vrf,
             entry: entry.clone(),
         })?;
-        model.commit_bridge_set(vrf, entry.clone());
+        self.model().commit_bridge_set(vrf, entry.clone());
         info!(created = new, "bridge entry set");
         Ok(Outcome::from_new(new))
     }
@@ -392,10 +408,10 @@ impl Controller {
     pub fn bridge_del(&self, vrf: u32, mac: MacAddr) -> Result<(), Error> {
         let _span = tracing::info_span!("bridge_del", vrf, mac = %mac).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let mut model = self.model();
-        model.check_bridge_del(vrf, mac)?;
+        let _change = self.change();
+        self.model().check_bridge_del(vrf, mac)?;
         self.apply(&Change::BridgeDel { vrf, mac })?;
-        model.commit_bridge_del(vrf, mac);
+        self.model().commit_bridge_del(vrf, mac);
         info!("bridge entry removed");
         Ok(())
     }
@@ -410,10 +426,10 @@ impl Controller {
     pub fn mpls_set(&self, label: u32, nexthop: u32) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("mpls_set", label, nexthop).entered();
         check_range("label", label, MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
-        let mut model = self.model();
-        let new = model.check_mpls_set(label, nexthop)?;
+        let _change = self.change();
+        let new = self.model().check_mpls_set(label, nexthop)?;
         self.apply(&Change::MplsSet { label, nexthop })?;
-        model.commit_mpls_set(label, nexthop);
+        self.model().commit_mpls_set(label, nexthop);
         info!(created = new, "mpls label set");
         Ok(Outcome::from_new(new))
     }
@@ -421,10 +437,10 @@ impl Controller {
     pub fn mpls_del(&self, label: u32) -> Result<(), Error> {
         let _span = tracing::info_span!("mpls_del", label).entered();
         check_range("label", label, MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
-        let mut model = self.model();
-        model.check_mpls_del(label)?;
+        let _change = self.change();
+        self.model().check_mpls_del(label)?;
         self.apply(&Change::MplsDel { label })?;
-        model.commit_mpls_del(label);
+        self.model().commit_mpls_del(label);
         info!("mpls label removed");
         Ok(())
     }
@@ -439,10 +455,10 @@ impl Controller {
     pub fn vxlan_set(&self, vni: u32, vrf: u32) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("vxlan_set", vni, vrf).entered();
         check_range("vni", vni, 0, VNI_MAX)?;
-        let mut model = self.model();
-        let new = model.check_vxlan_set(vni, vrf)?;
+        let _change = self.change();
+        let new = self.model().check_vxlan_set(vni, vrf)?;
         self.apply(&Change::VxlanSet { vni, vrf })?;
-        model.commit_vxlan_set(vni, vrf);
+        self.model().commit_vxlan_set(vni, vrf);
         info!(created = new, "vxlan vni set");
         Ok(Outcome::from_new(new))
     }
@@ -450,10 +466,10 @@ impl Controller {
     pub fn vxlan_del(&self, vni: u32) -> Result<(), Error> {
         let _span = tracing::info_span!("vxlan_del", vni).entered();
         check_range("vni", vni, 0, VNI_MAX)?;
-        let mut model = self.model();
-        model.check_vxlan_del(vni)?;
+        let _change = self.change();
+        self.model().check_vxlan_del(vni)?;
         self.apply(&Change::VxlanDel { vni })?;
-        model.commit_vxlan_del(vni);
+        self.model().commit_vxlan_del(vni);
         info!("vxlan vni removed");
         Ok(())
     }
@@ -469,15 +485,18 @@ impl Controller {
 
     pub fn policy_set(&self, name: &str, policy: &Policy) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("policy_set", vif = %name).entered();
-        let mut model = self.model();
-        let index = model.check_policy_set(name, policy)?;
-        let new = model.vif(name)?.policy.is_none();
+        let _change = self.change();
+        let (index, new) = {
+            let model = self.model();
+            let index = model.check_policy_set(name, policy)?;
+            (index, model.vif(name)?.policy.is_none())
+        };
         self.apply(&Change::PolicySet {
             vif: index,
             name: name.to_string(),
             policy: policy.clone(),
         })?;
-        model.commit_policy(name, Some(policy.clone()));
+        self.model().commit_policy(name, Some(policy.clone()));
         info!(
             ingress = policy.ingress.len(),
             egress = policy.egress.len(),
@@ -488,20 +507,23 @@ impl Controller {
 
     pub fn policy_del(&self, name: &str) -> Result<(), Error> {
         let _span = tracing::info_span!("policy_del", vif = %name).entered();
-        let mut model = self.model();
-        let vif = model.vif(name)?;
-        if vif.policy.is_none() {
-            return Err(Error::NotFound {
-                what: "policy of vif",
-                key: name.to_string(),
-            });
-        }
-        let index = vif.spec.index;
+        let _change = self.change();
+        let index = {
+            let model = self.model();
+            let vif = model.vif(name)?;
+            if vif.policy.is_none() {
+                return Err(Error::NotFound {
+                    what: "policy of vif",
+                    key: name.to_string(),
+                });
+            }
+            vif.spec.index
+        };
         self.apply(&Change::PolicyDel {
             vif: index,
             name: name.to_string(),
         })?;
-        model.commit_policy(name, None);
+        self.model().commit_policy(name, None);
         info!("policy removed");
         Ok(())
     }

@@ -18,6 +18,7 @@ pub mod client;
 pub mod controller;
 pub mod dataplane;
 pub mod error;
+mod lane;
 pub mod metrics;
 pub mod model;
 pub mod server;

@@ -24,6 +24,7 @@ use crate::api::{
 };
 use crate::controller::{Controller, Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
+use crate::lane::Lanes;
 use crate::metrics;
 use crate::model::{parse_param, MPLS_LABEL_MAX, MPLS_LABEL_MIN, VNI_MAX, VRF_MAX};
 use crate::socket_path;
@@ -75,7 +76,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 #[derive(Clone)]
 struct AppState {
-    ctrl: Arc<Controller>,
+    lanes: Arc<Lanes>,
     body_limit: usize,
 }
 
@@ -101,18 +102,6 @@ fn put_status(outcome: Outcome) -> StatusCode {
         Outcome::Created => StatusCode::CREATED,
         Outcome::Replaced => StatusCode::OK,
     }
-}
-
-/// Run a blocking controller call on tokio's blocking pool.
-async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, Error>
-where
-    T: Send + 'static,
-    F: FnOnce(&Controller) -> Result<T, Error> + Send + 'static,
-{
-    let ctrl = state.ctrl.clone();
-    tokio::task::spawn_blocking(move || f(&ctrl))
-        .await
-        .map_err(|e| Error::Internal(format!("control task failed: {e}")))?
 }
 
 // ---- extractors --------------------------------------------------------------------------------
@@ -225,7 +214,7 @@ type St = State<AppState>;
 type Res = Result<Response, Error>;
 
 async fn vrfs_list(State(s): St) -> Res {
-    let v = blocking(&s, |c| Ok(c.vrfs())).await?;
+    let v = s.lanes.read(|c| Ok(c.vrfs())).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
@@ -236,8 +225,11 @@ async fn vrf_put(State(s): St, p: Params, req: Request) -> Res {
     if !bytes.iter().all(u8::is_ascii_whitespace) {
         let _: EmptyObject = parse_json(&bytes)?;
     }
-    let out = blocking(&s, move |c| c.vrf_add(vrf)).await?;
-    let v = blocking(&s, move |c| Ok(c.vrfs().into_iter().find(|v| v.vrf == vrf))).await?;
+    let out = s.lanes.change(move |c| c.vrf_add(vrf)).await?;
+    let v = s
+        .lanes
+        .read(move |c| Ok(c.vrfs().into_iter().find(|v| v.vrf == vrf)))
+        .await?;
     Ok(json(put_status(out), &v))
 }
 
@@ -247,20 +239,20 @@ struct EmptyObject {}
 
 async fn vrf_del(State(s): St, p: Params) -> Res {
     let vrf = p.vrf()?;
-    blocking(&s, move |c| c.vrf_del(vrf)).await?;
+    s.lanes.change(move |c| c.vrf_del(vrf)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn routes_list(State(s): St, p: Params) -> Res {
     let vrf = p.vrf()?;
-    let v = blocking(&s, move |c| c.routes(vrf)).await?;
+    let v = s.lanes.read(move |c| c.routes(vrf)).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn route_put(State(s): St, p: Params, Body(route): Body<Route>) -> Res {
     let vrf = p.vrf()?;
     let r = route.clone();
-    let out = blocking(&s, move |c| c.route_set(vrf, &r)).await?;
+    let out = s.lanes.change(move |c| c.route_set(vrf, &r)).await?;
     Ok(json(put_status(out), &route))
 }
 
@@ -276,20 +268,20 @@ async fn route_del(State(s): St, p: Params) -> Res {
                 e.0
             ),
         })?;
-    blocking(&s, move |c| c.route_del(vrf, &prefix)).await?;
+    s.lanes.change(move |c| c.route_del(vrf, &prefix)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn bridge_list(State(s): St, p: Params) -> Res {
     let vrf = p.vrf()?;
-    let v = blocking(&s, move |c| c.bridge(vrf)).await?;
+    let v = s.lanes.read(move |c| c.bridge(vrf)).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn bridge_put(State(s): St, p: Params, Body(entry): Body<BridgeEntry>) -> Res {
     let vrf = p.vrf()?;
     let e = entry.clone();
-    let out = blocking(&s, move |c| c.bridge_set(vrf, &e)).await?;
+    let out = s.lanes.change(move |c| c.bridge_set(vrf, &e)).await?;
     Ok(json(put_status(out), &entry))
 }
 
@@ -302,48 +294,48 @@ async fn bridge_del(State(s): St, p: Params) -> Res {
             param: "mac",
             reason: e.0,
         })?;
-    blocking(&s, move |c| c.bridge_del(vrf, mac)).await?;
+    s.lanes.change(move |c| c.bridge_del(vrf, mac)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn vifs_list(State(s): St) -> Res {
-    let v = blocking(&s, |c| Ok(c.vifs())).await?;
+    let v = s.lanes.read(|c| Ok(c.vifs())).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn vif_post(State(s): St, Body(req): Body<VifRequest>) -> Res {
-    let v = blocking(&s, move |c| c.vif_add(&req)).await?;
+    let v = s.lanes.change(move |c| c.vif_add(&req)).await?;
     Ok(json(StatusCode::CREATED, &v))
 }
 
 async fn vif_get(State(s): St, p: Params) -> Res {
     let name = p.get("name")?.to_string();
-    let v = blocking(&s, move |c| c.vif(&name)).await?;
+    let v = s.lanes.read(move |c| c.vif(&name)).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn vif_del(State(s): St, p: Params) -> Res {
     let name = p.get("name")?.to_string();
-    blocking(&s, move |c| c.vif_del(&name)).await?;
+    s.lanes.change(move |c| c.vif_del(&name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn policy_get(State(s): St, p: Params) -> Res {
     let name = p.get("name")?.to_string();
-    let v = blocking(&s, move |c| c.policy(&name)).await?;
+    let v = s.lanes.read(move |c| c.policy(&name)).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn policy_put(State(s): St, p: Params, Body(policy): Body<Policy>) -> Res {
     let name = p.get("name")?.to_string();
     let pol = policy.clone();
-    let out = blocking(&s, move |c| c.policy_set(&name, &pol)).await?;
+    let out = s.lanes.change(move |c| c.policy_set(&name, &pol)).await?;
     Ok(json(put_status(out), &policy))
 }
 
 async fn policy_del(State(s): St, p: Params) -> Res {
     let name = p.get("name")?.to_string();
-    blocking(&s, move |c| c.policy_del(&name)).await?;
+    s.lanes.change(move |c| c.policy_del(&name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -352,37 +344,40 @@ fn nexthop_id(p: &Params) -> Result<u32, Error> {
 }
 
 async fn nexthops_list(State(s): St) -> Res {
-    let v = blocking(&s, |c| Ok(c.nexthops())).await?;
+    let v = s.lanes.read(|c| Ok(c.nexthops())).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn nexthop_get(State(s): St, p: Params) -> Res {
     let id = nexthop_id(&p)?;
-    let v = blocking(&s, move |c| c.nexthop(id)).await?;
+    let v = s.lanes.read(move |c| c.nexthop(id)).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn nexthop_put(State(s): St, p: Params, Body(nh): Body<Nexthop>) -> Res {
     let id = nexthop_id(&p)?;
-    let out = blocking(&s, move |c| c.nexthop_set(id, &nh)).await?;
-    let v = blocking(&s, move |c| c.nexthop(id)).await?;
+    let out = s.lanes.change(move |c| c.nexthop_set(id, &nh)).await?;
+    let v = s.lanes.read(move |c| c.nexthop(id)).await?;
     Ok(json(put_status(out), &v))
 }
 
 async fn nexthop_del(State(s): St, p: Params) -> Res {
     let id = nexthop_id(&p)?;
-    blocking(&s, move |c| c.nexthop_del(id)).await?;
+    s.lanes.change(move |c| c.nexthop_del(id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn mpls_list(State(s): St) -> Res {
-    let v = blocking(&s, |c| Ok(c.mpls())).await?;
+    let v = s.lanes.read(|c| Ok(c.mpls())).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn mpls_put(State(s): St, p: Params, Body(req): Body<MplsRequest>) -> Res {
     let label = p.number("label", MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
-    let out = blocking(&s, move |c| c.mpls_set(label, req.nexthop)).await?;
+    let out = s
+        .lanes
+        .change(move |c| c.mpls_set(label, req.nexthop))
+        .await?;
     Ok(json(
         put_status(out),
         &crate::api::MplsEntry {
@@ -394,18 +389,18 @@ async fn mpls_put(State(s): St, p: Params, Body(req): Body<MplsRequest>) -> Res 
 
 async fn mpls_del(State(s): St, p: Params) -> Res {
     let label = p.number("label", MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
-    blocking(&s, move |c| c.mpls_del(label)).await?;
+    s.lanes.change(move |c| c.mpls_del(label)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn vxlan_list(State(s): St) -> Res {
-    let v = blocking(&s, |c| Ok(c.vxlan())).await?;
+    let v = s.lanes.read(|c| Ok(c.vxlan())).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn vxlan_put(State(s): St, p: Params, Body(req): Body<VxlanRequest>) -> Res {
     let vni = p.number("vni", 0, VNI_MAX)?;
-    let out = blocking(&s, move |c| c.vxlan_set(vni, req.vrf)).await?;
+    let out = s.lanes.change(move |c| c.vxlan_set(vni, req.vrf)).await?;
     Ok(json(
         put_status(out),
         &crate::api::VxlanEntry { vni, vrf: req.vrf },
@@ -414,7 +409,7 @@ async fn vxlan_put(State(s): St, p: Params, Body(req): Body<VxlanRequest>) -> Re
 
 async fn vxlan_del(State(s): St, p: Params) -> Res {
     let vni = p.number("vni", 0, VNI_MAX)?;
-    blocking(&s, move |c| c.vxlan_del(vni)).await?;
+    s.lanes.change(move |c| c.vxlan_del(vni)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -444,37 +439,37 @@ fn parse_flow_query(raw: Option<&str>) -> Result<FlowQuery, Error> {
 
 async fn flows_list(State(s): St, RawQuery(raw): RawQuery) -> Res {
     let q = parse_flow_query(raw.as_deref())?;
-    let v = blocking(&s, move |c| c.flows(q)).await?;
+    let v = s.lanes.read(move |c| c.flows(q)).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn flows_flush(State(s): St) -> Res {
-    let v = blocking(&s, |c| c.flush_flows()).await?;
+    let v = s.lanes.change(|c| c.flush_flows()).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn flow_stats(State(s): St) -> Res {
-    let v = blocking(&s, |c| c.flow_stats()).await?;
+    let v = s.lanes.read(|c| c.flow_stats()).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn health(State(s): St) -> Res {
-    let v = blocking(&s, |c| c.health()).await?;
+    let v = s.lanes.read(|c| c.health()).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn stats(State(s): St) -> Res {
-    let v = blocking(&s, |c| c.stats()).await?;
+    let v = s.lanes.read(|c| c.stats()).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn dropstats(State(s): St) -> Res {
-    let v = blocking(&s, |c| c.dropstats()).await?;
+    let v = s.lanes.read(|c| c.dropstats()).await?;
     Ok(json(StatusCode::OK, &v))
 }
 
 async fn metrics_text(State(s): St) -> Res {
-    let text = blocking(&s, metrics::render).await?;
+    let text = s.lanes.read(metrics::render).await?;
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
@@ -494,8 +489,8 @@ async fn wrong_method(method: Method, uri: Uri) -> Error {
     }
 }
 
-/// The router over a controller; `body_limit` bounds request bodies (413 beyond it).
-pub fn router(ctrl: Arc<Controller>, body_limit: usize) -> Router {
+/// The router over a controller's lanes; `body_limit` bounds request bodies (413 beyond it).
+fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
     let mut r: Router<AppState> = Router::new();
     for &(method, path) in ROUTES {
         let filter = match method {
@@ -546,7 +541,7 @@ pub fn router(ctrl: Arc<Controller>, body_limit: usize) -> Router {
     r.fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(access_log))
-        .with_state(AppState { ctrl, body_limit })
+        .with_state(AppState { lanes, body_limit })
 }
 
 /// One debug line per request: method, path, status and how long it took.
@@ -690,7 +685,9 @@ pub async fn serve(
     let listener =
         tokio::net::UnixListener::from_std(listener).map_err(|e| sock_err("register", &path, e))?;
     tracing::info!(socket = %path.display(), "control API listening");
-    let app = router(ctrl, options.body_limit);
+    let (lanes, lanes_ended) = Lanes::start(&ctrl)?;
+    let lanes = Arc::new(lanes);
+    let app = router(Arc::clone(&lanes), options.body_limit);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -712,6 +709,11 @@ pub async fn serve(
             Ok(())
         }
     };
+    // Calls already queued finish (a change never stops half-applied); connections still
+    // open after the grace period may hold the lanes, so stop them here rather than on drop.
+    lanes.stop();
+    drop(lanes);
+    lanes_ended.wait().await;
     if identity.is_some() && socket_path::identity(&path) == identity {
         let _ = fs::remove_file(&path);
     }

@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use control_api::api::{
     BridgeEntry, DropStats, FlowEntry, FlowPage, FlowQuery, FlowStats, Health, HealthStatus,
@@ -42,6 +43,53 @@ pub struct MemDataplane {
     pub state: Mutex<MemState>,
     /// The next `apply` fails with this error (and changes nothing).
     pub fail_next: Mutex<Option<DataplaneError>>,
+    /// Vif adds wait here while it is armed, as vrouterd's wait for its vhost core.
+    pub hold: Hold,
+}
+
+/// A gate in the dataplane's `apply` of vif adds.
+#[derive(Default)]
+pub struct Hold {
+    state: Mutex<HoldState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct HoldState {
+    armed: bool,
+    waiting: usize,
+}
+
+impl Hold {
+    pub fn arm(&self) {
+        self.state.lock().unwrap().armed = true;
+    }
+
+    /// Open the gate (for the adds waiting and those to come).
+    pub fn release(&self) {
+        self.state.lock().unwrap().armed = false;
+        self.changed.notify_all();
+    }
+
+    /// Whether an add is waiting at the gate, after waiting up to `timeout` for one.
+    pub fn wait_for_waiter(&self, timeout: Duration) -> bool {
+        let st = self.state.lock().unwrap();
+        let (st, _) = self
+            .changed
+            .wait_timeout_while(st, timeout, |s| s.waiting == 0)
+            .unwrap();
+        st.waiting > 0
+    }
+
+    fn pass(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.waiting += 1;
+        self.changed.notify_all();
+        while st.armed {
+            st = self.changed.wait(st).unwrap();
+        }
+        st.waiting -= 1;
+    }
 }
 
 impl MemDataplane {
@@ -58,6 +106,9 @@ impl Dataplane for MemDataplane {
     fn apply(&self, change: &Change) -> Result<(), DataplaneError> {
         if let Some(e) = self.fail_next.lock().unwrap().take() {
             return Err(e);
+        }
+        if matches!(change, Change::VifAdd { .. }) {
+            self.hold.pass();
         }
         let mut s = self.state.lock().unwrap();
         s.log.push(change.op().to_string());
@@ -334,6 +385,8 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        // A failed test may leave a change waiting at the gate; the server waits for it.
+        self.dp.hold.release();
         let _ = self.stop();
     }
 }
