@@ -2,7 +2,8 @@
 //! symlink escapes, bad filenames, duplicate paths and paths longer than sun_path are refused
 //! with the documented 4xx and code and leave the filesystem exactly as it was; directories
 //! vrouterd creates get 0700 (0750 and the group with `vhostsocket-group`); deleting a vif
-//! removes its socket and the directories vrouterd created, not the ones it found.
+//! removes its socket and the directories vrouterd created, not the ones it found. The same
+//! for devices: one backs one vif, and one that fails to open is left free.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -349,4 +350,36 @@ fn created_directories_have_the_documented_modes_and_go_with_their_vif() {
     );
     assert!(!base.join("exit-dir").exists(), "its directory too");
     assert!(theirs.is_dir(), "not the directory it found");
+}
+
+#[test]
+fn a_device_that_fails_to_open_stays_free_and_a_device_backs_one_vif() {
+    let dir = tempfile::Builder::new()
+        .prefix("vrouterd-dev")
+        .tempdir()
+        .expect("temporary directory");
+    let vr = start(&dir);
+    let physical = |name: &str, device: &str| {
+        let mut req = VifRequest::new(name, VifType::Physical, 0, MacAddr([2, 0, 0, 0, 0x0d, 1]));
+        req.device = Some(device.to_owned());
+        req
+    };
+    // The null PMD refuses an argument it does not know: the port never opens.
+    let err = add(&vr, &physical("fab-a", "net_null7,no-such-arg=1"))
+        .expect_err("a device that cannot open is refused");
+    assert_eq!(
+        (err.status(), err.code()),
+        (400, "dataplane-rejected"),
+        "{err}"
+    );
+    assert!(vif_names(&vr).is_empty());
+    // The device is still free for the vif that gets it right.
+    add(&vr, &physical("fab-a", "net_null7")).expect("the same device, opened properly");
+    // And it backs that vif only.
+    let err = add(&vr, &physical("fab-b", "net_null7")).expect_err("one device per vif");
+    assert_eq!((err.status(), err.code()), (409, "already-exists"), "{err}");
+    assert_eq!(vif_names(&vr), ["fab-a"]);
+    del(&vr, "fab-a");
+    add(&vr, &physical("fab-b", "net_null7")).expect("free again once its vif is gone");
+    assert_eq!(vif_names(&vr), ["fab-b"]);
 }
