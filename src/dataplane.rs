@@ -14,6 +14,7 @@ use control_api::api::{
     Proto, RingHealth, Stats, TunnelEncap as ApiEncap, VhostUserMode, VifCounters, VifState,
     VifStatus,
 };
+use control_api::model::device_name;
 use control_api::{
     Change, Dataplane, DataplaneError, DataplaneErrorKind, VifKind as ApiVifKind, VifSpec,
 };
@@ -182,14 +183,7 @@ impl VrouterDataplane {
         // take it. The controller applies one change at a time, so nothing else writes it
         // meanwhile.
         let physical_device = match &spec.kind {
-            ApiVifKind::Physical { device } => Some(
-                device
-                    .split(',')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned(),
-            ),
+            ApiVifKind::Physical { device } => Some(device_name(device).to_owned()),
             _ => None,
         };
         let lcore = {

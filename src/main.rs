@@ -234,6 +234,22 @@ fn run(opts: &cli::Options) -> Result<()> {
         running.push(handle);
     }
 
+    // The fabric port before the control API: a vif add from the API waits for the vhost core
+    // (this thread, once it runs), and would wait in vain behind this add's turn.
+    if let Some(devargs) = &opts.fabric {
+        let mut req = VifRequest::new("fabric0", VifType::Physical, 0, ApiMac(fabric_mac));
+        req.device = Some(devargs.clone());
+        req.ip = opts.fabric_ip;
+        req.mtu = opts.fabric_mtu;
+        match ctrl.vif_add(&req) {
+            Ok(v) => info!(fabric = %devargs, index = v.index, "fabric port up"),
+            Err(e) => {
+                shutdown.store(true, Ordering::Relaxed);
+                warn!(fabric = %devargs, "adding the fabric port failed: {e}");
+            }
+        }
+    }
+
     // The control API, on its own thread pinned to the vhost lcore's CPU.
     if let Some(parent) = opts.control_socket.parent() {
         std::fs::create_dir_all(parent)
@@ -274,20 +290,6 @@ fn run(opts: &cli::Options) -> Result<()> {
             .context("serving the control API")
         })
         .context("starting the control thread")?;
-
-    if let Some(devargs) = &opts.fabric {
-        let mut req = VifRequest::new("fabric0", VifType::Physical, 0, ApiMac(fabric_mac));
-        req.device = Some(devargs.clone());
-        req.ip = opts.fabric_ip;
-        req.mtu = opts.fabric_mtu;
-        match ctrl.vif_add(&req) {
-            Ok(v) => info!(fabric = %devargs, index = v.index, "fabric port up"),
-            Err(e) => {
-                shutdown.store(true, Ordering::Relaxed);
-                warn!(fabric = %devargs, "adding the fabric port failed: {e}");
-            }
-        }
-    }
 
     // The main thread is the vhost core until shutdown.
     vhost_core.run(&shutdown);

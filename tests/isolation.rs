@@ -375,9 +375,19 @@ fn a_device_that_fails_to_open_stays_free_and_a_device_backs_one_vif() {
     assert!(vif_names(&vr).is_empty());
     // The device is still free for the vif that gets it right.
     add(&vr, &physical("fab-a", "net_null7")).expect("the same device, opened properly");
-    // And it backs that vif only.
-    let err = add(&vr, &physical("fab-b", "net_null7")).expect_err("one device per vif");
-    assert_eq!((err.status(), err.code()), (409, "already-exists"), "{err}");
+    // And it backs that vif only, however the next one words its arguments.
+    for devargs in ["net_null7", "net_null7,size=64"] {
+        let err = add(&vr, &physical("fab-b", devargs)).expect_err("one device per vif");
+        assert_eq!(
+            (err.status(), err.code()),
+            (409, "already-exists"),
+            "{devargs}: {err}"
+        );
+        assert!(
+            err.to_string().contains("fab-a"),
+            "names the vif using it: {err}"
+        );
+    }
     assert_eq!(vif_names(&vr), ["fab-a"]);
     del(&vr, "fab-a");
     add(&vr, &physical("fab-b", "net_null7")).expect("free again once its vif is gone");

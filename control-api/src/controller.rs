@@ -142,9 +142,10 @@ impl Controller {
     pub fn vif_add(&self, req: &VifRequest) -> Result<VifInfo, Error> {
         let _span = tracing::info_span!("vif_add", vif = %req.name).entered();
         let _change = self.change();
-        let model = self.model();
-        let config = model.check_vif_add(req)?;
-        let index = model.free_vif_index();
+        let (config, index) = {
+            let model = self.model();
+            (model.check_vif_add(req)?, model.free_vif_index())
+        };
         let mut plan = None;
         let kind = match config.vif_type {
             VifType::VhostUser => {
@@ -158,10 +159,13 @@ impl Controller {
                         "vhost-user fields vanished after validation".into(),
                     ));
                 };
+                // Resolving the path and the group reads the disk and maybe NSS: not under
+                // the model's lock.
                 let p = self
                     .base
                     .plan(dir, file, config.vhostsocket_group.as_deref())?;
-                if let Some(other) = model.socket_user(&p.path) {
+                let in_use = self.model().socket_user(&p.path).map(str::to_owned);
+                if let Some(other) = in_use {
                     return Err(Error::Socket {
                         rule: SocketRule::InUse,
                         message: format!(
@@ -188,7 +192,6 @@ impl Controller {
                 iface: config.iface.clone().unwrap_or_default(),
             },
         };
-        drop(model);
         let spec = VifSpec {
             index,
             name: config.name.clone(),

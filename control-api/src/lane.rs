@@ -37,8 +37,9 @@ impl Lane {
             .spawn(move || {
                 for message in queue {
                     match message {
-                        // A panicking call drops its reply sender: the request gets a 500 and
-                        // the lane goes on with the next one. The controller commits to the model
+                        // In builds that unwind (tests; vrouterd's release build aborts on
+                        // panic), a panicking call drops its reply sender: the request gets a
+                        // 500 and the lane goes on with the next one. The controller commits
                         // only after every fallible step, so the model stays consistent.
                         Message::Run(job) => {
                             let _ = catch_unwind(AssertUnwindSafe(|| job(&ctrl)));
@@ -63,9 +64,13 @@ impl Lane {
                 let _ = reply.send(f(c));
             })))
             .map_err(|_| Error::Internal("the control API is shutting down".into()))?;
-        answer
-            .await
-            .map_err(|_| Error::Internal("the control call failed; see vrouterd's log".into()))?
+        // No answer: the call panicked (the panic message is on stderr), or it was still
+        // queued when the server stopped.
+        answer.await.map_err(|_| {
+            Error::Internal(
+                "the control call did not complete (panicked, or the API stopped)".into(),
+            )
+        })?
     }
 }
 

@@ -57,6 +57,12 @@ impl VifEntry {
     }
 }
 
+/// The device a physical vif's devargs name (a PCI address or vdev name, before the first
+/// `,` of its arguments): one device backs one vif, whatever arguments each names it with.
+pub fn device_name(devargs: &str) -> &str {
+    devargs.split(',').next().unwrap_or_default().trim()
+}
+
 #[derive(Debug, Clone)]
 pub struct Model {
     vrfs: BTreeSet<u32>,
@@ -348,14 +354,16 @@ impl Model {
                         format!("{device:?} is not a PCI address or DPDK vdev string (no spaces, 1..=256 bytes)"),
                     ));
                 }
+                // The same device with other arguments is still the same device.
+                let name = device_name(device);
                 if let Some(other) = self
                     .vifs
                     .values()
-                    .find(|v| v.config.device.as_deref() == Some(device))
+                    .find(|v| v.config.device.as_deref().map(device_name) == Some(name))
                 {
                     return Err(Error::AlreadyExists {
                         what: "device",
-                        key: device.clone(),
+                        key: name.to_owned(),
                         hint: format!("it is attached as vif {}", other.spec.name),
                     });
                 }

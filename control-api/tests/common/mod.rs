@@ -342,8 +342,9 @@ impl TestServer {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let c = ctrl.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // The runtime vrouterd serves on: one thread, at most one blocking thread.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .max_blocking_threads(1)
                 .enable_all()
                 .build()
                 .unwrap();
