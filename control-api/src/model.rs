@@ -1077,6 +1077,47 @@ mod tests {
     }
 
     #[test]
+    fn a_device_backs_one_vif_whatever_its_arguments() {
+        assert_eq!(device_name("net_null7,size=64"), "net_null7");
+        assert_eq!(device_name("0000:00:08.0"), "0000:00:08.0");
+        let mut m = Model::new();
+        let physical = |name: &str, device: &str| {
+            let mut req = VifRequest::new(name, VifType::Physical, 0, mac(1));
+            req.device = Some(device.into());
+            req
+        };
+        let req = physical("fab0", "net_af_packet0,iface=veth0");
+        let config = m.check_vif_add(&req).unwrap();
+        m.commit_vif_add(VifEntry {
+            spec: VifSpec {
+                index: 0,
+                name: "fab0".into(),
+                vrf: 0,
+                mac: req.mac,
+                ip: None,
+                ip6: None,
+                mtu: 1500,
+                kind: VifKind::Physical {
+                    device: req.device.clone().unwrap(),
+                },
+            },
+            config,
+            created_dirs: vec![],
+            policy: None,
+        });
+        for other in [
+            "net_af_packet0,iface=veth0",
+            "net_af_packet0,iface=veth1",
+            "net_af_packet0",
+        ] {
+            let e = m.check_vif_add(&physical("fab1", other)).unwrap_err();
+            assert_eq!(code(e), (409, "already-exists".into()), "{other}");
+        }
+        m.check_vif_add(&physical("fab1", "net_af_packet1,iface=veth0"))
+            .expect("another device");
+    }
+
+    #[test]
     fn vif_fields_are_checked_per_type() {
         let m = Model::new();
         let mut req = VifRequest::new("pod1", VifType::VhostUser, 0, mac(1));
