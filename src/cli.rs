@@ -70,8 +70,10 @@ pub struct Options {
     pub run_for: f64,
 
     /// Microseconds a forwarding lcore sleeps after a poll that found no packets: 0 = pure busy
-    /// polling (production); >0 keeps small or shared machines responsive.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// polling (production); >0 keeps small or shared machines responsive. At most 100 000
+    /// (100 ms): health takes a core that has not polled for 2 s as stuck.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub idle_sleep_us: u64,
 
     /// Flow-table entries (each flow takes two: it and its reverse), preallocated at start.
@@ -253,5 +255,15 @@ mod tests {
         assert!(o.validate().is_err());
         let o = Options::parse_from(["vrouterd", "--run-for=-1"]);
         assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn an_idle_sleep_that_health_would_take_for_a_stall_is_refused() {
+        let ok = Options::try_parse_from(["vrouterd", "--idle-sleep-us", "100000"]).unwrap();
+        assert_eq!(ok.idle_sleep_us, 100_000);
+        let err = Options::try_parse_from(["vrouterd", "--idle-sleep-us", "100001"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--idle-sleep-us"), "{err}");
     }
 }

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use control_api::api::{
     DropStats, FlowAction as ApiFlowAction, FlowEntry, FlowPage, FlowQuery, FlowStats, Health,
@@ -27,6 +27,7 @@ use vrouter::tables::{FabricConfig, Nexthop, RouteTarget, Tables, TunnelEncap, V
 use vrouter::{CoreStats, DropReason, MacAddr};
 
 use crate::lcore::{LcoreCmd, LoopCounters, NO_OWNER};
+use crate::progress::ProgressWatch;
 use crate::vhost_core::{StatusMap, VhostCmd};
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,6 +81,9 @@ pub struct VrouterDataplane {
     vhost_status: StatusMap,
     registry: Mutex<Registry>,
     policies: Arc<Policies>,
+    vhost_loops: Arc<AtomicU64>,
+    /// Health's memory of the cores' loop counters (taken alone, by health only).
+    progress: Mutex<ProgressWatch>,
 }
 
 fn rejected(msg: impl Into<String>) -> DataplaneError {
@@ -98,6 +102,8 @@ pub struct DataplaneParts {
     pub lcores: Vec<LcoreHandleInfo>,
     pub vhost: Sender<VhostCmd>,
     pub vhost_status: StatusMap,
+    /// The vhost core's loop counter.
+    pub vhost_loops: Arc<AtomicU64>,
     pub fabric: FabricConfig,
     pub policies: Arc<Policies>,
 }
@@ -111,6 +117,7 @@ impl VrouterDataplane {
             lcores,
             vhost,
             vhost_status,
+            vhost_loops,
             fabric,
             policies,
         } = parts;
@@ -129,6 +136,8 @@ impl VrouterDataplane {
             vhost_status,
             registry: Mutex::new(registry),
             policies,
+            vhost_loops,
+            progress: Mutex::new(ProgressWatch::default()),
         }
     }
 
@@ -781,6 +790,28 @@ impl Dataplane for VrouterDataplane {
                 problems.push(format!(
                     "ring {} is nearly full ({}/{})",
                     r.name, r.used, r.size
+                ));
+            }
+        }
+        // A core whose loop counter stands still is stuck, not idle (idle ones still loop).
+        {
+            let now = Instant::now();
+            let mut watch = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, l) in self.lcores.iter().enumerate() {
+                let polls = l.counters.polls.load(Ordering::Relaxed);
+                if let Some(stuck) = watch.observe(i, polls, now) {
+                    problems.push(format!(
+                        "forwarding lcore {} has not polled for {:.1} s",
+                        l.lcore,
+                        stuck.as_secs_f64()
+                    ));
+                }
+            }
+            let loops = self.vhost_loops.load(Ordering::Relaxed);
+            if let Some(stuck) = watch.observe(self.lcores.len(), loops, now) {
+                problems.push(format!(
+                    "the vhost core has not run for {:.1} s: vhost-user sockets go unserved",
+                    stuck.as_secs_f64()
                 ));
             }
         }

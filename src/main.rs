@@ -8,9 +8,10 @@ mod cli;
 mod dataplane;
 mod lcore;
 mod packet;
+mod progress;
 mod vhost_core;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -198,11 +199,13 @@ fn run(opts: &cli::Options) -> Result<()> {
 
     let (vhost_tx, vhost_rx) = unbounded();
     let vhost_status = Arc::new(Mutex::new(Default::default()));
+    let vhost_loops = Arc::new(AtomicU64::new(0));
     let vhost_core = VhostCore {
         commands: vhost_rx,
         lcore_events: event_rx,
         lcores: handles.iter().map(|h| h.commands.clone()).collect(),
         status: Arc::clone(&vhost_status),
+        loops: Arc::clone(&vhost_loops),
     };
     let dataplane = Arc::new(VrouterDataplane::new(DataplaneParts {
         eal: eal.clone(),
@@ -211,6 +214,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         lcores: handles,
         vhost: vhost_tx,
         vhost_status,
+        vhost_loops,
         fabric,
         policies: Arc::clone(&policies),
     }));

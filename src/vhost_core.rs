@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,8 @@ pub struct VhostCore {
     pub lcore_events: Receiver<LcoreEvent>,
     pub lcores: Vec<Sender<LcoreCmd>>,
     pub status: StatusMap,
+    /// Bumped on every turn of the loop (at least every `IDLE_POLL`), for health to see it run.
+    pub loops: Arc<AtomicU64>,
 }
 
 impl VhostCore {
@@ -84,6 +86,7 @@ impl VhostCore {
         let mut vifs: BTreeMap<u16, VhostVif> = BTreeMap::new();
         let mut events = Vec::new();
         while !stop.load(Ordering::Relaxed) {
+            self.loops.fetch_add(1, Ordering::Relaxed);
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd, &mut vifs);
             }
