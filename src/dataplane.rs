@@ -233,17 +233,18 @@ impl VrouterDataplane {
                             "the vhost core is not running",
                         )
                     })?;
-                answer
-                    .recv_timeout(REPLY_TIMEOUT)
-                    .map_err(|_| {
-                        DataplaneError::new(
-                            DataplaneErrorKind::Unavailable,
-                            "the vhost core did not answer",
-                        )
-                    })?
-                    .map_err(|e| {
-                        rejected(format!("vhost-user socket {}: {e}", socket.display()))
-                    })?;
+                let Ok(added) = answer.recv_timeout(REPLY_TIMEOUT) else {
+                    // It may still add the vif when it wakes; commands run in order, so this
+                    // removal follows and nothing is left behind.
+                    self.release_io(index, &spec.name, VifIo::Vhost, false);
+                    return Err(DataplaneError::new(
+                        DataplaneErrorKind::Unavailable,
+                        "the vhost core did not answer",
+                    ));
+                };
+                added.map_err(|e| {
+                    rejected(format!("vhost-user socket {}: {e}", socket.display()))
+                })?;
                 (VifIo::Vhost, VifKind::Pod, Some(lcore))
             }
             ApiVifKind::Physical { device } => {
@@ -286,6 +287,7 @@ impl VrouterDataplane {
         let mut io = io;
         // Hand the port's queues to the lcores before the vif appears in the tables.
         if let VifIo::Eth { port, per_lcore } = &mut io {
+            // A port that did not start is closed as it is dropped: nothing to take back.
             let queues = port
                 .start()
                 .map_err(|e| rejected(format!("starting {}: {e}", spec.name)))?;
@@ -313,9 +315,22 @@ impl VrouterDataplane {
                 vif: index,
                 owner: l,
             });
-            if let Some(load) = reg.load.get_mut(usize::from(l)) {
-                *load += 1;
-            }
+        }
+        // The one step after the queues went out that can fail (the controller checked the
+        // VRF, so it should not): if it does, take everything back as a removal would.
+        if let Err(e) = self.tables.set_vif(Vif {
+            index,
+            kind,
+            vrf,
+            mac: MacAddr(spec.mac.0),
+            mtu,
+        }) {
+            drop(reg);
+            self.release_io(index, &spec.name, io, placed.is_some());
+            return Err(table_err(e));
+        }
+        if let Some(load) = placed.and_then(|l| reg.load.get_mut(usize::from(l))) {
+            *load += 1;
         }
         if kind == VifKind::Host {
             self.broadcast(|| LcoreCmd::SetHostVif { vif: Some(index) });
@@ -326,15 +341,6 @@ impl VrouterDataplane {
                 self.tables.set_fabric(reg.fabric);
             }
         }
-        self.tables
-            .set_vif(Vif {
-                index,
-                kind,
-                vrf,
-                mac: MacAddr(spec.mac.0),
-                mtu,
-            })
-            .map_err(table_err)?;
         if let Some(device) = physical_device {
             reg.devices.insert(device, index);
         }
@@ -387,11 +393,30 @@ impl VrouterDataplane {
         }
         // Out of the registry: what follows waits on other threads, without holding it.
         drop(reg);
-        match rt.io {
+        // The owner was cleared above.
+        self.release_io(index, &rt.name, rt.io, false);
+        info!(vif = %rt.name, index = rt.index, "vif removed");
+        Ok(())
+    }
+
+    /// Take a vif's I/O back from the cores that use it: its vhost-user port from the vhost
+    /// core, or its ethdev queues from the lcores, then stop and close the port. `owned`: its
+    /// queues were given an owner lcore, to be cleared first. The vif must already be out of
+    /// the tables (or never have been in them). Waits on the cores; call without the registry.
+    fn release_io(&self, index: u16, name: &str, io: VifIo, owned: bool) {
+        if owned {
+            self.broadcast(|| LcoreCmd::SetOwner {
+                vif: index,
+                owner: NO_OWNER,
+            });
+        }
+        match io {
             VifIo::Vhost => {
                 let (reply, answer) = bounded(1);
-                if self.vhost.send(VhostCmd::Del { vif: index, reply }).is_ok() {
-                    let _ = answer.recv_timeout(REPLY_TIMEOUT);
+                if self.vhost.send(VhostCmd::Del { vif: index, reply }).is_ok()
+                    && answer.recv_timeout(REPLY_TIMEOUT).is_err()
+                {
+                    warn!(vif = %name, "the vhost core did not confirm the removal");
                 }
             }
             VifIo::Eth { mut port, .. } => {
@@ -402,17 +427,15 @@ impl VrouterDataplane {
                         .is_ok()
                         && answer.recv_timeout(REPLY_TIMEOUT).is_err()
                     {
-                        warn!(vif = %rt.name, lcore = l.lcore, "lcore did not release the port's queues");
+                        warn!(vif = %name, lcore = l.lcore, "lcore did not release the port's queues");
                     }
                 }
                 if let Err(e) = port.stop() {
-                    warn!(vif = %rt.name, "stopping port: {e}");
+                    warn!(vif = %name, "stopping port: {e}");
                 }
                 drop(port);
             }
         }
-        info!(vif = %rt.name, index = rt.index, "vif removed");
-        Ok(())
     }
 
     fn nexthop(&self, nh: &ApiNexthop) -> Result<Nexthop, DataplaneError> {
