@@ -7,6 +7,11 @@
 //! `cycles/pkt` is the fastest run (noise on a shared machine only ever adds time), `median cyc`
 //! shows how noisy the runs were, and an encap's cost over L3 is taken between runs of the same
 //! round (side by side in time), fastest and median.
+//! "l3 while routes change" runs the L3 scenario again with another thread adding, replacing
+//! and removing routes in the forwarded VRF all the while, and its rate; beside it the same
+//! figures (fastest / median / on-CPU median) with the updater in another VRF of the same size
+//! (the control: a busy neighbour, nothing the forwarding reads) and with none, from the same
+//! rounds. Every run checks that each packet reached its vif.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -263,9 +268,12 @@ impl Scenario {
     }
 
     /// (ns, TSC cycles, on-CPU ns) for `bursts` bursts: buffers restored to the original
-    /// frames, then (with `forward`) pushed through the pipeline.
+    /// frames, then (with `forward`) pushed through the pipeline. Checks that every packet
+    /// forwarded went out of the scenario's vif.
     fn time(&mut self, pipe: &mut Pipeline<NoFlow>, forward: bool, bursts: usize) -> [f64; 3] {
         let (frames, bufs, out) = (&self.frames, &mut self.bufs, &mut self.out);
+        let out_vif = self.out_vif;
+        let mut delivered = 0usize;
         let t0 = Instant::now();
         let cpu0 = thread_cpu_ns();
         let c0 = pmd_shim::cycles::rdtsc();
@@ -276,12 +284,23 @@ impl Scenario {
             }
             if forward {
                 pipe.process(self.in_vif, bufs.drain(..), out);
-                out.flush(|_, q| bufs.append(q));
+                out.flush(|vif, q| {
+                    delivered += usize::from(vif == out_vif) * q.len();
+                    bufs.append(q)
+                });
                 bufs.append(&mut out.dropped);
             }
         }
         let c = pmd_shim::cycles::rdtsc() - c0;
         let cpu = thread_cpu_ns() - cpu0;
+        if forward {
+            assert_eq!(
+                delivered,
+                bursts * BURST,
+                "{}: every packet out of vif {out_vif}",
+                self.name
+            );
+        }
         [t0.elapsed().as_nanos() as f64, c as f64, cpu as f64]
     }
 
@@ -311,6 +330,102 @@ fn min_median(mut v: Vec<f64>) -> (f64, f64) {
 
 /// Timed rounds (`VR_BENCH_REPEATS` overrides): each round times every scenario once.
 const REPEATS: usize = 7;
+
+/// A VRF with the same routes as `VRF` that no traffic uses: updates there cost the updater
+/// the same, and the forwarding core nothing but the updater's presence on the machine.
+const CONTROL_VRF: u32 = 6;
+
+/// Route updates per second made on another thread while this one forwards the L3 scenario,
+/// and what they cost the forwarding. Each round times three runs: no updater; the updater in
+/// `CONTROL_VRF` (the same work on tables the forwarding core does not read: what a busy
+/// neighbour costs on this machine, e.g. a hyperthread sibling); the updater in the VRF being
+/// forwarded. Each updater step adds a /32 (a pod's host route: it takes a second-level group)
+/// where no traffic goes, re-adds a /24 the traffic hits (same target, so every packet must
+/// still reach its vif: `Scenario::time` checks) and removes the /32 again (its group goes
+/// back): three updates, one of them on lines the forwarding core is reading.
+fn updates_while_forwarding(
+    tables: &Arc<Tables>,
+    pipe: &mut Pipeline<NoFlow>,
+    l3: &mut Scenario,
+    routes: u32,
+    bursts: usize,
+    rounds: usize,
+) {
+    let target = RouteTarget {
+        nexthop: NH_SCENARIO,
+        label: Some(LABEL),
+    };
+    tables.add_vrf(CONTROL_VRF).expect("control VRF");
+    for i in 0..routes {
+        let p = IpAddr::V4(Ipv4Addr::from(route_prefix(i)));
+        tables
+            .add_route(CONTROL_VRF, p, 24, target)
+            .expect("control route");
+    }
+    l3.enter(tables, pipe, bursts / 20);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // One run with an updater in `vrf` alongside: (run, updates per second).
+    let run_alongside = |vrf: u32, l3: &mut Scenario, pipe: &mut Pipeline<NoFlow>| {
+        stop.store(false, std::sync::atomic::Ordering::Relaxed);
+        let (updates, secs) = std::thread::scope(|s| {
+            let updater = s.spawn(|| {
+                let t0 = Instant::now();
+                let mut n = 0u64;
+                let mut j = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Inside a /24 past the installed ones (the prefixes are a permutation of the
+                    // 24-bit space, so no installed /24 covers it).
+                    let cold = route_prefix(routes + (j % 4096)) | 7;
+                    let cold = IpAddr::V4(Ipv4Addr::from(cold));
+                    // One of the routes `pod_frames` sends to.
+                    let hot = route_prefix(((j % 1024) * 7919) % routes);
+                    let hot = IpAddr::V4(Ipv4Addr::from(hot));
+                    tables.add_route(vrf, cold, 32, target).expect("add");
+                    tables.add_route(vrf, hot, 24, target).expect("replace");
+                    tables.del_route(vrf, cold, 32).expect("delete");
+                    n += 3;
+                    j = j.wrapping_add(1);
+                }
+                (n, t0.elapsed().as_secs_f64())
+            });
+            l3.run(pipe, bursts);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            updater.join().expect("updater")
+        });
+        let run = l3.runs.pop().expect("the run just made");
+        (run, updates as f64 / secs)
+    };
+    // (TSC cycles, on-CPU cycles, updates/s) per round, for: none, control VRF, this VRF.
+    let mut figures: [Vec<(f64, f64, f64)>; 3] = Default::default();
+    for _ in 0..rounds {
+        l3.run(pipe, bursts);
+        let alone = l3.runs.pop().expect("the run just made");
+        figures[0].push((alone.cycles, alone.cpu_cycles, 0.0));
+        for (k, vrf) in [(1, CONTROL_VRF), (2, VRF)] {
+            let (r, rate) = run_alongside(vrf, l3, pipe);
+            figures[k].push((r.cycles, r.cpu_cycles, rate));
+        }
+    }
+    let summary = |f: &[(f64, f64, f64)]| {
+        let (min, med) = min_median(f.iter().map(|x| x.0).collect());
+        let (_, cpu) = min_median(f.iter().map(|x| x.1).collect());
+        let (_, rate) = min_median(f.iter().map(|x| x.2).collect());
+        (min, med, cpu, rate)
+    };
+    let (a_min, a_med, a_cpu, _) = summary(&figures[0]);
+    let (c_min, c_med, c_cpu, c_rate) = summary(&figures[1]);
+    let (b_min, b_med, b_cpu, b_rate) = summary(&figures[2]);
+    println!(
+        "{:<28} {routes:>9} {:>8} {b_min:>11.1} {b_med:>11.1} {b_cpu:>15.1}   {:.2} M \
+         updates/s; updater in another VRF: {c_min:.1} / {c_med:.1} / {c_cpu:.1} ({:.2} M/s); \
+         none: {a_min:.1} / {a_med:.1} / {a_cpu:.1}",
+        "l3 while routes change",
+        "",
+        b_rate / 1e6,
+        c_rate / 1e6
+    );
+    tables.del_vrf(CONTROL_VRF).ok();
+}
 
 /// Cost of single stages on the same frames: parse only, route lookup only, nexthop read only
 /// (of `l3`, the L3 local forward's nexthop, installed here whatever scenario ran last).
@@ -498,6 +613,9 @@ fn main() {
                 "{:<28} {routes:>9} {:>8.1} {:>11.1} {:>11.1} {:>15.1}{extra}",
                 sc.name, best.ns, min, median, best.cpu_cycles
             );
+        }
+        if let Some(sc) = scenarios.iter_mut().find(|s| s.name.starts_with("l3")) {
+            updates_while_forwarding(&tables, &mut pipe, sc, routes, bursts, repeats);
         }
         if only.is_empty() {
             stage_breakdown(&tables, l3, &pods, routes, bursts);
