@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use super::OwnLines;
+
 const ROOT_BITS: u8 = 16;
 const GROUP_BITS: u8 = 8;
 const GROUP_SIZE: usize = 1 << GROUP_BITS;
@@ -51,7 +53,9 @@ pub struct Lpm {
     /// gets routes of this family costs nothing for it.
     root: OnceLock<Box<[AtomicU64]>>,
     chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
-    writer: Mutex<Writer>,
+    /// Apart from `root` and `chunks`, which every lookup reads: taking the lock writes it,
+    /// and beside them each route update would evict them from the forwarding cores' caches.
+    writer: OwnLines<Mutex<Writer>>,
 }
 
 #[inline(always)]
@@ -84,7 +88,7 @@ impl Lpm {
             bits,
             root: OnceLock::new(),
             chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
-            writer: Mutex::new(Writer::default()),
+            writer: OwnLines::default(),
         }
     }
 
@@ -143,7 +147,7 @@ impl Lpm {
     fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
         // The trie stays consistent entry by entry; a panicked writer leaves nothing half-made
         // that a reader could misread, so a poisoned lock is still usable.
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+        self.writer.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn check(&self, prefix: u128, len: u8) -> Result<(), LpmError> {

@@ -169,6 +169,14 @@ impl Default for TablesConfig {
     }
 }
 
+/// A value on cache lines of its own: 128 bytes, a line and the one the adjacent-line
+/// prefetcher pairs with it. For writer-side state (a lock) that would otherwise share a line
+/// with what forwarding cores read on every packet, so that control-plane updates do not evict
+/// it from their caches.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct OwnLines<T>(pub(crate) T);
+
 /// All forwarding state. Share it as `Arc<Tables>` between the control side and every core.
 #[derive(Debug)]
 pub struct Tables {
@@ -177,7 +185,8 @@ pub struct Tables {
     pub nexthops: NexthopTable,
     pub labels: LabelTable,
     pub vnis: VniTable,
-    writer: Mutex<()>,
+    /// Apart from the tables' handles above, which forwarding reads per burst and per packet.
+    writer: OwnLines<Mutex<()>>,
 }
 
 fn vrf_id(vrf: u32) -> Result<u16, Error> {
@@ -210,7 +219,7 @@ impl Tables {
             nexthops: NexthopTable::new(config.nexthops.min(65536)),
             labels: LabelTable::default(),
             vnis: VniTable::default(),
-            writer: Mutex::new(()),
+            writer: OwnLines::default(),
         }
     }
 
@@ -224,7 +233,7 @@ impl Tables {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+        self.writer.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The published topology handle (a core wraps it in an `arc_swap::Cache`).
@@ -244,13 +253,15 @@ impl Tables {
         Ok(())
     }
 
-    fn vrf(&self, vrf: u32) -> Result<Arc<Vrf>, Error> {
+    /// `f` on VRF `vrf` of the current topology, borrowed through an arc-swap guard. Not a
+    /// clone of its `Arc`: that writes the reference count twice per route update, in the
+    /// VRF's own allocation, which forwarding cores read for every packet. (The slowdown
+    /// route churn caused, a fifth at 1 k routes in the pipeline benchmark's "l3 while routes
+    /// change", came mostly from the LPM writer's lock: see `OwnLines`.)
+    fn with_vrf<R>(&self, vrf: u32, f: impl FnOnce(&Vrf) -> Result<R, Error>) -> Result<R, Error> {
         let id = vrf_id(vrf)?;
-        self.topo
-            .load()
-            .vrf(id)
-            .cloned()
-            .ok_or(Error::NoSuchVrf(id))
+        let topo = self.topo.load();
+        f(topo.vrf(id).ok_or(Error::NoSuchVrf(id))?)
     }
 
     // ---- VRFs, vifs, fabric ----
@@ -382,41 +393,44 @@ impl Tables {
         target: RouteTarget,
     ) -> Result<(), Error> {
         self.check_target(target)?;
-        let v = self.vrf(vrf)?;
-        let (key, _) = split(addr);
-        let lpm = if addr.is_ipv4() { &v.v4 } else { &v.v6 };
-        lpm.insert(key, len, target.to_payload())
-            .map_err(|e| Self::lpm_err(v.id, addr, len, e))
+        self.with_vrf(vrf, |v| {
+            let (key, _) = split(addr);
+            let lpm = if addr.is_ipv4() { &v.v4 } else { &v.v6 };
+            lpm.insert(key, len, target.to_payload())
+                .map_err(|e| Self::lpm_err(v.id, addr, len, e))
+        })
     }
 
     pub fn del_route(&self, vrf: u32, addr: IpAddr, len: u8) -> Result<(), Error> {
-        let v = self.vrf(vrf)?;
-        let (key, _) = split(addr);
-        let lpm = if addr.is_ipv4() { &v.v4 } else { &v.v6 };
-        lpm.remove(key, len)
-            .map_err(|e| Self::lpm_err(v.id, addr, len, e))
+        self.with_vrf(vrf, |v| {
+            let (key, _) = split(addr);
+            let lpm = if addr.is_ipv4() { &v.v4 } else { &v.v6 };
+            lpm.remove(key, len)
+                .map_err(|e| Self::lpm_err(v.id, addr, len, e))
+        })
     }
 
     /// Longest-prefix match, as forwarding would do it.
     pub fn lookup_route(&self, vrf: u32, addr: IpAddr) -> Result<Option<RouteTarget>, Error> {
-        let v = self.vrf(vrf)?;
-        Ok(match addr {
-            IpAddr::V4(a) => v.route_v4(u32::from(a)),
-            IpAddr::V6(a) => v.route_v6(u128::from(a)),
+        self.with_vrf(vrf, |v| {
+            Ok(match addr {
+                IpAddr::V4(a) => v.route_v4(u32::from(a)),
+                IpAddr::V6(a) => v.route_v6(u128::from(a)),
+            })
         })
     }
 
     /// Every route of `vrf` as (prefix, length, target).
     pub fn routes(&self, vrf: u32) -> Result<Vec<(IpAddr, u8, RouteTarget)>, Error> {
-        let v = self.vrf(vrf)?;
-        let v4 = v.v4.routes().into_iter().map(|(p, l, t)| {
+        let (v4, v6) = self.with_vrf(vrf, |v| Ok((v.v4.routes(), v.v6.routes())))?;
+        let v4 = v4.into_iter().map(|(p, l, t)| {
             (
                 IpAddr::V4(Ipv4Addr::from(p as u32)),
                 l,
                 RouteTarget::from_payload(t),
             )
         });
-        let v6 = v.v6.routes().into_iter().map(|(p, l, t)| {
+        let v6 = v6.into_iter().map(|(p, l, t)| {
             (
                 IpAddr::V6(Ipv6Addr::from(p)),
                 l,
@@ -430,19 +444,21 @@ impl Tables {
 
     pub fn add_bridge(&self, vrf: u32, mac: MacAddr, target: RouteTarget) -> Result<(), Error> {
         self.check_target(target)?;
-        let v = self.vrf(vrf)?;
-        let _w = self.lock();
-        v.bridge.set(mac, target)
+        self.with_vrf(vrf, |v| {
+            let _w = self.lock();
+            v.bridge.set(mac, target)
+        })
     }
 
     pub fn del_bridge(&self, vrf: u32, mac: MacAddr) -> Result<(), Error> {
-        let v = self.vrf(vrf)?;
-        let _w = self.lock();
-        v.bridge.remove(mac)
+        self.with_vrf(vrf, |v| {
+            let _w = self.lock();
+            v.bridge.remove(mac)
+        })
     }
 
     pub fn bridge_entries(&self, vrf: u32) -> Result<Vec<(MacAddr, RouteTarget)>, Error> {
-        Ok(self.vrf(vrf)?.bridge.entries())
+        self.with_vrf(vrf, |v| Ok(v.bridge.entries()))
     }
 
     /// Incoming MPLS `label` → nexthop `nexthop`.
@@ -462,9 +478,9 @@ impl Tables {
 
     /// Incoming VXLAN `vni` → VRF `vrf` (which must exist).
     pub fn set_vni(&self, vni: u32, vrf: u32) -> Result<(), Error> {
-        let v = self.vrf(vrf)?;
+        let id = self.with_vrf(vrf, |v| Ok(v.id))?;
         let _w = self.lock();
-        self.vnis.set(vni, v.id)
+        self.vnis.set(vni, id)
     }
 
     pub fn del_vni(&self, vni: u32) -> Result<(), Error> {
