@@ -22,6 +22,7 @@
 //! burst in `prefetch`, loads their buckets, then (at the burst's first lookup) the entries the
 //! tags point at, so the burst's misses overlap.
 
+use crate::tables::OwnLines;
 use prefetch_index::prefetch_index;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -473,6 +474,14 @@ pub struct FlowTable {
     seed: [u64; 6],
     capacity: usize,
     timeouts: FlowTimeouts,
+    /// Written as flows come and go; apart from the fields above, which every lookup reads, so
+    /// that one core's credit refills and aging steps do not evict them from another's cache.
+    tally: OwnLines<Tally>,
+}
+
+/// The table's shared counters and cursor.
+#[derive(Debug, Default)]
+struct Tally {
     /// Entries in use plus those held in setup credits: never above `capacity`.
     reserved: AtomicUsize,
     aged: AtomicU64,
@@ -550,12 +559,7 @@ impl FlowTable {
             seed: random_seed(),
             capacity: config.entries,
             timeouts: config.timeouts,
-            reserved: AtomicUsize::new(0),
-            aged: AtomicU64::new(0),
-            evicted: AtomicU64::new(0),
-            table_full: AtomicU64::new(0),
-            setup_races: AtomicU64::new(0),
-            age_cursor: AtomicUsize::new(0),
+            tally: OwnLines::default(),
         })
     }
 
@@ -597,7 +601,7 @@ impl FlowTable {
     /// table, and can be one off while an entry moves to its other bucket).
     #[inline]
     pub fn reserved_entries(&self) -> usize {
-        self.reserved.load(Ordering::Relaxed)
+        self.tally.reserved.load(Ordering::Relaxed)
     }
 
     /// Take `need` entries from `credit`, refilling it from the table's capacity if short.
@@ -620,6 +624,7 @@ impl FlowTable {
                 }
             };
             match self
+                .tally
                 .reserved
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
                     take(r).map(|n| r + n)
@@ -634,7 +639,9 @@ impl FlowTable {
 
     /// Give back what `credit` holds (a setter-up going away).
     pub fn release(&self, credit: &mut SetupCredit) {
-        self.reserved.fetch_sub(credit.entries, Ordering::Relaxed);
+        self.tally
+            .reserved
+            .fetch_sub(credit.entries, Ordering::Relaxed);
         credit.entries = 0;
     }
 
@@ -1150,7 +1157,7 @@ impl FlowTable {
                     }
                 }
             }
-            self.evicted.fetch_add(1, Ordering::Relaxed);
+            self.tally.evicted.fetch_add(1, Ordering::Relaxed);
             return Some(idx);
         }
         None
@@ -1188,7 +1195,7 @@ impl FlowTable {
             // Under the bucket's lock: no other writer, so no locked exchange is needed.
             if t.load(Ordering::Relaxed) != 0 {
                 t.store(0, Ordering::Relaxed);
-                self.reserved.fetch_sub(1, Ordering::Relaxed);
+                self.tally.reserved.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -1261,10 +1268,10 @@ impl FlowTable {
         match r {
             Ok(_) => {}
             Err(InsertError::Full) => {
-                self.table_full.fetch_add(1, Ordering::Relaxed);
+                self.tally.table_full.fetch_add(1, Ordering::Relaxed);
             }
             Err(InsertError::Raced) => {
-                self.setup_races.fetch_add(1, Ordering::Relaxed);
+                self.tally.setup_races.fetch_add(1, Ordering::Relaxed);
             }
         }
         r
@@ -1419,7 +1426,7 @@ impl FlowTable {
     pub fn age_slice(&self, now: u64, budget: usize) -> usize {
         let nb = self.groups.len();
         let budget = budget.min(nb);
-        let start = self.age_cursor.fetch_add(budget, Ordering::Relaxed) % nb;
+        let start = self.tally.age_cursor.fetch_add(budget, Ordering::Relaxed) % nb;
         let mut aged = 0;
         for k in 0..budget {
             let b = (start + k) % nb;
@@ -1437,7 +1444,7 @@ impl FlowTable {
                 }
             }
         }
-        self.aged.fetch_add(aged as u64, Ordering::Relaxed);
+        self.tally.aged.fetch_add(aged as u64, Ordering::Relaxed);
         aged
     }
 
@@ -1488,7 +1495,7 @@ impl FlowTable {
                 n += 1;
             }
         }
-        self.evicted.fetch_add(n as u64, Ordering::Relaxed);
+        self.tally.evicted.fetch_add(n as u64, Ordering::Relaxed);
         n
     }
 
@@ -1514,10 +1521,10 @@ impl FlowTable {
             capacity: self.capacity,
             active,
             created,
-            aged: self.aged.load(Ordering::Relaxed),
-            evicted: self.evicted.load(Ordering::Relaxed),
-            table_full: self.table_full.load(Ordering::Relaxed),
-            setup_races: self.setup_races.load(Ordering::Relaxed),
+            aged: self.tally.aged.load(Ordering::Relaxed),
+            evicted: self.tally.evicted.load(Ordering::Relaxed),
+            table_full: self.tally.table_full.load(Ordering::Relaxed),
+            setup_races: self.tally.setup_races.load(Ordering::Relaxed),
         }
     }
 }

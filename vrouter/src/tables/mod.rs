@@ -177,6 +177,13 @@ impl Default for TablesConfig {
 #[repr(align(128))]
 pub(crate) struct OwnLines<T>(pub(crate) T);
 
+impl<T> std::ops::Deref for OwnLines<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// All forwarding state. Share it as `Arc<Tables>` between the control side and every core.
 #[derive(Debug)]
 pub struct Tables {
