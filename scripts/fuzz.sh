@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bounded fuzzing of what a guest or the network controls: vhost-user's message decoder and
-# descriptor-chain walk, and the forwarding pipeline on arbitrary frames. Each target runs for
-# FUZZ_SECONDS (default 30) from its checked-in seed corpus; a crash fails the run.
+# descriptor-chain walk, and the forwarding pipeline on arbitrary frames, without and with the
+# flow stage. Each target runs for FUZZ_SECONDS (default 30) from its checked-in seed corpus; a
+# crash fails the run.
 # cargo-fuzz needs nightly -Z flags: stable with RUSTC_BOOTSTRAP=1 does.
 #   scripts/fuzz.sh [crate ...]      (default: vhost-user vrouter; control-api also has a target)
 set -euo pipefail
