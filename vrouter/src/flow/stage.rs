@@ -334,8 +334,9 @@ impl FlowHook for FlowStage {
             }
             out_vif = Some(o);
         }
-        let key = key_of(m);
-        let words = key.words();
+        // Only the key's words on the fast path: the slow path rebuilds the key from `m`, so
+        // it is not kept (spilled) across the lookup.
+        let words = key_of(m).words();
         // While the table stays cached nothing was stashed: skip looking.
         let stashed = if burst.cached {
             None
@@ -359,13 +360,12 @@ impl FlowHook for FlowStage {
             }
         }
         let pkt = Packet {
-            key,
+            meta: m,
             place,
             reverse,
             len,
             tcp_flags,
             target,
-            flow_hash: m.flow_hash(),
             first,
         };
         decide(table, credit, pol, tables, in_vif, out_vif, now, &pkt)
@@ -373,14 +373,13 @@ impl FlowHook for FlowStage {
 }
 
 /// What the slow path needs of a packet.
-struct Packet {
-    key: FlowKey,
+struct Packet<'m> {
+    meta: &'m PacketMeta,
     place: Place,
     reverse: Option<Place>,
     len: u64,
     tcp_flags: Option<u8>,
     target: RouteTarget,
-    flow_hash: u32,
     /// What the fast path's lookup found (a flow decided under older policies), if anything.
     first: Option<Hit>,
 }
@@ -401,15 +400,15 @@ fn decide(
     p: &Packet,
 ) -> FlowAction {
     let Packet {
-        key,
+        meta,
         place,
         reverse,
         len,
         tcp_flags,
         target,
-        flow_hash,
         first,
     } = *p;
+    let key = key_of(meta);
     let mut found = first;
     for _ in 0..2 {
         if let Some(hit) = found.take() {
@@ -433,7 +432,7 @@ fn decide(
         // Miss: decide from the policies and install the flow (and its reverse if allowed).
         let out = match out_vif {
             Some(o) => o,
-            None => egress_vif(tables, target, || flow_hash),
+            None => egress_vif(tables, target, || meta.flow_hash()),
         };
         let Some(verdict) = pol.evaluate(&key, in_vif, out) else {
             return FlowAction::Forward(target);
