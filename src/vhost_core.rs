@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{bounded, Receiver, Sender};
+use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use tracing::{info, warn};
 use vhost_user::{
     Mode, PortConfig, PortEvent, PortState, SessionConfig, SplitQueue, VhostUserPort,
@@ -21,6 +21,9 @@ use crate::lcore::LcoreCmd;
 /// How long the vhost core waits for a forwarding lcore to give a queue back. Lcores read
 /// their commands every few microseconds; this only guards against a wedged lcore.
 const LCORE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// While waiting for an lcore, the loop counter moves this often: the vhost core is waiting on
+/// purpose, not stuck (health tells a stuck lcore by its own poll counter).
+const WAIT_SLICE: Duration = Duration::from_millis(100);
 /// Longest sleep between polls when nothing is due.
 const IDLE_POLL: Duration = Duration::from_millis(5);
 
@@ -222,7 +225,24 @@ impl VhostCore {
             .get(usize::from(lcore))?
             .send(LcoreCmd::DetachVirtqueue { vif, index, reply })
             .ok()?;
-        answer.recv_timeout(LCORE_REPLY_TIMEOUT).ok().flatten()
+        self.await_lcore(&answer).flatten()
+    }
+
+    /// An lcore's reply, or `None` after [`LCORE_REPLY_TIMEOUT`] (or if it is gone).
+    fn await_lcore<T>(&self, answer: &Receiver<T>) -> Option<T> {
+        let deadline = Instant::now() + LCORE_REPLY_TIMEOUT;
+        loop {
+            self.loops.fetch_add(1, Ordering::Relaxed);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match answer.recv_timeout(left.min(WAIT_SLICE)) {
+                Ok(reply) => return Some(reply),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
     }
 
     /// Takes every queue of the vif back from its lcore and drops them here (with the last one
@@ -231,9 +251,9 @@ impl VhostCore {
         let (reply, answer) = bounded(1);
         if let Some(tx) = self.lcores.get(usize::from(v.lcore)) {
             if tx.send(LcoreCmd::DetachVif { vif, reply }).is_ok() {
-                match answer.recv_timeout(LCORE_REPLY_TIMEOUT) {
-                    Ok(queues) => drop(queues),
-                    Err(_) => {
+                match self.await_lcore(&answer) {
+                    Some(queues) => drop(queues),
+                    None => {
                         warn!(vif = %v.name, lcore = v.lcore, "lcore did not release the vif's queues")
                     }
                 }
@@ -281,4 +301,47 @@ fn wait_for_work(vifs: &BTreeMap<u16, VhostVif>, until: Instant) {
         tv_nsec: i64::from(timeout.subsec_nanos()),
     };
     let _ = rustix::event::poll(&mut fds, Some(&ts));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While the vhost core waits for an lcore to hand a queue back, its loop counter keeps
+    /// moving: health must not take a deliberate wait for a stuck vhost core.
+    #[test]
+    fn waiting_for_a_slow_lcore_keeps_the_loop_counter_moving() {
+        let (_commands_tx, commands) = bounded(1);
+        let (_events_tx, lcore_events) = bounded(1);
+        let (lcore_tx, lcore_rx) = bounded(4);
+        let loops = Arc::new(AtomicU64::new(0));
+        let core = VhostCore {
+            commands,
+            lcore_events,
+            lcores: vec![lcore_tx],
+            status: StatusMap::default(),
+            loops: loops.clone(),
+        };
+        // An lcore that takes a second to answer (an idle one napping between polls).
+        let lcore = std::thread::spawn(move || match lcore_rx.recv() {
+            Ok(LcoreCmd::DetachVirtqueue { reply, .. }) => {
+                std::thread::sleep(Duration::from_secs(1));
+                reply.send(None).is_ok()
+            }
+            _ => false,
+        });
+        let start = Instant::now();
+        assert!(core.reclaim(3, 0, 0).is_none(), "the lcore had no queue");
+        assert!(
+            start.elapsed() >= Duration::from_secs(1),
+            "it waited for the answer"
+        );
+        let turns = loops.load(Ordering::Relaxed);
+        // One turn per 100 ms slice: about ten; before, none at all.
+        assert!(turns >= 5, "{turns} turns counted during a one-second wait");
+        assert!(
+            lcore.join().expect("lcore thread"),
+            "the lcore got the command"
+        );
+    }
 }
