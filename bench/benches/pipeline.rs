@@ -37,8 +37,9 @@ const FABRIC_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const PEER_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const POD_A_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 
-/// The i-th of `n` routes: /24s spread over the whole space (an odd multiplier permutes the
-/// 24-bit prefixes), skipping the test subnets the fixed routes use.
+/// The i-th route: a /24 spread over the whole space (an odd multiplier permutes the 24-bit
+/// prefixes, so distinct `i` below 2^24 give distinct /24s). The fixed /32 to pod A lies inside
+/// one of them at most, and is longer, so it still wins.
 fn route_prefix(i: u32) -> u32 {
     (i.wrapping_mul(2_654_435_761) & 0x00ff_ffff) << 8
 }
@@ -335,12 +336,21 @@ const REPEATS: usize = 7;
 /// the same, and the forwarding core nothing but the updater's presence on the machine.
 const CONTROL_VRF: u32 = 6;
 
+/// Sets its flag when dropped, panicking or not.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Route updates per second made on another thread while this one forwards the L3 scenario,
 /// and what they cost the forwarding. Each round times three runs: no updater; the updater in
 /// `CONTROL_VRF` (the same work on tables the forwarding core does not read: what a busy
 /// neighbour costs on this machine, e.g. a hyperthread sibling); the updater in the VRF being
-/// forwarded. Each updater step adds a /32 (a pod's host route: it takes a second-level group)
-/// where no traffic goes, re-adds a /24 the traffic hits (same target, so every packet must
+/// forwarded. Each updater step adds a /32 (a pod's host route: it takes trie groups below
+/// the root) where no traffic goes, re-adds a /24 the traffic hits (same target, so every packet must
 /// still reach its vif: `Scenario::time` checks) and removes the /32 again (its group goes
 /// back): three updates, one of them on lines the forwarding core is reading.
 fn updates_while_forwarding(
@@ -388,8 +398,11 @@ fn updates_while_forwarding(
                 }
                 (n, t0.elapsed().as_secs_f64())
             });
+            // However the run ends: a failed check panics, and the scope would then wait for
+            // an updater that never stops.
+            let stopper = StopOnDrop(&stop);
             l3.run(pipe, bursts);
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(stopper);
             updater.join().expect("updater")
         });
         let run = l3.runs.pop().expect("the run just made");
