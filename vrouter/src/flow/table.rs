@@ -534,6 +534,16 @@ impl FlowTable {
         FlowTable::with_memory_advice(config, None)
     }
 
+    /// [`FlowTable::new`] with fixed hash keys (each made odd): for fuzzing, where a crash must
+    /// replay in another process. Real tables take random keys, so that a peer cannot aim its
+    /// flows at one bucket pair.
+    #[doc(hidden)]
+    pub fn with_fixed_seed(config: FlowConfig, seed: [u64; 6]) -> Result<FlowTable, crate::Error> {
+        let mut t = FlowTable::new(config)?;
+        t.seed = seed.map(|k| k | 1);
+        Ok(t)
+    }
+
     /// [`FlowTable::new`], then `advise(start, len)` on the table's memory (address and length
     /// in bytes) before anyone else sees it: vrouterd passes a function that asks the kernel
     /// for huge pages there (this crate does no system calls). A lookup in a large table mostly
