@@ -350,9 +350,9 @@ impl Drop for StopOnDrop<'_> {
 /// `CONTROL_VRF` (the same work on tables the forwarding core does not read: what a busy
 /// neighbour costs on this machine, e.g. a hyperthread sibling); the updater in the VRF being
 /// forwarded. Each updater step adds a /32 (a pod's host route: it takes trie groups below
-/// the root) where no traffic goes, re-adds a /24 the traffic hits (same target, so every packet must
-/// still reach its vif: `Scenario::time` checks) and removes the /32 again (its group goes
-/// back): three updates, one of them on lines the forwarding core is reading.
+/// the root) where no traffic goes, re-adds a /24 the traffic hits (same target, so every
+/// packet must still reach its vif: `Scenario::time` checks) and removes the /32 again: three
+/// updates, one of them on lines the forwarding core is reading.
 fn updates_while_forwarding(
     tables: &Arc<Tables>,
     pipe: &mut Pipeline<NoFlow>,
