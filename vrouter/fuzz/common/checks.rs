@@ -1,0 +1,20 @@
+//! What every pipeline target checks after one packet.
+
+use vrouter::pipeline::TxBatches;
+use vrouter::{PacketBuf, VecBuf};
+
+/// The one packet just processed landed in exactly one place (a vif's queue, the host queue
+/// or the dropped list), and whatever leaves through a vif still has an Ethernet header.
+pub fn one_packet_accounted(out: &TxBatches<VecBuf>) {
+    let sent: usize = out.touched().iter().map(|&v| out.tx(v).len()).sum();
+    assert_eq!(
+        sent + out.host.len() + out.dropped.len(),
+        1,
+        "every packet lands in exactly one place"
+    );
+    for &v in out.touched() {
+        for b in out.tx(v) {
+            assert!(b.len() >= 14);
+        }
+    }
+}
