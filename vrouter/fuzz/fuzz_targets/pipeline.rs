@@ -35,5 +35,5 @@ fuzz_target!(|data: &[u8]| {
     let Bed { pipe, out } = &mut *bed;
     out.clear();
     pipe.process(u16::from(vif % 4), [VecBuf::from_frame(frame)], out);
-    checks::one_packet_accounted(out);
+    checks::packets_accounted(out, 1);
 });

@@ -5,15 +5,23 @@
 //! many frame bytes; every input starts from an empty table at time 0 with fixed hash keys, so
 //! a crash replays. Control byte: low six bits advance the clock by that many 40 ms steps,
 //! bit 6 ages a slice, bit 7 swaps pod 1's policy for none or back.
+//! Every input runs twice, on two tables: once a packet per `process` call without prefetch
+//! (the plain path), once in bursts with the prefetch stash on (a record with control byte 0
+//! joins the burst before it, up to 32 from one vif). Bursts, prefetching and the pipeline's
+//! per-burst memos must change nothing: the same frames leave by the same places, byte for
+//! byte and in the same order, and the two tables count the same flows.
 //! Run (bounded): `cargo +nightly fuzz run pipeline_flows -- -max_total_time=60` from `vrouter/`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use vrouter::flow::{Action, Cidr, FlowConfig, FlowTable, FlowTimeouts, Policies, Policy, Rule};
+use vrouter::flow::{
+    Action, Cidr, FlowConfig, FlowStage, FlowTable, FlowTimeouts, Policies, Policy, Rule,
+};
 use vrouter::pipeline::{Pipeline, TxBatches};
 use vrouter::tables::Tables;
-use vrouter::{CoreStats, StatsRegistry, VecBuf};
+use vrouter::{CoreStats, PacketBuf, StatsRegistry, VecBuf};
 
 #[path = "../common/checks.rs"]
 mod checks;
@@ -75,9 +83,108 @@ fn pod2_policy() -> Policy {
     }
 }
 
+/// Where a packet left: by a vif, to the host, or dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Exit {
+    Vif(u16),
+    Host,
+    Dropped,
+}
+
+/// The frames that left, by exit, in order.
+type Exits = BTreeMap<Exit, Vec<Vec<u8>>>;
+
+/// One of the two runs: its own flow table, policies and pipeline.
+struct Side {
+    policies: Policies,
+    pipe: Pipeline<FlowStage>,
+}
+
+impl Side {
+    fn new(tables: &Arc<Tables>, stats: &Arc<CoreStats>, prefetch: bool) -> Side {
+        let table = Arc::new(
+            FlowTable::with_fixed_seed(
+                FlowConfig {
+                    entries: ENTRIES,
+                    timeouts: FlowTimeouts {
+                        tcp_established: 2_000,
+                        tcp_closing: 100,
+                        udp: 1_000,
+                        icmp: 500,
+                        other: 1_000,
+                    },
+                },
+                SEED,
+            )
+            .expect("flow table"),
+        );
+        let policies = Policies::new(table);
+        policies.set(1, Some(pod1_policy())).expect("policy");
+        policies.set(2, Some(pod2_policy())).expect("policy");
+        let mut stage = policies.stage(tables.clone());
+        if prefetch {
+            stage.always_prefetch();
+        }
+        Side {
+            pipe: Pipeline::new(tables.clone(), stats.clone(), stage),
+            policies,
+        }
+    }
+
+    /// What the control byte asks for before a record, at `now`.
+    fn control(&self, ctl: u8, now: u64, pod1_guarded: bool) {
+        if ctl & 0x40 != 0 {
+            self.policies.table().age_slice(now, 16);
+        }
+        if ctl & 0x80 != 0 {
+            self.policies
+                .set(1, pod1_guarded.then(pod1_policy))
+                .expect("policy");
+        }
+    }
+
+    /// Run `frames` from `vif` as one `process` call; record where they went in `exits`.
+    fn run(
+        &mut self,
+        vif: u16,
+        now: u64,
+        frames: &[&[u8]],
+        out: &mut TxBatches<VecBuf>,
+        exits: &mut Exits,
+    ) {
+        out.clear();
+        self.pipe.flow_hook().begin(vif, now);
+        self.pipe
+            .process(vif, frames.iter().map(|f| VecBuf::from_frame(f)), out);
+        checks::packets_accounted(out, frames.len());
+        let mut keep = |exit, bufs: &[VecBuf]| {
+            exits
+                .entry(exit)
+                .or_default()
+                .extend(bufs.iter().map(|b| b.data().to_vec()))
+        };
+        for &v in out.touched() {
+            keep(Exit::Vif(v), out.tx(v));
+        }
+        keep(Exit::Host, &out.host);
+        keep(Exit::Dropped, &out.dropped);
+        // One core, a small table: reservations are exact, so what is held beyond the entries
+        // in use is at most one setup's worth (a flow and its reverse).
+        let table = self.policies.table();
+        let s = table.stats();
+        let reserved = table.reserved_entries();
+        assert!(
+            s.active <= reserved && reserved <= s.capacity && reserved - s.active <= 2,
+            "{} flows active, {reserved} reserved, capacity {}",
+            s.active,
+            s.capacity
+        );
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     // Built once: the forwarding tables (never changed), the drop counters and the output
-    // queues (4096 of them: too slow to allocate per input; emptied before each packet).
+    // queues (4096 of them: too slow to allocate per input; emptied before each call).
     // Flow state starts afresh every input.
     static SHARED: OnceLock<(Arc<Tables>, Arc<CoreStats>, Mutex<TxBatches<VecBuf>>)> =
         OnceLock::new();
@@ -85,60 +192,52 @@ fuzz_target!(|data: &[u8]| {
         let stats = StatsRegistry::default().new_core();
         (tables::tables(), stats, Mutex::new(TxBatches::new(32)))
     });
-    let tables = tables.clone();
     let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-    let table = Arc::new(
-        FlowTable::with_fixed_seed(
-            FlowConfig {
-                entries: ENTRIES,
-                timeouts: FlowTimeouts {
-                    tcp_established: 2_000,
-                    tcp_closing: 100,
-                    udp: 1_000,
-                    icmp: 500,
-                    other: 1_000,
-                },
-            },
-            SEED,
-        )
-        .expect("flow table"),
-    );
-    let policies = Policies::new(table);
-    policies.set(1, Some(pod1_policy())).expect("policy");
-    policies.set(2, Some(pod2_policy())).expect("policy");
-    let mut pipe = Pipeline::new(tables.clone(), stats.clone(), policies.stage(tables));
+    let mut plain = Side::new(tables, stats, false);
+    let mut burst = Side::new(tables, stats, true);
     let mut now = 0u64;
     let mut pod1_guarded = true;
 
     let mut rest = data;
+    let mut group: Vec<&[u8]> = Vec::with_capacity(32);
     while let [vif, ctl, l0, l1, tail @ ..] = rest {
         let len = usize::from(u16::from_le_bytes([*l0, *l1])).min(tail.len());
         let (frame, next) = tail.split_at(len);
         rest = next;
+        let vif = u16::from(vif % 4);
         now += u64::from(ctl & 0x3f) * 40;
-        if ctl & 0x40 != 0 {
-            policies.table().age_slice(now, 16);
-        }
         if ctl & 0x80 != 0 {
             pod1_guarded = !pod1_guarded;
-            policies
-                .set(1, pod1_guarded.then(pod1_policy))
-                .expect("policy");
         }
-        out.clear();
-        let vif = u16::from(vif % 4);
-        pipe.flow_hook().begin(vif, now);
-        pipe.process(vif, [VecBuf::from_frame(frame)], &mut *out);
-        checks::one_packet_accounted(&out);
-        // One core, a small table: reservations are exact, so what is held beyond the entries
-        // in use is at most one setup's worth (a flow and its reverse).
-        let s = policies.table().stats();
-        let reserved = policies.table().reserved_entries();
-        assert!(
-            s.active <= reserved && reserved <= s.capacity && reserved - s.active <= 2,
-            "{} flows active, {reserved} reserved, capacity {}",
-            s.active,
-            s.capacity
+        plain.control(*ctl, now, pod1_guarded);
+        burst.control(*ctl, now, pod1_guarded);
+        // The records of a burst: this one and those after it with control byte 0.
+        group.clear();
+        group.push(frame);
+        while let [v, 0, l0, l1, tail @ ..] = rest {
+            if u16::from(v % 4) != vif || group.len() == 32 {
+                break;
+            }
+            let len = usize::from(u16::from_le_bytes([*l0, *l1])).min(tail.len());
+            let (frame, next) = tail.split_at(len);
+            group.push(frame);
+            rest = next;
+        }
+        let (mut one_by_one, mut together) = (Exits::new(), Exits::new());
+        for f in &group {
+            plain.run(vif, now, &[f], &mut out, &mut one_by_one);
+        }
+        burst.run(vif, now, &group, &mut out, &mut together);
+        assert_eq!(
+            one_by_one,
+            together,
+            "a burst of {} from vif {vif} left as the packets one by one",
+            group.len()
+        );
+        assert_eq!(
+            plain.policies.table().stats(),
+            burst.policies.table().stats(),
+            "both tables hold the same flows"
         );
     }
 });
