@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Bounded fuzzing of what a guest or the network controls: vhost-user's message decoder and
-# descriptor-chain walk, and the forwarding pipeline on arbitrary frames, without and with the
-# flow stage. Each target runs for FUZZ_SECONDS (default 30) from its checked-in seed corpus; a
-# crash fails the run.
+# Bounded fuzzing of what a guest, the network or the agent controls: vhost-user's message
+# decoder and descriptor-chain walk, the forwarding pipeline on arbitrary frames, without and
+# with the flow stage (bursts with prefetch checked against one packet at a time), and the
+# control API's request bodies. Each target runs for FUZZ_SECONDS (default 30) from its
+# checked-in seed corpus; a crash fails the run.
 # cargo-fuzz needs nightly -Z flags: stable with RUSTC_BOOTSTRAP=1 does.
-#   scripts/fuzz.sh [crate ...]      (default: vhost-user vrouter; control-api also has a target)
+#   scripts/fuzz.sh [crate ...]      (default: vhost-user vrouter control-api)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 secs=${FUZZ_SECONDS:-30}
 crates=("$@")
-((${#crates[@]})) || crates=(vhost-user vrouter)
+((${#crates[@]})) || crates=(vhost-user vrouter control-api)
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$root/target/fuzz}
