@@ -31,11 +31,6 @@ use crate::progress::ProgressWatch;
 use crate::vhost_core::{StatusMap, VhostCmd};
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a command waits for room in an lcore's command queue. Lcores read it on every
-/// loop (at most 100 ms apart), so a queue still full after this belongs to a wedged lcore,
-/// and the control side must not block on it: it may hold the registry, which status and
-/// health reads need to report that very lcore.
-const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One forwarding lcore as the control side sees it.
 pub struct LcoreHandleInfo {
@@ -45,18 +40,6 @@ pub struct LcoreHandleInfo {
     pub counters: Arc<LoopCounters>,
     /// A producer handle on the lcore's inbox ring, to read its fill level.
     pub inbox: RingProducer,
-}
-
-impl LcoreHandleInfo {
-    /// Queues `cmd` for this lcore, or gives it back after [`SEND_TIMEOUT`] (or if the lcore
-    /// is gone).
-    // The command travels by value through the channel anyway; handing it back is the same move.
-    #[allow(clippy::result_large_err)]
-    fn send(&self, cmd: LcoreCmd) -> Result<(), LcoreCmd> {
-        self.commands
-            .send_timeout(cmd, SEND_TIMEOUT)
-            .map_err(|e| e.into_inner())
-    }
 }
 
 enum VifIo {
@@ -178,12 +161,7 @@ impl VrouterDataplane {
 
     fn broadcast(&self, make: impl Fn() -> LcoreCmd) {
         for l in &self.lcores {
-            if l.send(make()).is_err() {
-                warn!(
-                    lcore = l.lcore,
-                    "lcore does not take commands; one was dropped"
-                );
-            }
+            let _ = l.commands.send(make());
         }
     }
 
@@ -313,37 +291,22 @@ impl VrouterDataplane {
             let queues = port
                 .start()
                 .map_err(|e| rejected(format!("starting {}: {e}", spec.name)))?;
-            let mut refused = None;
             if *per_lcore {
                 for ((l, rx), tx) in self.lcores.iter().zip(queues.rx).zip(queues.tx) {
-                    let cmd = LcoreCmd::AttachEth {
+                    let _ = l.commands.send(LcoreCmd::AttachEth {
                         vif: index,
                         rx: Some(rx),
                         tx: Some(tx),
-                    };
-                    if l.send(cmd).is_err() {
-                        refused = Some(l.lcore);
-                    }
+                    });
                 }
             } else if let Some(l) = self.lcores.get(usize::from(lcore)) {
                 let mut rx = queues.rx;
                 let mut tx = queues.tx;
-                let cmd = LcoreCmd::AttachEth {
+                let _ = l.commands.send(LcoreCmd::AttachEth {
                     vif: index,
                     rx: rx.pop(),
                     tx: tx.pop(),
-                };
-                if l.send(cmd).is_err() {
-                    refused = Some(l.lcore);
-                }
-            }
-            // A port half polled is worse than none: take back what went out.
-            if let Some(l) = refused {
-                self.release_io(index, &spec.name, io, false);
-                return Err(DataplaneError::new(
-                    DataplaneErrorKind::Unavailable,
-                    format!("forwarding lcore {l} does not take commands"),
-                ));
+                });
             }
         }
         let mut reg = self.registry();
@@ -459,8 +422,11 @@ impl VrouterDataplane {
             VifIo::Eth { mut port, .. } => {
                 for l in &self.lcores {
                     let (reply, answer) = bounded(1);
-                    let asked = l.send(LcoreCmd::DetachVif { vif: index, reply });
-                    if asked.is_err() || answer.recv_timeout(REPLY_TIMEOUT).is_err() {
+                    if l.commands
+                        .send(LcoreCmd::DetachVif { vif: index, reply })
+                        .is_ok()
+                        && answer.recv_timeout(REPLY_TIMEOUT).is_err()
+                    {
                         warn!(vif = %name, lcore = l.lcore, "lcore did not release the port's queues");
                     }
                 }

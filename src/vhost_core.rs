@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use tracing::{info, warn};
 use vhost_user::{
     Mode, PortConfig, PortEvent, PortState, SessionConfig, SplitQueue, VhostUserPort,
@@ -185,10 +185,8 @@ impl VhostCore {
                     }
                     PortEvent::QueueReady(i) => match v.port.take_queue(i) {
                         Ok(queue) => {
-                            match self
-                                .send_to_lcore(v.lcore, LcoreCmd::AttachVirtqueue { vif, queue })
-                            {
-                                Ok(()) => {
+                            if let Some(tx) = self.lcores.get(usize::from(v.lcore)) {
+                                if tx.send(LcoreCmd::AttachVirtqueue { vif, queue }).is_ok() {
                                     v.lent.insert(i);
                                     if v.lent.len()
                                         == usize::from(
@@ -198,13 +196,6 @@ impl VhostCore {
                                         info!(vif = %v.name, socket = %v.port.path().display(), "vif up");
                                     }
                                 }
-                                // Back to the session, unlent: it is not announced again until
-                                // the frontend sets it up anew, so this does not loop.
-                                Err(LcoreCmd::AttachVirtqueue { queue, .. }) => {
-                                    warn!(vif = %v.name, lcore = v.lcore, queue = i, "the vif's lcore does not take commands: queue not polled");
-                                    v.port.return_queue(queue, events);
-                                }
-                                Err(_) => {}
                             }
                         }
                         Err(e) => {
@@ -230,33 +221,11 @@ impl VhostCore {
     /// Asks the lcore for queue `index` and waits until it has let go of it.
     fn reclaim(&self, vif: u16, lcore: u8, index: u16) -> Option<SplitQueue> {
         let (reply, answer) = bounded(1);
-        self.send_to_lcore(lcore, LcoreCmd::DetachVirtqueue { vif, index, reply })
+        self.lcores
+            .get(usize::from(lcore))?
+            .send(LcoreCmd::DetachVirtqueue { vif, index, reply })
             .ok()?;
         self.await_lcore(&answer).flatten()
-    }
-
-    /// Queues `cmd` for lcore `lcore`, or gives it back if that lcore is gone or its command
-    /// queue stays full for [`LCORE_REPLY_TIMEOUT`] (a wedged lcore must not wedge this core).
-    // The command travels by value through the channel anyway; handing it back is the same move.
-    #[allow(clippy::result_large_err)]
-    fn send_to_lcore(&self, lcore: u8, cmd: LcoreCmd) -> Result<(), LcoreCmd> {
-        let Some(tx) = self.lcores.get(usize::from(lcore)) else {
-            return Err(cmd);
-        };
-        let deadline = Instant::now() + LCORE_REPLY_TIMEOUT;
-        let mut cmd = cmd;
-        loop {
-            self.loops.fetch_add(1, Ordering::Relaxed);
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(cmd);
-            }
-            match tx.send_timeout(cmd, left.min(WAIT_SLICE)) {
-                Ok(()) => return Ok(()),
-                Err(SendTimeoutError::Timeout(c)) => cmd = c,
-                Err(SendTimeoutError::Disconnected(c)) => return Err(c),
-            }
-        }
     }
 
     /// An lcore's reply, or `None` after [`LCORE_REPLY_TIMEOUT`] (or if it is gone).
@@ -280,17 +249,15 @@ impl VhostCore {
     /// the guest memory is unmapped, after the lcore can no longer touch it).
     fn reclaim_all(&self, vif: u16, v: &mut VhostVif) {
         let (reply, answer) = bounded(1);
-        let released = self
-            .send_to_lcore(v.lcore, LcoreCmd::DetachVif { vif, reply })
-            .ok()
-            .and_then(|()| self.await_lcore(&answer));
-        match released {
-            Some(queues) => drop(queues),
-            // The queues (and the guest memory they map) stay with the lcore until it drops them.
-            None if !v.lent.is_empty() => {
-                warn!(vif = %v.name, lcore = v.lcore, "lcore did not release the vif's queues")
+        if let Some(tx) = self.lcores.get(usize::from(v.lcore)) {
+            if tx.send(LcoreCmd::DetachVif { vif, reply }).is_ok() {
+                match self.await_lcore(&answer) {
+                    Some(queues) => drop(queues),
+                    None => {
+                        warn!(vif = %v.name, lcore = v.lcore, "lcore did not release the vif's queues")
+                    }
+                }
             }
-            None => {}
         }
         v.lent.clear();
     }
@@ -340,9 +307,13 @@ fn wait_for_work(vifs: &BTreeMap<u16, VhostVif>, until: Instant) {
 mod tests {
     use super::*;
 
-    fn core_with_lcore(lcore_tx: Sender<LcoreCmd>) -> (VhostCore, Arc<AtomicU64>) {
+    /// While the vhost core waits for an lcore to hand a queue back, its loop counter keeps
+    /// moving: health must not take a deliberate wait for a stuck vhost core.
+    #[test]
+    fn waiting_for_a_slow_lcore_keeps_the_loop_counter_moving() {
         let (_commands_tx, commands) = bounded(1);
         let (_events_tx, lcore_events) = bounded(1);
+        let (lcore_tx, lcore_rx) = bounded(4);
         let loops = Arc::new(AtomicU64::new(0));
         let core = VhostCore {
             commands,
@@ -351,59 +322,6 @@ mod tests {
             status: StatusMap::default(),
             loops: loops.clone(),
         };
-        (core, loops)
-    }
-
-    /// A wedged lcore whose command queue is full: the vhost core gives up on it after
-    /// LCORE_REPLY_TIMEOUT, gets its command back, and keeps its loop counter moving meanwhile.
-    #[test]
-    fn a_wedged_lcore_with_a_full_queue_does_not_block_the_vhost_core() {
-        let (lcore_tx, lcore_rx) = bounded(1);
-        let (core, loops) = core_with_lcore(lcore_tx);
-        lcore_tx_fill(&core);
-        let start = Instant::now();
-        let back = core.send_to_lcore(0, LcoreCmd::SetHostVif { vif: Some(7) });
-        let waited = start.elapsed();
-        assert!(
-            matches!(back, Err(LcoreCmd::SetHostVif { vif: Some(7) })),
-            "the command comes back"
-        );
-        assert!(
-            waited >= LCORE_REPLY_TIMEOUT && waited < LCORE_REPLY_TIMEOUT * 3,
-            "gave up after {waited:?}"
-        );
-        let turns = loops.load(Ordering::Relaxed);
-        assert!(
-            turns >= 10,
-            "{turns} turns counted during a two-second wait"
-        );
-        // Reclaiming from it gives up the same way instead of hanging.
-        assert!(core.reclaim(3, 0, 0).is_none());
-        // An lcore that does not exist takes nothing.
-        assert!(core
-            .send_to_lcore(9, LcoreCmd::SetHostVif { vif: None })
-            .is_err());
-        // Once the lcore drains its queue, commands go through again.
-        assert!(matches!(
-            lcore_rx.try_recv(),
-            Ok(LcoreCmd::SetHostVif { vif: None })
-        ));
-        assert!(core
-            .send_to_lcore(0, LcoreCmd::SetHostVif { vif: Some(1) })
-            .is_ok());
-    }
-
-    fn lcore_tx_fill(core: &VhostCore) {
-        let full = core.lcores[0].try_send(LcoreCmd::SetHostVif { vif: None });
-        assert!(full.is_ok() && core.lcores[0].is_full());
-    }
-
-    /// While the vhost core waits for an lcore to hand a queue back, its loop counter keeps
-    /// moving: health must not take a deliberate wait for a stuck vhost core.
-    #[test]
-    fn waiting_for_a_slow_lcore_keeps_the_loop_counter_moving() {
-        let (lcore_tx, lcore_rx) = bounded(4);
-        let (core, loops) = core_with_lcore(lcore_tx);
         // An lcore that takes a second to answer (an idle one napping between polls).
         let lcore = std::thread::spawn(move || match lcore_rx.recv() {
             Ok(LcoreCmd::DetachVirtqueue { reply, .. }) => {
