@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use control_api::api::{MacAddr as ApiMac, VifRequest, VifType};
 use control_api::{ControlSocket, Controller, ControllerConfig, ServeOptions};
-use crossbeam::channel::{bounded, unbounded};
+use crossbeam::channel::unbounded;
 use pmd_shim::{mbuf_ring, Eal, Mempool, RingMode};
 use tracing::{info, warn};
 use vrouter::flow::{FlowConfig, FlowTable, Policies};
@@ -163,7 +163,11 @@ fn run(opts: &cli::Options) -> Result<()> {
     let mut lcores = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     for (i, (&lcore_id, inbox)) in opts.fwd_lcores.0.iter().zip(consumers).enumerate() {
-        let (cmd_tx, cmd_rx) = bounded(1024);
+        // Unbounded: a send never blocks the vhost core or the control side (which may hold
+        // the registry that health reads need), even on a wedged lcore, and no command is ever
+        // dropped, so an lcore that recovers catches up in order. Commands come at the pace of
+        // control operations; waits for an lcore's replies are what time out.
+        let (cmd_tx, cmd_rx) = unbounded();
         let stats = Arc::new(vrouter::CoreStats::default());
         let counters = Arc::new(LoopCounters::default());
         let peers = producers
