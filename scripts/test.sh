@@ -17,4 +17,4 @@ profile=default
 [[ -n ${CI:-} ]] && profile=ci
 cargo nextest run --workspace --locked --profile "$profile"
 echo "== fuzz (bounded)"
-FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh vhost-user vrouter
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
