@@ -7,9 +7,10 @@
 //! bit 6 ages a slice, bit 7 swaps pod 1's policy for none or back.
 //! Every input runs twice, on two tables: once a packet per `process` call without prefetch
 //! (the plain path), once in bursts with the prefetch stash on (a record with control byte 0
-//! joins the burst before it, up to 32 from one vif). Bursts, prefetching and the pipeline's
-//! per-burst memos must change nothing: the same frames leave by the same places, byte for
-//! byte and in the same order, and the two tables count the same flows.
+//! joins the burst before it, up to 64 from one vif: two bursts of one `process` call).
+//! Bursts, prefetching and the pipeline's per-burst memos must change nothing: the same frames
+//! leave by the same places, byte for byte and in the same order, the drop and vif counters
+//! agree, and the two tables hold the same flows in the same slots with the same state.
 //! Run (bounded): `cargo +nightly fuzz run pipeline_flows -- -max_total_time=60` from `vrouter/`.
 #![no_main]
 
@@ -17,9 +18,10 @@ use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use vrouter::flow::{
-    Action, Cidr, FlowConfig, FlowStage, FlowTable, FlowTimeouts, Policies, Policy, Rule,
+    Action, Cidr, FlowConfig, FlowInfo, FlowStage, FlowTable, FlowTimeouts, Policies, Policy, Rule,
 };
 use vrouter::pipeline::{Pipeline, TxBatches};
+use vrouter::stats::{StatsSnapshot, VifTotals};
 use vrouter::tables::Tables;
 use vrouter::{CoreStats, PacketBuf, StatsRegistry, VecBuf};
 
@@ -94,14 +96,22 @@ enum Exit {
 /// The frames that left, by exit, in order.
 type Exits = BTreeMap<Exit, Vec<Vec<u8>>>;
 
-/// One of the two runs: its own flow table, policies and pipeline.
-struct Side {
+/// Records joined into one `process` call at most: two pipeline bursts.
+const MAX_GROUP: usize = 64;
+
+/// One of the two runs: its own flow table, policies, pipeline and counters.
+struct Side<'a> {
     policies: Policies,
     pipe: Pipeline<FlowStage>,
+    stats: &'a StatsRegistry,
 }
 
-impl Side {
-    fn new(tables: &Arc<Tables>, stats: &Arc<CoreStats>, prefetch: bool) -> Side {
+impl<'a> Side<'a> {
+    fn new(
+        tables: &Arc<Tables>,
+        stats: &'a (StatsRegistry, Arc<CoreStats>),
+        prefetch: bool,
+    ) -> Self {
         let table = Arc::new(
             FlowTable::with_fixed_seed(
                 FlowConfig {
@@ -126,9 +136,20 @@ impl Side {
             stage.always_prefetch();
         }
         Side {
-            pipe: Pipeline::new(tables.clone(), stats.clone(), stage),
+            pipe: Pipeline::new(tables.clone(), stats.1.clone(), stage),
             policies,
+            stats: &stats.0,
         }
+    }
+
+    /// Everything the run leaves behind besides the frames: drop and vif counters (summed
+    /// over every input so far: both sides always run the same ones) and every flow entry.
+    fn state(&self) -> (StatsSnapshot, Vec<VifTotals>, Vec<FlowInfo>) {
+        (
+            self.stats.snapshot(),
+            (0..4).map(|v| self.stats.vif(v)).collect(),
+            self.policies.table().flows(None, usize::MAX, 0).flows,
+        )
     }
 
     /// What the control byte asks for before a record, at `now`.
@@ -186,20 +207,29 @@ fuzz_target!(|data: &[u8]| {
     // Built once: the forwarding tables (never changed), the drop counters and the output
     // queues (4096 of them: too slow to allocate per input; emptied before each call).
     // Flow state starts afresh every input.
-    static SHARED: OnceLock<(Arc<Tables>, Arc<CoreStats>, Mutex<TxBatches<VecBuf>>)> =
+    type Counters = (StatsRegistry, Arc<CoreStats>);
+    static SHARED: OnceLock<(Arc<Tables>, [Counters; 2], Mutex<TxBatches<VecBuf>>)> =
         OnceLock::new();
-    let (tables, stats, out) = SHARED.get_or_init(|| {
-        let stats = StatsRegistry::default().new_core();
-        (tables::tables(), stats, Mutex::new(TxBatches::new(32)))
+    let (tables, [plain_stats, burst_stats], out) = SHARED.get_or_init(|| {
+        let counters = || {
+            let r = StatsRegistry::default();
+            let core = r.new_core();
+            (r, core)
+        };
+        (
+            tables::tables(),
+            [counters(), counters()],
+            Mutex::new(TxBatches::new(32)),
+        )
     });
     let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
-    let mut plain = Side::new(tables, stats, false);
-    let mut burst = Side::new(tables, stats, true);
+    let mut plain = Side::new(tables, plain_stats, false);
+    let mut burst = Side::new(tables, burst_stats, true);
     let mut now = 0u64;
     let mut pod1_guarded = true;
 
     let mut rest = data;
-    let mut group: Vec<&[u8]> = Vec::with_capacity(32);
+    let mut group: Vec<&[u8]> = Vec::with_capacity(MAX_GROUP);
     while let [vif, ctl, l0, l1, tail @ ..] = rest {
         let len = usize::from(u16::from_le_bytes([*l0, *l1])).min(tail.len());
         let (frame, next) = tail.split_at(len);
@@ -215,7 +245,7 @@ fuzz_target!(|data: &[u8]| {
         group.clear();
         group.push(frame);
         while let [v, 0, l0, l1, tail @ ..] = rest {
-            if u16::from(v % 4) != vif || group.len() == 32 {
+            if u16::from(v % 4) != vif || group.len() == MAX_GROUP {
                 break;
             }
             let len = usize::from(u16::from_le_bytes([*l0, *l1])).min(tail.len());
@@ -237,7 +267,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(
             plain.policies.table().stats(),
             burst.policies.table().stats(),
-            "both tables hold the same flows"
+            "both tables count the same flows"
+        );
+        assert_eq!(
+            plain.state(),
+            burst.state(),
+            "the same counters and flow entries after a burst of {}",
+            group.len()
         );
     }
 });
