@@ -379,10 +379,6 @@ impl VrouterDataplane {
         };
         // First out of the tables, so no lcore routes to it any more; then take its queues back.
         self.tables.del_vif(index).map_err(table_err)?;
-        self.broadcast(|| LcoreCmd::SetOwner {
-            vif: index,
-            owner: NO_OWNER,
-        });
         let Some(rt) = reg.vifs.remove(&index) else {
             return Ok(());
         };
@@ -393,8 +389,7 @@ impl VrouterDataplane {
         }
         // Out of the registry: what follows waits on other threads, without holding it.
         drop(reg);
-        // The owner was cleared above.
-        self.release_io(index, &rt.name, rt.io, false);
+        self.release_io(index, &rt.name, rt.io, rt.lcore.is_some());
         info!(vif = %rt.name, index = rt.index, "vif removed");
         Ok(())
     }
