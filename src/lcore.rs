@@ -166,6 +166,9 @@ impl Lcore {
                 if stop.should_stop() {
                     break;
                 }
+                // Drain the whole queue, never a share of it: a backlog left by a wedged spell
+                // may hold an AttachEth and, behind it, the DetachVif of a port closed since;
+                // applied together, the closed port is never polled.
                 while let Ok(cmd) = commands.try_recv() {
                     st.command(cmd);
                 }

@@ -164,9 +164,10 @@ fn run(opts: &cli::Options) -> Result<()> {
     let mut handles = Vec::with_capacity(n);
     for (i, (&lcore_id, inbox)) in opts.fwd_lcores.0.iter().zip(consumers).enumerate() {
         // Unbounded: a send never blocks the vhost core or the control side (which may hold
-        // the registry that health reads need), even on a wedged lcore, and no command is ever
-        // dropped, so an lcore that recovers catches up in order. Commands come at the pace of
-        // control operations; waits for an lcore's replies are what time out.
+        // the registry that health reads need), even on a wedged lcore, and no command is
+        // dropped while the lcore runs, so one that recovers catches up in order. Commands come
+        // at the pace of control operations and guest (re)connections; waits for an lcore's
+        // replies are what time out.
         let (cmd_tx, cmd_rx) = unbounded();
         let stats = Arc::new(vrouter::CoreStats::default());
         let counters = Arc::new(LoopCounters::default());

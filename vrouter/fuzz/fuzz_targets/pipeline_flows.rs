@@ -148,7 +148,11 @@ impl<'a> Side<'a> {
         (
             self.stats.snapshot(),
             (0..4).map(|v| self.stats.vif(v)).collect(),
-            self.policies.table().flows(None, usize::MAX, 0).flows,
+            // Every entry in one page: a table never holds more flows than its capacity.
+            {
+                let table = self.policies.table();
+                table.flows(None, table.capacity(), 0).flows
+            },
         )
     }
 
