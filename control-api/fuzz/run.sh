@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Bounded fuzz run for CI: each target for SECONDS (default 60) from the checked-in seeds.
+# Bounded fuzz run of this crate alone (CI runs it through scripts/fuzz.sh): each target for
+# SECONDS (default 60) from the checked-in seeds.
 # Needs cargo-fuzz (`cargo install cargo-fuzz`) and a nightly toolchain, or stable with
 # RUSTC_BOOTSTRAP=1 (cargo-fuzz passes -Z flags). Exits non-zero if a target crashes.
 set -euo pipefail
