@@ -658,6 +658,7 @@ impl Dataplane for VrouterDataplane {
                 features: None,
                 queues_enabled: 0,
                 lcore: None,
+                broken: None,
                 counters: VifCounters::default(),
             };
         };
@@ -670,7 +671,8 @@ impl Dataplane for VrouterDataplane {
                     .vhost_status
                     .lock()
                     .ok()
-                    .and_then(|m| m.get(&index).copied());
+                    .and_then(|m| m.get(&index).cloned());
+                let broken = st.as_ref().and_then(|s| s.broken.clone());
                 let (state, features, lent) = match st {
                     Some(s) if s.queues_lent > 0 => {
                         (VifState::Connected, s.features, s.queues_lent)
@@ -691,6 +693,7 @@ impl Dataplane for VrouterDataplane {
                     features,
                     queues_enabled: lent / 2,
                     lcore: rt.and_then(|r| r.lcore).and_then(lcore_id),
+                    broken,
                     counters,
                 }
             }
@@ -701,6 +704,7 @@ impl Dataplane for VrouterDataplane {
                     features: None,
                     queues_enabled: 1,
                     lcore: rt.and_then(|r| r.lcore).and_then(lcore_id),
+                    broken: None,
                     counters,
                 }
             }
@@ -709,6 +713,7 @@ impl Dataplane for VrouterDataplane {
                 features: None,
                 queues_enabled: 0,
                 lcore: None,
+                broken: None,
                 counters,
             },
         }
@@ -834,20 +839,22 @@ impl Dataplane for VrouterDataplane {
             }
         }
         // The status lock is released before the registry is taken (the lock order above).
-        let broken: Vec<u16> = self.vhost_status.lock().map_or_else(
+        let broken: Vec<(u16, String)> = self.vhost_status.lock().map_or_else(
             |_| Vec::new(),
             |m| {
                 m.iter()
-                    .filter(|(_, s)| s.broken)
-                    .map(|(&i, _)| i)
+                    .filter_map(|(&i, s)| s.broken.clone().map(|why| (i, why)))
                     .collect()
             },
         );
         if !broken.is_empty() {
             let reg = self.registry();
-            for idx in broken {
+            for (idx, why) in broken {
                 let name = reg.vifs.get(&idx).map_or("?", |r| r.name.as_str());
-                problems.push(format!("vif {name}: the guest broke a virtqueue; the queue is stopped until the guest resets it"));
+                problems.push(format!(
+                    "vif {name}: {why}; its queues are stopped until the guest reconnects or \
+                     resets them"
+                ));
             }
         }
         Ok(Health {

@@ -53,14 +53,15 @@ pub enum LcoreEvent {
 }
 
 /// A vhost-user vif as status readers see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VhostStatus {
     pub state: PortState,
     pub features: Option<u64>,
     pub queues_lent: u32,
     pub lcore: u8,
-    /// A queue was broken by the guest since it last connected.
-    pub broken: bool,
+    /// How the guest broke the device since it last connected (a virtqueue's rules, or its
+    /// memory taken away under us), if it did.
+    pub broken: Option<String>,
 }
 
 pub type StatusMap = Arc<Mutex<HashMap<u16, VhostStatus>>>;
@@ -70,7 +71,8 @@ struct VhostVif {
     port: VhostUserPort,
     lcore: u8,
     lent: BTreeSet<u16>,
-    broken: bool,
+    /// Why a queue of the current frontend was broken, if one was.
+    broken: Option<String>,
 }
 
 pub struct VhostCore {
@@ -100,7 +102,11 @@ impl VhostCore {
                             warn!(vif = %v.name, socket = %v.port.path().display(), queue = queue.index(),
                                   reason = ?queue.broken(), "guest broke a virtqueue: queue stopped");
                             v.lent.remove(&queue.index());
-                            v.broken = true;
+                            if v.broken.is_none() {
+                                v.broken = queue.broken().map(|b| {
+                                    format!("the guest broke virtqueue {}: {b}", queue.index())
+                                });
+                            }
                             v.port.return_queue(queue, &mut events);
                             self.handle_events(vif, v, &mut events);
                         }
@@ -155,7 +161,7 @@ impl VhostCore {
                             port,
                             lcore,
                             lent: BTreeSet::new(),
-                            broken: false,
+                            broken: None,
                         },
                     );
                 });
@@ -180,7 +186,7 @@ impl VhostCore {
             for ev in batch {
                 match ev {
                     PortEvent::Connected => {
-                        v.broken = false;
+                        v.broken = None;
                         info!(vif = %v.name, socket = %v.port.path().display(), "vhost-user frontend connected");
                     }
                     PortEvent::QueueReady(i) => match v.port.take_queue(i) {
@@ -273,7 +279,12 @@ impl VhostCore {
                         features: v.port.session().map(|s| s.features()),
                         queues_lent: v.lent.len() as u32,
                         lcore: v.lcore,
-                        broken: v.broken,
+                        // A memory fault cuts the frontend off: the port keeps the reason
+                        // until a new frontend attaches.
+                        broken: v
+                            .broken
+                            .clone()
+                            .or_else(|| v.port.fault().map(str::to_owned)),
                     },
                 );
             }

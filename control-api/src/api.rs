@@ -439,6 +439,10 @@ pub struct VifStatus {
     /// The forwarding lcore that polls this vif.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lcore: Option<u32>,
+    /// Why the guest's device was stopped (it broke a virtqueue's rules, or took its memory away
+    /// under vrouterd), until a new frontend connects. Other vifs are not affected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken: Option<String>,
     pub counters: VifCounters,
 }
 
@@ -972,6 +976,7 @@ mod tests {
                 features: None,
                 queues_enabled: 0,
                 lcore: Some(1),
+                broken: None,
                 counters: VifCounters::default(),
             },
         };

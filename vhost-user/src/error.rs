@@ -42,6 +42,13 @@ pub enum MemoryError {
         len: usize,
         errno: rustix::io::Errno,
     },
+    /// Every slot of the fault handler's registry is taken.
+    #[error("more than {0} guest memory tables are mapped at once")]
+    TooManyTables(usize),
+    /// The SIGBUS handler that contains guest-memory faults is not installed, so mapping guest
+    /// memory would let a guest that truncates its file crash the process.
+    #[error("the guest-memory fault handler could not be installed")]
+    NoFaultHandler,
     /// An access outside every mapped region.
     #[error("guest range {addr:#x}+{len} is not in mapped memory")]
     OutOfRange { addr: u64, len: u64 },
@@ -109,4 +116,8 @@ pub enum Error {
     /// The peer broke the protocol on the stream (framing lost, oversize, flood, timeout).
     #[error("peer {0}")]
     Peer(String),
+    /// The frontend took its memory away under us (truncated, shrank or punched a hole in the
+    /// file behind a region): the device is broken until a new frontend maps new memory.
+    #[error("guest memory fault at {gpa:#x}: the frontend truncated or shrank its memory file")]
+    GuestMemoryFault { gpa: u64 },
 }

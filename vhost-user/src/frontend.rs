@@ -31,7 +31,18 @@ pub struct GuestRam {
 impl GuestRam {
     /// `size` bytes of zeroed RAM.
     pub fn new(size: u64) -> std::io::Result<Self> {
-        let fd = rustix::fs::memfd_create("vhost-test-guest", rustix::fs::MemfdFlags::CLOEXEC)?;
+        Self::with_flags(size, rustix::fs::MemfdFlags::empty())
+    }
+
+    /// `size` bytes (a multiple of 2 MiB) of zeroed RAM on hugetlbfs, as DPDK pods and QEMU
+    /// guests with huge pages share it (needs free 2 MiB pages).
+    pub fn new_huge(size: u64) -> std::io::Result<Self> {
+        Self::with_flags(size, rustix::fs::MemfdFlags::HUGETLB)
+    }
+
+    fn with_flags(size: u64, flags: rustix::fs::MemfdFlags) -> std::io::Result<Self> {
+        let fd =
+            rustix::fs::memfd_create("vhost-test-guest", rustix::fs::MemfdFlags::CLOEXEC | flags)?;
         rustix::fs::ftruncate(&fd, size)?;
         let spec = Self::spec_for(size);
         let mem =

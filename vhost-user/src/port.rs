@@ -116,6 +116,8 @@ pub struct VhostUserPort {
     backoff: Duration,
     out: Output,
     out_watch: bool,
+    /// Why the last frontend was cut off for breaking the device (not a plain hang-up).
+    fault: Option<String>,
 }
 
 impl std::fmt::Debug for VhostUserPort {
@@ -174,6 +176,7 @@ impl VhostUserPort {
             backoff,
             out: Output::default(),
             out_watch: false,
+            fault: None,
         })
     }
 
@@ -235,8 +238,17 @@ impl VhostUserPort {
         }
         if let Err(e) = self.serve(now, events) {
             tracing::warn!(port = %self.cfg.path.display(), %e, "frontend dropped");
+            if matches!(e, Error::GuestMemoryFault { .. }) {
+                self.fault = Some(e.to_string());
+            }
             self.disconnect(now, events);
         }
+    }
+
+    /// Why the last frontend was cut off for breaking the device (a guest memory fault), until
+    /// a new frontend attaches.
+    pub fn fault(&self) -> Option<&str> {
+        self.fault.as_deref()
     }
 
     fn accept(&mut self, events: &mut Vec<PortEvent>) {
@@ -293,6 +305,7 @@ impl VhostUserPort {
         }
         tracing::info!(port = %self.cfg.path.display(), "frontend attached");
         self.out_watch = false;
+        self.fault = None;
         self.attached = Some(Attached {
             conn,
             session: Session::new(self.cfg.session.clone()),
@@ -322,6 +335,9 @@ impl VhostUserPort {
         let Some(a) = &mut self.attached else {
             return Ok(());
         };
+        if let Some(f) = a.session.memory_fault() {
+            return Err(Error::GuestMemoryFault { gpa: f.gpa });
+        }
         a.conn.flush(now)?;
         let mut budget = MESSAGE_BUDGET;
         // Backpressure: no new requests while replies are unread or a message is held.

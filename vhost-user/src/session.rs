@@ -205,6 +205,12 @@ impl Session {
         self.memory.is_some()
     }
 
+    /// A fault in the mapped memory table: the frontend took pages away under us. The session
+    /// cannot go on with that memory; the driver drops the frontend.
+    pub fn memory_fault(&self) -> Option<crate::memory::GuestFault> {
+        self.memory.as_ref()?.fault()
+    }
+
     /// A message is held until lent vrings come back: feed no more messages until then.
     pub fn is_blocked(&self) -> bool {
         self.pending.is_some()

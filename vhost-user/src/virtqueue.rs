@@ -173,6 +173,10 @@ pub enum Broken {
     /// A ring field outside its validated window (cannot happen with a consistent size).
     #[error("ring access out of its window")]
     RingAccess,
+    /// The frontend took guest memory away under us (truncated, shrank or punched a hole in
+    /// the file behind a region); the faulting region now reads as zeros.
+    #[error("guest memory fault at {gpa:#x}: the frontend truncated or shrank its memory file")]
+    MemoryFault { gpa: u64 },
 }
 
 /// Per-queue counters, read by the owner thread.
@@ -492,6 +496,12 @@ impl SplitQueue {
     }
 
     fn mark_broken(&mut self, why: Broken) {
+        // Rings read as zeros after a memory fault and look broken in other ways first: name
+        // the cause.
+        let why = match self.mem.fault() {
+            Some(f) => Broken::MemoryFault { gpa: f.gpa },
+            None => why,
+        };
         if self.broken.is_none() {
             tracing::error!(
                 queue = self.index,
@@ -516,6 +526,11 @@ impl SplitQueue {
     /// Loads `avail->idx` once for the burst and checks it against the queue size.
     fn avail_window(&mut self) -> Option<u16> {
         if self.broken.is_some() {
+            return None;
+        }
+        if self.mem.faulted() {
+            let gpa = self.mem.fault().map_or(0, |f| f.gpa);
+            self.mark_broken(Broken::MemoryFault { gpa });
             return None;
         }
         let Some(avail_idx) = self.avail.load_u16_acquire(2) else {

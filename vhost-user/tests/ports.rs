@@ -594,3 +594,146 @@ fn interrupt_driven_guest_gets_call_eventfd_kicks_through_the_session() {
     assert_eq!(u64::from_ne_bytes(b), 1);
     assert_eq!(rx.receive(&ram, 12, true), vec![vec![5u8; 100]]);
 }
+
+/// The queue of index `i` among `queues`.
+fn queue(queues: &mut [SplitQueue], i: u16) -> &mut SplitQueue {
+    queues
+        .iter_mut()
+        .find(|q| q.index() == i)
+        .expect("queue lent")
+}
+
+/// Guest `g` sends `n` frames and the backend's TX queue dequeues them all.
+fn guest_sends(g: &mut Guest, txq: &mut SplitQueue, n: usize) -> usize {
+    let frame = vec![0x5a; 64];
+    for _ in 0..n {
+        assert!(g.tx.add_tx(&mut g.ram, 12, &frame, 512, false));
+    }
+    let mut bufs: Vec<VecBuffer> = (0..n).map(|_| VecBuffer::with_capacity(2048)).collect();
+    let got = txq.dequeue_burst(&mut bufs);
+    g.tx.reap(&g.ram);
+    got
+}
+
+/// Two guests on two ports; guest A truncates the file behind its memory while both send. A's
+/// queue stops with the fault named, A's frontend is dropped and the port says why; B keeps
+/// going; a new frontend with new memory on A's socket works again.
+fn truncated_guest_memory_breaks_only_its_own_port(huge: bool) {
+    if huge {
+        testkit::hugepages::ensure(64);
+    }
+    let ram = |size| {
+        if huge {
+            GuestRam::new_huge(size).expect("hugetlbfs guest RAM")
+        } else {
+            GuestRam::new(size).expect("guest RAM")
+        }
+    };
+    let dir = TempDir::new(if huge { "fault-huge" } else { "fault-memfd" });
+    let (path_a, path_b) = (dir.sock("a.sock"), dir.sock("b.sock"));
+    let (mut pa, mut pb) = (port(&path_a, Mode::Server), port(&path_b, Mode::Server));
+    let setup = |path: &Path, ram: GuestRam| {
+        let fe = Frontend::connect(path).expect("connect");
+        thread::spawn(move || {
+            let mut fe = fe;
+            let mut ram = ram;
+            let rx = DriverQueue::new(&mut ram, 256, 2048);
+            let tx = DriverQueue::new(&mut ram, 256, 2048);
+            fe.negotiate(&ram, OFFERED_FEATURES).expect("negotiate");
+            fe.start_vring(&ram, 0, &rx).expect("start rx");
+            fe.start_vring(&ram, 1, &tx).expect("start tx");
+            Guest { fe, ram, rx, tx }
+        })
+    };
+    let ga = setup(&path_a, ram(4 << 20));
+    let gb = setup(&path_b, ram(4 << 20));
+    let (mut qa, mut qb, mut events) = (Vec::new(), Vec::new(), Vec::new());
+    assert!(drive(
+        &mut [&mut pa],
+        &mut qa,
+        &mut events,
+        Duration::from_secs(5),
+        |_, q| q.len() == 2
+    ));
+    assert!(drive(
+        &mut [&mut pb],
+        &mut qb,
+        &mut events,
+        Duration::from_secs(5),
+        |_, q| q.len() == 2
+    ));
+    let (mut ga, mut gb) = (ga.join().expect("guest a"), gb.join().expect("guest b"));
+    assert_eq!(guest_sends(&mut ga, queue(&mut qa, 1), 8), 8);
+    assert_eq!(guest_sends(&mut gb, queue(&mut qb, 1), 8), 8);
+
+    rustix::fs::ftruncate(ga.ram.fd(), 0).expect("truncate guest A's memory");
+
+    // The backend's next burst on A touches the vanished pages: it completes, and stops.
+    let mut bufs: Vec<VecBuffer> = (0..8).map(|_| VecBuffer::with_capacity(2048)).collect();
+    let _ = queue(&mut qa, 1).dequeue_burst(&mut bufs);
+    assert_eq!(queue(&mut qa, 1).dequeue_burst(&mut bufs), 0);
+    let broken = queue(&mut qa, 1).broken();
+    assert!(
+        matches!(
+            broken,
+            Some(vhost_user::virtqueue::Broken::MemoryFault { .. })
+        ),
+        "A's queue names the fault: {broken:?}"
+    );
+    let frames = [VecBuffer::from_frame(&[1u8; 60])];
+    assert_eq!(
+        queue(&mut qa, 0).enqueue_burst(&frames),
+        0,
+        "A's RX queue stops too"
+    );
+    // The port drops A's frontend and says why.
+    events.clear();
+    assert!(drive(
+        &mut [&mut pa],
+        &mut qa,
+        &mut events,
+        Duration::from_secs(5),
+        |e, _| e.contains(&PortEvent::Disconnected)
+    ));
+    let why = pa.fault().expect("the port records why").to_owned();
+    assert!(why.contains("memory fault"), "{why}");
+    let mut b = [0u8; 1];
+    ga.fe
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert_eq!(
+        ga.fe.stream.read(&mut b).expect("read"),
+        0,
+        "A's frontend was cut off"
+    );
+
+    // B never noticed.
+    assert_eq!(guest_sends(&mut gb, queue(&mut qb, 1), 8), 8);
+    assert!(queue(&mut qb, 1).broken().is_none());
+
+    // A fresh frontend with fresh memory on A's socket works, and the fault is forgotten.
+    drop(ga);
+    let ga = setup(&path_a, ram(4 << 20));
+    qa.clear();
+    assert!(drive(
+        &mut [&mut pa],
+        &mut qa,
+        &mut events,
+        Duration::from_secs(5),
+        |_, q| q.len() == 2
+    ));
+    let mut ga = ga.join().expect("guest a again");
+    assert_eq!(guest_sends(&mut ga, queue(&mut qa, 1), 8), 8);
+    assert_eq!(pa.fault(), None);
+}
+
+#[test]
+fn a_guest_truncating_its_memfd_breaks_only_its_own_port() {
+    truncated_guest_memory_breaks_only_its_own_port(false);
+}
+
+#[test]
+fn a_guest_truncating_its_hugetlbfs_memory_breaks_only_its_own_port() {
+    truncated_guest_memory_breaks_only_its_own_port(true);
+}

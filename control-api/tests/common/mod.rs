@@ -197,6 +197,7 @@ impl Dataplane for MemDataplane {
             features: None,
             queues_enabled: 0,
             lcore: Some(1),
+            broken: None,
             counters: s.counters.get(&vif.name).copied().unwrap_or_default(),
         }
     }

@@ -12,7 +12,13 @@
 //! Lifetime: a [`GuestMemory`] is unmapped when its last `Arc` is dropped. Every [`RingArea`] and
 //! every virtqueue hold such an `Arc`, so the mapping stays valid for as long as a forwarding
 //! thread can still touch it, whatever the control thread does meanwhile.
+//!
+//! A frontend that shrinks its file after we mapped it makes the next access fault; [`fault`]
+//! contains that to the guest's own memory: the access completes on zeros, and
+//! [`GuestMemory::fault`] tells the data path to stop.
 #![allow(unsafe_code)]
+
+pub mod fault;
 
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
@@ -55,6 +61,18 @@ struct MappedRegion {
 #[derive(Debug)]
 pub struct GuestMemory {
     regions: Vec<MappedRegion>,
+    /// The mappings as the fault handler knows them; `None` only while `map` builds the table
+    /// and during `drop` (unregistered before unmapping).
+    registration: Option<fault::Registration>,
+}
+
+/// A fault in guest memory: the frontend took pages away under us (truncated, shrank or
+/// punched a hole in the file behind a region).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestFault {
+    /// Guest-physical address of the first access that faulted (the region's start if the
+    /// fault was outside the region proper).
+    pub gpa: u64,
 }
 
 // SAFETY: the raw pointers refer to MAP_SHARED mappings owned by this value for its whole life;
@@ -104,8 +122,11 @@ impl GuestMemory {
                 }
             }
         }
-        let mut regions = Vec::with_capacity(specs.len());
-        // On any error below, `regions` drops and unmaps what was already mapped.
+        // On any error below, `mem` drops and unmaps what was already mapped.
+        let mut mem = GuestMemory {
+            regions: Vec::with_capacity(specs.len()),
+            registration: None,
+        };
         for (i, (s, fd)) in specs.iter().zip(fds).enumerate() {
             let stat = rustix::fs::fstat(&fd).map_err(|e| MemoryError::Stat {
                 region: i,
@@ -163,7 +184,7 @@ impl GuestMemory {
             // SAFETY: off + memory_size <= needed <= map_len, so the result stays inside the
             // mapping just created.
             let host = unsafe { map_base.add(off) };
-            regions.push(MappedRegion {
+            mem.regions.push(MappedRegion {
                 gpa: s.guest_phys_addr,
                 size: s.memory_size,
                 uva: s.userspace_addr,
@@ -172,8 +193,42 @@ impl GuestMemory {
                 map_len,
             });
         }
-        regions.sort_by_key(|r| r.gpa);
-        Ok(Self { regions })
+        mem.regions.sort_by_key(|r| r.gpa);
+        let ranges: Vec<(usize, usize)> = mem
+            .regions
+            .iter()
+            .map(|r| (r.map_base.as_ptr() as usize, r.map_len))
+            .collect();
+        mem.registration = Some(fault::register(&ranges).map_err(|e| match e {
+            fault::RegisterError::Full => MemoryError::TooManyTables(fault::MAX_TABLES),
+            fault::RegisterError::NoHandler => MemoryError::NoFaultHandler,
+        })?);
+        Ok(mem)
+    }
+
+    /// The first fault in this table's memory, if the frontend took pages away under us. Once
+    /// set it stays set: the faulting region now reads as zeros, so nothing in it may be used.
+    pub fn fault(&self) -> Option<GuestFault> {
+        let addr = self.registration.as_ref()?.fault()?;
+        let r = self.regions.iter().find(|r| {
+            let base = r.map_base.as_ptr() as usize;
+            addr.wrapping_sub(base) < r.map_len
+        })?;
+        let host = r.host.as_ptr() as usize;
+        let gpa = if addr >= host && ((addr - host) as u64) < r.size {
+            r.gpa + (addr - host) as u64
+        } else {
+            r.gpa
+        };
+        Some(GuestFault { gpa })
+    }
+
+    /// Whether any access to this memory has faulted: one load, for the data path's bursts.
+    #[inline]
+    pub fn faulted(&self) -> bool {
+        self.registration
+            .as_ref()
+            .is_some_and(|r| r.fault().is_some())
     }
 
     /// Number of mapped regions.
@@ -339,6 +394,8 @@ impl GuestMemory {
 
 impl Drop for GuestMemory {
     fn drop(&mut self) {
+        // The fault handler must forget the ranges before they are unmapped (and reused).
+        drop(self.registration.take());
         for r in &self.regions {
             // SAFETY: map_base/map_len are exactly what mmap returned in `map`; nothing refers to
             // the mapping any more (we are the last owner and all accessors copy).
