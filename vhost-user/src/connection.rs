@@ -67,6 +67,25 @@ impl Connection {
         self.stream.as_fd()
     }
 
+    /// Whether the peer has closed its end (or the connection was reset), even if bytes it sent
+    /// before are still unread: a frontend that hung up is gone, whatever it left behind.
+    pub fn peer_gone(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags};
+        let mut fds = [PollFd::new(&self.stream, PollFlags::RDHUP)];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            Ok(0) => false,
+            Ok(_) => fds[0]
+                .revents()
+                .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR),
+            // Cannot tell: keep the connection (a live frontend must never lose its port).
+            Err(_) => false,
+        }
+    }
+
     /// Replies are waiting for the peer to read.
     pub fn has_pending_output(&self) -> bool {
         !self.out.is_empty()

@@ -256,8 +256,15 @@ impl VhostUserPort {
             let Some(l) = &self.listener else { return };
             match l.accept() {
                 Ok((s, _)) => {
+                    // The old frontend may have gone an instant ago (a pod restarting, QEMU
+                    // reconnecting) with its hang-up not handled yet: only a live one keeps
+                    // the port.
+                    if self.attached.as_ref().is_some_and(|a| a.conn.peer_gone()) {
+                        tracing::info!(port = %self.cfg.path.display(), "previous frontend hung up; the new one takes over");
+                        self.disconnect(Instant::now(), events);
+                    }
                     if self.attached.is_some() {
-                        tracing::warn!(port = %self.cfg.path.display(), "second frontend refused: the port already has one");
+                        tracing::warn!(port = %self.cfg.path.display(), "second frontend refused: the port already has a live one");
                         drop(s);
                         continue;
                     }

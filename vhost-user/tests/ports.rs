@@ -737,3 +737,81 @@ fn a_guest_truncating_its_memfd_breaks_only_its_own_port() {
 fn a_guest_truncating_its_hugetlbfs_memory_breaks_only_its_own_port() {
     truncated_guest_memory_breaks_only_its_own_port(true);
 }
+
+/// A frontend that hangs up and reconnects at once: the new connection arrives before the port
+/// has handled the old one's hang-up, and is accepted (a live second frontend is still refused:
+/// `second_frontend_is_refused_while_the_first_keeps_working`).
+#[test]
+fn a_frontend_reconnecting_before_its_hangup_is_handled_is_accepted() {
+    let dir = TempDir::new("fast-reconnect");
+    let path = dir.sock("a.sock");
+    let mut p = port(&path, Mode::Server);
+    let (mut queues, mut events) = (Vec::new(), Vec::new());
+    // Ways to go: a plain close, a close with requests left unread, and a close after a full
+    // set-up with rings lent to the data path.
+    for round in 0..3 {
+        let fe = Frontend::connect(&path).expect("connect");
+        let old = thread::spawn(move || match round {
+            0 => fe,
+            1 => {
+                let mut fe = fe;
+                fe.send(code::GET_FEATURES, false, &[], &[]).expect("send");
+                fe.send(code::SET_OWNER, false, &[], &[]).expect("send");
+                fe
+            }
+            _ => setup_guest(fe).fe,
+        });
+        events.clear();
+        assert!(drive(
+            &mut [&mut p],
+            &mut queues,
+            &mut events,
+            Duration::from_secs(5),
+            |e, q| { e.contains(&PortEvent::Connected) && (round < 2 || q.len() == 2) }
+        ));
+        let old = old.join().expect("old frontend");
+        // Hang up and reconnect before the port runs again.
+        drop(old);
+        let mut new = Frontend::connect(&path).expect("reconnect");
+        new.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        events.clear();
+        let t = thread::spawn(move || (new.get_u64(code::GET_FEATURES), new));
+        drive(
+            &mut [&mut p],
+            &mut queues,
+            &mut events,
+            Duration::from_millis(300),
+            |_, _| false,
+        );
+        let (served, new) = t.join().expect("thread");
+        assert_eq!(
+            served.ok(),
+            Some(OFFERED_FEATURES),
+            "round {round}: the reconnecting frontend is served"
+        );
+        let order: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, PortEvent::Connected | PortEvent::Disconnected))
+            .collect();
+        assert_eq!(
+            order,
+            [&PortEvent::Disconnected, &PortEvent::Connected],
+            "round {round}: the old frontend is let go before the new one attaches"
+        );
+        assert!(
+            queues.is_empty(),
+            "round {round}: the old rings went with it"
+        );
+        // Close this one too before the next round (a plain hang-up, handled normally).
+        drop(new);
+        drive(
+            &mut [&mut p],
+            &mut queues,
+            &mut events,
+            Duration::from_millis(20),
+            |_, _| false,
+        );
+    }
+}
