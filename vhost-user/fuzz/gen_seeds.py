@@ -8,7 +8,7 @@ def req(code, payload=b"", flags=1):
 def st(i, n):
     return struct.pack("<II", i, n)
 
-d = "corpus/decode_message"
+d = "corpus/session"
 seeds = {
     "negotiate": req(1) + req(3) + req(2, struct.pack("<Q", (1 << 32) | (1 << 15) | (1 << 30)))
         + req(15) + req(16, struct.pack("<Q", 0x10009)) + req(17),
@@ -20,6 +20,21 @@ seeds = {
     "bad_sizes": req(2, b"\x01\x02\x03", 9) + req(9, bytes(39), 9) + req(999, b"abc", 9),
     "reset": req(4) + req(34) + req(39, struct.pack("<Q", 0)),
 }
+# A full set-up over the fuzz target's memfd (1 MiB at gpa 0, frontend address 0x7f0000000000):
+# both rings of queue pair 0 started, then traffic, then the file truncated under them.
+UVA = 0x7f0000000000
+def vring(i, desc, used, avail):
+    return (req(8, st(i, 256), 9) + req(10, st(i, 0), 9)
+        + req(9, struct.pack("<IIQQQQ", i, 0, UVA + desc, UVA + used, UVA + avail, 0), 9)
+        + req(12, struct.pack("<Q", 0x100 | i), 9) + req(18, st(i, 1), 9))
+setup = (req(1) + req(3) + req(2, struct.pack("<Q", (1 << 32) | (1 << 15) | (1 << 28) | (1 << 29) | (1 << 30)))
+    + req(15) + req(16, struct.pack("<Q", 0x10009))
+    + req(5, struct.pack("<II", 1, 0) + struct.pack("<QQQQ", 0, 1 << 20, UVA, 0), 9)
+    + vring(0, 0x10000, 0x14000, 0x12000) + vring(1, 0x20000, 0x24000, 0x22000))
+seeds["full_setup"] = setup
+seeds["truncate_half"] = setup + req(0x7ff0, struct.pack("<Q", 1 << 19))
+seeds["truncate_all"] = setup + req(0x7ff0, struct.pack("<Q", 0))
+seeds["new_table_while_running"] = setup + req(5, struct.pack("<II", 1, 0) + struct.pack("<QQQQ", 0, 1 << 19, UVA, 0), 9) + req(11, st(0, 0), 9)
 for name, data in seeds.items():
     open(os.path.join(d, "seed-" + name), "wb").write(data)
 

@@ -480,6 +480,12 @@ impl SplitQueue {
         self.last_avail
     }
 
+    /// Whether an access to this queue's guest memory has faulted (the frontend took pages away
+    /// under us): its next burst stops it with [`Broken::MemoryFault`].
+    pub fn memory_faulted(&self) -> bool {
+        self.mem.faulted()
+    }
+
     /// Why the queue is broken, if it is.
     pub fn broken(&self) -> Option<Broken> {
         self.broken
