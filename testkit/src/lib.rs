@@ -4,9 +4,11 @@
 //! - [`netns`]: network namespaces, veth pairs and commands run inside them.
 //! - [`kernel_pod`]: a namespace pod on a veth, and TCP transfers checked end to end.
 //! - [`testpmd`]: `dpdk-testpmd` pods attached over virtio-user.
+//! - [`frontend_pod`]: a vhost-user pod played by the in-repo frontend (hostile on cue).
 //! - [`process`]: a child process under test, its output captured, stopped by signal.
 //! - [`vrouterd`]: vrouterd started with private sockets and driven through its control API.
 
+pub mod frontend_pod;
 pub mod hugepages;
 pub mod kernel_pod;
 pub mod netns;

@@ -211,6 +211,23 @@ impl TestpmdPod {
         let _ = self.finish(timeout);
     }
 
+    /// The process id, while the pod runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Freezes the pod (SIGSTOP): it stops touching its memory and rings but keeps its
+    /// connection open, so what happens next is the backend's doing alone.
+    pub fn freeze(&self) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status()
+                .expect("running kill");
+            assert!(status.success(), "kill -STOP {pid} failed");
+        }
+    }
+
     /// Kills the pod now (SIGKILL, like a crashed pod) and cleans up its files. See the module
     /// notes before using it in a test that must not stall: prefer [`TestpmdPod::stop`].
     pub fn kill(&mut self) {
@@ -287,6 +304,16 @@ impl Drop for TestpmdPod {
 
 /// Removes the hugepage files and runtime directory a DPDK process with `prefix` left behind.
 pub fn cleanup_prefix(prefix: &str) {
+    for f in hugepage_files(prefix) {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(prefix));
+}
+
+/// The hugetlbfs files of a DPDK process with `prefix` (one per memory segment list with
+/// `--single-file-segments`): the memory its virtio-user frontend shares with the backend.
+pub fn hugepage_files(prefix: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
     for dir in hugetlbfs_mounts() {
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {
@@ -294,12 +321,12 @@ pub fn cleanup_prefix(prefix: &str) {
                     .to_string_lossy()
                     .starts_with(&format!("{prefix}map_"))
                 {
-                    let _ = std::fs::remove_file(e.path());
+                    files.push(e.path());
                 }
             }
         }
     }
-    let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(prefix));
+    files
 }
 
 /// Mount points of hugetlbfs, from /proc/mounts.

@@ -131,6 +131,36 @@ impl Vrouterd {
             .expect("GET /vifs/{name}")
     }
 
+    /// Polls `GET /vifs/{name}` until `until` holds (returning that view) or `timeout` passes
+    /// (failing the test with `what`, the last view and vrouterd's output).
+    pub fn wait_vif(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        until: impl Fn(&VifInfo) -> bool,
+    ) -> VifInfo {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let v = self.vif(name);
+            if until(&v) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "{what}: not within {timeout:?}; {name} is {v:?}\n{}",
+                self.process.outputs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `GET /health`; panics (failing the test) if it errs.
+    pub fn health(&self) -> control_api::api::Health {
+        self.api(|c| async move { c.health().await })
+            .expect("GET /health")
+    }
+
     /// How many file descriptors the process has open (entries of `/proc/<pid>/fd`).
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.process.pid()))

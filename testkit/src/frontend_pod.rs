@@ -1,0 +1,105 @@
+//! A pod played by vhost-user's in-repo frontend, inside the test process: it negotiates with
+//! vrouterd, shares memfd (or hugetlbfs) memory, runs both rings and sends and receives frames.
+//! Tests use it where they need what a DPDK pod cannot do on cue: misbehave precisely (truncate
+//! its memory mid-traffic), or connect and hang up a thousand times in a few seconds.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use etherparse::PacketBuilder;
+use vhost_user::frontend::{DriverQueue, Frontend, GuestRam};
+use vhost_user::session::OFFERED_FEATURES;
+
+/// Ring size of both queues.
+const RING: u16 = 256;
+/// Virtio-net header length with VERSION_1 (or MRG_RXBUF), which vrouterd always offers.
+const HDR_LEN: usize = 12;
+
+/// Guest memory the pod shares: 4 MiB, on a plain memfd or on 2 MiB huge pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    Memfd,
+    Hugetlbfs,
+}
+
+/// A connected, running frontend pod.
+pub struct FrontendPod {
+    pub fe: Frontend,
+    pub ram: GuestRam,
+    pub rx: DriverQueue,
+    pub tx: DriverQueue,
+}
+
+impl FrontendPod {
+    /// Connects to `socket` (retrying for up to 10 s until it exists and accepts), negotiates
+    /// every feature vrouterd offers, maps `memory` and starts queue pair 0 with RX buffers
+    /// posted.
+    pub fn connect(socket: &Path, memory: Memory) -> std::io::Result<FrontendPod> {
+        let end = Instant::now() + Duration::from_secs(10);
+        let fe = loop {
+            match Frontend::connect(socket) {
+                Ok(fe) => break fe,
+                Err(e) if Instant::now() >= end => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        Self::attach(fe, memory)
+    }
+
+    /// Sets a pod up on a connection already made.
+    pub fn attach(mut fe: Frontend, memory: Memory) -> std::io::Result<FrontendPod> {
+        fe.stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut ram = match memory {
+            Memory::Memfd => GuestRam::new(4 << 20)?,
+            Memory::Hugetlbfs => {
+                crate::hugepages::ensure(64);
+                GuestRam::new_huge(4 << 20)?
+            }
+        };
+        let mut rx = DriverQueue::new(&mut ram, RING, 2048);
+        let tx = DriverQueue::new(&mut ram, RING, 2048);
+        fe.negotiate(&ram, OFFERED_FEATURES)?;
+        fe.start_vring(&ram, 0, &rx)?;
+        fe.start_vring(&ram, 1, &tx)?;
+        while rx.add_rx(&ram, 1, 2048) {}
+        Ok(FrontendPod { fe, ram, rx, tx })
+    }
+
+    /// Posts as many copies of `frame` as the TX ring has room for (up to `n`), after reaping
+    /// what the backend has consumed; returns how many were posted.
+    pub fn send(&mut self, frame: &[u8], n: usize) -> usize {
+        self.tx.reap(&self.ram);
+        let mut posted = 0;
+        while posted < n && self.tx.add_tx(&mut self.ram, HDR_LEN, frame, 2048, false) {
+            posted += 1;
+        }
+        posted
+    }
+
+    /// Frames vrouterd delivered since the last call (RX buffers are posted again).
+    pub fn receive(&mut self) -> Vec<Vec<u8>> {
+        let frames = self.rx.receive(&self.ram, HDR_LEN, true);
+        while self.rx.add_rx(&self.ram, 1, 2048) {}
+        frames
+    }
+
+    /// Takes the pod's memory away under the backend, as a hostile pod would: the file behind
+    /// its memory table is truncated to nothing.
+    pub fn truncate_memory(&self) -> std::io::Result<()> {
+        rustix::fs::ftruncate(self.ram.fd(), 0)?;
+        Ok(())
+    }
+}
+
+/// An Ethernet/IPv4/UDP frame of 64 bytes on the wire (without FCS) from `src` to `dst`,
+/// addressed to `dst_mac`, with correct checksums.
+pub fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let payload = [0x42u8; 18];
+    let builder = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, 64)
+        .udp(40000, 40001);
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    // Writing into a Vec cannot fail.
+    let _ = builder.write(&mut frame, &payload);
+    frame
+}
