@@ -210,6 +210,7 @@ impl VrouterDataplane {
                 socket,
                 mode,
                 queues,
+                group,
             } => {
                 let (reply, answer) = bounded(1);
                 self.vhost
@@ -222,6 +223,7 @@ impl VrouterDataplane {
                             VhostUserMode::Client => vhost_user::Mode::Client,
                         },
                         queue_pairs: u16::try_from(*queues).unwrap_or(1).max(1),
+                        group: *group,
                         mac: spec.mac.0,
                         mtu,
                         lcore,

@@ -35,6 +35,8 @@ pub enum VhostCmd {
         socket: PathBuf,
         mode: Mode,
         queue_pairs: u16,
+        /// Group that may connect to a server-mode socket (`vhostsocket-group`).
+        group: Option<u32>,
         mac: [u8; 6],
         mtu: u16,
         lcore: u8,
@@ -139,12 +141,14 @@ impl VhostCore {
                 socket,
                 mode,
                 queue_pairs,
+                group,
                 mac,
                 mtu,
                 lcore,
                 reply,
             } => {
                 let mut cfg = PortConfig::new(socket.clone(), mode);
+                cfg.socket_group = group;
                 cfg.session = SessionConfig {
                     max_queue_pairs: queue_pairs.max(1),
                     mac,

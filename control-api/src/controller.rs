@@ -163,7 +163,8 @@ impl Controller {
                 // the model's lock.
                 let p = self
                     .base
-                    .plan(dir, file, config.vhostsocket_group.as_deref())?;
+                    .plan(dir, file, config.vhostsocket_group.as_deref())?
+                    .for_mode(mode);
                 let in_use = self.model().socket_user(&p.path).map(str::to_owned);
                 if let Some(other) = in_use {
                     return Err(Error::Socket {
@@ -175,11 +176,13 @@ impl Controller {
                     });
                 }
                 let socket = p.path.clone();
+                let group = p.group;
                 plan = Some(p);
                 VifKind::VhostUser {
                     socket,
                     mode,
                     queues,
+                    group,
                 }
             }
             VifType::Physical => VifKind::Physical {

@@ -32,6 +32,9 @@ pub enum VifKind {
         socket: PathBuf,
         mode: VhostUserMode,
         queues: u32,
+        /// Group that may reach the socket (`vhostsocket-group`): a server-mode socket is made
+        /// group read-write for it.
+        group: Option<u32>,
     },
     /// A PCI address (vfio) or a DPDK vdev string.
     Physical { device: String },

@@ -1442,6 +1442,7 @@ mod tests {
                     socket: sock.into(),
                     mode: VhostUserMode::Server,
                     queues: 1,
+                    group: None,
                 },
             },
             config: VifRequest::new(name, VifType::VhostUser, 0, mac(1)),

@@ -28,6 +28,9 @@ pub const SUN_PATH_MAX: usize = 107;
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Mode of directories vrouterd creates for a pod whose socket a group must reach.
 pub const GROUP_DIR_MODE: u32 = 0o750;
+/// Mode of the socket's own directory when the pod (in the group) creates the socket there
+/// (vhost-user client mode: the pod's virtio-user is the server).
+pub const GROUP_WRITABLE_DIR_MODE: u32 = 0o770;
 
 /// Which isolation rule a request broke; decides the status and error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,8 +99,11 @@ pub struct SocketPlan {
     pub path: PathBuf,
     /// Directories that do not exist yet, outermost first.
     pub missing: Vec<PathBuf>,
-    /// Group to own created directories, if the request named one.
+    /// Group to own created directories (and a server-mode socket), if the request named one.
     pub group: Option<u32>,
+    /// The pod creates the socket itself (vhost-user client mode): the group may write the
+    /// socket's directory.
+    pub pod_creates_socket: bool,
 }
 
 impl SocketBase {
@@ -203,6 +209,7 @@ impl SocketBase {
             path,
             missing,
             group,
+            pod_creates_socket: false,
         })
     }
 }
@@ -300,7 +307,15 @@ pub fn resolve_group(group: &str) -> Result<u32, Error> {
 }
 
 impl SocketPlan {
-    /// Create the missing directories (mode 0700, or 0750 and group-owned) and return them,
+    /// The same plan for a vif in `mode`: in client mode the pod creates the socket, so with a
+    /// group the socket's directory is made group-writable.
+    pub fn for_mode(mut self, mode: crate::api::VhostUserMode) -> Self {
+        self.pod_creates_socket = mode == crate::api::VhostUserMode::Client;
+        self
+    }
+
+    /// Create the missing directories (mode 0700, or 0750 and group-owned; 0770 for the
+    /// socket's own directory when the pod creates the socket) and return them,
     /// outermost first. On failure removes what it created and leaves the disk as it was.
     pub fn create_dirs(&self, base: &SocketBase) -> Result<Vec<PathBuf>, Error> {
         let mut created = Vec::new();
@@ -334,10 +349,10 @@ impl SocketPlan {
     }
 
     fn create_one(&self, dir: &Path) -> Result<(), Error> {
-        let mode = if self.group.is_some() {
-            GROUP_DIR_MODE
-        } else {
-            PRIVATE_DIR_MODE
+        let mode = match self.group {
+            Some(_) if self.pod_creates_socket && dir == self.dir => GROUP_WRITABLE_DIR_MODE,
+            Some(_) => GROUP_DIR_MODE,
+            None => PRIVATE_DIR_MODE,
         };
         fs::DirBuilder::new()
             .mode(mode)
@@ -473,6 +488,41 @@ mod tests {
         assert_eq!(meta.gid(), 1);
         remove_created_dirs(&created);
         assert!(t.base.plan(&dir, "s", Some("no-such-group-xyz")).is_err());
+    }
+
+    #[test]
+    fn a_pod_that_creates_its_socket_gets_a_group_writable_directory() {
+        let t = Tree::new();
+        let dir = t.base().join("pod-c/net");
+        let plan = t
+            .base
+            .plan(&dir, "s", Some("1"))
+            .unwrap()
+            .for_mode(crate::api::VhostUserMode::Client);
+        // A umask that would otherwise take the group's bits away.
+        let created = plan.create_dirs(&t.base).unwrap();
+        let mode = |d: &Path| fs::metadata(d).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            mode(&t.base().join("pod-c")),
+            GROUP_DIR_MODE,
+            "outer: search only"
+        );
+        assert_eq!(
+            mode(&dir),
+            GROUP_WRITABLE_DIR_MODE,
+            "the socket's own directory"
+        );
+        assert_eq!(fs::metadata(&dir).unwrap().gid(), 1);
+        remove_created_dirs(&created);
+        // Server mode: vrouterd creates the socket; the directory stays 0750.
+        let plan = t
+            .base
+            .plan(&dir, "s", Some("1"))
+            .unwrap()
+            .for_mode(crate::api::VhostUserMode::Server);
+        let created = plan.create_dirs(&t.base).unwrap();
+        assert_eq!(mode(&dir), GROUP_DIR_MODE);
+        remove_created_dirs(&created);
     }
 
     #[test]

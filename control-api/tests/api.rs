@@ -151,7 +151,7 @@ async fn vhost_user_vif_lifecycle_creates_and_removes_its_socket_and_dirs() {
 }
 
 #[tokio::test]
-async fn a_group_makes_created_dirs_0750_and_group_owned() {
+async fn a_group_makes_created_dirs_group_owned_and_group_writable_for_client_mode() {
     let s = TestServer::start();
     call(&s, Method::PUT, "/vrfs/1", None).await;
     let dir = s.base.join("pod-g");
@@ -161,7 +161,8 @@ async fn a_group_makes_created_dirs_0750_and_group_owned() {
     assert_eq!(st, 201, "{v}");
     assert_eq!(v["state"], "connecting");
     let meta = std::fs::metadata(&dir).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o777, 0o750);
+    // Client mode: the pod (in the group) creates its socket here.
+    assert_eq!(meta.permissions().mode() & 0o777, 0o770);
     assert_eq!(
         meta.gid(),
         nix::unistd::Group::from_name("daemon")

@@ -45,6 +45,10 @@ pub struct TestpmdConfig {
     pub file_prefix: String,
     /// More testpmd application arguments (after `--`), e.g. `--max-pkt-len=9600`.
     pub extra_app_args: Vec<String>,
+    /// Run as this unprivileged `(user, group)` (through `setpriv`), as a pod that is not root.
+    /// Such a pod cannot create hugetlbfs files or read physical addresses, so it runs
+    /// `--in-memory` (memfd huge pages) with IOVA as VA.
+    pub run_as: Option<(String, String)>,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -65,6 +69,7 @@ impl TestpmdConfig {
             memory_mb: 256,
             file_prefix: format!("tpmd{}x{}", std::process::id(), n),
             extra_app_args: Vec::new(),
+            run_as: None,
         }
     }
 
@@ -97,7 +102,28 @@ impl TestpmdConfig {
             String::from("--total-num-mbufs=8192"),
         ];
         a.extend(self.extra_app_args.iter().cloned());
+        if self.run_as.is_some() {
+            a.insert(1, String::from("--in-memory"));
+            a.insert(2, String::from("--iova-mode=va"));
+        }
         a
+    }
+
+    /// The program and arguments that start the pod (behind `setpriv` when unprivileged).
+    pub fn command(&self) -> (String, Vec<String>) {
+        match &self.run_as {
+            None => (String::from("dpdk-testpmd"), self.args()),
+            Some((user, group)) => {
+                let mut a = vec![
+                    format!("--reuid={user}"),
+                    format!("--regid={group}"),
+                    String::from("--clear-groups"),
+                    String::from("dpdk-testpmd"),
+                ];
+                a.extend(self.args());
+                (String::from("setpriv"), a)
+            }
+        }
     }
 }
 
@@ -116,8 +142,9 @@ impl TestpmdPod {
     /// [`TestpmdPod::wait_for_log`] to wait for a given line.
     pub fn start(cfg: TestpmdConfig) -> std::io::Result<Self> {
         hugepages::ensure(512);
-        let mut child = Command::new("dpdk-testpmd")
-            .args(cfg.args())
+        let (program, args) = cfg.command();
+        let mut child = Command::new(program)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -53,6 +53,10 @@ pub struct PortConfig {
     pub reconnect_min: Duration,
     /// Largest reconnect delay (client mode).
     pub reconnect_max: Duration,
+    /// Server mode: the socket is made mode 0660 and owned by this group, so pods running as
+    /// an unprivileged user in it can connect; without a group it is 0600 (root's pods only).
+    /// Set explicitly after bind: the process umask does not decide.
+    pub socket_group: Option<u32>,
 }
 
 impl PortConfig {
@@ -70,6 +74,7 @@ impl PortConfig {
             io_timeout: Duration::from_secs(5),
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
+            socket_group: None,
         }
     }
 }
@@ -154,6 +159,10 @@ impl VhostUserPort {
                     std::fs::remove_file(&cfg.path).map_err(|e| io_err(&cfg.path, e))?;
                 }
                 let l = UnixListener::bind(&cfg.path).map_err(|e| io_err(&cfg.path, e))?;
+                if let Err(e) = set_socket_access(&cfg.path, cfg.socket_group) {
+                    let _ = std::fs::remove_file(&cfg.path);
+                    return Err(io_err(&cfg.path, e));
+                }
                 l.set_nonblocking(true).map_err(|e| io_err(&cfg.path, e))?;
                 epoll::add(
                     &epoll,
@@ -421,6 +430,17 @@ impl VhostUserPort {
             self.disconnect(now, events);
         }
     }
+}
+
+/// Who may connect to a server-mode socket: its group when one is given (0660), else only its
+/// owner (0600).
+fn set_socket_access(path: &std::path::Path, group: Option<u32>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// Connects without ever blocking: a blocking connect to a unix socket whose listener stopped
