@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use tracing::{info, warn};
 
 use super::Controller;
+use crate::dataplane::DataplaneErrorKind;
 use crate::error::Error;
 use crate::journal::{Journal, Loaded, Located, Record};
 
@@ -61,6 +62,11 @@ impl Controller {
             }
             match self.replay(&saved.record) {
                 Ok(()) => done.applied += 1,
+                // Not this record's fault (the vhost core is gone: vrouterd is stopping):
+                // skipping it, and saving what is left, would lose it for good.
+                Err(Error::Dataplane(e)) if e.kind == DataplaneErrorKind::Unavailable => {
+                    return Err(Error::Dataplane(e));
+                }
                 Err(e) => {
                     skipped(&saved, &e);
                     done.skipped += 1;
