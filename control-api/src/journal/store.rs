@@ -323,9 +323,7 @@ impl Journal {
     /// its last good record where possible, and marked broken.
     pub fn append(&mut self, record: &Record) -> Result<(), Error> {
         let path = self.dir.join(JOURNAL);
-        let payload = serde_json::to_vec(record)
-            .map_err(|e| Error::Internal(format!("encoding a journal record: {e}")))?;
-        let bytes = frame::encode_frame(&payload);
+        let bytes = encode(record)?;
         let written = self
             .file
             .write_all(&bytes)
@@ -376,9 +374,7 @@ impl Journal {
         };
         w.write_all(&header.encode()).map_err(err)?;
         for record in record::snapshot(model, &self.fixed) {
-            let payload = serde_json::to_vec(&record)
-                .map_err(|e| Error::Internal(format!("encoding a snapshot record: {e}")))?;
-            w.write_all(&frame::encode_frame(&payload)).map_err(err)?;
+            w.write_all(&encode(&record)?).map_err(err)?;
             header.records += 1;
         }
         let mut file = w.into_inner().map_err(|e| err(e.into_error()))?;
@@ -390,6 +386,20 @@ impl Journal {
         sync_dir(&self.dir)?;
         Ok(header.records)
     }
+}
+
+/// One record, framed; never one a reader would refuse as too long.
+fn encode(record: &Record) -> Result<Vec<u8>, Error> {
+    let payload = serde_json::to_vec(record)
+        .map_err(|e| Error::Internal(format!("encoding a state record: {e}")))?;
+    if payload.len() > frame::PAYLOAD_MAX {
+        return Err(Error::Internal(format!(
+            "a state record of {} bytes is over the {}-byte limit",
+            payload.len(),
+            frame::PAYLOAD_MAX
+        )));
+    }
+    Ok(frame::encode_frame(&payload))
 }
 
 /// Writes an empty journal of `generation` into place (temporary file, fsync, rename, fsync
