@@ -1,6 +1,6 @@
 //! The controller: one change at a time, validate → prepare the filesystem → apply to the
-//! dataplane → commit to the model; any failure undoes the earlier steps, so a refused request
-//! changes nothing. Changes serialise on their own lock; the model's lock is held only to check
+//! dataplane → commit to the model → save it (with a state directory, before answering); any
+//! failure before the commit undoes the earlier steps, so a refused request changes nothing. Changes serialise on their own lock; the model's lock is held only to check
 //! and to commit, never across the dataplane call (which can wait seconds on the vhost core),
 //! so reads see the model from before a change or after it and never wait for one. Blocking
 //! (file system, dataplane); the server calls it off the async runtime.
