@@ -65,6 +65,13 @@ pub struct Options {
     #[arg(long, value_name = "MAC", default_value = "00:00:5e:00:01:00")]
     pub vrouter_mac: String,
 
+    /// Keep the configuration across restarts in DIR (created mode 0700 if missing): VRFs,
+    /// vifs with their socket settings, nexthops, routes, bridge entries, labels, VNIs and
+    /// policies are saved (fsynced) before the API answers, and restored at start-up before the
+    /// control socket opens. Without it nothing is written.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     /// Exit cleanly after this many seconds (for scripts and tests); 0 = run until SIGINT/SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub run_for: f64,

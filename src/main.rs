@@ -11,12 +11,15 @@ mod packet;
 mod progress;
 mod vhost_core;
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use control_api::api::{MacAddr as ApiMac, VifRequest, VifType};
+use control_api::journal::Loaded;
 use control_api::{ControlSocket, Controller, ControllerConfig, ServeOptions};
 use crossbeam::channel::unbounded;
 use pmd_shim::{mbuf_ring, Eal, Mempool, RingMode};
@@ -29,6 +32,10 @@ use vrouter::MacAddr;
 use crate::dataplane::{DataplaneParts, LcoreHandleInfo, VrouterDataplane};
 use crate::lcore::{Lcore, LoopCounters};
 use crate::vhost_core::VhostCore;
+
+/// The vif `--fabric` adds at every start; the command line owns it, so saved state leaves it
+/// out.
+const FABRIC_VIF: &str = "fabric0";
 
 /// Slots in each lcore's inbox ring (packets other lcores route to vifs it transmits for).
 const INBOX_SLOTS: u32 = 4096;
@@ -99,6 +106,43 @@ fn pin_current_thread(cpu: u32) {
     }
 }
 
+/// Restores the saved state (if any) and binds the control socket; `None` if vrouterd is
+/// already shutting down.
+fn open_control(
+    ctrl: &Controller,
+    saved: Option<Loaded>,
+    fixed: BTreeSet<String>,
+    path: &Path,
+    shutdown: &AtomicBool,
+) -> Result<Option<ControlSocket>> {
+    if shutdown.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    if let Some(saved) = saved {
+        let dir = saved.dir().to_path_buf();
+        let done = ctrl
+            .restore(saved, fixed)
+            .with_context(|| format!("restoring the saved state in {}", dir.display()))?;
+        if done.skipped > 0 {
+            warn!(
+                dir = %dir.display(),
+                applied = done.applied,
+                skipped = done.skipped,
+                "state restored, but some saved changes no longer apply (logged above)"
+            );
+        } else {
+            info!(dir = %dir.display(), applied = done.applied, "state restored");
+        }
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let socket = ControlSocket::bind(path)
+        .with_context(|| format!("binding the control socket {}", path.display()))?;
+    Ok(Some(socket))
+}
+
 fn run(opts: &cli::Options) -> Result<()> {
     let started = Instant::now();
     let vrouter_mac = parse_mac(&opts.vrouter_mac, "--vrouter-mac")?;
@@ -120,6 +164,18 @@ fn run(opts: &cli::Options) -> Result<()> {
             })
             .context("starting the --run-for timer")?;
     }
+
+    // Read and verified before anything starts: a damaged file stops vrouterd here, with
+    // nothing applied.
+    let saved = opts
+        .state_dir
+        .as_deref()
+        .map(|dir| {
+            Loaded::open(dir).with_context(|| {
+                format!("reading the saved state in --state-dir {}", dir.display())
+            })
+        })
+        .transpose()?;
 
     let eal = Eal::init(&opts.eal_argv()).context("starting DPDK")?;
     info!(main_lcore = eal.main_lcore(), fwd_lcores = ?opts.fwd_lcores.0, "EAL initialised");
@@ -246,7 +302,7 @@ fn run(opts: &cli::Options) -> Result<()> {
     // The fabric port before the control API: a vif add from the API waits for the vhost core
     // (this thread, once it runs), and would wait in vain behind this add's turn.
     if let Some(devargs) = &opts.fabric {
-        let mut req = VifRequest::new("fabric0", VifType::Physical, 0, ApiMac(fabric_mac));
+        let mut req = VifRequest::new(FABRIC_VIF, VifType::Physical, 0, ApiMac(fabric_mac));
         req.device = Some(devargs.clone());
         req.ip = opts.fabric_ip;
         req.mtu = opts.fabric_mtu;
@@ -259,24 +315,28 @@ fn run(opts: &cli::Options) -> Result<()> {
         }
     }
 
-    // The control API, on its own thread pinned to the vhost lcore's CPU.
-    if let Some(parent) = opts.control_socket.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let socket = ControlSocket::bind(&opts.control_socket).with_context(|| {
-        format!(
-            "binding the control socket {}",
-            opts.control_socket.display()
-        )
-    })?;
+    // The control API, on its own thread pinned to the vhost lcore's CPU. It restores the
+    // saved state first (vif adds wait for the vhost core, this thread's job from now on), then
+    // opens the control socket: the agent never sees a half-restored vrouterd.
     let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
     let api_ctrl = Arc::clone(&ctrl);
     let vhost_cpu = opts.vhost_lcore;
+    let control_socket = opts.control_socket.clone();
+    let fixed: BTreeSet<String> = opts.fabric.iter().map(|_| FABRIC_VIF.to_owned()).collect();
+    let api_shutdown = Arc::clone(&shutdown);
     let api = std::thread::Builder::new()
         .name("control-api".into())
         .spawn(move || -> Result<()> {
             pin_current_thread(vhost_cpu);
+            let opened = open_control(&api_ctrl, saved, fixed, &control_socket, &api_shutdown);
+            let socket = match opened {
+                Ok(Some(socket)) => socket,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    api_shutdown.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
             // The server runs controller calls on its own two threads (changes, reads), started
             // with it and kept for its life. Nothing here should use tokio's blocking pool; if
             // something ever does, one thread kept for good is the pool, rather than threads
@@ -303,17 +363,16 @@ fn run(opts: &cli::Options) -> Result<()> {
     // The main thread is the vhost core until shutdown.
     vhost_core.run(&shutdown);
     let reason = match cli::run_deadline(opts) {
+        _ if api.is_finished() => "the control API ended",
         Some(_) if started.elapsed().as_secs_f64() >= opts.run_for => "--run-for elapsed",
         _ => "signal",
     };
     info!(reason, "shutting down");
 
     let _ = stop_api_tx.send(());
-    match api.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!("control API: {e:#}"),
-        Err(_) => warn!("control API thread panicked"),
-    }
+    let api_outcome = api
+        .join()
+        .unwrap_or_else(|_| Err(anyhow!("the control API thread panicked")));
     for h in &running {
         h.stop();
     }
@@ -339,6 +398,7 @@ fn run(opts: &cli::Options) -> Result<()> {
     drop(tables);
     drop(pool);
     drop(eal);
+    api_outcome?;
     println!(
         "vrouterd: stopped cleanly after {:.1}s",
         started.elapsed().as_secs_f64()

@@ -171,6 +171,7 @@ fn help_documents_every_option() {
         "--idle-sleep-us",
         "--mbufs",
         "--log-level",
+        "--state-dir",
         "EAL ARGS",
     ] {
         assert!(

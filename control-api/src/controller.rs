@@ -1,11 +1,11 @@
 //! The controller: one change at a time, validate → prepare the filesystem → apply to the
-//! dataplane → commit to the model; any failure undoes the earlier steps, so a refused request
-//! changes nothing. Changes serialise on their own lock; the model's lock is held only to check
+//! dataplane → commit to the model → save it (with a state directory, before answering); any
+//! failure before the commit undoes the earlier steps, so a refused request changes nothing. Changes serialise on their own lock; the model's lock is held only to check
 //! and to commit, never across the dataplane call (which can wait seconds on the vhost core),
 //! so reads see the model from before a change or after it and never wait for one. Blocking
 //! (file system, dataplane); the server calls it off the async runtime.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::info;
@@ -17,10 +17,14 @@ use crate::api::{
 };
 use crate::dataplane::{Change, Dataplane, VifKind, VifSpec};
 use crate::error::Error;
+use crate::journal::{Journal, Record};
 use crate::model::{
     Model, VifEntry, MPLS_LABEL_MAX, MPLS_LABEL_MIN, NEXTHOP_ID_MAX, VNI_MAX, VRF_MAX,
 };
-use crate::socket_path::{self, SocketBase, SocketRule};
+use crate::socket_path::{self, SocketBase, SocketPlan, SocketRule};
+
+mod restore;
+pub use restore::Restored;
 
 /// Default and largest page of `GET /flows`.
 pub const FLOWS_LIMIT_DEFAULT: u32 = 100;
@@ -69,6 +73,9 @@ pub struct Controller {
     dataplane: Arc<dyn Dataplane>,
     base: SocketBase,
     vrouter_mac: MacAddr,
+    /// The `--state-dir` writer, once [`Controller::restore`] attached it; `None` keeps
+    /// nothing on disk. Used under `changing`, so records follow the order of the changes.
+    journal: Mutex<Option<Journal>>,
 }
 
 impl Controller {
@@ -80,6 +87,7 @@ impl Controller {
             dataplane,
             base: SocketBase::new(&config.socket_base)?,
             vrouter_mac: config.vrouter_mac,
+            journal: Mutex::new(None),
         })
     }
 
@@ -100,6 +108,40 @@ impl Controller {
         self.model.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Makes a committed change durable before it is acknowledged: one fsynced journal record,
+    /// or a whole snapshot when the journal is due for compaction or a save failed before.
+    /// Without a state directory it does nothing (not even build the record). Call with
+    /// `changing` held, after the model commit.
+    fn save(&self, record: impl FnOnce() -> Record) -> Result<(), Error> {
+        let mut journal = self.journal();
+        let Some(journal) = journal.as_mut() else {
+            return Ok(());
+        };
+        let record = record();
+        if !journal.keeps(&record) {
+            return Ok(());
+        }
+        if journal.wants_snapshot() {
+            // The snapshot holds this change too.
+            let model = self.model().clone();
+            return journal.compact(&model).map_err(unsaved);
+        }
+        journal.append(&record).map_err(unsaved)?;
+        if journal.wants_snapshot() {
+            // The change is on disk already; a failed compaction is retried by the next one.
+            let model = self.model().clone();
+            if let Err(e) = journal.compact(&model) {
+                tracing::warn!("writing a state snapshot failed: {e}; the next change retries");
+            }
+        }
+        Ok(())
+    }
+
+    fn journal(&self) -> MutexGuard<'_, Option<Journal>> {
+        // Set once, then appended to under `changing`: a panic cannot leave it half-changed.
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn apply(&self, change: &Change) -> Result<(), Error> {
         self.dataplane.apply(change).map_err(|e| {
             tracing::warn!(op = change.op(), error = %e, "dataplane refused change; nothing changed");
@@ -118,6 +160,7 @@ impl Controller {
         }
         self.apply(&Change::VrfAdd { vrf })?;
         self.model().commit_vrf_add(vrf);
+        self.save(|| Record::VrfAdd { vrf })?;
         info!("vrf added");
         Ok(Outcome::Created)
     }
@@ -129,6 +172,7 @@ impl Controller {
         self.model().check_vrf_del(vrf)?;
         self.apply(&Change::VrfDel { vrf })?;
         self.model().commit_vrf_del(vrf);
+        self.save(|| Record::VrfDel { vrf })?;
         info!("vrf removed");
         Ok(())
     }
@@ -140,13 +184,78 @@ impl Controller {
     // ---- vifs --------------------------------------------------------------------------------
 
     pub fn vif_add(&self, req: &VifRequest) -> Result<VifInfo, Error> {
+        self.vif_add_as(req, None)
+    }
+
+    /// A vif add; `restored` (from saved state) asks for the index the vif had, when free, and
+    /// names the directories an earlier vrouterd created for its socket.
+    fn vif_add_as(
+        &self,
+        req: &VifRequest,
+        restored: Option<(u32, &[PathBuf])>,
+    ) -> Result<VifInfo, Error> {
         let _span = tracing::info_span!("vif_add", vif = %req.name).entered();
         let _change = self.change();
         let (config, index) = {
             let model = self.model();
-            (model.check_vif_add(req)?, model.free_vif_index())
+            let config = model.check_vif_add(req)?;
+            let index = restored
+                .map(|(i, _)| i)
+                .filter(|&i| model.vifs().all(|v| v.spec.index != i))
+                .unwrap_or_else(|| model.free_vif_index());
+            (config, index)
         };
-        let mut plan = None;
+        let (kind, plan) = self.vif_kind(&config)?;
+        let spec = VifSpec {
+            index,
+            name: config.name.clone(),
+            vrf: config.vrf,
+            mac: config.mac,
+            ip: config.ip,
+            ip6: config.ip6,
+            mtu: config.mtu.unwrap_or(crate::model::MTU_DEFAULT),
+            kind,
+        };
+        // Everything is checked: only now touch the disk.
+        let mut created = match &plan {
+            Some(plan) => plan.create_dirs(&self.base)?,
+            None => Vec::new(),
+        };
+        if let Err(e) = self.apply(&Change::VifAdd { vif: spec.clone() }) {
+            socket_path::remove_created_dirs(&created);
+            return Err(e);
+        }
+        if let (Some((_, earlier)), Some(plan)) = (restored, &plan) {
+            created = adopt_created_dirs(created, earlier, &plan.dir, &self.base);
+        }
+        let entry = VifEntry {
+            spec,
+            config,
+            created_dirs: created,
+            policy: None,
+        };
+        info!(
+            index,
+            socket = entry
+                .socket()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            "vif added"
+        );
+        let info = self.vif_info(&entry);
+        let record = Record::VifAdd {
+            index,
+            vif: entry.config.clone(),
+            created_dirs: entry.created_dirs.clone(),
+        };
+        self.model().commit_vif_add(entry);
+        self.save(|| record)?;
+        Ok(info)
+    }
+
+    /// What the dataplane opens for a validated vif, and for vhost-user the checked socket
+    /// location (nothing created yet).
+    fn vif_kind(&self, config: &VifRequest) -> Result<(VifKind, Option<SocketPlan>), Error> {
         let kind = match config.vif_type {
             VifType::VhostUser => {
                 let (Some(dir), Some(file), Some(mode), Some(queues)) = (
@@ -175,15 +284,13 @@ impl Controller {
                         ),
                     });
                 }
-                let socket = p.path.clone();
-                let group = p.group;
-                plan = Some(p);
-                VifKind::VhostUser {
-                    socket,
+                let kind = VifKind::VhostUser {
+                    socket: p.path.clone(),
                     mode,
                     queues,
-                    group,
-                }
+                    group: p.group,
+                };
+                return Ok((kind, Some(p)));
             }
             VifType::Physical => VifKind::Physical {
                 device: config.device.clone().unwrap_or_default(),
@@ -195,42 +302,7 @@ impl Controller {
                 iface: config.iface.clone().unwrap_or_default(),
             },
         };
-        let spec = VifSpec {
-            index,
-            name: config.name.clone(),
-            vrf: config.vrf,
-            mac: config.mac,
-            ip: config.ip,
-            ip6: config.ip6,
-            mtu: config.mtu.unwrap_or(crate::model::MTU_DEFAULT),
-            kind,
-        };
-        // Everything is checked: only now touch the disk.
-        let created = match &plan {
-            Some(plan) => plan.create_dirs(&self.base)?,
-            None => Vec::new(),
-        };
-        if let Err(e) = self.apply(&Change::VifAdd { vif: spec.clone() }) {
-            socket_path::remove_created_dirs(&created);
-            return Err(e);
-        }
-        let entry = VifEntry {
-            spec,
-            config,
-            created_dirs: created,
-            policy: None,
-        };
-        info!(
-            index,
-            socket = entry
-                .socket()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            "vif added"
-        );
-        let info = self.vif_info(&entry);
-        self.model().commit_vif_add(entry);
-        Ok(info)
+        Ok((kind, None))
     }
 
     pub fn vif_del(&self, name: &str) -> Result<(), Error> {
@@ -239,6 +311,9 @@ impl Controller {
         let spec = self.model().check_vif_del(name)?.spec.clone();
         self.apply(&Change::VifDel { vif: spec })?;
         let committed = self.model().commit_vif_del(name);
+        let saved = self.save(|| Record::VifDel {
+            name: name.to_owned(),
+        });
         if let Some((entry, removable)) = committed {
             if let VifKind::VhostUser {
                 socket,
@@ -258,7 +333,7 @@ impl Controller {
                 "vif removed"
             );
         }
-        Ok(())
+        saved
     }
 
     fn vif_info(&self, entry: &VifEntry) -> VifInfo {
@@ -323,6 +398,10 @@ impl Controller {
             nexthop: nexthop.clone(),
         })?;
         self.model().commit_nexthop_set(id, nexthop.clone());
+        self.save(|| Record::NexthopSet {
+            id,
+            nexthop: nexthop.clone(),
+        })?;
         info!(created = new, "nexthop set");
         Ok(Outcome::from_new(new))
     }
@@ -333,6 +412,7 @@ impl Controller {
         self.model().check_nexthop_del(id)?;
         self.apply(&Change::NexthopDel { id })?;
         self.model().commit_nexthop_del(id);
+        self.save(|| Record::NexthopDel { id })?;
         info!("nexthop removed");
         Ok(())
     }
@@ -374,6 +454,10 @@ impl Controller {
             route: route.clone(),
         })?;
         self.model().commit_route_set(vrf, route.clone());
+        self.save(|| Record::RouteSet {
+            vrf,
+            route: route.clone(),
+        })?;
         info!(created = new, "route set");
         Ok(Outcome::from_new(new))
     }
@@ -388,6 +472,10 @@ impl Controller {
             prefix: *prefix,
         })?;
         self.model().commit_route_del(vrf, prefix);
+        self.save(|| Record::RouteDel {
+            vrf,
+            prefix: *prefix,
+        })?;
         info!("route removed");
         Ok(())
     }
@@ -407,6 +495,10 @@ impl Controller {
             entry: entry.clone(),
         })?;
         self.model().commit_bridge_set(vrf, entry.clone());
+        self.save(|| Record::BridgeSet {
+            vrf,
+            entry: entry.clone(),
+        })?;
         info!(created = new, "bridge entry set");
         Ok(Outcome::from_new(new))
     }
@@ -418,6 +510,7 @@ impl Controller {
         self.model().check_bridge_del(vrf, mac)?;
         self.apply(&Change::BridgeDel { vrf, mac })?;
         self.model().commit_bridge_del(vrf, mac);
+        self.save(|| Record::BridgeDel { vrf, mac })?;
         info!("bridge entry removed");
         Ok(())
     }
@@ -436,6 +529,7 @@ impl Controller {
         let new = self.model().check_mpls_set(label, nexthop)?;
         self.apply(&Change::MplsSet { label, nexthop })?;
         self.model().commit_mpls_set(label, nexthop);
+        self.save(|| Record::MplsSet { label, nexthop })?;
         info!(created = new, "mpls label set");
         Ok(Outcome::from_new(new))
     }
@@ -447,6 +541,7 @@ impl Controller {
         self.model().check_mpls_del(label)?;
         self.apply(&Change::MplsDel { label })?;
         self.model().commit_mpls_del(label);
+        self.save(|| Record::MplsDel { label })?;
         info!("mpls label removed");
         Ok(())
     }
@@ -465,6 +560,7 @@ impl Controller {
         let new = self.model().check_vxlan_set(vni, vrf)?;
         self.apply(&Change::VxlanSet { vni, vrf })?;
         self.model().commit_vxlan_set(vni, vrf);
+        self.save(|| Record::VxlanSet { vni, vrf })?;
         info!(created = new, "vxlan vni set");
         Ok(Outcome::from_new(new))
     }
@@ -476,6 +572,7 @@ impl Controller {
         self.model().check_vxlan_del(vni)?;
         self.apply(&Change::VxlanDel { vni })?;
         self.model().commit_vxlan_del(vni);
+        self.save(|| Record::VxlanDel { vni })?;
         info!("vxlan vni removed");
         Ok(())
     }
@@ -503,6 +600,10 @@ impl Controller {
             policy: policy.clone(),
         })?;
         self.model().commit_policy(name, Some(policy.clone()));
+        self.save(|| Record::PolicySet {
+            vif: name.to_owned(),
+            policy: policy.clone(),
+        })?;
         info!(
             ingress = policy.ingress.len(),
             egress = policy.egress.len(),
@@ -530,6 +631,9 @@ impl Controller {
             name: name.to_string(),
         })?;
         self.model().commit_policy(name, None);
+        self.save(|| Record::PolicyDel {
+            vif: name.to_owned(),
+        })?;
         info!("policy removed");
         Ok(())
     }
@@ -590,6 +694,46 @@ impl Controller {
             .collect();
         Ok(health)
     }
+}
+
+/// A save that failed after its change took effect: the answer says so.
+fn unsaved(e: Error) -> Error {
+    match e {
+        Error::Filesystem { path, source, .. } => Error::Filesystem {
+            action: "the change took effect but is not saved yet (the next change saves it): \
+                     writing",
+            path,
+            source,
+        },
+        other => Error::Internal(format!(
+            "the change took effect but is not saved yet (the next change saves it): {other}"
+        )),
+    }
+}
+
+/// The directories a vif's socket lies in that vrouterd created: those created now, plus those
+/// an earlier vrouterd created (`earlier`, from saved state) that still exist, lie below the
+/// socket base and hold `socket_dir`. Outermost first.
+fn adopt_created_dirs(
+    now: Vec<PathBuf>,
+    earlier: &[PathBuf],
+    socket_dir: &Path,
+    base: &SocketBase,
+) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = earlier
+        .iter()
+        .filter(|d| {
+            d.starts_with(base.root())
+                && d.as_path() != base.root()
+                && socket_dir.starts_with(d)
+                && d.is_dir()
+        })
+        .cloned()
+        .chain(now)
+        .collect();
+    dirs.sort_by_key(|d| d.components().count());
+    dirs.dedup();
+    dirs
 }
 
 fn check_range(param: &'static str, v: u32, min: u32, max: u32) -> Result<(), Error> {

@@ -59,6 +59,13 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A `--state-dir` file that cannot be trusted; found at start-up, never an API answer.
+    #[error("{path}: at byte offset {offset}: {reason}")]
+    StateCorrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("request body is larger than the {limit}-byte limit")]
     PayloadTooLarge { limit: usize },
     #[error("no such path: {0}; see openapi.yaml for the API")]
@@ -104,7 +111,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => 413,
             Error::Socket { rule, .. } => rule.status(),
             Error::Dataplane(e) => e.kind.status(),
-            Error::Filesystem { .. } | Error::Internal(_) => 500,
+            Error::Filesystem { .. } | Error::StateCorrupt { .. } | Error::Internal(_) => 500,
             Error::Connect { .. } | Error::Http(_) | Error::Decode(_) => 502,
             Error::Api { status, .. } => *status,
         }
@@ -126,6 +133,7 @@ impl Error {
             Error::Socket { rule, .. } => rule.code(),
             Error::Dataplane(e) => e.kind.code(),
             Error::Filesystem { .. } => "filesystem",
+            Error::StateCorrupt { .. } => "state-corrupt",
             Error::PayloadTooLarge { .. } => "payload-too-large",
             Error::UnknownPath(_) => "unknown-path",
             Error::MethodNotAllowed { .. } => "method-not-allowed",

@@ -18,6 +18,7 @@ pub mod client;
 pub mod controller;
 pub mod dataplane;
 pub mod error;
+pub mod journal;
 mod lane;
 pub mod metrics;
 pub mod model;

@@ -247,6 +247,11 @@ impl Model {
         self.bridge.remove(&vrf);
     }
 
+    /// Every VRF id, ascending.
+    pub fn vrf_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.vrfs.iter().copied()
+    }
+
     pub fn vrfs(&self) -> Vec<VrfInfo> {
         self.vrfs
             .iter()
@@ -788,6 +793,13 @@ impl Model {
             .unwrap_or_default())
     }
 
+    /// Every route of every VRF, with its VRF.
+    pub fn all_routes(&self) -> impl Iterator<Item = (u32, &Route)> + '_ {
+        self.routes
+            .iter()
+            .flat_map(|(vrf, r)| r.values().map(move |route| (*vrf, route)))
+    }
+
     pub fn check_bridge_set(&self, vrf: u32, entry: &BridgeEntry) -> Result<bool, Error> {
         self.require_vrf(vrf)?;
         if entry.mac.is_zero() {
@@ -843,6 +855,13 @@ impl Model {
             .get(&vrf)
             .map(|b| b.values().cloned().collect())
             .unwrap_or_default())
+    }
+
+    /// Every bridge entry of every VRF, with its VRF.
+    pub fn all_bridge(&self) -> impl Iterator<Item = (u32, &BridgeEntry)> + '_ {
+        self.bridge
+            .iter()
+            .flat_map(|(vrf, b)| b.values().map(move |entry| (*vrf, entry)))
     }
 
     // ---- incoming labels and VNIs ------------------------------------------------------------

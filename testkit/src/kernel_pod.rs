@@ -29,6 +29,21 @@ impl KernelPod {
     /// As [`KernelPod::new`], with the vif side of the veth in `node`'s namespace (where that
     /// node's vrouterd runs) instead of the host's.
     pub fn attached_to(node: Option<&Netns>, tag: &str, n: u8, mtu: u32) -> KernelPod {
+        Self::build(node, tag, n, mtu, true)
+    }
+
+    /// As [`KernelPod::attached_to`], but both veth ends keep the kernel's default offloads
+    /// (checksum and segmentation offload on), as a CNI plugin leaves a pod's veth.
+    pub fn attached_with_default_offloads(
+        node: Option<&Netns>,
+        tag: &str,
+        n: u8,
+        mtu: u32,
+    ) -> KernelPod {
+        Self::build(node, tag, n, mtu, false)
+    }
+
+    fn build(node: Option<&Netns>, tag: &str, n: u8, mtu: u32, offloads_off: bool) -> KernelPod {
         let ns = Netns::new(&format!("kp{tag}"));
         let id = std::process::id() % 100_000;
         let host_side = format!("vk{id}{tag}");
@@ -69,12 +84,14 @@ impl KernelPod {
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
         ns.ip(&["link", "set", "eth0", "up"]);
         ns.ip(&["route", "add", "default", "via", &format!("198.18.{n}.1")]);
-        ns.exec(&[
-            "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
-        ]);
-        in_node(&[
-            "ethtool", "-K", &host_side, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
-        ]);
+        if offloads_off {
+            ns.exec(&[
+                "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
+            ]);
+            in_node(&[
+                "ethtool", "-K", &host_side, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+            ]);
+        }
         KernelPod {
             ns,
             _veth: veth,

@@ -185,6 +185,12 @@ impl Vrouterd {
             .unwrap_or(0)
     }
 
+    /// SIGKILL (a crash: nothing cleaned up), then waits for the exit; returns the status.
+    pub fn kill(mut self) -> ExitStatus {
+        self.process.signal("KILL");
+        self.process.wait(Duration::from_secs(30))
+    }
+
     /// SIGTERM, then waits for the exit; returns the status.
     pub fn stop(mut self) -> ExitStatus {
         self.process.signal("TERM");

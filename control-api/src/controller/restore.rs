@@ -1,0 +1,118 @@
+//! Start-up with `--state-dir`: the saved changes are replayed through the same validation and
+//! dataplane calls as API requests, then the journal is attached so every later change is
+//! saved.
+//!
+//! A saved change that no longer applies (a vif whose interface vanished while vrouterd was
+//! down, a socket directory now refused) is skipped with a warning naming its file, offset and
+//! the reason, and so is whatever depended on it; the rest is restored. A vrouterd that refused
+//! to start would cut off every pod for the sake of one, while the agent can see (GET) and
+//! re-add what is missing. After skips a fresh snapshot is written, so the files describe what
+//! runs, not changes that failed.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use tracing::{info, warn};
+
+use super::Controller;
+use crate::dataplane::DataplaneErrorKind;
+use crate::error::Error;
+use crate::journal::{Journal, Loaded, Located, Record};
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Saved changes applied.
+    pub applied: usize,
+    /// Saved changes that failed to apply (each logged).
+    pub skipped: usize,
+    /// Saved adds and deletes of vifs the command line owns, left to it.
+    pub fixed: usize,
+    /// A torn last journal record that was dropped: file and byte offset.
+    pub torn: Option<(PathBuf, u64)>,
+}
+
+impl Controller {
+    /// Replays `loaded` and attaches its journal. `fixed` names the vifs vrouterd's command
+    /// line added (the fabric port): they are neither replayed nor saved. Call once, before the
+    /// control socket opens.
+    pub fn restore(&self, mut loaded: Loaded, fixed: BTreeSet<String>) -> Result<Restored, Error> {
+        let _span = tracing::info_span!("restore", dir = %loaded.dir().display()).entered();
+        if self.journal().is_some() {
+            return Err(Error::Internal("state restored twice".into()));
+        }
+        let mut done = Restored {
+            torn: loaded.torn.clone(),
+            ..Restored::default()
+        };
+        for saved in std::mem::take(&mut loaded.records) {
+            if saved
+                .record
+                .vif_changed()
+                .is_some_and(|v| fixed.contains(v))
+            {
+                info!(
+                    file = %saved.file.display(),
+                    offset = saved.offset,
+                    "saved change to a vif the command line owns left out: {}",
+                    saved.record.describe()
+                );
+                done.fixed += 1;
+                continue;
+            }
+            match self.replay(&saved.record) {
+                Ok(()) => done.applied += 1,
+                // Not this record's fault (the vhost core is gone: vrouterd is stopping):
+                // skipping it, and saving what is left, would lose it for good.
+                Err(Error::Dataplane(e)) if e.kind == DataplaneErrorKind::Unavailable => {
+                    return Err(Error::Dataplane(e));
+                }
+                Err(e) => {
+                    skipped(&saved, &e);
+                    done.skipped += 1;
+                }
+            }
+        }
+        let mut journal = Journal::attach(loaded, fixed)?;
+        if done.skipped > 0 {
+            journal.compact(&self.model().clone())?;
+        }
+        *self.journal() = Some(journal);
+        Ok(done)
+    }
+
+    /// One saved change, as the API request that made it.
+    fn replay(&self, record: &Record) -> Result<(), Error> {
+        match record {
+            Record::VrfAdd { vrf } => self.vrf_add(*vrf).map(drop),
+            Record::VrfDel { vrf } => self.vrf_del(*vrf),
+            Record::VifAdd {
+                index,
+                vif,
+                created_dirs,
+            } => self.vif_add_as(vif, Some((*index, created_dirs))).map(drop),
+            Record::VifDel { name } => self.vif_del(name),
+            Record::NexthopSet { id, nexthop } => self.nexthop_set(*id, nexthop).map(drop),
+            Record::NexthopDel { id } => self.nexthop_del(*id),
+            Record::RouteSet { vrf, route } => self.route_set(*vrf, route).map(drop),
+            Record::RouteDel { vrf, prefix } => self.route_del(*vrf, prefix),
+            Record::BridgeSet { vrf, entry } => self.bridge_set(*vrf, entry).map(drop),
+            Record::BridgeDel { vrf, mac } => self.bridge_del(*vrf, *mac),
+            Record::MplsSet { label, nexthop } => self.mpls_set(*label, *nexthop).map(drop),
+            Record::MplsDel { label } => self.mpls_del(*label),
+            Record::VxlanSet { vni, vrf } => self.vxlan_set(*vni, *vrf).map(drop),
+            Record::VxlanDel { vni } => self.vxlan_del(*vni),
+            Record::PolicySet { vif, policy } => self.policy_set(vif, policy).map(drop),
+            Record::PolicyDel { vif } => self.policy_del(vif),
+        }
+    }
+}
+
+fn skipped(saved: &Located, e: &Error) {
+    warn!(
+        file = %saved.file.display(),
+        offset = saved.offset,
+        "saved change not restored ({e}): {}",
+        saved.record.describe()
+    );
+}

@@ -1,0 +1,368 @@
+//! `--state-dir` at the controller: what one controller accepted, a second one restored from
+//! the same directory has too (model, indices, the dataplane's tables, the directories it
+//! created), also through a compaction; the command line's vifs are never saved; a saved change
+//! that no longer applies is skipped and the files rewritten to what runs.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::MemDataplane;
+use control_api::api::{
+    BridgeEntry, MacAddr, Nexthop, Policy, Route, VhostUserMode, VifRequest, VifType,
+};
+use control_api::journal::{Loaded, COMPACT_MIN_RECORDS, JOURNAL, SNAPSHOT};
+use control_api::{Controller, ControllerConfig};
+use serde_json::json;
+
+struct Node {
+    ctrl: Controller,
+    dp: Arc<MemDataplane>,
+}
+
+/// A controller on `root/pods` with a fresh in-memory dataplane; `fabric` adds vif `fabric0`
+/// first, as vrouterd's `--fabric` does; then the state in `root/state` is restored.
+fn start(root: &Path, fabric: bool) -> (Node, control_api::controller::Restored) {
+    let dp = Arc::new(MemDataplane::default());
+    let ctrl = Controller::new(
+        ControllerConfig {
+            socket_base: root.join("pods"),
+            vrouter_mac: MacAddr::DEFAULT_VROUTER,
+        },
+        dp.clone(),
+    )
+    .unwrap();
+    let mut fixed = BTreeSet::new();
+    if fabric {
+        let mut req = VifRequest::new("fabric0", VifType::Physical, 0, mac(0xf0));
+        req.device = Some("net_null0".into());
+        ctrl.vif_add(&req).unwrap();
+        fixed.insert("fabric0".to_owned());
+    }
+    let loaded = Loaded::open(&root.join("state")).unwrap();
+    let restored = ctrl.restore(loaded, fixed).unwrap();
+    (Node { ctrl, dp }, restored)
+}
+
+fn mac(last: u8) -> MacAddr {
+    MacAddr([0x02, 0, 0, 0, 0, last])
+}
+
+fn vhost(name: &str, dir: &Path, mode: VhostUserMode, last: u8) -> VifRequest {
+    let mut req = VifRequest::new(name, VifType::VhostUser, 1, mac(last));
+    req.vhostsocket_dir = Some(dir.to_path_buf());
+    req.vhostsocket_filename = Some("net0".into());
+    req.vhostuser_mode = Some(mode);
+    req
+}
+
+fn af_packet(name: &str, iface: &str, last: u8) -> VifRequest {
+    let mut req = VifRequest::new(name, VifType::AfPacket, 1, mac(last));
+    req.iface = Some(iface.into());
+    req
+}
+
+fn route(prefix: &str, nexthop: u32, label: Option<u32>) -> Route {
+    Route {
+        prefix: prefix.parse().unwrap(),
+        nexthop,
+        label,
+    }
+}
+
+/// Everything the API shows of the configuration (no live counters).
+fn config(c: &Controller) -> serde_json::Value {
+    let vrfs: Vec<u32> = c.vrfs().iter().map(|v| v.vrf).collect();
+    let vifs: Vec<_> = c
+        .vifs()
+        .into_iter()
+        .map(|v| json!([v.index, v.config, v.socket, c.policy(&v.config.name).ok()]))
+        .collect();
+    let per_vrf: Vec<_> = vrfs
+        .iter()
+        .map(|&v| json!([v, c.routes(v).unwrap(), c.bridge(v).unwrap()]))
+        .collect();
+    json!({
+        "vrfs": vrfs, "vifs": vifs, "nexthops": c.nexthops(), "tables": per_vrf,
+        "mpls": c.mpls(), "vxlan": c.vxlan(),
+    })
+}
+
+/// The dataplane's tables, comparably.
+fn programmed(dp: &MemDataplane) -> String {
+    dp.with(|s| {
+        format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            s.vrfs, s.vifs, s.nexthops, s.routes, s.bridge, s.mpls, s.vxlan, s.policies
+        )
+    })
+}
+
+/// One of every kind of object, with a hole in the vif indices.
+fn configure(c: &Controller, pods: &Path) {
+    c.vrf_add(1).unwrap();
+    c.vrf_add(2).unwrap();
+    c.vrf_add(3).unwrap();
+    c.vrf_del(3).unwrap();
+    std::fs::create_dir_all(pods.join("pod-b")).unwrap();
+    c.vif_add(&vhost(
+        "podA",
+        &pods.join("pod-a/net"),
+        VhostUserMode::Server,
+        1,
+    ))
+    .unwrap();
+    c.vif_add(&af_packet("gone", "vkgone", 9)).unwrap();
+    c.vif_add(&vhost(
+        "podB",
+        &pods.join("pod-b"),
+        VhostUserMode::Client,
+        2,
+    ))
+    .unwrap();
+    c.vif_del("gone").unwrap();
+    c.vif_add(&af_packet("podK", "vk0", 3)).unwrap();
+    let nexthops = [
+        (
+            1,
+            json!({"type": "encap", "vif": "podA", "dmac": "02:00:00:00:00:01"}),
+        ),
+        (
+            2,
+            json!({"type": "encap", "vif": "podB", "dmac": "02:00:00:00:00:02"}),
+        ),
+        (
+            3,
+            json!({"type": "tunnel", "encap": "vxlan", "vif": "fabric0",
+                   "sip": "192.0.2.1", "dip": "192.0.2.2", "dmac": "02:00:00:00:00:99"}),
+        ),
+        (4, json!({"type": "ecmp", "members": [1, 2]})),
+        (5, json!({"type": "receive"})),
+    ];
+    for (id, nh) in nexthops {
+        let nh: Nexthop = serde_json::from_value(nh).unwrap();
+        c.nexthop_set(id, &nh).unwrap();
+    }
+    c.route_set(1, &route("198.18.1.0/24", 4, None)).unwrap();
+    c.route_set(1, &route("198.18.9.0/24", 3, Some(5001)))
+        .unwrap();
+    c.route_set(2, &route("2001:db8::/64", 5, None)).unwrap();
+    c.route_set(1, &route("198.18.7.0/24", 5, None)).unwrap();
+    c.route_del(1, &"198.18.7.0/24".parse().unwrap()).unwrap();
+    let entry = BridgeEntry {
+        mac: mac(0x42),
+        nexthop: 3,
+        label: Some(5002),
+    };
+    c.bridge_set(1, &entry).unwrap();
+    c.mpls_set(100, 1).unwrap();
+    c.mpls_set(101, 2).unwrap();
+    c.mpls_del(101).unwrap();
+    c.vxlan_set(5001, 1).unwrap();
+    let policy: Policy = serde_json::from_value(json!({
+        "default": "deny",
+        "ingress": [{"action": "allow", "proto": "tcp", "ports": "80"}],
+        "egress": [{"action": "allow"}],
+    }))
+    .unwrap();
+    c.policy_set("podK", &policy).unwrap();
+    c.policy_set("fabric0", &policy).unwrap();
+}
+
+#[test]
+fn everything_accepted_is_restored_after_a_crash_and_again_after_a_compaction() {
+    let root = tempfile::tempdir().unwrap();
+    let pods = root.path().join("pods");
+    let (first, restored) = start(root.path(), true);
+    assert_eq!(
+        restored,
+        Default::default(),
+        "an empty directory restores nothing"
+    );
+    configure(&first.ctrl, &pods);
+    let want = config(&first.ctrl);
+    let want_dp = programmed(&first.dp);
+    // A crash: nothing cleaned up, the server-mode socket file stays behind.
+    drop(first);
+    assert!(pods.join("pod-a/net/net0").exists());
+
+    let (second, restored) = start(root.path(), true);
+    assert_eq!(restored.skipped, 0, "{restored:?}");
+    assert_eq!(config(&second.ctrl), want);
+    assert_eq!(programmed(&second.dp), want_dp);
+    assert_eq!(
+        second.ctrl.vif("podK").unwrap().index,
+        2,
+        "the index it had"
+    );
+
+    // Enough changes to compact the journal into a snapshot, then a restart reads that.
+    let c = &second.ctrl;
+    for i in 0..COMPACT_MIN_RECORDS {
+        let prefix = format!("10.{}.{}.0/24", i / 256, i % 256);
+        c.route_set(2, &route(&prefix, 5, None)).unwrap();
+    }
+    let snapshot = root.path().join("state").join(SNAPSHOT);
+    assert!(snapshot.exists(), "a snapshot was written");
+    let want = config(c);
+    let want_dp = programmed(&second.dp);
+    drop(second);
+    let (third, restored) = start(root.path(), true);
+    assert!(
+        restored.applied > COMPACT_MIN_RECORDS as usize,
+        "{restored:?}"
+    );
+    assert_eq!(restored.skipped, 0);
+    assert_eq!(config(&third.ctrl), want);
+    assert_eq!(programmed(&third.dp), want_dp);
+
+    // The directories the first controller created are still known as created: they go with
+    // the vif; the pod's own directory stays.
+    c_del_all_users_of(&third.ctrl, "podA");
+    third.ctrl.vif_del("podA").unwrap();
+    assert!(!pods.join("pod-a").exists(), "created dirs removed");
+    assert!(pods.join("pod-b").exists());
+}
+
+/// Removes what refers to vif `name`: routes of VRF 1, labels, the ECMP group, its nexthops.
+fn c_del_all_users_of(c: &Controller, name: &str) {
+    for vrf in [1] {
+        for r in c.routes(vrf).unwrap() {
+            c.route_del(vrf, &r.prefix).unwrap();
+        }
+        for b in c.bridge(vrf).unwrap() {
+            c.bridge_del(vrf, b.mac).unwrap();
+        }
+    }
+    for m in c.mpls() {
+        c.mpls_del(m.label).unwrap();
+    }
+    c.nexthop_del(4).unwrap();
+    let own: Vec<u32> = c
+        .nexthops()
+        .into_iter()
+        .filter(|n| n.nexthop.vif() == Some(name))
+        .map(|n| n.id)
+        .collect();
+    for id in own {
+        c.nexthop_del(id).unwrap();
+    }
+}
+
+#[test]
+fn the_command_line_vifs_are_never_saved_nor_duplicated() {
+    let root = tempfile::tempdir().unwrap();
+    let (first, _) = start(root.path(), true);
+    first.ctrl.vif_del("fabric0").unwrap();
+    let mut req = VifRequest::new("fabric0", VifType::Physical, 0, mac(0xf1));
+    req.device = Some("net_null1".into());
+    first.ctrl.vif_add(&req).unwrap();
+    first.ctrl.vrf_add(7).unwrap();
+    drop(first);
+    let journal = std::fs::read(root.path().join("state").join(JOURNAL)).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&journal).contains("fabric0"),
+        "nothing about the command line's vif is saved"
+    );
+    let (second, restored) = start(root.path(), true);
+    assert_eq!((restored.applied, restored.skipped), (1, 0));
+    let fabric = second.ctrl.vif("fabric0").unwrap();
+    assert_eq!(
+        fabric.config.device.as_deref(),
+        Some("net_null0"),
+        "the command line's"
+    );
+    drop(second);
+
+    // A vif of that name saved by a vrouterd without --fabric gives way to the command line.
+    let other = tempfile::tempdir().unwrap();
+    let (no_fabric, _) = start(other.path(), false);
+    no_fabric.ctrl.vif_add(&req).unwrap();
+    drop(no_fabric);
+    let (with_fabric, restored) = start(other.path(), true);
+    assert_eq!((restored.fixed, restored.skipped), (1, 0));
+    assert_eq!(
+        with_fabric
+            .ctrl
+            .vif("fabric0")
+            .unwrap()
+            .config
+            .device
+            .as_deref(),
+        Some("net_null0")
+    );
+}
+
+#[test]
+fn a_saved_change_that_no_longer_applies_is_skipped_and_the_files_rewritten() {
+    let root = tempfile::tempdir().unwrap();
+    let pods = root.path().join("pods");
+    let (first, _) = start(root.path(), false);
+    first.ctrl.vrf_add(1).unwrap();
+    std::fs::create_dir_all(pods.join("pod-x")).unwrap();
+    first
+        .ctrl
+        .vif_add(&vhost(
+            "podX",
+            &pods.join("pod-x"),
+            VhostUserMode::Client,
+            7,
+        ))
+        .unwrap();
+    let nh = Nexthop::Encap {
+        vif: "podX".into(),
+        dmac: mac(7),
+    };
+    first.ctrl.nexthop_set(1, &nh).unwrap();
+    first
+        .ctrl
+        .route_set(1, &route("198.18.7.2/32", 1, None))
+        .unwrap();
+    first.ctrl.vrf_add(2).unwrap();
+    drop(first);
+    // While vrouterd was down the pod's directory became a file: its vif is refused now, and
+    // what hangs on it with it.
+    std::fs::remove_dir(pods.join("pod-x")).unwrap();
+    std::fs::write(pods.join("pod-x"), b"not a directory").unwrap();
+
+    let (second, restored) = start(root.path(), false);
+    assert_eq!(
+        (restored.applied, restored.skipped),
+        (2, 3),
+        "vrfs 1 and 2 restored; vif, nexthop and route skipped: {restored:?}"
+    );
+    let vrfs: Vec<u32> = second.ctrl.vrfs().iter().map(|v| v.vrf).collect();
+    assert_eq!(vrfs, [0, 1, 2]);
+    assert!(second.ctrl.vif("podX").is_err());
+    drop(second);
+    assert!(root.path().join("state").join(SNAPSHOT).exists());
+    let (_third, restored) = start(root.path(), false);
+    assert_eq!(
+        (restored.applied, restored.skipped),
+        (2, 0),
+        "the files now hold what ran"
+    );
+}
+
+#[test]
+fn a_journal_that_is_not_attached_writes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let dp = Arc::new(MemDataplane::default());
+    let ctrl = Controller::new(
+        ControllerConfig {
+            socket_base: root.path().join("pods"),
+            vrouter_mac: MacAddr::DEFAULT_VROUTER,
+        },
+        dp,
+    )
+    .unwrap();
+    ctrl.vrf_add(1).unwrap();
+    ctrl.vif_add(&af_packet("podK", "vk0", 3)).unwrap();
+    let files: Vec<PathBuf> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files, [root.path().join("pods")], "only the socket base");
+}
