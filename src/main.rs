@@ -179,6 +179,14 @@ fn run(opts: &cli::Options) -> Result<()> {
 
     let eal = Eal::init(&opts.eal_argv()).context("starting DPDK")?;
     info!(main_lcore = eal.main_lcore(), fwd_lcores = ?opts.fwd_lcores.0, "EAL initialised");
+    // Before any guest memory is mapped, and before DPDK can next swap SIGBUS handlers while
+    // it allocates (it puts back whatever it found): a guest that truncates its memory must
+    // never take the process down.
+    if !vhost_user::memory::fault::install() {
+        return Err(anyhow!(
+            "cannot install the SIGBUS handler that contains guest-memory faults"
+        ));
+    }
     let pool = Mempool::new(&eal, "vr_pkts", opts.mbufs, 256, 2048 + 128)
         .context("creating the packet mempool (more hugepages, or a smaller --mbufs)")?;
     let tables = Arc::new(Tables::new(TablesConfig::default()));

@@ -153,8 +153,11 @@ impl Drop for Registration {
     }
 }
 
-/// Installs the handler once per process; false if that failed.
-fn install() -> bool {
+/// Installs the handler once per process (mapping guest memory does it too); false if that
+/// failed. A process that also runs DPDK calls it right after EAL start-up: DPDK swaps in a
+/// SIGBUS handler of its own while it allocates huge pages and puts back the one it found, so
+/// ours must be in place before any such allocation can overlap our first mapping.
+pub fn install() -> bool {
     INSTALL.call_once(|| {
         // SAFETY: sigaction with a null new action only reads the current one into `old`, a
         // zeroed (valid) sigaction owned by this frame.
