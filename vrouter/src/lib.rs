@@ -43,6 +43,7 @@ pub mod buf;
 pub mod error;
 pub mod flow;
 pub mod meta;
+pub mod offload;
 pub mod pipeline;
 pub mod stats;
 pub mod tables;
