@@ -41,6 +41,29 @@ void vr_pktmbuf_reset_to_empty(struct rte_mbuf *m)
 	rte_pktmbuf_reset(m);
 }
 
+int vr_offload_register(int *field_offset, int *flag_bit)
+{
+	static const struct rte_mbuf_dynfield field = {
+		.name = "vrouter_offload",
+		.size = sizeof(uint64_t),
+		.align = __alignof__(uint64_t),
+	};
+	static const struct rte_mbuf_dynflag flag = {
+		.name = "vrouter_offload_valid",
+	};
+	int off = rte_mbuf_dynfield_register(&field);
+	if (off < 0)
+		return -rte_errno;
+	int bit = rte_mbuf_dynflag_register(&flag);
+	if (bit < 0)
+		return -rte_errno;
+	*field_offset = off;
+	*flag_bit = bit;
+	return 0;
+}
+
+struct rte_mbuf *vr_pktmbuf_alloc_like(const struct rte_mbuf *m) { return rte_pktmbuf_alloc(m->pool); }
+
 uint32_t vr_mbuf_rss_hash(const struct rte_mbuf *m) { return m->hash.rss; }
 int vr_mbuf_has_rss_hash(const struct rte_mbuf *m) { return (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH) != 0; }
 struct rte_mbuf *vr_mbuf_next(const struct rte_mbuf *m) { return m->next; }

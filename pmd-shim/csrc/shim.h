@@ -48,6 +48,15 @@ int vr_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail);
 /* Frees every segment after the first, then resets the first to an empty packet. */
 void vr_pktmbuf_reset_to_empty(struct rte_mbuf *m);
 
+/*
+ * Registers the mbuf dynamic field that carries vrouter's offload word (8 bytes) and the
+ * ol_flags bit saying it is valid; idempotent. On success stores the field's byte offset and
+ * the flag's bit number and returns 0; otherwise returns -rte_errno.
+ */
+int vr_offload_register(int *field_offset, int *flag_bit);
+/* Allocates an empty segment from the pool `m` came from (NULL if it is empty). */
+struct rte_mbuf *vr_pktmbuf_alloc_like(const struct rte_mbuf *m);
+
 /* Field accessors that live in anonymous unions, so their Rust names would be unstable. */
 uint32_t vr_mbuf_rss_hash(const struct rte_mbuf *m);
 int vr_mbuf_has_rss_hash(const struct rte_mbuf *m);

@@ -1,9 +1,34 @@
 //! An owned DPDK packet buffer.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 use crate::sys;
+
+/// Byte offset of the offload word's dynamic field in every mbuf (0: not registered yet).
+static OFFLOAD_FIELD: AtomicUsize = AtomicUsize::new(0);
+/// The `ol_flags` bit that says the offload word is valid (0: not registered yet). Every path
+/// that makes an mbuf (allocation, a PMD's receive) clears `ol_flags`, so a stale word from a
+/// packet that used the buffer before is never read as this one's.
+static OFFLOAD_FLAG: AtomicU64 = AtomicU64::new(0);
+
+/// Registers the mbuf dynamic field and flag that carry a packet's offload word (see
+/// [`Mbuf::offload`]). Idempotent; done by [`crate::Mempool::new`], before any mbuf exists.
+pub(crate) fn register_offload() -> Result<()> {
+    if OFFLOAD_FLAG.load(Ordering::Acquire) != 0 {
+        return Ok(());
+    }
+    let (mut offset, mut bit) = (0i32, 0i32);
+    // SAFETY: plain registration calls on an initialised EAL, writing two ints of ours.
+    let r = unsafe { sys::vr_offload_register(&mut offset, &mut bit) };
+    if r != 0 || offset <= 0 || !(0..64).contains(&bit) {
+        return Err(Error::Mbuf("cannot register the mbuf offload field"));
+    }
+    OFFLOAD_FIELD.store(offset as usize, Ordering::Release);
+    OFFLOAD_FLAG.store(1u64 << bit, Ordering::Release);
+    Ok(())
+}
 
 /// One packet buffer (possibly the head of a segment chain), owned: freed on drop, exactly once.
 ///
@@ -189,6 +214,83 @@ impl Mbuf {
         }
     }
 
+    /// The packet's offload word (checksum and segmentation state; its meaning is the
+    /// forwarding plane's), 0 when none was set since the mbuf was allocated or received.
+    #[inline]
+    pub fn offload(&self) -> u64 {
+        let flag = OFFLOAD_FLAG.load(Ordering::Relaxed);
+        if flag == 0 || self.raw().ol_flags & flag == 0 {
+            return 0;
+        }
+        let off = OFFLOAD_FIELD.load(Ordering::Relaxed);
+        // SAFETY: the registered dynamic field is 8 aligned bytes at `off` inside every mbuf
+        // (DPDK keeps the offset within the struct and aligned); we own this one.
+        unsafe { std::ptr::read(self.0.as_ptr().cast::<u8>().add(off).cast::<u64>()) }
+    }
+
+    /// Sets the offload word (0 clears it).
+    #[inline]
+    pub fn set_offload(&mut self, word: u64) {
+        let flag = OFFLOAD_FLAG.load(Ordering::Relaxed);
+        if flag == 0 {
+            return;
+        }
+        let off = OFFLOAD_FIELD.load(Ordering::Relaxed);
+        // SAFETY: as in `offload`; `&mut self` makes the write exclusive.
+        unsafe {
+            let m = self.0.as_ptr();
+            if word == 0 {
+                (*m).ol_flags &= !flag;
+            } else {
+                std::ptr::write(m.cast::<u8>().add(off).cast::<u64>(), word);
+                (*m).ol_flags |= flag;
+            }
+        }
+    }
+
+    /// Grows the packet by `len` bytes at the end, starting a new segment (from this mbuf's
+    /// pool) when the last one is full, and returns them; `len` must fit an empty segment.
+    pub fn append_grow(&mut self, len: u16) -> Result<&mut [u8]> {
+        // SAFETY: we own the chain; the last segment's tailroom decides where the bytes go.
+        let last_room = unsafe { sys::vr_pktmbuf_tailroom(last_segment(self.0.as_ptr())) };
+        if last_room < len {
+            // SAFETY: allocates from the pool our own mbuf came from, which outlives it.
+            let raw = unsafe { sys::vr_pktmbuf_alloc_like(self.0.as_ptr()) };
+            let mut seg = match NonNull::new(raw) {
+                // SAFETY: a fresh mbuf nobody else owns.
+                Some(p) => unsafe { Mbuf::from_raw(p) },
+                None => return Err(Error::Mbuf("mempool empty: no segment to grow into")),
+            };
+            seg.reset_headroom_to_zero();
+            if seg.tailroom() < len {
+                return Err(Error::Mbuf("append larger than an empty segment"));
+            }
+            self.chain(seg)?;
+        }
+        self.append(len)
+    }
+
+    /// Copies the packet's bytes from `offset` into `dst` (across segments); returns how many
+    /// were copied (fewer when the packet ends first).
+    pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> usize {
+        let mut at = 0usize;
+        let mut done = 0usize;
+        for seg in self.segments() {
+            let end = at + seg.len();
+            if end > offset + done && done < dst.len() {
+                let from = offset + done - at;
+                let n = (seg.len() - from).min(dst.len() - done);
+                dst[done..done + n].copy_from_slice(&seg[from..from + n]);
+                done += n;
+            }
+            at = end;
+            if done == dst.len() {
+                break;
+            }
+        }
+        done
+    }
+
     /// The RSS hash the NIC computed, if it set one.
     pub fn rss_hash(&self) -> Option<u32> {
         // SAFETY: reads fields of our valid mbuf.
@@ -241,6 +343,21 @@ impl<'a> Iterator for Segments<'a> {
         // SAFETY: as above; the borrow of the owner keeps the chain alive and unmodified.
         Some(unsafe { segment_data(seg.as_ptr()) })
     }
+}
+
+/// The last segment of a chain.
+///
+/// # Safety
+/// `m` must be a valid mbuf chain owned by the caller.
+unsafe fn last_segment(m: *mut sys::rte_mbuf) -> *mut sys::rte_mbuf {
+    let mut seg = m;
+    // SAFETY: DPDK links only valid mbufs; the chain ends with a null `next`.
+    unsafe {
+        while !(*seg).next.is_null() {
+            seg = (*seg).next;
+        }
+    }
+    seg
 }
 
 /// The data of one segment.

@@ -45,6 +45,8 @@ impl Mempool {
     /// Creates a pool of `size` mbufs with a per-lcore cache of `cache` and `data_room` bytes
     /// of buffer (headroom included) on the caller's NUMA socket.
     pub fn new(eal: &Eal, name: &str, size: u32, cache: u32, data_room: u16) -> Result<Mempool> {
+        // Before any mbuf exists: every packet may carry an offload word.
+        crate::mbuf::register_offload()?;
         let c_name = checked_name("mempool", name, sys::VR_MEMPOOL_NAMESIZE as usize)?;
         // SAFETY: EAL is initialised (we hold `eal`); the name is a valid C string; DPDK copies it.
         let raw = unsafe {

@@ -122,3 +122,54 @@ fn bursts_hold_free_and_refuse_overflow() {
     drop(burst);
     assert_eq!(pool.in_use(), 0, "dropping a burst frees its mbufs");
 }
+
+#[test]
+fn the_offload_word_travels_with_the_packet_and_never_outlives_it() {
+    let pool = Mempool::new(&common::eal(), "offload", 1, 0, 2176).expect("one-mbuf pool");
+    let mut m = pool.alloc().expect("alloc");
+    assert_eq!(m.offload(), 0, "a fresh mbuf carries no offload");
+    m.set_offload(0xdead_beef_0000_0042);
+    assert_eq!(m.offload(), 0xdead_beef_0000_0042);
+    m.append(60).expect("append");
+    m.prepend(14).expect("prepend");
+    assert_eq!(m.offload(), 0xdead_beef_0000_0042, "edits keep it");
+    m.set_offload(0);
+    assert_eq!(m.offload(), 0);
+    m.set_offload(7);
+    drop(m);
+    // The pool holds one mbuf: this is the same buffer, and the word is gone.
+    let again = pool.alloc().expect("alloc again");
+    assert_eq!(
+        again.offload(),
+        0,
+        "a reused buffer does not inherit the last packet's word"
+    );
+}
+
+#[test]
+fn a_packet_grows_into_new_segments_and_copies_out_across_them() {
+    let pool = pool(&common::eal(), "grow");
+    let mut m = pool.alloc().expect("alloc");
+    let bytes: Vec<u8> = (0..9000u32).map(|i| (i * 7 % 253) as u8).collect();
+    for chunk in bytes.chunks(1000) {
+        m.append_grow(chunk.len() as u16)
+            .expect("grow")
+            .copy_from_slice(chunk);
+    }
+    assert_eq!(m.pkt_len(), 9000);
+    assert!(m.nb_segs() >= 5, "{} segments", m.nb_segs());
+    assert_eq!(m.segments().flatten().copied().collect::<Vec<u8>>(), bytes);
+    let mut out = vec![0u8; 3000];
+    assert_eq!(m.copy_out(1500, &mut out), 3000);
+    assert_eq!(out, bytes[1500..4500]);
+    assert_eq!(
+        m.copy_out(8000, &mut out),
+        1000,
+        "stops where the packet ends"
+    );
+    assert_eq!(out[..1000], bytes[8000..]);
+    assert!(m.append_grow(3000).is_err(), "larger than an empty segment");
+    let segs = usize::from(m.nb_segs());
+    drop(m);
+    assert_eq!(pool.in_use(), 0, "all {segs} segments freed");
+}
