@@ -276,7 +276,19 @@ impl DriverQueue {
         seg: usize,
         indirect: bool,
     ) -> bool {
-        let mut bytes = vec![0u8; hdr_len];
+        self.add_tx_with_hdr(ram, &vec![0u8; hdr_len], frame, seg, indirect)
+    }
+
+    /// As [`DriverQueue::add_tx`], with the virtio-net header's bytes given (offloads).
+    pub fn add_tx_with_hdr(
+        &mut self,
+        ram: &mut GuestRam,
+        hdr: &[u8],
+        frame: &[u8],
+        seg: usize,
+        indirect: bool,
+    ) -> bool {
+        let mut bytes = hdr.to_vec();
         bytes.extend_from_slice(frame);
         let chunks: Vec<&[u8]> = bytes.chunks(seg.max(1)).collect();
         let needed = if indirect { 1 } else { chunks.len() };

@@ -54,8 +54,10 @@
 //! ```
 //!
 //! Vring `2p` is queue pair `p`'s guest RX (the backend enqueues), `2p + 1` its guest TX (the
-//! backend dequeues). Checksum offload is not offered (no CSUM/GUEST_CSUM), so guests always send
-//! complete checksums.
+//! backend dequeues). Checksum and segmentation offloads (CSUM, GUEST_CSUM, HOST/GUEST_TSO4/6,
+//! ECN, USO) are offered: what a guest sends is checked and handed over with the packet
+//! ([`PacketBuffer::set_net_hdr`]), and what the driver gives with a packet is written for the
+//! guest ([`PacketBuffer::net_hdr`]); [`net_hdr`] says what each field means.
 
 pub mod codec;
 pub mod connection;
@@ -63,11 +65,13 @@ pub mod error;
 #[cfg(any(test, feature = "test-frontend"))]
 pub mod frontend;
 pub mod memory;
+pub mod net_hdr;
 pub mod port;
 pub mod session;
 pub mod virtqueue;
 
 pub use error::{DecodeError, Error, MemoryError};
+pub use net_hdr::NetHdr;
 pub use port::{Mode, PortConfig, PortEvent, PortState, VhostUserPort};
 pub use session::{Session, SessionConfig};
 pub use virtqueue::{forward_burst, PacketBuffer, SplitQueue, VecBuffer};

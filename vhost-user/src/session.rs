@@ -43,7 +43,8 @@ pub const OFFERED_FEATURES: u64 = feature::VERSION_1
     | feature::INDIRECT_DESC
     | F_MQ
     | F_STATUS
-    | F_PROTOCOL_FEATURES;
+    | F_PROTOCOL_FEATURES
+    | crate::net_hdr::OFFLOAD_FEATURES;
 /// The protocol features this backend offers.
 pub const OFFERED_PROTOCOL_FEATURES: u64 = PF_MQ | PF_REPLY_ACK | PF_STATUS;
 

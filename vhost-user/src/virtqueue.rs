@@ -19,6 +19,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use crate::memory::{copy_guest_to_guest, GuestMemory, RingArea, PREFETCH_MAX};
+use crate::net_hdr::{self, NetHdr};
 use crate::MemoryError;
 
 /// Descriptor flag: the chain continues at `next`.
@@ -75,6 +76,17 @@ pub trait PacketBuffer {
     }
     /// The packet's `i`-th contiguous piece, in order; `None` past the last.
     fn piece(&self, i: usize) -> Option<&[u8]>;
+    /// Dequeue: what the guest's virtio-net header says of the packet, already checked against
+    /// the negotiated features and the frame ([`NetHdr::NONE`] when it says nothing).
+    #[inline(always)]
+    fn set_net_hdr(&mut self, _hdr: NetHdr) {}
+    /// Enqueue: the virtio-net header to give the guest with the packet. The caller makes sure
+    /// it only asks for what the guest negotiated ([`SplitQueue::features`]); a header that
+    /// does not fit them drops the packet (counted).
+    #[inline(always)]
+    fn net_hdr(&self) -> NetHdr {
+        NetHdr::NONE
+    }
 }
 
 /// A fixed-capacity heap buffer: allocated once, reused for every packet.
@@ -82,6 +94,7 @@ pub trait PacketBuffer {
 pub struct VecBuffer {
     bytes: Vec<u8>,
     len: usize,
+    hdr: NetHdr,
 }
 
 impl VecBuffer {
@@ -90,6 +103,7 @@ impl VecBuffer {
         Self {
             bytes: vec![0; capacity],
             len: 0,
+            hdr: NetHdr::NONE,
         }
     }
 
@@ -98,6 +112,7 @@ impl VecBuffer {
         Self {
             bytes: frame.to_vec(),
             len: frame.len(),
+            hdr: NetHdr::NONE,
         }
     }
 
@@ -105,11 +120,31 @@ impl VecBuffer {
     pub fn data(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
+
+    /// The virtio-net header's offload fields (set on dequeue, given on enqueue).
+    pub fn hdr(&self) -> NetHdr {
+        self.hdr
+    }
+
+    /// Sets the header given with the packet on enqueue.
+    pub fn with_hdr(mut self, hdr: NetHdr) -> Self {
+        self.hdr = hdr;
+        self
+    }
 }
 
 impl PacketBuffer for VecBuffer {
     fn reset(&mut self) {
         self.len = 0;
+        self.hdr = NetHdr::NONE;
+    }
+
+    fn set_net_hdr(&mut self, hdr: NetHdr) {
+        self.hdr = hdr;
+    }
+
+    fn net_hdr(&self) -> NetHdr {
+        self.hdr
     }
 
     fn append(&mut self, len: usize) -> Option<&mut [u8]> {
@@ -194,6 +229,9 @@ pub struct QueueStats {
     pub dropped_fragmented: u64,
     /// Call-eventfd writes.
     pub kicks: u64,
+    /// Packets whose offload header did not add up (TX: not negotiated, or inconsistent with
+    /// the frame; RX: asked for what the guest did not negotiate).
+    pub dropped_bad_offload: u64,
 }
 
 /// Everything a queue needs, translated and validated by the session.
@@ -289,6 +327,8 @@ impl From<Broken> for ChainFault {
 /// Where an enqueued frame's bytes come from.
 trait FrameSource {
     fn len(&self) -> usize;
+    /// The offload header to give with it.
+    fn net_hdr(&self) -> NetHdr;
     fn copy_out(
         &self,
         off: usize,
@@ -304,6 +344,9 @@ struct BufferFrame<'a, B: PacketBuffer>(&'a B);
 impl<B: PacketBuffer> FrameSource for BufferFrame<'_, B> {
     fn len(&self) -> usize {
         self.0.len()
+    }
+    fn net_hdr(&self) -> NetHdr {
+        self.0.net_hdr()
     }
     fn copy_out(
         &self,
@@ -339,11 +382,15 @@ struct GuestFrame<'a> {
     mem: &'a GuestMemory,
     segs: &'a Segments,
     skip: u64,
+    hdr: NetHdr,
 }
 
 impl FrameSource for GuestFrame<'_> {
     fn len(&self) -> usize {
         (self.segs.total - self.skip) as usize
+    }
+    fn net_hdr(&self) -> NetHdr {
+        self.hdr
     }
     fn copy_out(
         &self,
@@ -390,6 +437,10 @@ pub struct SplitQueue {
     mrg_rxbuf: bool,
     event_idx: bool,
     indirect: bool,
+    /// Negotiated virtio features.
+    features: u64,
+    /// The guest may put offloads in the headers it sends: read and check them.
+    tx_offloads: bool,
     call: Option<Arc<OwnedFd>>,
     shadow: Vec<(u32, u32)>,
     /// The chain scratch list, allocated once with the queue (it is 1 KiB: building it on the
@@ -448,6 +499,13 @@ impl SplitQueue {
             mrg_rxbuf: s.features & feature::MRG_RXBUF != 0,
             event_idx: s.features & feature::EVENT_IDX != 0,
             indirect: s.features & feature::INDIRECT_DESC != 0,
+            features: s.features,
+            tx_offloads: s.features
+                & (net_hdr::F_CSUM
+                    | net_hdr::F_HOST_TSO4
+                    | net_hdr::F_HOST_TSO6
+                    | net_hdr::F_HOST_USO)
+                != 0,
             call: s.call,
             shadow: Vec::with_capacity(usize::from(size)),
             scratch: Some(Box::default()),
@@ -468,6 +526,11 @@ impl SplitQueue {
     /// Vring index.
     pub fn index(&self) -> u16 {
         self.index
+    }
+
+    /// The virtio features the guest negotiated (which offloads it sends and takes).
+    pub fn features(&self) -> u64 {
+        self.features
     }
 
     /// Queue size.
@@ -858,6 +921,17 @@ impl SplitQueue {
             return false;
         }
         buf.reset();
+        let net_hdr = if self.tx_offloads {
+            match self.read_tx_hdr(segs) {
+                Some(h) => h,
+                None => {
+                    self.stats.dropped_bad_offload += 1;
+                    return false;
+                }
+            }
+        } else {
+            NetHdr::NONE
+        };
         let mut pos = 0u64; // position in the chain
         for &(addr, len) in segs.as_slice() {
             let (s0, s1) = (pos, pos + u64::from(len));
@@ -877,9 +951,29 @@ impl SplitQueue {
                 a += n as u64;
             }
         }
+        buf.set_net_hdr(net_hdr);
         self.stats.packets += 1;
         self.stats.bytes += segs.total - hdr;
         true
+    }
+
+    /// The offload fields of the virtio-net header at the start of a TX chain, checked; `None`
+    /// when they do not add up.
+    fn read_tx_hdr(&self, segs: &Segments) -> Option<NetHdr> {
+        let mut b = [0u8; 10];
+        let mut got = 0usize;
+        for &(addr, len) in segs.as_slice() {
+            let n = (len as usize).min(b.len() - got);
+            self.mem.read(addr, &mut b[got..got + n]).ok()?;
+            got += n;
+            if got == b.len() {
+                break;
+            }
+        }
+        let frame_len = (segs.total as usize).checked_sub(self.hdr_len)?;
+        NetHdr::from_bytes(&b)
+            .parse_tx(self.features, frame_len)
+            .ok()
     }
 
     /// `pkts` → guest RX. Returns how many packets were consumed from the front of `pkts`
@@ -929,6 +1023,11 @@ impl SplitQueue {
     ) -> Placed {
         let hdr_len = self.hdr_len;
         let total = hdr_len + frame.len();
+        let net_hdr = frame.net_hdr();
+        if !net_hdr.is_none() && !net_hdr.fits_rx(self.features) {
+            self.stats.dropped_bad_offload += 1;
+            return Placed::Dropped;
+        }
         let saved_avail = self.last_avail;
         let saved_shadow = self.shadow.len();
         let mut written = 0usize;
@@ -1034,6 +1133,7 @@ impl SplitQueue {
         n: usize,
     ) -> Result<(), MemoryError> {
         let mut hdr = [0u8; 12];
+        hdr[..10].copy_from_slice(&frame.net_hdr().to_bytes());
         if self.hdr_len == 12 {
             hdr[10] = 1; // num_buffers, patched later when a frame spans several chains
         }
@@ -1090,10 +1190,25 @@ pub fn forward_burst(src: &mut SplitQueue, dst: &mut SplitQueue, max: usize) -> 
         match src.walk(head, false, &mut segs) {
             Ok(()) if segs.total < src.hdr_len as u64 => src.stats.dropped_malformed += 1,
             Ok(()) => {
+                let hdr = if src.tx_offloads {
+                    src.read_tx_hdr(&segs)
+                } else {
+                    Some(NetHdr::NONE)
+                };
+                // A header the source may not send, or the destination may not take, drops the
+                // packet: this path copies bytes, it completes nothing.
+                let Some(hdr) = hdr.filter(|h| h.is_none() || h.fits_rx(dst.features)) else {
+                    src.stats.dropped_bad_offload += 1;
+                    src.push_used(head, 0);
+                    src.last_avail = src.last_avail.wrapping_add(1);
+                    moved += 1;
+                    continue;
+                };
                 let frame = GuestFrame {
                     mem: &src.mem,
                     segs: &segs,
                     skip: src.hdr_len as u64,
+                    hdr,
                 };
                 match dst.place(&frame, dst_avail, &mut rx_segs) {
                     Placed::Delivered => {
@@ -1174,6 +1289,122 @@ mod tests {
             USED_F_NO_NOTIFY,
             "polling backend asks for no kicks"
         );
+    }
+
+    /// The 12-byte header a guest writes: offload fields, then num_buffers.
+    fn hdr_bytes(h: NetHdr) -> Vec<u8> {
+        let mut b = h.to_bytes().to_vec();
+        b.extend_from_slice(&[0, 0]);
+        b
+    }
+
+    fn tso4(len: u16) -> NetHdr {
+        NetHdr {
+            flags: net_hdr::FLAG_NEEDS_CSUM,
+            gso_type: net_hdr::gso::TCPV4,
+            hdr_len: 66,
+            gso_size: len,
+            csum_start: 34,
+            csum_offset: 16,
+        }
+    }
+
+    #[test]
+    fn offload_headers_a_guest_sends_are_checked_and_handed_over() {
+        let features = F | net_hdr::OFFLOAD_FEATURES;
+        let (mut ram, mut dq, mut q) = setup(64, 2048, features);
+        let big = frame(60_000, 9);
+        // A 60 KB TSO packet over 30 descriptors, a partial checksum, then three that lie.
+        assert!(dq.add_tx_with_hdr(&mut ram, &hdr_bytes(tso4(1448)), &big, 2048, true));
+        let partial = NetHdr {
+            flags: net_hdr::FLAG_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 16,
+            ..NetHdr::NONE
+        };
+        let small = frame(100, 1);
+        assert!(dq.add_tx_with_hdr(&mut ram, &hdr_bytes(partial), &small, 2048, false));
+        let outside = NetHdr {
+            csum_start: 90,
+            ..partial
+        };
+        assert!(dq.add_tx_with_hdr(&mut ram, &hdr_bytes(outside), &small, 2048, false));
+        let unknown = NetHdr {
+            gso_type: 9,
+            ..tso4(1448)
+        };
+        assert!(dq.add_tx_with_hdr(&mut ram, &hdr_bytes(unknown), &small, 2048, false));
+        let no_csum = NetHdr {
+            flags: 0,
+            ..tso4(1448)
+        };
+        assert!(dq.add_tx_with_hdr(&mut ram, &hdr_bytes(no_csum), &small, 2048, false));
+        let mut out: Vec<VecBuffer> = (0..8).map(|_| VecBuffer::with_capacity(65_536)).collect();
+        assert_eq!(q.dequeue_burst(&mut out), 2);
+        assert_eq!(out[0].data(), &big[..]);
+        assert_eq!(out[0].hdr(), tso4(1448));
+        assert_eq!(out[1].data(), &small[..]);
+        assert_eq!(out[1].hdr(), partial);
+        assert_eq!(q.stats().dropped_bad_offload, 3);
+        assert_eq!(
+            dq.reap(&ram).len(),
+            5,
+            "dropped chains go back to the guest too"
+        );
+        assert_eq!(
+            q.broken(),
+            None,
+            "a bad header drops the packet, not the queue"
+        );
+
+        // A guest that negotiated no offload: its header is not read at all.
+        let (mut ram, mut dq, mut q) = setup(64, 2048, F);
+        assert!(dq.add_tx_with_hdr(&mut ram, &hdr_bytes(outside), &small, 2048, false));
+        let mut out = bufs(2);
+        assert_eq!(q.dequeue_burst(&mut out), 1);
+        assert_eq!(out[0].hdr(), NetHdr::NONE);
+    }
+
+    #[test]
+    fn offload_headers_go_to_guests_that_negotiated_them_and_no_others() {
+        let tso = VecBuffer::from_frame(&frame(20_000, 3)).with_hdr(tso4(1448));
+        let plain = VecBuffer::from_frame(&frame(80, 4));
+        // Negotiated: the header arrives as given (num_buffers after it).
+        let mut ram = GuestRam::new(8 << 20).unwrap();
+        let mut dq = DriverQueue::new(&mut ram, 64, 2048);
+        let mut q = dq.backend_queue(&ram, 0, F | net_hdr::OFFLOAD_FEATURES);
+        for _ in 0..32 {
+            assert!(dq.add_rx(&ram, 1, 2048));
+        }
+        assert_eq!(q.enqueue_burst(&[tso.clone(), plain.clone()]), 2);
+        let used = dq.reap(&ram);
+        let first = dq.rx_bytes(&ram, used[0].0, used[0].1);
+        assert_eq!(
+            NetHdr::from_bytes(first[..10].try_into().unwrap()),
+            tso4(1448)
+        );
+        let nb = usize::from(u16::from_le_bytes([first[10], first[11]]));
+        assert_eq!(
+            nb,
+            20_012usize.div_ceil(2048),
+            "spread over mergeable buffers"
+        );
+        let last = dq.rx_bytes(&ram, used[nb].0, used[nb].1);
+        assert_eq!(
+            &last[..10],
+            &[0u8; 10],
+            "a plain packet gets an empty header"
+        );
+        // Not negotiated: dropped and counted, the plain packet still delivered.
+        let mut ram = GuestRam::new(8 << 20).unwrap();
+        let mut dq = DriverQueue::new(&mut ram, 64, 2048);
+        let mut q = dq.backend_queue(&ram, 0, F | net_hdr::F_GUEST_CSUM);
+        for _ in 0..32 {
+            assert!(dq.add_rx(&ram, 1, 2048));
+        }
+        assert_eq!(q.enqueue_burst(&[tso, plain]), 2);
+        assert_eq!(q.stats().dropped_bad_offload, 1);
+        assert_eq!(q.stats().packets, 1);
     }
 
     /// An mbuf-chain-like buffer: fixed 2 KiB segments, a piece never split across two.
