@@ -1,6 +1,9 @@
-//! The packet buffer the pipeline works on: shaped after a DPDK mbuf (one contiguous data
-//! segment with headroom in front and tailroom behind), so `vrouterd` can implement it for a
-//! `pmd_shim::Mbuf` newtype while tests use [`VecBuf`].
+//! The packet buffer the pipeline works on: shaped after a DPDK mbuf (a contiguous first
+//! segment with headroom in front and tailroom behind, possibly followed by more segments of
+//! payload), so `vrouterd` can implement it for a `pmd_shim::Mbuf` newtype while tests use
+//! [`VecBuf`] (one segment) and [`SegBuf`] (a chain).
+
+use crate::offload::Offload;
 
 /// Why a buffer operation could not be done. Nothing is changed when one is returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -16,12 +19,13 @@ pub enum BufError {
     TooShort { need: usize, have: usize },
 }
 
-/// One packet in one contiguous segment. Every operation is O(1) (or O(n) in the bytes it
-/// touches) and never allocates.
+/// One packet: its first segment, where every header lies, and for large packets (jumbo
+/// frames, GSO) further segments of payload the pipeline never reads. Every operation is O(1)
+/// (or O(n) in the bytes it touches) and never allocates.
 pub trait PacketBuf {
-    /// The packet bytes.
+    /// The first segment's bytes (all of a packet that fits one segment).
     fn data(&self) -> &[u8];
-    /// The packet bytes, writable.
+    /// The first segment's bytes, writable.
     fn data_mut(&mut self) -> &mut [u8];
     /// Bytes free in front of the data.
     fn headroom(&self) -> usize;
@@ -35,7 +39,7 @@ pub trait PacketBuf {
     fn trim(&mut self, n: usize) -> Result<(), BufError>;
     /// Grow the data by `n` bytes at the end (into the tailroom), like `rte_pktmbuf_append`.
     fn append(&mut self, n: usize) -> Result<(), BufError>;
-    /// Length of the data.
+    /// Length of the first segment's data.
     #[inline(always)]
     fn len(&self) -> usize {
         self.data().len()
@@ -45,6 +49,31 @@ pub trait PacketBuf {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Bytes of the whole frame, every segment's.
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.len()
+    }
+    /// Keep only the first `n` bytes of the frame (`n` within the first segment), dropping any
+    /// further segments.
+    #[inline]
+    fn truncate(&mut self, n: usize) -> Result<(), BufError> {
+        let have = self.len();
+        if n > have || self.frame_len() != have {
+            return Err(BufError::TooShort { need: n, have });
+        }
+        self.trim(have - n)
+    }
+    /// The packet's checksum and segmentation state, as its ingress port described it
+    /// ([`Offload::NONE`] for buffers that carry none).
+    #[inline(always)]
+    fn offload(&self) -> Offload {
+        Offload::NONE
+    }
+    /// Sets the offload state (a buffer that cannot carry one ignores it, and never holds a
+    /// packet that had one).
+    #[inline(always)]
+    fn set_offload(&mut self, _o: Offload) {}
 }
 
 /// A boxed buffer is a buffer: moving a `Box` moves a pointer, as moving an mbuf does.
@@ -85,6 +114,22 @@ impl<T: PacketBuf + ?Sized> PacketBuf for Box<T> {
     fn len(&self) -> usize {
         (**self).len()
     }
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        (**self).frame_len()
+    }
+    #[inline(always)]
+    fn truncate(&mut self, n: usize) -> Result<(), BufError> {
+        (**self).truncate(n)
+    }
+    #[inline(always)]
+    fn offload(&self) -> Offload {
+        (**self).offload()
+    }
+    #[inline(always)]
+    fn set_offload(&mut self, o: Offload) {
+        (**self).set_offload(o)
+    }
 }
 
 /// A heap buffer with headroom, for tests, benchmarks and tools. It allocates once, when made.
@@ -93,6 +138,7 @@ pub struct VecBuf {
     storage: Vec<u8>,
     start: usize,
     end: usize,
+    offload: Offload,
 }
 
 impl VecBuf {
@@ -105,6 +151,7 @@ impl VecBuf {
             storage: vec![0; headroom + capacity],
             start: headroom,
             end: headroom,
+            offload: Offload::NONE,
         }
     }
 
@@ -126,6 +173,7 @@ impl VecBuf {
         self.start = head;
         self.end = head + frame.len();
         self.storage[self.start..self.end].copy_from_slice(frame);
+        self.offload = Offload::NONE;
     }
 }
 
@@ -197,6 +245,96 @@ impl PacketBuf for VecBuf {
         }
         self.end += n;
         Ok(())
+    }
+    #[inline(always)]
+    fn offload(&self) -> Offload {
+        self.offload
+    }
+    #[inline(always)]
+    fn set_offload(&mut self, o: Offload) {
+        self.offload = o;
+    }
+}
+
+/// A packet in segments, for tests: a [`VecBuf`] first segment holding the headers, then
+/// payload bytes the pipeline must carry without reading (as an mbuf chain does).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SegBuf {
+    pub head: VecBuf,
+    pub tail: Vec<u8>,
+}
+
+impl SegBuf {
+    /// `frame` with its first `head` bytes in the first segment and the rest after it.
+    pub fn split(frame: &[u8], head: usize) -> Self {
+        let head = head.min(frame.len());
+        SegBuf {
+            head: VecBuf::from_frame(&frame[..head]),
+            tail: frame[head..].to_vec(),
+        }
+    }
+
+    /// The whole frame, every segment's bytes in order.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = self.head.data().to_vec();
+        v.extend_from_slice(&self.tail);
+        v
+    }
+}
+
+impl PacketBuf for SegBuf {
+    fn data(&self) -> &[u8] {
+        self.head.data()
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        self.head.data_mut()
+    }
+    fn headroom(&self) -> usize {
+        self.head.headroom()
+    }
+    fn tailroom(&self) -> usize {
+        if self.tail.is_empty() {
+            self.head.tailroom()
+        } else {
+            0
+        }
+    }
+    fn prepend(&mut self, n: usize) -> Result<(), BufError> {
+        self.head.prepend(n)
+    }
+    fn adj(&mut self, n: usize) -> Result<(), BufError> {
+        self.head.adj(n)
+    }
+    fn trim(&mut self, n: usize) -> Result<(), BufError> {
+        // Like DPDK's, from the last segment only.
+        if self.tail.is_empty() {
+            return self.head.trim(n);
+        }
+        let have = self.tail.len();
+        if n > have {
+            return Err(BufError::TooShort { need: n, have });
+        }
+        self.tail.truncate(have - n);
+        Ok(())
+    }
+    fn append(&mut self, n: usize) -> Result<(), BufError> {
+        if !self.tail.is_empty() {
+            return Err(BufError::NoTailroom { need: n, have: 0 });
+        }
+        self.head.append(n)
+    }
+    fn frame_len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+    fn truncate(&mut self, n: usize) -> Result<(), BufError> {
+        self.tail.clear();
+        self.head.truncate(n)
+    }
+    fn offload(&self) -> Offload {
+        self.head.offload()
+    }
+    fn set_offload(&mut self, o: Offload) {
+        self.head.set_offload(o)
     }
 }
 

@@ -49,7 +49,7 @@ pub mod stats;
 pub mod tables;
 pub mod wire;
 
-pub use buf::{BufError, PacketBuf, VecBuf};
+pub use buf::{BufError, PacketBuf, SegBuf, VecBuf};
 pub use error::Error;
 pub use stats::{CoreStats, DropReason, StatsRegistry};
 pub use wire::MacAddr;

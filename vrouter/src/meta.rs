@@ -37,6 +37,9 @@ pub struct PacketMeta {
     pub fragment: bool,
     /// L3 length from the IP header (total length / 40 + payload length).
     pub l3_len: u16,
+    /// The L3 length that must fit an egress MTU: `l3_len`, or for a GSO packet the length of
+    /// its largest segment (set by the pipeline from the packet's offload state).
+    pub mtu_len: u16,
     pub src: u128,
     pub dst: u128,
     /// Source / destination port (TCP, UDP). For ICMP / ICMPv6 the issue's "id / type in place
@@ -46,6 +49,8 @@ pub struct PacketMeta {
     pub dport: u16,
     /// The VRF the packet is forwarded in (set by ingress).
     pub vrf: u16,
+    /// Bytes of the whole frame as parsed (every segment's).
+    pub frame_len: u32,
 }
 
 impl PacketMeta {
@@ -85,8 +90,22 @@ pub fn parse_ethernet(data: &[u8]) -> Result<PacketMeta, DropReason> {
 /// nothing is copied around).
 #[inline(always)]
 pub fn parse_ethernet_into(data: &[u8], m: &mut PacketMeta) -> Result<(), DropReason> {
+    parse_frame_into(data, data.len(), m)
+}
+
+/// [`parse_ethernet_into`] for a frame of `frame_len` bytes whose first segment, holding every
+/// header, is `data` (a large packet in a segment chain).
+#[inline(always)]
+pub fn parse_frame_into(
+    data: &[u8],
+    frame_len: usize,
+    m: &mut PacketMeta,
+) -> Result<(), DropReason> {
     let eth = ethernet::Frame::new_checked(data)?;
-    *m = PacketMeta::default();
+    *m = PacketMeta {
+        frame_len: frame_len as u32,
+        ..PacketMeta::default()
+    };
     let mut et = eth.ethertype();
     let mut off = ethernet::HEADER_LEN;
     if et == ethernet::ethertype::VLAN {
@@ -98,8 +117,8 @@ pub fn parse_ethernet_into(data: &[u8], m: &mut PacketMeta) -> Result<(), DropRe
     m.ethertype = et;
     m.l3_off = off as u16;
     match et {
-        ethernet::ethertype::IPV4 => parse_ipv4(data, off, m)?,
-        ethernet::ethertype::IPV6 => parse_ipv6(data, off, m)?,
+        ethernet::ethertype::IPV4 => parse_ipv4(data, frame_len, off, m)?,
+        ethernet::ethertype::IPV6 => parse_ipv6(data, frame_len, off, m)?,
         ethernet::ethertype::ARP => {
             crate::wire::arp::Packet::new_checked(&data[off..])?;
             m.l3 = L3::Arp;
@@ -114,16 +133,17 @@ pub fn parse_ethernet_into(data: &[u8], m: &mut PacketMeta) -> Result<(), DropRe
 pub fn parse_ip(data: &[u8], off: usize) -> Result<PacketMeta, DropReason> {
     let mut m = PacketMeta {
         l3_off: off as u16,
+        frame_len: data.len() as u32,
         ..PacketMeta::default()
     };
     match data.get(off).map(|b| b >> 4) {
         Some(4) => {
             m.ethertype = ethernet::ethertype::IPV4;
-            parse_ipv4(data, off, &mut m)?
+            parse_ipv4(data, data.len(), off, &mut m)?
         }
         Some(6) => {
             m.ethertype = ethernet::ethertype::IPV6;
-            parse_ipv6(data, off, &mut m)?
+            parse_ipv6(data, data.len(), off, &mut m)?
         }
         Some(_) => return Err(DropReason::Malformed),
         None => return Err(DropReason::Truncated),
@@ -132,8 +152,13 @@ pub fn parse_ip(data: &[u8], off: usize) -> Result<PacketMeta, DropReason> {
 }
 
 #[inline(always)]
-fn parse_ipv4(data: &[u8], off: usize, m: &mut PacketMeta) -> Result<(), DropReason> {
-    let ip = ipv4::Packet::new_checked(&data[off..])?;
+fn parse_ipv4(
+    data: &[u8],
+    frame_len: usize,
+    off: usize,
+    m: &mut PacketMeta,
+) -> Result<(), DropReason> {
+    let ip = ipv4::Packet::new_checked_in(&data[off..], frame_len.saturating_sub(off))?;
     let hl = ip.header_len();
     let tl = usize::from(ip.total_len());
     // The fixed part as an array: every field below is read at a constant offset that the
@@ -156,23 +181,31 @@ fn parse_ipv4(data: &[u8], off: usize, m: &mut PacketMeta) -> Result<(), DropRea
     m.dont_frag = ip.dont_frag();
     m.fragment = ip.more_frags() || ip.frag_offset() != 0;
     m.l3_len = tl as u16;
+    m.mtu_len = m.l3_len;
     let (src, dst) = (u32::from(ip.src()), u32::from(ip.dst()));
     m.src = u128::from(src);
     m.dst = u128::from(dst);
     let l4 = off + hl;
     m.l4_off = l4 as u16;
     if !m.fragment {
-        parse_l4(&data[l4..off + tl], m)?;
+        // The L4 header is in the first segment; its payload may continue in others.
+        parse_l4(&data[l4..(off + tl).min(data.len())], m)?;
     }
     Ok(())
 }
 
-fn parse_ipv6(data: &[u8], off: usize, m: &mut PacketMeta) -> Result<(), DropReason> {
-    let ip = ipv6::Packet::new_checked(&data[off..])?;
+fn parse_ipv6(
+    data: &[u8],
+    frame_len: usize,
+    off: usize,
+    m: &mut PacketMeta,
+) -> Result<(), DropReason> {
+    let ip = ipv6::Packet::new_checked_in(&data[off..], frame_len.saturating_sub(off))?;
     m.l3 = L3::Ipv6;
     m.ttl = ip.hop_limit();
     m.dont_frag = true;
     m.l3_len = (ipv6::HEADER_LEN as u16).saturating_add(ip.payload_len());
+    m.mtu_len = m.l3_len;
     m.src = u128::from_be_bytes(ip.src_bytes());
     m.dst = u128::from_be_bytes(ip.dst_bytes());
     let end = off + usize::from(m.l3_len);
@@ -201,6 +234,7 @@ fn parse_ipv6(data: &[u8], off: usize, m: &mut PacketMeta) -> Result<(), DropRea
     }
     m.proto = next;
     m.l4_off = l4 as u16;
+    let end = end.min(data.len());
     if !m.fragment && l4 <= end {
         parse_l4(&data[l4..end], m)?;
     }

@@ -76,6 +76,9 @@ drop_reasons! {
     FlowDrop = "flow_drop",
     /// A tunnel nexthop whose outgoing vif is not on the fabric, or a loop back to the ingress.
     InvalidTunnel = "invalid_tunnel",
+    /// A packet's checksum or segmentation offload could not be finished for its egress: its
+    /// headers did not match what its ingress claimed, or no buffer was left for a segment.
+    Offload = "offload",
 }
 
 /// A counter with exactly one writer (its core). `add` is a relaxed load and store: on x86 two

@@ -362,7 +362,8 @@ impl FlowHook for FlowStage {
         let tcp_flags = (m.proto == 6 && !m.fragment)
             .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
             .flatten();
-        let len = frame.len() as u64;
+        // The whole frame: a large packet's payload may lie in segments `frame` does not show.
+        let len = u64::from(m.frame_len).max(frame.len() as u64);
         let table = &**table;
         // The common case, kept small: a hit on a flow decided under the current policies.
         let first = table.lookup_hinted(&place, hint);

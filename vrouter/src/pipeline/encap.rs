@@ -144,9 +144,10 @@ impl Template {
         hash: u32,
         ip_id: u16,
     ) -> Result<(), DropReason> {
-        let inner_len = buf.len();
+        let inner_len = buf.frame_len();
         buf.prepend(self.len).map_err(|_| DropReason::NoHeadroom)?;
-        let ip_len = (self.len - IP_AT + inner_len) as u16;
+        // A GSO packet may not fit the field: its segments get their own lengths when cut.
+        let ip_len = (self.len - IP_AT + inner_len).min(usize::from(u16::MAX)) as u16;
         let d = buf.data_mut();
         // Each encapsulation has a header size known at compile time: the copy is inline moves
         // and every field write below is at a constant offset in a fixed-size array.
@@ -167,7 +168,17 @@ impl Template {
                     .set(label, 0, true, mpls_ttl);
             }),
         };
-        done.ok_or(DropReason::NoHeadroom)
+        done.ok_or(DropReason::NoHeadroom)?;
+        let o = buf.offload();
+        if !o.is_none() {
+            // What the offload state describes now sits behind the tunnel headers (an IP packet
+            // for the MPLS encapsulations, an Ethernet frame for VXLAN).
+            let o = o
+                .encapsulated(self.len as u16, self.encap != TunnelEncap::Vxlan)
+                .ok_or(DropReason::Offload)?;
+            buf.set_offload(o);
+        }
+        Ok(())
     }
 
     /// Copy the template into `h` and patch the outer IP length, id and checksum and, for UDP

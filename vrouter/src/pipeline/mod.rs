@@ -178,7 +178,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         let topo: &'a Topology = self.topo;
         let stats: &'a CoreStats = self.stats;
         let in_counters = stats.vif(in_vif);
-        let rx_bytes: usize = bufs.iter().map(|b| b.len()).sum();
+        let rx_bytes: usize = bufs.iter().map(|b| b.frame_len()).sum();
         in_counters.rx_packets.add(bufs.len() as u64);
         in_counters.rx_bytes.add(rx_bytes as u64);
         let Some(vif) = topo.vif(in_vif) else {
@@ -204,9 +204,12 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         // Stage 1: parse.
         for (i, b) in bufs.iter().enumerate() {
             let d = b.data();
-            if let Err(r) = meta::parse_ethernet_into(d, &mut metas[i]) {
+            if let Err(r) = meta::parse_frame_into(d, b.frame_len(), &mut metas[i]) {
                 early[i] = Some(r);
                 continue;
+            }
+            if let Some(g) = b.offload().gso() {
+                metas[i].mtu_len = gso_mtu_len(d, &metas[i], g.size);
             }
             metas[i].vrf = vif.vrf;
             let m = &metas[i];
@@ -246,7 +249,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             };
             match v {
                 Verdict::Tx(vif) => {
-                    tx_run.add(stats, vif, b.len() as u64);
+                    tx_run.add(stats, vif, b.frame_len() as u64);
                     out.push(vif, b);
                 }
                 Verdict::Host => {
@@ -417,6 +420,9 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         if b.adj(off + vxlan::HEADER_LEN).is_err() {
             return Verdict::Drop(DropReason::Truncated);
         }
+        if shift_offload(b, off + vxlan::HEADER_LEN).is_err() {
+            return Verdict::Drop(DropReason::Offload);
+        }
         let mut m = match meta::parse_ethernet(b.data()) {
             Ok(m) => m,
             Err(r) => return Verdict::Drop(r),
@@ -455,12 +461,15 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 let Some(out) = self.topo.vif(vif) else {
                     return Verdict::Drop(DropReason::InvalidVif);
                 };
-                if m.l3_len > out.mtu {
+                if m.mtu_len > out.mtu {
                     return Verdict::Drop(DropReason::Mtu);
                 }
                 // Replace everything up to the inner IP packet with a fresh Ethernet header.
                 if b.adj(ip_off - ethernet::HEADER_LEN).is_err() {
                     return Verdict::Drop(DropReason::Truncated);
+                }
+                if shift_offload(b, ip_off - ethernet::HEADER_LEN).is_err() {
+                    return Verdict::Drop(DropReason::Offload);
                 }
                 let mut e = ethernet::Frame::new_unchecked(b.data_mut());
                 e.set_dst(dmac);
@@ -531,7 +540,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         };
         match nh {
             Nexthop::Encap { vif, .. } => match self.topo.vif(vif) {
-                Some(out) if usize::from(out.mtu) + ethernet::HEADER_LEN + 4 >= b.len() => {
+                Some(out) if usize::from(out.mtu) + ethernet::HEADER_LEN + 4 >= wire_len(b, m) => {
                     Verdict::Tx(vif)
                 }
                 Some(_) => Verdict::Drop(DropReason::Mtu),
@@ -591,7 +600,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         };
         if let Some(e) = self.memo.encap {
             // Everything the slow path below checks, in the same order of outcomes.
-            if e.nexthop == t.nexthop && m.ttl > 1 && m.vlan.is_none() && m.l3_len <= e.mtu {
+            if e.nexthop == t.nexthop && m.ttl > 1 && m.vlan.is_none() && m.mtu_len <= e.mtu {
                 if let Err(r) = trim_padding(b, m) {
                     return Verdict::Drop(r);
                 }
@@ -608,7 +617,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             if e.nexthop == t.nexthop
                 && m.ttl > 1
                 && m.vlan.is_none()
-                && encap::outer_l3_len(encap, m.l3_len) <= usize::from(e.mtu)
+                && encap::outer_l3_len(encap, m.mtu_len) <= usize::from(e.mtu)
             {
                 let (vif, vrouter_mac) = (e.vif, self.topo.fabric.vrouter_mac);
                 if let Err(r) = trim_padding(b, m) {
@@ -665,6 +674,9 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             if b.adj(ethernet::VLAN_TAG_LEN).is_err() {
                 return Verdict::Drop(DropReason::Truncated);
             }
+            if shift_offload(b, ethernet::VLAN_TAG_LEN).is_err() {
+                return Verdict::Drop(DropReason::Offload);
+            }
             ethernet::Frame::new_unchecked(b.data_mut()).set_ethertype(m.ethertype);
             m.l3_off -= ethernet::VLAN_TAG_LEN as u16;
             m.l4_off -= ethernet::VLAN_TAG_LEN as u16;
@@ -687,7 +699,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                         macs,
                     });
                 }
-                if m.l3_len > out.mtu {
+                if m.mtu_len > out.mtu {
                     return self.too_big(b, m, local, out.mtu);
                 }
                 decrement_ttl(b, m);
@@ -710,10 +722,10 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                         DropReason::InvalidLabel
                     });
                 };
-                let outer_l3 = encap::outer_l3_len(encap, m.l3_len);
+                let outer_l3 = encap::outer_l3_len(encap, m.mtu_len);
                 if outer_l3 > usize::from(out.mtu) {
                     let inner_mtu =
-                        usize::from(out.mtu).saturating_sub(outer_l3 - usize::from(m.l3_len));
+                        usize::from(out.mtu).saturating_sub(outer_l3 - usize::from(m.mtu_len));
                     return self.too_big(b, m, local, inner_mtu as u16);
                 }
                 let ttl = match tunnel_payload(b, m, encap, vrouter_mac) {
@@ -749,7 +761,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             Some(_) => return Verdict::Drop(DropReason::InvalidTunnel),
             None => return Verdict::Drop(DropReason::InvalidVif),
         };
-        if b.len() + encap::overhead(o.encap) - ethernet::HEADER_LEN > usize::from(out.mtu) {
+        if wire_len(b, m) + encap::overhead(o.encap) - ethernet::HEADER_LEN > usize::from(out.mtu) {
             return Verdict::Drop(DropReason::Mtu);
         }
         *self.ip_id = self.ip_id.wrapping_add(1);
@@ -902,9 +914,47 @@ impl TxRun {
 #[inline(always)]
 fn trim_padding<B: PacketBuf>(b: &mut B, m: &PacketMeta) -> Result<(), DropReason> {
     let end = usize::from(m.l3_off) + usize::from(m.l3_len);
-    if b.len() > end && b.trim(b.len() - end).is_err() {
+    let len = b.frame_len();
+    if len > end && b.trim(len - end).is_err() {
         return Err(DropReason::Truncated);
     }
+    Ok(())
+}
+
+/// The L3 length of the largest segment a GSO packet is cut into (its headers, up to the end
+/// of the L4 header, and `size` payload bytes): what has to fit the egress MTU. A packet whose
+/// headers do not match is left at its own length; cutting it fails later, counted.
+fn gso_mtu_len(d: &[u8], m: &PacketMeta, size: u16) -> u16 {
+    let l4 = usize::from(m.l4_off);
+    let l4_len = match m.proto {
+        ipv4::proto::TCP => d.get(l4 + 12).map_or(0, |b| usize::from(b >> 4) * 4),
+        ipv4::proto::UDP => udp::HEADER_LEN,
+        _ => return m.l3_len,
+    };
+    let seg = (l4 - usize::from(m.l3_off)) + l4_len + usize::from(size);
+    u16::try_from(seg).map_or(m.l3_len, |s| s.min(m.l3_len))
+}
+
+/// The longest frame the packet puts on the wire: itself, or for a GSO packet its largest
+/// segment.
+#[inline(always)]
+fn wire_len<B: PacketBuf>(b: &B, m: &PacketMeta) -> usize {
+    if m.mtu_len < m.l3_len && matches!(m.l3, L3::Ipv4 | L3::Ipv6) {
+        usize::from(m.l3_off) + usize::from(m.mtu_len)
+    } else {
+        b.frame_len()
+    }
+}
+
+/// Tells the packet's offload state that its first `removed` bytes were taken off.
+#[inline(always)]
+fn shift_offload<B: PacketBuf>(b: &mut B, removed: usize) -> Result<(), ()> {
+    let o = b.offload();
+    if o.is_none() {
+        return Ok(());
+    }
+    let removed = u16::try_from(removed).map_err(|_| ())?;
+    b.set_offload(o.decapsulated(removed).ok_or(())?);
     Ok(())
 }
 
@@ -923,8 +973,11 @@ fn tunnel_payload<B: PacketBuf>(
         let mut e = ethernet::Frame::new_unchecked(b.data_mut());
         e.set_dst(vrouter_mac);
         e.set_src(vrouter_mac);
-    } else if b.adj(usize::from(m.l3_off)).is_err() {
-        return Err(DropReason::Truncated);
+    } else {
+        if b.adj(usize::from(m.l3_off)).is_err() {
+            return Err(DropReason::Truncated);
+        }
+        shift_offload(b, usize::from(m.l3_off)).map_err(|_| DropReason::Offload)?;
     }
     Ok(ttl)
 }

@@ -9,6 +9,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Turn the ARP request in `buf` (ARP at `l3_off`) into the reply "`ip` is at `mac`".
 pub fn arp_reply<B: PacketBuf>(buf: &mut B, l3_off: usize, ip: Ipv4Addr, mac: MacAddr) {
+    // A reply is a packet of our own: nothing of the request's offload state applies.
+    buf.set_offload(crate::offload::Offload::NONE);
     let d = buf.data_mut();
     let (eth, a) = d.split_at_mut(l3_off);
     let mut req = arp::Packet::new_unchecked(&mut a[..arp::PACKET_LEN]);
@@ -49,8 +51,9 @@ pub fn na_reply<B: PacketBuf>(
     let l3 = usize::from(m.l3_off);
     let want = l3 + ipv6::HEADER_LEN + NA_LEN;
     let have = buf.len();
+    buf.set_offload(crate::offload::Offload::NONE);
     if have > want {
-        buf.trim(have - want).map_err(|_| DropReason::Truncated)?;
+        buf.truncate(want).map_err(|_| DropReason::Truncated)?;
     } else if have < want {
         buf.append(want - have).map_err(|_| DropReason::Truncated)?;
     }
@@ -130,10 +133,11 @@ pub fn icmp_error<B: PacketBuf>(
         1280 - ipv6::HEADER_LEN - icmp::HEADER_LEN
     };
     let quote = quote.min(buf.len() - l3).min(usize::from(m.l3_len));
-    // Keep only the quoted bytes, then push Ethernet + IP + ICMP in front of them.
+    // Keep only the quoted bytes (from the first segment; any further ones go), then push
+    // Ethernet + IP + ICMP in front of them. The reply is a packet of our own: no offloads.
     buf.adj(l3).map_err(|_| DropReason::Truncated)?;
-    let extra = buf.len() - quote;
-    buf.trim(extra).map_err(|_| DropReason::Truncated)?;
+    buf.truncate(quote).map_err(|_| DropReason::Truncated)?;
+    buf.set_offload(crate::offload::Offload::NONE);
     let ip_len = if v4 {
         ipv4::MIN_HEADER_LEN
     } else {

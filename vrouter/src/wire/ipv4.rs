@@ -31,6 +31,15 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// more: Ethernet padding).
     #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
+        let avail = buf.as_ref().len();
+        Self::new_checked_in(buf, avail)
+    }
+
+    /// [`Packet::new_checked`] for a packet whose header is in `buf` and whose bytes continue
+    /// in further segments: `total_len` is checked against `frame_avail`, the bytes the whole
+    /// frame holds from the header on.
+    #[inline]
+    pub fn new_checked_in(buf: T, frame_avail: usize) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < MIN_HEADER_LEN {
             return Err(WireError::Truncated);
@@ -43,7 +52,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if hl < MIN_HEADER_LEN || tl < hl {
             return Err(WireError::Malformed);
         }
-        if b.len() < hl || b.len() < tl {
+        if b.len() < hl || frame_avail.max(b.len()) < tl {
             return Err(WireError::Truncated);
         }
         Ok(Packet { buf })

@@ -28,6 +28,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
     #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
+        let avail = buf.as_ref().len();
+        Self::new_checked_in(buf, avail)
+    }
+
+    /// [`Packet::new_checked`] for a packet whose header is in `buf` and whose bytes continue
+    /// in further segments: the payload length is checked against `frame_avail`, the bytes the
+    /// whole frame holds from the header on.
+    pub fn new_checked_in(buf: T, frame_avail: usize) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -35,7 +43,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b[0] >> 4 != 6 {
             return Err(WireError::Malformed);
         }
-        if b.len() < HEADER_LEN + usize::from(be16(b, 4)) {
+        if frame_avail.max(b.len()) < HEADER_LEN + usize::from(be16(b, 4)) {
             return Err(WireError::Truncated);
         }
         Ok(Packet { buf })
