@@ -18,9 +18,12 @@ use pmd_shim::{
 };
 use vhost_user::SplitQueue;
 use vrouter::flow::{FlowStage, FlowTable};
+use vrouter::offload::{gso, TxCaps};
 use vrouter::pipeline::{Pipeline, TxBatches};
 use vrouter::stats::MAX_VIFS;
+use vrouter::{CoreStats, DropReason};
 
+use crate::offload;
 use crate::packet::Pkt;
 use crate::vhost_core::LcoreEvent;
 
@@ -107,6 +110,32 @@ enum TxSink {
     Virtq(SplitQueue),
 }
 
+impl TxSink {
+    /// The offloads the port finishes itself; the rest is finished before it is handed over.
+    fn caps(&self) -> TxCaps {
+        match self {
+            TxSink::Virtq(q) => offload::virtio_caps(q.features()),
+            TxSink::Eth(_) => TxCaps::default(),
+        }
+    }
+}
+
+/// What sending needs besides the lcore's sinks: the other lcores' rings, counters, the pool
+/// segments are cut from, and scratch space made once.
+struct Tx<'a> {
+    index: u8,
+    peers: &'a mut [RingProducer],
+    counters: &'a LoopCounters,
+    stats: &'a CoreStats,
+    pool: &'a Mempool,
+    staging: &'a mut MbufBurst,
+    /// Packets finished for their port (segments included), in order.
+    finished: &'a mut Vec<Pkt>,
+}
+
+/// Room for a burst plus the most segments one packet is cut into: finishing never grows it.
+const FINISHED_ROOM: usize = BURST_MAX + gso::MAX_SEGMENTS;
+
 /// Everything one forwarding lcore owns.
 pub struct Lcore {
     pub index: u8,
@@ -117,6 +146,8 @@ pub struct Lcore {
     /// Tells the vhost core about queues a guest broke (handing them back).
     pub events: Sender<LcoreEvent>,
     pub pool: Mempool,
+    /// The pipeline's counters (drops found while finishing offloads are counted there too).
+    pub stats: Arc<CoreStats>,
     pub commands: Receiver<LcoreCmd>,
     /// Producer ends of every lcore's inbox ring, by lcore index (ours included, unused).
     pub peers: Vec<RingProducer>,
@@ -143,6 +174,7 @@ impl Lcore {
             counters,
             events,
             pool,
+            stats,
             commands,
             mut peers,
             mut inbox,
@@ -159,6 +191,7 @@ impl Lcore {
         let mut burst = MbufBurst::new();
         let mut spare: Vec<Pkt> = Vec::with_capacity(BURST_MAX);
         let mut staging = MbufBurst::new();
+        let mut finished: Vec<Pkt> = Vec::with_capacity(FINISHED_ROOM);
         let mut run: Vec<Pkt> = Vec::with_capacity(BURST_MAX);
         let mut iteration: u32 = 0;
         // Slept after the last poll: commands are read after every nap, so an idle lcore
@@ -208,7 +241,16 @@ impl Lcore {
                         pipeline.process(*vif, spare.drain(..n), &mut batches);
                     }
                 }
-                st.flush(index, &mut batches, &mut peers, &counters, &mut staging);
+                let mut tx = Tx {
+                    index,
+                    peers: &mut peers,
+                    counters: &counters,
+                    stats: &stats,
+                    pool: &pool,
+                    staging: &mut staging,
+                    finished: &mut finished,
+                };
+                st.flush(&mut tx, &mut batches);
             }
             st.hand_back_broken(&events);
 
@@ -216,19 +258,28 @@ impl Lcore {
             let n = inbox.dequeue_burst(&mut burst);
             if n > 0 {
                 work += n;
+                let mut tx = Tx {
+                    index,
+                    peers: &mut peers,
+                    counters: &counters,
+                    stats: &stats,
+                    pool: &pool,
+                    staging: &mut staging,
+                    finished: &mut finished,
+                };
                 let mut run_vif = None;
                 for m in burst.drain() {
                     let vif = m.port();
                     if run_vif != Some(vif) {
                         if let Some(v) = run_vif {
-                            st.send(index, &mut peers, &counters, &mut staging, v, &mut run);
+                            st.send(&mut tx, v, &mut run);
                         }
                         run_vif = Some(vif);
                     }
                     run.push(Pkt(m));
                 }
                 if let Some(v) = run_vif {
-                    st.send(index, &mut peers, &counters, &mut staging, v, &mut run);
+                    st.send(&mut tx, v, &mut run);
                 }
             }
 
@@ -274,19 +325,12 @@ fn refill(pool: &Mempool, spare: &mut Vec<Pkt>, staging: &mut MbufBurst) {
 impl State {
     /// Sends every per-vif batch the pipeline produced, hands host packets to the host vif,
     /// and releases the dropped ones (already counted by the pipeline).
-    fn flush(
-        &mut self,
-        index: u8,
-        batches: &mut TxBatches<Pkt>,
-        peers: &mut [RingProducer],
-        counters: &LoopCounters,
-        staging: &mut MbufBurst,
-    ) {
-        batches.flush(|vif, q| self.send(index, peers, counters, staging, vif, q));
+    fn flush(&mut self, tx: &mut Tx<'_>, batches: &mut TxBatches<Pkt>) {
+        batches.flush(|vif, q| self.send(tx, vif, q));
         if !batches.host.is_empty() {
             let mut host = std::mem::take(&mut batches.host);
             match self.host_vif {
-                Some(h) => self.send(index, peers, counters, staging, h, &mut host),
+                Some(h) => self.send(tx, h, &mut host),
                 None => host.clear(),
             }
             batches.host = host;
@@ -294,17 +338,45 @@ impl State {
         batches.dropped.clear();
     }
 
+    /// Sends `q` on vif `vif` (see [`State::transmit`]), first finishing in software the
+    /// offloads our port for it does not take: a packet leaves with what its port can handle or
+    /// not at all (freed, counted under the `offload` drop reason). Packets for another lcore's
+    /// port go as they are; that lcore finishes them.
+    fn send(&mut self, tx: &mut Tx<'_>, vif: u16, q: &mut Vec<Pkt>) {
+        let caps = match self.tx.get(usize::from(vif)).and_then(Option::as_ref) {
+            Some(sink) => sink.caps(),
+            None => return self.transmit(tx, vif, q),
+        };
+        // One look at each packet's flags: the common case has nothing to finish.
+        if q.iter().all(|p| caps.takes(vrouter::PacketBuf::offload(p))) {
+            return self.transmit(tx, vif, q);
+        }
+        let mut out = std::mem::take(tx.finished);
+        for p in q.drain(..) {
+            if out.len() + offload::count_after(&p, caps) > FINISHED_ROOM {
+                self.transmit(tx, vif, &mut out);
+            }
+            if offload::finish(p, caps, tx.pool, &mut out).is_err() {
+                tx.stats.count_drop(DropReason::Offload);
+                if let Some(c) = tx.counters.tx_refused.get(usize::from(vif)) {
+                    LoopCounters::add(c, 1);
+                }
+            }
+        }
+        self.transmit(tx, vif, &mut out);
+        *tx.finished = out;
+    }
+
     /// Transmits `q` on vif `vif`: on our own queue for it, else through the owner lcore's
     /// inbox ring. Whatever cannot leave is freed and counted in `tx_refused`; `q` ends empty.
-    fn send(
-        &mut self,
-        index: u8,
-        peers: &mut [RingProducer],
-        counters: &LoopCounters,
-        staging: &mut MbufBurst,
-        vif: u16,
-        q: &mut Vec<Pkt>,
-    ) {
+    fn transmit(&mut self, tx: &mut Tx<'_>, vif: u16, q: &mut Vec<Pkt>) {
+        let Tx {
+            index,
+            ref mut peers,
+            counters,
+            ref mut staging,
+            ..
+        } = *tx;
         let total = q.len();
         let sent = match self.tx.get_mut(usize::from(vif)).and_then(Option::as_mut) {
             Some(TxSink::Virtq(queue)) => {

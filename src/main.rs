@@ -7,6 +7,7 @@
 mod cli;
 mod dataplane;
 mod lcore;
+mod offload;
 mod packet;
 mod progress;
 mod vhost_core;
@@ -251,6 +252,7 @@ fn run(opts: &cli::Options) -> Result<()> {
             counters: Arc::clone(&counters),
             events: event_tx.clone(),
             pool: pool.clone(),
+            stats: Arc::clone(&stats),
             commands: cmd_rx,
             peers,
             inbox,

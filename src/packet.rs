@@ -1,11 +1,15 @@
 //! A DPDK mbuf as the packet buffer of the forwarding plane (`vrouter::PacketBuf`) and of the
-//! vhost-user fast path (`vhost_user::PacketBuffer`).
+//! vhost-user fast path (`vhost_user::PacketBuffer`), and the translation between a virtio-net
+//! header and the forwarding plane's offload state, which rides in the mbuf.
 
 use pmd_shim::Mbuf;
+use vhost_user::net_hdr::{self, NetHdr};
+use vrouter::offload::{Csum, Gso, GsoKind, Offload};
 use vrouter::{BufError, PacketBuf};
 
-/// One packet in one mbuf. Chained mbufs are seen through their first segment only; the
-/// receive paths that could produce chains (jumbo frames) are configured not to.
+/// One packet in one mbuf, or for large packets (jumbo frames, GSO) a chain of them: every
+/// header is in the first segment, which is what the pipeline reads; later segments hold
+/// payload only.
 #[repr(transparent)]
 #[derive(Debug)]
 pub struct Pkt(pub Mbuf);
@@ -66,16 +70,44 @@ impl PacketBuf for Pkt {
         }
     }
 
+    /// From the last segment, as DPDK trims (Ethernet padding at the end of a frame).
     #[inline]
     fn trim(&mut self, n: usize) -> Result<(), BufError> {
-        let have = self.0.data().len();
+        let have = self.0.pkt_len() as usize;
         match u16_len(n) {
-            Some(len) if n <= have && self.0.is_contiguous() => self
+            Some(len) if n <= have => self
                 .0
                 .trim(len)
                 .map_err(|_| BufError::TooShort { need: n, have }),
             _ => Err(BufError::TooShort { need: n, have }),
         }
+    }
+
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.0.pkt_len() as usize
+    }
+
+    #[inline]
+    fn truncate(&mut self, n: usize) -> Result<(), BufError> {
+        let have = self.0.data().len();
+        match u16_len(n) {
+            Some(len) if n <= have => self
+                .0
+                .truncate(len)
+                .map_err(|_| BufError::TooShort { need: n, have }),
+            _ => Err(BufError::TooShort { need: n, have }),
+        }
+    }
+
+    #[inline(always)]
+    fn offload(&self) -> Offload {
+        Offload::from_word(self.0.offload())
+    }
+
+    #[inline(always)]
+    fn set_offload(&mut self, o: Offload) {
+        self.0.set_offload(o.word());
     }
 
     #[inline]
@@ -92,20 +124,33 @@ impl PacketBuf for Pkt {
     }
 }
 
-/// Guest frames are received into single segments: a frame larger than one mbuf's room is
-/// dropped and counted by the virtqueue (the pools are sized for 1518-byte frames).
+/// Guest frames larger than one mbuf (jumbo frames, 64 KB TSO segments) grow into a chain
+/// from the packet's own pool; the virtqueue appends at most 2 KiB at a time, so the headers
+/// always land in the first segment.
 impl vhost_user::PacketBuffer for Pkt {
     #[inline]
     fn reset(&mut self) {
         self.0.reset();
+        self.0.set_offload(0);
     }
 
     #[inline]
     fn append(&mut self, len: usize) -> Option<&mut [u8]> {
-        if !self.0.is_contiguous() || len > usize::from(self.0.tailroom()) {
-            return None;
+        self.0.append_grow(u16_len(len)?).ok()
+    }
+
+    #[inline]
+    fn set_net_hdr(&mut self, hdr: NetHdr) {
+        self.0.set_offload(offload_of(hdr).word());
+    }
+
+    #[inline]
+    fn net_hdr(&self) -> NetHdr {
+        let o = Offload::from_word(self.0.offload());
+        if o.is_none() {
+            return NetHdr::NONE;
         }
-        self.0.append(u16_len(len)?).ok()
+        net_hdr_of(o, self.0.data())
     }
 
     #[inline(always)]
@@ -120,5 +165,109 @@ impl vhost_user::PacketBuffer for Pkt {
             return Some(self.0.data());
         }
         self.0.segments().nth(i)
+    }
+}
+
+/// The offload state a (checked) virtio-net header describes.
+pub fn offload_of(h: NetHdr) -> Offload {
+    if h.is_none() && h.flags & net_hdr::FLAG_DATA_VALID == 0 {
+        return Offload::NONE;
+    }
+    let csum = if h.flags & net_hdr::FLAG_NEEDS_CSUM != 0 {
+        // The header was checked: the offset is a plausible field offset (TCP 16, UDP 6).
+        Csum::Partial {
+            start: h.csum_start,
+            offset: u8::try_from(h.csum_offset).unwrap_or(u8::MAX),
+        }
+    } else if h.flags & net_hdr::FLAG_DATA_VALID != 0 {
+        Csum::Verified
+    } else {
+        Csum::None
+    };
+    let kind = match h.gso_type & !net_hdr::gso::ECN {
+        net_hdr::gso::TCPV4 => Some(GsoKind::Tcp4),
+        net_hdr::gso::TCPV6 => Some(GsoKind::Tcp6),
+        net_hdr::gso::UDP_L4 => Some(GsoKind::Udp),
+        _ => None,
+    };
+    let gso = kind.map(|kind| Gso {
+        kind,
+        size: h.gso_size,
+        ecn: h.gso_type & net_hdr::gso::ECN != 0,
+    });
+    Offload::new(csum, gso)
+}
+
+/// The virtio-net header that describes offload state `o` of the frame whose first segment is
+/// `head` (for a GSO packet, `hdr_len` is its headers' length, read from the L4 header).
+pub fn net_hdr_of(o: Offload, head: &[u8]) -> NetHdr {
+    let mut h = NetHdr::NONE;
+    match o.csum() {
+        Csum::Partial { start, offset } => {
+            h.flags = net_hdr::FLAG_NEEDS_CSUM;
+            h.csum_start = start;
+            h.csum_offset = u16::from(offset);
+        }
+        Csum::Verified => h.flags = net_hdr::FLAG_DATA_VALID,
+        Csum::None => {}
+    }
+    if let Some(g) = o.gso() {
+        h.gso_type = match g.kind {
+            GsoKind::Tcp4 => net_hdr::gso::TCPV4,
+            GsoKind::Tcp6 => net_hdr::gso::TCPV6,
+            GsoKind::Udp => net_hdr::gso::UDP_L4,
+        } | if g.ecn { net_hdr::gso::ECN } else { 0 };
+        h.gso_size = g.size;
+        let l4 = usize::from(h.csum_start);
+        let l4_len = match g.kind {
+            GsoKind::Udp => 8,
+            _ => head.get(l4 + 12).map_or(20, |b| usize::from(b >> 4) * 4),
+        };
+        h.hdr_len = u16::try_from(l4 + l4_len).unwrap_or(u16::MAX);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_and_the_offload_state_translate_both_ways() {
+        let mut tcp = vec![0u8; 100];
+        tcp[34 + 12] = 8 << 4; // a 32-byte TCP header
+        let cases = [
+            NetHdr::NONE,
+            NetHdr {
+                flags: net_hdr::FLAG_NEEDS_CSUM,
+                csum_start: 34,
+                csum_offset: 16,
+                ..NetHdr::NONE
+            },
+            NetHdr {
+                flags: net_hdr::FLAG_DATA_VALID,
+                ..NetHdr::NONE
+            },
+            NetHdr {
+                flags: net_hdr::FLAG_NEEDS_CSUM,
+                gso_type: net_hdr::gso::TCPV4 | net_hdr::gso::ECN,
+                gso_size: 1448,
+                hdr_len: 66,
+                csum_start: 34,
+                csum_offset: 16,
+            },
+            NetHdr {
+                flags: net_hdr::FLAG_NEEDS_CSUM,
+                gso_type: net_hdr::gso::UDP_L4,
+                gso_size: 1400,
+                hdr_len: 42,
+                csum_start: 34,
+                csum_offset: 6,
+            },
+        ];
+        for h in cases {
+            assert_eq!(net_hdr_of(offload_of(h), &tcp), h, "{h:?}");
+        }
+        assert!(offload_of(NetHdr::NONE).is_none());
     }
 }

@@ -154,9 +154,7 @@ impl VhostCore {
                     mac,
                     mtu,
                     name: name.clone(),
-                    // Offloads are offered once the forwarding path carries them end to end.
-                    features: vhost_user::session::OFFERED_FEATURES
-                        & !vhost_user::net_hdr::OFFLOAD_FEATURES,
+                    ..SessionConfig::default()
                 };
                 let result = VhostUserPort::new(cfg).map(|port| {
                     info!(vif = %name, socket = %socket.display(), ?mode, lcore, "vhost-user vif waiting for its pod");

@@ -64,6 +64,20 @@ int vr_offload_register(int *field_offset, int *flag_bit)
 
 struct rte_mbuf *vr_pktmbuf_alloc_like(const struct rte_mbuf *m) { return rte_pktmbuf_alloc(m->pool); }
 
+int vr_pktmbuf_truncate(struct rte_mbuf *m, uint16_t len)
+{
+	if (len > m->data_len)
+		return -1;
+	if (m->next != NULL) {
+		rte_pktmbuf_free(m->next);
+		m->next = NULL;
+	}
+	m->nb_segs = 1;
+	m->data_len = len;
+	m->pkt_len = len;
+	return 0;
+}
+
 uint32_t vr_mbuf_rss_hash(const struct rte_mbuf *m) { return m->hash.rss; }
 int vr_mbuf_has_rss_hash(const struct rte_mbuf *m) { return (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH) != 0; }
 struct rte_mbuf *vr_mbuf_next(const struct rte_mbuf *m) { return m->next; }

@@ -54,6 +54,9 @@ void vr_pktmbuf_reset_to_empty(struct rte_mbuf *m);
  * the flag's bit number and returns 0; otherwise returns -rte_errno.
  */
 int vr_offload_register(int *field_offset, int *flag_bit);
+/* Keeps the first `len` bytes of the packet (len <= the first segment's data_len), freeing every
+ * further segment. Returns 0, or -1 (nothing changed) when len is too long. */
+int vr_pktmbuf_truncate(struct rte_mbuf *m, uint16_t len);
 /* Allocates an empty segment from the pool `m` came from (NULL if it is empty). */
 struct rte_mbuf *vr_pktmbuf_alloc_like(const struct rte_mbuf *m);
 

@@ -270,6 +270,16 @@ impl Mbuf {
         self.append(len)
     }
 
+    /// Keeps the packet's first `len` bytes (within the first segment), freeing every further
+    /// segment.
+    pub fn truncate(&mut self, len: u16) -> Result<()> {
+        // SAFETY: we own the whole chain; the tail segments are freed exactly once, here.
+        if unsafe { sys::vr_pktmbuf_truncate(self.0.as_ptr(), len) } != 0 {
+            return Err(Error::Mbuf("truncate beyond the first segment"));
+        }
+        Ok(())
+    }
+
     /// Copies the packet's bytes from `offset` into `dst` (across segments); returns how many
     /// were copied (fewer when the packet ends first).
     pub fn copy_out(&self, offset: usize, dst: &mut [u8]) -> usize {

@@ -169,6 +169,12 @@ fn a_packet_grows_into_new_segments_and_copies_out_across_them() {
     );
     assert_eq!(out[..1000], bytes[8000..]);
     assert!(m.append_grow(3000).is_err(), "larger than an empty segment");
+    let mut cut = pool.alloc_with(&bytes).expect("chain");
+    assert!(cut.truncate(3000).is_err(), "beyond the first segment");
+    cut.truncate(100).expect("truncate");
+    assert_eq!((cut.pkt_len(), cut.nb_segs()), (100, 1));
+    assert_eq!(cut.data(), &bytes[..100]);
+    drop(cut);
     let segs = usize::from(m.nb_segs());
     drop(m);
     assert_eq!(pool.in_use(), 0, "all {segs} segments freed");

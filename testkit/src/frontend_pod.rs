@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use etherparse::PacketBuilder;
 use vhost_user::frontend::{DriverQueue, Frontend, GuestRam};
 use vhost_user::session::OFFERED_FEATURES;
+use vhost_user::NetHdr;
 
 /// Ring size of both queues.
 const RING: u16 = 256;
@@ -35,6 +36,16 @@ impl FrontendPod {
     /// every feature vrouterd offers, maps `memory` and starts queue pair 0 with RX buffers
     /// posted.
     pub fn connect(socket: &Path, memory: Memory) -> std::io::Result<FrontendPod> {
+        Self::connect_with(socket, memory, OFFERED_FEATURES)
+    }
+
+    /// As [`FrontendPod::connect`], negotiating only `features` of what vrouterd offers (e.g.
+    /// no offloads, as a DPDK pod with its defaults).
+    pub fn connect_with(
+        socket: &Path,
+        memory: Memory,
+        features: u64,
+    ) -> std::io::Result<FrontendPod> {
         let end = Instant::now() + Duration::from_secs(10);
         let fe = loop {
             match Frontend::connect(socket) {
@@ -43,11 +54,19 @@ impl FrontendPod {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         };
-        Self::attach(fe, memory)
+        Self::attach_with(fe, memory, features)
     }
 
     /// Sets a pod up on a connection already made.
-    pub fn attach(mut fe: Frontend, memory: Memory) -> std::io::Result<FrontendPod> {
+    pub fn attach(fe: Frontend, memory: Memory) -> std::io::Result<FrontendPod> {
+        Self::attach_with(fe, memory, OFFERED_FEATURES)
+    }
+
+    fn attach_with(
+        mut fe: Frontend,
+        memory: Memory,
+        features: u64,
+    ) -> std::io::Result<FrontendPod> {
         fe.stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut ram = match memory {
             Memory::Memfd => GuestRam::new(4 << 20)?,
@@ -58,7 +77,7 @@ impl FrontendPod {
         };
         let mut rx = DriverQueue::new(&mut ram, RING, 2048);
         let tx = DriverQueue::new(&mut ram, RING, 2048);
-        fe.negotiate(&ram, OFFERED_FEATURES)?;
+        fe.negotiate(&ram, features)?;
         fe.start_vring(&ram, 0, &rx)?;
         fe.start_vring(&ram, 1, &tx)?;
         while rx.add_rx(&ram, 1, 2048) {}
@@ -74,6 +93,33 @@ impl FrontendPod {
             posted += 1;
         }
         posted
+    }
+
+    /// Posts one frame with the offload header `hdr` (a partial checksum, a TSO packet up to
+    /// 64 KB); false when the ring is full.
+    pub fn send_with_hdr(&mut self, hdr: NetHdr, frame: &[u8]) -> bool {
+        self.tx.reap(&self.ram);
+        let mut h = hdr.to_bytes().to_vec();
+        h.extend_from_slice(&[0, 0]);
+        self.tx
+            .add_tx_with_hdr(&mut self.ram, &h, frame, 2048, false)
+    }
+
+    /// Frames vrouterd delivered since the last call with their offload headers (RX buffers
+    /// are posted again).
+    pub fn receive_with_hdr(&mut self) -> Vec<(NetHdr, Vec<u8>)> {
+        let frames = self
+            .rx
+            .receive_with_hdr(&self.ram, HDR_LEN, true)
+            .into_iter()
+            .map(|(h, f)| {
+                let mut b = [0u8; 10];
+                b.copy_from_slice(&h[..10]);
+                (NetHdr::from_bytes(&b), f)
+            })
+            .collect();
+        while self.rx.add_rx(&self.ram, 1, 2048) {}
+        frames
     }
 
     /// Frames vrouterd delivered since the last call (RX buffers are posted again).

@@ -403,6 +403,33 @@ impl DriverQueue {
         out
     }
 
+    /// As [`DriverQueue::receive`], keeping each frame's virtio-net header bytes apart.
+    pub fn receive_with_hdr(
+        &mut self,
+        ram: &GuestRam,
+        hdr_len: usize,
+        mergeable: bool,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let used = self.reap(ram);
+        let mut frames = Vec::new();
+        let mut it = used.into_iter();
+        while let Some((head, len)) = it.next() {
+            let mut bytes = self.rx_bytes(ram, head, len);
+            if mergeable && bytes.len() >= 12 {
+                let nb = u16::from_le_bytes([bytes[10], bytes[11]]);
+                for _ in 1..nb {
+                    if let Some((h, l)) = it.next() {
+                        bytes.extend(self.rx_bytes(ram, h, l));
+                    }
+                }
+            }
+            let split = hdr_len.min(bytes.len());
+            let frame = bytes.split_off(split);
+            frames.push((bytes, frame));
+        }
+        frames
+    }
+
     /// Collects received frames from reaped RX entries, joining mergeable buffers by the
     /// header's `num_buffers`. Returns frames without the virtio-net header.
     pub fn receive(&mut self, ram: &GuestRam, hdr_len: usize, mergeable: bool) -> Vec<Vec<u8>> {

@@ -42,6 +42,10 @@ pub const OFFLOAD_FEATURES: u64 = F_CSUM
     | F_GUEST_USO6
     | F_HOST_USO;
 
+/// The largest checksum field offset from `csum_start` a guest may give (TCP's is 16, UDP's 6,
+/// SCTP's 8): anything further is not a transport checksum.
+pub const MAX_CSUM_OFFSET: u16 = 64;
+
 /// `flags`: the checksum needs completing from `csum_start`, stored at `+ csum_offset`.
 pub const FLAG_NEEDS_CSUM: u8 = 1;
 /// `flags`: the checksum was verified.
@@ -81,6 +85,9 @@ pub enum NetHdrError {
     /// A partial checksum without CSUM negotiated.
     #[error("NEEDS_CSUM without the CSUM feature")]
     CsumNotNegotiated,
+    /// A checksum field offset no transport header has.
+    #[error("checksum offset {0} is implausible")]
+    CsumOffset(u16),
     /// The checksum field lies beyond the frame.
     #[error("checksum at {start}+{offset} outside the {len}-byte frame")]
     CsumOutside { start: u16, offset: u16, len: usize },
@@ -141,6 +148,9 @@ impl NetHdr {
         if h.flags & FLAG_NEEDS_CSUM != 0 {
             if features & F_CSUM == 0 {
                 return Err(NetHdrError::CsumNotNegotiated);
+            }
+            if h.csum_offset > MAX_CSUM_OFFSET {
+                return Err(NetHdrError::CsumOffset(h.csum_offset));
             }
             let end = usize::from(h.csum_start) + usize::from(h.csum_offset) + 2;
             if end > frame_len {
@@ -248,6 +258,10 @@ mod tests {
         assert!(
             partial(34, 16).parse_tx(ALL, 52).is_ok(),
             "the field ends the frame"
+        );
+        assert_eq!(
+            partial(0, 300).parse_tx(ALL, 4000),
+            Err(NetHdrError::CsumOffset(300))
         );
         let tso = NetHdr {
             gso_type: gso::TCPV4,

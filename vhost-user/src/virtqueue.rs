@@ -1023,7 +1023,11 @@ impl SplitQueue {
     ) -> Placed {
         let hdr_len = self.hdr_len;
         let total = hdr_len + frame.len();
-        let net_hdr = frame.net_hdr();
+        let mut net_hdr = frame.net_hdr();
+        if self.features & net_hdr::F_GUEST_CSUM == 0 {
+            // "Checksum verified" is news a guest without GUEST_CSUM does without.
+            net_hdr.flags &= !net_hdr::FLAG_DATA_VALID;
+        }
         if !net_hdr.is_none() && !net_hdr.fits_rx(self.features) {
             self.stats.dropped_bad_offload += 1;
             return Placed::Dropped;
@@ -1088,7 +1092,7 @@ impl SplitQueue {
                     break;
                 }
                 let n = (len as usize).min(total - written);
-                if self.write_stream(frame, written, addr, n).is_err() {
+                if self.write_stream(frame, net_hdr, written, addr, n).is_err() {
                     self.mark_broken(Broken::BadAddress {
                         addr,
                         len: n as u64,
@@ -1128,12 +1132,13 @@ impl SplitQueue {
     fn write_stream<S: FrameSource + ?Sized>(
         &self,
         frame: &S,
+        net_hdr: NetHdr,
         at: usize,
         gpa: u64,
         n: usize,
     ) -> Result<(), MemoryError> {
         let mut hdr = [0u8; 12];
-        hdr[..10].copy_from_slice(&frame.net_hdr().to_bytes());
+        hdr[..10].copy_from_slice(&net_hdr.to_bytes());
         if self.hdr_len == 12 {
             hdr[10] = 1; // num_buffers, patched later when a frame spans several chains
         }

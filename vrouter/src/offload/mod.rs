@@ -237,6 +237,8 @@ pub struct TxCaps {
     pub tso6: bool,
     /// Takes UDP (USO) GSO packets.
     pub uso: bool,
+    /// Takes TCP GSO packets with ECN (CWR on the first segment only).
+    pub ecn: bool,
     /// Takes all of the above for tunnelled packets too.
     pub tunnel: bool,
 }
@@ -248,6 +250,7 @@ impl TxCaps {
         tso4: true,
         tso6: true,
         uso: true,
+        ecn: true,
         tunnel: true,
     };
 
@@ -262,11 +265,14 @@ impl TxCaps {
         if o.inner() != 0 && !self.tunnel {
             return false;
         }
-        let gso_ok = match gso.map(|g| g.kind) {
+        let gso_ok = match gso {
             None => true,
-            Some(GsoKind::Tcp4) => self.tso4,
-            Some(GsoKind::Tcp6) => self.tso6,
-            Some(GsoKind::Udp) => self.uso,
+            Some(g) if g.ecn && !self.ecn => false,
+            Some(g) => match g.kind {
+                GsoKind::Tcp4 => self.tso4,
+                GsoKind::Tcp6 => self.tso6,
+                GsoKind::Udp => self.uso,
+            },
         };
         (!partial || self.csum) && gso_ok
     }
