@@ -42,7 +42,7 @@ fn main() {
         .clang_args(&cflags)
         .clang_args(dpdk.include_paths.iter().map(|p| format!("-I{}", p.display())))
         .allowlist_function("vr_.*")
-        .allowlist_type("vr_consts")
+        .allowlist_type("vr_consts|vr_eth_setup")
         .allowlist_function("rte_eal_(init|cleanup|get_runtime_dir|remote_launch|wait_lcore|get_lcore_state|mp_wait_lcore|hotplug_add|hotplug_remove|process_type|has_hugepages)")
         .allowlist_function("rte_strerror")
         .allowlist_function("rte_(lcore_count|get_main_lcore|lcore_is_enabled|lcore_to_socket_id|socket_id|get_next_lcore|get_tsc_hz)")

@@ -70,9 +70,16 @@ struct Registry {
     fabric: FabricConfig,
 }
 
+/// Mbufs in the pool of large receive buffers, made for the first port that needs it.
+const JUMBO_MBUFS: u32 = 4095;
+/// Data room of a large receive buffer: a 9216-byte MTU frame with a VLAN tag, and headroom.
+const JUMBO_DATA_ROOM: u16 = 9216 + 22 + 128;
+
 pub struct VrouterDataplane {
     eal: Eal,
     pool: Mempool,
+    /// Receive buffers for ports whose device cannot spread a jumbo frame over several mbufs.
+    jumbo: std::sync::OnceLock<Mempool>,
     tables: Arc<Tables>,
     lcores: Vec<LcoreHandleInfo>,
     vhost: Sender<VhostCmd>,
@@ -130,6 +137,7 @@ impl VrouterDataplane {
         VrouterDataplane {
             eal,
             pool,
+            jumbo: std::sync::OnceLock::new(),
             tables,
             lcores,
             vhost,
@@ -251,7 +259,7 @@ impl VrouterDataplane {
             }
             ApiVifKind::Physical { device } => {
                 let n = u16::try_from(self.lcores.len()).unwrap_or(1);
-                let port = self.open_port(device, n)?;
+                let port = self.open_port(device, n, mtu)?;
                 (
                     VifIo::Eth {
                         port,
@@ -270,7 +278,7 @@ impl VrouterDataplane {
                 // Named after the vif index, so it can never collide with another vif's
                 // device (or a --fabric vdev such as net_af_packet0).
                 let devargs = format!("{driver}_vif{index},iface={iface}");
-                let port = self.open_port(&devargs, 1)?;
+                let port = self.open_port(&devargs, 1, mtu)?;
                 let kind = if driver == "net_tap" {
                     VifKind::Host
                 } else {
@@ -360,18 +368,45 @@ impl VrouterDataplane {
         Ok(())
     }
 
-    fn open_port(&self, devargs: &str, queues: u16) -> Result<EthPort, DataplaneError> {
+    /// Opens and configures a DPDK port for a vif of `mtu`, with the device's TX offloads on.
+    /// A device that cannot receive MTU-sized frames into the packet pool's buffers, nor spread
+    /// them over several, gets its own pool of large buffers; an MTU beyond the device's is
+    /// refused, naming its limit.
+    fn open_port(&self, devargs: &str, queues: u16, mtu: u16) -> Result<EthPort, DataplaneError> {
         let mut port = EthPort::open(&self.eal, devargs)
             .map_err(|e| rejected(format!("device {devargs:?}: {e}")))?;
         let cfg = PortConfig {
             rx_queues: queues,
             tx_queues: queues,
             promiscuous: true,
+            mtu,
+            tx_offloads: true,
             ..PortConfig::default()
         };
-        port.configure(&cfg, &self.pool)
-            .map_err(|e| rejected(format!("configuring {devargs:?}: {e}")))?;
+        let configured = match port.configure(&cfg, &self.pool) {
+            Err(pmd_shim::Error::RxBuffersTooSmall { .. }) => {
+                let pool = self.jumbo_pool()?;
+                port.configure(&cfg, pool)
+            }
+            other => other,
+        };
+        configured.map_err(|e| rejected(format!("configuring {devargs:?}: {e}")))?;
         Ok(port)
+    }
+
+    fn jumbo_pool(&self) -> Result<&Mempool, DataplaneError> {
+        if let Some(p) = self.jumbo.get() {
+            return Ok(p);
+        }
+        let p = Mempool::new(&self.eal, "vr_jumbo", JUMBO_MBUFS, 256, JUMBO_DATA_ROOM).map_err(
+            |e| {
+                rejected(format!(
+                    "a port needs {JUMBO_MBUFS} receive buffers of {JUMBO_DATA_ROOM} bytes for \
+                     its MTU and they could not be made (more hugepages?): {e}"
+                ))
+            },
+        )?;
+        Ok(self.jumbo.get_or_init(|| p))
     }
 
     fn del_vif(&self, spec: &VifSpec) -> Result<(), DataplaneError> {

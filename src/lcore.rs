@@ -115,7 +115,7 @@ impl TxSink {
     fn caps(&self) -> TxCaps {
         match self {
             TxSink::Virtq(q) => offload::virtio_caps(q.features()),
-            TxSink::Eth(_) => TxCaps::default(),
+            TxSink::Eth(q) => offload::eth_caps(q.offloads()),
         }
     }
 }
@@ -388,7 +388,15 @@ impl State {
                 let mut sent = 0;
                 let mut it = q.drain(..);
                 loop {
-                    for p in it.by_ref() {
+                    for mut p in it.by_ref() {
+                        // What is left to finish, the device does (the port's caps took it).
+                        if !vrouter::PacketBuf::offload(&p).is_none()
+                            && (offload::request_from_device(&mut p).is_err()
+                                || !queue.tx_prepare(&mut p.0))
+                        {
+                            tx.stats.count_drop(DropReason::Offload);
+                            continue;
+                        }
                         // Never full here: the loop below drains it at BURST_MAX.
                         let _ = staging.push(p.into_mbuf());
                         if staging.is_full() {

@@ -132,3 +132,104 @@ fn cut_one(
     }
     Ok(Pkt(m))
 }
+
+/// What a DPDK port's device finishes itself, by the TX offloads it has enabled. Chained packets
+/// are sent as they are (every driver vrouterd uses takes multi-segment packets).
+pub fn eth_caps(o: pmd_shim::TxOffloads) -> TxCaps {
+    let csum = o.l4_csum();
+    TxCaps {
+        csum,
+        tso4: csum && o.tso(),
+        tso6: csum && o.tso(),
+        uso: csum && o.uso(),
+        // Whether a NIC keeps CWR on the first segment only is not promised: ECN TSO is cut here.
+        ecn: false,
+        tunnel: csum && o.tunnels(),
+    }
+}
+
+/// Asks the device to finish what `p`'s offload state leaves to it (the port's capabilities
+/// said it takes that): DPDK's TX flags and header lengths. Nothing to ask for a packet whose
+/// checksums are complete.
+pub fn request_from_device(p: &mut Pkt) -> Result<(), OffloadError> {
+    use pmd_shim::tx_flags as f;
+    let o = p.offload();
+    let gso = o.gso();
+    let Csum::Partial { start, .. } = o.csum() else {
+        return match gso {
+            None => Ok(()),
+            Some(_) => Err(OffloadError::Headers("GSO without a partial checksum")),
+        };
+    };
+    let d = p.0.data();
+    let bad = OffloadError::Headers;
+    let byte = |at: usize| d.get(at).copied().ok_or(bad("truncated"));
+    let mut req = pmd_shim::TxOffloadRequest::default();
+    let inner = usize::from(o.inner());
+    let (l3, l2_from) = if inner > 0 {
+        // Our own outer headers: Ethernet, IPv4, then UDP (VXLAN, MPLS) or GRE.
+        let outer_l3 = vrouter::wire::ethernet::HEADER_LEN;
+        let ihl = usize::from(byte(outer_l3)? & 0x0f) * 4;
+        let tunnel = match byte(outer_l3 + 9)? {
+            vrouter::wire::ipv4::proto::GRE => f::TUNNEL_GRE,
+            vrouter::wire::ipv4::proto::UDP => {
+                let port =
+                    u16::from_be_bytes([byte(outer_l3 + ihl + 2)?, byte(outer_l3 + ihl + 3)?]);
+                if port == vrouter::wire::udp::PORT_VXLAN {
+                    f::TUNNEL_VXLAN
+                } else {
+                    f::TUNNEL_MPLSINUDP
+                }
+            }
+            _ => return Err(bad("tunnel is neither UDP nor GRE")),
+        };
+        req.outer_l2_len = outer_l3 as u16;
+        req.outer_l3_len = ihl as u16;
+        req.flags |= f::OUTER_IPV4 | tunnel;
+        if gso.is_some() {
+            req.flags |= f::OUTER_IP_CKSUM;
+        }
+        let l3 = if o.inner_is_ip() {
+            inner
+        } else {
+            inner + vrouter::wire::ethernet::HEADER_LEN
+        };
+        (l3, outer_l3 + ihl)
+    } else {
+        let ty = u16::from_be_bytes([byte(12)?, byte(13)?]);
+        let l3 = if ty == vrouter::wire::ethernet::ethertype::VLAN {
+            18
+        } else {
+            14
+        };
+        (l3, 0)
+    };
+    let v4 = byte(l3)? >> 4 == 4;
+    let (l3_len, proto) = if v4 {
+        (usize::from(byte(l3)? & 0x0f) * 4, byte(l3 + 9)?)
+    } else {
+        (40, byte(l3 + 6)?)
+    };
+    if l3 + l3_len != usize::from(start) {
+        return Err(bad("checksum start is not right behind the IP header"));
+    }
+    let (l4_flag, l4_len, seg_flag) = match proto {
+        vrouter::wire::ipv4::proto::TCP => (
+            f::TCP_CKSUM,
+            usize::from(byte(l3 + l3_len + 12)? >> 4) * 4,
+            f::TCP_SEG,
+        ),
+        vrouter::wire::ipv4::proto::UDP => (f::UDP_CKSUM, 8, f::UDP_SEG),
+        _ => return Err(bad("neither TCP nor UDP")),
+    };
+    req.l2_len = (l3 - l2_from) as u16;
+    req.l3_len = l3_len as u16;
+    req.l4_len = l4_len as u16;
+    req.flags |= l4_flag | if v4 { f::IPV4 } else { f::IPV6 };
+    if let Some(g) = gso {
+        req.flags |= seg_flag | if v4 { f::IP_CKSUM } else { 0 };
+        req.tso_segsz = g.size;
+    }
+    p.0.request_tx_offload(&req);
+    Ok(())
+}

@@ -15,6 +15,11 @@ uint16_t vr_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, 
 	return rte_eth_tx_burst(port, queue, pkts, n);
 }
 
+uint16_t vr_eth_tx_prepare(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
+{
+	return rte_eth_tx_prepare(port, queue, pkts, n);
+}
+
 struct rte_mbuf *vr_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
 
 int vr_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned count)
@@ -64,6 +69,19 @@ int vr_offload_register(int *field_offset, int *flag_bit)
 
 struct rte_mbuf *vr_pktmbuf_alloc_like(const struct rte_mbuf *m) { return rte_pktmbuf_alloc(m->pool); }
 
+void vr_mbuf_set_tx_offload(struct rte_mbuf *m, uint64_t ol_flags, uint16_t l2_len,
+			    uint16_t l3_len, uint16_t l4_len, uint16_t tso_segsz,
+			    uint16_t outer_l2_len, uint16_t outer_l3_len)
+{
+	m->ol_flags |= ol_flags;
+	m->l2_len = l2_len;
+	m->l3_len = l3_len;
+	m->l4_len = l4_len;
+	m->tso_segsz = tso_segsz;
+	m->outer_l2_len = outer_l2_len;
+	m->outer_l3_len = outer_l3_len;
+}
+
 int vr_pktmbuf_truncate(struct rte_mbuf *m, uint16_t len)
 {
 	if (len > m->data_len)
@@ -97,16 +115,43 @@ unsigned vr_ring_free_count(const struct rte_ring *r) { return rte_ring_free_cou
 
 uint64_t vr_rdtsc(void) { return rte_rdtsc(); }
 
-int vr_eth_configure(uint16_t port, uint16_t nrx, uint16_t ntx, int want_rss)
+int vr_eth_configure(uint16_t port, uint16_t nrx, uint16_t ntx, int want_rss, uint16_t mtu,
+		     uint16_t rx_buf_room, int want_tx_offloads, struct vr_eth_setup *out)
 {
 	struct rte_eth_dev_info info;
 	struct rte_eth_conf conf;
 	int ret;
 
 	memset(&conf, 0, sizeof(conf));
+	memset(out, 0, sizeof(*out));
 	ret = rte_eth_dev_info_get(port, &info);
 	if (ret != 0)
 		return ret;
+	out->max_rx_frame = info.max_rx_pktlen;
+	out->max_mtu = info.max_mtu;
+	if (mtu != 0) {
+		/* The frame around the MTU as ethdev counts it (header and CRC); a buffer also
+		 * makes room for one 802.1Q tag. */
+		uint32_t frame = (uint32_t)mtu + RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN;
+		if (mtu > info.max_mtu || frame > info.max_rx_pktlen)
+			return -EMSGSIZE;
+		if (frame + 4 > rx_buf_room) {
+			if (!(info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_SCATTER))
+				return -ENOBUFS;
+			conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_SCATTER;
+			out->scatter = 1;
+		}
+		conf.rxmode.mtu = mtu;
+	}
+	conf.txmode.offloads = info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+	if (want_tx_offloads)
+		conf.txmode.offloads |= info.tx_offload_capa &
+			(RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM |
+			 RTE_ETH_TX_OFFLOAD_UDP_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_TSO |
+			 RTE_ETH_TX_OFFLOAD_UDP_TSO | RTE_ETH_TX_OFFLOAD_OUTER_IPV4_CKSUM |
+			 RTE_ETH_TX_OFFLOAD_VXLAN_TNL_TSO | RTE_ETH_TX_OFFLOAD_GRE_TNL_TSO |
+			 RTE_ETH_TX_OFFLOAD_UDP_TNL_TSO);
+	out->tx_offloads = conf.txmode.offloads;
 	if (want_rss && nrx > 1) {
 		uint64_t hf = (RTE_ETH_RSS_IP | RTE_ETH_RSS_UDP | RTE_ETH_RSS_TCP) &
 			      info.flow_type_rss_offloads;

@@ -69,6 +69,23 @@ pub enum Error {
         name: String,
         why: String,
     },
+    #[error("port {port} ({name}) cannot take MTU {mtu}: its largest is {max_mtu}")]
+    MtuTooBig {
+        port: u16,
+        name: String,
+        mtu: u16,
+        max_mtu: u16,
+    },
+    #[error(
+        "port {port} ({name}): MTU {mtu} frames do not fit its {room}-byte receive buffers and \
+         the device cannot receive a frame into several"
+    )]
+    RxBuffersTooSmall {
+        port: u16,
+        name: String,
+        mtu: u16,
+        room: u16,
+    },
     #[error("lcore {lcore}: {why}")]
     Lcore { lcore: u32, why: String },
     #[error("mbuf: {0}")]

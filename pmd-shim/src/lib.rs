@@ -22,7 +22,9 @@ pub use burst::{MbufBurst, BURST_MAX};
 pub use eal::Eal;
 pub use error::{DpdkErrno, Error, Result};
 pub use lcore::{LcoreHandle, StopFlag};
-pub use mbuf::Mbuf;
+pub use mbuf::{tx_flags, Mbuf, TxOffloadRequest};
 pub use mempool::{Mempool, MempoolUsage};
-pub use port::{EthPort, LinkStatus, PortConfig, PortQueues, PortStats, RxQueue, TxQueue};
+pub use port::{
+    EthPort, LinkStatus, PortConfig, PortQueues, PortStats, RxQueue, TxOffloads, TxQueue,
+};
 pub use ring::{mbuf_ring, RingConsumer, RingLevel, RingMode, RingProducer};

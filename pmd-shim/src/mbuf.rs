@@ -57,6 +57,11 @@ impl Mbuf {
         raw
     }
 
+    /// The raw pointer, still owned by `self` (for calls that edit the mbuf in place).
+    pub(crate) fn as_raw_ptr(&mut self) -> *mut sys::rte_mbuf {
+        self.0.as_ptr()
+    }
+
     fn raw(&self) -> &sys::rte_mbuf {
         // SAFETY: we own a valid mbuf for as long as `self` lives.
         unsafe { self.0.as_ref() }
@@ -270,6 +275,24 @@ impl Mbuf {
         self.append(len)
     }
 
+    /// Asks the device that sends this packet to finish its checksums or segmentation: `req`
+    /// says what and where the headers are (DPDK's TX offload request).
+    pub fn request_tx_offload(&mut self, req: &TxOffloadRequest) {
+        // SAFETY: plain field writes on our exclusively owned mbuf.
+        unsafe {
+            sys::vr_mbuf_set_tx_offload(
+                self.0.as_ptr(),
+                req.flags,
+                req.l2_len,
+                req.l3_len,
+                req.l4_len,
+                req.tso_segsz,
+                req.outer_l2_len,
+                req.outer_l3_len,
+            )
+        };
+    }
+
     /// Keeps the packet's first `len` bytes (within the first segment), freeing every further
     /// segment.
     pub fn truncate(&mut self, len: u16) -> Result<()> {
@@ -353,6 +376,37 @@ impl<'a> Iterator for Segments<'a> {
         // SAFETY: as above; the borrow of the owner keeps the chain alive and unmodified.
         Some(unsafe { segment_data(seg.as_ptr()) })
     }
+}
+
+/// A request for the device to finish a packet's checksums or segmentation (DPDK's
+/// `RTE_MBUF_F_TX_*` flags and header lengths; for a tunnelled packet the `outer_` lengths are
+/// the outer headers' and `l2_len` runs from the outer L4 header to the inner L3 header).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxOffloadRequest {
+    pub flags: u64,
+    pub l2_len: u16,
+    pub l3_len: u16,
+    pub l4_len: u16,
+    pub tso_segsz: u16,
+    pub outer_l2_len: u16,
+    pub outer_l3_len: u16,
+}
+
+/// DPDK's TX offload flags, for [`TxOffloadRequest::flags`].
+pub mod tx_flags {
+    use crate::sys;
+    pub const IPV4: u64 = sys::RTE_MBUF_F_TX_IPV4;
+    pub const IPV6: u64 = sys::RTE_MBUF_F_TX_IPV6;
+    pub const IP_CKSUM: u64 = sys::RTE_MBUF_F_TX_IP_CKSUM;
+    pub const TCP_CKSUM: u64 = sys::RTE_MBUF_F_TX_TCP_CKSUM;
+    pub const UDP_CKSUM: u64 = sys::RTE_MBUF_F_TX_UDP_CKSUM;
+    pub const TCP_SEG: u64 = sys::RTE_MBUF_F_TX_TCP_SEG;
+    pub const UDP_SEG: u64 = sys::RTE_MBUF_F_TX_UDP_SEG;
+    pub const OUTER_IPV4: u64 = sys::RTE_MBUF_F_TX_OUTER_IPV4;
+    pub const OUTER_IP_CKSUM: u64 = sys::RTE_MBUF_F_TX_OUTER_IP_CKSUM;
+    pub const TUNNEL_VXLAN: u64 = sys::RTE_MBUF_F_TX_TUNNEL_VXLAN;
+    pub const TUNNEL_GRE: u64 = sys::RTE_MBUF_F_TX_TUNNEL_GRE;
+    pub const TUNNEL_MPLSINUDP: u64 = sys::RTE_MBUF_F_TX_TUNNEL_MPLSINUDP;
 }
 
 /// The last segment of a chain.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::burst::{MbufBurst, BURST_MAX};
 use crate::eal::{last_errno, Eal};
 use crate::error::{DpdkErrno, Error, Result};
+use crate::mbuf::Mbuf;
 use crate::mempool::{c_text, Mempool};
 use crate::sys;
 
@@ -22,6 +23,13 @@ pub struct PortConfig {
     pub rss: bool,
     /// Put the port in promiscuous mode (a fabric port receiving for many MACs wants this).
     pub promiscuous: bool,
+    /// The device's MTU (0: leave the driver's default). Frames longer than one mbuf are
+    /// received over several where the device can scatter; where it cannot, configuring fails
+    /// with [`Error::RxBuffersTooSmall`] and needs a pool of larger buffers.
+    pub mtu: u16,
+    /// Enable the device's checksum, TSO and tunnel TSO offloads (what it has of them: see
+    /// [`EthPort::tx_offloads`]).
+    pub tx_offloads: bool,
 }
 
 impl Default for PortConfig {
@@ -33,7 +41,49 @@ impl Default for PortConfig {
             tx_descriptors: 1024,
             rss: true,
             promiscuous: false,
+            mtu: 0,
+            tx_offloads: false,
         }
+    }
+}
+
+/// TX offloads a configured port has enabled (`RTE_ETH_TX_OFFLOAD_*` bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TxOffloads(pub u64);
+
+impl TxOffloads {
+    fn has(self, bits: u32) -> bool {
+        let bits = u64::from(bits);
+        self.0 & bits == bits
+    }
+    /// Sends chained mbufs.
+    pub fn multi_seg(self) -> bool {
+        self.has(sys::VR_TX_OFFLOAD_MULTI_SEGS)
+    }
+    /// Completes TCP and UDP checksums (and the IPv4 header's).
+    pub fn l4_csum(self) -> bool {
+        self.has(
+            sys::VR_TX_OFFLOAD_TCP_CKSUM
+                | sys::VR_TX_OFFLOAD_UDP_CKSUM
+                | sys::VR_TX_OFFLOAD_IPV4_CKSUM,
+        )
+    }
+    /// Segments TCP.
+    pub fn tso(self) -> bool {
+        self.has(sys::VR_TX_OFFLOAD_TCP_TSO)
+    }
+    /// Segments UDP.
+    pub fn uso(self) -> bool {
+        self.has(sys::VR_TX_OFFLOAD_UDP_TSO)
+    }
+    /// Checksums and segments inside VXLAN, GRE and generic UDP tunnels, outer IPv4 included.
+    pub fn tunnels(self) -> bool {
+        self.has(
+            sys::VR_TX_OFFLOAD_OUTER_IPV4_CKSUM
+                | sys::VR_TX_OFFLOAD_VXLAN_TNL_TSO
+                | sys::VR_TX_OFFLOAD_GRE_TNL_TSO
+                | sys::VR_TX_OFFLOAD_UDP_TNL_TSO,
+        )
     }
 }
 
@@ -74,6 +124,8 @@ struct PortInner {
     tx_queues: u16,
     /// RX descriptors hold mbufs of this pool; it must outlive the port.
     _mempool: Option<Mempool>,
+    /// The TX offloads enabled at configuration (`RTE_ETH_TX_OFFLOAD_*` bits).
+    tx_offloads: u64,
     _eal: Eal,
 }
 
@@ -121,6 +173,7 @@ impl EthPort {
                 rx_queues: 0,
                 tx_queues: 0,
                 _mempool: None,
+                tx_offloads: 0,
                 _eal: eal.clone(),
             }),
         }
@@ -144,10 +197,44 @@ impl EthPort {
             return Err(usage(inner, "at least one RX and one TX queue are needed"));
         }
         let id = inner.id;
-        // SAFETY: valid port id; the port is stopped and nobody polls it (no queue handles).
-        let ret =
-            unsafe { sys::vr_eth_configure(id, cfg.rx_queues, cfg.tx_queues, cfg.rss.into()) };
+        let mut setup = sys::vr_eth_setup::default();
+        let room = mempool
+            .data_room()
+            .saturating_sub(sys::RTE_PKTMBUF_HEADROOM as u16);
+        // SAFETY: valid port id; the port is stopped and nobody polls it (no queue handles);
+        // `setup` is ours to fill.
+        let ret = unsafe {
+            sys::vr_eth_configure(
+                id,
+                cfg.rx_queues,
+                cfg.tx_queues,
+                cfg.rss.into(),
+                cfg.mtu,
+                room,
+                cfg.tx_offloads.into(),
+                &mut setup,
+            )
+        };
+        if ret == -libc::EMSGSIZE {
+            return Err(Error::MtuTooBig {
+                port: id,
+                name: inner.name.clone(),
+                mtu: cfg.mtu,
+                max_mtu: setup
+                    .max_mtu
+                    .min(u16::try_from(setup.max_rx_frame.saturating_sub(18)).unwrap_or(u16::MAX)),
+            });
+        }
+        if ret == -libc::ENOBUFS {
+            return Err(Error::RxBuffersTooSmall {
+                port: id,
+                name: inner.name.clone(),
+                mtu: cfg.mtu,
+                room,
+            });
+        }
         check(inner, "rte_eth_dev_configure", ret)?;
+        inner.tx_offloads = setup.tx_offloads;
         // SAFETY: valid port id.
         let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
         let socket = if socket < 0 { 0 } else { socket as u32 };
@@ -226,6 +313,11 @@ impl EthPort {
             check(inner, "rte_eth_dev_stop", ret)?;
         }
         Ok(())
+    }
+
+    /// The TX offloads enabled at configuration: what the device finishes itself.
+    pub fn tx_offloads(&self) -> TxOffloads {
+        TxOffloads(self.inner.tx_offloads)
     }
 
     /// The port's MAC address.
@@ -380,6 +472,20 @@ pub struct TxQueue {
 }
 
 impl TxQueue {
+    /// The TX offloads the port's device finishes itself.
+    pub fn offloads(&self) -> TxOffloads {
+        TxOffloads(self.port.tx_offloads)
+    }
+
+    /// Fixes up what the device needs for the offloads `m` asks of it (pseudo-header checksums
+    /// and the like; `rte_eth_tx_prepare`). False: the device cannot send it as asked.
+    pub fn tx_prepare(&mut self, m: &mut Mbuf) -> bool {
+        let mut raw = m.as_raw_ptr();
+        // SAFETY: started port; this handle is the only sender on the queue; `raw` is one owned
+        // mbuf, which tx_prepare edits in place and does not free.
+        unsafe { sys::vr_eth_tx_prepare(self.port.id, self.queue, &mut raw, 1) == 1 }
+    }
+
     /// Sends from the front of `burst`; returns how many the driver took. Unsent mbufs stay in
     /// `burst` (the caller retries or frees them).
     #[inline]
