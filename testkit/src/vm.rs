@@ -153,7 +153,7 @@ impl VmConfig {
             memory_mb: 256,
             ram: GuestRam::Hugepages,
             net_device_props: Vec::new(),
-            // Measured: about 3 s of guest time, 6 s of wall time on an idle 2-core machine; a
+            // Measured: 2.5-4 s of guest time, 7-10 s of wall time on this 2-core machine; a
             // loaded machine with a busy-polling vrouterd beside it can be several times slower.
             boot_timeout: Duration::from_secs(120),
         }
@@ -579,6 +579,16 @@ impl Vm {
             start.elapsed()
         );
         Ok(sum.trim().to_owned())
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // QEMU is killed when `process` drops right after this; a socket it listened on would
+        // outlive it (a killed QEMU removes nothing), so remove it as a pod's teardown would.
+        if self.cfg.vrouterd_mode == VhostUserMode::Client {
+            let _ = std::fs::remove_file(&self.cfg.socket);
+        }
     }
 }
 
