@@ -16,7 +16,8 @@ use control_api::api::VhostUserMode;
 use testkit::kernel_pod::{route_in_vrf1, KernelPod};
 use testkit::netns::Netns;
 use testkit::vm::{
-    feature, route_vm_in_vrf1, tcp_pod_to_vm, tcp_vm_to_pod, tcp_vm_to_vm, Transfer, Vm, VmConfig,
+    feature, route_vm_in_vrf1, tcp_pod_to_vm, tcp_vm_to_pod, tcp_vm_to_vm, GuestRam, Transfer, Vm,
+    VmConfig,
 };
 use testkit::vrouterd::Vrouterd;
 
@@ -192,12 +193,14 @@ fn two_vms_one_per_vhost_user_mode() {
         base.join("vm-uid-a").join("vmA-net0"),
         VhostUserMode::Server,
     );
-    let cfg_b = VmConfig::new(
+    let mut cfg_b = VmConfig::new(
         "vmB",
         6,
         base.join("vm-uid-b").join("vmB-net0"),
         VhostUserMode::Client,
     );
+    // A's RAM is on hugetlbfs, B's in a memfd of ordinary pages: vrouterd maps either.
+    cfg_b.ram = GuestRam::Memfd;
     route_vm_in_vrf1(&vr, "vmA", &cfg_a, 1, 3);
     route_vm_in_vrf1(&vr, "vmB", &cfg_b, 2, 3);
     let mut a = Vm::boot(cfg_a);
