@@ -2,7 +2,9 @@
 # Installs what vrouter builds and tests with, on Debian 12 as root. Idempotent: installs only
 # what is missing, so a second run is quick and touches nothing.
 #   DPDK 22.11 (runtime, dev files, dpdk-testpmd), libclang for bindgen, pkg-config, iproute2,
-#   and the tools the tests use as peers and oracles (ping, tcpdump, tshark, iperf3, scapy).
+#   and the tools the tests use as peers and oracles (ping, tcpdump, tshark, iperf3, scapy),
+#   and for the VM tests QEMU (from bookworm-backports), busybox-static and cpio
+#   (scripts/vm-image.sh builds the guest from Debian packages).
 set -euo pipefail
 
 [[ $(id -u) -eq 0 ]] || { echo "install-deps.sh: run as root (apt-get install)" >&2; exit 1; }
@@ -12,18 +14,42 @@ packages=(
     libclang-dev clang pkg-config gcc make   # bindgen and the C shim
     iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy   # test peers and oracles
     ethtool jq curl procps kmod
+    busybox-static cpio zstd xz-utils   # the VM tests' initramfs (modules may be .ko.xz/.zst)
 )
+# From bookworm-backports: the image may carry qemu-utils from there, and bookworm's own
+# qemu-system-x86 would pull qemu-utils back to 7.2 (removing it); the two must match.
+backports=(qemu-system-x86)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ((${#missing[@]})); then
-    echo "install-deps: installing ${missing[*]}"
+missing_bpo=()
+for p in "${backports[@]}"; do
+    # Installed from bookworm itself (7.2) counts as missing: the tests use QEMU 9.2+ options.
+    { dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+        && dpkg-query -W -f='${Version}' "$p" | grep -q '~bpo12'; } || missing_bpo+=("$p")
+done
+if ((${#missing[@]} + ${#missing_bpo[@]})); then
+    echo "install-deps: installing ${missing[*]} ${missing_bpo[*]}"
     export DEBIAN_FRONTEND=noninteractive
     # tshark asks whether non-root users may capture; the answer does not matter here.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    if ((${#missing_bpo[@]})) && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        # Same mirror as the configured bookworm suite, so this works wherever apt already does.
+        apt-get update -qq
+        mirror=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' | awk '$2 == "bookworm" { print $1; exit }')
+        [[ -n $mirror ]] || { echo "install-deps: no bookworm suite configured in apt to add bookworm-backports beside" >&2; exit 1; }
+        echo "install-deps: adding bookworm-backports from $mirror"
+        printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            "$mirror" > /etc/apt/sources.list.d/bookworm-backports.sources
+    fi
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if ((${#missing[@]})); then
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    if ((${#missing_bpo[@]})); then
+        apt-get install -y -qq --no-install-recommends -t bookworm-backports "${missing_bpo[@]}" >/dev/null
+    fi
 else
     echo "install-deps: Debian packages already installed"
 fi

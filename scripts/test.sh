@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine as root: installs what it needs, reserves
-# hugepages, checks formatting and lints, then runs every test (one process per test: DPDK's
-# EAL initialises once per process).
+# hugepages, builds the VM tests' guest, checks formatting and lints, then runs every test (one
+# process per test: DPDK's EAL initialises once per process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 scripts/hugepages.sh "${VROUTER_HUGEPAGES:-1024}"
+# The VM tests' guest (a Debian kernel and a busybox initramfs); built here so its download does
+# not count against a test's time. The tests build it too when it is missing.
+scripts/vm-image.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

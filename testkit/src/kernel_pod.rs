@@ -118,29 +118,106 @@ impl KernelPod {
     /// Sends `bytes` of seeded pseudo-random data over TCP to `server` (which listens inside
     /// its namespace) and returns (sent line, received line): each `"<bytes> <sha256>"`.
     pub fn tcp_transfer(&self, server: &KernelPod, bytes: u64) -> (String, String) {
-        let mut srv = server
+        let srv = server.tcp_server();
+        let sent = self
+            .tcp_send(server.ip, srv.port(), bytes)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let received = srv.finish().unwrap_or_else(|e| panic!("{e}"));
+        (sent, received)
+    }
+
+    /// Starts a TCP server in the pod that reads one connection to its end and reports
+    /// `"<bytes> <sha256>"` of what arrived; returns once it listens.
+    pub fn tcp_server(&self) -> TcpServer {
+        let mut child = self
             .ns
             .command("python3")
             .args(["-c", TCP_SCRIPT, "server"])
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("tcp server");
-        let mut reader = std::io::BufReader::new(srv.stdout.take().expect("stdout"));
+        let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         reader.read_line(&mut line).expect("server ready");
         assert_eq!(line.trim(), "listening");
-        let sent = self.ns.exec(&[
-            "python3",
-            "-c",
-            TCP_SCRIPT,
-            "client",
-            &server.ip.to_string(),
-            &bytes.to_string(),
-        ]);
-        line.clear();
-        reader.read_line(&mut line).expect("server result");
-        let _ = srv.wait();
-        (sent.trim().to_owned(), line.trim().to_owned())
+        TcpServer { child, reader }
+    }
+
+    /// Sends `bytes` of seeded pseudo-random data over TCP to `dst`:`port` and returns
+    /// `"<bytes> <sha256>"` of what was sent, or what went wrong.
+    pub fn tcp_send(
+        &self,
+        dst: std::net::Ipv4Addr,
+        port: u16,
+        bytes: u64,
+    ) -> Result<String, String> {
+        let start = std::time::Instant::now();
+        let out = self
+            .ns
+            .command("python3")
+            .args([
+                "-c",
+                TCP_SCRIPT,
+                "client",
+                &dst.to_string(),
+                &bytes.to_string(),
+                &port.to_string(),
+            ])
+            .output()
+            .map_err(|e| format!("cannot run the TCP client: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "TCP client in {} to {dst}:{port} failed ({}) after {:?}: {}",
+                self.ns.name(),
+                out.status,
+                start.elapsed(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+/// A TCP server in a kernel pod, from [`KernelPod::tcp_server`]; killed on drop.
+pub struct TcpServer {
+    child: std::process::Child,
+    reader: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TcpServer {
+    /// The port it listens on (all addresses of the pod).
+    pub fn port(&self) -> u16 {
+        5201
+    }
+
+    /// Waits for the connection to end (the server gives up 60 s after the last data, 120 s
+    /// after starting without a connection) and returns `"<bytes> <sha256>"` of what arrived.
+    pub fn finish(mut self) -> Result<String, String> {
+        let mut line = String::new();
+        let _ = self.reader.read_line(&mut line);
+        if line.trim().is_empty() {
+            let _ = self.child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return Err(format!(
+                "TCP server got no complete connection: {}",
+                err.lines().last().unwrap_or("")
+            ));
+        }
+        Ok(line.trim().to_owned())
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -158,7 +235,8 @@ if sys.argv[1] == "server":
     print(n, h.hexdigest(), flush=True)
 else:
     total = int(sys.argv[3]); rng = random.Random(7); h = hashlib.sha256(); n = 0
-    c = socket.create_connection((sys.argv[2], 5201), timeout=60)
+    port = int(sys.argv[4]) if len(sys.argv) > 4 else 5201
+    c = socket.create_connection((sys.argv[2], port), timeout=60)
     while n < total:
         b = rng.randbytes(min(1 << 16, total - n)); c.sendall(b); h.update(b); n += len(b)
     c.shutdown(socket.SHUT_WR); c.recv(1); c.close()

@@ -7,6 +7,8 @@
 //! - [`frontend_pod`]: a vhost-user pod played by the in-repo frontend (hostile on cue).
 //! - [`process`]: a child process under test, its output captured, stopped by signal.
 //! - [`vrouterd`]: vrouterd started with private sockets and driven through its control API.
+//! - [`vm`]: real Linux guests under QEMU (TCG) on vhost-user, driven by a command agent;
+//!   negotiated virtio features and TCP transfers checked end to end.
 
 pub mod frontend_pod;
 pub mod hugepages;
@@ -14,4 +16,5 @@ pub mod kernel_pod;
 pub mod netns;
 pub mod process;
 pub mod testpmd;
+pub mod vm;
 pub mod vrouterd;

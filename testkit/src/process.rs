@@ -90,6 +90,13 @@ impl TestProcess {
         }
     }
 
+    /// The exit status if the process has exited (it is reaped then), `None` while it runs.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Sends a signal by name (`TERM`, `INT`, `KILL`) with the system's `kill`.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")

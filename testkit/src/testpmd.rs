@@ -357,7 +357,7 @@ pub fn hugepage_files(prefix: &str) -> Vec<PathBuf> {
 }
 
 /// Mount points of hugetlbfs, from /proc/mounts.
-fn hugetlbfs_mounts() -> Vec<PathBuf> {
+pub(crate) fn hugetlbfs_mounts() -> Vec<PathBuf> {
     std::fs::read_to_string("/proc/mounts")
         .unwrap_or_default()
         .lines()
