@@ -242,3 +242,19 @@ fn gso_packets_are_checked_against_the_mtu_by_their_segments() {
     assert_eq!(bed.out.tx(POD_A).len(), 1, "fragmentation needed");
     assert_eq!(bed.out.tx(POD_B).len(), 0);
 }
+
+/// Offload state that does not fit the packet (found by fuzzing: a partial checksum field in
+/// Ethernet padding, which the pipeline trims away) is dropped at ingress, counted.
+#[test]
+fn a_partial_checksum_outside_the_ip_packet_is_dropped() {
+    let mut bed = seg_bed();
+    let mut f = udp4(POD_A_IP, POD_B_IP, 64, b"x");
+    f.extend_from_slice(&[0u8; 40]); // padding after the IP packet
+    let mut b = SegBuf::split(&f, f.len());
+    let start = (f.len() - 10) as u16;
+    b.set_offload(Offload::new(Csum::Partial { start, offset: 6 }, None));
+    bed.out.clear();
+    bed.pipe.process(POD_A, [b], &mut bed.out);
+    assert_eq!(bed.out.dropped.len(), 1);
+    assert_eq!(bed.stats.snapshot().drop_count(DropReason::Offload), 1);
+}

@@ -208,8 +208,15 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 early[i] = Some(r);
                 continue;
             }
-            if let Some(g) = b.offload().gso() {
-                metas[i].mtu_len = gso_mtu_len(d, &metas[i], g.size);
+            let o = b.offload();
+            if !o.is_none() {
+                if !offload_fits(o, &metas[i], b.frame_len()) {
+                    early[i] = Some(DropReason::Offload);
+                    continue;
+                }
+                if let Some(g) = o.gso() {
+                    metas[i].mtu_len = gso_mtu_len(d, &metas[i], g.size);
+                }
             }
             metas[i].vrf = vif.vrf;
             let m = &metas[i];
@@ -919,6 +926,24 @@ fn trim_padding<B: PacketBuf>(b: &mut B, m: &PacketMeta) -> Result<(), DropReaso
         return Err(DropReason::Truncated);
     }
     Ok(())
+}
+
+/// Whether a packet's offload state fits the packet: a partial checksum field inside its IP
+/// packet (what lies beyond is padding, trimmed on the way), GSO only for IP.
+fn offload_fits(o: crate::offload::Offload, m: &PacketMeta, frame_len: usize) -> bool {
+    let ip = matches!(m.l3, L3::Ipv4 | L3::Ipv6);
+    let end = if ip {
+        usize::from(m.l3_off) + usize::from(m.l3_len)
+    } else {
+        frame_len
+    };
+    let csum_ok = match o.csum() {
+        crate::offload::Csum::Partial { start, offset } => {
+            usize::from(start) + usize::from(offset) + 2 <= end.min(frame_len)
+        }
+        _ => true,
+    };
+    csum_ok && (o.gso().is_none() || ip)
 }
 
 /// The L3 length of the largest segment a GSO packet is cut into (its headers, up to the end
