@@ -72,8 +72,9 @@ struct Registry {
 
 /// Mbufs in the pool of large receive buffers, made for the first port that needs it.
 const JUMBO_MBUFS: u32 = 4095;
-/// Data room of a large receive buffer: a 9216-byte MTU frame with a VLAN tag, and headroom.
-const JUMBO_DATA_ROOM: u16 = 9216 + 22 + 128;
+/// Data room of a large receive buffer: a 9216-byte MTU frame with room to spare (a driver may
+/// want its whole frame slot to fit, e.g. net_af_packet's `framesz`), and headroom.
+const JUMBO_DATA_ROOM: u16 = 10240 + 128;
 
 pub struct VrouterDataplane {
     eal: Eal,

@@ -189,7 +189,8 @@ fn parse_ipv4(
     m.l4_off = l4 as u16;
     if !m.fragment {
         // The L4 header is in the first segment; its payload may continue in others.
-        parse_l4(&data[l4..(off + tl).min(data.len())], m)?;
+        let avail = (off + tl).min(frame_len).saturating_sub(l4);
+        parse_l4(&data[l4..(off + tl).min(data.len())], avail, m)?;
     }
     Ok(())
 }
@@ -234,18 +235,21 @@ fn parse_ipv6(
     }
     m.proto = next;
     m.l4_off = l4 as u16;
+    let avail = end.min(frame_len).saturating_sub(l4);
     let end = end.min(data.len());
     if !m.fragment && l4 <= end {
-        parse_l4(&data[l4..end], m)?;
+        parse_l4(&data[l4..end], avail, m)?;
     }
     Ok(())
 }
 
 #[inline(always)]
-fn parse_l4(l4: &[u8], m: &mut PacketMeta) -> Result<(), DropReason> {
+/// `l4` is the L4 header and what of its payload the first segment holds; `avail` the bytes of
+/// the L4 packet in the whole frame.
+fn parse_l4(l4: &[u8], avail: usize, m: &mut PacketMeta) -> Result<(), DropReason> {
     match m.proto {
         ipv4::proto::UDP => {
-            let u = udp::Packet::new_checked(l4)?;
+            let u = udp::Packet::new_checked_in(l4, avail)?;
             m.sport = u.src_port();
             m.dport = u.dst_port();
         }

@@ -258,3 +258,24 @@ fn a_partial_checksum_outside_the_ip_packet_is_dropped() {
     assert_eq!(bed.out.dropped.len(), 1);
     assert_eq!(bed.stats.snapshot().drop_count(DropReason::Offload), 1);
 }
+
+/// A large packet without offloads, its payload in further segments (a jumbo frame as a guest
+/// or a NIC hands it over): parsed from its first segment, checked against its whole length.
+#[test]
+fn a_chained_udp_packet_is_parsed_from_its_first_segment() {
+    let mut bed = seg_bed();
+    let f = udp4(POD_A_IP, POD_B_IP, 64, &[7u8; 1400]);
+    let out = bed.one_out(SegBuf::split(&f, 60), POD_B);
+    assert_eq!(out.frame_len(), f.len());
+    assert_eq!(
+        &out.to_vec()[34..],
+        &f[34..],
+        "UDP header and payload as they were"
+    );
+    // Cut short: the IP length says more than the frame holds.
+    let short = SegBuf::split(&f[..f.len() - 10], 60);
+    bed.out.clear();
+    bed.pipe.process(POD_A, [short], &mut bed.out);
+    assert_eq!(bed.out.dropped.len(), 1);
+    assert_eq!(bed.stats.snapshot().drop_count(DropReason::Truncated), 1);
+}

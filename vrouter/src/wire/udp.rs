@@ -19,6 +19,15 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks the header fits and that the length field is at least 8 and within the buffer.
     #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
+        let avail = buf.as_ref().len();
+        Self::new_checked_in(buf, avail)
+    }
+
+    /// [`Packet::new_checked`] for a datagram whose header is in `buf` and whose payload
+    /// continues in further segments: the length field is checked against `frame_avail`, the
+    /// bytes the whole frame holds from the header on.
+    #[inline]
+    pub fn new_checked_in(buf: T, frame_avail: usize) -> Result<Self, WireError> {
         let b = buf.as_ref();
         if b.len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -27,7 +36,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if l < HEADER_LEN {
             return Err(WireError::Malformed);
         }
-        if l > b.len() {
+        if l > frame_avail.max(b.len()) {
             return Err(WireError::Truncated);
         }
         Ok(Packet { buf })
