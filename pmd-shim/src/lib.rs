@@ -10,6 +10,7 @@ pub mod burst;
 pub mod cycles;
 pub mod eal;
 pub mod error;
+pub mod kernel_port;
 pub mod lcore;
 pub mod mbuf;
 pub mod memory;
@@ -21,6 +22,9 @@ mod sys;
 pub use burst::{MbufBurst, BURST_MAX};
 pub use eal::Eal;
 pub use error::{DpdkErrno, Error, Result};
+pub use kernel_port::{
+    KernelPort, KernelPortConfig, KernelPortMonitor, KernelPortStats, KernelRx, KernelTx, VnetHdr,
+};
 pub use lcore::{LcoreHandle, StopFlag};
 pub use mbuf::Mbuf;
 pub use mempool::{Mempool, MempoolUsage};
