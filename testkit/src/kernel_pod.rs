@@ -1,6 +1,10 @@
 //! Kernel pods: a network namespace with `eth0` on a veth whose other end stays in the host
 //! namespace (where vrouterd attaches it as an af-packet vif), TCP transfers checked by SHA-256
 //! at both ends, and iperf3 runs between pods.
+//!
+//! The veth keeps the kernel's default offloads, as container runtimes leave them: the pod's TCP
+//! hands its veth 64 KB segments with partial checksums, and whatever attaches to the other end
+//! must carry that state (or finish it) rather than take the frames as complete.
 
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -19,20 +23,22 @@ pub struct KernelPod {
     pub ip6: Ipv6Addr,
 }
 
-/// What one iperf3 run measured at the receiver.
+/// What one iperf3 run measured: bytes the client sent, and what the receiver counted (its
+/// count stops when the client says the test is over, so it can fall a little short).
 #[derive(Debug, Clone, Copy)]
 pub struct Iperf {
-    pub bytes: u64,
+    pub sent: u64,
+    pub received: u64,
     pub seconds: f64,
+    /// At the receiver.
     pub gbit_per_s: f64,
 }
 
 impl KernelPod {
     /// A pod with `eth0` = `198.18.<n>.2/24` and `2001:db8:18:<n>::2/64`, MAC
     /// `02:00:00:00:<n>:02`, default routes via `198.18.<n>.1` and `2001:db8:18:<n>::1`, the given
-    /// MTU, and checksum / segmentation offloads off on both veth ends (an af-packet vif
-    /// sees frames exactly as the kernel hands them over). `tag` makes the interface names unique
-    /// within the process.
+    /// MTU, and the kernel's default offloads on both veth ends. `tag` makes the interface names
+    /// unique within the process.
     pub fn new(tag: &str, n: u8, mtu: u32) -> KernelPod {
         Self::attached_to(None, tag, n, mtu)
     }
@@ -53,21 +59,6 @@ impl KernelPod {
     /// As [`KernelPod::new`], with the vif side of the veth in `node`'s namespace (where that
     /// node's vrouterd runs) instead of the host's.
     pub fn attached_to(node: Option<&Netns>, tag: &str, n: u8, mtu: u32) -> KernelPod {
-        Self::build(node, tag, n, mtu, true)
-    }
-
-    /// As [`KernelPod::attached_to`], but both veth ends keep the kernel's default offloads
-    /// (checksum and segmentation offload on), as a CNI plugin leaves a pod's veth.
-    pub fn attached_with_default_offloads(
-        node: Option<&Netns>,
-        tag: &str,
-        n: u8,
-        mtu: u32,
-    ) -> KernelPod {
-        Self::build(node, tag, n, mtu, false)
-    }
-
-    fn build(node: Option<&Netns>, tag: &str, n: u8, mtu: u32, offloads_off: bool) -> KernelPod {
         let ns = Netns::new(&format!("kp{tag}"));
         let id = std::process::id() % 100_000;
         let host_side = format!("vk{id}{tag}");
@@ -110,20 +101,6 @@ impl KernelPod {
             "via",
             &format!("2001:db8:18:{n:x}::1"),
         ]);
-        if offloads_off {
-            ns.exec(&[
-                "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
-            ]);
-            let mut args = vec![
-                "ethtool", "-K", &host_side, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
-            ];
-            let name;
-            if let Some(n) = node {
-                name = n.name().to_owned();
-                args.splice(0..0, ["ip", "netns", "exec", name.as_str()]);
-            }
-            host(&args);
-        }
         KernelPod {
             ns,
             _veth: veth,
@@ -187,8 +164,8 @@ impl KernelPod {
         (sent.trim().to_owned(), line.trim().to_owned())
     }
 
-    /// Runs iperf3 from this pod to `server` at `addr` for `bytes` bytes and returns what the
-    /// receiver measured (iperf3 checks no data: pair it with [`KernelPod::tcp_transfer_to`]).
+    /// Runs iperf3 from this pod to `server` at `addr` for `bytes` bytes and returns what it
+    /// measured (iperf3 checks no data: pair it with [`KernelPod::tcp_transfer_to`]).
     pub fn iperf3(&self, server: &KernelPod, addr: IpAddr, bytes: u64) -> Iperf {
         let mut srv = server
             .ns
@@ -218,15 +195,17 @@ impl KernelPod {
         let _ = srv.wait();
         let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
         let recv = &v["end"]["sum_received"];
-        let (Some(got), Some(seconds), Some(bps)) = (
+        let (Some(sent), Some(received), Some(seconds), Some(bps)) = (
+            v["end"]["sum_sent"]["bytes"].as_u64(),
             recv["bytes"].as_u64(),
             recv["seconds"].as_f64(),
             recv["bits_per_second"].as_f64(),
         ) else {
-            panic!("iperf3 reported no receiver sum: {out}");
+            panic!("iperf3 reported no sums: {out}");
         };
         Iperf {
-            bytes: got,
+            sent,
+            received,
             seconds,
             gbit_per_s: bps / 1e9,
         }
