@@ -277,7 +277,7 @@ impl VrouterDataplane {
                 // kernel's offload header, without which a pod's TCP (partial checksums,
                 // 64 KB segments) does not survive the trip.
                 let port = KernelPort::open(iface, &self.pool, &KernelPortConfig::default())
-                    .map_err(|e| rejected(format!("interface {iface:?}: {e}")))?;
+                    .map_err(|e| rejected(e.to_string()))?;
                 let monitor = port.monitor();
                 let (rx, tx) = port.split();
                 let Some(l) = self.lcores.get(usize::from(lcore)) else {

@@ -146,3 +146,52 @@ fn kernel_pods_with_default_offloads_ping_and_move_100_mb_of_tcp_each_way_throug
     assert!(status.success(), "vrouterd exit {status}");
     eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+#[test]
+fn frames_beyond_the_vif_mtu_are_dropped_and_counted_and_a_missing_interface_is_refused() {
+    use control_api::api::{MacAddr, VifRequest, VifType};
+    let node = Netns::new("kpmtu");
+    // The pod's veth takes 9000 bytes (both ends, or the veth itself drops the big frames);
+    // its vif has the API's default MTU, 1500.
+    let pod1 = KernelPod::attached_to(Some(&node), "m", 1, 9000);
+    node.ip(&["link", "set", &pod1.host_side, "mtu", "9000"]);
+    let pod2 = KernelPod::attached_to(Some(&node), "n", 2, 1500);
+    let vr = Vrouterd::start_netns(
+        Some(&node),
+        &vrouterd_bin(),
+        &["--idle-sleep-us", "20"],
+        &[],
+    );
+    route_in_vrf1(&vr, &[("pod1", &pod1), ("pod2", &pod2)]);
+    let out = pod1.ping(&pod2.ip.to_string(), 2);
+    assert!(out.contains("2 received"), "{out}");
+
+    // 2028-byte IP packets, not GSO, not to be fragmented: longer than the vif allows.
+    let status = pod1
+        .ns
+        .command("ping")
+        .args(["-c", "3", "-i", "0.2", "-W", "1", "-s", "2000", "-M", "do"])
+        .arg(pod2.ip.to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("ping");
+    assert!(!status.success(), "no reply to frames beyond the MTU");
+    let drops = vr
+        .api(|c| async move { c.dropstats().await })
+        .expect("dropstats");
+    assert_eq!(drops.reasons.get("mtu"), Some(&3), "{drops:?}");
+    let c = vr.vif("pod1").status.counters;
+    assert!(c.drops >= 3, "counted as the vif's drops: {c:?}");
+
+    let mut req = VifRequest::new("ghost", VifType::AfPacket, 1, MacAddr([2, 0, 0, 0, 9, 9]));
+    req.iface = Some("vkghost0".into());
+    let err = vr
+        .api(|c| async move { c.vif_add(&req).await })
+        .expect_err("no such interface");
+    let text = err.to_string();
+    assert!(
+        text.contains("vkghost0"),
+        "the error names the interface: {text}"
+    );
+    assert!(vr.stop().success());
+}
