@@ -280,7 +280,9 @@ impl KernelPort {
             ));
         }
         if cfg.blocks == 0 || cfg.block_size.checked_mul(cfg.blocks).is_none() {
-            return Err(bad("the ring needs 1 to 4 GiB / block size blocks"));
+            return Err(bad(
+                "the ring needs at least one block and must fit in 4 GiB",
+            ));
         }
         if (cfg.block_size as usize) < BLK_HDR_LEN + TPACKET3_HDRLEN + 16 + VNET_HDR_LEN + 1518 {
             return Err(bad("the block size cannot hold a full-size frame"));

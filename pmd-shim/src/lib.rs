@@ -5,6 +5,10 @@
 //! EAL cleanup runs only after the last of them. An [`Mbuf`] is owned (freed on drop, never twice);
 //! [`MbufBurst`] is a fixed array of them that bursts fill and drain without allocating. A port's
 //! queues are handed out as [`RxQueue`]/[`TxQueue`] handles: owning one is the right to poll it.
+//!
+//! Beside the DPDK ports, [`KernelPort`] drives a kernel interface itself (an AF_PACKET socket
+//! with its mmap ring, the other `unsafe` of the port drivers), keeping the kernel's per-packet
+//! offload metadata that DPDK's `net_af_packet` drops.
 
 pub mod burst;
 pub mod cycles;

@@ -430,3 +430,43 @@ fn a_header_the_kernel_refuses_is_counted_and_the_rest_still_goes() {
     let t = port.tx_burst([(&good, VnetHdr::NONE)]);
     assert_eq!(t.sent, 0, "{t:?}");
 }
+
+#[test]
+fn a_vlan_tag_the_kernel_took_off_is_put_back() {
+    let eal = common::eal();
+    let pool = Mempool::new(&eal, "kport", 1023, 0, 2176).expect("mempool");
+    let pod = KernelPod::new("vl", 5, 1500);
+    let mut port =
+        KernelPort::open(&pod.host_side, &pool, &KernelPortConfig::default()).expect("port");
+    // A tagged UDP datagram, sent raw: the receiving side takes the tag off into the packet's
+    // metadata before any packet socket sees it.
+    let mut udp = vec![0u8; 8 + 64];
+    udp[0..2].copy_from_slice(&4000u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&9u16.to_be_bytes());
+    let udp_len = udp.len() as u16;
+    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    let mut frame = ipv4_frame(&pod, 17, &udp);
+    let c = !fold(sum16(&frame[34..], pseudo(&frame, 14, 17, udp.len())));
+    frame[40..42].copy_from_slice(&c.to_be_bytes());
+    assert!(l4_checksum_ok(&frame));
+    // Priority 5, VLAN 100.
+    frame.splice(12..12, [0x81, 0x00, 0xa0, 0x64]);
+    pod.ns.send_raw("eth0", &frame);
+
+    let mut burst = MbufBurst::new();
+    let mut hdrs = [VnetHdr::NONE; BURST_MAX];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while got.is_empty() && Instant::now() < deadline {
+        port.rx_burst(&mut burst, &mut hdrs);
+        got.extend(
+            burst
+                .iter()
+                .map(|m| m.to_vec())
+                .filter(|f| f[..6] == frame[..6]),
+        );
+        burst.free_all();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(got, vec![frame], "the frame as sent, tag in place");
+}
