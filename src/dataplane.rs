@@ -19,7 +19,10 @@ use control_api::{
     Change, Dataplane, DataplaneError, DataplaneErrorKind, VifKind as ApiVifKind, VifSpec,
 };
 use crossbeam::channel::{bounded, Sender};
-use pmd_shim::{Eal, EthPort, Mempool, PortConfig, RingLevel, RingProducer};
+use pmd_shim::{
+    Eal, EthPort, KernelPort, KernelPortConfig, KernelPortMonitor, Mempool, PortConfig, RingLevel,
+    RingProducer,
+};
 use tracing::{info, info_span, warn};
 use vrouter::flow::{self, Policies};
 use vrouter::stats::MAX_VIFS;
@@ -48,6 +51,11 @@ enum VifIo {
     Eth {
         port: EthPort,
         per_lcore: bool,
+    },
+    /// A kernel interface (af-packet vif), polled and written by its lcore; the monitor reads
+    /// its link and the kernel's drop count.
+    Kernel {
+        monitor: KernelPortMonitor,
     },
 }
 
@@ -92,6 +100,8 @@ pub struct VrouterDataplane {
     vhost_loops: Arc<AtomicU64>,
     /// Health's memory of the cores' loop counters (taken alone, by health only).
     progress: Mutex<ProgressWatch>,
+    /// Frames the kernel dropped for kernel vifs since removed (their sockets are gone).
+    kernel_drops_retired: AtomicU64,
 }
 
 fn rejected(msg: impl Into<String>) -> DataplaneError {
@@ -147,6 +157,7 @@ impl VrouterDataplane {
             policies,
             vhost_loops,
             progress: Mutex::new(ProgressWatch::default()),
+            kernel_drops_retired: AtomicU64::new(0),
         }
     }
 
@@ -270,27 +281,37 @@ impl VrouterDataplane {
                     None,
                 )
             }
-            ApiVifKind::AfPacket { iface } | ApiVifKind::Tap { iface } => {
-                let driver = if matches!(spec.kind, ApiVifKind::Tap { .. }) {
-                    "net_tap"
-                } else {
-                    "net_af_packet"
+            ApiVifKind::AfPacket { iface } => {
+                // Our own AF_PACKET port rather than DPDK's net_af_packet: it keeps the
+                // kernel's offload header, without which a pod's TCP (partial checksums,
+                // 64 KB segments) does not survive the trip.
+                let port = KernelPort::open(iface, &self.pool, &KernelPortConfig::default())
+                    .map_err(|e| rejected(e.to_string()))?;
+                let monitor = port.monitor();
+                let (rx, tx) = port.split();
+                let Some(l) = self.lcores.get(usize::from(lcore)) else {
+                    return Err(rejected("no forwarding lcore to poll the interface"));
                 };
+                // Dropped with the command (closing the socket) if the lcore is gone.
+                let _ = l.commands.send(LcoreCmd::AttachKernel {
+                    vif: index,
+                    mtu,
+                    rx,
+                    tx,
+                });
+                (VifIo::Kernel { monitor }, VifKind::Pod, Some(lcore))
+            }
+            ApiVifKind::Tap { iface } => {
                 // Named after the vif index, so it can never collide with another vif's
-                // device (or a --fabric vdev such as net_af_packet0).
-                let devargs = format!("{driver}_vif{index},iface={iface}");
+                // device (or a --fabric vdev).
+                let devargs = format!("net_tap_vif{index},iface={iface}");
                 let port = self.open_port(&devargs, 1, mtu)?;
-                let kind = if driver == "net_tap" {
-                    VifKind::Host
-                } else {
-                    VifKind::Pod
-                };
                 (
                     VifIo::Eth {
                         port,
                         per_lcore: false,
                     },
-                    kind,
+                    VifKind::Host,
                     Some(lcore),
                 )
             }
@@ -468,6 +489,21 @@ impl VrouterDataplane {
                 }
                 drop(port);
             }
+            VifIo::Kernel { monitor } => {
+                for l in &self.lcores {
+                    let (reply, answer) = bounded(1);
+                    if l.commands
+                        .send(LcoreCmd::DetachVif { vif: index, reply })
+                        .is_ok()
+                        && answer.recv_timeout(REPLY_TIMEOUT).is_err()
+                    {
+                        warn!(vif = %name, lcore = l.lcore, "lcore did not release the interface");
+                    }
+                }
+                // The socket closes with the monitor, after this last read of its drops.
+                self.kernel_drops_retired
+                    .fetch_add(monitor.stats().rx_ring_full, Ordering::Relaxed);
+            }
         }
     }
 
@@ -506,6 +542,23 @@ impl VrouterDataplane {
             }
             ApiNexthop::Ecmp { members } => Nexthop::ecmp(members).map_err(table_err)?,
         })
+    }
+
+    /// Frames the kernel dropped because a kernel vif's ring was full: per lcore id for the
+    /// vifs there are, and the total of those removed since.
+    fn kernel_ring_drops(&self) -> (HashMap<u32, u64>, u64) {
+        let mut per_lcore = HashMap::new();
+        let reg = self.registry();
+        for rt in reg.vifs.values() {
+            if let VifIo::Kernel { monitor } = &rt.io {
+                let lcore = rt
+                    .lcore
+                    .and_then(|l| self.lcores.get(usize::from(l)))
+                    .map_or(u32::MAX, |h| h.lcore);
+                *per_lcore.entry(lcore).or_insert(0) += monitor.stats().rx_ring_full;
+            }
+        }
+        (per_lcore, self.kernel_drops_retired.load(Ordering::Relaxed))
     }
 
     fn vif_counters(&self, index: u16) -> VifCounters {
@@ -746,6 +799,23 @@ impl Dataplane for VrouterDataplane {
                     counters,
                 }
             }
+            Some(VifIo::Kernel { monitor }) => {
+                let mut counters = counters;
+                // Frames the kernel could not put in the ring are this vif's drops too.
+                counters.drops += monitor.stats().rx_ring_full;
+                VifStatus {
+                    state: if monitor.link_up() {
+                        VifState::Up
+                    } else {
+                        VifState::Down
+                    },
+                    features: None,
+                    queues_enabled: 1,
+                    lcore: rt.and_then(|r| r.lcore).and_then(lcore_id),
+                    broken: None,
+                    counters,
+                }
+            }
             None => VifStatus {
                 state: VifState::Down,
                 features: None,
@@ -758,6 +828,7 @@ impl Dataplane for VrouterDataplane {
     }
 
     fn stats(&self) -> Result<Stats, DataplaneError> {
+        let (kernel_drops, retired) = self.kernel_ring_drops();
         let mut total = Stats {
             rx_packets: 0,
             rx_bytes: 0,
@@ -794,6 +865,7 @@ impl Dataplane for VrouterDataplane {
                     .iter()
                     .map(|r| r.load(Ordering::Relaxed))
                     .sum::<u64>();
+            s.drops += kernel_drops.get(&l.lcore).copied().unwrap_or(0);
             total.rx_packets += s.rx_packets;
             total.rx_bytes += s.rx_bytes;
             total.tx_packets += s.tx_packets;
@@ -801,6 +873,7 @@ impl Dataplane for VrouterDataplane {
             total.drops += s.drops;
             total.lcores.push(s);
         }
+        total.drops += retired;
         Ok(total)
     }
 
@@ -824,6 +897,10 @@ impl Dataplane for VrouterDataplane {
             .sum();
         d.reasons.insert("tx_queue_full".to_owned(), refused);
         d.total += refused;
+        let (kernel, retired) = self.kernel_ring_drops();
+        let ring_full = kernel.values().sum::<u64>() + retired;
+        d.reasons.insert("kernel_ring_full".to_owned(), ring_full);
+        d.total += ring_full;
         Ok(d)
     }
 

@@ -1,5 +1,5 @@
 //! A forwarding lcore: owns its RX sources (a fabric RSS queue, the virtqueues of the vifs
-//! assigned to it, single-queue kernel ports) and the TX side of the same vifs, and runs
+//! assigned to it, kernel interfaces) and the TX side of the same vifs, and runs
 //! rx → pipeline → per-destination TX until told to stop.
 //!
 //! Nothing here locks, allocates or blocks while forwarding. Packets for a vif another lcore
@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender};
 use pmd_shim::{
-    MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, StopFlag, TxQueue, BURST_MAX,
+    KernelRx, KernelTx, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, StopFlag, TxQueue,
+    VnetHdr, BURST_MAX,
 };
 use vhost_user::SplitQueue;
 use vrouter::flow::{FlowStage, FlowTable};
@@ -24,7 +25,7 @@ use vrouter::stats::MAX_VIFS;
 use vrouter::{CoreStats, DropReason};
 
 use crate::offload;
-use crate::packet::Pkt;
+use crate::packet::{self, Pkt};
 use crate::vhost_core::LcoreEvent;
 
 /// `owner` value of a vif no lcore transmits for.
@@ -37,6 +38,14 @@ pub enum LcoreCmd {
         vif: u16,
         rx: Option<RxQueue>,
         tx: Option<TxQueue>,
+    },
+    /// Poll kernel interface `rx` as vif `vif` (frames up to `mtu`, GSO packets excepted) and
+    /// transmit for the vif on `tx`.
+    AttachKernel {
+        vif: u16,
+        mtu: u16,
+        rx: KernelRx,
+        tx: KernelTx,
     },
     /// A ready virtqueue of vhost-user vif `vif`: odd index = guest TX (we dequeue), even =
     /// guest RX (we enqueue).
@@ -102,12 +111,14 @@ impl LoopCounters {
 enum RxSource {
     Eth { vif: u16, queue: RxQueue },
     Virtq { vif: u16, queue: SplitQueue },
+    Kernel { vif: u16, mtu: u16, port: KernelRx },
 }
 
 #[allow(clippy::large_enum_variant)]
 enum TxSink {
     Eth(TxQueue),
     Virtq(SplitQueue),
+    Kernel(KernelTx),
 }
 
 impl TxSink {
@@ -116,6 +127,7 @@ impl TxSink {
         match self {
             TxSink::Virtq(q) => offload::virtio_caps(q.features()),
             TxSink::Eth(q) => offload::eth_caps(q.offloads()),
+            TxSink::Kernel(_) => offload::KERNEL_CAPS,
         }
     }
 }
@@ -189,6 +201,7 @@ impl Lcore {
         };
         let mut batches: TxBatches<Pkt> = TxBatches::new(BURST_MAX);
         let mut burst = MbufBurst::new();
+        let mut hdrs = [VnetHdr::NONE; BURST_MAX];
         let mut spare: Vec<Pkt> = Vec::with_capacity(BURST_MAX);
         let mut staging = MbufBurst::new();
         let mut finished: Vec<Pkt> = Vec::with_capacity(FINISHED_ROOM);
@@ -239,6 +252,38 @@ impl Lcore {
                         work += n;
                         pipeline.flow_hook().begin(*vif, now_ms);
                         pipeline.process(*vif, spare.drain(..n), &mut batches);
+                    }
+                    RxSource::Kernel { vif, mtu, port } => {
+                        let (vif, mtu) = (*vif, *mtu);
+                        let r = port.rx_burst(&mut burst, &mut hdrs);
+                        let rx_drop = |reason: DropReason, n: u32| {
+                            for _ in 0..n {
+                                stats.count_drop(reason);
+                            }
+                            stats.vif(vif).drops.add(u64::from(n));
+                        };
+                        rx_drop(DropReason::Truncated, r.truncated);
+                        rx_drop(DropReason::Malformed, r.malformed);
+                        rx_drop(DropReason::NoMbuf, r.no_mbuf);
+                        if r.received == 0 {
+                            continue;
+                        }
+                        work += r.received;
+                        // The header becomes the packet's offload state, or the packet a drop.
+                        let pkts = burst.drain().zip(&hdrs).filter_map(|(mut m, h)| {
+                            match packet::kernel_rx_offload(*h, m.pkt_len() as usize, mtu) {
+                                Ok(o) => {
+                                    m.set_offload(o.word());
+                                    Some(Pkt(m))
+                                }
+                                Err(reason) => {
+                                    rx_drop(reason, 1);
+                                    None
+                                }
+                            }
+                        });
+                        pipeline.flow_hook().begin(vif, now_ms);
+                        pipeline.process(vif, pkts, &mut batches);
                     }
                 }
                 let mut tx = Tx {
@@ -357,10 +402,10 @@ impl State {
                 self.transmit(tx, vif, &mut out);
             }
             if offload::finish(p, caps, tx.pool, &mut out).is_err() {
+                // Counted once, under its reason and as the vif's drop (not as refused by
+                // the queue, which never saw it).
                 tx.stats.count_drop(DropReason::Offload);
-                if let Some(c) = tx.counters.tx_refused.get(usize::from(vif)) {
-                    LoopCounters::add(c, 1);
-                }
+                tx.stats.vif(vif).drops.add(1);
             }
         }
         self.transmit(tx, vif, &mut out);
@@ -377,12 +422,17 @@ impl State {
             ref mut staging,
             ..
         } = *tx;
-        let total = q.len();
+        let mut total = q.len();
         let sent = match self.tx.get_mut(usize::from(vif)).and_then(Option::as_mut) {
             Some(TxSink::Virtq(queue)) => {
                 let n = queue.enqueue_burst(&q[..]);
                 q.clear();
                 n
+            }
+            Some(TxSink::Kernel(port)) => {
+                let r = port.tx_burst(q.iter().map(|p| (&p.0, packet::kernel_tx_hdr(p))));
+                q.clear();
+                r.sent
             }
             Some(TxSink::Eth(queue)) => {
                 let mut sent = 0;
@@ -395,6 +445,8 @@ impl State {
                                 || !queue.tx_prepare(&mut p.0))
                         {
                             tx.stats.count_drop(DropReason::Offload);
+                            tx.stats.vif(vif).drops.add(1);
+                            total -= 1;
                             continue;
                         }
                         // Never full here: the loop below drains it at BURST_MAX.
@@ -499,6 +551,12 @@ impl State {
                     *slot = Some(TxSink::Eth(queue));
                 }
             }
+            LcoreCmd::AttachKernel { vif, mtu, rx, tx } => {
+                self.rx.push(RxSource::Kernel { vif, mtu, port: rx });
+                if let Some(slot) = self.tx.get_mut(usize::from(vif)) {
+                    *slot = Some(TxSink::Kernel(tx));
+                }
+            }
             LcoreCmd::AttachVirtqueue { vif, queue } => {
                 if queue.index() % 2 == 1 {
                     self.rx.push(RxSource::Virtq { vif, queue });
@@ -518,7 +576,8 @@ impl State {
                 for src in self.rx.drain(..) {
                     match src {
                         RxSource::Virtq { vif: v, queue } if v == vif => queues.push(queue),
-                        RxSource::Eth { vif: v, .. } if v == vif => {}
+                        RxSource::Eth { vif: v, .. } | RxSource::Kernel { vif: v, .. }
+                            if v == vif => {}
                         other => kept.push(other),
                     }
                 }
@@ -550,7 +609,7 @@ impl State {
             )?;
             match self.rx.remove(pos) {
                 RxSource::Virtq { queue, .. } => Some(queue),
-                RxSource::Eth { .. } => None,
+                RxSource::Eth { .. } | RxSource::Kernel { .. } => None,
             }
         } else {
             let slot = self.tx.get_mut(usize::from(vif))?;

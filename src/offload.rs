@@ -28,6 +28,15 @@ pub fn virtio_caps(features: u64) -> TxCaps {
     }
 }
 
+/// What a kernel interface written with its virtio-net header takes: everything the header can
+/// describe. Not tunnelled packets: the header has no way to say where an inner packet starts,
+/// so the kernel would take a tunnel's GSO packet for a plain one (they never go to a kernel
+/// pod's vif anyway).
+pub const KERNEL_CAPS: TxCaps = TxCaps {
+    tunnel: false,
+    ..TxCaps::ALL
+};
+
 /// How many packets `p` becomes for a port with `caps`: 1, or its segment count.
 pub fn count_after(p: &Pkt, caps: TxCaps) -> usize {
     let o = p.offload();

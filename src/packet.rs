@@ -2,10 +2,10 @@
 //! vhost-user fast path (`vhost_user::PacketBuffer`), and the translation between a virtio-net
 //! header and the forwarding plane's offload state, which rides in the mbuf.
 
-use pmd_shim::Mbuf;
+use pmd_shim::{Mbuf, VnetHdr};
 use vhost_user::net_hdr::{self, NetHdr};
 use vrouter::offload::{Csum, Gso, GsoKind, Offload};
-use vrouter::{BufError, PacketBuf};
+use vrouter::{BufError, DropReason, PacketBuf};
 
 /// One packet in one mbuf, or for large packets (jumbo frames, GSO) a chain of them: every
 /// header is in the first segment, which is what the pipeline reads; later segments hold
@@ -228,9 +228,137 @@ pub fn net_hdr_of(o: Offload, head: &[u8]) -> NetHdr {
     h
 }
 
+/// The longest frame a kernel interface may hand over as one GSO packet: a 64 KB IPv6 payload
+/// behind its header, a VLAN tag and Ethernet (IPv4's 64 KB total length is shorter). Longer
+/// ones (BIG TCP) have lengths their IP headers cannot state.
+pub const KERNEL_GSO_FRAME_MAX: usize = 14 + 4 + 40 + 65_535;
+
+/// Ethernet header and a VLAN tag: what a frame may carry beyond its vif's MTU.
+const L2_OVERHEAD: usize = 18;
+
+/// The offload state of a `frame_len`-byte frame a kernel interface handed over with header
+/// `h`. The header is checked as a guest's is (the forwarding plane relies on it: a checksum
+/// field outside the frame, a GSO packet without a partial checksum are refused), and the frame
+/// against its vif's `mtu` (GSO packets excepted, up to [`KERNEL_GSO_FRAME_MAX`]); a refusal
+/// names the drop reason to count.
+pub fn kernel_rx_offload(h: VnetHdr, frame_len: usize, mtu: u16) -> Result<Offload, DropReason> {
+    let raw = NetHdr {
+        flags: h.flags,
+        gso_type: h.gso_type,
+        hdr_len: h.hdr_len,
+        gso_size: h.gso_size,
+        csum_start: h.csum_start,
+        csum_offset: h.csum_offset,
+    };
+    let checked = raw
+        .parse_tx(net_hdr::OFFLOAD_FEATURES, frame_len)
+        .map_err(|_| DropReason::Offload)?;
+    let limit = if checked.gso_type == net_hdr::gso::NONE {
+        usize::from(mtu) + L2_OVERHEAD
+    } else {
+        KERNEL_GSO_FRAME_MAX
+    };
+    if frame_len > limit {
+        return Err(DropReason::Mtu);
+    }
+    // Unlike a guest's, the kernel's DATA_VALID means something: it checked the checksum.
+    if checked.is_none() && raw.flags & net_hdr::FLAG_DATA_VALID != 0 {
+        return Ok(Offload::new(Csum::Verified, None));
+    }
+    Ok(offload_of(checked))
+}
+
+/// The header that tells a kernel interface what is left to finish of `p`.
+pub fn kernel_tx_hdr(p: &Pkt) -> VnetHdr {
+    let o = Offload::from_word(p.0.offload());
+    if o.is_none() {
+        return VnetHdr::NONE;
+    }
+    let h = net_hdr_of(o, p.0.data());
+    VnetHdr {
+        flags: h.flags,
+        gso_type: h.gso_type,
+        hdr_len: h.hdr_len,
+        gso_size: h.gso_size,
+        csum_start: h.csum_start,
+        csum_offset: h.csum_offset,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kernel_header_is_checked_before_it_becomes_offload_state() {
+        let tso = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            gso_type: VnetHdr::GSO_TCPV4,
+            hdr_len: 1514, // the kernel's linear length, not the headers': not relied on
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let o = kernel_rx_offload(tso, 65_000, 1500).expect("a TSO frame from a pod");
+        assert_eq!(
+            o.gso(),
+            Some(Gso {
+                kind: GsoKind::Tcp4,
+                size: 1448,
+                ecn: false
+            })
+        );
+        assert_eq!(
+            o.csum(),
+            Csum::Partial {
+                start: 34,
+                offset: 16
+            }
+        );
+        assert_eq!(
+            kernel_rx_offload(tso, KERNEL_GSO_FRAME_MAX + 1, 1500),
+            Err(DropReason::Mtu),
+            "beyond what IP lengths can say"
+        );
+        let partial = VnetHdr {
+            flags: VnetHdr::NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..VnetHdr::NONE
+        };
+        assert!(kernel_rx_offload(partial, 60, 1500).is_ok());
+        assert_eq!(
+            kernel_rx_offload(partial, 41, 1500),
+            Err(DropReason::Offload),
+            "checksum field past the end"
+        );
+        assert_eq!(
+            kernel_rx_offload(VnetHdr::NONE, 1518, 1500),
+            Ok(Offload::NONE)
+        );
+        assert_eq!(
+            kernel_rx_offload(VnetHdr::NONE, 1519, 1500),
+            Err(DropReason::Mtu),
+            "no GSO: the vif's MTU holds"
+        );
+        assert_eq!(
+            kernel_rx_offload(VnetHdr { gso_size: 0, ..tso }, 65_000, 1500),
+            Err(DropReason::Offload)
+        );
+        assert_eq!(
+            kernel_rx_offload(VnetHdr { gso_type: 3, ..tso }, 65_000, 1500),
+            Err(DropReason::Offload),
+            "UFO is not a type we take"
+        );
+        let valid = VnetHdr {
+            flags: VnetHdr::DATA_VALID,
+            ..VnetHdr::NONE
+        };
+        assert_eq!(
+            kernel_rx_offload(valid, 100, 1500).map(Offload::csum),
+            Ok(Csum::Verified)
+        );
+    }
 
     #[test]
     fn a_header_and_the_offload_state_translate_both_ways() {

@@ -217,7 +217,7 @@ fn vrouterd_killed_under_traffic_restores_its_state_and_traffic_resumes_without_
     let t0 = Instant::now();
     // The node's own namespace keeps its AF_PACKET fanout groups apart from other tests'.
     let node = Netns::new("stnode");
-    let k = KernelPod::attached_with_default_offloads(Some(&node), "s", 3, 1500);
+    let k = KernelPod::attached_to(Some(&node), "s", 3, 1500);
     let dir = tempfile::Builder::new()
         .prefix("vrouterd-state")
         .tempdir()

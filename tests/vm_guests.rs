@@ -115,7 +115,7 @@ fn vm_and_kernel_pod_with_default_offloads(mode: VhostUserMode) {
     let start = Instant::now();
     // The node's own namespace keeps its AF_PACKET fanout groups apart from other tests'.
     let node = Netns::new("vmnode");
-    let pod = KernelPod::attached_with_default_offloads(Some(&node), "p", 1, 1500);
+    let pod = KernelPod::attached_to(Some(&node), "p", 1, 1500);
     let vr = start_vrouterd(Some(&node));
     // Nexthop 1 to the pod, 2 = receive (for each gateway), 3 to the VM.
     route_in_vrf1(&vr, &[("pod1", &pod)]);

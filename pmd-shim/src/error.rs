@@ -90,6 +90,12 @@ pub enum Error {
     Lcore { lcore: u32, why: String },
     #[error("mbuf: {0}")]
     Mbuf(&'static str),
+    #[error("kernel port on {iface:?}: {op}: {source}")]
+    KernelPort {
+        iface: String,
+        op: &'static str,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -5,11 +5,16 @@
 //! EAL cleanup runs only after the last of them. An [`Mbuf`] is owned (freed on drop, never twice);
 //! [`MbufBurst`] is a fixed array of them that bursts fill and drain without allocating. A port's
 //! queues are handed out as [`RxQueue`]/[`TxQueue`] handles: owning one is the right to poll it.
+//!
+//! Beside the DPDK ports, [`KernelPort`] drives a kernel interface itself (an AF_PACKET socket
+//! with its mmap ring, the other `unsafe` of the port drivers), keeping the kernel's per-packet
+//! offload metadata that DPDK's `net_af_packet` drops.
 
 pub mod burst;
 pub mod cycles;
 pub mod eal;
 pub mod error;
+pub mod kernel_port;
 pub mod lcore;
 pub mod mbuf;
 pub mod memory;
@@ -21,6 +26,9 @@ mod sys;
 pub use burst::{MbufBurst, BURST_MAX};
 pub use eal::Eal;
 pub use error::{DpdkErrno, Error, Result};
+pub use kernel_port::{
+    KernelPort, KernelPortConfig, KernelPortMonitor, KernelPortStats, KernelRx, KernelTx, VnetHdr,
+};
 pub use lcore::{LcoreHandle, StopFlag};
 pub use mbuf::{tx_flags, Mbuf, TxOffloadRequest};
 pub use mempool::{Mempool, MempoolUsage};

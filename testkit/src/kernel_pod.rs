@@ -1,8 +1,13 @@
 //! Kernel pods: a network namespace with `eth0` on a veth whose other end stays in the host
-//! namespace (where vrouterd attaches it as an af-packet vif), and a TCP transfer checked by
-//! SHA-256 at both ends.
+//! namespace (where vrouterd attaches it as an af-packet vif), TCP transfers checked by SHA-256
+//! at both ends, and iperf3 runs between pods.
+//!
+//! The veth keeps the kernel's default offloads, as container runtimes leave them: the pod's TCP
+//! hands its veth 64 KB segments with partial checksums, and whatever attaches to the other end
+//! must carry that state (or finish it) rather than take the frames as complete.
 
 use std::io::BufRead;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Stdio;
 
 use crate::netns::{host, HostVeth, Netns};
@@ -14,58 +19,59 @@ pub struct KernelPod {
     /// The veth end in the host namespace (the af-packet vif's `iface`).
     pub host_side: String,
     pub mac: [u8; 6],
-    pub ip: std::net::Ipv4Addr,
+    pub ip: Ipv4Addr,
+    pub ip6: Ipv6Addr,
+}
+
+/// What one iperf3 run measured: bytes the client sent, and what the receiver counted (its
+/// count stops when the client says the test is over, so it can fall a little short).
+#[derive(Debug, Clone, Copy)]
+pub struct Iperf {
+    pub sent: u64,
+    pub received: u64,
+    pub seconds: f64,
+    /// At the receiver.
+    pub gbit_per_s: f64,
 }
 
 impl KernelPod {
-    /// A pod with `eth0` = `198.18.<n>.2/24`, MAC `02:00:00:00:<n>:02`, default route via
-    /// `198.18.<n>.1`, the given MTU, and checksum / segmentation offloads off on both veth ends
-    /// (an af-packet vif sees frames exactly as the kernel hands them over). `tag` makes the
-    /// interface names unique within the process.
+    /// A pod with `eth0` = `198.18.<n>.2/24` and `2001:db8:18:<n>::2/64`, MAC
+    /// `02:00:00:00:<n>:02`, default routes via `198.18.<n>.1` and `2001:db8:18:<n>::1`, the given
+    /// MTU, and the kernel's default offloads on both veth ends. `tag` makes the interface names
+    /// unique within the process.
     pub fn new(tag: &str, n: u8, mtu: u32) -> KernelPod {
         Self::attached_to(None, tag, n, mtu)
+    }
+
+    /// The pod's IPv4 gateway (`198.18.<n>.1`).
+    pub fn gateway(&self) -> Ipv4Addr {
+        let [a, b, c, _] = self.ip.octets();
+        Ipv4Addr::new(a, b, c, 1)
+    }
+
+    /// The pod's IPv6 gateway (`2001:db8:18:<n>::1`).
+    pub fn gateway6(&self) -> Ipv6Addr {
+        let mut s = self.ip6.segments();
+        s[7] = 1;
+        Ipv6Addr::from(s)
     }
 
     /// As [`KernelPod::new`], with the vif side of the veth in `node`'s namespace (where that
     /// node's vrouterd runs) instead of the host's.
     pub fn attached_to(node: Option<&Netns>, tag: &str, n: u8, mtu: u32) -> KernelPod {
-        Self::build(node, tag, n, mtu, true)
-    }
-
-    /// As [`KernelPod::attached_to`], but both veth ends keep the kernel's default offloads
-    /// (checksum and segmentation offload on), as a CNI plugin leaves a pod's veth.
-    pub fn attached_with_default_offloads(
-        node: Option<&Netns>,
-        tag: &str,
-        n: u8,
-        mtu: u32,
-    ) -> KernelPod {
-        Self::build(node, tag, n, mtu, false)
-    }
-
-    fn build(node: Option<&Netns>, tag: &str, n: u8, mtu: u32, offloads_off: bool) -> KernelPod {
         let ns = Netns::new(&format!("kp{tag}"));
         let id = std::process::id() % 100_000;
         let host_side = format!("vk{id}{tag}");
         let peer = format!("vkp{id}{tag}");
         let veth = HostVeth::new(&host_side, &peer);
         host(&["ip", "link", "set", &peer, "netns", ns.name()]);
-        let in_node = |args: &[&str]| match node {
-            Some(n) => {
-                let mut full = vec!["ip", "netns", "exec", n.name()];
-                full.extend_from_slice(args);
-                host(&full);
-            }
-            None => {
-                host(args);
-            }
-        };
         if let Some(n) = node {
             host(&["ip", "link", "set", &host_side, "netns", n.name()]);
-            in_node(&["ip", "link", "set", &host_side, "up"]);
+            host(&["ip", "-n", n.name(), "link", "set", &host_side, "up"]);
         }
         let mac = [0x02, 0, 0, 0, n, 0x02];
-        let ip = std::net::Ipv4Addr::new(198, 18, n, 2);
+        let ip = Ipv4Addr::new(198, 18, n, 2);
+        let ip6 = Ipv6Addr::new(0x2001, 0xdb8, 0x18, u16::from(n), 0, 0, 0, 2);
         let mac_text = mac
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -81,23 +87,27 @@ impl KernelPod {
             "mtu",
             &mtu.to_string(),
         ]);
+        // HostVeth made both ends without IPv6; the pod speaks it.
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"]);
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        ns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
         ns.ip(&["link", "set", "eth0", "up"]);
         ns.ip(&["route", "add", "default", "via", &format!("198.18.{n}.1")]);
-        if offloads_off {
-            ns.exec(&[
-                "ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off",
-            ]);
-            in_node(&[
-                "ethtool", "-K", &host_side, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
-            ]);
-        }
+        ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("2001:db8:18:{n:x}::1"),
+        ]);
         KernelPod {
             ns,
             _veth: veth,
             host_side,
             mac,
             ip,
+            ip6,
         }
     }
 
@@ -115,19 +125,31 @@ impl KernelPod {
         ])
     }
 
-    /// Sends `bytes` of seeded pseudo-random data over TCP to `server` (which listens inside
-    /// its namespace) and returns (sent line, received line): each `"<bytes> <sha256>"`.
+    /// Sends `bytes` of seeded pseudo-random data over TCP to `server`'s IPv4 address (it
+    /// listens inside its namespace) and returns (sent line, received line): each
+    /// `"<bytes> <sha256>"`.
     pub fn tcp_transfer(&self, server: &KernelPod, bytes: u64) -> (String, String) {
+        self.tcp_transfer_to(server, IpAddr::V4(server.ip), bytes)
+    }
+
+    /// As [`KernelPod::tcp_transfer`], to `addr` (one of `server`'s addresses, IPv4 or IPv6).
+    pub fn tcp_transfer_to(
+        &self,
+        server: &KernelPod,
+        addr: IpAddr,
+        bytes: u64,
+    ) -> (String, String) {
         let srv = server.tcp_server();
         let sent = self
-            .tcp_send(server.ip, srv.port(), bytes)
+            .tcp_send(addr, srv.port(), bytes)
             .unwrap_or_else(|e| panic!("{e}"));
         let received = srv.finish().unwrap_or_else(|e| panic!("{e}"));
         (sent, received)
     }
 
-    /// Starts a TCP server in the pod that reads one connection to its end and reports
-    /// `"<bytes> <sha256>"` of what arrived; returns once it listens.
+    /// Starts a TCP server in the pod (on all its addresses, IPv4 and IPv6) that reads one
+    /// connection to its end and reports `"<bytes> <sha256>"` of what arrived; returns once it
+    /// listens.
     pub fn tcp_server(&self) -> TcpServer {
         let mut child = self
             .ns
@@ -148,10 +170,11 @@ impl KernelPod {
     /// `"<bytes> <sha256>"` of what was sent, or what went wrong.
     pub fn tcp_send(
         &self,
-        dst: std::net::Ipv4Addr,
+        dst: impl Into<IpAddr>,
         port: u16,
         bytes: u64,
     ) -> Result<String, String> {
+        let dst: IpAddr = dst.into();
         let start = std::time::Instant::now();
         let out = self
             .ns
@@ -179,6 +202,53 @@ impl KernelPod {
             ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Runs iperf3 from this pod to `server` at `addr` for `bytes` bytes and returns what it
+    /// measured (iperf3 checks no data: pair it with [`KernelPod::tcp_transfer_to`]).
+    pub fn iperf3(&self, server: &KernelPod, addr: IpAddr, bytes: u64) -> Iperf {
+        let mut srv = server
+            .ns
+            .command("iperf3")
+            .args(["-s", "-1", "-p", "5202", "--forceflush"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 server");
+        let mut reader = std::io::BufReader::new(srv.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        while !line.contains("Server listening") {
+            line.clear();
+            let n = reader.read_line(&mut line).expect("iperf3 server output");
+            assert!(n > 0, "iperf3 server exited before listening");
+        }
+        let out = self.ns.exec(&[
+            "iperf3",
+            "-c",
+            &addr.to_string(),
+            "-p",
+            "5202",
+            "-n",
+            &bytes.to_string(),
+            "-J",
+        ]);
+        let _ = srv.wait();
+        let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
+        let recv = &v["end"]["sum_received"];
+        let (Some(sent), Some(received), Some(seconds), Some(bps)) = (
+            v["end"]["sum_sent"]["bytes"].as_u64(),
+            recv["bytes"].as_u64(),
+            recv["seconds"].as_f64(),
+            recv["bits_per_second"].as_f64(),
+        ) else {
+            panic!("iperf3 reported no sums: {out}");
+        };
+        Iperf {
+            sent,
+            received,
+            seconds,
+            gbit_per_s: bps / 1e9,
+        }
     }
 }
 
@@ -224,8 +294,8 @@ impl Drop for TcpServer {
 const TCP_SCRIPT: &str = r#"
 import socket, sys, hashlib, random
 if sys.argv[1] == "server":
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", 5201)); s.listen(1); s.settimeout(120)
+    s = socket.create_server(("", 5201), family=socket.AF_INET6, dualstack_ipv6=True)
+    s.settimeout(120)
     print("listening", flush=True)
     c, _ = s.accept(); c.settimeout(60); h = hashlib.sha256(); n = 0
     while True:
@@ -243,8 +313,8 @@ else:
     print(n, h.hexdigest(), flush=True)
 "#;
 
-/// Attaches `pods` to `vr` as af-packet vifs in VRF 1 named as given, with a host route and an
-/// encap nexthop (ids 1, 2, …) to each and a receive route for each pod's gateway `.1`.
+/// Attaches `pods` to `vr` as af-packet vifs in VRF 1 named as given, with host routes (IPv4 and
+/// IPv6) and an encap nexthop (ids 1, 2, …) to each and receive routes for each pod's gateways.
 pub fn route_in_vrf1(vr: &crate::vrouterd::Vrouterd, pods: &[(&str, &KernelPod)]) {
     use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VifRequest, VifType};
     vr.api(|c| async move { c.vrf_add(1).await })
@@ -264,10 +334,11 @@ pub fn route_in_vrf1(vr: &crate::vrouterd::Vrouterd, pods: &[(&str, &KernelPod)]
         };
         vr.api(|c| async move { c.nexthop_set(id, &nh).await })
             .expect("nexthop");
-        let [a, b, c3, _] = pod.ip.octets();
         for (prefix, nexthop) in [
             (format!("{}/32", pod.ip), id),
-            (format!("{a}.{b}.{c3}.1/32"), receive),
+            (format!("{}/32", pod.gateway()), receive),
+            (format!("{}/128", pod.ip6), id),
+            (format!("{}/128", pod.gateway6()), receive),
         ] {
             let route = Route {
                 prefix: prefix.parse::<IpPrefix>().expect("prefix"),

@@ -50,7 +50,8 @@ drop_reasons! {
     TtlExceeded = "ttl_exceeded",
     /// TTL exceeded and an ICMP time-exceeded went back (counted so it shows in dropstats).
     TtlExceededIcmpSent = "ttl_exceeded_icmp_sent",
-    /// Too big for the egress MTU with DF set (or IPv6); no ICMP error could be sent back.
+    /// Too big for the egress MTU with DF set (or IPv6); no ICMP error could be sent back. Or a
+    /// frame from a kernel interface longer than its vif's MTU allows.
     Mtu = "mtu",
     /// Too big with DF: an ICMP fragmentation-needed / packet-too-big went back.
     MtuIcmpSent = "mtu_icmp_sent",
@@ -77,8 +78,11 @@ drop_reasons! {
     /// A tunnel nexthop whose outgoing vif is not on the fabric, or a loop back to the ingress.
     InvalidTunnel = "invalid_tunnel",
     /// A packet's checksum or segmentation offload could not be finished for its egress: its
-    /// headers did not match what its ingress claimed, or no buffer was left for a segment.
+    /// headers did not match what its ingress claimed, or no buffer was left for a segment. Or
+    /// the offload header a kernel interface gave a frame did not add up.
     Offload = "offload",
+    /// A frame arrived but the packet pool had no buffer left to receive it into.
+    NoMbuf = "no_mbuf",
 }
 
 /// A counter with exactly one writer (its core). `add` is a relaxed load and store: on x86 two
