@@ -8,6 +8,8 @@
 //! - [`tables`]: VRFs, LPM, bridge, nexthops, MPLS labels, VNIs; updated in place while
 //!   forwarding runs.
 //! - [`pipeline`]: ingress → lookup → flow hook → nexthop → rewrite → TX batches.
+//! - [`qsbr`]: grace periods after which storage the forwarding cores may still be reading
+//!   (freed trie groups) is reused; each core announces quiescent states between bursts.
 //! - [`stats`]: per-core drop and per-vif counters.
 //!
 //! # Wiring it into a process
@@ -44,6 +46,7 @@ pub mod error;
 pub mod flow;
 pub mod meta;
 pub mod pipeline;
+pub mod qsbr;
 pub mod stats;
 pub mod tables;
 pub mod wire;
