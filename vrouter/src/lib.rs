@@ -30,7 +30,9 @@
 //! tables.set_nexthop(1, Nexthop::Encap { vif: 1, dmac: mac }).unwrap();
 //! tables.add_route(5, "198.18.1.10".parse().unwrap(), 32, RouteTarget { nexthop: 1, label: None }).unwrap();
 //!
-//! // Each forwarding core: its own pipeline and TX batches.
+//! // Each forwarding core: its own pipeline and TX batches, and a reader of the tables'
+//! // reclamation domain that announces a quiescent state once per loop.
+//! let grace = tables.grace().register();
 //! let mut pipe = Pipeline::new(tables.clone(), stats.new_core(), NoFlow);
 //! let mut out = TxBatches::<VecBuf>::new(32);
 //! let rx: Vec<VecBuf> = Vec::new(); // an rx burst from vif 1
@@ -38,6 +40,7 @@
 //! out.flush(|vif, pkts| { /* tx_burst(vif, pkts): take what was sent out of `pkts` */ let _ = (vif, pkts); });
 //! out.host.clear(); // → the host interface
 //! out.dropped.clear(); // → free (already counted)
+//! grace.quiescent(); // nothing of the tables held past this point
 //! assert_eq!(stats.snapshot().total_drops(), 0);
 //! ```
 
