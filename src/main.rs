@@ -183,6 +183,7 @@ fn run(opts: &cli::Options) -> Result<()> {
                 Arc::clone(&stats),
                 policies.stage(Arc::clone(&tables)),
             ),
+            grace: Arc::clone(tables.grace()),
             flows: Arc::clone(&flow_table),
             counters: Arc::clone(&counters),
             events: event_tx.clone(),
