@@ -90,8 +90,23 @@ fn rejected(msg: impl Into<String>) -> DataplaneError {
     DataplaneError::new(DataplaneErrorKind::Rejected, msg)
 }
 
+/// A table's refusal: a full table is 507 `table-full`, its message naming the table, its limit
+/// and what raises it; anything else is a rejection.
 fn table_err(e: vrouter::Error) -> DataplaneError {
-    rejected(e.to_string())
+    use vrouter::Error as E;
+    let hint = match &e {
+        E::RouteTableFull { family, .. } => format!(
+            "remove routes, or start vrouterd with a larger --route-groups-{}",
+            if *family == "IPv4" { "v4" } else { "v6" }
+        ),
+        E::BridgeTableFull { .. } => {
+            "remove bridge entries, or start vrouterd with a larger --bridge-entries".to_owned()
+        }
+        E::TableFull { .. } => "remove entries first".to_owned(),
+        E::NexthopOutOfRange { .. } => "use a lower nexthop id".to_owned(),
+        _ => return rejected(e.to_string()),
+    };
+    DataplaneError::new(DataplaneErrorKind::TableFull, format!("{e}; {hint}"))
 }
 
 /// What the dataplane is made of, handed over at start-up.
@@ -178,9 +193,10 @@ impl VrouterDataplane {
             .filter(|&i| usize::from(i) < MAX_VIFS)
             .ok_or_else(|| {
                 DataplaneError::new(
-                    DataplaneErrorKind::Exhausted,
+                    DataplaneErrorKind::TableFull,
                     format!(
-                        "vif index {} is beyond the {MAX_VIFS} vifs the forwarding plane holds",
+                        "vif table is full (limit {MAX_VIFS} vifs): index {} does not fit; \
+                         remove vifs first",
                         spec.index
                     ),
                 )

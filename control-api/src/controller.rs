@@ -15,7 +15,7 @@ use crate::api::{
     MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo, VifRequest, VifType, VrfInfo,
     VxlanEntry,
 };
-use crate::dataplane::{Change, Dataplane, VifKind, VifSpec};
+use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, VifKind, VifSpec};
 use crate::error::Error;
 use crate::model::{
     Model, VifEntry, MPLS_LABEL_MAX, MPLS_LABEL_MIN, NEXTHOP_ID_MAX, VNI_MAX, VRF_MAX,
@@ -103,7 +103,10 @@ impl Controller {
     fn apply(&self, change: &Change) -> Result<(), Error> {
         self.dataplane.apply(change).map_err(|e| {
             tracing::warn!(op = change.op(), error = %e, "dataplane refused change; nothing changed");
-            Error::Dataplane(e)
+            match e.kind {
+                DataplaneErrorKind::TableFull => Error::TableFull(e.message),
+                _ => Error::Dataplane(e),
+            }
         })
     }
 

@@ -678,6 +678,33 @@ async fn a_dataplane_error_rolls_everything_back() {
         s.client().nexthop(3).await.unwrap().used_by,
         Vec::<String>::new()
     );
+    // A full table: 507 table-full, the dataplane's message as it is (no prefix), and the
+    // client reports status, code and message.
+    let full = "IPv4 route table of VRF 1 is full (limit 8 trie groups); remove routes";
+    s.dp.fail_next(DataplaneErrorKind::TableFull, full);
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/vrfs/1/routes",
+        Some(json!({"prefix":"198.18.0.0/15","nexthop":3})),
+    )
+    .await;
+    assert_eq!(
+        (st, &v),
+        (507, &json!({"error":"table-full","message":full}))
+    );
+    assert!(s.client().routes(1).await.unwrap().is_empty());
+    s.dp.fail_next(DataplaneErrorKind::TableFull, full);
+    let route: control_api::api::Route =
+        serde_json::from_value(json!({"prefix":"198.18.0.0/15","nexthop":3})).unwrap();
+    match s.client().route_set(1, &route).await {
+        Err(control_api::Error::Api {
+            status: 507,
+            code,
+            message,
+        }) => assert_eq!((code.as_str(), message.as_str()), ("table-full", full)),
+        other => panic!("{other:?}"),
+    }
     s.dp.fail_next(DataplaneErrorKind::Internal, "boom");
     refused(
         call(&s, Method::DELETE, "/nexthops/3", None).await,

@@ -17,7 +17,7 @@ pub enum Error {
     VifOutOfRange(u32),
     #[error("vif {0} does not exist")]
     NoSuchVif(u16),
-    #[error("nexthop id {id} is out of range: the nexthop table is full (limit {capacity} ids, 0..{capacity})")]
+    #[error("nexthop table is full (limit {capacity} ids, 0..{capacity}): id {id} does not fit")]
     NexthopOutOfRange { id: u32, capacity: u32 },
     #[error("nexthop {0} does not exist")]
     NoSuchNexthop(u32),
