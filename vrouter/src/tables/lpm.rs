@@ -39,6 +39,10 @@ const MAX_DEPTH: usize = (128 - ROOT_BITS as usize) / GROUP_BITS as usize;
 /// How long an insert that finds the pool exhausted waits for retired groups to come back
 /// (readers that nap are offline; busy ones announce every few microseconds).
 const FULL_WAIT: Duration = Duration::from_secs(1);
+/// Retired groups (512 KiB) beyond which a removal waits for the older half's grace period
+/// (bounded by `FULL_WAIT`), so a reader that is slow for a while (descheduled) costs a writer
+/// some latency rather than the table fresh storage.
+const RETIRED_HIGH: usize = 256;
 
 const EXT: u64 = 1 << 63;
 const VALID: u64 = 1 << 62;
@@ -284,6 +288,12 @@ impl Lpm {
         let painted = self.paint(&mut w, prefix, len, fallback, Mode::Delete, &mut path);
         self.collapse(&mut w, &path);
         self.reclaim(&mut w);
+        if w.retired.len() > RETIRED_HIGH {
+            if let Some(&(t, _)) = w.retired.get(RETIRED_HIGH / 2) {
+                self.grace.wait(t, FULL_WAIT);
+                self.reclaim(&mut w);
+            }
+        }
         painted
     }
 
@@ -797,6 +807,37 @@ mod tests {
         lpm.remove(0x0a010203, 32).unwrap();
         assert_eq!(lpm.stats().groups_retired, 0);
         assert_eq!(lpm.stats().groups_allocated, 4);
+    }
+
+    #[test]
+    fn a_slow_reader_holds_up_removals_not_storage() {
+        use std::sync::atomic::AtomicBool;
+        let lpm = Lpm::new(32, 1 << 14);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let (lpm, stop) = (&lpm, &stop);
+            s.spawn(move || {
+                let r = lpm.grace().register();
+                tx.send(()).unwrap();
+                // Announces once a millisecond: a thousand times slower than an lcore.
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    r.quiescent();
+                }
+            });
+            rx.recv().unwrap();
+            for i in 0..3000u32 {
+                let a = u128::from(i.wrapping_mul(2_654_435_761));
+                lpm.insert(a, 32, 1).unwrap();
+                lpm.remove(a, 32).unwrap();
+                let st = lpm.stats();
+                assert!(st.groups_retired <= RETIRED_HIGH + 2, "{st:?}");
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let st = lpm.stats();
+        assert!(st.groups_allocated <= RETIRED_HIGH + 4, "{st:?}");
     }
 
     #[test]
