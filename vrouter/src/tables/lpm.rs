@@ -986,10 +986,12 @@ mod tests {
         let lpm = Arc::new(Lpm::new(32, 1024));
         lpm.insert(0xc6120000, 15, 1).unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready) = std::sync::mpsc::channel();
         let r = {
             let (lpm, stop) = (lpm.clone(), stop.clone());
             std::thread::spawn(move || {
                 let reader = lpm.grace().register();
+                ready_tx.send(()).unwrap();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let v = lpm.lookup(0xc6120105);
@@ -1000,6 +1002,8 @@ mod tests {
                 n
             })
         };
+        // Optimised, the churn below could otherwise be over before the reader starts.
+        ready.recv().unwrap();
         for _ in 0..2000 {
             lpm.insert(0xc6120100, 24, 2).unwrap();
             lpm.insert(0xc6120104, 30, 3).unwrap();
