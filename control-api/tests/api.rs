@@ -1082,6 +1082,31 @@ fn openapi_document_lists_exactly_the_served_routes() {
     );
 }
 
+#[test]
+fn openapi_document_gives_507_table_full_where_a_table_can_fill() {
+    let doc: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap(),
+    )
+    .unwrap();
+    for (path, method) in [
+        ("/vrfs/{vrf}/routes", "put"),
+        ("/vrfs/{vrf}/bridge", "put"),
+        ("/vxlan/{vni}", "put"),
+        ("/vifs", "post"),
+    ] {
+        let r = &doc["paths"][path][method]["responses"]["507"]["$ref"];
+        assert_eq!(
+            r.as_str(),
+            Some("#/components/responses/TableFull"),
+            "{method} {path}"
+        );
+    }
+    let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(codes.contains("table-full (507)"), "{codes}");
+}
+
 #[tokio::test]
 async fn shutdown_is_not_held_up_by_an_idle_client_and_removes_vif_sockets() {
     let mut s = TestServer::start_with(ServeOptions {
