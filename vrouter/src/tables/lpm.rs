@@ -10,7 +10,9 @@
 //! inherited from above (or none), that value is written into the group's parent entry, so
 //! readers arriving later no longer enter the group, and the group is retired to the table's
 //! [`Qsbr`] domain. Once every registered reader has passed a quiescent state it goes back to
-//! the free list, and is refilled before it is published again. Memory therefore follows the
+//! the free list, and is refilled before it is published again. Unlinked groups are retired
+//! and checked in batches (a grace check reads every reader's cache line), so a table holds a
+//! few dozen groups more than it uses. Memory therefore follows the
 //! routes present, not every route there ever was. Readers on other threads must be registered
 //! with [`Lpm::grace`] (the forwarding cores are); [`Lpm::lookup_locked`] is for the control side.
 //!
@@ -39,9 +41,13 @@ const MAX_DEPTH: usize = (128 - ROOT_BITS as usize) / GROUP_BITS as usize;
 /// How long an insert that finds the pool exhausted waits for retired groups to come back
 /// (readers that nap are offline; busy ones announce every few microseconds).
 const FULL_WAIT: Duration = Duration::from_secs(1);
+/// Unlinked groups an insert lets gather (using fresh storage meanwhile) before it retires them
+/// and checks which are reusable: one grace check per batch, not per update.
+const RECLAIM_BATCH: usize = 32;
 /// Retired groups (512 KiB) beyond which a removal waits for the older half's grace period
 /// (bounded by `FULL_WAIT`), so a reader that is slow for a while (descheduled) costs a writer
-/// some latency rather than the table fresh storage.
+/// some latency rather than the table fresh storage. A reader that does not move within the
+/// wait is stuck (health reports it): removals wait again only once twice as many piled up.
 const RETIRED_HIGH: usize = 256;
 
 const EXT: u64 = 1 << 63;
@@ -86,8 +92,13 @@ struct Writer {
     /// Groups handed out so far (`0..next_group`): used, retired or free.
     next_group: usize,
     free: Vec<u32>,
+    /// Groups unlinked since the last reclaim (no ticket yet: their grace period starts when
+    /// they get one).
+    unlinked: Vec<u32>,
     /// Unlinked groups, oldest first, with the ticket their grace period waits for.
     retired: VecDeque<(Ticket, u32)>,
+    /// Retired groups a removal lets pile up before it waits (0: `RETIRED_HIGH`).
+    patience: usize,
 }
 
 /// A group entered on the way down: the entry pointing at it, its index, and the key bits
@@ -246,9 +257,12 @@ impl Lpm {
     pub fn insert(&self, prefix: u128, len: u8, payload: u64) -> Result<(), LpmError> {
         self.check(prefix, len)?;
         let mut w = self.lock();
-        self.reclaim(&mut w);
         // Checked before anything is written, so a refused insert leaves no empty groups.
         let need = self.groups_needed(prefix, len);
+        if need > w.free.len() && (Self::backlog(&w) >= RECLAIM_BATCH || need > self.available(&w))
+        {
+            self.reclaim(&mut w);
+        }
         if need > self.available(&w) {
             self.wait_for_retired(&mut w, need);
             if need > self.available(&w) {
@@ -287,12 +301,20 @@ impl Lpm {
         let mut path = ArrayVec::new();
         let painted = self.paint(&mut w, prefix, len, fallback, Mode::Delete, &mut path);
         self.collapse(&mut w, &path);
-        self.reclaim(&mut w);
-        if w.retired.len() > RETIRED_HIGH {
-            if let Some(&(t, _)) = w.retired.get(RETIRED_HIGH / 2) {
-                self.grace.wait(t, FULL_WAIT);
-                self.reclaim(&mut w);
+        let patience = w.patience.max(RETIRED_HIGH);
+        if Self::backlog(&w) > patience {
+            self.reclaim(&mut w);
+            if w.retired.len() > patience {
+                if let Some(&(t, _)) = w.retired.get(w.retired.len() / 2) {
+                    self.grace.wait(t, FULL_WAIT);
+                    self.reclaim(&mut w);
+                }
+                if w.retired.len() > patience {
+                    w.patience = w.retired.len() * 2;
+                }
             }
+        } else if Self::backlog(&w) <= RETIRED_HIGH {
+            w.patience = 0;
         }
         painted
     }
@@ -330,7 +352,7 @@ impl Lpm {
         self.reclaim(&mut w);
         LpmStats {
             routes: w.rules.len(),
-            groups_in_use: w.next_group - w.free.len() - w.retired.len(),
+            groups_in_use: w.next_group - w.free.len() - Self::backlog(&w),
             groups_retired: w.retired.len(),
             groups_free: w.free.len(),
             groups_allocated: w.next_group,
@@ -343,8 +365,21 @@ impl Lpm {
         w.free.len() + (self.max_groups - w.next_group)
     }
 
-    /// Retired groups whose grace period is over go to the free list.
+    /// Unlinked groups not yet reusable.
+    fn backlog(w: &Writer) -> usize {
+        w.unlinked.len() + w.retired.len()
+    }
+
+    /// Groups unlinked since the last call get a ticket; retired groups whose grace period is
+    /// over go to the free list.
     fn reclaim(&self, w: &mut Writer) {
+        if !w.unlinked.is_empty() {
+            let t = self.grace.retire();
+            let Writer {
+                unlinked, retired, ..
+            } = w;
+            retired.extend(unlinked.drain(..).map(|g| (t, g)));
+        }
         if w.retired.is_empty() {
             return;
         }
@@ -530,10 +565,7 @@ impl Lpm {
             parent.store(first, Ordering::Release);
             unlinked.push(g);
         }
-        if !unlinked.is_empty() {
-            let t = self.grace.retire();
-            w.retired.extend(unlinked.into_iter().map(|g| (t, g)));
-        }
+        w.unlinked.extend(unlinked);
     }
 }
 
@@ -773,7 +805,9 @@ mod tests {
             assert_eq!(lpm.lookup_v4(a), None);
         }
         let s = lpm.stats();
-        assert_eq!((s.groups_in_use, s.groups_allocated), (0, 2), "{s:?}");
+        // Unlinked groups are retired in batches, fresh storage serving meanwhile.
+        assert_eq!(s.groups_in_use, 0, "{s:?}");
+        assert!(s.groups_allocated <= 2 + RECLAIM_BATCH + 2, "{s:?}");
         // A uniform group of routes longer than its parent entry stays: two /17s fill the
         // group below 10.1/16, and removing one must give back exactly its half.
         lpm.insert(0x0a010000, 17, 4).unwrap();
@@ -798,6 +832,11 @@ mod tests {
         lpm.insert(0x0a020304, 32, 2).unwrap();
         assert_eq!(lpm.stats().groups_allocated, 4);
         lpm.remove(0x0a020304, 32).unwrap();
+        reader.quiescent();
+        // The first two are reusable; the last two got their ticket (their grace period began)
+        // only now, after the reader's announcement.
+        let s = lpm.stats();
+        assert_eq!((s.groups_retired, s.groups_free), (2, 2), "{s:?}");
         reader.quiescent();
         let s = lpm.stats();
         assert_eq!((s.groups_retired, s.groups_free), (0, 4), "{s:?}");
@@ -838,6 +877,31 @@ mod tests {
         });
         let st = lpm.stats();
         assert!(st.groups_allocated <= RETIRED_HIGH + 4, "{st:?}");
+    }
+
+    #[test]
+    fn a_stuck_reader_stalls_removals_only_each_time_the_backlog_doubles() {
+        let lpm = Lpm::new(32, 1 << 12);
+        let reader = lpm.grace().register();
+        let t0 = Instant::now();
+        // 320 routes, each retiring two groups on removal: waits at 257 and at about 514.
+        for i in 0..320u32 {
+            let a = u128::from(i.wrapping_mul(2_654_435_761));
+            lpm.insert(a, 32, 1).unwrap();
+            lpm.remove(a, 32).unwrap();
+        }
+        let waited = t0.elapsed();
+        assert!(
+            waited >= 2 * FULL_WAIT && waited < 3 * FULL_WAIT,
+            "{waited:?}"
+        );
+        assert_eq!(lpm.stats().groups_retired, 640);
+        // Once it moves again, they are all recycled.
+        reader.quiescent();
+        let _ = lpm.stats();
+        reader.quiescent();
+        let s = lpm.stats();
+        assert_eq!((s.groups_retired, s.groups_free), (0, 640), "{s:?}");
     }
 
     #[test]
