@@ -12,9 +12,9 @@
 //! [`Qsbr`] domain. Once every registered reader has passed a quiescent state it goes back to
 //! the free list, and is refilled before it is published again. Unlinked groups are retired
 //! and checked in batches (a grace check reads every reader's cache line), so a table holds a
-//! few dozen groups more than it uses. Memory therefore follows the
-//! routes present, not every route there ever was. Readers on other threads must be registered
-//! with [`Lpm::grace`] (the forwarding cores are); [`Lpm::lookup_locked`] is for the control side.
+//! few dozen groups more than it uses. Memory therefore follows the routes present, not every
+//! route there ever was. Readers on other threads must be registered with [`Lpm::grace`] (the
+//! forwarding cores are); [`Lpm::lookup_locked`] is for the control side.
 //!
 //! The group pool is bounded at construction; an insert that would exceed it (after waiting a
 //! bounded time for retired groups) fails cleanly, changing nothing.
@@ -36,7 +36,7 @@ const ROOT_BITS: u8 = 16;
 const GROUP_BITS: u8 = 8;
 const GROUP_SIZE: usize = 1 << GROUP_BITS;
 const GROUPS_PER_CHUNK: usize = 64;
-/// Groups on one path below the root: 15 for a 128-bit key.
+/// Groups on one path below the root: 14 for a 128-bit key.
 const MAX_DEPTH: usize = (128 - ROOT_BITS as usize) / GROUP_BITS as usize;
 /// How long an insert that finds the pool exhausted waits for retired groups to come back
 /// (readers that nap are offline; busy ones announce every few microseconds).

@@ -118,6 +118,9 @@ fn may_fill(home: usize, hole: usize, at: usize, n: usize) -> bool {
 #[derive(Debug)]
 pub struct VniTable {
     slots: Box<[AtomicU64]>,
+    /// `slots.len() - 1`: the length is a power of two, so a slot index is a mask away (a
+    /// division per probe would cost the decap path more than the probe).
+    mask: usize,
     moves: Moves,
 }
 
@@ -128,26 +131,28 @@ impl Default for VniTable {
 }
 
 #[inline(always)]
-fn vni_home(vni: u32, n: usize) -> usize {
-    (vni.wrapping_mul(0x9E37_79B9) >> 16) as usize % n
+fn vni_home(vni: u32, mask: usize) -> usize {
+    (vni.wrapping_mul(0x9E37_79B9) >> 16) as usize & mask
 }
 
 impl VniTable {
-    /// A table of `n` slots (tests use small ones to make probe chains long).
+    /// A table of `n` slots rounded up to a power of two (tests use small ones to make probe
+    /// chains long).
     pub(crate) fn with_slots(n: usize) -> Self {
+        let n = n.max(1).next_power_of_two();
         VniTable {
-            slots: (0..n.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            mask: n - 1,
             moves: Moves::default(),
         }
     }
 
     #[inline(always)]
     pub fn get(&self, vni: u32) -> Option<u16> {
-        let n = self.slots.len();
         for _ in 0..MISS_TRIES {
             let before = self.moves.read_begin();
-            let mut i = vni_home(vni, n);
-            for _ in 0..n {
+            let mut i = vni_home(vni, self.mask);
+            for _ in 0..self.slots.len() {
                 let e = self.slots[i].load(Ordering::Relaxed);
                 if e & OCCUPIED == 0 {
                     break;
@@ -155,7 +160,7 @@ impl VniTable {
                 if (e & 0xff_ffff) as u32 == vni {
                     return Some(((e >> 24) & 0xfff) as u16);
                 }
-                i = (i + 1) % n;
+                i = (i + 1) & self.mask;
             }
             if self.moves.still(before) {
                 return None;
@@ -171,14 +176,13 @@ impl VniTable {
     }
     /// Writer side: the slot holding `vni`, or the free slot ending its probe chain.
     fn find_slot(&self, vni: u32) -> Option<usize> {
-        let n = self.slots.len();
-        let mut i = vni_home(vni, n);
-        for _ in 0..n {
+        let mut i = vni_home(vni, self.mask);
+        for _ in 0..self.slots.len() {
             let e = self.slots[i].load(Ordering::Relaxed);
             if e & OCCUPIED == 0 || (e & 0xff_ffff) as u32 == vni {
                 return Some(i);
             }
-            i = (i + 1) % n;
+            i = (i + 1) & self.mask;
         }
         None
     }
@@ -210,7 +214,7 @@ impl VniTable {
             if e & OCCUPIED == 0 {
                 break;
             }
-            if may_fill(vni_home((e & 0xff_ffff) as u32, n), hole, at, n) {
+            if may_fill(vni_home((e & 0xff_ffff) as u32, self.mask), hole, at, n) {
                 if !moved {
                     self.moves.write_begin();
                     moved = true;
@@ -419,6 +423,7 @@ mod tests {
         #[test]
         fn vni_table_matches_a_map_under_churn(slots in 1usize..40, o in ops(80)) {
             let t = VniTable::with_slots(slots);
+            let slots = t.capacity();
             let mut m: HashMap<u32, u16> = HashMap::new();
             for op in o {
                 match op {
