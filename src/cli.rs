@@ -87,6 +87,24 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = 524_288)]
     pub flow_entries: usize,
 
+    /// Route-table limit per VRF for IPv4, in 2 KiB trie groups: one below each /16 that
+    /// holds longer routes, one more below each /24 that holds longer ones. Freed groups are
+    /// reused; a route that needs more is refused with 507 table-full.
+    #[arg(long, value_name = "N", default_value_t = 131_072,
+          value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub route_groups_v4: u64,
+
+    /// The same for IPv6 (one group below each /16, /24, /32, ... holding longer routes).
+    #[arg(long, value_name = "N", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    pub route_groups_v6: u64,
+
+    /// Bridge (MAC) entries per VRF, preallocated with the VRF (48 bytes each); one more is
+    /// refused with 507 table-full.
+    #[arg(long, value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub bridge_entries: u64,
+
     /// Packet buffers in the mempool.
     #[arg(long, value_name = "N", default_value_t = 32767)]
     pub mbufs: u32,
@@ -163,6 +181,18 @@ impl Options {
             }
         }
         Ok(())
+    }
+
+    /// The table sizes the options ask for.
+    pub fn tables_config(&self) -> vrouter::tables::TablesConfig {
+        // In range: clap bounds each of these well below usize::MAX.
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        vrouter::tables::TablesConfig {
+            v4_groups: size(self.route_groups_v4),
+            v6_groups: size(self.route_groups_v6),
+            bridge_entries: size(self.bridge_entries),
+            ..vrouter::tables::TablesConfig::default()
+        }
     }
 
     /// The full EAL command line: program name, core list with the vhost lcore as main lcore,
@@ -262,6 +292,28 @@ mod tests {
         assert!(o.validate().is_err());
         let o = Options::parse_from(["vrouterd", "--run-for=-1"]);
         assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn table_limits_default_to_the_library_defaults_and_can_be_set() {
+        let d = vrouter::tables::TablesConfig::default();
+        let c = Options::parse_from(["vrouterd"]).tables_config();
+        assert_eq!(
+            (c.v4_groups, c.v6_groups, c.bridge_entries, c.nexthops),
+            (d.v4_groups, d.v6_groups, d.bridge_entries, d.nexthops)
+        );
+        let c = Options::parse_from([
+            "vrouterd",
+            "--route-groups-v4",
+            "8",
+            "--route-groups-v6",
+            "9",
+            "--bridge-entries",
+            "10",
+        ])
+        .tables_config();
+        assert_eq!((c.v4_groups, c.v6_groups, c.bridge_entries), (8, 9, 10));
+        assert!(Options::try_parse_from(["vrouterd", "--bridge-entries", "0"]).is_err());
     }
 
     #[test]

@@ -108,8 +108,23 @@ fn rejected(msg: impl Into<String>) -> DataplaneError {
     DataplaneError::new(DataplaneErrorKind::Rejected, msg)
 }
 
+/// A table's refusal: a full table is 507 `table-full`, its message naming the table, its limit
+/// and what raises it; anything else is a rejection.
 fn table_err(e: vrouter::Error) -> DataplaneError {
-    rejected(e.to_string())
+    use vrouter::Error as E;
+    let hint = match &e {
+        E::RouteTableFull { family, .. } => format!(
+            "remove routes, or start vrouterd with a larger --route-groups-{}",
+            if *family == "IPv4" { "v4" } else { "v6" }
+        ),
+        E::BridgeTableFull { .. } => {
+            "remove bridge entries, or start vrouterd with a larger --bridge-entries".to_owned()
+        }
+        E::TableFull { .. } => "remove entries first".to_owned(),
+        E::NexthopOutOfRange { .. } => "use a lower nexthop id".to_owned(),
+        _ => return rejected(e.to_string()),
+    };
+    DataplaneError::new(DataplaneErrorKind::TableFull, format!("{e}; {hint}"))
 }
 
 /// What the dataplane is made of, handed over at start-up.
@@ -198,9 +213,10 @@ impl VrouterDataplane {
             .filter(|&i| usize::from(i) < MAX_VIFS)
             .ok_or_else(|| {
                 DataplaneError::new(
-                    DataplaneErrorKind::Exhausted,
+                    DataplaneErrorKind::TableFull,
                     format!(
-                        "vif index {} is beyond the {MAX_VIFS} vifs the forwarding plane holds",
+                        "vif table is full (limit {MAX_VIFS} vifs): index {} does not fit; \
+                         remove vifs first",
                         spec.index
                     ),
                 )
@@ -1032,5 +1048,59 @@ impl Dataplane for VrouterDataplane {
             evicted: s.evicted,
             table_full_drops: s.table_full,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_tables_are_507_table_full_naming_table_limit_and_remedy() {
+        use vrouter::Error as E;
+        let full = |e: E| {
+            let d = table_err(e);
+            assert_eq!(d.kind, DataplaneErrorKind::TableFull, "{}", d.message);
+            assert_eq!((d.kind.status(), d.kind.code()), (507, "table-full"));
+            d.message
+        };
+        let m = full(E::RouteTableFull {
+            vrf: 3,
+            family: "IPv6",
+            limit: 16384,
+        });
+        assert!(
+            m.starts_with("IPv6 route table of VRF 3 is full (limit 16384 trie groups)")
+                && m.contains("--route-groups-v6"),
+            "{m}"
+        );
+        let m = full(E::BridgeTableFull {
+            vrf: 3,
+            capacity: 4096,
+        });
+        assert!(
+            m.starts_with("bridge table of VRF 3 is full (limit 4096 entries)")
+                && m.contains("--bridge-entries"),
+            "{m}"
+        );
+        let m = full(E::TableFull {
+            table: "vxlan",
+            capacity: 65536,
+        });
+        assert!(
+            m.starts_with("vxlan table is full (limit 65536 entries)"),
+            "{m}"
+        );
+        let m = full(E::NexthopOutOfRange {
+            id: 70000,
+            capacity: 65536,
+        });
+        assert!(
+            m.starts_with("nexthop table is full (limit 65536 ids"),
+            "{m}"
+        );
+        // Everything else stays a rejection.
+        let d = table_err(E::NoSuchVrf(9));
+        assert_eq!(d.kind, DataplaneErrorKind::Rejected);
     }
 }

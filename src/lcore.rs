@@ -2,7 +2,10 @@
 //! assigned to it, kernel interfaces) and the TX side of the same vifs, and runs
 //! rx → pipeline → per-destination TX until told to stop.
 //!
-//! Nothing here locks, allocates or blocks while forwarding. Packets for a vif another lcore
+//! Nothing here locks, allocates or blocks while forwarding. Between iterations the lcore holds
+//! nothing of the tables, and says so to their reclamation domain (a quiescent state), so
+//! storage that route removals freed can be reused; while it naps it is offline.
+//! Packets for a vif another lcore
 //! owns go through that lcore's multi-producer ring, tagged with the destination vif in the
 //! mbuf's port field. Control reaches the lcore as [`LcoreCmd`]s on a channel it drains every
 //! few iterations; replies tell the sender when the lcore has let go of something (a virtqueue
@@ -21,6 +24,7 @@ use vhost_user::SplitQueue;
 use vrouter::flow::{FlowStage, FlowTable};
 use vrouter::offload::{gso, TxCaps};
 use vrouter::pipeline::{Pipeline, TxBatches};
+use vrouter::qsbr::Qsbr;
 use vrouter::stats::MAX_VIFS;
 use vrouter::{CoreStats, DropReason};
 
@@ -152,6 +156,8 @@ const FINISHED_ROOM: usize = BURST_MAX + gso::MAX_SEGMENTS;
 pub struct Lcore {
     pub index: u8,
     pub pipeline: Pipeline<FlowStage>,
+    /// The tables' reclamation domain (`Tables::grace`); the lcore registers as a reader.
+    pub grace: Arc<Qsbr>,
     /// The shared flow table, aged a slice at a time from every lcore's loop.
     pub flows: Arc<FlowTable>,
     pub counters: Arc<LoopCounters>,
@@ -182,6 +188,7 @@ impl Lcore {
         let Lcore {
             index,
             mut pipeline,
+            grace,
             flows,
             counters,
             events,
@@ -211,7 +218,10 @@ impl Lcore {
         // answers the vhost core within one nap rather than sixteen.
         let mut napped = false;
         let tsc_per_ms = (pmd_shim::cycles::tsc_hz() / 1000).max(1);
+        // Registered here, on the lcore, and gone (offline) when the loop ends.
+        let reader = grace.register();
         loop {
+            reader.quiescent();
             if iteration & 15 == 0 || napped {
                 if stop.should_stop() {
                     break;
@@ -336,10 +346,15 @@ impl Lcore {
                 LoopCounters::add(&counters.busy_polls, 1);
                 LoopCounters::add(&counters.busy_cycles, spent);
             } else if let Some(nap) = idle_sleep {
+                // Offline while asleep: writers waiting for a grace period need not wait for
+                // the nap to end.
+                reader.offline();
                 std::thread::sleep(nap);
+                reader.online();
                 napped = true;
             }
         }
+        drop(reader);
         // Handles drop here, on the lcore, before anyone stops the ports.
         drop(st);
         drop(spare);

@@ -27,7 +27,7 @@ use pmd_shim::{mbuf_ring, Eal, Mempool, RingMode};
 use tracing::{info, warn};
 use vrouter::flow::{FlowConfig, FlowTable, Policies};
 use vrouter::pipeline::Pipeline;
-use vrouter::tables::{FabricConfig, Tables, TablesConfig};
+use vrouter::tables::{FabricConfig, Tables};
 use vrouter::MacAddr;
 
 use crate::dataplane::{DataplaneParts, LcoreHandleInfo, VrouterDataplane};
@@ -190,7 +190,7 @@ fn run(opts: &cli::Options) -> Result<()> {
     }
     let pool = Mempool::new(&eal, "vr_pkts", opts.mbufs, 256, 2048 + 128)
         .context("creating the packet mempool (more hugepages, or a smaller --mbufs)")?;
-    let tables = Arc::new(Tables::new(TablesConfig::default()));
+    let tables = Arc::new(Tables::new(opts.tables_config()));
     let flow_table = Arc::new(
         FlowTable::with_memory_advice(
             FlowConfig {
@@ -248,6 +248,7 @@ fn run(opts: &cli::Options) -> Result<()> {
                 Arc::clone(&stats),
                 policies.stage(Arc::clone(&tables)),
             ),
+            grace: Arc::clone(tables.grace()),
             flows: Arc::clone(&flow_table),
             counters: Arc::clone(&counters),
             events: event_tx.clone(),

@@ -11,12 +11,15 @@
 //! and removing routes in the forwarded VRF all the while, and its rate; beside it the same
 //! figures (fastest / median / on-CPU median) with the updater in another VRF of the same size
 //! (the control: a busy neighbour, nothing the forwarding reads) and with none, from the same
-//! rounds. Every run checks that each packet reached its vif.
+//! rounds. Every run checks that each packet reached its vif. The forwarding thread is a reader
+//! of the tables' grace domain and announces a quiescent state after each burst, as a vrouterd
+//! lcore does once per loop (so trie groups the updater frees are reused only after it).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 use vrouter::pipeline::{NoFlow, Pipeline, TxBatches};
+use vrouter::qsbr::Reader;
 use vrouter::tables::{
     FabricConfig, Nexthop, RouteTarget, Tables, TablesConfig, TunnelEncap, Vif, VifKind,
 };
@@ -248,14 +251,15 @@ impl Scenario {
 
     /// Make this the scenario the tables route to, check that it forwards where it should,
     /// and warm caches, TLBs and branch predictors on it for `bursts` bursts.
-    fn enter(&mut self, tables: &Tables, pipe: &mut Pipeline<NoFlow>, bursts: usize) {
+    fn enter(&mut self, tables: &Tables, core: &mut Core, bursts: usize) {
         tables
             .set_nexthop(NH_SCENARIO, self.nexthop)
             .expect("scenario nexthop");
         for (b, f) in self.bufs.iter_mut().zip(&self.frames) {
             b.reset_to(f);
         }
-        pipe.process(self.in_vif, self.bufs.drain(..), &mut self.out);
+        core.pipe
+            .process(self.in_vif, self.bufs.drain(..), &mut self.out);
         assert_eq!(
             self.out.tx(self.out_vif).len(),
             BURST,
@@ -265,15 +269,19 @@ impl Scenario {
         );
         let bufs = &mut self.bufs;
         self.out.flush(|_, q| bufs.append(q));
-        self.time(pipe, true, bursts);
+        self.time(core, true, bursts);
     }
 
     /// (ns, TSC cycles, on-CPU ns) for `bursts` bursts: buffers restored to the original
     /// frames, then (with `forward`) pushed through the pipeline. Checks that every packet
     /// forwarded went out of the scenario's vif.
-    fn time(&mut self, pipe: &mut Pipeline<NoFlow>, forward: bool, bursts: usize) -> [f64; 3] {
+    fn time(&mut self, core: &mut Core, forward: bool, bursts: usize) -> [f64; 3] {
         let (frames, bufs, out) = (&self.frames, &mut self.bufs, &mut self.out);
         let out_vif = self.out_vif;
+        if !forward {
+            // Not reading the tables: a writer alongside need not wait for this thread.
+            core.grace.offline();
+        }
         let mut delivered = 0usize;
         let t0 = Instant::now();
         let cpu0 = thread_cpu_ns();
@@ -284,16 +292,19 @@ impl Scenario {
                 b.reset_to(f);
             }
             if forward {
-                pipe.process(self.in_vif, bufs.drain(..), out);
+                core.pipe.process(self.in_vif, bufs.drain(..), out);
                 out.flush(|vif, q| {
                     delivered += usize::from(vif == out_vif) * q.len();
                     bufs.append(q)
                 });
                 bufs.append(&mut out.dropped);
+                // As an lcore does once per loop.
+                core.grace.quiescent();
             }
         }
         let c = pmd_shim::cycles::rdtsc() - c0;
         let cpu = thread_cpu_ns() - cpu0;
+        core.grace.online();
         if forward {
             assert_eq!(
                 delivered,
@@ -307,9 +318,9 @@ impl Scenario {
 
     /// One timed run, minus the cost of restoring the buffers (in vrouterd every burst is fresh
     /// mbufs), recorded in `runs`.
-    fn run(&mut self, pipe: &mut Pipeline<NoFlow>, bursts: usize) {
-        let all = self.time(pipe, true, bursts);
-        let base = self.time(pipe, false, bursts);
+    fn run(&mut self, core: &mut Core, bursts: usize) {
+        let all = self.time(core, true, bursts);
+        let base = self.time(core, false, bursts);
         let pkts = (bursts * BURST) as f64;
         let hz = pmd_shim::cycles::tsc_hz() as f64;
         self.runs.push(Run {
@@ -318,6 +329,12 @@ impl Scenario {
             cpu_cycles: (all[2] - base[2]) * hz / 1e9 / pkts,
         });
     }
+}
+
+/// What a forwarding core holds: its pipeline and its reader of the tables' grace domain.
+struct Core {
+    pipe: Pipeline<NoFlow>,
+    grace: Reader,
 }
 
 /// The minimum and the median of `v`.
@@ -355,7 +372,7 @@ impl Drop for StopOnDrop<'_> {
 /// updates, one of them on lines the forwarding core is reading.
 fn updates_while_forwarding(
     tables: &Arc<Tables>,
-    pipe: &mut Pipeline<NoFlow>,
+    core: &mut Core,
     l3: &mut Scenario,
     routes: u32,
     bursts: usize,
@@ -372,10 +389,10 @@ fn updates_while_forwarding(
             .add_route(CONTROL_VRF, p, 24, target)
             .expect("control route");
     }
-    l3.enter(tables, pipe, bursts / 20);
+    l3.enter(tables, core, bursts / 20);
     let stop = std::sync::atomic::AtomicBool::new(false);
     // One run with an updater in `vrf` alongside: (run, updates per second).
-    let run_alongside = |vrf: u32, l3: &mut Scenario, pipe: &mut Pipeline<NoFlow>| {
+    let run_alongside = |vrf: u32, l3: &mut Scenario, core: &mut Core| {
         stop.store(false, std::sync::atomic::Ordering::Relaxed);
         let (updates, secs) = std::thread::scope(|s| {
             let updater = s.spawn(|| {
@@ -401,7 +418,7 @@ fn updates_while_forwarding(
             // However the run ends: a failed check panics, and the scope would then wait for
             // an updater that never stops.
             let stopper = StopOnDrop(&stop);
-            l3.run(pipe, bursts);
+            l3.run(core, bursts);
             drop(stopper);
             updater.join().expect("updater")
         });
@@ -411,11 +428,11 @@ fn updates_while_forwarding(
     // (TSC cycles, on-CPU cycles, updates/s) per round, for: none, control VRF, this VRF.
     let mut figures: [Vec<(f64, f64, f64)>; 3] = Default::default();
     for _ in 0..rounds {
-        l3.run(pipe, bursts);
+        l3.run(core, bursts);
         let alone = l3.runs.pop().expect("the run just made");
         figures[0].push((alone.cycles, alone.cpu_cycles, 0.0));
         for (k, vrf) in [(1, CONTROL_VRF), (2, VRF)] {
-            let (r, rate) = run_alongside(vrf, l3, pipe);
+            let (r, rate) = run_alongside(vrf, l3, core);
             figures[k].push((r.cycles, r.cpu_cycles, rate));
         }
     }
@@ -516,7 +533,10 @@ fn main() {
             t0.elapsed().as_secs_f64()
         );
         let stats = StatsRegistry::default();
-        let mut pipe = Pipeline::new(tables.clone(), stats.new_core(), NoFlow);
+        let mut core = Core {
+            pipe: Pipeline::new(tables.clone(), stats.new_core(), NoFlow),
+            grace: tables.grace().register(),
+        };
         let pods = pod_frames(routes);
         let tunnel = |encap| Nexthop::Tunnel {
             encap,
@@ -575,7 +595,7 @@ fn main() {
         // over seconds, so runs of different scenarios in the same round are what compare
         // fairly (the encap figures are taken against the L3 run of the same round).
         for sc in scenarios.iter_mut() {
-            sc.enter(&tables, &mut pipe, bursts / 4);
+            sc.enter(&tables, &mut core, bursts / 4);
         }
         let repeats = std::env::var("VR_BENCH_REPEATS")
             .ok()
@@ -584,8 +604,8 @@ fn main() {
             .max(1);
         for _ in 0..repeats {
             for sc in scenarios.iter_mut() {
-                sc.enter(&tables, &mut pipe, bursts / 20);
-                sc.run(&mut pipe, bursts);
+                sc.enter(&tables, &mut core, bursts / 20);
+                sc.run(&mut core, bursts);
             }
         }
         let l3_runs: Option<Vec<Run>> = scenarios
@@ -628,7 +648,7 @@ fn main() {
             );
         }
         if let Some(sc) = scenarios.iter_mut().find(|s| s.name.starts_with("l3")) {
-            updates_while_forwarding(&tables, &mut pipe, sc, routes, bursts, repeats);
+            updates_while_forwarding(&tables, &mut core, sc, routes, bursts, repeats);
         }
         if only.is_empty() {
             stage_breakdown(&tables, l3, &pods, routes, bursts);

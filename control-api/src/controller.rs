@@ -15,7 +15,7 @@ use crate::api::{
     MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo, VifRequest, VifType, VrfInfo,
     VxlanEntry,
 };
-use crate::dataplane::{Change, Dataplane, VifKind, VifSpec};
+use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, VifKind, VifSpec};
 use crate::error::Error;
 use crate::journal::{Journal, Record};
 use crate::model::{
@@ -145,7 +145,10 @@ impl Controller {
     fn apply(&self, change: &Change) -> Result<(), Error> {
         self.dataplane.apply(change).map_err(|e| {
             tracing::warn!(op = change.op(), error = %e, "dataplane refused change; nothing changed");
-            Error::Dataplane(e)
+            match e.kind {
+                DataplaneErrorKind::TableFull => Error::TableFull(e.message),
+                _ => Error::Dataplane(e),
+            }
         })
     }
 

@@ -142,8 +142,11 @@ pub enum DataplaneErrorKind {
     /// The request is fine by the model but the dataplane cannot take it (e.g. a DPDK device
     /// string that does not probe): 400.
     Rejected,
-    /// Out of a dataplane resource (table full, no free lcore queue): 507.
+    /// Out of a dataplane resource other than table space (no free lcore queue): 507.
     Exhausted,
+    /// A forwarding table (routes, bridge, VNIs, nexthops, vifs) is at its limit; the message
+    /// names the table and the limit: 507, code `table-full`.
+    TableFull,
     /// Temporarily unable (vhost core busy, shutting down): 503.
     Unavailable,
     /// A bug or an unexpected failure: 500.
@@ -154,7 +157,7 @@ impl DataplaneErrorKind {
     pub fn status(&self) -> u16 {
         match self {
             DataplaneErrorKind::Rejected => 400,
-            DataplaneErrorKind::Exhausted => 507,
+            DataplaneErrorKind::Exhausted | DataplaneErrorKind::TableFull => 507,
             DataplaneErrorKind::Unavailable => 503,
             DataplaneErrorKind::Internal => 500,
         }
@@ -164,6 +167,7 @@ impl DataplaneErrorKind {
         match self {
             DataplaneErrorKind::Rejected => "dataplane-rejected",
             DataplaneErrorKind::Exhausted => "dataplane-exhausted",
+            DataplaneErrorKind::TableFull => "table-full",
             DataplaneErrorKind::Unavailable => "dataplane-unavailable",
             DataplaneErrorKind::Internal => "dataplane-internal",
         }

@@ -53,6 +53,10 @@ pub enum Error {
     },
     #[error("dataplane: {0}")]
     Dataplane(#[from] DataplaneError),
+    /// A forwarding table is at its limit (the dataplane's message names the table and the
+    /// limit, so it is the whole message).
+    #[error("{0}")]
+    TableFull(String),
     #[error("{action} {path}: {source}")]
     Filesystem {
         action: &'static str,
@@ -111,6 +115,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => 413,
             Error::Socket { rule, .. } => rule.status(),
             Error::Dataplane(e) => e.kind.status(),
+            Error::TableFull(_) => 507,
             Error::Filesystem { .. } | Error::StateCorrupt { .. } | Error::Internal(_) => 500,
             Error::Connect { .. } | Error::Http(_) | Error::Decode(_) => 502,
             Error::Api { status, .. } => *status,
@@ -132,6 +137,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::Socket { rule, .. } => rule.code(),
             Error::Dataplane(e) => e.kind.code(),
+            Error::TableFull(_) => "table-full",
             Error::Filesystem { .. } => "filesystem",
             Error::StateCorrupt { .. } => "state-corrupt",
             Error::PayloadTooLarge { .. } => "payload-too-large",

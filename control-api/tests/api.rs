@@ -679,6 +679,33 @@ async fn a_dataplane_error_rolls_everything_back() {
         s.client().nexthop(3).await.unwrap().used_by,
         Vec::<String>::new()
     );
+    // A full table: 507 table-full, the dataplane's message as it is (no prefix), and the
+    // client reports status, code and message.
+    let full = "IPv4 route table of VRF 1 is full (limit 8 trie groups); remove routes";
+    s.dp.fail_next(DataplaneErrorKind::TableFull, full);
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/vrfs/1/routes",
+        Some(json!({"prefix":"198.18.0.0/15","nexthop":3})),
+    )
+    .await;
+    assert_eq!(
+        (st, &v),
+        (507, &json!({"error":"table-full","message":full}))
+    );
+    assert!(s.client().routes(1).await.unwrap().is_empty());
+    s.dp.fail_next(DataplaneErrorKind::TableFull, full);
+    let route: control_api::api::Route =
+        serde_json::from_value(json!({"prefix":"198.18.0.0/15","nexthop":3})).unwrap();
+    match s.client().route_set(1, &route).await {
+        Err(control_api::Error::Api {
+            status: 507,
+            code,
+            message,
+        }) => assert_eq!((code.as_str(), message.as_str()), ("table-full", full)),
+        other => panic!("{other:?}"),
+    }
     s.dp.fail_next(DataplaneErrorKind::Internal, "boom");
     refused(
         call(&s, Method::DELETE, "/nexthops/3", None).await,
@@ -1054,6 +1081,31 @@ fn openapi_document_lists_exactly_the_served_routes() {
         extra.is_empty(),
         "in openapi.yaml but not served: {extra:?}"
     );
+}
+
+#[test]
+fn openapi_document_gives_507_table_full_where_a_table_can_fill() {
+    let doc: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap(),
+    )
+    .unwrap();
+    for (path, method) in [
+        ("/vrfs/{vrf}/routes", "put"),
+        ("/vrfs/{vrf}/bridge", "put"),
+        ("/vxlan/{vni}", "put"),
+        ("/vifs", "post"),
+    ] {
+        let r = &doc["paths"][path][method]["responses"]["507"]["$ref"];
+        assert_eq!(
+            r.as_str(),
+            Some("#/components/responses/TableFull"),
+            "{method} {path}"
+        );
+    }
+    let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(codes.contains("table-full (507)"), "{codes}");
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ pub enum Error {
     VifOutOfRange(u32),
     #[error("vif {0} does not exist")]
     NoSuchVif(u16),
-    #[error("nexthop id {id} is out of range (capacity {capacity})")]
+    #[error("nexthop table is full (limit {capacity} ids, 0..{capacity}): id {id} does not fit")]
     NexthopOutOfRange { id: u32, capacity: u32 },
     #[error("nexthop {0} does not exist")]
     NoSuchNexthop(u32),
@@ -33,13 +33,21 @@ pub enum Error {
     PrefixLen { addr: IpAddr, len: u8, max: u8 },
     #[error("prefix {addr}/{len} has host bits set")]
     PrefixHostBits { addr: IpAddr, len: u8 },
-    #[error("route table of VRF {vrf} is full ({groups} trie groups in use)")]
-    RouteTableFull { vrf: u16, groups: usize },
-    #[error("{table} table is full (capacity {capacity})")]
+    /// `limit` counts 8-bit trie groups (2 KiB each): one below every /16 (IPv4) holding
+    /// longer routes, one more below every /24 holding longer ones, and so on.
+    #[error("{family} route table of VRF {vrf} is full (limit {limit} trie groups)")]
+    RouteTableFull {
+        vrf: u16,
+        family: &'static str,
+        limit: usize,
+    },
+    #[error("{table} table is full (limit {capacity} entries)")]
     TableFull {
         table: &'static str,
         capacity: usize,
     },
+    #[error("bridge table of VRF {vrf} is full (limit {capacity} entries)")]
+    BridgeTableFull { vrf: u16, capacity: usize },
     #[error("no route {addr}/{len} in VRF {vrf}")]
     NoSuchRoute { vrf: u16, addr: IpAddr, len: u8 },
     #[error("no {table} entry {key}")]

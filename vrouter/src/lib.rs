@@ -8,6 +8,8 @@
 //! - [`tables`]: VRFs, LPM, bridge, nexthops, MPLS labels, VNIs; updated in place while
 //!   forwarding runs.
 //! - [`pipeline`]: ingress → lookup → flow hook → nexthop → rewrite → TX batches.
+//! - [`qsbr`]: grace periods after which storage the forwarding cores may still be reading
+//!   (freed trie groups) is reused; each core announces quiescent states between bursts.
 //! - [`stats`]: per-core drop and per-vif counters.
 //!
 //! # Wiring it into a process
@@ -28,7 +30,9 @@
 //! tables.set_nexthop(1, Nexthop::Encap { vif: 1, dmac: mac }).unwrap();
 //! tables.add_route(5, "198.18.1.10".parse().unwrap(), 32, RouteTarget { nexthop: 1, label: None }).unwrap();
 //!
-//! // Each forwarding core: its own pipeline and TX batches.
+//! // Each forwarding core: its own pipeline and TX batches, and a reader of the tables'
+//! // reclamation domain that announces a quiescent state once per loop.
+//! let grace = tables.grace().register();
 //! let mut pipe = Pipeline::new(tables.clone(), stats.new_core(), NoFlow);
 //! let mut out = TxBatches::<VecBuf>::new(32);
 //! let rx: Vec<VecBuf> = Vec::new(); // an rx burst from vif 1
@@ -36,6 +40,7 @@
 //! out.flush(|vif, pkts| { /* tx_burst(vif, pkts): take what was sent out of `pkts` */ let _ = (vif, pkts); });
 //! out.host.clear(); // → the host interface
 //! out.dropped.clear(); // → free (already counted)
+//! grace.quiescent(); // nothing of the tables held past this point
 //! assert_eq!(stats.snapshot().total_drops(), 0);
 //! ```
 
@@ -45,6 +50,7 @@ pub mod flow;
 pub mod meta;
 pub mod offload;
 pub mod pipeline;
+pub mod qsbr;
 pub mod stats;
 pub mod tables;
 pub mod wire;

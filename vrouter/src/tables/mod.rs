@@ -8,17 +8,24 @@
 //!   slot pointers (4096 VRFs, 1024 vifs), not any route.
 //!
 //! Writers are serialised by one mutex that only the control side takes.
+//!
+//! Storage a removal frees is reused: nexthops, labels and flows by their index; bridge and VNI
+//! slots at once (a removal moves the rest of the probe chain back, see [`small`]); trie groups
+//! after a grace period of the [`Tables::grace`] domain, which every forwarding core registers
+//! with and announces quiescent states to (see [`crate::qsbr`]). Memory follows what is
+//! configured, however long the churn.
 
 pub mod lpm;
 pub mod nexthop;
 pub mod seqcell;
 pub mod small;
 
+use crate::qsbr::Qsbr;
 use crate::stats::MAX_VIFS;
 use crate::wire::MacAddr;
 use crate::Error;
 use arc_swap::ArcSwap;
-use lpm::{Lpm, LpmError};
+use lpm::{Lpm, LpmError, LpmStats};
 pub use nexthop::{Nexthop, NexthopTable, TunnelEncap};
 use small::{BridgeTable, LabelTable, VniTable};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -144,7 +151,8 @@ impl Topology {
 
 /// Sizes fixed at start-up. Memory: the label table is 4 MiB and the VNI table 512 KiB, once;
 /// nexthops about 80 bytes each; per VRF, 512 KiB for each address family that has routes,
-/// plus 2 KiB per trie group in use (allocated 64 at a time), plus 48 bytes per bridge entry.
+/// plus 2 KiB per trie group (allocated 64 at a time, as many as were ever in use at once:
+/// freed groups are reused), plus 48 bytes per bridge entry.
 #[derive(Debug, Clone, Copy)]
 pub struct TablesConfig {
     /// Nexthop ids are `0..nexthops` (at most 65536: ECMP members are 16-bit).
@@ -189,6 +197,8 @@ impl<T> std::ops::Deref for OwnLines<T> {
 pub struct Tables {
     config: TablesConfig,
     topo: Arc<ArcSwap<Topology>>,
+    /// Where freed trie groups wait for the forwarding cores to move on.
+    grace: Arc<Qsbr>,
     pub nexthops: NexthopTable,
     pub labels: LabelTable,
     pub vnis: VniTable,
@@ -213,8 +223,9 @@ fn split(addr: IpAddr) -> (u128, u8) {
 impl Tables {
     /// Tables with the fabric VRF 0 present and no vifs.
     pub fn new(config: TablesConfig) -> Self {
+        let grace = Qsbr::new();
         let mut vrfs: Vec<Option<Arc<Vrf>>> = vec![None; MAX_VRFS];
-        vrfs[0] = Some(Arc::new(Self::make_vrf(&config, FABRIC_VRF)));
+        vrfs[0] = Some(Arc::new(Self::make_vrf(&config, &grace, FABRIC_VRF)));
         let topo = Topology {
             vrfs: vrfs.into_boxed_slice(),
             vifs: vec![None; MAX_VIFS].into_boxed_slice(),
@@ -223,6 +234,7 @@ impl Tables {
         Tables {
             config,
             topo: Arc::new(ArcSwap::from_pointee(topo)),
+            grace,
             nexthops: NexthopTable::new(config.nexthops.min(65536)),
             labels: LabelTable::default(),
             vnis: VniTable::default(),
@@ -230,17 +242,29 @@ impl Tables {
         }
     }
 
-    fn make_vrf(config: &TablesConfig, id: u16) -> Vrf {
+    fn make_vrf(config: &TablesConfig, grace: &Arc<Qsbr>, id: u16) -> Vrf {
         Vrf {
             id,
-            v4: Lpm::new(32, config.v4_groups),
-            v6: Lpm::new(128, config.v6_groups),
+            v4: Lpm::with_grace(32, config.v4_groups, Arc::clone(grace)),
+            v6: Lpm::with_grace(128, config.v6_groups, Arc::clone(grace)),
             bridge: BridgeTable::new(config.bridge_entries),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.writer.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The reclamation domain of every VRF's route tables. Each thread that looks routes up
+    /// while others change them (a forwarding core) registers a reader here and announces a
+    /// quiescent state between bursts; [`Tables::lookup_route`] needs none.
+    pub fn grace(&self) -> &Arc<Qsbr> {
+        &self.grace
+    }
+
+    /// The sizes the tables were made with.
+    pub fn config(&self) -> TablesConfig {
+        self.config
     }
 
     /// The published topology handle (a core wraps it in an `arc_swap::Cache`).
@@ -280,7 +304,7 @@ impl Tables {
         if self.topo.load().vrf(id).is_some() {
             return Ok(());
         }
-        let v = Arc::new(Self::make_vrf(&self.config, id));
+        let v = Arc::new(Self::make_vrf(&self.config, &self.grace, id));
         self.publish(|t| {
             t.vrfs[usize::from(id)] = Some(v);
             Ok(())
@@ -386,7 +410,11 @@ impl Tables {
                 max: if addr.is_ipv4() { 32 } else { 128 },
             },
             LpmError::HostBits => Error::PrefixHostBits { addr, len },
-            LpmError::Full { groups } => Error::RouteTableFull { vrf, groups },
+            LpmError::Full { limit } => Error::RouteTableFull {
+                vrf,
+                family: if addr.is_ipv4() { "IPv4" } else { "IPv6" },
+                limit,
+            },
             LpmError::NotFound => Error::NoSuchRoute { vrf, addr, len },
         }
     }
@@ -417,14 +445,21 @@ impl Tables {
         })
     }
 
-    /// Longest-prefix match, as forwarding would do it.
+    /// Longest-prefix match, as forwarding would do it, from any thread (under the route
+    /// table's writer lock: no group is recycled meanwhile).
     pub fn lookup_route(&self, vrf: u32, addr: IpAddr) -> Result<Option<RouteTarget>, Error> {
         self.with_vrf(vrf, |v| {
             Ok(match addr {
-                IpAddr::V4(a) => v.route_v4(u32::from(a)),
-                IpAddr::V6(a) => v.route_v6(u128::from(a)),
-            })
+                IpAddr::V4(a) => v.v4.lookup_locked(u128::from(u32::from(a))),
+                IpAddr::V6(a) => v.v6.lookup_locked(u128::from(a)),
+            }
+            .map(RouteTarget::from_payload))
         })
+    }
+
+    /// Trie group accounting of `vrf`'s IPv4 and IPv6 tables.
+    pub fn route_table_stats(&self, vrf: u32) -> Result<(LpmStats, LpmStats), Error> {
+        self.with_vrf(vrf, |v| Ok((v.v4.stats(), v.v6.stats())))
     }
 
     /// Every route of `vrf` as (prefix, length, target).
@@ -453,7 +488,13 @@ impl Tables {
         self.check_target(target)?;
         self.with_vrf(vrf, |v| {
             let _w = self.lock();
-            v.bridge.set(mac, target)
+            v.bridge.set(mac, target).map_err(|e| match e {
+                Error::TableFull { capacity, .. } => Error::BridgeTableFull {
+                    vrf: v.id,
+                    capacity,
+                },
+                other => other,
+            })
         })
     }
 

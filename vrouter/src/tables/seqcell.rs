@@ -77,23 +77,31 @@ mod tests {
     fn readers_never_see_a_torn_record() {
         let cell = Arc::new(SeqCell::<4>::default());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let reader = {
-            let (cell, stop) = (cell.clone(), stop.clone());
+            let (cell, stop, seen) = (cell.clone(), stop.clone(), seen.clone());
             std::thread::spawn(move || {
-                let mut seen = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     if let Some(w) = cell.read() {
                         assert!(w.iter().all(|&x| x == w[0]), "torn read {w:?}");
-                        seen += 1;
+                        seen.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                seen
             })
         };
-        for i in 0..200_000u64 {
+        // Optimised, 200 000 writes can be over before the reader runs: go on writing until it
+        // has read a good number of records meanwhile (or it plainly cannot).
+        let t0 = std::time::Instant::now();
+        let mut i = 0u64;
+        while i < 200_000
+            || seen.load(Ordering::Relaxed) < 10_000
+                && t0.elapsed() < std::time::Duration::from_secs(10)
+        {
             cell.write([i; 4]);
+            i += 1;
         }
         stop.store(true, Ordering::Relaxed);
-        assert!(reader.join().unwrap() > 0);
+        reader.join().unwrap();
+        assert!(seen.load(Ordering::Relaxed) > 0);
     }
 }

@@ -1,11 +1,13 @@
 //! The small exact-match tables: MPLS label → nexthop, VXLAN VNI → VRF, and the per-VRF bridge
-//! table MAC → (nexthop, label). Entries are updated in place, one at a time.
+//! table MAC → (nexthop, label). Entries are updated in place, one at a time; a removed entry's
+//! slot is free again at once (nothing here needs a grace period: a slot holds a whole entry,
+//! never a link to other storage).
 
 use super::seqcell::SeqCell;
-use super::RouteTarget;
+use super::{OwnLines, RouteTarget};
 use crate::wire::{mpls, MacAddr};
 use crate::Error;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// Incoming MPLS label → nexthop id. A direct array over the whole 20-bit label space (4 MiB):
 /// one load per lookup.
@@ -65,42 +67,104 @@ impl LabelTable {
 
 const VNI_SLOTS: usize = 1 << 16;
 const OCCUPIED: u64 = 1 << 63;
-const LIVE: u64 = 1 << 62;
+const MAC_MASK: u64 = 0xffff_ffff_ffff;
+/// Times a lookup that found nothing looks again because a removal moved entries meanwhile.
+const MISS_TRIES: usize = 16;
 
-/// VXLAN VNI → VRF: open addressing over single-word entries (`occupied | live | vrf << 24 |
-/// vni`), so a reader always sees a whole entry. A removed entry keeps its slot (not live) so
-/// probe chains stay intact; re-adding the VNI reuses it.
+/// The open-addressing tables below use linear probing without tombstones: a removal moves the
+/// entries after the removed one that may sit nearer their home slot back along their probe
+/// chain (backward-shift deletion), so a slot freed is free for any key at once and probe
+/// chains stay as short as the entries present make them, however long keys churn.
+///
+/// A lookup running beside such a move may find its key neither where it was nor where it goes.
+/// So a removal that moves anything makes this counter odd for the while, and a lookup that
+/// found nothing checks that the counter neither was odd nor moved meanwhile before it answers
+/// "absent" (a sequence lock on the miss path only: a lookup that finds its key is done).
+#[derive(Debug, Default)]
+struct Moves(OwnLines<AtomicU64>);
+
+impl Moves {
+    #[inline(always)]
+    fn read_begin(&self) -> u64 {
+        self.0 .0.load(Ordering::Acquire)
+    }
+    /// Whether nothing moved since `read_begin` returned `before`.
+    #[inline(always)]
+    fn still(&self, before: u64) -> bool {
+        fence(Ordering::Acquire);
+        before & 1 == 0 && self.0 .0.load(Ordering::Relaxed) == before
+    }
+    fn write_begin(&self) {
+        let v = self.0 .0.load(Ordering::Relaxed);
+        self.0 .0.store(v.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+    }
+    fn write_end(&self) {
+        let v = self.0 .0.load(Ordering::Relaxed);
+        self.0 .0.store(v.wrapping_add(1), Ordering::Release);
+    }
+}
+
+/// Whether the entry at `at`, whose home slot is `home`, may move back to `hole` (the hole lies
+/// on its probe chain from `home` to `at`) in a table of `n` slots.
+#[inline]
+fn may_fill(home: usize, hole: usize, at: usize, n: usize) -> bool {
+    let dist = |from: usize| (at + n - from) % n;
+    dist(home) >= dist(hole)
+}
+
+/// VXLAN VNI → VRF: linear probing (see [`Moves`]) over single-word entries (`occupied |
+/// vrf << 24 | vni`), so a reader always sees a whole entry.
 #[derive(Debug)]
 pub struct VniTable {
     slots: Box<[AtomicU64]>,
+    /// `slots.len() - 1`: the length is a power of two, so a slot index is a mask away (a
+    /// division per probe would cost the decap path more than the probe).
+    mask: usize,
+    moves: Moves,
 }
 
 impl Default for VniTable {
     fn default() -> Self {
-        VniTable {
-            slots: (0..VNI_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-        }
+        Self::with_slots(VNI_SLOTS)
     }
 }
 
 #[inline(always)]
-fn vni_home(vni: u32) -> usize {
-    (vni.wrapping_mul(0x9E37_79B9) >> 16) as usize % VNI_SLOTS
+fn vni_home(vni: u32, mask: usize) -> usize {
+    (vni.wrapping_mul(0x9E37_79B9) >> 16) as usize & mask
 }
 
 impl VniTable {
+    /// A table of `n` slots rounded up to a power of two (tests use small ones to make probe
+    /// chains long).
+    pub(crate) fn with_slots(n: usize) -> Self {
+        let n = n.max(1).next_power_of_two();
+        VniTable {
+            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            mask: n - 1,
+            moves: Moves::default(),
+        }
+    }
+
     #[inline(always)]
     pub fn get(&self, vni: u32) -> Option<u16> {
-        let mut i = vni_home(vni);
-        for _ in 0..VNI_SLOTS {
-            let e = self.slots[i].load(Ordering::Relaxed);
-            if e & OCCUPIED == 0 {
+        for _ in 0..MISS_TRIES {
+            let before = self.moves.read_begin();
+            let mut i = vni_home(vni, self.mask);
+            for _ in 0..self.slots.len() {
+                let e = self.slots[i].load(Ordering::Relaxed);
+                if e & OCCUPIED == 0 {
+                    break;
+                }
+                if (e & 0xff_ffff) as u32 == vni {
+                    return Some(((e >> 24) & 0xfff) as u16);
+                }
+                i = (i + 1) & self.mask;
+            }
+            if self.moves.still(before) {
                 return None;
             }
-            if (e & 0xff_ffff) as u32 == vni {
-                return (e & LIVE != 0).then_some(((e >> 24) & 0xfff) as u16);
-            }
-            i = (i + 1) % VNI_SLOTS;
         }
         None
     }
@@ -110,14 +174,15 @@ impl VniTable {
         }
         Ok(())
     }
+    /// Writer side: the slot holding `vni`, or the free slot ending its probe chain.
     fn find_slot(&self, vni: u32) -> Option<usize> {
-        let mut i = vni_home(vni);
-        for _ in 0..VNI_SLOTS {
+        let mut i = vni_home(vni, self.mask);
+        for _ in 0..self.slots.len() {
             let e = self.slots[i].load(Ordering::Relaxed);
             if e & OCCUPIED == 0 || (e & 0xff_ffff) as u32 == vni {
                 return Some(i);
             }
-            i = (i + 1) % VNI_SLOTS;
+            i = (i + 1) & self.mask;
         }
         None
     }
@@ -125,9 +190,9 @@ impl VniTable {
         Self::check(vni)?;
         let i = self.find_slot(vni).ok_or(Error::TableFull {
             table: "vxlan",
-            capacity: VNI_SLOTS,
+            capacity: self.slots.len(),
         })?;
-        let e = OCCUPIED | LIVE | (u64::from(vrf & 0xfff) << 24) | u64::from(vni);
+        let e = OCCUPIED | (u64::from(vrf & 0xfff) << 24) | u64::from(vni);
         self.slots[i].store(e, Ordering::Relaxed);
         Ok(())
     }
@@ -138,18 +203,39 @@ impl VniTable {
             key: vni.to_string(),
         };
         let i = self.find_slot(vni).ok_or_else(missing)?;
-        let e = self.slots[i].load(Ordering::Relaxed);
-        if e & LIVE == 0 {
+        if self.slots[i].load(Ordering::Relaxed) & OCCUPIED == 0 {
             return Err(missing());
         }
-        self.slots[i].store(e & !LIVE, Ordering::Relaxed);
+        let n = self.slots.len();
+        let (mut hole, mut at, mut moved) = (i, i, false);
+        for _ in 1..n {
+            at = (at + 1) % n;
+            let e = self.slots[at].load(Ordering::Relaxed);
+            if e & OCCUPIED == 0 {
+                break;
+            }
+            if may_fill(vni_home((e & 0xff_ffff) as u32, self.mask), hole, at, n) {
+                if !moved {
+                    self.moves.write_begin();
+                    moved = true;
+                }
+                // Copied first, its old slot overwritten later: a lookup that misses it in
+                // between sees the counter move and looks again.
+                self.slots[hole].store(e, Ordering::Relaxed);
+                hole = at;
+            }
+        }
+        self.slots[hole].store(0, Ordering::Relaxed);
+        if moved {
+            self.moves.write_end();
+        }
         Ok(())
     }
     pub fn entries(&self) -> Vec<(u32, u16)> {
         self.slots
             .iter()
             .map(|s| s.load(Ordering::Relaxed))
-            .filter(|e| e & LIVE != 0)
+            .filter(|e| e & OCCUPIED != 0)
             .map(|e| ((e & 0xff_ffff) as u32, ((e >> 24) & 0xfff) as u16))
             .collect()
     }
@@ -157,20 +243,28 @@ impl VniTable {
     pub fn uses_vrf(&self, vrf: u16) -> bool {
         self.entries().iter().any(|&(_, v)| v == vrf)
     }
+    /// Slots holding an entry (equal to the entries present: removed ones leave nothing).
+    pub fn occupied(&self) -> usize {
+        self.entries().len()
+    }
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
 }
 
-/// Per-VRF bridge table: MAC → (nexthop, label). Open addressing; each slot is a [`SeqCell`] of
-/// (key, value) so a reader never pairs one MAC with another's value. Removed entries stay as
-/// tombstones for their MAC (reused when it comes back).
+/// Per-VRF bridge table: MAC → (nexthop, label). Linear probing (see [`Moves`]); each slot is a
+/// [`SeqCell`] of (key, value) so a reader never pairs one MAC with another's value.
 #[derive(Debug)]
 pub struct BridgeTable {
     slots: Box<[SeqCell<2>]>,
+    moves: Moves,
 }
 
 impl BridgeTable {
     pub fn new(capacity: usize) -> Self {
         BridgeTable {
             slots: (0..capacity.max(1)).map(|_| SeqCell::default()).collect(),
+            moves: Moves::default(),
         }
     }
 
@@ -183,26 +277,33 @@ impl BridgeTable {
     pub fn get(&self, mac: MacAddr) -> Option<RouteTarget> {
         let key = mac.to_u64();
         let n = self.slots.len();
-        let mut i = self.home(key);
-        for _ in 0..n {
-            let [k, v] = self.slots[i].read()?;
-            if k & OCCUPIED == 0 {
+        for _ in 0..MISS_TRIES {
+            let before = self.moves.read_begin();
+            let mut i = self.home(key);
+            for _ in 0..n {
+                let [k, v] = self.slots[i].read()?;
+                if k & OCCUPIED == 0 {
+                    break;
+                }
+                if k & MAC_MASK == key {
+                    return Some(RouteTarget::from_payload(v));
+                }
+                i = (i + 1) % n;
+            }
+            if self.moves.still(before) {
                 return None;
             }
-            if k & 0xffff_ffff_ffff == key {
-                return (k & LIVE != 0).then(|| RouteTarget::from_payload(v));
-            }
-            i = (i + 1) % n;
         }
         None
     }
 
+    /// Writer side: the slot holding `key`, or the free slot ending its probe chain.
     fn find_slot(&self, key: u64) -> Option<usize> {
         let n = self.slots.len();
         let mut i = self.home(key);
         for _ in 0..n {
             let [k, _] = self.slots[i].read()?;
-            if k & OCCUPIED == 0 || k & 0xffff_ffff_ffff == key {
+            if k & OCCUPIED == 0 || k & MAC_MASK == key {
                 return Some(i);
             }
             i = (i + 1) % n;
@@ -216,7 +317,7 @@ impl BridgeTable {
             table: "bridge",
             capacity: self.slots.len(),
         })?;
-        self.slots[i].write([OCCUPIED | LIVE | key, target.to_payload()]);
+        self.slots[i].write([OCCUPIED | key, target.to_payload()]);
         Ok(())
     }
 
@@ -227,33 +328,211 @@ impl BridgeTable {
             key: mac.to_string(),
         };
         let i = self.find_slot(key).ok_or_else(missing)?;
-        match self.slots[i].read() {
-            Some([k, _]) if k & LIVE != 0 => {
-                self.slots[i].write([OCCUPIED | key, 0]);
-                Ok(())
-            }
-            _ => Err(missing()),
+        if !matches!(self.slots[i].read(), Some([k, _]) if k & OCCUPIED != 0) {
+            return Err(missing());
         }
+        let n = self.slots.len();
+        let (mut hole, mut at, mut moved) = (i, i, false);
+        for _ in 1..n {
+            at = (at + 1) % n;
+            // The writer's own reads never overlap a write: always `Some`.
+            let Some([k, v]) = self.slots[at].read() else {
+                break;
+            };
+            if k & OCCUPIED == 0 {
+                break;
+            }
+            if may_fill(self.home(k & MAC_MASK), hole, at, n) {
+                if !moved {
+                    self.moves.write_begin();
+                    moved = true;
+                }
+                self.slots[hole].write([k, v]);
+                hole = at;
+            }
+        }
+        self.slots[hole].write([0, 0]);
+        if moved {
+            self.moves.write_end();
+        }
+        Ok(())
     }
 
     pub fn entries(&self) -> Vec<(MacAddr, RouteTarget)> {
         self.slots
             .iter()
             .filter_map(|s| s.read())
-            .filter(|[k, _]| k & LIVE != 0)
+            .filter(|[k, _]| k & OCCUPIED != 0)
             .map(|[k, v]| {
                 (
-                    MacAddr::from_u64(k & 0xffff_ffff_ffff),
+                    MacAddr::from_u64(k & MAC_MASK),
                     RouteTarget::from_payload(v),
                 )
             })
             .collect()
+    }
+
+    /// Slots holding an entry (equal to the entries present: removed ones leave nothing).
+    pub fn occupied(&self) -> usize {
+        self.entries().len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(u32, u16),
+        Del(u32),
+    }
+
+    /// Keys from a pool a few times the table's size, as many removals as additions.
+    fn ops(keys: u32) -> impl Strategy<Value = Vec<Op>> {
+        let op = prop_oneof![
+            1 => (1..=keys, 0u16..4096).prop_map(|(k, v)| Op::Set(k, v)),
+            1 => (1..=keys).prop_map(Op::Del),
+        ];
+        proptest::collection::vec(op, 1..250)
+    }
+
+    fn mac(k: u32) -> MacAddr {
+        // Keys spread over the whole MAC, so homes collide as real ones do.
+        MacAddr::from_u64(u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15) & MAC_MASK)
+    }
+
+    fn target(v: u16) -> RouteTarget {
+        RouteTarget {
+            nexthop: u32::from(v),
+            label: Some(u32::from(v) + 1),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Against a map: every key answers as the map does after every step, the table is
+        /// full only when it holds `slots` entries, and it never holds a slot for a removed key.
+        #[test]
+        fn vni_table_matches_a_map_under_churn(slots in 1usize..40, o in ops(80)) {
+            let t = VniTable::with_slots(slots);
+            let slots = t.capacity();
+            let mut m: HashMap<u32, u16> = HashMap::new();
+            for op in o {
+                match op {
+                    Op::Set(k, v) => match t.set(k, v) {
+                        Ok(()) => { m.insert(k, v); }
+                        Err(Error::TableFull { capacity, .. }) => {
+                            prop_assert_eq!(capacity, slots);
+                            prop_assert_eq!(m.len(), slots);
+                            prop_assert!(!m.contains_key(&k));
+                        }
+                        Err(e) => prop_assert!(false, "{}", e),
+                    },
+                    Op::Del(k) => prop_assert_eq!(t.remove(k).is_ok(), m.remove(&k).is_some()),
+                }
+                for k in 1..=80 {
+                    prop_assert_eq!(t.get(k), m.get(&k).copied(), "vni {}", k);
+                }
+                prop_assert_eq!(t.occupied(), m.len());
+            }
+        }
+
+        #[test]
+        fn bridge_table_matches_a_map_under_churn(slots in 1usize..40, o in ops(80)) {
+            let t = BridgeTable::new(slots);
+            let mut m: HashMap<u32, u16> = HashMap::new();
+            for op in o {
+                match op {
+                    Op::Set(k, v) => match t.set(mac(k), target(v)) {
+                        Ok(()) => { m.insert(k, v); }
+                        Err(Error::TableFull { capacity, .. }) => {
+                            prop_assert_eq!(capacity, slots);
+                            prop_assert_eq!(m.len(), slots);
+                            prop_assert!(!m.contains_key(&k));
+                        }
+                        Err(e) => prop_assert!(false, "{}", e),
+                    },
+                    Op::Del(k) => prop_assert_eq!(t.remove(mac(k)).is_ok(), m.remove(&k).is_some()),
+                }
+                for k in 1..=80 {
+                    prop_assert_eq!(t.get(mac(k)), m.get(&k).map(|&v| target(v)), "key {}", k);
+                }
+                prop_assert_eq!(t.occupied(), m.len());
+            }
+        }
+    }
+
+    /// A writer adds ever new keys and removes the oldest, keeping a table of 64 slots
+    /// three-quarters full, so removals keep moving later keys back along their probe chains.
+    /// A reader looks up keys the writer has published as added and not yet as going: a key
+    /// missed while the writer still had not announced its removal once the lookup was over was
+    /// present throughout the lookup, and is a failure.
+    #[test]
+    fn lookups_never_miss_a_present_key_while_others_are_removed() {
+        use std::sync::atomic::{AtomicBool, AtomicU32};
+        const SLOTS: usize = 64;
+        const WINDOW: u32 = 48;
+        let vnis = VniTable::with_slots(SLOTS);
+        let bridge = BridgeTable::new(SLOTS);
+        let vrf = |k: u32| (k & 0xfff) as u16;
+        // Keys lo..=hi are present.
+        let (lo, hi) = (AtomicU32::new(1), AtomicU32::new(0));
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let (mut n, mut x) = (0u64, 7u32);
+                while !stop.load(Ordering::Relaxed) {
+                    let (l, h) = (lo.load(Ordering::Acquire), hi.load(Ordering::Acquire));
+                    if h < l {
+                        continue;
+                    }
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    let k = l + x % (h - l + 1);
+                    let (v, b) = (vnis.get(k), bridge.get(mac(k)));
+                    fence(Ordering::Acquire);
+                    let going = lo.load(Ordering::Relaxed) > k;
+                    assert!(v == Some(vrf(k)) || v.is_none() && going, "vni {k}: {v:?}");
+                    assert!(
+                        b == Some(target(vrf(k))) || b.is_none() && going,
+                        "mac {k}: {b:?}"
+                    );
+                    n += 1;
+                }
+                n
+            });
+            let t0 = std::time::Instant::now();
+            let mut k = 1u32;
+            while t0.elapsed() < std::time::Duration::from_millis(1500) && k < 0xff_0000 {
+                vnis.set(k, vrf(k)).unwrap();
+                bridge.set(mac(k), target(vrf(k))).unwrap();
+                hi.store(k, Ordering::Release);
+                if k >= WINDOW {
+                    let old = k + 1 - WINDOW;
+                    // Announced before the removal's first write (a reader that sees one
+                    // of those sees this).
+                    lo.store(old + 1, Ordering::Relaxed);
+                    fence(Ordering::Release);
+                    vnis.remove(old).unwrap();
+                    bridge.remove(mac(old)).unwrap();
+                }
+                k += 1;
+            }
+            stop.store(true, Ordering::Relaxed);
+            assert!(reader.join().expect("the reader's checks held") > 0);
+        });
+        assert_eq!(vnis.occupied(), WINDOW as usize - 1);
+        assert_eq!(bridge.occupied(), WINDOW as usize - 1);
+    }
 
     #[test]
     fn label_vni_and_bridge_tables_add_find_remove() {
@@ -274,7 +553,7 @@ mod tests {
         assert_eq!(v.get(1999), Some(1999));
         v.remove(5).unwrap();
         assert_eq!(v.get(5), None);
-        assert_eq!(v.get(6), Some(6), "tombstones keep probe chains");
+        assert_eq!(v.get(6), Some(6), "removals keep probe chains");
         v.set(5, 9).unwrap();
         assert_eq!(v.get(5), Some(9));
         assert_eq!(v.set(0, 1), Err(Error::VniOutOfRange(0)));

@@ -51,12 +51,17 @@ pub fn ip(a: Ipv4Addr) -> IpAddr {
 }
 
 pub fn tables() -> Arc<Tables> {
-    let t = Tables::new(TablesConfig {
+    tables_with(TablesConfig {
         nexthops: 256,
         v4_groups: 256,
         v6_groups: 256,
         bridge_entries: 64,
-    });
+    })
+}
+
+/// [`tables`] with other sizes.
+pub fn tables_with(config: TablesConfig) -> Arc<Tables> {
+    let t = Tables::new(config);
     t.set_fabric(FabricConfig {
         vrouter_mac: VROUTER_MAC,
         fabric_ip: FABRIC_IP,
