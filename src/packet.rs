@@ -130,8 +130,8 @@ impl PacketBuf for Pkt {
 impl vhost_user::PacketBuffer for Pkt {
     #[inline]
     fn reset(&mut self) {
+        // Resetting clears ol_flags, and with them the offload word's validity.
         self.0.reset();
-        self.0.set_offload(0);
     }
 
     #[inline]
@@ -141,7 +141,10 @@ impl vhost_user::PacketBuffer for Pkt {
 
     #[inline]
     fn set_net_hdr(&mut self, hdr: NetHdr) {
-        self.0.set_offload(offload_of(hdr).word());
+        // An empty header is the common case: the buffer was just reset, nothing to clear.
+        if hdr != NetHdr::NONE {
+            self.0.set_offload(offload_of(hdr).word());
+        }
     }
 
     #[inline]

@@ -256,6 +256,14 @@ impl Mbuf {
     /// Grows the packet by `len` bytes at the end, starting a new segment (from this mbuf's
     /// pool) when the last one is full, and returns them; `len` must fit an empty segment.
     pub fn append_grow(&mut self, len: u16) -> Result<&mut [u8]> {
+        // The common case in one step: a single segment with room (DPDK's append checks it).
+        let raw = self.raw();
+        if raw.nb_segs == 1
+            && u32::from(raw.data_off) + u32::from(raw.data_len) + u32::from(len)
+                <= u32::from(raw.buf_len)
+        {
+            return self.append(len);
+        }
         // SAFETY: we own the chain; the last segment's tailroom decides where the bytes go.
         let last_room = unsafe { sys::vr_pktmbuf_tailroom(last_segment(self.0.as_ptr())) };
         if last_room < len {

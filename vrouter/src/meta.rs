@@ -90,13 +90,29 @@ pub fn parse_ethernet(data: &[u8]) -> Result<PacketMeta, DropReason> {
 /// nothing is copied around).
 #[inline(always)]
 pub fn parse_ethernet_into(data: &[u8], m: &mut PacketMeta) -> Result<(), DropReason> {
-    parse_frame_into(data, data.len(), m)
+    parse::<false>(data, data.len(), m)
 }
 
 /// [`parse_ethernet_into`] for a frame of `frame_len` bytes whose first segment, holding every
 /// header, is `data` (a large packet in a segment chain).
 #[inline(always)]
 pub fn parse_frame_into(
+    data: &[u8],
+    frame_len: usize,
+    m: &mut PacketMeta,
+) -> Result<(), DropReason> {
+    if frame_len == data.len() {
+        parse::<false>(data, frame_len, m)
+    } else {
+        parse::<true>(data, frame_len, m)
+    }
+}
+
+/// The parse, compiled twice: for a frame in one segment (`SEG` false: every length check
+/// against the data, as always) and for one whose payload continues in further segments
+/// (lengths checked against `frame_len`). The common case pays nothing for the other.
+#[inline(always)]
+fn parse<const SEG: bool>(
     data: &[u8],
     frame_len: usize,
     m: &mut PacketMeta,
@@ -117,8 +133,8 @@ pub fn parse_frame_into(
     m.ethertype = et;
     m.l3_off = off as u16;
     match et {
-        ethernet::ethertype::IPV4 => parse_ipv4(data, frame_len, off, m)?,
-        ethernet::ethertype::IPV6 => parse_ipv6(data, frame_len, off, m)?,
+        ethernet::ethertype::IPV4 => parse_ipv4::<SEG>(data, frame_len, off, m)?,
+        ethernet::ethertype::IPV6 => parse_ipv6::<SEG>(data, frame_len, off, m)?,
         ethernet::ethertype::ARP => {
             crate::wire::arp::Packet::new_checked(&data[off..])?;
             m.l3 = L3::Arp;
@@ -139,11 +155,11 @@ pub fn parse_ip(data: &[u8], off: usize) -> Result<PacketMeta, DropReason> {
     match data.get(off).map(|b| b >> 4) {
         Some(4) => {
             m.ethertype = ethernet::ethertype::IPV4;
-            parse_ipv4(data, data.len(), off, &mut m)?
+            parse_ipv4::<false>(data, data.len(), off, &mut m)?
         }
         Some(6) => {
             m.ethertype = ethernet::ethertype::IPV6;
-            parse_ipv6(data, data.len(), off, &mut m)?
+            parse_ipv6::<false>(data, data.len(), off, &mut m)?
         }
         Some(_) => return Err(DropReason::Malformed),
         None => return Err(DropReason::Truncated),
@@ -152,13 +168,17 @@ pub fn parse_ip(data: &[u8], off: usize) -> Result<PacketMeta, DropReason> {
 }
 
 #[inline(always)]
-fn parse_ipv4(
+fn parse_ipv4<const SEG: bool>(
     data: &[u8],
     frame_len: usize,
     off: usize,
     m: &mut PacketMeta,
 ) -> Result<(), DropReason> {
-    let ip = ipv4::Packet::new_checked_in(&data[off..], frame_len.saturating_sub(off))?;
+    let ip = if SEG {
+        ipv4::Packet::new_checked_in(&data[off..], frame_len.saturating_sub(off))?
+    } else {
+        ipv4::Packet::new_checked(&data[off..])?
+    };
     let hl = ip.header_len();
     let tl = usize::from(ip.total_len());
     // The fixed part as an array: every field below is read at a constant offset that the
@@ -188,20 +208,28 @@ fn parse_ipv4(
     let l4 = off + hl;
     m.l4_off = l4 as u16;
     if !m.fragment {
-        // The L4 header is in the first segment; its payload may continue in others.
-        let avail = (off + tl).min(frame_len).saturating_sub(l4);
-        parse_l4(&data[l4..(off + tl).min(data.len())], avail, m)?;
+        if SEG {
+            // The L4 header is in the first segment; its payload may continue in others.
+            let avail = (off + tl).min(frame_len).saturating_sub(l4);
+            parse_l4::<true>(&data[l4..(off + tl).min(data.len())], avail, m)?;
+        } else {
+            parse_l4::<false>(&data[l4..off + tl], 0, m)?;
+        }
     }
     Ok(())
 }
 
-fn parse_ipv6(
+fn parse_ipv6<const SEG: bool>(
     data: &[u8],
     frame_len: usize,
     off: usize,
     m: &mut PacketMeta,
 ) -> Result<(), DropReason> {
-    let ip = ipv6::Packet::new_checked_in(&data[off..], frame_len.saturating_sub(off))?;
+    let ip = if SEG {
+        ipv6::Packet::new_checked_in(&data[off..], frame_len.saturating_sub(off))?
+    } else {
+        ipv6::Packet::new_checked(&data[off..])?
+    };
     m.l3 = L3::Ipv6;
     m.ttl = ip.hop_limit();
     m.dont_frag = true;
@@ -235,10 +263,14 @@ fn parse_ipv6(
     }
     m.proto = next;
     m.l4_off = l4 as u16;
-    let avail = end.min(frame_len).saturating_sub(l4);
-    let end = end.min(data.len());
+    let avail = if SEG {
+        end.min(frame_len).saturating_sub(l4)
+    } else {
+        0
+    };
+    let end = if SEG { end.min(data.len()) } else { end };
     if !m.fragment && l4 <= end {
-        parse_l4(&data[l4..end], avail, m)?;
+        parse_l4::<SEG>(&data[l4..end], avail, m)?;
     }
     Ok(())
 }
@@ -246,10 +278,18 @@ fn parse_ipv6(
 #[inline(always)]
 /// `l4` is the L4 header and what of its payload the first segment holds; `avail` the bytes of
 /// the L4 packet in the whole frame.
-fn parse_l4(l4: &[u8], avail: usize, m: &mut PacketMeta) -> Result<(), DropReason> {
+fn parse_l4<const SEG: bool>(
+    l4: &[u8],
+    avail: usize,
+    m: &mut PacketMeta,
+) -> Result<(), DropReason> {
     match m.proto {
         ipv4::proto::UDP => {
-            let u = udp::Packet::new_checked_in(l4, avail)?;
+            let u = if SEG {
+                udp::Packet::new_checked_in(l4, avail)?
+            } else {
+                udp::Packet::new_checked(l4)?
+            };
             m.sport = u.src_port();
             m.dport = u.dst_port();
         }

@@ -255,7 +255,11 @@ impl TxCaps {
     };
 
     /// Whether a port with these capabilities takes `o` as it is.
+    #[inline]
     pub fn takes(self, o: Offload) -> bool {
+        if o.is_none() {
+            return true;
+        }
         let partial = matches!(o.csum(), Csum::Partial { .. });
         let gso = o.gso();
         if !partial && gso.is_none() {

@@ -31,8 +31,22 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// more: Ethernet padding).
     #[inline]
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
-        let avail = buf.as_ref().len();
-        Self::new_checked_in(buf, avail)
+        let b = buf.as_ref();
+        if b.len() < MIN_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if b[0] >> 4 != 4 {
+            return Err(WireError::Malformed);
+        }
+        let hl = usize::from(b[0] & 0xf) * 4;
+        let tl = usize::from(be16(b, 2));
+        if hl < MIN_HEADER_LEN || tl < hl {
+            return Err(WireError::Malformed);
+        }
+        if b.len() < hl || b.len() < tl {
+            return Err(WireError::Truncated);
+        }
+        Ok(Packet { buf })
     }
 
     /// [`Packet::new_checked`] for a packet whose header is in `buf` and whose bytes continue
