@@ -19,12 +19,18 @@ OVS_MATCH = {
 }
 
 runs = {}
+# TCP cases (vr-tcpbench): (case, mtu, streams) -> Gbit/s of each run.
+tcp = {}
 with open(raw) as f:
     for line in f:
         line = line.strip()
         if not line:
             continue
         r = json.loads(line)
+        if "tcp" in r:
+            t = r["tcp"]
+            tcp.setdefault((t["case"], t["mtu"], t["streams"]), []).append(t["gbit_per_s"])
+            continue
         res = r["result"]
         key = (r["case"], res["frame_bytes"])
         runs.setdefault(key, []).append(res)
@@ -61,6 +67,22 @@ for case in cases:
             "switch_cycles_per_packet": round(hz / (m * 1e6), 1) if m > 0 else None,
         })
 
+tcp_records = []
+for (case, mtu, streams), vals in sorted(tcp.items()):
+    m = statistics.median(vals)
+    kernel = tcp.get(("tcp-kernel-routing", mtu, streams))
+    mtu1500 = tcp.get((case, 1500, streams))
+    tcp_records.append({
+        "case": case,
+        "mtu": mtu,
+        "streams": streams,
+        "gbit_per_s_median": round(m, 3),
+        "gbit_per_s_runs": [round(v, 3) for v in vals],
+        "ratio_to_kernel_routing": round(m / statistics.median(kernel), 3) if kernel and case != "tcp-kernel-routing" else None,
+        "ratio_to_mtu_1500": round(m / statistics.median(mtu1500), 3) if mtu1500 and mtu != 1500 else None,
+    })
+records.extend(tcp_records)
+
 meta = {"machine": machine, "command": command, "tsc_hz": hz, "results": records}
 with open(stem + ".json", "w") as f:
     json.dump(records, f, indent=2)
@@ -81,10 +103,26 @@ lines = [
     "|---|---:|---:|---:|---:|---:|",
 ]
 for r in records:
+    if "mtu" in r:
+        continue
     lines.append(
         f"| {r['case']} | {r['frame_bytes']} B | {r['mpps_median']:.3f} | {fmt(r['ratio_to_ceiling'])} | "
         f"{fmt(r['ratio_to_ovs'])} | {fmt(r['switch_cycles_per_packet'], '{:.0f}')} |"
     )
+if tcp_records:
+    lines += [
+        "",
+        "TCP between kernel pods with default offloads (iperf3) and from a TCG guest to a pod;",
+        "Gbit/s = median over the runs.",
+        "",
+        "| case | MTU | streams | Gbit/s (median) | × kernel routing | × MTU 1500 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in tcp_records:
+        lines.append(
+            f"| {r['case']} | {r['mtu']} | {r['streams']} | {r['gbit_per_s_median']:.2f} | "
+            f"{fmt(r['ratio_to_kernel_routing'])} | {fmt(r['ratio_to_mtu_1500'])} |"
+        )
 with open(stem + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
 
@@ -93,9 +131,9 @@ try:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 5), squeeze=False)
+    fig, axes = plt.subplots(1, max(len(sizes), 1), figsize=(6 * max(len(sizes), 1), 5), squeeze=False)
     for ax, size in zip(axes[0], sizes):
-        rs = [r for r in records if r["frame_bytes"] == size]
+        rs = [r for r in records if r.get("frame_bytes") == size]
         names = [r["case"] for r in rs]
         vals = [r["mpps_median"] for r in rs]
         colors = ["#4a7" if n.startswith("vrouterd") else "#888" if n.startswith("testpmd") else "#58c" for n in names]

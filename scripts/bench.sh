@@ -14,7 +14,7 @@ root=$PWD
 SECONDS_MEASURED=${BENCH_SECONDS:-10}
 REPS=${BENCH_REPS:-3}
 SIZES=${BENCH_SIZES:-"64 1518"}
-CASES=${BENCH_CASES:-"testpmd-ceiling ovs-port ovs-l3-flows-1 ovs-l3-flows-65536 vrouterd-l3 vrouterd-l3-flows-1 vrouterd-l3-flows-65536 vrouterd-overlay-vxlan vrouterd-overlay-mplsoudp vrouterd-overlay-mplsogre"}
+CASES=${BENCH_CASES:-"testpmd-ceiling ovs-port ovs-l3-flows-1 ovs-l3-flows-65536 vrouterd-l3 vrouterd-l3-flows-1 vrouterd-l3-flows-65536 vrouterd-overlay-vxlan vrouterd-overlay-mplsoudp vrouterd-overlay-mplsogre tcp"}
 WARMUP=2
 SWITCH_CPU=1
 GEN_CPU=0
@@ -217,6 +217,23 @@ case_vrouterd_overlay() {
     stop_pids
 }
 
+# TCP between kernel pods with default offloads, through vrouterd and through the kernel's own
+# routing, at MTU 1500 and 9000, 1 and 4 streams; and a TCG guest to a pod (vr-tcpbench). Each
+# configuration REPS times; SECONDS_MEASURED per iperf3 run.
+case_tcp() {
+    scripts/vm-image.sh >/dev/null
+    for rep in $(seq 1 "$REPS"); do
+        local cases=kernel,vrouterd
+        ((rep == 1)) && cases=$cases,vm
+        "$bin/vr-tcpbench" --vrouterd "$bin/vrouterd" --seconds "$SECONDS_MEASURED" --cases "$cases" \
+            2>"$work/tcpbench.err" | while read -r line; do
+            echo "{\"tcp\":$line,\"rep\":$rep}" >> "$raw"
+            echo "bench: tcp rep $rep: $line"
+        done
+        [[ ${PIPESTATUS[0]} -eq 0 ]] || { echo "bench: vr-tcpbench failed: $(tail -5 "$work/tcpbench.err")"; return 1; }
+    done
+}
+
 run_case() {
     local c=$1
     case $c in
@@ -230,6 +247,7 @@ run_case() {
         vrouterd-overlay-vxlan) case_vrouterd_overlay vrouterd-overlay-vxlan vxlan ;;
         vrouterd-overlay-mplsoudp) case_vrouterd_overlay vrouterd-overlay-mplsoudp mplsoudp ;;
         vrouterd-overlay-mplsogre) case_vrouterd_overlay vrouterd-overlay-mplsogre mplsogre ;;
+        tcp) case_tcp ;;
         *) echo "bench: unknown case $c" >&2; return 2 ;;
     esac
 }

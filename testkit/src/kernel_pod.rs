@@ -207,6 +207,26 @@ impl KernelPod {
     /// Runs iperf3 from this pod to `server` at `addr` for `bytes` bytes and returns what it
     /// measured (iperf3 checks no data: pair it with [`KernelPod::tcp_transfer_to`]).
     pub fn iperf3(&self, server: &KernelPod, addr: IpAddr, bytes: u64) -> Iperf {
+        self.iperf3_run(server, addr, &["-n", &bytes.to_string()])
+    }
+
+    /// Runs iperf3 from this pod to `server` at `addr` for `seconds` with `streams` parallel
+    /// connections (benchmarks).
+    pub fn iperf3_timed(
+        &self,
+        server: &KernelPod,
+        addr: IpAddr,
+        seconds: u32,
+        streams: u32,
+    ) -> Iperf {
+        self.iperf3_run(
+            server,
+            addr,
+            &["-t", &seconds.to_string(), "-P", &streams.to_string()],
+        )
+    }
+
+    fn iperf3_run(&self, server: &KernelPod, addr: IpAddr, how: &[&str]) -> Iperf {
         let mut srv = server
             .ns
             .command("iperf3")
@@ -222,16 +242,10 @@ impl KernelPod {
             let n = reader.read_line(&mut line).expect("iperf3 server output");
             assert!(n > 0, "iperf3 server exited before listening");
         }
-        let out = self.ns.exec(&[
-            "iperf3",
-            "-c",
-            &addr.to_string(),
-            "-p",
-            "5202",
-            "-n",
-            &bytes.to_string(),
-            "-J",
-        ]);
+        let addr = addr.to_string();
+        let mut args = vec!["iperf3", "-c", &addr, "-p", "5202", "-J"];
+        args.extend_from_slice(how);
+        let out = self.ns.exec(&args);
         let _ = srv.wait();
         let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
         let recv = &v["end"]["sum_received"];
@@ -316,6 +330,15 @@ else:
 /// Attaches `pods` to `vr` as af-packet vifs in VRF 1 named as given, with host routes (IPv4 and
 /// IPv6) and an encap nexthop (ids 1, 2, …) to each and receive routes for each pod's gateways.
 pub fn route_in_vrf1(vr: &crate::vrouterd::Vrouterd, pods: &[(&str, &KernelPod)]) {
+    route_in_vrf1_mtu(vr, pods, None);
+}
+
+/// [`route_in_vrf1`] with the vifs' MTU given (the pods' own, for jumbo frames).
+pub fn route_in_vrf1_mtu(
+    vr: &crate::vrouterd::Vrouterd,
+    pods: &[(&str, &KernelPod)],
+    mtu: Option<u32>,
+) {
     use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VifRequest, VifType};
     vr.api(|c| async move { c.vrf_add(1).await })
         .expect("vrf 1");
@@ -325,6 +348,7 @@ pub fn route_in_vrf1(vr: &crate::vrouterd::Vrouterd, pods: &[(&str, &KernelPod)]
     for (i, (name, pod)) in pods.iter().enumerate() {
         let mut req = VifRequest::new(name, VifType::AfPacket, 1, MacAddr(pod.mac));
         req.iface = Some(pod.host_side.clone());
+        req.mtu = mtu;
         vr.api(|c| async move { c.vif_add(&req).await })
             .expect("af-packet vif");
         let id = i as u32 + 1;

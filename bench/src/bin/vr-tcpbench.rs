@@ -1,0 +1,138 @@
+//! vr-tcpbench: TCP between kernel pods whose veths keep their default offloads, through
+//! vrouterd (af-packet vifs on its kernel port, routed in VRF 1) and, in the same run, through
+//! the Linux kernel's own routing between the same kind of namespaces (veth + ip_forward); and
+//! from a QEMU guest to a kernel pod through vrouterd. iperf3 for the pods (`--seconds`, 1 and 4
+//! streams, at each `--mtu`); the guest (TCG, so its own CPU is the limit) sends a checksummed
+//! transfer over busybox nc. Prints one JSON line per measurement:
+//! `{"case","mtu","streams","gbit_per_s"}`.
+//!
+//! Uses the test helpers (testkit): namespaces, pods and guests are made and removed here.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use control_api::api::VhostUserMode;
+use testkit::kernel_pod::{route_in_vrf1_mtu, KernelPod};
+use testkit::netns::{host, Netns};
+use testkit::vm::{self, GuestRam, Vm, VmConfig};
+use testkit::vrouterd::Vrouterd;
+
+#[derive(Debug, Parser)]
+#[command(name = "vr-tcpbench", about)]
+struct Args {
+    /// The vrouterd binary.
+    #[arg(long)]
+    vrouterd: PathBuf,
+    /// Seconds per iperf3 run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+    /// MTUs to measure at (pods, vifs and the kernel router's veths).
+    #[arg(long, value_delimiter = ',', default_value = "1500,9000")]
+    mtu: Vec<u32>,
+    /// Parallel streams per run.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    streams: Vec<u32>,
+    /// Cases: kernel (Linux routing), vrouterd (kernel pods through vrouterd), vm (a guest to a
+    /// kernel pod through vrouterd).
+    #[arg(long, value_delimiter = ',', default_value = "kernel,vrouterd,vm")]
+    cases: Vec<String>,
+    /// Bytes the guest sends in the vm case.
+    #[arg(long, default_value_t = 64 << 20)]
+    vm_bytes: u64,
+}
+
+fn report(case: &str, mtu: u32, streams: u32, gbit_per_s: f64) {
+    println!(
+        "{}",
+        serde_json::json!({"case": case, "mtu": mtu, "streams": streams, "gbit_per_s": gbit_per_s})
+    );
+}
+
+/// Two pods whose host-side veth ends sit in a router namespace with forwarding on: the
+/// kernel's own routing between them.
+fn kernel_case(args: &Args, mtu: u32) -> Result<()> {
+    let a = KernelPod::new("ra", 1, mtu);
+    let b = KernelPod::new("rb", 2, mtu);
+    let router = Netns::new("kr");
+    for pod in [&a, &b] {
+        host(&["ip", "link", "set", &pod.host_side, "netns", router.name()]);
+        let gw = format!("{}/24", pod.gateway());
+        router.ip(&["addr", "add", &gw, "dev", &pod.host_side]);
+        router.ip(&["link", "set", &pod.host_side, "mtu", &mtu.to_string(), "up"]);
+    }
+    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    for &streams in &args.streams {
+        let r = a.iperf3_timed(&b, IpAddr::V4(b.ip), args.seconds, streams);
+        report("tcp-kernel-routing", mtu, streams, r.gbit_per_s);
+    }
+    Ok(())
+}
+
+/// The same two pods on af-packet vifs of vrouterd, routed in VRF 1.
+fn vrouterd_case(args: &Args, mtu: u32) -> Result<()> {
+    let vr = Vrouterd::start(&args.vrouterd, &["--fwd-lcores", "1"], &[]);
+    let a = KernelPod::new("va", 1, mtu);
+    let b = KernelPod::new("vb", 2, mtu);
+    route_in_vrf1_mtu(&vr, &[("podA", &a), ("podB", &b)], Some(mtu));
+    for &streams in &args.streams {
+        let r = a.iperf3_timed(&b, IpAddr::V4(b.ip), args.seconds, streams);
+        report("tcp-vrouterd", mtu, streams, r.gbit_per_s);
+    }
+    let status = vr.stop();
+    if !status.success() {
+        bail!("vrouterd exited with {status}");
+    }
+    Ok(())
+}
+
+/// A guest on a server-mode vhost-user vif sends to a kernel pod through vrouterd.
+fn vm_case(args: &Args, mtu: u32) -> Result<()> {
+    let vr = Vrouterd::start(&args.vrouterd, &["--fwd-lcores", "1"], &[]);
+    let pod = KernelPod::new("vp", 1, mtu);
+    route_in_vrf1_mtu(&vr, &[("pod", &pod)], Some(mtu));
+    let socket = vr.socket_base().join("vm").join("net0");
+    let mut cfg = VmConfig::new("vm", 5, socket, VhostUserMode::Server);
+    cfg.mtu = mtu;
+    cfg.ram = GuestRam::Hugepages;
+    vm::route_vm_in_vrf1(&vr, "vm", &cfg, 10, 11);
+    let mut guest = Vm::boot(cfg);
+    let t = Instant::now();
+    let transfer =
+        vm::tcp_vm_to_pod(&mut guest, &pod, args.vm_bytes).map_err(anyhow::Error::msg)?;
+    let secs = t.elapsed().as_secs_f64();
+    if !transfer.verified() {
+        bail!("the guest's transfer did not arrive intact: {transfer:?}");
+    }
+    report(
+        "tcp-vm-to-pod",
+        mtu,
+        1,
+        args.vm_bytes as f64 * 8.0 / secs / 1e9,
+    );
+    drop(guest);
+    let status = vr.stop();
+    if !status.success() {
+        bail!("vrouterd exited with {status}");
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    for &mtu in &args.mtu {
+        for case in &args.cases {
+            match case.as_str() {
+                "kernel" => kernel_case(&args, mtu)?,
+                "vrouterd" => vrouterd_case(&args, mtu)?,
+                // The guest's TCG CPU is its limit whatever the MTU: one MTU is enough.
+                "vm" if mtu == args.mtu[0] => vm_case(&args, mtu)?,
+                "vm" => {}
+                other => bail!("unknown case {other:?}"),
+            }
+        }
+    }
+    Ok(())
+}
