@@ -21,6 +21,8 @@ OVS_MATCH = {
 runs = {}
 # TCP cases (vr-tcpbench): (case, mtu, streams) -> Gbit/s of each run.
 tcp = {}
+# Ping round trips (vr-tcpbench): (case, mtu) -> microseconds of each run.
+rtt = {}
 with open(raw) as f:
     for line in f:
         line = line.strip()
@@ -29,6 +31,9 @@ with open(raw) as f:
         r = json.loads(line)
         if "tcp" in r:
             t = r["tcp"]
+            if "rtt_us" in t:
+                rtt.setdefault((t["case"], t["mtu"]), []).append(t["rtt_us"])
+                continue
             tcp.setdefault((t["case"], t["mtu"], t["streams"]), []).append(t["gbit_per_s"])
             continue
         res = r["result"]
@@ -78,10 +83,22 @@ for (case, mtu, streams), vals in sorted(tcp.items()):
         "streams": streams,
         "gbit_per_s_median": round(m, 3),
         "gbit_per_s_runs": [round(v, 3) for v in vals],
-        "ratio_to_kernel_routing": round(m / statistics.median(kernel), 3) if kernel and case != "tcp-kernel-routing" else None,
+        "ratio_to_kernel_routing": round(m / statistics.median(kernel), 3) if kernel and case == "tcp-vrouterd" else None,
         "ratio_to_mtu_1500": round(m / statistics.median(mtu1500), 3) if mtu1500 and mtu != 1500 else None,
     })
 records.extend(tcp_records)
+rtt_records = []
+for (case, mtu), vals in sorted(rtt.items()):
+    m = statistics.median(vals)
+    kernel = rtt.get(("rtt-kernel-routing", mtu))
+    rtt_records.append({
+        "case": case,
+        "mtu": mtu,
+        "rtt_us_median": round(m, 1),
+        "rtt_us_runs": [round(v, 1) for v in vals],
+        "ratio_to_kernel_routing": round(m / statistics.median(kernel), 3) if kernel and case == "rtt-vrouterd" else None,
+    })
+records.extend(rtt_records)
 
 meta = {"machine": machine, "command": command, "tsc_hz": hz, "results": records}
 with open(stem + ".json", "w") as f:
@@ -104,7 +121,7 @@ lines = [
 ]
 for r in records:
     if "mtu" in r:
-        continue
+        continue  # TCP and round-trip records have tables of their own
     lines.append(
         f"| {r['case']} | {r['frame_bytes']} B | {r['mpps_median']:.3f} | {fmt(r['ratio_to_ceiling'])} | "
         f"{fmt(r['ratio_to_ovs'])} | {fmt(r['switch_cycles_per_packet'], '{:.0f}')} |"
@@ -122,6 +139,18 @@ if tcp_records:
         lines.append(
             f"| {r['case']} | {r['mtu']} | {r['streams']} | {r['gbit_per_s_median']:.2f} | "
             f"{fmt(r['ratio_to_kernel_routing'])} | {fmt(r['ratio_to_mtu_1500'])} |"
+        )
+if rtt_records:
+    lines += [
+        "",
+        "Ping round trip between the same kernel pods (100 pings, 10 ms apart, after the TCP runs).",
+        "",
+        "| case | MTU | µs (median) | × kernel routing |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in rtt_records:
+        lines.append(
+            f"| {r['case']} | {r['mtu']} | {r['rtt_us_median']:.0f} | {fmt(r['ratio_to_kernel_routing'])} |"
         )
 with open(stem + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -301,7 +301,7 @@ impl VrouterDataplane {
                 // Our own AF_PACKET port rather than DPDK's net_af_packet: it keeps the
                 // kernel's offload header, without which a pod's TCP (partial checksums,
                 // 64 KB segments) does not survive the trip.
-                let port = KernelPort::open(iface, &self.pool, &KernelPortConfig::default())
+                let port = KernelPort::open(iface, &self.pool, &KernelPortConfig::for_mtu(mtu))
                     .map_err(|e| rejected(e.to_string()))?;
                 let monitor = port.monitor();
                 let (rx, tx) = port.split();

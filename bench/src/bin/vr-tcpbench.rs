@@ -4,7 +4,8 @@
 //! from a QEMU guest to a kernel pod through vrouterd. iperf3 for the pods (`--seconds`, 1 and 4
 //! streams, at each `--mtu`); the guest (TCG, so its own CPU is the limit) sends a checksummed
 //! transfer over busybox nc. Prints one JSON line per measurement:
-//! `{"case","mtu","streams","gbit_per_s"}`.
+//! `{"case","mtu","streams","gbit_per_s"}`, and for the pods the average ping round trip
+//! after the TCP runs: `{"case","mtu","rtt_us"}`.
 //!
 //! Uses the test helpers (testkit): namespaces, pods and guests are made and removed here.
 
@@ -44,6 +45,39 @@ struct Args {
     vm_bytes: u64,
 }
 
+/// Average ping round trip from `from` to `to`'s IPv4 address, in microseconds (100 pings,
+/// 10 ms apart: what one packet waits for each way when nothing else is going on).
+fn rtt_us(from: &KernelPod, to: &KernelPod) -> Result<f64> {
+    let out = from.ns.exec(&[
+        "ping",
+        "-q",
+        "-c",
+        "100",
+        "-i",
+        "0.01",
+        "-W",
+        "1",
+        &to.ip.to_string(),
+    ]);
+    // "rtt min/avg/max/mdev = 0.031/0.045/0.120/0.010 ms"
+    let avg = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = "))
+        .and_then(|v| v.split('/').nth(1))
+        .and_then(|v| v.parse::<f64>().ok());
+    match avg {
+        Some(ms) if out.contains(" 0% packet loss") => Ok(ms * 1000.0),
+        _ => bail!("ping did not come back whole: {out}"),
+    }
+}
+
+fn report_rtt(case: &str, mtu: u32, rtt_us: f64) {
+    println!(
+        "{}",
+        serde_json::json!({"case": case, "mtu": mtu, "rtt_us": rtt_us})
+    );
+}
+
 fn report(case: &str, mtu: u32, streams: u32, gbit_per_s: f64) {
     println!(
         "{}",
@@ -68,6 +102,7 @@ fn kernel_case(args: &Args, mtu: u32) -> Result<()> {
         let r = a.iperf3_timed(&b, IpAddr::V4(b.ip), args.seconds, streams);
         report("tcp-kernel-routing", mtu, streams, r.gbit_per_s);
     }
+    report_rtt("rtt-kernel-routing", mtu, rtt_us(&a, &b)?);
     Ok(())
 }
 
@@ -81,6 +116,7 @@ fn vrouterd_case(args: &Args, mtu: u32) -> Result<()> {
         let r = a.iperf3_timed(&b, IpAddr::V4(b.ip), args.seconds, streams);
         report("tcp-vrouterd", mtu, streams, r.gbit_per_s);
     }
+    report_rtt("rtt-vrouterd", mtu, rtt_us(&a, &b)?);
     let status = vr.stop();
     if !status.success() {
         bail!("vrouterd exited with {status}");
