@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine as root: installs what it needs, reserves
-# hugepages, builds the VM tests' guest, checks formatting and lints, then runs every test (one
-# process per test: DPDK's EAL initialises once per process).
+# hugepages, builds the VM tests' guest, checks formatting and lints, runs every test (one
+# process per test: DPDK's EAL initialises once per process), the demo, and bounded fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +19,7 @@ echo "== cargo nextest"
 profile=default
 [[ -n ${CI:-} ]] && profile=ci
 cargo nextest run --workspace --locked --profile "$profile"
+echo "== demo (the README's first command, as a new user runs it)"
+DEMO_SECONDS=${DEMO_SECONDS:-3} scripts/demo.sh
 echo "== fuzz (bounded)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-20} scripts/fuzz.sh
