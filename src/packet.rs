@@ -24,6 +24,21 @@ fn u16_len(n: usize) -> Option<u16> {
     u16::try_from(n).ok()
 }
 
+/// Takes `n` of the `have` bytes off the packet with `cut` (an mbuf edit that refuses more than
+/// it holds); too many is `TooShort` either way.
+#[inline(always)]
+fn shorten<E>(
+    m: &mut Mbuf,
+    n: usize,
+    have: usize,
+    cut: impl FnOnce(&mut Mbuf, u16) -> Result<(), E>,
+) -> Result<(), BufError> {
+    match u16_len(n) {
+        Some(len) if n <= have => cut(m, len).map_err(|_| BufError::TooShort { need: n, have }),
+        _ => Err(BufError::TooShort { need: n, have }),
+    }
+}
+
 impl PacketBuf for Pkt {
     #[inline(always)]
     fn data(&self) -> &[u8] {
@@ -61,26 +76,14 @@ impl PacketBuf for Pkt {
     #[inline]
     fn adj(&mut self, n: usize) -> Result<(), BufError> {
         let have = self.0.data().len();
-        match u16_len(n) {
-            Some(len) if n <= have => self
-                .0
-                .adj(len)
-                .map_err(|_| BufError::TooShort { need: n, have }),
-            _ => Err(BufError::TooShort { need: n, have }),
-        }
+        shorten(&mut self.0, n, have, |m, len| m.adj(len))
     }
 
     /// From the last segment, as DPDK trims (Ethernet padding at the end of a frame).
     #[inline]
     fn trim(&mut self, n: usize) -> Result<(), BufError> {
         let have = self.0.pkt_len() as usize;
-        match u16_len(n) {
-            Some(len) if n <= have => self
-                .0
-                .trim(len)
-                .map_err(|_| BufError::TooShort { need: n, have }),
-            _ => Err(BufError::TooShort { need: n, have }),
-        }
+        shorten(&mut self.0, n, have, |m, len| m.trim(len))
     }
 
     #[inline(always)]
@@ -91,13 +94,7 @@ impl PacketBuf for Pkt {
     #[inline]
     fn truncate(&mut self, n: usize) -> Result<(), BufError> {
         let have = self.0.data().len();
-        match u16_len(n) {
-            Some(len) if n <= have => self
-                .0
-                .truncate(len)
-                .map_err(|_| BufError::TooShort { need: n, have }),
-            _ => Err(BufError::TooShort { need: n, have }),
-        }
+        shorten(&mut self.0, n, have, |m, len| m.truncate(len))
     }
 
     #[inline(always)]
