@@ -9,6 +9,7 @@
 //! - [`vrouterd`]: vrouterd started with private sockets and driven through its control API.
 //! - [`vm`]: real Linux guests under QEMU (TCG) on vhost-user, driven by a command agent;
 //!   negotiated virtio features and TCP transfers checked end to end.
+//! - [`wait`]: waiting on a condition (never on the clock), failing with what was seen last.
 
 pub mod frontend_pod;
 pub mod hugepages;
@@ -18,3 +19,4 @@ pub mod process;
 pub mod testpmd;
 pub mod vm;
 pub mod vrouterd;
+pub mod wait;

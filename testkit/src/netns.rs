@@ -183,18 +183,11 @@ pub struct Capture {
 impl Capture {
     /// Wait (up to `timeout`) for tcpdump to have written its frames and exit; return them.
     pub fn frames(mut self, timeout: Duration) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
         if let Some(c) = self.child.as_mut() {
-            loop {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let exited = crate::wait::poll(timeout, || c.try_wait(), |r| matches!(r, Ok(Some(_))));
+            if exited.is_err() {
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
         self.child = None;

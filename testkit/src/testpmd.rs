@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::hugepages;
+use crate::wait;
 
 /// How to start one testpmd pod.
 #[derive(Debug, Clone)]
@@ -196,14 +197,12 @@ impl TestpmdPod {
 
     /// Whether a line containing `needle` was printed within `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if self.log().iter().any(|l| l.contains(needle)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait::poll(
+            timeout,
+            || self.log().iter().any(|l| l.contains(needle)),
+            |&printed| printed,
+        )
+        .is_ok()
     }
 
     /// Whether the process is still running.
@@ -220,11 +219,7 @@ impl TestpmdPod {
             let _ = stdin.write_all(b"\n");
             let _ = stdin.flush();
         }
-        let end = Instant::now() + timeout;
-        while self.is_running() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let exited = !self.is_running();
+        let exited = wait::poll(timeout, || self.is_running(), |&running| !running).is_ok();
         self.kill();
         if !exited {
             return None;
@@ -263,15 +258,12 @@ impl TestpmdPod {
             let _ = c.kill();
             // Bounded: on a loaded machine a killed pod can take long to be reaped, and a test
             // must not hang on it (the kernel finishes the exit on its own).
-            let end = Instant::now() + Duration::from_secs(10);
-            reaped = false;
-            while Instant::now() < end {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    reaped = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            reaped = wait::poll(
+                Duration::from_secs(10),
+                || matches!(c.try_wait(), Ok(Some(_))),
+                |&gone| gone,
+            )
+            .is_ok();
         }
         // The output readers end at EOF; join them so their pipes and stacks are gone too
         // (tests count fds and mappings after a pod dies). If the pod is not gone yet they may

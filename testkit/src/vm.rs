@@ -328,26 +328,30 @@ impl Vm {
             &cfg.qemu_args(&image, &agent_path),
         );
         // QEMU connects to the agent socket while it starts: accept, or fail with its output.
-        let agent = loop {
-            match listener.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        let accepted = crate::wait::poll(
+            cfg.boot_timeout,
+            || match listener.accept() {
+                Ok((s, _)) => Some(s),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    assert!(
+                        process.try_wait().is_none(),
+                        "QEMU for {} exited at start-up\n{}",
+                        cfg.name,
+                        process.outputs()
+                    );
+                    None
+                }
                 Err(e) => panic!("accepting the agent of {}: {e}", cfg.name),
-            }
-            assert!(
-                process.try_wait().is_none(),
-                "QEMU for {} exited at start-up\n{}",
-                cfg.name,
-                process.outputs()
-            );
-            assert!(
-                start.elapsed() < cfg.boot_timeout,
+            },
+            Option::is_some,
+        );
+        let Ok(Some(agent)) = accepted else {
+            panic!(
                 "QEMU for {} did not connect its agent channel within {:?}\n{}",
                 cfg.name,
                 cfg.boot_timeout,
                 process.outputs()
             );
-            std::thread::sleep(Duration::from_millis(20));
         };
         agent.set_nonblocking(false).expect("blocking agent");
         let mut vm = Vm {
@@ -473,20 +477,14 @@ impl Vm {
 
     /// Polls `cmd` in the guest until it exits 0; `Err` with its last output after `timeout`.
     pub fn wait_until(&mut self, cmd: &str, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (rc, out) = self.run(cmd);
-            if rc == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
+        crate::wait::poll(timeout, || self.run(cmd), |(rc, _)| *rc == 0)
+            .map(|_| ())
+            .map_err(|(rc, out)| {
+                format!(
                     "{}: {cmd:?} still exits {rc} after {timeout:?}: {out}",
                     self.cfg.name
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                )
+            })
     }
 
     /// The virtio features the guest driver negotiated on `eth0`, from

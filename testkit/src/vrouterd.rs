@@ -140,18 +140,12 @@ impl Vrouterd {
         what: &str,
         until: impl Fn(&VifInfo) -> bool,
     ) -> VifInfo {
-        let end = std::time::Instant::now() + timeout;
-        loop {
-            let v = self.vif(name);
-            if until(&v) {
-                return v;
-            }
-            assert!(
-                std::time::Instant::now() < end,
+        match crate::wait::poll(timeout, || self.vif(name), until) {
+            Ok(v) => v,
+            Err(v) => panic!(
                 "{what}: not within {timeout:?}; {name} is {v:?}\n{}",
                 self.process.outputs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            ),
         }
     }
 
