@@ -6,9 +6,13 @@
 //! within the 8 regions vhost-user allows), and is stopped on drop, after which its hugepage files
 //! and runtime directory are removed. Hugepages are set up with `scripts/hugepages.sh` first.
 //!
-//! Stopping is graceful (Enter on testpmd's stdin, as an operator quits it), with SIGKILL only
-//! when that does not work in time. Why: on this machine's kernel (6.18, a firecracker guest),
-//! when vrouterd runs with `--idle-sleep-us` on the pods' CPU, reaping a stopped testpmd sometimes
+//! The pod runs testpmd's interactive prompt on its stdin, forwarding from the start: a test can
+//! ask it for its counts while it runs ([`TestpmdPod::totals`]), which is how it knows the pod
+//! has taken everything vrouterd delivered before stopping it.
+//!
+//! Stopping is graceful (`quit` at the prompt, as an operator quits it), with SIGKILL only when
+//! that does not work in time. Why: on this machine's kernel (6.18, a firecracker guest), when
+//! vrouterd runs with `--idle-sleep-us` on the pods' CPU, reaping a stopped testpmd sometimes
 //! spins the reaping thread inside `wait4` (release_task → proc_invalidate_siblings_dcache →
 //! shrink_dcache_parent) for minutes, at 100 % of a core. A signal makes it likely, a graceful
 //! quit rare; without idle sleep it was not seen (see the notes on issue 5).
@@ -74,6 +78,44 @@ impl TestpmdConfig {
         }
     }
 
+    /// A pod that sends UDP from `src` to `dst` as fast as it can (`txonly`), addressed to the
+    /// vrouter's gateway MAC, in 64 MiB; a virtio-user client (its vif is in server mode).
+    pub fn sender(socket: impl Into<PathBuf>, src: &str, dst: &str) -> Self {
+        Self {
+            forward_mode: String::from("txonly"),
+            memory_mb: 64,
+            extra_app_args: vec![
+                String::from("--eth-peer=0,00:00:5e:00:01:00"),
+                format!("--tx-ip={src},{dst}"),
+            ],
+            ..Self::new(socket)
+        }
+    }
+
+    /// A pod that counts what it receives and drops it (`rxonly`), in 64 MiB; a virtio-user
+    /// client (its vif is in server mode).
+    pub fn receiver(socket: impl Into<PathBuf>) -> Self {
+        Self {
+            forward_mode: String::from("rxonly"),
+            memory_mb: 64,
+            ..Self::new(socket)
+        }
+    }
+
+    /// The pod as virtio-user server: it creates the socket, and its vif is in client mode.
+    pub fn as_server(self) -> Self {
+        Self {
+            server: true,
+            ..self
+        }
+    }
+
+    /// Starts the pod; fails the test if it cannot.
+    pub fn start(self) -> TestpmdPod {
+        let what = format!("starting testpmd ({})", self.forward_mode);
+        TestpmdPod::start(self).unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
     /// The command line this config runs.
     pub fn args(&self) -> Vec<String> {
         let vdev = format!(
@@ -93,6 +135,7 @@ impl TestpmdConfig {
             format!("--vdev={vdev}"),
             String::from("--log-level=user1,info"),
             String::from("--"),
+            String::from("--interactive"),
             format!("--forward-mode={}", self.forward_mode),
             format!("--rxq={}", self.queues),
             format!("--txq={}", self.queues),
@@ -111,20 +154,22 @@ impl TestpmdConfig {
     }
 
     /// The program and arguments that start the pod (behind `setpriv` when unprivileged).
+    /// testpmd's output is line-buffered (`stdbuf`): into a pipe it would otherwise sit in
+    /// testpmd's buffer, and what it answers at its prompt would not be seen until it exits.
     pub fn command(&self) -> (String, Vec<String>) {
-        match &self.run_as {
-            None => (String::from("dpdk-testpmd"), self.args()),
-            Some((user, group)) => {
-                let mut a = vec![
-                    format!("--reuid={user}"),
-                    format!("--regid={group}"),
-                    String::from("--clear-groups"),
-                    String::from("dpdk-testpmd"),
-                ];
-                a.extend(self.args());
-                (String::from("setpriv"), a)
-            }
+        let mut a = Vec::new();
+        if let Some((user, group)) = &self.run_as {
+            a.extend([
+                String::from("setpriv"),
+                format!("--reuid={user}"),
+                format!("--regid={group}"),
+                String::from("--clear-groups"),
+            ]);
         }
+        a.extend(["stdbuf", "-oL", "-eL", "dpdk-testpmd"].map(String::from));
+        a.extend(self.args());
+        let program = a.remove(0);
+        (program, a)
     }
 }
 
@@ -205,20 +250,50 @@ impl TestpmdPod {
         .is_ok()
     }
 
+    /// What the pod has counted so far, asked at its prompt while it forwards; `None` if it
+    /// does not answer within `timeout`.
+    pub fn totals(&mut self, timeout: Duration) -> Option<PodTotals> {
+        let asked = self.log().len();
+        self.enter("show fwd stats all");
+        // The answer is complete with the rule under the accumulated block.
+        wait::poll(
+            timeout,
+            || {
+                let log = self.log();
+                let answer = log.get(asked..).unwrap_or_default();
+                let block = answer
+                    .iter()
+                    .position(|l| l.contains(ACCUMULATED))
+                    .map(|at| &answer[at..]);
+                block
+                    .filter(|b| b.iter().skip(1).any(|l| l.trim().starts_with("++++")))
+                    .and_then(PodTotals::parse)
+            },
+            Option::is_some,
+        )
+        .ok()
+        .flatten()
+    }
+
+    /// Types `line` at the pod's prompt.
+    fn enter(&mut self, line: &str) {
+        use std::io::Write;
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "{line}");
+            let _ = stdin.flush();
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// Stops forwarding the way an operator would (Enter on testpmd's stdin), waits for it to
-    /// print its accumulated statistics and exit, and returns them. `None` if it did not exit
-    /// within `timeout` or printed no statistics (it is killed then).
+    /// Stops forwarding the way an operator would (`quit` at its prompt), waits for it to print
+    /// its accumulated statistics and exit, and returns them. `None` if it did not exit within
+    /// `timeout` or printed no statistics (it is killed then).
     pub fn finish(&mut self, timeout: Duration) -> Option<PodTotals> {
-        use std::io::Write;
-        if let Some(stdin) = self.stdin.as_mut() {
-            let _ = stdin.write_all(b"\n");
-            let _ = stdin.flush();
-        }
+        self.enter("quit");
         let exited = wait::poll(timeout, || self.is_running(), |&running| !running).is_ok();
         self.kill();
         if !exited {
@@ -277,6 +352,9 @@ impl TestpmdPod {
     }
 }
 
+/// The heading of testpmd's totals over all ports.
+const ACCUMULATED: &str = "Accumulated forward statistics for all ports";
+
 /// What testpmd's forwarding engine counted over its whole run, from its accumulated
 /// statistics: packets received, packets the port accepted for sending, and packets it refused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -287,11 +365,9 @@ pub struct PodTotals {
 }
 
 impl PodTotals {
-    /// Parses the block after `Accumulated forward statistics for all ports`.
+    /// Parses the last block after `Accumulated forward statistics for all ports`.
     pub fn parse(log: &[String]) -> Option<PodTotals> {
-        let start = log
-            .iter()
-            .rposition(|l| l.contains("Accumulated forward statistics for all ports"))?;
+        let start = log.iter().rposition(|l| l.contains(ACCUMULATED))?;
         let mut t = PodTotals::default();
         let field = |line: &str, name: &str| -> Option<u64> {
             let rest = line.split(name).nth(1)?;
