@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VhostUserMode};
+use control_api::api::{MacAddr, Nexthop, VhostUserMode};
 
 use crate::kernel_pod::KernelPod;
 use crate::process::TestProcess;
@@ -682,8 +682,7 @@ fn transfer_timeout(bytes: u64) -> Duration {
 pub fn route_vm_in_vrf1(vr: &Vrouterd, name: &str, vm: &VmConfig, nexthop: u32, receive: u32) {
     vr.api(|c| async move { c.vrf_add(1).await })
         .expect("vrf 1");
-    vr.api(|c| async move { c.nexthop_set(receive, &Nexthop::Receive).await })
-        .expect("receive nexthop");
+    vr.set_nexthop(receive, Nexthop::Receive);
     let dir = vm.socket.parent().expect("socket directory");
     let file = vm
         .socket
@@ -694,26 +693,9 @@ pub fn route_vm_in_vrf1(vr: &Vrouterd, name: &str, vm: &VmConfig, nexthop: u32, 
     let mut req = vhost_user_vif(name, MacAddr(vm.mac), dir, &file, vm.vrouterd_mode);
     req.ip = Some(vm.ip);
     req.mtu = Some(vm.mtu);
-    vr.api(|c| async move { c.vif_add(&req).await })
-        .unwrap_or_else(|e| panic!("vhost-user vif {name}: {e}"));
-    let nh = Nexthop::Encap {
-        vif: name.to_owned(),
-        dmac: MacAddr(vm.mac),
-    };
-    vr.api(|c| async move { c.nexthop_set(nexthop, &nh).await })
-        .expect("nexthop");
-    for (prefix, id) in [
-        (format!("{}/32", vm.ip), nexthop),
-        (format!("{}/32", vm.gateway), receive),
-    ] {
-        let route = Route {
-            prefix: prefix.parse::<IpPrefix>().expect("prefix"),
-            nexthop: id,
-            label: None,
-        };
-        vr.api(|c| async move { c.route_set(1, &route).await })
-            .expect("route");
-    }
+    vr.add_vif(&req);
+    vr.route_to(nexthop, name, MacAddr(vm.mac), &[&format!("{}/32", vm.ip)]);
+    vr.set_route(&format!("{}/32", vm.gateway), receive);
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
