@@ -1,4 +1,4 @@
-//! Guests as they really come (issue 19): real Linux VMs (QEMU, TCG, a Debian kernel and a
+//! Guests as they really come: real Linux VMs (QEMU, TCG, a Debian kernel and a
 //! busybox initramfs, built by `scripts/vm-image.sh`) attached to vrouterd over vhost-user in
 //! both modes, routed in VRF 1 to a kernel pod whose veth keeps the kernel's default offloads,
 //! and to a second VM. Each test boots its guests once and runs every check on them: pings both
@@ -21,7 +21,8 @@ use testkit::vm::{
 };
 use testkit::vrouterd::Vrouterd;
 
-/// At least 10 MB each way, as the issue asks.
+/// At least 10 MB each way: the transfer a guest with its offloads switched off by hand
+/// completes, so one with them on must too.
 const BYTES: u64 = 16 << 20;
 
 /// The offloads a guest must get: checksum offload both ways and TSO in both directions.

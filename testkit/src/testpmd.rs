@@ -15,7 +15,7 @@
 //! vrouterd runs with `--idle-sleep-us` on the pods' CPU, reaping a stopped testpmd sometimes
 //! spins the reaping thread inside `wait4` (release_task → proc_invalidate_siblings_dcache →
 //! shrink_dcache_parent) for minutes, at 100 % of a core. A signal makes it likely, a graceful
-//! quit rare; without idle sleep it was not seen (see the notes on issue 5).
+//! quit rare; without idle sleep it was not seen.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
