@@ -5,34 +5,18 @@
 //! whose hugepage file is truncated; the innocent ones are testpmd pods.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use control_api::api::{
-    HealthStatus, IpPrefix, MacAddr, Nexthop, Route, VhostUserMode, VifInfo, VifRequest,
-};
+use control_api::api::{HealthStatus, MacAddr, VhostUserMode, VifRequest};
 use testkit::frontend_pod::{udp_frame, FrontendPod, Memory};
 use testkit::testpmd::{hugepage_files, TestpmdConfig, TestpmdPod};
-use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
+use testkit::vrouterd::{connected, rx_packets, tx_packets, vhost_user_vif as vhost_vif, Vrouterd};
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
 const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
 const MAC_G: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0c, 0x01]);
-const WAIT: Duration = Duration::from_secs(30);
 
 fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
-}
-
-fn rx(v: &VifInfo) -> u64 {
-    v.status.counters.rx_packets
-}
-
-fn tx(v: &VifInfo) -> u64 {
-    v.status.counters.tx_packets
-}
-
-fn connected(v: &VifInfo) -> bool {
-    v.status.state.to_string() == "connected"
 }
 
 /// vrouterd with three vhost-user vifs in VRF 1: podA (server mode) and podG (server mode, the
@@ -56,28 +40,11 @@ fn node() -> Node {
         vhost_vif("podB", MAC_B, &dir_b, "net0", VhostUserMode::Client),
         vhost_vif("podG", MAC_G, &dir_g, "net0", VhostUserMode::Server),
     ];
-    for v in vifs {
-        vr.api(|c| async move { c.vif_add(&v).await })
-            .expect("vif add");
+    for v in &vifs {
+        vr.add_vif(v);
     }
-    for (id, vif, mac, prefix) in [
-        (1, "podB", MAC_B, "198.18.2.2/32"),
-        (2, "podG", MAC_G, "198.18.3.2/32"),
-    ] {
-        let nh = Nexthop::Encap {
-            vif: vif.into(),
-            dmac: mac,
-        };
-        vr.api(|c| async move { c.nexthop_set(id, &nh).await })
-            .expect("nexthop");
-        let route = Route {
-            prefix: prefix.parse::<IpPrefix>().expect("prefix"),
-            nexthop: id,
-            label: None,
-        };
-        vr.api(|c| async move { c.route_set(1, &route).await })
-            .expect("route");
-    }
+    vr.route_to(1, "podB", MAC_B, &["198.18.2.2/32"]);
+    vr.route_to(2, "podG", MAC_G, &["198.18.3.2/32"]);
     Node {
         vr,
         sock_a: dir_a.join("net0"),
@@ -88,41 +55,30 @@ fn node() -> Node {
 
 /// txonly to the vrouter MAC, `src` → 198.18.2.2 (the sink).
 fn sender(socket: &Path, src: &str) -> TestpmdPod {
-    let mut cfg = TestpmdConfig::new(socket);
-    cfg.forward_mode = "txonly".into();
-    cfg.memory_mb = 64;
-    cfg.extra_app_args = vec![
-        "--eth-peer=0,00:00:5e:00:01:00".into(),
-        format!("--tx-ip={src},198.18.2.2"),
-    ];
-    TestpmdPod::start(cfg).expect("testpmd sender")
+    TestpmdConfig::sender(socket, src, "198.18.2.2").start()
 }
 
 /// The sink: creates its socket itself (the vif is in client mode) and counts.
 fn receiver(socket: &Path) -> TestpmdPod {
-    let mut cfg = TestpmdConfig::new(socket);
-    cfg.server = true;
-    cfg.forward_mode = "rxonly".into();
-    cfg.memory_mb = 64;
-    TestpmdPod::start(cfg).expect("testpmd receiver")
+    TestpmdConfig::receiver(socket).as_server().start()
 }
 
 /// Starts the innocent pods and waits until A's traffic reaches B.
 fn innocent_traffic(n: &Node) -> (TestpmdPod, TestpmdPod) {
     let b = receiver(&n.sock_b);
-    n.vr.wait_vif("podB", WAIT, "the sink connects", connected);
+    n.vr.wait_vif("podB", "the sink connects", connected);
     let a = sender(&n.sock_a, "198.18.1.2");
-    n.vr.wait_vif("podA", WAIT, "the sender connects", connected);
-    let b0 = tx(&n.vr.vif("podB"));
-    n.vr.wait_vif("podB", WAIT, "A's traffic reaches B", |v| {
-        tx(v) >= b0 + 1000
+    n.vr.wait_vif("podA", "the sender connects", connected);
+    let b0 = tx_packets(&n.vr.vif("podB"));
+    n.vr.wait_vif("podB", "A's traffic reaches B", |v| {
+        tx_packets(v) >= b0 + 1000
     });
     (a, b)
 }
 
 /// podG's fault is reported on the vif and in /health; A keeps reaching B meanwhile.
 fn fault_is_contained(n: &Node, what: &str) {
-    let g = n.vr.wait_vif("podG", WAIT, "podG reported broken", |v| {
+    let g = n.vr.wait_vif("podG", "podG reported broken", |v| {
         v.status
             .broken
             .as_deref()
@@ -138,9 +94,9 @@ fn fault_is_contained(n: &Node, what: &str) {
         "{what}: /health names the vif and the fault: {:?}",
         h.problems
     );
-    let (a0, b0) = (rx(&n.vr.vif("podA")), tx(&n.vr.vif("podB")));
-    n.vr.wait_vif("podA", WAIT, "A keeps sending", |v| rx(v) >= a0 + 1000);
-    n.vr.wait_vif("podB", WAIT, "B keeps receiving", |v| tx(v) >= b0 + 1000);
+    let (a0, b0) = (rx_packets(&n.vr.vif("podA")), tx_packets(&n.vr.vif("podB")));
+    n.vr.wait_vif("podA", "A keeps sending", |v| rx_packets(v) >= a0 + 1000);
+    n.vr.wait_vif("podB", "B keeps receiving", |v| tx_packets(v) >= b0 + 1000);
     let still = n.vr.vif("podG");
     assert!(
         still.status.broken.is_some(),
@@ -153,7 +109,7 @@ fn fault_is_contained(n: &Node, what: &str) {
 fn fresh_frontend_works(n: &Node, memory: Memory, what: &str) {
     let mut g = FrontendPod::connect(&n.sock_g, memory).expect("fresh frontend");
     let v =
-        n.vr.wait_vif("podG", WAIT, "the fresh frontend connects", connected);
+        n.vr.wait_vif("podG", "the fresh frontend connects", connected);
     assert_eq!(v.status.broken, None, "{what}: the fault is forgotten");
     let frame = udp_frame(
         MAC_G.0,
@@ -161,22 +117,23 @@ fn fresh_frontend_works(n: &Node, memory: Memory, what: &str) {
         [198, 18, 3, 2],
         [198, 18, 2, 2],
     );
-    let (g0, b0) = (rx(&v), tx(&n.vr.vif("podB")));
+    let (g0, b0) = (rx_packets(&v), tx_packets(&n.vr.vif("podB")));
     let mut sent = 0;
-    let v = loop {
-        sent += g.send(&frame, 64);
-        let v = n.vr.vif("podG");
-        if rx(&v) >= g0 + 256 {
-            break v;
-        }
-        assert!(
-            sent < 100_000,
-            "{what}: vrouterd never took podG's frames: {v:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let v = n.vr.wait_until(
+        &format!("{what}: vrouterd takes podG's frames"),
+        || {
+            sent += g.send(&frame, 64);
+            let v = n.vr.vif("podG");
+            assert!(
+                rx_packets(&v) >= g0 + 256 || sent < 100_000,
+                "{what}: vrouterd never took podG's frames: {v:?}"
+            );
+            v
+        },
+        |v| rx_packets(v) >= g0 + 256,
+    );
     assert!(connected(&v), "{what}: {v:?}");
-    n.vr.wait_vif("podB", WAIT, "B still receives", |v| tx(v) > b0);
+    n.vr.wait_vif("podB", "B still receives", |v| tx_packets(v) > b0);
     let h = n.vr.health();
     assert!(
         !h.problems.iter().any(|p| p.contains("podG")),
@@ -189,7 +146,7 @@ fn in_repo_frontend_truncating_its_memory(memory: Memory) {
     let n = node();
     let (_a, _b) = innocent_traffic(&n);
     let mut g = FrontendPod::connect(&n.sock_g, memory).expect("guilty frontend");
-    n.vr.wait_vif("podG", WAIT, "podG connects", connected);
+    n.vr.wait_vif("podG", "podG connects", connected);
     let frame = udp_frame(
         MAC_G.0,
         MacAddr::DEFAULT_VROUTER.0,
@@ -197,8 +154,8 @@ fn in_repo_frontend_truncating_its_memory(memory: Memory) {
         [198, 18, 2, 2],
     );
     let posted = g.send(&frame, 64);
-    n.vr.wait_vif("podG", WAIT, "vrouterd takes podG's frames", |v| {
-        rx(v) >= posted as u64
+    n.vr.wait_vif("podG", "vrouterd takes podG's frames", |v| {
+        rx_packets(v) >= posted as u64
     });
 
     g.truncate_memory().expect("truncate");
@@ -228,8 +185,8 @@ fn a_testpmd_pod_whose_hugepage_file_is_truncated_breaks_only_its_vif() {
     let n = node();
     let (_a, _b) = innocent_traffic(&n);
     let mut g = sender(&n.sock_g, "198.18.3.2");
-    n.vr.wait_vif("podG", WAIT, "podG connects", connected);
-    n.vr.wait_vif("podG", WAIT, "podG's traffic", |v| rx(v) >= 1000);
+    n.vr.wait_vif("podG", "podG connects", connected);
+    n.vr.wait_vif("podG", "podG's traffic", |v| rx_packets(v) >= 1000);
     let files = hugepage_files(&g.config().file_prefix);
     assert!(
         !files.is_empty(),
@@ -250,11 +207,11 @@ fn a_testpmd_pod_whose_hugepage_file_is_truncated_breaks_only_its_vif() {
     drop(g);
 
     let _g2 = sender(&n.sock_g, "198.18.3.2");
-    let v = n.vr.wait_vif("podG", WAIT, "a new pod connects", connected);
+    let v = n.vr.wait_vif("podG", "a new pod connects", connected);
     assert_eq!(v.status.broken, None, "the fault is forgotten");
-    let g0 = rx(&v);
-    n.vr.wait_vif("podG", WAIT, "the new pod's traffic", |v| {
-        rx(v) >= g0 + 1000
+    let g0 = rx_packets(&v);
+    n.vr.wait_vif("podG", "the new pod's traffic", |v| {
+        rx_packets(v) >= g0 + 1000
     });
     let status = n.vr.stop();
     assert!(status.success(), "vrouterd exit {status}");

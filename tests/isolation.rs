@@ -16,6 +16,14 @@ fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
 }
 
+/// A private directory for one test's vrouterd, named after `prefix`.
+fn private_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("temporary directory")
+}
+
 /// vrouterd in `dir` (the test's, so it outlives vrouterd and can be inspected after the stop).
 fn start(dir: &tempfile::TempDir) -> Vrouterd {
     let vr = Vrouterd::start_in(dir.path(), &vrouterd_bin(), &["--idle-sleep-us", "20"], &[]);
@@ -122,10 +130,7 @@ fn assert_refused(vr: &Vrouterd, root: &Path, req: &VifRequest, status: u16, cod
 
 #[test]
 fn escapes_bad_names_duplicates_and_long_paths_are_refused_and_change_nothing() {
-    let dir = tempfile::Builder::new()
-        .prefix("vrouterd-iso")
-        .tempdir()
-        .expect("temporary directory");
+    let dir = private_dir("vrouterd-iso");
     let vr = start(&dir);
     let base = vr.socket_base();
     // The whole private directory: the base, and "outside" (a sibling the escapes aim at).
@@ -257,10 +262,7 @@ fn mode_and_gid(p: &Path) -> (u32, u32) {
 
 #[test]
 fn created_directories_have_the_documented_modes_and_go_with_their_vif() {
-    let dir = tempfile::Builder::new()
-        .prefix("vrouterd-iso")
-        .tempdir()
-        .expect("temporary directory");
+    let dir = private_dir("vrouterd-iso");
     let vr = start(&dir);
     let base = vr.socket_base();
     // Nested directories, all created by vrouterd: 0700.
@@ -354,10 +356,7 @@ fn created_directories_have_the_documented_modes_and_go_with_their_vif() {
 
 #[test]
 fn a_device_that_fails_to_open_stays_free_and_a_device_backs_one_vif() {
-    let dir = tempfile::Builder::new()
-        .prefix("vrouterd-dev")
-        .tempdir()
-        .expect("temporary directory");
+    let dir = private_dir("vrouterd-dev");
     let vr = start(&dir);
     let physical = |name: &str, device: &str| {
         let mut req = VifRequest::new(name, VifType::Physical, 0, MacAddr([2, 0, 0, 0, 0x0d, 1]));

@@ -4,17 +4,16 @@
 //! with the device's limit in the message; the same device given jumbo frame slots takes it.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VhostUserMode, VifRequest, VifType};
+use control_api::api::{MacAddr, VhostUserMode, VifRequest, VifType};
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use testkit::frontend_pod::{FrontendPod, Memory};
 use testkit::netns::HostVeth;
 use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
+use testkit::wait;
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
 const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
-const WAIT: Duration = Duration::from_secs(30);
 
 fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
@@ -39,15 +38,12 @@ fn udp_df(len: usize) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn wait_frames(pod: &mut FrontendPod, what: &str) -> Vec<Vec<u8>> {
-    let end = Instant::now() + WAIT;
-    loop {
-        let got = pod.receive();
-        if !got.is_empty() {
-            return got;
-        }
-        assert!(Instant::now() < end, "{what}: nothing arrived");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait::until(
+        what,
+        wait::DEADLINE,
+        || pod.receive(),
+        |got| !got.is_empty(),
+    )
 }
 
 #[test]
@@ -64,29 +60,14 @@ fn eight_thousand_byte_frames_cross_between_guests_on_mtu_9000_vifs() {
         let dir = base.join(name);
         let mut v = vhost_vif(name, mac, &dir, "net0", VhostUserMode::Server);
         v.mtu = Some(9000);
-        vr.api(|c| async move { c.vif_add(&v).await })
-            .expect("an MTU 9000 vhost-user vif");
-        let nh = Nexthop::Encap {
-            vif: name.into(),
-            dmac: mac,
-        };
-        vr.api(|c| async move { c.nexthop_set(id, &nh).await })
-            .expect("nexthop");
-        let route = Route {
-            prefix: prefix.parse::<IpPrefix>().expect("prefix"),
-            nexthop: id,
-            label: None,
-        };
-        vr.api(|c| async move { c.route_set(1, &route).await })
-            .expect("route");
+        vr.add_vif(&v);
+        vr.route_to(id, name, mac, &[prefix]);
         socks.push(dir.join("net0"));
     }
     let mut a = FrontendPod::connect(&socks[0], Memory::Memfd).expect("pod A");
     let mut b = FrontendPod::connect(&socks[1], Memory::Memfd).expect("pod B");
     for n in ["podA", "podB"] {
-        vr.wait_vif(n, WAIT, "connects", |v| {
-            v.status.state.to_string() == "connected"
-        });
+        vr.wait_connected(n);
     }
 
     // 8,000 bytes of payload: a 8,042-byte frame over four descriptors in, five buffers out.

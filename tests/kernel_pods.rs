@@ -19,6 +19,11 @@ fn vrouterd_bin() -> PathBuf {
 
 const BYTES: u64 = 100_000_000;
 
+/// vrouterd as compute node `node`, its forwarding lcore napping 20 µs when idle.
+fn start_vrouterd(node: &Netns) -> Vrouterd {
+    Vrouterd::start_netns(Some(node), &vrouterd_bin(), &["--idle-sleep-us", "20"], &[])
+}
+
 #[test]
 fn kernel_pods_with_default_offloads_ping_and_move_100_mb_of_tcp_each_way_through_vrouterd() {
     let t0 = Instant::now();
@@ -26,12 +31,7 @@ fn kernel_pods_with_default_offloads_ping_and_move_100_mb_of_tcp_each_way_throug
     let node = Netns::new("kpnode");
     let pod1 = KernelPod::attached_to(Some(&node), "a", 1, 1500);
     let pod2 = KernelPod::attached_to(Some(&node), "b", 2, 1500);
-    let vr = Vrouterd::start_netns(
-        Some(&node),
-        &vrouterd_bin(),
-        &["--idle-sleep-us", "20"],
-        &[],
-    );
+    let vr = start_vrouterd(&node);
 
     route_in_vrf1(&vr, &[("pod1", &pod1), ("pod2", &pod2)]);
 
@@ -157,12 +157,7 @@ fn frames_beyond_the_vif_mtu_are_dropped_and_counted_and_a_missing_interface_is_
     let pod1 = KernelPod::attached_to(Some(&node), "m", 1, 9000);
     node.ip(&["link", "set", &pod1.host_side, "mtu", "9000"]);
     let pod2 = KernelPod::attached_to(Some(&node), "n", 2, 1500);
-    let vr = Vrouterd::start_netns(
-        Some(&node),
-        &vrouterd_bin(),
-        &["--idle-sleep-us", "20"],
-        &[],
-    );
+    let vr = start_vrouterd(&node);
     route_in_vrf1(&vr, &[("pod1", &pod1), ("pod2", &pod2)]);
     let out = pod1.ping(&pod2.ip.to_string(), 2);
     assert!(out.contains("2 received"), "{out}");

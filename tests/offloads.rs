@@ -5,19 +5,18 @@
 //! checksums, which etherparse checks, and the payload intact.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VhostUserMode, VifInfo};
+use control_api::api::{MacAddr, VhostUserMode};
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use testkit::frontend_pod::{FrontendPod, Memory};
 use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
+use testkit::wait;
 use vhost_user::net_hdr::{self, NetHdr};
 use vhost_user::session::OFFERED_FEATURES;
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
 const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
 const MAC_C: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0c, 0x01]);
-const WAIT: Duration = Duration::from_secs(30);
 const A: [u8; 4] = [198, 18, 1, 2];
 const B: [u8; 4] = [198, 18, 2, 2];
 const C: [u8; 4] = [198, 18, 3, 2];
@@ -26,10 +25,6 @@ const B6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
 fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
-}
-
-fn connected(v: &VifInfo) -> bool {
-    v.status.state.to_string() == "connected"
 }
 
 /// A TCP frame from pod A to `dst` (IPv4 or IPv6) with `payload`, its checksum field holding
@@ -129,18 +124,17 @@ fn checked_payload(frame: &[u8]) -> Vec<u8> {
 
 /// Waits for `n` frames at `pod`.
 fn receive_n(pod: &mut FrontendPod, n: usize, what: &str) -> Vec<(NetHdr, Vec<u8>)> {
-    let end = Instant::now() + WAIT;
     let mut got = Vec::new();
-    while got.len() < n {
-        got.extend(pod.receive_with_hdr());
-        assert!(
-            Instant::now() < end,
-            "{what}: {} of {n} frames arrived",
+    let counted = wait::until(
+        &format!("{what}: {n} frames arrive"),
+        wait::DEADLINE,
+        || {
+            got.extend(pod.receive_with_hdr());
             got.len()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    assert_eq!(got.len(), n, "{what}: no more than {n}");
+        },
+        |&len| len >= n,
+    );
+    assert_eq!(counted, n, "{what}: no more than {n}");
     got
 }
 
@@ -158,22 +152,8 @@ fn guests_get_tso_packets_whole_or_cut_by_what_they_negotiated() {
     ] {
         let dir = base.join(name);
         let v = vhost_vif(name, mac, &dir, "net0", VhostUserMode::Server);
-        vr.api(|c| async move { c.vif_add(&v).await }).expect("vif");
-        let nh = Nexthop::Encap {
-            vif: name.into(),
-            dmac: mac,
-        };
-        vr.api(|c| async move { c.nexthop_set(id, &nh).await })
-            .expect("nexthop");
-        for p in [p4, p6] {
-            let route = Route {
-                prefix: p.parse::<IpPrefix>().expect("prefix"),
-                nexthop: id,
-                label: None,
-            };
-            vr.api(|c| async move { c.route_set(1, &route).await })
-                .expect("route");
-        }
+        vr.add_vif(&v);
+        vr.route_to(id, name, mac, &[p4, p6]);
         socks.push(dir.join("net0"));
     }
     // A and C negotiate every offload vrouterd offers; B none (a DPDK pod's defaults).
@@ -182,7 +162,7 @@ fn guests_get_tso_packets_whole_or_cut_by_what_they_negotiated() {
     let mut b = FrontendPod::connect_with(&socks[1], Memory::Memfd, no_offloads).expect("pod B");
     let mut c = FrontendPod::connect(&socks[2], Memory::Memfd).expect("pod C");
     for n in ["podA", "podB", "podC"] {
-        let v = vr.wait_vif(n, WAIT, "connects", connected);
+        let v = vr.wait_connected(n);
         eprintln!("{n} negotiated {:#x}", v.status.features.unwrap_or(0));
     }
     let payload: Vec<u8> = (0..60_000u32).map(|i| (i * 7 % 251) as u8).collect();

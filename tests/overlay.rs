@@ -13,9 +13,10 @@ use control_api::api::{
     BridgeEntry, IpPrefix, MacAddr, Nexthop, Route, TunnelEncap, VifRequest, VifType,
 };
 use testkit::kernel_pod::KernelPod;
-use testkit::netns::{temp_path, Netns};
+use testkit::netns::{pcap_frames_so_far, temp_path, Netns};
 use testkit::process::TestProcess;
 use testkit::vrouterd::Vrouterd;
+use testkit::wait;
 
 const FABRIC_MAC_1: MacAddr = MacAddr([0x02, 0, 0, 0, 0xfa, 0x01]);
 const FABRIC_MAC_2: MacAddr = MacAddr([0x02, 0, 0, 0, 0xfa, 0x02]);
@@ -144,9 +145,16 @@ impl FabricCapture {
         FabricCapture { process, path }
     }
 
-    /// Stops tcpdump and dissects the capture with tshark (MPLS-over-UDP decoded on 6635).
-    fn dissect(mut self, fields: &[&str]) -> Vec<String> {
-        std::thread::sleep(Duration::from_millis(300));
+    /// Once tcpdump has written over `frames` frames, stops it and dissects the capture with
+    /// tshark (MPLS-over-UDP decoded on 6635).
+    fn dissect(mut self, frames: usize, fields: &[&str]) -> Vec<String> {
+        // tcpdump hands frames over in blocks: those just captured may not be written yet.
+        wait::until(
+            "tcpdump writes the frames it captured",
+            wait::DEADLINE,
+            || pcap_frames_so_far(&self.path),
+            |&written| written > frames,
+        );
         self.process.signal("INT");
         let _ = self.process.wait(Duration::from_secs(10));
         let mut args = vec![
@@ -231,7 +239,7 @@ fn two_vrouterds_carry_pods_over_vxlan_mplsoudp_and_mplsogre() {
             TunnelEncap::Vxlan => "vxlan.vni",
             _ => "mpls.label",
         };
-        let rows = capture.dissect(&["ip.src", "ip.dst", label_field, "frame.len"]);
+        let rows = capture.dissect(1000, &["ip.src", "ip.dst", label_field, "frame.len"]);
         assert!(
             rows.len() > 1000,
             "{name}: the transfer crossed the fabric ({} frames)",

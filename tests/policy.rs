@@ -3,6 +3,7 @@
 //! counted, a policy change takes effect on flows that already exist, and the flows are listed,
 //! counted and flushed through the API.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 
 use control_api::api::{FlowQuery, Policy, PolicyAction, PolicyRule, Proto};
@@ -71,13 +72,13 @@ fn policy_allows_denies_and_changes_take_effect_on_existing_flows() {
         |d: &control_api::api::DropStats| d.reasons.get("flow_drop").copied().unwrap_or(0);
     // UDP is denied: sent, never answered, counted.
     pod1.ns.exec(&["python3", "-c", "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(20): s.sendto(b'x'*64, ('198.18.2.2', 9999))"]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let after = vr
-        .api(|c| async move { c.dropstats().await })
-        .expect("dropstats");
-    assert!(
-        flow_drops(&after) >= flow_drops(&before) + 20,
-        "denied UDP counted: {after:?}"
+    vr.wait_until(
+        "denied UDP counted",
+        || {
+            vr.api(|c| async move { c.dropstats().await })
+                .expect("dropstats")
+        },
+        |after| flow_drops(after) >= flow_drops(&before) + 20,
     );
 
     let stats = vr
@@ -101,15 +102,21 @@ fn policy_allows_denies_and_changes_take_effect_on_existing_flows() {
         "the ICMP flow is listed: {page:?}"
     );
 
-    // A running ping's flow exists; the new policy denies ICMP and must stop it.
-    let ping = pod1
+    // A running ping's flow exists once a reply came back through it; the new policy denies
+    // ICMP and must stop it.
+    let mut ping = pod1
         .ns
         .command("ping")
         .args(["-c", "40", "-i", "0.1", "-W", "1", "198.18.2.2"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("ping");
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let mut out = BufReader::new(ping.stdout.take().expect("ping's output"));
+    let mut text = String::new();
+    while !text.contains("bytes from") {
+        let n = out.read_line(&mut text).expect("ping's output");
+        assert!(n > 0, "ping ended before a reply came: {text}");
+    }
     let deny_icmp = Policy {
         default: PolicyAction::Deny,
         ingress: vec![],
@@ -122,8 +129,8 @@ fn policy_allows_denies_and_changes_take_effect_on_existing_flows() {
     };
     vr.api(|c| async move { c.policy_set("pod2", &deny_icmp).await })
         .expect("policy change");
-    let out = ping.wait_with_output().expect("ping output");
-    let text = String::from_utf8_lossy(&out.stdout);
+    out.read_to_string(&mut text).expect("ping's output");
+    ping.wait().expect("ping exits");
     let received: u32 = text
         .lines()
         .find(|l| l.contains("received"))

@@ -17,47 +17,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VhostUserMode, VifInfo};
+use control_api::api::{MacAddr, VhostUserMode};
 use testkit::frontend_pod::{udp_frame, FrontendPod, Memory};
 use testkit::testpmd::{TestpmdConfig, TestpmdPod};
-use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
+use testkit::vrouterd::{connected, rx_packets, tx_packets, vhost_user_vif as vhost_vif, Vrouterd};
 use vhost_user::codec::{self, code};
 use vhost_user::session::OFFERED_FEATURES;
 
 const MAC_F: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0f, 0x01]);
 const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
 const RECONNECTS: usize = 1000;
-const WAIT: Duration = Duration::from_secs(30);
 
 fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
-}
-
-fn rx(v: &VifInfo) -> u64 {
-    v.status.counters.rx_packets
-}
-
-fn tx(v: &VifInfo) -> u64 {
-    v.status.counters.tx_packets
-}
-
-fn connected(v: &VifInfo) -> bool {
-    v.status.state.to_string() == "connected"
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Usage {
-    fds: usize,
-    maps: usize,
-    rss_kib: u64,
-}
-
-fn usage(vr: &Vrouterd) -> Usage {
-    Usage {
-        fds: vr.open_fds(),
-        maps: vr.mappings(),
-        rss_kib: vr.rss_kib(),
-    }
 }
 
 /// Connects and asks for the features: fails if vrouterd refused the connection.
@@ -102,22 +74,11 @@ fn killed_holder(conn: OwnedFd) {
 }
 
 fn testpmd_sender(socket: &Path) -> TestpmdPod {
-    let mut cfg = TestpmdConfig::new(socket);
-    cfg.forward_mode = "txonly".into();
-    cfg.memory_mb = 64;
-    cfg.extra_app_args = vec![
-        "--eth-peer=0,00:00:5e:00:01:00".into(),
-        "--tx-ip=198.18.1.2,198.18.2.2".into(),
-    ];
-    TestpmdPod::start(cfg).expect("testpmd sender")
+    TestpmdConfig::sender(socket, "198.18.1.2", "198.18.2.2").start()
 }
 
 fn sink(socket: &Path) -> TestpmdPod {
-    let mut cfg = TestpmdConfig::new(socket);
-    cfg.server = true;
-    cfg.forward_mode = "rxonly".into();
-    cfg.memory_mb = 64;
-    TestpmdPod::start(cfg).expect("testpmd sink")
+    TestpmdConfig::receiver(socket).as_server().start()
 }
 
 #[test]
@@ -133,24 +94,11 @@ fn a_thousand_reconnects_of_every_kind_are_served_without_growth() {
         vhost_vif("podF", MAC_F, &dir_f, "net0", VhostUserMode::Server),
         vhost_vif("podB", MAC_B, &dir_b, "net0", VhostUserMode::Client),
     ] {
-        vr.api(|c| async move { c.vif_add(&v).await })
-            .expect("vif add");
+        vr.add_vif(&v);
     }
-    let nh = Nexthop::Encap {
-        vif: "podB".into(),
-        dmac: MAC_B,
-    };
-    vr.api(|c| async move { c.nexthop_set(1, &nh).await })
-        .expect("nexthop");
-    let route = Route {
-        prefix: "198.18.2.2/32".parse::<IpPrefix>().expect("prefix"),
-        nexthop: 1,
-        label: None,
-    };
-    vr.api(|c| async move { c.route_set(1, &route).await })
-        .expect("route");
+    vr.route_to(1, "podB", MAC_B, &["198.18.2.2/32"]);
     let _sink = sink(&sock_b);
-    vr.wait_vif("podB", WAIT, "the sink connects", connected);
+    vr.wait_vif("podB", "the sink connects", connected);
 
     let started = Instant::now();
     let mut after_first_hundred = None;
@@ -162,23 +110,16 @@ fn a_thousand_reconnects_of_every_kind_are_served_without_growth() {
             let mut pod = testpmd_sender(&sock_f);
             vr.wait_vif(
                 "podF",
-                WAIT,
                 &format!("reconnect {i}: testpmd connects"),
                 connected,
             );
-            let (f0, b0) = (rx(&vr.vif("podF")), tx(&vr.vif("podB")));
-            vr.wait_vif(
-                "podF",
-                WAIT,
-                &format!("reconnect {i}: testpmd's traffic"),
-                |v| rx(v) >= f0 + 1000,
-            );
-            vr.wait_vif(
-                "podB",
-                WAIT,
-                &format!("reconnect {i}: reaches the sink"),
-                |v| tx(v) >= b0 + 1000,
-            );
+            let (f0, b0) = (rx_packets(&vr.vif("podF")), tx_packets(&vr.vif("podB")));
+            vr.wait_vif("podF", &format!("reconnect {i}: testpmd's traffic"), |v| {
+                rx_packets(v) >= f0 + 1000
+            });
+            vr.wait_vif("podB", &format!("reconnect {i}: reaches the sink"), |v| {
+                tx_packets(v) >= b0 + 1000
+            });
             if i % 200 == 0 {
                 pod.stop(Duration::from_secs(10));
             } else {
@@ -187,8 +128,8 @@ fn a_thousand_reconnects_of_every_kind_are_served_without_growth() {
             drop(pod);
             if i == 100 {
                 // Let the first hundred settle (a dead pod's memory unmapped), then measure.
-                vr.wait_vif("podF", WAIT, "testpmd's hang-up handled", |v| !connected(v));
-                after_first_hundred = Some(usage(&vr));
+                vr.wait_vif("podF", "testpmd's hang-up handled", |v| !connected(v));
+                after_first_hundred = Some(vr.usage());
             }
             continue;
         }
@@ -214,9 +155,9 @@ fn a_thousand_reconnects_of_every_kind_are_served_without_growth() {
         }
     }
     drop(previous);
-    vr.wait_vif("podF", WAIT, "the last hang-up handled", |v| !connected(v));
+    vr.wait_vif("podF", "the last hang-up handled", |v| !connected(v));
     let elapsed = started.elapsed();
-    let (first, last) = (after_first_hundred.expect("measured at 100"), usage(&vr));
+    let (first, last) = (after_first_hundred.expect("measured at 100"), vr.usage());
     eprintln!(
         "{RECONNECTS} reconnects in {elapsed:?}: after 100 {first:?}, after {RECONNECTS} {last:?}"
     );

@@ -1,7 +1,8 @@
 //! Restarts on either side of a vhost-user socket, against the real vrouterd:
 //! - a testpmd pod on a server-mode vif and one on a client-mode vif are stopped (as a container
 //!   stop does; testkit::testpmd says why not SIGKILL) and started again 20 times: each time the
-//!   vif comes back to `connected` and traffic flows again, and vrouterd's open fds and mappings do not grow per restart;
+//!   vif comes back to `connected` and traffic flows again, and vrouterd's open fds and mappings
+//!   do not grow per restart;
 //! - vrouterd itself is stopped and started again with the same configuration under two
 //!   client-mode vifs whose pods (virtio-user servers) keep running: traffic resumes without
 //!   touching the pods, and the pod counts exactly what the two vrouterds sent it.
@@ -10,9 +11,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VhostUserMode, VifInfo, VifRequest};
+use control_api::api::{IpPrefix, MacAddr, VhostUserMode, VifCounters, VifRequest};
 use testkit::testpmd::{TestpmdConfig, TestpmdPod};
-use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
+use testkit::vrouterd::{connected, rx_packets, tx_packets, vhost_user_vif as vhost_vif, Vrouterd};
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
 const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
@@ -27,115 +28,54 @@ fn state(vr: &Vrouterd, name: &str) -> String {
     vr.vif(name).status.state.to_string()
 }
 
-/// Waits until the vif's state is (`want`) or is not (`!want`) `state`.
-fn wait_state(vr: &Vrouterd, name: &str, wanted: &str, want: bool, what: &str) {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = state(vr, name);
-        if (s == wanted) == want {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "{what}: {name} stayed {s}\n{}",
-            vr.process.outputs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits until `counter` of vif `name` moves past `from` by at least `by`.
-fn wait_counter_grows(
-    vr: &Vrouterd,
-    name: &str,
-    counter: fn(&VifInfo) -> u64,
-    from: u64,
-    by: u64,
-    what: &str,
-) -> u64 {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        let v = vr.vif(name);
-        let now = counter(&v);
-        if now >= from + by {
-            return now;
-        }
-        assert!(
-            Instant::now() < end,
-            "{what}: {name} counter stayed at {now} (from {from}): {v:?}\n{}",
-            vr.process.outputs()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn rx(v: &VifInfo) -> u64 {
-    v.status.counters.rx_packets
-}
-
-fn tx(v: &VifInfo) -> u64 {
-    v.status.counters.tx_packets
-}
-
 fn setup_vrf_and_routes(vr: &Vrouterd, vifs: &[VifRequest], routes: &[(&str, u32, &str, MacAddr)]) {
     vr.api(|c| async move { c.vrf_add(1).await })
         .expect("vrf 1");
     for req in vifs {
-        let req = req.clone();
-        vr.api(|c| async move { c.vif_add(&req).await })
-            .expect("vif add");
+        vr.add_vif(req);
     }
     for &(prefix, id, vif, dmac) in routes {
-        let nh = Nexthop::Encap {
-            vif: vif.into(),
-            dmac,
-        };
-        vr.api(|c| async move { c.nexthop_set(id, &nh).await })
-            .expect("nexthop");
-        let route = Route {
-            prefix: prefix.parse::<IpPrefix>().expect("prefix"),
-            nexthop: id,
-            label: None,
-        };
-        vr.api(|c| async move { c.route_set(1, &route).await })
-            .expect("route");
+        vr.route_to(id, vif, dmac, &[prefix]);
     }
 }
 
 /// txonly to the vrouter MAC, `src` → 198.18.2.2 (the sink).
 fn sender(socket: &Path, server: bool, src: &str) -> TestpmdPod {
-    let mut cfg = TestpmdConfig::new(socket);
-    cfg.server = server;
-    cfg.forward_mode = "txonly".into();
-    cfg.memory_mb = 64;
-    cfg.extra_app_args = vec![
-        "--eth-peer=0,00:00:5e:00:01:00".into(),
-        format!("--tx-ip={src},198.18.2.2"),
-    ];
-    TestpmdPod::start(cfg).expect("testpmd sender")
+    TestpmdConfig {
+        server,
+        ..TestpmdConfig::sender(socket, src, "198.18.2.2")
+    }
+    .start()
 }
 
 fn receiver(socket: &Path, server: bool) -> TestpmdPod {
-    let mut cfg = TestpmdConfig::new(socket);
-    cfg.server = server;
-    cfg.forward_mode = "rxonly".into();
-    cfg.memory_mb = 64;
-    TestpmdPod::start(cfg).expect("testpmd receiver")
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Usage {
-    fds: usize,
-    maps: usize,
-    rss_kib: u64,
-}
-
-fn usage(vr: &Vrouterd) -> Usage {
-    Usage {
-        fds: vr.open_fds(),
-        maps: vr.mappings(),
-        rss_kib: vr.rss_kib(),
+    TestpmdConfig {
+        server,
+        ..TestpmdConfig::receiver(socket)
     }
+    .start()
+}
+
+/// Waits until A's packets keep coming in and none reach B any more (its route is gone and
+/// what was in flight has landed); returns B's counters then.
+fn wait_until_b_cut_off(vr: &Vrouterd, what: &str) -> VifCounters {
+    // A's count when B's count last moved: a thousand packets from A since, and B's count
+    // standing still all along, is more than a forwarding iteration could hold in flight.
+    let mut still_since: Option<(u64, u64)> = None;
+    let (b, _) = vr.wait_until(
+        what,
+        || {
+            let b = vr.vif("podB").status.counters;
+            let a = rx_packets(&vr.vif("podA"));
+            let a_then = match still_since {
+                Some((b_tx, a_then)) if b_tx == b.tx_packets => a_then,
+                _ => still_since.insert((b.tx_packets, a)).1,
+            };
+            (b, a - a_then)
+        },
+        |&(_, from_a_since)| from_a_since >= 1000,
+    );
+    b
 }
 
 /// vrouterd's thread ids: a thread that ends and is replaced keeps the count but not the id.
@@ -174,8 +114,8 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
         &[("198.18.2.2/32", 2, "podB", MAC_B)],
     );
     let _sink = receiver(&sock_b, true);
-    wait_state(&vr, "podB", "connected", true, "sink connects");
-    let before_pods = usage(&vr);
+    vr.wait_vif("podB", "sink connects", connected);
+    let before_pods = vr.usage();
     let threads_before_pods = thread_ids(&vr);
 
     let mut at_round = Vec::new();
@@ -186,50 +126,25 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
         let t = Instant::now();
         let mut pod_a = sender(&sock_a, false, "198.18.1.2");
         let mut pod_c = sender(&sock_c, true, "198.18.3.2");
-        wait_state(
-            &vr,
-            "podA",
-            "connected",
-            true,
-            &format!("round {round}: A reconnects"),
-        );
-        wait_state(
-            &vr,
-            "podC",
-            "connected",
-            true,
-            &format!("round {round}: C reconnects"),
-        );
+        // The pods' hugepage files, which vrouterd maps while they are attached.
+        let memory = [&pod_a, &pod_c].map(|p| format!("{}map_", p.config().file_prefix));
+        vr.wait_vif("podA", &format!("round {round}: A reconnects"), connected);
+        vr.wait_vif("podC", &format!("round {round}: C reconnects"), connected);
         let t_connected = t.elapsed();
         let (a0, c0, b0) = (
-            rx(&vr.vif("podA")),
-            rx(&vr.vif("podC")),
-            tx(&vr.vif("podB")),
+            rx_packets(&vr.vif("podA")),
+            rx_packets(&vr.vif("podC")),
+            tx_packets(&vr.vif("podB")),
         );
-        wait_counter_grows(
-            &vr,
-            "podA",
-            rx,
-            a0,
-            1000,
-            &format!("round {round}: A's traffic"),
-        );
-        wait_counter_grows(
-            &vr,
-            "podC",
-            rx,
-            c0,
-            1000,
-            &format!("round {round}: C's traffic"),
-        );
-        wait_counter_grows(
-            &vr,
-            "podB",
-            tx,
-            b0,
-            1000,
-            &format!("round {round}: the sink gets it"),
-        );
+        vr.wait_vif("podA", &format!("round {round}: A's traffic"), |v| {
+            rx_packets(v) >= a0 + 1000
+        });
+        vr.wait_vif("podC", &format!("round {round}: C's traffic"), |v| {
+            rx_packets(v) >= c0 + 1000
+        });
+        vr.wait_vif("podB", &format!("round {round}: the sink gets it"), |v| {
+            tx_packets(v) >= b0 + 1000
+        });
         let t_traffic = t.elapsed();
         // Both pods quit at once, the way a pod's container is stopped (testkit's notes say why
         // not SIGKILL: this kernel sometimes spins for minutes reaping a signalled testpmd).
@@ -246,20 +161,12 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
         });
         let t_killed = t.elapsed();
         eprintln!("round {round}: A gone at {kill_a:?}, C at {kill_c:?}");
-        wait_state(
-            &vr,
-            "podA",
-            "connected",
-            false,
-            &format!("round {round}: A's loss seen"),
-        );
-        wait_state(
-            &vr,
-            "podC",
-            "connected",
-            false,
-            &format!("round {round}: C's loss seen"),
-        );
+        vr.wait_vif("podA", &format!("round {round}: A's loss seen"), |v| {
+            !connected(v)
+        });
+        vr.wait_vif("podC", &format!("round {round}: C's loss seen"), |v| {
+            !connected(v)
+        });
         assert_eq!(
             state(&vr, "podA"),
             "listening",
@@ -271,9 +178,17 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
             "a client-mode vif retries"
         );
         drop((pod_a, pod_c));
-        // Give the vhost core a moment to let go of the dead peers' memory.
-        std::thread::sleep(Duration::from_millis(200));
-        let u = usage(&vr);
+        vr.wait_until(
+            &format!("round {round}: the dead pods' memory unmapped"),
+            || {
+                memory
+                    .iter()
+                    .filter(|file| vr.maps_file(file))
+                    .collect::<Vec<_>>()
+            },
+            Vec::is_empty,
+        );
+        let u = vr.usage();
         eprintln!(
             "round {round} ({:?} in): connected after {t_connected:?}, traffic after \
              {t_traffic:?}, both reaped after {t_killed:?}, gone after {:?}; {u:?}",
@@ -285,7 +200,8 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
     }
     assert!(sock_a.exists(), "A's server socket survived every restart");
     // An idle control API keeps its threads: a pool with tokio's default keep-alive (10 s)
-    // would end one here and the next request would start a new one.
+    // would end one here and the next request would start a new one. The idleness is what is
+    // tested, so it is waited out.
     std::thread::sleep(Duration::from_secs(11));
     let _ = vr.vif("podB");
     assert_eq!(
@@ -376,41 +292,18 @@ fn vrouterd_restarted_under_client_mode_pods_comes_back_and_traffic_resumes() {
     for life in 1..=2 {
         let vr = Vrouterd::start_in(dir.path(), &vrouterd_bin(), &[], &[]);
         setup_vrf_and_routes(&vr, &vifs, &routes);
-        wait_state(
-            &vr,
-            "podA",
-            "connected",
-            true,
-            &format!("vrouterd {life}: A"),
-        );
-        wait_state(
-            &vr,
-            "podB",
-            "connected",
-            true,
-            &format!("vrouterd {life}: B"),
-        );
-        wait_counter_grows(
-            &vr,
-            "podA",
-            rx,
-            0,
-            10_000,
-            &format!("vrouterd {life}: A sends"),
-        );
-        wait_counter_grows(
-            &vr,
-            "podB",
-            tx,
-            0,
-            10_000,
-            &format!("vrouterd {life}: B gets"),
-        );
+        vr.wait_vif("podA", &format!("vrouterd {life}: A"), connected);
+        vr.wait_vif("podB", &format!("vrouterd {life}: B"), connected);
+        vr.wait_vif("podA", &format!("vrouterd {life}: A sends"), |v| {
+            rx_packets(v) >= 10_000
+        });
+        vr.wait_vif("podB", &format!("vrouterd {life}: B gets"), |v| {
+            tx_packets(v) >= 10_000
+        });
         // Stop the flow toward B, let what is in flight land, then count what B was sent.
         vr.api(|c| async move { c.route_del(1, &sink_route).await })
             .expect("route to B");
-        std::thread::sleep(Duration::from_millis(500));
-        let b = vr.vif("podB").status.counters;
+        let b = wait_until_b_cut_off(&vr, &format!("vrouterd {life}: the flow to B stops"));
         sent_to_b += b.tx_packets;
         let status = vr.stop();
         assert!(status.success(), "vrouterd {life} exit {status}");

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use control_api::api::{
-    IpPrefix, MacAddr, Nexthop, Policy, PolicyAction, PolicyRule, PortRange, Proto, Route,
-    VhostUserMode, VifInfo, VifRequest, VifType,
+    MacAddr, Nexthop, Policy, PolicyAction, PolicyRule, PortRange, Proto, VhostUserMode, VifInfo,
+    VifRequest, VifType,
 };
 use testkit::kernel_pod::KernelPod;
 use testkit::netns::Netns;
 use testkit::testpmd::{TestpmdConfig, TestpmdPod};
-use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
+use testkit::vrouterd::{connected, vhost_user_vif as vhost_vif, Vrouterd};
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
 const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
@@ -26,23 +26,6 @@ const B_IP: &str = "198.18.2.2";
 
 fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
-}
-
-/// Waits for `what` to hold, at most `secs`; panics with vrouterd's output otherwise.
-fn wait_until(vr: &Vrouterd, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "{what}: not within {secs} s\n{}",
-            vr.process.outputs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn state(vr: &Vrouterd, name: &str) -> String {
-    vr.vif(name).status.state.to_string()
 }
 
 fn rx(vr: &Vrouterd, name: &str) -> u64 {
@@ -56,25 +39,27 @@ fn tx(vr: &Vrouterd, name: &str) -> u64 {
 /// A's and B's vifs connected, A's packets reaching vrouterd and B, and K's pings answered.
 fn wait_for_traffic(vr: &Vrouterd, k: &KernelPod, when: &str) {
     for vif in ["podA", "podB"] {
-        wait_until(vr, 30, &format!("{when}: {vif} connects"), || {
-            state(vr, vif) == "connected"
-        });
+        vr.wait_vif(vif, &format!("{when}: {vif} connects"), connected);
     }
     let (a0, b0) = (rx(vr, "podA"), tx(vr, "podB"));
-    wait_until(vr, 30, &format!("{when}: A's traffic reaches B"), || {
-        rx(vr, "podA") >= a0 + 10_000 && tx(vr, "podB") >= b0 + 10_000
-    });
+    vr.wait_until(
+        &format!("{when}: A's traffic reaches B"),
+        || (rx(vr, "podA"), tx(vr, "podB")),
+        |&(a, b)| a >= a0 + 10_000 && b >= b0 + 10_000,
+    );
     // B's ring is busy with A's packets: a ping may be dropped on the way, so ask until one
     // round trip completes.
-    wait_until(vr, 30, &format!("{when}: K's pings answered"), || {
-        let out =
+    vr.wait_until(
+        &format!("{when}: K's pings answered"),
+        || {
             k.ns.command("ping")
                 .args(["-c", "3", "-i", "0.2", "-W", "1", B_IP])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-        replies(&out) > 0
-    });
+                .unwrap_or_default()
+        },
+        |out| replies(out) > 0,
+    );
     assert!(
         rx(vr, "podK") > 0 && tx(vr, "podK") > 0,
         "K's vif moved both ways"
@@ -91,23 +76,16 @@ fn replies(ping_output: &str) -> u32 {
 }
 
 fn sender(socket: &Path) -> TestpmdPod {
-    let mut cfg = TestpmdConfig::new(socket);
-    cfg.forward_mode = "txonly".into();
-    cfg.memory_mb = 64;
-    cfg.extra_app_args = vec![
-        "--eth-peer=0,00:00:5e:00:01:00".into(),
-        format!("--tx-ip=198.18.1.2,{B_IP}"),
-    ];
-    TestpmdPod::start(cfg).expect("testpmd A")
+    TestpmdConfig::sender(socket, "198.18.1.2", B_IP).start()
 }
 
 /// B answers ARP and ICMP echo (K's pings) and drops the rest (A's UDP), counting all of it.
 fn echoer(socket: &Path) -> TestpmdPod {
-    let mut cfg = TestpmdConfig::new(socket);
-    cfg.server = true;
-    cfg.forward_mode = "icmpecho".into();
-    cfg.memory_mb = 64;
-    TestpmdPod::start(cfg).expect("testpmd B")
+    TestpmdConfig {
+        forward_mode: "icmpecho".into(),
+        ..TestpmdConfig::receiver(socket).as_server()
+    }
+    .start()
 }
 
 fn configure(vr: &Vrouterd, base: &Path, k: &KernelPod) {
@@ -132,8 +110,7 @@ fn configure(vr: &Vrouterd, base: &Path, k: &KernelPod) {
         ),
         vif_k,
     ] {
-        vr.api(|c| async move { c.vif_add(&req).await })
-            .expect("vif add");
+        vr.add_vif(&req);
     }
     let nexthops = [
         (
@@ -160,8 +137,7 @@ fn configure(vr: &Vrouterd, base: &Path, k: &KernelPod) {
         (4, Nexthop::Receive),
     ];
     for (id, nh) in nexthops {
-        vr.api(|c| async move { c.nexthop_set(id, &nh).await })
-            .expect("nexthop");
+        vr.set_nexthop(id, nh);
     }
     for (prefix, nexthop) in [
         ("198.18.1.2/32", 1),
@@ -169,13 +145,7 @@ fn configure(vr: &Vrouterd, base: &Path, k: &KernelPod) {
         ("198.18.3.2/32", 3),
         ("198.18.3.1/32", 4),
     ] {
-        let route = Route {
-            prefix: prefix.parse::<IpPrefix>().expect("prefix"),
-            nexthop,
-            label: None,
-        };
-        vr.api(|c| async move { c.route_set(1, &route).await })
-            .expect("route");
+        vr.set_route(prefix, nexthop);
     }
     // K's traffic goes through the flow table (flows themselves are not kept: they are set up
     // again by the first packets after the restart).

@@ -6,25 +6,19 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VhostUserMode, VifInfo};
+use control_api::api::{MacAddr, VhostUserMode};
 use testkit::testpmd::{TestpmdConfig, TestpmdPod};
-use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
+use testkit::vrouterd::{connected, vhost_user_vif as vhost_vif, Vrouterd};
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
 const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
 const MAC_C: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0c, 0x01]);
 const USER: &str = "nobody";
 const GROUP: &str = "nogroup";
-const WAIT: Duration = Duration::from_secs(30);
 
 fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
-}
-
-fn connected(v: &VifInfo) -> bool {
-    v.status.state.to_string() == "connected"
 }
 
 fn gid_of(group: &str) -> u32 {
@@ -66,14 +60,13 @@ fn can_connect_as(path: &Path) -> bool {
     out.status.success()
 }
 
-fn pod(socket: &Path, server: bool, mode: &str, args: &[&str]) -> TestpmdPod {
-    let mut cfg = TestpmdConfig::new(socket);
-    cfg.server = server;
-    cfg.forward_mode = mode.into();
-    cfg.memory_mb = 64;
-    cfg.run_as = Some((USER.into(), GROUP.into()));
-    cfg.extra_app_args = args.iter().map(|a| (*a).to_owned()).collect();
-    TestpmdPod::start(cfg).expect("unprivileged testpmd")
+/// The pod `cfg` describes, run as `USER:GROUP` with no other groups.
+fn unprivileged(cfg: TestpmdConfig) -> TestpmdPod {
+    TestpmdConfig {
+        run_as: Some((USER.into(), GROUP.into())),
+        ..cfg
+    }
+    .start()
 }
 
 fn mode_of(p: &Path) -> u32 {
@@ -102,22 +95,9 @@ fn unprivileged_pods_in_the_socket_group_attach_in_both_modes() {
     b.vhostsocket_group = Some(GROUP.into());
     let c = vhost_vif("podC", MAC_C, &dir_c, "net0", VhostUserMode::Server);
     for v in [a, b, c] {
-        vr.api(|cl| async move { cl.vif_add(&v).await })
-            .expect("vif add");
+        vr.add_vif(&v);
     }
-    let nh = Nexthop::Encap {
-        vif: "podB".into(),
-        dmac: MAC_B,
-    };
-    vr.api(|cl| async move { cl.nexthop_set(1, &nh).await })
-        .expect("nexthop");
-    let route = Route {
-        prefix: "198.18.2.2/32".parse::<IpPrefix>().expect("prefix"),
-        nexthop: 1,
-        label: None,
-    };
-    vr.api(|cl| async move { cl.route_set(1, &route).await })
-        .expect("route");
+    vr.route_to(1, "podB", MAC_B, &["198.18.2.2/32"]);
 
     // What vrouterd made, whatever the umask: the group reaches A's socket and may create B's.
     let (sock_a, sock_c) = (dir_a.join("net0"), dir_c.join("net0"));
@@ -137,25 +117,17 @@ fn unprivileged_pods_in_the_socket_group_attach_in_both_modes() {
         "an outsider cannot connect to C's"
     );
     // That connection came and went; A listens again before its pod comes.
-    vr.wait_vif("podA", WAIT, "the probe's hang-up handled", |v| {
+    vr.wait_vif("podA", "the probe's hang-up handled", |v| {
         v.status.state.to_string() == "listening"
     });
 
     // B: the pod creates its socket (virtio-user server) in the directory vrouterd prepared.
-    let _pod_b = pod(&dir_b.join("net0"), true, "rxonly", &[]);
-    vr.wait_vif("podB", WAIT, "the unprivileged client-mode pod", connected);
+    let _pod_b = unprivileged(TestpmdConfig::receiver(dir_b.join("net0")).as_server());
+    vr.wait_vif("podB", "the unprivileged client-mode pod", connected);
     // A: the pod connects to vrouterd's socket (virtio-user client).
-    let _pod_a = pod(
-        &sock_a,
-        false,
-        "txonly",
-        &[
-            "--eth-peer=0,00:00:5e:00:01:00",
-            "--tx-ip=198.18.1.2,198.18.2.2",
-        ],
-    );
-    vr.wait_vif("podA", WAIT, "the unprivileged server-mode pod", connected);
-    vr.wait_vif("podB", WAIT, "A's traffic reaches B", |v| {
+    let _pod_a = unprivileged(TestpmdConfig::sender(&sock_a, "198.18.1.2", "198.18.2.2"));
+    vr.wait_vif("podA", "the unprivileged server-mode pod", connected);
+    vr.wait_vif("podB", "A's traffic reaches B", |v| {
         v.status.counters.tx_packets >= 1000
     });
     let status = vr.stop();

@@ -4,7 +4,7 @@
 //! its memory mid-traffic), or connect and hang up a thousand times in a few seconds.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etherparse::PacketBuilder;
 use vhost_user::frontend::{DriverQueue, Frontend, GuestRam};
@@ -32,9 +32,9 @@ pub struct FrontendPod {
 }
 
 impl FrontendPod {
-    /// Connects to `socket` (retrying for up to 10 s until it exists and accepts), negotiates
-    /// every feature vrouterd offers, maps `memory` and starts queue pair 0 with RX buffers
-    /// posted.
+    /// Connects to `socket` (retrying until it exists and accepts, up to
+    /// [`crate::wait::DEADLINE`]), negotiates every feature vrouterd offers, maps `memory` and
+    /// starts queue pair 0 with RX buffers posted.
     pub fn connect(socket: &Path, memory: Memory) -> std::io::Result<FrontendPod> {
         Self::connect_with(socket, memory, OFFERED_FEATURES)
     }
@@ -46,15 +46,13 @@ impl FrontendPod {
         memory: Memory,
         features: u64,
     ) -> std::io::Result<FrontendPod> {
-        let end = Instant::now() + Duration::from_secs(10);
-        let fe = loop {
-            match Frontend::connect(socket) {
-                Ok(fe) => break fe,
-                Err(e) if Instant::now() >= end => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        Self::attach_with(fe, memory, features)
+        let connected = crate::wait::poll(
+            crate::wait::DEADLINE,
+            || Frontend::connect(socket),
+            Result::is_ok,
+        )
+        .unwrap_or_else(|last_try| last_try)?;
+        Self::attach_with(connected, memory, features)
     }
 
     /// Sets a pod up on a connection already made.

@@ -339,38 +339,24 @@ pub fn route_in_vrf1_mtu(
     pods: &[(&str, &KernelPod)],
     mtu: Option<u32>,
 ) {
-    use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VifRequest, VifType};
+    use control_api::api::{MacAddr, Nexthop, VifRequest, VifType};
     vr.api(|c| async move { c.vrf_add(1).await })
         .expect("vrf 1");
     let receive = pods.len() as u32 + 1;
-    vr.api(|c| async move { c.nexthop_set(receive, &Nexthop::Receive).await })
-        .expect("receive nexthop");
+    vr.set_nexthop(receive, Nexthop::Receive);
     for (i, (name, pod)) in pods.iter().enumerate() {
         let mut req = VifRequest::new(name, VifType::AfPacket, 1, MacAddr(pod.mac));
         req.iface = Some(pod.host_side.clone());
         req.mtu = mtu;
-        vr.api(|c| async move { c.vif_add(&req).await })
-            .expect("af-packet vif");
+        vr.add_vif(&req);
         let id = i as u32 + 1;
-        let nh = Nexthop::Encap {
-            vif: (*name).to_owned(),
-            dmac: MacAddr(pod.mac),
-        };
-        vr.api(|c| async move { c.nexthop_set(id, &nh).await })
-            .expect("nexthop");
-        for (prefix, nexthop) in [
-            (format!("{}/32", pod.ip), id),
-            (format!("{}/32", pod.gateway()), receive),
-            (format!("{}/128", pod.ip6), id),
-            (format!("{}/128", pod.gateway6()), receive),
-        ] {
-            let route = Route {
-                prefix: prefix.parse::<IpPrefix>().expect("prefix"),
-                nexthop,
-                label: None,
-            };
-            vr.api(|c| async move { c.route_set(1, &route).await })
-                .expect("route");
-        }
+        vr.route_to(
+            id,
+            name,
+            MacAddr(pod.mac),
+            &[&format!("{}/32", pod.ip), &format!("{}/128", pod.ip6)],
+        );
+        vr.set_route(&format!("{}/32", pod.gateway()), receive);
+        vr.set_route(&format!("{}/128", pod.gateway6()), receive);
     }
 }

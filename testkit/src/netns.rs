@@ -183,18 +183,11 @@ pub struct Capture {
 impl Capture {
     /// Wait (up to `timeout`) for tcpdump to have written its frames and exit; return them.
     pub fn frames(mut self, timeout: Duration) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
         if let Some(c) = self.child.as_mut() {
-            loop {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let exited = crate::wait::poll(timeout, || c.try_wait(), |r| matches!(r, Ok(Some(_))));
+            if exited.is_err() {
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
         self.child = None;
@@ -225,12 +218,29 @@ pub fn temp_path(stem: &str, ext: &str) -> PathBuf {
 /// The frames of a classic (libpcap) capture file, either byte order, micro or nano seconds.
 pub fn read_pcap(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     let data = std::fs::read(path)?;
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a pcap file");
-    let magic = data.get(0..4).ok_or_else(bad)?;
+    match pcap_frames(&data)? {
+        (frames, false) => Ok(frames.into_iter().map(<[u8]>::to_vec).collect()),
+        (_, true) => Err(not_pcap()),
+    }
+}
+
+/// How many whole frames a capture file that is still being written holds so far.
+pub fn pcap_frames_so_far(path: &Path) -> usize {
+    let data = std::fs::read(path).unwrap_or_default();
+    pcap_frames(&data).map_or(0, |(frames, _)| frames.len())
+}
+
+fn not_pcap() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, "not a pcap file")
+}
+
+/// The whole frames in `data`, and whether a frame follows that is cut short.
+fn pcap_frames(data: &[u8]) -> std::io::Result<(Vec<&[u8]>, bool)> {
+    let magic = data.get(0..4).ok_or_else(not_pcap)?;
     let le = match magic {
         [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
         [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
-        _ => return Err(bad()),
+        _ => return Err(not_pcap()),
     };
     let u32_at = |at: usize| -> Option<u32> {
         let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
@@ -243,12 +253,15 @@ pub fn read_pcap(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     let mut frames = Vec::new();
     let mut at = 24;
     while at + 16 <= data.len() {
-        let caplen = u32_at(at + 8).ok_or_else(bad)? as usize;
+        let caplen = u32_at(at + 8).ok_or_else(not_pcap)? as usize;
         let start = at + 16;
-        frames.push(data.get(start..start + caplen).ok_or_else(bad)?.to_vec());
+        let Some(frame) = data.get(start..start + caplen) else {
+            return Ok((frames, true));
+        };
+        frames.push(frame);
         at = start + caplen;
     }
-    Ok(frames)
+    Ok((frames, false))
 }
 
 /// A pcap file (Ethernet link type) holding `frames`, removed on drop.

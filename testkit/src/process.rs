@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running child with its stdout and stderr collected in the background.
 pub struct TestProcess {
@@ -64,29 +64,26 @@ impl TestProcess {
     /// Waits until `needle` appears in stdout or stderr; panics with both outputs on timeout or
     /// if the process exits first.
     pub fn wait_for_output(&mut self, needle: &str, timeout: Duration) {
-        let start = Instant::now();
-        loop {
-            if self.stdout().contains(needle) || self.stderr().contains(needle) {
-                return;
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "{} exited ({status}) before printing {needle:?}\n{}",
-                    self.name,
-                    self.outputs()
-                );
-            }
-            assert!(
-                start.elapsed() < timeout,
+        let seen = crate::wait::poll(
+            timeout,
+            || {
+                let printed = self.stdout().contains(needle) || self.stderr().contains(needle);
+                (printed, self.try_wait())
+            },
+            |&(printed, exit)| printed || exit.is_some(),
+        );
+        match seen {
+            Ok((true, _)) => {}
+            Ok((false, Some(status))) => panic!(
+                "{} exited ({status}) before printing {needle:?}\n{}",
+                self.name,
+                self.outputs()
+            ),
+            _ => panic!(
                 "{} did not print {needle:?} within {timeout:?}\n{}",
                 self.name,
                 self.outputs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            ),
         }
     }
 
@@ -109,19 +106,23 @@ impl TestProcess {
 
     /// Waits for the exit, at most `timeout`; panics (after killing it) if it does not exit.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let start = Instant::now();
         let Some(child) = self.child.as_mut() else {
             panic!("{} was already waited for", self.name);
         };
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
+        let exited = crate::wait::poll(
+            timeout,
+            || child.try_wait().expect("try_wait"),
+            Option::is_some,
+        );
+        match exited {
+            Ok(Some(status)) => {
                 self.child = None;
                 for r in self.readers.drain(..) {
                     let _ = r.join();
                 }
-                return status;
+                status
             }
-            if start.elapsed() > timeout {
+            _ => {
                 let _ = child.kill();
                 let _ = child.wait();
                 self.child = None;
@@ -131,7 +132,6 @@ impl TestProcess {
                     self.outputs()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

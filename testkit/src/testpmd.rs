@@ -6,21 +6,26 @@
 //! within the 8 regions vhost-user allows), and is stopped on drop, after which its hugepage files
 //! and runtime directory are removed. Hugepages are set up with `scripts/hugepages.sh` first.
 //!
-//! Stopping is graceful (Enter on testpmd's stdin, as an operator quits it), with SIGKILL only
-//! when that does not work in time. Why: on this machine's kernel (6.18, a firecracker guest),
-//! when vrouterd runs with `--idle-sleep-us` on the pods' CPU, reaping a stopped testpmd sometimes
+//! The pod runs testpmd's interactive prompt on its stdin, forwarding from the start: a test can
+//! ask it for its counts while it runs ([`TestpmdPod::totals`]), which is how it knows the pod
+//! has taken everything vrouterd delivered before stopping it.
+//!
+//! Stopping is graceful (`quit` at the prompt, as an operator quits it), with SIGKILL only when
+//! that does not work in time. Why: on this machine's kernel (6.18, a firecracker guest), when
+//! vrouterd runs with `--idle-sleep-us` on the pods' CPU, reaping a stopped testpmd sometimes
 //! spins the reaping thread inside `wait4` (release_task → proc_invalidate_siblings_dcache →
 //! shrink_dcache_parent) for minutes, at 100 % of a core. A signal makes it likely, a graceful
-//! quit rare; without idle sleep it was not seen (see the notes on issue 5).
+//! quit rare; without idle sleep it was not seen.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::hugepages;
+use crate::wait;
 
 /// How to start one testpmd pod.
 #[derive(Debug, Clone)]
@@ -73,6 +78,44 @@ impl TestpmdConfig {
         }
     }
 
+    /// A pod that sends UDP from `src` to `dst` as fast as it can (`txonly`), addressed to the
+    /// vrouter's gateway MAC, in 64 MiB; a virtio-user client (its vif is in server mode).
+    pub fn sender(socket: impl Into<PathBuf>, src: &str, dst: &str) -> Self {
+        Self {
+            forward_mode: String::from("txonly"),
+            memory_mb: 64,
+            extra_app_args: vec![
+                String::from("--eth-peer=0,00:00:5e:00:01:00"),
+                format!("--tx-ip={src},{dst}"),
+            ],
+            ..Self::new(socket)
+        }
+    }
+
+    /// A pod that counts what it receives and drops it (`rxonly`), in 64 MiB; a virtio-user
+    /// client (its vif is in server mode).
+    pub fn receiver(socket: impl Into<PathBuf>) -> Self {
+        Self {
+            forward_mode: String::from("rxonly"),
+            memory_mb: 64,
+            ..Self::new(socket)
+        }
+    }
+
+    /// The pod as virtio-user server: it creates the socket, and its vif is in client mode.
+    pub fn as_server(self) -> Self {
+        Self {
+            server: true,
+            ..self
+        }
+    }
+
+    /// Starts the pod; fails the test if it cannot.
+    pub fn start(self) -> TestpmdPod {
+        let what = format!("starting testpmd ({})", self.forward_mode);
+        TestpmdPod::start(self).unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
     /// The command line this config runs.
     pub fn args(&self) -> Vec<String> {
         let vdev = format!(
@@ -92,6 +135,7 @@ impl TestpmdConfig {
             format!("--vdev={vdev}"),
             String::from("--log-level=user1,info"),
             String::from("--"),
+            String::from("--interactive"),
             format!("--forward-mode={}", self.forward_mode),
             format!("--rxq={}", self.queues),
             format!("--txq={}", self.queues),
@@ -110,20 +154,22 @@ impl TestpmdConfig {
     }
 
     /// The program and arguments that start the pod (behind `setpriv` when unprivileged).
+    /// testpmd's output is line-buffered (`stdbuf`): into a pipe it would otherwise sit in
+    /// testpmd's buffer, and what it answers at its prompt would not be seen until it exits.
     pub fn command(&self) -> (String, Vec<String>) {
-        match &self.run_as {
-            None => (String::from("dpdk-testpmd"), self.args()),
-            Some((user, group)) => {
-                let mut a = vec![
-                    format!("--reuid={user}"),
-                    format!("--regid={group}"),
-                    String::from("--clear-groups"),
-                    String::from("dpdk-testpmd"),
-                ];
-                a.extend(self.args());
-                (String::from("setpriv"), a)
-            }
+        let mut a = Vec::new();
+        if let Some((user, group)) = &self.run_as {
+            a.extend([
+                String::from("setpriv"),
+                format!("--reuid={user}"),
+                format!("--regid={group}"),
+                String::from("--clear-groups"),
+            ]);
         }
+        a.extend(["stdbuf", "-oL", "-eL", "dpdk-testpmd"].map(String::from));
+        a.extend(self.args());
+        let program = a.remove(0);
+        (program, a)
     }
 }
 
@@ -196,14 +242,46 @@ impl TestpmdPod {
 
     /// Whether a line containing `needle` was printed within `timeout`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if self.log().iter().any(|l| l.contains(needle)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        wait::poll(
+            timeout,
+            || self.log().iter().any(|l| l.contains(needle)),
+            |&printed| printed,
+        )
+        .is_ok()
+    }
+
+    /// What the pod has counted so far, asked at its prompt while it forwards; `None` if it
+    /// does not answer within `timeout`.
+    pub fn totals(&mut self, timeout: Duration) -> Option<PodTotals> {
+        let asked = self.log().len();
+        self.enter("show fwd stats all");
+        // The answer is complete with the rule under the accumulated block.
+        wait::poll(
+            timeout,
+            || {
+                let log = self.log();
+                let answer = log.get(asked..).unwrap_or_default();
+                let block = answer
+                    .iter()
+                    .position(|l| l.contains(ACCUMULATED))
+                    .map(|at| &answer[at..]);
+                block
+                    .filter(|b| b.iter().skip(1).any(|l| l.trim().starts_with("++++")))
+                    .and_then(PodTotals::parse)
+            },
+            Option::is_some,
+        )
+        .ok()
+        .flatten()
+    }
+
+    /// Types `line` at the pod's prompt.
+    fn enter(&mut self, line: &str) {
+        use std::io::Write;
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "{line}");
+            let _ = stdin.flush();
         }
-        false
     }
 
     /// Whether the process is still running.
@@ -211,20 +289,12 @@ impl TestpmdPod {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
-    /// Stops forwarding the way an operator would (Enter on testpmd's stdin), waits for it to
-    /// print its accumulated statistics and exit, and returns them. `None` if it did not exit
-    /// within `timeout` or printed no statistics (it is killed then).
+    /// Stops forwarding the way an operator would (`quit` at its prompt), waits for it to print
+    /// its accumulated statistics and exit, and returns them. `None` if it did not exit within
+    /// `timeout` or printed no statistics (it is killed then).
     pub fn finish(&mut self, timeout: Duration) -> Option<PodTotals> {
-        use std::io::Write;
-        if let Some(stdin) = self.stdin.as_mut() {
-            let _ = stdin.write_all(b"\n");
-            let _ = stdin.flush();
-        }
-        let end = Instant::now() + timeout;
-        while self.is_running() && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let exited = !self.is_running();
+        self.enter("quit");
+        let exited = wait::poll(timeout, || self.is_running(), |&running| !running).is_ok();
         self.kill();
         if !exited {
             return None;
@@ -263,15 +333,12 @@ impl TestpmdPod {
             let _ = c.kill();
             // Bounded: on a loaded machine a killed pod can take long to be reaped, and a test
             // must not hang on it (the kernel finishes the exit on its own).
-            let end = Instant::now() + Duration::from_secs(10);
-            reaped = false;
-            while Instant::now() < end {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    reaped = true;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            reaped = wait::poll(
+                Duration::from_secs(10),
+                || matches!(c.try_wait(), Ok(Some(_))),
+                |&gone| gone,
+            )
+            .is_ok();
         }
         // The output readers end at EOF; join them so their pipes and stacks are gone too
         // (tests count fds and mappings after a pod dies). If the pod is not gone yet they may
@@ -285,6 +352,9 @@ impl TestpmdPod {
     }
 }
 
+/// The heading of testpmd's totals over all ports.
+const ACCUMULATED: &str = "Accumulated forward statistics for all ports";
+
 /// What testpmd's forwarding engine counted over its whole run, from its accumulated
 /// statistics: packets received, packets the port accepted for sending, and packets it refused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -295,11 +365,9 @@ pub struct PodTotals {
 }
 
 impl PodTotals {
-    /// Parses the block after `Accumulated forward statistics for all ports`.
+    /// Parses the last block after `Accumulated forward statistics for all ports`.
     pub fn parse(log: &[String]) -> Option<PodTotals> {
-        let start = log
-            .iter()
-            .rposition(|l| l.contains("Accumulated forward statistics for all ports"))?;
+        let start = log.iter().rposition(|l| l.contains(ACCUMULATED))?;
         let mut t = PodTotals::default();
         let field = |line: &str, name: &str| -> Option<u64> {
             let rest = line.split(name).nth(1)?;

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, VhostUserMode};
+use control_api::api::{MacAddr, Nexthop, VhostUserMode};
 
 use crate::kernel_pod::KernelPod;
 use crate::process::TestProcess;
@@ -328,26 +328,30 @@ impl Vm {
             &cfg.qemu_args(&image, &agent_path),
         );
         // QEMU connects to the agent socket while it starts: accept, or fail with its output.
-        let agent = loop {
-            match listener.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        let accepted = crate::wait::poll(
+            cfg.boot_timeout,
+            || match listener.accept() {
+                Ok((s, _)) => Some(s),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    assert!(
+                        process.try_wait().is_none(),
+                        "QEMU for {} exited at start-up\n{}",
+                        cfg.name,
+                        process.outputs()
+                    );
+                    None
+                }
                 Err(e) => panic!("accepting the agent of {}: {e}", cfg.name),
-            }
-            assert!(
-                process.try_wait().is_none(),
-                "QEMU for {} exited at start-up\n{}",
-                cfg.name,
-                process.outputs()
-            );
-            assert!(
-                start.elapsed() < cfg.boot_timeout,
+            },
+            Option::is_some,
+        );
+        let Ok(Some(agent)) = accepted else {
+            panic!(
                 "QEMU for {} did not connect its agent channel within {:?}\n{}",
                 cfg.name,
                 cfg.boot_timeout,
                 process.outputs()
             );
-            std::thread::sleep(Duration::from_millis(20));
         };
         agent.set_nonblocking(false).expect("blocking agent");
         let mut vm = Vm {
@@ -473,20 +477,14 @@ impl Vm {
 
     /// Polls `cmd` in the guest until it exits 0; `Err` with its last output after `timeout`.
     pub fn wait_until(&mut self, cmd: &str, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (rc, out) = self.run(cmd);
-            if rc == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
+        crate::wait::poll(timeout, || self.run(cmd), |(rc, _)| *rc == 0)
+            .map(|_| ())
+            .map_err(|(rc, out)| {
+                format!(
                     "{}: {cmd:?} still exits {rc} after {timeout:?}: {out}",
                     self.cfg.name
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                )
+            })
     }
 
     /// The virtio features the guest driver negotiated on `eth0`, from
@@ -684,8 +682,7 @@ fn transfer_timeout(bytes: u64) -> Duration {
 pub fn route_vm_in_vrf1(vr: &Vrouterd, name: &str, vm: &VmConfig, nexthop: u32, receive: u32) {
     vr.api(|c| async move { c.vrf_add(1).await })
         .expect("vrf 1");
-    vr.api(|c| async move { c.nexthop_set(receive, &Nexthop::Receive).await })
-        .expect("receive nexthop");
+    vr.set_nexthop(receive, Nexthop::Receive);
     let dir = vm.socket.parent().expect("socket directory");
     let file = vm
         .socket
@@ -696,26 +693,9 @@ pub fn route_vm_in_vrf1(vr: &Vrouterd, name: &str, vm: &VmConfig, nexthop: u32, 
     let mut req = vhost_user_vif(name, MacAddr(vm.mac), dir, &file, vm.vrouterd_mode);
     req.ip = Some(vm.ip);
     req.mtu = Some(vm.mtu);
-    vr.api(|c| async move { c.vif_add(&req).await })
-        .unwrap_or_else(|e| panic!("vhost-user vif {name}: {e}"));
-    let nh = Nexthop::Encap {
-        vif: name.to_owned(),
-        dmac: MacAddr(vm.mac),
-    };
-    vr.api(|c| async move { c.nexthop_set(nexthop, &nh).await })
-        .expect("nexthop");
-    for (prefix, id) in [
-        (format!("{}/32", vm.ip), nexthop),
-        (format!("{}/32", vm.gateway), receive),
-    ] {
-        let route = Route {
-            prefix: prefix.parse::<IpPrefix>().expect("prefix"),
-            nexthop: id,
-            label: None,
-        };
-        vr.api(|c| async move { c.route_set(1, &route).await })
-            .expect("route");
-    }
+    vr.add_vif(&req);
+    vr.route_to(nexthop, name, MacAddr(vm.mac), &[&format!("{}/32", vm.ip)]);
+    vr.set_route(&format!("{}/32", vm.gateway), receive);
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -1,14 +1,18 @@
 //! vrouterd under test: started with its own control socket, socket base and EAL file prefix
 //! (so tests run side by side), driven through the real control API, stopped with SIGTERM.
 
+use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use control_api::api::{MacAddr, VhostUserMode, VifInfo, VifRequest, VifType};
+use control_api::api::{
+    IpPrefix, MacAddr, Nexthop, Route, VhostUserMode, VifInfo, VifRequest, VifState, VifType,
+};
 use control_api::BlockingClient;
 
 use crate::process::TestProcess;
+use crate::wait;
 
 /// A running vrouterd with a private directory for its sockets.
 pub struct Vrouterd {
@@ -131,27 +135,73 @@ impl Vrouterd {
             .expect("GET /vifs/{name}")
     }
 
-    /// Polls `GET /vifs/{name}` until `until` holds (returning that view) or `timeout` passes
-    /// (failing the test with `what`, the last view and vrouterd's output).
-    pub fn wait_vif(
+    /// Polls `GET /vifs/{name}` until `done` holds, and returns that view; fails the test with
+    /// `what`, the last view and vrouterd's output if it does not hold within
+    /// [`wait::DEADLINE`].
+    pub fn wait_vif(&self, name: &str, what: &str, done: impl Fn(&VifInfo) -> bool) -> VifInfo {
+        self.wait_until(what, || self.vif(name), done)
+    }
+
+    /// Waits until vif `name` is connected (a vhost-user peer attached, its rings polled).
+    pub fn wait_connected(&self, name: &str) -> VifInfo {
+        self.wait_vif(name, &format!("{name} connects"), connected)
+    }
+
+    /// [`wait::until`] with [`wait::DEADLINE`], failing the test with vrouterd's output too.
+    pub fn wait_until<T: Debug>(
         &self,
-        name: &str,
-        timeout: Duration,
         what: &str,
-        until: impl Fn(&VifInfo) -> bool,
-    ) -> VifInfo {
-        let end = std::time::Instant::now() + timeout;
-        loop {
-            let v = self.vif(name);
-            if until(&v) {
-                return v;
-            }
-            assert!(
-                std::time::Instant::now() < end,
-                "{what}: not within {timeout:?}; {name} is {v:?}\n{}",
+        observe: impl FnMut() -> T,
+        done: impl Fn(&T) -> bool,
+    ) -> T {
+        match wait::poll(wait::DEADLINE, observe, done) {
+            Ok(seen) => seen,
+            Err(seen) => panic!(
+                "{what}: not within {:?}; last seen: {seen:?}\n{}",
+                wait::DEADLINE,
                 self.process.outputs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            ),
+        }
+    }
+
+    /// `POST /vifs`; panics (failing the test) if it errs.
+    pub fn add_vif(&self, req: &VifRequest) -> VifInfo {
+        let (name, req) = (req.name.clone(), req.clone());
+        self.api(|c| async move { c.vif_add(&req).await })
+            .unwrap_or_else(|e| panic!("adding vif {name}: {e}"))
+    }
+
+    /// `PUT /nexthops/{id}`; panics (failing the test) if it errs.
+    pub fn set_nexthop(&self, id: u32, nh: Nexthop) {
+        self.api(|c| async move { c.nexthop_set(id, &nh).await })
+            .unwrap_or_else(|e| panic!("nexthop {id}: {e}"));
+    }
+
+    /// A route to `prefix` in VRF 1 through nexthop `nexthop`; panics (failing the test) if it
+    /// is refused.
+    pub fn set_route(&self, prefix: &str, nexthop: u32) {
+        let route = Route {
+            prefix: prefix
+                .parse::<IpPrefix>()
+                .unwrap_or_else(|e| panic!("prefix {prefix}: {e}")),
+            nexthop,
+            label: None,
+        };
+        self.api(|c| async move { c.route_set(1, &route).await })
+            .unwrap_or_else(|e| panic!("route to {prefix}: {e}"));
+    }
+
+    /// Routes `prefixes` in VRF 1 to vif `vif`: nexthop `id` sends there, to `mac`.
+    pub fn route_to(&self, id: u32, vif: &str, mac: MacAddr, prefixes: &[&str]) {
+        self.set_nexthop(
+            id,
+            Nexthop::Encap {
+                vif: vif.to_owned(),
+                dmac: mac,
+            },
+        );
+        for prefix in prefixes {
+            self.set_route(prefix, id);
         }
     }
 
@@ -185,6 +235,23 @@ impl Vrouterd {
             .unwrap_or(0)
     }
 
+    /// Open fds, mappings and resident memory now, to compare over a test.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            fds: self.open_fds(),
+            maps: self.mappings(),
+            rss_kib: self.rss_kib(),
+        }
+    }
+
+    /// Whether the process maps a file whose path contains `needle` (a pod's memory, say).
+    pub fn maps_file(&self, needle: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/maps", self.process.pid()))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(needle))
+    }
+
     /// SIGKILL (a crash: nothing cleaned up), then waits for the exit; returns the status.
     pub fn kill(mut self) -> ExitStatus {
         self.process.signal("KILL");
@@ -196,6 +263,29 @@ impl Vrouterd {
         self.process.signal("TERM");
         self.process.wait(Duration::from_secs(30))
     }
+}
+
+/// What vrouterd holds of the machine at one moment, from [`Vrouterd::usage`].
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub fds: usize,
+    pub maps: usize,
+    pub rss_kib: u64,
+}
+
+/// Whether the vif is connected (a vhost-user peer attached, its rings polled).
+pub fn connected(v: &VifInfo) -> bool {
+    v.status.state == VifState::Connected
+}
+
+/// Packets vrouterd received from the vif.
+pub fn rx_packets(v: &VifInfo) -> u64 {
+    v.status.counters.rx_packets
+}
+
+/// Packets vrouterd sent to the vif.
+pub fn tx_packets(v: &VifInfo) -> u64 {
+    v.status.counters.tx_packets
 }
 
 /// A vhost-user vif in VRF 1 with its socket at `dir/file`, vrouterd in `mode` on it.
