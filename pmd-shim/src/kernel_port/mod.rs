@@ -60,7 +60,9 @@ pub struct KernelPortConfig {
     /// report the port busy.
     pub sndbuf: u32,
     /// Socket receive buffer: how many bytes of frames too long for a slot the kernel may keep
-    /// whole for us; beyond it they are cut short (and dropped).
+    /// whole for us; beyond it they are cut short (and dropped). Only frames waiting count, so
+    /// the default 16 MiB (a few milliseconds of a pod's TCP at full speed, for a forwarding
+    /// core that was preempted) costs nothing while the port keeps up.
     pub rcvbuf: u32,
 }
 
@@ -72,7 +74,7 @@ impl Default for KernelPortConfig {
             qdisc_bypass: false,
             promiscuous: true,
             sndbuf: 4 << 20,
-            rcvbuf: 4 << 20,
+            rcvbuf: 16 << 20,
         }
     }
 }
