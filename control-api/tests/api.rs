@@ -1144,12 +1144,14 @@ async fn shutdown_is_not_held_up_by_an_idle_client_and_removes_vif_sockets() {
     s.stop().unwrap();
     // Shutdown finished with the client still there: the server closed its connection rather
     // than wait for it.
+    // Closed either way: end of stream if the server had accepted it, a reset if it was still
+    // waiting in the listen backlog when the listener closed.
     use tokio::io::AsyncReadExt;
-    assert_eq!(
-        idle.read(&mut [0u8; 1]).await.unwrap(),
-        0,
-        "the idle client's connection was closed"
-    );
+    match idle.read(&mut [0u8; 1]).await {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the idle client's connection was not closed: {other:?}"),
+    }
     assert!(!s.socket.exists());
     assert!(
         a.join("s").exists(),
