@@ -3,9 +3,14 @@
 # hugepages, builds vrouterd and vrouterctl (release), starts vrouterd, attaches two DPDK pods
 # (dpdk-testpmd over virtio-user), each in its own socket directory — pod A on a server-mode vif
 # (vrouterd owns the socket), pod B on a client-mode vif (the pod owns it) — routes A → B in
-# VRF 1 with vrouterctl, shows the live packet rate for DEMO_SECONDS (default 5), and tears
-# everything down (pods, vrouterd, sockets, temp dir, DPDK runtime files) even on failure.
-# Exits 0 only if packets went through. Works on a 2-core machine.
+# VRF 1 with vrouterctl and shows the live packet rate for DEMO_SECONDS (default 5); then a
+# kernel pod (a network namespace on a veth, attached as an af-packet vif) takes pod A's place
+# as the receiver for as long. Tears everything down (pods, namespace, vrouterd, sockets, temp
+# dir, DPDK runtime files) even on failure. Exits 0 only if packets went through both times.
+#
+# CPUs: vrouterd forwards on CPU 1 and serves vhost-user and its API on CPU 0. The pods poll on
+# CPUs of their own when there are any (2 and 3); on a 2-CPU machine both share CPU 0, where
+# they take turns, and their rings are sized to ride out the other pod's turn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +30,7 @@ control=$tmp/vrouter.sock
 base=$tmp/pods
 mkdir -m 0700 "$base"
 tag=vrdemo$$
-vr_pid='' pod_a_pid='' pod_b_pid='' pod_a_in='' pod_b_in=''
+kpod='' host_if='' vr_pid='' pod_a_pid='' pod_b_pid='' pod_a_in='' pod_b_in=''
 
 ctl() { "$bin/vrouterctl" --socket "$control" "$@"; }
 
@@ -62,6 +67,8 @@ teardown() {
     dpdk_cleanup "${tag}a"
     dpdk_cleanup "${tag}b"
     dpdk_cleanup "${tag}vr"
+    [[ -z $kpod ]] || ip netns del "$kpod" 2>/dev/null || true
+    [[ -z $host_if ]] || ip link del "$host_if" 2>/dev/null || true
     if ((status != 0)); then
         for log in "$tmp"/*.log; do
             [[ -f $log ]] && { echo "--- $log (last lines) ---"; tail -n 20 "$log"; }
@@ -75,8 +82,18 @@ trap teardown EXIT
 trap '' PIPE # a pod that died makes writing to its FIFO an error, not a fatal signal
 trap 'exit 130' INT TERM
 
+# Where each pod polls: CPUs of their own if there are any, else CPU 0 (see the top).
+ncpu=$(nproc)
+if ((ncpu >= 4)); then cpu_a=2 cpu_b=3
+elif ((ncpu == 3)); then cpu_a=2 cpu_b=2
+else cpu_a=0 cpu_b=0
+fi
+echo "demo: $ncpu CPUs: vrouterd forwards on CPU 1 (vhost-user and API on CPU 0);" \
+    "pod A polls on CPU $cpu_a, pod B on CPU $cpu_b"
+
 echo "demo: starting vrouterd (control socket $control, socket base $base)"
 "$bin/vrouterd" --control-socket "$control" --socket-base "$base" \
+    --fwd-lcores 1 --vhost-lcore 0 \
     -- --no-pci -m 256 "--file-prefix=${tag}vr" >"$tmp/vrouterd.log" 2>&1 &
 vr_pid=$!
 for ((i = 0; i < 300; i++)); do
@@ -100,20 +117,23 @@ ctl nh set 2 encap --vif podB --dmac $mac_b
 ctl route add --vrf 1 198.18.1.2/32 --nh 1
 ctl route add --vrf 1 198.18.2.2/32 --nh 2
 
-# testpmd exits when its stdin reaches EOF: each pod reads a FIFO this shell holds open.
-start_pod() { # name, prefix, socket, server, forward mode, extra args...
-    local name=$1 prefix=$2 socket=$3 server=$4 mode=$5
-    shift 5
+# testpmd exits when its stdin reaches EOF: each pod reads a FIFO this shell holds open. Its
+# main lcore waits on that FIFO; its forwarding lcore polls, both on the pod's CPU. 4096-entry
+# rings hold what arrives while a pod sharing a CPU waits for its turn.
+start_pod() { # name, prefix, cpu, socket, server, forward mode, extra args...
+    local name=$1 prefix=$2 cpu=$3 socket=$4 server=$5 mode=$6
+    shift 6
     mkfifo "$tmp/$name.in"
-    dpdk-testpmd -l0,1 --no-pci --single-file-segments "--file-prefix=$prefix" -m256 \
-        "--vdev=net_virtio_user0,path=$socket,queues=1,queue_size=256,mrg_rxbuf=1,server=$server" \
-        -- "--forward-mode=$mode" --rxq=1 --txq=1 --rxd=256 --txd=256 --nb-cores=1 \
-        --auto-start --total-num-mbufs=8192 "$@" <"$tmp/$name.in" >"$tmp/$name.log" 2>&1 &
+    dpdk-testpmd "--lcores=0@$cpu,1@$cpu" --no-pci --single-file-segments \
+        "--file-prefix=$prefix" -m512 \
+        "--vdev=net_virtio_user0,path=$socket,queues=1,queue_size=16384,mrg_rxbuf=1,server=$server" \
+        -- "--forward-mode=$mode" --rxq=1 --txq=1 --rxd=16384 --txd=16384 --nb-cores=1 \
+        --auto-start --total-num-mbufs=49152 "$@" <"$tmp/$name.in" >"$tmp/$name.log" 2>&1 &
 }
-start_pod podB "${tag}b" "$base/pod-b/net0" 1 rxonly
+start_pod podB "${tag}b" "$cpu_b" "$base/pod-b/net0" 1 rxonly
 pod_b_pid=$!
 exec {pod_b_in}>"$tmp/podB.in"
-start_pod podA "${tag}a" "$base/pod-a/net0" 0 txonly \
+start_pod podA "${tag}a" "$cpu_a" "$base/pod-a/net0" 0 txonly \
     --eth-peer=0,00:00:5e:00:01:00 --tx-ip=198.18.1.2,198.18.2.2
 pod_a_pid=$!
 exec {pod_a_in}>"$tmp/podA.in"
@@ -128,39 +148,79 @@ for vif in podA podB; do
     echo "demo: $vif connected"
 done
 
+# Prints, once a second for $seconds, the rate pod A sends at and the rate vrouterd delivers to
+# vif $1; the sum of the delivered rates goes to $delivered.
+counts() { # receiving vif
+    ctl --json vif list | jq -r --arg to "$1" \
+        'map({(.name): .counters}) | add | "\(.podA.rx_packets) \(.[$to].tx_packets)"'
+}
+delivered=0
+live_rate() { # receiving vif, its label
+    local to=$1 label=$2 a_prev b_prev a_now b_now t_prev t_now rx_pps tx_pps s
+    read -r a_prev b_prev < <(counts "$to")
+    t_prev=$(date +%s.%N)
+    delivered=0
+    for ((s = 1; s <= seconds; s++)); do
+        sleep 1
+        read -r a_now b_now < <(counts "$to")
+        t_now=$(date +%s.%N)
+        read -r rx_pps tx_pps < <(awk -v a=$((a_now - a_prev)) -v b=$((b_now - b_prev)) \
+            -v t1="$t_prev" -v t2="$t_now" 'BEGIN { dt = t2 - t1; printf "%d %d\n", a / dt, b / dt }')
+        printf 'demo: %2ds  from pod A %10d pps   to %s %10d pps\n' "$s" "$rx_pps" "$label" "$tx_pps"
+        delivered=$((delivered + tx_pps))
+        a_prev=$a_now b_prev=$b_now t_prev=$t_now
+    done
+}
+
 echo "demo: pod A (198.18.1.2) → vrouterd VRF 1 → pod B (198.18.2.2), for ${seconds}s"
 ctl vif list
-counts() { ctl --json vif list | jq -r 'map({(.name): .counters}) | add | "\(.podA.rx_packets) \(.podB.tx_packets)"'; }
-read -r a_prev b_prev < <(counts)
-t_prev=$(date +%s.%N)
-total_pps=0
-for ((s = 1; s <= seconds; s++)); do
-    sleep 1
-    read -r a_now b_now < <(counts)
-    t_now=$(date +%s.%N)
-    read -r rx_pps tx_pps < <(awk -v a=$((a_now - a_prev)) -v b=$((b_now - b_prev)) \
-        -v t1="$t_prev" -v t2="$t_now" 'BEGIN { dt = t2 - t1; printf "%d %d\n", a / dt, b / dt }')
-    printf 'demo: %2ds  from pod A %10d pps   to pod B %10d pps\n' "$s" "$rx_pps" "$tx_pps"
-    total_pps=$((total_pps + tx_pps))
-    a_prev=$a_now b_prev=$b_now t_prev=$t_now
-done
+live_rate podB "pod B"
+to_pod_b=$delivered
+echo "demo: on average $((to_pod_b / seconds)) pps from pod A to pod B"
 ctl vif list
 ctl stats
 
-# Enter stops testpmd's forwarding: it prints its accumulated statistics and exits.
-echo >&"$pod_a_in" || true
+# Enter stops testpmd's forwarding: pod B prints its accumulated statistics and exits.
 echo >&"$pod_b_in" || true
-for pid in "$pod_a_pid" "$pod_b_pid"; do
-    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-done
+for ((i = 0; i < 100; i++)); do kill -0 "$pod_b_pid" 2>/dev/null || break; sleep 0.1; done
+echo "demo: pod B got $(grep -A4 'Accumulated forward statistics' "$tmp/podB.log" | grep -o 'RX-packets: [0-9]*' | tail -n1)"
+ctl route del --vrf 1 198.18.2.2/32
+ctl nh del 2
+ctl vif del podB
+
+# A kernel pod takes pod B's place: a namespace with the veth end eth0 (the kernel's default
+# offloads on) holding 198.18.2.2; vrouterd sends into the other end through an af-packet vif.
+kpod=$tag-kpod
+ip netns add "$kpod"
+host_if=vd$$k
+ip link add "$host_if" type veth peer name eth0 netns "$kpod"
+ip link set "$host_if" up
+mac_k=02:00:00:00:0c:01
+ip -n "$kpod" link set eth0 address $mac_k up
+ip -n "$kpod" addr add 198.18.2.2/24 dev eth0
+ip -n "$kpod" route add default via 198.18.2.1
+ctl vif add kpod --type af-packet --vrf 1 --mac 02:00:00:00:0c:02 --iface "$host_if"
+ctl nh set 3 encap --vif kpod --dmac $mac_k
+ctl route add --vrf 1 198.18.2.2/32 --nh 3
+kpod_rx() { ip netns exec "$kpod" cat /sys/class/net/eth0/statistics/rx_packets; }
+kpod_before=$(kpod_rx)
+echo "demo: pod A (198.18.1.2) → vrouterd VRF 1 → kernel pod (198.18.2.2, a veth), for ${seconds}s"
+live_rate kpod "kernel pod"
+kpod_got=$(($(kpod_rx) - kpod_before))
+echo "demo: on average $((delivered / seconds)) pps from pod A to the kernel pod;" \
+    "its eth0 received $kpod_got packets"
+ctl vif list
+
+echo >&"$pod_a_in" || true
+for ((i = 0; i < 100; i++)); do kill -0 "$pod_a_pid" 2>/dev/null || break; sleep 0.1; done
 echo "demo: pod A sent $(grep -A4 'Accumulated forward statistics' "$tmp/podA.log" | grep -o 'TX-packets: [0-9]*' | tail -n1)"
-echo "demo: pod B got  $(grep -A4 'Accumulated forward statistics' "$tmp/podB.log" | grep -o 'RX-packets: [0-9]*' | tail -n1)"
 ctl route del --vrf 1 198.18.1.2/32
 ctl route del --vrf 1 198.18.2.2/32
 ctl nh del 1
-ctl nh del 2
+ctl nh del 3
 ctl vif del podA
-ctl vif del podB
+ctl vif del kpod
 [[ ! -e $base/pod-a ]] || { echo "demo: vif delete left $base/pod-a behind" >&2; exit 1; }
-((total_pps > 0)) || { echo "demo: no packets reached pod B" >&2; exit 1; }
+((to_pod_b > 0)) || { echo "demo: no packets reached pod B" >&2; exit 1; }
+((kpod_got > 0)) || { echo "demo: no packets reached the kernel pod" >&2; exit 1; }
 echo "demo: ok"
