@@ -1,10 +1,11 @@
 //! Guest to guest: frames taken from one device's TX ring and written straight into another's
 //! RX ring, one copy, no packet buffer in between.
 
-use super::chain::{ChainFault, Segments};
+use super::chain::Segments;
 use super::rx::{FrameSource, Placed};
-use super::{SplitQueue, PREFETCH_AHEAD};
-use crate::memory::{copy_guest_to_guest, GuestMemory, PREFETCH_MAX};
+use super::tx::{Taken, TxSink};
+use super::SplitQueue;
+use crate::memory::{copy_guest_to_guest, GuestMemory};
 use crate::net_hdr::NetHdr;
 use crate::MemoryError;
 
@@ -57,74 +58,63 @@ pub fn forward_burst(src: &mut SplitQueue, dst: &mut SplitQueue, max: usize) -> 
     if src_avail == src.last_avail || max == 0 {
         return 0;
     }
-    let mut moved = 0;
-    let (mut segs, mut rx_segs) = (src.take_scratch(), dst.take_scratch());
-    let mut hinted = 0u16;
-    while src.last_avail != src_avail && moved < max {
-        if hinted == 0 {
-            let ready = src_avail.wrapping_sub(src.last_avail);
-            let room = u16::try_from(max - moved).unwrap_or(u16::MAX);
-            hinted = ready.min(room).min(PREFETCH_AHEAD);
-            src.prefetch_chains(src.last_avail, hinted, false, |_| PREFETCH_MAX);
-            // The frame lengths are known only once the source chains are walked: hint the
-            // header and the first line of each frame, the whole of a small packet.
-            let dst_ready = dst_avail.wrapping_sub(dst.last_avail).min(hinted);
-            dst.prefetch_chains(dst.last_avail, dst_ready, true, |_| 128);
-        }
-        hinted -= 1;
-        let head = match src.avail_head(src.last_avail) {
-            Ok(h) => h,
-            Err(b) => {
-                src.mark_broken(b);
-                break;
-            }
-        };
-        segs.clear();
-        match src.walk(head, false, &mut segs) {
-            Ok(()) if segs.total < src.hdr_len as u64 => src.stats.dropped_malformed += 1,
-            Ok(()) => {
-                let hdr = if src.tx_offloads {
-                    src.read_tx_hdr(&segs)
-                } else {
-                    Some(NetHdr::NONE)
-                };
-                // A header the source may not send, or the destination may not take, drops the
-                // packet: this path copies bytes, it completes nothing.
-                let Some(hdr) = hdr.filter(|h| h.is_none() || h.fits_rx(dst.features)) else {
-                    src.stats.dropped_bad_offload += 1;
-                    src.push_used(head, 0);
-                    src.last_avail = src.last_avail.wrapping_add(1);
-                    moved += 1;
-                    continue;
-                };
-                let frame = GuestFrame {
-                    mem: &src.mem,
-                    segs: &segs,
-                    skip: src.hdr_len as u64,
-                    hdr,
-                };
-                match dst.place(&frame, dst_avail, &mut rx_segs) {
-                    Placed::Delivered => {
-                        src.stats.packets += 1;
-                        src.stats.bytes += frame.len() as u64;
-                    }
-                    Placed::Dropped => {}
-                    Placed::NoRoom | Placed::Broken => break,
-                }
-            }
-            Err(ChainFault::TooManySegments) => src.stats.dropped_fragmented += 1,
-            Err(ChainFault::Broken(b)) => {
-                src.mark_broken(b);
-                break;
-            }
-        }
-        src.push_used(head, 0);
-        src.last_avail = src.last_avail.wrapping_add(1);
-        moved += 1;
-    }
-    src.put_scratch(segs);
-    dst.put_scratch(rx_segs);
-    src.flush_used();
+    let segs = dst.take_scratch();
+    let mut into = IntoRing {
+        dst,
+        avail_idx: dst_avail,
+        segs,
+    };
+    let moved = src.take_tx_chains(src_avail, max, &mut into);
+    let IntoRing { dst, segs, .. } = into;
+    dst.put_scratch(segs);
     dst.flush_used();
     moved
+}
+
+/// Forwarding's sink: the destination's RX ring, up to its `avail->idx` as loaded for the burst.
+struct IntoRing<'a> {
+    dst: &'a mut SplitQueue,
+    avail_idx: u16,
+    /// The destination's chain scratch list, for the burst.
+    segs: Box<Segments>,
+}
+
+impl TxSink for IntoRing<'_> {
+    // The caller's `max` bounds the chains taken off the source ring, whatever becomes of them.
+    const DROPS_SPEND: bool = true;
+
+    #[inline(always)]
+    fn hint(&self, count: u16) {
+        // The frame lengths are known only once the source chains are walked: hint the
+        // header and the first line of each frame, the whole of a small packet.
+        let ready = self.avail_idx.wrapping_sub(self.dst.last_avail).min(count);
+        self.dst
+            .prefetch_chains(self.dst.last_avail, ready, true, |_| 128);
+    }
+
+    #[inline(always)]
+    fn take(&mut self, src: &mut SplitQueue, segs: &Segments, hdr: NetHdr, _spent: usize) -> Taken {
+        // A header the destination may not take drops the packet: this path copies bytes, it
+        // completes nothing.
+        if !(hdr.is_none() || hdr.fits_rx(self.dst.features)) {
+            src.stats.dropped_bad_offload += 1;
+            return Taken::Dropped;
+        }
+        let frame = GuestFrame {
+            mem: &src.mem,
+            segs,
+            skip: src.hdr_len as u64,
+            hdr,
+        };
+        match self.dst.place(&frame, self.avail_idx, &mut self.segs) {
+            Placed::Delivered => {
+                let len = frame.len() as u64;
+                src.stats.packets += 1;
+                src.stats.bytes += len;
+                Taken::Delivered
+            }
+            Placed::Dropped => Taken::Dropped,
+            Placed::NoRoom | Placed::Broken => Taken::Stop,
+        }
+    }
 }
