@@ -12,6 +12,7 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
 use crate::codec::{self, code, VringAddr, HEADER_LEN};
 use crate::memory::{GuestMemory, RegionSpec};
+use crate::virtqueue::layout::{avail, desc, used};
 use crate::virtqueue::{QueueSetup, SplitQueue, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
 
 /// Frontend-virtual address where the test guest RAM pretends to live.
@@ -171,10 +172,9 @@ pub struct DriverQueue {
 impl DriverQueue {
     /// Lays out a queue of `size` entries with one `buf_size`-byte buffer per descriptor.
     pub fn new(ram: &mut GuestRam, size: u16, buf_size: u32) -> Self {
-        let n = u64::from(size);
-        let desc = ram.alloc(16 * n, 16);
-        let avail = ram.alloc(6 + 2 * n, 2);
-        let used = ram.alloc(6 + 8 * n, 4);
+        let desc = ram.alloc(desc::table_len(size), desc::ALIGN);
+        let avail = ram.alloc(avail::len(size), avail::ALIGN);
+        let used = ram.alloc(used::len(size), used::ALIGN);
         let bufs = (0..size)
             .map(|_| ram.alloc(u64::from(buf_size), 64))
             .collect();
@@ -228,41 +228,41 @@ impl DriverQueue {
 
     /// Writes descriptor `i`.
     pub fn write_desc(&self, ram: &GuestRam, i: u16, d: RawDesc) {
-        ram.write(self.desc + 16 * u64::from(i), &d.to_bytes());
+        ram.write(self.desc + desc::at(i) as u64, &d.to_bytes());
     }
 
     /// Publishes `head` in the avail ring (and bumps avail->idx by one).
     pub fn publish(&mut self, ram: &GuestRam, head: u16) {
-        let slot = u64::from(self.avail_idx & (self.size - 1));
-        ram.w16(self.avail + 4 + 2 * slot, head);
+        let slot = usize::from(self.avail_idx & (self.size - 1));
+        ram.w16(self.avail + avail::entry(slot) as u64, head);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        ram.w16(self.avail + 2, self.avail_idx);
+        ram.w16(self.avail + avail::IDX as u64, self.avail_idx);
     }
 
     /// Sets avail->idx directly (hostile tests).
     pub fn set_avail_idx(&mut self, ram: &GuestRam, idx: u16) {
         self.avail_idx = idx;
-        ram.w16(self.avail + 2, idx);
+        ram.w16(self.avail + avail::IDX as u64, idx);
     }
 
     /// Sets avail->flags.
     pub fn set_avail_flags(&self, ram: &GuestRam, flags: u16) {
-        ram.w16(self.avail, flags);
+        ram.w16(self.avail + avail::FLAGS as u64, flags);
     }
 
     /// Sets used_event (EVENT_IDX).
     pub fn set_used_event(&self, ram: &GuestRam, v: u16) {
-        ram.w16(self.avail + 4 + 2 * u64::from(self.size), v);
+        ram.w16(self.avail + avail::used_event(self.size) as u64, v);
     }
 
     /// used->flags.
     pub fn used_flags(&self, ram: &GuestRam) -> u16 {
-        ram.r16(self.used)
+        ram.r16(self.used + used::FLAGS as u64)
     }
 
     /// used->idx.
     pub fn used_idx(&self, ram: &GuestRam) -> u16 {
-        ram.r16(self.used + 2)
+        ram.r16(self.used + used::IDX as u64)
     }
 
     /// Posts a TX frame (virtio-net header of `hdr_len` zero bytes + `frame`) split across
@@ -297,7 +297,7 @@ impl DriverQueue {
         }
         if indirect {
             let head = self.free.pop().unwrap_or(0);
-            let table = ram.alloc(16 * chunks.len() as u64, 16);
+            let table = ram.alloc((desc::SIZE * chunks.len()) as u64, desc::ALIGN);
             for (k, c) in chunks.iter().enumerate() {
                 let buf = ram.alloc(c.len() as u64, 8);
                 ram.write(buf, c);
@@ -308,14 +308,14 @@ impl DriverQueue {
                     flags: if last { 0 } else { DESC_F_NEXT },
                     next: (k + 1) as u16,
                 };
-                ram.write(table + 16 * k as u64, &d.to_bytes());
+                ram.write(table + (desc::SIZE * k) as u64, &d.to_bytes());
             }
             self.write_desc(
                 ram,
                 head,
                 RawDesc {
                     addr: table,
-                    len: 16 * chunks.len() as u32,
+                    len: (desc::SIZE * chunks.len()) as u32,
                     flags: DESC_F_INDIRECT,
                     next: 0,
                 },
@@ -372,9 +372,10 @@ impl DriverQueue {
         let used_idx = self.used_idx(ram);
         let mut out = Vec::new();
         while self.last_used != used_idx {
-            let slot = u64::from(self.last_used & (self.size - 1));
-            let id = ram.r32(self.used + 4 + 8 * slot);
-            let len = ram.r32(self.used + 8 + 8 * slot);
+            let entry =
+                self.used + used::entry(usize::from(self.last_used & (self.size - 1))) as u64;
+            let id = ram.r32(entry + used::ID as u64);
+            let len = ram.r32(entry + used::LEN as u64);
             let head = (id as u16) & (self.size - 1);
             let (ids, _) = std::mem::take(&mut self.owned[usize::from(head)]);
             self.free.extend(ids);
@@ -392,7 +393,7 @@ impl DriverQueue {
         let mut i = head;
         while left > 0 {
             let n = left.min(self.buf_size as usize);
-            let d = ram.read(self.desc + 16 * u64::from(i), 16);
+            let d = ram.read(self.desc + desc::at(i) as u64, desc::SIZE);
             let addr = u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]));
             let dlen = u32::from_le_bytes(d[8..12].try_into().unwrap_or([0; 4])) as usize;
             let n = n.min(dlen);

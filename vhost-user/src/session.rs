@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::codec::{encode_reply, ConfigSpace, Message, Request, VringAddr};
 use crate::error::Error;
 use crate::memory::GuestMemory;
+use crate::virtqueue::layout::{avail, desc, used};
 use crate::virtqueue::{feature, QueueSetup, SplitQueue, MAX_QUEUE_SIZE};
 
 /// VHOST_USER_F_PROTOCOL_FEATURES.
@@ -268,14 +269,13 @@ impl Session {
         if v.failed {
             return Err(not_ready("broken"));
         }
-        let n = u64::from(size);
         let built = (|| {
             let setup = QueueSetup {
                 index,
                 size,
-                desc_gpa: mem.uva_to_gpa(addr.desc, 16 * n)?,
-                avail_gpa: mem.uva_to_gpa(addr.avail, 6 + 2 * n)?,
-                used_gpa: mem.uva_to_gpa(addr.used, 6 + 8 * n)?,
+                desc_gpa: mem.uva_to_gpa(addr.desc, desc::table_len(size))?,
+                avail_gpa: mem.uva_to_gpa(addr.avail, avail::len(size))?,
+                used_gpa: mem.uva_to_gpa(addr.used, used::len(size))?,
                 mem: Arc::clone(&mem),
                 base: v.base,
                 features,
@@ -430,7 +430,10 @@ impl Session {
                 Outcome::Ok
             }
             Request::SetVringAddr(a) => {
-                if a.desc % 16 != 0 || a.avail % 2 != 0 || a.used % 4 != 0 {
+                if a.desc % desc::ALIGN != 0
+                    || a.avail % avail::ALIGN != 0
+                    || a.used % used::ALIGN != 0
+                {
                     return self.refuse(
                         msg,
                         &format!(

@@ -1,6 +1,7 @@
 //! One descriptor chain, walked: direct or through one indirect table, every descriptor
 //! checked (direction, bounds, loops) before its buffer is listed in [`Segments`].
 
+use super::layout::desc;
 use super::{
     Broken, SplitQueue, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, MAX_QUEUE_SIZE, MAX_SEGMENTS,
 };
@@ -15,7 +16,8 @@ pub(super) struct Desc {
 }
 
 impl Desc {
-    fn from_bytes(b: &[u8; 16]) -> Self {
+    /// Decodes a descriptor read whole from an indirect table (fields as [`desc`] places them).
+    fn from_bytes(b: &[u8; desc::SIZE]) -> Self {
         Self {
             addr: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
             len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
@@ -74,11 +76,23 @@ impl From<Broken> for ChainFault {
 
 impl SplitQueue {
     pub(super) fn read_direct(&self, i: u16) -> Result<Desc, Broken> {
-        let off = 16 * usize::from(i);
-        let addr = self.desc.load_u64(off).ok_or(Broken::RingAccess)?;
-        let len = self.desc.load_u32(off + 8).ok_or(Broken::RingAccess)?;
-        let flags = self.desc.load_u16(off + 12).ok_or(Broken::RingAccess)?;
-        let next = self.desc.load_u16(off + 14).ok_or(Broken::RingAccess)?;
+        let off = desc::at(i);
+        let addr = self
+            .desc
+            .load_u64(off + desc::ADDR)
+            .ok_or(Broken::RingAccess)?;
+        let len = self
+            .desc
+            .load_u32(off + desc::LEN)
+            .ok_or(Broken::RingAccess)?;
+        let flags = self
+            .desc
+            .load_u16(off + desc::FLAGS)
+            .ok_or(Broken::RingAccess)?;
+        let next = self
+            .desc
+            .load_u16(off + desc::NEXT)
+            .ok_or(Broken::RingAccess)?;
         Ok(Desc {
             addr,
             len,
@@ -159,8 +173,9 @@ impl SplitQueue {
         if table.flags & DESC_F_NEXT != 0 {
             return Err(Broken::IndirectWithNext.into());
         }
-        let count = table.len / 16;
-        if table.len == 0 || table.len & 15 != 0 || count > u32::from(MAX_QUEUE_SIZE) {
+        const ENTRY: u32 = desc::SIZE as u32;
+        let count = table.len / ENTRY;
+        if table.len == 0 || !table.len.is_multiple_of(ENTRY) || count > u32::from(MAX_QUEUE_SIZE) {
             return Err(Broken::IndirectTableLen { len: table.len }.into());
         }
         if self
@@ -181,9 +196,9 @@ impl SplitQueue {
             if visited > count {
                 return Err(Broken::ChainTooLong { size: count }.into());
             }
-            let mut raw = [0u8; 16];
+            let mut raw = [0u8; desc::SIZE];
             self.mem
-                .read(table.addr + 16 * u64::from(i), &mut raw)
+                .read(table.addr + u64::from(ENTRY * i), &mut raw)
                 .map_err(|_| Broken::BadAddress {
                     addr: table.addr,
                     len: u64::from(table.len),

@@ -14,10 +14,10 @@
 //! broken with one log line: it then does nothing until the session rebuilds it. No path panics,
 //! allocates or touches memory outside the mapped regions.
 //!
-//! Rooms: `buffer` is what the fast path fills and drains; `ring` reads the avail ring and
-//! publishes the used ring; `chain` walks one descriptor chain; `tx` is the guest's TX side
-//! (dequeue), `rx` its RX side (enqueue, mergeable buffers), and `forward` the guest-to-guest
-//! copy that joins them.
+//! Rooms: `buffer` is what the fast path fills and drains; [`layout`] says where each ring field
+//! lies; `ring` reads the avail ring and publishes the used ring; `chain` walks one descriptor
+//! chain; `tx` is the guest's TX side (dequeue), `rx` its RX side (enqueue, mergeable buffers),
+//! and `forward` the guest-to-guest copy that joins them.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use crate::MemoryError;
 mod buffer;
 mod chain;
 mod forward;
+pub mod layout;
 mod ring;
 mod rx;
 mod tx;
@@ -205,19 +206,25 @@ impl SplitQueue {
                 len: u64::from(size),
             });
         }
-        let n = u64::from(size);
-        let desc = s.mem.ring_area(s.desc_gpa, 16 * n, 16)?;
-        let avail = s.mem.ring_area(s.avail_gpa, 6 + 2 * n, 2)?;
-        let used = s.mem.ring_area(s.used_gpa, 6 + 8 * n, 4)?;
+        let desc = (s.mem).ring_area(
+            s.desc_gpa,
+            layout::desc::table_len(size),
+            layout::desc::ALIGN,
+        )?;
+        let avail =
+            (s.mem).ring_area(s.avail_gpa, layout::avail::len(size), layout::avail::ALIGN)?;
+        let used = (s.mem).ring_area(s.used_gpa, layout::used::len(size), layout::used::ALIGN)?;
         let hdr_len = if s.features & (feature::MRG_RXBUF | feature::VERSION_1) != 0 {
             12
         } else {
             10
         };
-        let used_idx = used.load_u16(2).ok_or(MemoryError::OutOfRange {
-            addr: s.used_gpa,
-            len: 4,
-        })?;
+        let used_idx = used
+            .load_u16(layout::used::IDX)
+            .ok_or(MemoryError::OutOfRange {
+                addr: s.used_gpa,
+                len: 4,
+            })?;
         let mut last_avail = s.base;
         if used_idx != s.base {
             // We complete every chain in the burst that takes it, so the two agree unless the
@@ -258,7 +265,7 @@ impl SplitQueue {
         };
         // We poll: ask the guest not to kick.
         q.used
-            .store_u16(0, USED_F_NO_NOTIFY)
+            .store_u16(layout::used::FLAGS, USED_F_NO_NOTIFY)
             .ok_or(MemoryError::OutOfRange {
                 addr: s.used_gpa,
                 len: 2,

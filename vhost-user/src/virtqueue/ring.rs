@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{fence, Ordering};
 
+use super::layout::{avail, desc, used};
 use super::{Broken, SplitQueue, AVAIL_F_NO_INTERRUPT};
 
 impl SplitQueue {
@@ -11,7 +12,7 @@ impl SplitQueue {
             // avail_event just behind our position: the guest's need_event test stays false
             // until it wraps the whole index space.
             let _ = self.used.store_u16(
-                4 + 8 * usize::from(self.size),
+                used::avail_event(self.size),
                 self.last_avail.wrapping_sub(1),
             );
         }
@@ -27,7 +28,7 @@ impl SplitQueue {
             self.mark_broken(Broken::MemoryFault { gpa });
             return None;
         }
-        let Some(avail_idx) = self.avail.load_u16_acquire(2) else {
+        let Some(avail_idx) = self.avail.load_u16_acquire(avail::IDX) else {
             self.mark_broken(Broken::RingAccess);
             return None;
         };
@@ -45,7 +46,7 @@ impl SplitQueue {
         let slot = usize::from(idx & (self.size - 1));
         let head = self
             .avail
-            .load_u16(4 + 2 * slot)
+            .load_u16(avail::entry(slot))
             .ok_or(Broken::RingAccess)?;
         if head >= self.size {
             return Err(Broken::HeadOutOfRange { head });
@@ -70,12 +71,18 @@ impl SplitQueue {
         let mask = self.size - 1;
         for k in 0..count {
             let slot = usize::from(from.wrapping_add(k) & mask);
-            let Some(h) = self.avail.load_u16(4 + 2 * slot).filter(|&h| h < self.size) else {
+            let Some(h) = self
+                .avail
+                .load_u16(avail::entry(slot))
+                .filter(|&h| h < self.size)
+            else {
                 continue;
             };
-            let off = 16 * usize::from(h);
-            let (Some(addr), Some(len)) = (self.desc.load_u64(off), self.desc.load_u32(off + 8))
-            else {
+            let off = desc::at(h);
+            let (Some(addr), Some(len)) = (
+                self.desc.load_u64(off + desc::ADDR),
+                self.desc.load_u32(off + desc::LEN),
+            ) else {
                 continue;
             };
             let len = u64::from(len).min(want(k));
@@ -88,9 +95,11 @@ impl SplitQueue {
         let first = usize::from(self.used_idx.wrapping_add(self.shadow.len() as u16) & mask);
         let n = usize::from(count).min(usize::from(self.size));
         let to_end = n.min(usize::from(self.size) - first);
-        self.used.prefetch_write(4 + 8 * first, 8 * to_end);
+        self.used
+            .prefetch_write(used::entry(first), used::ENTRY_SIZE * to_end);
         if n > to_end {
-            self.used.prefetch_write(4, 8 * (n - to_end));
+            self.used
+                .prefetch_write(used::entry(0), used::ENTRY_SIZE * (n - to_end));
         }
     }
 
@@ -107,8 +116,9 @@ impl SplitQueue {
         let mask = self.size - 1;
         let mut idx = old;
         for &(id, len) in &self.shadow {
-            let off = 4 + 8 * usize::from(idx & mask);
-            if self.used.store_u32(off, id).is_none() || self.used.store_u32(off + 4, len).is_none()
+            let off = used::entry(usize::from(idx & mask));
+            if self.used.store_u32(off + used::ID, id).is_none()
+                || self.used.store_u32(off + used::LEN, len).is_none()
             {
                 self.broken = Some(Broken::RingAccess);
                 return;
@@ -117,7 +127,7 @@ impl SplitQueue {
         }
         self.shadow.clear();
         self.used_idx = idx;
-        if self.used.store_u16_release(2, idx).is_none() {
+        if self.used.store_u16_release(used::IDX, idx).is_none() {
             self.mark_broken(Broken::RingAccess);
             return;
         }
@@ -130,7 +140,7 @@ impl SplitQueue {
         // The used index store must be visible before we read the guest's wish.
         fence(Ordering::SeqCst);
         let wanted = if self.event_idx {
-            match self.avail.load_u16(4 + 2 * usize::from(self.size)) {
+            match self.avail.load_u16(avail::used_event(self.size)) {
                 // vring_need_event: did [old, new) cross used_event?
                 Some(used_event) => {
                     new.wrapping_sub(used_event).wrapping_sub(1) < new.wrapping_sub(old)
@@ -139,7 +149,7 @@ impl SplitQueue {
             }
         } else {
             self.avail
-                .load_u16(0)
+                .load_u16(avail::FLAGS)
                 .is_some_and(|f| f & AVAIL_F_NO_INTERRUPT == 0)
         };
         if wanted {

@@ -444,7 +444,7 @@ fn event_idx_kicks_only_when_used_event_is_crossed() {
     assert_eq!(kicks(&call), 1);
     // avail_event is kept behind the ring so the guest never needs to kick us.
     let avail_event = {
-        let b = ram.read(rxq.used + 4 + 8 * 16, 2);
+        let b = ram.read(rxq.used + layout::used::avail_event(16) as u64, 2);
         u16::from_le_bytes([b[0], b[1]])
     };
     assert_eq!(avail_event, q.next_avail().wrapping_sub(1));
