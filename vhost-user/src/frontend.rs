@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
-use crate::codec::{self, code, VringAddr, HEADER_LEN};
+use crate::codec::{self, RequestCode, VringAddr, HEADER_LEN};
 use crate::memory::{GuestMemory, RegionSpec};
 use crate::virtqueue::layout::{avail, desc, used};
 use crate::virtqueue::{QueueSetup, SplitQueue, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
@@ -489,7 +489,7 @@ impl Frontend {
     /// Sends a request.
     pub fn send(
         &mut self,
-        request: u32,
+        request: RequestCode,
         need_reply: bool,
         payload: &[u8],
         fds: &[BorrowedFd<'_>],
@@ -509,7 +509,7 @@ impl Frontend {
     }
 
     /// Sends a request and reads its u64 reply.
-    pub fn get_u64(&mut self, request: u32) -> std::io::Result<u64> {
+    pub fn get_u64(&mut self, request: RequestCode) -> std::io::Result<u64> {
         self.send(request, false, &[], &[])?;
         let (_, p) = self.recv_reply()?;
         Ok(u64::from_le_bytes(
@@ -520,7 +520,7 @@ impl Frontend {
     /// Sends a request with NEED_REPLY and returns the REPLY_ACK value (0 = success).
     pub fn acked(
         &mut self,
-        request: u32,
+        request: RequestCode,
         payload: &[u8],
         fds: &[BorrowedFd<'_>],
     ) -> std::io::Result<u64> {
@@ -536,18 +536,23 @@ impl Frontend {
     /// Negotiates `features` and all offered protocol features (REPLY_ACK included), sets the
     /// owner and sends the memory table. Returns the backend's offered features.
     pub fn negotiate(&mut self, ram: &GuestRam, features: u64) -> std::io::Result<u64> {
-        let offered = self.get_u64(code::GET_FEATURES)?;
-        self.send(code::SET_OWNER, false, &[], &[])?;
+        let offered = self.get_u64(RequestCode::GetFeatures)?;
+        self.send(RequestCode::SetOwner, false, &[], &[])?;
         self.send(
-            code::SET_FEATURES,
+            RequestCode::SetFeatures,
             false,
             &(features & offered).to_le_bytes(),
             &[],
         )?;
-        let pf = self.get_u64(code::GET_PROTOCOL_FEATURES)?;
-        self.send(code::SET_PROTOCOL_FEATURES, false, &pf.to_le_bytes(), &[])?;
+        let pf = self.get_u64(RequestCode::GetProtocolFeatures)?;
+        self.send(
+            RequestCode::SetProtocolFeatures,
+            false,
+            &pf.to_le_bytes(),
+            &[],
+        )?;
         let ack = self.acked(
-            code::SET_MEM_TABLE,
+            RequestCode::SetMemTable,
             &codec::mem_table_payload(&[ram.region()]),
             &[ram.fd()],
         )?;
@@ -564,27 +569,33 @@ impl Frontend {
         index: u32,
         q: &DriverQueue,
     ) -> std::io::Result<()> {
-        let steps: [(u32, Vec<u8>); 5] = [
+        let steps: [(RequestCode, Vec<u8>); 5] = [
             (
-                code::SET_VRING_NUM,
+                RequestCode::SetVringNum,
                 codec::vring_state_payload(index, u32::from(q.size)),
             ),
-            (code::SET_VRING_BASE, codec::vring_state_payload(index, 0)),
             (
-                code::SET_VRING_ADDR,
+                RequestCode::SetVringBase,
+                codec::vring_state_payload(index, 0),
+            ),
+            (
+                RequestCode::SetVringAddr,
                 codec::vring_addr_payload(&q.addr(ram, index)),
             ),
             (
-                code::SET_VRING_KICK,
+                RequestCode::SetVringKick,
                 (u64::from(index) | codec::VRING_NOFD_MASK)
                     .to_le_bytes()
                     .to_vec(),
             ),
-            (code::SET_VRING_ENABLE, codec::vring_state_payload(index, 1)),
+            (
+                RequestCode::SetVringEnable,
+                codec::vring_state_payload(index, 1),
+            ),
         ];
         for (c, p) in steps {
             if self.acked(c, &p, &[])? != 0 {
-                return Err(std::io::Error::other(format!("request {c} refused")));
+                return Err(std::io::Error::other(format!("{} refused", c.name())));
             }
         }
         Ok(())

@@ -15,7 +15,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use crate::codec::{encode_reply, ConfigSpace, Message, Request, VringAddr};
+use crate::codec::{ConfigSpace, Header, Message, Request, VringAddr};
 use crate::error::Error;
 use crate::memory::GuestMemory;
 use crate::virtqueue::layout::{avail, desc, used};
@@ -366,7 +366,7 @@ impl Session {
             Outcome::Refused => 1u64,
         };
         if msg.header.need_reply() && self.protocol & PF_REPLY_ACK != 0 {
-            encode_reply(msg.header.request, &code.to_le_bytes(), &mut out.reply);
+            msg.header.reply(&code.to_le_bytes(), &mut out.reply);
         }
     }
 
@@ -385,9 +385,8 @@ impl Session {
     }
 
     fn apply_inner(&mut self, msg: &Message, out: &mut Output) -> Outcome {
-        let req_code = msg.header.request;
         let reply_u64 = |v: u64, out: &mut Output| {
-            encode_reply(req_code, &v.to_le_bytes(), &mut out.reply);
+            msg.header.reply(&v.to_le_bytes(), &mut out.reply);
             Outcome::Replied
         };
         // Take ownership of fds carried by the message without consuming it (logs need it).
@@ -475,7 +474,7 @@ impl Session {
                 };
                 let mut p = s.index.to_le_bytes().to_vec();
                 p.extend_from_slice(&base.to_le_bytes());
-                encode_reply(req_code, &p, &mut out.reply);
+                msg.header.reply(&p, &mut out.reply);
                 Outcome::Replied
             }
             Request::SetVringKick(_) | Request::SetVringCall(_) | Request::SetVringErr(_) => {
@@ -512,7 +511,7 @@ impl Session {
                 Outcome::Ok
             }
             Request::GetConfig(c) => {
-                self.get_config(req_code, c, out);
+                self.get_config(&msg.header, c, out);
                 Outcome::Replied
             }
             Request::SetStatus(s) => {
@@ -576,7 +575,7 @@ impl Session {
         Outcome::Ok
     }
 
-    fn get_config(&self, req_code: u32, c: &ConfigSpace, out: &mut Output) {
+    fn get_config(&self, header: &Header, c: &ConfigSpace, out: &mut Output) {
         // struct virtio_net_config: mac[6], status u16, max_virtqueue_pairs u16, mtu u16.
         let mut space = [0u8; 12];
         space[..6].copy_from_slice(&self.cfg.mac);
@@ -599,7 +598,7 @@ impl Session {
                 p.extend_from_slice(&c.flags.to_le_bytes());
             }
         }
-        encode_reply(req_code, &p, &mut out.reply);
+        header.reply(&p, &mut out.reply);
     }
 
     fn reset(&mut self) {
@@ -645,17 +644,22 @@ fn signal_err(v: &Vring) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{self, code, decode, Header, FLAG_NEED_REPLY, FLAG_VERSION_1};
+    use crate::codec::{self, decode, Header, RequestCode, FLAG_NEED_REPLY, FLAG_VERSION_1};
     use crate::frontend::{DriverQueue, GuestRam};
     use crate::memory::RegionSpec;
     use crate::virtqueue::VecBuffer;
     use std::os::fd::AsFd;
 
-    fn msg(request: u32, need_reply: bool, payload: &[u8], fds: Vec<OwnedFd>) -> Message {
+    fn msg(
+        request: impl Into<u32>,
+        need_reply: bool,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Message {
         let flags = FLAG_VERSION_1 | if need_reply { FLAG_NEED_REPLY } else { 0 };
         decode(
             Header {
-                request,
+                request: request.into(),
                 flags,
                 size: payload.len() as u32,
             },
@@ -678,13 +682,19 @@ mod tests {
         v
     }
 
+    /// A reply as [`replies`] lists it.
+    fn reply(request: RequestCode, payload: Vec<u8>) -> (u32, Vec<u8>) {
+        (request.into(), payload)
+    }
+
     fn send(s: &mut Session, m: Message) -> Output {
         let mut out = Output::default();
         s.handle(m, &mut out);
         out
     }
 
-    fn ack(s: &mut Session, request: u32, payload: &[u8], fds: Vec<OwnedFd>) -> u64 {
+    fn ack(s: &mut Session, request: impl Into<u32>, payload: &[u8], fds: Vec<OwnedFd>) -> u64 {
+        let request = request.into();
         let out = send(s, msg(request, true, payload, fds));
         let r = replies(&out);
         assert_eq!(r.len(), 1, "one REPLY_ACK for request {request}");
@@ -705,22 +715,25 @@ mod tests {
             max_queue_pairs: 2,
             ..SessionConfig::default()
         });
-        send(&mut s, msg(code::SET_OWNER, false, &[], vec![]));
+        send(&mut s, msg(RequestCode::SetOwner, false, &[], vec![]));
         send(
             &mut s,
-            msg(code::SET_FEATURES, false, &u64p(features), vec![]),
+            msg(RequestCode::SetFeatures, false, &u64p(features), vec![]),
         );
         send(
             &mut s,
             msg(
-                code::SET_PROTOCOL_FEATURES,
+                RequestCode::SetProtocolFeatures,
                 false,
                 &u64p(OFFERED_PROTOCOL_FEATURES),
                 vec![],
             ),
         );
         let mt = codec::mem_table_payload(&[ram.region()]);
-        assert_eq!(ack(&mut s, code::SET_MEM_TABLE, &mt, vec![dup(ram)]), 0);
+        assert_eq!(
+            ack(&mut s, RequestCode::SetMemTable, &mt, vec![dup(ram)]),
+            0
+        );
         s
     }
 
@@ -729,22 +742,28 @@ mod tests {
         let mut all = Output::default();
         for (c, p) in [
             (
-                code::SET_VRING_NUM,
+                RequestCode::SetVringNum,
                 codec::vring_state_payload(index, u32::from(q.size)),
             ),
-            (code::SET_VRING_BASE, codec::vring_state_payload(index, 0)),
             (
-                code::SET_VRING_ADDR,
+                RequestCode::SetVringBase,
+                codec::vring_state_payload(index, 0),
+            ),
+            (
+                RequestCode::SetVringAddr,
                 codec::vring_addr_payload(&q.addr(ram, index)),
             ),
             (
-                code::SET_VRING_KICK,
+                RequestCode::SetVringKick,
                 u64p(u64::from(index) | codec::VRING_NOFD_MASK),
             ),
-            (code::SET_VRING_ENABLE, codec::vring_state_payload(index, 1)),
+            (
+                RequestCode::SetVringEnable,
+                codec::vring_state_payload(index, 1),
+            ),
         ] {
             let out = send(s, msg(c, true, &p, vec![]));
-            assert_eq!(replies(&out), vec![(c, u64p(0))], "request {c}");
+            assert_eq!(replies(&out), vec![reply(c, u64p(0))], "{c:?}");
             all.ready.extend(out.ready);
             all.stop.extend(out.stop);
         }
@@ -763,12 +782,12 @@ mod tests {
             let out = send(s, msg(c, false, &[], vec![]));
             u64::from_le_bytes(replies(&out)[0].1[..8].try_into().unwrap())
         };
-        assert_eq!(get(&mut s, code::GET_FEATURES), OFFERED_FEATURES);
+        assert_eq!(get(&mut s, RequestCode::GetFeatures), OFFERED_FEATURES);
         assert_eq!(
-            get(&mut s, code::GET_PROTOCOL_FEATURES),
+            get(&mut s, RequestCode::GetProtocolFeatures),
             PF_MQ | PF_REPLY_ACK | PF_STATUS
         );
-        assert_eq!(get(&mut s, code::GET_QUEUE_NUM), 3);
+        assert_eq!(get(&mut s, RequestCode::GetQueueNum), 3);
         assert_eq!(s.vring_count(), 6);
         for f in [
             feature::VERSION_1,
@@ -788,13 +807,18 @@ mod tests {
         let mut s = negotiated(&ram, F);
         // Unoffered feature bits.
         assert_eq!(
-            ack(&mut s, code::SET_FEATURES, &u64p(F | 1 << 40), vec![]),
+            ack(&mut s, RequestCode::SetFeatures, &u64p(F | 1 << 40), vec![]),
             1
         );
         assert_eq!(s.features(), F);
         // Unknown protocol feature bits.
         assert_eq!(
-            ack(&mut s, code::SET_PROTOCOL_FEATURES, &u64p(1 << 60), vec![]),
+            ack(
+                &mut s,
+                RequestCode::SetProtocolFeatures,
+                &u64p(1 << 60),
+                vec![]
+            ),
             1
         );
         assert_eq!(s.protocol_features(), OFFERED_PROTOCOL_FEATURES);
@@ -803,7 +827,7 @@ mod tests {
             assert_eq!(
                 ack(
                     &mut s,
-                    code::SET_VRING_NUM,
+                    RequestCode::SetVringNum,
                     &codec::vring_state_payload(0, bad),
                     vec![]
                 ),
@@ -815,7 +839,7 @@ mod tests {
         assert_eq!(
             ack(
                 &mut s,
-                code::SET_VRING_NUM,
+                RequestCode::SetVringNum,
                 &codec::vring_state_payload(0, 256),
                 vec![]
             ),
@@ -824,7 +848,7 @@ mod tests {
         assert_eq!(
             ack(
                 &mut s,
-                code::SET_VRING_NUM,
+                RequestCode::SetVringNum,
                 &codec::vring_state_payload(0, 300),
                 vec![]
             ),
@@ -839,7 +863,7 @@ mod tests {
         assert_eq!(
             ack(
                 &mut s,
-                code::SET_VRING_NUM,
+                RequestCode::SetVringNum,
                 &codec::vring_state_payload(4, 256),
                 vec![]
             ),
@@ -848,7 +872,7 @@ mod tests {
         assert_eq!(
             ack(
                 &mut s,
-                code::SET_VRING_ENABLE,
+                RequestCode::SetVringEnable,
                 &codec::vring_state_payload(0, 7),
                 vec![]
             ),
@@ -857,7 +881,7 @@ mod tests {
         assert_eq!(
             ack(
                 &mut s,
-                code::SET_VRING_BASE,
+                RequestCode::SetVringBase,
                 &codec::vring_state_payload(0, 70000),
                 vec![]
             ),
@@ -873,7 +897,7 @@ mod tests {
         assert_eq!(
             ack(
                 &mut s,
-                code::SET_MEM_TABLE,
+                RequestCode::SetMemTable,
                 &codec::mem_table_payload(&[lie]),
                 vec![dup(&small)]
             ),
@@ -889,14 +913,14 @@ mod tests {
         assert_eq!(
             ack(
                 &mut s,
-                code::SET_VRING_ADDR,
+                RequestCode::SetVringAddr,
                 &codec::vring_addr_payload(&a),
                 vec![]
             ),
             1
         );
         // Unknown requests.
-        assert_eq!(ack(&mut s, 77, &[1, 2, 3], vec![]), 1);
+        assert_eq!(ack(&mut s, 77u32, &[1, 2, 3], vec![]), 1);
     }
 
     #[test]
@@ -911,7 +935,12 @@ mod tests {
         };
         let p = codec::mem_table_payload(&[r, r2]);
         assert_eq!(
-            ack(&mut s, code::SET_MEM_TABLE, &p, vec![dup(&ram), dup(&ram)]),
+            ack(
+                &mut s,
+                RequestCode::SetMemTable,
+                &p,
+                vec![dup(&ram), dup(&ram)]
+            ),
             1
         );
     }
@@ -925,7 +954,7 @@ mod tests {
         assert_eq!(
             ack(
                 &mut s,
-                code::SET_VRING_KICK,
+                RequestCode::SetVringKick,
                 &u64p(1 | codec::VRING_NOFD_MASK),
                 vec![]
             ),
@@ -934,7 +963,7 @@ mod tests {
         assert_eq!(
             ack(
                 &mut s,
-                code::SET_VRING_ADDR,
+                RequestCode::SetVringAddr,
                 &codec::vring_addr_payload(&q.addr(&ram, 1)),
                 vec![]
             ),
@@ -943,7 +972,7 @@ mod tests {
         let out = send(
             &mut s,
             msg(
-                code::SET_VRING_NUM,
+                RequestCode::SetVringNum,
                 false,
                 &codec::vring_state_payload(1, 64),
                 vec![],
@@ -954,7 +983,7 @@ mod tests {
         let out = send(
             &mut s,
             msg(
-                code::SET_VRING_ENABLE,
+                RequestCode::SetVringEnable,
                 false,
                 &codec::vring_state_payload(1, 1),
                 vec![],
@@ -976,7 +1005,7 @@ mod tests {
         let out = send(
             &mut s,
             msg(
-                code::GET_VRING_BASE,
+                RequestCode::GetVringBase,
                 false,
                 &codec::vring_state_payload(3, 0),
                 vec![],
@@ -984,12 +1013,15 @@ mod tests {
         );
         assert_eq!(
             replies(&out),
-            vec![(code::GET_VRING_BASE, codec::vring_state_payload(3, 0))]
+            vec![reply(
+                RequestCode::GetVringBase,
+                codec::vring_state_payload(3, 0)
+            )]
         );
         let out = send(
             &mut s,
             msg(
-                code::GET_VRING_BASE,
+                RequestCode::GetVringBase,
                 false,
                 &codec::vring_state_payload(99, 0),
                 vec![],
@@ -1000,16 +1032,22 @@ mod tests {
             1,
             "even a ring that does not exist gets its reply"
         );
-        send(&mut s, msg(code::SET_FEATURES, false, &u64p(F), vec![]));
+        send(
+            &mut s,
+            msg(RequestCode::SetFeatures, false, &u64p(F), vec![]),
+        );
         let mut ready = Vec::new();
         for (c, p) in [
-            (code::SET_VRING_KICK, u64p(codec::VRING_NOFD_MASK)),
-            (code::SET_VRING_ENABLE, codec::vring_state_payload(0, 1)),
+            (RequestCode::SetVringKick, u64p(codec::VRING_NOFD_MASK)),
             (
-                code::SET_VRING_ADDR,
+                RequestCode::SetVringEnable,
+                codec::vring_state_payload(0, 1),
+            ),
+            (
+                RequestCode::SetVringAddr,
                 codec::vring_addr_payload(&q.addr(&ram, 0)),
             ),
-            (code::SET_VRING_NUM, codec::vring_state_payload(0, 64)),
+            (RequestCode::SetVringNum, codec::vring_state_payload(0, 64)),
         ] {
             ready.extend(send(&mut s, msg(c, false, &p, vec![])).ready);
         }
@@ -1018,7 +1056,7 @@ mod tests {
         let out = send(
             &mut s,
             msg(
-                code::SET_MEM_TABLE,
+                RequestCode::SetMemTable,
                 false,
                 &codec::mem_table_payload(&[ram.region()]),
                 vec![dup(&ram)],
@@ -1035,12 +1073,17 @@ mod tests {
         let mut s = Session::new(SessionConfig::default());
         send(
             &mut s,
-            msg(code::SET_FEATURES, false, &u64p(feature::VERSION_1), vec![]),
+            msg(
+                RequestCode::SetFeatures,
+                false,
+                &u64p(feature::VERSION_1),
+                vec![],
+            ),
         );
         send(
             &mut s,
             msg(
-                code::SET_MEM_TABLE,
+                RequestCode::SetMemTable,
                 false,
                 &codec::mem_table_payload(&[ram.region()]),
                 vec![dup(&ram)],
@@ -1048,12 +1091,12 @@ mod tests {
         );
         let mut ready = Vec::new();
         for (c, p) in [
-            (code::SET_VRING_NUM, codec::vring_state_payload(0, 64)),
+            (RequestCode::SetVringNum, codec::vring_state_payload(0, 64)),
             (
-                code::SET_VRING_ADDR,
+                RequestCode::SetVringAddr,
                 codec::vring_addr_payload(&q.addr(&ram, 0)),
             ),
-            (code::SET_VRING_KICK, u64p(codec::VRING_NOFD_MASK)),
+            (RequestCode::SetVringKick, u64p(codec::VRING_NOFD_MASK)),
         ] {
             let out = send(&mut s, msg(c, false, &p, vec![]));
             assert!(
@@ -1082,7 +1125,7 @@ mod tests {
         let out = send(
             &mut s,
             msg(
-                code::GET_VRING_BASE,
+                RequestCode::GetVringBase,
                 false,
                 &codec::vring_state_payload(1, 0),
                 vec![],
@@ -1097,7 +1140,10 @@ mod tests {
         let r = replies(&out);
         assert_eq!(
             r,
-            vec![(code::GET_VRING_BASE, codec::vring_state_payload(1, 5))]
+            vec![reply(
+                RequestCode::GetVringBase,
+                codec::vring_state_payload(1, 5)
+            )]
         );
         let v = s.vring(1).unwrap();
         assert!(!v.started && !v.lent, "GET_VRING_BASE stops the ring");
@@ -1114,7 +1160,7 @@ mod tests {
         let out = send(
             &mut s,
             msg(
-                code::SET_MEM_TABLE,
+                RequestCode::SetMemTable,
                 true,
                 &codec::mem_table_payload(&[ram.region()]),
                 vec![dup(&ram)],
@@ -1123,7 +1169,10 @@ mod tests {
         assert_eq!(out.stop, vec![0]);
         let mut out = Output::default();
         s.return_queue(vq, &mut out);
-        assert_eq!(replies(&out), vec![(code::SET_MEM_TABLE, u64p(0))]);
+        assert_eq!(
+            replies(&out),
+            vec![reply(RequestCode::SetMemTable, u64p(0))]
+        );
         assert_eq!(out.ready, vec![0], "ring restarts over the new table");
     }
 
@@ -1135,10 +1184,13 @@ mod tests {
         let mut a = dq.addr(&ram, 0);
         a.used = 0x1000; // not in the table
         for (c, p) in [
-            (code::SET_VRING_NUM, codec::vring_state_payload(0, 64)),
-            (code::SET_VRING_ADDR, codec::vring_addr_payload(&a)),
-            (code::SET_VRING_KICK, u64p(codec::VRING_NOFD_MASK)),
-            (code::SET_VRING_ENABLE, codec::vring_state_payload(0, 1)),
+            (RequestCode::SetVringNum, codec::vring_state_payload(0, 64)),
+            (RequestCode::SetVringAddr, codec::vring_addr_payload(&a)),
+            (RequestCode::SetVringKick, u64p(codec::VRING_NOFD_MASK)),
+            (
+                RequestCode::SetVringEnable,
+                codec::vring_state_payload(0, 1),
+            ),
         ] {
             assert_eq!(ack(&mut s, c, &p, vec![]), 0);
         }
@@ -1151,7 +1203,7 @@ mod tests {
         assert_eq!(
             ack(
                 &mut s,
-                code::SET_VRING_ADDR,
+                RequestCode::SetVringAddr,
                 &codec::vring_addr_payload(&a),
                 vec![]
             ),
@@ -1169,7 +1221,7 @@ mod tests {
         assert_eq!(
             ack(
                 &mut s,
-                code::SET_VRING_ERR,
+                RequestCode::SetVringErr,
                 &u64p(1),
                 vec![err.try_clone().unwrap()]
             ),
@@ -1201,18 +1253,18 @@ mod tests {
         let dq = DriverQueue::new(&mut ram, 64, 2048);
         let mut s = negotiated(&ram, F);
         start(&mut s, &ram, 0, &dq);
-        assert_eq!(ack(&mut s, code::SET_STATUS, &u64p(0x0f), vec![]), 0);
-        let out = send(&mut s, msg(code::GET_STATUS, false, &[], vec![]));
+        assert_eq!(ack(&mut s, RequestCode::SetStatus, &u64p(0x0f), vec![]), 0);
+        let out = send(&mut s, msg(RequestCode::GetStatus, false, &[], vec![]));
         assert_eq!(replies(&out)[0].1, u64p(0x0f));
         let vq = s.take_queue(0).unwrap();
-        let out = send(&mut s, msg(code::SET_STATUS, false, &u64p(0), vec![]));
+        let out = send(&mut s, msg(RequestCode::SetStatus, false, &u64p(0), vec![]));
         assert_eq!(out.stop, vec![0]);
         let mut out = Output::default();
         s.return_queue(vq, &mut out);
         assert!(!s.has_memory());
         assert_eq!(s.vring(0).unwrap().size, None);
         assert_eq!(s.status(), 0);
-        assert_eq!(ack(&mut s, code::RESET_OWNER, &[], vec![]), 0);
+        assert_eq!(ack(&mut s, RequestCode::ResetOwner, &[], vec![]), 0);
     }
 
     #[test]
@@ -1226,7 +1278,7 @@ mod tests {
         let mut s = Session::new(cfg);
         let p = [0u32.to_le_bytes(), 12u32.to_le_bytes(), 0u32.to_le_bytes()].concat();
         let p = [p, vec![0; 12]].concat();
-        let out = send(&mut s, msg(code::GET_CONFIG, false, &p, vec![]));
+        let out = send(&mut s, msg(RequestCode::GetConfig, false, &p, vec![]));
         let r = &replies(&out)[0].1;
         assert_eq!(&r[12..18], &[2, 0, 0, 0, 0, 9]);
         assert_eq!(u16::from_le_bytes([r[20], r[21]]), 2);
@@ -1238,7 +1290,7 @@ mod tests {
         ]
         .concat();
         let p = [p, vec![0; 12]].concat();
-        let out = send(&mut s, msg(code::GET_CONFIG, false, &p, vec![]));
+        let out = send(&mut s, msg(RequestCode::GetConfig, false, &p, vec![]));
         assert_eq!(
             replies(&out)[0].1.len(),
             12,
@@ -1256,15 +1308,18 @@ mod tests {
         let call = rustix::event::eventfd(0, rustix::event::EventfdFlags::empty()).unwrap();
         let out = send(
             &mut s,
-            msg(code::SET_VRING_CALL, true, &u64p(0), vec![call]),
+            msg(RequestCode::SetVringCall, true, &u64p(0), vec![call]),
         );
         assert_eq!(out.stop, vec![0]);
         // The session refuses to take more messages meanwhile.
-        let out = send(&mut s, msg(code::SET_OWNER, true, &[], vec![]));
-        assert_eq!(replies(&out), vec![(code::SET_OWNER, u64p(1))]);
+        let out = send(&mut s, msg(RequestCode::SetOwner, true, &[], vec![]));
+        assert_eq!(replies(&out), vec![reply(RequestCode::SetOwner, u64p(1))]);
         let mut out = Output::default();
         s.return_queue(vq, &mut out);
-        assert_eq!(replies(&out), vec![(code::SET_VRING_CALL, u64p(0))]);
+        assert_eq!(
+            replies(&out),
+            vec![reply(RequestCode::SetVringCall, u64p(0))]
+        );
         assert_eq!(out.ready, vec![0]);
         let _ = ram.fd().as_fd();
     }
