@@ -1,5 +1,6 @@
 use super::*;
 use crate::codec::{self, decode, Header, RequestCode, FLAG_NEED_REPLY, FLAG_VERSION_1};
+use crate::error::Error;
 use crate::frontend::{DriverQueue, GuestRam};
 use crate::memory::RegionSpec;
 use crate::virtqueue::VecBuffer;
