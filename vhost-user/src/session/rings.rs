@@ -161,19 +161,12 @@ impl Session {
     /// taken is not reported again (the driver takes it with its latest configuration), and one
     /// that stopped being ready is forgotten so it is reported when it is ready again.
     pub(super) fn announce_ready(&mut self, out: &mut Output) {
-        let has_memory = self.memory.is_some();
         let protocol_enabled = self.features & F_PROTOCOL_FEATURES != 0;
         for (i, v) in self.vrings.iter_mut().enumerate() {
             if v.lent {
                 continue;
             }
-            let enabled = !protocol_enabled || v.enabled;
-            let ready = has_memory
-                && !v.failed
-                && v.started
-                && enabled
-                && v.size.is_some()
-                && v.addr.is_some();
+            let ready = v.ready(self.memory.as_ref(), protocol_enabled).is_ok();
             if ready && !v.announced {
                 out.ready.push(i as u16);
             }
@@ -184,28 +177,14 @@ impl Session {
     /// Takes a ready vring for the data path.
     pub fn take_queue(&mut self, index: u16) -> Result<SplitQueue, Error> {
         let features = self.features;
-        let mem = self.memory.clone();
         let protocol_enabled = self.features & F_PROTOCOL_FEATURES != 0;
         let v = self
             .vrings
             .get_mut(usize::from(index))
             .ok_or(Error::VringIndex(u32::from(index)))?;
-        let not_ready = |why| Error::NotReady { index, why };
-        if v.lent {
-            return Err(not_ready("already lent"));
-        }
-        let mem = mem.ok_or(not_ready("no memory table"))?;
-        let size = v.size.ok_or(not_ready("no size"))?;
-        let addr = v.addr.ok_or(not_ready("no ring addresses"))?;
-        if !v.started {
-            return Err(not_ready("no kick"));
-        }
-        if protocol_enabled && !v.enabled {
-            return Err(not_ready("disabled"));
-        }
-        if v.failed {
-            return Err(not_ready("broken"));
-        }
+        let (mem, size, addr) = v
+            .ready(self.memory.as_ref(), protocol_enabled)
+            .map_err(|why| Error::NotReady { index, why })?;
         let built = (|| {
             let setup = QueueSetup {
                 index,
@@ -213,7 +192,7 @@ impl Session {
                 desc_gpa: mem.uva_to_gpa(addr.desc, desc::table_len(size))?,
                 avail_gpa: mem.uva_to_gpa(addr.avail, avail::len(size))?,
                 used_gpa: mem.uva_to_gpa(addr.used, used::len(size))?,
-                mem: Arc::clone(&mem),
+                mem: Arc::clone(mem),
                 base: v.base,
                 features,
                 call: v.call.clone(),
@@ -234,5 +213,33 @@ impl Session {
                 Err(e.into())
             }
         }
+    }
+}
+
+impl Vring {
+    /// What the vring needs to go to the data path (the memory table, its size, its ring
+    /// addresses), or the first thing it misses. Announcing a vring and taking it both ask
+    /// here, so the two cannot disagree about what ready means.
+    fn ready<'m>(
+        &self,
+        memory: Option<&'m Arc<GuestMemory>>,
+        protocol_enabled: bool,
+    ) -> Result<(&'m Arc<GuestMemory>, u16, VringAddr), &'static str> {
+        if self.lent {
+            return Err("already lent");
+        }
+        let mem = memory.ok_or("no memory table")?;
+        let size = self.size.ok_or("no size")?;
+        let addr = self.addr.ok_or("no ring addresses")?;
+        if !self.started {
+            return Err("no kick");
+        }
+        if protocol_enabled && !self.enabled {
+            return Err("disabled");
+        }
+        if self.failed {
+            return Err("broken");
+        }
+        Ok((mem, size, addr))
     }
 }
