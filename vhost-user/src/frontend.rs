@@ -404,7 +404,8 @@ impl DriverQueue {
         out
     }
 
-    /// As [`DriverQueue::receive`], keeping each frame's virtio-net header bytes apart.
+    /// Collects received frames from reaped RX entries, joining mergeable buffers by the
+    /// header's `num_buffers`; each frame comes with its virtio-net header bytes apart.
     pub fn receive_with_hdr(
         &mut self,
         ram: &GuestRam,
@@ -431,25 +432,41 @@ impl DriverQueue {
         frames
     }
 
-    /// Collects received frames from reaped RX entries, joining mergeable buffers by the
-    /// header's `num_buffers`. Returns frames without the virtio-net header.
+    /// As [`DriverQueue::receive_with_hdr`], without the virtio-net headers.
     pub fn receive(&mut self, ram: &GuestRam, hdr_len: usize, mergeable: bool) -> Vec<Vec<u8>> {
-        let used = self.reap(ram);
-        let mut frames = Vec::new();
-        let mut it = used.into_iter();
-        while let Some((head, len)) = it.next() {
-            let mut bytes = self.rx_bytes(ram, head, len);
-            if mergeable && bytes.len() >= 12 {
-                let nb = u16::from_le_bytes([bytes[10], bytes[11]]);
-                for _ in 1..nb {
-                    if let Some((h, l)) = it.next() {
-                        bytes.extend(self.rx_bytes(ram, h, l));
-                    }
-                }
-            }
-            frames.push(bytes.get(hdr_len..).map(<[u8]>::to_vec).unwrap_or_default());
-        }
-        frames
+        self.receive_with_hdr(ram, hdr_len, mergeable)
+            .into_iter()
+            .map(|(_, frame)| frame)
+            .collect()
+    }
+
+    /// The requests that configure and start vring `index` over this queue, in order: size,
+    /// base 0, ring addresses, a kick without fd (polled) and enable.
+    pub fn start_requests(&self, ram: &GuestRam, index: u32) -> [(RequestCode, Vec<u8>); 5] {
+        [
+            (
+                RequestCode::SetVringNum,
+                codec::vring_state_payload(index, u32::from(self.size)),
+            ),
+            (
+                RequestCode::SetVringBase,
+                codec::vring_state_payload(index, 0),
+            ),
+            (
+                RequestCode::SetVringAddr,
+                codec::vring_addr_payload(&self.addr(ram, index)),
+            ),
+            (
+                RequestCode::SetVringKick,
+                (u64::from(index) | codec::VRING_NOFD_MASK)
+                    .to_le_bytes()
+                    .to_vec(),
+            ),
+            (
+                RequestCode::SetVringEnable,
+                codec::vring_state_payload(index, 1),
+            ),
+        ]
     }
 }
 
@@ -569,31 +586,7 @@ impl Frontend {
         index: u32,
         q: &DriverQueue,
     ) -> std::io::Result<()> {
-        let steps: [(RequestCode, Vec<u8>); 5] = [
-            (
-                RequestCode::SetVringNum,
-                codec::vring_state_payload(index, u32::from(q.size)),
-            ),
-            (
-                RequestCode::SetVringBase,
-                codec::vring_state_payload(index, 0),
-            ),
-            (
-                RequestCode::SetVringAddr,
-                codec::vring_addr_payload(&q.addr(ram, index)),
-            ),
-            (
-                RequestCode::SetVringKick,
-                (u64::from(index) | codec::VRING_NOFD_MASK)
-                    .to_le_bytes()
-                    .to_vec(),
-            ),
-            (
-                RequestCode::SetVringEnable,
-                codec::vring_state_payload(index, 1),
-            ),
-        ];
-        for (c, p) in steps {
+        for (c, p) in q.start_requests(ram, index) {
             if self.acked(c, &p, &[])? != 0 {
                 return Err(std::io::Error::other(format!("{} refused", c.name())));
             }

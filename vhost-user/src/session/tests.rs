@@ -91,28 +91,7 @@ fn negotiated(ram: &GuestRam, features: u64) -> Session {
 /// Configures and enables vring `index`; returns every ready event the sequence produced.
 fn start(s: &mut Session, ram: &GuestRam, index: u32, q: &DriverQueue) -> Output {
     let mut all = Output::default();
-    for (c, p) in [
-        (
-            RequestCode::SetVringNum,
-            codec::vring_state_payload(index, u32::from(q.size)),
-        ),
-        (
-            RequestCode::SetVringBase,
-            codec::vring_state_payload(index, 0),
-        ),
-        (
-            RequestCode::SetVringAddr,
-            codec::vring_addr_payload(&q.addr(ram, index)),
-        ),
-        (
-            RequestCode::SetVringKick,
-            u64p(u64::from(index) | codec::VRING_NOFD_MASK),
-        ),
-        (
-            RequestCode::SetVringEnable,
-            codec::vring_state_payload(index, 1),
-        ),
-    ] {
+    for (c, p) in q.start_requests(ram, index) {
         let out = send(s, msg(c, true, &p, vec![]));
         assert_eq!(replies(&out), vec![reply(c, u64p(0))], "{c:?}");
         all.ready.extend(out.ready);
