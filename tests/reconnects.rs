@@ -21,7 +21,7 @@ use control_api::api::{MacAddr, VhostUserMode};
 use testkit::frontend_pod::{udp_frame, FrontendPod, Memory};
 use testkit::testpmd::{TestpmdConfig, TestpmdPod};
 use testkit::vrouterd::{connected, rx_packets, tx_packets, vhost_user_vif as vhost_vif, Vrouterd};
-use vhost_user::codec::{self, code};
+use vhost_user::codec::{self, RequestCode};
 use vhost_user::session::OFFERED_FEATURES;
 
 const MAC_F: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0f, 0x01]);
@@ -37,7 +37,7 @@ fn served(socket: &Path) -> UnixStream {
     let mut s = UnixStream::connect(socket).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    s.write_all(&codec::encode_request(code::GET_FEATURES, false, &[]))
+    s.write_all(&codec::encode_request(RequestCode::GetFeatures, false, &[]))
         .expect("send GET_FEATURES");
     let mut reply = [0u8; codec::HEADER_LEN + 8];
     s.read_exact(&mut reply)
@@ -146,9 +146,9 @@ fn a_thousand_reconnects_of_every_kind_are_served_without_growth() {
             }
             _ => {
                 let mut s = UnixStream::connect(&sock_f).expect("connect");
-                s.write_all(&codec::encode_request(code::GET_FEATURES, false, &[]))
+                s.write_all(&codec::encode_request(RequestCode::GetFeatures, false, &[]))
                     .expect("send");
-                s.write_all(&codec::encode_request(code::SET_OWNER, false, &[]))
+                s.write_all(&codec::encode_request(RequestCode::SetOwner, false, &[]))
                     .expect("send");
                 previous = Some(s);
             }

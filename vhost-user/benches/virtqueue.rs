@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vhost_user::frontend::{DriverQueue, GuestRam, RawDesc};
+use vhost_user::virtqueue::layout::{avail, desc, used};
 use vhost_user::virtqueue::{feature, forward_burst, DESC_F_WRITE};
 use vhost_user::VecBuffer;
 
@@ -84,11 +85,10 @@ impl Ring {
             self.next = self.next.wrapping_add(1);
         }
         if cache == Cache::Cold {
-            let n = u64::from(SIZE);
             let mem = ram.memory();
-            mem.evict(self.dq.desc, 16 * n);
-            mem.evict(self.dq.avail, 6 + 2 * n);
-            mem.evict(self.dq.used, 6 + 8 * n);
+            mem.evict(self.dq.desc, desc::table_len(SIZE));
+            mem.evict(self.dq.avail, avail::len(SIZE));
+            mem.evict(self.dq.used, used::len(SIZE));
             for k in 0..BURST as u16 {
                 let i = usize::from(first.wrapping_add(k) % SIZE);
                 mem.evict(self.bufs[i], touch);

@@ -245,7 +245,7 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{self, code, Request};
+    use crate::codec::{self, Request, RequestCode};
     use crate::frontend::Frontend;
     use std::os::fd::AsFd;
 
@@ -270,8 +270,11 @@ mod tests {
             userspace_addr: 0,
             mmap_offset: 0,
         };
-        let bytes =
-            codec::encode_request(code::SET_MEM_TABLE, true, &codec::mem_table_payload(&[r]));
+        let bytes = codec::encode_request(
+            RequestCode::SetMemTable,
+            true,
+            &codec::mem_table_payload(&[r]),
+        );
         let fd = memfd();
         let now = Instant::now();
         fe.send_raw(&bytes[..5], &[fd.as_fd()]).unwrap();
@@ -298,9 +301,9 @@ mod tests {
     #[test]
     fn back_to_back_messages_are_split_correctly() {
         let (mut fe, mut conn) = pair();
-        let mut bytes = codec::encode_request(code::GET_FEATURES, false, &[]);
+        let mut bytes = codec::encode_request(RequestCode::GetFeatures, false, &[]);
         bytes.extend(codec::encode_request(
-            code::SET_FEATURES,
+            RequestCode::SetFeatures,
             false,
             &5u64.to_le_bytes(),
         ));
@@ -328,7 +331,7 @@ mod tests {
         let (mut fe, mut conn) = pair();
         let fds: Vec<OwnedFd> = (0..8).map(|_| memfd()).collect();
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-        let bytes = codec::encode_request(code::GET_FEATURES, false, &[]);
+        let bytes = codec::encode_request(RequestCode::GetFeatures, false, &[]);
         fe.send_raw(&bytes[..4], &borrowed).unwrap();
         fe.send_raw(&bytes[4..], &borrowed[..1]).unwrap();
         let mut result = Ok(None);
@@ -370,7 +373,7 @@ mod tests {
     #[test]
     fn bad_header_and_peer_close_are_errors() {
         let (mut fe, mut conn) = pair();
-        let mut bytes = codec::encode_request(code::GET_FEATURES, false, &[]);
+        let mut bytes = codec::encode_request(RequestCode::GetFeatures, false, &[]);
         bytes[4] = 0x5; // reply flag in a request
         fe.send_raw(&bytes, &[]).unwrap();
         assert!(conn.read(Instant::now()).is_err());

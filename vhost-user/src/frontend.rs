@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
-use crate::codec::{self, code, VringAddr, HEADER_LEN};
+use crate::codec::{self, RequestCode, VringAddr, HEADER_LEN};
 use crate::memory::{GuestMemory, RegionSpec};
+use crate::virtqueue::layout::{avail, desc, used};
 use crate::virtqueue::{QueueSetup, SplitQueue, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
 
 /// Frontend-virtual address where the test guest RAM pretends to live.
@@ -171,10 +172,9 @@ pub struct DriverQueue {
 impl DriverQueue {
     /// Lays out a queue of `size` entries with one `buf_size`-byte buffer per descriptor.
     pub fn new(ram: &mut GuestRam, size: u16, buf_size: u32) -> Self {
-        let n = u64::from(size);
-        let desc = ram.alloc(16 * n, 16);
-        let avail = ram.alloc(6 + 2 * n, 2);
-        let used = ram.alloc(6 + 8 * n, 4);
+        let desc = ram.alloc(desc::table_len(size), desc::ALIGN);
+        let avail = ram.alloc(avail::len(size), avail::ALIGN);
+        let used = ram.alloc(used::len(size), used::ALIGN);
         let bufs = (0..size)
             .map(|_| ram.alloc(u64::from(buf_size), 64))
             .collect();
@@ -228,41 +228,41 @@ impl DriverQueue {
 
     /// Writes descriptor `i`.
     pub fn write_desc(&self, ram: &GuestRam, i: u16, d: RawDesc) {
-        ram.write(self.desc + 16 * u64::from(i), &d.to_bytes());
+        ram.write(self.desc + desc::at(i) as u64, &d.to_bytes());
     }
 
     /// Publishes `head` in the avail ring (and bumps avail->idx by one).
     pub fn publish(&mut self, ram: &GuestRam, head: u16) {
-        let slot = u64::from(self.avail_idx & (self.size - 1));
-        ram.w16(self.avail + 4 + 2 * slot, head);
+        let slot = usize::from(self.avail_idx & (self.size - 1));
+        ram.w16(self.avail + avail::entry(slot) as u64, head);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        ram.w16(self.avail + 2, self.avail_idx);
+        ram.w16(self.avail + avail::IDX as u64, self.avail_idx);
     }
 
     /// Sets avail->idx directly (hostile tests).
     pub fn set_avail_idx(&mut self, ram: &GuestRam, idx: u16) {
         self.avail_idx = idx;
-        ram.w16(self.avail + 2, idx);
+        ram.w16(self.avail + avail::IDX as u64, idx);
     }
 
     /// Sets avail->flags.
     pub fn set_avail_flags(&self, ram: &GuestRam, flags: u16) {
-        ram.w16(self.avail, flags);
+        ram.w16(self.avail + avail::FLAGS as u64, flags);
     }
 
     /// Sets used_event (EVENT_IDX).
     pub fn set_used_event(&self, ram: &GuestRam, v: u16) {
-        ram.w16(self.avail + 4 + 2 * u64::from(self.size), v);
+        ram.w16(self.avail + avail::used_event(self.size) as u64, v);
     }
 
     /// used->flags.
     pub fn used_flags(&self, ram: &GuestRam) -> u16 {
-        ram.r16(self.used)
+        ram.r16(self.used + used::FLAGS as u64)
     }
 
     /// used->idx.
     pub fn used_idx(&self, ram: &GuestRam) -> u16 {
-        ram.r16(self.used + 2)
+        ram.r16(self.used + used::IDX as u64)
     }
 
     /// Posts a TX frame (virtio-net header of `hdr_len` zero bytes + `frame`) split across
@@ -297,7 +297,7 @@ impl DriverQueue {
         }
         if indirect {
             let head = self.free.pop().unwrap_or(0);
-            let table = ram.alloc(16 * chunks.len() as u64, 16);
+            let table = ram.alloc((desc::SIZE * chunks.len()) as u64, desc::ALIGN);
             for (k, c) in chunks.iter().enumerate() {
                 let buf = ram.alloc(c.len() as u64, 8);
                 ram.write(buf, c);
@@ -308,14 +308,14 @@ impl DriverQueue {
                     flags: if last { 0 } else { DESC_F_NEXT },
                     next: (k + 1) as u16,
                 };
-                ram.write(table + 16 * k as u64, &d.to_bytes());
+                ram.write(table + (desc::SIZE * k) as u64, &d.to_bytes());
             }
             self.write_desc(
                 ram,
                 head,
                 RawDesc {
                     addr: table,
-                    len: 16 * chunks.len() as u32,
+                    len: (desc::SIZE * chunks.len()) as u32,
                     flags: DESC_F_INDIRECT,
                     next: 0,
                 },
@@ -372,9 +372,10 @@ impl DriverQueue {
         let used_idx = self.used_idx(ram);
         let mut out = Vec::new();
         while self.last_used != used_idx {
-            let slot = u64::from(self.last_used & (self.size - 1));
-            let id = ram.r32(self.used + 4 + 8 * slot);
-            let len = ram.r32(self.used + 8 + 8 * slot);
+            let entry =
+                self.used + used::entry(usize::from(self.last_used & (self.size - 1))) as u64;
+            let id = ram.r32(entry + used::ID as u64);
+            let len = ram.r32(entry + used::LEN as u64);
             let head = (id as u16) & (self.size - 1);
             let (ids, _) = std::mem::take(&mut self.owned[usize::from(head)]);
             self.free.extend(ids);
@@ -392,7 +393,7 @@ impl DriverQueue {
         let mut i = head;
         while left > 0 {
             let n = left.min(self.buf_size as usize);
-            let d = ram.read(self.desc + 16 * u64::from(i), 16);
+            let d = ram.read(self.desc + desc::at(i) as u64, desc::SIZE);
             let addr = u64::from_le_bytes(d[..8].try_into().unwrap_or([0; 8]));
             let dlen = u32::from_le_bytes(d[8..12].try_into().unwrap_or([0; 4])) as usize;
             let n = n.min(dlen);
@@ -403,7 +404,8 @@ impl DriverQueue {
         out
     }
 
-    /// As [`DriverQueue::receive`], keeping each frame's virtio-net header bytes apart.
+    /// Collects received frames from reaped RX entries, joining mergeable buffers by the
+    /// header's `num_buffers`; each frame comes with its virtio-net header bytes apart.
     pub fn receive_with_hdr(
         &mut self,
         ram: &GuestRam,
@@ -430,25 +432,41 @@ impl DriverQueue {
         frames
     }
 
-    /// Collects received frames from reaped RX entries, joining mergeable buffers by the
-    /// header's `num_buffers`. Returns frames without the virtio-net header.
+    /// As [`DriverQueue::receive_with_hdr`], without the virtio-net headers.
     pub fn receive(&mut self, ram: &GuestRam, hdr_len: usize, mergeable: bool) -> Vec<Vec<u8>> {
-        let used = self.reap(ram);
-        let mut frames = Vec::new();
-        let mut it = used.into_iter();
-        while let Some((head, len)) = it.next() {
-            let mut bytes = self.rx_bytes(ram, head, len);
-            if mergeable && bytes.len() >= 12 {
-                let nb = u16::from_le_bytes([bytes[10], bytes[11]]);
-                for _ in 1..nb {
-                    if let Some((h, l)) = it.next() {
-                        bytes.extend(self.rx_bytes(ram, h, l));
-                    }
-                }
-            }
-            frames.push(bytes.get(hdr_len..).map(<[u8]>::to_vec).unwrap_or_default());
-        }
-        frames
+        self.receive_with_hdr(ram, hdr_len, mergeable)
+            .into_iter()
+            .map(|(_, frame)| frame)
+            .collect()
+    }
+
+    /// The requests that configure and start vring `index` over this queue, in order: size,
+    /// base 0, ring addresses, a kick without fd (polled) and enable.
+    pub fn start_requests(&self, ram: &GuestRam, index: u32) -> [(RequestCode, Vec<u8>); 5] {
+        [
+            (
+                RequestCode::SetVringNum,
+                codec::vring_state_payload(index, u32::from(self.size)),
+            ),
+            (
+                RequestCode::SetVringBase,
+                codec::vring_state_payload(index, 0),
+            ),
+            (
+                RequestCode::SetVringAddr,
+                codec::vring_addr_payload(&self.addr(ram, index)),
+            ),
+            (
+                RequestCode::SetVringKick,
+                (u64::from(index) | codec::VRING_NOFD_MASK)
+                    .to_le_bytes()
+                    .to_vec(),
+            ),
+            (
+                RequestCode::SetVringEnable,
+                codec::vring_state_payload(index, 1),
+            ),
+        ]
     }
 }
 
@@ -488,7 +506,7 @@ impl Frontend {
     /// Sends a request.
     pub fn send(
         &mut self,
-        request: u32,
+        request: RequestCode,
         need_reply: bool,
         payload: &[u8],
         fds: &[BorrowedFd<'_>],
@@ -508,7 +526,7 @@ impl Frontend {
     }
 
     /// Sends a request and reads its u64 reply.
-    pub fn get_u64(&mut self, request: u32) -> std::io::Result<u64> {
+    pub fn get_u64(&mut self, request: RequestCode) -> std::io::Result<u64> {
         self.send(request, false, &[], &[])?;
         let (_, p) = self.recv_reply()?;
         Ok(u64::from_le_bytes(
@@ -519,7 +537,7 @@ impl Frontend {
     /// Sends a request with NEED_REPLY and returns the REPLY_ACK value (0 = success).
     pub fn acked(
         &mut self,
-        request: u32,
+        request: RequestCode,
         payload: &[u8],
         fds: &[BorrowedFd<'_>],
     ) -> std::io::Result<u64> {
@@ -535,18 +553,23 @@ impl Frontend {
     /// Negotiates `features` and all offered protocol features (REPLY_ACK included), sets the
     /// owner and sends the memory table. Returns the backend's offered features.
     pub fn negotiate(&mut self, ram: &GuestRam, features: u64) -> std::io::Result<u64> {
-        let offered = self.get_u64(code::GET_FEATURES)?;
-        self.send(code::SET_OWNER, false, &[], &[])?;
+        let offered = self.get_u64(RequestCode::GetFeatures)?;
+        self.send(RequestCode::SetOwner, false, &[], &[])?;
         self.send(
-            code::SET_FEATURES,
+            RequestCode::SetFeatures,
             false,
             &(features & offered).to_le_bytes(),
             &[],
         )?;
-        let pf = self.get_u64(code::GET_PROTOCOL_FEATURES)?;
-        self.send(code::SET_PROTOCOL_FEATURES, false, &pf.to_le_bytes(), &[])?;
+        let pf = self.get_u64(RequestCode::GetProtocolFeatures)?;
+        self.send(
+            RequestCode::SetProtocolFeatures,
+            false,
+            &pf.to_le_bytes(),
+            &[],
+        )?;
         let ack = self.acked(
-            code::SET_MEM_TABLE,
+            RequestCode::SetMemTable,
             &codec::mem_table_payload(&[ram.region()]),
             &[ram.fd()],
         )?;
@@ -563,27 +586,9 @@ impl Frontend {
         index: u32,
         q: &DriverQueue,
     ) -> std::io::Result<()> {
-        let steps: [(u32, Vec<u8>); 5] = [
-            (
-                code::SET_VRING_NUM,
-                codec::vring_state_payload(index, u32::from(q.size)),
-            ),
-            (code::SET_VRING_BASE, codec::vring_state_payload(index, 0)),
-            (
-                code::SET_VRING_ADDR,
-                codec::vring_addr_payload(&q.addr(ram, index)),
-            ),
-            (
-                code::SET_VRING_KICK,
-                (u64::from(index) | codec::VRING_NOFD_MASK)
-                    .to_le_bytes()
-                    .to_vec(),
-            ),
-            (code::SET_VRING_ENABLE, codec::vring_state_payload(index, 1)),
-        ];
-        for (c, p) in steps {
+        for (c, p) in q.start_requests(ram, index) {
             if self.acked(c, &p, &[])? != 0 {
-                return Err(std::io::Error::other(format!("request {c} refused")));
+                return Err(std::io::Error::other(format!("{} refused", c.name())));
             }
         }
         Ok(())

@@ -374,7 +374,7 @@ impl VhostUserPort {
                         && a.session.protocol_features() & crate::session::PF_REPLY_ACK != 0
                     {
                         let mut r = Vec::new();
-                        crate::codec::encode_reply(h.request, &1u64.to_le_bytes(), &mut r);
+                        h.reply(&1u64.to_le_bytes(), &mut r);
                         a.conn.send(&r, now)?;
                     }
                 }

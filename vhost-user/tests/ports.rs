@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vhost_user::codec::{self, code};
+use vhost_user::codec::{self, RequestCode};
 use vhost_user::frontend::{DriverQueue, Frontend, GuestRam};
 use vhost_user::session::OFFERED_FEATURES;
 use vhost_user::{Mode, PortConfig, PortEvent, SplitQueue, VecBuffer, VhostUserPort};
@@ -230,7 +230,7 @@ fn second_frontend_is_refused_while_the_first_keeps_working() {
     );
     let t = thread::spawn(move || {
         first
-            .get_u64(code::GET_FEATURES)
+            .get_u64(RequestCode::GetFeatures)
             .expect("first still served")
     });
     drive(
@@ -258,7 +258,7 @@ fn good_port_unaffected(
 ) -> Vec<PortEvent> {
     let mut fe = Frontend::connect(good_path).expect("connect good");
     let t = thread::spawn(move || {
-        let v = fe.get_u64(code::GET_FEATURES).expect("good served");
+        let v = fe.get_u64(RequestCode::GetFeatures).expect("good served");
         (v, fe)
     });
     let (mut queues, mut events) = (Vec::new(), Vec::new());
@@ -288,7 +288,7 @@ fn peer_that_sends_half_a_message_is_dropped_after_the_timeout_without_stalling_
     );
     let mut hostile = UnixStream::connect(&bad_path).expect("connect");
     hostile
-        .write_all(&codec::encode_request(code::SET_FEATURES, false, &[0; 8])[..7])
+        .write_all(&codec::encode_request(RequestCode::SetFeatures, false, &[0; 8])[..7])
         .expect("half");
     let events = good_port_unaffected(&mut good, &mut bad, &good_path);
     assert!(events.contains(&PortEvent::Disconnected));
@@ -313,7 +313,7 @@ fn peer_that_floods_without_reading_replies_is_dropped_without_stalling_others()
     let hostile = UnixStream::connect(&bad_path).expect("connect");
     hostile.set_nonblocking(true).expect("nonblocking");
     let flooder = thread::spawn(move || {
-        let req = codec::encode_request(code::GET_FEATURES, false, &[]);
+        let req = codec::encode_request(RequestCode::GetFeatures, false, &[]);
         let mut h = &hostile;
         let end = Instant::now() + Duration::from_secs(3);
         let mut sent = 0usize;
@@ -343,20 +343,29 @@ fn bad_header_drops_the_peer_but_malformed_payloads_are_refused_and_fds_closed()
     // A well-framed but malformed request: refused with REPLY_ACK 1, its fd closed, session kept.
     let mut fe = Frontend::connect(&path).expect("connect");
     let t = thread::spawn(move || {
-        let pf = fe.get_u64(code::GET_PROTOCOL_FEATURES).expect("get pf");
-        fe.send(code::SET_PROTOCOL_FEATURES, false, &pf.to_le_bytes(), &[])
-            .expect("set pf");
+        let pf = fe
+            .get_u64(RequestCode::GetProtocolFeatures)
+            .expect("get pf");
+        fe.send(
+            RequestCode::SetProtocolFeatures,
+            false,
+            &pf.to_le_bytes(),
+            &[],
+        )
+        .expect("set pf");
         let extra = rustix::fs::memfd_create("extra-fd-probe", rustix::fs::MemfdFlags::CLOEXEC)
             .expect("memfd");
         // GET_FEATURES with an fd, SET_FEATURES with a 3-byte payload, a kick without its fd.
-        let a = fe.acked(code::SET_FEATURES, &[1, 2, 3], &[]).expect("ack");
-        fe.send(code::GET_FEATURES, true, &[], &[extra.as_fd()])
+        let a = fe
+            .acked(RequestCode::SetFeatures, &[1, 2, 3], &[])
+            .expect("ack");
+        fe.send(RequestCode::GetFeatures, true, &[], &[extra.as_fd()])
             .expect("send");
         let b = fe.recv_reply().expect("reply");
         let c = fe
-            .acked(code::SET_VRING_KICK, &0u64.to_le_bytes(), &[])
+            .acked(RequestCode::SetVringKick, &0u64.to_le_bytes(), &[])
             .expect("ack");
-        let d = fe.get_u64(code::GET_QUEUE_NUM).expect("still served");
+        let d = fe.get_u64(RequestCode::GetQueueNum).expect("still served");
         (a, b, c, d, fe)
     });
     // Count only the probe fd's copies: other tests in this process open fds concurrently.
@@ -384,7 +393,10 @@ fn bad_header_drops_the_peer_but_malformed_payloads_are_refused_and_fds_closed()
     assert_eq!(a, 1);
     assert_eq!(
         (b.0, b.1),
-        (code::GET_FEATURES, 1u64.to_le_bytes().to_vec()),
+        (
+            u32::from(RequestCode::GetFeatures),
+            1u64.to_le_bytes().to_vec()
+        ),
         "extra fd: refused"
     );
     assert_eq!(c, 1);
@@ -400,7 +412,7 @@ fn bad_header_drops_the_peer_but_malformed_payloads_are_refused_and_fds_closed()
     p.detach(&mut events);
     events.clear();
     let mut bad = UnixStream::connect(&path).expect("connect");
-    let mut h = codec::encode_request(code::GET_FEATURES, false, &[]);
+    let mut h = codec::encode_request(RequestCode::GetFeatures, false, &[]);
     h[4] = 2;
     bad.write_all(&h).expect("write");
     assert!(drive(
@@ -554,14 +566,22 @@ fn interrupt_driven_guest_gets_call_eventfd_kicks_through_the_session() {
         fe.negotiate(&ram, OFFERED_FEATURES).expect("negotiate");
         // Like a kernel guest: a call fd to be interrupted, a kick fd to notify.
         assert_eq!(
-            fe.acked(code::SET_VRING_CALL, &0u64.to_le_bytes(), &[call2.as_fd()])
-                .expect("call"),
+            fe.acked(
+                RequestCode::SetVringCall,
+                &0u64.to_le_bytes(),
+                &[call2.as_fd()]
+            )
+            .expect("call"),
             0
         );
         fe.start_vring(&ram, 0, &rx).expect("start");
         assert_eq!(
-            fe.acked(code::SET_VRING_KICK, &0u64.to_le_bytes(), &[kick2.as_fd()])
-                .expect("kick"),
+            fe.acked(
+                RequestCode::SetVringKick,
+                &0u64.to_le_bytes(),
+                &[kick2.as_fd()]
+            )
+            .expect("kick"),
             0
         );
         (fe, ram, rx)
@@ -754,8 +774,10 @@ fn a_frontend_reconnecting_before_its_hangup_is_handled_is_accepted() {
             0 => fe,
             1 => {
                 let mut fe = fe;
-                fe.send(code::GET_FEATURES, false, &[], &[]).expect("send");
-                fe.send(code::SET_OWNER, false, &[], &[]).expect("send");
+                fe.send(RequestCode::GetFeatures, false, &[], &[])
+                    .expect("send");
+                fe.send(RequestCode::SetOwner, false, &[], &[])
+                    .expect("send");
                 fe
             }
             _ => setup_guest(fe).fe,
@@ -776,7 +798,7 @@ fn a_frontend_reconnecting_before_its_hangup_is_handled_is_accepted() {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         events.clear();
-        let t = thread::spawn(move || (new.get_u64(code::GET_FEATURES), new));
+        let t = thread::spawn(move || (new.get_u64(RequestCode::GetFeatures), new));
         drive(
             &mut [&mut p],
             &mut queues,

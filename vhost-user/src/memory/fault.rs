@@ -12,9 +12,9 @@
 //! fault in the memory table's slot and returns: the access that faulted is executed again and
 //! now reads zeros, or writes into memory no one else sees. Whatever instruction touched the
 //! page (a `memcpy` of a frame, a volatile ring load, an atomic index) needs no change and the
-//! fast path pays nothing for the protection. The data path checks [`fault_of`] once per burst
-//! and stops the queues; the vhost thread drops the frontend. A fresh connection maps fresh
-//! memory.
+//! fast path pays nothing for the protection. The data path checks
+//! [`GuestMemory::faulted`](super::GuestMemory::faulted) once per burst and stops the queues;
+//! the vhost thread drops the frontend. A fresh connection maps fresh memory.
 //!
 //! Any other SIGBUS is passed to the handler that was installed before ours (Rust's runtime
 //! installs one that reports stack overflows and otherwise restores the default action), so a
