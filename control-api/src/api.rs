@@ -9,34 +9,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// An Ethernet address, written `02:00:5e:00:01:00` on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    /// The MAC pods send routed traffic to unless `--vrouter-mac` says otherwise (as in Tungsten
-    /// Fabric).
-    pub const DEFAULT_VROUTER: MacAddr = MacAddr([0x00, 0x00, 0x5e, 0x00, 0x01, 0x00]);
-
-    pub fn is_multicast(&self) -> bool {
-        self.0[0] & 1 == 1
-    }
-
-    pub fn is_zero(&self) -> bool {
-        self.0 == [0; 6]
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
+/// An Ethernet address, written `02:00:5e:00:01:00` on the wire: the forwarding plane's own
+/// type, so an address crosses from the API to the tables as it is.
+pub use vrouter::MacAddr;
 
 /// Why a string is not a MAC address, a prefix, a port range, ...
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,31 +24,6 @@ impl fmt::Display for SyntaxError {
 }
 
 impl std::error::Error for SyntaxError {}
-
-impl FromStr for MacAddr {
-    type Err = SyntaxError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            SyntaxError(format!(
-                "invalid MAC address {s:?}: expected six hex octets separated by ':', like 02:00:00:00:00:01"
-            ))
-        };
-        let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for octet in out.iter_mut() {
-            let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 {
-                return Err(bad());
-            }
-            *octet = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(MacAddr(out))
-    }
-}
 
 /// An IPv4 or IPv6 prefix, written `198.18.2.0/24`; host bits must be zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -248,7 +198,6 @@ macro_rules! serde_via_str {
     };
 }
 
-serde_via_str!(MacAddr, "a MAC address string like \"02:00:00:00:00:01\"");
 serde_via_str!(IpPrefix, "a prefix string like \"198.18.2.0/24\"");
 serde_via_str!(PortRange, "a port string like \"80\" or \"1000-2000\"");
 
@@ -970,7 +919,7 @@ mod tests {
             config,
             index: 3,
             socket: Some("/var/run/vrouter/p1/s".into()),
-            vrouter_mac: MacAddr::DEFAULT_VROUTER,
+            vrouter_mac: MacAddr::VROUTER_DEFAULT,
             status: VifStatus {
                 state: VifState::Listening,
                 features: None,

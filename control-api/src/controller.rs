@@ -43,7 +43,7 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
             socket_base: PathBuf::from("/var/run/vrouter"),
-            vrouter_mac: MacAddr::DEFAULT_VROUTER,
+            vrouter_mac: MacAddr::VROUTER_DEFAULT,
         }
     }
 }

@@ -163,8 +163,13 @@ fn require<'a, T>(field: &str, value: &'a Option<T>, vif_type: VifType) -> Resul
     })
 }
 
+/// `00:00:00:00:00:00`: no station has it.
+fn is_zero(mac: MacAddr) -> bool {
+    mac.0 == [0; 6]
+}
+
 fn check_unicast(field: &str, mac: MacAddr) -> Result<(), Error> {
-    if mac.is_multicast() || mac.is_zero() {
+    if mac.is_multicast() || is_zero(mac) {
         return Err(Error::field(
             field,
             format!("{mac} is not a unicast MAC address (zero, multicast or broadcast)"),
@@ -802,7 +807,7 @@ impl Model {
 
     pub fn check_bridge_set(&self, vrf: u32, entry: &BridgeEntry) -> Result<bool, Error> {
         self.require_vrf(vrf)?;
-        if entry.mac.is_zero() {
+        if is_zero(entry.mac) {
             return Err(Error::field(
                 "mac",
                 "00:00:00:00:00:00 is not a station address",

@@ -287,13 +287,13 @@ async fn bridge_put(State(s): St, p: Params, Body(entry): Body<BridgeEntry>) -> 
 
 async fn bridge_del(State(s): St, p: Params) -> Res {
     let vrf = p.vrf()?;
-    let mac: MacAddr = p
-        .get("mac")?
-        .parse()
-        .map_err(|e: crate::api::SyntaxError| Error::InvalidPathParam {
-            param: "mac",
-            reason: e.0,
-        })?;
+    let mac: MacAddr =
+        p.get("mac")?
+            .parse()
+            .map_err(|e: vrouter::Error| Error::InvalidPathParam {
+                param: "mac",
+                reason: e.to_string(),
+            })?;
     s.lanes.change(move |c| c.bridge_del(vrf, mac)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

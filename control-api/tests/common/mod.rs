@@ -333,7 +333,7 @@ impl TestServer {
             Controller::new(
                 ControllerConfig {
                     socket_base: base.clone(),
-                    vrouter_mac: MacAddr::DEFAULT_VROUTER,
+                    vrouter_mac: MacAddr::VROUTER_DEFAULT,
                 },
                 dp.clone(),
             )
