@@ -12,19 +12,29 @@ use tracing::info;
 
 use crate::api::{
     BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, FlushResult, Health, IpPrefix, MacAddr,
-    MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo, VifRequest, VifType, VrfInfo,
+    MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo, VifRequest, VrfInfo,
     VxlanEntry,
 };
 use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, VifKind, VifSpec};
 use crate::error::Error;
 use crate::journal::{Journal, Record};
 use crate::model::{
-    Model, VifEntry, MPLS_LABEL_MAX, MPLS_LABEL_MIN, NEXTHOP_ID_MAX, VNI_MAX, VRF_MAX,
+    Model, VhostUserPort, VifConfig, VifEntry, VifPort, MPLS_LABEL_MAX, MPLS_LABEL_MIN,
+    NEXTHOP_ID_MAX, VNI_MAX, VRF_MAX,
 };
 use crate::socket_path::{self, SocketBase, SocketPlan, SocketRule};
 
 mod restore;
 pub use restore::Restored;
+
+/// What saved state says of a vif being restored.
+#[derive(Debug, Clone, Copy)]
+struct SavedVif<'a> {
+    /// The index it had.
+    index: u32,
+    /// The directories an earlier vrouterd created for its socket.
+    created_dirs: &'a [PathBuf],
+}
 
 /// Default and largest page of `GET /flows`.
 pub const FLOWS_LIMIT_DEFAULT: u32 = 100;
@@ -190,55 +200,117 @@ impl Controller {
         self.vif_add_as(req, None)
     }
 
-    /// A vif add; `restored` (from saved state) asks for the index the vif had, when free, and
-    /// names the directories an earlier vrouterd created for its socket.
-    fn vif_add_as(
-        &self,
-        req: &VifRequest,
-        restored: Option<(u32, &[PathBuf])>,
-    ) -> Result<VifInfo, Error> {
+    /// A vif add; `saved` (a restore) asks for the index the vif had, when free, and names the
+    /// directories an earlier vrouterd created for its socket.
+    fn vif_add_as(&self, req: &VifRequest, saved: Option<SavedVif<'_>>) -> Result<VifInfo, Error> {
         let _span = tracing::info_span!("vif_add", vif = %req.name).entered();
         let _change = self.change();
-        let (config, index) = {
-            let model = self.model();
-            let config = model.check_vif_add(req)?;
-            let index = restored
-                .map(|(i, _)| i)
-                .filter(|&i| model.vifs().all(|v| v.spec.index != i))
-                .unwrap_or_else(|| model.free_vif_index());
-            (config, index)
-        };
-        let (kind, plan) = self.vif_kind(&config)?;
-        let spec = VifSpec {
-            index,
-            name: config.name.clone(),
-            vrf: config.vrf,
-            mac: config.mac,
-            ip: config.ip,
-            ip6: config.ip6,
-            mtu: config.mtu.unwrap_or(crate::model::MTU_DEFAULT),
-            kind,
-        };
-        // Everything is checked: only now touch the disk.
-        let mut created = match &plan {
-            Some(plan) => plan.create_dirs(&self.base)?,
+        let (config, index) = self.check_vif_add(req, saved.map(|s| s.index))?;
+        let (kind, socket) = self.attachment(&config)?;
+        let spec = config.spec(index, kind);
+        let mut created_dirs = self.open_vif(&spec, socket.as_ref())?;
+        if let (Some(saved), Some(socket)) = (saved, &socket) {
+            created_dirs =
+                adopt_created_dirs(created_dirs, saved.created_dirs, &socket.dir, &self.base);
+        }
+        self.commit_vif_add(VifEntry {
+            spec,
+            config,
+            created_dirs,
+            policy: None,
+        })
+    }
+
+    /// The validated request and the index the vif gets: the one asked for if it is free, else
+    /// the lowest free one.
+    fn check_vif_add(
+        &self,
+        req: &VifRequest,
+        asked: Option<u32>,
+    ) -> Result<(VifConfig, u32), Error> {
+        let model = self.model();
+        let config = model.check_vif_add(req)?;
+        let index = asked
+            .filter(|&i| model.vifs().all(|v| v.spec.index != i))
+            .unwrap_or_else(|| model.free_vif_index());
+        Ok((config, index))
+    }
+
+    /// What the dataplane opens for a validated vif, and for vhost-user the checked socket
+    /// location (nothing created yet).
+    fn attachment(&self, config: &VifConfig) -> Result<(VifKind, Option<SocketPlan>), Error> {
+        Ok(match &config.port {
+            VifPort::VhostUser(port) => {
+                let socket = self.socket_plan(port)?;
+                let kind = VifKind::VhostUser {
+                    socket: socket.path.clone(),
+                    mode: port.mode,
+                    queues: port.queues,
+                    group: socket.group,
+                };
+                (kind, Some(socket))
+            }
+            VifPort::Physical { device } => (
+                VifKind::Physical {
+                    device: device.clone(),
+                },
+                None,
+            ),
+            VifPort::AfPacket { iface } => (
+                VifKind::AfPacket {
+                    iface: iface.clone(),
+                },
+                None,
+            ),
+            VifPort::Tap { iface } => (
+                VifKind::Tap {
+                    iface: iface.clone(),
+                },
+                None,
+            ),
+        })
+    }
+
+    /// Where a vhost-user socket goes, checked against the isolation rules and the other vifs.
+    fn socket_plan(&self, port: &VhostUserPort) -> Result<SocketPlan, Error> {
+        // Resolving the path and the group reads the disk and maybe NSS: not under the
+        // model's lock.
+        let plan = self
+            .base
+            .plan(&port.dir, &port.filename, port.group.as_deref())?
+            .for_mode(port.mode);
+        let in_use = self.model().socket_user(&plan.path).map(str::to_owned);
+        if let Some(other) = in_use {
+            return Err(Error::Socket {
+                rule: SocketRule::InUse,
+                message: format!(
+                    "socket path {} is already used by vif {other}; every vif needs its own",
+                    plan.path.display()
+                ),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// Everything is checked: create the socket's missing directories, then hand the vif to
+    /// the dataplane. Returns the directories created; if the dataplane refuses, they are
+    /// removed again.
+    fn open_vif(&self, spec: &VifSpec, socket: Option<&SocketPlan>) -> Result<Vec<PathBuf>, Error> {
+        let created = match socket {
+            Some(socket) => socket.create_dirs(&self.base)?,
             None => Vec::new(),
         };
         if let Err(e) = self.apply(&Change::VifAdd { vif: spec.clone() }) {
             socket_path::remove_created_dirs(&created);
             return Err(e);
         }
-        if let (Some((_, earlier)), Some(plan)) = (restored, &plan) {
-            created = adopt_created_dirs(created, earlier, &plan.dir, &self.base);
-        }
-        let entry = VifEntry {
-            spec,
-            config,
-            created_dirs: created,
-            policy: None,
-        };
+        Ok(created)
+    }
+
+    /// The dataplane runs the vif: record it in the model and save it.
+    fn commit_vif_add(&self, entry: VifEntry) -> Result<VifInfo, Error> {
         info!(
-            index,
+            index = entry.spec.index,
             socket = entry
                 .socket()
                 .map(|p| p.display().to_string())
@@ -247,65 +319,13 @@ impl Controller {
         );
         let info = self.vif_info(&entry);
         let record = Record::VifAdd {
-            index,
-            vif: entry.config.clone(),
+            index: entry.spec.index,
+            vif: entry.config.to_request(),
             created_dirs: entry.created_dirs.clone(),
         };
         self.model().commit_vif_add(entry);
         self.save(|| record)?;
         Ok(info)
-    }
-
-    /// What the dataplane opens for a validated vif, and for vhost-user the checked socket
-    /// location (nothing created yet).
-    fn vif_kind(&self, config: &VifRequest) -> Result<(VifKind, Option<SocketPlan>), Error> {
-        let kind = match config.vif_type {
-            VifType::VhostUser => {
-                let (Some(dir), Some(file), Some(mode), Some(queues)) = (
-                    &config.vhostsocket_dir,
-                    &config.vhostsocket_filename,
-                    config.vhostuser_mode,
-                    config.queues,
-                ) else {
-                    return Err(Error::Internal(
-                        "vhost-user fields vanished after validation".into(),
-                    ));
-                };
-                // Resolving the path and the group reads the disk and maybe NSS: not under
-                // the model's lock.
-                let p = self
-                    .base
-                    .plan(dir, file, config.vhostsocket_group.as_deref())?
-                    .for_mode(mode);
-                let in_use = self.model().socket_user(&p.path).map(str::to_owned);
-                if let Some(other) = in_use {
-                    return Err(Error::Socket {
-                        rule: SocketRule::InUse,
-                        message: format!(
-                            "socket path {} is already used by vif {other}; every vif needs its own",
-                            p.path.display()
-                        ),
-                    });
-                }
-                let kind = VifKind::VhostUser {
-                    socket: p.path.clone(),
-                    mode,
-                    queues,
-                    group: p.group,
-                };
-                return Ok((kind, Some(p)));
-            }
-            VifType::Physical => VifKind::Physical {
-                device: config.device.clone().unwrap_or_default(),
-            },
-            VifType::AfPacket => VifKind::AfPacket {
-                iface: config.iface.clone().unwrap_or_default(),
-            },
-            VifType::Tap => VifKind::Tap {
-                iface: config.iface.clone().unwrap_or_default(),
-            },
-        };
-        Ok((kind, None))
     }
 
     pub fn vif_del(&self, name: &str) -> Result<(), Error> {
@@ -341,7 +361,7 @@ impl Controller {
 
     fn vif_info(&self, entry: &VifEntry) -> VifInfo {
         VifInfo {
-            config: entry.config.clone(),
+            config: entry.config.to_request(),
             index: entry.spec.index,
             socket: entry.socket().map(PathBuf::from),
             vrouter_mac: self.vrouter_mac,

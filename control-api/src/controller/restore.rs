@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use tracing::{info, warn};
 
-use super::Controller;
+use super::{Controller, SavedVif};
 use crate::dataplane::DataplaneErrorKind;
 use crate::error::Error;
 use crate::journal::{Journal, Loaded, Located, Record};
@@ -90,7 +90,13 @@ impl Controller {
                 index,
                 vif,
                 created_dirs,
-            } => self.vif_add_as(vif, Some((*index, created_dirs))).map(drop),
+            } => {
+                let saved = SavedVif {
+                    index: *index,
+                    created_dirs,
+                };
+                self.vif_add_as(vif, Some(saved)).map(drop)
+            }
             Record::VifDel { name } => self.vif_del(name),
             Record::NexthopSet { id, nexthop } => self.nexthop_set(*id, nexthop).map(drop),
             Record::NexthopDel { id } => self.nexthop_del(*id),

@@ -110,7 +110,7 @@ pub fn snapshot<'a>(
         .filter(|v| !fixed.contains(&v.spec.name))
         .map(|v| Record::VifAdd {
             index: v.spec.index,
-            vif: v.config.clone(),
+            vif: v.config.to_request(),
             created_dirs: v.created_dirs.clone(),
         });
     let nexthop = |(id, nh): (u32, &Nexthop)| Record::NexthopSet {

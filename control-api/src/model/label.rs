@@ -1,6 +1,6 @@
 //! Incoming MPLS labels (to a nexthop) and VXLAN VNIs (to a VRF).
 
-use super::{Model, NhUser, VRF_MAX};
+use super::{Model, NhUser};
 use crate::error::Error;
 
 impl Model {
@@ -39,20 +39,7 @@ impl Model {
     }
 
     pub fn check_vxlan_set(&self, vni: u32, vrf: u32) -> Result<bool, Error> {
-        if vrf > VRF_MAX {
-            return Err(Error::field(
-                "vrf",
-                format!("{vrf} is outside 0..={VRF_MAX}"),
-            ));
-        }
-        if !self.vrf_exists(vrf) {
-            return Err(Error::UnknownReference {
-                field: "vrf",
-                what: "vrf",
-                key: vrf.to_string(),
-                hint: format!("create it first with PUT /vrfs/{vrf}"),
-            });
-        }
+        self.require_vrf_ref(vrf)?;
         Ok(!self.vxlan.contains_key(&vni))
     }
 

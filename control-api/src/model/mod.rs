@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::api::{BridgeEntry, IpPrefix, MacAddr, Nexthop, Route};
 use crate::error::Error;
 
-pub use vif::{device_name, VifEntry};
+pub use vif::{device_name, VhostUserPort, VifConfig, VifEntry, VifPort};
 
 /// VRF ids are 12 bits; VRF 0 is the fabric (underlay) VRF and always exists.
 pub const VRF_MAX: u32 = 4095;

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::route::check_label;
 use super::*;
 use crate::api::{TunnelEncap, VifRequest, VifType};
-use crate::dataplane::{VifKind, VifSpec};
+use crate::dataplane::VifKind;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -87,19 +87,11 @@ fn apply(m: &mut Model, op: Op) {
             req.iface = Some(format!("tap{i}"));
             if let Ok(config) = m.check_vif_add(&req) {
                 let index = m.free_vif_index();
+                let kind = VifKind::Tap {
+                    iface: format!("tap{i}"),
+                };
                 m.commit_vif_add(VifEntry {
-                    spec: VifSpec {
-                        index,
-                        name: req.name.clone(),
-                        vrf,
-                        mac: req.mac,
-                        ip: None,
-                        ip6: None,
-                        mtu: 1500,
-                        kind: VifKind::Tap {
-                            iface: format!("tap{i}"),
-                        },
-                    },
+                    spec: config.spec(index, kind),
                     config,
                     created_dirs: vec![],
                     policy: None,

@@ -6,7 +6,7 @@ use crate::api::{
     Policy, PolicyAction, PolicyRule, PortRange, Proto, TunnelEncap, VhostUserMode, VifRequest,
     VifType,
 };
-use crate::dataplane::{VifKind, VifSpec};
+use crate::dataplane::VifKind;
 
 fn mac(last: u8) -> MacAddr {
     MacAddr([2, 0, 0, 0, 0, last])
@@ -16,19 +16,11 @@ fn add_af_packet(m: &mut Model, name: &str, vrf: u32, index: u32) {
     let mut req = VifRequest::new(name, VifType::AfPacket, vrf, mac(index as u8 + 1));
     req.iface = Some(format!("veth{index}"));
     let config = m.check_vif_add(&req).unwrap();
+    let kind = VifKind::AfPacket {
+        iface: req.iface.clone().unwrap(),
+    };
     m.commit_vif_add(VifEntry {
-        spec: VifSpec {
-            index,
-            name: name.into(),
-            vrf,
-            mac: req.mac,
-            ip: None,
-            ip6: None,
-            mtu: 1500,
-            kind: VifKind::AfPacket {
-                iface: req.iface.clone().unwrap(),
-            },
-        },
+        spec: config.spec(index, kind),
         config,
         created_dirs: vec![],
         policy: None,
@@ -61,19 +53,11 @@ fn a_device_backs_one_vif_whatever_its_arguments() {
     };
     let req = physical("fab0", "net_af_packet0,iface=veth0");
     let config = m.check_vif_add(&req).unwrap();
+    let kind = VifKind::Physical {
+        device: req.device.clone().unwrap(),
+    };
     m.commit_vif_add(VifEntry {
-        spec: VifSpec {
-            index: 0,
-            name: "fab0".into(),
-            vrf: 0,
-            mac: req.mac,
-            ip: None,
-            ip6: None,
-            mtu: 1500,
-            kind: VifKind::Physical {
-                device: req.device.clone().unwrap(),
-            },
-        },
+        spec: config.spec(0, kind),
         config,
         created_dirs: vec![],
         policy: None,
@@ -100,7 +84,12 @@ fn vif_fields_are_checked_per_type() {
     req.vhostsocket_filename = Some("s".into());
     req.vhostuser_mode = Some(VhostUserMode::Server);
     let ok = m.check_vif_add(&req).unwrap();
-    assert_eq!((ok.mtu, ok.queues), (Some(1500), Some(1)));
+    let accepted = ok.to_request();
+    assert_eq!((accepted.mtu, accepted.queues), (Some(1500), Some(1)));
+    assert!(matches!(
+        ok.port,
+        VifPort::VhostUser(VhostUserPort { queues: 1, .. })
+    ));
     req.device = Some("0000:00:01.0".into());
     assert!(m
         .check_vif_add(&req)
@@ -402,25 +391,35 @@ fn policy_rules_are_checked() {
 #[test]
 fn created_dirs_pass_to_a_vif_still_inside_them() {
     let mut m = Model::new();
-    let vhost = |name: &str, idx: u32, sock: &str, created: Vec<PathBuf>| VifEntry {
-        spec: VifSpec {
-            index: idx,
+    let vhost = |name: &str, idx: u32, sock: &str, created: Vec<PathBuf>| {
+        let sock = Path::new(sock);
+        let config = VifConfig {
             name: name.into(),
             vrf: 0,
             mac: mac(idx as u8 + 1),
             ip: None,
             ip6: None,
             mtu: 1500,
-            kind: VifKind::VhostUser {
-                socket: sock.into(),
+            port: VifPort::VhostUser(VhostUserPort {
+                dir: sock.parent().unwrap().into(),
+                filename: sock.file_name().unwrap().to_str().unwrap().into(),
                 mode: VhostUserMode::Server,
-                queues: 1,
                 group: None,
-            },
-        },
-        config: VifRequest::new(name, VifType::VhostUser, 0, mac(1)),
-        created_dirs: created,
-        policy: None,
+                queues: 1,
+            }),
+        };
+        let kind = VifKind::VhostUser {
+            socket: sock.into(),
+            mode: VhostUserMode::Server,
+            queues: 1,
+            group: None,
+        };
+        VifEntry {
+            spec: config.spec(idx, kind),
+            config,
+            created_dirs: created,
+            policy: None,
+        }
     };
     m.commit_vif_add(vhost("a", 0, "/b/pod/a.sock", vec!["/b/pod".into()]));
     m.commit_vif_add(vhost("b", 1, "/b/pod/b.sock", vec![]));

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Model;
+use super::{Model, VRF_MAX};
 use crate::api::VrfInfo;
 use crate::error::Error;
 
@@ -20,6 +20,25 @@ impl Model {
                 key: vrf.to_string(),
             })
         }
+    }
+
+    /// A body's `vrf` field (a vif's, a VNI's): a VRF id that exists.
+    pub(super) fn require_vrf_ref(&self, vrf: u32) -> Result<(), Error> {
+        if vrf > VRF_MAX {
+            return Err(Error::field(
+                "vrf",
+                format!("{vrf} is outside 0..={VRF_MAX}"),
+            ));
+        }
+        if !self.vrf_exists(vrf) {
+            return Err(Error::UnknownReference {
+                field: "vrf",
+                what: "vrf",
+                key: vrf.to_string(),
+                hint: format!("create it first with PUT /vrfs/{vrf}"),
+            });
+        }
+        Ok(())
     }
 
     /// `Ok(true)` if the VRF is new, `Ok(false)` if it already exists (nothing to do).
