@@ -15,9 +15,9 @@ use crate::api::{
     MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo, VifRequest, VrfInfo,
     VxlanEntry,
 };
-use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, VifKind, VifSpec};
+use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, TableChange, VifKind, VifSpec};
 use crate::error::Error;
-use crate::journal::{Journal, Record};
+use crate::journal::{Journal, Record, VifRecord};
 use crate::model::{
     Model, VhostUserPort, VifConfig, VifEntry, VifPort, MPLS_LABEL_MAX, MPLS_LABEL_MIN,
     NEXTHOP_ID_MAX, VNI_MAX, VRF_MAX,
@@ -162,18 +162,24 @@ impl Controller {
         })
     }
 
+    /// A checked table change, with `changing` held (`_held`) since its checks: into the
+    /// dataplane, then the model, then the journal.
+    fn change_tables(&self, _held: &MutexGuard<'_, ()>, change: TableChange) -> Result<(), Error> {
+        self.apply(&Change::Table(change.clone()))?;
+        self.model().commit_table(&change);
+        self.save(|| Record::Table(change))
+    }
+
     // ---- VRFs --------------------------------------------------------------------------------
 
     pub fn vrf_add(&self, vrf: u32) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("vrf_add", vrf).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         if !self.model().check_vrf_add(vrf)? {
             return Ok(Outcome::Replaced);
         }
-        self.apply(&Change::VrfAdd { vrf })?;
-        self.model().commit_vrf_add(vrf);
-        self.save(|| Record::VrfAdd { vrf })?;
+        self.change_tables(&held, TableChange::VrfAdd { vrf })?;
         info!("vrf added");
         Ok(Outcome::Created)
     }
@@ -181,11 +187,9 @@ impl Controller {
     pub fn vrf_del(&self, vrf: u32) -> Result<(), Error> {
         let _span = tracing::info_span!("vrf_del", vrf).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         self.model().check_vrf_del(vrf)?;
-        self.apply(&Change::VrfDel { vrf })?;
-        self.model().commit_vrf_del(vrf);
-        self.save(|| Record::VrfDel { vrf })?;
+        self.change_tables(&held, TableChange::VrfDel { vrf })?;
         info!("vrf removed");
         Ok(())
     }
@@ -318,11 +322,11 @@ impl Controller {
             "vif added"
         );
         let info = self.vif_info(&entry);
-        let record = Record::VifAdd {
+        let record = Record::Vif(VifRecord::VifAdd {
             index: entry.spec.index,
             vif: entry.config.to_request(),
             created_dirs: entry.created_dirs.clone(),
-        };
+        });
         self.model().commit_vif_add(entry);
         self.save(|| record)?;
         Ok(info)
@@ -334,8 +338,10 @@ impl Controller {
         let spec = self.model().check_vif_del(name)?.spec.clone();
         self.apply(&Change::VifDel { vif: spec })?;
         let committed = self.model().commit_vif_del(name);
-        let saved = self.save(|| Record::VifDel {
-            name: name.to_owned(),
+        let saved = self.save(|| {
+            Record::Vif(VifRecord::VifDel {
+                name: name.to_owned(),
+            })
         });
         if let Some((entry, removable)) = committed {
             if let VifKind::VhostUser {
@@ -414,28 +420,19 @@ impl Controller {
     pub fn nexthop_set(&self, id: u32, nexthop: &Nexthop) -> Result<Outcome, Error> {
         let _span =
             tracing::info_span!("nexthop_set", nexthop = id, kind = nexthop.type_name()).entered();
-        let _change = self.change();
+        let held = self.change();
         let new = self.model().check_nexthop_set(id, nexthop)?;
-        self.apply(&Change::NexthopSet {
-            id,
-            nexthop: nexthop.clone(),
-        })?;
-        self.model().commit_nexthop_set(id, nexthop.clone());
-        self.save(|| Record::NexthopSet {
-            id,
-            nexthop: nexthop.clone(),
-        })?;
+        let nexthop = nexthop.clone();
+        self.change_tables(&held, TableChange::NexthopSet { id, nexthop })?;
         info!(created = new, "nexthop set");
         Ok(Outcome::from_new(new))
     }
 
     pub fn nexthop_del(&self, id: u32) -> Result<(), Error> {
         let _span = tracing::info_span!("nexthop_del", nexthop = id).entered();
-        let _change = self.change();
+        let held = self.change();
         self.model().check_nexthop_del(id)?;
-        self.apply(&Change::NexthopDel { id })?;
-        self.model().commit_nexthop_del(id);
-        self.save(|| Record::NexthopDel { id })?;
+        self.change_tables(&held, TableChange::NexthopDel { id })?;
         info!("nexthop removed");
         Ok(())
     }
@@ -470,17 +467,10 @@ impl Controller {
             tracing::info_span!("route_set", vrf, prefix = %route.prefix, nexthop = route.nexthop)
                 .entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         let new = self.model().check_route_set(vrf, route)?;
-        self.apply(&Change::RouteSet {
-            vrf,
-            route: route.clone(),
-        })?;
-        self.model().commit_route_set(vrf, route.clone());
-        self.save(|| Record::RouteSet {
-            vrf,
-            route: route.clone(),
-        })?;
+        let route = route.clone();
+        self.change_tables(&held, TableChange::RouteSet { vrf, route })?;
         info!(created = new, "route set");
         Ok(Outcome::from_new(new))
     }
@@ -488,17 +478,10 @@ impl Controller {
     pub fn route_del(&self, vrf: u32, prefix: &IpPrefix) -> Result<(), Error> {
         let _span = tracing::info_span!("route_del", vrf, prefix = %prefix).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         self.model().check_route_del(vrf, prefix)?;
-        self.apply(&Change::RouteDel {
-            vrf,
-            prefix: *prefix,
-        })?;
-        self.model().commit_route_del(vrf, prefix);
-        self.save(|| Record::RouteDel {
-            vrf,
-            prefix: *prefix,
-        })?;
+        let prefix = *prefix;
+        self.change_tables(&held, TableChange::RouteDel { vrf, prefix })?;
         info!("route removed");
         Ok(())
     }
@@ -511,17 +494,10 @@ impl Controller {
     pub fn bridge_set(&self, vrf: u32, entry: &BridgeEntry) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("bridge_set", vrf, mac = %entry.mac).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         let new = self.model().check_bridge_set(vrf, entry)?;
-        self.apply(&Change::BridgeSet {
-            vrf,
-            entry: entry.clone(),
-        })?;
-        self.model().commit_bridge_set(vrf, entry.clone());
-        self.save(|| Record::BridgeSet {
-            vrf,
-            entry: entry.clone(),
-        })?;
+        let entry = entry.clone();
+        self.change_tables(&held, TableChange::BridgeSet { vrf, entry })?;
         info!(created = new, "bridge entry set");
         Ok(Outcome::from_new(new))
     }
@@ -529,11 +505,9 @@ impl Controller {
     pub fn bridge_del(&self, vrf: u32, mac: MacAddr) -> Result<(), Error> {
         let _span = tracing::info_span!("bridge_del", vrf, mac = %mac).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         self.model().check_bridge_del(vrf, mac)?;
-        self.apply(&Change::BridgeDel { vrf, mac })?;
-        self.model().commit_bridge_del(vrf, mac);
-        self.save(|| Record::BridgeDel { vrf, mac })?;
+        self.change_tables(&held, TableChange::BridgeDel { vrf, mac })?;
         info!("bridge entry removed");
         Ok(())
     }
@@ -548,11 +522,9 @@ impl Controller {
     pub fn mpls_set(&self, label: u32, nexthop: u32) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("mpls_set", label, nexthop).entered();
         check_range("label", label, MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         let new = self.model().check_mpls_set(label, nexthop)?;
-        self.apply(&Change::MplsSet { label, nexthop })?;
-        self.model().commit_mpls_set(label, nexthop);
-        self.save(|| Record::MplsSet { label, nexthop })?;
+        self.change_tables(&held, TableChange::MplsSet { label, nexthop })?;
         info!(created = new, "mpls label set");
         Ok(Outcome::from_new(new))
     }
@@ -560,11 +532,9 @@ impl Controller {
     pub fn mpls_del(&self, label: u32) -> Result<(), Error> {
         let _span = tracing::info_span!("mpls_del", label).entered();
         check_range("label", label, MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         self.model().check_mpls_del(label)?;
-        self.apply(&Change::MplsDel { label })?;
-        self.model().commit_mpls_del(label);
-        self.save(|| Record::MplsDel { label })?;
+        self.change_tables(&held, TableChange::MplsDel { label })?;
         info!("mpls label removed");
         Ok(())
     }
@@ -579,11 +549,9 @@ impl Controller {
     pub fn vxlan_set(&self, vni: u32, vrf: u32) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("vxlan_set", vni, vrf).entered();
         check_range("vni", vni, 0, VNI_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         let new = self.model().check_vxlan_set(vni, vrf)?;
-        self.apply(&Change::VxlanSet { vni, vrf })?;
-        self.model().commit_vxlan_set(vni, vrf);
-        self.save(|| Record::VxlanSet { vni, vrf })?;
+        self.change_tables(&held, TableChange::VxlanSet { vni, vrf })?;
         info!(created = new, "vxlan vni set");
         Ok(Outcome::from_new(new))
     }
@@ -591,11 +559,9 @@ impl Controller {
     pub fn vxlan_del(&self, vni: u32) -> Result<(), Error> {
         let _span = tracing::info_span!("vxlan_del", vni).entered();
         check_range("vni", vni, 0, VNI_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         self.model().check_vxlan_del(vni)?;
-        self.apply(&Change::VxlanDel { vni })?;
-        self.model().commit_vxlan_del(vni);
-        self.save(|| Record::VxlanDel { vni })?;
+        self.change_tables(&held, TableChange::VxlanDel { vni })?;
         info!("vxlan vni removed");
         Ok(())
     }
@@ -623,9 +589,11 @@ impl Controller {
             policy: policy.clone(),
         })?;
         self.model().commit_policy(name, Some(policy.clone()));
-        self.save(|| Record::PolicySet {
-            vif: name.to_owned(),
-            policy: policy.clone(),
+        self.save(|| {
+            Record::Vif(VifRecord::PolicySet {
+                vif: name.to_owned(),
+                policy: policy.clone(),
+            })
         })?;
         info!(
             ingress = policy.ingress.len(),
@@ -654,8 +622,10 @@ impl Controller {
             name: name.to_string(),
         })?;
         self.model().commit_policy(name, None);
-        self.save(|| Record::PolicyDel {
-            vif: name.to_owned(),
+        self.save(|| {
+            Record::Vif(VifRecord::PolicyDel {
+                vif: name.to_owned(),
+            })
         })?;
         info!("policy removed");
         Ok(())

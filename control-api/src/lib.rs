@@ -27,6 +27,8 @@ pub mod socket_path;
 
 pub use client::{BlockingClient, Client};
 pub use controller::{Controller, ControllerConfig, Outcome};
-pub use dataplane::{Change, Dataplane, DataplaneError, DataplaneErrorKind, VifKind, VifSpec};
+pub use dataplane::{
+    Change, Dataplane, DataplaneError, DataplaneErrorKind, TableChange, VifKind, VifSpec,
+};
 pub use error::Error;
 pub use server::{serve, ControlSocket, ServeOptions};

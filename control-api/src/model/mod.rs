@@ -15,6 +15,7 @@ mod vrf;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::{BridgeEntry, IpPrefix, MacAddr, Nexthop, Route};
+use crate::dataplane::TableChange;
 use crate::error::Error;
 
 pub use vif::{device_name, VhostUserPort, VifConfig, VifEntry, VifPort};
@@ -124,6 +125,26 @@ fn check_unicast(field: &str, mac: MacAddr) -> Result<(), Error> {
 impl Model {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Commit a table change its `check_*` accepted.
+    pub fn commit_table(&mut self, change: &TableChange) {
+        match change {
+            TableChange::VrfAdd { vrf } => self.commit_vrf_add(*vrf),
+            TableChange::VrfDel { vrf } => self.commit_vrf_del(*vrf),
+            TableChange::NexthopSet { id, nexthop } => {
+                self.commit_nexthop_set(*id, nexthop.clone())
+            }
+            TableChange::NexthopDel { id } => self.commit_nexthop_del(*id),
+            TableChange::RouteSet { vrf, route } => self.commit_route_set(*vrf, route.clone()),
+            TableChange::RouteDel { vrf, prefix } => self.commit_route_del(*vrf, prefix),
+            TableChange::BridgeSet { vrf, entry } => self.commit_bridge_set(*vrf, entry.clone()),
+            TableChange::BridgeDel { vrf, mac } => self.commit_bridge_del(*vrf, *mac),
+            TableChange::MplsSet { label, nexthop } => self.commit_mpls_set(*label, *nexthop),
+            TableChange::MplsDel { label } => self.commit_mpls_del(*label),
+            TableChange::VxlanSet { vni, vrf } => self.commit_vxlan_set(*vni, *vrf),
+            TableChange::VxlanDel { vni } => self.commit_vxlan_del(*vni),
+        }
     }
 }
 
