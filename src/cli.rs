@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use vrouter::MacAddr;
 
 /// vrouterd: the vrouter data-plane process.
 ///
@@ -54,7 +55,7 @@ pub struct Options {
         default_value = "02:00:00:00:00:01",
         requires = "fabric"
     )]
-    pub fabric_mac: String,
+    pub fabric_mac: MacAddr,
 
     /// MTU of the --fabric vif. Underlays carrying tunnels usually run jumbo frames so that a
     /// 1500-byte pod frame still fits once encapsulated (VXLAN adds 50 bytes).
@@ -62,8 +63,8 @@ pub struct Options {
     pub fabric_mtu: Option<u32>,
 
     /// The MAC pods send routed traffic to (and ARP / ND answers carry).
-    #[arg(long, value_name = "MAC", default_value = "00:00:5e:00:01:00")]
-    pub vrouter_mac: String,
+    #[arg(long, value_name = "MAC", default_value_t = MacAddr::VROUTER_DEFAULT)]
+    pub vrouter_mac: MacAddr,
 
     /// Keep the configuration across restarts in DIR (created mode 0700 if missing): VRFs,
     /// vifs with their socket settings, nexthops, routes, bridge entries, labels, VNIs and

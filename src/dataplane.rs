@@ -16,7 +16,8 @@ use control_api::api::{
 };
 use control_api::model::device_name;
 use control_api::{
-    Change, Dataplane, DataplaneError, DataplaneErrorKind, VifKind as ApiVifKind, VifSpec,
+    Change, Dataplane, DataplaneError, DataplaneErrorKind, TableChange, VifKind as ApiVifKind,
+    VifSpec,
 };
 use crossbeam::channel::{bounded, Sender};
 use pmd_shim::{
@@ -691,16 +692,22 @@ impl Dataplane for VrouterDataplane {
     fn apply(&self, change: &Change) -> Result<(), DataplaneError> {
         let _span = info_span!("apply", op = change.op()).entered();
         match change {
-            Change::VrfAdd { vrf } => self.tables.add_vrf(*vrf).map_err(table_err),
-            Change::VrfDel { vrf } => self.tables.del_vrf(*vrf).map_err(table_err),
+            Change::Table(TableChange::VrfAdd { vrf }) => {
+                self.tables.add_vrf(*vrf).map_err(table_err)
+            }
+            Change::Table(TableChange::VrfDel { vrf }) => {
+                self.tables.del_vrf(*vrf).map_err(table_err)
+            }
             Change::VifAdd { vif } => self.add_vif(vif),
             Change::VifDel { vif } => self.del_vif(vif),
-            Change::NexthopSet { id, nexthop } => {
+            Change::Table(TableChange::NexthopSet { id, nexthop }) => {
                 let nh = self.nexthop(nexthop)?;
                 self.tables.set_nexthop(*id, nh).map_err(table_err)
             }
-            Change::NexthopDel { id } => self.tables.del_nexthop(*id).map_err(table_err),
-            Change::RouteSet { vrf, route } => self
+            Change::Table(TableChange::NexthopDel { id }) => {
+                self.tables.del_nexthop(*id).map_err(table_err)
+            }
+            Change::Table(TableChange::RouteSet { vrf, route }) => self
                 .tables
                 .add_route(
                     *vrf,
@@ -712,11 +719,11 @@ impl Dataplane for VrouterDataplane {
                     },
                 )
                 .map_err(table_err),
-            Change::RouteDel { vrf, prefix } => self
+            Change::Table(TableChange::RouteDel { vrf, prefix }) => self
                 .tables
                 .del_route(*vrf, prefix.addr(), prefix.prefix_len())
                 .map_err(table_err),
-            Change::BridgeSet { vrf, entry } => self
+            Change::Table(TableChange::BridgeSet { vrf, entry }) => self
                 .tables
                 .add_bridge(
                     *vrf,
@@ -727,16 +734,22 @@ impl Dataplane for VrouterDataplane {
                     },
                 )
                 .map_err(table_err),
-            Change::BridgeDel { vrf, mac } => self
+            Change::Table(TableChange::BridgeDel { vrf, mac }) => self
                 .tables
                 .del_bridge(*vrf, MacAddr(mac.0))
                 .map_err(table_err),
-            Change::MplsSet { label, nexthop } => {
+            Change::Table(TableChange::MplsSet { label, nexthop }) => {
                 self.tables.set_label(*label, *nexthop).map_err(table_err)
             }
-            Change::MplsDel { label } => self.tables.del_label(*label).map_err(table_err),
-            Change::VxlanSet { vni, vrf } => self.tables.set_vni(*vni, *vrf).map_err(table_err),
-            Change::VxlanDel { vni } => self.tables.del_vni(*vni).map_err(table_err),
+            Change::Table(TableChange::MplsDel { label }) => {
+                self.tables.del_label(*label).map_err(table_err)
+            }
+            Change::Table(TableChange::VxlanSet { vni, vrf }) => {
+                self.tables.set_vni(*vni, *vrf).map_err(table_err)
+            }
+            Change::Table(TableChange::VxlanDel { vni }) => {
+                self.tables.del_vni(*vni).map_err(table_err)
+            }
             Change::PolicySet { vif, name, policy } => {
                 let index = u16::try_from(*vif)
                     .map_err(|_| rejected(format!("vif {name}: index out of range")))?;

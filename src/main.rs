@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use control_api::api::{MacAddr as ApiMac, VifRequest, VifType};
+use control_api::api::{VifRequest, VifType};
 use control_api::journal::Loaded;
 use control_api::{ControlSocket, Controller, ControllerConfig, ServeOptions};
 use crossbeam::channel::unbounded;
@@ -28,7 +28,6 @@ use tracing::{info, warn};
 use vrouter::flow::{FlowConfig, FlowTable, Policies};
 use vrouter::pipeline::Pipeline;
 use vrouter::tables::{FabricConfig, Tables};
-use vrouter::MacAddr;
 
 use crate::dataplane::{DataplaneParts, LcoreHandleInfo, VrouterDataplane};
 use crate::lcore::{Lcore, LoopCounters};
@@ -92,12 +91,6 @@ fn init_logging(level: &str) {
         .init();
 }
 
-fn parse_mac(text: &str, what: &str) -> Result<[u8; 6]> {
-    text.parse::<ApiMac>()
-        .map(|m| m.0)
-        .map_err(|e| anyhow!("{what} {text:?}: {e}"))
-}
-
 /// Pins the calling thread to `cpu` (the control side stays off the forwarding CPUs).
 fn pin_current_thread(cpu: u32) {
     let mut set = rustix::thread::CpuSet::new();
@@ -146,8 +139,6 @@ fn open_control(
 
 fn run(opts: &cli::Options) -> Result<()> {
     let started = Instant::now();
-    let vrouter_mac = parse_mac(&opts.vrouter_mac, "--vrouter-mac")?;
-    let fabric_mac = parse_mac(&opts.fabric_mac, "--fabric-mac")?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
@@ -203,7 +194,7 @@ fn run(opts: &cli::Options) -> Result<()> {
     );
     let policies = Arc::new(Policies::new(Arc::clone(&flow_table)));
     let fabric = FabricConfig {
-        vrouter_mac: MacAddr(vrouter_mac),
+        vrouter_mac: opts.vrouter_mac,
         fabric_ip: opts.fabric_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
         ..FabricConfig::default()
     };
@@ -294,7 +285,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         Controller::new(
             ControllerConfig {
                 socket_base: opts.socket_base.clone(),
-                vrouter_mac: ApiMac(vrouter_mac),
+                vrouter_mac: opts.vrouter_mac,
             },
             dataplane.clone(),
         )
@@ -313,7 +304,7 @@ fn run(opts: &cli::Options) -> Result<()> {
     // The fabric port before the control API: a vif add from the API waits for the vhost core
     // (this thread, once it runs), and would wait in vain behind this add's turn.
     if let Some(devargs) = &opts.fabric {
-        let mut req = VifRequest::new(FABRIC_VIF, VifType::Physical, 0, ApiMac(fabric_mac));
+        let mut req = VifRequest::new(FABRIC_VIF, VifType::Physical, 0, opts.fabric_mac);
         req.device = Some(devargs.clone());
         req.ip = opts.fabric_ip;
         req.mtu = opts.fabric_mtu;

@@ -113,7 +113,7 @@ fn fresh_frontend_works(n: &Node, memory: Memory, what: &str) {
     assert_eq!(v.status.broken, None, "{what}: the fault is forgotten");
     let frame = udp_frame(
         MAC_G.0,
-        MacAddr::DEFAULT_VROUTER.0,
+        MacAddr::VROUTER_DEFAULT.0,
         [198, 18, 3, 2],
         [198, 18, 2, 2],
     );
@@ -149,7 +149,7 @@ fn in_repo_frontend_truncating_its_memory(memory: Memory) {
     n.vr.wait_vif("podG", "podG connects", connected);
     let frame = udp_frame(
         MAC_G.0,
-        MacAddr::DEFAULT_VROUTER.0,
+        MacAddr::VROUTER_DEFAULT.0,
         [198, 18, 3, 2],
         [198, 18, 2, 2],
     );

@@ -23,7 +23,7 @@ fn vrouterd_bin() -> PathBuf {
 fn udp_df(len: usize) -> (Vec<u8>, Vec<u8>) {
     let payload: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
     let mut f = Vec::new();
-    PacketBuilder::ethernet2(MAC_A.0, MacAddr::DEFAULT_VROUTER.0)
+    PacketBuilder::ethernet2(MAC_A.0, MacAddr::VROUTER_DEFAULT.0)
         .ipv4([198, 18, 1, 2], [198, 18, 2, 2], 64)
         .udp(40000, 5001)
         .write(&mut f, &payload)

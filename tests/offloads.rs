@@ -36,7 +36,7 @@ fn guest_tcp(
     payload: &[u8],
     mss: u16,
 ) -> (NetHdr, Vec<u8>) {
-    let eth = PacketBuilder::ethernet2(MAC_A.0, MacAddr::DEFAULT_VROUTER.0);
+    let eth = PacketBuilder::ethernet2(MAC_A.0, MacAddr::VROUTER_DEFAULT.0);
     let mut f = Vec::new();
     let (l4, v6) = match (dst4, dst6) {
         (Some(d), _) => {

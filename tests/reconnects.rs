@@ -52,7 +52,7 @@ fn running_frontend(socket: &Path) -> FrontendPod {
     let mut f = FrontendPod::connect(socket, Memory::Memfd).expect("frontend");
     let frame = udp_frame(
         MAC_F.0,
-        MacAddr::DEFAULT_VROUTER.0,
+        MacAddr::VROUTER_DEFAULT.0,
         [198, 18, 1, 2],
         [198, 18, 2, 2],
     );

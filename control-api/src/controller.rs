@@ -12,19 +12,29 @@ use tracing::info;
 
 use crate::api::{
     BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, FlushResult, Health, IpPrefix, MacAddr,
-    MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo, VifRequest, VifType, VrfInfo,
+    MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo, VifRequest, VrfInfo,
     VxlanEntry,
 };
-use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, VifKind, VifSpec};
+use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, TableChange, VifKind, VifSpec};
 use crate::error::Error;
-use crate::journal::{Journal, Record};
+use crate::journal::{Journal, Record, VifRecord};
 use crate::model::{
-    Model, VifEntry, MPLS_LABEL_MAX, MPLS_LABEL_MIN, NEXTHOP_ID_MAX, VNI_MAX, VRF_MAX,
+    Model, VhostUserPort, VifConfig, VifEntry, VifPort, MPLS_LABEL_MAX, MPLS_LABEL_MIN,
+    NEXTHOP_ID_MAX, VNI_MAX, VRF_MAX,
 };
 use crate::socket_path::{self, SocketBase, SocketPlan, SocketRule};
 
 mod restore;
 pub use restore::Restored;
+
+/// What saved state says of a vif being restored.
+#[derive(Debug, Clone, Copy)]
+struct SavedVif<'a> {
+    /// The index it had.
+    index: u32,
+    /// The directories an earlier vrouterd created for its socket.
+    created_dirs: &'a [PathBuf],
+}
 
 /// Default and largest page of `GET /flows`.
 pub const FLOWS_LIMIT_DEFAULT: u32 = 100;
@@ -43,7 +53,7 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
             socket_base: PathBuf::from("/var/run/vrouter"),
-            vrouter_mac: MacAddr::DEFAULT_VROUTER,
+            vrouter_mac: MacAddr::VROUTER_DEFAULT,
         }
     }
 }
@@ -152,18 +162,24 @@ impl Controller {
         })
     }
 
+    /// A checked table change, with `changing` held (`_held`) since its checks: into the
+    /// dataplane, then the model, then the journal.
+    fn change_tables(&self, _held: &MutexGuard<'_, ()>, change: TableChange) -> Result<(), Error> {
+        self.apply(&Change::Table(change.clone()))?;
+        self.model().commit_table(&change);
+        self.save(|| Record::Table(change))
+    }
+
     // ---- VRFs --------------------------------------------------------------------------------
 
     pub fn vrf_add(&self, vrf: u32) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("vrf_add", vrf).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         if !self.model().check_vrf_add(vrf)? {
             return Ok(Outcome::Replaced);
         }
-        self.apply(&Change::VrfAdd { vrf })?;
-        self.model().commit_vrf_add(vrf);
-        self.save(|| Record::VrfAdd { vrf })?;
+        self.change_tables(&held, TableChange::VrfAdd { vrf })?;
         info!("vrf added");
         Ok(Outcome::Created)
     }
@@ -171,11 +187,9 @@ impl Controller {
     pub fn vrf_del(&self, vrf: u32) -> Result<(), Error> {
         let _span = tracing::info_span!("vrf_del", vrf).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         self.model().check_vrf_del(vrf)?;
-        self.apply(&Change::VrfDel { vrf })?;
-        self.model().commit_vrf_del(vrf);
-        self.save(|| Record::VrfDel { vrf })?;
+        self.change_tables(&held, TableChange::VrfDel { vrf })?;
         info!("vrf removed");
         Ok(())
     }
@@ -190,55 +204,117 @@ impl Controller {
         self.vif_add_as(req, None)
     }
 
-    /// A vif add; `restored` (from saved state) asks for the index the vif had, when free, and
-    /// names the directories an earlier vrouterd created for its socket.
-    fn vif_add_as(
-        &self,
-        req: &VifRequest,
-        restored: Option<(u32, &[PathBuf])>,
-    ) -> Result<VifInfo, Error> {
+    /// A vif add; `saved` (a restore) asks for the index the vif had, when free, and names the
+    /// directories an earlier vrouterd created for its socket.
+    fn vif_add_as(&self, req: &VifRequest, saved: Option<SavedVif<'_>>) -> Result<VifInfo, Error> {
         let _span = tracing::info_span!("vif_add", vif = %req.name).entered();
         let _change = self.change();
-        let (config, index) = {
-            let model = self.model();
-            let config = model.check_vif_add(req)?;
-            let index = restored
-                .map(|(i, _)| i)
-                .filter(|&i| model.vifs().all(|v| v.spec.index != i))
-                .unwrap_or_else(|| model.free_vif_index());
-            (config, index)
-        };
-        let (kind, plan) = self.vif_kind(&config)?;
-        let spec = VifSpec {
-            index,
-            name: config.name.clone(),
-            vrf: config.vrf,
-            mac: config.mac,
-            ip: config.ip,
-            ip6: config.ip6,
-            mtu: config.mtu.unwrap_or(crate::model::MTU_DEFAULT),
-            kind,
-        };
-        // Everything is checked: only now touch the disk.
-        let mut created = match &plan {
-            Some(plan) => plan.create_dirs(&self.base)?,
+        let (config, index) = self.check_vif_add(req, saved.map(|s| s.index))?;
+        let (kind, socket) = self.attachment(&config)?;
+        let spec = config.spec(index, kind);
+        let mut created_dirs = self.open_vif(&spec, socket.as_ref())?;
+        if let (Some(saved), Some(socket)) = (saved, &socket) {
+            created_dirs =
+                adopt_created_dirs(created_dirs, saved.created_dirs, &socket.dir, &self.base);
+        }
+        self.commit_vif_add(VifEntry {
+            spec,
+            config,
+            created_dirs,
+            policy: None,
+        })
+    }
+
+    /// The validated request and the index the vif gets: the one asked for if it is free, else
+    /// the lowest free one.
+    fn check_vif_add(
+        &self,
+        req: &VifRequest,
+        asked: Option<u32>,
+    ) -> Result<(VifConfig, u32), Error> {
+        let model = self.model();
+        let config = model.check_vif_add(req)?;
+        let index = asked
+            .filter(|&i| model.vifs().all(|v| v.spec.index != i))
+            .unwrap_or_else(|| model.free_vif_index());
+        Ok((config, index))
+    }
+
+    /// What the dataplane opens for a validated vif, and for vhost-user the checked socket
+    /// location (nothing created yet).
+    fn attachment(&self, config: &VifConfig) -> Result<(VifKind, Option<SocketPlan>), Error> {
+        Ok(match &config.port {
+            VifPort::VhostUser(port) => {
+                let socket = self.socket_plan(port)?;
+                let kind = VifKind::VhostUser {
+                    socket: socket.path.clone(),
+                    mode: port.mode,
+                    queues: port.queues,
+                    group: socket.group,
+                };
+                (kind, Some(socket))
+            }
+            VifPort::Physical { device } => (
+                VifKind::Physical {
+                    device: device.clone(),
+                },
+                None,
+            ),
+            VifPort::AfPacket { iface } => (
+                VifKind::AfPacket {
+                    iface: iface.clone(),
+                },
+                None,
+            ),
+            VifPort::Tap { iface } => (
+                VifKind::Tap {
+                    iface: iface.clone(),
+                },
+                None,
+            ),
+        })
+    }
+
+    /// Where a vhost-user socket goes, checked against the isolation rules and the other vifs.
+    fn socket_plan(&self, port: &VhostUserPort) -> Result<SocketPlan, Error> {
+        // Resolving the path and the group reads the disk and maybe NSS: not under the
+        // model's lock.
+        let plan = self
+            .base
+            .plan(&port.dir, &port.filename, port.group.as_deref())?
+            .for_mode(port.mode);
+        let in_use = self.model().socket_user(&plan.path).map(str::to_owned);
+        if let Some(other) = in_use {
+            return Err(Error::Socket {
+                rule: SocketRule::InUse,
+                message: format!(
+                    "socket path {} is already used by vif {other}; every vif needs its own",
+                    plan.path.display()
+                ),
+            });
+        }
+        Ok(plan)
+    }
+
+    /// Everything is checked: create the socket's missing directories, then hand the vif to
+    /// the dataplane. Returns the directories created; if the dataplane refuses, they are
+    /// removed again.
+    fn open_vif(&self, spec: &VifSpec, socket: Option<&SocketPlan>) -> Result<Vec<PathBuf>, Error> {
+        let created = match socket {
+            Some(socket) => socket.create_dirs(&self.base)?,
             None => Vec::new(),
         };
         if let Err(e) = self.apply(&Change::VifAdd { vif: spec.clone() }) {
             socket_path::remove_created_dirs(&created);
             return Err(e);
         }
-        if let (Some((_, earlier)), Some(plan)) = (restored, &plan) {
-            created = adopt_created_dirs(created, earlier, &plan.dir, &self.base);
-        }
-        let entry = VifEntry {
-            spec,
-            config,
-            created_dirs: created,
-            policy: None,
-        };
+        Ok(created)
+    }
+
+    /// The dataplane runs the vif: record it in the model and save it.
+    fn commit_vif_add(&self, entry: VifEntry) -> Result<VifInfo, Error> {
         info!(
-            index,
+            index = entry.spec.index,
             socket = entry
                 .socket()
                 .map(|p| p.display().to_string())
@@ -246,66 +322,14 @@ impl Controller {
             "vif added"
         );
         let info = self.vif_info(&entry);
-        let record = Record::VifAdd {
-            index,
-            vif: entry.config.clone(),
+        let record = Record::Vif(VifRecord::VifAdd {
+            index: entry.spec.index,
+            vif: entry.config.to_request(),
             created_dirs: entry.created_dirs.clone(),
-        };
+        });
         self.model().commit_vif_add(entry);
         self.save(|| record)?;
         Ok(info)
-    }
-
-    /// What the dataplane opens for a validated vif, and for vhost-user the checked socket
-    /// location (nothing created yet).
-    fn vif_kind(&self, config: &VifRequest) -> Result<(VifKind, Option<SocketPlan>), Error> {
-        let kind = match config.vif_type {
-            VifType::VhostUser => {
-                let (Some(dir), Some(file), Some(mode), Some(queues)) = (
-                    &config.vhostsocket_dir,
-                    &config.vhostsocket_filename,
-                    config.vhostuser_mode,
-                    config.queues,
-                ) else {
-                    return Err(Error::Internal(
-                        "vhost-user fields vanished after validation".into(),
-                    ));
-                };
-                // Resolving the path and the group reads the disk and maybe NSS: not under
-                // the model's lock.
-                let p = self
-                    .base
-                    .plan(dir, file, config.vhostsocket_group.as_deref())?
-                    .for_mode(mode);
-                let in_use = self.model().socket_user(&p.path).map(str::to_owned);
-                if let Some(other) = in_use {
-                    return Err(Error::Socket {
-                        rule: SocketRule::InUse,
-                        message: format!(
-                            "socket path {} is already used by vif {other}; every vif needs its own",
-                            p.path.display()
-                        ),
-                    });
-                }
-                let kind = VifKind::VhostUser {
-                    socket: p.path.clone(),
-                    mode,
-                    queues,
-                    group: p.group,
-                };
-                return Ok((kind, Some(p)));
-            }
-            VifType::Physical => VifKind::Physical {
-                device: config.device.clone().unwrap_or_default(),
-            },
-            VifType::AfPacket => VifKind::AfPacket {
-                iface: config.iface.clone().unwrap_or_default(),
-            },
-            VifType::Tap => VifKind::Tap {
-                iface: config.iface.clone().unwrap_or_default(),
-            },
-        };
-        Ok((kind, None))
     }
 
     pub fn vif_del(&self, name: &str) -> Result<(), Error> {
@@ -314,8 +338,10 @@ impl Controller {
         let spec = self.model().check_vif_del(name)?.spec.clone();
         self.apply(&Change::VifDel { vif: spec })?;
         let committed = self.model().commit_vif_del(name);
-        let saved = self.save(|| Record::VifDel {
-            name: name.to_owned(),
+        let saved = self.save(|| {
+            Record::Vif(VifRecord::VifDel {
+                name: name.to_owned(),
+            })
         });
         if let Some((entry, removable)) = committed {
             if let VifKind::VhostUser {
@@ -341,7 +367,7 @@ impl Controller {
 
     fn vif_info(&self, entry: &VifEntry) -> VifInfo {
         VifInfo {
-            config: entry.config.clone(),
+            config: entry.config.to_request(),
             index: entry.spec.index,
             socket: entry.socket().map(PathBuf::from),
             vrouter_mac: self.vrouter_mac,
@@ -394,28 +420,19 @@ impl Controller {
     pub fn nexthop_set(&self, id: u32, nexthop: &Nexthop) -> Result<Outcome, Error> {
         let _span =
             tracing::info_span!("nexthop_set", nexthop = id, kind = nexthop.type_name()).entered();
-        let _change = self.change();
+        let held = self.change();
         let new = self.model().check_nexthop_set(id, nexthop)?;
-        self.apply(&Change::NexthopSet {
-            id,
-            nexthop: nexthop.clone(),
-        })?;
-        self.model().commit_nexthop_set(id, nexthop.clone());
-        self.save(|| Record::NexthopSet {
-            id,
-            nexthop: nexthop.clone(),
-        })?;
+        let nexthop = nexthop.clone();
+        self.change_tables(&held, TableChange::NexthopSet { id, nexthop })?;
         info!(created = new, "nexthop set");
         Ok(Outcome::from_new(new))
     }
 
     pub fn nexthop_del(&self, id: u32) -> Result<(), Error> {
         let _span = tracing::info_span!("nexthop_del", nexthop = id).entered();
-        let _change = self.change();
+        let held = self.change();
         self.model().check_nexthop_del(id)?;
-        self.apply(&Change::NexthopDel { id })?;
-        self.model().commit_nexthop_del(id);
-        self.save(|| Record::NexthopDel { id })?;
+        self.change_tables(&held, TableChange::NexthopDel { id })?;
         info!("nexthop removed");
         Ok(())
     }
@@ -450,17 +467,10 @@ impl Controller {
             tracing::info_span!("route_set", vrf, prefix = %route.prefix, nexthop = route.nexthop)
                 .entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         let new = self.model().check_route_set(vrf, route)?;
-        self.apply(&Change::RouteSet {
-            vrf,
-            route: route.clone(),
-        })?;
-        self.model().commit_route_set(vrf, route.clone());
-        self.save(|| Record::RouteSet {
-            vrf,
-            route: route.clone(),
-        })?;
+        let route = route.clone();
+        self.change_tables(&held, TableChange::RouteSet { vrf, route })?;
         info!(created = new, "route set");
         Ok(Outcome::from_new(new))
     }
@@ -468,17 +478,10 @@ impl Controller {
     pub fn route_del(&self, vrf: u32, prefix: &IpPrefix) -> Result<(), Error> {
         let _span = tracing::info_span!("route_del", vrf, prefix = %prefix).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         self.model().check_route_del(vrf, prefix)?;
-        self.apply(&Change::RouteDel {
-            vrf,
-            prefix: *prefix,
-        })?;
-        self.model().commit_route_del(vrf, prefix);
-        self.save(|| Record::RouteDel {
-            vrf,
-            prefix: *prefix,
-        })?;
+        let prefix = *prefix;
+        self.change_tables(&held, TableChange::RouteDel { vrf, prefix })?;
         info!("route removed");
         Ok(())
     }
@@ -491,17 +494,10 @@ impl Controller {
     pub fn bridge_set(&self, vrf: u32, entry: &BridgeEntry) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("bridge_set", vrf, mac = %entry.mac).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         let new = self.model().check_bridge_set(vrf, entry)?;
-        self.apply(&Change::BridgeSet {
-            vrf,
-            entry: entry.clone(),
-        })?;
-        self.model().commit_bridge_set(vrf, entry.clone());
-        self.save(|| Record::BridgeSet {
-            vrf,
-            entry: entry.clone(),
-        })?;
+        let entry = entry.clone();
+        self.change_tables(&held, TableChange::BridgeSet { vrf, entry })?;
         info!(created = new, "bridge entry set");
         Ok(Outcome::from_new(new))
     }
@@ -509,11 +505,9 @@ impl Controller {
     pub fn bridge_del(&self, vrf: u32, mac: MacAddr) -> Result<(), Error> {
         let _span = tracing::info_span!("bridge_del", vrf, mac = %mac).entered();
         check_range("vrf", vrf, 0, VRF_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         self.model().check_bridge_del(vrf, mac)?;
-        self.apply(&Change::BridgeDel { vrf, mac })?;
-        self.model().commit_bridge_del(vrf, mac);
-        self.save(|| Record::BridgeDel { vrf, mac })?;
+        self.change_tables(&held, TableChange::BridgeDel { vrf, mac })?;
         info!("bridge entry removed");
         Ok(())
     }
@@ -528,11 +522,9 @@ impl Controller {
     pub fn mpls_set(&self, label: u32, nexthop: u32) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("mpls_set", label, nexthop).entered();
         check_range("label", label, MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         let new = self.model().check_mpls_set(label, nexthop)?;
-        self.apply(&Change::MplsSet { label, nexthop })?;
-        self.model().commit_mpls_set(label, nexthop);
-        self.save(|| Record::MplsSet { label, nexthop })?;
+        self.change_tables(&held, TableChange::MplsSet { label, nexthop })?;
         info!(created = new, "mpls label set");
         Ok(Outcome::from_new(new))
     }
@@ -540,11 +532,9 @@ impl Controller {
     pub fn mpls_del(&self, label: u32) -> Result<(), Error> {
         let _span = tracing::info_span!("mpls_del", label).entered();
         check_range("label", label, MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         self.model().check_mpls_del(label)?;
-        self.apply(&Change::MplsDel { label })?;
-        self.model().commit_mpls_del(label);
-        self.save(|| Record::MplsDel { label })?;
+        self.change_tables(&held, TableChange::MplsDel { label })?;
         info!("mpls label removed");
         Ok(())
     }
@@ -559,11 +549,9 @@ impl Controller {
     pub fn vxlan_set(&self, vni: u32, vrf: u32) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("vxlan_set", vni, vrf).entered();
         check_range("vni", vni, 0, VNI_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         let new = self.model().check_vxlan_set(vni, vrf)?;
-        self.apply(&Change::VxlanSet { vni, vrf })?;
-        self.model().commit_vxlan_set(vni, vrf);
-        self.save(|| Record::VxlanSet { vni, vrf })?;
+        self.change_tables(&held, TableChange::VxlanSet { vni, vrf })?;
         info!(created = new, "vxlan vni set");
         Ok(Outcome::from_new(new))
     }
@@ -571,11 +559,9 @@ impl Controller {
     pub fn vxlan_del(&self, vni: u32) -> Result<(), Error> {
         let _span = tracing::info_span!("vxlan_del", vni).entered();
         check_range("vni", vni, 0, VNI_MAX)?;
-        let _change = self.change();
+        let held = self.change();
         self.model().check_vxlan_del(vni)?;
-        self.apply(&Change::VxlanDel { vni })?;
-        self.model().commit_vxlan_del(vni);
-        self.save(|| Record::VxlanDel { vni })?;
+        self.change_tables(&held, TableChange::VxlanDel { vni })?;
         info!("vxlan vni removed");
         Ok(())
     }
@@ -603,9 +589,11 @@ impl Controller {
             policy: policy.clone(),
         })?;
         self.model().commit_policy(name, Some(policy.clone()));
-        self.save(|| Record::PolicySet {
-            vif: name.to_owned(),
-            policy: policy.clone(),
+        self.save(|| {
+            Record::Vif(VifRecord::PolicySet {
+                vif: name.to_owned(),
+                policy: policy.clone(),
+            })
         })?;
         info!(
             ingress = policy.ingress.len(),
@@ -634,8 +622,10 @@ impl Controller {
             name: name.to_string(),
         })?;
         self.model().commit_policy(name, None);
-        self.save(|| Record::PolicyDel {
-            vif: name.to_owned(),
+        self.save(|| {
+            Record::Vif(VifRecord::PolicyDel {
+                vif: name.to_owned(),
+            })
         })?;
         info!("policy removed");
         Ok(())

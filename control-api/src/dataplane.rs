@@ -7,6 +7,8 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use crate::api::{
     BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, Health, IpPrefix, MacAddr, Nexthop,
     Policy, Route, Stats, VhostUserMode, VifStatus,
@@ -44,22 +46,16 @@ pub enum VifKind {
     Tap { iface: String },
 }
 
-/// One validated change, in the order the controller applies them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+/// A validated change to the forwarding tables. The dataplane applies it, and the journal saves
+/// it as it is (so its serde form is the state files' format for these changes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum TableChange {
     VrfAdd {
         vrf: u32,
     },
     VrfDel {
         vrf: u32,
-    },
-    VifAdd {
-        vif: VifSpec,
-    },
-    /// The vif's socket file and created directories are removed by the controller after this
-    /// succeeds; the dataplane must have stopped using the socket by then.
-    VifDel {
-        vif: VifSpec,
     },
     /// Create or replace; every nexthop it names already exists.
     NexthopSet {
@@ -99,6 +95,40 @@ pub enum Change {
     VxlanDel {
         vni: u32,
     },
+}
+
+impl TableChange {
+    /// Short name for logs and spans.
+    pub fn op(&self) -> &'static str {
+        match self {
+            TableChange::VrfAdd { .. } => "vrf_add",
+            TableChange::VrfDel { .. } => "vrf_del",
+            TableChange::NexthopSet { .. } => "nexthop_set",
+            TableChange::NexthopDel { .. } => "nexthop_del",
+            TableChange::RouteSet { .. } => "route_set",
+            TableChange::RouteDel { .. } => "route_del",
+            TableChange::BridgeSet { .. } => "bridge_set",
+            TableChange::BridgeDel { .. } => "bridge_del",
+            TableChange::MplsSet { .. } => "mpls_set",
+            TableChange::MplsDel { .. } => "mpls_del",
+            TableChange::VxlanSet { .. } => "vxlan_set",
+            TableChange::VxlanDel { .. } => "vxlan_del",
+        }
+    }
+}
+
+/// One validated change, in the order the controller applies them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Table(TableChange),
+    VifAdd {
+        vif: VifSpec,
+    },
+    /// The vif's socket file and created directories are removed by the controller after this
+    /// succeeds; the dataplane must have stopped using the socket by then.
+    VifDel {
+        vif: VifSpec,
+    },
     /// Set (or replace) a vif's policy; flows of that vif must be re-evaluated or flushed.
     PolicySet {
         vif: u32,
@@ -116,20 +146,9 @@ impl Change {
     /// Short name for logs and spans.
     pub fn op(&self) -> &'static str {
         match self {
-            Change::VrfAdd { .. } => "vrf_add",
-            Change::VrfDel { .. } => "vrf_del",
+            Change::Table(change) => change.op(),
             Change::VifAdd { .. } => "vif_add",
             Change::VifDel { .. } => "vif_del",
-            Change::NexthopSet { .. } => "nexthop_set",
-            Change::NexthopDel { .. } => "nexthop_del",
-            Change::RouteSet { .. } => "route_set",
-            Change::RouteDel { .. } => "route_del",
-            Change::BridgeSet { .. } => "bridge_set",
-            Change::BridgeDel { .. } => "bridge_del",
-            Change::MplsSet { .. } => "mpls_set",
-            Change::MplsDel { .. } => "mpls_del",
-            Change::VxlanSet { .. } => "vxlan_set",
-            Change::VxlanDel { .. } => "vxlan_del",
             Change::PolicySet { .. } => "policy_set",
             Change::PolicyDel { .. } => "policy_del",
         }

@@ -13,20 +13,28 @@
 //! ctrl.remove_socket_files();
 //! ```
 
+// The contract: what requests and answers are.
 pub mod api;
-pub mod client;
+pub mod error;
+
+// The control side proper, with no HTTP in it: validation, the rules, the hook, the saved state
+// and the controller over them.
 pub mod controller;
 pub mod dataplane;
-pub mod error;
 pub mod journal;
-mod lane;
-pub mod metrics;
 pub mod model;
-pub mod server;
 pub mod socket_path;
+
+// Transports: the server and its Prometheus page, and the client. The command line is the
+// `vrouterctl` binary (src/bin/vrouterctl), a user of the client.
+pub mod client;
+pub mod metrics;
+pub mod server;
 
 pub use client::{BlockingClient, Client};
 pub use controller::{Controller, ControllerConfig, Outcome};
-pub use dataplane::{Change, Dataplane, DataplaneError, DataplaneErrorKind, VifKind, VifSpec};
+pub use dataplane::{
+    Change, Dataplane, DataplaneError, DataplaneErrorKind, TableChange, VifKind, VifSpec,
+};
 pub use error::Error;
 pub use server::{serve, ControlSocket, ServeOptions};

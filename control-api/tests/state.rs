@@ -29,7 +29,7 @@ fn start(root: &Path, fabric: bool) -> (Node, control_api::controller::Restored)
     let ctrl = Controller::new(
         ControllerConfig {
             socket_base: root.join("pods"),
-            vrouter_mac: MacAddr::DEFAULT_VROUTER,
+            vrouter_mac: MacAddr::VROUTER_DEFAULT,
         },
         dp.clone(),
     )
@@ -353,7 +353,7 @@ fn a_journal_that_is_not_attached_writes_nothing() {
     let ctrl = Controller::new(
         ControllerConfig {
             socket_base: root.path().join("pods"),
-            vrouter_mac: MacAddr::DEFAULT_VROUTER,
+            vrouter_mac: MacAddr::VROUTER_DEFAULT,
         },
         dp,
     )

@@ -5,7 +5,9 @@ use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error("MAC address {0:?} is not six colon-separated hex octets")]
+    #[error(
+        "invalid MAC address {0:?}: expected six hex octets separated by ':', like 02:00:00:00:00:01"
+    )]
     BadMac(String),
     #[error("VRF {0} is out of range (0..={max})", max = crate::tables::MAX_VRFS - 1)]
     VrfOutOfRange(u32),

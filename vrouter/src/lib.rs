@@ -47,6 +47,8 @@
 pub mod buf;
 pub mod error;
 pub mod flow;
+#[cfg(feature = "serde")]
+mod mac_serde;
 pub mod meta;
 pub mod offload;
 pub mod pipeline;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bench::frames::{self, MAX_FRAME, MIN_FRAME};
 use clap::Parser;
+use control_api::api::MacAddr;
 use pmd_shim::{Eal, EthPort, MbufBurst, Mempool, PortConfig};
 
 #[derive(Debug, Parser)]
@@ -22,8 +23,8 @@ struct Args {
     #[arg(long)]
     rx: String,
     /// Destination MAC of sent frames (the switch's router MAC for L3 cases).
-    #[arg(long, default_value = "00:00:5e:00:01:00")]
-    dst_mac: String,
+    #[arg(long, default_value_t = MacAddr::VROUTER_DEFAULT)]
+    dst_mac: MacAddr,
     /// Frame size on the wire, FCS included (64..=1518).
     #[arg(long, default_value_t = 64)]
     frame_bytes: usize,
@@ -65,17 +66,6 @@ fn main() {
     }
 }
 
-fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let parts: Vec<u8> = s
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("bad MAC {s:?}"))?;
-    parts
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("bad MAC {s:?}: six octets expected"))
-}
-
 fn run(a: Args) -> Result<()> {
     if !(MIN_FRAME..=MAX_FRAME).contains(&a.frame_bytes) {
         bail!("--frame-bytes must be {MIN_FRAME}..={MAX_FRAME}");
@@ -83,7 +73,7 @@ fn run(a: Args) -> Result<()> {
     if a.burst == 0 || a.burst > pmd_shim::BURST_MAX {
         bail!("--burst must be 1..={}", pmd_shim::BURST_MAX);
     }
-    let dst_mac = parse_mac(&a.dst_mac)?;
+    let dst_mac = a.dst_mac.0;
     let mut argv = vec!["vr-trafgen".to_owned()];
     argv.extend(a.eal.iter().cloned());
     let eal = Eal::init(&argv).context("EAL")?;

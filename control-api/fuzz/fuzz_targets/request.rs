@@ -5,7 +5,7 @@
 use control_api::api::{
     BridgeEntry, IpPrefix, MacAddr, Nexthop, Policy, PortRange, Proto, Route, VifRequest, VifType,
 };
-use control_api::dataplane::{VifKind, VifSpec};
+use control_api::dataplane::VifKind;
 use control_api::model::{Model, VifEntry};
 use control_api::server::parse_json;
 use libfuzzer_sys::fuzz_target;
@@ -15,26 +15,19 @@ fn model() -> Model {
     let mut m = Model::new();
     m.commit_vrf_add(1);
     for (i, (name, vrf)) in [("pod", 1), ("fabric", 0)].into_iter().enumerate() {
-        let mut config = VifRequest::new(
+        let mut req = VifRequest::new(
             name,
             VifType::Tap,
             vrf,
             MacAddr([2, 0, 0, 0, 0, i as u8 + 1]),
         );
-        config.iface = Some(format!("tap{i}"));
+        req.iface = Some(format!("tap{i}"));
+        let config = m.check_vif_add(&req).expect("a valid tap vif");
+        let kind = VifKind::Tap {
+            iface: format!("tap{i}"),
+        };
         m.commit_vif_add(VifEntry {
-            spec: VifSpec {
-                index: i as u32,
-                name: name.into(),
-                vrf,
-                mac: config.mac,
-                ip: None,
-                ip6: None,
-                mtu: 1500,
-                kind: VifKind::Tap {
-                    iface: format!("tap{i}"),
-                },
-            },
+            spec: config.spec(i as u32, kind),
             config,
             created_dirs: vec![],
             policy: None,

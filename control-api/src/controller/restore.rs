@@ -14,10 +14,10 @@ use std::path::PathBuf;
 
 use tracing::{info, warn};
 
-use super::Controller;
-use crate::dataplane::DataplaneErrorKind;
+use super::{Controller, SavedVif};
+use crate::dataplane::{DataplaneErrorKind, TableChange};
 use crate::error::Error;
-use crate::journal::{Journal, Loaded, Located, Record};
+use crate::journal::{Journal, Loaded, Located, Record, VifRecord};
 
 /// What a restore did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,26 +84,44 @@ impl Controller {
     /// One saved change, as the API request that made it.
     fn replay(&self, record: &Record) -> Result<(), Error> {
         match record {
-            Record::VrfAdd { vrf } => self.vrf_add(*vrf).map(drop),
-            Record::VrfDel { vrf } => self.vrf_del(*vrf),
-            Record::VifAdd {
+            Record::Table(change) => self.replay_table(change),
+            Record::Vif(vif) => self.replay_vif(vif),
+        }
+    }
+
+    fn replay_vif(&self, record: &VifRecord) -> Result<(), Error> {
+        match record {
+            VifRecord::VifAdd {
                 index,
                 vif,
                 created_dirs,
-            } => self.vif_add_as(vif, Some((*index, created_dirs))).map(drop),
-            Record::VifDel { name } => self.vif_del(name),
-            Record::NexthopSet { id, nexthop } => self.nexthop_set(*id, nexthop).map(drop),
-            Record::NexthopDel { id } => self.nexthop_del(*id),
-            Record::RouteSet { vrf, route } => self.route_set(*vrf, route).map(drop),
-            Record::RouteDel { vrf, prefix } => self.route_del(*vrf, prefix),
-            Record::BridgeSet { vrf, entry } => self.bridge_set(*vrf, entry).map(drop),
-            Record::BridgeDel { vrf, mac } => self.bridge_del(*vrf, *mac),
-            Record::MplsSet { label, nexthop } => self.mpls_set(*label, *nexthop).map(drop),
-            Record::MplsDel { label } => self.mpls_del(*label),
-            Record::VxlanSet { vni, vrf } => self.vxlan_set(*vni, *vrf).map(drop),
-            Record::VxlanDel { vni } => self.vxlan_del(*vni),
-            Record::PolicySet { vif, policy } => self.policy_set(vif, policy).map(drop),
-            Record::PolicyDel { vif } => self.policy_del(vif),
+            } => {
+                let saved = SavedVif {
+                    index: *index,
+                    created_dirs,
+                };
+                self.vif_add_as(vif, Some(saved)).map(drop)
+            }
+            VifRecord::VifDel { name } => self.vif_del(name),
+            VifRecord::PolicySet { vif, policy } => self.policy_set(vif, policy).map(drop),
+            VifRecord::PolicyDel { vif } => self.policy_del(vif),
+        }
+    }
+
+    fn replay_table(&self, change: &TableChange) -> Result<(), Error> {
+        match change {
+            TableChange::VrfAdd { vrf } => self.vrf_add(*vrf).map(drop),
+            TableChange::VrfDel { vrf } => self.vrf_del(*vrf),
+            TableChange::NexthopSet { id, nexthop } => self.nexthop_set(*id, nexthop).map(drop),
+            TableChange::NexthopDel { id } => self.nexthop_del(*id),
+            TableChange::RouteSet { vrf, route } => self.route_set(*vrf, route).map(drop),
+            TableChange::RouteDel { vrf, prefix } => self.route_del(*vrf, prefix),
+            TableChange::BridgeSet { vrf, entry } => self.bridge_set(*vrf, entry).map(drop),
+            TableChange::BridgeDel { vrf, mac } => self.bridge_del(*vrf, *mac),
+            TableChange::MplsSet { label, nexthop } => self.mpls_set(*label, *nexthop).map(drop),
+            TableChange::MplsDel { label } => self.mpls_del(*label),
+            TableChange::VxlanSet { vni, vrf } => self.vxlan_set(*vni, *vrf).map(drop),
+            TableChange::VxlanDel { vni } => self.vxlan_del(*vni),
         }
     }
 }

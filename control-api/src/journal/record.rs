@@ -7,21 +7,27 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{BridgeEntry, IpPrefix, MacAddr, Nexthop, Policy, Route, VifRequest};
+use crate::api::{Nexthop, Policy, VifRequest};
+use crate::dataplane::TableChange;
 use crate::model::Model;
 
-/// One accepted change, as the controller replays it. Vif adds carry what a fresh request
-/// cannot: the index the vif had and the directories vrouterd created for its socket (removed
-/// when the vif goes, even by a later vrouterd).
+/// One accepted change, as the controller replays it. Each is one JSON object whose `op` says
+/// what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Record {
+    /// A table change, as the dataplane took it.
+    Table(TableChange),
+    /// A vif or policy change, by vif name.
+    Vif(VifRecord),
+}
+
+/// A change to vifs or their policies. Vif adds carry what a fresh request cannot: the index the
+/// vif had and the directories vrouterd created for its socket (removed when the vif goes, even
+/// by a later vrouterd).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Record {
-    VrfAdd {
-        vrf: u32,
-    },
-    VrfDel {
-        vrf: u32,
-    },
+pub enum VifRecord {
     VifAdd {
         index: u32,
         vif: VifRequest,
@@ -30,43 +36,6 @@ pub enum Record {
     },
     VifDel {
         name: String,
-    },
-    NexthopSet {
-        id: u32,
-        nexthop: Nexthop,
-    },
-    NexthopDel {
-        id: u32,
-    },
-    RouteSet {
-        vrf: u32,
-        route: Route,
-    },
-    RouteDel {
-        vrf: u32,
-        prefix: IpPrefix,
-    },
-    BridgeSet {
-        vrf: u32,
-        entry: BridgeEntry,
-    },
-    BridgeDel {
-        vrf: u32,
-        mac: MacAddr,
-    },
-    MplsSet {
-        label: u32,
-        nexthop: u32,
-    },
-    MplsDel {
-        label: u32,
-    },
-    VxlanSet {
-        vni: u32,
-        vrf: u32,
-    },
-    VxlanDel {
-        vni: u32,
     },
     PolicySet {
         vif: String,
@@ -77,12 +46,30 @@ pub enum Record {
     },
 }
 
+/// The `op` of each [`VifRecord`]; every other `op` is a table change's.
+const VIF_OPS: [&str; 4] = ["vif-add", "vif-del", "policy-set", "policy-del"];
+
 impl Record {
+    /// Reads a record as `serde_json` wrote it. Its `op` decides which type decodes the rest, so
+    /// a record that does not decode is reported against the fields its `op` takes.
+    pub fn from_json(json: &[u8]) -> Result<Record, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Op {
+            op: String,
+        }
+        let Op { op } = serde_json::from_slice(json)?;
+        if VIF_OPS.contains(&op.as_str()) {
+            serde_json::from_slice(json).map(Record::Vif)
+        } else {
+            serde_json::from_slice(json).map(Record::Table)
+        }
+    }
+
     /// The vif whose existence this record changes, if any.
     pub fn vif_changed(&self) -> Option<&str> {
         match self {
-            Record::VifAdd { vif, .. } => Some(&vif.name),
-            Record::VifDel { name } => Some(name),
+            Record::Vif(VifRecord::VifAdd { vif, .. }) => Some(&vif.name),
+            Record::Vif(VifRecord::VifDel { name }) => Some(name),
             _ => None,
         }
     }
@@ -104,18 +91,22 @@ pub fn snapshot<'a>(
     let vrfs = model
         .vrf_ids()
         .filter(|&v| v != 0)
-        .map(|vrf| Record::VrfAdd { vrf });
+        .map(|vrf| Record::Table(TableChange::VrfAdd { vrf }));
     let vifs = model
         .vifs()
         .filter(|v| !fixed.contains(&v.spec.name))
-        .map(|v| Record::VifAdd {
-            index: v.spec.index,
-            vif: v.config.clone(),
-            created_dirs: v.created_dirs.clone(),
+        .map(|v| {
+            Record::Vif(VifRecord::VifAdd {
+                index: v.spec.index,
+                vif: v.config.to_request(),
+                created_dirs: v.created_dirs.clone(),
+            })
         });
-    let nexthop = |(id, nh): (u32, &Nexthop)| Record::NexthopSet {
-        id,
-        nexthop: nh.clone(),
+    let nexthop = |(id, nh): (u32, &Nexthop)| {
+        Record::Table(TableChange::NexthopSet {
+            id,
+            nexthop: nh.clone(),
+        })
     };
     let plain = model
         .nexthops()
@@ -125,24 +116,30 @@ pub fn snapshot<'a>(
         .nexthops()
         .filter(|(_, nh)| matches!(nh, Nexthop::Ecmp { .. }))
         .map(nexthop);
-    let routes = model.all_routes().map(|(vrf, r)| Record::RouteSet {
-        vrf,
-        route: r.clone(),
+    let routes = model.all_routes().map(|(vrf, r)| {
+        Record::Table(TableChange::RouteSet {
+            vrf,
+            route: r.clone(),
+        })
     });
-    let bridge = model.all_bridge().map(|(vrf, e)| Record::BridgeSet {
-        vrf,
-        entry: e.clone(),
+    let bridge = model.all_bridge().map(|(vrf, e)| {
+        Record::Table(TableChange::BridgeSet {
+            vrf,
+            entry: e.clone(),
+        })
     });
     let mpls = model
         .mpls()
-        .map(|(label, nexthop)| Record::MplsSet { label, nexthop });
+        .map(|(label, nexthop)| Record::Table(TableChange::MplsSet { label, nexthop }));
     let vxlan = model
         .vxlan()
-        .map(|(vni, vrf)| Record::VxlanSet { vni, vrf });
+        .map(|(vni, vrf)| Record::Table(TableChange::VxlanSet { vni, vrf }));
     let policies = model.vifs().filter_map(|v| {
-        v.policy.as_ref().map(|p| Record::PolicySet {
-            vif: v.spec.name.clone(),
-            policy: p.clone(),
+        v.policy.as_ref().map(|p| {
+            Record::Vif(VifRecord::PolicySet {
+                vif: v.spec.name.clone(),
+                policy: p.clone(),
+            })
         })
     });
     vrfs.chain(vifs)
@@ -153,4 +150,98 @@ pub fn snapshot<'a>(
         .chain(mpls)
         .chain(vxlan)
         .chain(policies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One record of every `op`, byte for byte as the state files have held them since the
+    /// format began (one flat enum tagged by `op`): state directories written then must still
+    /// restore, and new records must stay readable by the same reader.
+    const WRITTEN_BEFORE: [&str; 16] = [
+        r#"{"op":"vrf-add","vrf":1}"#,
+        r#"{"op":"vrf-del","vrf":1}"#,
+        r#"{"op":"vif-add","index":3,"vif":{"name":"pod1","type":"vhost-user","vrf":1,"mac":"02:00:00:00:00:01","ip":"10.0.0.1","vhostsocket-dir":"/var/run/vrouter/pod1","vhostsocket-filename":"eth0.sock","vhostuser-mode":"server"},"created_dirs":["/var/run/vrouter/pod1"]}"#,
+        r#"{"op":"vif-add","index":1,"vif":{"name":"tap0","type":"tap","vrf":0,"mac":"02:00:00:00:00:02","iface":"vr-tap0"}}"#,
+        r#"{"op":"vif-del","name":"pod1"}"#,
+        r#"{"op":"nexthop-set","id":1,"nexthop":{"type":"encap","vif":"pod1","dmac":"02:00:00:00:00:01"}}"#,
+        r#"{"op":"nexthop-del","id":1}"#,
+        r#"{"op":"route-set","vrf":1,"route":{"prefix":"10.0.0.1/32","nexthop":1}}"#,
+        r#"{"op":"route-del","vrf":1,"prefix":"10.0.0.1/32"}"#,
+        r#"{"op":"bridge-set","vrf":1,"entry":{"mac":"02:00:00:00:00:01","nexthop":1,"label":5}}"#,
+        r#"{"op":"bridge-del","vrf":1,"mac":"02:00:00:00:00:01"}"#,
+        r#"{"op":"mpls-set","label":100,"nexthop":1}"#,
+        r#"{"op":"mpls-del","label":100}"#,
+        r#"{"op":"vxlan-set","vni":5,"vrf":1}"#,
+        r#"{"op":"vxlan-del","vni":5}"#,
+        r#"{"op":"policy-set","vif":"pod1","policy":{"default":"deny","ingress":[{"action":"allow","proto":"tcp","ports":"80"}],"egress":[]}}"#,
+    ];
+
+    #[test]
+    fn records_written_by_the_flat_format_decode_and_encode_the_same() {
+        for json in WRITTEN_BEFORE {
+            let record =
+                Record::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(serde_json::to_string(&record).unwrap(), json);
+        }
+        let del = Record::from_json(br#"{"op":"policy-del","vif":"pod1"}"#).unwrap();
+        assert_eq!(
+            del,
+            Record::Vif(VifRecord::PolicyDel { vif: "pod1".into() })
+        );
+        assert_eq!(
+            Record::from_json(WRITTEN_BEFORE[0].as_bytes()).unwrap(),
+            Record::Table(TableChange::VrfAdd { vrf: 1 })
+        );
+    }
+
+    #[test]
+    fn every_vif_record_op_is_routed_to_vif_record() {
+        let vif = VifRequest::new(
+            "v",
+            crate::api::VifType::Tap,
+            0,
+            crate::api::MacAddr::VROUTER_DEFAULT,
+        );
+        let policy = Policy {
+            default: crate::api::PolicyAction::Allow,
+            ingress: Vec::new(),
+            egress: Vec::new(),
+        };
+        let all = [
+            VifRecord::VifAdd {
+                index: 1,
+                vif,
+                created_dirs: Vec::new(),
+            },
+            VifRecord::VifDel { name: "v".into() },
+            VifRecord::PolicySet {
+                vif: "v".into(),
+                policy,
+            },
+            VifRecord::PolicyDel { vif: "v".into() },
+        ];
+        for record in all {
+            // Exhaustive: a new variant must be listed here, and in VIF_OPS.
+            match &record {
+                VifRecord::VifAdd { .. }
+                | VifRecord::VifDel { .. }
+                | VifRecord::PolicySet { .. }
+                | VifRecord::PolicyDel { .. } => {}
+            }
+            let record = Record::Vif(record);
+            let json = serde_json::to_vec(&record).unwrap();
+            assert_eq!(Record::from_json(&json).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn a_record_is_refused_for_the_fields_its_op_takes() {
+        let e = Record::from_json(br#"{"op":"vif-del","vrf":1}"#).unwrap_err();
+        assert!(e.to_string().contains("vrf"), "{e}");
+        let e = Record::from_json(br#"{"op":"teleport"}"#).unwrap_err();
+        assert!(e.to_string().contains("teleport"), "{e}");
+        assert!(Record::from_json(br#"{"vrf":1}"#).is_err());
+    }
 }

@@ -209,7 +209,7 @@ fn decode_all(
     out: &mut Vec<Located>,
 ) -> Result<(), Error> {
     for f in frames {
-        let record = serde_json::from_slice(f.payload)
+        let record = Record::from_json(f.payload)
             .map_err(|e| frame::corrupt(path, f.offset, format!("undecodable record: {e}")))?;
         out.push(Located {
             file: path.to_path_buf(),
@@ -445,6 +445,7 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
 mod tests {
     use super::*;
     use crate::api::{IpPrefix, Nexthop, Route};
+    use crate::dataplane::TableChange;
 
     fn route(prefix: &str, nexthop: u32) -> Route {
         Route {
@@ -457,15 +458,17 @@ mod tests {
     /// VRF 1, a discard nexthop, and `n` routes to it.
     fn changes(n: u32) -> Vec<Record> {
         let mut out = vec![
-            Record::VrfAdd { vrf: 1 },
-            Record::NexthopSet {
+            Record::Table(TableChange::VrfAdd { vrf: 1 }),
+            Record::Table(TableChange::NexthopSet {
                 id: 1,
                 nexthop: Nexthop::Discard,
-            },
+            }),
         ];
-        out.extend((0..n).map(|i| Record::RouteSet {
-            vrf: 1,
-            route: route(&format!("10.0.{}.0/24", i), 1),
+        out.extend((0..n).map(|i| {
+            Record::Table(TableChange::RouteSet {
+                vrf: 1,
+                route: route(&format!("10.0.{}.0/24", i), 1),
+            })
         }));
         out
     }
@@ -473,10 +476,7 @@ mod tests {
     /// Applies what these tests record to a bare model.
     fn apply(model: &mut Model, r: &Record) {
         match r {
-            Record::VrfAdd { vrf } => model.commit_vrf_add(*vrf),
-            Record::NexthopSet { id, nexthop } => model.commit_nexthop_set(*id, nexthop.clone()),
-            Record::RouteSet { vrf, route } => model.commit_route_set(*vrf, route.clone()),
-            Record::RouteDel { vrf, prefix } => model.commit_route_del(*vrf, prefix),
+            Record::Table(change) => model.commit_table(change),
             other => panic!("not used here: {other:?}"),
         }
     }
@@ -540,10 +540,10 @@ mod tests {
         assert_eq!(loaded.torn, Some((path.clone(), last)));
         let mut j = Journal::attach(loaded, BTreeSet::new()).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), last);
-        let extra = Record::RouteDel {
+        let extra = Record::Table(TableChange::RouteDel {
             vrf: 1,
             prefix: "10.0.0.0/24".parse().unwrap(),
-        };
+        });
         j.append(&extra).unwrap();
         drop(j);
         let again = Loaded::open(d.path()).unwrap();
@@ -598,10 +598,10 @@ mod tests {
         let mut j = journal_with(d.path(), &rs);
         rs.iter().for_each(|r| apply(&mut model, r));
         j.compact(&model).unwrap();
-        let tail = Record::RouteDel {
+        let tail = Record::Table(TableChange::RouteDel {
             vrf: 1,
             prefix: "10.0.7.0/24".parse().unwrap(),
-        };
+        });
         j.append(&tail).unwrap();
         apply(&mut model, &tail);
         drop(j);
@@ -655,7 +655,7 @@ mod tests {
         assert_eq!(records(&loaded), contents(&model), "the snapshot alone");
         // The stale journal is replaced when attached; later appends count.
         let mut j = Journal::attach(loaded, BTreeSet::new()).unwrap();
-        let tail = Record::VrfAdd { vrf: 2 };
+        let tail = Record::Table(TableChange::VrfAdd { vrf: 2 });
         j.append(&tail).unwrap();
         drop(j);
         let mut want = contents(&model);

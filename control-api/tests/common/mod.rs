@@ -16,7 +16,7 @@ use control_api::api::{
 };
 use control_api::{
     Change, ControlSocket, Controller, ControllerConfig, Dataplane, DataplaneError,
-    DataplaneErrorKind, ServeOptions, VifKind, VifSpec,
+    DataplaneErrorKind, ServeOptions, TableChange, VifKind, VifSpec,
 };
 
 /// What the in-memory dataplane holds: the same tables vrouterd would program.
@@ -113,10 +113,10 @@ impl Dataplane for MemDataplane {
         let mut s = self.state.lock().unwrap();
         s.log.push(change.op().to_string());
         match change.clone() {
-            Change::VrfAdd { vrf } => {
+            Change::Table(TableChange::VrfAdd { vrf }) => {
                 s.vrfs.insert(vrf);
             }
-            Change::VrfDel { vrf } => {
+            Change::Table(TableChange::VrfDel { vrf }) => {
                 s.vrfs.remove(&vrf);
             }
             Change::VifAdd { vif } => {
@@ -142,34 +142,34 @@ impl Dataplane for MemDataplane {
                 s.vifs.remove(&vif.index);
                 s.policies.remove(&vif.index);
             }
-            Change::NexthopSet { id, nexthop } => {
+            Change::Table(TableChange::NexthopSet { id, nexthop }) => {
                 s.nexthops.insert(id, nexthop);
             }
-            Change::NexthopDel { id } => {
+            Change::Table(TableChange::NexthopDel { id }) => {
                 s.nexthops.remove(&id);
             }
-            Change::RouteSet { vrf, route } => {
+            Change::Table(TableChange::RouteSet { vrf, route }) => {
                 s.routes.insert((vrf, route.prefix), route);
             }
-            Change::RouteDel { vrf, prefix } => {
+            Change::Table(TableChange::RouteDel { vrf, prefix }) => {
                 s.routes.remove(&(vrf, prefix));
             }
-            Change::BridgeSet { vrf, entry } => {
+            Change::Table(TableChange::BridgeSet { vrf, entry }) => {
                 s.bridge.insert((vrf, entry.mac), entry);
             }
-            Change::BridgeDel { vrf, mac } => {
+            Change::Table(TableChange::BridgeDel { vrf, mac }) => {
                 s.bridge.remove(&(vrf, mac));
             }
-            Change::MplsSet { label, nexthop } => {
+            Change::Table(TableChange::MplsSet { label, nexthop }) => {
                 s.mpls.insert(label, nexthop);
             }
-            Change::MplsDel { label } => {
+            Change::Table(TableChange::MplsDel { label }) => {
                 s.mpls.remove(&label);
             }
-            Change::VxlanSet { vni, vrf } => {
+            Change::Table(TableChange::VxlanSet { vni, vrf }) => {
                 s.vxlan.insert(vni, vrf);
             }
-            Change::VxlanDel { vni } => {
+            Change::Table(TableChange::VxlanDel { vni }) => {
                 s.vxlan.remove(&vni);
             }
             Change::PolicySet { vif, policy, .. } => {
@@ -333,7 +333,7 @@ impl TestServer {
             Controller::new(
                 ControllerConfig {
                     socket_base: base.clone(),
-                    vrouter_mac: MacAddr::DEFAULT_VROUTER,
+                    vrouter_mac: MacAddr::VROUTER_DEFAULT,
                 },
                 dp.clone(),
             )

@@ -1,39 +1,24 @@
-//! The REST layer: HTTP/1.1 + JSON on a unix stream socket. Turns requests into controller
-//! calls (run off the async runtime, since they block on the filesystem and the dataplane) and
-//! errors into `{"error","message"}` bodies.
+//! What the server answers: every (method, path), its handler, and how answers and errors
+//! become responses.
 
-use std::fs;
-use std::future::Future;
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::Router;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::extract::{parse_json, read_body, Body, Params};
+use super::lane::Lanes;
 use crate::api::{
     BridgeEntry, FlowQuery, MacAddr, MplsRequest, Nexthop, Policy, Route, VifRequest, VxlanRequest,
 };
-use crate::controller::{Controller, Outcome, NEXTHOP_ID_RANGE};
+use crate::controller::{Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
-use crate::lane::Lanes;
 use crate::metrics;
-use crate::model::{parse_param, MPLS_LABEL_MAX, MPLS_LABEL_MIN, VNI_MAX, VRF_MAX};
-use crate::socket_path;
-
-/// Largest request body accepted by default (policies with many rules fit easily).
-pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
-
-/// Mode of the control socket: only root (vrouterd's user) may drive the vrouter.
-pub const CONTROL_SOCKET_MODE: u32 = 0o600;
+use crate::model::{MPLS_LABEL_MAX, MPLS_LABEL_MIN, VNI_MAX};
 
 /// Every (method, path) the server answers; the OpenAPI document must list exactly these.
 /// `{*prefix}` matches a prefix with its `/` unescaped (`/vrfs/1/routes/198.18.2.0/24`); a
@@ -75,9 +60,9 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 #[derive(Clone)]
-struct AppState {
+pub(super) struct AppState {
     lanes: Arc<Lanes>,
-    body_limit: usize,
+    pub(super) body_limit: usize,
 }
 
 impl IntoResponse for Error {
@@ -103,112 +88,6 @@ fn put_status(outcome: Outcome) -> StatusCode {
         Outcome::Replaced => StatusCode::OK,
     }
 }
-
-// ---- extractors --------------------------------------------------------------------------------
-
-/// A JSON body of type `T`, size-limited, whose errors name the offending field.
-struct Body<T>(T);
-
-impl<T: DeserializeOwned> FromRequest<AppState> for Body<T> {
-    type Rejection = Error;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
-        let bytes = read_body(req, state.body_limit).await?;
-        parse_json(&bytes).map(Body)
-    }
-}
-
-async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, Error> {
-    // No Content-Type check: `curl -d` labels JSON as a form, and the parser's message is
-    // clearer than a 415 would be.
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Error::PayloadTooLarge { limit });
-    }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(Error::PayloadTooLarge { limit })
-        }
-        Err(e) => Err(Error::InvalidJson(format!(
-            "could not read the request body: {e}"
-        ))),
-    }
-}
-
-/// Parse JSON, naming the field a type or value error is about.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::InvalidJson(
-            "the request body is empty; this request takes a JSON object".to_string(),
-        ));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data if path != "." => Error::InvalidField {
-                field: path,
-                reason: inner.to_string(),
-            },
-            serde_json::error::Category::Data => {
-                Error::InvalidJson(format!("invalid request body: {inner}"))
-            }
-            _ => Error::InvalidJson(format!("the request body is not valid JSON: {inner}")),
-        }
-    })?;
-    de.end()
-        .map_err(|e| Error::InvalidJson(format!("trailing data after the JSON object: {e}")))?;
-    Ok(value)
-}
-
-/// Path parameters by name, percent-decoded.
-struct Params(Vec<(String, String)>);
-
-impl Params {
-    fn get(&self, name: &'static str) -> Result<&str, Error> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .ok_or(Error::InvalidPathParam {
-                param: name,
-                reason: "missing".to_string(),
-            })
-    }
-
-    fn number(&self, name: &'static str, min: u32, max: u32) -> Result<u32, Error> {
-        parse_param(name, self.get(name)?, min, max)
-    }
-
-    fn vrf(&self) -> Result<u32, Error> {
-        self.number("vrf", 0, VRF_MAX)
-    }
-}
-
-impl FromRequestParts<AppState> for Params {
-    type Rejection = Error;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &AppState,
-    ) -> Result<Self, Error> {
-        axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
-            .await
-            .map(|p| Params(p.0))
-            .map_err(|e| Error::InvalidPathParam {
-                param: "path",
-                reason: e.body_text(),
-            })
-    }
-}
-
-// ---- handlers ------------------------------------------------------------------------------------
 
 type St = State<AppState>;
 type Res = Result<Response, Error>;
@@ -287,13 +166,13 @@ async fn bridge_put(State(s): St, p: Params, Body(entry): Body<BridgeEntry>) -> 
 
 async fn bridge_del(State(s): St, p: Params) -> Res {
     let vrf = p.vrf()?;
-    let mac: MacAddr = p
-        .get("mac")?
-        .parse()
-        .map_err(|e: crate::api::SyntaxError| Error::InvalidPathParam {
-            param: "mac",
-            reason: e.0,
-        })?;
+    let mac: MacAddr =
+        p.get("mac")?
+            .parse()
+            .map_err(|e: vrouter::Error| Error::InvalidPathParam {
+                param: "mac",
+                reason: e.to_string(),
+            })?;
     s.lanes.change(move |c| c.bridge_del(vrf, mac)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -490,7 +369,7 @@ async fn wrong_method(method: Method, uri: Uri) -> Error {
 }
 
 /// The router over a controller's lanes; `body_limit` bounds request bodies (413 beyond it).
-fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
+pub(super) fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
     let mut r: Router<AppState> = Router::new();
     for &(method, path) in ROUTES {
         let filter = match method {
@@ -560,209 +439,9 @@ async fn access_log(req: Request, next: axum::middleware::Next) -> Response {
     resp
 }
 
-// ---- the socket ----------------------------------------------------------------------------------
-
-/// The control socket, bound with mode 0600 and ready to serve.
-pub struct ControlSocket {
-    listener: UnixListener,
-    path: PathBuf,
-    identity: Option<(u64, u64)>,
-}
-
-fn sock_err(action: &'static str, path: &Path, source: io::Error) -> Error {
-    Error::Filesystem {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-impl ControlSocket {
-    /// Bind `path` with mode 0600. A stale socket file (nobody listening) is replaced; a live
-    /// one or a non-socket file is an error. The socket appears at `path` already 0600: it is
-    /// bound in a private directory and renamed into place.
-    pub fn bind(path: &Path) -> Result<ControlSocket, Error> {
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !parent.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .map_err(|e| sock_err("create directory", parent, e))?;
-        }
-        match fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => {
-                if UnixStream::connect(path).is_ok() {
-                    return Err(sock_err(
-                        "bind control socket",
-                        path,
-                        io::Error::new(
-                            io::ErrorKind::AddrInUse,
-                            "another process is serving on it",
-                        ),
-                    ));
-                }
-                tracing::info!(socket = %path.display(), "replacing stale control socket");
-            }
-            Ok(_) => {
-                return Err(sock_err(
-                    "bind control socket",
-                    path,
-                    io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        "a non-socket file is in the way",
-                    ),
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(sock_err("inspect", path, e)),
-        }
-        let staging = parent.join(format!(".vrctl-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&staging);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&staging)
-            .map_err(|e| sock_err("create directory", &staging, e))?;
-        let staged = staging.join("s");
-        let result = (|| -> Result<UnixListener, Error> {
-            let listener = UnixListener::bind(&staged).map_err(|e| sock_err("bind", &staged, e))?;
-            fs::set_permissions(&staged, fs::Permissions::from_mode(CONTROL_SOCKET_MODE))
-                .map_err(|e| sock_err("set mode of", &staged, e))?;
-            fs::rename(&staged, path).map_err(|e| sock_err("move control socket to", path, e))?;
-            Ok(listener)
-        })();
-        let _ = fs::remove_file(&staged);
-        let _ = fs::remove_dir(&staging);
-        let listener = result?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| sock_err("configure", path, e))?;
-        Ok(ControlSocket {
-            listener,
-            path: path.to_path_buf(),
-            identity: socket_path::identity(path),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// Options of [`serve`].
-#[derive(Debug, Clone, Copy)]
-pub struct ServeOptions {
-    pub body_limit: usize,
-    /// How long in-flight requests may run on after shutdown was asked for.
-    pub shutdown_grace: std::time::Duration,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        ServeOptions {
-            body_limit: DEFAULT_BODY_LIMIT,
-            shutdown_grace: std::time::Duration::from_secs(5),
-        }
-    }
-}
-
-/// Serve the API on `socket` until `shutdown` resolves; then finish in-flight requests and
-/// remove the socket file (if it is still ours).
-pub async fn serve(
-    socket: ControlSocket,
-    ctrl: Arc<Controller>,
-    options: ServeOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    let ControlSocket {
-        listener,
-        path,
-        identity,
-    } = socket;
-    let listener =
-        tokio::net::UnixListener::from_std(listener).map_err(|e| sock_err("register", &path, e))?;
-    tracing::info!(socket = %path.display(), "control API listening");
-    let (lanes, lanes_ended) = Lanes::start(&ctrl)?;
-    let lanes = Arc::new(lanes);
-    let app = router(Arc::clone(&lanes), options.body_limit);
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(());
-    });
-    // In-flight requests get a grace period; a client that never finishes cannot hold
-    // vrouterd's shutdown hostage.
-    let grace = options.shutdown_grace;
-    let result = tokio::select! {
-        r = server => r.map_err(|e| sock_err("serve", &path, e)),
-        _ = async move {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            tracing::warn!(socket = %path.display(), "control connections still open after the grace period; closing them");
-            Ok(())
-        }
-    };
-    // Calls already queued finish (a change never stops half-applied); connections still
-    // open after the grace period may hold the lanes, so stop them here rather than on drop.
-    lanes.stop();
-    drop(lanes);
-    lanes_ended.wait().await;
-    if identity.is_some() && socket_path::identity(&path) == identity {
-        let _ = fs::remove_file(&path);
-    }
-    tracing::info!(socket = %path.display(), "control API stopped");
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Nexthop, Policy, VifRequest};
-    use proptest::prelude::*;
-
-    fn classify<T: DeserializeOwned>(bytes: &[u8]) -> Option<u16> {
-        parse_json::<T>(bytes).err().map(|e| e.status())
-    }
-
-    proptest! {
-        /// Whatever bytes arrive, parsing answers (never panics) and refusals are 400s.
-        #[test]
-        fn arbitrary_bodies_are_refused_with_400(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            for status in [classify::<VifRequest>(&bytes), classify::<Nexthop>(&bytes), classify::<Policy>(&bytes)]
-                .into_iter()
-                .flatten()
-            {
-                prop_assert_eq!(status, 400);
-            }
-        }
-
-        /// JSON of the wrong shape names the field it is about.
-        #[test]
-        fn wrong_types_name_their_field(field in "(name|vrf|mac|mtu|queues)", v in any::<bool>()) {
-            let mut body = serde_json::json!({"name":"a","type":"tap","vrf":0,"mac":"02:00:00:00:00:01"});
-            body[&field] = serde_json::Value::Bool(v);
-            let body = body.to_string();
-            match parse_json::<VifRequest>(body.as_bytes()) {
-                Err(Error::InvalidField { field: f, .. }) => prop_assert_eq!(f, field),
-                other => prop_assert!(false, "expected invalid-field, got {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn trailing_garbage_is_refused() {
-        let e = parse_json::<crate::api::MplsRequest>(br#"{"nexthop":1} x"#).unwrap_err();
-        assert_eq!(e.code(), "invalid-json");
-        let ok: crate::api::MplsRequest = parse_json(b" {\"nexthop\":1}\n").unwrap();
-        assert_eq!(ok.nexthop, 1);
-    }
 
     #[test]
     fn flow_queries_name_the_bad_parameter() {

@@ -1,0 +1,36 @@
+//! The contract: request and response bodies of control API v1 (DESIGN.md), one module per
+//! object kind, all re-exported here. Field names are the wire names; changing one breaks agents.
+
+mod flow;
+mod label;
+mod nexthop;
+mod policy;
+mod route;
+mod status;
+mod text;
+mod vif;
+mod vrf;
+
+use serde::{Deserialize, Serialize};
+
+pub use flow::{FlowAction, FlowEntry, FlowPage, FlowQuery, FlowStats, FlushResult};
+pub use label::{MplsEntry, MplsRequest, VxlanEntry, VxlanRequest};
+pub use nexthop::{Nexthop, NexthopInfo, TunnelEncap};
+pub use policy::{Policy, PolicyAction, PolicyRule, Proto};
+pub use route::{BridgeEntry, Route};
+pub use status::{
+    DropStats, Health, HealthStatus, LcoreHealth, LcoreStats, MempoolHealth, RingHealth, Stats,
+    VifHealth,
+};
+pub use text::{IpPrefix, MacAddr, PortRange, SyntaxError};
+pub use vif::{VhostUserMode, VifCounters, VifInfo, VifRequest, VifState, VifStatus, VifType};
+pub use vrf::VrfInfo;
+
+/// The error body every 4xx/5xx carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A short stable code, e.g. `invalid-field`, `in-use`, `socket-outside-base`.
+    pub error: String,
+    /// What was wrong and how to fix it.
+    pub message: String,
+}

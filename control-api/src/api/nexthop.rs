@@ -1,0 +1,118 @@
+//! Nexthops: `PUT /nexthops/{id}` and `GET /nexthops[/{id}]`.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::MacAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelEncap {
+    Vxlan,
+    Mplsoudp,
+    Mplsogre,
+}
+
+impl TunnelEncap {
+    /// Whether the route/bridge `label` toward this tunnel is an MPLS label (else a VNI).
+    pub fn carries_mpls(&self) -> bool {
+        !matches!(self, TunnelEncap::Vxlan)
+    }
+}
+
+impl fmt::Display for TunnelEncap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TunnelEncap::Vxlan => "vxlan",
+            TunnelEncap::Mplsoudp => "mplsoudp",
+            TunnelEncap::Mplsogre => "mplsogre",
+        })
+    }
+}
+
+/// `PUT /nexthops/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Nexthop {
+    /// Deliver to a local vif, rewriting the L2 header to `dmac`.
+    Encap {
+        vif: String,
+        dmac: MacAddr,
+    },
+    /// Encapsulate toward another node through the fabric vif `vif`.
+    Tunnel {
+        encap: TunnelEncap,
+        vif: String,
+        sip: IpAddr,
+        dip: IpAddr,
+        dmac: MacAddr,
+    },
+    /// Spread flows over members by flow hash.
+    Ecmp {
+        members: Vec<u32>,
+    },
+    Discard,
+    /// Hand to the vrouter itself (ARP, its own addresses).
+    Receive,
+}
+
+impl Nexthop {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Nexthop::Encap { .. } => "encap",
+            Nexthop::Tunnel { .. } => "tunnel",
+            Nexthop::Ecmp { .. } => "ecmp",
+            Nexthop::Discard => "discard",
+            Nexthop::Receive => "receive",
+        }
+    }
+
+    /// The vif this nexthop sends through, if any.
+    pub fn vif(&self) -> Option<&str> {
+        match self {
+            Nexthop::Encap { vif, .. } | Nexthop::Tunnel { vif, .. } => Some(vif),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NexthopInfo {
+    pub id: u32,
+    #[serde(flatten)]
+    pub nexthop: Nexthop,
+    /// Who points at this nexthop (routes, bridge entries, labels, ECMP groups): the first
+    /// ten, then "and N more".
+    pub used_by: Vec<String>,
+    /// How many things point at it.
+    #[serde(default)]
+    pub use_count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nexthop_bodies_use_the_contract_names() {
+        let nh: Nexthop = serde_json::from_str(
+            r#"{"type":"tunnel","encap":"mplsoudp","vif":"fabric0","sip":"192.0.2.1","dip":"192.0.2.2","dmac":"02:00:00:00:00:02"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            nh,
+            Nexthop::Tunnel {
+                encap: TunnelEncap::Mplsoudp,
+                ..
+            }
+        ));
+        let nh: Nexthop = serde_json::from_str(r#"{"type":"discard"}"#).unwrap();
+        assert_eq!(nh, Nexthop::Discard);
+        assert!(serde_json::from_str::<Nexthop>(
+            r#"{"type":"encap","vif":"a","dmac":"02:00:00:00:00:02","x":1}"#
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! Counters and health: `GET /stats`, `GET /dropstats`, `GET /health`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::VifState;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LcoreStats {
+    pub lcore: u32,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drops: u64,
+    /// Share of recent poll iterations that found work, 0.0..=1.0.
+    pub busy_ratio: f64,
+}
+
+/// `GET /stats`: totals and the per-lcore breakdown they are the sum of.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drops: u64,
+    pub lcores: Vec<LcoreStats>,
+}
+
+/// `GET /dropstats`: packets dropped per named reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropStats {
+    pub total: u64,
+    pub reasons: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    Degraded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MempoolHealth {
+    pub name: String,
+    pub in_use: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingHealth {
+    pub name: String,
+    pub used: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LcoreHealth {
+    pub lcore: u32,
+    /// `forwarding`, `vhost` or `control`.
+    pub role: String,
+    pub busy_ratio: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VifHealth {
+    pub name: String,
+    pub state: VifState,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: HealthStatus,
+    pub mempools: Vec<MempoolHealth>,
+    pub rings: Vec<RingHealth>,
+    pub lcores: Vec<LcoreHealth>,
+    #[serde(default)]
+    pub vifs: Vec<VifHealth>,
+    /// Why the status is degraded, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}

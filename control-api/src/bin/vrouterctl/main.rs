@@ -1,0 +1,165 @@
+//! `vrouterctl`: drive vrouterd over its control socket. Human tables by default, `--json` for
+//! the raw answers. One module per object kind parses and prints its subcommands; this one
+//! holds the command line and hands each subcommand to its module.
+
+mod flow;
+mod label;
+mod nexthop;
+mod output;
+mod policy;
+mod route;
+mod status;
+mod vif;
+mod vrf;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use control_api::Client;
+
+use output::Out;
+
+#[derive(Parser)]
+#[command(
+    name = "vrouterctl",
+    version,
+    about = "Drive vrouterd over its REST control socket"
+)]
+struct Cli {
+    /// vrouterd's control socket.
+    #[arg(
+        long,
+        global = true,
+        env = "VROUTER_SOCKET",
+        default_value = "/var/run/vrouter/vrouter.sock"
+    )]
+    socket: PathBuf,
+    /// Print the raw JSON answers instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// VRFs (routing instances; 0 is the fabric).
+    #[command(subcommand)]
+    Vrf(vrf::VrfCmd),
+    /// Virtual interfaces: pods (vhost-user), kernel interfaces, the fabric NIC.
+    #[command(subcommand)]
+    Vif(vif::VifCmd),
+    /// Nexthops: where routes, bridge entries and labels send packets.
+    #[command(subcommand, name = "nh")]
+    Nh(nexthop::NhCmd),
+    /// Routes of a VRF.
+    #[command(subcommand)]
+    Route(route::RouteCmd),
+    /// L2 (bridge) entries of a VRF.
+    #[command(subcommand)]
+    Bridge(route::BridgeCmd),
+    /// Incoming MPLS labels.
+    #[command(subcommand)]
+    Mpls(label::MplsCmd),
+    /// Incoming VXLAN VNIs.
+    #[command(subcommand)]
+    Vxlan(label::VxlanCmd),
+    /// Per-vif security policy.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
+    /// The flow table.
+    #[command(subcommand)]
+    Flows(flow::FlowsCmd),
+    /// Packet counters, total and per lcore.
+    Stats,
+    /// Drops per reason.
+    Dropstats,
+    /// Mempools, rings, lcores and vif states.
+    Health,
+    /// Counters in Prometheus text format.
+    Metrics,
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let c = Client::new(&cli.socket);
+    let out = Out { json: cli.json };
+    match cli.command {
+        Command::Vrf(cmd) => vrf::run(cmd, &c, &out).await,
+        Command::Vif(cmd) => vif::run(cmd, &c, &out).await,
+        Command::Nh(cmd) => nexthop::run(cmd, &c, &out).await,
+        Command::Route(cmd) => route::run_route(cmd, &c, &out).await,
+        Command::Bridge(cmd) => route::run_bridge(cmd, &c, &out).await,
+        Command::Mpls(cmd) => label::run_mpls(cmd, &c, &out).await,
+        Command::Vxlan(cmd) => label::run_vxlan(cmd, &c, &out).await,
+        Command::Policy(cmd) => policy::run(cmd, &c, &out).await,
+        Command::Flows(cmd) => flow::run(cmd, &c, &out).await,
+        Command::Stats => out.show(&c.stats().await?, status::stats),
+        Command::Dropstats => out.show(&c.dropstats().await?, status::dropstats),
+        Command::Health => out.show(&c.health().await?, status::health),
+        Command::Metrics => {
+            print!("{}", c.metrics().await?);
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vrouterctl: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<control_api::Error>() {
+                Some(control_api::Error::Api {
+                    status,
+                    code,
+                    message,
+                }) => {
+                    eprintln!("vrouterctl: {message} ({status} {code})")
+                }
+                _ => eprintln!("vrouterctl: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// `vrouterctl <cmd> --help` says what every subcommand and every argument is for.
+    #[test]
+    fn every_subcommand_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if !matches!(id, "help" | "version") && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "vrouterctl", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+    }
+}

@@ -1,0 +1,96 @@
+//! `vrouterctl stats`, `dropstats`, `health` and `metrics`: how vrouterd is doing.
+
+use control_api::api::{DropStats, Health, Stats};
+
+use crate::output::table;
+
+/// Packet counters per lcore, then the totals.
+pub fn stats(s: &Stats) -> String {
+    let mut rows: Vec<Vec<String>> = s
+        .lcores
+        .iter()
+        .map(|l| {
+            vec![
+                l.lcore.to_string(),
+                l.rx_packets.to_string(),
+                l.rx_bytes.to_string(),
+                l.tx_packets.to_string(),
+                l.tx_bytes.to_string(),
+                l.drops.to_string(),
+                format!("{:.0}%", l.busy_ratio * 100.0),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "total".into(),
+        s.rx_packets.to_string(),
+        s.rx_bytes.to_string(),
+        s.tx_packets.to_string(),
+        s.tx_bytes.to_string(),
+        s.drops.to_string(),
+        String::new(),
+    ]);
+    table(
+        &[
+            "LCORE", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS", "BUSY",
+        ],
+        &rows,
+    )
+}
+
+/// Drops per reason, then the total.
+pub fn dropstats(d: &DropStats) -> String {
+    let mut rows: Vec<Vec<String>> = d
+        .reasons
+        .iter()
+        .map(|(r, n)| vec![r.clone(), n.to_string()])
+        .collect();
+    rows.push(vec!["total".into(), d.total.to_string()]);
+    table(&["REASON", "PACKETS"], &rows)
+}
+
+/// The overall status and its problems, then one row per mempool, ring, lcore and vif.
+pub fn health(h: &Health) -> String {
+    let mut s = format!(
+        "status {}\n",
+        serde_json::to_value(h.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    );
+    for p in &h.problems {
+        s.push_str(&format!("problem: {p}\n"));
+    }
+    let mut rows: Vec<Vec<String>> = h
+        .mempools
+        .iter()
+        .map(|m| {
+            vec![
+                "mempool".into(),
+                m.name.clone(),
+                format!("{}/{}", m.in_use, m.size),
+            ]
+        })
+        .collect();
+    rows.extend(h.rings.iter().map(|r| {
+        vec![
+            "ring".into(),
+            r.name.clone(),
+            format!("{}/{}", r.used, r.size),
+        ]
+    }));
+    rows.extend(h.lcores.iter().map(|l| {
+        vec![
+            format!("lcore {}", l.role),
+            l.lcore.to_string(),
+            format!("{:.0}% busy", l.busy_ratio * 100.0),
+        ]
+    }));
+    rows.extend(
+        h.vifs
+            .iter()
+            .map(|v| vec!["vif".into(), v.name.clone(), v.state.to_string()]),
+    );
+    s.push_str(&table(&["KIND", "NAME", "STATE"], &rows));
+    s
+}

@@ -1,0 +1,234 @@
+//! `vrouterctl vif`: virtual interfaces.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use control_api::api::{MacAddr, VhostUserMode, VifInfo, VifRequest, VifType};
+use control_api::Client;
+
+use crate::output::{opt, table, Out};
+
+#[derive(Subcommand)]
+pub enum VifCmd {
+    /// Add a vif; which options it needs depends on --type.
+    Add(Box<VifAdd>),
+    /// Remove a vif (and, in server mode, its socket).
+    Del {
+        /// The vif's name.
+        name: String,
+    },
+    /// List vifs with their state and packet counters.
+    List,
+    /// Show one vif in full.
+    Show {
+        /// The vif's name.
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TypeArg {
+    VhostUser,
+    Physical,
+    AfPacket,
+    Tap,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Server,
+    Client,
+}
+
+#[derive(Args)]
+pub struct VifAdd {
+    /// The vif's name, unique among vifs.
+    name: String,
+    /// What the vif attaches to: a pod (vhost-user), a NIC (physical) or a kernel interface.
+    #[arg(long = "type", value_enum)]
+    vif_type: TypeArg,
+    /// The VRF it belongs to.
+    #[arg(long)]
+    vrf: u32,
+    /// The MAC of the interface behind the vif (for vhost-user, the pod's).
+    #[arg(long)]
+    mac: MacAddr,
+    /// The IPv4 address behind the vif.
+    #[arg(long)]
+    ip: Option<Ipv4Addr>,
+    /// The IPv6 address behind the vif (needs an MTU of at least 1280).
+    #[arg(long)]
+    ip6: Option<Ipv6Addr>,
+    /// The vif's MTU (vrouterd's default when not given).
+    #[arg(long)]
+    mtu: Option<u32>,
+    /// vhost-user: the pod's socket directory (below vrouterd's --socket-base).
+    #[arg(long)]
+    socket_dir: Option<PathBuf>,
+    /// vhost-user: the socket's file name.
+    #[arg(long)]
+    socket_file: Option<String>,
+    /// vhost-user: the vrouter's role on the socket.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// vhost-user: group owning created directories (mode 0750).
+    #[arg(long)]
+    socket_group: Option<String>,
+    /// vhost-user: how many queue pairs the vif offers.
+    #[arg(long)]
+    queues: Option<u32>,
+    /// physical: PCI address or DPDK vdev string.
+    #[arg(long)]
+    device: Option<String>,
+    /// af-packet/tap: kernel interface.
+    #[arg(long)]
+    iface: Option<String>,
+}
+
+impl VifAdd {
+    /// The API request these options spell.
+    fn request(self) -> VifRequest {
+        let vif_type = match self.vif_type {
+            TypeArg::VhostUser => VifType::VhostUser,
+            TypeArg::Physical => VifType::Physical,
+            TypeArg::AfPacket => VifType::AfPacket,
+            TypeArg::Tap => VifType::Tap,
+        };
+        let mut req = VifRequest::new(&self.name, vif_type, self.vrf, self.mac);
+        req.ip = self.ip;
+        req.ip6 = self.ip6;
+        req.mtu = self.mtu;
+        req.vhostsocket_dir = self.socket_dir;
+        req.vhostsocket_filename = self.socket_file;
+        req.vhostuser_mode = self.mode.map(|m| match m {
+            ModeArg::Server => VhostUserMode::Server,
+            ModeArg::Client => VhostUserMode::Client,
+        });
+        req.vhostsocket_group = self.socket_group;
+        req.queues = self.queues;
+        req.device = self.device;
+        req.iface = self.iface;
+        req
+    }
+}
+
+pub async fn run(cmd: VifCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
+    match cmd {
+        VifCmd::Add(a) => {
+            let v = c.vif_add(&a.request()).await?;
+            out.show(&v, |v| {
+                format!(
+                    "vif {} added: index {}, state {}{}\n",
+                    v.config.name,
+                    v.index,
+                    v.status.state,
+                    v.socket
+                        .as_ref()
+                        .map(|s| format!(", socket {}", s.display()))
+                        .unwrap_or_default()
+                )
+            })?;
+        }
+        VifCmd::Del { name } => {
+            c.vif_del(&name).await?;
+            out.done(format!("vif {name} removed"));
+        }
+        VifCmd::List => out.show(&c.vifs().await?, |v| vif_rows(v))?,
+        VifCmd::Show { name } => out.show(&c.vif(&name).await?, vif_detail)?,
+    }
+    Ok(())
+}
+
+fn vif_rows(vifs: &[VifInfo]) -> String {
+    let rows: Vec<Vec<String>> = vifs
+        .iter()
+        .map(|v| {
+            vec![
+                v.index.to_string(),
+                v.config.name.clone(),
+                v.config.vif_type.to_string(),
+                v.config.vrf.to_string(),
+                v.config.mac.to_string(),
+                opt(&v.config.ip),
+                v.status.state.to_string(),
+                opt(&v.status.lcore),
+                v.status.counters.rx_packets.to_string(),
+                v.status.counters.tx_packets.to_string(),
+                v.status.counters.drops.to_string(),
+                v.socket
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .or_else(|| v.config.iface.clone())
+                    .or_else(|| v.config.device.clone())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "INDEX",
+            "NAME",
+            "TYPE",
+            "VRF",
+            "MAC",
+            "IP",
+            "STATE",
+            "LCORE",
+            "RX_PKTS",
+            "TX_PKTS",
+            "DROPS",
+            "ATTACHMENT",
+        ],
+        &rows,
+    )
+}
+
+fn vif_detail(v: &VifInfo) -> String {
+    let mut rows = vec![
+        ("name", v.config.name.clone()),
+        ("index", v.index.to_string()),
+        ("type", v.config.vif_type.to_string()),
+        ("vrf", v.config.vrf.to_string()),
+        ("mac", v.config.mac.to_string()),
+        ("ip", opt(&v.config.ip)),
+        ("ip6", opt(&v.config.ip6)),
+        ("mtu", opt(&v.config.mtu)),
+        ("state", v.status.state.to_string()),
+        ("lcore", opt(&v.status.lcore)),
+        (
+            "features",
+            v.status.features.map_or("-".into(), |f| format!("{f:#x}")),
+        ),
+        (
+            "queues",
+            format!(
+                "{} enabled of {}",
+                v.status.queues_enabled,
+                opt(&v.config.queues)
+            ),
+        ),
+        ("vrouter_mac", v.vrouter_mac.to_string()),
+    ];
+    if let Some(s) = &v.socket {
+        rows.push(("socket", s.display().to_string()));
+        rows.push(("mode", opt(&v.config.vhostuser_mode)));
+    }
+    if let Some(i) = &v.config.iface {
+        rows.push(("iface", i.clone()));
+    }
+    if let Some(d) = &v.config.device {
+        rows.push(("device", d.clone()));
+    }
+    let c = v.status.counters;
+    rows.push((
+        "rx",
+        format!("{} packets, {} bytes", c.rx_packets, c.rx_bytes),
+    ));
+    rows.push((
+        "tx",
+        format!("{} packets, {} bytes", c.tx_packets, c.tx_bytes),
+    ));
+    rows.push(("drops", c.drops.to_string()));
+    rows.iter().map(|(k, v)| format!("{k:<12} {v}\n")).collect()
+}

@@ -1,0 +1,433 @@
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::api::{
+    Policy, PolicyAction, PolicyRule, PortRange, Proto, TunnelEncap, VhostUserMode, VifRequest,
+    VifType,
+};
+use crate::dataplane::VifKind;
+
+fn mac(last: u8) -> MacAddr {
+    MacAddr([2, 0, 0, 0, 0, last])
+}
+
+fn add_af_packet(m: &mut Model, name: &str, vrf: u32, index: u32) {
+    let mut req = VifRequest::new(name, VifType::AfPacket, vrf, mac(index as u8 + 1));
+    req.iface = Some(format!("veth{index}"));
+    let config = m.check_vif_add(&req).unwrap();
+    let kind = VifKind::AfPacket {
+        iface: req.iface.clone().unwrap(),
+    };
+    m.commit_vif_add(VifEntry {
+        spec: config.spec(index, kind),
+        config,
+        created_dirs: vec![],
+        policy: None,
+    });
+}
+
+fn tunnel(encap: TunnelEncap) -> Nexthop {
+    Nexthop::Tunnel {
+        encap,
+        vif: "fabric".into(),
+        sip: "192.0.2.1".parse().unwrap(),
+        dip: "192.0.2.2".parse().unwrap(),
+        dmac: mac(9),
+    }
+}
+
+fn code(e: Error) -> (u16, String) {
+    (e.status(), e.code().to_string())
+}
+
+#[test]
+fn a_device_backs_one_vif_whatever_its_arguments() {
+    assert_eq!(device_name("net_null7,size=64"), "net_null7");
+    assert_eq!(device_name("0000:00:08.0"), "0000:00:08.0");
+    let mut m = Model::new();
+    let physical = |name: &str, device: &str| {
+        let mut req = VifRequest::new(name, VifType::Physical, 0, mac(1));
+        req.device = Some(device.into());
+        req
+    };
+    let req = physical("fab0", "net_af_packet0,iface=veth0");
+    let config = m.check_vif_add(&req).unwrap();
+    let kind = VifKind::Physical {
+        device: req.device.clone().unwrap(),
+    };
+    m.commit_vif_add(VifEntry {
+        spec: config.spec(0, kind),
+        config,
+        created_dirs: vec![],
+        policy: None,
+    });
+    for other in [
+        "net_af_packet0,iface=veth0",
+        "net_af_packet0,iface=veth1",
+        "net_af_packet0",
+    ] {
+        let e = m.check_vif_add(&physical("fab1", other)).unwrap_err();
+        assert_eq!(code(e), (409, "already-exists".into()), "{other}");
+    }
+    m.check_vif_add(&physical("fab1", "net_af_packet1,iface=veth0"))
+        .expect("another device");
+}
+
+#[test]
+fn vif_fields_are_checked_per_type() {
+    let m = Model::new();
+    let mut req = VifRequest::new("pod1", VifType::VhostUser, 0, mac(1));
+    let e = m.check_vif_add(&req).unwrap_err();
+    assert!(e.to_string().contains("vhostsocket-dir"), "{e}");
+    req.vhostsocket_dir = Some("/var/run/vrouter/p".into());
+    req.vhostsocket_filename = Some("s".into());
+    req.vhostuser_mode = Some(VhostUserMode::Server);
+    let ok = m.check_vif_add(&req).unwrap();
+    let accepted = ok.to_request();
+    assert_eq!((accepted.mtu, accepted.queues), (Some(1500), Some(1)));
+    assert!(matches!(
+        ok.port,
+        VifPort::VhostUser(VhostUserPort { queues: 1, .. })
+    ));
+    req.device = Some("0000:00:01.0".into());
+    assert!(m
+        .check_vif_add(&req)
+        .unwrap_err()
+        .to_string()
+        .contains("`device`"));
+    req.device = None;
+    req.vrf = 7;
+    assert_eq!(
+        code(m.check_vif_add(&req).unwrap_err()),
+        (400, "unknown-reference".into())
+    );
+    req.vrf = 5000;
+    assert!(m
+        .check_vif_add(&req)
+        .unwrap_err()
+        .to_string()
+        .contains("0..=4095"));
+    req.vrf = 0;
+    req.mtu = Some(9217);
+    assert!(m.check_vif_add(&req).is_err());
+    req.mtu = Some(1000);
+    req.ip6 = Some("2001:db8::1".parse().unwrap());
+    assert!(m
+        .check_vif_add(&req)
+        .unwrap_err()
+        .to_string()
+        .contains("1280"));
+    req.ip6 = None;
+    req.mtu = None;
+    req.mac = MacAddr([0xff; 6]);
+    assert!(m
+        .check_vif_add(&req)
+        .unwrap_err()
+        .to_string()
+        .contains("unicast"));
+    req.mac = mac(1);
+    req.name = "../evil".into();
+    assert!(m.check_vif_add(&req).is_err());
+}
+
+#[test]
+fn duplicates_conflict() {
+    let mut m = Model::new();
+    add_af_packet(&mut m, "a", 0, 0);
+    let mut req = VifRequest::new("a", VifType::AfPacket, 0, mac(5));
+    req.iface = Some("vethX".into());
+    assert_eq!(
+        code(m.check_vif_add(&req).unwrap_err()),
+        (409, "already-exists".into())
+    );
+    req.name = "b".into();
+    req.iface = Some("veth0".into());
+    let e = m.check_vif_add(&req).unwrap_err();
+    assert_eq!(e.status(), 409);
+    assert!(e.to_string().contains("vif a"), "{e}");
+}
+
+#[test]
+fn nexthops_need_their_vifs_and_members() {
+    let mut m = Model::new();
+    let encap = Nexthop::Encap {
+        vif: "a".into(),
+        dmac: mac(1),
+    };
+    assert_eq!(
+        code(m.check_nexthop_set(1, &encap).unwrap_err()),
+        (400, "unknown-reference".into())
+    );
+    add_af_packet(&mut m, "a", 0, 0);
+    assert!(m.check_nexthop_set(1, &encap).unwrap());
+    m.commit_nexthop_set(1, encap.clone());
+    assert!(
+        !m.check_nexthop_set(1, &encap).unwrap(),
+        "a replace is not new"
+    );
+    assert!(m.check_nexthop_set(0, &encap).is_err());
+    let ecmp = |members: Vec<u32>| Nexthop::Ecmp { members };
+    assert!(m.check_nexthop_set(2, &ecmp(vec![1, 3])).is_err());
+    assert!(m.check_nexthop_set(2, &ecmp(vec![1, 1])).is_err());
+    assert!(m.check_nexthop_set(2, &ecmp(vec![2])).is_err());
+    assert!(m.check_nexthop_set(2, &ecmp(vec![])).is_err());
+    m.commit_nexthop_set(2, ecmp(vec![1]));
+    assert!(m
+        .check_nexthop_set(3, &ecmp(vec![2]))
+        .unwrap_err()
+        .to_string()
+        .contains("nest"));
+    m.commit_nexthop_set(4, Nexthop::Discard);
+    assert_eq!(
+        code(m.check_nexthop_set(1, &ecmp(vec![4])).unwrap_err()).0,
+        409
+    );
+    // In use: deleting names the user; so does deleting the vif.
+    let e = m.check_nexthop_del(1).unwrap_err();
+    assert_eq!(e.status(), 409);
+    assert!(e.to_string().contains("ecmp nexthop 2"), "{e}");
+    let e = m.check_vif_del("a").unwrap_err();
+    assert!(e.to_string().contains("nexthop 1"), "{e}");
+    assert!(m.check_nexthop_del(2).is_ok());
+}
+
+#[test]
+fn labels_follow_the_tunnel_encapsulation() {
+    let mut m = Model::new();
+    add_af_packet(&mut m, "fabric", 0, 0);
+    m.commit_vrf_add(1);
+    m.commit_nexthop_set(1, tunnel(TunnelEncap::Vxlan));
+    m.commit_nexthop_set(2, tunnel(TunnelEncap::Mplsoudp));
+    m.commit_nexthop_set(3, Nexthop::Discard);
+    let route = |nexthop, label| Route {
+        prefix: "198.18.2.0/24".parse().unwrap(),
+        nexthop,
+        label,
+    };
+    assert!(m.check_route_set(1, &route(1, Some(VNI_MAX))).unwrap());
+    assert!(m.check_route_set(1, &route(1, Some(VNI_MAX + 1))).is_err());
+    assert_eq!(
+        code(m.check_route_set(1, &route(1, None)).unwrap_err()),
+        (400, "missing-field".into())
+    );
+    assert!(
+        m.check_route_set(1, &route(2, Some(15))).is_err(),
+        "reserved label"
+    );
+    assert!(m
+        .check_route_set(1, &route(2, Some(MPLS_LABEL_MAX + 1)))
+        .is_err());
+    assert!(m.check_route_set(1, &route(2, Some(100))).is_ok());
+    assert!(
+        m.check_route_set(1, &route(3, Some(100))).is_err(),
+        "no label toward discard"
+    );
+    assert_eq!(
+        code(m.check_route_set(1, &route(9, None)).unwrap_err()).1,
+        "unknown-reference"
+    );
+    assert_eq!(
+        code(m.check_route_set(2, &route(3, None)).unwrap_err()),
+        (404, "not-found".into())
+    );
+    // A replacement that would invalidate a route's label is refused.
+    m.commit_route_set(1, route(1, Some(5_000_000)));
+    let e = m
+        .check_nexthop_set(1, &tunnel(TunnelEncap::Mplsogre))
+        .unwrap_err();
+    assert_eq!(e.status(), 409);
+    assert!(e.to_string().contains("198.18.2.0/24"), "{e}");
+    assert!(m.check_nexthop_set(1, &tunnel(TunnelEncap::Vxlan)).is_ok());
+    // The VRF now has a route: it cannot go.
+    assert_eq!(m.check_vrf_del(1).unwrap_err().status(), 409);
+    assert_eq!(m.check_vrf_del(0).unwrap_err().status(), 409);
+}
+
+#[test]
+fn tunnels_leave_through_the_fabric_vrf() {
+    let mut m = Model::new();
+    m.commit_vrf_add(1);
+    add_af_packet(&mut m, "fabric", 0, 0);
+    add_af_packet(&mut m, "pod", 1, 1);
+    assert!(m.check_nexthop_set(1, &tunnel(TunnelEncap::Vxlan)).is_ok());
+    let mut nh = tunnel(TunnelEncap::Vxlan);
+    if let Nexthop::Tunnel { vif, .. } = &mut nh {
+        *vif = "pod".into();
+    }
+    let e = m.check_nexthop_set(1, &nh).unwrap_err();
+    assert!(e.to_string().contains("vrf 0"), "{e}");
+}
+
+#[test]
+fn the_user_index_follows_replacements_and_deletes() {
+    let mut m = Model::new();
+    add_af_packet(&mut m, "fabric", 0, 0);
+    m.commit_vrf_add(1);
+    for id in [1, 2, 3] {
+        m.commit_nexthop_set(id, Nexthop::Discard);
+    }
+    let prefix: IpPrefix = "198.18.0.0/15".parse().unwrap();
+    m.commit_route_set(
+        1,
+        Route {
+            prefix,
+            nexthop: 1,
+            label: None,
+        },
+    );
+    m.commit_route_set(
+        1,
+        Route {
+            prefix,
+            nexthop: 2,
+            label: None,
+        },
+    );
+    assert!(
+        m.check_nexthop_del(1).is_ok(),
+        "the replaced route released nexthop 1"
+    );
+    assert_eq!(m.nexthop_users(2), vec!["route 198.18.0.0/15 in vrf 1"]);
+    m.commit_nexthop_set(
+        4,
+        Nexthop::Ecmp {
+            members: vec![1, 3],
+        },
+    );
+    m.commit_nexthop_set(4, Nexthop::Ecmp { members: vec![3] });
+    assert!(
+        m.check_nexthop_del(1).is_ok(),
+        "the replaced group released member 1"
+    );
+    assert_eq!(m.nexthop_users(3), vec!["ecmp nexthop 4"]);
+    m.commit_mpls_set(100, 3);
+    m.commit_mpls_set(100, 1);
+    assert_eq!(m.nexthop_users(3), vec!["ecmp nexthop 4"]);
+    m.commit_nexthop_del(4);
+    assert!(m.nexthop_users(3).is_empty());
+    m.commit_route_del(1, &prefix);
+    m.commit_mpls_del(100);
+    assert!(m.users.is_empty(), "{:?}", m.users);
+    // A route through an ECMP group is rechecked when a member changes.
+    m.commit_nexthop_set(5, tunnel(TunnelEncap::Vxlan));
+    m.commit_nexthop_set(6, Nexthop::Ecmp { members: vec![5] });
+    m.commit_route_set(
+        1,
+        Route {
+            prefix,
+            nexthop: 6,
+            label: Some(5_000_000),
+        },
+    );
+    let e = m
+        .check_nexthop_set(5, &tunnel(TunnelEncap::Mplsogre))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("route 198.18.0.0/15 in vrf 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn many_users_are_summarised() {
+    let mut m = Model::new();
+    m.commit_nexthop_set(1, Nexthop::Discard);
+    for i in 0..25u32 {
+        let prefix = IpPrefix::new(
+            IpAddr::V4(std::net::Ipv4Addr::from(0xc612_0000 + (i << 8))),
+            24,
+        )
+        .unwrap();
+        m.commit_route_set(
+            0,
+            Route {
+                prefix,
+                nexthop: 1,
+                label: None,
+            },
+        );
+    }
+    let users = m.nexthop_users(1);
+    assert_eq!(users.len(), USERS_NAMED_MAX + 1);
+    assert_eq!(users.last().unwrap(), "and 15 more");
+    assert_eq!(m.nexthop_use_count(1), 25);
+    assert!(m
+        .check_nexthop_del(1)
+        .unwrap_err()
+        .to_string()
+        .contains("and 15 more"));
+}
+
+#[test]
+fn policy_rules_are_checked() {
+    let mut m = Model::new();
+    add_af_packet(&mut m, "a", 0, 0);
+    let rule = |proto, ports| PolicyRule {
+        action: PolicyAction::Allow,
+        proto,
+        cidr: None,
+        ports,
+    };
+    let mut p = Policy {
+        default: PolicyAction::Deny,
+        ingress: vec![rule(
+            Proto::TCP,
+            Some(PortRange {
+                first: 80,
+                last: 80,
+            }),
+        )],
+        egress: vec![],
+    };
+    assert_eq!(m.check_policy_set("a", &p).unwrap(), 0);
+    p.egress
+        .push(rule(Proto::ICMP, Some(PortRange { first: 1, last: 2 })));
+    let e = m.check_policy_set("a", &p).unwrap_err();
+    assert!(e.to_string().contains("egress[0].ports"), "{e}");
+    assert_eq!(m.check_policy_set("zz", &p).unwrap_err().status(), 404);
+}
+
+#[test]
+fn created_dirs_pass_to_a_vif_still_inside_them() {
+    let mut m = Model::new();
+    let vhost = |name: &str, idx: u32, sock: &str, created: Vec<PathBuf>| {
+        let sock = Path::new(sock);
+        let config = VifConfig {
+            name: name.into(),
+            vrf: 0,
+            mac: mac(idx as u8 + 1),
+            ip: None,
+            ip6: None,
+            mtu: 1500,
+            port: VifPort::VhostUser(VhostUserPort {
+                dir: sock.parent().unwrap().into(),
+                filename: sock.file_name().unwrap().to_str().unwrap().into(),
+                mode: VhostUserMode::Server,
+                group: None,
+                queues: 1,
+            }),
+        };
+        let kind = VifKind::VhostUser {
+            socket: sock.into(),
+            mode: VhostUserMode::Server,
+            queues: 1,
+            group: None,
+        };
+        VifEntry {
+            spec: config.spec(idx, kind),
+            config,
+            created_dirs: created,
+            policy: None,
+        }
+    };
+    m.commit_vif_add(vhost("a", 0, "/b/pod/a.sock", vec!["/b/pod".into()]));
+    m.commit_vif_add(vhost("b", 1, "/b/pod/b.sock", vec![]));
+    assert_eq!(m.socket_user(Path::new("/b/pod/b.sock")), Some("b"));
+    assert_eq!(m.free_vif_index(), 2);
+    let (_, removable) = m.commit_vif_del("a").unwrap();
+    assert!(removable.is_empty());
+    assert_eq!(m.free_vif_index(), 0);
+    let (_, removable) = m.commit_vif_del("b").unwrap();
+    assert_eq!(removable, vec![PathBuf::from("/b/pod")]);
+}

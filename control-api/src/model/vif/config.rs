@@ -1,0 +1,276 @@
+//! What a vif request means once it is valid: [`VifConfig`] holds exactly the fields its type
+//! takes, none of them optional where the type requires them, so the code after validation has
+//! nothing left to re-check. The checks here need nothing but the request; those against the
+//! other vifs are the model's.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use crate::api::{MacAddr, VhostUserMode, VifRequest, VifType};
+use crate::dataplane::{VifKind, VifSpec};
+use crate::error::Error;
+use crate::model::{IFACE_NAME_MAX, MTU_DEFAULT, MTU_MAX, MTU_MIN, MTU_MIN_IPV6, QUEUES_MAX};
+
+/// Longest DPDK device string (PCI address or vdev with its arguments) accepted.
+const DEVICE_MAX: usize = 256;
+
+/// A vif request that passed validation, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VifConfig {
+    pub name: String,
+    pub vrf: u32,
+    pub mac: MacAddr,
+    pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<Ipv6Addr>,
+    pub mtu: u32,
+    pub port: VifPort,
+}
+
+/// What the vif attaches to, with the fields of its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VifPort {
+    VhostUser(VhostUserPort),
+    /// A PCI address (vfio) or a DPDK vdev string.
+    Physical {
+        device: String,
+    },
+    /// A kernel interface attached with AF_PACKET.
+    AfPacket {
+        iface: String,
+    },
+    /// A kernel tap interface for the host.
+    Tap {
+        iface: String,
+    },
+}
+
+/// A vhost-user socket as the request names it (the controller resolves it below the socket
+/// base).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhostUserPort {
+    pub dir: PathBuf,
+    pub filename: String,
+    pub mode: VhostUserMode,
+    /// Group that may reach the socket, by name.
+    pub group: Option<String>,
+    pub queues: u32,
+}
+
+impl VifPort {
+    /// The type-dependent fields of `req`: each one its type requires present, each other one
+    /// absent, each well-formed.
+    pub(super) fn from_request(req: &VifRequest) -> Result<VifPort, Error> {
+        let t = req.vif_type;
+        Ok(match t {
+            VifType::VhostUser => {
+                forbid("device", &req.device, t)?;
+                forbid("iface", &req.iface, t)?;
+                VifPort::VhostUser(VhostUserPort {
+                    dir: require("vhostsocket-dir", &req.vhostsocket_dir, t)?.clone(),
+                    filename: require("vhostsocket-filename", &req.vhostsocket_filename, t)?
+                        .clone(),
+                    mode: *require("vhostuser-mode", &req.vhostuser_mode, t)?,
+                    group: req.vhostsocket_group.clone(),
+                    queues: queues(req.queues)?,
+                })
+            }
+            VifType::Physical => {
+                forbid_vhost(req)?;
+                forbid("iface", &req.iface, t)?;
+                VifPort::Physical {
+                    device: device(require("device", &req.device, t)?)?,
+                }
+            }
+            VifType::AfPacket => VifPort::AfPacket {
+                iface: kernel_iface(req)?,
+            },
+            VifType::Tap => VifPort::Tap {
+                iface: kernel_iface(req)?,
+            },
+        })
+    }
+
+    /// The DPDK device string of a physical vif.
+    pub fn device(&self) -> Option<&str> {
+        match self {
+            VifPort::Physical { device } => Some(device),
+            _ => None,
+        }
+    }
+
+    /// The kernel interface of an af-packet or tap vif.
+    pub fn kernel_iface(&self) -> Option<&str> {
+        match self {
+            VifPort::AfPacket { iface } | VifPort::Tap { iface } => Some(iface),
+            _ => None,
+        }
+    }
+
+    pub fn vif_type(&self) -> VifType {
+        match self {
+            VifPort::VhostUser(_) => VifType::VhostUser,
+            VifPort::Physical { .. } => VifType::Physical,
+            VifPort::AfPacket { .. } => VifType::AfPacket,
+            VifPort::Tap { .. } => VifType::Tap,
+        }
+    }
+}
+
+impl VifConfig {
+    /// The request as accepted: what the agent sent, with the defaults it left out filled in.
+    /// Answers and saved state carry it.
+    pub fn to_request(&self) -> VifRequest {
+        let mut req = VifRequest::new(&self.name, self.port.vif_type(), self.vrf, self.mac);
+        req.ip = self.ip;
+        req.ip6 = self.ip6;
+        req.mtu = Some(self.mtu);
+        match &self.port {
+            VifPort::VhostUser(v) => {
+                req.vhostsocket_dir = Some(v.dir.clone());
+                req.vhostsocket_filename = Some(v.filename.clone());
+                req.vhostuser_mode = Some(v.mode);
+                req.vhostsocket_group = v.group.clone();
+                req.queues = Some(v.queues);
+            }
+            VifPort::Physical { device } => req.device = Some(device.clone()),
+            VifPort::AfPacket { iface } | VifPort::Tap { iface } => req.iface = Some(iface.clone()),
+        }
+        req
+    }
+
+    /// The vif as the dataplane opens it, at `index`, attached as `kind`.
+    pub fn spec(&self, index: u32, kind: VifKind) -> VifSpec {
+        VifSpec {
+            index,
+            name: self.name.clone(),
+            vrf: self.vrf,
+            mac: self.mac,
+            ip: self.ip,
+            ip6: self.ip6,
+            mtu: self.mtu,
+            kind,
+        }
+    }
+}
+
+/// The MTU asked for, or the default; IPv6 needs a larger minimum.
+pub(super) fn mtu(req: &VifRequest) -> Result<u32, Error> {
+    let mtu = req.mtu.unwrap_or(MTU_DEFAULT);
+    let min = if req.ip6.is_some() {
+        MTU_MIN_IPV6
+    } else {
+        MTU_MIN
+    };
+    if !(min..=MTU_MAX).contains(&mtu) {
+        return Err(Error::field(
+            "mtu",
+            format!(
+                "{mtu} is outside {min}..={MTU_MAX}{}",
+                if req.ip6.is_some() {
+                    " (IPv6 needs at least 1280)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    Ok(mtu)
+}
+
+/// The vif's own addresses, if given, are unicast host addresses.
+pub(super) fn check_addresses(req: &VifRequest) -> Result<(), Error> {
+    if let Some(ip) = req.ip {
+        if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+            return Err(Error::field(
+                "ip",
+                format!("{ip} is not a unicast host address"),
+            ));
+        }
+    }
+    if let Some(ip6) = req.ip6 {
+        if ip6.is_unspecified() || ip6.is_multicast() {
+            return Err(Error::field(
+                "ip6",
+                format!("{ip6} is not a unicast host address"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Queue pairs of a vhost-user vif: one unless asked for more.
+fn queues(asked: Option<u32>) -> Result<u32, Error> {
+    let queues = asked.unwrap_or(1);
+    if !(1..=QUEUES_MAX).contains(&queues) {
+        return Err(Error::field(
+            "queues",
+            format!("{queues} is outside 1..={QUEUES_MAX}"),
+        ));
+    }
+    Ok(queues)
+}
+
+fn device(device: &str) -> Result<String, Error> {
+    if device.is_empty()
+        || device.len() > DEVICE_MAX
+        || device.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::field(
+            "device",
+            format!(
+                "{device:?} is not a PCI address or DPDK vdev string (no spaces, 1..={DEVICE_MAX} bytes)"
+            ),
+        ));
+    }
+    Ok(device.to_owned())
+}
+
+/// The kernel interface of an af-packet or tap vif.
+fn kernel_iface(req: &VifRequest) -> Result<String, Error> {
+    let t = req.vif_type;
+    forbid_vhost(req)?;
+    forbid("device", &req.device, t)?;
+    let iface = require("iface", &req.iface, t)?;
+    let valid = !iface.is_empty()
+        && iface.len() <= IFACE_NAME_MAX
+        && iface != "."
+        && iface != ".."
+        && !iface
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err(Error::field(
+            "iface",
+            format!(
+                "{iface:?} is not a Linux interface name (1..={IFACE_NAME_MAX} bytes, no '/', ':' or spaces)"
+            ),
+        ));
+    }
+    Ok(iface.clone())
+}
+
+fn forbid<T>(field: &str, value: &Option<T>, vif_type: VifType) -> Result<(), Error> {
+    if value.is_some() {
+        return Err(Error::field(
+            field,
+            format!("is not valid for a {vif_type} vif; remove it"),
+        ));
+    }
+    Ok(())
+}
+
+fn require<'a, T>(field: &str, value: &'a Option<T>, vif_type: VifType) -> Result<&'a T, Error> {
+    value.as_ref().ok_or_else(|| Error::MissingField {
+        field: field.to_string(),
+        context: format!("for a {vif_type} vif"),
+    })
+}
+
+fn forbid_vhost(req: &VifRequest) -> Result<(), Error> {
+    let t = req.vif_type;
+    forbid("vhostsocket-dir", &req.vhostsocket_dir, t)?;
+    forbid("vhostsocket-filename", &req.vhostsocket_filename, t)?;
+    forbid("vhostuser-mode", &req.vhostuser_mode, t)?;
+    forbid("vhostsocket-group", &req.vhostsocket_group, t)?;
+    forbid("queues", &req.queues, t)
+}
