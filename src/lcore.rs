@@ -18,9 +18,9 @@ use std::time::Duration;
 use crossbeam::channel::{Receiver, Sender};
 use pmd_shim::{
     KernelRx, KernelTx, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, StopFlag, TxQueue,
-    VnetHdr, BURST_MAX,
+    BURST_MAX,
 };
-use vhost_user::SplitQueue;
+use vhost_user::{NetHdr, SplitQueue};
 use vrouter::flow::{FlowStage, FlowTable};
 use vrouter::offload::{gso, TxCaps};
 use vrouter::pipeline::{Pipeline, TxBatches};
@@ -208,7 +208,7 @@ impl Lcore {
         };
         let mut batches: TxBatches<Pkt> = TxBatches::new(BURST_MAX);
         let mut burst = MbufBurst::new();
-        let mut hdrs = [VnetHdr::NONE; BURST_MAX];
+        let mut hdrs = [NetHdr::NONE; BURST_MAX];
         let mut spare: Vec<Pkt> = Vec::with_capacity(BURST_MAX);
         let mut staging = MbufBurst::new();
         let mut finished: Vec<Pkt> = Vec::with_capacity(FINISHED_ROOM);

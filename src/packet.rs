@@ -2,7 +2,7 @@
 //! vhost-user fast path (`vhost_user::PacketBuffer`), and the translation between a virtio-net
 //! header and the forwarding plane's offload state, which rides in the mbuf.
 
-use pmd_shim::{Mbuf, VnetHdr};
+use pmd_shim::Mbuf;
 use vhost_user::net_hdr::{self, NetHdr};
 use vrouter::offload::{Csum, Gso, GsoKind, Offload};
 use vrouter::{BufError, DropReason, PacketBuf};
@@ -241,15 +241,7 @@ const L2_OVERHEAD: usize = 18;
 /// field outside the frame, a GSO packet without a partial checksum are refused), and the frame
 /// against its vif's `mtu` (GSO packets excepted, up to [`KERNEL_GSO_FRAME_MAX`]); a refusal
 /// names the drop reason to count.
-pub fn kernel_rx_offload(h: VnetHdr, frame_len: usize, mtu: u16) -> Result<Offload, DropReason> {
-    let raw = NetHdr {
-        flags: h.flags,
-        gso_type: h.gso_type,
-        hdr_len: h.hdr_len,
-        gso_size: h.gso_size,
-        csum_start: h.csum_start,
-        csum_offset: h.csum_offset,
-    };
+pub fn kernel_rx_offload(raw: NetHdr, frame_len: usize, mtu: u16) -> Result<Offload, DropReason> {
     let checked = raw
         .parse_tx(net_hdr::OFFLOAD_FEATURES, frame_len)
         .map_err(|_| DropReason::Offload)?;
@@ -269,20 +261,12 @@ pub fn kernel_rx_offload(h: VnetHdr, frame_len: usize, mtu: u16) -> Result<Offlo
 }
 
 /// The header that tells a kernel interface what is left to finish of `p`.
-pub fn kernel_tx_hdr(p: &Pkt) -> VnetHdr {
+pub fn kernel_tx_hdr(p: &Pkt) -> NetHdr {
     let o = Offload::from_word(p.0.offload());
     if o.is_none() {
-        return VnetHdr::NONE;
+        return NetHdr::NONE;
     }
-    let h = net_hdr_of(o, p.0.data());
-    VnetHdr {
-        flags: h.flags,
-        gso_type: h.gso_type,
-        hdr_len: h.hdr_len,
-        gso_size: h.gso_size,
-        csum_start: h.csum_start,
-        csum_offset: h.csum_offset,
-    }
+    net_hdr_of(o, p.0.data())
 }
 
 #[cfg(test)]
@@ -291,9 +275,9 @@ mod tests {
 
     #[test]
     fn a_kernel_header_is_checked_before_it_becomes_offload_state() {
-        let tso = VnetHdr {
-            flags: VnetHdr::NEEDS_CSUM,
-            gso_type: VnetHdr::GSO_TCPV4,
+        let tso = NetHdr {
+            flags: net_hdr::FLAG_NEEDS_CSUM,
+            gso_type: net_hdr::gso::TCPV4,
             hdr_len: 1514, // the kernel's linear length, not the headers': not relied on
             gso_size: 1448,
             csum_start: 34,
@@ -320,11 +304,11 @@ mod tests {
             Err(DropReason::Mtu),
             "beyond what IP lengths can say"
         );
-        let partial = VnetHdr {
-            flags: VnetHdr::NEEDS_CSUM,
+        let partial = NetHdr {
+            flags: net_hdr::FLAG_NEEDS_CSUM,
             csum_start: 34,
             csum_offset: 6,
-            ..VnetHdr::NONE
+            ..NetHdr::NONE
         };
         assert!(kernel_rx_offload(partial, 60, 1500).is_ok());
         assert_eq!(
@@ -333,26 +317,26 @@ mod tests {
             "checksum field past the end"
         );
         assert_eq!(
-            kernel_rx_offload(VnetHdr::NONE, 1518, 1500),
+            kernel_rx_offload(NetHdr::NONE, 1518, 1500),
             Ok(Offload::NONE)
         );
         assert_eq!(
-            kernel_rx_offload(VnetHdr::NONE, 1519, 1500),
+            kernel_rx_offload(NetHdr::NONE, 1519, 1500),
             Err(DropReason::Mtu),
             "no GSO: the vif's MTU holds"
         );
         assert_eq!(
-            kernel_rx_offload(VnetHdr { gso_size: 0, ..tso }, 65_000, 1500),
+            kernel_rx_offload(NetHdr { gso_size: 0, ..tso }, 65_000, 1500),
             Err(DropReason::Offload)
         );
         assert_eq!(
-            kernel_rx_offload(VnetHdr { gso_type: 3, ..tso }, 65_000, 1500),
+            kernel_rx_offload(NetHdr { gso_type: 3, ..tso }, 65_000, 1500),
             Err(DropReason::Offload),
             "UFO is not a type we take"
         );
-        let valid = VnetHdr {
-            flags: VnetHdr::DATA_VALID,
-            ..VnetHdr::NONE
+        let valid = NetHdr {
+            flags: net_hdr::FLAG_DATA_VALID,
+            ..NetHdr::NONE
         };
         assert_eq!(
             kernel_rx_offload(valid, 100, 1500).map(Offload::csum),

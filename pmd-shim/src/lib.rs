@@ -27,7 +27,7 @@ pub use burst::{MbufBurst, BURST_MAX};
 pub use eal::Eal;
 pub use error::{DpdkErrno, Error, Result};
 pub use kernel_port::{
-    KernelPort, KernelPortConfig, KernelPortMonitor, KernelPortStats, KernelRx, KernelTx, VnetHdr,
+    KernelPort, KernelPortConfig, KernelPortMonitor, KernelPortStats, KernelRx, KernelTx,
 };
 pub use lcore::{LcoreHandle, StopFlag};
 pub use mbuf::{tx_flags, Mbuf, TxOffloadRequest};

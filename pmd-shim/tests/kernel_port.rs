@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pmd_shim::kernel_port::{RxBurst, TxBurst};
-use pmd_shim::{KernelPort, KernelPortConfig, MbufBurst, Mempool, VnetHdr, BURST_MAX};
+use pmd_shim::{KernelPort, KernelPortConfig, MbufBurst, Mempool, BURST_MAX};
 use testkit::kernel_pod::KernelPod;
 use testkit::netns::host;
+use virtio_net_hdr::NetHdr;
 
 fn sum16(data: &[u8], mut acc: u64) -> u64 {
     let mut chunks = data.chunks_exact(2);
@@ -73,7 +74,7 @@ struct Seen {
     tx: TxBurst,
 }
 
-fn check(seen: &mut Seen, m: &pmd_shim::Mbuf, h: VnetHdr) {
+fn check(seen: &mut Seen, m: &pmd_shim::Mbuf, h: NetHdr) {
     let f = m.to_vec();
     seen.frames += 1;
     seen.largest = seen.largest.max(f.len());
@@ -86,11 +87,11 @@ fn check(seen: &mut Seen, m: &pmd_shim::Mbuf, h: VnetHdr) {
     let proto = if ethertype == 0x0800 { f[23] } else { f[20] };
     if h.gso_type != 0 {
         let (kind, i) = if ethertype == 0x0800 {
-            (VnetHdr::GSO_TCPV4, 0)
+            (virtio_net_hdr::gso::TCPV4, 0)
         } else {
-            (VnetHdr::GSO_TCPV6, 1)
+            (virtio_net_hdr::gso::TCPV6, 1)
         };
-        if h.gso_type & !VnetHdr::GSO_ECN != kind || h.gso_size == 0 || proto != 6 {
+        if h.gso_type & !virtio_net_hdr::gso::ECN != kind || h.gso_size == 0 || proto != 6 {
             seen.bad.push(format!(
                 "GSO header {h:?} on a {ethertype:#x}/{proto} frame"
             ));
@@ -100,7 +101,7 @@ fn check(seen: &mut Seen, m: &pmd_shim::Mbuf, h: VnetHdr) {
             seen.gso_sizes.push(h.gso_size);
         }
     }
-    if h.flags & VnetHdr::NEEDS_CSUM != 0 {
+    if h.flags & virtio_net_hdr::FLAG_NEEDS_CSUM != 0 {
         seen.partial += 1;
         let want = if proto == 6 { 16 } else { 6 };
         if usize::from(h.csum_start) != l4 || h.csum_offset != want {
@@ -128,7 +129,7 @@ fn check(seen: &mut Seen, m: &pmd_shim::Mbuf, h: VnetHdr) {
 /// Passes frames between two ports with their headers until `stop`.
 fn relay(mut a: KernelPort, mut b: KernelPort, stop: Arc<AtomicBool>, seen: Arc<Mutex<Seen>>) {
     let mut burst = MbufBurst::new();
-    let mut hdrs = [VnetHdr::NONE; BURST_MAX];
+    let mut hdrs = [NetHdr::NONE; BURST_MAX];
     let mut local = Seen::default();
     while !stop.load(Ordering::Relaxed) {
         let mut moved = 0;
@@ -334,11 +335,11 @@ fn frames_sent_with_a_partial_checksum_or_gso_come_out_of_the_kernel_finished() 
     let mut f_udp = ipv4_frame(&pod, 17, &udp);
     let p = fold(pseudo(&f_udp, 14, 17, udp.len()));
     f_udp[40..42].copy_from_slice(&p.to_be_bytes());
-    let h_udp = VnetHdr {
-        flags: VnetHdr::NEEDS_CSUM,
+    let h_udp = NetHdr {
+        flags: virtio_net_hdr::FLAG_NEEDS_CSUM,
         csum_start: 34,
         csum_offset: 6,
-        ..VnetHdr::NONE
+        ..NetHdr::NONE
     };
 
     // A TCP packet of 4000 payload bytes to be cut into segments of 1000.
@@ -356,9 +357,9 @@ fn frames_sent_with_a_partial_checksum_or_gso_come_out_of_the_kernel_finished() 
     let mut f_tcp = ipv4_frame(&pod, 6, &tcp);
     let p = fold(pseudo(&f_tcp, 14, 6, tcp.len()));
     f_tcp[50..52].copy_from_slice(&p.to_be_bytes());
-    let h_tcp = VnetHdr {
-        flags: VnetHdr::NEEDS_CSUM,
-        gso_type: VnetHdr::GSO_TCPV4,
+    let h_tcp = NetHdr {
+        flags: virtio_net_hdr::FLAG_NEEDS_CSUM,
+        gso_type: virtio_net_hdr::gso::TCPV4,
         gso_size: 1000,
         hdr_len: 54,
         csum_start: 34,
@@ -407,19 +408,19 @@ fn a_header_the_kernel_refuses_is_counted_and_the_rest_still_goes() {
     let good = pool.alloc_with(&f).expect("mbuf");
     let bad = pool.alloc_with(&f).expect("mbuf");
     // A checksum field beyond the frame.
-    let h_bad = VnetHdr {
-        flags: VnetHdr::NEEDS_CSUM,
+    let h_bad = NetHdr {
+        flags: virtio_net_hdr::FLAG_NEEDS_CSUM,
         csum_start: 60,
         csum_offset: 6,
-        ..VnetHdr::NONE
+        ..NetHdr::NONE
     };
     let big = pool.alloc_with(&vec![0u8; 3000]).expect("mbuf");
     let t = port.tx_burst([
-        (&good, VnetHdr::NONE),
+        (&good, NetHdr::NONE),
         (&bad, h_bad),
         // Longer than the MTU and no GSO header.
-        (&big, VnetHdr::NONE),
-        (&good, VnetHdr::NONE),
+        (&big, NetHdr::NONE),
+        (&good, NetHdr::NONE),
     ]);
     assert_eq!((t.sent, t.rejected), (2, 2), "{t:?}");
     let st = port.monitor().stats();
@@ -427,7 +428,7 @@ fn a_header_the_kernel_refuses_is_counted_and_the_rest_still_goes() {
     drop(pod);
     // The interface is gone: the port says so, and sending fails without panicking.
     assert!(!port.monitor().link_up());
-    let t = port.tx_burst([(&good, VnetHdr::NONE)]);
+    let t = port.tx_burst([(&good, NetHdr::NONE)]);
     assert_eq!(t.sent, 0, "{t:?}");
 }
 
@@ -454,7 +455,7 @@ fn a_vlan_tag_the_kernel_took_off_is_put_back() {
     pod.ns.send_raw("eth0", &frame);
 
     let mut burst = MbufBurst::new();
-    let mut hdrs = [VnetHdr::NONE; BURST_MAX];
+    let mut hdrs = [NetHdr::NONE; BURST_MAX];
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut got = Vec::new();
     while got.is_empty() && Instant::now() < deadline {

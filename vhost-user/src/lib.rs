@@ -65,7 +65,8 @@ pub mod error;
 #[cfg(any(test, feature = "test-frontend"))]
 pub mod frontend;
 pub mod memory;
-pub mod net_hdr;
+/// The virtio-net header, defined once for every port that speaks it.
+pub use virtio_net_hdr as net_hdr;
 pub mod port;
 pub mod session;
 pub mod virtqueue;

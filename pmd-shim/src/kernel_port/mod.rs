@@ -24,7 +24,6 @@
 mod ring;
 mod rx;
 mod tx;
-mod vnet;
 
 use std::ffi::CString;
 use std::io;
@@ -34,7 +33,7 @@ use std::sync::Arc;
 
 pub use rx::{KernelRx, QUEUED_FRAME_MAX};
 pub use tx::KernelTx;
-pub use vnet::{VnetHdr, VNET_HDR_LEN};
+use virtio_net_hdr::NetHdr;
 
 use crate::burst::{MbufBurst, BURST_MAX};
 use crate::error::{Error, Result};
@@ -339,14 +338,14 @@ impl KernelPort {
     }
 
     /// See [`KernelRx::rx_burst`].
-    pub fn rx_burst(&mut self, out: &mut MbufBurst, hdrs: &mut [VnetHdr; BURST_MAX]) -> RxBurst {
+    pub fn rx_burst(&mut self, out: &mut MbufBurst, hdrs: &mut [NetHdr; BURST_MAX]) -> RxBurst {
         self.rx.rx_burst(out, hdrs)
     }
 
     /// See [`KernelTx::tx_burst`].
     pub fn tx_burst<'a, I>(&mut self, pkts: I) -> TxBurst
     where
-        I: IntoIterator<Item = (&'a Mbuf, VnetHdr)>,
+        I: IntoIterator<Item = (&'a Mbuf, NetHdr)>,
     {
         self.tx.tx_burst(pkts)
     }

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::vnet::{VnetHdr, VNET_HDR_LEN};
+use virtio_net_hdr::{NetHdr, LEN as VNET_HDR_LEN};
 
 // `tpacket2_hdr`.
 const FR_STATUS: usize = 0;
@@ -44,7 +44,7 @@ pub(super) enum Slot<'r> {
     /// The whole frame, with its virtio-net header and the VLAN tag the kernel took off (to go
     /// back after the MAC addresses).
     Frame {
-        hdr: VnetHdr,
+        hdr: NetHdr,
         frame: &'r [u8],
         vlan: Option<[u8; 4]>,
     },
@@ -187,7 +187,7 @@ impl RxRing {
         let mut hdr = [0u8; VNET_HDR_LEN];
         hdr.copy_from_slice(self.bytes(i, mac - VNET_HDR_LEN, VNET_HDR_LEN));
         Some(Slot::Frame {
-            hdr: VnetHdr::from_bytes(&hdr),
+            hdr: NetHdr::from_bytes(&hdr),
             frame: self.bytes(i, mac, len),
             vlan,
         })

@@ -7,11 +7,11 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use super::ring::{RxRing, Slot};
-use super::vnet::{VnetHdr, VNET_HDR_LEN};
 use super::{RxBurst, Shared};
 use crate::burst::{MbufBurst, BURST_MAX};
 use crate::mbuf::Mbuf;
 use crate::mempool::Mempool;
+use virtio_net_hdr::{NetHdr, LEN as VNET_HDR_LEN};
 
 const ETH_HLEN: usize = 14;
 const ETH_ALEN2: usize = 12;
@@ -42,7 +42,7 @@ unsafe impl Send for KernelRx {}
 
 /// One frame to copy out: its header, its bytes and the VLAN tag to put back.
 struct Taken<'a> {
-    hdr: VnetHdr,
+    hdr: NetHdr,
     frame: &'a [u8],
     vlan: Option<[u8; 4]>,
 }
@@ -63,7 +63,7 @@ impl KernelRx {
     /// `hdrs` at the same index as its mbuf in `out`. A frame with a VLAN tag the kernel took
     /// off into its metadata gets the tag back in place (and the header's offsets moved past
     /// it). Never blocks: returns at once when the kernel has handed nothing over.
-    pub fn rx_burst(&mut self, out: &mut MbufBurst, hdrs: &mut [VnetHdr; BURST_MAX]) -> RxBurst {
+    pub fn rx_burst(&mut self, out: &mut MbufBurst, hdrs: &mut [NetHdr; BURST_MAX]) -> RxBurst {
         let mut r = RxBurst::default();
         let mut bytes = 0u64;
         while !out.is_full() {
@@ -127,7 +127,7 @@ impl KernelRx {
 /// Reads the next frame the kernel queued whole: `Ok(None)` when it was longer than we take
 /// (or shorter than a header and an Ethernet header), `Err` when the queue had nothing (the
 /// ring said it would).
-fn read_queued<'b>(shared: &Shared, buf: &'b mut [u8]) -> Result<Option<(VnetHdr, &'b [u8])>, ()> {
+fn read_queued<'b>(shared: &Shared, buf: &'b mut [u8]) -> Result<Option<(NetHdr, &'b [u8])>, ()> {
     let n = loop {
         // MSG_TRUNC: the length of the frame, even when longer than the buffer.
         // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which we own.
@@ -152,17 +152,17 @@ fn read_queued<'b>(shared: &Shared, buf: &'b mut [u8]) -> Result<Option<(VnetHdr
     let (hdr, frame) = buf[..n].split_at(VNET_HDR_LEN);
     let mut h = [0u8; VNET_HDR_LEN];
     h.copy_from_slice(hdr);
-    Ok(Some((VnetHdr::from_bytes(&h), frame)))
+    Ok(Some((NetHdr::from_bytes(&h), frame)))
 }
 
 /// The frame as an mbuf chain, its VLAN tag put back after the MAC addresses (and the header's
 /// offsets, taken without the tag, moved past it). `None` when the pool ran dry.
-fn copy_out(pool: &Mempool, seg_room: usize, t: Taken<'_>) -> Option<(Mbuf, VnetHdr)> {
+fn copy_out(pool: &Mempool, seg_room: usize, t: Taken<'_>) -> Option<(Mbuf, NetHdr)> {
     let mut hdr = t.hdr;
     let m = match t.vlan {
         None => copy_frame(pool, seg_room, &[t.frame])?,
         Some(tag) => {
-            if hdr.flags & VnetHdr::NEEDS_CSUM != 0 {
+            if hdr.flags & virtio_net_hdr::FLAG_NEEDS_CSUM != 0 {
                 hdr.csum_start = hdr.csum_start.saturating_add(VLAN_HLEN);
             }
             if hdr.hdr_len != 0 {

@@ -5,10 +5,10 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use super::vnet::{VnetHdr, VNET_HDR_LEN};
 use super::{Shared, TxBurst};
 use crate::burst::BURST_MAX;
 use crate::mbuf::Mbuf;
+use virtio_net_hdr::{NetHdr, LEN as VNET_HDR_LEN};
 
 /// Most iovecs one `sendmmsg` carries (headers and segments of all its messages).
 const TX_IOVS: usize = 2048;
@@ -62,12 +62,12 @@ impl KernelTx {
     /// "busy" (the socket's send buffer is full); what was not sent is counted in the result.
     pub fn tx_burst<'a, I>(&mut self, pkts: I) -> TxBurst
     where
-        I: IntoIterator<Item = (&'a Mbuf, VnetHdr)>,
+        I: IntoIterator<Item = (&'a Mbuf, NetHdr)>,
     {
         let mut r = TxBurst::default();
         let mut bytes = 0u64;
         let mut it = pkts.into_iter();
-        let mut held: Option<(&'a Mbuf, VnetHdr)> = None;
+        let mut held: Option<(&'a Mbuf, NetHdr)> = None;
         let fd = self.shared.fd.as_raw_fd();
         'batches: loop {
             let (mut nmsg, mut niov) = (0usize, 0usize);

@@ -5,6 +5,9 @@
 //! What the guest writes is checked against what it negotiated and against the frame before
 //! anyone relies on it ([`NetHdr::parse_tx`]); a header that does not add up drops the packet
 //! (counted), it never reaches the forwarding plane.
+//!
+//! The same header fronts every frame of a Linux `PACKET_VNET_HDR` socket, so vhost-user's
+//! virtqueues and the kernel-interface ports both read and write it through this crate.
 
 /// VIRTIO_NET_F_CSUM: the guest may send partial checksums.
 pub const F_CSUM: u64 = 1 << 0;
@@ -67,6 +70,10 @@ pub mod gso {
     pub const ECN: u8 = 0x80;
 }
 
+/// Bytes of the offload part of the header, the whole header when `num_buffers` is not in use
+/// (a `PACKET_VNET_HDR` socket's, a ring's without MRG_RXBUF in legacy layout).
+pub const LEN: usize = 10;
+
 /// The offload part of a virtio-net header (its first 10 bytes; `num_buffers` is the queue's
 /// business).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,7 +123,7 @@ impl NetHdr {
     }
 
     /// Reads the 10 offload bytes (little-endian, virtio 1.x).
-    pub fn from_bytes(b: &[u8; 10]) -> NetHdr {
+    pub fn from_bytes(b: &[u8; LEN]) -> NetHdr {
         NetHdr {
             flags: b[0],
             gso_type: b[1],
@@ -128,8 +135,8 @@ impl NetHdr {
     }
 
     /// The 10 offload bytes.
-    pub fn to_bytes(self) -> [u8; 10] {
-        let mut b = [0u8; 10];
+    pub fn to_bytes(self) -> [u8; LEN] {
+        let mut b = [0u8; LEN];
         b[0] = self.flags;
         b[1] = self.gso_type;
         b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
