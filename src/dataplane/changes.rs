@@ -1,0 +1,90 @@
+//! Table and policy changes, applied one at a time as the controller hands them over.
+
+use control_api::{Change, DataplaneError, TableChange};
+use tracing::{info, info_span};
+use vrouter::tables::RouteTarget;
+
+use super::convert::flow_policy;
+use super::{rejected, table_err, VrouterDataplane};
+
+impl VrouterDataplane {
+    pub(super) fn apply_change(&self, change: &Change) -> Result<(), DataplaneError> {
+        let _span = info_span!("apply", op = change.op()).entered();
+        match change {
+            Change::Table(TableChange::VrfAdd { vrf }) => {
+                self.tables.add_vrf(*vrf).map_err(table_err)
+            }
+            Change::Table(TableChange::VrfDel { vrf }) => {
+                self.tables.del_vrf(*vrf).map_err(table_err)
+            }
+            Change::VifAdd { vif } => self.add_vif(vif),
+            Change::VifDel { vif } => self.del_vif(vif),
+            Change::Table(TableChange::NexthopSet { id, nexthop }) => {
+                let nh = self.nexthop(nexthop)?;
+                self.tables.set_nexthop(*id, nh).map_err(table_err)
+            }
+            Change::Table(TableChange::NexthopDel { id }) => {
+                self.tables.del_nexthop(*id).map_err(table_err)
+            }
+            Change::Table(TableChange::RouteSet { vrf, route }) => self
+                .tables
+                .add_route(
+                    *vrf,
+                    route.prefix.addr(),
+                    route.prefix.prefix_len(),
+                    RouteTarget {
+                        nexthop: route.nexthop,
+                        label: route.label,
+                    },
+                )
+                .map_err(table_err),
+            Change::Table(TableChange::RouteDel { vrf, prefix }) => self
+                .tables
+                .del_route(*vrf, prefix.addr(), prefix.prefix_len())
+                .map_err(table_err),
+            Change::Table(TableChange::BridgeSet { vrf, entry }) => self
+                .tables
+                .add_bridge(
+                    *vrf,
+                    entry.mac,
+                    RouteTarget {
+                        nexthop: entry.nexthop,
+                        label: entry.label,
+                    },
+                )
+                .map_err(table_err),
+            Change::Table(TableChange::BridgeDel { vrf, mac }) => {
+                self.tables.del_bridge(*vrf, *mac).map_err(table_err)
+            }
+            Change::Table(TableChange::MplsSet { label, nexthop }) => {
+                self.tables.set_label(*label, *nexthop).map_err(table_err)
+            }
+            Change::Table(TableChange::MplsDel { label }) => {
+                self.tables.del_label(*label).map_err(table_err)
+            }
+            Change::Table(TableChange::VxlanSet { vni, vrf }) => {
+                self.tables.set_vni(*vni, *vrf).map_err(table_err)
+            }
+            Change::Table(TableChange::VxlanDel { vni }) => {
+                self.tables.del_vni(*vni).map_err(table_err)
+            }
+            Change::PolicySet { vif, name, policy } => {
+                let index = u16::try_from(*vif)
+                    .map_err(|_| rejected(format!("vif {name}: index out of range")))?;
+                let removed = self
+                    .policies
+                    .set(index, Some(flow_policy(policy)?))
+                    .map_err(table_err)?;
+                info!(vif = %name, flows_removed = removed, "policy set");
+                Ok(())
+            }
+            Change::PolicyDel { vif, name } => {
+                let index = u16::try_from(*vif)
+                    .map_err(|_| rejected(format!("vif {name}: index out of range")))?;
+                let removed = self.policies.set(index, None).map_err(table_err)?;
+                info!(vif = %name, flows_removed = removed, "policy removed");
+                Ok(())
+            }
+        }
+    }
+}

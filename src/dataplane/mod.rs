@@ -1,0 +1,241 @@
+//! vrouterd's side of the control API: every validated change becomes a table update (published
+//! RCU-style by the `vrouter` crate, so forwarding never waits), a port opened and its queues
+//! handed to lcores, or a request to the vhost core; reads sum the per-lcore counters.
+//!
+//! Rooms: [`changes`] applies table and policy changes, [`vif`] opens and closes the vifs'
+//! ports and sockets, [`convert`] turns API objects into forwarding-plane ones, [`reads`]
+//! answers status, counters, health and flow listings.
+
+mod changes;
+mod convert;
+mod reads;
+mod vif;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use control_api::api::{DropStats, FlowPage, FlowQuery, FlowStats, Health, Stats, VifStatus};
+use control_api::{Change, Dataplane, DataplaneError, DataplaneErrorKind, VifSpec};
+use crossbeam::channel::Sender;
+use pmd_shim::{Eal, EthPort, KernelPortMonitor, Mempool, RingProducer};
+use vrouter::flow::Policies;
+use vrouter::tables::{FabricConfig, Tables};
+use vrouter::CoreStats;
+
+use crate::lcore::{LcoreCmd, LoopCounters};
+use crate::progress::ProgressWatch;
+use crate::vhost_core::{StatusMap, VhostCmd};
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One forwarding lcore as the control side sees it.
+pub struct LcoreHandleInfo {
+    pub lcore: u32,
+    pub commands: Sender<LcoreCmd>,
+    pub stats: Arc<CoreStats>,
+    pub counters: Arc<LoopCounters>,
+    /// A producer handle on the lcore's inbox ring, to read its fill level.
+    pub inbox: RingProducer,
+}
+
+enum VifIo {
+    Vhost,
+    /// A DPDK port; `per_lcore` ports have a queue pair on every lcore (the fabric).
+    Eth {
+        port: EthPort,
+        per_lcore: bool,
+    },
+    /// A kernel interface (af-packet vif), polled and written by its lcore; the monitor reads
+    /// its link and the kernel's drop count.
+    Kernel {
+        monitor: KernelPortMonitor,
+    },
+}
+
+struct VifRuntime {
+    index: u16,
+    name: String,
+    io: VifIo,
+    /// The lcore polling it (None for per-lcore ports).
+    lcore: Option<u8>,
+}
+
+#[derive(Default)]
+struct Registry {
+    vifs: HashMap<u16, VifRuntime>,
+    by_name: HashMap<String, u16>,
+    /// Vifs polled by each lcore, for least-loaded placement.
+    load: Vec<u32>,
+    /// DPDK device names in use by physical vifs (a device can back one vif only).
+    devices: HashMap<String, u16>,
+    fabric: FabricConfig,
+}
+
+/// Mbufs in the pool of large receive buffers, made for the first port that needs it.
+const JUMBO_MBUFS: u32 = 4095;
+/// Data room of a large receive buffer: a 9216-byte MTU frame with room to spare (a driver may
+/// want its whole frame slot to fit, e.g. net_af_packet's `framesz`), and headroom.
+const JUMBO_DATA_ROOM: u16 = 10240 + 128;
+
+pub struct VrouterDataplane {
+    eal: Eal,
+    pool: Mempool,
+    /// Receive buffers for ports whose device cannot spread a jumbo frame over several mbufs.
+    jumbo: std::sync::OnceLock<Mempool>,
+    tables: Arc<Tables>,
+    lcores: Vec<LcoreHandleInfo>,
+    vhost: Sender<VhostCmd>,
+    /// Lock order: `registry` before `vhost_status`, never the reverse (`vif_status` holds the
+    /// first while it takes the second). Neither is held while waiting on another thread.
+    vhost_status: StatusMap,
+    registry: Mutex<Registry>,
+    policies: Arc<Policies>,
+    vhost_loops: Arc<AtomicU64>,
+    /// Health's memory of the cores' loop counters (taken alone, by health only).
+    progress: Mutex<ProgressWatch>,
+    /// Frames the kernel dropped for kernel vifs since removed (their sockets are gone).
+    kernel_drops_retired: AtomicU64,
+}
+
+fn rejected(msg: impl Into<String>) -> DataplaneError {
+    DataplaneError::new(DataplaneErrorKind::Rejected, msg)
+}
+
+/// A table's refusal: a full table is 507 `table-full`, its message naming the table, its limit
+/// and what raises it; anything else is a rejection.
+fn table_err(e: vrouter::Error) -> DataplaneError {
+    use vrouter::Error as E;
+    let hint = match &e {
+        E::RouteTableFull { family, .. } => format!(
+            "remove routes, or start vrouterd with a larger --route-groups-{}",
+            if *family == "IPv4" { "v4" } else { "v6" }
+        ),
+        E::BridgeTableFull { .. } => {
+            "remove bridge entries, or start vrouterd with a larger --bridge-entries".to_owned()
+        }
+        E::TableFull { .. } => "remove entries first".to_owned(),
+        E::NexthopOutOfRange { .. } => "use a lower nexthop id".to_owned(),
+        _ => return rejected(e.to_string()),
+    };
+    DataplaneError::new(DataplaneErrorKind::TableFull, format!("{e}; {hint}"))
+}
+
+/// What the dataplane is made of, handed over at start-up.
+pub struct DataplaneParts {
+    pub eal: Eal,
+    pub pool: Mempool,
+    pub tables: Arc<Tables>,
+    pub lcores: Vec<LcoreHandleInfo>,
+    pub vhost: Sender<VhostCmd>,
+    pub vhost_status: StatusMap,
+    /// The vhost core's loop counter.
+    pub vhost_loops: Arc<AtomicU64>,
+    pub fabric: FabricConfig,
+    pub policies: Arc<Policies>,
+}
+
+impl VrouterDataplane {
+    pub fn new(parts: DataplaneParts) -> Self {
+        let DataplaneParts {
+            eal,
+            pool,
+            tables,
+            lcores,
+            vhost,
+            vhost_status,
+            vhost_loops,
+            fabric,
+            policies,
+        } = parts;
+        let registry = Registry {
+            load: vec![0; lcores.len()],
+            fabric,
+            ..Registry::default()
+        };
+        tables.set_fabric(fabric);
+        VrouterDataplane {
+            eal,
+            pool,
+            jumbo: std::sync::OnceLock::new(),
+            tables,
+            lcores,
+            vhost,
+            vhost_status,
+            registry: Mutex::new(registry),
+            policies,
+            vhost_loops,
+            progress: Mutex::new(ProgressWatch::default()),
+            kernel_drops_retired: AtomicU64::new(0),
+        }
+    }
+
+    /// (lcore, polls, polls that found packets) of every forwarding lcore.
+    pub fn loop_summary(&self) -> Vec<(u32, u64, u64)> {
+        self.lcores
+            .iter()
+            .map(|l| {
+                (
+                    l.lcore,
+                    l.counters.polls.load(Ordering::Relaxed),
+                    l.counters.busy_polls.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn broadcast(&self, make: impl Fn() -> LcoreCmd) {
+        for l in &self.lcores {
+            let _ = l.commands.send(make());
+        }
+    }
+
+    fn vif_index(reg: &Registry, name: &str) -> Result<u16, DataplaneError> {
+        reg.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| rejected(format!("vif {name:?} is not in the dataplane")))
+    }
+}
+
+impl Dataplane for VrouterDataplane {
+    fn apply(&self, change: &Change) -> Result<(), DataplaneError> {
+        self.apply_change(change)
+    }
+
+    fn vif_status(&self, vif: &VifSpec) -> VifStatus {
+        self.status_of_vif(vif)
+    }
+
+    fn stats(&self) -> Result<Stats, DataplaneError> {
+        self.counter_totals()
+    }
+
+    fn dropstats(&self) -> Result<DropStats, DataplaneError> {
+        self.drop_totals()
+    }
+
+    fn health(&self) -> Result<Health, DataplaneError> {
+        self.health_report()
+    }
+
+    fn flows(&self, q: &FlowQuery) -> Result<FlowPage, DataplaneError> {
+        self.flow_page(q)
+    }
+
+    fn flush_flows(&self) -> Result<u64, DataplaneError> {
+        self.flush_flow_table()
+    }
+
+    fn flow_stats(&self) -> Result<FlowStats, DataplaneError> {
+        self.flow_table_stats()
+    }
+}
+
+#[cfg(test)]
+mod tests;
