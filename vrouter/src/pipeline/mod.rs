@@ -309,13 +309,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             if let Some(t) = reply::ns_target(b.data(), m) {
                 let src = Ipv6Addr::from(m.src);
                 if t != src && self.proxies(vrf.route_v6(u128::from(t)), vif.index) {
-                    return match reply::na_reply(b, m, t, vrouter_mac) {
-                        Ok(()) => {
-                            self.stats.replies.add(1);
-                            Verdict::Tx(vif.index)
-                        }
-                        Err(r) => Verdict::Drop(r),
-                    };
+                    return self.replied(reply::na_reply(b, m, t, vrouter_mac), vif);
                 }
                 return Verdict::Drop(DropReason::ArpNotForUs);
             }
@@ -345,9 +339,21 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         {
             return Verdict::Drop(DropReason::ArpNotForUs);
         }
-        reply::arp_reply(b, l3, tip, self.topo.fabric.vrouter_mac);
-        self.stats.replies.add(1);
-        Verdict::Tx(vif.index)
+        self.replied(
+            reply::arp_reply(b, l3, tip, self.topo.fabric.vrouter_mac),
+            vif,
+        )
+    }
+
+    /// An answer written into the asking packet goes back out of the vif it came from.
+    fn replied(&self, answer: Result<(), DropReason>, vif: &Vif) -> Verdict {
+        match answer {
+            Ok(()) => {
+                self.stats.replies.add(1);
+                Verdict::Tx(vif.index)
+            }
+            Err(r) => Verdict::Drop(r),
+        }
     }
 
     // ---------------- fabric ingress ----------------
@@ -362,9 +368,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     && a.target_ip() == fabric_ip
                     && !fabric_ip.is_unspecified()
                 {
-                    reply::arp_reply(b, l3, fabric_ip, vif.mac);
-                    self.stats.replies.add(1);
-                    return Verdict::Tx(vif.index);
+                    return self.replied(reply::arp_reply(b, l3, fabric_ip, vif.mac), vif);
                 }
                 Verdict::Host
             }
