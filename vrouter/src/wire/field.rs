@@ -180,7 +180,7 @@ macro_rules! checked_in_frame {
     ($name:ident) => {
         impl<T: AsRef<[u8]>> $name<T> {
             /// [`Self::new_checked`] for a header whose packet continues in further segments.
-            #[inline]
+            #[inline(always)]
             pub fn new_checked_in(
                 buf: T,
                 frame_avail: usize,
@@ -190,7 +190,7 @@ macro_rules! checked_in_frame {
                 Ok(v)
             }
             /// [`Self::check_in`] with the buffer as the whole packet.
-            #[inline]
+            #[inline(always)]
             pub fn check(&self) -> Result<(), $crate::wire::WireError> {
                 self.check_in(self.buf.as_ref().len())
             }

@@ -53,7 +53,7 @@ checked_in_frame!(Packet);
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks version and header length, and that the packet (`frame_avail` bytes, or the
     /// buffer if longer) holds `total_len` bytes; it may hold more (Ethernet padding).
-    #[inline]
+    #[inline(always)]
     pub fn check_in(&self, frame_avail: usize) -> Result<(), WireError> {
         let len = self.buf.as_ref().len();
         check_len(self.buf.as_ref(), MIN_HEADER_LEN)?;
