@@ -17,16 +17,13 @@ use std::ops::Range;
 
 use super::csum::OffloadError;
 use super::{Csum, GsoKind, Offload};
-use crate::wire::{checksum, ethernet, ipv4};
+use crate::wire::field::{Field, FieldValue};
+use crate::wire::{checksum, ethernet, ipv4, ipv6, tcp, udp};
 
 /// The most header bytes (outer and inner) a GSO packet may carry.
 pub const MAX_HEADERS: usize = 256;
 /// The most segments one GSO packet may be cut into (64 KiB in 128-byte segments).
 pub const MAX_SEGMENTS: usize = 512;
-
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
 
 /// How one GSO packet is cut.
 #[derive(Clone)]
@@ -67,26 +64,44 @@ fn bad(why: &'static str) -> OffloadError {
 
 /// The offset and ethertype after an Ethernet header (and up to two VLAN tags) at `at`.
 fn skip_ethernet(head: &[u8], at: usize) -> Result<(usize, u16), OffloadError> {
+    let mut ty = read(head, at, ethernet::field::ETHERTYPE)?;
     let mut pos = at + ethernet::HEADER_LEN;
-    let mut ty = be16(head, pos - 2)?;
     for _ in 0..2 {
         if ty != ethernet::ethertype::VLAN {
             break;
         }
+        ty = read(head, pos, ethernet::tag_field::ETHERTYPE)?;
         pos += ethernet::VLAN_TAG_LEN;
-        ty = be16(head, pos - 2)?;
     }
     Ok((pos, ty))
 }
 
-fn be16(b: &[u8], at: usize) -> Result<u16, OffloadError> {
-    b.get(at..at + 2)
-        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+/// Field `f` of the header at `at` in `head`.
+fn read<V: FieldValue>(head: &[u8], at: usize, f: Field) -> Result<V, OffloadError> {
+    head.get(at + f.start..at + f.end)
+        .map(V::read)
         .ok_or(bad("truncated"))
 }
 
-fn byte(b: &[u8], at: usize) -> Result<u8, OffloadError> {
-    b.get(at).copied().ok_or(bad("truncated"))
+/// The first `len` bytes of the header at `at` in `head`: enough for a view to read the fields
+/// within them.
+fn header(head: &[u8], at: usize, len: usize) -> Result<&[u8], OffloadError> {
+    head.get(at..at + len).ok_or(bad("truncated"))
+}
+
+/// The version of the IP header at `l3`: its first four bits, in IPv4 and IPv6 alike.
+fn ip_version(head: &[u8], l3: usize) -> Result<u8, OffloadError> {
+    let ip = ipv4::Packet::new_unchecked(header(head, l3, ipv4::field::VER_IHL.end)?);
+    Ok(ip.version())
+}
+
+/// The length of the IPv4 header at `l3`, or `why` if it is not one.
+fn ipv4_header_len(head: &[u8], l3: usize, why: &'static str) -> Result<usize, OffloadError> {
+    let ip = ipv4::Packet::new_unchecked(header(head, l3, ipv4::field::VER_IHL.end)?);
+    if ip.version() != 4 || ip.header_len() < ipv4::MIN_HEADER_LEN {
+        return Err(bad(why));
+    }
+    Ok(ip.header_len())
 }
 
 impl Plan {
@@ -105,19 +120,16 @@ impl Plan {
             if ty != ethernet::ethertype::IPV4 {
                 return Err(bad("tunnel outer header is not IPv4"));
             }
-            let ihl = usize::from(byte(head, l3)? & 0x0f) * 4;
-            if byte(head, l3)? >> 4 != 4 || ihl < ipv4::MIN_HEADER_LEN {
-                return Err(bad("tunnel outer IPv4 header"));
-            }
+            let ihl = ipv4_header_len(head, l3, "tunnel outer IPv4 header")?;
             outer_l3 = Some(l3);
-            match byte(head, l3 + 9)? {
+            match read(head, l3, ipv4::field::PROTOCOL)? {
                 ipv4::proto::UDP => outer_udp = Some(l3 + ihl),
                 ipv4::proto::GRE => {}
                 _ => return Err(bad("tunnel is neither UDP nor GRE")),
             }
         }
         let (l3, v4) = if inner > 0 && o.inner_is_ip() {
-            (inner, byte(head, inner)? >> 4 == 4)
+            (inner, ip_version(head, inner)? == 4)
         } else {
             let (l3, ty) = skip_ethernet(head, inner)?;
             match ty {
@@ -137,45 +149,44 @@ impl Plan {
             ipv4::proto::UDP
         };
         let l4 = if v4 {
-            let vihl = byte(head, l3)?;
-            let ihl = usize::from(vihl & 0x0f) * 4;
-            if vihl >> 4 != 4 || ihl < ipv4::MIN_HEADER_LEN {
-                return Err(bad("IPv4 header"));
-            }
-            if be16(head, l3 + 6)? & 0x3fff != 0 {
+            let ihl = ipv4_header_len(head, l3, "IPv4 header")?;
+            let flags_offset: u16 = read(head, l3, ipv4::field::FLG_OFF)?;
+            // More fragments, or an offset: a fragment. DF may be set.
+            if flags_offset & 0x3fff != 0 {
                 return Err(bad("IPv4 fragment"));
             }
-            if byte(head, l3 + 9)? != want_proto {
+            if read::<u8>(head, l3, ipv4::field::PROTOCOL)? != want_proto {
                 return Err(bad("IPv4 protocol does not match the GSO type"));
             }
             l3 + ihl
         } else {
-            if byte(head, l3)? >> 4 != 6 {
+            if ip_version(head, l3)? != 6 {
                 return Err(bad("IPv6 header"));
             }
             // Extension headers are not followed: the L4 header must come right after.
-            if byte(head, l3 + 6)? != want_proto {
+            if read::<u8>(head, l3, ipv6::field::NXT_HDR)? != want_proto {
                 return Err(bad("IPv6 next header does not match the GSO type"));
             }
-            l3 + 40
+            l3 + ipv6::HEADER_LEN
         };
         if start != l4 {
             return Err(bad("checksum start is not the L4 header"));
         }
         let hdr_len = if tcp {
-            if offset != 16 {
+            if offset != tcp::field::CHECKSUM.start {
                 return Err(bad("TCP checksum offset"));
             }
-            let doff = usize::from(byte(head, l4 + 12)? >> 4) * 4;
-            if doff < 20 {
+            let doff =
+                tcp::Packet::new_unchecked(header(head, l4, tcp::field::FLAGS.end)?).header_len();
+            if doff < tcp::MIN_HEADER_LEN {
                 return Err(bad("TCP data offset"));
             }
             l4 + doff
         } else {
-            if offset != 6 {
+            if offset != udp::field::CHECKSUM.start {
                 return Err(bad("UDP checksum offset"));
             }
-            l4 + 8
+            l4 + udp::HEADER_LEN
         };
         if hdr_len > head.len() || hdr_len > MAX_HEADERS {
             return Err(bad("headers not in the first segment"));
@@ -250,11 +261,13 @@ impl Plan {
         h.copy_from_slice(&self.hdr[..self.hdr_len]);
         let step = i as u32;
         if let Some(ol3) = self.outer_l3 {
-            fix_ipv4(h, ol3, seg_len - ol3, step as u16);
+            let mut ip = ipv4::Packet::new_unchecked(&mut h[ol3..]);
+            fix_ipv4(&mut ip, seg_len - ol3, step as u16);
         }
-        if let Some(udp) = self.outer_udp {
-            put16(h, udp + 4, (seg_len - udp) as u16);
-            put16(h, udp + 6, 0);
+        if let Some(at) = self.outer_udp {
+            let mut u = udp::Packet::new_unchecked(&mut h[at..]);
+            u.set_len((seg_len - at) as u16);
+            u.set_checksum(0);
         }
         let l4_len = seg_len - self.l4;
         let proto = if self.tcp {
@@ -263,69 +276,41 @@ impl Plan {
             ipv4::proto::UDP
         };
         let pseudo = if self.l3_v4 {
-            fix_ipv4(h, self.l3, seg_len - self.l3, step as u16);
-            checksum::pseudo_v4(
-                arr4(h, self.l3 + 12),
-                arr4(h, self.l3 + 16),
-                proto,
-                l4_len as u16,
-            )
+            let mut ip = ipv4::Packet::new_unchecked(&mut h[self.l3..]);
+            fix_ipv4(&mut ip, seg_len - self.l3, step as u16);
+            checksum::pseudo_v4(ip.src().octets(), ip.dst().octets(), proto, l4_len as u16)
         } else {
-            put16(h, self.l3 + 4, (seg_len - self.l3 - 40) as u16);
-            checksum::pseudo_v6(
-                arr16(h, self.l3 + 8),
-                arr16(h, self.l3 + 24),
-                proto,
-                l4_len as u32,
-            )
+            let mut ip = ipv6::Packet::new_unchecked(&mut h[self.l3..]);
+            ip.set_payload_len((seg_len - self.l3 - ipv6::HEADER_LEN) as u16);
+            checksum::pseudo_v6(ip.src_bytes(), ip.dst_bytes(), proto, l4_len as u32)
         };
         if self.tcp {
-            let seq = u32::from_be_bytes(arr4(h, self.l4 + 4))
-                .wrapping_add(step.wrapping_mul(self.size as u32));
-            h[self.l4 + 4..self.l4 + 8].copy_from_slice(&seq.to_be_bytes());
-            let mut flags = h[self.l4 + 13];
+            let mut t = tcp::Packet::new_unchecked(&mut h[self.l4..]);
+            t.set_seq(t.seq().wrapping_add(step.wrapping_mul(self.size as u32)));
+            let mut flags = t.flags();
             if i + 1 != self.count {
-                flags &= !(TCP_FIN | TCP_PSH);
+                flags &= !(tcp::flag::FIN | tcp::flag::PSH);
             }
-            if i != 0 && (self.ecn || flags & TCP_CWR != 0) {
-                flags &= !TCP_CWR;
+            if i != 0 && (self.ecn || flags & tcp::flag::CWR != 0) {
+                flags &= !tcp::flag::CWR;
             }
-            h[self.l4 + 13] = flags;
-            put16(h, self.l4 + 16, checksum::fold(pseudo));
+            t.set_flags(flags);
+            t.set_checksum(checksum::fold(pseudo));
         } else {
-            put16(h, self.l4 + 4, l4_len as u16);
-            put16(h, self.l4 + 6, checksum::fold(pseudo));
+            let mut u = udp::Packet::new_unchecked(&mut h[self.l4..]);
+            u.set_len(l4_len as u16);
+            u.set_checksum(checksum::fold(pseudo));
         }
         payload
     }
 }
 
-fn put16(h: &mut [u8], at: usize, v: u16) {
-    h[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-fn arr4(h: &[u8], at: usize) -> [u8; 4] {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&h[at..at + 4]);
-    a
-}
-
-fn arr16(h: &[u8], at: usize) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&h[at..at + 16]);
-    a
-}
-
 /// Sets an IPv4 header's total length, advances its identification by `step`, and recomputes
 /// its checksum.
-fn fix_ipv4(h: &mut [u8], l3: usize, total: usize, step: u16) {
-    put16(h, l3 + 2, total as u16);
-    let id = u16::from_be_bytes([h[l3 + 4], h[l3 + 5]]).wrapping_add(step);
-    put16(h, l3 + 4, id);
-    put16(h, l3 + 10, 0);
-    let ihl = usize::from(h[l3] & 0x0f) * 4;
-    let c = checksum::checksum(&h[l3..l3 + ihl]);
-    put16(h, l3 + 10, c);
+fn fix_ipv4(ip: &mut ipv4::Packet<&mut [u8]>, total: usize, step: u16) {
+    ip.set_total_len(total as u16);
+    ip.set_ident(ip.ident().wrapping_add(step));
+    ip.fill_checksum();
 }
 
 #[cfg(test)]
@@ -335,6 +320,11 @@ mod tests {
     use crate::offload::Gso;
     use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
     use proptest::prelude::*;
+
+    // The flag bits as the tests pick them: the low byte of the flags field.
+    const TCP_FIN: u8 = tcp::flag::FIN as u8;
+    const TCP_PSH: u8 = tcp::flag::PSH as u8;
+    const TCP_CWR: u8 = tcp::flag::CWR as u8;
 
     const V6_SRC: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     const V6_DST: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];

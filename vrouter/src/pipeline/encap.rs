@@ -78,47 +78,67 @@ const MPLS_UDP_LEN: usize = ethernet::HEADER_LEN + OUTER_IP_LEN + udp::HEADER_LE
 const MPLS_GRE_LEN: usize = ethernet::HEADER_LEN + OUTER_IP_LEN + gre::BASE_LEN + mpls::ENTRY_LEN;
 const IP_AT: usize = ethernet::HEADER_LEN;
 const L4_AT: usize = IP_AT + OUTER_IP_LEN;
+/// Where the VXLAN header or the MPLS entry starts behind UDP.
+const TUNNEL_AT: usize = L4_AT + udp::HEADER_LEN;
 
 impl Template {
     pub fn new(o: &Outer, out_vif: &Vif, fabric: &FabricConfig) -> Self {
         let len = overhead(o.encap);
         let mut bytes = [0u8; MAX_OVERHEAD];
         let (eth, rest) = bytes.split_at_mut(IP_AT);
-        let mut e = ethernet::Frame::new_unchecked(eth);
-        e.set_dst(o.dmac);
-        e.set_src(out_vif.mac);
-        e.set_ethertype(ethernet::ethertype::IPV4);
+        let e = ethernet::Repr {
+            dst: o.dmac,
+            src: out_vif.mac,
+            ethertype: ethernet::ethertype::IPV4,
+        };
+        e.emit(&mut ethernet::Frame::new_unchecked(eth));
         let (iph, rest) = rest.split_at_mut(OUTER_IP_LEN);
-        let mut ip = ipv4::Packet::new_unchecked(&mut iph[..]);
-        ip.set_version_and_len(OUTER_IP_LEN);
-        ip.set_flags_unfragmented(fabric.outer_df);
-        ip.set_ttl(fabric.outer_ttl);
-        ip.set_protocol(if o.encap == TunnelEncap::MplsGre {
-            ipv4::proto::GRE
-        } else {
-            ipv4::proto::UDP
-        });
-        ip.set_src(o.sip);
-        ip.set_dst(o.dip);
+        let ip = ipv4::Repr {
+            src: o.sip,
+            dst: o.dip,
+            protocol: if o.encap == TunnelEncap::MplsGre {
+                ipv4::proto::GRE
+            } else {
+                ipv4::proto::UDP
+            },
+            payload_len: 0,
+            ttl: fabric.outer_ttl,
+            ident: 0,
+            dont_frag: fabric.outer_df,
+            dscp_ecn: 0,
+        };
+        let mut ip_view = ipv4::Packet::new_unchecked(&mut iph[..]);
+        ip.emit(&mut ip_view);
+        // Length, id and checksum are per packet: the sum leaves them out (id is zero already).
+        ip_view.set_total_len(0);
+        ip_view.set_checksum(0);
         let ip_sum = checksum::sum(0, iph);
         match o.encap {
             TunnelEncap::Vxlan | TunnelEncap::MplsUdp => {
-                let mut u = udp::Packet::new_unchecked(&mut rest[..udp::HEADER_LEN]);
-                u.set_dst_port(if o.encap == TunnelEncap::Vxlan {
-                    udp::PORT_VXLAN
-                } else {
-                    udp::PORT_MPLS_UDP
-                });
+                let (udph, rest) = rest.split_at_mut(udp::HEADER_LEN);
+                // Source port and length are per packet (see `fill`).
+                let u = udp::Repr {
+                    src_port: 0,
+                    dst_port: if o.encap == TunnelEncap::Vxlan {
+                        udp::PORT_VXLAN
+                    } else {
+                        udp::PORT_MPLS_UDP
+                    },
+                    payload_len: 0,
+                };
+                u.emit(&mut udp::Packet::new_unchecked(udph));
                 if o.encap == TunnelEncap::Vxlan {
-                    vxlan::Packet::new_unchecked_mut(
-                        &mut rest[udp::HEADER_LEN..][..vxlan::HEADER_LEN],
-                    )
-                    .fill(0);
+                    // The VNI is per packet (see `push`).
+                    vxlan::Repr { vni: 0 }.emit(&mut vxlan::Packet::new_unchecked(rest));
                 }
             }
             TunnelEncap::MplsGre => {
-                gre::Packet::new_unchecked(&mut rest[..gre::BASE_LEN])
-                    .fill_basic(ethernet::ethertype::MPLS);
+                let g = gre::Repr {
+                    protocol: ethernet::ethertype::MPLS,
+                    key: None,
+                    seq: None,
+                };
+                g.emit(&mut gre::Packet::new_unchecked(rest));
             }
         }
         Template {
@@ -154,18 +174,18 @@ impl Template {
         let done = match self.encap {
             TunnelEncap::Vxlan => d.first_chunk_mut::<VXLAN_LEN>().map(|h| {
                 self.fill(h, ip_len, ip_id, hash);
-                h[L4_AT + udp::HEADER_LEN + 4..]
-                    .copy_from_slice(&((label & 0x00ff_ffff) << 8).to_be_bytes());
+                vxlan::Packet::new_unchecked(&mut h[TUNNEL_AT..]).set_vni(label);
             }),
             TunnelEncap::MplsUdp => d.first_chunk_mut::<MPLS_UDP_LEN>().map(|h| {
                 self.fill(h, ip_len, ip_id, hash);
-                mpls::Entry::new_unchecked(&mut h[L4_AT + udp::HEADER_LEN..])
-                    .set(label, 0, true, mpls_ttl);
+                mpls_entry(label, mpls_ttl)
+                    .emit(&mut mpls::Entry::new_unchecked(&mut h[TUNNEL_AT..]));
             }),
             TunnelEncap::MplsGre => d.first_chunk_mut::<MPLS_GRE_LEN>().map(|h| {
                 self.fill(h, ip_len, ip_id, hash);
-                mpls::Entry::new_unchecked(&mut h[L4_AT + gre::BASE_LEN..])
-                    .set(label, 0, true, mpls_ttl);
+                mpls_entry(label, mpls_ttl).emit(&mut mpls::Entry::new_unchecked(
+                    &mut h[L4_AT + gre::BASE_LEN..],
+                ));
             }),
         };
         done.ok_or(DropReason::NoHeadroom)?;
@@ -188,15 +208,28 @@ impl Template {
         if let Some(t) = self.bytes.first_chunk::<N>() {
             *h = *t;
         }
-        h[IP_AT + 2..IP_AT + 4].copy_from_slice(&ip_len.to_be_bytes());
-        h[IP_AT + 4..IP_AT + 6].copy_from_slice(&ip_id.to_be_bytes());
-        let c = !checksum::fold(self.ip_sum + u32::from(ip_len) + u32::from(ip_id));
-        h[IP_AT + 10..IP_AT + 12].copy_from_slice(&c.to_be_bytes());
+        let mut ip = ipv4::Packet::new_unchecked(&mut h[IP_AT..L4_AT]);
+        ip.set_total_len(ip_len);
+        ip.set_ident(ip_id);
+        ip.set_checksum(!checksum::fold(
+            self.ip_sum + u32::from(ip_len) + u32::from(ip_id),
+        ));
         if self.encap != TunnelEncap::MplsGre {
-            h[L4_AT..L4_AT + 2].copy_from_slice(&entropy_port(hash).to_be_bytes());
-            let udp_len = ip_len - OUTER_IP_LEN as u16;
-            h[L4_AT + 4..L4_AT + 6].copy_from_slice(&udp_len.to_be_bytes());
+            let mut u = udp::Packet::new_unchecked(&mut h[L4_AT..TUNNEL_AT]);
+            u.set_src_port(entropy_port(hash));
+            u.set_len(ip_len - OUTER_IP_LEN as u16);
         }
+    }
+}
+
+/// The one label entry of a tunnelled packet.
+#[inline(always)]
+fn mpls_entry(label: u32, ttl: u8) -> mpls::Repr {
+    mpls::Repr {
+        label,
+        tc: 0,
+        bottom_of_stack: true,
+        ttl,
     }
 }
 

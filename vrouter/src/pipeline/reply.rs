@@ -3,26 +3,54 @@
 
 use crate::buf::PacketBuf;
 use crate::meta::{PacketMeta, L3};
+use crate::offload::Offload;
 use crate::stats::DropReason;
-use crate::wire::{arp, checksum, ethernet, icmp, ipv4, ipv6, MacAddr};
+use crate::wire::{arp, ethernet, icmp, ipv4, ipv6, MacAddr};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+/// The all-nodes multicast address: where an advertisement answering an unspecified source
+/// (duplicate address detection) goes.
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+/// What the vrouter puts in the hop limit / TTL of its ICMP errors.
+const ERROR_TTL: u8 = 64;
+/// Neighbour discovery messages go with hop limit 255, the proof that they are on-link
+/// (RFC 4861 section 7.1.2).
+const ND_HOP_LIMIT: u8 = 255;
+/// An ICMPv4 error quotes the IP header and this much of what follows it (RFC 792).
+const V4_QUOTED_PAYLOAD: usize = 8;
+/// An ICMPv6 error quotes as much of the packet as keeps the error within the IPv6 minimum
+/// MTU (RFC 4443 section 2.4).
+const IPV6_MIN_MTU: usize = 1280;
+
+/// Readdress `eth`, the L2 header of a frame that asked (up to its L3 header), as the
+/// answer's: from `mac` to `dst`, or back to the asker when `dst` is `None`. The ethertype, and
+/// any 802.1Q tag behind the addresses, stay.
+fn answer_ethernet(eth: &mut [u8], dst: Option<MacAddr>, mac: MacAddr) -> Result<(), DropReason> {
+    let asked = ethernet::Repr::parse(&ethernet::Frame::new_unchecked(&*eth))?;
+    let answer = ethernet::Repr {
+        dst: dst.unwrap_or(asked.src),
+        src: mac,
+        ..asked
+    };
+    answer.emit(&mut ethernet::Frame::new_unchecked(eth));
+    Ok(())
+}
+
 /// Turn the ARP request in `buf` (ARP at `l3_off`) into the reply "`ip` is at `mac`".
-pub fn arp_reply<B: PacketBuf>(buf: &mut B, l3_off: usize, ip: Ipv4Addr, mac: MacAddr) {
+pub fn arp_reply<B: PacketBuf>(
+    buf: &mut B,
+    l3_off: usize,
+    ip: Ipv4Addr,
+    mac: MacAddr,
+) -> Result<(), DropReason> {
     // A reply is a packet of our own: nothing of the request's offload state applies.
-    buf.set_offload(crate::offload::Offload::NONE);
-    let d = buf.data_mut();
-    let (eth, a) = d.split_at_mut(l3_off);
-    let mut req = arp::Packet::new_unchecked(&mut a[..arp::PACKET_LEN]);
-    let (smac, sip) = (req.sender_mac(), req.sender_ip());
-    req.set_operation(arp::OP_REPLY);
-    req.set_sender_mac(mac);
-    req.set_sender_ip(ip);
-    req.set_target_mac(smac);
-    req.set_target_ip(sip);
-    let mut e = ethernet::Frame::new_unchecked(eth);
-    e.set_dst(smac);
-    e.set_src(mac);
+    buf.set_offload(Offload::NONE);
+    let (eth, a) = buf.data_mut().split_at_mut(l3_off);
+    let request = arp::Repr::parse(&arp::Packet::new_unchecked(&*a))?;
+    request
+        .reply(ip, mac)
+        .emit(&mut arp::Packet::new_unchecked(a));
+    answer_ethernet(eth, Some(request.sender_mac), mac)
 }
 
 /// If `buf` is an IPv6 neighbour solicitation, its target address.
@@ -30,13 +58,12 @@ pub fn ns_target(data: &[u8], m: &PacketMeta) -> Option<Ipv6Addr> {
     if m.l3 != L3::Ipv6 || m.proto != ipv6::next_header::ICMPV6 {
         return None;
     }
-    let icmp = data.get(usize::from(m.l4_off)..)?;
-    if icmp.len() < icmp::v6::ND_LEN || icmp[0] != icmp::v6::NEIGHBOR_SOLICIT {
+    let msg = data.get(usize::from(m.l4_off)..)?;
+    if msg.len() < icmp::v6::ND_LEN {
         return None;
     }
-    let mut t = [0u8; 16];
-    t.copy_from_slice(&icmp[8..24]);
-    Some(Ipv6Addr::from(t))
+    let ns = icmp::Packet::new_unchecked(msg);
+    (ns.msg_type() == icmp::v6::NEIGHBOR_SOLICIT).then(|| ns.nd_target())
 }
 
 /// Turn the neighbour solicitation in `buf` into the advertisement "`target` is at `mac`"
@@ -47,58 +74,39 @@ pub fn na_reply<B: PacketBuf>(
     target: Ipv6Addr,
     mac: MacAddr,
 ) -> Result<(), DropReason> {
-    const NA_LEN: usize = icmp::v6::ND_LEN + 8;
     let l3 = usize::from(m.l3_off);
-    let want = l3 + ipv6::HEADER_LEN + NA_LEN;
+    let asker = Ipv6Addr::from(m.src);
+    let (dst, flags) = if asker.is_unspecified() {
+        (ALL_NODES, icmp::v6::NA_ROUTER | icmp::v6::NA_OVERRIDE)
+    } else {
+        let f = icmp::v6::NA_ROUTER | icmp::v6::NA_OVERRIDE | icmp::v6::NA_SOLICITED;
+        (asker, f)
+    };
+    let na = icmp::v6::Repr::NeighborAdvert {
+        flags,
+        target,
+        lladdr: Some(mac),
+    };
+    let ip = ipv6::Repr {
+        src: target,
+        dst,
+        next_header: ipv6::next_header::ICMPV6,
+        payload_len: na.buffer_len(),
+        hop_limit: ND_HOP_LIMIT,
+    };
+    let want = l3 + ip.buffer_len() + na.buffer_len();
     let have = buf.len();
-    buf.set_offload(crate::offload::Offload::NONE);
+    buf.set_offload(Offload::NONE);
     if have > want {
         buf.truncate(want).map_err(|_| DropReason::Truncated)?;
     } else if have < want {
         buf.append(want - have).map_err(|_| DropReason::Truncated)?;
     }
-    let d = buf.data_mut();
-    let (eth, ip) = d.split_at_mut(l3);
-    let mut e = ethernet::Frame::new_unchecked(eth);
-    let asker_mac = e.src();
-    e.set_dst(asker_mac);
-    e.set_src(mac);
-    let mut p = ipv6::Packet::new_unchecked(&mut ip[..]);
-    let asker = p.src();
-    let dst = if asker.is_unspecified() {
-        Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)
-    } else {
-        asker
-    };
-    p.set_version_tc_flow(0, 0);
-    p.set_payload_len(NA_LEN as u16);
-    p.set_next_header(ipv6::next_header::ICMPV6);
-    p.set_hop_limit(255);
-    p.set_src(target);
-    p.set_dst(dst);
-    let body = &mut ip[ipv6::HEADER_LEN..];
-    body[0] = icmp::v6::NEIGHBOR_ADVERT;
-    body[1] = 0;
-    body[2..4].copy_from_slice(&[0, 0]);
-    let mut flags = icmp::v6::NA_ROUTER | icmp::v6::NA_OVERRIDE;
-    if !asker.is_unspecified() {
-        flags |= icmp::v6::NA_SOLICITED;
-    }
-    body[4..8].copy_from_slice(&flags.to_be_bytes());
-    body[8..24].copy_from_slice(&target.octets());
-    body[24] = icmp::v6::OPT_TARGET_LLADDR;
-    body[25] = 1;
-    body[26..32].copy_from_slice(&mac.0);
-    let c = !checksum::fold(checksum::sum(
-        checksum::pseudo_v6(
-            target.octets(),
-            dst.octets(),
-            ipv6::next_header::ICMPV6,
-            NA_LEN as u32,
-        ),
-        &body[..NA_LEN],
-    ));
-    body[2..4].copy_from_slice(&c.to_be_bytes());
+    let (eth, rest) = buf.data_mut().split_at_mut(l3);
+    answer_ethernet(eth, None, mac)?;
+    let (iph, msg) = rest.split_at_mut(ip.buffer_len());
+    ip.emit(&mut ipv6::Packet::new_unchecked(iph));
+    na.emit(target, dst, &mut icmp::Packet::new_unchecked(msg));
     Ok(())
 }
 
@@ -110,9 +118,9 @@ pub enum IcmpError {
     TooBig(u16),
 }
 
-/// Replace the IP packet in `buf` (an Ethernet frame from `asker_mac`... the frame's source)
-/// with an ICMP error about it, addressed back to its source from `from4` / `from6`, sent from
-/// `mac`. Quotes the original header and 8 bytes (IPv4) or as much as fits 1280 (IPv6).
+/// Replace the IP packet in `buf` with an ICMP error about it, sent back to the frame's source
+/// from `mac` and from `from4` / `from6`. Quotes the original header and 8 bytes (IPv4) or as
+/// much as fits the IPv6 minimum MTU.
 pub fn icmp_error<B: PacketBuf>(
     buf: &mut B,
     m: &PacketMeta,
@@ -122,22 +130,19 @@ pub fn icmp_error<B: PacketBuf>(
     from6: Ipv6Addr,
 ) -> Result<(), DropReason> {
     let l3 = usize::from(m.l3_off);
-    let (dst_mac, _) = {
-        let e = ethernet::Frame::new_checked(buf.data()).map_err(DropReason::from)?;
-        (e.src(), e.dst())
-    };
+    let asker_mac = ethernet::Frame::new_checked(buf.data())?.src();
     let v4 = m.ethertype == ethernet::ethertype::IPV4;
     let quote = if v4 {
-        usize::from(m.l4_off) - l3 + 8
+        usize::from(m.l4_off) - l3 + V4_QUOTED_PAYLOAD
     } else {
-        1280 - ipv6::HEADER_LEN - icmp::HEADER_LEN
+        IPV6_MIN_MTU - ipv6::HEADER_LEN - icmp::HEADER_LEN
     };
     let quote = quote.min(buf.len() - l3).min(usize::from(m.l3_len));
     // Keep only the quoted bytes (from the first segment; any further ones go), then push
     // Ethernet + IP + ICMP in front of them. The reply is a packet of our own: no offloads.
     buf.adj(l3).map_err(|_| DropReason::Truncated)?;
     buf.truncate(quote).map_err(|_| DropReason::Truncated)?;
-    buf.set_offload(crate::offload::Offload::NONE);
+    buf.set_offload(Offload::NONE);
     let ip_len = if v4 {
         ipv4::MIN_HEADER_LEN
     } else {
@@ -145,68 +150,50 @@ pub fn icmp_error<B: PacketBuf>(
     };
     buf.prepend(ethernet::HEADER_LEN + ip_len + icmp::HEADER_LEN)
         .map_err(|_| DropReason::NoHeadroom)?;
-    let d = buf.data_mut();
-    let (eth, rest) = d.split_at_mut(ethernet::HEADER_LEN);
-    let mut e = ethernet::Frame::new_unchecked(eth);
-    e.set_dst(dst_mac);
-    e.set_src(mac);
-    e.set_ethertype(m.ethertype);
-    let (iph, ic) = rest.split_at_mut(ip_len);
+    let (eth, rest) = buf.data_mut().split_at_mut(ethernet::HEADER_LEN);
+    let e = ethernet::Repr {
+        dst: asker_mac,
+        src: mac,
+        ethertype: m.ethertype,
+    };
+    e.emit(&mut ethernet::Frame::new_unchecked(eth));
+    let (iph, msg) = rest.split_at_mut(ip_len);
     let icmp_len = icmp::HEADER_LEN + quote;
-    let mut msg = icmp::Packet::new_unchecked(&mut ic[..]);
+    let mut msg = icmp::Packet::new_unchecked(&mut msg[..icmp_len]);
     if v4 {
-        let (t, code, rest) = match kind {
-            IcmpError::TimeExceeded => (icmp::v4::TIME_EXCEEDED, 0, 0),
-            IcmpError::TooBig(mtu) => (
-                icmp::v4::DEST_UNREACHABLE,
-                icmp::v4::CODE_FRAG_NEEDED,
-                u32::from(mtu),
-            ),
+        let error = match kind {
+            IcmpError::TimeExceeded => icmp::v4::Repr::TimeExceeded,
+            IcmpError::TooBig(mtu) => icmp::v4::Repr::FragNeeded { mtu },
         };
-        msg.set_msg_type(t);
-        msg.set_code(code);
-        msg.set_rest(rest);
-        msg.set_checksum(0);
-        let c = checksum::checksum(&ic[..icmp_len]);
-        ic[2..4].copy_from_slice(&c.to_be_bytes());
-        let mut ip = ipv4::Packet::new_unchecked(iph);
-        ip.set_version_and_len(ipv4::MIN_HEADER_LEN);
-        ip.set_dscp_ecn(0);
-        ip.set_total_len((ipv4::MIN_HEADER_LEN + icmp_len) as u16);
-        ip.set_ident(0);
-        ip.set_flags_unfragmented(false);
-        ip.set_ttl(64);
-        ip.set_protocol(ipv4::proto::ICMP);
-        ip.set_src(from4);
-        ip.set_dst(Ipv4Addr::from(m.src as u32));
-        ip.fill_checksum();
+        error.emit(&mut msg);
+        let ip = ipv4::Repr {
+            src: from4,
+            dst: Ipv4Addr::from(m.src as u32),
+            protocol: ipv4::proto::ICMP,
+            payload_len: icmp_len,
+            ttl: ERROR_TTL,
+            ident: 0,
+            dont_frag: false,
+            dscp_ecn: 0,
+        };
+        ip.emit(&mut ipv4::Packet::new_unchecked(iph));
     } else {
-        let (t, rest) = match kind {
-            IcmpError::TimeExceeded => (icmp::v6::TIME_EXCEEDED, 0),
-            IcmpError::TooBig(mtu) => (icmp::v6::PACKET_TOO_BIG, u32::from(mtu)),
-        };
-        msg.set_msg_type(t);
-        msg.set_code(0);
-        msg.set_rest(rest);
-        msg.set_checksum(0);
         let dst = Ipv6Addr::from(m.src);
-        let c = !checksum::fold(checksum::sum(
-            checksum::pseudo_v6(
-                from6.octets(),
-                dst.octets(),
-                ipv6::next_header::ICMPV6,
-                icmp_len as u32,
-            ),
-            &ic[..icmp_len],
-        ));
-        ic[2..4].copy_from_slice(&c.to_be_bytes());
-        let mut ip = ipv6::Packet::new_unchecked(iph);
-        ip.set_version_tc_flow(0, 0);
-        ip.set_payload_len(icmp_len as u16);
-        ip.set_next_header(ipv6::next_header::ICMPV6);
-        ip.set_hop_limit(64);
-        ip.set_src(from6);
-        ip.set_dst(dst);
+        let error = match kind {
+            IcmpError::TimeExceeded => icmp::v6::Repr::TimeExceeded,
+            IcmpError::TooBig(mtu) => icmp::v6::Repr::PacketTooBig {
+                mtu: u32::from(mtu),
+            },
+        };
+        error.emit(from6, dst, &mut msg);
+        let ip = ipv6::Repr {
+            src: from6,
+            dst,
+            next_header: ipv6::next_header::ICMPV6,
+            payload_len: icmp_len,
+            hop_limit: ERROR_TTL,
+        };
+        ip.emit(&mut ipv6::Packet::new_unchecked(iph));
     }
     Ok(())
 }

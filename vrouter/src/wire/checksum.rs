@@ -1,5 +1,7 @@
 //! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
 
+use std::net::Ipv6Addr;
+
 /// One's-complement sum of `data` as big-endian 16-bit words (odd tail padded with zero), added
 /// to `acc`. Not folded: fold with [`fold`]. The result stays below 2^17 plus `acc`'s high
 /// part, so callers may add a few small values before folding.
@@ -105,6 +107,15 @@ pub fn pseudo_v6(src: [u8; 16], dst: [u8; 16], next: u8, len: u32) -> u32 {
     let acc = sum(0, &src);
     let acc = sum(acc, &dst);
     acc + (len >> 16) + (len & 0xffff) + u32::from(next)
+}
+
+/// The checksum field value for the upper-layer message `data` (its checksum field zero) sent
+/// over IPv6 from `src` to `dst` with next header `next`: the sum covers the pseudo-header
+/// too (RFC 8200 section 8.1).
+#[inline]
+pub fn upper_layer_v6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, data: &[u8]) -> u16 {
+    let pseudo = pseudo_v6(src.octets(), dst.octets(), next, data.len() as u32);
+    !fold(sum(pseudo, data))
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
-//! Typed views over packet bytes, in the smoltcp `wire` style: `Packet::new_checked(bytes)`
-//! validates lengths (and fixed fields) once, after which every accessor is infallible and every
-//! setter writes in place. No view allocates or copies.
+//! Typed views over packet bytes, in the smoltcp `wire` style. Each header module names its
+//! layout in a `field` module of byte ranges; its `Packet` (or `Frame`, `Entry`) view is checked
+//! once by `new_checked(bytes)` (lengths, and the fixed fields a forwarder relies on), after
+//! which every accessor is infallible and every setter writes in place. The headers vrouterd
+//! writes also have a `Repr`: the header's meaning as plain values, `parse`d from a view and
+//! `emit`ted into one. No view allocates or copies.
 
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod field;
 pub mod gre;
 pub mod icmp;
 pub mod ipv4;
@@ -23,32 +27,13 @@ pub enum WireError {
     /// A fixed field holds a value this header never has (version, lengths, flags).
     #[error("malformed header")]
     Malformed,
-}
-
-// Slice the field first, then index within it: one bounds check per field instead of one per
-// byte, and the compiler turns the bytes into a single load.
-#[inline(always)]
-pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
-    let f = &b[at..at + 2];
-    u16::from_be_bytes([f[0], f[1]])
-}
-#[inline(always)]
-pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    let f = &b[at..at + 4];
-    u32::from_be_bytes([f[0], f[1], f[2], f[3]])
-}
-#[inline(always)]
-pub(crate) fn mac_at(b: &[u8], at: usize) -> MacAddr {
-    let f = &b[at..at + 6];
-    MacAddr([f[0], f[1], f[2], f[3], f[4], f[5]])
-}
-#[inline(always)]
-pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-#[inline(always)]
-pub(crate) fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    /// The header checksum does not verify.
+    #[error("bad header checksum")]
+    Checksum,
+    /// A valid header that a `Repr` does not describe (an IPv4 fragment, an ICMP message
+    /// vrouterd never sends).
+    #[error("header not representable")]
+    Unsupported,
 }
 
 /// An Ethernet MAC address.

@@ -1,80 +1,74 @@
-//! TCP headers (RFC 9293): the fields forwarding and flow keys need.
+//! TCP headers (RFC 9293): the fields forwarding, flow keys and segmentation need.
 
-use super::{be16, be32, put16, WireError};
+use super::field::{check_len, get, set, view};
+use super::WireError;
 
-pub const MIN_HEADER_LEN: usize = 20;
+pub mod field {
+    use crate::wire::field::Field;
+    pub const SRC_PORT: Field = 0..2;
+    pub const DST_PORT: Field = 2..4;
+    pub const SEQ_NUM: Field = 4..8;
+    pub const ACK_NUM: Field = 8..12;
+    /// Data offset in 32-bit words (4 bits), reserved (3), flags (9).
+    pub const FLAGS: Field = 12..14;
+    pub const WIN_SIZE: Field = 14..16;
+    pub const CHECKSUM: Field = 16..18;
+    pub const URGENT: Field = 18..20;
+}
 
-#[derive(Debug, Clone, Copy)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buf: T,
+pub const MIN_HEADER_LEN: usize = field::URGENT.end;
+
+/// Flag bits of [`Packet::flags`].
+pub mod flag {
+    pub const FIN: u16 = 0x01;
+    pub const PSH: u16 = 0x08;
+    pub const CWR: u16 = 0x80;
+}
+
+const FLAGS_MASK: u16 = 0x01ff;
+
+view! {
+    /// A TCP segment.
+    pub struct Packet;
+    src_port / set_src_port: u16 = field::SRC_PORT;
+    dst_port / set_dst_port: u16 = field::DST_PORT;
+    seq / set_seq: u32 = field::SEQ_NUM;
+    ack: u32 = field::ACK_NUM;
+    window: u16 = field::WIN_SIZE;
+    checksum / set_checksum: u16 = field::CHECKSUM;
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
+    /// Checks that the header, options included, fits.
     #[inline]
-    pub fn new_unchecked(buf: T) -> Self {
-        Packet { buf }
-    }
-    #[inline]
-    pub fn new_checked(buf: T) -> Result<Self, WireError> {
-        let b = buf.as_ref();
-        if b.len() < MIN_HEADER_LEN {
-            return Err(WireError::Truncated);
-        }
-        let hl = usize::from(b[12] >> 4) * 4;
+    pub fn check(&self) -> Result<(), WireError> {
+        check_len(self.buf.as_ref(), MIN_HEADER_LEN)?;
+        let hl = self.header_len();
         if hl < MIN_HEADER_LEN {
             return Err(WireError::Malformed);
         }
-        if hl > b.len() {
-            return Err(WireError::Truncated);
-        }
-        Ok(Packet { buf })
+        check_len(self.buf.as_ref(), hl)
     }
     #[inline]
-    pub fn src_port(&self) -> u16 {
-        be16(self.buf.as_ref(), 0)
-    }
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        be16(self.buf.as_ref(), 2)
-    }
-    #[inline]
-    pub fn seq(&self) -> u32 {
-        be32(self.buf.as_ref(), 4)
-    }
-    #[inline]
-    pub fn ack(&self) -> u32 {
-        be32(self.buf.as_ref(), 8)
+    fn offset_flags(&self) -> u16 {
+        get(self.buf.as_ref(), field::FLAGS)
     }
     #[inline]
     pub fn header_len(&self) -> usize {
-        usize::from(self.buf.as_ref()[12] >> 4) * 4
+        usize::from(self.offset_flags() >> 12) * 4
     }
     /// The flag bits (FIN = 0x01, SYN = 0x02, RST = 0x04, PSH = 0x08, ACK = 0x10, ...).
     #[inline]
     pub fn flags(&self) -> u16 {
-        be16(self.buf.as_ref(), 12) & 0x01ff
-    }
-    #[inline]
-    pub fn window(&self) -> u16 {
-        be16(self.buf.as_ref(), 14)
-    }
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        be16(self.buf.as_ref(), 16)
+        self.offset_flags() & FLAGS_MASK
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Sets the flag bits, keeping the data offset.
     #[inline]
-    pub fn set_src_port(&mut self, v: u16) {
-        put16(self.buf.as_mut(), 0, v);
-    }
-    #[inline]
-    pub fn set_dst_port(&mut self, v: u16) {
-        put16(self.buf.as_mut(), 2, v);
-    }
-    #[inline]
-    pub fn set_checksum(&mut self, v: u16) {
-        put16(self.buf.as_mut(), 16, v);
+    pub fn set_flags(&mut self, flags: u16) {
+        let v = (self.offset_flags() & !FLAGS_MASK) | (flags & FLAGS_MASK);
+        set(self.buf.as_mut(), field::FLAGS, v);
     }
 }

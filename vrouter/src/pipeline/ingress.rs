@@ -1,0 +1,242 @@
+//! What a packet from a pod or from the fabric is: ARP and neighbour solicitations the vrouter
+//! answers, routed or bridged pod traffic, tunnels to decapsulate, or traffic for the host.
+
+use super::rewrite::shift_offload;
+use super::{reply, Ctx, FlowHook, Verdict};
+use crate::buf::PacketBuf;
+use crate::meta::{self, PacketMeta, L3};
+use crate::stats::DropReason;
+use crate::tables::{Nexthop, RouteTarget, Topology, Vif, Vrf};
+use crate::wire::{arp, ethernet, gre, ipv4, mpls, udp, vxlan};
+use std::net::Ipv6Addr;
+
+impl<'a, F: FlowHook> Ctx<'a, F> {
+    /// The VRF, borrowed from the burst's topology snapshot (no reference count touched).
+    #[inline(always)]
+    pub(super) fn vrf(&self, id: u16) -> Result<&'a Vrf, DropReason> {
+        let topo: &'a Topology = self.topo;
+        topo.vrf(id).map(|v| &**v).ok_or(DropReason::InvalidVrf)
+    }
+
+    /// Whether the vrouter answers ARP / ND for `dst` in `vrf`: it has a route that does not
+    /// discard.
+    /// Never for an address that routes back to the asking vif itself: that is the asker's own
+    /// address (duplicate address detection, ARP probes), and answering would make it give the
+    /// address up.
+    fn proxies(&self, target: Option<RouteTarget>, asker: u16) -> bool {
+        match target.and_then(|t| self.tables.nexthops.get(t.nexthop)) {
+            None | Some(Nexthop::Discard) => false,
+            Some(Nexthop::Encap { vif, .. }) => vif != asker,
+            Some(_) => true,
+        }
+    }
+
+    pub(super) fn pod_ingress<B: PacketBuf>(
+        &mut self,
+        vif: &Vif,
+        m: &mut PacketMeta,
+        b: &mut B,
+    ) -> Verdict {
+        let vrf = match self.vrf(vif.vrf) {
+            Ok(v) => v,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let dmac = ethernet::Frame::new_unchecked(b.data()).dst();
+        let vrouter_mac = self.topo.fabric.vrouter_mac;
+        if m.l3 == L3::Arp {
+            return self.pod_arp(vif, vrf, m, b);
+        }
+        if m.l3 == L3::Ipv6 {
+            if let Some(t) = reply::ns_target(b.data(), m) {
+                let src = Ipv6Addr::from(m.src);
+                if t != src && self.proxies(vrf.route_v6(u128::from(t)), vif.index) {
+                    return self.replied(reply::na_reply(b, m, t, vrouter_mac), vif);
+                }
+                return Verdict::Drop(DropReason::ArpNotForUs);
+            }
+        }
+        if dmac == vrouter_mac {
+            return self.route(vrf, m, b, Some(vif), None);
+        }
+        if dmac.is_multicast() {
+            return Verdict::Drop(DropReason::Multicast);
+        }
+        self.bridge(vrf, m, dmac, b)
+    }
+
+    /// An answer written into the asking packet goes back out of the vif it came from.
+    fn replied(&self, answer: Result<(), DropReason>, vif: &Vif) -> Verdict {
+        match answer {
+            Ok(()) => {
+                self.stats.replies.add(1);
+                Verdict::Tx(vif.index)
+            }
+            Err(r) => Verdict::Drop(r),
+        }
+    }
+
+    fn pod_arp<B: PacketBuf>(
+        &mut self,
+        vif: &Vif,
+        vrf: &Vrf,
+        m: &PacketMeta,
+        b: &mut B,
+    ) -> Verdict {
+        let l3 = usize::from(m.l3_off);
+        let a = arp::Packet::new_unchecked(&b.data()[l3..]);
+        let (op, sip, tip) = (a.operation(), a.sender_ip(), a.target_ip());
+        if op != arp::OP_REQUEST
+            || tip == sip
+            || !self.proxies(vrf.route_v4(u32::from(tip)), vif.index)
+        {
+            return Verdict::Drop(DropReason::ArpNotForUs);
+        }
+        self.replied(
+            reply::arp_reply(b, l3, tip, self.topo.fabric.vrouter_mac),
+            vif,
+        )
+    }
+
+    pub(super) fn fabric_ingress<B: PacketBuf>(
+        &mut self,
+        vif: &Vif,
+        m: &PacketMeta,
+        b: &mut B,
+    ) -> Verdict {
+        let fabric_ip = self.topo.fabric.fabric_ip;
+        let l3 = usize::from(m.l3_off);
+        match m.l3 {
+            L3::Arp => {
+                let a = arp::Packet::new_unchecked(&b.data()[l3..]);
+                if a.operation() == arp::OP_REQUEST
+                    && a.target_ip() == fabric_ip
+                    && !fabric_ip.is_unspecified()
+                {
+                    return self.replied(reply::arp_reply(b, l3, fabric_ip, vif.mac), vif);
+                }
+                Verdict::Host
+            }
+            L3::Ipv4 if m.dst_v4() == u32::from(fabric_ip) => {
+                let tunnel = matches!(
+                    (m.proto, m.dport),
+                    (ipv4::proto::UDP, udp::PORT_VXLAN | udp::PORT_MPLS_UDP)
+                        | (ipv4::proto::GRE, _)
+                );
+                if m.fragment {
+                    // A later fragment has no port to tell; a tunnel packet must not be fragmented.
+                    if tunnel || m.proto == ipv4::proto::UDP {
+                        return Verdict::Drop(DropReason::FragmentedTunnel);
+                    }
+                    return Verdict::Host;
+                }
+                let l4 = usize::from(m.l4_off);
+                // The tunnel packet ends where the outer IP says: drop any Ethernet padding.
+                let end = usize::from(m.l3_off) + usize::from(m.l3_len);
+                if b.trim(b.len().saturating_sub(end)).is_err() {
+                    return Verdict::Drop(DropReason::Truncated);
+                }
+                match (m.proto, m.dport) {
+                    (ipv4::proto::UDP, udp::PORT_VXLAN) => {
+                        self.decap_vxlan(l4 + udp::HEADER_LEN, b)
+                    }
+                    (ipv4::proto::UDP, udp::PORT_MPLS_UDP) => {
+                        self.decap_mpls(l4 + udp::HEADER_LEN, b)
+                    }
+                    (ipv4::proto::GRE, _) => {
+                        let g = match gre::Packet::new_checked(&b.data()[l4..]) {
+                            Ok(g) => g,
+                            Err(e) => return Verdict::Drop(e.into()),
+                        };
+                        if g.protocol() != ethernet::ethertype::MPLS {
+                            return Verdict::Drop(DropReason::UnsupportedTunnel);
+                        }
+                        let off = l4 + g.header_len();
+                        self.decap_mpls(off, b)
+                    }
+                    _ => Verdict::Host,
+                }
+            }
+            _ => Verdict::Host,
+        }
+    }
+
+    fn decap_vxlan<B: PacketBuf>(&mut self, off: usize, b: &mut B) -> Verdict {
+        let vni = match vxlan::Packet::new_checked(&b.data()[off..]) {
+            Ok(v) => v.vni(),
+            Err(e) => return Verdict::Drop(e.into()),
+        };
+        let Some(vrf_id) = self.tables.vnis.get(vni) else {
+            return Verdict::Drop(DropReason::InvalidVni);
+        };
+        let vrf = match self.vrf(vrf_id) {
+            Ok(v) => v,
+            Err(r) => return Verdict::Drop(r),
+        };
+        if b.adj(off + vxlan::HEADER_LEN).is_err() {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        if shift_offload(b, off + vxlan::HEADER_LEN).is_err() {
+            return Verdict::Drop(DropReason::Offload);
+        }
+        let mut m = match meta::parse_ethernet(b.data()) {
+            Ok(m) => m,
+            Err(r) => return Verdict::Drop(r),
+        };
+        m.vrf = vrf_id;
+        let dmac = ethernet::Frame::new_unchecked(b.data()).dst();
+        if dmac == self.topo.fabric.vrouter_mac {
+            return self.route(vrf, &mut m, b, None, None);
+        }
+        if dmac.is_multicast() {
+            return Verdict::Drop(DropReason::Multicast);
+        }
+        self.bridge(vrf, &m, dmac, b)
+    }
+
+    fn decap_mpls<B: PacketBuf>(&mut self, off: usize, b: &mut B) -> Verdict {
+        let label = match mpls::Entry::new_checked(&b.data()[off..]) {
+            Ok(e) if e.bottom_of_stack() => e.label(),
+            Ok(_) => return Verdict::Drop(DropReason::InvalidLabel),
+            Err(e) => return Verdict::Drop(e.into()),
+        };
+        let Some(nh_id) = self.tables.labels.get(label) else {
+            return Verdict::Drop(DropReason::InvalidLabel);
+        };
+        let ip_off = off + mpls::ENTRY_LEN;
+        let m = match meta::parse_ip(b.data(), ip_off) {
+            Ok(m) => m,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let nh = match self.resolve(nh_id, &m) {
+            Ok(nh) => nh,
+            Err(r) => return Verdict::Drop(r),
+        };
+        match nh {
+            Nexthop::Encap { vif, dmac } => {
+                let Some(out) = self.topo.vif(vif) else {
+                    return Verdict::Drop(DropReason::InvalidVif);
+                };
+                if m.mtu_len > out.mtu {
+                    return Verdict::Drop(DropReason::Mtu);
+                }
+                // Replace everything up to the inner IP packet with a fresh Ethernet header.
+                if b.adj(ip_off - ethernet::HEADER_LEN).is_err() {
+                    return Verdict::Drop(DropReason::Truncated);
+                }
+                if shift_offload(b, ip_off - ethernet::HEADER_LEN).is_err() {
+                    return Verdict::Drop(DropReason::Offload);
+                }
+                let mut e = ethernet::Frame::new_unchecked(b.data_mut());
+                e.set_dst(dmac);
+                e.set_src(self.topo.fabric.vrouter_mac);
+                e.set_ethertype(m.ethertype);
+                Verdict::Tx(vif)
+            }
+            Nexthop::Receive => Verdict::Host,
+            Nexthop::Discard => Verdict::Drop(DropReason::DiscardNexthop),
+            Nexthop::Tunnel { .. } | Nexthop::Ecmp { .. } => {
+                Verdict::Drop(DropReason::InvalidTunnel)
+            }
+        }
+    }
+}
