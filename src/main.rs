@@ -5,6 +5,7 @@
 //! the same CPU runs the REST API (tokio), applying changes through [`dataplane`].
 
 mod cli;
+mod config;
 mod dataplane;
 mod lcore;
 mod offload;
