@@ -4,7 +4,8 @@
 #   DPDK 22.11 (runtime, dev files, dpdk-testpmd), libclang for bindgen, pkg-config, iproute2,
 #   and the tools the tests use as peers and oracles (ping, tcpdump, tshark, iperf3, scapy),
 #   and for the VM tests QEMU (from bookworm-backports), busybox-static and cpio
-#   (scripts/vm-image.sh builds the guest from Debian packages).
+#   (scripts/vm-image.sh builds the guest from Debian packages); for the package (scripts/package.sh)
+#   dpkg-dev, and for its test a Debian tree booted with systemd (mmdebstrap, systemd-nspawn).
 set -euo pipefail
 
 [[ $(id -u) -eq 0 ]] || { echo "install-deps.sh: run as root (apt-get install)" >&2; exit 1; }
@@ -15,6 +16,8 @@ packages=(
     iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy   # test peers and oracles
     ethtool jq curl procps kmod
     busybox-static cpio zstd xz-utils   # the VM tests' initramfs (modules may be .ko.xz/.zst)
+    dpkg-dev binutils                    # scripts/package.sh: dpkg-shlibdeps, objcopy
+    mmdebstrap systemd-container         # the package test's machine (scripts/systemd-image.sh)
 )
 # From bookworm-backports: the image may carry qemu-utils from there, and bookworm's own
 # qemu-system-x86 would pull qemu-utils back to 7.2 (removing it); the two must match.

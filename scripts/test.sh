@@ -10,6 +10,8 @@ scripts/hugepages.sh "${VROUTER_HUGEPAGES:-1024}"
 # The VM tests' guest (a Debian kernel and a busybox initramfs); built here so its download does
 # not count against a test's time. The tests build it too when it is missing.
 scripts/vm-image.sh
+# The package test's machine (a Debian tree with systemd), for the same reason.
+scripts/systemd-image.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -1,10 +1,13 @@
 //! Command-line options of vrouterd and the EAL arguments derived from them.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use vrouter::MacAddr;
+
+use crate::config::{self, ParseError};
 
 /// vrouterd: the vrouter data-plane process.
 ///
@@ -14,6 +17,17 @@ use vrouter::MacAddr;
 #[derive(Debug, Parser)]
 #[command(name = "vrouterd", version, about, long_about)]
 pub struct Options {
+    /// Read options from this TOML file: one key per option, named as the long option
+    /// (`fwd-lcores = "1,3"`), flags as booleans, the EAL arguments as `eal-args = [...]`.
+    /// Options on the command line win over the file's.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the options (and the --config file), print the configuration they make as TOML,
+    /// and exit without starting anything.
+    #[arg(long)]
+    pub check_config: bool,
+
     /// Unix socket of the REST control API (HTTP/1.1 + JSON, mode 0600).
     #[arg(
         long,
@@ -241,10 +255,44 @@ pub fn run_deadline(opts: &Options) -> Option<std::time::Instant> {
         .then(|| std::time::Instant::now() + std::time::Duration::from_secs_f64(opts.run_for))
 }
 
+/// The options on vrouterd's command line and in the `--config` file it names; exits with
+/// clap's message (or the help) if they do not parse, and after printing them for
+/// `--check-config`.
 pub fn parse() -> Result<Options> {
-    let opts = Options::parse();
-    opts.validate().context("invalid options")?;
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let (opts, effective) = match parse_from(&argv) {
+        Ok(parsed) => parsed,
+        Err(ParseError::Clap { error, file }) => {
+            if let (Some(file), true) = (file, error.use_stderr()) {
+                let _ = error.print();
+                eprintln!(
+                    "note: options were read from {} as well as from the command line",
+                    file.display()
+                );
+                std::process::exit(error.exit_code());
+            }
+            error.exit()
+        }
+        Err(ParseError::File(e)) => bail!("configuration file {e}"),
+    };
+    let context = match &opts.config {
+        Some(file) => format!("invalid options (command line and {})", file.display()),
+        None => "invalid options".to_owned(),
+    };
+    opts.validate().context(context)?;
+    if opts.check_config {
+        print!("{effective}");
+        std::process::exit(0);
+    }
     Ok(opts)
+}
+
+/// The options `argv` gives, and the configuration they make written as a file.
+fn parse_from(argv: &[OsString]) -> Result<(Options, String), ParseError> {
+    let matches = config::parse(Options::command(), argv)?;
+    let opts = Options::from_arg_matches(&matches)
+        .map_err(|error| ParseError::Clap { error, file: None })?;
+    Ok((opts, config::render(&Options::command(), &matches)))
 }
 
 #[cfg(test)]
@@ -315,6 +363,111 @@ mod tests {
         .tables_config();
         assert_eq!((c.v4_groups, c.v6_groups, c.bridge_entries), (8, 9, 10));
         assert!(Options::try_parse_from(["vrouterd", "--bridge-entries", "0"]).is_err());
+    }
+
+    fn parse_with_file(text: &str, args: &[&str]) -> Result<(Options, String), ParseError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vrouterd.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut argv: Vec<OsString> = vec!["vrouterd".into(), "--config".into(), path.into()];
+        argv.extend(args.iter().map(OsString::from));
+        parse_from(&argv)
+    }
+
+    #[test]
+    fn the_configuration_file_sets_options_and_the_command_line_wins() {
+        let file = "fwd-lcores = \"2-3\"\nvhost-lcore = 1\nrun-for = 2\n\
+                    state-dir = \"/var/lib/vrouter\"\neal-args = [\"--no-pci\"]\n";
+        let (o, _) = parse_with_file(file, &[]).unwrap();
+        assert_eq!(o.fwd_lcores.0, [2, 3]);
+        assert_eq!((o.vhost_lcore, o.run_for), (1, 2.0));
+        assert_eq!(
+            o.state_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/vrouter"))
+        );
+        assert_eq!(o.eal_args, ["--no-pci"]);
+        assert!(o.config.is_some());
+
+        let (o, effective) = parse_with_file(
+            file,
+            &[
+                "--fwd-lcores",
+                "4",
+                "--run-for=0.5",
+                "--",
+                "--vdev",
+                "net_null0",
+            ],
+        )
+        .unwrap();
+        assert_eq!(o.fwd_lcores.0, [4]);
+        assert_eq!((o.vhost_lcore, o.run_for), (1, 0.5));
+        assert_eq!(o.eal_args, ["--vdev", "net_null0"]);
+        assert!(effective.contains("\nfwd-lcores = \"4\"\n"), "{effective}");
+        assert!(effective.contains("\n# mbufs = 32767\n"), "{effective}");
+    }
+
+    #[test]
+    fn the_configuration_file_refuses_what_the_command_line_would() {
+        let error = |text| match parse_with_file(text, &[]) {
+            Err(ParseError::File(e)) => e.to_string(),
+            Err(ParseError::Clap { error, .. }) => error.to_string(),
+            Ok(_) => panic!("{text:?} was accepted"),
+        };
+        assert!(error("fwd-lcores = \"3-1\"").contains(":1: fwd-lcores: invalid value \"3-1\""));
+        assert!(error("fabric-ip = \"10.0.0\"").contains(":1: fabric-ip: invalid value"));
+        assert!(error("idle-sleep-us = 100001").contains(":1: idle-sleep-us: invalid value"));
+        assert!(error("mbufs = \"1\"").contains(":1: mbufs: expected an integer"));
+        assert!(error("eal-args = \"--no-pci\"").contains(":1: eal-args: expected an array"));
+        assert!(error("check-config = true").contains(":1: check-config: unknown key"));
+        // Options that need another hold in the file as on the command line.
+        assert!(error("fabric-ip = \"10.0.0.1\"").contains("--fabric"));
+    }
+
+    /// The configuration file the package installs in /etc/vrouter.
+    const SHIPPED: &str = include_str!("../packaging/vrouterd.toml");
+
+    #[test]
+    fn the_shipped_configuration_has_every_key_with_its_default() {
+        let (o, effective) = parse_with_file(SHIPPED, &[]).unwrap();
+        o.validate().unwrap();
+        let lines: Vec<&str> = SHIPPED.lines().collect();
+        for key in config::key_names(&Options::command()) {
+            let set = lines.iter().any(|l| l.starts_with(&format!("{key} = ")));
+            let shown = lines.iter().any(|l| l.starts_with(&format!("# {key} = ")));
+            assert!(
+                set || shown,
+                "the shipped configuration lacks the key {key}"
+            );
+            // What --check-config shows for a default is the line the file has for it.
+            let default = effective
+                .lines()
+                .find(|l| l.starts_with(&format!("# {key} = ")));
+            if let (false, Some(default)) = (set, default) {
+                assert!(
+                    lines.contains(&default),
+                    "{key}: expected {default:?} in the file"
+                );
+            }
+        }
+        // Each commented-out setting, examples included, is a valid one.
+        let uncommented: String = lines
+            .iter()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest
+                        .split_once(" = ")
+                        .is_some_and(|(k, _)| !k.contains(' ')) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (o, _) = parse_with_file(&uncommented, &[]).unwrap();
+        o.validate().unwrap();
+        assert_eq!(o.fabric.as_deref(), Some("0000:03:00.1"));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! the same CPU runs the REST API (tokio), applying changes through [`dataplane`].
 
 mod cli;
+mod config;
 mod dataplane;
 mod lcore;
+mod notify;
 mod offload;
 mod packet;
 mod progress;
@@ -339,6 +341,12 @@ fn run(opts: &cli::Options) -> Result<()> {
                     return Err(e);
                 }
             };
+            // Bound and listening: a client's connection waits in the backlog until the
+            // server below accepts it, so the API answers from here on.
+            notify::notify(&format!(
+                "READY=1\nSTATUS=control API on {}",
+                control_socket.display()
+            ));
             // The server runs controller calls on its own two threads (changes, reads), started
             // with it and kept for its life. Nothing here should use tokio's blocking pool; if
             // something ever does, one thread kept for good is the pool, rather than threads
@@ -370,6 +378,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         _ => "signal",
     };
     info!(reason, "shutting down");
+    notify::notify(&format!("STOPPING=1\nSTATUS=shutting down ({reason})"));
 
     let _ = stop_api_tx.send(());
     let api_outcome = api

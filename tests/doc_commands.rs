@@ -6,13 +6,16 @@
 //! - `vrouterctl …` lines run here, in document order, against one real vrouterd
 //!   (`/var/run/vrouter` in a path stands for its socket base); each must succeed;
 //! - `scripts/<name>.sh …` lines must name a script that CI runs: `.ci/run`, the scripts it
-//!   runs, and the scripts those run, found by reading them;
+//!   runs, and the scripts those run, found by reading them, and the scripts the tests in
+//!   `tests/` run (CI runs every test);
 //! - any other line must appear, as written, in one of those scripts.
 //!
 //! A block marked `sh-host` holds commands that change the host or need hardware this machine
 //! lacks (binding a NIC to vfio, creating SR-IOV VFs, starting vrouterd on a PCI device): each
 //! program must be installed here, `dpdk-devbind.py` status queries run, and a `vrouterd`
-//! command line must be accepted by vrouterd's option parser; the rest is not run.
+//! command line must be accepted by vrouterd's option parser (`/etc/vrouter/vrouterd.toml`
+//! stands for the file the package installs there, `packaging/vrouterd.toml`); the rest is not
+//! run.
 //! Any other fence (diagrams, usage synopses) is not a command.
 
 use std::collections::BTreeSet;
@@ -101,29 +104,47 @@ fn words(command: &str) -> Vec<String> {
     command.split_whitespace().map(str::to_owned).collect()
 }
 
-/// The scripts CI runs: `.ci/run`, then every `scripts/<name>.sh` named in a script already
-/// found, transitively.
+/// The scripts CI runs: `.ci/run` and the scripts the tests run (`tests/*.rs`), then every
+/// `scripts/<name>.sh` named in a script already found, transitively. The test files themselves
+/// are not in the set.
 fn ci_scripts() -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let mut todo = vec![".ci/run".to_owned()];
+    let mut tests: Vec<PathBuf> = std::fs::read_dir(root().join("tests"))
+        .expect("tests/")
+        .map(|e| e.expect("tests/ entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    tests.sort();
+    for test in tests {
+        let text = std::fs::read_to_string(&test).unwrap_or_else(|e| panic!("{test:?}: {e}"));
+        todo.extend(scripts_named(&text));
+    }
     while let Some(script) = todo.pop() {
         if !found.insert(script.clone()) {
             continue;
         }
         let text = std::fs::read_to_string(root().join(&script))
             .unwrap_or_else(|e| panic!("{script}: {e}"));
-        for (i, _) in text.match_indices("scripts/") {
-            let rest = &text[i..];
-            let end = rest
-                .find(|c: char| !(c.is_ascii_alphanumeric() || "/-_.".contains(c)))
-                .unwrap_or(rest.len());
-            let name = &rest[..end];
-            if name.ends_with(".sh") && root().join(name).is_file() {
-                todo.push(name.to_owned());
-            }
-        }
+        todo.extend(scripts_named(&text));
     }
     found
+}
+
+/// The `scripts/<name>.sh` that exist and `text` names.
+fn scripts_named(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for (i, _) in text.match_indices("scripts/") {
+        let rest = &text[i..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "/-_.".contains(c)))
+            .unwrap_or(rest.len());
+        let name = &rest[..end];
+        if name.ends_with(".sh") && root().join(name).is_file() {
+            names.push(name.to_owned());
+        }
+    }
+    names
 }
 
 fn normalised(s: &str) -> String {
@@ -194,10 +215,16 @@ fn check_host_command(shown: &Shown) {
         "vrouterd" => {
             // Everything up to `--` through the option parser: a misspelt or removed option
             // fails here. `--help` last, so every option before it is parsed first.
+            let shipped = root().join("packaging/vrouterd.toml");
+            let shipped = shipped.to_str().expect("utf-8 path");
             let opts: Vec<&str> = w[1..]
                 .iter()
                 .map(String::as_str)
                 .take_while(|a| *a != "--")
+                .map(|a| match a {
+                    "/etc/vrouter/vrouterd.toml" => shipped,
+                    a => a,
+                })
                 .collect();
             let out = Command::new(vrouterd_bin())
                 .args(&opts)
