@@ -1,0 +1,108 @@
+//! The table's memory: buckets (sequence word and tags), entries, counters, grouped per bucket,
+//! and the encoding of an entry's words.
+
+use super::state::{FlowVerdict, TcpState};
+use super::{Hit, NO_REVERSE, SLOTS_PER_BUCKET};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(super) struct Bucket {
+    pub(super) seq: AtomicU32,
+    /// Non-zero: the slot is in use and this is its key's tag.
+    pub(super) tags: [AtomicU32; SLOTS_PER_BUCKET],
+    /// Flows whose forward entry was installed in this bucket: counted here, under its lock,
+    /// with a plain store (no counter that every core's setups write).
+    pub(super) created: AtomicU64,
+}
+
+/// What a lookup reads, in one cache line of its own. Words: `meta` = verdict (8) | tcp state
+/// (8) | flags (8) | reserved (8) | reverse index (32); `vifs` = in vif (16) | out vif (16) |
+/// policy generation (32).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(super) struct Entry {
+    pub(super) key: [AtomicU64; 5],
+    pub(super) meta: AtomicU64,
+    pub(super) vifs: AtomicU64,
+    pub(super) seen: AtomicU64,
+}
+
+impl Entry {
+    /// Whether the entry holds the key with these words: all five compared without branching
+    /// (one test instead of a branch per word).
+    #[inline(always)]
+    pub(super) fn is_of(&self, w: &[u64; 5]) -> bool {
+        self.key
+            .iter()
+            .zip(w)
+            .fold(0, |d, (k, w)| d | (k.load(Ordering::Relaxed) ^ w))
+            == 0
+    }
+}
+
+/// An entry's packet and byte counters, beside the entries (four per cache line): only
+/// written on a hit, never read by a lookup, so they stay out of the entry's line.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) packets: AtomicU64,
+    pub(super) bytes: AtomicU64,
+}
+
+const FLAG_REVERSE: u64 = 1;
+
+pub(super) fn meta_word(verdict: FlowVerdict, tcp: TcpState, reverse_flag: bool, rev: u32) -> u64 {
+    let v = match verdict {
+        FlowVerdict::Forward => 1u64,
+        FlowVerdict::Drop => 2,
+    };
+    v << 56 | (tcp as u64) << 48 | u64::from(reverse_flag) << 40 | u64::from(rev)
+}
+
+#[inline]
+pub(super) fn meta_verdict(m: u64) -> FlowVerdict {
+    if (m >> 56) as u8 == 1 {
+        FlowVerdict::Forward
+    } else {
+        FlowVerdict::Drop
+    }
+}
+#[inline]
+pub(super) fn meta_tcp(m: u64) -> TcpState {
+    TcpState::from_u8((m >> 48) as u8)
+}
+#[inline]
+pub(super) fn meta_is_reverse(m: u64) -> bool {
+    (m >> 40) & FLAG_REVERSE == 1
+}
+#[inline]
+pub(super) fn meta_rev(m: u64) -> Option<u32> {
+    let r = m as u32;
+    (r != NO_REVERSE).then_some(r)
+}
+pub(super) fn vifs_word(in_vif: u16, out_vif: u16, gen: u32) -> u64 {
+    u64::from(in_vif) << 48 | u64::from(out_vif) << 32 | u64::from(gen)
+}
+
+#[inline(always)]
+pub(super) fn hit(idx: usize, m: u64, v: u64) -> Hit {
+    Hit {
+        index: idx as u32,
+        verdict: meta_verdict(m),
+        is_reverse: meta_is_reverse(m),
+        in_vif: (v >> 48) as u16,
+        out_vif: (v >> 32) as u16,
+        policy_gen: v as u32,
+    }
+}
+
+/// A bucket with its slots' entries and counters, contiguous: a lookup that finds its key in
+/// its first bucket touches one page, not three (page walks are what a large table's lookups
+/// wait for most).
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+pub(super) struct Group {
+    pub(super) bucket: Bucket,
+    pub(super) entries: [Entry; SLOTS_PER_BUCKET],
+    pub(super) counters: [Counters; SLOTS_PER_BUCKET],
+}
