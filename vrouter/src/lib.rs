@@ -52,6 +52,7 @@ pub mod offload;
 pub mod pipeline;
 pub mod qsbr;
 pub mod stats;
+mod sync;
 pub mod tables;
 pub mod wire;
 

@@ -3,7 +3,7 @@
 
 use super::layout::meta_tcp;
 use super::{FlowInfo, FlowTable, SLOTS_PER_BUCKET};
-use std::sync::atomic::Ordering;
+use crate::sync::Ordering;
 
 impl FlowTable {
     /// Age up to `budget` buckets (each `SLOTS_PER_BUCKET` entries) from where the last call

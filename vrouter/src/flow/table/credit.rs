@@ -1,7 +1,7 @@
 //! Setup credits: entries a setter-up reserves against the table's capacity ahead of its setups.
 
 use super::FlowTable;
-use std::sync::atomic::Ordering;
+use crate::sync::Ordering;
 
 /// Entries a forwarding core reserves against the table's capacity at a time: one shared
 /// counter update per this many setups, not one per setup.

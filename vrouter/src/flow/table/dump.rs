@@ -3,7 +3,7 @@
 
 use super::layout::{meta_is_reverse, meta_rev, meta_tcp, meta_verdict};
 use super::{FlowInfo, FlowKey, FlowPage, FlowStats, FlowTable, READ_TRIES, SLOTS_PER_BUCKET};
-use std::sync::atomic::{fence, Ordering};
+use crate::sync::{spin_loop, Ordering};
 
 impl FlowTable {
     /// A consistent copy of entry `idx`, if in use.
@@ -13,11 +13,10 @@ impl FlowTable {
         let e = self.entry(idx)?;
         let c = self.counter(idx)?;
         for _ in 0..READ_TRIES {
-            let s1 = bucket.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                std::hint::spin_loop();
+            let Some(s1) = bucket.read_begin() else {
+                spin_loop();
                 continue;
-            }
+            };
             let tag = bucket
                 .tags
                 .get(idx % SLOTS_PER_BUCKET)?
@@ -25,8 +24,7 @@ impl FlowTable {
             let key: [u64; 5] = std::array::from_fn(|i| e.key[i].load(Ordering::Relaxed));
             let m = e.meta.load(Ordering::Relaxed);
             let v = e.vifs.load(Ordering::Relaxed);
-            fence(Ordering::Acquire);
-            if bucket.seq.load(Ordering::Relaxed) != s1 {
+            if !bucket.read_valid(s1) {
                 continue;
             }
             if tag == 0 {

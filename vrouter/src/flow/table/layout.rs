@@ -3,17 +3,92 @@
 
 use super::state::{FlowVerdict, TcpState};
 use super::{Hit, NO_REVERSE, SLOTS_PER_BUCKET};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{fence, spin_loop, AtomicU32, AtomicU64, Ordering};
 
+/// A bucket's line: its sequence lock and its slots' tags.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub(super) struct Bucket {
-    pub(super) seq: AtomicU32,
+    /// Even: stable; odd: a writer holds the bucket.
+    seq: AtomicU32,
     /// Non-zero: the slot is in use and this is its key's tag.
     pub(super) tags: [AtomicU32; SLOTS_PER_BUCKET],
     /// Flows whose forward entry was installed in this bucket: counted here, under its lock,
     /// with a plain store (no counter that every core's setups write).
     pub(super) created: AtomicU64,
+}
+
+/// The sequence lock. Writers `lock` (or `try_lock`), write the bucket's tags and its slots'
+/// entries with `Relaxed` stores, and `unlock`. Readers take `read_begin`, read with `Relaxed`
+/// loads, and keep what they read only if `read_valid` says no writer came in between; they
+/// never write the bucket, so lookups from many cores share no cache line in writing.
+impl Bucket {
+    /// Reader: the sequence to check the read against, or `None` while a writer holds the
+    /// bucket.
+    #[inline(always)]
+    pub(super) fn read_begin(&self) -> Option<u32> {
+        let s = self.seq.load(Ordering::Acquire);
+        (s & 1 == 0).then_some(s)
+    }
+
+    /// Reader: whether what was read since `read_begin` returned `s` is consistent (no writer
+    /// took the bucket meanwhile).
+    #[inline(always)]
+    pub(super) fn read_valid(&self, s: u32) -> bool {
+        // Pairs with the fence in `lock`: a load that saw a writer's store makes the load
+        // below see that writer's sequence move.
+        fence(Ordering::Acquire);
+        self.seq.load(Ordering::Relaxed) == s
+    }
+
+    /// Writer: take the bucket, waiting while another writer holds it.
+    #[inline]
+    pub(super) fn lock(&self) {
+        loop {
+            let s = self.seq.load(Ordering::Relaxed);
+            if s & 1 == 0
+                && self
+                    .seq
+                    .compare_exchange_weak(
+                        s,
+                        s.wrapping_add(1),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                // Orders the odd sequence before this writer's entry stores.
+                fence(Ordering::Release);
+                return;
+            }
+            spin_loop();
+        }
+    }
+
+    /// Writer: take the bucket if no other writer holds it.
+    #[inline]
+    pub(super) fn try_lock(&self) -> bool {
+        let s = self.seq.load(Ordering::Relaxed);
+        if s & 1 == 0
+            && self
+                .seq
+                .compare_exchange(s, s.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            fence(Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// Writer: let the bucket go.
+    #[inline]
+    pub(super) fn unlock(&self) {
+        // We hold it, so no other writer moves it: a plain release store (no locked
+        // instruction that would wait for this setup's entry writes to reach memory).
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Release);
+    }
 }
 
 /// What a lookup reads, in one cache line of its own. Words: `meta` = verdict (8) | tcp state

@@ -4,8 +4,8 @@
 use super::key::Place;
 use super::layout::{hit, meta_tcp, Group};
 use super::{FlowKey, FlowTable, Hit, READ_TRIES, SLOTS_PER_BUCKET};
+use crate::sync::{spin_loop, Ordering};
 use prefetch_index::prefetch_index;
-use std::sync::atomic::{fence, Ordering};
 
 impl FlowTable {
     /// for every retry: the caller's setup path then finds the entry under the lock).
@@ -102,8 +102,8 @@ impl FlowTable {
         let bucket = self.bucket(idx / SLOTS_PER_BUCKET)?;
         let tag = bucket.tags.get(idx % SLOTS_PER_BUCKET)?;
         let e = self.entry(idx)?;
-        let s1 = bucket.seq.load(Ordering::Acquire);
-        if s1 & 1 == 1 || tag.load(Ordering::Relaxed) != p.tag {
+        let s1 = bucket.read_begin()?;
+        if tag.load(Ordering::Relaxed) != p.tag {
             return None;
         }
         let same = e.is_of(&p.words);
@@ -111,8 +111,7 @@ impl FlowTable {
             e.meta.load(Ordering::Relaxed),
             e.vifs.load(Ordering::Relaxed),
         );
-        fence(Ordering::Acquire);
-        if !same || bucket.seq.load(Ordering::Relaxed) != s1 {
+        if !same || !bucket.read_valid(s1) {
             return None;
         }
         Some(hit(idx, m, v))
@@ -132,10 +131,7 @@ impl FlowTable {
     #[inline(always)]
     fn read_bucket(group: &Group, p: &Place, b: usize) -> Option<Option<Hit>> {
         let bucket = &group.bucket;
-        let s1 = bucket.seq.load(Ordering::Acquire);
-        if s1 & 1 == 1 {
-            return None;
-        }
+        let s1 = bucket.read_begin()?;
         let mut found = None;
         // Slot and entry side by side from the group: no index arithmetic per slot.
         for (i, (t, e)) in bucket.tags.iter().zip(&group.entries).enumerate() {
@@ -148,8 +144,7 @@ impl FlowTable {
                 break;
             }
         }
-        fence(Ordering::Acquire);
-        if bucket.seq.load(Ordering::Relaxed) != s1 {
+        if !bucket.read_valid(s1) {
             return None;
         }
         Some(found.map(|(idx, m, v)| hit(idx, m, v)))
@@ -162,7 +157,7 @@ impl FlowTable {
     fn lookup_in_again(&self, p: &Place, b: usize) -> Option<Hit> {
         let group = self.groups.get(b)?;
         for _ in 1..READ_TRIES {
-            std::hint::spin_loop();
+            spin_loop();
             if let Some(found) = Self::read_bucket(group, p, b) {
                 return found;
             }

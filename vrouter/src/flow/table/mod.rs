@@ -43,10 +43,10 @@ pub use key::FlowKey;
 pub(crate) use key::Place;
 pub use state::{FlowTimeouts, FlowVerdict, TcpState};
 
+use crate::sync::{AtomicU64, AtomicUsize};
 use crate::tables::OwnLines;
 use key::random_seed;
 use layout::{Bucket, Counters, Entry, Group};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 /// Slots per bucket (one bucket line of sequence and tags).
 pub const SLOTS_PER_BUCKET: usize = 8;

@@ -8,56 +8,22 @@ use super::{
     FlowKey, FlowTable, InsertError, NewFlow, SetupCredit, NO_REVERSE, RELOCATE_DEPTH,
     SLOTS_PER_BUCKET,
 };
-use std::sync::atomic::{fence, Ordering};
+use crate::sync::Ordering;
 
 impl FlowTable {
     fn lock(&self, b: usize) {
-        let Some(bucket) = self.bucket(b) else {
-            return;
-        };
-        loop {
-            let s = bucket.seq.load(Ordering::Relaxed);
-            if s & 1 == 0
-                && bucket
-                    .seq
-                    .compare_exchange_weak(
-                        s,
-                        s.wrapping_add(1),
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-            {
-                fence(Ordering::Release);
-                return;
-            }
-            std::hint::spin_loop();
+        if let Some(bucket) = self.bucket(b) {
+            bucket.lock();
         }
     }
 
     fn try_lock(&self, b: usize) -> bool {
-        let Some(bucket) = self.bucket(b) else {
-            return false;
-        };
-        let s = bucket.seq.load(Ordering::Relaxed);
-        if s & 1 == 0
-            && bucket
-                .seq
-                .compare_exchange(s, s.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            fence(Ordering::Release);
-            return true;
-        }
-        false
+        self.bucket(b).is_some_and(|bucket| bucket.try_lock())
     }
 
     fn unlock(&self, b: usize) {
         if let Some(bucket) = self.bucket(b) {
-            // We hold it, so no other writer moves it: a plain release store (no locked
-            // instruction that would wait for this setup's entry writes to reach memory).
-            let s = bucket.seq.load(Ordering::Relaxed);
-            bucket.seq.store(s.wrapping_add(1), Ordering::Release);
+            bucket.unlock();
         }
     }
 
