@@ -35,10 +35,18 @@ impl Bucket {
     /// took the bucket meanwhile).
     #[inline(always)]
     pub(super) fn read_valid(&self, s: u32) -> bool {
+        self.read_keep(true, s)
+    }
+
+    /// Reader: whether to keep what was read since `read_begin` returned `s`: the reader
+    /// `wants` it and it is consistent. The fence comes first either way, so that a reader's
+    /// own test (a key that did not match) does not leave it on one branch only.
+    #[inline(always)]
+    pub(super) fn read_keep(&self, wants: bool, s: u32) -> bool {
         // Pairs with the fence in `lock`: a load that saw a writer's store makes the load
         // below see that writer's sequence move.
         fence(Ordering::Acquire);
-        self.seq.load(Ordering::Relaxed) == s
+        wants && self.seq.load(Ordering::Relaxed) == s
     }
 
     /// Writer: take the bucket, waiting while another writer holds it.

@@ -111,7 +111,7 @@ impl FlowTable {
             e.meta.load(Ordering::Relaxed),
             e.vifs.load(Ordering::Relaxed),
         );
-        if !same || !bucket.read_valid(s1) {
+        if !bucket.read_keep(same, s1) {
             return None;
         }
         Some(hit(idx, m, v))
