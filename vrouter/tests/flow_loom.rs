@@ -13,7 +13,7 @@
 //! entry the same way and removes an expired flow under the lock.
 //!
 //! Sharp enough to matter (tried by hand): with the `Acquire` fence before the sequence
-//! re-check taken out (`Bucket::read_valid`), or the `Release` fence after taking the lock
+//! re-check taken out (`Bucket::read_keep`), or the `Release` fence after taking the lock
 //! (`Bucket::lock`), the lookup and dump tests find a read pairing one flow's key with the
 //! other's words; with the unlock's store `Relaxed`, all four fail. About a minute in release.
 
