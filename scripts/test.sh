@@ -21,6 +21,10 @@ echo "== cargo nextest"
 profile=default
 [[ -n ${CI:-} ]] && profile=ci
 cargo nextest run --workspace --locked --profile "$profile"
+echo "== loom (the flow table's synchronisation)"
+# The flow table rebuilt on loom's atomics; its own target directory, so that the cfg does not
+# make later builds start over.
+RUSTFLAGS="--cfg loom" cargo test -p vrouter --test flow_loom --release --locked --target-dir target/loom
 echo "== demo (the README's first command, as a new user runs it)"
 DEMO_SECONDS=${DEMO_SECONDS:-3} scripts/demo.sh
 echo "== fuzz (bounded)"

@@ -54,6 +54,7 @@ pub mod offload;
 pub mod pipeline;
 pub mod qsbr;
 pub mod stats;
+mod sync;
 pub mod tables;
 pub mod wire;
 

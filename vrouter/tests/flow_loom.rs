@@ -1,332 +1,289 @@
-//! loom over the flow table's bucket protocol: every interleaving of a few threads (and the
-//! stale values loom lets `Relaxed` loads return) checked against what a sequential table
-//! would answer.
+//! loom over the flow table's synchronisation: the real [`FlowTable`], built on loom's atomics
+//! (`--cfg loom`: see `vrouter/src/sync.rs`), in every interleaving of a few threads, and with
+//! the stale values loom lets `Relaxed` loads return, checked against what a sequential table
+//! would answer. Run it with
+//! `RUSTFLAGS="--cfg loom" cargo test -p vrouter --test flow_loom --release`; without the cfg
+//! this file is empty.
 //!
-//! The table (`vrouter::flow::table`) keeps its entries in large preallocated arrays of `std`
-//! atomics; loom's atomics cannot stand in for those without rewriting the table around them.
-//! So these tests run loom over a small model of one bucket that follows the table's protocol
-//! step for step, with the same orderings (keep the two in step when either changes):
-//! - writers lock the bucket by moving its sequence word from even to odd (`Acquire` CAS, then
-//!   a `Release` fence), write an entry's key words, meta and last-seen time and then its tag
-//!   (all `Relaxed`), and unlock with a plain `Release` store of the next even value;
-//!   a removal clears the tag under the lock;
-//! - readers load the sequence (`Acquire`), retry while it is odd, read tags, then the key
-//!   words and meta of a tag match (`Relaxed`), fence (`Acquire`), and retry if the sequence
-//!   moved; after a bounded number of tries they report the bucket busy (the fast path then
-//!   falls back to the setup path, which looks again under the lock);
-//! - aging reads each slot like a reader and removes an expired flow by key, under the lock.
+//! What it covers: writers lock a bucket by moving its sequence word from even to odd, write an
+//! entry's key words, meta and vifs and then its tag (`Relaxed`), and unlock with a `Release`
+//! store; readers check that the sequence did not move across their `Relaxed` reads (a fence
+//! between), retry a bounded number of times, then report the bucket busy (a miss: the fast
+//! path then falls back to the setup path, which looks again under the lock); aging reads each
+//! entry the same way and removes an expired flow under the lock.
 //!
-//! (The burst path's hinted read of one slot, `lookup_slot`, is the same read on one slot.)
-//! The model is sharp enough to matter: with the reader's `Acquire` fence removed, or the
-//! unlock store made `Relaxed`, these tests fail (tried by hand); a reader without its sequence
-//! re-check is caught by a test below.
+//! Sharp enough to matter (tried by hand): with the `Acquire` fence before the sequence
+//! re-check taken out (`Bucket::read_keep`), or the `Release` fence after taking the lock
+//! (`Bucket::lock`), the lookup and dump tests find a read pairing one flow's key with the
+//! other's words; with the unlock's store `Relaxed`, all four fail. About a minute in release.
 
-use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+#![cfg(loom)]
+
 use loom::sync::Arc;
 use loom::thread;
+use vrouter::flow::table::{Hit, InsertError, NewFlow};
+use vrouter::flow::{FlowConfig, FlowKey, FlowTable, FlowTimeouts, FlowVerdict};
 
-const SLOTS: usize = 2;
-const READ_TRIES: usize = 2;
+/// Fixed hash keys: loom replays each interleaving, and a key must land in the same slot on
+/// every replay.
+const SEED: [u64; 6] = [
+    0x9e37_79b9_7f4a_7c15,
+    0xbf58_476d_1ce4_e5b9,
+    0x94d0_49bb_1331_11eb,
+    0x2545_f491_4f6c_dd1d,
+    0x6a09_e667_f3bc_c909,
+    0xbb67_ae85_84ca_a73b,
+];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Key {
-    words: [u64; 2],
-    tag: u32,
+/// UDP flows idle for more than this are aged.
+const UDP_TIMEOUT: u64 = 10;
+
+/// The smallest table: two buckets of eight slots, so every key's two candidate buckets are
+/// the same two and writers always contend.
+fn table() -> FlowTable {
+    FlowTable::with_fixed_seed(
+        FlowConfig {
+            entries: 8,
+            timeouts: FlowTimeouts {
+                udp: UDP_TIMEOUT,
+                ..FlowTimeouts::default()
+            },
+        },
+        SEED,
+    )
+    .expect("a table of 8 entries")
 }
 
-/// The meta word written with a key: a read returning another key's meta is a torn read.
-fn meta_of(k: &Key) -> u64 {
-    k.words[0].wrapping_mul(0x9e37_79b9) ^ k.words[1] ^ 0x5a5a
+/// The `n`-th UDP key.
+fn key(n: u16) -> FlowKey {
+    FlowKey {
+        vrf: 1,
+        v6: false,
+        proto: 17,
+        src: 0xc612_0001,
+        dst: 0xc633_6407,
+        sport: 1000 + n,
+        dport: 53,
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Read {
-    Found(u64),
-    Missing,
-    /// Writers kept the bucket busy for every try.
-    Busy,
+/// One key's flow, installed alone (no reverse entry, so each setup writes one entry), with
+/// vifs and a policy generation of its own: a lookup answering another flow's words for this
+/// key is a torn read.
+#[derive(Clone, Copy)]
+struct Flow {
+    key: FlowKey,
+    id: u16,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum InsertError {
-    Raced,
-    Full,
-}
+impl Flow {
+    fn new(id: u16) -> Flow {
+        Flow { key: key(id), id }
+    }
 
-struct Bucket {
-    seq: AtomicU32,
-    tags: [AtomicU32; SLOTS],
-    keys: [[AtomicU64; 2]; SLOTS],
-    metas: [AtomicU64; SLOTS],
-    seen: [AtomicU64; SLOTS],
-    /// The reader skips its sequence re-check (to show the tests catch that bug).
-    broken_reader: bool,
-}
-
-impl Bucket {
-    fn new(broken_reader: bool) -> Bucket {
-        Bucket {
-            seq: AtomicU32::new(0),
-            tags: std::array::from_fn(|_| AtomicU32::new(0)),
-            keys: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
-            metas: std::array::from_fn(|_| AtomicU64::new(0)),
-            seen: std::array::from_fn(|_| AtomicU64::new(0)),
-            broken_reader,
+    fn setup(&self, now: u64) -> NewFlow {
+        NewFlow {
+            key: self.key,
+            verdict: self.verdict(),
+            with_reverse: false,
+            in_vif: self.id,
+            out_vif: self.id + 100,
+            policy_gen: u32::from(self.id) * 1000,
+            now,
         }
     }
 
-    /// The table uses `compare_exchange_weak` here; the strong one differs only by spurious
-    /// failures, which retry the same way and would only multiply loom's branches.
-    fn lock(&self) {
-        loop {
-            let s = self.seq.load(Ordering::Relaxed);
-            if s & 1 == 0
-                && self
-                    .seq
-                    .compare_exchange(s, s.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                fence(Ordering::Release);
-                return;
-            }
-            thread::yield_now();
-        }
-    }
-
-    fn unlock(&self) {
-        let s = self.seq.load(Ordering::Relaxed);
-        self.seq.store(s.wrapping_add(1), Ordering::Release);
-    }
-
-    fn key_at(&self, i: usize) -> [u64; 2] {
-        [
-            self.keys[i][0].load(Ordering::Relaxed),
-            self.keys[i][1].load(Ordering::Relaxed),
-        ]
-    }
-
-    fn find_locked(&self, k: &Key) -> Option<usize> {
-        (0..SLOTS)
-            .find(|&i| self.tags[i].load(Ordering::Relaxed) == k.tag && self.key_at(i) == k.words)
-    }
-
-    fn insert(&self, k: &Key, now: u64) -> Result<usize, InsertError> {
-        self.lock();
-        let r = if self.find_locked(k).is_some() {
-            Err(InsertError::Raced)
-        } else if let Some(i) = (0..SLOTS).find(|&i| self.tags[i].load(Ordering::Relaxed) == 0) {
-            self.keys[i][0].store(k.words[0], Ordering::Relaxed);
-            self.keys[i][1].store(k.words[1], Ordering::Relaxed);
-            self.metas[i].store(meta_of(k), Ordering::Relaxed);
-            self.seen[i].store(now, Ordering::Relaxed);
-            self.tags[i].store(k.tag, Ordering::Relaxed);
-            Ok(i)
+    fn verdict(&self) -> FlowVerdict {
+        if self.id.is_multiple_of(2) {
+            FlowVerdict::Forward
         } else {
-            Err(InsertError::Full)
-        };
-        self.unlock();
-        r
+            FlowVerdict::Drop
+        }
     }
 
-    fn remove(&self, k: &Key) -> bool {
-        self.lock();
-        let found = self.find_locked(k);
-        if let Some(i) = found {
-            if self.tags[i].load(Ordering::Relaxed) != 0 {
-                self.tags[i].store(0, Ordering::Relaxed);
-            }
-        }
-        self.unlock();
-        found.is_some()
+    /// Whether `hit` says what this flow's setup wrote.
+    fn is_mine(&self, hit: &Hit) -> bool {
+        hit.verdict == self.verdict()
+            && !hit.is_reverse
+            && (hit.in_vif, hit.out_vif, hit.policy_gen)
+                == (self.id, self.id + 100, u32::from(self.id) * 1000)
     }
 
-    fn lookup(&self, k: &Key) -> Read {
-        for _ in 0..READ_TRIES {
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                thread::yield_now();
-                continue;
-            }
-            let mut found = None;
-            for i in 0..SLOTS {
-                if self.tags[i].load(Ordering::Relaxed) != k.tag {
-                    continue;
-                }
-                if self.key_at(i) == k.words {
-                    found = Some(self.metas[i].load(Ordering::Relaxed));
-                    break;
-                }
-            }
-            fence(Ordering::Acquire);
-            if !self.broken_reader && self.seq.load(Ordering::Relaxed) != s1 {
-                continue;
-            }
-            return found.map_or(Read::Missing, Read::Found);
+    /// A lookup's answer is a miss (absent, or the bucket busy) or this flow's own entry.
+    fn check(&self, found: Option<Hit>) {
+        if let Some(hit) = found {
+            assert!(self.is_mine(&hit), "flow {}: torn read {hit:?}", self.id);
         }
-        Read::Busy
     }
 
-    /// A consistent copy of slot `i` (key, meta, last seen), as the table's `read_entry`.
-    fn read_slot(&self, i: usize) -> Option<(Key, u64, u64)> {
-        for _ in 0..READ_TRIES {
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                thread::yield_now();
-                continue;
-            }
-            let tag = self.tags[i].load(Ordering::Relaxed);
-            let words = self.key_at(i);
-            let meta = self.metas[i].load(Ordering::Relaxed);
-            let seen = self.seen[i].load(Ordering::Relaxed);
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) != s1 {
-                continue;
-            }
-            return (tag != 0).then_some((Key { words, tag }, meta, seen));
-        }
-        None
-    }
-
-    /// Remove the flows idle for more than `timeout` at `now`; returns how many.
-    fn age(&self, now: u64, timeout: u64) -> usize {
-        let mut aged = 0;
-        for i in 0..SLOTS {
-            if let Some((k, meta, seen)) = self.read_slot(i) {
-                assert_eq!(meta, meta_of(&k), "aging read a torn entry");
-                if now.saturating_sub(seen) > timeout && self.remove(&k) {
-                    aged += 1;
-                }
-            }
-        }
-        aged
+    /// The table holds this flow's entry, found by a lookup.
+    fn assert_present(&self, t: &FlowTable) {
+        let hit = t.lookup(&self.key);
+        assert!(
+            hit.is_some_and(|h| self.is_mine(&h)),
+            "flow {}: {hit:?}",
+            self.id
+        );
     }
 }
 
+/// Every interleaving with at most `preemptions` preemptions (loom's bound: a bug needing
+/// more than two or three is rare, and each one more multiplies the interleavings explored).
 fn model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(preemptions);
+    // A walk over the table is many atomic operations, each a branch for loom.
     b.max_branches = 100_000;
     b.check(f);
 }
 
-// Two keys with the same tag and first word: only the second word tells them apart, so a read
-// mixing one entry's key with the next one's meta would pass the tag and key checks.
-const A: Key = Key {
-    words: [1, 2],
-    tag: 7,
-};
-const C: Key = Key {
-    words: [1, 3],
-    tag: 7,
-};
+/// Ids of two flows whose entries take the same slot one after the other (the second set up
+/// once the first is removed), found on a table of the same seed outside the threads checked.
+fn slot_sharing_pair() -> (u16, u16) {
+    let found = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let out = found.clone();
+    loom::model(move || {
+        let t = table();
+        let slot = |f: &Flow| {
+            let at = t.insert(&f.setup(0)).expect("an empty table has room");
+            assert!(t.remove(&f.key));
+            at
+        };
+        let first = Flow::new(1);
+        let at = slot(&first);
+        let second = (2..100)
+            .find(|&id| slot(&Flow::new(id)) == at)
+            .expect("a key whose first bucket is the first key's");
+        *out.lock().unwrap() = Some((first.id, second));
+    });
+    let pair = found.lock().unwrap().take();
+    pair.expect("the search ran")
+}
 
-/// A writer removes A and installs C in the slot A had, while a reader looks both up.
-fn slot_reuse(broken_reader: bool) {
-    model(2, move || {
-        let b = Arc::new(Bucket::new(broken_reader));
-        assert_eq!(b.insert(&A, 0), Ok(0));
-        let w = {
-            let b = b.clone();
+/// A writer removes A and sets up C in the slot A had, while a reader looks both up: the
+/// reader never returns one flow's words for the other's key, nor A once it has seen C.
+#[test]
+fn a_lookup_never_returns_a_torn_or_foreign_entry_while_its_slot_is_reused() {
+    let (a, c) = slot_sharing_pair();
+    model(3, move || {
+        let (fa, fc) = (Flow::new(a), Flow::new(c));
+        let t = Arc::new(table());
+        let slot = t.insert(&fa.setup(0)).unwrap();
+        let writer = {
+            let t = t.clone();
             thread::spawn(move || {
-                assert!(b.remove(&A));
-                assert_eq!(b.insert(&C, 0), Ok(0), "C reuses A's slot");
+                assert!(t.remove(&fa.key));
+                assert_eq!(t.insert(&fc.setup(0)), Ok(slot), "C reuses A's slot");
             })
         };
-        let a1 = b.lookup(&A);
-        let c = b.lookup(&C);
-        let a2 = b.lookup(&A);
-        for (r, k) in [(a1, A), (c, C), (a2, A)] {
-            assert!(
-                matches!(r, Read::Missing | Read::Busy) || r == Read::Found(meta_of(&k)),
-                "{k:?}: {r:?}"
-            );
-        }
-        // Once C is seen, A (removed before C went in) must not be seen again.
+        let a1 = t.lookup(&fa.key);
+        let c1 = t.lookup(&fc.key);
+        let a2 = t.lookup(&fa.key);
+        fa.check(a1);
+        fc.check(c1);
+        fa.check(a2);
+        // A was removed before C went in: once C is seen, A is gone.
         assert!(
-            !(matches!(c, Read::Found(_)) && matches!(a2, Read::Found(_))),
-            "A found after C: {a1:?} {c:?} {a2:?}"
+            !(c1.is_some() && a2.is_some()),
+            "A found after C: {a1:?} {c1:?} {a2:?}"
         );
-        w.join().unwrap();
-        assert_eq!(b.lookup(&A), Read::Missing);
-        assert_eq!(b.lookup(&C), Read::Found(meta_of(&C)));
+        writer.join().unwrap();
+        assert_eq!(t.lookup(&fa.key), None);
+        fc.assert_present(&t);
     });
 }
 
+/// The same while the control side dumps the table: every entry it copies out is one flow's
+/// own, never one flow's key with another's words.
 #[test]
-fn a_reader_never_returns_a_torn_or_foreign_entry_while_its_slot_is_reused() {
-    slot_reuse(false);
+fn a_dump_never_copies_a_torn_entry_while_its_slot_is_reused() {
+    let (a, c) = slot_sharing_pair();
+    // Two: the dump reads sixteen slots, and a third preemption takes minutes.
+    model(2, move || {
+        let (fa, fc) = (Flow::new(a), Flow::new(c));
+        let t = Arc::new(table());
+        t.insert(&fa.setup(0)).unwrap();
+        let writer = {
+            let t = t.clone();
+            thread::spawn(move || {
+                assert!(t.remove(&fa.key));
+                t.insert(&fc.setup(0)).unwrap();
+            })
+        };
+        for info in t.flows(None, 16, 0).flows {
+            let flow = [fa, fc]
+                .into_iter()
+                .find(|f| f.key == info.key)
+                .unwrap_or_else(|| panic!("a key never set up: {info:?}"));
+            let as_hit = Hit {
+                index: info.index,
+                verdict: info.verdict,
+                in_vif: info.in_vif,
+                out_vif: info.out_vif,
+                policy_gen: info.policy_gen,
+                is_reverse: info.is_reverse,
+            };
+            assert!(
+                flow.is_mine(&as_hit),
+                "flow {}: torn copy {info:?}",
+                flow.id
+            );
+        }
+        writer.join().unwrap();
+    });
 }
 
-/// The model is strong enough to matter: a reader that skips the sequence re-check returns
-/// the new entry's meta for the old key in some interleaving, and loom finds it.
-#[test]
-fn without_the_sequence_recheck_a_torn_read_is_found() {
-    let caught = std::panic::catch_unwind(|| slot_reuse(true));
-    assert!(
-        caught.is_err(),
-        "loom found no torn read in the broken reader"
-    );
+/// The table holds `new`'s flow exactly once and `old`'s not at all.
+fn assert_only(t: &FlowTable, new: &Flow, old: &Flow) {
+    assert_eq!(t.lookup(&old.key), None);
+    new.assert_present(t);
+    assert_eq!(t.stats().active, 1);
+    assert_eq!(t.flows(None, 16, 0).flows.len(), 1);
 }
 
-const OLD: Key = Key {
-    words: [9, 9],
-    tag: 3,
-};
-const NEW: Key = Key {
-    words: [5, 6],
-    tag: 4,
-};
-
-/// The bucket holds `NEW` exactly once and `OLD` not at all.
-fn assert_only_new(b: &Bucket) {
-    assert_eq!(b.lookup(&OLD), Read::Missing);
-    assert_eq!(b.lookup(&NEW), Read::Found(meta_of(&NEW)));
-    let copies = (0..SLOTS)
-        .filter(|&i| b.read_slot(i).is_some_and(|(k, _, _)| k == NEW))
-        .count();
-    assert_eq!(copies, 1);
-}
-
-/// Two cores set up the same new flow at once (in a full bucket whose old flow one of them
-/// removes first): exactly one installs it, the other sees the race.
+/// Two cores set up the same new flow at once, one of them after removing an old flow: exactly
+/// one installs it, the other sees the race.
 #[test]
 fn racing_setups_of_one_flow_install_it_once() {
-    model(2, || {
-        let b = Arc::new(Bucket::new(false));
-        assert_eq!(b.insert(&OLD, 0), Ok(0));
+    model(3, || {
+        let (old, new) = (Flow::new(1), Flow::new(2));
+        let t = Arc::new(table());
+        t.insert(&old.setup(0)).unwrap();
         let other = {
-            let b = b.clone();
-            thread::spawn(move || b.insert(&NEW, 100))
+            let t = t.clone();
+            thread::spawn(move || t.insert(&new.setup(100)))
         };
-        assert!(b.remove(&OLD));
-        let mine = b.insert(&NEW, 100);
+        assert!(t.remove(&old.key));
+        let mine = t.insert(&new.setup(100));
         let theirs = other.join().unwrap();
         let mut results = [mine, theirs];
         results.sort_by_key(|r| r.is_err());
         assert!(results[0].is_ok(), "{results:?}");
         assert_eq!(results[1], Err(InsertError::Raced), "{results:?}");
-        assert_only_new(&b);
+        assert_only(&t, &new, &old);
     });
 }
 
-/// A core sets up a new flow while another ages the bucket: the expired flow goes, the new
-/// one (seen after the aging time) never does, and aging never reads a torn entry.
+/// A core sets up a new flow while another ages the table: the expired flow goes, the new one
+/// (seen after the aging time) never does.
 #[test]
 fn aging_during_a_setup_removes_only_the_expired_flow() {
-    model(2, || {
-        let b = Arc::new(Bucket::new(false));
-        assert_eq!(b.insert(&OLD, 0), Ok(0));
+    model(3, || {
+        let (old, new) = (Flow::new(1), Flow::new(2));
+        let t = Arc::new(table());
+        t.insert(&old.setup(0)).unwrap();
         let setup = {
-            let b = b.clone();
-            thread::spawn(move || b.insert(&NEW, 100))
+            let t = t.clone();
+            thread::spawn(move || t.insert(&new.setup(100)))
         };
-        let aged = b.age(50, 10);
+        let now = 5 * UDP_TIMEOUT;
+        let aged = t.age_slice(now, t.buckets());
         assert!(setup.join().unwrap().is_ok());
-        // Aging may have found the old flow busy (then it stays for the next pass).
+        // Aging may have found the old flow's bucket busy (then it stays for the next pass).
         assert!(aged <= 1);
         if aged == 0 {
-            assert_eq!(b.age(50, 10), 1);
+            assert_eq!(t.age_slice(now, t.buckets()), 1);
         }
-        assert_only_new(&b);
+        assert_only(&t, &new, &old);
     });
 }

@@ -103,6 +103,39 @@ impl Moves {
         let v = self.0 .0.load(Ordering::Relaxed);
         self.0 .0.store(v.wrapping_add(1), Ordering::Release);
     }
+
+    /// Writer side: empty slot `i` of a table of `n` slots by backward-shift deletion, this
+    /// counter odd while entries move. `entry(at)` is the entry in slot `at` and its home slot,
+    /// or `None` where the probe chain ends; `store(at, e)` writes slot `at` (`None`: empty).
+    fn backward_shift_delete<E>(
+        &self,
+        n: usize,
+        i: usize,
+        entry: impl Fn(usize) -> Option<(E, usize)>,
+        store: impl Fn(usize, Option<E>),
+    ) {
+        let (mut hole, mut at, mut moved) = (i, i, false);
+        for _ in 1..n {
+            at = (at + 1) % n;
+            let Some((e, home)) = entry(at) else {
+                break;
+            };
+            if may_fill(home, hole, at, n) {
+                if !moved {
+                    self.write_begin();
+                    moved = true;
+                }
+                // Copied first, its old slot overwritten later: a lookup that misses it in
+                // between sees the counter move and looks again.
+                store(hole, Some(e));
+                hole = at;
+            }
+        }
+        store(hole, None);
+        if moved {
+            self.write_end();
+        }
+    }
 }
 
 /// Whether the entry at `at`, whose home slot is `home`, may move back to `hole` (the hole lies
@@ -206,29 +239,15 @@ impl VniTable {
         if self.slots[i].load(Ordering::Relaxed) & OCCUPIED == 0 {
             return Err(missing());
         }
-        let n = self.slots.len();
-        let (mut hole, mut at, mut moved) = (i, i, false);
-        for _ in 1..n {
-            at = (at + 1) % n;
-            let e = self.slots[at].load(Ordering::Relaxed);
-            if e & OCCUPIED == 0 {
-                break;
-            }
-            if may_fill(vni_home((e & 0xff_ffff) as u32, self.mask), hole, at, n) {
-                if !moved {
-                    self.moves.write_begin();
-                    moved = true;
-                }
-                // Copied first, its old slot overwritten later: a lookup that misses it in
-                // between sees the counter move and looks again.
-                self.slots[hole].store(e, Ordering::Relaxed);
-                hole = at;
-            }
-        }
-        self.slots[hole].store(0, Ordering::Relaxed);
-        if moved {
-            self.moves.write_end();
-        }
+        self.moves.backward_shift_delete(
+            self.slots.len(),
+            i,
+            |at| {
+                let e = self.slots[at].load(Ordering::Relaxed);
+                (e & OCCUPIED != 0).then(|| (e, vni_home((e & 0xff_ffff) as u32, self.mask)))
+            },
+            |at, e| self.slots[at].store(e.unwrap_or(0), Ordering::Relaxed),
+        );
         Ok(())
     }
     pub fn entries(&self) -> Vec<(u32, u16)> {
@@ -331,30 +350,16 @@ impl BridgeTable {
         if !matches!(self.slots[i].read(), Some([k, _]) if k & OCCUPIED != 0) {
             return Err(missing());
         }
-        let n = self.slots.len();
-        let (mut hole, mut at, mut moved) = (i, i, false);
-        for _ in 1..n {
-            at = (at + 1) % n;
-            // The writer's own reads never overlap a write: always `Some`.
-            let Some([k, v]) = self.slots[at].read() else {
-                break;
-            };
-            if k & OCCUPIED == 0 {
-                break;
-            }
-            if may_fill(self.home(k & MAC_MASK), hole, at, n) {
-                if !moved {
-                    self.moves.write_begin();
-                    moved = true;
-                }
-                self.slots[hole].write([k, v]);
-                hole = at;
-            }
-        }
-        self.slots[hole].write([0, 0]);
-        if moved {
-            self.moves.write_end();
-        }
+        self.moves.backward_shift_delete(
+            self.slots.len(),
+            i,
+            |at| {
+                // The writer's own reads never overlap a write: always `Some`.
+                let [k, v] = self.slots[at].read()?;
+                (k & OCCUPIED != 0).then(|| ([k, v], self.home(k & MAC_MASK)))
+            },
+            |at, e| self.slots[at].write(e.unwrap_or([0, 0])),
+        );
         Ok(())
     }
 

@@ -1,0 +1,115 @@
+//! The control side's walks over the whole table: consistent copies of entries, paged dumps,
+//! removal by predicate, counters.
+
+use super::layout::{meta_is_reverse, meta_rev, meta_tcp, meta_verdict};
+use super::{FlowInfo, FlowKey, FlowPage, FlowStats, FlowTable, READ_TRIES, SLOTS_PER_BUCKET};
+use crate::sync::{spin_loop, Ordering};
+
+impl FlowTable {
+    /// A consistent copy of entry `idx`, if in use.
+    pub(super) fn read_entry(&self, idx: usize) -> Option<FlowInfo> {
+        let b = idx / SLOTS_PER_BUCKET;
+        let bucket = self.bucket(b)?;
+        let e = self.entry(idx)?;
+        let c = self.counter(idx)?;
+        for _ in 0..READ_TRIES {
+            let Some(s1) = bucket.read_begin() else {
+                spin_loop();
+                continue;
+            };
+            let tag = bucket
+                .tags
+                .get(idx % SLOTS_PER_BUCKET)?
+                .load(Ordering::Relaxed);
+            let key: [u64; 5] = std::array::from_fn(|i| e.key[i].load(Ordering::Relaxed));
+            let m = e.meta.load(Ordering::Relaxed);
+            let v = e.vifs.load(Ordering::Relaxed);
+            if !bucket.read_valid(s1) {
+                continue;
+            }
+            if tag == 0 {
+                return None;
+            }
+            return Some(FlowInfo {
+                index: idx as u32,
+                key: FlowKey::from_words(key),
+                verdict: meta_verdict(m),
+                tcp: meta_tcp(m),
+                is_reverse: meta_is_reverse(m),
+                reverse: meta_rev(m),
+                in_vif: (v >> 48) as u16,
+                out_vif: (v >> 32) as u16,
+                policy_gen: v as u32,
+                packets: c.packets.load(Ordering::Relaxed),
+                bytes: c.bytes.load(Ordering::Relaxed),
+                last_seen: e.seen.load(Ordering::Relaxed),
+            });
+        }
+        None
+    }
+    /// A page of flows: up to `limit` entries from entry index `cursor` on, only of `vrf` if given.
+    pub fn flows(&self, vrf: Option<u16>, limit: usize, cursor: usize) -> FlowPage {
+        let mut flows = Vec::with_capacity(limit.min(4096));
+        let mut idx = cursor;
+        while idx < self.slots() && flows.len() < limit {
+            if let Some(f) = self.read_entry(idx) {
+                if vrf.is_none_or(|v| v == f.key.vrf) {
+                    flows.push(f);
+                }
+            }
+            idx += 1;
+        }
+        FlowPage {
+            flows,
+            next: (idx < self.slots()).then_some(idx),
+        }
+    }
+
+    /// Every flow for which `remove_if` says so is removed with its reverse (counted as
+    /// evicted). Returns how many flows were removed.
+    pub fn remove_where(&self, mut remove_if: impl FnMut(&FlowInfo) -> bool) -> usize {
+        let mut n = 0;
+        for idx in 0..self.slots() {
+            let Some(info) = self.read_entry(idx) else {
+                continue;
+            };
+            if info.is_reverse && info.reverse.is_some() {
+                continue;
+            }
+            if remove_if(&info) && self.remove(&info.key) {
+                n += 1;
+            }
+        }
+        self.tally.evicted.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// Remove every flow. Returns how many were removed.
+    pub fn flush(&self) -> usize {
+        self.remove_where(|_| true)
+    }
+
+    /// The table's counters. Entries in use and flows created are summed over every bucket
+    /// (a control-path read of the whole table: about a millisecond per million entries).
+    pub fn stats(&self) -> FlowStats {
+        let (mut active, mut created) = (0, 0);
+        for g in self.groups.iter() {
+            let b = &g.bucket;
+            active += b
+                .tags
+                .iter()
+                .filter(|t| t.load(Ordering::Relaxed) != 0)
+                .count();
+            created += b.created.load(Ordering::Relaxed);
+        }
+        FlowStats {
+            capacity: self.capacity,
+            active,
+            created,
+            aged: self.tally.aged.load(Ordering::Relaxed),
+            evicted: self.tally.evicted.load(Ordering::Relaxed),
+            table_full: self.tally.table_full.load(Ordering::Relaxed),
+            setup_races: self.tally.setup_races.load(Ordering::Relaxed),
+        }
+    }
+}
