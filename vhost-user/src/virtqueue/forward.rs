@@ -18,12 +18,15 @@ struct GuestFrame<'a> {
 }
 
 impl FrameSource for GuestFrame<'_> {
+    #[inline]
     fn len(&self) -> usize {
         (self.segs.total - self.skip) as usize
     }
+    #[inline]
     fn net_hdr(&self) -> NetHdr {
         self.hdr
     }
+    #[inline]
     fn copy_out(
         &self,
         off: usize,

@@ -25,12 +25,15 @@ pub(super) trait FrameSource {
 struct BufferFrame<'a, B: PacketBuffer>(&'a B);
 
 impl<B: PacketBuffer> FrameSource for BufferFrame<'_, B> {
+    #[inline]
     fn len(&self) -> usize {
         self.0.len()
     }
+    #[inline]
     fn net_hdr(&self) -> NetHdr {
         self.0.net_hdr()
     }
+    #[inline]
     fn copy_out(
         &self,
         off: usize,
