@@ -107,11 +107,14 @@ impl Error {
             | Error::InvalidField { .. }
             | Error::MissingField { .. }
             | Error::InvalidPathParam { .. }
-            | Error::InvalidQuery(_)
-            | Error::UnknownReference { .. } => 400,
+            | Error::InvalidQuery(_) => 400,
             Error::NotFound { .. } | Error::UnknownPath(_) => 404,
             Error::MethodNotAllowed { .. } => 405,
-            Error::AlreadyExists { .. } | Error::InUse { .. } | Error::Conflict(_) => 409,
+            // Well formed, but at odds with the configuration as it is.
+            Error::UnknownReference { .. }
+            | Error::AlreadyExists { .. }
+            | Error::InUse { .. }
+            | Error::Conflict(_) => 409,
             Error::PayloadTooLarge { .. } => 413,
             Error::Socket { rule, .. } => rule.status(),
             Error::Dataplane(e) => e.kind.status(),

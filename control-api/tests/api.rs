@@ -479,7 +479,7 @@ async fn references_and_duplicates_are_enforced() {
             Some(json!({"type":"encap","vif":"pod1","dmac":"02:00:00:00:00:01"})),
         )
         .await,
-        400,
+        409,
         "unknown-reference",
         "vif pod1",
     );
@@ -511,7 +511,7 @@ async fn references_and_duplicates_are_enforced() {
             Some(json!({"prefix":"198.18.1.2/32","nexthop":2})),
         )
         .await,
-        400,
+        409,
         "unknown-reference",
         "nexthop 2",
     );
@@ -757,8 +757,8 @@ async fn tunnels_labels_vnis_bridge_and_ecmp_round_trip() {
             Some(json!({"type":"ecmp","members":[20]})),
         )
         .await,
-        400,
-        "invalid-field",
+        409,
+        "conflict",
         "nest",
     );
     refused(
@@ -769,8 +769,8 @@ async fn tunnels_labels_vnis_bridge_and_ecmp_round_trip() {
             Some(json!({"prefix":"198.18.2.0/24","nexthop":10})),
         )
         .await,
-        400,
-        "missing-field",
+        409,
+        "conflict",
         "label",
     );
     refused(
@@ -781,8 +781,8 @@ async fn tunnels_labels_vnis_bridge_and_ecmp_round_trip() {
             Some(json!({"prefix":"198.18.2.0/24","nexthop":20,"label":2000000})),
         )
         .await,
-        400,
-        "invalid-field",
+        409,
+        "conflict",
         "label",
     );
     assert_eq!(
@@ -832,7 +832,7 @@ async fn tunnels_labels_vnis_bridge_and_ecmp_round_trip() {
     );
     refused(
         call(&s, Method::PUT, "/mpls/101", Some(json!({"nexthop":99}))).await,
-        400,
+        409,
         "unknown-reference",
         "nexthop 99",
     );
@@ -844,7 +844,7 @@ async fn tunnels_labels_vnis_bridge_and_ecmp_round_trip() {
     );
     refused(
         call(&s, Method::PUT, "/vxlan/5002", Some(json!({"vrf":7}))).await,
-        400,
+        409,
         "unknown-reference",
         "vrf 7",
     );
@@ -1336,3 +1336,69 @@ async fn reads_answer_while_a_change_waits_on_the_dataplane() {
         ["vrf_add", "vif_add"]
     );
 }
+
+#[tokio::test]
+async fn explicit_nulls_and_fields_beside_a_plain_nexthop_are_refused() {
+    let s = TestServer::start();
+    call(&s, Method::PUT, "/vrfs/1", None).await;
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nexthops/1",
+            Some(json!({"type":"discard","vif":"pod1"})),
+        )
+        .await,
+        400,
+        "invalid-json",
+        "vif",
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/nexthops/1",
+            Some(json!({"type":"discard"}))
+        )
+        .await
+        .0,
+        201
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/1/routes",
+            Some(json!({"prefix":"198.18.2.0/24","nexthop":1,"label":null})),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "null",
+    );
+    let (status, v) = call(
+        &s,
+        Method::PUT,
+        "/nexthops/2",
+        Some(json!({"type":"ecmp","members":[1]})),
+    )
+    .await;
+    assert_eq!(status, 409, "ECMP members are encap or tunnel: {v}");
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nexthops/3",
+            Some(json!({"type":"encap","vif":null,"dmac":"02:00:00:00:00:01"})),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "vif",
+    );
+    assert!(
+        call(&s, Method::GET, "/vrfs/1/routes", None).await.1 == json!([]),
+        "nothing refused was applied"
+    );
+}
+

@@ -200,7 +200,7 @@ fn vrouterctl_drives_the_whole_api() {
         &["route", "add", "--vrf", "1", "198.18.3.0/24", "--nh", "2"],
     );
     assert!(
-        err.contains("missing-field") && err.contains("label"),
+        err.contains("409 conflict") && err.contains("label"),
         "{err}"
     );
 

@@ -34,7 +34,12 @@ impl fmt::Display for TunnelEncap {
 
 /// `PUT /nexthops/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    rename_all = "lowercase",
+    deny_unknown_fields,
+    from = "NexthopBody"
+)]
 pub enum Nexthop {
     /// Deliver to a local vif, rewriting the L2 header to `dmac`.
     Encap {
@@ -56,6 +61,54 @@ pub enum Nexthop {
     Discard,
     /// Hand to the vrouter itself (ARP, its own addresses).
     Receive,
+}
+
+/// What a nexthop request body may hold. serde lets any field through beside the tag of a
+/// unit variant; `discard` and `receive` read as empty structs here, so a stray field is
+/// refused for them as for the other kinds.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum NexthopBody {
+    Encap {
+        vif: String,
+        dmac: MacAddr,
+    },
+    Tunnel {
+        encap: TunnelEncap,
+        vif: String,
+        sip: IpAddr,
+        dip: IpAddr,
+        dmac: MacAddr,
+    },
+    Ecmp {
+        members: Vec<u32>,
+    },
+    Discard {},
+    Receive {},
+}
+
+impl From<NexthopBody> for Nexthop {
+    fn from(b: NexthopBody) -> Nexthop {
+        match b {
+            NexthopBody::Encap { vif, dmac } => Nexthop::Encap { vif, dmac },
+            NexthopBody::Tunnel {
+                encap,
+                vif,
+                sip,
+                dip,
+                dmac,
+            } => Nexthop::Tunnel {
+                encap,
+                vif,
+                sip,
+                dip,
+                dmac,
+            },
+            NexthopBody::Ecmp { members } => Nexthop::Ecmp { members },
+            NexthopBody::Discard {} => Nexthop::Discard,
+            NexthopBody::Receive {} => Nexthop::Receive,
+        }
+    }
 }
 
 impl Nexthop {

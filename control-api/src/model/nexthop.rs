@@ -79,13 +79,10 @@ impl Model {
                 self.require_vif_ref(vif)?;
                 if let Some(v) = self.vifs.get(vif.as_str()) {
                     if v.spec.vrf != 0 {
-                        return Err(Error::field(
-                            "vif",
-                            format!(
-                                "vif {vif} is in vrf {}; tunnels leave through a fabric vif in vrf 0",
-                                v.spec.vrf
-                            ),
-                        ));
+                        return Err(Error::Conflict(format!(
+                            "field `vif`: vif {vif} is in vrf {}; tunnels leave through a fabric vif in vrf 0",
+                            v.spec.vrf
+                        )));
                     }
                 }
                 check_unicast("dmac", *dmac)?;
@@ -117,10 +114,9 @@ impl Model {
                 let mut seen = BTreeSet::new();
                 for &m in members {
                     if m == id {
-                        return Err(Error::field(
-                            "members",
-                            format!("nexthop {id} cannot be its own member"),
-                        ));
+                        return Err(Error::Conflict(format!(
+                            "field `members`: nexthop {id} cannot be its own member"
+                        )));
                     }
                     if !seen.insert(m) {
                         return Err(Error::field(
@@ -138,12 +134,17 @@ impl Model {
                             })
                         }
                         Some(Nexthop::Ecmp { .. }) => {
-                            return Err(Error::field(
-                                "members",
-                                format!("nexthop {m} is itself ECMP; ECMP groups do not nest"),
-                            ))
+                            return Err(Error::Conflict(format!(
+                                "field `members`: nexthop {m} is itself ECMP; ECMP groups do not nest"
+                            )))
                         }
-                        Some(_) => {}
+                        Some(other @ (Nexthop::Discard | Nexthop::Receive)) => {
+                            return Err(Error::Conflict(format!(
+                                "field `members`: nexthop {m} is {}; ECMP members are encap or tunnel nexthops",
+                                other.type_name()
+                            )))
+                        }
+                        Some(Nexthop::Encap { .. } | Nexthop::Tunnel { .. }) => {}
                     }
                 }
                 if let Some(parent) = self.nexthops.iter().find_map(|(p, n)| match n {

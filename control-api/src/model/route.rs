@@ -153,21 +153,23 @@ pub(super) fn check_label<'a>(
             .collect(),
         _ => Vec::new(),
     };
+    // Out of every label's range is wrong by itself (400); whether a label belongs, and its
+    // range, depend on the nexthop as configured (409).
+    if let Some(l) = label.filter(|l| *l > VNI_MAX) {
+        return Err(Error::field(
+            "label",
+            format!("{l} is outside 0..={VNI_MAX}, the range of any label"),
+        ));
+    }
     match (label, encaps.is_empty()) {
         (None, true) => Ok(()),
-        (Some(l), true) => Err(Error::field(
-            "label",
-            format!(
-                "label {l} only applies toward tunnel nexthops; nexthop {nexthop} is {}",
-                direct.map_or("missing", Nexthop::type_name)
-            ),
-        )),
-        (None, false) => Err(Error::MissingField {
-            field: "label".to_string(),
-            context: format!(
-                "toward tunnel nexthop {nexthop} (the VNI for vxlan, the MPLS label for mplsoudp/mplsogre)"
-            ),
-        }),
+        (Some(l), true) => Err(Error::Conflict(format!(
+            "field `label`: label {l} only applies toward tunnel nexthops; nexthop {nexthop} is {}",
+            direct.map_or("missing", Nexthop::type_name)
+        ))),
+        (None, false) => Err(Error::Conflict(format!(
+            "field `label` is required toward tunnel nexthop {nexthop} (the VNI for vxlan, the MPLS label for mplsoudp/mplsogre)"
+        ))),
         (Some(l), false) => {
             for encap in encaps {
                 let (min, max) = if encap.carries_mpls() {
@@ -176,10 +178,9 @@ pub(super) fn check_label<'a>(
                     (0, VNI_MAX)
                 };
                 if !(min..=max).contains(&l) {
-                    return Err(Error::field(
-                        "label",
-                        format!("{l} is outside {min}..={max}, the range of a {encap} label"),
-                    ));
+                    return Err(Error::Conflict(format!(
+                        "field `label`: {l} is outside {min}..={max}, the range of a {encap} label"
+                    )));
                 }
             }
             Ok(())

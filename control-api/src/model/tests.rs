@@ -100,7 +100,7 @@ fn vif_fields_are_checked_per_type() {
     req.vrf = 7;
     assert_eq!(
         code(m.check_vif_add(&req).unwrap_err()),
-        (400, "unknown-reference".into())
+        (409, "unknown-reference".into())
     );
     req.vrf = 5000;
     assert!(m
@@ -157,7 +157,7 @@ fn nexthops_need_their_vifs_and_members() {
     };
     assert_eq!(
         code(m.check_nexthop_set(1, &encap).unwrap_err()),
-        (400, "unknown-reference".into())
+        (409, "unknown-reference".into())
     );
     add_af_packet(&mut m, "a", 0, 0);
     assert!(m.check_nexthop_set(1, &encap).unwrap());
@@ -170,7 +170,10 @@ fn nexthops_need_their_vifs_and_members() {
     let ecmp = |members: Vec<u32>| Nexthop::Ecmp { members };
     assert!(m.check_nexthop_set(2, &ecmp(vec![1, 3])).is_err());
     assert!(m.check_nexthop_set(2, &ecmp(vec![1, 1])).is_err());
-    assert!(m.check_nexthop_set(2, &ecmp(vec![2])).is_err());
+    assert_eq!(
+        code(m.check_nexthop_set(2, &ecmp(vec![2])).unwrap_err()),
+        (409, "conflict".into())
+    );
     assert!(m.check_nexthop_set(2, &ecmp(vec![])).is_err());
     m.commit_nexthop_set(2, ecmp(vec![1]));
     assert!(m
@@ -206,10 +209,22 @@ fn labels_follow_the_tunnel_encapsulation() {
         label,
     };
     assert!(m.check_route_set(1, &route(1, Some(VNI_MAX))).unwrap());
-    assert!(m.check_route_set(1, &route(1, Some(VNI_MAX + 1))).is_err());
+    // Beyond any label is wrong by itself; a label that does not fit the nexthop as
+    // configured, or one missing toward a tunnel, is at odds with the configuration.
+    assert_eq!(
+        code(
+            m.check_route_set(1, &route(1, Some(VNI_MAX + 1)))
+                .unwrap_err()
+        ),
+        (400, "invalid-field".into())
+    );
     assert_eq!(
         code(m.check_route_set(1, &route(1, None)).unwrap_err()),
-        (400, "missing-field".into())
+        (409, "conflict".into())
+    );
+    assert_eq!(
+        code(m.check_route_set(1, &route(2, Some(15))).unwrap_err()),
+        (409, "conflict".into())
     );
     assert!(
         m.check_route_set(1, &route(2, Some(15))).is_err(),
@@ -218,6 +233,10 @@ fn labels_follow_the_tunnel_encapsulation() {
     assert!(m
         .check_route_set(1, &route(2, Some(MPLS_LABEL_MAX + 1)))
         .is_err());
+    assert_eq!(
+        code(m.check_route_set(1, &route(3, Some(100))).unwrap_err()),
+        (409, "conflict".into())
+    );
     assert!(m.check_route_set(1, &route(2, Some(100))).is_ok());
     assert!(
         m.check_route_set(1, &route(3, Some(100))).is_err(),

@@ -51,6 +51,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             "the request body is empty; this request takes a JSON object".to_string(),
         ));
     }
+    // An explicit null would read as "absent" for some optional fields and as a type error for
+    // others: it is refused everywhere, naming where it is.
+    if let Ok(whole) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        if let Some(field) = nested_null(&whole, "") {
+            return Err(Error::InvalidField {
+                field,
+                reason: "null is not a value; leave the field out to take its default".to_string(),
+            });
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -69,6 +79,34 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     de.end()
         .map_err(|e| Error::InvalidJson(format!("trailing data after the JSON object: {e}")))?;
     Ok(value)
+}
+
+/// Where the first null inside `v` is (`ingress[0].proto`), not counting `v` itself.
+fn nested_null(v: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::Object(fields) => fields.iter().find_map(|(k, f)| {
+            let here = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            if f.is_null() {
+                Some(here)
+            } else {
+                nested_null(f, &here)
+            }
+        }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, f)| {
+            let here = format!("{at}[{i}]");
+            if f.is_null() {
+                Some(here)
+            } else {
+                nested_null(f, &here)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// Path parameters by name, percent-decoded.
