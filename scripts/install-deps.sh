@@ -15,6 +15,7 @@ packages=(
     libclang-dev clang pkg-config gcc make   # bindgen and the C shim
     iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy   # test peers and oracles
     ethtool jq curl procps kmod
+    socat python3-venv                  # scripts/api-contract.sh: relay to the control socket, schemathesis
     busybox-static cpio zstd xz-utils   # the VM tests' initramfs (modules may be .ko.xz/.zst)
     dpkg-dev binutils                    # scripts/package.sh: dpkg-shlibdeps, objcopy
     mmdebstrap systemd-container         # the package test's machine (scripts/systemd-image.sh)

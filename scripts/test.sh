@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine as root: installs what it needs, reserves
 # hugepages, builds the VM tests' guest, checks formatting and lints, runs every test (one
-# process per test: DPDK's EAL initialises once per process), the demo, and bounded fuzzing.
+# process per test: DPDK's EAL initialises once per process), the API contract test, the demo,
+# and bounded fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,8 @@ echo "== loom (the flow table's synchronisation)"
 # The flow table rebuilt on loom's atomics; its own target directory, so that the cfg does not
 # make later builds start over.
 RUSTFLAGS="--cfg loom" cargo test -p vrouter --test flow_loom --release --locked --target-dir target/loom
+echo "== API contract (openapi.yaml against a real vrouterd, schemathesis)"
+scripts/api-contract.sh
 echo "== demo (the README's first command, as a new user runs it)"
 DEMO_SECONDS=${DEMO_SECONDS:-3} scripts/demo.sh
 echo "== fuzz (bounded)"

@@ -1,0 +1,79 @@
+"""Schemathesis hooks for vrouterd's API contract test (scripts/api-contract.sh).
+
+Two kinds of knowledge the OpenAPI document states in words but a generator cannot read:
+- value formats with a rule a regular expression cannot say (prefixes with their host bits
+  zero, port ranges in order): generators for them;
+- facts of the machine under test (the socket base, which interfaces and devices exist, which
+  groups): schema-valid vif requests are pointed at them. Only positive cases are touched, so
+  every negative case still goes out exactly as generated.
+"""
+
+import hashlib
+import ipaddress
+import os
+
+import schemathesis
+from hypothesis import strategies as st
+
+SOCKET_BASE = os.environ["CONTRACT_SOCKET_BASE"]
+AF_PACKET_IFACE = os.environ["CONTRACT_AF_PACKET_IFACE"]
+TAP_IFACE = os.environ["CONTRACT_TAP_IFACE"]
+# One null device: further physical vifs are refused as taking a device already in use (409)
+# rather than piling up DPDK ports.
+NULL_DEVICE = "net_null0"
+
+
+def _prefix(version, max_len):
+    def build(args):
+        addr, length = args
+        net = ipaddress.ip_network((addr, length), strict=False)
+        return f"{net.network_address}/{length}"
+
+    bits = st.integers(min_value=0, max_value=2**max_len - 1)
+    return st.tuples(bits, st.integers(min_value=0, max_value=max_len)).map(
+        lambda a: build(((ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address)(a[0]), a[1]))
+    )
+
+
+schemathesis.openapi.format("ipv4-prefix", _prefix(4, 32))
+schemathesis.openapi.format("ipv6-prefix", _prefix(6, 128))
+schemathesis.openapi.format(
+    "port-range",
+    st.one_of(
+        st.integers(0, 65535).map(str),
+        st.tuples(st.integers(0, 65535), st.integers(0, 65535)).map(
+            lambda p: f"{min(p)}-{max(p)}"
+        ),
+    ),
+)
+
+
+def _positive(case):
+    meta = getattr(case, "meta", None)
+    return meta is not None and meta.generation.mode.is_positive
+
+
+@schemathesis.hook
+def map_case(context, case):
+    if not _positive(case) or case.operation.path != "/vifs" or case.method.upper() != "POST":
+        return case
+    body = case.body
+    if not isinstance(body, dict):
+        return case
+    kind = body.get("type")
+    if kind == "vhost-user":
+        tag = hashlib.sha256(str(body.get("vhostsocket-dir")).encode()).hexdigest()[:8]
+        body["vhostsocket-dir"] = f"{SOCKET_BASE}/pod-{tag}"
+        # The whole path must fit sun_path: a short, plain name keeps it there.
+        name = hashlib.sha256(str(body.get("vhostsocket-filename")).encode()).hexdigest()[:12]
+        body["vhostsocket-filename"] = f"s-{name}"
+        if "vhostsocket-group" in body:
+            body["vhostsocket-group"] = "root"
+    elif kind == "physical":
+        body["device"] = NULL_DEVICE
+    elif kind == "af-packet":
+        body["iface"] = AF_PACKET_IFACE
+    elif kind == "tap":
+        body["iface"] = TAP_IFACE
+    case.body = body
+    return case
