@@ -124,19 +124,17 @@ pub fn create_veth(p: &VethPlan) -> Result<()> {
     }
     let mut batch = String::new();
     for (cidr, gw) in p.ips {
+        // Batch lines take no family option: the address says it.
         if gw.is_ipv6() {
-            batch.push_str(&format!("-6 addr add {cidr} dev {} nodad\n", p.ifname));
+            batch.push_str(&format!("addr add {cidr} dev {} nodad\n", p.ifname));
         } else {
             batch.push_str(&format!("addr add {cidr} dev {}\n", p.ifname));
         }
     }
     batch.push_str(&format!("link set {} up\n", p.ifname));
     for (_, gw) in p.ips {
-        let fam = if gw.is_ipv6() { "-6 " } else { "" };
-        batch.push_str(&format!(
-            "{fam}route replace default via {gw} dev {}\n",
-            p.ifname
-        ));
+        let dst = if gw.is_ipv6() { "::/0" } else { "0.0.0.0/0" };
+        batch.push_str(&format!("route replace {dst} via {gw} dev {}\n", p.ifname));
     }
     run(
         &format!("addressing {} in {ns}", p.ifname),
