@@ -237,6 +237,9 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value> {
         store.save(&state)?;
     }
 
+    // What a failed ADD restores, once it has taken away what it made: the store exactly as
+    // it was, down to the pools' last-used addresses.
+    let original = state.clone();
     let leases = match &conf.ipam {
         IpamConf::Builtin { pools } => ipam::allocate(
             &mut state,
@@ -293,8 +296,7 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value> {
                 teardown(&api, &a, &mut state).and_then(|()| release_ipam(env, conf, &mut state));
             match undo {
                 Ok(()) => {
-                    state.attachments.remove(&key);
-                    store.save(&state)?;
+                    store.save(&original)?;
                     Err(e)
                 }
                 // Kept in the store: DEL finishes the job.
