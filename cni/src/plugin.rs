@@ -330,6 +330,50 @@ fn free_nexthop(api: &BlockingClient, conf: &NetConf, state: &State) -> Result<u
         })
 }
 
+/// Refuses addresses that vrouterd already routes somewhere this plugin did not send them (an
+/// agent's route, a pool that overlaps what someone else configured), and gateways routed
+/// anywhere but to a receive nexthop: taking them over would break someone else's traffic.
+fn check_routes_free(
+    api: &BlockingClient,
+    vrf: u32,
+    state: &State,
+    leases: &[Lease],
+) -> Result<()> {
+    let routes = api
+        .run(|c| async move { c.routes(vrf).await })
+        .map_err(|e| from_api(&format!("listing routes of VRF {vrf}"), e))?;
+    let ours = |id: u32| {
+        state.receive_nexthop == Some(id) || state.attachments.values().any(|a| a.nexthop == id)
+    };
+    for l in leases {
+        for (ip, gateway) in [(l.ip, false), (l.gateway, true)] {
+            let p = host_prefix(ip);
+            let Some(r) = routes.iter().find(|r| r.prefix.to_string() == p) else {
+                continue;
+            };
+            if ours(r.nexthop) {
+                continue;
+            }
+            let id = r.nexthop;
+            if gateway {
+                let nh = api
+                    .run(|c| async move { c.nexthop(id).await })
+                    .map_err(|e| from_api(&format!("reading nexthop {id}"), e))?;
+                if matches!(nh.nexthop, Nexthop::Receive) {
+                    continue;
+                }
+            }
+            return Err(CniError::config(
+                "ipam",
+                format!(
+                    "{p} is already routed in VRF {vrf} to nexthop {id}, which this plugin did not make: give the network addresses nobody else routes in that VRF"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn plan(
     env: &Env,
     conf: &NetConf,
@@ -350,7 +394,11 @@ fn plan(
     let vrfs = api
         .run(|c| async move { c.vrfs().await })
         .map_err(|e| from_api("listing VRFs", e))?;
-    let created_vrf = !vrfs.iter().any(|v| v.vrf == conf.vrf) || state.vrfs.contains_key(&conf.vrf);
+    let exists = vrfs.iter().any(|v| v.vrf == conf.vrf);
+    if exists {
+        check_routes_free(api, conf.vrf, state, leases)?;
+    }
+    let created_vrf = !exists || state.vrfs.contains_key(&conf.vrf);
     if created_vrf {
         state
             .vrfs
@@ -516,6 +564,9 @@ fn apply(
         api.run(|c| async move { c.nexthop_set(rid, &Nexthop::Receive).await })
             .map_err(|e| from_api(&format!("setting receive nexthop {rid}"), e))?;
         let key = attachment_key(&a.container_id, &a.ifname);
+        let existing = api
+            .run(|c| async move { c.routes(vrf).await })
+            .map_err(|e| from_api(&format!("listing routes of VRF {vrf}"), e))?;
         for (g, l) in a.gateways.iter().zip(leases) {
             state
                 .gateways
@@ -523,7 +574,16 @@ fn apply(
                 .or_default()
                 .users
                 .insert(key.clone());
-            set_route(api, vrf, &host_prefix(l.gateway), rid)?;
+            let p = host_prefix(l.gateway);
+            // Answered already through someone else's receive nexthop (checked in the plan):
+            // left as it is, and so never removed by this plugin either.
+            if existing
+                .iter()
+                .any(|r| r.prefix.to_string() == p && r.nexthop != rid)
+            {
+                continue;
+            }
+            set_route(api, vrf, &p, rid)?;
         }
     }
     let mut ips = Vec::new();

@@ -176,6 +176,33 @@ fn bad_configurations_are_refused_naming_the_field_and_change_nothing() {
         assert!(msg.contains(field), "{what}: {field} not named in {msg:?}");
         assert_eq!(snapshot(&vr, &data), before, "{what} changed something");
     }
+    // An address someone else routes in the VRF (here: the pool's next one) is not taken over.
+    vr.set_nexthop(7, control_api::api::Nexthop::Discard);
+    let route = control_api::api::Route {
+        prefix: "198.18.0.3/32".parse().expect("prefix"),
+        nexthop: 7,
+        label: None,
+    };
+    vr.api(|c| async move { c.route_set(4, &route).await })
+        .expect("foreign route");
+    let with_foreign = snapshot(&vr, &data);
+    let msg = call("ADD", &other, "net1", None, &good).err(7);
+    assert!(
+        msg.contains("`ipam`") && msg.contains("198.18.0.3/32"),
+        "{msg}"
+    );
+    assert_eq!(
+        snapshot(&vr, &data),
+        with_foreign,
+        "a refused address changed something"
+    );
+    let p: control_api::api::IpPrefix = "198.18.0.3/32".parse().expect("prefix");
+    vr.api(|c| async move { c.route_del(4, &p).await })
+        .expect("route gone");
+    vr.api(|c| async move { c.nexthop_del(7).await })
+        .expect("nexthop gone");
+    assert_eq!(snapshot(&vr, &data), before);
+
     // The same pool in another VRF is fine: VRFs keep pools apart.
     let ok = patched(
         json!({"name": "net-b", "vrf": 6, "ipam": {"type": "vrouter-ipam", "pools": [
