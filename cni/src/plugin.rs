@@ -230,9 +230,13 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value> {
                 return Ok(versioned(r.clone(), &conf.cni_version));
             }
         }
-        // Half made (a crash) or broken since: take it away and make it again.
+        // Half made (a crash) or broken since: take it away and make it again. The built-in
+        // pools keep its addresses (the pod may hold them already); a delegated plugin is
+        // asked again, as it may refuse a second ADD for the same container.
         teardown(&api, &a, &mut state)?;
-        release_ipam(env, conf, &mut state)?;
+        if a.delegate.is_some() {
+            release_ipam(env, conf, &mut state)?;
+        }
         state.attachments.remove(&key);
         store.save(&state)?;
     }
