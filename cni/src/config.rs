@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::{code, CniError, Result};
 
 /// CNI versions whose result format this plugin writes.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0"];
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.4.0", "1.0.0", "1.1.0"];
 pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/vrouter/vrouter.sock";
 pub const DEFAULT_SOCKET_BASE: &str = "/var/run/vrouter";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/vrouter";

@@ -20,6 +20,8 @@ pub mod code {
     pub const INVALID_CONFIG: u32 = 7;
     /// Transient: vrouterd not reachable; the runtime may retry.
     pub const TRY_AGAIN_LATER: u32 = 11;
+    /// STATUS: the plugin cannot serve ADD now (vrouterd does not answer).
+    pub const PLUGIN_NOT_AVAILABLE: u32 = 50;
     /// vrouterd refused a request.
     pub const VROUTERD_REFUSED: u32 = 100;
     /// The address pool has no free address.

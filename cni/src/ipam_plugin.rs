@@ -47,9 +47,45 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Value> {
         .to_string();
     let (name, vrf) = network(&obj)?;
     let pools = parse_pools(ipam_obj(&obj)?)?;
-    env.check_attachment()?;
     let store = Store::lock(&data_dir(&obj)?)?;
     let mut state = store.load()?;
+    match env.command.as_str() {
+        // The store opened and read: addresses can be handed out.
+        "STATUS" => return Ok(Value::Null),
+        "GC" => {
+            let Some(valid) = obj
+                .get("cni.dev/valid-attachments")
+                .and_then(Value::as_array)
+            else {
+                return Err(CniError::config(
+                    "cni.dev/valid-attachments",
+                    "is required for GC",
+                ));
+            };
+            let valid: Vec<(String, String)> = valid
+                .iter()
+                .filter_map(|v| {
+                    Some((
+                        v["containerID"].as_str()?.to_string(),
+                        v["ifname"].as_str()?.to_string(),
+                    ))
+                })
+                .collect();
+            let stale: std::collections::BTreeSet<(String, String)> = state
+                .allocations
+                .values()
+                .filter(|a| a.network == name)
+                .map(|a| (a.container_id.clone(), a.ifname.clone()))
+                .filter(|k| !valid.contains(k))
+                .collect();
+            for (cid, ifname) in stale {
+                ipam::release(&mut state, &name, &cid, &ifname);
+            }
+            store.save(&state)?;
+            return Ok(Value::Null);
+        }
+        _ => env.check_attachment()?,
+    }
     match env.command.as_str() {
         "ADD" => {
             let leases = ipam::allocate(
@@ -105,7 +141,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Value> {
         }
         other => Err(CniError::new(
             code::INVALID_ENV,
-            format!("CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, VERSION"),
+            format!("CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, STATUS, GC, VERSION"),
         )),
     }
 }

@@ -27,9 +27,11 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Value> {
         "ADD" => add(env, &NetConf::parse(stdin)?),
         "DEL" => del(env, &NetConf::parse(stdin)?).map(|()| Value::Null),
         "CHECK" => check(env, &NetConf::parse(stdin)?).map(|()| Value::Null),
+        "STATUS" => status(&NetConf::parse(stdin)?).map(|()| Value::Null),
+        "GC" => gc(env, &NetConf::parse(stdin)?).map(|()| Value::Null),
         other => Err(CniError::new(
             code::INVALID_ENV,
-            format!("CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, VERSION"),
+            format!("CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, STATUS, GC, VERSION"),
         )),
     }
 }
@@ -126,6 +128,16 @@ fn delegate(env: &Env, conf: &NetConf, plugin: &str, command: &str, stdin: &[u8]
     let path = find_plugin(env, plugin)?;
     let mut child = std::process::Command::new(&path)
         .env("CNI_COMMAND", command)
+        // Set from `env` rather than inherited: GC runs the plugin for other attachments.
+        .env("CNI_CONTAINERID", &env.container_id)
+        .env("CNI_IFNAME", &env.ifname)
+        .env(
+            "CNI_NETNS",
+            env.netns
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        )
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -881,6 +893,80 @@ fn del(env: &Env, conf: &NetConf) -> Result<()> {
     release_ipam(env, conf, &mut state)?;
     state.attachments.remove(&key);
     store.save(&state)
+}
+
+// ------------------------------------------------------------------------------------------
+// STATUS and GC (CNI 1.1)
+
+/// Whether ADD can work now: vrouterd answers on its control socket.
+fn status(conf: &NetConf) -> Result<()> {
+    client(&conf.control_socket)?
+        .run(|c| async move { c.health().await })
+        .map(|_| ())
+        .map_err(|e| {
+            let why = from_api("asking vrouterd for its health", e);
+            CniError::new(code::PLUGIN_NOT_AVAILABLE, why.msg)
+        })
+}
+
+/// Takes away every attachment of this network the runtime no longer lists in
+/// `cni.dev/valid-attachments`, and frees addresses of the network's pools that no listed
+/// attachment holds.
+fn gc(env: &Env, conf: &NetConf) -> Result<()> {
+    let obj: Value = serde_json::from_slice(&conf.raw).unwrap_or_default();
+    let Some(valid) = obj["cni.dev/valid-attachments"].as_array() else {
+        return Err(CniError::config(
+            "cni.dev/valid-attachments",
+            "is required for GC: the attachments still in use, [{\"containerID\", \"ifname\"}]",
+        ));
+    };
+    let valid: std::collections::BTreeSet<String> = valid
+        .iter()
+        .filter_map(|v| {
+            Some(attachment_key(
+                v["containerID"].as_str()?,
+                v["ifname"].as_str()?,
+            ))
+        })
+        .collect();
+    let store = Store::lock(&conf.data_dir)?;
+    let mut state = store.load()?;
+    let api = client(&conf.control_socket)?;
+    let stale: Vec<(String, Attachment)> = state
+        .attachments
+        .iter()
+        .filter(|(k, a)| a.network == conf.name && !valid.contains(*k))
+        .map(|(k, a)| (k.clone(), a.clone()))
+        .collect();
+    for (key, a) in stale {
+        teardown(&api, &a, &mut state)?;
+        let theirs = Env {
+            command: "DEL".into(),
+            container_id: a.container_id.clone(),
+            ifname: a.ifname.clone(),
+            netns: a.netns.clone(),
+            args: Vec::new(),
+            path: env.path.clone(),
+        };
+        release_ipam(&theirs, conf, &mut state)?;
+        state.attachments.remove(&key);
+        // Saved one by one: a GC that fails half-way has still done that much.
+        store.save(&state)?;
+    }
+    if let IpamConf::Builtin { .. } = conf.ipam {
+        let orphans: std::collections::BTreeSet<(String, String)> = state
+            .allocations
+            .values()
+            .filter(|a| a.network == conf.name)
+            .filter(|a| !valid.contains(&attachment_key(&a.container_id, &a.ifname)))
+            .map(|a| (a.container_id.clone(), a.ifname.clone()))
+            .collect();
+        for (cid, ifname) in orphans {
+            ipam::release(&mut state, &conf.name, &cid, &ifname);
+        }
+        store.save(&state)?;
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 //! the version the runtime asked for; CHECK notices a vif a restarted vrouterd no longer has,
 //! and ADD again
 //! rebuilds it (same addresses, same socket); DEL while vrouterd is down fails as "try again
-//! later" and keeps its record, and succeeds once vrouterd is back.
+//! later" and keeps its record, and succeeds once vrouterd is back; GC (CNI 1.1) takes away
+//! the attachments the runtime no longer lists, and STATUS follows vrouterd.
 
 mod common;
 
@@ -140,4 +141,96 @@ fn check_sees_a_lost_vif_add_rebuilds_it_and_del_waits_for_vrouterd() {
     assert_eq!(state["allocations"], json!({}));
     assert!(!std::path::Path::new(&socket).exists());
     assert!(vr.stop().success());
+}
+
+#[test]
+fn cni_1_1_gc_takes_away_what_the_runtime_no_longer_lists_and_status_follows_vrouterd() {
+    let node = Netns::new("cnigc");
+    let vr = start_vrouterd(&node);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = cni_path(tmp.path());
+    let conf = json!({"cniVersion": "1.1.0", "name": "gc", "type": "vrouter-cni",
+        "interfaceType": "vhost-user", "controlSocket": vr.control_socket(), "vrf": 8,
+        "socketBase": vr.socket_base(), "dataDir": tmp.path().join("store"),
+        "ipam": {"type": "vrouter-ipam", "pools": [{"name": "v4", "subnet": "198.18.110.0/24"}]}});
+    let ids: Vec<String> = (1..=3).map(container_id).collect();
+    let args: Vec<String> = (1..=3)
+        .map(|i| format!("K8S_POD_UID=uid-gc-{}-{i}", std::process::id()))
+        .collect();
+    let call = |plugin, command, i: usize, conf: &Value| {
+        Call {
+            plugin,
+            command,
+            container_id: ids.get(i).map(String::as_str).unwrap_or(""),
+            ifname: if i < ids.len() { "net1" } else { "" },
+            netns: None,
+            args: args.get(i).map(String::as_str).unwrap_or(""),
+            cni_path: &path,
+            node: Some(&node),
+        }
+        .run(conf)
+    };
+    let results: Vec<Value> = (0..3)
+        .map(|i| call(CNI_BIN, "ADD", i, &conf).ok())
+        .collect();
+    assert_eq!(results[0]["cniVersion"], "1.1.0");
+    call(CNI_BIN, "STATUS", 9, &conf).ok();
+
+    // The runtime still runs only the first pod.
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": ids[0], "ifname": "net1"}]);
+    call(CNI_BIN, "GC", 9, &gc).ok();
+    let vifs: Vec<String> = vr
+        .api(|c| async move { c.vifs().await })
+        .expect("vifs")
+        .into_iter()
+        .map(|v| v.config.name)
+        .collect();
+    assert_eq!(vifs, vec![format!("{}-net1", &ids[0][..12])]);
+    for i in 1..3 {
+        let dir = vr
+            .socket_base()
+            .join(format!("uid-gc-{}-{}", std::process::id(), i + 1));
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    let state = store(&tmp.path().join("store"));
+    assert_eq!(
+        state["attachments"].as_object().map(|o| o.len()),
+        Some(1),
+        "{state}"
+    );
+    assert_eq!(
+        state["allocations"].as_object().map(|o| o.len()),
+        Some(1),
+        "{state}"
+    );
+    call(CNI_BIN, "CHECK", 0, &with_prev(&conf, &results[0])).ok();
+    // GC without the list is a configuration error naming it.
+    let msg = call(CNI_BIN, "GC", 9, &conf).err(7);
+    assert!(msg.contains("cni.dev/valid-attachments"), "{msg}");
+
+    // vrouter-ipam on its own: GC frees what the list does not name.
+    let ipam_conf = json!({"cniVersion": "1.1.0", "name": "gc-ipam", "type": "x",
+        "ipam": {"type": "vrouter-ipam", "dataDir": tmp.path().join("ipam"),
+            "pools": [{"name": "v4", "subnet": "198.18.111.0/24"}]}});
+    for i in 0..3 {
+        call(IPAM_BIN, "ADD", i, &ipam_conf).ok();
+    }
+    let mut gc = ipam_conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": ids[2], "ifname": "net1"}]);
+    call(IPAM_BIN, "GC", 9, &gc).ok();
+    let held = store(&tmp.path().join("ipam"))["allocations"].clone();
+    let holders: Vec<&str> = held
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, a)| a["container_id"].as_str())
+        .collect();
+    assert_eq!(holders, vec![ids[2].as_str()], "{held}");
+
+    call(CNI_BIN, "DEL", 0, &conf).ok();
+    assert!(vr.stop().success());
+    // vrouterd gone: STATUS says the plugin cannot serve ADD.
+    let msg = call(CNI_BIN, "STATUS", 9, &conf).err(50);
+    assert!(msg.contains("vrouterd"), "{msg}");
 }
