@@ -1,9 +1,8 @@
 //! The plugin's life beyond the first ADD: VERSION names the versions it speaks; a result in
 //! the version the runtime asked for; CHECK notices a vif a restarted vrouterd no longer has,
-//! and ADD again
-//! rebuilds it (same addresses, same socket); DEL while vrouterd is down fails as "try again
-//! later" and keeps its record, and succeeds once vrouterd is back; GC (CNI 1.1) takes away
-//! the attachments the runtime no longer lists, and STATUS follows vrouterd.
+//! and ADD again rebuilds it (same addresses, same socket); DEL while vrouterd is down fails as
+//! "try again later" and keeps its record, and succeeds once vrouterd is back; GC (CNI 1.1)
+//! takes away the attachments the runtime no longer lists, and STATUS follows vrouterd.
 
 mod common;
 
