@@ -181,14 +181,17 @@ fn leases_from_result(plugin: &str, v: &Value) -> Result<Vec<Lease>> {
         let (addr, len) = text.split_once('/').ok_or_else(bad)?;
         let addr: IpAddr = addr.parse().map_err(|_| bad())?;
         let len: u8 = len.parse().map_err(|_| bad())?;
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        if len > bits {
+            return Err(bad());
+        }
         let gateway = match ip["gateway"].as_str() {
             Some(g) => g.parse().map_err(|_| bad())?,
             None => {
                 // No gateway from the plugin: the subnet's first address, as host-local does.
-                let bits = if addr.is_ipv4() { 32 } else { 128 };
-                let host = u32::from(bits - len.min(bits));
+                let host = u32::from(bits - len);
                 let mask = if host >= 128 { 0 } else { u128::MAX << host };
-                from_u128((to_u128(addr) & mask) + 1, addr.is_ipv4())
+                from_u128((to_u128(addr) & mask).wrapping_add(1), addr.is_ipv4())
             }
         };
         out.push(Lease {
@@ -1142,7 +1145,15 @@ mod tests {
         let l = leases_from_result("x", &v).expect("leases");
         assert_eq!(l[0].gateway.to_string(), "198.18.9.1");
         assert_eq!(l[1].gateway.to_string(), "2001:db8:9::fe");
+        // A host route from the plugin: no overflow past the last address.
+        let l = leases_from_result(
+            "x",
+            &json!({"ips": [{"address": "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"}]}),
+        )
+        .expect("lease");
+        assert_eq!(l[0].prefix_len, 128);
         assert!(leases_from_result("x", &json!({"ips": []})).is_err());
+        assert!(leases_from_result("x", &json!({"ips": [{"address": "198.18.0.1/40"}]})).is_err());
         assert!(leases_from_result("x", &json!({"ips": [{"address": "nonsense"}]})).is_err());
     }
 
