@@ -582,17 +582,10 @@ fn apply(
     if let Some(rid) = state.receive_nexthop {
         api.run(|c| async move { c.nexthop_set(rid, &Nexthop::Receive).await })
             .map_err(|e| from_api(&format!("setting receive nexthop {rid}"), e))?;
-        let key = attachment_key(&a.container_id, &a.ifname);
         let existing = api
             .run(|c| async move { c.routes(vrf).await })
             .map_err(|e| from_api(&format!("listing routes of VRF {vrf}"), e))?;
-        for (g, l) in a.gateways.iter().zip(leases) {
-            state
-                .gateways
-                .entry(g.clone())
-                .or_default()
-                .users
-                .insert(key.clone());
+        for l in leases {
             let p = host_prefix(l.gateway);
             // Answered already through someone else's receive nexthop (checked in the plan):
             // left as it is, and so never removed by this plugin either.
@@ -735,19 +728,19 @@ fn teardown(api: &BlockingClient, a: &Attachment, state: &mut State) -> Result<(
             .or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) })
             .map_err(|e| from_api(&format!("removing route {p}"), e))?;
     }
-    // Gateways: the route goes with the last attachment using it.
+    // Gateways: the route goes with the last attachment using it. Users are every other
+    // attachment the store lists, half-made ones included: their plans name their gateways
+    // before any route is set.
+    let others = |g: Option<&String>| {
+        state
+            .attachments
+            .iter()
+            .any(|(k, o)| *k != key && g.map_or(!o.gateways.is_empty(), |g| o.gateways.contains(g)))
+    };
     for g in &a.gateways {
-        let last = match state.gateways.get_mut(g) {
-            Some(rec) => {
-                rec.users.remove(&key);
-                rec.users.is_empty()
-            }
-            None => true,
-        };
-        if !last {
+        if others(Some(g)) {
             continue;
         }
-        state.gateways.remove(g);
         let Some((_, gw)) = g.split_once('/') else {
             continue;
         };
@@ -807,23 +800,38 @@ fn teardown(api: &BlockingClient, a: &Attachment, state: &mut State) -> Result<(
         {
             let _ = std::fs::remove_file(&sock);
         }
+        // What a plugin killed while writing the facts file left.
+        let stale = format!("{file}.json.tmp.");
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(&stale) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         // Shared by the pod's other interfaces: removed with the last one.
         let _ = std::fs::remove_dir(dir);
     }
-    if state.gateways.is_empty() {
+    if !others(None) {
         if let Some(rid) = state.receive_nexthop {
+            let mut gone = true;
             match api.run(|c| async move { c.nexthop(rid).await }) {
                 Ok(nh) if matches!(nh.nexthop, Nexthop::Receive) => {
-                    api.run(|c| async move { c.nexthop_del(rid).await })
-                        .or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) })
-                        .map_err(|e| from_api(&format!("removing nexthop {rid}"), e))?;
+                    match api.run(|c| async move { c.nexthop_del(rid).await }) {
+                        Ok(()) => {}
+                        Err(e) if is_not_found(&e) => {}
+                        // Still routed to by a gateway this plugin did not record (it cannot
+                        // happen unless the store was edited): kept, and so is its id.
+                        Err(control_api::Error::Api { status: 409, .. }) => gone = false,
+                        Err(e) => return Err(from_api(&format!("removing nexthop {rid}"), e)),
+                    }
                 }
                 Err(e) if !is_not_found(&e) => {
                     return Err(from_api(&format!("reading nexthop {rid}"), e))
                 }
                 _ => {}
             }
-            state.receive_nexthop = None;
+            if gone {
+                state.receive_nexthop = None;
+            }
         }
     }
     if let Some(users) = state.vrfs.get_mut(&vrf) {

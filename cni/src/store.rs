@@ -51,7 +51,8 @@ pub struct Attachment {
     pub nexthop: u32,
     /// Host routes (`/32`, `/128`) to the pod.
     pub routes: Vec<String>,
-    /// Gateway keys (`vrf/address`) this attachment holds a reference on.
+    /// Gateway keys (`vrf/address`) this attachment uses: a gateway's route goes with the last
+    /// attachment naming it.
     pub gateways: Vec<String>,
     /// `address/len` with its gateway.
     pub ips: Vec<(String, String)>,
@@ -79,13 +80,6 @@ pub struct Attachment {
     pub result: Option<serde_json::Value>,
 }
 
-/// A gateway address answered by vrouterd (a route to the receive nexthop), shared by the
-/// attachments that use it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GatewayRecord {
-    pub users: BTreeSet<String>,
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     #[serde(default)]
@@ -98,8 +92,6 @@ pub struct State {
     pub last: BTreeMap<String, IpAddr>,
     #[serde(default)]
     pub attachments: BTreeMap<String, Attachment>,
-    #[serde(default)]
-    pub gateways: BTreeMap<String, GatewayRecord>,
     #[serde(default)]
     pub receive_nexthop: Option<u32>,
     /// VRFs the plugin created, with the attachments in them.

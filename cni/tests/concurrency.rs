@@ -251,7 +251,7 @@ fn cni_adds_killed_half_way_are_cleared_by_del_on_vrouterd_and_in_the_store() {
     let tmp = tempfile::tempdir().expect("tmp");
     let conf = cni_conf(&vr, tmp.path());
     let n = 40;
-    for round in 0..2u64 {
+    for round in 0..4u64 {
         let children: Vec<Child> = (0..n)
             .map(|i| spawn(CNI_BIN, "ADD", &container_id(i), &uid_args(i), &conf))
             .collect();
