@@ -1,7 +1,8 @@
 //! Many plugins at once on one node, and plugins killed half-way: 200 concurrent ADDs from one
 //! pool hand out 200 distinct addresses (through `vrouter-ipam`, and through `vrouter-cni`
-//! against a real vrouterd); ADDs killed at random moments leave a store in which every address
-//! is either free or held by the container that asked, and DEL then clears each one completely.
+//! against a real vrouterd); ADDs killed at random moments (of IPAM, of DPDK pods, of kernel
+//! pods) leave a store in which every address is either free or held by the container that
+//! asked, and DEL then clears each one completely: no vif, veth, socket directory or record.
 
 mod common;
 
@@ -307,6 +308,82 @@ fn cni_adds_killed_half_way_are_cleared_by_del_on_vrouterd_and_in_the_store() {
         assert_eq!(state["allocations"], json!({}));
         let left: Vec<_> = std::fs::read_dir(vr.socket_base()).expect("base").collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+    assert!(vr.stop().success());
+}
+
+#[test]
+fn kernel_pod_adds_killed_half_way_leave_no_veth_after_del() {
+    let node = Netns::new("cnikillk");
+    let vr = start_vrouterd(&node);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let conf = json!({"cniVersion": "1.0.0", "name": "kernel", "type": "vrouter-cni",
+        "interfaceType": "veth", "controlSocket": vr.control_socket(), "vrf": 5,
+        "dataDir": tmp.path(),
+        "ipam": {"type": "vrouter-ipam", "pools": [
+            {"name": "v4", "subnet": "198.18.82.0/24"},
+            {"name": "v6", "subnet": "2001:db8:18:82::/64"}]}});
+    let n = 12u32;
+    let pods: Vec<Netns> = (0..n).map(|_| Netns::new("cnikp")).collect();
+    // Run in the node's namespace, as the runtime on that node would (`ip netns exec` execs
+    // the plugin, so killing the child kills the plugin).
+    let spawn_in_node = |command: &str, i: u32| {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", node.name(), CNI_BIN])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container_id(i))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_ARGS", "")
+            .env("CNI_PATH", "/nonexistent")
+            .env("CNI_NETNS", netns_path(&pods[i as usize]))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("plugin");
+        let _ = child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(conf.to_string().as_bytes());
+        child
+    };
+    let host_ends = || -> Vec<String> {
+        node.ip(&["-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or_default().to_string())
+            .filter(|n| n.starts_with("vr"))
+            .collect()
+    };
+    for round in 0..3u64 {
+        let children: Vec<Child> = (0..n).map(|i| spawn_in_node("ADD", i)).collect();
+        for (i, mut c) in children.into_iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(3 * ((i as u64 + round) % 6)));
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        eprintln!(
+            "round {round}: {} host ends after the kills",
+            host_ends().len()
+        );
+        for i in 0..n {
+            let o = spawn_in_node("DEL", i).wait_with_output().expect("del");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        }
+        assert_eq!(host_ends(), Vec::<String>::new());
+        for p in &pods {
+            assert!(!link_exists(p.name(), "eth0"), "{} keeps eth0", p.name());
+        }
+        assert!(vr
+            .api(|c| async move { c.vifs().await })
+            .expect("vifs")
+            .is_empty());
+        let state = store(tmp.path());
+        assert_eq!(state["attachments"], json!({}));
+        assert_eq!(state["allocations"], json!({}));
     }
     assert!(vr.stop().success());
 }
