@@ -2,7 +2,8 @@
 //! the version the runtime asked for; CHECK notices a vif a restarted vrouterd no longer has,
 //! and ADD again rebuilds it (same addresses, same socket); DEL while vrouterd is down fails as
 //! "try again later" and keeps its record, and succeeds once vrouterd is back; GC (CNI 1.1)
-//! takes away the attachments the runtime no longer lists, and STATUS follows vrouterd.
+//! takes away the attachments the runtime no longer lists, and STATUS follows vrouterd; a pod's
+//! two vhost-user interfaces share its socket directory, which goes with the last of them.
 
 mod common;
 
@@ -232,4 +233,68 @@ fn cni_1_1_gc_takes_away_what_the_runtime_no_longer_lists_and_status_follows_vro
     // vrouterd gone: STATUS says the plugin cannot serve ADD.
     let msg = call(CNI_BIN, "STATUS", 9, &conf).err(50);
     assert!(msg.contains("vrouterd"), "{msg}");
+}
+
+#[test]
+fn a_pods_interfaces_share_its_socket_directory_until_the_last_is_deleted() {
+    let node = Netns::new("cnitwo");
+    let vr = start_vrouterd(&node);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = cni_path(tmp.path());
+    let net = |name: &str, mode: &str, subnet: &str| {
+        json!({"cniVersion": "1.0.0", "name": name, "type": "vrouter-cni",
+            "interfaceType": "vhost-user", "vhostuserMode": mode,
+            "controlSocket": vr.control_socket(), "vrf": 8, "socketBase": vr.socket_base(),
+            "dataDir": tmp.path().join("store"),
+            "ipam": {"type": "vrouter-ipam", "pools": [{"name": "v4", "subnet": subnet}]}})
+    };
+    let (n1, n2) = (
+        net("one", "server", "198.18.120.0/24"),
+        net("two", "client", "198.18.121.0/24"),
+    );
+    let cid = container_id(1);
+    let uid = format!("uid-two-{}", std::process::id());
+    let args = format!("K8S_POD_UID={uid}");
+    let call = |command, ifname, conf: &Value| {
+        Call {
+            plugin: CNI_BIN,
+            command,
+            container_id: &cid,
+            ifname,
+            netns: None,
+            args: &args,
+            cni_path: &path,
+            node: Some(&node),
+        }
+        .run(conf)
+    };
+    let r1 = call("ADD", "net1", &n1).ok();
+    let r2 = call("ADD", "net2", &n2).ok();
+    let dir = vr.socket_base().join(&uid);
+    let s1 = dir.join(format!("{}-net1", &cid[..12]));
+    let s2 = dir.join(format!("{}-net2", &cid[..12]));
+    assert_eq!(r1["interfaces"][0]["socketPath"], s1.display().to_string());
+    assert_eq!(r2["interfaces"][0]["socketPath"], s2.display().to_string());
+    // Each interface its own facts, in the one directory.
+    let facts = |ifname: &str| -> Value {
+        let f = dir.join(format!("{}-{ifname}.json", &cid[..12]));
+        serde_json::from_slice(&std::fs::read(&f).expect("facts")).expect("JSON")
+    };
+    assert_eq!(facts("net1")["vhostuserMode"], "server");
+    assert_eq!(facts("net2")["vhostuserMode"], "client");
+    assert_eq!(facts("net2")["ips"], r2["ips"]);
+    assert!(s1.exists(), "vrouterd listens on net1's socket");
+
+    call("DEL", "net1", &n1).ok();
+    assert!(!s1.exists());
+    assert!(dir.exists(), "net2 still lives there");
+    assert!(dir.join(format!("{}-net2.json", &cid[..12])).exists());
+    call("CHECK", "net2", &with_prev(&n2, &r2)).ok();
+    call("DEL", "net2", &n2).ok();
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(vr
+        .api(|c| async move { c.vifs().await })
+        .expect("vifs")
+        .is_empty());
+    assert!(vr.stop().success());
 }
