@@ -206,6 +206,22 @@ fn dpdk_and_kernel_pods_attached_by_the_plugin_ping_check_and_del_leaves_nothing
     vr.wait_connected(&vif_a);
     vr.wait_connected(&vif_b);
     for target in [first_ip(&res_a, false), first_ip(&res_b, false)] {
+        // "Connected" is vrouterd's side of the rings; testpmd starts forwarding a moment
+        // later (much later on a loaded machine). Once it answers, it answers every ping.
+        testkit::wait::until(
+            &format!("the DPDK pod at {target} answers"),
+            testkit::wait::DEADLINE,
+            || {
+                pod_ns
+                    .command("ping")
+                    .args(["-c", "1", "-W", "1", &target])
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
+            },
+            |answered| *answered,
+        );
         let out = pod_ns.exec(&["ping", "-c", "5", "-i", "0.2", "-W", "2", &target]);
         assert_eq!(received(&out), 5, "{out}");
     }
