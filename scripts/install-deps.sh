@@ -3,6 +3,7 @@
 # what is missing, so a second run is quick and touches nothing.
 #   DPDK 22.11 (runtime, dev files, dpdk-testpmd), libclang for bindgen, pkg-config, iproute2,
 #   and the tools the tests use as peers and oracles (ping, tcpdump, tshark, iperf3, scapy),
+#   the standard CNI plugins vrouter-cni is chained with (host-local, tuning in /usr/lib/cni),
 #   and for the VM tests QEMU (from bookworm-backports), busybox-static and cpio
 #   (scripts/vm-image.sh builds the guest from Debian packages); for the package (scripts/package.sh)
 #   dpkg-dev, and for its test a Debian tree booted with systemd (mmdebstrap, systemd-nspawn).
@@ -16,6 +17,7 @@ packages=(
     iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy   # test peers and oracles
     ethtool jq curl procps kmod
     socat python3-venv                  # scripts/api-contract.sh: relay to the control socket, schemathesis
+    containernetworking-plugins util-linux   # vrouter-cni's chaining tests (host-local, tuning), nsenter
     busybox-static cpio zstd xz-utils   # the VM tests' initramfs (modules may be .ko.xz/.zst)
     dpkg-dev binutils                    # scripts/package.sh: dpkg-shlibdeps, objcopy
     mmdebstrap systemd-container         # the package test's machine (scripts/systemd-image.sh)
