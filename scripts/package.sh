@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds the Debian package of vrouter: vrouterd, vrouterctl, the vrouterd service and its
+# Builds the Debian package of vrouter: vrouterd, vrouterctl, the vrouter-cni and vrouter-ipam
+# CNI plugins (in /usr/lib/cni, beside Debian's containernetworking-plugins), the vrouterd
+# service and its
 # configuration file (packaging/), depending on Debian's DPDK runtime. Prints the .deb's path.
 #
 #   scripts/package.sh [--bin-dir DIR] [--out DIR]
 #
-#   --bin-dir  package the vrouterd and vrouterctl already built in DIR (the package test uses
+#   --bin-dir  package the vrouterd, vrouterctl and plugins already built in DIR (the package test uses
 #              its own build's) instead of building them with cargo build --release
 #   --out      where the .deb goes (default target/debian)
 #
@@ -29,11 +31,11 @@ cd "$(dirname "$0")/.."
 target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 out=${out:-$target_dir/debian}
 if [[ -z $bin_dir ]]; then
-    echo "package: building vrouterd and vrouterctl (release)" >&2
-    cargo build --locked --release -p vrouterd -p control-api --bins >&2
+    echo "package: building vrouterd, vrouterctl and the CNI plugins (release)" >&2
+    cargo build --locked --release -p vrouterd -p control-api -p vrouter-cni --bins >&2
     bin_dir=$target_dir/release
 fi
-for bin in vrouterd vrouterctl; do
+for bin in vrouterd vrouterctl vrouter-cni vrouter-ipam; do
     [[ -x $bin_dir/$bin ]] || { echo "package: no $bin in $bin_dir" >&2; exit 1; }
 done
 
@@ -55,10 +57,10 @@ root=$stage/debian/vrouter
 
 # Debug info stays out (the release profile keeps line tables for profiling); symbols stay,
 # so that perf and backtraces still name functions.
-install -d "$root/usr/bin"
-for bin in vrouterd vrouterctl; do
-    objcopy --strip-debug "$bin_dir/$bin" "$root/usr/bin/$bin"
-    chmod 755 "$root/usr/bin/$bin"
+install -d "$root/usr/bin" "$root/usr/lib/cni"
+for bin in usr/bin/vrouterd usr/bin/vrouterctl usr/lib/cni/vrouter-cni usr/lib/cni/vrouter-ipam; do
+    objcopy --strip-debug "$bin_dir/${bin##*/}" "$root/$bin"
+    chmod 755 "$root/$bin"
 done
 install -D -m 644 packaging/vrouterd.service "$root/lib/systemd/system/vrouterd.service"
 install -D -m 644 packaging/vrouterd.toml "$root/etc/vrouter/vrouterd.toml"
@@ -71,7 +73,8 @@ install -D -m 644 README.md "$root/usr/share/doc/vrouter/README.md"
 # (It finds the package's root by its DEBIAN directory.)
 install -d "$root/DEBIAN"
 printf 'Source: vrouter\n\nPackage: vrouter\nArchitecture: any\n' > "$stage/debian/control"
-shlibs=$(cd "$stage" && dpkg-shlibdeps -O debian/vrouter/usr/bin/vrouterd debian/vrouter/usr/bin/vrouterctl |
+shlibs=$(cd "$stage" && dpkg-shlibdeps -O debian/vrouter/usr/bin/vrouterd debian/vrouter/usr/bin/vrouterctl \
+    debian/vrouter/usr/lib/cni/vrouter-cni debian/vrouter/usr/lib/cni/vrouter-ipam |
     sed -n 's/^shlibs:Depends=//p')
 [[ -n $shlibs ]] || { echo "package: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 

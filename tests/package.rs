@@ -1,5 +1,6 @@
 //! The Debian package, as an operator meets it:
-//! - `scripts/package.sh` builds it: vrouterd, vrouterctl, the vrouterd service (Type=notify,
+//! - `scripts/package.sh` builds it: vrouterd, vrouterctl, the CNI plugins in /usr/lib/cni,
+//!   the vrouterd service (Type=notify,
 //!   restarted on failure, `--config /etc/vrouter/vrouterd.toml`, state and runtime
 //!   directories), the configuration file as a conffile, and dependencies on Debian's DPDK;
 //!   vrouterd reads the shipped configuration, refuses a bad one naming the file and key, and
@@ -34,8 +35,8 @@ fn package(test: &str, version: Option<&str>) -> PathBuf {
         .join(test);
     let _ = std::fs::remove_dir_all(&out);
     let script = hugepages::workspace_root().join("scripts/package.sh");
-    // vrouterctl is another package's binary: built beside vrouterd (a no-op when the whole
-    // workspace was built for the tests).
+    // vrouterctl and the CNI plugins are other packages' binaries: built beside vrouterd (a
+    // no-op when the whole workspace was built for the tests).
     let status = Command::new(env!("CARGO"))
         .current_dir(hugepages::workspace_root())
         .args([
@@ -45,18 +46,26 @@ fn package(test: &str, version: Option<&str>) -> PathBuf {
             "control-api",
             "--bin",
             "vrouterctl",
+            "-p",
+            "vrouter-cni",
+            "--bins",
         ])
         .status()
-        .expect("cargo build vrouterctl");
-    assert!(status.success(), "building vrouterctl failed");
+        .expect("cargo build vrouterctl and the plugins");
+    assert!(
+        status.success(),
+        "building vrouterctl and the plugins failed"
+    );
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_vrouterd"))
         .parent()
         .expect("binary directory");
-    assert!(
-        bin_dir.join("vrouterctl").is_file(),
-        "no vrouterctl beside vrouterd in {}",
-        bin_dir.display()
-    );
+    for bin in ["vrouterctl", "vrouter-cni", "vrouter-ipam"] {
+        assert!(
+            bin_dir.join(bin).is_file(),
+            "no {bin} beside vrouterd in {}",
+            bin_dir.display()
+        );
+    }
     let mut cmd = Command::new("bash");
     if let Some(version) = version {
         cmd.env("VROUTER_DEB_VERSION", version);
@@ -148,6 +157,8 @@ fn the_package_holds_vrouterd_its_service_and_its_configuration() {
     for (path, mode) in [
         ("./usr/bin/vrouterd", "-rwxr-xr-x"),
         ("./usr/bin/vrouterctl", "-rwxr-xr-x"),
+        ("./usr/lib/cni/vrouter-cni", "-rwxr-xr-x"),
+        ("./usr/lib/cni/vrouter-ipam", "-rwxr-xr-x"),
         ("./usr/libexec/vrouter/check-hugepages", "-rwxr-xr-x"),
         ("./lib/systemd/system/vrouterd.service", "-rw-r--r--"),
         ("./etc/vrouter/vrouterd.toml", "-rw-r--r--"),
@@ -508,6 +519,11 @@ fn the_package_installs_and_runs_under_systemd() {
     let vrfs = node.sh("vrouterctl vrf list");
     assert!(has_vrf_7(&vrfs), "{vrfs}");
     node.sh("vrouterctl vif list");
+    // The CNI plugins are where a container runtime on a Debian node looks for them.
+    let versions =
+        node.sh("echo '{\"cniVersion\":\"1.0.0\"}' | CNI_COMMAND=VERSION /usr/lib/cni/vrouter-cni");
+    assert!(versions.contains("\"1.0.0\""), "{versions}");
+    node.sh("test -x /usr/lib/cni/vrouter-ipam");
 
     // An upgrade restarts the running vrouterd, which restores what was configured from
     // /var/lib/vrouter; the operator's changes to the configuration file stay.
