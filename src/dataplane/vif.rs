@@ -319,6 +319,21 @@ impl VrouterDataplane {
     /// core, or its ethdev queues from the lcores, then stop and close the port. `owned`: its
     /// queues were given an owner lcore, to be cleared first. The vif must already be out of
     /// the tables (or never have been in them). Waits on the cores; call without the registry.
+    /// Asks every lcore to let go of vif `index`'s queues and waits for each to confirm; one
+    /// that does not within the reply timeout is named in a warning about `what`.
+    fn detach_from_lcores(&self, index: u16, name: &str, what: &str) {
+        for l in &self.lcores {
+            let (reply, answer) = bounded(1);
+            if l.commands
+                .send(LcoreCmd::DetachVif { vif: index, reply })
+                .is_ok()
+                && answer.recv_timeout(REPLY_TIMEOUT).is_err()
+            {
+                warn!(vif = %name, lcore = l.lcore, "lcore did not release {what}");
+            }
+        }
+    }
+
     pub(super) fn release_io(&self, index: u16, name: &str, io: VifIo, owned: bool) {
         if owned {
             self.broadcast(|| LcoreCmd::SetOwner {
@@ -336,32 +351,14 @@ impl VrouterDataplane {
                 }
             }
             VifIo::Eth { mut port, .. } => {
-                for l in &self.lcores {
-                    let (reply, answer) = bounded(1);
-                    if l.commands
-                        .send(LcoreCmd::DetachVif { vif: index, reply })
-                        .is_ok()
-                        && answer.recv_timeout(REPLY_TIMEOUT).is_err()
-                    {
-                        warn!(vif = %name, lcore = l.lcore, "lcore did not release the port's queues");
-                    }
-                }
+                self.detach_from_lcores(index, name, "the port's queues");
                 if let Err(e) = port.stop() {
                     warn!(vif = %name, "stopping port: {e}");
                 }
                 drop(port);
             }
             VifIo::Kernel { monitor } => {
-                for l in &self.lcores {
-                    let (reply, answer) = bounded(1);
-                    if l.commands
-                        .send(LcoreCmd::DetachVif { vif: index, reply })
-                        .is_ok()
-                        && answer.recv_timeout(REPLY_TIMEOUT).is_err()
-                    {
-                        warn!(vif = %name, lcore = l.lcore, "lcore did not release the interface");
-                    }
-                }
+                self.detach_from_lcores(index, name, "the interface");
                 // The socket closes with the monitor, after this last read of its drops.
                 self.kernel_drops_retired
                     .fetch_add(monitor.stats().rx_ring_full, Ordering::Relaxed);
