@@ -482,7 +482,7 @@ mod tests {
     /// present throughout the lookup, and is a failure.
     #[test]
     fn lookups_never_miss_a_present_key_while_others_are_removed() {
-        use std::sync::atomic::{AtomicBool, AtomicU32};
+        use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
         const SLOTS: usize = 64;
         const WINDOW: u32 = 48;
         let vnis = VniTable::with_slots(SLOTS);
@@ -491,6 +491,7 @@ mod tests {
         // Keys lo..=hi are present.
         let (lo, hi) = (AtomicU32::new(1), AtomicU32::new(0));
         let stop = AtomicBool::new(false);
+        let reads = AtomicU64::new(0);
         std::thread::scope(|s| {
             let reader = s.spawn(|| {
                 let (mut n, mut x) = (0u64, 7u32);
@@ -512,12 +513,18 @@ mod tests {
                         "mac {k}: {b:?}"
                     );
                     n += 1;
+                    reads.store(n, Ordering::Relaxed);
                 }
                 n
             });
-            let t0 = std::time::Instant::now();
+            // No clock: the writer goes on until the reader has checked a good number of keys
+            // while it wrote, so the checks ran against removals however the threads were
+            // scheduled (and stops if the reader's checks failed).
             let mut k = 1u32;
-            while t0.elapsed() < std::time::Duration::from_millis(1500) && k < 0xff_0000 {
+            while (k < 20_000 || reads.load(Ordering::Relaxed) < 200_000)
+                && !reader.is_finished()
+                && k < 0xff_0000
+            {
                 vnis.set(k, vrf(k)).unwrap();
                 bridge.set(mac(k), target(vrf(k))).unwrap();
                 hi.store(k, Ordering::Release);
@@ -533,7 +540,7 @@ mod tests {
                 k += 1;
             }
             stop.store(true, Ordering::Relaxed);
-            assert!(reader.join().expect("the reader's checks held") > 0);
+            assert!(reader.join().expect("the reader's checks held") >= 200_000);
         });
         assert_eq!(vnis.occupied(), WINDOW as usize - 1);
         assert_eq!(bridge.occupied(), WINDOW as usize - 1);

@@ -363,6 +363,7 @@ fn readers_never_miss_a_route_that_exists_while_groups_are_recycled() {
         }
     }
     let stop = AtomicBool::new(false);
+    let reads = std::sync::atomic::AtomicU64::new(0);
     let mut rounds = 0u32;
     std::thread::scope(|s| {
         let reader = s.spawn(|| {
@@ -387,12 +388,15 @@ fn readers_never_miss_a_route_that_exists_while_groups_are_recycled() {
                     assert_eq!(lpm.lookup_v4(a), Some(u64::from(want)), "{a:08x}");
                     n += 1;
                 }
+                reads.store(n, Ordering::Relaxed);
                 r.quiescent();
             }
             n
         });
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_millis(2000) || rounds < 20_000 {
+        // No clock: the churn goes on until the reader has looked up a good number of
+        // addresses meanwhile (or its checks failed and it stopped).
+        while (rounds < 20_000 || reads.load(Ordering::Relaxed) < 500_000) && !reader.is_finished()
+        {
             let i = rounds % SLASH16S;
             let r = rounds.wrapping_mul(2_654_435_761);
             let a = 0x0a00_0000 | i << 16 | (r & 0xfe00) | 0x80 | (r & 0x7f);
@@ -402,12 +406,9 @@ fn readers_never_miss_a_route_that_exists_while_groups_are_recycled() {
             lpm.remove(u128::from(a), 32).unwrap();
             lpm.remove(u128::from(b), 24).unwrap();
             rounds += 1;
-            if rounds >= 2_000_000 {
-                break;
-            }
         }
         stop.store(true, Ordering::Relaxed);
-        assert!(reader.join().expect("the reader's checks held") > 0);
+        assert!(reader.join().expect("the reader's checks held") >= 500_000);
     });
     let s = lpm.stats();
     // What the stable routes need: in each even /16, one group below it and one below its
@@ -448,32 +449,34 @@ fn lookups_see_old_or_new_route_while_a_writer_churns() {
     let lpm = Arc::new(Lpm::new(32, 1024));
     lpm.insert(0xc6120000, 15, 1).unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let r = {
-        let (lpm, stop) = (lpm.clone(), stop.clone());
+        let (lpm, stop, reads) = (lpm.clone(), stop.clone(), reads.clone());
         std::thread::spawn(move || {
             let reader = lpm.grace().register();
-            ready_tx.send(()).unwrap();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let v = lpm.lookup(0xc6120105);
                 assert!(v == Some(1) || v == Some(2) || v == Some(3), "{v:?}");
                 n += 1;
+                reads.store(n, Ordering::Relaxed);
                 reader.quiescent();
             }
             n
         })
     };
-    // Optimised, the churn below could otherwise be over before the reader starts.
-    ready.recv().unwrap();
-    for _ in 0..2000 {
+    // Optimised, a fixed count of rounds can be over before the reader starts: churn until
+    // it has looked up a good number of times meanwhile (or its check failed and it stopped).
+    let mut rounds = 0u32;
+    while (rounds < 2000 || reads.load(Ordering::Relaxed) < 50_000) && !r.is_finished() {
         lpm.insert(0xc6120100, 24, 2).unwrap();
         lpm.insert(0xc6120104, 30, 3).unwrap();
         lpm.remove(0xc6120104, 30).unwrap();
         lpm.remove(0xc6120100, 24).unwrap();
+        rounds += 1;
     }
     stop.store(true, Ordering::Relaxed);
-    assert!(r.join().unwrap() > 0);
+    assert!(r.join().unwrap() >= 50_000);
 }
 
 #[test]
