@@ -84,6 +84,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 /// Where the first null inside `v` is (`ingress[0].proto`), not counting `v` itself.
 fn nested_null(v: &serde_json::Value, at: &str) -> Option<String> {
     use serde_json::Value;
+    let null_at = |here: String, f: &Value| {
+        if f.is_null() {
+            Some(here)
+        } else {
+            nested_null(f, &here)
+        }
+    };
     match v {
         Value::Object(fields) => fields.iter().find_map(|(k, f)| {
             let here = if at.is_empty() {
@@ -91,20 +98,12 @@ fn nested_null(v: &serde_json::Value, at: &str) -> Option<String> {
             } else {
                 format!("{at}.{k}")
             };
-            if f.is_null() {
-                Some(here)
-            } else {
-                nested_null(f, &here)
-            }
+            null_at(here, f)
         }),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, f)| {
-            let here = format!("{at}[{i}]");
-            if f.is_null() {
-                Some(here)
-            } else {
-                nested_null(f, &here)
-            }
-        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, f)| null_at(format!("{at}[{i}]"), f)),
         _ => None,
     }
 }
