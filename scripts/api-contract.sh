@@ -103,10 +103,10 @@ repo=$PWD
     --max-examples "$max_examples" --max-time "$max_seconds" --workers 1 --no-color \
     --report ndjson --report-dir "$report") || status=$?
 
+((status == 0)) || { echo "api-contract: the document and the server disagree (above)" >&2; exit 1; }
 # The run must have been a real one: count the requests it sent.
 requests=$(cat "$report"/*.ndjson | jq -s '[.[] | .ScenarioFinished? // empty | .recorder.interactions // {} | length] | add // 0')
 echo "api-contract: $requests requests sent"
-((status == 0)) || { echo "api-contract: the document and the server disagree (above)" >&2; exit 1; }
 ((requests >= 1000)) || { echo "api-contract: only $requests requests; expected at least 1000" >&2; exit 1; }
 
 kill -0 "$vr_pid" 2>/dev/null || { echo "api-contract: vrouterd died during the run" >&2; exit 1; }
