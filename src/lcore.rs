@@ -20,7 +20,7 @@ use pmd_shim::{
     KernelRx, KernelTx, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, StopFlag, TxQueue,
     BURST_MAX,
 };
-use vhost_user::{NetHdr, SplitQueue};
+use vhost_user::{NetHdr, QueueStats, SplitQueue};
 use vrouter::flow::{FlowStage, FlowTable};
 use vrouter::offload::{gso, TxCaps};
 use vrouter::pipeline::{Pipeline, TxBatches};
@@ -83,9 +83,6 @@ pub struct LoopCounters {
     pub total_cycles: AtomicU64,
     /// Packets another lcore's inbox ring had no room for.
     pub ring_drops: AtomicU64,
-    /// Per vif: packets the pipeline sent to the vif that its queue (or ring) refused. The
-    /// pipeline counts a packet as transmitted when it queues it; this is what did not leave.
-    pub tx_refused: Box<[AtomicU64]>,
 }
 
 impl Default for LoopCounters {
@@ -96,7 +93,6 @@ impl Default for LoopCounters {
             busy_cycles: AtomicU64::new(0),
             total_cycles: AtomicU64::new(0),
             ring_drops: AtomicU64::new(0),
-            tx_refused: (0..MAX_VIFS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -243,7 +239,7 @@ impl Lcore {
             let mut work = 0usize;
 
             for i in 0..st.rx.len() {
-                match &mut st.rx[i] {
+                let in_vif = match &mut st.rx[i] {
                     RxSource::Eth { vif, queue } => {
                         let n = queue.rx_burst(&mut burst);
                         if n == 0 {
@@ -252,25 +248,28 @@ impl Lcore {
                         work += n;
                         pipeline.flow_hook().begin(*vif, now_ms);
                         pipeline.process(*vif, burst.drain().map(Pkt), &mut batches);
+                        *vif
                     }
                     RxSource::Virtq { vif, queue } => {
                         refill(&pool, &mut spare, &mut staging);
+                        let before = queue.stats();
                         let n = queue.dequeue_burst(&mut spare[..]);
+                        count_guest_drops(&stats, *vif, &before, &queue.stats());
                         if n == 0 {
                             continue;
                         }
                         work += n;
                         pipeline.flow_hook().begin(*vif, now_ms);
                         pipeline.process(*vif, spare.drain(..n), &mut batches);
+                        *vif
                     }
                     RxSource::Kernel { vif, mtu, port } => {
                         let (vif, mtu) = (*vif, *mtu);
                         let r = port.rx_burst(&mut burst, &mut hdrs);
+                        // Received, then dropped before the pipeline: counted as both.
                         let rx_drop = |reason: DropReason, n: u32| {
-                            for _ in 0..n {
-                                stats.count_drop(reason);
-                            }
-                            stats.vif(vif).drops.add(u64::from(n));
+                            stats.vif(vif).rx_packets.add(u64::from(n));
+                            stats.count_drops(reason, vif, u64::from(n));
                         };
                         rx_drop(DropReason::Truncated, r.truncated);
                         rx_drop(DropReason::Malformed, r.malformed);
@@ -287,6 +286,7 @@ impl Lcore {
                                     Some(Pkt(m))
                                 }
                                 Err(reason) => {
+                                    stats.vif(vif).rx_bytes.add(u64::from(m.pkt_len()));
                                     rx_drop(reason, 1);
                                     None
                                 }
@@ -294,8 +294,9 @@ impl Lcore {
                         });
                         pipeline.flow_hook().begin(vif, now_ms);
                         pipeline.process(vif, pkts, &mut batches);
+                        vif
                     }
-                }
+                };
                 let mut tx = Tx {
                     index,
                     peers: &mut peers,
@@ -305,7 +306,7 @@ impl Lcore {
                     staging: &mut staging,
                     finished: &mut finished,
                 };
-                st.flush(&mut tx, &mut batches);
+                st.flush(&mut tx, in_vif, &mut batches);
             }
             st.hand_back_broken(&events);
 
@@ -313,6 +314,7 @@ impl Lcore {
             let n = inbox.dequeue_burst(&mut burst);
             if n > 0 {
                 work += n;
+                stats.taken_from_lcores.add(n as u64);
                 let mut tx = Tx {
                     index,
                     peers: &mut peers,
@@ -362,6 +364,24 @@ impl Lcore {
     }
 }
 
+/// Counts what a guest's TX queue dropped between `before` and `after` (while dequeuing):
+/// packets vif `vif` received, dropped under the reason that fits.
+#[inline(always)]
+fn count_guest_drops(stats: &CoreStats, vif: u16, before: &QueueStats, after: &QueueStats) {
+    let malformed = (after.dropped_malformed + after.dropped_fragmented)
+        .wrapping_sub(before.dropped_malformed + before.dropped_fragmented);
+    let too_big = after.dropped_too_big.wrapping_sub(before.dropped_too_big);
+    let bad = after
+        .dropped_bad_offload
+        .wrapping_sub(before.dropped_bad_offload);
+    if malformed | too_big | bad != 0 {
+        stats.vif(vif).rx_packets.add(malformed + too_big + bad);
+        stats.count_drops(DropReason::Malformed, vif, malformed);
+        stats.count_drops(DropReason::Mtu, vif, too_big);
+        stats.count_drops(DropReason::Offload, vif, bad);
+    }
+}
+
 /// Keeps `spare` at a full burst of empty mbufs for the next virtqueue dequeue.
 #[inline]
 fn refill(pool: &Mempool, spare: &mut Vec<Pkt>, staging: &mut MbufBurst) {
@@ -383,15 +403,20 @@ fn refill(pool: &Mempool, spare: &mut Vec<Pkt>, staging: &mut MbufBurst) {
 }
 
 impl State {
-    /// Sends every per-vif batch the pipeline produced, hands host packets to the host vif,
-    /// and releases the dropped ones (already counted by the pipeline).
-    fn flush(&mut self, tx: &mut Tx<'_>, batches: &mut TxBatches<Pkt>) {
+    /// Sends every per-vif batch the pipeline produced for packets from `in_vif`, hands host
+    /// packets to the host vif, and releases the dropped ones (already counted by the
+    /// pipeline).
+    fn flush(&mut self, tx: &mut Tx<'_>, in_vif: u16, batches: &mut TxBatches<Pkt>) {
         batches.flush(|vif, q| self.send(tx, vif, q));
         if !batches.host.is_empty() {
             let mut host = std::mem::take(&mut batches.host);
             match self.host_vif {
                 Some(h) => self.send(tx, h, &mut host),
-                None => host.clear(),
+                None => {
+                    tx.stats
+                        .count_drops(DropReason::NoHostVif, in_vif, host.len() as u64);
+                    host.clear();
+                }
             }
             batches.host = host;
         }
@@ -416,11 +441,12 @@ impl State {
             if out.len() + offload::count_after(&p, caps) > FINISHED_ROOM {
                 self.transmit(tx, vif, &mut out);
             }
+            let before = out.len();
             if offload::finish(p, caps, tx.pool, &mut out).is_err() {
-                // Counted once, under its reason and as the vif's drop (not as refused by
-                // the queue, which never saw it).
-                tx.stats.count_drop(DropReason::Offload);
-                tx.stats.vif(vif).drops.add(1);
+                tx.stats.count_drops(DropReason::Offload, vif, 1);
+            } else if out.len() > before + 1 {
+                // The segments are what is sent (and counted); the frame was one packet.
+                tx.stats.segments_added.add((out.len() - before - 1) as u64);
             }
         }
         self.transmit(tx, vif, &mut out);
@@ -428,42 +454,64 @@ impl State {
     }
 
     /// Transmits `q` on vif `vif`: on our own queue for it, else through the owner lcore's
-    /// inbox ring. Whatever cannot leave is freed and counted in `tx_refused`; `q` ends empty.
+    /// inbox ring. Counts what its queue took as sent (packets and bytes) and everything else
+    /// as a drop under its reason; `q` ends empty.
     fn transmit(&mut self, tx: &mut Tx<'_>, vif: u16, q: &mut Vec<Pkt>) {
+        if q.is_empty() {
+            return;
+        }
         let Tx {
             index,
             ref mut peers,
             counters,
+            stats,
             ref mut staging,
             ..
         } = *tx;
-        let mut total = q.len();
-        let sent = match self.tx.get_mut(usize::from(vif)).and_then(Option::as_mut) {
+        let total = q.len() as u64;
+        let sent = stats.vif(vif);
+        match self.tx.get_mut(usize::from(vif)).and_then(Option::as_mut) {
             Some(TxSink::Virtq(queue)) => {
-                let n = queue.enqueue_burst(&q[..]);
+                // The queue counts what it delivered and what it dropped; its counters tell
+                // which packets of the burst were which.
+                let before = queue.stats();
+                let taken = queue.enqueue_burst(&q[..]) as u64;
                 q.clear();
-                n
+                let after = queue.stats();
+                sent.tx_packets
+                    .add(after.packets.wrapping_sub(before.packets));
+                sent.tx_bytes.add(after.bytes.wrapping_sub(before.bytes));
+                let too_big = after.dropped_too_big.wrapping_sub(before.dropped_too_big);
+                let bad = after
+                    .dropped_bad_offload
+                    .wrapping_sub(before.dropped_bad_offload);
+                stats.count_drops(DropReason::Mtu, vif, too_big);
+                stats.count_drops(DropReason::Offload, vif, bad);
+                // Not taken: no buffer posted (or the guest broke the queue).
+                stats.count_drops(DropReason::TxQueueFull, vif, total.saturating_sub(taken));
             }
             Some(TxSink::Kernel(port)) => {
                 let r = port.tx_burst(q.iter().map(|p| (&p.0, packet::kernel_tx_hdr(p))));
                 q.clear();
-                r.sent
+                sent.tx_packets.add(r.sent as u64);
+                sent.tx_bytes.add(r.bytes);
+                stats.count_drops(DropReason::TxQueueFull, vif, r.busy as u64);
+                stats.count_drops(DropReason::KernelRejected, vif, r.rejected as u64);
             }
             Some(TxSink::Eth(queue)) => {
-                let mut sent = 0;
                 let mut it = q.drain(..);
                 loop {
+                    let mut bytes = 0u64;
                     for mut p in it.by_ref() {
                         // What is left to finish, the device does (the port's caps took it).
                         if !vrouter::PacketBuf::offload(&p).is_none()
                             && (offload::request_from_device(&mut p).is_err()
                                 || !queue.tx_prepare(&mut p.0))
                         {
-                            tx.stats.count_drop(DropReason::Offload);
-                            tx.stats.vif(vif).drops.add(1);
-                            total -= 1;
+                            stats.count_drops(DropReason::Offload, vif, 1);
                             continue;
                         }
+                        bytes += u64::from(p.0.pkt_len());
                         // Never full here: the loop below drains it at BURST_MAX.
                         let _ = staging.push(p.into_mbuf());
                         if staging.is_full() {
@@ -473,10 +521,13 @@ impl State {
                     if staging.is_empty() {
                         break;
                     }
-                    sent += queue.tx_burst(staging);
+                    let n = queue.tx_burst(staging) as u64;
+                    let unsent: u64 = staging.iter().map(|m| u64::from(m.pkt_len())).sum();
+                    sent.tx_packets.add(n);
+                    sent.tx_bytes.add(bytes - unsent);
+                    stats.count_drops(DropReason::TxQueueFull, vif, staging.len() as u64);
                     staging.free_all();
                 }
-                sent
             }
             None => {
                 let owner = self
@@ -486,7 +537,7 @@ impl State {
                     .unwrap_or(NO_OWNER);
                 match peers.get_mut(usize::from(owner)) {
                     Some(ring) if owner != index => {
-                        let mut sent = 0;
+                        // The owner counts them sent (or dropped) when it hands them over.
                         let mut it = q.drain(..);
                         loop {
                             for p in it.by_ref() {
@@ -500,22 +551,19 @@ impl State {
                             if staging.is_empty() {
                                 break;
                             }
-                            sent += ring.enqueue_burst(staging);
-                            LoopCounters::add(&counters.ring_drops, staging.len() as u64);
+                            let n = ring.enqueue_burst(staging) as u64;
+                            stats.queued_to_lcores.add(n);
+                            let full = staging.len() as u64;
+                            LoopCounters::add(&counters.ring_drops, full);
+                            stats.count_drops(DropReason::TxQueueFull, vif, full);
                             staging.free_all();
                         }
-                        sent
                     }
                     _ => {
                         q.clear();
-                        0
+                        stats.count_drops(DropReason::NoTxQueue, vif, total);
                     }
                 }
-            }
-        };
-        if sent < total {
-            if let Some(c) = counters.tx_refused.get(usize::from(vif)) {
-                LoopCounters::add(c, (total - sent) as u64);
             }
         }
     }

@@ -81,6 +81,29 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
             d.sample(name, &[("lcore", &l.lcore.to_string())], v);
         }
     }
+    for (name, help, pick) in [
+        (
+            "vrouter_lcore_queued_to_lcores_total",
+            "Packets queued to the lcore that transmits for their vif.",
+            0,
+        ),
+        (
+            "vrouter_lcore_taken_from_lcores_total",
+            "Packets taken from other lcores to transmit.",
+            1,
+        ),
+        (
+            "vrouter_lcore_packets_made_total",
+            "Packets made: GSO segments cut in software, ICMP errors sent.",
+            2,
+        ),
+    ] {
+        d.family(name, "counter", help);
+        for l in &stats.lcores {
+            let v = [l.queued_to_lcores, l.taken_from_lcores, l.packets_made][pick];
+            d.sample(name, &[("lcore", &l.lcore.to_string())], v);
+        }
+    }
     d.family(
         "vrouter_lcore_busy_ratio",
         "gauge",

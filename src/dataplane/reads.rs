@@ -44,13 +44,6 @@ impl VrouterDataplane {
             c.tx_packets += v.tx_packets.get();
             c.tx_bytes += v.tx_bytes.get();
             c.drops += v.drops.get();
-            let refused = l
-                .counters
-                .tx_refused
-                .get(usize::from(index))
-                .map_or(0, |r| r.load(Ordering::Relaxed));
-            c.tx_packets = c.tx_packets.saturating_sub(refused);
-            c.drops += refused;
         }
         c
     }
@@ -115,8 +108,11 @@ impl VrouterDataplane {
             }
             Some(VifIo::Kernel { monitor }) => {
                 let mut counters = counters;
-                // Frames the kernel could not put in the ring are this vif's drops too.
-                counters.drops += monitor.stats().rx_ring_full;
+                // Frames the kernel could not put in the ring reached the vif and were
+                // dropped: received and dropped, as in the lcore sums.
+                let ring_full = monitor.stats().rx_ring_full;
+                counters.rx_packets += ring_full;
+                counters.drops += ring_full;
                 VifStatus {
                     state: if monitor.link_up() {
                         VifState::Up
@@ -159,6 +155,12 @@ impl VrouterDataplane {
                 tx_packets: 0,
                 tx_bytes: 0,
                 drops: 0,
+                queued_to_lcores: l.stats.queued_to_lcores.get(),
+                taken_from_lcores: l.stats.taken_from_lcores.get(),
+                // ICMP errors are counted as the drops they replace, and sent.
+                packets_made: l.stats.segments_added.get()
+                    + l.stats.drops(DropReason::MtuIcmpSent)
+                    + l.stats.drops(DropReason::TtlExceededIcmpSent),
                 busy_ratio: busy_ratio(&l.counters),
             };
             for v in 0..MAX_VIFS as u16 {
@@ -167,19 +169,13 @@ impl VrouterDataplane {
                 s.rx_bytes += c.rx_bytes.get();
                 s.tx_packets += c.tx_packets.get();
                 s.tx_bytes += c.tx_bytes.get();
-                let refused = l.counters.tx_refused[usize::from(v)].load(Ordering::Relaxed);
-                s.tx_packets = s.tx_packets.saturating_sub(refused);
             }
-            s.drops = DropReason::ALL
-                .iter()
-                .map(|&r| l.stats.drops(r))
-                .sum::<u64>()
-                + l.counters
-                    .tx_refused
-                    .iter()
-                    .map(|r| r.load(Ordering::Relaxed))
-                    .sum::<u64>();
-            s.drops += kernel_drops.get(&l.lcore).copied().unwrap_or(0);
+            s.drops = DropReason::ALL.iter().map(|&r| l.stats.drops(r)).sum();
+            // Frames the kernel dropped at a kernel vif's ring reached the vif, not vrouterd:
+            // received and dropped, so the sums still balance.
+            let ring_full = kernel_drops.get(&l.lcore).copied().unwrap_or(0);
+            s.rx_packets += ring_full;
+            s.drops += ring_full;
             total.rx_packets += s.rx_packets;
             total.rx_bytes += s.rx_bytes;
             total.tx_packets += s.tx_packets;
@@ -187,6 +183,7 @@ impl VrouterDataplane {
             total.drops += s.drops;
             total.lcores.push(s);
         }
+        total.rx_packets += retired;
         total.drops += retired;
         Ok(total)
     }
@@ -198,19 +195,6 @@ impl VrouterDataplane {
             d.reasons.insert(r.name().to_owned(), n);
             d.total += n;
         }
-        let refused: u64 = self
-            .lcores
-            .iter()
-            .map(|l| {
-                l.counters
-                    .tx_refused
-                    .iter()
-                    .map(|r| r.load(Ordering::Relaxed))
-                    .sum::<u64>()
-            })
-            .sum();
-        d.reasons.insert("tx_queue_full".to_owned(), refused);
-        d.total += refused;
         let (kernel, retired) = self.kernel_ring_drops();
         let ring_full = kernel.values().sum::<u64>() + retired;
         d.reasons.insert("kernel_ring_full".to_owned(), ring_full);

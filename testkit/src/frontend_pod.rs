@@ -103,6 +103,14 @@ impl FrontendPod {
             .add_tx_with_hdr(&mut self.ram, &h, frame, 2048, false)
     }
 
+    /// Posts one chain of the raw bytes `hdr` then `frame` (a header of any length: a hostile
+    /// guest's chain shorter than the virtio-net header); false when the ring is full.
+    pub fn send_with_hdr_bytes(&mut self, hdr: &[u8], frame: &[u8]) -> bool {
+        self.tx.reap(&self.ram);
+        self.tx
+            .add_tx_with_hdr(&mut self.ram, hdr, frame, 2048, false)
+    }
+
     /// Frames vrouterd delivered since the last call with their offload headers (RX buffers
     /// are posted again).
     pub fn receive_with_hdr(&mut self) -> Vec<(NetHdr, Vec<u8>)> {

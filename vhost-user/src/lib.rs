@@ -75,4 +75,4 @@ pub use error::{DecodeError, Error, MemoryError};
 pub use net_hdr::NetHdr;
 pub use port::{Mode, PortConfig, PortEvent, PortState, VhostUserPort};
 pub use session::{Session, SessionConfig};
-pub use virtqueue::{forward_burst, PacketBuffer, SplitQueue, VecBuffer};
+pub use virtqueue::{forward_burst, PacketBuffer, QueueStats, SplitQueue, VecBuffer};

@@ -51,7 +51,8 @@ drop_reasons! {
     /// TTL exceeded and an ICMP time-exceeded went back (counted so it shows in dropstats).
     TtlExceededIcmpSent = "ttl_exceeded_icmp_sent",
     /// Too big for the egress MTU with DF set (or IPv6); no ICMP error could be sent back. Or a
-    /// frame from a kernel interface longer than its vif's MTU allows.
+    /// frame from a kernel interface or a guest longer than its vif's MTU allows, or one too
+    /// big for the receive buffers a guest without mergeable buffers posted.
     Mtu = "mtu",
     /// Too big with DF: an ICMP fragmentation-needed / packet-too-big went back.
     MtuIcmpSent = "mtu_icmp_sent",
@@ -83,6 +84,17 @@ drop_reasons! {
     Offload = "offload",
     /// A frame arrived but the packet pool had no buffer left to receive it into.
     NoMbuf = "no_mbuf",
+    /// The egress queue was full: a guest's RX ring with no buffer posted, a NIC or kernel
+    /// socket queue, or the ring to the lcore that transmits for the vif.
+    TxQueueFull = "tx_queue_full",
+    /// A kernel interface refused a frame at send (too big for its MTU, or an offload header
+    /// it would not take).
+    KernelRejected = "kernel_rejected",
+    /// For the host (fabric traffic that is not for a tunnel, ARP not for the fabric address, a
+    /// receive route) while no host (tap) vif takes it.
+    NoHostVif = "no_host_vif",
+    /// Sent to a vif no lcore transmits for (being added or removed).
+    NoTxQueue = "no_tx_queue",
 }
 
 /// A counter with exactly one writer (its core). `add` is a relaxed load and store: on x86 two
@@ -103,7 +115,10 @@ impl Counter {
     }
 }
 
-/// Per-vif counters of one core.
+/// Per-vif counters of one core. `rx` counts every frame the vif gave us (those dropped before
+/// the pipeline too); `tx` what its queue accepted, counted by the lcore that handed it over
+/// (never what was only decided: a refused packet is a drop, not a send); `drops` the vif's
+/// received packets dropped and the packets to it its queue refused.
 #[derive(Debug, Default)]
 pub struct VifCounters {
     pub rx_packets: Counter,
@@ -123,6 +138,15 @@ pub struct CoreStats {
     pub replies: Counter,
     /// Packets handed to the host (receive nexthop, fabric traffic not for a tunnel).
     pub to_host: Counter,
+    /// Packets queued to the lcore that transmits for their vif, and taken from other lcores
+    /// to transmit: a packet is counted sent (`tx_packets`) by the lcore that hands it to the
+    /// vif's queue, so per lcore `rx + taken_from_lcores + segments_added = tx +
+    /// queued_to_lcores + drops`.
+    pub queued_to_lcores: Counter,
+    pub taken_from_lcores: Counter,
+    /// Packets added by cutting GSO frames into segments in software (a frame cut into 45
+    /// segments adds 44): the segments are what is sent and counted.
+    pub segments_added: Counter,
 }
 
 impl Default for CoreStats {
@@ -132,6 +156,9 @@ impl Default for CoreStats {
             vifs: (0..MAX_VIFS).map(|_| VifCounters::default()).collect(),
             replies: Counter::default(),
             to_host: Counter::default(),
+            queued_to_lcores: Counter::default(),
+            taken_from_lcores: Counter::default(),
+            segments_added: Counter::default(),
         }
     }
 }
@@ -140,6 +167,14 @@ impl CoreStats {
     #[inline(always)]
     pub fn count_drop(&self, r: DropReason) {
         self.drops[r as usize].add(1);
+    }
+    /// `n` drops for `r`, of packets vif `vif` received or was sent.
+    #[inline(always)]
+    pub fn count_drops(&self, r: DropReason, vif: u16, n: u64) {
+        if n != 0 {
+            self.drops[r as usize].add(n);
+            self.vif(vif).drops.add(n);
+        }
     }
     pub fn drops(&self, r: DropReason) -> u64 {
         self.drops[r as usize].get()

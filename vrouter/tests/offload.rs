@@ -141,7 +141,6 @@ fn a_gso_packet_is_routed_to_a_pod_whole_and_cuts_into_right_segments() {
         len as u64,
         "bytes count every segment"
     );
-    assert_eq!(snap.vif(POD_B).tx_bytes, len as u64);
 }
 
 #[test]

@@ -46,7 +46,8 @@ fn routes_pod_to_pod_with_ttl_and_checksum_rewritten() {
     let a = bed.stats.vif(POD_A);
     let b = bed.stats.vif(POD_B);
     assert_eq!((a.rx_packets, a.rx_bytes), (1, inp.len() as u64));
-    assert_eq!((b.tx_packets, b.tx_bytes), (1, out.len() as u64));
+    // Sends are counted where a queue accepts them (the lcore), not where they are decided.
+    assert_eq!((b.tx_packets, b.tx_bytes), (0, 0));
 }
 
 #[test]

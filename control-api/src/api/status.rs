@@ -14,6 +14,17 @@ pub struct LcoreStats {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub drops: u64,
+    /// Packets this lcore queued to the lcore that transmits for their vif, and packets it
+    /// took from other lcores to transmit; packets it made (segments cut from GSO frames in
+    /// software beyond the frame itself, ICMP errors sent in place of a dropped packet). Every
+    /// packet is accounted for once: `rx_packets + taken_from_lcores + packets_made =
+    /// tx_packets + queued_to_lcores + drops` (up to packets in flight between lcores).
+    #[serde(default)]
+    pub queued_to_lcores: u64,
+    #[serde(default)]
+    pub taken_from_lcores: u64,
+    #[serde(default)]
+    pub packets_made: u64,
     /// Share of recent poll iterations that found work, 0.0..=1.0.
     pub busy_ratio: f64,
 }

@@ -132,6 +132,8 @@ pub struct RxBurst {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TxBurst {
     pub sent: usize,
+    /// Frame bytes of the packets sent (virtio-net headers not counted).
+    pub bytes: u64,
     pub busy: usize,
     pub rejected: usize,
 }

@@ -65,7 +65,6 @@ impl KernelTx {
         I: IntoIterator<Item = (&'a Mbuf, NetHdr)>,
     {
         let mut r = TxBurst::default();
-        let mut bytes = 0u64;
         let mut it = pkts.into_iter();
         let mut held: Option<(&'a Mbuf, NetHdr)> = None;
         let fd = self.shared.fd.as_raw_fd();
@@ -132,7 +131,7 @@ impl KernelTx {
                     let n = n as usize;
                     for msg in &self.msgs[done..done + n] {
                         // The kernel counts the header it read as sent.
-                        bytes += u64::from(msg.msg_len).saturating_sub(VNET_HDR_LEN as u64);
+                        r.bytes += u64::from(msg.msg_len).saturating_sub(VNET_HDR_LEN as u64);
                     }
                     r.sent += n;
                     done += n;
@@ -159,7 +158,7 @@ impl KernelTx {
         }
         let c = &self.shared.counters;
         c.tx_packets.add(r.sent as u64);
-        c.tx_bytes.add(bytes);
+        c.tx_bytes.add(r.bytes);
         c.tx_busy.add(r.busy as u64);
         c.tx_rejected.add(r.rejected as u64);
         r

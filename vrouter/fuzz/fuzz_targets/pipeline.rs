@@ -15,6 +15,7 @@ mod tables;
 use tables::tables;
 
 struct Bed {
+    stats: StatsRegistry,
     pipe: Pipeline<NoFlow>,
     out: TxBatches<VecBuf>,
 }
@@ -23,8 +24,10 @@ fuzz_target!(|data: &[u8]| {
     static BED: OnceLock<std::sync::Mutex<Bed>> = OnceLock::new();
     let bed = BED.get_or_init(|| {
         let stats = StatsRegistry::default();
+        let core = stats.new_core();
         std::sync::Mutex::new(Bed {
-            pipe: Pipeline::new(tables(), stats.new_core(), NoFlow),
+            stats,
+            pipe: Pipeline::new(tables(), core, NoFlow),
             out: TxBatches::new(32),
         })
     });
@@ -32,8 +35,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut bed = bed.lock().unwrap_or_else(|e| e.into_inner());
-    let Bed { pipe, out } = &mut *bed;
+    let Bed { stats, pipe, out } = &mut *bed;
     out.clear();
-    pipe.process(u16::from(vif % 4), [VecBuf::from_frame(frame)], out);
-    checks::packets_accounted(out, 1);
+    let vif = u16::from(vif % 4);
+    let before = checks::Tally::read(stats, vif);
+    pipe.process(vif, [VecBuf::from_frame(frame)], out);
+    checks::packets_accounted(out, 1, before, checks::Tally::read(stats, vif));
 });

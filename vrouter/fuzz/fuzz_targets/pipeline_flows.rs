@@ -190,10 +190,12 @@ impl<'a> Side<'a> {
         exits: &mut Exits,
     ) {
         out.clear();
+        let before = checks::Tally::read(self.stats, vif);
         self.pipe.flow_hook().begin(vif, now);
         self.pipe
             .process(vif, frames.iter().map(|f| VecBuf::from_frame(f)), out);
-        checks::packets_accounted(out, frames.len());
+        let after = checks::Tally::read(self.stats, vif);
+        checks::packets_accounted(out, frames.len(), before, after);
         let mut keep = |exit, bufs: &[VecBuf]| {
             exits
                 .entry(exit)

@@ -86,9 +86,8 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             }
         }
 
-        // Stage 3: nexthop, rewrite, queue.
-        // TX counters are added once per run of packets to the same vif (most bursts have one).
-        let mut tx_run = TxRun::default();
+        // Stage 3: nexthop, rewrite, queue. Sends are counted by whoever hands the batches to
+        // their queues: only they know what was accepted.
         for (i, mut b) in bufs.drain(..).enumerate() {
             let v = match (early[i], pod_vrf) {
                 (Some(r), _) => Verdict::Drop(r),
@@ -100,10 +99,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 (None, _) => self.pod_ingress(vif, &mut metas[i], &mut b),
             };
             match v {
-                Verdict::Tx(vif) => {
-                    tx_run.add(stats, vif, b.frame_len() as u64);
-                    out.push(vif, b);
-                }
+                Verdict::Tx(vif) => out.push(vif, b),
                 Verdict::Host => {
                     stats.to_host.add(1);
                     out.host.push(b);
@@ -114,38 +110,6 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     out.dropped.push(b);
                 }
             }
-        }
-        tx_run.flush(stats);
-    }
-}
-
-/// Packets and bytes sent to one vif, not yet added to its counters.
-#[derive(Default)]
-struct TxRun {
-    vif: u16,
-    packets: u64,
-    bytes: u64,
-}
-
-impl TxRun {
-    #[inline(always)]
-    fn add(&mut self, stats: &CoreStats, vif: u16, bytes: u64) {
-        if vif != self.vif {
-            self.flush(stats);
-            self.vif = vif;
-        }
-        self.packets += 1;
-        self.bytes += bytes;
-    }
-
-    #[inline(always)]
-    fn flush(&mut self, stats: &CoreStats) {
-        if self.packets != 0 {
-            let c = stats.vif(self.vif);
-            c.tx_packets.add(self.packets);
-            c.tx_bytes.add(self.bytes);
-            self.packets = 0;
-            self.bytes = 0;
         }
     }
 }

@@ -17,6 +17,9 @@ pub fn stats(s: &Stats) -> String {
                 l.tx_packets.to_string(),
                 l.tx_bytes.to_string(),
                 l.drops.to_string(),
+                l.queued_to_lcores.to_string(),
+                l.taken_from_lcores.to_string(),
+                l.packets_made.to_string(),
                 format!("{:.0}%", l.busy_ratio * 100.0),
             ]
         })
@@ -29,10 +32,22 @@ pub fn stats(s: &Stats) -> String {
         s.tx_bytes.to_string(),
         s.drops.to_string(),
         String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
     ]);
     table(
         &[
-            "LCORE", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS", "BUSY",
+            "LCORE",
+            "RX_PKTS",
+            "RX_BYTES",
+            "TX_PKTS",
+            "TX_BYTES",
+            "DROPS",
+            "TO_LCORES",
+            "FROM_LCORES",
+            "MADE",
+            "BUSY",
         ],
         &rows,
     )
