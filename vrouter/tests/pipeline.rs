@@ -700,3 +700,48 @@ proptest! {
         })?;
     }
 }
+
+/// A burst of VXLAN packets to different inner destinations and VNIs (VRFs): each goes where
+/// its own VRF routes its own destination, whatever the packet before it looked up.
+#[test]
+fn a_burst_of_decapsulated_packets_is_routed_per_vrf_and_destination() {
+    let mut bed = bed();
+    // VNI 6000 → VRF 6, where pod A's address routes to pod B.
+    bed.tables.add_vrf(6).unwrap();
+    bed.tables.set_vni(6000, 6).unwrap();
+    let to_b = RouteTarget {
+        nexthop: NH_B,
+        label: None,
+    };
+    bed.tables
+        .add_route(6, std::net::IpAddr::V4(POD_A_IP), 32, to_b)
+        .unwrap();
+    let vxlan = |vni: u32, dst: Ipv4Addr| {
+        let mut inner = udp4(REMOTE_VXLAN, dst, 64, b"decapsulated");
+        inner[6..12].copy_from_slice(&REMOTE_MAC.0);
+        let mut payload = vec![0x08, 0, 0, 0];
+        payload.extend_from_slice(&(vni << 8).to_be_bytes());
+        payload.extend_from_slice(&inner);
+        fabric_udp(4789, &payload)
+    };
+    let burst = [
+        (vxlan(VNI, POD_A_IP), POD_A),
+        (vxlan(VNI, POD_A_IP), POD_A),
+        (vxlan(VNI, POD_B_IP), POD_B),
+        (vxlan(6000, POD_A_IP), POD_B),
+        (vxlan(VNI, POD_A_IP), POD_A),
+    ];
+    bed.out.clear();
+    bed.pipe.process(
+        FABRIC,
+        burst.iter().map(|(f, _)| VecBuf::from_frame(f)),
+        &mut bed.out,
+    );
+    assert!(bed.out.dropped.is_empty(), "{:?}", bed.stats.snapshot());
+    for (vif, want) in [(POD_A, 3), (POD_B, 2)] {
+        let got = bed.out.tx(vif);
+        assert_eq!(got.len(), want, "to vif {vif}");
+        let mac = if vif == POD_A { POD_A_MAC } else { POD_B_MAC };
+        assert!(got.iter().all(|b| b.data()[..6] == mac.0));
+    }
+}

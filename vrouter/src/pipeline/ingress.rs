@@ -185,7 +185,11 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         m.vrf = vrf_id;
         let dmac = ethernet::Frame::new_unchecked(b.data()).dst();
         if dmac == self.topo.fabric.vrouter_mac {
-            return self.route(vrf, &mut m, b, None, None);
+            let target = match m.l3 {
+                L3::Ipv4 | L3::Ipv6 => Some(self.memo.decap_route(vrf_id, vrf, &m)),
+                _ => None,
+            };
+            return self.route(vrf, &mut m, b, None, target);
         }
         if dmac.is_multicast() {
             return Verdict::Drop(DropReason::Multicast);

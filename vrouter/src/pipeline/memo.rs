@@ -2,7 +2,8 @@
 //! to one place) looks its nexthop up and builds its rewrite once.
 
 use super::encap;
-use crate::tables::Nexthop;
+use crate::meta::{PacketMeta, L3};
+use crate::tables::{Nexthop, RouteTarget, Vrf};
 use crate::wire::ethernet;
 
 /// What one burst remembers between its packets. Valid for one burst only: the next burst may
@@ -19,6 +20,49 @@ pub(super) struct BurstMemo {
     pub(super) encap: Option<EncapMemo>,
     /// The same for the last route target that led straight to a tunnel.
     pub(super) tunnel: Option<TunnelMemo>,
+    /// The last inner route looked up after a VXLAN decap. A pod-bound burst is looked up
+    /// back to back before the packets are handled, so the lookups overlap; a decapsulated
+    /// packet is looked up only once its outer headers are off, one after the other, and a
+    /// burst of them to one pod would wait on the same lookup each time.
+    pub(super) decap_route: Option<DecapRoute>,
+}
+
+/// See `BurstMemo::decap_route`.
+#[derive(Clone, Copy)]
+pub(super) struct DecapRoute {
+    vrf: u16,
+    l3: L3,
+    dst: u128,
+    target: Option<RouteTarget>,
+}
+
+impl BurstMemo {
+    /// The route for `m`'s destination in VRF `id` (`vrf`), remembered for the next packet.
+    #[inline(always)]
+    pub(super) fn decap_route(
+        &mut self,
+        id: u16,
+        vrf: &Vrf,
+        m: &PacketMeta,
+    ) -> Option<RouteTarget> {
+        match self.decap_route {
+            Some(r) if r.vrf == id && r.l3 == m.l3 && r.dst == m.dst => r.target,
+            _ => {
+                let target = if m.l3 == L3::Ipv4 {
+                    vrf.route_v4(m.dst_v4())
+                } else {
+                    vrf.route_v6(m.dst)
+                };
+                self.decap_route = Some(DecapRoute {
+                    vrf: id,
+                    l3: m.l3,
+                    dst: m.dst,
+                    target,
+                });
+                target
+            }
+        }
+    }
 }
 
 /// See `BurstMemo::encap`.
