@@ -315,10 +315,7 @@ impl Controller {
     fn commit_vif_add(&self, entry: VifEntry) -> Result<VifInfo, Error> {
         info!(
             index = entry.spec.index,
-            socket = entry
-                .socket()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+            attached = %entry.spec.kind,
             "vif added"
         );
         let info = self.vif_info(&entry);
@@ -354,13 +351,7 @@ impl Controller {
                 socket_path::remove_socket_file(socket);
             }
             socket_path::remove_created_dirs(&removable);
-            info!(
-                socket = entry
-                    .socket()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                "vif removed"
-            );
+            info!(attached = %entry.spec.kind, "vif removed");
         }
         saved
     }

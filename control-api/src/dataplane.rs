@@ -46,6 +46,21 @@ pub enum VifKind {
     Tap { iface: String },
 }
 
+impl std::fmt::Display for VifKind {
+    /// What the vif is attached to, for logs: `vhost-user socket /run/…`, `device …`,
+    /// `interface …`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VifKind::VhostUser { socket, .. } => {
+                write!(f, "vhost-user socket {}", socket.display())
+            }
+            VifKind::Physical { device } => write!(f, "device {device}"),
+            VifKind::AfPacket { iface } => write!(f, "interface {iface} (af_packet)"),
+            VifKind::Tap { iface } => write!(f, "tap interface {iface}"),
+        }
+    }
+}
+
 /// A validated change to the forwarding tables. The dataplane applies it, and the journal saves
 /// it as it is (so its serde form is the state files' format for these changes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

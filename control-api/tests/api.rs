@@ -1236,7 +1236,14 @@ async fn control_operations_are_logged_in_spans_naming_the_object() {
         201
     );
     assert_eq!(call(&s, Method::DELETE, "/vifs/pod-log", None).await.0, 204);
+    let kernel = json!({"name":"kpod-log","type":"af-packet","vrf":1,"mac":"02:00:00:00:00:01","iface":"veth-log"});
+    assert_eq!(call(&s, Method::POST, "/vifs", Some(kernel)).await.0, 201);
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("vif added") && l.contains("interface veth-log")),
+        "a kernel vif's log line names its interface: {text}"
+    );
     let socket = dir.join("s").display().to_string();
     assert!(
         text.lines().any(|l| l.contains("vif_add{vif=pod-log}")
