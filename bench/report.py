@@ -65,6 +65,10 @@ for case in cases:
             "mpps_median": round(m, 4),
             "mpps_runs": [round(r["rx_mpps_median"], 4) for r in rs],
             "loss_ratio_max": round(max(r["loss_ratio"] for r in rs), 6),
+            # Seconds each run warmed up before its rate was steady (older results: unknown).
+            "warmup_seconds_runs": [r.get("warmup_seconds") for r in rs],
+            "steady_runs": [r.get("steady") for r in rs],
+            "mpps_per_second_runs": [r.get("rx_mpps_per_second") for r in rs],
             "ratio_to_ceiling": round(m / ceiling, 3) if ceiling else None,
             "ratio_to_ovs": round(m / ovs, 3) if ovs else None,
             "ovs_case": ovs_case,
@@ -114,17 +118,29 @@ def fmt(v, spec="{:.2f}"):
 lines = [
     f"Machine: {machine}  ",
     f"Command: `{command}`  ",
-    "Mpps = median over the runs of each run's median per-second receive rate.",
+    "Mpps = median over the runs of each run's median per-second receive rate, measured once",
+    "the rate was steady (warm-up s: per run; * = never steady within the bound).",
     "",
-    "| case | frame | Mpps (median) | × testpmd ceiling | × OVS-DPDK | cycles/pkt on the switch core |",
-    "|---|---:|---:|---:|---:|---:|",
+    "| case | frame | Mpps (median) | × testpmd ceiling | × OVS-DPDK | cycles/pkt on the switch core | warm-up s |",
+    "|---|---:|---:|---:|---:|---:|---:|",
 ]
+
+
+def warmups(r):
+    """Warm-up seconds of each run, `*` where the rate never settled."""
+    ws = [
+        "?" if w is None else f"{w}{'' if st in (True, None) else '*'}"
+        for w, st in zip(r["warmup_seconds_runs"], r["steady_runs"])
+    ]
+    return ", ".join(ws)
+
+
 for r in records:
     if "mtu" in r:
         continue  # TCP and round-trip records have tables of their own
     lines.append(
         f"| {r['case']} | {r['frame_bytes']} B | {r['mpps_median']:.3f} | {fmt(r['ratio_to_ceiling'])} | "
-        f"{fmt(r['ratio_to_ovs'])} | {fmt(r['switch_cycles_per_packet'], '{:.0f}')} |"
+        f"{fmt(r['ratio_to_ovs'])} | {fmt(r['switch_cycles_per_packet'], '{:.0f}')} | {warmups(r)} |"
     )
 if tcp_records:
     lines += [

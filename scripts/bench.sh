@@ -2,8 +2,10 @@
 # Side-by-side benchmark: vrouterd vs DPDK's own vhost switch (testpmd, io forwarding over two
 # net_vhost ports: the ceiling) and OVS-DPDK, on the same machine, in one run, same traffic.
 # Each switch gets one forwarding core (CPU 1); the generator (vr-trafgen, two virtio-user ports)
-# runs on CPU 0. Each case: warm-up, then BENCH_SECONDS measured, BENCH_REPS times, at 64 B
-# and 1518 B. Writes bench/results/<date>.{json,md,png}.
+# runs on CPU 0. Each case: warm-up until the rate is steady (three consecutive seconds within
+# 2 %, at least 2 s, at most BENCH_WARMUP_MAX s: OVS spends its first seconds of many flows in
+# upcalls), then BENCH_SECONDS measured, BENCH_REPS times, at 64 B and 1518 B. Writes
+# bench/results/<date>.{json,md,png}, the per-second rates and warm-up times included.
 #
 #   scripts/bench.sh            (as root, on a fresh Debian 12 machine)
 #   BENCH_SECONDS=10 BENCH_REPS=3 BENCH_SIZES="64 1518" BENCH_CASES="testpmd-ceiling vrouterd-l3"
@@ -16,6 +18,8 @@ REPS=${BENCH_REPS:-3}
 SIZES=${BENCH_SIZES:-"64 1518"}
 CASES=${BENCH_CASES:-"testpmd-ceiling ovs-port ovs-l3-flows-1 ovs-l3-flows-65536 vrouterd-l3 vrouterd-l3-flows-1 vrouterd-l3-flows-65536 vrouterd-overlay-vxlan vrouterd-overlay-mplsoudp vrouterd-overlay-mplsogre tcp"}
 WARMUP=2
+WARMUP_MAX=${BENCH_WARMUP_MAX:-60}
+STEADY_PCT=2
 SWITCH_CPU=1
 GEN_CPU=0
 VROUTER_MAC=00:00:5e:00:01:00
@@ -56,7 +60,8 @@ trap cleanup EXIT
 trafgen() {
     local tx=$1 rx=$2 size=$3 flows=$4 prefix=$5
     taskset -c $GEN_CPU "$bin/vr-trafgen" --tx "$tx" --rx "$rx" --frame-bytes "$size" --flows "$flows" \
-        --warmup $WARMUP --duration "$SECONDS_MEASURED" --dst-mac "$VROUTER_MAC" -- \
+        --warmup $WARMUP --steady-pct $STEADY_PCT --warmup-max "$WARMUP_MAX" \
+        --duration "$SECONDS_MEASURED" --dst-mac "$VROUTER_MAC" -- \
         -l $GEN_CPU --no-pci --in-memory --single-file-segments -m 512 --file-prefix="vrbench-gen-$prefix" \
         --log-level=warning 2>"$work/trafgen.err" | tail -1
 }
@@ -70,7 +75,7 @@ measure() {
             line=$(trafgen "$tx" "$rx" "$size" "$flows" "$case-$size-$rep") || line=""
             if [[ $line == *'"summary":true'* ]]; then
                 echo "{\"case\":\"$case\",\"rep\":$rep,\"result\":$line}" >> "$raw"
-                echo "bench: $case ${size}B rep $rep: $(jq -r '.rx_mpps_median' <<<"$line") Mpps (loss $(jq -r '.loss_ratio' <<<"$line"))"
+                echo "bench: $case ${size}B rep $rep: $(jq -r '.rx_mpps_median' <<<"$line") Mpps (loss $(jq -r '.loss_ratio' <<<"$line"), warm-up $(jq -r '.warmup_seconds' <<<"$line") s$(jq -r 'if .steady then "" else ", never steady" end' <<<"$line"))"
             else
                 echo "bench: $case ${size}B rep $rep: no result ($(tail -2 "$work/trafgen.err" | tr '\n' ' '))"
             fi

@@ -34,9 +34,17 @@ struct Args {
     /// Packets per second to offer; 0 = as fast as possible.
     #[arg(long, default_value_t = 0)]
     rate_pps: u64,
-    /// Seconds to send before measuring.
+    /// Seconds to send before measuring (at least).
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    /// Keep warming up past `--warmup` until the receive rate is steady: three consecutive
+    /// seconds within this many percent of each other. 0 = measure right after `--warmup`.
+    #[arg(long, default_value_t = 0.0)]
+    steady_pct: f64,
+    /// Longest warm-up while waiting for a steady rate; measuring starts then anyway (and the
+    /// summary says the rate never settled).
+    #[arg(long, default_value_t = 30)]
+    warmup_max: u64,
     /// Seconds measured.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -49,6 +57,18 @@ struct Args {
     /// EAL arguments (after --); a core list such as `-l 0` belongs here.
     #[arg(last = true)]
     eal: Vec<String>,
+}
+
+/// Whether the last three warm-up seconds' receive rates lie within `pct` % of each other.
+fn steady(rates: &[u64], pct: f64) -> bool {
+    let Some(last3) = rates.len().checked_sub(3).map(|i| &rates[i..]) else {
+        return false;
+    };
+    let (lo, hi) = (last3.iter().min(), last3.iter().max());
+    match (lo, hi) {
+        (Some(&lo), Some(&hi)) if hi > 0 => (hi - lo) as f64 <= hi as f64 * pct / 100.0,
+        _ => false,
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -132,16 +152,25 @@ fn run(a: Args) -> Result<()> {
     } else {
         0
     };
-    let total = a.warmup + a.duration;
     let start = pmd_shim::cycles::rdtsc();
     let mut next_send = start;
     let mut counts = Counts::default();
     let mut last = counts;
     let mut per_second = Vec::new();
+    // Receive rates of the warm-up seconds, and the second measuring began after.
+    let mut warm_rates: Vec<u64> = Vec::new();
+    let mut warmed_at: Option<u64> = None;
     let mut flow_i = 0usize;
     let mut out = MbufBurst::new();
     let mut inb = MbufBurst::new();
-    for second in 1..=total {
+    let mut second = 0u64;
+    loop {
+        second += 1;
+        if let Some(w) = warmed_at {
+            if second > w + a.duration {
+                break;
+            }
+        }
         let end = start + second * hz;
         loop {
             let now = pmd_shim::cycles::rdtsc();
@@ -181,15 +210,27 @@ fn run(a: Args) -> Result<()> {
             rx_foreign: counts.rx_foreign - last.rx_foreign,
         };
         last = counts;
-        let measuring = second > a.warmup;
+        let measuring = warmed_at.is_some();
         println!(
             "{{\"second\":{second},\"measuring\":{measuring},\"tx_pps\":{},\"tx_dropped\":{},\"rx_pps\":{},\"rx_foreign\":{}}}",
             d.tx, d.tx_dropped, d.rx, d.rx_foreign
         );
         if measuring {
             per_second.push(d.rx);
+        } else {
+            warm_rates.push(d.rx);
+            let done = second >= a.warmup
+                && (a.steady_pct <= 0.0
+                    || steady(&warm_rates, a.steady_pct)
+                    || second >= a.warmup_max);
+            if done {
+                warmed_at = Some(second);
+            }
         }
     }
+    let warmup_seconds = warmed_at.unwrap_or(second);
+    let settled = a.steady_pct <= 0.0 || steady(&warm_rates, a.steady_pct);
+    let measured_rates: Vec<f64> = per_second.iter().map(|&r| r as f64 / 1e6).collect();
     // Let in-flight packets drain so loss is not overstated.
     let drain_end = Instant::now() + Duration::from_millis(200);
     while Instant::now() < drain_end {
@@ -214,6 +255,9 @@ fn run(a: Args) -> Result<()> {
         "rx_foreign": counts.rx_foreign,
         "loss_ratio": if counts.tx > 0 { 1.0 - counts.rx as f64 / counts.tx as f64 } else { 0.0 },
         "rx_mpps_median": median as f64 / 1e6,
+        "warmup_seconds": warmup_seconds,
+        "steady": settled,
+        "rx_mpps_per_second": measured_rates,
     });
     println!("{summary}");
     drop((txq, rxq, tx_queues, rx_queues));
@@ -222,4 +266,18 @@ fn run(a: Args) -> Result<()> {
         p.stop().ok();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steady;
+
+    #[test]
+    fn steady_means_three_last_seconds_within_the_share() {
+        assert!(steady(&[10, 500, 1000, 1010, 1000], 2.0));
+        assert!(!steady(&[1000, 1010, 1000, 900], 2.0), "the last one fell");
+        assert!(!steady(&[1000, 1030, 1000], 2.0), "3 % apart");
+        assert!(!steady(&[1000, 1000], 2.0), "two seconds are not three");
+        assert!(!steady(&[0, 0, 0], 2.0), "nothing received is not a rate");
+    }
 }
