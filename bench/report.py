@@ -23,6 +23,10 @@ runs = {}
 tcp = {}
 # Ping round trips (vr-tcpbench): (case, mtu) -> microseconds of each run.
 rtt = {}
+# Latency at a share of the peak: (case, frame, load %) -> the run's percentiles (µs).
+lat = {}
+# Zero-loss rate found by bisection: (case, frame) -> {"pps", "peak_pps"}.
+zero_loss = {}
 with open(raw) as f:
     for line in f:
         line = line.strip()
@@ -35,6 +39,14 @@ with open(raw) as f:
                 rtt.setdefault((t["case"], t["mtu"]), []).append(t["rtt_us"])
                 continue
             tcp.setdefault((t["case"], t["mtu"], t["streams"]), []).append(t["gbit_per_s"])
+            continue
+        if "zero_loss" in r:
+            z = r["zero_loss"]
+            zero_loss[(r["case"], z["frame_bytes"])] = z
+            continue
+        if "latency_load_pct" in r:
+            res = r["result"]
+            lat[(r["case"], res["frame_bytes"], r["latency_load_pct"])] = res.get("latency")
             continue
         res = r["result"]
         key = (r["case"], res["frame_bytes"])
@@ -104,6 +116,20 @@ for (case, mtu), vals in sorted(rtt.items()):
     })
 records.extend(rtt_records)
 
+latency_records = []
+for case, size in sorted({(c, s) for c, s, _ in lat} | set(zero_loss)):
+    z = zero_loss.get((case, size))
+    latency_records.append({
+        "case": case,
+        "frame_bytes": size,
+        "kind": "latency",
+        # One-way, generator to sink through the switch, at 10 / 50 / 90 % of the case's peak.
+        "latency_us": {str(p): lat.get((case, size, p)) for p in (10, 50, 90)},
+        "zero_loss_mpps": round(z["pps"] / 1e6, 4) if z else None,
+        "zero_loss_ratio_to_peak": round(z["pps"] / z["peak_pps"], 3) if z and z["peak_pps"] else None,
+    })
+records.extend(latency_records)
+
 meta = {"machine": machine, "command": command, "tsc_hz": hz, "results": records}
 with open(stem + ".json", "w") as f:
     json.dump(records, f, indent=2)
@@ -136,12 +162,34 @@ def warmups(r):
 
 
 for r in records:
-    if "mtu" in r:
-        continue  # TCP and round-trip records have tables of their own
+    if "mpps_median" not in r:
+        continue  # TCP, round-trip and latency records have tables of their own
     lines.append(
         f"| {r['case']} | {r['frame_bytes']} B | {r['mpps_median']:.3f} | {fmt(r['ratio_to_ceiling'])} | "
         f"{fmt(r['ratio_to_ovs'])} | {fmt(r['switch_cycles_per_packet'], '{:.0f}')} | {warmups(r)} |"
     )
+def pcts(d):
+    if not d:
+        return "–"
+    # null: beyond the generator's 10 ms histogram.
+    return " / ".join("> 10000" if d[k] is None else f"{d[k]:.1f}" for k in ("p50_us", "p99_us", "p999_us"))
+
+
+if latency_records:
+    lines += [
+        "",
+        "One-way latency (µs, p50 / p99 / p99.9; generator and sink on one core, bursts of 8) at a",
+        "share of each case's peak, and the zero-loss rate (bisection, 7 steps below the peak).",
+        "",
+        "| case | frame | at 10 % | at 50 % | at 90 % | zero-loss Mpps | × peak |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in latency_records:
+        l = r["latency_us"]
+        lines.append(
+            f"| {r['case']} | {r['frame_bytes']} B | {pcts(l['10'])} | {pcts(l['50'])} | {pcts(l['90'])} | "
+            f"{fmt(r['zero_loss_mpps'], '{:.3f}')} | {fmt(r['zero_loss_ratio_to_peak'])} |"
+        )
 if tcp_records:
     lines += [
         "",
@@ -178,7 +226,7 @@ try:
 
     fig, axes = plt.subplots(1, max(len(sizes), 1), figsize=(6 * max(len(sizes), 1), 5), squeeze=False)
     for ax, size in zip(axes[0], sizes):
-        rs = [r for r in records if r.get("frame_bytes") == size]
+        rs = [r for r in records if r.get("frame_bytes") == size and "mpps_median" in r]
         names = [r["case"] for r in rs]
         vals = [r["mpps_median"] for r in rs]
         colors = ["#4a7" if n.startswith("vrouterd") else "#888" if n.startswith("testpmd") else "#58c" for n in names]

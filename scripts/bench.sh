@@ -16,6 +16,9 @@ root=$PWD
 SECONDS_MEASURED=${BENCH_SECONDS:-10}
 REPS=${BENCH_REPS:-3}
 SIZES=${BENCH_SIZES:-"64 1518"}
+# Cases whose latency (at 10, 50 and 90 % of their peak) and zero-loss rate are measured too.
+LATENCY_CASES=${BENCH_LATENCY_CASES:-"testpmd-ceiling ovs-l3-flows-1 vrouterd-l3"}
+LATENCY_SECONDS=${BENCH_LATENCY_SECONDS:-5}
 CASES=${BENCH_CASES:-"testpmd-ceiling ovs-port ovs-l3-flows-1 ovs-l3-flows-65536 vrouterd-l3 vrouterd-l3-flows-1 vrouterd-l3-flows-65536 vrouterd-overlay-vxlan vrouterd-overlay-mplsoudp vrouterd-overlay-mplsogre tcp"}
 WARMUP=2
 WARMUP_MAX=${BENCH_WARMUP_MAX:-60}
@@ -56,17 +59,62 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# vr-trafgen against two socket paths; prints the summary JSON line. $1 $2 = devargs of tx / rx.
+# vr-trafgen against two socket paths; prints the summary JSON line. $1 $2 = devargs of tx / rx;
+# the run's timing ($6, default: warm up until steady, then BENCH_SECONDS) and further
+# vr-trafgen arguments (a fixed rate, latency) follow.
 trafgen() {
     local tx=$1 rx=$2 size=$3 flows=$4 prefix=$5
+    local timing=${6:-"--warmup $WARMUP --steady-pct $STEADY_PCT --warmup-max $WARMUP_MAX --duration $SECONDS_MEASURED"}
+    shift $(($# < 6 ? $# : 6))
+    # shellcheck disable=SC2086 # $timing is a list of arguments
     taskset -c $GEN_CPU "$bin/vr-trafgen" --tx "$tx" --rx "$rx" --frame-bytes "$size" --flows "$flows" \
-        --warmup $WARMUP --steady-pct $STEADY_PCT --warmup-max "$WARMUP_MAX" \
-        --duration "$SECONDS_MEASURED" --dst-mac "$VROUTER_MAC" -- \
+        $timing --dst-mac "$VROUTER_MAC" "$@" -- \
         -l $GEN_CPU --no-pci --in-memory --single-file-segments -m 512 --file-prefix="vrbench-gen-$prefix" \
         --log-level=warning 2>"$work/trafgen.err" | tail -1
 }
 
-# Runs the generator REPS times per frame size and records each summary under case $1.
+# One run at a fixed offered rate ($6 packets/s), LATENCY_SECONDS long, stamping every frame;
+# prints the summary line (empty if the run failed).
+offered() {
+    local tx=$1 rx=$2 size=$3 flows=$4 prefix=$5 pps=$6
+    trafgen "$tx" "$rx" "$size" "$flows" "$prefix" "--warmup 1 --duration $LATENCY_SECONDS" \
+        --rate-pps "$pps" --latency --burst 8 || true
+}
+
+# Latency at 10, 50 and 90 % of the case's measured peak, then the zero-loss rate: a bisection
+# (7 steps) between 0 and the peak for the highest offered rate at which nothing is lost.
+latency_and_zero_loss() {
+    local case=$1 tx=$2 rx=$3 flows=$4 size=$5
+    local peak
+    peak=$(jq -s --arg c "$case" --argjson s "$size" \
+        '[.[] | select(.case == $c and .result.frame_bytes == $s) | .result.rx_mpps_median] | sort | .[length / 2 | floor] // 0' "$raw")
+    local peak_pps
+    peak_pps=$(awk -v m="$peak" 'BEGIN { printf "%d", m * 1e6 }')
+    if ((peak_pps == 0)); then echo "bench: $case ${size}B: no peak to take latency at"; return; fi
+    for pct in 10 50 90; do
+        local line
+        line=$(offered "$tx" "$rx" "$size" "$flows" "$case-$size-lat$pct" $((peak_pps * pct / 100)))
+        if [[ $line == *'"summary":true'* ]]; then
+            echo "{\"case\":\"$case\",\"latency_load_pct\":$pct,\"result\":$line}" >> "$raw"
+            echo "bench: $case ${size}B at $pct %: latency $(jq -c '.latency' <<<"$line") µs"
+        fi
+    done
+    local lo=0 hi=$peak_pps
+    for step in 1 2 3 4 5 6 7; do
+        local mid=$(((lo + hi) / 2)) line
+        line=$(offered "$tx" "$rx" "$size" "$flows" "$case-$size-zl$step" "$mid")
+        if [[ $line == *'"summary":true'* ]] && jq -e '.tx_dropped == 0 and .rx_packets >= .tx_packets' <<<"$line" >/dev/null; then
+            lo=$mid
+        else
+            hi=$mid
+        fi
+    done
+    echo "{\"case\":\"$case\",\"zero_loss\":{\"frame_bytes\":$size,\"pps\":$lo,\"peak_pps\":$peak_pps}}" >> "$raw"
+    echo "bench: $case ${size}B: zero-loss $lo pps ($(awk -v a=$lo -v b=$peak_pps 'BEGIN { printf "%.2f", a / b }') × peak)"
+}
+
+# Runs the generator REPS times per frame size and records each summary under case $1; for the
+# LATENCY_CASES, latency and the zero-loss rate after.
 measure() {
     local case=$1 tx=$2 rx=$3 flows=$4
     for size in $SIZES; do
@@ -80,6 +128,9 @@ measure() {
                 echo "bench: $case ${size}B rep $rep: no result ($(tail -2 "$work/trafgen.err" | tr '\n' ' '))"
             fi
         done
+        if [[ " $LATENCY_CASES " == *" $case "* ]]; then
+            latency_and_zero_loss "$case" "$tx" "$rx" "$flows" "$size"
+        fi
     done
 }
 

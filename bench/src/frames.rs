@@ -61,6 +61,25 @@ pub fn udp_frame(dst_mac: [u8; 6], src_mac: [u8; 6], f: Flow, frame_bytes: usize
     b
 }
 
+/// Where a frame carries its send time (TSC) when the generator measures latency: right after
+/// the magic, inside the payload of the smallest frame (18 bytes).
+const STAMP: std::ops::Range<usize> = HEADERS + 4..HEADERS + 12;
+
+/// Writes the send time `tsc` into a generated frame.
+#[inline]
+pub fn stamp(frame: &mut [u8], tsc: u64) {
+    if let Some(s) = frame.get_mut(STAMP) {
+        s.copy_from_slice(&tsc.to_le_bytes());
+    }
+}
+
+/// The send time a generated frame carries (see [`stamp`]).
+#[inline]
+pub fn stamp_of(frame: &[u8]) -> Option<u64> {
+    let s: [u8; 8] = frame.get(STAMP)?.try_into().ok()?;
+    Some(u64::from_le_bytes(s))
+}
+
 /// Whether a received frame is one of ours (the magic survives any L2/L3 rewrite a switch does).
 #[inline]
 pub fn is_generated(frame: &[u8]) -> bool {

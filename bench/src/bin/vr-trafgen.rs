@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bench::frames::{self, MAX_FRAME, MIN_FRAME};
+use bench::latency::Histogram;
 use clap::Parser;
 use control_api::api::MacAddr;
 use pmd_shim::{Eal, EthPort, MbufBurst, Mempool, PortConfig};
@@ -54,6 +55,10 @@ struct Args {
     /// Burst size.
     #[arg(long, default_value_t = 32)]
     burst: usize,
+    /// Stamp every frame with its send time and report one-way latency percentiles of the
+    /// measured seconds (generator and sink share one core, so one TSC).
+    #[arg(long)]
+    latency: bool,
     /// EAL arguments (after --); a core list such as `-l 0` belongs here.
     #[arg(last = true)]
     eal: Vec<String>,
@@ -163,6 +168,7 @@ fn run(a: Args) -> Result<()> {
     let mut flow_i = 0usize;
     let mut out = MbufBurst::new();
     let mut inb = MbufBurst::new();
+    let mut latencies = Histogram::new(hz);
     let mut second = 0u64;
     loop {
         second += 1;
@@ -179,9 +185,12 @@ fn run(a: Args) -> Result<()> {
             }
             if cycles_per_pkt == 0 || now >= next_send {
                 while out.len() < a.burst {
-                    let Ok(m) = pool.alloc_with(&templates[flow_i]) else {
+                    let Ok(mut m) = pool.alloc_with(&templates[flow_i]) else {
                         break;
                     };
+                    if a.latency {
+                        frames::stamp(m.data_mut(), now);
+                    }
                     flow_i = (flow_i + 1) % templates.len();
                     let _ = out.push(m);
                 }
@@ -193,9 +202,14 @@ fn run(a: Args) -> Result<()> {
                 next_send += cycles_per_pkt * n.max(1);
             }
             if rxq.rx_burst(&mut inb) > 0 {
+                let received = pmd_shim::cycles::rdtsc();
+                let timing = a.latency && warmed_at.is_some();
                 for m in inb.iter() {
                     if frames::is_generated(m.data()) {
                         counts.rx += 1;
+                        if let (true, Some(sent)) = (timing, frames::stamp_of(m.data())) {
+                            latencies.record(sent, received);
+                        }
                     } else {
                         counts.rx_foreign += 1;
                     }
@@ -258,6 +272,8 @@ fn run(a: Args) -> Result<()> {
         "warmup_seconds": warmup_seconds,
         "steady": settled,
         "rx_mpps_per_second": measured_rates,
+        "offered_pps": a.rate_pps,
+        "latency": latencies.percentiles(),
     });
     println!("{summary}");
     drop((txq, rxq, tx_queues, rx_queues));
