@@ -373,3 +373,119 @@ fn the_blocking_client_works_without_a_runtime() {
     let err = c.run(|c| async move { c.vrf_del(0).await }).unwrap_err();
     assert_eq!((err.status(), err.code()), (409, "conflict"));
 }
+
+/// `vif list --rate` and `stats --rate` show what moved between two samples, per second: the
+/// counters grow while vrouterctl watches, and the lines it prints (`--json`, one per refresh)
+/// say so.
+#[test]
+fn live_views_show_per_second_rates() {
+    let s = TestServer::start();
+    ok(&s, &["vrf", "add", "1"]);
+    ok(
+        &s,
+        &[
+            "vif",
+            "add",
+            "kpod",
+            "--type",
+            "af-packet",
+            "--vrf",
+            "1",
+            "--mac",
+            "02:00:00:00:00:0b",
+            "--iface",
+            "veth-rate",
+        ],
+    );
+    let set = |rx: u64| {
+        s.dp.with(|st| {
+            st.counters.insert(
+                "kpod".into(),
+                VifCounters {
+                    rx_packets: rx,
+                    rx_bytes: rx * 100,
+                    tx_packets: 0,
+                    tx_bytes: 0,
+                    drops: rx / 10,
+                },
+            )
+        })
+    };
+    set(1000);
+    let watch = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vrouterctl"))
+            .arg("--socket")
+            .arg(&s.socket)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let vifs = watch(&[
+        "--json",
+        "vif",
+        "list",
+        "--rate",
+        "--interval",
+        "1",
+        "--count",
+        "2",
+    ]);
+    let lcores = watch(&[
+        "--json",
+        "stats",
+        "--rate",
+        "--interval",
+        "1",
+        "--count",
+        "2",
+    ]);
+    // Within the first interval the vif receives 50,000 packets more; in the second, none.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    set(51_000);
+    let lines = |child: std::process::Child| -> Vec<serde_json::Value> {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let v = lines(vifs);
+    assert_eq!(v.len(), 2, "one line per refresh: {v:?}");
+    let first = &v[0][0];
+    assert_eq!(first["name"], "kpod");
+    let pps = first["rx_pps"].as_f64().unwrap();
+    // 50,000 packets over one interval of about a second (a loaded machine stretches it).
+    assert!((20_000.0..=50_000.0).contains(&pps), "{first}");
+    let mbit = first["rx_mbit_s"].as_f64().unwrap();
+    assert!(
+        (mbit - pps * 800.0 / 1e6).abs() < 1e-6 * pps.max(1.0),
+        "{first}"
+    );
+    assert!(
+        (first["drops_per_s"].as_f64().unwrap() - pps / 10.0).abs() < 1.0,
+        "{first}"
+    );
+    assert_eq!(
+        v[1][0]["rx_pps"], 0.0,
+        "nothing moved in the second interval"
+    );
+    let l = lines(lcores);
+    assert_eq!(l.len(), 2);
+    assert!(l[0][0]["rx_pps"].as_f64().unwrap() >= 20_000.0, "{l:?}");
+    // A human table otherwise; a bad interval is refused up front.
+    let table = ok(
+        &s,
+        &["vif", "list", "--rate", "--interval", "0.1", "--count", "1"],
+    );
+    assert!(
+        table.starts_with("NAME") && table.contains("kpod"),
+        "{table}"
+    );
+    let top = ok(&s, &["flows", "top", "--interval", "0.1", "--count", "1"]);
+    assert!(top.starts_with("VRF") && top.contains("MBIT/S"), "{top}");
+    let err = fails(&s, &["stats", "--rate", "--interval", "0"]);
+    assert!(err.contains("seconds between"), "{err}");
+}

@@ -27,10 +27,29 @@ pub enum FlowsCmd {
     Flush,
     /// Flow table occupancy and counters.
     Stats,
+    /// The flows moving the most bytes now, refreshed in place like top (`--json`: a line per
+    /// refresh).
+    Top {
+        /// How many flows to show.
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+        #[command(flatten)]
+        refresh: crate::rate::Refresh,
+    },
 }
 
 pub async fn run(cmd: FlowsCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
     match cmd {
+        FlowsCmd::Top { rows, refresh } => {
+            crate::rate::watch(
+                refresh,
+                out.json,
+                || crate::rate::all_flows(c),
+                |a: &Vec<_>, b: &Vec<_>, secs| crate::rate::top_flows(a, b, secs, rows),
+                crate::rate::flow_table,
+            )
+            .await?
+        }
         FlowsCmd::List {
             vrf,
             limit,

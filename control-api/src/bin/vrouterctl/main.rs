@@ -7,6 +7,7 @@ mod label;
 mod nexthop;
 mod output;
 mod policy;
+mod rate;
 mod route;
 mod status;
 mod vif;
@@ -72,7 +73,13 @@ enum Command {
     #[command(subcommand)]
     Flows(flow::FlowsCmd),
     /// Packet counters, total and per lcore.
-    Stats,
+    Stats {
+        /// Per-second rates per lcore, refreshed in place (`--json`: a line per refresh).
+        #[arg(long)]
+        rate: bool,
+        #[command(flatten)]
+        refresh: rate::Refresh,
+    },
     /// Drops per reason.
     Dropstats,
     /// Mempools, rings, lcores and vif states.
@@ -94,7 +101,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vxlan(cmd) => label::run_vxlan(cmd, &c, &out).await,
         Command::Policy(cmd) => policy::run(cmd, &c, &out).await,
         Command::Flows(cmd) => flow::run(cmd, &c, &out).await,
-        Command::Stats => out.show(&c.stats().await?, status::stats),
+        Command::Stats { rate: false, .. } => out.show(&c.stats().await?, status::stats),
+        Command::Stats {
+            rate: true,
+            refresh,
+        } => {
+            rate::watch(
+                refresh,
+                out.json,
+                || async { Ok(c.stats().await?) },
+                rate::lcore_rates,
+                rate::lcore_table,
+            )
+            .await
+        }
         Command::Dropstats => out.show(&c.dropstats().await?, status::dropstats),
         Command::Health => out.show(&c.health().await?, status::health),
         Command::Metrics => {

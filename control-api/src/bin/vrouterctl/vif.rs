@@ -19,7 +19,14 @@ pub enum VifCmd {
         name: String,
     },
     /// List vifs with their state and packet counters.
-    List,
+    List {
+        /// Per-second rates instead of totals, refreshed in place (`--json`: a line per
+        /// refresh).
+        #[arg(long)]
+        rate: bool,
+        #[command(flatten)]
+        refresh: crate::rate::Refresh,
+    },
     /// Show one vif in full.
     Show {
         /// The vif's name.
@@ -134,7 +141,20 @@ pub async fn run(cmd: VifCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
             c.vif_del(&name).await?;
             out.done(format!("vif {name} removed"));
         }
-        VifCmd::List => out.show(&c.vifs().await?, |v| vif_rows(v))?,
+        VifCmd::List { rate: false, .. } => out.show(&c.vifs().await?, |v| vif_rows(v))?,
+        VifCmd::List {
+            rate: true,
+            refresh,
+        } => {
+            crate::rate::watch(
+                refresh,
+                out.json,
+                || async { Ok(c.vifs().await?) },
+                |a: &Vec<_>, b: &Vec<_>, secs| crate::rate::vif_rates(a, b, secs),
+                crate::rate::vif_table,
+            )
+            .await?
+        }
         VifCmd::Show { name } => out.show(&c.vif(&name).await?, vif_detail)?,
     }
     Ok(())
