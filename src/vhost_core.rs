@@ -60,6 +60,8 @@ pub struct VhostStatus {
     pub state: PortState,
     pub features: Option<u64>,
     pub queues_lent: u32,
+    /// Both rings of the first queue pair are with the lcore: the vif forwards both ways.
+    pub first_pair_lent: bool,
     pub lcore: u8,
     /// How the guest broke the device since it last connected (a virtqueue's rules, or its
     /// memory taken away under us), if it did.
@@ -282,6 +284,7 @@ impl VhostCore {
                         state: v.port.state(),
                         features: v.port.session().map(|s| s.features()),
                         queues_lent: v.lent.len() as u32,
+                        first_pair_lent: v.lent.contains(&0) && v.lent.contains(&1),
                         lcore: v.lcore,
                         // A memory fault cuts the frontend off: the port keeps the reason
                         // until a new frontend attaches.

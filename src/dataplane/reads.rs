@@ -71,8 +71,10 @@ impl VrouterDataplane {
                     .ok()
                     .and_then(|m| m.get(&index).cloned());
                 let broken = st.as_ref().and_then(|s| s.broken.clone());
+                // Connected once packets can flow both ways: a guest whose receive ring is not
+                // with an lcore yet would lose what is sent to it.
                 let (state, features, lent) = match st {
-                    Some(s) if s.queues_lent > 0 => {
+                    Some(s) if s.first_pair_lent => {
                         (VifState::Connected, s.features, s.queues_lent)
                     }
                     Some(s) => (
