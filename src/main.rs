@@ -220,6 +220,7 @@ fn run(opts: &cli::Options) -> Result<()> {
     let (event_tx, event_rx) = unbounded();
     let mut lcores = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
+    let tracer = Arc::new(vrouter::pipeline::trace::Tracer::default());
     for (i, (&lcore_id, inbox)) in opts.fwd_lcores.0.iter().zip(consumers).enumerate() {
         // Unbounded: a send never blocks the vhost core or the control side (which may hold
         // the registry that health reads need), even on a wedged lcore, and no command is
@@ -234,13 +235,15 @@ fn run(opts: &cli::Options) -> Result<()> {
             .map(|p| p.try_clone())
             .collect::<Result<Vec<_>, _>>()
             .context("cloning ring producers")?;
+        let mut pipeline = Pipeline::new(
+            Arc::clone(&tables),
+            Arc::clone(&stats),
+            policies.stage(Arc::clone(&tables)),
+        );
+        pipeline.set_tracer(Arc::clone(&tracer));
         lcores.push(Lcore {
             index: u8::try_from(i).context("at most 255 forwarding lcores")?,
-            pipeline: Pipeline::new(
-                Arc::clone(&tables),
-                Arc::clone(&stats),
-                policies.stage(Arc::clone(&tables)),
-            ),
+            pipeline,
             grace: Arc::clone(tables.grace()),
             flows: Arc::clone(&flow_table),
             counters: Arc::clone(&counters),
@@ -282,6 +285,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         vhost_loops,
         fabric,
         policies: Arc::clone(&policies),
+        tracer,
     }));
     let ctrl = Arc::new(
         Controller::new(

@@ -158,24 +158,8 @@ fn on_path(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Builds vrouterctl (another package of the workspace) and returns its path next to vrouterd.
 fn vrouterctl_bin() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(root())
-        .args([
-            "build",
-            "--locked",
-            "-p",
-            "control-api",
-            "--bin",
-            "vrouterctl",
-        ])
-        .status()
-        .expect("cargo build vrouterctl");
-    assert!(status.success(), "building vrouterctl failed");
-    let bin = vrouterd_bin().with_file_name("vrouterctl");
-    assert!(bin.is_file(), "{} after the build", bin.display());
-    bin
+    testkit::vrouterd::vrouterctl_bin(&vrouterd_bin())
 }
 
 fn run_vrouterctl(bin: &Path, vr: &Vrouterd, shown: &Shown) {

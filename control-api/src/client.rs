@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::api::{
     BridgeEntry, DropStats, ErrorBody, FlowPage, FlowQuery, FlowStats, FlushResult, Health,
-    IpPrefix, MacAddr, MplsEntry, MplsRequest, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo,
-    VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
+    IpPrefix, MacAddr, MplsEntry, MplsRequest, Nexthop, NexthopInfo, Policy, Route, Stats,
+    TraceRequest, TraceResult, VifInfo, VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
 };
 use crate::error::Error;
 
@@ -241,6 +241,20 @@ impl Client {
     }
     pub async fn policy(&self, vif: &str) -> Result<Policy, Error> {
         self.get(&format!("/vifs/{vif}/policy")).await
+    }
+
+    /// Starts tracing the next `count` packets received on `vif`.
+    pub async fn trace_start(&self, vif: &str, count: u32) -> Result<TraceRequest, Error> {
+        let req = TraceRequest { count };
+        self.call(Method::PUT, &format!("/vifs/{vif}/trace"), Some(&req))
+            .await
+    }
+    /// The packets traced on `vif` since the last read.
+    pub async fn trace_read(&self, vif: &str) -> Result<TraceResult, Error> {
+        self.get(&format!("/vifs/{vif}/trace")).await
+    }
+    pub async fn trace_stop(&self, vif: &str) -> Result<(), Error> {
+        self.delete(&format!("/vifs/{vif}/trace")).await
     }
 
     pub async fn flows(&self, query: &FlowQuery) -> Result<FlowPage, Error> {

@@ -12,8 +12,8 @@ use tracing::info;
 
 use crate::api::{
     BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, FlushResult, Health, IpPrefix, MacAddr,
-    MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo, VifRequest, VrfInfo,
-    VxlanEntry,
+    MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, TraceRequest, TraceResult, VifInfo,
+    VifRequest, VrfInfo, VxlanEntry, TRACE_COUNT_MAX,
 };
 use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, TableChange, VifKind, VifSpec};
 use crate::error::Error;
@@ -86,6 +86,8 @@ pub struct Controller {
     /// The `--state-dir` writer, once [`Controller::restore`] attached it; `None` keeps
     /// nothing on disk. Used under `changing`, so records follow the order of the changes.
     journal: Mutex<Option<Journal>>,
+    /// The vif the packet trace was last started on (the dataplane runs one trace at a time).
+    traced: Mutex<Option<String>>,
 }
 
 impl Controller {
@@ -98,6 +100,7 @@ impl Controller {
             base: SocketBase::new(&config.socket_base)?,
             vrouter_mac: config.vrouter_mac,
             journal: Mutex::new(None),
+            traced: Mutex::new(None),
         })
     }
 
@@ -352,6 +355,12 @@ impl Controller {
             }
             socket_path::remove_created_dirs(&removable);
             info!(attached = %entry.spec.kind, "vif removed");
+            // A trace of the vif ends with it (its index may be given to another vif).
+            let mut traced = self.traced.lock().unwrap_or_else(|p| p.into_inner());
+            if traced.as_deref() == Some(name) {
+                let _ = self.dataplane.trace_stop();
+                *traced = None;
+            }
         }
         saved
     }
@@ -620,6 +629,62 @@ impl Controller {
         })?;
         info!("policy removed");
         Ok(())
+    }
+
+    /// Starts tracing the next `req.count` packets of vif `name`, replacing any trace running.
+    pub fn trace_start(&self, name: &str, req: TraceRequest) -> Result<TraceRequest, Error> {
+        if !(1..=TRACE_COUNT_MAX).contains(&req.count) {
+            return Err(Error::InvalidField {
+                field: "count".into(),
+                reason: format!("{} is not in 1..={TRACE_COUNT_MAX}", req.count),
+            });
+        }
+        let spec = self.model().vif(name)?.spec.clone();
+        let mut traced = self.traced.lock().unwrap_or_else(|p| p.into_inner());
+        self.dataplane.trace_start(&spec, req.count)?;
+        *traced = Some(name.to_string());
+        info!(vif = %name, count = req.count, "packet trace started");
+        Ok(req)
+    }
+
+    /// The packets of vif `name`'s trace since the last read.
+    pub fn trace_read(&self, name: &str) -> Result<TraceResult, Error> {
+        self.model().vif(name)?;
+        let traced = self.traced.lock().unwrap_or_else(|p| p.into_inner());
+        match traced.as_deref() {
+            Some(t) if t == name => {
+                let (running, packets) = self.dataplane.trace_read()?;
+                Ok(TraceResult {
+                    vif: name.to_string(),
+                    running,
+                    packets,
+                })
+            }
+            Some(other) => Err(Error::Conflict(format!(
+                "the packet trace is of vif {other}; start one on {name} first"
+            ))),
+            None => Err(Error::NotFound {
+                what: "packet trace of vif",
+                key: format!("{name} (start one with PUT)"),
+            }),
+        }
+    }
+
+    /// Stops vif `name`'s trace (what it traced and nobody read is dropped).
+    pub fn trace_stop(&self, name: &str) -> Result<(), Error> {
+        self.model().vif(name)?;
+        let mut traced = self.traced.lock().unwrap_or_else(|p| p.into_inner());
+        match traced.as_deref() {
+            Some(t) if t == name => {
+                self.dataplane.trace_stop()?;
+                *traced = None;
+                Ok(())
+            }
+            _ => Err(Error::NotFound {
+                what: "packet trace of vif",
+                key: name.to_string(),
+            }),
+        }
     }
 
     pub fn policy(&self, name: &str) -> Result<Policy, Error> {

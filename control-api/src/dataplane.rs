@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{
     BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, Health, IpPrefix, MacAddr, Nexthop,
-    Policy, Route, Stats, VhostUserMode, VifStatus,
+    Policy, Route, Stats, TracedPacket, VhostUserMode, VifStatus,
 };
 
 /// A vif as the dataplane needs it: validated, with its index and resolved socket path.
@@ -247,4 +247,22 @@ pub trait Dataplane: Send + Sync + 'static {
     /// Remove every flow; returns how many there were.
     fn flush_flows(&self) -> Result<u64, DataplaneError>;
     fn flow_stats(&self) -> Result<FlowStats, DataplaneError>;
+    /// Trace the next `count` packets received on `vif` (replacing any trace running).
+    fn trace_start(&self, vif: &VifSpec, count: u32) -> Result<(), DataplaneError> {
+        let _ = (vif, count);
+        Err(DataplaneError::new(
+            DataplaneErrorKind::Unavailable,
+            "this dataplane does not trace packets",
+        ))
+    }
+    /// Whether the trace still runs, and the packets traced since the last call.
+    fn trace_read(&self) -> Result<(bool, Vec<TracedPacket>), DataplaneError> {
+        Err(DataplaneError::new(
+            DataplaneErrorKind::Unavailable,
+            "this dataplane does not trace packets",
+        ))
+    }
+    fn trace_stop(&self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! Rooms: [`changes`] applies table and policy changes, [`vif`] opens and closes the vifs'
 //! ports and sockets, [`convert`] turns API objects into forwarding-plane ones, [`reads`]
-//! answers status, counters, health and flow listings.
+//! answers status, counters, health and flow listings, [`trace`] describes traced packets.
 
 mod changes;
 mod convert;
@@ -16,11 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use control_api::api::{DropStats, FlowPage, FlowQuery, FlowStats, Health, Stats, VifStatus};
+use control_api::api::{
+    DropStats, FlowPage, FlowQuery, FlowStats, Health, Stats, TracedPacket, VifStatus,
+};
 use control_api::{Change, Dataplane, DataplaneError, DataplaneErrorKind, VifSpec};
 use crossbeam::channel::Sender;
 use pmd_shim::{Eal, EthPort, KernelPortMonitor, Mempool, RingProducer};
 use vrouter::flow::Policies;
+use vrouter::pipeline::trace::Tracer;
 use vrouter::tables::{FabricConfig, Tables};
 use vrouter::CoreStats;
 
@@ -97,6 +100,7 @@ pub struct VrouterDataplane {
     progress: Mutex<ProgressWatch>,
     /// Frames the kernel dropped for kernel vifs since removed (their sockets are gone).
     kernel_drops_retired: AtomicU64,
+    tracer: Arc<Tracer>,
 }
 
 fn rejected(msg: impl Into<String>) -> DataplaneError {
@@ -134,6 +138,8 @@ pub struct DataplaneParts {
     pub vhost_loops: Arc<AtomicU64>,
     pub fabric: FabricConfig,
     pub policies: Arc<Policies>,
+    /// The packet tracer every lcore's pipeline was given.
+    pub tracer: Arc<Tracer>,
 }
 
 impl VrouterDataplane {
@@ -148,6 +154,7 @@ impl VrouterDataplane {
             vhost_loops,
             fabric,
             policies,
+            tracer,
         } = parts;
         let registry = Registry {
             load: vec![0; lcores.len()],
@@ -168,6 +175,7 @@ impl VrouterDataplane {
             vhost_loops,
             progress: Mutex::new(ProgressWatch::default()),
             kernel_drops_retired: AtomicU64::new(0),
+            tracer,
         }
     }
 
@@ -235,7 +243,24 @@ impl Dataplane for VrouterDataplane {
     fn flow_stats(&self) -> Result<FlowStats, DataplaneError> {
         self.flow_table_stats()
     }
+
+    fn trace_start(&self, vif: &VifSpec, count: u32) -> Result<(), DataplaneError> {
+        let index = Self::vif_index(&self.registry(), &vif.name)?;
+        self.tracer.start(index, count);
+        Ok(())
+    }
+
+    fn trace_read(&self) -> Result<(bool, Vec<TracedPacket>), DataplaneError> {
+        Ok(self.traced_packets())
+    }
+
+    fn trace_stop(&self) -> Result<(), DataplaneError> {
+        self.tracer.stop();
+        Ok(())
+    }
 }
+
+mod trace;
 
 #[cfg(test)]
 mod tests;

@@ -302,3 +302,27 @@ pub fn vhost_user_vif(
     req.vhostuser_mode = Some(mode);
     req
 }
+
+/// Builds vrouterctl (another package of the workspace) and returns its path, which is next to
+/// `vrouterd` (the binary a test runs).
+pub fn vrouterctl_bin(vrouterd: &Path) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lies in the workspace");
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--locked",
+            "-p",
+            "control-api",
+            "--bin",
+            "vrouterctl",
+        ])
+        .status()
+        .expect("cargo build vrouterctl");
+    assert!(status.success(), "building vrouterctl failed");
+    let bin = vrouterd.with_file_name("vrouterctl");
+    assert!(bin.is_file(), "{} after the build", bin.display());
+    bin
+}

@@ -745,3 +745,46 @@ fn a_burst_of_decapsulated_packets_is_routed_per_vrf_and_destination() {
         assert!(got.iter().all(|b| b.data()[..6] == mac.0));
     }
 }
+
+/// A trace of pod A records its next packets, each with its verdict and the headers it came in
+/// and went out with; packets of other vifs and packets past the count are not traced.
+#[test]
+fn a_trace_records_the_next_packets_of_one_vif_with_their_verdicts() {
+    use vrouter::pipeline::trace::Tracer;
+    let mut bed = bed();
+    let tracer = Arc::new(Tracer::default());
+    bed.pipe.set_tracer(tracer.clone());
+    tracer.start(POD_A, 3);
+    let routed = udp4(POD_A_IP, POD_B_IP, 64, b"routed");
+    let tunnelled = udp4(POD_A_IP, REMOTE_VXLAN, 64, b"tunnelled");
+    let unroutable = udp4(POD_A_IP, Ipv4Addr::new(203, 0, 113, 9), 64, b"nowhere");
+    bed.run(POD_B, &udp4(POD_B_IP, POD_A_IP, 64, b"other vif"));
+    for f in [&routed, &tunnelled, &unroutable, &routed] {
+        bed.run(POD_A, f);
+    }
+    let r = tracer.drain();
+    assert_eq!(r.len(), 3, "the count, and only pod A's packets");
+    assert!(r.iter().all(|r| r.in_vif == POD_A && r.vrf == VRF as u16));
+    assert_eq!(r[0].verdict, vrouter::pipeline::Verdict::Tx(POD_B));
+    assert_eq!(&r[0].input[..routed.len()], &routed[..]);
+    assert_eq!(r[0].in_len as usize, routed.len());
+    assert_eq!(&r[0].output[..6], &POD_B_MAC.0, "out with pod B's MAC");
+    assert_eq!(r[0].output[22], 63, "TTL one less");
+    assert_eq!(r[1].verdict, vrouter::pipeline::Verdict::Tx(FABRIC));
+    assert_eq!(
+        r[1].out_len as usize,
+        tunnelled.len() + 50,
+        "VXLAN's 50 bytes in front"
+    );
+    assert_eq!(
+        &r[1].output[36..38],
+        &4789u16.to_be_bytes(),
+        "outer UDP to 4789"
+    );
+    assert_eq!(
+        r[2].verdict,
+        vrouter::pipeline::Verdict::Drop(DropReason::NoRoute)
+    );
+    assert_eq!(r[2].out_len, 0);
+    assert_eq!(tracer.vif(), None, "the trace ends when its count is spent");
+}

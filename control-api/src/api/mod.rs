@@ -8,6 +8,7 @@ mod policy;
 mod route;
 mod status;
 mod text;
+mod trace;
 mod vif;
 mod vrf;
 
@@ -23,6 +24,7 @@ pub use status::{
     VifHealth,
 };
 pub use text::{IpPrefix, MacAddr, PortRange, SyntaxError};
+pub use trace::{TraceRequest, TraceResult, TracedPacket, TRACE_COUNT_MAX};
 pub use vif::{VhostUserMode, VifCounters, VifInfo, VifRequest, VifState, VifStatus, VifType};
 pub use vrf::VrfInfo;
 

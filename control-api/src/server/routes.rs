@@ -13,7 +13,8 @@ use serde::Serialize;
 use super::extract::{parse_json, read_body, Body, Params};
 use super::lane::Lanes;
 use crate::api::{
-    BridgeEntry, FlowQuery, MacAddr, MplsRequest, Nexthop, Policy, Route, VifRequest, VxlanRequest,
+    BridgeEntry, FlowQuery, MacAddr, MplsRequest, Nexthop, Policy, Route, TraceRequest, VifRequest,
+    VxlanRequest,
 };
 use crate::controller::{Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
@@ -40,6 +41,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/vifs/{name}/policy"),
     ("PUT", "/vifs/{name}/policy"),
     ("DELETE", "/vifs/{name}/policy"),
+    ("PUT", "/vifs/{name}/trace"),
+    ("GET", "/vifs/{name}/trace"),
+    ("DELETE", "/vifs/{name}/trace"),
     ("GET", "/nexthops"),
     ("GET", "/nexthops/{id}"),
     ("PUT", "/nexthops/{id}"),
@@ -196,6 +200,24 @@ async fn vif_get(State(s): St, p: Params) -> Res {
 async fn vif_del(State(s): St, p: Params) -> Res {
     let name = p.get("name")?.to_string();
     s.lanes.change(move |c| c.vif_del(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn trace_put(State(s): St, p: Params, Body(req): Body<TraceRequest>) -> Res {
+    let name = p.get("name")?.to_string();
+    let v = s.lanes.read(move |c| c.trace_start(&name, req)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn trace_get(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    let v = s.lanes.read(move |c| c.trace_read(&name)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn trace_del(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    s.lanes.read(move |c| c.trace_stop(&name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -393,6 +415,9 @@ pub(super) fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
             ("GET", "/vifs/{name}") => on(filter, vif_get),
             ("DELETE", "/vifs/{name}") => on(filter, vif_del),
             ("GET", "/vifs/{name}/policy") => on(filter, policy_get),
+            ("PUT", "/vifs/{name}/trace") => on(filter, trace_put),
+            ("GET", "/vifs/{name}/trace") => on(filter, trace_get),
+            ("DELETE", "/vifs/{name}/trace") => on(filter, trace_del),
             ("PUT", "/vifs/{name}/policy") => on(filter, policy_put),
             ("DELETE", "/vifs/{name}/policy") => on(filter, policy_del),
             ("GET", "/nexthops") => on(filter, nexthops_list),

@@ -10,6 +10,7 @@ use crate::tables::{RouteTarget, Topology, FABRIC_VRF};
 use crate::wire::{ethernet, ipv4, ipv6, tcp, udp};
 use arrayvec::ArrayVec;
 
+use super::trace::{self, TraceRecord, Tracer, TRACE_BYTES};
 use super::{reply, TxBatches};
 
 impl<'a, F: FlowHook> Ctx<'a, F> {
@@ -45,10 +46,15 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             topo.vrf(vif.vrf)
         };
         let vrouter_mac = topo.fabric.vrouter_mac;
+        let tracer = self.tracer.filter(|t| t.wants(in_vif));
 
         // Stage 1: parse.
         for (i, b) in bufs.iter().enumerate() {
             let d = b.data();
+            if tracer.is_some() {
+                trace::keep(d, &mut self.traced_in.bytes[i]);
+                self.traced_in.lens[i] = u32::try_from(b.frame_len()).unwrap_or(u32::MAX);
+            }
             if let Err(r) = meta::parse_frame_into(d, b.frame_len(), &mut metas[i]) {
                 early[i] = Some(r);
                 continue;
@@ -98,6 +104,9 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 // A pod vif (its VRF may be gone: pod_ingress drops as invalid_vrf).
                 (None, _) => self.pod_ingress(vif, &mut metas[i], &mut b),
             };
+            if let Some(t) = tracer {
+                self.trace(t, in_vif, i, metas[i].vrf, v, &b);
+            }
             match v {
                 Verdict::Tx(vif) => out.push(vif, b),
                 Verdict::Host => {
@@ -111,6 +120,30 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 }
             }
         }
+    }
+}
+
+impl<F: FlowHook> Ctx<'_, F> {
+    /// Records packet `i` of a traced burst, with its verdict and the packet as it leaves.
+    #[cold]
+    fn trace<B: PacketBuf>(&self, t: &Tracer, in_vif: u16, i: usize, vrf: u16, v: Verdict, b: &B) {
+        if !t.take_one() {
+            return;
+        }
+        let mut r = TraceRecord {
+            in_vif,
+            vrf,
+            verdict: v,
+            in_len: self.traced_in.lens[i],
+            input: self.traced_in.bytes[i],
+            out_len: 0,
+            output: [0; TRACE_BYTES],
+        };
+        if !matches!(v, Verdict::Drop(_)) {
+            trace::keep(b.data(), &mut r.output);
+            r.out_len = u32::try_from(b.frame_len()).unwrap_or(u32::MAX);
+        }
+        t.push(r);
     }
 }
 

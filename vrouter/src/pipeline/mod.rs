@@ -33,6 +33,7 @@
 pub mod batch;
 pub mod encap;
 pub mod reply;
+pub mod trace;
 
 mod burst;
 mod ingress;
@@ -100,6 +101,9 @@ pub struct Pipeline<F: FlowHook = NoFlow> {
     stats: Arc<CoreStats>,
     flow: F,
     ip_id: u16,
+    tracer: Option<Arc<trace::Tracer>>,
+    /// The headers of a traced burst's packets as they came in.
+    traced_in: Box<trace::Inputs>,
 }
 
 /// What the stages of one `process` call share: the tables as of its start, the core's stats
@@ -111,6 +115,8 @@ struct Ctx<'a, F> {
     stats: &'a CoreStats,
     flow: &'a mut F,
     ip_id: &'a mut u16,
+    tracer: Option<&'a trace::Tracer>,
+    traced_in: &'a mut trace::Inputs,
 }
 
 impl<F: FlowHook> Pipeline<F> {
@@ -122,7 +128,14 @@ impl<F: FlowHook> Pipeline<F> {
             stats,
             flow,
             ip_id: 0,
+            tracer: None,
+            traced_in: trace::Inputs::new(),
         }
+    }
+
+    /// Lets `tracer` trace packets this pipeline handles (see [`trace`]).
+    pub fn set_tracer(&mut self, tracer: Arc<trace::Tracer>) {
+        self.tracer = Some(tracer);
     }
 
     pub fn stats(&self) -> &CoreStats {
@@ -147,6 +160,8 @@ impl<F: FlowHook> Pipeline<F> {
             stats,
             flow,
             ip_id,
+            tracer,
+            traced_in,
         } = self;
         // One atomic load per call: pick up a newer topology if one was published.
         let topo: &Topology = topo.load();
@@ -157,6 +172,8 @@ impl<F: FlowHook> Pipeline<F> {
             stats,
             flow,
             ip_id,
+            tracer: tracer.as_deref(),
+            traced_in,
         };
         let mut it = pkts.into_iter();
         let mut burst: ArrayVec<B, BURST> = ArrayVec::new();

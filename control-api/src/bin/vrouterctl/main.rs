@@ -10,6 +10,7 @@ mod policy;
 mod rate;
 mod route;
 mod status;
+mod trace;
 mod vif;
 mod vrf;
 
@@ -82,6 +83,9 @@ enum Command {
     },
     /// Drops per reason.
     Dropstats,
+    /// The next packets a vif receives, with what vrouterd did with each (VRF, verdict, the
+    /// headers in and out).
+    Trace(trace::TraceArgs),
     /// Mempools, rings, lcores and vif states.
     Health,
     /// Counters in Prometheus text format.
@@ -116,6 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Dropstats => out.show(&c.dropstats().await?, status::dropstats),
+        Command::Trace(a) => trace::run(a, &c, &out).await,
         Command::Health => out.show(&c.health().await?, status::health),
         Command::Metrics => {
             print!("{}", c.metrics().await?);
