@@ -17,6 +17,7 @@ packages=(
     iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy   # test peers and oracles
     ethtool jq curl procps kmod
     socat python3-venv                  # scripts/api-contract.sh: relay to the control socket, schemathesis
+    nfdump                              # flow export: nfcapd as the IPFIX collector, nfdump to read it
     containernetworking-plugins util-linux   # vrouter-cni's chaining tests (host-local, tuning), nsenter
     busybox-static cpio zstd xz-utils   # the VM tests' initramfs (modules may be .ko.xz/.zst)
     dpkg-dev binutils                    # scripts/package.sh: dpkg-shlibdeps, objcopy

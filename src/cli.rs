@@ -124,6 +124,21 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = 32767)]
     pub mbufs: u32,
 
+    /// Export flow records over IPFIX (RFC 7011, UDP) to this collector (`ADDR:PORT`): a record
+    /// when a flow ends, and periodically for long ones. Off without it.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub ipfix_collector: Option<std::net::SocketAddr>,
+
+    /// Seconds between records of a running flow.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400), requires = "ipfix_collector")]
+    pub ipfix_active_timeout: u64,
+
+    /// IPFIX records per second at most; the rest are dropped (and counted in the log).
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..), requires = "ipfix_collector")]
+    pub ipfix_max_rate: u32,
+
     /// Log filter: error, warn, info, debug, trace (or a tracing directive such as
     /// `vrouterd=debug`).
     #[arg(long, value_name = "LEVEL", default_value = "info")]

@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod dataplane;
+mod flow_export;
 mod lcore;
 mod notify;
 mod offload;
@@ -307,6 +308,28 @@ fn run(opts: &cli::Options) -> Result<()> {
         running.push(handle);
     }
 
+    // Flow export reads the table from a thread of its own.
+    let export_stop = Arc::new(AtomicBool::new(false));
+    let exporter = match opts.ipfix_collector {
+        Some(collector) => Some(
+            flow_export::spawn(
+                flow_export::ExportConfig {
+                    collector,
+                    active_timeout: Duration::from_secs(opts.ipfix_active_timeout),
+                    poll: Duration::from_secs(1),
+                    max_rate: opts.ipfix_max_rate,
+                    template_every: Duration::from_secs(30),
+                },
+                Arc::clone(&flow_table),
+                dataplane::flow_clock_ms,
+                Arc::clone(&export_stop),
+            )
+            .with_context(|| format!("starting flow export to {collector}"))?
+            .0,
+        ),
+        None => None,
+    };
+
     // The fabric port before the control API: a vif add from the API waits for the vhost core
     // (this thread, once it runs), and would wait in vain behind this add's turn.
     if let Some(devargs) = &opts.fabric {
@@ -396,6 +419,11 @@ fn run(opts: &cli::Options) -> Result<()> {
         if code != 0 {
             warn!(lcore, code, "forwarding lcore exited with an error");
         }
+    }
+    // The flows' last records, now that no packet moves them.
+    export_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = exporter {
+        let _ = h.join();
     }
     let stats = ctrl.stats().ok();
     for (lcore, polls, busy) in dataplane.loop_summary() {

@@ -52,7 +52,7 @@ impl VrouterDataplane {
 }
 
 /// The forwarding lcores' flow clock: milliseconds of TSC.
-pub(super) fn flow_clock_ms() -> u64 {
+pub(crate) fn flow_clock_ms() -> u64 {
     pmd_shim::cycles::rdtsc() / (pmd_shim::cycles::tsc_hz() / 1000).max(1)
 }
 

@@ -262,5 +262,7 @@ impl Dataplane for VrouterDataplane {
 
 mod trace;
 
+pub(crate) use convert::flow_clock_ms;
+
 #[cfg(test)]
 mod tests;
