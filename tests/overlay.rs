@@ -2,20 +2,23 @@
 //! traffic in VXLAN, then MPLS-over-UDP, then MPLS-over-GRE — each checked by a capture on the
 //! fabric dissected by tshark and by TCP data arriving intact both ways. The pods keep their
 //! veths' default offloads: their 64 KB segments reach vrouterd whole and are cut to the
-//! fabric's MTU in software (the fabric's DPDK port takes no offload). And interop: a namespace
-//! with a Linux `vxlan` device, as a remote node, reaches a pod behind vrouterd and the reverse.
+//! fabric's MTU in software (the fabric's DPDK port takes no offload). The same at MTU 9000,
+//! on a fabric vrouterd reads through its own AF_PACKET port (`kernel:IFACE`) at 9000 plus the
+//! tunnel headroom: 8,000-byte DF pings and TCP in jumbo frames, and a pod MTU the fabric cannot
+//! carry refused at vif add. And interop: a namespace with a Linux `vxlan` device, as a remote
+//! node, reaches a pod behind vrouterd and the reverse.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use control_api::api::{
-    BridgeEntry, IpPrefix, MacAddr, Nexthop, Route, TunnelEncap, VifRequest, VifType,
+    BridgeEntry, IpPrefix, MacAddr, Nexthop, Route, TunnelEncap, VhostUserMode, VifRequest, VifType,
 };
 use testkit::kernel_pod::KernelPod;
 use testkit::netns::{pcap_frames_so_far, temp_path, Netns};
 use testkit::process::TestProcess;
-use testkit::vrouterd::Vrouterd;
+use testkit::vrouterd::{vhost_user_vif, Vrouterd};
 use testkit::wait;
 
 const FABRIC_MAC_1: MacAddr = MacAddr([0x02, 0, 0, 0, 0xfa, 0x01]);
@@ -24,6 +27,9 @@ const FABRIC_MAC_2: MacAddr = MacAddr([0x02, 0, 0, 0, 0xfa, 0x02]);
 const LABEL: u32 = 100;
 /// Pod MTU leaving room for the largest encapsulation inside the fabric's 1500.
 const POD_MTU: u32 = 1400;
+/// Jumbo pods, and their fabric: 9000 and the largest tunnel headroom (VXLAN's 50 bytes).
+const JUMBO_POD_MTU: u32 = 9000;
+const JUMBO_FABRIC_MTU: u32 = 9050;
 
 fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
@@ -33,19 +39,46 @@ fn prefix(p: &str) -> IpPrefix {
     p.parse().expect("prefix")
 }
 
-/// One compute node: vrouterd in namespace `ns` with its fabric on `fabric_iface`, one kernel
+/// A node's fabric port: `--fabric` and `--fabric-mtu`, and the MTU of its pod's vif.
+struct Fabric {
+    device: String,
+    mtu: u32,
+    pod_mtu: u32,
+}
+
+impl Fabric {
+    /// DPDK's net_af_packet on `iface` at the default MTU, 1500.
+    fn dpdk(iface: &str) -> Fabric {
+        Fabric {
+            // qdisc_bypass=0: frames vrouterd sends go through the kernel's taps too, so a
+            // capture on either end of the fabric sees both directions.
+            device: format!("net_af_packet0,iface={iface},qdisc_bypass=0"),
+            mtu: 1500,
+            pod_mtu: POD_MTU,
+        }
+    }
+
+    /// vrouterd's own AF_PACKET port on `iface`, at jumbo MTUs.
+    fn kernel_jumbo(iface: &str) -> Fabric {
+        Fabric {
+            device: format!("kernel:{iface}"),
+            mtu: JUMBO_FABRIC_MTU,
+            pod_mtu: JUMBO_POD_MTU,
+        }
+    }
+}
+
+/// One compute node: vrouterd in namespace `ns` with its fabric port `fabric`, one kernel
 /// pod in VRF 1.
 fn node(
     ns: &Netns,
-    fabric_iface: &str,
+    fabric: &Fabric,
     fabric_ip: &str,
     fabric_mac: MacAddr,
     pod: &KernelPod,
 ) -> Vrouterd {
-    // qdisc_bypass=0: frames vrouterd sends go through the kernel's taps too, so a capture on
-    // either end of the fabric sees both directions.
-    let devargs = format!("net_af_packet0,iface={fabric_iface},qdisc_bypass=0");
     let mac = fabric_mac.to_string();
+    let mtu = fabric.mtu.to_string();
     let vr = Vrouterd::start_netns(
         Some(ns),
         &vrouterd_bin(),
@@ -53,7 +86,9 @@ fn node(
             "--idle-sleep-us",
             "20",
             "--fabric",
-            &devargs,
+            &fabric.device,
+            "--fabric-mtu",
+            &mtu,
             "--fabric-ip",
             fabric_ip,
             "--fabric-mac",
@@ -65,6 +100,7 @@ fn node(
         .expect("vrf 1");
     let mut req = VifRequest::new("pod", VifType::AfPacket, 1, MacAddr(pod.mac));
     req.iface = Some(pod.host_side.clone());
+    req.mtu = Some(fabric.pod_mtu);
     vr.api(|c| async move { c.vif_add(&req).await })
         .expect("pod vif");
     let nh = Nexthop::Encap {
@@ -209,8 +245,9 @@ fn two_vrouterds_carry_pods_over_vxlan_mplsoudp_and_mplsogre() {
     node1.veth("fab0", "fab0", Some(&node2));
     let pod1 = KernelPod::attached_to(Some(&node1), "o1", 1, POD_MTU);
     let pod2 = KernelPod::attached_to(Some(&node2), "o2", 2, POD_MTU);
-    let vr1 = node(&node1, "fab0", "198.19.0.1", FABRIC_MAC_1, &pod1);
-    let vr2 = node(&node2, "fab0", "198.19.0.2", FABRIC_MAC_2, &pod2);
+    let fabric = Fabric::dpdk("fab0");
+    let vr1 = node(&node1, &fabric, "198.19.0.1", FABRIC_MAC_1, &pod1);
+    let vr2 = node(&node2, &fabric, "198.19.0.2", FABRIC_MAC_2, &pod2);
 
     for (encap, filter, name) in [
         (TunnelEncap::Vxlan, "udp port 4789", "vxlan"),
@@ -274,6 +311,153 @@ fn two_vrouterds_carry_pods_over_vxlan_mplsoudp_and_mplsogre() {
         pod.rx_bytes / pod.rx_packets.max(1) > 1514,
         "the pod's segments came as GSO packets: {pod:?}"
     );
+    assert!(vr1.stop().success());
+    assert!(vr2.stop().success());
+}
+
+/// `count` pings with DF set and `size` bytes of payload from `a` to `b`, all answered.
+fn assert_df_pings(a: &KernelPod, b: &KernelPod, size: u32, what: &str) {
+    let out = a.ns.exec(&[
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        &size.to_string(),
+        &b.ip.to_string(),
+    ]);
+    assert!(out.contains("3 received"), "{what}: {out}");
+}
+
+#[test]
+fn two_vrouterds_carry_jumbo_frames_over_a_kernel_fabric_in_each_encapsulation() {
+    let node1 = Netns::new("jnode1");
+    let node2 = Netns::new("jnode2");
+    node1.veth("fab0", "fab0", Some(&node2));
+    let fabric_mtu = JUMBO_FABRIC_MTU.to_string();
+    let pod_mtu = JUMBO_POD_MTU.to_string();
+    for ns in [&node1, &node2] {
+        ns.ip(&["link", "set", "fab0", "mtu", &fabric_mtu]);
+    }
+    let pod1 = KernelPod::attached_to(Some(&node1), "j1", 1, JUMBO_POD_MTU);
+    let pod2 = KernelPod::attached_to(Some(&node2), "j2", 2, JUMBO_POD_MTU);
+    // A veth end takes frames up to its own MTU: the vif's end runs jumbo too.
+    for (ns, pod) in [(&node1, &pod1), (&node2, &pod2)] {
+        ns.ip(&["link", "set", &pod.host_side, "mtu", &pod_mtu]);
+    }
+    let fabric = Fabric::kernel_jumbo("fab0");
+    let vr1 = node(&node1, &fabric, "198.19.0.1", FABRIC_MAC_1, &pod1);
+    let vr2 = node(&node2, &fabric, "198.19.0.2", FABRIC_MAC_2, &pod2);
+    let f = vr1.vif("fabric0");
+    assert_eq!(f.config.mtu, Some(JUMBO_FABRIC_MTU));
+    assert_eq!(f.config.device.as_deref(), Some("kernel:fab0"));
+    assert_eq!(f.status.state, control_api::api::VifState::Up, "{f:?}");
+
+    // One byte more than the fabric carries with VXLAN's headroom: refused, naming the limit.
+    let dir = vr1.socket_base().join("big");
+    let mut big = vhost_user_vif(
+        "big",
+        MacAddr([2, 0, 0, 0, 0x0e, 1]),
+        &dir,
+        "net0",
+        VhostUserMode::Server,
+    );
+    big.mtu = Some(JUMBO_POD_MTU + 1);
+    let err = vr1
+        .api(|c| async move { c.vif_add(&big).await })
+        .expect_err("MTU 9001 over a 9050 fabric");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("at most MTU 9000") && msg.contains("fabric0") && msg.contains("9050"),
+        "the refusal names the limit and the fabric: {msg}"
+    );
+    assert!(!dir.exists(), "nothing made on disk");
+    let names: Vec<String> = vr1
+        .api(|c| async move { c.vifs().await })
+        .expect("vifs")
+        .into_iter()
+        .map(|v| v.config.name)
+        .collect();
+    assert_eq!(names, ["fabric0", "pod"], "nothing added");
+
+    for (encap, filter, name) in [
+        (TunnelEncap::Vxlan, "udp port 4789", "vxlan"),
+        (TunnelEncap::Mplsoudp, "udp port 6635", "mplsoudp"),
+        (TunnelEncap::Mplsogre, "ip proto 47", "mplsogre"),
+    ] {
+        tunnel_to(
+            &vr1,
+            encap,
+            "198.19.0.1",
+            "198.19.0.2",
+            FABRIC_MAC_2,
+            "198.18.2.0/24",
+        );
+        tunnel_to(
+            &vr2,
+            encap,
+            "198.19.0.2",
+            "198.19.0.1",
+            FABRIC_MAC_1,
+            "198.18.1.0/24",
+        );
+        let capture = FabricCapture::start(&node2, "fab0", filter);
+        assert_df_pings(&pod1, &pod2, 8000, name);
+        assert_df_pings(&pod2, &pod1, 8000, name);
+        for (from, to) in [(&pod1, &pod2), (&pod2, &pod1)] {
+            let (sent, got) = from.tcp_transfer(to, 10_000_000);
+            assert!(sent.starts_with("10000000 "), "{name}: {sent}");
+            assert_eq!(sent, got, "{name}: TCP data intact (bytes and SHA-256)");
+        }
+        let rows = capture.dissect(1000, &["ip.src", "ip.dst", "frame.len"]);
+        let mut jumbo = [0usize; 2];
+        for row in &rows {
+            let cols: Vec<&str> = row.split(';').collect();
+            assert_eq!(cols.len(), 3, "{name}: {row}");
+            let len: usize = cols[2].parse().expect("frame length");
+            // Cut to the fabric's MTU, no more: segments of the pods' 9000-byte MTU.
+            assert!(
+                len <= JUMBO_FABRIC_MTU as usize + 14,
+                "{name}: a {len}-byte frame on the fabric"
+            );
+            let dir = match cols[0].split(',').next() {
+                Some("198.19.0.1") => 0,
+                Some("198.19.0.2") => 1,
+                _ => panic!("{name}: unexpected outer source in {row}"),
+            };
+            if len > 8000 {
+                jumbo[dir] += 1;
+            }
+        }
+        eprintln!(
+            "{name}: {jumbo:?} frames over 8000 bytes each way, of {}",
+            rows.len()
+        );
+        // 10 MB each way in 8,948-byte segments is over 1,100 frames each way.
+        assert!(
+            jumbo[0] > 1000 && jumbo[1] > 1000,
+            "{name}: jumbo frames crossed both ways ({jumbo:?} of {} frames)",
+            rows.len()
+        );
+    }
+    for vr in [&vr1, &vr2] {
+        let drops = vr
+            .api(|c| async move { c.dropstats().await })
+            .expect("dropstats");
+        for reason in ["mtu", "mtu_icmp_sent", "offload", "malformed"] {
+            assert_eq!(drops.reasons.get(reason), Some(&0), "{reason}: {drops:?}");
+        }
+        let f = vr.vif("fabric0").status.counters;
+        assert!(
+            f.rx_bytes > 30_000_000 && f.tx_bytes > 30_000_000,
+            "the transfers crossed the kernel fabric port: {f:?}"
+        );
+    }
     assert!(vr1.stop().success());
     assert!(vr2.stop().success());
 }
@@ -384,5 +568,5 @@ fn linux_vxlan_node_and_a_pod_behind_vrouterd_reach_each_other() {
 }
 
 fn node_vrouterd(ns: &Netns, pod: &KernelPod) -> Vrouterd {
-    node(ns, "fab0", "198.19.0.1", FABRIC_MAC_1, pod)
+    node(ns, &Fabric::dpdk("fab0"), "198.19.0.1", FABRIC_MAC_1, pod)
 }
