@@ -147,9 +147,9 @@ fn an_overlay_vif_mtu_must_fit_the_fabric_with_tunnel_headroom() {
     add_physical(&mut m, "fabric0", "kernel:fab0", 1500, 0);
     let e = m.check_vif_add(&pod(None, 1)).unwrap_err();
     let text = e.to_string();
-    assert_eq!(code(e), (400, "invalid-field".into()));
+    assert_eq!(code(e), (409, "conflict".into()));
     assert!(
-        text.contains("1500 (the default)")
+        text.contains("field `mtu`: 1500 (the default)")
             && text.contains("fabric0")
             && text.contains("at most MTU 1450"),
         "{text}"

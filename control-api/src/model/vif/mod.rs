@@ -135,22 +135,18 @@ impl Model {
         if mtu <= limit {
             return Ok(());
         }
-        Err(Error::field(
-            "mtu",
-            format!(
-                "{mtu}{} is more than the fabric carries: fabric vif {} has MTU {}, tunnels add \
-                 up to {headroom} bytes (VXLAN), so a vif in VRF {} takes at most MTU {limit}; \
-                 lower this MTU or raise the fabric's (--fabric-mtu)",
-                if req.mtu.is_none() {
-                    " (the default)"
-                } else {
-                    ""
-                },
-                fabric.spec.name,
-                fabric.config.mtu,
-                req.vrf,
-            ),
-        ))
+        // 409, not 400: the request is fine by itself; the fabric of the moment is the limit.
+        let default = if req.mtu.is_none() {
+            " (the default)"
+        } else {
+            ""
+        };
+        Err(Error::Conflict(format!(
+            "field `mtu`: {mtu}{default} is more than the fabric carries: fabric vif {} has MTU \
+             {}, tunnels add up to {headroom} bytes (VXLAN), so a vif in VRF {} takes at most \
+             MTU {limit}; lower this MTU or raise the fabric's (--fabric-mtu)",
+            fabric.spec.name, fabric.config.mtu, req.vrf,
+        )))
     }
 
     /// The vif that already uses this socket path, if any.
