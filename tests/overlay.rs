@@ -182,7 +182,8 @@ impl FabricCapture {
     }
 
     /// Once tcpdump has written over `frames` frames, stops it and dissects the capture with
-    /// tshark (MPLS-over-UDP decoded on 6635).
+    /// tshark (MPLS-over-UDP decoded on 6635, IP, UDP and TCP checksums verified: their
+    /// `*.checksum.status` fields say 0 bad, 1 good, 2 not verified).
     fn dissect(mut self, frames: usize, fields: &[&str]) -> Vec<String> {
         // tcpdump hands frames over in blocks: those just captured may not be written yet.
         wait::until(
@@ -198,6 +199,12 @@ impl FabricCapture {
             self.path.display().to_string(),
             "-d".to_owned(),
             "udp.port==6635,mpls".to_owned(),
+            "-o".to_owned(),
+            "ip.check_checksum:TRUE".to_owned(),
+            "-o".to_owned(),
+            "udp.check_checksum:TRUE".to_owned(),
+            "-o".to_owned(),
+            "tcp.check_checksum:TRUE".to_owned(),
             "-T".to_owned(),
             "fields".to_owned(),
             "-E".to_owned(),
@@ -414,11 +421,39 @@ fn two_vrouterds_carry_jumbo_frames_over_a_kernel_fabric_in_each_encapsulation()
             assert!(sent.starts_with("10000000 "), "{name}: {sent}");
             assert_eq!(sent, got, "{name}: TCP data intact (bytes and SHA-256)");
         }
-        let rows = capture.dissect(1000, &["ip.src", "ip.dst", "frame.len"]);
+        let rows = capture.dissect(
+            1000,
+            &[
+                "ip.src",
+                "ip.dst",
+                "frame.len",
+                "ip.checksum.status",
+                "udp.checksum.status",
+                "tcp.checksum.status",
+            ],
+        );
         let mut jumbo = [0usize; 2];
+        let mut tcp_verified = 0;
         for row in &rows {
             let cols: Vec<&str> = row.split(';').collect();
-            assert_eq!(cols.len(), 3, "{name}: {row}");
+            assert_eq!(cols.len(), 6, "{name}: {row}");
+            // Outer and inner IPv4 headers, the outer UDP (VXLAN and MPLS-over-UDP leave its
+            // checksum zero: not verified) and the inner TCP: none bad on the wire, whatever
+            // the pods' partial checksums and 64 KB segments were when they reached vrouterd.
+            let statuses = cols[3..].iter().flat_map(|c| c.split(','));
+            assert!(
+                statuses.clone().all(|s| s != "0"),
+                "{name}: a bad checksum on the fabric: {row}"
+            );
+            let ip: Vec<&str> = cols[3].split(',').collect();
+            assert_eq!(
+                ip,
+                ["1", "1"],
+                "{name}: outer and inner IPv4 verified: {row}"
+            );
+            if cols[5] == "1" {
+                tcp_verified += 1;
+            }
             let len: usize = cols[2].parse().expect("frame length");
             // Cut to the fabric's MTU, no more: segments of the pods' 9000-byte MTU.
             assert!(
@@ -435,12 +470,18 @@ fn two_vrouterds_carry_jumbo_frames_over_a_kernel_fabric_in_each_encapsulation()
             }
         }
         eprintln!(
-            "{name}: {jumbo:?} frames over 8000 bytes each way, of {}",
+            "{name}: {jumbo:?} frames over 8000 bytes each way, of {}; inner TCP checksums \
+             verified good in {tcp_verified}",
             rows.len()
         );
-        // 10 MB each way in 8,948-byte segments is over 1,100 frames each way.
+        // 10 MB each way, written 64 KB at a time: seven 8,948-byte segments of each, over a
+        // thousand frames each way; and every data segment's inner TCP checksum was checked.
         assert!(
-            jumbo[0] > 1000 && jumbo[1] > 1000,
+            tcp_verified > 2000,
+            "{name}: inner TCP checksums verified ({tcp_verified})"
+        );
+        assert!(
+            jumbo[0] > 900 && jumbo[1] > 900,
             "{name}: jumbo frames crossed both ways ({jumbo:?} of {} frames)",
             rows.len()
         );
