@@ -12,142 +12,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use control_api::api::{
-    BridgeEntry, IpPrefix, MacAddr, Nexthop, Route, TunnelEncap, VhostUserMode, VifRequest, VifType,
-};
+use control_api::api::{BridgeEntry, MacAddr, Nexthop, TunnelEncap, VhostUserMode};
 use testkit::kernel_pod::KernelPod;
 use testkit::netns::{pcap_frames_so_far, temp_path, Netns};
+use testkit::overlay::{
+    self, Fabric, TwoNodes, FABRIC_IFACE, FABRIC_IP_1, FABRIC_MAC_1, LABEL, TUNNEL_HEADROOM,
+};
 use testkit::process::TestProcess;
-use testkit::vrouterd::{vhost_user_vif, Vrouterd};
+use testkit::vrouterd::vhost_user_vif;
 use testkit::wait;
 
-const FABRIC_MAC_1: MacAddr = MacAddr([0x02, 0, 0, 0, 0xfa, 0x01]);
-const FABRIC_MAC_2: MacAddr = MacAddr([0x02, 0, 0, 0, 0xfa, 0x02]);
-/// The label / VNI each node gives its local pod.
-const LABEL: u32 = 100;
-/// Pod MTU leaving room for the largest encapsulation inside the fabric's 1500.
-const POD_MTU: u32 = 1400;
-/// Jumbo pods, and their fabric: 9000 and the largest tunnel headroom (VXLAN's 50 bytes).
+/// Jumbo pods, over a fabric at 9000 and the largest tunnel headroom.
 const JUMBO_POD_MTU: u32 = 9000;
-const JUMBO_FABRIC_MTU: u32 = 9050;
 
 fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
-}
-
-fn prefix(p: &str) -> IpPrefix {
-    p.parse().expect("prefix")
-}
-
-/// A node's fabric port: `--fabric` and `--fabric-mtu`, and the MTU of its pod's vif.
-struct Fabric {
-    device: String,
-    mtu: u32,
-    pod_mtu: u32,
-}
-
-impl Fabric {
-    /// DPDK's net_af_packet on `iface` at the default MTU, 1500.
-    fn dpdk(iface: &str) -> Fabric {
-        Fabric {
-            // qdisc_bypass=0: frames vrouterd sends go through the kernel's taps too, so a
-            // capture on either end of the fabric sees both directions.
-            device: format!("net_af_packet0,iface={iface},qdisc_bypass=0"),
-            mtu: 1500,
-            pod_mtu: POD_MTU,
-        }
-    }
-
-    /// vrouterd's own AF_PACKET port on `iface`, at jumbo MTUs.
-    fn kernel_jumbo(iface: &str) -> Fabric {
-        Fabric {
-            device: format!("kernel:{iface}"),
-            mtu: JUMBO_FABRIC_MTU,
-            pod_mtu: JUMBO_POD_MTU,
-        }
-    }
-}
-
-/// One compute node: vrouterd in namespace `ns` with its fabric port `fabric`, one kernel
-/// pod in VRF 1.
-fn node(
-    ns: &Netns,
-    fabric: &Fabric,
-    fabric_ip: &str,
-    fabric_mac: MacAddr,
-    pod: &KernelPod,
-) -> Vrouterd {
-    let mac = fabric_mac.to_string();
-    let mtu = fabric.mtu.to_string();
-    let vr = Vrouterd::start_netns(
-        Some(ns),
-        &vrouterd_bin(),
-        &[
-            "--idle-sleep-us",
-            "20",
-            "--fabric",
-            &fabric.device,
-            "--fabric-mtu",
-            &mtu,
-            "--fabric-ip",
-            fabric_ip,
-            "--fabric-mac",
-            &mac,
-        ],
-        &[],
-    );
-    vr.api(|c| async move { c.vrf_add(1).await })
-        .expect("vrf 1");
-    let mut req = VifRequest::new("pod", VifType::AfPacket, 1, MacAddr(pod.mac));
-    req.iface = Some(pod.host_side.clone());
-    req.mtu = Some(fabric.pod_mtu);
-    vr.api(|c| async move { c.vif_add(&req).await })
-        .expect("pod vif");
-    let nh = Nexthop::Encap {
-        vif: "pod".into(),
-        dmac: MacAddr(pod.mac),
-    };
-    vr.api(|c| async move { c.nexthop_set(1, &nh).await })
-        .expect("nh 1");
-    vr.api(|c| async move { c.nexthop_set(2, &Nexthop::Receive).await })
-        .expect("nh 2");
-    let own = format!("{}/32", pod.ip);
-    let gw = format!("198.18.{}.1/32", pod.ip.octets()[2]);
-    for (p, nh) in [(own.as_str(), 1), (gw.as_str(), 2)] {
-        let route = Route {
-            prefix: prefix(p),
-            nexthop: nh,
-            label: None,
-        };
-        vr.api(|c| async move { c.route_set(1, &route).await })
-            .expect("local route");
-    }
-    // Decap: the VNI names VRF 1, the MPLS label names the pod's nexthop.
-    vr.api(|c| async move { c.vxlan_set(LABEL, 1).await })
-        .expect("vni");
-    vr.api(|c| async move { c.mpls_set(LABEL, 1).await })
-        .expect("label");
-    vr
-}
-
-/// Points `vr`'s route to the remote pod subnet at a tunnel of `encap`.
-fn tunnel_to(vr: &Vrouterd, encap: TunnelEncap, sip: &str, dip: &str, dmac: MacAddr, remote: &str) {
-    let nh = Nexthop::Tunnel {
-        encap,
-        vif: "fabric0".into(),
-        sip: sip.parse().expect("ip"),
-        dip: dip.parse().expect("ip"),
-        dmac,
-    };
-    vr.api(|c| async move { c.nexthop_set(3, &nh).await })
-        .expect("tunnel nexthop");
-    let route = Route {
-        prefix: prefix(remote),
-        nexthop: 3,
-        label: Some(LABEL),
-    };
-    vr.api(|c| async move { c.route_set(1, &route).await })
-        .expect("remote route");
 }
 
 /// tcpdump on an interface of namespace `ns`, writing a pcap; stopped and dissected with
@@ -247,38 +126,17 @@ fn assert_pods_talk(a: &KernelPod, b: &KernelPod, what: &str) {
 
 #[test]
 fn two_vrouterds_carry_pods_over_vxlan_mplsoudp_and_mplsogre() {
-    let node1 = Netns::new("node1");
-    let node2 = Netns::new("node2");
-    node1.veth("fab0", "fab0", Some(&node2));
-    let pod1 = KernelPod::attached_to(Some(&node1), "o1", 1, POD_MTU);
-    let pod2 = KernelPod::attached_to(Some(&node2), "o2", 2, POD_MTU);
-    let fabric = Fabric::dpdk("fab0");
-    let vr1 = node(&node1, &fabric, "198.19.0.1", FABRIC_MAC_1, &pod1);
-    let vr2 = node(&node2, &fabric, "198.19.0.2", FABRIC_MAC_2, &pod2);
+    let nodes = TwoNodes::start(&vrouterd_bin(), "o", Fabric::dpdk);
+    let (pod1, pod2) = (&nodes.pod1, &nodes.pod2);
 
     for (encap, filter, name) in [
         (TunnelEncap::Vxlan, "udp port 4789", "vxlan"),
         (TunnelEncap::Mplsoudp, "udp port 6635", "mplsoudp"),
         (TunnelEncap::Mplsogre, "ip proto 47", "mplsogre"),
     ] {
-        tunnel_to(
-            &vr1,
-            encap,
-            "198.19.0.1",
-            "198.19.0.2",
-            FABRIC_MAC_2,
-            "198.18.2.0/24",
-        );
-        tunnel_to(
-            &vr2,
-            encap,
-            "198.19.0.2",
-            "198.19.0.1",
-            FABRIC_MAC_1,
-            "198.18.1.0/24",
-        );
-        let capture = FabricCapture::start(&node2, "fab0", filter);
-        assert_pods_talk(&pod1, &pod2, name);
+        nodes.tunnel(encap);
+        let capture = FabricCapture::start(&nodes.node2, FABRIC_IFACE, filter);
+        assert_pods_talk(pod1, pod2, name);
         let label_field = match encap {
             TunnelEncap::Vxlan => "vxlan.vni",
             _ => "mpls.label",
@@ -308,7 +166,10 @@ fn two_vrouterds_carry_pods_over_vxlan_mplsoudp_and_mplsogre() {
         }
         assert!(both_ways.0 && both_ways.1, "{name}: tunnelled both ways");
     }
-    let vifs = vr1.api(|c| async move { c.vifs().await }).expect("vifs");
+    let vifs = nodes
+        .vr1
+        .api(|c| async move { c.vifs().await })
+        .expect("vifs");
     let pod = vifs
         .iter()
         .find(|v| v.config.name == "pod")
@@ -318,8 +179,8 @@ fn two_vrouterds_carry_pods_over_vxlan_mplsoudp_and_mplsogre() {
         pod.rx_bytes / pod.rx_packets.max(1) > 1514,
         "the pod's segments came as GSO packets: {pod:?}"
     );
-    assert!(vr1.stop().success());
-    assert!(vr2.stop().success());
+    let (s1, s2) = nodes.stop();
+    assert!(s1.success() && s2.success(), "vrouterd exits {s1} {s2}");
 }
 
 /// `count` pings with DF set and `size` bytes of payload from `a` to `b`, all answered.
@@ -343,25 +204,13 @@ fn assert_df_pings(a: &KernelPod, b: &KernelPod, size: u32, what: &str) {
 
 #[test]
 fn two_vrouterds_carry_jumbo_frames_over_a_kernel_fabric_in_each_encapsulation() {
-    let node1 = Netns::new("jnode1");
-    let node2 = Netns::new("jnode2");
-    node1.veth("fab0", "fab0", Some(&node2));
-    let fabric_mtu = JUMBO_FABRIC_MTU.to_string();
-    let pod_mtu = JUMBO_POD_MTU.to_string();
-    for ns in [&node1, &node2] {
-        ns.ip(&["link", "set", "fab0", "mtu", &fabric_mtu]);
-    }
-    let pod1 = KernelPod::attached_to(Some(&node1), "j1", 1, JUMBO_POD_MTU);
-    let pod2 = KernelPod::attached_to(Some(&node2), "j2", 2, JUMBO_POD_MTU);
-    // A veth end takes frames up to its own MTU: the vif's end runs jumbo too.
-    for (ns, pod) in [(&node1, &pod1), (&node2, &pod2)] {
-        ns.ip(&["link", "set", &pod.host_side, "mtu", &pod_mtu]);
-    }
-    let fabric = Fabric::kernel_jumbo("fab0");
-    let vr1 = node(&node1, &fabric, "198.19.0.1", FABRIC_MAC_1, &pod1);
-    let vr2 = node(&node2, &fabric, "198.19.0.2", FABRIC_MAC_2, &pod2);
+    let nodes = TwoNodes::start(&vrouterd_bin(), "j", |iface| {
+        Fabric::kernel(iface, JUMBO_POD_MTU)
+    });
+    let (vr1, vr2, pod1, pod2) = (&nodes.vr1, &nodes.vr2, &nodes.pod1, &nodes.pod2);
+    let fabric_mtu = JUMBO_POD_MTU + TUNNEL_HEADROOM;
     let f = vr1.vif("fabric0");
-    assert_eq!(f.config.mtu, Some(JUMBO_FABRIC_MTU));
+    assert_eq!(f.config.mtu, Some(fabric_mtu));
     assert_eq!(f.config.device.as_deref(), Some("kernel:fab0"));
     assert_eq!(f.status.state, control_api::api::VifState::Up, "{f:?}");
 
@@ -397,26 +246,11 @@ fn two_vrouterds_carry_jumbo_frames_over_a_kernel_fabric_in_each_encapsulation()
         (TunnelEncap::Mplsoudp, "udp port 6635", "mplsoudp"),
         (TunnelEncap::Mplsogre, "ip proto 47", "mplsogre"),
     ] {
-        tunnel_to(
-            &vr1,
-            encap,
-            "198.19.0.1",
-            "198.19.0.2",
-            FABRIC_MAC_2,
-            "198.18.2.0/24",
-        );
-        tunnel_to(
-            &vr2,
-            encap,
-            "198.19.0.2",
-            "198.19.0.1",
-            FABRIC_MAC_1,
-            "198.18.1.0/24",
-        );
-        let capture = FabricCapture::start(&node2, "fab0", filter);
-        assert_df_pings(&pod1, &pod2, 8000, name);
-        assert_df_pings(&pod2, &pod1, 8000, name);
-        for (from, to) in [(&pod1, &pod2), (&pod2, &pod1)] {
+        nodes.tunnel(encap);
+        let capture = FabricCapture::start(&nodes.node2, FABRIC_IFACE, filter);
+        assert_df_pings(pod1, pod2, 8000, name);
+        assert_df_pings(pod2, pod1, 8000, name);
+        for (from, to) in [(pod1, pod2), (pod2, pod1)] {
             let (sent, got) = from.tcp_transfer(to, 10_000_000);
             assert!(sent.starts_with("10000000 "), "{name}: {sent}");
             assert_eq!(sent, got, "{name}: TCP data intact (bytes and SHA-256)");
@@ -457,7 +291,7 @@ fn two_vrouterds_carry_jumbo_frames_over_a_kernel_fabric_in_each_encapsulation()
             let len: usize = cols[2].parse().expect("frame length");
             // Cut to the fabric's MTU, no more: segments of the pods' 9000-byte MTU.
             assert!(
-                len <= JUMBO_FABRIC_MTU as usize + 14,
+                len <= fabric_mtu as usize + 14,
                 "{name}: a {len}-byte frame on the fabric"
             );
             let dir = match cols[0].split(',').next() {
@@ -486,7 +320,7 @@ fn two_vrouterds_carry_jumbo_frames_over_a_kernel_fabric_in_each_encapsulation()
             rows.len()
         );
     }
-    for vr in [&vr1, &vr2] {
+    for vr in [vr1, vr2] {
         let drops = vr
             .api(|c| async move { c.dropstats().await })
             .expect("dropstats");
@@ -499,8 +333,8 @@ fn two_vrouterds_carry_jumbo_frames_over_a_kernel_fabric_in_each_encapsulation()
             "the transfers crossed the kernel fabric port: {f:?}"
         );
     }
-    assert!(vr1.stop().success());
-    assert!(vr2.stop().success());
+    let (s1, s2) = nodes.stop();
+    assert!(s1.success() && s2.success(), "vrouterd exits {s1} {s2}");
 }
 
 #[test]
@@ -544,8 +378,16 @@ fn linux_vxlan_node_and_a_pod_behind_vrouterd_reach_each_other() {
     ]);
     remote.ip(&["addr", "add", "198.18.1.3/24", "dev", "vx0"]);
 
-    let pod = KernelPod::attached_to(Some(&node), "vx", 1, POD_MTU);
-    let vr = node_vrouterd(&node, &pod);
+    let fabric = Fabric::dpdk(FABRIC_IFACE);
+    let pod = KernelPod::attached_to(Some(&node), "vx", 1, fabric.pod_mtu);
+    let vr = overlay::node(
+        &vrouterd_bin(),
+        &node,
+        &fabric,
+        FABRIC_IP_1,
+        FABRIC_MAC_1,
+        &pod,
+    );
     // The remote's fabric neighbour for vrouterd's address, and the pod's MAC over the overlay.
     remote.ip(&[
         "neigh",
@@ -606,8 +448,4 @@ fn linux_vxlan_node_and_a_pod_behind_vrouterd_reach_each_other() {
     let out = remote.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.18.1.2"]);
     assert!(out.contains("3 received"), "Linux vxlan node → pod: {out}");
     assert!(vr.stop().success());
-}
-
-fn node_vrouterd(ns: &Netns, pod: &KernelPod) -> Vrouterd {
-    node(ns, &Fabric::dpdk("fab0"), "198.19.0.1", FABRIC_MAC_1, pod)
 }
