@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use control_api::api::{BridgeEntry, MacAddr, Nexthop, TunnelEncap, VhostUserMode};
+use control_api::api::{
+    BridgeEntry, MacAddr, Nexthop, TunnelEncap, VhostUserMode, VifRequest, VifType,
+};
 use testkit::kernel_pod::KernelPod;
 use testkit::netns::{pcap_frames_so_far, temp_path, Netns};
 use testkit::overlay::{
@@ -240,6 +242,18 @@ fn two_vrouterds_carry_jumbo_frames_over_a_kernel_fabric_in_each_encapsulation()
         .map(|v| v.config.name)
         .collect();
     assert_eq!(names, ["fabric0", "pod"], "nothing added");
+    // A kernel fabric on an interface that is not there is refused, naming it.
+    let mut ghost = VifRequest::new(
+        "fabric1",
+        VifType::Physical,
+        0,
+        MacAddr([2, 0, 0, 0, 0xfa, 9]),
+    );
+    ghost.device = Some("kernel:vjghost0".into());
+    let err = vr1
+        .api(|c| async move { c.vif_add(&ghost).await })
+        .expect_err("no such interface");
+    assert!(err.to_string().contains("vjghost0"), "{err}");
 
     for (encap, filter, name) in [
         (TunnelEncap::Vxlan, "udp port 4789", "vxlan"),
