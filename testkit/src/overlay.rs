@@ -1,7 +1,8 @@
 //! Compute nodes joined by a fabric: vrouterd in a network namespace of its own with a fabric
 //! port on a veth, a kernel pod in VRF 1 behind it, and tunnels between the nodes in any
-//! encapsulation. Node 1's pod is 198.18.1.2 behind fabric address 198.19.0.1, node 2's is
-//! 198.18.2.2 behind 198.19.0.2; each node decapsulates VNI / label [`LABEL`] to its pod.
+//! encapsulation. Node 1's pod is 198.18.1.2 and 2001:db8:18:1::2 behind fabric address
+//! 198.19.0.1, node 2's 198.18.2.2 and 2001:db8:18:2::2 behind 198.19.0.2; each node
+//! decapsulates VNI / label [`LABEL`] to its pod.
 
 use std::path::Path;
 use std::process::ExitStatus;
@@ -105,7 +106,9 @@ pub fn node(
     );
     vr.set_nexthop(2, Nexthop::Receive);
     vr.set_route(&format!("{}/32", pod.ip), 1);
+    vr.set_route(&format!("{}/128", pod.ip6), 1);
     vr.set_route(&format!("{}/32", pod.gateway()), 2);
+    vr.set_route(&format!("{}/128", pod.gateway6()), 2);
     // Decap: the VNI names VRF 1, the MPLS label names the pod's nexthop.
     vr.api(|c| async move { c.vxlan_set(LABEL, 1).await })
         .expect("vni");
@@ -114,15 +117,15 @@ pub fn node(
     vr
 }
 
-/// Points `vr`'s route to the remote pod subnet `remote` at a tunnel of `encap` from `sip` to
-/// `dip` (whose fabric MAC is `dmac`), carrying [`LABEL`].
+/// Points `vr`'s routes to the remote pod subnets `remote` at a tunnel of `encap` from `sip`
+/// to `dip` (whose fabric MAC is `dmac`), carrying [`LABEL`].
 pub fn tunnel_to(
     vr: &Vrouterd,
     encap: TunnelEncap,
     sip: &str,
     dip: &str,
     dmac: MacAddr,
-    remote: &str,
+    remote: &[&str],
 ) {
     vr.set_nexthop(
         3,
@@ -134,13 +137,15 @@ pub fn tunnel_to(
             dmac,
         },
     );
-    let route = Route {
-        prefix: prefix(remote),
-        nexthop: 3,
-        label: Some(LABEL),
-    };
-    vr.api(|c| async move { c.route_set(1, &route).await })
-        .expect("remote route");
+    for p in remote {
+        let route = Route {
+            prefix: prefix(p),
+            nexthop: 3,
+            label: Some(LABEL),
+        };
+        vr.api(|c| async move { c.route_set(1, &route).await })
+            .expect("remote route");
+    }
 }
 
 /// Two nodes whose namespaces are joined by a veth ([`FABRIC_IFACE`] at each end, at the
@@ -184,25 +189,35 @@ impl TwoNodes {
         }
     }
 
-    /// Each node's route to the other's pod through a tunnel of `encap`.
+    /// Each node's routes to the other's pod (IPv4 and IPv6) through a tunnel of `encap`.
     pub fn tunnel(&self, encap: TunnelEncap) {
-        let subnet = |pod: &KernelPod| format!("198.18.{}.0/24", pod.ip.octets()[2]);
-        tunnel_to(
-            &self.vr1,
-            encap,
-            FABRIC_IP_1,
-            FABRIC_IP_2,
-            FABRIC_MAC_2,
-            &subnet(&self.pod2),
-        );
-        tunnel_to(
-            &self.vr2,
-            encap,
-            FABRIC_IP_2,
-            FABRIC_IP_1,
-            FABRIC_MAC_1,
-            &subnet(&self.pod1),
-        );
+        let subnets = |pod: &KernelPod| {
+            let n = pod.ip.octets()[2];
+            [
+                format!("198.18.{n}.0/24"),
+                format!("2001:db8:18:{n:x}::/64"),
+            ]
+        };
+        for (vr, sip, dip, dmac, remote) in [
+            (
+                &self.vr1,
+                FABRIC_IP_1,
+                FABRIC_IP_2,
+                FABRIC_MAC_2,
+                &self.pod2,
+            ),
+            (
+                &self.vr2,
+                FABRIC_IP_2,
+                FABRIC_IP_1,
+                FABRIC_MAC_1,
+                &self.pod1,
+            ),
+        ] {
+            let remote = subnets(remote);
+            let remote = remote.each_ref().map(String::as_str);
+            tunnel_to(vr, encap, sip, dip, dmac, &remote);
+        }
     }
 
     /// Stops both vrouterds (SIGTERM); their exit statuses.
