@@ -256,6 +256,24 @@ fn two_vrouterds_carry_jumbo_frames_over_a_kernel_fabric_in_each_encapsulation()
         .api(|c| async move { c.vif_add(&ghost).await })
         .expect_err("no such interface");
     assert!(err.to_string().contains("vjghost0"), "{err}");
+    // Nor on one whose own MTU (1500) would make the kernel refuse the jumbo frames.
+    nodes.node1.veth("fabx0", "fabx1", None);
+    let mut small = VifRequest::new(
+        "fabric1",
+        VifType::Physical,
+        0,
+        MacAddr([2, 0, 0, 0, 0xfa, 9]),
+    );
+    small.device = Some("kernel:fabx0".into());
+    small.mtu = Some(fabric_mtu);
+    let err = vr1
+        .api(|c| async move { c.vif_add(&small).await })
+        .expect_err("interface MTU below the vif's");
+    assert!(
+        err.to_string()
+            .contains("interface fabx0 has MTU 1500, less than the vif's 9050"),
+        "{err}"
+    );
 
     for (encap, filter, name) in [
         (TunnelEncap::Vxlan, "udp port 4789", "vxlan"),

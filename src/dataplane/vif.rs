@@ -168,7 +168,17 @@ impl VrouterDataplane {
                 if let Some(iface) = kernel_device_iface(device) {
                     // A fabric on a kernel interface: one socket, so one lcore polls it and
                     // the others hand it their packets through that lcore's ring.
-                    let monitor = self.attach_kernel(iface, index, mtu, lcore)?;
+                    let port = open_kernel(iface, &self.pool, mtu)?;
+                    // The kernel refuses to send frames beyond the interface's MTU: a
+                    // fabric vif larger than it would lose every large tunnel packet.
+                    let have = port.monitor().mtu().unwrap_or(0);
+                    if have < u32::from(mtu) {
+                        return Err(rejected(format!(
+                            "interface {iface} has MTU {have}, less than the vif's {mtu}: \
+                             raise it (ip link set {iface} mtu {mtu}) or lower the vif's"
+                        )));
+                    }
+                    let monitor = self.attach_kernel(port, index, mtu, lcore)?;
                     return Ok((VifIo::Kernel { monitor }, VifKind::Physical, Some(lcore)));
                 }
                 let n = u16::try_from(self.lcores.len()).unwrap_or(1);
@@ -183,7 +193,8 @@ impl VrouterDataplane {
                 )
             }
             ApiVifKind::AfPacket { iface } => {
-                let monitor = self.attach_kernel(iface, index, mtu, lcore)?;
+                let port = open_kernel(iface, &self.pool, mtu)?;
+                let monitor = self.attach_kernel(port, index, mtu, lcore)?;
                 (VifIo::Kernel { monitor }, VifKind::Pod, Some(lcore))
             }
             ApiVifKind::Tap { iface } => {
@@ -203,19 +214,15 @@ impl VrouterDataplane {
         })
     }
 
-    /// Opens kernel interface `iface` for vif `index` and hands it to lcore `lcore`, which polls
-    /// it and transmits on it. Our own AF_PACKET port rather than DPDK's net_af_packet: it keeps
-    /// the kernel's offload header, without which a pod's TCP (partial checksums, 64 KB
-    /// segments) does not survive the trip, and takes frames of any MTU.
+    /// Hands kernel port `port` of vif `index` to lcore `lcore`, which polls it and transmits
+    /// on it.
     fn attach_kernel(
         &self,
-        iface: &str,
+        port: KernelPort,
         index: u16,
         mtu: u16,
         lcore: u8,
     ) -> Result<KernelPortMonitor, DataplaneError> {
-        let port = KernelPort::open(iface, &self.pool, &KernelPortConfig::for_mtu(mtu))
-            .map_err(|e| rejected(e.to_string()))?;
         let monitor = port.monitor();
         let (rx, tx) = port.split();
         let Some(l) = self.lcores.get(usize::from(lcore)) else {
@@ -383,6 +390,15 @@ impl VrouterDataplane {
             }
         }
     }
+}
+
+/// Opens kernel interface `iface` for a vif of `mtu`, its frames copied into `pool`'s mbufs. Our
+/// own AF_PACKET port rather than DPDK's net_af_packet: it keeps the kernel's offload header,
+/// without which a pod's TCP (partial checksums, 64 KB segments) does not survive the trip, and
+/// takes frames of any MTU.
+fn open_kernel(iface: &str, pool: &Mempool, mtu: u16) -> Result<KernelPort, DataplaneError> {
+    KernelPort::open(iface, pool, &KernelPortConfig::for_mtu(mtu))
+        .map_err(|e| rejected(e.to_string()))
 }
 
 pub(super) fn least_loaded(load: &[u32]) -> u8 {
