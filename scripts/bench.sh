@@ -273,13 +273,14 @@ case_vrouterd_overlay() {
     stop_pids
 }
 
-# TCP between kernel pods with default offloads, through vrouterd and through the kernel's own
-# routing, at MTU 1500 and 9000, 1 and 4 streams; and a TCG guest to a pod (vr-tcpbench). Each
-# configuration REPS times; SECONDS_MEASURED per iperf3 run.
+# TCP between kernel pods with default offloads, through vrouterd, through two vrouterd nodes
+# over a VXLAN fabric (kernel:IFACE), and through the kernel's own routing, at MTU 1500 and
+# 9000, 1 and 4 streams; and a TCG guest to a pod (vr-tcpbench). Each configuration REPS times;
+# SECONDS_MEASURED per iperf3 run.
 case_tcp() {
     scripts/vm-image.sh >/dev/null
     for rep in $(seq 1 "$REPS"); do
-        local cases=kernel,vrouterd
+        local cases=kernel,vrouterd,fabric
         ((rep == 1)) && cases=$cases,vm
         "$bin/vr-tcpbench" --vrouterd "$bin/vrouterd" --seconds "$SECONDS_MEASURED" --cases "$cases" \
             2>"$work/tcpbench.err" | while read -r line; do

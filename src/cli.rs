@@ -53,8 +53,10 @@ pub struct Options {
 
     /// Fabric port added at start-up as vif `fabric0` in VRF 0 (the same as a `physical` vif
     /// added through the API): a PCI address of a NIC or SR-IOV VF bound to vfio
-    /// (`0000:03:00.1`) or a DPDK vdev string (`net_af_packet0,iface=eth1`, `net_ring0`).
-    /// It gets one RSS queue per forwarding lcore.
+    /// (`0000:03:00.1`) or a DPDK vdev string (`net_af_packet0,iface=eth1`, `net_ring0`), which
+    /// gets one RSS queue per forwarding lcore; or `kernel:IFACE`, a kernel interface (a veth,
+    /// a NIC the kernel keeps) on vrouterd's own AF_PACKET port, polled by one forwarding lcore,
+    /// which carries jumbo frames (DPDK's net_af_packet and net_tap take standard frames only).
     #[arg(long, value_name = "DEVARGS")]
     pub fabric: Option<String>,
 
@@ -72,7 +74,8 @@ pub struct Options {
     pub fabric_mac: MacAddr,
 
     /// MTU of the --fabric vif. Underlays carrying tunnels usually run jumbo frames so that a
-    /// 1500-byte pod frame still fits once encapsulated (VXLAN adds 50 bytes).
+    /// 1500-byte pod frame still fits once encapsulated (VXLAN adds 50 bytes). Pod vifs whose
+    /// MTU does not fit it with that headroom are refused when added.
     #[arg(long, value_name = "BYTES", requires = "fabric")]
     pub fabric_mtu: Option<u32>,
 

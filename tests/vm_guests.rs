@@ -3,7 +3,9 @@
 //! both modes, routed in VRF 1 to a kernel pod whose veth keeps the kernel's default offloads,
 //! and to a second VM. Each test boots its guests once and runs every check on them: pings both
 //! ways, the virtio offloads the guest negotiated (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6),
-//! and 16 MiB of TCP each way with the SHA-256 compared at both ends.
+//! and 16 MiB of TCP each way with the SHA-256 compared at both ends. And a guest at MTU 9000
+//! on one node with a kernel pod on another, across a VXLAN fabric on vrouterd's kernel port:
+//! 8,000-byte pings and TCP each way in jumbo frames.
 //!
 //! Pings must work before anything else is worth checking, so they fail the test at once; the
 //! offload and TCP checks are each recorded and all reported together at the end, so one
@@ -12,9 +14,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use control_api::api::VhostUserMode;
+use control_api::api::{TunnelEncap, VhostUserMode};
 use testkit::kernel_pod::{route_in_vrf1, KernelPod};
 use testkit::netns::Netns;
+use testkit::overlay::{self, Fabric, TwoNodes, FABRIC_IP_1, FABRIC_IP_2, FABRIC_MAC_1};
 use testkit::vm::{
     feature, route_vm_in_vrf1, tcp_pod_to_vm, tcp_vm_to_pod, tcp_vm_to_vm, GuestRam, Transfer, Vm,
     VmConfig,
@@ -234,4 +237,92 @@ fn two_vms_one_per_vhost_user_mode() {
     drop((a, b));
     let status = vr.stop();
     assert!(status.success(), "vrouterd exit {status}");
+}
+
+#[test]
+fn vm_and_kernel_pod_on_two_nodes_over_a_kernel_fabric_at_mtu_9000() {
+    let start = Instant::now();
+    // Node 1 carries the guest (and a pod of its own), node 2 the pod it talks to; VXLAN
+    // between them over a veth fabric at 9050 on vrouterd's kernel port.
+    let nodes = TwoNodes::start(&vrouterd_bin(), "v", |iface| Fabric::kernel(iface, 9000));
+    nodes.tunnel(TunnelEncap::Vxlan);
+    let (vr1, pod) = (&nodes.vr1, &nodes.pod2);
+    let mut cfg = VmConfig::new(
+        "vm5",
+        5,
+        vr1.socket_base().join("vm-uid-5").join("vm5-net0"),
+        VhostUserMode::Server,
+    );
+    cfg.mtu = 9000;
+    // Nexthop 4 to the guest (1 is node 1's pod, 2 receive, 3 the tunnel); node 2 reaches its
+    // subnet through the tunnel (the VNI names VRF 1, where node 1 routes it to the guest).
+    route_vm_in_vrf1(vr1, "vm5", &cfg, 4, 2);
+    overlay::tunnel_to(
+        &nodes.vr2,
+        TunnelEncap::Vxlan,
+        FABRIC_IP_2,
+        FABRIC_IP_1,
+        FABRIC_MAC_1,
+        &["198.18.5.0/24"],
+    );
+    let mut vm = Vm::boot(cfg);
+    wait_attached(vr1, "vm5", &mut vm);
+    let vm_ip = vm.config().ip;
+
+    // The guest's ping sets DF (Linux's default for ping sockets); the pod's asks for it.
+    let (rc, out) = vm.run(&format!("ping -c 3 -i 0.2 -W 2 -s 8000 {}", pod.ip));
+    assert!(
+        rc == 0 && out.contains("3 packets received"),
+        "VM → pod 8,000-byte ping: {out}\n{}",
+        vr1.process.outputs()
+    );
+    let out = pod.ns.exec(&[
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        "8000",
+        &vm_ip.to_string(),
+    ]);
+    assert!(
+        out.contains("3 received"),
+        "pod → VM 8,000-byte DF ping: {out}"
+    );
+
+    let mut checks = Checks::default();
+    check_offloads(vr1, "vm5", &mut vm, &mut checks);
+    for dir in ["VM → pod", "pod → VM"] {
+        let t = Instant::now();
+        let result = if dir == "VM → pod" {
+            tcp_vm_to_pod(&mut vm, pod, BYTES)
+        } else {
+            tcp_pod_to_vm(pod, &mut vm, BYTES)
+        };
+        checks.transfer(&format!("{dir} TCP across the fabric"), result);
+        eprintln!("{dir} TCP took {:?}", t.elapsed());
+    }
+    let fabric = vr1.vif("fabric0").status.counters;
+    eprintln!("fabric0 counters {fabric:?}");
+    // Both transfers crossed node 1's fabric (data out, then data in), in jumbo frames: with
+    // an ACK for every two segments, far larger on average than 1,500-byte frames can be.
+    let (bytes, packets) = (
+        fabric.rx_bytes + fabric.tx_bytes,
+        fabric.rx_packets + fabric.tx_packets,
+    );
+    if fabric.rx_bytes < BYTES || fabric.tx_bytes < BYTES || bytes / packets.max(1) < 3000 {
+        checks.record(format!(
+            "node 1's fabric did not carry both transfers in jumbo frames: {fabric:?}"
+        ));
+    }
+    log_counters(vr1, &["vm5"], start);
+    checks.finish();
+    drop(vm);
+    let (s1, s2) = nodes.stop();
+    assert!(s1.success() && s2.success(), "vrouterd exits {s1} {s2}");
 }

@@ -1462,3 +1462,42 @@ fn openapi_document_states_the_models_limits() {
         "{name}"
     );
 }
+
+/// An answer given before the request's body was read (a method the path does not take, a path
+/// parameter refused, a request that takes no body) still leaves the connection open for the
+/// client's next request, whose answer comes back on it: the body is read whole first, even
+/// when its last bytes arrive after the answer was written.
+#[tokio::test]
+async fn early_answers_keep_the_connection_for_the_next_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start();
+    for (head, status) in [
+        ("TRACE /mpls/16", "405"),
+        ("PUT /vrfs/-151701", "400"),
+        ("PUT /nowhere", "404"),
+    ] {
+        let mut c = tokio::net::UnixStream::connect(&s.socket).await.unwrap();
+        c.write_all(
+            format!("{head} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 14\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        // The body follows once the server had time to answer the headers.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        c.write_all(b"{\"nexthop\": 1}").await.unwrap();
+        c.write_all(b"GET /vrfs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answers = String::new();
+        c.read_to_string(&mut answers).await.unwrap();
+        assert!(
+            answers.starts_with(&format!("HTTP/1.1 {status}")),
+            "{head}: {answers}"
+        );
+        assert!(
+            answers.contains("HTTP/1.1 200"),
+            "{head}: the next request on the connection is answered: {answers}"
+        );
+    }
+}

@@ -38,6 +38,8 @@ fn start(root: &Path, fabric: bool) -> (Node, control_api::controller::Restored)
     if fabric {
         let mut req = VifRequest::new("fabric0", VifType::Physical, 0, mac(0xf0));
         req.device = Some("net_null0".into());
+        // Jumbo, as underlays run: pods at the default 1500 fit with a tunnel's headers.
+        req.mtu = Some(9000);
         ctrl.vif_add(&req).unwrap();
         fixed.insert("fabric0".to_owned());
     }

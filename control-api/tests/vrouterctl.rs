@@ -89,6 +89,9 @@ fn vrouterctl_drives_the_whole_api() {
             "02:00:00:00:00:aa",
             "--device",
             "net_af_packet0,iface=veth0",
+            // Room for the pods' 1500 bytes and a tunnel's headers.
+            "--mtu",
+            "9000",
         ],
     );
 

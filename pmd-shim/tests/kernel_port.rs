@@ -425,9 +425,15 @@ fn a_header_the_kernel_refuses_is_counted_and_the_rest_still_goes() {
     assert_eq!((t.sent, t.rejected), (2, 2), "{t:?}");
     let st = port.monitor().stats();
     assert_eq!((st.tx_packets, st.tx_rejected), (2, 2), "{st:?}");
+    assert_eq!(
+        port.monitor().mtu(),
+        Some(1500),
+        "the limit the big frame broke"
+    );
     drop(pod);
     // The interface is gone: the port says so, and sending fails without panicking.
     assert!(!port.monitor().link_up());
+    assert_eq!(port.monitor().mtu(), None);
     let t = port.tx_burst([(&good, NetHdr::NONE)]);
     assert_eq!(t.sent, 0, "{t:?}");
 }

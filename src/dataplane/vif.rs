@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
 use control_api::api::VhostUserMode;
-use control_api::model::device_name;
+use control_api::model::{device_name, kernel_device_iface};
 use control_api::{DataplaneError, DataplaneErrorKind, VifKind as ApiVifKind, VifSpec};
 use crossbeam::channel::bounded;
-use pmd_shim::{EthPort, KernelPort, KernelPortConfig, Mempool, PortConfig};
+use pmd_shim::{EthPort, KernelPort, KernelPortConfig, KernelPortMonitor, Mempool, PortConfig};
 use tracing::{info, warn};
 use vrouter::stats::MAX_VIFS;
 use vrouter::tables::{Vif, VifKind};
@@ -112,7 +112,7 @@ impl VrouterDataplane {
 
     /// Opens what carries the vif's packets (a vhost-user socket on the vhost core, a DPDK
     /// port, a kernel socket on lcore `lcore`): the I/O, the vif's kind in the tables, and the
-    /// lcore that owns it (none for a fabric port, polled by every lcore).
+    /// lcore that owns it (none for a DPDK fabric port, polled by every lcore).
     fn open_io(
         &self,
         spec: &VifSpec,
@@ -165,6 +165,22 @@ impl VrouterDataplane {
                 (VifIo::Vhost, VifKind::Pod, Some(lcore))
             }
             ApiVifKind::Physical { device } => {
+                if let Some(iface) = kernel_device_iface(device) {
+                    // A fabric on a kernel interface: one socket, so one lcore polls it and
+                    // the others hand it their packets through that lcore's ring.
+                    let port = open_kernel(iface, &self.pool, mtu)?;
+                    // The kernel refuses to send frames beyond the interface's MTU: a
+                    // fabric vif larger than it would lose every large tunnel packet.
+                    let have = port.monitor().mtu().unwrap_or(0);
+                    if have < u32::from(mtu) {
+                        return Err(rejected(format!(
+                            "interface {iface} has MTU {have}, less than the vif's {mtu}: \
+                             raise it (ip link set {iface} mtu {mtu}) or lower the vif's"
+                        )));
+                    }
+                    let monitor = self.attach_kernel(port, index, mtu, lcore)?;
+                    return Ok((VifIo::Kernel { monitor }, VifKind::Physical, Some(lcore)));
+                }
                 let n = u16::try_from(self.lcores.len()).unwrap_or(1);
                 let port = self.open_port(device, n, mtu)?;
                 (
@@ -177,23 +193,8 @@ impl VrouterDataplane {
                 )
             }
             ApiVifKind::AfPacket { iface } => {
-                // Our own AF_PACKET port rather than DPDK's net_af_packet: it keeps the
-                // kernel's offload header, without which a pod's TCP (partial checksums,
-                // 64 KB segments) does not survive the trip.
-                let port = KernelPort::open(iface, &self.pool, &KernelPortConfig::for_mtu(mtu))
-                    .map_err(|e| rejected(e.to_string()))?;
-                let monitor = port.monitor();
-                let (rx, tx) = port.split();
-                let Some(l) = self.lcores.get(usize::from(lcore)) else {
-                    return Err(rejected("no forwarding lcore to poll the interface"));
-                };
-                // Dropped with the command (closing the socket) if the lcore is gone.
-                let _ = l.commands.send(LcoreCmd::AttachKernel {
-                    vif: index,
-                    mtu,
-                    rx,
-                    tx,
-                });
+                let port = open_kernel(iface, &self.pool, mtu)?;
+                let monitor = self.attach_kernel(port, index, mtu, lcore)?;
                 (VifIo::Kernel { monitor }, VifKind::Pod, Some(lcore))
             }
             ApiVifKind::Tap { iface } => {
@@ -211,6 +212,30 @@ impl VrouterDataplane {
                 )
             }
         })
+    }
+
+    /// Hands kernel port `port` of vif `index` to lcore `lcore`, which polls it and transmits
+    /// on it.
+    fn attach_kernel(
+        &self,
+        port: KernelPort,
+        index: u16,
+        mtu: u16,
+        lcore: u8,
+    ) -> Result<KernelPortMonitor, DataplaneError> {
+        let monitor = port.monitor();
+        let (rx, tx) = port.split();
+        let Some(l) = self.lcores.get(usize::from(lcore)) else {
+            return Err(rejected("no forwarding lcore to poll the interface"));
+        };
+        // Dropped with the command (closing the socket) if the lcore is gone.
+        let _ = l.commands.send(LcoreCmd::AttachKernel {
+            vif: index,
+            mtu,
+            rx,
+            tx,
+        });
+        Ok(monitor)
     }
 
     /// Starts a DPDK port and gives its queues out: one pair to every lcore for a fabric port,
@@ -365,6 +390,15 @@ impl VrouterDataplane {
             }
         }
     }
+}
+
+/// Opens kernel interface `iface` for a vif of `mtu`, its frames copied into `pool`'s mbufs. Our
+/// own AF_PACKET port rather than DPDK's net_af_packet: it keeps the kernel's offload header,
+/// without which a pod's TCP (partial checksums, 64 KB segments) does not survive the trip, and
+/// takes frames of any MTU.
+fn open_kernel(iface: &str, pool: &Mempool, mtu: u16) -> Result<KernelPort, DataplaneError> {
+    KernelPort::open(iface, pool, &KernelPortConfig::for_mtu(mtu))
+        .map_err(|e| rejected(e.to_string()))
 }
 
 pub(super) fn least_loaded(load: &[u32]) -> u8 {

@@ -3,6 +3,8 @@
 //! - [`hugepages`]: make sure 2 MiB pages are reserved and hugetlbfs is mounted.
 //! - [`netns`]: network namespaces, veth pairs and commands run inside them.
 //! - [`kernel_pod`]: a namespace pod on a veth, and TCP transfers checked end to end.
+//! - [`overlay`]: compute nodes (vrouterd in a namespace, a fabric, a kernel pod) and tunnels
+//!   between them.
 //! - [`testpmd`]: `dpdk-testpmd` pods attached over virtio-user.
 //! - [`traffic`]: a testpmd pod's traffic to another through vrouterd, counted exactly.
 //! - [`frontend_pod`]: a vhost-user pod played by the in-repo frontend (hostile on cue).
@@ -16,6 +18,7 @@ pub mod frontend_pod;
 pub mod hugepages;
 pub mod kernel_pod;
 pub mod netns;
+pub mod overlay;
 pub mod process;
 pub mod testpmd;
 pub mod traffic;

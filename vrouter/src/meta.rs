@@ -183,22 +183,37 @@ fn parse<const SEG: bool>(f: FrameBytes<'_>, m: &mut PacketMeta) -> Result<(), D
     Ok(())
 }
 
-/// Parse a bare IP packet starting at `off` (the payload of an MPLS label), by its version nibble.
+/// Parse a bare IP packet starting at `off` (the payload of an MPLS label), by its version
+/// nibble, in a frame of `frame_len` bytes whose first segment, holding every header, is `data`
+/// (longer than `data` when a jumbo frame continues in further segments).
 #[inline]
-pub fn parse_ip(data: &[u8], off: usize) -> Result<PacketMeta, DropReason> {
+pub fn parse_ip(data: &[u8], frame_len: usize, off: usize) -> Result<PacketMeta, DropReason> {
     let mut m = PacketMeta {
         l3_off: off as u16,
-        frame_len: data.len() as u32,
+        frame_len: frame_len as u32,
         ..PacketMeta::default()
     };
+    let f = FrameBytes {
+        head: data,
+        len: frame_len,
+    };
+    let seg = frame_len != data.len();
     match data.get(off).map(|b| b >> 4) {
         Some(4) => {
             m.ethertype = ethernet::ethertype::IPV4;
-            parse_ipv4::<false>(FrameBytes::whole(data), off, &mut m)?
+            if seg {
+                parse_ipv4::<true>(f, off, &mut m)?
+            } else {
+                parse_ipv4::<false>(f, off, &mut m)?
+            }
         }
         Some(6) => {
             m.ethertype = ethernet::ethertype::IPV6;
-            parse_ipv6::<false>(FrameBytes::whole(data), off, &mut m)?
+            if seg {
+                parse_ipv6::<true>(f, off, &mut m)?
+            } else {
+                parse_ipv6::<false>(f, off, &mut m)?
+            }
         }
         Some(_) => return Err(DropReason::Malformed),
         None => return Err(DropReason::Truncated),

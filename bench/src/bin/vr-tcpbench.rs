@@ -1,7 +1,8 @@
 //! vr-tcpbench: TCP between kernel pods whose veths keep their default offloads, through
 //! vrouterd (af-packet vifs on its kernel port, routed in VRF 1) and, in the same run, through
-//! the Linux kernel's own routing between the same kind of namespaces (veth + ip_forward); and
-//! from a QEMU guest to a kernel pod through vrouterd. iperf3 for the pods (`--seconds`, 1 and 4
+//! the Linux kernel's own routing between the same kind of namespaces (veth + ip_forward);
+//! between kernel pods on two vrouterd nodes over a veth fabric on their kernel ports in VXLAN;
+//! and from a QEMU guest to a kernel pod through vrouterd. iperf3 for the pods (`--seconds`, 1 and 4
 //! streams, at each `--mtu`); the guest (TCG, so its own CPU is the limit) sends a checksummed
 //! transfer over busybox nc. Prints one JSON line per measurement:
 //! `{"case","mtu","streams","gbit_per_s"}`, and for the pods the average ping round trip
@@ -15,9 +16,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use control_api::api::VhostUserMode;
+use control_api::api::{TunnelEncap, VhostUserMode};
 use testkit::kernel_pod::{route_in_vrf1_mtu, KernelPod};
 use testkit::netns::{host, Netns};
+use testkit::overlay::{Fabric, TwoNodes};
 use testkit::vm::{self, GuestRam, Vm, VmConfig};
 use testkit::vrouterd::Vrouterd;
 
@@ -36,9 +38,14 @@ struct Args {
     /// Parallel streams per run.
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     streams: Vec<u32>,
-    /// Cases: kernel (Linux routing), vrouterd (kernel pods through vrouterd), vm (a guest to a
-    /// kernel pod through vrouterd).
-    #[arg(long, value_delimiter = ',', default_value = "kernel,vrouterd,vm")]
+    /// Cases: kernel (Linux routing), vrouterd (kernel pods through vrouterd), fabric (kernel
+    /// pods on two vrouterd nodes, VXLAN over a veth fabric), vm (a guest to a kernel pod
+    /// through vrouterd).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kernel,vrouterd,fabric,vm"
+    )]
     cases: Vec<String>,
     /// Bytes the guest sends in the vm case.
     #[arg(long, default_value_t = 64 << 20)]
@@ -124,6 +131,25 @@ fn vrouterd_case(args: &Args, mtu: u32) -> Result<()> {
     Ok(())
 }
 
+/// Pods on two vrouterd nodes, VXLAN between them over a veth fabric on the nodes' kernel ports
+/// (`--fabric kernel:IFACE`) at the pods' MTU plus the tunnel headroom. Both nodes' forwarding
+/// lcores are CPU 1, napping when idle: on a small machine they take turns.
+fn fabric_case(args: &Args, mtu: u32) -> Result<()> {
+    let nodes = TwoNodes::start(&args.vrouterd, "f", |iface| Fabric::kernel(iface, mtu));
+    nodes.tunnel(TunnelEncap::Vxlan);
+    let (a, b) = (&nodes.pod1, &nodes.pod2);
+    for &streams in &args.streams {
+        let r = a.iperf3_timed(b, IpAddr::V4(b.ip), args.seconds, streams);
+        report("tcp-vrouterd-fabric-vxlan", mtu, streams, r.gbit_per_s);
+    }
+    report_rtt("rtt-vrouterd-fabric-vxlan", mtu, rtt_us(a, b)?);
+    let (s1, s2) = nodes.stop();
+    if !(s1.success() && s2.success()) {
+        bail!("vrouterd exited with {s1} and {s2}");
+    }
+    Ok(())
+}
+
 /// A guest on a server-mode vhost-user vif sends to a kernel pod through vrouterd.
 fn vm_case(args: &Args, mtu: u32) -> Result<()> {
     let vr = Vrouterd::start(&args.vrouterd, &["--fwd-lcores", "1"], &[]);
@@ -163,6 +189,7 @@ fn main() -> Result<()> {
             match case.as_str() {
                 "kernel" => kernel_case(&args, mtu)?,
                 "vrouterd" => vrouterd_case(&args, mtu)?,
+                "fabric" => fabric_case(&args, mtu)?,
                 // The guest's TCG CPU is its limit whatever the MTU: one MTU is enough.
                 "vm" if mtu == args.mtu[0] => vm_case(&args, mtu)?,
                 "vm" => {}

@@ -18,7 +18,10 @@ use crate::api::{BridgeEntry, IpPrefix, MacAddr, Nexthop, Route};
 use crate::dataplane::TableChange;
 use crate::error::Error;
 
-pub use vif::{device_name, VhostUserPort, VifConfig, VifEntry, VifPort};
+pub use vif::{
+    device_name, kernel_device_iface, tunnel_headroom, VhostUserPort, VifConfig, VifEntry, VifPort,
+    KERNEL_DEVICE_PREFIX,
+};
 
 /// VRF ids are 12 bits; VRF 0 is the fabric (underlay) VRF and always exists.
 pub const VRF_MAX: u32 = 4095;

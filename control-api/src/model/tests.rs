@@ -74,6 +74,96 @@ fn a_device_backs_one_vif_whatever_its_arguments() {
         .expect("another device");
 }
 
+/// Adds physical vif `name` on `device` in VRF 0 with `mtu`.
+fn add_physical(m: &mut Model, name: &str, device: &str, mtu: u32, index: u32) {
+    let mut req = VifRequest::new(name, VifType::Physical, 0, mac(0xf0));
+    req.device = Some(device.into());
+    req.mtu = Some(mtu);
+    let config = m.check_vif_add(&req).unwrap();
+    let kind = VifKind::Physical {
+        device: device.into(),
+    };
+    m.commit_vif_add(VifEntry {
+        spec: config.spec(index, kind),
+        config,
+        created_dirs: vec![],
+        policy: None,
+    });
+}
+
+#[test]
+fn a_kernel_fabric_names_a_valid_interface_no_other_vif_has() {
+    let mut m = Model::new();
+    m.commit_vrf_add(1);
+    let physical = |device: &str| {
+        let mut req = VifRequest::new("fab", VifType::Physical, 0, mac(1));
+        req.device = Some(device.into());
+        req
+    };
+    for bad in [
+        "kernel:",
+        "kernel:a/b",
+        "kernel:a:b",
+        "kernel:..",
+        "kernel:sixteen_bytes_xx",
+    ] {
+        let e = m.check_vif_add(&physical(bad)).unwrap_err();
+        assert!(
+            e.to_string().contains("`device`") && e.to_string().contains("interface name"),
+            "{bad}: {e}"
+        );
+    }
+    add_af_packet(&mut m, "pod", 1, 0);
+    // veth0 backs the pod's vif: not also the fabric, nor the other way round.
+    let e = m.check_vif_add(&physical("kernel:veth0")).unwrap_err();
+    assert_eq!(code(e), (409, "already-exists".into()));
+    add_physical(&mut m, "fab", "kernel:eth1", 9050, 1);
+    let mut req = VifRequest::new("pod2", VifType::AfPacket, 1, mac(3));
+    req.iface = Some("eth1".into());
+    let e = m.check_vif_add(&req).unwrap_err();
+    assert!(e.to_string().contains("vif fab"), "{e}");
+    assert_eq!(code(e), (409, "already-exists".into()));
+}
+
+#[test]
+fn an_overlay_vif_mtu_must_fit_the_fabric_with_tunnel_headroom() {
+    assert_eq!(
+        tunnel_headroom(),
+        50,
+        "VXLAN: outer IPv4, UDP, VXLAN, inner Ethernet"
+    );
+    let mut m = Model::new();
+    m.commit_vrf_add(1);
+    let pod = |mtu: Option<u32>, vrf: u32| {
+        let mut req = VifRequest::new("pod", VifType::VhostUser, vrf, mac(2));
+        req.vhostsocket_dir = Some("/var/run/vrouter/p".into());
+        req.vhostsocket_filename = Some("s".into());
+        req.vhostuser_mode = Some(VhostUserMode::Server);
+        req.mtu = mtu;
+        req
+    };
+    // No fabric yet: nothing but the API's range limits it.
+    m.check_vif_add(&pod(Some(9216), 1)).expect("no fabric");
+    add_physical(&mut m, "fabric0", "kernel:fab0", 1500, 0);
+    let e = m.check_vif_add(&pod(None, 1)).unwrap_err();
+    let text = e.to_string();
+    assert_eq!(code(e), (409, "conflict".into()));
+    assert!(
+        text.contains("field `mtu`: 1500 (the default)")
+            && text.contains("fabric0")
+            && text.contains("at most MTU 1450"),
+        "{text}"
+    );
+    m.check_vif_add(&pod(Some(1450), 1)).expect("fits");
+    // The fabric's own VRF is not tunnelled: a host-side vif there is not limited by it.
+    m.check_vif_add(&pod(Some(9000), 0)).expect("VRF 0");
+    // Of two fabrics, the larger one carries it.
+    add_physical(&mut m, "fabric1", "net_null0", 9050, 1);
+    m.check_vif_add(&pod(Some(9000), 1)).expect("fits fabric1");
+    let e = m.check_vif_add(&pod(Some(9001), 1)).unwrap_err();
+    assert!(e.to_string().contains("at most MTU 9000"), "{e}");
+}
+
 #[test]
 fn vif_fields_are_checked_per_type() {
     let m = Model::new();

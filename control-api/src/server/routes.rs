@@ -445,7 +445,30 @@ pub(super) fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
     r.fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(access_log))
+        .layer(axum::middleware::from_fn_with_state(body_limit, whole_body))
         .with_state(AppState { lanes, body_limit })
+}
+
+/// Reads the request body whole (up to `limit`: 413 beyond it) before the request is routed,
+/// so that every answer leaves the connection ready for the client's next request, those given
+/// before a handler would read the body included (an unknown path or method, a refused path
+/// parameter, a request that takes no body). hyper closes a keep-alive connection whose request
+/// body was left unread, without saying so in the answer: a client that sent its next request
+/// meanwhile (as soon as it had the answer, the body's last bytes still on their way) sees the
+/// connection drop with no response.
+async fn whole_body(
+    State(limit): State<usize>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    match read_body(Request::from_parts(parts.clone(), body), limit).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 /// One debug line per request: method, path, status and how long it took.

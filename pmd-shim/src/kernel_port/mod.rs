@@ -371,33 +371,45 @@ impl KernelPortMonitor {
     /// Whether the interface the port was opened on still exists under its name and is up
     /// with a carrier (a veth whose peer is up).
     pub fn link_up(&self) -> bool {
-        let Ok(name) = CString::new(self.shared.iface.as_str()) else {
+        let Some(ifr) = self.ifreq(libc::SIOCGIFFLAGS) else {
             return false;
         };
+        // SAFETY: after SIOCGIFFLAGS the union holds the flags.
+        let flags = libc::c_int::from(unsafe { ifr.ifr_ifru.ifru_flags });
+        flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0
+    }
+
+    /// The interface's MTU now (the longest frame the kernel sends on it, less its link
+    /// header, unless the frame is a GSO packet); `None` if it is gone.
+    pub fn mtu(&self) -> Option<u32> {
+        let ifr = self.ifreq(libc::SIOCGIFMTU)?;
+        // SAFETY: after SIOCGIFMTU the union holds the MTU.
+        u32::try_from(unsafe { ifr.ifr_ifru.ifru_mtu }).ok()
+    }
+
+    /// The answer to interface ioctl `request` (one that fills in an `ifreq`) for the
+    /// interface the port was opened on, if it still exists under its name.
+    fn ifreq(&self, request: libc::c_ulong) -> Option<libc::ifreq> {
+        let name = CString::new(self.shared.iface.as_str()).ok()?;
         // SAFETY: a valid C string, only read.
         if unsafe { libc::if_nametoindex(name.as_ptr()) } != self.shared.ifindex {
-            return false;
+            return None;
         }
         // SAFETY: ifreq is plain data; all-zero is valid before the name is filled in.
         let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
         for (d, s) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
             *d = *s as libc::c_char;
         }
-        // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name (the name is shorter than the
-        // array, checked at open) and writes the flags into our ifreq.
+        // SAFETY: the request reads the NUL-terminated name (the name is shorter than the
+        // array, checked at open) and writes its answer into our ifreq.
         let r = unsafe {
             libc::ioctl(
                 self.shared.fd.as_raw_fd(),
-                libc::SIOCGIFFLAGS,
+                request,
                 &mut ifr as *mut libc::ifreq,
             )
         };
-        if r != 0 {
-            return false;
-        }
-        // SAFETY: after SIOCGIFFLAGS the union holds the flags.
-        let flags = libc::c_int::from(unsafe { ifr.ifr_ifru.ifru_flags });
-        flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0
+        (r == 0).then_some(ifr)
     }
 
     /// The counters, the kernel's ring drops read (and added up) now.

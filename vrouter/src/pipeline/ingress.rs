@@ -130,9 +130,11 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     return Verdict::Host;
                 }
                 let l4 = usize::from(m.l4_off);
-                // The tunnel packet ends where the outer IP says: drop any Ethernet padding.
+                // The tunnel packet ends where the outer IP says: drop any Ethernet padding
+                // (from the end of the whole frame: a jumbo one continues past its first
+                // segment).
                 let end = usize::from(m.l3_off) + usize::from(m.l3_len);
-                if b.trim(b.len().saturating_sub(end)).is_err() {
+                if b.trim(b.frame_len().saturating_sub(end)).is_err() {
                     return Verdict::Drop(DropReason::Truncated);
                 }
                 match (m.proto, m.dport) {
@@ -178,10 +180,12 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         if shift_offload(b, off + vxlan::HEADER_LEN).is_err() {
             return Verdict::Drop(DropReason::Offload);
         }
-        let mut m = match meta::parse_ethernet(b.data()) {
-            Ok(m) => m,
-            Err(r) => return Verdict::Drop(r),
-        };
+        // The inner frame's headers are in the first segment; a jumbo frame's payload
+        // continues in further ones.
+        let mut m = PacketMeta::default();
+        if let Err(r) = meta::parse_frame_into(b.data(), b.frame_len(), &mut m) {
+            return Verdict::Drop(r);
+        }
         m.vrf = vrf_id;
         let dmac = ethernet::Frame::new_unchecked(b.data()).dst();
         if dmac == self.topo.fabric.vrouter_mac {
@@ -207,7 +211,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             return Verdict::Drop(DropReason::InvalidLabel);
         };
         let ip_off = off + mpls::ENTRY_LEN;
-        let m = match meta::parse_ip(b.data(), ip_off) {
+        let m = match meta::parse_ip(b.data(), b.frame_len(), ip_off) {
             Ok(m) => m,
             Err(r) => return Verdict::Drop(r),
         };

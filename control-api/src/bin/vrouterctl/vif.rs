@@ -85,7 +85,8 @@ pub struct VifAdd {
     /// vhost-user: how many queue pairs the vif offers.
     #[arg(long)]
     queues: Option<u32>,
-    /// physical: PCI address or DPDK vdev string.
+    /// physical: PCI address, DPDK vdev string, or kernel:IFACE (a kernel interface on
+    /// vrouterd's own AF_PACKET port).
     #[arg(long)]
     device: Option<String>,
     /// af-packet/tap: kernel interface.

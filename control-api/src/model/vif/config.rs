@@ -14,6 +14,17 @@ use crate::model::{IFACE_NAME_MAX, MTU_DEFAULT, MTU_MAX, MTU_MIN, MTU_MIN_IPV6, 
 /// Longest DPDK device string (PCI address or vdev with its arguments) accepted.
 const DEVICE_MAX: usize = 256;
 
+/// A physical vif whose `device` starts with this is the kernel interface named after it,
+/// read and written through vrouterd's own AF_PACKET port rather than a DPDK driver: a fabric
+/// on a veth or a NIC the kernel keeps, at any MTU (DPDK 22.11's `net_af_packet` and `net_tap`
+/// take standard frames only). No DPDK device name starts with it.
+pub const KERNEL_DEVICE_PREFIX: &str = "kernel:";
+
+/// The kernel interface a physical vif's `device` names (`kernel:IFACE`), if it names one.
+pub fn kernel_device_iface(device: &str) -> Option<&str> {
+    device.strip_prefix(KERNEL_DEVICE_PREFIX)
+}
+
 /// A vif request that passed validation, defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VifConfig {
@@ -30,7 +41,8 @@ pub struct VifConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VifPort {
     VhostUser(VhostUserPort),
-    /// A PCI address (vfio) or a DPDK vdev string.
+    /// A PCI address (vfio), a DPDK vdev string, or `kernel:IFACE` (a kernel interface on
+    /// vrouterd's own AF_PACKET port, see [`KERNEL_DEVICE_PREFIX`]).
     Physical {
         device: String,
     },
@@ -98,11 +110,12 @@ impl VifPort {
         }
     }
 
-    /// The kernel interface of an af-packet or tap vif.
+    /// The kernel interface of an af-packet or tap vif, or of a physical vif on one.
     pub fn kernel_iface(&self) -> Option<&str> {
         match self {
             VifPort::AfPacket { iface } | VifPort::Tap { iface } => Some(iface),
-            _ => None,
+            VifPort::Physical { device } => kernel_device_iface(device),
+            VifPort::VhostUser(_) => None,
         }
     }
 
@@ -222,6 +235,9 @@ fn device(device: &str) -> Result<String, Error> {
             ),
         ));
     }
+    if let Some(iface) = kernel_device_iface(device) {
+        check_iface_name("device", iface)?;
+    }
     Ok(device.to_owned())
 }
 
@@ -231,6 +247,12 @@ fn kernel_iface(req: &VifRequest) -> Result<String, Error> {
     forbid_vhost(req)?;
     forbid("device", &req.device, t)?;
     let iface = require("iface", &req.iface, t)?;
+    check_iface_name("iface", iface)?;
+    Ok(iface.clone())
+}
+
+/// `iface`, given in `field`, is a name Linux takes for an interface.
+fn check_iface_name(field: &str, iface: &str) -> Result<(), Error> {
     let valid = !iface.is_empty()
         && iface.len() <= IFACE_NAME_MAX
         && iface != "."
@@ -240,13 +262,13 @@ fn kernel_iface(req: &VifRequest) -> Result<String, Error> {
             .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
     if !valid {
         return Err(Error::field(
-            "iface",
+            field,
             format!(
                 "{iface:?} is not a Linux interface name (1..={IFACE_NAME_MAX} bytes, no '/', ':' or spaces)"
             ),
         ));
     }
-    Ok(iface.clone())
+    Ok(())
 }
 
 fn forbid<T>(field: &str, value: &Option<T>, vif_type: VifType) -> Result<(), Error> {

@@ -6,7 +6,7 @@ mod config;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-pub use config::{VhostUserPort, VifConfig, VifPort};
+pub use config::{kernel_device_iface, VhostUserPort, VifConfig, VifPort, KERNEL_DEVICE_PREFIX};
 
 use super::{check_unicast, Model, VIF_NAME_MAX};
 use crate::api::{Policy, VifRequest};
@@ -53,6 +53,7 @@ impl Model {
         config::check_addresses(req)?;
         let port = VifPort::from_request(req)?;
         self.check_port_free(&port)?;
+        self.check_fabric_carries(req, &port, mtu)?;
         Ok(VifConfig {
             name: req.name.clone(),
             vrf: req.vrf,
@@ -85,7 +86,7 @@ impl Model {
         };
         match port {
             VifPort::VhostUser(_) => Ok(()),
-            VifPort::Physical { device } => {
+            VifPort::Physical { device } if kernel_device_iface(device).is_none() => {
                 // The same device with other arguments is still the same device.
                 let name = device_name(device);
                 let used = |v: &&VifEntry| v.config.port.device().map(device_name) == Some(name);
@@ -94,14 +95,58 @@ impl Model {
                     None => Ok(()),
                 }
             }
-            VifPort::AfPacket { iface } | VifPort::Tap { iface } => {
-                let used = |v: &&VifEntry| v.config.port.kernel_iface() == Some(iface.as_str());
+            VifPort::Physical { .. } | VifPort::AfPacket { .. } | VifPort::Tap { .. } => {
+                let iface = port.kernel_iface().unwrap_or_default();
+                let used = |v: &&VifEntry| v.config.port.kernel_iface() == Some(iface);
                 match self.vifs.values().find(used) {
                     Some(other) => Err(attached("iface", iface, other)),
                     None => Ok(()),
                 }
             }
         }
+    }
+
+    /// A vif whose traffic may be tunnelled (in a VRF other than the fabric's 0, not itself
+    /// physical) fits the fabric once encapsulated: its MTU is at most the fabric vif's less the
+    /// largest tunnel headroom, or its large packets could never cross to another node (DF or
+    /// IPv6 ones bounce with "too big", the others are dropped: the data path does not
+    /// fragment). Checked against the fabric of the moment; without one nothing limits it here.
+    fn check_fabric_carries(
+        &self,
+        req: &VifRequest,
+        port: &VifPort,
+        mtu: u32,
+    ) -> Result<(), Error> {
+        if req.vrf == 0 || matches!(port, VifPort::Physical { .. }) {
+            return Ok(());
+        }
+        let is_fabric =
+            |v: &&VifEntry| v.config.vrf == 0 && matches!(v.config.port, VifPort::Physical { .. });
+        let Some(fabric) = self
+            .vifs
+            .values()
+            .filter(is_fabric)
+            .max_by_key(|v| v.config.mtu)
+        else {
+            return Ok(());
+        };
+        let headroom = tunnel_headroom();
+        let limit = fabric.config.mtu.saturating_sub(headroom);
+        if mtu <= limit {
+            return Ok(());
+        }
+        // 409, not 400: the request is fine by itself; the fabric of the moment is the limit.
+        let default = if req.mtu.is_none() {
+            " (the default)"
+        } else {
+            ""
+        };
+        Err(Error::Conflict(format!(
+            "field `mtu`: {mtu}{default} is more than the fabric carries: fabric vif {} has MTU \
+             {}, tunnels add up to {headroom} bytes (VXLAN), so a vif in VRF {} takes at most \
+             MTU {limit}; lower this MTU or raise the fabric's (--fabric-mtu)",
+            fabric.spec.name, fabric.config.mtu, req.vrf,
+        )))
     }
 
     /// The vif that already uses this socket path, if any.
@@ -172,6 +217,22 @@ impl Model {
         }
         Some((entry, removable))
     }
+}
+
+/// Bytes the largest tunnel encapsulation puts around a pod's IP packet on the fabric: VXLAN's
+/// outer IPv4, UDP and VXLAN headers and the inner Ethernet header (50).
+pub fn tunnel_headroom() -> u32 {
+    use vrouter::pipeline::encap::outer_l3_len;
+    use vrouter::tables::TunnelEncap;
+    [
+        TunnelEncap::Vxlan,
+        TunnelEncap::MplsUdp,
+        TunnelEncap::MplsGre,
+    ]
+    .into_iter()
+    .map(|e| outer_l3_len(e, 0))
+    .max()
+    .map_or(0, |n| n as u32)
 }
 
 fn check_name(field: &str, name: &str, max: usize) -> Result<(), Error> {
