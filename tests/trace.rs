@@ -51,7 +51,10 @@ fn a_trace_shows_routed_tunnelled_and_dropped_packets() {
         (2, "podB", MAC_B, "198.18.2.2/32"),
     ] {
         let dir = base.join(name);
-        vr.add_vif(&vhost_vif(name, mac, &dir, "net0", VhostUserMode::Server));
+        let mut v = vhost_vif(name, mac, &dir, "net0", VhostUserMode::Server);
+        // Room for a tunnel's 50 bytes in the fabric's 1500.
+        v.mtu = Some(1400);
+        vr.add_vif(&v);
         vr.route_to(id, name, mac, &[prefix]);
         socks.push(dir.join("net0"));
     }
