@@ -56,4 +56,16 @@ pub enum Error {
     NoSuchEntry { table: &'static str, key: String },
     #[error("label/VNI {0} does not fit the 24 bits a tunnel carries")]
     RouteLabelOutOfRange(u32),
+    #[error("bad NAT pool range: {0}")]
+    NatBadRange(String),
+    #[error("NAT pool {pool} shares addresses with pool {other} in the same VRF")]
+    NatPoolOverlap { pool: String, other: String },
+    #[error("NAT pool {0} does not exist")]
+    NoSuchNatPool(String),
+    #[error("NAT pool {0} has VRFs attached to it: detach them first")]
+    NatPoolInUse(String),
+    #[error(
+        "VRF {vrf} cannot be attached to NAT pool {pool}, whose addresses are in VRF {vrf} itself"
+    )]
+    NatSameVrf { vrf: u16, pool: String },
 }

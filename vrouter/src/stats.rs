@@ -83,6 +83,11 @@ drop_reasons! {
     Offload = "offload",
     /// A frame arrived but the packet pool had no buffer left to receive it into.
     NoMbuf = "no_mbuf",
+    /// A new flow leaving through source NAT found no free address and port in its pool.
+    NatPoolExhausted = "nat_pool_exhausted",
+    /// A packet leaving through source NAT that it cannot translate: not IPv4, a fragment,
+    /// neither TCP, UDP nor an ICMP echo request.
+    NatUnsupported = "nat_unsupported",
 }
 
 /// A counter with exactly one writer (its core). `add` is a relaxed load and store: on x86 two
@@ -123,6 +128,8 @@ pub struct CoreStats {
     pub replies: Counter,
     /// Packets handed to the host (receive nexthop, fabric traffic not for a tunnel).
     pub to_host: Counter,
+    /// Packets whose addresses source NAT rewrote (both directions).
+    pub nat_translated: Counter,
 }
 
 impl Default for CoreStats {
@@ -132,6 +139,7 @@ impl Default for CoreStats {
             vifs: (0..MAX_VIFS).map(|_| VifCounters::default()).collect(),
             replies: Counter::default(),
             to_host: Counter::default(),
+            nat_translated: Counter::default(),
         }
     }
 }
@@ -159,6 +167,7 @@ pub struct StatsSnapshot {
     pub drops: Vec<(DropReason, u64)>,
     pub replies: u64,
     pub to_host: u64,
+    pub nat_translated: u64,
 }
 
 impl StatsSnapshot {
@@ -212,6 +221,7 @@ impl StatsRegistry {
                 .collect(),
             replies: cores.iter().map(|c| c.replies.get()).sum(),
             to_host: cores.iter().map(|c| c.to_host.get()).sum(),
+            nat_translated: cores.iter().map(|c| c.nat_translated.get()).sum(),
         }
     }
 

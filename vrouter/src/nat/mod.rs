@@ -1,0 +1,31 @@
+//! Network address translation on the flow table (issue 22): source NAT so far.
+//!
+//! - [`pool`]: a pool's (address, port) pairs, taken by forwarding cores a block at a time.
+//! - [`pools`]: the registry that lets whoever removes a NAT flow give its pair back.
+//! - [`snat`]: the control-side store of pools and of which VRFs leave through them, read by
+//!   the flow stage through an RCU snapshot.
+//! - [`rewrite`]: a translation written into a packet, checksums updated incrementally.
+//!
+//! # How a source-NAT flow works
+//! A VRF attached to a pool whose addresses live in another VRF (typically the fabric, VRF 0)
+//! has its flows toward a vif of that VRF translated. The flow stage sets such a flow up
+//! inline, on the forwarding core, like any other: it takes a pair from the pool and installs
+//! the forward entry under the pod's tuple and the reverse entry under the reply's tuple as
+//! the far end sends it (VRF 0, far end → pool address and port), both marked NAT. A hit on the
+//! forward entry rewrites the source to the pair it reads from its partner's key; a reply
+//! arriving on the fabric finds the reverse entry and is rewritten back to the pod's address
+//! and port (again read from its partner) and routed in the pod's VRF. No second table, no
+//! rule lookup per packet. Removing the flow (aging, eviction, flush) gives the pair back.
+//!
+//! IPv4 only; TCP, UDP and ICMP echo (the identifier stands in for the port). Anything else
+//! crossing into the pool's VRF from an attached VRF, fragments included, is dropped and
+//! counted (`nat_unsupported`); a pool without a free pair drops the new flow's packet
+//! (`nat_pool_exhausted`).
+
+pub mod pool;
+pub mod pools;
+pub mod rewrite;
+
+pub use pool::{PoolRange, PortPool};
+pub use pools::PortPools;
+pub use rewrite::{translate, End, Translation};
