@@ -43,6 +43,7 @@ fn new_flow(i: u32) -> NewFlow {
         out_vif: POD_B,
         policy_gen: 0,
         now: 1,
+        nat: None,
     }
 }
 

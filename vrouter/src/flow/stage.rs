@@ -3,12 +3,15 @@
 
 use super::policy::{Action, Policy};
 use super::table::{
-    FlowKey, FlowTable, FlowVerdict, Hit, InsertError, NewFlow, Place, SetupCredit, NO_VIF,
+    nat_port_of_reply, FlowKey, FlowTable, FlowVerdict, Hit, InsertError, NatSetup, NewFlow, Place,
+    SetupCredit, NO_VIF,
 };
 use crate::meta::{PacketMeta, L3};
+use crate::nat::{End, Nat, NatSnapshot, SnatRule, Translation};
 use crate::pipeline::{FlowAction, FlowHook, BURST};
-use crate::stats::MAX_VIFS;
-use crate::tables::{Nexthop, RouteTarget, Tables};
+use crate::stats::{DropReason, MAX_VIFS};
+use crate::tables::{Nexthop, RouteTarget, Tables, Topology};
+use crate::wire::{icmp, ipv4};
 use crate::Error;
 use arc_swap::{ArcSwap, Cache};
 use std::sync::{Arc, Mutex};
@@ -102,15 +105,20 @@ impl Policies {
         self.current.store(next.clone());
         Ok(self.table.remove_where(|f| {
             (f.in_vif == vif || f.out_vif == vif)
-                && next.evaluate(&f.key, f.in_vif, f.out_vif) != Some(f.verdict)
+                && verdict_of(&next, &f.key, f.in_vif, f.out_vif, f.nat.is_some())
+                    != Some(f.verdict)
         }))
     }
 
-    /// A flow stage for one forwarding core.
+    /// A flow stage for one forwarding core (translating nothing until given a NAT store with
+    /// [`FlowStage::with_nat`]).
     pub fn stage(&self, tables: Arc<Tables>) -> FlowStage {
         FlowStage {
             table: self.table.clone(),
             policies: Cache::new(self.current.clone()),
+            nat: Cache::new(Arc::new(ArcSwap::from_pointee(NatSnapshot::empty()))),
+            nat_cursors: vec![0; 256].into_boxed_slice(),
+            topo: Cache::new(tables.topology_handle()),
             tables,
             in_vif: NO_VIF,
             now: 0,
@@ -230,6 +238,12 @@ impl Burst {
 pub struct FlowStage {
     table: Arc<FlowTable>,
     policies: Cache<Arc<ArcSwap<PolicySnapshot>>, Arc<PolicySnapshot>>,
+    /// Which VRFs leave through source NAT, and from which pools.
+    nat: Cache<Arc<ArcSwap<NatSnapshot>>, Arc<NatSnapshot>>,
+    /// Per pool slot, the block this core takes pairs from next.
+    nat_cursors: Box<[usize]>,
+    /// The vifs' VRFs (does a flow leave toward a NAT pool's VRF?).
+    topo: Cache<Arc<ArcSwap<Topology>>, Arc<Topology>>,
     tables: Arc<Tables>,
     in_vif: u16,
     now: u64,
@@ -272,6 +286,62 @@ impl FlowStage {
     pub fn table(&self) -> &Arc<FlowTable> {
         &self.table
     }
+
+    /// Translate flows as `nat` says (it must be the store of this stage's flow table, whose
+    /// entries record its pools). Each stage starts its pool cursors at blocks of its own.
+    pub fn with_nat(mut self, nat: &Nat) -> FlowStage {
+        let (handle, ordinal) = nat.for_stage();
+        self.nat = Cache::new(handle);
+        for (slot, c) in self.nat_cursors.iter_mut().enumerate() {
+            // Far apart per core (a large odd stride), different per pool.
+            *c = ordinal.wrapping_mul(0x9e37).wrapping_add(slot * 7);
+        }
+        self
+    }
+}
+
+/// The rule that translates a flow of VRF `snat`'s rule leaving through vif `out`, if the vif
+/// is in the pool's VRF.
+#[inline]
+fn crossing<'s>(snat: Option<&'s SnatRule>, topo: &Topology, out: u16) -> Option<&'s SnatRule> {
+    snat.filter(|r| topo.vif(out).is_some_and(|v| v.vrf == r.toward_vrf))
+}
+
+/// What a hit on a NAT flow's forward entry does: its source becomes the pair its partner
+/// (the reverse entry, keyed as replies arrive) holds. A reverse entry hit here (a reply that
+/// came through a tunnel, not the fabric's plain IP path) is forwarded as routed.
+#[inline]
+fn nat_hit(table: &FlowTable, hit: &Hit, target: RouteTarget) -> FlowAction {
+    if hit.verdict == FlowVerdict::Drop {
+        return FlowAction::Drop;
+    }
+    if hit.is_reverse {
+        return FlowAction::Forward(target);
+    }
+    match table.nat_partner(hit) {
+        Some(reply) => FlowAction::Nat(
+            target,
+            Translation {
+                end: End::Source,
+                addr: reply.dst as u32,
+                port: nat_port_of_reply(&reply),
+            },
+        ),
+        // Removed under us: never translate with a pair that may be another flow's.
+        None => FlowAction::Drop,
+    }
+}
+
+/// Whether source NAT can translate the packet: IPv4, not a fragment, TCP, UDP or an ICMP
+/// echo request.
+fn translatable(m: &PacketMeta) -> bool {
+    m.l3 == L3::Ipv4
+        && !m.fragment
+        && match m.proto {
+            ipv4::proto::TCP | ipv4::proto::UDP => true,
+            ipv4::proto::ICMP => m.dport == u16::from(icmp::v4::ECHO_REQUEST),
+            _ => false,
+        }
 }
 
 /// The vif a target sends out of (`NO_VIF` for receive / discard / unknown). `hash` (the
@@ -327,6 +397,9 @@ impl FlowHook for FlowStage {
         let FlowStage {
             table,
             policies,
+            nat,
+            nat_cursors,
+            topo,
             tables,
             in_vif,
             now,
@@ -336,13 +409,19 @@ impl FlowHook for FlowStage {
         } = self;
         let (in_vif, now) = (*in_vif, *now);
         let pol: &PolicySnapshot = policies.load();
-        if pol.count == 0 || !matches!(m.l3, L3::Ipv4 | L3::Ipv6) {
+        let nat: &NatSnapshot = nat.load();
+        if (pol.count == 0 && !nat.any()) || !matches!(m.l3, L3::Ipv4 | L3::Ipv6) {
             return FlowAction::Forward(target);
         }
+        let snat = nat.snat(m.vrf);
+        let topo: &Topology = topo.load();
         let mut out_vif = None;
-        if pol.get(in_vif).is_none() {
+        if pol.get(in_vif).is_none() || snat.is_some() {
             let o = egress_vif(tables, target, || m.flow_hash());
-            if pol.get(o).is_none() {
+            if pol.get(in_vif).is_none()
+                && pol.get(o).is_none()
+                && crossing(snat, topo, o).is_none()
+            {
                 return FlowAction::Forward(target);
             }
             out_vif = Some(o);
@@ -370,6 +449,9 @@ impl FlowHook for FlowStage {
         if let Some(hit) = first {
             if hit.policy_gen == pol.generation {
                 table.touch(hit.index, len, now, tcp_flags);
+                if hit.nat {
+                    return nat_hit(table, &hit, target);
+                }
                 return action(hit.verdict, target);
             }
         }
@@ -382,8 +464,56 @@ impl FlowHook for FlowStage {
             target,
             first,
         };
-        decide(table, credit, pol, tables, in_vif, out_vif, now, &pkt)
+        let mut setup = Setup {
+            table,
+            credit,
+            pol,
+            tables,
+            topo,
+            snat,
+            nat_cursors,
+        };
+        decide(&mut setup, in_vif, out_vif, now, &pkt)
     }
+
+    fn on_fabric(&mut self, m: &PacketMeta, frame: &[u8]) -> Option<(u16, Translation)> {
+        let nat: &NatSnapshot = self.nat.load();
+        if !nat.any() || m.l3 != L3::Ipv4 || m.fragment {
+            return None;
+        }
+        let table = &*self.table;
+        let hit = table.lookup(&key_of(m))?;
+        if !(hit.nat && hit.is_reverse) {
+            return None;
+        }
+        let pod = table.nat_partner(&hit)?;
+        let tcp_flags = (m.proto == ipv4::proto::TCP)
+            .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
+            .flatten();
+        let len = u64::from(m.frame_len).max(frame.len() as u64);
+        table.touch(hit.index, len, self.now, tcp_flags);
+        // The forward entry's key is the pod's tuple: its source is where the reply goes.
+        Some((
+            pod.vrf,
+            Translation {
+                end: End::Destination,
+                addr: pod.src as u32,
+                port: pod.sport,
+            },
+        ))
+    }
+}
+
+/// What a setup reads and writes besides the packet.
+struct Setup<'a> {
+    table: &'a FlowTable,
+    credit: &'a mut SetupCredit,
+    pol: &'a PolicySnapshot,
+    tables: &'a Tables,
+    topo: &'a Topology,
+    /// The packet's VRF's source-NAT rule, if attached.
+    snat: Option<&'a SnatRule>,
+    nat_cursors: &'a mut [usize],
 }
 
 /// What the slow path needs of a packet.
@@ -402,17 +532,8 @@ struct Packet<'m> {
 /// install it. Out of line, so the hit path stays small.
 #[cold]
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
-fn decide(
-    table: &FlowTable,
-    credit: &mut SetupCredit,
-    pol: &PolicySnapshot,
-    tables: &Tables,
-    in_vif: u16,
-    out_vif: Option<u16>,
-    now: u64,
-    p: &Packet,
-) -> FlowAction {
+fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet) -> FlowAction {
+    let (table, pol) = (s.table, s.pol);
     let Packet {
         meta,
         place,
@@ -427,31 +548,35 @@ fn decide(
     for _ in 0..2 {
         if let Some(hit) = found.take() {
             if hit.policy_gen != pol.generation {
-                // Policies changed since this flow was decided: decide again.
-                let (fk, fin, fout) = if hit.is_reverse {
-                    (key.reverse(), hit.in_vif, hit.out_vif)
-                } else {
-                    (key, hit.in_vif, hit.out_vif)
-                };
-                if pol.evaluate(&fk, fin, fout) != Some(hit.verdict) {
-                    table.remove(&key);
-                    found = table.lookup_placed(&place);
-                    continue;
+                // A NAT flow's reverse entry (hit here only through a tunnel) is re-decided
+                // from its forward entry, by the packets that set it up.
+                if !(hit.nat && hit.is_reverse) {
+                    // Policies changed since this flow was decided: decide again.
+                    let fk = if hit.is_reverse { key.reverse() } else { key };
+                    if verdict_of(pol, &fk, hit.in_vif, hit.out_vif, hit.nat) != Some(hit.verdict) {
+                        table.remove(&key);
+                        found = table.lookup_placed(&place);
+                        continue;
+                    }
+                    table.set_policy_gen(hit.index, pol.generation);
                 }
-                table.set_policy_gen(hit.index, pol.generation);
             }
             table.touch(hit.index, len, now, tcp_flags);
+            if hit.nat {
+                return nat_hit(table, &hit, target);
+            }
             return action(hit.verdict, target);
         }
         // Miss: decide from the policies and install the flow (and its reverse if allowed).
         let out = match out_vif {
             Some(o) => o,
-            None => egress_vif(tables, target, || meta.flow_hash()),
+            None => egress_vif(s.tables, target, || meta.flow_hash()),
         };
-        let Some(verdict) = pol.evaluate(&key, in_vif, out) else {
+        let snat = crossing(s.snat, s.topo, out);
+        let Some(verdict) = verdict_of(pol, &key, in_vif, out, snat.is_some()) else {
             return FlowAction::Forward(target);
         };
-        let new = NewFlow {
+        let mut new = NewFlow {
             key,
             verdict,
             with_reverse: verdict == FlowVerdict::Forward,
@@ -459,22 +584,68 @@ fn decide(
             out_vif: out,
             policy_gen: pol.generation,
             now,
+            nat: None,
         };
-        let rev = new
-            .with_reverse
-            .then(|| reverse.unwrap_or_else(|| table.place(&key.reverse())));
-        match table.insert_placed(&new, &place, rev.as_ref(), credit) {
+        // Source NAT: a pair from the pool; the reverse entry under the replies' key.
+        let mut pair = None;
+        if let (Some(rule), FlowVerdict::Forward) = (snat, verdict) {
+            if !translatable(meta) {
+                return FlowAction::Refused(DropReason::NatUnsupported);
+            }
+            let slot = rule.pool.slot();
+            let Some(cursor) = s.nat_cursors.get_mut(usize::from(slot)) else {
+                return FlowAction::Refused(DropReason::NatUnsupported);
+            };
+            let Some((addr, port)) = rule.pool.take(cursor) else {
+                return FlowAction::Refused(DropReason::NatPoolExhausted);
+            };
+            let leaving = FlowKey {
+                vrf: rule.toward_vrf,
+                src: u128::from(addr),
+                sport: port,
+                ..key
+            };
+            new.nat = Some(NatSetup {
+                reverse: leaving.reverse(),
+                pool: slot,
+            });
+            pair = Some((rule, addr, port));
+        }
+        let rev = new.with_reverse.then(|| match (new.nat, reverse) {
+            (None, Some(r)) => r,
+            _ => table.place(&new.reverse_key()),
+        });
+        let installed = table.insert_placed(&new, &place, rev.as_ref(), s.credit);
+        if let (Err(_), Some((rule, addr, port))) = (installed, pair) {
+            rule.pool.give_back(addr, port);
+        }
+        match installed {
             Ok(idx) => {
                 table.touch(idx, len, now, tcp_flags);
+                if let Some((_, addr, port)) = pair {
+                    let x = Translation {
+                        end: End::Source,
+                        addr,
+                        port,
+                    };
+                    return FlowAction::Nat(target, x);
+                }
                 return action(verdict, target);
             }
             Err(InsertError::Full) => return FlowAction::Drop,
             // Another core set up this flow (or its reply) just now: look up again, and if it
-            // still is not there, decide this packet alone.
+            // still is not there, decide this packet alone (a NAT flow cannot go untranslated:
+            // dropped).
             Err(InsertError::Raced) => {
                 if let Some(hit) = table.lookup_placed(&place) {
                     table.touch(hit.index, len, now, tcp_flags);
+                    if hit.nat {
+                        return nat_hit(table, &hit, target);
+                    }
                     return action(hit.verdict, target);
+                }
+                if pair.is_some() {
+                    return FlowAction::Drop;
                 }
                 return action(verdict, target);
             }
@@ -482,4 +653,17 @@ fn decide(
     }
     // Re-evaluated away twice in a row (policies changing under us): drop this packet.
     FlowAction::Drop
+}
+
+/// The verdict of the policies for a flow, or for a translated flow that no policy speaks
+/// for, forward (a NAT flow needs its entries whether or not a policy guards it).
+fn verdict_of(
+    pol: &PolicySnapshot,
+    key: &FlowKey,
+    in_vif: u16,
+    out_vif: u16,
+    nat: bool,
+) -> Option<FlowVerdict> {
+    pol.evaluate(key, in_vif, out_vif)
+        .or(nat.then_some(FlowVerdict::Forward))
 }

@@ -25,7 +25,9 @@
 pub mod pool;
 pub mod pools;
 pub mod rewrite;
+pub mod snat;
 
 pub use pool::{PoolRange, PortPool};
 pub use pools::PortPools;
 pub use rewrite::{translate, End, Translation};
+pub use snat::{Nat, NatSnapshot, PoolInfo, SnatRule};

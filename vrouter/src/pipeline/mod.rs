@@ -42,6 +42,7 @@ mod route;
 
 use crate::buf::PacketBuf;
 use crate::meta::PacketMeta;
+use crate::nat::Translation;
 use crate::stats::{CoreStats, DropReason};
 use crate::tables::{RouteTarget, Tables, Topology};
 use arc_swap::{ArcSwap, Cache};
@@ -65,6 +66,10 @@ pub enum FlowAction {
     Forward(RouteTarget),
     /// Drop (counted as `flow_drop`).
     Drop,
+    /// Go on with this target after writing this translation into the packet (a NAT flow).
+    Nat(RouteTarget, Translation),
+    /// Drop, counted under this reason (a flow NAT cannot set up).
+    Refused(DropReason),
 }
 
 /// The flow-table hook: called once per packet between the route / bridge lookup and
@@ -80,6 +85,14 @@ pub trait FlowHook {
 
     fn on_lookup(&mut self, meta: &PacketMeta, frame: &mut [u8], target: RouteTarget)
         -> FlowAction;
+
+    /// Called for plain IPv4 packets from the fabric that are not tunnels to the vrouter:
+    /// a reply to a source-NAT flow comes back this way. `Some((vrf, translation))`: write the
+    /// translation and route the packet in `vrf`; `None`: the host's, as before.
+    #[inline(always)]
+    fn on_fabric(&mut self, _meta: &PacketMeta, _frame: &[u8]) -> Option<(u16, Translation)> {
+        None
+    }
 }
 
 /// No flow stage: forward by route.

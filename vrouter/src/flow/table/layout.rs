@@ -100,7 +100,7 @@ impl Bucket {
 }
 
 /// What a lookup reads, in one cache line of its own. Words: `meta` = verdict (8) | tcp state
-/// (8) | flags (8) | reserved (8) | reverse index (32); `vifs` = in vif (16) | out vif (16) |
+/// (8) | flags (8) | NAT pool slot (8) | reverse index (32); `vifs` = in vif (16) | out vif (16) |
 /// policy generation (32).
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -133,6 +133,8 @@ pub(super) struct Counters {
 }
 
 const FLAG_REVERSE: u64 = 1;
+/// The flow is translated (its partner's key holds the other side of the translation).
+const FLAG_NAT: u64 = 2;
 
 pub(super) fn meta_word(verdict: FlowVerdict, tcp: TcpState, reverse_flag: bool, rev: u32) -> u64 {
     let v = match verdict {
@@ -140,6 +142,21 @@ pub(super) fn meta_word(verdict: FlowVerdict, tcp: TcpState, reverse_flag: bool,
         FlowVerdict::Drop => 2,
     };
     v << 56 | (tcp as u64) << 48 | u64::from(reverse_flag) << 40 | u64::from(rev)
+}
+
+/// `m` marked as a NAT flow whose pair came from the pool in registry slot `pool`.
+pub(super) fn with_nat(m: u64, pool: u8) -> u64 {
+    m | FLAG_NAT << 40 | u64::from(pool) << 32
+}
+
+#[inline]
+pub(super) fn meta_is_nat(m: u64) -> bool {
+    (m >> 40) & FLAG_NAT != 0
+}
+
+#[inline]
+pub(super) fn meta_pool(m: u64) -> u8 {
+    (m >> 32) as u8
 }
 
 #[inline]
@@ -173,6 +190,8 @@ pub(super) fn hit(idx: usize, m: u64, v: u64) -> Hit {
         index: idx as u32,
         verdict: meta_verdict(m),
         is_reverse: meta_is_reverse(m),
+        nat: meta_is_nat(m),
+        partner: meta_rev(m),
         in_vif: (v >> 48) as u16,
         out_vif: (v >> 32) as u16,
         policy_gen: v as u32,

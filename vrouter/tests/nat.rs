@@ -1,0 +1,380 @@
+//! Source NAT through the real pipeline and flow stage: pod traffic toward the fabric leaves
+//! with a pool address and port, replies find their way back to the pod, pairs come back to
+//! the pool when flows go, an exhausted pool and untranslatable packets are counted drops.
+//! etherparse checks every checksum of what leaves.
+
+mod common;
+
+use common::*;
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use vrouter::flow::{Action, FlowConfig, FlowStage, FlowTable, FlowTimeouts, Policies, Policy};
+use vrouter::nat::{Nat, PoolRange};
+use vrouter::pipeline::{Pipeline, TxBatches};
+use vrouter::tables::{Nexthop, RouteTarget};
+use vrouter::{DropReason, PacketBuf, StatsRegistry, VecBuf};
+
+const REMOTE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+const POOL_FIRST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 64);
+const POOL_LAST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 65);
+const PORTS: (u16, u16) = (40000, 40001);
+const NH_FABRIC: u32 = 30;
+
+struct NatBed {
+    nat: Nat,
+    policies: Policies,
+    stats: StatsRegistry,
+    pipe: Pipeline<FlowStage>,
+    out: TxBatches<VecBuf>,
+    now: u64,
+}
+
+/// VRF 5 (pods A and B) routes 203.0.113.0/24 to the fabric vif (VRF 0) and is attached to
+/// a pool of two addresses with two ports each (four pairs).
+fn bed() -> NatBed {
+    let tables = tables();
+    tables
+        .set_nexthop(
+            NH_FABRIC,
+            Nexthop::Encap {
+                vif: FABRIC,
+                dmac: PEER_MAC,
+            },
+        )
+        .unwrap();
+    tables
+        .add_route(
+            VRF,
+            ip(Ipv4Addr::new(203, 0, 113, 0)),
+            24,
+            RouteTarget {
+                nexthop: NH_FABRIC,
+                label: None,
+            },
+        )
+        .unwrap();
+    let table = Arc::new(
+        FlowTable::new(FlowConfig {
+            entries: 1024,
+            timeouts: FlowTimeouts {
+                tcp_established: 1000,
+                tcp_closing: 100,
+                udp: 1000,
+                icmp: 1000,
+                other: 1000,
+            },
+        })
+        .unwrap(),
+    );
+    let policies = Policies::new(table.clone());
+    let nat = Nat::new(table);
+    nat.set_pool(
+        "egress",
+        0,
+        PoolRange {
+            first: POOL_FIRST,
+            last: POOL_LAST,
+            ports: PORTS,
+        },
+    )
+    .unwrap();
+    nat.attach(VRF as u16, "egress").unwrap();
+    let stats = StatsRegistry::default();
+    let stage = policies.stage(tables.clone()).with_nat(&nat);
+    NatBed {
+        pipe: Pipeline::new(tables, stats.new_core(), stage),
+        nat,
+        policies,
+        stats,
+        out: TxBatches::new(64),
+        now: 1,
+    }
+}
+
+impl NatBed {
+    /// Run one frame from `vif`; where it went: `Some(vif)` with the frame, or `None`.
+    fn run(&mut self, vif: u16, frame: &[u8]) -> Option<(u16, Vec<u8>)> {
+        self.out.clear();
+        self.pipe.flow_hook().begin(vif, self.now);
+        self.pipe
+            .process(vif, [VecBuf::from_frame(frame)], &mut self.out);
+        let touched = self.out.touched().to_vec();
+        touched
+            .first()
+            .map(|&v| (v, self.out.tx(v)[0].data().to_vec()))
+    }
+
+    fn drops(&self, r: DropReason) -> u64 {
+        self.stats.snapshot().drop_count(r)
+    }
+
+    fn pool_in_use(&self) -> u64 {
+        self.nat.pool("egress").unwrap().in_use
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum P {
+    Syn,
+    Udp,
+    Echo,
+    EchoReply,
+}
+
+fn frame(src: Ipv4Addr, dst: Ipv4Addr, p: P, sport: u16, dport: u16) -> Vec<u8> {
+    let b =
+        PacketBuilder::ethernet2(POD_A_MAC.0, VROUTER_MAC.0).ipv4(src.octets(), dst.octets(), 64);
+    let mut v = Vec::new();
+    let pay = b"nat test payload";
+    match p {
+        P::Syn => b.tcp(sport, dport, 7, 64000).syn().write(&mut v, pay),
+        P::Udp => b.udp(sport, dport).write(&mut v, pay),
+        P::Echo => b.icmpv4_echo_request(sport, 1).write(&mut v, pay),
+        P::EchoReply => b.icmpv4_echo_reply(sport, 1).write(&mut v, pay),
+    }
+    .unwrap();
+    v
+}
+
+/// What a frame that left says: addresses and ports (ICMP: the identifier as both), every
+/// checksum checked against etherparse's.
+fn tuple(f: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+    let p = SlicedPacket::from_ethernet(f).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+    let (s, d) = (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination));
+    match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let want = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
+            assert_eq!(t.checksum(), want, "TCP checksum");
+            (s, t.source_port(), d, t.destination_port())
+        }
+        Some(TransportSlice::Udp(u)) => {
+            let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
+            assert_eq!(u.checksum(), want, "UDP checksum");
+            (s, u.source_port(), d, u.destination_port())
+        }
+        Some(TransportSlice::Icmpv4(i)) => {
+            let want = i.header().icmp_type.calc_checksum(i.payload());
+            assert_eq!(i.checksum(), want, "ICMP checksum");
+            let id = u16::from_be_bytes([i.slice()[4], i.slice()[5]]);
+            (s, id, d, id)
+        }
+        _ => panic!("no transport header"),
+    }
+}
+
+fn in_pool(a: Ipv4Addr, port: u16) -> bool {
+    (u32::from(POOL_FIRST)..=u32::from(POOL_LAST)).contains(&u32::from(a))
+        && (PORTS.0..=PORTS.1).contains(&port)
+}
+
+#[test]
+fn tcp_leaves_with_a_pool_pair_and_replies_come_back_to_the_pod() {
+    let mut b = bed();
+    let (vif, out) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Syn, 5555, 80))
+        .expect("forwarded");
+    assert_eq!(vif, FABRIC);
+    let (s, sp, d, dp) = tuple(&out);
+    assert!(in_pool(s, sp), "{s}:{sp} from the pool");
+    assert_eq!((d, dp), (REMOTE, 80));
+    assert_eq!(b.pool_in_use(), 1);
+
+    // The flow shows both tuples.
+    let flows = b.policies.table().flows(None, 16, 0).flows;
+    let fwd = flows.iter().find(|f| !f.is_reverse).expect("forward entry");
+    let shown = fwd.nat.expect("translated tuple");
+    assert_eq!((shown.src as u32, shown.sport), (u32::from(s), sp));
+    assert_eq!((shown.vrf, fwd.key.vrf), (0, VRF as u16));
+
+    // The reply, as the remote sends it to the pool pair, reaches pod A untranslated back.
+    let mut reply = frame(REMOTE, s, P::Syn, 80, sp);
+    reply[0..6].copy_from_slice(&FABRIC_MAC.0);
+    let (vif, back) = b.run(FABRIC, &reply).expect("forwarded to the pod");
+    assert_eq!(vif, POD_A);
+    assert_eq!(tuple(&back), (REMOTE, 80, POD_A_IP, 5555));
+    assert_eq!(&back[0..6], &POD_A_MAC.0, "addressed to the pod");
+    assert_eq!(b.stats.snapshot().nat_translated, 2);
+
+    // The same flow again takes the same pair.
+    let (_, again) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Syn, 5555, 80))
+        .unwrap();
+    assert_eq!(tuple(&again).0, s);
+    assert_eq!(tuple(&again).1, sp);
+    assert_eq!(b.pool_in_use(), 1);
+}
+
+#[test]
+fn icmp_echo_identifiers_are_translated_both_ways() {
+    let mut b = bed();
+    let (_, out) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Echo, 77, 0))
+        .unwrap();
+    let (s, id, d, _) = tuple(&out);
+    assert!(in_pool(s, id), "{s} id {id} from the pool");
+    assert_eq!(d, REMOTE);
+    let reply = frame(REMOTE, s, P::EchoReply, id, 0);
+    let (vif, back) = b.run(FABRIC, &reply).expect("back to the pod");
+    assert_eq!(vif, POD_A);
+    assert_eq!(tuple(&back), (REMOTE, 77, POD_A_IP, 77));
+}
+
+#[test]
+fn udp_flows_take_distinct_pairs_until_the_pool_is_exhausted() {
+    let mut b = bed();
+    let mut pairs = std::collections::HashSet::new();
+    for sport in 1..=4 {
+        let (_, out) = b
+            .run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, sport, 53))
+            .unwrap();
+        let (s, sp, _, _) = tuple(&out);
+        assert!(in_pool(s, sp));
+        assert!(pairs.insert((s, sp)), "{s}:{sp} taken twice");
+    }
+    assert_eq!(b.pool_in_use(), 4);
+    assert_eq!(b.run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 5, 53)), None);
+    assert_eq!(b.drops(DropReason::NatPoolExhausted), 1);
+    assert_eq!(b.nat.pool("egress").unwrap().exhausted, 1);
+    // Traffic inside the VRF is not translated and needs no pair.
+    let (vif, inside) = b
+        .run(POD_A, &frame(POD_A_IP, POD_B_IP, P::Udp, 9, 9))
+        .unwrap();
+    assert_eq!(vif, POD_B);
+    assert_eq!(tuple(&inside), (POD_A_IP, 9, POD_B_IP, 9));
+}
+
+#[test]
+fn aged_and_detached_flows_give_their_pairs_back() {
+    let mut b = bed();
+    for sport in 1..=4 {
+        b.run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, sport, 53))
+            .unwrap();
+    }
+    assert_eq!(b.pool_in_use(), 4);
+    let table = b.policies.table().clone();
+    let aged = table.age_slice(b.now + 5000, table.buckets());
+    assert_eq!(aged, 4);
+    assert_eq!(b.pool_in_use(), 0);
+    b.now += 5000;
+    b.run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 9, 53))
+        .unwrap();
+    assert_eq!(b.pool_in_use(), 1);
+
+    // Detached: the flow goes with its pair, and new flows leave untranslated.
+    b.nat.detach(VRF as u16).unwrap();
+    assert_eq!(b.pool_in_use(), 0);
+    assert_eq!(table.stats().active, 0);
+    let (_, out) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 9, 53))
+        .unwrap();
+    assert_eq!(tuple(&out), (POD_A_IP, 9, REMOTE, 53));
+}
+
+#[test]
+fn untranslatable_packets_are_counted_drops() {
+    let mut b = bed();
+    // An echo reply (nothing asked it from outside), a fragment, a GRE packet.
+    assert_eq!(
+        b.run(POD_A, &frame(POD_A_IP, REMOTE, P::EchoReply, 1, 0)),
+        None
+    );
+    assert_eq!(b.drops(DropReason::NatUnsupported), 1);
+    // IPv4 header word `at` (bytes from the IP header) set to `v`, checksum kept right.
+    let set_word = |f: &mut Vec<u8>, at: usize, v: u16| {
+        let old = u16::from_be_bytes([f[14 + at], f[15 + at]]);
+        f[14 + at..16 + at].copy_from_slice(&v.to_be_bytes());
+        let sum = u16::from_be_bytes([f[24], f[25]]);
+        let fixed = vrouter::wire::checksum::update16(sum, old, v);
+        f[24..26].copy_from_slice(&fixed.to_be_bytes());
+    };
+    let mut frag = frame(POD_A_IP, REMOTE, P::Udp, 1, 2);
+    set_word(&mut frag, 6, 0x2000); // more fragments
+    assert_eq!(b.run(POD_A, &frag), None);
+    assert_eq!(b.drops(DropReason::NatUnsupported), 2);
+    let mut gre = frame(POD_A_IP, REMOTE, P::Udp, 1, 2);
+    set_word(&mut gre, 8, 0x402f); // TTL 64, protocol GRE
+    assert_eq!(b.run(POD_A, &gre), None);
+    assert_eq!(b.drops(DropReason::NatUnsupported), 3);
+    assert_eq!(b.pool_in_use(), 0);
+}
+
+#[test]
+fn fabric_traffic_without_a_nat_flow_still_goes_to_the_host() {
+    let mut b = bed();
+    let f = frame(REMOTE, POOL_FIRST, P::Udp, 1, PORTS.0);
+    assert_eq!(b.run(FABRIC, &f), None);
+    assert_eq!(b.out.host.len(), 1);
+}
+
+#[test]
+fn a_denying_policy_takes_no_pair_and_a_policy_change_keeps_allowed_nat_flows() {
+    let mut b = bed();
+    let deny = Policy {
+        default: Action::Deny,
+        ingress: vec![],
+        egress: vec![],
+    };
+    b.policies.set(POD_A, Some(deny)).unwrap();
+    assert_eq!(b.run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 1, 53)), None);
+    assert_eq!(b.drops(DropReason::FlowDrop), 1);
+    assert_eq!(b.pool_in_use(), 0);
+    b.policies.set(POD_A, None).unwrap();
+    let (_, first) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 2, 53))
+        .unwrap();
+    // Another vif's policy changes the generation: the NAT flow (no policy) keeps its pair.
+    let allow = Policy {
+        default: Action::Allow,
+        ingress: vec![],
+        egress: vec![],
+    };
+    b.policies.set(POD_B, Some(allow)).unwrap();
+    let (_, second) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 2, 53))
+        .unwrap();
+    assert_eq!(tuple(&first), tuple(&second));
+    assert_eq!(b.pool_in_use(), 1);
+}
+
+#[test]
+fn pools_refuse_overlaps_unknown_names_and_detaching_what_is_in_use() {
+    let b = bed();
+    let r = |a: [u8; 4], z: [u8; 4]| PoolRange {
+        first: a.into(),
+        last: z.into(),
+        ports: (1024, 2047),
+    };
+    let e = b
+        .nat
+        .set_pool("other", 0, r([198, 51, 100, 65], [198, 51, 100, 70]))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("shares addresses with pool egress"),
+        "{e}"
+    );
+    // The same addresses in another VRF are another pool's business.
+    b.nat
+        .set_pool("other", 7, r([198, 51, 100, 65], [198, 51, 100, 70]))
+        .unwrap();
+    assert!(b
+        .nat
+        .del_pool("egress")
+        .unwrap_err()
+        .to_string()
+        .contains("detach"));
+    assert!(b.nat.attach(5, "nope").is_err());
+    assert!(b
+        .nat
+        .attach(7, "other")
+        .unwrap_err()
+        .to_string()
+        .contains("itself"));
+    b.nat.del_pool("other").unwrap();
+    assert_eq!(b.nat.pools().len(), 1);
+}
