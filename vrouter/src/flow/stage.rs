@@ -384,7 +384,7 @@ impl FlowHook for FlowStage {
     #[inline]
     fn prefetch(&mut self, m: &PacketMeta) {
         if self.burst.cached
-            || self.policies.load().count == 0
+            || (self.policies.load().count == 0 && !self.nat.load().any())
             || !matches!(m.l3, L3::Ipv4 | L3::Ipv6)
         {
             return;
