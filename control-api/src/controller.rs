@@ -12,8 +12,8 @@ use tracing::info;
 
 use crate::api::{
     BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, FlushResult, Health, IpPrefix, MacAddr,
-    MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo, VifRequest, VrfInfo,
-    VxlanEntry,
+    MplsEntry, NatPool, NatPoolInfo, Nexthop, NexthopInfo, Policy, Route, SnatAttachment, Stats,
+    VifInfo, VifRequest, VrfInfo, VxlanEntry,
 };
 use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, TableChange, VifKind, VifSpec};
 use crate::error::Error;
@@ -601,6 +601,89 @@ impl Controller {
             "policy set"
         );
         Ok(Outcome::from_new(new))
+    }
+
+    // ---- source NAT ------------------------------------------------------------------------
+    // Not journaled yet: a restart with --state-dir comes back without pools or attachments.
+
+    pub fn nat_pool_set(&self, name: &str, pool: &NatPool) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("nat_pool_set", pool = %name).entered();
+        let _change = self.change();
+        let new = self.model().check_nat_pool_set(name, pool)?;
+        if self.model().nat_pool(name).ok() == Some(pool) {
+            return Ok(Outcome::Replaced);
+        }
+        self.apply(&Change::NatPoolSet {
+            name: name.to_string(),
+            pool: pool.clone(),
+        })?;
+        self.model().commit_nat_pool_set(name, pool.clone());
+        info!(first = %pool.first, last = %pool.last, vrf = pool.vrf, "nat pool set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn nat_pool_del(&self, name: &str) -> Result<(), Error> {
+        let _span = tracing::info_span!("nat_pool_del", pool = %name).entered();
+        let _change = self.change();
+        self.model().check_nat_pool_del(name)?;
+        self.apply(&Change::NatPoolDel {
+            name: name.to_string(),
+        })?;
+        self.model().commit_nat_pool_del(name);
+        info!("nat pool removed");
+        Ok(())
+    }
+
+    pub fn nat_pools(&self) -> Result<Vec<NatPoolInfo>, Error> {
+        let usage = self.dataplane.nat_pools()?;
+        Ok(self.model().nat_pools(&usage))
+    }
+
+    pub fn nat_pool(&self, name: &str) -> Result<NatPoolInfo, Error> {
+        self.model().nat_pool(name)?;
+        self.nat_pools()?
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::NotFound {
+                what: "nat pool",
+                key: name.to_string(),
+            })
+    }
+
+    pub fn snat_set(&self, vrf: u32, a: &SnatAttachment) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("snat_set", vrf, pool = %a.pool).entered();
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        let _change = self.change();
+        let (new, attached) = {
+            let model = self.model();
+            (model.check_snat_set(vrf, a)?, model.snat(vrf).is_ok())
+        };
+        if !new {
+            return Ok(Outcome::Replaced);
+        }
+        self.apply(&Change::SnatSet {
+            vrf,
+            pool: a.pool.clone(),
+        })?;
+        self.model().commit_snat_set(vrf, a);
+        info!("vrf attached to source nat");
+        Ok(Outcome::from_new(!attached))
+    }
+
+    pub fn snat(&self, vrf: u32) -> Result<SnatAttachment, Error> {
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        self.model().snat(vrf)
+    }
+
+    pub fn snat_del(&self, vrf: u32) -> Result<(), Error> {
+        let _span = tracing::info_span!("snat_del", vrf).entered();
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        let _change = self.change();
+        self.model().check_snat_del(vrf)?;
+        self.apply(&Change::SnatDel { vrf })?;
+        self.model().commit_snat_del(vrf);
+        info!("vrf detached from source nat");
+        Ok(())
     }
 
     pub fn policy_del(&self, name: &str) -> Result<(), Error> {

@@ -265,6 +265,7 @@ fn vrouterctl_drives_the_whole_api() {
                 bytes: 60,
                 tcp_state: None,
                 idle_ms: 5,
+                translated: None,
             });
         }
         st.drops.insert("invalid_packet".into(), 3);

@@ -13,7 +13,8 @@ use serde::Serialize;
 use super::extract::{parse_json, read_body, Body, Params};
 use super::lane::Lanes;
 use crate::api::{
-    BridgeEntry, FlowQuery, MacAddr, MplsRequest, Nexthop, Policy, Route, VifRequest, VxlanRequest,
+    BridgeEntry, FlowQuery, MacAddr, MplsRequest, NatPool, Nexthop, Policy, Route, SnatAttachment,
+    VifRequest, VxlanRequest,
 };
 use crate::controller::{Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
@@ -33,6 +34,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/vrfs/{vrf}/bridge"),
     ("PUT", "/vrfs/{vrf}/bridge"),
     ("DELETE", "/vrfs/{vrf}/bridge/{mac}"),
+    ("GET", "/vrfs/{vrf}/snat"),
+    ("PUT", "/vrfs/{vrf}/snat"),
+    ("DELETE", "/vrfs/{vrf}/snat"),
+    ("GET", "/nat/pools"),
+    ("GET", "/nat/pools/{name}"),
+    ("PUT", "/nat/pools/{name}"),
+    ("DELETE", "/nat/pools/{name}"),
     ("GET", "/vifs"),
     ("POST", "/vifs"),
     ("GET", "/vifs/{name}"),
@@ -218,6 +226,50 @@ async fn policy_del(State(s): St, p: Params) -> Res {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+async fn snat_get(State(s): St, p: Params) -> Res {
+    let vrf = p.vrf()?;
+    let v = s.lanes.read(move |c| c.snat(vrf)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn snat_put(State(s): St, p: Params, Body(a): Body<SnatAttachment>) -> Res {
+    let vrf = p.vrf()?;
+    let att = a.clone();
+    let out = s.lanes.change(move |c| c.snat_set(vrf, &att)).await?;
+    Ok(json(put_status(out), &a))
+}
+
+async fn snat_del(State(s): St, p: Params) -> Res {
+    let vrf = p.vrf()?;
+    s.lanes.change(move |c| c.snat_del(vrf)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn nat_pools_list(State(s): St) -> Res {
+    let v = s.lanes.read(|c| c.nat_pools()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn nat_pool_get(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    let v = s.lanes.read(move |c| c.nat_pool(&name)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn nat_pool_put(State(s): St, p: Params, Body(pool): Body<NatPool>) -> Res {
+    let name = p.get("name")?.to_string();
+    let n = name.clone();
+    let out = s.lanes.change(move |c| c.nat_pool_set(&n, &pool)).await?;
+    let v = s.lanes.read(move |c| c.nat_pool(&name)).await?;
+    Ok(json(put_status(out), &v))
+}
+
+async fn nat_pool_del(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    s.lanes.change(move |c| c.nat_pool_del(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 fn nexthop_id(p: &Params) -> Result<u32, Error> {
     p.number("id", NEXTHOP_ID_RANGE.0, NEXTHOP_ID_RANGE.1)
 }
@@ -388,6 +440,13 @@ pub(super) fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
             ("GET", "/vrfs/{vrf}/bridge") => on(filter, bridge_list),
             ("PUT", "/vrfs/{vrf}/bridge") => on(filter, bridge_put),
             ("DELETE", "/vrfs/{vrf}/bridge/{mac}") => on(filter, bridge_del),
+            ("GET", "/vrfs/{vrf}/snat") => on(filter, snat_get),
+            ("PUT", "/vrfs/{vrf}/snat") => on(filter, snat_put),
+            ("DELETE", "/vrfs/{vrf}/snat") => on(filter, snat_del),
+            ("GET", "/nat/pools") => on(filter, nat_pools_list),
+            ("GET", "/nat/pools/{name}") => on(filter, nat_pool_get),
+            ("PUT", "/nat/pools/{name}") => on(filter, nat_pool_put),
+            ("DELETE", "/nat/pools/{name}") => on(filter, nat_pool_del),
             ("GET", "/vifs") => on(filter, vifs_list),
             ("POST", "/vifs") => on(filter, vif_post),
             ("GET", "/vifs/{name}") => on(filter, vif_get),
