@@ -28,6 +28,7 @@ use crossbeam::channel::unbounded;
 use pmd_shim::{mbuf_ring, Eal, Mempool, RingMode};
 use tracing::{info, warn};
 use vrouter::flow::{FlowConfig, FlowTable, Policies};
+use vrouter::nat::Nat;
 use vrouter::pipeline::Pipeline;
 use vrouter::tables::{FabricConfig, Tables};
 
@@ -195,6 +196,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         .map_err(|e| anyhow!("--flow-entries {}: {e}", opts.flow_entries))?,
     );
     let policies = Arc::new(Policies::new(Arc::clone(&flow_table)));
+    let nat = Arc::new(Nat::new(Arc::clone(&flow_table)));
     let fabric = FabricConfig {
         vrouter_mac: opts.vrouter_mac,
         fabric_ip: opts.fabric_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
@@ -239,7 +241,7 @@ fn run(opts: &cli::Options) -> Result<()> {
             pipeline: Pipeline::new(
                 Arc::clone(&tables),
                 Arc::clone(&stats),
-                policies.stage(Arc::clone(&tables)),
+                policies.stage(Arc::clone(&tables)).with_nat(&nat),
             ),
             grace: Arc::clone(tables.grace()),
             flows: Arc::clone(&flow_table),
@@ -282,6 +284,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         vhost_loops,
         fabric,
         policies: Arc::clone(&policies),
+        nat: Arc::clone(&nat),
     }));
     let ctrl = Arc::new(
         Controller::new(

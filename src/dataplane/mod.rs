@@ -16,11 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use control_api::api::{DropStats, FlowPage, FlowQuery, FlowStats, Health, Stats, VifStatus};
+use control_api::api::{
+    DropStats, FlowPage, FlowQuery, FlowStats, Health, NatPoolUsage, Stats, VifStatus,
+};
 use control_api::{Change, Dataplane, DataplaneError, DataplaneErrorKind, VifSpec};
 use crossbeam::channel::Sender;
 use pmd_shim::{Eal, EthPort, KernelPortMonitor, Mempool, RingProducer};
 use vrouter::flow::Policies;
+use vrouter::nat::Nat;
 use vrouter::tables::{FabricConfig, Tables};
 use vrouter::CoreStats;
 
@@ -92,6 +95,8 @@ pub struct VrouterDataplane {
     vhost_status: StatusMap,
     registry: Mutex<Registry>,
     policies: Arc<Policies>,
+    /// Source NAT pools and attachments (the same flow table as `policies`).
+    nat: Arc<Nat>,
     vhost_loops: Arc<AtomicU64>,
     /// Health's memory of the cores' loop counters (taken alone, by health only).
     progress: Mutex<ProgressWatch>,
@@ -134,6 +139,7 @@ pub struct DataplaneParts {
     pub vhost_loops: Arc<AtomicU64>,
     pub fabric: FabricConfig,
     pub policies: Arc<Policies>,
+    pub nat: Arc<Nat>,
 }
 
 impl VrouterDataplane {
@@ -148,6 +154,7 @@ impl VrouterDataplane {
             vhost_loops,
             fabric,
             policies,
+            nat,
         } = parts;
         let registry = Registry {
             load: vec![0; lcores.len()],
@@ -165,6 +172,7 @@ impl VrouterDataplane {
             vhost_status,
             registry: Mutex::new(registry),
             policies,
+            nat,
             vhost_loops,
             progress: Mutex::new(ProgressWatch::default()),
             kernel_drops_retired: AtomicU64::new(0),
@@ -234,6 +242,20 @@ impl Dataplane for VrouterDataplane {
 
     fn flow_stats(&self) -> Result<FlowStats, DataplaneError> {
         self.flow_table_stats()
+    }
+
+    fn nat_pools(&self) -> Result<Vec<NatPoolUsage>, DataplaneError> {
+        Ok(self
+            .nat
+            .pools()
+            .into_iter()
+            .map(|p| NatPoolUsage {
+                name: p.name,
+                capacity: p.capacity,
+                in_use: p.in_use,
+                exhausted: p.exhausted,
+            })
+            .collect())
     }
 }
 

@@ -149,6 +149,7 @@ impl VrouterDataplane {
             tx_packets: 0,
             tx_bytes: 0,
             drops: 0,
+            nat_translated: 0,
             lcores: Vec::new(),
         };
         for l in &self.lcores {
@@ -180,6 +181,7 @@ impl VrouterDataplane {
                     .map(|r| r.load(Ordering::Relaxed))
                     .sum::<u64>();
             s.drops += kernel_drops.get(&l.lcore).copied().unwrap_or(0);
+            total.nat_translated += l.stats.nat_translated.get();
             total.rx_packets += s.rx_packets;
             total.rx_bytes += s.rx_bytes;
             total.tx_packets += s.tx_packets;
