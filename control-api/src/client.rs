@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::api::{
     BridgeEntry, DropStats, ErrorBody, FlowPage, FlowQuery, FlowStats, FlushResult, Health,
-    IpPrefix, MacAddr, MplsEntry, MplsRequest, Nexthop, NexthopInfo, Policy, Route, Stats, VifInfo,
-    VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
+    IpPrefix, MacAddr, MplsEntry, MplsRequest, NatPool, NatPoolInfo, Nexthop, NexthopInfo, Policy,
+    Route, SnatAttachment, Stats, VifInfo, VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
 };
 use crate::error::Error;
 
@@ -241,6 +241,27 @@ impl Client {
     }
     pub async fn policy(&self, vif: &str) -> Result<Policy, Error> {
         self.get(&format!("/vifs/{vif}/policy")).await
+    }
+
+    pub async fn nat_pool_set(&self, name: &str, pool: &NatPool) -> Result<NatPoolInfo, Error> {
+        self.call(Method::PUT, &format!("/nat/pools/{name}"), Some(pool))
+            .await
+    }
+    pub async fn nat_pool_del(&self, name: &str) -> Result<(), Error> {
+        self.delete(&format!("/nat/pools/{name}")).await
+    }
+    pub async fn nat_pools(&self) -> Result<Vec<NatPoolInfo>, Error> {
+        self.get("/nat/pools").await
+    }
+    pub async fn snat_set(&self, vrf: u32, pool: &str) -> Result<SnatAttachment, Error> {
+        let body = SnatAttachment {
+            pool: pool.to_string(),
+        };
+        self.call(Method::PUT, &format!("/vrfs/{vrf}/snat"), Some(&body))
+            .await
+    }
+    pub async fn snat_del(&self, vrf: u32) -> Result<(), Error> {
+        self.delete(&format!("/vrfs/{vrf}/snat")).await
     }
 
     pub async fn flows(&self, query: &FlowQuery) -> Result<FlowPage, Error> {

@@ -374,3 +374,49 @@ fn the_blocking_client_works_without_a_runtime() {
     let err = c.run(|c| async move { c.vrf_del(0).await }).unwrap_err();
     assert_eq!((err.status(), err.code()), (409, "conflict"));
 }
+
+#[test]
+fn vrouterctl_sets_nat_pools_and_attachments() {
+    let s = TestServer::start();
+    ok(&s, &["vrf", "add", "5"]);
+    let out = ok(
+        &s,
+        &[
+            "nat",
+            "pool-set",
+            "egress",
+            "198.51.100.64",
+            "198.51.100.65",
+            "--ports",
+            "40000-40999",
+        ],
+    );
+    assert!(
+        out.contains("198.51.100.64-198.51.100.65 in vrf 0, ports 40000-40999 (2000 pairs)"),
+        "{out}"
+    );
+    assert!(
+        ok(&s, &["nat", "attach", "5", "egress"]).contains("vrf 5 leaves through nat pool egress")
+    );
+    let list = ok(&s, &["nat", "pools"]);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("egress"))
+        .expect("a row for the pool");
+    assert!(
+        row.contains("0/2000") && row.trim_end().ends_with('5'),
+        "{row}"
+    );
+    let json = ok(&s, &["--json", "nat", "pools"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0]["attached"], serde_json::json!([5]));
+    assert!(fails(&s, &["nat", "pool-del", "egress"]).contains("in-use"));
+    assert!(fails(
+        &s,
+        &["nat", "pool-set", "x", "198.51.100.9", "198.51.100.1"]
+    )
+    .contains("below first"));
+    ok(&s, &["nat", "detach", "5"]);
+    ok(&s, &["nat", "pool-del", "egress"]);
+    assert!(!ok(&s, &["nat", "pools"]).contains("egress"));
+}

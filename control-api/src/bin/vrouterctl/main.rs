@@ -4,6 +4,7 @@
 
 mod flow;
 mod label;
+mod nat;
 mod nexthop;
 mod output;
 mod policy;
@@ -68,6 +69,9 @@ enum Command {
     /// Per-vif security policy.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Source NAT: pools and the VRFs whose flows leave through them.
+    #[command(subcommand)]
+    Nat(nat::NatCmd),
     /// The flow table.
     #[command(subcommand)]
     Flows(flow::FlowsCmd),
@@ -93,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mpls(cmd) => label::run_mpls(cmd, &c, &out).await,
         Command::Vxlan(cmd) => label::run_vxlan(cmd, &c, &out).await,
         Command::Policy(cmd) => policy::run(cmd, &c, &out).await,
+        Command::Nat(cmd) => nat::run(cmd, &c, &out).await,
         Command::Flows(cmd) => flow::run(cmd, &c, &out).await,
         Command::Stats => out.show(&c.stats().await?, status::stats),
         Command::Dropstats => out.show(&c.dropstats().await?, status::dropstats),
