@@ -301,9 +301,14 @@ impl FlowStage {
 }
 
 /// The rule that translates a flow of VRF `snat`'s rule leaving through vif `out`, if the vif
-/// is in the pool's VRF.
+/// is in the pool's VRF (`topo` is read only for a VRF that has a rule).
 #[inline]
-fn crossing<'s>(snat: Option<&'s SnatRule>, topo: &Topology, out: u16) -> Option<&'s SnatRule> {
+fn crossing<'s>(
+    snat: Option<&'s SnatRule>,
+    topo: Option<&Topology>,
+    out: u16,
+) -> Option<&'s SnatRule> {
+    let topo = topo?;
     snat.filter(|r| topo.vif(out).is_some_and(|v| v.vrf == r.toward_vrf))
 }
 
@@ -414,7 +419,8 @@ impl FlowHook for FlowStage {
             return FlowAction::Forward(target);
         }
         let snat = nat.snat(m.vrf);
-        let topo: &Topology = topo.load();
+        // The vifs' VRFs matter only to a VRF attached to source NAT.
+        let topo: Option<&Topology> = snat.is_some().then(|| &**topo.load());
         let mut out_vif = None;
         if pol.get(in_vif).is_none() || snat.is_some() {
             let o = egress_vif(tables, target, || m.flow_hash());
@@ -510,7 +516,8 @@ struct Setup<'a> {
     credit: &'a mut SetupCredit,
     pol: &'a PolicySnapshot,
     tables: &'a Tables,
-    topo: &'a Topology,
+    /// The topology, read when the packet's VRF has a source-NAT rule.
+    topo: Option<&'a Topology>,
     /// The packet's VRF's source-NAT rule, if attached.
     snat: Option<&'a SnatRule>,
     nat_cursors: &'a mut [usize],

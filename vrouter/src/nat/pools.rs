@@ -4,6 +4,7 @@
 
 use super::PortPool;
 use arc_swap::ArcSwapOption;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Slots 1..=255 hold pools (0 in an entry means "no pool").
@@ -12,12 +13,17 @@ pub const MAX_POOLS: usize = 255;
 #[derive(Debug)]
 pub struct PortPools {
     slots: Box<[ArcSwapOption<PortPool>]>,
+    /// Where the search for a free slot starts: after the last one taken, so a slot a removed
+    /// pool left is reused as late as possible (a flow set up just before its pool went could
+    /// still give a pair back to that slot).
+    next: AtomicUsize,
 }
 
 impl Default for PortPools {
     fn default() -> Self {
         PortPools {
             slots: (0..=MAX_POOLS).map(|_| ArcSwapOption::empty()).collect(),
+            next: AtomicUsize::new(0),
         }
     }
 }
@@ -25,9 +31,12 @@ impl Default for PortPools {
 impl PortPools {
     /// A slot no pool holds (the control side, under its own lock, is the only caller).
     pub fn free_slot(&self) -> Option<u8> {
-        (1..=MAX_POOLS)
-            .find(|&s| self.slots.get(s).is_some_and(|x| x.load().is_none()))
-            .and_then(|s| u8::try_from(s).ok())
+        let from = self.next.load(Ordering::Relaxed);
+        let slot = (0..MAX_POOLS)
+            .map(|k| (from + k) % MAX_POOLS + 1)
+            .find(|&s| self.slots.get(s).is_some_and(|x| x.load().is_none()))?;
+        self.next.store(slot, Ordering::Relaxed);
+        u8::try_from(slot).ok()
     }
 
     /// Put `pool` in its slot.
