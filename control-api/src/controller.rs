@@ -17,7 +17,7 @@ use crate::api::{
 };
 use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, TableChange, VifKind, VifSpec};
 use crate::error::Error;
-use crate::journal::{Journal, Record, VifRecord};
+use crate::journal::{Journal, NatRecord, Record, VifRecord};
 use crate::model::{
     Model, VhostUserPort, VifConfig, VifEntry, VifPort, MPLS_LABEL_MAX, MPLS_LABEL_MIN,
     NEXTHOP_ID_MAX, VNI_MAX, VRF_MAX,
@@ -604,7 +604,6 @@ impl Controller {
     }
 
     // ---- source NAT ------------------------------------------------------------------------
-    // Not journaled yet: a restart with --state-dir comes back without pools or attachments.
 
     pub fn nat_pool_set(&self, name: &str, pool: &NatPool) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("nat_pool_set", pool = %name).entered();
@@ -618,6 +617,12 @@ impl Controller {
             pool: pool.clone(),
         })?;
         self.model().commit_nat_pool_set(name, pool.clone());
+        self.save(|| {
+            Record::Nat(NatRecord::NatPoolSet {
+                name: name.to_string(),
+                pool: pool.clone(),
+            })
+        })?;
         info!(first = %pool.first, last = %pool.last, vrf = pool.vrf, "nat pool set");
         Ok(Outcome::from_new(new))
     }
@@ -630,6 +635,11 @@ impl Controller {
             name: name.to_string(),
         })?;
         self.model().commit_nat_pool_del(name);
+        self.save(|| {
+            Record::Nat(NatRecord::NatPoolDel {
+                name: name.to_string(),
+            })
+        })?;
         info!("nat pool removed");
         Ok(())
     }
@@ -666,6 +676,12 @@ impl Controller {
             pool: a.pool.clone(),
         })?;
         self.model().commit_snat_set(vrf, a);
+        self.save(|| {
+            Record::Nat(NatRecord::SnatSet {
+                vrf,
+                pool: a.pool.clone(),
+            })
+        })?;
         info!("vrf attached to source nat");
         Ok(Outcome::from_new(!attached))
     }
@@ -682,6 +698,7 @@ impl Controller {
         self.model().check_snat_del(vrf)?;
         self.apply(&Change::SnatDel { vrf })?;
         self.model().commit_snat_del(vrf);
+        self.save(|| Record::Nat(NatRecord::SnatDel { vrf }))?;
         info!("vrf detached from source nat");
         Ok(())
     }

@@ -159,6 +159,16 @@ impl Model {
         self.nat.snat.remove(&vrf);
     }
 
+    /// Every pool, by name (for snapshots).
+    pub fn nat_pool_configs(&self) -> impl Iterator<Item = (&str, &NatPool)> + '_ {
+        self.nat.pools.iter().map(|(n, p)| (n.as_str(), p))
+    }
+
+    /// Every attachment: VRF, pool name (for snapshots).
+    pub fn snat_attachments(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
+        self.nat.snat.iter().map(|(v, p)| (*v, p.as_str()))
+    }
+
     /// What ties VRF `vrf` to NAT, for its removal: pools in it, its attachment.
     pub(super) fn nat_users_of_vrf(&self, vrf: u32) -> Vec<String> {
         let mut users: Vec<String> = self
