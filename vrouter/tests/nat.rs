@@ -378,3 +378,80 @@ fn pools_refuse_overlaps_unknown_names_and_detaching_what_is_in_use() {
     b.nat.del_pool("other").unwrap();
     assert_eq!(b.nat.pools().len(), 1);
 }
+
+/// An ICMPv4 error from `from` to `to` quoting `quoted` (a frame as it left): its IPv4 header
+/// and the first 8 bytes after it, as routers quote.
+fn icmp_error(from: Ipv4Addr, to: Ipv4Addr, ty: u8, quoted: &[u8]) -> Vec<u8> {
+    let ip = &quoted[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let quote = &ip[..ihl + 8];
+    let b = PacketBuilder::ethernet2(PEER_MAC.0, FABRIC_MAC.0).ipv4(from.octets(), to.octets(), 64);
+    let icmp = match ty {
+        3 => etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ),
+        _ => etherparse::Icmpv4Type::TimeExceeded(
+            etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+        ),
+    };
+    let mut v = Vec::new();
+    b.icmpv4(icmp).write(&mut v, quote).unwrap();
+    v
+}
+
+/// The quote of an ICMP error frame: its IPv4 header checksum checked, and its source and
+/// source port (for a quoted echo, the identifier).
+fn quote_of(f: &[u8]) -> (Ipv4Addr, u16) {
+    let e = 14 + 20 + 8;
+    let ihl = usize::from(f[e] & 0x0f) * 4;
+    let h = etherparse::Ipv4HeaderSlice::from_slice(&f[e..e + ihl])
+        .unwrap()
+        .to_header();
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "quoted IPv4 checksum"
+    );
+    let l4 = e + ihl;
+    let port = if h.protocol == etherparse::IpNumber::ICMP {
+        u16::from_be_bytes([f[l4 + 4], f[l4 + 5]])
+    } else {
+        u16::from_be_bytes([f[l4], f[l4 + 1]])
+    };
+    (Ipv4Addr::from(h.source), port)
+}
+
+#[test]
+fn icmp_errors_about_translated_packets_reach_the_pod_with_the_quote_translated_back() {
+    let mut b = bed();
+    let (_, udp) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 5555, 9))
+        .unwrap();
+    let (pool, pool_port, _, _) = tuple(&udp);
+    let (_, echo) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Echo, 77, 0))
+        .unwrap();
+    tuple(&echo);
+    let router = Ipv4Addr::new(203, 0, 113, 254);
+    for (from, ty, quoted, want_port) in [
+        (REMOTE, 3, &udp, 5555),
+        (router, 11, &udp, 5555),
+        (router, 11, &echo, 77),
+    ] {
+        let err = icmp_error(from, pool, ty, quoted);
+        let (vif, back) = b.run(FABRIC, &err).expect("to the pod");
+        assert_eq!(vif, POD_A);
+        let (s, _, d, _) = tuple(&back);
+        assert_eq!((s, d), (from, POD_A_IP), "outer addresses");
+        assert_eq!(
+            quote_of(&back),
+            (POD_A_IP, want_port),
+            "the quote is the pod's packet"
+        );
+    }
+    // An error about a pair no flow holds is the host's, as before.
+    let mut other = udp.clone();
+    other[14 + 20..14 + 22].copy_from_slice(&pool_port.wrapping_add(1).to_be_bytes());
+    assert_eq!(b.run(FABRIC, &icmp_error(REMOTE, pool, 3, &other)), None);
+    assert_eq!(b.out.host.len(), 1);
+}

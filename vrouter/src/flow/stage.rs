@@ -7,7 +7,7 @@ use super::table::{
     SetupCredit, NO_VIF,
 };
 use crate::meta::{PacketMeta, L3};
-use crate::nat::{End, Nat, NatSnapshot, SnatRule, Translation};
+use crate::nat::{self, End, Nat, NatSnapshot, SnatRule, Translation};
 use crate::pipeline::{FlowAction, FlowHook, BURST};
 use crate::stats::{DropReason, MAX_VIFS};
 use crate::tables::{Nexthop, RouteTarget, Tables, Topology};
@@ -488,16 +488,33 @@ impl FlowHook for FlowStage {
             return None;
         }
         let table = &*self.table;
-        let hit = table.lookup(&key_of(m))?;
-        if !(hit.nat && hit.is_reverse) {
-            return None;
-        }
+        let reply = |h: &Hit| h.nat && h.is_reverse;
+        let hit = match table.lookup(&key_of(m)).filter(reply) {
+            Some(hit) => {
+                let tcp_flags = (m.proto == ipv4::proto::TCP)
+                    .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
+                    .flatten();
+                let len = u64::from(m.frame_len).max(frame.len() as u64);
+                table.touch(hit.index, len, self.now, tcp_flags);
+                hit
+            }
+            // An ICMP error about a packet that left through NAT: the flow is the one whose
+            // reply the quoted packet's would be (an error does not keep the flow alive).
+            None => {
+                let q = nat::quoted(frame, m)?;
+                let left = FlowKey {
+                    vrf: m.vrf,
+                    v6: false,
+                    proto: q.proto,
+                    src: u128::from(q.src),
+                    dst: u128::from(q.dst),
+                    sport: q.sport,
+                    dport: q.dport,
+                };
+                table.lookup(&left.reverse()).filter(reply)?
+            }
+        };
         let pod = table.nat_partner(&hit)?;
-        let tcp_flags = (m.proto == ipv4::proto::TCP)
-            .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
-            .flatten();
-        let len = u64::from(m.frame_len).max(frame.len() as u64);
-        table.touch(hit.index, len, self.now, tcp_flags);
         // The forward entry's key is the pod's tuple: its source is where the reply goes.
         Some((
             pod.vrf,

@@ -29,5 +29,5 @@ pub mod snat;
 
 pub use pool::{PoolRange, PortPool};
 pub use pools::PortPools;
-pub use rewrite::{translate, End, Translation};
+pub use rewrite::{quoted, translate, translate_icmp_error, End, Quoted, Translation};
 pub use snat::{Nat, NatSnapshot, PoolInfo, SnatRule};

@@ -5,7 +5,7 @@
 use crate::meta::PacketMeta;
 use crate::stats::DropReason;
 use crate::wire::checksum::{update16, update32};
-use crate::wire::ipv4;
+use crate::wire::{icmp, ipv4};
 
 /// Which end of the packet a translation rewrites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,100 @@ pub fn translate(
         }
     };
     write16(frame, l4_csum, new_sum)
+}
+
+/// The ICMPv4 error types that quote the packet they answer (RFC 792): destination
+/// unreachable, time exceeded, parameter problem.
+const QUOTING_ERRORS: [u8; 3] = [
+    icmp::v4::DEST_UNREACHABLE,
+    icmp::v4::TIME_EXCEEDED,
+    PARAMETER_PROBLEM,
+];
+const PARAMETER_PROBLEM: u8 = 12;
+/// The quoted packet starts after the ICMP header (type, code, checksum, 4 unused bytes).
+const QUOTE_AT: usize = 8;
+
+/// The packet an ICMPv4 error quotes, as it left: protocol, source and destination (host
+/// order) and ports (for a quoted ICMP echo: identifier and type, as flow keys hold them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quoted {
+    pub proto: u8,
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// What the ICMPv4 error `m` describes quotes, if it is an error that quotes a TCP, UDP or ICMP
+/// echo packet whose ports lie in `frame`.
+pub fn quoted(frame: &[u8], m: &PacketMeta) -> Option<Quoted> {
+    let l4 = usize::from(m.l4_off);
+    if m.proto != ipv4::proto::ICMP || m.fragment || !QUOTING_ERRORS.contains(frame.get(l4)?) {
+        return None;
+    }
+    let (e, el4) = quote_offsets(frame, l4)?;
+    let proto = *frame.get(e + 9)?;
+    let (sport, dport) = match proto {
+        ipv4::proto::TCP | ipv4::proto::UDP => {
+            (read16(frame, el4).ok()?, read16(frame, el4 + 2).ok()?)
+        }
+        ipv4::proto::ICMP => (
+            read16(frame, el4 + ICMP_ID).ok()?,
+            u16::from(*frame.get(el4)?),
+        ),
+        _ => return None,
+    };
+    Some(Quoted {
+        proto,
+        src: read32(frame, e + IP_SRC).ok()?,
+        dst: read32(frame, e + IP_DST).ok()?,
+        sport,
+        dport,
+    })
+}
+
+/// Where the quoted IPv4 header and its L4 header start, for an ICMP message at `l4`.
+fn quote_offsets(frame: &[u8], l4: usize) -> Option<(usize, usize)> {
+    let e = l4 + QUOTE_AT;
+    let ver_ihl = *frame.get(e)?;
+    let ihl = usize::from(ver_ihl & 0x0f) * 4;
+    (ver_ihl >> 4 == 4 && ihl >= ipv4::MIN_HEADER_LEN).then_some((e, e + ihl))
+}
+
+/// Translate an ICMPv4 error coming back through source NAT: its destination (the pool
+/// address) and the source of the packet it quotes (the pool pair) become `x`'s address and
+/// port (the pod's), with the outer IPv4, quoted IPv4 and ICMP checksums updated. The quoted
+/// L4 checksum is left as it is: nobody checks a quote's (and it is often cut off).
+pub fn translate_icmp_error(
+    frame: &mut [u8],
+    m: &PacketMeta,
+    x: Translation,
+) -> Result<(), DropReason> {
+    let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
+    let (e, el4) = quote_offsets(frame, l4).ok_or(DropReason::Malformed)?;
+    let port_at = match frame.get(e + 9).copied() {
+        Some(ipv4::proto::TCP | ipv4::proto::UDP) => el4,
+        Some(ipv4::proto::ICMP) => el4 + ICMP_ID,
+        _ => return Err(DropReason::NatUnsupported),
+    };
+    let old_dst = read32(frame, l3 + IP_DST)?;
+    let ip_sum = read16(frame, l3 + IP_CSUM)?;
+    let old_src = read32(frame, e + IP_SRC)?;
+    let quote_sum = read16(frame, e + IP_CSUM)?;
+    let old_port = read16(frame, port_at)?;
+    let icmp_sum = read16(frame, l4 + ICMP_CSUM)?;
+
+    write32(frame, l3 + IP_DST, x.addr)?;
+    write16(frame, l3 + IP_CSUM, update32(ip_sum, old_dst, x.addr))?;
+    let new_quote_sum = update32(quote_sum, old_src, x.addr);
+    write32(frame, e + IP_SRC, x.addr)?;
+    write16(frame, e + IP_CSUM, new_quote_sum)?;
+    write16(frame, port_at, x.port)?;
+    // The ICMP checksum covers the whole quote: its address, header checksum and port moved.
+    let s = update32(icmp_sum, old_src, x.addr);
+    let s = update16(s, quote_sum, new_quote_sum);
+    let s = update16(s, old_port, x.port);
+    write16(frame, l4 + ICMP_CSUM, s)
 }
 
 fn read16(d: &[u8], at: usize) -> Result<u16, DropReason> {

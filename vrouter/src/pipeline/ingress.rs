@@ -1,7 +1,7 @@
 //! What a packet from a pod or from the fabric is: ARP and neighbour solicitations the vrouter
 //! answers, routed or bridged pod traffic, tunnels to decapsulate, or traffic for the host.
 
-use super::rewrite::{shift_offload, translate};
+use super::rewrite::{shift_offload, translate_back};
 use super::{reply, Ctx, FlowHook, Verdict};
 use crate::buf::PacketBuf;
 use crate::meta::{self, PacketMeta, L3};
@@ -161,9 +161,9 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         }
     }
 
-    /// A plain IPv4 packet from the fabric: a reply to a source-NAT flow is translated back
-    /// and routed in the pod's VRF (no ICMP error goes back to the fabric); anything else is
-    /// the host's.
+    /// A plain IPv4 packet from the fabric: a reply to a source-NAT flow, or an ICMP error
+    /// about one of its packets, is translated back and routed in the pod's VRF (no ICMP error
+    /// goes back to the fabric); anything else is the host's.
     fn fabric_nat<B: PacketBuf>(&mut self, m: &PacketMeta, b: &mut B) -> Verdict {
         let Some((vrf_id, x)) = self.flow.on_fabric(m, b.data()) else {
             return Verdict::Host;
@@ -172,13 +172,12 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             Ok(v) => v,
             Err(r) => return Verdict::Drop(r),
         };
-        if let Err(r) = translate(b, m, x) {
+        if let Err(r) = translate_back(b, m, x) {
             return Verdict::Drop(r);
         }
         self.stats.nat_translated.add(1);
         let mut m = *m;
         m.dst = u128::from(x.addr);
-        m.dport = x.port;
         m.vrf = vrf_id;
         let Some(t) = vrf.route_v4(x.addr) else {
             return Verdict::Drop(DropReason::NoRoute);

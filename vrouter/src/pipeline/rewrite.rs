@@ -44,6 +44,20 @@ pub(super) fn translate<B: PacketBuf>(
     nat::translate(b.data_mut(), m, x, partial)
 }
 
+/// [`translate`] for a packet coming back through NAT: an ICMP error has its destination and
+/// the packet it quotes translated, anything else its destination and port.
+#[inline]
+pub(super) fn translate_back<B: PacketBuf>(
+    b: &mut B,
+    m: &PacketMeta,
+    x: Translation,
+) -> Result<(), DropReason> {
+    if super::route::is_icmp_error(b.data(), m) {
+        return nat::translate_icmp_error(b.data_mut(), m, x);
+    }
+    translate(b, m, x)
+}
+
 /// Tells the packet's offload state that its first `removed` bytes were taken off.
 #[inline(always)]
 pub(super) fn shift_offload<B: PacketBuf>(b: &mut B, removed: usize) -> Result<(), ()> {

@@ -386,7 +386,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
 }
 
 /// Whether the packet is an ICMP error (ICMPv4 other than echo; ICMPv6 types below 128).
-fn is_icmp_error(data: &[u8], m: &PacketMeta) -> bool {
+pub(super) fn is_icmp_error(data: &[u8], m: &PacketMeta) -> bool {
     let t = data
         .get(usize::from(m.l4_off) + icmp::field::TYPE.start)
         .copied()
