@@ -2,7 +2,8 @@
 //! reaches a "remote" namespace on the fabric side (an af-packet vif in VRF 0) behind a pool of
 //! one address and four ports. The remote sees only the pool address (tcpdump there), a TCP
 //! transfer and pings go through both ways intact (the remote's kernel checks every checksum),
-//! the flows are listed with both tuples, and a fifth flow is a counted drop, not a crash.
+//! the flows are listed with both tuples, an ICMP error from the remote reaches the pod's
+//! socket, and flows beyond the pool's four are counted drops, not a crash.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -127,8 +128,21 @@ fn a_pod_behind_source_nat_reaches_a_remote_that_sees_only_the_pool() {
     assert_eq!((t.vrf, t.src, t.dst), (0, POOL.into(), REMOTE.into()));
     assert!((40000..=40003).contains(&t.sport), "{t:?}");
 
-    // Two pairs taken (the ping, the TCP connection): three more UDP flows find two free,
-    // the third is dropped and counted.
+    // A UDP flow to a closed port: the remote's port unreachable, sent to the pool pair,
+    // reaches the pod's socket as a refused connection (the quote translated back).
+    let refused = pod.ns.exec(&[
+        "python3",
+        "-c",
+        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(3)\ns.connect(('203.0.113.10', 9))\ns.send(b'x')\ntry:\n s.recv(10)\n print('answered')\nexcept ConnectionRefusedError:\n print('refused')\nexcept socket.timeout:\n print('timeout')",
+    ]);
+    assert_eq!(
+        refused.trim(),
+        "refused",
+        "the ICMP error reached the pod's socket"
+    );
+
+    // Three pairs taken (the ping, the TCP connection, the UDP flow): three more UDP flows
+    // find one free, the others are dropped and counted.
     pod.ns.exec(&[
         "python3",
         "-c",
@@ -140,11 +154,11 @@ fn a_pod_behind_source_nat_reaches_a_remote_that_sees_only_the_pool() {
             vr.api(|c| async move { c.dropstats().await })
                 .expect("dropstats")
         },
-        |d| d.reasons.get("nat_pool_exhausted").copied().unwrap_or(0) >= 1,
+        |d| d.reasons.get("nat_pool_exhausted").copied().unwrap_or(0) >= 2,
     );
     assert_eq!(
         drops.reasons.get("nat_pool_exhausted"),
-        Some(&1),
+        Some(&2),
         "{drops:?}"
     );
     let pools = vr
@@ -152,7 +166,7 @@ fn a_pod_behind_source_nat_reaches_a_remote_that_sees_only_the_pool() {
         .expect("pools");
     assert_eq!(
         (pools[0].in_use, pools[0].capacity, pools[0].exhausted),
-        (4, 4, 1)
+        (4, 4, 2)
     );
     let metrics = vr
         .api(|c| async move { c.metrics().await })
