@@ -206,7 +206,7 @@ async fn bad_pools_get_400_naming_the_field() {
 async fn conflicts_with_the_configuration_get_409() {
     let s = TestServer::start();
     assert_eq!(call(&s, Method::PUT, "/vrfs/5", None).await.0, 201);
-    // Unknown VRF in the body: a reference to something missing.
+    // Pools live in the fabric VRF for now.
     refused(
         call(
             &s,
@@ -215,9 +215,9 @@ async fn conflicts_with_the_configuration_get_409() {
             Some(pool(9, "198.51.100.1", "198.51.100.4")),
         )
         .await,
-        409,
-        "unknown-reference",
-        "vrf 9",
+        400,
+        "invalid-field",
+        "VRF 0",
     );
     assert_eq!(
         call(
@@ -242,13 +242,12 @@ async fn conflicts_with_the_configuration_get_409() {
         "conflict",
         "overlaps nat pool a",
     );
-    // The same addresses in another VRF do not overlap.
     assert_eq!(
         call(
             &s,
             Method::PUT,
             "/nat/pools/b",
-            Some(pool(5, "198.51.100.4", "198.51.100.9"))
+            Some(pool(0, "198.51.100.5", "198.51.100.9"))
         )
         .await
         .0,
@@ -268,10 +267,10 @@ async fn conflicts_with_the_configuration_get_409() {
         "nat pool zz",
     );
     refused(
-        call(&s, Method::PUT, "/vrfs/5/snat", Some(json!({"pool": "b"}))).await,
+        call(&s, Method::PUT, "/vrfs/0/snat", Some(json!({"pool": "b"}))).await,
         409,
         "conflict",
-        "vrf 5 itself",
+        "vrf 0 itself",
     );
     assert_eq!(
         call(&s, Method::PUT, "/vrfs/5/snat", Some(json!({"pool": "a"})))
@@ -302,7 +301,7 @@ async fn conflicts_with_the_configuration_get_409() {
         call(&s, Method::DELETE, "/vrfs/5", None).await,
         409,
         "in-use",
-        "nat pool b",
+        "snat attachment to nat pool a",
     );
     refused(
         call(&s, Method::DELETE, "/vrfs/5/snat/x", None).await,

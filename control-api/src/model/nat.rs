@@ -1,6 +1,6 @@
-//! Source NAT: pools (addresses and ports in one VRF) and the VRFs attached to them. A pool's
-//! addresses never overlap another pool's in the same VRF; a pool in use is not changed or
-//! removed; a VRF is attached to a pool of another VRF.
+//! Source NAT: pools (addresses and ports in one VRF: VRF 0, the fabric, for now) and the VRFs
+//! attached to them. A pool's addresses never overlap another pool's in the same VRF; a pool in
+//! use is not changed or removed; a VRF is attached to a pool of another VRF.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -26,7 +26,17 @@ impl Model {
     /// Check `PUT /nat/pools/{name}`; whether it creates a pool (false: the same pool again).
     pub fn check_nat_pool_set(&self, name: &str, pool: &NatPool) -> Result<bool, Error> {
         check_pool_name(name)?;
-        self.require_vrf_ref(pool.vrf)?;
+        if pool.vrf != 0 {
+            // Replies come back through the fabric's ingress only: a pool in another VRF
+            // would translate one way.
+            return Err(Error::field(
+                "vrf",
+                format!(
+                    "{}: source NAT pools live in VRF 0 (the fabric) for now",
+                    pool.vrf
+                ),
+            ));
+        }
         check_range(pool)?;
         if let Some(old) = self.nat.pools.get(name) {
             if old == pool {
