@@ -18,6 +18,7 @@ const POOL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 64);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const REMOTE_GW: &str = "203.0.113.1";
 const NH_UPLINK: u32 = 10;
+const PORTS: (u16, u16) = (40000, 40003);
 
 fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
@@ -32,40 +33,45 @@ fn ipv4_ends(f: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
     Some((a(26), a(30)))
 }
 
-#[test]
-fn a_pod_behind_source_nat_reaches_a_remote_that_sees_only_the_pool() {
-    let node = Netns::new("natnode");
-    let pod = KernelPod::attached_to(Some(&node), "np", 1, 1500);
-    // The remote: a namespace on the fabric side, 203.0.113.10/24, reaching the pool through
-    // the vrouter (its MAC, statically: vrouterd answers ARP on the fabric only for its own
-    // fabric address).
-    let remote = KernelPod::attached_to(Some(&node), "nr", 3, 1500);
+/// The remote: a kernel pod re-addressed as 203.0.113.10/24 on the far side of a router at
+/// 203.0.113.1 with MAC `gw_mac`, given statically (vrouterd answers ARP on the fabric only for
+/// its own fabric address). `None`: the router is a kernel that answers ARP itself.
+fn remote(node: &Netns, tag: &str, gw_mac: Option<&str>) -> KernelPod {
+    let remote = KernelPod::attached_to(Some(node), tag, 3, 1500);
     remote.ns.ip(&["addr", "flush", "dev", "eth0"]);
     remote
         .ns
         .ip(&["addr", "add", &format!("{REMOTE}/24"), "dev", "eth0"]);
-    remote.ns.ip(&[
-        "neigh",
-        "replace",
-        REMOTE_GW,
-        "lladdr",
-        "00:00:5e:00:01:00",
-        "dev",
-        "eth0",
-        "nud",
-        "permanent",
-    ]);
+    if let Some(mac) = gw_mac {
+        remote.ns.ip(&[
+            "neigh",
+            "replace",
+            REMOTE_GW,
+            "lladdr",
+            mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ]);
+    }
     remote
         .ns
         .ip(&["route", "replace", "default", "via", REMOTE_GW]);
+    remote
+}
 
+/// vrouterd in `node`: `pod` in VRF 1, `remote` behind af-packet vif `uplink` in VRF 0,
+/// 203.0.113.0/24 routed there, VRF 1 attached to pool `egress` (the pool address, ports
+/// 40000-40003).
+fn vrouterd_with_snat(node: &Netns, pod: &KernelPod, remote: &KernelPod) -> Vrouterd {
     let vr = Vrouterd::start_netns(
-        Some(&node),
+        Some(node),
         &vrouterd_bin(),
         &["--idle-sleep-us", "20", "--flow-entries", "4096"],
         &[],
     );
-    route_in_vrf1(&vr, &[("pod", &pod)]);
+    route_in_vrf1(&vr, &[("pod", pod)]);
     let mut uplink = VifRequest::new("uplink", VifType::AfPacket, 0, MacAddr(remote.mac));
     uplink.iface = Some(remote.host_side.clone());
     vr.add_vif(&uplink);
@@ -80,14 +86,23 @@ fn a_pod_behind_source_nat_reaches_a_remote_that_sees_only_the_pool() {
         first: POOL,
         last: POOL,
         ports: NatPorts {
-            first: 40000,
-            last: 40003,
+            first: PORTS.0,
+            last: PORTS.1,
         },
     };
     vr.api(|c| async move { c.nat_pool_set("egress", &pool).await })
         .expect("pool");
     vr.api(|c| async move { c.snat_set(1, "egress").await })
         .expect("attach");
+    vr
+}
+
+#[test]
+fn a_pod_behind_source_nat_reaches_a_remote_that_sees_only_the_pool() {
+    let node = Netns::new("natnode");
+    let pod = KernelPod::attached_to(Some(&node), "np", 1, 1500);
+    let remote = remote(&node, "nr", Some("00:00:5e:00:01:00"));
+    let vr = vrouterd_with_snat(&node, &pod, &remote);
 
     // What the remote sees: every IPv4 frame between it and the pool, none from the pod.
     let cap = remote.ns.capture("eth0", "ip", 8);
@@ -206,5 +221,165 @@ fn a_pod_behind_source_nat_reaches_a_remote_that_sees_only_the_pool() {
         Some((pod.ip, REMOTE)),
         "untranslated once detached"
     );
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}
+
+/// What the remote saw of one packet from the pod: everything a translation decides, with
+/// the checksums checked against etherparse's, or for a checksum left to the receiver (the
+/// pod's veth offloads it) the pseudo-header sum of the translated addresses; the pool port
+/// as "in the pool", since the kernel and vrouterd may pick different ones.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Seen {
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport_in_pool: bool,
+    dport: u16,
+    payload: Vec<u8>,
+    checksums_ok: bool,
+}
+
+fn seen(f: &[u8]) -> Seen {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(f).expect("a frame etherparse reads");
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4: {f:02x?}")
+    };
+    let h = ip.header().to_header();
+    let ip_ok = h.header_checksum == h.calc_header_checksum();
+    let (s, d) = (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination));
+    let in_pool = |p: u16| (PORTS.0..=PORTS.1).contains(&p);
+    match &p.transport {
+        Some(TransportSlice::Udp(u)) => Seen {
+            proto: 17,
+            src: s,
+            dst: d,
+            sport_in_pool: in_pool(u.source_port()),
+            dport: u.destination_port(),
+            payload: u.payload().to_vec(),
+            checksums_ok: ip_ok
+                && (u.checksum() == u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap()
+                    || u.checksum() == pseudo_header_sum(s, d, 17, u.length())),
+        },
+        Some(TransportSlice::Icmpv4(i)) => Seen {
+            proto: 1,
+            src: s,
+            dst: d,
+            // The kernel keeps an echo identifier it can; vrouterd takes one from the pool.
+            sport_in_pool: true,
+            dport: 0,
+            // Ping's data starts with a timestamp: only its length is the same.
+            payload: (i.payload().len() as u32).to_be_bytes().to_vec(),
+            checksums_ok: ip_ok && i.checksum() == i.header().icmp_type.calc_checksum(i.payload()),
+        },
+        other => panic!("neither UDP nor ICMP: {other:?}"),
+    }
+}
+
+/// The folded, uncomplemented pseudo-header sum: what the checksum field of a packet whose
+/// checksum is left to the receiving side (offloaded on a veth: tcpdump sees it so) holds.
+fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u16 {
+    let words = |a: Ipv4Addr| {
+        let o = a.octets();
+        u32::from(u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([o[2], o[3]]))
+    };
+    let mut sum = words(src) + words(dst) + u32::from(proto) + u32::from(len);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// From `pod`: three UDP datagrams from three source ports and two pings to the remote;
+/// what the remote captured of them, sorted.
+fn send_and_capture(pod: &KernelPod, remote: &KernelPod) -> Vec<Seen> {
+    let cap = remote
+        .ns
+        .capture("eth0", "udp port 7000 or icmp[icmptype] == icmp-echo", 5);
+    pod.ns.exec(&[
+        "python3",
+        "-c",
+        "import socket\nfor p in (5001, 5002, 5003):\n s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n s.bind(('', p))\n s.sendto(b'oracle %d' % p, ('203.0.113.10', 7000))",
+    ]);
+    let out = pod.ping(&REMOTE.to_string(), 2);
+    assert!(out.contains("2 received"), "pings answered: {out}");
+    let mut seen: Vec<Seen> = cap
+        .frames(Duration::from_secs(10))
+        .iter()
+        .map(|f| seen(f))
+        .collect();
+    seen.sort();
+    seen
+}
+
+/// The Linux kernel as the oracle: the same traffic from a pod through a namespace that
+/// source-NATs with iptables (nf_tables) to the same pool arrives at the remote as it does
+/// through vrouterd: from the pool address, ports in the pool, the same payloads, checksums
+/// valid.
+#[test]
+fn source_nat_translates_as_the_kernel_does() {
+    // The kernel: a router namespace forwarding between the pod and the remote, SNAT to the
+    // pool on the remote's side.
+    let router = Netns::new("natkr");
+    let kpod = KernelPod::attached_to(Some(&router), "ko", 1, 1500);
+    let kremote = remote(&router, "kr", None);
+    router.ip(&["addr", "add", "198.18.1.1/24", "dev", &kpod.host_side]);
+    router.ip(&[
+        "addr",
+        "add",
+        &format!("{REMOTE_GW}/24"),
+        "dev",
+        &kremote.host_side,
+    ]);
+    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let to = format!("{POOL}:{}-{}", PORTS.0, PORTS.1);
+    for proto in ["udp", "tcp"] {
+        router.exec(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            &kremote.host_side,
+            "-p",
+            proto,
+            "-j",
+            "SNAT",
+            "--to-source",
+            &to,
+        ]);
+    }
+    router.exec(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        &kremote.host_side,
+        "-p",
+        "icmp",
+        "-j",
+        "SNAT",
+        "--to-source",
+        &POOL.to_string(),
+    ]);
+    let kernel = send_and_capture(&kpod, &kremote);
+
+    let node = Netns::new("natvr");
+    let pod = KernelPod::attached_to(Some(&node), "vo", 1, 1500);
+    let remote = remote(&node, "vr", Some("00:00:5e:00:01:00"));
+    let vr = vrouterd_with_snat(&node, &pod, &remote);
+    let ours = send_and_capture(&pod, &remote);
+
+    assert_eq!(kernel.len(), 5, "the kernel's translations: {kernel:?}");
+    for s in &kernel {
+        assert!(
+            s.src == POOL && s.sport_in_pool && s.checksums_ok,
+            "kernel: {s:?}"
+        );
+    }
+    assert_eq!(ours, kernel, "vrouterd translates as the kernel does");
     assert!(vr.stop().success(), "vrouterd stops cleanly");
 }
