@@ -455,3 +455,123 @@ fn icmp_errors_about_translated_packets_reach_the_pod_with_the_quote_translated_
     assert_eq!(b.run(FABRIC, &icmp_error(REMOTE, pool, 3, &other)), None);
     assert_eq!(b.out.host.len(), 1);
 }
+
+/// Four cores set NAT flows up at once from one pool (more flows than pairs), while a fifth
+/// ages and another flushes: afterwards no two flows hold the same pair, and the pairs in use
+/// are exactly the NAT flows left (none leaked, none given back twice).
+#[test]
+fn cores_setting_up_and_aging_at_once_never_share_or_leak_a_pair() {
+    let tables = tables();
+    tables
+        .set_nexthop(
+            NH_FABRIC,
+            Nexthop::Encap {
+                vif: FABRIC,
+                dmac: PEER_MAC,
+            },
+        )
+        .unwrap();
+    tables
+        .add_route(
+            VRF,
+            ip(Ipv4Addr::new(203, 0, 113, 0)),
+            24,
+            RouteTarget {
+                nexthop: NH_FABRIC,
+                label: None,
+            },
+        )
+        .unwrap();
+    let table = Arc::new(
+        FlowTable::new(FlowConfig {
+            entries: 8192,
+            timeouts: FlowTimeouts {
+                udp: 50,
+                ..FlowTimeouts::default()
+            },
+        })
+        .unwrap(),
+    );
+    let policies = Policies::new(table.clone());
+    let nat = Nat::new(table.clone());
+    nat.set_pool(
+        "egress",
+        0,
+        PoolRange {
+            first: Ipv4Addr::new(198, 51, 100, 64),
+            last: Ipv4Addr::new(198, 51, 100, 67),
+            ports: (40000, 40255),
+        },
+    )
+    .unwrap();
+    nat.attach(VRF as u16, "egress").unwrap();
+    let stats = StatsRegistry::default();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4u16)
+            .map(|core| {
+                let stage = policies.stage(tables.clone()).with_nat(&nat);
+                let mut pipe = Pipeline::new(tables.clone(), stats.new_core(), stage);
+                s.spawn(move || {
+                    let mut out = TxBatches::<VecBuf>::new(64);
+                    for round in 0..6u64 {
+                        let frames: Vec<VecBuf> = (0..300u16)
+                            .map(|i| {
+                                let f = frame(POD_A_IP, REMOTE, P::Udp, core * 1000 + i, 53);
+                                VecBuf::from_frame(&f)
+                            })
+                            .collect();
+                        out.clear();
+                        pipe.flow_hook().begin(POD_A, round * 100);
+                        pipe.process(POD_A, frames, &mut out);
+                    }
+                })
+            })
+            .collect();
+        let table = &table;
+        let done = &done;
+        s.spawn(move || {
+            let mut now = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                now += 20;
+                table.age_slice(now, 64);
+            }
+        });
+        for w in workers {
+            w.join().unwrap();
+        }
+        table.flush();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    // One more round after the flush, from one core, so flows and pairs are left to compare.
+    let mut b_pipe = Pipeline::new(
+        tables.clone(),
+        stats.new_core(),
+        policies.stage(tables.clone()).with_nat(&nat),
+    );
+    let mut out = TxBatches::<VecBuf>::new(64);
+    b_pipe.flow_hook().begin(POD_A, 1_000_000);
+    let frames: Vec<VecBuf> = (0..1100u16)
+        .map(|i| VecBuf::from_frame(&frame(POD_A_IP, REMOTE, P::Udp, 20000 + i, 53)))
+        .collect();
+    b_pipe.process(POD_A, frames, &mut out);
+
+    let flows = table.flows(None, table.capacity(), 0).flows;
+    let pairs: Vec<(u128, u16)> = flows
+        .iter()
+        .filter(|f| !f.is_reverse)
+        .filter_map(|f| f.nat.map(|k| (k.src, k.sport)))
+        .collect();
+    let distinct: std::collections::HashSet<_> = pairs.iter().collect();
+    assert_eq!(distinct.len(), pairs.len(), "no pair held by two flows");
+    let pool = nat.pool("egress").unwrap();
+    assert_eq!(pool.in_use, pairs.len() as u64, "pairs in use = NAT flows");
+    assert_eq!(
+        pool.in_use, 1024,
+        "the pool filled up again after the flush"
+    );
+    assert!(
+        stats.snapshot().drop_count(DropReason::NatPoolExhausted) >= 76,
+        "the flows beyond the pool were counted"
+    );
+}
