@@ -68,4 +68,15 @@ pub enum Error {
         "VRF {vrf} cannot be attached to NAT pool {pool}, whose addresses are in VRF {vrf} itself"
     )]
     NatSameVrf { vrf: u16, pool: String },
+    #[error("{inside} in VRF {vrf} has floating IP {outside} already")]
+    NatFloatingTaken {
+        inside: std::net::Ipv4Addr,
+        vrf: u16,
+        outside: std::net::Ipv4Addr,
+    },
+    #[error("floating IP {outside} is an address of NAT pool {pool}")]
+    NatFloatingInPool {
+        outside: std::net::Ipv4Addr,
+        pool: String,
+    },
 }

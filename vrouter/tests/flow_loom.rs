@@ -224,6 +224,7 @@ fn a_dump_never_copies_a_torn_entry_while_its_slot_is_reused() {
                 policy_gen: info.policy_gen,
                 is_reverse: info.is_reverse,
                 nat: info.nat.is_some(),
+                nat_dst: false,
                 partner: info.reverse,
             };
             assert!(

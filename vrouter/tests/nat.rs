@@ -10,7 +10,7 @@ use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use vrouter::flow::{Action, FlowConfig, FlowStage, FlowTable, FlowTimeouts, Policies, Policy};
-use vrouter::nat::{Nat, PoolRange};
+use vrouter::nat::{FloatingIp, Nat, PoolRange};
 use vrouter::pipeline::{Pipeline, TxBatches};
 use vrouter::tables::{Nexthop, RouteTarget};
 use vrouter::{DropReason, PacketBuf, StatsRegistry, VecBuf};
@@ -574,4 +574,150 @@ fn cores_setting_up_and_aging_at_once_never_share_or_leak_a_pair() {
         stats.snapshot().drop_count(DropReason::NatPoolExhausted) >= 76,
         "the flows beyond the pool were counted"
     );
+}
+
+#[test]
+fn overlay_traffic_of_an_attached_vrf_stays_untranslated() {
+    let mut b = bed();
+    // 198.18.2.0/24 is reached through a VXLAN tunnel out of the fabric vif: the packet stays
+    // in VRF 5's overlay, so its inner source is the pod's.
+    let (vif, out) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE_VXLAN, P::Udp, 1, 2))
+        .expect("tunnelled");
+    assert_eq!(vif, FABRIC);
+    let inner = &out[14 + 20 + 8 + 8..];
+    assert_eq!(tuple(inner), (POD_A_IP, 1, REMOTE_VXLAN, 2));
+    assert_eq!(b.pool_in_use(), 0);
+    assert_eq!(b.stats.snapshot().nat_translated, 0);
+}
+
+const FLOATING: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 200);
+
+fn with_floating_ip(b: &NatBed) {
+    b.nat
+        .set_floating(FloatingIp {
+            outside: u32::from(FLOATING),
+            vrf: VRF as u16,
+            inside: u32::from(POD_B_IP),
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_floating_ip_reaches_its_pod_from_outside_and_the_pod_answers_from_it() {
+    let mut b = bed();
+    with_floating_ip(&b);
+    // In: the remote's datagram to the floating IP reaches pod B, from the remote's address.
+    let (vif, inbound) = b
+        .run(FABRIC, &frame(REMOTE, FLOATING, P::Udp, 7, 53))
+        .expect("to the pod");
+    assert_eq!(vif, POD_B);
+    assert_eq!(tuple(&inbound), (REMOTE, 7, POD_B_IP, 53));
+    // The pod's answer leaves from the floating IP, its port kept.
+    let (vif, answer) = b
+        .run(POD_B, &frame(POD_B_IP, REMOTE, P::Udp, 53, 7))
+        .expect("to the fabric");
+    assert_eq!(vif, FABRIC);
+    assert_eq!(tuple(&answer), (FLOATING, 53, REMOTE, 7));
+    // A ping to the floating IP is answered from it.
+    let (_, echo) = b
+        .run(FABRIC, &frame(REMOTE, FLOATING, P::Echo, 9, 0))
+        .unwrap();
+    assert_eq!(tuple(&echo), (REMOTE, 9, POD_B_IP, 9));
+    let (_, reply) = b
+        .run(POD_B, &frame(POD_B_IP, REMOTE, P::EchoReply, 9, 0))
+        .unwrap();
+    assert_eq!(tuple(&reply), (FLOATING, 9, REMOTE, 9));
+    // No pair of the pool was taken; the flows show the floating IP.
+    assert_eq!(b.pool_in_use(), 0);
+    let flows = b.policies.table().flows(None, 64, 0).flows;
+    assert!(flows.iter().any(|f| f.key.vrf == VRF as u16
+        && f.nat
+            .is_some_and(|t| t.src == u128::from(u32::from(FLOATING)))));
+}
+
+#[test]
+fn a_pod_with_a_floating_ip_leaves_from_it_rather_than_from_the_pool() {
+    let mut b = bed();
+    with_floating_ip(&b);
+    let (_, out) = b
+        .run(POD_B, &frame(POD_B_IP, REMOTE, P::Syn, 6000, 80))
+        .unwrap();
+    assert_eq!(tuple(&out), (FLOATING, 6000, REMOTE, 80));
+    assert_eq!(b.pool_in_use(), 0, "no pair taken");
+    // Pod A has no floating IP: it still leaves through the pool.
+    let (_, a) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Syn, 6000, 80))
+        .unwrap();
+    assert!(in_pool(tuple(&a).0, tuple(&a).1));
+    // The reply, and an ICMP error about the pod's packet, come back to pod B.
+    let mut reply = frame(REMOTE, FLOATING, P::Syn, 80, 6000);
+    reply[0..6].copy_from_slice(&FABRIC_MAC.0);
+    let (vif, back) = b.run(FABRIC, &reply).unwrap();
+    assert_eq!((vif, tuple(&back)), (POD_B, (REMOTE, 80, POD_B_IP, 6000)));
+    let (vif, err) = b
+        .run(FABRIC, &icmp_error(REMOTE, FLOATING, 3, &out))
+        .unwrap();
+    assert_eq!(vif, POD_B);
+    assert_eq!(quote_of(&err), (POD_B_IP, 6000));
+    // Removed: its flows go; the pod's next flow leaves through the pool.
+    b.nat.del_floating(u32::from(FLOATING)).unwrap();
+    let table = b.policies.table().clone();
+    assert!(table
+        .flows(None, 64, 0)
+        .flows
+        .iter()
+        .all(|f| f.key.dst != u128::from(u32::from(FLOATING))
+            && f.nat
+                .is_none_or(|t| t.src != u128::from(u32::from(FLOATING)))));
+    let (_, later) = b
+        .run(POD_B, &frame(POD_B_IP, REMOTE, P::Syn, 6001, 80))
+        .unwrap();
+    assert!(in_pool(tuple(&later).0, tuple(&later).1));
+    assert_eq!(
+        b.run(FABRIC, &frame(REMOTE, FLOATING, P::Udp, 7, 53)),
+        None,
+        "the host's"
+    );
+}
+
+#[test]
+fn floating_ips_refuse_pool_addresses_and_a_second_address_per_pod() {
+    let b = bed();
+    with_floating_ip(&b);
+    let f = |outside: Ipv4Addr, inside: Ipv4Addr| FloatingIp {
+        outside: u32::from(outside),
+        vrf: VRF as u16,
+        inside: u32::from(inside),
+    };
+    let e = b.nat.set_floating(f(POOL_FIRST, POD_A_IP)).unwrap_err();
+    assert!(e.to_string().contains("address of NAT pool egress"), "{e}");
+    let e = b
+        .nat
+        .set_floating(f(Ipv4Addr::new(198, 51, 100, 201), POD_B_IP))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("has floating IP 198.51.100.200 already"),
+        "{e}"
+    );
+    let e = b
+        .nat
+        .set_pool(
+            "wide",
+            0,
+            PoolRange {
+                first: Ipv4Addr::new(198, 51, 100, 192),
+                last: Ipv4Addr::new(198, 51, 100, 223),
+                ports: (1024, 2047),
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("198.51.100.200"), "{e}");
+    assert_eq!(
+        b.nat.set_floating(f(FLOATING, POD_B_IP)),
+        Ok(false),
+        "the same again"
+    );
+    assert_eq!(b.nat.floating_ips().len(), 1);
 }

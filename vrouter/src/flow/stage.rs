@@ -7,10 +7,10 @@ use super::table::{
     SetupCredit, NO_VIF,
 };
 use crate::meta::{PacketMeta, L3};
-use crate::nat::{self, End, Nat, NatSnapshot, SnatRule, Translation};
-use crate::pipeline::{FlowAction, FlowHook, BURST};
+use crate::nat::{self, End, FloatingIp, Nat, NatSnapshot, SnatRule, Translation};
+use crate::pipeline::{FlowAction, FlowHook, Inbound, BURST};
 use crate::stats::{DropReason, MAX_VIFS};
-use crate::tables::{Nexthop, RouteTarget, Tables, Topology};
+use crate::tables::{Nexthop, RouteTarget, Tables, Topology, FABRIC_VRF};
 use crate::wire::{icmp, ipv4};
 use crate::Error;
 use arc_swap::{ArcSwap, Cache};
@@ -300,27 +300,46 @@ impl FlowStage {
     }
 }
 
-/// The rule that translates a flow of VRF `snat`'s rule leaving through vif `out`, if the vif
-/// is in the pool's VRF (`topo` is read only for a VRF that has a rule).
-#[inline]
-fn crossing<'s>(
-    snat: Option<&'s SnatRule>,
-    topo: Option<&Topology>,
-    out: u16,
-) -> Option<&'s SnatRule> {
-    let topo = topo?;
-    snat.filter(|r| topo.vif(out).is_some_and(|v| v.vrf == r.toward_vrf))
+/// How a flow leaves translated.
+#[derive(Debug, Clone, Copy)]
+enum Leaving<'s> {
+    /// From the pod's floating IP, its ports kept.
+    Floating(FloatingIp),
+    /// From a pair of the pool its VRF is attached to.
+    Pool(&'s SnatRule),
 }
 
-/// What a hit on a NAT flow's forward entry does: its source becomes the pair its partner
-/// (the reverse entry, keyed as replies arrive) holds. A reverse entry hit here (a reply that
-/// came through a tunnel, not the fabric's plain IP path) is forwarded as routed.
+/// How the packet's flow, leaving as plain IP through vif `plain_out` (`None`: through a
+/// tunnel, or not at all), is translated, if it is: a pod with a floating IP leaves from it
+/// toward the fabric; a VRF attached to a pool leaves from the pool toward the pool's VRF.
+/// `topo` is read only for a VRF that translates anything.
+#[inline]
+fn leaving<'s>(
+    nat: &NatSnapshot,
+    snat: Option<&'s SnatRule>,
+    topo: Option<&Topology>,
+    m: &PacketMeta,
+    plain_out: Option<u16>,
+) -> Option<Leaving<'s>> {
+    let out_vrf = topo?.vif(plain_out?)?.vrf;
+    if out_vrf == FABRIC_VRF && m.l3 == L3::Ipv4 && nat.has_floating(m.vrf) {
+        if let Some(f) = nat.floating_of(m.vrf, m.src_v4()) {
+            return Some(Leaving::Floating(*f));
+        }
+    }
+    snat.filter(|r| r.toward_vrf == out_vrf).map(Leaving::Pool)
+}
+
+/// What a hit on a NAT entry that rewrites the source does: its source becomes the address and
+/// port its partner (keyed as the other direction arrives on the outside) holds. An entry that
+/// rewrites the destination hit here (a reply that came through a tunnel, not the fabric's
+/// plain IP path) is forwarded as routed.
 #[inline]
 fn nat_hit(table: &FlowTable, hit: &Hit, target: RouteTarget) -> FlowAction {
     if hit.verdict == FlowVerdict::Drop {
         return FlowAction::Drop;
     }
-    if hit.is_reverse {
+    if hit.nat_dst {
         return FlowAction::Forward(target);
     }
     match table.nat_partner(hit) {
@@ -352,14 +371,21 @@ fn translatable(m: &PacketMeta) -> bool {
 /// The vif a target sends out of (`NO_VIF` for receive / discard / unknown). `hash` (the
 /// packet's flow hash) is asked for only when the target is ECMP.
 fn egress_vif(tables: &Tables, target: RouteTarget, hash: impl FnOnce() -> u32) -> u16 {
+    egress(tables, target, hash).0
+}
+
+/// [`egress_vif`], and whether the packet leaves by it as plain IP (an encap nexthop): only
+/// then can it leave the VRF translated. Through a tunnel it stays in its VRF's overlay.
+fn egress(tables: &Tables, target: RouteTarget, hash: impl FnOnce() -> u32) -> (u16, bool) {
     let mut nh = tables.nexthops.get(target.nexthop);
     if let Some(Nexthop::Ecmp { members, count }) = nh {
         nh = Nexthop::ecmp_pick(&members, count, hash())
             .and_then(|m| tables.nexthops.get(u32::from(m)));
     }
     match nh {
-        Some(Nexthop::Encap { vif, .. } | Nexthop::Tunnel { vif, .. }) => vif,
-        _ => NO_VIF,
+        Some(Nexthop::Encap { vif, .. }) => (vif, true),
+        Some(Nexthop::Tunnel { vif, .. }) => (vif, false),
+        _ => (NO_VIF, false),
     }
 }
 
@@ -419,14 +445,15 @@ impl FlowHook for FlowStage {
             return FlowAction::Forward(target);
         }
         let snat = nat.snat(m.vrf);
-        // The vifs' VRFs matter only to a VRF attached to source NAT.
-        let topo: Option<&Topology> = snat.is_some().then(|| &**topo.load());
+        let translates = snat.is_some() || nat.has_floating(m.vrf);
+        // The vifs' VRFs matter only to a VRF that translates something.
+        let topo: Option<&Topology> = translates.then(|| &**topo.load());
         let mut out_vif = None;
-        if pol.get(in_vif).is_none() || snat.is_some() {
-            let o = egress_vif(tables, target, || m.flow_hash());
+        if pol.get(in_vif).is_none() || translates {
+            let (o, plain) = egress(tables, target, || m.flow_hash());
             if pol.get(in_vif).is_none()
                 && pol.get(o).is_none()
-                && crossing(snat, topo, o).is_none()
+                && leaving(nat, snat, topo, m, plain.then_some(o)).is_none()
             {
                 return FlowAction::Forward(target);
             }
@@ -476,20 +503,22 @@ impl FlowHook for FlowStage {
             pol,
             tables,
             topo,
+            nat,
             snat,
             nat_cursors,
         };
         decide(&mut setup, in_vif, out_vif, now, &pkt)
     }
 
-    fn on_fabric(&mut self, m: &PacketMeta, frame: &[u8]) -> Option<(u16, Translation)> {
+    fn on_fabric(&mut self, m: &PacketMeta, frame: &[u8]) -> Inbound {
         let nat: &NatSnapshot = self.nat.load();
         if !nat.any() || m.l3 != L3::Ipv4 || m.fragment {
-            return None;
+            return Inbound::Host;
         }
         let table = &*self.table;
-        let reply = |h: &Hit| h.nat && h.is_reverse;
-        let hit = match table.lookup(&key_of(m)).filter(reply) {
+        let inbound = |h: &Hit| h.nat && h.nat_dst;
+        let key = key_of(m);
+        let hit = match table.lookup(&key).filter(inbound) {
             Some(hit) => {
                 let tcp_flags = (m.proto == ipv4::proto::TCP)
                     .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
@@ -498,32 +527,120 @@ impl FlowHook for FlowStage {
                 table.touch(hit.index, len, self.now, tcp_flags);
                 hit
             }
-            // An ICMP error about a packet that left through NAT: the flow is the one whose
-            // reply the quoted packet's would be (an error does not keep the flow alive).
             None => {
-                let q = nat::quoted(frame, m)?;
-                let left = FlowKey {
-                    vrf: m.vrf,
-                    v6: false,
-                    proto: q.proto,
-                    src: u128::from(q.src),
-                    dst: u128::from(q.dst),
-                    sport: q.sport,
-                    dport: q.dport,
-                };
-                table.lookup(&left.reverse()).filter(reply)?
+                // An ICMP error about a packet that left through NAT: the flow is the one
+                // whose reply the quoted packet's would be (an error does not keep the flow
+                // alive).
+                let quoted = nat::quoted(frame, m).and_then(|q| {
+                    let left = FlowKey {
+                        vrf: m.vrf,
+                        v6: false,
+                        proto: q.proto,
+                        src: u128::from(q.src),
+                        dst: u128::from(q.dst),
+                        sport: q.sport,
+                        dport: q.dport,
+                    };
+                    table.lookup(&left.reverse()).filter(inbound)
+                });
+                match quoted {
+                    Some(hit) => hit,
+                    None => {
+                        return match nat.floating(m.dst_v4()) {
+                            Some(f) => {
+                                let f = *f;
+                                self.floating_inbound(m, &key, f, frame)
+                            }
+                            None => Inbound::Host,
+                        }
+                    }
+                }
             }
         };
-        let pod = table.nat_partner(&hit)?;
-        // The forward entry's key is the pod's tuple: its source is where the reply goes.
-        Some((
-            pod.vrf,
-            Translation {
-                end: End::Destination,
-                addr: pod.src as u32,
-                port: pod.sport,
+        match table.nat_partner(&hit) {
+            Some(pod) => Inbound::Translate(pod.vrf, back_to(&pod)),
+            // Removed under us: never translate with another flow's tuple.
+            None => Inbound::Drop(DropReason::FlowDrop),
+        }
+    }
+}
+
+/// The translation that takes a packet coming in from outside to the pod whose tuple `pod`
+/// (the flow's entry on the pod's side) is: its source is where the packet goes.
+fn back_to(pod: &FlowKey) -> Translation {
+    Translation {
+        end: End::Destination,
+        addr: pod.src as u32,
+        port: pod.sport,
+    }
+}
+
+impl FlowStage {
+    /// The first packet of a flow to floating IP `f` from outside: decided by the pod's
+    /// policies and set up inline, the inbound entry rewriting the destination to the pod,
+    /// the pod's replies' entry rewriting their source to the floating IP. Denied flows are
+    /// not installed (each of their packets is decided again).
+    #[cold]
+    #[inline(never)]
+    fn floating_inbound(
+        &mut self,
+        m: &PacketMeta,
+        key: &FlowKey,
+        f: FloatingIp,
+        frame: &[u8],
+    ) -> Inbound {
+        if !translatable(m) {
+            return Inbound::Drop(DropReason::NatUnsupported);
+        }
+        let pod_side = FlowKey {
+            vrf: f.vrf,
+            dst: u128::from(f.inside),
+            ..*key
+        };
+        let topo: &Topology = self.topo.load();
+        let Some(target) = topo.vrf(f.vrf).and_then(|v| v.route_v4(f.inside)) else {
+            return Inbound::Drop(DropReason::NoRoute);
+        };
+        let pod_vif = egress_vif(&self.tables, target, || m.flow_hash());
+        let pol: &PolicySnapshot = self.policies.load();
+        let verdict = verdict_of(pol, &pod_side, self.in_vif, pod_vif, true);
+        if verdict != Some(FlowVerdict::Forward) {
+            return Inbound::Drop(DropReason::FlowDrop);
+        }
+        let new = NewFlow {
+            key: *key,
+            verdict: FlowVerdict::Forward,
+            with_reverse: true,
+            in_vif: self.in_vif,
+            out_vif: pod_vif,
+            policy_gen: pol.generation,
+            now: self.now,
+            nat: Some(NatSetup {
+                reverse: pod_side.reverse(),
+                pool: 0,
+                forward_rewrites_dst: true,
+            }),
+        };
+        let table = &*self.table;
+        let place = table.place(key);
+        let rev = table.place(&new.reverse_key());
+        let len = u64::from(m.frame_len).max(frame.len() as u64);
+        match table.insert_placed(&new, &place, Some(&rev), &mut self.credit) {
+            Ok(idx) => {
+                table.touch(idx, len, self.now, None);
+                Inbound::Translate(f.vrf, back_to(&new.reverse_key()))
+            }
+            Err(InsertError::Full) => Inbound::Drop(DropReason::FlowDrop),
+            // Another core set it up just now: its entry says where to.
+            Err(InsertError::Raced) => match table
+                .lookup_placed(&place)
+                .filter(|h| h.nat && h.nat_dst)
+                .and_then(|h| table.nat_partner(&h))
+            {
+                Some(pod) => Inbound::Translate(pod.vrf, back_to(&pod)),
+                None => Inbound::Drop(DropReason::FlowDrop),
             },
-        ))
+        }
     }
 }
 
@@ -533,8 +650,9 @@ struct Setup<'a> {
     credit: &'a mut SetupCredit,
     pol: &'a PolicySnapshot,
     tables: &'a Tables,
-    /// The topology, read when the packet's VRF has a source-NAT rule.
+    /// The topology, read when the packet's VRF translates something.
     topo: Option<&'a Topology>,
+    nat: &'a NatSnapshot,
     /// The packet's VRF's source-NAT rule, if attached.
     snat: Option<&'a SnatRule>,
     nat_cursors: &'a mut [usize],
@@ -572,9 +690,9 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
     for _ in 0..2 {
         if let Some(hit) = found.take() {
             if hit.policy_gen != pol.generation {
-                // A NAT flow's reverse entry (hit here only through a tunnel) is re-decided
-                // from its forward entry, by the packets that set it up.
-                if !(hit.nat && hit.is_reverse) {
+                // A NAT entry rewriting the destination (hit here only through a tunnel) is
+                // re-decided from its partner, by the packets that set it up.
+                if !(hit.nat && hit.nat_dst) {
                     // Policies changed since this flow was decided: decide again.
                     let fk = if hit.is_reverse { key.reverse() } else { key };
                     if verdict_of(pol, &fk, hit.in_vif, hit.out_vif, hit.nat) != Some(hit.verdict) {
@@ -592,12 +710,10 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
             return action(hit.verdict, target);
         }
         // Miss: decide from the policies and install the flow (and its reverse if allowed).
-        let out = match out_vif {
-            Some(o) => o,
-            None => egress_vif(s.tables, target, || meta.flow_hash()),
-        };
-        let snat = crossing(s.snat, s.topo, out);
-        let Some(verdict) = verdict_of(pol, &key, in_vif, out, snat.is_some()) else {
+        let (out, plain) = egress(s.tables, target, || meta.flow_hash());
+        let out = out_vif.unwrap_or(out);
+        let how = leaving(s.nat, s.snat, s.topo, meta, plain.then_some(out));
+        let Some(verdict) = verdict_of(pol, &key, in_vif, out, how.is_some()) else {
             return FlowAction::Forward(target);
         };
         let mut new = NewFlow {
@@ -610,21 +726,30 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
             now,
             nat: None,
         };
-        // Source NAT: a pair from the pool; the reverse entry under the replies' key.
+        // Translated: the source from the pool (a pair taken) or the floating IP (ports
+        // kept); the reverse entry under the key the replies arrive with.
         let mut pair = None;
-        if let (Some(rule), FlowVerdict::Forward) = (snat, verdict) {
+        let mut translation = None;
+        if let (Some(how), FlowVerdict::Forward) = (how, verdict) {
             if !translatable(meta) {
                 return FlowAction::Refused(DropReason::NatUnsupported);
             }
-            let slot = rule.pool.slot();
-            let Some(cursor) = s.nat_cursors.get_mut(usize::from(slot)) else {
-                return FlowAction::Refused(DropReason::NatUnsupported);
-            };
-            let Some((addr, port)) = rule.pool.take(cursor) else {
-                return FlowAction::Refused(DropReason::NatPoolExhausted);
+            let (toward, addr, port, slot) = match how {
+                Leaving::Pool(rule) => {
+                    let slot = rule.pool.slot();
+                    let Some(cursor) = s.nat_cursors.get_mut(usize::from(slot)) else {
+                        return FlowAction::Refused(DropReason::NatUnsupported);
+                    };
+                    let Some((addr, port)) = rule.pool.take(cursor) else {
+                        return FlowAction::Refused(DropReason::NatPoolExhausted);
+                    };
+                    pair = Some((rule, addr, port));
+                    (rule.toward_vrf, addr, port, slot)
+                }
+                Leaving::Floating(f) => (FABRIC_VRF, f.outside, key.sport, 0),
             };
             let leaving = FlowKey {
-                vrf: rule.toward_vrf,
+                vrf: toward,
                 src: u128::from(addr),
                 sport: port,
                 ..key
@@ -632,8 +757,13 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
             new.nat = Some(NatSetup {
                 reverse: leaving.reverse(),
                 pool: slot,
+                forward_rewrites_dst: false,
             });
-            pair = Some((rule, addr, port));
+            translation = Some(Translation {
+                end: End::Source,
+                addr,
+                port,
+            });
         }
         let rev = new.with_reverse.then(|| match (new.nat, reverse) {
             (None, Some(r)) => r,
@@ -646,12 +776,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
         match installed {
             Ok(idx) => {
                 table.touch(idx, len, now, tcp_flags);
-                if let Some((_, addr, port)) = pair {
-                    let x = Translation {
-                        end: End::Source,
-                        addr,
-                        port,
-                    };
+                if let Some(x) = translation {
                     return FlowAction::Nat(target, x);
                 }
                 return action(verdict, target);
@@ -668,7 +793,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
                     }
                     return action(hit.verdict, target);
                 }
-                if pair.is_some() {
+                if translation.is_some() {
                     return FlowAction::Drop;
                 }
                 return action(verdict, target);

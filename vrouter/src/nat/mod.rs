@@ -2,8 +2,8 @@
 //!
 //! - [`pool`]: a pool's (address, port) pairs, taken by forwarding cores a block at a time.
 //! - [`pools`]: the registry that lets whoever removes a NAT flow give its pair back.
-//! - [`snat`]: the control-side store of pools and of which VRFs leave through them, read by
-//!   the flow stage through an RCU snapshot.
+//! - [`config`]: the control-side store of pools, of which VRFs leave through them and of
+//!   floating IPs, read by the flow stage through an RCU snapshot.
 //! - [`rewrite`]: a translation written into a packet, checksums updated incrementally.
 //!
 //! # How a source-NAT flow works
@@ -22,12 +22,12 @@
 //! counted (`nat_unsupported`); a pool without a free pair drops the new flow's packet
 //! (`nat_pool_exhausted`).
 
+pub mod config;
 pub mod pool;
 pub mod pools;
 pub mod rewrite;
-pub mod snat;
 
+pub use config::{FloatingIp, Nat, NatSnapshot, PoolInfo, SnatRule};
 pub use pool::{PoolRange, PortPool};
 pub use pools::PortPools;
 pub use rewrite::{quoted, translate, translate_icmp_error, End, Quoted, Translation};
-pub use snat::{Nat, NatSnapshot, PoolInfo, SnatRule};

@@ -2,7 +2,7 @@
 //! answers, routed or bridged pod traffic, tunnels to decapsulate, or traffic for the host.
 
 use super::rewrite::{shift_offload, translate_back};
-use super::{reply, Ctx, FlowHook, Verdict};
+use super::{reply, Ctx, FlowHook, Inbound, Verdict};
 use crate::buf::PacketBuf;
 use crate::meta::{self, PacketMeta, L3};
 use crate::stats::DropReason;
@@ -161,12 +161,14 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         }
     }
 
-    /// A plain IPv4 packet from the fabric: a reply to a source-NAT flow, or an ICMP error
-    /// about one of its packets, is translated back and routed in the pod's VRF (no ICMP error
-    /// goes back to the fabric); anything else is the host's.
+    /// A plain IPv4 packet from the fabric: a reply to a source-NAT flow, an ICMP error about
+    /// one of its packets, or a packet to a floating IP, is translated and routed in the pod's
+    /// VRF (no ICMP error goes back to the fabric); anything else is the host's.
     fn fabric_nat<B: PacketBuf>(&mut self, m: &PacketMeta, b: &mut B) -> Verdict {
-        let Some((vrf_id, x)) = self.flow.on_fabric(m, b.data()) else {
-            return Verdict::Host;
+        let (vrf_id, x) = match self.flow.on_fabric(m, b.data()) {
+            Inbound::Host => return Verdict::Host,
+            Inbound::Drop(r) => return Verdict::Drop(r),
+            Inbound::Translate(vrf, x) => (vrf, x),
         };
         let vrf = match self.vrf(vrf_id) {
             Ok(v) => v,

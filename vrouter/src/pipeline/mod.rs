@@ -87,12 +87,22 @@ pub trait FlowHook {
         -> FlowAction;
 
     /// Called for plain IPv4 packets from the fabric that are not tunnels to the vrouter:
-    /// a reply to a source-NAT flow comes back this way. `Some((vrf, translation))`: write the
-    /// translation and route the packet in `vrf`; `None`: the host's, as before.
+    /// replies to source-NAT flows and packets to floating IPs come this way.
     #[inline(always)]
-    fn on_fabric(&mut self, _meta: &PacketMeta, _frame: &[u8]) -> Option<(u16, Translation)> {
-        None
+    fn on_fabric(&mut self, _meta: &PacketMeta, _frame: &[u8]) -> Inbound {
+        Inbound::Host
     }
+}
+
+/// What the flow stage says of a plain IPv4 packet from the fabric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// Not translated: the host's, as before.
+    Host,
+    /// Write the translation and route the packet in this VRF.
+    Translate(u16, Translation),
+    /// Drop, counted under this reason (a floating IP's pod refuses it).
+    Drop(DropReason),
 }
 
 /// No flow stage: forward by route.

@@ -152,6 +152,8 @@ pub struct Hit {
     pub is_reverse: bool,
     /// A translated flow (see [`crate::nat`]).
     pub nat: bool,
+    /// A translated entry whose packets have their destination rewritten (else their source).
+    pub nat_dst: bool,
     /// The other direction's entry.
     pub partner: Option<u32>,
 }
@@ -177,8 +179,11 @@ pub struct NewFlow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NatSetup {
     pub reverse: FlowKey,
-    /// The pool's slot in [`FlowTable::nat_pools`].
+    /// The pool's slot in [`FlowTable::nat_pools`] (0: no pool, a floating IP).
     pub pool: u8,
+    /// The forward entry rewrites its packets' destination and the reverse entry their
+    /// source (a floating IP reached from outside); else the other way round (source NAT).
+    pub forward_rewrites_dst: bool,
 }
 
 impl NewFlow {

@@ -4,8 +4,7 @@
 use super::key::nat_port_of_reply;
 use super::key::Place;
 use super::layout::{
-    meta_is_nat, meta_is_reverse, meta_pool, meta_rev, meta_tcp, meta_word, vifs_word, with_nat,
-    Entry,
+    meta_is_nat, meta_nat_dst, meta_pool, meta_rev, meta_tcp, meta_word, vifs_word, with_nat, Entry,
 };
 use super::state::TcpState;
 use super::{
@@ -292,15 +291,16 @@ impl FlowTable {
         }
     }
 
-    /// Under the lock of its bucket, as entry `idx` goes: if it is a NAT flow's reverse entry
-    /// (keyed by the pool's address and port, as replies arrive), its pair goes back to the
-    /// pool. The forward entry gives nothing back, so a pair is given back once per flow.
+    /// Under the lock of its bucket, as entry `idx` goes: if it is a source-NAT flow's reply
+    /// entry (keyed by the pool's address and port, as replies arrive), its pair goes back to
+    /// the pool. The other entry gives nothing back, so a pair is given back once per flow; a
+    /// floating IP's flows (pool 0) hold none.
     fn give_back_pair(&self, idx: usize) {
         let Some(e) = self.entry(idx) else {
             return;
         };
         let m = e.meta.load(Ordering::Relaxed);
-        if !(meta_is_nat(m) && meta_is_reverse(m)) {
+        if !(meta_is_nat(m) && meta_nat_dst(m)) || meta_pool(m) == 0 {
             return;
         }
         let key = FlowKey::from_words(std::array::from_fn(|w| e.key[w].load(Ordering::Relaxed)));
@@ -422,8 +422,14 @@ impl FlowTable {
         let vifs = vifs_word(f.in_vif, f.out_vif, f.policy_gen);
         // The forward entry goes in first (so the reverse cannot take its slot) and learns its
         // partner's index after; readers see neither until the buckets are released.
-        let nat = |m: u64| f.nat.map_or(m, |n| with_nat(m, n.pool));
-        let m = nat(meta_word(f.verdict, TcpState::None, false, NO_REVERSE));
+        let nat = |m: u64, fwd: bool| {
+            f.nat
+                .map_or(m, |n| with_nat(m, n.pool, n.forward_rewrites_dst == fwd))
+        };
+        let m = nat(
+            meta_word(f.verdict, TcpState::None, false, NO_REVERSE),
+            true,
+        );
         self.write_entry(fi, fwd, m, vifs, f.now);
         if let Some(rp) = rev {
             let Some(ri) = claim(rp, Some(fi)) else {
@@ -435,13 +441,13 @@ impl FlowTable {
             self.write_entry(
                 ri,
                 rp,
-                nat(meta_word(f.verdict, TcpState::None, true, fi as u32)),
+                nat(meta_word(f.verdict, TcpState::None, true, fi as u32), false),
                 vifs,
                 f.now,
             );
             if let Some(e) = self.entry(fi) {
                 e.meta.store(
-                    nat(meta_word(f.verdict, TcpState::None, false, ri as u32)),
+                    nat(meta_word(f.verdict, TcpState::None, false, ri as u32), true),
                     Ordering::Relaxed,
                 );
             }

@@ -1,13 +1,14 @@
-//! The source-NAT configuration: named pools (addresses and ports in one VRF) and the VRFs
-//! attached to them. The control side changes it here; the flow stage reads it through an RCU
-//! snapshot ([`NatSnapshot`]), one atomic load per burst.
+//! The NAT configuration: named pools (addresses and ports in one VRF), the VRFs attached to
+//! them, and floating IPs (an address of the fabric VRF mapped 1:1 to a pod's address). The
+//! control side changes it here; the flow stage reads it through an RCU snapshot
+//! ([`NatSnapshot`]), one atomic load per burst.
 
 use super::{PoolRange, PortPool};
 use crate::flow::FlowTable;
 use crate::tables::MAX_VRFS;
 use crate::Error;
 use arc_swap::ArcSwap;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,11 +20,24 @@ pub struct SnatRule {
     pub toward_vrf: u16,
 }
 
-/// Every VRF's source-NAT rule at one moment.
+/// A floating IP: `outside` (an address of the fabric VRF, host order) is the pod address
+/// `inside` of VRF `vrf`, both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloatingIp {
+    pub outside: u32,
+    pub vrf: u16,
+    pub inside: u32,
+}
+
+/// Every VRF's source-NAT rule and every floating IP at one moment.
 #[derive(Debug, Clone)]
 pub struct NatSnapshot {
     by_vrf: Box<[Option<SnatRule>]>,
     attached: usize,
+    floating_out: HashMap<u32, FloatingIp>,
+    floating_in: HashMap<(u16, u32), FloatingIp>,
+    /// Per VRF: some pod of it has a floating IP.
+    floating_vrf: Box<[bool]>,
 }
 
 impl NatSnapshot {
@@ -31,6 +45,9 @@ impl NatSnapshot {
         NatSnapshot {
             by_vrf: (0..MAX_VRFS).map(|_| None).collect(),
             attached: 0,
+            floating_out: HashMap::new(),
+            floating_in: HashMap::new(),
+            floating_vrf: vec![false; MAX_VRFS].into_boxed_slice(),
         }
     }
 
@@ -40,10 +57,32 @@ impl NatSnapshot {
         self.by_vrf.get(usize::from(vrf))?.as_ref()
     }
 
-    /// Whether any VRF is attached (if not, the flow stage has nothing to translate).
+    /// Whether any VRF is attached or any floating IP set (if not, the flow stage has nothing
+    /// to translate).
     #[inline(always)]
     pub fn any(&self) -> bool {
-        self.attached != 0
+        self.attached != 0 || !self.floating_out.is_empty()
+    }
+
+    /// Whether a pod of VRF `vrf` has a floating IP.
+    #[inline(always)]
+    pub fn has_floating(&self, vrf: u16) -> bool {
+        self.floating_vrf
+            .get(usize::from(vrf))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The floating IP of pod address `inside` in VRF `vrf`.
+    #[inline]
+    pub fn floating_of(&self, vrf: u16, inside: u32) -> Option<&FloatingIp> {
+        self.floating_in.get(&(vrf, inside))
+    }
+
+    /// The floating IP `outside` is.
+    #[inline]
+    pub fn floating(&self, outside: u32) -> Option<&FloatingIp> {
+        self.floating_out.get(&outside)
     }
 }
 
@@ -73,6 +112,8 @@ struct State {
     pools: BTreeMap<String, PoolEntry>,
     /// Attached VRF → pool name.
     attached: BTreeMap<u16, String>,
+    /// Outside address → floating IP.
+    floating: BTreeMap<u32, FloatingIp>,
 }
 
 /// The source-NAT store: one per process, beside the flow table whose entries record its
@@ -130,6 +171,16 @@ impl Nat {
             if st.attached.values().any(|p| p == name) {
                 return Err(Error::NatPoolInUse(name.to_string()));
             }
+        }
+        if let Some(f) = st
+            .floating
+            .values()
+            .find(|f| vrf == 0 && range.contains(f.outside))
+        {
+            return Err(Error::NatFloatingInPool {
+                outside: std::net::Ipv4Addr::from(f.outside),
+                pool: name.to_string(),
+            });
         }
         if let Some((other, _)) = st
             .pools
@@ -246,8 +297,84 @@ impl Nat {
         st.pools.iter().map(|(n, e)| info(&st, n, e)).collect()
     }
 
+    /// Set floating IP `f` (replacing one with the same outside address, whose flows go).
+    /// Refused if its pod address has another floating IP, or if its outside address is in a
+    /// pool of the fabric VRF.
+    pub fn set_floating(&self, f: FloatingIp) -> Result<bool, Error> {
+        if usize::from(f.vrf) >= MAX_VRFS {
+            return Err(Error::VrfOutOfRange(u32::from(f.vrf)));
+        }
+        let mut st = self.lock();
+        if st.floating.get(&f.outside) == Some(&f) {
+            return Ok(false);
+        }
+        if let Some(other) = st
+            .floating
+            .values()
+            .find(|o| o.outside != f.outside && (o.vrf, o.inside) == (f.vrf, f.inside))
+        {
+            return Err(Error::NatFloatingTaken {
+                inside: std::net::Ipv4Addr::from(f.inside),
+                vrf: f.vrf,
+                outside: std::net::Ipv4Addr::from(other.outside),
+            });
+        }
+        if let Some((name, _)) = st
+            .pools
+            .iter()
+            .find(|(_, e)| e.vrf == 0 && e.pool.range().contains(f.outside))
+        {
+            return Err(Error::NatFloatingInPool {
+                outside: std::net::Ipv4Addr::from(f.outside),
+                pool: name.clone(),
+            });
+        }
+        let replaced = st.floating.insert(f.outside, f).is_some();
+        self.publish(&st);
+        if replaced {
+            self.remove_floating_flows(f.outside);
+        }
+        Ok(true)
+    }
+
+    /// Remove the floating IP `outside`: its flows go.
+    pub fn del_floating(&self, outside: u32) -> Result<(), Error> {
+        let mut st = self.lock();
+        if st.floating.remove(&outside).is_none() {
+            return Err(Error::NoSuchEntry {
+                table: "floating IP",
+                key: std::net::Ipv4Addr::from(outside).to_string(),
+            });
+        }
+        self.publish(&st);
+        self.remove_floating_flows(outside);
+        Ok(())
+    }
+
+    /// Every floating IP.
+    pub fn floating_ips(&self) -> Vec<FloatingIp> {
+        self.lock().floating.values().copied().collect()
+    }
+
+    /// A floating IP's flows: those whose outside tuple has the address (as source or
+    /// destination, whichever direction set it up).
+    fn remove_floating_flows(&self, outside: u32) {
+        let o = u128::from(outside);
+        self.table.remove_where(|f| {
+            let outside_of = |k: &crate::flow::FlowKey| k.vrf == 0 && (k.src == o || k.dst == o);
+            f.nat.is_some_and(|t| outside_of(&t)) || (f.nat.is_some() && outside_of(&f.key))
+        });
+    }
+
     fn publish(&self, st: &State) {
         let mut snap = NatSnapshot::empty();
+        for f in st.floating.values() {
+            snap.floating_out.insert(f.outside, *f);
+            snap.floating_in.insert((f.vrf, f.inside), *f);
+            if let Some(v) = snap.floating_vrf.get_mut(usize::from(f.vrf)) {
+                *v = true;
+            }
+        }
         for (vrf, name) in &st.attached {
             if let (Some(e), Some(slot)) =
                 (st.pools.get(name), snap.by_vrf.get_mut(usize::from(*vrf)))
