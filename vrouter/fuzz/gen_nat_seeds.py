@@ -2,7 +2,8 @@
 """Writes the source-NAT seeds of the pipeline_flows target (run from vrouter/fuzz/): pod 2 and
 pod 1 leaving for 203.0.113.0/24 through the pool (198.51.100.64, ports 40000-40003), replies
 from the fabric to the pairs handed out first, ICMP errors quoting them, exhaustion, aging,
-detach/attach, and packets NAT cannot translate."""
+detach/attach, pod 1's floating IP (198.51.100.200) both ways, and packets NAT cannot
+translate."""
 import os, struct
 from scapy.all import Ether, IP, TCP, UDP, ICMP, Raw
 
@@ -42,6 +43,11 @@ seeds = {
     + rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst=REMOTE) / ICMP(type=8, id=7))
     + rec(0, 1, fabric(ICMP(type=3, code=3) / IP(src=POOL, dst=REMOTE) / UDP(sport=40000, dport=53)))
     + rec(0, 1, fabric(ICMP(type=11) / IP(src=POOL, dst=REMOTE, ttl=1) / ICMP(type=8, id=40001))),
+    "nat_floating_ip": rec(0, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst="198.51.100.200") / UDP(sport=7, dport=53))
+    + rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst=REMOTE) / ICMP(type=8, id=5))
+    + rec(0, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst="198.51.100.200") / ICMP(type=0, id=5))
+    + rec(0, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst="198.51.100.200") / ICMP(type=8, id=6))
+    + rec(0x21, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst="198.51.100.200") / ICMP(type=8, id=6)),
     "nat_unsupported": rec(2, 1, pod2(UDP(sport=1, dport=2), flags="MF"))
     + rec(2, 1, pod2(Raw(b"gre"), proto=47)),
 }
