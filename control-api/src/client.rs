@@ -10,9 +10,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    BridgeEntry, DropStats, ErrorBody, FlowPage, FlowQuery, FlowStats, FlushResult, Health,
-    IpPrefix, MacAddr, MplsEntry, MplsRequest, NatPool, NatPoolInfo, Nexthop, NexthopInfo, Policy,
-    Route, SnatAttachment, Stats, VifInfo, VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
+    BridgeEntry, DropStats, ErrorBody, FloatingIp, FloatingIpInfo, FlowPage, FlowQuery, FlowStats,
+    FlushResult, Health, IpPrefix, MacAddr, MplsEntry, MplsRequest, NatPool, NatPoolInfo, Nexthop,
+    NexthopInfo, Policy, Route, SnatAttachment, Stats, VifInfo, VifRequest, VrfInfo, VxlanEntry,
+    VxlanRequest,
 };
 use crate::error::Error;
 
@@ -262,6 +263,25 @@ impl Client {
     }
     pub async fn snat_del(&self, vrf: u32) -> Result<(), Error> {
         self.delete(&format!("/vrfs/{vrf}/snat")).await
+    }
+
+    pub async fn floating_ip_set(
+        &self,
+        address: std::net::Ipv4Addr,
+        f: &FloatingIp,
+    ) -> Result<FloatingIpInfo, Error> {
+        self.call(
+            Method::PUT,
+            &format!("/nat/floating-ips/{address}"),
+            Some(f),
+        )
+        .await
+    }
+    pub async fn floating_ip_del(&self, address: std::net::Ipv4Addr) -> Result<(), Error> {
+        self.delete(&format!("/nat/floating-ips/{address}")).await
+    }
+    pub async fn floating_ips(&self) -> Result<Vec<FloatingIpInfo>, Error> {
+        self.get("/nat/floating-ips").await
     }
 
     pub async fn flows(&self, query: &FlowQuery) -> Result<FlowPage, Error> {

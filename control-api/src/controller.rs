@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::info;
 
 use crate::api::{
-    BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, FlushResult, Health, IpPrefix, MacAddr,
-    MplsEntry, NatPool, NatPoolInfo, Nexthop, NexthopInfo, Policy, Route, SnatAttachment, Stats,
-    VifInfo, VifRequest, VrfInfo, VxlanEntry,
+    BridgeEntry, DropStats, FloatingIp, FloatingIpInfo, FlowPage, FlowQuery, FlowStats,
+    FlushResult, Health, IpPrefix, MacAddr, MplsEntry, NatPool, NatPoolInfo, Nexthop, NexthopInfo,
+    Policy, Route, SnatAttachment, Stats, VifInfo, VifRequest, VrfInfo, VxlanEntry,
 };
 use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, TableChange, VifKind, VifSpec};
 use crate::error::Error;
@@ -701,6 +701,57 @@ impl Controller {
         self.save(|| Record::Nat(NatRecord::SnatDel { vrf }))?;
         info!("vrf detached from source nat");
         Ok(())
+    }
+
+    pub fn floating_ip_set(
+        &self,
+        address: std::net::Ipv4Addr,
+        f: &FloatingIp,
+    ) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("floating_ip_set", %address).entered();
+        let _change = self.change();
+        let new = self.model().check_floating_ip_set(address, f)?;
+        let same = self
+            .model()
+            .floating_ip(address)
+            .is_ok_and(|o| (o.vrf, o.ip) == (f.vrf, f.ip));
+        if same {
+            return Ok(Outcome::Replaced);
+        }
+        self.apply(&Change::FloatingIpSet {
+            address,
+            vrf: f.vrf,
+            ip: f.ip,
+        })?;
+        self.model().commit_floating_ip_set(address, f.clone());
+        self.save(|| {
+            Record::Nat(NatRecord::FloatingIpSet {
+                address,
+                vrf: f.vrf,
+                ip: f.ip,
+            })
+        })?;
+        info!(vrf = f.vrf, ip = %f.ip, "floating ip set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn floating_ip_del(&self, address: std::net::Ipv4Addr) -> Result<(), Error> {
+        let _span = tracing::info_span!("floating_ip_del", %address).entered();
+        let _change = self.change();
+        self.model().check_floating_ip_del(address)?;
+        self.apply(&Change::FloatingIpDel { address })?;
+        self.model().commit_floating_ip_del(address);
+        self.save(|| Record::Nat(NatRecord::FloatingIpDel { address }))?;
+        info!("floating ip removed");
+        Ok(())
+    }
+
+    pub fn floating_ips(&self) -> Vec<FloatingIpInfo> {
+        self.model().floating_ips()
+    }
+
+    pub fn floating_ip(&self, address: std::net::Ipv4Addr) -> Result<FloatingIpInfo, Error> {
+        self.model().floating_ip(address)
     }
 
     pub fn policy_del(&self, name: &str) -> Result<(), Error> {

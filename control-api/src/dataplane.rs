@@ -159,6 +159,16 @@ pub enum Change {
     SnatDel {
         vrf: u32,
     },
+    /// Set (or replace, its flows going) the floating IP `address`.
+    FloatingIpSet {
+        address: std::net::Ipv4Addr,
+        vrf: u32,
+        ip: Ipv4Addr,
+    },
+    /// Remove the floating IP `address`; its flows go.
+    FloatingIpDel {
+        address: std::net::Ipv4Addr,
+    },
 }
 
 impl Change {
@@ -174,6 +184,8 @@ impl Change {
             Change::NatPoolDel { .. } => "nat_pool_del",
             Change::SnatSet { .. } => "snat_set",
             Change::SnatDel { .. } => "snat_del",
+            Change::FloatingIpSet { .. } => "floating_ip_set",
+            Change::FloatingIpDel { .. } => "floating_ip_del",
         }
     }
 }

@@ -320,3 +320,157 @@ async fn conflicts_with_the_configuration_get_409() {
     assert_eq!(call(&s, Method::DELETE, "/nat/pools/b", None).await.0, 204);
     assert_eq!(call(&s, Method::DELETE, "/vrfs/5", None).await.0, 204);
 }
+
+#[tokio::test]
+async fn floating_ips_round_trip_and_refuse_what_would_clash() {
+    let s = TestServer::start();
+    assert_eq!(call(&s, Method::PUT, "/vrfs/5", None).await.0, 201);
+    let fip = |vrf: u32, ip: &str| Some(json!({"vrf": vrf, "ip": ip}));
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/nat/floating-ips/198.51.100.200",
+        fip(5, "198.18.1.11"),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        v,
+        json!({"address": "198.51.100.200", "vrf": 5, "ip": "198.18.1.11"})
+    );
+    let again = call(
+        &s,
+        Method::PUT,
+        "/nat/floating-ips/198.51.100.200",
+        fip(5, "198.18.1.11"),
+    )
+    .await;
+    assert_eq!(again.0, 200);
+    let (_, list) = call(&s, Method::GET, "/nat/floating-ips", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/224.0.0.1",
+            fip(5, "198.18.1.12"),
+        )
+        .await,
+        400,
+        "invalid-path-param",
+        "unicast",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/nope",
+            fip(5, "198.18.1.12"),
+        )
+        .await,
+        400,
+        "invalid-path-param",
+        "not an IPv4 address",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/198.51.100.201",
+            fip(0, "198.18.1.12"),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "fabric",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/198.51.100.201",
+            fip(9, "198.18.1.12"),
+        )
+        .await,
+        409,
+        "unknown-reference",
+        "vrf 9",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/198.51.100.201",
+            fip(5, "198.18.1.11"),
+        )
+        .await,
+        409,
+        "conflict",
+        "has floating IP 198.51.100.200 already",
+    );
+    // Pools and floating IPs never share an address.
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/pools/p",
+            Some(pool(0, "198.51.100.192", "198.51.100.223")),
+        )
+        .await,
+        409,
+        "conflict",
+        "holds floating IP 198.51.100.200",
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/pools/p",
+            Some(pool(0, "198.51.100.64", "198.51.100.65"))
+        )
+        .await
+        .0,
+        201
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/198.51.100.64",
+            fip(5, "198.18.1.12"),
+        )
+        .await,
+        409,
+        "conflict",
+        "nat pool p",
+    );
+    // The pod's VRF cannot go while a floating IP maps into it.
+    refused(
+        call(&s, Method::DELETE, "/vrfs/5", None).await,
+        409,
+        "in-use",
+        "floating IP 198.51.100.200",
+    );
+
+    assert_eq!(
+        call(&s, Method::DELETE, "/nat/floating-ips/198.51.100.200", None)
+            .await
+            .0,
+        204
+    );
+    refused(
+        call(&s, Method::GET, "/nat/floating-ips/198.51.100.200", None).await,
+        404,
+        "not-found",
+        "floating IP 198.51.100.200",
+    );
+    let log = s.dp.with(|st| st.log.clone());
+    let fips: Vec<&str> = log
+        .iter()
+        .map(String::as_str)
+        .filter(|o| o.contains("floating"))
+        .collect();
+    assert_eq!(fips, ["floating_ip_set", "floating_ip_del"]);
+    assert_eq!(call(&s, Method::DELETE, "/vrfs/5", None).await.0, 204);
+}

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use common::MemDataplane;
 use control_api::api::{
-    BridgeEntry, MacAddr, NatPool, Nexthop, Policy, Route, SnatAttachment, VhostUserMode,
-    VifRequest, VifType,
+    BridgeEntry, FloatingIp, MacAddr, NatPool, Nexthop, Policy, Route, SnatAttachment,
+    VhostUserMode, VifRequest, VifType,
 };
 use control_api::journal::{Loaded, COMPACT_MIN_RECORDS, JOURNAL, SNAPSHOT};
 use control_api::{Controller, ControllerConfig};
@@ -88,6 +88,7 @@ fn config(c: &Controller) -> serde_json::Value {
     json!({
         "vrfs": vrfs, "vifs": vifs, "nexthops": c.nexthops(), "tables": per_vrf,
         "mpls": c.mpls(), "vxlan": c.vxlan(), "nat_pools": c.nat_pools().unwrap(),
+        "floating_ips": c.floating_ips(),
     })
 }
 
@@ -186,6 +187,16 @@ fn configure(c: &Controller, pods: &Path) {
     c.snat_set(1, &egress).unwrap();
     c.snat_set(2, &egress).unwrap();
     c.snat_del(2).unwrap();
+    let fip = |ip: &str| FloatingIp {
+        vrf: 1,
+        ip: ip.parse().unwrap(),
+    };
+    c.floating_ip_set("198.51.100.200".parse().unwrap(), &fip("198.18.1.10"))
+        .unwrap();
+    c.floating_ip_set("198.51.100.201".parse().unwrap(), &fip("198.18.1.11"))
+        .unwrap();
+    c.floating_ip_del("198.51.100.201".parse().unwrap())
+        .unwrap();
 }
 
 #[test]

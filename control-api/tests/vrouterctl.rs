@@ -416,6 +416,39 @@ fn vrouterctl_sets_nat_pools_and_attachments() {
         &["nat", "pool-set", "x", "198.51.100.9", "198.51.100.1"]
     )
     .contains("below first"));
+    assert!(ok(
+        &s,
+        &[
+            "nat",
+            "fip-set",
+            "198.51.100.200",
+            "--vrf",
+            "5",
+            "--ip",
+            "198.18.1.11"
+        ]
+    )
+    .contains("floating ip 198.51.100.200 is 198.18.1.11 in vrf 5"));
+    let fips = ok(&s, &["nat", "fips"]);
+    assert!(
+        fips.lines()
+            .any(|l| l.starts_with("198.51.100.200") && l.trim_end().ends_with("198.18.1.11")),
+        "{fips}"
+    );
+    assert!(fails(
+        &s,
+        &[
+            "nat",
+            "fip-set",
+            "198.51.100.64",
+            "--vrf",
+            "5",
+            "--ip",
+            "198.18.1.12"
+        ]
+    )
+    .contains("nat pool egress"));
+    ok(&s, &["nat", "fip-del", "198.51.100.200"]);
     ok(&s, &["nat", "detach", "5"]);
     ok(&s, &["nat", "pool-del", "egress"]);
     assert!(!ok(&s, &["nat", "pools"]).contains("egress"));

@@ -2,7 +2,7 @@
 
 use control_api::{Change, DataplaneError, TableChange};
 use tracing::{info, info_span};
-use vrouter::nat::PoolRange;
+use vrouter::nat::{FloatingIp, PoolRange};
 use vrouter::tables::RouteTarget;
 
 use super::convert::flow_policy;
@@ -108,6 +108,25 @@ impl VrouterDataplane {
                     .map_err(|_| rejected(format!("vrf {vrf} is out of range")))?;
                 self.nat.detach(v).map_err(table_err)?;
                 info!(vrf, "vrf detached from source nat");
+                Ok(())
+            }
+            Change::FloatingIpSet { address, vrf, ip } => {
+                let v = u16::try_from(*vrf)
+                    .map_err(|_| rejected(format!("vrf {vrf} is out of range")))?;
+                let f = FloatingIp {
+                    outside: u32::from(*address),
+                    vrf: v,
+                    inside: u32::from(*ip),
+                };
+                self.nat.set_floating(f).map_err(table_err)?;
+                info!(%address, vrf, %ip, "floating ip set");
+                Ok(())
+            }
+            Change::FloatingIpDel { address } => {
+                self.nat
+                    .del_floating(u32::from(*address))
+                    .map_err(table_err)?;
+                info!(%address, "floating ip removed");
                 Ok(())
             }
             Change::PolicyDel { vif, name } => {

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 pub use flow::{FlowAction, FlowEntry, FlowPage, FlowQuery, FlowStats, FlowTuple, FlushResult};
 pub use label::{MplsEntry, MplsRequest, VxlanEntry, VxlanRequest};
-pub use nat::{NatPool, NatPoolInfo, NatPoolUsage, NatPorts, SnatAttachment};
+pub use nat::{
+    FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, NatPorts, SnatAttachment,
+};
 pub use nexthop::{Nexthop, NexthopInfo, TunnelEncap};
 pub use policy::{Policy, PolicyAction, PolicyRule, Proto};
 pub use route::{BridgeEntry, Route};

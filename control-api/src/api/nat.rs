@@ -1,5 +1,5 @@
-//! Source NAT: pools (`/nat/pools`, `/nat/pools/{name}`) and the VRFs attached to them
-//! (`/vrfs/{vrf}/snat`).
+//! NAT: source-NAT pools (`/nat/pools`, `/nat/pools/{name}`), the VRFs attached to them
+//! (`/vrfs/{vrf}/snat`), floating IPs (`/nat/floating-ips/{address}`).
 
 use std::net::Ipv4Addr;
 
@@ -58,6 +58,23 @@ pub struct NatPoolInfo {
 #[serde(deny_unknown_fields)]
 pub struct SnatAttachment {
     pub pool: String,
+}
+
+/// `PUT /nat/floating-ips/{address}`: the fabric address `{address}` is pod address `ip` of
+/// VRF `vrf`, both ways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingIp {
+    pub vrf: u32,
+    pub ip: Ipv4Addr,
+}
+
+/// A floating IP as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingIpInfo {
+    pub address: Ipv4Addr,
+    pub vrf: u32,
+    pub ip: Ipv4Addr,
 }
 
 /// What the dataplane says of a pool's use.

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use tracing::{info, warn};
 
 use super::{Controller, SavedVif};
-use crate::api::SnatAttachment;
+use crate::api::{FloatingIp, SnatAttachment};
 use crate::dataplane::{DataplaneErrorKind, TableChange};
 use crate::error::Error;
 use crate::journal::{Journal, Loaded, Located, NatRecord, Record, VifRecord};
@@ -99,6 +99,10 @@ impl Controller {
                 .snat_set(*vrf, &SnatAttachment { pool: pool.clone() })
                 .map(drop),
             NatRecord::SnatDel { vrf } => self.snat_del(*vrf),
+            NatRecord::FloatingIpSet { address, vrf, ip } => self
+                .floating_ip_set(*address, &FloatingIp { vrf: *vrf, ip: *ip })
+                .map(drop),
+            NatRecord::FloatingIpDel { address } => self.floating_ip_del(*address),
         }
     }
 

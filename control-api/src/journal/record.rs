@@ -3,6 +3,7 @@
 //! records, in an order that replays cleanly, for a snapshot of the whole model.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -28,14 +29,39 @@ pub enum Record {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum NatRecord {
-    NatPoolSet { name: String, pool: NatPool },
-    NatPoolDel { name: String },
-    SnatSet { vrf: u32, pool: String },
-    SnatDel { vrf: u32 },
+    NatPoolSet {
+        name: String,
+        pool: NatPool,
+    },
+    NatPoolDel {
+        name: String,
+    },
+    SnatSet {
+        vrf: u32,
+        pool: String,
+    },
+    SnatDel {
+        vrf: u32,
+    },
+    FloatingIpSet {
+        address: Ipv4Addr,
+        vrf: u32,
+        ip: Ipv4Addr,
+    },
+    FloatingIpDel {
+        address: Ipv4Addr,
+    },
 }
 
 /// The `op` of each [`NatRecord`].
-const NAT_OPS: [&str; 4] = ["nat-pool-set", "nat-pool-del", "snat-set", "snat-del"];
+const NAT_OPS: [&str; 6] = [
+    "nat-pool-set",
+    "nat-pool-del",
+    "snat-set",
+    "snat-del",
+    "floating-ip-set",
+    "floating-ip-del",
+];
 
 /// A change to vifs or their policies. Vif adds carry what a fresh request cannot: the index the
 /// vif had and the directories vrouterd created for its socket (removed when the vif goes, even
@@ -172,6 +198,13 @@ pub fn snapshot<'a>(
             pool: pool.to_string(),
         })
     });
+    let floating = model.floating_ips().into_iter().map(|f| {
+        Record::Nat(NatRecord::FloatingIpSet {
+            address: f.address,
+            vrf: f.vrf,
+            ip: f.ip,
+        })
+    });
     vrfs.chain(vifs)
         .chain(plain)
         .chain(ecmp)
@@ -182,6 +215,7 @@ pub fn snapshot<'a>(
         .chain(policies)
         .chain(pools)
         .chain(snat)
+        .chain(floating)
 }
 
 #[cfg(test)]
@@ -287,6 +321,14 @@ mod tests {
                 pool: "egress".into(),
             },
             NatRecord::SnatDel { vrf: 5 },
+            NatRecord::FloatingIpSet {
+                address: "198.51.100.200".parse().unwrap(),
+                vrf: 5,
+                ip: "198.18.1.11".parse().unwrap(),
+            },
+            NatRecord::FloatingIpDel {
+                address: "198.51.100.200".parse().unwrap(),
+            },
         ];
         for record in all {
             // Exhaustive: a new variant must be listed here, and in NAT_OPS.
@@ -295,6 +337,8 @@ mod tests {
                 NatRecord::NatPoolDel { .. } => "nat-pool-del",
                 NatRecord::SnatSet { .. } => "snat-set",
                 NatRecord::SnatDel { .. } => "snat-del",
+                NatRecord::FloatingIpSet { .. } => "floating-ip-set",
+                NatRecord::FloatingIpDel { .. } => "floating-ip-del",
             };
             let record = Record::Nat(record);
             let json = serde_json::to_vec(&record).unwrap();

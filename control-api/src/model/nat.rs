@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use super::Model;
-use crate::api::{NatPool, NatPoolInfo, NatPoolUsage, SnatAttachment};
+use crate::api::{FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, SnatAttachment};
 use crate::error::Error;
 
 /// Addresses a pool may hold (the dataplane keeps one bit per address and port).
@@ -20,6 +20,8 @@ pub struct NatModel {
     pools: BTreeMap<String, NatPool>,
     /// Attached VRF → pool name.
     snat: BTreeMap<u32, String>,
+    /// Fabric address → the pod address it is.
+    floating: BTreeMap<Ipv4Addr, FloatingIp>,
 }
 
 impl Model {
@@ -49,6 +51,17 @@ impl Model {
                     users.join(", ")
                 )));
             }
+        }
+        if let Some(f) = self
+            .nat
+            .floating
+            .keys()
+            .find(|a| (u32::from(pool.first)..=u32::from(pool.last)).contains(&u32::from(**a)))
+        {
+            return Err(Error::Conflict(format!(
+                "nat pool {name} ({}-{}) holds floating IP {f}; remove it or leave it out of the pool",
+                pool.first, pool.last
+            )));
         }
         if let Some((other, o)) = self.nat.pools.iter().find(|(n, o)| {
             n.as_str() != name
@@ -179,7 +192,86 @@ impl Model {
         self.nat.snat.iter().map(|(v, p)| (*v, p.as_str()))
     }
 
-    /// What ties VRF `vrf` to NAT, for its removal: pools in it, its attachment.
+    /// Check `PUT /nat/floating-ips/{address}`; whether it creates one (false: the same
+    /// again, or a replacement).
+    pub fn check_floating_ip_set(&self, address: Ipv4Addr, f: &FloatingIp) -> Result<bool, Error> {
+        check_floating_address(address)?;
+        if f.vrf == 0 {
+            return Err(Error::field(
+                "vrf",
+                "a floating IP is a pod address of another VRF than the fabric's (0)",
+            ));
+        }
+        self.require_vrf_ref(f.vrf)?;
+        if !is_unicast(f.ip) {
+            return Err(Error::field(
+                "ip",
+                format!("{} is not a unicast address", f.ip),
+            ));
+        }
+        if let Some((name, _)) = self.nat.pools.iter().find(|(_, p)| {
+            p.vrf == 0 && (u32::from(p.first)..=u32::from(p.last)).contains(&u32::from(address))
+        }) {
+            return Err(Error::Conflict(format!(
+                "{address} is an address of nat pool {name}; a floating IP needs an address of its own"
+            )));
+        }
+        if let Some((other, _)) = self
+            .nat
+            .floating
+            .iter()
+            .find(|(a, o)| **a != address && (o.vrf, o.ip) == (f.vrf, f.ip))
+        {
+            return Err(Error::Conflict(format!(
+                "{} in vrf {} has floating IP {other} already",
+                f.ip, f.vrf
+            )));
+        }
+        Ok(!self.nat.floating.contains_key(&address))
+    }
+
+    pub fn commit_floating_ip_set(&mut self, address: Ipv4Addr, f: FloatingIp) {
+        self.nat.floating.insert(address, f);
+    }
+
+    pub fn floating_ip(&self, address: Ipv4Addr) -> Result<FloatingIpInfo, Error> {
+        check_floating_address(address)?;
+        self.nat
+            .floating
+            .get(&address)
+            .map(|f| FloatingIpInfo {
+                address,
+                vrf: f.vrf,
+                ip: f.ip,
+            })
+            .ok_or_else(|| Error::NotFound {
+                what: "floating IP",
+                key: address.to_string(),
+            })
+    }
+
+    pub fn floating_ips(&self) -> Vec<FloatingIpInfo> {
+        self.nat
+            .floating
+            .iter()
+            .map(|(a, f)| FloatingIpInfo {
+                address: *a,
+                vrf: f.vrf,
+                ip: f.ip,
+            })
+            .collect()
+    }
+
+    pub fn check_floating_ip_del(&self, address: Ipv4Addr) -> Result<(), Error> {
+        self.floating_ip(address).map(drop)
+    }
+
+    pub fn commit_floating_ip_del(&mut self, address: Ipv4Addr) {
+        self.nat.floating.remove(&address);
+    }
+
+    /// What ties VRF `vrf` to NAT, for its removal: pools in it, its attachment, its floating
+    /// IPs.
     pub(super) fn nat_users_of_vrf(&self, vrf: u32) -> Vec<String> {
         let mut users: Vec<String> = self
             .nat
@@ -191,6 +283,13 @@ impl Model {
         if let Some(p) = self.nat.snat.get(&vrf) {
             users.push(format!("its snat attachment to nat pool {p}"));
         }
+        users.extend(
+            self.nat
+                .floating
+                .iter()
+                .filter(|(_, f)| f.vrf == vrf)
+                .map(|(a, _)| format!("floating IP {a}")),
+        );
         users
     }
 
@@ -217,6 +316,20 @@ fn check_pool_name(name: &str) -> Result<(), Error> {
             reason: format!(
                 "{name:?} is not a valid name: 1..={NAT_POOL_NAME_MAX} characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
             ),
+        });
+    }
+    Ok(())
+}
+
+fn is_unicast(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast())
+}
+
+fn check_floating_address(a: Ipv4Addr) -> Result<(), Error> {
+    if !is_unicast(a) {
+        return Err(Error::InvalidPathParam {
+            param: "address",
+            reason: format!("{a} is not a unicast address"),
         });
     }
     Ok(())

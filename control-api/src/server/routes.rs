@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::extract::{parse_json, read_body, Body, Params};
 use super::lane::Lanes;
 use crate::api::{
-    BridgeEntry, FlowQuery, MacAddr, MplsRequest, NatPool, Nexthop, Policy, Route, SnatAttachment,
-    VifRequest, VxlanRequest,
+    BridgeEntry, FloatingIp, FlowQuery, MacAddr, MplsRequest, NatPool, Nexthop, Policy, Route,
+    SnatAttachment, VifRequest, VxlanRequest,
 };
 use crate::controller::{Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
@@ -41,6 +41,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/nat/pools/{name}"),
     ("PUT", "/nat/pools/{name}"),
     ("DELETE", "/nat/pools/{name}"),
+    ("GET", "/nat/floating-ips"),
+    ("GET", "/nat/floating-ips/{address}"),
+    ("PUT", "/nat/floating-ips/{address}"),
+    ("DELETE", "/nat/floating-ips/{address}"),
     ("GET", "/vifs"),
     ("POST", "/vifs"),
     ("GET", "/vifs/{name}"),
@@ -270,6 +274,41 @@ async fn nat_pool_del(State(s): St, p: Params) -> Res {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+fn floating_address(p: &Params) -> Result<std::net::Ipv4Addr, Error> {
+    let raw = p.get("address")?;
+    raw.parse().map_err(|_| Error::InvalidPathParam {
+        param: "address",
+        reason: format!("{raw:?} is not an IPv4 address"),
+    })
+}
+
+async fn floating_ips_list(State(s): St) -> Res {
+    let v = s.lanes.read(|c| Ok(c.floating_ips())).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn floating_ip_get(State(s): St, p: Params) -> Res {
+    let address = floating_address(&p)?;
+    let v = s.lanes.read(move |c| c.floating_ip(address)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn floating_ip_put(State(s): St, p: Params, Body(f): Body<FloatingIp>) -> Res {
+    let address = floating_address(&p)?;
+    let out = s
+        .lanes
+        .change(move |c| c.floating_ip_set(address, &f))
+        .await?;
+    let v = s.lanes.read(move |c| c.floating_ip(address)).await?;
+    Ok(json(put_status(out), &v))
+}
+
+async fn floating_ip_del(State(s): St, p: Params) -> Res {
+    let address = floating_address(&p)?;
+    s.lanes.change(move |c| c.floating_ip_del(address)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 fn nexthop_id(p: &Params) -> Result<u32, Error> {
     p.number("id", NEXTHOP_ID_RANGE.0, NEXTHOP_ID_RANGE.1)
 }
@@ -447,6 +486,10 @@ pub(super) fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
             ("GET", "/nat/pools/{name}") => on(filter, nat_pool_get),
             ("PUT", "/nat/pools/{name}") => on(filter, nat_pool_put),
             ("DELETE", "/nat/pools/{name}") => on(filter, nat_pool_del),
+            ("GET", "/nat/floating-ips") => on(filter, floating_ips_list),
+            ("GET", "/nat/floating-ips/{address}") => on(filter, floating_ip_get),
+            ("PUT", "/nat/floating-ips/{address}") => on(filter, floating_ip_put),
+            ("DELETE", "/nat/floating-ips/{address}") => on(filter, floating_ip_del),
             ("GET", "/vifs") => on(filter, vifs_list),
             ("POST", "/vifs") => on(filter, vif_post),
             ("GET", "/vifs/{name}") => on(filter, vif_get),

@@ -182,7 +182,9 @@ impl Dataplane for MemDataplane {
             Change::NatPoolSet { .. }
             | Change::NatPoolDel { .. }
             | Change::SnatSet { .. }
-            | Change::SnatDel { .. } => {}
+            | Change::SnatDel { .. }
+            | Change::FloatingIpSet { .. }
+            | Change::FloatingIpDel { .. } => {}
         }
         Ok(())
     }

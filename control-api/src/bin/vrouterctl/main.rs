@@ -69,7 +69,7 @@ enum Command {
     /// Per-vif security policy.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
-    /// Source NAT: pools and the VRFs whose flows leave through them.
+    /// NAT: source-NAT pools, the VRFs whose flows leave through them, floating IPs.
     #[command(subcommand)]
     Nat(nat::NatCmd),
     /// The flow table.

@@ -1,10 +1,10 @@
-//! `vrouterctl nat`: source-NAT pools and the VRFs attached to them.
+//! `vrouterctl nat`: source-NAT pools, the VRFs attached to them, floating IPs.
 
 use std::net::Ipv4Addr;
 
 use anyhow::Context;
 use clap::Subcommand;
-use control_api::api::{NatPool, NatPorts};
+use control_api::api::{FloatingIp, NatPool, NatPorts};
 use control_api::Client;
 
 use crate::output::{table, Out};
@@ -45,6 +45,24 @@ pub enum NatCmd {
         /// The attached VRF.
         vrf: u32,
     },
+    /// Map a fabric address 1:1 to a pod address of a VRF.
+    FipSet {
+        /// The fabric address.
+        address: Ipv4Addr,
+        /// The pod's VRF.
+        #[arg(long)]
+        vrf: u32,
+        /// The pod's address.
+        #[arg(long)]
+        ip: Ipv4Addr,
+    },
+    /// Remove a floating IP.
+    FipDel {
+        /// The fabric address.
+        address: Ipv4Addr,
+    },
+    /// List floating IPs.
+    Fips,
 }
 
 fn parse_ports(s: &str) -> anyhow::Result<NatPorts> {
@@ -125,6 +143,21 @@ pub async fn run(cmd: NatCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
             c.snat_del(vrf).await?;
             out.done(format!("vrf {vrf} detached from source nat"));
         }
+        NatCmd::FipSet { address, vrf, ip } => {
+            c.floating_ip_set(address, &FloatingIp { vrf, ip }).await?;
+            out.done(format!("floating ip {address} is {ip} in vrf {vrf}"));
+        }
+        NatCmd::FipDel { address } => {
+            c.floating_ip_del(address).await?;
+            out.done(format!("floating ip {address} removed"));
+        }
+        NatCmd::Fips => out.show(&c.floating_ips().await?, |fips| {
+            let rows: Vec<Vec<String>> = fips
+                .iter()
+                .map(|f| vec![f.address.to_string(), f.vrf.to_string(), f.ip.to_string()])
+                .collect();
+            table(&["FLOATING_IP", "VRF", "IP"], &rows)
+        })?,
     }
     Ok(())
 }
