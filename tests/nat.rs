@@ -383,3 +383,49 @@ fn source_nat_translates_as_the_kernel_does() {
     assert_eq!(ours, kernel, "vrouterd translates as the kernel does");
     assert!(vr.stop().success(), "vrouterd stops cleanly");
 }
+
+/// A floating IP: the remote reaches the pod through it (the pod sees the remote's real
+/// address), and the pod's own flows toward the fabric leave from it instead of the pool.
+#[test]
+fn a_remote_reaches_a_pod_through_its_floating_ip() {
+    const FLOATING: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 200);
+    let node = Netns::new("natfip");
+    let pod = KernelPod::attached_to(Some(&node), "fp", 1, 1500);
+    let remote = remote(&node, "fr", Some("00:00:5e:00:01:00"));
+    let vr = vrouterd_with_snat(&node, &pod, &remote);
+    let fip = control_api::api::FloatingIp { vrf: 1, ip: pod.ip };
+    vr.api(|c| async move { c.floating_ip_set(FLOATING, &fip).await })
+        .expect("floating ip");
+
+    // In: what reaches the pod comes from the remote's own address.
+    let at_pod = pod.ns.capture("eth0", "tcp and src host 203.0.113.10", 1);
+    let (sent, got) = remote.tcp_transfer_to(&pod, FLOATING.into(), 2_000_000);
+    assert_eq!(sent, got, "TCP to the floating IP reaches the pod intact");
+    let frames = at_pod.frames(Duration::from_secs(10));
+    assert_eq!(
+        frames.first().and_then(|f| ipv4_ends(f)),
+        Some((REMOTE, pod.ip)),
+        "the pod sees the remote's real address"
+    );
+    let out = remote.ping(&FLOATING.to_string(), 2);
+    assert!(
+        out.contains("2 received"),
+        "the floating IP answers pings: {out}"
+    );
+
+    // Out: the pod's own flows leave from the floating IP, not from the pool.
+    let at_remote = remote.ns.capture("eth0", "icmp[icmptype] == icmp-echo", 1);
+    let out = pod.ping(&REMOTE.to_string(), 1);
+    assert!(out.contains("1 received"), "{out}");
+    let frames = at_remote.frames(Duration::from_secs(10));
+    assert_eq!(
+        frames.first().and_then(|f| ipv4_ends(f)),
+        Some((FLOATING, REMOTE)),
+        "the pod leaves from its floating IP"
+    );
+    let pools = vr
+        .api(|c| async move { c.nat_pools().await })
+        .expect("pools");
+    assert_eq!(pools[0].in_use, 0, "no pool pair taken");
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}
