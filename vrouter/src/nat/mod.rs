@@ -1,4 +1,4 @@
-//! Network address translation on the flow table (issue 22): source NAT so far.
+//! Network address translation on the flow table (issue 22): source NAT and floating IPs.
 //!
 //! - [`pool`]: a pool's (address, port) pairs, taken by forwarding cores a block at a time.
 //! - [`pools`]: the registry that lets whoever removes a NAT flow give its pair back.
@@ -16,6 +16,15 @@
 //! arriving on the fabric finds the reverse entry and is rewritten back to the pod's address
 //! and port (again read from its partner) and routed in the pod's VRF. No second table, no
 //! rule lookup per packet. Removing the flow (aging, eviction, flush) gives the pair back.
+//!
+//! ICMP errors about a translated packet (their quote keyed back to the flow) are translated
+//! back the same way. Traffic leaving through a tunnel stays in its VRF's overlay: untranslated.
+//!
+//! # Floating IPs
+//! An address of the fabric VRF is a pod's, 1:1: the pod's flows toward the fabric leave from
+//! it (ports kept, no pair taken, before any pool), and a packet from the fabric to it sets a
+//! flow up the other way round, from the fabric path: its entry rewrites the destination to the
+//! pod, the pod's replies' entry their source. Each entry says which end it rewrites.
 //!
 //! IPv4 only; TCP, UDP and ICMP echo (the identifier stands in for the port). Anything else
 //! crossing into the pool's VRF from an attached VRF, fragments included, is dropped and
