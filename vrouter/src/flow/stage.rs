@@ -190,9 +190,10 @@ impl Burst {
 
     /// Before the burst's first lookup: with the buckets loaded, start loading the entries
     /// their tags point at; where no tag matched (a new flow, most likely), the slot its setup
-    /// will probably take and the reverse key's buckets.
+    /// will probably take and the reverse key's buckets; with `nat` (translated flows may
+    /// exist), the entries' NAT partners too.
     #[inline(always)]
-    fn warm(&mut self, table: &FlowTable) {
+    fn warm(&mut self, table: &FlowTable, nat: bool) {
         if self.warmed {
             return;
         }
@@ -216,6 +217,13 @@ impl Burst {
         // the setup holds its bucket locks.
         for rp in self.reverse[..self.len].iter().flatten() {
             table.warm_free_slot(rp);
+        }
+        // And the entries found have had it too: a NAT hit reads its partner's key, in
+        // another bucket, so start loading that as well.
+        if nat {
+            for h in self.hints[..self.len].iter().flatten() {
+                table.warm_nat_partner(*h);
+            }
         }
     }
 
@@ -466,7 +474,7 @@ impl FlowHook for FlowStage {
         let stashed = if burst.cached {
             None
         } else {
-            burst.warm(table);
+            burst.warm(table, nat.any());
             burst.take(&words)
         };
         let (place, hint, reverse) =
