@@ -29,6 +29,7 @@ use crossbeam::channel::unbounded;
 use pmd_shim::{mbuf_ring, Eal, Mempool, RingMode};
 use tracing::{info, warn};
 use vrouter::flow::{FlowConfig, FlowTable, Policies};
+use vrouter::nat::Nat;
 use vrouter::pipeline::Pipeline;
 use vrouter::tables::{FabricConfig, Tables};
 
@@ -196,6 +197,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         .map_err(|e| anyhow!("--flow-entries {}: {e}", opts.flow_entries))?,
     );
     let policies = Arc::new(Policies::new(Arc::clone(&flow_table)));
+    let nat = Arc::new(Nat::new(Arc::clone(&flow_table)));
     let fabric = FabricConfig {
         vrouter_mac: opts.vrouter_mac,
         fabric_ip: opts.fabric_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
@@ -239,7 +241,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         let mut pipeline = Pipeline::new(
             Arc::clone(&tables),
             Arc::clone(&stats),
-            policies.stage(Arc::clone(&tables)),
+            policies.stage(Arc::clone(&tables)).with_nat(&nat),
         );
         pipeline.set_tracer(Arc::clone(&tracer));
         lcores.push(Lcore {
@@ -287,6 +289,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         fabric,
         policies: Arc::clone(&policies),
         tracer,
+        nat: Arc::clone(&nat),
     }));
     let ctrl = Arc::new(
         Controller::new(

@@ -10,9 +10,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    BridgeEntry, DropStats, ErrorBody, FlowPage, FlowQuery, FlowStats, FlushResult, Health,
-    IpPrefix, MacAddr, MplsEntry, MplsRequest, Nexthop, NexthopInfo, Policy, Route, Stats,
-    TraceRequest, TraceResult, VifInfo, VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
+    BridgeEntry, DropStats, ErrorBody, FloatingIp, FloatingIpInfo, FlowPage, FlowQuery, FlowStats,
+    FlushResult, Health, IpPrefix, MacAddr, MplsEntry, MplsRequest, NatPool, NatPoolInfo, Nexthop,
+    NexthopInfo, Policy, Route, SnatAttachment, Stats, TraceRequest, TraceResult, VifInfo,
+    VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
 };
 use crate::error::Error;
 
@@ -255,6 +256,46 @@ impl Client {
     }
     pub async fn trace_stop(&self, vif: &str) -> Result<(), Error> {
         self.delete(&format!("/vifs/{vif}/trace")).await
+    }
+
+    pub async fn nat_pool_set(&self, name: &str, pool: &NatPool) -> Result<NatPoolInfo, Error> {
+        self.call(Method::PUT, &format!("/nat/pools/{name}"), Some(pool))
+            .await
+    }
+    pub async fn nat_pool_del(&self, name: &str) -> Result<(), Error> {
+        self.delete(&format!("/nat/pools/{name}")).await
+    }
+    pub async fn nat_pools(&self) -> Result<Vec<NatPoolInfo>, Error> {
+        self.get("/nat/pools").await
+    }
+    pub async fn snat_set(&self, vrf: u32, pool: &str) -> Result<SnatAttachment, Error> {
+        let body = SnatAttachment {
+            pool: pool.to_string(),
+        };
+        self.call(Method::PUT, &format!("/vrfs/{vrf}/snat"), Some(&body))
+            .await
+    }
+    pub async fn snat_del(&self, vrf: u32) -> Result<(), Error> {
+        self.delete(&format!("/vrfs/{vrf}/snat")).await
+    }
+
+    pub async fn floating_ip_set(
+        &self,
+        address: std::net::Ipv4Addr,
+        f: &FloatingIp,
+    ) -> Result<FloatingIpInfo, Error> {
+        self.call(
+            Method::PUT,
+            &format!("/nat/floating-ips/{address}"),
+            Some(f),
+        )
+        .await
+    }
+    pub async fn floating_ip_del(&self, address: std::net::Ipv4Addr) -> Result<(), Error> {
+        self.delete(&format!("/nat/floating-ips/{address}")).await
+    }
+    pub async fn floating_ips(&self) -> Result<Vec<FloatingIpInfo>, Error> {
+        self.get("/nat/floating-ips").await
     }
 
     pub async fn flows(&self, query: &FlowQuery) -> Result<FlowPage, Error> {

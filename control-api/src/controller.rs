@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::info;
 
 use crate::api::{
-    BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, FlushResult, Health, IpPrefix, MacAddr,
-    MplsEntry, Nexthop, NexthopInfo, Policy, Route, Stats, TraceRequest, TraceResult, VifInfo,
-    VifRequest, VrfInfo, VxlanEntry, TRACE_COUNT_MAX,
+    BridgeEntry, DropStats, FloatingIp, FloatingIpInfo, FlowPage, FlowQuery, FlowStats,
+    FlushResult, Health, IpPrefix, MacAddr, MplsEntry, NatPool, NatPoolInfo, Nexthop, NexthopInfo,
+    Policy, Route, SnatAttachment, Stats, TraceRequest, TraceResult, VifInfo, VifRequest, VrfInfo,
+    VxlanEntry, TRACE_COUNT_MAX,
 };
 use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, TableChange, VifKind, VifSpec};
 use crate::error::Error;
-use crate::journal::{Journal, Record, VifRecord};
+use crate::journal::{Journal, NatRecord, Record, VifRecord};
 use crate::model::{
     Model, VhostUserPort, VifConfig, VifEntry, VifPort, MPLS_LABEL_MAX, MPLS_LABEL_MIN,
     NEXTHOP_ID_MAX, VNI_MAX, VRF_MAX,
@@ -601,6 +602,157 @@ impl Controller {
             "policy set"
         );
         Ok(Outcome::from_new(new))
+    }
+
+    // ---- source NAT ------------------------------------------------------------------------
+
+    pub fn nat_pool_set(&self, name: &str, pool: &NatPool) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("nat_pool_set", pool = %name).entered();
+        let _change = self.change();
+        let new = self.model().check_nat_pool_set(name, pool)?;
+        if self.model().nat_pool(name).ok() == Some(pool) {
+            return Ok(Outcome::Replaced);
+        }
+        self.apply(&Change::NatPoolSet {
+            name: name.to_string(),
+            pool: pool.clone(),
+        })?;
+        self.model().commit_nat_pool_set(name, pool.clone());
+        self.save(|| {
+            Record::Nat(NatRecord::NatPoolSet {
+                name: name.to_string(),
+                pool: pool.clone(),
+            })
+        })?;
+        info!(first = %pool.first, last = %pool.last, vrf = pool.vrf, "nat pool set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn nat_pool_del(&self, name: &str) -> Result<(), Error> {
+        let _span = tracing::info_span!("nat_pool_del", pool = %name).entered();
+        let _change = self.change();
+        self.model().check_nat_pool_del(name)?;
+        self.apply(&Change::NatPoolDel {
+            name: name.to_string(),
+        })?;
+        self.model().commit_nat_pool_del(name);
+        self.save(|| {
+            Record::Nat(NatRecord::NatPoolDel {
+                name: name.to_string(),
+            })
+        })?;
+        info!("nat pool removed");
+        Ok(())
+    }
+
+    pub fn nat_pools(&self) -> Result<Vec<NatPoolInfo>, Error> {
+        let usage = self.dataplane.nat_pools()?;
+        Ok(self.model().nat_pools(&usage))
+    }
+
+    pub fn nat_pool(&self, name: &str) -> Result<NatPoolInfo, Error> {
+        self.model().nat_pool(name)?;
+        self.nat_pools()?
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Error::NotFound {
+                what: "nat pool",
+                key: name.to_string(),
+            })
+    }
+
+    pub fn snat_set(&self, vrf: u32, a: &SnatAttachment) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("snat_set", vrf, pool = %a.pool).entered();
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        let _change = self.change();
+        let (new, attached) = {
+            let model = self.model();
+            (model.check_snat_set(vrf, a)?, model.snat(vrf).is_ok())
+        };
+        if !new {
+            return Ok(Outcome::Replaced);
+        }
+        self.apply(&Change::SnatSet {
+            vrf,
+            pool: a.pool.clone(),
+        })?;
+        self.model().commit_snat_set(vrf, a);
+        self.save(|| {
+            Record::Nat(NatRecord::SnatSet {
+                vrf,
+                pool: a.pool.clone(),
+            })
+        })?;
+        info!("vrf attached to source nat");
+        Ok(Outcome::from_new(!attached))
+    }
+
+    pub fn snat(&self, vrf: u32) -> Result<SnatAttachment, Error> {
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        self.model().snat(vrf)
+    }
+
+    pub fn snat_del(&self, vrf: u32) -> Result<(), Error> {
+        let _span = tracing::info_span!("snat_del", vrf).entered();
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        let _change = self.change();
+        self.model().check_snat_del(vrf)?;
+        self.apply(&Change::SnatDel { vrf })?;
+        self.model().commit_snat_del(vrf);
+        self.save(|| Record::Nat(NatRecord::SnatDel { vrf }))?;
+        info!("vrf detached from source nat");
+        Ok(())
+    }
+
+    pub fn floating_ip_set(
+        &self,
+        address: std::net::Ipv4Addr,
+        f: &FloatingIp,
+    ) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("floating_ip_set", %address).entered();
+        let _change = self.change();
+        let new = self.model().check_floating_ip_set(address, f)?;
+        let same = self
+            .model()
+            .floating_ip(address)
+            .is_ok_and(|o| (o.vrf, o.ip) == (f.vrf, f.ip));
+        if same {
+            return Ok(Outcome::Replaced);
+        }
+        self.apply(&Change::FloatingIpSet {
+            address,
+            vrf: f.vrf,
+            ip: f.ip,
+        })?;
+        self.model().commit_floating_ip_set(address, f.clone());
+        self.save(|| {
+            Record::Nat(NatRecord::FloatingIpSet {
+                address,
+                vrf: f.vrf,
+                ip: f.ip,
+            })
+        })?;
+        info!(vrf = f.vrf, ip = %f.ip, "floating ip set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn floating_ip_del(&self, address: std::net::Ipv4Addr) -> Result<(), Error> {
+        let _span = tracing::info_span!("floating_ip_del", %address).entered();
+        let _change = self.change();
+        self.model().check_floating_ip_del(address)?;
+        self.apply(&Change::FloatingIpDel { address })?;
+        self.model().commit_floating_ip_del(address);
+        self.save(|| Record::Nat(NatRecord::FloatingIpDel { address }))?;
+        info!("floating ip removed");
+        Ok(())
+    }
+
+    pub fn floating_ips(&self) -> Vec<FloatingIpInfo> {
+        self.model().floating_ips()
+    }
+
+    pub fn floating_ip(&self, address: std::net::Ipv4Addr) -> Result<FloatingIpInfo, Error> {
+        self.model().floating_ip(address)
     }
 
     pub fn policy_del(&self, name: &str) -> Result<(), Error> {

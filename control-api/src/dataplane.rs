@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
-    BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, Health, IpPrefix, MacAddr, Nexthop,
-    Policy, Route, Stats, TracedPacket, VhostUserMode, VifStatus,
+    BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, Health, IpPrefix, MacAddr, NatPool,
+    NatPoolUsage, Nexthop, Policy, Route, Stats, TracedPacket, VhostUserMode, VifStatus,
 };
 
 /// A vif as the dataplane needs it: validated, with its index and resolved socket path.
@@ -155,6 +155,35 @@ pub enum Change {
         vif: u32,
         name: String,
     },
+    /// Create or replace a NAT pool (never one a VRF is attached to).
+    NatPoolSet {
+        name: String,
+        pool: NatPool,
+    },
+    /// Remove a NAT pool no VRF is attached to.
+    NatPoolDel {
+        name: String,
+    },
+    /// Attach VRF `vrf` to source NAT through pool `pool` (replacing an earlier attachment,
+    /// whose flows go).
+    SnatSet {
+        vrf: u32,
+        pool: String,
+    },
+    /// Detach VRF `vrf`: its translated flows go, new ones leave untranslated.
+    SnatDel {
+        vrf: u32,
+    },
+    /// Set (or replace, its flows going) the floating IP `address`.
+    FloatingIpSet {
+        address: std::net::Ipv4Addr,
+        vrf: u32,
+        ip: Ipv4Addr,
+    },
+    /// Remove the floating IP `address`; its flows go.
+    FloatingIpDel {
+        address: std::net::Ipv4Addr,
+    },
 }
 
 impl Change {
@@ -166,6 +195,12 @@ impl Change {
             Change::VifDel { .. } => "vif_del",
             Change::PolicySet { .. } => "policy_set",
             Change::PolicyDel { .. } => "policy_del",
+            Change::NatPoolSet { .. } => "nat_pool_set",
+            Change::NatPoolDel { .. } => "nat_pool_del",
+            Change::SnatSet { .. } => "snat_set",
+            Change::SnatDel { .. } => "snat_del",
+            Change::FloatingIpSet { .. } => "floating_ip_set",
+            Change::FloatingIpDel { .. } => "floating_ip_del",
         }
     }
 }
@@ -264,5 +299,9 @@ pub trait Dataplane: Send + Sync + 'static {
     }
     fn trace_stop(&self) -> Result<(), DataplaneError> {
         Ok(())
+    }
+    /// The NAT pools' use (a dataplane without NAT has none to report).
+    fn nat_pools(&self) -> Result<Vec<NatPoolUsage>, DataplaneError> {
+        Ok(Vec::new())
     }
 }

@@ -224,6 +224,43 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
         d.family(name, "counter", help);
         d.sample(name, &[], v);
     }
+
+    d.family(
+        "vrouter_nat_translated_packets_total",
+        "counter",
+        "Packets whose addresses source NAT rewrote (both directions).",
+    );
+    d.sample(
+        "vrouter_nat_translated_packets_total",
+        &[],
+        stats.nat_translated,
+    );
+    let pools = ctrl.nat_pools()?;
+    for (name, kind, help, value) in [
+        (
+            "vrouter_nat_pool_pairs",
+            "gauge",
+            "Address and port pairs a NAT pool holds.",
+            (|p: &crate::api::NatPoolInfo| p.capacity) as fn(&crate::api::NatPoolInfo) -> u64,
+        ),
+        (
+            "vrouter_nat_pool_pairs_in_use",
+            "gauge",
+            "Pairs of a NAT pool held by flows now.",
+            |p| p.in_use,
+        ),
+        (
+            "vrouter_nat_pool_exhausted_total",
+            "counter",
+            "New flows dropped because their NAT pool had no free pair.",
+            |p| p.exhausted,
+        ),
+    ] {
+        d.family(name, kind, help);
+        for p in &pools {
+            d.sample(name, &[("pool", &p.name)], value(p));
+        }
+    }
     Ok(d.0)
 }
 

@@ -961,6 +961,7 @@ async fn policy_flows_stats_health_and_metrics() {
                 bytes: i * 100,
                 tcp_state: Some("established".into()),
                 idle_ms: 10,
+                translated: None,
             });
         }
         st.counters.insert(

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use common::MemDataplane;
 use control_api::api::{
-    BridgeEntry, MacAddr, Nexthop, Policy, Route, VhostUserMode, VifRequest, VifType,
+    BridgeEntry, FloatingIp, MacAddr, NatPool, Nexthop, Policy, Route, SnatAttachment,
+    VhostUserMode, VifRequest, VifType,
 };
 use control_api::journal::{Loaded, COMPACT_MIN_RECORDS, JOURNAL, SNAPSHOT};
 use control_api::{Controller, ControllerConfig};
@@ -88,7 +89,8 @@ fn config(c: &Controller) -> serde_json::Value {
         .collect();
     json!({
         "vrfs": vrfs, "vifs": vifs, "nexthops": c.nexthops(), "tables": per_vrf,
-        "mpls": c.mpls(), "vxlan": c.vxlan(),
+        "mpls": c.mpls(), "vxlan": c.vxlan(), "nat_pools": c.nat_pools().unwrap(),
+        "floating_ips": c.floating_ips(),
     })
 }
 
@@ -171,6 +173,32 @@ fn configure(c: &Controller, pods: &Path) {
     .unwrap();
     c.policy_set("podK", &policy).unwrap();
     c.policy_set("fabric0", &policy).unwrap();
+    let pool = |first: &str, last: &str| -> NatPool {
+        serde_json::from_value(json!({"vrf": 0, "first": first, "last": last,
+                                      "ports": {"first": 40000, "last": 40999}}))
+        .unwrap()
+    };
+    c.nat_pool_set("egress", &pool("198.51.100.64", "198.51.100.71"))
+        .unwrap();
+    c.nat_pool_set("gone", &pool("198.51.100.80", "198.51.100.80"))
+        .unwrap();
+    c.nat_pool_del("gone").unwrap();
+    let egress = SnatAttachment {
+        pool: "egress".into(),
+    };
+    c.snat_set(1, &egress).unwrap();
+    c.snat_set(2, &egress).unwrap();
+    c.snat_del(2).unwrap();
+    let fip = |ip: &str| FloatingIp {
+        vrf: 1,
+        ip: ip.parse().unwrap(),
+    };
+    c.floating_ip_set("198.51.100.200".parse().unwrap(), &fip("198.18.1.10"))
+        .unwrap();
+    c.floating_ip_set("198.51.100.201".parse().unwrap(), &fip("198.18.1.11"))
+        .unwrap();
+    c.floating_ip_del("198.51.100.201".parse().unwrap())
+        .unwrap();
 }
 
 #[test]

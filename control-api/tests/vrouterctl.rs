@@ -268,6 +268,7 @@ fn vrouterctl_drives_the_whole_api() {
                 bytes: 60,
                 tcp_state: None,
                 idle_ms: 5,
+                translated: None,
             });
         }
         st.drops.insert("invalid_packet".into(), 3);
@@ -491,4 +492,83 @@ fn live_views_show_per_second_rates() {
     assert!(top.starts_with("VRF") && top.contains("MBIT/S"), "{top}");
     let err = fails(&s, &["stats", "--rate", "--interval", "0"]);
     assert!(err.contains("seconds between"), "{err}");
+}
+
+#[test]
+fn vrouterctl_sets_nat_pools_and_attachments() {
+    let s = TestServer::start();
+    ok(&s, &["vrf", "add", "5"]);
+    let out = ok(
+        &s,
+        &[
+            "nat",
+            "pool-set",
+            "egress",
+            "198.51.100.64",
+            "198.51.100.65",
+            "--ports",
+            "40000-40999",
+        ],
+    );
+    assert!(
+        out.contains("198.51.100.64-198.51.100.65 in vrf 0, ports 40000-40999 (2000 pairs)"),
+        "{out}"
+    );
+    assert!(
+        ok(&s, &["nat", "attach", "5", "egress"]).contains("vrf 5 leaves through nat pool egress")
+    );
+    let list = ok(&s, &["nat", "pools"]);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("egress"))
+        .expect("a row for the pool");
+    assert!(
+        row.contains("0/2000") && row.trim_end().ends_with('5'),
+        "{row}"
+    );
+    let json = ok(&s, &["--json", "nat", "pools"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0]["attached"], serde_json::json!([5]));
+    assert!(fails(&s, &["nat", "pool-del", "egress"]).contains("in-use"));
+    assert!(fails(
+        &s,
+        &["nat", "pool-set", "x", "198.51.100.9", "198.51.100.1"]
+    )
+    .contains("below first"));
+    assert!(ok(
+        &s,
+        &[
+            "nat",
+            "fip-set",
+            "198.51.100.200",
+            "--vrf",
+            "5",
+            "--ip",
+            "198.18.1.11"
+        ]
+    )
+    .contains("floating ip 198.51.100.200 is 198.18.1.11 in vrf 5"));
+    let fips = ok(&s, &["nat", "fips"]);
+    assert!(
+        fips.lines()
+            .any(|l| l.starts_with("198.51.100.200") && l.trim_end().ends_with("198.18.1.11")),
+        "{fips}"
+    );
+    assert!(fails(
+        &s,
+        &[
+            "nat",
+            "fip-set",
+            "198.51.100.64",
+            "--vrf",
+            "5",
+            "--ip",
+            "198.18.1.12"
+        ]
+    )
+    .contains("nat pool egress"));
+    ok(&s, &["nat", "fip-del", "198.51.100.200"]);
+    ok(&s, &["nat", "detach", "5"]);
+    ok(&s, &["nat", "pool-del", "egress"]);
+    assert!(!ok(&s, &["nat", "pools"]).contains("egress"));
 }

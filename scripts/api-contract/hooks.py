@@ -2,7 +2,8 @@
 
 Two kinds of knowledge the OpenAPI document states in words but a generator cannot read:
 - value formats with a rule a regular expression cannot say (prefixes with their host bits
-  zero, port ranges in order): generators for them;
+  zero, port ranges in order, NAT pools' address and port ranges in order): generators for
+  them, or positive cases put in order;
 - facts of the machine under test (the socket base, which interfaces and devices exist, which
   groups): schema-valid vif requests are pointed at them. Only positive cases are touched, so
   every negative case still goes out exactly as generated.
@@ -53,8 +54,33 @@ def _positive(case):
     return meta is not None and meta.generation.mode.is_positive
 
 
+def _nat_pool(body):
+    """A schema-valid NAT pool made one the rules in words accept: first not above last, at
+    most 256 addresses, the port range in order."""
+    try:
+        a, z = ipaddress.IPv4Address(body["first"]), ipaddress.IPv4Address(body["last"])
+    except (KeyError, ValueError):
+        return body
+    a, z = min(a, z), max(a, z)
+    if int(z) - int(a) >= 256:
+        z = a
+    body["first"], body["last"] = str(a), str(z)
+    ports = body.get("ports")
+    if isinstance(ports, dict) and isinstance(ports.get("first"), int) and isinstance(ports.get("last"), int):
+        ports["first"], ports["last"] = sorted((ports["first"], ports["last"]))
+    return body
+
+
 @schemathesis.hook
 def map_case(context, case):
+    if (
+        _positive(case)
+        and case.operation.path == "/nat/pools/{name}"
+        and case.method.upper() == "PUT"
+        and isinstance(case.body, dict)
+    ):
+        case.body = _nat_pool(case.body)
+        return case
     if not _positive(case) or case.operation.path != "/vifs" or case.method.upper() != "POST":
         return case
     body = case.body

@@ -2,6 +2,7 @@
 
 use control_api::{Change, DataplaneError, TableChange};
 use tracing::{info, info_span};
+use vrouter::nat::{FloatingIp, PoolRange};
 use vrouter::tables::RouteTarget;
 
 use super::convert::flow_policy;
@@ -76,6 +77,56 @@ impl VrouterDataplane {
                     .set(index, Some(flow_policy(policy)?))
                     .map_err(table_err)?;
                 info!(vif = %name, flows_removed = removed, "policy set");
+                Ok(())
+            }
+            Change::NatPoolSet { name, pool } => {
+                let vrf = u16::try_from(pool.vrf)
+                    .map_err(|_| rejected(format!("vrf {} is out of range", pool.vrf)))?;
+                let range = PoolRange {
+                    first: pool.first,
+                    last: pool.last,
+                    ports: (pool.ports.first, pool.ports.last),
+                };
+                self.nat.set_pool(name, vrf, range).map_err(table_err)?;
+                info!(pool = %name, "nat pool set");
+                Ok(())
+            }
+            Change::NatPoolDel { name } => {
+                self.nat.del_pool(name).map_err(table_err)?;
+                info!(pool = %name, "nat pool removed");
+                Ok(())
+            }
+            Change::SnatSet { vrf, pool } => {
+                let v = u16::try_from(*vrf)
+                    .map_err(|_| rejected(format!("vrf {vrf} is out of range")))?;
+                self.nat.attach(v, pool).map_err(table_err)?;
+                info!(vrf, pool = %pool, "vrf attached to source nat");
+                Ok(())
+            }
+            Change::SnatDel { vrf } => {
+                let v = u16::try_from(*vrf)
+                    .map_err(|_| rejected(format!("vrf {vrf} is out of range")))?;
+                self.nat.detach(v).map_err(table_err)?;
+                info!(vrf, "vrf detached from source nat");
+                Ok(())
+            }
+            Change::FloatingIpSet { address, vrf, ip } => {
+                let v = u16::try_from(*vrf)
+                    .map_err(|_| rejected(format!("vrf {vrf} is out of range")))?;
+                let f = FloatingIp {
+                    outside: u32::from(*address),
+                    vrf: v,
+                    inside: u32::from(*ip),
+                };
+                self.nat.set_floating(f).map_err(table_err)?;
+                info!(%address, vrf, %ip, "floating ip set");
+                Ok(())
+            }
+            Change::FloatingIpDel { address } => {
+                self.nat
+                    .del_floating(u32::from(*address))
+                    .map_err(table_err)?;
+                info!(%address, "floating ip removed");
                 Ok(())
             }
             Change::PolicyDel { vif, name } => {

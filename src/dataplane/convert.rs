@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use control_api::api::{
-    FlowAction as ApiFlowAction, FlowEntry, Nexthop as ApiNexthop, PolicyAction, Proto,
+    FlowAction as ApiFlowAction, FlowEntry, FlowTuple, Nexthop as ApiNexthop, PolicyAction, Proto,
     TunnelEncap as ApiEncap,
 };
 use control_api::DataplaneError;
@@ -96,7 +96,15 @@ pub(super) fn flow_entry(f: &flow::FlowInfo, now_ms: u64) -> FlowEntry {
             IpAddr::V4(std::net::Ipv4Addr::from(a as u32))
         }
     };
+    let v4 = |a: u128| IpAddr::V4(std::net::Ipv4Addr::from(a as u32));
     FlowEntry {
+        translated: f.nat.map(|k| FlowTuple {
+            vrf: u32::from(k.vrf),
+            src: v4(k.src),
+            dst: v4(k.dst),
+            sport: k.sport,
+            dport: k.dport,
+        }),
         index: u64::from(f.index),
         vrf: u32::from(f.key.vrf),
         src: addr(f.key.src),

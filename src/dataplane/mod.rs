@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use control_api::api::{
-    DropStats, FlowPage, FlowQuery, FlowStats, Health, Stats, TracedPacket, VifStatus,
+    DropStats, FlowPage, FlowQuery, FlowStats, Health, NatPoolUsage, Stats, TracedPacket, VifStatus,
 };
 use control_api::{Change, Dataplane, DataplaneError, DataplaneErrorKind, VifSpec};
 use crossbeam::channel::Sender;
 use pmd_shim::{Eal, EthPort, KernelPortMonitor, Mempool, RingProducer};
 use vrouter::flow::Policies;
+use vrouter::nat::Nat;
 use vrouter::pipeline::trace::Tracer;
 use vrouter::tables::{FabricConfig, Tables};
 use vrouter::CoreStats;
@@ -95,6 +96,8 @@ pub struct VrouterDataplane {
     vhost_status: StatusMap,
     registry: Mutex<Registry>,
     policies: Arc<Policies>,
+    /// Source NAT pools and attachments (the same flow table as `policies`).
+    nat: Arc<Nat>,
     vhost_loops: Arc<AtomicU64>,
     /// Health's memory of the cores' loop counters (taken alone, by health only).
     progress: Mutex<ProgressWatch>,
@@ -140,6 +143,7 @@ pub struct DataplaneParts {
     pub policies: Arc<Policies>,
     /// The packet tracer every lcore's pipeline was given.
     pub tracer: Arc<Tracer>,
+    pub nat: Arc<Nat>,
 }
 
 impl VrouterDataplane {
@@ -155,6 +159,7 @@ impl VrouterDataplane {
             fabric,
             policies,
             tracer,
+            nat,
         } = parts;
         let registry = Registry {
             load: vec![0; lcores.len()],
@@ -172,6 +177,7 @@ impl VrouterDataplane {
             vhost_status,
             registry: Mutex::new(registry),
             policies,
+            nat,
             vhost_loops,
             progress: Mutex::new(ProgressWatch::default()),
             kernel_drops_retired: AtomicU64::new(0),
@@ -257,6 +263,20 @@ impl Dataplane for VrouterDataplane {
     fn trace_stop(&self) -> Result<(), DataplaneError> {
         self.tracer.stop();
         Ok(())
+    }
+
+    fn nat_pools(&self) -> Result<Vec<NatPoolUsage>, DataplaneError> {
+        Ok(self
+            .nat
+            .pools()
+            .into_iter()
+            .map(|p| NatPoolUsage {
+                name: p.name,
+                capacity: p.capacity,
+                in_use: p.in_use,
+                exhausted: p.exhausted,
+            })
+            .collect())
     }
 }
 

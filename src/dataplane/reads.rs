@@ -147,6 +147,7 @@ impl VrouterDataplane {
             tx_packets: 0,
             tx_bytes: 0,
             drops: 0,
+            nat_translated: 0,
             lcores: Vec::new(),
         };
         for l in &self.lcores {
@@ -178,6 +179,7 @@ impl VrouterDataplane {
             let ring_full = kernel_drops.get(&l.lcore).copied().unwrap_or(0);
             s.rx_packets += ring_full;
             s.drops += ring_full;
+            total.nat_translated += l.stats.nat_translated.get();
             total.rx_packets += s.rx_packets;
             total.rx_bytes += s.rx_bytes;
             total.tx_packets += s.tx_packets;

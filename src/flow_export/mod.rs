@@ -303,6 +303,7 @@ mod tests {
             in_vif: 1,
             out_vif: 2,
             policy_gen: 0,
+            nat: None,
             packets,
             bytes: packets * 100,
             last_seen,

@@ -56,4 +56,27 @@ pub enum Error {
     NoSuchEntry { table: &'static str, key: String },
     #[error("label/VNI {0} does not fit the 24 bits a tunnel carries")]
     RouteLabelOutOfRange(u32),
+    #[error("bad NAT pool range: {0}")]
+    NatBadRange(String),
+    #[error("NAT pool {pool} shares addresses with pool {other} in the same VRF")]
+    NatPoolOverlap { pool: String, other: String },
+    #[error("NAT pool {0} does not exist")]
+    NoSuchNatPool(String),
+    #[error("NAT pool {0} has VRFs attached to it: detach them first")]
+    NatPoolInUse(String),
+    #[error(
+        "VRF {vrf} cannot be attached to NAT pool {pool}, whose addresses are in VRF {vrf} itself"
+    )]
+    NatSameVrf { vrf: u16, pool: String },
+    #[error("{inside} in VRF {vrf} has floating IP {outside} already")]
+    NatFloatingTaken {
+        inside: std::net::Ipv4Addr,
+        vrf: u16,
+        outside: std::net::Ipv4Addr,
+    },
+    #[error("floating IP {outside} is an address of NAT pool {pool}")]
+    NatFloatingInPool {
+        outside: std::net::Ipv4Addr,
+        pool: String,
+    },
 }

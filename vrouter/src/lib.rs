@@ -7,6 +7,7 @@
 //! - [`meta`]: parse once into per-packet metadata.
 //! - [`tables`]: VRFs, LPM, bridge, nexthops, MPLS labels, VNIs; updated in place while
 //!   forwarding runs.
+//! - [`nat`]: source NAT on the flow table: pools, their (address, port) pairs, rewrites.
 //! - [`pipeline`]: ingress → lookup → flow hook → nexthop → rewrite → TX batches.
 //! - [`qsbr`]: grace periods after which storage the forwarding cores may still be reading
 //!   (freed trie groups) is reused; each core announces quiescent states between bursts.
@@ -50,6 +51,7 @@ pub mod flow;
 #[cfg(feature = "serde")]
 mod mac_serde;
 pub mod meta;
+pub mod nat;
 pub mod offload;
 pub mod pipeline;
 pub mod qsbr;

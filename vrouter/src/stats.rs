@@ -95,6 +95,11 @@ drop_reasons! {
     NoHostVif = "no_host_vif",
     /// Sent to a vif no lcore transmits for (being added or removed).
     NoTxQueue = "no_tx_queue",
+    /// A new flow leaving through source NAT found no free address and port in its pool.
+    NatPoolExhausted = "nat_pool_exhausted",
+    /// A packet leaving through source NAT that it cannot translate: not IPv4, a fragment,
+    /// neither TCP, UDP nor an ICMP echo request.
+    NatUnsupported = "nat_unsupported",
 }
 
 /// A counter with exactly one writer (its core). `add` is a relaxed load and store: on x86 two
@@ -147,6 +152,8 @@ pub struct CoreStats {
     /// Packets added by cutting GSO frames into segments in software (a frame cut into 45
     /// segments adds 44): the segments are what is sent and counted.
     pub segments_added: Counter,
+    /// Packets whose addresses source NAT rewrote (both directions).
+    pub nat_translated: Counter,
 }
 
 impl Default for CoreStats {
@@ -159,6 +166,7 @@ impl Default for CoreStats {
             queued_to_lcores: Counter::default(),
             taken_from_lcores: Counter::default(),
             segments_added: Counter::default(),
+            nat_translated: Counter::default(),
         }
     }
 }
@@ -194,6 +202,7 @@ pub struct StatsSnapshot {
     pub drops: Vec<(DropReason, u64)>,
     pub replies: u64,
     pub to_host: u64,
+    pub nat_translated: u64,
 }
 
 impl StatsSnapshot {
@@ -247,6 +256,7 @@ impl StatsRegistry {
                 .collect(),
             replies: cores.iter().map(|c| c.replies.get()).sum(),
             to_host: cores.iter().map(|c| c.to_host.get()).sum(),
+            nat_translated: cores.iter().map(|c| c.nat_translated.get()).sum(),
         }
     }
 

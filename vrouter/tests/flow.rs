@@ -497,6 +497,7 @@ fn a_flow_set_up_from_a_stale_snapshot_is_rechecked_on_its_next_packet() {
             out_vif: POD_B,
             policy_gen: stale_gen,
             now: 0,
+            nat: None,
         })
         .unwrap();
     let f = frame(POD_A_MAC, a, b, P::Tcp(Flags::Syn), 40000, 443);
@@ -714,6 +715,7 @@ fn prefetched_bursts_decide_and_count_like_lookups_alone() {
                 out_vif: POD_B,
                 policy_gen: 0,
                 now: 1,
+                nat: None,
             })
             .unwrap();
         }

@@ -45,6 +45,7 @@ fn new_flow(key: FlowKey, verdict: FlowVerdict, now: u64) -> NewFlow {
         out_vif: 2,
         policy_gen: 0,
         now,
+        nat: None,
     }
 }
 

@@ -90,6 +90,7 @@ impl Flow {
             out_vif: self.id + 100,
             policy_gen: u32::from(self.id) * 1000,
             now,
+            nat: None,
         }
     }
 
@@ -222,6 +223,9 @@ fn a_dump_never_copies_a_torn_entry_while_its_slot_is_reused() {
                 out_vif: info.out_vif,
                 policy_gen: info.policy_gen,
                 is_reverse: info.is_reverse,
+                nat: info.nat.is_some(),
+                nat_dst: false,
+                partner: info.reverse,
             };
             assert!(
                 flow.is_mine(&as_hit),

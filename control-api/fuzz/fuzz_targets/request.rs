@@ -3,7 +3,8 @@
 #![no_main]
 
 use control_api::api::{
-    BridgeEntry, IpPrefix, MacAddr, Nexthop, Policy, PortRange, Proto, Route, VifRequest, VifType,
+    BridgeEntry, FloatingIp, IpPrefix, MacAddr, NatPool, Nexthop, Policy, PortRange, Proto, Route,
+    SnatAttachment, VifRequest, VifType,
 };
 use control_api::dataplane::VifKind;
 use control_api::model::{Model, VifEntry};
@@ -71,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut m = model();
-    match sel % 7 {
+    match sel % 10 {
         0 => match parse_json::<VifRequest>(body).and_then(|r| m.check_vif_add(&r)) {
             Ok(_) => {}
             Err(e) => check_status(e),
@@ -102,6 +103,37 @@ fuzz_target!(|data: &[u8]| {
             Ok(_) => {}
             Err(e) => check_status(e),
         },
+        // NAT: a pool (twice: the same again, or a replacement), an attachment of VRF 1 to the
+        // pool `egress`, a floating IP; against a model holding pool `egress` and a floating IP.
+        7..=9 => {
+            let egress: NatPool = parse_json(
+                br#"{"vrf":0,"first":"198.51.100.64","last":"198.51.100.71"}"#,
+            )
+            .expect("a valid pool");
+            m.commit_nat_pool_set("egress", egress);
+            let fip: FloatingIp =
+                parse_json(br#"{"vrf":1,"ip":"198.18.1.10"}"#).expect("a valid floating IP");
+            m.commit_floating_ip_set([198, 51, 100, 200].into(), fip);
+            let outcome = match sel % 10 {
+                7 => parse_json::<NatPool>(body).and_then(|p| {
+                    m.check_nat_pool_set("p", &p)?;
+                    m.commit_nat_pool_set("p", p.clone());
+                    m.check_nat_pool_set("p", &p).map(drop)
+                }),
+                8 => parse_json::<SnatAttachment>(body).and_then(|a| {
+                    m.check_snat_set(1, &a)?;
+                    m.commit_snat_set(1, &a);
+                    m.check_nat_pool_del(&a.pool).map(drop)
+                }),
+                _ => parse_json::<FloatingIp>(body).and_then(|f| {
+                    m.check_floating_ip_set([198, 51, 100, 201].into(), &f)
+                        .map(drop)
+                }),
+            };
+            if let Err(e) = outcome {
+                check_status(e);
+            }
+        }
         _ => {
             // Wire strings: whatever parses prints back to something that parses to the same.
             let Ok(s) = std::str::from_utf8(body) else {

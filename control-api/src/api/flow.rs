@@ -45,6 +45,20 @@ pub struct FlowEntry {
     pub tcp_state: Option<String>,
     /// Milliseconds since the flow last saw a packet.
     pub idle_ms: u64,
+    /// A source-NAT flow: its packets as they leave translated (for the forward entry the
+    /// tuple on the pool's side, for the reverse entry the pod's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translated: Option<FlowTuple>,
+}
+
+/// A flow's identity, as a translated flow's packets leave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowTuple {
+    pub vrf: u32,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

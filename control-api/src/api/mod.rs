@@ -3,6 +3,7 @@
 
 mod flow;
 mod label;
+mod nat;
 mod nexthop;
 mod policy;
 mod route;
@@ -14,8 +15,11 @@ mod vrf;
 
 use serde::{Deserialize, Serialize};
 
-pub use flow::{FlowAction, FlowEntry, FlowPage, FlowQuery, FlowStats, FlushResult};
+pub use flow::{FlowAction, FlowEntry, FlowPage, FlowQuery, FlowStats, FlowTuple, FlushResult};
 pub use label::{MplsEntry, MplsRequest, VxlanEntry, VxlanRequest};
+pub use nat::{
+    FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, NatPorts, SnatAttachment,
+};
 pub use nexthop::{Nexthop, NexthopInfo, TunnelEncap};
 pub use policy::{Policy, PolicyAction, PolicyRule, Proto};
 pub use route::{BridgeEntry, Route};

@@ -37,6 +37,9 @@ pub struct Stats {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub drops: u64,
+    /// Packets whose addresses source NAT rewrote (both directions).
+    #[serde(default)]
+    pub nat_translated: u64,
     pub lcores: Vec<LcoreStats>,
 }
 

@@ -15,9 +15,10 @@ use std::path::PathBuf;
 use tracing::{info, warn};
 
 use super::{Controller, SavedVif};
+use crate::api::{FloatingIp, SnatAttachment};
 use crate::dataplane::{DataplaneErrorKind, TableChange};
 use crate::error::Error;
-use crate::journal::{Journal, Loaded, Located, Record, VifRecord};
+use crate::journal::{Journal, Loaded, Located, NatRecord, Record, VifRecord};
 
 /// What a restore did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,6 +87,22 @@ impl Controller {
         match record {
             Record::Table(change) => self.replay_table(change),
             Record::Vif(vif) => self.replay_vif(vif),
+            Record::Nat(nat) => self.replay_nat(nat),
+        }
+    }
+
+    fn replay_nat(&self, record: &NatRecord) -> Result<(), Error> {
+        match record {
+            NatRecord::NatPoolSet { name, pool } => self.nat_pool_set(name, pool).map(drop),
+            NatRecord::NatPoolDel { name } => self.nat_pool_del(name),
+            NatRecord::SnatSet { vrf, pool } => self
+                .snat_set(*vrf, &SnatAttachment { pool: pool.clone() })
+                .map(drop),
+            NatRecord::SnatDel { vrf } => self.snat_del(*vrf),
+            NatRecord::FloatingIpSet { address, vrf, ip } => self
+                .floating_ip_set(*address, &FloatingIp { vrf: *vrf, ip: *ip })
+                .map(drop),
+            NatRecord::FloatingIpDel { address } => self.floating_ip_del(*address),
         }
     }
 

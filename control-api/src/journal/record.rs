@@ -3,11 +3,12 @@
 //! records, in an order that replays cleanly, for a snapshot of the whole model.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Nexthop, Policy, VifRequest};
+use crate::api::{NatPool, Nexthop, Policy, VifRequest};
 use crate::dataplane::TableChange;
 use crate::model::Model;
 
@@ -20,7 +21,47 @@ pub enum Record {
     Table(TableChange),
     /// A vif or policy change, by vif name.
     Vif(VifRecord),
+    /// A source-NAT pool or attachment change.
+    Nat(NatRecord),
 }
+
+/// A change to source-NAT pools or to the VRFs attached to them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum NatRecord {
+    NatPoolSet {
+        name: String,
+        pool: NatPool,
+    },
+    NatPoolDel {
+        name: String,
+    },
+    SnatSet {
+        vrf: u32,
+        pool: String,
+    },
+    SnatDel {
+        vrf: u32,
+    },
+    FloatingIpSet {
+        address: Ipv4Addr,
+        vrf: u32,
+        ip: Ipv4Addr,
+    },
+    FloatingIpDel {
+        address: Ipv4Addr,
+    },
+}
+
+/// The `op` of each [`NatRecord`].
+const NAT_OPS: [&str; 6] = [
+    "nat-pool-set",
+    "nat-pool-del",
+    "snat-set",
+    "snat-del",
+    "floating-ip-set",
+    "floating-ip-del",
+];
 
 /// A change to vifs or their policies. Vif adds carry what a fresh request cannot: the index the
 /// vif had and the directories vrouterd created for its socket (removed when the vif goes, even
@@ -60,6 +101,8 @@ impl Record {
         let Op { op } = serde_json::from_slice(json)?;
         if VIF_OPS.contains(&op.as_str()) {
             serde_json::from_slice(json).map(Record::Vif)
+        } else if NAT_OPS.contains(&op.as_str()) {
+            serde_json::from_slice(json).map(Record::Nat)
         } else {
             serde_json::from_slice(json).map(Record::Table)
         }
@@ -81,7 +124,8 @@ impl Record {
 }
 
 /// The records that rebuild `model` from an empty one: VRFs, vifs, plain nexthops, ECMP groups
-/// (their members exist by then), routes, bridge entries, labels, VNIs, policies. Vifs named in
+/// (their members exist by then), routes, bridge entries, labels, VNIs, policies, NAT pools
+/// and the VRFs attached to them. Vifs named in
 /// `fixed` come from vrouterd's command line, which adds them again at every start: their
 /// policies are kept, their existence is not.
 pub fn snapshot<'a>(
@@ -142,6 +186,25 @@ pub fn snapshot<'a>(
             })
         })
     });
+    let pools = model.nat_pool_configs().map(|(name, pool)| {
+        Record::Nat(NatRecord::NatPoolSet {
+            name: name.to_string(),
+            pool: pool.clone(),
+        })
+    });
+    let snat = model.snat_attachments().map(|(vrf, pool)| {
+        Record::Nat(NatRecord::SnatSet {
+            vrf,
+            pool: pool.to_string(),
+        })
+    });
+    let floating = model.floating_ips().into_iter().map(|f| {
+        Record::Nat(NatRecord::FloatingIpSet {
+            address: f.address,
+            vrf: f.vrf,
+            ip: f.ip,
+        })
+    });
     vrfs.chain(vifs)
         .chain(plain)
         .chain(ecmp)
@@ -150,6 +213,9 @@ pub fn snapshot<'a>(
         .chain(mpls)
         .chain(vxlan)
         .chain(policies)
+        .chain(pools)
+        .chain(snat)
+        .chain(floating)
 }
 
 #[cfg(test)]
@@ -232,6 +298,51 @@ mod tests {
             }
             let record = Record::Vif(record);
             let json = serde_json::to_vec(&record).unwrap();
+            assert_eq!(Record::from_json(&json).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn every_nat_record_op_is_routed_to_nat_record() {
+        let pool: NatPool = serde_json::from_str(
+            r#"{"vrf":0,"first":"198.51.100.1","last":"198.51.100.2","ports":{"first":1024,"last":2047}}"#,
+        )
+        .unwrap();
+        let all = [
+            NatRecord::NatPoolSet {
+                name: "egress".into(),
+                pool,
+            },
+            NatRecord::NatPoolDel {
+                name: "egress".into(),
+            },
+            NatRecord::SnatSet {
+                vrf: 5,
+                pool: "egress".into(),
+            },
+            NatRecord::SnatDel { vrf: 5 },
+            NatRecord::FloatingIpSet {
+                address: "198.51.100.200".parse().unwrap(),
+                vrf: 5,
+                ip: "198.18.1.11".parse().unwrap(),
+            },
+            NatRecord::FloatingIpDel {
+                address: "198.51.100.200".parse().unwrap(),
+            },
+        ];
+        for record in all {
+            // Exhaustive: a new variant must be listed here, and in NAT_OPS.
+            let op = match &record {
+                NatRecord::NatPoolSet { .. } => "nat-pool-set",
+                NatRecord::NatPoolDel { .. } => "nat-pool-del",
+                NatRecord::SnatSet { .. } => "snat-set",
+                NatRecord::SnatDel { .. } => "snat-del",
+                NatRecord::FloatingIpSet { .. } => "floating-ip-set",
+                NatRecord::FloatingIpDel { .. } => "floating-ip-del",
+            };
+            let record = Record::Nat(record);
+            let json = serde_json::to_vec(&record).unwrap();
+            assert!(String::from_utf8_lossy(&json).contains(&format!("\"op\":\"{op}\"")));
             assert_eq!(Record::from_json(&json).unwrap(), record);
         }
     }

@@ -6,6 +6,7 @@
 //! One module per object kind, each adding its checks and commits to [`Model`].
 
 mod label;
+mod nat;
 mod nexthop;
 mod policy;
 mod route;
@@ -18,6 +19,7 @@ use crate::api::{BridgeEntry, IpPrefix, MacAddr, Nexthop, Route};
 use crate::dataplane::TableChange;
 use crate::error::Error;
 
+pub use nat::{NatModel, NAT_POOL_ADDRESSES_MAX, NAT_POOL_NAME_MAX};
 pub use vif::{
     device_name, kernel_device_iface, tunnel_headroom, VhostUserPort, VifConfig, VifEntry, VifPort,
     KERNEL_DEVICE_PREFIX,
@@ -58,6 +60,7 @@ pub struct Model {
     /// Reverse index: who points at each nexthop, so in-use checks and nexthop replacement
     /// cost O(users), not O(table size).
     users: BTreeMap<u32, BTreeSet<NhUser>>,
+    nat: NatModel,
 }
 
 /// Something that points at a nexthop.
@@ -91,6 +94,7 @@ impl Default for Model {
             mpls: BTreeMap::new(),
             vxlan: BTreeMap::new(),
             users: BTreeMap::new(),
+            nat: NatModel::default(),
         }
     }
 }

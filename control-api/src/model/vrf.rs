@@ -73,6 +73,7 @@ impl Model {
                 .filter(|(_, v)| **v == vrf)
                 .map(|(vni, _)| format!("vxlan vni {vni}")),
         );
+        users.extend(self.nat_users_of_vrf(vrf));
         if !users.is_empty() {
             return Err(Error::InUse {
                 what: "vrf",

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::extract::{parse_json, read_body, Body, Params};
 use super::lane::Lanes;
 use crate::api::{
-    BridgeEntry, FlowQuery, MacAddr, MplsRequest, Nexthop, Policy, Route, TraceRequest, VifRequest,
-    VxlanRequest,
+    BridgeEntry, FloatingIp, FlowQuery, MacAddr, MplsRequest, NatPool, Nexthop, Policy, Route,
+    SnatAttachment, TraceRequest, VifRequest, VxlanRequest,
 };
 use crate::controller::{Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
@@ -34,6 +34,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/vrfs/{vrf}/bridge"),
     ("PUT", "/vrfs/{vrf}/bridge"),
     ("DELETE", "/vrfs/{vrf}/bridge/{mac}"),
+    ("GET", "/vrfs/{vrf}/snat"),
+    ("PUT", "/vrfs/{vrf}/snat"),
+    ("DELETE", "/vrfs/{vrf}/snat"),
+    ("GET", "/nat/pools"),
+    ("GET", "/nat/pools/{name}"),
+    ("PUT", "/nat/pools/{name}"),
+    ("DELETE", "/nat/pools/{name}"),
+    ("GET", "/nat/floating-ips"),
+    ("GET", "/nat/floating-ips/{address}"),
+    ("PUT", "/nat/floating-ips/{address}"),
+    ("DELETE", "/nat/floating-ips/{address}"),
     ("GET", "/vifs"),
     ("POST", "/vifs"),
     ("GET", "/vifs/{name}"),
@@ -240,6 +251,85 @@ async fn policy_del(State(s): St, p: Params) -> Res {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+async fn snat_get(State(s): St, p: Params) -> Res {
+    let vrf = p.vrf()?;
+    let v = s.lanes.read(move |c| c.snat(vrf)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn snat_put(State(s): St, p: Params, Body(a): Body<SnatAttachment>) -> Res {
+    let vrf = p.vrf()?;
+    let att = a.clone();
+    let out = s.lanes.change(move |c| c.snat_set(vrf, &att)).await?;
+    Ok(json(put_status(out), &a))
+}
+
+async fn snat_del(State(s): St, p: Params) -> Res {
+    let vrf = p.vrf()?;
+    s.lanes.change(move |c| c.snat_del(vrf)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn nat_pools_list(State(s): St) -> Res {
+    let v = s.lanes.read(|c| c.nat_pools()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn nat_pool_get(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    let v = s.lanes.read(move |c| c.nat_pool(&name)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn nat_pool_put(State(s): St, p: Params, Body(pool): Body<NatPool>) -> Res {
+    let name = p.get("name")?.to_string();
+    let n = name.clone();
+    let out = s.lanes.change(move |c| c.nat_pool_set(&n, &pool)).await?;
+    let v = s.lanes.read(move |c| c.nat_pool(&name)).await?;
+    Ok(json(put_status(out), &v))
+}
+
+async fn nat_pool_del(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    s.lanes.change(move |c| c.nat_pool_del(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn floating_address(p: &Params) -> Result<std::net::Ipv4Addr, Error> {
+    let raw = p.get("address")?;
+    raw.parse().map_err(|_| Error::InvalidPathParam {
+        param: "address",
+        reason: format!("{raw:?} is not an IPv4 address"),
+    })
+}
+
+async fn floating_ips_list(State(s): St) -> Res {
+    let v = s.lanes.read(|c| Ok(c.floating_ips())).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn floating_ip_get(State(s): St, p: Params) -> Res {
+    let address = floating_address(&p)?;
+    let v = s.lanes.read(move |c| c.floating_ip(address)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn floating_ip_put(State(s): St, p: Params, Body(f): Body<FloatingIp>) -> Res {
+    let address = floating_address(&p)?;
+    let out = s
+        .lanes
+        .change(move |c| c.floating_ip_set(address, &f))
+        .await?;
+    let v = s.lanes.read(move |c| c.floating_ip(address)).await?;
+    Ok(json(put_status(out), &v))
+}
+
+async fn floating_ip_del(State(s): St, p: Params) -> Res {
+    let address = floating_address(&p)?;
+    s.lanes.change(move |c| c.floating_ip_del(address)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 fn nexthop_id(p: &Params) -> Result<u32, Error> {
     p.number("id", NEXTHOP_ID_RANGE.0, NEXTHOP_ID_RANGE.1)
 }
@@ -410,6 +500,17 @@ pub(super) fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
             ("GET", "/vrfs/{vrf}/bridge") => on(filter, bridge_list),
             ("PUT", "/vrfs/{vrf}/bridge") => on(filter, bridge_put),
             ("DELETE", "/vrfs/{vrf}/bridge/{mac}") => on(filter, bridge_del),
+            ("GET", "/vrfs/{vrf}/snat") => on(filter, snat_get),
+            ("PUT", "/vrfs/{vrf}/snat") => on(filter, snat_put),
+            ("DELETE", "/vrfs/{vrf}/snat") => on(filter, snat_del),
+            ("GET", "/nat/pools") => on(filter, nat_pools_list),
+            ("GET", "/nat/pools/{name}") => on(filter, nat_pool_get),
+            ("PUT", "/nat/pools/{name}") => on(filter, nat_pool_put),
+            ("DELETE", "/nat/pools/{name}") => on(filter, nat_pool_del),
+            ("GET", "/nat/floating-ips") => on(filter, floating_ips_list),
+            ("GET", "/nat/floating-ips/{address}") => on(filter, floating_ip_get),
+            ("PUT", "/nat/floating-ips/{address}") => on(filter, floating_ip_put),
+            ("DELETE", "/nat/floating-ips/{address}") => on(filter, floating_ip_del),
             ("GET", "/vifs") => on(filter, vifs_list),
             ("POST", "/vifs") => on(filter, vif_post),
             ("GET", "/vifs/{name}") => on(filter, vif_get),

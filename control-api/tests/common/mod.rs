@@ -178,6 +178,13 @@ impl Dataplane for MemDataplane {
             Change::PolicyDel { vif, .. } => {
                 s.policies.remove(&vif);
             }
+            // Recorded in the log only: the model keeps what tests read back.
+            Change::NatPoolSet { .. }
+            | Change::NatPoolDel { .. }
+            | Change::SnatSet { .. }
+            | Change::SnatDel { .. }
+            | Change::FloatingIpSet { .. }
+            | Change::FloatingIpDel { .. } => {}
         }
         Ok(())
     }
@@ -222,6 +229,7 @@ impl Dataplane for MemDataplane {
             tx_packets: l.tx_packets,
             tx_bytes: l.tx_bytes,
             drops: l.drops,
+            nat_translated: 0,
             lcores: vec![l],
         })
     }

@@ -1,6 +1,7 @@
 //! The forwarding state both pipeline targets run against: a fabric vif, two pod vifs in VRF 5
-//! (one with a small MTU), local, tunnel (VXLAN / MPLSoUDP / MPLSoGRE), ECMP and receive
-//! nexthops, IPv4 and IPv6 routes, a label, a VNI and bridge entries.
+//! (one with a small MTU), local, tunnel (VXLAN / MPLSoUDP / MPLSoGRE), ECMP, receive and plain
+//! fabric (203.0.113.0/24: what source NAT translates) nexthops, IPv4 and IPv6 routes, a label,
+//! a VNI and bridge entries.
 
 use std::sync::Arc;
 use vrouter::tables::{
@@ -83,6 +84,15 @@ pub fn tables() -> Arc<Tables> {
     }
     t.set_nexthop(20, Nexthop::ecmp(&[1, 2, 10]).expect("ecmp"))
         .expect("nh");
+    // Plain IP out of the fabric vif: where VRF 5 leaves through source NAT when attached.
+    t.set_nexthop(
+        30,
+        Nexthop::Encap {
+            vif: 0,
+            dmac: mac(0xf2),
+        },
+    )
+    .expect("nh");
     let r = |nexthop, label| RouteTarget { nexthop, label };
     for (p, l, t_) in [
         ("198.18.1.10", 32, r(1, None)),
@@ -92,6 +102,7 @@ pub fn tables() -> Arc<Tables> {
         ("198.18.3.0", 24, r(11, Some(100))),
         ("198.18.4.0", 24, r(12, Some(101))),
         ("198.18.5.0", 24, r(20, Some(102))),
+        ("203.0.113.0", 24, r(30, None)),
         ("2001:db8:1::", 64, r(1, None)),
         ("2001:db8:3::", 64, r(11, Some(100))),
     ] {

@@ -4,7 +4,13 @@
 //! ingress vif (fabric, two pods, unknown), a control byte, a little-endian u16 length and that
 //! many frame bytes; every input starts from an empty table at time 0 with fixed hash keys, so
 //! a crash replays. Control byte: low six bits advance the clock by that many 40 ms steps,
-//! bit 6 ages a slice, bit 7 swaps pod 1's policy for none or back.
+//! bit 6 ages a slice, bit 7 swaps pod 1's policy for none or back. Vif byte: the low two bits
+//! pick the vif, bit 4 detaches VRF 5 from source NAT or attaches it again, bit 5 removes pod
+//! 1's floating IP (198.51.100.200 for 198.18.1.10) or sets it again.
+//! Source NAT: VRF 5 leaves for 203.0.113.0/24 through a pool of four pairs (198.51.100.64,
+//! ports 40000-40003), so flows take pairs, replies come back from the fabric, the pool runs
+//! out and pairs come back as flows age, are evicted or are detached: after every call the
+//! pairs in use are exactly the pool's NAT flows in the table.
 //! Every input runs twice, on two tables: once a packet per `process` call without prefetch
 //! (the plain path), once in bursts with the prefetch stash on (a record with control byte 0
 //! joins the burst before it, up to 64 from one vif: two bursts of one `process` call).
@@ -21,6 +27,7 @@ use vrouter::flow::{
     Action, Cidr, FlowConfig, FlowInfo, FlowStage, FlowStats, FlowTable, FlowTimeouts, Policies,
     Policy, Rule,
 };
+use vrouter::nat::{FloatingIp, Nat, PoolRange};
 use vrouter::pipeline::{Pipeline, TxBatches};
 use vrouter::stats::{StatsSnapshot, VifTotals};
 use vrouter::tables::Tables;
@@ -111,9 +118,23 @@ fn record(rest: &[u8]) -> Option<(u8, u8, &[u8], &[u8])> {
 /// Records joined into one `process` call at most: two pipeline bursts.
 const MAX_GROUP: usize = 64;
 
-/// One of the two runs: its own flow table, policies, pipeline and counters.
+/// The pod VRF, attached to source NAT.
+const POD_VRF: u16 = 5;
+
+/// Pod 1's floating IP.
+const FLOATING: FloatingIp = FloatingIp {
+    outside: 0xc633_64c8, // 198.51.100.200
+    vrf: POD_VRF,
+    inside: 0xc612_010a, // 198.18.1.10
+};
+
+/// The pool's address, as flow keys hold it.
+const POOL_ADDR: u128 = 0xc633_6440; // 198.51.100.64
+
+/// One of the two runs: its own flow table, policies, NAT store, pipeline and counters.
 struct Side<'a> {
     policies: Policies,
+    nat: Nat,
     pipe: Pipeline<FlowStage>,
     stats: &'a StatsRegistry,
 }
@@ -140,16 +161,30 @@ impl<'a> Side<'a> {
             )
             .expect("flow table"),
         );
+        let nat = Nat::new(table.clone());
+        nat.set_pool(
+            "egress",
+            0,
+            PoolRange {
+                first: [198, 51, 100, 64].into(),
+                last: [198, 51, 100, 64].into(),
+                ports: (40000, 40003),
+            },
+        )
+        .expect("pool");
+        nat.attach(POD_VRF, "egress").expect("attach");
+        nat.set_floating(FLOATING).expect("floating IP");
         let policies = Policies::new(table);
         policies.set(1, Some(pod1_policy())).expect("policy");
         policies.set(2, Some(pod2_policy())).expect("policy");
-        let mut stage = policies.stage(tables.clone());
+        let mut stage = policies.stage(tables.clone()).with_nat(&nat);
         if prefetch {
             stage.always_prefetch();
         }
         Side {
             pipe: Pipeline::new(tables.clone(), stats.1.clone(), stage),
             policies,
+            nat,
             stats: &stats.0,
         }
     }
@@ -168,8 +203,32 @@ impl<'a> Side<'a> {
         )
     }
 
-    /// What the control byte asks for before a record, at `now`.
-    fn control(&self, ctl: u8, now: u64, pod1_guarded: bool) {
+    /// What the control and vif bytes ask for before a record, at `now`.
+    fn control(
+        &self,
+        ctl: u8,
+        now: u64,
+        pod1_guarded: bool,
+        nat_toggle: Option<bool>,
+        floating_toggle: Option<bool>,
+    ) {
+        match floating_toggle {
+            Some(true) => {
+                self.nat.set_floating(FLOATING).expect("floating IP");
+            }
+            Some(false) => self
+                .nat
+                .del_floating(FLOATING.outside)
+                .expect("floating IP removed"),
+            None => {}
+        }
+        match nat_toggle {
+            Some(true) => {
+                self.nat.attach(POD_VRF, "egress").expect("attach");
+            }
+            Some(false) => self.nat.detach(POD_VRF).expect("detach"),
+            None => {}
+        }
         if ctl & 0x40 != 0 {
             self.policies.table().age_slice(now, 16);
         }
@@ -218,6 +277,15 @@ impl<'a> Side<'a> {
             s.active,
             s.capacity
         );
+        // Every pair taken is held by exactly one NAT flow: none leaks, none is held twice.
+        let nat_flows = table
+            .flows(None, table.capacity(), 0)
+            .flows
+            .iter()
+            .filter(|f| !f.is_reverse && f.nat.is_some_and(|t| t.src == POOL_ADDR))
+            .count();
+        let pool = self.nat.pool("egress").expect("pool");
+        assert_eq!(pool.in_use, nat_flows as u64, "pairs in use = NAT flows");
     }
 }
 
@@ -245,23 +313,33 @@ fuzz_target!(|data: &[u8]| {
     let mut burst = Side::new(tables, burst_stats, true);
     let mut now = 0u64;
     let mut pod1_guarded = true;
+    let mut nat_attached = true;
+    let mut floating_set = true;
 
     let mut rest = data;
     let mut group: Vec<&[u8]> = Vec::with_capacity(MAX_GROUP);
     while let Some((vif, ctl, frame, next)) = record(rest) {
         rest = next;
+        let nat_toggle = (vif & 0x10 != 0).then(|| {
+            nat_attached = !nat_attached;
+            nat_attached
+        });
+        let floating_toggle = (vif & 0x20 != 0).then(|| {
+            floating_set = !floating_set;
+            floating_set
+        });
         let vif = u16::from(vif % 4);
         now += u64::from(ctl & 0x3f) * 40;
         if ctl & 0x80 != 0 {
             pod1_guarded = !pod1_guarded;
         }
-        plain.control(ctl, now, pod1_guarded);
-        burst.control(ctl, now, pod1_guarded);
+        plain.control(ctl, now, pod1_guarded, nat_toggle, floating_toggle);
+        burst.control(ctl, now, pod1_guarded, nat_toggle, floating_toggle);
         // The records of a burst: this one and those after it with control byte 0.
         group.clear();
         group.push(frame);
         while let Some((v, 0, frame, next)) = record(rest) {
-            if u16::from(v % 4) != vif || group.len() == MAX_GROUP {
+            if u16::from(v % 4) != vif || v & 0x30 != 0 || group.len() == MAX_GROUP {
                 break;
             }
             group.push(frame);

@@ -2,6 +2,7 @@
 //!
 //! - [`table`]: the preallocated flow table (lock-free lookups, bucket-locked inserts, aging,
 //!   paged dump, counters).
+//! - NAT flows ([`crate::nat`]) are set up by the same stage, with their pool pair.
 //! - [`policy`]: per-vif ingress / egress rules and their evaluation.
 //! - [`stage`]: the pipeline's [`crate::pipeline::FlowHook`] ([`FlowStage`]) and the policy
 //!   store ([`Policies`]).
@@ -23,5 +24,5 @@ pub use policy::{Action, Cidr, Policy, Rule};
 pub use stage::{FlowStage, Policies, PolicySnapshot};
 pub use table::{
     FlowConfig, FlowInfo, FlowKey, FlowPage, FlowStats, FlowTable, FlowTimeouts, FlowVerdict,
-    SetupCredit, TcpState,
+    NatSetup, SetupCredit, TcpState,
 };

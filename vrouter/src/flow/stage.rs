@@ -3,12 +3,15 @@
 
 use super::policy::{Action, Policy};
 use super::table::{
-    FlowKey, FlowTable, FlowVerdict, Hit, InsertError, NewFlow, Place, SetupCredit, NO_VIF,
+    nat_port_of_reply, FlowKey, FlowTable, FlowVerdict, Hit, InsertError, NatSetup, NewFlow, Place,
+    SetupCredit, NO_VIF,
 };
 use crate::meta::{PacketMeta, L3};
-use crate::pipeline::{FlowAction, FlowHook, BURST};
-use crate::stats::MAX_VIFS;
-use crate::tables::{Nexthop, RouteTarget, Tables};
+use crate::nat::{self, End, FloatingIp, Nat, NatSnapshot, SnatRule, Translation};
+use crate::pipeline::{FlowAction, FlowHook, Inbound, BURST};
+use crate::stats::{DropReason, MAX_VIFS};
+use crate::tables::{Nexthop, RouteTarget, Tables, Topology, FABRIC_VRF};
+use crate::wire::{icmp, ipv4};
 use crate::Error;
 use arc_swap::{ArcSwap, Cache};
 use std::sync::{Arc, Mutex};
@@ -102,15 +105,20 @@ impl Policies {
         self.current.store(next.clone());
         Ok(self.table.remove_where(|f| {
             (f.in_vif == vif || f.out_vif == vif)
-                && next.evaluate(&f.key, f.in_vif, f.out_vif) != Some(f.verdict)
+                && verdict_of(&next, &f.key, f.in_vif, f.out_vif, f.nat.is_some())
+                    != Some(f.verdict)
         }))
     }
 
-    /// A flow stage for one forwarding core.
+    /// A flow stage for one forwarding core (translating nothing until given a NAT store with
+    /// [`FlowStage::with_nat`]).
     pub fn stage(&self, tables: Arc<Tables>) -> FlowStage {
         FlowStage {
             table: self.table.clone(),
             policies: Cache::new(self.current.clone()),
+            nat: Cache::new(Arc::new(ArcSwap::from_pointee(NatSnapshot::empty()))),
+            nat_cursors: vec![0; 256].into_boxed_slice(),
+            topo: Cache::new(tables.topology_handle()),
             tables,
             in_vif: NO_VIF,
             now: 0,
@@ -182,9 +190,10 @@ impl Burst {
 
     /// Before the burst's first lookup: with the buckets loaded, start loading the entries
     /// their tags point at; where no tag matched (a new flow, most likely), the slot its setup
-    /// will probably take and the reverse key's buckets.
+    /// will probably take and the reverse key's buckets; with `nat` (translated flows may
+    /// exist), the entries' NAT partners too.
     #[inline(always)]
-    fn warm(&mut self, table: &FlowTable) {
+    fn warm(&mut self, table: &FlowTable, nat: bool) {
         if self.warmed {
             return;
         }
@@ -209,6 +218,13 @@ impl Burst {
         for rp in self.reverse[..self.len].iter().flatten() {
             table.warm_free_slot(rp);
         }
+        // And the entries found have had it too: a NAT hit reads its partner's key, in
+        // another bucket, so start loading that as well.
+        if nat {
+            for h in self.hints[..self.len].iter().flatten() {
+                table.warm_nat_partner(*h);
+            }
+        }
     }
 
     /// The stashed place of `key`, its slot hint and its reverse key's place (if computed), or
@@ -230,6 +246,12 @@ impl Burst {
 pub struct FlowStage {
     table: Arc<FlowTable>,
     policies: Cache<Arc<ArcSwap<PolicySnapshot>>, Arc<PolicySnapshot>>,
+    /// Which VRFs leave through source NAT, and from which pools.
+    nat: Cache<Arc<ArcSwap<NatSnapshot>>, Arc<NatSnapshot>>,
+    /// Per pool slot, the block this core takes pairs from next.
+    nat_cursors: Box<[usize]>,
+    /// The vifs' VRFs (does a flow leave toward a NAT pool's VRF?).
+    topo: Cache<Arc<ArcSwap<Topology>>, Arc<Topology>>,
     tables: Arc<Tables>,
     in_vif: u16,
     now: u64,
@@ -272,19 +294,106 @@ impl FlowStage {
     pub fn table(&self) -> &Arc<FlowTable> {
         &self.table
     }
+
+    /// Translate flows as `nat` says (it must be the store of this stage's flow table, whose
+    /// entries record its pools). Each stage starts its pool cursors at blocks of its own.
+    pub fn with_nat(mut self, nat: &Nat) -> FlowStage {
+        let (handle, ordinal) = nat.for_stage();
+        self.nat = Cache::new(handle);
+        for (slot, c) in self.nat_cursors.iter_mut().enumerate() {
+            // Far apart per core (a large odd stride), different per pool.
+            *c = ordinal.wrapping_mul(0x9e37).wrapping_add(slot * 7);
+        }
+        self
+    }
+}
+
+/// How a flow leaves translated.
+#[derive(Debug, Clone, Copy)]
+enum Leaving<'s> {
+    /// From the pod's floating IP, its ports kept.
+    Floating(FloatingIp),
+    /// From a pair of the pool its VRF is attached to.
+    Pool(&'s SnatRule),
+}
+
+/// How the packet's flow, leaving as plain IP through vif `plain_out` (`None`: through a
+/// tunnel, or not at all), is translated, if it is: a pod with a floating IP leaves from it
+/// toward the fabric; a VRF attached to a pool leaves from the pool toward the pool's VRF.
+/// `topo` is read only for a VRF that translates anything.
+#[inline]
+fn leaving<'s>(
+    nat: &NatSnapshot,
+    snat: Option<&'s SnatRule>,
+    topo: Option<&Topology>,
+    m: &PacketMeta,
+    plain_out: Option<u16>,
+) -> Option<Leaving<'s>> {
+    let out_vrf = topo?.vif(plain_out?)?.vrf;
+    if out_vrf == FABRIC_VRF && m.l3 == L3::Ipv4 && nat.has_floating(m.vrf) {
+        if let Some(f) = nat.floating_of(m.vrf, m.src_v4()) {
+            return Some(Leaving::Floating(*f));
+        }
+    }
+    snat.filter(|r| r.toward_vrf == out_vrf).map(Leaving::Pool)
+}
+
+/// What a hit on a NAT entry that rewrites the source does: its source becomes the address and
+/// port its partner (keyed as the other direction arrives on the outside) holds. An entry that
+/// rewrites the destination hit here (a reply that came through a tunnel, not the fabric's
+/// plain IP path) is forwarded as routed.
+#[inline]
+fn nat_hit(table: &FlowTable, hit: &Hit, target: RouteTarget) -> FlowAction {
+    if hit.verdict == FlowVerdict::Drop {
+        return FlowAction::Drop;
+    }
+    if hit.nat_dst {
+        return FlowAction::Forward(target);
+    }
+    match table.nat_partner(hit) {
+        Some(reply) => FlowAction::Nat(
+            target,
+            Translation {
+                end: End::Source,
+                addr: reply.dst as u32,
+                port: nat_port_of_reply(&reply),
+            },
+        ),
+        // Removed under us: never translate with a pair that may be another flow's.
+        None => FlowAction::Drop,
+    }
+}
+
+/// Whether source NAT can translate the packet: IPv4, not a fragment, TCP, UDP or an ICMP
+/// echo request.
+fn translatable(m: &PacketMeta) -> bool {
+    m.l3 == L3::Ipv4
+        && !m.fragment
+        && match m.proto {
+            ipv4::proto::TCP | ipv4::proto::UDP => true,
+            ipv4::proto::ICMP => m.dport == u16::from(icmp::v4::ECHO_REQUEST),
+            _ => false,
+        }
 }
 
 /// The vif a target sends out of (`NO_VIF` for receive / discard / unknown). `hash` (the
 /// packet's flow hash) is asked for only when the target is ECMP.
 fn egress_vif(tables: &Tables, target: RouteTarget, hash: impl FnOnce() -> u32) -> u16 {
+    egress(tables, target, hash).0
+}
+
+/// [`egress_vif`], and whether the packet leaves by it as plain IP (an encap nexthop): only
+/// then can it leave the VRF translated. Through a tunnel it stays in its VRF's overlay.
+fn egress(tables: &Tables, target: RouteTarget, hash: impl FnOnce() -> u32) -> (u16, bool) {
     let mut nh = tables.nexthops.get(target.nexthop);
     if let Some(Nexthop::Ecmp { members, count }) = nh {
         nh = Nexthop::ecmp_pick(&members, count, hash())
             .and_then(|m| tables.nexthops.get(u32::from(m)));
     }
     match nh {
-        Some(Nexthop::Encap { vif, .. } | Nexthop::Tunnel { vif, .. }) => vif,
-        _ => NO_VIF,
+        Some(Nexthop::Encap { vif, .. }) => (vif, true),
+        Some(Nexthop::Tunnel { vif, .. }) => (vif, false),
+        _ => (NO_VIF, false),
     }
 }
 
@@ -314,7 +423,7 @@ impl FlowHook for FlowStage {
     #[inline]
     fn prefetch(&mut self, m: &PacketMeta) {
         if self.burst.cached
-            || self.policies.load().count == 0
+            || (self.policies.load().count == 0 && !self.nat.load().any())
             || !matches!(m.l3, L3::Ipv4 | L3::Ipv6)
         {
             return;
@@ -327,6 +436,9 @@ impl FlowHook for FlowStage {
         let FlowStage {
             table,
             policies,
+            nat,
+            nat_cursors,
+            topo,
             tables,
             in_vif,
             now,
@@ -336,13 +448,21 @@ impl FlowHook for FlowStage {
         } = self;
         let (in_vif, now) = (*in_vif, *now);
         let pol: &PolicySnapshot = policies.load();
-        if pol.count == 0 || !matches!(m.l3, L3::Ipv4 | L3::Ipv6) {
+        let nat: &NatSnapshot = nat.load();
+        if (pol.count == 0 && !nat.any()) || !matches!(m.l3, L3::Ipv4 | L3::Ipv6) {
             return FlowAction::Forward(target);
         }
+        let snat = nat.snat(m.vrf);
+        let translates = snat.is_some() || nat.has_floating(m.vrf);
+        // The vifs' VRFs matter only to a VRF that translates something.
+        let topo: Option<&Topology> = translates.then(|| &**topo.load());
         let mut out_vif = None;
-        if pol.get(in_vif).is_none() {
-            let o = egress_vif(tables, target, || m.flow_hash());
-            if pol.get(o).is_none() {
+        if pol.get(in_vif).is_none() || translates {
+            let (o, plain) = egress(tables, target, || m.flow_hash());
+            if pol.get(in_vif).is_none()
+                && pol.get(o).is_none()
+                && leaving(nat, snat, topo, m, plain.then_some(o)).is_none()
+            {
                 return FlowAction::Forward(target);
             }
             out_vif = Some(o);
@@ -354,7 +474,7 @@ impl FlowHook for FlowStage {
         let stashed = if burst.cached {
             None
         } else {
-            burst.warm(table);
+            burst.warm(table, nat.any());
             burst.take(&words)
         };
         let (place, hint, reverse) =
@@ -370,6 +490,9 @@ impl FlowHook for FlowStage {
         if let Some(hit) = first {
             if hit.policy_gen == pol.generation {
                 table.touch(hit.index, len, now, tcp_flags);
+                if hit.nat {
+                    return nat_hit(table, &hit, target);
+                }
                 return action(hit.verdict, target);
             }
         }
@@ -382,8 +505,165 @@ impl FlowHook for FlowStage {
             target,
             first,
         };
-        decide(table, credit, pol, tables, in_vif, out_vif, now, &pkt)
+        let mut setup = Setup {
+            table,
+            credit,
+            pol,
+            tables,
+            topo,
+            nat,
+            snat,
+            nat_cursors,
+        };
+        decide(&mut setup, in_vif, out_vif, now, &pkt)
     }
+
+    fn on_fabric(&mut self, m: &PacketMeta, frame: &[u8]) -> Inbound {
+        let nat: &NatSnapshot = self.nat.load();
+        if !nat.any() || m.l3 != L3::Ipv4 || m.fragment {
+            return Inbound::Host;
+        }
+        let table = &*self.table;
+        let inbound = |h: &Hit| h.nat && h.nat_dst;
+        let key = key_of(m);
+        let hit = match table.lookup(&key).filter(inbound) {
+            Some(hit) => {
+                let tcp_flags = (m.proto == ipv4::proto::TCP)
+                    .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
+                    .flatten();
+                let len = u64::from(m.frame_len).max(frame.len() as u64);
+                table.touch(hit.index, len, self.now, tcp_flags);
+                hit
+            }
+            None => {
+                // An ICMP error about a packet that left through NAT: the flow is the one
+                // whose reply the quoted packet's would be (an error does not keep the flow
+                // alive).
+                let quoted = nat::quoted(frame, m).and_then(|q| {
+                    let left = FlowKey {
+                        vrf: m.vrf,
+                        v6: false,
+                        proto: q.proto,
+                        src: u128::from(q.src),
+                        dst: u128::from(q.dst),
+                        sport: q.sport,
+                        dport: q.dport,
+                    };
+                    table.lookup(&left.reverse()).filter(inbound)
+                });
+                match quoted {
+                    Some(hit) => hit,
+                    None => {
+                        return match nat.floating(m.dst_v4()) {
+                            Some(f) => {
+                                let f = *f;
+                                self.floating_inbound(m, &key, f, frame)
+                            }
+                            None => Inbound::Host,
+                        }
+                    }
+                }
+            }
+        };
+        match table.nat_partner(&hit) {
+            Some(pod) => Inbound::Translate(pod.vrf, back_to(&pod)),
+            // Removed under us: never translate with another flow's tuple.
+            None => Inbound::Drop(DropReason::FlowDrop),
+        }
+    }
+}
+
+/// The translation that takes a packet coming in from outside to the pod whose tuple `pod`
+/// (the flow's entry on the pod's side) is: its source is where the packet goes.
+fn back_to(pod: &FlowKey) -> Translation {
+    Translation {
+        end: End::Destination,
+        addr: pod.src as u32,
+        port: pod.sport,
+    }
+}
+
+impl FlowStage {
+    /// The first packet of a flow to floating IP `f` from outside: decided by the pod's
+    /// policies and set up inline, the inbound entry rewriting the destination to the pod,
+    /// the pod's replies' entry rewriting their source to the floating IP. Denied flows are
+    /// not installed (each of their packets is decided again).
+    #[cold]
+    #[inline(never)]
+    fn floating_inbound(
+        &mut self,
+        m: &PacketMeta,
+        key: &FlowKey,
+        f: FloatingIp,
+        frame: &[u8],
+    ) -> Inbound {
+        if !translatable(m) {
+            return Inbound::Drop(DropReason::NatUnsupported);
+        }
+        let pod_side = FlowKey {
+            vrf: f.vrf,
+            dst: u128::from(f.inside),
+            ..*key
+        };
+        let topo: &Topology = self.topo.load();
+        let Some(target) = topo.vrf(f.vrf).and_then(|v| v.route_v4(f.inside)) else {
+            return Inbound::Drop(DropReason::NoRoute);
+        };
+        let pod_vif = egress_vif(&self.tables, target, || m.flow_hash());
+        let pol: &PolicySnapshot = self.policies.load();
+        let verdict = verdict_of(pol, &pod_side, self.in_vif, pod_vif, true);
+        if verdict != Some(FlowVerdict::Forward) {
+            return Inbound::Drop(DropReason::FlowDrop);
+        }
+        let new = NewFlow {
+            key: *key,
+            verdict: FlowVerdict::Forward,
+            with_reverse: true,
+            in_vif: self.in_vif,
+            out_vif: pod_vif,
+            policy_gen: pol.generation,
+            now: self.now,
+            nat: Some(NatSetup {
+                reverse: pod_side.reverse(),
+                pool: 0,
+                forward_rewrites_dst: true,
+            }),
+        };
+        let table = &*self.table;
+        let place = table.place(key);
+        let rev = table.place(&new.reverse_key());
+        let len = u64::from(m.frame_len).max(frame.len() as u64);
+        match table.insert_placed(&new, &place, Some(&rev), &mut self.credit) {
+            Ok(idx) => {
+                table.touch(idx, len, self.now, None);
+                Inbound::Translate(f.vrf, back_to(&new.reverse_key()))
+            }
+            Err(InsertError::Full) => Inbound::Drop(DropReason::FlowDrop),
+            // Another core set it up just now: its entry says where to.
+            Err(InsertError::Raced) => match table
+                .lookup_placed(&place)
+                .filter(|h| h.nat && h.nat_dst)
+                .and_then(|h| table.nat_partner(&h))
+            {
+                Some(pod) => Inbound::Translate(pod.vrf, back_to(&pod)),
+                None => Inbound::Drop(DropReason::FlowDrop),
+            },
+        }
+    }
+}
+
+/// What a setup reads and writes besides the packet.
+struct Setup<'a> {
+    table: &'a FlowTable,
+    credit: &'a mut SetupCredit,
+    pol: &'a PolicySnapshot,
+    tables: &'a Tables,
+    /// The topology, read when the packet's VRF translates something.
+    topo: Option<&'a Topology>,
+    nat: &'a NatSnapshot,
+    /// The packet's VRF's source-NAT rule, if attached.
+    snat: Option<&'a SnatRule>,
+    nat_cursors: &'a mut [usize],
 }
 
 /// What the slow path needs of a packet.
@@ -402,17 +682,8 @@ struct Packet<'m> {
 /// install it. Out of line, so the hit path stays small.
 #[cold]
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
-fn decide(
-    table: &FlowTable,
-    credit: &mut SetupCredit,
-    pol: &PolicySnapshot,
-    tables: &Tables,
-    in_vif: u16,
-    out_vif: Option<u16>,
-    now: u64,
-    p: &Packet,
-) -> FlowAction {
+fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet) -> FlowAction {
+    let (table, pol) = (s.table, s.pol);
     let Packet {
         meta,
         place,
@@ -427,31 +698,33 @@ fn decide(
     for _ in 0..2 {
         if let Some(hit) = found.take() {
             if hit.policy_gen != pol.generation {
-                // Policies changed since this flow was decided: decide again.
-                let (fk, fin, fout) = if hit.is_reverse {
-                    (key.reverse(), hit.in_vif, hit.out_vif)
-                } else {
-                    (key, hit.in_vif, hit.out_vif)
-                };
-                if pol.evaluate(&fk, fin, fout) != Some(hit.verdict) {
-                    table.remove(&key);
-                    found = table.lookup_placed(&place);
-                    continue;
+                // A NAT entry rewriting the destination (hit here only through a tunnel) is
+                // re-decided from its partner, by the packets that set it up.
+                if !(hit.nat && hit.nat_dst) {
+                    // Policies changed since this flow was decided: decide again.
+                    let fk = if hit.is_reverse { key.reverse() } else { key };
+                    if verdict_of(pol, &fk, hit.in_vif, hit.out_vif, hit.nat) != Some(hit.verdict) {
+                        table.remove(&key);
+                        found = table.lookup_placed(&place);
+                        continue;
+                    }
+                    table.set_policy_gen(hit.index, pol.generation);
                 }
-                table.set_policy_gen(hit.index, pol.generation);
             }
             table.touch(hit.index, len, now, tcp_flags);
+            if hit.nat {
+                return nat_hit(table, &hit, target);
+            }
             return action(hit.verdict, target);
         }
         // Miss: decide from the policies and install the flow (and its reverse if allowed).
-        let out = match out_vif {
-            Some(o) => o,
-            None => egress_vif(tables, target, || meta.flow_hash()),
-        };
-        let Some(verdict) = pol.evaluate(&key, in_vif, out) else {
+        let (out, plain) = egress(s.tables, target, || meta.flow_hash());
+        let out = out_vif.unwrap_or(out);
+        let how = leaving(s.nat, s.snat, s.topo, meta, plain.then_some(out));
+        let Some(verdict) = verdict_of(pol, &key, in_vif, out, how.is_some()) else {
             return FlowAction::Forward(target);
         };
-        let new = NewFlow {
+        let mut new = NewFlow {
             key,
             verdict,
             with_reverse: verdict == FlowVerdict::Forward,
@@ -459,22 +732,77 @@ fn decide(
             out_vif: out,
             policy_gen: pol.generation,
             now,
+            nat: None,
         };
-        let rev = new
-            .with_reverse
-            .then(|| reverse.unwrap_or_else(|| table.place(&key.reverse())));
-        match table.insert_placed(&new, &place, rev.as_ref(), credit) {
+        // Translated: the source from the pool (a pair taken) or the floating IP (ports
+        // kept); the reverse entry under the key the replies arrive with.
+        let mut pair = None;
+        let mut translation = None;
+        if let (Some(how), FlowVerdict::Forward) = (how, verdict) {
+            if !translatable(meta) {
+                return FlowAction::Refused(DropReason::NatUnsupported);
+            }
+            let (toward, addr, port, slot) = match how {
+                Leaving::Pool(rule) => {
+                    let slot = rule.pool.slot();
+                    let Some(cursor) = s.nat_cursors.get_mut(usize::from(slot)) else {
+                        return FlowAction::Refused(DropReason::NatUnsupported);
+                    };
+                    let Some((addr, port)) = rule.pool.take(cursor) else {
+                        return FlowAction::Refused(DropReason::NatPoolExhausted);
+                    };
+                    pair = Some((rule, addr, port));
+                    (rule.toward_vrf, addr, port, slot)
+                }
+                Leaving::Floating(f) => (FABRIC_VRF, f.outside, key.sport, 0),
+            };
+            let leaving = FlowKey {
+                vrf: toward,
+                src: u128::from(addr),
+                sport: port,
+                ..key
+            };
+            new.nat = Some(NatSetup {
+                reverse: leaving.reverse(),
+                pool: slot,
+                forward_rewrites_dst: false,
+            });
+            translation = Some(Translation {
+                end: End::Source,
+                addr,
+                port,
+            });
+        }
+        let rev = new.with_reverse.then(|| match (new.nat, reverse) {
+            (None, Some(r)) => r,
+            _ => table.place(&new.reverse_key()),
+        });
+        let installed = table.insert_placed(&new, &place, rev.as_ref(), s.credit);
+        if let (Err(_), Some((rule, addr, port))) = (installed, pair) {
+            rule.pool.give_back(addr, port);
+        }
+        match installed {
             Ok(idx) => {
                 table.touch(idx, len, now, tcp_flags);
+                if let Some(x) = translation {
+                    return FlowAction::Nat(target, x);
+                }
                 return action(verdict, target);
             }
             Err(InsertError::Full) => return FlowAction::Drop,
             // Another core set up this flow (or its reply) just now: look up again, and if it
-            // still is not there, decide this packet alone.
+            // still is not there, decide this packet alone (a NAT flow cannot go untranslated:
+            // dropped).
             Err(InsertError::Raced) => {
                 if let Some(hit) = table.lookup_placed(&place) {
                     table.touch(hit.index, len, now, tcp_flags);
+                    if hit.nat {
+                        return nat_hit(table, &hit, target);
+                    }
                     return action(hit.verdict, target);
+                }
+                if translation.is_some() {
+                    return FlowAction::Drop;
                 }
                 return action(verdict, target);
             }
@@ -482,4 +810,17 @@ fn decide(
     }
     // Re-evaluated away twice in a row (policies changing under us): drop this packet.
     FlowAction::Drop
+}
+
+/// The verdict of the policies for a flow, or for a translated flow that no policy speaks
+/// for, forward (a NAT flow needs its entries whether or not a policy guards it).
+fn verdict_of(
+    pol: &PolicySnapshot,
+    key: &FlowKey,
+    in_vif: u16,
+    out_vif: u16,
+    nat: bool,
+) -> Option<FlowVerdict> {
+    pol.evaluate(key, in_vif, out_vif)
+        .or(nat.then_some(FlowVerdict::Forward))
 }

@@ -1,8 +1,8 @@
 //! What a packet from a pod or from the fabric is: ARP and neighbour solicitations the vrouter
 //! answers, routed or bridged pod traffic, tunnels to decapsulate, or traffic for the host.
 
-use super::rewrite::shift_offload;
-use super::{reply, Ctx, FlowHook, Verdict};
+use super::rewrite::{shift_offload, translate_back};
+use super::{reply, Ctx, FlowHook, Inbound, Verdict};
 use crate::buf::PacketBuf;
 use crate::meta::{self, PacketMeta, L3};
 use crate::stats::DropReason;
@@ -158,8 +158,35 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     _ => Verdict::Host,
                 }
             }
+            L3::Ipv4 => self.fabric_nat(m, b),
             _ => Verdict::Host,
         }
+    }
+
+    /// A plain IPv4 packet from the fabric: a reply to a source-NAT flow, an ICMP error about
+    /// one of its packets, or a packet to a floating IP, is translated and routed in the pod's
+    /// VRF (no ICMP error goes back to the fabric); anything else is the host's.
+    fn fabric_nat<B: PacketBuf>(&mut self, m: &PacketMeta, b: &mut B) -> Verdict {
+        let (vrf_id, x) = match self.flow.on_fabric(m, b.data()) {
+            Inbound::Host => return Verdict::Host,
+            Inbound::Drop(r) => return Verdict::Drop(r),
+            Inbound::Translate(vrf, x) => (vrf, x),
+        };
+        let vrf = match self.vrf(vrf_id) {
+            Ok(v) => v,
+            Err(r) => return Verdict::Drop(r),
+        };
+        if let Err(r) = translate_back(b, m, x) {
+            return Verdict::Drop(r);
+        }
+        self.stats.nat_translated.add(1);
+        let mut m = *m;
+        m.dst = u128::from(x.addr);
+        m.vrf = vrf_id;
+        let Some(t) = vrf.route_v4(x.addr) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        self.route_nexthop(t, &mut m, b, None)
     }
 
     fn decap_vxlan<B: PacketBuf>(&mut self, off: usize, b: &mut B) -> Verdict {

@@ -43,6 +43,7 @@ mod route;
 
 use crate::buf::PacketBuf;
 use crate::meta::PacketMeta;
+use crate::nat::Translation;
 use crate::stats::{CoreStats, DropReason};
 use crate::tables::{RouteTarget, Tables, Topology};
 use arc_swap::{ArcSwap, Cache};
@@ -66,6 +67,10 @@ pub enum FlowAction {
     Forward(RouteTarget),
     /// Drop (counted as `flow_drop`).
     Drop,
+    /// Go on with this target after writing this translation into the packet (a NAT flow).
+    Nat(RouteTarget, Translation),
+    /// Drop, counted under this reason (a flow NAT cannot set up).
+    Refused(DropReason),
 }
 
 /// The flow-table hook: called once per packet between the route / bridge lookup and
@@ -81,6 +86,24 @@ pub trait FlowHook {
 
     fn on_lookup(&mut self, meta: &PacketMeta, frame: &mut [u8], target: RouteTarget)
         -> FlowAction;
+
+    /// Called for plain IPv4 packets from the fabric that are not tunnels to the vrouter:
+    /// replies to source-NAT flows and packets to floating IPs come this way.
+    #[inline(always)]
+    fn on_fabric(&mut self, _meta: &PacketMeta, _frame: &[u8]) -> Inbound {
+        Inbound::Host
+    }
+}
+
+/// What the flow stage says of a plain IPv4 packet from the fabric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// Not translated: the host's, as before.
+    Host,
+    /// Write the translation and route the packet in this VRF.
+    Translate(u16, Translation),
+    /// Drop, counted under this reason (a floating IP's pod refuses it).
+    Drop(DropReason),
 }
 
 /// No flow stage: forward by route.

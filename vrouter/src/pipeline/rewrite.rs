@@ -3,6 +3,8 @@
 
 use crate::buf::PacketBuf;
 use crate::meta::{PacketMeta, L3};
+use crate::nat::{self, Translation};
+use crate::offload::Csum;
 use crate::stats::DropReason;
 use crate::tables::TunnelEncap;
 use crate::wire::{ethernet, ipv4, ipv6, MacAddr};
@@ -28,6 +30,32 @@ pub(super) fn wire_len<B: PacketBuf>(b: &B, m: &PacketMeta) -> usize {
     } else {
         b.frame_len()
     }
+}
+
+/// Write a NAT flow's translation into the packet, minding an offloaded L4 checksum (which
+/// then holds only the pseudo-header sum).
+#[inline]
+pub(super) fn translate<B: PacketBuf>(
+    b: &mut B,
+    m: &PacketMeta,
+    x: Translation,
+) -> Result<(), DropReason> {
+    let partial = matches!(b.offload().csum(), Csum::Partial { .. });
+    nat::translate(b.data_mut(), m, x, partial)
+}
+
+/// [`translate`] for a packet coming back through NAT: an ICMP error has its destination and
+/// the packet it quotes translated, anything else its destination and port.
+#[inline]
+pub(super) fn translate_back<B: PacketBuf>(
+    b: &mut B,
+    m: &PacketMeta,
+    x: Translation,
+) -> Result<(), DropReason> {
+    if super::route::is_icmp_error(b.data(), m) {
+        return nat::translate_icmp_error(b.data_mut(), m, x);
+    }
+    translate(b, m, x)
 }
 
 /// Tells the packet's offload state that its first `removed` bytes were taken off.

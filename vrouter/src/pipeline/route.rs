@@ -5,7 +5,8 @@
 use super::memo::{EncapMemo, TunnelMemo};
 use super::reply::{self, IcmpError};
 use super::rewrite::{
-    decrement_ttl, decrement_ttl_in, shift_offload, trim_padding, tunnel_payload, wire_len,
+    decrement_ttl, decrement_ttl_in, shift_offload, translate, trim_padding, tunnel_payload,
+    wire_len,
 };
 use super::{encap, Ctx, FlowAction, FlowHook, Verdict};
 use crate::buf::PacketBuf;
@@ -60,7 +61,15 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         };
         let t = match self.flow.on_lookup(m, b.data_mut(), t) {
             FlowAction::Forward(t) => t,
+            FlowAction::Nat(t, x) => match translate(b, m, x) {
+                Ok(()) => {
+                    self.stats.nat_translated.add(1);
+                    t
+                }
+                Err(r) => return Verdict::Drop(r),
+            },
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
+            FlowAction::Refused(r) => return Verdict::Drop(r),
         };
         let nh = match self.resolve(t.nexthop, m) {
             Ok(nh) => nh,
@@ -128,7 +137,18 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         };
         let t = match self.flow.on_lookup(m, b.data_mut(), target) {
             FlowAction::Forward(t) => t,
+            // A packet about to expire keeps its header: the ICMP error sent back to the pod
+            // must quote what the pod sent.
+            FlowAction::Nat(t, _) if m.ttl <= 1 => t,
+            FlowAction::Nat(t, x) => match translate(b, m, x) {
+                Ok(()) => {
+                    self.stats.nat_translated.add(1);
+                    t
+                }
+                Err(r) => return Verdict::Drop(r),
+            },
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
+            FlowAction::Refused(r) => return Verdict::Drop(r),
         };
         if let Some(e) = self.memo.encap {
             // Everything the slow path below checks, in the same order of outcomes.
@@ -171,7 +191,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
 
     /// The rest of [`Ctx::route`]: resolve the target's nexthop and rewrite for it.
     #[inline(never)]
-    fn route_nexthop<B: PacketBuf>(
+    pub(super) fn route_nexthop<B: PacketBuf>(
         &mut self,
         t: RouteTarget,
         m: &mut PacketMeta,
@@ -366,7 +386,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
 }
 
 /// Whether the packet is an ICMP error (ICMPv4 other than echo; ICMPv6 types below 128).
-fn is_icmp_error(data: &[u8], m: &PacketMeta) -> bool {
+pub(super) fn is_icmp_error(data: &[u8], m: &PacketMeta) -> bool {
     let t = data
         .get(usize::from(m.l4_off) + icmp::field::TYPE.start)
         .copied()

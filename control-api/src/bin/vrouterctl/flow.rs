@@ -79,6 +79,10 @@ pub async fn run(cmd: FlowsCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                             f.packets.to_string(),
                             f.bytes.to_string(),
                             f.tcp_state.clone().unwrap_or_else(|| "-".into()),
+                            f.translated.as_ref().map_or_else(
+                                || "-".into(),
+                                |t| format!("{}:{} > {}:{}", t.src, t.sport, t.dst, t.dport),
+                            ),
                         ]
                     })
                     .collect();
@@ -93,6 +97,7 @@ pub async fn run(cmd: FlowsCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                         "PACKETS",
                         "BYTES",
                         "TCP",
+                        "TRANSLATED",
                     ],
                     &rows,
                 );

@@ -4,6 +4,7 @@
 
 mod flow;
 mod label;
+mod nat;
 mod nexthop;
 mod output;
 mod policy;
@@ -70,6 +71,9 @@ enum Command {
     /// Per-vif security policy.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// NAT: source-NAT pools, the VRFs whose flows leave through them, floating IPs.
+    #[command(subcommand)]
+    Nat(nat::NatCmd),
     /// The flow table.
     #[command(subcommand)]
     Flows(flow::FlowsCmd),
@@ -104,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mpls(cmd) => label::run_mpls(cmd, &c, &out).await,
         Command::Vxlan(cmd) => label::run_vxlan(cmd, &c, &out).await,
         Command::Policy(cmd) => policy::run(cmd, &c, &out).await,
+        Command::Nat(cmd) => nat::run(cmd, &c, &out).await,
         Command::Flows(cmd) => flow::run(cmd, &c, &out).await,
         Command::Stats { rate: false, .. } => out.show(&c.stats().await?, status::stats),
         Command::Stats {

@@ -1,7 +1,7 @@
 //! The control side's walks over the whole table: consistent copies of entries, paged dumps,
 //! removal by predicate, counters.
 
-use super::layout::{meta_is_reverse, meta_rev, meta_tcp, meta_verdict};
+use super::layout::{meta_is_nat, meta_is_reverse, meta_rev, meta_tcp, meta_verdict};
 use super::{FlowInfo, FlowKey, FlowPage, FlowStats, FlowTable, READ_TRIES, SLOTS_PER_BUCKET};
 use crate::sync::{spin_loop, Ordering};
 
@@ -30,6 +30,10 @@ impl FlowTable {
             if tag == 0 {
                 return None;
             }
+            let nat = meta_is_nat(m)
+                .then(|| meta_rev(m).and_then(|r| self.read_key(r as usize)))
+                .flatten()
+                .map(|k| k.reverse());
             return Some(FlowInfo {
                 index: idx as u32,
                 key: FlowKey::from_words(key),
@@ -40,6 +44,7 @@ impl FlowTable {
                 in_vif: (v >> 48) as u16,
                 out_vif: (v >> 32) as u16,
                 policy_gen: v as u32,
+                nat,
                 packets: c.packets.load(Ordering::Relaxed),
                 bytes: c.bytes.load(Ordering::Relaxed),
                 last_seen: e.seen.load(Ordering::Relaxed),
@@ -47,6 +52,55 @@ impl FlowTable {
         }
         None
     }
+    /// A consistent copy of entry `idx`'s key, if in use.
+    pub(crate) fn read_key(&self, idx: usize) -> Option<FlowKey> {
+        let bucket = self.bucket(idx / SLOTS_PER_BUCKET)?;
+        let e = self.entry(idx)?;
+        for _ in 0..READ_TRIES {
+            let Some(s1) = bucket.read_begin() else {
+                spin_loop();
+                continue;
+            };
+            let tag = bucket
+                .tags
+                .get(idx % SLOTS_PER_BUCKET)?
+                .load(Ordering::Relaxed);
+            let key: [u64; 5] = std::array::from_fn(|i| e.key[i].load(Ordering::Relaxed));
+            if !bucket.read_valid(s1) {
+                continue;
+            }
+            return (tag != 0).then(|| FlowKey::from_words(key));
+        }
+        None
+    }
+
+    /// The key of a NAT hit's partner entry (which holds the other side of the
+    /// translation), read consistently and checked to still point back at the hit: `None` if
+    /// the pair was removed or moved meanwhile (the packet is then dropped, never translated
+    /// with another flow's pair).
+    #[inline]
+    pub(crate) fn nat_partner(&self, hit: &super::Hit) -> Option<FlowKey> {
+        let idx = hit.partner? as usize;
+        let bucket = self.bucket(idx / SLOTS_PER_BUCKET)?;
+        let e = self.entry(idx)?;
+        let tag = bucket.tags.get(idx % SLOTS_PER_BUCKET)?;
+        for _ in 0..READ_TRIES {
+            let Some(s1) = bucket.read_begin() else {
+                spin_loop();
+                continue;
+            };
+            let in_use = tag.load(Ordering::Relaxed) != 0;
+            let key: [u64; 5] = std::array::from_fn(|i| e.key[i].load(Ordering::Relaxed));
+            let m = e.meta.load(Ordering::Relaxed);
+            if !bucket.read_valid(s1) {
+                continue;
+            }
+            let ours = in_use && meta_is_nat(m) && meta_rev(m) == Some(hit.index);
+            return ours.then(|| FlowKey::from_words(key));
+        }
+        None
+    }
+
     /// A page of flows: up to `limit` entries from entry index `cursor` on, only of `vrf` if given.
     pub fn flows(&self, vrf: Option<u16>, limit: usize, cursor: usize) -> FlowPage {
         let mut flows = Vec::with_capacity(limit.min(4096));

@@ -115,6 +115,16 @@ pub(super) fn random_seed() -> [u64; 6] {
     })
 }
 
+/// The pool port a NAT flow's reply key holds: the destination port, or for ICMP echo the
+/// identifier (which keys keep in the source port).
+pub(crate) fn nat_port_of_reply(reply: &FlowKey) -> u16 {
+    if is_icmp(reply.proto) {
+        reply.sport
+    } else {
+        reply.dport
+    }
+}
+
 fn is_icmp(proto: u8) -> bool {
     proto == 1 || proto == 58
 }

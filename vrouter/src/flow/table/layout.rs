@@ -100,7 +100,7 @@ impl Bucket {
 }
 
 /// What a lookup reads, in one cache line of its own. Words: `meta` = verdict (8) | tcp state
-/// (8) | flags (8) | reserved (8) | reverse index (32); `vifs` = in vif (16) | out vif (16) |
+/// (8) | flags (8) | NAT pool slot (8) | reverse index (32); `vifs` = in vif (16) | out vif (16) |
 /// policy generation (32).
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -133,6 +133,12 @@ pub(super) struct Counters {
 }
 
 const FLAG_REVERSE: u64 = 1;
+/// The flow is translated (its partner's key holds the other side of the translation).
+const FLAG_NAT: u64 = 2;
+/// A translated entry whose packets have their destination rewritten (they come back
+/// through the translation: a source-NAT flow's replies, a floating IP's inbound packets);
+/// without it, their source.
+const FLAG_NAT_DST: u64 = 4;
 
 pub(super) fn meta_word(verdict: FlowVerdict, tcp: TcpState, reverse_flag: bool, rev: u32) -> u64 {
     let v = match verdict {
@@ -140,6 +146,28 @@ pub(super) fn meta_word(verdict: FlowVerdict, tcp: TcpState, reverse_flag: bool,
         FlowVerdict::Drop => 2,
     };
     v << 56 | (tcp as u64) << 48 | u64::from(reverse_flag) << 40 | u64::from(rev)
+}
+
+/// `m` marked as a NAT entry (rewriting its packets' destination if `dst`) whose pair came
+/// from the pool in registry slot `pool` (0: none, a floating IP's).
+pub(super) fn with_nat(m: u64, pool: u8, dst: bool) -> u64 {
+    let dst = if dst { FLAG_NAT_DST } else { 0 };
+    m | (FLAG_NAT | dst) << 40 | u64::from(pool) << 32
+}
+
+#[inline]
+pub(super) fn meta_nat_dst(m: u64) -> bool {
+    (m >> 40) & FLAG_NAT_DST != 0
+}
+
+#[inline]
+pub(super) fn meta_is_nat(m: u64) -> bool {
+    (m >> 40) & FLAG_NAT != 0
+}
+
+#[inline]
+pub(super) fn meta_pool(m: u64) -> u8 {
+    (m >> 32) as u8
 }
 
 #[inline]
@@ -173,6 +201,9 @@ pub(super) fn hit(idx: usize, m: u64, v: u64) -> Hit {
         index: idx as u32,
         verdict: meta_verdict(m),
         is_reverse: meta_is_reverse(m),
+        nat: meta_is_nat(m),
+        nat_dst: meta_nat_dst(m),
+        partner: meta_rev(m),
         in_vif: (v >> 48) as u16,
         out_vif: (v >> 32) as u16,
         policy_gen: v as u32,

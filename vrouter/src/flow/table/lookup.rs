@@ -2,7 +2,7 @@
 //! entry, lock-free lookups under the buckets' sequence words, and a hit's counters.
 
 use super::key::Place;
-use super::layout::{hit, meta_tcp, Group};
+use super::layout::{hit, meta_is_nat, meta_rev, meta_tcp, Group};
 use super::{FlowKey, FlowTable, Hit, READ_TRIES, SLOTS_PER_BUCKET};
 use crate::sync::{spin_loop, Ordering};
 use prefetch_index::prefetch_index;
@@ -62,6 +62,23 @@ impl FlowTable {
             if let Some(g) = self.groups.get(i / SLOTS_PER_BUCKET) {
                 prefetch_index(&g.entries, i % SLOTS_PER_BUCKET);
                 prefetch_index(&g.counters, i % SLOTS_PER_BUCKET);
+            }
+        }
+    }
+
+    /// With entry `idx` (from [`Self::warm_entry`]) loaded: if it is a NAT entry, start loading
+    /// its partner's entry line, whose key a NAT hit reads for the other side of the
+    /// translation. A plain read, for a hint only: a stale partner index costs a wasted load.
+    #[inline(always)]
+    pub(crate) fn warm_nat_partner(&self, idx: usize) {
+        let Some(e) = self.entry(idx) else {
+            return;
+        };
+        let m = e.meta.load(Ordering::Relaxed);
+        if let (true, Some(p)) = (meta_is_nat(m), meta_rev(m)) {
+            let p = p as usize;
+            if let Some(g) = self.groups.get(p / SLOTS_PER_BUCKET) {
+                prefetch_index(&g.entries, p % SLOTS_PER_BUCKET);
             }
         }
     }

@@ -40,9 +40,10 @@ mod writer;
 
 pub use credit::SetupCredit;
 pub use key::FlowKey;
-pub(crate) use key::Place;
+pub(crate) use key::{nat_port_of_reply, Place};
 pub use state::{FlowTimeouts, FlowVerdict, TcpState};
 
+use crate::nat::PortPools;
 use crate::sync::{AtomicU64, AtomicUsize};
 use crate::tables::OwnLines;
 use key::random_seed;
@@ -107,6 +108,9 @@ pub struct FlowInfo {
     pub out_vif: u16,
     /// The policy generation it was last evaluated against.
     pub policy_gen: u32,
+    /// A translated flow: its packets as they leave translated (the partner's key reversed:
+    /// for the forward entry the tuple on the pool's side, for the reverse entry the pod's).
+    pub nat: Option<FlowKey>,
     pub packets: u64,
     pub bytes: u64,
     pub last_seen: u64,
@@ -146,6 +150,12 @@ pub struct Hit {
     pub out_vif: u16,
     pub policy_gen: u32,
     pub is_reverse: bool,
+    /// A translated flow (see [`crate::nat`]).
+    pub nat: bool,
+    /// A translated entry whose packets have their destination rewritten (else their source).
+    pub nat_dst: bool,
+    /// The other direction's entry.
+    pub partner: Option<u32>,
 }
 
 /// What to install.
@@ -160,6 +170,30 @@ pub struct NewFlow {
     pub out_vif: u16,
     pub policy_gen: u32,
     pub now: u64,
+    /// Source NAT: the reverse entry goes under this key (the replies as they arrive on the
+    /// pool's side), and both entries record the pool the pair came from.
+    pub nat: Option<NatSetup>,
+}
+
+/// The NAT part of a [`NewFlow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatSetup {
+    pub reverse: FlowKey,
+    /// The pool's slot in [`FlowTable::nat_pools`] (0: no pool, a floating IP).
+    pub pool: u8,
+    /// The forward entry rewrites its packets' destination and the reverse entry their
+    /// source (a floating IP reached from outside); else the other way round (source NAT).
+    pub forward_rewrites_dst: bool,
+}
+
+impl NewFlow {
+    /// The key the reverse entry goes under.
+    pub fn reverse_key(&self) -> FlowKey {
+        match self.nat {
+            Some(n) => n.reverse,
+            None => self.key.reverse(),
+        }
+    }
 }
 
 /// The flow table. Share it as `Arc<FlowTable>` between the forwarding cores and the control side.
@@ -172,6 +206,8 @@ pub struct FlowTable {
     /// Written as flows come and go; apart from the fields above, which every lookup reads, so
     /// that one core's credit refills and aging steps do not evict them from another's cache.
     tally: OwnLines<Tally>,
+    /// The NAT pools whose pairs flows hold: removing a NAT flow gives its pair back.
+    nat_pools: PortPools,
 }
 
 /// The table's shared counters and cursor.
@@ -231,6 +267,7 @@ impl FlowTable {
             capacity: config.entries,
             timeouts: config.timeouts,
             tally: OwnLines::default(),
+            nat_pools: PortPools::default(),
         })
     }
 
@@ -278,5 +315,10 @@ impl FlowTable {
 
     pub fn timeouts(&self) -> FlowTimeouts {
         self.timeouts
+    }
+
+    /// The registry of NAT pools whose pairs this table's flows hold.
+    pub fn nat_pools(&self) -> &PortPools {
+        &self.nat_pools
     }
 }

@@ -1,8 +1,11 @@
 //! The writers' side: setups (from the forwarding cores' slow path), removals, evictions and
 //! moves, each under the locks of the buckets it changes.
 
+use super::key::nat_port_of_reply;
 use super::key::Place;
-use super::layout::{meta_rev, meta_tcp, meta_word, vifs_word, Entry};
+use super::layout::{
+    meta_is_nat, meta_nat_dst, meta_pool, meta_rev, meta_tcp, meta_word, vifs_word, with_nat, Entry,
+};
 use super::state::TcpState;
 use super::{
     FlowKey, FlowTable, InsertError, NewFlow, SetupCredit, NO_REVERSE, RELOCATE_DEPTH,
@@ -281,10 +284,28 @@ impl FlowTable {
         {
             // Under the bucket's lock: no other writer, so no locked exchange is needed.
             if t.load(Ordering::Relaxed) != 0 {
+                self.give_back_pair(idx);
                 t.store(0, Ordering::Relaxed);
                 self.tally.reserved.fetch_sub(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Under the lock of its bucket, as entry `idx` goes: if it is a source-NAT flow's reply
+    /// entry (keyed by the pool's address and port, as replies arrive), its pair goes back to
+    /// the pool. The other entry gives nothing back, so a pair is given back once per flow; a
+    /// floating IP's flows (pool 0) hold none.
+    fn give_back_pair(&self, idx: usize) {
+        let Some(e) = self.entry(idx) else {
+            return;
+        };
+        let m = e.meta.load(Ordering::Relaxed);
+        if !(meta_is_nat(m) && meta_nat_dst(m)) || meta_pool(m) == 0 {
+            return;
+        }
+        let key = FlowKey::from_words(std::array::from_fn(|w| e.key[w].load(Ordering::Relaxed)));
+        self.nat_pools
+            .give_back(meta_pool(m), key.dst as u32, nat_port_of_reply(&key));
     }
 
     fn write_entry(&self, idx: usize, p: &Place, meta: u64, vifs: u64, now: u64) {
@@ -313,7 +334,7 @@ impl FlowTable {
     /// the forward entry's index. Takes the buckets of both keys (at most four) in order.
     pub fn insert(&self, f: &NewFlow) -> Result<u32, InsertError> {
         let fwd = self.place(&f.key);
-        let rev = f.with_reverse.then(|| self.place(&f.key.reverse()));
+        let rev = f.with_reverse.then(|| self.place(&f.reverse_key()));
         // An unchunked credit reserves exactly what a setup needs; a failed insert hands its
         // reservation back to the credit, which must then go back to the table.
         let mut credit = SetupCredit::default();
@@ -401,7 +422,14 @@ impl FlowTable {
         let vifs = vifs_word(f.in_vif, f.out_vif, f.policy_gen);
         // The forward entry goes in first (so the reverse cannot take its slot) and learns its
         // partner's index after; readers see neither until the buckets are released.
-        let m = meta_word(f.verdict, TcpState::None, false, NO_REVERSE);
+        let nat = |m: u64, fwd: bool| {
+            f.nat
+                .map_or(m, |n| with_nat(m, n.pool, n.forward_rewrites_dst == fwd))
+        };
+        let m = nat(
+            meta_word(f.verdict, TcpState::None, false, NO_REVERSE),
+            true,
+        );
         self.write_entry(fi, fwd, m, vifs, f.now);
         if let Some(rp) = rev {
             let Some(ri) = claim(rp, Some(fi)) else {
@@ -413,13 +441,13 @@ impl FlowTable {
             self.write_entry(
                 ri,
                 rp,
-                meta_word(f.verdict, TcpState::None, true, fi as u32),
+                nat(meta_word(f.verdict, TcpState::None, true, fi as u32), false),
                 vifs,
                 f.now,
             );
             if let Some(e) = self.entry(fi) {
                 e.meta.store(
-                    meta_word(f.verdict, TcpState::None, false, ri as u32),
+                    nat(meta_word(f.verdict, TcpState::None, false, ri as u32), true),
                     Ordering::Relaxed,
                 );
             }

@@ -1,0 +1,87 @@
+//! NAT: source-NAT pools (`/nat/pools`, `/nat/pools/{name}`), the VRFs attached to them
+//! (`/vrfs/{vrf}/snat`), floating IPs (`/nat/floating-ips/{address}`).
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// `PUT /nat/pools/{name}`: addresses `first..=last` in VRF `vrf`, each with the ports
+/// `ports.first..=ports.last` (also the ICMP echo identifiers handed out). Flows of an
+/// attached VRF toward a vif of `vrf` leave from one of these pairs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatPool {
+    pub vrf: u32,
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+    #[serde(default)]
+    pub ports: NatPorts,
+}
+
+/// A pool's port range; 1024..=65535 unless given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatPorts {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Default for NatPorts {
+    fn default() -> Self {
+        NatPorts {
+            first: 1024,
+            last: 65535,
+        }
+    }
+}
+
+/// A pool as listed: its configuration, its use and the VRFs attached to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatPoolInfo {
+    pub name: String,
+    pub vrf: u32,
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+    pub ports: NatPorts,
+    /// Address and port pairs it holds.
+    pub capacity: u64,
+    /// Pairs held by flows now.
+    pub in_use: u64,
+    /// New flows dropped because no pair was free (`nat_pool_exhausted`).
+    pub exhausted: u64,
+    /// VRFs whose flows leave through it.
+    pub attached: Vec<u32>,
+}
+
+/// `PUT /vrfs/{vrf}/snat`: the VRF's flows toward the pool's VRF leave through pool `pool`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnatAttachment {
+    pub pool: String,
+}
+
+/// `PUT /nat/floating-ips/{address}`: the fabric address `{address}` is pod address `ip` of
+/// VRF `vrf`, both ways.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingIp {
+    pub vrf: u32,
+    pub ip: Ipv4Addr,
+}
+
+/// A floating IP as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingIpInfo {
+    pub address: Ipv4Addr,
+    pub vrf: u32,
+    pub ip: Ipv4Addr,
+}
+
+/// What the dataplane says of a pool's use.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NatPoolUsage {
+    pub name: String,
+    pub capacity: u64,
+    pub in_use: u64,
+    pub exhausted: u64,
+}

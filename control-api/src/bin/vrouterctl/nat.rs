@@ -1,0 +1,163 @@
+//! `vrouterctl nat`: source-NAT pools, the VRFs attached to them, floating IPs.
+
+use std::net::Ipv4Addr;
+
+use anyhow::Context;
+use clap::Subcommand;
+use control_api::api::{FloatingIp, NatPool, NatPorts};
+use control_api::Client;
+
+use crate::output::{table, Out};
+
+#[derive(Subcommand)]
+pub enum NatCmd {
+    /// Create or replace a pool: addresses FIRST..=LAST in VRF --vrf, each with --ports.
+    PoolSet {
+        /// Pool name.
+        name: String,
+        /// The VRF the addresses live in (where translated flows leave to), usually 0.
+        #[arg(long, default_value_t = 0)]
+        vrf: u32,
+        /// First address.
+        first: Ipv4Addr,
+        /// Last address (default: FIRST).
+        last: Option<Ipv4Addr>,
+        /// Ports handed out, FIRST-LAST.
+        #[arg(long, default_value = "1024-65535")]
+        ports: String,
+    },
+    /// Remove a pool no VRF is attached to.
+    PoolDel {
+        /// Pool name.
+        name: String,
+    },
+    /// List pools with their use and attached VRFs.
+    Pools,
+    /// Attach a VRF to source NAT: its flows toward the pool's VRF leave from the pool.
+    Attach {
+        /// The VRF whose flows are translated.
+        vrf: u32,
+        /// The pool they take addresses and ports from.
+        pool: String,
+    },
+    /// Detach a VRF: its translated flows go, new ones leave untranslated.
+    Detach {
+        /// The attached VRF.
+        vrf: u32,
+    },
+    /// Map a fabric address 1:1 to a pod address of a VRF.
+    FipSet {
+        /// The fabric address.
+        address: Ipv4Addr,
+        /// The pod's VRF.
+        #[arg(long)]
+        vrf: u32,
+        /// The pod's address.
+        #[arg(long)]
+        ip: Ipv4Addr,
+    },
+    /// Remove a floating IP.
+    FipDel {
+        /// The fabric address.
+        address: Ipv4Addr,
+    },
+    /// List floating IPs.
+    Fips,
+}
+
+fn parse_ports(s: &str) -> anyhow::Result<NatPorts> {
+    let (a, z) = s.split_once('-').unwrap_or((s, s));
+    let first = a
+        .trim()
+        .parse()
+        .with_context(|| format!("--ports {s:?}: bad first port"))?;
+    let last = z
+        .trim()
+        .parse()
+        .with_context(|| format!("--ports {s:?}: bad last port"))?;
+    Ok(NatPorts { first, last })
+}
+
+pub async fn run(cmd: NatCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
+    match cmd {
+        NatCmd::PoolSet {
+            name,
+            vrf,
+            first,
+            last,
+            ports,
+        } => {
+            let pool = NatPool {
+                vrf,
+                first,
+                last: last.unwrap_or(first),
+                ports: parse_ports(&ports)?,
+            };
+            let p = c.nat_pool_set(&name, &pool).await?;
+            out.done(format!(
+                "nat pool {name} set: {}-{} in vrf {}, ports {}-{} ({} pairs)",
+                p.first, p.last, p.vrf, p.ports.first, p.ports.last, p.capacity
+            ));
+        }
+        NatCmd::PoolDel { name } => {
+            c.nat_pool_del(&name).await?;
+            out.done(format!("nat pool {name} removed"));
+        }
+        NatCmd::Pools => out.show(&c.nat_pools().await?, |pools| {
+            let rows: Vec<Vec<String>> = pools
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.name.clone(),
+                        p.vrf.to_string(),
+                        format!("{}-{}", p.first, p.last),
+                        format!("{}-{}", p.ports.first, p.ports.last),
+                        format!("{}/{}", p.in_use, p.capacity),
+                        p.exhausted.to_string(),
+                        p.attached
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "POOL",
+                    "VRF",
+                    "ADDRESSES",
+                    "PORTS",
+                    "IN_USE",
+                    "EXHAUSTED",
+                    "ATTACHED",
+                ],
+                &rows,
+            )
+        })?,
+        NatCmd::Attach { vrf, pool } => {
+            c.snat_set(vrf, &pool).await?;
+            out.done(format!("vrf {vrf} leaves through nat pool {pool}"));
+        }
+        NatCmd::Detach { vrf } => {
+            c.snat_del(vrf).await?;
+            out.done(format!("vrf {vrf} detached from source nat"));
+        }
+        NatCmd::FipSet { address, vrf, ip } => {
+            c.floating_ip_set(address, &FloatingIp { vrf, ip }).await?;
+            out.done(format!("floating ip {address} is {ip} in vrf {vrf}"));
+        }
+        NatCmd::FipDel { address } => {
+            c.floating_ip_del(address).await?;
+            out.done(format!("floating ip {address} removed"));
+        }
+        NatCmd::Fips => out.show(&c.floating_ips().await?, |fips| {
+            let rows: Vec<Vec<String>> = fips
+                .iter()
+                .map(|f| vec![f.address.to_string(), f.vrf.to_string(), f.ip.to_string()])
+                .collect();
+            table(&["FLOATING_IP", "VRF", "IP"], &rows)
+        })?,
+    }
+    Ok(())
+}

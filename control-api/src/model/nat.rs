@@ -1,0 +1,377 @@
+//! Source NAT: pools (addresses and ports in one VRF: VRF 0, the fabric, for now) and the VRFs
+//! attached to them. A pool's addresses never overlap another pool's in the same VRF; a pool in
+//! use is not changed or removed; a VRF is attached to a pool of another VRF.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use super::Model;
+use crate::api::{FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, SnatAttachment};
+use crate::error::Error;
+
+/// Addresses a pool may hold (the dataplane keeps one bit per address and port).
+pub const NAT_POOL_ADDRESSES_MAX: u32 = 256;
+/// Pool names, as long as vif names.
+pub const NAT_POOL_NAME_MAX: usize = 63;
+
+/// The NAT part of the model.
+#[derive(Debug, Clone, Default)]
+pub struct NatModel {
+    pools: BTreeMap<String, NatPool>,
+    /// Attached VRF → pool name.
+    snat: BTreeMap<u32, String>,
+    /// Fabric address → the pod address it is.
+    floating: BTreeMap<Ipv4Addr, FloatingIp>,
+}
+
+impl Model {
+    /// Check `PUT /nat/pools/{name}`; whether it creates a pool (false: the same pool again).
+    pub fn check_nat_pool_set(&self, name: &str, pool: &NatPool) -> Result<bool, Error> {
+        check_pool_name(name)?;
+        if pool.vrf != 0 {
+            // Replies come back through the fabric's ingress only: a pool in another VRF
+            // would translate one way.
+            return Err(Error::field(
+                "vrf",
+                format!(
+                    "{}: source NAT pools live in VRF 0 (the fabric) for now",
+                    pool.vrf
+                ),
+            ));
+        }
+        check_range(pool)?;
+        if let Some(old) = self.nat.pools.get(name) {
+            if old == pool {
+                return Ok(false);
+            }
+            let users = self.pool_users(name);
+            if !users.is_empty() {
+                return Err(Error::Conflict(format!(
+                    "nat pool {name} is in use by {}: detach them before changing it",
+                    users.join(", ")
+                )));
+            }
+        }
+        if let Some(f) = self
+            .nat
+            .floating
+            .keys()
+            .find(|a| (u32::from(pool.first)..=u32::from(pool.last)).contains(&u32::from(**a)))
+        {
+            return Err(Error::Conflict(format!(
+                "nat pool {name} ({}-{}) holds floating IP {f}; remove it or leave it out of the pool",
+                pool.first, pool.last
+            )));
+        }
+        if let Some((other, o)) = self.nat.pools.iter().find(|(n, o)| {
+            n.as_str() != name
+                && o.vrf == pool.vrf
+                && u32::from(o.first) <= u32::from(pool.last)
+                && u32::from(pool.first) <= u32::from(o.last)
+        }) {
+            return Err(Error::Conflict(format!(
+                "nat pool {name} ({}-{}) overlaps nat pool {other} ({}-{}) in vrf {}; pools of one VRF must not share addresses",
+                pool.first, pool.last, o.first, o.last, pool.vrf
+            )));
+        }
+        Ok(!self.nat.pools.contains_key(name))
+    }
+
+    pub fn commit_nat_pool_set(&mut self, name: &str, pool: NatPool) {
+        self.nat.pools.insert(name.to_string(), pool);
+    }
+
+    pub fn check_nat_pool_del(&self, name: &str) -> Result<(), Error> {
+        check_pool_name(name)?;
+        self.nat_pool(name)?;
+        let users = self.pool_users(name);
+        if !users.is_empty() {
+            return Err(Error::InUse {
+                what: "nat pool",
+                key: name.to_string(),
+                users,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn commit_nat_pool_del(&mut self, name: &str) {
+        self.nat.pools.remove(name);
+    }
+
+    pub fn nat_pool(&self, name: &str) -> Result<&NatPool, Error> {
+        check_pool_name(name)?;
+        self.nat.pools.get(name).ok_or_else(|| Error::NotFound {
+            what: "nat pool",
+            key: name.to_string(),
+        })
+    }
+
+    /// Every pool with what the dataplane says of its use (absent: none in use).
+    pub fn nat_pools(&self, usage: &[NatPoolUsage]) -> Vec<NatPoolInfo> {
+        self.nat
+            .pools
+            .iter()
+            .map(|(name, p)| {
+                let u = usage.iter().find(|u| &u.name == name);
+                let addrs = u64::from(u32::from(p.last) - u32::from(p.first)) + 1;
+                let ports = u64::from(p.ports.last - p.ports.first) + 1;
+                NatPoolInfo {
+                    name: name.clone(),
+                    vrf: p.vrf,
+                    first: p.first,
+                    last: p.last,
+                    ports: p.ports,
+                    capacity: u.map_or(addrs * ports, |u| u.capacity),
+                    in_use: u.map_or(0, |u| u.in_use),
+                    exhausted: u.map_or(0, |u| u.exhausted),
+                    attached: self
+                        .nat
+                        .snat
+                        .iter()
+                        .filter(|(_, n)| *n == name)
+                        .map(|(v, _)| *v)
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Check `PUT /vrfs/{vrf}/snat`; whether it attaches the VRF anew (false: the same
+    /// attachment again).
+    pub fn check_snat_set(&self, vrf: u32, a: &SnatAttachment) -> Result<bool, Error> {
+        self.require_vrf(vrf)?;
+        let Some(pool) = self.nat.pools.get(&a.pool) else {
+            return Err(Error::UnknownReference {
+                field: "pool",
+                what: "nat pool",
+                key: a.pool.clone(),
+                hint: "create it first with PUT /nat/pools/{name}".to_string(),
+            });
+        };
+        if pool.vrf == vrf {
+            return Err(Error::Conflict(format!(
+                "nat pool {} has its addresses in vrf {vrf} itself; attach a VRF to a pool of the VRF its flows leave to",
+                a.pool
+            )));
+        }
+        Ok(self.nat.snat.get(&vrf) != Some(&a.pool))
+    }
+
+    pub fn commit_snat_set(&mut self, vrf: u32, a: &SnatAttachment) {
+        self.nat.snat.insert(vrf, a.pool.clone());
+    }
+
+    pub fn snat(&self, vrf: u32) -> Result<SnatAttachment, Error> {
+        self.require_vrf(vrf)?;
+        self.nat
+            .snat
+            .get(&vrf)
+            .map(|p| SnatAttachment { pool: p.clone() })
+            .ok_or_else(|| Error::NotFound {
+                what: "snat attachment of vrf",
+                key: vrf.to_string(),
+            })
+    }
+
+    pub fn check_snat_del(&self, vrf: u32) -> Result<(), Error> {
+        self.snat(vrf).map(|_| ())
+    }
+
+    pub fn commit_snat_del(&mut self, vrf: u32) {
+        self.nat.snat.remove(&vrf);
+    }
+
+    /// Every pool, by name (for snapshots).
+    pub fn nat_pool_configs(&self) -> impl Iterator<Item = (&str, &NatPool)> + '_ {
+        self.nat.pools.iter().map(|(n, p)| (n.as_str(), p))
+    }
+
+    /// Every attachment: VRF, pool name (for snapshots).
+    pub fn snat_attachments(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
+        self.nat.snat.iter().map(|(v, p)| (*v, p.as_str()))
+    }
+
+    /// Check `PUT /nat/floating-ips/{address}`; whether it creates one (false: the same
+    /// again, or a replacement).
+    pub fn check_floating_ip_set(&self, address: Ipv4Addr, f: &FloatingIp) -> Result<bool, Error> {
+        check_floating_address(address)?;
+        if f.vrf == 0 {
+            return Err(Error::field(
+                "vrf",
+                "a floating IP is a pod address of another VRF than the fabric's (0)",
+            ));
+        }
+        self.require_vrf_ref(f.vrf)?;
+        if !is_unicast(f.ip) {
+            return Err(Error::field(
+                "ip",
+                format!("{} is not a unicast address", f.ip),
+            ));
+        }
+        if let Some((name, _)) = self.nat.pools.iter().find(|(_, p)| {
+            p.vrf == 0 && (u32::from(p.first)..=u32::from(p.last)).contains(&u32::from(address))
+        }) {
+            return Err(Error::Conflict(format!(
+                "{address} is an address of nat pool {name}; a floating IP needs an address of its own"
+            )));
+        }
+        if let Some((other, _)) = self
+            .nat
+            .floating
+            .iter()
+            .find(|(a, o)| **a != address && (o.vrf, o.ip) == (f.vrf, f.ip))
+        {
+            return Err(Error::Conflict(format!(
+                "{} in vrf {} has floating IP {other} already",
+                f.ip, f.vrf
+            )));
+        }
+        Ok(!self.nat.floating.contains_key(&address))
+    }
+
+    pub fn commit_floating_ip_set(&mut self, address: Ipv4Addr, f: FloatingIp) {
+        self.nat.floating.insert(address, f);
+    }
+
+    pub fn floating_ip(&self, address: Ipv4Addr) -> Result<FloatingIpInfo, Error> {
+        check_floating_address(address)?;
+        self.nat
+            .floating
+            .get(&address)
+            .map(|f| FloatingIpInfo {
+                address,
+                vrf: f.vrf,
+                ip: f.ip,
+            })
+            .ok_or_else(|| Error::NotFound {
+                what: "floating IP",
+                key: address.to_string(),
+            })
+    }
+
+    pub fn floating_ips(&self) -> Vec<FloatingIpInfo> {
+        self.nat
+            .floating
+            .iter()
+            .map(|(a, f)| FloatingIpInfo {
+                address: *a,
+                vrf: f.vrf,
+                ip: f.ip,
+            })
+            .collect()
+    }
+
+    pub fn check_floating_ip_del(&self, address: Ipv4Addr) -> Result<(), Error> {
+        self.floating_ip(address).map(drop)
+    }
+
+    pub fn commit_floating_ip_del(&mut self, address: Ipv4Addr) {
+        self.nat.floating.remove(&address);
+    }
+
+    /// What ties VRF `vrf` to NAT, for its removal: pools in it, its attachment, its floating
+    /// IPs.
+    pub(super) fn nat_users_of_vrf(&self, vrf: u32) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .nat
+            .pools
+            .iter()
+            .filter(|(_, p)| p.vrf == vrf)
+            .map(|(n, _)| format!("nat pool {n}"))
+            .collect();
+        if let Some(p) = self.nat.snat.get(&vrf) {
+            users.push(format!("its snat attachment to nat pool {p}"));
+        }
+        users.extend(
+            self.nat
+                .floating
+                .iter()
+                .filter(|(_, f)| f.vrf == vrf)
+                .map(|(a, _)| format!("floating IP {a}")),
+        );
+        users
+    }
+
+    fn pool_users(&self, name: &str) -> Vec<String> {
+        self.nat
+            .snat
+            .iter()
+            .filter(|(_, n)| n.as_str() == name)
+            .map(|(v, _)| format!("snat of vrf {v}"))
+            .collect()
+    }
+}
+
+fn check_pool_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= NAT_POOL_NAME_MAX
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if !ok {
+        return Err(Error::InvalidPathParam {
+            param: "name",
+            reason: format!(
+                "{name:?} is not a valid name: 1..={NAT_POOL_NAME_MAX} characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn is_unicast(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast())
+}
+
+fn check_floating_address(a: Ipv4Addr) -> Result<(), Error> {
+    if !is_unicast(a) {
+        return Err(Error::InvalidPathParam {
+            param: "address",
+            reason: format!("{a} is not a unicast address"),
+        });
+    }
+    Ok(())
+}
+
+fn check_range(p: &NatPool) -> Result<(), Error> {
+    let (first, last) = (u32::from(p.first), u32::from(p.last));
+    let special = |a: Ipv4Addr| a.is_unspecified() || a.is_broadcast() || a.is_multicast();
+    if special(p.first) || special(p.last) {
+        return Err(Error::field(
+            "first",
+            format!(
+                "{}-{}: a pool's addresses must be unicast (not 0.0.0.0, multicast or broadcast)",
+                p.first, p.last
+            ),
+        ));
+    }
+    if first > last {
+        return Err(Error::field(
+            "last",
+            format!("{} is below first {}", p.last, p.first),
+        ));
+    }
+    if last - first >= NAT_POOL_ADDRESSES_MAX {
+        return Err(Error::field(
+            "last",
+            format!(
+                "{}-{} holds {} addresses; at most {NAT_POOL_ADDRESSES_MAX} are allowed",
+                p.first,
+                p.last,
+                u64::from(last - first) + 1
+            ),
+        ));
+    }
+    if p.ports.first == 0 || p.ports.first > p.ports.last {
+        return Err(Error::field(
+            "ports",
+            format!(
+                "{}-{} is not a port range: first must be 1..=last",
+                p.ports.first, p.ports.last
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,476 @@
+//! Source-NAT pools and attachments through the real HTTP server: the validation each request
+//! gets (4xx naming the problem), state conflicts (409), and what the dataplane is told.
+
+mod common;
+
+use common::TestServer;
+use control_api::client::RawResponse;
+use hyper::Method;
+use serde_json::{json, Value};
+
+async fn call(s: &TestServer, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let body = body.map(|b| serde_json::to_vec(&b).unwrap());
+    let RawResponse { status, body, .. } = s.client().raw(method, path, body).await.unwrap();
+    let v = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
+    (status, v)
+}
+
+#[track_caller]
+fn refused(got: (u16, Value), status: u16, code: &str, needle: &str) {
+    let (st, v) = got;
+    assert_eq!(st, status, "{v}");
+    assert_eq!(v["error"], code, "{v}");
+    let msg = v["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(needle),
+        "message {msg:?} should mention {needle:?}"
+    );
+}
+
+fn pool(vrf: u32, first: &str, last: &str) -> Value {
+    json!({"vrf": vrf, "first": first, "last": last, "ports": {"first": 1024, "last": 2047}})
+}
+
+#[tokio::test]
+async fn pools_and_attachments_round_trip_and_reach_the_dataplane() {
+    let s = TestServer::start();
+    assert_eq!(call(&s, Method::PUT, "/vrfs/5", None).await.0, 201);
+
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/nat/pools/egress",
+        Some(pool(0, "198.51.100.64", "198.51.100.65")),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["capacity"], 2 * 1024);
+    assert_eq!(v["attached"], json!([]));
+    // The same pool again: confirmed, nothing applied.
+    let (st, _) = call(
+        &s,
+        Method::PUT,
+        "/nat/pools/egress",
+        Some(pool(0, "198.51.100.64", "198.51.100.65")),
+    )
+    .await;
+    assert_eq!(st, 200);
+    // Ports default to 1024-65535.
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/nat/pools/wide",
+        Some(json!({"vrf": 0, "first": "203.0.113.1", "last": "203.0.113.1"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["ports"], json!({"first": 1024, "last": 65535}));
+
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/vrfs/5/snat",
+        Some(json!({"pool": "egress"})),
+    )
+    .await;
+    assert_eq!((st, v), (201, json!({"pool": "egress"})));
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/5/snat",
+            Some(json!({"pool": "egress"}))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(&s, Method::GET, "/vrfs/5/snat", None).await.1,
+        json!({"pool": "egress"})
+    );
+    let (_, v) = call(&s, Method::GET, "/nat/pools/egress", None).await;
+    assert_eq!(v["attached"], json!([5]));
+    let (_, v) = call(&s, Method::GET, "/nat/pools", None).await;
+    assert_eq!(v.as_array().unwrap().len(), 2);
+
+    // Each accepted change went to the dataplane once, in order.
+    let log = s.dp.with(|st| st.log.clone());
+    let nat: Vec<&str> = log
+        .iter()
+        .map(String::as_str)
+        .filter(|o| o.contains("nat"))
+        .collect();
+    assert_eq!(nat, ["nat_pool_set", "nat_pool_set", "snat_set"]);
+
+    assert_eq!(call(&s, Method::DELETE, "/vrfs/5/snat", None).await.0, 204);
+    refused(
+        call(&s, Method::GET, "/vrfs/5/snat", None).await,
+        404,
+        "not-found",
+        "snat attachment of vrf 5",
+    );
+    assert_eq!(
+        call(&s, Method::DELETE, "/nat/pools/egress", None).await.0,
+        204
+    );
+    refused(
+        call(&s, Method::GET, "/nat/pools/egress", None).await,
+        404,
+        "not-found",
+        "nat pool egress",
+    );
+}
+
+#[tokio::test]
+async fn bad_pools_get_400_naming_the_field() {
+    let s = TestServer::start();
+    let put = |body| call(&s, Method::PUT, "/nat/pools/p", Some(body));
+    refused(
+        put(pool(0, "198.51.100.9", "198.51.100.8")).await,
+        400,
+        "invalid-field",
+        "below first",
+    );
+    refused(
+        put(pool(0, "198.18.0.0", "198.18.1.0")).await,
+        400,
+        "invalid-field",
+        "at most 256",
+    );
+    refused(
+        put(pool(0, "0.0.0.0", "0.0.0.1")).await,
+        400,
+        "invalid-field",
+        "unicast",
+    );
+    refused(
+        put(pool(0, "224.0.0.1", "224.0.0.1")).await,
+        400,
+        "invalid-field",
+        "unicast",
+    );
+    refused(
+        put(json!({"vrf": 0, "first": "198.51.100.1", "last": "198.51.100.1", "ports": {"first": 9, "last": 2}})).await,
+        400,
+        "invalid-field",
+        "ports",
+    );
+    refused(
+        put(json!({"vrf": 0, "first": "198.51.100.1", "last": "198.51.100.1", "ports": {"first": 0, "last": 2}})).await,
+        400,
+        "invalid-field",
+        "ports",
+    );
+    refused(
+        put(json!({"vrf": 0, "first": "198.51.100.1"})).await,
+        400,
+        "invalid-json",
+        "last",
+    );
+    refused(
+        put(json!({"vrf": 0, "first": "x", "last": "198.51.100.1"})).await,
+        400,
+        "invalid-field",
+        "first",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/pools/-bad",
+            Some(pool(0, "198.51.100.1", "198.51.100.1")),
+        )
+        .await,
+        400,
+        "invalid-path-param",
+        "not a valid name",
+    );
+    refused(
+        call(&s, Method::GET, "/nat/pools/-bad", None).await,
+        400,
+        "invalid-path-param",
+        "name",
+    );
+    assert!(
+        s.dp.with(|st| st.log.iter().all(|o| !o.contains("nat"))),
+        "nothing applied"
+    );
+}
+
+#[tokio::test]
+async fn conflicts_with_the_configuration_get_409() {
+    let s = TestServer::start();
+    assert_eq!(call(&s, Method::PUT, "/vrfs/5", None).await.0, 201);
+    // Pools live in the fabric VRF for now.
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/pools/a",
+            Some(pool(9, "198.51.100.1", "198.51.100.4")),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "VRF 0",
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/pools/a",
+            Some(pool(0, "198.51.100.1", "198.51.100.4"))
+        )
+        .await
+        .0,
+        201
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/pools/b",
+            Some(pool(0, "198.51.100.4", "198.51.100.9")),
+        )
+        .await,
+        409,
+        "conflict",
+        "overlaps nat pool a",
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/pools/b",
+            Some(pool(0, "198.51.100.5", "198.51.100.9"))
+        )
+        .await
+        .0,
+        201
+    );
+    // Attachments: unknown VRF (path) 404, unknown pool 409, a pool of the VRF itself 409.
+    refused(
+        call(&s, Method::PUT, "/vrfs/7/snat", Some(json!({"pool": "a"}))).await,
+        404,
+        "not-found",
+        "vrf 7",
+    );
+    refused(
+        call(&s, Method::PUT, "/vrfs/5/snat", Some(json!({"pool": "zz"}))).await,
+        409,
+        "unknown-reference",
+        "nat pool zz",
+    );
+    refused(
+        call(&s, Method::PUT, "/vrfs/0/snat", Some(json!({"pool": "b"}))).await,
+        409,
+        "conflict",
+        "vrf 0 itself",
+    );
+    assert_eq!(
+        call(&s, Method::PUT, "/vrfs/5/snat", Some(json!({"pool": "a"})))
+            .await
+            .0,
+        201
+    );
+    // In use: the pool cannot change or go, the VRFs cannot go.
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/pools/a",
+            Some(pool(0, "198.51.100.1", "198.51.100.2")),
+        )
+        .await,
+        409,
+        "conflict",
+        "snat of vrf 5",
+    );
+    refused(
+        call(&s, Method::DELETE, "/nat/pools/a", None).await,
+        409,
+        "in-use",
+        "snat of vrf 5",
+    );
+    refused(
+        call(&s, Method::DELETE, "/vrfs/5", None).await,
+        409,
+        "in-use",
+        "snat attachment to nat pool a",
+    );
+    refused(
+        call(&s, Method::DELETE, "/vrfs/5/snat/x", None).await,
+        404,
+        "unknown-path",
+        "",
+    );
+    assert_eq!(call(&s, Method::DELETE, "/vrfs/5/snat", None).await.0, 204);
+    refused(
+        call(&s, Method::DELETE, "/vrfs/5/snat", None).await,
+        404,
+        "not-found",
+        "snat",
+    );
+    assert_eq!(call(&s, Method::DELETE, "/nat/pools/a", None).await.0, 204);
+    assert_eq!(call(&s, Method::DELETE, "/nat/pools/b", None).await.0, 204);
+    assert_eq!(call(&s, Method::DELETE, "/vrfs/5", None).await.0, 204);
+}
+
+#[tokio::test]
+async fn floating_ips_round_trip_and_refuse_what_would_clash() {
+    let s = TestServer::start();
+    assert_eq!(call(&s, Method::PUT, "/vrfs/5", None).await.0, 201);
+    let fip = |vrf: u32, ip: &str| Some(json!({"vrf": vrf, "ip": ip}));
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/nat/floating-ips/198.51.100.200",
+        fip(5, "198.18.1.11"),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        v,
+        json!({"address": "198.51.100.200", "vrf": 5, "ip": "198.18.1.11"})
+    );
+    let again = call(
+        &s,
+        Method::PUT,
+        "/nat/floating-ips/198.51.100.200",
+        fip(5, "198.18.1.11"),
+    )
+    .await;
+    assert_eq!(again.0, 200);
+    let (_, list) = call(&s, Method::GET, "/nat/floating-ips", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/224.0.0.1",
+            fip(5, "198.18.1.12"),
+        )
+        .await,
+        400,
+        "invalid-path-param",
+        "unicast",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/nope",
+            fip(5, "198.18.1.12"),
+        )
+        .await,
+        400,
+        "invalid-path-param",
+        "not an IPv4 address",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/198.51.100.201",
+            fip(0, "198.18.1.12"),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "fabric",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/198.51.100.201",
+            fip(9, "198.18.1.12"),
+        )
+        .await,
+        409,
+        "unknown-reference",
+        "vrf 9",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/198.51.100.201",
+            fip(5, "198.18.1.11"),
+        )
+        .await,
+        409,
+        "conflict",
+        "has floating IP 198.51.100.200 already",
+    );
+    // Pools and floating IPs never share an address.
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/pools/p",
+            Some(pool(0, "198.51.100.192", "198.51.100.223")),
+        )
+        .await,
+        409,
+        "conflict",
+        "holds floating IP 198.51.100.200",
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/pools/p",
+            Some(pool(0, "198.51.100.64", "198.51.100.65"))
+        )
+        .await
+        .0,
+        201
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/198.51.100.64",
+            fip(5, "198.18.1.12"),
+        )
+        .await,
+        409,
+        "conflict",
+        "nat pool p",
+    );
+    // The pod's VRF cannot go while a floating IP maps into it.
+    refused(
+        call(&s, Method::DELETE, "/vrfs/5", None).await,
+        409,
+        "in-use",
+        "floating IP 198.51.100.200",
+    );
+
+    assert_eq!(
+        call(&s, Method::DELETE, "/nat/floating-ips/198.51.100.200", None)
+            .await
+            .0,
+        204
+    );
+    refused(
+        call(&s, Method::GET, "/nat/floating-ips/198.51.100.200", None).await,
+        404,
+        "not-found",
+        "floating IP 198.51.100.200",
+    );
+    let log = s.dp.with(|st| st.log.clone());
+    let fips: Vec<&str> = log
+        .iter()
+        .map(String::as_str)
+        .filter(|o| o.contains("floating"))
+        .collect();
+    assert_eq!(fips, ["floating_ip_set", "floating_ip_del"]);
+    assert_eq!(call(&s, Method::DELETE, "/vrfs/5", None).await.0, 204);
+}

@@ -1,0 +1,431 @@
+//! Source NAT through the real vrouterd: a kernel pod (veth, default offloads on) in VRF 1
+//! reaches a "remote" namespace on the fabric side (an af-packet vif in VRF 0) behind a pool of
+//! one address and four ports. The remote sees only the pool address (tcpdump there), a TCP
+//! transfer and pings go through both ways intact (the remote's kernel checks every checksum),
+//! the flows are listed with both tuples, an ICMP error from the remote reaches the pod's
+//! socket, and flows beyond the pool's four are counted drops, not a crash.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use control_api::api::{FlowQuery, MacAddr, NatPool, NatPorts, VifRequest, VifType};
+use testkit::kernel_pod::{route_in_vrf1, KernelPod};
+use testkit::netns::Netns;
+use testkit::vrouterd::Vrouterd;
+
+const POOL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 64);
+const REMOTE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const REMOTE_GW: &str = "203.0.113.1";
+const NH_UPLINK: u32 = 10;
+const PORTS: (u16, u16) = (40000, 40003);
+
+fn vrouterd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
+}
+
+/// The IPv4 source and destination of an Ethernet frame, if it carries IPv4.
+fn ipv4_ends(f: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    if f.len() < 34 || f[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let a = |o: usize| Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
+    Some((a(26), a(30)))
+}
+
+/// The remote: a kernel pod re-addressed as 203.0.113.10/24 on the far side of a router at
+/// 203.0.113.1 with MAC `gw_mac`, given statically (vrouterd answers ARP on the fabric only for
+/// its own fabric address). `None`: the router is a kernel that answers ARP itself.
+fn remote(node: &Netns, tag: &str, gw_mac: Option<&str>) -> KernelPod {
+    let remote = KernelPod::attached_to(Some(node), tag, 3, 1500);
+    remote.ns.ip(&["addr", "flush", "dev", "eth0"]);
+    remote
+        .ns
+        .ip(&["addr", "add", &format!("{REMOTE}/24"), "dev", "eth0"]);
+    if let Some(mac) = gw_mac {
+        remote.ns.ip(&[
+            "neigh",
+            "replace",
+            REMOTE_GW,
+            "lladdr",
+            mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ]);
+    }
+    remote
+        .ns
+        .ip(&["route", "replace", "default", "via", REMOTE_GW]);
+    remote
+}
+
+/// vrouterd in `node`: `pod` in VRF 1, `remote` behind af-packet vif `uplink` in VRF 0,
+/// 203.0.113.0/24 routed there, VRF 1 attached to pool `egress` (the pool address, ports
+/// 40000-40003).
+fn vrouterd_with_snat(node: &Netns, pod: &KernelPod, remote: &KernelPod) -> Vrouterd {
+    let vr = Vrouterd::start_netns(
+        Some(node),
+        &vrouterd_bin(),
+        &["--idle-sleep-us", "20", "--flow-entries", "4096"],
+        &[],
+    );
+    route_in_vrf1(&vr, &[("pod", pod)]);
+    let mut uplink = VifRequest::new("uplink", VifType::AfPacket, 0, MacAddr(remote.mac));
+    uplink.iface = Some(remote.host_side.clone());
+    vr.add_vif(&uplink);
+    vr.route_to(
+        NH_UPLINK,
+        "uplink",
+        MacAddr(remote.mac),
+        &["203.0.113.0/24"],
+    );
+    let pool = NatPool {
+        vrf: 0,
+        first: POOL,
+        last: POOL,
+        ports: NatPorts {
+            first: PORTS.0,
+            last: PORTS.1,
+        },
+    };
+    vr.api(|c| async move { c.nat_pool_set("egress", &pool).await })
+        .expect("pool");
+    vr.api(|c| async move { c.snat_set(1, "egress").await })
+        .expect("attach");
+    vr
+}
+
+#[test]
+fn a_pod_behind_source_nat_reaches_a_remote_that_sees_only_the_pool() {
+    let node = Netns::new("natnode");
+    let pod = KernelPod::attached_to(Some(&node), "np", 1, 1500);
+    let remote = remote(&node, "nr", Some("00:00:5e:00:01:00"));
+    let vr = vrouterd_with_snat(&node, &pod, &remote);
+
+    // What the remote sees: every IPv4 frame between it and the pool, none from the pod.
+    let cap = remote.ns.capture("eth0", "ip", 8);
+    let out = pod.ping(&REMOTE.to_string(), 3);
+    assert!(
+        out.contains("3 received"),
+        "pings through NAT answered: {out}"
+    );
+    let (sent, got) = pod.tcp_transfer_to(&remote, REMOTE.into(), 3_000_000);
+    assert_eq!(sent, got, "TCP through NAT arrives intact");
+    let frames = cap.frames(Duration::from_secs(10));
+    assert!(frames.len() >= 6, "tcpdump saw the pings: {}", frames.len());
+    for f in &frames {
+        let (s, d) = ipv4_ends(f).expect("IPv4");
+        assert!(
+            (s, d) == (POOL, REMOTE) || (s, d) == (REMOTE, POOL),
+            "the remote sees only the pool address: {s} -> {d}"
+        );
+    }
+
+    // The flows: listed with the tuple they leave with, from the pool.
+    let page = vr
+        .api(|c| async move {
+            c.flows(&FlowQuery {
+                vrf: Some(1),
+                limit: Some(100),
+                cursor: None,
+            })
+            .await
+        })
+        .expect("flows");
+    let tcp = page
+        .flows
+        .iter()
+        .find(|f| f.proto == 6 && f.src == std::net::IpAddr::V4(pod.ip))
+        .unwrap_or_else(|| panic!("the TCP flow is listed: {page:?}"));
+    let t = tcp.translated.as_ref().expect("translated tuple");
+    assert_eq!((t.vrf, t.src, t.dst), (0, POOL.into(), REMOTE.into()));
+    assert!((40000..=40003).contains(&t.sport), "{t:?}");
+
+    // A UDP flow to a closed port: the remote's port unreachable, sent to the pool pair,
+    // reaches the pod's socket as a refused connection (the quote translated back).
+    let refused = pod.ns.exec(&[
+        "python3",
+        "-c",
+        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(3)\ns.connect(('203.0.113.10', 9))\ns.send(b'x')\ntry:\n s.recv(10)\n print('answered')\nexcept ConnectionRefusedError:\n print('refused')\nexcept socket.timeout:\n print('timeout')",
+    ]);
+    assert_eq!(
+        refused.trim(),
+        "refused",
+        "the ICMP error reached the pod's socket"
+    );
+
+    // Three pairs taken (the ping, the TCP connection, the UDP flow): three more UDP flows
+    // find one free, the others are dropped and counted.
+    pod.ns.exec(&[
+        "python3",
+        "-c",
+        "import socket\nfor p in range(3):\n s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n s.sendto(b'x', ('203.0.113.10', 9000+p))",
+    ]);
+    let drops = vr.wait_until(
+        "an exhausted pool counted",
+        || {
+            vr.api(|c| async move { c.dropstats().await })
+                .expect("dropstats")
+        },
+        |d| d.reasons.get("nat_pool_exhausted").copied().unwrap_or(0) >= 2,
+    );
+    assert_eq!(
+        drops.reasons.get("nat_pool_exhausted"),
+        Some(&2),
+        "{drops:?}"
+    );
+    let pools = vr
+        .api(|c| async move { c.nat_pools().await })
+        .expect("pools");
+    assert_eq!(
+        (pools[0].in_use, pools[0].capacity, pools[0].exhausted),
+        (4, 4, 2)
+    );
+    let metrics = vr
+        .api(|c| async move { c.metrics().await })
+        .expect("metrics");
+    assert!(
+        metrics.contains("vrouter_nat_pool_pairs_in_use{pool=\"egress\"} 4"),
+        "{metrics}"
+    );
+    let translated: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vrouter_nat_translated_packets_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("translated packets in the metrics: {metrics}"));
+    assert!(
+        translated >= 6,
+        "pings and TCP both ways were translated: {translated}"
+    );
+
+    // Detached: the flows go with their pairs, and the pod's traffic leaves untranslated.
+    vr.api(|c| async move { c.snat_del(1).await })
+        .expect("detach");
+    let pools = vr
+        .api(|c| async move { c.nat_pools().await })
+        .expect("pools");
+    assert_eq!(pools[0].in_use, 0);
+    let cap = remote.ns.capture("eth0", "icmp", 1);
+    // No answer comes back (the remote answers the pod's own address, which the fabric does
+    // not route): only what the remote saw counts.
+    let _ = pod
+        .ns
+        .command("ping")
+        .args(["-c", "1", "-W", "1", &REMOTE.to_string()])
+        .output();
+    let frames = cap.frames(Duration::from_secs(10));
+    assert_eq!(
+        frames.first().and_then(|f| ipv4_ends(f)),
+        Some((pod.ip, REMOTE)),
+        "untranslated once detached"
+    );
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}
+
+/// What the remote saw of one packet from the pod: everything a translation decides, with
+/// the checksums checked against etherparse's, or for a checksum left to the receiver (the
+/// pod's veth offloads it) the pseudo-header sum of the translated addresses; the pool port
+/// as "in the pool", since the kernel and vrouterd may pick different ones.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Seen {
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport_in_pool: bool,
+    dport: u16,
+    payload: Vec<u8>,
+    checksums_ok: bool,
+}
+
+fn seen(f: &[u8]) -> Seen {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(f).expect("a frame etherparse reads");
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4: {f:02x?}")
+    };
+    let h = ip.header().to_header();
+    let ip_ok = h.header_checksum == h.calc_header_checksum();
+    let (s, d) = (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination));
+    let in_pool = |p: u16| (PORTS.0..=PORTS.1).contains(&p);
+    match &p.transport {
+        Some(TransportSlice::Udp(u)) => Seen {
+            proto: 17,
+            src: s,
+            dst: d,
+            sport_in_pool: in_pool(u.source_port()),
+            dport: u.destination_port(),
+            payload: u.payload().to_vec(),
+            checksums_ok: ip_ok
+                && (u.checksum() == u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap()
+                    || u.checksum() == pseudo_header_sum(s, d, 17, u.length())),
+        },
+        Some(TransportSlice::Icmpv4(i)) => Seen {
+            proto: 1,
+            src: s,
+            dst: d,
+            // The kernel keeps an echo identifier it can; vrouterd takes one from the pool.
+            sport_in_pool: true,
+            dport: 0,
+            // Ping's data starts with a timestamp: only its length is the same.
+            payload: (i.payload().len() as u32).to_be_bytes().to_vec(),
+            checksums_ok: ip_ok && i.checksum() == i.header().icmp_type.calc_checksum(i.payload()),
+        },
+        other => panic!("neither UDP nor ICMP: {other:?}"),
+    }
+}
+
+/// The folded, uncomplemented pseudo-header sum: what the checksum field of a packet whose
+/// checksum is left to the receiving side (offloaded on a veth: tcpdump sees it so) holds.
+fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u16 {
+    let words = |a: Ipv4Addr| {
+        let o = a.octets();
+        u32::from(u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([o[2], o[3]]))
+    };
+    let mut sum = words(src) + words(dst) + u32::from(proto) + u32::from(len);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// From `pod`: three UDP datagrams from three source ports and two pings to the remote;
+/// what the remote captured of them, sorted.
+fn send_and_capture(pod: &KernelPod, remote: &KernelPod) -> Vec<Seen> {
+    let cap = remote
+        .ns
+        .capture("eth0", "udp port 7000 or icmp[icmptype] == icmp-echo", 5);
+    pod.ns.exec(&[
+        "python3",
+        "-c",
+        "import socket\nfor p in (5001, 5002, 5003):\n s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n s.bind(('', p))\n s.sendto(b'oracle %d' % p, ('203.0.113.10', 7000))",
+    ]);
+    let out = pod.ping(&REMOTE.to_string(), 2);
+    assert!(out.contains("2 received"), "pings answered: {out}");
+    let mut seen: Vec<Seen> = cap
+        .frames(Duration::from_secs(10))
+        .iter()
+        .map(|f| seen(f))
+        .collect();
+    seen.sort();
+    seen
+}
+
+/// The Linux kernel as the oracle: the same traffic from a pod through a namespace that
+/// source-NATs with iptables (nf_tables) to the same pool arrives at the remote as it does
+/// through vrouterd: from the pool address, ports in the pool, the same payloads, checksums
+/// valid.
+#[test]
+fn source_nat_translates_as_the_kernel_does() {
+    // The kernel: a router namespace forwarding between the pod and the remote, SNAT to the
+    // pool on the remote's side.
+    let router = Netns::new("natkr");
+    let kpod = KernelPod::attached_to(Some(&router), "ko", 1, 1500);
+    let kremote = remote(&router, "kr", None);
+    router.ip(&["addr", "add", "198.18.1.1/24", "dev", &kpod.host_side]);
+    router.ip(&[
+        "addr",
+        "add",
+        &format!("{REMOTE_GW}/24"),
+        "dev",
+        &kremote.host_side,
+    ]);
+    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let to = format!("{POOL}:{}-{}", PORTS.0, PORTS.1);
+    for proto in ["udp", "tcp"] {
+        router.exec(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            &kremote.host_side,
+            "-p",
+            proto,
+            "-j",
+            "SNAT",
+            "--to-source",
+            &to,
+        ]);
+    }
+    router.exec(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        &kremote.host_side,
+        "-p",
+        "icmp",
+        "-j",
+        "SNAT",
+        "--to-source",
+        &POOL.to_string(),
+    ]);
+    let kernel = send_and_capture(&kpod, &kremote);
+
+    let node = Netns::new("natvr");
+    let pod = KernelPod::attached_to(Some(&node), "vo", 1, 1500);
+    let remote = remote(&node, "vr", Some("00:00:5e:00:01:00"));
+    let vr = vrouterd_with_snat(&node, &pod, &remote);
+    let ours = send_and_capture(&pod, &remote);
+
+    assert_eq!(kernel.len(), 5, "the kernel's translations: {kernel:?}");
+    for s in &kernel {
+        assert!(
+            s.src == POOL && s.sport_in_pool && s.checksums_ok,
+            "kernel: {s:?}"
+        );
+    }
+    assert_eq!(ours, kernel, "vrouterd translates as the kernel does");
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}
+
+/// A floating IP: the remote reaches the pod through it (the pod sees the remote's real
+/// address), and the pod's own flows toward the fabric leave from it instead of the pool.
+#[test]
+fn a_remote_reaches_a_pod_through_its_floating_ip() {
+    const FLOATING: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 200);
+    let node = Netns::new("natfip");
+    let pod = KernelPod::attached_to(Some(&node), "fp", 1, 1500);
+    let remote = remote(&node, "fr", Some("00:00:5e:00:01:00"));
+    let vr = vrouterd_with_snat(&node, &pod, &remote);
+    let fip = control_api::api::FloatingIp { vrf: 1, ip: pod.ip };
+    vr.api(|c| async move { c.floating_ip_set(FLOATING, &fip).await })
+        .expect("floating ip");
+
+    // In: what reaches the pod comes from the remote's own address.
+    let at_pod = pod.ns.capture("eth0", "tcp and src host 203.0.113.10", 1);
+    let (sent, got) = remote.tcp_transfer_to(&pod, FLOATING.into(), 2_000_000);
+    assert_eq!(sent, got, "TCP to the floating IP reaches the pod intact");
+    let frames = at_pod.frames(Duration::from_secs(10));
+    assert_eq!(
+        frames.first().and_then(|f| ipv4_ends(f)),
+        Some((REMOTE, pod.ip)),
+        "the pod sees the remote's real address"
+    );
+    let out = remote.ping(&FLOATING.to_string(), 2);
+    assert!(
+        out.contains("2 received"),
+        "the floating IP answers pings: {out}"
+    );
+
+    // Out: the pod's own flows leave from the floating IP, not from the pool.
+    let at_remote = remote.ns.capture("eth0", "icmp[icmptype] == icmp-echo", 1);
+    let out = pod.ping(&REMOTE.to_string(), 1);
+    assert!(out.contains("1 received"), "{out}");
+    let frames = at_remote.frames(Duration::from_secs(10));
+    assert_eq!(
+        frames.first().and_then(|f| ipv4_ends(f)),
+        Some((FLOATING, REMOTE)),
+        "the pod leaves from its floating IP"
+    );
+    let pools = vr
+        .api(|c| async move { c.nat_pools().await })
+        .expect("pools");
+    assert_eq!(pools[0].in_use, 0, "no pool pair taken");
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/python3
+"""Writes the source-NAT seeds of the pipeline_flows target (run from vrouter/fuzz/): pod 2 and
+pod 1 leaving for 203.0.113.0/24 through the pool (198.51.100.64, ports 40000-40003), replies
+from the fabric to the pairs handed out first, ICMP errors quoting them, exhaustion, aging,
+detach/attach, pod 1's floating IP (198.51.100.200) both ways, and packets NAT cannot
+translate."""
+import os, struct
+from scapy.all import Ether, IP, TCP, UDP, ICMP, Raw
+
+VROUTER = "00:00:5e:00:01:00"
+POD_A, POD_B, PEER = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:f2"
+POOL, REMOTE = "198.51.100.64", "203.0.113.7"
+
+def rec(vif, ctl, frame):
+    b = bytes(frame)
+    return struct.pack("<BBH", vif, ctl, len(b)) + b
+
+def pod2(l4, **ip):
+    return Ether(src=POD_B, dst=VROUTER) / IP(src="198.18.1.11", dst=REMOTE, **ip) / l4
+
+def fabric(l4):
+    return Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst=POOL) / l4
+
+seeds = {
+    "nat_udp_and_reply": rec(2, 1, pod2(UDP(sport=1000, dport=53) / Raw(b"q")))
+    + rec(0, 1, fabric(UDP(sport=53, dport=40000) / Raw(b"a"))),
+    "nat_tcp_handshake": rec(2, 1, pod2(TCP(sport=1000, dport=80, flags="S")))
+    + rec(0, 1, fabric(TCP(sport=80, dport=40000, flags="SA")))
+    + rec(2, 1, pod2(TCP(sport=1000, dport=80, flags="A")))
+    + rec(2, 1, pod2(TCP(sport=1000, dport=80, flags="FA")))
+    + rec(0, 1, fabric(TCP(sport=80, dport=40000, flags="FA"))),
+    "nat_echo_pod1": rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst=REMOTE) / ICMP(type=8, id=7) / Raw(b"p"))
+    + rec(0, 1, fabric(ICMP(type=0, id=40000) / Raw(b"p"))),
+    "nat_exhausted_burst": rec(2, 1, pod2(UDP(sport=2000, dport=53)))
+    + b"".join(rec(2, 0, pod2(UDP(sport=2001 + i, dport=53))) for i in range(6))
+    + rec(0, 1, fabric(UDP(sport=53, dport=40003))),
+    "nat_age_detach_attach": rec(2, 1, pod2(UDP(sport=3000, dport=53)))
+    + rec(2, 0x7f, pod2(UDP(sport=3001, dport=53)))
+    + rec(0x12, 1, pod2(UDP(sport=3002, dport=53)))
+    + rec(0x10, 1, fabric(UDP(sport=53, dport=40000)))
+    + rec(2, 1, pod2(UDP(sport=3003, dport=53))),
+    "nat_icmp_errors": rec(2, 1, pod2(UDP(sport=1000, dport=53)))
+    + rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst=REMOTE) / ICMP(type=8, id=7))
+    + rec(0, 1, fabric(ICMP(type=3, code=3) / IP(src=POOL, dst=REMOTE) / UDP(sport=40000, dport=53)))
+    + rec(0, 1, fabric(ICMP(type=11) / IP(src=POOL, dst=REMOTE, ttl=1) / ICMP(type=8, id=40001))),
+    "nat_floating_ip": rec(0, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst="198.51.100.200") / UDP(sport=7, dport=53))
+    + rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst=REMOTE) / ICMP(type=8, id=5))
+    + rec(0, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst="198.51.100.200") / ICMP(type=0, id=5))
+    + rec(0, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst="198.51.100.200") / ICMP(type=8, id=6))
+    + rec(0x21, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst="198.51.100.200") / ICMP(type=8, id=6)),
+    "nat_unsupported": rec(2, 1, pod2(UDP(sport=1, dport=2), flags="MF"))
+    + rec(2, 1, pod2(Raw(b"gre"), proto=47)),
+}
+for name, data in seeds.items():
+    open(os.path.join("corpus/pipeline_flows", "seed-" + name), "wb").write(data)

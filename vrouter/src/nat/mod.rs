@@ -1,0 +1,42 @@
+//! Network address translation on the flow table (issue 22): source NAT and floating IPs.
+//!
+//! - [`pool`]: a pool's (address, port) pairs, taken by forwarding cores a block at a time.
+//! - [`pools`]: the registry that lets whoever removes a NAT flow give its pair back.
+//! - [`config`]: the control-side store of pools, of which VRFs leave through them and of
+//!   floating IPs, read by the flow stage through an RCU snapshot.
+//! - [`rewrite`]: a translation written into a packet, checksums updated incrementally.
+//!
+//! # How a source-NAT flow works
+//! A VRF attached to a pool whose addresses live in another VRF (typically the fabric, VRF 0)
+//! has its flows toward a vif of that VRF translated. The flow stage sets such a flow up
+//! inline, on the forwarding core, like any other: it takes a pair from the pool and installs
+//! the forward entry under the pod's tuple and the reverse entry under the reply's tuple as
+//! the far end sends it (VRF 0, far end → pool address and port), both marked NAT. A hit on the
+//! forward entry rewrites the source to the pair it reads from its partner's key; a reply
+//! arriving on the fabric finds the reverse entry and is rewritten back to the pod's address
+//! and port (again read from its partner) and routed in the pod's VRF. No second table, no
+//! rule lookup per packet. Removing the flow (aging, eviction, flush) gives the pair back.
+//!
+//! ICMP errors about a translated packet (their quote keyed back to the flow) are translated
+//! back the same way. Traffic leaving through a tunnel stays in its VRF's overlay: untranslated.
+//!
+//! # Floating IPs
+//! An address of the fabric VRF is a pod's, 1:1: the pod's flows toward the fabric leave from
+//! it (ports kept, no pair taken, before any pool), and a packet from the fabric to it sets a
+//! flow up the other way round, from the fabric path: its entry rewrites the destination to the
+//! pod, the pod's replies' entry their source. Each entry says which end it rewrites.
+//!
+//! IPv4 only; TCP, UDP and ICMP echo (the identifier stands in for the port). Anything else
+//! crossing into the pool's VRF from an attached VRF, fragments included, is dropped and
+//! counted (`nat_unsupported`); a pool without a free pair drops the new flow's packet
+//! (`nat_pool_exhausted`).
+
+pub mod config;
+pub mod pool;
+pub mod pools;
+pub mod rewrite;
+
+pub use config::{FloatingIp, Nat, NatSnapshot, PoolInfo, SnatRule};
+pub use pool::{PoolRange, PortPool};
+pub use pools::PortPools;
+pub use rewrite::{quoted, translate, translate_icmp_error, End, Quoted, Translation};

@@ -1,0 +1,418 @@
+//! A translation written into a packet: an IPv4 address and a port (or ICMP echo identifier)
+//! replaced, with the IPv4 header checksum and the TCP / UDP / ICMP checksum updated
+//! incrementally (RFC 1624), never summed over the payload.
+
+use crate::meta::PacketMeta;
+use crate::stats::DropReason;
+use crate::wire::checksum::{update16, update32};
+use crate::wire::{icmp, ipv4};
+
+/// Which end of the packet a translation rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The source: a packet leaving through source NAT.
+    Source,
+    /// The destination: a reply coming back through it.
+    Destination,
+}
+
+/// What a NAT flow does to each of its packets: `end`'s address becomes `addr` (IPv4, host
+/// order) and its port `port` (for ICMP echo, the identifier, whichever the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    pub end: End,
+    pub addr: u32,
+    pub port: u16,
+}
+
+/// Offsets in the IPv4 header and the L4 headers.
+const IP_CSUM: usize = 10;
+const IP_SRC: usize = 12;
+const IP_DST: usize = 16;
+const TCP_CSUM: usize = 16;
+const UDP_CSUM: usize = 6;
+const ICMP_CSUM: usize = 2;
+const ICMP_ID: usize = 4;
+
+/// Write `x` into the IPv4 packet `m` describes in `frame`. `l4_partial`: the L4 checksum
+/// field holds only the pseudo-header sum (an offloaded checksum, finished later by software
+/// or the egress device), so it follows the address but not the port, which the final sum
+/// covers anyway. Fails (the packet is dropped, counted) for a protocol NAT does not
+/// translate or a header shorter than the parse promised.
+pub fn translate(
+    frame: &mut [u8],
+    m: &PacketMeta,
+    x: Translation,
+    l4_partial: bool,
+) -> Result<(), DropReason> {
+    let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
+    let ip_at = match x.end {
+        End::Source => l3 + IP_SRC,
+        End::Destination => l3 + IP_DST,
+    };
+    let old_addr = read32(frame, ip_at)?;
+    let (l4_csum, port_at) = match (m.proto, x.end) {
+        (ipv4::proto::TCP, End::Source) => (l4 + TCP_CSUM, l4),
+        (ipv4::proto::TCP, End::Destination) => (l4 + TCP_CSUM, l4 + 2),
+        (ipv4::proto::UDP, End::Source) => (l4 + UDP_CSUM, l4),
+        (ipv4::proto::UDP, End::Destination) => (l4 + UDP_CSUM, l4 + 2),
+        (ipv4::proto::ICMP, _) => (l4 + ICMP_CSUM, l4 + ICMP_ID),
+        _ => return Err(DropReason::NatUnsupported),
+    };
+    let old_port = read16(frame, port_at)?;
+    let l4_sum = read16(frame, l4_csum)?;
+    let ip_sum = read16(frame, l3 + IP_CSUM)?;
+
+    write32(frame, ip_at, x.addr)?;
+    write16(frame, l3 + IP_CSUM, update32(ip_sum, old_addr, x.addr))?;
+    write16(frame, port_at, x.port)?;
+    let pseudo = m.proto != ipv4::proto::ICMP;
+    let new_sum = if l4_partial {
+        // Only the pseudo-header's address is in the field (folded, not complemented).
+        if pseudo {
+            !update32(!l4_sum, old_addr, x.addr)
+        } else {
+            l4_sum
+        }
+    } else if m.proto == ipv4::proto::UDP && l4_sum == 0 {
+        // No checksum sent (IPv4 allows it): none to keep.
+        0
+    } else {
+        let s = if pseudo {
+            update32(l4_sum, old_addr, x.addr)
+        } else {
+            l4_sum
+        };
+        let s = update16(s, old_port, x.port);
+        // Zero means "no checksum" in UDP: a sum of zero is sent as all ones (RFC 768).
+        if m.proto == ipv4::proto::UDP && s == 0 {
+            0xffff
+        } else {
+            s
+        }
+    };
+    write16(frame, l4_csum, new_sum)
+}
+
+/// The ICMPv4 error types that quote the packet they answer (RFC 792): destination
+/// unreachable, time exceeded, parameter problem.
+const QUOTING_ERRORS: [u8; 3] = [
+    icmp::v4::DEST_UNREACHABLE,
+    icmp::v4::TIME_EXCEEDED,
+    PARAMETER_PROBLEM,
+];
+const PARAMETER_PROBLEM: u8 = 12;
+/// The quoted packet starts after the ICMP header (type, code, checksum, 4 unused bytes).
+const QUOTE_AT: usize = 8;
+
+/// The packet an ICMPv4 error quotes, as it left: protocol, source and destination (host
+/// order) and ports (for a quoted ICMP echo: identifier and type, as flow keys hold them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quoted {
+    pub proto: u8,
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// What the ICMPv4 error `m` describes quotes, if it is an error that quotes a TCP, UDP or ICMP
+/// echo packet whose ports lie in `frame`.
+pub fn quoted(frame: &[u8], m: &PacketMeta) -> Option<Quoted> {
+    let l4 = usize::from(m.l4_off);
+    if m.proto != ipv4::proto::ICMP || m.fragment || !QUOTING_ERRORS.contains(frame.get(l4)?) {
+        return None;
+    }
+    let (e, el4) = quote_offsets(frame, l4)?;
+    let proto = *frame.get(e + 9)?;
+    let (sport, dport) = match proto {
+        ipv4::proto::TCP | ipv4::proto::UDP => {
+            (read16(frame, el4).ok()?, read16(frame, el4 + 2).ok()?)
+        }
+        ipv4::proto::ICMP => (
+            read16(frame, el4 + ICMP_ID).ok()?,
+            u16::from(*frame.get(el4)?),
+        ),
+        _ => return None,
+    };
+    Some(Quoted {
+        proto,
+        src: read32(frame, e + IP_SRC).ok()?,
+        dst: read32(frame, e + IP_DST).ok()?,
+        sport,
+        dport,
+    })
+}
+
+/// Where the quoted IPv4 header and its L4 header start, for an ICMP message at `l4`.
+fn quote_offsets(frame: &[u8], l4: usize) -> Option<(usize, usize)> {
+    let e = l4 + QUOTE_AT;
+    let ver_ihl = *frame.get(e)?;
+    let ihl = usize::from(ver_ihl & 0x0f) * 4;
+    (ver_ihl >> 4 == 4 && ihl >= ipv4::MIN_HEADER_LEN).then_some((e, e + ihl))
+}
+
+/// Translate an ICMPv4 error coming back through source NAT: its destination (the pool
+/// address) and the source of the packet it quotes (the pool pair) become `x`'s address and
+/// port (the pod's), with the outer IPv4, quoted IPv4 and ICMP checksums updated. The quoted
+/// L4 checksum is left as it is: nobody checks a quote's (and it is often cut off).
+pub fn translate_icmp_error(
+    frame: &mut [u8],
+    m: &PacketMeta,
+    x: Translation,
+) -> Result<(), DropReason> {
+    let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
+    let (e, el4) = quote_offsets(frame, l4).ok_or(DropReason::Malformed)?;
+    let port_at = match frame.get(e + 9).copied() {
+        Some(ipv4::proto::TCP | ipv4::proto::UDP) => el4,
+        Some(ipv4::proto::ICMP) => el4 + ICMP_ID,
+        _ => return Err(DropReason::NatUnsupported),
+    };
+    let old_dst = read32(frame, l3 + IP_DST)?;
+    let ip_sum = read16(frame, l3 + IP_CSUM)?;
+    let old_src = read32(frame, e + IP_SRC)?;
+    let quote_sum = read16(frame, e + IP_CSUM)?;
+    let old_port = read16(frame, port_at)?;
+    let icmp_sum = read16(frame, l4 + ICMP_CSUM)?;
+
+    write32(frame, l3 + IP_DST, x.addr)?;
+    write16(frame, l3 + IP_CSUM, update32(ip_sum, old_dst, x.addr))?;
+    let new_quote_sum = update32(quote_sum, old_src, x.addr);
+    write32(frame, e + IP_SRC, x.addr)?;
+    write16(frame, e + IP_CSUM, new_quote_sum)?;
+    write16(frame, port_at, x.port)?;
+    // The ICMP checksum covers the whole quote: its address, header checksum and port moved.
+    let s = update32(icmp_sum, old_src, x.addr);
+    let s = update16(s, quote_sum, new_quote_sum);
+    let s = update16(s, old_port, x.port);
+    write16(frame, l4 + ICMP_CSUM, s)
+}
+
+fn read16(d: &[u8], at: usize) -> Result<u16, DropReason> {
+    d.get(at..at + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or(DropReason::Truncated)
+}
+
+fn read32(d: &[u8], at: usize) -> Result<u32, DropReason> {
+    d.get(at..at + 4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or(DropReason::Truncated)
+}
+
+fn write16(d: &mut [u8], at: usize, v: u16) -> Result<(), DropReason> {
+    d.get_mut(at..at + 2)
+        .ok_or(DropReason::Truncated)?
+        .copy_from_slice(&v.to_be_bytes());
+    Ok(())
+}
+
+fn write32(d: &mut [u8], at: usize, v: u32) -> Result<(), DropReason> {
+    d.get_mut(at..at + 4)
+        .ok_or(DropReason::Truncated)?
+        .copy_from_slice(&v.to_be_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! etherparse is the oracle: it builds the packets (checksums computed over everything)
+    //! and recomputes the checksums of what `translate` left, from scratch.
+    use super::*;
+    use crate::meta::parse_ethernet;
+    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Proto {
+        Tcp,
+        Udp,
+        UdpNoChecksum,
+        Echo,
+        EchoReply,
+    }
+
+    fn build(proto: Proto, src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, pay: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src, dst, 64);
+        let mut out = Vec::new();
+        match proto {
+            Proto::Tcp => b
+                .tcp(sp, dp, 0x0102_0304, 4096)
+                .syn()
+                .write(&mut out, pay)
+                .unwrap(),
+            Proto::Udp | Proto::UdpNoChecksum => b.udp(sp, dp).write(&mut out, pay).unwrap(),
+            Proto::Echo => b.icmpv4_echo_request(sp, dp).write(&mut out, pay).unwrap(),
+            Proto::EchoReply => b.icmpv4_echo_reply(sp, dp).write(&mut out, pay).unwrap(),
+        }
+        if let Proto::UdpNoChecksum = proto {
+            out[14 + 20 + 6] = 0;
+            out[14 + 20 + 7] = 0;
+        }
+        out
+    }
+
+    /// One's-complement equality: 0x0000 and 0xffff are both zero.
+    fn same_sum(a: u16, b: u16) -> bool {
+        a == b || (a | b == 0xffff && (a == 0 || b == 0))
+    }
+
+    /// The checksums etherparse computes for the packet as it now is, and those it carries.
+    fn check(frame: &[u8]) -> Result<(), TestCaseError> {
+        let p =
+            SlicedPacket::from_ethernet(frame).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            return Err(TestCaseError::fail("not IPv4"));
+        };
+        let h = ip.header().to_header();
+        prop_assert_eq!(h.header_checksum, h.calc_header_checksum());
+        let payload = ip.payload().payload;
+        match &p.transport {
+            Some(TransportSlice::Tcp(t)) => {
+                let want = t
+                    .to_header()
+                    .calc_checksum_ipv4(
+                        &h,
+                        payload_after(payload, t.slice().len() - t.payload().len()),
+                    )
+                    .unwrap();
+                prop_assert!(
+                    same_sum(t.checksum(), want),
+                    "tcp {:#x} want {:#x}",
+                    t.checksum(),
+                    want
+                );
+            }
+            Some(TransportSlice::Udp(u)) => {
+                if u.checksum() != 0 {
+                    let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
+                    prop_assert!(
+                        same_sum(u.checksum(), want),
+                        "udp {:#x} want {:#x}",
+                        u.checksum(),
+                        want
+                    );
+                }
+            }
+            Some(TransportSlice::Icmpv4(i)) => {
+                let want = i.header().icmp_type.calc_checksum(i.payload());
+                prop_assert!(
+                    same_sum(i.checksum(), want),
+                    "icmp {:#x} want {:#x}",
+                    i.checksum(),
+                    want
+                );
+            }
+            _ => return Err(TestCaseError::fail("no transport header")),
+        }
+        Ok(())
+    }
+
+    fn payload_after(ip_payload: &[u8], header_len: usize) -> &[u8] {
+        &ip_payload[header_len..]
+    }
+
+    fn proto() -> impl Strategy<Value = Proto> {
+        prop_oneof![
+            Just(Proto::Tcp),
+            Just(Proto::Udp),
+            Just(Proto::UdpNoChecksum),
+            Just(Proto::Echo),
+            Just(Proto::EchoReply),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn translated_packets_carry_the_checksums_etherparse_computes(
+            proto in proto(),
+            src in any::<[u8; 4]>(),
+            dst in any::<[u8; 4]>(),
+            sp in any::<u16>(),
+            dp in any::<u16>(),
+            pay in proptest::collection::vec(any::<u8>(), 0..64),
+            source in any::<bool>(),
+            addr in any::<u32>(),
+            port in any::<u16>(),
+        ) {
+            let mut f = build(proto, src, dst, sp, dp, &pay);
+            let m = parse_ethernet(&f).unwrap();
+            let end = if source { End::Source } else { End::Destination };
+            translate(&mut f, &m, Translation { end, addr, port }, false).unwrap();
+            check(&f)?;
+            let after = parse_ethernet(&f).unwrap();
+            let icmp = matches!(proto, Proto::Echo | Proto::EchoReply);
+            match end {
+                End::Source => {
+                    prop_assert_eq!(after.src_v4(), addr);
+                    prop_assert_eq!(after.dst, m.dst);
+                    if !icmp { prop_assert_eq!((after.sport, after.dport), (port, m.dport)); }
+                }
+                End::Destination => {
+                    prop_assert_eq!(after.dst_v4(), addr);
+                    prop_assert_eq!(after.src, m.src);
+                    if !icmp { prop_assert_eq!((after.sport, after.dport), (m.sport, port)); }
+                }
+            }
+            if icmp {
+                // The echo identifier, in the metadata's source port.
+                prop_assert_eq!(after.sport, port);
+            }
+            if let Proto::UdpNoChecksum = proto {
+                prop_assert_eq!(&f[14 + 20 + 6..14 + 20 + 8], &[0, 0]);
+            }
+        }
+
+        /// A partial checksum (offloaded) follows the address only: finished over the
+        /// translated packet, it is the checksum etherparse computes.
+        #[test]
+        fn partial_checksums_finish_to_the_right_sum(
+            tcp in any::<bool>(),
+            src in any::<[u8; 4]>(),
+            dst in any::<[u8; 4]>(),
+            sp in any::<u16>(),
+            dp in any::<u16>(),
+            pay in proptest::collection::vec(any::<u8>(), 0..64),
+            source in any::<bool>(),
+            addr in any::<u32>(),
+            port in any::<u16>(),
+        ) {
+            let proto = if tcp { Proto::Tcp } else { Proto::Udp };
+            let mut f = build(proto, src, dst, sp, dp, &pay);
+            let m = parse_ethernet(&f).unwrap();
+            let l4 = usize::from(m.l4_off);
+            let at = l4 + if tcp { TCP_CSUM } else { UDP_CSUM };
+            // What a sender offloading the checksum leaves: the pseudo-header sum.
+            let l4_len = f.len() - l4;
+            let pseudo = crate::wire::checksum::pseudo_v4(src, dst, m.proto, l4_len as u16);
+            f[at..at + 2].copy_from_slice(&crate::wire::checksum::fold(pseudo).to_be_bytes());
+            let end = if source { End::Source } else { End::Destination };
+            translate(&mut f, &m, Translation { end, addr, port }, true).unwrap();
+            // Finish it as the egress would: sum from the L4 header on, complement.
+            let s = crate::wire::checksum::sum(0, &f[l4..]);
+            let mut done = !crate::wire::checksum::fold(s);
+            if !tcp && done == 0 { done = 0xffff; }
+            f[at..at + 2].copy_from_slice(&done.to_be_bytes());
+            check(&f)?;
+        }
+    }
+
+    #[test]
+    fn other_protocols_and_short_headers_are_refused() {
+        let mut f = build(Proto::Udp, [198, 18, 0, 1], [203, 0, 113, 1], 1, 2, b"x");
+        let mut m = parse_ethernet(&f).unwrap();
+        let x = Translation {
+            end: End::Source,
+            addr: 1,
+            port: 1,
+        };
+        let mut gre = m;
+        gre.proto = 47;
+        assert_eq!(
+            translate(&mut f, &gre, x, false),
+            Err(DropReason::NatUnsupported)
+        );
+        m.l4_off = f.len() as u16 - 4;
+        assert_eq!(translate(&mut f, &m, x, false), Err(DropReason::Truncated));
+    }
+}

@@ -1,0 +1,723 @@
+//! Source NAT through the real pipeline and flow stage: pod traffic toward the fabric leaves
+//! with a pool address and port, replies find their way back to the pod, pairs come back to
+//! the pool when flows go, an exhausted pool and untranslatable packets are counted drops.
+//! etherparse checks every checksum of what leaves.
+
+mod common;
+
+use common::*;
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use vrouter::flow::{Action, FlowConfig, FlowStage, FlowTable, FlowTimeouts, Policies, Policy};
+use vrouter::nat::{FloatingIp, Nat, PoolRange};
+use vrouter::pipeline::{Pipeline, TxBatches};
+use vrouter::tables::{Nexthop, RouteTarget};
+use vrouter::{DropReason, PacketBuf, StatsRegistry, VecBuf};
+
+const REMOTE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+const POOL_FIRST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 64);
+const POOL_LAST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 65);
+const PORTS: (u16, u16) = (40000, 40001);
+const NH_FABRIC: u32 = 30;
+
+struct NatBed {
+    nat: Nat,
+    policies: Policies,
+    stats: StatsRegistry,
+    pipe: Pipeline<FlowStage>,
+    out: TxBatches<VecBuf>,
+    now: u64,
+}
+
+/// VRF 5 (pods A and B) routes 203.0.113.0/24 to the fabric vif (VRF 0) and is attached to
+/// a pool of two addresses with two ports each (four pairs).
+fn bed() -> NatBed {
+    let tables = tables();
+    tables
+        .set_nexthop(
+            NH_FABRIC,
+            Nexthop::Encap {
+                vif: FABRIC,
+                dmac: PEER_MAC,
+            },
+        )
+        .unwrap();
+    tables
+        .add_route(
+            VRF,
+            ip(Ipv4Addr::new(203, 0, 113, 0)),
+            24,
+            RouteTarget {
+                nexthop: NH_FABRIC,
+                label: None,
+            },
+        )
+        .unwrap();
+    let table = Arc::new(
+        FlowTable::new(FlowConfig {
+            entries: 1024,
+            timeouts: FlowTimeouts {
+                tcp_established: 1000,
+                tcp_closing: 100,
+                udp: 1000,
+                icmp: 1000,
+                other: 1000,
+            },
+        })
+        .unwrap(),
+    );
+    let policies = Policies::new(table.clone());
+    let nat = Nat::new(table);
+    nat.set_pool(
+        "egress",
+        0,
+        PoolRange {
+            first: POOL_FIRST,
+            last: POOL_LAST,
+            ports: PORTS,
+        },
+    )
+    .unwrap();
+    nat.attach(VRF as u16, "egress").unwrap();
+    let stats = StatsRegistry::default();
+    let stage = policies.stage(tables.clone()).with_nat(&nat);
+    NatBed {
+        pipe: Pipeline::new(tables, stats.new_core(), stage),
+        nat,
+        policies,
+        stats,
+        out: TxBatches::new(64),
+        now: 1,
+    }
+}
+
+impl NatBed {
+    /// Run one frame from `vif`; where it went: `Some(vif)` with the frame, or `None`.
+    fn run(&mut self, vif: u16, frame: &[u8]) -> Option<(u16, Vec<u8>)> {
+        self.out.clear();
+        self.pipe.flow_hook().begin(vif, self.now);
+        self.pipe
+            .process(vif, [VecBuf::from_frame(frame)], &mut self.out);
+        let touched = self.out.touched().to_vec();
+        touched
+            .first()
+            .map(|&v| (v, self.out.tx(v)[0].data().to_vec()))
+    }
+
+    fn drops(&self, r: DropReason) -> u64 {
+        self.stats.snapshot().drop_count(r)
+    }
+
+    fn pool_in_use(&self) -> u64 {
+        self.nat.pool("egress").unwrap().in_use
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum P {
+    Syn,
+    Udp,
+    Echo,
+    EchoReply,
+}
+
+fn frame(src: Ipv4Addr, dst: Ipv4Addr, p: P, sport: u16, dport: u16) -> Vec<u8> {
+    let b =
+        PacketBuilder::ethernet2(POD_A_MAC.0, VROUTER_MAC.0).ipv4(src.octets(), dst.octets(), 64);
+    let mut v = Vec::new();
+    let pay = b"nat test payload";
+    match p {
+        P::Syn => b.tcp(sport, dport, 7, 64000).syn().write(&mut v, pay),
+        P::Udp => b.udp(sport, dport).write(&mut v, pay),
+        P::Echo => b.icmpv4_echo_request(sport, 1).write(&mut v, pay),
+        P::EchoReply => b.icmpv4_echo_reply(sport, 1).write(&mut v, pay),
+    }
+    .unwrap();
+    v
+}
+
+/// What a frame that left says: addresses and ports (ICMP: the identifier as both), every
+/// checksum checked against etherparse's.
+fn tuple(f: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
+    let p = SlicedPacket::from_ethernet(f).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+    let (s, d) = (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination));
+    match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let want = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
+            assert_eq!(t.checksum(), want, "TCP checksum");
+            (s, t.source_port(), d, t.destination_port())
+        }
+        Some(TransportSlice::Udp(u)) => {
+            let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
+            assert_eq!(u.checksum(), want, "UDP checksum");
+            (s, u.source_port(), d, u.destination_port())
+        }
+        Some(TransportSlice::Icmpv4(i)) => {
+            let want = i.header().icmp_type.calc_checksum(i.payload());
+            assert_eq!(i.checksum(), want, "ICMP checksum");
+            let id = u16::from_be_bytes([i.slice()[4], i.slice()[5]]);
+            (s, id, d, id)
+        }
+        _ => panic!("no transport header"),
+    }
+}
+
+fn in_pool(a: Ipv4Addr, port: u16) -> bool {
+    (u32::from(POOL_FIRST)..=u32::from(POOL_LAST)).contains(&u32::from(a))
+        && (PORTS.0..=PORTS.1).contains(&port)
+}
+
+#[test]
+fn tcp_leaves_with_a_pool_pair_and_replies_come_back_to_the_pod() {
+    let mut b = bed();
+    let (vif, out) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Syn, 5555, 80))
+        .expect("forwarded");
+    assert_eq!(vif, FABRIC);
+    let (s, sp, d, dp) = tuple(&out);
+    assert!(in_pool(s, sp), "{s}:{sp} from the pool");
+    assert_eq!((d, dp), (REMOTE, 80));
+    assert_eq!(b.pool_in_use(), 1);
+
+    // The flow shows both tuples.
+    let flows = b.policies.table().flows(None, 16, 0).flows;
+    let fwd = flows.iter().find(|f| !f.is_reverse).expect("forward entry");
+    let shown = fwd.nat.expect("translated tuple");
+    assert_eq!((shown.src as u32, shown.sport), (u32::from(s), sp));
+    assert_eq!((shown.vrf, fwd.key.vrf), (0, VRF as u16));
+
+    // The reply, as the remote sends it to the pool pair, reaches pod A untranslated back.
+    let mut reply = frame(REMOTE, s, P::Syn, 80, sp);
+    reply[0..6].copy_from_slice(&FABRIC_MAC.0);
+    let (vif, back) = b.run(FABRIC, &reply).expect("forwarded to the pod");
+    assert_eq!(vif, POD_A);
+    assert_eq!(tuple(&back), (REMOTE, 80, POD_A_IP, 5555));
+    assert_eq!(&back[0..6], &POD_A_MAC.0, "addressed to the pod");
+    assert_eq!(b.stats.snapshot().nat_translated, 2);
+
+    // The same flow again takes the same pair.
+    let (_, again) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Syn, 5555, 80))
+        .unwrap();
+    assert_eq!(tuple(&again).0, s);
+    assert_eq!(tuple(&again).1, sp);
+    assert_eq!(b.pool_in_use(), 1);
+}
+
+#[test]
+fn icmp_echo_identifiers_are_translated_both_ways() {
+    let mut b = bed();
+    let (_, out) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Echo, 77, 0))
+        .unwrap();
+    let (s, id, d, _) = tuple(&out);
+    assert!(in_pool(s, id), "{s} id {id} from the pool");
+    assert_eq!(d, REMOTE);
+    let reply = frame(REMOTE, s, P::EchoReply, id, 0);
+    let (vif, back) = b.run(FABRIC, &reply).expect("back to the pod");
+    assert_eq!(vif, POD_A);
+    assert_eq!(tuple(&back), (REMOTE, 77, POD_A_IP, 77));
+}
+
+#[test]
+fn udp_flows_take_distinct_pairs_until_the_pool_is_exhausted() {
+    let mut b = bed();
+    let mut pairs = std::collections::HashSet::new();
+    for sport in 1..=4 {
+        let (_, out) = b
+            .run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, sport, 53))
+            .unwrap();
+        let (s, sp, _, _) = tuple(&out);
+        assert!(in_pool(s, sp));
+        assert!(pairs.insert((s, sp)), "{s}:{sp} taken twice");
+    }
+    assert_eq!(b.pool_in_use(), 4);
+    assert_eq!(b.run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 5, 53)), None);
+    assert_eq!(b.drops(DropReason::NatPoolExhausted), 1);
+    assert_eq!(b.nat.pool("egress").unwrap().exhausted, 1);
+    // Traffic inside the VRF is not translated and needs no pair.
+    let (vif, inside) = b
+        .run(POD_A, &frame(POD_A_IP, POD_B_IP, P::Udp, 9, 9))
+        .unwrap();
+    assert_eq!(vif, POD_B);
+    assert_eq!(tuple(&inside), (POD_A_IP, 9, POD_B_IP, 9));
+}
+
+#[test]
+fn aged_and_detached_flows_give_their_pairs_back() {
+    let mut b = bed();
+    for sport in 1..=4 {
+        b.run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, sport, 53))
+            .unwrap();
+    }
+    assert_eq!(b.pool_in_use(), 4);
+    let table = b.policies.table().clone();
+    let aged = table.age_slice(b.now + 5000, table.buckets());
+    assert_eq!(aged, 4);
+    assert_eq!(b.pool_in_use(), 0);
+    b.now += 5000;
+    b.run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 9, 53))
+        .unwrap();
+    assert_eq!(b.pool_in_use(), 1);
+
+    // Detached: the flow goes with its pair, and new flows leave untranslated.
+    b.nat.detach(VRF as u16).unwrap();
+    assert_eq!(b.pool_in_use(), 0);
+    assert_eq!(table.stats().active, 0);
+    let (_, out) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 9, 53))
+        .unwrap();
+    assert_eq!(tuple(&out), (POD_A_IP, 9, REMOTE, 53));
+}
+
+#[test]
+fn untranslatable_packets_are_counted_drops() {
+    let mut b = bed();
+    // An echo reply (nothing asked it from outside), a fragment, a GRE packet.
+    assert_eq!(
+        b.run(POD_A, &frame(POD_A_IP, REMOTE, P::EchoReply, 1, 0)),
+        None
+    );
+    assert_eq!(b.drops(DropReason::NatUnsupported), 1);
+    // IPv4 header word `at` (bytes from the IP header) set to `v`, checksum kept right.
+    let set_word = |f: &mut Vec<u8>, at: usize, v: u16| {
+        let old = u16::from_be_bytes([f[14 + at], f[15 + at]]);
+        f[14 + at..16 + at].copy_from_slice(&v.to_be_bytes());
+        let sum = u16::from_be_bytes([f[24], f[25]]);
+        let fixed = vrouter::wire::checksum::update16(sum, old, v);
+        f[24..26].copy_from_slice(&fixed.to_be_bytes());
+    };
+    let mut frag = frame(POD_A_IP, REMOTE, P::Udp, 1, 2);
+    set_word(&mut frag, 6, 0x2000); // more fragments
+    assert_eq!(b.run(POD_A, &frag), None);
+    assert_eq!(b.drops(DropReason::NatUnsupported), 2);
+    let mut gre = frame(POD_A_IP, REMOTE, P::Udp, 1, 2);
+    set_word(&mut gre, 8, 0x402f); // TTL 64, protocol GRE
+    assert_eq!(b.run(POD_A, &gre), None);
+    assert_eq!(b.drops(DropReason::NatUnsupported), 3);
+    assert_eq!(b.pool_in_use(), 0);
+}
+
+#[test]
+fn fabric_traffic_without_a_nat_flow_still_goes_to_the_host() {
+    let mut b = bed();
+    let f = frame(REMOTE, POOL_FIRST, P::Udp, 1, PORTS.0);
+    assert_eq!(b.run(FABRIC, &f), None);
+    assert_eq!(b.out.host.len(), 1);
+}
+
+#[test]
+fn a_denying_policy_takes_no_pair_and_a_policy_change_keeps_allowed_nat_flows() {
+    let mut b = bed();
+    let deny = Policy {
+        default: Action::Deny,
+        ingress: vec![],
+        egress: vec![],
+    };
+    b.policies.set(POD_A, Some(deny)).unwrap();
+    assert_eq!(b.run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 1, 53)), None);
+    assert_eq!(b.drops(DropReason::FlowDrop), 1);
+    assert_eq!(b.pool_in_use(), 0);
+    b.policies.set(POD_A, None).unwrap();
+    let (_, first) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 2, 53))
+        .unwrap();
+    // Another vif's policy changes the generation: the NAT flow (no policy) keeps its pair.
+    let allow = Policy {
+        default: Action::Allow,
+        ingress: vec![],
+        egress: vec![],
+    };
+    b.policies.set(POD_B, Some(allow)).unwrap();
+    let (_, second) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 2, 53))
+        .unwrap();
+    assert_eq!(tuple(&first), tuple(&second));
+    assert_eq!(b.pool_in_use(), 1);
+}
+
+#[test]
+fn pools_refuse_overlaps_unknown_names_and_detaching_what_is_in_use() {
+    let b = bed();
+    let r = |a: [u8; 4], z: [u8; 4]| PoolRange {
+        first: a.into(),
+        last: z.into(),
+        ports: (1024, 2047),
+    };
+    let e = b
+        .nat
+        .set_pool("other", 0, r([198, 51, 100, 65], [198, 51, 100, 70]))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("shares addresses with pool egress"),
+        "{e}"
+    );
+    // The same addresses in another VRF are another pool's business.
+    b.nat
+        .set_pool("other", 7, r([198, 51, 100, 65], [198, 51, 100, 70]))
+        .unwrap();
+    assert!(b
+        .nat
+        .del_pool("egress")
+        .unwrap_err()
+        .to_string()
+        .contains("detach"));
+    assert!(b.nat.attach(5, "nope").is_err());
+    assert!(b
+        .nat
+        .attach(7, "other")
+        .unwrap_err()
+        .to_string()
+        .contains("itself"));
+    b.nat.del_pool("other").unwrap();
+    assert_eq!(b.nat.pools().len(), 1);
+}
+
+/// An ICMPv4 error from `from` to `to` quoting `quoted` (a frame as it left): its IPv4 header
+/// and the first 8 bytes after it, as routers quote.
+fn icmp_error(from: Ipv4Addr, to: Ipv4Addr, ty: u8, quoted: &[u8]) -> Vec<u8> {
+    let ip = &quoted[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let quote = &ip[..ihl + 8];
+    let b = PacketBuilder::ethernet2(PEER_MAC.0, FABRIC_MAC.0).ipv4(from.octets(), to.octets(), 64);
+    let icmp = match ty {
+        3 => etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ),
+        _ => etherparse::Icmpv4Type::TimeExceeded(
+            etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+        ),
+    };
+    let mut v = Vec::new();
+    b.icmpv4(icmp).write(&mut v, quote).unwrap();
+    v
+}
+
+/// The quote of an ICMP error frame: its IPv4 header checksum checked, and its source and
+/// source port (for a quoted echo, the identifier).
+fn quote_of(f: &[u8]) -> (Ipv4Addr, u16) {
+    let e = 14 + 20 + 8;
+    let ihl = usize::from(f[e] & 0x0f) * 4;
+    let h = etherparse::Ipv4HeaderSlice::from_slice(&f[e..e + ihl])
+        .unwrap()
+        .to_header();
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "quoted IPv4 checksum"
+    );
+    let l4 = e + ihl;
+    let port = if h.protocol == etherparse::IpNumber::ICMP {
+        u16::from_be_bytes([f[l4 + 4], f[l4 + 5]])
+    } else {
+        u16::from_be_bytes([f[l4], f[l4 + 1]])
+    };
+    (Ipv4Addr::from(h.source), port)
+}
+
+#[test]
+fn icmp_errors_about_translated_packets_reach_the_pod_with_the_quote_translated_back() {
+    let mut b = bed();
+    let (_, udp) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 5555, 9))
+        .unwrap();
+    let (pool, pool_port, _, _) = tuple(&udp);
+    let (_, echo) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Echo, 77, 0))
+        .unwrap();
+    tuple(&echo);
+    let router = Ipv4Addr::new(203, 0, 113, 254);
+    for (from, ty, quoted, want_port) in [
+        (REMOTE, 3, &udp, 5555),
+        (router, 11, &udp, 5555),
+        (router, 11, &echo, 77),
+    ] {
+        let err = icmp_error(from, pool, ty, quoted);
+        let (vif, back) = b.run(FABRIC, &err).expect("to the pod");
+        assert_eq!(vif, POD_A);
+        let (s, _, d, _) = tuple(&back);
+        assert_eq!((s, d), (from, POD_A_IP), "outer addresses");
+        assert_eq!(
+            quote_of(&back),
+            (POD_A_IP, want_port),
+            "the quote is the pod's packet"
+        );
+    }
+    // An error about a pair no flow holds is the host's, as before.
+    let mut other = udp.clone();
+    other[14 + 20..14 + 22].copy_from_slice(&pool_port.wrapping_add(1).to_be_bytes());
+    assert_eq!(b.run(FABRIC, &icmp_error(REMOTE, pool, 3, &other)), None);
+    assert_eq!(b.out.host.len(), 1);
+}
+
+/// Four cores set NAT flows up at once from one pool (more flows than pairs), while a fifth
+/// ages and another flushes: afterwards no two flows hold the same pair, and the pairs in use
+/// are exactly the NAT flows left (none leaked, none given back twice).
+#[test]
+fn cores_setting_up_and_aging_at_once_never_share_or_leak_a_pair() {
+    let tables = tables();
+    tables
+        .set_nexthop(
+            NH_FABRIC,
+            Nexthop::Encap {
+                vif: FABRIC,
+                dmac: PEER_MAC,
+            },
+        )
+        .unwrap();
+    tables
+        .add_route(
+            VRF,
+            ip(Ipv4Addr::new(203, 0, 113, 0)),
+            24,
+            RouteTarget {
+                nexthop: NH_FABRIC,
+                label: None,
+            },
+        )
+        .unwrap();
+    let table = Arc::new(
+        FlowTable::new(FlowConfig {
+            entries: 8192,
+            timeouts: FlowTimeouts {
+                udp: 50,
+                ..FlowTimeouts::default()
+            },
+        })
+        .unwrap(),
+    );
+    let policies = Policies::new(table.clone());
+    let nat = Nat::new(table.clone());
+    nat.set_pool(
+        "egress",
+        0,
+        PoolRange {
+            first: Ipv4Addr::new(198, 51, 100, 64),
+            last: Ipv4Addr::new(198, 51, 100, 67),
+            ports: (40000, 40255),
+        },
+    )
+    .unwrap();
+    nat.attach(VRF as u16, "egress").unwrap();
+    let stats = StatsRegistry::default();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4u16)
+            .map(|core| {
+                let stage = policies.stage(tables.clone()).with_nat(&nat);
+                let mut pipe = Pipeline::new(tables.clone(), stats.new_core(), stage);
+                s.spawn(move || {
+                    let mut out = TxBatches::<VecBuf>::new(64);
+                    for round in 0..6u64 {
+                        let frames: Vec<VecBuf> = (0..300u16)
+                            .map(|i| {
+                                let f = frame(POD_A_IP, REMOTE, P::Udp, core * 1000 + i, 53);
+                                VecBuf::from_frame(&f)
+                            })
+                            .collect();
+                        out.clear();
+                        pipe.flow_hook().begin(POD_A, round * 100);
+                        pipe.process(POD_A, frames, &mut out);
+                    }
+                })
+            })
+            .collect();
+        let table = &table;
+        let done = &done;
+        s.spawn(move || {
+            let mut now = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                now += 20;
+                table.age_slice(now, 64);
+            }
+        });
+        for w in workers {
+            w.join().unwrap();
+        }
+        table.flush();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    // One more round after the flush, from one core, so flows and pairs are left to compare.
+    let mut b_pipe = Pipeline::new(
+        tables.clone(),
+        stats.new_core(),
+        policies.stage(tables.clone()).with_nat(&nat),
+    );
+    let mut out = TxBatches::<VecBuf>::new(64);
+    b_pipe.flow_hook().begin(POD_A, 1_000_000);
+    let frames: Vec<VecBuf> = (0..1100u16)
+        .map(|i| VecBuf::from_frame(&frame(POD_A_IP, REMOTE, P::Udp, 20000 + i, 53)))
+        .collect();
+    b_pipe.process(POD_A, frames, &mut out);
+
+    let flows = table.flows(None, table.capacity(), 0).flows;
+    let pairs: Vec<(u128, u16)> = flows
+        .iter()
+        .filter(|f| !f.is_reverse)
+        .filter_map(|f| f.nat.map(|k| (k.src, k.sport)))
+        .collect();
+    let distinct: std::collections::HashSet<_> = pairs.iter().collect();
+    assert_eq!(distinct.len(), pairs.len(), "no pair held by two flows");
+    let pool = nat.pool("egress").unwrap();
+    assert_eq!(pool.in_use, pairs.len() as u64, "pairs in use = NAT flows");
+    assert_eq!(
+        pool.in_use, 1024,
+        "the pool filled up again after the flush"
+    );
+    assert!(
+        stats.snapshot().drop_count(DropReason::NatPoolExhausted) >= 76,
+        "the flows beyond the pool were counted"
+    );
+}
+
+#[test]
+fn overlay_traffic_of_an_attached_vrf_stays_untranslated() {
+    let mut b = bed();
+    // 198.18.2.0/24 is reached through a VXLAN tunnel out of the fabric vif: the packet stays
+    // in VRF 5's overlay, so its inner source is the pod's.
+    let (vif, out) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE_VXLAN, P::Udp, 1, 2))
+        .expect("tunnelled");
+    assert_eq!(vif, FABRIC);
+    let inner = &out[14 + 20 + 8 + 8..];
+    assert_eq!(tuple(inner), (POD_A_IP, 1, REMOTE_VXLAN, 2));
+    assert_eq!(b.pool_in_use(), 0);
+    assert_eq!(b.stats.snapshot().nat_translated, 0);
+}
+
+const FLOATING: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 200);
+
+fn with_floating_ip(b: &NatBed) {
+    b.nat
+        .set_floating(FloatingIp {
+            outside: u32::from(FLOATING),
+            vrf: VRF as u16,
+            inside: u32::from(POD_B_IP),
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_floating_ip_reaches_its_pod_from_outside_and_the_pod_answers_from_it() {
+    let mut b = bed();
+    with_floating_ip(&b);
+    // In: the remote's datagram to the floating IP reaches pod B, from the remote's address.
+    let (vif, inbound) = b
+        .run(FABRIC, &frame(REMOTE, FLOATING, P::Udp, 7, 53))
+        .expect("to the pod");
+    assert_eq!(vif, POD_B);
+    assert_eq!(tuple(&inbound), (REMOTE, 7, POD_B_IP, 53));
+    // The pod's answer leaves from the floating IP, its port kept.
+    let (vif, answer) = b
+        .run(POD_B, &frame(POD_B_IP, REMOTE, P::Udp, 53, 7))
+        .expect("to the fabric");
+    assert_eq!(vif, FABRIC);
+    assert_eq!(tuple(&answer), (FLOATING, 53, REMOTE, 7));
+    // A ping to the floating IP is answered from it.
+    let (_, echo) = b
+        .run(FABRIC, &frame(REMOTE, FLOATING, P::Echo, 9, 0))
+        .unwrap();
+    assert_eq!(tuple(&echo), (REMOTE, 9, POD_B_IP, 9));
+    let (_, reply) = b
+        .run(POD_B, &frame(POD_B_IP, REMOTE, P::EchoReply, 9, 0))
+        .unwrap();
+    assert_eq!(tuple(&reply), (FLOATING, 9, REMOTE, 9));
+    // No pair of the pool was taken; the flows show the floating IP.
+    assert_eq!(b.pool_in_use(), 0);
+    let flows = b.policies.table().flows(None, 64, 0).flows;
+    assert!(flows.iter().any(|f| f.key.vrf == VRF as u16
+        && f.nat
+            .is_some_and(|t| t.src == u128::from(u32::from(FLOATING)))));
+}
+
+#[test]
+fn a_pod_with_a_floating_ip_leaves_from_it_rather_than_from_the_pool() {
+    let mut b = bed();
+    with_floating_ip(&b);
+    let (_, out) = b
+        .run(POD_B, &frame(POD_B_IP, REMOTE, P::Syn, 6000, 80))
+        .unwrap();
+    assert_eq!(tuple(&out), (FLOATING, 6000, REMOTE, 80));
+    assert_eq!(b.pool_in_use(), 0, "no pair taken");
+    // Pod A has no floating IP: it still leaves through the pool.
+    let (_, a) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Syn, 6000, 80))
+        .unwrap();
+    assert!(in_pool(tuple(&a).0, tuple(&a).1));
+    // The reply, and an ICMP error about the pod's packet, come back to pod B.
+    let mut reply = frame(REMOTE, FLOATING, P::Syn, 80, 6000);
+    reply[0..6].copy_from_slice(&FABRIC_MAC.0);
+    let (vif, back) = b.run(FABRIC, &reply).unwrap();
+    assert_eq!((vif, tuple(&back)), (POD_B, (REMOTE, 80, POD_B_IP, 6000)));
+    let (vif, err) = b
+        .run(FABRIC, &icmp_error(REMOTE, FLOATING, 3, &out))
+        .unwrap();
+    assert_eq!(vif, POD_B);
+    assert_eq!(quote_of(&err), (POD_B_IP, 6000));
+    // Removed: its flows go; the pod's next flow leaves through the pool.
+    b.nat.del_floating(u32::from(FLOATING)).unwrap();
+    let table = b.policies.table().clone();
+    assert!(table
+        .flows(None, 64, 0)
+        .flows
+        .iter()
+        .all(|f| f.key.dst != u128::from(u32::from(FLOATING))
+            && f.nat
+                .is_none_or(|t| t.src != u128::from(u32::from(FLOATING)))));
+    let (_, later) = b
+        .run(POD_B, &frame(POD_B_IP, REMOTE, P::Syn, 6001, 80))
+        .unwrap();
+    assert!(in_pool(tuple(&later).0, tuple(&later).1));
+    assert_eq!(
+        b.run(FABRIC, &frame(REMOTE, FLOATING, P::Udp, 7, 53)),
+        None,
+        "the host's"
+    );
+}
+
+#[test]
+fn floating_ips_refuse_pool_addresses_and_a_second_address_per_pod() {
+    let b = bed();
+    with_floating_ip(&b);
+    let f = |outside: Ipv4Addr, inside: Ipv4Addr| FloatingIp {
+        outside: u32::from(outside),
+        vrf: VRF as u16,
+        inside: u32::from(inside),
+    };
+    let e = b.nat.set_floating(f(POOL_FIRST, POD_A_IP)).unwrap_err();
+    assert!(e.to_string().contains("address of NAT pool egress"), "{e}");
+    let e = b
+        .nat
+        .set_floating(f(Ipv4Addr::new(198, 51, 100, 201), POD_B_IP))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("has floating IP 198.51.100.200 already"),
+        "{e}"
+    );
+    let e = b
+        .nat
+        .set_pool(
+            "wide",
+            0,
+            PoolRange {
+                first: Ipv4Addr::new(198, 51, 100, 192),
+                last: Ipv4Addr::new(198, 51, 100, 223),
+                ports: (1024, 2047),
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("198.51.100.200"), "{e}");
+    assert_eq!(
+        b.nat.set_floating(f(FLOATING, POD_B_IP)),
+        Ok(false),
+        "the same again"
+    );
+    assert_eq!(b.nat.floating_ips().len(), 1);
+}
