@@ -372,6 +372,7 @@ mod tests {
             bytes,
             tcp_state: None,
             idle_ms: 0,
+            translated: None,
         };
         // Flow 1 is the biggest in total but idle now; flow 2 moves the most; slot 3 was
         // reused by another flow (other port), which counts from zero.
