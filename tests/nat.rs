@@ -65,12 +65,19 @@ fn remote(node: &Netns, tag: &str, gw_mac: Option<&str>) -> KernelPod {
 /// 203.0.113.0/24 routed there, VRF 1 attached to pool `egress` (the pool address, ports
 /// 40000-40003).
 fn vrouterd_with_snat(node: &Netns, pod: &KernelPod, remote: &KernelPod) -> Vrouterd {
-    let vr = Vrouterd::start_netns(
-        Some(node),
-        &vrouterd_bin(),
-        &["--idle-sleep-us", "20", "--flow-entries", "4096"],
-        &[],
-    );
+    vrouterd_with_snat_and(node, pod, remote, &[])
+}
+
+/// [`vrouterd_with_snat`] with more vrouterd options.
+fn vrouterd_with_snat_and(
+    node: &Netns,
+    pod: &KernelPod,
+    remote: &KernelPod,
+    more: &[&str],
+) -> Vrouterd {
+    let mut args = vec!["--idle-sleep-us", "20", "--flow-entries", "4096"];
+    args.extend_from_slice(more);
+    let vr = Vrouterd::start_netns(Some(node), &vrouterd_bin(), &args, &[]);
     route_in_vrf1(&vr, &[("pod", pod)]);
     let mut uplink = VifRequest::new("uplink", VifType::AfPacket, 0, MacAddr(remote.mac));
     uplink.iface = Some(remote.host_side.clone());
@@ -428,4 +435,74 @@ fn a_remote_reaches_a_pod_through_its_floating_ip() {
         .expect("pools");
     assert_eq!(pools[0].in_use, 0, "no pool pair taken");
     assert!(vr.stop().success(), "vrouterd stops cleanly");
+}
+
+/// Flow export shows the translation: the records nfcapd receives for a pod's pings through
+/// source NAT carry the pod's address and, as post-NAT fields, the pool's.
+#[test]
+fn exported_flow_records_carry_the_source_nat_translation() {
+    let node = Netns::new("natipfix");
+    let pod = KernelPod::attached_to(Some(&node), "nx", 1, 1500);
+    let remote = remote(&node, "nxr", Some("00:00:5e:00:01:00"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The collector on the node's loopback, beside vrouterd.
+    let mut collector = testkit::process::TestProcess::spawn(
+        std::path::Path::new("/usr/bin/ip"),
+        &[
+            "netns",
+            "exec",
+            node.name(),
+            "nfcapd",
+            "-w",
+            dir.path().to_str().unwrap(),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            "4739",
+            "-t",
+            "3600",
+        ],
+    );
+    let vr = vrouterd_with_snat_and(
+        &node,
+        &pod,
+        &remote,
+        &["--ipfix-collector", "127.0.0.1:4739"],
+    );
+    let out = pod.ping(&REMOTE.to_string(), 3);
+    assert!(out.contains("3 received"), "{out}");
+    assert!(vr.stop().success());
+    std::thread::sleep(Duration::from_millis(300));
+    collector.signal("TERM");
+    collector.wait(Duration::from_secs(10));
+    let out = std::process::Command::new("nfdump")
+        .args(["-R", dir.path().to_str().unwrap(), "-q", "-N", "-o"])
+        .arg("fmt:%sa,%da,%xsa,%xda,%pr,%pkt")
+        .output()
+        .expect("nfdump");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let echo: Vec<Vec<String>> = text
+        .lines()
+        .map(|l| {
+            l.split(',')
+                .map(|f| f.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|f| f.len() == 6 && f[0] == pod.ip.to_string() && f[4] == "1")
+        .collect();
+    assert!(!echo.is_empty(), "the pod's echo flow was exported: {text}");
+    let packets: u64 = echo.iter().map(|f| f[5].parse::<u64>().unwrap()).sum();
+    assert_eq!(packets, 3, "{text}");
+    for f in &echo {
+        assert_eq!(
+            (f[1].as_str(), f[2].as_str(), f[3].as_str()),
+            ("203.0.113.10", "198.51.100.64", "203.0.113.10"),
+            "to the remote, translated to the pool: {text}"
+        );
+    }
 }

@@ -29,7 +29,15 @@ const COMMON: [(u16, u16); 12] = [
     (136, 1), // flowEndReason
     (89, 1),  // forwardingStatus
 ];
-const V4_ADDRS: [(u16, u16); 2] = [(8, 4), (12, 4)];
+/// IPv4 flows also carry their source-NAT translation (post = pre when not translated).
+const V4_ADDRS: [(u16, u16); 6] = [
+    (8, 4),   // sourceIPv4Address
+    (12, 4),  // destinationIPv4Address
+    (225, 4), // postNATSourceIPv4Address
+    (226, 4), // postNATDestinationIPv4Address
+    (227, 2), // postNAPTSourceTransportPort
+    (228, 2), // postNAPTDestinationTransportPort
+];
 const V6_ADDRS: [(u16, u16); 2] = [(27, 16), (28, 16)];
 
 /// Why a record was sent (flowEndReason, RFC 5102).
@@ -63,6 +71,8 @@ pub struct Record {
     pub reason: EndReason,
     /// The policy denied the flow.
     pub dropped: bool,
+    /// The tuple as it left, if source NAT or a floating IP translated it (IPv4 only).
+    pub translated: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr, u16, u16)>,
 }
 
 impl Record {
@@ -92,6 +102,11 @@ impl Record {
             (TEMPLATE_V4, IpAddr::V4(s), IpAddr::V4(d)) => {
                 out.extend_from_slice(&s.octets());
                 out.extend_from_slice(&d.octets());
+                let (ps, pd, psp, pdp) = self.translated.unwrap_or((s, d, self.sport, self.dport));
+                out.extend_from_slice(&ps.octets());
+                out.extend_from_slice(&pd.octets());
+                out.extend_from_slice(&psp.to_be_bytes());
+                out.extend_from_slice(&pdp.to_be_bytes());
             }
             _ => {
                 out.extend_from_slice(&v6(self.src));
@@ -135,7 +150,7 @@ impl Encoder {
         let start = m.len();
         m.extend_from_slice(&TEMPLATE_SET.to_be_bytes());
         m.extend_from_slice(&[0, 0]);
-        for (id, addrs) in [(TEMPLATE_V4, V4_ADDRS), (TEMPLATE_V6, V6_ADDRS)] {
+        for (id, addrs) in [(TEMPLATE_V4, &V4_ADDRS[..]), (TEMPLATE_V6, &V6_ADDRS[..])] {
             m.extend_from_slice(&id.to_be_bytes());
             m.extend_from_slice(&((addrs.len() + COMMON.len()) as u16).to_be_bytes());
             for (ie, len) in addrs.iter().chain(COMMON.iter()) {
@@ -236,6 +251,7 @@ mod tests {
             end_ms: 1_700_000_001_000,
             reason: EndReason::Idle,
             dropped: false,
+            translated: None,
         }
     }
 
@@ -252,7 +268,11 @@ mod tests {
             usize::from(u16::from_be_bytes([t[18], t[19]])),
             t.len() - 16
         );
-        assert_eq!(&t[20..24], &[1, 0, 0, 14]);
+        assert_eq!(
+            &t[20..24],
+            &[1, 0, 0, 18],
+            "the v4 template: 18 fields, its NAT translation included"
+        );
 
         // 40 records (v4 then v6) need several messages; sequence numbers count records.
         let records: Vec<Record> = (0..40).map(|i| record(i, i >= 20)).collect();
@@ -270,7 +290,7 @@ mod tests {
             while at < m.len() {
                 let id = u16::from_be_bytes([m[at], m[at + 1]]);
                 let len = usize::from(u16::from_be_bytes([m[at + 2], m[at + 3]]));
-                let rec = if id == TEMPLATE_V4 { 8 + 51 } else { 32 + 51 };
+                let rec = if id == TEMPLATE_V4 { 20 + 51 } else { 32 + 51 };
                 assert_eq!((len - 4) % rec, 0, "set {id} holds whole records");
                 n += (len - 4) / rec;
                 at += len;
@@ -280,5 +300,27 @@ mod tests {
             seen += n;
         }
         assert_eq!(seen, 40);
+
+        // A translated record carries its translation after the addresses; an untranslated
+        // one its own tuple there.
+        let mut r = record(0, false);
+        let mut plain = Vec::new();
+        r.write(&mut plain);
+        assert_eq!(
+            &plain[8..20],
+            &[198, 18, 1, 2, 198, 18, 2, 2, 0x03, 0xe8, 0, 53]
+        );
+        r.translated = Some((
+            "203.0.113.1".parse().unwrap(),
+            r.dst.to_string().parse().unwrap(),
+            40000,
+            53,
+        ));
+        let mut nat = Vec::new();
+        r.write(&mut nat);
+        assert_eq!(
+            &nat[8..20],
+            &[203, 0, 113, 1, 198, 18, 2, 2, 0x9c, 0x40, 0, 53]
+        );
     }
 }

@@ -186,6 +186,14 @@ fn record(r: &Reported, f: &FlowInfo, end_ms: u64, reason: EndReason) -> Record 
         end_ms: end_ms.max(r.start_ms),
         reason,
         dropped: f.verdict == FlowVerdict::Drop,
+        translated: f.nat.filter(|k| !k.v6).map(|k| {
+            (
+                Ipv4Addr::from(k.src as u32),
+                Ipv4Addr::from(k.dst as u32),
+                k.sport,
+                k.dport,
+            )
+        }),
     }
 }
 
