@@ -28,6 +28,7 @@ use vrouter::qsbr::Qsbr;
 use vrouter::stats::MAX_VIFS;
 use vrouter::{CoreStats, DropReason};
 
+use crate::mirror::{self, MirrorCfg, MirrorState};
 use crate::offload;
 use crate::packet::{self, Pkt};
 use crate::vhost_core::LcoreEvent;
@@ -70,6 +71,8 @@ pub enum LcoreCmd {
     SetOwner { vif: u16, owner: u8 },
     /// Where packets for the host go (the tap vif), if anywhere.
     SetHostVif { vif: Option<u16> },
+    /// Copy vif `vif`'s packets as `mirror` says, or stop.
+    SetMirror { vif: u16, mirror: Option<MirrorCfg> },
 }
 
 /// Counters of the loop itself, written only by its lcore.
@@ -83,6 +86,9 @@ pub struct LoopCounters {
     pub total_cycles: AtomicU64,
     /// Packets another lcore's inbox ring had no room for.
     pub ring_drops: AtomicU64,
+    /// Per mirrored vif: copies made, and copies that found no buffer.
+    pub mirror_copies: Box<[AtomicU64]>,
+    pub mirror_failures: Box<[AtomicU64]>,
 }
 
 impl Default for LoopCounters {
@@ -93,6 +99,8 @@ impl Default for LoopCounters {
             busy_cycles: AtomicU64::new(0),
             total_cycles: AtomicU64::new(0),
             ring_drops: AtomicU64::new(0),
+            mirror_copies: (0..MAX_VIFS).map(|_| AtomicU64::new(0)).collect(),
+            mirror_failures: (0..MAX_VIFS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -176,6 +184,61 @@ struct State {
     virtq_tx: Vec<u16>,
     owner: Box<[u8]>,
     host_vif: Option<u16>,
+    /// Mirrors by mirrored vif.
+    mirrors: Box<[Option<MirrorState>]>,
+    /// Copies of a burst's received packets, and of packets sent to a vif, waiting to go to
+    /// their analyzer vif.
+    copies_in: Copies,
+    copies_out: Copies,
+}
+
+/// Mirror copies on their way to one analyzer vif.
+struct Copies {
+    to: u16,
+    pkts: Vec<Pkt>,
+}
+
+impl Copies {
+    fn new() -> Copies {
+        Copies {
+            to: 0,
+            pkts: Vec::with_capacity(BURST_MAX),
+        }
+    }
+}
+
+/// Copies the packets of vif `vif` its mirror wants (received ones when `ingress`, else those
+/// sent to it) into `out`. The one check a vif without a mirror pays.
+#[inline]
+fn mirror_copies<'a>(
+    mirrors: &mut [Option<MirrorState>],
+    out: &mut Copies,
+    pool: &Mempool,
+    counters: &LoopCounters,
+    vif: u16,
+    ingress: bool,
+    pkts: impl Iterator<Item = &'a pmd_shim::Mbuf>,
+) {
+    let Some(Some(m)) = mirrors.get_mut(usize::from(vif)) else {
+        return;
+    };
+    if (ingress && !m.cfg.ingress) || (!ingress && !m.cfg.egress) {
+        return;
+    }
+    out.to = m.cfg.to;
+    let i = usize::from(vif);
+    for p in pkts {
+        if out.pkts.len() == out.pkts.capacity() || !m.wants(p.data()) {
+            continue;
+        }
+        match mirror::copy(pool, p, m.cfg.snaplen) {
+            Some(c) => {
+                out.pkts.push(Pkt(c));
+                LoopCounters::add(&counters.mirror_copies[i], 1);
+            }
+            None => LoopCounters::add(&counters.mirror_failures[i], 1),
+        }
+    }
 }
 
 impl Lcore {
@@ -201,6 +264,9 @@ impl Lcore {
             virtq_tx: Vec::with_capacity(MAX_VIFS),
             owner: vec![NO_OWNER; MAX_VIFS].into_boxed_slice(),
             host_vif: None,
+            mirrors: (0..MAX_VIFS).map(|_| None).collect(),
+            copies_in: Copies::new(),
+            copies_out: Copies::new(),
         };
         let mut batches: TxBatches<Pkt> = TxBatches::new(BURST_MAX);
         let mut burst = MbufBurst::new();
@@ -246,6 +312,15 @@ impl Lcore {
                             continue;
                         }
                         work += n;
+                        mirror_copies(
+                            &mut st.mirrors,
+                            &mut st.copies_in,
+                            &pool,
+                            &counters,
+                            *vif,
+                            true,
+                            burst.iter(),
+                        );
                         pipeline.flow_hook().begin(*vif, now_ms);
                         pipeline.process(*vif, burst.drain().map(Pkt), &mut batches);
                         *vif
@@ -259,6 +334,15 @@ impl Lcore {
                             continue;
                         }
                         work += n;
+                        mirror_copies(
+                            &mut st.mirrors,
+                            &mut st.copies_in,
+                            &pool,
+                            &counters,
+                            *vif,
+                            true,
+                            spare[..n].iter().map(|p| &p.0),
+                        );
                         pipeline.flow_hook().begin(*vif, now_ms);
                         pipeline.process(*vif, spare.drain(..n), &mut batches);
                         *vif
@@ -278,6 +362,15 @@ impl Lcore {
                             continue;
                         }
                         work += r.received;
+                        mirror_copies(
+                            &mut st.mirrors,
+                            &mut st.copies_in,
+                            &pool,
+                            &counters,
+                            vif,
+                            true,
+                            burst.iter(),
+                        );
                         // The header becomes the packet's offload state, or the packet a drop.
                         let pkts = burst.drain().zip(&hdrs).filter_map(|(mut m, h)| {
                             match packet::kernel_rx_offload(*h, m.pkt_len() as usize, mtu) {
@@ -307,6 +400,11 @@ impl Lcore {
                     finished: &mut finished,
                 };
                 st.flush(&mut tx, in_vif, &mut batches);
+                if !st.copies_in.pkts.is_empty() {
+                    let mut c = std::mem::take(&mut st.copies_in.pkts);
+                    st.transmit(&mut tx, st.copies_in.to, &mut c);
+                    st.copies_in.pkts = c;
+                }
             }
             st.hand_back_broken(&events);
 
@@ -428,6 +526,25 @@ impl State {
     /// not at all (freed, counted under the `offload` drop reason). Packets for another lcore's
     /// port go as they are; that lcore finishes them.
     fn send(&mut self, tx: &mut Tx<'_>, vif: u16, q: &mut Vec<Pkt>) {
+        mirror_copies(
+            &mut self.mirrors,
+            &mut self.copies_out,
+            tx.pool,
+            tx.counters,
+            vif,
+            false,
+            q.iter().map(|p| &p.0),
+        );
+        self.send_only(tx, vif, q);
+        if !self.copies_out.pkts.is_empty() {
+            let mut c = std::mem::take(&mut self.copies_out.pkts);
+            self.transmit(tx, self.copies_out.to, &mut c);
+            self.copies_out.pkts = c;
+        }
+    }
+
+    /// [`State::send`] without the mirror.
+    fn send_only(&mut self, tx: &mut Tx<'_>, vif: u16, q: &mut Vec<Pkt>) {
         let caps = match self.tx.get(usize::from(vif)).and_then(Option::as_ref) {
             Some(sink) => sink.caps(),
             None => return self.transmit(tx, vif, q),
@@ -654,6 +771,14 @@ impl State {
                 if self.host_vif == Some(vif) {
                     self.host_vif = None;
                 }
+                for m in self.mirrors.iter_mut() {
+                    if m.as_ref().is_some_and(|m| m.cfg.to == vif) {
+                        *m = None;
+                    }
+                }
+                if let Some(m) = self.mirrors.get_mut(usize::from(vif)) {
+                    *m = None;
+                }
                 let _ = reply.send(queues);
             }
             LcoreCmd::SetOwner { vif, owner } => {
@@ -662,6 +787,11 @@ impl State {
                 }
             }
             LcoreCmd::SetHostVif { vif } => self.host_vif = vif,
+            LcoreCmd::SetMirror { vif, mirror } => {
+                if let Some(slot) = self.mirrors.get_mut(usize::from(vif)) {
+                    *slot = mirror.map(MirrorState::new);
+                }
+            }
         }
     }
 

@@ -9,6 +9,7 @@ mod config;
 mod dataplane;
 mod flow_export;
 mod lcore;
+mod mirror;
 mod notify;
 mod offload;
 mod packet;

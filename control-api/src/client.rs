@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use crate::api::{
     BridgeEntry, DropStats, ErrorBody, FloatingIp, FloatingIpInfo, FlowPage, FlowQuery, FlowStats,
-    FlushResult, Health, IpPrefix, MacAddr, MplsEntry, MplsRequest, NatPool, NatPoolInfo, Nexthop,
-    NexthopInfo, Policy, Route, SnatAttachment, Stats, TraceRequest, TraceResult, VifInfo,
-    VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
+    FlushResult, Health, IpPrefix, MacAddr, Mirror, MirrorInfo, MplsEntry, MplsRequest, NatPool,
+    NatPoolInfo, Nexthop, NexthopInfo, Policy, Route, SnatAttachment, Stats, TraceRequest,
+    TraceResult, VifInfo, VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
 };
 use crate::error::Error;
 
@@ -242,6 +242,17 @@ impl Client {
     }
     pub async fn policy(&self, vif: &str) -> Result<Policy, Error> {
         self.get(&format!("/vifs/{vif}/policy")).await
+    }
+
+    pub async fn mirror_set(&self, vif: &str, m: &Mirror) -> Result<Mirror, Error> {
+        self.call(Method::PUT, &format!("/vifs/{vif}/mirror"), Some(m))
+            .await
+    }
+    pub async fn mirror(&self, vif: &str) -> Result<MirrorInfo, Error> {
+        self.get(&format!("/vifs/{vif}/mirror")).await
+    }
+    pub async fn mirror_del(&self, vif: &str) -> Result<(), Error> {
+        self.delete(&format!("/vifs/{vif}/mirror")).await
     }
 
     /// Starts tracing the next `count` packets received on `vif`.

@@ -5,6 +5,7 @@
 //! so reads see the model from before a change or after it and never wait for one. Blocking
 //! (file system, dataplane); the server calls it off the async runtime.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -12,9 +13,9 @@ use tracing::info;
 
 use crate::api::{
     BridgeEntry, DropStats, FloatingIp, FloatingIpInfo, FlowPage, FlowQuery, FlowStats,
-    FlushResult, Health, IpPrefix, MacAddr, MplsEntry, NatPool, NatPoolInfo, Nexthop, NexthopInfo,
-    Policy, Route, SnatAttachment, Stats, TraceRequest, TraceResult, VifInfo, VifRequest, VrfInfo,
-    VxlanEntry, TRACE_COUNT_MAX,
+    FlushResult, Health, IpPrefix, MacAddr, Mirror, MirrorInfo, MplsEntry, NatPool, NatPoolInfo,
+    Nexthop, NexthopInfo, Policy, Route, SnatAttachment, Stats, TraceRequest, TraceResult, VifInfo,
+    VifRequest, VrfInfo, VxlanEntry, MIRROR_SNAPLEN_MAX, MIRROR_SNAPLEN_MIN, TRACE_COUNT_MAX,
 };
 use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, TableChange, VifKind, VifSpec};
 use crate::error::Error;
@@ -89,6 +90,8 @@ pub struct Controller {
     journal: Mutex<Option<Journal>>,
     /// The vif the packet trace was last started on (the dataplane runs one trace at a time).
     traced: Mutex<Option<String>>,
+    /// Mirrors by mirrored vif (diagnostics: not saved in --state-dir).
+    mirrors: Mutex<BTreeMap<String, Mirror>>,
 }
 
 impl Controller {
@@ -102,6 +105,7 @@ impl Controller {
             vrouter_mac: config.vrouter_mac,
             journal: Mutex::new(None),
             traced: Mutex::new(None),
+            mirrors: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -356,6 +360,18 @@ impl Controller {
             }
             socket_path::remove_created_dirs(&removable);
             info!(attached = %entry.spec.kind, "vif removed");
+            // Mirrors of the vif, or to it, end with it.
+            let mut mirrors = self.mirrors();
+            mirrors.retain(|from, m| {
+                let ends = from == name || m.to == name;
+                if ends && from != name {
+                    if let Ok(v) = self.model().vif(from) {
+                        let _ = self.dataplane.mirror_del(&v.spec);
+                    }
+                }
+                !ends
+            });
+            drop(mirrors);
             // A trace of the vif ends with it (its index may be given to another vif).
             let mut traced = self.traced.lock().unwrap_or_else(|p| p.into_inner());
             if traced.as_deref() == Some(name) {
@@ -780,6 +796,85 @@ impl Controller {
             })
         })?;
         info!("policy removed");
+        Ok(())
+    }
+
+    fn mirrors(&self) -> MutexGuard<'_, BTreeMap<String, Mirror>> {
+        self.mirrors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies vif `name`'s packets to the vif `m.to` names (replacing a mirror of `name`).
+    pub fn mirror_set(&self, name: &str, m: &Mirror) -> Result<Outcome, Error> {
+        let invalid = |field: &str, reason: String| Error::InvalidField {
+            field: field.into(),
+            reason,
+        };
+        if m.to == name {
+            return Err(invalid("to", format!("{name} cannot mirror to itself")));
+        }
+        if let Some(n) = m.snaplen {
+            if !(MIRROR_SNAPLEN_MIN..=MIRROR_SNAPLEN_MAX).contains(&n) {
+                return Err(invalid(
+                    "snaplen",
+                    format!("{n} is not in {MIRROR_SNAPLEN_MIN}..={MIRROR_SNAPLEN_MAX}"),
+                ));
+            }
+        }
+        if m.sample == Some(0) {
+            return Err(invalid("sample", "0: one packet in 0 means none".into()));
+        }
+        if let Some(f) = &m.filter {
+            if f.ports.is_some() && !f.proto.is_some_and(|p| p.has_ports()) {
+                return Err(invalid(
+                    "filter.ports",
+                    "ports need proto tcp, udp or sctp".into(),
+                ));
+            }
+        }
+        let (spec, to) = {
+            let model = self.model();
+            let spec = model.vif(name)?.spec.clone();
+            let to = model.vif(&m.to).map_err(|_| {
+                Error::Conflict(format!("the analyzer vif {} does not exist", m.to))
+            })?;
+            (spec, to.spec.clone())
+        };
+        let mut mirrors = self.mirrors();
+        self.dataplane.mirror_set(&spec, &to, m)?;
+        let new = mirrors.insert(name.to_string(), m.clone()).is_none();
+        info!(vif = %name, to = %m.to, "mirror set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn mirror(&self, name: &str) -> Result<MirrorInfo, Error> {
+        let spec = self.model().vif(name)?.spec.clone();
+        let mirror = self
+            .mirrors()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                what: "mirror of vif",
+                key: name.to_string(),
+            })?;
+        let (copies, copy_failures) = self.dataplane.mirror_counts(&spec);
+        Ok(MirrorInfo {
+            mirror,
+            copies,
+            copy_failures,
+        })
+    }
+
+    pub fn mirror_del(&self, name: &str) -> Result<(), Error> {
+        let spec = self.model().vif(name)?.spec.clone();
+        let mut mirrors = self.mirrors();
+        if !mirrors.contains_key(name) {
+            return Err(Error::NotFound {
+                what: "mirror of vif",
+                key: name.to_string(),
+            });
+        }
+        self.dataplane.mirror_del(&spec)?;
+        mirrors.remove(name);
         Ok(())
     }
 

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
-    BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, Health, IpPrefix, MacAddr, NatPool,
-    NatPoolUsage, Nexthop, Policy, Route, Stats, TracedPacket, VhostUserMode, VifStatus,
+    BridgeEntry, DropStats, FlowPage, FlowQuery, FlowStats, Health, IpPrefix, MacAddr, Mirror,
+    NatPool, NatPoolUsage, Nexthop, Policy, Route, Stats, TracedPacket, VhostUserMode, VifStatus,
 };
 
 /// A vif as the dataplane needs it: validated, with its index and resolved socket path.
@@ -299,6 +299,28 @@ pub trait Dataplane: Send + Sync + 'static {
     }
     fn trace_stop(&self) -> Result<(), DataplaneError> {
         Ok(())
+    }
+    /// Copy `vif`'s packets to `to` as `mirror` says (replacing a mirror of `vif`).
+    fn mirror_set(
+        &self,
+        vif: &VifSpec,
+        to: &VifSpec,
+        mirror: &Mirror,
+    ) -> Result<(), DataplaneError> {
+        let _ = (vif, to, mirror);
+        Err(DataplaneError::new(
+            DataplaneErrorKind::Unavailable,
+            "this dataplane does not mirror packets",
+        ))
+    }
+    fn mirror_del(&self, vif: &VifSpec) -> Result<(), DataplaneError> {
+        let _ = vif;
+        Ok(())
+    }
+    /// Copies made of `vif`'s packets, and copies that found no buffer.
+    fn mirror_counts(&self, vif: &VifSpec) -> (u64, u64) {
+        let _ = vif;
+        (0, 0)
     }
     /// The NAT pools' use (a dataplane without NAT has none to report).
     fn nat_pools(&self) -> Result<Vec<NatPoolUsage>, DataplaneError> {

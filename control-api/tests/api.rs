@@ -1502,3 +1502,53 @@ async fn early_answers_keep_the_connection_for_the_next_request() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_mirror_is_refused_naming_what_is_wrong() {
+    let s = TestServer::start();
+    assert_eq!(call(&s, Method::PUT, "/vrfs/1", None).await.0, 201);
+    let b = json!({"name":"pod1","type":"af-packet","vrf":1,"mac":"02:00:00:00:00:01","iface":"veth-m1"});
+    assert_eq!(call(&s, Method::POST, "/vifs", Some(b)).await.0, 201);
+    let cases = [
+        ("/vifs/pod1/mirror", json!({"to":"pod1"}), 400, "itself"),
+        ("/vifs/pod1/mirror", json!({"to":"nope"}), 409, "nope"),
+        ("/vifs/nope/mirror", json!({"to":"pod1"}), 404, "nope"),
+        (
+            "/vifs/pod1/mirror",
+            json!({"to":"x","snaplen":10}),
+            400,
+            "snaplen",
+        ),
+        (
+            "/vifs/pod1/mirror",
+            json!({"to":"x","sample":0}),
+            400,
+            "sample",
+        ),
+        (
+            "/vifs/pod1/mirror",
+            json!({"to":"x","filter":{"ports":"53"}}),
+            400,
+            "filter.ports",
+        ),
+        (
+            "/vifs/pod1/mirror",
+            json!({"to":"x","direction":"sideways"}),
+            400,
+            "sideways",
+        ),
+    ];
+    for (path, body, status, names) in cases {
+        let (st, v) = call(&s, Method::PUT, path, Some(body.clone())).await;
+        assert_eq!(st, status, "{body}: {v}");
+        assert!(v.to_string().contains(names), "{body}: {v}");
+    }
+    assert_eq!(
+        call(&s, Method::GET, "/vifs/pod1/mirror", None).await.0,
+        404
+    );
+    assert_eq!(
+        call(&s, Method::DELETE, "/vifs/pod1/mirror", None).await.0,
+        404
+    );
+}

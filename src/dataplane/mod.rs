@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use control_api::api::{
-    DropStats, FlowPage, FlowQuery, FlowStats, Health, NatPoolUsage, Stats, TracedPacket, VifStatus,
+    DropStats, FlowPage, FlowQuery, FlowStats, Health, Mirror, NatPoolUsage, Stats, TracedPacket,
+    VifStatus,
 };
 use control_api::{Change, Dataplane, DataplaneError, DataplaneErrorKind, VifSpec};
 use crossbeam::channel::Sender;
@@ -263,6 +264,44 @@ impl Dataplane for VrouterDataplane {
     fn trace_stop(&self) -> Result<(), DataplaneError> {
         self.tracer.stop();
         Ok(())
+    }
+
+    fn mirror_set(&self, vif: &VifSpec, to: &VifSpec, m: &Mirror) -> Result<(), DataplaneError> {
+        let (index, to) = {
+            let reg = self.registry();
+            (
+                Self::vif_index(&reg, &vif.name)?,
+                Self::vif_index(&reg, &to.name)?,
+            )
+        };
+        let cfg = crate::mirror::MirrorCfg::new(m, to);
+        self.broadcast(|| LcoreCmd::SetMirror {
+            vif: index,
+            mirror: Some(cfg),
+        });
+        Ok(())
+    }
+
+    fn mirror_del(&self, vif: &VifSpec) -> Result<(), DataplaneError> {
+        let index = Self::vif_index(&self.registry(), &vif.name)?;
+        self.broadcast(|| LcoreCmd::SetMirror {
+            vif: index,
+            mirror: None,
+        });
+        Ok(())
+    }
+
+    fn mirror_counts(&self, vif: &VifSpec) -> (u64, u64) {
+        let Ok(index) = Self::vif_index(&self.registry(), &vif.name) else {
+            return (0, 0);
+        };
+        let i = usize::from(index);
+        self.lcores.iter().fold((0, 0), |(c, f), l| {
+            (
+                c + l.counters.mirror_copies[i].load(Ordering::Relaxed),
+                f + l.counters.mirror_failures[i].load(Ordering::Relaxed),
+            )
+        })
     }
 
     fn nat_pools(&self) -> Result<Vec<NatPoolUsage>, DataplaneError> {

@@ -163,7 +163,12 @@ impl VrouterDataplane {
                 // ICMP errors are counted as the drops they replace, and sent.
                 packets_made: l.stats.segments_added.get()
                     + l.stats.drops(DropReason::MtuIcmpSent)
-                    + l.stats.drops(DropReason::TtlExceededIcmpSent),
+                    + l.stats.drops(DropReason::TtlExceededIcmpSent)
+                    + l.counters
+                        .mirror_copies
+                        .iter()
+                        .map(|c| c.load(Ordering::Relaxed))
+                        .sum::<u64>(),
                 busy_ratio: busy_ratio(&l.counters),
             };
             for v in 0..MAX_VIFS as u16 {

@@ -3,6 +3,7 @@
 
 mod flow;
 mod label;
+mod mirror;
 mod nat;
 mod nexthop;
 mod policy;
@@ -17,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 pub use flow::{FlowAction, FlowEntry, FlowPage, FlowQuery, FlowStats, FlowTuple, FlushResult};
 pub use label::{MplsEntry, MplsRequest, VxlanEntry, VxlanRequest};
+pub use mirror::{
+    Mirror, MirrorDirection, MirrorFilter, MirrorInfo, MIRROR_SNAPLEN_MAX, MIRROR_SNAPLEN_MIN,
+};
 pub use nat::{
     FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, NatPorts, SnatAttachment,
 };

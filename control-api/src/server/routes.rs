@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::extract::{parse_json, read_body, Body, Params};
 use super::lane::Lanes;
 use crate::api::{
-    BridgeEntry, FloatingIp, FlowQuery, MacAddr, MplsRequest, NatPool, Nexthop, Policy, Route,
-    SnatAttachment, TraceRequest, VifRequest, VxlanRequest,
+    BridgeEntry, FloatingIp, FlowQuery, MacAddr, Mirror, MplsRequest, NatPool, Nexthop, Policy,
+    Route, SnatAttachment, TraceRequest, VifRequest, VxlanRequest,
 };
 use crate::controller::{Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
@@ -52,6 +52,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/vifs/{name}/policy"),
     ("PUT", "/vifs/{name}/policy"),
     ("DELETE", "/vifs/{name}/policy"),
+    ("PUT", "/vifs/{name}/mirror"),
+    ("GET", "/vifs/{name}/mirror"),
+    ("DELETE", "/vifs/{name}/mirror"),
     ("PUT", "/vifs/{name}/trace"),
     ("GET", "/vifs/{name}/trace"),
     ("DELETE", "/vifs/{name}/trace"),
@@ -211,6 +214,25 @@ async fn vif_get(State(s): St, p: Params) -> Res {
 async fn vif_del(State(s): St, p: Params) -> Res {
     let name = p.get("name")?.to_string();
     s.lanes.change(move |c| c.vif_del(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn mirror_put(State(s): St, p: Params, Body(m): Body<Mirror>) -> Res {
+    let name = p.get("name")?.to_string();
+    let body = m.clone();
+    let out = s.lanes.read(move |c| c.mirror_set(&name, &m)).await?;
+    Ok(json(put_status(out), &body))
+}
+
+async fn mirror_get(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    let v = s.lanes.read(move |c| c.mirror(&name)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn mirror_del(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    s.lanes.read(move |c| c.mirror_del(&name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -516,6 +538,9 @@ pub(super) fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
             ("GET", "/vifs/{name}") => on(filter, vif_get),
             ("DELETE", "/vifs/{name}") => on(filter, vif_del),
             ("GET", "/vifs/{name}/policy") => on(filter, policy_get),
+            ("PUT", "/vifs/{name}/mirror") => on(filter, mirror_put),
+            ("GET", "/vifs/{name}/mirror") => on(filter, mirror_get),
+            ("DELETE", "/vifs/{name}/mirror") => on(filter, mirror_del),
             ("PUT", "/vifs/{name}/trace") => on(filter, trace_put),
             ("GET", "/vifs/{name}/trace") => on(filter, trace_get),
             ("DELETE", "/vifs/{name}/trace") => on(filter, trace_del),

@@ -4,6 +4,7 @@
 
 mod flow;
 mod label;
+mod mirror;
 mod nat;
 mod nexthop;
 mod output;
@@ -71,6 +72,9 @@ enum Command {
     /// Per-vif security policy.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Copies of a vif's packets to an analyzer vif.
+    #[command(subcommand)]
+    Mirror(mirror::MirrorCmd),
     /// NAT: source-NAT pools, the VRFs whose flows leave through them, floating IPs.
     #[command(subcommand)]
     Nat(nat::NatCmd),
@@ -108,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mpls(cmd) => label::run_mpls(cmd, &c, &out).await,
         Command::Vxlan(cmd) => label::run_vxlan(cmd, &c, &out).await,
         Command::Policy(cmd) => policy::run(cmd, &c, &out).await,
+        Command::Mirror(cmd) => mirror::run(cmd, &c, &out).await,
         Command::Nat(cmd) => nat::run(cmd, &c, &out).await,
         Command::Flows(cmd) => flow::run(cmd, &c, &out).await,
         Command::Stats { rate: false, .. } => out.show(&c.stats().await?, status::stats),
