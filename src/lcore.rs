@@ -231,9 +231,18 @@ fn mirror_copies<'a>(
         if out.pkts.len() == out.pkts.capacity() || !m.wants(p.data()) {
             continue;
         }
-        match mirror::copy(pool, p, m.cfg.snaplen) {
+        let copied = mirror::copy(pool, p, m.cfg.snaplen)
+            .map(Pkt)
+            .and_then(|mut c| {
+                // For a collector, in VXLAN (a fresh mbuf's headroom takes the headers).
+                match &m.cfg.remote {
+                    Some((tpl, vni)) => tpl.push(&mut c, *vni, 0, 0, 0).ok().map(|()| c),
+                    None => Some(c),
+                }
+            });
+        match copied {
             Some(c) => {
-                out.pkts.push(Pkt(c));
+                out.pkts.push(c);
                 LoopCounters::add(&counters.mirror_copies[i], 1);
             }
             None => LoopCounters::add(&counters.mirror_failures[i], 1),

@@ -9,12 +9,15 @@ use std::net::IpAddr;
 use control_api::api::{Mirror, MirrorDirection, Proto};
 use pmd_shim::{Mbuf, Mempool};
 use vrouter::meta;
+use vrouter::pipeline::encap::Template;
 
 /// A mirror as the lcore applies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct MirrorCfg {
-    /// The analyzer vif.
+    /// The analyzer vif, or the fabric vif toward the collector.
     pub to: u16,
+    /// For a collector: the VXLAN headers to push, and the VNI.
+    pub remote: Option<(Template, u32)>,
     pub ingress: bool,
     pub egress: bool,
     /// Bytes a copy is cut to.
@@ -34,11 +37,12 @@ pub struct Filter {
 }
 
 impl MirrorCfg {
-    /// The API's mirror, to analyzer vif index `to`.
-    pub fn new(m: &Mirror, to: u16) -> MirrorCfg {
+    /// The API's mirror, to vif index `to` (with `remote`'s headers for a collector).
+    pub fn new(m: &Mirror, to: u16, remote: Option<(Template, u32)>) -> MirrorCfg {
         let f = m.filter.clone().unwrap_or_default();
         MirrorCfg {
             to,
+            remote,
             ingress: m.direction != MirrorDirection::Egress,
             egress: m.direction != MirrorDirection::Ingress,
             snaplen: m.snaplen.unwrap_or(u32::MAX),
@@ -154,7 +158,7 @@ mod tests {
     }
 
     fn cfg(json: &str) -> MirrorCfg {
-        MirrorCfg::new(&serde_json::from_str::<Mirror>(json).unwrap(), 9)
+        MirrorCfg::new(&serde_json::from_str::<Mirror>(json).unwrap(), 9, None)
     }
 
     #[test]

@@ -192,3 +192,102 @@ fn an_analyzer_pod_sees_exactly_the_mirrored_packets() {
         "{err}"
     );
 }
+
+/// Copies to a remote collector go over the fabric in VXLAN, the original frame inside: tshark
+/// on the collector's side of the fabric dissects the VNI that names the mirror and the pod's
+/// own packet.
+#[test]
+fn a_remote_collector_gets_copies_in_vxlan_over_the_fabric() {
+    use testkit::netns::{Netns, PcapFile};
+    let node = Netns::new("mir");
+    let collector = Netns::new("mirc");
+    node.veth("fab0", "fab0", Some(&collector));
+    let collector_mac = collector.exec(&["cat", "/sys/class/net/fab0/address"]);
+    let vr = Vrouterd::start_netns(
+        Some(&node),
+        &vrouterd_bin(),
+        &[
+            "--idle-sleep-us",
+            "20",
+            "--fabric",
+            "kernel:fab0",
+            "--fabric-ip",
+            "198.19.0.1",
+        ],
+        &[],
+    );
+    let base = vr.socket_base();
+    vr.api(|c| async move { c.vrf_add(1).await })
+        .expect("vrf 1");
+    let mut socks = Vec::new();
+    for (i, name) in ["podA", "podB"].iter().enumerate() {
+        let dir = base.join(name);
+        let mut v = vhost_vif(name, MAC[i], &dir, "net0", VhostUserMode::Server);
+        v.mtu = Some(1400);
+        vr.add_vif(&v);
+        let prefix = format!("198.18.{}.2/32", i + 1);
+        vr.route_to(i as u32 + 1, name, MAC[i], &[&prefix]);
+        socks.push(dir.join("net0"));
+    }
+    let mut a = FrontendPod::connect(&socks[0], Memory::Memfd).expect("pod A");
+    let mut b = FrontendPod::connect(&socks[1], Memory::Memfd).expect("pod B");
+    for n in ["podA", "podB"] {
+        vr.wait_connected(n);
+    }
+    let m = mirror(&format!(
+        r#"{{"direction":"ingress","collector":{{"address":"198.19.0.2","vni":777,"mac":"{}"}}}}"#,
+        collector_mac.trim()
+    ));
+    vr.api(|cl| async move { cl.mirror_set("podA", &m).await })
+        .expect("mirror to the collector");
+    let cap = collector.capture("fab0", "udp port 4789", 5);
+    let to_b = udp_frame(MAC[0].0, VROUTER_MAC, [198, 18, 1, 2], [198, 18, 2, 2]);
+    let got_b = send(&mut a, &to_b, 5, &mut b);
+    assert_eq!(receive(&mut b, 5, got_b).len(), 5);
+    let frames = cap.frames(Duration::from_secs(10));
+    assert_eq!(frames.len(), 5, "one copy each");
+    for f in &frames {
+        assert_eq!(&f[..6], collector_mac_bytes(&collector_mac).as_slice());
+        assert_eq!(
+            &f[50..],
+            &to_b[..],
+            "the original frame inside, byte for byte"
+        );
+    }
+    let pcap = PcapFile::write(&frames).expect("pcap");
+    let out = std::process::Command::new("tshark")
+        .args(["-r", pcap.path.to_str().unwrap(), "-T", "fields"])
+        .args([
+            "-e",
+            "vxlan.vni",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "udp.dstport",
+        ])
+        .output()
+        .expect("tshark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 5, "{text}");
+    for line in text.lines() {
+        assert_eq!(
+            line.split('\t').collect::<Vec<_>>(),
+            [
+                "777",
+                "198.19.0.1,198.18.1.2",
+                "198.19.0.2,198.18.2.2",
+                "4789,40001"
+            ],
+            "{text}"
+        );
+    }
+}
+
+fn collector_mac_bytes(text: &str) -> Vec<u8> {
+    text.trim()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+        .collect()
+}

@@ -363,7 +363,7 @@ impl Controller {
             // Mirrors of the vif, or to it, end with it.
             let mut mirrors = self.mirrors();
             mirrors.retain(|from, m| {
-                let ends = from == name || m.to == name;
+                let ends = from == name || m.to.as_deref() == Some(name);
                 if ends && from != name {
                     if let Ok(v) = self.model().vif(from) {
                         let _ = self.dataplane.mirror_del(&v.spec);
@@ -809,8 +809,25 @@ impl Controller {
             field: field.into(),
             reason,
         };
-        if m.to == name {
-            return Err(invalid("to", format!("{name} cannot mirror to itself")));
+        match (&m.to, &m.collector) {
+            (Some(to), None) if to == name => {
+                return Err(invalid("to", format!("{name} cannot mirror to itself")));
+            }
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => {
+                return Err(invalid(
+                    "to",
+                    "give either an analyzer vif (`to`) or a `collector`".into(),
+                ))
+            }
+        }
+        if let Some(c) = &m.collector {
+            if !(1..=VNI_MAX).contains(&c.vni) {
+                return Err(invalid(
+                    "collector.vni",
+                    format!("{} is not in 1..={VNI_MAX}", c.vni),
+                ));
+            }
         }
         if let Some(n) = m.snaplen {
             if !(MIRROR_SNAPLEN_MIN..=MIRROR_SNAPLEN_MAX).contains(&n) {
@@ -834,15 +851,33 @@ impl Controller {
         let (spec, to) = {
             let model = self.model();
             let spec = model.vif(name)?.spec.clone();
-            let to = model.vif(&m.to).map_err(|_| {
-                Error::Conflict(format!("the analyzer vif {} does not exist", m.to))
-            })?;
-            (spec, to.spec.clone())
+            if m.collector.is_some()
+                && !model
+                    .vifs()
+                    .any(|v| matches!(v.spec.kind, VifKind::Physical { .. }))
+            {
+                return Err(Error::Conflict(
+                    "a collector is reached over the fabric, and there is no fabric vif".into(),
+                ));
+            }
+            let to = match &m.to {
+                Some(to) => Some(
+                    model
+                        .vif(to)
+                        .map_err(|_| {
+                            Error::Conflict(format!("the analyzer vif {to} does not exist"))
+                        })?
+                        .spec
+                        .clone(),
+                ),
+                None => None,
+            };
+            (spec, to)
         };
         let mut mirrors = self.mirrors();
-        self.dataplane.mirror_set(&spec, &to, m)?;
+        self.dataplane.mirror_set(&spec, to.as_ref(), m)?;
         let new = mirrors.insert(name.to_string(), m.clone()).is_none();
-        info!(vif = %name, to = %m.to, "mirror set");
+        info!(vif = %name, to = ?m.to, collector = ?m.collector, "mirror set");
         Ok(Outcome::from_new(new))
     }
 

@@ -300,11 +300,12 @@ pub trait Dataplane: Send + Sync + 'static {
     fn trace_stop(&self) -> Result<(), DataplaneError> {
         Ok(())
     }
-    /// Copy `vif`'s packets to `to` as `mirror` says (replacing a mirror of `vif`).
+    /// Copy `vif`'s packets to the analyzer vif `to`, or to `mirror.collector`, as `mirror`
+    /// says (replacing a mirror of `vif`).
     fn mirror_set(
         &self,
         vif: &VifSpec,
-        to: &VifSpec,
+        to: Option<&VifSpec>,
         mirror: &Mirror,
     ) -> Result<(), DataplaneError> {
         let _ = (vif, to, mirror);

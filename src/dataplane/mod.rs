@@ -266,15 +266,46 @@ impl Dataplane for VrouterDataplane {
         Ok(())
     }
 
-    fn mirror_set(&self, vif: &VifSpec, to: &VifSpec, m: &Mirror) -> Result<(), DataplaneError> {
-        let (index, to) = {
-            let reg = self.registry();
-            (
-                Self::vif_index(&reg, &vif.name)?,
-                Self::vif_index(&reg, &to.name)?,
-            )
+    fn mirror_set(
+        &self,
+        vif: &VifSpec,
+        to: Option<&VifSpec>,
+        m: &Mirror,
+    ) -> Result<(), DataplaneError> {
+        let reg = self.registry();
+        let index = Self::vif_index(&reg, &vif.name)?;
+        let (to, remote) = match (to, &m.collector) {
+            (Some(to), _) => (Self::vif_index(&reg, &to.name)?, None),
+            (None, Some(c)) => {
+                // Over the fabric vif, from the fabric address, in VXLAN.
+                let topo = self.tables.topology();
+                let fabric = reg
+                    .vifs
+                    .values()
+                    .filter_map(|v| {
+                        topo.vif(v.index)
+                            .filter(|t| t.kind == vrouter::tables::VifKind::Physical)
+                    })
+                    .min_by_key(|t| t.index)
+                    .copied()
+                    .ok_or_else(|| {
+                        rejected("a collector is reached over the fabric: no fabric vif")
+                    })?;
+                let outer = vrouter::pipeline::encap::Outer {
+                    encap: vrouter::tables::TunnelEncap::Vxlan,
+                    sip: reg.fabric.fabric_ip,
+                    dip: c.address,
+                    dmac: vrouter::MacAddr(c.mac.0),
+                    label: c.vni,
+                    mpls_ttl: 0,
+                };
+                let tpl = vrouter::pipeline::encap::Template::new(&outer, &fabric, &reg.fabric);
+                (fabric.index, Some((tpl, c.vni)))
+            }
+            (None, None) => return Err(rejected("a mirror goes to a vif or a collector")),
         };
-        let cfg = crate::mirror::MirrorCfg::new(m, to);
+        drop(reg);
+        let cfg = crate::mirror::MirrorCfg::new(m, to, remote);
         self.broadcast(|| LcoreCmd::SetMirror {
             vif: index,
             mirror: Some(cfg),

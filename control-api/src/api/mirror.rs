@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{IpPrefix, PortRange, Proto};
+use std::net::Ipv4Addr;
+
+use super::{IpPrefix, MacAddr, PortRange, Proto};
 
 /// Longest and shortest copy a mirror may be cut to.
 pub const MIRROR_SNAPLEN_MIN: u32 = 64;
@@ -32,12 +34,26 @@ pub struct MirrorFilter {
     pub ports: Option<PortRange>,
 }
 
-/// `PUT /vifs/{name}/mirror`.
+/// A remote collector: copies go to it over the fabric in VXLAN, each whole frame the
+/// payload of a VXLAN packet with this VNI (which names the mirror to the collector).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorCollector {
+    pub address: Ipv4Addr,
+    pub vni: u32,
+    /// The fabric next hop's MAC toward it.
+    pub mac: MacAddr,
+}
+
+/// `PUT /vifs/{name}/mirror`: `to` an analyzer vif, or `collector` over the fabric.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
     /// The analyzer vif the copies are sent out of.
-    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<MirrorCollector>,
     #[serde(default)]
     pub direction: MirrorDirection,
     /// Copies are cut to this many bytes (the whole frame when absent).

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 pub use flow::{FlowAction, FlowEntry, FlowPage, FlowQuery, FlowStats, FlowTuple, FlushResult};
 pub use label::{MplsEntry, MplsRequest, VxlanEntry, VxlanRequest};
 pub use mirror::{
-    Mirror, MirrorDirection, MirrorFilter, MirrorInfo, MIRROR_SNAPLEN_MAX, MIRROR_SNAPLEN_MIN,
+    Mirror, MirrorCollector, MirrorDirection, MirrorFilter, MirrorInfo, MIRROR_SNAPLEN_MAX,
+    MIRROR_SNAPLEN_MIN,
 };
 pub use nat::{
     FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, NatPorts, SnatAttachment,

@@ -1,7 +1,9 @@
 //! `vrouterctl mirror`: copies of a vif's packets to an analyzer vif.
 
 use clap::{Subcommand, ValueEnum};
-use control_api::api::{Mirror, MirrorDirection, MirrorFilter, MirrorInfo};
+use control_api::api::{
+    MacAddr, Mirror, MirrorCollector, MirrorDirection, MirrorFilter, MirrorInfo,
+};
 use control_api::Client;
 
 use crate::output::Out;
@@ -20,8 +22,21 @@ pub enum MirrorCmd {
         /// The mirrored vif.
         vif: String,
         /// The analyzer vif the copies go out of.
+        #[arg(
+            long,
+            required_unless_present = "collector",
+            conflicts_with = "collector"
+        )]
+        to: Option<String>,
+        /// A remote collector's IPv4 address: copies go to it over the fabric in VXLAN.
+        #[arg(long, requires_all = ["vni", "collector_mac"])]
+        collector: Option<std::net::Ipv4Addr>,
+        /// The VXLAN VNI the collector's copies carry (names the mirror there).
         #[arg(long)]
-        to: String,
+        vni: Option<u32>,
+        /// The fabric next hop's MAC toward the collector.
+        #[arg(long)]
+        collector_mac: Option<MacAddr>,
         /// Packets the vif receives, packets sent to it, or both.
         #[arg(long, value_enum, default_value = "both")]
         direction: DirectionArg,
@@ -58,6 +73,9 @@ pub async fn run(cmd: MirrorCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
         MirrorCmd::Set {
             vif,
             to,
+            collector,
+            vni,
+            collector_mac,
             direction,
             snaplen,
             sample,
@@ -72,8 +90,15 @@ pub async fn run(cmd: MirrorCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                 cidr: cidr.map(|p| p.parse()).transpose()?,
                 ports: ports.map(|p| p.parse()).transpose()?,
             };
+            let collector = match (collector, vni, collector_mac) {
+                (Some(address), Some(vni), Some(mac)) => {
+                    Some(MirrorCollector { address, vni, mac })
+                }
+                _ => None,
+            };
             let m = Mirror {
                 to,
+                collector,
                 direction: match direction {
                     DirectionArg::Ingress => MirrorDirection::Ingress,
                     DirectionArg::Egress => MirrorDirection::Egress,
@@ -84,7 +109,7 @@ pub async fn run(cmd: MirrorCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                 filter: (filter != MirrorFilter::default()).then_some(filter),
             };
             let set = c.mirror_set(&vif, &m).await?;
-            out.show(&set, |m| format!("{vif} mirrored to {}\n", m.to))?;
+            out.show(&set, |m| format!("{vif} mirrored to {}\n", target(m)))?;
         }
         MirrorCmd::Show { vif } => out.show(&c.mirror(&vif).await?, show)?,
         MirrorCmd::Del { vif } => {
@@ -93,6 +118,15 @@ pub async fn run(cmd: MirrorCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where a mirror's copies go, in words.
+fn target(m: &Mirror) -> String {
+    match (&m.to, &m.collector) {
+        (Some(v), _) => v.clone(),
+        (None, Some(c)) => format!("collector {} (VXLAN VNI {})", c.address, c.vni),
+        (None, None) => "nowhere".into(),
+    }
 }
 
 /// A protocol as the API takes it: a name as a string, a number as a number.
@@ -104,7 +138,7 @@ fn word(p: &str) -> serde_json::Value {
 fn show(m: &MirrorInfo) -> String {
     let mut s = format!(
         "to          {}\ndirection   {}\n",
-        m.mirror.to,
+        target(&m.mirror),
         serde_json::to_value(m.mirror.direction)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
