@@ -16,7 +16,19 @@ impl FlowTable {
         let mut aged = 0;
         for k in 0..budget {
             let b = (start + k) % nb;
+            let Some(bucket) = self.bucket(b) else {
+                continue;
+            };
             for i in 0..SLOTS_PER_BUCKET {
+                // An empty slot (the common case) costs one load, not a consistent read: a
+                // flow set up meanwhile is aged on a later round, long before its timeout.
+                if bucket
+                    .tags
+                    .get(i)
+                    .is_none_or(|t| t.load(Ordering::Relaxed) == 0)
+                {
+                    continue;
+                }
                 let idx = b * SLOTS_PER_BUCKET + i;
                 let Some(info) = self.read_entry(idx) else {
                     continue;
