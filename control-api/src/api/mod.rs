@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 pub use flow::{FlowAction, FlowEntry, FlowPage, FlowQuery, FlowStats, FlowTuple, FlushResult};
 pub use label::{MplsEntry, MplsRequest, VxlanEntry, VxlanRequest};
 pub use nat::{
-    FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, NatPorts, SnatAttachment,
+    FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, NatPorts, Service,
+    ServiceBackend, ServiceBackendInfo, ServiceInfo, ServiceProto, SnatAttachment,
 };
 pub use nexthop::{Nexthop, NexthopInfo, TunnelEncap};
 pub use policy::{Policy, PolicyAction, PolicyRule, Proto};
