@@ -71,7 +71,8 @@ enum Command {
     /// Per-vif security policy.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
-    /// NAT: source-NAT pools, the VRFs whose flows leave through them, floating IPs.
+    /// NAT: source-NAT pools, the VRFs whose flows leave through them, floating IPs, service
+    /// VIPs.
     #[command(subcommand)]
     Nat(nat::NatCmd),
     /// The flow table.
