@@ -569,7 +569,7 @@ impl FlowHook for FlowStage {
 
     fn on_fabric(&mut self, m: &PacketMeta, frame: &[u8]) -> Inbound {
         let nat: &NatSnapshot = self.nat.load();
-        if !nat.any() || m.l3 != L3::Ipv4 || m.fragment {
+        if !nat.any_fabric() || m.l3 != L3::Ipv4 || m.fragment {
             return Inbound::Host;
         }
         let table = &*self.table;

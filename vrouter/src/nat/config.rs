@@ -143,6 +143,13 @@ impl NatSnapshot {
         self.attached != 0 || !self.floating_out.is_empty() || !self.services.is_empty()
     }
 
+    /// Whether anything comes back through the fabric's plain IP ingress translated (source
+    /// NAT replies, floating IPs): service VIPs alone never do.
+    #[inline(always)]
+    pub fn any_fabric(&self) -> bool {
+        self.attached != 0 || !self.floating_out.is_empty()
+    }
+
     /// Whether a pod of VRF `vrf` has a floating IP.
     #[inline(always)]
     pub fn has_floating(&self, vrf: u16) -> bool {
