@@ -638,6 +638,19 @@ async fn services_round_trip_and_refuse_bad_backends_and_clashes() {
         "conflict",
         "nat pool p",
     );
+    // Nor does a VIP become a host route.
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/5/routes",
+            Some(json!({"prefix": "198.18.1.100/32", "nexthop": 1})),
+        )
+        .await,
+        409,
+        "conflict",
+        "VIP of service web",
+    );
     // The VRF cannot go while a service lives in it.
     refused(
         call(&s, Method::DELETE, "/vrfs/5", None).await,

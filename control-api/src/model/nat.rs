@@ -366,6 +366,19 @@ impl Model {
         Ok(!self.nat.services.contains_key(name))
     }
 
+    /// The service whose VIP host route `prefix` of VRF `vrf` would be.
+    pub(super) fn service_at(&self, vrf: u32, prefix: crate::api::IpPrefix) -> Option<&str> {
+        (prefix.prefix_len() == 32)
+            .then(|| {
+                self.nat
+                    .services
+                    .iter()
+                    .find(|(_, s)| s.vrf == vrf && prefix.addr() == std::net::IpAddr::V4(s.address))
+            })
+            .flatten()
+            .map(|(n, _)| n.as_str())
+    }
+
     pub fn commit_service_set(&mut self, name: &str, s: Service) {
         self.nat.services.insert(name.to_string(), s);
     }
