@@ -2,7 +2,8 @@
 //! VRF 1 opens many short TCP connections to a VIP load-balanced over three backend kernel
 //! pods. Every backend gets some; the replies come from the VIP (the client's kernel accepts
 //! them only then, checksums included); a backend removed mid-way gets no new connection while
-//! the others keep answering, and GET /nat/services counts each backend's flows.
+//! the others keep answering, their connections open across the removal still carry data, and
+//! GET /nat/services counts each backend's flows.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -22,20 +23,50 @@ fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
 }
 
-/// Accepts connections on BACKEND_PORT forever, answering each with its name.
+/// Accepts connections on BACKEND_PORT forever, answering each with its name, then echoing
+/// what comes until the client closes.
 const SERVER: &str = r#"
-import socket, sys
+import socket, sys, threading
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[2])))
 s.listen(256)
 print("listening", flush=True)
-while True:
-    c, _ = s.accept()
+def serve(c):
     try:
         c.sendall(sys.argv[1].encode())
+        while True:
+            d = c.recv(64)
+            if not d:
+                break
+            c.sendall(d)
+    except OSError:
+        pass
     finally:
         c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// Opens argv[3] connections to argv[1]:argv[2] and keeps them: prints each one's backend
+/// name, then on a line from stdin sends "ping" on each and prints "<name> ok" or
+/// "<name> broken".
+const LONG: &str = r#"
+import socket, sys
+conns = []
+for _ in range(int(sys.argv[3])):
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    conns.append((c.recv(64).decode(), c))
+print(" ".join(n for n, _ in conns), flush=True)
+sys.stdin.readline()
+for n, c in conns:
+    try:
+        c.sendall(b"ping")
+        ok = c.recv(64) == b"ping"
+    except OSError:
+        ok = False
+    print(n, "ok" if ok else "broken", flush=True)
 "#;
 
 /// Opens argv[3] connections to argv[1]:argv[2] one after the other; prints how many answers
@@ -46,12 +77,7 @@ counts = collections.Counter()
 for _ in range(int(sys.argv[3])):
     try:
         c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
-        data = b""
-        while True:
-            d = c.recv(64)
-            if not d:
-                break
-            data += d
+        data = c.recv(64)
         c.close()
         counts[data.decode() or "empty"] += 1
     except OSError:
@@ -159,6 +185,24 @@ fn a_vip_spreads_connections_over_its_backends_and_a_removed_one_gets_no_more() 
     let flows: u64 = listed[0].backends.iter().map(|b| b.flows).sum();
     assert!(flows > 0, "{listed:?}");
 
+    // Connections kept open across the removal.
+    let mut long = client
+        .ns
+        .command("python3")
+        .args(["-c", LONG, &VIP.to_string(), "80", "9"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("long client");
+    let mut long_out = BufReader::new(long.stdout.take().expect("stdout"));
+    let mut names = String::new();
+    long_out
+        .read_line(&mut names)
+        .expect("long connections open");
+    let names: Vec<String> = names.split_whitespace().map(String::from).collect();
+    assert_eq!(names.len(), 9, "{names:?}");
+
     // b2 goes: no new connection reaches it, the others keep answering.
     let kept = service(&[&b1, &b3]);
     vr.api(|c| async move { c.service_set("web", &kept).await })
@@ -176,5 +220,29 @@ fn a_vip_spreads_connections_over_its_backends_and_a_removed_one_gets_no_more() 
         .api(|c| async move { c.services().await })
         .expect("services");
     assert_eq!(listed[0].backends.len(), 2);
+
+    // The kept backends' open connections still carry data.
+    use std::io::Write;
+    long.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("go");
+    let mut kept_ok = 0;
+    for _ in 0..9 {
+        let mut line = String::new();
+        long_out.read_line(&mut line).expect("result");
+        let (name, state) = line.trim().split_once(' ').expect("name state");
+        if name != "b2" {
+            assert_eq!(state, "ok", "a kept backend's connection broke: {line}");
+            kept_ok += 1;
+        }
+    }
+    assert!(long.wait().expect("long client").success());
+    assert_eq!(kept_ok, names.iter().filter(|n| *n != "b2").count());
+    assert!(
+        kept_ok > 0,
+        "some of 9 connections went to b1 or b3: {names:?}"
+    );
     drop(vr);
 }
