@@ -309,6 +309,21 @@ impl Client {
         self.get("/nat/floating-ips").await
     }
 
+    pub async fn service_set(
+        &self,
+        name: &str,
+        s: &crate::api::Service,
+    ) -> Result<crate::api::ServiceInfo, Error> {
+        self.call(Method::PUT, &format!("/nat/services/{name}"), Some(s))
+            .await
+    }
+    pub async fn service_del(&self, name: &str) -> Result<(), Error> {
+        self.delete(&format!("/nat/services/{name}")).await
+    }
+    pub async fn services(&self) -> Result<Vec<crate::api::ServiceInfo>, Error> {
+        self.get("/nat/services").await
+    }
+
     pub async fn flows(&self, query: &FlowQuery) -> Result<FlowPage, Error> {
         let q = serde_urlencoded::to_string(query).map_err(|e| Error::Decode(e.to_string()))?;
         let path = if q.is_empty() {

@@ -763,6 +763,63 @@ impl Controller {
         Ok(())
     }
 
+    pub fn service_set(&self, name: &str, svc: &crate::api::Service) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("service_set", service = %name).entered();
+        let _change = self.change();
+        let new = self.model().check_service_set(name, svc)?;
+        if self.model().service(name).is_ok_and(|o| o == svc) {
+            return Ok(Outcome::Replaced);
+        }
+        self.apply(&Change::ServiceSet {
+            service: svc.clone(),
+        })?;
+        self.model().commit_service_set(name, svc.clone());
+        self.save(|| {
+            Record::Nat(NatRecord::ServiceSet {
+                name: name.to_string(),
+                service: svc.clone(),
+            })
+        })?;
+        info!(vrf = svc.vrf, address = %svc.address, port = svc.port, backends = svc.backends.len(), "service set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn service_del(&self, name: &str) -> Result<(), Error> {
+        let _span = tracing::info_span!("service_del", service = %name).entered();
+        let _change = self.change();
+        let service = self.model().service(name)?.clone();
+        self.apply(&Change::ServiceDel { service })?;
+        self.model().commit_service_del(name);
+        self.save(|| {
+            Record::Nat(NatRecord::ServiceDel {
+                name: name.to_string(),
+            })
+        })?;
+        info!("service removed");
+        Ok(())
+    }
+
+    /// Service `name` with its backends' flows.
+    pub fn service(&self, name: &str) -> Result<crate::api::ServiceInfo, Error> {
+        let svc = self.model().service(name)?.clone();
+        let flows = self.dataplane.service_flows(&svc)?;
+        Ok(crate::model::service_info(name, &svc, &flows))
+    }
+
+    pub fn services(&self) -> Result<Vec<crate::api::ServiceInfo>, Error> {
+        let all: Vec<(String, crate::api::Service)> = self
+            .model()
+            .services()
+            .map(|(n, s)| (n.to_string(), s.clone()))
+            .collect();
+        all.into_iter()
+            .map(|(n, s)| {
+                let flows = self.dataplane.service_flows(&s)?;
+                Ok(crate::model::service_info(&n, &s, &flows))
+            })
+            .collect()
+    }
+
     pub fn floating_ips(&self) -> Vec<FloatingIpInfo> {
         self.model().floating_ips()
     }

@@ -184,6 +184,14 @@ pub enum Change {
     FloatingIpDel {
         address: std::net::Ipv4Addr,
     },
+    /// Set (or replace) a service VIP: flows to a backend it no longer has go.
+    ServiceSet {
+        service: crate::api::Service,
+    },
+    /// Remove a service VIP; its flows go.
+    ServiceDel {
+        service: crate::api::Service,
+    },
 }
 
 impl Change {
@@ -201,6 +209,8 @@ impl Change {
             Change::SnatDel { .. } => "snat_del",
             Change::FloatingIpSet { .. } => "floating_ip_set",
             Change::FloatingIpDel { .. } => "floating_ip_del",
+            Change::ServiceSet { .. } => "service_set",
+            Change::ServiceDel { .. } => "service_del",
         }
     }
 }
@@ -325,6 +335,10 @@ pub trait Dataplane: Send + Sync + 'static {
     }
     /// The NAT pools' use (a dataplane without NAT has none to report).
     fn nat_pools(&self) -> Result<Vec<NatPoolUsage>, DataplaneError> {
+        Ok(Vec::new())
+    }
+    /// The flows a service holds now, per backend in its order (none without NAT).
+    fn service_flows(&self, _service: &crate::api::Service) -> Result<Vec<u64>, DataplaneError> {
         Ok(Vec::new())
     }
 }

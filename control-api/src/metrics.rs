@@ -261,6 +261,22 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
             d.sample(name, &[("pool", &p.name)], value(p));
         }
     }
+    let services = ctrl.services()?;
+    d.family(
+        "vrouter_nat_service_backend_flows",
+        "gauge",
+        "Flows a service VIP's backend holds now.",
+    );
+    for s in &services {
+        for b in &s.backends {
+            let backend = format!("{}:{}", b.address, b.port);
+            d.sample(
+                "vrouter_nat_service_backend_flows",
+                &[("service", &s.name), ("backend", &backend)],
+                b.flows,
+            );
+        }
+    }
     Ok(d.0)
 }
 

@@ -474,3 +474,205 @@ async fn floating_ips_round_trip_and_refuse_what_would_clash() {
     assert_eq!(fips, ["floating_ip_set", "floating_ip_del"]);
     assert_eq!(call(&s, Method::DELETE, "/vrfs/5", None).await.0, 204);
 }
+
+#[tokio::test]
+async fn services_round_trip_and_refuse_bad_backends_and_clashes() {
+    let s = TestServer::start();
+    assert_eq!(call(&s, Method::PUT, "/vrfs/5", None).await.0, 201);
+    let svc = |vrf: u32, address: &str, backends: Value| {
+        Some(
+            json!({"vrf": vrf, "address": address, "port": 80, "proto": "tcp", "backends": backends}),
+        )
+    };
+    let two =
+        json!([{"address": "198.18.1.11", "port": 8080}, {"address": "198.18.1.12", "port": 8080}]);
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/nat/services/web",
+        svc(5, "198.18.1.100", two.clone()),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        v["backends"][1],
+        json!({"address": "198.18.1.12", "port": 8080, "flows": 0})
+    );
+    let again = call(
+        &s,
+        Method::PUT,
+        "/nat/services/web",
+        svc(5, "198.18.1.100", two.clone()),
+    )
+    .await;
+    assert_eq!(again.0, 200);
+    let one = json!([{"address": "198.18.1.11", "port": 8080}]);
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/services/web",
+            svc(5, "198.18.1.100", one)
+        )
+        .await
+        .0,
+        200
+    );
+    let (_, list) = call(&s, Method::GET, "/nat/services", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["backends"].as_array().unwrap().len(), 1);
+
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/services/x",
+            svc(5, "198.18.1.101", json!([])),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "at least one backend",
+    );
+    let dup = json!([{"address": "198.18.1.11", "port": 1}, {"address": "198.18.1.11", "port": 1}]);
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/services/x",
+            svc(5, "198.18.1.101", dup),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "listed twice",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/services/x",
+            svc(9, "198.18.1.101", two.clone()),
+        )
+        .await,
+        409,
+        "unknown-reference",
+        "vrf 9",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/services/x",
+            svc(5, "198.18.1.100", two.clone()),
+        )
+        .await,
+        409,
+        "conflict",
+        "service web",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/services/web",
+            svc(5, "198.18.1.101", two.clone()),
+        )
+        .await,
+        409,
+        "conflict",
+        "remove it to move it",
+    );
+    // A host route of the VRF, or a pool address, is not a VIP.
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/nexthops/1",
+            Some(json!({"type": "discard"}))
+        )
+        .await
+        .0,
+        201
+    );
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/vrfs/5/routes",
+        Some(json!({"prefix": "198.18.1.102/32", "nexthop": 1})),
+    )
+    .await;
+    assert!(st == 201 || st == 200, "{st} {v}");
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/services/x",
+            svc(5, "198.18.1.102", two.clone()),
+        )
+        .await,
+        409,
+        "conflict",
+        "is route 198.18.1.102/32",
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/pools/p",
+            Some(pool(0, "198.51.100.64", "198.51.100.65"))
+        )
+        .await
+        .0,
+        201
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/services/x",
+            svc(0, "198.51.100.64", two),
+        )
+        .await,
+        409,
+        "conflict",
+        "nat pool p",
+    );
+    // Nor does a VIP become a host route.
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/5/routes",
+            Some(json!({"prefix": "198.18.1.100/32", "nexthop": 1})),
+        )
+        .await,
+        409,
+        "conflict",
+        "VIP of service web",
+    );
+    // The VRF cannot go while a service lives in it.
+    refused(
+        call(&s, Method::DELETE, "/vrfs/5", None).await,
+        409,
+        "in-use",
+        "service web",
+    );
+    assert_eq!(
+        call(&s, Method::DELETE, "/nat/services/web", None).await.0,
+        204
+    );
+    refused(
+        call(&s, Method::GET, "/nat/services/web", None).await,
+        404,
+        "not-found",
+        "service web",
+    );
+    let log = s.dp.with(|st| st.log.clone());
+    let ops: Vec<&str> = log
+        .iter()
+        .map(String::as_str)
+        .filter(|o| o.starts_with("service"))
+        .collect();
+    assert_eq!(ops, ["service_set", "service_set", "service_del"]);
+}

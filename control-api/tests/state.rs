@@ -90,7 +90,7 @@ fn config(c: &Controller) -> serde_json::Value {
     json!({
         "vrfs": vrfs, "vifs": vifs, "nexthops": c.nexthops(), "tables": per_vrf,
         "mpls": c.mpls(), "vxlan": c.vxlan(), "nat_pools": c.nat_pools().unwrap(),
-        "floating_ips": c.floating_ips(),
+        "floating_ips": c.floating_ips(), "services": c.services().unwrap(),
     })
 }
 
@@ -199,6 +199,28 @@ fn configure(c: &Controller, pods: &Path) {
         .unwrap();
     c.floating_ip_del("198.51.100.201".parse().unwrap())
         .unwrap();
+    let svc = |ports: &[u16]| control_api::api::Service {
+        vrf: 1,
+        address: "198.18.1.100".parse().unwrap(),
+        port: 80,
+        proto: control_api::api::ServiceProto::Tcp,
+        backends: ports
+            .iter()
+            .map(|p| control_api::api::ServiceBackend {
+                address: "198.18.1.10".parse().unwrap(),
+                port: *p,
+            })
+            .collect(),
+    };
+    c.service_set("web", &svc(&[8080, 8081])).unwrap();
+    c.service_set("web", &svc(&[8081])).unwrap();
+    c.service_set("gone", &{
+        let mut s = svc(&[1]);
+        s.proto = control_api::api::ServiceProto::Udp;
+        s
+    })
+    .unwrap();
+    c.service_del("gone").unwrap();
 }
 
 #[test]

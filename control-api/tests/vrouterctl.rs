@@ -568,6 +568,59 @@ fn vrouterctl_sets_nat_pools_and_attachments() {
     )
     .contains("nat pool egress"));
     ok(&s, &["nat", "fip-del", "198.51.100.200"]);
+    let out = ok(
+        &s,
+        &[
+            "nat",
+            "svc-set",
+            "web",
+            "--vrf",
+            "5",
+            "198.18.1.100:80",
+            "198.18.1.11:8080",
+            "198.18.1.12:8080",
+        ],
+    );
+    assert!(
+        out.contains("service web set: 198.18.1.100:80 in vrf 5, 2 backends"),
+        "{out}"
+    );
+    let svcs = ok(&s, &["nat", "svcs"]);
+    assert!(
+        svcs.lines().any(|l| l.starts_with("web")
+            && l.contains("198.18.1.100:80")
+            && l.contains("tcp")
+            && l.contains("198.18.1.12:8080=0")),
+        "{svcs}"
+    );
+    assert!(fails(
+        &s,
+        &[
+            "nat",
+            "svc-set",
+            "x",
+            "--vrf",
+            "5",
+            "198.18.1.101:80",
+            "nope"
+        ]
+    )
+    .contains("ADDRESS:PORT"));
+    assert!(fails(
+        &s,
+        &[
+            "nat",
+            "svc-set",
+            "x",
+            "--vrf",
+            "7",
+            "198.18.1.101:80",
+            "198.18.1.11:1"
+        ]
+    )
+    .contains("vrf 7"));
+    ok(&s, &["nat", "svc-del", "web"]);
+    assert!(!ok(&s, &["nat", "svcs"]).contains("web"));
     ok(&s, &["nat", "detach", "5"]);
     ok(&s, &["nat", "pool-del", "egress"]);
     assert!(!ok(&s, &["nat", "pools"]).contains("egress"));

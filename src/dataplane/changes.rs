@@ -2,7 +2,7 @@
 
 use control_api::{Change, DataplaneError, TableChange};
 use tracing::{info, info_span};
-use vrouter::nat::{FloatingIp, PoolRange};
+use vrouter::nat::{FloatingIp, PoolRange, Service};
 use vrouter::tables::RouteTarget;
 
 use super::convert::flow_policy;
@@ -122,6 +122,20 @@ impl VrouterDataplane {
                 info!(%address, vrf, %ip, "floating ip set");
                 Ok(())
             }
+            Change::ServiceSet { service } => {
+                let s = service_of(service)?;
+                self.nat.set_service(s).map_err(table_err)?;
+                info!(vrf = service.vrf, address = %service.address, port = service.port, "service set");
+                Ok(())
+            }
+            Change::ServiceDel { service } => {
+                let s = service_of(service)?;
+                self.nat
+                    .del_service(s.vrf, s.proto, s.addr, s.port)
+                    .map_err(table_err)?;
+                info!(vrf = service.vrf, address = %service.address, port = service.port, "service removed");
+                Ok(())
+            }
             Change::FloatingIpDel { address } => {
                 self.nat
                     .del_floating(u32::from(*address))
@@ -138,4 +152,21 @@ impl VrouterDataplane {
             }
         }
     }
+}
+
+/// The dataplane's form of a service.
+pub(super) fn service_of(s: &control_api::api::Service) -> Result<Service, DataplaneError> {
+    let vrf =
+        u16::try_from(s.vrf).map_err(|_| rejected(format!("vrf {} is out of range", s.vrf)))?;
+    Ok(Service {
+        vrf,
+        proto: s.proto.number(),
+        addr: u32::from(s.address),
+        port: s.port,
+        backends: s
+            .backends
+            .iter()
+            .map(|b| (u32::from(b.address), b.port))
+            .collect(),
+    })
 }

@@ -348,6 +348,17 @@ impl Dataplane for VrouterDataplane {
             })
             .collect())
     }
+
+    fn service_flows(
+        &self,
+        service: &control_api::api::Service,
+    ) -> Result<Vec<u64>, DataplaneError> {
+        let s = changes::service_of(service)?;
+        Ok(self
+            .nat
+            .service_flows(s.vrf, s.proto, s.addr, s.port)
+            .unwrap_or_default())
+    }
 }
 
 mod trace;

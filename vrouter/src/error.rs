@@ -74,6 +74,8 @@ pub enum Error {
         vrf: u16,
         outside: std::net::Ipv4Addr,
     },
+    #[error("bad service VIP: {0}")]
+    NatBadService(String),
     #[error("floating IP {outside} is an address of NAT pool {pool}")]
     NatFloatingInPool {
         outside: std::net::Ipv4Addr,

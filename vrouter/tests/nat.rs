@@ -10,7 +10,7 @@ use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use vrouter::flow::{Action, FlowConfig, FlowStage, FlowTable, FlowTimeouts, Policies, Policy};
-use vrouter::nat::{FloatingIp, Nat, PoolRange};
+use vrouter::nat::{FloatingIp, Nat, PoolRange, Service};
 use vrouter::pipeline::{Pipeline, TxBatches};
 use vrouter::tables::{Nexthop, RouteTarget};
 use vrouter::{DropReason, PacketBuf, StatsRegistry, VecBuf};
@@ -720,4 +720,160 @@ fn floating_ips_refuse_pool_addresses_and_a_second_address_per_pod() {
         "the same again"
     );
     assert_eq!(b.nat.floating_ips().len(), 1);
+}
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
+const BACKEND_PORTS: [u16; 3] = [8080, 8081, 8082];
+
+/// Service VIP 198.18.1.100:80/TCP of VRF 5 over three backends on pod B (one port each).
+fn with_service(b: &NatBed, ports: &[u16]) -> bool {
+    b.nat
+        .set_service(Service {
+            vrf: VRF as u16,
+            proto: 6,
+            addr: u32::from(VIP),
+            port: 80,
+            backends: ports.iter().map(|p| (u32::from(POD_B_IP), *p)).collect(),
+        })
+        .unwrap()
+}
+
+fn service_flows(b: &NatBed) -> Vec<u64> {
+    b.nat
+        .service_flows(VRF as u16, 6, u32::from(VIP), 80)
+        .unwrap()
+}
+
+/// Pod A's SYN from `sport` to the VIP: the backend port it reached on pod B.
+fn to_vip(b: &mut NatBed, sport: u16) -> u16 {
+    let (vif, out) = b
+        .run(POD_A, &frame(POD_A_IP, VIP, P::Syn, sport, 80))
+        .expect("forwarded to a backend");
+    assert_eq!(vif, POD_B);
+    let (s, sp, d, dp) = tuple(&out);
+    assert_eq!((s, sp, d), (POD_A_IP, sport, POD_B_IP));
+    dp
+}
+
+#[test]
+fn a_vip_spreads_flows_over_its_backends_sticky_and_replies_come_from_the_vip() {
+    let mut b = bed();
+    assert!(with_service(&b, &BACKEND_PORTS));
+    assert!(!with_service(&b, &BACKEND_PORTS), "the same service again");
+    let mut chosen = std::collections::HashMap::new();
+    for sport in 1000..1090 {
+        let port = to_vip(&mut b, sport);
+        assert!(BACKEND_PORTS.contains(&port), "backend port {port}");
+        chosen.insert(sport, port);
+    }
+    let per = service_flows(&b);
+    assert_eq!(per.iter().sum::<u64>(), 90);
+    assert!(
+        per.iter().all(|n| *n > 0),
+        "every backend gets flows: {per:?}"
+    );
+    for (i, p) in BACKEND_PORTS.iter().enumerate() {
+        let n = chosen.values().filter(|c| *c == p).count() as u64;
+        assert_eq!(per[i], n, "backend {p}'s flows");
+    }
+    // Sticky: the flow's later packets go to the same backend.
+    for (sport, port) in chosen.iter().take(20) {
+        assert_eq!(to_vip(&mut b, *sport), *port);
+    }
+    // The backend's reply reaches pod A from the VIP, checksums right.
+    let (sport, port) = chosen.iter().next().map(|(s, p)| (*s, *p)).unwrap();
+    let (vif, back) = b
+        .run(POD_B, &frame(POD_B_IP, POD_A_IP, P::Syn, port, sport))
+        .expect("the reply is forwarded");
+    assert_eq!(vif, POD_A);
+    assert_eq!(tuple(&back), (VIP, 80, POD_A_IP, sport));
+    // Pod B talking to pod A on its own is not translated.
+    let (_, plain) = b
+        .run(POD_B, &frame(POD_B_IP, POD_A_IP, P::Syn, 7000, 7001))
+        .unwrap();
+    assert_eq!(tuple(&plain), (POD_B_IP, 7000, POD_A_IP, 7001));
+}
+
+#[test]
+fn a_removed_backend_loses_its_flows_and_gets_no_new_ones() {
+    let mut b = bed();
+    with_service(&b, &BACKEND_PORTS);
+    let mut chosen = Vec::new();
+    for sport in 2000..2060 {
+        chosen.push((sport, to_vip(&mut b, sport)));
+    }
+    let before = service_flows(&b);
+    assert!(before[1] > 0);
+    // 8081 goes: its flows with it, the others' kept.
+    assert!(with_service(&b, &[8080, 8082]));
+    assert_eq!(service_flows(&b), vec![before[0], before[2]]);
+    assert_eq!(
+        b.policies.table().stats().active as u64,
+        2 * (before[0] + before[2]),
+        "both entries of every kept flow, none of the removed backend's"
+    );
+    for (sport, port) in &chosen {
+        let now = to_vip(&mut b, *sport);
+        if *port == 8081 {
+            assert_ne!(
+                now, 8081,
+                "a flow of the removed backend set up again elsewhere"
+            );
+        } else {
+            assert_eq!(now, *port, "flow {sport} kept its backend");
+        }
+    }
+    for sport in 3000..3100 {
+        assert_ne!(to_vip(&mut b, sport), 8081, "new flow {sport}");
+    }
+    // The removed backend's late reply is not made to look like the VIP's.
+    let (sport, _) = *chosen.iter().find(|(_, p)| *p == 8081).unwrap();
+    b.nat
+        .del_service(VRF as u16, 6, u32::from(VIP), 80)
+        .unwrap();
+    let (_, late) = b
+        .run(POD_B, &frame(POD_B_IP, POD_A_IP, P::Syn, 8081, sport))
+        .unwrap();
+    assert_eq!(tuple(&late).0, POD_B_IP);
+    // Deleted: its flows went, and the VIP (no route) is not reached any more.
+    assert!(b.nat.services().is_empty());
+    assert_eq!(b.run(POD_A, &frame(POD_A_IP, VIP, P::Syn, 2000, 80)), None);
+    assert_eq!(b.drops(DropReason::NoRoute), 1);
+}
+
+#[test]
+fn services_refuse_bad_backends_and_pool_addresses() {
+    let b = bed();
+    let svc = |addr: Ipv4Addr, proto: u8, backends: Vec<(u32, u16)>| Service {
+        vrf: VRF as u16,
+        proto,
+        addr: u32::from(addr),
+        port: 80,
+        backends,
+    };
+    let bk = u32::from(POD_B_IP);
+    let err = |s: Service| b.nat.set_service(s).unwrap_err().to_string();
+    assert!(err(svc(VIP, 6, vec![])).contains("no backends"));
+    assert!(err(svc(VIP, 6, vec![(bk, 1), (bk, 1)])).contains("listed twice"));
+    assert!(err(svc(VIP, 1, vec![(bk, 1)])).contains("protocol 1"));
+    b.nat
+        .set_pool(
+            "inside",
+            VRF as u16 + 1,
+            PoolRange {
+                first: VIP,
+                last: VIP,
+                ports: PORTS,
+            },
+        )
+        .unwrap();
+    // A pool of another VRF does not collide; one of the VIP's VRF does.
+    assert!(b.nat.set_service(svc(VIP, 6, vec![(bk, 1)])).unwrap());
+    let mut other = svc(POOL_FIRST, 17, vec![(bk, 1)]);
+    other.vrf = 0;
+    assert!(err(other).contains("NAT pool egress"));
+    assert!(b
+        .nat
+        .del_service(VRF as u16, 17, u32::from(VIP), 80)
+        .is_err());
 }

@@ -1,5 +1,6 @@
 //! NAT: source-NAT pools (`/nat/pools`, `/nat/pools/{name}`), the VRFs attached to them
-//! (`/vrfs/{vrf}/snat`), floating IPs (`/nat/floating-ips/{address}`).
+//! (`/vrfs/{vrf}/snat`), floating IPs (`/nat/floating-ips/{address}`), service VIPs
+//! (`/nat/services/{name}`).
 
 use std::net::Ipv4Addr;
 
@@ -84,4 +85,61 @@ pub struct NatPoolUsage {
     pub capacity: u64,
     pub in_use: u64,
     pub exhausted: u64,
+}
+
+/// A service VIP's transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceProto {
+    Tcp,
+    Udp,
+}
+
+impl ServiceProto {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            ServiceProto::Tcp => 6,
+            ServiceProto::Udp => 17,
+        }
+    }
+}
+
+/// A service backend: an address and port of a pod of the service's VRF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceBackend {
+    pub address: Ipv4Addr,
+    pub port: u16,
+}
+
+/// `PUT /nat/services/{name}`: flows to `address:port` (`proto`) in VRF `vrf` go to one of
+/// `backends`, picked per flow by its hash and kept for its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub vrf: u32,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub proto: ServiceProto,
+    pub backends: Vec<ServiceBackend>,
+}
+
+/// A backend as listed, with the flows it holds now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceBackendInfo {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub flows: u64,
+}
+
+/// A service as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub vrf: u32,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub proto: ServiceProto,
+    pub backends: Vec<ServiceBackendInfo>,
 }

@@ -103,6 +103,8 @@ impl Controller {
                 .floating_ip_set(*address, &FloatingIp { vrf: *vrf, ip: *ip })
                 .map(drop),
             NatRecord::FloatingIpDel { address } => self.floating_ip_del(*address),
+            NatRecord::ServiceSet { name, service } => self.service_set(name, service).map(drop),
+            NatRecord::ServiceDel { name } => self.service_del(name),
         }
     }
 

@@ -51,16 +51,25 @@ pub enum NatRecord {
     FloatingIpDel {
         address: Ipv4Addr,
     },
+    ServiceSet {
+        name: String,
+        service: crate::api::Service,
+    },
+    ServiceDel {
+        name: String,
+    },
 }
 
 /// The `op` of each [`NatRecord`].
-const NAT_OPS: [&str; 6] = [
+const NAT_OPS: [&str; 8] = [
     "nat-pool-set",
     "nat-pool-del",
     "snat-set",
     "snat-del",
     "floating-ip-set",
     "floating-ip-del",
+    "service-set",
+    "service-del",
 ];
 
 /// A change to vifs or their policies. Vif adds carry what a fresh request cannot: the index the
@@ -205,6 +214,12 @@ pub fn snapshot<'a>(
             ip: f.ip,
         })
     });
+    let services = model.services().map(|(name, s)| {
+        Record::Nat(NatRecord::ServiceSet {
+            name: name.to_string(),
+            service: s.clone(),
+        })
+    });
     vrfs.chain(vifs)
         .chain(plain)
         .chain(ecmp)
@@ -216,6 +231,7 @@ pub fn snapshot<'a>(
         .chain(pools)
         .chain(snat)
         .chain(floating)
+        .chain(services)
 }
 
 #[cfg(test)]
@@ -329,6 +345,20 @@ mod tests {
             NatRecord::FloatingIpDel {
                 address: "198.51.100.200".parse().unwrap(),
             },
+            NatRecord::ServiceSet {
+                name: "web".into(),
+                service: crate::api::Service {
+                    vrf: 5,
+                    address: "198.18.1.100".parse().unwrap(),
+                    port: 80,
+                    proto: crate::api::ServiceProto::Tcp,
+                    backends: vec![crate::api::ServiceBackend {
+                        address: "198.18.1.11".parse().unwrap(),
+                        port: 8080,
+                    }],
+                },
+            },
+            NatRecord::ServiceDel { name: "web".into() },
         ];
         for record in all {
             // Exhaustive: a new variant must be listed here, and in NAT_OPS.
@@ -339,6 +369,8 @@ mod tests {
                 NatRecord::SnatDel { .. } => "snat-del",
                 NatRecord::FloatingIpSet { .. } => "floating-ip-set",
                 NatRecord::FloatingIpDel { .. } => "floating-ip-del",
+                NatRecord::ServiceSet { .. } => "service-set",
+                NatRecord::ServiceDel { .. } => "service-del",
             };
             let record = Record::Nat(record);
             let json = serde_json::to_vec(&record).unwrap();

@@ -19,7 +19,9 @@ use crate::api::{BridgeEntry, IpPrefix, MacAddr, Nexthop, Route};
 use crate::dataplane::TableChange;
 use crate::error::Error;
 
-pub use nat::{NatModel, NAT_POOL_ADDRESSES_MAX, NAT_POOL_NAME_MAX};
+pub use nat::{
+    service_info, NatModel, NAT_POOL_ADDRESSES_MAX, NAT_POOL_NAME_MAX, SERVICE_BACKENDS_MAX,
+};
 pub use vif::{
     device_name, kernel_device_iface, tunnel_headroom, VhostUserPort, VifConfig, VifEntry, VifPort,
     KERNEL_DEVICE_PREFIX,

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use super::Model;
-use crate::api::{FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, SnatAttachment};
+use crate::api::{
+    FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, Service, ServiceBackendInfo,
+    ServiceInfo, SnatAttachment,
+};
 use crate::error::Error;
 
 /// Addresses a pool may hold (the dataplane keeps one bit per address and port).
@@ -22,7 +25,11 @@ pub struct NatModel {
     snat: BTreeMap<u32, String>,
     /// Fabric address → the pod address it is.
     floating: BTreeMap<Ipv4Addr, FloatingIp>,
+    services: BTreeMap<String, Service>,
 }
+
+/// Backends a service may have.
+pub const SERVICE_BACKENDS_MAX: usize = 64;
 
 impl Model {
     /// Check `PUT /nat/pools/{name}`; whether it creates a pool (false: the same pool again).
@@ -270,6 +277,130 @@ impl Model {
         self.nat.floating.remove(&address);
     }
 
+    /// Check `PUT /nat/services/{name}`; whether it creates one (false: the same again, or a
+    /// replacement).
+    pub fn check_service_set(&self, name: &str, s: &Service) -> Result<bool, Error> {
+        check_pool_name(name)?;
+        self.require_vrf_ref(s.vrf)?;
+        if !is_unicast(s.address) {
+            return Err(Error::field(
+                "address",
+                format!("{} is not a unicast address", s.address),
+            ));
+        }
+        if s.port == 0 {
+            return Err(Error::field("port", "0 is not a service port"));
+        }
+        if s.backends.is_empty() {
+            return Err(Error::field(
+                "backends",
+                "a service needs at least one backend",
+            ));
+        }
+        if s.backends.len() > SERVICE_BACKENDS_MAX {
+            return Err(Error::field(
+                "backends",
+                format!(
+                    "{} backends; at most {SERVICE_BACKENDS_MAX} are allowed",
+                    s.backends.len()
+                ),
+            ));
+        }
+        for (i, b) in s.backends.iter().enumerate() {
+            if !is_unicast(b.address) || b.port == 0 {
+                return Err(Error::field(
+                    "backends",
+                    format!(
+                        "{}:{} is not a unicast address and a port 1..=65535",
+                        b.address, b.port
+                    ),
+                ));
+            }
+            if s.backends[..i].contains(b) {
+                return Err(Error::field(
+                    "backends",
+                    format!("{}:{} is listed twice", b.address, b.port),
+                ));
+            }
+            if (b.address, b.port) == (s.address, s.port) {
+                return Err(Error::field("backends", "a backend is the VIP itself"));
+            }
+        }
+        let vip = u32::from(s.address);
+        if let Some(r) = self.routes(s.vrf)?.into_iter().find(|r| {
+            r.prefix.contains(std::net::IpAddr::V4(s.address)) && r.prefix.prefix_len() == 32
+        }) {
+            return Err(Error::Conflict(format!(
+                "{} is route {} of vrf {}: a VIP is an address of its own",
+                s.address, r.prefix, s.vrf
+            )));
+        }
+        if let Some((pool, _)) = self.nat.pools.iter().find(|(_, p)| {
+            p.vrf == s.vrf && (u32::from(p.first)..=u32::from(p.last)).contains(&vip)
+        }) {
+            return Err(Error::Conflict(format!(
+                "{} is an address of nat pool {pool} in vrf {}",
+                s.address, s.vrf
+            )));
+        }
+        if s.vrf == 0 && self.nat.floating.contains_key(&s.address) {
+            return Err(Error::Conflict(format!("{} is a floating IP", s.address)));
+        }
+        if let Some((other, _)) = self.nat.services.iter().find(|(n, o)| {
+            n.as_str() != name
+                && (o.vrf, o.address, o.port, o.proto) == (s.vrf, s.address, s.port, s.proto)
+        }) {
+            return Err(Error::Conflict(format!(
+                "service {other} is {}:{} ({:?}) in vrf {} already",
+                s.address, s.port, s.proto, s.vrf
+            )));
+        }
+        if let Some(old) = self.nat.services.get(name) {
+            if (old.vrf, old.address, old.port, old.proto) != (s.vrf, s.address, s.port, s.proto) {
+                return Err(Error::Conflict(format!(
+                    "service {name} is {}:{} in vrf {}: only its backends change; remove it to move it",
+                    old.address, old.port, old.vrf
+                )));
+            }
+        }
+        Ok(!self.nat.services.contains_key(name))
+    }
+
+    /// The service whose VIP host route `prefix` of VRF `vrf` would be.
+    pub(super) fn service_at(&self, vrf: u32, prefix: crate::api::IpPrefix) -> Option<&str> {
+        (prefix.prefix_len() == 32)
+            .then(|| {
+                self.nat
+                    .services
+                    .iter()
+                    .find(|(_, s)| s.vrf == vrf && prefix.addr() == std::net::IpAddr::V4(s.address))
+            })
+            .flatten()
+            .map(|(n, _)| n.as_str())
+    }
+
+    pub fn commit_service_set(&mut self, name: &str, s: Service) {
+        self.nat.services.insert(name.to_string(), s);
+    }
+
+    /// Service `name` as configured.
+    pub fn service(&self, name: &str) -> Result<&Service, Error> {
+        check_pool_name(name)?;
+        self.nat.services.get(name).ok_or_else(|| Error::NotFound {
+            what: "service",
+            key: name.to_string(),
+        })
+    }
+
+    pub fn commit_service_del(&mut self, name: &str) {
+        self.nat.services.remove(name);
+    }
+
+    /// Every service, by name (for listings and snapshots).
+    pub fn services(&self) -> impl Iterator<Item = (&str, &Service)> + '_ {
+        self.nat.services.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
     /// What ties VRF `vrf` to NAT, for its removal: pools in it, its attachment, its floating
     /// IPs.
     pub(super) fn nat_users_of_vrf(&self, vrf: u32) -> Vec<String> {
@@ -289,6 +420,13 @@ impl Model {
                 .iter()
                 .filter(|(_, f)| f.vrf == vrf)
                 .map(|(a, _)| format!("floating IP {a}")),
+        );
+        users.extend(
+            self.nat
+                .services
+                .iter()
+                .filter(|(_, s)| s.vrf == vrf)
+                .map(|(n, _)| format!("service {n}")),
         );
         users
     }
@@ -374,4 +512,25 @@ fn check_range(p: &NatPool) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// A service as listed, `flows` per backend (absent: none).
+pub fn service_info(name: &str, s: &Service, flows: &[u64]) -> ServiceInfo {
+    ServiceInfo {
+        name: name.to_string(),
+        vrf: s.vrf,
+        address: s.address,
+        port: s.port,
+        proto: s.proto,
+        backends: s
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| ServiceBackendInfo {
+                address: b.address,
+                port: b.port,
+                flows: flows.get(i).copied().unwrap_or(0),
+            })
+            .collect(),
+    }
 }

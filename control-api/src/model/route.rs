@@ -11,6 +11,12 @@ impl Model {
         self.require_vrf(vrf)?;
         self.require_nexthop_ref("nexthop", route.nexthop)?;
         check_label(|id| self.nexthops.get(&id), route.nexthop, route.label)?;
+        if let Some(name) = self.service_at(vrf, route.prefix) {
+            return Err(Error::Conflict(format!(
+                "{} is the VIP of service {name}: a VIP is an address of its own",
+                route.prefix
+            )));
+        }
         Ok(!self
             .routes
             .get(&vrf)

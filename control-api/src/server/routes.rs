@@ -14,7 +14,7 @@ use super::extract::{parse_json, read_body, Body, Params};
 use super::lane::Lanes;
 use crate::api::{
     BridgeEntry, FloatingIp, FlowQuery, MacAddr, Mirror, MplsRequest, NatPool, Nexthop, Policy,
-    Route, SnatAttachment, TraceRequest, VifRequest, VxlanRequest,
+    Route, Service, SnatAttachment, TraceRequest, VifRequest, VxlanRequest,
 };
 use crate::controller::{Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
@@ -45,6 +45,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/nat/floating-ips/{address}"),
     ("PUT", "/nat/floating-ips/{address}"),
     ("DELETE", "/nat/floating-ips/{address}"),
+    ("GET", "/nat/services"),
+    ("GET", "/nat/services/{name}"),
+    ("PUT", "/nat/services/{name}"),
+    ("DELETE", "/nat/services/{name}"),
     ("GET", "/vifs"),
     ("POST", "/vifs"),
     ("GET", "/vifs/{name}"),
@@ -352,6 +356,31 @@ async fn floating_ip_del(State(s): St, p: Params) -> Res {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+async fn services_list(State(s): St) -> Res {
+    let v = s.lanes.read(|c| c.services()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn service_get(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    let v = s.lanes.read(move |c| c.service(&name)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn service_put(State(s): St, p: Params, Body(svc): Body<Service>) -> Res {
+    let name = p.get("name")?.to_string();
+    let n = name.clone();
+    let out = s.lanes.change(move |c| c.service_set(&n, &svc)).await?;
+    let v = s.lanes.read(move |c| c.service(&name)).await?;
+    Ok(json(put_status(out), &v))
+}
+
+async fn service_del(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    s.lanes.change(move |c| c.service_del(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 fn nexthop_id(p: &Params) -> Result<u32, Error> {
     p.number("id", NEXTHOP_ID_RANGE.0, NEXTHOP_ID_RANGE.1)
 }
@@ -533,6 +562,10 @@ pub(super) fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
             ("GET", "/nat/floating-ips/{address}") => on(filter, floating_ip_get),
             ("PUT", "/nat/floating-ips/{address}") => on(filter, floating_ip_put),
             ("DELETE", "/nat/floating-ips/{address}") => on(filter, floating_ip_del),
+            ("GET", "/nat/services") => on(filter, services_list),
+            ("GET", "/nat/services/{name}") => on(filter, service_get),
+            ("PUT", "/nat/services/{name}") => on(filter, service_put),
+            ("DELETE", "/nat/services/{name}") => on(filter, service_del),
             ("GET", "/vifs") => on(filter, vifs_list),
             ("POST", "/vifs") => on(filter, vif_post),
             ("GET", "/vifs/{name}") => on(filter, vif_get),

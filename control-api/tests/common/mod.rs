@@ -184,7 +184,9 @@ impl Dataplane for MemDataplane {
             | Change::SnatSet { .. }
             | Change::SnatDel { .. }
             | Change::FloatingIpSet { .. }
-            | Change::FloatingIpDel { .. } => {}
+            | Change::FloatingIpDel { .. }
+            | Change::ServiceSet { .. }
+            | Change::ServiceDel { .. } => {}
         }
         Ok(())
     }

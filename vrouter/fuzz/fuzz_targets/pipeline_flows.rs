@@ -6,7 +6,9 @@
 //! a crash replays. Control byte: low six bits advance the clock by that many 40 ms steps,
 //! bit 6 ages a slice, bit 7 swaps pod 1's policy for none or back. Vif byte: the low two bits
 //! pick the vif, bit 4 detaches VRF 5 from source NAT or attaches it again, bit 5 removes pod
-//! 1's floating IP (198.51.100.200 for 198.18.1.10) or sets it again.
+//! 1's floating IP (198.51.100.200 for 198.18.1.10) or sets it again, bit 3 takes backend
+//! 198.18.1.10:8081 out of service VIP 198.18.1.100:80/TCP (VRF 5, also over 198.18.1.11:8080)
+//! or puts it back: after every call no flow to the VIP leaves for a backend it lacks.
 //! Source NAT: VRF 5 leaves for 203.0.113.0/24 through a pool of four pairs (198.51.100.64,
 //! ports 40000-40003), so flows take pairs, replies come back from the fabric, the pool runs
 //! out and pairs come back as flows age, are evicted or are detached: after every call the
@@ -27,7 +29,7 @@ use vrouter::flow::{
     Action, Cidr, FlowConfig, FlowInfo, FlowStage, FlowStats, FlowTable, FlowTimeouts, Policies,
     Policy, Rule,
 };
-use vrouter::nat::{FloatingIp, Nat, PoolRange};
+use vrouter::nat::{FloatingIp, Nat, PoolRange, Service};
 use vrouter::pipeline::{Pipeline, TxBatches};
 use vrouter::stats::{StatsSnapshot, VifTotals};
 use vrouter::tables::Tables;
@@ -128,6 +130,24 @@ const FLOATING: FloatingIp = FloatingIp {
     inside: 0xc612_010a, // 198.18.1.10
 };
 
+/// Service VIP 198.18.1.100:80/TCP of the pod VRF, over both pods (`all`) or pod 2 alone.
+fn service(all: bool) -> Service {
+    let mut backends = vec![(0xc612_010b, 8080)]; // 198.18.1.11
+    if all {
+        backends.push((0xc612_010a, 8081)); // 198.18.1.10
+    }
+    Service {
+        vrf: POD_VRF,
+        proto: 6,
+        addr: VIP,
+        port: 80,
+        backends,
+    }
+}
+
+/// The VIP.
+const VIP: u32 = 0xc612_0164; // 198.18.1.100
+
 /// The pool's address, as flow keys hold it.
 const POOL_ADDR: u128 = 0xc633_6440; // 198.51.100.64
 
@@ -174,6 +194,7 @@ impl<'a> Side<'a> {
         .expect("pool");
         nat.attach(POD_VRF, "egress").expect("attach");
         nat.set_floating(FLOATING).expect("floating IP");
+        nat.set_service(service(true)).expect("service");
         let policies = Policies::new(table);
         policies.set(1, Some(pod1_policy())).expect("policy");
         policies.set(2, Some(pod2_policy())).expect("policy");
@@ -211,7 +232,11 @@ impl<'a> Side<'a> {
         pod1_guarded: bool,
         nat_toggle: Option<bool>,
         floating_toggle: Option<bool>,
+        backend_toggle: Option<bool>,
     ) {
+        if let Some(all) = backend_toggle {
+            self.nat.set_service(service(all)).expect("service");
+        }
         match floating_toggle {
             Some(true) => {
                 self.nat.set_floating(FLOATING).expect("floating IP");
@@ -286,6 +311,22 @@ impl<'a> Side<'a> {
             .count();
         let pool = self.nat.pool("egress").expect("pool");
         assert_eq!(pool.in_use, nat_flows as u64, "pairs in use = NAT flows");
+        // Every flow to the VIP leaves for one of its backends now.
+        let live = self.nat.services().pop().expect("service").backends;
+        for f in table.flows(None, table.capacity(), 0).flows {
+            if f.is_reverse || f.key.dst != u128::from(VIP) || f.key.dport != 80 || f.key.proto != 6
+            {
+                continue;
+            }
+            if let Some(to) = f.nat {
+                assert!(
+                    live.iter()
+                        .any(|b| (u128::from(b.0), b.1) == (to.dst, to.dport)),
+                    "a flow to the VIP leaves for {:?}, not a backend",
+                    to
+                );
+            }
+        }
     }
 }
 
@@ -315,6 +356,7 @@ fuzz_target!(|data: &[u8]| {
     let mut pod1_guarded = true;
     let mut nat_attached = true;
     let mut floating_set = true;
+    let mut all_backends = true;
 
     let mut rest = data;
     let mut group: Vec<&[u8]> = Vec::with_capacity(MAX_GROUP);
@@ -328,18 +370,36 @@ fuzz_target!(|data: &[u8]| {
             floating_set = !floating_set;
             floating_set
         });
+        let backend_toggle = (vif & 0x08 != 0).then(|| {
+            all_backends = !all_backends;
+            all_backends
+        });
         let vif = u16::from(vif % 4);
         now += u64::from(ctl & 0x3f) * 40;
         if ctl & 0x80 != 0 {
             pod1_guarded = !pod1_guarded;
         }
-        plain.control(ctl, now, pod1_guarded, nat_toggle, floating_toggle);
-        burst.control(ctl, now, pod1_guarded, nat_toggle, floating_toggle);
+        plain.control(
+            ctl,
+            now,
+            pod1_guarded,
+            nat_toggle,
+            floating_toggle,
+            backend_toggle,
+        );
+        burst.control(
+            ctl,
+            now,
+            pod1_guarded,
+            nat_toggle,
+            floating_toggle,
+            backend_toggle,
+        );
         // The records of a burst: this one and those after it with control byte 0.
         group.clear();
         group.push(frame);
         while let Some((v, 0, frame, next)) = record(rest) {
-            if u16::from(v % 4) != vif || v & 0x30 != 0 || group.len() == MAX_GROUP {
+            if u16::from(v % 4) != vif || v & 0x38 != 0 || group.len() == MAX_GROUP {
                 break;
             }
             group.push(frame);

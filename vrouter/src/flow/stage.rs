@@ -342,13 +342,28 @@ fn leaving<'s>(
 /// port its partner (keyed as the other direction arrives on the outside) holds. An entry that
 /// rewrites the destination hit here (a reply that came through a tunnel, not the fabric's
 /// plain IP path) is forwarded as routed.
+///
+/// `service` is the topology when the packet's VRF has service VIPs: an entry rewriting the
+/// destination within its own VRF is then a VIP flow's, sent to the backend its partner holds.
 #[inline]
-fn nat_hit(table: &FlowTable, hit: &Hit, target: RouteTarget) -> FlowAction {
+fn nat_hit(
+    table: &FlowTable,
+    hit: &Hit,
+    target: RouteTarget,
+    service: Option<(&Topology, u16)>,
+) -> FlowAction {
     if hit.verdict == FlowVerdict::Drop {
         return FlowAction::Drop;
     }
     if hit.nat_dst {
-        return FlowAction::Forward(target);
+        let Some((topo, vrf)) = service else {
+            return FlowAction::Forward(target);
+        };
+        return match table.nat_partner(hit) {
+            Some(backend) if backend.vrf == vrf => to_backend(topo, &backend),
+            Some(_) => FlowAction::Forward(target),
+            None => FlowAction::Drop,
+        };
     }
     match table.nat_partner(hit) {
         Some(reply) => FlowAction::Nat(
@@ -361,6 +376,23 @@ fn nat_hit(table: &FlowTable, hit: &Hit, target: RouteTarget) -> FlowAction {
         ),
         // Removed under us: never translate with a pair that may be another flow's.
         None => FlowAction::Drop,
+    }
+}
+
+/// A VIP flow's packet to the backend `backend` (the reverse entry's key: the backend is its
+/// source), routed in its VRF.
+fn to_backend(topo: &Topology, backend: &FlowKey) -> FlowAction {
+    let addr = backend.src as u32;
+    match topo.vrf(backend.vrf).and_then(|v| v.route_v4(addr)) {
+        Some(t) => FlowAction::Nat(
+            t,
+            Translation {
+                end: End::Destination,
+                addr,
+                port: backend.sport,
+            },
+        ),
+        None => FlowAction::Refused(DropReason::NoRoute),
     }
 }
 
@@ -453,7 +485,8 @@ impl FlowHook for FlowStage {
             return FlowAction::Forward(target);
         }
         let snat = nat.snat(m.vrf);
-        let translates = snat.is_some() || nat.has_floating(m.vrf);
+        let services = nat.has_service(m.vrf);
+        let translates = snat.is_some() || nat.has_floating(m.vrf) || services;
         // The vifs' VRFs matter only to a VRF that translates something.
         let topo: Option<&Topology> = translates.then(|| &**topo.load());
         let mut out_vif = None;
@@ -461,6 +494,7 @@ impl FlowHook for FlowStage {
             let (o, plain) = egress(tables, target, || m.flow_hash());
             if pol.get(in_vif).is_none()
                 && pol.get(o).is_none()
+                && !services
                 && leaving(nat, snat, topo, m, plain.then_some(o)).is_none()
             {
                 return FlowAction::Forward(target);
@@ -491,7 +525,8 @@ impl FlowHook for FlowStage {
             if hit.policy_gen == pol.generation {
                 table.touch(hit.index, len, now, tcp_flags);
                 if hit.nat {
-                    return nat_hit(table, &hit, target);
+                    let service = topo.filter(|_| services).map(|t| (t, m.vrf));
+                    return nat_hit(table, &hit, target, service);
                 }
                 return action(hit.verdict, target);
             }
@@ -518,9 +553,23 @@ impl FlowHook for FlowStage {
         decide(&mut setup, in_vif, out_vif, now, &pkt)
     }
 
+    #[cold]
+    fn unrouted(&mut self, m: &PacketMeta) -> Option<RouteTarget> {
+        let nat: &NatSnapshot = self.nat.load();
+        // A VIP's flows always leave with the backend's route: this target is never used
+        // (an invalid nexthop, dropped if it were).
+        (nat.has_service(m.vrf)
+            && m.l3 == L3::Ipv4
+            && nat.service(m.vrf, m.proto, m.dst_v4(), m.dport).is_some())
+        .then_some(RouteTarget {
+            nexthop: u32::MAX,
+            label: None,
+        })
+    }
+
     fn on_fabric(&mut self, m: &PacketMeta, frame: &[u8]) -> Inbound {
         let nat: &NatSnapshot = self.nat.load();
-        if !nat.any() || m.l3 != L3::Ipv4 || m.fragment {
+        if !nat.any_fabric() || m.l3 != L3::Ipv4 || m.fragment {
             return Inbound::Host;
         }
         let table = &*self.table;
@@ -694,6 +743,14 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
         first,
     } = *p;
     let key = key_of(meta);
+    let services = s.nat.has_service(meta.vrf);
+    let service = s.topo.filter(|_| services).map(|t| (t, meta.vrf));
+    let vip = if services && meta.l3 == L3::Ipv4 {
+        s.nat
+            .service(meta.vrf, meta.proto, meta.dst_v4(), meta.dport)
+    } else {
+        None
+    };
     let mut found = first;
     for _ in 0..2 {
         if let Some(hit) = found.take() {
@@ -713,9 +770,12 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
             }
             table.touch(hit.index, len, now, tcp_flags);
             if hit.nat {
-                return nat_hit(table, &hit, target);
+                return nat_hit(table, &hit, target, service);
             }
             return action(hit.verdict, target);
+        }
+        if let Some(backends) = vip {
+            return setup_service(s, in_vif, now, p, backends);
         }
         // Miss: decide from the policies and install the flow (and its reverse if allowed).
         let (out, plain) = egress(s.tables, target, || meta.flow_hash());
@@ -797,7 +857,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
                 if let Some(hit) = table.lookup_placed(&place) {
                     table.touch(hit.index, len, now, tcp_flags);
                     if hit.nat {
-                        return nat_hit(table, &hit, target);
+                        return nat_hit(table, &hit, target, service);
                     }
                     return action(hit.verdict, target);
                 }
@@ -810,6 +870,84 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
     }
     // Re-evaluated away twice in a row (policies changing under us): drop this packet.
     FlowAction::Drop
+}
+
+/// The first packet of a flow to a service VIP: a backend chosen by the flow's hash, the flow
+/// decided by the policies of the vifs it enters and leaves by (toward that backend) and set
+/// up inline, the forward entry rewriting the destination to the backend, the reverse entry
+/// (keyed as the backend replies) the replies' source back to the VIP. Denied flows are not
+/// installed.
+#[cold]
+#[inline(never)]
+fn setup_service(
+    s: &mut Setup,
+    in_vif: u16,
+    now: u64,
+    p: &Packet,
+    backends: &[(u32, u16)],
+) -> FlowAction {
+    let (table, meta) = (s.table, p.meta);
+    if !translatable(meta) {
+        return FlowAction::Refused(DropReason::NatUnsupported);
+    }
+    let Some(topo) = s.topo else {
+        return FlowAction::Drop;
+    };
+    let n = backends.len().max(1);
+    let Some(&(addr, port)) = backends.get(meta.flow_hash() as usize % n) else {
+        return FlowAction::Drop;
+    };
+    let key = key_of(meta);
+    let to_backend_key = FlowKey {
+        dst: u128::from(addr),
+        dport: port,
+        ..key
+    };
+    let Some(target) = topo.vrf(meta.vrf).and_then(|v| v.route_v4(addr)) else {
+        return FlowAction::Refused(DropReason::NoRoute);
+    };
+    let out = egress_vif(s.tables, target, || meta.flow_hash());
+    let verdict = verdict_of(s.pol, &to_backend_key, in_vif, out, true);
+    if verdict != Some(FlowVerdict::Forward) {
+        return FlowAction::Drop;
+    }
+    let new = NewFlow {
+        key,
+        verdict: FlowVerdict::Forward,
+        with_reverse: true,
+        in_vif,
+        out_vif: out,
+        policy_gen: s.pol.generation,
+        now,
+        nat: Some(NatSetup {
+            reverse: to_backend_key.reverse(),
+            pool: 0,
+            forward_rewrites_dst: true,
+        }),
+    };
+    let rev = table.place(&new.reverse_key());
+    match table.insert_placed(&new, &p.place, Some(&rev), s.credit) {
+        Ok(idx) => {
+            table.touch(idx, p.len, now, p.tcp_flags);
+            FlowAction::Nat(
+                target,
+                Translation {
+                    end: End::Destination,
+                    addr,
+                    port,
+                },
+            )
+        }
+        Err(InsertError::Full) => FlowAction::Drop,
+        // Another core set it up just now: its entry says which backend.
+        Err(InsertError::Raced) => match table.lookup_placed(&p.place) {
+            Some(hit) if hit.nat => {
+                table.touch(hit.index, p.len, now, p.tcp_flags);
+                nat_hit(table, &hit, p.target, Some((topo, meta.vrf)))
+            }
+            _ => FlowAction::Drop,
+        },
+    }
 }
 
 /// The verdict of the policies for a flow, or for a translated flow that no policy speaks

@@ -29,6 +29,65 @@ pub struct FloatingIp {
     pub inside: u32,
 }
 
+/// A service VIP: TCP or UDP to `addr:port` (host order) in VRF `vrf` goes to one of
+/// `backends`, chosen per flow by its hash and kept for the flow's life (its entries record
+/// it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub vrf: u16,
+    pub proto: u8,
+    pub addr: u32,
+    pub port: u16,
+    /// (address, port), host order; never empty, no duplicates.
+    pub backends: Vec<(u32, u16)>,
+}
+
+impl Service {
+    fn key(&self) -> ServiceKey {
+        (self.vrf, self.proto, self.addr, self.port)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if usize::from(self.vrf) >= MAX_VRFS {
+            return Err(Error::VrfOutOfRange(u32::from(self.vrf)));
+        }
+        if !matches!(self.proto, 6 | 17) {
+            return Err(Error::NatBadService(format!(
+                "protocol {} is neither TCP (6) nor UDP (17)",
+                self.proto
+            )));
+        }
+        if self.port == 0 {
+            return Err(Error::NatBadService("port 0".into()));
+        }
+        if self.backends.is_empty() {
+            return Err(Error::NatBadService("no backends".into()));
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            if b.1 == 0 {
+                return Err(Error::NatBadService(format!(
+                    "backend {}:0 has port 0",
+                    std::net::Ipv4Addr::from(b.0)
+                )));
+            }
+            if self.backends[..i].contains(b) {
+                return Err(Error::NatBadService(format!(
+                    "backend {}:{} is listed twice",
+                    std::net::Ipv4Addr::from(b.0),
+                    b.1
+                )));
+            }
+            if (b.0, b.1) == (self.addr, self.port) {
+                return Err(Error::NatBadService("a backend is the VIP itself".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// VRF, protocol, address, port.
+type ServiceKey = (u16, u8, u32, u16);
+
 /// Every VRF's source-NAT rule and every floating IP at one moment.
 #[derive(Debug, Clone)]
 pub struct NatSnapshot {
@@ -38,6 +97,9 @@ pub struct NatSnapshot {
     floating_in: HashMap<(u16, u32), FloatingIp>,
     /// Per VRF: some pod of it has a floating IP.
     floating_vrf: Box<[bool]>,
+    services: HashMap<ServiceKey, Box<[(u32, u16)]>>,
+    /// Per VRF: it has a service VIP.
+    service_vrf: Box<[bool]>,
 }
 
 impl NatSnapshot {
@@ -48,7 +110,24 @@ impl NatSnapshot {
             floating_out: HashMap::new(),
             floating_in: HashMap::new(),
             floating_vrf: vec![false; MAX_VRFS].into_boxed_slice(),
+            services: HashMap::new(),
+            service_vrf: vec![false; MAX_VRFS].into_boxed_slice(),
         }
+    }
+
+    /// Whether VRF `vrf` has a service VIP (its flows go through the flow table).
+    #[inline(always)]
+    pub fn has_service(&self, vrf: u16) -> bool {
+        self.service_vrf
+            .get(usize::from(vrf))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The backends of the VIP `addr:port` (`proto`) of VRF `vrf`.
+    #[inline]
+    pub fn service(&self, vrf: u16, proto: u8, addr: u32, port: u16) -> Option<&[(u32, u16)]> {
+        self.services.get(&(vrf, proto, addr, port)).map(|b| &**b)
     }
 
     /// VRF `vrf`'s rule, if it is attached.
@@ -61,6 +140,13 @@ impl NatSnapshot {
     /// to translate).
     #[inline(always)]
     pub fn any(&self) -> bool {
+        self.attached != 0 || !self.floating_out.is_empty() || !self.services.is_empty()
+    }
+
+    /// Whether anything comes back through the fabric's plain IP ingress translated (source
+    /// NAT replies, floating IPs): service VIPs alone never do.
+    #[inline(always)]
+    pub fn any_fabric(&self) -> bool {
         self.attached != 0 || !self.floating_out.is_empty()
     }
 
@@ -114,6 +200,7 @@ struct State {
     attached: BTreeMap<u16, String>,
     /// Outside address → floating IP.
     floating: BTreeMap<u32, FloatingIp>,
+    services: BTreeMap<ServiceKey, Service>,
 }
 
 /// The source-NAT store: one per process, beside the flow table whose entries record its
@@ -366,12 +453,154 @@ impl Nat {
         });
     }
 
+    /// Set service VIP `s` (replacing the one with the same VRF, protocol, address and
+    /// port). Flows to a backend it no longer has are removed; the others keep theirs. A VIP
+    /// that is an address of a NAT pool of its VRF, or a floating IP, is refused. Returns
+    /// whether anything changed.
+    pub fn set_service(&self, s: Service) -> Result<bool, Error> {
+        s.validate()?;
+        let mut st = self.lock();
+        let key = s.key();
+        if st.services.get(&key) == Some(&s) {
+            return Ok(false);
+        }
+        if let Some((name, _)) = st
+            .pools
+            .iter()
+            .find(|(_, e)| e.vrf == s.vrf && e.pool.range().contains(s.addr))
+        {
+            return Err(Error::NatBadService(format!(
+                "{} is an address of NAT pool {name}",
+                std::net::Ipv4Addr::from(s.addr)
+            )));
+        }
+        if s.vrf == 0 && st.floating.contains_key(&s.addr) {
+            return Err(Error::NatBadService(format!(
+                "{} is a floating IP",
+                std::net::Ipv4Addr::from(s.addr)
+            )));
+        }
+        let gone: Vec<(u32, u16)> = st
+            .services
+            .get(&key)
+            .map(|old| {
+                old.backends
+                    .iter()
+                    .filter(|b| !s.backends.contains(b))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let new = st.services.insert(key, s).is_none();
+        // New flows stop picking a removed backend first, then its flows go.
+        self.publish(&st);
+        if new {
+            // Flows to the address set up before it was a VIP would skip the translation.
+            let (vrf, proto, addr, port) = key;
+            self.table.remove_where(|f| {
+                f.key.vrf == vrf
+                    && f.key.proto == proto
+                    && (f.key.dst, f.key.dport) == (u128::from(addr), port)
+            });
+        } else if !gone.is_empty() {
+            self.remove_service_flows(key, Some(&gone));
+        }
+        Ok(true)
+    }
+
+    /// Remove the service VIP `addr:port` (`proto`) of VRF `vrf`: its flows go.
+    pub fn del_service(&self, vrf: u16, proto: u8, addr: u32, port: u16) -> Result<(), Error> {
+        let key = (vrf, proto, addr, port);
+        let mut st = self.lock();
+        if st.services.remove(&key).is_none() {
+            return Err(Error::NoSuchEntry {
+                table: "service",
+                key: format!(
+                    "{}:{port}/{proto} in VRF {vrf}",
+                    std::net::Ipv4Addr::from(addr)
+                ),
+            });
+        }
+        self.publish(&st);
+        self.remove_service_flows(key, None);
+        Ok(())
+    }
+
+    /// Every service VIP.
+    pub fn services(&self) -> Vec<Service> {
+        self.lock().services.values().cloned().collect()
+    }
+
+    /// The flows of VIP `key` now, per backend (in the service's order).
+    pub fn service_flows(&self, vrf: u16, proto: u8, addr: u32, port: u16) -> Option<Vec<u64>> {
+        let backends = self
+            .lock()
+            .services
+            .get(&(vrf, proto, addr, port))?
+            .backends
+            .clone();
+        let mut counts = vec![0u64; backends.len()];
+        let mut cursor = 0;
+        loop {
+            let page = self.table.flows(Some(vrf), 4096, cursor);
+            for f in &page.flows {
+                if f.is_reverse || f.key.proto != proto {
+                    continue;
+                }
+                let (vip, Some(to)) = ((f.key.dst, f.key.dport), f.nat) else {
+                    continue;
+                };
+                if vip != (u128::from(addr), port) {
+                    continue;
+                }
+                if let Some(i) = backends
+                    .iter()
+                    .position(|b| (u128::from(b.0), b.1) == (to.dst, to.dport))
+                {
+                    counts[i] += 1;
+                }
+            }
+            match page.next {
+                Some(n) => cursor = n,
+                None => break,
+            }
+        }
+        Some(counts)
+    }
+
+    /// The flows of a VIP (to backends `only`, if given): their forward entries are keyed to
+    /// the VIP and leave to the backend.
+    fn remove_service_flows(
+        &self,
+        (vrf, proto, addr, port): ServiceKey,
+        only: Option<&[(u32, u16)]>,
+    ) {
+        self.table.remove_where(|f| {
+            let Some(to) = f.nat else { return false };
+            f.key.vrf == vrf
+                && f.key.proto == proto
+                && (f.key.dst, f.key.dport) == (u128::from(addr), port)
+                && to.vrf == vrf
+                && only.is_none_or(|b| {
+                    b.iter()
+                        .any(|b| (u128::from(b.0), b.1) == (to.dst, to.dport))
+                })
+        });
+    }
+
     fn publish(&self, st: &State) {
         let mut snap = NatSnapshot::empty();
         for f in st.floating.values() {
             snap.floating_out.insert(f.outside, *f);
             snap.floating_in.insert((f.vrf, f.inside), *f);
             if let Some(v) = snap.floating_vrf.get_mut(usize::from(f.vrf)) {
+                *v = true;
+            }
+        }
+        for s in st.services.values() {
+            snap.services
+                .insert(s.key(), s.backends.clone().into_boxed_slice());
+            if let Some(v) = snap.service_vrf.get_mut(usize::from(s.vrf)) {
                 *v = true;
             }
         }

@@ -1,4 +1,5 @@
-//! Network address translation on the flow table (issue 22): source NAT and floating IPs.
+//! Network address translation on the flow table (issue 22): source NAT, floating IPs and
+//! service VIPs.
 //!
 //! - [`pool`]: a pool's (address, port) pairs, taken by forwarding cores a block at a time.
 //! - [`pools`]: the registry that lets whoever removes a NAT flow give its pair back.
@@ -26,6 +27,15 @@
 //! flow up the other way round, from the fabric path: its entry rewrites the destination to the
 //! pod, the pod's replies' entry their source. Each entry says which end it rewrites.
 //!
+//! # Service VIPs
+//! An address:port (TCP or UDP) of a VRF stands for backends of that VRF. A flow's first
+//! packet to it picks one by the flow's hash and is set up inline (from the route lookup; the
+//! VIP needs no route of its own): the forward entry, under the client's tuple to the VIP,
+//! rewrites the destination to the backend, the reverse entry, under the backend's reply
+//! tuple, rewrites the replies' source back to the VIP. The backend stays the flow's for its
+//! life; removing a backend removes its flows (their next packet picks a live one). Per-backend
+//! flow counts are read from the table, so the fast path writes no shared counter.
+//!
 //! IPv4 only; TCP, UDP and ICMP echo (the identifier stands in for the port). Anything else
 //! crossing into the pool's VRF from an attached VRF, fragments included, is dropped and
 //! counted (`nat_unsupported`); a pool without a free pair drops the new flow's packet
@@ -36,7 +46,7 @@ pub mod pool;
 pub mod pools;
 pub mod rewrite;
 
-pub use config::{FloatingIp, Nat, NatSnapshot, PoolInfo, SnatRule};
+pub use config::{FloatingIp, Nat, NatSnapshot, PoolInfo, Service, SnatRule};
 pub use pool::{PoolRange, PortPool};
 pub use pools::PortPools;
 pub use rewrite::{quoted, translate, translate_icmp_error, End, Quoted, Translation};

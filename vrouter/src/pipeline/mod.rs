@@ -87,6 +87,14 @@ pub trait FlowHook {
     fn on_lookup(&mut self, meta: &PacketMeta, frame: &mut [u8], target: RouteTarget)
         -> FlowAction;
 
+    /// Called for a packet its VRF has no route for, before it is dropped: a target to go on
+    /// with instead, if the flow stage will choose the real one (a service VIP, which need
+    /// not be routed: its flows go to a backend's route).
+    #[inline(always)]
+    fn unrouted(&mut self, _meta: &PacketMeta) -> Option<RouteTarget> {
+        None
+    }
+
     /// Called for plain IPv4 packets from the fabric that are not tunnels to the vrouter:
     /// replies to source-NAT flows and packets to floating IPs come this way.
     #[inline(always)]

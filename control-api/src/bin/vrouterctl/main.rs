@@ -75,7 +75,8 @@ enum Command {
     /// Copies of a vif's packets to an analyzer vif.
     #[command(subcommand)]
     Mirror(mirror::MirrorCmd),
-    /// NAT: source-NAT pools, the VRFs whose flows leave through them, floating IPs.
+    /// NAT: source-NAT pools, the VRFs whose flows leave through them, floating IPs, service
+    /// VIPs.
     #[command(subcommand)]
     Nat(nat::NatCmd),
     /// The flow table.

@@ -1,10 +1,10 @@
-//! `vrouterctl nat`: source-NAT pools, the VRFs attached to them, floating IPs.
+//! `vrouterctl nat`: source-NAT pools, the VRFs attached to them, floating IPs, service VIPs.
 
 use std::net::Ipv4Addr;
 
 use anyhow::Context;
 use clap::Subcommand;
-use control_api::api::{FloatingIp, NatPool, NatPorts};
+use control_api::api::{FloatingIp, NatPool, NatPorts, Service, ServiceBackend, ServiceProto};
 use control_api::Client;
 
 use crate::output::{table, Out};
@@ -63,6 +63,41 @@ pub enum NatCmd {
     },
     /// List floating IPs.
     Fips,
+    /// Create a service VIP or change its backends: flows to VIP (ADDRESS:PORT) in --vrf go
+    /// to one of BACKENDS (ADDRESS:PORT each), one per flow.
+    SvcSet {
+        /// Service name.
+        name: String,
+        /// The VRF of the VIP and its backends.
+        #[arg(long)]
+        vrf: u32,
+        /// tcp or udp.
+        #[arg(long, default_value = "tcp")]
+        proto: String,
+        /// The VIP, ADDRESS:PORT.
+        vip: String,
+        /// The backends, ADDRESS:PORT each.
+        #[arg(required = true)]
+        backends: Vec<String>,
+    },
+    /// Remove a service VIP (its flows go).
+    SvcDel {
+        /// Service name.
+        name: String,
+    },
+    /// List service VIPs with each backend's flows.
+    Svcs,
+}
+
+fn parse_endpoint(s: &str) -> anyhow::Result<(Ipv4Addr, u16)> {
+    let (a, p) = s
+        .rsplit_once(':')
+        .with_context(|| format!("{s:?}: expected ADDRESS:PORT"))?;
+    let addr = a
+        .parse()
+        .with_context(|| format!("{s:?}: bad IPv4 address"))?;
+    let port = p.parse().with_context(|| format!("{s:?}: bad port"))?;
+    Ok((addr, port))
 }
 
 fn parse_ports(s: &str) -> anyhow::Result<NatPorts> {
@@ -157,6 +192,62 @@ pub async fn run(cmd: NatCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                 .map(|f| vec![f.address.to_string(), f.vrf.to_string(), f.ip.to_string()])
                 .collect();
             table(&["FLOATING_IP", "VRF", "IP"], &rows)
+        })?,
+        NatCmd::SvcSet {
+            name,
+            vrf,
+            proto,
+            vip,
+            backends,
+        } => {
+            let proto = match proto.as_str() {
+                "tcp" => ServiceProto::Tcp,
+                "udp" => ServiceProto::Udp,
+                other => anyhow::bail!("--proto {other:?}: tcp or udp"),
+            };
+            let (address, port) = parse_endpoint(&vip)?;
+            let backends = backends
+                .iter()
+                .map(|b| parse_endpoint(b).map(|(address, port)| ServiceBackend { address, port }))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let s = Service {
+                vrf,
+                address,
+                port,
+                proto,
+                backends,
+            };
+            let got = c.service_set(&name, &s).await?;
+            out.done(format!(
+                "service {name} set: {address}:{port} in vrf {vrf}, {} backends",
+                got.backends.len()
+            ));
+        }
+        NatCmd::SvcDel { name } => {
+            c.service_del(&name).await?;
+            out.done(format!("service {name} removed"));
+        }
+        NatCmd::Svcs => out.show(&c.services().await?, |svcs| {
+            let rows: Vec<Vec<String>> = svcs
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        s.vrf.to_string(),
+                        format!("{}:{}", s.address, s.port),
+                        format!("{:?}", s.proto).to_lowercase(),
+                        s.backends
+                            .iter()
+                            .map(|b| format!("{}:{}={}", b.address, b.port, b.flows))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ]
+                })
+                .collect();
+            table(
+                &["SERVICE", "VRF", "VIP", "PROTO", "BACKENDS(FLOWS)"],
+                &rows,
+            )
         })?,
     }
     Ok(())

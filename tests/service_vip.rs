@@ -1,0 +1,248 @@
+//! Service VIPs through the real vrouterd: a client kernel pod (veth, default offloads on) in
+//! VRF 1 opens many short TCP connections to a VIP load-balanced over three backend kernel
+//! pods. Every backend gets some; the replies come from the VIP (the client's kernel accepts
+//! them only then, checksums included); a backend removed mid-way gets no new connection while
+//! the others keep answering, their connections open across the removal still carry data, and
+//! GET /nat/services counts each backend's flows.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+
+use control_api::api::{Service, ServiceBackend, ServiceProto};
+use testkit::kernel_pod::{route_in_vrf1, KernelPod};
+use testkit::netns::Netns;
+use testkit::vrouterd::Vrouterd;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 100);
+const BACKEND_PORT: u16 = 8080;
+
+fn vrouterd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
+}
+
+/// Accepts connections on BACKEND_PORT forever, answering each with its name, then echoing
+/// what comes until the client closes.
+const SERVER: &str = r#"
+import socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[2])))
+s.listen(256)
+print("listening", flush=True)
+def serve(c):
+    try:
+        c.sendall(sys.argv[1].encode())
+        while True:
+            d = c.recv(64)
+            if not d:
+                break
+            c.sendall(d)
+    except OSError:
+        pass
+    finally:
+        c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// Opens argv[3] connections to argv[1]:argv[2] and keeps them: prints each one's backend
+/// name, then on a line from stdin sends "ping" on each and prints "<name> ok" or
+/// "<name> broken".
+const LONG: &str = r#"
+import socket, sys
+conns = []
+for _ in range(int(sys.argv[3])):
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    conns.append((c.recv(64).decode(), c))
+print(" ".join(n for n, _ in conns), flush=True)
+sys.stdin.readline()
+for n, c in conns:
+    try:
+        c.sendall(b"ping")
+        ok = c.recv(64) == b"ping"
+    except OSError:
+        ok = False
+    print(n, "ok" if ok else "broken", flush=True)
+"#;
+
+/// Opens argv[3] connections to argv[1]:argv[2] one after the other; prints how many answers
+/// each name gave and how many connections failed.
+const CLIENT: &str = r#"
+import socket, sys, collections
+counts = collections.Counter()
+for _ in range(int(sys.argv[3])):
+    try:
+        c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+        data = c.recv(64)
+        c.close()
+        counts[data.decode() or "empty"] += 1
+    except OSError:
+        counts["failed"] += 1
+for k, v in sorted(counts.items()):
+    print(k, v)
+"#;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(pod: &KernelPod, name: &str) -> Server {
+    let mut child = pod
+        .ns
+        .command("python3")
+        .args(["-c", SERVER, name, &BACKEND_PORT.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("backend server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("server ready");
+    assert_eq!(line.trim(), "listening");
+    Server(child)
+}
+
+fn connect_many(pod: &KernelPod, n: u32) -> BTreeMap<String, u32> {
+    let out = pod
+        .ns
+        .command("python3")
+        .args(["-c", CLIENT, &VIP.to_string(), "80", &n.to_string()])
+        .output()
+        .expect("client");
+    assert!(out.status.success(), "client: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+fn service(backends: &[&KernelPod]) -> Service {
+    Service {
+        vrf: 1,
+        address: VIP,
+        port: 80,
+        proto: ServiceProto::Tcp,
+        backends: backends
+            .iter()
+            .map(|p| ServiceBackend {
+                address: p.ip,
+                port: BACKEND_PORT,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_vip_spreads_connections_over_its_backends_and_a_removed_one_gets_no_more() {
+    let node = Netns::new("vipnode");
+    let client = KernelPod::attached_to(Some(&node), "vc", 1, 1500);
+    let b1 = KernelPod::attached_to(Some(&node), "v1", 2, 1500);
+    let b2 = KernelPod::attached_to(Some(&node), "v2", 3, 1500);
+    let b3 = KernelPod::attached_to(Some(&node), "v3", 4, 1500);
+    let vr = Vrouterd::start_netns(
+        Some(&node),
+        &vrouterd_bin(),
+        &["--idle-sleep-us", "20", "--flow-entries", "4096"],
+        &[],
+    );
+    route_in_vrf1(
+        &vr,
+        &[("c", &client), ("b1", &b1), ("b2", &b2), ("b3", &b3)],
+    );
+    let _servers = [serve(&b1, "b1"), serve(&b2, "b2"), serve(&b3, "b3")];
+    let all = service(&[&b1, &b2, &b3]);
+    vr.api(|c| async move { c.service_set("web", &all).await })
+        .expect("service");
+
+    let first = connect_many(&client, 150);
+    assert_eq!(
+        first.get("failed"),
+        None,
+        "every connection answered: {first:?}"
+    );
+    for b in ["b1", "b2", "b3"] {
+        assert!(
+            first.get(b).copied().unwrap_or(0) > 0,
+            "{b} got none: {first:?}"
+        );
+    }
+    assert_eq!(first.values().sum::<u32>(), 150, "{first:?}");
+    // The flows (not yet aged) are counted per backend.
+    let listed = vr
+        .api(|c| async move { c.services().await })
+        .expect("services");
+    let flows: u64 = listed[0].backends.iter().map(|b| b.flows).sum();
+    assert!(flows > 0, "{listed:?}");
+
+    // Connections kept open across the removal.
+    let mut long = client
+        .ns
+        .command("python3")
+        .args(["-c", LONG, &VIP.to_string(), "80", "9"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("long client");
+    let mut long_out = BufReader::new(long.stdout.take().expect("stdout"));
+    let mut names = String::new();
+    long_out
+        .read_line(&mut names)
+        .expect("long connections open");
+    let names: Vec<String> = names.split_whitespace().map(String::from).collect();
+    assert_eq!(names.len(), 9, "{names:?}");
+
+    // b2 goes: no new connection reaches it, the others keep answering.
+    let kept = service(&[&b1, &b3]);
+    vr.api(|c| async move { c.service_set("web", &kept).await })
+        .expect("backend removed");
+    let second = connect_many(&client, 150);
+    assert_eq!(
+        second.get("b2"),
+        None,
+        "the removed backend got new ones: {second:?}"
+    );
+    assert_eq!(second.get("failed"), None, "{second:?}");
+    assert!(second.get("b1").copied().unwrap_or(0) > 0, "{second:?}");
+    assert!(second.get("b3").copied().unwrap_or(0) > 0, "{second:?}");
+    let listed = vr
+        .api(|c| async move { c.services().await })
+        .expect("services");
+    assert_eq!(listed[0].backends.len(), 2);
+
+    // The kept backends' open connections still carry data.
+    use std::io::Write;
+    long.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("go");
+    let mut kept_ok = 0;
+    for _ in 0..9 {
+        let mut line = String::new();
+        long_out.read_line(&mut line).expect("result");
+        let (name, state) = line.trim().split_once(' ').expect("name state");
+        if name != "b2" {
+            assert_eq!(state, "ok", "a kept backend's connection broke: {line}");
+            kept_ok += 1;
+        }
+    }
+    assert!(long.wait().expect("long client").success());
+    assert_eq!(kept_ok, names.iter().filter(|n| *n != "b2").count());
+    assert!(
+        kept_ok > 0,
+        "some of 9 connections went to b1 or b3: {names:?}"
+    );
+    drop(vr);
+}
