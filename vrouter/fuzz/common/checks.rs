@@ -47,7 +47,11 @@ pub fn packets_accounted<B: PacketBuf>(out: &TxBatches<B>, n: usize, before: Tal
     }
     let dropped = out.dropped.len() as u64;
     let icmp = after.icmp_sent - before.icmp_sent;
-    assert_eq!(after.rx - before.rx, n as u64, "every packet counted received");
+    assert_eq!(
+        after.rx - before.rx,
+        n as u64,
+        "every packet counted received"
+    );
     assert_eq!(
         after.drops - before.drops,
         dropped + icmp,
