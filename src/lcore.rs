@@ -228,7 +228,12 @@ fn mirror_copies<'a>(
     out.to = m.cfg.to;
     let i = usize::from(vif);
     for p in pkts {
-        if out.pkts.len() == out.pkts.capacity() || !m.wants(p.data()) {
+        if !m.wants(p.data()) {
+            continue;
+        }
+        if out.pkts.len() == out.pkts.capacity() {
+            // More than a burst at once: the copy is lost, and counted.
+            LoopCounters::add(&counters.mirror_failures[i], 1);
             continue;
         }
         let copied = mirror::copy(pool, p, m.cfg.snaplen)
