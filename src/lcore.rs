@@ -540,15 +540,19 @@ impl State {
     /// not at all (freed, counted under the `offload` drop reason). Packets for another lcore's
     /// port go as they are; that lcore finishes them.
     fn send(&mut self, tx: &mut Tx<'_>, vif: u16, q: &mut Vec<Pkt>) {
-        mirror_copies(
-            &mut self.mirrors,
-            &mut self.copies_out,
-            tx.pool,
-            tx.counters,
-            vif,
-            false,
-            q.iter().map(|p| &p.0),
-        );
+        // Copied by the lcore that hands them to the vif's queue: packets on their way to
+        // another lcore are copied there, once.
+        if self.tx.get(usize::from(vif)).is_some_and(Option::is_some) {
+            mirror_copies(
+                &mut self.mirrors,
+                &mut self.copies_out,
+                tx.pool,
+                tx.counters,
+                vif,
+                false,
+                q.iter().map(|p| &p.0),
+            );
+        }
         self.send_only(tx, vif, q);
         if !self.copies_out.pkts.is_empty() {
             let mut c = std::mem::take(&mut self.copies_out.pkts);

@@ -362,8 +362,12 @@ impl Controller {
             info!(attached = %entry.spec.kind, "vif removed");
             // Mirrors of the vif, or to it, end with it.
             let mut mirrors = self.mirrors();
+            // A collector's copies leave by the fabric vif: they end with it too.
+            let fabric = matches!(entry.spec.kind, VifKind::Physical { .. });
             mirrors.retain(|from, m| {
-                let ends = from == name || m.to.as_deref() == Some(name);
+                let ends = from == name
+                    || m.to.as_deref() == Some(name)
+                    || (fabric && m.collector.is_some());
                 if ends && from != name {
                     if let Ok(v) = self.model().vif(from) {
                         let _ = self.dataplane.mirror_del(&v.spec);
@@ -905,6 +909,28 @@ impl Controller {
                 ));
             }
         }
+        // Serialised with vif removals, so no mirror outlives its vif in the lcores.
+        let _change = self.change();
+        {
+            // No chains: a copy is never mirrored again (two vifs mirroring each other would
+            // send copies round for ever).
+            let mirrors = self.mirrors();
+            if let Some(to) = &m.to {
+                if mirrors.contains_key(to) {
+                    return Err(Error::Conflict(format!(
+                        "{to} is mirrored itself: an analyzer vif cannot be"
+                    )));
+                }
+            }
+            if let Some((from, _)) = mirrors
+                .iter()
+                .find(|(from, o)| o.to.as_deref() == Some(name) && from.as_str() != name)
+            {
+                return Err(Error::Conflict(format!(
+                    "{name} is {from}'s analyzer: an analyzer vif cannot be mirrored"
+                )));
+            }
+        }
         let (spec, to) = {
             let model = self.model();
             let spec = model.vif(name)?.spec.clone();
@@ -957,6 +983,7 @@ impl Controller {
     }
 
     pub fn mirror_del(&self, name: &str) -> Result<(), Error> {
+        let _change = self.change();
         let spec = self.model().vif(name)?.spec.clone();
         let mut mirrors = self.mirrors();
         if !mirrors.contains_key(name) {

@@ -94,7 +94,7 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
         ),
         (
             "vrouter_lcore_packets_made_total",
-            "Packets made: GSO segments cut in software, ICMP errors sent.",
+            "Packets made: GSO segments cut in software, ICMP errors sent, mirror copies.",
             2,
         ),
     ] {

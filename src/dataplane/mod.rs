@@ -305,7 +305,18 @@ impl Dataplane for VrouterDataplane {
             (None, None) => return Err(rejected("a mirror goes to a vif or a collector")),
         };
         drop(reg);
-        let cfg = crate::mirror::MirrorCfg::new(m, to, remote);
+        let mut cfg = crate::mirror::MirrorCfg::new(m, to, remote);
+        // A copy never exceeds what its path carries: the analyzer's MTU and Ethernet header
+        // (with a VLAN tag), or the fabric's MTU less the collector's outer IP, UDP and VXLAN
+        // headers. A GSO packet's copy, one frame of up to 64 KB, is cut to it too.
+        if let Some(out) = self.tables.topology().vif(to) {
+            let limit = if cfg.remote.is_some() {
+                u32::from(out.mtu).saturating_sub(36)
+            } else {
+                u32::from(out.mtu) + 18
+            };
+            cfg.snaplen = cfg.snaplen.min(limit);
+        }
         self.broadcast(|| LcoreCmd::SetMirror {
             vif: index,
             mirror: Some(cfg),

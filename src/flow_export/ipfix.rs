@@ -85,12 +85,16 @@ impl Record {
     }
 
     fn len(&self) -> usize {
-        let addrs = if self.template() == TEMPLATE_V4 {
-            8
+        let addrs: &[(u16, u16)] = if self.template() == TEMPLATE_V4 {
+            &V4_ADDRS
         } else {
-            32
+            &V6_ADDRS
         };
-        addrs + COMMON.iter().map(|&(_, l)| usize::from(l)).sum::<usize>()
+        addrs
+            .iter()
+            .chain(COMMON.iter())
+            .map(|&(_, l)| usize::from(l))
+            .sum::<usize>()
     }
 
     fn write(&self, out: &mut Vec<u8>) {
@@ -306,6 +310,10 @@ mod tests {
         let mut r = record(0, false);
         let mut plain = Vec::new();
         r.write(&mut plain);
+        assert_eq!(plain.len(), r.len(), "the length messages are cut by");
+        let mut v6 = Vec::new();
+        record(0, true).write(&mut v6);
+        assert_eq!(v6.len(), record(0, true).len());
         assert_eq!(
             &plain[8..20],
             &[198, 18, 1, 2, 198, 18, 2, 2, 0x03, 0xe8, 0, 53]

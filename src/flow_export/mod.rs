@@ -134,6 +134,19 @@ impl Exporter {
                         },
                     );
                 }
+                Some(r) if f.packets < r.info.packets => {
+                    // Counters went back: the flow ended and one with the same key took its
+                    // slot within a poll. The old one's final record, then the new one.
+                    let last = now_ms.saturating_sub(table_now_ms.saturating_sub(r.info.last_seen));
+                    records.push(record(r, &r.info, last, EndReason::Idle));
+                    *r = Reported {
+                        info: f,
+                        start_ms: end.min(now_ms),
+                        last_record_ms: now_ms,
+                        packets: 0,
+                        bytes: 0,
+                    };
+                }
                 Some(r) => {
                     r.info = f;
                     let active = Duration::from_millis(now_ms.saturating_sub(r.last_record_ms));
@@ -358,6 +371,23 @@ mod tests {
         let r = e.poll(vec![flow(2, 2000, 3, 41_000)], 41_000, 1_036_000);
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].sport, r[0].packets), (1000, 1));
+    }
+
+    #[test]
+    fn a_flow_back_in_its_slot_within_a_poll_is_a_new_flow() {
+        let mut e = exporter();
+        assert!(e
+            .poll(vec![flow(2, 1000, 1, 500)], 600, 1_000_000)
+            .is_empty());
+        assert!(e
+            .poll(vec![flow(2, 1000, 5, 1_500)], 1_600, 1_001_000)
+            .is_empty());
+        // Counters went back: the old flow's final record (5 packets), the new one from zero.
+        let r = e.poll(vec![flow(2, 1000, 2, 2_500)], 2_600, 1_002_000);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].packets, r[0].reason), (5, EndReason::Idle));
+        let r = e.poll(vec![], 100_000, 1_100_000);
+        assert_eq!((r.len(), r[0].packets), (1, 2), "the new flow's own count");
     }
 
     #[test]

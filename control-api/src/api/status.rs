@@ -16,7 +16,8 @@ pub struct LcoreStats {
     pub drops: u64,
     /// Packets this lcore queued to the lcore that transmits for their vif, and packets it
     /// took from other lcores to transmit; packets it made (segments cut from GSO frames in
-    /// software beyond the frame itself, ICMP errors sent in place of a dropped packet). Every
+    /// software beyond the frame itself, ICMP errors sent in place of a dropped packet, mirror
+    /// copies). Every
     /// packet is accounted for once: `rx_packets + taken_from_lcores + packets_made =
     /// tx_packets + queued_to_lcores + drops` (up to packets in flight between lcores).
     #[serde(default)]

@@ -127,7 +127,7 @@ impl<F: FlowHook> Ctx<'_, F> {
     /// Records packet `i` of a traced burst, with its verdict and the packet as it leaves.
     #[cold]
     fn trace<B: PacketBuf>(&self, t: &Tracer, in_vif: u16, i: usize, vrf: u16, v: Verdict, b: &B) {
-        if !t.take_one() {
+        if !t.take_one(in_vif) {
             return;
         }
         let mut r = TraceRecord {

@@ -80,15 +80,28 @@ impl Tracer {
     }
 
     /// Takes one packet's share of the count; false once it is spent (the trace then stops).
-    pub(super) fn take_one(&self) -> bool {
-        let took = self
+    /// `vif` is the packet's ingress vif: a burst that saw an earlier trace must not spend a
+    /// newer one's count, and the trace ends with its last packet, not the one after.
+    pub(super) fn take_one(&self, vif: u16) -> bool {
+        let traced = u32::from(vif);
+        if self.vif.load(Ordering::Acquire) != traced {
+            return false;
+        }
+        match self
             .left
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok();
-        if !took {
-            self.vif.store(OFF, Ordering::Release);
+        {
+            Ok(left) => {
+                if left == 1 {
+                    // Only this trace's end: a newer trace on another vif stays on.
+                    let _ =
+                        self.vif
+                            .compare_exchange(traced, OFF, Ordering::AcqRel, Ordering::Relaxed);
+                }
+                true
+            }
+            Err(_) => false,
         }
-        took
     }
 
     /// Queues a record; a full queue (a reader that does not read) drops it.
