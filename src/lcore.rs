@@ -414,11 +414,7 @@ impl Lcore {
                     finished: &mut finished,
                 };
                 st.flush(&mut tx, in_vif, &mut batches);
-                if !st.copies_in.pkts.is_empty() {
-                    let mut c = std::mem::take(&mut st.copies_in.pkts);
-                    st.transmit(&mut tx, st.copies_in.to, &mut c);
-                    st.copies_in.pkts = c;
-                }
+                st.send_copies(&mut tx, true);
             }
             st.hand_back_broken(&events);
 
@@ -554,10 +550,28 @@ impl State {
             );
         }
         self.send_only(tx, vif, q);
-        if !self.copies_out.pkts.is_empty() {
-            let mut c = std::mem::take(&mut self.copies_out.pkts);
-            self.transmit(tx, self.copies_out.to, &mut c);
-            self.copies_out.pkts = c;
+        self.send_copies(tx, false);
+    }
+
+    /// Sends the mirror copies waiting in `copies_in` (received packets') or `copies_out`
+    /// (packets sent to a vif) to their analyzer, through `transmit`: a copy is never mirrored.
+    #[inline]
+    fn send_copies(&mut self, tx: &mut Tx<'_>, received: bool) {
+        let copies = if received {
+            &mut self.copies_in
+        } else {
+            &mut self.copies_out
+        };
+        if copies.pkts.is_empty() {
+            return;
+        }
+        let (to, mut pkts) = (copies.to, std::mem::take(&mut copies.pkts));
+        self.transmit(tx, to, &mut pkts);
+        // Back with its capacity: nothing is allocated per burst.
+        if received {
+            self.copies_in.pkts = pkts;
+        } else {
+            self.copies_out.pkts = pkts;
         }
     }
 

@@ -377,7 +377,7 @@ impl Controller {
             });
             drop(mirrors);
             // A trace of the vif ends with it (its index may be given to another vif).
-            let mut traced = self.traced.lock().unwrap_or_else(|p| p.into_inner());
+            let mut traced = self.traced();
             if traced.as_deref() == Some(name) {
                 let _ = self.dataplane.trace_stop();
                 *traced = None;
@@ -860,6 +860,11 @@ impl Controller {
         Ok(())
     }
 
+    /// The vif the trace was last started on (see `traced`).
+    fn traced(&self) -> MutexGuard<'_, Option<String>> {
+        self.traced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn mirrors(&self) -> MutexGuard<'_, BTreeMap<String, Mirror>> {
         self.mirrors.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -1006,7 +1011,7 @@ impl Controller {
             });
         }
         let spec = self.model().vif(name)?.spec.clone();
-        let mut traced = self.traced.lock().unwrap_or_else(|p| p.into_inner());
+        let mut traced = self.traced();
         self.dataplane.trace_start(&spec, req.count)?;
         *traced = Some(name.to_string());
         info!(vif = %name, count = req.count, "packet trace started");
@@ -1016,7 +1021,7 @@ impl Controller {
     /// The packets of vif `name`'s trace since the last read.
     pub fn trace_read(&self, name: &str) -> Result<TraceResult, Error> {
         self.model().vif(name)?;
-        let traced = self.traced.lock().unwrap_or_else(|p| p.into_inner());
+        let traced = self.traced();
         match traced.as_deref() {
             Some(t) if t == name => {
                 let (running, packets) = self.dataplane.trace_read()?;
@@ -1039,7 +1044,7 @@ impl Controller {
     /// Stops vif `name`'s trace (what it traced and nobody read is dropped).
     pub fn trace_stop(&self, name: &str) -> Result<(), Error> {
         self.model().vif(name)?;
-        let mut traced = self.traced.lock().unwrap_or_else(|p| p.into_inner());
+        let mut traced = self.traced();
         match traced.as_deref() {
             Some(t) if t == name => {
                 self.dataplane.trace_stop()?;
