@@ -28,10 +28,11 @@ use vrouter::qsbr::Qsbr;
 use vrouter::stats::MAX_VIFS;
 use vrouter::{CoreStats, DropReason};
 
-use crate::mirror::{self, MirrorCfg, MirrorState};
+use crate::mirror;
 use crate::offload;
 use crate::packet::{self, Pkt};
 use crate::vhost_core::LcoreEvent;
+use vrouter::mirror::{MirrorCfg, Mirrors};
 
 /// `owner` value of a vif no lcore transmits for.
 pub const NO_OWNER: u8 = u8::MAX;
@@ -86,9 +87,11 @@ pub struct LoopCounters {
     pub total_cycles: AtomicU64,
     /// Packets another lcore's inbox ring had no room for.
     pub ring_drops: AtomicU64,
-    /// Per mirrored vif: copies made, and copies that found no buffer.
+    /// Per mirrored vif: copies made, copies that found no buffer, and copies skipped while
+    /// the analyzer's queue was full.
     pub mirror_copies: Box<[AtomicU64]>,
     pub mirror_failures: Box<[AtomicU64]>,
+    pub mirror_skipped: Box<[AtomicU64]>,
 }
 
 impl Default for LoopCounters {
@@ -101,6 +104,7 @@ impl Default for LoopCounters {
             ring_drops: AtomicU64::new(0),
             mirror_copies: (0..MAX_VIFS).map(|_| AtomicU64::new(0)).collect(),
             mirror_failures: (0..MAX_VIFS).map(|_| AtomicU64::new(0)).collect(),
+            mirror_skipped: (0..MAX_VIFS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -185,15 +189,16 @@ struct State {
     owner: Box<[u8]>,
     host_vif: Option<u16>,
     /// Mirrors by mirrored vif.
-    mirrors: Box<[Option<MirrorState>]>,
+    mirrors: Mirrors,
     /// Copies of a burst's received packets, and of packets sent to a vif, waiting to go to
     /// their analyzer vif.
     copies_in: Copies,
     copies_out: Copies,
 }
 
-/// Mirror copies on their way to one analyzer vif.
+/// Mirror copies of vif `from`'s packets on their way to one analyzer vif.
 struct Copies {
+    from: u16,
     to: u16,
     pkts: Vec<Pkt>,
 }
@@ -201,6 +206,7 @@ struct Copies {
 impl Copies {
     fn new() -> Copies {
         Copies {
+            from: 0,
             to: 0,
             pkts: Vec::with_capacity(BURST_MAX),
         }
@@ -211,7 +217,7 @@ impl Copies {
 /// sent to it) into `out`. The one check a vif without a mirror pays.
 #[inline]
 fn mirror_copies<'a>(
-    mirrors: &mut [Option<MirrorState>],
+    mirrors: &mut Mirrors,
     out: &mut Copies,
     pool: &Mempool,
     counters: &LoopCounters,
@@ -219,40 +225,18 @@ fn mirror_copies<'a>(
     ingress: bool,
     pkts: impl Iterator<Item = &'a pmd_shim::Mbuf>,
 ) {
-    let Some(Some(m)) = mirrors.get_mut(usize::from(vif)) else {
+    let Some(m) = mirrors.get(vif, ingress) else {
         return;
     };
-    if (ingress && !m.cfg.ingress) || (!ingress && !m.cfg.egress) {
-        return;
-    }
+    out.from = vif;
     out.to = m.cfg.to;
+    let n = m.copy_burst(pkts, &mut out.pkts, |p, snaplen| {
+        mirror::copy(pool, p, snaplen).map(Pkt)
+    });
     let i = usize::from(vif);
-    for p in pkts {
-        if !m.wants(p.data()) {
-            continue;
-        }
-        if out.pkts.len() == out.pkts.capacity() {
-            // More than a burst at once: the copy is lost, and counted.
-            LoopCounters::add(&counters.mirror_failures[i], 1);
-            continue;
-        }
-        let copied = mirror::copy(pool, p, m.cfg.snaplen)
-            .map(Pkt)
-            .and_then(|mut c| {
-                // For a collector, in VXLAN (a fresh mbuf's headroom takes the headers).
-                match &m.cfg.remote {
-                    Some((tpl, vni)) => tpl.push(&mut c, *vni, 0, 0, 0).ok().map(|()| c),
-                    None => Some(c),
-                }
-            });
-        match copied {
-            Some(c) => {
-                out.pkts.push(c);
-                LoopCounters::add(&counters.mirror_copies[i], 1);
-            }
-            None => LoopCounters::add(&counters.mirror_failures[i], 1),
-        }
-    }
+    LoopCounters::add(&counters.mirror_copies[i], n.made);
+    LoopCounters::add(&counters.mirror_failures[i], n.failed);
+    LoopCounters::add(&counters.mirror_skipped[i], n.skipped);
 }
 
 impl Lcore {
@@ -278,7 +262,7 @@ impl Lcore {
             virtq_tx: Vec::with_capacity(MAX_VIFS),
             owner: vec![NO_OWNER; MAX_VIFS].into_boxed_slice(),
             host_vif: None,
-            mirrors: (0..MAX_VIFS).map(|_| None).collect(),
+            mirrors: Mirrors::new(MAX_VIFS),
             copies_in: Copies::new(),
             copies_out: Copies::new(),
         };
@@ -565,8 +549,11 @@ impl State {
         if copies.pkts.is_empty() {
             return;
         }
-        let (to, mut pkts) = (copies.to, std::mem::take(&mut copies.pkts));
-        self.transmit(tx, to, &mut pkts);
+        let (from, to, mut pkts) = (copies.from, copies.to, std::mem::take(&mut copies.pkts));
+        let refused = self.transmit(tx, to, &mut pkts);
+        if let Some(m) = self.mirrors.of(from) {
+            m.sent(refused);
+        }
         // Back with its capacity: nothing is allocated per burst.
         if received {
             self.copies_in.pkts = pkts;
@@ -579,11 +566,15 @@ impl State {
     fn send_only(&mut self, tx: &mut Tx<'_>, vif: u16, q: &mut Vec<Pkt>) {
         let caps = match self.tx.get(usize::from(vif)).and_then(Option::as_ref) {
             Some(sink) => sink.caps(),
-            None => return self.transmit(tx, vif, q),
+            None => {
+                self.transmit(tx, vif, q);
+                return;
+            }
         };
         // One look at each packet's flags: the common case has nothing to finish.
         if q.iter().all(|p| caps.takes(vrouter::PacketBuf::offload(p))) {
-            return self.transmit(tx, vif, q);
+            self.transmit(tx, vif, q);
+            return;
         }
         let mut out = std::mem::take(tx.finished);
         for p in q.drain(..) {
@@ -604,10 +595,11 @@ impl State {
 
     /// Transmits `q` on vif `vif`: on our own queue for it, else through the owner lcore's
     /// inbox ring. Counts what its queue took as sent (packets and bytes) and everything else
-    /// as a drop under its reason; `q` ends empty.
-    fn transmit(&mut self, tx: &mut Tx<'_>, vif: u16, q: &mut Vec<Pkt>) {
+    /// as a drop under its reason; `q` ends empty. Returns how many were refused for lack of
+    /// room.
+    fn transmit(&mut self, tx: &mut Tx<'_>, vif: u16, q: &mut Vec<Pkt>) -> u64 {
         if q.is_empty() {
-            return;
+            return 0;
         }
         let Tx {
             index,
@@ -619,6 +611,8 @@ impl State {
         } = *tx;
         let total = q.len() as u64;
         let sent = stats.vif(vif);
+        // Packets refused for lack of room.
+        let mut full = 0u64;
         match self.tx.get_mut(usize::from(vif)).and_then(Option::as_mut) {
             Some(TxSink::Virtq(queue)) => {
                 // The queue counts what it delivered and what it dropped; its counters tell
@@ -637,14 +631,16 @@ impl State {
                 stats.count_drops(DropReason::Mtu, vif, too_big);
                 stats.count_drops(DropReason::Offload, vif, bad);
                 // Not taken: no buffer posted (or the guest broke the queue).
-                stats.count_drops(DropReason::TxQueueFull, vif, total.saturating_sub(taken));
+                full = total.saturating_sub(taken);
+                stats.count_drops(DropReason::TxQueueFull, vif, full);
             }
             Some(TxSink::Kernel(port)) => {
                 let r = port.tx_burst(q.iter().map(|p| (&p.0, packet::kernel_tx_hdr(p))));
                 q.clear();
                 sent.tx_packets.add(r.sent as u64);
                 sent.tx_bytes.add(r.bytes);
-                stats.count_drops(DropReason::TxQueueFull, vif, r.busy as u64);
+                full = r.busy as u64;
+                stats.count_drops(DropReason::TxQueueFull, vif, full);
                 stats.count_drops(DropReason::KernelRejected, vif, r.rejected as u64);
             }
             Some(TxSink::Eth(queue)) => {
@@ -674,6 +670,7 @@ impl State {
                     let unsent: u64 = staging.iter().map(|m| u64::from(m.pkt_len())).sum();
                     sent.tx_packets.add(n);
                     sent.tx_bytes.add(bytes - unsent);
+                    full += staging.len() as u64;
                     stats.count_drops(DropReason::TxQueueFull, vif, staging.len() as u64);
                     staging.free_all();
                 }
@@ -702,9 +699,10 @@ impl State {
                             }
                             let n = ring.enqueue_burst(staging) as u64;
                             stats.queued_to_lcores.add(n);
-                            let full = staging.len() as u64;
-                            LoopCounters::add(&counters.ring_drops, full);
-                            stats.count_drops(DropReason::TxQueueFull, vif, full);
+                            let refused = staging.len() as u64;
+                            full += refused;
+                            LoopCounters::add(&counters.ring_drops, refused);
+                            stats.count_drops(DropReason::TxQueueFull, vif, refused);
                             staging.free_all();
                         }
                     }
@@ -715,6 +713,7 @@ impl State {
                 }
             }
         }
+        full
     }
 
     /// Stops using virtqueues the guest broke and hands them to the vhost core, which logs
@@ -803,14 +802,7 @@ impl State {
                 if self.host_vif == Some(vif) {
                     self.host_vif = None;
                 }
-                for m in self.mirrors.iter_mut() {
-                    if m.as_ref().is_some_and(|m| m.cfg.to == vif) {
-                        *m = None;
-                    }
-                }
-                if let Some(m) = self.mirrors.get_mut(usize::from(vif)) {
-                    *m = None;
-                }
+                self.mirrors.forget_vif(vif);
                 let _ = reply.send(queues);
             }
             LcoreCmd::SetOwner { vif, owner } => {
@@ -819,11 +811,7 @@ impl State {
                 }
             }
             LcoreCmd::SetHostVif { vif } => self.host_vif = vif,
-            LcoreCmd::SetMirror { vif, mirror } => {
-                if let Some(slot) = self.mirrors.get_mut(usize::from(vif)) {
-                    *slot = mirror.map(MirrorState::new);
-                }
-            }
+            LcoreCmd::SetMirror { vif, mirror } => self.mirrors.set(vif, mirror),
         }
     }
 

@@ -979,11 +979,12 @@ impl Controller {
                 what: "mirror of vif",
                 key: name.to_string(),
             })?;
-        let (copies, copy_failures) = self.dataplane.mirror_counts(&spec);
+        let (copies, copy_failures, copies_skipped) = self.dataplane.mirror_counts(&spec);
         Ok(MirrorInfo {
             mirror,
             copies,
             copy_failures,
+            copies_skipped,
         })
     }
 

@@ -328,10 +328,11 @@ pub trait Dataplane: Send + Sync + 'static {
         let _ = vif;
         Ok(())
     }
-    /// Copies made of `vif`'s packets, and copies that found no buffer.
-    fn mirror_counts(&self, vif: &VifSpec) -> (u64, u64) {
+    /// Copies made of `vif`'s packets, copies that found no buffer, and copies skipped while
+    /// the analyzer's queue was full.
+    fn mirror_counts(&self, vif: &VifSpec) -> (u64, u64, u64) {
         let _ = vif;
-        (0, 0)
+        (0, 0, 0)
     }
     /// The NAT pools' use (a dataplane without NAT has none to report).
     fn nat_pools(&self) -> Result<Vec<NatPoolUsage>, DataplaneError> {

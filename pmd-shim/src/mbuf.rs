@@ -352,6 +352,14 @@ impl Mbuf {
     }
 }
 
+/// The first segment's bytes, as [`Mbuf::data`].
+impl AsRef<[u8]> for Mbuf {
+    #[inline(always)]
+    fn as_ref(&self) -> &[u8] {
+        self.data()
+    }
+}
+
 impl Drop for Mbuf {
     fn drop(&mut self) {
         // SAFETY: we own the mbuf (and its chain); it is freed exactly once, here.

@@ -105,6 +105,8 @@ pub struct VrouterDataplane {
     /// Frames the kernel dropped for kernel vifs since removed (their sockets are gone).
     kernel_drops_retired: AtomicU64,
     tracer: Arc<Tracer>,
+    /// Each mirrored vif's copy counts when its mirror was set: a mirror's figures are its own.
+    mirror_base: Mutex<std::collections::HashMap<u16, (u64, u64, u64)>>,
 }
 
 fn rejected(msg: impl Into<String>) -> DataplaneError {
@@ -183,6 +185,7 @@ impl VrouterDataplane {
             progress: Mutex::new(ProgressWatch::default()),
             kernel_drops_retired: AtomicU64::new(0),
             tracer,
+            mirror_base: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -202,6 +205,23 @@ impl VrouterDataplane {
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mirror_base(&self) -> MutexGuard<'_, std::collections::HashMap<u16, (u64, u64, u64)>> {
+        self.mirror_base.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Vif `index`'s mirror copies made, failed and skipped since vrouterd started, over every
+    /// lcore.
+    fn mirror_counts_since_start(&self, index: u16) -> (u64, u64, u64) {
+        let i = usize::from(index);
+        self.lcores.iter().fold((0, 0, 0), |(c, f, s), l| {
+            (
+                c + l.counters.mirror_copies[i].load(Ordering::Relaxed),
+                f + l.counters.mirror_failures[i].load(Ordering::Relaxed),
+                s + l.counters.mirror_skipped[i].load(Ordering::Relaxed),
+            )
+        })
     }
 
     fn broadcast(&self, make: impl Fn() -> LcoreCmd) {
@@ -305,7 +325,7 @@ impl Dataplane for VrouterDataplane {
             (None, None) => return Err(rejected("a mirror goes to a vif or a collector")),
         };
         drop(reg);
-        let mut cfg = crate::mirror::MirrorCfg::new(m, to, remote);
+        let mut cfg = crate::mirror::cfg(m, to, remote);
         // A copy never exceeds what its path carries: the analyzer's MTU and Ethernet header
         // (with a VLAN tag), or the fabric's MTU less the collector's outer IP, UDP and VXLAN
         // headers. A GSO packet's copy, one frame of up to 64 KB, is cut to it too.
@@ -317,6 +337,8 @@ impl Dataplane for VrouterDataplane {
             };
             cfg.snaplen = cfg.snaplen.min(limit);
         }
+        let base = self.mirror_counts_since_start(index);
+        self.mirror_base().insert(index, base);
         self.broadcast(|| LcoreCmd::SetMirror {
             vif: index,
             mirror: Some(cfg),
@@ -333,17 +355,17 @@ impl Dataplane for VrouterDataplane {
         Ok(())
     }
 
-    fn mirror_counts(&self, vif: &VifSpec) -> (u64, u64) {
+    fn mirror_counts(&self, vif: &VifSpec) -> (u64, u64, u64) {
         let Ok(index) = Self::vif_index(&self.registry(), &vif.name) else {
-            return (0, 0);
+            return (0, 0, 0);
         };
-        let i = usize::from(index);
-        self.lcores.iter().fold((0, 0), |(c, f), l| {
-            (
-                c + l.counters.mirror_copies[i].load(Ordering::Relaxed),
-                f + l.counters.mirror_failures[i].load(Ordering::Relaxed),
-            )
-        })
+        let (c, f, s) = self.mirror_counts_since_start(index);
+        let base = self.mirror_base().get(&index).copied().unwrap_or_default();
+        (
+            c.saturating_sub(base.0),
+            f.saturating_sub(base.1),
+            s.saturating_sub(base.2),
+        )
     }
 
     fn nat_pools(&self) -> Result<Vec<NatPoolUsage>, DataplaneError> {

@@ -174,6 +174,14 @@ impl VecBuf {
     }
 }
 
+/// The data, as [`PacketBuf::data`].
+impl AsRef<[u8]> for VecBuf {
+    #[inline(always)]
+    fn as_ref(&self) -> &[u8] {
+        self.data()
+    }
+}
+
 impl std::fmt::Debug for VecBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "VecBuf(len {}, headroom {})", self.len(), self.start)

@@ -7,6 +7,7 @@
 //! - [`meta`]: parse once into per-packet metadata.
 //! - [`tables`]: VRFs, LPM, bridge, nexthops, MPLS labels, VNIs; updated in place while
 //!   forwarding runs.
+//! - [`mirror`]: port mirroring's choice of packets, copies and back-off.
 //! - [`nat`]: source NAT on the flow table: pools, their (address, port) pairs, rewrites.
 //! - [`pipeline`]: ingress → lookup → flow hook → nexthop → rewrite → TX batches.
 //! - [`qsbr`]: grace periods after which storage the forwarding cores may still be reading
@@ -51,6 +52,7 @@ pub mod flow;
 #[cfg(feature = "serde")]
 mod mac_serde;
 pub mod meta;
+pub mod mirror;
 pub mod nat;
 pub mod offload;
 pub mod pipeline;

@@ -75,4 +75,8 @@ pub struct MirrorInfo {
     /// its `tx_queue_full` drops).
     pub copies: u64,
     pub copy_failures: u64,
+    /// Copies not made while the analyzer's queue was full (after a refusal, the next bursts'
+    /// copies are skipped, so a slow analyzer costs the forwarding core nothing).
+    #[serde(default)]
+    pub copies_skipped: u64,
 }

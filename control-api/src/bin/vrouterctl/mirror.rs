@@ -157,8 +157,8 @@ fn show(m: &MirrorInfo) -> String {
         ));
     }
     s.push_str(&format!(
-        "copies      {} ({} found no buffer)\n",
-        m.copies, m.copy_failures
+        "copies      {} ({} found no buffer, {} skipped: analyzer full)\n",
+        m.copies, m.copy_failures, m.copies_skipped
     ));
     s
 }
