@@ -11,19 +11,24 @@
 //! and removing routes in the forwarded VRF all the while, and its rate; beside it the same
 //! figures (fastest / median / on-CPU median) with the updater in another VRF of the same size
 //! (the control: a busy neighbour, nothing the forwarding reads) and with none, from the same
-//! rounds. Every run checks that each packet reached its vif. The forwarding thread is a reader
+//! rounds. "l3, mirroring off" and "l3, mirror every packet" run the L3 scenario with port
+//! mirroring around the pipeline as an lcore does it (`vrouter::mirror`): no mirror set (the
+//! check every burst pays), and a copy of every received packet (from spare buffers standing in
+//! for the mbuf pool); their cost over L3 is the cost of mirroring off, and per mirrored packet.
+//! Every run checks that each packet reached its vif. The forwarding thread is a reader
 //! of the tables' grace domain and announces a quiescent state after each burst, as a vrouterd
 //! lcore does once per loop (so trie groups the updater frees are reused only after it).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
+use vrouter::mirror::{Filter, MirrorCfg, Mirrors};
 use vrouter::pipeline::{NoFlow, Pipeline, TxBatches};
 use vrouter::qsbr::Reader;
 use vrouter::tables::{
     FabricConfig, Nexthop, RouteTarget, Tables, TablesConfig, TunnelEncap, Vif, VifKind,
 };
-use vrouter::{MacAddr, StatsRegistry, VecBuf};
+use vrouter::{MacAddr, PacketBuf, StatsRegistry, VecBuf};
 
 const BURST: usize = 32;
 const FABRIC: u16 = 0;
@@ -34,6 +39,10 @@ const NH_POD_A: u32 = 1;
 const NH_SCENARIO: u32 = 50;
 const LABEL: u32 = 5000;
 const LABEL_TO_A: u32 = 200;
+/// The scenario the others are compared with.
+const L3: &str = "l3 forward to local vif";
+/// The analyzer vif of the mirroring scenarios (copies never leave the benchmark).
+const MIRROR_ANALYZER: u16 = 9;
 const VROUTER_MAC: MacAddr = MacAddr::VROUTER_DEFAULT;
 const POD_A_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x0a]);
 const FABRIC_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -223,6 +232,62 @@ struct Scenario {
     bufs: Vec<Box<VecBuf>>,
     out: TxBatches<Box<VecBuf>>,
     runs: Vec<Run>,
+    /// Port mirroring as an lcore does it around the pipeline, when the scenario has it.
+    mirror: Option<MirrorBench>,
+}
+
+/// What an lcore holds for port mirroring: the mirrors, a burst's copies on their way, and
+/// spare buffers standing in for its mbuf pool (copies go back to it once "sent").
+struct MirrorBench {
+    mirrors: Mirrors,
+    copies: Vec<VecBuf>,
+    spare: Vec<VecBuf>,
+    /// Copies made, and whether a mirror is set.
+    made: u64,
+    on: bool,
+}
+
+impl MirrorBench {
+    /// Mirrors as `mirror` says (`None`: mirroring off, the check every burst pays).
+    fn new(mirrored: u16, mirror: Option<MirrorCfg>) -> MirrorBench {
+        let on = mirror.is_some();
+        let mut mirrors = Mirrors::new(16);
+        mirrors.set(mirrored, mirror);
+        MirrorBench {
+            mirrors,
+            copies: Vec::with_capacity(BURST),
+            spare: (0..BURST).map(|_| VecBuf::with_room(128, 2048)).collect(),
+            made: 0,
+            on,
+        }
+    }
+
+    /// Copies of `pkts` (received on `vif` when `ingress`, else sent to it) the mirror wants.
+    #[inline]
+    fn copy<'a>(&mut self, vif: u16, ingress: bool, pkts: impl Iterator<Item = &'a Box<VecBuf>>) {
+        let MirrorBench {
+            mirrors,
+            copies,
+            spare,
+            made,
+            ..
+        } = self;
+        if let Some(m) = mirrors.get(vif, ingress) {
+            let n = m.copy_burst(pkts.map(|b| &**b), copies, |p: &VecBuf, snaplen| {
+                let mut c = spare.pop()?;
+                c.reset_to(&p.data()[..p.len().min(snaplen as usize)]);
+                Some(c)
+            });
+            *made += n.made;
+            m.sent(0);
+        }
+    }
+
+    /// The copies "sent": back to the pool.
+    #[inline]
+    fn sent(&mut self) {
+        self.spare.append(&mut self.copies);
+    }
 }
 
 impl Scenario {
@@ -246,7 +311,14 @@ impl Scenario {
             bufs,
             out: TxBatches::new(BURST),
             runs: Vec::new(),
+            mirror: None,
         }
+    }
+
+    /// The same scenario with port mirroring around the pipeline.
+    fn mirrored(mut self, mirror: MirrorBench) -> Scenario {
+        self.mirror = Some(mirror);
+        self
     }
 
     /// Make this the scenario the tables route to, check that it forwards where it should,
@@ -277,6 +349,7 @@ impl Scenario {
     /// forwarded went out of the scenario's vif.
     fn time(&mut self, core: &mut Core, forward: bool, bursts: usize) -> [f64; 3] {
         let (frames, bufs, out) = (&self.frames, &mut self.bufs, &mut self.out);
+        let mut mirror = self.mirror.as_mut();
         let out_vif = self.out_vif;
         if !forward {
             // Not reading the tables: a writer alongside need not wait for this thread.
@@ -292,8 +365,18 @@ impl Scenario {
                 b.reset_to(f);
             }
             if forward {
+                // As an lcore does: received packets mirrored before the pipeline, packets
+                // sent to a vif as they go (the copies sent after each).
+                if let Some(m) = mirror.as_deref_mut() {
+                    m.copy(self.in_vif, true, bufs.iter());
+                    m.sent();
+                }
                 core.pipe.process(self.in_vif, bufs.drain(..), out);
                 out.flush(|vif, q| {
+                    if let Some(m) = mirror.as_deref_mut() {
+                        m.copy(vif, false, q.iter());
+                        m.sent();
+                    }
                     delivered += usize::from(vif == out_vif) * q.len();
                     bufs.append(q)
                 });
@@ -551,7 +634,23 @@ fn main() {
         };
         let only = std::env::var("VR_BENCH_ONLY").unwrap_or_default();
         let mut scenarios: Vec<Scenario> = [
-            Scenario::new("l3 forward to local vif", l3, POD_A, POD_B, pods.clone()),
+            Scenario::new(L3, l3, POD_A, POD_B, pods.clone()),
+            Scenario::new("l3, mirroring off", l3, POD_A, POD_B, pods.clone())
+                .mirrored(MirrorBench::new(POD_A, None)),
+            Scenario::new("l3, mirror every packet", l3, POD_A, POD_B, pods.clone()).mirrored(
+                MirrorBench::new(
+                    POD_A,
+                    Some(MirrorCfg {
+                        to: MIRROR_ANALYZER,
+                        remote: None,
+                        ingress: true,
+                        egress: false,
+                        snaplen: u32::MAX,
+                        sample: 1,
+                        filter: Filter::default(),
+                    }),
+                ),
+            ),
             Scenario::new(
                 "vxlan encap",
                 tunnel(TunnelEncap::Vxlan),
@@ -610,7 +709,7 @@ fn main() {
         }
         let l3_runs: Option<Vec<Run>> = scenarios
             .iter()
-            .find(|s| s.name.starts_with("l3"))
+            .find(|s| s.name == L3)
             .map(|s| s.runs.clone());
         for sc in &scenarios {
             let (min, median) = min_median(sc.runs.iter().map(|r| r.cycles).collect());
@@ -625,7 +724,7 @@ fn main() {
                     cpu_cycles: 0.0,
                 });
             let extra = match &l3_runs {
-                Some(l3) if sc.name.contains("encap") => {
+                Some(l3) if sc.name.contains("encap") || sc.name.contains("mirror") => {
                     let (l3_min, _) = min_median(l3.iter().map(|r| r.cycles).collect());
                     let (_, same_round) = min_median(
                         sc.runs
@@ -647,7 +746,13 @@ fn main() {
                 sc.name, best.ns, min, median, best.cpu_cycles
             );
         }
-        if let Some(sc) = scenarios.iter_mut().find(|s| s.name.starts_with("l3")) {
+        for sc in &scenarios {
+            if let Some(m) = &sc.mirror {
+                let every = m.on;
+                assert!((m.made > 0) == every, "{}: {} copies made", sc.name, m.made);
+            }
+        }
+        if let Some(sc) = scenarios.iter_mut().find(|s| s.name == L3) {
             updates_while_forwarding(&tables, &mut core, sc, routes, bursts, repeats);
         }
         if only.is_empty() {
@@ -661,6 +766,9 @@ fn main() {
             s.drops.iter().filter(|d| d.1 > 0).collect::<Vec<_>>()
         );
     }
-    println!("goals: l3 local forward <= 80 cycles/pkt, encap <= 40 cycles more");
+    println!(
+        "goals: l3 local forward <= 80 cycles/pkt, encap <= 40 cycles more, mirroring off <= 1 \
+         cycle more"
+    );
     println!("{}", bench::clock_note());
 }
