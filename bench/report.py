@@ -18,7 +18,15 @@ OVS_MATCH = {
     "vrouterd-l3-flows-65536": "ovs-l3-flows-65536",
 }
 
+# A vrouterd case measured against another vrouterd case of the same run (what a feature
+# costs): case -> the case without the feature.
+BASE_MATCH = {
+    "vrouterd-l3-mirror-deaf": "vrouterd-l3",
+}
+
 runs = {}
+# A mirror case's mirror counters after its runs: case -> GET /vifs/{name}/mirror.
+mirrors = {}
 # TCP cases (vr-tcpbench): (case, mtu, streams) -> Gbit/s of each run.
 tcp = {}
 # Ping round trips (vr-tcpbench): (case, mtu) -> microseconds of each run.
@@ -39,6 +47,9 @@ with open(raw) as f:
                 rtt.setdefault((t["case"], t["mtu"]), []).append(t["rtt_us"])
                 continue
             tcp.setdefault((t["case"], t["mtu"], t["streams"]), []).append(t["gbit_per_s"])
+            continue
+        if "mirror" in r:
+            mirrors[r["case"]] = r["mirror"]
             continue
         if "zero_loss" in r:
             z = r["zero_loss"]
@@ -70,6 +81,8 @@ for case in cases:
         ceiling = median_mpps("testpmd-ceiling", size)
         ovs_case = OVS_MATCH.get(case)
         ovs = median_mpps(ovs_case, size) if ovs_case else None
+        base_case = BASE_MATCH.get(case)
+        base = median_mpps(base_case, size) if base_case else None
         rs = runs[(case, size)]
         records.append({
             "case": case,
@@ -84,6 +97,10 @@ for case in cases:
             "ratio_to_ceiling": round(m / ceiling, 3) if ceiling else None,
             "ratio_to_ovs": round(m / ovs, 3) if ovs else None,
             "ovs_case": ovs_case,
+            "ratio_to_base": round(m / base, 3) if base else None,
+            "base_case": base_case,
+            # A mirror case: its mirror's counters after the runs.
+            "mirror": mirrors.get(case),
             # The switch core busy-polls: every cycle of it is spent on the packets it forwards.
             "switch_cycles_per_packet": round(hz / (m * 1e6), 1) if m > 0 else None,
         })
@@ -168,6 +185,18 @@ for r in records:
         f"| {r['case']} | {r['frame_bytes']} B | {r['mpps_median']:.3f} | {fmt(r['ratio_to_ceiling'])} | "
         f"{fmt(r['ratio_to_ovs'])} | {fmt(r['switch_cycles_per_packet'], '{:.0f}')} | {warmups(r)} |"
     )
+based = [r for r in records if r.get("ratio_to_base") is not None]
+if based:
+    lines += ["", "A feature's cost: a vrouterd case against the same case without it, same run.", ""]
+    for r in based:
+        m = mirrors.get(r["case"], {})
+        extra = ""
+        if m:
+            extra = (f" (mirror copies made {m.get('copies', 0)}, skipped while the analyzer was full "
+                     f"{m.get('copies_skipped', 0)})")
+        lines.append(f"- {r['case']} {r['frame_bytes']} B: {r['ratio_to_base']:.3f} × {r['base_case']}{extra}")
+
+
 def pcts(d):
     if not d:
         return "–"

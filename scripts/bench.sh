@@ -19,7 +19,7 @@ SIZES=${BENCH_SIZES:-"64 1518"}
 # Cases whose latency (at 10, 50 and 90 % of their peak) and zero-loss rate are measured too.
 LATENCY_CASES=${BENCH_LATENCY_CASES:-"testpmd-ceiling ovs-l3-flows-1 vrouterd-l3"}
 LATENCY_SECONDS=${BENCH_LATENCY_SECONDS:-5}
-CASES=${BENCH_CASES:-"testpmd-ceiling ovs-port ovs-l3-flows-1 ovs-l3-flows-65536 vrouterd-l3 vrouterd-l3-flows-1 vrouterd-l3-flows-65536 vrouterd-overlay-vxlan vrouterd-overlay-mplsoudp vrouterd-overlay-mplsogre tcp"}
+CASES=${BENCH_CASES:-"testpmd-ceiling ovs-port ovs-l3-flows-1 ovs-l3-flows-65536 vrouterd-l3 vrouterd-l3-flows-1 vrouterd-l3-flows-65536 vrouterd-l3-mirror-deaf vrouterd-overlay-vxlan vrouterd-overlay-mplsoudp vrouterd-overlay-mplsogre tcp"}
 WARMUP=2
 WARMUP_MAX=${BENCH_WARMUP_MAX:-60}
 STEADY_PCT=2
@@ -257,6 +257,42 @@ case_vrouterd_l3() {
     stop_pids
 }
 
+# vrouterd-l3 with pod A's received packets mirrored to an analyzer pod that never reads (a
+# DPDK pod whose port is up and whose forwarding never starts): its ring fills, the copies are
+# dropped and counted, and pod A's throughput should not move (compare with vrouterd-l3).
+case_vrouterd_l3_mirror_deaf() {
+    local name=$1
+    vrouterd_start || { stop_pids; return 1; }
+    CTL route add --vrf 1 198.19.0.0/16 --nh 2 || return 1
+    CTL vif add deaf --type vhost-user --vrf 1 --mac 02:00:00:00:0d:01 --socket-dir "$work/vr/pods/d" --socket-file d.sock --mode server || return 1
+    # testpmd at its prompt, on a fifo held open, with nothing ever typed: ports started, no
+    # forwarding (its forwarding lcore, which testpmd insists on, waits on the generator's CPU).
+    mkfifo "$work/deaf.in"
+    taskset -c $GEN_CPU dpdk-testpmd --lcores "0@$GEN_CPU,1@$GEN_CPU" --no-pci --in-memory --single-file-segments -m 256 \
+        --file-prefix=vrbench-deaf --vdev "net_virtio_user0,path=$work/vr/pods/d/d.sock,queue_size=1024" -- \
+        -i --rxd=1024 --txd=1024 < "$work/deaf.in" > "$work/deaf.log" 2>&1 &
+    pids+=($!)
+    exec 9> "$work/deaf.in"
+    local state=""
+    for _ in $(seq 100); do
+        state=$("$bin/vrouterctl" --socket "$work/vr/ctl.sock" --json vif show deaf 2>/dev/null | jq -r '.state' || true)
+        [[ $state == connected ]] && break
+        sleep 0.1
+    done
+    if [[ $state != connected ]]; then
+        echo "bench: $name: the analyzer pod did not connect ($state): $(tail -3 "$work/deaf.log")"
+        exec 9>&-; stop_pids; return 1
+    fi
+    CTL mirror set podA --to deaf --direction ingress || { exec 9>&-; return 1; }
+    measure "$name" "$VR_A" "$VR_B" 1
+    local m
+    m=$("$bin/vrouterctl" --socket "$work/vr/ctl.sock" --json mirror show podA 2>/dev/null || echo '{}')
+    echo "bench: $name: copies $(jq -c '{copies, copy_failures, copies_skipped}' <<<"$m")"
+    echo "{\"case\":\"$name\",\"mirror\":$m}" >> "$raw"
+    exec 9>&-
+    stop_pids
+}
+
 case_vrouterd_overlay() {
     local name=$1 encap=$2
     # The fabric is a net_ring port: what it sends, it receives. Pod A's traffic is tunnelled to
@@ -301,6 +337,7 @@ run_case() {
         vrouterd-l3) case_vrouterd_l3 vrouterd-l3 1 no ;;
         vrouterd-l3-flows-1) case_vrouterd_l3 vrouterd-l3-flows-1 1 yes ;;
         vrouterd-l3-flows-65536) case_vrouterd_l3 vrouterd-l3-flows-65536 65536 yes ;;
+        vrouterd-l3-mirror-deaf) case_vrouterd_l3_mirror_deaf vrouterd-l3-mirror-deaf ;;
         vrouterd-overlay-vxlan) case_vrouterd_overlay vrouterd-overlay-vxlan vxlan ;;
         vrouterd-overlay-mplsoudp) case_vrouterd_overlay vrouterd-overlay-mplsoudp mplsoudp ;;
         vrouterd-overlay-mplsogre) case_vrouterd_overlay vrouterd-overlay-mplsogre mplsogre ;;
