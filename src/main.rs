@@ -328,8 +328,11 @@ fn run(opts: &cli::Options) -> Result<()> {
                 dataplane::flow_clock_ms,
                 Arc::clone(&export_stop),
             )
-            .with_context(|| format!("starting flow export to {collector}"))?
-            .0,
+            .map(|(handle, stats)| {
+                dataplane.set_flow_export(collector, stats);
+                handle
+            })
+            .with_context(|| format!("starting flow export to {collector}"))?,
         ),
         None => None,
     };

@@ -139,6 +139,25 @@ fn nfcapd_receives_the_flows_a_pod_made() {
         .map(|f| (f.sport, (f.packets, f.bytes)))
         .collect();
     assert_eq!(table_bytes.len(), 3, "{flows:?}");
+    // The exporter's own counters: the periodic records of the three flows, at least, sent.
+    let export = vr
+        .api(|c| async move { c.flow_stats().await })
+        .expect("flow stats")
+        .export
+        .expect("export counters while exporting");
+    assert_eq!(export.collector.to_string(), target);
+    assert!(export.records >= 3 && export.messages >= 2, "{export:?}");
+    assert_eq!((export.dropped_records, export.send_errors), (0, 0));
+    let metrics = vr
+        .api(|c| async move { c.metrics().await })
+        .expect("metrics");
+    let sample = format!("vrouter_flow_export_records_total{{collector=\"{target}\"}} ");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(&sample))
+        .unwrap_or_else(|| panic!("no {sample} in /metrics"));
+    let in_metrics: u64 = line[sample.len()..].parse().expect("a count");
+    assert!(in_metrics >= export.records, "{line} vs {export:?}");
     // Stopping sends what the flows did since their periodic records; then the collector
     // writes its file.
     assert!(vr.stop().success());

@@ -148,6 +148,15 @@ fn an_analyzer_pod_sees_exactly_the_mirrored_packets() {
         .api(|cl| async move { cl.mirror("podB").await })
         .expect("mirror info");
     assert_eq!((info.copies, info.copy_failures), (20, 0));
+    let metrics = vr
+        .api(|cl| async move { cl.metrics().await })
+        .expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "vrouter_mirror_copies_total{vif=\"podB\"} 20"),
+        "the copies in /metrics"
+    );
 
     // An analyzer that never reads: copies beyond its ring are dropped, counted on it, and
     // every packet of the mirrored pod still arrives.

@@ -869,6 +869,15 @@ impl Controller {
         self.mirrors.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The mirrored vifs' mirrors and what each did.
+    pub fn mirror_list(&self) -> Vec<(String, MirrorInfo)> {
+        let names: Vec<String> = self.mirrors().keys().cloned().collect();
+        names
+            .into_iter()
+            .filter_map(|n| self.mirror(&n).ok().map(|m| (n, m)))
+            .collect()
+    }
+
     /// Copies vif `name`'s packets to the vif `m.to` names (replacing a mirror of `name`).
     pub fn mirror_set(&self, name: &str, m: &Mirror) -> Result<Outcome, Error> {
         let invalid = |field: &str, reason: String| Error::InvalidField {

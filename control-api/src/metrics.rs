@@ -224,6 +224,62 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
         d.family(name, "counter", help);
         d.sample(name, &[], v);
     }
+    if let Some(e) = &flows.export {
+        let collector = e.collector.to_string();
+        for (name, help, v) in [
+            (
+                "vrouter_flow_export_records_total",
+                "IPFIX flow records sent.",
+                e.records,
+            ),
+            (
+                "vrouter_flow_export_messages_total",
+                "IPFIX messages sent (records and templates).",
+                e.messages,
+            ),
+            (
+                "vrouter_flow_export_dropped_records_total",
+                "IPFIX flow records not sent: past --ipfix-max-rate.",
+                e.dropped_records,
+            ),
+            (
+                "vrouter_flow_export_send_errors_total",
+                "IPFIX messages the socket refused.",
+                e.send_errors,
+            ),
+        ] {
+            d.family(name, "counter", help);
+            d.sample(name, &[("collector", &collector)], v);
+        }
+    }
+
+    let mirrors = ctrl.mirror_list();
+    for (name, help, pick) in [
+        (
+            "vrouter_mirror_copies_total",
+            "Mirror copies made of a vif's packets (since its mirror was set).",
+            0,
+        ),
+        (
+            "vrouter_mirror_copy_failures_total",
+            "Mirror copies that found no buffer.",
+            1,
+        ),
+        (
+            "vrouter_mirror_copies_skipped_total",
+            "Mirror copies not made while the analyzer's queue was full.",
+            2,
+        ),
+    ] {
+        if mirrors.is_empty() {
+            break;
+        }
+        d.family(name, "counter", help);
+        for (vif, m) in &mirrors {
+            let v = [m.copies, m.copy_failures, m.copies_skipped][pick];
+            d.sample(name, &[("vif", vif)], v);
+        }
+    }
 
     d.family(
         "vrouter_nat_translated_packets_total",

@@ -107,6 +107,8 @@ pub struct VrouterDataplane {
     tracer: Arc<Tracer>,
     /// Each mirrored vif's copy counts when its mirror was set: a mirror's figures are its own.
     mirror_base: Mutex<std::collections::HashMap<u16, (u64, u64, u64)>>,
+    /// The IPFIX exporter's collector and counters, once it runs.
+    flow_export: std::sync::OnceLock<(std::net::SocketAddr, Arc<crate::flow_export::ExportStats>)>,
 }
 
 fn rejected(msg: impl Into<String>) -> DataplaneError {
@@ -186,7 +188,17 @@ impl VrouterDataplane {
             kernel_drops_retired: AtomicU64::new(0),
             tracer,
             mirror_base: Mutex::new(std::collections::HashMap::new()),
+            flow_export: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The IPFIX exporter runs, to `collector`: GET /flows/stats and /metrics show `stats`.
+    pub fn set_flow_export(
+        &self,
+        collector: std::net::SocketAddr,
+        stats: Arc<crate::flow_export::ExportStats>,
+    ) {
+        let _ = self.flow_export.set((collector, stats));
     }
 
     /// (lcore, polls, polls that found packets) of every forwarding lcore.

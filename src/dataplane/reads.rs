@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use control_api::api::{
-    DropStats, FlowPage, FlowQuery, FlowStats, Health, HealthStatus, LcoreHealth, LcoreStats,
-    MempoolHealth, RingHealth, Stats, VifCounters, VifState, VifStatus,
+    DropStats, FlowExportStats, FlowPage, FlowQuery, FlowStats, Health, HealthStatus, LcoreHealth,
+    LcoreStats, MempoolHealth, RingHealth, Stats, VifCounters, VifState, VifStatus,
 };
 use control_api::{DataplaneError, VifSpec};
 use pmd_shim::RingLevel;
@@ -338,6 +338,16 @@ impl VrouterDataplane {
             aged: s.aged,
             evicted: s.evicted,
             table_full_drops: s.table_full,
+            export: self
+                .flow_export
+                .get()
+                .map(|(collector, e)| FlowExportStats {
+                    collector: *collector,
+                    records: e.records.load(Ordering::Relaxed),
+                    messages: e.messages.load(Ordering::Relaxed),
+                    dropped_records: e.dropped_records.load(Ordering::Relaxed),
+                    send_errors: e.send_errors.load(Ordering::Relaxed),
+                }),
         })
     }
 }

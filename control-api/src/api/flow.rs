@@ -77,6 +77,22 @@ pub struct FlowStats {
     pub aged: u64,
     pub evicted: u64,
     pub table_full_drops: u64,
+    /// IPFIX flow export, when vrouterd exports (`--ipfix-collector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<FlowExportStats>,
+}
+
+/// What the IPFIX exporter has done since vrouterd started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowExportStats {
+    pub collector: std::net::SocketAddr,
+    /// Flow records sent, and the messages that carried them (and the templates).
+    pub records: u64,
+    pub messages: u64,
+    /// Records not sent: past `--ipfix-max-rate`.
+    pub dropped_records: u64,
+    /// Messages the socket refused (e.g. the collector unreachable).
+    pub send_errors: u64,
 }
 
 /// `DELETE /flows`.

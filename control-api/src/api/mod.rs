@@ -16,7 +16,9 @@ mod vrf;
 
 use serde::{Deserialize, Serialize};
 
-pub use flow::{FlowAction, FlowEntry, FlowPage, FlowQuery, FlowStats, FlowTuple, FlushResult};
+pub use flow::{
+    FlowAction, FlowEntry, FlowExportStats, FlowPage, FlowQuery, FlowStats, FlowTuple, FlushResult,
+};
 pub use label::{MplsEntry, MplsRequest, VxlanEntry, VxlanRequest};
 pub use mirror::{
     Mirror, MirrorCollector, MirrorDirection, MirrorFilter, MirrorInfo, MIRROR_SNAPLEN_MAX,

@@ -312,6 +312,7 @@ impl Dataplane for MemDataplane {
             aged: 2,
             evicted: 1,
             table_full_drops: 0,
+            export: None,
         })
     }
 }

@@ -112,7 +112,14 @@ pub async fn run(cmd: FlowsCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
             out.show(&r, |r| format!("{} flows flushed\n", r.flushed))?;
         }
         FlowsCmd::Stats => out.show(&c.flow_stats().await?, |s| {
-            table(
+            let export = s.export.map_or(String::new(), |e| {
+                format!(
+                    "\nIPFIX export to {}: {} records in {} messages, {} records dropped \
+                     (rate limit), {} send errors\n",
+                    e.collector, e.records, e.messages, e.dropped_records, e.send_errors
+                )
+            });
+            let t = table(
                 &[
                     "CAPACITY",
                     "ACTIVE",
@@ -129,7 +136,8 @@ pub async fn run(cmd: FlowsCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                     s.evicted.to_string(),
                     s.table_full_drops.to_string(),
                 ]],
-            )
+            );
+            t + &export
         })?,
     }
     Ok(())
