@@ -34,6 +34,11 @@ use crate::packet::{self, Pkt};
 use crate::vhost_core::LcoreEvent;
 use vrouter::mirror::{MirrorCfg, Mirrors};
 
+/// Microseconds between two flow-aging slices on an lcore, and the time one lcore takes to
+/// age the whole table (the shortest idle timeout, a closing TCP flow's, is 10 s).
+const AGE_EVERY_US: u64 = 100;
+const AGE_SWEEP_MS: u64 = 1000;
+
 /// `owner` value of a vif no lcore transmits for.
 pub const NO_OWNER: u8 = u8::MAX;
 
@@ -278,6 +283,16 @@ impl Lcore {
         // answers the vhost core within one nap rather than sixteen.
         let mut napped = false;
         let tsc_per_ms = (pmd_shim::cycles::tsc_hz() / 1000).max(1);
+        // Flow aging is paced by time, not by loop turns: a slice every AGE_EVERY_US, sized so
+        // one lcore sweeps the whole table in about AGE_SWEEP_MS. Counted in turns, an idle
+        // lcore aged hundreds of times a second more than needed, each slice a stall of
+        // microseconds just when a packet is most likely to be waiting alone.
+        let age_every = (tsc_per_ms * AGE_EVERY_US / 1000).max(1);
+        let age_budget = flows
+            .buckets()
+            .div_ceil((AGE_SWEEP_MS * 1000 / AGE_EVERY_US) as usize)
+            .max(1);
+        let mut next_age = 0u64;
         // Registered here, on the lcore, and gone (offline) when the loop ends.
         let reader = grace.register();
         loop {
@@ -297,8 +312,9 @@ impl Lcore {
             let t0 = pmd_shim::cycles::rdtsc();
             // Flow time in milliseconds, from the TSC (no system call per iteration).
             let now_ms = t0 / tsc_per_ms;
-            if iteration & 63 == 0 {
-                flows.age_slice(now_ms, 16);
+            if t0 >= next_age {
+                flows.age_slice(now_ms, age_budget);
+                next_age = t0 + age_every;
             }
             let mut work = 0usize;
 

@@ -11,7 +11,8 @@
 //! One `Arc<FlowTable>` and one [`Policies`] per process; each forwarding core builds its
 //! pipeline with `Pipeline::new(tables, stats, policies.stage(tables.clone()))`, calls
 //! `pipe.flow_hook().begin(in_vif, now_ms)` before each `process`, and
-//! `table.age_slice(now_ms, budget)` once per poll-loop iteration. The pipeline calls
+//! `table.age_slice(now_ms, budget)` at a steady pace (vrouterd: every 100 µs, a budget that
+//! sweeps the table in a second). The pipeline calls
 //! `FlowHook::prefetch` for each routed packet of a burst before the burst's lookups; with a
 //! table too large to stay cached, the stage hashes the keys there once and loads their
 //! buckets, then their entries, so a burst's cache misses overlap.
