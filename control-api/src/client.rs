@@ -339,6 +339,23 @@ impl Client {
     pub async fn flow_stats(&self) -> Result<FlowStats, Error> {
         self.get("/flows/stats").await
     }
+    /// The changes after revision `since` of `epoch`, waiting up to `wait_ms` for one.
+    pub async fn events(
+        &self,
+        since: u64,
+        epoch: Option<&str>,
+        wait_ms: u64,
+    ) -> Result<crate::events::EventPage, Error> {
+        let mut q = vec![
+            ("since", since.to_string()),
+            ("wait_ms", wait_ms.to_string()),
+        ];
+        if let Some(e) = epoch {
+            q.push(("epoch", e.to_string()));
+        }
+        let q = serde_urlencoded::to_string(&q).map_err(|e| Error::Decode(e.to_string()))?;
+        self.get(&format!("/events?{q}")).await
+    }
 
     pub async fn stats(&self) -> Result<Stats, Error> {
         self.get("/stats").await

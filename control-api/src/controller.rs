@@ -5,6 +5,7 @@
 //! so reads see the model from before a change or after it and never wait for one. Blocking
 //! (file system, dataplane); the server calls it off the async runtime.
 
+use crate::events::Events;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -92,6 +93,8 @@ pub struct Controller {
     traced: Mutex<Option<String>>,
     /// Mirrors by mirrored vif (diagnostics: not saved in --state-dir).
     mirrors: Mutex<BTreeMap<String, Mirror>>,
+    /// Every accepted change, for `GET /events`.
+    events: Events,
 }
 
 impl Controller {
@@ -106,7 +109,13 @@ impl Controller {
             journal: Mutex::new(None),
             traced: Mutex::new(None),
             mirrors: Mutex::new(BTreeMap::new()),
+            events: Events::new(),
         })
+    }
+
+    /// The change stream.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     pub fn socket_base(&self) -> &SocketBase {
@@ -126,16 +135,18 @@ impl Controller {
         self.model.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes a committed change durable before it is acknowledged: one fsynced journal record,
-    /// or a whole snapshot when the journal is due for compaction or a save failed before.
-    /// Without a state directory it does nothing (not even build the record). Call with
-    /// `changing` held, after the model commit.
+    /// Publishes a committed change on the change stream and makes it durable before it is
+    /// acknowledged: one fsynced journal record, or a whole snapshot when the journal is due
+    /// for compaction or a save failed before (without a state directory, nothing on disk).
+    /// Call with `changing` held, after the model commit.
     fn save(&self, record: impl FnOnce() -> Record) -> Result<(), Error> {
+        let record = record();
+        // The change stands in the model and the dataplane whether or not it reaches the disk.
+        self.events.publish(record.event());
         let mut journal = self.journal();
         let Some(journal) = journal.as_mut() else {
             return Ok(());
         };
-        let record = record();
         if !journal.keeps(&record) {
             return Ok(());
         }

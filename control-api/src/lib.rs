@@ -21,6 +21,7 @@ pub mod error;
 // and the controller over them.
 pub mod controller;
 pub mod dataplane;
+pub mod events;
 pub mod journal;
 pub mod model;
 pub mod socket_path;

@@ -1552,3 +1552,125 @@ async fn a_mirror_is_refused_naming_what_is_wrong() {
         404
     );
 }
+
+#[tokio::test]
+async fn the_change_stream_follows_every_accepted_change_in_order() {
+    let s = TestServer::start();
+    let c = s.client();
+    let start = c.events(0, None, 0).await.expect("events");
+    assert!(!start.reset);
+    let (epoch, from) = (start.epoch.clone(), start.revision);
+
+    // A reader waiting for the next change wakes when it is accepted.
+    let waiter = {
+        let c = s.client();
+        let epoch = epoch.clone();
+        tokio::spawn(async move { c.events(from, Some(&epoch), 10_000).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(call(&s, Method::PUT, "/vrfs/1", None).await.0, 201);
+    let woke = waiter.await.unwrap().expect("the waiting read");
+    assert_eq!(woke.events.len(), 1, "{woke:?}");
+    assert_eq!(woke.events[0].change["op"], "vrf-add");
+    assert_eq!(woke.events[0].change["vrf"], 1);
+
+    let nh = json!({"type":"encap","vif":"pod1","dmac":"02:00:00:00:01:01"});
+    let dir = s.base.join("pod1");
+    assert_eq!(
+        call(
+            &s,
+            Method::POST,
+            "/vifs",
+            Some(vhost("pod1", &dir, "s", "server"))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(call(&s, Method::PUT, "/nexthops/5", Some(nh)).await.0, 201);
+    let route = json!({"prefix":"198.18.1.0/24","nexthop":5});
+    assert_eq!(
+        call(&s, Method::PUT, "/vrfs/1/routes", Some(route)).await.0,
+        201
+    );
+    // Refused changes are not in the stream.
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/1/routes",
+            Some(json!({"prefix":"198.18.2.0/24","nexthop":99})),
+        )
+        .await,
+        409,
+        "unknown-reference",
+        "99",
+    );
+    assert_eq!(
+        call(&s, Method::DELETE, "/vrfs/1/routes/198.18.1.0/24", None)
+            .await
+            .0,
+        204
+    );
+
+    let page = c
+        .events(woke.revision, Some(&epoch), 0)
+        .await
+        .expect("events");
+    let ops: Vec<&str> = page
+        .events
+        .iter()
+        .map(|e| e.change["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ops,
+        ["vif-add", "nexthop-set", "route-set", "route-del"],
+        "{page:?}"
+    );
+    let revs: Vec<u64> = page.events.iter().map(|e| e.revision).collect();
+    assert_eq!(
+        revs,
+        (woke.revision + 1..=woke.revision + 4).collect::<Vec<_>>()
+    );
+    assert_eq!(page.revision, woke.revision + 4);
+    let vif = &page.events[0].change;
+    assert_eq!(vif["vif"]["name"], "pod1");
+    assert!(
+        vif.get("created_dirs").is_none(),
+        "vrouterd's housekeeping stays out: {vif}"
+    );
+    assert_eq!(page.events[2].change["route"]["prefix"], "198.18.1.0/24");
+
+    // Nothing new: an empty page at once without wait_ms, after it with one.
+    let t0 = std::time::Instant::now();
+    let idle = c
+        .events(page.revision, Some(&epoch), 300)
+        .await
+        .expect("events");
+    assert!(idle.events.is_empty() && !idle.reset);
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(250));
+
+    // Another run's revisions mean nothing here: reset, with the latest revision.
+    let other = c.events(2, Some("another-run"), 0).await.expect("events");
+    assert!(other.reset && other.events.is_empty());
+    assert_eq!(other.revision, page.revision);
+
+    refused(
+        raw(&s, Method::GET, "/events?since=x", None).await,
+        400,
+        "invalid-query",
+        "since",
+    );
+    refused(
+        raw(&s, Method::GET, "/events?wait_ms=600000", None).await,
+        400,
+        "invalid-query",
+        "wait_ms",
+    );
+    refused(
+        raw(&s, Method::GET, "/events?from=1", None).await,
+        400,
+        "invalid-query",
+        "from",
+    );
+}

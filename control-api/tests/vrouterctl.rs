@@ -625,3 +625,48 @@ fn vrouterctl_sets_nat_pools_and_attachments() {
     ok(&s, &["nat", "pool-del", "egress"]);
     assert!(!ok(&s, &["nat", "pools"]).contains("egress"));
 }
+
+#[test]
+fn events_lists_the_changes_and_follow_waits_for_more() {
+    let s = TestServer::start();
+    ok(&s, &["vrf", "add", "3"]);
+    ok(&s, &["vrf", "add", "4"]);
+    let out = ok(&s, &["events"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains("vrf-add") && lines[0].contains("\"vrf\":3"),
+        "{out}"
+    );
+    let json = ok(&s, &["--json", "events", "--since", "1"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).expect("a JSON line");
+    assert_eq!(
+        (v["revision"].as_u64(), v["change"]["vrf"].as_u64()),
+        (Some(2), Some(4))
+    );
+
+    // --follow prints a change accepted while it waits.
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_vrouterctl"))
+        .args([
+            "--socket",
+            s.socket.to_str().unwrap(),
+            "events",
+            "--since",
+            "2",
+            "--follow",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("vrouterctl events --follow");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    ok(&s, &["vrf", "del", "4"]);
+    let mut line = String::new();
+    let mut reader = std::io::BufReader::new(follow.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut reader, &mut line).expect("a line");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        line.contains("vrf-del") && line.contains("\"vrf\":4"),
+        "{line}"
+    );
+}

@@ -117,6 +117,16 @@ impl Record {
         }
     }
 
+    /// The record as the change stream shows it: the same JSON, without the directories
+    /// vrouterd created for a vif's socket (its own housekeeping).
+    pub fn event(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("created_dirs");
+        }
+        v
+    }
+
     /// The vif whose existence this record changes, if any.
     pub fn vif_changed(&self) -> Option<&str> {
         match self {

@@ -64,7 +64,7 @@ pub async fn serve(
     tracing::info!(socket = %path.display(), "control API listening");
     let (lanes, lanes_ended) = Lanes::start(&ctrl)?;
     let lanes = Arc::new(lanes);
-    let app = router(Arc::clone(&lanes), options.body_limit);
+    let app = router(Arc::clone(&lanes), Arc::clone(&ctrl), options.body_limit);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;

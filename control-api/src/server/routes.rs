@@ -16,7 +16,7 @@ use crate::api::{
     BridgeEntry, FloatingIp, FlowQuery, MacAddr, Mirror, MplsRequest, NatPool, Nexthop, Policy,
     Route, Service, SnatAttachment, TraceRequest, VifRequest, VxlanRequest,
 };
-use crate::controller::{Outcome, NEXTHOP_ID_RANGE};
+use crate::controller::{Controller, Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
 use crate::metrics;
 use crate::model::{MPLS_LABEL_MAX, MPLS_LABEL_MIN, VNI_MAX};
@@ -79,11 +79,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/stats"),
     ("GET", "/dropstats"),
     ("GET", "/metrics"),
+    ("GET", "/events"),
 ];
 
 #[derive(Clone)]
 pub(super) struct AppState {
     lanes: Arc<Lanes>,
+    /// For what needs no lane: waiting on the change stream.
+    ctrl: Arc<Controller>,
     pub(super) body_limit: usize,
 }
 
@@ -479,6 +482,70 @@ fn parse_flow_query(raw: Option<&str>) -> Result<FlowQuery, Error> {
     Ok(q)
 }
 
+/// `GET /events` parameters.
+struct EventsQuery {
+    since: u64,
+    epoch: Option<String>,
+    limit: usize,
+    wait: std::time::Duration,
+}
+
+/// Longest a `GET /events` waits for a change.
+const EVENTS_WAIT_MAX_MS: u64 = 60_000;
+
+fn parse_events_query(raw: Option<&str>) -> Result<EventsQuery, Error> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| Error::InvalidQuery(format!("cannot parse the query string: {e}")))?;
+    let mut q = EventsQuery {
+        since: 0,
+        epoch: None,
+        limit: crate::events::PAGE_MAX,
+        wait: std::time::Duration::ZERO,
+    };
+    let number = |k: &str, v: &str, max: u64| {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| Error::InvalidQuery(format!("`{k}`: {v:?} is not a number up to {max}")))
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "since" => q.since = number(&k, &v, u64::MAX)?,
+            "epoch" => q.epoch = Some(v),
+            "limit" => q.limit = number(&k, &v, crate::events::PAGE_MAX as u64)?.max(1) as usize,
+            "wait_ms" => {
+                q.wait = std::time::Duration::from_millis(number(&k, &v, EVENTS_WAIT_MAX_MS)?)
+            }
+            other => {
+                return Err(Error::InvalidQuery(format!(
+                    "unknown parameter `{other}`; /events takes since, epoch, limit and wait_ms"
+                )))
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// The changes after `since`; with `wait_ms`, waits that long for one when there is none yet
+/// (a long poll, on no lane: waiting readers hold up nothing).
+async fn events_get(State(s): St, RawQuery(raw): RawQuery) -> Res {
+    let q = parse_events_query(raw.as_deref())?;
+    let events = s.ctrl.events();
+    // Subscribed before reading: a change published after the read wakes the wait below.
+    let mut woken = events.subscribe();
+    let deadline = tokio::time::Instant::now() + q.wait;
+    loop {
+        let page = events.since(q.epoch.as_deref(), q.since, q.limit);
+        if !page.events.is_empty() || page.reset || q.wait.is_zero() {
+            return Ok(json(StatusCode::OK, &page));
+        }
+        match tokio::time::timeout_at(deadline, woken.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return Ok(json(StatusCode::OK, &page)),
+        }
+    }
+}
+
 async fn flows_list(State(s): St, RawQuery(raw): RawQuery) -> Res {
     let q = parse_flow_query(raw.as_deref())?;
     let v = s.lanes.read(move |c| c.flows(q)).await?;
@@ -532,7 +599,7 @@ async fn wrong_method(method: Method, uri: Uri) -> Error {
 }
 
 /// The router over a controller's lanes; `body_limit` bounds request bodies (413 beyond it).
-pub(super) fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
+pub(super) fn router(lanes: Arc<Lanes>, ctrl: Arc<Controller>, body_limit: usize) -> Router {
     let mut r: Router<AppState> = Router::new();
     for &(method, path) in ROUTES {
         let filter = match method {
@@ -596,6 +663,7 @@ pub(super) fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
             ("GET", "/stats") => on(filter, stats),
             ("GET", "/dropstats") => on(filter, dropstats),
             ("GET", "/metrics") => on(filter, metrics_text),
+            ("GET", "/events") => on(filter, events_get),
             // ROUTES and this table are one list; a test checks every entry answers.
             _ => continue,
         };
@@ -605,7 +673,11 @@ pub(super) fn router(lanes: Arc<Lanes>, body_limit: usize) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(access_log))
         .layer(axum::middleware::from_fn_with_state(body_limit, whole_body))
-        .with_state(AppState { lanes, body_limit })
+        .with_state(AppState {
+            lanes,
+            ctrl,
+            body_limit,
+        })
 }
 
 /// Reads the request body whole (up to `limit`: 413 beyond it) before the request is routed,

@@ -99,6 +99,16 @@ enum Command {
     Health,
     /// Counters in Prometheus text format.
     Metrics,
+    /// The changes vrouterd accepted (the change stream): those kept, then with --follow each
+    /// as it comes, a line each (`--json`: the change's JSON).
+    Events {
+        /// Only changes after this revision.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Keep waiting for changes until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -136,6 +146,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Metrics => {
             print!("{}", c.metrics().await?);
             Ok(())
+        }
+        Command::Events { since, follow } => events(&c, since, follow, out.json).await,
+    }
+}
+
+/// Prints the changes after `since`; with `follow`, waits for more until interrupted. A reset
+/// (vrouterd restarted, or this reader fell too far behind) is said, and reading goes on from
+/// the latest revision.
+async fn events(c: &Client, mut since: u64, follow: bool, json: bool) -> anyhow::Result<()> {
+    let mut epoch: Option<String> = None;
+    loop {
+        let wait_ms = if follow { 30_000 } else { 0 };
+        let page = c.events(since, epoch.as_deref(), wait_ms).await?;
+        if page.reset && epoch.is_none() && since == 0 {
+            // More changes than are kept: start from the oldest kept.
+            since = page
+                .revision
+                .saturating_sub(control_api::events::RETAINED as u64 - 1);
+            epoch = Some(page.epoch);
+            continue;
+        }
+        if page.reset {
+            eprintln!(
+                "vrouterctl: changes after revision {since} are gone (vrouterd restarted or they \
+                 aged out): re-read the state; going on from revision {}",
+                page.revision
+            );
+        }
+        for e in &page.events {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"revision": e.revision, "change": e.change})
+                );
+            } else {
+                let op = e.change["op"].as_str().unwrap_or("?").to_owned();
+                let mut rest = e.change.clone();
+                if let Some(o) = rest.as_object_mut() {
+                    o.remove("op");
+                }
+                println!("{:>8}  {op:<18} {rest}", e.revision);
+            }
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        since = page.revision;
+        epoch = Some(page.epoch);
+        if !follow && page.events.len() < control_api::events::PAGE_MAX && !page.reset {
+            return Ok(());
+        }
+        if !follow && page.reset {
+            return Ok(());
         }
     }
 }
