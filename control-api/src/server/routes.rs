@@ -512,7 +512,14 @@ fn parse_events_query(raw: Option<&str>) -> Result<EventsQuery, Error> {
         match k.as_str() {
             "since" => q.since = number(&k, &v, u64::MAX)?,
             "epoch" => q.epoch = Some(v),
-            "limit" => q.limit = number(&k, &v, crate::events::PAGE_MAX as u64)?.max(1) as usize,
+            "limit" => match number(&k, &v, crate::events::PAGE_MAX as u64)? {
+                0 => {
+                    return Err(Error::InvalidQuery(
+                        "`limit`: 0 asks for nothing; 1..=1000".into(),
+                    ))
+                }
+                n => q.limit = n as usize,
+            },
             "wait_ms" => {
                 q.wait = std::time::Duration::from_millis(number(&k, &v, EVENTS_WAIT_MAX_MS)?)
             }
