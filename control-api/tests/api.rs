@@ -1673,4 +1673,10 @@ async fn the_change_stream_follows_every_accepted_change_in_order() {
         "invalid-query",
         "from",
     );
+    refused(
+        raw(&s, Method::GET, "/events?limit=0", None).await,
+        400,
+        "invalid-query",
+        "limit",
+    );
 }
