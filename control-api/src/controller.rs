@@ -329,7 +329,7 @@ impl Controller {
         let info = self.vif_info(&entry);
         let record = Record::Vif(VifRecord::VifAdd {
             index: entry.spec.index,
-            vif: entry.config.to_request(),
+            vif: Box::new(entry.config.to_request()),
             created_dirs: entry.created_dirs.clone(),
         });
         self.model().commit_vif_add(entry);

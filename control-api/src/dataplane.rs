@@ -25,6 +25,23 @@ pub struct VifSpec {
     pub ip6: Option<Ipv6Addr>,
     pub mtu: u32,
     pub kind: VifKind,
+    /// What the vif's DHCP answers hand out (none: DHCP from it is dropped).
+    pub dhcp: Option<DhcpSettings>,
+}
+
+/// A vif's DHCP lease, validated: its address in a subnet of 1..=30 bits, a gateway in it
+/// that is neither the address nor the subnet's network or broadcast address, routes via
+/// addresses of the subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpSettings {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// (prefix, length, via)
+    pub static_routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    /// Seconds (`u32::MAX`: infinite).
+    pub lease_time: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

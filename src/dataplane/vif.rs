@@ -6,12 +6,15 @@ use std::sync::atomic::Ordering;
 
 use control_api::api::VhostUserMode;
 use control_api::model::{device_name, kernel_device_iface};
-use control_api::{DataplaneError, DataplaneErrorKind, VifKind as ApiVifKind, VifSpec};
+use control_api::{
+    DataplaneError, DataplaneErrorKind, DhcpSettings, VifKind as ApiVifKind, VifSpec,
+};
 use crossbeam::channel::bounded;
 use pmd_shim::{EthPort, KernelPort, KernelPortConfig, KernelPortMonitor, Mempool, PortConfig};
 use tracing::{info, warn};
 use vrouter::stats::MAX_VIFS;
 use vrouter::tables::{Vif, VifKind};
+use vrouter::wire::dhcp::{self, Lease, Route};
 
 use crate::lcore::{LcoreCmd, NO_OWNER};
 use crate::vhost_core::VhostCmd;
@@ -78,6 +81,16 @@ impl VrouterDataplane {
             mtu,
         }) {
             drop(reg);
+            self.release_io(index, &spec.name, io, placed.is_some());
+            return Err(table_err(e));
+        }
+        // Its DHCP lease (validated by the controller: fits the lease's bounds).
+        if let Err(e) = self
+            .tables
+            .set_dhcp(index, spec.dhcp.as_ref().map(|d| lease(d, mtu)))
+        {
+            drop(reg);
+            let _ = self.tables.del_vif(index);
             self.release_io(index, &spec.name, io, placed.is_some());
             return Err(table_err(e));
         }
@@ -406,4 +419,26 @@ pub(super) fn least_loaded(load: &[u32]) -> u8 {
         .enumerate()
         .min_by_key(|(_, &n)| n)
         .map_or(0, |(i, _)| i as u8)
+}
+
+/// What the forwarding plane hands out by DHCP for a vif: its settings, and its MTU.
+fn lease(d: &DhcpSettings, mtu: u16) -> Lease {
+    Lease {
+        address: d.address,
+        prefix_len: d.prefix_len,
+        gateway: d.gateway,
+        dns: d.dns_servers.iter().copied().take(dhcp::MAX_DNS).collect(),
+        mtu: Some(mtu),
+        routes: d
+            .static_routes
+            .iter()
+            .take(dhcp::MAX_ROUTES)
+            .map(|&(prefix, len, router)| Route {
+                prefix,
+                len,
+                router,
+            })
+            .collect(),
+        lease_time: d.lease_time,
+    }
 }

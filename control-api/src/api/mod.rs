@@ -35,7 +35,9 @@ pub use status::{
 };
 pub use text::{IpPrefix, MacAddr, PortRange, SyntaxError};
 pub use trace::{TraceRequest, TraceResult, TracedPacket, TRACE_COUNT_MAX};
-pub use vif::{VhostUserMode, VifCounters, VifInfo, VifRequest, VifState, VifStatus, VifType};
+pub use vif::{
+    StaticRoute, VhostUserMode, VifCounters, VifInfo, VifRequest, VifState, VifStatus, VifType,
+};
 pub use vrf::VrfInfo;
 
 /// The error body every 4xx/5xx carries.

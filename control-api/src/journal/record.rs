@@ -80,7 +80,8 @@ const NAT_OPS: [&str; 8] = [
 pub enum VifRecord {
     VifAdd {
         index: u32,
-        vif: VifRequest,
+        /// Boxed: a request is much larger than the other records.
+        vif: Box<VifRequest>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         created_dirs: Vec<PathBuf>,
     },
@@ -151,7 +152,7 @@ pub fn snapshot<'a>(
         .map(|v| {
             Record::Vif(VifRecord::VifAdd {
                 index: v.spec.index,
-                vif: v.config.to_request(),
+                vif: Box::new(v.config.to_request()),
                 created_dirs: v.created_dirs.clone(),
             })
         });
@@ -294,7 +295,7 @@ mod tests {
         let all = [
             VifRecord::VifAdd {
                 index: 1,
-                vif,
+                vif: Box::new(vif),
                 created_dirs: Vec::new(),
             },
             VifRecord::VifDel { name: "v".into() },

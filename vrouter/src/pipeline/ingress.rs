@@ -2,11 +2,12 @@
 //! answers, routed or bridged pod traffic, tunnels to decapsulate, or traffic for the host.
 
 use super::rewrite::{shift_offload, translate_back};
-use super::{reply, Ctx, FlowHook, Inbound, Verdict};
+use super::{dhcp, reply, Ctx, FlowHook, Inbound, Verdict};
 use crate::buf::PacketBuf;
 use crate::meta::{self, PacketMeta, L3};
 use crate::stats::DropReason;
 use crate::tables::{Nexthop, RouteTarget, Topology, Vif, Vrf};
+use crate::wire::dhcp::Lease;
 use crate::wire::{arp, ethernet, gre, ipv4, mpls, udp, vxlan};
 use std::net::Ipv6Addr;
 
@@ -75,6 +76,25 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         }
     }
 
+    /// DHCP for the vif's server: answered from its lease, sent back out of it.
+    pub(super) fn dhcp<B: PacketBuf>(
+        &mut self,
+        vif: &Vif,
+        lease: Option<&Lease>,
+        m: &PacketMeta,
+        b: &mut B,
+    ) -> Verdict {
+        let Some(lease) = lease else {
+            // No address to hand out. pkt0 (the agent channel) is where this would go.
+            return Verdict::Drop(DropReason::DhcpNoAddress);
+        };
+        match dhcp::answer(b, m, lease, self.topo.fabric.vrouter_mac) {
+            Ok(dhcp::Answer::Replied) => self.replied(Ok(()), vif),
+            Ok(dhcp::Answer::Ignored) => Verdict::Drop(DropReason::DhcpIgnored),
+            Err(r) => Verdict::Drop(r),
+        }
+    }
+
     fn pod_arp<B: PacketBuf>(
         &mut self,
         vif: &Vif,
@@ -85,9 +105,11 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         let l3 = usize::from(m.l3_off);
         let a = arp::Packet::new_unchecked(&b.data()[l3..]);
         let (op, sip, tip) = (a.operation(), a.sender_ip(), a.target_ip());
+        // The vif's DHCP gateway is the vrouter's, routed or not.
+        let gateway = self.topo.dhcp(vif.index).map(|l| l.gateway);
         if op != arp::OP_REQUEST
             || tip == sip
-            || !self.proxies(vrf.route_v4(u32::from(tip)), vif.index)
+            || (gateway != Some(tip) && !self.proxies(vrf.route_v4(u32::from(tip)), vif.index))
         {
             return Verdict::Drop(DropReason::ArpNotForUs);
         }

@@ -29,8 +29,12 @@
 //! - Outer headers: IPv4, TTL and DF from [`crate::tables::FabricConfig`], UDP checksum zero,
 //!   UDP source port from the inner flow hash in 49152..=65535.
 //! - MPLS carries IP only: bridge entries toward MPLS tunnels are dropped (`unsupported_tunnel`).
+//! - DHCP from a pod (broadcast, or to its gateway) is answered by [`dhcp`] from the vif's lease
+//!   and sent back out of the vif; a vif without one drops it (`dhcp_no_address`: the hook for
+//!   the agent channel, pkt0, once it exists). ARP for a vif's DHCP gateway is always answered.
 
 pub mod batch;
+pub mod dhcp;
 pub mod encap;
 pub mod reply;
 pub mod trace;

@@ -1,5 +1,5 @@
 //! Packets the vrouter answers itself, rewritten in place in the buffer that asked: ARP replies,
-//! IPv6 neighbour advertisements, ICMP / ICMPv6 errors.
+//! IPv6 neighbour advertisements, ICMP / ICMPv6 errors (DHCP answers are [`super::dhcp`]'s).
 
 use crate::buf::PacketBuf;
 use crate::meta::{PacketMeta, L3};
@@ -25,7 +25,11 @@ const IPV6_MIN_MTU: usize = 1280;
 /// Readdress `eth`, the L2 header of a frame that asked (up to its L3 header), as the
 /// answer's: from `mac` to `dst`, or back to the asker when `dst` is `None`. The ethertype, and
 /// any 802.1Q tag behind the addresses, stay.
-fn answer_ethernet(eth: &mut [u8], dst: Option<MacAddr>, mac: MacAddr) -> Result<(), DropReason> {
+pub(super) fn answer_ethernet(
+    eth: &mut [u8],
+    dst: Option<MacAddr>,
+    mac: MacAddr,
+) -> Result<(), DropReason> {
     let asked = ethernet::Repr::parse(&ethernet::Frame::new_unchecked(&*eth))?;
     let answer = ethernet::Repr {
         dst: dst.unwrap_or(asked.src),

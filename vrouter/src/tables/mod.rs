@@ -22,6 +22,7 @@ pub mod small;
 
 use crate::qsbr::Qsbr;
 use crate::stats::MAX_VIFS;
+use crate::wire::dhcp::Lease;
 use crate::wire::MacAddr;
 use crate::Error;
 use arc_swap::ArcSwap;
@@ -135,6 +136,8 @@ impl Vrf {
 pub struct Topology {
     pub vrfs: Box<[Option<Arc<Vrf>>]>,
     pub vifs: Box<[Option<Vif>]>,
+    /// What each vif's DHCP answers hand out, by vif index (none: DHCP from it is dropped).
+    pub dhcp: Box<[Option<Arc<Lease>>]>,
     pub fabric: FabricConfig,
 }
 
@@ -146,6 +149,11 @@ impl Topology {
     #[inline(always)]
     pub fn vif(&self, index: u16) -> Option<&Vif> {
         self.vifs.get(usize::from(index))?.as_ref()
+    }
+    /// The DHCP lease vif `index` hands out, if it has an address.
+    #[inline(always)]
+    pub fn dhcp(&self, index: u16) -> Option<&Lease> {
+        self.dhcp.get(usize::from(index))?.as_deref()
     }
 }
 
@@ -229,6 +237,7 @@ impl Tables {
         let topo = Topology {
             vrfs: vrfs.into_boxed_slice(),
             vifs: vec![None; MAX_VIFS].into_boxed_slice(),
+            dhcp: vec![None; MAX_VIFS].into_boxed_slice(),
             fabric: FabricConfig::default(),
         };
         Tables {
@@ -359,7 +368,22 @@ impl Tables {
                 .vifs
                 .get_mut(usize::from(index))
                 .ok_or(Error::VifOutOfRange(u32::from(index)))?;
-            slot.take().map(|_| ()).ok_or(Error::NoSuchVif(index))
+            slot.take().ok_or(Error::NoSuchVif(index))?;
+            t.dhcp[usize::from(index)] = None;
+            Ok(())
+        })
+    }
+
+    /// Set (or with `None` clear) what vif `index`'s DHCP answers hand out.
+    pub fn set_dhcp(&self, index: u16, lease: Option<Lease>) -> Result<(), Error> {
+        let _w = self.lock();
+        self.publish(|t| {
+            let slot = t
+                .dhcp
+                .get_mut(usize::from(index))
+                .ok_or(Error::VifOutOfRange(u32::from(index)))?;
+            *slot = lease.map(Arc::new);
+            Ok(())
         })
     }
 
