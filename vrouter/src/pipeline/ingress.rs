@@ -1,7 +1,7 @@
 //! What a packet from a pod or from the fabric is: ARP and neighbour solicitations the vrouter
 //! answers, routed or bridged pod traffic, tunnels to decapsulate, or traffic for the host.
 
-use super::rewrite::{shift_offload, translate_back};
+use super::rewrite::{shift_offload, translate, translate_back};
 use super::{dhcp, reply, Ctx, FlowHook, Inbound, Verdict};
 use crate::buf::PacketBuf;
 use crate::meta::{self, PacketMeta, L3};
@@ -189,10 +189,11 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
     /// one of its packets, or a packet to a floating IP, is translated and routed in the pod's
     /// VRF (no ICMP error goes back to the fabric); anything else is the host's.
     fn fabric_nat<B: PacketBuf>(&mut self, m: &PacketMeta, b: &mut B) -> Verdict {
-        let (vrf_id, x) = match self.flow.on_fabric(m, b.data()) {
+        let (vrf_id, x, source) = match self.flow.on_fabric(m, b.data()) {
             Inbound::Host => return Verdict::Host,
             Inbound::Drop(r) => return Verdict::Drop(r),
-            Inbound::Translate(vrf, x) => (vrf, x),
+            Inbound::Translate(vrf, x) => (vrf, x, None),
+            Inbound::Translate2(vrf, x, y) => (vrf, x, Some(y)),
         };
         let vrf = match self.vrf(vrf_id) {
             Ok(v) => v,
@@ -200,6 +201,11 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         };
         if let Err(r) = translate_back(b, m, x) {
             return Verdict::Drop(r);
+        }
+        if let Some(y) = source {
+            if let Err(r) = translate(b, m, y) {
+                return Verdict::Drop(r);
+            }
         }
         self.stats.nat_translated.add(1);
         let mut m = *m;

@@ -73,6 +73,9 @@ pub enum FlowAction {
     Drop,
     /// Go on with this target after writing this translation into the packet (a NAT flow).
     Nat(RouteTarget, Translation),
+    /// Go on with this target after writing both translations (a link-local service's flow:
+    /// source and destination).
+    Nat2(RouteTarget, Translation, Translation),
     /// Drop, counted under this reason (a flow NAT cannot set up).
     Refused(DropReason),
 }
@@ -114,6 +117,9 @@ pub enum Inbound {
     Host,
     /// Write the translation and route the packet in this VRF.
     Translate(u16, Translation),
+    /// A reply of a flow with both ends translated (a link-local service's): write the
+    /// first (its destination, routed on in this VRF) and the second (its source).
+    Translate2(u16, Translation, Translation),
     /// Drop, counted under this reason (a floating IP's pod refuses it).
     Drop(DropReason),
 }
