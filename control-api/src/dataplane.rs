@@ -209,6 +209,14 @@ pub enum Change {
     ServiceDel {
         service: crate::api::Service,
     },
+    /// Set (or replace) a link-local service; flows to its address go.
+    LinkLocalSet {
+        service: crate::api::LinkLocalService,
+    },
+    /// Remove a link-local service; its flows go.
+    LinkLocalDel {
+        service: crate::api::LinkLocalService,
+    },
 }
 
 impl Change {
@@ -228,6 +236,8 @@ impl Change {
             Change::FloatingIpDel { .. } => "floating_ip_del",
             Change::ServiceSet { .. } => "service_set",
             Change::ServiceDel { .. } => "service_del",
+            Change::LinkLocalSet { .. } => "link_local_set",
+            Change::LinkLocalDel { .. } => "link_local_del",
         }
     }
 }

@@ -23,8 +23,9 @@ pub use mirror::{
     MIRROR_SNAPLEN_MIN,
 };
 pub use nat::{
-    FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, NatPorts, Service,
-    ServiceBackend, ServiceBackendInfo, ServiceInfo, ServiceProto, SnatAttachment,
+    FloatingIp, FloatingIpInfo, LinkLocalService, LinkLocalServiceInfo, NatPool, NatPoolInfo,
+    NatPoolUsage, NatPorts, Service, ServiceBackend, ServiceBackendInfo, ServiceInfo, ServiceProto,
+    SnatAttachment,
 };
 pub use nexthop::{Nexthop, NexthopInfo, TunnelEncap};
 pub use policy::{Policy, PolicyAction, PolicyRule, Proto};

@@ -631,3 +631,68 @@ fn dhcp_settings_are_checked_field_by_field_and_round_trip() {
         "prefix-len",
     );
 }
+
+#[test]
+fn link_local_services_are_link_local_and_unique() {
+    use crate::api::{LinkLocalService, ServiceProto};
+    let mut m = Model::new();
+    let md = LinkLocalService {
+        address: LinkLocalService::METADATA,
+        port: 80,
+        proto: ServiceProto::Tcp,
+        service_address: "198.51.100.80".parse().unwrap(),
+        service_port: 8775,
+    };
+    assert!(m.check_link_local_set("metadata", &md).unwrap());
+    m.commit_link_local_set("metadata", md);
+    assert!(
+        !m.check_link_local_set("metadata", &md).unwrap(),
+        "a replacement"
+    );
+    let e = m.check_link_local_set("other", &md).unwrap_err();
+    assert_eq!(code(e), (409, "conflict".into()));
+    let udp = LinkLocalService {
+        proto: ServiceProto::Udp,
+        ..md
+    };
+    assert!(
+        m.check_link_local_set("other", &udp).is_ok(),
+        "UDP is another service"
+    );
+    for (bad, field) in [
+        (
+            LinkLocalService {
+                address: "198.18.1.1".parse().unwrap(),
+                ..md
+            },
+            "address",
+        ),
+        (
+            LinkLocalService {
+                address: "169.254.1.7".parse().unwrap(),
+                ..md
+            },
+            "address",
+        ),
+        (LinkLocalService { port: 0, ..md }, "port"),
+        (
+            LinkLocalService {
+                service_address: "255.255.255.255".parse().unwrap(),
+                ..md
+            },
+            "service-address",
+        ),
+        (
+            LinkLocalService {
+                service_port: 0,
+                ..md
+            },
+            "service-port",
+        ),
+    ] {
+        let e = m.check_link_local_set("x", &bad).unwrap_err();
+        assert_eq!(e.status(), 400, "{e}");
+        assert!(e.to_string().contains(field), "{field}: {e}");
+    }
+    assert_eq!(m.link_local("nope").unwrap_err().status(), 404);
+}
