@@ -2,9 +2,10 @@
 //! address, gateway, MTU, DNS server and a classless static route from its vif's settings, the
 //! pod's kernel takes them (a script applies what udhcpc reports), and the pod then talks to
 //! another pod through vrouterd. A pod whose vif has no address gets no answer, counted as
-//! `dhcp_no_address`.
+//! `dhcp_no_address`. The same pod takes its IPv6 address (SLAAC in the advertised /64) and
+//! default router from vrouterd's router advertisement.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use control_api::api::{MacAddr, StaticRoute, VifRequest, VifType};
@@ -75,13 +76,31 @@ fn a_kernel_pod_takes_address_gateway_mtu_and_a_route_by_dhcp_and_then_passes_tr
         via: GATEWAY.parse().unwrap(),
     }];
     req.lease_time = Some(600);
+    // IPv6 by router advertisement: the address the pod makes from its MAC in the /64.
+    let m = pod1.mac;
+    let slaac = Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0x18,
+        1,
+        u16::from_be_bytes([m[0] ^ 2, m[1]]),
+        u16::from_be_bytes([m[2], 0xff]),
+        u16::from_be_bytes([0xfe, m[3]]),
+        u16::from_be_bytes([m[4], m[5]]),
+    );
+    req.ip6 = Some(slaac);
     let info = vr.add_vif(&req);
     assert_eq!(
         info.config.gateway,
         Some(GATEWAY.parse().unwrap()),
         "the default gateway, the subnet's first address, is echoed back"
     );
-    vr.route_to(1, "pod1", MacAddr(pod1.mac), &[&format!("{LEASE_IP}/32")]);
+    vr.route_to(
+        1,
+        "pod1",
+        MacAddr(pod1.mac),
+        &[&format!("{LEASE_IP}/32"), &format!("{slaac}/128")],
+    );
 
     let mut req = VifRequest::new("pod2", VifType::AfPacket, 1, MacAddr(pod2.mac));
     req.iface = Some(pod2.host_side.clone());
@@ -93,9 +112,17 @@ fn a_kernel_pod_takes_address_gateway_mtu_and_a_route_by_dhcp_and_then_passes_tr
         2,
         "pod2",
         MacAddr(pod2.mac),
-        &[&format!("{}/32", pod2.ip), "203.0.113.5/32"],
+        &[
+            &format!("{}/32", pod2.ip),
+            &format!("{}/128", pod2.ip6),
+            "203.0.113.5/32",
+        ],
     );
     vr.set_route(&format!("{}/32", pod2.gateway()), receive);
+    vr.set_route(&format!("{}/128", pod2.gateway6()), receive);
+    // Pod 1 solicits a router again now that its vif is there.
+    pod1.ns.ip(&["link", "set", "eth0", "down"]);
+    pod1.ns.ip(&["link", "set", "eth0", "up"]);
 
     let script = temp_path("udhcpc", "sh");
     std::fs::write(&script, SCRIPT).expect("script");
@@ -156,6 +183,32 @@ fn a_kernel_pod_takes_address_gateway_mtu_and_a_route_by_dhcp_and_then_passes_tr
     assert!(out.contains("3 received"), "{out}");
     let (sent, received) = pod1.tcp_transfer(&pod2, 2_000_000);
     assert_eq!(sent, received, "bytes and SHA-256 at both ends");
+    // IPv6: the address made in the advertised prefix, the vrouter as default router, and
+    // traffic both ways.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let addr = pod1
+            .ns
+            .exec(&["ip", "-6", "addr", "show", "dev", "eth0", "scope", "global"]);
+        let route = pod1.ns.exec(&["ip", "-6", "route", "show", "default"]);
+        if addr.contains(&format!("{slaac}/64")) && !addr.contains("tentative") {
+            assert!(
+                route.contains("via fe80::200:5eff:fe00:100") && route.contains("proto ra"),
+                "default route from the advertisement: {route}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no address from router advertisements: {addr} {route}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = pod1.ping(&pod2.ip6.to_string(), 3);
+    assert!(out.contains("3 received"), "{out}");
+    let out = pod2.ping(&slaac.to_string(), 3);
+    assert!(out.contains("3 received"), "{out}");
+
     let neigh = pod1.ns.exec(&["ip", "neigh", "show", GATEWAY]);
     assert!(
         neigh.contains("00:00:5e:00:01:00"),

@@ -324,3 +324,103 @@ fn dropped_as(bed: &mut Bed, vif: u16, frame: &[u8], reason: DropReason) {
         reason.name()
     );
 }
+
+/// A router solicitation from pod A (from its link-local address to all routers).
+fn router_solicit(src: std::net::Ipv6Addr) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(POD_A_MAC.0, [0x33, 0x33, 0, 0, 0, 2])
+        .ipv6(
+            src.octets(),
+            "ff02::2".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+            255,
+        )
+        .icmpv6(etherparse::Icmpv6Type::Unknown {
+            type_u8: 133,
+            code_u8: 0,
+            bytes5to8: [0; 4],
+        })
+        .write(&mut v, &[1, 1, 2, 0, 0, 0, 0, 0x0a])
+        .unwrap();
+    v
+}
+
+#[test]
+fn a_router_solicitation_gets_an_advertisement_of_the_vifs_prefix_and_mtu() {
+    use std::net::Ipv6Addr;
+    use vrouter::tables::RouterAdvert;
+    let mut bed = bed();
+    let prefix: Ipv6Addr = "2001:db8:18:1::".parse().unwrap();
+    bed.tables
+        .set_ra(
+            POD_A,
+            Some(RouterAdvert {
+                prefix,
+                autonomous: true,
+                mtu: 1400,
+            }),
+        )
+        .unwrap();
+    let asker: Ipv6Addr = "fe80::a".parse().unwrap();
+    let out = bed.forward(POD_A, &router_solicit(asker), POD_A);
+    let p = SlicedPacket::from_ethernet(&out).expect("etherparse reads it");
+    assert_eq!(&out[0..6], &POD_A_MAC.0, "to the asker");
+    assert_eq!(&out[6..12], &VROUTER_MAC.0);
+    let Some(etherparse::NetSlice::Ipv6(ip)) = &p.net else {
+        panic!("IPv6")
+    };
+    let h = ip.header();
+    let router = vrouter::pipeline::reply::link_local(VROUTER_MAC);
+    assert_eq!(
+        h.source_addr(),
+        router,
+        "from the vrouter's link-local address"
+    );
+    assert_eq!(h.destination_addr(), asker);
+    assert_eq!(h.hop_limit(), 255, "on-link proof (RFC 4861 6.1.2)");
+    let Some(TransportSlice::Icmpv6(icmp)) = &p.transport else {
+        panic!("ICMPv6")
+    };
+    let want = icmp
+        .icmp_type()
+        .calc_checksum(h.source(), h.destination(), icmp.payload())
+        .unwrap();
+    assert_eq!(icmp.checksum(), want, "ICMPv6 checksum");
+    let m = icmp.slice();
+    assert_eq!((m[0], m[1]), (134, 0), "router advertisement");
+    assert_eq!(u16::from_be_bytes([m[6], m[7]]), 9000, "router lifetime");
+    // The options by hand: source link-layer address, MTU, prefix information.
+    assert_eq!(&m[16..24], &[1, 1, 0, 0, 0x5e, 0, 1, 0]);
+    assert_eq!(&m[24..32], &[5, 1, 0, 0, 0, 0, 0x05, 0x78]);
+    assert_eq!(&m[32..36], &[3, 4, 64, 0xc0], "/64, on-link and autonomous");
+    assert_eq!(&m[48..64], &prefix.octets());
+
+    // From the unspecified address: to all nodes.
+    let out = bed.forward(POD_A, &router_solicit(Ipv6Addr::UNSPECIFIED), POD_A);
+    assert_eq!(
+        &out[14 + 24..14 + 40],
+        &"ff02::1".parse::<Ipv6Addr>().unwrap().octets()
+    );
+    // The router's address is answered for (the pod resolves its default router).
+    let mut ns = Vec::new();
+    let mut body = router.octets().to_vec();
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&POD_A_MAC.0);
+    PacketBuilder::ethernet2(POD_A_MAC.0, VROUTER_MAC.0)
+        .ipv6(asker.octets(), router.octets(), 255)
+        .icmpv6(etherparse::Icmpv6Type::Unknown {
+            type_u8: 135,
+            code_u8: 0,
+            bytes5to8: [0; 4],
+        })
+        .write(&mut ns, &body)
+        .unwrap();
+    let out = bed.forward(POD_A, &ns, POD_A);
+    assert_eq!(out[14 + 40], 136, "neighbour advertisement");
+    // Pod B has no IPv6 address: its solicitations are dropped as before.
+    dropped_as(
+        &mut bed,
+        POD_B,
+        &router_solicit(asker),
+        DropReason::Multicast,
+    );
+}

@@ -48,9 +48,17 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             return self.pod_arp(vif, vrf, m, b);
         }
         if m.l3 == L3::Ipv6 {
+            if let Some(ra) = self.topo.ra(vif.index) {
+                if reply::is_router_solicit(b.data(), m) {
+                    let ra = *ra;
+                    return self.replied(reply::ra_reply(b, m, &ra, vrouter_mac), vif);
+                }
+            }
             if let Some(t) = reply::ns_target(b.data(), m) {
                 let src = Ipv6Addr::from(m.src);
-                if t != src && self.proxies(vrf.route_v6(u128::from(t)), vif.index) {
+                // The vrouter's own link-local address: the router its advertisements name.
+                let own = t == reply::link_local(vrouter_mac);
+                if t != src && (own || self.proxies(vrf.route_v6(u128::from(t)), vif.index)) {
                     return self.replied(reply::na_reply(b, m, t, vrouter_mac), vif);
                 }
                 return Verdict::Drop(DropReason::ArpNotForUs);
