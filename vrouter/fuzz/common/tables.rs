@@ -127,6 +127,14 @@ pub fn tables() -> Arc<Tables> {
         lease_time: 600,
     };
     t.set_dhcp(1, Some(lease)).expect("dhcp");
+    // The fabric VRF reaches 198.51.100.80 (a link-local service's far end) out of the fabric.
+    t.add_route(
+        0,
+        "198.51.100.80".parse().expect("address"),
+        32,
+        r(30, None),
+    )
+    .expect("route");
     t.set_label(200, 1).expect("label");
     t.set_vni(5000, 5).expect("vni");
     t.add_bridge(5, mac(0x0b), r(2, None)).expect("bridge");
