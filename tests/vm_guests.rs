@@ -5,7 +5,9 @@
 //! ways, the virtio offloads the guest negotiated (CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6),
 //! and 16 MiB of TCP each way with the SHA-256 compared at both ends. And a guest at MTU 9000
 //! on one node with a kernel pod on another, across a VXLAN fabric on vrouterd's kernel port:
-//! 8,000-byte pings and TCP each way in jumbo frames.
+//! 8,000-byte pings and TCP each way in jumbo frames. And a guest that gives up its boot-time
+//! address for the one its vif hands out by DHCP (busybox udhcpc in the guest: address, gateway,
+//! MTU, DNS, a classless static route) and then reaches a pod.
 //!
 //! Pings must work before anything else is worth checking, so they fail the test at once; the
 //! offload and TCP checks are each recorded and all reported together at the end, so one
@@ -325,4 +327,97 @@ fn vm_and_kernel_pod_on_two_nodes_over_a_kernel_fabric_at_mtu_9000() {
     drop(vm);
     let (s1, s2) = nodes.stop();
     assert!(s1.success() && s2.success(), "vrouterd exits {s1} {s2}");
+}
+
+/// What busybox udhcpc runs in the guest on `bound`: address, MTU, the classless static routes
+/// (else the router as default), and udhcpc's variables kept for the test.
+const GUEST_DHCP_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+deconfig) ip -4 addr flush dev "$interface" ;;
+bound|renew)
+    ip addr replace "$ip/$mask" dev "$interface"
+    [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+    if [ -n "$staticroutes" ]; then
+        set -- $staticroutes
+        while [ $# -ge 2 ]; do ip route replace "$1" via "$2" dev "$interface"; shift 2; done
+    elif [ -n "$router" ]; then
+        ip route replace default via "$router" dev "$interface"
+    fi
+    env | grep -E '^(ip|mask|router|dns|mtu|staticroutes|serverid|lease)=' > /tmp/dhcp.env
+    ;;
+esac
+exit 0
+"#;
+
+#[test]
+fn vm_takes_address_gateway_mtu_and_a_route_by_dhcp_and_then_reaches_a_pod() {
+    use control_api::api::{MacAddr, StaticRoute};
+    let start = Instant::now();
+    let node = Netns::new("vmdhcp");
+    let pod = KernelPod::attached_to(Some(&node), "q", 1, 1500);
+    let vr = start_vrouterd(Some(&node));
+    route_in_vrf1(&vr, &[("pod1", &pod)]);
+    let socket = vr.socket_base().join("vm-uid-6").join("vm6-net0");
+    // The guest boots with the address on its command line (198.18.6.2) and gives it up for
+    // the one its vif hands out by DHCP.
+    let cfg = VmConfig::new("vm6", 6, socket, VhostUserMode::Server);
+    let leased: std::net::Ipv4Addr = "198.18.6.9".parse().unwrap();
+    let dir = cfg.socket.parent().expect("socket directory").to_path_buf();
+    let file = cfg
+        .socket
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mut req =
+        testkit::vrouterd::vhost_user_vif("vm6", MacAddr(cfg.mac), &dir, &file, cfg.vrouterd_mode);
+    req.ip = Some(leased);
+    req.prefix_len = Some(24);
+    req.mtu = Some(1400);
+    req.dns_servers = vec!["192.0.2.53".parse().unwrap()];
+    req.static_routes = vec![StaticRoute {
+        prefix: "198.18.1.0/24".parse().unwrap(),
+        via: "198.18.6.1".parse().unwrap(),
+    }];
+    req.lease_time = Some(3600);
+    vr.add_vif(&req);
+    vr.route_to(3, "vm6", MacAddr(cfg.mac), &[&format!("{leased}/32")]);
+    let mut vm = Vm::boot(cfg);
+    wait_attached(&vr, "vm6", &mut vm);
+
+    vm.check(&format!(
+        "cat > /tmp/dhcp.sh <<'EOF'\n{GUEST_DHCP_SCRIPT}EOF\nchmod +x /tmp/dhcp.sh"
+    ));
+    vm.check("ip -4 addr flush dev eth0; ip route flush dev eth0 || true");
+    let (rc, log) = vm.run_timeout(
+        "busybox udhcpc -i eth0 -f -q -n -t 5 -T 2 -O mtu -O staticroutes -s /tmp/dhcp.sh 2>&1",
+        Duration::from_secs(60),
+    );
+    assert_eq!(rc, 0, "udhcpc in the guest got no lease: {log}");
+    let env = vm.check("cat /tmp/dhcp.env");
+    eprintln!("guest udhcpc: {log}\n{env}");
+    for want in [
+        format!("ip={leased}"),
+        "mask=24".to_string(),
+        "router=198.18.6.1".to_string(),
+        "mtu=1400".to_string(),
+        "dns=192.0.2.53".to_string(),
+        "staticroutes=198.18.1.0/24 198.18.6.1 0.0.0.0/0 198.18.6.1".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l.trim() == want), "{want} in {env}");
+    }
+    let addr = vm.check("ip -4 addr show dev eth0");
+    assert!(addr.contains(&format!("{leased}/24")), "{addr}");
+    let link = vm.check("ip link show dev eth0");
+    assert!(link.contains("mtu 1400"), "{link}");
+    let routes = vm.check("ip -4 route show");
+    assert!(routes.contains("198.18.1.0/24 via 198.18.6.1"), "{routes}");
+
+    let (ok, out) = vm.ping(pod.ip, 3);
+    assert!(ok, "VM → pod ping: {out}");
+    let out = pod.ping(&leased.to_string(), 3);
+    assert!(out.contains("3 received"), "pod → VM ping: {out}");
+    log_counters(&vr, &["vm6"], start);
+    drop(vm);
+    assert!(vr.stop().success());
 }

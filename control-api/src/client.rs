@@ -324,6 +324,25 @@ impl Client {
         self.get("/nat/services").await
     }
 
+    pub async fn link_local_set(
+        &self,
+        name: &str,
+        s: &crate::api::LinkLocalService,
+    ) -> Result<crate::api::LinkLocalServiceInfo, Error> {
+        self.call(
+            Method::PUT,
+            &format!("/link-local-services/{name}"),
+            Some(s),
+        )
+        .await
+    }
+    pub async fn link_local_del(&self, name: &str) -> Result<(), Error> {
+        self.delete(&format!("/link-local-services/{name}")).await
+    }
+    pub async fn link_locals(&self) -> Result<Vec<crate::api::LinkLocalServiceInfo>, Error> {
+        self.get("/link-local-services").await
+    }
+
     pub async fn flows(&self, query: &FlowQuery) -> Result<FlowPage, Error> {
         let q = serde_urlencoded::to_string(query).map_err(|e| Error::Decode(e.to_string()))?;
         let path = if q.is_empty() {

@@ -340,7 +340,7 @@ impl Controller {
         let info = self.vif_info(&entry);
         let record = Record::Vif(VifRecord::VifAdd {
             index: entry.spec.index,
-            vif: entry.config.to_request(),
+            vif: Box::new(entry.config.to_request()),
             created_dirs: entry.created_dirs.clone(),
         });
         self.model().commit_vif_add(entry);
@@ -812,6 +812,63 @@ impl Controller {
         })?;
         info!("service removed");
         Ok(())
+    }
+
+    pub fn link_local_set(
+        &self,
+        name: &str,
+        svc: &crate::api::LinkLocalService,
+    ) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("link_local_set", service = %name).entered();
+        let _change = self.change();
+        let new = self.model().check_link_local_set(name, svc)?;
+        let old = self.model().link_local(name).ok().copied();
+        if old == Some(*svc) {
+            return Ok(Outcome::Replaced);
+        }
+        // A replacement at another address:port: the old one goes first.
+        if let Some(old) =
+            old.filter(|o| (o.address, o.port, o.proto) != (svc.address, svc.port, svc.proto))
+        {
+            self.apply(&Change::LinkLocalDel { service: old })?;
+        }
+        self.apply(&Change::LinkLocalSet { service: *svc })?;
+        self.model().commit_link_local_set(name, *svc);
+        self.save(|| {
+            Record::Nat(NatRecord::LinkLocalSet {
+                name: name.to_string(),
+                service: *svc,
+            })
+        })?;
+        info!(address = %svc.address, port = svc.port, service_address = %svc.service_address, service_port = svc.service_port, "link-local service set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn link_local_del(&self, name: &str) -> Result<(), Error> {
+        let _span = tracing::info_span!("link_local_del", service = %name).entered();
+        let _change = self.change();
+        let service = *self.model().link_local(name)?;
+        self.apply(&Change::LinkLocalDel { service })?;
+        self.model().commit_link_local_del(name);
+        self.save(|| {
+            Record::Nat(NatRecord::LinkLocalDel {
+                name: name.to_string(),
+            })
+        })?;
+        info!("link-local service removed");
+        Ok(())
+    }
+
+    pub fn link_local(&self, name: &str) -> Result<crate::api::LinkLocalServiceInfo, Error> {
+        let service = *self.model().link_local(name)?;
+        Ok(crate::api::LinkLocalServiceInfo {
+            name: name.to_string(),
+            service,
+        })
+    }
+
+    pub fn link_locals(&self) -> Vec<crate::api::LinkLocalServiceInfo> {
+        self.model().link_local_infos()
     }
 
     /// Service `name` with its backends' flows.

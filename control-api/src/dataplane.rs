@@ -25,6 +25,23 @@ pub struct VifSpec {
     pub ip6: Option<Ipv6Addr>,
     pub mtu: u32,
     pub kind: VifKind,
+    /// What the vif's DHCP answers hand out (none: DHCP from it is dropped).
+    pub dhcp: Option<DhcpSettings>,
+}
+
+/// A vif's DHCP lease, validated: its address in a subnet of 1..=30 bits, a gateway in it
+/// that is neither the address nor the subnet's network or broadcast address, routes via
+/// addresses of the subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpSettings {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// (prefix, length, via)
+    pub static_routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    /// Seconds (`u32::MAX`: infinite).
+    pub lease_time: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +209,14 @@ pub enum Change {
     ServiceDel {
         service: crate::api::Service,
     },
+    /// Set (or replace) a link-local service; flows to its address go.
+    LinkLocalSet {
+        service: crate::api::LinkLocalService,
+    },
+    /// Remove a link-local service; its flows go.
+    LinkLocalDel {
+        service: crate::api::LinkLocalService,
+    },
 }
 
 impl Change {
@@ -211,6 +236,8 @@ impl Change {
             Change::FloatingIpDel { .. } => "floating_ip_del",
             Change::ServiceSet { .. } => "service_set",
             Change::ServiceDel { .. } => "service_del",
+            Change::LinkLocalSet { .. } => "link_local_set",
+            Change::LinkLocalDel { .. } => "link_local_del",
         }
     }
 }

@@ -35,7 +35,8 @@ pub mod server;
 pub use client::{BlockingClient, Client};
 pub use controller::{Controller, ControllerConfig, Outcome};
 pub use dataplane::{
-    Change, Dataplane, DataplaneError, DataplaneErrorKind, TableChange, VifKind, VifSpec,
+    Change, Dataplane, DataplaneError, DataplaneErrorKind, DhcpSettings, TableChange, VifKind,
+    VifSpec,
 };
 pub use error::Error;
 pub use server::{serve, ControlSocket, ServeOptions};

@@ -91,6 +91,7 @@ fn config(c: &Controller) -> serde_json::Value {
         "vrfs": vrfs, "vifs": vifs, "nexthops": c.nexthops(), "tables": per_vrf,
         "mpls": c.mpls(), "vxlan": c.vxlan(), "nat_pools": c.nat_pools().unwrap(),
         "floating_ips": c.floating_ips(), "services": c.services().unwrap(),
+        "link_local": c.link_locals(),
     })
 }
 
@@ -127,7 +128,17 @@ fn configure(c: &Controller, pods: &Path) {
     ))
     .unwrap();
     c.vif_del("gone").unwrap();
-    c.vif_add(&af_packet("podK", "vk0", 3)).unwrap();
+    // With DHCP settings, which must come back as they were.
+    let mut pod_k = af_packet("podK", "vk0", 3);
+    pod_k.ip = Some("198.18.3.2".parse().unwrap());
+    pod_k.prefix_len = Some(24);
+    pod_k.dns_servers = vec!["192.0.2.53".parse().unwrap()];
+    pod_k.static_routes = vec![control_api::api::StaticRoute {
+        prefix: "203.0.113.0/24".parse().unwrap(),
+        via: "198.18.3.1".parse().unwrap(),
+    }];
+    pod_k.lease_time = Some(3600);
+    c.vif_add(&pod_k).unwrap();
     let nexthops = [
         (
             1,
@@ -221,6 +232,16 @@ fn configure(c: &Controller, pods: &Path) {
     })
     .unwrap();
     c.service_del("gone").unwrap();
+    let md = |port: u16| control_api::api::LinkLocalService {
+        address: control_api::api::LinkLocalService::METADATA,
+        port,
+        proto: control_api::api::ServiceProto::Tcp,
+        service_address: "198.51.100.80".parse().unwrap(),
+        service_port: 8775,
+    };
+    c.link_local_set("metadata", &md(80)).unwrap();
+    c.link_local_set("gone", &md(81)).unwrap();
+    c.link_local_del("gone").unwrap();
 }
 
 #[test]
@@ -249,6 +270,13 @@ fn everything_accepted_is_restored_after_a_crash_and_again_after_a_compaction() 
         2,
         "the index it had"
     );
+    let k = second.ctrl.vif("podK").unwrap().config;
+    assert_eq!(
+        (k.prefix_len, k.lease_time, k.static_routes.len()),
+        (Some(24), Some(3600), 1),
+        "its DHCP settings"
+    );
+    assert_eq!(second.ctrl.link_locals().len(), 1, "the link-local service");
 
     // Enough changes to compact the journal into a snapshot, then a restart reads that.
     let c = &second.ctrl;

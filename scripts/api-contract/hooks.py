@@ -2,8 +2,9 @@
 
 Two kinds of knowledge the OpenAPI document states in words but a generator cannot read:
 - value formats with a rule a regular expression cannot say (prefixes with their host bits
-  zero, port ranges in order, NAT pools' address and port ranges in order): generators for
-  them, or positive cases put in order;
+  zero, port ranges in order, NAT pools' address and port ranges in order, a vif's DHCP
+  gateway and routes inside its subnet, link-local services off the vifs' own sources):
+  generators for them, or positive cases put in order;
 - facts of the machine under test (the socket base, which interfaces and devices exist, which
   groups): schema-valid vif requests are pointed at them;
 - time: a valid GET /events may wait a minute for a change; positive cases wait 20 ms at most. Only positive cases are touched, so
@@ -72,12 +73,58 @@ def _nat_pool(body):
     return body
 
 
+def _dhcp(body):
+    """A schema-valid vif request's DHCP fields made ones the rules in words accept: the
+    address a host of its subnet, the gateway and every route's via other hosts of it, no
+    default route among the static routes."""
+    try:
+        length = int(body["prefix-len"])
+        ip = ipaddress.IPv4Address(body["ip"])
+    except (KeyError, ValueError, TypeError):
+        return body
+    net = ipaddress.ip_network((ip, length), strict=False)
+    first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
+    host = min(max(int(ip), first + 1), last)
+    body["ip"] = str(ipaddress.IPv4Address(host))
+    gateway = str(ipaddress.IPv4Address(first))
+    if "gateway" in body:
+        body["gateway"] = gateway
+    routes = body.get("static-routes")
+    if isinstance(routes, list):
+        body["static-routes"] = [
+            {**r, "via": gateway}
+            for r in routes
+            if isinstance(r, dict) and not str(r.get("prefix", "")).endswith("/0")
+        ]
+    return body
+
+
+def _link_local(body):
+    """A schema-valid link-local service made one the rules in words accept: its address
+    outside 169.254.1.0-169.254.4.255, the vifs' own sources."""
+    try:
+        a = ipaddress.IPv4Address(body["address"])
+    except (KeyError, ValueError):
+        return body
+    if a.packed[2] in (1, 2, 3, 4):
+        body["address"] = "169.254.169.254"
+    return body
+
+
 @schemathesis.hook
 def map_case(context, case):
     if _positive(case) and case.operation.path == "/events" and isinstance(case.query, dict):
         # A valid wait can be a minute with no change coming: a few milliseconds tell the same.
         if isinstance(case.query.get("wait_ms"), int):
             case.query["wait_ms"] = min(case.query["wait_ms"], 20)
+        return case
+    if (
+        _positive(case)
+        and case.operation.path == "/link-local-services/{name}"
+        and case.method.upper() == "PUT"
+        and isinstance(case.body, dict)
+    ):
+        case.body = _link_local(case.body)
         return case
     if (
         _positive(case)
@@ -92,6 +139,7 @@ def map_case(context, case):
     body = case.body
     if not isinstance(body, dict):
         return case
+    body = _dhcp(body)
     kind = body.get("type")
     if kind == "vhost-user":
         tag = hashlib.sha256(str(body.get("vhostsocket-dir")).encode()).hexdigest()[:8]

@@ -2,7 +2,7 @@
 
 use control_api::{Change, DataplaneError, TableChange};
 use tracing::{info, info_span};
-use vrouter::nat::{FloatingIp, PoolRange, Service};
+use vrouter::nat::{FloatingIp, LinkLocal, PoolRange, Service};
 use vrouter::tables::RouteTarget;
 
 use super::convert::flow_policy;
@@ -136,6 +136,21 @@ impl VrouterDataplane {
                 info!(vrf = service.vrf, address = %service.address, port = service.port, "service removed");
                 Ok(())
             }
+            Change::LinkLocalSet { service } => {
+                self.nat
+                    .set_link_local(link_local_of(service))
+                    .map_err(table_err)?;
+                info!(address = %service.address, port = service.port, service_address = %service.service_address, "link-local service set");
+                Ok(())
+            }
+            Change::LinkLocalDel { service } => {
+                let l = link_local_of(service);
+                self.nat
+                    .del_link_local(l.proto, l.addr, l.port)
+                    .map_err(table_err)?;
+                info!(address = %service.address, port = service.port, "link-local service removed");
+                Ok(())
+            }
             Change::FloatingIpDel { address } => {
                 self.nat
                     .del_floating(u32::from(*address))
@@ -151,6 +166,17 @@ impl VrouterDataplane {
                 Ok(())
             }
         }
+    }
+}
+
+/// The dataplane's form of a link-local service.
+fn link_local_of(s: &control_api::api::LinkLocalService) -> LinkLocal {
+    LinkLocal {
+        proto: s.proto.number(),
+        addr: u32::from(s.address),
+        port: s.port,
+        service_addr: u32::from(s.service_address),
+        service_port: s.service_port,
     }
 }
 

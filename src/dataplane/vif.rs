@@ -6,12 +6,15 @@ use std::sync::atomic::Ordering;
 
 use control_api::api::VhostUserMode;
 use control_api::model::{device_name, kernel_device_iface};
-use control_api::{DataplaneError, DataplaneErrorKind, VifKind as ApiVifKind, VifSpec};
+use control_api::{
+    DataplaneError, DataplaneErrorKind, DhcpSettings, VifKind as ApiVifKind, VifSpec,
+};
 use crossbeam::channel::bounded;
 use pmd_shim::{EthPort, KernelPort, KernelPortConfig, KernelPortMonitor, Mempool, PortConfig};
 use tracing::{info, warn};
 use vrouter::stats::MAX_VIFS;
-use vrouter::tables::{Vif, VifKind};
+use vrouter::tables::{RouterAdvert, Vif, VifKind};
+use vrouter::wire::dhcp::{self, Lease, Route};
 
 use crate::lcore::{LcoreCmd, NO_OWNER};
 use crate::vhost_core::VhostCmd;
@@ -78,6 +81,22 @@ impl VrouterDataplane {
             mtu,
         }) {
             drop(reg);
+            self.release_io(index, &spec.name, io, placed.is_some());
+            return Err(table_err(e));
+        }
+        // Its DHCP lease (validated by the controller: fits the lease's bounds), and for a pod
+        // with an IPv6 address, router advertisements of its /64.
+        let ra = match (kind, spec.ip6) {
+            (VifKind::Pod, Some(ip6)) => Some(router_advert(ip6, spec.mac, mtu)),
+            _ => None,
+        };
+        let addressing = self
+            .tables
+            .set_dhcp(index, spec.dhcp.as_ref().map(|d| lease(d, mtu)))
+            .and_then(|()| self.tables.set_ra(index, ra));
+        if let Err(e) = addressing {
+            drop(reg);
+            let _ = self.tables.del_vif(index);
             self.release_io(index, &spec.name, io, placed.is_some());
             return Err(table_err(e));
         }
@@ -406,4 +425,46 @@ pub(super) fn least_loaded(load: &[u32]) -> u8 {
         .enumerate()
         .min_by_key(|(_, &n)| n)
         .map_or(0, |(i, _)| i as u8)
+}
+
+/// What the forwarding plane hands out by DHCP for a vif: its settings, and its MTU.
+fn lease(d: &DhcpSettings, mtu: u16) -> Lease {
+    Lease {
+        address: d.address,
+        prefix_len: d.prefix_len,
+        gateway: d.gateway,
+        dns: d.dns_servers.iter().copied().take(dhcp::MAX_DNS).collect(),
+        mtu: Some(mtu),
+        routes: d
+            .static_routes
+            .iter()
+            .take(dhcp::MAX_ROUTES)
+            .map(|&(prefix, len, router)| Route {
+                prefix,
+                len,
+                router,
+            })
+            .collect(),
+        lease_time: d.lease_time,
+    }
+}
+
+/// What a pod vif with IPv6 address `ip6` advertises: `ip6`'s /64, autonomous (the pod makes
+/// its address there itself) when `ip6` is the address made from the pod's MAC by modified
+/// EUI-64, as Linux does by default; otherwise on-link only (the pod's address is given it
+/// another way).
+fn router_advert(
+    ip6: std::net::Ipv6Addr,
+    mac: control_api::api::MacAddr,
+    mtu: u16,
+) -> RouterAdvert {
+    let o = ip6.octets();
+    let mut prefix = [0u8; 16];
+    prefix[..8].copy_from_slice(&o[..8]);
+    let eui = vrouter::pipeline::reply::link_local(mac).octets();
+    RouterAdvert {
+        prefix: std::net::Ipv6Addr::from(prefix),
+        autonomous: o[8..] == eui[8..],
+        mtu,
+    }
 }

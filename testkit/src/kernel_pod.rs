@@ -59,6 +59,25 @@ impl KernelPod {
     /// As [`KernelPod::new`], with the vif side of the veth in `node`'s namespace (where that
     /// node's vrouterd runs) instead of the host's.
     pub fn attached_to(node: Option<&Netns>, tag: &str, n: u8, mtu: u32) -> KernelPod {
+        let pod = Self::unaddressed(node, tag, n, mtu);
+        let (ns, ip, ip6) = (&pod.ns, pod.ip, pod.ip6);
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        ns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
+        ns.ip(&["route", "add", "default", "via", &format!("198.18.{n}.1")]);
+        ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("2001:db8:18:{n:x}::1"),
+        ]);
+        pod
+    }
+
+    /// As [`KernelPod::attached_to`], but with `eth0` up and no address or route: a pod that
+    /// takes its configuration by DHCP (`ip` and `ip6` are what it is meant to get).
+    pub fn unaddressed(node: Option<&Netns>, tag: &str, n: u8, mtu: u32) -> KernelPod {
         let ns = Netns::new(&format!("kp{tag}"));
         let id = std::process::id() % 100_000;
         let host_side = format!("vk{id}{tag}");
@@ -89,18 +108,7 @@ impl KernelPod {
         ]);
         // HostVeth made both ends without IPv6; the pod speaks it.
         ns.exec(&["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"]);
-        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        ns.ip(&["addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
         ns.ip(&["link", "set", "eth0", "up"]);
-        ns.ip(&["route", "add", "default", "via", &format!("198.18.{n}.1")]);
-        ns.ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("2001:db8:18:{n:x}::1"),
-        ]);
         KernelPod {
             ns,
             _veth: veth,

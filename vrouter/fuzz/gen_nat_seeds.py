@@ -2,8 +2,8 @@
 """Writes the source-NAT seeds of the pipeline_flows target (run from vrouter/fuzz/): pod 2 and
 pod 1 leaving for 203.0.113.0/24 through the pool (198.51.100.64, ports 40000-40003), replies
 from the fabric to the pairs handed out first, ICMP errors quoting them, exhaustion, aging,
-detach/attach, pod 1's floating IP (198.51.100.200) both ways, and packets NAT cannot
-translate."""
+detach/attach, pod 1's floating IP (198.51.100.200) both ways, packets NAT cannot translate,
+and both pods' flows to the link-local metadata service."""
 import os, struct
 from scapy.all import Ether, IP, TCP, UDP, ICMP, Raw
 
@@ -20,6 +20,12 @@ def pod2(l4, **ip):
 
 def fabric(l4):
     return Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst=POOL) / l4
+
+def metadata(mac, ip, l4):
+    return Ether(src=mac, dst=VROUTER) / IP(src=ip, dst="169.254.169.254") / l4
+
+def from_metadata(to, l4):
+    return Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src="198.51.100.80", dst=to) / l4
 
 seeds = {
     "nat_udp_and_reply": rec(2, 1, pod2(UDP(sport=1000, dport=53) / Raw(b"q")))
@@ -50,6 +56,15 @@ seeds = {
     + rec(0x21, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst="198.51.100.200") / ICMP(type=8, id=6)),
     "nat_unsupported": rec(2, 1, pod2(UDP(sport=1, dport=2), flags="MF"))
     + rec(2, 1, pod2(Raw(b"gre"), proto=47)),
+    # Both pods to the metadata service (169.254.169.254:80 -> 198.51.100.80:8775) from the
+    # same port, the service's answers to each vif's link-local source, a request, aging, a FIN.
+    "link_local_metadata": rec(1, 1, metadata(POD_A, "198.18.1.10", TCP(sport=4000, dport=80, flags="S")))
+    + rec(2, 1, metadata(POD_B, "198.18.1.11", TCP(sport=4000, dport=80, flags="S")))
+    + rec(0, 1, from_metadata("169.254.1.1", TCP(sport=8775, dport=4000, flags="SA")))
+    + rec(0, 0, from_metadata("169.254.1.2", TCP(sport=8775, dport=4000, flags="SA")))
+    + rec(1, 1, metadata(POD_A, "198.18.1.10", TCP(sport=4000, dport=80, flags="A") / Raw(b"GET /")))
+    + rec(1, 0x7f, metadata(POD_A, "198.18.1.10", TCP(sport=4000, dport=80, flags="FA")))
+    + rec(0, 1, from_metadata("169.254.1.1", TCP(sport=8775, dport=4000, flags="FA"))),
 }
 for name, data in seeds.items():
     open(os.path.join("corpus/pipeline_flows", "seed-" + name), "wb").write(data)

@@ -100,6 +100,13 @@ drop_reasons! {
     /// A packet leaving through source NAT that it cannot translate: not IPv4, a fragment,
     /// neither TCP, UDP nor an ICMP echo request.
     NatUnsupported = "nat_unsupported",
+    /// DHCP from a pod vif that has no address to hand out (no `ip` and `prefix-len`). The
+    /// agent channel (pkt0) would take these; until it exists they are dropped here.
+    DhcpNoAddress = "dhcp_no_address",
+    /// DHCP the vrouter takes without answering: RELEASE and DECLINE (the address is the
+    /// vif's, fixed by its configuration), a REQUEST that chose another server, BOOTP replies,
+    /// messages without a type vrouterd answers.
+    DhcpIgnored = "dhcp_ignored",
 }
 
 /// A counter with exactly one writer (its core). `add` is a relaxed load and store: on x86 two
@@ -139,7 +146,7 @@ pub struct VifCounters {
 pub struct CoreStats {
     drops: [Counter; DropReason::COUNT],
     vifs: Box<[VifCounters]>,
-    /// Packets answered by the vrouter itself (ARP, NA).
+    /// Packets answered by the vrouter itself (ARP, NA, DHCP).
     pub replies: Counter,
     /// Packets handed to the host (receive nexthop, fabric traffic not for a tunnel).
     pub to_host: Counter,

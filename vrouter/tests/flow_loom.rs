@@ -225,6 +225,7 @@ fn a_dump_never_copies_a_torn_entry_while_its_slot_is_reused() {
                 is_reverse: info.is_reverse,
                 nat: info.nat.is_some(),
                 nat_dst: false,
+                nat_both: false,
                 partner: info.reverse,
             };
             assert!(

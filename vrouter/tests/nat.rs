@@ -10,7 +10,7 @@ use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use vrouter::flow::{Action, FlowConfig, FlowStage, FlowTable, FlowTimeouts, Policies, Policy};
-use vrouter::nat::{FloatingIp, Nat, PoolRange, Service};
+use vrouter::nat::{link_local_source, FloatingIp, LinkLocal, Nat, PoolRange, Service};
 use vrouter::pipeline::{Pipeline, TxBatches};
 use vrouter::tables::{Nexthop, RouteTarget};
 use vrouter::{DropReason, PacketBuf, StatsRegistry, VecBuf};
@@ -22,6 +22,7 @@ const PORTS: (u16, u16) = (40000, 40001);
 const NH_FABRIC: u32 = 30;
 
 struct NatBed {
+    tables: Arc<vrouter::tables::Tables>,
     nat: Nat,
     policies: Policies,
     stats: StatsRegistry,
@@ -83,7 +84,8 @@ fn bed() -> NatBed {
     let stats = StatsRegistry::default();
     let stage = policies.stage(tables.clone()).with_nat(&nat);
     NatBed {
-        pipe: Pipeline::new(tables, stats.new_core(), stage),
+        pipe: Pipeline::new(tables.clone(), stats.new_core(), stage),
+        tables,
         nat,
         policies,
         stats,
@@ -876,4 +878,110 @@ fn services_refuse_bad_backends_and_pool_addresses() {
         .nat
         .del_service(VRF as u16, 17, u32::from(VIP), 80)
         .is_err());
+}
+
+const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+const METADATA_SERVICE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 80);
+
+fn metadata() -> LinkLocal {
+    LinkLocal {
+        proto: 6,
+        addr: METADATA.into(),
+        port: 80,
+        service_addr: METADATA_SERVICE.into(),
+        service_port: 8775,
+    }
+}
+
+#[test]
+fn a_link_local_service_is_reached_from_each_vifs_own_link_local_source_and_answers_back() {
+    let mut b = bed();
+    let fabric = RouteTarget {
+        nexthop: NH_FABRIC,
+        label: None,
+    };
+    b.tables
+        .add_route(0, ip(METADATA_SERVICE), 32, fabric)
+        .unwrap();
+    assert!(b.nat.set_link_local(metadata()).unwrap());
+    assert!(!b.nat.set_link_local(metadata()).unwrap(), "the same again");
+
+    let to_metadata = frame(POD_A_IP, METADATA, P::Syn, 5555, 80);
+    let (vif, out) = b.run(POD_A, &to_metadata).expect("forwarded");
+    assert_eq!(vif, FABRIC);
+    let source_a = Ipv4Addr::from(link_local_source(POD_A));
+    assert_eq!(source_a, Ipv4Addr::new(169, 254, 1, POD_A as u8));
+    assert_eq!(tuple(&out), (source_a, 5555, METADATA_SERVICE, 8775));
+    assert_eq!(&out[0..6], &PEER_MAC.0, "to the fabric route's nexthop");
+    assert_eq!(
+        b.pool_in_use(),
+        0,
+        "no pool pair: the VRF's source NAT is not involved"
+    );
+    // Pod B, from the same port, from its own address.
+    let (_, out) = b
+        .run(POD_B, &frame(POD_B_IP, METADATA, P::Syn, 5555, 80))
+        .expect("forwarded");
+    let source_b = Ipv4Addr::from(link_local_source(POD_B));
+    assert_eq!(tuple(&out), (source_b, 5555, METADATA_SERVICE, 8775));
+
+    // The service answers pod A's vif address: back to pod A, from the metadata address.
+    let mut reply = frame(METADATA_SERVICE, source_a, P::Syn, 8775, 5555);
+    reply[0..6].copy_from_slice(&FABRIC_MAC.0);
+    let (vif, back) = b.run(FABRIC, &reply).expect("to the pod");
+    assert_eq!(vif, POD_A);
+    assert_eq!(tuple(&back), (METADATA, 80, POD_A_IP, 5555));
+    assert_eq!(&back[0..6], &POD_A_MAC.0);
+    // The flow's next packet takes the same way, from its entries.
+    let (_, again) = b.run(POD_A, &to_metadata).expect("forwarded");
+    assert_eq!(tuple(&again), (source_a, 5555, METADATA_SERVICE, 8775));
+    let flows = b.policies.table().flows(None, 16, 0).flows;
+    let fwd = flows
+        .iter()
+        .find(|f| !f.is_reverse && f.key.src == u128::from(u32::from(POD_A_IP)))
+        .expect("pod A's flow");
+    let shown = fwd.nat.expect("translated tuple");
+    assert_eq!(
+        (shown.vrf, shown.src as u32, shown.sport),
+        (0, u32::from(source_a), 5555)
+    );
+    assert_eq!(shown.dst as u32, u32::from(METADATA_SERVICE));
+
+    // UDP to the same address:port is no service: unrouted, dropped.
+    let before = b.drops(DropReason::NoRoute);
+    assert!(b
+        .run(POD_A, &frame(POD_A_IP, METADATA, P::Udp, 5555, 80))
+        .is_none());
+    assert_eq!(b.drops(DropReason::NoRoute), before + 1);
+    // Removed: its flows go, and the next packet finds no route.
+    b.nat.del_link_local(6, METADATA.into(), 80).unwrap();
+    assert!(b.policies.table().flows(None, 16, 0).flows.is_empty());
+    assert!(b.run(POD_A, &to_metadata).is_none());
+    assert_eq!(b.drops(DropReason::NoRoute), before + 2);
+    // The reply of a flow that is gone goes to the host, untranslated.
+    b.out.clear();
+    let _ = b.run(FABRIC, &reply);
+    assert_eq!(b.out.host.len(), 1);
+
+    // Not link-local, or a vif's own source address: refused.
+    for bad in [
+        LinkLocal {
+            addr: u32::from(Ipv4Addr::new(198, 18, 1, 1)),
+            ..metadata()
+        },
+        LinkLocal {
+            addr: link_local_source(3),
+            ..metadata()
+        },
+        LinkLocal {
+            proto: 1,
+            ..metadata()
+        },
+        LinkLocal {
+            service_port: 0,
+            ..metadata()
+        },
+    ] {
+        assert!(b.nat.set_link_local(bad).is_err(), "{bad:?}");
+    }
 }

@@ -25,8 +25,9 @@ pub use mirror::{
     MIRROR_SNAPLEN_MIN,
 };
 pub use nat::{
-    FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, NatPorts, Service,
-    ServiceBackend, ServiceBackendInfo, ServiceInfo, ServiceProto, SnatAttachment,
+    FloatingIp, FloatingIpInfo, LinkLocalService, LinkLocalServiceInfo, NatPool, NatPoolInfo,
+    NatPoolUsage, NatPorts, Service, ServiceBackend, ServiceBackendInfo, ServiceInfo, ServiceProto,
+    SnatAttachment,
 };
 pub use nexthop::{Nexthop, NexthopInfo, TunnelEncap};
 pub use policy::{Policy, PolicyAction, PolicyRule, Proto};
@@ -37,7 +38,9 @@ pub use status::{
 };
 pub use text::{IpPrefix, MacAddr, PortRange, SyntaxError};
 pub use trace::{TraceRequest, TraceResult, TracedPacket, TRACE_COUNT_MAX};
-pub use vif::{VhostUserMode, VifCounters, VifInfo, VifRequest, VifState, VifStatus, VifType};
+pub use vif::{
+    StaticRoute, VhostUserMode, VifCounters, VifInfo, VifRequest, VifState, VifStatus, VifType,
+};
 pub use vrf::VrfInfo;
 
 /// The error body every 4xx/5xx carries.

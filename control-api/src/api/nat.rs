@@ -105,6 +105,46 @@ impl ServiceProto {
     }
 }
 
+/// `PUT /link-local-services/{name}`: TCP or UDP from any pod to `address:port` (link-local,
+/// 169.254.169.254:80 unless given) goes to `service-address:service-port`, routed in the
+/// fabric VRF, from the pod's vif's own link-local address (169.254.1.0 + vif index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkLocalService {
+    #[serde(default = "LinkLocalService::default_address")]
+    pub address: Ipv4Addr,
+    #[serde(default = "LinkLocalService::default_port")]
+    pub port: u16,
+    #[serde(default = "LinkLocalService::default_proto")]
+    pub proto: ServiceProto,
+    #[serde(rename = "service-address")]
+    pub service_address: Ipv4Addr,
+    #[serde(rename = "service-port")]
+    pub service_port: u16,
+}
+
+impl LinkLocalService {
+    /// The metadata service's address.
+    pub const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+    fn default_address() -> Ipv4Addr {
+        Self::METADATA
+    }
+    fn default_port() -> u16 {
+        80
+    }
+    fn default_proto() -> ServiceProto {
+        ServiceProto::Tcp
+    }
+}
+
+/// A link-local service as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkLocalServiceInfo {
+    pub name: String,
+    #[serde(flatten)]
+    pub service: LinkLocalService,
+}
+
 /// A service backend: an address and port of a pod of the service's VRF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

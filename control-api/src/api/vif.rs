@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::MacAddr;
+use super::{IpPrefix, MacAddr};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -69,6 +69,35 @@ pub struct VifRequest {
     pub ip6: Option<Ipv6Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
+    /// The prefix length of `ip`'s subnet. With `ip`, the vif answers DHCP (see
+    /// [`VifRequest::gateway`] and the fields after it).
+    #[serde(
+        rename = "prefix-len",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub prefix_len: Option<u8>,
+    /// DHCP: the pod's gateway, the vrouter (answered ARP for); default the subnet's first
+    /// address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// DHCP: DNS servers (option 6), at most 4.
+    #[serde(rename = "dns-servers", default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// DHCP: classless static routes (option 121), at most 16.
+    #[serde(
+        rename = "static-routes",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub static_routes: Vec<StaticRoute>,
+    /// DHCP: lease time in seconds (60..=4294967295, the last meaning infinite); default 86400.
+    #[serde(
+        rename = "lease-time",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lease_time: Option<u32>,
     #[serde(
         rename = "vhostsocket-dir",
         default,
@@ -112,6 +141,11 @@ impl VifRequest {
             ip: None,
             ip6: None,
             mtu: None,
+            prefix_len: None,
+            gateway: None,
+            dns_servers: Vec::new(),
+            static_routes: Vec::new(),
+            lease_time: None,
             vhostsocket_dir: None,
             vhostsocket_filename: None,
             vhostuser_mode: None,
@@ -121,6 +155,15 @@ impl VifRequest {
             iface: None,
         }
     }
+}
+
+/// A classless static route a vif's DHCP answers hand out: `prefix` via `via` (an address in
+/// the vif's subnet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticRoute {
+    pub prefix: IpPrefix,
+    pub via: Ipv4Addr,
 }
 
 /// Live state of a vif as the dataplane reports it.

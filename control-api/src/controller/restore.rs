@@ -105,6 +105,10 @@ impl Controller {
             NatRecord::FloatingIpDel { address } => self.floating_ip_del(*address),
             NatRecord::ServiceSet { name, service } => self.service_set(name, service).map(drop),
             NatRecord::ServiceDel { name } => self.service_del(name),
+            NatRecord::LinkLocalSet { name, service } => {
+                self.link_local_set(name, service).map(drop)
+            }
+            NatRecord::LinkLocalDel { name } => self.link_local_del(name),
         }
     }
 

@@ -58,10 +58,17 @@ pub enum NatRecord {
     ServiceDel {
         name: String,
     },
+    LinkLocalSet {
+        name: String,
+        service: crate::api::LinkLocalService,
+    },
+    LinkLocalDel {
+        name: String,
+    },
 }
 
 /// The `op` of each [`NatRecord`].
-const NAT_OPS: [&str; 8] = [
+const NAT_OPS: [&str; 10] = [
     "nat-pool-set",
     "nat-pool-del",
     "snat-set",
@@ -70,6 +77,8 @@ const NAT_OPS: [&str; 8] = [
     "floating-ip-del",
     "service-set",
     "service-del",
+    "link-local-set",
+    "link-local-del",
 ];
 
 /// A change to vifs or their policies. Vif adds carry what a fresh request cannot: the index the
@@ -80,7 +89,8 @@ const NAT_OPS: [&str; 8] = [
 pub enum VifRecord {
     VifAdd {
         index: u32,
-        vif: VifRequest,
+        /// Boxed: a request is much larger than the other records.
+        vif: Box<VifRequest>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         created_dirs: Vec<PathBuf>,
     },
@@ -161,7 +171,7 @@ pub fn snapshot<'a>(
         .map(|v| {
             Record::Vif(VifRecord::VifAdd {
                 index: v.spec.index,
-                vif: v.config.to_request(),
+                vif: Box::new(v.config.to_request()),
                 created_dirs: v.created_dirs.clone(),
             })
         });
@@ -230,6 +240,12 @@ pub fn snapshot<'a>(
             service: s.clone(),
         })
     });
+    let link_local = model.link_locals().map(|(name, s)| {
+        Record::Nat(NatRecord::LinkLocalSet {
+            name: name.to_string(),
+            service: *s,
+        })
+    });
     vrfs.chain(vifs)
         .chain(plain)
         .chain(ecmp)
@@ -242,6 +258,7 @@ pub fn snapshot<'a>(
         .chain(snat)
         .chain(floating)
         .chain(services)
+        .chain(link_local)
 }
 
 #[cfg(test)]
@@ -304,7 +321,7 @@ mod tests {
         let all = [
             VifRecord::VifAdd {
                 index: 1,
-                vif,
+                vif: Box::new(vif),
                 created_dirs: Vec::new(),
             },
             VifRecord::VifDel { name: "v".into() },
@@ -369,6 +386,19 @@ mod tests {
                 },
             },
             NatRecord::ServiceDel { name: "web".into() },
+            NatRecord::LinkLocalSet {
+                name: "metadata".into(),
+                service: crate::api::LinkLocalService {
+                    address: crate::api::LinkLocalService::METADATA,
+                    port: 80,
+                    proto: crate::api::ServiceProto::Tcp,
+                    service_address: "198.51.100.80".parse().unwrap(),
+                    service_port: 8775,
+                },
+            },
+            NatRecord::LinkLocalDel {
+                name: "metadata".into(),
+            },
         ];
         for record in all {
             // Exhaustive: a new variant must be listed here, and in NAT_OPS.
@@ -381,6 +411,8 @@ mod tests {
                 NatRecord::FloatingIpDel { .. } => "floating-ip-del",
                 NatRecord::ServiceSet { .. } => "service-set",
                 NatRecord::ServiceDel { .. } => "service-del",
+                NatRecord::LinkLocalSet { .. } => "link-local-set",
+                NatRecord::LinkLocalDel { .. } => "link-local-del",
             };
             let record = Record::Nat(record);
             let json = serde_json::to_vec(&record).unwrap();

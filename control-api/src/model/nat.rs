@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 
 use super::Model;
 use crate::api::{
-    FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, Service, ServiceBackendInfo,
-    ServiceInfo, SnatAttachment,
+    FloatingIp, FloatingIpInfo, LinkLocalService, LinkLocalServiceInfo, NatPool, NatPoolInfo,
+    NatPoolUsage, Service, ServiceBackendInfo, ServiceInfo, SnatAttachment,
 };
 use crate::error::Error;
 
@@ -26,6 +26,7 @@ pub struct NatModel {
     /// Fabric address → the pod address it is.
     floating: BTreeMap<Ipv4Addr, FloatingIp>,
     services: BTreeMap<String, Service>,
+    link_local: BTreeMap<String, LinkLocalService>,
 }
 
 /// Backends a service may have.
@@ -437,6 +438,85 @@ impl Model {
             .iter()
             .filter(|(_, n)| n.as_str() == name)
             .map(|(v, _)| format!("snat of vrf {v}"))
+            .collect()
+    }
+}
+
+impl Model {
+    /// Check `PUT /link-local-services/{name}`; whether it creates one (false: the same
+    /// again, or a replacement).
+    pub fn check_link_local_set(&self, name: &str, s: &LinkLocalService) -> Result<bool, Error> {
+        check_pool_name(name)?;
+        let [a, b, c, _] = s.address.octets();
+        if (a, b) != (169, 254) {
+            return Err(Error::field(
+                "address",
+                format!("{} is not a link-local address (169.254.0.0/16)", s.address),
+            ));
+        }
+        if (1..=4).contains(&c) {
+            return Err(Error::field(
+                "address",
+                format!(
+                    "{} is in 169.254.1.0-169.254.4.255, the vifs' own link-local sources",
+                    s.address
+                ),
+            ));
+        }
+        if s.port == 0 {
+            return Err(Error::field("port", "0 is not a service port"));
+        }
+        if !is_unicast(s.service_address) {
+            return Err(Error::field(
+                "service-address",
+                format!("{} is not a unicast address", s.service_address),
+            ));
+        }
+        if s.service_port == 0 {
+            return Err(Error::field("service-port", "0 is not a service port"));
+        }
+        if let Some((other, _)) = self.nat.link_local.iter().find(|(n, o)| {
+            n.as_str() != name && (o.address, o.port, o.proto) == (s.address, s.port, s.proto)
+        }) {
+            return Err(Error::Conflict(format!(
+                "link-local service {other} is {}:{} ({:?}) already",
+                s.address, s.port, s.proto
+            )));
+        }
+        Ok(!self.nat.link_local.contains_key(name))
+    }
+
+    pub fn commit_link_local_set(&mut self, name: &str, s: LinkLocalService) {
+        self.nat.link_local.insert(name.to_string(), s);
+    }
+
+    /// Link-local service `name` as configured.
+    pub fn link_local(&self, name: &str) -> Result<&LinkLocalService, Error> {
+        check_pool_name(name)?;
+        self.nat
+            .link_local
+            .get(name)
+            .ok_or_else(|| Error::NotFound {
+                what: "link-local service",
+                key: name.to_string(),
+            })
+    }
+
+    pub fn commit_link_local_del(&mut self, name: &str) {
+        self.nat.link_local.remove(name);
+    }
+
+    /// Every link-local service, by name.
+    pub fn link_locals(&self) -> impl Iterator<Item = (&str, &LinkLocalService)> + '_ {
+        self.nat.link_local.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
+    pub fn link_local_infos(&self) -> Vec<LinkLocalServiceInfo> {
+        self.link_locals()
+            .map(|(n, s)| LinkLocalServiceInfo {
+                name: n.to_string(),
+                service: *s,
+            })
             .collect()
     }
 }

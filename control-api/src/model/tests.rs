@@ -509,6 +509,7 @@ fn created_dirs_pass_to_a_vif_still_inside_them() {
             ip: None,
             ip6: None,
             mtu: 1500,
+            dhcp: None,
             port: VifPort::VhostUser(VhostUserPort {
                 dir: sock.parent().unwrap().into(),
                 filename: sock.file_name().unwrap().to_str().unwrap().into(),
@@ -539,4 +540,159 @@ fn created_dirs_pass_to_a_vif_still_inside_them() {
     assert_eq!(m.free_vif_index(), 0);
     let (_, removable) = m.commit_vif_del("b").unwrap();
     assert_eq!(removable, vec![PathBuf::from("/b/pod")]);
+}
+
+#[test]
+fn dhcp_settings_are_checked_field_by_field_and_round_trip() {
+    use crate::api::StaticRoute;
+    let mut m = Model::new();
+    m.commit_vrf_add(1);
+    let base = || {
+        let mut req = VifRequest::new("pod", VifType::AfPacket, 1, mac(1));
+        req.iface = Some("veth1".into());
+        req
+    };
+    // Without prefix-len no DHCP, and no DHCP field alone.
+    let c = m.check_vif_add(&base()).unwrap();
+    assert_eq!(c.dhcp, None);
+    let mut req = base();
+    req.lease_time = Some(600);
+    let e = m.check_vif_add(&req).unwrap_err();
+    assert!(
+        e.to_string().contains("lease-time") && e.to_string().contains("prefix-len"),
+        "{e}"
+    );
+    let mut req = base();
+    req.prefix_len = Some(24);
+    let e = m.check_vif_add(&req).unwrap_err();
+    assert_eq!(code(e), (400, "missing-field".into()));
+
+    let mut req = base();
+    req.ip = Some("198.18.1.2".parse().unwrap());
+    req.prefix_len = Some(24);
+    req.dns_servers = vec!["192.0.2.53".parse().unwrap()];
+    req.static_routes = vec![StaticRoute {
+        prefix: "203.0.113.0/24".parse().unwrap(),
+        via: "198.18.1.1".parse().unwrap(),
+    }];
+    let c = m.check_vif_add(&req).unwrap();
+    let d = c.dhcp.clone().unwrap();
+    assert_eq!(
+        d.gateway,
+        "198.18.1.1".parse::<std::net::Ipv4Addr>().unwrap(),
+        "default: first address"
+    );
+    assert_eq!(d.lease_time, 86_400);
+    // What is saved reads back to the same settings.
+    let again = m.check_vif_add(&c.to_request()).unwrap();
+    assert_eq!(again, c);
+
+    let bad = |f: &dyn Fn(&mut VifRequest), field: &str| {
+        let mut r = req.clone();
+        f(&mut r);
+        let e = m.check_vif_add(&r).unwrap_err();
+        assert_eq!(e.status(), 400, "{e}");
+        assert!(e.to_string().contains(field), "{field}: {e}");
+    };
+    bad(&|r| r.prefix_len = Some(31), "prefix-len");
+    bad(&|r| r.ip = Some("198.18.1.0".parse().unwrap()), "ip");
+    bad(&|r| r.ip = Some("198.18.1.1".parse().unwrap()), "gateway");
+    bad(
+        &|r| r.gateway = Some("198.18.2.1".parse().unwrap()),
+        "gateway",
+    );
+    bad(
+        &|r| r.dns_servers = vec!["255.255.255.255".parse().unwrap()],
+        "dns-servers",
+    );
+    bad(
+        &|r| r.dns_servers = vec!["192.0.2.1".parse().unwrap(); 5],
+        "dns-servers",
+    );
+    bad(&|r| r.lease_time = Some(59), "lease-time");
+    bad(
+        &|r| {
+            r.static_routes[0].via = "203.0.113.1".parse().unwrap();
+        },
+        "static-routes",
+    );
+    bad(
+        &|r| r.static_routes[0].prefix = "0.0.0.0/0".parse().unwrap(),
+        "static-routes",
+    );
+    bad(
+        &|r| r.static_routes[0].prefix = "2001:db8::/32".parse().unwrap(),
+        "static-routes",
+    );
+    bad(
+        &|r| {
+            r.vif_type = VifType::Tap;
+        },
+        "prefix-len",
+    );
+}
+
+#[test]
+fn link_local_services_are_link_local_and_unique() {
+    use crate::api::{LinkLocalService, ServiceProto};
+    let mut m = Model::new();
+    let md = LinkLocalService {
+        address: LinkLocalService::METADATA,
+        port: 80,
+        proto: ServiceProto::Tcp,
+        service_address: "198.51.100.80".parse().unwrap(),
+        service_port: 8775,
+    };
+    assert!(m.check_link_local_set("metadata", &md).unwrap());
+    m.commit_link_local_set("metadata", md);
+    assert!(
+        !m.check_link_local_set("metadata", &md).unwrap(),
+        "a replacement"
+    );
+    let e = m.check_link_local_set("other", &md).unwrap_err();
+    assert_eq!(code(e), (409, "conflict".into()));
+    let udp = LinkLocalService {
+        proto: ServiceProto::Udp,
+        ..md
+    };
+    assert!(
+        m.check_link_local_set("other", &udp).is_ok(),
+        "UDP is another service"
+    );
+    for (bad, field) in [
+        (
+            LinkLocalService {
+                address: "198.18.1.1".parse().unwrap(),
+                ..md
+            },
+            "address",
+        ),
+        (
+            LinkLocalService {
+                address: "169.254.1.7".parse().unwrap(),
+                ..md
+            },
+            "address",
+        ),
+        (LinkLocalService { port: 0, ..md }, "port"),
+        (
+            LinkLocalService {
+                service_address: "255.255.255.255".parse().unwrap(),
+                ..md
+            },
+            "service-address",
+        ),
+        (
+            LinkLocalService {
+                service_port: 0,
+                ..md
+            },
+            "service-port",
+        ),
+    ] {
+        let e = m.check_link_local_set("x", &bad).unwrap_err();
+        assert_eq!(e.status(), 400, "{e}");
+        assert!(e.to_string().contains(field), "{field}: {e}");
+    }
+    assert_eq!(m.link_local("nope").unwrap_err().status(), 404);
 }

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::extract::{parse_json, read_body, Body, Params};
 use super::lane::Lanes;
 use crate::api::{
-    BridgeEntry, FloatingIp, FlowQuery, MacAddr, Mirror, MplsRequest, NatPool, Nexthop, Policy,
-    Route, Service, SnatAttachment, TraceRequest, VifRequest, VxlanRequest,
+    BridgeEntry, FloatingIp, FlowQuery, LinkLocalService, MacAddr, Mirror, MplsRequest, NatPool,
+    Nexthop, Policy, Route, Service, SnatAttachment, TraceRequest, VifRequest, VxlanRequest,
 };
 use crate::controller::{Controller, Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
@@ -49,6 +49,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/nat/services/{name}"),
     ("PUT", "/nat/services/{name}"),
     ("DELETE", "/nat/services/{name}"),
+    ("GET", "/link-local-services"),
+    ("GET", "/link-local-services/{name}"),
+    ("PUT", "/link-local-services/{name}"),
+    ("DELETE", "/link-local-services/{name}"),
     ("GET", "/vifs"),
     ("POST", "/vifs"),
     ("GET", "/vifs/{name}"),
@@ -384,6 +388,31 @@ async fn service_del(State(s): St, p: Params) -> Res {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+async fn link_locals_list(State(s): St) -> Res {
+    let v = s.lanes.read(|c| Ok(c.link_locals())).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn link_local_get(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    let v = s.lanes.read(move |c| c.link_local(&name)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn link_local_put(State(s): St, p: Params, Body(svc): Body<LinkLocalService>) -> Res {
+    let name = p.get("name")?.to_string();
+    let n = name.clone();
+    let out = s.lanes.change(move |c| c.link_local_set(&n, &svc)).await?;
+    let v = s.lanes.read(move |c| c.link_local(&name)).await?;
+    Ok(json(put_status(out), &v))
+}
+
+async fn link_local_del(State(s): St, p: Params) -> Res {
+    let name = p.get("name")?.to_string();
+    s.lanes.change(move |c| c.link_local_del(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 fn nexthop_id(p: &Params) -> Result<u32, Error> {
     p.number("id", NEXTHOP_ID_RANGE.0, NEXTHOP_ID_RANGE.1)
 }
@@ -640,6 +669,10 @@ pub(super) fn router(lanes: Arc<Lanes>, ctrl: Arc<Controller>, body_limit: usize
             ("GET", "/nat/services/{name}") => on(filter, service_get),
             ("PUT", "/nat/services/{name}") => on(filter, service_put),
             ("DELETE", "/nat/services/{name}") => on(filter, service_del),
+            ("GET", "/link-local-services") => on(filter, link_locals_list),
+            ("GET", "/link-local-services/{name}") => on(filter, link_local_get),
+            ("PUT", "/link-local-services/{name}") => on(filter, link_local_put),
+            ("DELETE", "/link-local-services/{name}") => on(filter, link_local_del),
             ("GET", "/vifs") => on(filter, vifs_list),
             ("POST", "/vifs") => on(filter, vif_post),
             ("GET", "/vifs/{name}") => on(filter, vif_get),

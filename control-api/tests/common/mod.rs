@@ -186,7 +186,9 @@ impl Dataplane for MemDataplane {
             | Change::FloatingIpSet { .. }
             | Change::FloatingIpDel { .. }
             | Change::ServiceSet { .. }
-            | Change::ServiceDel { .. } => {}
+            | Change::ServiceDel { .. }
+            | Change::LinkLocalSet { .. }
+            | Change::LinkLocalDel { .. } => {}
         }
         Ok(())
     }

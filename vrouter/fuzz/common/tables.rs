@@ -1,12 +1,13 @@
 //! The forwarding state both pipeline targets run against: a fabric vif, two pod vifs in VRF 5
 //! (one with a small MTU), local, tunnel (VXLAN / MPLSoUDP / MPLSoGRE), ECMP, receive and plain
 //! fabric (203.0.113.0/24: what source NAT translates) nexthops, IPv4 and IPv6 routes, a label,
-//! a VNI and bridge entries.
+//! a VNI and bridge entries; pod 1 answers DHCP.
 
 use std::sync::Arc;
 use vrouter::tables::{
     FabricConfig, Nexthop, RouteTarget, Tables, TablesConfig, TunnelEncap, Vif, VifKind,
 };
+use vrouter::wire::dhcp::{Lease, Route};
 use vrouter::MacAddr;
 
 pub fn tables() -> Arc<Tables> {
@@ -109,6 +110,31 @@ pub fn tables() -> Arc<Tables> {
         t.add_route(5, p.parse().expect("prefix"), l, t_)
             .expect("route");
     }
+    // Pod 1 answers DHCP (198.18.1.10/24, gateway 198.18.1.1); pod 2 has no address.
+    let lease = Lease {
+        address: ip("198.18.1.10"),
+        prefix_len: 24,
+        gateway: ip("198.18.1.1"),
+        dns: [ip("192.0.2.53")].into_iter().collect(),
+        mtu: Some(1500),
+        routes: [Route {
+            prefix: ip("203.0.113.0"),
+            len: 24,
+            router: ip("198.18.1.1"),
+        }]
+        .into_iter()
+        .collect(),
+        lease_time: 600,
+    };
+    t.set_dhcp(1, Some(lease)).expect("dhcp");
+    // The fabric VRF reaches 198.51.100.80 (a link-local service's far end) out of the fabric.
+    t.add_route(
+        0,
+        "198.51.100.80".parse().expect("address"),
+        32,
+        r(30, None),
+    )
+    .expect("route");
     t.set_label(200, 1).expect("label");
     t.set_vni(5000, 5).expect("vni");
     t.add_bridge(5, mac(0x0b), r(2, None)).expect("bridge");

@@ -9,6 +9,8 @@
 //! 1's floating IP (198.51.100.200 for 198.18.1.10) or sets it again, bit 3 takes backend
 //! 198.18.1.10:8081 out of service VIP 198.18.1.100:80/TCP (VRF 5, also over 198.18.1.11:8080)
 //! or puts it back: after every call no flow to the VIP leaves for a backend it lacks.
+//! Link-local service 169.254.169.254:80/TCP leads to 198.51.100.80:8775 out of the fabric, from
+//! each pod vif's own 169.254.1.x.
 //! Source NAT: VRF 5 leaves for 203.0.113.0/24 through a pool of four pairs (198.51.100.64,
 //! ports 40000-40003), so flows take pairs, replies come back from the fabric, the pool runs
 //! out and pairs come back as flows age, are evicted or are detached: after every call the
@@ -29,7 +31,7 @@ use vrouter::flow::{
     Action, Cidr, FlowConfig, FlowInfo, FlowStage, FlowStats, FlowTable, FlowTimeouts, Policies,
     Policy, Rule,
 };
-use vrouter::nat::{FloatingIp, Nat, PoolRange, Service};
+use vrouter::nat::{FloatingIp, LinkLocal, Nat, PoolRange, Service};
 use vrouter::pipeline::{Pipeline, TxBatches};
 use vrouter::stats::{StatsSnapshot, VifTotals};
 use vrouter::tables::Tables;
@@ -129,6 +131,15 @@ const FLOATING: FloatingIp = FloatingIp {
     vrf: POD_VRF,
     inside: 0xc612_010a, // 198.18.1.10
 };
+/// The metadata service: 169.254.169.254:80/TCP from any pod to 198.51.100.80:8775 out of
+/// the fabric (both ends translated).
+const LINK_LOCAL: LinkLocal = LinkLocal {
+    proto: 6,
+    addr: 0xa9fe_a9fe,
+    port: 80,
+    service_addr: 0xc633_6450,
+    service_port: 8775,
+};
 
 /// Service VIP 198.18.1.100:80/TCP of the pod VRF, over both pods (`all`) or pod 2 alone.
 fn service(all: bool) -> Service {
@@ -195,6 +206,7 @@ impl<'a> Side<'a> {
         nat.attach(POD_VRF, "egress").expect("attach");
         nat.set_floating(FLOATING).expect("floating IP");
         nat.set_service(service(true)).expect("service");
+        nat.set_link_local(LINK_LOCAL).expect("link-local service");
         let policies = Policies::new(table);
         policies.set(1, Some(pod1_policy())).expect("policy");
         policies.set(2, Some(pod2_policy())).expect("policy");

@@ -7,7 +7,7 @@ use super::table::{
     SetupCredit, NO_VIF,
 };
 use crate::meta::{PacketMeta, L3};
-use crate::nat::{self, End, FloatingIp, Nat, NatSnapshot, SnatRule, Translation};
+use crate::nat::{self, End, FloatingIp, LinkLocal, Nat, NatSnapshot, SnatRule, Translation};
 use crate::pipeline::{FlowAction, FlowHook, Inbound, BURST};
 use crate::stats::{DropReason, MAX_VIFS};
 use crate::tables::{Nexthop, RouteTarget, Tables, Topology, FABRIC_VRF};
@@ -396,6 +396,36 @@ fn to_backend(topo: &Topology, backend: &FlowKey) -> FlowAction {
     }
 }
 
+/// A link-local service flow's packet, whose reply key is `reply` (the service as its source,
+/// the vif's link-local address and the pod's port as its destination), routed in the fabric
+/// VRF to the service.
+fn to_link_local_service(topo: &Topology, reply: &FlowKey) -> FlowAction {
+    match topo
+        .vrf(FABRIC_VRF)
+        .and_then(|v| v.route_v4(reply.src as u32))
+    {
+        Some(t) => twice(t, reply),
+        None => FlowAction::Refused(DropReason::NoRoute),
+    }
+}
+
+/// Both ends of a link-local service flow's packet, from its reply key.
+fn twice(target: RouteTarget, reply: &FlowKey) -> FlowAction {
+    FlowAction::Nat2(
+        target,
+        Translation {
+            end: End::Source,
+            addr: reply.dst as u32,
+            port: reply.dport,
+        },
+        Translation {
+            end: End::Destination,
+            addr: reply.src as u32,
+            port: reply.sport,
+        },
+    )
+}
+
 /// Whether source NAT can translate the packet: IPv4, not a fragment, TCP, UDP or an ICMP
 /// echo request.
 fn translatable(m: &PacketMeta) -> bool {
@@ -465,6 +495,17 @@ impl FlowHook for FlowStage {
 
     #[inline]
     fn on_lookup(&mut self, m: &PacketMeta, frame: &mut [u8], target: RouteTarget) -> FlowAction {
+        let link_local = {
+            let nat: &NatSnapshot = self.nat.load();
+            if nat.has_link_local() && m.l3 == L3::Ipv4 {
+                nat.link_local(m.proto, m.dst_v4(), m.dport).copied()
+            } else {
+                None
+            }
+        };
+        if let Some(l) = link_local {
+            return self.link_local_flow(m, frame, l);
+        }
         let FlowStage {
             table,
             policies,
@@ -558,10 +599,14 @@ impl FlowHook for FlowStage {
         let nat: &NatSnapshot = self.nat.load();
         // A VIP's flows always leave with the backend's route: this target is never used
         // (an invalid nexthop, dropped if it were).
-        (nat.has_service(m.vrf)
+        let vip = nat.has_service(m.vrf)
             && m.l3 == L3::Ipv4
-            && nat.service(m.vrf, m.proto, m.dst_v4(), m.dport).is_some())
-        .then_some(RouteTarget {
+            && nat.service(m.vrf, m.proto, m.dst_v4(), m.dport).is_some();
+        // A link-local service's flows leave with the service's route in the fabric VRF.
+        let link_local = nat.has_link_local()
+            && m.l3 == L3::Ipv4
+            && nat.link_local(m.proto, m.dst_v4(), m.dport).is_some();
+        (vip || link_local).then_some(RouteTarget {
             nexthop: u32::MAX,
             label: None,
         })
@@ -576,6 +621,23 @@ impl FlowHook for FlowStage {
         let inbound = |h: &Hit| h.nat && h.nat_dst;
         let key = key_of(m);
         let hit = match table.lookup(&key).filter(inbound) {
+            Some(hit) if hit.nat_both => {
+                // A link-local service's reply: back from the link-local address to the pod.
+                let len = u64::from(m.frame_len).max(frame.len() as u64);
+                table.touch(hit.index, len, self.now, None);
+                return match table.nat_partner(&hit) {
+                    Some(pod) => Inbound::Translate2(
+                        pod.vrf,
+                        back_to(&pod),
+                        Translation {
+                            end: End::Source,
+                            addr: pod.dst as u32,
+                            port: pod.dport,
+                        },
+                    ),
+                    None => Inbound::Drop(DropReason::FlowDrop),
+                };
+            }
             Some(hit) => {
                 let tcp_flags = (m.proto == ipv4::proto::TCP)
                     .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
@@ -633,6 +695,85 @@ fn back_to(pod: &FlowKey) -> Translation {
 }
 
 impl FlowStage {
+    /// A pod's packet to link-local service `l`: its flow's entries say where it goes (both
+    /// ends rewritten from the reverse entry's key), or it is set up now: from the vif's
+    /// link-local source and the pod's port to the service, routed in the fabric VRF, decided
+    /// by the vif's policies. Denied flows are not installed.
+    #[cold]
+    #[inline(never)]
+    fn link_local_flow(&mut self, m: &PacketMeta, frame: &[u8], l: LinkLocal) -> FlowAction {
+        if !translatable(m) {
+            return FlowAction::Refused(DropReason::NatUnsupported);
+        }
+        let key = key_of(m);
+        let tcp_flags = (m.proto == ipv4::proto::TCP)
+            .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
+            .flatten();
+        let len = u64::from(m.frame_len).max(frame.len() as u64);
+        let topo: &Topology = self.topo.load();
+        let table = &*self.table;
+        let place = table.place(&key);
+        if let Some(hit) = table.lookup_placed(&place) {
+            table.touch(hit.index, len, self.now, tcp_flags);
+            return match table.nat_partner(&hit) {
+                Some(r) if hit.nat_both && !hit.nat_dst => to_link_local_service(topo, &r),
+                // Set up before the service existed (its flows were removed as it was set)
+                // or removed under us: never send it untranslated.
+                _ => FlowAction::Drop,
+            };
+        }
+        let fabric = topo.vrf(FABRIC_VRF);
+        let Some(target) = fabric.and_then(|v| v.route_v4(l.service_addr)) else {
+            return FlowAction::Refused(DropReason::NoRoute);
+        };
+        let out = egress_vif(&self.tables, target, || m.flow_hash());
+        let pol: &PolicySnapshot = self.policies.load();
+        if verdict_of(pol, &key, self.in_vif, out, true) != Some(FlowVerdict::Forward) {
+            return FlowAction::Drop;
+        }
+        let source = nat::link_local_source(self.in_vif);
+        let reply = FlowKey {
+            vrf: FABRIC_VRF,
+            v6: false,
+            proto: m.proto,
+            src: u128::from(l.service_addr),
+            dst: u128::from(source),
+            sport: l.service_port,
+            dport: m.sport,
+        };
+        let new = NewFlow {
+            key,
+            verdict: FlowVerdict::Forward,
+            with_reverse: true,
+            in_vif: self.in_vif,
+            out_vif: out,
+            policy_gen: pol.generation,
+            now: self.now,
+            nat: Some(NatSetup {
+                reverse: reply,
+                pool: 0,
+                forward_rewrites_dst: false,
+                both: true,
+            }),
+        };
+        let rev = table.place(&reply);
+        match table.insert_placed(&new, &place, Some(&rev), &mut self.credit) {
+            Ok(idx) => {
+                table.touch(idx, len, self.now, tcp_flags);
+                twice(target, &reply)
+            }
+            Err(InsertError::Full) => FlowAction::Drop,
+            // Another core set it up just now (or another flow holds the reply's key).
+            Err(InsertError::Raced) => match table.lookup_placed(&place) {
+                Some(hit) if hit.nat_both && !hit.nat_dst => match table.nat_partner(&hit) {
+                    Some(r) => to_link_local_service(topo, &r),
+                    None => FlowAction::Drop,
+                },
+                _ => FlowAction::Drop,
+            },
+        }
+    }
+
     /// The first packet of a flow to floating IP `f` from outside: decided by the pod's
     /// policies and set up inline, the inbound entry rewriting the destination to the pod,
     /// the pod's replies' entry rewriting their source to the floating IP. Denied flows are
@@ -676,6 +817,7 @@ impl FlowStage {
                 reverse: pod_side.reverse(),
                 pool: 0,
                 forward_rewrites_dst: true,
+                both: false,
             }),
         };
         let table = &*self.table;
@@ -826,6 +968,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
                 reverse: leaving.reverse(),
                 pool: slot,
                 forward_rewrites_dst: false,
+                both: false,
             });
             translation = Some(Translation {
                 end: End::Source,
@@ -923,6 +1066,7 @@ fn setup_service(
             reverse: to_backend_key.reverse(),
             pool: 0,
             forward_rewrites_dst: true,
+            both: false,
         }),
     };
     let rev = table.place(&new.reverse_key());

@@ -88,6 +88,67 @@ impl Service {
 /// VRF, protocol, address, port.
 type ServiceKey = (u16, u8, u32, u16);
 
+/// The link-local network (169.254.0.0/16).
+pub const LINK_LOCAL_NET: u32 = 0xa9fe_0000;
+/// A vif's link-local source toward link-local services is this plus its index (169.254.1.0
+/// for vif 0, 169.254.1.5 for vif 5, up to 169.254.4.255 for vif 1023).
+pub const LINK_LOCAL_SOURCE_BASE: u32 = 0xa9fe_0100;
+
+/// The link-local source address (host order) of vif `vif`'s flows to a link-local service:
+/// the service tells the pods apart by it.
+pub fn link_local_source(vif: u16) -> u32 {
+    LINK_LOCAL_SOURCE_BASE + u32::from(vif)
+}
+
+/// A link-local service: TCP or UDP to `addr:port` (169.254.0.0/16, host order) from a pod of
+/// any VRF goes to `service_addr:service_port` in the fabric VRF, from the pod's vif's
+/// [`link_local_source`] (the pod's source port kept); replies come back the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkLocal {
+    pub proto: u8,
+    pub addr: u32,
+    pub port: u16,
+    pub service_addr: u32,
+    pub service_port: u16,
+}
+
+impl LinkLocal {
+    fn key(&self) -> LinkLocalKey {
+        (self.proto, self.addr, self.port)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::NatBadService(m));
+        if !matches!(self.proto, 6 | 17) {
+            return bad(format!(
+                "protocol {} is neither TCP (6) nor UDP (17)",
+                self.proto
+            ));
+        }
+        if self.addr & 0xffff_0000 != LINK_LOCAL_NET {
+            return bad(format!(
+                "{} is not a link-local address (169.254.0.0/16)",
+                std::net::Ipv4Addr::from(self.addr)
+            ));
+        }
+        let sources =
+            LINK_LOCAL_SOURCE_BASE..LINK_LOCAL_SOURCE_BASE + crate::stats::MAX_VIFS as u32;
+        if sources.contains(&self.addr) {
+            return bad(format!(
+                "{} is a vif's link-local source (169.254.1.0-169.254.4.255)",
+                std::net::Ipv4Addr::from(self.addr)
+            ));
+        }
+        if self.port == 0 || self.service_port == 0 {
+            return bad("port 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Protocol, address, port.
+type LinkLocalKey = (u8, u32, u16);
+
 /// Every VRF's source-NAT rule and every floating IP at one moment.
 #[derive(Debug, Clone)]
 pub struct NatSnapshot {
@@ -100,6 +161,7 @@ pub struct NatSnapshot {
     services: HashMap<ServiceKey, Box<[(u32, u16)]>>,
     /// Per VRF: it has a service VIP.
     service_vrf: Box<[bool]>,
+    link_local: HashMap<LinkLocalKey, LinkLocal>,
 }
 
 impl NatSnapshot {
@@ -112,7 +174,23 @@ impl NatSnapshot {
             floating_vrf: vec![false; MAX_VRFS].into_boxed_slice(),
             services: HashMap::new(),
             service_vrf: vec![false; MAX_VRFS].into_boxed_slice(),
+            link_local: HashMap::new(),
         }
+    }
+
+    /// Whether any link-local service is set.
+    #[inline(always)]
+    pub fn has_link_local(&self) -> bool {
+        !self.link_local.is_empty()
+    }
+
+    /// The link-local service at `addr:port` (`proto`), if any.
+    #[inline]
+    pub fn link_local(&self, proto: u8, addr: u32, port: u16) -> Option<&LinkLocal> {
+        if addr & 0xffff_0000 != LINK_LOCAL_NET {
+            return None;
+        }
+        self.link_local.get(&(proto, addr, port))
     }
 
     /// Whether VRF `vrf` has a service VIP (its flows go through the flow table).
@@ -140,14 +218,17 @@ impl NatSnapshot {
     /// to translate).
     #[inline(always)]
     pub fn any(&self) -> bool {
-        self.attached != 0 || !self.floating_out.is_empty() || !self.services.is_empty()
+        self.attached != 0
+            || !self.floating_out.is_empty()
+            || !self.services.is_empty()
+            || !self.link_local.is_empty()
     }
 
     /// Whether anything comes back through the fabric's plain IP ingress translated (source
     /// NAT replies, floating IPs): service VIPs alone never do.
     #[inline(always)]
     pub fn any_fabric(&self) -> bool {
-        self.attached != 0 || !self.floating_out.is_empty()
+        self.attached != 0 || !self.floating_out.is_empty() || !self.link_local.is_empty()
     }
 
     /// Whether a pod of VRF `vrf` has a floating IP.
@@ -201,6 +282,7 @@ struct State {
     /// Outside address → floating IP.
     floating: BTreeMap<u32, FloatingIp>,
     services: BTreeMap<ServiceKey, Service>,
+    link_local: BTreeMap<LinkLocalKey, LinkLocal>,
 }
 
 /// The source-NAT store: one per process, beside the flow table whose entries record its
@@ -588,8 +670,50 @@ impl Nat {
         });
     }
 
+    /// Set link-local service `l` (replacing the one at the same protocol, address and port,
+    /// whose flows go). Returns whether anything changed.
+    pub fn set_link_local(&self, l: LinkLocal) -> Result<bool, Error> {
+        l.validate()?;
+        let mut st = self.lock();
+        if st.link_local.get(&l.key()) == Some(&l) {
+            return Ok(false);
+        }
+        st.link_local.insert(l.key(), l);
+        self.publish(&st);
+        // Flows to it set up before (untranslated, or to the service it replaces) go.
+        self.remove_link_local_flows(l.key());
+        Ok(true)
+    }
+
+    /// Remove the link-local service `addr:port` (`proto`): its flows go.
+    pub fn del_link_local(&self, proto: u8, addr: u32, port: u16) -> Result<(), Error> {
+        let mut st = self.lock();
+        if st.link_local.remove(&(proto, addr, port)).is_none() {
+            return Err(Error::NoSuchEntry {
+                table: "link-local service",
+                key: format!("{}:{port}/{proto}", std::net::Ipv4Addr::from(addr)),
+            });
+        }
+        self.publish(&st);
+        self.remove_link_local_flows((proto, addr, port));
+        Ok(())
+    }
+
+    /// Every link-local service.
+    pub fn link_locals(&self) -> Vec<LinkLocal> {
+        self.lock().link_local.values().copied().collect()
+    }
+
+    /// The flows to link-local `addr:port` from any VRF: their forward entries are keyed to it.
+    fn remove_link_local_flows(&self, (proto, addr, port): LinkLocalKey) {
+        self.table.remove_where(|f| {
+            f.key.proto == proto && (f.key.dst, f.key.dport) == (u128::from(addr), port)
+        });
+    }
+
     fn publish(&self, st: &State) {
         let mut snap = NatSnapshot::empty();
+        snap.link_local = st.link_local.iter().map(|(k, l)| (*k, *l)).collect();
         for f in st.floating.values() {
             snap.floating_out.insert(f.outside, *f);
             snap.floating_in.insert((f.vrf, f.inside), *f);

@@ -36,6 +36,16 @@
 //! life; removing a backend removes its flows (their next packet picks a live one). Per-backend
 //! flow counts are read from the table, so the fast path writes no shared counter.
 //!
+//! # Link-local services
+//! An address:port of 169.254.0.0/16 (the metadata service's 169.254.169.254:80) that every
+//! pod reaches, whatever its VRF, as a service address:port of the fabric VRF. The flow's
+//! first packet is set up inline with both ends translated: the forward entry, under the pod's
+//! tuple, rewrites the source to the vif's own link-local address (169.254.1.0 + vif index,
+//! the pod's port kept) and the destination to the service; the reverse entry, under the
+//! service's reply tuple in the fabric VRF, rewrites the replies back (source to the
+//! link-local address, destination to the pod). Each entry reads both from its partner's key.
+//! The service sees which vif asks by the source address.
+//!
 //! IPv4 only; TCP, UDP and ICMP echo (the identifier stands in for the port). Anything else
 //! crossing into the pool's VRF from an attached VRF, fragments included, is dropped and
 //! counted (`nat_unsupported`); a pool without a free pair drops the new flow's packet
@@ -46,7 +56,9 @@ pub mod pool;
 pub mod pools;
 pub mod rewrite;
 
-pub use config::{FloatingIp, Nat, NatSnapshot, PoolInfo, Service, SnatRule};
+pub use config::{
+    link_local_source, FloatingIp, LinkLocal, Nat, NatSnapshot, PoolInfo, Service, SnatRule,
+};
 pub use pool::{PoolRange, PortPool};
 pub use pools::PortPools;
 pub use rewrite::{quoted, translate, translate_icmp_error, End, Quoted, Translation};

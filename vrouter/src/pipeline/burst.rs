@@ -11,7 +11,7 @@ use crate::wire::{ethernet, ipv4, ipv6, tcp, udp};
 use arrayvec::ArrayVec;
 
 use super::trace::{self, TraceRecord, Tracer, TRACE_BYTES};
-use super::{reply, TxBatches};
+use super::{dhcp, reply, TxBatches};
 
 impl<'a, F: FlowHook> Ctx<'a, F> {
     /// One burst: every packet of `bufs` ends up in `out` (which empties `bufs`).
@@ -39,6 +39,9 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         let mut early: [Option<DropReason>; BURST] = [None; BURST];
         // Routed pod packets: their route is looked up in stage 2.
         let mut routed = [false; BURST];
+        // DHCP for the vif's server (answered in stage 3, never routed).
+        let mut dhcp_in = [false; BURST];
+        let lease = topo.dhcp(in_vif);
         let mut targets: [Option<RouteTarget>; BURST] = [None; BURST];
         let pod_vrf = if vif.vrf == FABRIC_VRF {
             None
@@ -71,6 +74,10 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             }
             metas[i].vrf = vif.vrf;
             let m = &metas[i];
+            if pod_vrf.is_some() && dhcp::for_server(m, lease) {
+                dhcp_in[i] = true;
+                continue;
+            }
             routed[i] = pod_vrf.is_some()
                 && matches!(m.l3, L3::Ipv4 | L3::Ipv6)
                 && ethernet::Frame::new_unchecked(d).dst() == vrouter_mac
@@ -97,6 +104,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         for (i, mut b) in bufs.drain(..).enumerate() {
             let v = match (early[i], pod_vrf) {
                 (Some(r), _) => Verdict::Drop(r),
+                (None, _) if dhcp_in[i] => self.dhcp(vif, lease, &metas[i], &mut b),
                 (None, Some(vrf)) if routed[i] => {
                     self.route(vrf, &mut metas[i], &mut b, Some(vif), Some(targets[i]))
                 }

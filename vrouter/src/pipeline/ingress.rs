@@ -1,12 +1,13 @@
 //! What a packet from a pod or from the fabric is: ARP and neighbour solicitations the vrouter
 //! answers, routed or bridged pod traffic, tunnels to decapsulate, or traffic for the host.
 
-use super::rewrite::{shift_offload, translate_back};
-use super::{reply, Ctx, FlowHook, Inbound, Verdict};
+use super::rewrite::{shift_offload, translate, translate_back};
+use super::{dhcp, reply, Ctx, FlowHook, Inbound, Verdict};
 use crate::buf::PacketBuf;
 use crate::meta::{self, PacketMeta, L3};
 use crate::stats::DropReason;
 use crate::tables::{Nexthop, RouteTarget, Topology, Vif, Vrf};
+use crate::wire::dhcp::Lease;
 use crate::wire::{arp, ethernet, gre, ipv4, mpls, udp, vxlan};
 use std::net::Ipv6Addr;
 
@@ -47,9 +48,17 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             return self.pod_arp(vif, vrf, m, b);
         }
         if m.l3 == L3::Ipv6 {
+            if let Some(ra) = self.topo.ra(vif.index) {
+                if reply::is_router_solicit(b.data(), m) {
+                    let ra = *ra;
+                    return self.replied(reply::ra_reply(b, m, &ra, vrouter_mac), vif);
+                }
+            }
             if let Some(t) = reply::ns_target(b.data(), m) {
                 let src = Ipv6Addr::from(m.src);
-                if t != src && self.proxies(vrf.route_v6(u128::from(t)), vif.index) {
+                // The vrouter's own link-local address: the router its advertisements name.
+                let own = t == reply::link_local(vrouter_mac);
+                if t != src && (own || self.proxies(vrf.route_v6(u128::from(t)), vif.index)) {
                     return self.replied(reply::na_reply(b, m, t, vrouter_mac), vif);
                 }
                 return Verdict::Drop(DropReason::ArpNotForUs);
@@ -75,6 +84,25 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         }
     }
 
+    /// DHCP for the vif's server: answered from its lease, sent back out of it.
+    pub(super) fn dhcp<B: PacketBuf>(
+        &mut self,
+        vif: &Vif,
+        lease: Option<&Lease>,
+        m: &PacketMeta,
+        b: &mut B,
+    ) -> Verdict {
+        let Some(lease) = lease else {
+            // No address to hand out. pkt0 (the agent channel) is where this would go.
+            return Verdict::Drop(DropReason::DhcpNoAddress);
+        };
+        match dhcp::answer(b, m, lease, self.topo.fabric.vrouter_mac) {
+            Ok(dhcp::Answer::Replied) => self.replied(Ok(()), vif),
+            Ok(dhcp::Answer::Ignored) => Verdict::Drop(DropReason::DhcpIgnored),
+            Err(r) => Verdict::Drop(r),
+        }
+    }
+
     fn pod_arp<B: PacketBuf>(
         &mut self,
         vif: &Vif,
@@ -85,9 +113,11 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         let l3 = usize::from(m.l3_off);
         let a = arp::Packet::new_unchecked(&b.data()[l3..]);
         let (op, sip, tip) = (a.operation(), a.sender_ip(), a.target_ip());
+        // The vif's DHCP gateway is the vrouter's, routed or not.
+        let gateway = self.topo.dhcp(vif.index).map(|l| l.gateway);
         if op != arp::OP_REQUEST
             || tip == sip
-            || !self.proxies(vrf.route_v4(u32::from(tip)), vif.index)
+            || (gateway != Some(tip) && !self.proxies(vrf.route_v4(u32::from(tip)), vif.index))
         {
             return Verdict::Drop(DropReason::ArpNotForUs);
         }
@@ -167,10 +197,11 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
     /// one of its packets, or a packet to a floating IP, is translated and routed in the pod's
     /// VRF (no ICMP error goes back to the fabric); anything else is the host's.
     fn fabric_nat<B: PacketBuf>(&mut self, m: &PacketMeta, b: &mut B) -> Verdict {
-        let (vrf_id, x) = match self.flow.on_fabric(m, b.data()) {
+        let (vrf_id, x, source) = match self.flow.on_fabric(m, b.data()) {
             Inbound::Host => return Verdict::Host,
             Inbound::Drop(r) => return Verdict::Drop(r),
-            Inbound::Translate(vrf, x) => (vrf, x),
+            Inbound::Translate(vrf, x) => (vrf, x, None),
+            Inbound::Translate2(vrf, x, y) => (vrf, x, Some(y)),
         };
         let vrf = match self.vrf(vrf_id) {
             Ok(v) => v,
@@ -178,6 +209,11 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         };
         if let Err(r) = translate_back(b, m, x) {
             return Verdict::Drop(r);
+        }
+        if let Some(y) = source {
+            if let Err(r) = translate(b, m, y) {
+                return Verdict::Drop(r);
+            }
         }
         self.stats.nat_translated.add(1);
         let mut m = *m;

@@ -29,8 +29,12 @@
 //! - Outer headers: IPv4, TTL and DF from [`crate::tables::FabricConfig`], UDP checksum zero,
 //!   UDP source port from the inner flow hash in 49152..=65535.
 //! - MPLS carries IP only: bridge entries toward MPLS tunnels are dropped (`unsupported_tunnel`).
+//! - DHCP from a pod (broadcast, or to its gateway) is answered by [`dhcp`] from the vif's lease
+//!   and sent back out of the vif; a vif without one drops it (`dhcp_no_address`: the hook for
+//!   the agent channel, pkt0, once it exists). ARP for a vif's DHCP gateway is always answered.
 
 pub mod batch;
+pub mod dhcp;
 pub mod encap;
 pub mod reply;
 pub mod trace;
@@ -69,6 +73,9 @@ pub enum FlowAction {
     Drop,
     /// Go on with this target after writing this translation into the packet (a NAT flow).
     Nat(RouteTarget, Translation),
+    /// Go on with this target after writing both translations (a link-local service's flow:
+    /// source and destination).
+    Nat2(RouteTarget, Translation, Translation),
     /// Drop, counted under this reason (a flow NAT cannot set up).
     Refused(DropReason),
 }
@@ -110,6 +117,9 @@ pub enum Inbound {
     Host,
     /// Write the translation and route the packet in this VRF.
     Translate(u16, Translation),
+    /// A reply of a flow with both ends translated (a link-local service's): write the
+    /// first (its destination, routed on in this VRF) and the second (its source).
+    Translate2(u16, Translation, Translation),
     /// Drop, counted under this reason (a floating IP's pod refuses it).
     Drop(DropReason),
 }

@@ -1,5 +1,5 @@
 //! Packets the vrouter answers itself, rewritten in place in the buffer that asked: ARP replies,
-//! IPv6 neighbour advertisements, ICMP / ICMPv6 errors.
+//! IPv6 neighbour advertisements, ICMP / ICMPv6 errors (DHCP answers are [`super::dhcp`]'s).
 
 use crate::buf::PacketBuf;
 use crate::meta::{PacketMeta, L3};
@@ -25,7 +25,11 @@ const IPV6_MIN_MTU: usize = 1280;
 /// Readdress `eth`, the L2 header of a frame that asked (up to its L3 header), as the
 /// answer's: from `mac` to `dst`, or back to the asker when `dst` is `None`. The ethertype, and
 /// any 802.1Q tag behind the addresses, stay.
-fn answer_ethernet(eth: &mut [u8], dst: Option<MacAddr>, mac: MacAddr) -> Result<(), DropReason> {
+pub(super) fn answer_ethernet(
+    eth: &mut [u8],
+    dst: Option<MacAddr>,
+    mac: MacAddr,
+) -> Result<(), DropReason> {
     let asked = ethernet::Repr::parse(&ethernet::Frame::new_unchecked(&*eth))?;
     let answer = ethernet::Repr {
         dst: dst.unwrap_or(asked.src),
@@ -107,6 +111,78 @@ pub fn na_reply<B: PacketBuf>(
     let (iph, msg) = rest.split_at_mut(ip.buffer_len());
     ip.emit(&mut ipv6::Packet::new_unchecked(iph));
     na.emit(target, dst, &mut icmp::Packet::new_unchecked(msg));
+    Ok(())
+}
+
+/// Whether `data` is an IPv6 router solicitation (`m` parsed it).
+pub fn is_router_solicit(data: &[u8], m: &PacketMeta) -> bool {
+    m.l3 == L3::Ipv6
+        && m.proto == ipv6::next_header::ICMPV6
+        && data.get(usize::from(m.l4_off)) == Some(&icmp::v6::ROUTER_SOLICIT)
+}
+
+/// How long a pod takes the vrouter as its default router from one advertisement: the most
+/// RFC 4861 allows (section 6.2.1). Advertisements answer solicitations only (none are sent
+/// unsolicited), so a pod that never solicits again keeps the route this long.
+pub const ROUTER_LIFETIME: u16 = 9000;
+/// The prefix's lifetimes: RFC 4861's defaults (30 and 7 days).
+const VALID_LIFETIME: u32 = 2_592_000;
+const PREFERRED_LIFETIME: u32 = 604_800;
+
+/// Turn the router solicitation in `buf` into an advertisement of `ra` from the vrouter
+/// (`mac`, and the link-local address made from it): to the asker, or to all nodes when it
+/// asked from the unspecified address.
+pub fn ra_reply<B: PacketBuf>(
+    buf: &mut B,
+    m: &PacketMeta,
+    ra: &crate::tables::RouterAdvert,
+    mac: MacAddr,
+) -> Result<(), DropReason> {
+    let l3 = usize::from(m.l3_off);
+    let asker = Ipv6Addr::from(m.src);
+    let dst = if asker.is_unspecified() {
+        ALL_NODES
+    } else {
+        asker
+    };
+    let src = link_local(mac);
+    let msg = icmp::v6::Repr::RouterAdvert {
+        router_lifetime: ROUTER_LIFETIME,
+        lladdr: mac,
+        mtu: u32::from(ra.mtu),
+        prefix: ra.prefix,
+        prefix_len: 64,
+        prefix_flags: icmp::v6::PREFIX_ON_LINK
+            | if ra.autonomous {
+                icmp::v6::PREFIX_AUTONOMOUS
+            } else {
+                0
+            },
+        valid_lifetime: VALID_LIFETIME,
+        preferred_lifetime: PREFERRED_LIFETIME,
+    };
+    let ip = ipv6::Repr {
+        src,
+        dst,
+        next_header: ipv6::next_header::ICMPV6,
+        payload_len: msg.buffer_len(),
+        hop_limit: ND_HOP_LIMIT,
+    };
+    let want = l3 + ip.buffer_len() + msg.buffer_len();
+    let have = buf.len();
+    buf.truncate(have).map_err(|_| DropReason::Truncated)?;
+    buf.set_offload(Offload::NONE);
+    if have > want {
+        buf.truncate(want).map_err(|_| DropReason::Truncated)?;
+    } else if have < want {
+        buf.append(want - have).map_err(|_| DropReason::Truncated)?;
+    }
+    let (eth, rest) = buf.data_mut().split_at_mut(l3);
+    // To the asker's MAC (its solicitation came from it), whatever the IPv6 destination.
+    answer_ethernet(eth, None, mac)?;
+    let (iph, body) = rest.split_at_mut(ip.buffer_len());
+    ip.emit(&mut ipv6::Packet::new_unchecked(iph));
+    msg.emit(src, dst, &mut icmp::Packet::new_unchecked(body));
     Ok(())
 }
 

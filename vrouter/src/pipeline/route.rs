@@ -68,6 +68,15 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 }
                 Err(r) => return Verdict::Drop(r),
             },
+            FlowAction::Nat2(t, x, y) => {
+                match translate(b, m, x).and_then(|()| translate(b, m, y)) {
+                    Ok(()) => {
+                        self.stats.nat_translated.add(1);
+                        t
+                    }
+                    Err(r) => return Verdict::Drop(r),
+                }
+            }
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
             FlowAction::Refused(r) => return Verdict::Drop(r),
         };
@@ -139,7 +148,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             FlowAction::Forward(t) => t,
             // A packet about to expire keeps its header: the ICMP error sent back to the pod
             // must quote what the pod sent.
-            FlowAction::Nat(t, _) if m.ttl <= 1 => t,
+            FlowAction::Nat(t, _) | FlowAction::Nat2(t, _, _) if m.ttl <= 1 => t,
             FlowAction::Nat(t, x) => match translate(b, m, x) {
                 Ok(()) => {
                     self.stats.nat_translated.add(1);
@@ -147,6 +156,15 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 }
                 Err(r) => return Verdict::Drop(r),
             },
+            FlowAction::Nat2(t, x, y) => {
+                match translate(b, m, x).and_then(|()| translate(b, m, y)) {
+                    Ok(()) => {
+                        self.stats.nat_translated.add(1);
+                        t
+                    }
+                    Err(r) => return Verdict::Drop(r),
+                }
+            }
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
             FlowAction::Refused(r) => return Verdict::Drop(r),
         };

@@ -22,6 +22,7 @@ pub mod small;
 
 use crate::qsbr::Qsbr;
 use crate::stats::MAX_VIFS;
+use crate::wire::dhcp::Lease;
 use crate::wire::MacAddr;
 use crate::Error;
 use arc_swap::ArcSwap;
@@ -135,7 +136,20 @@ impl Vrf {
 pub struct Topology {
     pub vrfs: Box<[Option<Arc<Vrf>>]>,
     pub vifs: Box<[Option<Vif>]>,
+    /// What each vif's DHCP answers hand out, by vif index (none: DHCP from it is dropped).
+    pub dhcp: Box<[Option<Arc<Lease>>]>,
+    /// What each vif's router advertisements say, by vif index (none: solicitations dropped).
+    pub ra: Box<[Option<RouterAdvert>]>,
     pub fabric: FabricConfig,
+}
+
+/// What a pod vif's router advertisements say: its `ip6`'s /64, on-link, autonomous when the
+/// vif's address is the one the pod makes from its MAC there (modified EUI-64), and the MTU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterAdvert {
+    pub prefix: Ipv6Addr,
+    pub autonomous: bool,
+    pub mtu: u16,
 }
 
 impl Topology {
@@ -146,6 +160,16 @@ impl Topology {
     #[inline(always)]
     pub fn vif(&self, index: u16) -> Option<&Vif> {
         self.vifs.get(usize::from(index))?.as_ref()
+    }
+    /// What vif `index`'s router advertisements say, if it has an IPv6 address.
+    #[inline(always)]
+    pub fn ra(&self, index: u16) -> Option<&RouterAdvert> {
+        self.ra.get(usize::from(index))?.as_ref()
+    }
+    /// The DHCP lease vif `index` hands out, if it has an address.
+    #[inline(always)]
+    pub fn dhcp(&self, index: u16) -> Option<&Lease> {
+        self.dhcp.get(usize::from(index))?.as_deref()
     }
 }
 
@@ -229,6 +253,8 @@ impl Tables {
         let topo = Topology {
             vrfs: vrfs.into_boxed_slice(),
             vifs: vec![None; MAX_VIFS].into_boxed_slice(),
+            dhcp: vec![None; MAX_VIFS].into_boxed_slice(),
+            ra: vec![None; MAX_VIFS].into_boxed_slice(),
             fabric: FabricConfig::default(),
         };
         Tables {
@@ -359,7 +385,35 @@ impl Tables {
                 .vifs
                 .get_mut(usize::from(index))
                 .ok_or(Error::VifOutOfRange(u32::from(index)))?;
-            slot.take().map(|_| ()).ok_or(Error::NoSuchVif(index))
+            slot.take().ok_or(Error::NoSuchVif(index))?;
+            t.dhcp[usize::from(index)] = None;
+            t.ra[usize::from(index)] = None;
+            Ok(())
+        })
+    }
+
+    /// Set (or with `None` clear) what vif `index`'s router advertisements say.
+    pub fn set_ra(&self, index: u16, ra: Option<RouterAdvert>) -> Result<(), Error> {
+        let _w = self.lock();
+        self.publish(|t| {
+            let slot =
+                t.ra.get_mut(usize::from(index))
+                    .ok_or(Error::VifOutOfRange(u32::from(index)))?;
+            *slot = ra;
+            Ok(())
+        })
+    }
+
+    /// Set (or with `None` clear) what vif `index`'s DHCP answers hand out.
+    pub fn set_dhcp(&self, index: u16, lease: Option<Lease>) -> Result<(), Error> {
+        let _w = self.lock();
+        self.publish(|t| {
+            let slot = t
+                .dhcp
+                .get_mut(usize::from(index))
+                .ok_or(Error::VifOutOfRange(u32::from(index)))?;
+            *slot = lease.map(Arc::new);
+            Ok(())
         })
     }
 

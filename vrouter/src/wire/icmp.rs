@@ -187,6 +187,8 @@ pub mod v6 {
     pub const ECHO_REPLY: u8 = 129;
     /// Query types and their replies (RFC 4443).
     pub const QUERY_REPLY_PAIRS: [(u8, u8); 1] = [(ECHO_REQUEST, ECHO_REPLY)];
+    pub const ROUTER_SOLICIT: u8 = 133;
+    pub const ROUTER_ADVERT: u8 = 134;
     pub const NEIGHBOR_SOLICIT: u8 = 135;
     pub const NEIGHBOR_ADVERT: u8 = 136;
     /// NS / NA: header (4) + reserved/flags (4) + target address (16).
@@ -200,6 +202,16 @@ pub mod v6 {
     pub const NA_SOLICITED: u32 = 0x4000_0000;
     pub const NA_OVERRIDE: u32 = 0x2000_0000;
     const NA_FLAGS: u32 = NA_ROUTER | NA_SOLICITED | NA_OVERRIDE;
+    pub const OPT_PREFIX_INFO: u8 = 3;
+    pub const OPT_MTU: u8 = 5;
+    /// Prefix information flags: on-link, autonomous address configuration.
+    pub const PREFIX_ON_LINK: u8 = 0x80;
+    pub const PREFIX_AUTONOMOUS: u8 = 0x40;
+    /// A router advertisement as vrouterd sends it: the fixed part (16 bytes), the source
+    /// link-layer address (8), MTU (8) and prefix information (32) options.
+    pub const RA_LEN: usize = 64;
+    /// The hop limit a router advertisement suggests.
+    const RA_HOP_LIMIT: u8 = 64;
 
     /// The ICMPv6 messages vrouterd sends, as values. An error's body (the start of the packet
     /// it is about) is not part of it: it is already in place behind the header.
@@ -216,6 +228,20 @@ pub mod v6 {
             target: Ipv6Addr,
             /// The target link-layer address option.
             lladdr: Option<MacAddr>,
+        },
+        /// Router advertisement (RFC 4861 section 4.2) from a router at `lladdr`, with the
+        /// link's MTU and one prefix.
+        RouterAdvert {
+            /// Seconds it is a default router for.
+            router_lifetime: u16,
+            lladdr: MacAddr,
+            mtu: u32,
+            prefix: Ipv6Addr,
+            prefix_len: u8,
+            /// [`PREFIX_ON_LINK`], [`PREFIX_AUTONOMOUS`].
+            prefix_flags: u8,
+            valid_lifetime: u32,
+            preferred_lifetime: u32,
         },
     }
 
@@ -265,6 +291,7 @@ pub mod v6 {
                     lladdr: Some(_), ..
                 } => ND_LEN + LLADDR_OPT_LEN,
                 Repr::NeighborAdvert { lladdr: None, .. } => ND_LEN,
+                Repr::RouterAdvert { .. } => RA_LEN,
                 _ => HEADER_LEN,
             }
         }
@@ -305,6 +332,35 @@ pub mod v6 {
                         set(opt, nd_opt_field::LENGTH, (LLADDR_OPT_LEN / 8) as u8);
                         set(opt, nd_opt_field::LL_ADDR, mac);
                     }
+                }
+                Repr::RouterAdvert {
+                    router_lifetime,
+                    lladdr,
+                    mtu,
+                    prefix,
+                    prefix_len,
+                    prefix_flags,
+                    valid_lifetime,
+                    preferred_lifetime,
+                } => {
+                    p.set_msg_type(ROUTER_ADVERT);
+                    p.set_code(0);
+                    let b = &mut p.buf.as_mut()[..RA_LEN];
+                    b[4] = RA_HOP_LIMIT;
+                    // No managed / other-configuration flags: nothing is served by DHCPv6.
+                    b[5] = 0;
+                    b[6..8].copy_from_slice(&router_lifetime.to_be_bytes());
+                    // Reachable time and retransmission timer: unspecified.
+                    b[8..16].fill(0);
+                    b[16..18].copy_from_slice(&[OPT_SOURCE_LLADDR, 1]);
+                    b[18..24].copy_from_slice(&lladdr.0);
+                    b[24..28].copy_from_slice(&[OPT_MTU, 1, 0, 0]);
+                    b[28..32].copy_from_slice(&mtu.to_be_bytes());
+                    b[32..36].copy_from_slice(&[OPT_PREFIX_INFO, 4, prefix_len, prefix_flags]);
+                    b[36..40].copy_from_slice(&valid_lifetime.to_be_bytes());
+                    b[40..44].copy_from_slice(&preferred_lifetime.to_be_bytes());
+                    b[44..48].fill(0);
+                    b[48..64].copy_from_slice(&prefix.octets());
                 }
             }
             p.fill_checksum_v6(src, dst);
@@ -421,7 +477,62 @@ mod tests {
                 };
                 (t, payload)
             }
+            // RFC 4861 4.2 (fixed part), 4.6.1 (source link-layer address), 4.6.2 (prefix
+            // information), 4.6.4 (MTU).
+            v6::Repr::RouterAdvert {
+                router_lifetime,
+                lladdr,
+                mtu,
+                prefix,
+                prefix_len,
+                prefix_flags,
+                valid_lifetime,
+                preferred_lifetime,
+            } => {
+                let l = router_lifetime.to_be_bytes();
+                let t = Icmpv6Type::Unknown {
+                    type_u8: 134,
+                    code_u8: 0,
+                    bytes5to8: [64, 0, l[0], l[1]],
+                };
+                let mut payload = vec![0u8; 8];
+                payload.extend_from_slice(&[1, 1]);
+                payload.extend_from_slice(&lladdr.0);
+                payload.extend_from_slice(&[5, 1, 0, 0]);
+                payload.extend_from_slice(&mtu.to_be_bytes());
+                payload.extend_from_slice(&[3, 4, prefix_len, prefix_flags]);
+                payload.extend_from_slice(&valid_lifetime.to_be_bytes());
+                payload.extend_from_slice(&preferred_lifetime.to_be_bytes());
+                payload.extend_from_slice(&[0; 4]);
+                payload.extend_from_slice(&prefix.octets());
+                (t, payload)
+            }
         }
+    }
+
+    #[test]
+    fn a_router_advertisement_is_laid_out_as_rfc_4861_says() {
+        let r = v6::Repr::RouterAdvert {
+            router_lifetime: 9000,
+            lladdr: MacAddr([0, 0, 0x5e, 0, 1, 0]),
+            mtu: 1400,
+            prefix: "2001:db8:18:1::".parse().unwrap(),
+            prefix_len: 64,
+            prefix_flags: v6::PREFIX_ON_LINK | v6::PREFIX_AUTONOMOUS,
+            valid_lifetime: 2_592_000,
+            preferred_lifetime: 604_800,
+        };
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = (
+            "fe80::200:5eff:fe00:100".parse().unwrap(),
+            "fe80::1".parse().unwrap(),
+        );
+        let mut b = vec![0xaa; r.buffer_len()];
+        r.emit(src, dst, &mut Packet::new_unchecked(&mut b[..]));
+        let (t, payload) = oracle_v6(&r);
+        let h = Icmpv6Header::with_checksum(t, src.octets(), dst.octets(), &payload).unwrap();
+        let mut want = h.to_bytes().to_vec();
+        want.extend_from_slice(&payload);
+        assert_eq!(b, want);
     }
 
     proptest! {

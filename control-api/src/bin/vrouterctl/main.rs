@@ -4,6 +4,7 @@
 
 mod flow;
 mod label;
+mod link_local;
 mod mirror;
 mod nat;
 mod nexthop;
@@ -79,6 +80,9 @@ enum Command {
     /// VIPs.
     #[command(subcommand)]
     Nat(nat::NatCmd),
+    /// Link-local services (metadata): reached from every pod, answered on the fabric side.
+    #[command(subcommand)]
+    LinkLocal(link_local::LinkLocalCmd),
     /// The flow table.
     #[command(subcommand)]
     Flows(flow::FlowsCmd),
@@ -125,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(cmd) => policy::run(cmd, &c, &out).await,
         Command::Mirror(cmd) => mirror::run(cmd, &c, &out).await,
         Command::Nat(cmd) => nat::run(cmd, &c, &out).await,
+        Command::LinkLocal(cmd) => link_local::run(cmd, &c, &out).await,
         Command::Flows(cmd) => flow::run(cmd, &c, &out).await,
         Command::Stats { rate: false, .. } => out.show(&c.stats().await?, status::stats),
         Command::Stats {

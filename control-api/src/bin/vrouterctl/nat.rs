@@ -89,7 +89,7 @@ pub enum NatCmd {
     Svcs,
 }
 
-fn parse_endpoint(s: &str) -> anyhow::Result<(Ipv4Addr, u16)> {
+pub fn parse_endpoint(s: &str) -> anyhow::Result<(Ipv4Addr, u16)> {
     let (a, p) = s
         .rsplit_once(':')
         .with_context(|| format!("{s:?}: expected ADDRESS:PORT"))?;

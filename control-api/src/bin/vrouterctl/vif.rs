@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use control_api::api::{MacAddr, VhostUserMode, VifInfo, VifRequest, VifType};
+use control_api::api::{MacAddr, StaticRoute, VhostUserMode, VifInfo, VifRequest, VifType};
 use control_api::Client;
 
 use crate::output::{opt, table, Out};
@@ -92,6 +92,32 @@ pub struct VifAdd {
     /// af-packet/tap: kernel interface.
     #[arg(long)]
     iface: Option<String>,
+    /// DHCP: the prefix length of --ip's subnet; with it the vif answers DHCP with --ip.
+    #[arg(long)]
+    prefix_len: Option<u8>,
+    /// DHCP: the pod's gateway (default: the subnet's first address).
+    #[arg(long)]
+    gateway: Option<Ipv4Addr>,
+    /// DHCP: a DNS server (repeat for more, at most 4).
+    #[arg(long = "dns")]
+    dns: Vec<Ipv4Addr>,
+    /// DHCP: a classless static route, PREFIX=VIA (e.g. 203.0.113.0/24=198.18.1.1; repeat).
+    #[arg(long = "static-route", value_parser = parse_static_route)]
+    static_routes: Vec<StaticRoute>,
+    /// DHCP: the lease time in seconds (default 86400).
+    #[arg(long)]
+    lease_time: Option<u32>,
+}
+
+/// `PREFIX=VIA`.
+fn parse_static_route(s: &str) -> Result<StaticRoute, String> {
+    let (prefix, via) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected PREFIX=VIA, e.g. 203.0.113.0/24=198.18.1.1"))?;
+    Ok(StaticRoute {
+        prefix: prefix.parse().map_err(|e| format!("{prefix:?}: {e}"))?,
+        via: via.parse().map_err(|e| format!("{via:?}: {e}"))?,
+    })
 }
 
 impl VifAdd {
@@ -117,6 +143,11 @@ impl VifAdd {
         req.queues = self.queues;
         req.device = self.device;
         req.iface = self.iface;
+        req.prefix_len = self.prefix_len;
+        req.gateway = self.gateway;
+        req.dns_servers = self.dns;
+        req.static_routes = self.static_routes;
+        req.lease_time = self.lease_time;
         req
     }
 }
@@ -240,6 +271,31 @@ fn vif_detail(v: &VifInfo) -> String {
     }
     if let Some(d) = &v.config.device {
         rows.push(("device", d.clone()));
+    }
+    if let (Some(ip), Some(len)) = (v.config.ip, v.config.prefix_len) {
+        let join = |items: Vec<String>| {
+            if items.is_empty() {
+                "-".to_string()
+            } else {
+                items.join(", ")
+            }
+        };
+        rows.push(("dhcp", format!("{ip}/{len} via {}", opt(&v.config.gateway))));
+        rows.push((
+            "dns",
+            join(v.config.dns_servers.iter().map(|d| d.to_string()).collect()),
+        ));
+        rows.push((
+            "routes",
+            join(
+                v.config
+                    .static_routes
+                    .iter()
+                    .map(|r| format!("{} via {}", r.prefix, r.via))
+                    .collect(),
+            ),
+        ));
+        rows.push(("lease", format!("{} s", opt(&v.config.lease_time))));
     }
     let c = v.status.counters;
     rows.push((

@@ -3,11 +3,11 @@
 //! nothing left to re-check. The checks here need nothing but the request; those against the
 //! other vifs are the model's.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use crate::api::{MacAddr, VhostUserMode, VifRequest, VifType};
-use crate::dataplane::{VifKind, VifSpec};
+use crate::api::{IpPrefix, MacAddr, StaticRoute, VhostUserMode, VifRequest, VifType};
+use crate::dataplane::{DhcpSettings, VifKind, VifSpec};
 use crate::error::Error;
 use crate::model::{IFACE_NAME_MAX, MTU_DEFAULT, MTU_MAX, MTU_MIN, MTU_MIN_IPV6, QUEUES_MAX};
 
@@ -35,6 +35,8 @@ pub struct VifConfig {
     pub ip6: Option<Ipv6Addr>,
     pub mtu: u32,
     pub port: VifPort,
+    /// With `ip` and `prefix-len`: what its DHCP answers hand out.
+    pub dhcp: Option<DhcpSettings>,
 }
 
 /// What the vif attaches to, with the fields of its type.
@@ -137,6 +139,20 @@ impl VifConfig {
         req.ip = self.ip;
         req.ip6 = self.ip6;
         req.mtu = Some(self.mtu);
+        if let Some(d) = &self.dhcp {
+            req.prefix_len = Some(d.prefix_len);
+            req.gateway = Some(d.gateway);
+            req.dns_servers = d.dns_servers.clone();
+            req.static_routes = d
+                .static_routes
+                .iter()
+                .filter_map(|&(p, len, via)| {
+                    let prefix = IpPrefix::new(IpAddr::V4(p), len).ok()?;
+                    Some(StaticRoute { prefix, via })
+                })
+                .collect();
+            req.lease_time = Some(d.lease_time);
+        }
         match &self.port {
             VifPort::VhostUser(v) => {
                 req.vhostsocket_dir = Some(v.dir.clone());
@@ -162,6 +178,7 @@ impl VifConfig {
             ip6: self.ip6,
             mtu: self.mtu,
             kind,
+            dhcp: self.dhcp.clone(),
         }
     }
 }
@@ -209,6 +226,159 @@ pub(super) fn check_addresses(req: &VifRequest) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// DHCP servers a lease names at most (option 6).
+pub const DNS_SERVERS_MAX: usize = 4;
+/// Classless static routes a lease carries at most (option 121).
+pub const STATIC_ROUTES_MAX: usize = 16;
+/// The lease time when none is given: a day.
+pub const LEASE_TIME_DEFAULT: u32 = 86_400;
+/// The shortest lease time taken.
+pub const LEASE_TIME_MIN: u32 = 60;
+
+/// The vif's DHCP lease: with `ip` and `prefix-len`, on a pod's vif (vhost-user, af-packet);
+/// the other DHCP fields need both.
+pub(super) fn dhcp(req: &VifRequest) -> Result<Option<DhcpSettings>, Error> {
+    let Some(prefix_len) = req.prefix_len else {
+        let given = [
+            ("gateway", req.gateway.is_some()),
+            ("dns-servers", !req.dns_servers.is_empty()),
+            ("static-routes", !req.static_routes.is_empty()),
+            ("lease-time", req.lease_time.is_some()),
+        ];
+        if let Some((field, _)) = given.iter().find(|(_, g)| *g) {
+            return Err(Error::field(
+                *field,
+                "is a DHCP setting and needs `ip` and `prefix-len` (the address DHCP hands out)",
+            ));
+        }
+        return Ok(None);
+    };
+    if !matches!(req.vif_type, VifType::VhostUser | VifType::AfPacket) {
+        return Err(Error::field(
+            "prefix-len",
+            format!(
+                "is not valid for a {} vif (DHCP is served to pods: vhost-user and af-packet vifs); remove it",
+                req.vif_type
+            ),
+        ));
+    }
+    let Some(address) = req.ip else {
+        return Err(Error::MissingField {
+            field: "ip".to_string(),
+            context: "with `prefix-len` (the address the vif's DHCP hands out)".to_string(),
+        });
+    };
+    if !(1..=30).contains(&prefix_len) {
+        return Err(Error::field(
+            "prefix-len",
+            format!(
+                "{prefix_len} is outside 1..=30 (the subnet must hold the address and its gateway)"
+            ),
+        ));
+    }
+    let mask = u32::MAX << (32 - u32::from(prefix_len));
+    let network = u32::from(address) & mask;
+    let broadcast = network | !mask;
+    let subnet = format!("{}/{prefix_len}", Ipv4Addr::from(network));
+    // An address of the subnet a host may have: not its network or broadcast address.
+    let host_in_subnet = |a: Ipv4Addr| {
+        let a = u32::from(a);
+        a & mask == network && a != network && a != broadcast
+    };
+    if !host_in_subnet(address) {
+        return Err(Error::field(
+            "ip",
+            format!("{address} is the network or broadcast address of {subnet}"),
+        ));
+    }
+    let gateway = req.gateway.unwrap_or(Ipv4Addr::from(network + 1));
+    if gateway == address {
+        let why = if req.gateway.is_none() {
+            " (the default: the subnet's first address); give `gateway`"
+        } else {
+            ""
+        };
+        return Err(Error::field(
+            "gateway",
+            format!("{gateway} is the vif's own `ip`{why}"),
+        ));
+    }
+    if !host_in_subnet(gateway) {
+        return Err(Error::field(
+            "gateway",
+            format!("{gateway} is not a host address of the vif's subnet {subnet}"),
+        ));
+    }
+    if req.dns_servers.len() > DNS_SERVERS_MAX {
+        return Err(Error::field(
+            "dns-servers",
+            format!(
+                "{} servers; at most {DNS_SERVERS_MAX}",
+                req.dns_servers.len()
+            ),
+        ));
+    }
+    if let Some(d) = req
+        .dns_servers
+        .iter()
+        .find(|d| d.is_unspecified() || d.is_broadcast() || d.is_multicast())
+    {
+        return Err(Error::field(
+            "dns-servers",
+            format!("{d} is not a unicast address"),
+        ));
+    }
+    if req.static_routes.len() > STATIC_ROUTES_MAX {
+        return Err(Error::field(
+            "static-routes",
+            format!(
+                "{} routes; at most {STATIC_ROUTES_MAX}",
+                req.static_routes.len()
+            ),
+        ));
+    }
+    let mut static_routes = Vec::with_capacity(req.static_routes.len());
+    for r in &req.static_routes {
+        let IpAddr::V4(p) = r.prefix.addr() else {
+            return Err(Error::field(
+                "static-routes",
+                format!("{} is not an IPv4 prefix", r.prefix),
+            ));
+        };
+        if r.prefix.prefix_len() == 0 {
+            return Err(Error::field(
+                "static-routes",
+                "0.0.0.0/0 is the gateway's route (sent with the others); set `gateway` instead",
+            ));
+        }
+        if !host_in_subnet(r.via) {
+            return Err(Error::field(
+                "static-routes",
+                format!(
+                    "via {} (for {}) is not a host address of the vif's subnet {subnet}",
+                    r.via, r.prefix
+                ),
+            ));
+        }
+        static_routes.push((p, r.prefix.prefix_len(), r.via));
+    }
+    let lease_time = req.lease_time.unwrap_or(LEASE_TIME_DEFAULT);
+    if lease_time < LEASE_TIME_MIN {
+        return Err(Error::field(
+            "lease-time",
+            format!("{lease_time} s is shorter than {LEASE_TIME_MIN} s"),
+        ));
+    }
+    Ok(Some(DhcpSettings {
+        address,
+        prefix_len,
+        gateway,
+        dns_servers: req.dns_servers.clone(),
+        static_routes,
+        lease_time,
+    }))
 }
 
 /// Queue pairs of a vhost-user vif: one unless asked for more.

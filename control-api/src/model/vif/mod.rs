@@ -51,6 +51,7 @@ impl Model {
         check_unicast("mac", req.mac)?;
         let mtu = config::mtu(req)?;
         config::check_addresses(req)?;
+        let dhcp = config::dhcp(req)?;
         let port = VifPort::from_request(req)?;
         self.check_port_free(&port)?;
         self.check_fabric_carries(req, &port, mtu)?;
@@ -62,6 +63,7 @@ impl Model {
             ip6: req.ip6,
             mtu,
             port,
+            dhcp,
         })
     }
 

@@ -139,6 +139,10 @@ const FLAG_NAT: u64 = 2;
 /// through the translation: a source-NAT flow's replies, a floating IP's inbound packets);
 /// without it, their source.
 const FLAG_NAT_DST: u64 = 4;
+/// A translated flow whose packets have both ends rewritten (a link-local service's: the
+/// pod's source to its per-vif link-local address, the link-local address to the service),
+/// each from its partner's key.
+const FLAG_NAT_BOTH: u64 = 8;
 
 pub(super) fn meta_word(verdict: FlowVerdict, tcp: TcpState, reverse_flag: bool, rev: u32) -> u64 {
     let v = match verdict {
@@ -150,9 +154,15 @@ pub(super) fn meta_word(verdict: FlowVerdict, tcp: TcpState, reverse_flag: bool,
 
 /// `m` marked as a NAT entry (rewriting its packets' destination if `dst`) whose pair came
 /// from the pool in registry slot `pool` (0: none, a floating IP's).
-pub(super) fn with_nat(m: u64, pool: u8, dst: bool) -> u64 {
+pub(super) fn with_nat(m: u64, pool: u8, dst: bool, both: bool) -> u64 {
     let dst = if dst { FLAG_NAT_DST } else { 0 };
-    m | (FLAG_NAT | dst) << 40 | u64::from(pool) << 32
+    let both = if both { FLAG_NAT_BOTH } else { 0 };
+    m | (FLAG_NAT | dst | both) << 40 | u64::from(pool) << 32
+}
+
+#[inline]
+pub(super) fn meta_nat_both(m: u64) -> bool {
+    (m >> 40) & FLAG_NAT_BOTH != 0
 }
 
 #[inline]
@@ -203,6 +213,7 @@ pub(super) fn hit(idx: usize, m: u64, v: u64) -> Hit {
         is_reverse: meta_is_reverse(m),
         nat: meta_is_nat(m),
         nat_dst: meta_nat_dst(m),
+        nat_both: meta_nat_both(m),
         partner: meta_rev(m),
         in_vif: (v >> 48) as u16,
         out_vif: (v >> 32) as u16,

@@ -154,6 +154,8 @@ pub struct Hit {
     pub nat: bool,
     /// A translated entry whose packets have their destination rewritten (else their source).
     pub nat_dst: bool,
+    /// A translated flow with both ends rewritten (a link-local service's).
+    pub nat_both: bool,
     /// The other direction's entry.
     pub partner: Option<u32>,
 }
@@ -184,6 +186,9 @@ pub struct NatSetup {
     /// The forward entry rewrites its packets' destination and the reverse entry their
     /// source (a floating IP reached from outside); else the other way round (source NAT).
     pub forward_rewrites_dst: bool,
+    /// Both entries rewrite both ends of their packets (a link-local service), each from its
+    /// partner's key; `forward_rewrites_dst` then says which entry replies come in by.
+    pub both: bool,
 }
 
 impl NewFlow {

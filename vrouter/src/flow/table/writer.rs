@@ -423,8 +423,9 @@ impl FlowTable {
         // The forward entry goes in first (so the reverse cannot take its slot) and learns its
         // partner's index after; readers see neither until the buckets are released.
         let nat = |m: u64, fwd: bool| {
-            f.nat
-                .map_or(m, |n| with_nat(m, n.pool, n.forward_rewrites_dst == fwd))
+            f.nat.map_or(m, |n| {
+                with_nat(m, n.pool, n.forward_rewrites_dst == fwd, n.both)
+            })
         };
         let m = nat(
             meta_word(f.verdict, TcpState::None, false, NO_REVERSE),
