@@ -382,10 +382,26 @@ fn pools_refuse_overlaps_unknown_names_and_detaching_what_is_in_use() {
 /// An ICMPv4 error from `from` to `to` quoting `quoted` (a frame as it left): its IPv4 header
 /// and the first 8 bytes after it, as routers quote.
 fn icmp_error(from: Ipv4Addr, to: Ipv4Addr, ty: u8, quoted: &[u8]) -> Vec<u8> {
+    icmp_error_between(PEER_MAC, FABRIC_MAC, from, to, ty, quoted)
+}
+
+/// [`icmp_error`] from a pod (to the vrouter's MAC).
+fn icmp_error_from_pod(from: Ipv4Addr, to: Ipv4Addr, ty: u8, quoted: &[u8]) -> Vec<u8> {
+    icmp_error_between(POD_A_MAC, VROUTER_MAC, from, to, ty, quoted)
+}
+
+fn icmp_error_between(
+    smac: vrouter::MacAddr,
+    dmac: vrouter::MacAddr,
+    from: Ipv4Addr,
+    to: Ipv4Addr,
+    ty: u8,
+    quoted: &[u8],
+) -> Vec<u8> {
     let ip = &quoted[14..];
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     let quote = &ip[..ihl + 8];
-    let b = PacketBuilder::ethernet2(PEER_MAC.0, FABRIC_MAC.0).ipv4(from.octets(), to.octets(), 64);
+    let b = PacketBuilder::ethernet2(smac.0, dmac.0).ipv4(from.octets(), to.octets(), 64);
     let icmp = match ty {
         3 => etherparse::Icmpv4Type::DestinationUnreachable(
             etherparse::icmpv4::DestUnreachableHeader::Port,
@@ -402,6 +418,12 @@ fn icmp_error(from: Ipv4Addr, to: Ipv4Addr, ty: u8, quoted: &[u8]) -> Vec<u8> {
 /// The quote of an ICMP error frame: its IPv4 header checksum checked, and its source and
 /// source port (for a quoted echo, the identifier).
 fn quote_of(f: &[u8]) -> (Ipv4Addr, u16) {
+    let (s, sp, _, _) = quoted_tuple(f);
+    (s, sp)
+}
+
+/// The tuple an ICMP error frame quotes (TCP / UDP), its IPv4 header checksum checked.
+fn quoted_tuple(f: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
     let e = 14 + 20 + 8;
     let ihl = usize::from(f[e] & 0x0f) * 4;
     let h = etherparse::Ipv4HeaderSlice::from_slice(&f[e..e + ihl])
@@ -413,12 +435,22 @@ fn quote_of(f: &[u8]) -> (Ipv4Addr, u16) {
         "quoted IPv4 checksum"
     );
     let l4 = e + ihl;
-    let port = if h.protocol == etherparse::IpNumber::ICMP {
-        u16::from_be_bytes([f[l4 + 4], f[l4 + 5]])
-    } else {
-        u16::from_be_bytes([f[l4], f[l4 + 1]])
-    };
-    (Ipv4Addr::from(h.source), port)
+    let port = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+    if h.protocol == etherparse::IpNumber::ICMP {
+        let id = port(l4 + 4);
+        return (
+            Ipv4Addr::from(h.source),
+            id,
+            Ipv4Addr::from(h.destination),
+            id,
+        );
+    }
+    (
+        Ipv4Addr::from(h.source),
+        port(l4),
+        Ipv4Addr::from(h.destination),
+        port(l4 + 2),
+    )
 }
 
 #[test]
@@ -876,4 +908,93 @@ fn services_refuse_bad_backends_and_pool_addresses() {
         .nat
         .del_service(VRF as u16, 17, u32::from(VIP), 80)
         .is_err());
+}
+
+/// A pod answering a reply that came back through source NAT with an ICMP error: the error
+/// leaves from the pool pair, its quote translated to what the remote sent.
+#[test]
+fn icmp_errors_from_a_pod_behind_source_nat_leave_from_the_pool() {
+    let mut b = bed();
+    let (_, udp) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 5555, 9))
+        .unwrap();
+    let (pool, pool_port, _, _) = tuple(&udp);
+    let reply = {
+        let b = PacketBuilder::ethernet2(PEER_MAC.0, FABRIC_MAC.0).ipv4(
+            REMOTE.octets(),
+            pool.octets(),
+            64,
+        );
+        let mut v = Vec::new();
+        b.udp(9, pool_port).write(&mut v, b"reply").unwrap();
+        v
+    };
+    let (vif, at_pod) = b.run(FABRIC, &reply).expect("the reply reaches the pod");
+    assert_eq!(vif, POD_A);
+    assert_eq!(tuple(&at_pod), (REMOTE, 9, POD_A_IP, 5555));
+    let err = icmp_error_from_pod(POD_A_IP, REMOTE, 3, &at_pod);
+    let (vif, out) = b.run(POD_A, &err).expect("the error leaves");
+    assert_eq!(vif, FABRIC);
+    let (s, _, d, _) = tuple(&out);
+    assert_eq!((s, d), (pool, REMOTE), "from the pool address");
+    assert_eq!(quoted_tuple(&out), (REMOTE, 9, pool, pool_port));
+    // An error quoting a packet of no flow is not translated: NAT cannot, so it is dropped.
+    let mut other = at_pod.clone();
+    other[14 + 20..14 + 22].copy_from_slice(&10u16.to_be_bytes());
+    let before = b.drops(DropReason::NatUnsupported);
+    assert_eq!(
+        b.run(POD_A, &icmp_error_from_pod(POD_A_IP, REMOTE, 3, &other)),
+        None
+    );
+    assert_eq!(b.drops(DropReason::NatUnsupported), before + 1);
+}
+
+/// ICMP errors about a VIP flow's packets, either way, are translated back: the backend's
+/// port unreachable reaches the client from the VIP, quoting the client's packet to the VIP
+/// (a router's error keeps the router's address); the client's error about a reply from the
+/// VIP reaches the backend, quoting the backend's own packet.
+#[test]
+fn icmp_errors_about_vip_flows_are_translated_back() {
+    let mut b = bed();
+    with_service(&b, &BACKEND_PORTS);
+    let sport = 4242;
+    let (vif, at_backend) = b
+        .run(POD_A, &frame(POD_A_IP, VIP, P::Syn, sport, 80))
+        .unwrap();
+    assert_eq!(vif, POD_B);
+    let (_, _, _, port) = tuple(&at_backend);
+
+    // From the backend (as pod B sends it; the MAC does not matter to routing).
+    let err = icmp_error_from_pod(POD_B_IP, POD_A_IP, 3, &at_backend);
+    let (vif, out) = b.run(POD_B, &err).expect("to the client");
+    assert_eq!(vif, POD_A);
+    let (s, _, d, _) = tuple(&out);
+    assert_eq!((s, d), (VIP, POD_A_IP), "from the VIP");
+    assert_eq!(quoted_tuple(&out), (POD_A_IP, sport, VIP, 80));
+    let router = Ipv4Addr::new(198, 18, 1, 254);
+    let err = icmp_error_from_pod(router, POD_A_IP, 11, &at_backend);
+    let (_, out) = b.run(POD_B, &err).expect("to the client");
+    let (s, _, d, _) = tuple(&out);
+    assert_eq!((s, d), (router, POD_A_IP), "a router keeps its address");
+    assert_eq!(quoted_tuple(&out), (POD_A_IP, sport, VIP, 80));
+
+    // From the client, about the backend's reply it got from the VIP (the VIP has no route).
+    let (_, reply) = b
+        .run(POD_B, &frame(POD_B_IP, POD_A_IP, P::Syn, port, sport))
+        .unwrap();
+    assert_eq!(tuple(&reply), (VIP, 80, POD_A_IP, sport));
+    let err = icmp_error_from_pod(POD_A_IP, VIP, 3, &reply);
+    let (vif, out) = b.run(POD_A, &err).expect("to the backend");
+    assert_eq!(vif, POD_B);
+    let (s, _, d, _) = tuple(&out);
+    assert_eq!((s, d), (POD_A_IP, POD_B_IP));
+    assert_eq!(quoted_tuple(&out), (POD_B_IP, port, POD_A_IP, sport));
+
+    // The service gone, such an error has no route.
+    b.nat
+        .del_service(VRF as u16, 6, u32::from(VIP), 80)
+        .unwrap();
+    let before = b.drops(DropReason::NoRoute);
+    assert_eq!(b.run(POD_A, &err), None);
+    assert_eq!(b.drops(DropReason::NoRoute), before + 1);
 }

@@ -501,6 +501,12 @@ impl FlowHook for FlowStage {
             }
             out_vif = Some(o);
         }
+        if m.proto == ipv4::proto::ICMP && translates && is_error_type(m.dport) {
+            let service = topo.filter(|_| services).map(|t| (t, m.vrf));
+            if let Some(a) = icmp_error_action(table, m, frame, target, service) {
+                return a;
+            }
+        }
         // Only the key's words on the fast path: the slow path rebuilds the key from `m`, so
         // it is not kept (spilled) across the lookup.
         let words = key_of(m).words();
@@ -554,17 +560,18 @@ impl FlowHook for FlowStage {
     }
 
     #[cold]
-    fn unrouted(&mut self, m: &PacketMeta) -> Option<RouteTarget> {
+    fn unrouted(&mut self, m: &PacketMeta, frame: &[u8]) -> Option<RouteTarget> {
         let nat: &NatSnapshot = self.nat.load();
+        if !nat.has_service(m.vrf) || m.l3 != L3::Ipv4 {
+            return None;
+        }
         // A VIP's flows always leave with the backend's route: this target is never used
-        // (an invalid nexthop, dropped if it were).
-        (nat.has_service(m.vrf)
-            && m.l3 == L3::Ipv4
-            && nat.service(m.vrf, m.proto, m.dst_v4(), m.dport).is_some())
-        .then_some(RouteTarget {
-            nexthop: u32::MAX,
-            label: None,
-        })
+        // (an invalid nexthop, dropped if it were). So do ICMP errors about the replies a VIP
+        // sent (quoting the VIP as their source).
+        let to_vip = nat.service(m.vrf, m.proto, m.dst_v4(), m.dport).is_some()
+            || nat::quoted(frame, m)
+                .is_some_and(|q| nat.service(m.vrf, q.proto, q.src, q.sport).is_some());
+        to_vip.then_some(UNROUTED)
     }
 
     fn on_fabric(&mut self, m: &PacketMeta, frame: &[u8]) -> Inbound {
@@ -619,6 +626,61 @@ impl FlowHook for FlowStage {
             // Removed under us: never translate with another flow's tuple.
             None => Inbound::Drop(DropReason::FlowDrop),
         }
+    }
+}
+
+/// The target [`FlowHook::unrouted`] gives a packet to a VIP (or an ICMP error about a VIP's
+/// reply): an invalid nexthop, replaced by the backend's route, dropped if it were not.
+const UNROUTED: RouteTarget = RouteTarget {
+    nexthop: u32::MAX,
+    label: None,
+};
+
+/// Whether an ICMPv4 type (as the metadata's destination port holds it) is an error that
+/// quotes the packet it answers: destination unreachable, time exceeded, parameter problem.
+#[inline(always)]
+fn is_error_type(ty: u16) -> bool {
+    matches!(ty, 3 | 11 | 12)
+}
+
+/// An ICMPv4 error inside a VRF that translates, about a packet of a NAT flow (its quote,
+/// reversed, is the key of the flow's entry for the error's direction): translated as that
+/// entry translates its packets, the quote with it. An entry that rewrites the source (the
+/// error leaves through source NAT or a floating IP, or comes from a VIP's backend) gives the
+/// quote's destination (and the error's source, if the translated host sent it) the pair,
+/// floating IP or VIP; one that rewrites the destination toward a VIP's backend (an error from
+/// a client about a reply it got from the VIP) sends it to the backend, quote and all. `None`:
+/// not about a NAT flow, decided as any other packet.
+#[cold]
+#[inline(never)]
+fn icmp_error_action(
+    table: &FlowTable,
+    m: &PacketMeta,
+    frame: &[u8],
+    target: RouteTarget,
+    service: Option<(&Topology, u16)>,
+) -> Option<FlowAction> {
+    let found = nat::quoted(frame, m).and_then(|q| {
+        let quoted = FlowKey {
+            vrf: m.vrf,
+            v6: false,
+            proto: q.proto,
+            src: u128::from(q.src),
+            dst: u128::from(q.dst),
+            sport: q.sport,
+            dport: q.dport,
+        };
+        table.lookup(&quoted.reverse()).filter(|h| h.nat)
+    });
+    let Some(hit) = found else {
+        // An error about a VIP's reply whose flow is gone: nowhere to send it.
+        return (target == UNROUTED).then_some(FlowAction::Refused(DropReason::NoRoute));
+    };
+    // Errors do not keep a flow alive: no touch.
+    match nat_hit(table, &hit, target, service) {
+        // A destination-rewriting entry outside a VIP (hit through a tunnel) is not ours.
+        FlowAction::Forward(_) => None,
+        a => Some(a),
     }
 }
 

@@ -1,7 +1,7 @@
 //! What a packet from a pod or from the fabric is: ARP and neighbour solicitations the vrouter
 //! answers, routed or bridged pod traffic, tunnels to decapsulate, or traffic for the host.
 
-use super::rewrite::{shift_offload, translate_back};
+use super::rewrite::{shift_offload, translate};
 use super::{reply, Ctx, FlowHook, Inbound, Verdict};
 use crate::buf::PacketBuf;
 use crate::meta::{self, PacketMeta, L3};
@@ -176,7 +176,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             Ok(v) => v,
             Err(r) => return Verdict::Drop(r),
         };
-        if let Err(r) = translate_back(b, m, x) {
+        if let Err(r) = translate(b, m, x) {
             return Verdict::Drop(r);
         }
         self.stats.nat_translated.add(1);
