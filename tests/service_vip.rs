@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 
-use control_api::api::{Service, ServiceBackend, ServiceProto};
+use control_api::api::{Service, ServiceBackend, ServiceBalance, ServiceProto};
 use testkit::kernel_pod::{route_in_vrf1, KernelPod};
 use testkit::netns::Netns;
 use testkit::vrouterd::Vrouterd;
@@ -140,6 +140,7 @@ fn service(backends: &[&KernelPod]) -> Service {
                 port: BACKEND_PORT,
             })
             .collect(),
+        balance: Default::default(),
     }
 }
 
@@ -244,6 +245,22 @@ fn a_vip_spreads_connections_over_its_backends_and_a_removed_one_gets_no_more() 
         kept_ok > 0,
         "some of 9 connections went to b1 or b3: {names:?}"
     );
+
+    // Balanced by least flows (its flows start afresh): new connections alternate.
+    let mut least = service(&[&b1, &b3]);
+    least.balance = ServiceBalance::LeastFlows;
+    vr.api(|c| async move { c.service_set("web", &least).await })
+        .expect("least flows");
+    let third = connect_many(&client, 20);
+    assert_eq!(third.get("failed"), None, "{third:?}");
+    let (n1, n3) = (
+        third.get("b1").copied().unwrap_or(0),
+        third.get("b3").copied().unwrap_or(0),
+    );
+    assert!(
+        n1.abs_diff(n3) <= 2,
+        "least flows keeps them even: {third:?}"
+    );
     drop(vr);
 }
 
@@ -272,6 +289,7 @@ fn a_backends_port_unreachable_reaches_the_client_from_the_vip() {
             address: backend.ip,
             port: 5354,
         }],
+        balance: Default::default(),
     };
     vr.api(|c| async move { c.service_set("dns", &svc).await })
         .expect("service");

@@ -10,7 +10,7 @@ use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use vrouter::flow::{Action, FlowConfig, FlowStage, FlowTable, FlowTimeouts, Policies, Policy};
-use vrouter::nat::{FloatingIp, Nat, PoolRange, Service};
+use vrouter::nat::{Balance, FloatingIp, Nat, PoolRange, Service};
 use vrouter::pipeline::{Pipeline, TxBatches};
 use vrouter::tables::{Nexthop, RouteTarget};
 use vrouter::{DropReason, PacketBuf, StatsRegistry, VecBuf};
@@ -766,6 +766,7 @@ fn with_service(b: &NatBed, ports: &[u16]) -> bool {
             addr: u32::from(VIP),
             port: 80,
             backends: ports.iter().map(|p| (u32::from(POD_B_IP), *p)).collect(),
+            balance: Balance::Hash,
         })
         .unwrap()
 }
@@ -882,6 +883,7 @@ fn services_refuse_bad_backends_and_pool_addresses() {
         addr: u32::from(addr),
         port: 80,
         backends,
+        balance: Balance::Hash,
     };
     let bk = u32::from(POD_B_IP);
     let err = |s: Service| b.nat.set_service(s).unwrap_err().to_string();
@@ -997,4 +999,55 @@ fn icmp_errors_about_vip_flows_are_translated_back() {
     let before = b.drops(DropReason::NoRoute);
     assert_eq!(b.run(POD_A, &err), None);
     assert_eq!(b.drops(DropReason::NoRoute), before + 1);
+}
+
+/// Least flows: each new flow goes to the backend holding the fewest now. Thirty flows split
+/// ten each; six of one backend's go (removed from the table, as aging would), and the next
+/// six new flows all go to it; switching back to the hash starts the service's flows afresh.
+#[test]
+fn a_least_flows_vip_gives_new_flows_to_the_backend_with_fewest() {
+    let mut b = bed();
+    let svc = |balance| Service {
+        vrf: VRF as u16,
+        proto: 6,
+        addr: u32::from(VIP),
+        port: 80,
+        backends: BACKEND_PORTS
+            .iter()
+            .map(|p| (u32::from(POD_B_IP), *p))
+            .collect(),
+        balance,
+    };
+    assert!(b.nat.set_service(svc(Balance::LeastFlows)).unwrap());
+    let mut chosen = Vec::new();
+    for sport in 5000..5030 {
+        chosen.push((sport, to_vip(&mut b, sport)));
+    }
+    assert_eq!(service_flows(&b), vec![10, 10, 10]);
+    let table = b.policies.table().clone();
+    for (sport, _) in chosen.iter().filter(|(_, p)| *p == 8081).take(6) {
+        let key = vrouter::flow::FlowKey {
+            vrf: VRF as u16,
+            v6: false,
+            proto: 6,
+            src: u128::from(u32::from(POD_A_IP)),
+            dst: u128::from(u32::from(VIP)),
+            sport: *sport,
+            dport: 80,
+        };
+        assert!(table.remove(&key), "flow {sport} removed");
+    }
+    assert_eq!(service_flows(&b), vec![10, 4, 10]);
+    for sport in 6000..6006 {
+        assert_eq!(to_vip(&mut b, sport), 8081, "new flow {sport}");
+    }
+    // Even again: one each.
+    let mut next: Vec<u16> = (6006..6009).map(|s| to_vip(&mut b, s)).collect();
+    next.sort();
+    assert_eq!(next, BACKEND_PORTS.to_vec());
+    assert_eq!(service_flows(&b), vec![11, 11, 11]);
+    // Back to the hash: the flows go, and new ones are spread by hash again.
+    assert!(b.nat.set_service(svc(Balance::Hash)).unwrap());
+    assert_eq!(service_flows(&b), vec![0, 0, 0]);
+    assert_eq!(b.policies.table().stats().active, 0);
 }

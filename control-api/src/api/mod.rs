@@ -24,7 +24,7 @@ pub use mirror::{
 };
 pub use nat::{
     FloatingIp, FloatingIpInfo, NatPool, NatPoolInfo, NatPoolUsage, NatPorts, Service,
-    ServiceBackend, ServiceBackendInfo, ServiceInfo, ServiceProto, SnatAttachment,
+    ServiceBackend, ServiceBackendInfo, ServiceBalance, ServiceInfo, ServiceProto, SnatAttachment,
 };
 pub use nexthop::{Nexthop, NexthopInfo, TunnelEncap};
 pub use policy::{Policy, PolicyAction, PolicyRule, Proto};

@@ -7,7 +7,7 @@ use super::table::{
     SetupCredit, NO_VIF,
 };
 use crate::meta::{PacketMeta, L3};
-use crate::nat::{self, End, FloatingIp, Nat, NatSnapshot, SnatRule, Translation};
+use crate::nat::{self, End, FloatingIp, Nat, NatSnapshot, ServiceSnap, SnatRule, Translation};
 use crate::pipeline::{FlowAction, FlowHook, Inbound, BURST};
 use crate::stats::{DropReason, MAX_VIFS};
 use crate::tables::{Nexthop, RouteTarget, Tables, Topology, FABRIC_VRF};
@@ -836,8 +836,8 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
             }
             return action(hit.verdict, target);
         }
-        if let Some(backends) = vip {
-            return setup_service(s, in_vif, now, p, backends);
+        if let Some(svc) = vip {
+            return setup_service(s, in_vif, now, p, svc);
         }
         // Miss: decide from the policies and install the flow (and its reverse if allowed).
         let (out, plain) = egress(s.tables, target, || meta.flow_hash());
@@ -934,7 +934,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
     FlowAction::Drop
 }
 
-/// The first packet of a flow to a service VIP: a backend chosen by the flow's hash, the flow
+/// The first packet of a flow to a service VIP: a backend chosen as the service balances, the flow
 /// decided by the policies of the vifs it enters and leaves by (toward that backend) and set
 /// up inline, the forward entry rewriting the destination to the backend, the reverse entry
 /// (keyed as the backend replies) the replies' source back to the VIP. Denied flows are not
@@ -946,7 +946,7 @@ fn setup_service(
     in_vif: u16,
     now: u64,
     p: &Packet,
-    backends: &[(u32, u16)],
+    svc: &ServiceSnap,
 ) -> FlowAction {
     let (table, meta) = (s.table, p.meta);
     if !translatable(meta) {
@@ -955,10 +955,33 @@ fn setup_service(
     let Some(topo) = s.topo else {
         return FlowAction::Drop;
     };
+    let backends = &svc.backends;
     let n = backends.len().max(1);
-    let Some(&(addr, port)) = backends.get(meta.flow_hash() as usize % n) else {
+    let from = meta.flow_hash() as usize % n;
+    // Least flows: the backend with the fewest now, ties going to the first from the hash's
+    // pick on; counted up here, down if the flow is not installed (or when it goes).
+    let (pick, counted) = match &svc.least {
+        None => (from, None),
+        Some((counts, places)) => {
+            let at = |i: usize| places.get(i % n).copied().unwrap_or(u8::MAX);
+            let best = (from..from + n)
+                .min_by_key(|&i| counts.count(at(i)))
+                .unwrap_or(from)
+                % n;
+            counts.add(at(best));
+            (best, Some((counts, at(best))))
+        }
+    };
+    let uncount = || {
+        if let Some((c, place)) = counted {
+            c.sub(place);
+        }
+    };
+    let Some(&(addr, port)) = backends.get(pick) else {
+        uncount();
         return FlowAction::Drop;
     };
+    let pool = counted.map_or(0, |(c, _)| c.slot());
     let key = key_of(meta);
     let to_backend_key = FlowKey {
         dst: u128::from(addr),
@@ -966,11 +989,13 @@ fn setup_service(
         ..key
     };
     let Some(target) = topo.vrf(meta.vrf).and_then(|v| v.route_v4(addr)) else {
+        uncount();
         return FlowAction::Refused(DropReason::NoRoute);
     };
     let out = egress_vif(s.tables, target, || meta.flow_hash());
     let verdict = verdict_of(s.pol, &to_backend_key, in_vif, out, true);
     if verdict != Some(FlowVerdict::Forward) {
+        uncount();
         return FlowAction::Drop;
     }
     let new = NewFlow {
@@ -983,12 +1008,16 @@ fn setup_service(
         now,
         nat: Some(NatSetup {
             reverse: to_backend_key.reverse(),
-            pool: 0,
+            pool,
             forward_rewrites_dst: true,
         }),
     };
     let rev = table.place(&new.reverse_key());
-    match table.insert_placed(&new, &p.place, Some(&rev), s.credit) {
+    let installed = table.insert_placed(&new, &p.place, Some(&rev), s.credit);
+    if installed.is_err() {
+        uncount();
+    }
+    match installed {
         Ok(idx) => {
             table.touch(idx, p.len, now, p.tcp_flags);
             FlowAction::Nat(
