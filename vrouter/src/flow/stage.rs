@@ -490,13 +490,12 @@ impl FlowHook for FlowStage {
         // The vifs' VRFs matter only to a VRF that translates something.
         let topo: Option<&Topology> = translates.then(|| &**topo.load());
         let mut out_vif = None;
-        if pol.get(in_vif).is_none() || translates {
-            let (o, plain) = egress(tables, target, || m.flow_hash());
-            if pol.get(in_vif).is_none()
-                && pol.get(o).is_none()
-                && !services
-                && leaving(nat, snat, topo, m, plain.then_some(o)).is_none()
-            {
+        // Whether the flow table speaks for the packet at all depends on where it leaves; a
+        // VRF that translates looks its flow up first (a NAT flow's hit needs no egress) and
+        // asks only on a miss, below.
+        if pol.get(in_vif).is_none() && !translates {
+            let o = egress_vif(tables, target, || m.flow_hash());
+            if pol.get(o).is_none() {
                 return FlowAction::Forward(target);
             }
             out_vif = Some(o);
@@ -536,6 +535,17 @@ impl FlowHook for FlowStage {
                 }
                 return action(hit.verdict, target);
             }
+        }
+        if translates {
+            let (o, plain) = egress(tables, target, || m.flow_hash());
+            if pol.get(in_vif).is_none()
+                && pol.get(o).is_none()
+                && !services
+                && leaving(nat, snat, topo, m, plain.then_some(o)).is_none()
+            {
+                return FlowAction::Forward(target);
+            }
+            out_vif = Some(o);
         }
         let pkt = Packet {
             meta: m,
