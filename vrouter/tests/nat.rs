@@ -1051,3 +1051,48 @@ fn a_least_flows_vip_gives_new_flows_to_the_backend_with_fewest() {
     assert_eq!(service_flows(&b), vec![0, 0, 0]);
     assert_eq!(b.policies.table().stats().active, 0);
 }
+
+/// A change waits for the forwarding cores to leave the old snapshot before removing the flows
+/// it no longer allows: a core that has not announced a quiescent state since the change holds
+/// the removal of a backend (so it cannot set a flow up to it after the scan), and lets it go as
+/// soon as it announces one.
+#[test]
+fn a_backend_removal_waits_for_the_cores_to_leave_the_old_set() {
+    let table = Arc::new(
+        FlowTable::new(FlowConfig {
+            entries: 1024,
+            timeouts: FlowTimeouts {
+                tcp_established: 1000,
+                tcp_closing: 100,
+                udp: 1000,
+                icmp: 1000,
+                other: 1000,
+            },
+        })
+        .unwrap(),
+    );
+    let grace = vrouter::qsbr::Qsbr::new();
+    let nat = Arc::new(Nat::new(table).with_grace(grace.clone()));
+    let svc = |ports: &[u16]| Service {
+        vrf: VRF as u16,
+        proto: 6,
+        addr: u32::from(VIP),
+        port: 80,
+        backends: ports.iter().map(|p| (u32::from(POD_B_IP), *p)).collect(),
+        balance: Balance::Hash,
+    };
+    assert!(nat.set_service(svc(&BACKEND_PORTS)).unwrap(), "no core yet");
+    let core = grace.register();
+    let changing = {
+        let nat = nat.clone();
+        std::thread::spawn(move || nat.set_service(svc(&[8080, 8082])).unwrap())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        !changing.is_finished(),
+        "the change waits for the core's quiescent state"
+    );
+    core.quiescent();
+    assert!(changing.join().unwrap(), "and then completes");
+    assert_eq!(nat.services()[0].backends.len(), 2);
+}

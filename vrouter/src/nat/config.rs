@@ -6,6 +6,7 @@
 use super::pools::BackendCounts;
 use super::{PoolRange, PortPool};
 use crate::flow::FlowTable;
+use crate::qsbr::Qsbr;
 use crate::tables::MAX_VRFS;
 use crate::Error;
 use arc_swap::ArcSwap;
@@ -115,6 +116,9 @@ impl Service {
         Ok(())
     }
 }
+
+/// The longest a change waits for the forwarding cores to leave the old snapshot.
+const GRACE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// VRF, protocol, address, port.
 type ServiceKey = (u16, u8, u32, u16);
@@ -242,6 +246,10 @@ struct State {
 pub struct Nat {
     current: Arc<ArcSwap<NatSnapshot>>,
     table: Arc<FlowTable>,
+    /// The forwarding cores' reclamation domain: after publishing, the control side waits for
+    /// every core to pass a quiescent state, so none still sets flows up from the old snapshot
+    /// when the flows it no longer allows are removed.
+    grace: Option<Arc<Qsbr>>,
     state: Mutex<State>,
     /// Stages created so far: each starts its pool cursors elsewhere, so cores take pairs
     /// from blocks of their own.
@@ -253,9 +261,19 @@ impl Nat {
         Nat {
             current: Arc::new(ArcSwap::from_pointee(NatSnapshot::empty())),
             table,
+            grace: None,
             state: Mutex::new(State::default()),
             stages: AtomicUsize::new(0),
         }
+    }
+
+    /// Wait, after each change, for the cores reading through `grace` (the forwarding cores,
+    /// which announce a quiescent state between bursts) to let go of the old snapshot before
+    /// removing the flows it allowed and the new one does not (a removed backend's, a floating
+    /// IP's, a detached VRF's): else a core could set one up just after the removal scan.
+    pub fn with_grace(mut self, grace: Arc<Qsbr>) -> Nat {
+        self.grace = Some(grace);
+        self
     }
 
     pub fn snapshot(&self) -> Arc<NatSnapshot> {
@@ -710,6 +728,12 @@ impl Nat {
             }
         }
         self.current.store(Arc::new(snap));
+        if let Some(g) = &self.grace {
+            // Bounded: a core stuck in a burst must not hold the control side; then the race
+            // this closes stays open for that change (as it was before grace periods).
+            let t = g.retire();
+            g.wait(t, GRACE_WAIT);
+        }
     }
 
     fn remove_flows_of(&self, vrf: u16) {
