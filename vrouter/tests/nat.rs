@@ -1096,3 +1096,41 @@ fn a_backend_removal_waits_for_the_cores_to_leave_the_old_set() {
     assert!(changing.join().unwrap(), "and then completes");
     assert_eq!(nat.services()[0].backends.len(), 2);
 }
+
+/// A policy change re-decides a VIP flow on the backend tuple it was set up with, not the VIP
+/// tuple it is keyed by: once pod B's policy refuses backend port 8081, the flows that went
+/// there are dropped at their next packet (and not set up again), the others kept.
+#[test]
+fn a_policy_change_re_decides_vip_flows_on_their_backend_tuple() {
+    let mut b = bed();
+    with_service(&b, &BACKEND_PORTS);
+    let mut chosen = Vec::new();
+    for sport in 7000..7030 {
+        chosen.push((sport, to_vip(&mut b, sport)));
+    }
+    assert!(chosen.iter().any(|(_, p)| *p == 8081));
+    let refuse_8081 = Policy {
+        default: Action::Allow,
+        ingress: vec![],
+        egress: vec![vrouter::flow::Rule {
+            action: Action::Deny,
+            proto: Some(6),
+            cidr: None,
+            ports: Some((8081, 8081)),
+        }],
+    };
+    b.policies.set(POD_B, Some(refuse_8081)).unwrap();
+    let before = b.drops(DropReason::FlowDrop);
+    for (sport, port) in &chosen {
+        let out = b.run(POD_A, &frame(POD_A_IP, VIP, P::Syn, *sport, 80));
+        if *port == 8081 {
+            assert_eq!(out, None, "flow {sport} to 8081 dropped");
+        } else {
+            let (vif, f) = out.expect("kept");
+            assert_eq!((vif, tuple(&f).3), (POD_B, *port), "flow {sport} kept");
+        }
+    }
+    let refused = chosen.iter().filter(|(_, p)| *p == 8081).count() as u64;
+    assert_eq!(b.drops(DropReason::FlowDrop), before + refused);
+    assert_eq!(service_flows(&b)[1], 0, "none left to 8081");
+}

@@ -827,11 +827,21 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
     for _ in 0..2 {
         if let Some(hit) = found.take() {
             if hit.policy_gen != pol.generation {
-                // A NAT entry rewriting the destination (hit here only through a tunnel) is
-                // re-decided from its partner, by the packets that set it up.
-                if !(hit.nat && hit.nat_dst) {
-                    // Policies changed since this flow was decided: decide again.
-                    let fk = if hit.is_reverse { key.reverse() } else { key };
+                // Policies changed since this flow was decided: decide again, on the tuple it
+                // was decided on. A VIP flow's forward entry (keyed to the VIP) was decided on
+                // the backend's tuple, which its partner holds reversed; any other NAT entry
+                // rewriting the destination (hit here only through a tunnel) is re-decided
+                // from its partner, by the packets that set it up.
+                let fk = if hit.nat && hit.nat_dst {
+                    service
+                        .and_then(|(_, vrf)| table.nat_partner(&hit).filter(|b| b.vrf == vrf))
+                        .map(|backend_side| backend_side.reverse())
+                } else if hit.is_reverse {
+                    Some(key.reverse())
+                } else {
+                    Some(key)
+                };
+                if let Some(fk) = fk {
                     if verdict_of(pol, &fk, hit.in_vif, hit.out_vif, hit.nat) != Some(hit.verdict) {
                         table.remove(&key);
                         found = table.lookup_placed(&place);
