@@ -412,6 +412,69 @@ mod tests {
         }
     }
 
+    /// An ICMP error from `from` to `to` quoting the first 28 bytes (IPv4 header and 8 more)
+    /// of `quoted`'s IP packet, as a router sends it; checksums computed by etherparse.
+    fn icmp_error(from: [u8; 4], to: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(from, to, 64);
+        let mut out = Vec::new();
+        b.icmpv4(etherparse::Icmpv4Type::TimeExceeded(
+            etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+        ))
+        .write(&mut out, &quoted[14..14 + 28])
+        .unwrap();
+        out
+    }
+
+    proptest! {
+        /// An ICMP error translated either way carries the checksums etherparse computes, outside
+        /// and in the quote, and the addresses and port the translation says: the error's
+        /// destination and the quote's source, or the quote's destination (and the error's
+        /// source when the quoted destination sent it).
+        #[test]
+        fn translated_icmp_errors_carry_valid_checksums(
+            tcp in any::<bool>(),
+            src in any::<[u8; 4]>(),
+            dst in any::<[u8; 4]>(),
+            sp in any::<u16>(),
+            dp in any::<u16>(),
+            router in any::<[u8; 4]>(),
+            from_dst in any::<bool>(),
+            source in any::<bool>(),
+            addr in any::<u32>(),
+            port in any::<u16>(),
+        ) {
+            let proto = if tcp { Proto::Tcp } else { Proto::Udp };
+            let quoted = build(proto, src, dst, sp, dp, b"payload!");
+            // Translated back (destination): the error goes to the quote's source. Translated
+            // on its way out (source): it comes from the quote's destination or a router.
+            let from = if !source || from_dst { dst } else { router };
+            let mut f = icmp_error(from, src, &quoted);
+            let m = crate::meta::parse_ethernet(&f).unwrap();
+            let end = if source { End::Source } else { End::Destination };
+            translate_icmp_error(&mut f, &m, Translation { end, addr, port }).unwrap();
+            check(&f)?;
+            let e = 14 + 20 + 8;
+            let q = etherparse::Ipv4HeaderSlice::from_slice(&f[e..e + 20]).unwrap().to_header();
+            prop_assert_eq!(q.header_checksum, q.calc_header_checksum());
+            let outer = etherparse::Ipv4HeaderSlice::from_slice(&f[14..34]).unwrap().to_header();
+            let at = |o: usize| u16::from_be_bytes([f[o], f[o + 1]]);
+            let a = std::net::Ipv4Addr::from(addr).octets();
+            match end {
+                End::Destination => {
+                    prop_assert_eq!((outer.source, outer.destination), (from, a));
+                    prop_assert_eq!((q.source, q.destination), (a, dst));
+                    prop_assert_eq!((at(e + 20), at(e + 22)), (port, dp));
+                }
+                End::Source => {
+                    let outer_src = if from == dst { a } else { from };
+                    prop_assert_eq!((outer.source, outer.destination), (outer_src, src));
+                    prop_assert_eq!((q.source, q.destination), (src, a));
+                    prop_assert_eq!((at(e + 20), at(e + 22)), (sp, port));
+                }
+            }
+        }
+    }
+
     #[test]
     fn other_protocols_and_short_headers_are_refused() {
         let mut f = build(Proto::Udp, [198, 18, 0, 1], [203, 0, 113, 1], 1, 2, b"x");
