@@ -1134,3 +1134,21 @@ fn a_policy_change_re_decides_vip_flows_on_their_backend_tuple() {
     assert_eq!(b.drops(DropReason::FlowDrop), before + refused);
     assert_eq!(service_flows(&b)[1], 0, "none left to 8081");
 }
+
+/// A pod reached through its floating IP answers with an ICMP error (a closed port): the error
+/// leaves from the floating IP, quoting the remote's datagram as the remote sent it.
+#[test]
+fn a_pods_icmp_error_about_an_inbound_floating_ip_flow_leaves_from_the_floating_ip() {
+    let mut b = bed();
+    with_floating_ip(&b);
+    let (vif, inbound) = b
+        .run(FABRIC, &frame(REMOTE, FLOATING, P::Udp, 7, 53))
+        .expect("to the pod");
+    assert_eq!(vif, POD_B);
+    let err = icmp_error_between(POD_B_MAC, VROUTER_MAC, POD_B_IP, REMOTE, 3, &inbound);
+    let (vif, out) = b.run(POD_B, &err).expect("the error leaves");
+    assert_eq!(vif, FABRIC);
+    let (s, _, d, _) = tuple(&out);
+    assert_eq!((s, d), (FLOATING, REMOTE), "from the floating IP");
+    assert_eq!(quoted_tuple(&out), (REMOTE, 7, FLOATING, 53));
+}
