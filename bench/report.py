@@ -16,6 +16,7 @@ OVS_MATCH = {
     "vrouterd-l3": "ovs-l3-flows-1",
     "vrouterd-l3-flows-1": "ovs-l3-flows-1",
     "vrouterd-l3-flows-65536": "ovs-l3-flows-65536",
+    "vrouterd-snat-flows-65536": "ovs-snat-flows-65536",
 }
 
 # A vrouterd case measured against another vrouterd case of the same run (what a feature

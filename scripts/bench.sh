@@ -19,7 +19,7 @@ SIZES=${BENCH_SIZES:-"64 1518"}
 # Cases whose latency (at 10, 50 and 90 % of their peak) and zero-loss rate are measured too.
 LATENCY_CASES=${BENCH_LATENCY_CASES:-"testpmd-ceiling ovs-l3-flows-1 vrouterd-l3"}
 LATENCY_SECONDS=${BENCH_LATENCY_SECONDS:-5}
-CASES=${BENCH_CASES:-"testpmd-ceiling ovs-port ovs-l3-flows-1 ovs-l3-flows-65536 vrouterd-l3 vrouterd-l3-flows-1 vrouterd-l3-flows-65536 vrouterd-l3-mirror-deaf vrouterd-overlay-vxlan vrouterd-overlay-mplsoudp vrouterd-overlay-mplsogre tcp"}
+CASES=${BENCH_CASES:-"testpmd-ceiling ovs-port ovs-l3-flows-1 ovs-l3-flows-65536 ovs-snat-flows-65536 vrouterd-l3 vrouterd-l3-flows-1 vrouterd-l3-flows-65536 vrouterd-snat-flows-65536 vrouterd-l3-mirror-deaf vrouterd-overlay-vxlan vrouterd-overlay-mplsoudp vrouterd-overlay-mplsogre tcp"}
 WARMUP=2
 WARMUP_MAX=${BENCH_WARMUP_MAX:-60}
 STEADY_PCT=2
@@ -192,6 +192,11 @@ case_ovs() {
     OF del-flows || { ovs_stop; return 1; }
     if [[ $rules == port ]]; then
         OF add-flow "in_port=1,actions=output:2" || { ovs_stop; return 1; }
+    elif [[ $rules == snat ]]; then
+        # Source NAT as OVS does it: conntrack commits each flow with a source from the pool
+        # (the same 4 addresses × 64,512 ports as vrouterd's), then the routed rewrite.
+        OF add-flow "table=0,priority=10,ip,in_port=1,nw_dst=198.19.0.0/16,actions=ct(commit,nat(src=$SNAT_POOL_FIRST-$SNAT_POOL_LAST:1024-65535),table=1)" || { ovs_stop; return 1; }
+        OF add-flow "table=1,priority=10,ip,in_port=1,actions=mod_dl_src:00:00:5e:00:01:00,mod_dl_dst:02:00:00:00:0b:01,dec_ttl,output:2" || { ovs_stop; return 1; }
     else
         python3 - "$rules" > "$o/flows.txt" <<'PY'
 import sys
@@ -208,6 +213,9 @@ PY
     echo "bench: $name: $(OF dump-flows --no-stats | grep -c actions) OpenFlow rules on br0"
     measure "$name" "net_virtio_user0,path=$o/sock/a.sock,server=1,queue_size=1024" \
         "net_virtio_user1,path=$o/sock/b.sock,server=1,queue_size=1024" "$flows"
+    if [[ $rules == snat ]]; then
+        echo "bench: $name: $(ovs-appctl -t "$o/vswitchd.ctl" dpctl/dump-conntrack 2>/dev/null | grep -c "dst=198\.51\.100\.6[4-7],") conntrack entries translated to the pool"
+    fi
     ovs_stop
 }
 
@@ -220,7 +228,12 @@ CTL() {
     fi
 }
 
-# vrouterd with two server-mode vhost-user vifs in VRF 1 routing 198.19.0.0/16 to B.
+# The source-NAT cases' pool: 4 addresses of TEST-NET-2, ports 1024-65535.
+SNAT_POOL_FIRST=198.51.100.64
+SNAT_POOL_LAST=198.51.100.67
+
+# vrouterd with two server-mode vhost-user vifs in VRF 1 (B in VRF $B_VRF if set) routing
+# 198.19.0.0/16 to B.
 vrouterd_start() {
     local v=$work/vr; rm -rf "$v"; mkdir -p "$v/pods"
     local extra=("$@")
@@ -234,7 +247,7 @@ vrouterd_start() {
     fi
     CTL vrf add 1 || return 1
     CTL vif add podA --type vhost-user --vrf 1 --mac 02:00:00:00:0a:01 --socket-dir "$v/pods/a" --socket-file a.sock --mode server || return 1
-    CTL vif add podB --type vhost-user --vrf 1 --mac 02:00:00:00:0b:01 --socket-dir "$v/pods/b" --socket-file b.sock --mode server || return 1
+    CTL vif add podB --type vhost-user --vrf "${B_VRF:-1}" --mac 02:00:00:00:0b:01 --socket-dir "$v/pods/b" --socket-file b.sock --mode server || return 1
     CTL nh set 1 encap --vif podA --dmac 02:00:00:00:0a:01 || return 1
     CTL nh set 2 encap --vif podB --dmac 02:00:00:00:0b:01 || return 1
     CTL route add --vrf 1 198.18.0.0/16 --nh 1 || return 1
@@ -293,6 +306,20 @@ case_vrouterd_l3_mirror_deaf() {
     stop_pids
 }
 
+# Source NAT: pod A's VRF 1 is attached to a pool of VRF 0, where pod B is: every flow leaves
+# from a pair of the pool, set up inline on the forwarding core with its reverse entry.
+case_vrouterd_snat() {
+    local name=$1 flows=$2
+    B_VRF=0 vrouterd_start || { stop_pids; return 1; }
+    CTL route add --vrf 1 198.19.0.0/16 --nh 2 || return 1
+    CTL nat pool-set bench --vrf 0 "$SNAT_POOL_FIRST" "$SNAT_POOL_LAST" --ports 1024-65535 || return 1
+    CTL nat attach 1 bench || return 1
+    measure "$name" "$VR_A" "$VR_B" "$flows"
+    # What was measured is translated: say how many pairs the flows hold.
+    echo "bench: $name: $("$bin/vrouterctl" --socket "$work/vr/ctl.sock" nat pools 2>/dev/null | tail -n +2 | tr -s ' ')"
+    stop_pids
+}
+
 case_vrouterd_overlay() {
     local name=$1 encap=$2
     # The fabric is a net_ring port: what it sends, it receives. Pod A's traffic is tunnelled to
@@ -334,10 +361,12 @@ run_case() {
         ovs-port) case_ovs ovs-port port 1 ;;
         ovs-l3-flows-1) case_ovs ovs-l3-flows-1 1 1 ;;
         ovs-l3-flows-65536) case_ovs ovs-l3-flows-65536 65536 65536 ;;
+        ovs-snat-flows-65536) case_ovs ovs-snat-flows-65536 snat 65536 ;;
         vrouterd-l3) case_vrouterd_l3 vrouterd-l3 1 no ;;
         vrouterd-l3-flows-1) case_vrouterd_l3 vrouterd-l3-flows-1 1 yes ;;
         vrouterd-l3-flows-65536) case_vrouterd_l3 vrouterd-l3-flows-65536 65536 yes ;;
         vrouterd-l3-mirror-deaf) case_vrouterd_l3_mirror_deaf vrouterd-l3-mirror-deaf ;;
+        vrouterd-snat-flows-65536) case_vrouterd_snat vrouterd-snat-flows-65536 65536 ;;
         vrouterd-overlay-vxlan) case_vrouterd_overlay vrouterd-overlay-vxlan vxlan ;;
         vrouterd-overlay-mplsoudp) case_vrouterd_overlay vrouterd-overlay-mplsoudp mplsoudp ;;
         vrouterd-overlay-mplsogre) case_vrouterd_overlay vrouterd-overlay-mplsogre mplsogre ;;

@@ -198,7 +198,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         .map_err(|e| anyhow!("--flow-entries {}: {e}", opts.flow_entries))?,
     );
     let policies = Arc::new(Policies::new(Arc::clone(&flow_table)));
-    let nat = Arc::new(Nat::new(Arc::clone(&flow_table)));
+    let nat = Arc::new(Nat::new(Arc::clone(&flow_table)).with_grace(Arc::clone(tables.grace())));
     let fabric = FabricConfig {
         vrouter_mac: opts.vrouter_mac,
         fabric_ip: opts.fabric_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),

@@ -9,10 +9,11 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use control_api::api::{FlowQuery, MacAddr, NatPool, NatPorts, VifRequest, VifType};
+use control_api::api::{FlowQuery, MacAddr, NatPool, NatPorts, VhostUserMode, VifRequest, VifType};
 use testkit::kernel_pod::{route_in_vrf1, KernelPod};
 use testkit::netns::Netns;
-use testkit::vrouterd::Vrouterd;
+use testkit::testpmd::TestpmdConfig;
+use testkit::vrouterd::{vhost_user_vif, Vrouterd};
 
 const POOL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 64);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -79,6 +80,13 @@ fn vrouterd_with_snat_and(
     args.extend_from_slice(more);
     let vr = Vrouterd::start_netns(Some(node), &vrouterd_bin(), &args, &[]);
     route_in_vrf1(&vr, &[("pod", pod)]);
+    uplink_and_pool(&vr, remote);
+    vr
+}
+
+/// `remote` behind af-packet vif `uplink` in VRF 0, 203.0.113.0/24 routed there from VRF 1,
+/// VRF 1 attached to pool `egress` (the pool address, ports 40000-40003).
+fn uplink_and_pool(vr: &Vrouterd, remote: &KernelPod) {
     let mut uplink = VifRequest::new("uplink", VifType::AfPacket, 0, MacAddr(remote.mac));
     uplink.iface = Some(remote.host_side.clone());
     vr.add_vif(&uplink);
@@ -101,7 +109,6 @@ fn vrouterd_with_snat_and(
         .expect("pool");
     vr.api(|c| async move { c.snat_set(1, "egress").await })
         .expect("attach");
-    vr
 }
 
 #[test]
@@ -505,4 +512,200 @@ fn exported_flow_records_carry_the_source_nat_translation() {
             "to the remote, translated to the pool: {text}"
         );
     }
+}
+
+/// A DPDK pod behind source NAT: testpmd (txonly, over virtio-user) in VRF 1 sends UDP to the
+/// remote, which sees every datagram from the pool address and a pool port, with valid IPv4
+/// checksums and the UDP checksum testpmd left out still left out; the flow is listed with
+/// both tuples and holds one pair.
+#[test]
+fn a_testpmd_pod_behind_source_nat_reaches_a_remote_that_sees_only_the_pool() {
+    const POD_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
+    let node = Netns::new("nattp");
+    let remote = remote(&node, "tpr", Some("00:00:5e:00:01:00"));
+    let vr = Vrouterd::start_netns(
+        Some(&node),
+        &vrouterd_bin(),
+        &["--flow-entries", "4096"],
+        &[],
+    );
+    vr.api(|c| async move { c.vrf_add(1).await })
+        .expect("vrf 1");
+    let dir = vr.socket_base().join("pod-uid-nat");
+    let req = vhost_user_vif("tpod", POD_MAC, &dir, "tpod-net1", VhostUserMode::Server);
+    vr.api(|c| async move { c.vif_add(&req).await })
+        .expect("tpod");
+    vr.route_to(1, "tpod", POD_MAC, &["198.18.1.2/32"]);
+    uplink_and_pool(&vr, &remote);
+
+    let cap = remote.ns.capture("eth0", "udp", 50);
+    let pod =
+        TestpmdConfig::sender(dir.join("tpod-net1"), "198.18.1.2", &REMOTE.to_string()).start();
+    vr.wait_connected("tpod");
+    let frames = cap.frames(Duration::from_secs(20));
+    assert_eq!(frames.len(), 50, "the remote received the pod's datagrams");
+    for f in &frames {
+        use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+        let p = SlicedPacket::from_ethernet(f).expect("a frame etherparse reads");
+        let Some(NetSlice::Ipv4(ip)) = &p.net else {
+            panic!("not IPv4: {f:02x?}")
+        };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+        assert_eq!(
+            (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination)),
+            (POOL, REMOTE),
+            "the remote sees only the pool address"
+        );
+        let Some(TransportSlice::Udp(u)) = &p.transport else {
+            panic!("not UDP: {f:02x?}")
+        };
+        assert!((PORTS.0..=PORTS.1).contains(&u.source_port()), "{u:?}");
+        assert_eq!(u.checksum(), 0, "no UDP checksum sent, none made up");
+    }
+    let page = vr
+        .api(|c| async move {
+            c.flows(&FlowQuery {
+                vrf: Some(1),
+                limit: Some(100),
+                cursor: None,
+            })
+            .await
+        })
+        .expect("flows");
+    let flow = page
+        .flows
+        .iter()
+        .find(|f| f.proto == 17 && f.src == std::net::IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2)))
+        .unwrap_or_else(|| panic!("the pod's flow is listed: {page:?}"));
+    let t = flow.translated.as_ref().expect("translated tuple");
+    assert_eq!((t.vrf, t.src, t.dst), (0, POOL.into(), REMOTE.into()));
+    let pools = vr
+        .api(|c| async move { c.nat_pools().await })
+        .expect("pools");
+    assert_eq!(pools[0].in_use, 1, "one flow, one pair");
+    drop(pod);
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}
+
+/// From the pod: a UDP datagram with TTL 2 from port 5555 to 203.0.113.10:33434 on a socket
+/// with IP_RECVERR; prints what its error queue reports: origin, ICMP type and code, the
+/// offender's address and the datagram's payload, or "timeout".
+const TTL_PROBE: &str = r#"
+import select, socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_IP, 11, 1)  # IP_RECVERR
+s.setsockopt(socket.SOL_IP, socket.IP_TTL, 2)
+s.bind(("", 5555))
+s.connect(("203.0.113.10", 33434))
+s.send(b"probe")
+p = select.poll()
+p.register(s, select.POLLERR)
+if not p.poll(5000):
+    print("timeout")
+    raise SystemExit
+data, anc, _, _ = s.recvmsg(64, 256, socket.MSG_ERRQUEUE)
+for level, kind, d in anc:
+    if level == socket.SOL_IP and kind == 11:
+        _, origin, ty, code, _, _, _ = struct.unpack("=IBBBBII", d[:16])
+        print(origin, ty, code, socket.inet_ntoa(d[20:24]), data.decode())
+"#;
+
+/// TTL exceeded from beyond the NAT: a router namespace between the fabric and the remote
+/// drops the pod's datagram sent with TTL 2 (vrouterd takes one) and answers the pool pair;
+/// the error reaches the pod's socket (its kernel matched the quote to the socket: the pod's
+/// own addresses and ports) and, captured in the pod, carries valid checksums outside and in
+/// the quote.
+#[test]
+fn ttl_exceeded_from_beyond_the_nat_reaches_the_pods_socket() {
+    const ROUTER: &str = "192.0.2.2";
+    let node = Netns::new("natttl");
+    let pod = KernelPod::attached_to(Some(&node), "tp", 1, 1500);
+    // The router: its eth0 on vrouterd's uplink (vrouterd at 192.0.2.1, MAC given
+    // statically), rt1 toward the far host.
+    let router = KernelPod::attached_to(Some(&node), "tr", 3, 1500);
+    router.ns.ip(&["addr", "flush", "dev", "eth0"]);
+    router
+        .ns
+        .ip(&["addr", "add", &format!("{ROUTER}/24"), "dev", "eth0"]);
+    router.ns.ip(&[
+        "neigh",
+        "replace",
+        "192.0.2.1",
+        "lladdr",
+        "00:00:5e:00:01:00",
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+    router
+        .ns
+        .ip(&["route", "replace", "default", "via", "192.0.2.1"]);
+    let far = Netns::new("natfar");
+    router.ns.veth("rt1", "eth0", Some(&far));
+    router
+        .ns
+        .ip(&["addr", "add", &format!("{REMOTE_GW}/24"), "dev", "rt1"]);
+    router.ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    far.ip(&["addr", "add", &format!("{REMOTE}/24"), "dev", "eth0"]);
+    far.ip(&["route", "add", "default", "via", REMOTE_GW]);
+    let vr = vrouterd_with_snat(&node, &pod, &router);
+    let out = pod.ping(&REMOTE.to_string(), 1);
+    assert!(
+        out.contains("1 received"),
+        "the far host answers through the router: {out}"
+    );
+
+    let cap = pod.ns.capture("eth0", "icmp[icmptype] == icmp-timxceed", 1);
+    let out = pod.ns.exec(&["python3", "-c", TTL_PROBE]);
+    // Origin 2: ICMP; type 11 code 0: TTL exceeded in transit.
+    assert_eq!(
+        out.trim(),
+        format!("2 11 0 {ROUTER} probe"),
+        "the error reached the pod's socket"
+    );
+    let frames = cap.frames(Duration::from_secs(10));
+    let f = frames.first().expect("the error, captured in the pod");
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(f).expect("a frame etherparse reads");
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4: {f:02x?}")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+    assert_eq!(
+        (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination)),
+        (ROUTER.parse().unwrap(), pod.ip)
+    );
+    let Some(TransportSlice::Icmpv4(i)) = &p.transport else {
+        panic!("not ICMP: {f:02x?}")
+    };
+    assert_eq!(
+        i.checksum(),
+        i.header().icmp_type.calc_checksum(i.payload()),
+        "ICMP checksum"
+    );
+    let quote = i.payload();
+    let ihl = usize::from(quote[0] & 0x0f) * 4;
+    let q = etherparse::Ipv4HeaderSlice::from_slice(&quote[..ihl])
+        .expect("the quoted header")
+        .to_header();
+    assert_eq!(
+        q.header_checksum,
+        q.calc_header_checksum(),
+        "quoted IPv4 checksum"
+    );
+    let port = |at: usize| u16::from_be_bytes([quote[ihl + at], quote[ihl + at + 1]]);
+    assert_eq!(
+        (
+            Ipv4Addr::from(q.source),
+            port(0),
+            Ipv4Addr::from(q.destination),
+            port(2)
+        ),
+        (pod.ip, 5555, REMOTE, 33434),
+        "the quote is the pod's own datagram"
+    );
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
 }

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 
-use control_api::api::{Service, ServiceBackend, ServiceProto};
+use control_api::api::{Service, ServiceBackend, ServiceBalance, ServiceProto};
 use testkit::kernel_pod::{route_in_vrf1, KernelPod};
 use testkit::netns::Netns;
 use testkit::vrouterd::Vrouterd;
@@ -140,6 +140,7 @@ fn service(backends: &[&KernelPod]) -> Service {
                 port: BACKEND_PORT,
             })
             .collect(),
+        balance: Default::default(),
     }
 }
 
@@ -243,6 +244,111 @@ fn a_vip_spreads_connections_over_its_backends_and_a_removed_one_gets_no_more() 
     assert!(
         kept_ok > 0,
         "some of 9 connections went to b1 or b3: {names:?}"
+    );
+
+    // Balanced by least flows (its flows start afresh): new connections alternate.
+    let mut least = service(&[&b1, &b3]);
+    least.balance = ServiceBalance::LeastFlows;
+    vr.api(|c| async move { c.service_set("web", &least).await })
+        .expect("least flows");
+    let third = connect_many(&client, 20);
+    assert_eq!(third.get("failed"), None, "{third:?}");
+    let (n1, n3) = (
+        third.get("b1").copied().unwrap_or(0),
+        third.get("b3").copied().unwrap_or(0),
+    );
+    assert!(
+        n1.abs_diff(n3) <= 2,
+        "least flows keeps them even: {third:?}"
+    );
+    drop(vr);
+}
+
+/// An ICMP error about a VIP flow, translated back: a UDP VIP whose backend has nothing on the
+/// port answers with the backend kernel's port unreachable, which reaches the client from the
+/// VIP quoting the client's own datagram to the VIP, so the client's connected socket sees
+/// the connection refused (its kernel matched the quote) and the checksums hold.
+#[test]
+fn a_backends_port_unreachable_reaches_the_client_from_the_vip() {
+    let node = Netns::new("vipicmp");
+    let client = KernelPod::attached_to(Some(&node), "ic", 1, 1500);
+    let backend = KernelPod::attached_to(Some(&node), "ib", 2, 1500);
+    let vr = Vrouterd::start_netns(
+        Some(&node),
+        &vrouterd_bin(),
+        &["--idle-sleep-us", "20", "--flow-entries", "4096"],
+        &[],
+    );
+    route_in_vrf1(&vr, &[("c", &client), ("b", &backend)]);
+    let svc = Service {
+        vrf: 1,
+        address: VIP,
+        port: 5353,
+        proto: ServiceProto::Udp,
+        backends: vec![ServiceBackend {
+            address: backend.ip,
+            port: 5354,
+        }],
+        balance: Default::default(),
+    };
+    vr.api(|c| async move { c.service_set("dns", &svc).await })
+        .expect("service");
+
+    let cap = client
+        .ns
+        .capture("eth0", "icmp[icmptype] == icmp-unreach", 1);
+    let out = client.ns.exec(&[
+        "python3",
+        "-c",
+        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(3)\ns.bind(('', 6000))\ns.connect(('198.18.9.100', 5353))\ns.send(b'x')\ntry:\n s.recv(10)\n print('answered')\nexcept ConnectionRefusedError:\n print('refused')\nexcept socket.timeout:\n print('timeout')",
+    ]);
+    assert_eq!(
+        out.trim(),
+        "refused",
+        "the port unreachable reached the client's socket"
+    );
+    let frames = cap.frames(std::time::Duration::from_secs(10));
+    let f = frames.first().expect("the error, captured at the client");
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(f).expect("a frame etherparse reads");
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4: {f:02x?}")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+    assert_eq!(
+        (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination)),
+        (VIP, client.ip),
+        "from the VIP"
+    );
+    let Some(TransportSlice::Icmpv4(i)) = &p.transport else {
+        panic!("not ICMP: {f:02x?}")
+    };
+    assert_eq!(
+        i.checksum(),
+        i.header().icmp_type.calc_checksum(i.payload()),
+        "ICMP checksum"
+    );
+    let quote = i.payload();
+    let ihl = usize::from(quote[0] & 0x0f) * 4;
+    let q = etherparse::Ipv4HeaderSlice::from_slice(&quote[..ihl])
+        .expect("the quoted header")
+        .to_header();
+    assert_eq!(
+        q.header_checksum,
+        q.calc_header_checksum(),
+        "quoted IPv4 checksum"
+    );
+    let port = |at: usize| u16::from_be_bytes([quote[ihl + at], quote[ihl + at + 1]]);
+    assert_eq!(
+        (
+            Ipv4Addr::from(q.source),
+            port(0),
+            Ipv4Addr::from(q.destination),
+            port(2)
+        ),
+        (client.ip, 6000, VIP, 5353),
+        "the quote is the client's datagram to the VIP"
     );
     drop(vr);
 }

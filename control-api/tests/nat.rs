@@ -521,6 +521,36 @@ async fn services_round_trip_and_refuse_bad_backends_and_clashes() {
     let (_, list) = call(&s, Method::GET, "/nat/services", None).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["backends"].as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["balance"], "hash", "the default");
+
+    // Balanced by least flows, or refused for a balance that does not exist.
+    let with_balance = |balance: &str| {
+        let mut v = svc(5, "198.18.1.100", two.clone()).unwrap();
+        v["balance"] = json!(balance);
+        Some(v)
+    };
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/nat/services/web",
+        with_balance("least-flows"),
+    )
+    .await;
+    assert_eq!((st, &v["balance"]), (200, &json!("least-flows")), "{v}");
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/nat/services/web",
+        with_balance("round-robin"),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("least-flows"), "{v}");
+    let (_, list) = call(&s, Method::GET, "/nat/services", None).await;
+    assert_eq!(
+        list[0]["balance"], "least-flows",
+        "unchanged by the refusal"
+    );
 
     refused(
         call(
@@ -674,5 +704,9 @@ async fn services_round_trip_and_refuse_bad_backends_and_clashes() {
         .map(String::as_str)
         .filter(|o| o.starts_with("service"))
         .collect();
-    assert_eq!(ops, ["service_set", "service_set", "service_del"]);
+    // Created, one backend less, least flows, deleted.
+    assert_eq!(
+        ops,
+        ["service_set", "service_set", "service_set", "service_del"]
+    );
 }

@@ -222,6 +222,7 @@ fn configure(c: &Controller, pods: &Path) {
                 port: *p,
             })
             .collect(),
+        balance: Default::default(),
     };
     c.service_set("web", &svc(&[8080, 8081])).unwrap();
     c.service_set("web", &svc(&[8081])).unwrap();

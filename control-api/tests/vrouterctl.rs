@@ -576,6 +576,8 @@ fn vrouterctl_sets_nat_pools_and_attachments() {
             "web",
             "--vrf",
             "5",
+            "--balance",
+            "least-flows",
             "198.18.1.100:80",
             "198.18.1.11:8080",
             "198.18.1.12:8080",
@@ -590,6 +592,7 @@ fn vrouterctl_sets_nat_pools_and_attachments() {
         svcs.lines().any(|l| l.starts_with("web")
             && l.contains("198.18.1.100:80")
             && l.contains("tcp")
+            && l.contains("least-flows")
             && l.contains("198.18.1.12:8080=0")),
         "{svcs}"
     );

@@ -2,7 +2,7 @@
 
 use control_api::{Change, DataplaneError, TableChange};
 use tracing::{info, info_span};
-use vrouter::nat::{FloatingIp, LinkLocal, PoolRange, Service};
+use vrouter::nat::{Balance, FloatingIp, LinkLocal, PoolRange, Service};
 use vrouter::tables::RouteTarget;
 
 use super::convert::flow_policy;
@@ -194,5 +194,9 @@ pub(super) fn service_of(s: &control_api::api::Service) -> Result<Service, Datap
             .iter()
             .map(|b| (u32::from(b.address), b.port))
             .collect(),
+        balance: match s.balance {
+            control_api::api::ServiceBalance::Hash => Balance::Hash,
+            control_api::api::ServiceBalance::LeastFlows => Balance::LeastFlows,
+        },
     })
 }

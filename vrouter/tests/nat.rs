@@ -10,7 +10,7 @@ use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use vrouter::flow::{Action, FlowConfig, FlowStage, FlowTable, FlowTimeouts, Policies, Policy};
-use vrouter::nat::{link_local_source, FloatingIp, LinkLocal, Nat, PoolRange, Service};
+use vrouter::nat::{link_local_source, Balance, FloatingIp, LinkLocal, Nat, PoolRange, Service};
 use vrouter::pipeline::{Pipeline, TxBatches};
 use vrouter::tables::{Nexthop, RouteTarget};
 use vrouter::{DropReason, PacketBuf, StatsRegistry, VecBuf};
@@ -384,10 +384,26 @@ fn pools_refuse_overlaps_unknown_names_and_detaching_what_is_in_use() {
 /// An ICMPv4 error from `from` to `to` quoting `quoted` (a frame as it left): its IPv4 header
 /// and the first 8 bytes after it, as routers quote.
 fn icmp_error(from: Ipv4Addr, to: Ipv4Addr, ty: u8, quoted: &[u8]) -> Vec<u8> {
+    icmp_error_between(PEER_MAC, FABRIC_MAC, from, to, ty, quoted)
+}
+
+/// [`icmp_error`] from a pod (to the vrouter's MAC).
+fn icmp_error_from_pod(from: Ipv4Addr, to: Ipv4Addr, ty: u8, quoted: &[u8]) -> Vec<u8> {
+    icmp_error_between(POD_A_MAC, VROUTER_MAC, from, to, ty, quoted)
+}
+
+fn icmp_error_between(
+    smac: vrouter::MacAddr,
+    dmac: vrouter::MacAddr,
+    from: Ipv4Addr,
+    to: Ipv4Addr,
+    ty: u8,
+    quoted: &[u8],
+) -> Vec<u8> {
     let ip = &quoted[14..];
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     let quote = &ip[..ihl + 8];
-    let b = PacketBuilder::ethernet2(PEER_MAC.0, FABRIC_MAC.0).ipv4(from.octets(), to.octets(), 64);
+    let b = PacketBuilder::ethernet2(smac.0, dmac.0).ipv4(from.octets(), to.octets(), 64);
     let icmp = match ty {
         3 => etherparse::Icmpv4Type::DestinationUnreachable(
             etherparse::icmpv4::DestUnreachableHeader::Port,
@@ -404,6 +420,12 @@ fn icmp_error(from: Ipv4Addr, to: Ipv4Addr, ty: u8, quoted: &[u8]) -> Vec<u8> {
 /// The quote of an ICMP error frame: its IPv4 header checksum checked, and its source and
 /// source port (for a quoted echo, the identifier).
 fn quote_of(f: &[u8]) -> (Ipv4Addr, u16) {
+    let (s, sp, _, _) = quoted_tuple(f);
+    (s, sp)
+}
+
+/// The tuple an ICMP error frame quotes (TCP / UDP), its IPv4 header checksum checked.
+fn quoted_tuple(f: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
     let e = 14 + 20 + 8;
     let ihl = usize::from(f[e] & 0x0f) * 4;
     let h = etherparse::Ipv4HeaderSlice::from_slice(&f[e..e + ihl])
@@ -415,12 +437,22 @@ fn quote_of(f: &[u8]) -> (Ipv4Addr, u16) {
         "quoted IPv4 checksum"
     );
     let l4 = e + ihl;
-    let port = if h.protocol == etherparse::IpNumber::ICMP {
-        u16::from_be_bytes([f[l4 + 4], f[l4 + 5]])
-    } else {
-        u16::from_be_bytes([f[l4], f[l4 + 1]])
-    };
-    (Ipv4Addr::from(h.source), port)
+    let port = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+    if h.protocol == etherparse::IpNumber::ICMP {
+        let id = port(l4 + 4);
+        return (
+            Ipv4Addr::from(h.source),
+            id,
+            Ipv4Addr::from(h.destination),
+            id,
+        );
+    }
+    (
+        Ipv4Addr::from(h.source),
+        port(l4),
+        Ipv4Addr::from(h.destination),
+        port(l4 + 2),
+    )
 }
 
 #[test]
@@ -736,6 +768,7 @@ fn with_service(b: &NatBed, ports: &[u16]) -> bool {
             addr: u32::from(VIP),
             port: 80,
             backends: ports.iter().map(|p| (u32::from(POD_B_IP), *p)).collect(),
+            balance: Balance::Hash,
         })
         .unwrap()
 }
@@ -852,6 +885,7 @@ fn services_refuse_bad_backends_and_pool_addresses() {
         addr: u32::from(addr),
         port: 80,
         backends,
+        balance: Balance::Hash,
     };
     let bk = u32::from(POD_B_IP);
     let err = |s: Service| b.nat.set_service(s).unwrap_err().to_string();
@@ -984,4 +1018,243 @@ fn a_link_local_service_is_reached_from_each_vifs_own_link_local_source_and_answ
     ] {
         assert!(b.nat.set_link_local(bad).is_err(), "{bad:?}");
     }
+/// A pod answering a reply that came back through source NAT with an ICMP error: the error
+/// leaves from the pool pair, its quote translated to what the remote sent.
+#[test]
+fn icmp_errors_from_a_pod_behind_source_nat_leave_from_the_pool() {
+    let mut b = bed();
+    let (_, udp) = b
+        .run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 5555, 9))
+        .unwrap();
+    let (pool, pool_port, _, _) = tuple(&udp);
+    let reply = {
+        let b = PacketBuilder::ethernet2(PEER_MAC.0, FABRIC_MAC.0).ipv4(
+            REMOTE.octets(),
+            pool.octets(),
+            64,
+        );
+        let mut v = Vec::new();
+        b.udp(9, pool_port).write(&mut v, b"reply").unwrap();
+        v
+    };
+    let (vif, at_pod) = b.run(FABRIC, &reply).expect("the reply reaches the pod");
+    assert_eq!(vif, POD_A);
+    assert_eq!(tuple(&at_pod), (REMOTE, 9, POD_A_IP, 5555));
+    let err = icmp_error_from_pod(POD_A_IP, REMOTE, 3, &at_pod);
+    let (vif, out) = b.run(POD_A, &err).expect("the error leaves");
+    assert_eq!(vif, FABRIC);
+    let (s, _, d, _) = tuple(&out);
+    assert_eq!((s, d), (pool, REMOTE), "from the pool address");
+    assert_eq!(quoted_tuple(&out), (REMOTE, 9, pool, pool_port));
+    // An error quoting a packet of no flow is not translated: NAT cannot, so it is dropped.
+    let mut other = at_pod.clone();
+    other[14 + 20..14 + 22].copy_from_slice(&10u16.to_be_bytes());
+    let before = b.drops(DropReason::NatUnsupported);
+    assert_eq!(
+        b.run(POD_A, &icmp_error_from_pod(POD_A_IP, REMOTE, 3, &other)),
+        None
+    );
+    assert_eq!(b.drops(DropReason::NatUnsupported), before + 1);
+}
+
+/// ICMP errors about a VIP flow's packets, either way, are translated back: the backend's
+/// port unreachable reaches the client from the VIP, quoting the client's packet to the VIP
+/// (a router's error keeps the router's address); the client's error about a reply from the
+/// VIP reaches the backend, quoting the backend's own packet.
+#[test]
+fn icmp_errors_about_vip_flows_are_translated_back() {
+    let mut b = bed();
+    with_service(&b, &BACKEND_PORTS);
+    let sport = 4242;
+    let (vif, at_backend) = b
+        .run(POD_A, &frame(POD_A_IP, VIP, P::Syn, sport, 80))
+        .unwrap();
+    assert_eq!(vif, POD_B);
+    let (_, _, _, port) = tuple(&at_backend);
+
+    // From the backend (as pod B sends it; the MAC does not matter to routing).
+    let err = icmp_error_from_pod(POD_B_IP, POD_A_IP, 3, &at_backend);
+    let (vif, out) = b.run(POD_B, &err).expect("to the client");
+    assert_eq!(vif, POD_A);
+    let (s, _, d, _) = tuple(&out);
+    assert_eq!((s, d), (VIP, POD_A_IP), "from the VIP");
+    assert_eq!(quoted_tuple(&out), (POD_A_IP, sport, VIP, 80));
+    let router = Ipv4Addr::new(198, 18, 1, 254);
+    let err = icmp_error_from_pod(router, POD_A_IP, 11, &at_backend);
+    let (_, out) = b.run(POD_B, &err).expect("to the client");
+    let (s, _, d, _) = tuple(&out);
+    assert_eq!((s, d), (router, POD_A_IP), "a router keeps its address");
+    assert_eq!(quoted_tuple(&out), (POD_A_IP, sport, VIP, 80));
+
+    // From the client, about the backend's reply it got from the VIP (the VIP has no route).
+    let (_, reply) = b
+        .run(POD_B, &frame(POD_B_IP, POD_A_IP, P::Syn, port, sport))
+        .unwrap();
+    assert_eq!(tuple(&reply), (VIP, 80, POD_A_IP, sport));
+    let err = icmp_error_from_pod(POD_A_IP, VIP, 3, &reply);
+    let (vif, out) = b.run(POD_A, &err).expect("to the backend");
+    assert_eq!(vif, POD_B);
+    let (s, _, d, _) = tuple(&out);
+    assert_eq!((s, d), (POD_A_IP, POD_B_IP));
+    assert_eq!(quoted_tuple(&out), (POD_B_IP, port, POD_A_IP, sport));
+
+    // The service gone, such an error has no route.
+    b.nat
+        .del_service(VRF as u16, 6, u32::from(VIP), 80)
+        .unwrap();
+    let before = b.drops(DropReason::NoRoute);
+    assert_eq!(b.run(POD_A, &err), None);
+    assert_eq!(b.drops(DropReason::NoRoute), before + 1);
+}
+
+/// Least flows: each new flow goes to the backend holding the fewest now. Thirty flows split
+/// ten each; six of one backend's go (removed from the table, as aging would), and the next
+/// six new flows all go to it; switching back to the hash starts the service's flows afresh.
+#[test]
+fn a_least_flows_vip_gives_new_flows_to_the_backend_with_fewest() {
+    let mut b = bed();
+    let svc = |balance| Service {
+        vrf: VRF as u16,
+        proto: 6,
+        addr: u32::from(VIP),
+        port: 80,
+        backends: BACKEND_PORTS
+            .iter()
+            .map(|p| (u32::from(POD_B_IP), *p))
+            .collect(),
+        balance,
+    };
+    assert!(b.nat.set_service(svc(Balance::LeastFlows)).unwrap());
+    let mut chosen = Vec::new();
+    for sport in 5000..5030 {
+        chosen.push((sport, to_vip(&mut b, sport)));
+    }
+    assert_eq!(service_flows(&b), vec![10, 10, 10]);
+    let table = b.policies.table().clone();
+    for (sport, _) in chosen.iter().filter(|(_, p)| *p == 8081).take(6) {
+        let key = vrouter::flow::FlowKey {
+            vrf: VRF as u16,
+            v6: false,
+            proto: 6,
+            src: u128::from(u32::from(POD_A_IP)),
+            dst: u128::from(u32::from(VIP)),
+            sport: *sport,
+            dport: 80,
+        };
+        assert!(table.remove(&key), "flow {sport} removed");
+    }
+    assert_eq!(service_flows(&b), vec![10, 4, 10]);
+    for sport in 6000..6006 {
+        assert_eq!(to_vip(&mut b, sport), 8081, "new flow {sport}");
+    }
+    // Even again: one each.
+    let mut next: Vec<u16> = (6006..6009).map(|s| to_vip(&mut b, s)).collect();
+    next.sort();
+    assert_eq!(next, BACKEND_PORTS.to_vec());
+    assert_eq!(service_flows(&b), vec![11, 11, 11]);
+    // Back to the hash: the flows go, and new ones are spread by hash again.
+    assert!(b.nat.set_service(svc(Balance::Hash)).unwrap());
+    assert_eq!(service_flows(&b), vec![0, 0, 0]);
+    assert_eq!(b.policies.table().stats().active, 0);
+}
+
+/// A change waits for the forwarding cores to leave the old snapshot before removing the flows
+/// it no longer allows: a core that has not announced a quiescent state since the change holds
+/// the removal of a backend (so it cannot set a flow up to it after the scan), and lets it go as
+/// soon as it announces one.
+#[test]
+fn a_backend_removal_waits_for_the_cores_to_leave_the_old_set() {
+    let table = Arc::new(
+        FlowTable::new(FlowConfig {
+            entries: 1024,
+            timeouts: FlowTimeouts {
+                tcp_established: 1000,
+                tcp_closing: 100,
+                udp: 1000,
+                icmp: 1000,
+                other: 1000,
+            },
+        })
+        .unwrap(),
+    );
+    let grace = vrouter::qsbr::Qsbr::new();
+    let nat = Arc::new(Nat::new(table).with_grace(grace.clone()));
+    let svc = |ports: &[u16]| Service {
+        vrf: VRF as u16,
+        proto: 6,
+        addr: u32::from(VIP),
+        port: 80,
+        backends: ports.iter().map(|p| (u32::from(POD_B_IP), *p)).collect(),
+        balance: Balance::Hash,
+    };
+    assert!(nat.set_service(svc(&BACKEND_PORTS)).unwrap(), "no core yet");
+    let core = grace.register();
+    let changing = {
+        let nat = nat.clone();
+        std::thread::spawn(move || nat.set_service(svc(&[8080, 8082])).unwrap())
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        !changing.is_finished(),
+        "the change waits for the core's quiescent state"
+    );
+    core.quiescent();
+    assert!(changing.join().unwrap(), "and then completes");
+    assert_eq!(nat.services()[0].backends.len(), 2);
+}
+
+/// A policy change re-decides a VIP flow on the backend tuple it was set up with, not the VIP
+/// tuple it is keyed by: once pod B's policy refuses backend port 8081, the flows that went
+/// there are dropped at their next packet (and not set up again), the others kept.
+#[test]
+fn a_policy_change_re_decides_vip_flows_on_their_backend_tuple() {
+    let mut b = bed();
+    with_service(&b, &BACKEND_PORTS);
+    let mut chosen = Vec::new();
+    for sport in 7000..7030 {
+        chosen.push((sport, to_vip(&mut b, sport)));
+    }
+    assert!(chosen.iter().any(|(_, p)| *p == 8081));
+    let refuse_8081 = Policy {
+        default: Action::Allow,
+        ingress: vec![],
+        egress: vec![vrouter::flow::Rule {
+            action: Action::Deny,
+            proto: Some(6),
+            cidr: None,
+            ports: Some((8081, 8081)),
+        }],
+    };
+    b.policies.set(POD_B, Some(refuse_8081)).unwrap();
+    let before = b.drops(DropReason::FlowDrop);
+    for (sport, port) in &chosen {
+        let out = b.run(POD_A, &frame(POD_A_IP, VIP, P::Syn, *sport, 80));
+        if *port == 8081 {
+            assert_eq!(out, None, "flow {sport} to 8081 dropped");
+        } else {
+            let (vif, f) = out.expect("kept");
+            assert_eq!((vif, tuple(&f).3), (POD_B, *port), "flow {sport} kept");
+        }
+    }
+    let refused = chosen.iter().filter(|(_, p)| *p == 8081).count() as u64;
+    assert_eq!(b.drops(DropReason::FlowDrop), before + refused);
+    assert_eq!(service_flows(&b)[1], 0, "none left to 8081");
+}
+
+/// A pod reached through its floating IP answers with an ICMP error (a closed port): the error
+/// leaves from the floating IP, quoting the remote's datagram as the remote sent it.
+#[test]
+fn a_pods_icmp_error_about_an_inbound_floating_ip_flow_leaves_from_the_floating_ip() {
+    let mut b = bed();
+    with_floating_ip(&b);
+    let (vif, inbound) = b
+        .run(FABRIC, &frame(REMOTE, FLOATING, P::Udp, 7, 53))
+        .expect("to the pod");
+    assert_eq!(vif, POD_B);
+    let err = icmp_error_between(POD_B_MAC, VROUTER_MAC, POD_B_IP, REMOTE, 3, &inbound);
+    let (vif, out) = b.run(POD_B, &err).expect("the error leaves");
+    assert_eq!(vif, FABRIC);
+    let (s, _, d, _) = tuple(&out);
+    assert_eq!((s, d), (FLOATING, REMOTE), "from the floating IP");
+    assert_eq!(quoted_tuple(&out), (REMOTE, 7, FLOATING, 53));
 }

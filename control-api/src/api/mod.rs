@@ -26,8 +26,8 @@ pub use mirror::{
 };
 pub use nat::{
     FloatingIp, FloatingIpInfo, LinkLocalService, LinkLocalServiceInfo, NatPool, NatPoolInfo,
-    NatPoolUsage, NatPorts, Service, ServiceBackend, ServiceBackendInfo, ServiceInfo, ServiceProto,
-    SnatAttachment,
+    NatPoolUsage, NatPorts, Service, ServiceBackend, ServiceBackendInfo, ServiceBalance,
+    ServiceInfo, ServiceProto, SnatAttachment,
 };
 pub use nexthop::{Nexthop, NexthopInfo, TunnelEncap};
 pub use policy::{Policy, PolicyAction, PolicyRule, Proto};

@@ -153,8 +153,26 @@ pub struct ServiceBackend {
     pub port: u16,
 }
 
+/// How a service picks a new flow's backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceBalance {
+    /// By the flow's hash.
+    #[default]
+    Hash,
+    /// The backend with the fewest flows now.
+    LeastFlows,
+}
+
+impl ServiceBalance {
+    /// The default (left out when saved, so older journals read the same).
+    pub fn is_hash(&self) -> bool {
+        *self == ServiceBalance::Hash
+    }
+}
+
 /// `PUT /nat/services/{name}`: flows to `address:port` (`proto`) in VRF `vrf` go to one of
-/// `backends`, picked per flow by its hash and kept for its life.
+/// `backends`, picked per flow as `balance` says (its hash by default) and kept for its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
@@ -163,6 +181,8 @@ pub struct Service {
     pub port: u16,
     pub proto: ServiceProto,
     pub backends: Vec<ServiceBackend>,
+    #[serde(default, skip_serializing_if = "ServiceBalance::is_hash")]
+    pub balance: ServiceBalance,
 }
 
 /// A backend as listed, with the flows it holds now.
@@ -182,4 +202,5 @@ pub struct ServiceInfo {
     pub port: u16,
     pub proto: ServiceProto,
     pub backends: Vec<ServiceBackendInfo>,
+    pub balance: ServiceBalance,
 }

@@ -383,6 +383,7 @@ mod tests {
                         address: "198.18.1.11".parse().unwrap(),
                         port: 8080,
                     }],
+                    balance: crate::api::ServiceBalance::LeastFlows,
                 },
             },
             NatRecord::ServiceDel { name: "web".into() },

@@ -612,5 +612,6 @@ pub fn service_info(name: &str, s: &Service, flows: &[u64]) -> ServiceInfo {
                 flows: flows.get(i).copied().unwrap_or(0),
             })
             .collect(),
+        balance: s.balance,
     }
 }

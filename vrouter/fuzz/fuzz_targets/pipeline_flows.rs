@@ -153,6 +153,7 @@ fn service(all: bool) -> Service {
         addr: VIP,
         port: 80,
         backends,
+        balance: vrouter::nat::Balance::Hash,
     }
 }
 

@@ -7,7 +7,9 @@ use super::table::{
     SetupCredit, NO_VIF,
 };
 use crate::meta::{PacketMeta, L3};
-use crate::nat::{self, End, FloatingIp, LinkLocal, Nat, NatSnapshot, SnatRule, Translation};
+use crate::nat::{
+    self, End, FloatingIp, LinkLocal, Nat, NatSnapshot, ServiceSnap, SnatRule, Translation,
+};
 use crate::pipeline::{FlowAction, FlowHook, Inbound, BURST};
 use crate::stats::{DropReason, MAX_VIFS};
 use crate::tables::{Nexthop, RouteTarget, Tables, Topology, FABRIC_VRF};
@@ -531,16 +533,21 @@ impl FlowHook for FlowStage {
         // The vifs' VRFs matter only to a VRF that translates something.
         let topo: Option<&Topology> = translates.then(|| &**topo.load());
         let mut out_vif = None;
-        if pol.get(in_vif).is_none() || translates {
-            let (o, plain) = egress(tables, target, || m.flow_hash());
-            if pol.get(in_vif).is_none()
-                && pol.get(o).is_none()
-                && !services
-                && leaving(nat, snat, topo, m, plain.then_some(o)).is_none()
-            {
+        // Whether the flow table speaks for the packet at all depends on where it leaves; a
+        // VRF that translates looks its flow up first (a NAT flow's hit needs no egress) and
+        // asks only on a miss, below.
+        if pol.get(in_vif).is_none() && !translates {
+            let o = egress_vif(tables, target, || m.flow_hash());
+            if pol.get(o).is_none() {
                 return FlowAction::Forward(target);
             }
             out_vif = Some(o);
+        }
+        if m.proto == ipv4::proto::ICMP && translates && is_error_type(m.dport) {
+            let service = topo.filter(|_| services).map(|t| (t, m.vrf));
+            if let Some(a) = icmp_error_action(table, m, frame, target, service) {
+                return a;
+            }
         }
         // Only the key's words on the fast path: the slow path rebuilds the key from `m`, so
         // it is not kept (spilled) across the lookup.
@@ -572,6 +579,17 @@ impl FlowHook for FlowStage {
                 return action(hit.verdict, target);
             }
         }
+        if translates {
+            let (o, plain) = egress(tables, target, || m.flow_hash());
+            if pol.get(in_vif).is_none()
+                && pol.get(o).is_none()
+                && !services
+                && leaving(nat, snat, topo, m, plain.then_some(o)).is_none()
+            {
+                return FlowAction::Forward(target);
+            }
+            out_vif = Some(o);
+        }
         let pkt = Packet {
             meta: m,
             place,
@@ -595,21 +613,22 @@ impl FlowHook for FlowStage {
     }
 
     #[cold]
-    fn unrouted(&mut self, m: &PacketMeta) -> Option<RouteTarget> {
+    fn unrouted(&mut self, m: &PacketMeta, frame: &[u8]) -> Option<RouteTarget> {
         let nat: &NatSnapshot = self.nat.load();
+        if m.l3 != L3::Ipv4 {
+            return None;
+        }
         // A VIP's flows always leave with the backend's route: this target is never used
-        // (an invalid nexthop, dropped if it were).
-        let vip = nat.has_service(m.vrf)
-            && m.l3 == L3::Ipv4
-            && nat.service(m.vrf, m.proto, m.dst_v4(), m.dport).is_some();
+        // (an invalid nexthop, dropped if it were). So do ICMP errors about the replies a VIP
+        // sent (quoting the VIP as their source).
+        let to_vip = nat.has_service(m.vrf)
+            && (nat.service(m.vrf, m.proto, m.dst_v4(), m.dport).is_some()
+                || nat::quoted(frame, m)
+                    .is_some_and(|q| nat.service(m.vrf, q.proto, q.src, q.sport).is_some()));
         // A link-local service's flows leave with the service's route in the fabric VRF.
-        let link_local = nat.has_link_local()
-            && m.l3 == L3::Ipv4
-            && nat.link_local(m.proto, m.dst_v4(), m.dport).is_some();
-        (vip || link_local).then_some(RouteTarget {
-            nexthop: u32::MAX,
-            label: None,
-        })
+        let link_local =
+            nat.has_link_local() && nat.link_local(m.proto, m.dst_v4(), m.dport).is_some();
+        (to_vip || link_local).then_some(UNROUTED)
     }
 
     fn on_fabric(&mut self, m: &PacketMeta, frame: &[u8]) -> Inbound {
@@ -681,6 +700,61 @@ impl FlowHook for FlowStage {
             // Removed under us: never translate with another flow's tuple.
             None => Inbound::Drop(DropReason::FlowDrop),
         }
+    }
+}
+
+/// The target [`FlowHook::unrouted`] gives a packet to a VIP (or an ICMP error about a VIP's
+/// reply): an invalid nexthop, replaced by the backend's route, dropped if it were not.
+const UNROUTED: RouteTarget = RouteTarget {
+    nexthop: u32::MAX,
+    label: None,
+};
+
+/// Whether an ICMPv4 type (as the metadata's destination port holds it) is an error that
+/// quotes the packet it answers: destination unreachable, time exceeded, parameter problem.
+#[inline(always)]
+fn is_error_type(ty: u16) -> bool {
+    matches!(ty, 3 | 11 | 12)
+}
+
+/// An ICMPv4 error inside a VRF that translates, about a packet of a NAT flow (its quote,
+/// reversed, is the key of the flow's entry for the error's direction): translated as that
+/// entry translates its packets, the quote with it. An entry that rewrites the source (the
+/// error leaves through source NAT or a floating IP, or comes from a VIP's backend) gives the
+/// quote's destination (and the error's source, if the translated host sent it) the pair,
+/// floating IP or VIP; one that rewrites the destination toward a VIP's backend (an error from
+/// a client about a reply it got from the VIP) sends it to the backend, quote and all. `None`:
+/// not about a NAT flow, decided as any other packet.
+#[cold]
+#[inline(never)]
+fn icmp_error_action(
+    table: &FlowTable,
+    m: &PacketMeta,
+    frame: &[u8],
+    target: RouteTarget,
+    service: Option<(&Topology, u16)>,
+) -> Option<FlowAction> {
+    let found = nat::quoted(frame, m).and_then(|q| {
+        let quoted = FlowKey {
+            vrf: m.vrf,
+            v6: false,
+            proto: q.proto,
+            src: u128::from(q.src),
+            dst: u128::from(q.dst),
+            sport: q.sport,
+            dport: q.dport,
+        };
+        table.lookup(&quoted.reverse()).filter(|h| h.nat)
+    });
+    let Some(hit) = found else {
+        // An error about a VIP's reply whose flow is gone: nowhere to send it.
+        return (target == UNROUTED).then_some(FlowAction::Refused(DropReason::NoRoute));
+    };
+    // Errors do not keep a flow alive: no touch.
+    match nat_hit(table, &hit, target, service) {
+        // A destination-rewriting entry outside a VIP (hit through a tunnel) is not ours.
+        FlowAction::Forward(_) => None,
+        a => Some(a),
     }
 }
 
@@ -897,11 +971,21 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
     for _ in 0..2 {
         if let Some(hit) = found.take() {
             if hit.policy_gen != pol.generation {
-                // A NAT entry rewriting the destination (hit here only through a tunnel) is
-                // re-decided from its partner, by the packets that set it up.
-                if !(hit.nat && hit.nat_dst) {
-                    // Policies changed since this flow was decided: decide again.
-                    let fk = if hit.is_reverse { key.reverse() } else { key };
+                // Policies changed since this flow was decided: decide again, on the tuple it
+                // was decided on. A VIP flow's forward entry (keyed to the VIP) was decided on
+                // the backend's tuple, which its partner holds reversed; any other NAT entry
+                // rewriting the destination (hit here only through a tunnel) is re-decided
+                // from its partner, by the packets that set it up.
+                let fk = if hit.nat && hit.nat_dst {
+                    service
+                        .and_then(|(_, vrf)| table.nat_partner(&hit).filter(|b| b.vrf == vrf))
+                        .map(|backend_side| backend_side.reverse())
+                } else if hit.is_reverse {
+                    Some(key.reverse())
+                } else {
+                    Some(key)
+                };
+                if let Some(fk) = fk {
                     if verdict_of(pol, &fk, hit.in_vif, hit.out_vif, hit.nat) != Some(hit.verdict) {
                         table.remove(&key);
                         found = table.lookup_placed(&place);
@@ -916,8 +1000,8 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
             }
             return action(hit.verdict, target);
         }
-        if let Some(backends) = vip {
-            return setup_service(s, in_vif, now, p, backends);
+        if let Some(svc) = vip {
+            return setup_service(s, in_vif, now, p, svc);
         }
         // Miss: decide from the policies and install the flow (and its reverse if allowed).
         let (out, plain) = egress(s.tables, target, || meta.flow_hash());
@@ -1015,7 +1099,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
     FlowAction::Drop
 }
 
-/// The first packet of a flow to a service VIP: a backend chosen by the flow's hash, the flow
+/// The first packet of a flow to a service VIP: a backend chosen as the service balances, the flow
 /// decided by the policies of the vifs it enters and leaves by (toward that backend) and set
 /// up inline, the forward entry rewriting the destination to the backend, the reverse entry
 /// (keyed as the backend replies) the replies' source back to the VIP. Denied flows are not
@@ -1027,7 +1111,7 @@ fn setup_service(
     in_vif: u16,
     now: u64,
     p: &Packet,
-    backends: &[(u32, u16)],
+    svc: &ServiceSnap,
 ) -> FlowAction {
     let (table, meta) = (s.table, p.meta);
     if !translatable(meta) {
@@ -1036,10 +1120,33 @@ fn setup_service(
     let Some(topo) = s.topo else {
         return FlowAction::Drop;
     };
+    let backends = &svc.backends;
     let n = backends.len().max(1);
-    let Some(&(addr, port)) = backends.get(meta.flow_hash() as usize % n) else {
+    let from = meta.flow_hash() as usize % n;
+    // Least flows: the backend with the fewest now, ties going to the first from the hash's
+    // pick on; counted up here, down if the flow is not installed (or when it goes).
+    let (pick, counted) = match &svc.least {
+        None => (from, None),
+        Some((counts, places)) => {
+            let at = |i: usize| places.get(i % n).copied().unwrap_or(u8::MAX);
+            let best = (from..from + n)
+                .min_by_key(|&i| counts.count(at(i)))
+                .unwrap_or(from)
+                % n;
+            counts.add(at(best));
+            (best, Some((counts, at(best))))
+        }
+    };
+    let uncount = || {
+        if let Some((c, place)) = counted {
+            c.sub(place);
+        }
+    };
+    let Some(&(addr, port)) = backends.get(pick) else {
+        uncount();
         return FlowAction::Drop;
     };
+    let pool = counted.map_or(0, |(c, _)| c.slot());
     let key = key_of(meta);
     let to_backend_key = FlowKey {
         dst: u128::from(addr),
@@ -1047,11 +1154,13 @@ fn setup_service(
         ..key
     };
     let Some(target) = topo.vrf(meta.vrf).and_then(|v| v.route_v4(addr)) else {
+        uncount();
         return FlowAction::Refused(DropReason::NoRoute);
     };
     let out = egress_vif(s.tables, target, || meta.flow_hash());
     let verdict = verdict_of(s.pol, &to_backend_key, in_vif, out, true);
     if verdict != Some(FlowVerdict::Forward) {
+        uncount();
         return FlowAction::Drop;
     }
     let new = NewFlow {
@@ -1064,13 +1173,17 @@ fn setup_service(
         now,
         nat: Some(NatSetup {
             reverse: to_backend_key.reverse(),
-            pool: 0,
+            pool,
             forward_rewrites_dst: true,
             both: false,
         }),
     };
     let rev = table.place(&new.reverse_key());
-    match table.insert_placed(&new, &p.place, Some(&rev), s.credit) {
+    let installed = table.insert_placed(&new, &p.place, Some(&rev), s.credit);
+    if installed.is_err() {
+        uncount();
+    }
+    match installed {
         Ok(idx) => {
             table.touch(idx, p.len, now, p.tcp_flags);
             FlowAction::Nat(

@@ -3,8 +3,10 @@
 //! control side changes it here; the flow stage reads it through an RCU snapshot
 //! ([`NatSnapshot`]), one atomic load per burst.
 
+use super::pools::BackendCounts;
 use super::{PoolRange, PortPool};
 use crate::flow::FlowTable;
+use crate::qsbr::Qsbr;
 use crate::tables::MAX_VRFS;
 use crate::Error;
 use arc_swap::ArcSwap;
@@ -29,9 +31,20 @@ pub struct FloatingIp {
     pub inside: u32,
 }
 
+/// How a service VIP picks a new flow's backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// By the flow's hash: no state, the same flow hash always picks the same backend.
+    #[default]
+    Hash,
+    /// The backend holding the fewest flows now (ties: from the flow's hash on). Each setup
+    /// and removal writes the backend's counter (an atomic add shared by the cores).
+    LeastFlows,
+}
+
 /// A service VIP: TCP or UDP to `addr:port` (host order) in VRF `vrf` goes to one of
-/// `backends`, chosen per flow by its hash and kept for the flow's life (its entries record
-/// it).
+/// `backends`, chosen per flow as `balance` says and kept for the flow's life (its entries
+/// record it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
     pub vrf: u16,
@@ -40,6 +53,19 @@ pub struct Service {
     pub port: u16,
     /// (address, port), host order; never empty, no duplicates.
     pub backends: Vec<(u32, u16)>,
+    pub balance: Balance,
+}
+
+/// Most backends a service takes.
+pub const MAX_BACKENDS: usize = 64;
+
+/// A service as the flow stage reads it.
+#[derive(Debug, Clone)]
+pub struct ServiceSnap {
+    /// (address, port), host order.
+    pub backends: Box<[(u32, u16)]>,
+    /// Least flows: the counts and each backend's place in them.
+    pub least: Option<(Arc<BackendCounts>, Box<[u8]>)>,
 }
 
 impl Service {
@@ -63,6 +89,12 @@ impl Service {
         if self.backends.is_empty() {
             return Err(Error::NatBadService("no backends".into()));
         }
+        if self.backends.len() > MAX_BACKENDS {
+            return Err(Error::NatBadService(format!(
+                "{} backends, more than {MAX_BACKENDS}",
+                self.backends.len()
+            )));
+        }
         for (i, b) in self.backends.iter().enumerate() {
             if b.1 == 0 {
                 return Err(Error::NatBadService(format!(
@@ -84,6 +116,9 @@ impl Service {
         Ok(())
     }
 }
+
+/// The longest a change waits for the forwarding cores to leave the old snapshot.
+const GRACE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// VRF, protocol, address, port.
 type ServiceKey = (u16, u8, u32, u16);
@@ -158,7 +193,7 @@ pub struct NatSnapshot {
     floating_in: HashMap<(u16, u32), FloatingIp>,
     /// Per VRF: some pod of it has a floating IP.
     floating_vrf: Box<[bool]>,
-    services: HashMap<ServiceKey, Box<[(u32, u16)]>>,
+    services: HashMap<ServiceKey, ServiceSnap>,
     /// Per VRF: it has a service VIP.
     service_vrf: Box<[bool]>,
     link_local: HashMap<LinkLocalKey, LinkLocal>,
@@ -202,10 +237,10 @@ impl NatSnapshot {
             .unwrap_or(false)
     }
 
-    /// The backends of the VIP `addr:port` (`proto`) of VRF `vrf`.
+    /// The VIP `addr:port` (`proto`) of VRF `vrf`.
     #[inline]
-    pub fn service(&self, vrf: u16, proto: u8, addr: u32, port: u16) -> Option<&[(u32, u16)]> {
-        self.services.get(&(vrf, proto, addr, port)).map(|b| &**b)
+    pub fn service(&self, vrf: u16, proto: u8, addr: u32, port: u16) -> Option<&ServiceSnap> {
+        self.services.get(&(vrf, proto, addr, port))
     }
 
     /// VRF `vrf`'s rule, if it is attached.
@@ -283,6 +318,8 @@ struct State {
     floating: BTreeMap<u32, FloatingIp>,
     services: BTreeMap<ServiceKey, Service>,
     link_local: BTreeMap<LinkLocalKey, LinkLocal>,
+    /// The least-flows services' counts.
+    service_counts: BTreeMap<ServiceKey, Arc<BackendCounts>>,
 }
 
 /// The source-NAT store: one per process, beside the flow table whose entries record its
@@ -291,6 +328,10 @@ struct State {
 pub struct Nat {
     current: Arc<ArcSwap<NatSnapshot>>,
     table: Arc<FlowTable>,
+    /// The forwarding cores' reclamation domain: after publishing, the control side waits for
+    /// every core to pass a quiescent state, so none still sets flows up from the old snapshot
+    /// when the flows it no longer allows are removed.
+    grace: Option<Arc<Qsbr>>,
     state: Mutex<State>,
     /// Stages created so far: each starts its pool cursors elsewhere, so cores take pairs
     /// from blocks of their own.
@@ -302,9 +343,19 @@ impl Nat {
         Nat {
             current: Arc::new(ArcSwap::from_pointee(NatSnapshot::empty())),
             table,
+            grace: None,
             state: Mutex::new(State::default()),
             stages: AtomicUsize::new(0),
         }
+    }
+
+    /// Wait, after each change, for the cores reading through `grace` (the forwarding cores,
+    /// which announce a quiescent state between bursts) to let go of the old snapshot before
+    /// removing the flows it allowed and the new one does not (a removed backend's, a floating
+    /// IP's, a detached VRF's): else a core could set one up just after the removal scan.
+    pub fn with_grace(mut self, grace: Arc<Qsbr>) -> Nat {
+        self.grace = Some(grace);
+        self
     }
 
     pub fn snapshot(&self) -> Arc<NatSnapshot> {
@@ -573,6 +624,41 @@ impl Nat {
                     .collect()
             })
             .unwrap_or_default();
+        // A change of balance starts the service's flows afresh: the counts then cover every
+        // flow there is (those set up by hash were never counted).
+        let rebalanced = st
+            .services
+            .get(&key)
+            .is_some_and(|old| old.balance != s.balance);
+        let registry = self.table.nat_pools();
+        let mut fresh_slot = None;
+        if s.balance == Balance::LeastFlows {
+            let counts = match st.service_counts.get(&key) {
+                Some(c) if !rebalanced => c.clone(),
+                _ => {
+                    let Some(slot) = registry.free_slot() else {
+                        return Err(Error::TableFull {
+                            table: "NAT pool and least-flows service",
+                            capacity: super::pools::MAX_POOLS,
+                        });
+                    };
+                    fresh_slot = Some(slot);
+                    Arc::new(BackendCounts::new(slot))
+                }
+            };
+            // The old set's backends keep their places until their flows are gone: at most
+            // 64 + 64 places in use.
+            if counts.assign(&s.backends).is_none() {
+                return Err(Error::NatBadService(
+                    "too many backends changed at once".into(),
+                ));
+            }
+            if fresh_slot.is_some() {
+                registry.register_counts(counts.clone());
+            }
+            st.service_counts.insert(key, counts);
+        }
+        let balance = s.balance;
         let new = st.services.insert(key, s).is_none();
         // New flows stop picking a removed backend first, then its flows go.
         self.publish(&st);
@@ -584,8 +670,18 @@ impl Nat {
                     && f.key.proto == proto
                     && (f.key.dst, f.key.dport) == (u128::from(addr), port)
             });
+        } else if rebalanced {
+            self.remove_service_flows(key, None);
+            if balance == Balance::Hash {
+                if let Some(c) = st.service_counts.remove(&key) {
+                    registry.unregister(c.slot());
+                }
+            }
         } else if !gone.is_empty() {
             self.remove_service_flows(key, Some(&gone));
+            if let Some(c) = st.service_counts.get(&key) {
+                c.forget(&gone);
+            }
         }
         Ok(true)
     }
@@ -605,6 +701,9 @@ impl Nat {
         }
         self.publish(&st);
         self.remove_service_flows(key, None);
+        if let Some(c) = st.service_counts.remove(&key) {
+            self.table.nat_pools().unregister(c.slot());
+        }
         Ok(())
     }
 
@@ -722,8 +821,21 @@ impl Nat {
             }
         }
         for s in st.services.values() {
-            snap.services
-                .insert(s.key(), s.backends.clone().into_boxed_slice());
+            let least = st.service_counts.get(&s.key()).and_then(|c| {
+                let places: Option<Box<[u8]>> = s
+                    .backends
+                    .iter()
+                    .map(|&(a, p)| c.place_of(a, p).and_then(|at| u8::try_from(at).ok()))
+                    .collect();
+                Some((c.clone(), places?))
+            });
+            snap.services.insert(
+                s.key(),
+                ServiceSnap {
+                    backends: s.backends.clone().into_boxed_slice(),
+                    least,
+                },
+            );
             if let Some(v) = snap.service_vrf.get_mut(usize::from(s.vrf)) {
                 *v = true;
             }
@@ -740,6 +852,12 @@ impl Nat {
             }
         }
         self.current.store(Arc::new(snap));
+        if let Some(g) = &self.grace {
+            // Bounded: a core stuck in a burst must not hold the control side; then the race
+            // this closes stays open for that change (as it was before grace periods).
+            let t = g.retire();
+            g.wait(t, GRACE_WAIT);
+        }
     }
 
     fn remove_flows_of(&self, vrf: u16) {

@@ -29,7 +29,8 @@
 //!
 //! # Service VIPs
 //! An address:port (TCP or UDP) of a VRF stands for backends of that VRF. A flow's first
-//! packet to it picks one by the flow's hash and is set up inline (from the route lookup; the
+//! packet to it picks one by the flow's hash (or, balanced by least flows, the backend with
+//! the fewest flows now, from counters its setups and removals keep) and is set up inline (from the route lookup; the
 //! VIP needs no route of its own): the forward entry, under the client's tuple to the VIP,
 //! rewrites the destination to the backend, the reverse entry, under the backend's reply
 //! tuple, rewrites the replies' source back to the VIP. The backend stays the flow's for its
@@ -57,8 +58,9 @@ pub mod pools;
 pub mod rewrite;
 
 pub use config::{
-    link_local_source, FloatingIp, LinkLocal, Nat, NatSnapshot, PoolInfo, Service, SnatRule,
+    link_local_source, Balance, FloatingIp, LinkLocal, Nat, NatSnapshot, PoolInfo, Service,
+    ServiceSnap, SnatRule, MAX_BACKENDS,
 };
 pub use pool::{PoolRange, PortPool};
-pub use pools::PortPools;
+pub use pools::{BackendCounts, PortPools};
 pub use rewrite::{quoted, translate, translate_icmp_error, End, Quoted, Translation};

@@ -152,10 +152,18 @@ fn quote_offsets(frame: &[u8], l4: usize) -> Option<(usize, usize)> {
     (ver_ihl >> 4 == 4 && ihl >= ipv4::MIN_HEADER_LEN).then_some((e, e + ihl))
 }
 
-/// Translate an ICMPv4 error coming back through source NAT: its destination (the pool
-/// address) and the source of the packet it quotes (the pool pair) become `x`'s address and
-/// port (the pod's), with the outer IPv4, quoted IPv4 and ICMP checksums updated. The quoted
-/// L4 checksum is left as it is: nobody checks a quote's (and it is often cut off).
+/// Translate an ICMPv4 error about a translated flow, as the flow's entry for the error's
+/// direction translates that direction's packets (`x.end`), with the outer IPv4, quoted IPv4 and
+/// ICMP checksums updated. The quoted L4 checksum is left as it is: nobody checks a quote's (and
+/// it is often cut off).
+///
+/// - [`End::Destination`] (coming back through source NAT or a floating IP, or toward a VIP's
+///   backend): the error's destination and the source of the packet it quotes become `x`'s
+///   address and port (the pod's, or the backend's).
+/// - [`End::Source`] (leaving through source NAT or a floating IP, or from a VIP's backend): the
+///   destination of the packet it quotes becomes `x`'s address and port (the pool pair, the
+///   floating IP, the VIP), and so does the error's source if it is that quoted destination
+///   (the translated host itself answered; a router on the way keeps its own address).
 pub fn translate_icmp_error(
     frame: &mut [u8],
     m: &PacketMeta,
@@ -163,26 +171,33 @@ pub fn translate_icmp_error(
 ) -> Result<(), DropReason> {
     let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
     let (e, el4) = quote_offsets(frame, l4).ok_or(DropReason::Malformed)?;
-    let port_at = match frame.get(e + 9).copied() {
-        Some(ipv4::proto::TCP | ipv4::proto::UDP) => el4,
-        Some(ipv4::proto::ICMP) => el4 + ICMP_ID,
+    let port_at = match (frame.get(e + 9).copied(), x.end) {
+        (Some(ipv4::proto::TCP | ipv4::proto::UDP), End::Destination) => el4,
+        (Some(ipv4::proto::TCP | ipv4::proto::UDP), End::Source) => el4 + 2,
+        (Some(ipv4::proto::ICMP), _) => el4 + ICMP_ID,
         _ => return Err(DropReason::NatUnsupported),
     };
-    let old_dst = read32(frame, l3 + IP_DST)?;
+    let (outer_at, quoted_at) = match x.end {
+        End::Destination => (l3 + IP_DST, e + IP_SRC),
+        End::Source => (l3 + IP_SRC, e + IP_DST),
+    };
+    let old_outer = read32(frame, outer_at)?;
     let ip_sum = read16(frame, l3 + IP_CSUM)?;
-    let old_src = read32(frame, e + IP_SRC)?;
+    let old_quoted = read32(frame, quoted_at)?;
     let quote_sum = read16(frame, e + IP_CSUM)?;
     let old_port = read16(frame, port_at)?;
     let icmp_sum = read16(frame, l4 + ICMP_CSUM)?;
 
-    write32(frame, l3 + IP_DST, x.addr)?;
-    write16(frame, l3 + IP_CSUM, update32(ip_sum, old_dst, x.addr))?;
-    let new_quote_sum = update32(quote_sum, old_src, x.addr);
-    write32(frame, e + IP_SRC, x.addr)?;
+    if x.end == End::Destination || old_outer == old_quoted {
+        write32(frame, outer_at, x.addr)?;
+        write16(frame, l3 + IP_CSUM, update32(ip_sum, old_outer, x.addr))?;
+    }
+    let new_quote_sum = update32(quote_sum, old_quoted, x.addr);
+    write32(frame, quoted_at, x.addr)?;
     write16(frame, e + IP_CSUM, new_quote_sum)?;
     write16(frame, port_at, x.port)?;
     // The ICMP checksum covers the whole quote: its address, header checksum and port moved.
-    let s = update32(icmp_sum, old_src, x.addr);
+    let s = update32(icmp_sum, old_quoted, x.addr);
     let s = update16(s, quote_sum, new_quote_sum);
     let s = update16(s, old_port, x.port);
     write16(frame, l4 + ICMP_CSUM, s)
@@ -394,6 +409,69 @@ mod tests {
             if !tcp && done == 0 { done = 0xffff; }
             f[at..at + 2].copy_from_slice(&done.to_be_bytes());
             check(&f)?;
+        }
+    }
+
+    /// An ICMP error from `from` to `to` quoting the first 28 bytes (IPv4 header and 8 more)
+    /// of `quoted`'s IP packet, as a router sends it; checksums computed by etherparse.
+    fn icmp_error(from: [u8; 4], to: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(from, to, 64);
+        let mut out = Vec::new();
+        b.icmpv4(etherparse::Icmpv4Type::TimeExceeded(
+            etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+        ))
+        .write(&mut out, &quoted[14..14 + 28])
+        .unwrap();
+        out
+    }
+
+    proptest! {
+        /// An ICMP error translated either way carries the checksums etherparse computes, outside
+        /// and in the quote, and the addresses and port the translation says: the error's
+        /// destination and the quote's source, or the quote's destination (and the error's
+        /// source when the quoted destination sent it).
+        #[test]
+        fn translated_icmp_errors_carry_valid_checksums(
+            tcp in any::<bool>(),
+            src in any::<[u8; 4]>(),
+            dst in any::<[u8; 4]>(),
+            sp in any::<u16>(),
+            dp in any::<u16>(),
+            router in any::<[u8; 4]>(),
+            from_dst in any::<bool>(),
+            source in any::<bool>(),
+            addr in any::<u32>(),
+            port in any::<u16>(),
+        ) {
+            let proto = if tcp { Proto::Tcp } else { Proto::Udp };
+            let quoted = build(proto, src, dst, sp, dp, b"payload!");
+            // Translated back (destination): the error goes to the quote's source. Translated
+            // on its way out (source): it comes from the quote's destination or a router.
+            let from = if !source || from_dst { dst } else { router };
+            let mut f = icmp_error(from, src, &quoted);
+            let m = crate::meta::parse_ethernet(&f).unwrap();
+            let end = if source { End::Source } else { End::Destination };
+            translate_icmp_error(&mut f, &m, Translation { end, addr, port }).unwrap();
+            check(&f)?;
+            let e = 14 + 20 + 8;
+            let q = etherparse::Ipv4HeaderSlice::from_slice(&f[e..e + 20]).unwrap().to_header();
+            prop_assert_eq!(q.header_checksum, q.calc_header_checksum());
+            let outer = etherparse::Ipv4HeaderSlice::from_slice(&f[14..34]).unwrap().to_header();
+            let at = |o: usize| u16::from_be_bytes([f[o], f[o + 1]]);
+            let a = std::net::Ipv4Addr::from(addr).octets();
+            match end {
+                End::Destination => {
+                    prop_assert_eq!((outer.source, outer.destination), (from, a));
+                    prop_assert_eq!((q.source, q.destination), (a, dst));
+                    prop_assert_eq!((at(e + 20), at(e + 22)), (port, dp));
+                }
+                End::Source => {
+                    let outer_src = if from == dst { a } else { from };
+                    prop_assert_eq!((outer.source, outer.destination), (outer_src, src));
+                    prop_assert_eq!((q.source, q.destination), (src, a));
+                    prop_assert_eq!((at(e + 20), at(e + 22)), (sp, port));
+                }
+            }
         }
     }
 

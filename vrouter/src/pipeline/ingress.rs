@@ -207,7 +207,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             Ok(v) => v,
             Err(r) => return Verdict::Drop(r),
         };
-        if let Err(r) = translate_back(b, m, x) {
+        if let Err(r) = translate(b, m, x) {
             return Verdict::Drop(r);
         }
         if let Some(y) = source {

@@ -96,9 +96,9 @@ pub trait FlowHook {
 
     /// Called for a packet its VRF has no route for, before it is dropped: a target to go on
     /// with instead, if the flow stage will choose the real one (a service VIP, which need
-    /// not be routed: its flows go to a backend's route).
+    /// not be routed: its flows, and ICMP errors about their replies, go to a backend's route).
     #[inline(always)]
-    fn unrouted(&mut self, _meta: &PacketMeta) -> Option<RouteTarget> {
+    fn unrouted(&mut self, _meta: &PacketMeta, _frame: &[u8]) -> Option<RouteTarget> {
         None
     }
 

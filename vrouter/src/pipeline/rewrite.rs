@@ -33,29 +33,19 @@ pub(super) fn wire_len<B: PacketBuf>(b: &B, m: &PacketMeta) -> usize {
 }
 
 /// Write a NAT flow's translation into the packet, minding an offloaded L4 checksum (which
-/// then holds only the pseudo-header sum).
+/// then holds only the pseudo-header sum). An ICMP error about a translated flow has the packet
+/// it quotes translated as well (its addresses as the error's own direction sees them).
 #[inline]
 pub(super) fn translate<B: PacketBuf>(
     b: &mut B,
     m: &PacketMeta,
     x: Translation,
 ) -> Result<(), DropReason> {
-    let partial = matches!(b.offload().csum(), Csum::Partial { .. });
-    nat::translate(b.data_mut(), m, x, partial)
-}
-
-/// [`translate`] for a packet coming back through NAT: an ICMP error has its destination and
-/// the packet it quotes translated, anything else its destination and port.
-#[inline]
-pub(super) fn translate_back<B: PacketBuf>(
-    b: &mut B,
-    m: &PacketMeta,
-    x: Translation,
-) -> Result<(), DropReason> {
-    if super::route::is_icmp_error(b.data(), m) {
+    if m.proto == ipv4::proto::ICMP && super::route::is_icmp_error(b.data(), m) {
         return nat::translate_icmp_error(b.data_mut(), m, x);
     }
-    translate(b, m, x)
+    let partial = matches!(b.offload().csum(), Csum::Partial { .. });
+    nat::translate(b.data_mut(), m, x, partial)
 }
 
 /// Tells the packet's offload state that its first `removed` bytes were taken off.

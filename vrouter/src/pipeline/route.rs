@@ -141,7 +141,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             (None, L3::Ipv6) => vrf.route_v6(m.dst),
             _ => return Verdict::Drop(DropReason::UnsupportedEthertype),
         };
-        let Some(target) = target.or_else(|| self.flow.unrouted(m)) else {
+        let Some(target) = target.or_else(|| self.flow.unrouted(m, b.data())) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         let t = match self.flow.on_lookup(m, b.data_mut(), target) {

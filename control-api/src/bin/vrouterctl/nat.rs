@@ -4,7 +4,9 @@ use std::net::Ipv4Addr;
 
 use anyhow::Context;
 use clap::Subcommand;
-use control_api::api::{FloatingIp, NatPool, NatPorts, Service, ServiceBackend, ServiceProto};
+use control_api::api::{
+    FloatingIp, NatPool, NatPorts, Service, ServiceBackend, ServiceBalance, ServiceProto,
+};
 use control_api::Client;
 
 use crate::output::{table, Out};
@@ -79,6 +81,9 @@ pub enum NatCmd {
         /// The backends, ADDRESS:PORT each.
         #[arg(required = true)]
         backends: Vec<String>,
+        /// How a new flow's backend is picked: hash (the flow's) or least-flows.
+        #[arg(long, default_value = "hash")]
+        balance: String,
     },
     /// Remove a service VIP (its flows go).
     SvcDel {
@@ -199,7 +204,13 @@ pub async fn run(cmd: NatCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
             proto,
             vip,
             backends,
+            balance,
         } => {
+            let balance = match balance.as_str() {
+                "hash" => ServiceBalance::Hash,
+                "least-flows" => ServiceBalance::LeastFlows,
+                other => anyhow::bail!("--balance {other:?}: hash or least-flows"),
+            };
             let proto = match proto.as_str() {
                 "tcp" => ServiceProto::Tcp,
                 "udp" => ServiceProto::Udp,
@@ -216,6 +227,7 @@ pub async fn run(cmd: NatCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                 port,
                 proto,
                 backends,
+                balance,
             };
             let got = c.service_set(&name, &s).await?;
             out.done(format!(
@@ -236,6 +248,10 @@ pub async fn run(cmd: NatCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                         s.vrf.to_string(),
                         format!("{}:{}", s.address, s.port),
                         format!("{:?}", s.proto).to_lowercase(),
+                        match s.balance {
+                            ServiceBalance::Hash => "hash".to_string(),
+                            ServiceBalance::LeastFlows => "least-flows".to_string(),
+                        },
                         s.backends
                             .iter()
                             .map(|b| format!("{}:{}={}", b.address, b.port, b.flows))
@@ -245,7 +261,14 @@ pub async fn run(cmd: NatCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                 })
                 .collect();
             table(
-                &["SERVICE", "VRF", "VIP", "PROTO", "BACKENDS(FLOWS)"],
+                &[
+                    "SERVICE",
+                    "VRF",
+                    "VIP",
+                    "PROTO",
+                    "BALANCE",
+                    "BACKENDS(FLOWS)",
+                ],
                 &rows,
             )
         })?,

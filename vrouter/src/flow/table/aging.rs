@@ -30,7 +30,7 @@ impl FlowTable {
                     continue;
                 }
                 let idx = b * SLOTS_PER_BUCKET + i;
-                let Some(info) = self.read_entry(idx) else {
+                let Some(info) = self.read_entry_with(idx, false) else {
                     continue;
                 };
                 // A pair is aged from its forward entry.

@@ -8,6 +8,13 @@ use crate::sync::{spin_loop, Ordering};
 impl FlowTable {
     /// A consistent copy of entry `idx`, if in use.
     pub(super) fn read_entry(&self, idx: usize) -> Option<FlowInfo> {
+        self.read_entry_with(idx, true)
+    }
+
+    /// [`Self::read_entry`]; `nat`: read a NAT entry's partner for its translated tuple (two
+    /// more lines, the partner's bucket and entry: aging, which needs none of it, skips them
+    /// and leaves `nat` empty).
+    pub(super) fn read_entry_with(&self, idx: usize, nat: bool) -> Option<FlowInfo> {
         let b = idx / SLOTS_PER_BUCKET;
         let bucket = self.bucket(b)?;
         let e = self.entry(idx)?;
@@ -30,7 +37,7 @@ impl FlowTable {
             if tag == 0 {
                 return None;
             }
-            let nat = meta_is_nat(m)
+            let nat = (nat && meta_is_nat(m))
                 .then(|| meta_rev(m).and_then(|r| self.read_key(r as usize)))
                 .flatten()
                 .map(|k| k.reverse());

@@ -68,7 +68,7 @@ impl FlowTable {
 
     /// With entry `idx` (from [`Self::warm_entry`]) loaded: if it is a NAT entry, start loading
     /// its partner's entry line, whose key a NAT hit reads for the other side of the
-    /// translation. A plain read, for a hint only: a stale partner index costs a wasted load.
+    /// translation, and its partner's bucket line, whose sequence guards that read. A plain read, for a hint only: a stale partner index costs a wasted load.
     #[inline(always)]
     pub(crate) fn warm_nat_partner(&self, idx: usize) {
         let Some(e) = self.entry(idx) else {
@@ -78,6 +78,9 @@ impl FlowTable {
         if let (true, Some(p)) = (meta_is_nat(m), meta_rev(m)) {
             let p = p as usize;
             if let Some(g) = self.groups.get(p / SLOTS_PER_BUCKET) {
+                // The partner is read under its bucket's sequence lock: its line (the group's
+                // first) as well as the entry's, or each hit waits for it alone.
+                prefetch_index(&*self.groups, p / SLOTS_PER_BUCKET);
                 prefetch_index(&g.entries, p % SLOTS_PER_BUCKET);
             }
         }

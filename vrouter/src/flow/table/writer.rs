@@ -294,18 +294,26 @@ impl FlowTable {
     /// Under the lock of its bucket, as entry `idx` goes: if it is a source-NAT flow's reply
     /// entry (keyed by the pool's address and port, as replies arrive), its pair goes back to
     /// the pool. The other entry gives nothing back, so a pair is given back once per flow; a
-    /// floating IP's flows (pool 0) hold none.
+    /// floating IP's flows (pool 0) hold none. A least-flows VIP's flow counts its backend
+    /// down as its backend-side entry goes (once per flow too).
     fn give_back_pair(&self, idx: usize) {
         let Some(e) = self.entry(idx) else {
             return;
         };
         let m = e.meta.load(Ordering::Relaxed);
-        if !(meta_is_nat(m) && meta_nat_dst(m)) || meta_pool(m) == 0 {
+        if !meta_is_nat(m) || meta_pool(m) == 0 {
             return;
         }
         let key = FlowKey::from_words(std::array::from_fn(|w| e.key[w].load(Ordering::Relaxed)));
-        self.nat_pools
-            .give_back(meta_pool(m), key.dst as u32, nat_port_of_reply(&key));
+        if meta_nat_dst(m) {
+            self.nat_pools
+                .give_back(meta_pool(m), key.dst as u32, nat_port_of_reply(&key));
+        } else {
+            // A least-flows VIP's backend-side entry (the backend is its source) counts its
+            // backend's flows down; a source-NAT flow's pod-side entry finds no counts there.
+            self.nat_pools
+                .release_backend(meta_pool(m), key.src as u32, key.sport);
+        }
     }
 
     fn write_entry(&self, idx: usize, p: &Place, meta: u64, vifs: u64, now: u64) {
