@@ -1018,6 +1018,8 @@ fn a_link_local_service_is_reached_from_each_vifs_own_link_local_source_and_answ
     ] {
         assert!(b.nat.set_link_local(bad).is_err(), "{bad:?}");
     }
+}
+
 /// A pod answering a reply that came back through source NAT with an ICMP error: the error
 /// leaves from the pool pair, its quote translated to what the remote sent.
 #[test]

@@ -1,7 +1,7 @@
 //! What a packet from a pod or from the fabric is: ARP and neighbour solicitations the vrouter
 //! answers, routed or bridged pod traffic, tunnels to decapsulate, or traffic for the host.
 
-use super::rewrite::{shift_offload, translate, translate_back};
+use super::rewrite::{shift_offload, translate};
 use super::{dhcp, reply, Ctx, FlowHook, Inbound, Verdict};
 use crate::buf::PacketBuf;
 use crate::meta::{self, PacketMeta, L3};
