@@ -79,6 +79,19 @@ pub struct Options {
     #[arg(long, value_name = "BYTES", requires = "fabric")]
     pub fabric_mtu: Option<u32>,
 
+    /// The host's interface on the fabric (vhost0): a tap of this name, added at start-up as
+    /// vif `vhost0` with the --fabric-mac. Fabric traffic for the node that is not a tunnel to
+    /// it (and ARP other than requests for --fabric-ip, which vrouterd answers) goes to it, and
+    /// what the host sends on it leaves by the fabric. Its addresses (the --fabric-ip) and
+    /// routes are the host's to set.
+    #[arg(long, value_name = "NAME", requires = "fabric")]
+    pub host_iface: Option<String>,
+
+    /// Seconds an underlay neighbour's MAC (resolved by ARP for tunnel nexthops without a
+    /// `dmac`) is used before vrouterd asks again; one that does not answer is `failed`.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub neigh_reachable_secs: u64,
+
     /// The MAC pods send routed traffic to (and ARP / ND answers carry).
     #[arg(long, value_name = "MAC", default_value_t = MacAddr::VROUTER_DEFAULT)]
     pub vrouter_mac: MacAddr,

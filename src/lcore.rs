@@ -79,7 +79,13 @@ pub enum LcoreCmd {
     SetHostVif { vif: Option<u16> },
     /// Copy vif `vif`'s packets as `mirror` says, or stop.
     SetMirror { vif: u16, mirror: Option<MirrorCfg> },
+    /// Send a frame the control side made (an ARP request of the neighbour resolver) out of
+    /// vif `vif`, counted as a packet made.
+    SendFrame { vif: u16, pkt: pmd_shim::Mbuf },
 }
+
+/// Frames from the control side an lcore holds between two command drains; more are dropped.
+const OUTBOX: usize = 16;
 
 /// Counters of the loop itself, written only by its lcore.
 #[derive(Debug)]
@@ -97,6 +103,8 @@ pub struct LoopCounters {
     pub mirror_copies: Box<[AtomicU64]>,
     pub mirror_failures: Box<[AtomicU64]>,
     pub mirror_skipped: Box<[AtomicU64]>,
+    /// Frames the control side made that this lcore sent on (or dropped, counted by reason).
+    pub frames_made: AtomicU64,
 }
 
 impl Default for LoopCounters {
@@ -110,6 +118,7 @@ impl Default for LoopCounters {
             mirror_copies: (0..MAX_VIFS).map(|_| AtomicU64::new(0)).collect(),
             mirror_failures: (0..MAX_VIFS).map(|_| AtomicU64::new(0)).collect(),
             mirror_skipped: (0..MAX_VIFS).map(|_| AtomicU64::new(0)).collect(),
+            frames_made: AtomicU64::new(0),
         }
     }
 }
@@ -199,6 +208,8 @@ struct State {
     /// their analyzer vif.
     copies_in: Copies,
     copies_out: Copies,
+    /// Frames from the control side waiting to go out, with their vif.
+    outbox: Vec<(u16, Pkt)>,
 }
 
 /// Mirror copies of vif `from`'s packets on their way to one analyzer vif.
@@ -270,6 +281,7 @@ impl Lcore {
             mirrors: Mirrors::new(MAX_VIFS),
             copies_in: Copies::new(),
             copies_out: Copies::new(),
+            outbox: Vec::with_capacity(OUTBOX),
         };
         let mut batches: TxBatches<Pkt> = TxBatches::new(BURST_MAX);
         let mut burst = MbufBurst::new();
@@ -306,6 +318,18 @@ impl Lcore {
                 // applied together, the closed port is never polled.
                 while let Ok(cmd) = commands.try_recv() {
                     st.command(cmd);
+                }
+                if !st.outbox.is_empty() {
+                    let mut tx = Tx {
+                        index,
+                        peers: &mut peers,
+                        counters: &counters,
+                        stats: &stats,
+                        pool: &pool,
+                        staging: &mut staging,
+                        finished: &mut finished,
+                    };
+                    st.send_outbox(&mut tx, &mut run);
                 }
             }
             iteration = iteration.wrapping_add(1);
@@ -828,7 +852,24 @@ impl State {
             }
             LcoreCmd::SetHostVif { vif } => self.host_vif = vif,
             LcoreCmd::SetMirror { vif, mirror } => self.mirrors.set(vif, mirror),
+            LcoreCmd::SendFrame { vif, pkt } => {
+                // A full outbox drops the frame (freed here); the resolver asks again later.
+                if self.outbox.len() < OUTBOX {
+                    self.outbox.push((vif, Pkt(pkt)));
+                }
+            }
         }
+    }
+
+    /// Sends the control side's frames, each counted as made and then as sent or dropped.
+    fn send_outbox(&mut self, tx: &mut Tx<'_>, run: &mut Vec<Pkt>) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for (vif, p) in outbox.drain(..) {
+            LoopCounters::add(&tx.counters.frames_made, 1);
+            run.push(p);
+            self.send(tx, vif, run);
+        }
+        self.outbox = outbox;
     }
 
     fn take_virtqueue(&mut self, vif: u16, index: u16) -> Option<SplitQueue> {

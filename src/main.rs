@@ -10,6 +10,7 @@ mod dataplane;
 mod flow_export;
 mod lcore;
 mod mirror;
+mod neigh;
 mod notify;
 mod offload;
 mod packet;
@@ -41,6 +42,8 @@ use crate::vhost_core::VhostCore;
 /// The vif `--fabric` adds at every start; the command line owns it, so saved state leaves it
 /// out.
 const FABRIC_VIF: &str = "fabric0";
+/// The vif `--host-iface` adds at every start (the host's tap), owned by the command line too.
+const HOST_VIF: &str = "vhost0";
 
 /// Slots in each lcore's inbox ring (packets other lcores route to vifs it transmits for).
 const INBOX_SLOTS: u32 = 4096;
@@ -279,6 +282,8 @@ fn run(opts: &cli::Options) -> Result<()> {
         status: Arc::clone(&vhost_status),
         loops: Arc::clone(&vhost_loops),
     };
+    // The neighbour resolver's requests go out through the first forwarding lcore.
+    let neigh_lcore = handles.first().map(|h| h.commands.clone());
     let dataplane = Arc::new(VrouterDataplane::new(DataplaneParts {
         eal: eal.clone(),
         pool: pool.clone(),
@@ -352,6 +357,35 @@ fn run(opts: &cli::Options) -> Result<()> {
             }
         }
     }
+    if let Some(iface) = &opts.host_iface {
+        let mut req = VifRequest::new(HOST_VIF, VifType::Tap, 0, opts.fabric_mac);
+        req.iface = Some(iface.clone());
+        match ctrl.vif_add(&req) {
+            Ok(v) => info!(iface = %iface, index = v.index, "host interface up"),
+            Err(e) => {
+                shutdown.store(true, Ordering::Relaxed);
+                warn!(iface = %iface, "adding the host interface failed: {e}");
+            }
+        }
+    }
+    // Underlay neighbours of tunnel nexthops without a dmac, resolved by ARP.
+    let neigh_stop = Arc::new(AtomicBool::new(false));
+    let resolver = match neigh_lcore {
+        Some(l) => {
+            let r = Arc::new(neigh::Resolver::new(
+                Arc::clone(&tables),
+                pool.clone(),
+                l,
+                std::time::Duration::from_secs(opts.neigh_reachable_secs),
+            ));
+            dataplane.set_resolver(Arc::clone(&r));
+            Some(
+                r.spawn(Arc::clone(&neigh_stop))
+                    .context("starting the neighbour resolver")?,
+            )
+        }
+        None => None,
+    };
 
     // The control API, on its own thread pinned to the vhost lcore's CPU. It restores the
     // saved state first (vif adds wait for the vhost core, this thread's job from now on), then
@@ -360,7 +394,12 @@ fn run(opts: &cli::Options) -> Result<()> {
     let api_ctrl = Arc::clone(&ctrl);
     let vhost_cpu = opts.vhost_lcore;
     let control_socket = opts.control_socket.clone();
-    let fixed: BTreeSet<String> = opts.fabric.iter().map(|_| FABRIC_VIF.to_owned()).collect();
+    let fixed: BTreeSet<String> = opts
+        .fabric
+        .iter()
+        .map(|_| FABRIC_VIF.to_owned())
+        .chain(opts.host_iface.iter().map(|_| HOST_VIF.to_owned()))
+        .collect();
     let api_shutdown = Arc::clone(&shutdown);
     let api = std::thread::Builder::new()
         .name("control-api".into())
@@ -426,6 +465,10 @@ fn run(opts: &cli::Options) -> Result<()> {
         if code != 0 {
             warn!(lcore, code, "forwarding lcore exited with an error");
         }
+    }
+    neigh_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = resolver {
+        let _ = h.join();
     }
     // The flows' last records, now that no packet moves them.
     export_stop.store(true, Ordering::Relaxed);

@@ -465,7 +465,7 @@ fn linux_vxlan_node_and_a_pod_behind_vrouterd_reach_each_other() {
         vif: "fabric0".into(),
         sip: "198.19.0.1".parse().expect("ip"),
         dip: "198.19.0.2".parse().expect("ip"),
-        dmac: remote_fabric_mac,
+        dmac: Some(remote_fabric_mac),
     };
     vr.api(|c| async move { c.nexthop_set(3, &nh).await })
         .expect("tunnel nexthop");

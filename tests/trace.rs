@@ -66,7 +66,7 @@ fn a_trace_shows_routed_tunnelled_and_dropped_packets() {
             vif: "fabric0".into(),
             sip: "198.19.0.1".parse().unwrap(),
             dip: "198.19.0.2".parse().unwrap(),
-            dmac: REMOTE_MAC,
+            dmac: Some(REMOTE_MAC),
         },
     );
     let remote_route = Route {

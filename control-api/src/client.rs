@@ -382,6 +382,9 @@ impl Client {
     pub async fn dropstats(&self) -> Result<DropStats, Error> {
         self.get("/dropstats").await
     }
+    pub async fn neighbours(&self) -> Result<Vec<crate::api::Neighbour>, Error> {
+        self.get("/neighbours").await
+    }
     pub async fn health(&self) -> Result<Health, Error> {
         self.get("/health").await
     }

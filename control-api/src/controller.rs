@@ -1178,6 +1178,10 @@ impl Controller {
         Ok(self.dataplane.dropstats()?)
     }
 
+    pub fn neighbours(&self) -> Result<Vec<crate::api::Neighbour>, Error> {
+        Ok(self.dataplane.neighbours()?)
+    }
+
     /// The dataplane's health, with the vif list taken from the model (every configured vif,
     /// with its live state) so none is missing.
     pub fn health(&self) -> Result<Health, Error> {

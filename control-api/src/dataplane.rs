@@ -369,4 +369,8 @@ pub trait Dataplane: Send + Sync + 'static {
     fn service_flows(&self, _service: &crate::api::Service) -> Result<Vec<u64>, DataplaneError> {
         Ok(Vec::new())
     }
+    /// The underlay neighbours vrouterd resolves (none where it resolves none).
+    fn neighbours(&self) -> Result<Vec<crate::api::Neighbour>, DataplaneError> {
+        Ok(Vec::new())
+    }
 }

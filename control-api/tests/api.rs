@@ -738,6 +738,33 @@ async fn tunnels_labels_vnis_bridge_and_ecmp_round_trip() {
     }
     refused(call(&s, Method::PUT, "/nexthops/13", Some(json!({"type":"tunnel","encap":"vxlan","vif":"fabric0","sip":"192.0.2.1","dip":"2001:db8::2","dmac":"02:00:00:00:00:bb"}))).await,
         400, "invalid-field", "same address family");
+    // Without dmac: resolved by vrouterd, shown without one; a zero dmac is refused.
+    let bare = json!({"type":"tunnel","encap":"mplsoudp","vif":"fabric0","sip":"192.0.2.1","dip":"192.0.2.3"});
+    assert_eq!(
+        call(&s, Method::PUT, "/nexthops/14", Some(bare.clone()))
+            .await
+            .0,
+        201
+    );
+    let (status, got) = call(&s, Method::GET, "/nexthops/14", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["dip"], "192.0.2.3");
+    assert!(got.get("dmac").is_none(), "no dmac shown: {got}");
+    let mut zero = bare;
+    zero["dmac"] = json!("00:00:00:00:00:00");
+    refused(
+        call(&s, Method::PUT, "/nexthops/15", Some(zero)).await,
+        400,
+        "invalid-field",
+        "dmac",
+    );
+    let (status, neigh) = call(&s, Method::GET, "/neighbours", None).await;
+    assert_eq!(
+        (status, neigh),
+        (200, json!([])),
+        "the fake dataplane resolves none"
+    );
+    assert_eq!(call(&s, Method::DELETE, "/nexthops/14", None).await.0, 204);
     assert_eq!(
         call(
             &s,

@@ -43,7 +43,8 @@ impl VrouterDataplane {
                     vif: Self::vif_index(&reg, vif)?,
                     sip: *sip,
                     dip: *dip,
-                    dmac: *dmac,
+                    // None: resolved by ARP (the neighbour table), all zero here.
+                    dmac: dmac.unwrap_or(vrouter::MacAddr([0; 6])),
                 }
             }
             ApiNexthop::Ecmp { members } => Nexthop::ecmp(members).map_err(table_err)?,

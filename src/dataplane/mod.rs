@@ -109,6 +109,8 @@ pub struct VrouterDataplane {
     mirror_base: Mutex<std::collections::HashMap<u16, (u64, u64, u64)>>,
     /// The IPFIX exporter's collector and counters, once it runs.
     flow_export: std::sync::OnceLock<(std::net::SocketAddr, Arc<crate::flow_export::ExportStats>)>,
+    /// The underlay neighbour resolver, once it runs.
+    resolver: std::sync::OnceLock<Arc<crate::neigh::Resolver>>,
 }
 
 fn rejected(msg: impl Into<String>) -> DataplaneError {
@@ -189,7 +191,40 @@ impl VrouterDataplane {
             tracer,
             mirror_base: Mutex::new(std::collections::HashMap::new()),
             flow_export: std::sync::OnceLock::new(),
+            resolver: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The neighbour resolver runs: GET /neighbours shows what it keeps.
+    pub fn set_resolver(&self, r: Arc<crate::neigh::Resolver>) {
+        let _ = self.resolver.set(r);
+    }
+
+    /// The underlay neighbours, with the name of the vif each is reached through.
+    pub fn neighbour_list(&self) -> Vec<control_api::api::Neighbour> {
+        let Some(r) = self.resolver.get() else {
+            return Vec::new();
+        };
+        let snapshot = r.snapshot();
+        let reg = self.registry();
+        let now = std::time::Instant::now();
+        snapshot
+            .into_iter()
+            .map(|(ip, e)| control_api::api::Neighbour {
+                address: ip.into(),
+                vif: reg
+                    .vifs
+                    .get(&e.vif)
+                    .map_or_else(|| e.vif.to_string(), |v| v.name.clone()),
+                state: e.state,
+                mac: e.mac,
+                confirmed_secs_ago: e.confirmed.map(|c| now.duration_since(c).as_secs()),
+                requests: e.requests,
+                learned: e.learned,
+                mac_changes: e.mac_changes,
+                failures: e.failures,
+            })
+            .collect()
     }
 
     /// The IPFIX exporter runs, to `collector`: GET /flows/stats and /metrics show `stats`.
@@ -378,6 +413,10 @@ impl Dataplane for VrouterDataplane {
             f.saturating_sub(base.1),
             s.saturating_sub(base.2),
         )
+    }
+
+    fn neighbours(&self) -> Result<Vec<control_api::api::Neighbour>, DataplaneError> {
+        Ok(self.neighbour_list())
     }
 
     fn nat_pools(&self) -> Result<Vec<NatPoolUsage>, DataplaneError> {

@@ -162,6 +162,7 @@ impl VrouterDataplane {
                 taken_from_lcores: l.stats.taken_from_lcores.get(),
                 // ICMP errors are counted as the drops they replace, and sent.
                 packets_made: l.stats.segments_added.get()
+                    + l.counters.frames_made.load(Ordering::Relaxed)
                     + l.stats.drops(DropReason::MtuIcmpSent)
                     + l.stats.drops(DropReason::TtlExceededIcmpSent)
                     + l.counters

@@ -219,7 +219,8 @@ impl VrouterDataplane {
             ApiVifKind::Tap { iface } => {
                 // Named after the vif index, so it can never collide with another vif's
                 // device (or a --fabric vdev).
-                let devargs = format!("net_tap_vif{index},iface={iface}");
+                // With the vif's MAC (vhost0: the fabric's): the kernel's side takes it.
+                let devargs = format!("net_tap_vif{index},iface={iface},mac={}", spec.mac);
                 let port = self.open_port(&devargs, 1, mtu)?;
                 (
                     VifIo::Eth {

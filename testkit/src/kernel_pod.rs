@@ -182,34 +182,7 @@ impl KernelPod {
         port: u16,
         bytes: u64,
     ) -> Result<String, String> {
-        let dst: IpAddr = dst.into();
-        let start = std::time::Instant::now();
-        let out = self
-            .ns
-            .command("python3")
-            .args([
-                "-c",
-                TCP_SCRIPT,
-                "client",
-                &dst.to_string(),
-                &bytes.to_string(),
-                &port.to_string(),
-            ])
-            .output()
-            .map_err(|e| format!("cannot run the TCP client: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "TCP client in {} to {dst}:{port} failed ({}) after {:?}: {}",
-                self.ns.name(),
-                out.status,
-                start.elapsed(),
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        tcp_send_in(&self.ns, dst, port, bytes)
     }
 
     /// Runs iperf3 from this pod to `server` at `addr` for `bytes` bytes and returns what it
@@ -367,4 +340,40 @@ pub fn route_in_vrf1_mtu(
         vr.set_route(&format!("{}/32", pod.gateway()), receive);
         vr.set_route(&format!("{}/128", pod.gateway6()), receive);
     }
+}
+
+/// [`KernelPod::tcp_send`] from any namespace (a node's own, where its host interface is).
+pub fn tcp_send_in(
+    ns: &Netns,
+    dst: impl Into<IpAddr>,
+    port: u16,
+    bytes: u64,
+) -> Result<String, String> {
+    let dst: IpAddr = dst.into();
+    let start = std::time::Instant::now();
+    let out = ns
+        .command("python3")
+        .args([
+            "-c",
+            TCP_SCRIPT,
+            "client",
+            &dst.to_string(),
+            &bytes.to_string(),
+            &port.to_string(),
+        ])
+        .output()
+        .map_err(|e| format!("cannot run the TCP client: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "TCP client in {} to {dst}:{port} failed ({}) after {:?}: {}",
+            ns.name(),
+            out.status,
+            start.elapsed(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }

@@ -134,7 +134,7 @@ pub fn tunnel_to(
             vif: "fabric0".into(),
             sip: sip.parse().expect("ip"),
             dip: dip.parse().expect("ip"),
-            dmac,
+            dmac: Some(dmac),
         },
     );
     for p in remote {

@@ -107,6 +107,9 @@ drop_reasons! {
     /// vif's, fixed by its configuration), a REQUEST that chose another server, BOOTP replies,
     /// messages without a type vrouterd answers.
     DhcpIgnored = "dhcp_ignored",
+    /// To a tunnel nexthop without a `dmac` whose underlay neighbour (the tunnel's far end)
+    /// has no MAC yet: vrouterd is asking for it by ARP, or it stopped answering.
+    NeighbourUnresolved = "neighbour_unresolved",
 }
 
 /// A counter with exactly one writer (its core). `add` is a relaxed load and store: on x86 two

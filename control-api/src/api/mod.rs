@@ -5,6 +5,7 @@ mod flow;
 mod label;
 mod mirror;
 mod nat;
+mod neigh;
 mod nexthop;
 mod policy;
 mod route;
@@ -29,6 +30,7 @@ pub use nat::{
     NatPoolUsage, NatPorts, Service, ServiceBackend, ServiceBackendInfo, ServiceBalance,
     ServiceInfo, ServiceProto, SnatAttachment,
 };
+pub use neigh::{Neighbour, NeighbourState};
 pub use nexthop::{Nexthop, NexthopInfo, TunnelEncap};
 pub use policy::{Policy, PolicyAction, PolicyRule, Proto};
 pub use route::{BridgeEntry, Route};

@@ -52,7 +52,9 @@ pub enum Nexthop {
         vif: String,
         sip: IpAddr,
         dip: IpAddr,
-        dmac: MacAddr,
+        /// The next hop's MAC on the fabric; without it vrouterd resolves `dip` by ARP.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dmac: Option<MacAddr>,
     },
     /// Spread flows over members by flow hash.
     Ecmp {
@@ -78,7 +80,8 @@ enum NexthopBody {
         vif: String,
         sip: IpAddr,
         dip: IpAddr,
-        dmac: MacAddr,
+        #[serde(default)]
+        dmac: Option<MacAddr>,
     },
     Ecmp {
         members: Vec<u32>,

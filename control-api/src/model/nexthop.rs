@@ -85,7 +85,9 @@ impl Model {
                         )));
                     }
                 }
-                check_unicast("dmac", *dmac)?;
+                if let Some(dmac) = dmac {
+                    check_unicast("dmac", *dmac)?;
+                }
                 if sip.is_ipv4() != dip.is_ipv4() {
                     return Err(Error::field(
                         "dip",

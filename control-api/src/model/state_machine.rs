@@ -134,7 +134,7 @@ fn apply(m: &mut Model, op: Op) {
                     vif: format!("v{v}"),
                     sip,
                     dip,
-                    dmac: mac(9),
+                    dmac: Some(mac(9)),
                 },
             )
         }

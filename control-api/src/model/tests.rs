@@ -33,7 +33,7 @@ fn tunnel(encap: TunnelEncap) -> Nexthop {
         vif: "fabric".into(),
         sip: "192.0.2.1".parse().unwrap(),
         dip: "192.0.2.2".parse().unwrap(),
-        dmac: mac(9),
+        dmac: Some(mac(9)),
     }
 }
 

@@ -82,6 +82,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
     ("GET", "/stats"),
     ("GET", "/dropstats"),
+    ("GET", "/neighbours"),
     ("GET", "/metrics"),
     ("GET", "/events"),
 ];
@@ -613,6 +614,11 @@ async fn dropstats(State(s): St) -> Res {
     Ok(json(StatusCode::OK, &v))
 }
 
+async fn neighbours(State(s): St) -> Res {
+    let v = s.lanes.read(|c| c.neighbours()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
 async fn metrics_text(State(s): St) -> Res {
     let text = s.lanes.read(metrics::render).await?;
     Ok((
@@ -702,6 +708,7 @@ pub(super) fn router(lanes: Arc<Lanes>, ctrl: Arc<Controller>, body_limit: usize
             ("GET", "/health") => on(filter, health),
             ("GET", "/stats") => on(filter, stats),
             ("GET", "/dropstats") => on(filter, dropstats),
+            ("GET", "/neighbours") => on(filter, neighbours),
             ("GET", "/metrics") => on(filter, metrics_text),
             ("GET", "/events") => on(filter, events_get),
             // ROUTES and this table are one list; a test checks every entry answers.

@@ -180,9 +180,16 @@ impl Offload {
             return Some(self);
         }
         let csum = match self.csum() {
-            Csum::Partial { start, offset } => Csum::Partial {
-                start: start.checked_sub(removed)?,
-                offset,
+            Csum::Partial { start, offset } => match start.checked_sub(removed) {
+                Some(start) => Csum::Partial { start, offset },
+                // Only the outer headers' own checksum was left to do (a Linux VXLAN peer's
+                // UDP checksum, with the inner one done): it goes with them.
+                None if self.gso().is_none()
+                    && u32::from(start) + u32::from(offset) + 2 <= u32::from(removed) =>
+                {
+                    Csum::None
+                }
+                None => return None,
             },
             Csum::Verified | Csum::None => Csum::None,
         };
@@ -344,6 +351,15 @@ mod tests {
             None,
             "the checksum start lay in what was removed"
         );
+        // The outer UDP checksum alone left to do (a Linux VXLAN peer): gone with the headers.
+        let outer_udp = Offload::new(
+            Csum::Partial {
+                start: 34,
+                offset: 6,
+            },
+            None,
+        );
+        assert_eq!(outer_udp.decapsulated(50), Some(Offload::NONE));
         let v = Offload::new(Csum::Verified, None);
         assert_eq!(
             v.decapsulated(50),

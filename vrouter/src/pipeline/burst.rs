@@ -6,7 +6,7 @@ use crate::buf::PacketBuf;
 use crate::meta::{self, PacketMeta, L3};
 use crate::offload::{Csum, Offload};
 use crate::stats::{CoreStats, DropReason};
-use crate::tables::{RouteTarget, Topology, FABRIC_VRF};
+use crate::tables::{RouteTarget, Topology, VifKind, FABRIC_VRF};
 use crate::wire::{ethernet, ipv4, ipv6, tcp, udp};
 use arrayvec::ArrayVec;
 
@@ -108,6 +108,11 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 (None, Some(vrf)) if routed[i] => {
                     self.route(vrf, &mut metas[i], &mut b, Some(vif), Some(targets[i]))
                 }
+                // The host's own traffic (vhost0) leaves by the fabric as the host wrote it.
+                (None, _) if vif.kind == VifKind::Host => match topo.fabric_vif {
+                    Some(f) => Verdict::Tx(f),
+                    None => Verdict::Drop(DropReason::NoTxQueue),
+                },
                 (None, _) if vif.vrf == FABRIC_VRF => self.fabric_ingress(vif, &metas[i], &mut b),
                 // A pod vif (its VRF may be gone: pod_ingress drops as invalid_vrf).
                 (None, _) => self.pod_ingress(vif, &mut metas[i], &mut b),

@@ -138,6 +138,9 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         match m.l3 {
             L3::Arp => {
                 let a = arp::Packet::new_unchecked(&b.data()[l3..]);
+                // Any ARP from an underlay neighbour we resolve tells its MAC (a reply to our
+                // request, its own request, a gratuitous one after its MAC changed).
+                self.tables.neighbours.learn(a.sender_ip(), a.sender_mac());
                 if a.operation() == arp::OP_REQUEST
                     && a.target_ip() == fabric_ip
                     && !fabric_ip.is_unspecified()

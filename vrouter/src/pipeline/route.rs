@@ -42,11 +42,36 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             let m = Nexthop::ecmp_pick(&members, count, m.flow_hash())
                 .ok_or(DropReason::EcmpNoMember)?;
             return match self.tables.nexthops.get(u32::from(m)) {
-                Some(nh @ (Nexthop::Encap { .. } | Nexthop::Tunnel { .. })) => Ok(nh),
+                Some(nh @ (Nexthop::Encap { .. } | Nexthop::Tunnel { .. })) => self.neighbour(nh),
                 _ => Err(DropReason::EcmpNoMember),
             };
         }
-        Ok(nh)
+        self.neighbour(nh)
+    }
+
+    /// A tunnel nexthop without a `dmac` (all zero) sends to its far end's MAC from the
+    /// neighbour table; unresolved, the packet is dropped (the resolver is asking by ARP).
+    #[inline(always)]
+    fn neighbour(&self, nh: Nexthop) -> Result<Nexthop, DropReason> {
+        match nh {
+            Nexthop::Tunnel {
+                encap,
+                vif,
+                sip,
+                dip,
+                dmac,
+            } if dmac.to_u64() == 0 => match self.tables.neighbours.mac(dip) {
+                Some(dmac) => Ok(Nexthop::Tunnel {
+                    encap,
+                    vif,
+                    sip,
+                    dip,
+                    dmac,
+                }),
+                None => Err(DropReason::NeighbourUnresolved),
+            },
+            nh => Ok(nh),
+        }
     }
 
     pub(super) fn bridge<B: PacketBuf>(

@@ -16,6 +16,7 @@
 //! configured, however long the churn.
 
 pub mod lpm;
+pub mod neigh;
 pub mod nexthop;
 pub mod seqcell;
 pub mod small;
@@ -27,6 +28,7 @@ use crate::wire::MacAddr;
 use crate::Error;
 use arc_swap::ArcSwap;
 use lpm::{Lpm, LpmError, LpmStats};
+pub use neigh::Neighbours;
 pub use nexthop::{Nexthop, NexthopTable, TunnelEncap};
 use small::{BridgeTable, LabelTable, VniTable};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -141,6 +143,8 @@ pub struct Topology {
     /// What each vif's router advertisements say, by vif index (none: solicitations dropped).
     pub ra: Box<[Option<RouterAdvert>]>,
     pub fabric: FabricConfig,
+    /// The fabric vif (the first physical one): where the host's own traffic leaves.
+    pub fabric_vif: Option<u16>,
 }
 
 /// What a pod vif's router advertisements say: its `ip6`'s /64, on-link, autonomous when the
@@ -226,6 +230,8 @@ pub struct Tables {
     pub nexthops: NexthopTable,
     pub labels: LabelTable,
     pub vnis: VniTable,
+    /// Underlay neighbours, for tunnel nexthops without a `dmac`.
+    pub neighbours: Neighbours,
     /// Apart from the tables' handles above, which forwarding reads per burst and per packet.
     writer: OwnLines<Mutex<()>>,
 }
@@ -256,6 +262,7 @@ impl Tables {
             dhcp: vec![None; MAX_VIFS].into_boxed_slice(),
             ra: vec![None; MAX_VIFS].into_boxed_slice(),
             fabric: FabricConfig::default(),
+            fabric_vif: None,
         };
         Tables {
             config,
@@ -264,6 +271,7 @@ impl Tables {
             nexthops: NexthopTable::new(config.nexthops.min(65536)),
             labels: LabelTable::default(),
             vnis: VniTable::default(),
+            neighbours: Neighbours::default(),
             writer: OwnLines::default(),
         }
     }
@@ -374,6 +382,11 @@ impl Tables {
         self.publish(|t| {
             t.vrf(vif.vrf).ok_or(Error::NoSuchVrf(vif.vrf))?;
             t.vifs[usize::from(vif.index)] = Some(vif);
+            if vif.kind == VifKind::Physical && t.fabric_vif.is_none() {
+                t.fabric_vif = Some(vif.index);
+            } else if vif.kind != VifKind::Physical && t.fabric_vif == Some(vif.index) {
+                t.fabric_vif = None;
+            }
             Ok(())
         })
     }
@@ -386,6 +399,14 @@ impl Tables {
                 .get_mut(usize::from(index))
                 .ok_or(Error::VifOutOfRange(u32::from(index)))?;
             slot.take().ok_or(Error::NoSuchVif(index))?;
+            if t.fabric_vif == Some(index) {
+                t.fabric_vif = t
+                    .vifs
+                    .iter()
+                    .flatten()
+                    .find(|v| v.kind == VifKind::Physical)
+                    .map(|v| v.index);
+            }
             t.dhcp[usize::from(index)] = None;
             t.ra[usize::from(index)] = None;
             Ok(())

@@ -96,6 +96,8 @@ enum Command {
     },
     /// Drops per reason.
     Dropstats,
+    /// Underlay neighbours vrouterd resolves by ARP (tunnel nexthops without --dmac).
+    Neigh,
     /// The next packets a vif receives, with what vrouterd did with each (VRF, verdict, the
     /// headers in and out).
     Trace(trace::TraceArgs),
@@ -146,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Dropstats => out.show(&c.dropstats().await?, status::dropstats),
+        Command::Neigh => out.show(&c.neighbours().await?, |n| status::neighbours(n)),
         Command::Trace(a) => trace::run(a, &c, &out).await,
         Command::Health => out.show(&c.health().await?, status::health),
         Command::Metrics => {

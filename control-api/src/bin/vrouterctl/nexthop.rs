@@ -56,9 +56,10 @@ pub enum NhKind {
         /// Outer destination address (the other node's).
         #[arg(long)]
         dip: IpAddr,
-        /// Outer destination MAC (the next hop on the fabric).
+        /// Outer destination MAC (the next hop on the fabric); without it vrouterd resolves
+        /// the dip by ARP (`vrouterctl neigh`).
         #[arg(long)]
-        dmac: MacAddr,
+        dmac: Option<MacAddr>,
     },
     /// Spread over members by flow hash.
     Ecmp {
@@ -166,7 +167,10 @@ fn nexthop_desc(nh: &Nexthop) -> String {
             sip,
             dip,
             dmac,
-        } => format!("{encap} {sip} -> {dip} via {vif} dmac {dmac}"),
+        } => match dmac {
+            Some(dmac) => format!("{encap} {sip} -> {dip} via {vif} dmac {dmac}"),
+            None => format!("{encap} {sip} -> {dip} via {vif} dmac resolved"),
+        },
         Nexthop::Ecmp { members } => format!(
             "members {}",
             members

@@ -53,6 +53,44 @@ pub fn stats(s: &Stats) -> String {
     )
 }
 
+/// One row per underlay neighbour.
+pub fn neighbours(n: &[control_api::api::Neighbour]) -> String {
+    let rows: Vec<Vec<String>> = n
+        .iter()
+        .map(|n| {
+            vec![
+                n.address.to_string(),
+                n.vif.clone(),
+                serde_json::to_value(n.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                n.mac.map_or_else(|| "-".to_owned(), |m| m.to_string()),
+                n.confirmed_secs_ago
+                    .map_or_else(|| "-".to_owned(), |s| format!("{s}s")),
+                n.requests.to_string(),
+                n.learned.to_string(),
+                n.mac_changes.to_string(),
+                n.failures.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ADDRESS",
+            "VIF",
+            "STATE",
+            "MAC",
+            "CONFIRMED",
+            "REQUESTS",
+            "LEARNED",
+            "CHANGES",
+            "FAILURES",
+        ],
+        &rows,
+    )
+}
+
 /// Drops per reason, then the total.
 pub fn dropstats(d: &DropStats) -> String {
     let mut rows: Vec<Vec<String>> = d
