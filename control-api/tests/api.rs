@@ -1718,9 +1718,10 @@ async fn a_vrf_routing_identity_is_checked_listed_published_and_blocks_the_vrf_d
         (with("rd", json!("x:1")), "rd"),
         (with("import_targets", json!([])), "import_targets"),
         (
-            with("export_targets", json!(["64512:1", "target:64512:1"])),
+            with("export_targets", json!(["64512:1", "64512:1"])),
             "export_targets",
         ),
+        (with("rd", json!("064512:1")), "rd"),
         (
             with("export_targets", json!(["target:nope"])),
             "export_targets",
@@ -1739,8 +1740,8 @@ async fn a_vrf_routing_identity_is_checked_listed_published_and_blocks_the_vrf_d
     }
     refused(
         call(&s, Method::PUT, "/vrfs/0/routing", Some(good.clone())).await,
-        400,
-        "invalid-field",
+        409,
+        "conflict",
         "fabric",
     );
     assert_eq!(put(with("bogus", json!(1))).await.0, 400);

@@ -51,14 +51,25 @@ impl RouteTag {
         let (admin, num) = s
             .rsplit_once(':')
             .ok_or_else(|| format!("{s:?} is not ASN:N or IPv4:N"))?;
+        // Plain decimal only: no sign, no leading zeros (as the OpenAPI pattern says).
+        let decimal = |d: &str| {
+            !d.is_empty()
+                && d.bytes().all(|b| b.is_ascii_digit())
+                && (d == "0" || !d.starts_with('0'))
+        };
+        if !decimal(num) {
+            return Err(format!("{s:?}: {num:?} is not a decimal number"));
+        }
         if let Ok(ip) = admin.parse::<std::net::Ipv4Addr>() {
             let n: u16 = num
                 .parse()
                 .map_err(|_| format!("{s:?}: after an IPv4 address the number is 0..=65535"))?;
             return Ok(RouteTag::Ip(ip, n));
         }
-        let asn: u32 = admin
-            .parse()
+        let asn: u32 = Some(admin)
+            .filter(|a| decimal(a))
+            .ok_or(())
+            .and_then(|a| a.parse().map_err(drop))
             .map_err(|_| format!("{s:?}: {admin:?} is neither an ASN nor an IPv4 address"))?;
         let n: u64 = num
             .parse()
@@ -120,6 +131,10 @@ mod tests {
             "4200000000:65536",
             "192.0.2.1:65536",
             "target:64512:1",
+            "+1:1",
+            "064512:1",
+            "1:01",
+            "01.2.3.4:1",
         ] {
             assert!(RouteTag::parse(bad).is_err(), "{bad}");
         }

@@ -123,9 +123,8 @@ impl Model {
     pub fn check_routing_set(&self, vrf: u32, r: &VrfRouting) -> Result<bool, Error> {
         self.require_vrf(vrf)?;
         if vrf == 0 {
-            return Err(Error::field(
-                "vrf",
-                "vrf 0 is the fabric (underlay) and is not advertised as a VPN",
+            return Err(Error::Conflict(
+                "vrf 0 is the fabric (underlay) and is not advertised as a VPN".into(),
             ));
         }
         let rd = RouteTag::parse(&r.rd).map_err(|e| Error::field("rd", e))?;
@@ -147,8 +146,8 @@ impl Model {
             }
             let mut seen = std::collections::BTreeSet::new();
             for t in targets {
-                let tag = RouteTag::parse_target(t).map_err(|e| Error::field(field, e))?;
-                if !seen.insert(tag) {
+                RouteTag::parse_target(t).map_err(|e| Error::field(field, e))?;
+                if !seen.insert(t) {
                     return Err(Error::field(field, format!("{t} is listed twice")));
                 }
             }
