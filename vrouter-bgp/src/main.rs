@@ -311,9 +311,24 @@ impl Daemon {
     }
 
     async fn install(&mut self) -> anyhow::Result<()> {
-        let rib = self.bgp.rib().await?;
+        let rib = match self.bgp.rib().await {
+            Ok(rib) => rib,
+            Err(e) => {
+                // gobgpd is gone or restarting: what it had is lost, advertise it all again.
+                self.advertised.clear();
+                return Err(e);
+            }
+        };
         let mut ignored = Vec::new();
         let learned = rib::best_paths(&rib, &mut ignored);
+        // A route of this node's missing from the RIB (gobgpd restarted between two reads) is
+        // advertised again.
+        let own: BTreeSet<IpPrefix> = learned
+            .iter()
+            .filter(|l| l.nexthop == self.args.fabric_ip)
+            .map(|l| l.prefix)
+            .collect();
+        self.advertised.retain(|_, a| own.contains(&a.prefix));
         let want = rib::imports(
             &learned,
             &self.local.routing,
@@ -449,6 +464,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(false)
         .init();
     let args = Args::parse();
     let vr = Client::new(&args.vrouter_socket);
