@@ -1,9 +1,9 @@
 //! Overlay routes over BGP: three nodes, each vrouterd + gobgpd + vrouter-bgp with two kernel
 //! pods, peering through a GoBGP route reflector (testkit::bgp). Every pod reaches every pod on
-//! the other nodes over VXLAN with the VNI the routes carried (seen on the fabric); a prefix
+//! the other nodes over VXLAN with the VNI the routes carried (on the fabric, read by tshark); a prefix
 //! two nodes advertise becomes an ECMP nexthop; a route removed on its node is withdrawn
-//! everywhere; a node whose gobgpd dies loses its routes elsewhere within the hold time, and
-//! gets them back when it returns.
+//! everywhere; a node whose gobgpd dies loses its routes elsewhere within the hold time (its
+//! pods' traffic a counted drop, not a black hole), and gets them back when it returns.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -115,6 +115,39 @@ fn three_nodes_exchange_pod_routes_over_bgp_through_a_route_reflector() {
     }
     let frames = capture.frames(Duration::from_secs(5));
     assert!(!frames.is_empty(), "no VXLAN on node 1's fabric");
+    // tshark's reading of the same frames: VXLAN with the VNI, pod addresses inside.
+    let pcap = testkit::netns::PcapFile::write(&frames).expect("pcap");
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            &pcap.path.display().to_string(),
+            "-T",
+            "fields",
+            "-E",
+            "separator=;",
+        ])
+        .args(["-e", "vxlan.vni", "-e", "ip.src", "-e", "ip.dst"])
+        .output()
+        .expect("tshark");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(lines.lines().count(), frames.len(), "{lines}");
+    for l in lines.lines() {
+        let f: Vec<&str> = l.split(';').collect();
+        assert_eq!(f[0], VNI.to_string(), "tshark: {l}");
+        // Outer then inner addresses: fabric, then pods.
+        assert_eq!(f.len(), 3, "tshark: {l}");
+        for addrs in &f[1..] {
+            assert!(
+                addrs.starts_with("198.19.0.") && addrs.contains(",198.18."),
+                "tshark: {l}"
+            );
+        }
+    }
     for f in &frames {
         let p = etherparse::SlicedPacket::from_ethernet(f).expect("frame");
         let Some(etherparse::TransportSlice::Udp(udp)) = p.transport else {
@@ -196,7 +229,23 @@ fn three_nodes_exchange_pod_routes_over_bgp_through_a_route_reflector() {
         "anycast not through node 2 alone"
     );
     let node3_pod = c.nodes[2].pods[0].ip.to_string();
+    let no_route = || {
+        c.nodes[0]
+            .vr
+            .api(|cl| async move { cl.dropstats().await })
+            .expect("dropstats")
+            .reasons
+            .get("no_route")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = no_route();
     assert!(!ping_ok(&c, 0, 0, &node3_pod), "node 3's pod still reached");
+    // Not sent into a black hole: dropped on node 1, counted.
+    assert!(
+        wait::poll(Duration::from_secs(5), no_route, |n| *n > before).is_ok(),
+        "pings to node 3's pod not counted as no_route drops on node 1"
+    );
 
     // It comes back: so do its routes.
     c.nodes[2].restart_gobgpd();
