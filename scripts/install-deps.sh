@@ -6,7 +6,8 @@
 #   the standard CNI plugins vrouter-cni is chained with (host-local, tuning in /usr/lib/cni),
 #   and for the VM tests QEMU (from bookworm-backports), busybox-static and cpio
 #   (scripts/vm-image.sh builds the guest from Debian packages); for the package (scripts/package.sh)
-#   dpkg-dev, and for its test a Debian tree booted with systemd (mmdebstrap, systemd-nspawn).
+#   dpkg-dev, and for its test a Debian tree booted with systemd (mmdebstrap, systemd-nspawn);
+#   GoBGP (gobgpd, gobgp) for vrouter-bgp and the cluster tests.
 set -euo pipefail
 
 [[ $(id -u) -eq 0 ]] || { echo "install-deps.sh: run as root (apt-get install)" >&2; exit 1; }
@@ -22,6 +23,7 @@ packages=(
     busybox-static cpio zstd xz-utils   # the VM tests' initramfs (modules may be .ko.xz/.zst)
     dpkg-dev binutils                    # scripts/package.sh: dpkg-shlibdeps, objcopy
     mmdebstrap systemd-container         # the package test's machine (scripts/systemd-image.sh)
+    gobgpd                               # vrouter-bgp's BGP speaker and route reflector (gobgp CLI included)
 )
 # From bookworm-backports: the image may carry qemu-utils from there, and bookworm's own
 # qemu-system-x86 would pull qemu-utils back to 7.2 (removing it); the two must match.

@@ -154,6 +154,21 @@ impl Client {
         self.get("/vrfs").await
     }
 
+    pub async fn vrf_routing_set(
+        &self,
+        vrf: u32,
+        r: &crate::api::VrfRouting,
+    ) -> Result<crate::api::VrfRouting, Error> {
+        self.call(Method::PUT, &format!("/vrfs/{vrf}/routing"), Some(r))
+            .await
+    }
+    pub async fn vrf_routing(&self, vrf: u32) -> Result<crate::api::VrfRouting, Error> {
+        self.get(&format!("/vrfs/{vrf}/routing")).await
+    }
+    pub async fn vrf_routing_del(&self, vrf: u32) -> Result<(), Error> {
+        self.delete(&format!("/vrfs/{vrf}/routing")).await
+    }
+
     pub async fn vif_add(&self, req: &VifRequest) -> Result<VifInfo, Error> {
         self.call(Method::POST, "/vifs", Some(req)).await
     }

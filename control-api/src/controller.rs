@@ -16,11 +16,12 @@ use crate::api::{
     BridgeEntry, DropStats, FloatingIp, FloatingIpInfo, FlowPage, FlowQuery, FlowStats,
     FlushResult, Health, IpPrefix, MacAddr, Mirror, MirrorInfo, MplsEntry, NatPool, NatPoolInfo,
     Nexthop, NexthopInfo, Policy, Route, SnatAttachment, Stats, TraceRequest, TraceResult, VifInfo,
-    VifRequest, VrfInfo, VxlanEntry, MIRROR_SNAPLEN_MAX, MIRROR_SNAPLEN_MIN, TRACE_COUNT_MAX,
+    VifRequest, VrfInfo, VrfRouting, VxlanEntry, MIRROR_SNAPLEN_MAX, MIRROR_SNAPLEN_MIN,
+    TRACE_COUNT_MAX,
 };
 use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, TableChange, VifKind, VifSpec};
 use crate::error::Error;
-use crate::journal::{Journal, NatRecord, Record, VifRecord};
+use crate::journal::{Journal, NatRecord, Record, RoutingRecord, VifRecord};
 use crate::model::{
     Model, VhostUserPort, VifConfig, VifEntry, VifPort, MPLS_LABEL_MAX, MPLS_LABEL_MIN,
     NEXTHOP_ID_MAX, VNI_MAX, VRF_MAX,
@@ -215,6 +216,46 @@ impl Controller {
 
     pub fn vrfs(&self) -> Vec<VrfInfo> {
         self.model().vrfs()
+    }
+
+    /// `PUT /vrfs/{vrf}/routing`. Control-plane state: nothing changes in the dataplane.
+    pub fn routing_set(&self, vrf: u32, r: &VrfRouting) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("vrf_routing_set", vrf, rd = %r.rd).entered();
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        let _change = self.change();
+        let new = {
+            let model = self.model();
+            let new = model.check_routing_set(vrf, r)?;
+            if model.routing(vrf).ok() == Some(r) {
+                return Ok(Outcome::Replaced);
+            }
+            new
+        };
+        self.model().commit_routing_set(vrf, r.clone());
+        self.save(|| {
+            Record::Routing(RoutingRecord::VrfRoutingSet {
+                vrf,
+                routing: r.clone(),
+            })
+        })?;
+        info!(vni = ?r.vni, label = ?r.label, "vrf routing identity set");
+        Ok(Outcome::from_new(new))
+    }
+
+    pub fn routing(&self, vrf: u32) -> Result<VrfRouting, Error> {
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        self.model().routing(vrf).cloned()
+    }
+
+    pub fn routing_del(&self, vrf: u32) -> Result<(), Error> {
+        let _span = tracing::info_span!("vrf_routing_del", vrf).entered();
+        check_range("vrf", vrf, 0, VRF_MAX)?;
+        let _change = self.change();
+        self.model().routing(vrf)?;
+        self.model().commit_routing_del(vrf);
+        self.save(|| Record::Routing(RoutingRecord::VrfRoutingDel { vrf }))?;
+        info!("vrf routing identity removed");
+        Ok(())
     }
 
     // ---- vifs --------------------------------------------------------------------------------

@@ -1707,3 +1707,159 @@ async fn the_change_stream_follows_every_accepted_change_in_order() {
         "limit",
     );
 }
+
+#[tokio::test]
+async fn a_vrf_routing_identity_is_checked_listed_published_and_blocks_the_vrf_delete() {
+    let s = TestServer::start();
+    let c = s.client();
+    let start = c.events(0, None, 0).await.expect("events");
+    let good = json!({"rd": "64512:1", "import_targets": ["target:64512:1"],
+                      "export_targets": ["target:64512:1", "64512:100"], "vni": 1001});
+    refused(
+        call(&s, Method::PUT, "/vrfs/1/routing", Some(good.clone())).await,
+        404,
+        "not-found",
+        "vrf",
+    );
+    assert_eq!(call(&s, Method::PUT, "/vrfs/1", None).await.0, 201);
+    assert_eq!(call(&s, Method::PUT, "/vrfs/2", None).await.0, 201);
+    refused(
+        call(&s, Method::GET, "/vrfs/1/routing", None).await,
+        404,
+        "not-found",
+        "routing",
+    );
+    let put = |body: Value| call(&s, Method::PUT, "/vrfs/1/routing", Some(body));
+    let with = |k: &str, v: Value| {
+        let mut b = good.clone();
+        if v.is_null() {
+            b.as_object_mut().unwrap().remove(k);
+        } else {
+            b[k] = v;
+        }
+        b
+    };
+    for (body, field) in [
+        (with("rd", json!("64512")), "rd"),
+        (with("rd", json!("4200000000:70000")), "rd"),
+        (with("rd", json!("x:1")), "rd"),
+        (with("import_targets", json!([])), "import_targets"),
+        (
+            with("export_targets", json!(["64512:1", "64512:1"])),
+            "export_targets",
+        ),
+        (with("rd", json!("064512:1")), "rd"),
+        (
+            with("export_targets", json!(["target:nope"])),
+            "export_targets",
+        ),
+        (with("vni", json!(0)), "vni"),
+        (with("vni", json!(16_777_216)), "vni"),
+        (with("vni", Value::Null), "vni"),
+        (with("label", json!(15)), "label"),
+    ] {
+        let (st, v) = put(body.clone()).await;
+        assert_eq!(st, 400, "{body}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(field),
+            "{body}: {v}"
+        );
+    }
+    refused(
+        call(&s, Method::PUT, "/vrfs/0/routing", Some(good.clone())).await,
+        409,
+        "conflict",
+        "fabric",
+    );
+    assert_eq!(put(with("bogus", json!(1))).await.0, 400);
+
+    let (st, v) = put(good.clone()).await;
+    assert_eq!((st, &v), (201, &good));
+    assert_eq!(put(good.clone()).await.0, 200);
+    assert_eq!(
+        call(&s, Method::GET, "/vrfs/1/routing", None).await,
+        (200, good.clone())
+    );
+    let (_, vrfs) = call(&s, Method::GET, "/vrfs", None).await;
+    assert_eq!(vrfs[1]["routing"], good, "{vrfs}");
+    assert!(vrfs[2].get("routing").is_none(), "{vrfs}");
+
+    // Another VRF may not reuse the RD, VNI or label, nor name a VNI mapped elsewhere.
+    let other = |rd: &str, vni: u32| json!({"rd": rd, "import_targets": ["64512:2"], "export_targets": ["64512:2"], "vni": vni});
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/2/routing",
+            Some(other("64512:1", 1002)),
+        )
+        .await,
+        409,
+        "conflict",
+        "route distinguisher",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/2/routing",
+            Some(other("64512:2", 1001)),
+        )
+        .await,
+        409,
+        "conflict",
+        "vni 1001",
+    );
+    assert_eq!(
+        call(&s, Method::PUT, "/vxlan/1003", Some(json!({"vrf": 1})))
+            .await
+            .0,
+        201
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/2/routing",
+            Some(other("64512:2", 1003)),
+        )
+        .await,
+        409,
+        "conflict",
+        "mapped to vrf 1",
+    );
+
+    refused(
+        call(&s, Method::DELETE, "/vrfs/1", None).await,
+        409,
+        "in-use",
+        "routing identity",
+    );
+    assert_eq!(
+        call(&s, Method::DELETE, "/vrfs/1/routing", None).await.0,
+        204
+    );
+    assert_eq!(
+        call(&s, Method::DELETE, "/vrfs/1/routing", None).await.0,
+        404
+    );
+
+    let page = c
+        .events(start.revision, Some(&start.epoch), 0)
+        .await
+        .expect("events");
+    let routing: Vec<&Value> = page
+        .events
+        .iter()
+        .map(|e| &e.change)
+        .filter(|c| c["op"].as_str().unwrap().starts_with("vrf-routing"))
+        .collect();
+    assert_eq!(
+        routing,
+        [
+            &json!({"op": "vrf-routing-set", "vrf": 1, "routing": good}),
+            &json!({"op": "vrf-routing-del", "vrf": 1}),
+        ],
+        "{page:?}"
+    );
+}

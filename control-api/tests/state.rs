@@ -88,7 +88,7 @@ fn config(c: &Controller) -> serde_json::Value {
         .map(|&v| json!([v, c.routes(v).unwrap(), c.bridge(v).unwrap()]))
         .collect();
     json!({
-        "vrfs": vrfs, "vifs": vifs, "nexthops": c.nexthops(), "tables": per_vrf,
+        "vrfs": c.vrfs(), "vifs": vifs, "nexthops": c.nexthops(), "tables": per_vrf,
         "mpls": c.mpls(), "vxlan": c.vxlan(), "nat_pools": c.nat_pools().unwrap(),
         "floating_ips": c.floating_ips(), "services": c.services().unwrap(),
         "link_local": c.link_locals(),
@@ -176,6 +176,21 @@ fn configure(c: &Controller, pods: &Path) {
     c.mpls_set(101, 2).unwrap();
     c.mpls_del(101).unwrap();
     c.vxlan_set(5001, 1).unwrap();
+    let routing = |rd: &str, vni: Option<u32>, label: Option<u32>| control_api::api::VrfRouting {
+        rd: rd.into(),
+        import_targets: vec!["target:64512:1".into(), "64512:99".into()],
+        export_targets: vec!["target:64512:1".into()],
+        vni,
+        label,
+    };
+    c.routing_set(1, &routing("64512:1", Some(5001), None))
+        .unwrap();
+    c.routing_set(2, &routing("64512:2", None, Some(2002)))
+        .unwrap();
+    c.routing_del(2).unwrap();
+    // Replaced: the last one counts.
+    c.routing_set(1, &routing("192.0.2.1:1", Some(5001), Some(1001)))
+        .unwrap();
     let policy: Policy = serde_json::from_value(json!({
         "default": "deny",
         "ingress": [{"action": "allow", "proto": "tcp", "ports": "80"}],

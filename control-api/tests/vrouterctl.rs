@@ -673,3 +673,47 @@ fn events_lists_the_changes_and_follow_waits_for_more() {
         "{line}"
     );
 }
+
+#[test]
+fn vrouterctl_sets_lists_and_removes_a_vrf_routing_identity() {
+    let s = TestServer::start();
+    ok(&s, &["vrf", "add", "7"]);
+    let out = ok(
+        &s,
+        &[
+            "vrf",
+            "routing",
+            "7",
+            "--rd",
+            "64512:7",
+            "--import",
+            "target:64512:7",
+            "--import",
+            "64512:70",
+            "--export",
+            "target:64512:7",
+            "--vni",
+            "7007",
+            "--label",
+            "7000",
+        ],
+    );
+    assert!(out.contains("vrf 7 routing identity set"), "{out}");
+    let list = ok(&s, &["vrf", "list"]);
+    let row = list.lines().find(|l| l.starts_with('7')).expect(&list);
+    for cell in ["64512:7", "target:64512:7,64512:70", "7007", "7000"] {
+        assert!(row.contains(cell), "{cell} in {row}");
+    }
+    let err = fails(
+        &s,
+        &[
+            "vrf", "routing", "7", "--rd", "nope", "--import", "1:1", "--export", "1:1", "--vni",
+            "1",
+        ],
+    );
+    assert!(err.contains("rd"), "{err}");
+    let err = fails(&s, &["vrf", "del", "7"]);
+    assert!(err.contains("routing identity"), "{err}");
+    ok(&s, &["vrf", "routing-del", "7"]);
+    ok(&s, &["vrf", "del", "7"]);
+}

@@ -14,6 +14,7 @@
 //!   negotiated virtio features and TCP transfers checked end to end.
 //! - [`wait`]: waiting on a condition (never on the clock), failing with what was seen last.
 
+pub mod bgp;
 pub mod frontend_pod;
 pub mod hugepages;
 pub mod kernel_pod;

@@ -43,7 +43,7 @@ pub use trace::{TraceRequest, TraceResult, TracedPacket, TRACE_COUNT_MAX};
 pub use vif::{
     StaticRoute, VhostUserMode, VifCounters, VifInfo, VifRequest, VifState, VifStatus, VifType,
 };
-pub use vrf::VrfInfo;
+pub use vrf::{RouteTag, VrfInfo, VrfRouting};
 
 /// The error body every 4xx/5xx carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

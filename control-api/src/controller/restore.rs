@@ -18,7 +18,7 @@ use super::{Controller, SavedVif};
 use crate::api::{FloatingIp, SnatAttachment};
 use crate::dataplane::{DataplaneErrorKind, TableChange};
 use crate::error::Error;
-use crate::journal::{Journal, Loaded, Located, NatRecord, Record, VifRecord};
+use crate::journal::{Journal, Loaded, Located, NatRecord, Record, RoutingRecord, VifRecord};
 
 /// What a restore did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,6 +88,10 @@ impl Controller {
             Record::Table(change) => self.replay_table(change),
             Record::Vif(vif) => self.replay_vif(vif),
             Record::Nat(nat) => self.replay_nat(nat),
+            Record::Routing(RoutingRecord::VrfRoutingSet { vrf, routing }) => {
+                self.routing_set(*vrf, routing).map(drop)
+            }
+            Record::Routing(RoutingRecord::VrfRoutingDel { vrf }) => self.routing_del(*vrf),
         }
     }
 

@@ -11,5 +11,5 @@ pub mod frame;
 pub mod record;
 pub mod store;
 
-pub use record::{NatRecord, Record, VifRecord};
+pub use record::{NatRecord, Record, RoutingRecord, VifRecord};
 pub use store::{Journal, Loaded, Located, COMPACT_MIN_RECORDS, JOURNAL, SNAPSHOT};

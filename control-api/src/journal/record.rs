@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{NatPool, Nexthop, Policy, VifRequest};
+use crate::api::{NatPool, Nexthop, Policy, VifRequest, VrfRouting};
 use crate::dataplane::TableChange;
 use crate::model::Model;
 
@@ -23,7 +23,20 @@ pub enum Record {
     Vif(VifRecord),
     /// A source-NAT pool or attachment change.
     Nat(NatRecord),
+    /// A VRF's routing identity set or removed.
+    Routing(RoutingRecord),
 }
+
+/// A change to a VRF's routing identity (`/vrfs/{vrf}/routing`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RoutingRecord {
+    VrfRoutingSet { vrf: u32, routing: VrfRouting },
+    VrfRoutingDel { vrf: u32 },
+}
+
+/// The `op` of each [`RoutingRecord`].
+const ROUTING_OPS: [&str; 2] = ["vrf-routing-set", "vrf-routing-del"];
 
 /// A change to source-NAT pools or to the VRFs attached to them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +135,8 @@ impl Record {
             serde_json::from_slice(json).map(Record::Vif)
         } else if NAT_OPS.contains(&op.as_str()) {
             serde_json::from_slice(json).map(Record::Nat)
+        } else if ROUTING_OPS.contains(&op.as_str()) {
+            serde_json::from_slice(json).map(Record::Routing)
         } else {
             serde_json::from_slice(json).map(Record::Table)
         }
@@ -153,7 +168,8 @@ impl Record {
 }
 
 /// The records that rebuild `model` from an empty one: VRFs, vifs, plain nexthops, ECMP groups
-/// (their members exist by then), routes, bridge entries, labels, VNIs, policies, NAT pools
+/// (their members exist by then), routes, bridge entries, labels, VNIs, VRF routing
+/// identities, policies, NAT pools
 /// and the VRFs attached to them. Vifs named in
 /// `fixed` come from vrouterd's command line, which adds them again at every start: their
 /// policies are kept, their existence is not.
@@ -207,6 +223,12 @@ pub fn snapshot<'a>(
     let vxlan = model
         .vxlan()
         .map(|(vni, vrf)| Record::Table(TableChange::VxlanSet { vni, vrf }));
+    let routing = model.all_routing().map(|(vrf, r)| {
+        Record::Routing(RoutingRecord::VrfRoutingSet {
+            vrf,
+            routing: r.clone(),
+        })
+    });
     let policies = model.vifs().filter_map(|v| {
         v.policy.as_ref().map(|p| {
             Record::Vif(VifRecord::PolicySet {
@@ -253,6 +275,7 @@ pub fn snapshot<'a>(
         .chain(bridge)
         .chain(mpls)
         .chain(vxlan)
+        .chain(routing)
         .chain(policies)
         .chain(pools)
         .chain(snat)
@@ -416,6 +439,29 @@ mod tests {
                 NatRecord::LinkLocalDel { .. } => "link-local-del",
             };
             let record = Record::Nat(record);
+            let json = serde_json::to_vec(&record).unwrap();
+            assert!(String::from_utf8_lossy(&json).contains(&format!("\"op\":\"{op}\"")));
+            assert_eq!(Record::from_json(&json).unwrap(), record);
+        }
+    }
+
+    #[test]
+    fn every_routing_record_op_is_routed_to_routing_record() {
+        let routing = VrfRouting {
+            rd: "64512:1".into(),
+            import_targets: vec!["target:64512:1".into()],
+            export_targets: vec!["64512:1".into()],
+            vni: Some(100),
+            label: None,
+        };
+        for (record, op) in [
+            (
+                RoutingRecord::VrfRoutingSet { vrf: 1, routing },
+                "vrf-routing-set",
+            ),
+            (RoutingRecord::VrfRoutingDel { vrf: 1 }, "vrf-routing-del"),
+        ] {
+            let record = Record::Routing(record);
             let json = serde_json::to_vec(&record).unwrap();
             assert!(String::from_utf8_lossy(&json).contains(&format!("\"op\":\"{op}\"")));
             assert_eq!(Record::from_json(&json).unwrap(), record);

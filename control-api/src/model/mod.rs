@@ -63,6 +63,8 @@ pub struct Model {
     /// cost O(users), not O(table size).
     users: BTreeMap<u32, BTreeSet<NhUser>>,
     nat: NatModel,
+    /// VRF → its routing identity on the fabric.
+    routing: BTreeMap<u32, crate::api::VrfRouting>,
 }
 
 /// Something that points at a nexthop.
@@ -97,6 +99,7 @@ impl Default for Model {
             vxlan: BTreeMap::new(),
             users: BTreeMap::new(),
             nat: NatModel::default(),
+            routing: BTreeMap::new(),
         }
     }
 }

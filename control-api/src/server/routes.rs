@@ -14,7 +14,8 @@ use super::extract::{parse_json, read_body, Body, Params};
 use super::lane::Lanes;
 use crate::api::{
     BridgeEntry, FloatingIp, FlowQuery, LinkLocalService, MacAddr, Mirror, MplsRequest, NatPool,
-    Nexthop, Policy, Route, Service, SnatAttachment, TraceRequest, VifRequest, VxlanRequest,
+    Nexthop, Policy, Route, Service, SnatAttachment, TraceRequest, VifRequest, VrfRouting,
+    VxlanRequest,
 };
 use crate::controller::{Controller, Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
@@ -37,6 +38,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/vrfs/{vrf}/snat"),
     ("PUT", "/vrfs/{vrf}/snat"),
     ("DELETE", "/vrfs/{vrf}/snat"),
+    ("GET", "/vrfs/{vrf}/routing"),
+    ("PUT", "/vrfs/{vrf}/routing"),
+    ("DELETE", "/vrfs/{vrf}/routing"),
     ("GET", "/nat/pools"),
     ("GET", "/nat/pools/{name}"),
     ("PUT", "/nat/pools/{name}"),
@@ -282,6 +286,25 @@ async fn policy_put(State(s): St, p: Params, Body(policy): Body<Policy>) -> Res 
 async fn policy_del(State(s): St, p: Params) -> Res {
     let name = p.get("name")?.to_string();
     s.lanes.change(move |c| c.policy_del(&name)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn routing_get(State(s): St, p: Params) -> Res {
+    let vrf = p.vrf()?;
+    let v = s.lanes.read(move |c| c.routing(vrf)).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
+async fn routing_put(State(s): St, p: Params, Body(r): Body<VrfRouting>) -> Res {
+    let vrf = p.vrf()?;
+    let req = r.clone();
+    let out = s.lanes.change(move |c| c.routing_set(vrf, &req)).await?;
+    Ok(json(put_status(out), &r))
+}
+
+async fn routing_del(State(s): St, p: Params) -> Res {
+    let vrf = p.vrf()?;
+    s.lanes.change(move |c| c.routing_del(vrf)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -663,6 +686,9 @@ pub(super) fn router(lanes: Arc<Lanes>, ctrl: Arc<Controller>, body_limit: usize
             ("GET", "/vrfs/{vrf}/snat") => on(filter, snat_get),
             ("PUT", "/vrfs/{vrf}/snat") => on(filter, snat_put),
             ("DELETE", "/vrfs/{vrf}/snat") => on(filter, snat_del),
+            ("GET", "/vrfs/{vrf}/routing") => on(filter, routing_get),
+            ("PUT", "/vrfs/{vrf}/routing") => on(filter, routing_put),
+            ("DELETE", "/vrfs/{vrf}/routing") => on(filter, routing_del),
             ("GET", "/nat/pools") => on(filter, nat_pools_list),
             ("GET", "/nat/pools/{name}") => on(filter, nat_pool_get),
             ("PUT", "/nat/pools/{name}") => on(filter, nat_pool_put),

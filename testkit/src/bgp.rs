@@ -1,0 +1,325 @@
+//! A cluster of compute nodes exchanging overlay routes over BGP: each node a network namespace
+//! with vrouterd (fabric port `kernel:fab0`), gobgpd and vrouter-bgp, and two kernel pods in
+//! VRF 1; a GoBGP route reflector in a namespace of its own; all joined by one bridge (in a
+//! "fabric" namespace) that carries both the tunnels (198.19.0.0/24, vrouterd's fabric
+//! addresses) and the BGP sessions (198.51.100.0/24 on each node's kernel `ctl0`). Private
+//! ASN 64512, iBGP, EVPN type-5, hold time 3 s.
+//!
+//! Node `k` (1-based) has fabric address 198.19.0.k, fabric MAC 02:00:00:00:fa:0k, BGP
+//! address 198.51.100.k, and pods 198.18.(10k+1).2 and 198.18.(10k+2).2, each advertised as
+//! a /32 with route distinguisher 198.19.0.k:1, route target 64512:1 and VNI [`VNI`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use control_api::api::{MacAddr, Nexthop, Route, VifRequest, VifType, VrfRouting};
+
+use crate::kernel_pod::KernelPod;
+use crate::netns::{temp_path, Netns};
+use crate::overlay::{Fabric, FABRIC_IFACE};
+use crate::process::TestProcess;
+use crate::vrouterd::Vrouterd;
+
+pub const ASN: u32 = 64512;
+/// The VNI of VRF 1 on every node.
+pub const VNI: u32 = 1001;
+pub const ROUTE_TARGET: &str = "target:64512:1";
+/// The route reflector's BGP address.
+pub const RR_IP: &str = "198.51.100.254";
+/// Pods' MTU: room for VXLAN within the fabric's 1450.
+pub const POD_MTU: u32 = 1400;
+/// BGP hold time, seconds (the smallest RFC 4271 allows): a node gone is noticed in it.
+pub const HOLD_TIME: u32 = 3;
+
+const IP: &str = "/usr/sbin/ip";
+
+pub fn fabric_ip(k: u8) -> String {
+    format!("198.19.0.{k}")
+}
+
+pub fn fabric_mac(k: u8) -> MacAddr {
+    MacAddr([0x02, 0, 0, 0, 0xfa, k])
+}
+
+/// Builds vrouter-bgp (another package of the workspace) beside `vrouterd`; its path.
+pub fn vrouter_bgp_bin(vrouterd: &Path) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lies in the workspace");
+    let status = std::process::Command::new(env!("CARGO"))
+        .current_dir(workspace)
+        .args(["build", "--locked", "-p", "vrouter-bgp"])
+        .status()
+        .expect("cargo build vrouter-bgp");
+    assert!(status.success(), "building vrouter-bgp failed");
+    let bin = vrouterd.with_file_name("vrouter-bgp");
+    assert!(bin.is_file(), "{} after the build", bin.display());
+    bin
+}
+
+/// gobgpd's TOML: `router_id` peering with each of `neighbors` (iBGP, EVPN), as their route
+/// reflector when `reflector`; listening for BGP only then.
+fn gobgpd_config(router_id: &str, neighbors: &[String], reflector: bool) -> String {
+    let port = if reflector { "" } else { "  port = -1\n" };
+    let mut s = format!("[global.config]\n  as = {ASN}\n  router-id = \"{router_id}\"\n{port}");
+    if reflector {
+        s += &format!("  local-address-list = [\"{router_id}\"]\n");
+    }
+    for n in neighbors {
+        s += &format!(
+            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{n}\"\n    peer-as = {ASN}\n\
+             \x20 [neighbors.timers.config]\n    hold-time = {HOLD_TIME}\n    keepalive-interval = 1\n    connect-retry = 1\n\
+             \x20 [neighbors.transport.config]\n    passive-mode = {reflector}\n"
+        );
+        if reflector {
+            s += &format!(
+                "  [neighbors.route-reflector.config]\n    route-reflector-client = true\n    route-reflector-cluster-id = \"{router_id}\"\n"
+            );
+        }
+        s += "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"l2vpn-evpn\"\n";
+    }
+    s
+}
+
+/// gobgpd in `ns` with configuration `toml`.
+pub fn gobgpd(ns: &Netns, toml: &str) -> (TestProcess, PathBuf) {
+    let path = temp_path("gobgpd", "toml");
+    std::fs::write(&path, toml).expect("writing gobgpd.toml");
+    let p = TestProcess::spawn(
+        Path::new(IP),
+        &[
+            "netns",
+            "exec",
+            ns.name(),
+            "gobgpd",
+            "-f",
+            &path.display().to_string(),
+            "-t",
+            "toml",
+            "--api-hosts",
+            "127.0.0.1:50051",
+            "--pprof-disable",
+        ],
+    );
+    (p, path)
+}
+
+/// `gobgp ARGS` against the gobgpd of `ns`.
+pub fn gobgp(ns: &Netns, args: &[&str]) -> String {
+    let mut full = vec!["gobgp"];
+    full.extend_from_slice(args);
+    ns.exec(&full)
+}
+
+/// One node. Fields drop in order: vrouter-bgp, gobgpd, vrouterd, pods, namespace.
+pub struct BgpNode {
+    pub k: u8,
+    pub bgp: TestProcess,
+    pub gobgpd: Option<TestProcess>,
+    gobgpd_config: PathBuf,
+    pub vr: Vrouterd,
+    pub pods: [KernelPod; 2],
+    pub ns: Netns,
+}
+
+impl BgpNode {
+    /// Starts node `k`'s gobgpd again (after a test stopped it).
+    pub fn restart_gobgpd(&mut self) {
+        let toml = std::fs::read_to_string(&self.gobgpd_config).expect("config");
+        let (p, path) = gobgpd(&self.ns, &toml);
+        let _ = std::fs::remove_file(&self.gobgpd_config);
+        self.gobgpd = Some(p);
+        self.gobgpd_config = path;
+    }
+
+    /// VRF 1's routes.
+    pub fn routes(&self) -> Vec<Route> {
+        self.vr
+            .api(|c| async move { c.routes(1).await })
+            .expect("routes")
+    }
+
+    pub fn nexthop(&self, id: u32) -> Nexthop {
+        self.vr
+            .api(|c| async move { c.nexthop(id).await })
+            .expect("nexthop")
+            .nexthop
+    }
+}
+
+impl Drop for BgpNode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.gobgpd_config);
+    }
+}
+
+/// The whole cluster. Fields drop in order: nodes, reflector, namespaces.
+pub struct Cluster {
+    pub nodes: Vec<BgpNode>,
+    pub rr: TestProcess,
+    rr_config: PathBuf,
+    pub rr_ns: Netns,
+    pub fabric: Netns,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.rr_config);
+    }
+}
+
+impl Cluster {
+    /// Starts `n` nodes (at most 9) and the reflector; `tag` (a few characters) keeps names
+    /// apart from other tests'. Returns at once: routes converge in the background.
+    pub fn start(vrouterd: &Path, vrouter_bgp: &Path, tag: &str, n: u8) -> Cluster {
+        assert!((1..=9).contains(&n));
+        let fabric_ns = Netns::new(&format!("{tag}fab"));
+        fabric_ns.ip(&["link", "add", "br0", "type", "bridge"]);
+        fabric_ns.ip(&["link", "set", "br0", "up"]);
+        let port = |name: &str, mtu: &str| {
+            fabric_ns.ip(&["link", "set", name, "master", "br0", "mtu", mtu, "up"]);
+        };
+        let fabric = Fabric::kernel(FABRIC_IFACE, POD_MTU);
+        let fabric_mtu = fabric.mtu.to_string();
+
+        let rr_ns = Netns::new(&format!("{tag}rr"));
+        fabric_ns.veth("crr", "ctl0", Some(&rr_ns));
+        port("crr", "1500");
+        rr_ns.ip(&["addr", "add", &format!("{RR_IP}/24"), "dev", "ctl0"]);
+        let clients: Vec<String> = (1..=n).map(|k| format!("198.51.100.{k}")).collect();
+        let (rr, rr_config) = gobgpd(&rr_ns, &gobgpd_config(RR_IP, &clients, true));
+
+        let mut nodes = Vec::new();
+        for k in 1..=n {
+            let ns = Netns::new(&format!("{tag}n{k}"));
+            fabric_ns.veth(&format!("f{k}"), FABRIC_IFACE, Some(&ns));
+            port(&format!("f{k}"), &fabric_mtu);
+            ns.ip(&["link", "set", FABRIC_IFACE, "mtu", &fabric_mtu]);
+            fabric_ns.veth(&format!("c{k}"), "ctl0", Some(&ns));
+            port(&format!("c{k}"), "1500");
+            ns.ip(&["addr", "add", &format!("198.51.100.{k}/24"), "dev", "ctl0"]);
+            let pods = [1, 2].map(|j| {
+                let pod =
+                    KernelPod::attached_to(Some(&ns), &format!("{tag}{k}{j}"), 10 * k + j, POD_MTU);
+                ns.ip(&["link", "set", &pod.host_side, "mtu", &POD_MTU.to_string()]);
+                pod
+            });
+            let vr = node_vrouterd(vrouterd, &ns, &fabric, k, &pods);
+            let (gobgpd, gobgpd_config) = gobgpd(
+                &ns,
+                &gobgpd_config(&format!("198.51.100.{k}"), &[RR_IP.to_string()], false),
+            );
+            let bgp = TestProcess::spawn(
+                Path::new(IP),
+                &[
+                    "netns",
+                    "exec",
+                    ns.name(),
+                    &vrouter_bgp.display().to_string(),
+                    "--vrouter-socket",
+                    &vr.control_socket().display().to_string(),
+                    "--fabric-ip",
+                    &fabric_ip(k),
+                    "--poll-ms",
+                    "200",
+                ],
+            );
+            nodes.push(BgpNode {
+                k,
+                bgp,
+                gobgpd: Some(gobgpd),
+                gobgpd_config,
+                vr,
+                pods,
+                ns,
+            });
+        }
+        Cluster {
+            nodes,
+            rr,
+            rr_config,
+            rr_ns,
+            fabric: fabric_ns,
+        }
+    }
+
+    /// Every process's output, for assertion messages.
+    pub fn outputs(&self) -> String {
+        let mut s = format!("--- reflector\n{}\n", self.rr.outputs());
+        for n in &self.nodes {
+            s += &format!("--- node {} vrouter-bgp\n{}\n", n.k, n.bgp.outputs());
+            if let Some(g) = &n.gobgpd {
+                s += &format!("--- node {} gobgpd\n{}\n", n.k, g.outputs());
+            }
+        }
+        s
+    }
+}
+
+/// vrouterd of node `k` with its pods in VRF 1 (nexthops 1 and 2, /32 routes; their gateways
+/// answered by vrouterd), VNI [`VNI`] decapsulated into VRF 1, and VRF 1's routing identity.
+fn node_vrouterd(
+    binary: &Path,
+    ns: &Netns,
+    fabric: &Fabric,
+    k: u8,
+    pods: &[KernelPod; 2],
+) -> Vrouterd {
+    let (mac, mtu, ip) = (
+        fabric_mac(k).to_string(),
+        fabric.mtu.to_string(),
+        fabric_ip(k),
+    );
+    let vr = Vrouterd::start_netns(
+        Some(ns),
+        binary,
+        &[
+            "--idle-sleep-us",
+            "50",
+            "--fabric",
+            &fabric.device,
+            "--fabric-mtu",
+            &mtu,
+            "--fabric-ip",
+            &ip,
+            "--fabric-mac",
+            &mac,
+        ],
+        &[],
+    );
+    vr.api(|c| async move { c.vrf_add(1).await })
+        .expect("vrf 1");
+    vr.set_nexthop(10, Nexthop::Receive);
+    for (i, pod) in pods.iter().enumerate() {
+        let (id, name) = (i as u32 + 1, format!("pod{}", i + 1));
+        let mut req = VifRequest::new(&name, VifType::AfPacket, 1, MacAddr(pod.mac));
+        req.iface = Some(pod.host_side.clone());
+        req.mtu = Some(fabric.pod_mtu);
+        vr.add_vif(&req);
+        vr.set_nexthop(
+            id,
+            Nexthop::Encap {
+                vif: name,
+                dmac: MacAddr(pod.mac),
+            },
+        );
+        vr.set_route(&format!("{}/32", pod.ip), id);
+        vr.set_route(&format!("{}/32", pod.gateway()), 10);
+    }
+    vr.api(|c| async move { c.vxlan_set(VNI, 1).await })
+        .expect("vni");
+    let routing = VrfRouting {
+        rd: format!("{ip}:1"),
+        import_targets: vec![ROUTE_TARGET.into()],
+        export_targets: vec![ROUTE_TARGET.into()],
+        vni: Some(VNI),
+        label: None,
+    };
+    vr.api(|c| async move { c.vrf_routing_set(1, &routing).await })
+        .expect("vrf routing identity");
+    vr
+}
+
+/// How long routes may take to spread: sessions up (connect-retry 1 s), then vrouter-bgp's
+/// polls.
+pub const CONVERGE: Duration = Duration::from_secs(30);

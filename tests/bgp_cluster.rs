@@ -1,0 +1,263 @@
+//! Overlay routes over BGP: three nodes, each vrouterd + gobgpd + vrouter-bgp with two kernel
+//! pods, peering through a GoBGP route reflector (testkit::bgp). Every pod reaches every pod on
+//! the other nodes over VXLAN with the VNI the routes carried (on the fabric, read by tshark); a prefix
+//! two nodes advertise becomes an ECMP nexthop; a route removed on its node is withdrawn
+//! everywhere; a node whose gobgpd dies loses its routes elsewhere within the hold time (its
+//! pods' traffic a counted drop, not a black hole), and gets them back when it returns.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use control_api::api::Nexthop;
+use testkit::bgp::{self, Cluster, CONVERGE, VNI};
+use testkit::wait;
+
+fn vrouterd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
+}
+
+/// Prefixes node `i` (index) has in VRF 1 through vrouter-bgp's tunnel or ECMP nexthops.
+fn remote_prefixes(c: &Cluster, i: usize) -> BTreeSet<String> {
+    c.nodes[i]
+        .routes()
+        .into_iter()
+        .filter(|r| r.nexthop >= 60_000)
+        .map(|r| r.prefix.to_string())
+        .collect()
+}
+
+/// The /32s of every pod not on node `i`.
+fn pods_elsewhere(c: &Cluster, i: usize, except: Option<usize>) -> BTreeSet<String> {
+    c.nodes
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i && Some(*j) != except)
+        .flat_map(|(_, n)| n.pods.iter().map(|p| format!("{}/32", p.ip)))
+        .collect()
+}
+
+#[track_caller]
+fn converge(c: &Cluster, i: usize, want: &BTreeSet<String>, what: &str) {
+    if let Err(seen) = wait::poll(CONVERGE, || remote_prefixes(c, i), |s| s == want) {
+        panic!(
+            "node {}: {what}: remote routes {seen:?}, want {want:?}\n{}",
+            i + 1,
+            c.outputs()
+        );
+    }
+}
+
+/// One ping from `from`'s pod `a` to `dst`: whether a reply came.
+fn ping_ok(c: &Cluster, from: usize, a: usize, dst: &str) -> bool {
+    c.nodes[from].pods[a]
+        .ns
+        .command("ping")
+        .args(["-c", "1", "-W", "1", "-q", dst])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn three_nodes_exchange_pod_routes_over_bgp_through_a_route_reflector() {
+    let vrouterd = vrouterd_bin();
+    let vrouter_bgp = bgp::vrouter_bgp_bin(&vrouterd);
+    let mut c = Cluster::start(&vrouterd, &vrouter_bgp, "bgc", 3);
+    for i in 0..3 {
+        converge(&c, i, &pods_elsewhere(&c, i, None), "after start");
+    }
+    // Every remote pod route is a VXLAN tunnel to the node that has the pod, carrying the VNI.
+    for (i, n) in c.nodes.iter().enumerate() {
+        for r in n.routes().into_iter().filter(|r| r.nexthop >= 60_000) {
+            assert_eq!(r.label, Some(VNI), "node {}: {r:?}", i + 1);
+            let Nexthop::Tunnel { dip, dmac, .. } = n.nexthop(r.nexthop) else {
+                panic!("node {}: {r:?} is not through a tunnel", i + 1);
+            };
+            let owner = c
+                .nodes
+                .iter()
+                .find(|o| {
+                    o.pods
+                        .iter()
+                        .any(|p| format!("{}/32", p.ip) == r.prefix.to_string())
+                })
+                .expect("a node has the pod");
+            assert_eq!(dip.to_string(), bgp::fabric_ip(owner.k), "{r:?}");
+            assert_eq!(dmac, bgp::fabric_mac(owner.k), "{r:?}");
+        }
+    }
+
+    // Every pod reaches every pod on the other nodes; the fabric carries VNI 1001.
+    let capture = c.nodes[0]
+        .ns
+        .capture(testkit::overlay::FABRIC_IFACE, "udp dst port 4789", 2);
+    for i in 0..3 {
+        for a in 0..2 {
+            for j in (0..3).filter(|j| *j != i) {
+                for b in 0..2 {
+                    let dst = c.nodes[j].pods[b].ip.to_string();
+                    let ok = wait::poll(
+                        Duration::from_secs(10),
+                        || ping_ok(&c, i, a, &dst),
+                        |ok| *ok,
+                    );
+                    assert!(
+                        ok.is_ok(),
+                        "pod {a} of node {} cannot reach {dst} on node {}\n{}",
+                        i + 1,
+                        j + 1,
+                        c.outputs()
+                    );
+                }
+            }
+        }
+    }
+    let frames = capture.frames(Duration::from_secs(5));
+    assert!(!frames.is_empty(), "no VXLAN on node 1's fabric");
+    // tshark's reading of the same frames: VXLAN with the VNI, pod addresses inside.
+    let pcap = testkit::netns::PcapFile::write(&frames).expect("pcap");
+    let out = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            &pcap.path.display().to_string(),
+            "-T",
+            "fields",
+            "-E",
+            "separator=;",
+        ])
+        .args(["-e", "vxlan.vni", "-e", "ip.src", "-e", "ip.dst"])
+        .output()
+        .expect("tshark");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(lines.lines().count(), frames.len(), "{lines}");
+    for l in lines.lines() {
+        let f: Vec<&str> = l.split(';').collect();
+        assert_eq!(f[0], VNI.to_string(), "tshark: {l}");
+        // Outer then inner addresses: fabric, then pods.
+        assert_eq!(f.len(), 3, "tshark: {l}");
+        for addrs in &f[1..] {
+            assert!(
+                addrs.starts_with("198.19.0.") && addrs.contains(",198.18."),
+                "tshark: {l}"
+            );
+        }
+    }
+    for f in &frames {
+        let p = etherparse::SlicedPacket::from_ethernet(f).expect("frame");
+        let Some(etherparse::TransportSlice::Udp(udp)) = p.transport else {
+            panic!("not UDP: {f:02x?}");
+        };
+        let vxlan = udp.payload();
+        assert!(vxlan.len() >= 8 && vxlan[0] & 0x08 != 0, "{vxlan:02x?}");
+        let vni = u32::from_be_bytes([0, vxlan[4], vxlan[5], vxlan[6]]);
+        assert_eq!(vni, VNI, "the VNI the routes carried");
+    }
+
+    // A prefix nodes 2 and 3 both have (behind their first pod): ECMP over both on node 1.
+    let anycast = "198.18.99.1/32";
+    for n in &c.nodes[1..] {
+        n.vr.set_route(anycast, 1);
+    }
+    let mut want = pods_elsewhere(&c, 0, None);
+    want.insert(anycast.to_string());
+    converge(&c, 0, &want, "with the anycast prefix");
+    let ecmp = wait::poll(
+        CONVERGE,
+        || {
+            let r = c.nodes[0]
+                .routes()
+                .into_iter()
+                .find(|r| r.prefix.to_string() == anycast)
+                .expect("route");
+            c.nodes[0].nexthop(r.nexthop)
+        },
+        |nh| matches!(nh, Nexthop::Ecmp { members } if members.len() == 2),
+    );
+    assert!(ecmp.is_ok(), "not ECMP over nodes 2 and 3: {ecmp:?}");
+
+    // A route removed on its node (the pod went) is withdrawn everywhere.
+    let gone = format!("{}/32", c.nodes[1].pods[1].ip);
+    c.nodes[1]
+        .vr
+        .api(|cl| {
+            let p = gone.parse().unwrap();
+            async move { cl.route_del(1, &p).await }
+        })
+        .expect("route del");
+    want.remove(&gone);
+    converge(&c, 0, &want, "after node 2 removed a pod route");
+    let mut want3 = pods_elsewhere(&c, 2, None);
+    want3.remove(&gone);
+    // Node 3 has the anycast prefix itself: it keeps its own route.
+    converge(&c, 2, &want3, "after node 2 removed a pod route");
+    assert!(
+        c.nodes[2]
+            .routes()
+            .iter()
+            .any(|r| r.prefix.to_string() == anycast && r.nexthop == 1),
+        "node 3's own anycast route replaced"
+    );
+
+    // Node 3's gobgpd dies: within the hold time its routes leave nodes 1 and 2, the anycast
+    // prefix goes to node 2 alone, and node 3's pods are no longer reachable.
+    let t0 = std::time::Instant::now();
+    let mut g = c.nodes[2].gobgpd.take().expect("gobgpd");
+    g.signal("KILL");
+    let _ = g.wait(Duration::from_secs(5));
+    let mut want1 = pods_elsewhere(&c, 0, Some(2));
+    want1.remove(&gone);
+    want1.insert(anycast.to_string());
+    converge(&c, 0, &want1, "after node 3 went away");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(u64::from(bgp::HOLD_TIME) + 5),
+        "routes went after {took:?}"
+    );
+    let r = c.nodes[0]
+        .routes()
+        .into_iter()
+        .find(|r| r.prefix.to_string() == anycast)
+        .expect("anycast route");
+    assert!(
+        matches!(c.nodes[0].nexthop(r.nexthop), Nexthop::Tunnel { dip, .. } if dip.to_string() == bgp::fabric_ip(2)),
+        "anycast not through node 2 alone"
+    );
+    let node3_pod = c.nodes[2].pods[0].ip.to_string();
+    let no_route = || {
+        c.nodes[0]
+            .vr
+            .api(|cl| async move { cl.dropstats().await })
+            .expect("dropstats")
+            .reasons
+            .get("no_route")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = no_route();
+    assert!(!ping_ok(&c, 0, 0, &node3_pod), "node 3's pod still reached");
+    // Not sent into a black hole: dropped on node 1, counted.
+    assert!(
+        wait::poll(Duration::from_secs(5), no_route, |n| *n > before).is_ok(),
+        "pings to node 3's pod not counted as no_route drops on node 1"
+    );
+
+    // It comes back: so do its routes.
+    c.nodes[2].restart_gobgpd();
+    converge(&c, 0, &want, "after node 3's gobgpd restarted");
+    assert!(
+        wait::poll(
+            Duration::from_secs(10),
+            || ping_ok(&c, 0, 0, &node3_pod),
+            |ok| *ok
+        )
+        .is_ok(),
+        "node 3's pod not reached again\n{}",
+        c.outputs()
+    );
+}
