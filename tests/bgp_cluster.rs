@@ -84,7 +84,7 @@ fn three_nodes_exchange_pod_routes_over_bgp_through_a_route_reflector() {
                 })
                 .expect("a node has the pod");
             assert_eq!(dip.to_string(), bgp::fabric_ip(owner.k), "{r:?}");
-            assert_eq!(dmac, bgp::fabric_mac(owner.k), "{r:?}");
+            assert_eq!(dmac, Some(bgp::fabric_mac(owner.k)), "{r:?}");
         }
     }
 

@@ -283,7 +283,7 @@ impl Daemon {
             vif: self.args.fabric_vif.clone(),
             sip: self.args.fabric_ip,
             dip: ep.ip,
-            dmac: MacAddr(ep.mac),
+            dmac: Some(MacAddr(ep.mac)),
         };
         self.vr.nexthop_set(id, &nh).await?;
         self.installed.tunnels.insert(ep, id);
