@@ -280,7 +280,7 @@ case_vrouterd_l3_mirror_deaf() {
     CTL vif add deaf --type vhost-user --vrf 1 --mac 02:00:00:00:0d:01 --socket-dir "$work/vr/pods/d" --socket-file d.sock --mode server || return 1
     # testpmd at its prompt, on a fifo held open, with nothing ever typed: ports started, no
     # forwarding (its forwarding lcore, which testpmd insists on, waits on the generator's CPU).
-    mkfifo "$work/deaf.in"
+    rm -f "$work/deaf.in"; mkfifo "$work/deaf.in"
     taskset -c $GEN_CPU dpdk-testpmd --lcores "0@$GEN_CPU,1@$GEN_CPU" --no-pci --in-memory --single-file-segments -m 256 \
         --file-prefix=vrbench-deaf --vdev "net_virtio_user0,path=$work/vr/pods/d/d.sock,queue_size=1024" -- \
         -i --rxd=1024 --txd=1024 < "$work/deaf.in" > "$work/deaf.log" 2>&1 &
@@ -299,7 +299,7 @@ case_vrouterd_l3_mirror_deaf() {
     CTL mirror set podA --to deaf --direction ingress || { exec 9>&-; return 1; }
     measure "$name" "$VR_A" "$VR_B" 1
     local m
-    m=$("$bin/vrouterctl" --socket "$work/vr/ctl.sock" --json mirror show podA 2>/dev/null || echo '{}')
+    m=$("$bin/vrouterctl" --socket "$work/vr/ctl.sock" --json mirror show podA 2>/dev/null | jq -c . || echo '{}')
     echo "bench: $name: copies $(jq -c '{copies, copy_failures, copies_skipped}' <<<"$m")"
     echo "{\"case\":\"$name\",\"mirror\":$m}" >> "$raw"
     exec 9>&-
