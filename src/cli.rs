@@ -142,6 +142,24 @@ pub struct Options {
           value_parser = clap::value_parser!(u32).range(1..), requires = "ipfix_collector")]
     pub ipfix_max_rate: u32,
 
+    /// The agent channel, pkt0: a unix socket (mode 0600) an agent connects to, receiving
+    /// packets the data plane hands to it (first packets of flows a vif policy's `agent`
+    /// action leaves to it, DHCP from vifs without an address) and sending packets out of vifs,
+    /// injecting them, or deciding flows. Wire format: control-api's `pkt0` module.
+    #[arg(long, value_name = "PATH")]
+    pub agent_socket: Option<PathBuf>,
+
+    /// Packets per second each vif may hand to the agent, per forwarding lcore (a token bucket
+    /// on the lcore); the rest are dropped as `agent_rate_limited`.
+    #[arg(long, value_name = "N", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..), requires = "agent_socket")]
+    pub agent_trap_rate: u32,
+
+    /// Depth of that bucket: packets a vif may hand over at once after a quiet spell.
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..), requires = "agent_socket")]
+    pub agent_trap_burst: u32,
+
     /// Log filter: error, warn, info, debug, trace (or a tracing directive such as
     /// `vrouterd=debug`).
     #[arg(long, value_name = "LEVEL", default_value = "info")]

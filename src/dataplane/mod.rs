@@ -109,6 +109,8 @@ pub struct VrouterDataplane {
     mirror_base: Mutex<std::collections::HashMap<u16, (u64, u64, u64)>>,
     /// The IPFIX exporter's collector and counters, once it runs.
     flow_export: std::sync::OnceLock<(std::net::SocketAddr, Arc<crate::flow_export::ExportStats>)>,
+    /// The agent channel (pkt0), once it runs.
+    agent: std::sync::OnceLock<Arc<crate::agent::AgentShared>>,
 }
 
 fn rejected(msg: impl Into<String>) -> DataplaneError {
@@ -189,7 +191,13 @@ impl VrouterDataplane {
             tracer,
             mirror_base: Mutex::new(std::collections::HashMap::new()),
             flow_export: std::sync::OnceLock::new(),
+            agent: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The agent channel runs: its thread's counters show in /dropstats.
+    pub fn set_agent(&self, shared: Arc<crate::agent::AgentShared>) {
+        let _ = self.agent.set(shared);
     }
 
     /// The IPFIX exporter runs, to `collector`: GET /flows/stats and /metrics show `stats`.
