@@ -31,8 +31,11 @@
 //!
 //! A verdict's payload (40 bytes) is the flow's key as its first packet had it: family
 //! (4 or 6), IP protocol, source port, destination port, 2 bytes 0, source address and
-//! destination address (16 bytes each; IPv4 in the first 4, the rest 0). vrouterd installs
-//! the flow (allowed: with its reverse) and later packets of it pass without the agent.
+//! destination address (16 bytes each; IPv4 in the first 4, the rest 0); for ICMP the echo
+//! identifier and the message type stand in for the ports ([`FlowTuple::of_frame`] reads a
+//! trapped frame's). vrouterd installs the flow (allowed: with its reverse) and later packets
+//! of it pass without the agent. The trapped packet itself is not forwarded: an agent that
+//! wants it delivered injects it back after its verdict.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -212,6 +215,52 @@ pub struct FlowTuple {
     pub dst: IpAddr,
     pub sport: u16,
     pub dport: u16,
+}
+
+impl FlowTuple {
+    /// The flow key vrouterd gives an Ethernet frame (IPv4, or IPv6 without extension
+    /// headers; no VLAN tag): TCP, UDP and SCTP ports; for ICMP / ICMPv6 the echo identifier
+    /// (echo request and reply only, else 0) as `sport` and the message type as `dport`.
+    pub fn of_frame(f: &[u8]) -> Option<FlowTuple> {
+        let et = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
+        let (proto, src, dst, l4) = match et {
+            0x0800 => {
+                let ip = f.get(14..34)?;
+                let ihl = usize::from(ip[0] & 0x0f) * 4;
+                let v4 =
+                    |o: usize| IpAddr::V4(Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]));
+                (ip[9], v4(12), v4(16), 14 + ihl)
+            }
+            0x86dd => {
+                let ip = f.get(14..54)?;
+                let v6 = |o: usize| {
+                    let mut a = [0u8; 16];
+                    a.copy_from_slice(&ip[o..o + 16]);
+                    IpAddr::V6(Ipv6Addr::from(a))
+                };
+                (ip[6], v6(8), v6(24), 54)
+            }
+            _ => return None,
+        };
+        let be =
+            |o: usize| -> Option<u16> { Some(u16::from_be_bytes([*f.get(o)?, *f.get(o + 1)?])) };
+        let (sport, dport) = match proto {
+            6 | 17 | 132 => (be(l4)?, be(l4 + 2)?),
+            1 | 58 => {
+                let ty = *f.get(l4)?;
+                let echo = matches!((proto, ty), (1, 0 | 8) | (58, 128 | 129));
+                (if echo { be(l4 + 4)? } else { 0 }, u16::from(ty))
+            }
+            _ => (0, 0),
+        };
+        Some(FlowTuple {
+            proto,
+            src,
+            dst,
+            sport,
+            dport,
+        })
+    }
 }
 
 /// An agent's decision about a flow entering by `vif` in `vrf`.
@@ -532,6 +581,37 @@ mod tests {
             Err(Pkt0Error::Short(good.len() - 20))
         );
         assert_eq!(Message::decode(&good[..3]), Err(Pkt0Error::Short(13)));
+    }
+
+    #[test]
+    fn a_frames_tuple_is_read_as_vrouterd_keys_it() {
+        let mut udp = vec![0u8; 14 + 20 + 8];
+        udp[12..14].copy_from_slice(&[0x08, 0x00]);
+        udp[14] = 0x45;
+        udp[14 + 9] = 17;
+        udp[14 + 12..14 + 20].copy_from_slice(&[198, 18, 0, 1, 198, 18, 0, 2]);
+        udp[34..38].copy_from_slice(&[0x0f, 0xa0, 0, 53]);
+        let t = FlowTuple::of_frame(&udp).unwrap();
+        assert_eq!(
+            (t.proto, t.src, t.dst, t.sport, t.dport),
+            (
+                17,
+                "198.18.0.1".parse().unwrap(),
+                "198.18.0.2".parse().unwrap(),
+                4000,
+                53
+            )
+        );
+        let mut echo = udp.clone();
+        echo[14 + 9] = 1;
+        echo[34..40].copy_from_slice(&[8, 0, 0, 0, 0x12, 0x34]);
+        let t = FlowTuple::of_frame(&echo).unwrap();
+        assert_eq!((t.sport, t.dport), (0x1234, 8));
+        echo[34] = 3;
+        assert_eq!(FlowTuple::of_frame(&echo).unwrap().sport, 0);
+        assert!(FlowTuple::of_frame(&udp[..30]).is_none());
+        udp[12] = 0x88;
+        assert!(FlowTuple::of_frame(&udp).is_none());
     }
 
     #[test]
