@@ -11,6 +11,7 @@
 //! agent's messages (verdicts install flows; sends and injects go to lcore 0's queue as mbufs,
 //! counted made or received by that lcore). A malformed message is logged and skipped.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use control_api::pkt0::{self, Message, Pkt0Error, HEADER_LEN, MAX_PAYLOAD};
+use control_api::pkt0::{self, FlowTuple, Message, Pkt0Error, HEADER_LEN, MAX_PAYLOAD};
 use crossbeam::queue::ArrayQueue;
 use pmd_shim::Mempool;
 use tracing::{error, info, warn};
@@ -60,6 +61,10 @@ pub struct AgentCounters {
     /// full, vif out of range).
     pub injected: AtomicU64,
     pub inject_failed: AtomicU64,
+    /// Trapped first packets not passed on: their vif already had `--agent-max-held` flows
+    /// waiting for a verdict, or their flow was already waiting (a later packet of it).
+    pub held_full: AtomicU64,
+    pub held_repeat: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -75,10 +80,19 @@ pub struct AgentShared {
     /// Traps per second per vif (per lcore), and the bucket's depth.
     pub rate: u32,
     pub burst: u32,
+    /// Flows per vif held for the agent's verdict at most, and for how long (ms).
+    pub max_held: usize,
+    pub held_ms: u64,
 }
 
 impl AgentShared {
-    pub fn new(lcores: usize, rate: u32, burst: u32) -> Arc<AgentShared> {
+    pub fn new(
+        lcores: usize,
+        rate: u32,
+        burst: u32,
+        max_held: usize,
+        held_ms: u64,
+    ) -> Arc<AgentShared> {
         Arc::new(AgentShared {
             connected: AtomicBool::new(false),
             traps: (0..lcores).map(|_| ArrayQueue::new(QUEUE)).collect(),
@@ -86,6 +100,8 @@ impl AgentShared {
             counters: AgentCounters::default(),
             rate,
             burst: burst.max(1),
+            max_held,
+            held_ms,
         })
     }
 }
@@ -204,6 +220,37 @@ pub struct AgentThread {
     pub pool: Mempool,
 }
 
+/// Flows whose first packet went to the agent and that wait for its verdict, by vif; a flow
+/// waits at most `held_ms`, then a new packet of it goes to the agent again.
+#[derive(Default)]
+struct Held {
+    until: HashMap<(u16, u16, FlowTuple), u64>,
+    per_vif: HashMap<u16, usize>,
+}
+
+impl Held {
+    fn expire(&mut self, now_ms: u64) {
+        let per_vif = &mut self.per_vif;
+        self.until.retain(|&(vif, _, _), &mut t| {
+            let keep = t > now_ms;
+            if !keep {
+                if let Some(n) = per_vif.get_mut(&vif) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            keep
+        });
+    }
+
+    fn decided(&mut self, vif: u16, vrf: u16, t: FlowTuple) {
+        if self.until.remove(&(vif, vrf, t)).is_some() {
+            if let Some(n) = self.per_vif.get_mut(&vif) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+}
+
 struct Peer {
     stream: UnixStream,
     out: Vec<u8>,
@@ -216,8 +263,11 @@ impl AgentThread {
         let tsc_per_ms = (pmd_shim::cycles::tsc_hz() / 1000).max(1);
         let mut peer: Option<Peer> = None;
         let mut chunk = vec![0u8; 64 * 1024];
+        let mut held = Held::default();
         while !stop.load(Ordering::Relaxed) {
             let mut busy = false;
+            let now_ms = pmd_shim::cycles::rdtsc() / tsc_per_ms;
+            held.expire(now_ms);
             match self.listener.accept() {
                 Ok((stream, _)) if peer.is_none() && stream.set_nonblocking(true).is_ok() => {
                     info!(path = %self.path.display(), "agent connected to pkt0");
@@ -239,8 +289,10 @@ impl AgentThread {
                     busy = true;
                     match peer.as_mut() {
                         Some(pr) if pr.out.len() < OUT_LIMIT => {
-                            write_trap(&mut pr.out, &p, t);
-                            bump(&self.shared.counters.traps_sent);
+                            if self.hold(&mut held, &p, t, now_ms) {
+                                write_trap(&mut pr.out, &p, t);
+                                bump(&self.shared.counters.traps_sent);
+                            }
                         }
                         _ => bump(&self.shared.counters.traps_lost),
                     }
@@ -282,11 +334,11 @@ impl AgentThread {
                         }
                     }
                 }
-                let now_ms = pmd_shim::cycles::rdtsc() / tsc_per_ms;
-                self.take_messages(&mut pr.inp, now_ms);
+                self.take_messages(&mut pr.inp, now_ms, &mut held);
             }
             if gone {
                 info!("agent left pkt0");
+                held = Held::default();
                 self.shared.connected.store(false, Ordering::Relaxed);
                 peer = None;
             }
@@ -298,14 +350,43 @@ impl AgentThread {
         let _ = std::fs::remove_file(&self.path);
     }
 
+    /// Whether trapped packet `p` goes on to the agent: DHCP always; a new flow's first packet
+    /// if its flow is not already held and its vif holds fewer than `max_held` (it is held
+    /// from now on). Counted when not.
+    fn hold(&self, held: &mut Held, p: &Pkt, t: Trap, now_ms: u64) -> bool {
+        let c = &self.shared.counters;
+        let Some(tuple) = (t.reason == TrapReason::NewFlow)
+            .then(|| FlowTuple::of_frame(p.0.data()))
+            .flatten()
+        else {
+            return true;
+        };
+        let key = (t.vif, t.vrf, tuple);
+        if held.until.contains_key(&key) {
+            bump(&c.held_repeat);
+            return false;
+        }
+        let n = held.per_vif.entry(t.vif).or_insert(0);
+        if *n >= self.shared.max_held {
+            bump(&c.held_full);
+            return false;
+        }
+        *n += 1;
+        held.until.insert(key, now_ms + self.shared.held_ms);
+        true
+    }
+
     /// Decodes and applies every whole message at the start of `inp`, which keeps the rest.
-    fn take_messages(&self, inp: &mut Vec<u8>, now_ms: u64) {
+    fn take_messages(&self, inp: &mut Vec<u8>, now_ms: u64, held: &mut Held) {
         let c = &self.shared.counters;
         let mut at = 0;
         while at < inp.len() {
             match Message::decode(&inp[at..]) {
                 Ok((m, n)) => {
                     at += n;
+                    if let Message::Verdict(v) = &m {
+                        held.decided(v.vif, v.vrf, v.tuple);
+                    }
                     self.apply(m, now_ms);
                 }
                 Err(Pkt0Error::Short(_)) => break,

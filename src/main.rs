@@ -222,10 +222,15 @@ fn run(opts: &cli::Options) -> Result<()> {
         producers.push(p);
         consumers.push(c);
     }
-    let agent_shared = opts
-        .agent_socket
-        .as_ref()
-        .map(|_| agent::AgentShared::new(n, opts.agent_trap_rate, opts.agent_trap_burst));
+    let agent_shared = opts.agent_socket.as_ref().map(|_| {
+        agent::AgentShared::new(
+            n,
+            opts.agent_trap_rate,
+            opts.agent_trap_burst,
+            opts.agent_max_held as usize,
+            opts.agent_held_ms,
+        )
+    });
     let (event_tx, event_rx) = unbounded();
     let mut lcores = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);

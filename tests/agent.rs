@@ -3,7 +3,8 @@
 //! it, allows the flow and injects the packet back; later packets pass without it. Without an
 //! agent such packets are counted as `no_agent`; a pod flooding new flows is rate-limited
 //! (`agent_rate_limited`) while other pods keep forwarding and still reach the agent;
-//! malformed agent messages are skipped and change nothing; every lcore's counters balance.
+//! malformed agent messages are skipped and change nothing; DHCP from a vif without an address
+//! reaches the agent; every lcore's counters balance.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -114,6 +115,10 @@ fn an_agent_decides_trapped_first_packets_and_a_flooding_pod_is_rate_limited() {
             "20",
             "--agent-trap-burst",
             "10",
+            "--agent-max-held",
+            "16",
+            "--agent-held-ms",
+            "20000",
         ],
         &[],
     );
@@ -241,16 +246,36 @@ fn an_agent_decides_trapped_first_packets_and_a_flooding_pod_is_rate_limited() {
         limited > 1000,
         "the flood is rate-limited: {limited} {after:?}"
     );
-    assert!(
-        (1..=10 + 20 * 4 + 10).contains(&from3),
-        "pod 3 reached the agent at its rate only: {from3}"
-    );
+    // Never decided: at most 16 of its flows are held for the agent, the rest counted.
+    assert_eq!(from3, 16, "pod 3's held flows");
+    let held_full = reason(&after, "agent_held_full") - reason(&before, "agent_held_full");
+    assert!(held_full > 0, "{after:?}");
     assert_eq!(
         reason(&after, "agent_queue_full"),
         0,
         "the queue never filled: {after:?}"
     );
     assert_eq!(from1(&seen), 1, "pod 1's new flow reached the agent once");
+
+    // DHCP from a vif without an address goes to the agent (pod 2's vif has none).
+    let vif2 = vr.vif("pod2").index as u16;
+    let run = pod2
+        .ns
+        .command("busybox")
+        .args([
+            "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "1", "-T", "1",
+        ])
+        .args(["-s", "/bin/true"])
+        .output()
+        .expect("busybox udhcpc");
+    assert!(!run.status.success(), "the agent does not answer it");
+    let dhcp = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(r, v, _, _)| *r == Reason::Dhcp && *v == vif2)
+        .count();
+    assert!(dhcp >= 1, "DHCP reached the agent");
 
     // Every lcore balances, traps and injected packets included.
     let s = stats(&vr);

@@ -208,7 +208,7 @@ impl Header {
 }
 
 /// A flow's key, as its first packet had it (before any NAT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowTuple {
     pub proto: u8,
     pub src: IpAddr,

@@ -222,6 +222,8 @@ impl VrouterDataplane {
                     "agent_inject_failed",
                     c.inject_failed.load(Ordering::Relaxed),
                 ),
+                ("agent_held_full", c.held_full.load(Ordering::Relaxed)),
+                ("agent_held_repeat", c.held_repeat.load(Ordering::Relaxed)),
             ] {
                 d.reasons.insert(name.to_owned(), n);
                 d.total += n;
