@@ -2,7 +2,7 @@
 # Bounded fuzzing of what a guest, the network or the agent controls: vhost-user's message
 # decoder and descriptor-chain walk, the forwarding pipeline on arbitrary frames, without and
 # with the flow stage (bursts with prefetch checked against one packet at a time), and the
-# control API's request bodies. Each target runs for FUZZ_SECONDS (default 30) from its
+# control API's request bodies and the agent channel's (pkt0) message decoder. Each target runs for FUZZ_SECONDS (default 30) from its
 # checked-in seed corpus; a crash fails the run.
 # cargo-fuzz needs nightly -Z flags: stable with RUSTC_BOOTSTRAP=1 does.
 #   scripts/fuzz.sh [crate ...]      (default: vhost-user vrouter control-api)

@@ -155,6 +155,37 @@ pub struct Options {
           value_parser = clap::value_parser!(u32).range(1..), requires = "ipfix_collector")]
     pub ipfix_max_rate: u32,
 
+    /// The agent channel, pkt0: a unix socket (mode 0600) an agent connects to, receiving
+    /// packets the data plane hands to it (first packets of flows a vif policy's `agent`
+    /// action leaves to it, DHCP from vifs without an address) and sending packets out of vifs,
+    /// injecting them, or deciding flows. Wire format: control-api's `pkt0` module.
+    #[arg(long, value_name = "PATH")]
+    pub agent_socket: Option<PathBuf>,
+
+    /// Packets per second each vif may hand to the agent, per forwarding lcore (a token bucket
+    /// on the lcore); the rest are dropped as `agent_rate_limited`.
+    #[arg(long, value_name = "N", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..), requires = "agent_socket")]
+    pub agent_trap_rate: u32,
+
+    /// Depth of that bucket: packets a vif may hand over at once after a quiet spell.
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..), requires = "agent_socket")]
+    pub agent_trap_burst: u32,
+
+    /// New flows per vif held for the agent's verdict at most: the first packet of a further
+    /// new flow of that vif is dropped (`agent_held_full`) until a verdict or expiry frees a
+    /// slot; later packets of a held flow are dropped too (`agent_held_repeat`).
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=65_536), requires = "agent_socket")]
+    pub agent_max_held: u64,
+
+    /// Milliseconds a held flow waits for the agent's verdict; after that its next packet goes
+    /// to the agent again.
+    #[arg(long, value_name = "MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000), requires = "agent_socket")]
+    pub agent_held_ms: u64,
+
     /// Log filter: error, warn, info, debug, trace (or a tracing directive such as
     /// `vrouterd=debug`).
     #[arg(long, value_name = "LEVEL", default_value = "info")]

@@ -28,6 +28,7 @@ use vrouter::qsbr::Qsbr;
 use vrouter::stats::MAX_VIFS;
 use vrouter::{CoreStats, DropReason};
 
+use crate::agent::{self, TrapGate};
 use crate::mirror;
 use crate::offload;
 use crate::packet::{self, Pkt};
@@ -193,6 +194,9 @@ pub struct Lcore {
     pub peers: Vec<RingProducer>,
     pub inbox: RingConsumer,
     pub idle_sleep: Option<Duration>,
+    /// The agent channel (pkt0), when vrouterd has one: packets for the agent go through it
+    /// (else they are dropped and counted); lcore 0 also takes what the agent sends.
+    pub agent: Option<TrapGate>,
 }
 
 struct State {
@@ -210,6 +214,9 @@ struct State {
     copies_out: Copies,
     /// Frames from the control side waiting to go out, with their vif.
     outbox: Vec<(u16, Pkt)>,
+    agent: Option<TrapGate>,
+    /// This loop turn's time (flow milliseconds), for the agent's token buckets.
+    now_ms: u64,
 }
 
 /// Mirror copies of vif `from`'s packets on their way to one analyzer vif.
@@ -271,7 +278,14 @@ impl Lcore {
             mut peers,
             mut inbox,
             idle_sleep,
+            agent,
         } = self;
+        // Lcore 0 takes what the agent sends.
+        let injects = agent
+            .as_ref()
+            .filter(|_| index == 0)
+            .map(|g| g.shared_arc());
+        let mut injected: Vec<Pkt> = Vec::with_capacity(1);
         let mut st = State {
             rx: Vec::with_capacity(64),
             tx: (0..MAX_VIFS).map(|_| None).collect(),
@@ -282,6 +296,8 @@ impl Lcore {
             copies_in: Copies::new(),
             copies_out: Copies::new(),
             outbox: Vec::with_capacity(OUTBOX),
+            agent,
+            now_ms: 0,
         };
         let mut batches: TxBatches<Pkt> = TxBatches::new(BURST_MAX);
         let mut burst = MbufBurst::new();
@@ -336,6 +352,7 @@ impl Lcore {
             let t0 = pmd_shim::cycles::rdtsc();
             // Flow time in milliseconds, from the TSC (no system call per iteration).
             let now_ms = t0 / tsc_per_ms;
+            st.now_ms = now_ms;
             if t0 >= next_age {
                 flows.age_slice(now_ms, age_budget);
                 next_age = t0 + age_every;
@@ -441,6 +458,34 @@ impl Lcore {
                 st.send_copies(&mut tx, true);
             }
             st.hand_back_broken(&events);
+
+            // What the agent sends: out of a vif (made here), or through the pipeline as
+            // received on one (counted received there). A few per turn.
+            if let Some(shared) = &injects {
+                for _ in 0..BURST_MAX {
+                    let Some(i) = shared.injects.pop() else { break };
+                    work += 1;
+                    let mut tx = Tx {
+                        index,
+                        peers: &mut peers,
+                        counters: &counters,
+                        stats: &stats,
+                        pool: &pool,
+                        staging: &mut staging,
+                        finished: &mut finished,
+                    };
+                    if i.as_received {
+                        pipeline.flow_hook().begin(i.vif, now_ms);
+                        pipeline.process(i.vif, std::iter::once(i.pkt), &mut batches);
+                        st.flush(&mut tx, i.vif, &mut batches);
+                    } else {
+                        stats.from_agent.add(1);
+                        injected.push(i.pkt);
+                        st.send(&mut tx, i.vif, &mut injected);
+                        injected.clear();
+                    }
+                }
+            }
 
             // Packets other lcores routed to vifs we transmit for, sent in runs per vif.
             let n = inbox.dequeue_burst(&mut burst);
@@ -551,6 +596,17 @@ impl State {
                 }
             }
             batches.host = host;
+        }
+        if !batches.agent.is_empty() {
+            match self.agent.as_mut() {
+                Some(g) => g.hand(
+                    tx.stats,
+                    self.now_ms,
+                    &mut batches.agent,
+                    &mut batches.agent_traps,
+                ),
+                None => agent::drop_all(tx.stats, &mut batches.agent, &mut batches.agent_traps),
+            }
         }
         batches.dropped.clear();
     }

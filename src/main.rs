@@ -4,6 +4,7 @@
 //! vhost lcore, serves every vhost-user socket ([`vhost_core::VhostCore`]); a control thread on
 //! the same CPU runs the REST API (tokio), applying changes through [`dataplane`].
 
+mod agent;
 mod cli;
 mod config;
 mod dataplane;
@@ -224,6 +225,15 @@ fn run(opts: &cli::Options) -> Result<()> {
         producers.push(p);
         consumers.push(c);
     }
+    let agent_shared = opts.agent_socket.as_ref().map(|_| {
+        agent::AgentShared::new(
+            n,
+            opts.agent_trap_rate,
+            opts.agent_trap_burst,
+            opts.agent_max_held as usize,
+            opts.agent_held_ms,
+        )
+    });
     let (event_tx, event_rx) = unbounded();
     let mut lcores = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
@@ -261,6 +271,9 @@ fn run(opts: &cli::Options) -> Result<()> {
             peers,
             inbox,
             idle_sleep: (opts.idle_sleep_us > 0).then(|| Duration::from_micros(opts.idle_sleep_us)),
+            agent: agent_shared
+                .as_ref()
+                .map(|s| agent::TrapGate::new(Arc::clone(s), i)),
         });
         handles.push(LcoreHandleInfo {
             lcore: lcore_id,
@@ -307,6 +320,36 @@ fn run(opts: &cli::Options) -> Result<()> {
         )
         .context("setting up the control model (--socket-base)")?,
     );
+
+    // The agent channel's thread owns its socket.
+    let agent_stop = Arc::new(AtomicBool::new(false));
+    let agent_thread = match (&opts.agent_socket, &agent_shared) {
+        (Some(path), Some(shared)) => {
+            let listener = agent::bind(path)?;
+            dataplane.set_agent(Arc::clone(shared));
+            let t = agent::AgentThread {
+                shared: Arc::clone(shared),
+                listener,
+                path: path.clone(),
+                policies: Arc::clone(&policies),
+                tables: Arc::clone(&tables),
+                pool: pool.clone(),
+            };
+            let stop = Arc::clone(&agent_stop);
+            let cpu = opts.vhost_lcore;
+            info!(path = %path.display(), "agent channel (pkt0) listening");
+            Some(
+                std::thread::Builder::new()
+                    .name("pkt0".into())
+                    .spawn(move || {
+                        pin_current_thread(cpu);
+                        t.run(&stop)
+                    })
+                    .context("starting the agent channel thread")?,
+            )
+        }
+        _ => None,
+    };
 
     let mut running = Vec::new();
     for (lcore, work) in opts.fwd_lcores.0.iter().copied().zip(lcores) {
@@ -468,6 +511,10 @@ fn run(opts: &cli::Options) -> Result<()> {
     }
     neigh_stop.store(true, Ordering::Relaxed);
     if let Some(h) = resolver {
+        let _ = h.join();
+    }
+    agent_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = agent_thread {
         let _ = h.join();
     }
     // The flows' last records, now that no packet moves them.

@@ -30,6 +30,7 @@ pub mod socket_path;
 // `vrouterctl` binary (src/bin/vrouterctl), a user of the client.
 pub mod client;
 pub mod metrics;
+pub mod pkt0;
 pub mod server;
 
 pub use client::{BlockingClient, Client};

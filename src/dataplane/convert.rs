@@ -62,6 +62,7 @@ pub(super) fn flow_policy(p: &control_api::api::Policy) -> Result<flow::Policy, 
     let action = |a: PolicyAction| match a {
         PolicyAction::Allow => flow::Action::Allow,
         PolicyAction::Deny => flow::Action::Deny,
+        PolicyAction::Agent => flow::Action::Agent,
     };
     let rules = |rs: &[control_api::api::PolicyRule]| -> Result<Vec<flow::Rule>, DataplaneError> {
         rs.iter()

@@ -111,6 +111,8 @@ pub struct VrouterDataplane {
     flow_export: std::sync::OnceLock<(std::net::SocketAddr, Arc<crate::flow_export::ExportStats>)>,
     /// The underlay neighbour resolver, once it runs.
     resolver: std::sync::OnceLock<Arc<crate::neigh::Resolver>>,
+    /// The agent channel (pkt0), once it runs.
+    agent: std::sync::OnceLock<Arc<crate::agent::AgentShared>>,
 }
 
 fn rejected(msg: impl Into<String>) -> DataplaneError {
@@ -192,6 +194,7 @@ impl VrouterDataplane {
             mirror_base: Mutex::new(std::collections::HashMap::new()),
             flow_export: std::sync::OnceLock::new(),
             resolver: std::sync::OnceLock::new(),
+            agent: std::sync::OnceLock::new(),
         }
     }
 
@@ -225,6 +228,11 @@ impl VrouterDataplane {
                 failures: e.failures,
             })
             .collect()
+    }
+
+    /// The agent channel runs: its thread's counters show in /dropstats.
+    pub fn set_agent(&self, shared: Arc<crate::agent::AgentShared>) {
+        let _ = self.agent.set(shared);
     }
 
     /// The IPFIX exporter runs, to `collector`: GET /flows/stats and /metrics show `stats`.

@@ -161,8 +161,10 @@ impl VrouterDataplane {
                 queued_to_lcores: l.stats.queued_to_lcores.get(),
                 taken_from_lcores: l.stats.taken_from_lcores.get(),
                 // ICMP errors are counted as the drops they replace, and sent.
+                // Sent out of a vif for the agent: made here.
                 packets_made: l.stats.segments_added.get()
                     + l.counters.frames_made.load(Ordering::Relaxed)
+                    + l.stats.from_agent.get()
                     + l.stats.drops(DropReason::MtuIcmpSent)
                     + l.stats.drops(DropReason::TtlExceededIcmpSent)
                     + l.counters
@@ -185,6 +187,8 @@ impl VrouterDataplane {
             let ring_full = kernel_drops.get(&l.lcore).copied().unwrap_or(0);
             s.rx_packets += ring_full;
             s.drops += ring_full;
+            // Handed to the agent (pkt0): sent, to the agent.
+            s.tx_packets += l.stats.to_agent.get();
             total.nat_translated += l.stats.nat_translated.get();
             total.rx_packets += s.rx_packets;
             total.rx_bytes += s.rx_bytes;
@@ -209,6 +213,23 @@ impl VrouterDataplane {
         let ring_full = kernel.values().sum::<u64>() + retired;
         d.reasons.insert("kernel_ring_full".to_owned(), ring_full);
         d.total += ring_full;
+        // The agent thread's: traps the lcores handed over (counted to_agent there) that the
+        // agent never got, and agent sends / injects that found no buffer or queue room.
+        if let Some(a) = self.agent.get() {
+            let c = &a.counters;
+            for (name, n) in [
+                ("agent_traps_lost", c.traps_lost.load(Ordering::Relaxed)),
+                (
+                    "agent_inject_failed",
+                    c.inject_failed.load(Ordering::Relaxed),
+                ),
+                ("agent_held_full", c.held_full.load(Ordering::Relaxed)),
+                ("agent_held_repeat", c.held_repeat.load(Ordering::Relaxed)),
+            ] {
+                d.reasons.insert(name.to_owned(), n);
+                d.total += n;
+            }
+        }
         Ok(d)
     }
 

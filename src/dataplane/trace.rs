@@ -38,6 +38,7 @@ fn describe(r: &TraceRecord, name: &impl Fn(u16) -> String) -> TracedPacket {
         Verdict::Tx(v) => ("sent", Some(name(v)), None),
         Verdict::Host => ("to host", None, None),
         Verdict::Drop(reason) => ("dropped", None, Some(reason.name().to_owned())),
+        Verdict::Agent(_) => ("to agent", None, None),
     };
     TracedPacket {
         vrf: u32::from(r.vrf),

@@ -100,8 +100,8 @@ drop_reasons! {
     /// A packet leaving through source NAT that it cannot translate: not IPv4, a fragment,
     /// neither TCP, UDP nor an ICMP echo request.
     NatUnsupported = "nat_unsupported",
-    /// DHCP from a pod vif that has no address to hand out (no `ip` and `prefix-len`). The
-    /// agent channel (pkt0) would take these; until it exists they are dropped here.
+    /// DHCP from a pod vif that has no address to hand out (no `ip` and `prefix-len`) while
+    /// no agent is connected to pkt0 (with one, it goes to the agent).
     DhcpNoAddress = "dhcp_no_address",
     /// DHCP the vrouter takes without answering: RELEASE and DECLINE (the address is the
     /// vif's, fixed by its configuration), a REQUEST that chose another server, BOOTP replies,
@@ -110,6 +110,13 @@ drop_reasons! {
     /// To a tunnel nexthop without a `dmac` whose underlay neighbour (the tunnel's far end)
     /// has no MAC yet: vrouterd is asking for it by ARP, or it stopped answering.
     NeighbourUnresolved = "neighbour_unresolved",
+    /// For the agent (a trapped first packet, DHCP without an address) while no agent is
+    /// connected to pkt0.
+    NoAgent = "no_agent",
+    /// For the agent, over its vif's trap rate (`--agent-trap-rate`, per forwarding core).
+    AgentRateLimited = "agent_rate_limited",
+    /// For the agent, while the queue to the agent thread was full.
+    AgentQueueFull = "agent_queue_full",
 }
 
 /// A counter with exactly one writer (its core). `add` is a relaxed load and store: on x86 two
@@ -164,6 +171,10 @@ pub struct CoreStats {
     pub segments_added: Counter,
     /// Packets whose addresses source NAT rewrote (both directions).
     pub nat_translated: Counter,
+    /// Packets handed to the agent's queue (pkt0), and packets the agent sent out of a vif
+    /// (made here; those it injects as received are counted received on their vif).
+    pub to_agent: Counter,
+    pub from_agent: Counter,
 }
 
 impl Default for CoreStats {
@@ -177,6 +188,8 @@ impl Default for CoreStats {
             taken_from_lcores: Counter::default(),
             segments_added: Counter::default(),
             nat_translated: Counter::default(),
+            to_agent: Counter::default(),
+            from_agent: Counter::default(),
         }
     }
 }

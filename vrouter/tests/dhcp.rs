@@ -264,18 +264,32 @@ fn release_decline_foreign_requests_and_malformed_dhcp_are_counted_drops() {
 }
 
 #[test]
-fn dhcp_from_a_vif_without_an_address_is_dropped_and_arp_for_the_gateway_answered_without_a_route()
-{
+fn dhcp_from_a_vif_without_an_address_goes_to_the_agent_and_arp_for_the_gateway_answered_without_a_route(
+) {
     let mut bed = dhcp_bed();
-    dropped_as(
-        &mut bed,
-        POD_B,
-        &{
-            let mut f = discover(&[]);
-            f[6..12].copy_from_slice(&POD_B_MAC.0);
-            f
-        },
-        DropReason::DhcpNoAddress,
+    let mut f = discover(&[]);
+    f[6..12].copy_from_slice(&POD_B_MAC.0);
+    let drops = bed.stats.snapshot().total_drops();
+    let out = bed.run(POD_B, &f);
+    assert!(out.dropped.is_empty() && out.touched().is_empty());
+    assert_eq!(out.agent.len(), 1, "for the agent");
+    assert_eq!(
+        out.agent_traps[0],
+        vrouter::pipeline::Trap {
+            reason: vrouter::pipeline::TrapReason::Dhcp,
+            vif: POD_B,
+            vrf: VRF as u16,
+        }
+    );
+    assert_eq!(
+        vrouter::PacketBuf::data(&out.agent[0]),
+        &f[..],
+        "handed over as it came"
+    );
+    assert_eq!(
+        bed.stats.snapshot().total_drops(),
+        drops,
+        "not counted here"
     );
     // Pod A's gateway, with its route gone: still the vrouter's.
     bed.tables.del_route(VRF, ip(GATEWAY), 32).unwrap();

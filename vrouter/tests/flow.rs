@@ -226,6 +226,80 @@ fn a_forwarding_core_holds_table_capacity_in_chunks_and_gives_it_back_when_it_st
 }
 
 #[test]
+fn agent_flows_are_trapped_until_the_agent_decides_them() {
+    use vrouter::flow::FlowKey;
+    use vrouter::pipeline::{Trap, TrapReason};
+    for v6 in [false, true] {
+        let mut bed = flow_bed(1024);
+        let (a, b) = addrs(v6);
+        bed.policies
+            .set(
+                POD_A,
+                Some(Policy {
+                    default: Action::Agent,
+                    ingress: vec![rule(Action::Deny, Some(6), None, Some((22, 22)))],
+                    egress: vec![],
+                }),
+            )
+            .unwrap();
+        let dns = frame(POD_A_MAC, a, b, P::Udp, 40000, 53);
+        let trap = |bed: &mut FlowBed, f: &[u8]| {
+            bed.out.clear();
+            bed.pipe.flow_hook().begin(POD_A, bed.now);
+            let drops = bed.stats.snapshot().total_drops();
+            bed.pipe
+                .process(POD_A, [VecBuf::from_frame(f)], &mut bed.out);
+            assert_eq!(bed.stats.snapshot().total_drops(), drops);
+            assert!(bed.out.touched().is_empty() && bed.out.dropped.is_empty());
+            assert_eq!(bed.out.agent.len(), 1);
+            bed.out.agent_traps[0]
+        };
+        let want = Trap {
+            reason: TrapReason::NewFlow,
+            vif: POD_A,
+            vrf: VRF as u16,
+        };
+        assert_eq!(trap(&mut bed, &dns), want);
+        // Undecided: the next packet too, and nothing is installed.
+        assert_eq!(trap(&mut bed, &dns), want);
+        assert_eq!(bed.table().stats().active, 0);
+        // A deny rule still wins over the agent.
+        let ssh = frame(POD_A_MAC, a, b, P::Tcp(Flags::Syn), 40000, 22);
+        assert_eq!(bed.send(POD_A, &ssh), Err(DropReason::FlowDrop));
+        // The agent allows the DNS flow: it passes, and its replies too.
+        let ip = |s: &str| -> u128 {
+            match s.parse::<IpAddr>().unwrap() {
+                IpAddr::V4(x) => u128::from(u32::from(x)),
+                IpAddr::V6(x) => u128::from(x),
+            }
+        };
+        let key = |proto, sport, dport| FlowKey {
+            vrf: VRF as u16,
+            v6,
+            proto,
+            src: ip(a),
+            dst: ip(b),
+            sport,
+            dport,
+        };
+        let udp = 17;
+        bed.policies
+            .install_decided(&bed.tables, key(udp, 40000, 53), POD_A, true, bed.now)
+            .unwrap();
+        assert_eq!(bed.send(POD_A, &dns), Ok(POD_B));
+        let reply = frame(POD_B_MAC, b, a, P::Udp, 53, 40000);
+        assert_eq!(bed.send(POD_B, &reply), Ok(POD_A));
+        // And denies another: dropped without asking again.
+        let other = frame(POD_A_MAC, a, b, P::Udp, 40001, 53);
+        assert_eq!(trap(&mut bed, &other), want);
+        bed.policies
+            .install_decided(&bed.tables, key(udp, 40001, 53), POD_A, false, bed.now)
+            .unwrap();
+        assert_eq!(bed.send(POD_A, &other), Err(DropReason::FlowDrop));
+    }
+}
+
+#[test]
 fn denied_flow_is_dropped_and_counted() {
     for v6 in [false, true] {
         let mut bed = flow_bed(1024);

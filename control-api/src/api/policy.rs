@@ -12,6 +12,9 @@ use super::{IpPrefix, PortRange, SyntaxError};
 pub enum PolicyAction {
     Allow,
     Deny,
+    /// The flow's first packet goes to the agent over pkt0 (`vrouterd --agent-socket`), which
+    /// decides the flow; without an agent such packets are dropped (`no_agent`).
+    Agent,
 }
 
 impl fmt::Display for PolicyAction {
@@ -19,6 +22,7 @@ impl fmt::Display for PolicyAction {
         f.write_str(match self {
             PolicyAction::Allow => "allow",
             PolicyAction::Deny => "deny",
+            PolicyAction::Agent => "agent",
         })
     }
 }

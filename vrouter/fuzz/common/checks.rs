@@ -29,17 +29,18 @@ impl Tally {
 }
 
 /// Each of the `n` packets just processed landed in exactly one place (a vif's queue, the
-/// host queue or the dropped list), and whatever leaves through a vif still has an Ethernet
+/// host queue, the agent queue (with a trap record each) or the dropped list), and whatever leaves through a vif still has an Ethernet
 /// header. The counters balance: all `n` counted received, every dropped one counted once
 /// under a reason and against its ingress vif (an ICMP error sent back counts as the drop it
 /// replaces and leaves as a packet).
 pub fn packets_accounted<B: PacketBuf>(out: &TxBatches<B>, n: usize, before: Tally, after: Tally) {
     let sent: usize = out.touched().iter().map(|&v| out.tx(v).len()).sum();
     assert_eq!(
-        sent + out.host.len() + out.dropped.len(),
+        sent + out.host.len() + out.agent.len() + out.dropped.len(),
         n,
         "every packet lands in exactly one place"
     );
+    assert_eq!(out.agent.len(), out.agent_traps.len(), "a trap record each");
     for &v in out.touched() {
         for b in out.tx(v) {
             assert!(b.len() >= 14);

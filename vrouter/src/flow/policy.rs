@@ -14,6 +14,11 @@ use std::net::IpAddr;
 pub enum Action {
     Allow,
     Deny,
+    /// Hand the flow's first packet to the agent (pkt0), which decides the flow; until it
+    /// does, its packets go to the agent too (rate-limited). Where a flow is set up without
+    /// a routed or bridged lookup (a VIP's, a link-local service's, a floating IP's inbound
+    /// flow), it counts as deny.
+    Agent,
 }
 
 /// An address prefix (IPv4 or IPv6), host bits clear.

@@ -49,6 +49,16 @@ impl PolicySnapshot {
             FlowVerdict::Drop
         })
     }
+
+    /// Whether a new flow's first packet goes to the agent: one of the two vifs' policies
+    /// says `agent` for it and neither says deny.
+    pub fn to_agent(&self, key: &FlowKey, in_vif: u16, out_vif: u16) -> bool {
+        let a = self.get(in_vif).map(|p| p.ingress_action(key));
+        let b = self.get(out_vif).map(|p| p.egress_action(key));
+        (a == Some(Action::Agent) || b == Some(Action::Agent))
+            && a != Some(Action::Deny)
+            && b != Some(Action::Deny)
+    }
 }
 
 /// The policy store: the control side sets policies here; every [`FlowStage`] reads them.
@@ -110,6 +120,52 @@ impl Policies {
                 && verdict_of(&next, &f.key, f.in_vif, f.out_vif, f.nat.is_some())
                     != Some(f.verdict)
         }))
+    }
+
+    /// Installs a flow the agent decided (a pkt0 verdict about a packet a policy's `agent`
+    /// action trapped): `key` as the flow's first packet had it, entering by `in_vif`;
+    /// allowed flows with their reverse. Decided under the current policies, so later packets
+    /// hit it without the agent (until a policy change re-evaluates it: policies say `agent`,
+    /// not the agent's verdict, so it is removed and its next packet trapped again). `now` in
+    /// the table's time unit (the forwarding cores' milliseconds). An entry already there is
+    /// replaced.
+    pub fn install_decided(
+        &self,
+        tables: &Tables,
+        key: FlowKey,
+        in_vif: u16,
+        allow: bool,
+        now: u64,
+    ) -> Result<(), InsertError> {
+        let topo = tables.topology();
+        let target = topo.vrf(key.vrf).and_then(|v| {
+            if key.v6 {
+                v.route_v6(key.dst)
+            } else {
+                v.route_v4(key.dst as u32)
+            }
+        });
+        let out_vif = target.map_or(NO_VIF, |t| egress(tables, t, || 0).0);
+        let verdict = if allow {
+            FlowVerdict::Forward
+        } else {
+            FlowVerdict::Drop
+        };
+        let new = NewFlow {
+            key,
+            verdict,
+            with_reverse: allow,
+            in_vif,
+            out_vif,
+            policy_gen: self.current.load().generation,
+            now,
+            nat: None,
+        };
+        self.table.remove(&key);
+        if allow {
+            self.table.remove(&new.reverse_key());
+        }
+        self.table.insert(&new).map(|_| ())
     }
 
     /// A flow stage for one forwarding core (translating nothing until given a NAT store with
@@ -1007,6 +1063,9 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
         let (out, plain) = egress(s.tables, target, || meta.flow_hash());
         let out = out_vif.unwrap_or(out);
         let how = leaving(s.nat, s.snat, s.topo, meta, plain.then_some(out));
+        if pol.to_agent(&key, in_vif, out) {
+            return FlowAction::Agent;
+        }
         let Some(verdict) = verdict_of(pol, &key, in_vif, out, how.is_some()) else {
             return FlowAction::Forward(target);
         };

@@ -13,6 +13,10 @@ pub struct TxBatches<B> {
     pub host: Vec<B>,
     /// Dropped packets (already counted): the caller frees or recycles them.
     pub dropped: Vec<B>,
+    /// For the agent (pkt0), not counted yet: the caller counts each as handed over or
+    /// dropped. `agent_traps[i]` says why `agent[i]` is there.
+    pub agent: Vec<B>,
+    pub agent_traps: Vec<super::Trap>,
 }
 
 impl<B> TxBatches<B> {
@@ -22,6 +26,8 @@ impl<B> TxBatches<B> {
             touched: Vec::with_capacity(MAX_VIFS),
             host: Vec::with_capacity(burst),
             dropped: Vec::with_capacity(burst),
+            agent: Vec::with_capacity(burst),
+            agent_traps: Vec::with_capacity(burst),
         }
     }
 
@@ -36,6 +42,12 @@ impl<B> TxBatches<B> {
         } else {
             self.dropped.push(b);
         }
+    }
+
+    #[inline]
+    pub(crate) fn push_agent(&mut self, b: B, t: super::Trap) {
+        self.agent.push(b);
+        self.agent_traps.push(t);
     }
 
     /// The packets queued for `vif`.
@@ -66,5 +78,7 @@ impl<B> TxBatches<B> {
         self.flush(|_, _| {});
         self.host.clear();
         self.dropped.clear();
+        self.agent.clear();
+        self.agent_traps.clear();
     }
 }

@@ -131,6 +131,14 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     in_counters.drops.add(1);
                     out.dropped.push(b);
                 }
+                Verdict::Agent(reason) => out.push_agent(
+                    b,
+                    super::Trap {
+                        reason,
+                        vif: in_vif,
+                        vrf: metas[i].vrf,
+                    },
+                ),
             }
         }
     }

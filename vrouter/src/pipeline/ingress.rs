@@ -93,8 +93,8 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         b: &mut B,
     ) -> Verdict {
         let Some(lease) = lease else {
-            // No address to hand out. pkt0 (the agent channel) is where this would go.
-            return Verdict::Drop(DropReason::DhcpNoAddress);
+            // No address to hand out: the agent's (dropped as dhcp_no_address without one).
+            return Verdict::Agent(super::TrapReason::Dhcp);
         };
         match dhcp::answer(b, m, lease, self.topo.fabric.vrouter_mac) {
             Ok(dhcp::Answer::Replied) => self.replied(Ok(()), vif),

@@ -30,8 +30,11 @@
 //!   UDP source port from the inner flow hash in 49152..=65535.
 //! - MPLS carries IP only: bridge entries toward MPLS tunnels are dropped (`unsupported_tunnel`).
 //! - DHCP from a pod (broadcast, or to its gateway) is answered by [`dhcp`] from the vif's lease
-//!   and sent back out of the vif; a vif without one drops it (`dhcp_no_address`: the hook for
-//!   the agent channel, pkt0, once it exists). ARP for a vif's DHCP gateway is always answered.
+//!   and sent back out of the vif; a vif without one hands it to the agent (pkt0: the caller
+//!   drops it as `dhcp_no_address` when no agent is connected). ARP for a vif's DHCP gateway
+//!   is always answered.
+//! - Packets for the agent ([`Verdict::Agent`]) leave in [`TxBatches::agent`] with a [`Trap`]
+//!   each; the caller rate-limits, queues and counts them (none is counted here).
 
 pub mod batch;
 pub mod dhcp;
@@ -62,6 +65,27 @@ pub enum Verdict {
     Tx(u16),
     Host,
     Drop(DropReason),
+    /// For the agent (pkt0), trapped for this reason.
+    Agent(TrapReason),
+}
+
+/// Why a packet is handed to the agent (the numbers are pkt0's header `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TrapReason {
+    /// The first packet of a flow a vif policy gives the agent to decide.
+    NewFlow = 1,
+    /// DHCP from a pod vif without an address.
+    Dhcp = 2,
+}
+
+/// What the agent is told about a trapped packet besides the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trap {
+    pub reason: TrapReason,
+    /// The vif it came in by.
+    pub vif: u16,
+    pub vrf: u16,
 }
 
 /// What the flow stage decides for a routed packet.
@@ -78,6 +102,8 @@ pub enum FlowAction {
     Nat2(RouteTarget, Translation, Translation),
     /// Drop, counted under this reason (a flow NAT cannot set up).
     Refused(DropReason),
+    /// Hand the packet to the agent: a vif policy leaves the new flow to it.
+    Agent,
 }
 
 /// The flow-table hook: called once per packet between the route / bridge lookup and

@@ -104,6 +104,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             }
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
             FlowAction::Refused(r) => return Verdict::Drop(r),
+            FlowAction::Agent => return Verdict::Agent(super::TrapReason::NewFlow),
         };
         let nh = match self.resolve(t.nexthop, m) {
             Ok(nh) => nh,
@@ -192,6 +193,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             }
             FlowAction::Drop => return Verdict::Drop(DropReason::FlowDrop),
             FlowAction::Refused(r) => return Verdict::Drop(r),
+            FlowAction::Agent => return Verdict::Agent(super::TrapReason::NewFlow),
         };
         if let Some(e) = self.memo.encap {
             // Everything the slow path below checks, in the same order of outcomes.

@@ -2,6 +2,7 @@
 //! the raw answers. One module per object kind parses and prints its subcommands; this one
 //! holds the command line and hands each subcommand to its module.
 
+mod agent;
 mod flow;
 mod label;
 mod link_local;
@@ -115,6 +116,9 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// An example agent on the pkt0 socket (`vrouterd --agent-socket`): prints the packets
+    /// vrouterd hands to the agent; `--allow` / `--deny` decide trapped new flows.
+    AgentTap(agent::AgentTapArgs),
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -156,6 +160,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Events { since, follow } => events(&c, since, follow, out.json).await,
+        // Blocking reads on a socket of its own, off the runtime's thread.
+        Command::AgentTap(a) => tokio::task::spawn_blocking(move || agent::run(a, out.json))
+            .await
+            .map_err(|e| anyhow::anyhow!("agent-tap: {e}"))?,
     }
 }
 

@@ -14,6 +14,8 @@ use crate::output::{table, Out};
 pub enum ActionArg {
     Allow,
     Deny,
+    /// First packets of new flows go to the agent (pkt0), which decides them.
+    Agent,
 }
 
 #[derive(Subcommand)]
@@ -62,7 +64,8 @@ pub async fn run(cmd: PolicyCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                     default: match default {
                         Some(ActionArg::Deny) => PolicyAction::Deny,
                         Some(ActionArg::Allow) => PolicyAction::Allow,
-                        None => bail!("give --default allow|deny (and rules), or --file"),
+                        Some(ActionArg::Agent) => PolicyAction::Agent,
+                        None => bail!("give --default allow|deny|agent (and rules), or --file"),
                     },
                     ingress: ingress
                         .iter()
@@ -118,7 +121,8 @@ fn parse_rule(text: &str) -> anyhow::Result<PolicyRule> {
     let action = match words.next() {
         Some("allow") => PolicyAction::Allow,
         Some("deny") => PolicyAction::Deny,
-        other => bail!("rule {text:?}: starts with {other:?}; expected allow or deny"),
+        Some("agent") => PolicyAction::Agent,
+        other => bail!("rule {text:?}: starts with {other:?}; expected allow, deny or agent"),
     };
     let mut rule = PolicyRule {
         action,
