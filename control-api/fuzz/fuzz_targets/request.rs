@@ -48,7 +48,7 @@ fn model() -> Model {
             vif: "fabric".into(),
             sip: "192.0.2.1".parse().unwrap(),
             dip: "192.0.2.2".parse().unwrap(),
-            dmac: MacAddr([2, 0, 0, 0, 0, 10]),
+            dmac: Some(MacAddr([2, 0, 0, 0, 0, 10])),
         },
     );
     m.commit_nexthop_set(
