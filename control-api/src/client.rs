@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::api::{
     BridgeEntry, DropStats, ErrorBody, FloatingIp, FloatingIpInfo, FlowPage, FlowQuery, FlowStats,
-    FlushResult, Health, IpPrefix, MacAddr, Mirror, MirrorInfo, MplsEntry, MplsRequest, NatPool,
-    NatPoolInfo, Nexthop, NexthopInfo, Policy, Route, SnatAttachment, Stats, TraceRequest,
+    FlushResult, Health, IpPrefix, MacAddr, Mirror, MirrorInfo, MplsEntry, MplsRequest, MplsTarget,
+    NatPool, NatPoolInfo, Nexthop, NexthopInfo, Policy, Route, SnatAttachment, Stats, TraceRequest,
     TraceResult, VifInfo, VifRequest, VrfInfo, VxlanEntry, VxlanRequest,
 };
 use crate::error::Error;
@@ -218,11 +218,24 @@ impl Client {
         self.get(&format!("/vrfs/{vrf}/bridge")).await
     }
 
+    /// `PUT /mpls/{label}` to a nexthop.
     pub async fn mpls_set(&self, label: u32, nexthop: u32) -> Result<MplsEntry, Error> {
+        self.mpls_set_target(label, MplsTarget::Nexthop(nexthop))
+            .await
+    }
+    /// `PUT /mpls/{label}` to a VRF (a per-VRF label).
+    pub async fn mpls_set_vrf(&self, label: u32, vrf: u32) -> Result<MplsEntry, Error> {
+        self.mpls_set_target(label, MplsTarget::Vrf(vrf)).await
+    }
+    pub async fn mpls_set_target(
+        &self,
+        label: u32,
+        target: MplsTarget,
+    ) -> Result<MplsEntry, Error> {
         self.call(
             Method::PUT,
             &format!("/mpls/{label}"),
-            Some(&MplsRequest { nexthop }),
+            Some(&MplsRequest::from(target)),
         )
         .await
     }

@@ -14,10 +14,10 @@ use tracing::info;
 
 use crate::api::{
     BridgeEntry, DropStats, FloatingIp, FloatingIpInfo, FlowPage, FlowQuery, FlowStats,
-    FlushResult, Health, IpPrefix, MacAddr, Mirror, MirrorInfo, MplsEntry, NatPool, NatPoolInfo,
-    Nexthop, NexthopInfo, Policy, Route, SnatAttachment, Stats, TraceRequest, TraceResult, VifInfo,
-    VifRequest, VrfInfo, VrfRouting, VxlanEntry, MIRROR_SNAPLEN_MAX, MIRROR_SNAPLEN_MIN,
-    TRACE_COUNT_MAX,
+    FlushResult, Health, IpPrefix, MacAddr, Mirror, MirrorInfo, MplsEntry, MplsTarget, NatPool,
+    NatPoolInfo, Nexthop, NexthopInfo, Policy, Route, SnatAttachment, Stats, TraceRequest,
+    TraceResult, VifInfo, VifRequest, VrfInfo, VrfRouting, VxlanEntry, MIRROR_SNAPLEN_MAX,
+    MIRROR_SNAPLEN_MIN, TRACE_COUNT_MAX,
 };
 use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, TableChange, VifKind, VifSpec};
 use crate::error::Error;
@@ -592,12 +592,26 @@ impl Controller {
 
     // ---- labels and VNIs ---------------------------------------------------------------------
 
+    /// Incoming `label` → nexthop `nexthop`.
     pub fn mpls_set(&self, label: u32, nexthop: u32) -> Result<Outcome, Error> {
-        let _span = tracing::info_span!("mpls_set", label, nexthop).entered();
+        self.mpls_set_target(label, MplsTarget::Nexthop(nexthop))
+    }
+
+    /// Incoming `label` → VRF `vrf` (a per-VRF label).
+    pub fn mpls_set_vrf(&self, label: u32, vrf: u32) -> Result<Outcome, Error> {
+        self.mpls_set_target(label, MplsTarget::Vrf(vrf))
+    }
+
+    pub fn mpls_set_target(&self, label: u32, target: MplsTarget) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("mpls_set", label, target = ?target).entered();
         check_range("label", label, MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
         let held = self.change();
-        let new = self.model().check_mpls_set(label, nexthop)?;
-        self.change_tables(&held, TableChange::MplsSet { label, nexthop })?;
+        let new = self.model().check_mpls_set(label, target)?;
+        let change = match target {
+            MplsTarget::Nexthop(nexthop) => TableChange::MplsSet { label, nexthop },
+            MplsTarget::Vrf(vrf) => TableChange::MplsVrfSet { label, vrf },
+        };
+        self.change_tables(&held, change)?;
         info!(created = new, "mpls label set");
         Ok(Outcome::from_new(new))
     }
@@ -615,7 +629,7 @@ impl Controller {
     pub fn mpls(&self) -> Vec<MplsEntry> {
         self.model()
             .mpls()
-            .map(|(label, nexthop)| MplsEntry { label, nexthop })
+            .map(|(label, target)| MplsEntry::new(label, target))
             .collect()
     }
 

@@ -117,6 +117,11 @@ pub enum TableChange {
         label: u32,
         nexthop: u32,
     },
+    /// A per-VRF label: the inner packet is routed in `vrf`.
+    MplsVrfSet {
+        label: u32,
+        vrf: u32,
+    },
     MplsDel {
         label: u32,
     },
@@ -142,6 +147,7 @@ impl TableChange {
             TableChange::BridgeSet { .. } => "bridge_set",
             TableChange::BridgeDel { .. } => "bridge_del",
             TableChange::MplsSet { .. } => "mpls_set",
+            TableChange::MplsVrfSet { .. } => "mpls_vrf_set",
             TableChange::MplsDel { .. } => "mpls_del",
             TableChange::VxlanSet { .. } => "vxlan_set",
             TableChange::VxlanDel { .. } => "vxlan_del",

@@ -6,7 +6,7 @@ use std::os::unix::fs::symlink;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
 use common::TestServer;
-use control_api::api::{FlowAction, FlowEntry, FlowQuery, VifCounters};
+use control_api::api::{FlowAction, FlowEntry, FlowQuery, MplsTarget, VifCounters};
 use control_api::client::RawResponse;
 use control_api::server::ROUTES;
 use control_api::{DataplaneErrorKind, ServeOptions};
@@ -863,6 +863,33 @@ async fn tunnels_labels_vnis_bridge_and_ecmp_round_trip() {
         "unknown-reference",
         "nexthop 99",
     );
+    // A per-VRF label: the inner packet is routed in the VRF.
+    assert_eq!(
+        call(&s, Method::PUT, "/mpls/102", Some(json!({"vrf":1})))
+            .await
+            .0,
+        201
+    );
+    refused(
+        call(&s, Method::PUT, "/mpls/103", Some(json!({"vrf":7}))).await,
+        409,
+        "unknown-reference",
+        "vrf 7",
+    );
+    for body in [json!({}), json!({"nexthop":11,"vrf":1})] {
+        refused(
+            call(&s, Method::PUT, "/mpls/103", Some(body)).await,
+            400,
+            "invalid-field",
+            "exactly one of `nexthop`",
+        );
+    }
+    refused(
+        call(&s, Method::DELETE, "/vrfs/1", None).await,
+        409,
+        "in-use",
+        "mpls label 102",
+    );
     assert_eq!(
         call(&s, Method::PUT, "/vxlan/5001", Some(json!({"vrf":1})))
             .await
@@ -879,12 +906,16 @@ async fn tunnels_labels_vnis_bridge_and_ecmp_round_trip() {
     let routes = c.routes(1).await.unwrap();
     assert_eq!(routes.len(), 2);
     assert_eq!(c.bridge(1).await.unwrap()[0].label, Some(5001));
-    assert_eq!(c.mpls().await.unwrap()[0].nexthop, 11);
+    let mpls = c.mpls().await.unwrap();
+    assert_eq!(mpls[0].target(), Some(MplsTarget::Nexthop(11)));
+    assert_eq!(mpls[1].target(), Some(MplsTarget::Vrf(1)));
+    assert_eq!(mpls.len(), 2);
     assert_eq!(c.vxlan().await.unwrap()[0].vrf, 1);
     // The dataplane got exactly what the model holds.
     s.dp.with(|st| {
         assert_eq!(st.routes.len(), 2);
-        assert_eq!(st.mpls.get(&100), Some(&11));
+        assert_eq!(st.mpls.get(&100), Some(&MplsTarget::Nexthop(11)));
+        assert_eq!(st.mpls.get(&102), Some(&MplsTarget::Vrf(1)));
         assert_eq!(st.vxlan.get(&5001), Some(&1));
         assert_eq!(st.nexthops.len(), 4);
     });

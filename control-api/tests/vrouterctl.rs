@@ -208,9 +208,16 @@ fn vrouterctl_drives_the_whole_api() {
     );
 
     ok(&s, &["mpls", "set", "100", "--nh", "1"]);
-    assert!(ok(&s, &["mpls", "list"])
+    ok(&s, &["mpls", "set", "101", "--vrf", "1"]);
+    let labels = ok(&s, &["mpls", "list"]);
+    let rows: Vec<Vec<&str>> = labels
         .lines()
-        .any(|l| l.trim() == "100    1"));
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(rows.contains(&vec!["100", "nexthop", "1"]), "{labels}");
+    assert!(rows.contains(&vec!["101", "vrf", "1"]), "{labels}");
+    let err = fails(&s, &["mpls", "set", "102"]);
+    assert!(err.contains("--nh") && err.contains("--vrf"), "{err}");
     ok(&s, &["vxlan", "set", "5001", "--vrf", "1"]);
     assert!(ok(&s, &["vxlan", "list"]).contains("5001"));
     ok(
@@ -336,6 +343,7 @@ fn vrouterctl_drives_the_whole_api() {
     ok(&s, &["policy", "del", "pod1"]);
     ok(&s, &["bridge", "del", "--vrf", "1", "02:00:00:00:01:01"]);
     ok(&s, &["mpls", "del", "100"]);
+    ok(&s, &["mpls", "del", "101"]);
     ok(&s, &["vxlan", "del", "5001"]);
     ok(&s, &["route", "del", "--vrf", "1", "198.18.1.2/32"]);
     ok(&s, &["route", "del", "--vrf", "1", "198.18.2.0/24"]);

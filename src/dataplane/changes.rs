@@ -60,6 +60,9 @@ impl VrouterDataplane {
             Change::Table(TableChange::MplsSet { label, nexthop }) => {
                 self.tables.set_label(*label, *nexthop).map_err(table_err)
             }
+            Change::Table(TableChange::MplsVrfSet { label, vrf }) => {
+                self.tables.set_label_vrf(*label, *vrf).map_err(table_err)
+            }
             Change::Table(TableChange::MplsDel { label }) => {
                 self.tables.del_label(*label).map_err(table_err)
             }

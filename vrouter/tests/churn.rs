@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use vrouter::pipeline::{NoFlow, Pipeline, TxBatches};
-use vrouter::tables::{Nexthop, RouteTarget, Tables, TablesConfig};
+use vrouter::tables::{LabelTarget, Nexthop, RouteTarget, Tables, TablesConfig};
 use vrouter::{MacAddr, StatsRegistry, VecBuf};
 
 /// Distinct routes added and removed.
@@ -174,7 +174,10 @@ fn forward_and_check(tables: &Arc<Tables>, stop: &AtomicBool, bursts: &AtomicU64
             })
         );
         assert_eq!(vrf.bridge.get(POD_B_MAC).map(|t| t.nexthop), Some(NH_B));
-        assert_eq!(tables.labels.get(LABEL_TO_A), Some(NH_A));
+        assert_eq!(
+            tables.labels.get(LABEL_TO_A),
+            Some(LabelTarget::Nexthop(NH_A))
+        );
         assert_eq!(tables.vnis.get(VNI), Some(VRF as u16));
         assert_eq!(
             tables.nexthops.get(NH_B),
@@ -314,5 +317,5 @@ fn five_million_routes_come_and_go_while_a_core_forwards_and_memory_stays_flat()
     assert_eq!(v4.routes + v6.routes, 256 * 2 + 10);
     assert_eq!(tables.vnis.occupied(), 1);
     assert_eq!(tables.bridge_entries(VRF).unwrap().len(), 3);
-    assert_eq!(tables.labels.entries().len(), 1);
+    assert_eq!(tables.labels.entries().len(), 2, "the bed's two labels");
 }

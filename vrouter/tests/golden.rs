@@ -216,6 +216,52 @@ fn mpls_over_udp_and_gre_decap_deliver_the_inner_packet_exactly() {
     );
 }
 
+/// A per-VRF label (BGP L3VPN's): the inner packet is routed in the VRF, as a VXLAN packet to
+/// the vrouter's MAC is: TTL lowered, the pod's MAC from its route; IPv4 and IPv6 alike.
+#[test]
+fn mpls_decap_with_a_vrf_label_routes_the_inner_packet_in_the_vrf() {
+    let mut bed = bed();
+    let label = |ttl: u32| ((LABEL_TO_VRF << 12) | 0x100 | ttl).to_be_bytes().to_vec();
+    let framed = [eth(VROUTER_MAC, REMOTE_MAC, 0x0800), remote_ip_packet(20)].concat();
+    let expected = [
+        eth(POD_A_MAC, VROUTER_MAC, 0x0800),
+        routed_inner_ip(&framed),
+    ]
+    .concat();
+    let payload = [label(20), remote_ip_packet(20)].concat();
+    assert_eq!(
+        bed.forward(FABRIC, &fabric_frame(17, Some(6635), &payload), POD_A),
+        expected
+    );
+    assert_eq!(
+        bed.forward(FABRIC, &fabric_frame(47, None, &payload), POD_A),
+        expected
+    );
+
+    let mut v6 = Vec::new();
+    PacketBuilder::ipv6(
+        "2001:db8:3::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+        "2001:db8:1::b"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+        9,
+    )
+    .udp(5001, 40000)
+    .write(&mut v6, PAYLOAD)
+    .unwrap();
+    let mut routed6 = v6.clone();
+    routed6[7] = 8;
+    let payload = [label(9), v6].concat();
+    assert_eq!(
+        bed.forward(FABRIC, &fabric_frame(17, Some(6635), &payload), POD_B),
+        [eth(POD_B_MAC, VROUTER_MAC, 0x86dd), routed6].concat()
+    );
+}
+
 #[test]
 fn l2_vxlan_encap_carries_the_frame_unchanged() {
     let mut bed = bed();

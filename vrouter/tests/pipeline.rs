@@ -165,6 +165,25 @@ fn every_drop_is_counted_by_reason() {
         &fabric_udp(6635, &labelled(LABEL_TO_A, 0)),
         DropReason::InvalidLabel,
     );
+    // A per-VRF label whose inner packet the VRF has no route for, or that is not IP.
+    let mut unrouted = Vec::new();
+    PacketBuilder::ipv4([198, 18, 2, 7], [203, 0, 113, 5], 9)
+        .udp(1, 2)
+        .write(&mut unrouted, b"x")
+        .unwrap();
+    let vrf_label = ((LABEL_TO_VRF << 12) | 0x100 | 9).to_be_bytes().to_vec();
+    dropped_as(
+        &mut bed,
+        FABRIC,
+        &fabric_udp(6635, &[vrf_label.clone(), unrouted].concat()),
+        DropReason::NoRoute,
+    );
+    dropped_as(
+        &mut bed,
+        FABRIC,
+        &fabric_udp(6635, &[vrf_label, vec![0x20; 40]].concat()),
+        DropReason::UnsupportedEthertype,
+    );
     // A VXLAN header without the I flag.
     let mut noflag = vx(VNI);
     noflag[0] = 0;
@@ -193,7 +212,7 @@ fn every_drop_is_counted_by_reason() {
         DropReason::InvalidNexthop,
     );
     let s = bed.stats.snapshot();
-    assert_eq!(s.total_drops(), 13);
+    assert_eq!(s.total_drops(), 15);
     assert_eq!(bed.stats.vif(POD_A).drops, 8);
 }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use flow::{
     FlowAction, FlowEntry, FlowExportStats, FlowPage, FlowQuery, FlowStats, FlowTuple, FlushResult,
 };
-pub use label::{MplsEntry, MplsRequest, VxlanEntry, VxlanRequest};
+pub use label::{MplsEntry, MplsRequest, MplsTarget, VxlanEntry, VxlanRequest};
 pub use mirror::{
     Mirror, MirrorCollector, MirrorDirection, MirrorFilter, MirrorInfo, MIRROR_SNAPLEN_MAX,
     MIRROR_SNAPLEN_MIN,

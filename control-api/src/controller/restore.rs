@@ -146,6 +146,7 @@ impl Controller {
             TableChange::BridgeSet { vrf, entry } => self.bridge_set(*vrf, entry).map(drop),
             TableChange::BridgeDel { vrf, mac } => self.bridge_del(*vrf, *mac),
             TableChange::MplsSet { label, nexthop } => self.mpls_set(*label, *nexthop).map(drop),
+            TableChange::MplsVrfSet { label, vrf } => self.mpls_set_vrf(*label, *vrf).map(drop),
             TableChange::MplsDel { label } => self.mpls_del(*label),
             TableChange::VxlanSet { vni, vrf } => self.vxlan_set(*vni, *vrf).map(drop),
             TableChange::VxlanDel { vni } => self.vxlan_del(*vni),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{NatPool, Nexthop, Policy, VifRequest, VrfRouting};
+use crate::api::{MplsTarget, NatPool, Nexthop, Policy, VifRequest, VrfRouting};
 use crate::dataplane::TableChange;
 use crate::model::Model;
 
@@ -217,9 +217,12 @@ pub fn snapshot<'a>(
             entry: e.clone(),
         })
     });
-    let mpls = model
-        .mpls()
-        .map(|(label, nexthop)| Record::Table(TableChange::MplsSet { label, nexthop }));
+    let mpls = model.mpls().map(|(label, target)| {
+        Record::Table(match target {
+            MplsTarget::Nexthop(nexthop) => TableChange::MplsSet { label, nexthop },
+            MplsTarget::Vrf(vrf) => TableChange::MplsVrfSet { label, vrf },
+        })
+    });
     let vxlan = model
         .vxlan()
         .map(|(vni, vrf)| Record::Table(TableChange::VxlanSet { vni, vrf }));

@@ -57,7 +57,7 @@ pub struct Model {
     nexthops: BTreeMap<u32, Nexthop>,
     routes: BTreeMap<u32, BTreeMap<IpPrefix, Route>>,
     bridge: BTreeMap<u32, BTreeMap<MacAddr, BridgeEntry>>,
-    mpls: BTreeMap<u32, u32>,
+    mpls: BTreeMap<u32, crate::api::MplsTarget>,
     vxlan: BTreeMap<u32, u32>,
     /// Reverse index: who points at each nexthop, so in-use checks and nexthop replacement
     /// cost O(users), not O(table size).
@@ -152,7 +152,12 @@ impl Model {
             TableChange::RouteDel { vrf, prefix } => self.commit_route_del(*vrf, prefix),
             TableChange::BridgeSet { vrf, entry } => self.commit_bridge_set(*vrf, entry.clone()),
             TableChange::BridgeDel { vrf, mac } => self.commit_bridge_del(*vrf, *mac),
-            TableChange::MplsSet { label, nexthop } => self.commit_mpls_set(*label, *nexthop),
+            TableChange::MplsSet { label, nexthop } => {
+                self.commit_mpls_set(*label, crate::api::MplsTarget::Nexthop(*nexthop))
+            }
+            TableChange::MplsVrfSet { label, vrf } => {
+                self.commit_mpls_set(*label, crate::api::MplsTarget::Vrf(*vrf))
+            }
             TableChange::MplsDel { label } => self.commit_mpls_del(*label),
             TableChange::VxlanSet { vni, vrf } => self.commit_vxlan_set(*vni, *vrf),
             TableChange::VxlanDel { vni } => self.commit_vxlan_del(*vni),

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 use super::route::check_label;
 use super::*;
-use crate::api::{TunnelEncap, VifRequest, VifType};
+use crate::api::{MplsTarget, TunnelEncap, VifRequest, VifType};
 use crate::dataplane::VifKind;
 
 #[derive(Debug, Clone)]
@@ -27,6 +27,7 @@ enum Op {
     BridgeSet(u32, u8, u32, Option<u32>),
     BridgeDel(u32, u8),
     MplsSet(u32, u32),
+    MplsVrfSet(u32, u32),
     MplsDel(u32),
     VxlanSet(u32, u32),
     VxlanDel(u32),
@@ -53,6 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         (vrf.clone(), 0u8..3, nh.clone(), label).prop_map(|(r, m, n, l)| Op::BridgeSet(r, m, n, l)),
         (vrf.clone(), 0u8..3).prop_map(|(r, m)| Op::BridgeDel(r, m)),
         (16u32..19, nh.clone()).prop_map(|(l, n)| Op::MplsSet(l, n)),
+        (16u32..19, vrf.clone()).prop_map(|(l, r)| Op::MplsVrfSet(l, r)),
         (16u32..19).prop_map(Op::MplsDel),
         (1u32..3, vrf.clone()).prop_map(|(v, r)| Op::VxlanSet(v, r)),
         (1u32..3).prop_map(Op::VxlanDel),
@@ -176,8 +178,13 @@ fn apply(m: &mut Model, op: Op) {
             }
         }
         Op::MplsSet(l, n) => {
-            if m.check_mpls_set(l, n).is_ok() {
-                m.commit_mpls_set(l, n)
+            if m.check_mpls_set(l, MplsTarget::Nexthop(n)).is_ok() {
+                m.commit_mpls_set(l, MplsTarget::Nexthop(n))
+            }
+        }
+        Op::MplsVrfSet(l, r) => {
+            if m.check_mpls_set(l, MplsTarget::Vrf(r)).is_ok() {
+                m.commit_mpls_set(l, MplsTarget::Vrf(r))
             }
         }
         Op::MplsDel(l) => {
@@ -255,14 +262,23 @@ fn check_invariants(m: &Model) -> Result<(), String> {
                 .insert(NhUser::Bridge(*vrf, b.mac));
         }
     }
-    for (label, nh) in &m.mpls {
-        if !m.nexthops.contains_key(nh) {
-            return Err(format!("mpls {label} dangles"));
+    for (label, target) in &m.mpls {
+        match target {
+            MplsTarget::Nexthop(nh) => {
+                if !m.nexthops.contains_key(nh) {
+                    return Err(format!("mpls {label} dangles"));
+                }
+                expected
+                    .entry(*nh)
+                    .or_default()
+                    .insert(NhUser::Mpls(*label));
+            }
+            MplsTarget::Vrf(vrf) => {
+                if !m.vrfs.contains(vrf) {
+                    return Err(format!("mpls {label} leads to a removed vrf {vrf}"));
+                }
+            }
         }
-        expected
-            .entry(*nh)
-            .or_default()
-            .insert(NhUser::Mpls(*label));
     }
     for (vni, vrf) in &m.vxlan {
         if !m.vrfs.contains(vrf) {

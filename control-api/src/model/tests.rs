@@ -3,8 +3,8 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::api::{
-    Policy, PolicyAction, PolicyRule, PortRange, Proto, TunnelEncap, VhostUserMode, VifRequest,
-    VifType,
+    MplsTarget, Policy, PolicyAction, PolicyRule, PortRange, Proto, TunnelEncap, VhostUserMode,
+    VifRequest, VifType,
 };
 use crate::dataplane::VifKind;
 
@@ -410,8 +410,8 @@ fn the_user_index_follows_replacements_and_deletes() {
         "the replaced group released member 1"
     );
     assert_eq!(m.nexthop_users(3), vec!["ecmp nexthop 4"]);
-    m.commit_mpls_set(100, 3);
-    m.commit_mpls_set(100, 1);
+    m.commit_mpls_set(100, MplsTarget::Nexthop(3));
+    m.commit_mpls_set(100, MplsTarget::Nexthop(1));
     assert_eq!(m.nexthop_users(3), vec!["ecmp nexthop 4"]);
     m.commit_nexthop_del(4);
     assert!(m.nexthop_users(3).is_empty());

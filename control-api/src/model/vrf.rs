@@ -76,6 +76,7 @@ impl Model {
                 .filter(|(_, v)| **v == vrf)
                 .map(|(vni, _)| format!("vxlan vni {vni}")),
         );
+        users.extend(self.mpls_users_of_vrf(vrf));
         users.extend(self.nat_users_of_vrf(vrf));
         if self.routing.contains_key(&vrf) {
             users.push(format!("its routing identity (/vrfs/{vrf}/routing)"));

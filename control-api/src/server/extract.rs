@@ -189,6 +189,6 @@ mod tests {
         let e = parse_json::<crate::api::MplsRequest>(br#"{"nexthop":1} x"#).unwrap_err();
         assert_eq!(e.code(), "invalid-json");
         let ok: crate::api::MplsRequest = parse_json(b" {\"nexthop\":1}\n").unwrap();
-        assert_eq!(ok.nexthop, 1);
+        assert_eq!(ok.nexthop, Some(1));
     }
 }

@@ -472,16 +472,24 @@ async fn mpls_list(State(s): St) -> Res {
 
 async fn mpls_put(State(s): St, p: Params, Body(req): Body<MplsRequest>) -> Res {
     let label = p.number("label", MPLS_LABEL_MIN, MPLS_LABEL_MAX)?;
+    let Some(target) = req.target() else {
+        return Err(Error::field(
+            if req.nexthop.is_some() {
+                "vrf"
+            } else {
+                "nexthop"
+            },
+            "give exactly one of `nexthop` (the label leads to that nexthop) and `vrf` \
+             (the inner packet is routed in that VRF)",
+        ));
+    };
     let out = s
         .lanes
-        .change(move |c| c.mpls_set(label, req.nexthop))
+        .change(move |c| c.mpls_set_target(label, target))
         .await?;
     Ok(json(
         put_status(out),
-        &crate::api::MplsEntry {
-            label,
-            nexthop: req.nexthop,
-        },
+        &crate::api::MplsEntry::new(label, target),
     ))
 }
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use control_api::api::{
     BridgeEntry, DropStats, FlowEntry, FlowPage, FlowQuery, FlowStats, Health, HealthStatus,
-    IpPrefix, LcoreHealth, LcoreStats, MacAddr, MempoolHealth, Nexthop, Policy, RingHealth, Route,
-    Stats, VhostUserMode, VifCounters, VifHealth, VifState, VifStatus,
+    IpPrefix, LcoreHealth, LcoreStats, MacAddr, MempoolHealth, MplsTarget, Nexthop, Policy,
+    RingHealth, Route, Stats, VhostUserMode, VifCounters, VifHealth, VifState, VifStatus,
 };
 use control_api::{
     Change, ControlSocket, Controller, ControllerConfig, Dataplane, DataplaneError,
@@ -30,7 +30,7 @@ pub struct MemState {
     pub nexthops: BTreeMap<u32, Nexthop>,
     pub routes: BTreeMap<(u32, IpPrefix), Route>,
     pub bridge: BTreeMap<(u32, MacAddr), BridgeEntry>,
-    pub mpls: BTreeMap<u32, u32>,
+    pub mpls: BTreeMap<u32, MplsTarget>,
     pub vxlan: BTreeMap<u32, u32>,
     pub policies: BTreeMap<u32, Policy>,
     pub counters: BTreeMap<String, VifCounters>,
@@ -161,7 +161,10 @@ impl Dataplane for MemDataplane {
                 s.bridge.remove(&(vrf, mac));
             }
             Change::Table(TableChange::MplsSet { label, nexthop }) => {
-                s.mpls.insert(label, nexthop);
+                s.mpls.insert(label, MplsTarget::Nexthop(nexthop));
+            }
+            Change::Table(TableChange::MplsVrfSet { label, vrf }) => {
+                s.mpls.insert(label, MplsTarget::Vrf(vrf));
             }
             Change::Table(TableChange::MplsDel { label }) => {
                 s.mpls.remove(&label);

@@ -6,7 +6,7 @@ use super::{dhcp, reply, Ctx, FlowHook, Inbound, Verdict};
 use crate::buf::PacketBuf;
 use crate::meta::{self, PacketMeta, L3};
 use crate::stats::DropReason;
-use crate::tables::{Nexthop, RouteTarget, Topology, Vif, Vrf};
+use crate::tables::{LabelTarget, Nexthop, RouteTarget, Topology, Vif, Vrf};
 use crate::wire::dhcp::Lease;
 use crate::wire::{arp, ethernet, gre, ipv4, mpls, udp, vxlan};
 use std::net::Ipv6Addr;
@@ -273,10 +273,12 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             Ok(_) => return Verdict::Drop(DropReason::InvalidLabel),
             Err(e) => return Verdict::Drop(e.into()),
         };
-        let Some(nh_id) = self.tables.labels.get(label) else {
-            return Verdict::Drop(DropReason::InvalidLabel);
-        };
         let ip_off = off + mpls::ENTRY_LEN;
+        let nh_id = match self.tables.labels.get(label) {
+            Some(LabelTarget::Nexthop(nh)) => nh,
+            Some(LabelTarget::Vrf(vrf)) => return self.decap_mpls_to_vrf(vrf, ip_off, b),
+            None => return Verdict::Drop(DropReason::InvalidLabel),
+        };
         let m = match meta::parse_ip(b.data(), b.frame_len(), ip_off) {
             Ok(m) => m,
             Err(r) => return Verdict::Drop(r),
@@ -312,5 +314,44 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 Verdict::Drop(DropReason::InvalidTunnel)
             }
         }
+    }
+
+    /// A per-VRF label: the inner IP packet, given an Ethernet header to the vrouter, is routed
+    /// in VRF `vrf_id` as a decapsulated VXLAN packet to the vrouter's MAC is.
+    fn decap_mpls_to_vrf<B: PacketBuf>(
+        &mut self,
+        vrf_id: u16,
+        ip_off: usize,
+        b: &mut B,
+    ) -> Verdict {
+        let vrf = match self.vrf(vrf_id) {
+            Ok(v) => v,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let ethertype = match b.data().get(ip_off).map(|v| v >> 4) {
+            Some(4) => ethernet::ethertype::IPV4,
+            Some(6) => ethernet::ethertype::IPV6,
+            Some(_) => return Verdict::Drop(DropReason::UnsupportedEthertype),
+            None => return Verdict::Drop(DropReason::Truncated),
+        };
+        let eth_off = ip_off - ethernet::HEADER_LEN;
+        if b.adj(eth_off).is_err() {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        if shift_offload(b, eth_off).is_err() {
+            return Verdict::Drop(DropReason::Offload);
+        }
+        let vrouter_mac = self.topo.fabric.vrouter_mac;
+        let mut e = ethernet::Frame::new_unchecked(b.data_mut());
+        e.set_dst(vrouter_mac);
+        e.set_src(vrouter_mac);
+        e.set_ethertype(ethertype);
+        let mut m = PacketMeta::default();
+        if let Err(r) = meta::parse_frame_into(b.data(), b.frame_len(), &mut m) {
+            return Verdict::Drop(r);
+        }
+        m.vrf = vrf_id;
+        let target = Some(self.memo.decap_route(vrf_id, vrf, &m));
+        self.route(vrf, &mut m, b, None, target)
     }
 }

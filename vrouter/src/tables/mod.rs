@@ -30,6 +30,7 @@ use arc_swap::ArcSwap;
 use lpm::{Lpm, LpmError, LpmStats};
 pub use neigh::Neighbours;
 pub use nexthop::{Nexthop, NexthopTable, TunnelEncap};
+pub use small::LabelTarget;
 use small::{BridgeTable, LabelTable, VniTable};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
@@ -591,7 +592,14 @@ impl Tables {
             label: None,
         })?;
         let _w = self.lock();
-        self.labels.set(label, nexthop)
+        self.labels.set(label, LabelTarget::Nexthop(nexthop))
+    }
+
+    /// Incoming MPLS `label` → VRF `vrf` (which must exist): the inner packet is routed there.
+    pub fn set_label_vrf(&self, label: u32, vrf: u32) -> Result<(), Error> {
+        let id = self.with_vrf(vrf, |v| Ok(v.id))?;
+        let _w = self.lock();
+        self.labels.set(label, LabelTarget::Vrf(id))
     }
 
     pub fn del_label(&self, label: u32) -> Result<(), Error> {

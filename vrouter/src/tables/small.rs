@@ -1,4 +1,4 @@
-//! The small exact-match tables: MPLS label → nexthop, VXLAN VNI → VRF, and the per-VRF bridge
+//! The small exact-match tables: MPLS label → nexthop or VRF, VXLAN VNI → VRF, and the per-VRF bridge
 //! table MAC → (nexthop, label). Entries are updated in place, one at a time; a removed entry's
 //! slot is free again at once (nothing here needs a grace period: a slot holds a whole entry,
 //! never a link to other storage).
@@ -9,13 +9,26 @@ use crate::wire::{mpls, MacAddr};
 use crate::Error;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-/// Incoming MPLS label → nexthop id. A direct array over the whole 20-bit label space (4 MiB):
-/// one load per lookup.
+/// Where an incoming MPLS label leads: a nexthop (the label names the pod or tunnel the
+/// packet goes to, as Tungsten Fabric's per-interface labels do) or a VRF (a per-VRF label, as
+/// BGP L3VPN routes carry: the inner packet is routed in that VRF).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelTarget {
+    Nexthop(u32),
+    /// The VRF's internal id (the slot the tables keep it in).
+    Vrf(u16),
+}
+
+/// Incoming MPLS label → [`LabelTarget`]. A direct array over the whole 20-bit label space
+/// (4 MiB): one load per lookup.
 #[derive(Debug)]
 pub struct LabelTable {
-    /// `nexthop + 1`, 0 = no entry.
+    /// 0 = no entry; `VRF_TARGET | id` a VRF; otherwise `nexthop + 1`.
     entries: Box<[AtomicU32]>,
 }
+
+/// Marks a label entry that leads to a VRF (nexthop ids never reach bit 31).
+const VRF_TARGET: u32 = 1 << 31;
 
 impl Default for LabelTable {
     fn default() -> Self {
@@ -27,9 +40,9 @@ impl Default for LabelTable {
 
 impl LabelTable {
     #[inline(always)]
-    pub fn get(&self, label: u32) -> Option<u32> {
+    pub fn get(&self, label: u32) -> Option<LabelTarget> {
         let v = self.entries.get(label as usize)?.load(Ordering::Relaxed);
-        v.checked_sub(1)
+        decode(v)
     }
     fn check(label: u32) -> Result<(), Error> {
         if !(16..=mpls::MAX_LABEL).contains(&label) {
@@ -37,9 +50,19 @@ impl LabelTable {
         }
         Ok(())
     }
-    pub(crate) fn set(&self, label: u32, nexthop: u32) -> Result<(), Error> {
+    pub(crate) fn set(&self, label: u32, target: LabelTarget) -> Result<(), Error> {
         Self::check(label)?;
-        self.entries[label as usize].store(nexthop.saturating_add(1), Ordering::Relaxed);
+        let v = match target {
+            LabelTarget::Nexthop(nh) if nh < VRF_TARGET - 1 => nh + 1,
+            LabelTarget::Nexthop(id) => {
+                return Err(Error::NexthopOutOfRange {
+                    id,
+                    capacity: VRF_TARGET - 1,
+                })
+            }
+            LabelTarget::Vrf(id) => VRF_TARGET | u32::from(id),
+        };
+        self.entries[label as usize].store(v, Ordering::Relaxed);
         Ok(())
     }
     pub(crate) fn remove(&self, label: u32) -> Result<(), Error> {
@@ -52,16 +75,22 @@ impl LabelTable {
         }
         Ok(())
     }
-    pub fn entries(&self) -> Vec<(u32, u32)> {
+    pub fn entries(&self) -> Vec<(u32, LabelTarget)> {
         self.entries
             .iter()
             .enumerate()
-            .filter_map(|(l, e)| {
-                e.load(Ordering::Relaxed)
-                    .checked_sub(1)
-                    .map(|n| (l as u32, n))
-            })
+            .filter_map(|(l, e)| decode(e.load(Ordering::Relaxed)).map(|t| (l as u32, t)))
             .collect()
+    }
+}
+
+#[inline(always)]
+fn decode(v: u32) -> Option<LabelTarget> {
+    if v & VRF_TARGET != 0 {
+        // The id was a u16 when stored.
+        Some(LabelTarget::Vrf((v & 0xffff) as u16))
+    } else {
+        v.checked_sub(1).map(LabelTarget::Nexthop)
     }
 }
 
@@ -549,11 +578,26 @@ mod tests {
     #[test]
     fn label_vni_and_bridge_tables_add_find_remove() {
         let l = LabelTable::default();
-        l.set(100, 7).unwrap();
-        assert_eq!(l.get(100), Some(7));
+        let nh = LabelTarget::Nexthop;
+        l.set(100, nh(7)).unwrap();
+        assert_eq!(l.get(100), Some(nh(7)));
         assert_eq!(l.get(101), None);
-        assert_eq!(l.set(3, 1), Err(Error::LabelOutOfRange(3)));
-        assert_eq!(l.set(1 << 20, 1), Err(Error::LabelOutOfRange(1 << 20)));
+        l.set(101, nh(0)).unwrap();
+        assert_eq!(l.get(101), Some(nh(0)), "nexthop 0 is an entry, not a hole");
+        l.set(102, LabelTarget::Vrf(4095)).unwrap();
+        assert_eq!(l.get(102), Some(LabelTarget::Vrf(4095)));
+        l.set(102, LabelTarget::Vrf(0)).unwrap();
+        assert_eq!(l.get(102), Some(LabelTarget::Vrf(0)), "vrf 0 too");
+        assert_eq!(
+            l.entries(),
+            vec![(100, nh(7)), (101, nh(0)), (102, LabelTarget::Vrf(0))]
+        );
+        assert!(l.set(103, nh(u32::MAX)).is_err());
+        assert_eq!(l.get(103), None);
+        l.remove(101).unwrap();
+        l.remove(102).unwrap();
+        assert_eq!(l.set(3, nh(1)), Err(Error::LabelOutOfRange(3)));
+        assert_eq!(l.set(1 << 20, nh(1)), Err(Error::LabelOutOfRange(1 << 20)));
         l.remove(100).unwrap();
         assert_eq!(l.get(100), None);
         assert!(l.remove(100).is_err());

@@ -19,6 +19,8 @@ pub const VNI: u32 = 5000;
 pub const LABEL_UDP: u32 = 100;
 pub const LABEL_GRE: u32 = 101;
 pub const LABEL_TO_A: u32 = 200;
+/// A per-VRF label: the inner packet is routed in VRF.
+pub const LABEL_TO_VRF: u32 = 300;
 
 pub const FABRIC_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0f, 0x01]);
 pub const PEER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0f, 0x02]);
@@ -173,6 +175,7 @@ pub fn tables_with(config: TablesConfig) -> Arc<Tables> {
     )
     .unwrap();
     t.set_label(LABEL_TO_A, NH_A).unwrap();
+    t.set_label_vrf(LABEL_TO_VRF, VRF).unwrap();
     t.set_vni(VNI, VRF).unwrap();
     t.add_bridge(VRF, POD_A_MAC, r(NH_A, None)).unwrap();
     t.add_bridge(VRF, POD_B_MAC, r(NH_B, None)).unwrap();

@@ -1,19 +1,24 @@
 //! `vrouterctl mpls` and `vrouterctl vxlan`: what arriving labels and VNIs lead to.
 
 use clap::Subcommand;
+use control_api::api::MplsTarget;
 use control_api::Client;
 
 use crate::output::{table, Out};
 
 #[derive(Subcommand)]
 pub enum MplsCmd {
-    /// Map an incoming MPLS label to a nexthop (create or replace).
+    /// Map an incoming MPLS label to a nexthop or a VRF (create or replace).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["nexthop", "vrf"])))]
     Set {
         /// The label.
         label: u32,
-        /// Nexthop id packets with this label go to.
+        /// Nexthop id packets with this label go to (a per-interface label).
         #[arg(long = "nh")]
-        nexthop: u32,
+        nexthop: Option<u32>,
+        /// VRF the inner packet is routed in (a per-VRF label, as BGP L3VPN uses).
+        #[arg(long)]
+        vrf: Option<u32>,
     },
     /// Remove a label.
     Del {
@@ -45,9 +50,18 @@ pub enum VxlanCmd {
 
 pub async fn run_mpls(cmd: MplsCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
     match cmd {
-        MplsCmd::Set { label, nexthop } => {
-            c.mpls_set(label, nexthop).await?;
-            out.done(format!("mpls label {label} -> nexthop {nexthop}"));
+        MplsCmd::Set {
+            label,
+            nexthop,
+            vrf,
+        } => {
+            let (target, what) = match (nexthop, vrf) {
+                (Some(nh), _) => (MplsTarget::Nexthop(nh), format!("nexthop {nh}")),
+                (None, Some(vrf)) => (MplsTarget::Vrf(vrf), format!("vrf {vrf}")),
+                (None, None) => anyhow::bail!("give --nh or --vrf"),
+            };
+            c.mpls_set_target(label, target).await?;
+            out.done(format!("mpls label {label} -> {what}"));
         }
         MplsCmd::Del { label } => {
             c.mpls_del(label).await?;
@@ -56,9 +70,16 @@ pub async fn run_mpls(cmd: MplsCmd, c: &Client, out: &Out) -> anyhow::Result<()>
         MplsCmd::List => out.show(&c.mpls().await?, |m| {
             let rows: Vec<Vec<String>> = m
                 .iter()
-                .map(|m| vec![m.label.to_string(), m.nexthop.to_string()])
+                .map(|m| {
+                    let target = match m.target() {
+                        Some(MplsTarget::Nexthop(nh)) => format!("nexthop {nh}"),
+                        Some(MplsTarget::Vrf(vrf)) => format!("vrf {vrf}"),
+                        None => "?".to_string(),
+                    };
+                    vec![m.label.to_string(), target]
+                })
                 .collect();
-            table(&["LABEL", "NEXTHOP"], &rows)
+            table(&["LABEL", "TARGET"], &rows)
         })?,
     }
     Ok(())
