@@ -136,6 +136,8 @@ pub fn tables() -> Arc<Tables> {
     )
     .expect("route");
     t.set_label(200, 1).expect("label");
+    // A per-VRF label: the inner packet is routed in VRF 5.
+    t.set_label_vrf(300, 5).expect("vrf label");
     t.set_vni(5000, 5).expect("vni");
     t.add_bridge(5, mac(0x0b), r(2, None)).expect("bridge");
     t.add_bridge(5, mac(0x99), r(10, Some(5000)))
