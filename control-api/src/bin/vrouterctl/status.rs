@@ -1,6 +1,6 @@
-//! `vrouterctl stats`, `dropstats`, `health` and `metrics`: how vrouterd is doing.
+//! `vrouterctl stats`, `dropstats`, `agent`, `health` and `metrics`: how vrouterd is doing.
 
-use control_api::api::{DropStats, Health, Stats};
+use control_api::api::{AgentStats, DropStats, Health, Stats};
 
 use crate::output::table;
 
@@ -100,6 +100,40 @@ pub fn dropstats(d: &DropStats) -> String {
         .collect();
     rows.push(vec!["total".into(), d.total.to_string()]);
     table(&["REASON", "PACKETS"], &rows)
+}
+
+/// The agent channel: whether it runs and an agent is connected, then one row per counter.
+pub fn agent(a: &AgentStats) -> String {
+    if !a.enabled {
+        return "pkt0 not enabled (vrouterd --agent-socket)\n".into();
+    }
+    let mut s = format!(
+        "pkt0 {}\n",
+        if a.connected {
+            "agent connected"
+        } else {
+            "no agent connected"
+        }
+    );
+    let rows: Vec<Vec<String>> = [
+        ("connections", a.connections),
+        ("traps_sent", a.traps_sent),
+        ("traps_lost", a.traps_lost),
+        ("messages", a.messages),
+        ("malformed", a.malformed),
+        ("verdicts", a.verdicts),
+        ("verdicts_failed", a.verdicts_failed),
+        ("sends", a.sends),
+        ("injects", a.injects),
+        ("inject_failed", a.inject_failed),
+        ("held_full", a.held_full),
+        ("held_repeat", a.held_repeat),
+    ]
+    .iter()
+    .map(|(k, v)| vec![(*k).to_string(), v.to_string()])
+    .collect();
+    s.push_str(&table(&["COUNTER", "VALUE"], &rows));
+    s
 }
 
 /// The overall status and its problems, then one row per mempool, ring, lcore and vif.
