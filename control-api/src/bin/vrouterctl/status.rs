@@ -181,3 +181,31 @@ pub fn health(h: &Health) -> String {
     s.push_str(&table(&["KIND", "NAME", "STATE"], &rows));
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_channel_shows_its_state_and_every_counter() {
+        let a = AgentStats {
+            enabled: true,
+            connected: true,
+            messages: 7,
+            malformed: 2,
+            ..AgentStats::default()
+        };
+        let out = agent(&a);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "pkt0 agent connected");
+        assert_eq!(lines.len(), 2 + 12, "{out}");
+        assert!(lines
+            .iter()
+            .any(|l| l.split_whitespace().eq(["malformed", "2"])));
+        assert!(lines
+            .iter()
+            .any(|l| l.split_whitespace().eq(["messages", "7"])));
+        let off = agent(&AgentStats::default());
+        assert!(off.starts_with("pkt0 not enabled"), "{off}");
+    }
+}
