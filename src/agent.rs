@@ -54,12 +54,16 @@ pub struct AgentCounters {
     /// agent went away or did not read).
     pub traps_sent: AtomicU64,
     pub traps_lost: AtomicU64,
+    /// Messages received from the agent (every kind, malformed ones included), and those
+    /// malformed.
+    pub messages: AtomicU64,
     pub malformed: AtomicU64,
     pub verdicts: AtomicU64,
     pub verdicts_failed: AtomicU64,
     /// Sends and injects handed to lcore 0, and those that could not be (no buffer, queue
     /// full, vif out of range).
-    pub injected: AtomicU64,
+    pub sends: AtomicU64,
+    pub injects: AtomicU64,
     pub inject_failed: AtomicU64,
     /// Trapped first packets not passed on: their vif already had `--agent-max-held` flows
     /// waiting for a verdict, or their flow was already waiting (a later packet of it).
@@ -384,6 +388,7 @@ impl AgentThread {
             match Message::decode(&inp[at..]) {
                 Ok((m, n)) => {
                     at += n;
+                    bump(&c.messages);
                     if let Message::Verdict(v) = &m {
                         held.decided(v.vif, v.vrf, v.tuple);
                     }
@@ -393,6 +398,7 @@ impl AgentThread {
                 Err(e) => {
                     // The length field says where the next message starts: skip this one.
                     error!("pkt0: malformed message from the agent skipped: {e}");
+                    bump(&c.messages);
                     bump(&c.malformed);
                     let skip = e.skip().min(inp.len() - at);
                     at += skip.max(1);
@@ -460,7 +466,8 @@ impl AgentThread {
             as_received,
         };
         match self.shared.injects.push(i) {
-            Ok(()) => bump(&c.injected),
+            Ok(()) if as_received => bump(&c.injects),
+            Ok(()) => bump(&c.sends),
             Err(_) => bump(&c.inject_failed),
         }
     }

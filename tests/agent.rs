@@ -3,8 +3,10 @@
 //! it, allows the flow and injects the packet back; later packets pass without it. Without an
 //! agent such packets are counted as `no_agent`; a pod flooding new flows is rate-limited
 //! (`agent_rate_limited`) while other pods keep forwarding and still reach the agent;
-//! malformed agent messages are skipped and change nothing; DHCP from a vif without an address
-//! reaches the agent; every lcore's counters balance.
+//! malformed agent messages are logged and skipped and change nothing else; the agent
+//! channel's own counters (`GET /agent`, `/metrics`) show the messages, the malformed ones, the
+//! verdicts, injects and sends; DHCP from a vif without an address reaches the agent; every
+//! lcore's counters balance.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use control_api::api::{DropStats, Policy, PolicyAction, Stats};
+use control_api::api::{AgentStats, DropStats, Policy, PolicyAction, Stats};
 use control_api::pkt0::{Connection, FlowTuple, Message, Reason, Verdict};
 use testkit::kernel_pod::{route_in_vrf1, KernelPod};
 use testkit::netns::{temp_path, Netns};
@@ -89,6 +91,11 @@ fn reason(d: &DropStats, r: &str) -> u64 {
     d.reasons.get(r).copied().unwrap_or(0)
 }
 
+fn agent_stats(vr: &Vrouterd) -> AgentStats {
+    vr.api(|c| async move { c.agent_stats().await })
+        .expect("GET /agent")
+}
+
 fn stats(vr: &Vrouterd) -> Stats {
     vr.api(|c| async move { c.stats().await }).expect("stats")
 }
@@ -142,6 +149,9 @@ fn an_agent_decides_trapped_first_packets_and_a_flooding_pod_is_rate_limited() {
     }
 
     // No agent yet: the first packet is dropped and counted.
+    let a0 = agent_stats(&vr);
+    assert!(a0.enabled && !a0.connected, "{a0:?}");
+    assert_eq!(a0.connections, 0, "{a0:?}");
     let d0 = drops(&vr);
     let out = pod1
         .ns
@@ -179,6 +189,25 @@ fn an_agent_decides_trapped_first_packets_and_a_flooding_pod_is_rate_limited() {
         .api(|c| async move { c.flow_stats().await })
         .expect("flow stats");
     assert_eq!(flows.active, 2, "the flow and its reverse: {flows:?}");
+    // The channel's own counters: one trap out; a verdict and an inject in.
+    let a1 = agent_stats(&vr);
+    assert!(a1.connected, "{a1:?}");
+    assert_eq!(
+        (
+            a1.connections,
+            a1.traps_sent,
+            a1.messages,
+            a1.verdicts,
+            a1.injects
+        ),
+        (1, 1, 2, 1, 1),
+        "{a1:?}"
+    );
+    assert_eq!(
+        (a1.malformed, a1.sends, a1.inject_failed),
+        (0, 0, 0),
+        "{a1:?}"
+    );
 
     // Malformed messages: logged and skipped; nothing else changes and the channel goes on.
     let bad_version = [
@@ -208,6 +237,54 @@ fn an_agent_decides_trapped_first_packets_and_a_flooding_pod_is_rate_limited() {
         .api(|c| async move { c.flow_stats().await })
         .expect("flow stats");
     assert_eq!(flows2.active, flows.active, "no flow from a bad verdict");
+    // Each is logged as an error and counted, and nothing else moved.
+    let logged = |what: &str| {
+        let out = vr.process.outputs();
+        out.lines()
+            .filter(|l| l.contains("ERROR"))
+            .filter(|l| l.contains("pkt0: malformed message from the agent skipped"))
+            .any(|l| l.contains(what))
+    };
+    for what in ["unsupported pkt0 version 9", "verdict for address family 5"] {
+        assert!(
+            logged(what),
+            "no error logged for {what}:\n{}",
+            vr.process.outputs()
+        );
+    }
+    let a2 = agent_stats(&vr);
+    assert_eq!((a2.messages, a2.malformed), (a1.messages + 2, 2), "{a2:?}");
+    assert_eq!(
+        (a2.verdicts, a2.verdicts_failed, a2.injects, a2.sends),
+        (a1.verdicts, a1.verdicts_failed, a1.injects, a1.sends),
+        "{a2:?}"
+    );
+    let metrics = vr
+        .api(|c| async move { c.metrics().await })
+        .expect("metrics");
+    for line in [
+        "vrouter_agent_connected 1",
+        "vrouter_agent_malformed_total 2",
+        &format!("vrouter_agent_messages_total {}", a2.messages),
+        &format!("vrouter_agent_verdicts_total {}", a2.verdicts),
+        &format!("vrouter_agent_injects_total {}", a2.injects),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    // A frame the agent sends out of a vif (an experimental EtherType pod 2 ignores) counts as
+    // a send.
+    let mut frame = Vec::from(pod2.mac);
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99, 0x88, 0xb5]);
+    frame.resize(60, 0);
+    let vif2 = vr.vif("pod2").index as u16;
+    conn.send(&Message::Send { vif: vif2, frame })
+        .expect("send");
+    let sent = testkit::wait::poll(
+        Duration::from_secs(5),
+        || agent_stats(&vr),
+        |a| a.sends == 1,
+    );
+    assert!(sent.is_ok(), "the send counted: {:?}", agent_stats(&vr));
     let stop = Arc::new(AtomicBool::new(false));
     let (seen, agent_thread) = agent(conn, vif1, Arc::clone(&stop));
 
@@ -258,7 +335,6 @@ fn an_agent_decides_trapped_first_packets_and_a_flooding_pod_is_rate_limited() {
     assert_eq!(from1(&seen), 1, "pod 1's new flow reached the agent once");
 
     // DHCP from a vif without an address goes to the agent (pod 2's vif has none).
-    let vif2 = vr.vif("pod2").index as u16;
     let run = pod2
         .ns
         .command("busybox")

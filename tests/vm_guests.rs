@@ -7,7 +7,10 @@
 //! on one node with a kernel pod on another, across a VXLAN fabric on vrouterd's kernel port:
 //! 8,000-byte pings and TCP each way in jumbo frames. And a guest that gives up its boot-time
 //! address for the one its vif hands out by DHCP (busybox udhcpc in the guest: address, gateway,
-//! MTU, DNS, a classless static route) and then reaches a pod.
+//! MTU, DNS, a classless static route) and then reaches a pod; the same guest makes its IPv6
+//! address in the /64 vrouterd advertises (SLAAC from the router advertisement answering its
+//! router solicitation), takes vrouterd as its default router, and pings and sends TCP to the
+//! pod over IPv6.
 //!
 //! Pings must work before anything else is worth checking, so they fail the test at once; the
 //! offload and TCP checks are each recorded and all reported together at the end, so one
@@ -380,15 +383,34 @@ fn vm_takes_address_gateway_mtu_and_a_route_by_dhcp_and_then_reaches_a_pod() {
         via: "198.18.6.1".parse().unwrap(),
     }];
     req.lease_time = Some(3600);
+    // IPv6 by router advertisement: the address the guest makes from its MAC (modified EUI-64)
+    // in the /64 vrouterd advertises.
+    let m = cfg.mac;
+    let slaac = std::net::Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0x18,
+        6,
+        u16::from_be_bytes([m[0] ^ 2, m[1]]),
+        u16::from_be_bytes([m[2], 0xff]),
+        u16::from_be_bytes([0xfe, m[3]]),
+        u16::from_be_bytes([m[4], m[5]]),
+    );
+    req.ip6 = Some(slaac);
     vr.add_vif(&req);
-    vr.route_to(3, "vm6", MacAddr(cfg.mac), &[&format!("{leased}/32")]);
+    vr.route_to(
+        3,
+        "vm6",
+        MacAddr(cfg.mac),
+        &[&format!("{leased}/32"), &format!("{slaac}/128")],
+    );
     let mut vm = Vm::boot(cfg);
     wait_attached(&vr, "vm6", &mut vm);
 
     vm.check(&format!(
         "cat > /tmp/dhcp.sh <<'EOF'\n{GUEST_DHCP_SCRIPT}EOF\nchmod +x /tmp/dhcp.sh"
     ));
-    vm.check("ip -4 addr flush dev eth0; ip route flush dev eth0 || true");
+    vm.check("ip -4 addr flush dev eth0; ip -4 route flush dev eth0 || true");
     let (rc, log) = vm.run_timeout(
         "busybox udhcpc -i eth0 -f -q -n -t 5 -T 2 -O mtu -O staticroutes -s /tmp/dhcp.sh 2>&1",
         Duration::from_secs(60),
@@ -417,6 +439,32 @@ fn vm_takes_address_gateway_mtu_and_a_route_by_dhcp_and_then_reaches_a_pod() {
     assert!(ok, "VM → pod ping: {out}");
     let out = pod.ping(&leased.to_string(), 3);
     assert!(out.contains("3 received"), "pod → VM ping: {out}");
+
+    // IPv6: the guest solicited a router when its link came up (and keeps soliciting until
+    // answered); the advertisement gave it its address and the vrouter as default router.
+    let global = format!("ip -6 addr show dev eth0 scope global | grep -q '{slaac}/64'");
+    if let Err(e) = vm.wait_until(
+        &format!("{global} && ! ip -6 addr show dev eth0 | grep -q tentative"),
+        Duration::from_secs(60),
+    ) {
+        let (_, addr) = vm.run("ip -6 addr show dev eth0; ip -6 route show");
+        panic!("no SLAAC address {slaac} in the guest: {e}\n{addr}");
+    }
+    let route = vm.check("ip -6 route show default");
+    assert!(
+        route.contains("via fe80::200:5eff:fe00:100"),
+        "default route from the advertisement: {route}"
+    );
+    let (ok, out) = vm.ping(pod.ip6, 3);
+    assert!(ok, "VM → pod IPv6 ping: {out}");
+    let out = pod.ping(&slaac.to_string(), 3);
+    assert!(out.contains("3 received"), "pod → VM IPv6 ping: {out}");
+    let server = pod.tcp_server();
+    let sent = vm
+        .tcp_send(pod.ip6, server.port(), 1 << 20, Duration::from_secs(120))
+        .expect("VM → pod TCP over IPv6");
+    let received = server.finish().expect("the pod's TCP server");
+    assert_eq!(sent, received, "VM → pod TCP over IPv6: bytes and SHA-256");
     log_counters(&vr, &["vm6"], start);
     drop(vm);
     assert!(vr.stop().success());

@@ -413,6 +413,10 @@ impl Client {
     pub async fn neighbours(&self) -> Result<Vec<crate::api::Neighbour>, Error> {
         self.get("/neighbours").await
     }
+    /// The agent channel's counters (pkt0).
+    pub async fn agent_stats(&self) -> Result<crate::api::AgentStats, Error> {
+        self.get("/agent").await
+    }
     pub async fn health(&self) -> Result<Health, Error> {
         self.get("/health").await
     }

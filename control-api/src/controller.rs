@@ -1237,6 +1237,10 @@ impl Controller {
         Ok(self.dataplane.neighbours()?)
     }
 
+    pub fn agent_stats(&self) -> Result<crate::api::AgentStats, Error> {
+        Ok(self.dataplane.agent_stats()?)
+    }
+
     /// The dataplane's health, with the vif list taken from the model (every configured vif,
     /// with its live state) so none is missing.
     pub fn health(&self) -> Result<Health, Error> {

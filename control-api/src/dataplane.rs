@@ -379,4 +379,8 @@ pub trait Dataplane: Send + Sync + 'static {
     fn neighbours(&self) -> Result<Vec<crate::api::Neighbour>, DataplaneError> {
         Ok(Vec::new())
     }
+    /// The agent channel's counters (not enabled where there is none).
+    fn agent_stats(&self) -> Result<crate::api::AgentStats, DataplaneError> {
+        Ok(crate::api::AgentStats::default())
+    }
 }

@@ -253,6 +253,81 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
         }
     }
 
+    let agent = ctrl.agent_stats()?;
+    if agent.enabled {
+        d.family(
+            "vrouter_agent_connected",
+            "gauge",
+            "1 if an agent is connected to pkt0 (--agent-socket), else 0.",
+        );
+        d.sample("vrouter_agent_connected", &[], u8::from(agent.connected));
+        for (name, help, v) in [
+            (
+                "vrouter_agent_connections_total",
+                "Agents that connected to pkt0.",
+                agent.connections,
+            ),
+            (
+                "vrouter_agent_traps_sent_total",
+                "Trapped packets written to the agent.",
+                agent.traps_sent,
+            ),
+            (
+                "vrouter_agent_traps_lost_total",
+                "Trapped packets lost after the lcores handed them over (no agent, or one not reading).",
+                agent.traps_lost,
+            ),
+            (
+                "vrouter_agent_messages_total",
+                "Messages received from the agent, malformed ones included.",
+                agent.messages,
+            ),
+            (
+                "vrouter_agent_malformed_total",
+                "Messages from the agent that were malformed: logged and skipped.",
+                agent.malformed,
+            ),
+            (
+                "vrouter_agent_verdicts_total",
+                "Agent verdicts installed as flows.",
+                agent.verdicts,
+            ),
+            (
+                "vrouter_agent_verdicts_failed_total",
+                "Agent verdicts that could not be installed.",
+                agent.verdicts_failed,
+            ),
+            (
+                "vrouter_agent_sends_total",
+                "Frames the agent sent out of a vif.",
+                agent.sends,
+            ),
+            (
+                "vrouter_agent_injects_total",
+                "Frames the agent injected as received on a vif.",
+                agent.injects,
+            ),
+            (
+                "vrouter_agent_inject_failed_total",
+                "Agent sends and injects that could not be handed on.",
+                agent.inject_failed,
+            ),
+            (
+                "vrouter_agent_held_full_total",
+                "First packets not passed to the agent: their vif held --agent-max-held flows.",
+                agent.held_full,
+            ),
+            (
+                "vrouter_agent_held_repeat_total",
+                "Later packets of flows already waiting for the agent's verdict.",
+                agent.held_repeat,
+            ),
+        ] {
+            d.family(name, "counter", help);
+            d.sample(name, &[], v);
+        }
+    }
+
     let mirrors = ctrl.mirror_list();
     for (name, help, pick) in [
         (

@@ -302,6 +302,16 @@ fn vrouterctl_drives_the_whole_api() {
     assert!(ok(&s, &["dropstats"])
         .lines()
         .any(|l| l.starts_with("invalid_packet") && l.ends_with('3')));
+    // This dataplane has no agent channel.
+    assert_eq!(
+        ok(&s, &["agent"]).trim(),
+        "pkt0 not enabled (vrouterd --agent-socket)"
+    );
+    let aj: serde_json::Value = serde_json::from_str(&ok(&s, &["--json", "agent"])).unwrap();
+    assert_eq!(
+        (&aj["enabled"], &aj["malformed"]),
+        (&false.into(), &0.into())
+    );
     let health = ok(&s, &["health"]);
     assert!(
         health.starts_with("status ok") && health.contains("mbuf_pool_0"),

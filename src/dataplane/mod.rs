@@ -230,7 +230,7 @@ impl VrouterDataplane {
             .collect()
     }
 
-    /// The agent channel runs: its thread's counters show in /dropstats.
+    /// The agent channel runs: its thread's counters show in /dropstats, /agent and /metrics.
     pub fn set_agent(&self, shared: Arc<crate::agent::AgentShared>) {
         let _ = self.agent.set(shared);
     }
@@ -425,6 +425,10 @@ impl Dataplane for VrouterDataplane {
 
     fn neighbours(&self) -> Result<Vec<control_api::api::Neighbour>, DataplaneError> {
         Ok(self.neighbour_list())
+    }
+
+    fn agent_stats(&self) -> Result<control_api::api::AgentStats, DataplaneError> {
+        Ok(self.agent_counters())
     }
 
     fn nat_pools(&self) -> Result<Vec<NatPoolUsage>, DataplaneError> {

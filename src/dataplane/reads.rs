@@ -233,6 +233,31 @@ impl VrouterDataplane {
         Ok(d)
     }
 
+    /// The agent channel's own counters (GET /agent), all 0 without `--agent-socket`.
+    pub(super) fn agent_counters(&self) -> control_api::api::AgentStats {
+        let Some(a) = self.agent.get() else {
+            return control_api::api::AgentStats::default();
+        };
+        let c = &a.counters;
+        let n = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
+        control_api::api::AgentStats {
+            enabled: true,
+            connected: a.connected.load(Ordering::Relaxed),
+            connections: n(&c.connections),
+            traps_sent: n(&c.traps_sent),
+            traps_lost: n(&c.traps_lost),
+            messages: n(&c.messages),
+            malformed: n(&c.malformed),
+            verdicts: n(&c.verdicts),
+            verdicts_failed: n(&c.verdicts_failed),
+            sends: n(&c.sends),
+            injects: n(&c.injects),
+            inject_failed: n(&c.inject_failed),
+            held_full: n(&c.held_full),
+            held_repeat: n(&c.held_repeat),
+        }
+    }
+
     pub(super) fn health_report(&self) -> Result<Health, DataplaneError> {
         let usage = self.pool.usage();
         let mut problems = Vec::new();

@@ -12,7 +12,7 @@
 //! backend maps the guest's memory from the file descriptors QEMU sends it.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -515,8 +515,10 @@ impl Vm {
             .unwrap_or_else(|| panic!("{}: no InCsumErrors in {snmp}", self.cfg.name))
     }
 
-    /// Pings `dst` from the guest `count` times; returns (all answered, ping's output).
-    pub fn ping(&mut self, dst: Ipv4Addr, count: u32) -> (bool, String) {
+    /// Pings `dst` (IPv4 or IPv6) from the guest `count` times; returns (all answered,
+    /// ping's output).
+    pub fn ping(&mut self, dst: impl Into<IpAddr>, count: u32) -> (bool, String) {
+        let dst: IpAddr = dst.into();
         let (rc, out) = self.run(&format!("ping -c {count} -i 0.2 -W 2 {dst}"));
         (
             rc == 0 && out.contains(&format!("{count} packets received")),
@@ -545,14 +547,15 @@ impl Vm {
     }
 
     /// Sends `bytes` of random data (made in the guest, kept for the next send of that size)
-    /// to `dst:port` over TCP; returns `"<bytes> <sha256>"` of what was sent.
+    /// to `dst:port` (IPv4 or IPv6) over TCP; returns `"<bytes> <sha256>"` of what was sent.
     pub fn tcp_send(
         &mut self,
-        dst: Ipv4Addr,
+        dst: impl Into<IpAddr>,
         port: u16,
         bytes: u64,
         timeout: Duration,
     ) -> Result<String, String> {
+        let dst: IpAddr = dst.into();
         let file = format!("/tmp/tx-{bytes}");
         let sum = self.check(&format!(
             "[ \"$(stat -c %s {file} 2>/dev/null)\" = {bytes} ] || head -c {bytes} /dev/urandom > {file}\n\

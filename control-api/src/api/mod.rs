@@ -35,8 +35,8 @@ pub use nexthop::{Nexthop, NexthopInfo, TunnelEncap};
 pub use policy::{Policy, PolicyAction, PolicyRule, Proto};
 pub use route::{BridgeEntry, Route};
 pub use status::{
-    DropStats, Health, HealthStatus, LcoreHealth, LcoreStats, MempoolHealth, RingHealth, Stats,
-    VifHealth,
+    AgentStats, DropStats, Health, HealthStatus, LcoreHealth, LcoreStats, MempoolHealth,
+    RingHealth, Stats, VifHealth,
 };
 pub use text::{IpPrefix, MacAddr, PortRange, SyntaxError};
 pub use trace::{TraceRequest, TraceResult, TracedPacket, TRACE_COUNT_MAX};

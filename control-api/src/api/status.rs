@@ -51,6 +51,40 @@ pub struct DropStats {
     pub reasons: BTreeMap<String, u64>,
 }
 
+/// `GET /agent`: the agent channel (pkt0, `vrouterd --agent-socket`) as its own thread counts
+/// it. Packets the forwarding lcores refused to trap are drops in `/dropstats` (`no_agent`,
+/// `agent_rate_limited`, ...); these count what reached the channel and what the agent sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStats {
+    /// vrouterd runs an agent socket; every counter stays 0 when not.
+    pub enabled: bool,
+    /// An agent is connected now.
+    pub connected: bool,
+    /// Agents that connected since vrouterd started.
+    pub connections: u64,
+    /// Trapped packets written to the agent, and those lost after the lcores handed them over
+    /// (the agent left or did not read).
+    pub traps_sent: u64,
+    pub traps_lost: u64,
+    /// Messages received from the agent, every kind, malformed ones included.
+    pub messages: u64,
+    /// Messages that did not decode (or a kind the agent may not send): logged and skipped.
+    pub malformed: u64,
+    /// Verdicts installed as flows, and verdicts that could not be (flow table full, ...).
+    pub verdicts: u64,
+    pub verdicts_failed: u64,
+    /// Frames the agent sent out of a vif, and frames it injected as received on one, handed
+    /// to the forwarding lcore; sends and injects that could not be (no buffer, queue full,
+    /// vif out of range).
+    pub sends: u64,
+    pub injects: u64,
+    pub inject_failed: u64,
+    /// Trapped first packets not passed on: their vif held `--agent-max-held` flows waiting for
+    /// a verdict already, or their flow was waiting already.
+    pub held_full: u64,
+    pub held_repeat: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {

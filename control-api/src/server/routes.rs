@@ -87,6 +87,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/stats"),
     ("GET", "/dropstats"),
     ("GET", "/neighbours"),
+    ("GET", "/agent"),
     ("GET", "/metrics"),
     ("GET", "/events"),
 ];
@@ -650,6 +651,11 @@ async fn neighbours(State(s): St) -> Res {
     Ok(json(StatusCode::OK, &v))
 }
 
+async fn agent_stats(State(s): St) -> Res {
+    let v = s.lanes.read(|c| c.agent_stats()).await?;
+    Ok(json(StatusCode::OK, &v))
+}
+
 async fn metrics_text(State(s): St) -> Res {
     let text = s.lanes.read(metrics::render).await?;
     Ok((
@@ -743,6 +749,7 @@ pub(super) fn router(lanes: Arc<Lanes>, ctrl: Arc<Controller>, body_limit: usize
             ("GET", "/stats") => on(filter, stats),
             ("GET", "/dropstats") => on(filter, dropstats),
             ("GET", "/neighbours") => on(filter, neighbours),
+            ("GET", "/agent") => on(filter, agent_stats),
             ("GET", "/metrics") => on(filter, metrics_text),
             ("GET", "/events") => on(filter, events_get),
             // ROUTES and this table are one list; a test checks every entry answers.

@@ -99,6 +99,9 @@ enum Command {
     Dropstats,
     /// Underlay neighbours vrouterd resolves by ARP (tunnel nexthops without --dmac).
     Neigh,
+    /// The agent channel's counters (pkt0, `vrouterd --agent-socket`): traps sent, messages
+    /// from the agent, malformed ones, verdicts, sends and injects.
+    Agent,
     /// The next packets a vif receives, with what vrouterd did with each (VRF, verdict, the
     /// headers in and out).
     Trace(trace::TraceArgs),
@@ -153,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dropstats => out.show(&c.dropstats().await?, status::dropstats),
         Command::Neigh => out.show(&c.neighbours().await?, |n| status::neighbours(n)),
+        Command::Agent => out.show(&c.agent_stats().await?, status::agent),
         Command::Trace(a) => trace::run(a, &c, &out).await,
         Command::Health => out.show(&c.health().await?, status::health),
         Command::Metrics => {

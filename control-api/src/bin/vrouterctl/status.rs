@@ -1,6 +1,6 @@
-//! `vrouterctl stats`, `dropstats`, `health` and `metrics`: how vrouterd is doing.
+//! `vrouterctl stats`, `dropstats`, `agent`, `health` and `metrics`: how vrouterd is doing.
 
-use control_api::api::{DropStats, Health, Stats};
+use control_api::api::{AgentStats, DropStats, Health, Stats};
 
 use crate::output::table;
 
@@ -102,6 +102,40 @@ pub fn dropstats(d: &DropStats) -> String {
     table(&["REASON", "PACKETS"], &rows)
 }
 
+/// The agent channel: whether it runs and an agent is connected, then one row per counter.
+pub fn agent(a: &AgentStats) -> String {
+    if !a.enabled {
+        return "pkt0 not enabled (vrouterd --agent-socket)\n".into();
+    }
+    let mut s = format!(
+        "pkt0 {}\n",
+        if a.connected {
+            "agent connected"
+        } else {
+            "no agent connected"
+        }
+    );
+    let rows: Vec<Vec<String>> = [
+        ("connections", a.connections),
+        ("traps_sent", a.traps_sent),
+        ("traps_lost", a.traps_lost),
+        ("messages", a.messages),
+        ("malformed", a.malformed),
+        ("verdicts", a.verdicts),
+        ("verdicts_failed", a.verdicts_failed),
+        ("sends", a.sends),
+        ("injects", a.injects),
+        ("inject_failed", a.inject_failed),
+        ("held_full", a.held_full),
+        ("held_repeat", a.held_repeat),
+    ]
+    .iter()
+    .map(|(k, v)| vec![(*k).to_string(), v.to_string()])
+    .collect();
+    s.push_str(&table(&["COUNTER", "VALUE"], &rows));
+    s
+}
+
 /// The overall status and its problems, then one row per mempool, ring, lcore and vif.
 pub fn health(h: &Health) -> String {
     let mut s = format!(
@@ -146,4 +180,32 @@ pub fn health(h: &Health) -> String {
     );
     s.push_str(&table(&["KIND", "NAME", "STATE"], &rows));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_channel_shows_its_state_and_every_counter() {
+        let a = AgentStats {
+            enabled: true,
+            connected: true,
+            messages: 7,
+            malformed: 2,
+            ..AgentStats::default()
+        };
+        let out = agent(&a);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "pkt0 agent connected");
+        assert_eq!(lines.len(), 2 + 12, "{out}");
+        assert!(lines
+            .iter()
+            .any(|l| l.split_whitespace().eq(["malformed", "2"])));
+        assert!(lines
+            .iter()
+            .any(|l| l.split_whitespace().eq(["messages", "7"])));
+        let off = agent(&AgentStats::default());
+        assert!(off.starts_with("pkt0 not enabled"), "{off}");
+    }
 }
