@@ -91,14 +91,28 @@ pub fn na_reply<B: PacketBuf>(
         target,
         lladdr: Some(mac),
     };
+    answer_nd(buf, l3, mac, target, dst, &na)
+}
+
+/// Rewrite the neighbour-discovery message in `buf` (its IPv6 header at `l3`) into `msg` from
+/// `src` to `dst`, sent back to the asker's MAC from `mac`: the buffer cut or grown to the
+/// answer's length, no offload left on it.
+fn answer_nd<B: PacketBuf>(
+    buf: &mut B,
+    l3: usize,
+    mac: MacAddr,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    msg: &icmp::v6::Repr,
+) -> Result<(), DropReason> {
     let ip = ipv6::Repr {
-        src: target,
+        src,
         dst,
         next_header: ipv6::next_header::ICMPV6,
-        payload_len: na.buffer_len(),
+        payload_len: msg.buffer_len(),
         hop_limit: ND_HOP_LIMIT,
     };
-    let want = l3 + ip.buffer_len() + na.buffer_len();
+    let want = l3 + ip.buffer_len() + msg.buffer_len();
     let have = buf.len();
     buf.set_offload(Offload::NONE);
     if have > want {
@@ -107,10 +121,11 @@ pub fn na_reply<B: PacketBuf>(
         buf.append(want - have).map_err(|_| DropReason::Truncated)?;
     }
     let (eth, rest) = buf.data_mut().split_at_mut(l3);
+    // To the asker's MAC (its message came from it), whatever the IPv6 destination.
     answer_ethernet(eth, None, mac)?;
-    let (iph, msg) = rest.split_at_mut(ip.buffer_len());
+    let (iph, body) = rest.split_at_mut(ip.buffer_len());
     ip.emit(&mut ipv6::Packet::new_unchecked(iph));
-    na.emit(target, dst, &mut icmp::Packet::new_unchecked(msg));
+    msg.emit(src, dst, &mut icmp::Packet::new_unchecked(body));
     Ok(())
 }
 
@@ -161,29 +176,7 @@ pub fn ra_reply<B: PacketBuf>(
         valid_lifetime: VALID_LIFETIME,
         preferred_lifetime: PREFERRED_LIFETIME,
     };
-    let ip = ipv6::Repr {
-        src,
-        dst,
-        next_header: ipv6::next_header::ICMPV6,
-        payload_len: msg.buffer_len(),
-        hop_limit: ND_HOP_LIMIT,
-    };
-    let want = l3 + ip.buffer_len() + msg.buffer_len();
-    let have = buf.len();
-    buf.truncate(have).map_err(|_| DropReason::Truncated)?;
-    buf.set_offload(Offload::NONE);
-    if have > want {
-        buf.truncate(want).map_err(|_| DropReason::Truncated)?;
-    } else if have < want {
-        buf.append(want - have).map_err(|_| DropReason::Truncated)?;
-    }
-    let (eth, rest) = buf.data_mut().split_at_mut(l3);
-    // To the asker's MAC (its solicitation came from it), whatever the IPv6 destination.
-    answer_ethernet(eth, None, mac)?;
-    let (iph, body) = rest.split_at_mut(ip.buffer_len());
-    ip.emit(&mut ipv6::Packet::new_unchecked(iph));
-    msg.emit(src, dst, &mut icmp::Packet::new_unchecked(body));
-    Ok(())
+    answer_nd(buf, l3, mac, src, dst, &msg)
 }
 
 /// What ICMP error to send.
