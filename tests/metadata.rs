@@ -9,9 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use control_api::api::{
-    IpPrefix, LinkLocalService, MacAddr, Nexthop, Route, ServiceProto, VifRequest, VifType,
-};
+use control_api::api::{IpPrefix, LinkLocalService, MacAddr, Nexthop, Route, ServiceProto};
 use testkit::kernel_pod::{route_in_vrf1, KernelPod};
 use testkit::netns::Netns;
 use testkit::vrouterd::Vrouterd;
@@ -59,25 +57,14 @@ fn pods_reach_the_metadata_service_which_sees_each_by_its_vifs_link_local_addres
     let pod1 = KernelPod::attached_to(Some(&node), "ma", 1, 1500);
     let pod2 = KernelPod::attached_to(Some(&node), "mb", 2, 1500);
     // The service side: 203.0.113.10/24 behind a router at .1 (vrouterd, its MAC given).
-    let remote = KernelPod::attached_to(Some(&node), "mr", 3, 1500);
-    remote.ns.ip(&["addr", "flush", "dev", "eth0"]);
-    remote
-        .ns
-        .ip(&["addr", "add", &format!("{SERVICE}/24"), "dev", "eth0"]);
-    remote.ns.ip(&[
-        "neigh",
-        "replace",
-        "203.0.113.1",
-        "lladdr",
-        "00:00:5e:00:01:00",
-        "dev",
-        "eth0",
-        "nud",
-        "permanent",
-    ]);
-    remote
-        .ns
-        .ip(&["route", "replace", "default", "via", "203.0.113.1"]);
+    let remote = KernelPod::remote(
+        &node,
+        "mr",
+        3,
+        SERVICE,
+        Ipv4Addr::new(203, 0, 113, 1),
+        Some("00:00:5e:00:01:00"),
+    );
 
     let vr = Vrouterd::start_netns(
         Some(&node),
@@ -86,9 +73,7 @@ fn pods_reach_the_metadata_service_which_sees_each_by_its_vifs_link_local_addres
         &[],
     );
     route_in_vrf1(&vr, &[("pod1", &pod1), ("pod2", &pod2)]);
-    let mut uplink = VifRequest::new("uplink", VifType::AfPacket, 0, MacAddr(remote.mac));
-    uplink.iface = Some(remote.host_side.clone());
-    vr.add_vif(&uplink);
+    vr.add_af_packet_vif("uplink", 0, &remote);
     vr.set_nexthop(
         NH_UPLINK,
         Nexthop::Encap {

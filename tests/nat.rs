@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use control_api::api::{FlowQuery, MacAddr, NatPool, NatPorts, VhostUserMode, VifRequest, VifType};
+use control_api::api::{FlowQuery, MacAddr, NatPool, NatPorts, VhostUserMode};
 use testkit::kernel_pod::{route_in_vrf1, KernelPod};
 use testkit::netns::Netns;
 use testkit::testpmd::TestpmdConfig;
@@ -17,7 +17,7 @@ use testkit::vrouterd::{vhost_user_vif, Vrouterd};
 
 const POOL: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 64);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const REMOTE_GW: &str = "203.0.113.1";
+const REMOTE_GW: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const NH_UPLINK: u32 = 10;
 const PORTS: (u16, u16) = (40000, 40003);
 
@@ -34,32 +34,10 @@ fn ipv4_ends(f: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
     Some((a(26), a(30)))
 }
 
-/// The remote: a kernel pod re-addressed as 203.0.113.10/24 on the far side of a router at
-/// 203.0.113.1 with MAC `gw_mac`, given statically (vrouterd answers ARP on the fabric only for
-/// its own fabric address). `None`: the router is a kernel that answers ARP itself.
+/// The remote: 203.0.113.10/24 on the far side of a router at 203.0.113.1 (see
+/// [`KernelPod::remote`]).
 fn remote(node: &Netns, tag: &str, gw_mac: Option<&str>) -> KernelPod {
-    let remote = KernelPod::attached_to(Some(node), tag, 3, 1500);
-    remote.ns.ip(&["addr", "flush", "dev", "eth0"]);
-    remote
-        .ns
-        .ip(&["addr", "add", &format!("{REMOTE}/24"), "dev", "eth0"]);
-    if let Some(mac) = gw_mac {
-        remote.ns.ip(&[
-            "neigh",
-            "replace",
-            REMOTE_GW,
-            "lladdr",
-            mac,
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ]);
-    }
-    remote
-        .ns
-        .ip(&["route", "replace", "default", "via", REMOTE_GW]);
-    remote
+    KernelPod::remote(node, tag, 3, REMOTE, REMOTE_GW, gw_mac)
 }
 
 /// vrouterd in `node`: `pod` in VRF 1, `remote` behind af-packet vif `uplink` in VRF 0,
@@ -87,9 +65,7 @@ fn vrouterd_with_snat_and(
 /// `remote` behind af-packet vif `uplink` in VRF 0, 203.0.113.0/24 routed there from VRF 1,
 /// VRF 1 attached to pool `egress` (the pool address, ports 40000-40003).
 fn uplink_and_pool(vr: &Vrouterd, remote: &KernelPod) {
-    let mut uplink = VifRequest::new("uplink", VifType::AfPacket, 0, MacAddr(remote.mac));
-    uplink.iface = Some(remote.host_side.clone());
-    vr.add_vif(&uplink);
+    vr.add_af_packet_vif("uplink", 0, remote);
     vr.route_to(
         NH_UPLINK,
         "uplink",
@@ -649,7 +625,7 @@ fn ttl_exceeded_from_beyond_the_nat_reaches_the_pods_socket() {
         .ip(&["addr", "add", &format!("{REMOTE_GW}/24"), "dev", "rt1"]);
     router.ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     far.ip(&["addr", "add", &format!("{REMOTE}/24"), "dev", "eth0"]);
-    far.ip(&["route", "add", "default", "via", REMOTE_GW]);
+    far.ip(&["route", "add", "default", "via", &REMOTE_GW.to_string()]);
     let vr = vrouterd_with_snat(&node, &pod, &router);
     let out = pod.ping(&REMOTE.to_string(), 1);
     assert!(

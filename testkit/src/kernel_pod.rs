@@ -56,6 +56,39 @@ impl KernelPod {
         Ipv6Addr::from(s)
     }
 
+    /// A host beyond the fabric, for NAT and service tests: a pod of `node` re-addressed as
+    /// `addr`/24 on the far side of a router at `router`, whose MAC is `router_mac` given
+    /// statically (vrouterd answers ARP on the fabric only for its own fabric address) or, with
+    /// `None`, learnt by ARP from a kernel router that answers it.
+    pub fn remote(
+        node: &Netns,
+        tag: &str,
+        n: u8,
+        addr: Ipv4Addr,
+        router: Ipv4Addr,
+        router_mac: Option<&str>,
+    ) -> KernelPod {
+        let remote = Self::attached_to(Some(node), tag, n, 1500);
+        let (ns, router) = (&remote.ns, router.to_string());
+        ns.ip(&["addr", "flush", "dev", "eth0"]);
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        if let Some(mac) = router_mac {
+            ns.ip(&[
+                "neigh",
+                "replace",
+                &router,
+                "lladdr",
+                mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ]);
+        }
+        ns.ip(&["route", "replace", "default", "via", &router]);
+        remote
+    }
+
     /// As [`KernelPod::new`], with the vif side of the veth in `node`'s namespace (where that
     /// node's vrouterd runs) instead of the host's.
     pub fn attached_to(node: Option<&Netns>, tag: &str, n: u8, mtu: u32) -> KernelPod {

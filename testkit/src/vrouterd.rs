@@ -171,6 +171,13 @@ impl Vrouterd {
             .unwrap_or_else(|e| panic!("adding vif {name}: {e}"))
     }
 
+    /// An af-packet vif `name` in VRF `vrf` on `pod`'s host-side veth end.
+    pub fn add_af_packet_vif(&self, name: &str, vrf: u32, pod: &crate::kernel_pod::KernelPod) {
+        let mut req = VifRequest::new(name, VifType::AfPacket, vrf, MacAddr(pod.mac));
+        req.iface = Some(pod.host_side.clone());
+        self.add_vif(&req);
+    }
+
     /// `PUT /nexthops/{id}`; panics (failing the test) if it errs.
     pub fn set_nexthop(&self, id: u32, nh: Nexthop) {
         self.api(|c| async move { c.nexthop_set(id, &nh).await })
