@@ -17,6 +17,9 @@ fn esc(v: &str) -> String {
 
 struct Doc(String);
 
+/// A family read from each item: `(kind, name, help, the item's value)`.
+type ItemFamily<'a, T> = (&'a str, &'a str, &'a str, fn(&T) -> u64);
+
 impl Doc {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}");
@@ -36,6 +39,28 @@ impl Doc {
             self.0.push('}');
         }
         let _ = writeln!(self.0, " {value}");
+    }
+
+    /// Counter families of one sample each, all with `labels`: `(name, help, value)`.
+    fn counters(&mut self, labels: &[(&str, &str)], rows: &[(&str, &str, u64)]) {
+        for (name, help, v) in rows {
+            self.family(name, "counter", help);
+            self.sample(name, labels, v);
+        }
+    }
+
+    /// Families with one sample per item, labelled `label` = the item's name. Nothing when
+    /// there are no items.
+    fn per_item<T>(&mut self, label: &str, items: &[(&str, &T)], rows: &[ItemFamily<T>]) {
+        if items.is_empty() {
+            return;
+        }
+        for (kind, name, help, value) in rows {
+            self.family(name, kind, help);
+            for (item, t) in items {
+                self.sample(name, &[(label, item)], value(t));
+            }
+        }
     }
 }
 
@@ -199,58 +224,58 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
     d.sample("vrouter_flows_active", &[], flows.active);
     d.family("vrouter_flows_capacity", "gauge", "Flow table size.");
     d.sample("vrouter_flows_capacity", &[], flows.capacity);
-    for (name, help, v) in [
-        (
-            "vrouter_flows_created_total",
-            "Flows set up.",
-            flows.created,
-        ),
-        (
-            "vrouter_flows_aged_total",
-            "Flows removed by aging.",
-            flows.aged,
-        ),
-        (
-            "vrouter_flows_evicted_total",
-            "Flows evicted to make room.",
-            flows.evicted,
-        ),
-        (
-            "vrouter_flows_table_full_drops_total",
-            "New flows dropped because the table was full.",
-            flows.table_full_drops,
-        ),
-    ] {
-        d.family(name, "counter", help);
-        d.sample(name, &[], v);
-    }
+    d.counters(
+        &[],
+        &[
+            (
+                "vrouter_flows_created_total",
+                "Flows set up.",
+                flows.created,
+            ),
+            (
+                "vrouter_flows_aged_total",
+                "Flows removed by aging.",
+                flows.aged,
+            ),
+            (
+                "vrouter_flows_evicted_total",
+                "Flows evicted to make room.",
+                flows.evicted,
+            ),
+            (
+                "vrouter_flows_table_full_drops_total",
+                "New flows dropped because the table was full.",
+                flows.table_full_drops,
+            ),
+        ],
+    );
     if let Some(e) = &flows.export {
         let collector = e.collector.to_string();
-        for (name, help, v) in [
-            (
-                "vrouter_flow_export_records_total",
-                "IPFIX flow records sent.",
-                e.records,
-            ),
-            (
-                "vrouter_flow_export_messages_total",
-                "IPFIX messages sent (records and templates).",
-                e.messages,
-            ),
-            (
-                "vrouter_flow_export_dropped_records_total",
-                "IPFIX flow records not sent: past --ipfix-max-rate.",
-                e.dropped_records,
-            ),
-            (
-                "vrouter_flow_export_send_errors_total",
-                "IPFIX messages the socket refused.",
-                e.send_errors,
-            ),
-        ] {
-            d.family(name, "counter", help);
-            d.sample(name, &[("collector", &collector)], v);
-        }
+        d.counters(
+            &[("collector", &collector)],
+            &[
+                (
+                    "vrouter_flow_export_records_total",
+                    "IPFIX flow records sent.",
+                    e.records,
+                ),
+                (
+                    "vrouter_flow_export_messages_total",
+                    "IPFIX messages sent (records and templates).",
+                    e.messages,
+                ),
+                (
+                    "vrouter_flow_export_dropped_records_total",
+                    "IPFIX flow records not sent: past --ipfix-max-rate.",
+                    e.dropped_records,
+                ),
+                (
+                    "vrouter_flow_export_send_errors_total",
+                    "IPFIX messages the socket refused.",
+                    e.send_errors,
+                ),
+            ],
+        );
     }
 
     let agent = ctrl.agent_stats()?;
@@ -261,7 +286,9 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
             "1 if an agent is connected to pkt0 (--agent-socket), else 0.",
         );
         d.sample("vrouter_agent_connected", &[], u8::from(agent.connected));
-        for (name, help, v) in [
+        d.counters(
+            &[],
+            &[
             (
                 "vrouter_agent_connections_total",
                 "Agents that connected to pkt0.",
@@ -322,39 +349,36 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
                 "Later packets of flows already waiting for the agent's verdict.",
                 agent.held_repeat,
             ),
-        ] {
-            d.family(name, "counter", help);
-            d.sample(name, &[], v);
-        }
+        ]);
     }
 
     let mirrors = ctrl.mirror_list();
-    for (name, help, pick) in [
-        (
-            "vrouter_mirror_copies_total",
-            "Mirror copies made of a vif's packets (since its mirror was set).",
-            0,
-        ),
-        (
-            "vrouter_mirror_copy_failures_total",
-            "Mirror copies that found no buffer.",
-            1,
-        ),
-        (
-            "vrouter_mirror_copies_skipped_total",
-            "Mirror copies not made while the analyzer's queue was full.",
-            2,
-        ),
-    ] {
-        if mirrors.is_empty() {
-            break;
-        }
-        d.family(name, "counter", help);
-        for (vif, m) in &mirrors {
-            let v = [m.copies, m.copy_failures, m.copies_skipped][pick];
-            d.sample(name, &[("vif", vif)], v);
-        }
-    }
+    let mirrors: Vec<(&str, &crate::api::MirrorInfo)> =
+        mirrors.iter().map(|(vif, m)| (vif.as_str(), m)).collect();
+    d.per_item(
+        "vif",
+        &mirrors,
+        &[
+            (
+                "counter",
+                "vrouter_mirror_copies_total",
+                "Mirror copies made of a vif's packets (since its mirror was set).",
+                |m| m.copies,
+            ),
+            (
+                "counter",
+                "vrouter_mirror_copy_failures_total",
+                "Mirror copies that found no buffer.",
+                |m| m.copy_failures,
+            ),
+            (
+                "counter",
+                "vrouter_mirror_copies_skipped_total",
+                "Mirror copies not made while the analyzer's queue was full.",
+                |m| m.copies_skipped,
+            ),
+        ],
+    );
 
     d.family(
         "vrouter_nat_translated_packets_total",
@@ -367,31 +391,32 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
         stats.nat_translated,
     );
     let pools = ctrl.nat_pools()?;
-    for (name, kind, help, value) in [
-        (
-            "vrouter_nat_pool_pairs",
-            "gauge",
-            "Address and port pairs a NAT pool holds.",
-            (|p: &crate::api::NatPoolInfo| p.capacity) as fn(&crate::api::NatPoolInfo) -> u64,
-        ),
-        (
-            "vrouter_nat_pool_pairs_in_use",
-            "gauge",
-            "Pairs of a NAT pool held by flows now.",
-            |p| p.in_use,
-        ),
-        (
-            "vrouter_nat_pool_exhausted_total",
-            "counter",
-            "New flows dropped because their NAT pool had no free pair.",
-            |p| p.exhausted,
-        ),
-    ] {
-        d.family(name, kind, help);
-        for p in &pools {
-            d.sample(name, &[("pool", &p.name)], value(p));
-        }
-    }
+    let pools: Vec<(&str, &crate::api::NatPoolInfo)> =
+        pools.iter().map(|p| (p.name.as_str(), p)).collect();
+    d.per_item(
+        "pool",
+        &pools,
+        &[
+            (
+                "gauge",
+                "vrouter_nat_pool_pairs",
+                "Address and port pairs a NAT pool holds.",
+                |p| p.capacity,
+            ),
+            (
+                "gauge",
+                "vrouter_nat_pool_pairs_in_use",
+                "Pairs of a NAT pool held by flows now.",
+                |p| p.in_use,
+            ),
+            (
+                "counter",
+                "vrouter_nat_pool_exhausted_total",
+                "New flows dropped because their NAT pool had no free pair.",
+                |p| p.exhausted,
+            ),
+        ],
+    );
     let services = ctrl.services()?;
     d.family(
         "vrouter_nat_service_backend_flows",
