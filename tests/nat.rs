@@ -283,15 +283,21 @@ fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u16 {
 /// From `pod`: three UDP datagrams from three source ports and two pings to the remote;
 /// what the remote captured of them, sorted.
 fn send_and_capture(pod: &KernelPod, remote: &KernelPod) -> Vec<Seen> {
-    let cap = remote
+    send_to_and_capture(pod, REMOTE, remote)
+}
+
+/// From `from`: three UDP datagrams from source ports 5001-5003 and two pings to `dst`; what
+/// `at` captured of them, sorted.
+fn send_to_and_capture(from: &KernelPod, dst: Ipv4Addr, at: &KernelPod) -> Vec<Seen> {
+    let cap = at
         .ns
         .capture("eth0", "udp port 7000 or icmp[icmptype] == icmp-echo", 5);
-    pod.ns.exec(&[
+    from.ns.exec(&[
         "python3",
         "-c",
-        "import socket\nfor p in (5001, 5002, 5003):\n s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n s.bind(('', p))\n s.sendto(b'oracle %d' % p, ('203.0.113.10', 7000))",
+        &format!("import socket\nfor p in (5001, 5002, 5003):\n s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n s.bind(('', p))\n s.sendto(b'oracle %d' % p, ('{dst}', 7000))"),
     ]);
-    let out = pod.ping(&REMOTE.to_string(), 2);
+    let out = from.ping(&dst.to_string(), 2);
     assert!(out.contains("2 received"), "pings answered: {out}");
     let mut seen: Vec<Seen> = cap
         .frames(Duration::from_secs(10))
@@ -371,6 +377,88 @@ fn source_nat_translates_as_the_kernel_does() {
         );
     }
     assert_eq!(ours, kernel, "vrouterd translates as the kernel does");
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}
+
+/// The kernel as the oracle for a floating IP: a router namespace doing 1:1 NAT with
+/// iptables (DNAT of the floating address to the pod, SNAT of the pod's flows to it) delivers
+/// the remote's datagrams and pings to the pod as vrouterd does: to the pod's address from the
+/// remote's real one, ports and payloads kept, checksums valid; and the pod's own leave from
+/// the floating address both ways alike.
+#[test]
+fn floating_ip_translates_as_the_kernels_dnat_does() {
+    const FLOATING: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 200);
+    let router = Netns::new("natkd");
+    let kpod = KernelPod::attached_to(Some(&router), "kdo", 1, 1500);
+    let kremote = remote(&router, "kdr", None);
+    router.ip(&["addr", "add", "198.18.1.1/24", "dev", &kpod.host_side]);
+    router.ip(&[
+        "addr",
+        "add",
+        &format!("{REMOTE_GW}/24"),
+        "dev",
+        &kremote.host_side,
+    ]);
+    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let (floating, pod_ip) = (FLOATING.to_string(), kpod.ip.to_string());
+    router.exec(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-d",
+        &floating,
+        "-j",
+        "DNAT",
+        "--to-destination",
+        &pod_ip,
+    ]);
+    router.exec(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        &pod_ip,
+        "-o",
+        &kremote.host_side,
+        "-j",
+        "SNAT",
+        "--to-source",
+        &floating,
+    ]);
+    let kernel_in = send_to_and_capture(&kremote, FLOATING, &kpod);
+    let kernel_out = send_to_and_capture(&kpod, REMOTE, &kremote);
+
+    let node = Netns::new("natvd");
+    let pod = KernelPod::attached_to(Some(&node), "vdo", 1, 1500);
+    let remote = remote(&node, "vdr", Some("00:00:5e:00:01:00"));
+    let vr = vrouterd_with_snat(&node, &pod, &remote);
+    let fip = control_api::api::FloatingIp { vrf: 1, ip: pod.ip };
+    vr.api(|c| async move { c.floating_ip_set(FLOATING, &fip).await })
+        .expect("floating ip");
+    let ours_in = send_to_and_capture(&remote, FLOATING, &pod);
+    let ours_out = send_to_and_capture(&pod, REMOTE, &remote);
+
+    assert_eq!(kernel_in.len(), 5, "the kernel's inbound: {kernel_in:?}");
+    for s in &kernel_in {
+        assert!(
+            s.src == REMOTE && s.dst == kpod.ip && s.checksums_ok,
+            "kernel: {s:?}"
+        );
+    }
+    assert!(kernel_in.iter().any(|s| s.dport == 7000));
+    assert_eq!(kernel_out.len(), 5, "the kernel's outbound: {kernel_out:?}");
+    for s in &kernel_out {
+        assert!(s.src == FLOATING && s.checksums_ok, "kernel: {s:?}");
+    }
+    assert_eq!(ours_in, kernel_in, "inbound translated as the kernel does");
+    assert_eq!(
+        ours_out, kernel_out,
+        "outbound translated as the kernel does"
+    );
     assert!(vr.stop().success(), "vrouterd stops cleanly");
 }
 
