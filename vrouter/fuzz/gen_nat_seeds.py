@@ -65,6 +65,20 @@ seeds = {
     + rec(1, 1, metadata(POD_A, "198.18.1.10", TCP(sport=4000, dport=80, flags="A") / Raw(b"GET /")))
     + rec(1, 0x7f, metadata(POD_A, "198.18.1.10", TCP(sport=4000, dport=80, flags="FA")))
     + rec(0, 1, from_metadata("169.254.1.1", TCP(sport=8775, dport=4000, flags="FA"))),
+    # Pod 1 to the VIP (198.18.1.100:80) balanced by least flows (vif bit 6), three connections
+    # from three ports, backend 198.18.1.10:8081 taken out (bit 3) and put back.
+    "vip_least_flows": rec(0x41, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst="198.18.1.100") / TCP(sport=5000, dport=80, flags="S"))
+    + rec(1, 0, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst="198.18.1.100") / TCP(sport=5001, dport=80, flags="S"))
+    + rec(2, 1, Ether(src=POD_B, dst=VROUTER) / IP(src="198.18.1.11", dst="198.18.1.100") / TCP(sport=5002, dport=80, flags="S"))
+    + rec(9, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst="198.18.1.100") / TCP(sport=5003, dport=80, flags="S"))
+    + rec(0x49, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst="198.18.1.100") / TCP(sport=5004, dport=80, flags="S")),
+    # A pod's own ICMP errors about replies that came through source NAT and through its
+    # floating IP: they leave from the pool pair and the floating address.
+    "pod_icmp_errors_through_nat": rec(2, 1, pod2(UDP(sport=1000, dport=53)))
+    + rec(0, 1, fabric(UDP(sport=53, dport=40000) / Raw(b"a")))
+    + rec(2, 1, pod2(ICMP(type=3, code=3) / IP(src=REMOTE, dst="198.18.1.11") / UDP(sport=53, dport=1000)))
+    + rec(0, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst="198.51.100.200") / UDP(sport=7, dport=53))
+    + rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst=REMOTE) / ICMP(type=3, code=3) / IP(src=REMOTE, dst="198.18.1.10") / UDP(sport=7, dport=53)),
 }
 for name, data in seeds.items():
     open(os.path.join("corpus/pipeline_flows", "seed-" + name), "wb").write(data)

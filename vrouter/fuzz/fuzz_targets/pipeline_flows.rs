@@ -8,7 +8,8 @@
 //! pick the vif, bit 4 detaches VRF 5 from source NAT or attaches it again, bit 5 removes pod
 //! 1's floating IP (198.51.100.200 for 198.18.1.10) or sets it again, bit 3 takes backend
 //! 198.18.1.10:8081 out of service VIP 198.18.1.100:80/TCP (VRF 5, also over 198.18.1.11:8080)
-//! or puts it back: after every call no flow to the VIP leaves for a backend it lacks.
+//! or puts it back: after every call no flow to the VIP leaves for a backend it lacks; bit 6
+//! switches the VIP's balancing between the flow hash and least flows.
 //! Link-local service 169.254.169.254:80/TCP leads to 198.51.100.80:8775 out of the fabric, from
 //! each pod vif's own 169.254.1.x.
 //! Source NAT: VRF 5 leaves for 203.0.113.0/24 through a pool of four pairs (198.51.100.64,
@@ -141,8 +142,9 @@ const LINK_LOCAL: LinkLocal = LinkLocal {
     service_port: 8775,
 };
 
-/// Service VIP 198.18.1.100:80/TCP of the pod VRF, over both pods (`all`) or pod 2 alone.
-fn service(all: bool) -> Service {
+/// Service VIP 198.18.1.100:80/TCP of the pod VRF, over both pods (`all`) or pod 2 alone,
+/// balanced by flow hash or by least flows.
+fn service(all: bool, least_flows: bool) -> Service {
     let mut backends = vec![(0xc612_010b, 8080)]; // 198.18.1.11
     if all {
         backends.push((0xc612_010a, 8081)); // 198.18.1.10
@@ -153,7 +155,11 @@ fn service(all: bool) -> Service {
         addr: VIP,
         port: 80,
         backends,
-        balance: vrouter::nat::Balance::Hash,
+        balance: if least_flows {
+            vrouter::nat::Balance::LeastFlows
+        } else {
+            vrouter::nat::Balance::Hash
+        },
     }
 }
 
@@ -206,7 +212,7 @@ impl<'a> Side<'a> {
         .expect("pool");
         nat.attach(POD_VRF, "egress").expect("attach");
         nat.set_floating(FLOATING).expect("floating IP");
-        nat.set_service(service(true)).expect("service");
+        nat.set_service(service(true, false)).expect("service");
         nat.set_link_local(LINK_LOCAL).expect("link-local service");
         let policies = Policies::new(table);
         policies.set(1, Some(pod1_policy())).expect("policy");
@@ -245,10 +251,12 @@ impl<'a> Side<'a> {
         pod1_guarded: bool,
         nat_toggle: Option<bool>,
         floating_toggle: Option<bool>,
-        backend_toggle: Option<bool>,
+        backends: Option<(bool, bool)>,
     ) {
-        if let Some(all) = backend_toggle {
-            self.nat.set_service(service(all)).expect("service");
+        if let Some((all, least_flows)) = backends {
+            self.nat
+                .set_service(service(all, least_flows))
+                .expect("service");
         }
         match floating_toggle {
             Some(true) => {
@@ -370,6 +378,7 @@ fuzz_target!(|data: &[u8]| {
     let mut nat_attached = true;
     let mut floating_set = true;
     let mut all_backends = true;
+    let mut least_flows = false;
 
     let mut rest = data;
     let mut group: Vec<&[u8]> = Vec::with_capacity(MAX_GROUP);
@@ -383,10 +392,13 @@ fuzz_target!(|data: &[u8]| {
             floating_set = !floating_set;
             floating_set
         });
-        let backend_toggle = (vif & 0x08 != 0).then(|| {
+        if vif & 0x08 != 0 {
             all_backends = !all_backends;
-            all_backends
-        });
+        }
+        if vif & 0x40 != 0 {
+            least_flows = !least_flows;
+        }
+        let backends = (vif & 0x48 != 0).then_some((all_backends, least_flows));
         let vif = u16::from(vif % 4);
         now += u64::from(ctl & 0x3f) * 40;
         if ctl & 0x80 != 0 {
@@ -398,7 +410,7 @@ fuzz_target!(|data: &[u8]| {
             pod1_guarded,
             nat_toggle,
             floating_toggle,
-            backend_toggle,
+            backends,
         );
         burst.control(
             ctl,
@@ -406,13 +418,13 @@ fuzz_target!(|data: &[u8]| {
             pod1_guarded,
             nat_toggle,
             floating_toggle,
-            backend_toggle,
+            backends,
         );
         // The records of a burst: this one and those after it with control byte 0.
         group.clear();
         group.push(frame);
         while let Some((v, 0, frame, next)) = record(rest) {
-            if u16::from(v % 4) != vif || v & 0x38 != 0 || group.len() == MAX_GROUP {
+            if u16::from(v % 4) != vif || v & 0x78 != 0 || group.len() == MAX_GROUP {
                 break;
             }
             group.push(frame);
