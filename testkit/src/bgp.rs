@@ -3,11 +3,14 @@
 //! VRF 1; a GoBGP route reflector in a namespace of its own; all joined by one bridge (in a
 //! "fabric" namespace) that carries both the tunnels (198.19.0.0/24, vrouterd's fabric
 //! addresses) and the BGP sessions (198.51.100.0/24 on each node's kernel `ctl0`). Private
-//! ASN 64512, iBGP, EVPN type-5, hold time 3 s.
+//! ASN 64512, iBGP, EVPN and L3VPN (IPv4, IPv6) address families, hold time 3 s.
 //!
 //! Node `k` (1-based) has fabric address 198.19.0.k, fabric MAC 02:00:00:00:fa:0k, BGP
 //! address 198.51.100.k, and pods 198.18.(10k+1).2 and 198.18.(10k+2).2, each advertised as
-//! a /32 with route distinguisher 198.19.0.k:1, route target 64512:1 and VNI [`VNI`].
+//! a /32 with route distinguisher 198.19.0.k:1 and route target 64512:1: with
+//! [`NodeOverlay::Evpn`] as an EVPN type-5 route with VNI [`VNI`]; with [`NodeOverlay::Vpn`]
+//! as a VPNv4 route with MPLS label [`label`]`(k)`, and the pods' IPv6 addresses
+//! (2001:db8:18:(10k+j)::2) as /128 VPNv6 routes too.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +36,22 @@ pub const HOLD_TIME: u32 = 3;
 
 const IP: &str = "/usr/sbin/ip";
 
+/// How node `k`'s VRF 1 reaches and is reached by the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeOverlay {
+    /// VRF 1's identity has VNI [`VNI`] (mapped to it): EVPN type-5 over VXLAN.
+    Evpn,
+    /// VRF 1's identity has MPLS label [`label`]`(k)` (vrouter-bgp maps it to the VRF), and
+    /// vrouter-bgp runs with `--mpls-encap MPLS_ENCAP` (`udp` or `gre`): VPNv4/VPNv6 over
+    /// MPLS. The pods' IPv6 addresses are routed too.
+    Vpn { mpls_encap: &'static str },
+}
+
+/// Node `k`'s per-VRF MPLS label of VRF 1 with [`NodeOverlay::Vpn`].
+pub fn label(k: u8) -> u32 {
+    2000 + u32::from(k)
+}
+
 pub fn fabric_ip(k: u8) -> String {
     format!("198.19.0.{k}")
 }
@@ -57,7 +76,7 @@ pub fn vrouter_bgp_bin(vrouterd: &Path) -> PathBuf {
     bin
 }
 
-/// gobgpd's TOML: `router_id` peering with each of `neighbors` (iBGP, EVPN), as their route
+/// gobgpd's TOML: `router_id` peering with each of `neighbors` (iBGP, EVPN, VPNv4, VPNv6), as their route
 /// reflector when `reflector`; listening for BGP only then.
 fn gobgpd_config(router_id: &str, neighbors: &[String], reflector: bool) -> String {
     let port = if reflector { "" } else { "  port = -1\n" };
@@ -76,7 +95,11 @@ fn gobgpd_config(router_id: &str, neighbors: &[String], reflector: bool) -> Stri
                 "  [neighbors.route-reflector.config]\n    route-reflector-client = true\n    route-reflector-cluster-id = \"{router_id}\"\n"
             );
         }
-        s += "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"l2vpn-evpn\"\n";
+        for family in ["l2vpn-evpn", "l3vpn-ipv4-unicast", "l3vpn-ipv6-unicast"] {
+            s += &format!(
+                "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n"
+            );
+        }
     }
     s
 }
@@ -114,6 +137,7 @@ pub fn gobgp(ns: &Netns, args: &[&str]) -> String {
 /// One node. Fields drop in order: vrouter-bgp, gobgpd, vrouterd, pods, namespace.
 pub struct BgpNode {
     pub k: u8,
+    pub overlay: NodeOverlay,
     pub bgp: TestProcess,
     pub gobgpd: Option<TestProcess>,
     gobgpd_config: PathBuf,
@@ -170,8 +194,20 @@ impl Drop for Cluster {
 
 impl Cluster {
     /// Starts `n` nodes (at most 9) and the reflector; `tag` (a few characters) keeps names
-    /// apart from other tests'. Returns at once: routes converge in the background.
+    /// apart from other tests'. Returns at once: routes converge in the background. Every
+    /// node's VRF 1 is EVPN over VXLAN.
     pub fn start(vrouterd: &Path, vrouter_bgp: &Path, tag: &str, n: u8) -> Cluster {
+        Self::start_with(vrouterd, vrouter_bgp, tag, n, |_| NodeOverlay::Evpn)
+    }
+
+    /// As [`Cluster::start`], node `k`'s VRF 1 reached as `overlay(k)` says.
+    pub fn start_with(
+        vrouterd: &Path,
+        vrouter_bgp: &Path,
+        tag: &str,
+        n: u8,
+        overlay: impl Fn(u8) -> NodeOverlay,
+    ) -> Cluster {
         assert!((1..=9).contains(&n));
         let fabric_ns = Netns::new(&format!("{tag}fab"));
         fabric_ns.ip(&["link", "add", "br0", "type", "bridge"]);
@@ -204,28 +240,32 @@ impl Cluster {
                 ns.ip(&["link", "set", &pod.host_side, "mtu", &POD_MTU.to_string()]);
                 pod
             });
-            let vr = node_vrouterd(vrouterd, &ns, &fabric, k, &pods);
+            let node_overlay = overlay(k);
+            let vr = node_vrouterd(vrouterd, &ns, &fabric, k, &pods, node_overlay);
             let (gobgpd, gobgpd_config) = gobgpd(
                 &ns,
                 &gobgpd_config(&format!("198.51.100.{k}"), &[RR_IP.to_string()], false),
             );
-            let bgp = TestProcess::spawn(
-                Path::new(IP),
-                &[
-                    "netns",
-                    "exec",
-                    ns.name(),
-                    &vrouter_bgp.display().to_string(),
-                    "--vrouter-socket",
-                    &vr.control_socket().display().to_string(),
-                    "--fabric-ip",
-                    &fabric_ip(k),
-                    "--poll-ms",
-                    "200",
-                ],
-            );
+            let mut args = vec![
+                "netns".to_string(),
+                "exec".into(),
+                ns.name().into(),
+                vrouter_bgp.display().to_string(),
+                "--vrouter-socket".into(),
+                vr.control_socket().display().to_string(),
+                "--fabric-ip".into(),
+                fabric_ip(k),
+                "--poll-ms".into(),
+                "200".into(),
+            ];
+            if let NodeOverlay::Vpn { mpls_encap } = node_overlay {
+                args.extend(["--mpls-encap".into(), mpls_encap.into()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let bgp = TestProcess::spawn(Path::new(IP), &args);
             nodes.push(BgpNode {
                 k,
+                overlay: node_overlay,
                 bgp,
                 gobgpd: Some(gobgpd),
                 gobgpd_config,
@@ -256,14 +296,17 @@ impl Cluster {
     }
 }
 
-/// vrouterd of node `k` with its pods in VRF 1 (nexthops 1 and 2, /32 routes; their gateways
-/// answered by vrouterd), VNI [`VNI`] decapsulated into VRF 1, and VRF 1's routing identity.
+/// vrouterd of node `k` with its pods in VRF 1 (nexthops 1 and 2, /32 routes, /128 ones too
+/// with [`NodeOverlay::Vpn`]; their gateways answered by vrouterd) and VRF 1's routing
+/// identity: VNI [`VNI`] decapsulated into VRF 1, or label [`label`]`(k)` (left for
+/// vrouter-bgp to map).
 fn node_vrouterd(
     binary: &Path,
     ns: &Netns,
     fabric: &Fabric,
     k: u8,
     pods: &[KernelPod; 2],
+    overlay: NodeOverlay,
 ) -> Vrouterd {
     let (mac, mtu, ip) = (
         fabric_mac(k).to_string(),
@@ -305,15 +348,25 @@ fn node_vrouterd(
         );
         vr.set_route(&format!("{}/32", pod.ip), id);
         vr.set_route(&format!("{}/32", pod.gateway()), 10);
+        if overlay != NodeOverlay::Evpn {
+            vr.set_route(&format!("{}/128", pod.ip6), id);
+            vr.set_route(&format!("{}/128", pod.gateway6()), 10);
+        }
     }
-    vr.api(|c| async move { c.vxlan_set(VNI, 1).await })
-        .expect("vni");
+    let (vni, label) = match overlay {
+        NodeOverlay::Evpn => {
+            vr.api(|c| async move { c.vxlan_set(VNI, 1).await })
+                .expect("vni");
+            (Some(VNI), None)
+        }
+        NodeOverlay::Vpn { .. } => (None, Some(label(k))),
+    };
     let routing = VrfRouting {
         rd: format!("{ip}:1"),
         import_targets: vec![ROUTE_TARGET.into()],
         export_targets: vec![ROUTE_TARGET.into()],
-        vni: Some(VNI),
-        label: None,
+        vni,
+        label,
     };
     vr.api(|c| async move { c.vrf_routing_set(1, &routing).await })
         .expect("vrf routing identity");
