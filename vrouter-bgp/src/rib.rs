@@ -184,7 +184,13 @@ fn attrs(path: &Value) -> Result<Attrs, String> {
 }
 
 fn tunnel_endpoint(nexthop: Option<IpAddr>) -> Result<IpAddr, String> {
-    let nexthop = nexthop.ok_or("no next hop")?;
+    let mut nexthop = nexthop.ok_or("no next hop")?;
+    // A VPNv6 route's IPv4 next hop may come as an IPv4-mapped IPv6 address (RFC 4659).
+    if let IpAddr::V6(v6) = nexthop {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            nexthop = IpAddr::V4(v4);
+        }
+    }
     if nexthop.is_unspecified()
         || nexthop.is_multicast()
         || nexthop == IpAddr::V4(Ipv4Addr::BROADCAST)
@@ -455,6 +461,7 @@ mod tests {
             "big": [vpn("198.18.9.0/24", &[1 << 20], "198.19.0.9", "64512:1", &[13])],
             "stack": [vpn("198.18.10.0/24", &[2010, 2011], "198.19.0.10", "64512:1", &[13])],
             "nonh": [vpn("198.18.11.0/24", &[2011], "0.0.0.0", "64512:1", &[13])],
+            "w6": [vpn("2001:db8:c::/64", &[2012], "::ffff:198.19.0.12", "64512:1", &[])],
         });
         let mut ignored = Vec::new();
         let prefer = Preference {
@@ -474,8 +481,10 @@ mod tests {
                 ("198.18.4.0/24".into(), 2004, Encap::MplsGre), // none: ours
                 ("198.18.2.0/24".into(), 2002, Encap::MplsUdp), // theirs
                 ("2001:db8:6::/64".into(), 2006, Encap::MplsGre),
+                ("2001:db8:c::/64".into(), 2012, Encap::MplsGre),
             ]
         );
+        assert_eq!(got[5].nexthop, "198.19.0.12".parse::<IpAddr>().unwrap());
         assert!(got
             .iter()
             .all(|l| l.family == Family::Vpn && l.router_mac.is_none()));
