@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use control_api::api::{MplsTarget, Nexthop, TunnelEncap};
-use testkit::bgp::{self, Cluster, NodeOverlay, CONVERGE, VNI};
+use testkit::bgp::{self, Cluster, NodeOverlay, Reflector, CONVERGE, VNI};
 use testkit::wait;
 
 fn vrouterd_bin() -> PathBuf {
@@ -274,17 +274,111 @@ fn three_nodes_exchange_pod_routes_over_bgp_through_a_route_reflector() {
     );
 }
 
+/// Every pod pings every pod on the other nodes (their IPv6 addresses too when `v6`).
+fn ping_all(c: &Cluster, v6: bool) {
+    for i in 0..c.nodes.len() {
+        for a in 0..2 {
+            for j in (0..c.nodes.len()).filter(|j| *j != i) {
+                for b in 0..2 {
+                    let pod = &c.nodes[j].pods[b];
+                    let mut dsts = vec![pod.ip.to_string()];
+                    if v6 {
+                        dsts.push(pod.ip6.to_string());
+                    }
+                    for dst in dsts {
+                        let ok = wait::poll(
+                            Duration::from_secs(10),
+                            || ping_ok(c, i, a, &dst),
+                            |ok| *ok,
+                        );
+                        assert!(
+                            ok.is_ok(),
+                            "pod {a} of node {} cannot reach {dst} on node {}\n{}",
+                            i + 1,
+                            j + 1,
+                            c.outputs()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn three_nodes_reach_each_other_over_mpls_with_vpn_routes() {
+    mpls_cluster(Reflector::Gobgp, "bgv");
+}
+
+/// The same with FRR's bgpd reflecting the VPNv4/VPNv6 routes (issue 25's interop).
+#[test]
+fn three_nodes_reach_each_other_over_mpls_through_an_frr_route_reflector() {
+    mpls_cluster(Reflector::Frr, "bgf");
+}
+
+/// EVPN type-5 routes reflected by FRR's bgpd: every pod reaches every other node's pods over
+/// VXLAN.
+#[test]
+fn three_nodes_exchange_evpn_routes_through_an_frr_route_reflector() {
     let vrouterd = vrouterd_bin();
     let vrouter_bgp = bgp::vrouter_bgp_bin(&vrouterd);
-    // Nodes 1 and 3 ask for MPLS-over-UDP, node 2 for MPLS-over-GRE; each has its own label.
+    let c = Cluster::start_with(&vrouterd, &vrouter_bgp, "bge", 3, Reflector::Frr, |_| {
+        NodeOverlay::Evpn
+    });
+    for i in 0..3 {
+        converge(&c, i, &pods_elsewhere(&c, i, None), "after start");
+    }
+    let summary = bgp::frr_vtysh(&c, "show bgp l2vpn evpn summary");
+    for k in 1..=3 {
+        assert!(
+            summary.contains(&format!("198.51.100.{k}")),
+            "FRR does not peer with node {k}: {summary}"
+        );
+    }
+    for n in &c.nodes {
+        for r in n.routes().into_iter().filter(|r| r.nexthop >= 60_000) {
+            assert_eq!(r.label, Some(VNI), "node {}: {r:?}", n.k);
+            assert!(
+                matches!(
+                    n.nexthop(r.nexthop),
+                    Nexthop::Tunnel {
+                        encap: TunnelEncap::Vxlan,
+                        ..
+                    }
+                ),
+                "node {}: {r:?}",
+                n.k
+            );
+        }
+    }
+    ping_all(&c, false);
+}
+
+/// Nodes 1 and 3 ask for MPLS-over-UDP, node 2 for MPLS-over-GRE; each has its own label.
+fn mpls_cluster(reflector: Reflector, tag: &str) {
+    let vrouterd = vrouterd_bin();
+    let vrouter_bgp = bgp::vrouter_bgp_bin(&vrouterd);
     let encap_of = |k: u8| if k == 2 { "gre" } else { "udp" };
-    let c = Cluster::start_with(&vrouterd, &vrouter_bgp, "bgv", 3, |k| NodeOverlay::Vpn {
-        mpls_encap: encap_of(k),
+    let c = Cluster::start_with(&vrouterd, &vrouter_bgp, tag, 3, reflector, |k| {
+        NodeOverlay::Vpn {
+            mpls_encap: encap_of(k),
+        }
     });
     for i in 0..3 {
         converge(&c, i, &pods_elsewhere46(&c, i), "after start");
+    }
+    if reflector == Reflector::Frr {
+        // The routes went through FRR: it holds every node's pods' VPNv4 routes.
+        let table = bgp::frr_vtysh(&c, "show bgp ipv4 vpn");
+        for n in &c.nodes {
+            for p in &n.pods {
+                assert!(
+                    table.contains(&p.ip.to_string()),
+                    "{} not in FRR's table: {table}",
+                    p.ip
+                );
+            }
+        }
     }
     for (i, n) in c.nodes.iter().enumerate() {
         // vrouter-bgp mapped the VRF's label to it (the agent had not).
@@ -333,29 +427,7 @@ fn three_nodes_reach_each_other_over_mpls_with_vpn_routes() {
         "udp dst port 6635 or ip proto 47",
         64,
     );
-    for i in 0..3 {
-        for a in 0..2 {
-            for j in (0..3).filter(|j| *j != i) {
-                for b in 0..2 {
-                    let pod = &c.nodes[j].pods[b];
-                    for dst in [pod.ip.to_string(), pod.ip6.to_string()] {
-                        let ok = wait::poll(
-                            Duration::from_secs(10),
-                            || ping_ok(&c, i, a, &dst),
-                            |ok| *ok,
-                        );
-                        assert!(
-                            ok.is_ok(),
-                            "pod {a} of node {} cannot reach {dst} on node {}\n{}",
-                            i + 1,
-                            j + 1,
-                            c.outputs()
-                        );
-                    }
-                }
-            }
-        }
-    }
+    ping_all(&c, true);
     let frames = capture.frames(Duration::from_secs(5));
     assert!(!frames.is_empty(), "no MPLS on node 1's fabric");
     // tshark's reading: MPLS over UDP 6635 toward nodes 1 and 3, over GRE toward node 2, each

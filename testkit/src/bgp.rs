@@ -36,6 +36,83 @@ pub const HOLD_TIME: u32 = 3;
 
 const IP: &str = "/usr/sbin/ip";
 
+/// The route reflector's implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reflector {
+    /// GoBGP's gobgpd.
+    Gobgp,
+    /// FRR's bgpd (`/usr/lib/frr/bgpd`, Debian `frr`), without zebra.
+    Frr,
+}
+
+/// FRR bgpd's configuration: the reflector `router_id` for each of `clients` in the VPNv4,
+/// VPNv6 and EVPN families, with [`HOLD_TIME`].
+fn frr_config(router_id: &str, clients: &[String]) -> String {
+    let mut s = format!(
+        "frr defaults traditional\nhostname rr\nlog stdout warnings\n!\nrouter bgp {ASN}\n \
+         bgp router-id {router_id}\n bgp cluster-id {router_id}\n no bgp default ipv4-unicast\n"
+    );
+    for n in clients {
+        s += &format!(
+            " neighbor {n} remote-as {ASN}\n neighbor {n} timers 1 {HOLD_TIME}\n neighbor {n} timers connect 1\n"
+        );
+    }
+    for family in ["ipv4 vpn", "ipv6 vpn", "l2vpn evpn"] {
+        s += &format!(" address-family {family}\n");
+        for n in clients {
+            s += &format!("  neighbor {n} activate\n  neighbor {n} route-reflector-client\n");
+        }
+        s += " exit-address-family\n";
+    }
+    s + "!\n"
+}
+
+/// FRR's bgpd in `ns` with configuration `conf`, listening on `address`, its vty socket in
+/// `dir`.
+fn frr_bgpd(ns: &Netns, conf: &str, address: &str, dir: &Path) -> TestProcess {
+    std::fs::create_dir_all(dir).expect("bgpd's directory");
+    let path = dir.join("bgpd.conf");
+    std::fs::write(&path, conf).expect("writing bgpd.conf");
+    let d = dir.display().to_string();
+    TestProcess::spawn(
+        Path::new(IP),
+        &[
+            "netns",
+            "exec",
+            ns.name(),
+            "/usr/lib/frr/bgpd",
+            "-f",
+            &path.display().to_string(),
+            "--no_zebra",
+            "--skip_runas",
+            "--no_kernel",
+            "--listenon",
+            address,
+            "--vty_port",
+            "0",
+            "--vty_socket",
+            &d,
+            "--pid_file",
+            &format!("{d}/bgpd.pid"),
+            "--log",
+            "stdout",
+        ],
+    )
+}
+
+/// `vtysh -c COMMAND` against the FRR bgpd of a cluster started with [`Reflector::Frr`].
+pub fn frr_vtysh(c: &Cluster, command: &str) -> String {
+    c.rr_ns.exec(&[
+        "vtysh",
+        "--vty_socket",
+        &c.rr_config.display().to_string(),
+        "-d",
+        "bgpd",
+        "-c",
+        command,
+    ])
+}
+
 /// How node `k`'s VRF 1 reaches and is reached by the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeOverlay {
@@ -181,6 +258,8 @@ impl Drop for BgpNode {
 pub struct Cluster {
     pub nodes: Vec<BgpNode>,
     pub rr: TestProcess,
+    pub reflector: Reflector,
+    /// gobgpd's configuration file, or bgpd's directory.
     rr_config: PathBuf,
     pub rr_ns: Netns,
     pub fabric: Netns,
@@ -188,7 +267,14 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.rr_config);
+        match self.reflector {
+            Reflector::Gobgp => {
+                let _ = std::fs::remove_file(&self.rr_config);
+            }
+            Reflector::Frr => {
+                let _ = std::fs::remove_dir_all(&self.rr_config);
+            }
+        }
     }
 }
 
@@ -197,15 +283,19 @@ impl Cluster {
     /// apart from other tests'. Returns at once: routes converge in the background. Every
     /// node's VRF 1 is EVPN over VXLAN.
     pub fn start(vrouterd: &Path, vrouter_bgp: &Path, tag: &str, n: u8) -> Cluster {
-        Self::start_with(vrouterd, vrouter_bgp, tag, n, |_| NodeOverlay::Evpn)
+        Self::start_with(vrouterd, vrouter_bgp, tag, n, Reflector::Gobgp, |_| {
+            NodeOverlay::Evpn
+        })
     }
 
-    /// As [`Cluster::start`], node `k`'s VRF 1 reached as `overlay(k)` says.
+    /// As [`Cluster::start`], with `reflector` as the route reflector and node `k`'s VRF 1
+    /// reached as `overlay(k)` says.
     pub fn start_with(
         vrouterd: &Path,
         vrouter_bgp: &Path,
         tag: &str,
         n: u8,
+        reflector: Reflector,
         overlay: impl Fn(u8) -> NodeOverlay,
     ) -> Cluster {
         assert!((1..=9).contains(&n));
@@ -223,7 +313,14 @@ impl Cluster {
         port("crr", "1500");
         rr_ns.ip(&["addr", "add", &format!("{RR_IP}/24"), "dev", "ctl0"]);
         let clients: Vec<String> = (1..=n).map(|k| format!("198.51.100.{k}")).collect();
-        let (rr, rr_config) = gobgpd(&rr_ns, &gobgpd_config(RR_IP, &clients, true));
+        let (rr, rr_config) = match reflector {
+            Reflector::Gobgp => gobgpd(&rr_ns, &gobgpd_config(RR_IP, &clients, true)),
+            Reflector::Frr => {
+                let dir = temp_path("bgpd", "d");
+                let p = frr_bgpd(&rr_ns, &frr_config(RR_IP, &clients), RR_IP, &dir);
+                (p, dir)
+            }
+        };
 
         let mut nodes = Vec::new();
         for k in 1..=n {
@@ -277,6 +374,7 @@ impl Cluster {
         Cluster {
             nodes,
             rr,
+            reflector,
             rr_config,
             rr_ns,
             fabric: fabric_ns,
