@@ -6,7 +6,9 @@
 //! pods' traffic a counted drop, not a black hole), and gets them back when it returns. The
 //! same cluster with VPNv4/VPNv6 routes: every pod reaches every other node's pods over
 //! MPLS-over-UDP or MPLS-over-GRE, as each node's routes ask, with the per-VRF label they
-//! carried; a route removed on its node is withdrawn everywhere.
+//! carried; a route removed on its node is withdrawn everywhere; an FRR bgpd standing in for a
+//! gateway originates a VPNv4 route every node forwards to with its label. With FRR's bgpd as
+//! the route reflector: the same VPN test, and pods reaching each other over EVPN routes.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -513,4 +515,92 @@ fn mpls_cluster(reflector: Reflector, tag: &str) {
     }
     let dst = c.nodes[1].pods[1].ip.to_string();
     assert!(!ping_ok(&c, 0, 0, &dst), "withdrawn pod still reached");
+
+    // A gateway stand-in, FRR's bgpd, originates a VPNv4 route with a label and no
+    // encapsulation community: every node installs it in its own preferred encapsulation and
+    // forwards to the gateway with the gateway's label.
+    let gw = c.frr_gateway(tag);
+    for n in &c.nodes {
+        let got = wait::poll(
+            CONVERGE,
+            || {
+                n.routes()
+                    .into_iter()
+                    .find(|r| r.prefix.to_string() == bgp::GATEWAY_PREFIX)
+            },
+            |r| r.is_some(),
+        );
+        let Ok(Some(r)) = got else {
+            panic!(
+                "node {}: no route to the gateway\n{}\n--- gateway\n{}",
+                n.k,
+                c.outputs(),
+                gw.bgpd.outputs()
+            );
+        };
+        assert_eq!(r.label, Some(bgp::GATEWAY_LABEL), "node {}: {r:?}", n.k);
+        let Nexthop::Tunnel { encap, dip, .. } = n.nexthop(r.nexthop) else {
+            panic!("node {}: {r:?} is not through a tunnel", n.k);
+        };
+        assert_eq!(dip.to_string(), bgp::GATEWAY_FABRIC_IP, "node {}", n.k);
+        let want = if n.k == 2 {
+            TunnelEncap::Mplsogre
+        } else {
+            TunnelEncap::Mplsoudp
+        };
+        assert_eq!(encap, want, "node {}: the node's preference", n.k);
+    }
+    let capture = gw.ns.capture("eth0", "udp dst port 6635 or ip proto 47", 4);
+    for i in [0, 1] {
+        // Nothing answers behind the gateway: the pings only have to leave.
+        for _ in 0..2 {
+            ping_ok(&c, i, 0, "198.18.200.1");
+        }
+    }
+    let frames = capture.frames(Duration::from_secs(5));
+    let pcap = testkit::netns::PcapFile::write(&frames).expect("pcap");
+    let out = std::process::Command::new("tshark")
+        .args(["-r", &pcap.path.display().to_string()])
+        .args([
+            "-d",
+            "udp.port==6635,mpls",
+            "-T",
+            "fields",
+            "-E",
+            "separator=;",
+        ])
+        .args([
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "ip.proto",
+            "-e",
+            "mpls.label",
+        ])
+        .output()
+        .expect("tshark");
+    let lines = String::from_utf8_lossy(&out.stdout);
+    let mut from = BTreeSet::new();
+    for l in lines.lines() {
+        let f: Vec<&str> = l.split(';').collect();
+        assert_eq!(f.len(), 4, "tshark: {l}");
+        let src = f[0].split(',').next().unwrap_or_default();
+        let proto = f[2].split(',').next().unwrap_or_default();
+        assert_eq!(
+            f[1],
+            format!("{},198.18.200.1", bgp::GATEWAY_FABRIC_IP),
+            "tshark: {l}"
+        );
+        assert_eq!(f[3], bgp::GATEWAY_LABEL.to_string(), "tshark: {l}");
+        let want = if src == bgp::fabric_ip(2) { "47" } else { "17" };
+        assert_eq!(proto, want, "tshark: {l}");
+        from.insert(src.to_string());
+    }
+    assert_eq!(
+        from,
+        BTreeSet::from([bgp::fabric_ip(1), bgp::fabric_ip(2)]),
+        "frames at the gateway: {lines}"
+    );
 }

@@ -36,6 +36,29 @@ pub const HOLD_TIME: u32 = 3;
 
 const IP: &str = "/usr/sbin/ip";
 
+/// The FRR gateway's BGP address (a route reflector client of every cluster), fabric address,
+/// and the VPNv4 route it originates: prefix, label (no encapsulation community), RD.
+pub const GATEWAY_BGP_IP: &str = "198.51.100.250";
+pub const GATEWAY_FABRIC_IP: &str = "198.19.0.250";
+pub const GATEWAY_PREFIX: &str = "198.18.200.0/24";
+pub const GATEWAY_LABEL: u32 = 3000;
+
+/// A gateway stand-in on the fabric: FRR's bgpd (no zebra) peering with the route reflector
+/// and originating one static VPNv4 route, [`GATEWAY_PREFIX`] with label [`GATEWAY_LABEL`],
+/// route target 64512:1, next hop [`GATEWAY_FABRIC_IP`], no encapsulation community. Its
+/// kernel interface `eth0` on the fabric bridge holds both addresses. Fields drop in order.
+pub struct FrrGateway {
+    pub bgpd: TestProcess,
+    dir: PathBuf,
+    pub ns: Netns,
+}
+
+impl Drop for FrrGateway {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The route reflector's implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reflector {
@@ -97,6 +120,18 @@ fn frr_bgpd(ns: &Netns, conf: &str, address: &str, dir: &Path) -> TestProcess {
             "--log",
             "stdout",
         ],
+    )
+}
+
+/// FRR bgpd's configuration for [`FrrGateway`].
+fn frr_gateway_config() -> String {
+    format!(
+        "frr defaults traditional\nhostname gw\nlog stdout warnings\n!\n\
+         route-map GW permit 10\n set extcommunity rt 64512:1\n set ipv4 vpn next-hop {GATEWAY_FABRIC_IP}\n!\n\
+         router bgp {ASN}\n bgp router-id {GATEWAY_BGP_IP}\n no bgp default ipv4-unicast\n no bgp network import-check\n\
+         \x20neighbor {RR_IP} remote-as {ASN}\n neighbor {RR_IP} timers 1 {HOLD_TIME}\n neighbor {RR_IP} timers connect 1\n\
+         \x20address-family ipv4 vpn\n  neighbor {RR_IP} activate\n\
+         \x20 network {GATEWAY_PREFIX} rd {GATEWAY_BGP_IP}:1 label {GATEWAY_LABEL} route-map GW\n exit-address-family\n!\n"
     )
 }
 
@@ -312,7 +347,8 @@ impl Cluster {
         fabric_ns.veth("crr", "ctl0", Some(&rr_ns));
         port("crr", "1500");
         rr_ns.ip(&["addr", "add", &format!("{RR_IP}/24"), "dev", "ctl0"]);
-        let clients: Vec<String> = (1..=n).map(|k| format!("198.51.100.{k}")).collect();
+        let mut clients: Vec<String> = (1..=n).map(|k| format!("198.51.100.{k}")).collect();
+        clients.push(GATEWAY_BGP_IP.into());
         let (rr, rr_config) = match reflector {
             Reflector::Gobgp => gobgpd(&rr_ns, &gobgpd_config(RR_IP, &clients, true)),
             Reflector::Frr => {
@@ -379,6 +415,20 @@ impl Cluster {
             rr_ns,
             fabric: fabric_ns,
         }
+    }
+
+    /// Starts an [`FrrGateway`] on the fabric (namespace `{tag}gw`).
+    pub fn frr_gateway(&self, tag: &str) -> FrrGateway {
+        let ns = Netns::new(&format!("{tag}gw"));
+        self.fabric.veth("cgw", "eth0", Some(&ns));
+        self.fabric
+            .ip(&["link", "set", "cgw", "master", "br0", "mtu", "1500", "up"]);
+        for a in [GATEWAY_BGP_IP, GATEWAY_FABRIC_IP] {
+            ns.ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"]);
+        }
+        let dir = temp_path("bgpd-gw", "d");
+        let bgpd = frr_bgpd(&ns, &frr_gateway_config(), GATEWAY_BGP_IP, &dir);
+        FrrGateway { bgpd, dir, ns }
     }
 
     /// Every process's output, for assertion messages.
