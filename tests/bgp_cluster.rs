@@ -603,4 +603,41 @@ fn mpls_cluster(reflector: Reflector, tag: &str) {
         BTreeSet::from([bgp::fabric_ip(1), bgp::fabric_ip(2)]),
         "frames at the gateway: {lines}"
     );
+
+    // Node 3's VRF loses its routing identity: vrouter-bgp removes the label mapping it made,
+    // node 3's routes are withdrawn from node 1, and node 3 imports nothing any more.
+    c.nodes[2]
+        .vr
+        .api(|cl| async move { cl.vrf_routing_del(1).await })
+        .expect("routing del");
+    let mapped = wait::poll(
+        CONVERGE,
+        || {
+            c.nodes[2]
+                .vr
+                .api(|cl| async move { cl.mpls().await })
+                .expect("mpls")
+        },
+        |m| m.iter().all(|e| e.label != bgp::label(3)),
+    );
+    assert!(
+        mapped.is_ok(),
+        "label {} still mapped: {mapped:?}",
+        bgp::label(3)
+    );
+    let mut want1: BTreeSet<String> = pods_elsewhere46(&c, 0)
+        .into_iter()
+        .filter(|p| {
+            !c.nodes[2]
+                .pods
+                .iter()
+                .any(|q| *p == format!("{}/32", q.ip) || *p == format!("{}/128", q.ip6))
+        })
+        .collect();
+    for p in &gone {
+        want1.remove(p);
+    }
+    want1.insert(bgp::GATEWAY_PREFIX.to_string());
+    converge(&c, 0, &want1, "after node 3's identity went");
+    converge(&c, 2, &BTreeSet::new(), "after node 3's identity went");
 }
