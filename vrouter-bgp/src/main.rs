@@ -669,3 +669,99 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control_api::dataplane::TableChange;
+    use control_api::journal::RoutingRecord;
+
+    fn change<T: serde::Serialize>(c: T) -> Value {
+        serde_json::to_value(c).expect("json")
+    }
+
+    /// The change stream's own forms (vrouterd's serde) of a pod, an identity with a label and
+    /// that label's mapping: the pod route is advertised as VPN only while the label leads to
+    /// the VRF, as EVPN too when the identity has a VNI.
+    #[test]
+    fn stream_changes_feed_vpn_adverts_gated_by_the_label_mapping() {
+        let mut l = Local::default();
+        let prefix: IpPrefix = "198.18.11.2/32".parse().unwrap();
+        let mut routing = VrfRouting {
+            rd: "198.19.0.1:1".into(),
+            import_targets: vec!["target:64512:1".into()],
+            export_targets: vec!["target:64512:1".into()],
+            vni: None,
+            label: Some(2001),
+        };
+        for c in [
+            change(TableChange::NexthopSet {
+                id: 1,
+                nexthop: Nexthop::Encap {
+                    vif: "pod1".into(),
+                    dmac: MacAddr([2, 0, 0, 0, 0x11, 2]),
+                },
+            }),
+            change(TableChange::RouteSet {
+                vrf: 1,
+                route: Route {
+                    prefix,
+                    nexthop: 1,
+                    label: None,
+                },
+            }),
+            change(RoutingRecord::VrfRoutingSet {
+                vrf: 1,
+                routing: routing.clone(),
+            }),
+        ] {
+            assert!(l.apply(&c), "{c}");
+        }
+        let gated = |l: &Local| {
+            let mpls = &l.mpls;
+            l.adverts(Encap::MplsGre, |label, vrf| {
+                mpls.get(&label) == Some(&MplsTarget::Vrf(vrf))
+            })
+        };
+        assert!(
+            gated(&l).is_empty(),
+            "advertised before the label leads to the vrf"
+        );
+
+        assert!(l.apply(&change(TableChange::MplsVrfSet {
+            label: 2001,
+            vrf: 1
+        })));
+        let got = gated(&l);
+        let a = &got[&(1, prefix, Family::Vpn)];
+        assert_eq!(
+            a.overlay,
+            Overlay::Vpn {
+                label: 2001,
+                encap: Encap::MplsGre
+            }
+        );
+        assert_eq!(
+            (a.rd.as_str(), a.targets.clone()),
+            ("198.19.0.1:1", vec!["64512:1".to_string()])
+        );
+
+        // A VNI too: both families.
+        routing.vni = Some(1001);
+        assert!(l.apply(&change(RoutingRecord::VrfRoutingSet { vrf: 1, routing })));
+        let keys: Vec<Family> = gated(&l).keys().map(|k| k.2).collect();
+        assert_eq!(keys, [Family::Evpn, Family::Vpn]);
+
+        // The label led elsewhere, or nowhere: no VPN advert.
+        assert!(l.apply(&change(TableChange::MplsSet {
+            label: 2001,
+            nexthop: 1
+        })));
+        assert_eq!(
+            gated(&l).keys().map(|k| k.2).collect::<Vec<_>>(),
+            [Family::Evpn]
+        );
+        assert!(l.apply(&change(TableChange::MplsDel { label: 2001 })));
+        assert!(l.mpls.is_empty());
+    }
+}
