@@ -5,6 +5,9 @@
 #   on the same bridge), vrouter-bgp, and two kernel pods in VRF 1 (198.18.K1.2, 198.18.K2.2),
 #   VRF 1's routing identity being RD 198.19.0.K:1, route target 64512:1, VNI 1001; and a GoBGP
 #   route reflector (198.51.100.254). Private ASN 64512, EVPN type-5 routes, VXLAN tunnels.
+#   CLUSTER_DEMO_OVERLAY=mpls gives VRF 1 the MPLS label 200K instead of the VNI (vrouter-bgp
+#   maps it): VPNv4 routes, MPLS-over-GRE toward node 2 (its --mpls-encap gre), MPLS-over-UDP
+#   toward nodes 1 and 3.
 # Waits for the routes, then pings every pod from every pod on another node and prints the
 # matrix; exits non-zero when any pair cannot talk. Everything it made goes on exit.
 #   CLUSTER_DEMO_RELEASE=1 builds release binaries (slower to build) instead of debug ones.
@@ -15,6 +18,8 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 scripts/hugepages.sh "${VROUTER_HUGEPAGES:-1024}"
+overlay=${CLUSTER_DEMO_OVERLAY:-evpn}
+[[ $overlay == evpn || $overlay == mpls ]] || { echo "cluster-demo.sh: CLUSTER_DEMO_OVERLAY is evpn or mpls" >&2; exit 1; }
 profile=debug build=()
 if [[ ${CLUSTER_DEMO_RELEASE:-0} == 1 ]]; then profile=release build=(--release); fi
 echo "cluster-demo: building vrouterd, vrouterctl, vrouter-bgp ($profile)"
@@ -54,7 +59,9 @@ gobgpd_toml() {
             printf '  [neighbors.transport.config]\n    passive-mode = true\n'
             printf '  [neighbors.route-reflector.config]\n    route-reflector-client = true\n    route-reflector-cluster-id = "%s"\n' "$id"
         fi
-        printf '  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = "l2vpn-evpn"\n'
+        for family in l2vpn-evpn l3vpn-ipv4-unicast l3vpn-ipv6-unicast; do
+            printf '  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = "%s"\n' "$family"
+        done
     done
 }
 
@@ -114,11 +121,17 @@ for k in "${nodes[@]}"; do
         ctl "$k" route add --vrf 1 "198.18.$n.2/32" --nh "$j"
         ctl "$k" route add --vrf 1 "198.18.$n.1/32" --nh 10
     done
-    ctl "$k" vxlan set 1001 --vrf 1
-    ctl "$k" vrf routing 1 --rd "198.19.0.$k:1" --import target:64512:1 --export target:64512:1 --vni 1001
+    encap=()
+    if [[ $overlay == mpls ]]; then
+        ctl "$k" vrf routing 1 --rd "198.19.0.$k:1" --import target:64512:1 --export target:64512:1 --label "200$k"
+        if ((k == 2)); then encap=(--mpls-encap gre); else encap=(--mpls-encap udp); fi
+    else
+        ctl "$k" vxlan set 1001 --vrf 1
+        ctl "$k" vrf routing 1 --rd "198.19.0.$k:1" --import target:64512:1 --export target:64512:1 --vni 1001
+    fi
     gobgpd_toml "198.51.100.$k" 198.51.100.254 >"$tmp/n$k.toml"
     start "$ns" "$tmp/gobgpd-$k.log" gobgpd -f "$tmp/n$k.toml" -t toml --api-hosts 127.0.0.1:50051 --pprof-disable
-    start "$ns" "$tmp/vrouter-bgp-$k.log" "$bin/vrouter-bgp" --vrouter-socket "$tmp/n$k.sock" --fabric-ip "198.19.0.$k"
+    start "$ns" "$tmp/vrouter-bgp-$k.log" "$bin/vrouter-bgp" --vrouter-socket "$tmp/n$k.sock" --fabric-ip "198.19.0.$k" "${encap[@]}"
 done
 
 echo "cluster-demo: waiting for every node to learn the 4 pod routes of the others"
@@ -131,8 +144,13 @@ for k in "${nodes[@]}"; do
     done
     echo "cluster-demo: node $k has $learned remote pod routes"
 done
-echo "cluster-demo: the reflector's EVPN table"
-ip netns exec "$rr" gobgp global rib -a evpn || true
+if [[ $overlay == mpls ]]; then
+    echo "cluster-demo: the reflector's VPNv4 table"
+    ip netns exec "$rr" gobgp global rib -a vpnv4 || true
+else
+    echo "cluster-demo: the reflector's EVPN table"
+    ip netns exec "$rr" gobgp global rib -a evpn || true
+fi
 
 echo "cluster-demo: ping matrix (from → to)"
 failed=0

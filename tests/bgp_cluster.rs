@@ -3,14 +3,19 @@
 //! the other nodes over VXLAN with the VNI the routes carried (on the fabric, read by tshark); a prefix
 //! two nodes advertise becomes an ECMP nexthop; a route removed on its node is withdrawn
 //! everywhere; a node whose gobgpd dies loses its routes elsewhere within the hold time (its
-//! pods' traffic a counted drop, not a black hole), and gets them back when it returns.
+//! pods' traffic a counted drop, not a black hole), and gets them back when it returns. The
+//! same cluster with VPNv4/VPNv6 routes: every pod reaches every other node's pods over
+//! MPLS-over-UDP or MPLS-over-GRE, as each node's routes ask, with the per-VRF label they
+//! carried; a route removed on its node is withdrawn everywhere; an FRR bgpd standing in for a
+//! gateway originates a VPNv4 route every node forwards to with its label. With FRR's bgpd as
+//! the route reflector: the same VPN test, and pods reaching each other over EVPN routes.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use control_api::api::Nexthop;
-use testkit::bgp::{self, Cluster, CONVERGE, VNI};
+use control_api::api::{MplsTarget, Nexthop, TunnelEncap};
+use testkit::bgp::{self, Cluster, NodeOverlay, Reflector, CONVERGE, VNI};
 use testkit::wait;
 
 fn vrouterd_bin() -> PathBuf {
@@ -35,6 +40,15 @@ fn pods_elsewhere(c: &Cluster, i: usize, except: Option<usize>) -> BTreeSet<Stri
         .filter(|(j, _)| *j != i && Some(*j) != except)
         .flat_map(|(_, n)| n.pods.iter().map(|p| format!("{}/32", p.ip)))
         .collect()
+}
+
+/// The /32s and /128s of every pod not on node `i`.
+fn pods_elsewhere46(c: &Cluster, i: usize) -> BTreeSet<String> {
+    let mut s = pods_elsewhere(c, i, None);
+    for (_, n) in c.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+        s.extend(n.pods.iter().map(|p| format!("{}/128", p.ip6)));
+    }
+    s
 }
 
 #[track_caller]
@@ -260,4 +274,370 @@ fn three_nodes_exchange_pod_routes_over_bgp_through_a_route_reflector() {
         "node 3's pod not reached again\n{}",
         c.outputs()
     );
+}
+
+/// Every pod pings every pod on the other nodes (their IPv6 addresses too when `v6`).
+fn ping_all(c: &Cluster, v6: bool) {
+    for i in 0..c.nodes.len() {
+        for a in 0..2 {
+            for j in (0..c.nodes.len()).filter(|j| *j != i) {
+                for b in 0..2 {
+                    let pod = &c.nodes[j].pods[b];
+                    let mut dsts = vec![pod.ip.to_string()];
+                    if v6 {
+                        dsts.push(pod.ip6.to_string());
+                    }
+                    for dst in dsts {
+                        let ok = wait::poll(
+                            Duration::from_secs(10),
+                            || ping_ok(c, i, a, &dst),
+                            |ok| *ok,
+                        );
+                        assert!(
+                            ok.is_ok(),
+                            "pod {a} of node {} cannot reach {dst} on node {}\n{}",
+                            i + 1,
+                            j + 1,
+                            c.outputs()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn three_nodes_reach_each_other_over_mpls_with_vpn_routes() {
+    mpls_cluster(Reflector::Gobgp, "bgv");
+}
+
+/// The same with FRR's bgpd reflecting the VPNv4/VPNv6 routes (issue 25's interop).
+#[test]
+fn three_nodes_reach_each_other_over_mpls_through_an_frr_route_reflector() {
+    mpls_cluster(Reflector::Frr, "bgf");
+}
+
+/// EVPN type-5 routes reflected by FRR's bgpd: every pod reaches every other node's pods over
+/// VXLAN.
+#[test]
+fn three_nodes_exchange_evpn_routes_through_an_frr_route_reflector() {
+    let vrouterd = vrouterd_bin();
+    let vrouter_bgp = bgp::vrouter_bgp_bin(&vrouterd);
+    let c = Cluster::start_with(&vrouterd, &vrouter_bgp, "bge", 3, Reflector::Frr, |_| {
+        NodeOverlay::Evpn
+    });
+    for i in 0..3 {
+        converge(&c, i, &pods_elsewhere(&c, i, None), "after start");
+    }
+    let summary = bgp::frr_vtysh(&c, "show bgp l2vpn evpn summary");
+    for k in 1..=3 {
+        assert!(
+            summary.contains(&format!("198.51.100.{k}")),
+            "FRR does not peer with node {k}: {summary}"
+        );
+    }
+    for n in &c.nodes {
+        for r in n.routes().into_iter().filter(|r| r.nexthop >= 60_000) {
+            assert_eq!(r.label, Some(VNI), "node {}: {r:?}", n.k);
+            assert!(
+                matches!(
+                    n.nexthop(r.nexthop),
+                    Nexthop::Tunnel {
+                        encap: TunnelEncap::Vxlan,
+                        ..
+                    }
+                ),
+                "node {}: {r:?}",
+                n.k
+            );
+        }
+    }
+    ping_all(&c, false);
+}
+
+/// Nodes 1 and 3 ask for MPLS-over-UDP, node 2 for MPLS-over-GRE; each has its own label.
+fn mpls_cluster(reflector: Reflector, tag: &str) {
+    let vrouterd = vrouterd_bin();
+    let vrouter_bgp = bgp::vrouter_bgp_bin(&vrouterd);
+    let encap_of = |k: u8| if k == 2 { "gre" } else { "udp" };
+    let c = Cluster::start_with(&vrouterd, &vrouter_bgp, tag, 3, reflector, |k| {
+        NodeOverlay::Vpn {
+            mpls_encap: encap_of(k),
+        }
+    });
+    for i in 0..3 {
+        converge(&c, i, &pods_elsewhere46(&c, i), "after start");
+    }
+    if reflector == Reflector::Frr {
+        // The routes went through FRR: it holds every node's pods' VPNv4 routes.
+        let table = bgp::frr_vtysh(&c, "show bgp ipv4 vpn");
+        for n in &c.nodes {
+            for p in &n.pods {
+                assert!(
+                    table.contains(&p.ip.to_string()),
+                    "{} not in FRR's table: {table}",
+                    p.ip
+                );
+            }
+        }
+    }
+    for (i, n) in c.nodes.iter().enumerate() {
+        // vrouter-bgp mapped the VRF's label to it (the agent had not).
+        let mpls = n.vr.api(|cl| async move { cl.mpls().await }).expect("mpls");
+        assert!(
+            mpls.iter()
+                .any(|m| m.label == bgp::label(n.k) && m.target() == Some(MplsTarget::Vrf(1))),
+            "node {}: label {} does not lead to vrf 1: {mpls:?}",
+            i + 1,
+            bgp::label(n.k)
+        );
+        // Every remote pod route: a tunnel to the pod's node in the encapsulation that node's
+        // routes asked for, carrying that node's label.
+        for r in n.routes().into_iter().filter(|r| r.nexthop >= 60_000) {
+            let owner = c
+                .nodes
+                .iter()
+                .find(|o| {
+                    o.pods.iter().any(|p| {
+                        [format!("{}/32", p.ip), format!("{}/128", p.ip6)]
+                            .contains(&r.prefix.to_string())
+                    })
+                })
+                .expect("a node has the pod");
+            assert_eq!(r.label, Some(bgp::label(owner.k)), "node {}: {r:?}", i + 1);
+            let Nexthop::Tunnel {
+                encap, dip, dmac, ..
+            } = n.nexthop(r.nexthop)
+            else {
+                panic!("node {}: {r:?} is not through a tunnel", i + 1);
+            };
+            let want = if owner.k == 2 {
+                TunnelEncap::Mplsogre
+            } else {
+                TunnelEncap::Mplsoudp
+            };
+            assert_eq!(encap, want, "node {}: {r:?}", i + 1);
+            assert_eq!(dip.to_string(), bgp::fabric_ip(owner.k), "{r:?}");
+            assert_eq!(dmac, None, "VPN routes carry no router's MAC: {r:?}");
+        }
+    }
+
+    // Every pod reaches every pod on the other nodes, over IPv4 and IPv6.
+    let capture = c.nodes[0].ns.capture(
+        testkit::overlay::FABRIC_IFACE,
+        "udp dst port 6635 or ip proto 47",
+        64,
+    );
+    ping_all(&c, true);
+    let frames = capture.frames(Duration::from_secs(5));
+    assert!(!frames.is_empty(), "no MPLS on node 1's fabric");
+    // tshark's reading: MPLS over UDP 6635 toward nodes 1 and 3, over GRE toward node 2, each
+    // with the label of the node it goes to; pods' addresses inside.
+    let pcap = testkit::netns::PcapFile::write(&frames).expect("pcap");
+    let out = std::process::Command::new("tshark")
+        .args(["-r", &pcap.path.display().to_string()])
+        .args([
+            "-d",
+            "udp.port==6635,mpls",
+            "-T",
+            "fields",
+            "-E",
+            "separator=;",
+        ])
+        .args(["-e", "ip.dst", "-e", "ip.proto", "-e", "mpls.label"])
+        .args(["-e", "ipv6.dst"])
+        .output()
+        .expect("tshark");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(lines.lines().count(), frames.len(), "{lines}");
+    let mut seen = BTreeSet::new();
+    for l in lines.lines() {
+        let f: Vec<&str> = l.split(';').collect();
+        assert_eq!(f.len(), 4, "tshark: {l}");
+        let outer_dst = f[0].split(',').next().unwrap_or_default();
+        let k: u8 = outer_dst
+            .strip_prefix("198.19.0.")
+            .and_then(|k| k.parse().ok())
+            .unwrap_or_else(|| panic!("outer destination not a node: {l}"));
+        let proto = f[1].split(',').next().unwrap_or_default();
+        let want_proto = if k == 2 { "47" } else { "17" };
+        assert_eq!(proto, want_proto, "encapsulation toward node {k}: {l}");
+        assert_eq!(
+            f[2],
+            bgp::label(k).to_string(),
+            "label toward node {k}: {l}"
+        );
+        let inner6 = f[3].starts_with("2001:db8:18:");
+        assert!(
+            inner6 || f[0].contains(",198.18."),
+            "no pod address inside: {l}"
+        );
+        seen.insert((k, inner6));
+    }
+    for want in [
+        (1, false),
+        (1, true),
+        (2, false),
+        (2, true),
+        (3, false),
+        (3, true),
+    ] {
+        assert!(
+            seen.contains(&want),
+            "no (node, ipv6) {want:?} frame: {lines}"
+        );
+    }
+
+    // A pod gone from node 2: its routes are withdrawn on nodes 1 and 3.
+    let gone = &c.nodes[1].pods[1];
+    let gone = [format!("{}/32", gone.ip), format!("{}/128", gone.ip6)];
+    for p in &gone {
+        c.nodes[1]
+            .vr
+            .api(|cl| {
+                let p = p.parse().unwrap();
+                async move { cl.route_del(1, &p).await }
+            })
+            .expect("route del");
+    }
+    for i in [0, 2] {
+        let mut want = pods_elsewhere46(&c, i);
+        for p in &gone {
+            want.remove(p);
+        }
+        converge(&c, i, &want, "after node 2 removed a pod's routes");
+    }
+    let dst = c.nodes[1].pods[1].ip.to_string();
+    assert!(!ping_ok(&c, 0, 0, &dst), "withdrawn pod still reached");
+
+    // A gateway stand-in, FRR's bgpd, originates a VPNv4 route with a label and no
+    // encapsulation community: every node installs it in its own preferred encapsulation and
+    // forwards to the gateway with the gateway's label.
+    let gw = c.frr_gateway(tag);
+    for n in &c.nodes {
+        let got = wait::poll(
+            CONVERGE,
+            || {
+                n.routes()
+                    .into_iter()
+                    .find(|r| r.prefix.to_string() == bgp::GATEWAY_PREFIX)
+            },
+            |r| r.is_some(),
+        );
+        let Ok(Some(r)) = got else {
+            panic!(
+                "node {}: no route to the gateway\n{}\n--- gateway\n{}",
+                n.k,
+                c.outputs(),
+                gw.bgpd.outputs()
+            );
+        };
+        assert_eq!(r.label, Some(bgp::GATEWAY_LABEL), "node {}: {r:?}", n.k);
+        let Nexthop::Tunnel { encap, dip, .. } = n.nexthop(r.nexthop) else {
+            panic!("node {}: {r:?} is not through a tunnel", n.k);
+        };
+        assert_eq!(dip.to_string(), bgp::GATEWAY_FABRIC_IP, "node {}", n.k);
+        let want = if n.k == 2 {
+            TunnelEncap::Mplsogre
+        } else {
+            TunnelEncap::Mplsoudp
+        };
+        assert_eq!(encap, want, "node {}: the node's preference", n.k);
+    }
+    let capture = gw.ns.capture("eth0", "udp dst port 6635 or ip proto 47", 4);
+    for i in [0, 1] {
+        // Nothing answers behind the gateway: the pings only have to leave.
+        for _ in 0..2 {
+            ping_ok(&c, i, 0, "198.18.200.1");
+        }
+    }
+    let frames = capture.frames(Duration::from_secs(5));
+    let pcap = testkit::netns::PcapFile::write(&frames).expect("pcap");
+    let out = std::process::Command::new("tshark")
+        .args(["-r", &pcap.path.display().to_string()])
+        .args([
+            "-d",
+            "udp.port==6635,mpls",
+            "-T",
+            "fields",
+            "-E",
+            "separator=;",
+        ])
+        .args([
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "ip.proto",
+            "-e",
+            "mpls.label",
+        ])
+        .output()
+        .expect("tshark");
+    let lines = String::from_utf8_lossy(&out.stdout);
+    let mut from = BTreeSet::new();
+    for l in lines.lines() {
+        let f: Vec<&str> = l.split(';').collect();
+        assert_eq!(f.len(), 4, "tshark: {l}");
+        let src = f[0].split(',').next().unwrap_or_default();
+        let proto = f[2].split(',').next().unwrap_or_default();
+        assert_eq!(
+            f[1],
+            format!("{},198.18.200.1", bgp::GATEWAY_FABRIC_IP),
+            "tshark: {l}"
+        );
+        assert_eq!(f[3], bgp::GATEWAY_LABEL.to_string(), "tshark: {l}");
+        let want = if src == bgp::fabric_ip(2) { "47" } else { "17" };
+        assert_eq!(proto, want, "tshark: {l}");
+        from.insert(src.to_string());
+    }
+    assert_eq!(
+        from,
+        BTreeSet::from([bgp::fabric_ip(1), bgp::fabric_ip(2)]),
+        "frames at the gateway: {lines}"
+    );
+
+    // Node 3's VRF loses its routing identity: vrouter-bgp removes the label mapping it made,
+    // node 3's routes are withdrawn from node 1, and node 3 imports nothing any more.
+    c.nodes[2]
+        .vr
+        .api(|cl| async move { cl.vrf_routing_del(1).await })
+        .expect("routing del");
+    let mapped = wait::poll(
+        CONVERGE,
+        || {
+            c.nodes[2]
+                .vr
+                .api(|cl| async move { cl.mpls().await })
+                .expect("mpls")
+        },
+        |m| m.iter().all(|e| e.label != bgp::label(3)),
+    );
+    assert!(
+        mapped.is_ok(),
+        "label {} still mapped: {mapped:?}",
+        bgp::label(3)
+    );
+    let mut want1: BTreeSet<String> = pods_elsewhere46(&c, 0)
+        .into_iter()
+        .filter(|p| {
+            !c.nodes[2]
+                .pods
+                .iter()
+                .any(|q| *p == format!("{}/32", q.ip) || *p == format!("{}/128", q.ip6))
+        })
+        .collect();
+    for p in &gone {
+        want1.remove(p);
+    }
+    want1.insert(bgp::GATEWAY_PREFIX.to_string());
+    converge(&c, 0, &want1, "after node 3's identity went");
+    converge(&c, 2, &BTreeSet::new(), "after node 3's identity went");
 }

@@ -3,11 +3,14 @@
 //! VRF 1; a GoBGP route reflector in a namespace of its own; all joined by one bridge (in a
 //! "fabric" namespace) that carries both the tunnels (198.19.0.0/24, vrouterd's fabric
 //! addresses) and the BGP sessions (198.51.100.0/24 on each node's kernel `ctl0`). Private
-//! ASN 64512, iBGP, EVPN type-5, hold time 3 s.
+//! ASN 64512, iBGP, EVPN and L3VPN (IPv4, IPv6) address families, hold time 3 s.
 //!
 //! Node `k` (1-based) has fabric address 198.19.0.k, fabric MAC 02:00:00:00:fa:0k, BGP
 //! address 198.51.100.k, and pods 198.18.(10k+1).2 and 198.18.(10k+2).2, each advertised as
-//! a /32 with route distinguisher 198.19.0.k:1, route target 64512:1 and VNI [`VNI`].
+//! a /32 with route distinguisher 198.19.0.k:1 and route target 64512:1: with
+//! [`NodeOverlay::Evpn`] as an EVPN type-5 route with VNI [`VNI`]; with [`NodeOverlay::Vpn`]
+//! as a VPNv4 route with MPLS label [`label`]`(k)`, and the pods' IPv6 addresses
+//! (2001:db8:18:(10k+j)::2) as /128 VPNv6 routes too.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,6 +36,134 @@ pub const HOLD_TIME: u32 = 3;
 
 const IP: &str = "/usr/sbin/ip";
 
+/// The FRR gateway's BGP address (a route reflector client of every cluster), fabric address,
+/// and the VPNv4 route it originates: prefix, label (no encapsulation community), RD.
+pub const GATEWAY_BGP_IP: &str = "198.51.100.250";
+pub const GATEWAY_FABRIC_IP: &str = "198.19.0.250";
+pub const GATEWAY_PREFIX: &str = "198.18.200.0/24";
+pub const GATEWAY_LABEL: u32 = 3000;
+
+/// A gateway stand-in on the fabric: FRR's bgpd (no zebra) peering with the route reflector
+/// and originating one static VPNv4 route, [`GATEWAY_PREFIX`] with label [`GATEWAY_LABEL`],
+/// route target 64512:1, next hop [`GATEWAY_FABRIC_IP`], no encapsulation community. Its
+/// kernel interface `eth0` on the fabric bridge holds both addresses. Fields drop in order.
+pub struct FrrGateway {
+    pub bgpd: TestProcess,
+    dir: PathBuf,
+    pub ns: Netns,
+}
+
+impl Drop for FrrGateway {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The route reflector's implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reflector {
+    /// GoBGP's gobgpd.
+    Gobgp,
+    /// FRR's bgpd (`/usr/lib/frr/bgpd`, Debian `frr`), without zebra.
+    Frr,
+}
+
+/// FRR bgpd's configuration: the reflector `router_id` for each of `clients` in the VPNv4,
+/// VPNv6 and EVPN families, with [`HOLD_TIME`].
+fn frr_config(router_id: &str, clients: &[String]) -> String {
+    let mut s = format!(
+        "frr defaults traditional\nhostname rr\nlog stdout warnings\n!\nrouter bgp {ASN}\n \
+         bgp router-id {router_id}\n bgp cluster-id {router_id}\n no bgp default ipv4-unicast\n"
+    );
+    for n in clients {
+        s += &format!(
+            " neighbor {n} remote-as {ASN}\n neighbor {n} timers 1 {HOLD_TIME}\n neighbor {n} timers connect 1\n"
+        );
+    }
+    for family in ["ipv4 vpn", "ipv6 vpn", "l2vpn evpn"] {
+        s += &format!(" address-family {family}\n");
+        for n in clients {
+            s += &format!("  neighbor {n} activate\n  neighbor {n} route-reflector-client\n");
+        }
+        s += " exit-address-family\n";
+    }
+    s + "!\n"
+}
+
+/// FRR's bgpd in `ns` with configuration `conf`, listening on `address`, its vty socket in
+/// `dir`.
+fn frr_bgpd(ns: &Netns, conf: &str, address: &str, dir: &Path) -> TestProcess {
+    std::fs::create_dir_all(dir).expect("bgpd's directory");
+    let path = dir.join("bgpd.conf");
+    std::fs::write(&path, conf).expect("writing bgpd.conf");
+    let d = dir.display().to_string();
+    TestProcess::spawn(
+        Path::new(IP),
+        &[
+            "netns",
+            "exec",
+            ns.name(),
+            "/usr/lib/frr/bgpd",
+            "-f",
+            &path.display().to_string(),
+            "--no_zebra",
+            "--skip_runas",
+            "--no_kernel",
+            "--listenon",
+            address,
+            "--vty_port",
+            "0",
+            "--vty_socket",
+            &d,
+            "--pid_file",
+            &format!("{d}/bgpd.pid"),
+            "--log",
+            "stdout",
+        ],
+    )
+}
+
+/// FRR bgpd's configuration for [`FrrGateway`].
+fn frr_gateway_config() -> String {
+    format!(
+        "frr defaults traditional\nhostname gw\nlog stdout warnings\n!\n\
+         route-map GW permit 10\n set extcommunity rt 64512:1\n set ipv4 vpn next-hop {GATEWAY_FABRIC_IP}\n!\n\
+         router bgp {ASN}\n bgp router-id {GATEWAY_BGP_IP}\n no bgp default ipv4-unicast\n no bgp network import-check\n\
+         \x20neighbor {RR_IP} remote-as {ASN}\n neighbor {RR_IP} timers 1 {HOLD_TIME}\n neighbor {RR_IP} timers connect 1\n\
+         \x20address-family ipv4 vpn\n  neighbor {RR_IP} activate\n\
+         \x20 network {GATEWAY_PREFIX} rd {GATEWAY_BGP_IP}:1 label {GATEWAY_LABEL} route-map GW\n exit-address-family\n!\n"
+    )
+}
+
+/// `vtysh -c COMMAND` against the FRR bgpd of a cluster started with [`Reflector::Frr`].
+pub fn frr_vtysh(c: &Cluster, command: &str) -> String {
+    c.rr_ns.exec(&[
+        "vtysh",
+        "--vty_socket",
+        &c.rr_config.display().to_string(),
+        "-d",
+        "bgpd",
+        "-c",
+        command,
+    ])
+}
+
+/// How node `k`'s VRF 1 reaches and is reached by the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeOverlay {
+    /// VRF 1's identity has VNI [`VNI`] (mapped to it): EVPN type-5 over VXLAN.
+    Evpn,
+    /// VRF 1's identity has MPLS label [`label`]`(k)` (vrouter-bgp maps it to the VRF), and
+    /// vrouter-bgp runs with `--mpls-encap MPLS_ENCAP` (`udp` or `gre`): VPNv4/VPNv6 over
+    /// MPLS. The pods' IPv6 addresses are routed too.
+    Vpn { mpls_encap: &'static str },
+}
+
+/// Node `k`'s per-VRF MPLS label of VRF 1 with [`NodeOverlay::Vpn`].
+pub fn label(k: u8) -> u32 {
+    2000 + u32::from(k)
+}
+
 pub fn fabric_ip(k: u8) -> String {
     format!("198.19.0.{k}")
 }
@@ -57,7 +188,7 @@ pub fn vrouter_bgp_bin(vrouterd: &Path) -> PathBuf {
     bin
 }
 
-/// gobgpd's TOML: `router_id` peering with each of `neighbors` (iBGP, EVPN), as their route
+/// gobgpd's TOML: `router_id` peering with each of `neighbors` (iBGP, EVPN, VPNv4, VPNv6), as their route
 /// reflector when `reflector`; listening for BGP only then.
 fn gobgpd_config(router_id: &str, neighbors: &[String], reflector: bool) -> String {
     let port = if reflector { "" } else { "  port = -1\n" };
@@ -76,7 +207,11 @@ fn gobgpd_config(router_id: &str, neighbors: &[String], reflector: bool) -> Stri
                 "  [neighbors.route-reflector.config]\n    route-reflector-client = true\n    route-reflector-cluster-id = \"{router_id}\"\n"
             );
         }
-        s += "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"l2vpn-evpn\"\n";
+        for family in ["l2vpn-evpn", "l3vpn-ipv4-unicast", "l3vpn-ipv6-unicast"] {
+            s += &format!(
+                "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n"
+            );
+        }
     }
     s
 }
@@ -114,6 +249,7 @@ pub fn gobgp(ns: &Netns, args: &[&str]) -> String {
 /// One node. Fields drop in order: vrouter-bgp, gobgpd, vrouterd, pods, namespace.
 pub struct BgpNode {
     pub k: u8,
+    pub overlay: NodeOverlay,
     pub bgp: TestProcess,
     pub gobgpd: Option<TestProcess>,
     gobgpd_config: PathBuf,
@@ -157,6 +293,8 @@ impl Drop for BgpNode {
 pub struct Cluster {
     pub nodes: Vec<BgpNode>,
     pub rr: TestProcess,
+    pub reflector: Reflector,
+    /// gobgpd's configuration file, or bgpd's directory.
     rr_config: PathBuf,
     pub rr_ns: Netns,
     pub fabric: Netns,
@@ -164,14 +302,37 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.rr_config);
+        match self.reflector {
+            Reflector::Gobgp => {
+                let _ = std::fs::remove_file(&self.rr_config);
+            }
+            Reflector::Frr => {
+                let _ = std::fs::remove_dir_all(&self.rr_config);
+            }
+        }
     }
 }
 
 impl Cluster {
     /// Starts `n` nodes (at most 9) and the reflector; `tag` (a few characters) keeps names
-    /// apart from other tests'. Returns at once: routes converge in the background.
+    /// apart from other tests'. Returns at once: routes converge in the background. Every
+    /// node's VRF 1 is EVPN over VXLAN.
     pub fn start(vrouterd: &Path, vrouter_bgp: &Path, tag: &str, n: u8) -> Cluster {
+        Self::start_with(vrouterd, vrouter_bgp, tag, n, Reflector::Gobgp, |_| {
+            NodeOverlay::Evpn
+        })
+    }
+
+    /// As [`Cluster::start`], with `reflector` as the route reflector and node `k`'s VRF 1
+    /// reached as `overlay(k)` says.
+    pub fn start_with(
+        vrouterd: &Path,
+        vrouter_bgp: &Path,
+        tag: &str,
+        n: u8,
+        reflector: Reflector,
+        overlay: impl Fn(u8) -> NodeOverlay,
+    ) -> Cluster {
         assert!((1..=9).contains(&n));
         let fabric_ns = Netns::new(&format!("{tag}fab"));
         fabric_ns.ip(&["link", "add", "br0", "type", "bridge"]);
@@ -186,8 +347,16 @@ impl Cluster {
         fabric_ns.veth("crr", "ctl0", Some(&rr_ns));
         port("crr", "1500");
         rr_ns.ip(&["addr", "add", &format!("{RR_IP}/24"), "dev", "ctl0"]);
-        let clients: Vec<String> = (1..=n).map(|k| format!("198.51.100.{k}")).collect();
-        let (rr, rr_config) = gobgpd(&rr_ns, &gobgpd_config(RR_IP, &clients, true));
+        let mut clients: Vec<String> = (1..=n).map(|k| format!("198.51.100.{k}")).collect();
+        clients.push(GATEWAY_BGP_IP.into());
+        let (rr, rr_config) = match reflector {
+            Reflector::Gobgp => gobgpd(&rr_ns, &gobgpd_config(RR_IP, &clients, true)),
+            Reflector::Frr => {
+                let dir = temp_path("bgpd", "d");
+                let p = frr_bgpd(&rr_ns, &frr_config(RR_IP, &clients), RR_IP, &dir);
+                (p, dir)
+            }
+        };
 
         let mut nodes = Vec::new();
         for k in 1..=n {
@@ -204,28 +373,32 @@ impl Cluster {
                 ns.ip(&["link", "set", &pod.host_side, "mtu", &POD_MTU.to_string()]);
                 pod
             });
-            let vr = node_vrouterd(vrouterd, &ns, &fabric, k, &pods);
+            let node_overlay = overlay(k);
+            let vr = node_vrouterd(vrouterd, &ns, &fabric, k, &pods, node_overlay);
             let (gobgpd, gobgpd_config) = gobgpd(
                 &ns,
                 &gobgpd_config(&format!("198.51.100.{k}"), &[RR_IP.to_string()], false),
             );
-            let bgp = TestProcess::spawn(
-                Path::new(IP),
-                &[
-                    "netns",
-                    "exec",
-                    ns.name(),
-                    &vrouter_bgp.display().to_string(),
-                    "--vrouter-socket",
-                    &vr.control_socket().display().to_string(),
-                    "--fabric-ip",
-                    &fabric_ip(k),
-                    "--poll-ms",
-                    "200",
-                ],
-            );
+            let mut args = vec![
+                "netns".to_string(),
+                "exec".into(),
+                ns.name().into(),
+                vrouter_bgp.display().to_string(),
+                "--vrouter-socket".into(),
+                vr.control_socket().display().to_string(),
+                "--fabric-ip".into(),
+                fabric_ip(k),
+                "--poll-ms".into(),
+                "200".into(),
+            ];
+            if let NodeOverlay::Vpn { mpls_encap } = node_overlay {
+                args.extend(["--mpls-encap".into(), mpls_encap.into()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let bgp = TestProcess::spawn(Path::new(IP), &args);
             nodes.push(BgpNode {
                 k,
+                overlay: node_overlay,
                 bgp,
                 gobgpd: Some(gobgpd),
                 gobgpd_config,
@@ -237,10 +410,25 @@ impl Cluster {
         Cluster {
             nodes,
             rr,
+            reflector,
             rr_config,
             rr_ns,
             fabric: fabric_ns,
         }
+    }
+
+    /// Starts an [`FrrGateway`] on the fabric (namespace `{tag}gw`).
+    pub fn frr_gateway(&self, tag: &str) -> FrrGateway {
+        let ns = Netns::new(&format!("{tag}gw"));
+        self.fabric.veth("cgw", "eth0", Some(&ns));
+        self.fabric
+            .ip(&["link", "set", "cgw", "master", "br0", "mtu", "1500", "up"]);
+        for a in [GATEWAY_BGP_IP, GATEWAY_FABRIC_IP] {
+            ns.ip(&["addr", "add", &format!("{a}/24"), "dev", "eth0"]);
+        }
+        let dir = temp_path("bgpd-gw", "d");
+        let bgpd = frr_bgpd(&ns, &frr_gateway_config(), GATEWAY_BGP_IP, &dir);
+        FrrGateway { bgpd, dir, ns }
     }
 
     /// Every process's output, for assertion messages.
@@ -256,14 +444,17 @@ impl Cluster {
     }
 }
 
-/// vrouterd of node `k` with its pods in VRF 1 (nexthops 1 and 2, /32 routes; their gateways
-/// answered by vrouterd), VNI [`VNI`] decapsulated into VRF 1, and VRF 1's routing identity.
+/// vrouterd of node `k` with its pods in VRF 1 (nexthops 1 and 2, /32 routes, /128 ones too
+/// with [`NodeOverlay::Vpn`]; their gateways answered by vrouterd) and VRF 1's routing
+/// identity: VNI [`VNI`] decapsulated into VRF 1, or label [`label`]`(k)` (left for
+/// vrouter-bgp to map).
 fn node_vrouterd(
     binary: &Path,
     ns: &Netns,
     fabric: &Fabric,
     k: u8,
     pods: &[KernelPod; 2],
+    overlay: NodeOverlay,
 ) -> Vrouterd {
     let (mac, mtu, ip) = (
         fabric_mac(k).to_string(),
@@ -305,15 +496,25 @@ fn node_vrouterd(
         );
         vr.set_route(&format!("{}/32", pod.ip), id);
         vr.set_route(&format!("{}/32", pod.gateway()), 10);
+        if overlay != NodeOverlay::Evpn {
+            vr.set_route(&format!("{}/128", pod.ip6), id);
+            vr.set_route(&format!("{}/128", pod.gateway6()), 10);
+        }
     }
-    vr.api(|c| async move { c.vxlan_set(VNI, 1).await })
-        .expect("vni");
+    let (vni, label) = match overlay {
+        NodeOverlay::Evpn => {
+            vr.api(|c| async move { c.vxlan_set(VNI, 1).await })
+                .expect("vni");
+            (Some(VNI), None)
+        }
+        NodeOverlay::Vpn { .. } => (None, Some(label(k))),
+    };
     let routing = VrfRouting {
         rd: format!("{ip}:1"),
         import_targets: vec![ROUTE_TARGET.into()],
         export_targets: vec![ROUTE_TARGET.into()],
-        vni: Some(VNI),
-        label: None,
+        vni,
+        label,
     };
     vr.api(|c| async move { c.vrf_routing_set(1, &routing).await })
         .expect("vrf routing identity");

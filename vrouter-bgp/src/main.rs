@@ -1,11 +1,14 @@
 //! `vrouter-bgp`: a node's BGP control plane. It follows vrouterd's change stream (`GET
-//! /events`, re-reading the state on a reset), originates every local pod route of each VRF
-//! that has a routing identity with a VNI as an EVPN type-5 route in the node's gobgpd
+//! /events`, re-reading the state on a reset) and originates every local pod route of each VRF
+//! that has a routing identity in the node's gobgpd: with a VNI as an EVPN type-5 route
 //! (route distinguisher, export route targets, the VNI as label, the VXLAN encapsulation
-//! community, the fabric MAC as router's MAC, the fabric address as next hop), and installs
-//! the best paths gobgpd learns from its peers into the VRFs importing their route targets:
-//! one tunnel nexthop per remote node, an ECMP nexthop when several nodes advertise a prefix,
-//! routes carrying the VNI. Routes a peer withdraws (or that go with a session) are removed.
+//! community, the fabric MAC as router's MAC, the fabric address as next hop), with an MPLS
+//! label as a VPNv4/VPNv6 route (the label, the MPLS-over-UDP or MPLS-over-GRE encapsulation
+//! community by `--mpls-encap`; it maps the label to the VRF in vrouterd when nothing else
+//! has). It installs the best paths gobgpd learns from its peers into the VRFs importing
+//! their route targets: one tunnel nexthop per remote node and encapsulation, an ECMP nexthop
+//! when several nodes advertise a prefix, routes carrying the VNI or label. Routes a peer
+//! withdraws (or that go with a session) are removed.
 //!
 //! gobgpd is driven through its `gobgp` command line (which uses gobgpd's gRPC API).
 
@@ -19,13 +22,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use control_api::api::{IpPrefix, MacAddr, Nexthop, Route, RouteTag, TunnelEncap, VrfRouting};
+use control_api::api::{IpPrefix, MacAddr, MplsTarget, Nexthop, Route, RouteTag, VrfRouting};
 use control_api::Client;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use gobgp::{Advert, Gobgp};
-use rib::{Endpoint, Remote};
+use gobgp::{Advert, Gobgp, Overlay};
+use rib::{Encap, Endpoint, Family, Preference, Remote};
 
 /// Nexthop ids vrouter-bgp owns in vrouterd: tunnels to remote nodes, then ECMP groups.
 const TUNNEL_IDS: (u32, u32) = (60_000, 62_999);
@@ -53,6 +56,43 @@ struct Args {
     /// How often gobgpd's RIB is read for learned routes, in milliseconds.
     #[arg(long, default_value_t = 300)]
     poll_ms: u64,
+    /// The MPLS encapsulation this node's VPN routes ask for (their encapsulation community),
+    /// and the one used toward learned VPN paths that carry none.
+    #[arg(long, value_enum, default_value_t = MplsEncap::Udp)]
+    mpls_encap: MplsEncap,
+    /// Which family's paths are installed for a prefix learned both as EVPN type-5 (VXLAN)
+    /// and as VPN (MPLS) routes.
+    #[arg(long, value_enum, default_value_t = Prefer::Evpn)]
+    prefer: Prefer,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MplsEncap {
+    /// MPLS-over-UDP (RFC 7510), tunnel type 13.
+    Udp,
+    /// MPLS-over-GRE (RFC 4023), tunnel type 11.
+    Gre,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Prefer {
+    Evpn,
+    Vpn,
+}
+
+impl Args {
+    fn preference(&self) -> Preference {
+        Preference {
+            mpls: match self.mpls_encap {
+                MplsEncap::Udp => Encap::MplsUdp,
+                MplsEncap::Gre => Encap::MplsGre,
+            },
+            family: match self.prefer {
+                Prefer::Evpn => Family::Evpn,
+                Prefer::Vpn => Family::Vpn,
+            },
+        }
+    }
 }
 
 /// What vrouterd holds that matters here, kept current from the change stream.
@@ -61,6 +101,7 @@ struct Local {
     routing: BTreeMap<u32, VrfRouting>,
     routes: BTreeMap<(u32, IpPrefix), Route>,
     nexthops: BTreeMap<u32, Nexthop>,
+    mpls: BTreeMap<u32, MplsTarget>,
 }
 
 impl Local {
@@ -76,6 +117,11 @@ impl Local {
         }
         for n in c.nexthops().await? {
             l.nexthops.insert(n.id, n.nexthop);
+        }
+        for m in c.mpls().await? {
+            if let Some(t) = m.target() {
+                l.mpls.insert(m.label, t);
+            }
         }
         Ok(l)
     }
@@ -120,6 +166,24 @@ impl Local {
                 }
                 None => return false,
             },
+            "mpls-set" => match (ch["label"].as_u64(), ch["nexthop"].as_u64()) {
+                (Some(l), Some(n)) => {
+                    self.mpls.insert(l as u32, MplsTarget::Nexthop(n as u32));
+                }
+                _ => return false,
+            },
+            "mpls-vrf-set" => match (ch["label"].as_u64(), vrf()) {
+                (Some(l), Some(v)) => {
+                    self.mpls.insert(l as u32, MplsTarget::Vrf(v));
+                }
+                _ => return false,
+            },
+            "mpls-del" => match ch["label"].as_u64() {
+                Some(l) => {
+                    self.mpls.remove(&(l as u32));
+                }
+                None => return false,
+            },
             "vrf-del" => match vrf() {
                 Some(v) => {
                     self.routing.remove(&v);
@@ -141,31 +205,47 @@ impl Local {
             .collect()
     }
 
-    /// What this node advertises: each pod route of each VRF with a VNI.
-    fn adverts(&self) -> BTreeMap<(u32, IpPrefix), Advert> {
-        self.pod_routes()
-            .into_iter()
-            .filter_map(|(vrf, prefix)| {
-                let r = self.routing.get(&vrf)?;
-                let targets = r
-                    .export_targets
-                    .iter()
-                    .filter_map(|t| RouteTag::parse_target(t).ok())
-                    .map(|t| t.to_string())
-                    .collect();
-                Some((
-                    (vrf, prefix),
-                    Advert {
-                        prefix,
-                        rd: r.rd.clone(),
-                        targets,
-                        vni: r.vni?,
-                    },
-                ))
-            })
-            .collect()
+    /// What this node advertises: each pod route of each VRF with a VNI as EVPN, and with a
+    /// label (when `label_ok` says the label leads to the VRF) as VPN, in `mpls`.
+    fn adverts(
+        &self,
+        mpls: Encap,
+        label_ok: impl Fn(u32, u32) -> bool,
+    ) -> BTreeMap<AdvertKey, Advert> {
+        let mut out = BTreeMap::new();
+        for (vrf, prefix) in self.pod_routes() {
+            let Some(r) = self.routing.get(&vrf) else {
+                continue;
+            };
+            let targets: Vec<String> = r
+                .export_targets
+                .iter()
+                .filter_map(|t| RouteTag::parse_target(t).ok())
+                .map(|t| t.to_string())
+                .collect();
+            let mut overlays = Vec::new();
+            if let Some(vni) = r.vni {
+                overlays.push(Overlay::Evpn { vni });
+            }
+            if let Some(label) = r.label.filter(|l| label_ok(*l, vrf)) {
+                overlays.push(Overlay::Vpn { label, encap: mpls });
+            }
+            for overlay in overlays {
+                let a = Advert {
+                    prefix,
+                    rd: r.rd.clone(),
+                    targets: targets.clone(),
+                    overlay,
+                };
+                out.insert((vrf, prefix, a.family()), a);
+            }
+        }
+        out
     }
 }
+
+/// One originated route: VRF, prefix, family.
+type AdvertKey = (u32, IpPrefix, Family);
 
 fn field<T: serde::de::DeserializeOwned>(ch: &Value, k: &str) -> Option<T> {
     serde_json::from_value(ch[k].clone()).ok()
@@ -191,8 +271,13 @@ struct Daemon {
     vr: Client,
     bgp: Gobgp,
     local: Local,
-    advertised: BTreeMap<(u32, IpPrefix), Advert>,
+    advertised: BTreeMap<AdvertKey, Advert>,
     installed: Installed,
+    /// Labels this run mapped to a VRF in vrouterd (`PUT /mpls/{label}` with the VRF): removed
+    /// again when the VRF's identity no longer has the label.
+    mapped: BTreeMap<u32, u32>,
+    /// Labels already warned about (mapped elsewhere), so the warning comes once.
+    conflicts: BTreeSet<(u32, u32)>,
 }
 
 impl Daemon {
@@ -223,9 +308,7 @@ impl Daemon {
             self.vr.nexthop_del(id).await?;
             self.local.nexthops.remove(&id);
         }
-        let mut ignored = Vec::new();
-        let rib = self.bgp.rib().await?;
-        for l in rib::best_paths(&rib, &mut ignored) {
+        for l in self.learned().await? {
             if l.nexthop == self.args.fabric_ip {
                 // The RD is not in Learned: withdraw under every RD this node uses.
                 for r in self.local.routing.values() {
@@ -233,7 +316,13 @@ impl Daemon {
                         prefix: l.prefix,
                         rd: r.rd.clone(),
                         targets: Vec::new(),
-                        vni: l.vni,
+                        overlay: match l.family {
+                            Family::Evpn => Overlay::Evpn { vni: l.label },
+                            Family::Vpn => Overlay::Vpn {
+                                label: l.label,
+                                encap: l.encap,
+                            },
+                        },
                     };
                     let _ = self.bgp.del(&a).await;
                 }
@@ -242,8 +331,85 @@ impl Daemon {
         Ok(())
     }
 
+    /// The best paths in gobgpd's RIBs (what cannot be used logged at debug).
+    async fn learned(&self) -> anyhow::Result<Vec<rib::Learned>> {
+        let mut ignored = Vec::new();
+        let mut out = Vec::new();
+        for (family, table) in self.bgp.rib().await? {
+            out.extend(rib::best_paths(
+                &table,
+                family,
+                self.args.preference(),
+                &mut ignored,
+            ));
+        }
+        for i in &ignored {
+            tracing::debug!("ignored: {i}");
+        }
+        Ok(out)
+    }
+
+    /// Makes each VRF identity's label lead to its VRF in vrouterd (unless the label already
+    /// leads elsewhere: then the VRF's VPN routes are not originated), and removes the
+    /// mappings this run made whose identity no longer has the label.
+    async fn map_labels(&mut self) {
+        let want: BTreeMap<u32, u32> = self
+            .local
+            .routing
+            .iter()
+            .filter_map(|(vrf, r)| Some((r.label?, *vrf)))
+            .collect();
+        let stale: Vec<(u32, u32)> = self
+            .mapped
+            .iter()
+            .filter(|(l, v)| want.get(l) != Some(v))
+            .map(|(l, v)| (*l, *v))
+            .collect();
+        for (label, vrf) in stale {
+            if self.local.mpls.get(&label) == Some(&MplsTarget::Vrf(vrf)) {
+                match self.vr.mpls_del(label).await {
+                    Ok(()) => {
+                        info!(label, vrf, "label no longer leads to the vrf");
+                        self.local.mpls.remove(&label);
+                    }
+                    Err(e) => {
+                        warn!("removing label {label} of vrf {vrf}: {e:#}");
+                        continue;
+                    }
+                }
+            }
+            self.mapped.remove(&label);
+        }
+        for (label, vrf) in want {
+            match self.local.mpls.get(&label) {
+                Some(MplsTarget::Vrf(v)) if *v == vrf => {}
+                None => match self.vr.mpls_set_vrf(label, vrf).await {
+                    Ok(_) => {
+                        info!(label, vrf, "label leads to the vrf");
+                        self.local.mpls.insert(label, MplsTarget::Vrf(vrf));
+                        self.mapped.insert(label, vrf);
+                    }
+                    Err(e) => warn!("mapping label {label} to vrf {vrf}: {e:#}"),
+                },
+                Some(other) => {
+                    if self.conflicts.insert((label, vrf)) {
+                        warn!(
+                            "label {label} of vrf {vrf} leads to {other:?}: its VPN routes are not advertised"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     async fn advertise(&mut self) {
-        let want = self.local.adverts();
+        self.map_labels().await;
+        let mpls = &self.local.mpls;
+        let want = self
+            .local
+            .adverts(self.args.preference().mpls, |label, vrf| {
+                mpls.get(&label) == Some(&MplsTarget::Vrf(vrf))
+            });
         let gone: Vec<_> = self
             .advertised
             .iter()
@@ -253,7 +419,7 @@ impl Daemon {
         for (k, a) in gone {
             match self.bgp.del(&a).await {
                 Ok(()) => {
-                    info!(vrf = k.0, prefix = %k.1, "withdrawn");
+                    info!(vrf = k.0, prefix = %k.1, family = ?k.2, "withdrawn");
                     self.advertised.remove(&k);
                 }
                 Err(e) => warn!("withdrawing {} from vrf {}: {e:#}", k.1, k.0),
@@ -265,7 +431,7 @@ impl Daemon {
             }
             match self.bgp.add(&a).await {
                 Ok(()) => {
-                    info!(vrf = k.0, prefix = %k.1, vni = a.vni, rd = %a.rd, "advertised");
+                    info!(vrf = k.0, prefix = %k.1, overlay = ?a.overlay, rd = %a.rd, "advertised");
                     self.advertised.insert(k, a);
                 }
                 Err(e) => warn!("advertising {} of vrf {}: {e:#}", k.1, k.0),
@@ -279,11 +445,11 @@ impl Daemon {
         }
         let id = free_id(self.installed.tunnels.values().copied(), TUNNEL_IDS)?;
         let nh = Nexthop::Tunnel {
-            encap: TunnelEncap::Vxlan,
+            encap: ep.encap.tunnel(),
             vif: self.args.fabric_vif.clone(),
             sip: self.args.fabric_ip,
             dip: ep.ip,
-            dmac: Some(MacAddr(ep.mac)),
+            dmac: ep.mac.map(MacAddr),
         };
         self.vr.nexthop_set(id, &nh).await?;
         self.installed.tunnels.insert(ep, id);
@@ -311,8 +477,8 @@ impl Daemon {
     }
 
     async fn install(&mut self) -> anyhow::Result<()> {
-        let rib = match self.bgp.rib().await {
-            Ok(rib) => rib,
+        let learned = match self.learned().await {
+            Ok(l) => l,
             Err(e) => {
                 // gobgpd is gone or restarting: what it had is lost, advertise it all again.
                 self.advertised.clear();
@@ -320,20 +486,21 @@ impl Daemon {
             }
         };
         let mut ignored = Vec::new();
-        let learned = rib::best_paths(&rib, &mut ignored);
         // A route of this node's missing from the RIB (gobgpd restarted between two reads) is
         // advertised again.
-        let own: BTreeSet<IpPrefix> = learned
+        let own: BTreeSet<(Family, IpPrefix)> = learned
             .iter()
             .filter(|l| l.nexthop == self.args.fabric_ip)
-            .map(|l| l.prefix)
+            .map(|l| (l.family, l.prefix))
             .collect();
-        self.advertised.retain(|_, a| own.contains(&a.prefix));
+        self.advertised
+            .retain(|_, a| own.contains(&(a.family(), a.prefix)));
         let want = rib::imports(
             &learned,
             &self.local.routing,
             self.args.fabric_ip,
             &self.local.pod_routes(),
+            self.args.preference().family,
             &mut ignored,
         );
         for i in &ignored {
@@ -359,10 +526,10 @@ impl Daemon {
             let route = Route {
                 prefix: k.1,
                 nexthop,
-                label: Some(remote.vni),
+                label: Some(remote.label),
             };
             self.vr.route_set(k.0, &route).await?;
-            info!(vrf = k.0, prefix = %k.1, nexthop, vni = remote.vni, nodes = remote.endpoints.len(), "remote route installed");
+            info!(vrf = k.0, prefix = %k.1, nexthop, label = remote.label, nodes = remote.endpoints.len(), "remote route installed");
             self.installed.routes.insert(k, remote);
         }
         self.release_unused().await
@@ -492,11 +659,109 @@ async fn main() -> anyhow::Result<()> {
         local: Local::default(),
         advertised: BTreeMap::new(),
         installed: Installed::default(),
+        mapped: BTreeMap::new(),
+        conflicts: BTreeSet::new(),
     };
     loop {
         if let Err(e) = d.run().await {
             warn!("{e:#}; starting over");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control_api::dataplane::TableChange;
+    use control_api::journal::RoutingRecord;
+
+    fn change<T: serde::Serialize>(c: T) -> Value {
+        serde_json::to_value(c).expect("json")
+    }
+
+    /// The change stream's own forms (vrouterd's serde) of a pod, an identity with a label and
+    /// that label's mapping: the pod route is advertised as VPN only while the label leads to
+    /// the VRF, as EVPN too when the identity has a VNI.
+    #[test]
+    fn stream_changes_feed_vpn_adverts_gated_by_the_label_mapping() {
+        let mut l = Local::default();
+        let prefix: IpPrefix = "198.18.11.2/32".parse().unwrap();
+        let mut routing = VrfRouting {
+            rd: "198.19.0.1:1".into(),
+            import_targets: vec!["target:64512:1".into()],
+            export_targets: vec!["target:64512:1".into()],
+            vni: None,
+            label: Some(2001),
+        };
+        for c in [
+            change(TableChange::NexthopSet {
+                id: 1,
+                nexthop: Nexthop::Encap {
+                    vif: "pod1".into(),
+                    dmac: MacAddr([2, 0, 0, 0, 0x11, 2]),
+                },
+            }),
+            change(TableChange::RouteSet {
+                vrf: 1,
+                route: Route {
+                    prefix,
+                    nexthop: 1,
+                    label: None,
+                },
+            }),
+            change(RoutingRecord::VrfRoutingSet {
+                vrf: 1,
+                routing: routing.clone(),
+            }),
+        ] {
+            assert!(l.apply(&c), "{c}");
+        }
+        let gated = |l: &Local| {
+            let mpls = &l.mpls;
+            l.adverts(Encap::MplsGre, |label, vrf| {
+                mpls.get(&label) == Some(&MplsTarget::Vrf(vrf))
+            })
+        };
+        assert!(
+            gated(&l).is_empty(),
+            "advertised before the label leads to the vrf"
+        );
+
+        assert!(l.apply(&change(TableChange::MplsVrfSet {
+            label: 2001,
+            vrf: 1
+        })));
+        let got = gated(&l);
+        let a = &got[&(1, prefix, Family::Vpn)];
+        assert_eq!(
+            a.overlay,
+            Overlay::Vpn {
+                label: 2001,
+                encap: Encap::MplsGre
+            }
+        );
+        assert_eq!(
+            (a.rd.as_str(), a.targets.clone()),
+            ("198.19.0.1:1", vec!["64512:1".to_string()])
+        );
+
+        // A VNI too: both families.
+        routing.vni = Some(1001);
+        assert!(l.apply(&change(RoutingRecord::VrfRoutingSet { vrf: 1, routing })));
+        let keys: Vec<Family> = gated(&l).keys().map(|k| k.2).collect();
+        assert_eq!(keys, [Family::Evpn, Family::Vpn]);
+
+        // The label led elsewhere, or nowhere: no VPN advert.
+        assert!(l.apply(&change(TableChange::MplsSet {
+            label: 2001,
+            nexthop: 1
+        })));
+        assert_eq!(
+            gated(&l).keys().map(|k| k.2).collect::<Vec<_>>(),
+            [Family::Evpn]
+        );
+        assert!(l.apply(&change(TableChange::MplsDel { label: 2001 })));
+        assert!(l.mpls.is_empty());
     }
 }

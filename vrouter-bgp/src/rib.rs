@@ -1,49 +1,110 @@
-//! What GoBGP's RIB says, in vrouterd's terms: EVPN type-5 (IP prefix) routes as `gobgp global
-//! rib -a evpn -j` prints them, reduced to the best path of each destination with what a tunnel
-//! to its node needs (next hop, router's MAC, VNI, encapsulation), and the routes each VRF
-//! imports from them. Pure: no I/O, so every rule is unit-tested.
+//! What GoBGP's RIB says, in vrouterd's terms: EVPN type-5 (IP prefix) routes and VPNv4/VPNv6
+//! (L3VPN, RFC 4364/4659) routes as `gobgp global rib -a evpn|vpnv4|vpnv6 -j` prints them,
+//! reduced to the best path of each destination with what a tunnel to its node needs (next
+//! hop, router's MAC, VNI or MPLS label, encapsulation), and the routes each VRF imports from
+//! them. Pure: no I/O, so every rule is unit-tested.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
-use control_api::api::{IpPrefix, MacAddr, RouteTag, VrfRouting};
+use control_api::api::{IpPrefix, MacAddr, RouteTag, TunnelEncap, VrfRouting};
 use serde_json::Value;
 
-/// RFC 9012 tunnel type of VXLAN in the encapsulation extended community.
+/// RFC 9012 tunnel types in the encapsulation extended community.
 pub const TUNNEL_TYPE_VXLAN: u64 = 8;
+pub const TUNNEL_TYPE_MPLS_GRE: u64 = 11;
+pub const TUNNEL_TYPE_MPLS_UDP: u64 = 13;
 /// VXLAN network identifiers are 24 bits.
 pub const VNI_MAX: u32 = (1 << 24) - 1;
+/// MPLS labels are 20 bits; 0–15 are reserved (RFC 3032).
+pub const MPLS_LABEL_MIN: u32 = 16;
+pub const MPLS_LABEL_MAX: u32 = (1 << 20) - 1;
 
-/// One best path of an EVPN type-5 route, as vrouterd can use it.
+/// The address families vrouter-bgp speaks: EVPN type-5 over VXLAN, L3VPN over MPLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    Evpn,
+    Vpn,
+}
+
+/// A tunnel's encapsulation (vrouterd's [`TunnelEncap`], ordered for use in keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Encap {
+    Vxlan,
+    MplsUdp,
+    MplsGre,
+}
+
+impl Encap {
+    pub fn tunnel(self) -> TunnelEncap {
+        match self {
+            Encap::Vxlan => TunnelEncap::Vxlan,
+            Encap::MplsUdp => TunnelEncap::Mplsoudp,
+            Encap::MplsGre => TunnelEncap::Mplsogre,
+        }
+    }
+
+    /// The RFC 9012 tunnel type.
+    pub fn tunnel_type(self) -> u64 {
+        match self {
+            Encap::Vxlan => TUNNEL_TYPE_VXLAN,
+            Encap::MplsUdp => TUNNEL_TYPE_MPLS_UDP,
+            Encap::MplsGre => TUNNEL_TYPE_MPLS_GRE,
+        }
+    }
+}
+
+/// What this node prefers where a choice is left to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preference {
+    /// The MPLS encapsulation of the VPN routes it originates, and of learned VPN paths that
+    /// carry no encapsulation community (or both MPLS ones).
+    pub mpls: Encap,
+    /// The family installed when a prefix is learned both as EVPN and as VPN paths.
+    pub family: Family,
+}
+
+/// One best path of an EVPN type-5 or VPN route, as vrouterd can use it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Learned {
+    pub family: Family,
     pub prefix: IpPrefix,
     pub nexthop: IpAddr,
-    pub router_mac: MacAddr,
-    pub vni: u32,
+    /// EVPN: the router's MAC; VPN: none (vrouterd resolves the next hop by ARP/ND).
+    pub router_mac: Option<MacAddr>,
+    /// The VNI (EVPN) or MPLS label (VPN) packets to this path carry.
+    pub label: u32,
+    pub encap: Encap,
     pub targets: BTreeSet<RouteTag>,
 }
 
-/// A remote node's tunnel endpoint: where, and the MAC its fabric port answers to.
+/// A remote node's tunnel endpoint: where, how, and the MAC its fabric port answers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
     pub ip: IpAddr,
-    pub mac: [u8; 6],
+    pub encap: Encap,
+    pub mac: Option<[u8; 6]>,
 }
 
 /// What to install for one prefix in one VRF: tunnels to every node advertising it (ECMP
-/// when more than one) and the VNI packets carry.
+/// when more than one) and the VNI or label packets carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
     pub endpoints: BTreeSet<Endpoint>,
-    pub vni: u32,
+    pub label: u32,
 }
 
-/// The best paths of `rib` (the JSON object `gobgp global rib -a evpn -j` prints), each
-/// usable one as [`Learned`]; a path that is not (another route type, no router's MAC, an
-/// encapsulation other than VXLAN, a VNI out of range, an unparsable field) goes to `ignored`
-/// with the reason, never into the result.
-pub fn best_paths(rib: &Value, ignored: &mut Vec<String>) -> Vec<Learned> {
+/// The best paths of `rib` (the JSON object `gobgp global rib -a evpn|vpnv4|vpnv6 -j` prints
+/// for `family`), each usable one as [`Learned`]; a path that is not (another route type, no
+/// router's MAC on an EVPN route, an encapsulation vrouterd does not speak for the family, a
+/// VNI or label out of range, a label stack, an unparsable field) goes to `ignored` with the
+/// reason, never into the result.
+pub fn best_paths(
+    rib: &Value,
+    family: Family,
+    prefer: Preference,
+    ignored: &mut Vec<String>,
+) -> Vec<Learned> {
     let mut out = Vec::new();
     let Some(dests) = rib.as_object() else {
         if !rib.is_null() {
@@ -56,7 +117,11 @@ pub fn best_paths(rib: &Value, ignored: &mut Vec<String>) -> Vec<Learned> {
             if path["best"] != Value::Bool(true) {
                 continue;
             }
-            match learned(path) {
+            let l = match family {
+                Family::Evpn => learned_evpn(path),
+                Family::Vpn => learned_vpn(path, prefer.mpls),
+            };
+            match l {
                 Ok(Some(l)) => out.push(l),
                 Ok(None) => {}
                 Err(why) => ignored.push(format!("{dest}: {why}")),
@@ -66,31 +131,22 @@ pub fn best_paths(rib: &Value, ignored: &mut Vec<String>) -> Vec<Learned> {
     out
 }
 
-fn learned(path: &Value) -> Result<Option<Learned>, String> {
-    let nlri = &path["nlri"];
-    if nlri["type"] != 5 {
-        return Ok(None);
-    }
-    let v = &nlri["value"];
-    let prefix: IpPrefix = v["prefix"]
-        .as_str()
-        .ok_or("no prefix")?
-        .parse()
-        .map_err(|e| format!("prefix: {e}"))?;
-    let label = v["label"].as_u64().ok_or("no label")?;
-    let vni = u32::try_from(label)
-        .ok()
-        .filter(|l| (1..=VNI_MAX).contains(l))
-        .ok_or(format!("vni {label} is outside 1..={VNI_MAX}"))?;
-    let mut nexthop = None;
-    let mut router_mac = None;
-    let mut tunnel = None;
-    let mut targets = BTreeSet::new();
+/// What a path's attributes say, whatever its family.
+#[derive(Default)]
+struct Attrs {
+    nexthop: Option<IpAddr>,
+    router_mac: Option<MacAddr>,
+    tunnels: BTreeSet<u64>,
+    targets: BTreeSet<RouteTag>,
+}
+
+fn attrs(path: &Value) -> Result<Attrs, String> {
+    let mut a = Attrs::default();
     for attr in path["attrs"].as_array().into_iter().flatten() {
         match attr["type"].as_u64() {
             // MP_REACH_NLRI
             Some(14) => {
-                nexthop = attr["nexthop"]
+                a.nexthop = attr["nexthop"]
                     .as_str()
                     .and_then(|s| s.parse::<IpAddr>().ok());
             }
@@ -101,14 +157,18 @@ fn learned(path: &Value) -> Result<Option<Learned>, String> {
                         // Route target (two-octet AS, IPv4, four-octet AS)
                         (Some(0..=2), Some(2)) => {
                             let s = c["value"].as_str().ok_or("route target without value")?;
-                            targets.insert(RouteTag::parse_target(s)?);
+                            a.targets.insert(RouteTag::parse_target(s)?);
                         }
                         // Encapsulation (RFC 9012)
-                        (Some(3), Some(12)) => tunnel = c["tunnel_type"].as_u64(),
+                        (Some(3), Some(12)) => {
+                            if let Some(t) = c["tunnel_type"].as_u64() {
+                                a.tunnels.insert(t);
+                            }
+                        }
                         // EVPN router's MAC (RFC 9135)
                         (Some(6), Some(3)) => {
                             let m = c["mac"].as_str().ok_or("router's MAC without mac")?;
-                            router_mac = Some(
+                            a.router_mac = Some(
                                 m.parse::<MacAddr>()
                                     .map_err(|e| format!("router's MAC: {e}"))?,
                             );
@@ -120,38 +180,127 @@ fn learned(path: &Value) -> Result<Option<Learned>, String> {
             _ => {}
         }
     }
-    if let Some(t) = tunnel.filter(|t| *t != TUNNEL_TYPE_VXLAN) {
+    Ok(a)
+}
+
+fn tunnel_endpoint(nexthop: Option<IpAddr>) -> Result<IpAddr, String> {
+    let mut nexthop = nexthop.ok_or("no next hop")?;
+    // A VPNv6 route's IPv4 next hop may come as an IPv4-mapped IPv6 address (RFC 4659).
+    if let IpAddr::V6(v6) = nexthop {
+        if let Some(v4) = v6.to_ipv4_mapped() {
+            nexthop = IpAddr::V4(v4);
+        }
+    }
+    if nexthop.is_unspecified()
+        || nexthop.is_multicast()
+        || nexthop == IpAddr::V4(Ipv4Addr::BROADCAST)
+    {
+        return Err(format!("next hop {nexthop} is no tunnel endpoint"));
+    }
+    Ok(nexthop)
+}
+
+fn prefix_of(nlri: &Value) -> Result<IpPrefix, String> {
+    nlri["prefix"]
+        .as_str()
+        .ok_or("no prefix")?
+        .parse()
+        .map_err(|e| format!("prefix: {e}"))
+}
+
+fn learned_evpn(path: &Value) -> Result<Option<Learned>, String> {
+    let nlri = &path["nlri"];
+    if nlri["type"] != 5 {
+        return Ok(None);
+    }
+    let v = &nlri["value"];
+    let prefix = prefix_of(v)?;
+    let label = v["label"].as_u64().ok_or("no label")?;
+    let vni = u32::try_from(label)
+        .ok()
+        .filter(|l| (1..=VNI_MAX).contains(l))
+        .ok_or(format!("vni {label} is outside 1..={VNI_MAX}"))?;
+    let a = attrs(path)?;
+    if let Some(t) = a.tunnels.iter().find(|t| **t != TUNNEL_TYPE_VXLAN) {
         return Err(format!(
             "tunnel type {t}: vrouter takes EVPN type-5 over VXLAN (8) only"
         ));
     }
-    let nexthop = nexthop.ok_or("no next hop")?;
-    if nexthop.is_unspecified() || nexthop == IpAddr::V4(Ipv4Addr::BROADCAST) {
-        return Err(format!("next hop {nexthop} is no tunnel endpoint"));
-    }
-    let router_mac = router_mac.ok_or("no router's MAC extended community")?;
+    let nexthop = tunnel_endpoint(a.nexthop)?;
+    let router_mac = a.router_mac.ok_or("no router's MAC extended community")?;
     Ok(Some(Learned {
+        family: Family::Evpn,
         prefix,
         nexthop,
-        router_mac,
-        vni,
-        targets,
+        router_mac: Some(router_mac),
+        label: vni,
+        encap: Encap::Vxlan,
+        targets: a.targets,
+    }))
+}
+
+fn learned_vpn(path: &Value, prefer: Encap) -> Result<Option<Learned>, String> {
+    let nlri = &path["nlri"];
+    let prefix = prefix_of(nlri)?;
+    let labels = nlri["labels"].as_array().ok_or("no labels")?;
+    let [label] = labels.as_slice() else {
+        return Err(format!(
+            "{} labels: vrouter takes one (a per-VRF or per-prefix label)",
+            labels.len()
+        ));
+    };
+    let label = label.as_u64().ok_or("label is no number")?;
+    let label = u32::try_from(label)
+        .ok()
+        .filter(|l| (MPLS_LABEL_MIN..=MPLS_LABEL_MAX).contains(l))
+        .ok_or(format!(
+            "label {label} is outside {MPLS_LABEL_MIN}..={MPLS_LABEL_MAX}"
+        ))?;
+    let a = attrs(path)?;
+    // RFC 9012: several encapsulation communities offer a choice; none leaves it to us.
+    let offered = |e: Encap| a.tunnels.contains(&e.tunnel_type());
+    let other = match prefer {
+        Encap::MplsGre => Encap::MplsUdp,
+        _ => Encap::MplsGre,
+    };
+    let encap = if a.tunnels.is_empty() || offered(prefer) {
+        prefer
+    } else if offered(other) {
+        other
+    } else {
+        return Err(format!(
+            "tunnel types {:?}: vrouter takes VPN routes over MPLS-over-UDP (13) or MPLS-over-GRE (11)",
+            a.tunnels
+        ));
+    };
+    let nexthop = tunnel_endpoint(a.nexthop)?;
+    Ok(Some(Learned {
+        family: Family::Vpn,
+        prefix,
+        nexthop,
+        router_mac: None,
+        label,
+        encap,
+        targets: a.targets,
     }))
 }
 
 /// The remote routes each VRF imports from `learned`: a path goes to every VRF with one of its
 /// route targets among the VRF's import targets, unless it comes from this node (`own` next
-/// hop) or names a prefix this node has itself in that VRF (`local`). Paths for one prefix
-/// that disagree on the VNI: the lowest VNI wins (a route carries one), the others are
-/// reported in `ignored`.
+/// hop) or names a prefix this node has itself in that VRF (`local`). A prefix learned both as
+/// EVPN and as VPN paths takes the preferred family's. Paths for one prefix that disagree on
+/// the VNI or label: the lowest wins (a route carries one), the others are reported in
+/// `ignored`.
 pub fn imports(
     learned: &[Learned],
     routing: &BTreeMap<u32, VrfRouting>,
     own: IpAddr,
     local: &BTreeSet<(u32, IpPrefix)>,
+    prefer: Family,
     ignored: &mut Vec<String>,
 ) -> BTreeMap<(u32, IpPrefix), Remote> {
-    let mut by_vrf: BTreeMap<(u32, IpPrefix), BTreeMap<u32, BTreeSet<Endpoint>>> = BTreeMap::new();
+    type ByLabel = BTreeMap<u32, BTreeSet<Endpoint>>;
+    let mut by_vrf: BTreeMap<(u32, IpPrefix), BTreeMap<Family, ByLabel>> = BTreeMap::new();
     for l in learned {
         if l.nexthop == own {
             continue;
@@ -173,11 +322,14 @@ pub fn imports(
             by_vrf
                 .entry((vrf, l.prefix))
                 .or_default()
-                .entry(l.vni)
+                .entry(l.family)
+                .or_default()
+                .entry(l.label)
                 .or_default()
                 .insert(Endpoint {
                     ip: l.nexthop,
-                    mac: l.router_mac.0,
+                    encap: l.encap,
+                    mac: l.router_mac.map(|m| m.0),
                 });
         }
         if !matched {
@@ -189,15 +341,27 @@ pub fn imports(
     }
     by_vrf
         .into_iter()
-        .filter_map(|(key, mut vnis)| {
-            let (vni, endpoints) = vnis.pop_first()?;
-            for (other, eps) in vnis {
+        .filter_map(|(key, mut families)| {
+            let family = if families.contains_key(&prefer) {
+                prefer
+            } else {
+                *families.keys().next()?
+            };
+            let mut labels = families.remove(&family)?;
+            for (f, _) in families {
                 ignored.push(format!(
-                    "{} in vrf {}: vni {other} from {eps:?} differs from vni {vni}",
+                    "{} in vrf {}: {f:?} paths passed over for {family:?} ones",
                     key.1, key.0
                 ));
             }
-            Some((key, Remote { endpoints, vni }))
+            let (label, endpoints) = labels.pop_first()?;
+            for (other, eps) in labels {
+                ignored.push(format!(
+                    "{} in vrf {}: label {other} from {eps:?} differs from label {label}",
+                    key.1, key.0
+                ));
+            }
+            Some((key, Remote { endpoints, label }))
         })
         .collect()
 }
@@ -206,6 +370,11 @@ pub fn imports(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const PREFER: Preference = Preference {
+        mpls: Encap::MplsUdp,
+        family: Family::Evpn,
+    };
 
     fn path(prefix: &str, label: u64, nh: &str, rt: &str, tunnel: u64, mac: &str) -> Value {
         json!({"nlri": {"type": 5, "value": {"rd": {"type": 0, "admin": 64512, "assigned": 1},
@@ -216,6 +385,25 @@ mod tests {
                                                 {"type": 3, "subtype": 12, "tunnel_type": tunnel},
                                                 {"type": 6, "subtype": 3, "mac": mac}]},
                          {"type": 14, "nexthop": nh, "afi": 25, "safi": 70}]})
+    }
+
+    /// A VPN path as `gobgp global rib -a vpnv4 -j` prints it (gobgp 3.10), with the given
+    /// encapsulation communities.
+    fn vpn(prefix: &str, labels: &[u64], nh: &str, rt: &str, tunnels: &[u64]) -> Value {
+        let rd = json!({"type": 1, "admin": "198.19.0.2", "assigned": 1});
+        let mut comms = vec![json!({"type": 0, "subtype": 2, "value": rt})];
+        comms.extend(
+            tunnels
+                .iter()
+                .map(|t| json!({"type": 3, "subtype": 12, "tunnel_type": t})),
+        );
+        json!({"nlri": {"prefix": prefix, "labels": labels, "rd": rd},
+               "best": true,
+               "attrs": [{"type": 1, "value": 2},
+                         {"type": 16, "value": comms},
+                         {"type": 14, "nexthop": nh, "afi": 1, "safi": 128,
+                          "value": [{"prefix": prefix, "labels": labels, "rd": rd}]}],
+               "stale": false})
     }
 
     fn routing(rt: &str) -> VrfRouting {
@@ -247,16 +435,71 @@ mod tests {
             "e": [json!({"best": true, "nlri": {"type": 2, "value": {}}, "attrs": []})],
         });
         let mut ignored = Vec::new();
-        let got = best_paths(&rib, &mut ignored);
+        let got = best_paths(&rib, Family::Evpn, PREFER, &mut ignored);
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].prefix, "198.18.2.0/24".parse().unwrap());
         assert_eq!(got[0].nexthop, "198.19.0.2".parse::<IpAddr>().unwrap());
-        assert_eq!(got[0].vni, 1001);
-        assert_eq!(got[0].router_mac.0, [2, 0, 0, 0, 0xfa, 2]);
+        assert_eq!(got[0].label, 1001);
+        assert_eq!(got[0].encap, Encap::Vxlan);
+        assert_eq!(got[0].router_mac.unwrap().0, [2, 0, 0, 0, 0xfa, 2]);
         assert_eq!(ignored.len(), 3, "{ignored:?}");
         assert!(ignored[0].contains("tunnel type 11"), "{ignored:?}");
         assert!(ignored[1].contains("vni 16777216"), "{ignored:?}");
         assert!(ignored[2].contains("router's MAC"), "{ignored:?}");
+    }
+
+    #[test]
+    fn vpn_paths_take_one_label_in_range_and_an_mpls_encapsulation() {
+        let rib = json!({
+            "udp": [vpn("198.18.2.0/24", &[2002], "198.19.0.2", "64512:1", &[13])],
+            "gre": [vpn("198.18.3.0/24", &[2003], "198.19.0.3", "64512:1", &[11])],
+            "none": [vpn("198.18.4.0/24", &[2004], "198.19.0.4", "64512:1", &[])],
+            "both": [vpn("198.18.5.0/24", &[2005], "198.19.0.5", "64512:1", &[11, 13])],
+            "v6": [vpn("2001:db8:6::/64", &[2006], "198.19.0.6", "64512:1", &[11])],
+            "vxlan": [vpn("198.18.7.0/24", &[2007], "198.19.0.7", "64512:1", &[8])],
+            "reserved": [vpn("198.18.8.0/24", &[3], "198.19.0.8", "64512:1", &[13])],
+            "big": [vpn("198.18.9.0/24", &[1 << 20], "198.19.0.9", "64512:1", &[13])],
+            "stack": [vpn("198.18.10.0/24", &[2010, 2011], "198.19.0.10", "64512:1", &[13])],
+            "nonh": [vpn("198.18.11.0/24", &[2011], "0.0.0.0", "64512:1", &[13])],
+            "w6": [vpn("2001:db8:c::/64", &[2012], "::ffff:198.19.0.12", "64512:1", &[])],
+        });
+        let mut ignored = Vec::new();
+        let prefer = Preference {
+            mpls: Encap::MplsGre,
+            family: Family::Evpn,
+        };
+        let got = best_paths(&rib, Family::Vpn, prefer, &mut ignored);
+        let seen: Vec<(String, u32, Encap)> = got
+            .iter()
+            .map(|l| (l.prefix.to_string(), l.label, l.encap))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("198.18.5.0/24".into(), 2005, Encap::MplsGre), // both offered: ours
+                ("198.18.3.0/24".into(), 2003, Encap::MplsGre),
+                ("198.18.4.0/24".into(), 2004, Encap::MplsGre), // none: ours
+                ("198.18.2.0/24".into(), 2002, Encap::MplsUdp), // theirs
+                ("2001:db8:6::/64".into(), 2006, Encap::MplsGre),
+                ("2001:db8:c::/64".into(), 2012, Encap::MplsGre),
+            ]
+        );
+        assert_eq!(got[5].nexthop, "198.19.0.12".parse::<IpAddr>().unwrap());
+        assert!(got
+            .iter()
+            .all(|l| l.family == Family::Vpn && l.router_mac.is_none()));
+        assert_eq!(got[3].nexthop, "198.19.0.2".parse::<IpAddr>().unwrap());
+        let expect = [
+            "1048576",
+            "0.0.0.0",
+            "label 3 ",
+            "2 labels",
+            "tunnel types {8}",
+        ];
+        assert_eq!(ignored.len(), expect.len(), "{ignored:?}");
+        for e in expect {
+            assert!(ignored.iter().any(|i| i.contains(e)), "{e}: {ignored:?}");
+        }
     }
 
     #[test]
@@ -270,19 +513,91 @@ mod tests {
             "f": [path("198.18.8.0/24", 1001, "198.19.0.3", "64512:1", 8, "02:00:00:00:fa:03")],
         });
         let mut ignored = Vec::new();
-        let learned = best_paths(&rib, &mut ignored);
+        let learned = best_paths(&rib, Family::Evpn, PREFER, &mut ignored);
         let vrfs = BTreeMap::from([(1, routing("target:64512:1"))]);
         let local = BTreeSet::from([(1, "198.18.8.0/24".parse().unwrap())]);
         let own: IpAddr = "198.19.0.1".parse().unwrap();
-        let got = imports(&learned, &vrfs, own, &local, &mut ignored);
+        let got = imports(&learned, &vrfs, own, &local, Family::Evpn, &mut ignored);
         let keys: Vec<String> = got.keys().map(|(v, p)| format!("{v} {p}")).collect();
         assert_eq!(keys, ["1 198.18.2.0/24", "1 198.18.9.0/24"]);
         let ecmp = &got[&(1, "198.18.9.0/24".parse().unwrap())];
         assert_eq!(ecmp.endpoints.len(), 2);
-        assert_eq!(ecmp.vni, 1001);
+        assert_eq!(ecmp.label, 1001);
         assert!(
             ignored.iter().any(|i| i.contains("198.18.7.0/24")),
             "{ignored:?}"
         );
+    }
+
+    #[test]
+    fn imports_mix_mpls_encapsulations_in_ecmp_and_pick_the_preferred_family() {
+        let evpn = json!({
+            "a": [path("198.18.9.0/24", 1001, "198.19.0.4", "64512:1", 8, "02:00:00:00:fa:04")],
+        });
+        let vpns = json!({
+            "b": [vpn("198.18.9.0/24", &[2002], "198.19.0.2", "64512:1", &[13])],
+            "c": [vpn("198.18.9.0/24", &[2002], "198.19.0.3", "64512:1", &[11])],
+            "d": [vpn("198.18.5.0/24", &[2002], "198.19.0.2", "64512:1", &[13])],
+            "e": [vpn("198.18.5.0/24", &[2003], "198.19.0.3", "64512:1", &[13])],
+        });
+        let mut ignored = Vec::new();
+        let mut learned = best_paths(&evpn, Family::Evpn, PREFER, &mut ignored);
+        learned.extend(best_paths(&vpns, Family::Vpn, PREFER, &mut ignored));
+        assert!(ignored.is_empty(), "{ignored:?}");
+        let vrfs = BTreeMap::from([(1, routing("target:64512:1"))]);
+        let own: IpAddr = "198.19.0.1".parse().unwrap();
+        let p9: IpPrefix = "198.18.9.0/24".parse().unwrap();
+        let p5: IpPrefix = "198.18.5.0/24".parse().unwrap();
+
+        let got = imports(
+            &learned,
+            &vrfs,
+            own,
+            &BTreeSet::new(),
+            Family::Vpn,
+            &mut ignored,
+        );
+        let r = &got[&(1, p9)];
+        assert_eq!(r.label, 2002);
+        let eps: Vec<(String, Encap)> = r
+            .endpoints
+            .iter()
+            .map(|e| (e.ip.to_string(), e.encap))
+            .collect();
+        assert_eq!(
+            eps,
+            [
+                ("198.19.0.2".into(), Encap::MplsUdp),
+                ("198.19.0.3".into(), Encap::MplsGre)
+            ]
+        );
+        assert!(r.endpoints.iter().all(|e| e.mac.is_none()));
+        // Two labels for one prefix: the lowest, the other reported.
+        assert_eq!(got[&(1, p5)].label, 2002);
+        assert_eq!(got[&(1, p5)].endpoints.len(), 1);
+        assert!(
+            ignored.iter().any(|i| i.contains("label 2003")),
+            "{ignored:?}"
+        );
+        assert!(
+            ignored.iter().any(|i| i.contains("Evpn paths passed over")),
+            "{ignored:?}"
+        );
+
+        ignored.clear();
+        let got = imports(
+            &learned,
+            &vrfs,
+            own,
+            &BTreeSet::new(),
+            Family::Evpn,
+            &mut ignored,
+        );
+        let r = &got[&(1, p9)];
+        assert_eq!(r.label, 1001);
+        assert_eq!(r.endpoints.len(), 1);
+        assert_eq!(r.endpoints.first().unwrap().encap, Encap::Vxlan);
+        // Only VPN paths for it: those, whatever the preference.
+        assert_eq!(got[&(1, p5)].label, 2002);
     }
 }
