@@ -92,6 +92,11 @@ pub struct Options {
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub neigh_reachable_secs: u64,
 
+    /// Seconds between the router advertisements sent unsolicited to every vif with an
+    /// `ip6` (they also answer solicitations at once); 0 sends none.
+    #[arg(long, value_name = "SECS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=1800))]
+    pub ra_interval_secs: u64,
+
     /// The MAC pods send routed traffic to (and ARP / ND answers carry).
     #[arg(long, value_name = "MAC", default_value_t = MacAddr::VROUTER_DEFAULT)]
     pub vrouter_mac: MacAddr,

@@ -16,6 +16,7 @@ mod notify;
 mod offload;
 mod packet;
 mod progress;
+mod router_adverts;
 mod vhost_core;
 
 use std::collections::BTreeSet;
@@ -297,6 +298,7 @@ fn run(opts: &cli::Options) -> Result<()> {
     };
     // The neighbour resolver's requests go out through the first forwarding lcore.
     let neigh_lcore = handles.first().map(|h| h.commands.clone());
+    let ra_lcore = handles.first().map(|h| h.commands.clone());
     let dataplane = Arc::new(VrouterDataplane::new(DataplaneParts {
         eal: eal.clone(),
         pool: pool.clone(),
@@ -429,6 +431,21 @@ fn run(opts: &cli::Options) -> Result<()> {
         }
         None => None,
     };
+    // Unsolicited router advertisements to the vifs with an ip6.
+    let ra_stop = Arc::new(AtomicBool::new(false));
+    let advertiser = match ra_lcore {
+        Some(l) if opts.ra_interval_secs > 0 => Some(
+            Arc::new(router_adverts::Advertiser::new(
+                Arc::clone(&tables),
+                pool.clone(),
+                l,
+                std::time::Duration::from_secs(opts.ra_interval_secs),
+            ))
+            .spawn(Arc::clone(&ra_stop))
+            .context("starting the router advertiser")?,
+        ),
+        _ => None,
+    };
 
     // The control API, on its own thread pinned to the vhost lcore's CPU. It restores the
     // saved state first (vif adds wait for the vhost core, this thread's job from now on), then
@@ -511,6 +528,10 @@ fn run(opts: &cli::Options) -> Result<()> {
     }
     neigh_stop.store(true, Ordering::Relaxed);
     if let Some(h) = resolver {
+        let _ = h.join();
+    }
+    ra_stop.store(true, Ordering::Relaxed);
+    if let Some(h) = advertiser {
         let _ = h.join();
     }
     agent_stop.store(true, Ordering::Relaxed);

@@ -236,3 +236,51 @@ fn a_kernel_pod_takes_address_gateway_mtu_and_a_route_by_dhcp_and_then_passes_tr
     }
     assert!(vr.stop().success());
 }
+
+/// Router advertisements also come unsolicited, every `--ra-interval-secs`, to all nodes: a
+/// pod that never solicits again keeps its IPv6 default router. The pod here already has its
+/// address; what it captures without asking is the advertisement of its /64.
+#[test]
+fn a_pod_hears_unsolicited_router_advertisements() {
+    testkit::netns::require_root();
+    let node = Netns::new("ranode");
+    let pod = KernelPod::attached_to(Some(&node), "ra", 1, 1500);
+    let vr = Vrouterd::start_netns(
+        Some(&node),
+        &vrouterd_bin(),
+        &["--idle-sleep-us", "20", "--ra-interval-secs", "1"],
+        &[],
+    );
+    vr.api(|c| async move { c.vrf_add(1).await })
+        .expect("vrf 1");
+    let mut req = VifRequest::new("pod", VifType::AfPacket, 1, MacAddr(pod.mac));
+    req.iface = Some(pod.host_side.clone());
+    req.ip6 = Some(pod.ip6);
+    vr.add_vif(&req);
+    // Only to all nodes: an answer to a solicitation goes to the asker.
+    let cap = pod.ns.capture(
+        "eth0",
+        "icmp6 and ip6[40] == 134 and ip6 dst host ff02::1",
+        2,
+    );
+    let frames = cap.frames(std::time::Duration::from_secs(10));
+    assert_eq!(
+        frames.len(),
+        2,
+        "two advertisements in 10 s at one a second"
+    );
+    for f in &frames {
+        assert_eq!(&f[0..6], &[0x33, 0x33, 0, 0, 0, 1], "all nodes' MAC");
+        let p = etherparse::SlicedPacket::from_ethernet(f).expect("etherparse reads it");
+        let Some(etherparse::TransportSlice::Icmpv6(icmp)) = &p.transport else {
+            panic!("ICMPv6: {f:02x?}")
+        };
+        let m = icmp.slice();
+        assert_eq!(m[0], 134, "router advertisement");
+        assert!(u16::from_be_bytes([m[6], m[7]]) > 0, "a default router");
+        let mut prefix = pod.ip6.octets();
+        prefix[8..].fill(0);
+        assert_eq!(&m[48..64], &prefix, "the vif's /64");
+    }
+    assert!(vr.stop().success());
+}

@@ -6,7 +6,7 @@ use common::*;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice, UdpHeader};
 use std::net::Ipv4Addr;
 use vrouter::wire::dhcp::{Lease, Route};
-use vrouter::{DropReason, MacAddr};
+use vrouter::{DropReason, MacAddr, PacketBuf, VecBuf};
 
 const POD_A_LEASE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 
@@ -437,4 +437,55 @@ fn a_router_solicitation_gets_an_advertisement_of_the_vifs_prefix_and_mtu() {
         &router_solicit(asker),
         DropReason::Multicast,
     );
+}
+
+/// An unsolicited advertisement, as vrouterd sends every `--ra-interval-secs`: written over
+/// whatever a buffer held, to all nodes (IPv6 and Ethernet multicast), from the vrouter's
+/// link-local address, and saying what the solicited one says.
+#[test]
+fn an_unsolicited_advertisement_goes_to_all_nodes_and_says_what_the_solicited_one_says() {
+    use std::net::Ipv6Addr;
+    use vrouter::tables::RouterAdvert;
+    let ra = RouterAdvert {
+        prefix: "2001:db8:18:1::".parse().unwrap(),
+        autonomous: false,
+        mtu: 9000,
+    };
+    for held in [Vec::new(), vec![0xee; 9], vec![0xee; 300]] {
+        let mut buf = VecBuf::from_frame(&held);
+        vrouter::pipeline::reply::router_advert(&mut buf, &ra, VROUTER_MAC).unwrap();
+        let out = buf.data().to_vec();
+        assert_eq!(&out[0..6], &[0x33, 0x33, 0, 0, 0, 1], "all nodes' MAC");
+        assert_eq!(&out[6..12], &VROUTER_MAC.0);
+        let p = SlicedPacket::from_ethernet(&out).expect("etherparse reads it");
+        let Some(etherparse::NetSlice::Ipv6(ip)) = &p.net else {
+            panic!("IPv6")
+        };
+        let h = ip.header();
+        assert_eq!(
+            h.source_addr(),
+            vrouter::pipeline::reply::link_local(VROUTER_MAC)
+        );
+        assert_eq!(h.destination_addr(), "ff02::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(h.hop_limit(), 255);
+        assert_eq!(usize::from(h.payload_length()) + 54, out.len(), "no tail");
+        let Some(TransportSlice::Icmpv6(icmp)) = &p.transport else {
+            panic!("ICMPv6")
+        };
+        let want = icmp
+            .icmp_type()
+            .calc_checksum(h.source(), h.destination(), icmp.payload())
+            .unwrap();
+        assert_eq!(icmp.checksum(), want, "ICMPv6 checksum");
+        let m = icmp.slice();
+        assert_eq!((m[0], m[1]), (134, 0), "router advertisement");
+        assert_eq!(u16::from_be_bytes([m[6], m[7]]), 9000, "router lifetime");
+        assert_eq!(&m[24..32], &[5, 1, 0, 0, 0, 0, 0x23, 0x28], "MTU 9000");
+        assert_eq!(
+            &m[32..36],
+            &[3, 4, 64, 0x80],
+            "/64, on-link, not autonomous"
+        );
+        assert_eq!(&m[48..64], &ra.prefix.octets());
+    }
 }

@@ -91,15 +91,16 @@ pub fn na_reply<B: PacketBuf>(
         target,
         lladdr: Some(mac),
     };
-    answer_nd(buf, l3, mac, target, dst, &na)
+    answer_nd(buf, l3, None, mac, target, dst, &na)
 }
 
 /// Rewrite the neighbour-discovery message in `buf` (its IPv6 header at `l3`) into `msg` from
-/// `src` to `dst`, sent back to the asker's MAC from `mac`: the buffer cut or grown to the
-/// answer's length, no offload left on it.
+/// `src` to `dst`, sent to `eth_dst` (`None`: back to the asker's MAC) from `mac`: the buffer
+/// cut or grown to the answer's length, no offload left on it.
 fn answer_nd<B: PacketBuf>(
     buf: &mut B,
     l3: usize,
+    eth_dst: Option<MacAddr>,
     mac: MacAddr,
     src: Ipv6Addr,
     dst: Ipv6Addr,
@@ -121,8 +122,8 @@ fn answer_nd<B: PacketBuf>(
         buf.append(want - have).map_err(|_| DropReason::Truncated)?;
     }
     let (eth, rest) = buf.data_mut().split_at_mut(l3);
-    // To the asker's MAC (its message came from it), whatever the IPv6 destination.
-    answer_ethernet(eth, None, mac)?;
+    // By default to the asker's MAC (its message came from it), whatever the IPv6 destination.
+    answer_ethernet(eth, eth_dst, mac)?;
     let (iph, body) = rest.split_at_mut(ip.buffer_len());
     ip.emit(&mut ipv6::Packet::new_unchecked(iph));
     msg.emit(src, dst, &mut icmp::Packet::new_unchecked(body));
@@ -137,8 +138,9 @@ pub fn is_router_solicit(data: &[u8], m: &PacketMeta) -> bool {
 }
 
 /// How long a pod takes the vrouter as its default router from one advertisement: the most
-/// RFC 4861 allows (section 6.2.1). Advertisements answer solicitations only (none are sent
-/// unsolicited), so a pod that never solicits again keeps the route this long.
+/// RFC 4861 allows (section 6.2.1). Besides answering solicitations, vrouterd advertises
+/// unsolicited ([`router_advert`]) well within it, so a pod that never solicits again keeps
+/// its default route.
 pub const ROUTER_LIFETIME: u16 = 9000;
 /// The prefix's lifetimes: RFC 4861's defaults (30 and 7 days).
 const VALID_LIFETIME: u32 = 2_592_000;
@@ -160,8 +162,12 @@ pub fn ra_reply<B: PacketBuf>(
     } else {
         asker
     };
-    let src = link_local(mac);
-    let msg = icmp::v6::Repr::RouterAdvert {
+    answer_nd(buf, l3, None, mac, link_local(mac), dst, &advert(ra, mac))
+}
+
+/// What vif advertisement `ra` says, from the vrouter's `mac`.
+fn advert(ra: &crate::tables::RouterAdvert, mac: MacAddr) -> icmp::v6::Repr {
+    icmp::v6::Repr::RouterAdvert {
         router_lifetime: ROUTER_LIFETIME,
         lladdr: mac,
         mtu: u32::from(ra.mtu),
@@ -175,8 +181,42 @@ pub fn ra_reply<B: PacketBuf>(
             },
         valid_lifetime: VALID_LIFETIME,
         preferred_lifetime: PREFERRED_LIFETIME,
-    };
-    answer_nd(buf, l3, mac, src, dst, &msg)
+    }
+}
+
+/// The MAC IPv6 all-nodes multicast maps to (RFC 2464 section 7).
+const ALL_NODES_MAC: MacAddr = MacAddr([0x33, 0x33, 0, 0, 0, 1]);
+
+/// Write into `buf` (whatever it held) an unsolicited advertisement of `ra` from the vrouter
+/// (`mac` and its link-local address) to all nodes: what keeps a pod's default route alive
+/// past one router lifetime when it never solicits again.
+pub fn router_advert<B: PacketBuf>(
+    buf: &mut B,
+    ra: &crate::tables::RouterAdvert,
+    mac: MacAddr,
+) -> Result<(), DropReason> {
+    let l3 = ethernet::HEADER_LEN;
+    let have = buf.len();
+    if have < l3 {
+        buf.append(l3 - have).map_err(|_| DropReason::Truncated)?;
+    }
+    ethernet::Repr {
+        dst: ALL_NODES_MAC,
+        src: mac,
+        ethertype: ethernet::ethertype::IPV6,
+    }
+    .emit(&mut ethernet::Frame::new_unchecked(
+        &mut buf.data_mut()[..l3],
+    ));
+    answer_nd(
+        buf,
+        l3,
+        Some(ALL_NODES_MAC),
+        mac,
+        link_local(mac),
+        ALL_NODES,
+        &advert(ra, mac),
+    )
 }
 
 /// What ICMP error to send.
