@@ -31,7 +31,7 @@ use vrouter::CoreStats;
 
 use crate::lcore::{LcoreCmd, LoopCounters};
 use crate::progress::ProgressWatch;
-use crate::vhost_core::{StatusMap, VhostCmd};
+use crate::vhost_core::{LcoreLoad, StatusMap, VhostCmd};
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -71,8 +71,9 @@ struct VifRuntime {
 struct Registry {
     vifs: HashMap<u16, VifRuntime>,
     by_name: HashMap<String, u16>,
-    /// Vifs polled by each lcore, for least-loaded placement.
-    load: Vec<u32>,
+    /// Queues each lcore serves, for least-loaded placement (vhost-user queue pairs are
+    /// counted by the vhost core as they come up).
+    load: LcoreLoad,
     /// DPDK device names in use by physical vifs (a device can back one vif only).
     devices: HashMap<String, u16>,
     fabric: FabricConfig,
@@ -148,6 +149,8 @@ pub struct DataplaneParts {
     pub vhost_status: StatusMap,
     /// The vhost core's loop counter.
     pub vhost_loops: Arc<AtomicU64>,
+    /// Queues per lcore, shared with the vhost core.
+    pub load: LcoreLoad,
     pub fabric: FabricConfig,
     pub policies: Arc<Policies>,
     /// The packet tracer every lcore's pipeline was given.
@@ -165,13 +168,14 @@ impl VrouterDataplane {
             vhost,
             vhost_status,
             vhost_loops,
+            load,
             fabric,
             policies,
             tracer,
             nat,
         } = parts;
         let registry = Registry {
-            load: vec![0; lcores.len()],
+            load,
             fabric,
             ..Registry::default()
         };
