@@ -306,6 +306,42 @@ impl Dataplane for VrouterDataplane {
         self.status_of_vif(vif)
     }
 
+    fn queue_pin(&self, vif: &VifSpec, queue: u32, lcore: u32) -> Result<(), DataplaneError> {
+        let index = Self::vif_index(&self.registry(), &vif.name)?;
+        let Some(at) = self.lcores.iter().position(|h| h.lcore == lcore) else {
+            let have: Vec<String> = self.lcores.iter().map(|h| h.lcore.to_string()).collect();
+            return Err(DataplaneError::new(
+                DataplaneErrorKind::Rejected,
+                format!(
+                    "lcore {lcore} is not a forwarding lcore (forwarding lcores: {})",
+                    have.join(", ")
+                ),
+            ));
+        };
+        let pair = u16::try_from(queue).map_err(|_| rejected("queue out of range"))?;
+        let (reply, answer) = crossbeam::channel::bounded(1);
+        self.vhost
+            .send(VhostCmd::Pin {
+                vif: index,
+                pair,
+                lcore: u8::try_from(at).unwrap_or(u8::MAX),
+                reply,
+            })
+            .map_err(|_| {
+                DataplaneError::new(
+                    DataplaneErrorKind::Unavailable,
+                    "the vhost core is not running",
+                )
+            })?;
+        match answer.recv_timeout(REPLY_TIMEOUT) {
+            Ok(r) => r.map_err(rejected),
+            Err(_) => Err(DataplaneError::new(
+                DataplaneErrorKind::Unavailable,
+                "the vhost core did not answer",
+            )),
+        }
+    }
+
     fn stats(&self) -> Result<Stats, DataplaneError> {
         self.counter_totals()
     }
