@@ -210,8 +210,10 @@ fn parse_lcore_list(text: &str) -> Result<LcoreList, String> {
     for part in text.split(',').map(str::trim) {
         let bad = || format!("{part:?} is not an lcore id or range (examples: 1  1,3  2-5  2@1)");
         if let Some((id, cpu)) = part.split_once('@') {
-            let (id, cpu): (u32, u32) =
-                (id.parse().map_err(|_| bad())?, cpu.parse().map_err(|_| bad())?);
+            let (id, cpu): (u32, u32) = (
+                id.parse().map_err(|_| bad())?,
+                cpu.parse().map_err(|_| bad())?,
+            );
             ids.push(id);
             on_cpu.push((id, cpu));
             continue;

@@ -209,7 +209,10 @@ impl LoopCounters {
 // add a pointer chase to every poll, and these values are made once and moved rarely.
 #[allow(clippy::large_enum_variant)]
 enum RxSource {
-    Eth { vif: u16, queue: RxQueue },
+    Eth {
+        vif: u16,
+        queue: RxQueue,
+    },
     /// `hold`: just handed over from another lcore; not polled until our inbox has been seen
     /// empty, so what the guest sent before the hand-over (and the old lcore routed to us)
     /// leaves before what it sends after.
@@ -218,7 +221,11 @@ enum RxSource {
         queue: SplitQueue,
         hold: bool,
     },
-    Kernel { vif: u16, mtu: u16, port: KernelRx },
+    Kernel {
+        vif: u16,
+        mtu: u16,
+        port: KernelRx,
+    },
 }
 
 #[allow(clippy::large_enum_variant)]

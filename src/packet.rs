@@ -284,7 +284,9 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
         }
     };
     let mut off = 12;
-    let mut ethertype = frame.get(12..14).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let mut ethertype = frame
+        .get(12..14)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
     // 802.1Q / 802.1ad tags.
     while matches!(ethertype, 0x8100 | 0x88a8) {
         off += 4;

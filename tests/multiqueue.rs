@@ -91,7 +91,10 @@ fn run(a: &mut MultiQueuePod, b: &mut MultiQueuePod, next: &mut u32, rounds: u32
                 let f = frame(flow, first + k);
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while !a.send_on(pair, &f) {
-                    assert!(Instant::now() < deadline, "pod A's TX ring {pair} stays full");
+                    assert!(
+                        Instant::now() < deadline,
+                        "pod A's TX ring {pair} stays full"
+                    );
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
@@ -111,7 +114,11 @@ fn run(a: &mut MultiQueuePod, b: &mut MultiQueuePod, next: &mut u32, rounds: u32
 
 /// Queue pair → lcore, as `GET /vifs/{name}` shows it.
 fn placement(v: &VifInfo) -> BTreeMap<u32, u32> {
-    v.status.queue_pairs.iter().map(|q| (q.queue, q.lcore)).collect()
+    v.status
+        .queue_pairs
+        .iter()
+        .map(|q| (q.queue, q.lcore))
+        .collect()
 }
 
 #[test]
@@ -173,17 +180,24 @@ fn queue_pairs_spread_over_lcores_keep_each_flow_on_one_queue_in_order() {
     for (flow, queues) in &seen.queues {
         assert_eq!(queues.len(), 1, "flow {flow} arrived on queues {queues:?}");
     }
-    let used: std::collections::BTreeSet<usize> =
-        seen.queues.values().flatten().copied().collect();
+    let used: std::collections::BTreeSet<usize> = seen.queues.values().flatten().copied().collect();
     assert_eq!(used, [0, 1].into(), "the flow hash uses both of B's queues");
     // Both queues served, per queue: A's guest TX rings read, B's guest RX rings written.
     let va = vr.vif("podA");
     let vb = vr.vif("podB");
     for q in &va.status.queue_pairs {
-        assert!(q.rx_packets > 0, "podA queue {} received nothing: {q:?}", q.queue);
+        assert!(
+            q.rx_packets > 0,
+            "podA queue {} received nothing: {q:?}",
+            q.queue
+        );
     }
     for q in &vb.status.queue_pairs {
-        assert!(q.tx_packets > 0, "podB queue {} was sent nothing: {q:?}", q.queue);
+        assert!(
+            q.tx_packets > 0,
+            "podB queue {} was sent nothing: {q:?}",
+            q.queue
+        );
     }
     let a_sum: u64 = va.status.queue_pairs.iter().map(|q| q.rx_packets).sum();
     let b_sum: u64 = vb.status.queue_pairs.iter().map(|q| q.tx_packets).sum();
@@ -213,8 +227,14 @@ fn queue_pairs_spread_over_lcores_keep_each_flow_on_one_queue_in_order() {
     assert_eq!(placement(&vb)[&0], other(b0), "{:?}", vb.status.queue_pairs);
     assert!(vb.status.queue_pairs[0].pinned);
     assert_eq!(placement(&va)[&1], other(a1), "{:?}", va.status.queue_pairs);
-    assert!(vb.status.queue_pairs[0].tx_packets > before_b0, "B's pair 0 still served");
-    assert!(va.status.queue_pairs[1].rx_packets > before_a1, "A's pair 1 still served");
+    assert!(
+        vb.status.queue_pairs[0].tx_packets > before_b0,
+        "B's pair 0 still served"
+    );
+    assert!(
+        va.status.queue_pairs[1].rx_packets > before_a1,
+        "A's pair 1 still served"
+    );
     assert!(seen.reordered.is_empty(), "reordered: {:?}", seen.reordered);
     for (flow, queues) in &seen.queues {
         assert_eq!(queues.len(), 1, "flow {flow} arrived on queues {queues:?}");
@@ -241,4 +261,46 @@ fn queue_pairs_spread_over_lcores_keep_each_flow_on_one_queue_in_order() {
     let (status, msg) = err(vr.api(|c| async move { c.queue_pin("podA", 0, 7).await }));
     assert_eq!(status, 400, "{msg}");
     assert!(msg.contains("lcore 7"), "{msg}");
+}
+
+#[test]
+fn a_pinned_queue_pair_stays_pinned_across_a_restart_with_state_dir() {
+    let dir = tempfile::Builder::new()
+        .prefix("vrouterd-mq-state")
+        .tempdir()
+        .expect("temporary directory");
+    let state = dir.path().join("state");
+    let state_arg = state.display().to_string();
+    let args = [
+        "--fwd-lcores",
+        "1,2@1",
+        "--state-dir",
+        state_arg.as_str(),
+        "--idle-sleep-us",
+        "100",
+    ];
+    let vr = Vrouterd::start_in(dir.path(), &vrouterd_bin(), &args, &[]);
+    vr.api(|c| async move { c.vrf_add(1).await })
+        .expect("vrf 1");
+    let sock_dir = vr.socket_base().join("podP");
+    let mut v = vhost_user_vif("podP", MAC_A, &sock_dir, "net0", VhostUserMode::Server);
+    v.queues = Some(2);
+    vr.add_vif(&v);
+    // Both pairs on lcore 2, where load alone would put pair 0 on lcore 1.
+    vr.api(|c| async move {
+        c.queue_pin("podP", 0, 2).await?;
+        c.queue_pin("podP", 1, 2).await
+    })
+    .expect("pins");
+    let status = vr.stop();
+    assert!(status.success(), "vrouterd exit {status}");
+
+    let vr = Vrouterd::start_in(dir.path(), &vrouterd_bin(), &args, &[]);
+    let _pod = MultiQueuePod::connect(&sock_dir.join("net0"), 2).expect("pod");
+    let v = vr.wait_vif("podP", "both pairs up", |v| v.status.queue_pairs.len() == 2);
+    for q in &v.status.queue_pairs {
+        assert_eq!((q.lcore, q.pinned), (2, true), "{:?}", v.status.queue_pairs);
+    }
+    let status = vr.stop();
+    assert!(status.success(), "vrouterd exit {status}");
 }

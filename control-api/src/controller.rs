@@ -15,9 +15,9 @@ use tracing::info;
 use crate::api::{
     BridgeEntry, DropStats, FloatingIp, FloatingIpInfo, FlowPage, FlowQuery, FlowStats,
     FlushResult, Health, IpPrefix, MacAddr, Mirror, MirrorInfo, MplsEntry, NatPool, NatPoolInfo,
-    Nexthop, NexthopInfo, Policy, QueuePin, Route, SnatAttachment, Stats, TraceRequest, TraceResult, VifInfo,
-    VifRequest, VrfInfo, VrfRouting, VxlanEntry, MIRROR_SNAPLEN_MAX, MIRROR_SNAPLEN_MIN,
-    TRACE_COUNT_MAX,
+    Nexthop, NexthopInfo, Policy, QueuePin, Route, SnatAttachment, Stats, TraceRequest,
+    TraceResult, VifInfo, VifRequest, VrfInfo, VrfRouting, VxlanEntry, MIRROR_SNAPLEN_MAX,
+    MIRROR_SNAPLEN_MIN, TRACE_COUNT_MAX,
 };
 use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, TableChange, VifKind, VifSpec};
 use crate::error::Error;

@@ -117,9 +117,7 @@ impl VrouterDataplane {
                     state,
                     features,
                     queues_enabled: lent / 2,
-                    lcore: serving
-                        .or(rt.and_then(|r| r.lcore))
-                        .and_then(lcore_id),
+                    lcore: serving.or(rt.and_then(|r| r.lcore)).and_then(lcore_id),
                     broken,
                     counters,
                     queue_pairs: queues,

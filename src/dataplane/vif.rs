@@ -355,8 +355,7 @@ impl VrouterDataplane {
         reg.devices.retain(|_, &mut v| v != index);
         if !matches!(rt.io, VifIo::Vhost) {
             if let Some(l) = rt.lcore.and_then(|l| reg.load.get(usize::from(l))) {
-                let _ =
-                    l.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                let _ = l.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
             }
         }
         // Out of the registry: what follows waits on other threads, without holding it.
@@ -426,7 +425,6 @@ fn open_kernel(iface: &str, pool: &Mempool, mtu: u16) -> Result<KernelPort, Data
     KernelPort::open(iface, pool, &KernelPortConfig::for_mtu(mtu))
         .map_err(|e| rejected(e.to_string()))
 }
-
 
 /// What the forwarding plane hands out by DHCP for a vif: its settings, and its MTU.
 fn lease(d: &DhcpSettings, mtu: u16) -> Lease {

@@ -126,7 +126,13 @@ pub enum VifRecord {
 }
 
 /// The `op` of each [`VifRecord`]; every other `op` is a table change's.
-const VIF_OPS: [&str; 5] = ["vif-add", "vif-del", "policy-set", "policy-del", "queue-pin"];
+const VIF_OPS: [&str; 5] = [
+    "vif-add",
+    "vif-del",
+    "policy-set",
+    "policy-del",
+    "queue-pin",
+];
 
 impl Record {
     /// Reads a record as `serde_json` wrote it. Its `op` decides which type decodes the rest, so

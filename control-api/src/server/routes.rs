@@ -13,9 +13,9 @@ use serde::Serialize;
 use super::extract::{parse_json, read_body, Body, Params};
 use super::lane::Lanes;
 use crate::api::{
-    BridgeEntry, FloatingIp, FlowQuery, LinkLocalService, MacAddr, Mirror, MplsRequest, QueuePin, NatPool,
-    Nexthop, Policy, Route, Service, SnatAttachment, TraceRequest, VifRequest, VrfRouting,
-    VxlanRequest,
+    BridgeEntry, FloatingIp, FlowQuery, LinkLocalService, MacAddr, Mirror, MplsRequest, NatPool,
+    Nexthop, Policy, QueuePin, Route, Service, SnatAttachment, TraceRequest, VifRequest,
+    VrfRouting, VxlanRequest,
 };
 use crate::controller::{Controller, Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
@@ -241,7 +241,10 @@ async fn queue_pin_put(State(s): St, p: Params, Body(pin): Body<QueuePin>) -> Re
         .lanes
         .change(move |c| c.queue_pin(&name, queue, pin))
         .await?;
-    Ok(json(put_status(out), &serde_json::json!({ "queue": queue, "lcore": pin.lcore })))
+    Ok(json(
+        put_status(out),
+        &serde_json::json!({ "queue": queue, "lcore": pin.lcore }),
+    ))
 }
 
 async fn mirror_put(State(s): St, p: Params, Body(m): Body<Mirror>) -> Res {
