@@ -472,7 +472,7 @@ mod tests {
         assert_eq!(flow_hash(&other_payload), flow_hash(&frame(1000, 53)));
         // Sixteen flows over two queues land on both.
         let on_one = (0..16u16)
-            .filter(|i| flow_hash(&frame(1000 + i, 53)) % 2 == 0)
+            .filter(|i| flow_hash(&frame(1000 + i, 53)).is_multiple_of(2))
             .count();
         assert!((1..16).contains(&on_one), "{on_one} of 16 flows on queue 0");
         // Short and odd frames hash too, without panicking.

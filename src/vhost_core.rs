@@ -148,7 +148,7 @@ impl VhostCore {
                                 });
                             }
                             let pair = queue.index() / 2;
-                            if queue.index() % 2 == 0 {
+                            if queue.index().is_multiple_of(2) {
                                 self.broadcast_map(vif, v);
                             }
                             v.port.return_queue(queue, &mut events);
@@ -277,7 +277,7 @@ impl VhostCore {
                             if let Some(tx) = self.lcores.get(usize::from(lcore)) {
                                 if tx.send(LcoreCmd::AttachVirtqueue { vif, queue }).is_ok() {
                                     v.lent.insert(i);
-                                    if i % 2 == 0 {
+                                    if i.is_multiple_of(2) {
                                         self.broadcast_map(vif, v);
                                     }
                                     info!(vif = %v.name, vring = i, lcore, "virtqueue up");
@@ -297,7 +297,7 @@ impl VhostCore {
                     },
                     PortEvent::QueueStop(i) => {
                         if v.lent.remove(&i) {
-                            if i % 2 == 0 {
+                            if i.is_multiple_of(2) {
                                 // First nobody sends to it any more, then it comes back.
                                 self.broadcast_map(vif, v);
                             }

@@ -701,7 +701,7 @@ impl Controller {
                     ),
                 });
             }
-            (v.spec.clone(), v.pins.get(&queue).is_none())
+            (v.spec.clone(), !v.pins.contains_key(&queue))
         };
         self.dataplane.queue_pin(&spec, queue, pin.lcore)?;
         self.model().commit_queue_pin(name, queue, pin.lcore);
