@@ -743,48 +743,75 @@ impl State {
 
     /// Sends `q` to multi-queue vif `vif` along `map`: each packet to the queue pair its flow
     /// hash picks, on our ring for it or through the inbox of the lcore that holds it. Packets
-    /// of one flow keep their order: they take one path to one queue.
+    /// of one flow keep their order: they take one path to one queue. Nothing is allocated:
+    /// packets move between `q` and two scratch vectors made with room for any burst.
     fn send_by_queue(&mut self, tx: &mut Tx<'_>, vif: u16, map: QueueMap, q: &mut Vec<Pkt>) {
+        if map.n == 1 {
+            // One pair up (a single-queue vif): no hash to compute.
+            self.send_to_pair(tx, vif, (map.pairs[0], map.lcores[0]), q);
+            return;
+        }
+        let pick = |p: &Pkt| map.pick(packet::flow_hash(vrouter::PacketBuf::data(p)));
+        let Some(first) = q.first().and_then(pick) else {
+            return;
+        };
+        if q.iter().all(|p| pick(p) == Some(first)) {
+            // The common case: one flow, or flows that share a pair.
+            self.send_to_pair(tx, vif, first, q);
+            return;
+        }
+        // One run per pair, in the packets' order: the first packet's pair, then the rest,
+        // which go back and forth between `q` (room for all of them) and `rest`.
         let mut split = std::mem::take(&mut self.split);
         let mut rest = std::mem::take(&mut self.rest);
-        let mut first = true;
-        while !q.is_empty() {
-            // One run per pair: the first packet's pair, then all of its kind in order.
-            let pick = |p: &Pkt| map.pick(packet::flow_hash(vrouter::PacketBuf::data(p)));
-            let Some((pair, lcore)) = q.first().and_then(pick) else {
+        let mut from_q = true;
+        loop {
+            let (from, to) = if from_q {
+                (&mut *q, &mut rest)
+            } else {
+                (&mut rest, &mut *q)
+            };
+            let Some(key) = from.first().and_then(pick) else {
                 break;
             };
-            if first && q.iter().all(|p| pick(p) == Some((pair, lcore))) {
-                // The common case: one flow, or flows that share a pair.
-                std::mem::swap(q, &mut split);
-            } else {
-                for p in q.drain(..) {
-                    if pick(&p) == Some((pair, lcore)) {
-                        split.push(p);
-                    } else {
-                        rest.push(p);
-                    }
+            for p in from.drain(..) {
+                if pick(&p) == Some(key) {
+                    split.push(p);
+                } else {
+                    to.push(p);
                 }
-                std::mem::swap(q, &mut rest);
             }
-            first = false;
-            if lcore == tx.index {
-                self.pair = pair;
-                self.send_here(tx, vif, &mut split);
-            } else if tx.relay {
-                // Handed to us for a pair that is not ours (any more): dropped here rather
-                // than sent round again.
-                tx.stats
-                    .count_drops(DropReason::NoTxQueue, vif, split.len() as u64);
-                split.clear();
-            } else {
-                to_peer(tx, vif, lcore, &mut split);
-            }
+            self.send_to_pair(tx, vif, key, &mut split);
+            from_q = !from_q;
         }
+        q.clear();
         split.clear();
         rest.clear();
         self.split = split;
         self.rest = rest;
+    }
+
+    /// Sends `q` to queue pair `pair` of `vif`, held by `lcore`: on our own ring, or through
+    /// that lcore's inbox (unless the packets came from another lcore's: then they are
+    /// dropped, never handed on again). `q` ends empty.
+    fn send_to_pair(
+        &mut self,
+        tx: &mut Tx<'_>,
+        vif: u16,
+        (pair, lcore): (u8, u8),
+        q: &mut Vec<Pkt>,
+    ) {
+        if lcore == tx.index {
+            self.pair = pair;
+            self.send_here(tx, vif, q);
+        } else if tx.relay {
+            // Handed to us for a pair that is not ours (any more): the map changed on the way.
+            tx.stats
+                .count_drops(DropReason::NoTxQueue, vif, q.len() as u64);
+            q.clear();
+        } else {
+            to_peer(tx, vif, lcore, q);
+        }
     }
 
     /// [`State::send`] on this lcore's own port for `vif` (or its owner's inbox).
@@ -884,14 +911,17 @@ impl State {
         let mut full = 0u64;
         match self.tx.get_mut(usize::from(vif)).and_then(Option::as_mut) {
             Some(TxSink::Virtq(queues)) => {
-                // The pair the flow hash picked, if we hold it; else (a map not here yet) the
-                // first we hold.
+                // The pair the flow hash picked. Not ours: with a map, the pair moved away
+                // (what was queued to us for it before is dropped, never put on another
+                // queue); without one yet, the first ring we hold.
                 let pair = u16::from(self.pair);
-                let at = queues
-                    .iter()
-                    .position(|q| q.index() / 2 == pair)
-                    .unwrap_or(0);
-                let Some(queue) = queues.get_mut(at) else {
+                let mapped = self.qmap.get(usize::from(vif)).is_some_and(|m| m.n > 0);
+                let at = match queues.iter().position(|q| q.index() / 2 == pair) {
+                    Some(at) => Some(at),
+                    None if !mapped => Some(0),
+                    None => None,
+                };
+                let Some(queue) = at.and_then(|at| queues.get_mut(at)) else {
                     q.clear();
                     stats.count_drops(DropReason::NoTxQueue, vif, total);
                     return 0;

@@ -345,17 +345,25 @@ impl VhostCore {
     }
 
     /// The lcore index for queue pair `pair` of `v`: where it is, else where it is pinned,
-    /// else the least loaded (counted there from now on).
+    /// else one holding the fewest of the vif's pairs (its own lcore for each, as far as there
+    /// are lcores), the least loaded of those (counted there from now on).
     fn place(&self, v: &mut VhostVif, pair: u16) -> u8 {
         if let Some(&l) = v.placed.get(&pair) {
             return l;
         }
+        let spread = |l: usize| v.placed.values().filter(|&&p| usize::from(p) == l).count();
         let l = v
             .pins
             .get(&pair)
             .copied()
             .filter(|&l| usize::from(l) < self.lcores.len())
-            .unwrap_or_else(|| least_loaded(&self.load));
+            .unwrap_or_else(|| {
+                self.load
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|&(l, n)| (spread(l), n.load(Ordering::Relaxed)))
+                    .map_or(0, |(l, _)| l as u8)
+            });
         v.placed.insert(pair, l);
         if let Some(n) = self.load.get(usize::from(l)) {
             n.fetch_add(1, Ordering::Relaxed);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use control_api::api::{MacAddr, VhostUserMode, VifInfo};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use testkit::frontend_pod::MultiQueuePod;
+use testkit::testpmd::TestpmdConfig;
 use testkit::vrouterd::{vhost_user_vif, Vrouterd};
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
@@ -303,4 +304,64 @@ fn a_pinned_queue_pair_stays_pinned_across_a_restart_with_state_dir() {
     }
     let status = vr.stop();
     assert!(status.success(), "vrouterd exit {status}");
+}
+
+/// DPDK pods (testpmd over virtio-user, `queues=2`): a sender whose flows vary by source
+/// address (`--txonly-multi-flow`) and a receiver. Each pod's two queue pairs are up on the two
+/// lcores and every one of the four rings is served.
+#[test]
+fn testpmd_pods_with_two_queue_pairs_are_served_on_both_lcores() {
+    let vr = Vrouterd::start(
+        &vrouterd_bin(),
+        &["--fwd-lcores", "1,2@1", "--idle-sleep-us", "20"],
+        &[],
+    );
+    let base = vr.socket_base();
+    vr.api(|c| async move { c.vrf_add(1).await })
+        .expect("vrf 1");
+    let mut socks = Vec::new();
+    for (id, name, mac, prefix) in [
+        (1, "tpodA", MAC_A, "198.18.1.0/24"),
+        (2, "tpodB", MAC_B, "198.18.2.2/32"),
+    ] {
+        let dir = base.join(name);
+        let mut v = vhost_user_vif(name, mac, &dir, "net0", VhostUserMode::Server);
+        v.queues = Some(2);
+        vr.add_vif(&v);
+        vr.route_to(id, name, mac, &[prefix]);
+        socks.push(dir.join("net0"));
+    }
+    let t0 = Instant::now();
+    let _rx = TestpmdConfig {
+        queues: 2,
+        ..TestpmdConfig::receiver(&socks[1])
+    }
+    .start();
+    let mut sender = TestpmdConfig::sender(&socks[0], "198.18.1.2", "198.18.2.2");
+    sender.queues = 2;
+    sender
+        .extra_app_args
+        .push(String::from("--txonly-multi-flow"));
+    let _tx = sender.start();
+    for name in ["tpodA", "tpodB"] {
+        let v = vr.wait_vif(name, &format!("{name}: two queue pairs up"), |v| {
+            v.status.queue_pairs.len() == 2
+        });
+        let lcores: std::collections::BTreeSet<u32> = placement(&v).values().copied().collect();
+        assert_eq!(lcores, [1, 2].into(), "{name}: {:?}", v.status.queue_pairs);
+    }
+    eprintln!("pairs up after {:?}", t0.elapsed());
+    // Every ring moves: A's guest TX rings read on both lcores, B's guest RX rings written.
+    vr.wait_vif("tpodA", "both of A's TX rings read", |v| {
+        v.status.queue_pairs.iter().all(|q| q.rx_packets > 1000)
+    });
+    eprintln!("A's rings after {:?}", t0.elapsed());
+    let v = vr.wait_vif("tpodB", "both of B's RX rings written", |v| {
+        v.status.queue_pairs.iter().all(|q| q.tx_packets > 1000)
+    });
+    eprintln!(
+        "B's rings after {:?}: {:?}",
+        t0.elapsed(),
+        v.status.queue_pairs
+    );
 }
