@@ -466,12 +466,22 @@ impl VhostCore {
                 return;
             }
             let (from, to) = (max_at as u8, min_at as u8);
-            let candidate = vifs.iter().find_map(|(&vif, v)| {
+            // An unpinned pair on the busiest lcore, of a vif with no pair on the idlest if
+            // there is one (a vif's pairs stay spread).
+            let movable = |v: &VhostVif| {
                 v.placed
                     .iter()
                     .find(|(p, &l)| l == from && !v.pins.contains_key(p))
-                    .map(|(&p, _)| (vif, p))
-            });
+                    .map(|(&p, _)| p)
+            };
+            let candidate = vifs
+                .iter()
+                .filter(|(_, v)| !v.placed.values().any(|&l| l == to))
+                .find_map(|(&vif, v)| movable(v).map(|p| (vif, p)))
+                .or_else(|| {
+                    vifs.iter()
+                        .find_map(|(&vif, v)| movable(v).map(|p| (vif, p)))
+                });
             let Some((vif, pair)) = candidate else {
                 return;
             };

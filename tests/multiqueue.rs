@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use control_api::api::{MacAddr, VhostUserMode, VifInfo};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
-use testkit::frontend_pod::MultiQueuePod;
+use testkit::frontend_pod::{udp_frame, FrontendPod, Memory, MultiQueuePod};
 use testkit::testpmd::TestpmdConfig;
 use testkit::vrouterd::{vhost_user_vif, Vrouterd};
 
@@ -364,4 +364,69 @@ fn testpmd_pods_with_two_queue_pairs_are_served_on_both_lcores() {
         t0.elapsed(),
         v.status.queue_pairs
     );
+}
+
+/// Queues are rebalanced when a vif goes: three single-queue pods on two lcores (two on one),
+/// the one alone removed: one of the other two moves to the idle lcore, and traffic between
+/// them still flows.
+#[test]
+fn removing_a_vif_rebalances_queues_over_the_lcores() {
+    let vr = Vrouterd::start(
+        &vrouterd_bin(),
+        &["--fwd-lcores", "1,2@1", "--idle-sleep-us", "20"],
+        &[],
+    );
+    let base = vr.socket_base();
+    vr.api(|c| async move { c.vrf_add(1).await })
+        .expect("vrf 1");
+    let mac_c = MacAddr([0x02, 0, 0, 0, 0x0c, 0x01]);
+    let mut pods = Vec::new();
+    for (id, name, mac, prefix) in [
+        (1, "podX", MAC_A, "198.18.1.2/32"),
+        (2, "podY", MAC_B, "198.18.3.2/32"),
+        (3, "podZ", mac_c, "198.18.2.2/32"),
+    ] {
+        let dir = base.join(name);
+        vr.add_vif(&vhost_user_vif(
+            name,
+            mac,
+            &dir,
+            "net0",
+            VhostUserMode::Server,
+        ));
+        if name != "podY" {
+            // Y, removed later, is not routed to (no nexthop holds it).
+            vr.route_to(id, name, mac, &[prefix]);
+        }
+        // One at a time: each takes the least loaded lcore as its queue comes up.
+        let pod = FrontendPod::connect(&dir.join("net0"), Memory::Memfd).expect("pod");
+        vr.wait_connected(name);
+        pods.push(pod);
+    }
+    let lcore = |name: &str| vr.vif(name).status.lcore;
+    let (x, y, z) = (lcore("podX"), lcore("podY"), lcore("podZ"));
+    assert_ne!(x, y, "the second vif goes to the idle lcore");
+    assert_eq!(x, z, "the third to the one with fewer queues, the first's");
+    let y_pod = pods.remove(1);
+    vr.api(|c| async move { c.vif_del("podY").await })
+        .expect("del podY");
+    drop(y_pod);
+    vr.wait_until(
+        "podX and podZ on different lcores",
+        || (lcore("podX"), lcore("podZ")),
+        |(x, z)| x != z,
+    );
+    // Still forwarding after the move: X to Z.
+    let (mut px, mut pz) = (pods.remove(0), pods.remove(0));
+    let f = udp_frame(MAC_A.0, VROUTER_MAC, [198, 18, 1, 2], [198, 18, 2, 2]);
+    let got = vr.wait_until(
+        "a frame from X reaches Z",
+        || {
+            px.send(&f, 1);
+            std::thread::sleep(Duration::from_millis(20));
+            pz.receive().len()
+        },
+        |&n| n > 0,
+    );
+    assert!(got > 0);
 }
