@@ -200,6 +200,20 @@ fn queue_pairs_spread_over_lcores_keep_each_flow_on_one_queue_in_order() {
             q.queue
         );
     }
+    // The same per queue in /metrics, with the lcore serving it.
+    let metrics = vr
+        .api(|c| async move { c.metrics().await })
+        .expect("metrics");
+    for q in &vb.status.queue_pairs {
+        let line = format!(
+            "vrouter_vif_queue_tx_packets_total{{vif=\"podB\",queue=\"{}\",lcore=\"{}\"}} ",
+            q.queue, q.lcore
+        );
+        assert!(
+            metrics.contains(&line),
+            "{line} not in /metrics:\n{metrics}"
+        );
+    }
     let a_sum: u64 = va.status.queue_pairs.iter().map(|q| q.rx_packets).sum();
     let b_sum: u64 = vb.status.queue_pairs.iter().map(|q| q.tx_packets).sum();
     assert_eq!((a_sum, b_sum), (sent, sent), "per-queue counters add up");
