@@ -1227,3 +1227,22 @@ fn to_peer(tx: &mut Tx<'_>, vif: u16, lcore: u8, q: &mut Vec<Pkt>) -> u64 {
     }
     full
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_map_picks_the_same_pair_for_a_hash_and_none_when_empty() {
+        assert_eq!(QueueMap::EMPTY.pick(7), None);
+        // Pairs 0 and 2 up (1 is not), on lcores 1 and 0.
+        let m = QueueMap::new([(0, 1), (2, 0)]);
+        assert_eq!(m.n, 2);
+        assert_eq!(m.pick(4), Some((0, 1)));
+        assert_eq!(m.pick(5), Some((2, 0)));
+        assert_eq!(m.pick(5), m.pick(5));
+        // More pairs than a map holds: the first MAX_QUEUE_PAIRS are kept.
+        let big = QueueMap::new((0..40u16).map(|p| (p, 0)));
+        assert_eq!(usize::from(big.n), MAX_QUEUE_PAIRS);
+    }
+}
