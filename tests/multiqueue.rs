@@ -101,12 +101,21 @@ fn run(a: &mut MultiQueuePod, b: &mut MultiQueuePod, next: &mut u32, rounds: u32
             }
         }
         *next += PER_ROUND;
+        // Everything, or (a queue moving: a few lost in flight) until nothing more comes.
         let want = seen.received + u64::from(PER_ROUND) * u64::from(FLOWS);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while seen.received < want && Instant::now() < deadline {
+        let mut progress = Instant::now();
+        while seen.received < want
+            && Instant::now() < deadline
+            && progress.elapsed() < Duration::from_millis(300)
+        {
+            let before = seen.received;
             for pair in 0..2 {
                 let frames = b.receive_on(pair);
                 seen.take(pair, frames);
+            }
+            if seen.received > before {
+                progress = Instant::now();
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -218,25 +227,49 @@ fn queue_pairs_spread_over_lcores_keep_each_flow_on_one_queue_in_order() {
     let b_sum: u64 = vb.status.queue_pairs.iter().map(|q| q.tx_packets).sum();
     assert_eq!((a_sum, b_sum), (sent, sent), "per-queue counters add up");
 
-    // Pin B's pair 0 and A's pair 1 to the other lcore while traffic flows.
+    // Move B's pair 0 and A's pair 1 back and forth between the lcores while traffic flows
+    // (A's pair 1: a guest TX ring taken over mid-stream; B's pair 0: a guest RX ring), ending
+    // on the other lcore, pinned.
     let b0 = placement(&vb)[&0];
     let a1 = placement(&va)[&1];
     let other = |l: u32| if l == 1 { 2 } else { 1 };
     let before_b0 = vb.status.queue_pairs[0].tx_packets;
     let before_a1 = va.status.queue_pairs[1].rx_packets;
-    let mut pinned = false;
-    for round in 0..20 {
-        run(&mut a, &mut b, &mut next, 1, &mut seen);
-        if round == 5 {
-            vr.api(|c| async move {
-                c.queue_pin("podB", 0, other(b0)).await?;
-                c.queue_pin("podA", 1, other(a1)).await
-            })
-            .expect("pins");
-            pinned = true;
+    let moving = std::sync::atomic::AtomicBool::new(true);
+    let moves = std::thread::scope(|s| {
+        let mover = s.spawn(|| {
+            let client =
+                control_api::BlockingClient::new(vr.control_socket()).expect("second client");
+            let mut moves = 0;
+            for k in 0..11 {
+                let (to_b, to_a) = if k % 2 == 0 {
+                    (other(b0), other(a1))
+                } else {
+                    (b0, a1)
+                };
+                client
+                    .run(|c| async move {
+                        c.queue_pin("podB", 0, to_b).await?;
+                        c.queue_pin("podA", 1, to_a).await
+                    })
+                    .expect("pins");
+                moves += 2;
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            moving.store(false, std::sync::atomic::Ordering::Release);
+            moves
+        });
+        while moving.load(std::sync::atomic::Ordering::Acquire) {
+            run(&mut a, &mut b, &mut next, 1, &mut seen);
         }
-    }
-    assert!(pinned);
+        mover.join().expect("mover")
+    });
+    run(&mut a, &mut b, &mut next, 5, &mut seen);
+    eprintln!(
+        "{moves} moves; {} of {} packets arrived",
+        seen.received,
+        u64::from(next) * u64::from(FLOWS)
+    );
     let vb = vr.vif("podB");
     let va = vr.vif("podA");
     assert_eq!(placement(&vb)[&0], other(b0), "{:?}", vb.status.queue_pairs);
@@ -257,7 +290,7 @@ fn queue_pairs_spread_over_lcores_keep_each_flow_on_one_queue_in_order() {
     // A move may cost a few packets in flight at the hand-over, never their order.
     let sent = u64::from(next) * u64::from(FLOWS);
     assert!(
-        seen.received + 64 >= sent,
+        seen.received * 10 >= sent * 9,
         "received {} of {sent}",
         seen.received
     );
