@@ -241,7 +241,7 @@ fn queue_pairs_spread_over_lcores_keep_each_flow_on_one_queue_in_order() {
             let client =
                 control_api::BlockingClient::new(vr.control_socket()).expect("second client");
             let mut moves = 0;
-            for k in 0..11 {
+            for k in 0..101 {
                 let (to_b, to_a) = if k % 2 == 0 {
                     (other(b0), other(a1))
                 } else {
@@ -254,7 +254,7 @@ fn queue_pairs_spread_over_lcores_keep_each_flow_on_one_queue_in_order() {
                     })
                     .expect("pins");
                 moves += 2;
-                std::thread::sleep(Duration::from_millis(30));
+                std::thread::sleep(Duration::from_millis(2));
             }
             moving.store(false, std::sync::atomic::Ordering::Release);
             moves
