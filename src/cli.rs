@@ -42,7 +42,8 @@ pub struct Options {
     pub socket_base: PathBuf,
 
     /// Forwarding lcores (CPU ids), as a list such as `1`, `1,3` or `2-5`. Each is pinned and
-    /// busy-polls its share of the queues.
+    /// busy-polls its share of the queues. `LCORE@CPU` runs lcore LCORE on CPU CPU (`1,2@1`:
+    /// two forwarding lcores sharing CPU 1, for tests on small machines).
     #[arg(long, value_name = "LIST", default_value = "1", value_parser = parse_lcore_list)]
     pub fwd_lcores: LcoreList,
 
@@ -203,14 +204,25 @@ pub struct Options {
     pub eal_args: Vec<String>,
 }
 
-/// A set of lcore ids, sorted, without duplicates.
+/// A set of lcore ids, sorted, without duplicates; and the lcores run on another CPU than
+/// their id (`LCORE@CPU`), by lcore.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LcoreList(pub Vec<u32>);
+pub struct LcoreList(pub Vec<u32>, pub Vec<(u32, u32)>);
 
 fn parse_lcore_list(text: &str) -> Result<LcoreList, String> {
     let mut ids = Vec::new();
+    let mut on_cpu = Vec::new();
     for part in text.split(',').map(str::trim) {
-        let bad = || format!("{part:?} is not an lcore id or range (examples: 1  1,3  2-5)");
+        let bad = || format!("{part:?} is not an lcore id or range (examples: 1  1,3  2-5  2@1)");
+        if let Some((id, cpu)) = part.split_once('@') {
+            let (id, cpu): (u32, u32) = (
+                id.parse().map_err(|_| bad())?,
+                cpu.parse().map_err(|_| bad())?,
+            );
+            ids.push(id);
+            on_cpu.push((id, cpu));
+            continue;
+        }
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b): (u32, u32) =
@@ -233,7 +245,9 @@ fn parse_lcore_list(text: &str) -> Result<LcoreList, String> {
             return Err(format!("lcore {max} is out of range"));
         }
     }
-    Ok(LcoreList(ids))
+    on_cpu.sort_unstable();
+    on_cpu.dedup();
+    Ok(LcoreList(ids, on_cpu))
 }
 
 impl Options {
@@ -282,14 +296,19 @@ impl Options {
     pub fn eal_argv(&self) -> Vec<String> {
         let mut cores = vec![self.vhost_lcore];
         cores.extend(&self.fwd_lcores.0);
+        let on_cpu = &self.fwd_lcores.1;
         let list = cores
             .iter()
-            .map(u32::to_string)
+            .map(|id| match on_cpu.iter().find(|(l, _)| l == id) {
+                Some((_, cpu)) => format!("{id}@{cpu}"),
+                None => id.to_string(),
+            })
             .collect::<Vec<_>>()
             .join(",");
         let mut argv = vec![
             "vrouterd".to_owned(),
-            "-l".to_owned(),
+            // With lcores mapped to CPUs, EAL's --lcores form (`1,2@1`); else the plain list.
+            if on_cpu.is_empty() { "-l" } else { "--lcores" }.to_owned(),
             list,
             "--main-lcore".to_owned(),
             self.vhost_lcore.to_string(),
@@ -384,6 +403,14 @@ mod tests {
         assert_eq!(&argv[..5], &["vrouterd", "-l", "0,1", "--main-lcore", "0"]);
         assert!(argv.contains(&"--in-memory".to_owned()));
         assert_eq!(argv.last().map(String::as_str), Some("--no-pci"));
+
+        // Two forwarding lcores on one CPU: EAL's --lcores form.
+        let o = Options::parse_from(["vrouterd", "--fwd-lcores", "1,2@1"]);
+        o.validate().unwrap();
+        assert_eq!(o.fwd_lcores.0, [1, 2]);
+        let argv = o.eal_argv();
+        assert_eq!(&argv[..3], &["vrouterd", "--lcores", "0,1,2@1"]);
+        assert!(parse_lcore_list("2@x").is_err());
 
         let o = Options::parse_from(["vrouterd", "--", "--file-prefix=vr1"]);
         let argv = o.eal_argv();

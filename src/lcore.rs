@@ -43,6 +43,51 @@ const AGE_SWEEP_MS: u64 = 1000;
 /// `owner` value of a vif no lcore transmits for.
 pub const NO_OWNER: u8 = u8::MAX;
 
+/// Queue pairs a vhost-user vif can have (the API's `queues` limit).
+pub const MAX_QUEUE_PAIRS: usize = 16;
+/// Vrings of a vif: two per queue pair (even: guest RX, odd: guest TX).
+pub const MAX_VRINGS: usize = 2 * MAX_QUEUE_PAIRS;
+
+/// Where a multi-queue vif's packets go: the queue pairs whose guest RX ring is with an lcore,
+/// in order, and the lcore that holds each. A packet's flow hash picks one of the `n` slots, so
+/// a flow stays on one queue while the set of pairs stays the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueMap {
+    pub n: u8,
+    pub pairs: [u8; MAX_QUEUE_PAIRS],
+    pub lcores: [u8; MAX_QUEUE_PAIRS],
+}
+
+impl QueueMap {
+    pub const EMPTY: QueueMap = QueueMap {
+        n: 0,
+        pairs: [0; MAX_QUEUE_PAIRS],
+        lcores: [NO_OWNER; MAX_QUEUE_PAIRS],
+    };
+
+    /// The map of `(pair, lcore)` placements (at most [`MAX_QUEUE_PAIRS`] are kept).
+    pub fn new(placed: impl IntoIterator<Item = (u16, u8)>) -> QueueMap {
+        let mut m = QueueMap::EMPTY;
+        for (pair, lcore) in placed.into_iter().take(MAX_QUEUE_PAIRS) {
+            let i = usize::from(m.n);
+            m.pairs[i] = u8::try_from(pair).unwrap_or(u8::MAX);
+            m.lcores[i] = lcore;
+            m.n += 1;
+        }
+        m
+    }
+
+    /// The (pair, lcore) serving flow hash `hash`; `None` when no pair is up.
+    #[inline(always)]
+    pub fn pick(&self, hash: u32) -> Option<(u8, u8)> {
+        if self.n == 0 {
+            return None;
+        }
+        let i = (hash % u32::from(self.n)) as usize;
+        Some((self.pairs[i], self.lcores[i]))
+    }
+}
+
 /// Instructions from the control side and the vhost core.
 pub enum LcoreCmd {
     /// Poll `rx` (if any) as vif `vif` and transmit for the vif on `tx` (if any).
@@ -76,6 +121,9 @@ pub enum LcoreCmd {
     },
     /// Which lcore transmits for `vif` (NO_OWNER: nobody, packets to it are dropped).
     SetOwner { vif: u16, owner: u8 },
+    /// Which lcore holds each up queue pair of vhost-user vif `vif`: packets to it go to the
+    /// pair their flow hash picks, on that lcore (through its inbox if it is another).
+    SetQueueMap { vif: u16, map: QueueMap },
     /// Where packets for the host go (the tap vif), if anywhere.
     SetHostVif { vif: Option<u16> },
     /// Copy vif `vif`'s packets as `mirror` says, or stop.
@@ -106,6 +154,28 @@ pub struct LoopCounters {
     pub mirror_skipped: Box<[AtomicU64]>,
     /// Frames the control side made that this lcore sent on (or dropped, counted by reason).
     pub frames_made: AtomicU64,
+    /// Packets through each vring of each vhost-user vif on this lcore (`vif * MAX_VRINGS +
+    /// vring`): dequeued from a guest TX ring, delivered into a guest RX ring.
+    pub vring_packets: Box<[AtomicU64]>,
+}
+
+impl LoopCounters {
+    /// Packets this lcore moved through vring `vring` of vif `vif`.
+    pub fn vring(&self, vif: u16, vring: u16) -> u64 {
+        self.vring_packets
+            .get(usize::from(vif) * MAX_VRINGS + usize::from(vring))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    #[inline(always)]
+    fn add_vring(&self, vif: u16, vring: u16, n: u64) {
+        if let Some(c) = self
+            .vring_packets
+            .get(usize::from(vif) * MAX_VRINGS + usize::from(vring))
+        {
+            LoopCounters::add(c, n);
+        }
+    }
 }
 
 impl Default for LoopCounters {
@@ -120,6 +190,9 @@ impl Default for LoopCounters {
             mirror_failures: (0..MAX_VIFS).map(|_| AtomicU64::new(0)).collect(),
             mirror_skipped: (0..MAX_VIFS).map(|_| AtomicU64::new(0)).collect(),
             frames_made: AtomicU64::new(0),
+            vring_packets: (0..MAX_VIFS * MAX_VRINGS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 }
@@ -136,15 +209,30 @@ impl LoopCounters {
 // add a pointer chase to every poll, and these values are made once and moved rarely.
 #[allow(clippy::large_enum_variant)]
 enum RxSource {
-    Eth { vif: u16, queue: RxQueue },
-    Virtq { vif: u16, queue: SplitQueue },
-    Kernel { vif: u16, mtu: u16, port: KernelRx },
+    Eth {
+        vif: u16,
+        queue: RxQueue,
+    },
+    /// `hold`: just handed over from another lcore; not polled until our inbox has been seen
+    /// empty, so what the guest sent before the hand-over (and the old lcore routed to us)
+    /// leaves before what it sends after.
+    Virtq {
+        vif: u16,
+        queue: SplitQueue,
+        hold: bool,
+    },
+    Kernel {
+        vif: u16,
+        mtu: u16,
+        port: KernelRx,
+    },
 }
 
 #[allow(clippy::large_enum_variant)]
 enum TxSink {
     Eth(TxQueue),
-    Virtq(SplitQueue),
+    /// The guest RX rings of a vhost-user vif this lcore holds (one per queue pair it serves).
+    Virtq(Vec<SplitQueue>),
     Kernel(KernelTx),
 }
 
@@ -152,7 +240,7 @@ impl TxSink {
     /// The offloads the port finishes itself; the rest is finished before it is handed over.
     fn caps(&self) -> TxCaps {
         match self {
-            TxSink::Virtq(q) => offload::virtio_caps(q.features()),
+            TxSink::Virtq(q) => offload::virtio_caps(q.first().map_or(0, SplitQueue::features)),
             TxSink::Eth(q) => offload::eth_caps(q.offloads()),
             TxSink::Kernel(_) => offload::KERNEL_CAPS,
         }
@@ -170,6 +258,9 @@ struct Tx<'a> {
     staging: &'a mut MbufBurst,
     /// Packets finished for their port (segments included), in order.
     finished: &'a mut Vec<Pkt>,
+    /// Sending what another lcore handed us: a packet for a queue pair we do not hold (its
+    /// map changed on the way) is dropped, never handed on again.
+    relay: bool,
 }
 
 /// Room for a burst plus the most segments one packet is cut into: finishing never grows it.
@@ -205,6 +296,15 @@ struct State {
     /// The vifs whose TX sink is a virtqueue (checked for guest breakage every poll).
     virtq_tx: Vec<u16>,
     owner: Box<[u8]>,
+    /// Per vhost-user vif: which lcore holds which queue pair.
+    qmap: Box<[QueueMap]>,
+    /// The queue pair `transmit` uses for a vif whose guest RX rings this lcore holds.
+    pair: u8,
+    /// Scratch for splitting a burst by queue pair (room for any burst `send` is given).
+    split: Vec<Pkt>,
+    rest: Vec<Pkt>,
+    /// Some virtqueue is on hold until the inbox has been drained (see [`RxSource::Virtq`]).
+    holding: bool,
     host_vif: Option<u16>,
     /// Mirrors by mirrored vif.
     mirrors: Mirrors,
@@ -291,6 +391,11 @@ impl Lcore {
             tx: (0..MAX_VIFS).map(|_| None).collect(),
             virtq_tx: Vec::with_capacity(MAX_VIFS),
             owner: vec![NO_OWNER; MAX_VIFS].into_boxed_slice(),
+            qmap: vec![QueueMap::EMPTY; MAX_VIFS].into_boxed_slice(),
+            pair: 0,
+            split: Vec::with_capacity(2 * FINISHED_ROOM),
+            rest: Vec::with_capacity(2 * FINISHED_ROOM),
+            holding: false,
             host_vif: None,
             mirrors: Mirrors::new(MAX_VIFS),
             copies_in: Copies::new(),
@@ -344,6 +449,7 @@ impl Lcore {
                         pool: &pool,
                         staging: &mut staging,
                         finished: &mut finished,
+                        relay: false,
                     };
                     st.send_outbox(&mut tx, &mut run);
                 }
@@ -380,7 +486,10 @@ impl Lcore {
                         pipeline.process(*vif, burst.drain().map(Pkt), &mut batches);
                         *vif
                     }
-                    RxSource::Virtq { vif, queue } => {
+                    RxSource::Virtq { vif, queue, hold } => {
+                        if *hold {
+                            continue;
+                        }
                         refill(&pool, &mut spare, &mut staging);
                         let before = queue.stats();
                         let n = queue.dequeue_burst(&mut spare[..]);
@@ -389,6 +498,7 @@ impl Lcore {
                             continue;
                         }
                         work += n;
+                        counters.add_vring(*vif, queue.index(), n as u64);
                         mirror_copies(
                             &mut st.mirrors,
                             &mut st.copies_in,
@@ -453,6 +563,7 @@ impl Lcore {
                     pool: &pool,
                     staging: &mut staging,
                     finished: &mut finished,
+                    relay: false,
                 };
                 st.flush(&mut tx, in_vif, &mut batches);
                 st.send_copies(&mut tx, true);
@@ -473,6 +584,7 @@ impl Lcore {
                         pool: &pool,
                         staging: &mut staging,
                         finished: &mut finished,
+                        relay: false,
                     };
                     if i.as_received {
                         pipeline.flow_hook().begin(i.vif, now_ms);
@@ -489,6 +601,11 @@ impl Lcore {
 
             // Packets other lcores routed to vifs we transmit for, sent in runs per vif.
             let n = inbox.dequeue_burst(&mut burst);
+            if st.holding && n < BURST_MAX {
+                // Everything queued to us before this point is out of the ring: virtqueues
+                // handed over since may be polled.
+                st.release_holds();
+            }
             if n > 0 {
                 work += n;
                 stats.taken_from_lcores.add(n as u64);
@@ -500,6 +617,7 @@ impl Lcore {
                     pool: &pool,
                     staging: &mut staging,
                     finished: &mut finished,
+                    relay: true,
                 };
                 let mut run_vif = None;
                 for m in burst.drain() {
@@ -616,6 +734,88 @@ impl State {
     /// not at all (freed, counted under the `offload` drop reason). Packets for another lcore's
     /// port go as they are; that lcore finishes them.
     fn send(&mut self, tx: &mut Tx<'_>, vif: u16, q: &mut Vec<Pkt>) {
+        if let Some(map) = self.qmap.get(usize::from(vif)).copied().filter(|m| m.n > 0) {
+            self.send_by_queue(tx, vif, map, q);
+            return;
+        }
+        self.send_here(tx, vif, q);
+    }
+
+    /// Sends `q` to multi-queue vif `vif` along `map`: each packet to the queue pair its flow
+    /// hash picks, on our ring for it or through the inbox of the lcore that holds it. Packets
+    /// of one flow keep their order: they take one path to one queue. Nothing is allocated:
+    /// packets move between `q` and two scratch vectors made with room for any burst.
+    fn send_by_queue(&mut self, tx: &mut Tx<'_>, vif: u16, map: QueueMap, q: &mut Vec<Pkt>) {
+        if map.n == 1 {
+            // One pair up (a single-queue vif): no hash to compute.
+            self.send_to_pair(tx, vif, (map.pairs[0], map.lcores[0]), q);
+            return;
+        }
+        let pick = |p: &Pkt| map.pick(packet::flow_hash(vrouter::PacketBuf::data(p)));
+        let Some(first) = q.first().and_then(pick) else {
+            return;
+        };
+        if q.iter().all(|p| pick(p) == Some(first)) {
+            // The common case: one flow, or flows that share a pair.
+            self.send_to_pair(tx, vif, first, q);
+            return;
+        }
+        // One run per pair, in the packets' order: the first packet's pair, then the rest,
+        // which go back and forth between `q` (room for all of them) and `rest`.
+        let mut split = std::mem::take(&mut self.split);
+        let mut rest = std::mem::take(&mut self.rest);
+        let mut from_q = true;
+        loop {
+            let (from, to) = if from_q {
+                (&mut *q, &mut rest)
+            } else {
+                (&mut rest, &mut *q)
+            };
+            let Some(key) = from.first().and_then(pick) else {
+                break;
+            };
+            for p in from.drain(..) {
+                if pick(&p) == Some(key) {
+                    split.push(p);
+                } else {
+                    to.push(p);
+                }
+            }
+            self.send_to_pair(tx, vif, key, &mut split);
+            from_q = !from_q;
+        }
+        q.clear();
+        split.clear();
+        rest.clear();
+        self.split = split;
+        self.rest = rest;
+    }
+
+    /// Sends `q` to queue pair `pair` of `vif`, held by `lcore`: on our own ring, or through
+    /// that lcore's inbox (unless the packets came from another lcore's: then they are
+    /// dropped, never handed on again). `q` ends empty.
+    fn send_to_pair(
+        &mut self,
+        tx: &mut Tx<'_>,
+        vif: u16,
+        (pair, lcore): (u8, u8),
+        q: &mut Vec<Pkt>,
+    ) {
+        if lcore == tx.index {
+            self.pair = pair;
+            self.send_here(tx, vif, q);
+        } else if tx.relay {
+            // Handed to us for a pair that is not ours (any more): the map changed on the way.
+            tx.stats
+                .count_drops(DropReason::NoTxQueue, vif, q.len() as u64);
+            q.clear();
+        } else {
+            to_peer(tx, vif, lcore, q);
+        }
+    }
+
+    /// [`State::send`] on this lcore's own port for `vif` (or its owner's inbox).
+    fn send_here(&mut self, tx: &mut Tx<'_>, vif: u16, q: &mut Vec<Pkt>) {
         // Copied by the lcore that hands them to the vif's queue: packets on their way to
         // another lcore are copied there, once.
         if self.tx.get(usize::from(vif)).is_some_and(Option::is_some) {
@@ -710,13 +910,33 @@ impl State {
         // Packets refused for lack of room.
         let mut full = 0u64;
         match self.tx.get_mut(usize::from(vif)).and_then(Option::as_mut) {
-            Some(TxSink::Virtq(queue)) => {
+            Some(TxSink::Virtq(queues)) => {
+                // The pair the flow hash picked. Not ours: with a map, the pair moved away
+                // (what was queued to us for it before is dropped, never put on another
+                // queue); without one yet, the first ring we hold.
+                let pair = u16::from(self.pair);
+                let mapped = self.qmap.get(usize::from(vif)).is_some_and(|m| m.n > 0);
+                let at = match queues.iter().position(|q| q.index() / 2 == pair) {
+                    Some(at) => Some(at),
+                    None if !mapped => Some(0),
+                    None => None,
+                };
+                let Some(queue) = at.and_then(|at| queues.get_mut(at)) else {
+                    q.clear();
+                    stats.count_drops(DropReason::NoTxQueue, vif, total);
+                    return 0;
+                };
                 // The queue counts what it delivered and what it dropped; its counters tell
                 // which packets of the burst were which.
                 let before = queue.stats();
                 let taken = queue.enqueue_burst(&q[..]) as u64;
                 q.clear();
                 let after = queue.stats();
+                counters.add_vring(
+                    vif,
+                    queue.index(),
+                    after.packets.wrapping_sub(before.packets),
+                );
                 sent.tx_packets
                     .add(after.packets.wrapping_sub(before.packets));
                 sent.tx_bytes.add(after.bytes.wrapping_sub(before.bytes));
@@ -777,39 +997,25 @@ impl State {
                     .get(usize::from(vif))
                     .copied()
                     .unwrap_or(NO_OWNER);
-                match peers.get_mut(usize::from(owner)) {
-                    Some(ring) if owner != index => {
-                        // The owner counts them sent (or dropped) when it hands them over.
-                        let mut it = q.drain(..);
-                        loop {
-                            for p in it.by_ref() {
-                                let mut m = p.into_mbuf();
-                                m.set_port(vif);
-                                let _ = staging.push(m);
-                                if staging.is_full() {
-                                    break;
-                                }
-                            }
-                            if staging.is_empty() {
-                                break;
-                            }
-                            let n = ring.enqueue_burst(staging) as u64;
-                            stats.queued_to_lcores.add(n);
-                            let refused = staging.len() as u64;
-                            full += refused;
-                            LoopCounters::add(&counters.ring_drops, refused);
-                            stats.count_drops(DropReason::TxQueueFull, vif, refused);
-                            staging.free_all();
-                        }
-                    }
-                    _ => {
-                        q.clear();
-                        stats.count_drops(DropReason::NoTxQueue, vif, total);
-                    }
+                if owner != index && usize::from(owner) < peers.len() {
+                    full = to_peer(tx, vif, owner, q);
+                } else {
+                    q.clear();
+                    stats.count_drops(DropReason::NoTxQueue, vif, total);
                 }
             }
         }
         full
+    }
+
+    /// Lets every virtqueue on hold be polled.
+    fn release_holds(&mut self) {
+        for src in &mut self.rx {
+            if let RxSource::Virtq { hold, .. } = src {
+                *hold = false;
+            }
+        }
+        self.holding = false;
     }
 
     /// Stops using virtqueues the guest broke and hands them to the vhost core, which logs
@@ -825,7 +1031,7 @@ impl State {
             while i < self.rx.len() {
                 match &self.rx[i] {
                     RxSource::Virtq { queue, .. } if queue.broken().is_some() => {
-                        if let RxSource::Virtq { vif, queue } = self.rx.swap_remove(i) {
+                        if let RxSource::Virtq { vif, queue, .. } = self.rx.swap_remove(i) {
                             let _ = events.send(LcoreEvent::QueueBroken { vif, queue });
                         }
                     }
@@ -837,14 +1043,25 @@ impl State {
         while i < self.virtq_tx.len() {
             let vif = self.virtq_tx[i];
             let slot = &mut self.tx[usize::from(vif)];
-            if matches!(slot, Some(TxSink::Virtq(q)) if q.broken().is_some()) {
-                if let Some(TxSink::Virtq(queue)) = slot.take() {
-                    let _ = events.send(LcoreEvent::QueueBroken { vif, queue });
+            if let Some(TxSink::Virtq(queues)) = slot {
+                if queues.iter().any(|q| q.broken().is_some()) {
+                    let mut k = 0;
+                    while k < queues.len() {
+                        if queues[k].broken().is_some() {
+                            let queue = queues.swap_remove(k);
+                            let _ = events.send(LcoreEvent::QueueBroken { vif, queue });
+                        } else {
+                            k += 1;
+                        }
+                    }
                 }
-                self.virtq_tx.swap_remove(i);
-            } else {
-                i += 1;
+                if queues.is_empty() {
+                    *slot = None;
+                    self.virtq_tx.swap_remove(i);
+                    continue;
+                }
             }
+            i += 1;
         }
     }
 
@@ -866,9 +1083,21 @@ impl State {
             }
             LcoreCmd::AttachVirtqueue { vif, queue } => {
                 if queue.index() % 2 == 1 {
-                    self.rx.push(RxSource::Virtq { vif, queue });
+                    self.rx.push(RxSource::Virtq {
+                        vif,
+                        queue,
+                        hold: true,
+                    });
+                    self.holding = true;
                 } else if let Some(slot) = self.tx.get_mut(usize::from(vif)) {
-                    *slot = Some(TxSink::Virtq(queue));
+                    match slot {
+                        Some(TxSink::Virtq(queues)) => {
+                            // A ring of the same index replaces the old one (dropped here).
+                            queues.retain(|q| q.index() != queue.index());
+                            queues.push(queue);
+                        }
+                        _ => *slot = Some(TxSink::Virtq(vec![queue])),
+                    }
                     if !self.virtq_tx.contains(&vif) {
                         self.virtq_tx.push(vif);
                     }
@@ -882,7 +1111,7 @@ impl State {
                 let mut kept = Vec::with_capacity(self.rx.capacity());
                 for src in self.rx.drain(..) {
                     match src {
-                        RxSource::Virtq { vif: v, queue } if v == vif => queues.push(queue),
+                        RxSource::Virtq { vif: v, queue, .. } if v == vif => queues.push(queue),
                         RxSource::Eth { vif: v, .. } | RxSource::Kernel { vif: v, .. }
                             if v == vif => {}
                         other => kept.push(other),
@@ -891,7 +1120,7 @@ impl State {
                 self.rx = kept;
                 if let Some(slot) = self.tx.get_mut(usize::from(vif)) {
                     if let Some(TxSink::Virtq(q)) = slot.take() {
-                        queues.push(q);
+                        queues.extend(q);
                     }
                 }
                 self.virtq_tx.retain(|&v| v != vif);
@@ -904,6 +1133,11 @@ impl State {
             LcoreCmd::SetOwner { vif, owner } => {
                 if let Some(slot) = self.owner.get_mut(usize::from(vif)) {
                     *slot = owner;
+                }
+            }
+            LcoreCmd::SetQueueMap { vif, map } => {
+                if let Some(slot) = self.qmap.get_mut(usize::from(vif)) {
+                    *slot = map;
                 }
             }
             LcoreCmd::SetHostVif { vif } => self.host_vif = vif,
@@ -931,7 +1165,7 @@ impl State {
     fn take_virtqueue(&mut self, vif: u16, index: u16) -> Option<SplitQueue> {
         if index % 2 == 1 {
             let pos = self.rx.iter().position(
-                |s| matches!(s, RxSource::Virtq { vif: v, queue } if *v == vif && queue.index() == index),
+                |s| matches!(s, RxSource::Virtq { vif: v, queue, .. } if *v == vif && queue.index() == index),
             )?;
             match self.rx.remove(pos) {
                 RxSource::Virtq { queue, .. } => Some(queue),
@@ -939,16 +1173,76 @@ impl State {
             }
         } else {
             let slot = self.tx.get_mut(usize::from(vif))?;
-            match slot.take() {
-                Some(TxSink::Virtq(q)) if q.index() == index => {
-                    self.virtq_tx.retain(|&v| v != vif);
-                    Some(q)
-                }
-                other => {
-                    *slot = other;
-                    None
-                }
+            let Some(TxSink::Virtq(queues)) = slot else {
+                return None;
+            };
+            let at = queues.iter().position(|q| q.index() == index)?;
+            let q = queues.swap_remove(at);
+            if queues.is_empty() {
+                *slot = None;
+                self.virtq_tx.retain(|&v| v != vif);
+            }
+            Some(q)
+        }
+    }
+}
+
+/// Hands `q` to lcore `lcore`'s inbox ring, each packet tagged with vif `vif`; that lcore
+/// counts them sent (or dropped) when it hands them over. What the ring has no room for is
+/// dropped and counted; returns how many. `q` ends empty.
+fn to_peer(tx: &mut Tx<'_>, vif: u16, lcore: u8, q: &mut Vec<Pkt>) -> u64 {
+    let Tx {
+        ref mut peers,
+        counters,
+        stats,
+        ref mut staging,
+        ..
+    } = *tx;
+    let Some(ring) = peers.get_mut(usize::from(lcore)) else {
+        stats.count_drops(DropReason::NoTxQueue, vif, q.len() as u64);
+        q.clear();
+        return 0;
+    };
+    let mut full = 0u64;
+    let mut it = q.drain(..);
+    loop {
+        for p in it.by_ref() {
+            let mut m = p.into_mbuf();
+            m.set_port(vif);
+            let _ = staging.push(m);
+            if staging.is_full() {
+                break;
             }
         }
+        if staging.is_empty() {
+            break;
+        }
+        let n = ring.enqueue_burst(staging) as u64;
+        stats.queued_to_lcores.add(n);
+        let refused = staging.len() as u64;
+        full += refused;
+        LoopCounters::add(&counters.ring_drops, refused);
+        stats.count_drops(DropReason::TxQueueFull, vif, refused);
+        staging.free_all();
+    }
+    full
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_map_picks_the_same_pair_for_a_hash_and_none_when_empty() {
+        assert_eq!(QueueMap::EMPTY.pick(7), None);
+        // Pairs 0 and 2 up (1 is not), on lcores 1 and 0.
+        let m = QueueMap::new([(0, 1), (2, 0)]);
+        assert_eq!(m.n, 2);
+        assert_eq!(m.pick(4), Some((0, 1)));
+        assert_eq!(m.pick(5), Some((2, 0)));
+        assert_eq!(m.pick(5), m.pick(5));
+        // More pairs than a map holds: the first MAX_QUEUE_PAIRS are kept.
+        let big = QueueMap::new((0..40u16).map(|p| (p, 0)));
+        assert_eq!(usize::from(big.n), MAX_QUEUE_PAIRS);
     }
 }

@@ -21,7 +21,7 @@ mod vhost_core;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -289,12 +289,16 @@ fn run(opts: &cli::Options) -> Result<()> {
     let (vhost_tx, vhost_rx) = unbounded();
     let vhost_status = Arc::new(Mutex::new(Default::default()));
     let vhost_loops = Arc::new(AtomicU64::new(0));
+    // Queues per forwarding lcore, for placement: by the registry and the vhost core.
+    let load: crate::vhost_core::LcoreLoad =
+        Arc::new((0..handles.len()).map(|_| AtomicU32::new(0)).collect());
     let vhost_core = VhostCore {
         commands: vhost_rx,
         lcore_events: event_rx,
         lcores: handles.iter().map(|h| h.commands.clone()).collect(),
         status: Arc::clone(&vhost_status),
         loops: Arc::clone(&vhost_loops),
+        load: Arc::clone(&load),
     };
     // The neighbour resolver's requests go out through the first forwarding lcore.
     let neigh_lcore = handles.first().map(|h| h.commands.clone());
@@ -307,6 +311,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         vhost: vhost_tx,
         vhost_status,
         vhost_loops,
+        load,
         fabric,
         policies: Arc::clone(&policies),
         tracer,

@@ -3,10 +3,16 @@
 //! vif's forwarding lcore; when the session needs it back, or the peer is gone, it asks the
 //! lcore for it and waits until the lcore has let go before the queue (and with the last queue,
 //! the guest memory mapping) is dropped here.
+//!
+//! Each queue pair of a vif is placed on its own lcore as it comes up: the one it is pinned to,
+//! else the least loaded by queue count. Every lcore is told which lcore holds which pair (the
+//! [`QueueMap`]), so it can send a vif's packets to the pair their flow hash picks. A pair moves
+//! (a pin, or a rebalance when a vif goes) by a hand-over: the old lcore gives its rings back,
+//! then the new one gets them; no two lcores ever hold one virtqueue.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +22,19 @@ use vhost_user::{
     Mode, PortConfig, PortEvent, PortState, SessionConfig, SplitQueue, VhostUserPort,
 };
 
-use crate::lcore::LcoreCmd;
+use crate::lcore::{LcoreCmd, QueueMap};
+
+/// Queues (queue pairs, ports, kernel interfaces) each forwarding lcore serves, by lcore
+/// index, for least-loaded placement; shared by the registry and the vhost core.
+pub type LcoreLoad = Arc<Vec<AtomicU32>>;
+
+/// The least loaded lcore index (the first of equals).
+pub fn least_loaded(load: &[AtomicU32]) -> u8 {
+    load.iter()
+        .enumerate()
+        .min_by_key(|(_, n)| n.load(Ordering::Relaxed))
+        .map_or(0, |(i, _)| i as u8)
+}
 
 /// How long the vhost core waits for a forwarding lcore to give a queue back. Lcores read
 /// their commands every few microseconds; this only guards against a wedged lcore.
@@ -46,6 +64,14 @@ pub enum VhostCmd {
         vif: u16,
         reply: Sender<()>,
     },
+    /// Serve queue pair `pair` of `vif` on lcore index `lcore` from now on (moving it there if
+    /// it is up elsewhere), also after the guest reconnects.
+    Pin {
+        vif: u16,
+        pair: u16,
+        lcore: u8,
+        reply: Sender<Result<(), String>>,
+    },
 }
 
 /// What the forwarding lcores report back.
@@ -66,6 +92,8 @@ pub struct VhostStatus {
     /// How the guest broke the device since it last connected (a virtqueue's rules, or its
     /// memory taken away under us), if it did.
     pub broken: Option<String>,
+    /// The queue pairs up, each with the lcore index serving it and whether it is pinned there.
+    pub queues: Vec<(u16, u8, bool)>,
 }
 
 pub type StatusMap = Arc<Mutex<HashMap<u16, VhostStatus>>>;
@@ -73,8 +101,14 @@ pub type StatusMap = Arc<Mutex<HashMap<u16, VhostStatus>>>;
 struct VhostVif {
     name: String,
     port: VhostUserPort,
+    /// The vif's home lcore: where its packets go while no queue pair is up.
     lcore: u8,
+    queue_pairs: u16,
     lent: BTreeSet<u16>,
+    /// The lcore index serving each queue pair with a ring lent.
+    placed: BTreeMap<u16, u8>,
+    /// Queue pairs pinned to an lcore index.
+    pins: BTreeMap<u16, u8>,
     /// Why a queue of the current frontend was broken, if one was.
     broken: Option<String>,
 }
@@ -86,6 +120,8 @@ pub struct VhostCore {
     pub status: StatusMap,
     /// Bumped on every turn of the loop (at least every `IDLE_POLL`), for health to see it run.
     pub loops: Arc<AtomicU64>,
+    /// Queues per lcore: placed queue pairs count here.
+    pub load: LcoreLoad,
 }
 
 impl VhostCore {
@@ -111,7 +147,12 @@ impl VhostCore {
                                     format!("the guest broke virtqueue {}: {b}", queue.index())
                                 });
                             }
+                            let pair = queue.index() / 2;
+                            if queue.index().is_multiple_of(2) {
+                                self.broadcast_map(vif, v);
+                            }
                             v.port.return_queue(queue, &mut events);
+                            self.unplace_if_idle(v, pair);
                             self.handle_events(vif, v, &mut events);
                         }
                     }
@@ -136,6 +177,36 @@ impl VhostCore {
     }
 
     fn command(&self, cmd: VhostCmd, vifs: &mut BTreeMap<u16, VhostVif>) {
+        if let VhostCmd::Pin {
+            vif,
+            pair,
+            lcore,
+            reply,
+        } = cmd
+        {
+            let result = match vifs.get_mut(&vif) {
+                None => Err(format!("vif {vif} is not a vhost-user vif")),
+                Some(v) if pair >= v.queue_pairs => Err(format!(
+                    "queue {pair} out of range: the vif has {} queue pair(s) (0..={})",
+                    v.queue_pairs,
+                    v.queue_pairs.saturating_sub(1)
+                )),
+                Some(_) if usize::from(lcore) >= self.lcores.len() => {
+                    Err(format!("no forwarding lcore index {lcore}"))
+                }
+                Some(v) => {
+                    v.pins.insert(pair, lcore);
+                    if v.placed.contains_key(&pair) {
+                        self.move_pair(vif, v, pair, lcore);
+                    }
+                    info!(vif = %v.name, queue = pair, lcore, "queue pair pinned");
+                    Ok(())
+                }
+            };
+            self.publish(vifs);
+            let _ = reply.send(result);
+            return;
+        }
         match cmd {
             VhostCmd::Add {
                 vif,
@@ -166,7 +237,10 @@ impl VhostCore {
                             name,
                             port,
                             lcore,
+                            queue_pairs: queue_pairs.max(1),
                             lent: BTreeSet::new(),
+                            placed: BTreeMap::new(),
+                            pins: BTreeMap::new(),
                             broken: None,
                         },
                     );
@@ -174,11 +248,13 @@ impl VhostCore {
                 self.publish(vifs);
                 let _ = reply.send(result.map_err(|e| e.to_string()));
             }
+            VhostCmd::Pin { .. } => {}
             VhostCmd::Del { vif, reply } => {
                 if let Some(mut v) = vifs.remove(&vif) {
                     self.reclaim_all(vif, &mut v);
                     info!(vif = %v.name, socket = %v.port.path().display(), "vhost-user vif removed");
                     // Dropping the port closes the connection (and the listening socket).
+                    self.rebalance(vifs);
                 }
                 self.publish(vifs);
                 let _ = reply.send(());
@@ -197,9 +273,14 @@ impl VhostCore {
                     }
                     PortEvent::QueueReady(i) => match v.port.take_queue(i) {
                         Ok(queue) => {
-                            if let Some(tx) = self.lcores.get(usize::from(v.lcore)) {
+                            let lcore = self.place(v, i / 2);
+                            if let Some(tx) = self.lcores.get(usize::from(lcore)) {
                                 if tx.send(LcoreCmd::AttachVirtqueue { vif, queue }).is_ok() {
                                     v.lent.insert(i);
+                                    if i.is_multiple_of(2) {
+                                        self.broadcast_map(vif, v);
+                                    }
+                                    info!(vif = %v.name, vring = i, lcore, "virtqueue up");
                                     if v.lent.len()
                                         == usize::from(
                                             v.port.session().map_or(0, |s| s.vring_count() as u16),
@@ -216,9 +297,15 @@ impl VhostCore {
                     },
                     PortEvent::QueueStop(i) => {
                         if v.lent.remove(&i) {
-                            if let Some(q) = self.reclaim(vif, v.lcore, i) {
+                            if i.is_multiple_of(2) {
+                                // First nobody sends to it any more, then it comes back.
+                                self.broadcast_map(vif, v);
+                            }
+                            let lcore = v.placed.get(&(i / 2)).copied().unwrap_or(v.lcore);
+                            if let Some(q) = self.reclaim(vif, lcore, i) {
                                 v.port.return_queue(q, events);
                             }
+                            self.unplace_if_idle(v, i / 2);
                         }
                     }
                     PortEvent::Disconnected => {
@@ -257,9 +344,182 @@ impl VhostCore {
         }
     }
 
-    /// Takes every queue of the vif back from its lcore and drops them here (with the last one
-    /// the guest memory is unmapped, after the lcore can no longer touch it).
+    /// The lcore index for queue pair `pair` of `v`: where it is, else where it is pinned,
+    /// else one holding the fewest of the vif's pairs (its own lcore for each, as far as there
+    /// are lcores), the least loaded of those (counted there from now on).
+    fn place(&self, v: &mut VhostVif, pair: u16) -> u8 {
+        if let Some(&l) = v.placed.get(&pair) {
+            return l;
+        }
+        let spread = |l: usize| v.placed.values().filter(|&&p| usize::from(p) == l).count();
+        let l = v
+            .pins
+            .get(&pair)
+            .copied()
+            .filter(|&l| usize::from(l) < self.lcores.len())
+            .unwrap_or_else(|| {
+                self.load
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|&(l, n)| (spread(l), n.load(Ordering::Relaxed)))
+                    .map_or(0, |(l, _)| l as u8)
+            });
+        v.placed.insert(pair, l);
+        if let Some(n) = self.load.get(usize::from(l)) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        l
+    }
+
+    /// Forgets where pair `pair` of `v` is once neither of its rings is lent.
+    fn unplace_if_idle(&self, v: &mut VhostVif, pair: u16) {
+        if v.lent.contains(&(2 * pair)) || v.lent.contains(&(2 * pair + 1)) {
+            return;
+        }
+        if let Some(l) = v.placed.remove(&pair) {
+            if let Some(n) = self.load.get(usize::from(l)) {
+                let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
+                    Some(x.saturating_sub(1))
+                });
+            }
+        }
+    }
+
+    /// Tells every lcore which lcore holds each up pair of `vif` (a pair is up, for sending to
+    /// the guest, while its guest RX ring is lent).
+    fn broadcast_map(&self, vif: u16, v: &VhostVif) {
+        let map = QueueMap::new(
+            v.placed
+                .iter()
+                .filter(|(p, _)| v.lent.contains(&(2 * **p)))
+                .map(|(&p, &l)| (p, l)),
+        );
+        for tx in &self.lcores {
+            let _ = tx.send(LcoreCmd::SetQueueMap { vif, map });
+        }
+    }
+
+    /// Moves queue pair `pair` of `vif` to lcore index `to`: the lcore holding it gives back
+    /// each lent ring (it has stopped touching it when it answers), then `to` gets them, then
+    /// every lcore learns the new map. Packets of a flow cannot overtake each other: the guest
+    /// TX ring is polled on `to` only once `to` has sent on what the old lcore handed it.
+    fn move_pair(&self, vif: u16, v: &mut VhostVif, pair: u16, to: u8) {
+        let Some(&from) = v.placed.get(&pair) else {
+            return;
+        };
+        if from == to || usize::from(to) >= self.lcores.len() {
+            return;
+        }
+        let mut taken = Vec::new();
+        for ring in [2 * pair, 2 * pair + 1] {
+            if v.lent.contains(&ring) {
+                match self.reclaim(vif, from, ring) {
+                    Some(q) => taken.push(q),
+                    None => {
+                        // Gone (handed back broken meanwhile) or a wedged lcore: not lent.
+                        warn!(vif = %v.name, vring = ring, lcore = from, "virtqueue not handed back for a move");
+                        v.lent.remove(&ring);
+                    }
+                }
+            }
+        }
+        v.placed.insert(pair, to);
+        if let Some(n) = self.load.get(usize::from(from)) {
+            let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
+                Some(x.saturating_sub(1))
+            });
+        }
+        if let Some(n) = self.load.get(usize::from(to)) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        for queue in taken {
+            let ring = queue.index();
+            let sent = self
+                .lcores
+                .get(usize::from(to))
+                .is_some_and(|tx| tx.send(LcoreCmd::AttachVirtqueue { vif, queue }).is_ok());
+            if !sent {
+                v.lent.remove(&ring);
+            }
+        }
+        self.unplace_if_idle(v, pair);
+        self.broadcast_map(vif, v);
+        info!(vif = %v.name, queue = pair, from, to, "queue pair moved");
+    }
+
+    /// Evens the lcores' queue counts out after a vif left: while the busiest lcore has two or
+    /// more queues than the idlest, an unpinned pair moves from the one to the other.
+    fn rebalance(&self, vifs: &mut BTreeMap<u16, VhostVif>) {
+        for _ in 0..64 {
+            let counts: Vec<u32> = self
+                .load
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .collect();
+            let (Some((max_at, &max)), Some((min_at, &min))) = (
+                counts.iter().enumerate().max_by_key(|(_, &n)| n),
+                counts.iter().enumerate().min_by_key(|(_, &n)| n),
+            ) else {
+                return;
+            };
+            if max < min + 2 {
+                return;
+            }
+            let (from, to) = (max_at as u8, min_at as u8);
+            // An unpinned pair on the busiest lcore, of a vif with no pair on the idlest if
+            // there is one (a vif's pairs stay spread).
+            let movable = |v: &VhostVif| {
+                v.placed
+                    .iter()
+                    .find(|(p, &l)| l == from && !v.pins.contains_key(p))
+                    .map(|(&p, _)| p)
+            };
+            let candidate = vifs
+                .iter()
+                .filter(|(_, v)| !v.placed.values().any(|&l| l == to))
+                .find_map(|(&vif, v)| movable(v).map(|p| (vif, p)))
+                .or_else(|| {
+                    vifs.iter()
+                        .find_map(|(&vif, v)| movable(v).map(|p| (vif, p)))
+                });
+            let Some((vif, pair)) = candidate else {
+                return;
+            };
+            if let Some(v) = vifs.get_mut(&vif) {
+                self.move_pair(vif, v, pair, to);
+            }
+        }
+    }
+
+    /// Takes every queue of the vif back from its lcores and drops them here (with the last
+    /// one the guest memory is unmapped, after the lcores can no longer touch it).
     fn reclaim_all(&self, vif: u16, v: &mut VhostVif) {
+        // Nobody sends to the vif's rings any more.
+        for tx in &self.lcores {
+            let _ = tx.send(LcoreCmd::SetQueueMap {
+                vif,
+                map: QueueMap::EMPTY,
+            });
+        }
+        // Rings away from the home lcore come back one by one (and are dropped here).
+        let away: Vec<(u16, u8)> = v
+            .lent
+            .iter()
+            .filter_map(|&i| v.placed.get(&(i / 2)).map(|&l| (i, l)))
+            .filter(|&(_, l)| l != v.lcore)
+            .collect();
+        for (ring, lcore) in away {
+            if self.reclaim(vif, lcore, ring).is_none() {
+                warn!(vif = %v.name, lcore, vring = ring, "lcore did not release the vif's queue");
+            }
+        }
+        for (_, l) in std::mem::take(&mut v.placed) {
+            if let Some(n) = self.load.get(usize::from(l)) {
+                let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
+                    Some(x.saturating_sub(1))
+                });
+            }
+        }
         let (reply, answer) = bounded(1);
         if let Some(tx) = self.lcores.get(usize::from(v.lcore)) {
             if tx.send(LcoreCmd::DetachVif { vif, reply }).is_ok() {
@@ -285,7 +545,12 @@ impl VhostCore {
                         features: v.port.session().map(|s| s.features()),
                         queues_lent: v.lent.len() as u32,
                         first_pair_lent: v.lent.contains(&0) && v.lent.contains(&1),
-                        lcore: v.lcore,
+                        lcore: v.placed.get(&0).copied().unwrap_or(v.lcore),
+                        queues: v
+                            .placed
+                            .iter()
+                            .map(|(&p, &l)| (p, l, v.pins.get(&p) == Some(&l)))
+                            .collect(),
                         // A memory fault cuts the frontend off: the port keeps the reason
                         // until a new frontend attaches.
                         broken: v
@@ -339,6 +604,7 @@ mod tests {
             lcores: vec![lcore_tx],
             status: StatusMap::default(),
             loops: loops.clone(),
+            load: LcoreLoad::default(),
         };
         // An lcore that takes a second to answer (an idle one napping between polls).
         let lcore = std::thread::spawn(move || match lcore_rx.recv() {

@@ -272,6 +272,18 @@ impl Client {
         self.get(&format!("/vifs/{vif}/policy")).await
     }
 
+    /// Pins queue pair `queue` of vhost-user vif `vif` to forwarding lcore `lcore`.
+    pub async fn queue_pin(&self, vif: &str, queue: u32, lcore: u32) -> Result<(), Error> {
+        let _: serde_json::Value = self
+            .call(
+                Method::PUT,
+                &format!("/vifs/{vif}/queues/{queue}"),
+                Some(&crate::api::QueuePin { lcore }),
+            )
+            .await?;
+        Ok(())
+    }
+
     pub async fn mirror_set(&self, vif: &str, m: &Mirror) -> Result<Mirror, Error> {
         self.call(Method::PUT, &format!("/vifs/{vif}/mirror"), Some(m))
             .await

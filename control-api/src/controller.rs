@@ -15,9 +15,9 @@ use tracing::info;
 use crate::api::{
     BridgeEntry, DropStats, FloatingIp, FloatingIpInfo, FlowPage, FlowQuery, FlowStats,
     FlushResult, Health, IpPrefix, MacAddr, Mirror, MirrorInfo, MplsEntry, MplsTarget, NatPool,
-    NatPoolInfo, Nexthop, NexthopInfo, Policy, Route, SnatAttachment, Stats, TraceRequest,
-    TraceResult, VifInfo, VifRequest, VrfInfo, VrfRouting, VxlanEntry, MIRROR_SNAPLEN_MAX,
-    MIRROR_SNAPLEN_MIN, TRACE_COUNT_MAX,
+    NatPoolInfo, Nexthop, NexthopInfo, Policy, QueuePin, Route, SnatAttachment, Stats,
+    TraceRequest, TraceResult, VifInfo, VifRequest, VrfInfo, VrfRouting, VxlanEntry,
+    MIRROR_SNAPLEN_MAX, MIRROR_SNAPLEN_MIN, TRACE_COUNT_MAX,
 };
 use crate::dataplane::{Change, Dataplane, DataplaneErrorKind, TableChange, VifKind, VifSpec};
 use crate::error::Error;
@@ -282,6 +282,7 @@ impl Controller {
             config,
             created_dirs,
             policy: None,
+            pins: Default::default(),
         })
     }
 
@@ -687,6 +688,45 @@ impl Controller {
             egress = policy.egress.len(),
             "policy set"
         );
+        Ok(Outcome::from_new(new))
+    }
+
+    // ---- queue placement -----------------------------------------------------------------
+
+    /// Serves queue pair `queue` of vhost-user vif `name` on forwarding lcore `pin.lcore` from
+    /// now on (kept with the vif's other settings).
+    pub fn queue_pin(&self, name: &str, queue: u32, pin: QueuePin) -> Result<Outcome, Error> {
+        let _span = tracing::info_span!("queue_pin", vif = %name, queue).entered();
+        let _change = self.change();
+        let (spec, new) = {
+            let model = self.model();
+            let v = model.vif(name)?;
+            let VifKind::VhostUser { queues, .. } = &v.spec.kind else {
+                return Err(Error::Conflict(format!(
+                    "{name} is not a vhost-user vif: only vhost-user queues are placed on lcores"
+                )));
+            };
+            if queue >= *queues {
+                return Err(Error::NotFound {
+                    what: "queue pair",
+                    key: format!(
+                        "{queue} of vif {name}, which has {queues} (0..={})",
+                        queues - 1
+                    ),
+                });
+            }
+            (v.spec.clone(), !v.pins.contains_key(&queue))
+        };
+        self.dataplane.queue_pin(&spec, queue, pin.lcore)?;
+        self.model().commit_queue_pin(name, queue, pin.lcore);
+        self.save(|| {
+            Record::Vif(VifRecord::QueuePin {
+                vif: name.to_owned(),
+                queue,
+                lcore: pin.lcore,
+            })
+        })?;
+        info!(lcore = pin.lcore, "queue pair pinned");
         Ok(Outcome::from_new(new))
     }
 

@@ -375,6 +375,16 @@ pub trait Dataplane: Send + Sync + 'static {
     fn service_flows(&self, _service: &crate::api::Service) -> Result<Vec<u64>, DataplaneError> {
         Ok(Vec::new())
     }
+    /// Serve queue pair `queue` of vhost-user vif `vif` on forwarding lcore `lcore` from now on
+    /// (moving it there if it is up elsewhere). An lcore that is not a forwarding lcore is
+    /// refused, naming the ones there are.
+    fn queue_pin(&self, vif: &VifSpec, queue: u32, lcore: u32) -> Result<(), DataplaneError> {
+        let _ = (vif, queue, lcore);
+        Err(DataplaneError::new(
+            DataplaneErrorKind::Rejected,
+            "this dataplane does not place queues on lcores",
+        ))
+    }
     /// The underlay neighbours vrouterd resolves (none where it resolves none).
     fn neighbours(&self) -> Result<Vec<crate::api::Neighbour>, DataplaneError> {
         Ok(Vec::new())

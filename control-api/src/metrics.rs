@@ -172,6 +172,33 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
             );
         }
     }
+    for (name, help, tx) in [
+        (
+            "vrouter_vif_queue_rx_packets_total",
+            "Packets taken from a vhost-user vif's queue pair (the guest's TX ring); label lcore serves it.",
+            false,
+        ),
+        (
+            "vrouter_vif_queue_tx_packets_total",
+            "Packets delivered into a vhost-user vif's queue pair (the guest's RX ring); label lcore serves it.",
+            true,
+        ),
+    ] {
+        d.family(name, "counter", help);
+        for v in &vifs {
+            for q in &v.status.queue_pairs {
+                d.sample(
+                    name,
+                    &[
+                        ("vif", &v.config.name),
+                        ("queue", &q.queue.to_string()),
+                        ("lcore", &q.lcore.to_string()),
+                    ],
+                    if tx { q.tx_packets } else { q.rx_packets },
+                );
+            }
+        }
+    }
     d.family(
         "vrouter_vif_up",
         "gauge",

@@ -31,7 +31,7 @@ use vrouter::CoreStats;
 
 use crate::lcore::{LcoreCmd, LoopCounters};
 use crate::progress::ProgressWatch;
-use crate::vhost_core::{StatusMap, VhostCmd};
+use crate::vhost_core::{LcoreLoad, StatusMap, VhostCmd};
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -71,8 +71,9 @@ struct VifRuntime {
 struct Registry {
     vifs: HashMap<u16, VifRuntime>,
     by_name: HashMap<String, u16>,
-    /// Vifs polled by each lcore, for least-loaded placement.
-    load: Vec<u32>,
+    /// Queues each lcore serves, for least-loaded placement (vhost-user queue pairs are
+    /// counted by the vhost core as they come up).
+    load: LcoreLoad,
     /// DPDK device names in use by physical vifs (a device can back one vif only).
     devices: HashMap<String, u16>,
     fabric: FabricConfig,
@@ -148,6 +149,8 @@ pub struct DataplaneParts {
     pub vhost_status: StatusMap,
     /// The vhost core's loop counter.
     pub vhost_loops: Arc<AtomicU64>,
+    /// Queues per lcore, shared with the vhost core.
+    pub load: LcoreLoad,
     pub fabric: FabricConfig,
     pub policies: Arc<Policies>,
     /// The packet tracer every lcore's pipeline was given.
@@ -165,13 +168,14 @@ impl VrouterDataplane {
             vhost,
             vhost_status,
             vhost_loops,
+            load,
             fabric,
             policies,
             tracer,
             nat,
         } = parts;
         let registry = Registry {
-            load: vec![0; lcores.len()],
+            load,
             fabric,
             ..Registry::default()
         };
@@ -300,6 +304,42 @@ impl Dataplane for VrouterDataplane {
 
     fn vif_status(&self, vif: &VifSpec) -> VifStatus {
         self.status_of_vif(vif)
+    }
+
+    fn queue_pin(&self, vif: &VifSpec, queue: u32, lcore: u32) -> Result<(), DataplaneError> {
+        let index = Self::vif_index(&self.registry(), &vif.name)?;
+        let Some(at) = self.lcores.iter().position(|h| h.lcore == lcore) else {
+            let have: Vec<String> = self.lcores.iter().map(|h| h.lcore.to_string()).collect();
+            return Err(DataplaneError::new(
+                DataplaneErrorKind::Rejected,
+                format!(
+                    "lcore {lcore} is not a forwarding lcore (forwarding lcores: {})",
+                    have.join(", ")
+                ),
+            ));
+        };
+        let pair = u16::try_from(queue).map_err(|_| rejected("queue out of range"))?;
+        let (reply, answer) = crossbeam::channel::bounded(1);
+        self.vhost
+            .send(VhostCmd::Pin {
+                vif: index,
+                pair,
+                lcore: u8::try_from(at).unwrap_or(u8::MAX),
+                reply,
+            })
+            .map_err(|_| {
+                DataplaneError::new(
+                    DataplaneErrorKind::Unavailable,
+                    "the vhost core is not running",
+                )
+            })?;
+        match answer.recv_timeout(REPLY_TIMEOUT) {
+            Ok(r) => r.map_err(rejected),
+            Err(_) => Err(DataplaneError::new(
+                DataplaneErrorKind::Unavailable,
+                "the vhost core did not answer",
+            )),
+        }
     }
 
     fn stats(&self) -> Result<Stats, DataplaneError> {

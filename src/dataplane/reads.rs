@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use control_api::api::{
     DropStats, FlowExportStats, FlowPage, FlowQuery, FlowStats, Health, HealthStatus, LcoreHealth,
-    LcoreStats, MempoolHealth, RingHealth, Stats, VifCounters, VifState, VifStatus,
+    LcoreStats, MempoolHealth, RingHealth, Stats, VifCounters, VifQueue, VifState, VifStatus,
 };
 use control_api::{DataplaneError, VifSpec};
 use pmd_shim::RingLevel;
@@ -58,6 +58,7 @@ impl VrouterDataplane {
                 lcore: None,
                 broken: None,
                 counters: VifCounters::default(),
+                queue_pairs: Vec::new(),
             };
         };
         let rt = reg.vifs.get(&index);
@@ -71,6 +72,30 @@ impl VrouterDataplane {
                     .ok()
                     .and_then(|m| m.get(&index).cloned());
                 let broken = st.as_ref().and_then(|s| s.broken.clone());
+                let queues: Vec<VifQueue> = st
+                    .as_ref()
+                    .map(|s| {
+                        s.queues
+                            .iter()
+                            .filter_map(|&(pair, l, pinned)| {
+                                let rings = |ring: u16| {
+                                    self.lcores
+                                        .iter()
+                                        .map(|h| h.counters.vring(index, ring))
+                                        .sum::<u64>()
+                                };
+                                Some(VifQueue {
+                                    queue: u32::from(pair),
+                                    lcore: lcore_id(l)?,
+                                    pinned,
+                                    rx_packets: rings(2 * pair + 1),
+                                    tx_packets: rings(2 * pair),
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let serving = st.as_ref().map(|s| s.lcore);
                 // Connected once packets can flow both ways: a guest whose receive ring is not
                 // with an lcore yet would lose what is sent to it.
                 let (state, features, lent) = match st {
@@ -92,9 +117,10 @@ impl VrouterDataplane {
                     state,
                     features,
                     queues_enabled: lent / 2,
-                    lcore: rt.and_then(|r| r.lcore).and_then(lcore_id),
+                    lcore: serving.or(rt.and_then(|r| r.lcore)).and_then(lcore_id),
                     broken,
                     counters,
+                    queue_pairs: queues,
                 }
             }
             Some(VifIo::Eth { port, .. }) => {
@@ -106,6 +132,7 @@ impl VrouterDataplane {
                     lcore: rt.and_then(|r| r.lcore).and_then(lcore_id),
                     broken: None,
                     counters,
+                    queue_pairs: Vec::new(),
                 }
             }
             Some(VifIo::Kernel { monitor }) => {
@@ -126,6 +153,7 @@ impl VrouterDataplane {
                     lcore: rt.and_then(|r| r.lcore).and_then(lcore_id),
                     broken: None,
                     counters,
+                    queue_pairs: Vec::new(),
                 }
             }
             None => VifStatus {
@@ -135,6 +163,7 @@ impl VrouterDataplane {
                 lcore: None,
                 broken: None,
                 counters,
+                queue_pairs: Vec::new(),
             },
         }
     }

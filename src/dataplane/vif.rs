@@ -17,7 +17,7 @@ use vrouter::tables::{RouterAdvert, Vif, VifKind};
 use vrouter::wire::dhcp::{self, Lease, Route};
 
 use crate::lcore::{LcoreCmd, NO_OWNER};
-use crate::vhost_core::VhostCmd;
+use crate::vhost_core::{least_loaded, VhostCmd};
 
 use super::{
     rejected, table_err, VifIo, VifRuntime, VrouterDataplane, JUMBO_DATA_ROOM, JUMBO_MBUFS,
@@ -100,8 +100,11 @@ impl VrouterDataplane {
             self.release_io(index, &spec.name, io, placed.is_some());
             return Err(table_err(e));
         }
-        if let Some(load) = placed.and_then(|l| reg.load.get_mut(usize::from(l))) {
-            *load += 1;
+        // A vhost-user vif's queue pairs are counted by the vhost core as they come up.
+        if !matches!(io, VifIo::Vhost) {
+            if let Some(load) = placed.and_then(|l| reg.load.get(usize::from(l))) {
+                load.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if kind == VifKind::Host {
             self.broadcast(|| LcoreCmd::SetHostVif { vif: Some(index) });
@@ -350,8 +353,10 @@ impl VrouterDataplane {
         };
         reg.by_name.remove(&rt.name);
         reg.devices.retain(|_, &mut v| v != index);
-        if let Some(l) = rt.lcore.and_then(|l| reg.load.get_mut(usize::from(l))) {
-            *l = l.saturating_sub(1);
+        if !matches!(rt.io, VifIo::Vhost) {
+            if let Some(l) = rt.lcore.and_then(|l| reg.load.get(usize::from(l))) {
+                let _ = l.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
         }
         // Out of the registry: what follows waits on other threads, without holding it.
         drop(reg);
@@ -419,13 +424,6 @@ impl VrouterDataplane {
 fn open_kernel(iface: &str, pool: &Mempool, mtu: u16) -> Result<KernelPort, DataplaneError> {
     KernelPort::open(iface, pool, &KernelPortConfig::for_mtu(mtu))
         .map_err(|e| rejected(e.to_string()))
-}
-
-pub(super) fn least_loaded(load: &[u32]) -> u8 {
-    load.iter()
-        .enumerate()
-        .min_by_key(|(_, &n)| n)
-        .map_or(0, |(i, _)| i as u8)
 }
 
 /// What the forwarding plane hands out by DHCP for a vif: its settings, and its MTU.

@@ -143,6 +143,69 @@ impl FrontendPod {
     }
 }
 
+/// A pod with several queue pairs (VIRTIO_NET_F_MQ), each started and enabled: for tests of
+/// a vif whose queues are spread over forwarding lcores.
+pub struct MultiQueuePod {
+    pub fe: Frontend,
+    pub ram: GuestRam,
+    /// (guest RX, guest TX) of each queue pair, by pair.
+    pub pairs: Vec<(DriverQueue, DriverQueue)>,
+}
+
+impl MultiQueuePod {
+    /// Connects to `socket` as [`FrontendPod::connect`] does, then starts `pairs` queue pairs
+    /// (vrings 0 to `2 * pairs - 1`) with RX buffers posted on each.
+    pub fn connect(socket: &Path, pairs: u16) -> std::io::Result<MultiQueuePod> {
+        let mut fe = crate::wait::poll(
+            crate::wait::DEADLINE,
+            || Frontend::connect(socket),
+            Result::is_ok,
+        )
+        .unwrap_or_else(|last_try| last_try)?;
+        fe.stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut ram = GuestRam::new((4 << 20) + u64::from(pairs) * (2 << 20))?;
+        let mut queues = Vec::new();
+        for _ in 0..pairs {
+            let rx = DriverQueue::new(&mut ram, RING, 2048);
+            let tx = DriverQueue::new(&mut ram, RING, 2048);
+            queues.push((rx, tx));
+        }
+        fe.negotiate(&ram, OFFERED_FEATURES)?;
+        for (i, (rx, tx)) in queues.iter_mut().enumerate() {
+            let i = i as u32;
+            fe.start_vring(&ram, 2 * i, rx)?;
+            fe.start_vring(&ram, 2 * i + 1, tx)?;
+            while rx.add_rx(&ram, 1, 2048) {}
+        }
+        Ok(MultiQueuePod {
+            fe,
+            ram,
+            pairs: queues,
+        })
+    }
+
+    /// Posts `frame` on queue pair `pair`'s TX ring after reaping what the backend consumed;
+    /// false when the ring is full.
+    pub fn send_on(&mut self, pair: usize, frame: &[u8]) -> bool {
+        let Some((_, tx)) = self.pairs.get_mut(pair) else {
+            return false;
+        };
+        tx.reap(&self.ram);
+        tx.add_tx(&mut self.ram, HDR_LEN, frame, 2048, false)
+    }
+
+    /// Frames delivered on queue pair `pair`'s RX ring since the last call (buffers posted
+    /// again).
+    pub fn receive_on(&mut self, pair: usize) -> Vec<Vec<u8>> {
+        let Some((rx, _)) = self.pairs.get_mut(pair) else {
+            return Vec::new();
+        };
+        let frames = rx.receive(&self.ram, HDR_LEN, true);
+        while rx.add_rx(&self.ram, 1, 2048) {}
+        frames
+    }
+}
+
 /// An Ethernet/IPv4/UDP frame of 64 bytes on the wire (without FCS) from `src` to `dst`,
 /// addressed to `dst_mac`, with correct checksums.
 pub fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {

@@ -41,7 +41,8 @@ pub use status::{
 pub use text::{IpPrefix, MacAddr, PortRange, SyntaxError};
 pub use trace::{TraceRequest, TraceResult, TracedPacket, TRACE_COUNT_MAX};
 pub use vif::{
-    StaticRoute, VhostUserMode, VifCounters, VifInfo, VifRequest, VifState, VifStatus, VifType,
+    QueuePin, StaticRoute, VhostUserMode, VifCounters, VifInfo, VifQueue, VifRequest, VifState,
+    VifStatus, VifType,
 };
 pub use vrf::{RouteTag, VrfInfo, VrfRouting};
 

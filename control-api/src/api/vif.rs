@@ -220,6 +220,33 @@ pub struct VifStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broken: Option<String>,
     pub counters: VifCounters,
+    /// vhost-user: each queue pair up, the forwarding lcore serving it and what went through it.
+    /// (Not `queues`: that is the configured count, in the same object.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queue_pairs: Vec<VifQueue>,
+}
+
+/// One queue pair of a vhost-user vif, as `GET /vifs/{name}` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VifQueue {
+    /// Queue pair number (vrings `2 * queue` and `2 * queue + 1`).
+    pub queue: u32,
+    /// The forwarding lcore serving both of its rings.
+    pub lcore: u32,
+    /// It is there because it was pinned there (`PUT /vifs/{name}/queues/{queue}`).
+    #[serde(default)]
+    pub pinned: bool,
+    /// Packets vrouterd took from the guest's TX ring, and delivered into its RX ring.
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
+/// `PUT /vifs/{name}/queues/{queue}`: the forwarding lcore that serves the queue pair from
+/// now on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePin {
+    pub lcore: u32,
 }
 
 /// `POST /vifs` (201) and `GET /vifs[/{name}]`: the configuration as accepted (defaults filled
@@ -258,6 +285,7 @@ mod tests {
                 lcore: Some(1),
                 broken: None,
                 counters: VifCounters::default(),
+                queue_pairs: Vec::new(),
             },
         };
         let v = serde_json::to_value(&info).unwrap();

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use tracing::{info, warn};
 
 use super::{Controller, SavedVif};
-use crate::api::{FloatingIp, SnatAttachment};
+use crate::api::{FloatingIp, QueuePin, SnatAttachment};
 use crate::dataplane::{DataplaneErrorKind, TableChange};
 use crate::error::Error;
 use crate::journal::{Journal, Loaded, Located, NatRecord, Record, RoutingRecord, VifRecord};
@@ -132,6 +132,17 @@ impl Controller {
             VifRecord::VifDel { name } => self.vif_del(name),
             VifRecord::PolicySet { vif, policy } => self.policy_set(vif, policy).map(drop),
             VifRecord::PolicyDel { vif } => self.policy_del(vif),
+            VifRecord::QueuePin { vif, queue, lcore } => {
+                // A pin to an lcore this vrouterd does not run is not worth refusing the
+                // whole state over: the queue is placed by load instead, and said so.
+                match self.queue_pin(vif, *queue, QueuePin { lcore: *lcore }) {
+                    Err(Error::Dataplane(e)) => {
+                        tracing::warn!(vif = %vif, queue, lcore, "queue pin not restored: {e}");
+                        Ok(())
+                    }
+                    other => other.map(drop),
+                }
+            }
         }
     }
 

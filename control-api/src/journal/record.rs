@@ -117,10 +117,22 @@ pub enum VifRecord {
     PolicyDel {
         vif: String,
     },
+    /// A vhost-user vif's queue pair pinned to a forwarding lcore.
+    QueuePin {
+        vif: String,
+        queue: u32,
+        lcore: u32,
+    },
 }
 
 /// The `op` of each [`VifRecord`]; every other `op` is a table change's.
-const VIF_OPS: [&str; 4] = ["vif-add", "vif-del", "policy-set", "policy-del"];
+const VIF_OPS: [&str; 5] = [
+    "vif-add",
+    "vif-del",
+    "policy-set",
+    "policy-del",
+    "queue-pin",
+];
 
 impl Record {
     /// Reads a record as `serde_json` wrote it. Its `op` decides which type decodes the rest, so
@@ -240,6 +252,15 @@ pub fn snapshot<'a>(
             })
         })
     });
+    let pins = model.vifs().flat_map(|v| {
+        v.pins.iter().map(|(&queue, &lcore)| {
+            Record::Vif(VifRecord::QueuePin {
+                vif: v.spec.name.clone(),
+                queue,
+                lcore,
+            })
+        })
+    });
     let pools = model.nat_pool_configs().map(|(name, pool)| {
         Record::Nat(NatRecord::NatPoolSet {
             name: name.to_string(),
@@ -280,6 +301,7 @@ pub fn snapshot<'a>(
         .chain(vxlan)
         .chain(routing)
         .chain(policies)
+        .chain(pins)
         .chain(pools)
         .chain(snat)
         .chain(floating)
@@ -356,6 +378,11 @@ mod tests {
                 policy,
             },
             VifRecord::PolicyDel { vif: "v".into() },
+            VifRecord::QueuePin {
+                vif: "v".into(),
+                queue: 1,
+                lcore: 2,
+            },
         ];
         for record in all {
             // Exhaustive: a new variant must be listed here, and in VIF_OPS.
@@ -363,7 +390,8 @@ mod tests {
                 VifRecord::VifAdd { .. }
                 | VifRecord::VifDel { .. }
                 | VifRecord::PolicySet { .. }
-                | VifRecord::PolicyDel { .. } => {}
+                | VifRecord::PolicyDel { .. }
+                | VifRecord::QueuePin { .. } => {}
             }
             let record = Record::Vif(record);
             let json = serde_json::to_vec(&record).unwrap();

@@ -97,6 +97,7 @@ fn apply(m: &mut Model, op: Op) {
                     config,
                     created_dirs: vec![],
                     policy: None,
+                    pins: Default::default(),
                 });
             }
         }

@@ -24,6 +24,7 @@ fn add_af_packet(m: &mut Model, name: &str, vrf: u32, index: u32) {
         config,
         created_dirs: vec![],
         policy: None,
+        pins: Default::default(),
     });
 }
 
@@ -61,6 +62,7 @@ fn a_device_backs_one_vif_whatever_its_arguments() {
         config,
         created_dirs: vec![],
         policy: None,
+        pins: Default::default(),
     });
     for other in [
         "net_af_packet0,iface=veth0",
@@ -88,6 +90,7 @@ fn add_physical(m: &mut Model, name: &str, device: &str, mtu: u32, index: u32) {
         config,
         created_dirs: vec![],
         policy: None,
+        pins: Default::default(),
     });
 }
 
@@ -529,6 +532,7 @@ fn created_dirs_pass_to_a_vif_still_inside_them() {
             config,
             created_dirs: created,
             policy: None,
+            pins: Default::default(),
         }
     };
     m.commit_vif_add(vhost("a", 0, "/b/pod/a.sock", vec!["/b/pod".into()]));

@@ -14,8 +14,8 @@ use super::extract::{parse_json, read_body, Body, Params};
 use super::lane::Lanes;
 use crate::api::{
     BridgeEntry, FloatingIp, FlowQuery, LinkLocalService, MacAddr, Mirror, MplsRequest, NatPool,
-    Nexthop, Policy, Route, Service, SnatAttachment, TraceRequest, VifRequest, VrfRouting,
-    VxlanRequest,
+    Nexthop, Policy, QueuePin, Route, Service, SnatAttachment, TraceRequest, VifRequest,
+    VrfRouting, VxlanRequest,
 };
 use crate::controller::{Controller, Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
@@ -64,6 +64,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/vifs/{name}/policy"),
     ("PUT", "/vifs/{name}/policy"),
     ("DELETE", "/vifs/{name}/policy"),
+    ("PUT", "/vifs/{name}/queues/{queue}"),
     ("PUT", "/vifs/{name}/mirror"),
     ("GET", "/vifs/{name}/mirror"),
     ("DELETE", "/vifs/{name}/mirror"),
@@ -232,6 +233,19 @@ async fn vif_del(State(s): St, p: Params) -> Res {
     let name = p.get("name")?.to_string();
     s.lanes.change(move |c| c.vif_del(&name)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn queue_pin_put(State(s): St, p: Params, Body(pin): Body<QueuePin>) -> Res {
+    let name = p.get("name")?.to_string();
+    let queue = p.number("queue", 0, crate::model::QUEUES_MAX - 1)?;
+    let out = s
+        .lanes
+        .change(move |c| c.queue_pin(&name, queue, pin))
+        .await?;
+    Ok(json(
+        put_status(out),
+        &serde_json::json!({ "queue": queue, "lcore": pin.lcore }),
+    ))
 }
 
 async fn mirror_put(State(s): St, p: Params, Body(m): Body<Mirror>) -> Res {
@@ -724,6 +738,7 @@ pub(super) fn router(lanes: Arc<Lanes>, ctrl: Arc<Controller>, body_limit: usize
             ("GET", "/vifs/{name}") => on(filter, vif_get),
             ("DELETE", "/vifs/{name}") => on(filter, vif_del),
             ("GET", "/vifs/{name}/policy") => on(filter, policy_get),
+            ("PUT", "/vifs/{name}/queues/{queue}") => on(filter, queue_pin_put),
             ("PUT", "/vifs/{name}/mirror") => on(filter, mirror_put),
             ("GET", "/vifs/{name}/mirror") => on(filter, mirror_get),
             ("DELETE", "/vifs/{name}/mirror") => on(filter, mirror_del),

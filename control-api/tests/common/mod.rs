@@ -213,6 +213,7 @@ impl Dataplane for MemDataplane {
             lcore: Some(1),
             broken: None,
             counters: s.counters.get(&vif.name).copied().unwrap_or_default(),
+            queue_pairs: Vec::new(),
         }
     }
 

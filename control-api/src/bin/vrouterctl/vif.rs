@@ -32,6 +32,16 @@ pub enum VifCmd {
         /// The vif's name.
         name: String,
     },
+    /// Serve a vhost-user vif's queue pair on a forwarding lcore from now on (moved there at
+    /// once if it is up elsewhere; kept across restarts with --state-dir).
+    Pin {
+        /// The vif's name.
+        name: String,
+        /// The queue pair (0 to queues - 1).
+        queue: u32,
+        /// A forwarding lcore (one of vrouterd's --fwd-lcores).
+        lcore: u32,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -188,6 +198,10 @@ pub async fn run(cmd: VifCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
             .await?
         }
         VifCmd::Show { name } => out.show(&c.vif(&name).await?, vif_detail)?,
+        VifCmd::Pin { name, queue, lcore } => {
+            c.queue_pin(&name, queue, lcore).await?;
+            out.done(format!("vif {name} queue {queue} pinned to lcore {lcore}"));
+        }
     }
     Ok(())
 }
@@ -262,6 +276,24 @@ fn vif_detail(v: &VifInfo) -> String {
         ),
         ("vrouter_mac", v.vrouter_mac.to_string()),
     ];
+    if !v.status.queue_pairs.is_empty() {
+        let pairs: Vec<String> = v
+            .status
+            .queue_pairs
+            .iter()
+            .map(|q| {
+                format!(
+                    "{}: lcore {}{} (rx {}, tx {})",
+                    q.queue,
+                    q.lcore,
+                    if q.pinned { " pinned" } else { "" },
+                    q.rx_packets,
+                    q.tx_packets
+                )
+            })
+            .collect();
+        rows.push(("queue_pairs", pairs.join("; ")));
+    }
     if let Some(s) = &v.socket {
         rows.push(("socket", s.display().to_string()));
         rows.push(("mode", opt(&v.config.vhostuser_mode)));

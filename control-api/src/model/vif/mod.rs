@@ -23,6 +23,8 @@ pub struct VifEntry {
     /// Directories created for its socket (outermost first), to remove on delete if empty.
     pub created_dirs: Vec<PathBuf>,
     pub policy: Option<Policy>,
+    /// vhost-user: queue pairs pinned to a forwarding lcore (queue → lcore).
+    pub pins: std::collections::BTreeMap<u32, u32>,
 }
 
 impl VifEntry {
@@ -163,6 +165,13 @@ impl Model {
     pub fn free_vif_index(&self) -> u32 {
         let used: BTreeSet<u32> = self.vifs.values().map(|v| v.spec.index).collect();
         (0..).find(|i| !used.contains(i)).unwrap_or(0)
+    }
+
+    /// Queue pair `queue` of vif `name` is pinned to forwarding lcore `lcore`.
+    pub fn commit_queue_pin(&mut self, name: &str, queue: u32, lcore: u32) {
+        if let Some(v) = self.vifs.get_mut(name) {
+            v.pins.insert(queue, lcore);
+        }
     }
 
     pub fn vif(&self, name: &str) -> Result<&VifEntry, Error> {
