@@ -411,6 +411,23 @@ impl Lcore {
         let mut staging = MbufBurst::new();
         let mut finished: Vec<Pkt> = Vec::with_capacity(FINISHED_ROOM);
         let mut run: Vec<Pkt> = Vec::with_capacity(BURST_MAX);
+        // The transmit context over the loop's locals, made afresh where a send needs one (a
+        // macro: a value built once would hold `peers`, `staging` and `finished` borrowed for
+        // the whole loop).
+        macro_rules! tx {
+            ($relay:expr) => {
+                Tx {
+                    index,
+                    peers: &mut peers,
+                    counters: &counters,
+                    stats: &stats,
+                    pool: &pool,
+                    staging: &mut staging,
+                    finished: &mut finished,
+                    relay: $relay,
+                }
+            };
+        }
         let mut iteration: u32 = 0;
         // Slept after the last poll: commands are read after every nap, so an idle lcore
         // answers the vhost core within one nap rather than sixteen.
@@ -441,16 +458,7 @@ impl Lcore {
                     st.command(cmd);
                 }
                 if !st.outbox.is_empty() {
-                    let mut tx = Tx {
-                        index,
-                        peers: &mut peers,
-                        counters: &counters,
-                        stats: &stats,
-                        pool: &pool,
-                        staging: &mut staging,
-                        finished: &mut finished,
-                        relay: false,
-                    };
+                    let mut tx = tx!(false);
                     st.send_outbox(&mut tx, &mut run);
                 }
             }
@@ -555,16 +563,7 @@ impl Lcore {
                         vif
                     }
                 };
-                let mut tx = Tx {
-                    index,
-                    peers: &mut peers,
-                    counters: &counters,
-                    stats: &stats,
-                    pool: &pool,
-                    staging: &mut staging,
-                    finished: &mut finished,
-                    relay: false,
-                };
+                let mut tx = tx!(false);
                 st.flush(&mut tx, in_vif, &mut batches);
                 st.send_copies(&mut tx, true);
             }
@@ -576,16 +575,7 @@ impl Lcore {
                 for _ in 0..BURST_MAX {
                     let Some(i) = shared.injects.pop() else { break };
                     work += 1;
-                    let mut tx = Tx {
-                        index,
-                        peers: &mut peers,
-                        counters: &counters,
-                        stats: &stats,
-                        pool: &pool,
-                        staging: &mut staging,
-                        finished: &mut finished,
-                        relay: false,
-                    };
+                    let mut tx = tx!(false);
                     if i.as_received {
                         pipeline.flow_hook().begin(i.vif, now_ms);
                         pipeline.process(i.vif, std::iter::once(i.pkt), &mut batches);
@@ -609,16 +599,7 @@ impl Lcore {
             if n > 0 {
                 work += n;
                 stats.taken_from_lcores.add(n as u64);
-                let mut tx = Tx {
-                    index,
-                    peers: &mut peers,
-                    counters: &counters,
-                    stats: &stats,
-                    pool: &pool,
-                    staging: &mut staging,
-                    finished: &mut finished,
-                    relay: true,
-                };
+                let mut tx = tx!(true);
                 let mut run_vif = None;
                 for m in burst.drain() {
                     let vif = m.port();
