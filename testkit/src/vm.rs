@@ -134,6 +134,9 @@ pub struct VmConfig {
     pub net_device_props: Vec<String>,
     /// How long boot may take until the agent answers.
     pub boot_timeout: Duration,
+    /// Start as the destination of a live migration listening at this QEMU URI
+    /// (`unix:PATH` or `tcp:HOST:PORT`) instead of booting: see [`Vm::incoming`].
+    pub incoming: Option<String>,
 }
 
 impl VmConfig {
@@ -156,6 +159,7 @@ impl VmConfig {
             // Measured: 2.5-4 s of guest time, 7-10 s of wall time on this 2-core machine; a
             // loaded machine with a busy-polling vrouterd beside it can be several times slower.
             boot_timeout: Duration::from_secs(120),
+            incoming: None,
         }
     }
 
@@ -298,6 +302,9 @@ pub struct Vm {
     pending: Vec<u8>,
     next_id: AtomicU64,
     boot_time: Duration,
+    /// When QEMU started, or when the guest landed here by migration.
+    started: Instant,
+    qmp_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -307,6 +314,22 @@ impl Vm {
     /// until vrouterd connected, so the vif may be added before or after this call; with
     /// vrouterd as server the vif (and its socket) must exist first.
     pub fn boot(cfg: VmConfig) -> Vm {
+        assert!(cfg.incoming.is_none(), "use Vm::incoming for a migration target");
+        let mut vm = Vm::start(cfg);
+        vm.wait_booted();
+        vm
+    }
+
+    /// Starts QEMU as the destination of a live migration (`cfg.incoming` set): the guest runs
+    /// once a source migrates into it ([`Vm::migrate_to`]). vrouterd's vif for `cfg.socket`
+    /// must exist (server mode) as for [`Vm::boot`]: QEMU sets the vhost-user device up at
+    /// start.
+    pub fn incoming(cfg: VmConfig) -> Vm {
+        assert!(cfg.incoming.is_some(), "a migration target needs cfg.incoming");
+        Vm::start(cfg)
+    }
+
+    fn start(cfg: VmConfig) -> Vm {
         crate::netns::require_root();
         let image = image();
         if cfg.ram == GuestRam::Hugepages {
@@ -323,10 +346,15 @@ impl Vm {
         let listener = UnixListener::bind(&agent_path).expect("agent socket");
         listener.set_nonblocking(true).expect("nonblocking");
         let start = Instant::now();
-        let mut process = TestProcess::spawn(
-            Path::new("qemu-system-x86_64"),
-            &cfg.qemu_args(&image, &agent_path),
-        );
+        let qmp_path = dir.path().join("qmp.sock");
+        let mut args = cfg.qemu_args(&image, &agent_path);
+        args.push("-qmp".into());
+        args.push(format!("unix:{},server=on,wait=off", qmp_path.display()));
+        if let Some(uri) = &cfg.incoming {
+            args.push("-incoming".into());
+            args.push(uri.clone());
+        }
+        let mut process = TestProcess::spawn(Path::new("qemu-system-x86_64"), &args);
         // QEMU connects to the agent socket while it starts: accept, or fail with its output.
         let accepted = crate::wait::poll(
             cfg.boot_timeout,
@@ -354,15 +382,23 @@ impl Vm {
             );
         };
         agent.set_nonblocking(false).expect("blocking agent");
-        let mut vm = Vm {
+        Vm {
             boot_time: Duration::ZERO,
+            started: start,
             cfg,
             process,
             agent,
             pending: Vec::new(),
             next_id: AtomicU64::new(1),
+            qmp_path,
             _dir: dir,
-        };
+        }
+    }
+
+    /// Waits until the guest's agent answers (boot done, or a migration landed).
+    fn wait_booted(&mut self) {
+        let vm = self;
+        let start = vm.started;
         let left = vm.cfg.boot_timeout.saturating_sub(start.elapsed());
         match vm.try_run("cat /proc/uptime", left) {
             Ok((0, up)) => {
@@ -381,7 +417,64 @@ impl Vm {
                 vm.process.outputs()
             ),
         }
-        vm
+    }
+
+    /// Runs one QMP command on this QEMU (a fresh monitor connection each time) and returns
+    /// its `return` value, or the error QEMU gave.
+    pub fn qmp(
+        &self,
+        command: &str,
+        arguments: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        qmp_execute(&self.qmp_path, command, arguments)
+    }
+
+    /// Live-migrates this guest into `dest` (started with [`Vm::incoming`] at `uri`) while it
+    /// runs, and waits until the migration completed and the guest answers there. Returns how
+    /// long the migration took and the downtime QEMU measured (ms). This QEMU is left paused
+    /// (`postmigrate`), as after any migration.
+    pub fn migrate_to(
+        &mut self,
+        dest: &mut Vm,
+        timeout: Duration,
+    ) -> Result<(Duration, u64), String> {
+        let uri = dest
+            .cfg
+            .incoming
+            .clone()
+            .ok_or("the destination was not started with Vm::incoming")?;
+        let start = Instant::now();
+        self.qmp("migrate", serde_json::json!({ "uri": uri }))?;
+        let info = crate::wait::poll(
+            timeout,
+            || self.qmp("query-migrate", serde_json::json!({})),
+            |r| {
+                r.as_ref().map_or(true, |v| {
+                    matches!(
+                        v.get("status").and_then(|s| s.as_str()),
+                        Some("completed" | "failed" | "cancelled")
+                    )
+                })
+            },
+        )
+        .map_err(|last| format!("migration not done within {timeout:?}: {last:?}"))??;
+        let status = info.get("status").and_then(|s| s.as_str()).unwrap_or("?");
+        if status != "completed" {
+            return Err(format!(
+                "migration {status}: {info}\nsource:\n{}\ndestination:\n{}",
+                self.process.outputs(),
+                dest.process.outputs()
+            ));
+        }
+        let took = start.elapsed();
+        let downtime = info.get("downtime").and_then(|d| d.as_u64()).unwrap_or(0);
+        eprintln!(
+            "{} -> {}: migration completed in {took:?}, downtime {downtime} ms",
+            self.cfg.name, dest.cfg.name
+        );
+        dest.started = Instant::now();
+        dest.wait_booted();
+        Ok((took, downtime))
     }
 
     pub fn config(&self) -> &VmConfig {
@@ -588,6 +681,56 @@ impl Drop for Vm {
             let _ = std::fs::remove_file(&self.cfg.socket);
         }
     }
+}
+
+/// One QMP command over a fresh connection to the monitor at `path`: greeting, capabilities
+/// negotiation, the command; events in between are skipped.
+fn qmp_execute(
+    path: &Path,
+    command: &str,
+    arguments: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    use std::io::BufRead;
+    let stream = UnixStream::connect(path).map_err(|e| format!("QMP {}: {e}", path.display()))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = std::io::BufReader::new(stream);
+    let answer = |reader: &mut std::io::BufReader<UnixStream>, want_greeting: bool| loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Err("QMP connection closed".to_owned()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("QMP read: {e}")),
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| format!("QMP said {line:?}: {e}"))?;
+        if want_greeting && v.get("QMP").is_some() {
+            return Ok(v);
+        }
+        if let Some(r) = v.get("return") {
+            return Ok(r.clone());
+        }
+        if let Some(e) = v.get("error") {
+            return Err(format!("QMP error: {e}"));
+        }
+    };
+    answer(&mut reader, true)?;
+    for (cmd, args) in [
+        ("qmp_capabilities", serde_json::json!({})),
+        (command, arguments),
+    ] {
+        let req = serde_json::json!({ "execute": cmd, "arguments": args });
+        writer
+            .write_all(format!("{req}\n").as_bytes())
+            .map_err(|e| format!("QMP write: {e}"))?;
+        let r = answer(&mut reader, false)?;
+        if cmd == command {
+            return Ok(r);
+        }
+    }
+    Err("unreachable".to_owned())
 }
 
 /// A TCP receiver in a guest, from [`Vm::tcp_receiver`].

@@ -1,0 +1,196 @@
+//! Live migration of a QEMU guest between two vhost-user vifs of one vrouterd, while traffic
+//! flows: a Linux guest (TCG) on vif `vm6a` receives a TCP stream from a kernel pod and pings
+//! it; a second QEMU waits with `-incoming` on vif `vm6b` (same MAC, same address: the vif an
+//! agent prepares on the destination node); the source migrates through QMP. Meanwhile QEMU
+//! switches vrouterd's dirty-page logging on (SET_LOG_BASE, VHOST_F_LOG_ALL, VHOST_VRING_F_LOG)
+//! with the rings running, copies the guest while vrouterd writes received frames into it,
+//! then stops the rings (GET_VRING_BASE) and starts them on the destination at that position.
+//!
+//! Right after the migration completes the test moves the guest's /32 route to the new vif
+//! through the REST API, as the agent that owns the routes would. What must hold:
+//! - the transfer completes and its SHA-256 matches at both ends: a page vrouterd wrote during
+//!   the copy and did not log would reach the destination stale (the guest negotiated
+//!   GUEST_CSUM, so it does not re-check the checksums of what it receives, and ring entries
+//!   left stale would wedge the driver);
+//! - the guest's ping loses at most a few packets around the switch-over;
+//! - the guest works afterwards (pings both ways, a second transfer).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use control_api::api::{MacAddr, VhostUserMode};
+use testkit::kernel_pod::{route_in_vrf1, KernelPod};
+use testkit::netns::Netns;
+use testkit::vm::{feature, route_vm_in_vrf1, tcp_pod_to_vm, GuestRam, Vm, VmConfig};
+use testkit::vrouterd::{vhost_user_vif, Vrouterd};
+
+/// Long enough to be in flight during the whole migration of a TCG guest (which takes 1-3 s;
+/// a TCG guest receives some 15 MB/s here), so the stream goes through both vifs. The guest
+/// keeps what it receives in its tmpfs to hash it at the end: [`GUEST_MB`] holds it.
+const BYTES: u64 = 160 << 20;
+/// Guest RAM, in MiB.
+const GUEST_MB: u32 = 512;
+/// Bytes each vif must have carried to the guest of the stream across the migration: the
+/// copy met the stream on the source, and the stream went on at the destination.
+const BYTES_EACH_SIDE_MIN: u64 = 4 << 20;
+/// Pings sent across the migration, 5 a second.
+const PINGS: u32 = 150;
+/// Pings the switch-over may cost (migration downtime plus the route move).
+const PINGS_LOST_MAX: u32 = 10;
+
+fn vrouterd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
+}
+
+fn guest_config(name: &str, socket: PathBuf, mode: VhostUserMode) -> VmConfig {
+    let mut cfg = VmConfig::new(name, 6, socket, mode);
+    // Ordinary shared pages: two guests' worth of hugepages is more than the pool other tests
+    // share, and logging is per 4 KiB page either way.
+    cfg.ram = GuestRam::Memfd;
+    cfg.memory_mb = GUEST_MB;
+    cfg
+}
+
+fn live_migration_under_traffic(mode: VhostUserMode) {
+    let start = Instant::now();
+    let node = Netns::new("vmmig");
+    let pod = KernelPod::attached_to(Some(&node), "p", 1, 1500);
+    let vr = Vrouterd::start_netns(Some(&node), &vrouterd_bin(), &["--idle-sleep-us", "20"], &[]);
+    // Nexthop 1 to the pod, 2 = receive, 3 to the guest on the source vif, 4 on the destination.
+    route_in_vrf1(&vr, &[("pod1", &pod)]);
+    let dir = vr.socket_base().join("vm-uid-6");
+    let src_cfg = guest_config("vm6-src", dir.join("vm6-a"), mode);
+    route_vm_in_vrf1(&vr, "vm6a", &src_cfg, 3, 2);
+    // The destination vif, ready before the guest arrives: same MAC and address, no route yet.
+    let mut dst_cfg = guest_config("vm6-dst", dir.join("vm6-b"), mode);
+    let mig_dir = tempfile::tempdir().expect("tempdir");
+    dst_cfg.incoming = Some(format!("unix:{}", mig_dir.path().join("mig.sock").display()));
+    let mut req = vhost_user_vif("vm6b", MacAddr(dst_cfg.mac), &dir, "vm6-b", mode);
+    req.ip = Some(dst_cfg.ip);
+    req.mtu = Some(dst_cfg.mtu);
+    vr.add_vif(&req);
+
+    let mut src = Vm::boot(src_cfg);
+    vr.wait_connected("vm6a");
+    src.wait_until(
+        "grep -q 1 /sys/class/net/eth0/carrier",
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", src.console()));
+    let (ok, out) = src.ping(pod.ip, 3);
+    assert!(ok, "guest → pod before migration: {out}");
+    let negotiated = src.negotiated_features();
+    eprintln!("guest negotiated {:?}", feature::names(negotiated));
+    assert_ne!(
+        negotiated & 1 << feature::GUEST_ANNOUNCE,
+        0,
+        "GUEST_ANNOUNCE offered and taken"
+    );
+    // Its vif comes up only once the guest runs there (the rings start after the migration).
+    let mut dst = Vm::incoming(dst_cfg);
+
+    // Traffic across the migration: the pod streams into the guest (vrouterd writes guest
+    // memory all along), and the guest pings the pod.
+    let rx = src.tcp_receiver(5201).expect("receiver in the guest");
+    let ping_pid = src.spawn(
+        &format!("ping -c {PINGS} -i 0.2 -W 1 {}", pod.ip),
+        "/tmp/ping.log",
+    );
+    let vm_ip = src.config().ip;
+    let (sent, migrated) = std::thread::scope(|s| {
+        let sender = s.spawn(|| pod.tcp_send(vm_ip, 5201, BYTES));
+        // Let the stream get going, so the copy meets it at full speed.
+        std::thread::sleep(Duration::from_secs(1));
+        let migrated = src.migrate_to(&mut dst, Duration::from_secs(300));
+        if migrated.is_ok() {
+            // The agent's part: the guest's address now lives behind the destination vif.
+            vr.route_to(4, "vm6b", MacAddr(dst.config().mac), &[&format!("{vm_ip}/32")]);
+        }
+        (sender.join().expect("sender thread"), migrated)
+    });
+    let (took, downtime) = migrated.unwrap_or_else(|e| panic!("{e}\n{}", vr.process.outputs()));
+    eprintln!("migration took {took:?}, downtime {downtime} ms");
+    let received = rx.finish(
+        &mut dst,
+        Duration::from_secs(if sent.is_ok() { 120 } else { 5 }),
+    );
+    let (sent, received) = match (sent, received) {
+        (Ok(s), Ok(r)) => (s, r),
+        (s, r) => {
+            let (_, netstat) = dst.run("netstat -s; ip -s link show eth0");
+            panic!(
+                "pod → guest TCP across the migration: sent {s:?}, received {r:?}\n\
+                 guest: {netstat}\nguest console:\n{}\nvrouterd:\n{}",
+                dst.console(),
+                vr.process.outputs()
+            )
+        }
+    };
+    assert_eq!(
+        sent, received,
+        "pod → guest TCP across the migration: data differs"
+    );
+    eprintln!("pod → guest TCP across the migration: verified, {sent}");
+    let (on_src, on_dst) = (
+        vr.vif("vm6a").status.counters.tx_bytes,
+        vr.vif("vm6b").status.counters.tx_bytes,
+    );
+    eprintln!("stream bytes to the guest: {on_src} on the source vif, {on_dst} on the destination");
+    assert!(
+        on_src >= BYTES_EACH_SIDE_MIN && on_dst >= BYTES_EACH_SIDE_MIN,
+        "the stream did not run across the migration: {on_src} B on vm6a, {on_dst} B on vm6b"
+    );
+    let out = vr.process.outputs();
+    assert!(
+        out.contains("dirty log mapped"),
+        "QEMU never gave vrouterd its dirty log:\n{out}"
+    );
+
+    dst.wait_until(
+        &format!("! kill -0 {ping_pid} 2>/dev/null"),
+        Duration::from_secs(120),
+    )
+    .expect("ping ends");
+    let log = dst.check("cat /tmp/ping.log");
+    let received: u32 = log
+        .lines()
+        .find(|l| l.contains("packets received"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in the ping log: {log}"));
+    let lost = PINGS - received;
+    eprintln!("ping across the migration lost {lost} of {PINGS}");
+    assert!(
+        lost <= PINGS_LOST_MAX,
+        "ping lost {lost} of {PINGS} across the migration (at most {PINGS_LOST_MAX}): {log}"
+    );
+
+    // The guest works where it landed.
+    let (ok, out) = dst.ping(pod.ip, 5);
+    assert!(ok, "guest → pod after migration: {out}");
+    let out = pod.ping(&vm_ip.to_string(), 5);
+    assert!(out.contains("5 received"), "pod → guest after migration: {out}");
+    let t = tcp_pod_to_vm(&pod, &mut dst, 8 << 20).expect("TCP after migration");
+    assert!(t.verified(), "TCP after migration: {t:?}");
+    let b = vr.vif("vm6b").status.counters;
+    eprintln!(
+        "vm6a {:?}\nvm6b {b:?}\ntest took {:?}",
+        vr.vif("vm6a").status.counters,
+        start.elapsed()
+    );
+    drop(src);
+    drop(dst);
+    let status = vr.stop();
+    assert!(status.success(), "vrouterd exit {status}");
+}
+
+#[test]
+fn live_migration_between_server_mode_vifs_under_traffic() {
+    live_migration_under_traffic(VhostUserMode::Server);
+}
+
+#[test]
+fn live_migration_between_client_mode_vifs_under_traffic() {
+    live_migration_under_traffic(VhostUserMode::Client);
+}
