@@ -351,6 +351,9 @@ impl Vm {
         args.push("-qmp".into());
         args.push(format!("unix:{},server=on,wait=off", qmp_path.display()));
         if let Some(uri) = &cfg.incoming {
+            // Paused when the migration lands (-S), so its memory can be compared with the
+            // source's before it runs on: see `Vm::migrate_to`.
+            args.push("-S".into());
             args.push("-incoming".into());
             args.push(uri.clone());
         }
@@ -429,15 +432,12 @@ impl Vm {
         qmp_execute(&self.qmp_path, command, arguments)
     }
 
-    /// Live-migrates this guest into `dest` (started with [`Vm::incoming`] at `uri`) while it
-    /// runs, and waits until the migration completed and the guest answers there. Returns how
-    /// long the migration took and the downtime QEMU measured (ms). This QEMU is left paused
-    /// (`postmigrate`), as after any migration.
-    pub fn migrate_to(
-        &mut self,
-        dest: &mut Vm,
-        timeout: Duration,
-    ) -> Result<(Duration, u64), String> {
+    /// Live-migrates this guest into `dest` (started with [`Vm::incoming`] at its URI) while it
+    /// runs, and waits until the migration completed. Then, with both QEMUs paused (the source
+    /// after migrating, the destination by `-S`), compares the guest's memory on both sides
+    /// page by page; then lets the guest run on at the destination and waits until it answers
+    /// there. This QEMU is left paused (`postmigrate`), as after any migration.
+    pub fn migrate_to(&mut self, dest: &mut Vm, timeout: Duration) -> Result<Migration, String> {
         let uri = dest
             .cfg
             .incoming
@@ -445,19 +445,22 @@ impl Vm {
             .ok_or("the destination was not started with Vm::incoming")?;
         let start = Instant::now();
         self.qmp("migrate", serde_json::json!({ "uri": uri }))?;
-        let info = crate::wait::poll(
-            timeout,
-            || self.qmp("query-migrate", serde_json::json!({})),
-            |r| {
-                r.as_ref().map_or(true, |v| {
-                    matches!(
-                        v.get("status").and_then(|s| s.as_str()),
-                        Some("completed" | "failed" | "cancelled")
-                    )
-                })
-            },
-        )
-        .map_err(|last| format!("migration not done within {timeout:?}: {last:?}"))??;
+        let done = |vm: &Vm| {
+            crate::wait::poll(
+                timeout,
+                || vm.qmp("query-migrate", serde_json::json!({})),
+                |r| {
+                    r.as_ref().map_or(true, |v| {
+                        matches!(
+                            v.get("status").and_then(|s| s.as_str()),
+                            Some("completed" | "failed" | "cancelled")
+                        )
+                    })
+                },
+            )
+            .map_err(|last| format!("migration not done within {timeout:?}: {last:?}"))?
+        };
+        let info = done(self)?;
         let status = info.get("status").and_then(|s| s.as_str()).unwrap_or("?");
         if status != "completed" {
             return Err(format!(
@@ -468,13 +471,59 @@ impl Vm {
         }
         let took = start.elapsed();
         let downtime = info.get("downtime").and_then(|d| d.as_u64()).unwrap_or(0);
+        // The destination has loaded everything once its side says completed too.
+        let landed = done(dest)?;
+        if landed.get("status").and_then(|s| s.as_str()) != Some("completed") {
+            return Err(format!("destination: incoming migration {landed}"));
+        }
         eprintln!(
             "{} -> {}: migration completed in {took:?}, downtime {downtime} ms",
             self.cfg.name, dest.cfg.name
         );
+        let differing_pages = self.compare_memory(dest)?;
+        dest.qmp("cont", serde_json::json!({}))?;
         dest.started = Instant::now();
         dest.wait_booted();
-        Ok((took, downtime))
+        Ok(Migration {
+            took,
+            downtime_ms: downtime,
+            differing_pages,
+        })
+    }
+
+    /// Guest-physical 4 KiB pages whose contents differ between this guest and `other` (both
+    /// paused), from `pmemsave` dumps of all their RAM.
+    fn compare_memory(&self, other: &Vm) -> Result<Vec<u64>, String> {
+        let size = u64::from(self.cfg.memory_mb) << 20;
+        let dump = |vm: &Vm, file: &Path| {
+            vm.qmp(
+                "pmemsave",
+                serde_json::json!({ "val": 0, "size": size, "filename": file }),
+            )
+            .map(|_| ())
+        };
+        let a = self._dir.path().join("mem.dump");
+        let b = other._dir.path().join("mem.dump");
+        dump(self, &a)?;
+        dump(other, &b)?;
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let (da, db) = (read(&a)?, read(&b)?);
+        let _ = std::fs::remove_file(&a);
+        let _ = std::fs::remove_file(&b);
+        if da.len() != db.len() || da.len() as u64 != size {
+            return Err(format!(
+                "memory dumps of {} and {} bytes, expected {size}",
+                da.len(),
+                db.len()
+            ));
+        }
+        Ok(da
+            .chunks(4096)
+            .zip(db.chunks(4096))
+            .enumerate()
+            .filter(|(_, (x, y))| x != y)
+            .map(|(i, _)| i as u64)
+            .collect())
     }
 
     pub fn config(&self) -> &VmConfig {
@@ -681,6 +730,18 @@ impl Drop for Vm {
             let _ = std::fs::remove_file(&self.cfg.socket);
         }
     }
+}
+
+/// What [`Vm::migrate_to`] saw.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    /// From the `migrate` command to completion.
+    pub took: Duration,
+    /// The downtime QEMU measured.
+    pub downtime_ms: u64,
+    /// Guest pages (guest-physical address / 4 KiB) that differ between source and destination
+    /// once both are paused: a page a vhost-user backend wrote and did not log shows up here.
+    pub differing_pages: Vec<u64>,
 }
 
 /// One QMP command over a fresh connection to the monitor at `path`: greeting, capabilities
