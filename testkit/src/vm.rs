@@ -324,9 +324,41 @@ impl Vm {
     /// once a source migrates into it ([`Vm::migrate_to`]). vrouterd's vif for `cfg.socket`
     /// must exist (server mode) as for [`Vm::boot`]: QEMU sets the vhost-user device up at
     /// start.
+    /// Returns once QEMU listens for the migration: with vrouterd as client, QEMU first waits
+    /// for vrouterd to connect to its vhost-user socket.
     pub fn incoming(cfg: VmConfig) -> Vm {
-        assert!(cfg.incoming.is_some(), "a migration target needs cfg.incoming");
-        Vm::start(cfg)
+        let uri = cfg
+            .incoming
+            .clone()
+            .expect("a migration target needs cfg.incoming");
+        let mut vm = Vm::start(cfg);
+        let ready = crate::wait::poll(
+            vm.cfg.boot_timeout,
+            || {
+                assert!(
+                    vm.process.try_wait().is_none(),
+                    "QEMU for {} exited\n{}",
+                    vm.cfg.name,
+                    vm.process.outputs()
+                );
+                let listening = uri
+                    .strip_prefix("unix:")
+                    .is_none_or(|p| Path::new(p).exists());
+                listening
+                    && vm
+                        .qmp("query-status", serde_json::json!({}))
+                        .is_ok_and(|s| s.get("status").and_then(|v| v.as_str()) == Some("inmigrate"))
+            },
+            |ok| *ok,
+        );
+        assert!(
+            ready.is_ok(),
+            "{} does not wait for a migration at {uri} within {:?}\n{}",
+            vm.cfg.name,
+            vm.cfg.boot_timeout,
+            vm.process.outputs()
+        );
+        vm
     }
 
     fn start(cfg: VmConfig) -> Vm {
