@@ -283,7 +283,9 @@ fn an_agent_decides_trapped_first_packets_and_a_flooding_pod_is_rate_limited() {
     let run = pod2
         .ns
         .command("busybox")
-        .args(["arping", "-U", "-c", "1", "-w", "1", "-I", "eth0", "-s", &ip2, &ip2])
+        .args([
+            "arping", "-U", "-c", "1", "-w", "1", "-I", "eth0", "-s", &ip2, &ip2,
+        ])
         .output()
         .expect("busybox arping");
     let garp = |seen: &Seen| {

@@ -61,7 +61,12 @@ fn live_migration_under_traffic(mode: VhostUserMode) {
     let start = Instant::now();
     let node = Netns::new("vmmig");
     let pod = KernelPod::attached_to(Some(&node), "p", 1, 1500);
-    let vr = Vrouterd::start_netns(Some(&node), &vrouterd_bin(), &["--idle-sleep-us", "20"], &[]);
+    let vr = Vrouterd::start_netns(
+        Some(&node),
+        &vrouterd_bin(),
+        &["--idle-sleep-us", "20"],
+        &[],
+    );
     // Nexthop 1 to the pod, 2 = receive, 3 to the guest on the source vif, 4 on the destination.
     route_in_vrf1(&vr, &[("pod1", &pod)]);
     let dir = vr.socket_base().join("vm-uid-6");
@@ -70,7 +75,10 @@ fn live_migration_under_traffic(mode: VhostUserMode) {
     // The destination vif, ready before the guest arrives: same MAC and address, no route yet.
     let mut dst_cfg = guest_config("vm6-dst", dir.join("vm6-b"), mode);
     let mig_dir = tempfile::tempdir().expect("tempdir");
-    dst_cfg.incoming = Some(format!("unix:{}", mig_dir.path().join("mig.sock").display()));
+    dst_cfg.incoming = Some(format!(
+        "unix:{}",
+        mig_dir.path().join("mig.sock").display()
+    ));
     let mut req = vhost_user_vif("vm6b", MacAddr(dst_cfg.mac), &dir, "vm6-b", mode);
     req.ip = Some(dst_cfg.ip);
     req.mtu = Some(dst_cfg.mtu);
@@ -110,7 +118,12 @@ fn live_migration_under_traffic(mode: VhostUserMode) {
         let migrated = src.migrate_to(&mut dst, Duration::from_secs(300));
         if migrated.is_ok() {
             // The agent's part: the guest's address now lives behind the destination vif.
-            vr.route_to(4, "vm6b", MacAddr(dst.config().mac), &[&format!("{vm_ip}/32")]);
+            vr.route_to(
+                4,
+                "vm6b",
+                MacAddr(dst.config().mac),
+                &[&format!("{vm_ip}/32")],
+            );
         }
         (sender.join().expect("sender thread"), migrated)
     });
@@ -188,7 +201,10 @@ fn live_migration_under_traffic(mode: VhostUserMode) {
     let (ok, out) = dst.ping(pod.ip, 5);
     assert!(ok, "guest → pod after migration: {out}");
     let out = pod.ping(&vm_ip.to_string(), 5);
-    assert!(out.contains("5 received"), "pod → guest after migration: {out}");
+    assert!(
+        out.contains("5 received"),
+        "pod → guest after migration: {out}"
+    );
     let t = tcp_pod_to_vm(&pod, &mut dst, 8 << 20).expect("TCP after migration");
     assert!(t.verified(), "TCP after migration: {t:?}");
     let b = vr.vif("vm6b").status.counters;

@@ -314,7 +314,10 @@ impl Vm {
     /// until vrouterd connected, so the vif may be added before or after this call; with
     /// vrouterd as server the vif (and its socket) must exist first.
     pub fn boot(cfg: VmConfig) -> Vm {
-        assert!(cfg.incoming.is_none(), "use Vm::incoming for a migration target");
+        assert!(
+            cfg.incoming.is_none(),
+            "use Vm::incoming for a migration target"
+        );
         let mut vm = Vm::start(cfg);
         vm.wait_booted();
         vm
@@ -347,7 +350,9 @@ impl Vm {
                 listening
                     && vm
                         .qmp("query-status", serde_json::json!({}))
-                        .is_ok_and(|s| s.get("status").and_then(|v| v.as_str()) == Some("inmigrate"))
+                        .is_ok_and(|s| {
+                            s.get("status").and_then(|v| v.as_str()) == Some("inmigrate")
+                        })
             },
             |ok| *ok,
         );

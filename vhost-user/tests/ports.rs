@@ -877,7 +877,9 @@ fn set_log_base_is_answered_once_and_an_unusable_log_drops_the_frontend() {
             &[],
         )
         .expect("LOG_ALL on");
-        let queue_num = g.fe.get_u64(RequestCode::GetQueueNum).expect("still served");
+        let queue_num =
+            g.fe.get_u64(RequestCode::GetQueueNum)
+                .expect("still served");
         (reply, queue_num, g, log)
     });
     drive(
@@ -918,8 +920,13 @@ fn set_log_base_is_answered_once_and_an_unusable_log_drops_the_frontend() {
         let log = log_memfd(file);
         let t = thread::spawn(move || {
             let pf = fe.get_u64(RequestCode::GetProtocolFeatures).expect("pf");
-            fe.send(RequestCode::SetProtocolFeatures, false, &pf.to_le_bytes(), &[])
-                .expect("set pf");
+            fe.send(
+                RequestCode::SetProtocolFeatures,
+                false,
+                &pf.to_le_bytes(),
+                &[],
+            )
+            .expect("set pf");
             let size = if what == "size 0" { 0u64 } else { 32 };
             let area = codec::LogArea { size, offset: 0 };
             let body = codec::log_base_payload(&area);
