@@ -6,22 +6,28 @@
 //! with the rings running, copies the guest while vrouterd writes received frames into it,
 //! then stops the rings (GET_VRING_BASE) and starts them on the destination at that position.
 //!
-//! Right after the migration completes the test moves the guest's /32 route to the new vif
-//! through the REST API, as the agent that owns the routes would. What must hold:
+//! The guest negotiated VIRTIO_NET_F_GUEST_ANNOUNCE, so once it runs at the destination QEMU
+//! asks it to announce itself: its gratuitous ARP reaches the agent on pkt0 (a small agent in
+//! this test), which moves the guest's /32 to the vif the ARP came in by through the REST API,
+//! as the agent that owns the routes would. What must hold:
 //! - the guest's memory at the destination equals the source's once both are paused (the
 //!   destination QEMU runs with `-S` until compared): a page vrouterd wrote during the copy and
 //!   did not log would reach the destination stale. (TCP alone would not show it: the guest
 //!   writes most of those pages itself soon after, and a lost frame is retransmitted.);
 //! - the transfer completes and its SHA-256 matches at both ends;
+//! - the guest's gratuitous ARP reaches the agent from the destination vif, and the route moves;
 //! - the guest's ping loses at most a few packets around the switch-over;
 //! - the guest works afterwards (pings both ways, a second transfer).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use control_api::api::{MacAddr, VhostUserMode};
+use control_api::pkt0::{Connection, Message, Reason};
 use testkit::kernel_pod::{route_in_vrf1, KernelPod};
-use testkit::netns::Netns;
+use testkit::netns::{temp_path, Netns};
 use testkit::vm::{feature, route_vm_in_vrf1, tcp_pod_to_vm, GuestRam, Vm, VmConfig};
 use testkit::vrouterd::{vhost_user_vif, Vrouterd};
 
@@ -61,10 +67,16 @@ fn live_migration_under_traffic(mode: VhostUserMode) {
     let start = Instant::now();
     let node = Netns::new("vmmig");
     let pod = KernelPod::attached_to(Some(&node), "p", 1, 1500);
+    let agent_sock = temp_path("pkt0-mig", "sock");
     let vr = Vrouterd::start_netns(
         Some(&node),
         &vrouterd_bin(),
-        &["--idle-sleep-us", "20"],
+        &[
+            "--idle-sleep-us",
+            "20",
+            "--agent-socket",
+            agent_sock.to_str().expect("utf-8 path"),
+        ],
         &[],
     );
     // Nexthop 1 to the pod, 2 = receive, 3 to the guest on the source vif, 4 on the destination.
@@ -111,23 +123,78 @@ fn live_migration_under_traffic(mode: VhostUserMode) {
         "/tmp/ping.log",
     );
     let vm_ip = src.config().ip;
+    let vm_mac = MacAddr(src.config().mac);
+    let vifs = [
+        (vr.vif("vm6a").index as u16, "vm6a"),
+        (vr.vif("vm6b").index as u16, "vm6b"),
+    ];
+    // The agent: the guest's gratuitous ARP says which vif it is behind now; its /32 follows.
+    let announced: Mutex<Vec<(&str, Instant)>> = Mutex::default();
+    let stop = AtomicBool::new(false);
+    let mut conn = Connection::connect(&agent_sock).expect("connect to pkt0");
+    conn.stream()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
     let (sent, migrated) = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Message::Trap {
+                    reason: Reason::Garp,
+                    vif,
+                    frame,
+                    ..
+                }) = conn.recv()
+                else {
+                    continue;
+                };
+                // The ARP's sender address (Ethernet 14 + ARP 14 bytes in).
+                let sender = frame.get(28..32).map(|a| [a[0], a[1], a[2], a[3]]);
+                let Some(&(_, name)) = vifs.iter().find(|(i, _)| *i == vif) else {
+                    continue;
+                };
+                if sender == Some(vm_ip.octets()) {
+                    vr.route_to(4, name, vm_mac, &[&format!("{vm_ip}/32")]);
+                    announced.lock().expect("lock").push((name, Instant::now()));
+                }
+            }
+        });
         let sender = s.spawn(|| pod.tcp_send(vm_ip, 5201, BYTES));
         // Let the stream get going, so the copy meets it at full speed.
         std::thread::sleep(Duration::from_secs(1));
+        let t0 = Instant::now();
         let migrated = src.migrate_to(&mut dst, Duration::from_secs(300));
-        if migrated.is_ok() {
-            // The agent's part: the guest's address now lives behind the destination vif.
-            vr.route_to(
-                4,
-                "vm6b",
-                MacAddr(dst.config().mac),
-                &[&format!("{vm_ip}/32")],
-            );
-        }
-        (sender.join().expect("sender thread"), migrated)
+        // The guest announces itself once it runs at the destination.
+        let moved = testkit::wait::poll(
+            Duration::from_secs(30),
+            || {
+                announced
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .any(|(n, _)| *n == "vm6b")
+            },
+            |m| *m,
+        );
+        eprintln!(
+            "the guest's GARP from vm6b moved its route {:?} after the migration started",
+            announced
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|(n, _)| *n == "vm6b")
+                .map(|(_, t)| t.saturating_duration_since(t0))
+        );
+        let sent = sender.join().expect("sender thread");
+        stop.store(true, Ordering::Relaxed);
+        (sent, migrated.map(|m| (m, moved.is_ok())))
     });
-    let migration = migrated.unwrap_or_else(|e| panic!("{e}\n{}", vr.process.outputs()));
+    let (migration, moved) = migrated.unwrap_or_else(|e| panic!("{e}\n{}", vr.process.outputs()));
+    assert!(
+        moved,
+        "no gratuitous ARP from the guest reached the agent by vm6b: {:?}\n{}",
+        announced.lock().expect("lock"),
+        dst.console()
+    );
     eprintln!(
         "migration took {:?}, downtime {} ms, {} page(s) differ",
         migration.took,
