@@ -354,6 +354,12 @@ impl VhostUserPort {
         if let Some(f) = a.session.memory_fault() {
             return Err(Error::GuestMemoryFault { gpa: f.gpa });
         }
+        if a.session.dirty_log().is_some_and(|l| l.faulted()) {
+            // Our marks now land in private zeros: the migration QEMU runs would miss pages.
+            return Err(Error::Peer(String::from(
+                "truncated the dirty log file under us",
+            )));
+        }
         a.conn.flush(now)?;
         let mut budget = MESSAGE_BUDGET;
         // Backpressure: no new requests while replies are unread or a message is held.

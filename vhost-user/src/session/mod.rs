@@ -133,6 +133,8 @@ struct Vring {
     err: Option<OwnedFd>,
     enabled: bool,
     lent: bool,
+    /// Asked back (listed in [`Output::stop`]) and not returned yet.
+    stopping: bool,
     announced: bool,
     failed: bool,
 }
@@ -277,7 +279,7 @@ impl Session {
         }
         let stop = self.lent_touched_by(&msg.request);
         if !stop.is_empty() {
-            out.stop.extend(stop);
+            self.ask_back(stop, out);
             self.pending = Some(msg);
             return;
         }
@@ -292,6 +294,7 @@ impl Session {
         if let Some(v) = self.vrings.get_mut(usize::from(q.index())) {
             if v.lent {
                 v.lent = false;
+                v.stopping = false;
                 v.base = q.next_avail();
                 if let Some(why) = q.broken() {
                     tracing::error!(dev = %name, vring = q.index(), %why, "vring came back broken; it stays stopped until reconfigured");
@@ -302,14 +305,30 @@ impl Session {
         }
         drop(q);
         if let Some(msg) = self.pending.take() {
-            if self.lent_touched_by(&msg.request).is_empty() {
+            let stop = self.lent_touched_by(&msg.request);
+            if stop.is_empty() {
                 self.apply(msg, out);
             } else {
+                // A vring the driver took after the message came in (it was announced ready
+                // just before) must come back too: ask for it.
+                self.ask_back(stop, out);
                 self.pending = Some(msg);
             }
         }
         if self.pending.is_none() {
             self.announce_ready(out);
+        }
+    }
+
+    /// Lists the lent vrings of `stop` not asked back yet in `out.stop`.
+    fn ask_back(&mut self, stop: Vec<u16>, out: &mut Output) {
+        for i in stop {
+            if let Some(v) = self.vrings.get_mut(usize::from(i)) {
+                if !v.stopping {
+                    v.stopping = true;
+                    out.stop.push(i);
+                }
+            }
         }
     }
 

@@ -253,6 +253,7 @@ impl Session {
         match built {
             Ok(q) => {
                 v.lent = true;
+                v.stopping = false;
                 v.announced = false;
                 Ok(q)
             }

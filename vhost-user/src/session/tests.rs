@@ -887,3 +887,38 @@ fn set_log_base_while_rings_run_takes_them_back_and_lends_them_with_the_new_log(
         "the relent ring logs into the new log"
     );
 }
+
+#[test]
+fn a_vring_taken_while_a_message_waits_for_the_others_is_asked_back_too() {
+    // The driver handles a batch of events in order: vring 1 became ready, then SET_LOG_BASE
+    // asked for the lent vring 0. It takes vring 1 before returning vring 0; the held message
+    // needs vring 1 back as well, and must say so, or the frontend waits forever.
+    let mut ram = GuestRam::new(1 << 20).unwrap();
+    let rx = DriverQueue::new(&mut ram, 64, 2048);
+    let tx = DriverQueue::new(&mut ram, 64, 2048);
+    let mut s = negotiated(&ram, F);
+    start(&mut s, &ram, 0, &rx);
+    let q0 = s.take_queue(0).unwrap();
+    assert_eq!(start(&mut s, &ram, 1, &tx).ready, vec![1]);
+    let out = send(
+        &mut s,
+        msg(
+            RequestCode::SetLogBase,
+            false,
+            &log_base(LOG_BYTES, 0),
+            vec![log_fd(LOG_BYTES)],
+        ),
+    );
+    assert_eq!(out.stop, vec![0]);
+    let q1 = s.take_queue(1).unwrap();
+    let mut out = Output::default();
+    s.return_queue(q0, &mut out);
+    assert_eq!(out.stop, vec![1], "vring 1 asked back");
+    assert!(out.reply.is_empty() && s.is_blocked());
+    let mut out = Output::default();
+    s.return_queue(q1, &mut out);
+    assert_eq!(replies(&out), vec![reply(RequestCode::SetLogBase, vec![])]);
+    let mut ready = out.ready.clone();
+    ready.sort_unstable();
+    assert_eq!(ready, vec![0, 1]);
+}
