@@ -189,6 +189,8 @@ pub fn unheard(t: Trap) -> DropReason {
     match t.reason {
         TrapReason::Dhcp => DropReason::DhcpNoAddress,
         TrapReason::NewFlow => DropReason::NoAgent,
+        // As before there was an agent to tell.
+        TrapReason::Garp => DropReason::ArpNotForUs,
     }
 }
 
@@ -482,6 +484,7 @@ fn write_trap(out: &mut Vec<u8>, p: &Pkt, t: Trap) {
         reason: match t.reason {
             TrapReason::NewFlow => pkt0::Reason::NewFlow,
             TrapReason::Dhcp => pkt0::Reason::Dhcp,
+            TrapReason::Garp => pkt0::Reason::Garp,
         },
         flags: 0,
         vif: t.vif,

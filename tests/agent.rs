@@ -353,6 +353,27 @@ fn an_agent_decides_trapped_first_packets_and_a_flooding_pod_is_rate_limited() {
         .count();
     assert!(dhcp >= 1, "DHCP reached the agent");
 
+    // A pod's gratuitous ARP (what a guest sends when a live migration landed it on a vif)
+    // reaches the agent, which owns the routes to move.
+    let ip2 = pod2.ip.to_string();
+    let run = pod2
+        .ns
+        .command("busybox")
+        .args([
+            "arping", "-U", "-c", "1", "-w", "1", "-I", "eth0", "-s", &ip2, &ip2,
+        ])
+        .output()
+        .expect("busybox arping");
+    let garp = |seen: &Seen| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, v, _, _)| *r == Reason::Garp && *v == vif2)
+            .count()
+    };
+    let got = testkit::wait::poll(Duration::from_secs(5), || garp(&seen), |n| *n >= 1);
+    assert!(got.is_ok(), "the GARP reached the agent (arping: {run:?})");
+
     // Every lcore balances, traps and injected packets included.
     let s = stats(&vr);
     for l in &s.lcores {

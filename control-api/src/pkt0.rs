@@ -70,6 +70,8 @@ pub enum Reason {
     None = 0,
     NewFlow = 1,
     Dhcp = 2,
+    /// A gratuitous ARP from a pod vif (a guest announcing itself after a live migration).
+    Garp = 3,
 }
 
 impl Reason {
@@ -78,6 +80,7 @@ impl Reason {
             Reason::None => "none",
             Reason::NewFlow => "new_flow",
             Reason::Dhcp => "dhcp",
+            Reason::Garp => "garp",
         }
     }
 }
@@ -168,6 +171,7 @@ impl Header {
             0 => Reason::None,
             1 => Reason::NewFlow,
             2 => Reason::Dhcp,
+            3 => Reason::Garp,
             r => return Err(Pkt0Error::Reason { reason: r, skip }),
         };
         let flags = h[5];

@@ -134,6 +134,9 @@ pub struct VmConfig {
     pub net_device_props: Vec<String>,
     /// How long boot may take until the agent answers.
     pub boot_timeout: Duration,
+    /// Start as the destination of a live migration listening at this QEMU URI
+    /// (`unix:PATH` or `tcp:HOST:PORT`) instead of booting: see [`Vm::incoming`].
+    pub incoming: Option<String>,
 }
 
 impl VmConfig {
@@ -156,6 +159,7 @@ impl VmConfig {
             // Measured: 2.5-4 s of guest time, 7-10 s of wall time on this 2-core machine; a
             // loaded machine with a busy-polling vrouterd beside it can be several times slower.
             boot_timeout: Duration::from_secs(120),
+            incoming: None,
         }
     }
 
@@ -298,6 +302,9 @@ pub struct Vm {
     pending: Vec<u8>,
     next_id: AtomicU64,
     boot_time: Duration,
+    /// When QEMU started, or when the guest landed here by migration.
+    started: Instant,
+    qmp_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -307,6 +314,59 @@ impl Vm {
     /// until vrouterd connected, so the vif may be added before or after this call; with
     /// vrouterd as server the vif (and its socket) must exist first.
     pub fn boot(cfg: VmConfig) -> Vm {
+        assert!(
+            cfg.incoming.is_none(),
+            "use Vm::incoming for a migration target"
+        );
+        let mut vm = Vm::start(cfg);
+        vm.wait_booted();
+        vm
+    }
+
+    /// Starts QEMU as the destination of a live migration (`cfg.incoming` set): the guest runs
+    /// once a source migrates into it ([`Vm::migrate_to`]). vrouterd's vif for `cfg.socket`
+    /// must exist (server mode) as for [`Vm::boot`]: QEMU sets the vhost-user device up at
+    /// start.
+    /// Returns once QEMU listens for the migration: with vrouterd as client, QEMU first waits
+    /// for vrouterd to connect to its vhost-user socket.
+    pub fn incoming(cfg: VmConfig) -> Vm {
+        let uri = cfg
+            .incoming
+            .clone()
+            .expect("a migration target needs cfg.incoming");
+        let mut vm = Vm::start(cfg);
+        let ready = crate::wait::poll(
+            vm.cfg.boot_timeout,
+            || {
+                assert!(
+                    vm.process.try_wait().is_none(),
+                    "QEMU for {} exited\n{}",
+                    vm.cfg.name,
+                    vm.process.outputs()
+                );
+                let listening = uri
+                    .strip_prefix("unix:")
+                    .is_none_or(|p| Path::new(p).exists());
+                listening
+                    && vm
+                        .qmp("query-status", serde_json::json!({}))
+                        .is_ok_and(|s| {
+                            s.get("status").and_then(|v| v.as_str()) == Some("inmigrate")
+                        })
+            },
+            |ok| *ok,
+        );
+        assert!(
+            ready.is_ok(),
+            "{} does not wait for a migration at {uri} within {:?}\n{}",
+            vm.cfg.name,
+            vm.cfg.boot_timeout,
+            vm.process.outputs()
+        );
+        vm
+    }
+
+    fn start(cfg: VmConfig) -> Vm {
         crate::netns::require_root();
         let image = image();
         if cfg.ram == GuestRam::Hugepages {
@@ -323,10 +383,18 @@ impl Vm {
         let listener = UnixListener::bind(&agent_path).expect("agent socket");
         listener.set_nonblocking(true).expect("nonblocking");
         let start = Instant::now();
-        let mut process = TestProcess::spawn(
-            Path::new("qemu-system-x86_64"),
-            &cfg.qemu_args(&image, &agent_path),
-        );
+        let qmp_path = dir.path().join("qmp.sock");
+        let mut args = cfg.qemu_args(&image, &agent_path);
+        args.push("-qmp".into());
+        args.push(format!("unix:{},server=on,wait=off", qmp_path.display()));
+        if let Some(uri) = &cfg.incoming {
+            // Paused when the migration lands (-S), so its memory can be compared with the
+            // source's before it runs on: see `Vm::migrate_to`.
+            args.push("-S".into());
+            args.push("-incoming".into());
+            args.push(uri.clone());
+        }
+        let mut process = TestProcess::spawn(Path::new("qemu-system-x86_64"), &args);
         // QEMU connects to the agent socket while it starts: accept, or fail with its output.
         let accepted = crate::wait::poll(
             cfg.boot_timeout,
@@ -354,15 +422,23 @@ impl Vm {
             );
         };
         agent.set_nonblocking(false).expect("blocking agent");
-        let mut vm = Vm {
+        Vm {
             boot_time: Duration::ZERO,
+            started: start,
             cfg,
             process,
             agent,
             pending: Vec::new(),
             next_id: AtomicU64::new(1),
+            qmp_path,
             _dir: dir,
-        };
+        }
+    }
+
+    /// Waits until the guest's agent answers (boot done, or a migration landed).
+    fn wait_booted(&mut self) {
+        let vm = self;
+        let start = vm.started;
         let left = vm.cfg.boot_timeout.saturating_sub(start.elapsed());
         match vm.try_run("cat /proc/uptime", left) {
             Ok((0, up)) => {
@@ -381,7 +457,110 @@ impl Vm {
                 vm.process.outputs()
             ),
         }
-        vm
+    }
+
+    /// Runs one QMP command on this QEMU (a fresh monitor connection each time) and returns
+    /// its `return` value, or the error QEMU gave.
+    pub fn qmp(
+        &self,
+        command: &str,
+        arguments: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        qmp_execute(&self.qmp_path, command, arguments)
+    }
+
+    /// Live-migrates this guest into `dest` (started with [`Vm::incoming`] at its URI) while it
+    /// runs, and waits until the migration completed. Then, with both QEMUs paused (the source
+    /// after migrating, the destination by `-S`), compares the guest's memory on both sides
+    /// page by page; then lets the guest run on at the destination and waits until it answers
+    /// there. This QEMU is left paused (`postmigrate`), as after any migration.
+    pub fn migrate_to(&mut self, dest: &mut Vm, timeout: Duration) -> Result<Migration, String> {
+        let uri = dest
+            .cfg
+            .incoming
+            .clone()
+            .ok_or("the destination was not started with Vm::incoming")?;
+        let start = Instant::now();
+        self.qmp("migrate", serde_json::json!({ "uri": uri }))?;
+        let done = |vm: &Vm| {
+            crate::wait::poll(
+                timeout,
+                || vm.qmp("query-migrate", serde_json::json!({})),
+                |r| {
+                    r.as_ref().map_or(true, |v| {
+                        matches!(
+                            v.get("status").and_then(|s| s.as_str()),
+                            Some("completed" | "failed" | "cancelled")
+                        )
+                    })
+                },
+            )
+            .map_err(|last| format!("migration not done within {timeout:?}: {last:?}"))?
+        };
+        let info = done(self)?;
+        let status = info.get("status").and_then(|s| s.as_str()).unwrap_or("?");
+        if status != "completed" {
+            return Err(format!(
+                "migration {status}: {info}\nsource:\n{}\ndestination:\n{}",
+                self.process.outputs(),
+                dest.process.outputs()
+            ));
+        }
+        let took = start.elapsed();
+        let downtime = info.get("downtime").and_then(|d| d.as_u64()).unwrap_or(0);
+        // The destination has loaded everything once its side says completed too.
+        let landed = done(dest)?;
+        if landed.get("status").and_then(|s| s.as_str()) != Some("completed") {
+            return Err(format!("destination: incoming migration {landed}"));
+        }
+        eprintln!(
+            "{} -> {}: migration completed in {took:?}, downtime {downtime} ms",
+            self.cfg.name, dest.cfg.name
+        );
+        let differing_pages = self.compare_memory(dest)?;
+        dest.qmp("cont", serde_json::json!({}))?;
+        dest.started = Instant::now();
+        dest.wait_booted();
+        Ok(Migration {
+            took,
+            downtime_ms: downtime,
+            differing_pages,
+        })
+    }
+
+    /// Guest-physical 4 KiB pages whose contents differ between this guest and `other` (both
+    /// paused), from `pmemsave` dumps of all their RAM.
+    fn compare_memory(&self, other: &Vm) -> Result<Vec<u64>, String> {
+        let size = u64::from(self.cfg.memory_mb) << 20;
+        let dump = |vm: &Vm, file: &Path| {
+            vm.qmp(
+                "pmemsave",
+                serde_json::json!({ "val": 0, "size": size, "filename": file }),
+            )
+            .map(|_| ())
+        };
+        let a = self._dir.path().join("mem.dump");
+        let b = other._dir.path().join("mem.dump");
+        dump(self, &a)?;
+        dump(other, &b)?;
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let (da, db) = (read(&a)?, read(&b)?);
+        let _ = std::fs::remove_file(&a);
+        let _ = std::fs::remove_file(&b);
+        if da.len() != db.len() || da.len() as u64 != size {
+            return Err(format!(
+                "memory dumps of {} and {} bytes, expected {size}",
+                da.len(),
+                db.len()
+            ));
+        }
+        Ok(da
+            .chunks(4096)
+            .zip(db.chunks(4096))
+            .enumerate()
+            .filter(|(_, (x, y))| x != y)
+            .map(|(i, _)| i as u64)
+            .collect())
     }
 
     pub fn config(&self) -> &VmConfig {
@@ -591,6 +770,68 @@ impl Drop for Vm {
             let _ = std::fs::remove_file(&self.cfg.socket);
         }
     }
+}
+
+/// What [`Vm::migrate_to`] saw.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    /// From the `migrate` command to completion.
+    pub took: Duration,
+    /// The downtime QEMU measured.
+    pub downtime_ms: u64,
+    /// Guest pages (guest-physical address / 4 KiB) that differ between source and destination
+    /// once both are paused: a page a vhost-user backend wrote and did not log shows up here.
+    pub differing_pages: Vec<u64>,
+}
+
+/// One QMP command over a fresh connection to the monitor at `path`: greeting, capabilities
+/// negotiation, the command; events in between are skipped.
+fn qmp_execute(
+    path: &Path,
+    command: &str,
+    arguments: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    use std::io::BufRead;
+    let stream = UnixStream::connect(path).map_err(|e| format!("QMP {}: {e}", path.display()))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = std::io::BufReader::new(stream);
+    let answer = |reader: &mut std::io::BufReader<UnixStream>, want_greeting: bool| loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Err("QMP connection closed".to_owned()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("QMP read: {e}")),
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| format!("QMP said {line:?}: {e}"))?;
+        if want_greeting && v.get("QMP").is_some() {
+            return Ok(v);
+        }
+        if let Some(r) = v.get("return") {
+            return Ok(r.clone());
+        }
+        if let Some(e) = v.get("error") {
+            return Err(format!("QMP error: {e}"));
+        }
+    };
+    answer(&mut reader, true)?;
+    for (cmd, args) in [
+        ("qmp_capabilities", serde_json::json!({})),
+        (command, arguments),
+    ] {
+        let req = serde_json::json!({ "execute": cmd, "arguments": args });
+        writer
+            .write_all(format!("{req}\n").as_bytes())
+            .map_err(|e| format!("QMP write: {e}"))?;
+        let r = answer(&mut reader, false)?;
+        if cmd == command {
+            return Ok(r);
+        }
+    }
+    Err("unreachable".to_owned())
 }
 
 /// A TCP receiver in a guest, from [`Vm::tcp_receiver`].

@@ -35,6 +35,24 @@ seeds["full_setup"] = setup
 seeds["truncate_half"] = setup + req(0x7ff0, struct.pack("<Q", 1 << 19))
 seeds["truncate_all"] = setup + req(0x7ff0, struct.pack("<Q", 0))
 seeds["new_table_while_running"] = setup + req(5, struct.pack("<II", 1, 0) + struct.pack("<QQQQ", 0, 1 << 19, UVA, 0), 9) + req(11, st(0, 0), 9)
+# Live migration: LOG_SHMFD negotiated, the log at 0xF0000 of the guest file (32 bytes: 1 MiB
+# of pages), LOG_ALL switched on while the rings run, the used rings logged at their own
+# address, more traffic, GET_VRING_BASE; and logs the session must refuse.
+LOG_ALL = 1 << 26
+mig = (req(1) + req(3) + req(2, struct.pack("<Q", (1 << 32) | (1 << 15) | (1 << 28) | (1 << 29) | (1 << 30)))
+    + req(15) + req(16, struct.pack("<Q", 0x1000b))
+    + req(5, struct.pack("<II", 1, 0) + struct.pack("<QQQQ", 0, 1 << 20, UVA, 0), 9)
+    + vring(0, 0x10000, 0x14000, 0x12000) + vring(1, 0x20000, 0x24000, 0x22000))
+def vring_log(i, desc, used, avail):
+    return req(9, struct.pack("<IIQQQQ", i, 1, UVA + desc, UVA + used, UVA + avail, used), 9)
+seeds["log_all_while_running"] = (mig + req(6, struct.pack("<QQ", 32, 0xF0000))
+    + req(2, struct.pack("<Q", (1 << 32) | (1 << 15) | (1 << 28) | (1 << 29) | (1 << 30) | LOG_ALL))
+    + vring_log(0, 0x10000, 0x14000, 0x12000) + vring_log(1, 0x20000, 0x24000, 0x22000)
+    + req(7, b"", 9) + req(11, st(0, 0)) + req(11, st(1, 0)))
+seeds["log_then_truncate"] = seeds["log_all_while_running"] + req(0x7ff0, struct.pack("<Q", 0xF0000))
+seeds["log_bad_offset"] = mig + req(6, struct.pack("<QQ", 32, 1 << 20))
+seeds["log_zero_size"] = mig + req(6, struct.pack("<QQ", 0, 0))
+seeds["log_short_payload"] = mig + req(6, struct.pack("<Q", 32))
 for name, data in seeds.items():
     open(os.path.join(d, "seed-" + name), "wb").write(data)
 

@@ -72,6 +72,8 @@ request_codes! {
     SetOwner = 3 => "SET_OWNER",
     ResetOwner = 4 => "RESET_OWNER",
     SetMemTable = 5 => "SET_MEM_TABLE",
+    SetLogBase = 6 => "SET_LOG_BASE",
+    SetLogFd = 7 => "SET_LOG_FD",
     SetVringNum = 8 => "SET_VRING_NUM",
     SetVringAddr = 9 => "SET_VRING_ADDR",
     SetVringBase = 10 => "SET_VRING_BASE",
@@ -180,8 +182,21 @@ pub struct VringAddr {
     pub used: u64,
     /// Available ring address.
     pub avail: u64,
-    /// Log address (unused: no live migration logging).
+    /// Guest-physical address used ring writes are logged at while migrating, when `flags`
+    /// has [`VRING_F_LOG`].
     pub log: u64,
+}
+
+/// `SET_VRING_ADDR` flag: log used ring writes at `log` (`VHOST_VRING_F_LOG`).
+pub const VRING_F_LOG: u32 = 0x1;
+
+/// `SET_LOG_BASE` payload (`VhostUserLog`): where the log lies in the shared fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogArea {
+    /// Bytes of log.
+    pub size: u64,
+    /// Offset of the log in the fd.
+    pub offset: u64,
 }
 
 /// `SET_VRING_KICK/CALL/ERR`: a ring index and an eventfd, or none for a polled ring.
@@ -212,6 +227,11 @@ pub enum Request {
     SetOwner,
     ResetOwner,
     SetMemTable(Vec<RegionSpec>, Vec<OwnedFd>),
+    /// The dirty log: its place in the fd, and the fd (`LOG_SHMFD`).
+    SetLogBase(LogArea, OwnedFd),
+    /// An eventfd to tell the frontend the log changed (kept, not used: the frontend syncs the
+    /// log itself).
+    SetLogFd(OwnedFd),
     SetVringNum(VringState),
     SetVringAddr(VringAddr),
     SetVringBase(VringState),
@@ -242,6 +262,8 @@ impl Request {
             Request::SetOwner => RequestCode::SetOwner,
             Request::ResetOwner => RequestCode::ResetOwner,
             Request::SetMemTable(..) => RequestCode::SetMemTable,
+            Request::SetLogBase(..) => RequestCode::SetLogBase,
+            Request::SetLogFd(_) => RequestCode::SetLogFd,
             Request::SetVringNum(_) => RequestCode::SetVringNum,
             Request::SetVringAddr(_) => RequestCode::SetVringAddr,
             Request::SetVringBase(_) => RequestCode::SetVringBase,
@@ -315,7 +337,11 @@ fn want_fds(h: &Header, fds: &[OwnedFd], expected: usize) -> Result<(), DecodeEr
 /// Decodes one request body. `payload.len()` must equal `header.size` (the reader guarantees it).
 /// On error every fd is dropped, i.e. closed: a refused message leaks nothing, and so does a
 /// request of unknown code, which decodes to [`Request::Unknown`].
-pub fn decode(header: Header, payload: &[u8], fds: Vec<OwnedFd>) -> Result<Message, DecodeError> {
+pub fn decode(
+    header: Header,
+    payload: &[u8],
+    mut fds: Vec<OwnedFd>,
+) -> Result<Message, DecodeError> {
     let h = &header;
     if payload.len() != h.size as usize {
         return Err(DecodeError::PayloadSize {
@@ -333,6 +359,8 @@ pub fn decode(header: Header, payload: &[u8], fds: Vec<OwnedFd>) -> Result<Messa
     let carries_fds = matches!(
         code,
         RequestCode::SetMemTable
+            | RequestCode::SetLogBase
+            | RequestCode::SetLogFd
             | RequestCode::SetVringKick
             | RequestCode::SetVringCall
             | RequestCode::SetVringErr
@@ -357,6 +385,37 @@ pub fn decode(header: Header, payload: &[u8], fds: Vec<OwnedFd>) -> Result<Messa
         RequestCode::SetOwner => Request::SetOwner,
         RequestCode::ResetOwner => Request::ResetOwner,
         RequestCode::SetMemTable => mem_table(h, payload, fds)?,
+        RequestCode::SetLogBase => {
+            want_size(h, payload, 16)?;
+            want_fds(h, &fds, 1)?;
+            let area = LogArea {
+                size: u64_at(payload, 0),
+                offset: u64_at(payload, 8),
+            };
+            match fds.pop() {
+                Some(fd) => Request::SetLogBase(area, fd),
+                None => {
+                    return Err(DecodeError::FdCount {
+                        request: h.request,
+                        got: 0,
+                        expected: 1,
+                    })
+                }
+            }
+        }
+        RequestCode::SetLogFd => {
+            want_fds(h, &fds, 1)?;
+            match fds.pop() {
+                Some(fd) => Request::SetLogFd(fd),
+                None => {
+                    return Err(DecodeError::FdCount {
+                        request: h.request,
+                        got: 0,
+                        expected: 1,
+                    })
+                }
+            }
+        }
         RequestCode::SetVringNum => Request::SetVringNum(state()?),
         RequestCode::SetVringAddr => {
             want_size(h, payload, 40)?;
@@ -511,6 +570,13 @@ pub fn vring_addr_payload(a: &VringAddr) -> Vec<u8> {
     for v in [a.desc, a.used, a.avail, a.log] {
         p.extend_from_slice(&v.to_le_bytes());
     }
+    p
+}
+
+/// Payload of `SET_LOG_BASE` (frontend side).
+pub fn log_base_payload(area: &LogArea) -> Vec<u8> {
+    let mut p = area.size.to_le_bytes().to_vec();
+    p.extend_from_slice(&area.offset.to_le_bytes());
     p
 }
 
@@ -724,11 +790,44 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), RequestCode::ALL.len(), "one name per code");
-        // Codes of the spec this backend does not serve (logging, SET_CONFIG) and codes of no
+        // Codes of the spec this backend does not serve (SET_CONFIG) and codes of no
         // request at all.
-        for c in [0, 6, 7, 25, 999, u32::MAX] {
+        for c in [0, 25, 999, u32::MAX] {
             assert_eq!(RequestCode::from_u32(c), None, "{c}");
         }
+    }
+
+    #[test]
+    fn set_log_base_needs_its_fd_and_a_16_byte_payload() {
+        let p = log_base_payload(&LogArea {
+            size: 4096,
+            offset: 64,
+        });
+        let m = decode(hdr(RequestCode::SetLogBase, 1, 16), &p, vec![memfd()]).unwrap();
+        assert!(matches!(
+            m.request,
+            Request::SetLogBase(
+                LogArea {
+                    size: 4096,
+                    offset: 64
+                },
+                _
+            )
+        ));
+        assert!(matches!(
+            decode(hdr(RequestCode::SetLogBase, 1, 16), &p, vec![]),
+            Err(DecodeError::FdCount { .. })
+        ));
+        assert!(matches!(
+            decode(hdr(RequestCode::SetLogBase, 1, 8), &p[..8], vec![memfd()]),
+            Err(DecodeError::PayloadSize { .. })
+        ));
+        let m = decode(hdr(RequestCode::SetLogFd, 1, 0), &[], vec![memfd()]).unwrap();
+        assert!(matches!(m.request, Request::SetLogFd(_)));
+        assert!(matches!(
+            decode(hdr(RequestCode::SetLogFd, 1, 0), &[], vec![]),
+            Err(DecodeError::FdCount { .. })
+        ));
     }
 
     #[test]

@@ -354,6 +354,12 @@ impl VhostUserPort {
         if let Some(f) = a.session.memory_fault() {
             return Err(Error::GuestMemoryFault { gpa: f.gpa });
         }
+        if a.session.dirty_log().is_some_and(|l| l.faulted()) {
+            // Our marks now land in private zeros: the migration QEMU runs would miss pages.
+            return Err(Error::Peer(String::from(
+                "truncated the dirty log file under us",
+            )));
+        }
         a.conn.flush(now)?;
         let mut budget = MESSAGE_BUDGET;
         // Backpressure: no new requests while replies are unread or a message is held.
@@ -367,8 +373,15 @@ impl VhostUserPort {
                     a.session.handle(m, &mut self.out);
                     Self::emit(&self.out, events);
                     a.conn.send(&self.out.reply, now)?;
+                    if let Some(why) = self.out.close.take() {
+                        return Err(Error::Peer(why));
+                    }
                 }
                 Some(Incoming::Malformed(h, e)) => {
+                    if h.request == u32::from(crate::codec::RequestCode::SetLogBase) {
+                        // The frontend waits for a reply that has no way to say "failed".
+                        return Err(Error::Peer(format!("malformed SET_LOG_BASE: {e}")));
+                    }
                     tracing::warn!(port = %self.cfg.path.display(), request = h.request, %e, "malformed request refused");
                     if h.need_reply()
                         && a.session.protocol_features() & crate::session::PF_REPLY_ACK != 0
@@ -425,7 +438,12 @@ impl VhostUserPort {
         a.session.return_queue(q, &mut self.out);
         Self::emit(&self.out, events);
         let sent = a.conn.send(&self.out.reply, now);
-        if let Err(e) = sent {
+        let failed = match (sent, self.out.close.take()) {
+            (Err(e), _) => Some(e),
+            (Ok(()), Some(why)) => Some(Error::Peer(why)),
+            (Ok(()), None) => None,
+        };
+        if let Some(e) = failed {
             tracing::warn!(port = %self.cfg.path.display(), %e, "frontend dropped");
             self.disconnect(now, events);
         }

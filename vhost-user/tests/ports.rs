@@ -836,3 +836,149 @@ fn a_frontend_reconnecting_before_its_hangup_is_handled_is_accepted() {
         );
     }
 }
+
+/// A memfd of `len` bytes, as QEMU shares its dirty log.
+fn log_memfd(len: u64) -> std::os::fd::OwnedFd {
+    let fd = rustix::fs::memfd_create("dirty-log", rustix::fs::MemfdFlags::CLOEXEC).expect("memfd");
+    rustix::fs::ftruncate(&fd, len).expect("ftruncate");
+    fd
+}
+
+#[test]
+fn set_log_base_is_answered_once_and_an_unusable_log_drops_the_frontend() {
+    let dir = TempDir::new("logbase");
+    let path = dir.sock("a.sock");
+    let mut p = port(&path, Mode::Server);
+    let (mut queues, mut events) = (Vec::new(), Vec::new());
+    let log_bytes = (vhost_user::frontend::GPA_BASE + (4 << 20)) / 4096 / 8;
+
+    // A good log, sent the way QEMU sends it while the rings run: one empty reply, traffic goes
+    // on and lands in the log once LOG_ALL is on.
+    let fe = Frontend::connect(&path).expect("connect");
+    let t = thread::spawn(move || {
+        let mut g = setup_guest(fe);
+        let log = log_memfd(log_bytes);
+        let area = codec::LogArea {
+            size: log_bytes,
+            offset: 0,
+        };
+        g.fe.send(
+            RequestCode::SetLogBase,
+            false,
+            &codec::log_base_payload(&area),
+            &[log.as_fd()],
+        )
+        .expect("send");
+        let reply = g.fe.recv_reply().expect("SET_LOG_BASE reply");
+        g.fe.send(
+            RequestCode::SetFeatures,
+            false,
+            &(OFFERED_FEATURES).to_le_bytes(),
+            &[],
+        )
+        .expect("LOG_ALL on");
+        let queue_num =
+            g.fe.get_u64(RequestCode::GetQueueNum)
+                .expect("still served");
+        (reply, queue_num, g, log)
+    });
+    // Served until the frontend is done (a fixed time is too short on a loaded machine, and
+    // joining a frontend still waiting for replies would hang).
+    assert!(drive(
+        &mut [&mut p],
+        &mut queues,
+        &mut events,
+        Duration::from_secs(30),
+        |_, q| t.is_finished() && q.len() == 2,
+    ));
+    let (reply, queue_num, mut g, log) = t.join().expect("thread");
+    assert_eq!(reply, (u32::from(RequestCode::SetLogBase), vec![]));
+    assert_eq!(queue_num, 4);
+    assert!(!events.contains(&PortEvent::Disconnected));
+    let logged = p
+        .session()
+        .and_then(|s| s.dirty_log().cloned())
+        .expect("log mapped");
+    assert!(p.session().is_some_and(|s| s.logging()));
+    assert!(g.rx.add_rx(&g.ram, 1, 2048));
+    let rxq = queue(&mut queues, 0);
+    assert_eq!(rxq.enqueue_burst(&[VecBuffer::from_frame(&[9u8; 200])]), 1);
+    assert!(logged.is_dirty(g.rx.used / 4096), "used ring logged");
+    let mut b = [0u8; 1];
+    rustix::io::pread(&log, &mut b, g.rx.used / 4096 / 8).expect("pread");
+    assert_ne!(b[0], 0, "the bit is in the frontend's file");
+
+    // The frontend truncates its log under us: the next mark faults, is contained, and the
+    // frontend is dropped (its migration would miss pages).
+    rustix::fs::ftruncate(&log, 0).expect("truncate the log");
+    assert!(g.rx.add_rx(&g.ram, 1, 2048));
+    let rxq = queue(&mut queues, 0);
+    assert_eq!(rxq.enqueue_burst(&[VecBuffer::from_frame(&[8u8; 200])]), 1);
+    assert!(logged.faulted());
+    assert!(
+        drive(
+            &mut [&mut p],
+            &mut queues,
+            &mut events,
+            Duration::from_secs(2),
+            |e, _| e.contains(&PortEvent::Disconnected)
+        ),
+        "a frontend that truncates its log is dropped"
+    );
+
+    // Unusable logs: the frontend is dropped, with no reply it could take for success.
+    for (what, payload, with_fd, file) in [
+        ("no fd", 16usize, false, 4096u64),
+        ("short payload", 8, true, 4096),
+        ("size 0", 16, true, 4096),
+        ("log past the end of its file", 16, true, 16),
+    ] {
+        p.detach(&mut events);
+        queues.clear();
+        events.clear();
+        let mut fe = Frontend::connect(&path).expect("connect");
+        let log = log_memfd(file);
+        let t = thread::spawn(move || {
+            let pf = fe.get_u64(RequestCode::GetProtocolFeatures).expect("pf");
+            fe.send(
+                RequestCode::SetProtocolFeatures,
+                false,
+                &pf.to_le_bytes(),
+                &[],
+            )
+            .expect("set pf");
+            let size = if what == "size 0" { 0u64 } else { 32 };
+            let area = codec::LogArea { size, offset: 0 };
+            let body = codec::log_base_payload(&area);
+            let fds = [log.as_fd()];
+            fe.send(
+                RequestCode::SetLogBase,
+                false,
+                &body[..payload],
+                if with_fd { &fds } else { &[] },
+            )
+            .expect("send");
+            fe.stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
+            let mut b = [0u8; 1];
+            fe.stream.read(&mut b)
+        });
+        assert!(
+            drive(
+                &mut [&mut p],
+                &mut queues,
+                &mut events,
+                Duration::from_secs(2),
+                |e, _| e.contains(&PortEvent::Disconnected)
+            ),
+            "{what}: frontend dropped"
+        );
+        let read = t.join().expect("thread");
+        assert!(
+            matches!(read, Ok(0)),
+            "{what}: the frontend sees the connection close, no reply: {read:?}"
+        );
+    }
+    drop(g);
+}

@@ -272,12 +272,24 @@ fn arp_is_answered_for_the_gateway_known_hosts_and_the_fabric_ip_only() {
         &arp_request(POD_A_MAC, POD_A_IP, DISCARDED),
         DropReason::ArpNotForUs,
     );
-    dropped_as(
-        &mut bed,
-        POD_A,
-        &arp_request(POD_A_MAC, POD_A_IP, POD_A_IP),
-        DropReason::ArpNotForUs,
-    );
+    // A gratuitous ARP (a guest announcing itself, as after a live migration), request or
+    // reply, is not answered: it is the agent's, to move the pod's routes to this vif.
+    let garp = arp_request(POD_A_MAC, POD_A_IP, POD_A_IP);
+    let mut garp_reply = garp.clone();
+    garp_reply[20..22].copy_from_slice(&[0, 2]);
+    for f in [garp, garp_reply] {
+        let out = bed.run(POD_A, &f);
+        assert!(out.dropped.is_empty() && out.touched().is_empty());
+        assert_eq!(
+            out.agent_traps,
+            vec![vrouter::pipeline::Trap {
+                reason: vrouter::pipeline::TrapReason::Garp,
+                vif: POD_A,
+                vrf: VRF as u16,
+            }]
+        );
+        assert_eq!(vrouter::PacketBuf::data(&out.agent[0]), &f[..]);
+    }
     // An ARP probe (sender 0.0.0.0) for the pod's own address is not answered either.
     dropped_as(
         &mut bed,

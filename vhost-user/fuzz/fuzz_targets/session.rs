@@ -5,6 +5,12 @@
 //! are the input itself; and a pseudo-request truncates the file behind guest memory, as a
 //! frontend may at any moment. Nothing may panic or crash the process, and once a fault is
 //! recorded every queue on that memory stops with it named.
+//!
+//! Live migration's messages take part too: `SET_LOG_BASE` gets the guest file as its log fd
+//! (so the log's size and offset are checked against a real file, and truncating it faults the
+//! log too), `SET_LOG_FD` an fd, and `F_LOG_ALL` in `SET_FEATURES` makes the queues lent
+//! afterwards log every write. A log the session refuses must drop the frontend without a reply
+//! that looks like success (QEMU reads any reply to `SET_LOG_BASE` as one).
 #![no_main]
 
 use std::os::fd::OwnedFd;
@@ -116,7 +122,16 @@ fuzz_target!(|data: &[u8]| {
         if session.is_blocked() {
             continue;
         }
+        let log_base = msg.request.code() == Some(vhost_user::codec::RequestCode::SetLogBase);
         session.handle(msg, &mut out);
+        if log_base && !session.is_blocked() {
+            assert!(
+                out.close.is_some() != (out.reply.len() == HEADER_LEN),
+                "SET_LOG_BASE must be answered with one empty reply or drop the frontend: close {:?}, {} reply bytes",
+                out.close,
+                out.reply.len()
+            );
+        }
         // Hand back what the session asks for (it holds the message until then) and take what
         // is ready, until it settles.
         for _ in 0..8 {
@@ -129,11 +144,18 @@ fuzz_target!(|data: &[u8]| {
                     session.return_queue(lent.swap_remove(k), &mut out);
                 }
             }
+            if out.close.is_some() {
+                break;
+            }
             for i in ready {
                 if let Ok(q) = session.take_queue(i) {
                     lent.push(q);
                 }
             }
+        }
+        if out.close.is_some() {
+            // The driver drops the frontend: its queues and session go.
+            return;
         }
         run_queues(&mut lent, &mut bufs, &frames);
     }

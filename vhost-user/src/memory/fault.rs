@@ -370,11 +370,11 @@ mod tests {
         let mut b = [0u8; 1];
         first.read(0, &mut b).unwrap();
         assert!(first.faulted());
-        let slot = first.registration.as_ref().unwrap().slot;
+        let slot = first.table.registration.as_ref().unwrap().slot;
         drop(first);
         rustix::fs::ftruncate(&fd, 4096).unwrap();
         let second = map_one(&fd, 0, 4096);
-        assert_eq!(second.registration.as_ref().unwrap().slot, slot);
+        assert_eq!(second.table.registration.as_ref().unwrap().slot, slot);
         assert!(!second.faulted(), "a new table starts without a fault");
     }
 

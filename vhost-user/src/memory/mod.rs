@@ -19,6 +19,7 @@
 #![allow(unsafe_code)]
 
 pub mod fault;
+pub mod log;
 
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use rustix::mm::{MapFlags, ProtFlags};
 
 use crate::error::MemoryError;
+pub use log::DirtyLog;
 
 /// The most regions a memory table may hold (`VHOST_MEMORY_BASELINE_NREGIONS`).
 pub const MAX_REGIONS: usize = 8;
@@ -57,13 +59,26 @@ struct MappedRegion {
     map_len: usize,
 }
 
-/// The frontend's memory table, mapped into this process.
+/// The mapped regions of one memory table; unmapped when the last [`GuestMemory`] view of it
+/// goes.
 #[derive(Debug)]
-pub struct GuestMemory {
+struct Table {
     regions: Vec<MappedRegion>,
     /// The mappings as the fault handler knows them; `None` only while `map` builds the table
     /// and during `drop` (unregistered before unmapping).
     registration: Option<fault::Registration>,
+}
+
+/// The frontend's memory table, mapped into this process, and the dirty log its writes go to
+/// while the frontend migrates the guest.
+///
+/// The log is fixed for the life of a value: a session that starts or stops logging builds a
+/// new view over the same mappings ([`GuestMemory::with_log`]) and hands it to queues built
+/// afterwards, so the data path never sees the log change under it and needs no lock.
+#[derive(Debug)]
+pub struct GuestMemory {
+    table: Arc<Table>,
+    log: Option<Arc<DirtyLog>>,
 }
 
 /// A fault in guest memory: the frontend took pages away under us (truncated, shrank or
@@ -78,10 +93,10 @@ pub struct GuestFault {
 // SAFETY: the raw pointers refer to MAP_SHARED mappings owned by this value for its whole life;
 // all access goes through methods that bounds-check and copy, so sharing between threads is no
 // different from sharing the underlying file.
-unsafe impl Send for GuestMemory {}
+unsafe impl Send for Table {}
 // SAFETY: as above; no method hands out references into guest memory, only copies, volatile
 // accesses and atomics.
-unsafe impl Sync for GuestMemory {}
+unsafe impl Sync for Table {}
 
 impl GuestMemory {
     /// Maps the regions of a memory table, one fd per region (fds are closed once mapped).
@@ -123,7 +138,7 @@ impl GuestMemory {
             }
         }
         // On any error below, `mem` drops and unmaps what was already mapped.
-        let mut mem = GuestMemory {
+        let mut mem = Table {
             regions: Vec::with_capacity(specs.len()),
             registration: None,
         };
@@ -203,14 +218,40 @@ impl GuestMemory {
             fault::RegisterError::Full => MemoryError::TooManyTables(fault::MAX_TABLES),
             fault::RegisterError::NoHandler => MemoryError::NoFaultHandler,
         })?);
-        Ok(mem)
+        Ok(GuestMemory {
+            table: Arc::new(mem),
+            log: None,
+        })
+    }
+
+    /// A view of the same mapped memory whose writes are logged to `log` (or, with `None`, not
+    /// logged). Cheap: the mappings are shared, not mapped again.
+    pub fn with_log(&self, log: Option<Arc<DirtyLog>>) -> GuestMemory {
+        GuestMemory {
+            table: Arc::clone(&self.table),
+            log,
+        }
+    }
+
+    /// The dirty log this view's writes are recorded in, if logging is on.
+    pub fn log(&self) -> Option<&Arc<DirtyLog>> {
+        self.log.as_ref()
+    }
+
+    /// Records `[gpa, gpa+len)` as written, if this view logs. Every write helper here calls it
+    /// after its store, so the page is marked only once its new contents are in place.
+    #[inline]
+    pub fn log_write(&self, gpa: u64, len: u64) {
+        if let Some(l) = &self.log {
+            l.mark(gpa, len);
+        }
     }
 
     /// The first fault in this table's memory, if the frontend took pages away under us. Once
     /// set it stays set: the faulting region now reads as zeros, so nothing in it may be used.
     pub fn fault(&self) -> Option<GuestFault> {
-        let addr = self.registration.as_ref()?.fault()?;
-        let r = self.regions.iter().find(|r| {
+        let addr = self.table.registration.as_ref()?.fault()?;
+        let r = self.table.regions.iter().find(|r| {
             let base = r.map_base.as_ptr() as usize;
             addr.wrapping_sub(base) < r.map_len
         })?;
@@ -226,14 +267,15 @@ impl GuestMemory {
     /// Whether any access to this memory has faulted: one load, for the data path's bursts.
     #[inline]
     pub fn faulted(&self) -> bool {
-        self.registration
+        self.table
+            .registration
             .as_ref()
             .is_some_and(|r| r.fault().is_some())
     }
 
     /// Number of mapped regions.
     pub fn region_count(&self) -> usize {
-        self.regions.len()
+        self.table.regions.len()
     }
 
     /// Translates a frontend-virtual range to guest-physical; the range must lie in one region.
@@ -241,7 +283,8 @@ impl GuestMemory {
         let end = uva
             .checked_add(len)
             .ok_or(MemoryError::OutOfRange { addr: uva, len })?;
-        self.regions
+        self.table
+            .regions
             .iter()
             .find(|r| uva >= r.uva && end <= r.uva + r.size)
             .map(|r| r.gpa + (uva - r.uva))
@@ -251,7 +294,7 @@ impl GuestMemory {
     /// The region containing `gpa`, and how many bytes remain in it from there.
     #[inline]
     fn span(&self, gpa: u64) -> Option<(NonNull<u8>, u64)> {
-        for r in &self.regions {
+        for r in &self.table.regions {
             if gpa >= r.gpa && gpa - r.gpa < r.size {
                 let off = gpa - r.gpa;
                 // SAFETY: off < size, so the pointer stays inside this region's mapping.
@@ -312,6 +355,7 @@ impl GuestMemory {
             unsafe { std::ptr::copy_nonoverlapping(data.as_ptr().add(done), p.as_ptr(), n) };
             done += n;
         }
+        self.log_write(gpa, len);
         Ok(())
     }
 
@@ -385,14 +429,15 @@ impl GuestMemory {
             return Err(MemoryError::Misaligned { addr: gpa, align });
         }
         Ok(RingArea {
-            _mem: Arc::clone(self),
+            mem: Arc::clone(self),
             ptr: p,
             len: len as usize,
+            log_gpa: gpa,
         })
     }
 }
 
-impl Drop for GuestMemory {
+impl Drop for Table {
     fn drop(&mut self) {
         // The fault handler must forget the ranges before they are unmapped (and reused).
         drop(self.registration.take());
@@ -503,23 +548,42 @@ pub fn copy_guest_to_guest(
         unsafe { std::ptr::copy(sp.as_ptr(), dp.as_ptr(), n) };
         done += n as u64;
     }
+    dst.log_write(dst_gpa, len);
     Ok(())
 }
 
 /// A bounds-checked window over a virtqueue ring (descriptor table, avail or used ring) inside
 /// one mapped region. Keeps the mapping alive.
+///
+/// Stores through the window are recorded in the memory's dirty log (when it has one) at
+/// `log_gpa + offset`: the window's own guest-physical address unless the frontend named
+/// another log address for the ring ([`RingArea::set_log_addr`]).
 #[derive(Debug)]
 pub struct RingArea {
-    _mem: Arc<GuestMemory>,
+    mem: Arc<GuestMemory>,
     ptr: NonNull<u8>,
     len: usize,
+    log_gpa: u64,
 }
 
-// SAFETY: the window points into a shared mapping kept alive by `_mem`; all access is by copy,
+// SAFETY: the window points into a shared mapping kept alive by `mem`; all access is by copy,
 // volatile or atomic operations.
 unsafe impl Send for RingArea {}
 
 impl RingArea {
+    /// Logs stores at `log_gpa + offset` instead of at the window's own address: the split
+    /// used ring's `log_guest_addr` when the frontend sets `VHOST_VRING_F_LOG`.
+    pub fn set_log_addr(&mut self, log_gpa: u64) {
+        self.log_gpa = log_gpa;
+    }
+
+    #[inline]
+    fn logged(&self, off: usize, size: usize) {
+        if let Some(l) = &self.mem.log {
+            l.mark(self.log_gpa.wrapping_add(off as u64), size as u64);
+        }
+    }
+
     /// Size of the window in bytes.
     pub fn len(&self) -> usize {
         self.len
@@ -588,6 +652,7 @@ impl RingArea {
         let p = self.at(off, 2)?;
         // SAFETY: `p` is in bounds and 2-byte aligned.
         unsafe { std::ptr::write_volatile(p.cast::<u16>(), v.to_le()) };
+        self.logged(off, 2);
         Some(())
     }
 
@@ -599,6 +664,7 @@ impl RingArea {
         // SAFETY: as `load_u16_acquire`.
         let a = unsafe { &*(p.cast::<AtomicU16>()) };
         a.store(v.to_le(), Ordering::Release);
+        self.logged(off, 2);
         Some(())
     }
 
@@ -608,6 +674,7 @@ impl RingArea {
         let p = self.at(off, 4)?;
         // SAFETY: `p` is in bounds and 4-byte aligned.
         unsafe { std::ptr::write_volatile(p.cast::<u32>(), v.to_le()) };
+        self.logged(off, 4);
         Some(())
     }
 

@@ -68,6 +68,14 @@ impl Session {
                 Outcome::Ok
             }
             Request::SetMemTable(..) => self.set_mem_table(msg),
+            Request::SetLogBase(area, fd) => self.set_log_base(msg, area, fd, out),
+            Request::SetLogFd(fd) => match fd.try_clone() {
+                Ok(fd) => {
+                    self.log_fd = Some(fd);
+                    Outcome::Ok
+                }
+                Err(e) => self.refuse(msg, &format!("cannot duplicate the log fd: {e}")),
+            },
             Request::SetVringNum(s) => self.set_vring_num(msg, s),
             Request::SetVringAddr(a) => self.set_vring_addr(msg, a),
             Request::SetVringBase(s) => self.set_vring_base(msg, s),

@@ -20,7 +20,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use crate::codec::{Message, Request, VringAddr};
-use crate::memory::GuestMemory;
+use crate::memory::{DirtyLog, GuestMemory};
 use crate::virtqueue::{feature, SplitQueue};
 
 mod dispatch;
@@ -39,8 +39,16 @@ pub const F_MTU: u64 = 1 << 3;
 /// VIRTIO_NET_F_STATUS.
 pub const F_STATUS: u64 = 1 << 16;
 
+/// VHOST_F_LOG_ALL: the frontend migrates the guest; log every write into guest memory.
+pub const F_LOG_ALL: u64 = 1 << 26;
+/// VIRTIO_NET_F_GUEST_ANNOUNCE: the guest announces itself (gratuitous ARP) after migration;
+/// the frontend (QEMU) asks it to, so the backend needs no SEND_RARP.
+pub const F_GUEST_ANNOUNCE: u64 = 1 << 21;
+
 /// Protocol feature: multiple queues.
 pub const PF_MQ: u64 = 1 << 0;
+/// Protocol feature: the dirty log is shared memory passed with SET_LOG_BASE.
+pub const PF_LOG_SHMFD: u64 = 1 << 1;
 /// Protocol feature: REPLY_ACK.
 pub const PF_REPLY_ACK: u64 = 1 << 3;
 /// Protocol feature: SET_STATUS/GET_STATUS.
@@ -54,9 +62,11 @@ pub const OFFERED_FEATURES: u64 = feature::VERSION_1
     | F_MQ
     | F_STATUS
     | F_PROTOCOL_FEATURES
+    | F_LOG_ALL
+    | F_GUEST_ANNOUNCE
     | crate::net_hdr::OFFLOAD_FEATURES;
 /// The protocol features this backend offers.
-pub const OFFERED_PROTOCOL_FEATURES: u64 = PF_MQ | PF_REPLY_ACK | PF_STATUS;
+pub const OFFERED_PROTOCOL_FEATURES: u64 = PF_MQ | PF_LOG_SHMFD | PF_REPLY_ACK | PF_STATUS;
 
 /// Per-device settings.
 #[derive(Debug, Clone)]
@@ -95,6 +105,10 @@ pub struct Output {
     /// Lent vrings the session needs back before it can go on: return them with
     /// [`Session::return_queue`].
     pub stop: Vec<u16>,
+    /// The frontend must be dropped: a request failed that the protocol gives no way to refuse
+    /// (a `SET_LOG_BASE` whose log cannot be mapped: the frontend waits for a reply that
+    /// cannot say "failed", and would migrate without the pages we write).
+    pub close: Option<String>,
 }
 
 impl Output {
@@ -103,6 +117,7 @@ impl Output {
         self.reply.clear();
         self.ready.clear();
         self.stop.clear();
+        self.close = None;
     }
 }
 
@@ -118,6 +133,8 @@ struct Vring {
     err: Option<OwnedFd>,
     enabled: bool,
     lent: bool,
+    /// Asked back (listed in [`Output::stop`]) and not returned yet.
+    stopping: bool,
     announced: bool,
     failed: bool,
 }
@@ -158,6 +175,10 @@ pub struct Session {
     status: u8,
     mtu: u16,
     memory: Option<Arc<GuestMemory>>,
+    /// The dirty log of `SET_LOG_BASE`; queues log into it while `F_LOG_ALL` is negotiated.
+    log: Option<Arc<DirtyLog>>,
+    /// `SET_LOG_FD`'s eventfd, kept for the session's life (the frontend syncs the log itself).
+    log_fd: Option<OwnedFd>,
     vrings: Vec<Vring>,
     pending: Option<Message>,
 }
@@ -175,6 +196,8 @@ impl Session {
             status: 0,
             mtu,
             memory: None,
+            log: None,
+            log_fd: None,
             vrings: (0..n).map(|_| Vring::default()).collect(),
             pending: None,
         }
@@ -217,6 +240,16 @@ impl Session {
         self.memory.is_some()
     }
 
+    /// The dirty log, if the frontend set one (`SET_LOG_BASE`).
+    pub fn dirty_log(&self) -> Option<&Arc<DirtyLog>> {
+        self.log.as_ref()
+    }
+
+    /// Whether queues taken now log their writes: `F_LOG_ALL` negotiated and a log set.
+    pub fn logging(&self) -> bool {
+        self.features & F_LOG_ALL != 0 && self.log.is_some()
+    }
+
     /// A fault in the mapped memory table: the frontend took pages away under us. The session
     /// cannot go on with that memory; the driver drops the frontend.
     pub fn memory_fault(&self) -> Option<crate::memory::GuestFault> {
@@ -246,7 +279,7 @@ impl Session {
         }
         let stop = self.lent_touched_by(&msg.request);
         if !stop.is_empty() {
-            out.stop.extend(stop);
+            self.ask_back(stop, out);
             self.pending = Some(msg);
             return;
         }
@@ -261,6 +294,7 @@ impl Session {
         if let Some(v) = self.vrings.get_mut(usize::from(q.index())) {
             if v.lent {
                 v.lent = false;
+                v.stopping = false;
                 v.base = q.next_avail();
                 if let Some(why) = q.broken() {
                     tracing::error!(dev = %name, vring = q.index(), %why, "vring came back broken; it stays stopped until reconfigured");
@@ -271,14 +305,30 @@ impl Session {
         }
         drop(q);
         if let Some(msg) = self.pending.take() {
-            if self.lent_touched_by(&msg.request).is_empty() {
+            let stop = self.lent_touched_by(&msg.request);
+            if stop.is_empty() {
                 self.apply(msg, out);
             } else {
+                // A vring the driver took after the message came in (it was announced ready
+                // just before) must come back too: ask for it.
+                self.ask_back(stop, out);
                 self.pending = Some(msg);
             }
         }
         if self.pending.is_none() {
             self.announce_ready(out);
+        }
+    }
+
+    /// Lists the lent vrings of `stop` not asked back yet in `out.stop`.
+    fn ask_back(&mut self, stop: Vec<u16>, out: &mut Output) {
+        for i in stop {
+            if let Some(v) = self.vrings.get_mut(usize::from(i)) {
+                if !v.stopping {
+                    v.stopping = true;
+                    out.stop.push(i);
+                }
+            }
         }
     }
 
@@ -300,6 +350,7 @@ impl Session {
         let all = matches!(
             req,
             Request::SetMemTable(..)
+                | Request::SetLogBase(..)
                 | Request::SetFeatures(_)
                 | Request::ResetOwner
                 | Request::ResetDevice
@@ -321,5 +372,6 @@ impl Session {
         self.features = 0;
         self.status = 0;
         self.memory = None;
+        self.log = None;
     }
 }

@@ -5,10 +5,10 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use super::dispatch::Outcome;
-use super::{Output, Session, Vring, F_PROTOCOL_FEATURES};
-use crate::codec::{Message, Request, VringAddr, VringState};
+use super::{Output, Session, Vring, F_PROTOCOL_FEATURES, PF_LOG_SHMFD};
+use crate::codec::{LogArea, Message, Request, VringAddr, VringState, VRING_F_LOG};
 use crate::error::Error;
-use crate::memory::GuestMemory;
+use crate::memory::{DirtyLog, GuestMemory};
 use crate::virtqueue::layout::{avail, desc, used};
 use crate::virtqueue::{QueueSetup, SplitQueue, MAX_QUEUE_SIZE};
 
@@ -35,6 +35,44 @@ impl Session {
             }
             Err(e) => self.refuse(msg, &format!("memory table: {e}")),
         }
+    }
+
+    /// `SET_LOG_BASE`: maps the dirty log the frontend shares and answers (the frontend waits
+    /// for that reply when `LOG_SHMFD` is negotiated, and only for it: an ack on top would be
+    /// read as the answer to its next request). Queues lent before were taken back first
+    /// ([`Session::handle`] holds the message until they are), so those lent next log into the
+    /// new log and nothing writes into the old one once it is dropped.
+    ///
+    /// A log that cannot be mapped has no refusal the frontend would understand (the reply has
+    /// no status), and migrating without it would lose the pages we write: the frontend is
+    /// dropped instead ([`Output::close`]), and QEMU fails the migration and keeps the guest
+    /// running where it is.
+    pub(super) fn set_log_base(
+        &mut self,
+        msg: &Message,
+        area: &LogArea,
+        fd: &OwnedFd,
+        out: &mut Output,
+    ) -> Outcome {
+        if self.protocol & PF_LOG_SHMFD == 0 {
+            let why = String::from("SET_LOG_BASE without LOG_SHMFD negotiated");
+            tracing::error!(dev = %self.cfg.name, "{why}; dropping the frontend");
+            out.close = Some(why);
+            return Outcome::Replied;
+        }
+        match DirtyLog::map(fd, area.size, area.offset) {
+            Ok(log) => {
+                tracing::info!(dev = %self.cfg.name, size = area.size, offset = area.offset, "dirty log mapped");
+                self.log = Some(Arc::new(log));
+                msg.header.reply(&[], &mut out.reply);
+            }
+            Err(e) => {
+                let why = format!("SET_LOG_BASE: {e}");
+                tracing::error!(dev = %self.cfg.name, "{why}; dropping the frontend");
+                out.close = Some(why);
+            }
+        }
+        Outcome::Replied
     }
 
     /// `SET_VRING_NUM`: the ring size, a power of two the rings can hold.
@@ -185,6 +223,15 @@ impl Session {
         let (mem, size, addr) = v
             .ready(self.memory.as_ref(), protocol_enabled)
             .map_err(|why| Error::NotReady { index, why })?;
+        // While the frontend migrates the guest, the queue gets a view of the memory that logs
+        // every write; otherwise the plain one.
+        let mem = match &self.log {
+            Some(log) if features & super::F_LOG_ALL != 0 => {
+                Arc::new(mem.with_log(Some(Arc::clone(log))))
+            }
+            _ => Arc::clone(mem),
+        };
+        let mem = &mem;
         let built = (|| {
             let setup = QueueSetup {
                 index,
@@ -197,11 +244,16 @@ impl Session {
                 features,
                 call: v.call.clone(),
             };
-            SplitQueue::new(setup)
+            let mut q = SplitQueue::new(setup)?;
+            if addr.flags & VRING_F_LOG != 0 {
+                q.log_used_at(addr.log);
+            }
+            Ok::<_, crate::MemoryError>(q)
         })();
         match built {
             Ok(q) => {
                 v.lent = true;
+                v.stopping = false;
                 v.announced = false;
                 Ok(q)
             }

@@ -115,7 +115,7 @@ fn offers_features_protocol_features_and_queue_count() {
     assert_eq!(get(&mut s, RequestCode::GetFeatures), OFFERED_FEATURES);
     assert_eq!(
         get(&mut s, RequestCode::GetProtocolFeatures),
-        PF_MQ | PF_REPLY_ACK | PF_STATUS
+        PF_MQ | PF_LOG_SHMFD | PF_REPLY_ACK | PF_STATUS
     );
     assert_eq!(get(&mut s, RequestCode::GetQueueNum), 3);
     assert_eq!(s.vring_count(), 6);
@@ -126,6 +126,8 @@ fn offers_features_protocol_features_and_queue_count() {
         F_PROTOCOL_FEATURES,
         feature::EVENT_IDX,
         feature::INDIRECT_DESC,
+        F_LOG_ALL,
+        F_GUEST_ANNOUNCE,
     ] {
         assert_ne!(OFFERED_FEATURES & f, 0);
     }
@@ -652,4 +654,271 @@ fn call_fd_change_on_a_running_ring_goes_through_the_handshake() {
     );
     assert_eq!(out.ready, vec![0]);
     let _ = ram.fd().as_fd();
+}
+
+/// A memfd holding a zeroed dirty log of `len` bytes.
+fn log_fd(len: u64) -> OwnedFd {
+    let fd = rustix::fs::memfd_create("log", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&fd, len).unwrap();
+    fd
+}
+
+fn log_base(size: u64, offset: u64) -> Vec<u8> {
+    codec::log_base_payload(&codec::LogArea { size, offset })
+}
+
+/// Bytes of log covering the test RAM (which lies at `GPA_BASE`, 1 MiB of it).
+const LOG_BYTES: u64 = (crate::frontend::GPA_BASE + (1 << 20)) / 4096 / 8;
+
+/// Guest pages (absolute page numbers) whose bytes differ between two snapshots of the RAM.
+fn changed_pages(before: &[u8], after: &[u8]) -> Vec<u64> {
+    before
+        .chunks(4096)
+        .zip(after.chunks(4096))
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, _)| crate::frontend::GPA_BASE / 4096 + i as u64)
+        .collect()
+}
+
+/// Dirty pages of the log over the whole test RAM.
+fn dirty(log: &DirtyLog) -> Vec<u64> {
+    let first = crate::frontend::GPA_BASE / 4096;
+    (first..first + 256).filter(|&p| log.is_dirty(p)).collect()
+}
+
+#[test]
+fn set_log_base_maps_the_log_and_replies_once_without_payload() {
+    let ram = GuestRam::new(1 << 20).unwrap();
+    let mut s = negotiated(&ram, F);
+    // NEED_REPLY set as well: still exactly one reply, the SET_LOG_BASE answer QEMU waits for.
+    let out = send(
+        &mut s,
+        msg(
+            RequestCode::SetLogBase,
+            true,
+            &log_base(32, 0),
+            vec![log_fd(4096)],
+        ),
+    );
+    assert_eq!(replies(&out), vec![reply(RequestCode::SetLogBase, vec![])]);
+    assert!(out.close.is_none());
+    assert_eq!(s.dirty_log().map(|l| l.size()), Some(32));
+    assert!(s.logging(), "LOG_ALL negotiated and a log set");
+    // SET_LOG_FD: kept, acked.
+    assert_eq!(ack(&mut s, RequestCode::SetLogFd, &[], vec![log_fd(8)]), 0);
+}
+
+#[test]
+fn unusable_logs_drop_the_frontend_instead_of_replying() {
+    let ram = GuestRam::new(1 << 20).unwrap();
+    for (size, offset, file) in [
+        (0, 0, 4096),
+        (4096, 1, 4096),
+        (16, 8192, 4096),
+        (16, u64::MAX, 4096),
+    ] {
+        let mut s = negotiated(&ram, F);
+        let out = send(
+            &mut s,
+            msg(
+                RequestCode::SetLogBase,
+                true,
+                &log_base(size, offset),
+                vec![log_fd(file)],
+            ),
+        );
+        assert!(
+            out.reply.is_empty(),
+            "{size}@{offset}: no reply that looks like success"
+        );
+        assert!(out.close.is_some(), "{size}@{offset}: frontend dropped");
+        assert!(s.dirty_log().is_none());
+    }
+    // Without LOG_SHMFD negotiated the log cannot be shared memory: dropped too.
+    let mut s = negotiated(&ram, F);
+    send(
+        &mut s,
+        msg(
+            RequestCode::SetProtocolFeatures,
+            false,
+            &u64p(PF_REPLY_ACK),
+            vec![],
+        ),
+    );
+    let out = send(
+        &mut s,
+        msg(
+            RequestCode::SetLogBase,
+            false,
+            &log_base(32, 0),
+            vec![log_fd(4096)],
+        ),
+    );
+    assert!(out.close.is_some() && out.reply.is_empty());
+}
+
+#[test]
+fn every_page_written_is_logged_while_log_all_is_on_and_none_when_off() {
+    const LOG_AT: u64 = crate::frontend::GPA_BASE + 0xF_0000;
+    let mut ram = GuestRam::new(1 << 20).unwrap();
+    let mut rx = DriverQueue::new(&mut ram, 64, 2048);
+    let mut tx = DriverQueue::new(&mut ram, 64, 2048);
+    let mut s = negotiated(&ram, F & !F_LOG_ALL);
+    start(&mut s, &ram, 0, &rx);
+    start(&mut s, &ram, 1, &tx);
+    let out = send(
+        &mut s,
+        msg(
+            RequestCode::SetLogBase,
+            false,
+            &log_base(LOG_BYTES, 0),
+            vec![log_fd(LOG_BYTES)],
+        ),
+    );
+    assert_eq!(replies(&out), vec![reply(RequestCode::SetLogBase, vec![])]);
+    let log = Arc::clone(s.dirty_log().unwrap());
+    let mut q0 = s.take_queue(0).unwrap();
+    let mut q1 = s.take_queue(1).unwrap();
+    let frame = |n: u8| vec![n; 1500];
+
+    // Logging off: traffic both ways writes guest memory and logs nothing.
+    for _ in 0..8 {
+        assert!(rx.add_rx(&ram, 1, 2048));
+        assert!(tx.add_tx(&mut ram, 12, &frame(1), 2048, false));
+    }
+    let mut bufs: Vec<VecBuffer> = (0..8).map(|_| VecBuffer::with_capacity(2048)).collect();
+    assert_eq!(q1.dequeue_burst(&mut bufs), 8);
+    assert_eq!(q0.enqueue_burst(&bufs[..4]), 4);
+    assert_eq!(rx.receive(&ram, 12, true).len(), 4);
+    assert_eq!(dirty(&log), Vec::<u64>::new());
+
+    // QEMU starts migrating: LOG_ALL on (both rings come back and go out again), then the
+    // used rings' log addresses (vring 0 logs its used ring at another page on purpose).
+    let out = send(
+        &mut s,
+        msg(RequestCode::SetFeatures, false, &u64p(F), vec![]),
+    );
+    let mut stop = out.stop.clone();
+    stop.sort_unstable();
+    assert_eq!(stop, vec![0, 1]);
+    let mut out = Output::default();
+    s.return_queue(q0, &mut out);
+    s.return_queue(q1, &mut out);
+    assert!(s.logging());
+    for (i, q) in [(0u32, &rx), (1, &tx)] {
+        let mut a = q.addr(&ram, i);
+        a.flags = codec::VRING_F_LOG;
+        a.log = if i == 0 { LOG_AT } else { tx.used };
+        let out = send(
+            &mut s,
+            msg(
+                RequestCode::SetVringAddr,
+                false,
+                &codec::vring_addr_payload(&a),
+                vec![],
+            ),
+        );
+        assert!(out.stop.is_empty(), "not lent: applied at once");
+    }
+    let mut q0 = s.take_queue(0).unwrap();
+    let mut q1 = s.take_queue(1).unwrap();
+
+    // Mergeable RX: a 1500-byte frame spreads over three 600-byte buffers.
+    for _ in 0..6 {
+        assert!(rx.add_rx(&ram, 1, 600));
+        assert!(tx.add_tx(&mut ram, 12, &frame(2), 2048, false));
+    }
+    let before = ram.read(crate::frontend::GPA_BASE, 1 << 20);
+    assert_eq!(q1.dequeue_burst(&mut bufs), 6);
+    assert_eq!(q0.enqueue_burst(&bufs[..2]), 2);
+    let after = ram.read(crate::frontend::GPA_BASE, 1 << 20);
+    let written = changed_pages(&before, &after);
+    // RX buffers over several pages, and both used rings.
+    assert!(written.len() >= 3, "{written:?}");
+    for p in &written {
+        // The RX used ring is logged at its log address instead of where it lies.
+        if *p != rx.used / 4096 {
+            assert!(log.is_dirty(*p), "page {p} written but not logged");
+        }
+    }
+    assert!(
+        log.is_dirty(LOG_AT / 4096),
+        "RX used ring logged at its log address"
+    );
+    assert!(log.is_dirty(tx.used / 4096), "TX used ring logged");
+    assert_eq!(
+        rx.receive(&ram, 12, true),
+        vec![frame(2), frame(2)],
+        "data intact"
+    );
+    drop((q0, q1));
+}
+
+#[test]
+fn set_log_base_while_rings_run_takes_them_back_and_lends_them_with_the_new_log() {
+    let mut ram = GuestRam::new(1 << 20).unwrap();
+    let mut rx = DriverQueue::new(&mut ram, 64, 2048);
+    let mut s = negotiated(&ram, F);
+    start(&mut s, &ram, 0, &rx);
+    let q0 = s.take_queue(0).unwrap();
+    let out = send(
+        &mut s,
+        msg(
+            RequestCode::SetLogBase,
+            false,
+            &log_base(LOG_BYTES, 0),
+            vec![log_fd(LOG_BYTES)],
+        ),
+    );
+    assert_eq!(out.stop, vec![0]);
+    assert!(out.reply.is_empty(), "answered once the ring is back");
+    let mut out = Output::default();
+    s.return_queue(q0, &mut out);
+    assert_eq!(replies(&out), vec![reply(RequestCode::SetLogBase, vec![])]);
+    assert_eq!(out.ready, vec![0]);
+    let mut q0 = s.take_queue(0).unwrap();
+    let log = Arc::clone(s.dirty_log().unwrap());
+    assert!(rx.add_rx(&ram, 1, 2048));
+    let b = VecBuffer::from_frame(&[3u8; 100]);
+    assert_eq!(q0.enqueue_burst(std::slice::from_ref(&b)), 1);
+    assert!(
+        log.is_dirty(rx.used / 4096),
+        "the relent ring logs into the new log"
+    );
+}
+
+#[test]
+fn a_vring_taken_while_a_message_waits_for_the_others_is_asked_back_too() {
+    // The driver handles a batch of events in order: vring 1 became ready, then SET_LOG_BASE
+    // asked for the lent vring 0. It takes vring 1 before returning vring 0; the held message
+    // needs vring 1 back as well, and must say so, or the frontend waits forever.
+    let mut ram = GuestRam::new(1 << 20).unwrap();
+    let rx = DriverQueue::new(&mut ram, 64, 2048);
+    let tx = DriverQueue::new(&mut ram, 64, 2048);
+    let mut s = negotiated(&ram, F);
+    start(&mut s, &ram, 0, &rx);
+    let q0 = s.take_queue(0).unwrap();
+    assert_eq!(start(&mut s, &ram, 1, &tx).ready, vec![1]);
+    let out = send(
+        &mut s,
+        msg(
+            RequestCode::SetLogBase,
+            false,
+            &log_base(LOG_BYTES, 0),
+            vec![log_fd(LOG_BYTES)],
+        ),
+    );
+    assert_eq!(out.stop, vec![0]);
+    let q1 = s.take_queue(1).unwrap();
+    let mut out = Output::default();
+    s.return_queue(q0, &mut out);
+    assert_eq!(out.stop, vec![1], "vring 1 asked back");
+    assert!(out.reply.is_empty() && s.is_blocked());
+    let mut out = Output::default();
+    s.return_queue(q1, &mut out);
+    assert_eq!(replies(&out), vec![reply(RequestCode::SetLogBase, vec![])]);
+    let mut ready = out.ready.clone();
+    ready.sort_unstable();
+    assert_eq!(ready, vec![0, 1]);
 }

@@ -274,6 +274,12 @@ impl SplitQueue {
         Ok(q)
     }
 
+    /// Logs used-ring writes at `gpa` (the ring's `log_guest_addr`) instead of at the ring's own
+    /// address, when the memory logs at all (live migration).
+    pub fn log_used_at(&mut self, gpa: u64) {
+        self.used.set_log_addr(gpa);
+    }
+
     /// Vring index.
     pub fn index(&self) -> u16 {
         self.index

@@ -115,6 +115,11 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         let (op, sip, tip) = (a.operation(), a.sender_ip(), a.target_ip());
         // The vif's DHCP gateway is the vrouter's, routed or not.
         let gateway = self.topo.dhcp(vif.index).map(|l| l.gateway);
+        // A gratuitous ARP (request or reply): the pod announcing its address here, as a guest
+        // does after a live migration. The agent's to act on (dropped as before without one).
+        if tip == sip && !sip.is_unspecified() && (op == arp::OP_REQUEST || op == arp::OP_REPLY) {
+            return Verdict::Agent(super::TrapReason::Garp);
+        }
         if op != arp::OP_REQUEST
             || tip == sip
             || (gateway != Some(tip) && !self.proxies(vrf.route_v4(u32::from(tip)), vif.index))

@@ -77,6 +77,9 @@ pub enum TrapReason {
     NewFlow = 1,
     /// DHCP from a pod vif without an address.
     Dhcp = 2,
+    /// A gratuitous ARP from a pod (sender and target address the same): a guest announcing
+    /// itself, e.g. after a live migration landed it on this vif. The agent moves its routes.
+    Garp = 3,
 }
 
 /// What the agent is told about a trapped packet besides the packet.
