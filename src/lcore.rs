@@ -20,7 +20,7 @@ use pmd_shim::{
     KernelRx, KernelTx, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, StopFlag, TxQueue,
     BURST_MAX,
 };
-use vhost_user::{NetHdr, QueueStats, SplitQueue};
+use vhost_user::{NetHdr, QueueStats, Virtqueue};
 use vrouter::flow::{FlowStage, FlowTable};
 use vrouter::offload::{gso, TxCaps};
 use vrouter::pipeline::{Pipeline, TxBatches};
@@ -61,18 +61,18 @@ pub enum LcoreCmd {
     },
     /// A ready virtqueue of vhost-user vif `vif`: odd index = guest TX (we dequeue), even =
     /// guest RX (we enqueue).
-    AttachVirtqueue { vif: u16, queue: SplitQueue },
+    AttachVirtqueue { vif: u16, queue: Virtqueue },
     /// Give virtqueue `index` of `vif` back (the session needs it, or guest memory goes away).
     DetachVirtqueue {
         vif: u16,
         index: u16,
-        reply: Sender<Option<SplitQueue>>,
+        reply: Sender<Option<Virtqueue>>,
     },
     /// Drop everything of `vif` (port queue handles are dropped here; virtqueues are returned so
     /// their memory is unmapped on the vhost core, not on the forwarding path).
     DetachVif {
         vif: u16,
-        reply: Sender<Vec<SplitQueue>>,
+        reply: Sender<Vec<Virtqueue>>,
     },
     /// Which lcore transmits for `vif` (NO_OWNER: nobody, packets to it are dropped).
     SetOwner { vif: u16, owner: u8 },
@@ -137,14 +137,14 @@ impl LoopCounters {
 #[allow(clippy::large_enum_variant)]
 enum RxSource {
     Eth { vif: u16, queue: RxQueue },
-    Virtq { vif: u16, queue: SplitQueue },
+    Virtq { vif: u16, queue: Virtqueue },
     Kernel { vif: u16, mtu: u16, port: KernelRx },
 }
 
 #[allow(clippy::large_enum_variant)]
 enum TxSink {
     Eth(TxQueue),
-    Virtq(SplitQueue),
+    Virtq(Virtqueue),
     Kernel(KernelTx),
 }
 
@@ -928,7 +928,7 @@ impl State {
         self.outbox = outbox;
     }
 
-    fn take_virtqueue(&mut self, vif: u16, index: u16) -> Option<SplitQueue> {
+    fn take_virtqueue(&mut self, vif: u16, index: u16) -> Option<Virtqueue> {
         if index % 2 == 1 {
             let pos = self.rx.iter().position(
                 |s| matches!(s, RxSource::Virtq { vif: v, queue } if *v == vif && queue.index() == index),
