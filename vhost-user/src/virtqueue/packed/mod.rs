@@ -265,40 +265,58 @@ impl PackedQueue {
         self.scratch = Some(segs);
     }
 
-    /// Publishes the burst's used descriptors (each one's flags stored last, with release, so
-    /// the driver sees its id and length first), then interrupts the guest if it asked.
+    /// Publishes the burst's used descriptors as one batch: every descriptor's id and length,
+    /// the flags of all but the first, then (release) the first one's flags. The driver reads
+    /// used descriptors in ring order, so it sees the whole burst at once or none of it: a
+    /// frame spread over several mergeable buffers never shows up in part (DPDK's packed RX
+    /// counts a frame whose later buffers it cannot see yet as an error). Then interrupts the
+    /// guest if it asked.
     fn flush_used(&mut self) {
-        if self.shadow.is_empty() {
+        let Some(&first) = self.shadow.first() else {
             return;
-        }
+        };
         let old = self.used;
-        let mut at = old;
-        for i in 0..self.shadow.len() {
-            let e = self.shadow[i];
-            let off = desc::at(at.idx);
+        let bits = |at: Pos, len: u32| {
             let mut flags = if at.wrap {
                 DESC_F_AVAIL | DESC_F_USED
             } else {
                 0
             };
-            if e.len > 0 {
+            if len > 0 {
                 flags |= super::DESC_F_WRITE;
             }
-            if self.ring.store_u32(off + desc::LEN, e.len).is_none()
-                || self.ring.store_u16(off + desc::ID, e.id).is_none()
-                || self
+            flags
+        };
+        let mut ok = self.write_used(old, first.id, first.len);
+        let mut at = old.advance(first.slots, self.size);
+        for i in 1..self.shadow.len() {
+            let e = self.shadow[i];
+            ok &= self.write_used(at, e.id, e.len)
+                && self
                     .ring
-                    .store_u16_release(off + desc::FLAGS, flags)
-                    .is_none()
-            {
-                self.mark_broken(Broken::RingAccess);
-                return;
-            }
+                    .store_u16(desc::at(at.idx) + desc::FLAGS, bits(at, e.len))
+                    .is_some();
             at = at.advance(e.slots, self.size);
+        }
+        ok &= self
+            .ring
+            .store_u16_release(desc::at(old.idx) + desc::FLAGS, bits(old, first.len))
+            .is_some();
+        if !ok {
+            self.mark_broken(Broken::RingAccess);
+            return;
         }
         self.shadow.clear();
         self.used = at;
         self.kick_if_asked(old, at);
+    }
+
+    /// Writes the id and length of the used descriptor at `at` (not its flags).
+    #[inline(always)]
+    fn write_used(&self, at: Pos, id: u16, len: u32) -> bool {
+        let off = desc::at(at.idx);
+        self.ring.store_u32(off + desc::LEN, len).is_some()
+            && self.ring.store_u16(off + desc::ID, id).is_some()
     }
 
     fn kick_if_asked(&mut self, old: Pos, new: Pos) {
