@@ -46,7 +46,7 @@ impl PackedQueue {
         let mut at = self.avail;
         let mut slots = 0u16;
         let mut too_many = false;
-        let limit = self.size - self.taken();
+        let limit = self.size.saturating_sub(self.taken());
         loop {
             let off = desc::at(at.idx);
             let flags = self
@@ -153,11 +153,14 @@ impl PackedQueue {
     /// used one).
     #[inline(always)]
     fn taken(&self) -> u16 {
-        if self.avail.wrap == self.used.wrap {
-            self.avail.idx.wrapping_sub(self.used.idx)
+        let (avail, used) = (u32::from(self.avail.idx), u32::from(self.used.idx));
+        let lead = if self.avail.wrap == self.used.wrap {
+            avail.saturating_sub(used)
         } else {
-            self.size - self.used.idx + self.avail.idx
-        }
+            u32::from(self.size) + avail - used.min(u32::from(self.size) + avail)
+        };
+        // The avail position is never more than a ring ahead: bounded all the same.
+        lead.min(u32::from(self.size)) as u16
     }
 
     /// Moves the avail position past a walked chain.
