@@ -3,7 +3,7 @@
 //! nothing per frame.
 
 use super::super::rx::{write_stream, BufferFrame, FrameSource, Placed};
-use super::super::{Broken, PacketBuffer};
+use super::super::{Broken, PacketBuffer, PREFETCH_AHEAD};
 use super::PackedQueue;
 use crate::net_hdr;
 
@@ -17,7 +17,14 @@ impl PackedQueue {
         }
         let mut consumed = 0;
         let mut segs = self.take_scratch();
-        for p in pkts {
+        let hdr = self.hdr_len as u64;
+        for (i, p) in pkts.iter().enumerate() {
+            if i % usize::from(PREFETCH_AHEAD) == 0 {
+                // One buffer per packet is the common case; a frame spanning several makes the
+                // hints run a little short: harmless.
+                let left = u16::try_from(pkts.len() - i).unwrap_or(u16::MAX);
+                self.prefetch_ahead(left.min(PREFETCH_AHEAD), true, hdr + p.len() as u64);
+            }
             match self.place(&BufferFrame(p), &mut segs) {
                 Placed::Delivered | Placed::Dropped => consumed += 1,
                 Placed::NoRoom | Placed::Broken => break,

@@ -2,8 +2,9 @@
 //! checked and stripped, their frames copied into packet buffers.
 
 use super::super::tx::{copy_chain_into, tx_header};
-use super::super::PacketBuffer;
+use super::super::{PacketBuffer, PREFETCH_AHEAD};
 use super::PackedQueue;
+use crate::memory::PREFETCH_MAX;
 
 impl PackedQueue {
     /// Guest TX → `bufs`: fills up to `bufs.len()` buffers with frames (virtio-net header
@@ -16,7 +17,15 @@ impl PackedQueue {
         let mut filled = 0;
         let mut segs = self.take_scratch();
         let offloads = self.tx_offloads.then_some(self.features);
+        // Chains left in the current round of cache hints.
+        let mut hinted = 0u16;
         while filled < bufs.len() {
+            if hinted == 0 {
+                let room = u16::try_from(bufs.len() - filled).unwrap_or(u16::MAX);
+                hinted = room.min(PREFETCH_AHEAD);
+                self.prefetch_ahead(hinted, false, PREFETCH_MAX);
+            }
+            hinted -= 1;
             match self.head_ready() {
                 Ok(true) => {}
                 Ok(false) => break,
