@@ -19,7 +19,7 @@ SIZES=${BENCH_SIZES:-"64 1518"}
 # Cases whose latency (at 10, 50 and 90 % of their peak) and zero-loss rate are measured too.
 LATENCY_CASES=${BENCH_LATENCY_CASES:-"testpmd-ceiling ovs-l3-flows-1 vrouterd-l3"}
 LATENCY_SECONDS=${BENCH_LATENCY_SECONDS:-5}
-CASES=${BENCH_CASES:-"testpmd-ceiling ovs-port ovs-l3-flows-1 ovs-l3-flows-65536 ovs-snat-flows-65536 vrouterd-l3 vrouterd-l3-flows-1 vrouterd-l3-flows-65536 vrouterd-snat-flows-65536 vrouterd-l3-mirror-deaf vrouterd-overlay-vxlan vrouterd-overlay-mplsoudp vrouterd-overlay-mplsogre tcp"}
+CASES=${BENCH_CASES:-"testpmd-ceiling testpmd-ceiling-packed ovs-port ovs-l3-flows-1 ovs-l3-flows-65536 ovs-snat-flows-65536 vrouterd-l3 vrouterd-l3-packed vrouterd-l3-flows-1 vrouterd-l3-flows-65536 vrouterd-snat-flows-65536 vrouterd-l3-mirror-deaf vrouterd-overlay-vxlan vrouterd-overlay-mplsoudp vrouterd-overlay-mplsogre tcp"}
 WARMUP=2
 WARMUP_MAX=${BENCH_WARMUP_MAX:-60}
 STEADY_PCT=2
@@ -140,7 +140,9 @@ stop_pids() {
     pids=()
 }
 
+# $1: the case name; $2: extra virtio-user devargs for both pods (",packed_vq=1": packed rings).
 case_testpmd_ceiling() {
+    local name=$1 ring=${2:-}
     local s=$work/tp; mkdir -p "$s"
     dpdk-testpmd -l $GEN_CPU,$SWITCH_CPU --main-lcore $GEN_CPU --no-pci --in-memory --single-file-segments \
         -m 512 --file-prefix=vrbench-testpmd \
@@ -148,7 +150,7 @@ case_testpmd_ceiling() {
         --forward-mode=io --nb-cores=1 --auto-start --stats-period 5 --txd=1024 --rxd=1024 > "$work/testpmd.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do [[ -S $s/b.sock ]] && break; sleep 0.1; done
-    measure testpmd-ceiling "net_virtio_user0,path=$s/a.sock,queue_size=1024" "net_virtio_user1,path=$s/b.sock,queue_size=1024" 1
+    measure "$name" "net_virtio_user0,path=$s/a.sock,queue_size=1024$ring" "net_virtio_user1,path=$s/b.sock,queue_size=1024$ring" 1
     stop_pids
 }
 
@@ -255,9 +257,12 @@ vrouterd_start() {
     VR_B="net_virtio_user1,path=$v/pods/b/b.sock,queue_size=1024"
 }
 
+# $4: extra virtio-user devargs for both pods (",packed_vq=1": packed rings).
 case_vrouterd_l3() {
-    local name=$1 flows=$2 policy=$3
+    local name=$1 flows=$2 policy=$3 ring=${4:-}
     vrouterd_start || { stop_pids; return 1; }
+    VR_A+=$ring
+    VR_B+=$ring
     CTL route add --vrf 1 198.19.0.0/16 --nh 2 || return 1
     if [[ $policy == yes ]]; then
         if ! CTL policy set podA --default allow; then
@@ -357,12 +362,14 @@ case_tcp() {
 run_case() {
     local c=$1
     case $c in
-        testpmd-ceiling) case_testpmd_ceiling ;;
+        testpmd-ceiling) case_testpmd_ceiling testpmd-ceiling ;;
+        testpmd-ceiling-packed) case_testpmd_ceiling testpmd-ceiling-packed ,packed_vq=1 ;;
         ovs-port) case_ovs ovs-port port 1 ;;
         ovs-l3-flows-1) case_ovs ovs-l3-flows-1 1 1 ;;
         ovs-l3-flows-65536) case_ovs ovs-l3-flows-65536 65536 65536 ;;
         ovs-snat-flows-65536) case_ovs ovs-snat-flows-65536 snat 65536 ;;
         vrouterd-l3) case_vrouterd_l3 vrouterd-l3 1 no ;;
+        vrouterd-l3-packed) case_vrouterd_l3 vrouterd-l3-packed 1 no ,packed_vq=1 ;;
         vrouterd-l3-flows-1) case_vrouterd_l3 vrouterd-l3-flows-1 1 yes ;;
         vrouterd-l3-flows-65536) case_vrouterd_l3 vrouterd-l3-flows-65536 65536 yes ;;
         vrouterd-l3-mirror-deaf) case_vrouterd_l3_mirror_deaf vrouterd-l3-mirror-deaf ;;

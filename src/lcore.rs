@@ -20,7 +20,7 @@ use pmd_shim::{
     KernelRx, KernelTx, MbufBurst, Mempool, RingConsumer, RingProducer, RxQueue, StopFlag, TxQueue,
     BURST_MAX,
 };
-use vhost_user::{NetHdr, QueueStats, SplitQueue};
+use vhost_user::{NetHdr, QueueStats, Virtqueue};
 use vrouter::flow::{FlowStage, FlowTable};
 use vrouter::offload::{gso, TxCaps};
 use vrouter::pipeline::{Pipeline, TxBatches};
@@ -106,18 +106,18 @@ pub enum LcoreCmd {
     },
     /// A ready virtqueue of vhost-user vif `vif`: odd index = guest TX (we dequeue), even =
     /// guest RX (we enqueue).
-    AttachVirtqueue { vif: u16, queue: SplitQueue },
+    AttachVirtqueue { vif: u16, queue: Virtqueue },
     /// Give virtqueue `index` of `vif` back (the session needs it, or guest memory goes away).
     DetachVirtqueue {
         vif: u16,
         index: u16,
-        reply: Sender<Option<SplitQueue>>,
+        reply: Sender<Option<Virtqueue>>,
     },
     /// Drop everything of `vif` (port queue handles are dropped here; virtqueues are returned so
     /// their memory is unmapped on the vhost core, not on the forwarding path).
     DetachVif {
         vif: u16,
-        reply: Sender<Vec<SplitQueue>>,
+        reply: Sender<Vec<Virtqueue>>,
     },
     /// Which lcore transmits for `vif` (NO_OWNER: nobody, packets to it are dropped).
     SetOwner { vif: u16, owner: u8 },
@@ -218,7 +218,7 @@ enum RxSource {
     /// leaves before what it sends after.
     Virtq {
         vif: u16,
-        queue: SplitQueue,
+        queue: Virtqueue,
         hold: bool,
     },
     Kernel {
@@ -232,7 +232,7 @@ enum RxSource {
 enum TxSink {
     Eth(TxQueue),
     /// The guest RX rings of a vhost-user vif this lcore holds (one per queue pair it serves).
-    Virtq(Vec<SplitQueue>),
+    Virtq(Vec<Virtqueue>),
     Kernel(KernelTx),
 }
 
@@ -240,7 +240,7 @@ impl TxSink {
     /// The offloads the port finishes itself; the rest is finished before it is handed over.
     fn caps(&self) -> TxCaps {
         match self {
-            TxSink::Virtq(q) => offload::virtio_caps(q.first().map_or(0, SplitQueue::features)),
+            TxSink::Virtq(q) => offload::virtio_caps(q.first().map_or(0, Virtqueue::features)),
             TxSink::Eth(q) => offload::eth_caps(q.offloads()),
             TxSink::Kernel(_) => offload::KERNEL_CAPS,
         }
@@ -1143,7 +1143,7 @@ impl State {
         self.outbox = outbox;
     }
 
-    fn take_virtqueue(&mut self, vif: u16, index: u16) -> Option<SplitQueue> {
+    fn take_virtqueue(&mut self, vif: u16, index: u16) -> Option<Virtqueue> {
         if index % 2 == 1 {
             let pos = self.rx.iter().position(
                 |s| matches!(s, RxSource::Virtq { vif: v, queue, .. } if *v == vif && queue.index() == index),

@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use tracing::{info, warn};
-use vhost_user::{
-    Mode, PortConfig, PortEvent, PortState, SessionConfig, SplitQueue, VhostUserPort,
-};
+use vhost_user::{Mode, PortConfig, PortEvent, PortState, SessionConfig, VhostUserPort, Virtqueue};
 
 use crate::lcore::{LcoreCmd, QueueMap};
 
@@ -77,7 +75,7 @@ pub enum VhostCmd {
 /// What the forwarding lcores report back.
 pub enum LcoreEvent {
     /// The guest broke this queue's rules; the lcore stopped using it.
-    QueueBroken { vif: u16, queue: SplitQueue },
+    QueueBroken { vif: u16, queue: Virtqueue },
 }
 
 /// A vhost-user vif as status readers see it.
@@ -318,7 +316,7 @@ impl VhostCore {
     }
 
     /// Asks the lcore for queue `index` and waits until it has let go of it.
-    fn reclaim(&self, vif: u16, lcore: u8, index: u16) -> Option<SplitQueue> {
+    fn reclaim(&self, vif: u16, lcore: u8, index: u16) -> Option<Virtqueue> {
         let (reply, answer) = bounded(1);
         self.lcores
             .get(usize::from(lcore))?

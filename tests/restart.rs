@@ -5,7 +5,8 @@
 //!   do not grow per restart;
 //! - vrouterd itself is stopped and started again with the same configuration under two
 //!   client-mode vifs whose pods (virtio-user servers) keep running: traffic resumes without
-//!   touching the pods, and the pod counts exactly what the two vrouterds sent it.
+//!   touching the pods, and the pod counts exactly what the two vrouterds sent it; the same
+//!   with packed virtqueues.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -41,19 +42,25 @@ fn setup_vrf_and_routes(vr: &Vrouterd, vifs: &[VifRequest], routes: &[(&str, u32
 
 /// txonly to the vrouter MAC, `src` → 198.18.2.2 (the sink).
 fn sender(socket: &Path, server: bool, src: &str) -> TestpmdPod {
+    sender_cfg(socket, server, src).start()
+}
+
+fn sender_cfg(socket: &Path, server: bool, src: &str) -> TestpmdConfig {
     TestpmdConfig {
         server,
         ..TestpmdConfig::sender(socket, src, "198.18.2.2")
     }
-    .start()
 }
 
 fn receiver(socket: &Path, server: bool) -> TestpmdPod {
+    receiver_cfg(socket, server).start()
+}
+
+fn receiver_cfg(socket: &Path, server: bool) -> TestpmdConfig {
     TestpmdConfig {
         server,
         ..TestpmdConfig::receiver(socket)
     }
-    .start()
 }
 
 /// Waits until A's packets keep coming in and none reach B any more (its route is gone and
@@ -263,6 +270,18 @@ fn pods_restarted_20_times_reconnect_each_time_without_fd_or_memory_growth() {
 
 #[test]
 fn vrouterd_restarted_under_client_mode_pods_comes_back_and_traffic_resumes() {
+    vrouterd_restarted_under_client_mode_pods(false);
+}
+
+/// The same with packed virtqueues (`packed_vq=1`): each new vrouterd starts the pods' rings
+/// where virtio-user's reset put them.
+#[test]
+fn vrouterd_restarted_under_packed_ring_pods_comes_back_and_traffic_resumes() {
+    vrouterd_restarted_under_client_mode_pods(true);
+}
+
+fn vrouterd_restarted_under_client_mode_pods(packed: bool) {
+    let ring = |cfg: TestpmdConfig| if packed { cfg.packed() } else { cfg };
     let dir = tempfile::Builder::new()
         .prefix("vrouterd-restart")
         .tempdir()
@@ -285,8 +304,8 @@ fn vrouterd_restarted_under_client_mode_pods_comes_back_and_traffic_resumes() {
     let sink_route: IpPrefix = "198.18.2.2/32".parse().expect("prefix");
 
     // The pods are virtio-user servers: they create their sockets and wait for a backend.
-    let mut pod_b = receiver(&sock_b, true);
-    let mut pod_a = sender(&sock_a, true, "198.18.1.2");
+    let mut pod_b = ring(receiver_cfg(&sock_b, true)).start();
+    let mut pod_a = ring(sender_cfg(&sock_a, true, "198.18.1.2")).start();
 
     let mut sent_to_b = 0;
     for life in 1..=2 {
@@ -294,6 +313,14 @@ fn vrouterd_restarted_under_client_mode_pods_comes_back_and_traffic_resumes() {
         setup_vrf_and_routes(&vr, &vifs, &routes);
         vr.wait_vif("podA", &format!("vrouterd {life}: A"), connected);
         vr.wait_vif("podB", &format!("vrouterd {life}: B"), connected);
+        for n in ["podA", "podB"] {
+            let f = vr.vif(n).status.features.unwrap_or(0);
+            assert_eq!(
+                f & 1 << 34 != 0,
+                packed,
+                "vrouterd {life}: {n}'s ring layout ({f:#x})"
+            );
+        }
         vr.wait_vif("podA", &format!("vrouterd {life}: A sends"), |v| {
             rx_packets(v) >= 10_000
         });

@@ -194,6 +194,54 @@ fn vm_on_client_mode_vif_and_kernel_pod_with_default_offloads() {
     vm_and_kernel_pod_with_default_offloads(VhostUserMode::Client);
 }
 
+/// A guest with packed virtqueues (`packed=on`) on a vif in `mode`: it negotiates them, pings
+/// the kernel pod and moves verified TCP both ways.
+fn vm_with_packed_rings(mode: VhostUserMode) {
+    let start = Instant::now();
+    let node = Netns::new("vmnode");
+    let pod = KernelPod::attached_to(Some(&node), "p", 1, 1500);
+    let vr = start_vrouterd(Some(&node));
+    route_in_vrf1(&vr, &[("pod1", &pod)]);
+    let socket = vr.socket_base().join("vm-uid-7").join("vm7-net0");
+    let mut cfg = VmConfig::new("vm7", 7, socket, mode);
+    cfg.packed = true;
+    route_vm_in_vrf1(&vr, "vm7", &cfg, 3, 2);
+    let mut vm = Vm::boot(cfg);
+    wait_attached(&vr, "vm7", &mut vm);
+    let guest = vm.negotiated_features();
+    let backend = vr.vif("vm7").status.features.unwrap_or(0);
+    assert_ne!(
+        guest & 1 << 34,
+        0,
+        "the guest uses packed rings: {guest:#x}"
+    );
+    assert_ne!(backend & 1 << 34, 0, "so does vrouterd: {backend:#x}");
+    let vm_ip = vm.config().ip;
+    let (ok, out) = vm.ping(pod.ip, 5);
+    assert!(ok, "VM → pod ping: {out}\n{}", vr.process.outputs());
+    let out = pod.ping(&vm_ip.to_string(), 5);
+    assert!(out.contains("5 received"), "pod → VM ping: {out}");
+    let mut checks = Checks::default();
+    checks.transfer("VM → pod TCP", tcp_vm_to_pod(&mut vm, &pod, BYTES));
+    checks.transfer("pod → VM TCP", tcp_pod_to_vm(&pod, &mut vm, BYTES));
+    log_counters(&vr, &["vm7"], start);
+    checks.finish();
+    assert_eq!(vr.vif("vm7").status.broken, None);
+    drop(vm);
+    let status = vr.stop();
+    assert!(status.success(), "vrouterd exit {status}");
+}
+
+#[test]
+fn vm_with_packed_rings_on_server_mode_vif_moves_verified_tcp() {
+    vm_with_packed_rings(VhostUserMode::Server);
+}
+
+#[test]
+fn vm_with_packed_rings_on_client_mode_vif_moves_verified_tcp() {
+    vm_with_packed_rings(VhostUserMode::Client);
+}
+
 #[test]
 fn two_vms_one_per_vhost_user_mode() {
     let start = Instant::now();

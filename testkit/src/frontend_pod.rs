@@ -33,7 +33,7 @@ pub struct FrontendPod {
 
 impl FrontendPod {
     /// Connects to `socket` (retrying until it exists and accepts, up to
-    /// [`crate::wait::DEADLINE`]), negotiates every feature vrouterd offers, maps `memory` and
+    /// [`crate::wait::DEADLINE`]), negotiates every feature vrouterd offers (split rings), maps `memory` and
     /// starts queue pair 0 with RX buffers posted.
     pub fn connect(socket: &Path, memory: Memory) -> std::io::Result<FrontendPod> {
         Self::connect_with(socket, memory, OFFERED_FEATURES)
@@ -75,7 +75,11 @@ impl FrontendPod {
         };
         let mut rx = DriverQueue::new(&mut ram, RING, 2048);
         let tx = DriverQueue::new(&mut ram, RING, 2048);
-        fe.negotiate(&ram, features)?;
+        // Its rings are split ones: packed rings are not asked for even when offered.
+        fe.negotiate(
+            &ram,
+            features & !vhost_user::virtqueue::feature::RING_PACKED,
+        )?;
         fe.start_vring(&ram, 0, &rx)?;
         fe.start_vring(&ram, 1, &tx)?;
         while rx.add_rx(&ram, 1, 2048) {}

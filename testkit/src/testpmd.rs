@@ -40,6 +40,8 @@ pub struct TestpmdConfig {
     pub queues: u16,
     /// `mrg_rxbuf=` on or off.
     pub mrg_rxbuf: bool,
+    /// `packed_vq=`: packed virtqueues (`VIRTIO_F_RING_PACKED`) instead of split ones.
+    pub packed_vq: bool,
     /// `--forward-mode=` (io, macswap, rxonly, txonly, …).
     pub forward_mode: String,
     /// `-l` lcore list (testpmd needs a main lcore plus one forwarding lcore).
@@ -69,6 +71,7 @@ impl TestpmdConfig {
             queue_size: 256,
             queues: 1,
             mrg_rxbuf: true,
+            packed_vq: false,
             forward_mode: String::from("io"),
             lcores: String::from("0,1"),
             memory_mb: 256,
@@ -110,6 +113,14 @@ impl TestpmdConfig {
         }
     }
 
+    /// The pod with packed virtqueues (`packed_vq=1`).
+    pub fn packed(self) -> Self {
+        Self {
+            packed_vq: true,
+            ..self
+        }
+    }
+
     /// Starts the pod; fails the test if it cannot.
     pub fn start(self) -> TestpmdPod {
         let what = format!("starting testpmd ({})", self.forward_mode);
@@ -119,12 +130,13 @@ impl TestpmdConfig {
     /// The command line this config runs.
     pub fn args(&self) -> Vec<String> {
         let vdev = format!(
-            "net_virtio_user0,path={},queues={},queue_size={},mrg_rxbuf={},server={}",
+            "net_virtio_user0,path={},queues={},queue_size={},mrg_rxbuf={},server={}{}",
             self.socket.display(),
             self.queues,
             self.queue_size,
             u8::from(self.mrg_rxbuf),
-            u8::from(self.server)
+            u8::from(self.server),
+            if self.packed_vq { ",packed_vq=1" } else { "" }
         );
         let mut a = vec![
             format!("-l{}", self.lcores),

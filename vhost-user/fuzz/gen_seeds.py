@@ -80,3 +80,23 @@ seeds = {
 for name, img in seeds.items():
     sel = 2
     open(os.path.join(d, "seed-" + name), "wb").write(bytes([sel, 0b011]) + img)
+
+# packed_ring: [size - 1][features][base le16][RAM image]: the ring of `size` descriptors at
+# offset 0, the driver and device event areas after it, buffers from 8 KiB.
+AVAIL, USED, NEXT, WRITE, INDIRECT = 1 << 7, 1 << 15, 1, 2, 4
+def packed_image(size, descs, extra):
+    ring = b"".join(struct.pack("<QIHH", *x) for x in descs).ljust(16 * size, b"\0")
+    return (ring + bytes(8)).ljust(8192, b"\0") + extra
+
+d = "corpus/packed_ring"
+os.makedirs(d, exist_ok=True)
+seeds = {
+    "single": bytes([7, 3]) + struct.pack("<H", 0x8000) + packed_image(8, [(BUF, 72, 0, AVAIL)], bufdata),
+    "chained": bytes([7, 3]) + struct.pack("<H", 0x8000) + packed_image(8, [(BUF, 12, 0, AVAIL | NEXT), (BUF + 64, 60, 0, AVAIL | NEXT), (BUF + 256, 100, 5, AVAIL)], bufdata),
+    "indirect": bytes([7, 3]) + struct.pack("<H", 0x8000) + packed_image(8, [(BUF + 1024, 32, 1, AVAIL | INDIRECT)], bufdata[:1024]
+        + struct.pack("<QIHH", BUF, 40, 0, 0) + struct.pack("<QIHH", BUF + 100, 40, 0, 0) + bufdata[:1024]),
+    "rx_writable": bytes([7, 1]) + struct.pack("<H", 0x8000) + packed_image(8, [(BUF + 2048 * i, 2048, i, AVAIL | WRITE) for i in range(8)], bufdata),
+    "wrapped": bytes([7, 1]) + struct.pack("<H", 0x0006) + packed_image(8, [(BUF, 2048, 0, USED | WRITE)] * 8, bufdata),
+}
+for name, data in seeds.items():
+    open(os.path.join(d, "seed-" + name), "wb").write(data)

@@ -8,7 +8,7 @@ secs=${1:-60}
 cd "$(dirname "$0")"
 toolchain=()
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then toolchain=(+nightly); else export RUSTC_BOOTSTRAP=1; fi
-for target in session desc_chain; do
+for target in session desc_chain packed_ring; do
     work=$(mktemp -d)
     cp corpus/"$target"/seed-* "$work"/
     echo "fuzz: $target for ${secs}s"

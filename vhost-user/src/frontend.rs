@@ -13,7 +13,10 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use crate::codec::{self, RequestCode, VringAddr, HEADER_LEN};
 use crate::memory::{GuestMemory, RegionSpec};
 use crate::virtqueue::layout::{avail, desc, used};
-use crate::virtqueue::{QueueSetup, SplitQueue, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
+use crate::virtqueue::packed::{DESC_F_AVAIL as PACKED_F_AVAIL, DESC_F_USED as PACKED_F_USED};
+use crate::virtqueue::{
+    PackedQueue, QueueSetup, SplitQueue, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
+};
 
 /// Frontend-virtual address where the test guest RAM pretends to live.
 pub const UVA_BASE: u64 = 0x7f00_0000_0000;
@@ -467,6 +470,371 @@ impl DriverQueue {
                 codec::vring_state_payload(index, 1),
             ),
         ]
+    }
+}
+
+/// A raw packed-ring descriptor as the driver writes it (tests build hostile rings with it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PackedDesc {
+    /// Buffer address.
+    pub addr: u64,
+    /// Buffer length.
+    pub len: u32,
+    /// Buffer id.
+    pub id: u16,
+    /// Flags (NEXT, WRITE, INDIRECT, AVAIL, USED).
+    pub flags: u16,
+}
+
+impl PackedDesc {
+    /// Encodes the descriptor.
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.addr.to_le_bytes());
+        b[8..12].copy_from_slice(&self.len.to_le_bytes());
+        b[12..14].copy_from_slice(&self.id.to_le_bytes());
+        b[14..].copy_from_slice(&self.flags.to_le_bytes());
+        b
+    }
+
+    /// Decodes a descriptor.
+    pub fn from_bytes(b: &[u8]) -> Self {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&b[..16]);
+        Self {
+            addr: u64::from_le_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+            len: u32::from_le_bytes([a[8], a[9], a[10], a[11]]),
+            id: u16::from_le_bytes([a[12], a[13]]),
+            flags: u16::from_le_bytes([a[14], a[15]]),
+        }
+    }
+}
+
+/// The driver side of one packed virtqueue in [`GuestRam`]: a descriptor ring, the driver and
+/// device event suppression areas, one `buf_size`-byte buffer per buffer id.
+#[derive(Debug)]
+pub struct PackedDriver {
+    /// Queue size.
+    pub size: u16,
+    /// Descriptor ring address.
+    pub ring: u64,
+    /// Driver event suppression area.
+    pub driver_event: u64,
+    /// Device event suppression area.
+    pub device_event: u64,
+    /// Next slot to fill and the driver's wrap counter.
+    avail: (u16, bool),
+    /// Next slot to reap and the wrap counter its used descriptor will carry.
+    used: (u16, bool),
+    free_ids: Vec<u16>,
+    /// Ring slots in use.
+    in_flight: u16,
+    /// Per buffer id: the slots its chain took and its buffers (address, length), in order.
+    owned: Vec<(u16, Vec<(u64, u32)>)>,
+    buf_size: u32,
+    bufs: Vec<u64>,
+}
+
+impl PackedDriver {
+    /// Lays out a queue of `size` slots.
+    pub fn new(ram: &mut GuestRam, size: u16, buf_size: u32) -> Self {
+        use crate::virtqueue::layout::packed::{desc as pdesc, event};
+        let ring = ram.alloc(pdesc::ring_len(size), pdesc::ALIGN);
+        let driver_event = ram.alloc(event::LEN, event::ALIGN);
+        let device_event = ram.alloc(event::LEN, event::ALIGN);
+        let bufs = (0..size)
+            .map(|_| ram.alloc(u64::from(buf_size), 64))
+            .collect();
+        Self {
+            size,
+            ring,
+            driver_event,
+            device_event,
+            avail: (0, true),
+            used: (0, true),
+            free_ids: (0..size).rev().collect(),
+            in_flight: 0,
+            owned: vec![(0, Vec::new()); usize::from(size)],
+            buf_size,
+            bufs,
+        }
+    }
+
+    /// `SET_VRING_ADDR` payload fields for this queue.
+    pub fn addr(&self, ram: &GuestRam, index: u32) -> VringAddr {
+        VringAddr {
+            index,
+            flags: 0,
+            desc: ram.uva(self.ring),
+            used: ram.uva(self.device_event),
+            avail: ram.uva(self.driver_event),
+            log: 0,
+        }
+    }
+
+    /// A backend queue over this ring sharing the frontend's mapping (`RING_PACKED` is added
+    /// to `features`), starting where the driver stands.
+    pub fn backend_queue(&self, ram: &GuestRam, index: u16, features: u64) -> PackedQueue {
+        PackedQueue::new(QueueSetup {
+            index,
+            size: self.size,
+            mem: Arc::clone(ram.memory()),
+            desc_gpa: self.ring,
+            avail_gpa: self.driver_event,
+            used_gpa: self.device_event,
+            base: self.base(),
+            features: features | crate::virtqueue::feature::RING_PACKED,
+            call: None,
+        })
+        .expect("test ring lies in test RAM")
+    }
+
+    /// The driver's avail position as `SET_VRING_BASE` gives it (bit 15: wrap counter).
+    pub fn base(&self) -> u16 {
+        self.avail.0 | if self.avail.1 { 1 << 15 } else { 0 }
+    }
+
+    /// The next slot the driver fills and its wrap counter.
+    pub fn avail_pos(&self) -> (u16, bool) {
+        self.avail
+    }
+
+    /// Ring slots free for new chains.
+    pub fn free_slots(&self) -> u16 {
+        self.size - self.in_flight
+    }
+
+    /// The AVAIL/USED bits that make a descriptor available under wrap counter `wrap`.
+    pub fn avail_bits(wrap: bool) -> u16 {
+        if wrap {
+            PACKED_F_AVAIL
+        } else {
+            PACKED_F_USED
+        }
+    }
+
+    /// Writes slot `slot` raw.
+    pub fn write_slot(&self, ram: &GuestRam, slot: u16, d: PackedDesc) {
+        ram.write(self.ring + 16 * u64::from(slot), &d.to_bytes());
+    }
+
+    /// Reads slot `slot`.
+    pub fn read_slot(&self, ram: &GuestRam, slot: u16) -> PackedDesc {
+        PackedDesc::from_bytes(&ram.read(self.ring + 16 * u64::from(slot), 16))
+    }
+
+    /// Makes a chain of `descs` (addr, len, flags without NEXT/AVAIL/USED) available under
+    /// buffer id `id`, the head written last; returns false without room. Hostile tests give
+    /// any id.
+    pub fn post(&mut self, ram: &GuestRam, id: u16, descs: &[(u64, u32, u16)]) -> bool {
+        let n = descs.len() as u16;
+        if n == 0 || n > self.free_slots() {
+            return false;
+        }
+        let head_slot = self.avail.0;
+        let mut head = None;
+        for (k, &(addr, len, flags)) in descs.iter().enumerate() {
+            let last = k + 1 == descs.len();
+            let d = PackedDesc {
+                addr,
+                len,
+                id,
+                flags: flags | if last { 0 } else { DESC_F_NEXT } | Self::avail_bits(self.avail.1),
+            };
+            if k == 0 {
+                head = Some(d);
+            } else {
+                self.write_slot(ram, self.avail.0, d);
+            }
+            self.step_avail();
+        }
+        if let Some(d) = head {
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+            self.write_slot(ram, head_slot, d);
+        }
+        if let Some(o) = self.owned.get_mut(usize::from(id)) {
+            *o = (n, descs.iter().map(|&(a, l, _)| (a, l)).collect());
+        }
+        self.in_flight += n;
+        true
+    }
+
+    fn step_avail(&mut self) {
+        self.avail.0 += 1;
+        if self.avail.0 == self.size {
+            self.avail = (0, !self.avail.1);
+        }
+    }
+
+    /// Posts a TX frame (`hdr` + `frame`) split across descriptors of at most `seg` bytes,
+    /// directly or through an indirect table. Returns false when there is no room.
+    pub fn add_tx_with_hdr(
+        &mut self,
+        ram: &mut GuestRam,
+        hdr: &[u8],
+        frame: &[u8],
+        seg: usize,
+        indirect: bool,
+    ) -> bool {
+        let mut bytes = hdr.to_vec();
+        bytes.extend_from_slice(frame);
+        let chunks: Vec<Vec<u8>> = bytes.chunks(seg.max(1)).map(<[u8]>::to_vec).collect();
+        let needed = if indirect { 1 } else { chunks.len() as u16 };
+        let Some(&id) = self.free_ids.last() else {
+            return false;
+        };
+        if needed > self.free_slots() {
+            return false;
+        }
+        let mut descs = Vec::new();
+        for c in &chunks {
+            let buf = ram.alloc(c.len().max(1) as u64, 8);
+            ram.write(buf, c);
+            descs.push((buf, c.len() as u32, 0));
+        }
+        self.free_ids.pop();
+        if indirect {
+            let table = ram.alloc(16 * descs.len() as u64, 16);
+            for (k, &(a, l, f)) in descs.iter().enumerate() {
+                let d = PackedDesc {
+                    addr: a,
+                    len: l,
+                    id: 0,
+                    flags: f,
+                };
+                ram.write(table + 16 * k as u64, &d.to_bytes());
+            }
+            let ok = self.post(
+                ram,
+                id,
+                &[(table, 16 * descs.len() as u32, DESC_F_INDIRECT)],
+            );
+            if let Some(o) = self.owned.get_mut(usize::from(id)) {
+                o.1 = descs.iter().map(|&(a, l, _)| (a, l)).collect();
+            }
+            return ok;
+        }
+        self.post(ram, id, &descs)
+    }
+
+    /// As [`PackedDriver::add_tx_with_hdr`] with a zeroed `hdr_len`-byte header.
+    pub fn add_tx(
+        &mut self,
+        ram: &mut GuestRam,
+        hdr_len: usize,
+        frame: &[u8],
+        seg: usize,
+        indirect: bool,
+    ) -> bool {
+        self.add_tx_with_hdr(ram, &vec![0u8; hdr_len], frame, seg, indirect)
+    }
+
+    /// Posts one writable RX chain of `descs` buffers of `len` bytes (each a slice of the
+    /// id's buffer when it fits, else freshly allocated).
+    pub fn add_rx(&mut self, ram: &mut GuestRam, descs: usize, len: u32) -> bool {
+        let Some(&id) = self.free_ids.last() else {
+            return false;
+        };
+        if descs as u16 > self.free_slots() {
+            return false;
+        }
+        let list: Vec<(u64, u32, u16)> = (0..descs)
+            .map(|k| {
+                let base = self.bufs[usize::from(id)];
+                let addr = if (k as u64 + 1) * u64::from(len) <= u64::from(self.buf_size) {
+                    base + k as u64 * u64::from(len)
+                } else {
+                    ram.alloc(u64::from(len).max(1), 64)
+                };
+                (addr, len, DESC_F_WRITE)
+            })
+            .collect();
+        self.free_ids.pop();
+        self.post(ram, id, &list)
+    }
+
+    /// Reaps used descriptors in order: `(id, len)`, freeing their ids and slots.
+    pub fn reap(&mut self, ram: &GuestRam) -> Vec<(u16, u32)> {
+        let mut out = Vec::new();
+        while self.in_flight > 0 {
+            let d = self.read_slot(ram, self.used.0);
+            let avail = d.flags & PACKED_F_AVAIL != 0;
+            let used = d.flags & PACKED_F_USED != 0;
+            if avail != self.used.1 || used != self.used.1 {
+                break;
+            }
+            let Some((slots, _)) = self.owned.get(usize::from(d.id)).cloned() else {
+                break;
+            };
+            out.push((d.id, d.len));
+            self.free_ids.push(d.id);
+            self.in_flight -= slots;
+            for _ in 0..slots {
+                self.used.0 += 1;
+                if self.used.0 == self.size {
+                    self.used = (0, !self.used.1);
+                }
+            }
+        }
+        out
+    }
+
+    /// The bytes the device wrote into the buffers of id `id` (`len` bytes over them).
+    pub fn rx_bytes(&self, ram: &GuestRam, id: u16, len: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut left = len as usize;
+        for &(addr, l) in &self.owned[usize::from(id)].1 {
+            let n = left.min(l as usize);
+            out.extend(ram.read(addr, n));
+            left -= n;
+        }
+        out
+    }
+
+    /// Collects received frames, joining mergeable buffers by `num_buffers`; each with its
+    /// virtio-net header bytes apart.
+    pub fn receive_with_hdr(
+        &mut self,
+        ram: &GuestRam,
+        hdr_len: usize,
+        mergeable: bool,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let used = self.reap(ram);
+        let mut frames = Vec::new();
+        let mut it = used.into_iter();
+        while let Some((id, len)) = it.next() {
+            let mut bytes = self.rx_bytes(ram, id, len);
+            if mergeable && bytes.len() >= 12 {
+                let n = u16::from_le_bytes([bytes[10], bytes[11]]);
+                for _ in 1..n {
+                    if let Some((id2, len2)) = it.next() {
+                        bytes.extend(self.rx_bytes(ram, id2, len2));
+                    }
+                }
+            }
+            let frame = bytes.split_off(hdr_len.min(bytes.len()));
+            frames.push((bytes, frame));
+        }
+        frames
+    }
+
+    /// As [`PackedDriver::receive_with_hdr`], without the headers.
+    pub fn receive(&mut self, ram: &GuestRam, hdr_len: usize, mergeable: bool) -> Vec<Vec<u8>> {
+        self.receive_with_hdr(ram, hdr_len, mergeable)
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect()
+    }
+
+    /// Sets the driver event suppression structure (`flags`, and `off_wrap` for DESC).
+    pub fn set_driver_event(&self, ram: &GuestRam, flags: u16, off_wrap: u16) {
+        ram.w16(self.driver_event, off_wrap);
+        ram.w16(self.driver_event + 2, flags);
+    }
+
+    /// The device event suppression flags the backend wrote.
+    pub fn device_event_flags(&self, ram: &GuestRam) -> u16 {
+        ram.r16(self.device_event + 2)
     }
 }
 

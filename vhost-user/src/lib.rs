@@ -13,7 +13,8 @@
 //!
 //! # Wiring it into a vrouter
 //!
-//! One vhost thread owns every [`VhostUserPort`]; forwarding threads own [`SplitQueue`]s.
+//! One vhost thread owns every [`VhostUserPort`]; forwarding threads own [`Virtqueue`]s, split
+//! or packed as the frontend negotiated (`VIRTIO_F_RING_PACKED`).
 //! Guest memory is an `Arc`: a queue keeps its mapping alive, so a forwarding thread can never
 //! touch unmapped memory, and the mapping goes away when the last queue is dropped. Queue
 //! hand-back is an explicit handshake: a message that touches a running vring (its
@@ -46,7 +47,8 @@
 //!         }
 //!     }
 //!     // On an lcore: `rx_queue.enqueue_burst(&mbufs)` / `tx_queue.dequeue_burst(&mut mbufs)`,
-//!     // or `vhost_user::forward_burst(&mut tx_of_a, &mut rx_of_b, 32)` between two pods.
+//!     // or `vhost_user::forward_burst(&mut tx_of_a, &mut rx_of_b, 32)` between two split
+//!     // rings of two pods.
 //!     # let _ = VecBuffer::with_capacity(0);
 //!     # break;
 //! }
@@ -75,4 +77,6 @@ pub use error::{DecodeError, Error, MemoryError};
 pub use net_hdr::NetHdr;
 pub use port::{Mode, PortConfig, PortEvent, PortState, VhostUserPort};
 pub use session::{Session, SessionConfig};
-pub use virtqueue::{forward_burst, PacketBuffer, QueueStats, SplitQueue, VecBuffer};
+pub use virtqueue::{
+    forward_burst, PackedQueue, PacketBuffer, QueueStats, SplitQueue, VecBuffer, Virtqueue,
+};

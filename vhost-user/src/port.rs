@@ -24,7 +24,7 @@ use rustix::event::epoll;
 use crate::connection::{Connection, Incoming};
 use crate::error::Error;
 use crate::session::{Output, Session, SessionConfig};
-use crate::virtqueue::SplitQueue;
+use crate::virtqueue::Virtqueue;
 
 /// Messages handled per [`VhostUserPort::process`] call.
 pub const MESSAGE_BUDGET: usize = 64;
@@ -419,7 +419,7 @@ impl VhostUserPort {
     }
 
     /// Takes a ready vring for the data path.
-    pub fn take_queue(&mut self, index: u16) -> Result<SplitQueue, Error> {
+    pub fn take_queue(&mut self, index: u16) -> Result<Virtqueue, Error> {
         match &mut self.attached {
             Some(a) => a.session.take_queue(index),
             None => Err(Error::NotReady {
@@ -431,7 +431,7 @@ impl VhostUserPort {
 
     /// Gives a vring back after `QueueStop` (or at any time). After a disconnect it is simply
     /// dropped, which releases its hold on the old guest memory.
-    pub fn return_queue(&mut self, q: SplitQueue, events: &mut Vec<PortEvent>) {
+    pub fn return_queue(&mut self, q: Virtqueue, events: &mut Vec<PortEvent>) {
         let now = Instant::now();
         let Some(a) = &mut self.attached else { return };
         self.out.clear();

@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use testkit::testpmd::{TestpmdConfig, TestpmdPod};
-use vhost_user::{Mode, PortConfig, PortEvent, SplitQueue, VecBuffer, VhostUserPort};
+use vhost_user::{Mode, PortConfig, PortEvent, VecBuffer, VhostUserPort, Virtqueue};
 
 /// The backend under test and the queues it lent to its "data path" (this test thread).
 struct Backend {
     port: VhostUserPort,
     /// Lent vrings by index: 2p is pair p's guest RX (we enqueue), 2p+1 its guest TX.
-    queues: Vec<Option<SplitQueue>>,
+    queues: Vec<Option<Virtqueue>>,
     pairs: usize,
     events: Vec<PortEvent>,
     disconnects: usize,

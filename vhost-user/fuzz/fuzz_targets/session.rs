@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use vhost_user::codec::{decode, Header, HEADER_LEN};
 use vhost_user::session::{Output, Session, SessionConfig};
 use vhost_user::virtqueue::Broken;
-use vhost_user::{DecodeError, SplitQueue, VecBuffer};
+use vhost_user::{DecodeError, Virtqueue, VecBuffer};
 
 /// Size of the guest's memory file.
 const MEM: u64 = 1 << 20;
@@ -44,7 +44,7 @@ impl GuestFile {
 }
 
 /// Runs one burst each way on every lent queue.
-fn run_queues(lent: &mut [SplitQueue], bufs: &mut [VecBuffer], frames: &[VecBuffer]) {
+fn run_queues(lent: &mut [Virtqueue], bufs: &mut [VecBuffer], frames: &[VecBuffer]) {
     for q in lent.iter_mut() {
         if q.index() % 2 == 1 {
             let _ = q.dequeue_burst(bufs);
@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
         ..SessionConfig::default()
     });
     let mut out = Output::default();
-    let mut lent: Vec<SplitQueue> = Vec::new();
+    let mut lent: Vec<Virtqueue> = Vec::new();
     let mut bufs: Vec<VecBuffer> = (0..8).map(|_| VecBuffer::with_capacity(2048)).collect();
     let frames: Vec<VecBuffer> = [60usize, 1514, 3000]
         .iter()
@@ -91,7 +91,7 @@ fuzz_target!(|data: &[u8]| {
             let running: Vec<u16> = lent
                 .iter()
                 .filter(|q| q.broken().is_none())
-                .map(SplitQueue::index)
+                .map(Virtqueue::index)
                 .collect();
             let _ = rustix::fs::ftruncate(&file.0, len);
             // Twice: a queue that ran before another one met the fault meets it next time.

@@ -3,7 +3,7 @@
 //!
 //! Queue hand-over is an explicit quiesce handshake. When a vring becomes ready the session
 //! reports it in [`Output::ready`]; the driver takes it with [`Session::take_queue`] and gives the
-//! [`SplitQueue`] to a forwarding thread. A later message that touches a lent vring (its
+//! [`Virtqueue`] to a forwarding thread. A later message that touches a lent vring (its
 //! `GET_VRING_BASE`, a new call fd, a new memory table, a reset, …) is held: the session lists the
 //! vrings it needs back in [`Output::stop`] and reports itself [`Session::is_blocked`]; the driver
 //! fetches them from the forwarding threads and hands them back with [`Session::return_queue`],
@@ -14,14 +14,14 @@
 //!
 //! Rooms: this module holds the session's state and the hand-over of vrings to the data path;
 //! `dispatch` sends each request to its handler and answers it; `rings` sets up the memory
-//! table and the vrings and builds a ready vring into a [`SplitQueue`].
+//! table and the vrings and builds a ready vring into a [`Virtqueue`].
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use crate::codec::{Message, Request, VringAddr};
 use crate::memory::{DirtyLog, GuestMemory};
-use crate::virtqueue::{feature, SplitQueue};
+use crate::virtqueue::{feature, Virtqueue};
 
 mod dispatch;
 mod rings;
@@ -59,6 +59,7 @@ pub const OFFERED_FEATURES: u64 = feature::VERSION_1
     | feature::MRG_RXBUF
     | feature::EVENT_IDX
     | feature::INDIRECT_DESC
+    | feature::RING_PACKED
     | F_MQ
     | F_STATUS
     | F_PROTOCOL_FEATURES
@@ -289,7 +290,7 @@ impl Session {
 
     /// Gives a lent vring back (after the data path stopped using it). Processes a held message
     /// once every vring it waits for is back.
-    pub fn return_queue(&mut self, q: SplitQueue, out: &mut Output) {
+    pub fn return_queue(&mut self, q: Virtqueue, out: &mut Output) {
         let name = self.cfg.name.clone();
         if let Some(v) = self.vrings.get_mut(usize::from(q.index())) {
             if v.lent {

@@ -1,5 +1,5 @@
 //! Memory and vring set-up: the memory table, each vring's size, addresses, base, fds and
-//! enable bit, and a ready vring built into a [`SplitQueue`] for the data path.
+//! enable bit, and a ready vring built into a [`Virtqueue`] for the data path.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -9,8 +9,9 @@ use super::{Output, Session, Vring, F_PROTOCOL_FEATURES, PF_LOG_SHMFD};
 use crate::codec::{LogArea, Message, Request, VringAddr, VringState, VRING_F_LOG};
 use crate::error::Error;
 use crate::memory::{DirtyLog, GuestMemory};
+use crate::virtqueue::layout::packed;
 use crate::virtqueue::layout::{avail, desc, used};
-use crate::virtqueue::{QueueSetup, SplitQueue, MAX_QUEUE_SIZE};
+use crate::virtqueue::{feature, QueueSetup, Virtqueue, MAX_QUEUE_SIZE};
 
 impl Session {
     /// `SET_MEM_TABLE`: maps the frontend's regions; a ring that broke may be set up again.
@@ -113,32 +114,42 @@ impl Session {
         Outcome::Ok
     }
 
-    /// `SET_VRING_BASE`: the avail index the ring starts from.
+    /// `SET_VRING_BASE`: the avail index the ring starts from. A packed ring's is bits 0-14 the
+    /// slot and bit 15 its wrap counter; bits 16-31 (the used position, which QEMU may send)
+    /// are ignored: this backend's used position always equals its avail one.
     pub(super) fn set_vring_base(&mut self, msg: &Message, s: &VringState) -> Outcome {
-        if s.num > 0xffff {
+        let packed = self.features & feature::RING_PACKED != 0;
+        if s.num > 0xffff && !packed {
             return self.refuse(msg, &format!("base {} exceeds 16 bits", s.num));
         }
         let Some(v) = self.vring_mut(s.index) else {
             return self.refuse(msg, &format!("no vring {}", s.index));
         };
-        v.base = s.num as u16;
+        v.base = (s.num & 0xffff) as u16;
         v.failed = false;
         Outcome::Ok
     }
 
-    /// `GET_VRING_BASE`: stops the ring and replies with where it stands.
+    /// `GET_VRING_BASE`: stops the ring and replies with where it stands. For a packed ring the
+    /// used position (bits 16-31, vhost-user spec) is the avail one (bits 0-15).
     pub(super) fn get_vring_base(
         &mut self,
         msg: &Message,
         s: &VringState,
         out: &mut Output,
     ) -> Outcome {
+        let packed = self.features & feature::RING_PACKED != 0;
         let base = match self.vring_mut(s.index) {
             Some(v) => {
                 // Stops the ring (spec): it restarts with the next kick.
                 v.started = false;
                 v.kick = None;
-                u32::from(v.base)
+                let b = u32::from(v.base);
+                if packed {
+                    b | b << 16
+                } else {
+                    b
+                }
             }
             None => {
                 tracing::warn!(dev = %self.cfg.name, index = s.index, "GET_VRING_BASE for a vring that does not exist; replying 0");
@@ -213,7 +224,7 @@ impl Session {
     }
 
     /// Takes a ready vring for the data path.
-    pub fn take_queue(&mut self, index: u16) -> Result<SplitQueue, Error> {
+    pub fn take_queue(&mut self, index: u16) -> Result<Virtqueue, Error> {
         let features = self.features;
         let protocol_enabled = self.features & F_PROTOCOL_FEATURES != 0;
         let v = self
@@ -232,19 +243,25 @@ impl Session {
             _ => Arc::clone(mem),
         };
         let mem = &mem;
+        // A packed ring's driver and device areas are the 4-byte event suppression structures.
+        let (avail_len, used_len) = if features & feature::RING_PACKED != 0 {
+            (packed::event::LEN, packed::event::LEN)
+        } else {
+            (avail::len(size), used::len(size))
+        };
         let built = (|| {
             let setup = QueueSetup {
                 index,
                 size,
                 desc_gpa: mem.uva_to_gpa(addr.desc, desc::table_len(size))?,
-                avail_gpa: mem.uva_to_gpa(addr.avail, avail::len(size))?,
-                used_gpa: mem.uva_to_gpa(addr.used, used::len(size))?,
+                avail_gpa: mem.uva_to_gpa(addr.avail, avail_len)?,
+                used_gpa: mem.uva_to_gpa(addr.used, used_len)?,
                 mem: Arc::clone(mem),
                 base: v.base,
                 features,
                 call: v.call.clone(),
             };
-            let mut q = SplitQueue::new(setup)?;
+            let mut q = Virtqueue::new(setup)?;
             if addr.flags & VRING_F_LOG != 0 {
                 q.log_used_at(addr.log);
             }

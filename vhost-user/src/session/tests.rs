@@ -100,7 +100,8 @@ fn start(s: &mut Session, ram: &GuestRam, index: u32, q: &DriverQueue) -> Output
     all
 }
 
-const F: u64 = OFFERED_FEATURES;
+/// Everything offered, split rings (the test driver here lays out split rings).
+const F: u64 = OFFERED_FEATURES & !feature::RING_PACKED;
 
 #[test]
 fn offers_features_protocol_features_and_queue_count() {
@@ -921,4 +922,68 @@ fn a_vring_taken_while_a_message_waits_for_the_others_is_asked_back_too() {
     let mut ready = out.ready.clone();
     ready.sort_unstable();
     assert_eq!(ready, vec![0, 1]);
+}
+
+#[test]
+fn packed_rings_are_built_packed_and_carry_their_wrap_counter_through_vring_base() {
+    use crate::frontend::PackedDriver;
+    let mut ram = GuestRam::new(1 << 20).unwrap();
+    let mut d = PackedDriver::new(&mut ram, 8, 2048);
+    let mut s = negotiated(&ram, OFFERED_FEATURES);
+    assert_ne!(
+        s.features() & feature::RING_PACKED,
+        0,
+        "packed rings are offered"
+    );
+    // QEMU sends the used position in bits 16-31; DPDK virtio-user only bit 15.
+    for (c, p) in [
+        (RequestCode::SetVringNum, codec::vring_state_payload(1, 8)),
+        (
+            RequestCode::SetVringBase,
+            codec::vring_state_payload(1, 0x8000_8000),
+        ),
+        (
+            RequestCode::SetVringAddr,
+            codec::vring_addr_payload(&d.addr(&ram, 1)),
+        ),
+        (RequestCode::SetVringKick, u64p(1 | codec::VRING_NOFD_MASK)),
+        (
+            RequestCode::SetVringEnable,
+            codec::vring_state_payload(1, 1),
+        ),
+    ] {
+        let out = send(&mut s, msg(c, true, &p, vec![]));
+        assert_eq!(replies(&out), vec![reply(c, u64p(0))], "{c:?}");
+    }
+    let mut vq = s.take_queue(1).unwrap();
+    assert!(vq.is_packed());
+    let mut bufs: Vec<VecBuffer> = (0..8).map(|_| VecBuffer::with_capacity(2048)).collect();
+    // Eleven frames: one lap and three slots, the wrap counter now 0.
+    for i in 0..11u8 {
+        assert!(d.add_tx(&mut ram, 12, &[i; 60], 2048, false));
+        assert_eq!(vq.dequeue_burst(&mut bufs), 1);
+        assert_eq!(bufs[0].data(), &[i; 60]);
+        d.reap(&ram);
+    }
+    let out = send(
+        &mut s,
+        msg(
+            RequestCode::GetVringBase,
+            false,
+            &codec::vring_state_payload(1, 0),
+            vec![],
+        ),
+    );
+    assert_eq!(out.stop, vec![1]);
+    let mut out = Output::default();
+    s.return_queue(vq, &mut out);
+    let r = replies(&out);
+    assert_eq!(r.len(), 1);
+    let mut want = 1u32.to_le_bytes().to_vec();
+    want.extend_from_slice(&(3u32 | 3 << 16).to_le_bytes());
+    assert_eq!(
+        r[0],
+        reply(RequestCode::GetVringBase, want),
+        "slot 3, wrap 0, for avail (bits 0-15) and used (bits 16-31)"
+    );
 }

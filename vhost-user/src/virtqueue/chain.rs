@@ -5,6 +5,7 @@ use super::layout::desc;
 use super::{
     Broken, SplitQueue, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, MAX_QUEUE_SIZE, MAX_SEGMENTS,
 };
+use crate::memory::GuestMemory;
 
 /// A descriptor as read from a table.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,43 @@ impl Segments {
     pub fn total(&self) -> u64 {
         self.total
     }
+
+    /// Checks one descriptor (direction, bounds in guest memory) and lists its buffer: a
+    /// zero-length buffer is checked but not listed; a full list is `ChainFault::TooManySegments`.
+    /// Both ring layouts list their chains through here.
+    #[inline(always)]
+    pub(super) fn push_checked(
+        &mut self,
+        mem: &GuestMemory,
+        addr: u64,
+        len: u32,
+        flags: u16,
+        device_writes: bool,
+    ) -> Result<(), ChainFault> {
+        let writable = flags & DESC_F_WRITE != 0;
+        if writable != device_writes {
+            return Err(if device_writes {
+                Broken::ReadOnlyRxDescriptor
+            } else {
+                Broken::WritableTxDescriptor
+            }
+            .into());
+        }
+        let len64 = u64::from(len);
+        if mem.check_range(addr, len64).is_err() {
+            return Err(Broken::BadAddress { addr, len: len64 }.into());
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        if self.n == MAX_SEGMENTS {
+            return Err(ChainFault::TooManySegments);
+        }
+        self.segs[self.n] = (addr, len);
+        self.n += 1;
+        self.total += len64;
+        Ok(())
+    }
 }
 
 pub(super) enum ChainFault {
@@ -101,35 +139,14 @@ impl SplitQueue {
         })
     }
 
+    #[inline(always)]
     fn push_segment(
         &self,
         d: &Desc,
         device_writes: bool,
         segs: &mut Segments,
     ) -> Result<(), ChainFault> {
-        let writable = d.flags & DESC_F_WRITE != 0;
-        if writable != device_writes {
-            return Err(if device_writes {
-                Broken::ReadOnlyRxDescriptor
-            } else {
-                Broken::WritableTxDescriptor
-            }
-            .into());
-        }
-        let len = u64::from(d.len);
-        if self.mem.check_range(d.addr, len).is_err() {
-            return Err(Broken::BadAddress { addr: d.addr, len }.into());
-        }
-        if d.len == 0 {
-            return Ok(());
-        }
-        if segs.n == MAX_SEGMENTS {
-            return Err(ChainFault::TooManySegments);
-        }
-        segs.segs[segs.n] = (d.addr, d.len);
-        segs.n += 1;
-        segs.total += len;
-        Ok(())
+        segs.push_checked(&self.mem, d.addr, d.len, d.flags, device_writes)
     }
 
     /// Follows the chain at `head` (direct or through one indirect table) into `segs`.

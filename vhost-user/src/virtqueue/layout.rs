@@ -95,3 +95,49 @@ pub mod used {
         avail_event(size) as u64 + 2
     }
 }
+
+/// The packed virtqueue (virtio 1.2, "Packed Virtqueues"): one descriptor ring the driver and the
+/// device both write, and two event suppression structures (driver area and device area).
+pub mod packed {
+    /// `struct pvirtq_desc`: `le64 addr; le32 len; le16 id; le16 flags;`.
+    pub mod desc {
+        /// Bytes per descriptor (ring entry or indirect table entry).
+        pub const SIZE: usize = 16;
+        /// `le64 addr`: guest-physical address of the buffer.
+        pub const ADDR: usize = 0;
+        /// `le32 len`: buffer length (used: bytes the device wrote).
+        pub const LEN: usize = 8;
+        /// `le16 id`: buffer id (in the chain's last descriptor; returned in the used one).
+        pub const ID: usize = 12;
+        /// `le16 flags`, with the AVAIL and USED bits that hand the slot over.
+        pub const FLAGS: usize = 14;
+        /// Alignment the ring must have.
+        pub const ALIGN: u64 = 16;
+
+        /// Offset of descriptor `i` in the ring (or an indirect table).
+        #[inline(always)]
+        pub const fn at(i: u16) -> usize {
+            SIZE * i as usize
+        }
+
+        /// Bytes of a ring of `size` descriptors.
+        pub const fn ring_len(size: u16) -> u64 {
+            at(size) as u64
+        }
+    }
+
+    /// `struct pvirtq_event_suppress`: `le16 desc` (bits 0-14 offset, bit 15 wrap counter),
+    /// `le16 flags` (ENABLE, DISABLE, DESC). The driver area is the driver's (read by the
+    /// device: when to interrupt), the device area the device's (read by the driver: when to
+    /// kick).
+    pub mod event {
+        /// `le16 desc`: the descriptor offset and wrap counter for `RING_EVENT_FLAGS_DESC`.
+        pub const OFF_WRAP: usize = 0;
+        /// `le16 flags`.
+        pub const FLAGS: usize = 2;
+        /// Bytes of the structure.
+        pub const LEN: u64 = 4;
+        /// Alignment the structure must have.
+        pub const ALIGN: u64 = 4;
+    }
+}

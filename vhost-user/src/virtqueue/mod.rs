@@ -30,6 +30,7 @@ mod buffer;
 mod chain;
 mod forward;
 pub mod layout;
+pub mod packed;
 mod ring;
 mod rx;
 mod tx;
@@ -40,6 +41,7 @@ mod tests;
 pub use buffer::{PacketBuffer, VecBuffer, MAX_APPEND};
 pub use chain::Segments;
 pub use forward::forward_burst;
+pub use packed::PackedQueue;
 
 /// Descriptor flag: the chain continues at `next`.
 pub const DESC_F_NEXT: u16 = 1;
@@ -66,6 +68,8 @@ pub mod feature {
     pub const EVENT_IDX: u64 = 1 << 29;
     /// VIRTIO_F_VERSION_1.
     pub const VERSION_1: u64 = 1 << 32;
+    /// VIRTIO_F_RING_PACKED: the packed ring layout ([`super::PackedQueue`]).
+    pub const RING_PACKED: u64 = 1 << 34;
 }
 
 /// How many avail entries one round of cache hints covers: a burst. Bounded so one round's lines
@@ -118,6 +122,15 @@ pub enum Broken {
     /// A ring field outside its validated window (cannot happen with a consistent size).
     #[error("ring access out of its window")]
     RingAccess,
+    /// Packed ring: a descriptor of a chain (after its first) not available under the wrap
+    /// counter its slot is read with.
+    #[error(
+        "packed ring: chained descriptor in slot {slot} is not available (wrap counter misuse)"
+    )]
+    ChainDescNotAvailable { slot: u16 },
+    /// Packed ring: a buffer id that names no slot of the ring.
+    #[error("packed ring: buffer id {id} is outside the ring")]
+    BufferIdOutOfRange { id: u16 },
     /// The frontend took guest memory away under us (truncated, shrank or punched a hole in
     /// the file behind a region); the faulting region now reads as zeros.
     #[error("guest memory fault at {gpa:#x}: the frontend truncated or shrank its memory file")]
@@ -153,13 +166,15 @@ pub struct QueueSetup {
     pub size: u16,
     /// The guest's memory.
     pub mem: Arc<GuestMemory>,
-    /// Guest-physical addresses of the three rings.
+    /// Guest-physical addresses of the three rings: the descriptor table (packed: the
+    /// descriptor ring).
     pub desc_gpa: u64,
-    /// Avail ring.
+    /// Avail ring (packed: the driver event suppression area).
     pub avail_gpa: u64,
-    /// Used ring.
+    /// Used ring (packed: the device event suppression area).
     pub used_gpa: u64,
-    /// First avail index to process (`SET_VRING_BASE`).
+    /// First avail index to process (`SET_VRING_BASE`; packed: bits 0-14 the slot, bit 15 its
+    /// wrap counter).
     pub base: u16,
     /// Negotiated virtio features.
     pub features: u64,
@@ -346,5 +361,103 @@ impl SplitQueue {
 
     fn put_scratch(&mut self, segs: Box<Segments>) {
         self.scratch = Some(segs);
+    }
+}
+
+/// A virtqueue of either layout, as negotiated (`VIRTIO_F_RING_PACKED`): what the session lends
+/// the forwarding threads. One match per burst call; each layout's burst loop is its own.
+#[derive(Debug)]
+pub enum Virtqueue {
+    /// The split layout.
+    Split(SplitQueue),
+    /// The packed layout.
+    Packed(PackedQueue),
+}
+
+macro_rules! either {
+    ($self:expr, $q:ident => $e:expr) => {
+        match $self {
+            Virtqueue::Split($q) => $e,
+            Virtqueue::Packed($q) => $e,
+        }
+    };
+}
+
+impl Virtqueue {
+    /// Builds the queue in the layout the features name.
+    pub fn new(s: QueueSetup) -> Result<Self, MemoryError> {
+        if s.features & feature::RING_PACKED != 0 {
+            PackedQueue::new(s).map(Self::Packed)
+        } else {
+            SplitQueue::new(s).map(Self::Split)
+        }
+    }
+
+    /// Guest TX → `bufs` (see [`SplitQueue::dequeue_burst`]).
+    #[inline]
+    pub fn dequeue_burst<B: PacketBuffer>(&mut self, bufs: &mut [B]) -> usize {
+        either!(self, q => q.dequeue_burst(bufs))
+    }
+
+    /// `pkts` → guest RX (see [`SplitQueue::enqueue_burst`]).
+    #[inline]
+    pub fn enqueue_burst<B: PacketBuffer>(&mut self, pkts: &[B]) -> usize {
+        either!(self, q => q.enqueue_burst(pkts))
+    }
+
+    /// Vring index.
+    pub fn index(&self) -> u16 {
+        either!(self, q => q.index())
+    }
+
+    /// Log used-ring writes at guest address `gpa` (VHOST_VRING_F_LOG) instead of where the
+    /// ring lies. A split ring only: a packed ring's used descriptors are written into its
+    /// descriptor ring, whose own pages are logged as they are written, which is exactly what
+    /// the frontend must copy again.
+    pub fn log_used_at(&mut self, gpa: u64) {
+        if let Self::Split(q) = self {
+            q.log_used_at(gpa);
+        }
+    }
+
+    /// The virtio features the guest negotiated.
+    pub fn features(&self) -> u64 {
+        either!(self, q => q.features())
+    }
+
+    /// Queue size.
+    pub fn size(&self) -> u16 {
+        either!(self, q => q.size())
+    }
+
+    /// Where the queue stands, as `GET_VRING_BASE` reports it (split: the next avail index;
+    /// packed: the next slot with its wrap counter in bit 15).
+    pub fn next_avail(&self) -> u16 {
+        either!(self, q => q.next_avail())
+    }
+
+    /// Whether an access to this queue's guest memory has faulted.
+    pub fn memory_faulted(&self) -> bool {
+        either!(self, q => q.memory_faulted())
+    }
+
+    /// Why the queue is broken, if it is.
+    pub fn broken(&self) -> Option<Broken> {
+        either!(self, q => q.broken())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> QueueStats {
+        either!(self, q => q.stats())
+    }
+
+    /// Length of the virtio-net header on this queue.
+    pub fn header_len(&self) -> usize {
+        either!(self, q => q.header_len())
+    }
+
+    /// Whether this is a packed ring.
+    pub fn is_packed(&self) -> bool {
+        matches!(self, Self::Packed(_))
     }
 }

@@ -22,7 +22,7 @@ pub(super) trait FrameSource {
 }
 
 /// A packet buffer's bytes, piece by piece.
-struct BufferFrame<'a, B: PacketBuffer>(&'a B);
+pub(super) struct BufferFrame<'a, B: PacketBuffer>(pub(super) &'a B);
 
 impl<B: PacketBuffer> FrameSource for BufferFrame<'_, B> {
     #[inline]
@@ -225,6 +225,7 @@ impl SplitQueue {
     }
 
     /// Writes bytes [at, at+n) of the stream "virtio-net header ++ frame" to guest `gpa`.
+    #[inline]
     fn write_stream<S: FrameSource + ?Sized>(
         &self,
         frame: &S,
@@ -233,22 +234,36 @@ impl SplitQueue {
         gpa: u64,
         n: usize,
     ) -> Result<(), MemoryError> {
-        let mut hdr = [0u8; 12];
-        hdr[..10].copy_from_slice(&net_hdr.to_bytes());
-        if self.hdr_len == 12 {
-            hdr[10] = 1; // num_buffers, patched later when a frame spans several chains
-        }
-        let hdr = &hdr[..self.hdr_len];
-        let mut done = 0;
-        if at < hdr.len() {
-            let k = (hdr.len() - at).min(n);
-            self.mem.write(gpa, &hdr[at..at + k])?;
-            done = k;
-        }
-        if done < n {
-            let foff = at + done - hdr.len();
-            frame.copy_out(foff, &self.mem, gpa + done as u64, n - done)?;
-        }
-        Ok(())
+        write_stream(&self.mem, self.hdr_len, frame, net_hdr, at, gpa, n)
     }
+}
+
+/// Writes bytes [at, at+n) of the stream "virtio-net header (`hdr_len` bytes) ++ frame" to
+/// guest `gpa`. Both ring layouts write received frames through here.
+pub(super) fn write_stream<S: FrameSource + ?Sized>(
+    mem: &GuestMemory,
+    hdr_len: usize,
+    frame: &S,
+    net_hdr: NetHdr,
+    at: usize,
+    gpa: u64,
+    n: usize,
+) -> Result<(), MemoryError> {
+    let mut hdr = [0u8; 12];
+    hdr[..10].copy_from_slice(&net_hdr.to_bytes());
+    if hdr_len == 12 {
+        hdr[10] = 1; // num_buffers, patched later when a frame spans several chains
+    }
+    let hdr = &hdr[..hdr_len];
+    let mut done = 0;
+    if at < hdr.len() {
+        let k = (hdr.len() - at).min(n);
+        mem.write(gpa, &hdr[at..at + k])?;
+        done = k;
+    }
+    if done < n {
+        let foff = at + done - hdr.len();
+        frame.copy_out(foff, mem, gpa + done as u64, n - done)?;
+    }
+    Ok(())
 }

@@ -3,8 +3,9 @@
 //! another device's RX ring (`forward_burst`).
 
 use super::chain::{ChainFault, Segments};
+use super::QueueStats;
 use super::{PacketBuffer, SplitQueue, MAX_APPEND, PREFETCH_AHEAD};
-use crate::memory::PREFETCH_MAX;
+use crate::memory::{GuestMemory, PREFETCH_MAX};
 use crate::net_hdr::NetHdr;
 
 /// What became of one TX chain handed to a [`TxSink`].
@@ -129,76 +130,112 @@ impl SplitQueue {
         spent
     }
 
-    /// The virtio-net header of a walked TX chain, checked against the negotiated features and
-    /// the frame; `None`, counted, when the chain is shorter than the header or its offloads do
-    /// not add up.
+    /// The virtio-net header of a walked TX chain, checked (see [`tx_header`]).
     #[inline]
     fn tx_header(&mut self, segs: &Segments) -> Option<NetHdr> {
-        if segs.total < self.hdr_len as u64 {
-            self.stats.dropped_malformed += 1;
-            return None;
-        }
-        if !self.tx_offloads {
-            return Some(NetHdr::NONE);
-        }
-        let hdr = self.read_tx_hdr(segs);
-        if hdr.is_none() {
-            self.stats.dropped_bad_offload += 1;
-        }
-        hdr
+        tx_header(
+            &self.mem,
+            self.hdr_len,
+            self.tx_offloads.then_some(self.features),
+            &mut self.stats,
+            segs,
+        )
     }
 
-    /// Copies the frame after the header into `buf` and hands `net_hdr` over with it; false,
-    /// counted, when it does not fit.
+    /// Copies the frame after the header into `buf` (see [`copy_chain_into`]).
+    #[inline]
     fn copy_chain_into<B: PacketBuffer>(
         &mut self,
         segs: &Segments,
         net_hdr: NetHdr,
         buf: &mut B,
     ) -> bool {
-        let hdr = self.hdr_len as u64;
-        buf.reset();
-        let mut pos = 0u64; // position in the chain
-        for &(addr, len) in segs.as_slice() {
-            let (s0, s1) = (pos, pos + u64::from(len));
-            pos = s1;
-            let mut a = s0.max(hdr);
-            while a < s1 {
-                let n = ((s1 - a) as usize).min(MAX_APPEND);
-                let Some(dst) = buf.append(n) else {
-                    self.stats.dropped_too_big += 1;
-                    return false;
-                };
-                if dst.len() != n || self.mem.read(addr + (a - s0), dst).is_err() {
-                    // Checked during the walk; only a buffer breaking its contract gets here.
-                    self.stats.dropped_malformed += 1;
-                    return false;
-                }
-                a += n as u64;
-            }
-        }
-        buf.set_net_hdr(net_hdr);
-        self.stats.packets += 1;
-        self.stats.bytes += segs.total - hdr;
-        true
+        copy_chain_into(&self.mem, self.hdr_len, &mut self.stats, segs, net_hdr, buf)
     }
+}
 
-    /// The offload fields of the virtio-net header at the start of a TX chain, checked; `None`
-    /// when they do not add up.
-    fn read_tx_hdr(&self, segs: &Segments) -> Option<NetHdr> {
-        let mut b = [0u8; 10];
-        let mut got = 0usize;
-        for &(addr, len) in segs.as_slice() {
-            let n = (len as usize).min(b.len() - got);
-            self.mem.read(addr, &mut b[got..got + n]).ok()?;
-            got += n;
-            if got == b.len() {
-                break;
-            }
-        }
-        let frame_len = (segs.total as usize).checked_sub(self.hdr_len)?;
-        NetHdr::from_bytes(&b)
-            .parse_tx(self.features, frame_len)
-            .ok()
+/// The virtio-net header of a walked TX chain, checked against the negotiated features and
+/// the frame; `None`, counted, when the chain is shorter than the header or its offloads do
+/// not add up. `offloads` is the negotiated feature set when the guest may send offloads
+/// (the header is then read), `None` when it may not. Both ring layouts use it.
+#[inline]
+pub(super) fn tx_header(
+    mem: &GuestMemory,
+    hdr_len: usize,
+    offloads: Option<u64>,
+    stats: &mut QueueStats,
+    segs: &Segments,
+) -> Option<NetHdr> {
+    if segs.total < hdr_len as u64 {
+        stats.dropped_malformed += 1;
+        return None;
     }
+    let Some(features) = offloads else {
+        return Some(NetHdr::NONE);
+    };
+    let hdr = read_tx_hdr(mem, hdr_len, features, segs);
+    if hdr.is_none() {
+        stats.dropped_bad_offload += 1;
+    }
+    hdr
+}
+
+/// Copies the frame after the `hdr_len`-byte header into `buf` and hands `net_hdr` over with
+/// it; false, counted, when it does not fit. Both ring layouts use it.
+#[inline]
+pub(super) fn copy_chain_into<B: PacketBuffer>(
+    mem: &GuestMemory,
+    hdr_len: usize,
+    stats: &mut QueueStats,
+    segs: &Segments,
+    net_hdr: NetHdr,
+    buf: &mut B,
+) -> bool {
+    let hdr = hdr_len as u64;
+    buf.reset();
+    let mut pos = 0u64; // position in the chain
+    for &(addr, len) in segs.as_slice() {
+        let (s0, s1) = (pos, pos + u64::from(len));
+        pos = s1;
+        let mut a = s0.max(hdr);
+        while a < s1 {
+            let n = ((s1 - a) as usize).min(MAX_APPEND);
+            let Some(dst) = buf.append(n) else {
+                stats.dropped_too_big += 1;
+                return false;
+            };
+            if dst.len() != n || mem.read(addr + (a - s0), dst).is_err() {
+                // Checked during the walk; only a buffer breaking its contract gets here.
+                stats.dropped_malformed += 1;
+                return false;
+            }
+            a += n as u64;
+        }
+    }
+    buf.set_net_hdr(net_hdr);
+    stats.packets += 1;
+    stats.bytes += segs.total - hdr;
+    true
+}
+
+/// The offload fields of the virtio-net header at the start of a TX chain, checked; `None`
+/// when they do not add up.
+fn read_tx_hdr(
+    mem: &GuestMemory,
+    hdr_len: usize,
+    features: u64,
+    segs: &Segments,
+) -> Option<NetHdr> {
+    let mut b = [0u8; 10];
+    let mut got = 0usize;
+    for &(addr, len) in segs.as_slice() {
+        let n = (len as usize).min(b.len() - got);
+        mem.read(addr, &mut b[got..got + n]).ok()?;
+        got += n;
+        if got == b.len() {
+            break;
+        }
+    }
+    let frame_len = (segs.total as usize).checked_sub(hdr_len)?;
+    NetHdr::from_bytes(&b).parse_tx(features, frame_len).ok()
 }
