@@ -174,7 +174,11 @@ impl MultiQueuePod {
             let tx = DriverQueue::new(&mut ram, RING, 2048);
             queues.push((rx, tx));
         }
-        fe.negotiate(&ram, OFFERED_FEATURES)?;
+        // Split rings, as for the single-queue pod.
+        fe.negotiate(
+            &ram,
+            OFFERED_FEATURES & !vhost_user::virtqueue::feature::RING_PACKED,
+        )?;
         for (i, (rx, tx)) in queues.iter_mut().enumerate() {
             let i = i as u32;
             fe.start_vring(&ram, 2 * i, rx)?;
