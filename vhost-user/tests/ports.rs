@@ -874,13 +874,8 @@ fn set_log_base_is_answered_once_and_an_unusable_log_drops_the_frontend() {
         )
         .expect("send");
         let reply = g.fe.recv_reply().expect("SET_LOG_BASE reply");
-        g.fe.send(
-            RequestCode::SetFeatures,
-            false,
-            &SPLIT.to_le_bytes(),
-            &[],
-        )
-        .expect("LOG_ALL on");
+        g.fe.send(RequestCode::SetFeatures, false, &SPLIT.to_le_bytes(), &[])
+            .expect("LOG_ALL on");
         let queue_num =
             g.fe.get_u64(RequestCode::GetQueueNum)
                 .expect("still served");
