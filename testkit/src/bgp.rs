@@ -53,6 +53,36 @@ pub struct FrrGateway {
     pub ns: Netns,
 }
 
+impl FrrGateway {
+    /// Originates (or with `withdraw`, stops originating) VPNv4 routes to `prefixes` like
+    /// [`GATEWAY_PREFIX`] (label [`GATEWAY_LABEL`], route target 64512:1, next hop
+    /// [`GATEWAY_FABRIC_IP`]): one `vtysh -f` run, however many.
+    pub fn originate(&self, prefixes: &[String], withdraw: bool) {
+        let mut s = format!("router bgp {ASN}\n address-family ipv4 vpn\n");
+        for p in prefixes {
+            let line = format!("network {p} rd {GATEWAY_BGP_IP}:1 label {GATEWAY_LABEL}");
+            // FRR's `no network` takes no route-map.
+            s += &if withdraw {
+                format!("  no {line}\n")
+            } else {
+                format!("  {line} route-map GW\n")
+            };
+        }
+        s += " exit-address-family\n";
+        let path = self.dir.join("originate.conf");
+        std::fs::write(&path, s).expect("writing vtysh commands");
+        self.ns.exec(&[
+            "vtysh",
+            "--vty_socket",
+            &self.dir.display().to_string(),
+            "-d",
+            "bgpd",
+            "-f",
+            &path.display().to_string(),
+        ]);
+    }
+}
+
 impl Drop for FrrGateway {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);

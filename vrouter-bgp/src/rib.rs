@@ -117,11 +117,7 @@ pub fn best_paths(
             if path["best"] != Value::Bool(true) {
                 continue;
             }
-            let l = match family {
-                Family::Evpn => learned_evpn(path),
-                Family::Vpn => learned_vpn(path, prefer.mpls),
-            };
-            match l {
+            match path_learned(path, family, prefer) {
                 Ok(Some(l)) => out.push(l),
                 Ok(None) => {}
                 Err(why) => ignored.push(format!("{dest}: {why}")),
@@ -129,6 +125,20 @@ pub fn best_paths(
         }
     }
     out
+}
+
+/// One best path of `family` (as `gobgp -j` prints it, in a table or a monitor line) as
+/// [`Learned`]: `Ok(None)` for a route type vrouter-bgp does not take (not EVPN type 5), the
+/// reason for one it refuses.
+pub fn path_learned(
+    path: &Value,
+    family: Family,
+    prefer: Preference,
+) -> Result<Option<Learned>, String> {
+    match family {
+        Family::Evpn => learned_evpn(path),
+        Family::Vpn => learned_vpn(path, prefer.mpls),
+    }
 }
 
 /// What a path's attributes say, whatever its family.
