@@ -189,18 +189,17 @@ fn ten_thousand_routes_from_the_reflector_reach_vrouterd_and_one_more_converges(
     let t0 = Instant::now();
     gw.originate(&prefixes, true);
     let mut took = Vec::new();
-    for i in 0..c.nodes.len() {
+    for (i, base) in base.iter().enumerate() {
         // The one route added since is there too.
         let got = wait::poll(
             Duration::from_secs(120),
             || held(&c, i),
-            |n| *n == base[i] + 1,
+            |n| *n == base + 1,
         );
         assert!(
             got.is_ok(),
-            "node {}: {got:?} routes, want {} + 1\n{}",
+            "node {}: {got:?} routes, want {base} + 1\n{}",
             i + 1,
-            base[i],
             c.outputs()
         );
         took.push(t0.elapsed());
