@@ -191,11 +191,7 @@ fn ten_thousand_routes_from_the_reflector_reach_vrouterd_and_one_more_converges(
     let mut took = Vec::new();
     for (i, base) in base.iter().enumerate() {
         // The one route added since is there too.
-        let got = wait::poll(
-            Duration::from_secs(120),
-            || held(&c, i),
-            |n| *n == base + 1,
-        );
+        let got = wait::poll(Duration::from_secs(120), || held(&c, i), |n| *n == base + 1);
         assert!(
             got.is_ok(),
             "node {}: {got:?} routes, want {base} + 1\n{}",

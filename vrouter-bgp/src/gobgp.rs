@@ -275,3 +275,24 @@ pub enum RibUpdate {
     /// [`RibUpdate::Table`].
     Lost { table: usize },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn monitor_paths_are_sorted_into_tables_by_their_nlri() {
+        let rd = json!({"type": 1, "admin": "198.19.0.2", "assigned": 1});
+        let evpn =
+            json!({"type": 5, "value": {"rd": rd, "prefix": "198.18.7.0/24", "label": 1001}});
+        let v4 = json!({"prefix": "198.18.5.0/24", "labels": [2002], "rd": rd});
+        let v6 = json!({"prefix": "2001:db8::/64", "labels": [2002], "rd": rd});
+        let unicast = json!({"prefix": "198.18.5.0/24"});
+        assert_eq!(table_of(&evpn), Some(0));
+        assert_eq!(table_of(&v4), Some(1));
+        assert_eq!(table_of(&v6), Some(2));
+        assert_eq!(table_of(&unicast), None);
+        assert_eq!(table_of(&json!(null)), None);
+    }
+}

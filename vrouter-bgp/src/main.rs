@@ -843,6 +843,55 @@ mod tests {
     use control_api::dataplane::TableChange;
     use control_api::journal::RoutingRecord;
 
+    /// Monitor lines as gobgp 3.10 prints them (`gobgp monitor global rib -j`): a VPNv4 best
+    /// path, then its withdrawal; an EVPN path lands in the EVPN table whatever monitor
+    /// reported it.
+    #[test]
+    fn the_rib_follows_monitor_lines_and_withdrawals() {
+        let line = r#"[{"nlri":{"prefix":"198.18.5.0/24","labels":[2002],"rd":{"type":1,"admin":"198.19.0.2","assigned":1}},"age":1796599595,"best":false,"attrs":[{"type":1,"value":2},{"type":16,"value":[{"type":0,"subtype":2,"value":"64512:1"},{"type":3,"subtype":12,"tunnel_type":13}]},{"type":14,"nexthop":"198.19.0.2","afi":1,"safi":128,"value":[{"prefix":"198.18.5.0/24","labels":[2002],"rd":{"type":1,"admin":"198.19.0.2","assigned":1}}]}],"stale":false}]"#;
+        let paths: Vec<Value> = serde_json::from_str(line).unwrap();
+        let prefer = Preference {
+            mpls: Encap::MplsUdp,
+            family: Family::Evpn,
+        };
+        let mut rib = Rib::new(prefer);
+        assert!(rib.learned().is_err(), "no table read yet");
+        for table in 0..3 {
+            rib.apply(RibUpdate::Table {
+                table,
+                paths: Vec::new(),
+            });
+        }
+        assert!(rib.reloaded());
+        assert!(!rib.reloaded(), "said once");
+        rib.apply(RibUpdate::Paths {
+            table: 1,
+            paths: paths.clone(),
+        });
+        let l = rib.learned().unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            (l[0].prefix.to_string(), l[0].label, l[0].encap),
+            ("198.18.5.0/24".to_string(), 2002, Encap::MplsUdp)
+        );
+        // The same path again changes nothing; its withdrawal removes it.
+        rib.apply(RibUpdate::Paths {
+            table: 1,
+            paths: paths.clone(),
+        });
+        assert_eq!(rib.learned().unwrap().len(), 1);
+        let mut gone = paths;
+        gone[0]["withdrawal"] = Value::Bool(true);
+        rib.apply(RibUpdate::Paths {
+            table: 1,
+            paths: gone,
+        });
+        assert!(rib.learned().unwrap().is_empty());
+        // gobgpd gone: unknown until read again.
+        rib.apply(RibUpdate::Lost { table: 0 });
+        assert!(rib.learned().is_err());
+    }
+
     fn change<T: serde::Serialize>(c: T) -> Value {
         serde_json::to_value(c).expect("json")
     }
