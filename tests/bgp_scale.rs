@@ -63,7 +63,7 @@ fn report(what: &str, took: Duration) -> f64 {
 fn ten_thousand_routes_from_the_reflector_reach_vrouterd_and_one_more_converges() {
     let vrouterd = vrouterd_bin();
     let vrouter_bgp = bgp::vrouter_bgp_bin(&vrouterd);
-    let c = Cluster::start_with(&vrouterd, &vrouter_bgp, "bgs", 2, Reflector::Gobgp, |_| {
+    let mut c = Cluster::start_with(&vrouterd, &vrouter_bgp, "bgs", 2, Reflector::Gobgp, |_| {
         NodeOverlay::Evpn
     });
     let gw = c.frr_gateway("bgs");
@@ -185,16 +185,93 @@ fn ten_thousand_routes_from_the_reflector_reach_vrouterd_and_one_more_converges(
         GOAL_ONE_ROUTE.as_secs_f64()
     );
 
+    // Graceful restart: node 1's vrouter-bgp is killed and started again; it takes over what
+    // it installed (no route or nexthop removed, the tunnels keep their ids) and reconciles
+    // with gobgpd's paths.
+    let (gw_route, ids) = {
+        let routes = c.nodes[0].routes();
+        let gw_route = routes
+            .iter()
+            .find(|r| r.prefix.to_string() == bgp::GATEWAY_PREFIX)
+            .cloned()
+            .expect("gateway route");
+        let ids: BTreeSet<u32> = routes
+            .iter()
+            .filter(|r| r.nexthop >= 60_000)
+            .map(|r| r.nexthop)
+            .collect();
+        (gw_route, ids)
+    };
+    let rev = c.nodes[0]
+        .vr
+        .api(|cl| async move { cl.events(0, None, 0).await })
+        .expect("events")
+        .revision;
+    let t0 = Instant::now();
+    c.nodes[0].restart_vrouter_bgp();
+    c.nodes[0]
+        .bgp
+        .wait_for_output("took over what an earlier run installed", CONVERGE);
+    // Reconciled: it reads gobgpd's tables and installs what differs (nothing). A new route
+    // from node 2 proves it follows again.
+    let again = "198.18.99.2";
+    c.nodes[1].pods[0]
+        .ns
+        .ip(&["addr", "add", &format!("{again}/32"), "dev", "eth0"]);
+    c.nodes[1].vr.set_route(&format!("{again}/32"), 1);
+    let out = c.nodes[0].pods[0]
+        .ns
+        .command("ping")
+        .args(["-c", "1", "-w", "30", "-i", "0.01", "-q", again])
+        .output()
+        .expect("ping");
+    assert!(
+        out.status.success(),
+        "no reply through a route learned after the restart\n{}",
+        c.outputs()
+    );
+    eprintln!(
+        "bgp scale: vrouter-bgp restarted with {ROUTES} routes in place: following again after {:.3} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let page = c.nodes[0]
+        .vr
+        .api(|cl| async move { cl.events(rev, None, 0).await })
+        .expect("events");
+    assert!(!page.reset);
+    let removed: Vec<String> = page
+        .events
+        .iter()
+        .filter(|e| {
+            let op = e.change["op"].as_str().unwrap_or_default();
+            op == "route-del" || op == "nexthop-del"
+        })
+        .map(|e| e.change.to_string())
+        .collect();
+    assert!(
+        removed.is_empty(),
+        "removed while vrouter-bgp restarted: {removed:?}"
+    );
+    let routes = c.nodes[0].routes();
+    assert_eq!(held(&c, 0), base[0] + ROUTES + 2);
+    assert!(routes.contains(&gw_route), "the gateway's route changed");
+    let ids_after: BTreeSet<u32> = routes
+        .iter()
+        .filter(|r| r.nexthop >= 60_000 && r.prefix.to_string() != format!("{again}/32"))
+        .map(|r| r.nexthop)
+        .collect();
+    assert_eq!(ids_after, ids, "nexthop ids changed");
+
     // And the 10,000 go.
     let t0 = Instant::now();
     gw.originate(&prefixes, true);
     let mut took = Vec::new();
     for (i, base) in base.iter().enumerate() {
-        // The one route added since is there too.
-        let got = wait::poll(Duration::from_secs(120), || held(&c, i), |n| *n == base + 1);
+        // The two routes added since are there too.
+        let got = wait::poll(Duration::from_secs(120), || held(&c, i), |n| *n == base + 2);
         assert!(
             got.is_ok(),
-            "node {}: {got:?} routes, want {base} + 1\n{}",
+            "node {}: {got:?} routes, want {base} + 2\n{}",
             i + 1,
             c.outputs()
         );

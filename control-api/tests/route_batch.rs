@@ -182,7 +182,7 @@ async fn a_bad_item_refuses_the_whole_batch_naming_it() {
         "not-found",
         &["delete[1]", "198.18.5.0/24"],
     );
-    // A prefix named twice: 400, naming both places.
+    // A prefix named twice: 409, naming both places.
     refused(
         patch(
             &s,
@@ -191,8 +191,8 @@ async fn a_bad_item_refuses_the_whole_batch_naming_it() {
                    "delete": ["198.18.1.0/24"]}),
         )
         .await,
-        400,
-        "invalid-field",
+        409,
+        "conflict",
         &["delete[0]", "set[0]"],
     );
     // Malformed items and unknown fields: 400.
@@ -228,7 +228,7 @@ async fn a_bad_item_refuses_the_whole_batch_naming_it() {
         patch(&s, 1, json!({ "set": many })).await,
         400,
         "invalid-field",
-        &["4097 items", "at most 4096"],
+        &["`set`: 4097 items", "at most 4096"],
     );
     assert_eq!(both(&s).await, before, "a refused batch changed something");
     assert!(

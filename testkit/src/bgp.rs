@@ -281,6 +281,8 @@ pub struct BgpNode {
     pub k: u8,
     pub overlay: NodeOverlay,
     pub bgp: TestProcess,
+    /// How `bgp` was started (`ip netns exec ... vrouter-bgp ...`).
+    bgp_args: Vec<String>,
     pub gobgpd: Option<TestProcess>,
     gobgpd_config: PathBuf,
     pub vr: Vrouterd,
@@ -296,6 +298,13 @@ impl BgpNode {
         let _ = std::fs::remove_file(&self.gobgpd_config);
         self.gobgpd = Some(p);
         self.gobgpd_config = path;
+    }
+
+    /// Stops node `k`'s vrouter-bgp (SIGKILL: no chance to tidy up) and starts it again.
+    pub fn restart_vrouter_bgp(&mut self) {
+        self.bgp.signal("KILL");
+        let _ = self.bgp.wait(Duration::from_secs(5));
+        self.bgp = TestProcess::spawn(Path::new(IP), &self.bgp_args);
     }
 
     /// VRF 1's routes.
@@ -424,12 +433,12 @@ impl Cluster {
             if let NodeOverlay::Vpn { mpls_encap } = node_overlay {
                 args.extend(["--mpls-encap".into(), mpls_encap.into()]);
             }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let bgp = TestProcess::spawn(Path::new(IP), &args);
             nodes.push(BgpNode {
                 k,
                 overlay: node_overlay,
                 bgp,
+                bgp_args: args,
                 gobgpd: Some(gobgpd),
                 gobgpd_config,
                 vr,

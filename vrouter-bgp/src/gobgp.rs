@@ -149,15 +149,6 @@ impl Gobgp {
         serde_json::from_slice(&out).with_context(|| format!("gobgp {afi} rib json"))
     }
 
-    /// The global RIBs of the families vrouter-bgp speaks: EVPN, VPNv4, VPNv6.
-    pub async fn rib(&self) -> anyhow::Result<Vec<(Family, Value)>> {
-        let mut out = Vec::new();
-        for (family, afi) in TABLES {
-            out.push((family, self.table(afi).await?));
-        }
-        Ok(out)
-    }
-
     /// Follows the best paths of every table in [`TABLES`] in the background, sending
     /// [`RibUpdate`]s on the returned channel: first each table whole ([`RibUpdate::Table`],
     /// read after the monitor started, so nothing falls between), then each change; when

@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use control_api::api::{
-    IpPrefix, MacAddr, MplsTarget, Nexthop, Route, RouteBatch, RouteTag, VrfRouting,
+    IpPrefix, MacAddr, MplsTarget, Nexthop, Route, RouteBatch, RouteTag, TunnelEncap, VrfRouting,
     ROUTE_BATCH_MAX,
 };
 use control_api::Client;
@@ -374,71 +374,148 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// Removes what an earlier run left: routes to its nexthops, the nexthops, and the routes
-    /// it originated in gobgpd.
-    async fn clean_up(&mut self) -> anyhow::Result<()> {
-        let stale: Vec<(u32, IpPrefix)> = self
-            .local
-            .routes
-            .iter()
-            .filter(|(_, r)| ours(r.nexthop))
-            .map(|(k, _)| *k)
-            .collect();
-        for (vrf, prefix) in stale {
-            self.vr.route_del(vrf, &prefix).await?;
-            self.local.routes.remove(&(vrf, prefix));
+    /// Takes over what an earlier run (or this one, before vrouterd restarted with its
+    /// `--state-dir`) installed, so that forwarding goes on while vrouter-bgp restarts: its
+    /// tunnels from this node's fabric address, its ECMP groups of them, and the routes through
+    /// those become this run's, reconciled with gobgpd's paths once those are read (what they
+    /// no longer want is removed then, what they want differently replaced). Routes and
+    /// nexthops in its id ranges it cannot read back are removed now.
+    async fn adopt(&mut self) -> anyhow::Result<()> {
+        self.installed = Installed::default();
+        let mut tunnels: BTreeMap<u32, Endpoint> = BTreeMap::new();
+        for (id, nh) in &self.local.nexthops {
+            let Nexthop::Tunnel {
+                encap,
+                vif,
+                sip,
+                dip,
+                dmac,
+            } = nh
+            else {
+                continue;
+            };
+            if !(TUNNEL_IDS.0..=TUNNEL_IDS.1).contains(id)
+                || *vif != self.args.fabric_vif
+                || *sip != self.args.fabric_ip
+            {
+                continue;
+            }
+            let ep = Endpoint {
+                ip: *dip,
+                encap: match encap {
+                    TunnelEncap::Vxlan => Encap::Vxlan,
+                    TunnelEncap::Mplsoudp => Encap::MplsUdp,
+                    TunnelEncap::Mplsogre => Encap::MplsGre,
+                },
+                mac: dmac.map(|m| m.0),
+            };
+            if let std::collections::btree_map::Entry::Vacant(e) = self.installed.tunnels.entry(ep)
+            {
+                e.insert(*id);
+                tunnels.insert(*id, ep);
+            }
         }
+        let mut groups: BTreeMap<u32, BTreeSet<Endpoint>> = BTreeMap::new();
+        for (id, nh) in &self.local.nexthops {
+            let Nexthop::Ecmp { members } = nh else {
+                continue;
+            };
+            let ids: BTreeSet<u32> = members.iter().copied().collect();
+            let eps: Option<BTreeSet<Endpoint>> =
+                ids.iter().map(|m| tunnels.get(m).copied()).collect();
+            match eps {
+                Some(eps)
+                    if (ECMP_IDS.0..=ECMP_IDS.1).contains(id)
+                        && eps.len() > 1
+                        && !self.installed.groups.contains_key(&ids) =>
+                {
+                    self.installed.groups.insert(ids, *id);
+                    groups.insert(*id, eps);
+                }
+                _ => {}
+            }
+        }
+        let mut stale: BTreeMap<u32, Vec<IpPrefix>> = BTreeMap::new();
+        for ((vrf, prefix), r) in &self.local.routes {
+            if !ours(r.nexthop) {
+                continue;
+            }
+            let endpoints = tunnels
+                .get(&r.nexthop)
+                .map(|ep| BTreeSet::from([*ep]))
+                .or_else(|| groups.get(&r.nexthop).cloned());
+            match (endpoints, r.label) {
+                (Some(endpoints), Some(label)) => {
+                    self.installed
+                        .routes
+                        .insert((*vrf, *prefix), Remote { endpoints, label });
+                }
+                _ => stale.entry(*vrf).or_default().push(*prefix),
+            }
+        }
+        for (vrf, prefixes) in stale {
+            for chunk in prefixes.chunks(ROUTE_BATCH_MAX) {
+                let b = RouteBatch {
+                    set: Vec::new(),
+                    delete: chunk.to_vec(),
+                };
+                self.vr.routes_batch(vrf, &b).await?;
+                for p in chunk {
+                    self.local.routes.remove(&(vrf, *p));
+                }
+            }
+        }
+        let adopted: BTreeSet<u32> = tunnels.keys().chain(groups.keys()).copied().collect();
         let mut ids: Vec<u32> = self
             .local
             .nexthops
             .keys()
             .copied()
-            .filter(|i| ours(*i))
+            .filter(|i| ours(*i) && !adopted.contains(i))
             .collect();
         ids.sort_by_key(|i| std::cmp::Reverse(*i)); // ECMP groups before their members
         for id in ids {
             self.vr.nexthop_del(id).await?;
             self.local.nexthops.remove(&id);
         }
-        for l in self.learned_now().await? {
-            if l.nexthop == self.args.fabric_ip {
-                // The RD is not in Learned: withdraw under every RD this node uses.
-                for r in self.local.routing.values() {
-                    let a = Advert {
-                        prefix: l.prefix,
-                        rd: r.rd.clone(),
-                        targets: Vec::new(),
-                        overlay: match l.family {
-                            Family::Evpn => Overlay::Evpn { vni: l.label },
-                            Family::Vpn => Overlay::Vpn {
-                                label: l.label,
-                                encap: l.encap,
-                            },
-                        },
-                    };
-                    let _ = self.bgp.del(&a).await;
-                }
-            }
+        if !self.installed.routes.is_empty() {
+            info!(
+                routes = self.installed.routes.len(),
+                tunnels = self.installed.tunnels.len(),
+                groups = self.installed.groups.len(),
+                "took over what an earlier run installed"
+            );
         }
         Ok(())
     }
 
-    /// The best paths in gobgpd's RIBs, read now (what cannot be used logged at debug).
-    async fn learned_now(&self) -> anyhow::Result<Vec<rib::Learned>> {
-        let mut ignored = Vec::new();
-        let mut out = Vec::new();
-        for (family, table) in self.bgp.rib().await? {
-            out.extend(rib::best_paths(
-                &table,
-                family,
-                self.args.preference(),
-                &mut ignored,
-            ));
+    /// Withdraws this node's route `l` from gobgpd (the RD is not in [`rib::Learned`]: under
+    /// every RD this node uses).
+    async fn withdraw_own(&self, l: &rib::Learned) {
+        for r in self.local.routing.values() {
+            let a = Advert {
+                prefix: l.prefix,
+                rd: r.rd.clone(),
+                targets: Vec::new(),
+                overlay: match l.family {
+                    Family::Evpn => Overlay::Evpn { vni: l.label },
+                    Family::Vpn => Overlay::Vpn {
+                        label: l.label,
+                        encap: l.encap,
+                    },
+                },
+            };
+            let _ = self.bgp.del(&a).await;
         }
-        for i in &ignored {
-            tracing::debug!("ignored: {i}");
-        }
-        Ok(out)
+    }
+
+    /// What this node should advertise now.
+    fn wanted_adverts(&self) -> BTreeMap<AdvertKey, Advert> {
+        let mpls = &self.local.mpls;
+        self.local
+            .adverts(self.args.preference().mpls, |label, vrf| {
+                mpls.get(&label) == Some(&MplsTarget::Vrf(vrf))
+            })
     }
 
     /// Makes each VRF identity's label lead to its VRF in vrouterd (unless the label already
@@ -496,12 +573,7 @@ impl Daemon {
 
     async fn advertise(&mut self) {
         self.map_labels().await;
-        let mpls = &self.local.mpls;
-        let want = self
-            .local
-            .adverts(self.args.preference().mpls, |label, vrf| {
-                mpls.get(&label) == Some(&MplsTarget::Vrf(vrf))
-            });
+        let want = self.wanted_adverts();
         let gone: Vec<_> = self
             .advertised
             .iter()
@@ -579,8 +651,9 @@ impl Daemon {
         };
         let mut ignored = Vec::new();
         if self.rib.reloaded() {
-            // gobgpd's table was read anew (it restarted): a route of this node's missing from
-            // it is advertised again.
+            // gobgpd's tables were read anew (at start, or it restarted): a route of this
+            // node's missing from them is advertised again, and one there that this node no
+            // longer has (an earlier run's, its pod gone meanwhile) is withdrawn.
             let own: BTreeSet<(Family, IpPrefix)> = learned
                 .iter()
                 .filter(|l| l.nexthop == self.args.fabric_ip)
@@ -588,6 +661,17 @@ impl Daemon {
                 .collect();
             self.advertised
                 .retain(|_, a| own.contains(&(a.family(), a.prefix)));
+            let want: BTreeSet<(Family, IpPrefix)> = self
+                .wanted_adverts()
+                .values()
+                .map(|a| (a.family(), a.prefix))
+                .collect();
+            for l in learned.iter().filter(|l| l.nexthop == self.args.fabric_ip) {
+                if !want.contains(&(l.family, l.prefix)) {
+                    info!(prefix = %l.prefix, family = ?l.family, "withdrawing an earlier run's route");
+                    self.withdraw_own(l).await;
+                }
+            }
         }
         let want = rib::imports(
             &learned,
@@ -723,7 +807,7 @@ impl Daemon {
         let mut first = self.vr.events(0, None, 0).await?;
         let (mut epoch, mut revision) = (first.epoch.clone(), first.revision);
         self.local = Local::read(&self.vr).await?;
-        self.clean_up().await?;
+        self.adopt().await?;
         first.events.clear();
         let poll = Duration::from_millis(self.args.poll_ms);
         loop {
@@ -777,11 +861,10 @@ impl Daemon {
             }
             if reread {
                 self.local = Local::read(&self.vr).await?;
-                // A restarted vrouterd has none of what was installed: start over. (A reader
-                // that fell behind only re-reads.)
+                // A restarted vrouterd has what it restored from its --state-dir, or nothing:
+                // take over what is there. (A reader that fell behind only re-reads.)
                 if restarted {
-                    self.installed = Installed::default();
-                    self.clean_up().await?;
+                    self.adopt().await?;
                 }
             }
         }

@@ -99,6 +99,7 @@ pub struct Remote {
 /// router's MAC on an EVPN route, an encapsulation vrouterd does not speak for the family, a
 /// VNI or label out of range, a label stack, an unparsable field) goes to `ignored` with the
 /// reason, never into the result.
+#[cfg(test)] // vrouter-bgp reads paths one by one ([`path_learned`]); the tests use tables.
 pub fn best_paths(
     rib: &Value,
     family: Family,

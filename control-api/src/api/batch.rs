@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{IpPrefix, Route};
 
-/// Most items (sets and deletes together) one `PATCH /vrfs/{vrf}/routes` takes.
+/// Most routes to set, and most prefixes to delete, one `PATCH /vrfs/{vrf}/routes` takes.
 pub const ROUTE_BATCH_MAX: usize = 4096;
 
 /// `PATCH /vrfs/{vrf}/routes`: routes to set (create or replace) and prefixes to remove, all

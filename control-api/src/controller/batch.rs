@@ -25,16 +25,16 @@ fn in_batch(item: String, why: Error) -> Error {
     }
 }
 
-/// The checks that need no model: size, and each prefix at most once.
+/// The checks that need no model: the size of each list, and each prefix at most once (a
+/// batch that contradicts itself is a conflict: 409).
 fn check_shape(b: &RouteBatch) -> Result<(), Error> {
-    if b.len() > ROUTE_BATCH_MAX {
-        return Err(Error::field(
-            "set, delete",
-            format!(
-                "{} items; a batch takes at most {ROUTE_BATCH_MAX} (sets and deletes together)",
-                b.len()
-            ),
-        ));
+    for (field, n) in [("set", b.set.len()), ("delete", b.delete.len())] {
+        if n > ROUTE_BATCH_MAX {
+            return Err(Error::field(
+                field,
+                format!("{n} items; a batch takes at most {ROUTE_BATCH_MAX} in each list"),
+            ));
+        }
     }
     let mut seen: BTreeMap<IpPrefix, String> = BTreeMap::new();
     let items = b
@@ -50,10 +50,9 @@ fn check_shape(b: &RouteBatch) -> Result<(), Error> {
         );
     for (item, prefix) in items {
         if let Some(first) = seen.get(&prefix) {
-            return Err(Error::field(
-                item,
-                format!("{prefix} is in the batch already as {first}; name each prefix once"),
-            ));
+            return Err(Error::Conflict(format!(
+                "{item}: {prefix} is in the batch already as {first}; name each prefix once"
+            )));
         }
         seen.insert(prefix, item);
     }
@@ -206,7 +205,7 @@ mod tests {
         assert!(check_shape(&b).is_ok());
         b.delete.push("198.18.1.0/24".parse().unwrap());
         let e = check_shape(&b).unwrap_err();
-        assert_eq!(e.status(), 400);
+        assert_eq!(e.status(), 409);
         assert!(e.to_string().contains("delete[1]"), "{e}");
         assert!(e.to_string().contains("set[0]"), "{e}");
         let big = RouteBatch {
@@ -217,6 +216,7 @@ mod tests {
         };
         let e = check_shape(&big).unwrap_err();
         assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("`set`: 4097 items"), "{e}");
         assert!(e.to_string().contains("at most 4096"), "{e}");
     }
 }
