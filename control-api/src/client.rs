@@ -200,6 +200,15 @@ impl Client {
         self.call(Method::PUT, &format!("/vrfs/{vrf}/routes"), Some(route))
             .await
     }
+    /// `PATCH /vrfs/{vrf}/routes`: many routes set and removed as one change.
+    pub async fn routes_batch(
+        &self,
+        vrf: u32,
+        batch: &crate::api::RouteBatch,
+    ) -> Result<crate::api::RouteBatchResult, Error> {
+        self.call(Method::PATCH, &format!("/vrfs/{vrf}/routes"), Some(batch))
+            .await
+    }
     pub async fn route_del(&self, vrf: u32, prefix: &IpPrefix) -> Result<(), Error> {
         self.delete(&format!("/vrfs/{vrf}/routes/{prefix}")).await
     }

@@ -28,6 +28,7 @@ use crate::model::{
 };
 use crate::socket_path::{self, SocketBase, SocketPlan, SocketRule};
 
+mod batch;
 mod restore;
 pub use restore::Restored;
 

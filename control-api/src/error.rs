@@ -78,6 +78,10 @@ pub enum Error {
     MethodNotAllowed { method: String, path: String },
     #[error("internal error: {0}")]
     Internal(String),
+    /// One item of a batch request refused (nothing of the batch applied): the item, and why;
+    /// answered with the status and code of why.
+    #[error("{item}: {why}")]
+    InBatch { item: String, why: Box<Error> },
     /// Client side: could not reach the control socket.
     #[error("cannot connect to {path}: {source} (is vrouterd running? see --socket)")]
     Connect {
@@ -122,6 +126,7 @@ impl Error {
             Error::Filesystem { .. } | Error::StateCorrupt { .. } | Error::Internal(_) => 500,
             Error::Connect { .. } | Error::Http(_) | Error::Decode(_) => 502,
             Error::Api { status, .. } => *status,
+            Error::InBatch { why, .. } => why.status(),
         }
     }
 
@@ -150,6 +155,7 @@ impl Error {
             Error::Connect { .. } => "connect",
             Error::Http(_) => "http",
             Error::Api { code, .. } => code,
+            Error::InBatch { why, .. } => why.code(),
             Error::Decode(_) => "decode",
         }
     }

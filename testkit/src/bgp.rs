@@ -53,6 +53,36 @@ pub struct FrrGateway {
     pub ns: Netns,
 }
 
+impl FrrGateway {
+    /// Originates (or with `withdraw`, stops originating) VPNv4 routes to `prefixes` like
+    /// [`GATEWAY_PREFIX`] (label [`GATEWAY_LABEL`], route target 64512:1, next hop
+    /// [`GATEWAY_FABRIC_IP`]): one `vtysh -f` run, however many.
+    pub fn originate(&self, prefixes: &[String], withdraw: bool) {
+        let mut s = format!("router bgp {ASN}\n address-family ipv4 vpn\n");
+        for p in prefixes {
+            let line = format!("network {p} rd {GATEWAY_BGP_IP}:1 label {GATEWAY_LABEL}");
+            // FRR's `no network` takes no route-map.
+            s += &if withdraw {
+                format!("  no {line}\n")
+            } else {
+                format!("  {line} route-map GW\n")
+            };
+        }
+        s += " exit-address-family\n";
+        let path = self.dir.join("originate.conf");
+        std::fs::write(&path, s).expect("writing vtysh commands");
+        self.ns.exec(&[
+            "vtysh",
+            "--vty_socket",
+            &self.dir.display().to_string(),
+            "-d",
+            "bgpd",
+            "-f",
+            &path.display().to_string(),
+        ]);
+    }
+}
+
 impl Drop for FrrGateway {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -251,6 +281,8 @@ pub struct BgpNode {
     pub k: u8,
     pub overlay: NodeOverlay,
     pub bgp: TestProcess,
+    /// How `bgp` was started (`ip netns exec ... vrouter-bgp ...`).
+    bgp_args: Vec<String>,
     pub gobgpd: Option<TestProcess>,
     gobgpd_config: PathBuf,
     pub vr: Vrouterd,
@@ -266,6 +298,13 @@ impl BgpNode {
         let _ = std::fs::remove_file(&self.gobgpd_config);
         self.gobgpd = Some(p);
         self.gobgpd_config = path;
+    }
+
+    /// Stops node `k`'s vrouter-bgp (SIGKILL: no chance to tidy up) and starts it again.
+    pub fn restart_vrouter_bgp(&mut self) {
+        self.bgp.signal("KILL");
+        let _ = self.bgp.wait(Duration::from_secs(5));
+        self.bgp = TestProcess::spawn(Path::new(IP), &self.bgp_args);
     }
 
     /// VRF 1's routes.
@@ -394,12 +433,12 @@ impl Cluster {
             if let NodeOverlay::Vpn { mpls_encap } = node_overlay {
                 args.extend(["--mpls-encap".into(), mpls_encap.into()]);
             }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let bgp = TestProcess::spawn(Path::new(IP), &args);
             nodes.push(BgpNode {
                 k,
                 overlay: node_overlay,
                 bgp,
+                bgp_args: args,
                 gobgpd: Some(gobgpd),
                 gobgpd_config,
                 vr,

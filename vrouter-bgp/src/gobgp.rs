@@ -1,13 +1,15 @@
 //! GoBGP through its command line (`gobgp`, shipped with gobgpd, which talks to gobgpd's gRPC
-//! API): originate and withdraw EVPN type-5 and VPNv4/VPNv6 routes in the global RIB, and read
-//! the RIB.
+//! API): originate and withdraw EVPN type-5 and VPNv4/VPNv6 routes in the global RIB, read the
+//! RIB, and follow its best-path changes (`gobgp monitor global rib -j`) as [`RibUpdate`]s.
 
 use std::net::IpAddr;
 
 use anyhow::{bail, Context};
 use control_api::api::{IpPrefix, MacAddr};
 use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
+use tokio::sync::mpsc;
 
 use crate::rib::{Encap, Family};
 
@@ -147,16 +149,141 @@ impl Gobgp {
         serde_json::from_slice(&out).with_context(|| format!("gobgp {afi} rib json"))
     }
 
-    /// The global RIBs of the families vrouter-bgp speaks: EVPN, VPNv4, VPNv6.
-    pub async fn rib(&self) -> anyhow::Result<Vec<(Family, Value)>> {
-        let mut out = Vec::new();
-        for (family, afi) in [
-            (Family::Evpn, "evpn"),
-            (Family::Vpn, "vpnv4"),
-            (Family::Vpn, "vpnv6"),
-        ] {
-            out.push((family, self.table(afi).await?));
+    /// Follows the best paths of every table in [`TABLES`] in the background, sending
+    /// [`RibUpdate`]s on the returned channel: first each table whole ([`RibUpdate::Table`],
+    /// read after the monitor started, so nothing falls between), then each change; when
+    /// gobgpd goes away, [`RibUpdate::Lost`] for each, and the same again once it is back.
+    pub fn watch(&self) -> mpsc::UnboundedReceiver<RibUpdate> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let g = Gobgp {
+            host: self.host.clone(),
+            port: self.port,
+            nexthop: self.nexthop,
+            router_mac: self.router_mac,
+        };
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = g.monitor(&tx).await {
+                    tracing::debug!("following gobgpd's tables: {e:#}");
+                }
+                for table in 0..TABLES.len() {
+                    if tx.send(RibUpdate::Lost { table }).is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
+        rx
+    }
+
+    /// One run of `gobgp monitor global rib -j`, until it ends. (gobgp 3.10's monitor reports
+    /// every family's best paths whatever `-a` says: each is sorted by its NLRI.)
+    async fn monitor(&self, tx: &mpsc::UnboundedSender<RibUpdate>) -> anyhow::Result<()> {
+        let mut child = Command::new("gobgp")
+            .arg("-u")
+            .arg(&self.host)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["monitor", "global", "rib", "-a", "vpnv4", "-j"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("running gobgp monitor")?;
+        let stdout = child.stdout.take().context("gobgp monitor's output")?;
+        // The monitor runs before the tables are read: a change in between is in both, and
+        // applying it again changes nothing.
+        for (table, (_, afi)) in TABLES.into_iter().enumerate() {
+            let whole = self.table(afi).await?;
+            let mut paths = Vec::new();
+            for dest in whole.as_object().into_iter().flat_map(|o| o.values()) {
+                for path in dest.as_array().into_iter().flatten() {
+                    if path["best"] == Value::Bool(true) {
+                        paths.push(path.clone());
+                    }
+                }
+            }
+            if tx.send(RibUpdate::Table { table, paths }).is_err() {
+                return Ok(());
+            }
         }
-        Ok(out)
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Some(line) = lines.next_line().await? {
+            let Ok(Value::Array(paths)) = serde_json::from_str::<Value>(&line) else {
+                tracing::debug!("gobgp monitor: unreadable line {line}");
+                continue;
+            };
+            let mut by_table: [Vec<Value>; 3] = Default::default();
+            for p in paths {
+                if let Some(t) = table_of(&p["nlri"]) {
+                    by_table[t].push(p);
+                }
+            }
+            for (table, paths) in by_table.into_iter().enumerate() {
+                if !paths.is_empty() && tx.send(RibUpdate::Paths { table, paths }).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        bail!("gobgp monitor ended")
+    }
+}
+
+/// Which of [`TABLES`] a path with this NLRI (as `gobgp -j` prints it) belongs to: EVPN routes
+/// have a route type and value, VPN routes an RD and labels beside an IPv4 or IPv6 prefix;
+/// other families none.
+fn table_of(nlri: &Value) -> Option<usize> {
+    if nlri["value"].is_object() {
+        return Some(0);
+    }
+    if !nlri["labels"].is_array() || nlri["rd"].is_null() {
+        return None;
+    }
+    let prefix: IpPrefix = nlri["prefix"].as_str()?.parse().ok()?;
+    Some(match prefix.addr() {
+        IpAddr::V4(_) => 1,
+        IpAddr::V6(_) => 2,
+    })
+}
+
+/// The tables vrouter-bgp follows: each family's, with `gobgp`'s name for it.
+pub const TABLES: [(Family, &str); 3] = [
+    (Family::Evpn, "evpn"),
+    (Family::Vpn, "vpnv4"),
+    (Family::Vpn, "vpnv6"),
+];
+
+/// What changed in one of [`TABLES`] (by index).
+#[derive(Debug)]
+pub enum RibUpdate {
+    /// Every best path of the table: what it holds replaces what was known.
+    Table { table: usize, paths: Vec<Value> },
+    /// New best paths, and withdrawn ones (`"withdrawal": true`), as `gobgp monitor -j`
+    /// prints them.
+    Paths { table: usize, paths: Vec<Value> },
+    /// The table cannot be followed (gobgpd is gone): what it held is unknown until the next
+    /// [`RibUpdate::Table`].
+    Lost { table: usize },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn monitor_paths_are_sorted_into_tables_by_their_nlri() {
+        let rd = json!({"type": 1, "admin": "198.19.0.2", "assigned": 1});
+        let evpn =
+            json!({"type": 5, "value": {"rd": rd, "prefix": "198.18.7.0/24", "label": 1001}});
+        let v4 = json!({"prefix": "198.18.5.0/24", "labels": [2002], "rd": rd});
+        let v6 = json!({"prefix": "2001:db8::/64", "labels": [2002], "rd": rd});
+        let unicast = json!({"prefix": "198.18.5.0/24"});
+        assert_eq!(table_of(&evpn), Some(0));
+        assert_eq!(table_of(&v4), Some(1));
+        assert_eq!(table_of(&v6), Some(2));
+        assert_eq!(table_of(&unicast), None);
+        assert_eq!(table_of(&json!(null)), None);
     }
 }

@@ -10,7 +10,9 @@
 //! when several nodes advertise a prefix, routes carrying the VNI or label. Routes a peer
 //! withdraws (or that go with a session) are removed.
 //!
-//! gobgpd is driven through its `gobgp` command line (which uses gobgpd's gRPC API).
+//! gobgpd is driven through its `gobgp` command line (which uses gobgpd's gRPC API); its best
+//! paths are followed as they change (`gobgp monitor global rib`), and learned routes go into
+//! vrouterd in batches (`PATCH /vrfs/{vrf}/routes`, up to 4096 a request).
 
 mod gobgp;
 mod rib;
@@ -22,12 +24,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use control_api::api::{IpPrefix, MacAddr, MplsTarget, Nexthop, Route, RouteTag, VrfRouting};
+use control_api::api::{
+    IpPrefix, MacAddr, MplsTarget, Nexthop, Route, RouteBatch, RouteTag, TunnelEncap, VrfRouting,
+    ROUTE_BATCH_MAX,
+};
 use control_api::Client;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use gobgp::{Advert, Gobgp, Overlay};
+use gobgp::{Advert, Gobgp, Overlay, RibUpdate, TABLES};
 use rib::{Encap, Endpoint, Family, Preference, Remote};
 
 /// Nexthop ids vrouter-bgp owns in vrouterd: tunnels to remote nodes, then ECMP groups.
@@ -53,7 +58,8 @@ struct Args {
     gobgp_host: String,
     #[arg(long, default_value_t = 50051)]
     gobgp_port: u16,
-    /// How often gobgpd's RIB is read for learned routes, in milliseconds.
+    /// The longest one wait on vrouterd's change stream lasts, in milliseconds (changes and
+    /// gobgpd's best-path changes end it at once).
     #[arg(long, default_value_t = 300)]
     poll_ms: u64,
     /// The MPLS encapsulation this node's VPN routes ask for (their encapsulation community),
@@ -251,6 +257,91 @@ fn field<T: serde::de::DeserializeOwned>(ch: &Value, k: &str) -> Option<T> {
     serde_json::from_value(ch[k].clone()).ok()
 }
 
+/// gobgpd's best paths as its monitor reports them: per table of [`TABLES`], each path by its
+/// NLRI (RD and prefix), as vrouterd can use it (`None`: refused, logged when it came); a table
+/// is `None` until it was read whole, and again while gobgpd is gone.
+struct Rib {
+    tables: [Option<BTreeMap<String, Option<rib::Learned>>>; 3],
+    prefer: Preference,
+    /// A table was read whole since [`Rib::reloaded`] last said so.
+    reloaded: bool,
+}
+
+impl Rib {
+    fn new(prefer: Preference) -> Rib {
+        Rib {
+            tables: [None, None, None],
+            prefer,
+            reloaded: false,
+        }
+    }
+
+    fn apply(&mut self, u: RibUpdate) {
+        let prefer = self.prefer;
+        let learned = |table: usize, path: &Value| {
+            let family = TABLES[table].0;
+            match rib::path_learned(path, family, prefer) {
+                Ok(l) => l,
+                Err(why) => {
+                    tracing::debug!("ignored: {}: {why}", path["nlri"]);
+                    None
+                }
+            }
+        };
+        match u {
+            RibUpdate::Table { table, paths } => {
+                let t = paths
+                    .iter()
+                    .map(|p| (p["nlri"].to_string(), learned(table, p)))
+                    .collect();
+                self.tables[table] = Some(t);
+                self.reloaded = true;
+            }
+            RibUpdate::Paths { table, paths } => {
+                let Some(t) = self.tables[table].as_mut() else {
+                    return;
+                };
+                for p in &paths {
+                    let key = p["nlri"].to_string();
+                    if p["withdrawal"] == Value::Bool(true) {
+                        t.remove(&key);
+                    } else {
+                        t.insert(key, learned(table, p));
+                    }
+                }
+            }
+            RibUpdate::Lost { table } => self.tables[table] = None,
+        }
+    }
+
+    /// Every usable best path, once every table was read.
+    fn learned(&self) -> anyhow::Result<Vec<rib::Learned>> {
+        let mut out = Vec::new();
+        for (t, (_, afi)) in self.tables.iter().zip(TABLES) {
+            let t = t
+                .as_ref()
+                .with_context(|| format!("gobgpd's {afi} table is not read (yet)"))?;
+            out.extend(t.values().flatten().cloned());
+        }
+        Ok(out)
+    }
+
+    fn reloaded(&mut self) -> bool {
+        std::mem::take(&mut self.reloaded)
+    }
+}
+
+/// What woke the main loop.
+enum Woke {
+    Changes(Result<control_api::events::EventPage, control_api::Error>),
+    Rib(Option<RibUpdate>),
+}
+
+/// Whether vrouter-bgp owns nexthop `id` (tunnels and ECMP groups it made).
+fn ours(id: u32) -> bool {
+    (TUNNEL_IDS.0..=ECMP_IDS.1).contains(&id)
+}
+
 /// What this daemon put into vrouterd.
 #[derive(Default)]
 struct Installed {
@@ -278,75 +369,153 @@ struct Daemon {
     mapped: BTreeMap<u32, u32>,
     /// Labels already warned about (mapped elsewhere), so the warning comes once.
     conflicts: BTreeSet<(u32, u32)>,
+    rib: Rib,
+    updates: tokio::sync::mpsc::UnboundedReceiver<RibUpdate>,
 }
 
 impl Daemon {
-    /// Removes what an earlier run left: routes to its nexthops, the nexthops, and the routes
-    /// it originated in gobgpd.
-    async fn clean_up(&mut self) -> anyhow::Result<()> {
-        let ours = |id: u32| (TUNNEL_IDS.0..=ECMP_IDS.1).contains(&id);
-        let stale: Vec<(u32, IpPrefix)> = self
-            .local
-            .routes
-            .iter()
-            .filter(|(_, r)| ours(r.nexthop))
-            .map(|(k, _)| *k)
-            .collect();
-        for (vrf, prefix) in stale {
-            self.vr.route_del(vrf, &prefix).await?;
-            self.local.routes.remove(&(vrf, prefix));
+    /// Takes over what an earlier run (or this one, before vrouterd restarted with its
+    /// `--state-dir`) installed, so that forwarding goes on while vrouter-bgp restarts: its
+    /// tunnels from this node's fabric address, its ECMP groups of them, and the routes through
+    /// those become this run's, reconciled with gobgpd's paths once those are read (what they
+    /// no longer want is removed then, what they want differently replaced). Routes and
+    /// nexthops in its id ranges it cannot read back are removed now.
+    async fn adopt(&mut self) -> anyhow::Result<()> {
+        self.installed = Installed::default();
+        let mut tunnels: BTreeMap<u32, Endpoint> = BTreeMap::new();
+        for (id, nh) in &self.local.nexthops {
+            let Nexthop::Tunnel {
+                encap,
+                vif,
+                sip,
+                dip,
+                dmac,
+            } = nh
+            else {
+                continue;
+            };
+            if !(TUNNEL_IDS.0..=TUNNEL_IDS.1).contains(id)
+                || *vif != self.args.fabric_vif
+                || *sip != self.args.fabric_ip
+            {
+                continue;
+            }
+            let ep = Endpoint {
+                ip: *dip,
+                encap: match encap {
+                    TunnelEncap::Vxlan => Encap::Vxlan,
+                    TunnelEncap::Mplsoudp => Encap::MplsUdp,
+                    TunnelEncap::Mplsogre => Encap::MplsGre,
+                },
+                mac: dmac.map(|m| m.0),
+            };
+            if let std::collections::btree_map::Entry::Vacant(e) = self.installed.tunnels.entry(ep)
+            {
+                e.insert(*id);
+                tunnels.insert(*id, ep);
+            }
         }
+        let mut groups: BTreeMap<u32, BTreeSet<Endpoint>> = BTreeMap::new();
+        for (id, nh) in &self.local.nexthops {
+            let Nexthop::Ecmp { members } = nh else {
+                continue;
+            };
+            let ids: BTreeSet<u32> = members.iter().copied().collect();
+            let eps: Option<BTreeSet<Endpoint>> =
+                ids.iter().map(|m| tunnels.get(m).copied()).collect();
+            match eps {
+                Some(eps)
+                    if (ECMP_IDS.0..=ECMP_IDS.1).contains(id)
+                        && eps.len() > 1
+                        && !self.installed.groups.contains_key(&ids) =>
+                {
+                    self.installed.groups.insert(ids, *id);
+                    groups.insert(*id, eps);
+                }
+                _ => {}
+            }
+        }
+        let mut stale: BTreeMap<u32, Vec<IpPrefix>> = BTreeMap::new();
+        for ((vrf, prefix), r) in &self.local.routes {
+            if !ours(r.nexthop) {
+                continue;
+            }
+            let endpoints = tunnels
+                .get(&r.nexthop)
+                .map(|ep| BTreeSet::from([*ep]))
+                .or_else(|| groups.get(&r.nexthop).cloned());
+            match (endpoints, r.label) {
+                (Some(endpoints), Some(label)) => {
+                    self.installed
+                        .routes
+                        .insert((*vrf, *prefix), Remote { endpoints, label });
+                }
+                _ => stale.entry(*vrf).or_default().push(*prefix),
+            }
+        }
+        for (vrf, prefixes) in stale {
+            for chunk in prefixes.chunks(ROUTE_BATCH_MAX) {
+                let b = RouteBatch {
+                    set: Vec::new(),
+                    delete: chunk.to_vec(),
+                };
+                self.vr.routes_batch(vrf, &b).await?;
+                for p in chunk {
+                    self.local.routes.remove(&(vrf, *p));
+                }
+            }
+        }
+        let adopted: BTreeSet<u32> = tunnels.keys().chain(groups.keys()).copied().collect();
         let mut ids: Vec<u32> = self
             .local
             .nexthops
             .keys()
             .copied()
-            .filter(|i| ours(*i))
+            .filter(|i| ours(*i) && !adopted.contains(i))
             .collect();
         ids.sort_by_key(|i| std::cmp::Reverse(*i)); // ECMP groups before their members
         for id in ids {
             self.vr.nexthop_del(id).await?;
             self.local.nexthops.remove(&id);
         }
-        for l in self.learned().await? {
-            if l.nexthop == self.args.fabric_ip {
-                // The RD is not in Learned: withdraw under every RD this node uses.
-                for r in self.local.routing.values() {
-                    let a = Advert {
-                        prefix: l.prefix,
-                        rd: r.rd.clone(),
-                        targets: Vec::new(),
-                        overlay: match l.family {
-                            Family::Evpn => Overlay::Evpn { vni: l.label },
-                            Family::Vpn => Overlay::Vpn {
-                                label: l.label,
-                                encap: l.encap,
-                            },
-                        },
-                    };
-                    let _ = self.bgp.del(&a).await;
-                }
-            }
+        if !self.installed.routes.is_empty() {
+            info!(
+                routes = self.installed.routes.len(),
+                tunnels = self.installed.tunnels.len(),
+                groups = self.installed.groups.len(),
+                "took over what an earlier run installed"
+            );
         }
         Ok(())
     }
 
-    /// The best paths in gobgpd's RIBs (what cannot be used logged at debug).
-    async fn learned(&self) -> anyhow::Result<Vec<rib::Learned>> {
-        let mut ignored = Vec::new();
-        let mut out = Vec::new();
-        for (family, table) in self.bgp.rib().await? {
-            out.extend(rib::best_paths(
-                &table,
-                family,
-                self.args.preference(),
-                &mut ignored,
-            ));
+    /// Withdraws this node's route `l` from gobgpd (the RD is not in [`rib::Learned`]: under
+    /// every RD this node uses).
+    async fn withdraw_own(&self, l: &rib::Learned) {
+        for r in self.local.routing.values() {
+            let a = Advert {
+                prefix: l.prefix,
+                rd: r.rd.clone(),
+                targets: Vec::new(),
+                overlay: match l.family {
+                    Family::Evpn => Overlay::Evpn { vni: l.label },
+                    Family::Vpn => Overlay::Vpn {
+                        label: l.label,
+                        encap: l.encap,
+                    },
+                },
+            };
+            let _ = self.bgp.del(&a).await;
         }
-        for i in &ignored {
-            tracing::debug!("ignored: {i}");
-        }
-        Ok(out)
+    }
+
+    /// What this node should advertise now.
+    fn wanted_adverts(&self) -> BTreeMap<AdvertKey, Advert> {
+        let mpls = &self.local.mpls;
+        self.local
+            .adverts(self.args.preference().mpls, |label, vrf| {
+                mpls.get(&label) == Some(&MplsTarget::Vrf(vrf))
+            })
     }
 
     /// Makes each VRF identity's label lead to its VRF in vrouterd (unless the label already
@@ -404,12 +573,7 @@ impl Daemon {
 
     async fn advertise(&mut self) {
         self.map_labels().await;
-        let mpls = &self.local.mpls;
-        let want = self
-            .local
-            .adverts(self.args.preference().mpls, |label, vrf| {
-                mpls.get(&label) == Some(&MplsTarget::Vrf(vrf))
-            });
+        let want = self.wanted_adverts();
         let gone: Vec<_> = self
             .advertised
             .iter()
@@ -477,24 +641,38 @@ impl Daemon {
     }
 
     async fn install(&mut self) -> anyhow::Result<()> {
-        let learned = match self.learned().await {
+        let learned = match self.rib.learned() {
             Ok(l) => l,
             Err(e) => {
-                // gobgpd is gone or restarting: what it had is lost, advertise it all again.
-                self.advertised.clear();
-                return Err(e);
+                // gobgpd is not up (yet): what was installed stays until its tables are read.
+                tracing::debug!("{e:#}");
+                return Ok(());
             }
         };
         let mut ignored = Vec::new();
-        // A route of this node's missing from the RIB (gobgpd restarted between two reads) is
-        // advertised again.
-        let own: BTreeSet<(Family, IpPrefix)> = learned
-            .iter()
-            .filter(|l| l.nexthop == self.args.fabric_ip)
-            .map(|l| (l.family, l.prefix))
-            .collect();
-        self.advertised
-            .retain(|_, a| own.contains(&(a.family(), a.prefix)));
+        if self.rib.reloaded() {
+            // gobgpd's tables were read anew (at start, or it restarted): a route of this
+            // node's missing from them is advertised again, and one there that this node no
+            // longer has (an earlier run's, its pod gone meanwhile) is withdrawn.
+            let own: BTreeSet<(Family, IpPrefix)> = learned
+                .iter()
+                .filter(|l| l.nexthop == self.args.fabric_ip)
+                .map(|l| (l.family, l.prefix))
+                .collect();
+            self.advertised
+                .retain(|_, a| own.contains(&(a.family(), a.prefix)));
+            let want: BTreeSet<(Family, IpPrefix)> = self
+                .wanted_adverts()
+                .values()
+                .map(|a| (a.family(), a.prefix))
+                .collect();
+            for l in learned.iter().filter(|l| l.nexthop == self.args.fabric_ip) {
+                if !want.contains(&(l.family, l.prefix)) {
+                    info!(prefix = %l.prefix, family = ?l.family, "withdrawing an earlier run's route");
+                    self.withdraw_own(l).await;
+                }
+            }
+        }
         let want = rib::imports(
             &learned,
             &self.local.routing,
@@ -513,11 +691,36 @@ impl Daemon {
             .filter(|k| !want.contains_key(k))
             .copied()
             .collect();
+        let mut dels: BTreeMap<u32, Vec<IpPrefix>> = BTreeMap::new();
         for (vrf, prefix) in gone {
-            self.vr.route_del(vrf, &prefix).await?;
-            self.installed.routes.remove(&(vrf, prefix));
-            info!(vrf, %prefix, "remote route removed");
+            if self
+                .local
+                .routes
+                .get(&(vrf, prefix))
+                .is_some_and(|r| ours(r.nexthop))
+            {
+                dels.entry(vrf).or_default().push(prefix);
+            } else {
+                // Gone from vrouterd already (its VRF went, or someone removed it).
+                self.installed.routes.remove(&(vrf, prefix));
+            }
         }
+        for (vrf, prefixes) in dels {
+            for chunk in prefixes.chunks(ROUTE_BATCH_MAX) {
+                let b = RouteBatch {
+                    set: Vec::new(),
+                    delete: chunk.to_vec(),
+                };
+                self.vr.routes_batch(vrf, &b).await?;
+                for prefix in chunk {
+                    self.installed.routes.remove(&(vrf, *prefix));
+                    self.local.routes.remove(&(vrf, *prefix));
+                    tracing::debug!(vrf, %prefix, "remote route removed");
+                }
+                info!(vrf, routes = chunk.len(), "remote routes removed");
+            }
+        }
+        let mut sets: BTreeMap<u32, Vec<(Route, Remote)>> = BTreeMap::new();
         for (k, remote) in want {
             if self.installed.routes.get(&k) == Some(&remote) {
                 continue;
@@ -528,9 +731,31 @@ impl Daemon {
                 nexthop,
                 label: Some(remote.label),
             };
-            self.vr.route_set(k.0, &route).await?;
-            info!(vrf = k.0, prefix = %k.1, nexthop, label = remote.label, nodes = remote.endpoints.len(), "remote route installed");
-            self.installed.routes.insert(k, remote);
+            sets.entry(k.0).or_default().push((route, remote));
+        }
+        for (vrf, routes) in sets {
+            for chunk in routes.chunks(ROUTE_BATCH_MAX) {
+                let b = RouteBatch {
+                    set: chunk.iter().map(|(r, _)| r.clone()).collect(),
+                    delete: Vec::new(),
+                };
+                let t = std::time::Instant::now();
+                self.vr.routes_batch(vrf, &b).await?;
+                let batch_ms = t.elapsed().as_millis() as u64;
+                for (route, remote) in chunk {
+                    tracing::debug!(vrf, prefix = %route.prefix, nexthop = route.nexthop, label = remote.label, nodes = remote.endpoints.len(), "remote route installed");
+                    self.installed
+                        .routes
+                        .insert((vrf, route.prefix), remote.clone());
+                    self.local.routes.insert((vrf, route.prefix), route.clone());
+                }
+                info!(
+                    vrf,
+                    routes = chunk.len(),
+                    batch_ms,
+                    "remote routes installed"
+                );
+            }
         }
         self.release_unused().await
     }
@@ -576,12 +801,13 @@ impl Daemon {
         Ok(())
     }
 
-    /// Follows the change stream; re-reads the state when it says reset.
+    /// Follows the change stream (re-reading the state when it says reset) and gobgpd's best
+    /// paths; after each change, advertises and installs what differs.
     async fn run(&mut self) -> anyhow::Result<()> {
         let mut first = self.vr.events(0, None, 0).await?;
         let (mut epoch, mut revision) = (first.epoch.clone(), first.revision);
         self.local = Local::read(&self.vr).await?;
-        self.clean_up().await?;
+        self.adopt().await?;
         first.events.clear();
         let poll = Duration::from_millis(self.args.poll_ms);
         loop {
@@ -589,36 +815,56 @@ impl Daemon {
             if let Err(e) = self.install().await {
                 warn!("installing learned routes: {e:#}");
             }
-            let page = match self
-                .vr
-                .events(revision, Some(&epoch), poll.as_millis() as u64)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
+            let woke = tokio::select! {
+                p = self.vr.events(revision, Some(&epoch), poll.as_millis() as u64) => Woke::Changes(p),
+                u = self.updates.recv() => Woke::Rib(u),
+            };
+            let mut page = match woke {
+                Woke::Rib(u) => {
+                    let Some(u) = u else {
+                        anyhow::bail!("gobgpd's table monitors ended");
+                    };
+                    self.rib.apply(u);
+                    // Take whatever else came meanwhile before acting on it.
+                    while let Ok(u) = self.updates.try_recv() {
+                        self.rib.apply(u);
+                    }
+                    continue;
+                }
+                Woke::Changes(Ok(p)) => p,
+                Woke::Changes(Err(e)) => {
                     warn!("reading vrouterd's changes: {e:#}");
                     tokio::time::sleep(poll).await;
                     continue;
                 }
             };
+            let restarted = page.epoch != epoch;
             let mut reread = page.reset;
-            for ev in &page.events {
-                if !self.local.apply(&ev.change) {
-                    warn!("unreadable change {}: re-reading", ev.change);
-                    reread = true;
+            loop {
+                for ev in &page.events {
+                    if !self.local.apply(&ev.change) {
+                        warn!("unreadable change {}: re-reading", ev.change);
+                        reread = true;
+                    }
                 }
+                (epoch, revision) = (page.epoch.clone(), page.revision);
+                // A full page: more are waiting (a batch's changes); read them all first.
+                if page.reset || page.events.len() < control_api::events::PAGE_MAX {
+                    break;
+                }
+                page = self.vr.events(revision, Some(&epoch), 0).await?;
+                reread |= page.reset;
             }
-            if page.epoch != epoch {
+            if restarted {
                 info!("vrouterd restarted: re-reading its state");
                 reread = true;
             }
-            (epoch, revision) = (page.epoch, page.revision);
             if reread {
                 self.local = Local::read(&self.vr).await?;
-                // A restarted vrouterd has none of what was installed: start over.
-                if page.reset {
-                    self.installed = Installed::default();
-                    self.clean_up().await?;
+                // A restarted vrouterd has what it restored from its --state-dir, or nothing:
+                // take over what is there. (A reader that fell behind only re-reads.)
+                if restarted {
+                    self.adopt().await?;
                 }
             }
         }
@@ -652,6 +898,8 @@ async fn main() -> anyhow::Result<()> {
         router_mac,
     };
     info!(fabric_ip = %args.fabric_ip, %router_mac, "vrouter-bgp starting");
+    let updates = bgp.watch();
+    let rib = Rib::new(args.preference());
     let mut d = Daemon {
         args,
         vr,
@@ -661,6 +909,8 @@ async fn main() -> anyhow::Result<()> {
         installed: Installed::default(),
         mapped: BTreeMap::new(),
         conflicts: BTreeSet::new(),
+        rib,
+        updates,
     };
     loop {
         if let Err(e) = d.run().await {
@@ -675,6 +925,55 @@ mod tests {
     use super::*;
     use control_api::dataplane::TableChange;
     use control_api::journal::RoutingRecord;
+
+    /// Monitor lines as gobgp 3.10 prints them (`gobgp monitor global rib -j`): a VPNv4 best
+    /// path, then its withdrawal; an EVPN path lands in the EVPN table whatever monitor
+    /// reported it.
+    #[test]
+    fn the_rib_follows_monitor_lines_and_withdrawals() {
+        let line = r#"[{"nlri":{"prefix":"198.18.5.0/24","labels":[2002],"rd":{"type":1,"admin":"198.19.0.2","assigned":1}},"age":1796599595,"best":false,"attrs":[{"type":1,"value":2},{"type":16,"value":[{"type":0,"subtype":2,"value":"64512:1"},{"type":3,"subtype":12,"tunnel_type":13}]},{"type":14,"nexthop":"198.19.0.2","afi":1,"safi":128,"value":[{"prefix":"198.18.5.0/24","labels":[2002],"rd":{"type":1,"admin":"198.19.0.2","assigned":1}}]}],"stale":false}]"#;
+        let paths: Vec<Value> = serde_json::from_str(line).unwrap();
+        let prefer = Preference {
+            mpls: Encap::MplsUdp,
+            family: Family::Evpn,
+        };
+        let mut rib = Rib::new(prefer);
+        assert!(rib.learned().is_err(), "no table read yet");
+        for table in 0..3 {
+            rib.apply(RibUpdate::Table {
+                table,
+                paths: Vec::new(),
+            });
+        }
+        assert!(rib.reloaded());
+        assert!(!rib.reloaded(), "said once");
+        rib.apply(RibUpdate::Paths {
+            table: 1,
+            paths: paths.clone(),
+        });
+        let l = rib.learned().unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            (l[0].prefix.to_string(), l[0].label, l[0].encap),
+            ("198.18.5.0/24".to_string(), 2002, Encap::MplsUdp)
+        );
+        // The same path again changes nothing; its withdrawal removes it.
+        rib.apply(RibUpdate::Paths {
+            table: 1,
+            paths: paths.clone(),
+        });
+        assert_eq!(rib.learned().unwrap().len(), 1);
+        let mut gone = paths;
+        gone[0]["withdrawal"] = Value::Bool(true);
+        rib.apply(RibUpdate::Paths {
+            table: 1,
+            paths: gone,
+        });
+        assert!(rib.learned().unwrap().is_empty());
+        // gobgpd gone: unknown until read again.
+        rib.apply(RibUpdate::Lost { table: 0 });
+        assert!(rib.learned().is_err());
+    }
 
     fn change<T: serde::Serialize>(c: T) -> Value {
         serde_json::to_value(c).expect("json")

@@ -99,6 +99,7 @@ pub struct Remote {
 /// router's MAC on an EVPN route, an encapsulation vrouterd does not speak for the family, a
 /// VNI or label out of range, a label stack, an unparsable field) goes to `ignored` with the
 /// reason, never into the result.
+#[cfg(test)] // vrouter-bgp reads paths one by one ([`path_learned`]); the tests use tables.
 pub fn best_paths(
     rib: &Value,
     family: Family,
@@ -117,11 +118,7 @@ pub fn best_paths(
             if path["best"] != Value::Bool(true) {
                 continue;
             }
-            let l = match family {
-                Family::Evpn => learned_evpn(path),
-                Family::Vpn => learned_vpn(path, prefer.mpls),
-            };
-            match l {
+            match path_learned(path, family, prefer) {
                 Ok(Some(l)) => out.push(l),
                 Ok(None) => {}
                 Err(why) => ignored.push(format!("{dest}: {why}")),
@@ -129,6 +126,20 @@ pub fn best_paths(
         }
     }
     out
+}
+
+/// One best path of `family` (as `gobgp -j` prints it, in a table or a monitor line) as
+/// [`Learned`]: `Ok(None)` for a route type vrouter-bgp does not take (not EVPN type 5), the
+/// reason for one it refuses.
+pub fn path_learned(
+    path: &Value,
+    family: Family,
+    prefer: Preference,
+) -> Result<Option<Learned>, String> {
+    match family {
+        Family::Evpn => learned_evpn(path),
+        Family::Vpn => learned_vpn(path, prefer.mpls),
+    }
 }
 
 /// What a path's attributes say, whatever its family.

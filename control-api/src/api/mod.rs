@@ -1,6 +1,7 @@
 //! The contract: request and response bodies of control API v1 (DESIGN.md), one module per
 //! object kind, all re-exported here. Field names are the wire names; changing one breaks agents.
 
+mod batch;
 mod flow;
 mod label;
 mod mirror;
@@ -17,6 +18,7 @@ mod vrf;
 
 use serde::{Deserialize, Serialize};
 
+pub use batch::{RouteBatch, RouteBatchResult, ROUTE_BATCH_MAX};
 pub use flow::{
     FlowAction, FlowEntry, FlowExportStats, FlowPage, FlowQuery, FlowStats, FlowTuple, FlushResult,
 };

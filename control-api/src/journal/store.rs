@@ -322,8 +322,17 @@ impl Journal {
     /// Appends one record and waits until it is on disk. On failure the journal is cut back to
     /// its last good record where possible, and marked broken.
     pub fn append(&mut self, record: &Record) -> Result<(), Error> {
+        self.append_all(std::slice::from_ref(record))
+    }
+
+    /// Appends `records` in one write and waits once until they are on disk (a batch of
+    /// changes). A crash meanwhile keeps a leading part of them at most, each whole.
+    pub fn append_all(&mut self, records: &[Record]) -> Result<(), Error> {
         let path = self.dir.join(JOURNAL);
-        let bytes = encode(record)?;
+        let mut bytes = Vec::new();
+        for record in records {
+            bytes.extend(encode(record)?);
+        }
         let written = self
             .file
             .write_all(&bytes)
@@ -340,7 +349,7 @@ impl Journal {
             ));
         }
         self.len += bytes.len() as u64;
-        self.records += 1;
+        self.records += records.len() as u64;
         Ok(())
     }
 

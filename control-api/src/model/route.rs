@@ -68,6 +68,11 @@ impl Model {
             .unwrap_or_default())
     }
 
+    /// The route to exactly `prefix` in `vrf`, if any.
+    pub fn route(&self, vrf: u32, prefix: &IpPrefix) -> Option<&Route> {
+        self.routes.get(&vrf)?.get(prefix)
+    }
+
     /// Every route of every VRF, with its VRF.
     pub fn all_routes(&self) -> impl Iterator<Item = (u32, &Route)> + '_ {
         self.routes

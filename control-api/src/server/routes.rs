@@ -14,8 +14,8 @@ use super::extract::{parse_json, read_body, Body, Params};
 use super::lane::Lanes;
 use crate::api::{
     BridgeEntry, FloatingIp, FlowQuery, LinkLocalService, MacAddr, Mirror, MplsRequest, NatPool,
-    Nexthop, Policy, QueuePin, Route, Service, SnatAttachment, TraceRequest, VifRequest,
-    VrfRouting, VxlanRequest,
+    Nexthop, Policy, QueuePin, Route, RouteBatch, Service, SnatAttachment, TraceRequest,
+    VifRequest, VrfRouting, VxlanRequest,
 };
 use crate::controller::{Controller, Outcome, NEXTHOP_ID_RANGE};
 use crate::error::Error;
@@ -31,6 +31,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/vrfs/{vrf}"),
     ("GET", "/vrfs/{vrf}/routes"),
     ("PUT", "/vrfs/{vrf}/routes"),
+    ("PATCH", "/vrfs/{vrf}/routes"),
     ("DELETE", "/vrfs/{vrf}/routes/{*prefix}"),
     ("GET", "/vrfs/{vrf}/bridge"),
     ("PUT", "/vrfs/{vrf}/bridge"),
@@ -169,6 +170,12 @@ async fn route_put(State(s): St, p: Params, Body(route): Body<Route>) -> Res {
     let r = route.clone();
     let out = s.lanes.change(move |c| c.route_set(vrf, &r)).await?;
     Ok(json(put_status(out), &route))
+}
+
+async fn route_batch(State(s): St, p: Params, Body(batch): Body<RouteBatch>) -> Res {
+    let vrf = p.vrf()?;
+    let out = s.lanes.change(move |c| c.route_batch(vrf, &batch)).await?;
+    Ok(json(StatusCode::OK, &out))
 }
 
 async fn route_del(State(s): St, p: Params) -> Res {
@@ -699,6 +706,7 @@ pub(super) fn router(lanes: Arc<Lanes>, ctrl: Arc<Controller>, body_limit: usize
             "GET" => MethodFilter::GET,
             "PUT" => MethodFilter::PUT,
             "POST" => MethodFilter::POST,
+            "PATCH" => MethodFilter::PATCH,
             _ => MethodFilter::DELETE,
         };
         let handler = match (method, path) {
@@ -707,6 +715,7 @@ pub(super) fn router(lanes: Arc<Lanes>, ctrl: Arc<Controller>, body_limit: usize
             ("DELETE", "/vrfs/{vrf}") => on(filter, vrf_del),
             ("GET", "/vrfs/{vrf}/routes") => on(filter, routes_list),
             ("PUT", "/vrfs/{vrf}/routes") => on(filter, route_put),
+            ("PATCH", "/vrfs/{vrf}/routes") => on(filter, route_batch),
             ("DELETE", "/vrfs/{vrf}/routes/{*prefix}") => on(filter, route_del),
             ("GET", "/vrfs/{vrf}/bridge") => on(filter, bridge_list),
             ("PUT", "/vrfs/{vrf}/bridge") => on(filter, bridge_put),

@@ -43,6 +43,8 @@ pub struct MemDataplane {
     pub state: Mutex<MemState>,
     /// The next `apply` fails with this error (and changes nothing).
     pub fail_next: Mutex<Option<DataplaneError>>,
+    /// After this many more `apply`s succeed, the next fails with this error.
+    pub fail_after: Mutex<Option<(usize, DataplaneError)>>,
     /// Vif adds wait here while it is armed, as vrouterd's wait for its vhost core.
     pub hold: Hold,
 }
@@ -106,6 +108,14 @@ impl Dataplane for MemDataplane {
     fn apply(&self, change: &Change) -> Result<(), DataplaneError> {
         if let Some(e) = self.fail_next.lock().unwrap().take() {
             return Err(e);
+        }
+        {
+            let mut after = self.fail_after.lock().unwrap();
+            match after.as_mut() {
+                Some((0, _)) => return Err(after.take().expect("armed").1),
+                Some((n, _)) => *n -= 1,
+                None => {}
+            }
         }
         if matches!(change, Change::VifAdd { .. }) {
             self.hold.pass();
