@@ -58,8 +58,8 @@ pub mod pools;
 pub mod rewrite;
 
 pub use config::{
-    link_local_source, Balance, FloatingIp, LinkLocal, Nat, NatSnapshot, PoolInfo, Service,
-    ServiceSnap, SnatRule, MAX_BACKENDS,
+    key_bits, link_local_source, Balance, FloatingIp, LinkLocal, Nat, NatSnapshot, PoolInfo,
+    Service, ServiceSnap, SnatRule, MAX_BACKENDS,
 };
 pub use pool::{PoolRange, PortPool};
 pub use pools::{BackendCounts, PortPools};

@@ -1,8 +1,8 @@
-//! A translation written into a packet: an IPv4 address and a port (or ICMP echo identifier)
-//! replaced, with the IPv4 header checksum and the TCP / UDP / ICMP checksum updated
-//! incrementally (RFC 1624), never summed over the payload.
+//! A translation written into a packet: an IPv4 or IPv6 address and a port (or ICMP / ICMPv6
+//! echo identifier) replaced, with the IPv4 header checksum (IPv6 has none) and the TCP / UDP /
+//! ICMP / ICMPv6 checksum updated incrementally (RFC 1624), never summed over the payload.
 
-use crate::meta::PacketMeta;
+use crate::meta::{PacketMeta, L3};
 use crate::stats::DropReason;
 use crate::wire::checksum::{update16, update32};
 use crate::wire::{icmp, ipv4};
@@ -16,12 +16,13 @@ pub enum End {
     Destination,
 }
 
-/// What a NAT flow does to each of its packets: `end`'s address becomes `addr` (IPv4, host
-/// order) and its port `port` (for ICMP echo, the identifier, whichever the end).
+/// What a NAT flow does to each of its packets: `end`'s address becomes `addr` (host order: an
+/// IPv4 address in the low 32 bits, as flow keys hold it, or an IPv6 address) and its port
+/// `port` (for ICMP echo, the identifier, whichever the end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Translation {
     pub end: End,
-    pub addr: u32,
+    pub addr: u128,
     pub port: u16,
 }
 
@@ -45,6 +46,10 @@ pub fn translate(
     x: Translation,
     l4_partial: bool,
 ) -> Result<(), DropReason> {
+    if m.l3 == L3::Ipv6 {
+        return translate_v6(frame, m, x, l4_partial);
+    }
+    let addr = x.addr as u32;
     let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
     let ip_at = match x.end {
         End::Source => l3 + IP_SRC,
@@ -63,14 +68,14 @@ pub fn translate(
     let l4_sum = read16(frame, l4_csum)?;
     let ip_sum = read16(frame, l3 + IP_CSUM)?;
 
-    write32(frame, ip_at, x.addr)?;
-    write16(frame, l3 + IP_CSUM, update32(ip_sum, old_addr, x.addr))?;
+    write32(frame, ip_at, addr)?;
+    write16(frame, l3 + IP_CSUM, update32(ip_sum, old_addr, addr))?;
     write16(frame, port_at, x.port)?;
     let pseudo = m.proto != ipv4::proto::ICMP;
     let new_sum = if l4_partial {
         // Only the pseudo-header's address is in the field (folded, not complemented).
         if pseudo {
-            !update32(!l4_sum, old_addr, x.addr)
+            !update32(!l4_sum, old_addr, addr)
         } else {
             l4_sum
         }
@@ -79,7 +84,7 @@ pub fn translate(
         0
     } else {
         let s = if pseudo {
-            update32(l4_sum, old_addr, x.addr)
+            update32(l4_sum, old_addr, addr)
         } else {
             l4_sum
         };
@@ -92,6 +97,58 @@ pub fn translate(
         }
     };
     write16(frame, l4_csum, new_sum)
+}
+
+/// Offsets in the IPv6 header and the ICMPv6 header.
+const IP6_SRC: usize = 8;
+const IP6_DST: usize = 24;
+
+/// [`translate`] for IPv6: no header checksum; every L4 checksum (TCP, UDP, ICMPv6) covers the
+/// pseudo-header, so each follows the 128-bit address, and the port (identifier) unless the
+/// field holds only the pseudo-header sum.
+fn translate_v6(
+    frame: &mut [u8],
+    m: &PacketMeta,
+    x: Translation,
+    l4_partial: bool,
+) -> Result<(), DropReason> {
+    let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
+    let ip_at = match x.end {
+        End::Source => l3 + IP6_SRC,
+        End::Destination => l3 + IP6_DST,
+    };
+    let (l4_csum, port_at) = match (m.proto, x.end) {
+        (ipv4::proto::TCP, End::Source) => (l4 + TCP_CSUM, l4),
+        (ipv4::proto::TCP, End::Destination) => (l4 + TCP_CSUM, l4 + 2),
+        (ipv4::proto::UDP, End::Source) => (l4 + UDP_CSUM, l4),
+        (ipv4::proto::UDP, End::Destination) => (l4 + UDP_CSUM, l4 + 2),
+        (ipv4::proto::ICMPV6, _) => (l4 + ICMP_CSUM, l4 + ICMP_ID),
+        _ => return Err(DropReason::NatUnsupported),
+    };
+    let old_addr = read128(frame, ip_at)?;
+    let old_port = read16(frame, port_at)?;
+    let l4_sum = read16(frame, l4_csum)?;
+    write128(frame, ip_at, x.addr)?;
+    write16(frame, port_at, x.port)?;
+    let new_sum = if l4_partial {
+        !update128(!l4_sum, old_addr, x.addr)
+    } else {
+        let s = update16(update128(l4_sum, old_addr, x.addr), old_port, x.port);
+        if m.proto == ipv4::proto::UDP && s == 0 {
+            0xffff
+        } else {
+            s
+        }
+    };
+    write16(frame, l4_csum, new_sum)
+}
+
+/// [`update32`] over a 128-bit field.
+fn update128(hc: u16, old: u128, new: u128) -> u16 {
+    (0..4).fold(hc, |s, i| {
+        let sh = 96 - 32 * i;
+        update32(s, (old >> sh) as u32, (new >> sh) as u32)
+    })
 }
 
 /// The ICMPv4 error types that quote the packet they answer (RFC 792): destination
@@ -169,6 +226,7 @@ pub fn translate_icmp_error(
     m: &PacketMeta,
     x: Translation,
 ) -> Result<(), DropReason> {
+    let addr = x.addr as u32;
     let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
     let (e, el4) = quote_offsets(frame, l4).ok_or(DropReason::Malformed)?;
     let port_at = match (frame.get(e + 9).copied(), x.end) {
@@ -189,15 +247,15 @@ pub fn translate_icmp_error(
     let icmp_sum = read16(frame, l4 + ICMP_CSUM)?;
 
     if x.end == End::Destination || old_outer == old_quoted {
-        write32(frame, outer_at, x.addr)?;
-        write16(frame, l3 + IP_CSUM, update32(ip_sum, old_outer, x.addr))?;
+        write32(frame, outer_at, addr)?;
+        write16(frame, l3 + IP_CSUM, update32(ip_sum, old_outer, addr))?;
     }
-    let new_quote_sum = update32(quote_sum, old_quoted, x.addr);
-    write32(frame, quoted_at, x.addr)?;
+    let new_quote_sum = update32(quote_sum, old_quoted, addr);
+    write32(frame, quoted_at, addr)?;
     write16(frame, e + IP_CSUM, new_quote_sum)?;
     write16(frame, port_at, x.port)?;
     // The ICMP checksum covers the whole quote: its address, header checksum and port moved.
-    let s = update32(icmp_sum, old_quoted, x.addr);
+    let s = update32(icmp_sum, old_quoted, addr);
     let s = update16(s, quote_sum, new_quote_sum);
     let s = update16(s, old_port, x.port);
     write16(frame, l4 + ICMP_CSUM, s)
@@ -213,6 +271,20 @@ fn read32(d: &[u8], at: usize) -> Result<u32, DropReason> {
     d.get(at..at + 4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         .ok_or(DropReason::Truncated)
+}
+
+fn read128(d: &[u8], at: usize) -> Result<u128, DropReason> {
+    d.get(at..at + 16)
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .map(u128::from_be_bytes)
+        .ok_or(DropReason::Truncated)
+}
+
+fn write128(d: &mut [u8], at: usize, v: u128) -> Result<(), DropReason> {
+    d.get_mut(at..at + 16)
+        .ok_or(DropReason::Truncated)?
+        .copy_from_slice(&v.to_be_bytes());
+    Ok(())
 }
 
 fn write16(d: &mut [u8], at: usize, v: u16) -> Result<(), DropReason> {
@@ -353,7 +425,7 @@ mod tests {
             let mut f = build(proto, src, dst, sp, dp, &pay);
             let m = parse_ethernet(&f).unwrap();
             let end = if source { End::Source } else { End::Destination };
-            translate(&mut f, &m, Translation { end, addr, port }, false).unwrap();
+            translate(&mut f, &m, Translation { end, addr: u128::from(addr), port }, false).unwrap();
             check(&f)?;
             let after = parse_ethernet(&f).unwrap();
             let icmp = matches!(proto, Proto::Echo | Proto::EchoReply);
@@ -402,7 +474,7 @@ mod tests {
             let pseudo = crate::wire::checksum::pseudo_v4(src, dst, m.proto, l4_len as u16);
             f[at..at + 2].copy_from_slice(&crate::wire::checksum::fold(pseudo).to_be_bytes());
             let end = if source { End::Source } else { End::Destination };
-            translate(&mut f, &m, Translation { end, addr, port }, true).unwrap();
+            translate(&mut f, &m, Translation { end, addr: u128::from(addr), port }, true).unwrap();
             // Finish it as the egress would: sum from the L4 header on, complement.
             let s = crate::wire::checksum::sum(0, &f[l4..]);
             let mut done = !crate::wire::checksum::fold(s);
@@ -451,7 +523,7 @@ mod tests {
             let mut f = icmp_error(from, src, &quoted);
             let m = crate::meta::parse_ethernet(&f).unwrap();
             let end = if source { End::Source } else { End::Destination };
-            translate_icmp_error(&mut f, &m, Translation { end, addr, port }).unwrap();
+            translate_icmp_error(&mut f, &m, Translation { end, addr: u128::from(addr), port }).unwrap();
             check(&f)?;
             let e = 14 + 20 + 8;
             let q = etherparse::Ipv4HeaderSlice::from_slice(&f[e..e + 20]).unwrap().to_header();
@@ -471,6 +543,121 @@ mod tests {
                     prop_assert_eq!((q.source, q.destination), (src, a));
                     prop_assert_eq!((at(e + 20), at(e + 22)), (sp, port));
                 }
+            }
+        }
+    }
+
+    fn build6(proto: Proto, src: u128, dst: u128, sp: u16, dp: u16, pay: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv6(
+            src.to_be_bytes(),
+            dst.to_be_bytes(),
+            64,
+        );
+        let mut out = Vec::new();
+        match proto {
+            Proto::Tcp => b.tcp(sp, dp, 7, 4096).syn().write(&mut out, pay).unwrap(),
+            Proto::Udp | Proto::UdpNoChecksum => b.udp(sp, dp).write(&mut out, pay).unwrap(),
+            Proto::Echo => b.icmpv6_echo_request(sp, dp).write(&mut out, pay).unwrap(),
+            Proto::EchoReply => b.icmpv6_echo_reply(sp, dp).write(&mut out, pay).unwrap(),
+        }
+        out
+    }
+
+    /// The L4 checksum etherparse computes for the IPv6 packet as it now is, against the one
+    /// it carries.
+    fn check6(frame: &[u8]) -> Result<(), TestCaseError> {
+        let p =
+            SlicedPacket::from_ethernet(frame).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let Some(etherparse::NetSlice::Ipv6(ip)) = &p.net else {
+            return Err(TestCaseError::fail("not IPv6"));
+        };
+        let h = ip.header().to_header();
+        let (carried, want) = match &p.transport {
+            Some(TransportSlice::Tcp(t)) => (
+                t.checksum(),
+                t.to_header()
+                    .calc_checksum_ipv6_raw(h.source, h.destination, t.payload())
+                    .unwrap(),
+            ),
+            Some(TransportSlice::Udp(u)) => (
+                u.checksum(),
+                u.to_header()
+                    .calc_checksum_ipv6_raw(h.source, h.destination, u.payload())
+                    .unwrap(),
+            ),
+            Some(TransportSlice::Icmpv6(i)) => (
+                i.checksum(),
+                i.icmp_type()
+                    .calc_checksum(h.source, h.destination, i.payload())
+                    .unwrap(),
+            ),
+            _ => return Err(TestCaseError::fail("no transport header")),
+        };
+        prop_assert!(
+            same_sum(carried, want),
+            "checksum {:#x} want {:#x}",
+            carried,
+            want
+        );
+        Ok(())
+    }
+
+    proptest! {
+        /// IPv6: TCP, UDP and ICMPv6 echo translated at either end carry the checksum
+        /// etherparse computes over the whole packet (pseudo-header with both 128-bit
+        /// addresses included), and the address and port the translation says.
+        #[test]
+        fn translated_ipv6_packets_carry_the_checksums_etherparse_computes(
+            proto in proto(),
+            src in any::<u128>(),
+            dst in any::<u128>(),
+            sp in any::<u16>(),
+            dp in any::<u16>(),
+            pay in proptest::collection::vec(any::<u8>(), 0..64),
+            source in any::<bool>(),
+            addr in any::<u128>(),
+            port in any::<u16>(),
+            partial in any::<bool>(),
+        ) {
+            let mut f = build6(proto, src, dst, sp, dp, &pay);
+            let m = parse_ethernet(&f).unwrap();
+            prop_assert_eq!(m.l3, L3::Ipv6);
+            let l4 = usize::from(m.l4_off);
+            let at = l4 + match proto {
+                Proto::Tcp => TCP_CSUM,
+                Proto::Udp | Proto::UdpNoChecksum => UDP_CSUM,
+                _ => ICMP_CSUM,
+            };
+            let partial = partial && matches!(proto, Proto::Tcp | Proto::Udp);
+            if partial {
+                let l4_len = (f.len() - l4) as u32;
+                let pseudo = crate::wire::checksum::pseudo_v6(
+                    src.to_be_bytes(), dst.to_be_bytes(), m.proto, l4_len);
+                f[at..at + 2].copy_from_slice(&crate::wire::checksum::fold(pseudo).to_be_bytes());
+            }
+            let end = if source { End::Source } else { End::Destination };
+            translate(&mut f, &m, Translation { end, addr, port }, partial).unwrap();
+            if partial {
+                let s = crate::wire::checksum::sum(0, &f[l4..]);
+                let mut done = !crate::wire::checksum::fold(s);
+                if done == 0 { done = 0xffff; }
+                f[at..at + 2].copy_from_slice(&done.to_be_bytes());
+            }
+            check6(&f)?;
+            let after = parse_ethernet(&f).unwrap();
+            let icmp = matches!(proto, Proto::Echo | Proto::EchoReply);
+            match end {
+                End::Source => {
+                    prop_assert_eq!((after.src, after.dst), (addr, dst));
+                    if !icmp { prop_assert_eq!((after.sport, after.dport), (port, m.dport)); }
+                }
+                End::Destination => {
+                    prop_assert_eq!((after.src, after.dst), (src, addr));
+                    if !icmp { prop_assert_eq!((after.sport, after.dport), (m.sport, port)); }
+                }
+            }
+            if icmp {
+                prop_assert_eq!(after.sport, port);
             }
         }
     }
