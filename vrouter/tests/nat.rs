@@ -1354,7 +1354,7 @@ fn an_ipv6_vip_spreads_flows_and_its_replies_come_back_from_it() {
                 .unwrap();
             assert_eq!(flows, seen.map(u64::from).to_vec());
             // The IPv4 address of the same low bits is no VIP: plain routing (no route).
-            let v4_twin = Ipv4Addr::from(u32::from(VIP6.to_bits() as u32));
+            let v4_twin = Ipv4Addr::from(VIP6.to_bits() as u32);
             let before = b.drops(DropReason::NoRoute);
             assert_eq!(b.run(POD_A, &frame(POD_A_IP, v4_twin, p, 2000, 80)), None);
             assert_eq!(b.drops(DropReason::NoRoute), before + 1);
