@@ -1380,3 +1380,55 @@ fn an_ipv6_vip_refuses_ipv4_backends() {
     assert_eq!(b.run(POD_A, &frame6(POD_A_IP6, VIP6, P::Echo, 7, 1)), None);
     assert_eq!(b.drops(DropReason::NoRoute), before + 1);
 }
+
+/// An ICMPv6 port unreachable from an IPv6 VIP's backend about the client's datagram reaches
+/// the client from the VIP, quoting the client's datagram to the VIP, its ICMPv6 checksum
+/// (pseudo-header and quote) the one etherparse computes.
+#[test]
+fn an_ipv6_backends_port_unreachable_reaches_the_client_from_the_vip() {
+    let mut b = bed();
+    assert!(b.nat.set_service(service6(17, Balance::Hash)).unwrap());
+    let sent = frame6(POD_A_IP6, VIP6, P::Udp, 6000, 80);
+    let (_, to_backend) = b.run(POD_A, &sent).expect("to a backend");
+    let (_, _, _, port) = tuple6(&to_backend);
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(POD_B_MAC.0, VROUTER_MAC.0)
+        .ipv6(POD_B_IP6.octets(), POD_A_IP6.octets(), 64)
+        .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(
+            etherparse::icmpv6::DestUnreachableCode::Port,
+        ))
+        .write(&mut err, &to_backend[14..])
+        .unwrap();
+    let (vif, out) = b.run(POD_B, &err).expect("the error forwarded");
+    assert_eq!(vif, POD_A);
+    let p = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
+        panic!("not IPv6")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(
+        (Ipv6Addr::from(h.source), Ipv6Addr::from(h.destination)),
+        (VIP6, POD_A_IP6),
+        "from the VIP"
+    );
+    let Some(TransportSlice::Icmpv6(i)) = &p.transport else {
+        panic!("not ICMPv6")
+    };
+    assert_eq!(
+        i.checksum(),
+        i.icmp_type()
+            .calc_checksum(h.source, h.destination, i.payload())
+            .unwrap(),
+        "ICMPv6 checksum"
+    );
+    // The quote is what pod A sent, byte for byte but for the hop limit the vrouter took off
+    // and the quoted UDP checksum (a quote's is left as it is).
+    let mut quote = i.payload().to_vec();
+    let mut want = sent[14..].to_vec();
+    want[7] -= 1;
+    for q in [&mut quote, &mut want] {
+        q[46..48].copy_from_slice(&[0, 0]);
+    }
+    assert_eq!(quote, want, "the quote is pod A's datagram to the VIP");
+    assert_ne!(port, 80);
+}

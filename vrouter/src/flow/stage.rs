@@ -612,7 +612,13 @@ impl FlowHook for FlowStage {
             }
             out_vif = Some(o);
         }
-        if m.proto == ipv4::proto::ICMP && translates && is_error_type(m.dport) {
+        let icmp_error = match m.proto {
+            ipv4::proto::ICMP => is_error_type(m.dport),
+            // ICMPv6 errors that quote (RFC 4443): about an IPv6 VIP's flows.
+            ipv4::proto::ICMPV6 => matches!(m.dport, 1..=4) && services,
+            _ => false,
+        };
+        if icmp_error && translates {
             let service = topo.filter(|_| services).map(|t| (t, m.vrf));
             if let Some(a) = icmp_error_action(table, m, frame, target, service) {
                 return a;
@@ -694,11 +700,8 @@ impl FlowHook for FlowStage {
         // sent (quoting the VIP as their source).
         let to_vip = nat.has_service(m.vrf)
             && (nat.service(m.vrf, m.proto, v6, m.dst, m.dport).is_some()
-                || (!v6
-                    && nat::quoted(frame, m).is_some_and(|q| {
-                        nat.service(m.vrf, q.proto, false, u128::from(q.src), q.sport)
-                            .is_some()
-                    })));
+                || nat::quoted(frame, m)
+                    .is_some_and(|q| nat.service(m.vrf, q.proto, q.v6, q.src, q.sport).is_some()));
         if v6 {
             return to_vip.then_some(UNROUTED);
         }
@@ -749,10 +752,10 @@ impl FlowHook for FlowStage {
                 let quoted = nat::quoted(frame, m).and_then(|q| {
                     let left = FlowKey {
                         vrf: m.vrf,
-                        v6: false,
+                        v6: q.v6,
                         proto: q.proto,
-                        src: u128::from(q.src),
-                        dst: u128::from(q.dst),
+                        src: q.src,
+                        dst: q.dst,
                         sport: q.sport,
                         dport: q.dport,
                     };
@@ -814,10 +817,10 @@ fn icmp_error_action(
     let found = nat::quoted(frame, m).and_then(|q| {
         let quoted = FlowKey {
             vrf: m.vrf,
-            v6: false,
+            v6: q.v6,
             proto: q.proto,
-            src: u128::from(q.src),
-            dst: u128::from(q.dst),
+            src: q.src,
+            dst: q.dst,
             sport: q.sport,
             dport: q.dport,
         };

@@ -59,7 +59,10 @@
 //! for it; [`translate`] rewrites the 128-bit address with the TCP / UDP (and ICMPv6 echo)
 //! checksum updated incrementally over it, and there is no header checksum. Least-flows counts
 //! know an IPv6 backend by a 47-bit digest of its address and port (a service whose backends'
-//! digests collide is refused). ICMPv6 errors about a VIP's flow are not translated yet.
+//! digests collide is refused). ICMPv6 errors about a VIP's flows (destination unreachable,
+//! packet too big, time exceeded, parameter problem) are translated back like ICMPv4 ones
+//! ([`translate_icmp_error`]), the ICMPv6 checksum following the pseudo-header's and the
+//! quote's addresses and the quoted port.
 
 pub mod config;
 pub mod pool;

@@ -162,20 +162,29 @@ const PARAMETER_PROBLEM: u8 = 12;
 /// The quoted packet starts after the ICMP header (type, code, checksum, 4 unused bytes).
 const QUOTE_AT: usize = 8;
 
-/// The packet an ICMPv4 error quotes, as it left: protocol, source and destination (host
-/// order) and ports (for a quoted ICMP echo: identifier and type, as flow keys hold them).
+/// The ICMPv6 error types that quote the packet they answer (RFC 4443): destination
+/// unreachable, packet too big, time exceeded, parameter problem.
+const QUOTING_ERRORS_V6: [u8; 4] = [1, 2, 3, 4];
+
+/// The packet an ICMP / ICMPv6 error quotes, as it left: protocol, family, source and
+/// destination (as flow keys hold them) and ports (for a quoted echo: identifier and type, as
+/// flow keys hold them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quoted {
     pub proto: u8,
-    pub src: u32,
-    pub dst: u32,
+    pub v6: bool,
+    pub src: u128,
+    pub dst: u128,
     pub sport: u16,
     pub dport: u16,
 }
 
-/// What the ICMPv4 error `m` describes quotes, if it is an error that quotes a TCP, UDP or ICMP
-/// echo packet whose ports lie in `frame`.
+/// What the ICMP or ICMPv6 error `m` describes quotes, if it is an error that quotes a TCP, UDP
+/// or echo packet whose ports lie in `frame`.
 pub fn quoted(frame: &[u8], m: &PacketMeta) -> Option<Quoted> {
+    if m.l3 == L3::Ipv6 {
+        return quoted_v6(frame, m);
+    }
     let l4 = usize::from(m.l4_off);
     if m.proto != ipv4::proto::ICMP || m.fragment || !QUOTING_ERRORS.contains(frame.get(l4)?) {
         return None;
@@ -194,11 +203,87 @@ pub fn quoted(frame: &[u8], m: &PacketMeta) -> Option<Quoted> {
     };
     Some(Quoted {
         proto,
-        src: read32(frame, e + IP_SRC).ok()?,
-        dst: read32(frame, e + IP_DST).ok()?,
+        v6: false,
+        src: u128::from(read32(frame, e + IP_SRC).ok()?),
+        dst: u128::from(read32(frame, e + IP_DST).ok()?),
         sport,
         dport,
     })
+}
+
+/// [`quoted`] for ICMPv6 (the quoted header's next header must be the L4 one: no extension
+/// headers in the quote).
+fn quoted_v6(frame: &[u8], m: &PacketMeta) -> Option<Quoted> {
+    let l4 = usize::from(m.l4_off);
+    if m.proto != ipv4::proto::ICMPV6 || m.fragment || !QUOTING_ERRORS_V6.contains(frame.get(l4)?) {
+        return None;
+    }
+    let (e, el4, proto) = quote_offsets_v6(frame, l4)?;
+    let (sport, dport) = match proto {
+        ipv4::proto::TCP | ipv4::proto::UDP => {
+            (read16(frame, el4).ok()?, read16(frame, el4 + 2).ok()?)
+        }
+        _ => (
+            read16(frame, el4 + ICMP_ID).ok()?,
+            u16::from(*frame.get(el4)?),
+        ),
+    };
+    Some(Quoted {
+        proto,
+        v6: true,
+        src: read128(frame, e + IP6_SRC).ok()?,
+        dst: read128(frame, e + IP6_DST).ok()?,
+        sport,
+        dport,
+    })
+}
+
+/// Where the quoted IPv6 header and its L4 header start, and the L4 protocol (TCP, UDP or
+/// ICMPv6), for an ICMPv6 message at `l4`.
+fn quote_offsets_v6(frame: &[u8], l4: usize) -> Option<(usize, usize, u8)> {
+    let e = l4 + QUOTE_AT;
+    let proto = *frame.get(e + 6)?;
+    (*frame.get(e)? >> 4 == 6
+        && matches!(
+            proto,
+            ipv4::proto::TCP | ipv4::proto::UDP | ipv4::proto::ICMPV6
+        ))
+    .then_some((e, e + IPV6_HEADER_LEN, proto))
+}
+
+const IPV6_HEADER_LEN: usize = 40;
+
+/// [`translate_icmp_error`] for ICMPv6: no IP header checksums; the ICMPv6 checksum covers the
+/// pseudo-header (the outer addresses) and the quote, so it follows every address and the
+/// port that moved.
+fn translate_icmp_error_v6(
+    frame: &mut [u8],
+    m: &PacketMeta,
+    x: Translation,
+) -> Result<(), DropReason> {
+    let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
+    let (e, el4, proto) = quote_offsets_v6(frame, l4).ok_or(DropReason::Malformed)?;
+    let port_at = match (proto, x.end) {
+        (ipv4::proto::TCP | ipv4::proto::UDP, End::Destination) => el4,
+        (ipv4::proto::TCP | ipv4::proto::UDP, End::Source) => el4 + 2,
+        _ => el4 + ICMP_ID,
+    };
+    let (outer_at, quoted_at) = match x.end {
+        End::Destination => (l3 + IP6_DST, e + IP6_SRC),
+        End::Source => (l3 + IP6_SRC, e + IP6_DST),
+    };
+    let old_outer = read128(frame, outer_at)?;
+    let old_quoted = read128(frame, quoted_at)?;
+    let old_port = read16(frame, port_at)?;
+    let mut s = read16(frame, l4 + ICMP_CSUM)?;
+    if x.end == End::Destination || old_outer == old_quoted {
+        write128(frame, outer_at, x.addr)?;
+        s = update128(s, old_outer, x.addr);
+    }
+    write128(frame, quoted_at, x.addr)?;
+    write16(frame, port_at, x.port)?;
+    let s = update16(update128(s, old_quoted, x.addr), old_port, x.port);
+    write16(frame, l4 + ICMP_CSUM, s)
 }
 
 /// Where the quoted IPv4 header and its L4 header start, for an ICMP message at `l4`.
@@ -226,6 +311,9 @@ pub fn translate_icmp_error(
     m: &PacketMeta,
     x: Translation,
 ) -> Result<(), DropReason> {
+    if m.l3 == L3::Ipv6 {
+        return translate_icmp_error_v6(frame, m, x);
+    }
     let addr = x.addr as u32;
     let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
     let (e, el4) = quote_offsets(frame, l4).ok_or(DropReason::Malformed)?;
@@ -658,6 +746,69 @@ mod tests {
             }
             if icmp {
                 prop_assert_eq!(after.sport, port);
+            }
+        }
+    }
+
+    proptest! {
+        /// An ICMPv6 error (port unreachable, packet too big or time exceeded) translated either
+        /// way carries the ICMPv6 checksum etherparse computes (pseudo-header and quote), and
+        /// the addresses and port the translation says, outside and in the quote.
+        #[test]
+        fn translated_icmpv6_errors_carry_valid_checksums(
+            tcp in any::<bool>(),
+            kind in 0u8..3,
+            src in any::<u128>(),
+            dst in any::<u128>(),
+            sp in any::<u16>(),
+            dp in any::<u16>(),
+            router in any::<u128>(),
+            from_dst in any::<bool>(),
+            source in any::<bool>(),
+            addr in any::<u128>(),
+            port in any::<u16>(),
+        ) {
+            let proto = if tcp { Proto::Tcp } else { Proto::Udp };
+            let sent = build6(proto, src, dst, sp, dp, b"payload!");
+            let from = if !source || from_dst { dst } else { router };
+            let ty = match kind {
+                0 => etherparse::Icmpv6Type::DestinationUnreachable(
+                    etherparse::icmpv6::DestUnreachableCode::Port,
+                ),
+                1 => etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 },
+                _ => etherparse::Icmpv6Type::TimeExceeded(
+                    etherparse::icmpv6::TimeExceededCode::HopLimitExceeded,
+                ),
+            };
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv6(from.to_be_bytes(), src.to_be_bytes(), 64)
+                .icmpv6(ty)
+                .write(&mut f, &sent[14..])
+                .unwrap();
+            let m = parse_ethernet(&f).unwrap();
+            let q = quoted(&f, &m).expect("an error that quotes");
+            prop_assert_eq!((q.v6, q.src, q.dst, q.sport, q.dport), (true, src, dst, sp, dp));
+            let end = if source { End::Source } else { End::Destination };
+            translate_icmp_error(&mut f, &m, Translation { end, addr, port }).unwrap();
+            check6(&f)?;
+            let at128 = |o: usize| u128::from_be_bytes(f[o..o + 16].try_into().unwrap());
+            let at16 = |o: usize| u16::from_be_bytes([f[o], f[o + 1]]);
+            let e = 14 + 40 + 8;
+            let (outer_src, outer_dst) = (at128(14 + 8), at128(14 + 24));
+            let (q_src, q_dst) = (at128(e + 8), at128(e + 24));
+            match end {
+                End::Destination => {
+                    prop_assert_eq!((outer_src, outer_dst), (from, addr));
+                    prop_assert_eq!((q_src, q_dst), (addr, dst));
+                    prop_assert_eq!((at16(e + 40), at16(e + 42)), (port, dp));
+                }
+                End::Source => {
+                    let want_src = if from == dst { addr } else { from };
+                    prop_assert_eq!((outer_src, outer_dst), (want_src, src));
+                    prop_assert_eq!((q_src, q_dst), (src, addr));
+                    prop_assert_eq!((at16(e + 40), at16(e + 42)), (sp, port));
+                }
             }
         }
     }
