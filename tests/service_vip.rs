@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 
@@ -80,8 +80,9 @@ for _ in range(int(sys.argv[3])):
         data = c.recv(64)
         c.close()
         counts[data.decode() or "empty"] += 1
-    except OSError:
+    except OSError as e:
         counts["failed"] += 1
+        print(repr(e), file=sys.stderr)
 for k, v in sorted(counts.items()):
     print(k, v)
 "#;
@@ -96,10 +97,14 @@ impl Drop for Server {
 }
 
 fn serve(pod: &KernelPod, name: &str) -> Server {
+    serve_script(pod, name, SERVER)
+}
+
+fn serve_script(pod: &KernelPod, name: &str, script: &str) -> Server {
     let mut child = pod
         .ns
         .command("python3")
-        .args(["-c", SERVER, name, &BACKEND_PORT.to_string()])
+        .args(["-c", script, name, &BACKEND_PORT.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -113,13 +118,20 @@ fn serve(pod: &KernelPod, name: &str) -> Server {
 }
 
 fn connect_many(pod: &KernelPod, n: u32) -> BTreeMap<String, u32> {
+    connect_many_to(pod, &VIP.to_string(), n)
+}
+
+fn connect_many_to(pod: &KernelPod, vip: &str, n: u32) -> BTreeMap<String, u32> {
     let out = pod
         .ns
         .command("python3")
-        .args(["-c", CLIENT, &VIP.to_string(), "80", &n.to_string()])
+        .args(["-c", CLIENT, vip, "80", &n.to_string()])
         .output()
         .expect("client");
     assert!(out.status.success(), "client: {out:?}");
+    if !out.stderr.is_empty() {
+        eprintln!("client errors: {}", String::from_utf8_lossy(&out.stderr));
+    }
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once(' '))
@@ -130,13 +142,13 @@ fn connect_many(pod: &KernelPod, n: u32) -> BTreeMap<String, u32> {
 fn service(backends: &[&KernelPod]) -> Service {
     Service {
         vrf: 1,
-        address: VIP,
+        address: VIP.into(),
         port: 80,
         proto: ServiceProto::Tcp,
         backends: backends
             .iter()
             .map(|p| ServiceBackend {
-                address: p.ip,
+                address: p.ip.into(),
                 port: BACKEND_PORT,
             })
             .collect(),
@@ -282,11 +294,11 @@ fn a_backends_port_unreachable_reaches_the_client_from_the_vip() {
     route_in_vrf1(&vr, &[("c", &client), ("b", &backend)]);
     let svc = Service {
         vrf: 1,
-        address: VIP,
+        address: VIP.into(),
         port: 5353,
         proto: ServiceProto::Udp,
         backends: vec![ServiceBackend {
-            address: backend.ip,
+            address: backend.ip.into(),
             port: 5354,
         }],
         balance: Default::default(),
@@ -350,5 +362,89 @@ fn a_backends_port_unreachable_reaches_the_client_from_the_vip() {
         (client.ip, 6000, VIP, 5353),
         "the quote is the client's datagram to the VIP"
     );
+    drop(vr);
+}
+
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0x99, 0, 0, 0, 0x100);
+
+/// An IPv6 VIP over three backend pods' IPv6 addresses: 120 connections from the client's
+/// kernel (which takes the SYN-ACKs only from the VIP it connected to) reach all three, a
+/// backend removed gets no new one, and the listing counts the flows per backend.
+#[test]
+fn an_ipv6_vip_spreads_connections_over_its_backends() {
+    let node = Netns::new("vip6node");
+    let client = KernelPod::attached_to(Some(&node), "wc", 1, 1500);
+    let b1 = KernelPod::attached_to(Some(&node), "w1", 2, 1500);
+    let b2 = KernelPod::attached_to(Some(&node), "w2", 3, 1500);
+    let b3 = KernelPod::attached_to(Some(&node), "w3", 4, 1500);
+    let vr = Vrouterd::start_netns(
+        Some(&node),
+        &vrouterd_bin(),
+        &["--idle-sleep-us", "20", "--flow-entries", "4096"],
+        &[],
+    );
+    route_in_vrf1(
+        &vr,
+        &[("c", &client), ("b1", &b1), ("b2", &b2), ("b3", &b3)],
+    );
+    let server6 = SERVER
+        .replace("s = socket.socket()", "s = socket.socket(socket.AF_INET6)")
+        .replace("\"0.0.0.0\"", "\"::\"");
+    let _servers = [
+        serve_script(&b1, "b1", &server6),
+        serve_script(&b2, "b2", &server6),
+        serve_script(&b3, "b3", &server6),
+    ];
+    let svc6 = |pods: &[&KernelPod]| Service {
+        vrf: 1,
+        address: VIP6.into(),
+        port: 80,
+        proto: ServiceProto::Tcp,
+        backends: pods
+            .iter()
+            .map(|p| ServiceBackend {
+                address: p.ip6.into(),
+                port: BACKEND_PORT,
+            })
+            .collect(),
+        balance: Default::default(),
+    };
+    let all = svc6(&[&b1, &b2, &b3]);
+    vr.api(|c| async move { c.service_set("web6", &all).await })
+        .expect("IPv6 service");
+    let first = connect_many_to(&client, &VIP6.to_string(), 120);
+    let drops = vr
+        .api(|c| async move { c.dropstats().await })
+        .expect("drops");
+    assert_eq!(
+        first.get("failed"),
+        None,
+        "every connection answered: {first:?} {drops:?}"
+    );
+    for b in ["b1", "b2", "b3"] {
+        assert!(
+            first.get(b).copied().unwrap_or(0) > 0,
+            "{b} got none: {first:?}"
+        );
+    }
+    assert_eq!(first.values().sum::<u32>(), 120, "{first:?}");
+    let listed = vr
+        .api(|c| async move { c.services().await })
+        .expect("services");
+    assert_eq!(listed[0].address, std::net::IpAddr::from(VIP6));
+    let flows: u64 = listed[0].backends.iter().map(|b| b.flows).sum();
+    assert!(flows > 0, "{listed:?}");
+
+    let kept = svc6(&[&b1, &b3]);
+    vr.api(|c| async move { c.service_set("web6", &kept).await })
+        .expect("backend removed");
+    let second = connect_many_to(&client, &VIP6.to_string(), 60);
+    assert_eq!(
+        second.get("b2"),
+        None,
+        "the removed backend got new ones: {second:?}"
+    );
+    assert_eq!(second.get("failed"), None, "{second:?}");
+    assert_eq!(second.values().sum::<u32>(), 60, "{second:?}");
     drop(vr);
 }

@@ -476,6 +476,106 @@ async fn floating_ips_round_trip_and_refuse_what_would_clash() {
 }
 
 #[tokio::test]
+async fn ipv6_services_round_trip_and_refuse_mixed_families() {
+    let s = TestServer::start();
+    assert_eq!(call(&s, Method::PUT, "/vrfs/5", None).await.0, 201);
+    let svc = |address: &str, backends: Value| {
+        Some(
+            json!({"vrf": 5, "address": address, "port": 80, "proto": "tcp", "backends": backends}),
+        )
+    };
+    let v6 = json!([{"address": "2001:db8:1::b", "port": 8080}, {"address": "2001:db8:1::c", "port": 8080}]);
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/nat/services/web6",
+        svc("2001:db8:1::100", v6),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["address"], "2001:db8:1::100");
+    assert_eq!(
+        v["backends"][1],
+        json!({"address": "2001:db8:1::c", "port": 8080, "flows": 0})
+    );
+    // A backend of the other family: 400 naming it, for either family of VIP.
+    let mixed = json!([{"address": "2001:db8:1::b", "port": 8080}, {"address": "198.18.1.11", "port": 8080}]);
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/services/x",
+            svc("2001:db8:1::101", mixed.clone()),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "198.18.1.11 is not of the address family of the VIP 2001:db8:1::101",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/services/x",
+            svc("198.18.1.101", mixed),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "2001:db8:1::b is not of the address family",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/services/x",
+            svc("ff02::1", json!([{"address": "2001:db8:1::b", "port": 1}])),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "not a unicast address",
+    );
+    // A /128 host route of the VRF is not a VIP.
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/nexthops/1",
+            Some(json!({"type": "discard"}))
+        )
+        .await
+        .0,
+        201
+    );
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/vrfs/5/routes",
+        Some(json!({"prefix": "2001:db8:1::102/128", "nexthop": 1})),
+    )
+    .await;
+    assert!(st == 201 || st == 200, "{st} {v}");
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/services/x",
+            svc(
+                "2001:db8:1::102",
+                json!([{"address": "2001:db8:1::b", "port": 1}]),
+            ),
+        )
+        .await,
+        409,
+        "conflict",
+        "is route 2001:db8:1::102/128",
+    );
+    let (_, list) = call(&s, Method::GET, "/nat/services", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+}
+
+#[tokio::test]
 async fn services_round_trip_and_refuse_bad_backends_and_clashes() {
     let s = TestServer::start();
     assert_eq!(call(&s, Method::PUT, "/vrfs/5", None).await.0, 201);

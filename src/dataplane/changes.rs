@@ -190,13 +190,9 @@ pub(super) fn service_of(s: &control_api::api::Service) -> Result<Service, Datap
     Ok(Service {
         vrf,
         proto: s.proto.number(),
-        addr: u32::from(s.address),
+        addr: s.address,
         port: s.port,
-        backends: s
-            .backends
-            .iter()
-            .map(|b| (u32::from(b.address), b.port))
-            .collect(),
+        backends: s.backends.iter().map(|b| (b.address, b.port)).collect(),
         balance: match s.balance {
             control_api::api::ServiceBalance::Hash => Balance::Hash,
             control_api::api::ServiceBalance::LeastFlows => Balance::LeastFlows,

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use vrouter::flow::{Action, FlowConfig, FlowStage, FlowTable, FlowTimeouts, Policies, Policy};
 use vrouter::nat::{link_local_source, Balance, FloatingIp, LinkLocal, Nat, PoolRange, Service};
@@ -765,18 +765,16 @@ fn with_service(b: &NatBed, ports: &[u16]) -> bool {
         .set_service(Service {
             vrf: VRF as u16,
             proto: 6,
-            addr: u32::from(VIP),
+            addr: VIP.into(),
             port: 80,
-            backends: ports.iter().map(|p| (u32::from(POD_B_IP), *p)).collect(),
+            backends: ports.iter().map(|p| (POD_B_IP.into(), *p)).collect(),
             balance: Balance::Hash,
         })
         .unwrap()
 }
 
 fn service_flows(b: &NatBed) -> Vec<u64> {
-    b.nat
-        .service_flows(VRF as u16, 6, u32::from(VIP), 80)
-        .unwrap()
+    b.nat.service_flows(VRF as u16, 6, VIP.into(), 80).unwrap()
 }
 
 /// Pod A's SYN from `sport` to the VIP: the backend port it reached on pod B.
@@ -863,9 +861,7 @@ fn a_removed_backend_loses_its_flows_and_gets_no_new_ones() {
     }
     // The removed backend's late reply is not made to look like the VIP's.
     let (sport, _) = *chosen.iter().find(|(_, p)| *p == 8081).unwrap();
-    b.nat
-        .del_service(VRF as u16, 6, u32::from(VIP), 80)
-        .unwrap();
+    b.nat.del_service(VRF as u16, 6, VIP.into(), 80).unwrap();
     let (_, late) = b
         .run(POD_B, &frame(POD_B_IP, POD_A_IP, P::Syn, 8081, sport))
         .unwrap();
@@ -879,15 +875,15 @@ fn a_removed_backend_loses_its_flows_and_gets_no_new_ones() {
 #[test]
 fn services_refuse_bad_backends_and_pool_addresses() {
     let b = bed();
-    let svc = |addr: Ipv4Addr, proto: u8, backends: Vec<(u32, u16)>| Service {
+    let svc = |addr: Ipv4Addr, proto: u8, backends: Vec<(IpAddr, u16)>| Service {
         vrf: VRF as u16,
         proto,
-        addr: u32::from(addr),
+        addr: addr.into(),
         port: 80,
         backends,
         balance: Balance::Hash,
     };
-    let bk = u32::from(POD_B_IP);
+    let bk = IpAddr::from(POD_B_IP);
     let err = |s: Service| b.nat.set_service(s).unwrap_err().to_string();
     assert!(err(svc(VIP, 6, vec![])).contains("no backends"));
     assert!(err(svc(VIP, 6, vec![(bk, 1), (bk, 1)])).contains("listed twice"));
@@ -908,10 +904,7 @@ fn services_refuse_bad_backends_and_pool_addresses() {
     let mut other = svc(POOL_FIRST, 17, vec![(bk, 1)]);
     other.vrf = 0;
     assert!(err(other).contains("NAT pool egress"));
-    assert!(b
-        .nat
-        .del_service(VRF as u16, 17, u32::from(VIP), 80)
-        .is_err());
+    assert!(b.nat.del_service(VRF as u16, 17, VIP.into(), 80).is_err());
 }
 
 const METADATA: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
@@ -1101,9 +1094,7 @@ fn icmp_errors_about_vip_flows_are_translated_back() {
     assert_eq!(quoted_tuple(&out), (POD_B_IP, port, POD_A_IP, sport));
 
     // The service gone, such an error has no route.
-    b.nat
-        .del_service(VRF as u16, 6, u32::from(VIP), 80)
-        .unwrap();
+    b.nat.del_service(VRF as u16, 6, VIP.into(), 80).unwrap();
     let before = b.drops(DropReason::NoRoute);
     assert_eq!(b.run(POD_A, &err), None);
     assert_eq!(b.drops(DropReason::NoRoute), before + 1);
@@ -1118,11 +1109,11 @@ fn a_least_flows_vip_gives_new_flows_to_the_backend_with_fewest() {
     let svc = |balance| Service {
         vrf: VRF as u16,
         proto: 6,
-        addr: u32::from(VIP),
+        addr: VIP.into(),
         port: 80,
         backends: BACKEND_PORTS
             .iter()
-            .map(|p| (u32::from(POD_B_IP), *p))
+            .map(|p| (POD_B_IP.into(), *p))
             .collect(),
         balance,
     };
@@ -1184,9 +1175,9 @@ fn a_backend_removal_waits_for_the_cores_to_leave_the_old_set() {
     let svc = |ports: &[u16]| Service {
         vrf: VRF as u16,
         proto: 6,
-        addr: u32::from(VIP),
+        addr: VIP.into(),
         port: 80,
-        backends: ports.iter().map(|p| (u32::from(POD_B_IP), *p)).collect(),
+        backends: ports.iter().map(|p| (POD_B_IP.into(), *p)).collect(),
         balance: Balance::Hash,
     };
     assert!(nat.set_service(svc(&BACKEND_PORTS)).unwrap(), "no core yet");
@@ -1259,4 +1250,185 @@ fn a_pods_icmp_error_about_an_inbound_floating_ip_flow_leaves_from_the_floating_
     let (s, _, d, _) = tuple(&out);
     assert_eq!((s, d), (FLOATING, REMOTE), "from the floating IP");
     assert_eq!(quoted_tuple(&out), (REMOTE, 7, FLOATING, 53));
+}
+
+const POD_A_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0xa);
+const POD_B_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0xb);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100);
+
+fn frame6(src: Ipv6Addr, dst: Ipv6Addr, p: P, sport: u16, dport: u16) -> Vec<u8> {
+    let b =
+        PacketBuilder::ethernet2(POD_A_MAC.0, VROUTER_MAC.0).ipv6(src.octets(), dst.octets(), 64);
+    let mut v = Vec::new();
+    let pay = b"nat6 test payload";
+    match p {
+        P::Syn => b.tcp(sport, dport, 7, 64000).syn().write(&mut v, pay),
+        P::Udp => b.udp(sport, dport).write(&mut v, pay),
+        P::Echo => b.icmpv6_echo_request(sport, 1).write(&mut v, pay),
+        P::EchoReply => b.icmpv6_echo_reply(sport, 1).write(&mut v, pay),
+    }
+    .unwrap();
+    v
+}
+
+/// [`tuple`] for IPv6: the L4 checksum (over the pseudo-header with both 128-bit addresses)
+/// checked against etherparse's.
+fn tuple6(f: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16) {
+    let p = SlicedPacket::from_ethernet(f).unwrap();
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
+        panic!("not IPv6")
+    };
+    let h = ip.header().to_header();
+    let (s, d) = (Ipv6Addr::from(h.source), Ipv6Addr::from(h.destination));
+    match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let want = t.to_header().calc_checksum_ipv6(&h, t.payload()).unwrap();
+            assert_eq!(t.checksum(), want, "TCP checksum");
+            (s, t.source_port(), d, t.destination_port())
+        }
+        Some(TransportSlice::Udp(u)) => {
+            let want = u.to_header().calc_checksum_ipv6(&h, u.payload()).unwrap();
+            assert_eq!(u.checksum(), want, "UDP checksum");
+            (s, u.source_port(), d, u.destination_port())
+        }
+        _ => panic!("no TCP / UDP header"),
+    }
+}
+
+fn service6(proto: u8, balance: Balance) -> Service {
+    Service {
+        vrf: VRF as u16,
+        proto,
+        addr: VIP6.into(),
+        port: 80,
+        backends: BACKEND_PORTS
+            .iter()
+            .map(|p| (POD_B_IP6.into(), *p))
+            .collect(),
+        balance,
+    }
+}
+
+/// An IPv6 VIP: pod A's TCP and UDP flows to [2001:db8:1::100]:80 reach one of pod B's three
+/// ports (every one over 60 flows), with checksums valid after the 128-bit rewrite; pod B's
+/// replies come back from the VIP; the flows are counted per backend; an IPv4 twin VIP of the
+/// same bits is not confused with it.
+#[test]
+fn an_ipv6_vip_spreads_flows_and_its_replies_come_back_from_it() {
+    for (proto, p) in [(6u8, P::Syn), (17, P::Udp)] {
+        for balance in [Balance::Hash, Balance::LeastFlows] {
+            let mut b = bed();
+            assert!(b.nat.set_service(service6(proto, balance)).unwrap());
+            let mut seen = [0u32; 3];
+            for sport in 2000..2060 {
+                let (vif, out) = b
+                    .run(POD_A, &frame6(POD_A_IP6, VIP6, p, sport, 80))
+                    .expect("forwarded to a backend");
+                assert_eq!(vif, POD_B);
+                let (s, sp, d, dp) = tuple6(&out);
+                assert_eq!((s, sp, d), (POD_A_IP6, sport, POD_B_IP6));
+                let i = BACKEND_PORTS
+                    .iter()
+                    .position(|&x| x == dp)
+                    .expect("a backend");
+                seen[i] += 1;
+                // The same flow again: the same backend.
+                let (_, again) = b
+                    .run(POD_A, &frame6(POD_A_IP6, VIP6, p, sport, 80))
+                    .unwrap();
+                assert_eq!(tuple6(&again).3, dp);
+                // The backend's reply comes back from the VIP.
+                let (vif, back) = b
+                    .run(POD_B, &frame6(POD_B_IP6, POD_A_IP6, p, dp, sport))
+                    .expect("reply forwarded");
+                assert_eq!(vif, POD_A);
+                assert_eq!(tuple6(&back), (VIP6, 80, POD_A_IP6, sport));
+            }
+            assert!(seen.iter().all(|&n| n > 0), "{proto} {balance:?}: {seen:?}");
+            if balance == Balance::LeastFlows {
+                assert_eq!(seen, [20, 20, 20]);
+            }
+            let flows = b
+                .nat
+                .service_flows(VRF as u16, proto, VIP6.into(), 80)
+                .unwrap();
+            assert_eq!(flows, seen.map(u64::from).to_vec());
+            // The IPv4 address of the same low bits is no VIP: plain routing (no route).
+            let v4_twin = Ipv4Addr::from(VIP6.to_bits() as u32);
+            let before = b.drops(DropReason::NoRoute);
+            assert_eq!(b.run(POD_A, &frame(POD_A_IP, v4_twin, p, 2000, 80)), None);
+            assert_eq!(b.drops(DropReason::NoRoute), before + 1);
+            b.nat
+                .del_service(VRF as u16, proto, VIP6.into(), 80)
+                .unwrap();
+            assert!(b.policies.table().flows(None, 16, 0).flows.is_empty());
+        }
+    }
+}
+
+/// A VIP and backends of different families are refused, naming the backend; an IPv6 VIP's
+/// ICMPv6 echo is not translated (no VIP for it: no route, dropped).
+#[test]
+fn an_ipv6_vip_refuses_ipv4_backends() {
+    let mut b = bed();
+    let mut s = service6(6, Balance::Hash);
+    s.backends.push((POD_B_IP.into(), 8080));
+    let e = b.nat.set_service(s).unwrap_err().to_string();
+    assert!(e.contains("198.18.1.11") && e.contains("family"), "{e}");
+    assert!(b.nat.set_service(service6(6, Balance::Hash)).unwrap());
+    let before = b.drops(DropReason::NoRoute);
+    assert_eq!(b.run(POD_A, &frame6(POD_A_IP6, VIP6, P::Echo, 7, 1)), None);
+    assert_eq!(b.drops(DropReason::NoRoute), before + 1);
+}
+
+/// An ICMPv6 port unreachable from an IPv6 VIP's backend about the client's datagram reaches
+/// the client from the VIP, quoting the client's datagram to the VIP, its ICMPv6 checksum
+/// (pseudo-header and quote) the one etherparse computes.
+#[test]
+fn an_ipv6_backends_port_unreachable_reaches_the_client_from_the_vip() {
+    let mut b = bed();
+    assert!(b.nat.set_service(service6(17, Balance::Hash)).unwrap());
+    let sent = frame6(POD_A_IP6, VIP6, P::Udp, 6000, 80);
+    let (_, to_backend) = b.run(POD_A, &sent).expect("to a backend");
+    let (_, _, _, port) = tuple6(&to_backend);
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(POD_B_MAC.0, VROUTER_MAC.0)
+        .ipv6(POD_B_IP6.octets(), POD_A_IP6.octets(), 64)
+        .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(
+            etherparse::icmpv6::DestUnreachableCode::Port,
+        ))
+        .write(&mut err, &to_backend[14..])
+        .unwrap();
+    let (vif, out) = b.run(POD_B, &err).expect("the error forwarded");
+    assert_eq!(vif, POD_A);
+    let p = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
+        panic!("not IPv6")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(
+        (Ipv6Addr::from(h.source), Ipv6Addr::from(h.destination)),
+        (VIP6, POD_A_IP6),
+        "from the VIP"
+    );
+    let Some(TransportSlice::Icmpv6(i)) = &p.transport else {
+        panic!("not ICMPv6")
+    };
+    assert_eq!(
+        i.checksum(),
+        i.icmp_type()
+            .calc_checksum(h.source, h.destination, i.payload())
+            .unwrap(),
+        "ICMPv6 checksum"
+    );
+    // The quote is what pod A sent, byte for byte but for the hop limit the vrouter took off
+    // and the quoted UDP checksum (a quote's is left as it is).
+    let mut quote = i.payload().to_vec();
+    let mut want = sent[14..].to_vec();
+    want[7] -= 1;
+    for q in [&mut quote, &mut want] {
+        q[46..48].copy_from_slice(&[0, 0]);
+    }
+    assert_eq!(quote, want, "the quote is pod A's datagram to the VIP");
+    assert_ne!(port, 80);
 }

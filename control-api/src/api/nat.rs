@@ -2,7 +2,7 @@
 //! (`/vrfs/{vrf}/snat`), floating IPs (`/nat/floating-ips/{address}`), service VIPs
 //! (`/nat/services/{name}`).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -145,11 +145,12 @@ pub struct LinkLocalServiceInfo {
     pub service: LinkLocalService,
 }
 
-/// A service backend: an address and port of a pod of the service's VRF.
+/// A service backend: an address and port of a pod of the service's VRF (of the VIP's
+/// address family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceBackend {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
 }
 
@@ -173,11 +174,12 @@ impl ServiceBalance {
 
 /// `PUT /nat/services/{name}`: flows to `address:port` (`proto`) in VRF `vrf` go to one of
 /// `backends`, picked per flow as `balance` says (its hash by default) and kept for its life.
+/// IPv4 or IPv6: the backends are of the VIP's address family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub vrf: u32,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub proto: ServiceProto,
     pub backends: Vec<ServiceBackend>,
@@ -188,7 +190,7 @@ pub struct Service {
 /// A backend as listed, with the flows it holds now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceBackendInfo {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub flows: u64,
 }
@@ -198,7 +200,7 @@ pub struct ServiceBackendInfo {
 pub struct ServiceInfo {
     pub name: String,
     pub vrf: u32,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub proto: ServiceProto,
     pub backends: Vec<ServiceBackendInfo>,

@@ -283,7 +283,7 @@ impl Model {
     pub fn check_service_set(&self, name: &str, s: &Service) -> Result<bool, Error> {
         check_pool_name(name)?;
         self.require_vrf_ref(s.vrf)?;
-        if !is_unicast(s.address) {
+        if !is_unicast_ip(s.address) {
             return Err(Error::field(
                 "address",
                 format!("{} is not a unicast address", s.address),
@@ -308,7 +308,16 @@ impl Model {
             ));
         }
         for (i, b) in s.backends.iter().enumerate() {
-            if !is_unicast(b.address) || b.port == 0 {
+            if b.address.is_ipv6() != s.address.is_ipv6() {
+                return Err(Error::field(
+                    "backends",
+                    format!(
+                        "backend {} is not of the address family of the VIP {}",
+                        b.address, s.address
+                    ),
+                ));
+            }
+            if !is_unicast_ip(b.address) || b.port == 0 {
                 return Err(Error::field(
                     "backends",
                     format!(
@@ -327,25 +336,30 @@ impl Model {
                 return Err(Error::field("backends", "a backend is the VIP itself"));
             }
         }
-        let vip = u32::from(s.address);
-        if let Some(r) = self.routes(s.vrf)?.into_iter().find(|r| {
-            r.prefix.contains(std::net::IpAddr::V4(s.address)) && r.prefix.prefix_len() == 32
-        }) {
+        let host_len = if s.address.is_ipv6() { 128 } else { 32 };
+        if let Some(r) = self
+            .routes(s.vrf)?
+            .into_iter()
+            .find(|r| r.prefix.contains(s.address) && r.prefix.prefix_len() == host_len)
+        {
             return Err(Error::Conflict(format!(
                 "{} is route {} of vrf {}: a VIP is an address of its own",
                 s.address, r.prefix, s.vrf
             )));
         }
-        if let Some((pool, _)) = self.nat.pools.iter().find(|(_, p)| {
-            p.vrf == s.vrf && (u32::from(p.first)..=u32::from(p.last)).contains(&vip)
-        }) {
-            return Err(Error::Conflict(format!(
-                "{} is an address of nat pool {pool} in vrf {}",
-                s.address, s.vrf
-            )));
-        }
-        if s.vrf == 0 && self.nat.floating.contains_key(&s.address) {
-            return Err(Error::Conflict(format!("{} is a floating IP", s.address)));
+        if let std::net::IpAddr::V4(v4) = s.address {
+            let vip = u32::from(v4);
+            if let Some((pool, _)) = self.nat.pools.iter().find(|(_, p)| {
+                p.vrf == s.vrf && (u32::from(p.first)..=u32::from(p.last)).contains(&vip)
+            }) {
+                return Err(Error::Conflict(format!(
+                    "{} is an address of nat pool {pool} in vrf {}",
+                    s.address, s.vrf
+                )));
+            }
+            if s.vrf == 0 && self.nat.floating.contains_key(&v4) {
+                return Err(Error::Conflict(format!("{} is a floating IP", s.address)));
+            }
         }
         if let Some((other, _)) = self.nat.services.iter().find(|(n, o)| {
             n.as_str() != name
@@ -369,12 +383,13 @@ impl Model {
 
     /// The service whose VIP host route `prefix` of VRF `vrf` would be.
     pub(super) fn service_at(&self, vrf: u32, prefix: crate::api::IpPrefix) -> Option<&str> {
-        (prefix.prefix_len() == 32)
+        let host_len = if prefix.addr().is_ipv6() { 128 } else { 32 };
+        (prefix.prefix_len() == host_len)
             .then(|| {
                 self.nat
                     .services
                     .iter()
-                    .find(|(_, s)| s.vrf == vrf && prefix.addr() == std::net::IpAddr::V4(s.address))
+                    .find(|(_, s)| s.vrf == vrf && prefix.addr() == s.address)
             })
             .flatten()
             .map(|(n, _)| n.as_str())
@@ -541,6 +556,13 @@ fn check_pool_name(name: &str) -> Result<(), Error> {
 
 fn is_unicast(a: Ipv4Addr) -> bool {
     !(a.is_unspecified() || a.is_broadcast() || a.is_multicast())
+}
+
+fn is_unicast_ip(a: std::net::IpAddr) -> bool {
+    match a {
+        std::net::IpAddr::V4(a) => is_unicast(a),
+        std::net::IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast() || a.is_loopback()),
+    }
 }
 
 fn check_floating_address(a: Ipv4Addr) -> Result<(), Error> {

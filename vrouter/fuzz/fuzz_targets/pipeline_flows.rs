@@ -9,7 +9,9 @@
 //! 1's floating IP (198.51.100.200 for 198.18.1.10) or sets it again, bit 3 takes backend
 //! 198.18.1.10:8081 out of service VIP 198.18.1.100:80/TCP (VRF 5, also over 198.18.1.11:8080)
 //! or puts it back: after every call no flow to the VIP leaves for a backend it lacks; bit 6
-//! switches the VIP's balancing between the flow hash and least flows.
+//! switches the VIP's balancing between the flow hash and least flows. An IPv6 VIP
+//! [2001:db8:1::100]:80/TCP (over [2001:db8:1::b]:8080 and [2001:db8:1::a]:8081) follows the same
+//! changes and is checked the same way.
 //! Link-local service 169.254.169.254:80/TCP leads to 198.51.100.80:8775 out of the fabric, from
 //! each pod vif's own 169.254.1.x.
 //! Source NAT: VRF 5 leaves for 203.0.113.0/24 through a pool of four pairs (198.51.100.64,
@@ -145,14 +147,15 @@ const LINK_LOCAL: LinkLocal = LinkLocal {
 /// Service VIP 198.18.1.100:80/TCP of the pod VRF, over both pods (`all`) or pod 2 alone,
 /// balanced by flow hash or by least flows.
 fn service(all: bool, least_flows: bool) -> Service {
-    let mut backends = vec![(0xc612_010b, 8080)]; // 198.18.1.11
+    let v4 = |a: u32| std::net::IpAddr::from(std::net::Ipv4Addr::from(a));
+    let mut backends = vec![(v4(0xc612_010b), 8080)]; // 198.18.1.11
     if all {
-        backends.push((0xc612_010a, 8081)); // 198.18.1.10
+        backends.push((v4(0xc612_010a), 8081)); // 198.18.1.10
     }
     Service {
         vrf: POD_VRF,
         proto: 6,
-        addr: VIP,
+        addr: std::net::IpAddr::from(std::net::Ipv4Addr::from(VIP)),
         port: 80,
         backends,
         balance: if least_flows {
@@ -165,6 +168,24 @@ fn service(all: bool, least_flows: bool) -> Service {
 
 /// The VIP.
 const VIP: u32 = 0xc612_0164; // 198.18.1.100
+
+/// IPv6 VIP [2001:db8:1::100]:80/TCP of the pod VRF over [2001:db8:1::b]:8080 and (`all`)
+/// [2001:db8:1::a]:8081: it follows the IPv4 VIP's backend and balance changes.
+fn service6(all: bool, least_flows: bool) -> Service {
+    let mut backends = vec![(std::net::IpAddr::from(std::net::Ipv6Addr::from(VIP6_NET | 0xb)), 8080)];
+    if all {
+        backends.push((std::net::IpAddr::from(std::net::Ipv6Addr::from(VIP6_NET | 0xa)), 8081));
+    }
+    Service {
+        addr: std::net::IpAddr::from(std::net::Ipv6Addr::from(VIP6)),
+        backends,
+        ..service(all, least_flows)
+    }
+}
+
+/// 2001:db8:1::/64 (routed to pod 1 in the pod VRF) and the IPv6 VIP in it.
+const VIP6_NET: u128 = 0x2001_0db8_0001_0000_0000_0000_0000_0000;
+const VIP6: u128 = VIP6_NET | 0x100;
 
 /// The pool's address, as flow keys hold it.
 const POOL_ADDR: u128 = 0xc633_6440; // 198.51.100.64
@@ -213,6 +234,7 @@ impl<'a> Side<'a> {
         nat.attach(POD_VRF, "egress").expect("attach");
         nat.set_floating(FLOATING).expect("floating IP");
         nat.set_service(service(true, false)).expect("service");
+        nat.set_service(service6(true, false)).expect("IPv6 service");
         nat.set_link_local(LINK_LOCAL).expect("link-local service");
         let policies = Policies::new(table);
         policies.set(1, Some(pod1_policy())).expect("policy");
@@ -257,6 +279,9 @@ impl<'a> Side<'a> {
             self.nat
                 .set_service(service(all, least_flows))
                 .expect("service");
+            self.nat
+                .set_service(service6(all, least_flows))
+                .expect("IPv6 service");
         }
         match floating_toggle {
             Some(true) => {
@@ -332,20 +357,31 @@ impl<'a> Side<'a> {
             .count();
         let pool = self.nat.pool("egress").expect("pool");
         assert_eq!(pool.in_use, nat_flows as u64, "pairs in use = NAT flows");
-        // Every flow to the VIP leaves for one of its backends now.
-        let live = self.nat.services().pop().expect("service").backends;
-        for f in table.flows(None, table.capacity(), 0).flows {
-            if f.is_reverse || f.key.dst != u128::from(VIP) || f.key.dport != 80 || f.key.proto != 6
-            {
-                continue;
-            }
-            if let Some(to) = f.nat {
-                assert!(
-                    live.iter()
-                        .any(|b| (u128::from(b.0), b.1) == (to.dst, to.dport)),
-                    "a flow to the VIP leaves for {:?}, not a backend",
-                    to
-                );
+        // Every flow to a VIP (IPv4 or IPv6) leaves for one of its backends now.
+        for svc in self.nat.services() {
+            let (v6, vip) = vrouter::nat::key_bits(svc.addr);
+            let live: Vec<(u128, u16)> = svc
+                .backends
+                .iter()
+                .map(|&(a, p)| (vrouter::nat::key_bits(a).1, p))
+                .collect();
+            for f in table.flows(None, table.capacity(), 0).flows {
+                if f.is_reverse
+                    || f.key.v6 != v6
+                    || f.key.dst != vip
+                    || f.key.dport != 80
+                    || f.key.proto != 6
+                {
+                    continue;
+                }
+                if let Some(to) = f.nat {
+                    assert!(
+                        live.contains(&(to.dst, to.dport)),
+                        "a flow to VIP {} leaves for {:?}, not a backend",
+                        svc.addr,
+                        to
+                    );
+                }
             }
         }
     }

@@ -428,7 +428,7 @@ fn nat_hit(
             target,
             Translation {
                 end: End::Source,
-                addr: reply.dst as u32,
+                addr: reply.dst,
                 port: nat_port_of_reply(&reply),
             },
         ),
@@ -440,13 +440,19 @@ fn nat_hit(
 /// A VIP flow's packet to the backend `backend` (the reverse entry's key: the backend is its
 /// source), routed in its VRF.
 fn to_backend(topo: &Topology, backend: &FlowKey) -> FlowAction {
-    let addr = backend.src as u32;
-    match topo.vrf(backend.vrf).and_then(|v| v.route_v4(addr)) {
+    let route = topo.vrf(backend.vrf).and_then(|v| {
+        if backend.v6 {
+            v.route_v6(backend.src)
+        } else {
+            v.route_v4(backend.src as u32)
+        }
+    });
+    match route {
         Some(t) => FlowAction::Nat(
             t,
             Translation {
                 end: End::Destination,
-                addr,
+                addr: backend.src,
                 port: backend.sport,
             },
         ),
@@ -473,12 +479,12 @@ fn twice(target: RouteTarget, reply: &FlowKey) -> FlowAction {
         target,
         Translation {
             end: End::Source,
-            addr: reply.dst as u32,
+            addr: reply.dst,
             port: reply.dport,
         },
         Translation {
             end: End::Destination,
-            addr: reply.src as u32,
+            addr: reply.src,
             port: reply.sport,
         },
     )
@@ -494,6 +500,13 @@ fn translatable(m: &PacketMeta) -> bool {
             ipv4::proto::ICMP => m.dport == u16::from(icmp::v4::ECHO_REQUEST),
             _ => false,
         }
+}
+
+/// Whether a service VIP can translate the packet: TCP or UDP, IPv4 or IPv6, not a fragment.
+fn serviceable(m: &PacketMeta) -> bool {
+    matches!(m.l3, L3::Ipv4 | L3::Ipv6)
+        && !m.fragment
+        && matches!(m.proto, ipv4::proto::TCP | ipv4::proto::UDP)
 }
 
 /// The vif a target sends out of (`NO_VIF` for receive / discard / unknown). `hash` (the
@@ -599,7 +612,13 @@ impl FlowHook for FlowStage {
             }
             out_vif = Some(o);
         }
-        if m.proto == ipv4::proto::ICMP && translates && is_error_type(m.dport) {
+        let icmp_error = match m.proto {
+            ipv4::proto::ICMP => is_error_type(m.dport),
+            // ICMPv6 errors that quote (RFC 4443): about an IPv6 VIP's flows.
+            ipv4::proto::ICMPV6 => matches!(m.dport, 1..=4) && services,
+            _ => false,
+        };
+        if icmp_error && translates {
             let service = topo.filter(|_| services).map(|t| (t, m.vrf));
             if let Some(a) = icmp_error_action(table, m, frame, target, service) {
                 return a;
@@ -671,16 +690,21 @@ impl FlowHook for FlowStage {
     #[cold]
     fn unrouted(&mut self, m: &PacketMeta, frame: &[u8]) -> Option<RouteTarget> {
         let nat: &NatSnapshot = self.nat.load();
-        if m.l3 != L3::Ipv4 {
-            return None;
-        }
+        let v6 = match m.l3 {
+            L3::Ipv4 => false,
+            L3::Ipv6 => true,
+            _ => return None,
+        };
         // A VIP's flows always leave with the backend's route: this target is never used
         // (an invalid nexthop, dropped if it were). So do ICMP errors about the replies a VIP
         // sent (quoting the VIP as their source).
         let to_vip = nat.has_service(m.vrf)
-            && (nat.service(m.vrf, m.proto, m.dst_v4(), m.dport).is_some()
+            && (nat.service(m.vrf, m.proto, v6, m.dst, m.dport).is_some()
                 || nat::quoted(frame, m)
-                    .is_some_and(|q| nat.service(m.vrf, q.proto, q.src, q.sport).is_some()));
+                    .is_some_and(|q| nat.service(m.vrf, q.proto, q.v6, q.src, q.sport).is_some()));
+        if v6 {
+            return to_vip.then_some(UNROUTED);
+        }
         // A link-local service's flows leave with the service's route in the fabric VRF.
         let link_local =
             nat.has_link_local() && nat.link_local(m.proto, m.dst_v4(), m.dport).is_some();
@@ -706,7 +730,7 @@ impl FlowHook for FlowStage {
                         back_to(&pod),
                         Translation {
                             end: End::Source,
-                            addr: pod.dst as u32,
+                            addr: pod.dst,
                             port: pod.dport,
                         },
                     ),
@@ -728,10 +752,10 @@ impl FlowHook for FlowStage {
                 let quoted = nat::quoted(frame, m).and_then(|q| {
                     let left = FlowKey {
                         vrf: m.vrf,
-                        v6: false,
+                        v6: q.v6,
                         proto: q.proto,
-                        src: u128::from(q.src),
-                        dst: u128::from(q.dst),
+                        src: q.src,
+                        dst: q.dst,
                         sport: q.sport,
                         dport: q.dport,
                     };
@@ -793,10 +817,10 @@ fn icmp_error_action(
     let found = nat::quoted(frame, m).and_then(|q| {
         let quoted = FlowKey {
             vrf: m.vrf,
-            v6: false,
+            v6: q.v6,
             proto: q.proto,
-            src: u128::from(q.src),
-            dst: u128::from(q.dst),
+            src: q.src,
+            dst: q.dst,
             sport: q.sport,
             dport: q.dport,
         };
@@ -819,7 +843,7 @@ fn icmp_error_action(
 fn back_to(pod: &FlowKey) -> Translation {
     Translation {
         end: End::Destination,
-        addr: pod.src as u32,
+        addr: pod.src,
         port: pod.sport,
     }
 }
@@ -1017,9 +1041,14 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
     let key = key_of(meta);
     let services = s.nat.has_service(meta.vrf);
     let service = s.topo.filter(|_| services).map(|t| (t, meta.vrf));
-    let vip = if services && meta.l3 == L3::Ipv4 {
-        s.nat
-            .service(meta.vrf, meta.proto, meta.dst_v4(), meta.dport)
+    let vip = if services && matches!(meta.l3, L3::Ipv4 | L3::Ipv6) {
+        s.nat.service(
+            meta.vrf,
+            meta.proto,
+            meta.l3 == L3::Ipv6,
+            meta.dst,
+            meta.dport,
+        )
     } else {
         None
     };
@@ -1115,7 +1144,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
             });
             translation = Some(Translation {
                 end: End::Source,
-                addr,
+                addr: u128::from(addr),
                 port,
             });
         }
@@ -1173,7 +1202,7 @@ fn setup_service(
     svc: &ServiceSnap,
 ) -> FlowAction {
     let (table, meta) = (s.table, p.meta);
-    if !translatable(meta) {
+    if !serviceable(meta) {
         return FlowAction::Refused(DropReason::NatUnsupported);
     }
     let Some(topo) = s.topo else {
@@ -1208,11 +1237,18 @@ fn setup_service(
     let pool = counted.map_or(0, |(c, _)| c.slot());
     let key = key_of(meta);
     let to_backend_key = FlowKey {
-        dst: u128::from(addr),
+        dst: addr,
         dport: port,
         ..key
     };
-    let Some(target) = topo.vrf(meta.vrf).and_then(|v| v.route_v4(addr)) else {
+    let route = topo.vrf(meta.vrf).and_then(|v| {
+        if key.v6 {
+            v.route_v6(addr)
+        } else {
+            v.route_v4(addr as u32)
+        }
+    });
+    let Some(target) = route else {
         uncount();
         return FlowAction::Refused(DropReason::NoRoute);
     };

@@ -11,6 +11,7 @@ use crate::tables::MAX_VRFS;
 use crate::Error;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -42,18 +43,26 @@ pub enum Balance {
     LeastFlows,
 }
 
-/// A service VIP: TCP or UDP to `addr:port` (host order) in VRF `vrf` goes to one of
-/// `backends`, chosen per flow as `balance` says and kept for the flow's life (its entries
-/// record it).
+/// A service VIP: TCP or UDP to `addr:port` in VRF `vrf` goes to one of `backends`, chosen
+/// per flow as `balance` says and kept for the flow's life (its entries record it). IPv4 or
+/// IPv6: the backends are of the VIP's family.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
     pub vrf: u16,
     pub proto: u8,
-    pub addr: u32,
+    pub addr: IpAddr,
     pub port: u16,
-    /// (address, port), host order; never empty, no duplicates.
-    pub backends: Vec<(u32, u16)>,
+    /// (address, port); never empty, no duplicates.
+    pub backends: Vec<(IpAddr, u16)>,
     pub balance: Balance,
+}
+
+/// An address as flow keys hold it: whether IPv6, and its bits (an IPv4 address in the low 32).
+pub fn key_bits(a: IpAddr) -> (bool, u128) {
+    match a {
+        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (true, u128::from(a)),
+    }
 }
 
 /// Most backends a service takes.
@@ -62,15 +71,24 @@ pub const MAX_BACKENDS: usize = 64;
 /// A service as the flow stage reads it.
 #[derive(Debug, Clone)]
 pub struct ServiceSnap {
-    /// (address, port), host order.
-    pub backends: Box<[(u32, u16)]>,
+    /// (address, port), as flow keys hold them (the VIP's family: see [`key_bits`]).
+    pub backends: Box<[(u128, u16)]>,
     /// Least flows: the counts and each backend's place in them.
     pub least: Option<(Arc<BackendCounts>, Box<[u8]>)>,
 }
 
 impl Service {
     fn key(&self) -> ServiceKey {
-        (self.vrf, self.proto, self.addr, self.port)
+        let (v6, addr) = key_bits(self.addr);
+        (self.vrf, self.proto, v6, addr, self.port)
+    }
+
+    /// The backends as flow keys hold them.
+    fn backend_bits(&self) -> Vec<(u128, u16)> {
+        self.backends
+            .iter()
+            .map(|&(a, p)| (key_bits(a).1, p))
+            .collect()
     }
 
     fn validate(&self) -> Result<(), Error> {
@@ -96,17 +114,19 @@ impl Service {
             )));
         }
         for (i, b) in self.backends.iter().enumerate() {
-            if b.1 == 0 {
+            if b.0.is_ipv6() != self.addr.is_ipv6() {
                 return Err(Error::NatBadService(format!(
-                    "backend {}:0 has port 0",
-                    std::net::Ipv4Addr::from(b.0)
+                    "backend {} is not of the VIP {}'s address family",
+                    b.0, self.addr
                 )));
+            }
+            if b.1 == 0 {
+                return Err(Error::NatBadService(format!("backend {} has port 0", b.0)));
             }
             if self.backends[..i].contains(b) {
                 return Err(Error::NatBadService(format!(
-                    "backend {}:{} is listed twice",
-                    std::net::Ipv4Addr::from(b.0),
-                    b.1
+                    "backend {} port {} is listed twice",
+                    b.0, b.1
                 )));
             }
             if (b.0, b.1) == (self.addr, self.port) {
@@ -120,8 +140,8 @@ impl Service {
 /// The longest a change waits for the forwarding cores to leave the old snapshot.
 const GRACE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// VRF, protocol, address, port.
-type ServiceKey = (u16, u8, u32, u16);
+/// VRF, protocol, IPv6, address (as flow keys hold it), port.
+type ServiceKey = (u16, u8, bool, u128, u16);
 
 /// The link-local network (169.254.0.0/16).
 pub const LINK_LOCAL_NET: u32 = 0xa9fe_0000;
@@ -237,10 +257,17 @@ impl NatSnapshot {
             .unwrap_or(false)
     }
 
-    /// The VIP `addr:port` (`proto`) of VRF `vrf`.
+    /// The VIP `addr:port` (`proto`; IPv6 if `v6`, else IPv4 in the low 32 bits) of VRF `vrf`.
     #[inline]
-    pub fn service(&self, vrf: u16, proto: u8, addr: u32, port: u16) -> Option<&ServiceSnap> {
-        self.services.get(&(vrf, proto, addr, port))
+    pub fn service(
+        &self,
+        vrf: u16,
+        proto: u8,
+        v6: bool,
+        addr: u128,
+        port: u16,
+    ) -> Option<&ServiceSnap> {
+        self.services.get(&(vrf, proto, v6, addr, port))
     }
 
     /// VRF `vrf`'s rule, if it is attached.
@@ -597,30 +624,30 @@ impl Nat {
         if st.services.get(&key) == Some(&s) {
             return Ok(false);
         }
-        if let Some((name, _)) = st
-            .pools
-            .iter()
-            .find(|(_, e)| e.vrf == s.vrf && e.pool.range().contains(s.addr))
-        {
-            return Err(Error::NatBadService(format!(
-                "{} is an address of NAT pool {name}",
-                std::net::Ipv4Addr::from(s.addr)
-            )));
+        if let IpAddr::V4(a) = s.addr {
+            let a = u32::from(a);
+            if let Some((name, _)) = st
+                .pools
+                .iter()
+                .find(|(_, e)| e.vrf == s.vrf && e.pool.range().contains(a))
+            {
+                return Err(Error::NatBadService(format!(
+                    "{} is an address of NAT pool {name}",
+                    s.addr
+                )));
+            }
+            if s.vrf == 0 && st.floating.contains_key(&a) {
+                return Err(Error::NatBadService(format!("{} is a floating IP", s.addr)));
+            }
         }
-        if s.vrf == 0 && st.floating.contains_key(&s.addr) {
-            return Err(Error::NatBadService(format!(
-                "{} is a floating IP",
-                std::net::Ipv4Addr::from(s.addr)
-            )));
-        }
-        let gone: Vec<(u32, u16)> = st
+        let gone: Vec<(u128, u16)> = st
             .services
             .get(&key)
             .map(|old| {
                 old.backends
                     .iter()
                     .filter(|b| !s.backends.contains(b))
-                    .copied()
+                    .map(|&(a, p)| (key_bits(a).1, p))
                     .collect()
             })
             .unwrap_or_default();
@@ -648,7 +675,7 @@ impl Nat {
             };
             // The old set's backends keep their places until their flows are gone: at most
             // 64 + 64 places in use.
-            if counts.assign(&s.backends).is_none() {
+            if counts.assign(&s.backend_bits()).is_none() {
                 return Err(Error::NatBadService(
                     "too many backends changed at once".into(),
                 ));
@@ -664,11 +691,12 @@ impl Nat {
         self.publish(&st);
         if new {
             // Flows to the address set up before it was a VIP would skip the translation.
-            let (vrf, proto, addr, port) = key;
+            let (vrf, proto, v6, addr, port) = key;
             self.table.remove_where(|f| {
                 f.key.vrf == vrf
                     && f.key.proto == proto
-                    && (f.key.dst, f.key.dport) == (u128::from(addr), port)
+                    && f.key.v6 == v6
+                    && (f.key.dst, f.key.dport) == (addr, port)
             });
         } else if rebalanced {
             self.remove_service_flows(key, None);
@@ -687,16 +715,14 @@ impl Nat {
     }
 
     /// Remove the service VIP `addr:port` (`proto`) of VRF `vrf`: its flows go.
-    pub fn del_service(&self, vrf: u16, proto: u8, addr: u32, port: u16) -> Result<(), Error> {
-        let key = (vrf, proto, addr, port);
+    pub fn del_service(&self, vrf: u16, proto: u8, addr: IpAddr, port: u16) -> Result<(), Error> {
+        let (v6, bits) = key_bits(addr);
+        let key = (vrf, proto, v6, bits, port);
         let mut st = self.lock();
         if st.services.remove(&key).is_none() {
             return Err(Error::NoSuchEntry {
                 table: "service",
-                key: format!(
-                    "{}:{port}/{proto} in VRF {vrf}",
-                    std::net::Ipv4Addr::from(addr)
-                ),
+                key: format!("{addr} port {port}/{proto} in VRF {vrf}"),
             });
         }
         self.publish(&st);
@@ -713,30 +739,30 @@ impl Nat {
     }
 
     /// The flows of VIP `key` now, per backend (in the service's order).
-    pub fn service_flows(&self, vrf: u16, proto: u8, addr: u32, port: u16) -> Option<Vec<u64>> {
+    pub fn service_flows(&self, vrf: u16, proto: u8, addr: IpAddr, port: u16) -> Option<Vec<u64>> {
+        let (v6, addr) = key_bits(addr);
         let backends = self
             .lock()
             .services
-            .get(&(vrf, proto, addr, port))?
-            .backends
-            .clone();
+            .get(&(vrf, proto, v6, addr, port))?
+            .backend_bits();
         let mut counts = vec![0u64; backends.len()];
         let mut cursor = 0;
         loop {
             let page = self.table.flows(Some(vrf), 4096, cursor);
             for f in &page.flows {
-                if f.is_reverse || f.key.proto != proto {
+                if f.is_reverse || f.key.proto != proto || f.key.v6 != v6 {
                     continue;
                 }
                 let (vip, Some(to)) = ((f.key.dst, f.key.dport), f.nat) else {
                     continue;
                 };
-                if vip != (u128::from(addr), port) {
+                if vip != (addr, port) {
                     continue;
                 }
                 if let Some(i) = backends
                     .iter()
-                    .position(|b| (u128::from(b.0), b.1) == (to.dst, to.dport))
+                    .position(|b| (b.0, b.1) == (to.dst, to.dport))
                 {
                     counts[i] += 1;
                 }
@@ -753,19 +779,17 @@ impl Nat {
     /// the VIP and leave to the backend.
     fn remove_service_flows(
         &self,
-        (vrf, proto, addr, port): ServiceKey,
-        only: Option<&[(u32, u16)]>,
+        (vrf, proto, v6, addr, port): ServiceKey,
+        only: Option<&[(u128, u16)]>,
     ) {
         self.table.remove_where(|f| {
             let Some(to) = f.nat else { return false };
             f.key.vrf == vrf
                 && f.key.proto == proto
-                && (f.key.dst, f.key.dport) == (u128::from(addr), port)
+                && f.key.v6 == v6
+                && (f.key.dst, f.key.dport) == (addr, port)
                 && to.vrf == vrf
-                && only.is_none_or(|b| {
-                    b.iter()
-                        .any(|b| (u128::from(b.0), b.1) == (to.dst, to.dport))
-                })
+                && only.is_none_or(|b| b.iter().any(|b| (b.0, b.1) == (to.dst, to.dport)))
         });
     }
 
@@ -823,7 +847,7 @@ impl Nat {
         for s in st.services.values() {
             let least = st.service_counts.get(&s.key()).and_then(|c| {
                 let places: Option<Box<[u8]>> = s
-                    .backends
+                    .backend_bits()
                     .iter()
                     .map(|&(a, p)| c.place_of(a, p).and_then(|at| u8::try_from(at).ok()))
                     .collect();
@@ -832,7 +856,7 @@ impl Nat {
             snap.services.insert(
                 s.key(),
                 ServiceSnap {
-                    backends: s.backends.clone().into_boxed_slice(),
+                    backends: s.backend_bits().into_boxed_slice(),
                     least,
                 },
             );

@@ -47,10 +47,22 @@
 //! link-local address, destination to the pod). Each entry reads both from its partner's key.
 //! The service sees which vif asks by the source address.
 //!
-//! IPv4 only; TCP, UDP and ICMP echo (the identifier stands in for the port). Anything else
-//! crossing into the pool's VRF from an attached VRF, fragments included, is dropped and
-//! counted (`nat_unsupported`); a pool without a free pair drops the new flow's packet
-//! (`nat_pool_exhausted`).
+//! Source NAT, floating IPs and link-local services are IPv4 only; TCP, UDP and ICMP echo (the
+//! identifier stands in for the port). Anything else crossing into the pool's VRF from an
+//! attached VRF, fragments and IPv6 included, is dropped and counted (`nat_unsupported`); a pool
+//! without a free pair drops the new flow's packet (`nat_pool_exhausted`).
+//!
+//! # IPv6
+//! Service VIPs take IPv6 as well: an IPv6 VIP over IPv6 backends (a service's backends are of
+//! its VIP's family). Flow keys hold 128-bit addresses for both families (an IPv4 address in
+//! the low 32 bits) and so does a [`Translation`], so nothing in the key or the entries changed
+//! for it; [`translate`] rewrites the 128-bit address with the TCP / UDP (and ICMPv6 echo)
+//! checksum updated incrementally over it, and there is no header checksum. Least-flows counts
+//! know an IPv6 backend by a 47-bit digest of its address and port (a service whose backends'
+//! digests collide is refused). ICMPv6 errors about a VIP's flows (destination unreachable,
+//! packet too big, time exceeded, parameter problem) are translated back like ICMPv4 ones
+//! ([`translate_icmp_error`]), the ICMPv6 checksum following the pseudo-header's and the
+//! quote's addresses and the quoted port.
 
 pub mod config;
 pub mod pool;
@@ -58,8 +70,8 @@ pub mod pools;
 pub mod rewrite;
 
 pub use config::{
-    link_local_source, Balance, FloatingIp, LinkLocal, Nat, NatSnapshot, PoolInfo, Service,
-    ServiceSnap, SnatRule, MAX_BACKENDS,
+    key_bits, link_local_source, Balance, FloatingIp, LinkLocal, Nat, NatSnapshot, PoolInfo,
+    Service, ServiceSnap, SnatRule, MAX_BACKENDS,
 };
 pub use pool::{PoolRange, PortPool};
 pub use pools::{BackendCounts, PortPools};

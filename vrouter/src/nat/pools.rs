@@ -27,8 +27,22 @@ pub struct BackendCounts {
     counts: [AtomicU64; COUNTED_BACKENDS],
 }
 
-fn backend_id(addr: u32, port: u16) -> u64 {
-    1 << 48 | u64::from(addr) << 16 | u64::from(port)
+/// A backend's id in its place: exact for an IPv4 address (as flow keys hold it, in the low
+/// 32 bits); for an IPv6 address a 47-bit digest of it (its two halves mixed), marked apart from
+/// the IPv4 ids. Two backends of one service sharing a digest would share a count (the balance
+/// a little off, nothing else): [`BackendCounts::assign`] refuses such a set.
+fn backend_id(addr: u128, port: u16) -> u64 {
+    match u32::try_from(addr) {
+        Ok(a) => 1 << 48 | u64::from(a) << 16 | u64::from(port),
+        Err(_) => {
+            let mixed = ((addr >> 64) as u64)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29)
+                ^ (addr as u64);
+            let digest = mixed.wrapping_mul(0xff51_afd7_ed55_8ccd) >> 17;
+            1 << 63 | (digest & ((1 << 47) - 1)) << 16 | u64::from(port)
+        }
+    }
 }
 
 impl BackendCounts {
@@ -46,7 +60,7 @@ impl BackendCounts {
     }
 
     /// The place of backend `addr:port`, if it has one.
-    pub fn place_of(&self, addr: u32, port: u16) -> Option<usize> {
+    pub fn place_of(&self, addr: u128, port: u16) -> Option<usize> {
         let id = backend_id(addr, port);
         self.ids
             .iter()
@@ -55,7 +69,11 @@ impl BackendCounts {
 
     /// The control side: give each of `backends` a place (keeping those they have). `None`
     /// if there are not enough free places.
-    pub fn assign(&self, backends: &[(u32, u16)]) -> Option<Vec<u8>> {
+    pub fn assign(&self, backends: &[(u128, u16)]) -> Option<Vec<u8>> {
+        let ids: Vec<u64> = backends.iter().map(|&(a, p)| backend_id(a, p)).collect();
+        if ids.iter().enumerate().any(|(i, id)| ids[..i].contains(id)) {
+            return None;
+        }
         backends
             .iter()
             .map(|&(a, p)| {
@@ -77,7 +95,7 @@ impl BackendCounts {
     }
 
     /// The control side: free the places of `backends` (their flows were removed).
-    pub fn forget(&self, backends: &[(u32, u16)]) {
+    pub fn forget(&self, backends: &[(u128, u16)]) {
         for &(a, p) in backends {
             if let Some(at) = self.place_of(a, p) {
                 self.ids[at].store(0, Ordering::Relaxed);
@@ -170,7 +188,7 @@ impl PortPools {
     }
 
     /// A flow of the least-flows service in `slot` to backend `addr:port` went: count it down.
-    pub fn release_backend(&self, slot: u8, addr: u32, port: u16) {
+    pub fn release_backend(&self, slot: u8, addr: u128, port: u16) {
         if let Some(c) = self.counts.get(usize::from(slot)).map(|s| s.load()) {
             if let Some(c) = c.as_ref() {
                 if let Some(at) = c.place_of(addr, port) {

@@ -1,8 +1,8 @@
-//! A translation written into a packet: an IPv4 address and a port (or ICMP echo identifier)
-//! replaced, with the IPv4 header checksum and the TCP / UDP / ICMP checksum updated
-//! incrementally (RFC 1624), never summed over the payload.
+//! A translation written into a packet: an IPv4 or IPv6 address and a port (or ICMP / ICMPv6
+//! echo identifier) replaced, with the IPv4 header checksum (IPv6 has none) and the TCP / UDP /
+//! ICMP / ICMPv6 checksum updated incrementally (RFC 1624), never summed over the payload.
 
-use crate::meta::PacketMeta;
+use crate::meta::{PacketMeta, L3};
 use crate::stats::DropReason;
 use crate::wire::checksum::{update16, update32};
 use crate::wire::{icmp, ipv4};
@@ -16,12 +16,13 @@ pub enum End {
     Destination,
 }
 
-/// What a NAT flow does to each of its packets: `end`'s address becomes `addr` (IPv4, host
-/// order) and its port `port` (for ICMP echo, the identifier, whichever the end).
+/// What a NAT flow does to each of its packets: `end`'s address becomes `addr` (host order: an
+/// IPv4 address in the low 32 bits, as flow keys hold it, or an IPv6 address) and its port
+/// `port` (for ICMP echo, the identifier, whichever the end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Translation {
     pub end: End,
-    pub addr: u32,
+    pub addr: u128,
     pub port: u16,
 }
 
@@ -45,6 +46,10 @@ pub fn translate(
     x: Translation,
     l4_partial: bool,
 ) -> Result<(), DropReason> {
+    if m.l3 == L3::Ipv6 {
+        return translate_v6(frame, m, x, l4_partial);
+    }
+    let addr = x.addr as u32;
     let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
     let ip_at = match x.end {
         End::Source => l3 + IP_SRC,
@@ -63,14 +68,14 @@ pub fn translate(
     let l4_sum = read16(frame, l4_csum)?;
     let ip_sum = read16(frame, l3 + IP_CSUM)?;
 
-    write32(frame, ip_at, x.addr)?;
-    write16(frame, l3 + IP_CSUM, update32(ip_sum, old_addr, x.addr))?;
+    write32(frame, ip_at, addr)?;
+    write16(frame, l3 + IP_CSUM, update32(ip_sum, old_addr, addr))?;
     write16(frame, port_at, x.port)?;
     let pseudo = m.proto != ipv4::proto::ICMP;
     let new_sum = if l4_partial {
         // Only the pseudo-header's address is in the field (folded, not complemented).
         if pseudo {
-            !update32(!l4_sum, old_addr, x.addr)
+            !update32(!l4_sum, old_addr, addr)
         } else {
             l4_sum
         }
@@ -79,7 +84,7 @@ pub fn translate(
         0
     } else {
         let s = if pseudo {
-            update32(l4_sum, old_addr, x.addr)
+            update32(l4_sum, old_addr, addr)
         } else {
             l4_sum
         };
@@ -94,6 +99,58 @@ pub fn translate(
     write16(frame, l4_csum, new_sum)
 }
 
+/// Offsets in the IPv6 header and the ICMPv6 header.
+const IP6_SRC: usize = 8;
+const IP6_DST: usize = 24;
+
+/// [`translate`] for IPv6: no header checksum; every L4 checksum (TCP, UDP, ICMPv6) covers the
+/// pseudo-header, so each follows the 128-bit address, and the port (identifier) unless the
+/// field holds only the pseudo-header sum.
+fn translate_v6(
+    frame: &mut [u8],
+    m: &PacketMeta,
+    x: Translation,
+    l4_partial: bool,
+) -> Result<(), DropReason> {
+    let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
+    let ip_at = match x.end {
+        End::Source => l3 + IP6_SRC,
+        End::Destination => l3 + IP6_DST,
+    };
+    let (l4_csum, port_at) = match (m.proto, x.end) {
+        (ipv4::proto::TCP, End::Source) => (l4 + TCP_CSUM, l4),
+        (ipv4::proto::TCP, End::Destination) => (l4 + TCP_CSUM, l4 + 2),
+        (ipv4::proto::UDP, End::Source) => (l4 + UDP_CSUM, l4),
+        (ipv4::proto::UDP, End::Destination) => (l4 + UDP_CSUM, l4 + 2),
+        (ipv4::proto::ICMPV6, _) => (l4 + ICMP_CSUM, l4 + ICMP_ID),
+        _ => return Err(DropReason::NatUnsupported),
+    };
+    let old_addr = read128(frame, ip_at)?;
+    let old_port = read16(frame, port_at)?;
+    let l4_sum = read16(frame, l4_csum)?;
+    write128(frame, ip_at, x.addr)?;
+    write16(frame, port_at, x.port)?;
+    let new_sum = if l4_partial {
+        !update128(!l4_sum, old_addr, x.addr)
+    } else {
+        let s = update16(update128(l4_sum, old_addr, x.addr), old_port, x.port);
+        if m.proto == ipv4::proto::UDP && s == 0 {
+            0xffff
+        } else {
+            s
+        }
+    };
+    write16(frame, l4_csum, new_sum)
+}
+
+/// [`update32`] over a 128-bit field.
+fn update128(hc: u16, old: u128, new: u128) -> u16 {
+    (0..4).fold(hc, |s, i| {
+        let sh = 96 - 32 * i;
+        update32(s, (old >> sh) as u32, (new >> sh) as u32)
+    })
+}
+
 /// The ICMPv4 error types that quote the packet they answer (RFC 792): destination
 /// unreachable, time exceeded, parameter problem.
 const QUOTING_ERRORS: [u8; 3] = [
@@ -105,20 +162,29 @@ const PARAMETER_PROBLEM: u8 = 12;
 /// The quoted packet starts after the ICMP header (type, code, checksum, 4 unused bytes).
 const QUOTE_AT: usize = 8;
 
-/// The packet an ICMPv4 error quotes, as it left: protocol, source and destination (host
-/// order) and ports (for a quoted ICMP echo: identifier and type, as flow keys hold them).
+/// The ICMPv6 error types that quote the packet they answer (RFC 4443): destination
+/// unreachable, packet too big, time exceeded, parameter problem.
+const QUOTING_ERRORS_V6: [u8; 4] = [1, 2, 3, 4];
+
+/// The packet an ICMP / ICMPv6 error quotes, as it left: protocol, family, source and
+/// destination (as flow keys hold them) and ports (for a quoted echo: identifier and type, as
+/// flow keys hold them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quoted {
     pub proto: u8,
-    pub src: u32,
-    pub dst: u32,
+    pub v6: bool,
+    pub src: u128,
+    pub dst: u128,
     pub sport: u16,
     pub dport: u16,
 }
 
-/// What the ICMPv4 error `m` describes quotes, if it is an error that quotes a TCP, UDP or ICMP
-/// echo packet whose ports lie in `frame`.
+/// What the ICMP or ICMPv6 error `m` describes quotes, if it is an error that quotes a TCP, UDP
+/// or echo packet whose ports lie in `frame`.
 pub fn quoted(frame: &[u8], m: &PacketMeta) -> Option<Quoted> {
+    if m.l3 == L3::Ipv6 {
+        return quoted_v6(frame, m);
+    }
     let l4 = usize::from(m.l4_off);
     if m.proto != ipv4::proto::ICMP || m.fragment || !QUOTING_ERRORS.contains(frame.get(l4)?) {
         return None;
@@ -137,11 +203,87 @@ pub fn quoted(frame: &[u8], m: &PacketMeta) -> Option<Quoted> {
     };
     Some(Quoted {
         proto,
-        src: read32(frame, e + IP_SRC).ok()?,
-        dst: read32(frame, e + IP_DST).ok()?,
+        v6: false,
+        src: u128::from(read32(frame, e + IP_SRC).ok()?),
+        dst: u128::from(read32(frame, e + IP_DST).ok()?),
         sport,
         dport,
     })
+}
+
+/// [`quoted`] for ICMPv6 (the quoted header's next header must be the L4 one: no extension
+/// headers in the quote).
+fn quoted_v6(frame: &[u8], m: &PacketMeta) -> Option<Quoted> {
+    let l4 = usize::from(m.l4_off);
+    if m.proto != ipv4::proto::ICMPV6 || m.fragment || !QUOTING_ERRORS_V6.contains(frame.get(l4)?) {
+        return None;
+    }
+    let (e, el4, proto) = quote_offsets_v6(frame, l4)?;
+    let (sport, dport) = match proto {
+        ipv4::proto::TCP | ipv4::proto::UDP => {
+            (read16(frame, el4).ok()?, read16(frame, el4 + 2).ok()?)
+        }
+        _ => (
+            read16(frame, el4 + ICMP_ID).ok()?,
+            u16::from(*frame.get(el4)?),
+        ),
+    };
+    Some(Quoted {
+        proto,
+        v6: true,
+        src: read128(frame, e + IP6_SRC).ok()?,
+        dst: read128(frame, e + IP6_DST).ok()?,
+        sport,
+        dport,
+    })
+}
+
+/// Where the quoted IPv6 header and its L4 header start, and the L4 protocol (TCP, UDP or
+/// ICMPv6), for an ICMPv6 message at `l4`.
+fn quote_offsets_v6(frame: &[u8], l4: usize) -> Option<(usize, usize, u8)> {
+    let e = l4 + QUOTE_AT;
+    let proto = *frame.get(e + 6)?;
+    (*frame.get(e)? >> 4 == 6
+        && matches!(
+            proto,
+            ipv4::proto::TCP | ipv4::proto::UDP | ipv4::proto::ICMPV6
+        ))
+    .then_some((e, e + IPV6_HEADER_LEN, proto))
+}
+
+const IPV6_HEADER_LEN: usize = 40;
+
+/// [`translate_icmp_error`] for ICMPv6: no IP header checksums; the ICMPv6 checksum covers the
+/// pseudo-header (the outer addresses) and the quote, so it follows every address and the
+/// port that moved.
+fn translate_icmp_error_v6(
+    frame: &mut [u8],
+    m: &PacketMeta,
+    x: Translation,
+) -> Result<(), DropReason> {
+    let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
+    let (e, el4, proto) = quote_offsets_v6(frame, l4).ok_or(DropReason::Malformed)?;
+    let port_at = match (proto, x.end) {
+        (ipv4::proto::TCP | ipv4::proto::UDP, End::Destination) => el4,
+        (ipv4::proto::TCP | ipv4::proto::UDP, End::Source) => el4 + 2,
+        _ => el4 + ICMP_ID,
+    };
+    let (outer_at, quoted_at) = match x.end {
+        End::Destination => (l3 + IP6_DST, e + IP6_SRC),
+        End::Source => (l3 + IP6_SRC, e + IP6_DST),
+    };
+    let old_outer = read128(frame, outer_at)?;
+    let old_quoted = read128(frame, quoted_at)?;
+    let old_port = read16(frame, port_at)?;
+    let mut s = read16(frame, l4 + ICMP_CSUM)?;
+    if x.end == End::Destination || old_outer == old_quoted {
+        write128(frame, outer_at, x.addr)?;
+        s = update128(s, old_outer, x.addr);
+    }
+    write128(frame, quoted_at, x.addr)?;
+    write16(frame, port_at, x.port)?;
+    let s = update16(update128(s, old_quoted, x.addr), old_port, x.port);
+    write16(frame, l4 + ICMP_CSUM, s)
 }
 
 /// Where the quoted IPv4 header and its L4 header start, for an ICMP message at `l4`.
@@ -169,6 +311,10 @@ pub fn translate_icmp_error(
     m: &PacketMeta,
     x: Translation,
 ) -> Result<(), DropReason> {
+    if m.l3 == L3::Ipv6 {
+        return translate_icmp_error_v6(frame, m, x);
+    }
+    let addr = x.addr as u32;
     let (l3, l4) = (usize::from(m.l3_off), usize::from(m.l4_off));
     let (e, el4) = quote_offsets(frame, l4).ok_or(DropReason::Malformed)?;
     let port_at = match (frame.get(e + 9).copied(), x.end) {
@@ -189,15 +335,15 @@ pub fn translate_icmp_error(
     let icmp_sum = read16(frame, l4 + ICMP_CSUM)?;
 
     if x.end == End::Destination || old_outer == old_quoted {
-        write32(frame, outer_at, x.addr)?;
-        write16(frame, l3 + IP_CSUM, update32(ip_sum, old_outer, x.addr))?;
+        write32(frame, outer_at, addr)?;
+        write16(frame, l3 + IP_CSUM, update32(ip_sum, old_outer, addr))?;
     }
-    let new_quote_sum = update32(quote_sum, old_quoted, x.addr);
-    write32(frame, quoted_at, x.addr)?;
+    let new_quote_sum = update32(quote_sum, old_quoted, addr);
+    write32(frame, quoted_at, addr)?;
     write16(frame, e + IP_CSUM, new_quote_sum)?;
     write16(frame, port_at, x.port)?;
     // The ICMP checksum covers the whole quote: its address, header checksum and port moved.
-    let s = update32(icmp_sum, old_quoted, x.addr);
+    let s = update32(icmp_sum, old_quoted, addr);
     let s = update16(s, quote_sum, new_quote_sum);
     let s = update16(s, old_port, x.port);
     write16(frame, l4 + ICMP_CSUM, s)
@@ -213,6 +359,20 @@ fn read32(d: &[u8], at: usize) -> Result<u32, DropReason> {
     d.get(at..at + 4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         .ok_or(DropReason::Truncated)
+}
+
+fn read128(d: &[u8], at: usize) -> Result<u128, DropReason> {
+    d.get(at..at + 16)
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .map(u128::from_be_bytes)
+        .ok_or(DropReason::Truncated)
+}
+
+fn write128(d: &mut [u8], at: usize, v: u128) -> Result<(), DropReason> {
+    d.get_mut(at..at + 16)
+        .ok_or(DropReason::Truncated)?
+        .copy_from_slice(&v.to_be_bytes());
+    Ok(())
 }
 
 fn write16(d: &mut [u8], at: usize, v: u16) -> Result<(), DropReason> {
@@ -353,7 +513,7 @@ mod tests {
             let mut f = build(proto, src, dst, sp, dp, &pay);
             let m = parse_ethernet(&f).unwrap();
             let end = if source { End::Source } else { End::Destination };
-            translate(&mut f, &m, Translation { end, addr, port }, false).unwrap();
+            translate(&mut f, &m, Translation { end, addr: u128::from(addr), port }, false).unwrap();
             check(&f)?;
             let after = parse_ethernet(&f).unwrap();
             let icmp = matches!(proto, Proto::Echo | Proto::EchoReply);
@@ -402,7 +562,7 @@ mod tests {
             let pseudo = crate::wire::checksum::pseudo_v4(src, dst, m.proto, l4_len as u16);
             f[at..at + 2].copy_from_slice(&crate::wire::checksum::fold(pseudo).to_be_bytes());
             let end = if source { End::Source } else { End::Destination };
-            translate(&mut f, &m, Translation { end, addr, port }, true).unwrap();
+            translate(&mut f, &m, Translation { end, addr: u128::from(addr), port }, true).unwrap();
             // Finish it as the egress would: sum from the L4 header on, complement.
             let s = crate::wire::checksum::sum(0, &f[l4..]);
             let mut done = !crate::wire::checksum::fold(s);
@@ -451,7 +611,7 @@ mod tests {
             let mut f = icmp_error(from, src, &quoted);
             let m = crate::meta::parse_ethernet(&f).unwrap();
             let end = if source { End::Source } else { End::Destination };
-            translate_icmp_error(&mut f, &m, Translation { end, addr, port }).unwrap();
+            translate_icmp_error(&mut f, &m, Translation { end, addr: u128::from(addr), port }).unwrap();
             check(&f)?;
             let e = 14 + 20 + 8;
             let q = etherparse::Ipv4HeaderSlice::from_slice(&f[e..e + 20]).unwrap().to_header();
@@ -470,6 +630,184 @@ mod tests {
                     prop_assert_eq!((outer.source, outer.destination), (outer_src, src));
                     prop_assert_eq!((q.source, q.destination), (src, a));
                     prop_assert_eq!((at(e + 20), at(e + 22)), (sp, port));
+                }
+            }
+        }
+    }
+
+    fn build6(proto: Proto, src: u128, dst: u128, sp: u16, dp: u16, pay: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv6(
+            src.to_be_bytes(),
+            dst.to_be_bytes(),
+            64,
+        );
+        let mut out = Vec::new();
+        match proto {
+            Proto::Tcp => b.tcp(sp, dp, 7, 4096).syn().write(&mut out, pay).unwrap(),
+            Proto::Udp | Proto::UdpNoChecksum => b.udp(sp, dp).write(&mut out, pay).unwrap(),
+            Proto::Echo => b.icmpv6_echo_request(sp, dp).write(&mut out, pay).unwrap(),
+            Proto::EchoReply => b.icmpv6_echo_reply(sp, dp).write(&mut out, pay).unwrap(),
+        }
+        out
+    }
+
+    /// The L4 checksum etherparse computes for the IPv6 packet as it now is, against the one
+    /// it carries.
+    fn check6(frame: &[u8]) -> Result<(), TestCaseError> {
+        let p =
+            SlicedPacket::from_ethernet(frame).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let Some(etherparse::NetSlice::Ipv6(ip)) = &p.net else {
+            return Err(TestCaseError::fail("not IPv6"));
+        };
+        let h = ip.header().to_header();
+        let (carried, want) = match &p.transport {
+            Some(TransportSlice::Tcp(t)) => (
+                t.checksum(),
+                t.to_header()
+                    .calc_checksum_ipv6_raw(h.source, h.destination, t.payload())
+                    .unwrap(),
+            ),
+            Some(TransportSlice::Udp(u)) => (
+                u.checksum(),
+                u.to_header()
+                    .calc_checksum_ipv6_raw(h.source, h.destination, u.payload())
+                    .unwrap(),
+            ),
+            Some(TransportSlice::Icmpv6(i)) => (
+                i.checksum(),
+                i.icmp_type()
+                    .calc_checksum(h.source, h.destination, i.payload())
+                    .unwrap(),
+            ),
+            _ => return Err(TestCaseError::fail("no transport header")),
+        };
+        prop_assert!(
+            same_sum(carried, want),
+            "checksum {:#x} want {:#x}",
+            carried,
+            want
+        );
+        Ok(())
+    }
+
+    proptest! {
+        /// IPv6: TCP, UDP and ICMPv6 echo translated at either end carry the checksum
+        /// etherparse computes over the whole packet (pseudo-header with both 128-bit
+        /// addresses included), and the address and port the translation says.
+        #[test]
+        fn translated_ipv6_packets_carry_the_checksums_etherparse_computes(
+            proto in proto(),
+            src in any::<u128>(),
+            dst in any::<u128>(),
+            sp in any::<u16>(),
+            dp in any::<u16>(),
+            pay in proptest::collection::vec(any::<u8>(), 0..64),
+            source in any::<bool>(),
+            addr in any::<u128>(),
+            port in any::<u16>(),
+            partial in any::<bool>(),
+        ) {
+            let mut f = build6(proto, src, dst, sp, dp, &pay);
+            let m = parse_ethernet(&f).unwrap();
+            prop_assert_eq!(m.l3, L3::Ipv6);
+            let l4 = usize::from(m.l4_off);
+            let at = l4 + match proto {
+                Proto::Tcp => TCP_CSUM,
+                Proto::Udp | Proto::UdpNoChecksum => UDP_CSUM,
+                _ => ICMP_CSUM,
+            };
+            let partial = partial && matches!(proto, Proto::Tcp | Proto::Udp);
+            if partial {
+                let l4_len = (f.len() - l4) as u32;
+                let pseudo = crate::wire::checksum::pseudo_v6(
+                    src.to_be_bytes(), dst.to_be_bytes(), m.proto, l4_len);
+                f[at..at + 2].copy_from_slice(&crate::wire::checksum::fold(pseudo).to_be_bytes());
+            }
+            let end = if source { End::Source } else { End::Destination };
+            translate(&mut f, &m, Translation { end, addr, port }, partial).unwrap();
+            if partial {
+                let s = crate::wire::checksum::sum(0, &f[l4..]);
+                let mut done = !crate::wire::checksum::fold(s);
+                if done == 0 { done = 0xffff; }
+                f[at..at + 2].copy_from_slice(&done.to_be_bytes());
+            }
+            check6(&f)?;
+            let after = parse_ethernet(&f).unwrap();
+            let icmp = matches!(proto, Proto::Echo | Proto::EchoReply);
+            match end {
+                End::Source => {
+                    prop_assert_eq!((after.src, after.dst), (addr, dst));
+                    if !icmp { prop_assert_eq!((after.sport, after.dport), (port, m.dport)); }
+                }
+                End::Destination => {
+                    prop_assert_eq!((after.src, after.dst), (src, addr));
+                    if !icmp { prop_assert_eq!((after.sport, after.dport), (m.sport, port)); }
+                }
+            }
+            if icmp {
+                prop_assert_eq!(after.sport, port);
+            }
+        }
+    }
+
+    proptest! {
+        /// An ICMPv6 error (port unreachable, packet too big or time exceeded) translated either
+        /// way carries the ICMPv6 checksum etherparse computes (pseudo-header and quote), and
+        /// the addresses and port the translation says, outside and in the quote.
+        #[test]
+        fn translated_icmpv6_errors_carry_valid_checksums(
+            tcp in any::<bool>(),
+            kind in 0u8..3,
+            src in any::<u128>(),
+            dst in any::<u128>(),
+            sp in any::<u16>(),
+            dp in any::<u16>(),
+            router in any::<u128>(),
+            from_dst in any::<bool>(),
+            source in any::<bool>(),
+            addr in any::<u128>(),
+            port in any::<u16>(),
+        ) {
+            let proto = if tcp { Proto::Tcp } else { Proto::Udp };
+            let sent = build6(proto, src, dst, sp, dp, b"payload!");
+            let from = if !source || from_dst { dst } else { router };
+            let ty = match kind {
+                0 => etherparse::Icmpv6Type::DestinationUnreachable(
+                    etherparse::icmpv6::DestUnreachableCode::Port,
+                ),
+                1 => etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 },
+                _ => etherparse::Icmpv6Type::TimeExceeded(
+                    etherparse::icmpv6::TimeExceededCode::HopLimitExceeded,
+                ),
+            };
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv6(from.to_be_bytes(), src.to_be_bytes(), 64)
+                .icmpv6(ty)
+                .write(&mut f, &sent[14..])
+                .unwrap();
+            let m = parse_ethernet(&f).unwrap();
+            let q = quoted(&f, &m).expect("an error that quotes");
+            prop_assert_eq!((q.v6, q.src, q.dst, q.sport, q.dport), (true, src, dst, sp, dp));
+            let end = if source { End::Source } else { End::Destination };
+            translate_icmp_error(&mut f, &m, Translation { end, addr, port }).unwrap();
+            check6(&f)?;
+            let at128 = |o: usize| u128::from_be_bytes(f[o..o + 16].try_into().unwrap());
+            let at16 = |o: usize| u16::from_be_bytes([f[o], f[o + 1]]);
+            let e = 14 + 40 + 8;
+            let (outer_src, outer_dst) = (at128(14 + 8), at128(14 + 24));
+            let (q_src, q_dst) = (at128(e + 8), at128(e + 24));
+            match end {
+                End::Destination => {
+                    prop_assert_eq!((outer_src, outer_dst), (from, addr));
+                    prop_assert_eq!((q_src, q_dst), (addr, dst));
+                    prop_assert_eq!((at16(e + 40), at16(e + 42)), (port, dp));
+                }
+                End::Source => {
+                    let want_src = if from == dst { addr } else { from };
+                    prop_assert_eq!((outer_src, outer_dst), (want_src, src));
+                    prop_assert_eq!((q_src, q_dst), (src, addr));
+                    prop_assert_eq!((at16(e + 40), at16(e + 42)), (sp, port));
                 }
             }
         }

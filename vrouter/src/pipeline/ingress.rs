@@ -225,9 +225,9 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         }
         self.stats.nat_translated.add(1);
         let mut m = *m;
-        m.dst = u128::from(x.addr);
+        m.dst = x.addr;
         m.vrf = vrf_id;
-        let Some(t) = vrf.route_v4(x.addr) else {
+        let Some(t) = vrf.route_v4(x.addr as u32) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         self.route_nexthop(t, &mut m, b, None)

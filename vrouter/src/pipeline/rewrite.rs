@@ -41,7 +41,9 @@ pub(super) fn translate<B: PacketBuf>(
     m: &PacketMeta,
     x: Translation,
 ) -> Result<(), DropReason> {
-    if m.proto == ipv4::proto::ICMP && super::route::is_icmp_error(b.data(), m) {
+    if matches!(m.proto, ipv4::proto::ICMP | ipv4::proto::ICMPV6)
+        && super::route::is_icmp_error(b.data(), m)
+    {
         return nat::translate_icmp_error(b.data_mut(), m, x);
     }
     let partial = matches!(b.offload().csum(), Csum::Partial { .. });

@@ -76,9 +76,9 @@ pub enum NatCmd {
         /// tcp or udp.
         #[arg(long, default_value = "tcp")]
         proto: String,
-        /// The VIP, ADDRESS:PORT.
+        /// The VIP, ADDRESS:PORT (IPv6: [ADDRESS]:PORT).
         vip: String,
-        /// The backends, ADDRESS:PORT each.
+        /// The backends, ADDRESS:PORT each, of the VIP's address family.
         #[arg(required = true)]
         backends: Vec<String>,
         /// How a new flow's backend is picked: hash (the flow's) or least-flows.
@@ -103,6 +103,14 @@ pub fn parse_endpoint(s: &str) -> anyhow::Result<(Ipv4Addr, u16)> {
         .with_context(|| format!("{s:?}: bad IPv4 address"))?;
     let port = p.parse().with_context(|| format!("{s:?}: bad port"))?;
     Ok((addr, port))
+}
+
+/// `ADDRESS:PORT` for IPv4, `[ADDRESS]:PORT` for IPv6.
+pub fn parse_ip_endpoint(s: &str) -> anyhow::Result<(std::net::IpAddr, u16)> {
+    let a: std::net::SocketAddr = s
+        .parse()
+        .with_context(|| format!("{s:?}: expected ADDRESS:PORT or [IPV6-ADDRESS]:PORT"))?;
+    Ok((a.ip(), a.port()))
 }
 
 fn parse_ports(s: &str) -> anyhow::Result<NatPorts> {
@@ -216,10 +224,12 @@ pub async fn run(cmd: NatCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                 "udp" => ServiceProto::Udp,
                 other => anyhow::bail!("--proto {other:?}: tcp or udp"),
             };
-            let (address, port) = parse_endpoint(&vip)?;
+            let (address, port) = parse_ip_endpoint(&vip)?;
             let backends = backends
                 .iter()
-                .map(|b| parse_endpoint(b).map(|(address, port)| ServiceBackend { address, port }))
+                .map(|b| {
+                    parse_ip_endpoint(b).map(|(address, port)| ServiceBackend { address, port })
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let s = Service {
                 vrf,
@@ -231,7 +241,8 @@ pub async fn run(cmd: NatCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
             };
             let got = c.service_set(&name, &s).await?;
             out.done(format!(
-                "service {name} set: {address}:{port} in vrf {vrf}, {} backends",
+                "service {name} set: {} in vrf {vrf}, {} backends",
+                std::net::SocketAddr::new(address, port),
                 got.backends.len()
             ));
         }
@@ -246,7 +257,7 @@ pub async fn run(cmd: NatCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                     vec![
                         s.name.clone(),
                         s.vrf.to_string(),
-                        format!("{}:{}", s.address, s.port),
+                        std::net::SocketAddr::new(s.address, s.port).to_string(),
                         format!("{:?}", s.proto).to_lowercase(),
                         match s.balance {
                             ServiceBalance::Hash => "hash".to_string(),
@@ -254,7 +265,13 @@ pub async fn run(cmd: NatCmd, c: &Client, out: &Out) -> anyhow::Result<()> {
                         },
                         s.backends
                             .iter()
-                            .map(|b| format!("{}:{}={}", b.address, b.port, b.flows))
+                            .map(|b| {
+                                format!(
+                                    "{}={}",
+                                    std::net::SocketAddr::new(b.address, b.port),
+                                    b.flows
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join(","),
                     ]

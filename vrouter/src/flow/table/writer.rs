@@ -312,7 +312,7 @@ impl FlowTable {
             // A least-flows VIP's backend-side entry (the backend is its source) counts its
             // backend's flows down; a source-NAT flow's pod-side entry finds no counts there.
             self.nat_pools
-                .release_backend(meta_pool(m), key.src as u32, key.sport);
+                .release_backend(meta_pool(m), key.src, key.sport);
         }
     }
 
