@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, SendError, Sender};
 use tracing::{info, warn};
 use vhost_user::{Mode, PortConfig, PortEvent, PortState, SessionConfig, VhostUserPort, Virtqueue};
 
@@ -397,6 +397,19 @@ impl VhostCore {
         }
     }
 
+    /// Lends `queue` of `vif` to lcore `lcore`; the queue back if that lcore is gone.
+    fn attach(&self, lcore: u8, vif: u16, queue: Virtqueue) -> Option<Virtqueue> {
+        let Some(tx) = self.lcores.get(usize::from(lcore)) else {
+            return Some(queue);
+        };
+        match tx.send(LcoreCmd::AttachVirtqueue { vif, queue }) {
+            Ok(()) => None,
+            Err(SendError(LcoreCmd::AttachVirtqueue { queue, .. })) => Some(queue),
+            // Not what was sent: nothing to give back.
+            Err(SendError(_)) => None,
+        }
+    }
+
     /// Moves queue pair `pair` of `vif` to lcore index `to`: the lcore holding it gives back
     /// each lent ring (it has stopped touching it when it answers), then `to` gets them, then
     /// every lcore learns the new map. Packets of a flow cannot overtake each other: the guest
@@ -410,14 +423,25 @@ impl VhostCore {
         }
         let mut taken = Vec::new();
         for ring in [2 * pair, 2 * pair + 1] {
-            if v.lent.contains(&ring) {
-                match self.reclaim(vif, from, ring) {
-                    Some(q) => taken.push(q),
-                    None => {
-                        // Gone (handed back broken meanwhile) or a wedged lcore: not lent.
-                        warn!(vif = %v.name, vring = ring, lcore = from, "virtqueue not handed back for a move");
-                        v.lent.remove(&ring);
+            if !v.lent.contains(&ring) {
+                continue;
+            }
+            match self.reclaim(vif, from, ring) {
+                Some(q) => taken.push(q),
+                None => {
+                    // Handed back broken meanwhile (its event says so and is handled as
+                    // such), or a wedged lcore that may still hold it: either way the pair
+                    // stays where it is, with what was taken of it given back there.
+                    warn!(vif = %v.name, vring = ring, lcore = from, "virtqueue not handed back: queue pair not moved");
+                    let mut events = Vec::new();
+                    for queue in taken {
+                        if let Some(queue) = self.attach(from, vif, queue) {
+                            v.lent.remove(&queue.index());
+                            v.port.return_queue(queue, &mut events);
+                        }
                     }
+                    self.handle_events(vif, v, &mut events);
+                    return;
                 }
             }
         }
@@ -430,19 +454,19 @@ impl VhostCore {
         if let Some(n) = self.load.get(usize::from(to)) {
             n.fetch_add(1, Ordering::Relaxed);
         }
+        let mut events = Vec::new();
         for queue in taken {
-            let ring = queue.index();
-            let sent = self
-                .lcores
-                .get(usize::from(to))
-                .is_some_and(|tx| tx.send(LcoreCmd::AttachVirtqueue { vif, queue }).is_ok());
-            if !sent {
-                v.lent.remove(&ring);
+            // An lcore that is gone: the ring goes back to the session, never dropped here
+            // (the session counts it lent until then, and would wait for it forever).
+            if let Some(queue) = self.attach(to, vif, queue) {
+                v.lent.remove(&queue.index());
+                v.port.return_queue(queue, &mut events);
             }
         }
         self.unplace_if_idle(v, pair);
         self.broadcast_map(vif, v);
         info!(vif = %v.name, queue = pair, from, to, "queue pair moved");
+        self.handle_events(vif, v, &mut events);
     }
 
     /// Evens the lcores' queue counts out after a vif left: while the busiest lcore has two or
