@@ -96,7 +96,7 @@ status=0
 # From the temporary directory: schemathesis keeps a cache of its findings in the current one.
 repo=$PWD
 (cd "$tmp" && in_ns env CONTRACT_SOCKET_BASE="$tmp/pods" CONTRACT_AF_PACKET_IFACE=vrct0 \
-    CONTRACT_TAP_IFACE=vrcttap0 SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$repo/scripts/api-contract" \
+    CONTRACT_TAP_IFACE=vrcttap0 CONTRACT_FWD_LCORE=1 SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$repo/scripts/api-contract" \
     "$venv/bin/schemathesis" --config-file "$repo/scripts/api-contract/schemathesis.toml" \
     run "$repo/control-api/openapi.yaml" --url "http://127.0.0.1:$port" \
     --checks all --phases examples,coverage,fuzzing,stateful --generation-deterministic \

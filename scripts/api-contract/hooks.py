@@ -3,10 +3,11 @@
 Two kinds of knowledge the OpenAPI document states in words but a generator cannot read:
 - value formats with a rule a regular expression cannot say (prefixes with their host bits
   zero, port ranges in order, NAT pools' address and port ranges in order, a vif's DHCP
-  gateway and routes inside its subnet, link-local services off the vifs' own sources):
+  gateway and routes inside its subnet, link-local services off the vifs' own sources, a
+  service's backends of its VIP's family):
   generators for them, or positive cases put in order;
 - facts of the machine under test (the socket base, which interfaces and devices exist, which
-  groups): schema-valid vif requests are pointed at them;
+  groups, which lcores forward): schema-valid vif requests and queue pins are pointed at them;
 - time: a valid GET /events may wait a minute for a change; positive cases wait 20 ms at most. Only positive cases are touched, so
   every negative case still goes out exactly as generated.
 """
@@ -24,6 +25,8 @@ TAP_IFACE = os.environ["CONTRACT_TAP_IFACE"]
 # One null device: further physical vifs are refused as taking a device already in use (409)
 # rather than piling up DPDK ports.
 NULL_DEVICE = "net_null0"
+# vrouterd's forwarding lcore under test (its default --fwd-lcores).
+FWD_LCORE = int(os.environ.get("CONTRACT_FWD_LCORE", "1"))
 
 
 def _prefix(version, max_len):
@@ -111,6 +114,35 @@ def _link_local(body):
     return body
 
 
+def _service(body):
+    """A schema-valid service made one the rules in words accept: its backends of the VIP's
+    address family (those of the other family dropped; one of its family if none is left)."""
+    try:
+        vip = ipaddress.ip_address(body["address"])
+        backends = list(body["backends"])
+    except (KeyError, ValueError, TypeError):
+        return body
+    kept, seen = [], set()
+    for b in backends:
+        try:
+            a = ipaddress.ip_address(b["address"])
+        except (KeyError, ValueError, TypeError):
+            kept.append(b)
+            continue
+        key = (a, b.get("port"))
+        if a.version == vip.version and key not in seen:
+            seen.add(key)
+            kept.append(b)
+    if not kept:
+        port = backends[0].get("port", 80) if backends and isinstance(backends[0], dict) else 80
+        other = "198.18.0.1" if vip.version == 4 else "2001:db8::1"
+        if ipaddress.ip_address(other) == vip:
+            other = "198.18.0.2" if vip.version == 4 else "2001:db8::2"
+        kept = [{"address": other, "port": port}]
+    body["backends"] = kept
+    return body
+
+
 @schemathesis.hook
 def map_case(context, case):
     if _positive(case) and case.operation.path == "/events" and isinstance(case.query, dict):
@@ -133,6 +165,23 @@ def map_case(context, case):
         and isinstance(case.body, dict)
     ):
         case.body = _nat_pool(case.body)
+        return case
+    if (
+        _positive(case)
+        and case.operation.path == "/nat/services/{name}"
+        and case.method.upper() == "PUT"
+        and isinstance(case.body, dict)
+    ):
+        case.body = _service(case.body)
+        return case
+    if (
+        _positive(case)
+        and case.operation.path == "/vifs/{name}/queues/{queue}"
+        and case.method.upper() == "PUT"
+        and isinstance(case.body, dict)
+    ):
+        # A fact of the machine under test: which lcores forward.
+        case.body["lcore"] = FWD_LCORE
         return case
     if not _positive(case) or case.operation.path != "/vifs" or case.method.upper() != "POST":
         return case
