@@ -32,6 +32,7 @@ fn model() -> Model {
             config,
             created_dirs: vec![],
             policy: None,
+            pins: Default::default(),
         });
     }
     m.commit_nexthop_set(
