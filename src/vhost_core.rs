@@ -375,11 +375,7 @@ impl VhostCore {
             return;
         }
         if let Some(l) = v.placed.remove(&pair) {
-            if let Some(n) = self.load.get(usize::from(l)) {
-                let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
-                    Some(x.saturating_sub(1))
-                });
-            }
+            self.unload(l);
         }
     }
 
@@ -394,6 +390,15 @@ impl VhostCore {
         );
         for tx in &self.lcores {
             let _ = tx.send(LcoreCmd::SetQueueMap { vif, map });
+        }
+    }
+
+    /// One queue fewer on lcore `lcore` (never below zero).
+    fn unload(&self, lcore: u8) {
+        if let Some(n) = self.load.get(usize::from(lcore)) {
+            let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
+                Some(x.saturating_sub(1))
+            });
         }
     }
 
@@ -446,11 +451,7 @@ impl VhostCore {
             }
         }
         v.placed.insert(pair, to);
-        if let Some(n) = self.load.get(usize::from(from)) {
-            let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
-                Some(x.saturating_sub(1))
-            });
-        }
+        self.unload(from);
         if let Some(n) = self.load.get(usize::from(to)) {
             n.fetch_add(1, Ordering::Relaxed);
         }
@@ -536,11 +537,7 @@ impl VhostCore {
             }
         }
         for (_, l) in std::mem::take(&mut v.placed) {
-            if let Some(n) = self.load.get(usize::from(l)) {
-                let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
-                    Some(x.saturating_sub(1))
-                });
-            }
+            self.unload(l);
         }
         let (reply, answer) = bounded(1);
         if let Some(tx) = self.lcores.get(usize::from(v.lcore)) {
