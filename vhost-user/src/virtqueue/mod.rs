@@ -337,20 +337,7 @@ impl SplitQueue {
     }
 
     fn mark_broken(&mut self, why: Broken) {
-        // Rings read as zeros after a memory fault and look broken in other ways first: name
-        // the cause.
-        let why = match self.mem.fault() {
-            Some(f) => Broken::MemoryFault { gpa: f.gpa },
-            None => why,
-        };
-        if self.broken.is_none() {
-            tracing::error!(
-                queue = self.index,
-                "vring {} broken by the guest: {why}; it stays stopped until reconfigured",
-                self.index
-            );
-            self.broken = Some(why);
-        }
+        mark_broken(&mut self.broken, &self.mem, self.index, "vring", why);
     }
 
     /// The scratch list for one burst call; [`SplitQueue::put_scratch`] returns it.
@@ -361,6 +348,29 @@ impl SplitQueue {
 
     fn put_scratch(&mut self, segs: Box<Segments>) {
         self.scratch = Some(segs);
+    }
+}
+
+/// Stops a queue (`broken`, first cause kept) for `why`, logged once as `what` `index`. Rings
+/// read as zeros after a memory fault and look broken in other ways first: the fault, when there
+/// is one, is named as the cause.
+fn mark_broken(
+    broken: &mut Option<Broken>,
+    mem: &GuestMemory,
+    index: u16,
+    what: &str,
+    why: Broken,
+) {
+    let why = match mem.fault() {
+        Some(f) => Broken::MemoryFault { gpa: f.gpa },
+        None => why,
+    };
+    if broken.is_none() {
+        tracing::error!(
+            queue = index,
+            "{what} {index} broken by the guest: {why}; it stays stopped until reconfigured"
+        );
+        *broken = Some(why);
     }
 }
 

@@ -229,18 +229,7 @@ impl PackedQueue {
     }
 
     fn mark_broken(&mut self, why: Broken) {
-        let why = match self.mem.fault() {
-            Some(f) => Broken::MemoryFault { gpa: f.gpa },
-            None => why,
-        };
-        if self.broken.is_none() {
-            tracing::error!(
-                queue = self.index,
-                "packed vring {} broken by the guest: {why}; it stays stopped until reconfigured",
-                self.index
-            );
-            self.broken = Some(why);
-        }
+        super::mark_broken(&mut self.broken, &self.mem, self.index, "packed vring", why);
     }
 
     /// Whether a burst may run: not broken, guest memory intact.
