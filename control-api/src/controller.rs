@@ -142,24 +142,32 @@ impl Controller {
     /// for compaction or a save failed before (without a state directory, nothing on disk).
     /// Call with `changing` held, after the model commit.
     fn save(&self, record: impl FnOnce() -> Record) -> Result<(), Error> {
-        let record = record();
-        // The change stands in the model and the dataplane whether or not it reaches the disk.
-        self.events.publish(record.event());
+        self.save_records(vec![record()])
+    }
+
+    /// [`Controller::save`] for any number of records: each published, all appended in one
+    /// journal write (or a snapshot when one is due).
+    fn save_records(&self, records: Vec<Record>) -> Result<(), Error> {
+        // The changes stand in the model and the dataplane whether or not they reach the disk.
+        for r in &records {
+            self.events.publish(r.event());
+        }
         let mut journal = self.journal();
         let Some(journal) = journal.as_mut() else {
             return Ok(());
         };
-        if !journal.keeps(&record) {
+        let records: Vec<Record> = records.into_iter().filter(|r| journal.keeps(r)).collect();
+        if records.is_empty() {
             return Ok(());
         }
         if journal.wants_snapshot() {
-            // The snapshot holds this change too.
+            // The snapshot holds these changes too.
             let model = self.model().clone();
             return journal.compact(&model).map_err(unsaved);
         }
-        journal.append(&record).map_err(unsaved)?;
+        journal.append_all(&records).map_err(unsaved)?;
         if journal.wants_snapshot() {
-            // The change is on disk already; a failed compaction is retried by the next one.
+            // The changes are on disk already; a failed compaction is retried by the next one.
             let model = self.model().clone();
             if let Err(e) = journal.compact(&model) {
                 tracing::warn!("writing a state snapshot failed: {e}; the next change retries");

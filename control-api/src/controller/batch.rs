@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use tracing::{info, warn};
 
-use super::{check_range, unsaved, Controller};
+use super::{check_range, Controller};
 use crate::api::{IpPrefix, Route, RouteBatch, RouteBatchResult, ROUTE_BATCH_MAX};
 use crate::dataplane::{Change, TableChange};
 use crate::error::Error;
@@ -158,29 +158,7 @@ impl Controller {
         _held: &std::sync::MutexGuard<'_, ()>,
         records: Vec<Record>,
     ) -> Result<(), Error> {
-        for r in &records {
-            self.events.publish(r.event());
-        }
-        let mut journal = self.journal();
-        let Some(journal) = journal.as_mut() else {
-            return Ok(());
-        };
-        let records: Vec<Record> = records.into_iter().filter(|r| journal.keeps(r)).collect();
-        if records.is_empty() {
-            return Ok(());
-        }
-        if journal.wants_snapshot() {
-            let model = self.model().clone();
-            return journal.compact(&model).map_err(unsaved);
-        }
-        journal.append_all(&records).map_err(unsaved)?;
-        if journal.wants_snapshot() {
-            let model = self.model().clone();
-            if let Err(e) = journal.compact(&model) {
-                warn!("writing a state snapshot failed: {e}; the next change retries");
-            }
-        }
-        Ok(())
+        self.save_records(records)
     }
 }
 
