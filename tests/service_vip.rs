@@ -321,44 +321,10 @@ fn a_backends_port_unreachable_reaches_the_client_from_the_vip() {
     );
     let frames = cap.frames(std::time::Duration::from_secs(10));
     let f = frames.first().expect("the error, captured at the client");
-    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-    let p = SlicedPacket::from_ethernet(f).expect("a frame etherparse reads");
-    let Some(NetSlice::Ipv4(ip)) = &p.net else {
-        panic!("not IPv4: {f:02x?}")
-    };
-    let h = ip.header().to_header();
-    assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+    let e = testkit::icmp::icmp4_error(f);
+    assert_eq!((e.src, e.dst), (VIP, client.ip), "from the VIP");
     assert_eq!(
-        (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination)),
-        (VIP, client.ip),
-        "from the VIP"
-    );
-    let Some(TransportSlice::Icmpv4(i)) = &p.transport else {
-        panic!("not ICMP: {f:02x?}")
-    };
-    assert_eq!(
-        i.checksum(),
-        i.header().icmp_type.calc_checksum(i.payload()),
-        "ICMP checksum"
-    );
-    let quote = i.payload();
-    let ihl = usize::from(quote[0] & 0x0f) * 4;
-    let q = etherparse::Ipv4HeaderSlice::from_slice(&quote[..ihl])
-        .expect("the quoted header")
-        .to_header();
-    assert_eq!(
-        q.header_checksum,
-        q.calc_header_checksum(),
-        "quoted IPv4 checksum"
-    );
-    let port = |at: usize| u16::from_be_bytes([quote[ihl + at], quote[ihl + at + 1]]);
-    assert_eq!(
-        (
-            Ipv4Addr::from(q.source),
-            port(0),
-            Ipv4Addr::from(q.destination),
-            port(2)
-        ),
+        e.quoted,
         (client.ip, 6000, VIP, 5353),
         "the quote is the client's datagram to the VIP"
     );

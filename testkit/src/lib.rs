@@ -17,6 +17,7 @@
 pub mod bgp;
 pub mod frontend_pod;
 pub mod hugepages;
+pub mod icmp;
 pub mod kernel_pod;
 pub mod netns;
 pub mod overlay;
