@@ -93,9 +93,16 @@ impl DirtyLog {
         if end > file_size {
             return Err(range);
         }
-        // Map from offset 0 (mmap wants a page-aligned offset, the frontend's need not be).
-        let map_len = usize::try_from(end).map_err(|_| range.clone())?;
-        let off = usize::try_from(offset).map_err(|_| range)?;
+        // Map from the page holding `offset` (mmap wants a page-aligned offset, the frontend's
+        // need not be): a log deep in a large file maps only its own pages. A hugetlbfs file's
+        // block size is its huge page size, which its mappings must be aligned to.
+        let page = u64::try_from(stat.st_blksize)
+            .ok()
+            .filter(|b| b.is_power_of_two() && *b >= 4096)
+            .unwrap_or(4096);
+        let map_offset = offset - offset % page;
+        let map_len = usize::try_from(end - map_offset).map_err(|_| range.clone())?;
+        let off = usize::try_from(offset - map_offset).map_err(|_| range)?;
         // SAFETY: a fresh shared mapping of a file we were handed; the kernel picks an unused
         // range (null hint), so no Rust object aliases it.
         let ptr = unsafe {
@@ -105,7 +112,7 @@ impl DirtyLog {
                 ProtFlags::READ | ProtFlags::WRITE,
                 MapFlags::SHARED,
                 fd,
-                0,
+                map_offset,
             )
         }
         .map_err(|errno| LogError::Sys {
@@ -116,7 +123,8 @@ impl DirtyLog {
             what: "mmap",
             errno: rustix::io::Errno::INVAL,
         })?;
-        // SAFETY: off + size == end == map_len, so the pointer stays inside the mapping.
+        // SAFETY: off + size == end - map_offset == map_len, so the pointer stays inside the
+        // mapping.
         let bits = unsafe { map_base.add(off) };
         let mut log = DirtyLog {
             bits,
@@ -237,6 +245,20 @@ mod tests {
         let mut b = [0u8; 1];
         rustix::io::pread(&fd, &mut b, 16).unwrap();
         assert_eq!(b[0], 0b1110);
+    }
+
+    #[test]
+    fn a_log_deep_in_its_file_maps_from_its_own_page() {
+        // 64 MiB file, log at an unaligned offset near its end: only the log's pages are mapped.
+        let size = 64 << 20;
+        let fd = memfd(size);
+        let offset = size - 8192 + 24;
+        let log = DirtyLog::map(&fd, 100, offset).unwrap();
+        assert!(log.map_len <= 8192, "mapped {} bytes", log.map_len);
+        log.mark(9 * LOG_PAGE, 1);
+        let mut b = [0u8; 2];
+        rustix::io::pread(&fd, &mut b, offset).unwrap();
+        assert_eq!(b, [0, 0b10]);
     }
 
     #[test]
