@@ -455,7 +455,7 @@ impl Lcore {
                 // may hold an AttachEth and, behind it, the DetachVif of a port closed since;
                 // applied together, the closed port is never polled.
                 while let Ok(cmd) = commands.try_recv() {
-                    st.command(cmd);
+                    st.command(cmd, &stats, &counters);
                 }
                 if !st.outbox.is_empty() {
                     let mut tx = tx!(false);
@@ -1046,7 +1046,7 @@ impl State {
         }
     }
 
-    fn command(&mut self, cmd: LcoreCmd) {
+    fn command(&mut self, cmd: LcoreCmd, stats: &CoreStats, counters: &LoopCounters) {
         match cmd {
             LcoreCmd::AttachEth { vif, rx, tx } => {
                 if let Some(queue) = rx {
@@ -1124,9 +1124,14 @@ impl State {
             LcoreCmd::SetHostVif { vif } => self.host_vif = vif,
             LcoreCmd::SetMirror { vif, mirror } => self.mirrors.set(vif, mirror),
             LcoreCmd::SendFrame { vif, pkt } => {
-                // A full outbox drops the frame (freed here); the resolver asks again later.
+                // A full outbox drops the frame (freed here, counted as its egress queue being
+                // full); the resolver asks again later.
                 if self.outbox.len() < OUTBOX {
                     self.outbox.push((vif, Pkt(pkt)));
+                } else {
+                    drop(Pkt(pkt));
+                    LoopCounters::add(&counters.frames_made, 1);
+                    stats.count_drops(DropReason::TxQueueFull, vif, 1);
                 }
             }
         }
