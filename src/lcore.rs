@@ -77,14 +77,20 @@ impl QueueMap {
         m
     }
 
-    /// The (pair, lcore) serving flow hash `hash`; `None` when no pair is up.
+    /// The index of the slot serving flow hash `hash`; `None` when no pair is up.
     #[inline(always)]
-    pub fn pick(&self, hash: u32) -> Option<(u8, u8)> {
+    pub fn slot(&self, hash: u32) -> Option<u8> {
         if self.n == 0 {
             return None;
         }
-        let i = (hash % u32::from(self.n)) as usize;
-        Some((self.pairs[i], self.lcores[i]))
+        Some((hash % u32::from(self.n)) as u8)
+    }
+
+    /// The (pair, lcore) of slot `i` (from [`QueueMap::slot`]).
+    #[inline(always)]
+    pub fn at(&self, i: u8) -> (u8, u8) {
+        let i = usize::from(i) % MAX_QUEUE_PAIRS;
+        (self.pairs[i], self.lcores[i])
     }
 }
 
@@ -303,6 +309,9 @@ struct State {
     /// Scratch for splitting a burst by queue pair (room for any burst `send` is given).
     split: Vec<Pkt>,
     rest: Vec<Pkt>,
+    /// The queue-map slot of each packet in the burst being split, and in `rest`.
+    slots: Vec<u8>,
+    rest_slots: Vec<u8>,
     /// Some virtqueue is on hold until the inbox has been drained (see [`RxSource::Virtq`]).
     holding: bool,
     host_vif: Option<u16>,
@@ -395,6 +404,8 @@ impl Lcore {
             pair: 0,
             split: Vec::with_capacity(2 * FINISHED_ROOM),
             rest: Vec::with_capacity(2 * FINISHED_ROOM),
+            slots: Vec::with_capacity(2 * FINISHED_ROOM),
+            rest_slots: Vec::with_capacity(2 * FINISHED_ROOM),
             holding: false,
             host_vif: None,
             mirrors: Mirrors::new(MAX_VIFS),
@@ -732,37 +743,51 @@ impl State {
             self.send_to_pair(tx, vif, (map.pairs[0], map.lcores[0]), q);
             return;
         }
-        let pick = |p: &Pkt| map.pick(packet::flow_hash(vrouter::PacketBuf::data(p)));
-        let Some(first) = q.first().and_then(pick) else {
+        if map.n == 0 {
+            return;
+        }
+        // Each packet's slot, hashed once, kept beside it as packets move.
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.clear();
+        slots.extend(q.iter().map(|p| {
+            map.slot(packet::flow_hash(vrouter::PacketBuf::data(p)))
+                .unwrap_or(0)
+        }));
+        let Some(&first) = slots.first() else {
+            self.slots = slots;
             return;
         };
-        if q.iter().all(|p| pick(p) == Some(first)) {
+        if slots.iter().all(|s| *s == first) {
             // The common case: one flow, or flows that share a pair.
-            self.send_to_pair(tx, vif, first, q);
+            self.slots = slots;
+            self.send_to_pair(tx, vif, map.at(first), q);
             return;
         }
         // One run per pair, in the packets' order: the first packet's pair, then the rest,
         // which go back and forth between `q` (room for all of them) and `rest`.
         let mut split = std::mem::take(&mut self.split);
         let mut rest = std::mem::take(&mut self.rest);
+        let mut rest_slots = std::mem::take(&mut self.rest_slots);
+        rest_slots.clear();
         let mut from_q = true;
         loop {
-            let (from, to) = if from_q {
-                (&mut *q, &mut rest)
+            let (from, from_slots, to, to_slots) = if from_q {
+                (&mut *q, &mut slots, &mut rest, &mut rest_slots)
             } else {
-                (&mut rest, &mut *q)
+                (&mut rest, &mut rest_slots, &mut *q, &mut slots)
             };
-            let Some(key) = from.first().and_then(pick) else {
+            let Some(&key) = from_slots.first() else {
                 break;
             };
-            for p in from.drain(..) {
-                if pick(&p) == Some(key) {
+            for (p, s) in from.drain(..).zip(from_slots.drain(..)) {
+                if s == key {
                     split.push(p);
                 } else {
                     to.push(p);
+                    to_slots.push(s);
                 }
             }
-            self.send_to_pair(tx, vif, key, &mut split);
+            self.send_to_pair(tx, vif, map.at(key), &mut split);
             from_q = !from_q;
         }
         q.clear();
@@ -770,6 +795,8 @@ impl State {
         rest.clear();
         self.split = split;
         self.rest = rest;
+        self.slots = slots;
+        self.rest_slots = rest_slots;
     }
 
     /// Sends `q` to queue pair `pair` of `vif`, held by `lcore`: on our own ring, or through
@@ -1220,13 +1247,14 @@ mod tests {
 
     #[test]
     fn a_queue_map_picks_the_same_pair_for_a_hash_and_none_when_empty() {
-        assert_eq!(QueueMap::EMPTY.pick(7), None);
+        let pick = |m: &QueueMap, h: u32| m.slot(h).map(|i| m.at(i));
+        assert_eq!(QueueMap::EMPTY.slot(7), None);
         // Pairs 0 and 2 up (1 is not), on lcores 1 and 0.
         let m = QueueMap::new([(0, 1), (2, 0)]);
         assert_eq!(m.n, 2);
-        assert_eq!(m.pick(4), Some((0, 1)));
-        assert_eq!(m.pick(5), Some((2, 0)));
-        assert_eq!(m.pick(5), m.pick(5));
+        assert_eq!(pick(&m, 4), Some((0, 1)));
+        assert_eq!(pick(&m, 5), Some((2, 0)));
+        assert_eq!(pick(&m, 5), pick(&m, 5));
         // More pairs than a map holds: the first MAX_QUEUE_PAIRS are kept.
         let big = QueueMap::new((0..40u16).map(|p| (p, 0)));
         assert_eq!(usize::from(big.n), MAX_QUEUE_PAIRS);
