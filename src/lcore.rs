@@ -466,7 +466,7 @@ impl Lcore {
                 // may hold an AttachEth and, behind it, the DetachVif of a port closed since;
                 // applied together, the closed port is never polled.
                 while let Ok(cmd) = commands.try_recv() {
-                    st.command(cmd, &stats, &counters);
+                    st.command(cmd, &stats, &counters, &events);
                 }
                 if !st.outbox.is_empty() {
                     let mut tx = tx!(false);
@@ -1073,7 +1073,13 @@ impl State {
         }
     }
 
-    fn command(&mut self, cmd: LcoreCmd, stats: &CoreStats, counters: &LoopCounters) {
+    fn command(
+        &mut self,
+        cmd: LcoreCmd,
+        stats: &CoreStats,
+        counters: &LoopCounters,
+        events: &Sender<LcoreEvent>,
+    ) {
         match cmd {
             LcoreCmd::AttachEth { vif, rx, tx } => {
                 if let Some(queue) = rx {
@@ -1100,9 +1106,16 @@ impl State {
                 } else if let Some(slot) = self.tx.get_mut(usize::from(vif)) {
                     match slot {
                         Some(TxSink::Virtq(queues)) => {
-                            // A ring of the same index replaces the old one (dropped here).
-                            queues.retain(|q| q.index() != queue.index());
-                            queues.push(queue);
+                            // A ring of the same index replaces the old one, which goes back
+                            // to the vhost core to be dropped there: the last reference to a
+                            // guest memory map unmaps it, a system call no lcore should make.
+                            match queues.iter_mut().find(|q| q.index() == queue.index()) {
+                                Some(old) => {
+                                    let old = std::mem::replace(old, queue);
+                                    let _ = events.send(LcoreEvent::QueueReplaced { queue: old });
+                                }
+                                None => queues.push(queue),
+                            }
                         }
                         _ => *slot = Some(TxSink::Virtq(vec![queue])),
                     }

@@ -76,6 +76,9 @@ pub enum VhostCmd {
 pub enum LcoreEvent {
     /// The guest broke this queue's rules; the lcore stopped using it.
     QueueBroken { vif: u16, queue: Virtqueue },
+    /// A ring lent again replaced this one of the same index on the lcore: it is only dropped,
+    /// here rather than on the lcore.
+    QueueReplaced { queue: Virtqueue },
 }
 
 /// A vhost-user vif as status readers see it.
@@ -154,6 +157,7 @@ impl VhostCore {
                             self.handle_events(vif, v, &mut events);
                         }
                     }
+                    LcoreEvent::QueueReplaced { queue } => drop(queue),
                 }
             }
             let now = Instant::now();
