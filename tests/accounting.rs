@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use control_api::api::{DropStats, MacAddr, Stats, VhostUserMode, VifCounters};
+use control_api::api::{DropStats, MacAddr, Stats, VifCounters};
 use etherparse::PacketBuilder;
 use testkit::frontend_pod::{udp_frame, FrontendPod, Memory};
 use testkit::netns::Netns;
-use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
+use testkit::vrouterd::Vrouterd;
 use vhost_user::session::OFFERED_FEATURES;
 use vhost_user::NetHdr;
 
@@ -71,23 +71,22 @@ fn every_packet_is_received_once_and_sent_or_dropped_under_its_reason() {
         ],
         &[],
     );
-    let base = vr.socket_base();
-    vr.api(|c| async move { c.vrf_add(1).await })
-        .expect("vrf 1");
-    let mut socks = Vec::new();
-    for (id, name, mac, prefix, mtu) in [
-        (1, "podA", MAC_A, "198.18.1.2/32", 9000),
-        (2, "podB", MAC_B, "198.18.2.2/32", 1500),
-        (3, "podC", MAC_C, "198.18.3.2/32", 1500),
-        (4, "podD", MAC_D, "198.18.4.2/32", 9000),
-    ] {
-        let dir = base.join(name);
-        let mut v = vhost_vif(name, mac, &dir, "net0", VhostUserMode::Server);
-        v.mtu = Some(mtu);
-        vr.add_vif(&v);
-        vr.route_to(id, name, mac, &[prefix]);
-        socks.push(dir.join("net0"));
-    }
+    // Pods A and D take jumbo frames, B and C 1500 bytes.
+    let socks = vr.vhost_pods(
+        &[
+            (1, "podA", MAC_A, "198.18.1.2/32"),
+            (2, "podB", MAC_B, "198.18.2.2/32"),
+            (3, "podC", MAC_C, "198.18.3.2/32"),
+            (4, "podD", MAC_D, "198.18.4.2/32"),
+        ],
+        |v| {
+            v.mtu = Some(if ["podA", "podD"].contains(&v.name.as_str()) {
+                9000
+            } else {
+                1500
+            })
+        },
+    );
     let mut a = FrontendPod::connect(&socks[0], Memory::Memfd).expect("pod A");
     let mut b = FrontendPod::connect(&socks[1], Memory::Memfd).expect("pod B");
     // C posts its RX buffers once and never takes a packet: after RING its queue is full.

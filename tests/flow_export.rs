@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use control_api::api::{MacAddr, Policy, PolicyAction, VhostUserMode};
+use control_api::api::{MacAddr, Policy, PolicyAction};
 use testkit::frontend_pod::{udp_frame, FrontendPod, Memory};
 use testkit::process::TestProcess;
-use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
+use testkit::vrouterd::Vrouterd;
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
 const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
@@ -75,19 +75,13 @@ fn nfcapd_receives_the_flows_a_pod_made() {
         ],
         &[],
     );
-    let base = vr.socket_base();
-    vr.api(|c| async move { c.vrf_add(1).await })
-        .expect("vrf 1");
-    let mut socks = Vec::new();
-    for (id, name, mac, prefix) in [
-        (1, "podA", MAC_A, "198.18.1.2/32"),
-        (2, "podB", MAC_B, "198.18.2.2/32"),
-    ] {
-        let dir = base.join(name);
-        vr.add_vif(&vhost_vif(name, mac, &dir, "net0", VhostUserMode::Server));
-        vr.route_to(id, name, mac, &[prefix]);
-        socks.push(dir.join("net0"));
-    }
+    let socks = vr.vhost_pods(
+        &[
+            (1, "podA", MAC_A, "198.18.1.2/32"),
+            (2, "podB", MAC_B, "198.18.2.2/32"),
+        ],
+        |_| {},
+    );
     // A policy puts pod A's traffic through the flow table.
     let allow = Policy {
         default: PolicyAction::Allow,

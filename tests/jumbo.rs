@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 
-use control_api::api::{MacAddr, VhostUserMode, VifRequest, VifType};
+use control_api::api::{MacAddr, VifRequest, VifType};
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use testkit::frontend_pod::{FrontendPod, Memory};
 use testkit::netns::HostVeth;
-use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
+use testkit::vrouterd::Vrouterd;
 use testkit::wait;
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
@@ -49,21 +49,13 @@ fn wait_frames(pod: &mut FrontendPod, what: &str) -> Vec<Vec<u8>> {
 #[test]
 fn eight_thousand_byte_frames_cross_between_guests_on_mtu_9000_vifs() {
     let vr = Vrouterd::start(&vrouterd_bin(), &[], &[]);
-    let base = vr.socket_base();
-    vr.api(|c| async move { c.vrf_add(1).await })
-        .expect("vrf 1");
-    let mut socks = Vec::new();
-    for (id, name, mac, prefix) in [
-        (1, "podA", MAC_A, "198.18.1.2/32"),
-        (2, "podB", MAC_B, "198.18.2.2/32"),
-    ] {
-        let dir = base.join(name);
-        let mut v = vhost_vif(name, mac, &dir, "net0", VhostUserMode::Server);
-        v.mtu = Some(9000);
-        vr.add_vif(&v);
-        vr.route_to(id, name, mac, &[prefix]);
-        socks.push(dir.join("net0"));
-    }
+    let socks = vr.vhost_pods(
+        &[
+            (1, "podA", MAC_A, "198.18.1.2/32"),
+            (2, "podB", MAC_B, "198.18.2.2/32"),
+        ],
+        |v| v.mtu = Some(9000),
+    );
     let mut a = FrontendPod::connect(&socks[0], Memory::Memfd).expect("pod A");
     let mut b = FrontendPod::connect(&socks[1], Memory::Memfd).expect("pod B");
     for n in ["podA", "podB"] {

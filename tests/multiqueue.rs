@@ -139,21 +139,13 @@ fn queue_pairs_spread_over_lcores_keep_each_flow_on_one_queue_in_order() {
         &["--fwd-lcores", "1,2@1", "--idle-sleep-us", "20"],
         &[],
     );
-    let base = vr.socket_base();
-    vr.api(|c| async move { c.vrf_add(1).await })
-        .expect("vrf 1");
-    let mut socks = Vec::new();
-    for (id, name, mac, prefix) in [
-        (1, "podA", MAC_A, "198.18.1.2/32"),
-        (2, "podB", MAC_B, "198.18.2.2/32"),
-    ] {
-        let dir = base.join(name);
-        let mut v = vhost_user_vif(name, mac, &dir, "net0", VhostUserMode::Server);
-        v.queues = Some(2);
-        vr.add_vif(&v);
-        vr.route_to(id, name, mac, &[prefix]);
-        socks.push(dir.join("net0"));
-    }
+    let socks = vr.vhost_pods(
+        &[
+            (1, "podA", MAC_A, "198.18.1.2/32"),
+            (2, "podB", MAC_B, "198.18.2.2/32"),
+        ],
+        |v| v.queues = Some(2),
+    );
     let mut a = MultiQueuePod::connect(&socks[0], 2).expect("pod A");
     let mut b = MultiQueuePod::connect(&socks[1], 2).expect("pod B");
 
@@ -363,21 +355,13 @@ fn testpmd_pods_with_two_queue_pairs_are_served_on_both_lcores() {
         &["--fwd-lcores", "1,2@1", "--idle-sleep-us", "20"],
         &[],
     );
-    let base = vr.socket_base();
-    vr.api(|c| async move { c.vrf_add(1).await })
-        .expect("vrf 1");
-    let mut socks = Vec::new();
-    for (id, name, mac, prefix) in [
-        (1, "tpodA", MAC_A, "198.18.1.0/24"),
-        (2, "tpodB", MAC_B, "198.18.2.2/32"),
-    ] {
-        let dir = base.join(name);
-        let mut v = vhost_user_vif(name, mac, &dir, "net0", VhostUserMode::Server);
-        v.queues = Some(2);
-        vr.add_vif(&v);
-        vr.route_to(id, name, mac, &[prefix]);
-        socks.push(dir.join("net0"));
-    }
+    let socks = vr.vhost_pods(
+        &[
+            (1, "tpodA", MAC_A, "198.18.1.0/24"),
+            (2, "tpodB", MAC_B, "198.18.2.2/32"),
+        ],
+        |v| v.queues = Some(2),
+    );
     let t0 = Instant::now();
     let _rx = TestpmdConfig {
         queues: 2,

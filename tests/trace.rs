@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use control_api::api::{MacAddr, Nexthop, Route, TunnelEncap, VhostUserMode};
+use control_api::api::{MacAddr, Nexthop, Route, TunnelEncap};
 use testkit::frontend_pod::{udp_frame, FrontendPod, Memory};
 use testkit::netns::Netns;
-use testkit::vrouterd::{vhost_user_vif as vhost_vif, Vrouterd};
+use testkit::vrouterd::Vrouterd;
 
 const MAC_A: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
 const MAC_B: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0b, 0x01]);
@@ -42,22 +42,14 @@ fn a_trace_shows_routed_tunnelled_and_dropped_packets() {
         ],
         &[],
     );
-    let base = vr.socket_base();
-    vr.api(|c| async move { c.vrf_add(1).await })
-        .expect("vrf 1");
-    let mut socks = Vec::new();
-    for (id, name, mac, prefix) in [
-        (1, "podA", MAC_A, "198.18.1.2/32"),
-        (2, "podB", MAC_B, "198.18.2.2/32"),
-    ] {
-        let dir = base.join(name);
-        let mut v = vhost_vif(name, mac, &dir, "net0", VhostUserMode::Server);
-        // Room for a tunnel's 50 bytes in the fabric's 1500.
-        v.mtu = Some(1400);
-        vr.add_vif(&v);
-        vr.route_to(id, name, mac, &[prefix]);
-        socks.push(dir.join("net0"));
-    }
+    // Room for a tunnel's 50 bytes in the fabric's 1500.
+    let socks = vr.vhost_pods(
+        &[
+            (1, "podA", MAC_A, "198.18.1.2/32"),
+            (2, "podB", MAC_B, "198.18.2.2/32"),
+        ],
+        |v| v.mtu = Some(1400),
+    );
     // 198.18.7.0/24 lives on another node, over VXLAN VNI 5000.
     vr.set_nexthop(
         3,

@@ -198,6 +198,29 @@ impl Vrouterd {
             .unwrap_or_else(|e| panic!("route to {prefix}: {e}"));
     }
 
+    /// VRF 1 and in it one vhost-user vif per pod `(nexthop id, name, mac, prefix)`, vrouterd
+    /// the server on `net0` in the pod's own directory under the socket base, `prefix` routed
+    /// to it; `tweak` sets what a test needs on each vif (MTU, queues). Returns the sockets.
+    pub fn vhost_pods(
+        &self,
+        pods: &[(u32, &str, MacAddr, &str)],
+        tweak: impl Fn(&mut VifRequest),
+    ) -> Vec<PathBuf> {
+        self.api(|c| async move { c.vrf_add(1).await })
+            .expect("vrf 1");
+        let base = self.socket_base();
+        let mut socks = Vec::new();
+        for &(id, name, mac, prefix) in pods {
+            let dir = base.join(name);
+            let mut v = vhost_user_vif(name, mac, &dir, "net0", VhostUserMode::Server);
+            tweak(&mut v);
+            self.add_vif(&v);
+            self.route_to(id, name, mac, &[prefix]);
+            socks.push(dir.join("net0"));
+        }
+        socks
+    }
+
     /// Routes `prefixes` in VRF 1 to vif `vif`: nexthop `id` sends there, to `mac`.
     pub fn route_to(&self, id: u32, vif: &str, mac: MacAddr, prefixes: &[&str]) {
         self.set_nexthop(
