@@ -1040,7 +1040,7 @@ impl State {
                 match &self.rx[i] {
                     RxSource::Virtq { queue, .. } if queue.broken().is_some() => {
                         if let RxSource::Virtq { vif, queue, .. } = self.rx.swap_remove(i) {
-                            let _ = events.send(LcoreEvent::QueueBroken { vif, queue });
+                            let _ = events.send(LcoreEvent::Broken { vif, queue });
                         }
                     }
                     _ => i += 1,
@@ -1057,7 +1057,7 @@ impl State {
                     while k < queues.len() {
                         if queues[k].broken().is_some() {
                             let queue = queues.swap_remove(k);
-                            let _ = events.send(LcoreEvent::QueueBroken { vif, queue });
+                            let _ = events.send(LcoreEvent::Broken { vif, queue });
                         } else {
                             k += 1;
                         }
@@ -1096,7 +1096,8 @@ impl State {
                 }
             }
             LcoreCmd::AttachVirtqueue { vif, queue } => {
-                if queue.index() % 2 == 1 {
+                let index = queue.index();
+                if index % 2 == 1 {
                     self.rx.push(RxSource::Virtq {
                         vif,
                         queue,
@@ -1112,7 +1113,7 @@ impl State {
                             match queues.iter_mut().find(|q| q.index() == queue.index()) {
                                 Some(old) => {
                                     let old = std::mem::replace(old, queue);
-                                    let _ = events.send(LcoreEvent::QueueReplaced { queue: old });
+                                    let _ = events.send(LcoreEvent::Replaced { queue: old });
                                 }
                                 None => queues.push(queue),
                             }
@@ -1123,6 +1124,7 @@ impl State {
                         self.virtq_tx.push(vif);
                     }
                 }
+                let _ = events.send(LcoreEvent::Taken { vif, index });
             }
             LcoreCmd::DetachVirtqueue { vif, index, reply } => {
                 let _ = reply.send(self.take_virtqueue(vif, index));

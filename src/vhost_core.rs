@@ -75,10 +75,12 @@ pub enum VhostCmd {
 /// What the forwarding lcores report back.
 pub enum LcoreEvent {
     /// The guest broke this queue's rules; the lcore stopped using it.
-    QueueBroken { vif: u16, queue: Virtqueue },
+    Broken { vif: u16, queue: Virtqueue },
     /// A ring lent again replaced this one of the same index on the lcore: it is only dropped,
     /// here rather than on the lcore.
-    QueueReplaced { queue: Virtqueue },
+    Replaced { queue: Virtqueue },
+    /// The lcore took in ring `index` of `vif` (sent to it by `AttachVirtqueue`).
+    Taken { vif: u16, index: u16 },
 }
 
 /// A vhost-user vif as status readers see it.
@@ -99,6 +101,14 @@ pub struct VhostStatus {
 
 pub type StatusMap = Arc<Mutex<HashMap<u16, VhostStatus>>>;
 
+impl VhostVif {
+    /// Ring `i` is no longer lent (and so no longer taken); whether it was lent.
+    fn unlend(&mut self, i: u16) -> bool {
+        self.taken.remove(&i);
+        self.lent.remove(&i)
+    }
+}
+
 struct VhostVif {
     name: String,
     port: VhostUserPort,
@@ -106,6 +116,10 @@ struct VhostVif {
     lcore: u8,
     queue_pairs: u16,
     lent: BTreeSet<u16>,
+    /// The lent rings an lcore has said it took in: the vif is connected once both rings of
+    /// its first pair are, not when they were only sent (a frame for the guest would be
+    /// dropped until its RX ring is on the lcore).
+    taken: BTreeSet<u16>,
     /// The lcore index serving each queue pair with a ring lent.
     placed: BTreeMap<u16, u8>,
     /// Queue pairs pinned to an lcore index.
@@ -138,11 +152,11 @@ impl VhostCore {
             }
             while let Ok(ev) = self.lcore_events.try_recv() {
                 match ev {
-                    LcoreEvent::QueueBroken { vif, queue } => {
+                    LcoreEvent::Broken { vif, queue } => {
                         if let Some(v) = vifs.get_mut(&vif) {
                             warn!(vif = %v.name, socket = %v.port.path().display(), queue = queue.index(),
                                   reason = ?queue.broken(), "guest broke a virtqueue: queue stopped");
-                            v.lent.remove(&queue.index());
+                            v.unlend(queue.index());
                             if v.broken.is_none() {
                                 v.broken = queue.broken().map(|b| {
                                     format!("the guest broke virtqueue {}: {b}", queue.index())
@@ -157,7 +171,14 @@ impl VhostCore {
                             self.handle_events(vif, v, &mut events);
                         }
                     }
-                    LcoreEvent::QueueReplaced { queue } => drop(queue),
+                    LcoreEvent::Replaced { queue } => drop(queue),
+                    LcoreEvent::Taken { vif, index } => {
+                        if let Some(v) = vifs.get_mut(&vif) {
+                            if v.lent.contains(&index) {
+                                v.taken.insert(index);
+                            }
+                        }
+                    }
                 }
             }
             let now = Instant::now();
@@ -241,6 +262,7 @@ impl VhostCore {
                             lcore,
                             queue_pairs: queue_pairs.max(1),
                             lent: BTreeSet::new(),
+                            taken: BTreeSet::new(),
                             placed: BTreeMap::new(),
                             pins: BTreeMap::new(),
                             broken: None,
@@ -298,7 +320,7 @@ impl VhostCore {
                         }
                     },
                     PortEvent::QueueStop(i) => {
-                        if v.lent.remove(&i) {
+                        if v.unlend(i) {
                             if i.is_multiple_of(2) {
                                 // First nobody sends to it any more, then it comes back.
                                 self.broadcast_map(vif, v);
@@ -445,7 +467,7 @@ impl VhostCore {
                     let mut events = Vec::new();
                     for queue in taken {
                         if let Some(queue) = self.attach(from, vif, queue) {
-                            v.lent.remove(&queue.index());
+                            v.unlend(queue.index());
                             v.port.return_queue(queue, &mut events);
                         }
                     }
@@ -464,7 +486,7 @@ impl VhostCore {
             // An lcore that is gone: the ring goes back to the session, never dropped here
             // (the session counts it lent until then, and would wait for it forever).
             if let Some(queue) = self.attach(to, vif, queue) {
-                v.lent.remove(&queue.index());
+                v.unlend(queue.index());
                 v.port.return_queue(queue, &mut events);
             }
         }
@@ -555,6 +577,7 @@ impl VhostCore {
             }
         }
         v.lent.clear();
+        v.taken.clear();
     }
 
     fn publish(&self, vifs: &BTreeMap<u16, VhostVif>) {
@@ -567,7 +590,9 @@ impl VhostCore {
                         state: v.port.state(),
                         features: v.port.session().map(|s| s.features()),
                         queues_lent: v.lent.len() as u32,
-                        first_pair_lent: v.lent.contains(&0) && v.lent.contains(&1),
+                        first_pair_lent: [0, 1]
+                            .iter()
+                            .all(|i| v.lent.contains(i) && v.taken.contains(i)),
                         lcore: v.placed.get(&0).copied().unwrap_or(v.lcore),
                         queues: v
                             .placed
