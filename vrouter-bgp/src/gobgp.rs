@@ -136,6 +136,16 @@ impl Gobgp {
         self.run(&Self::nlri(a, "del")).await.map(drop)
     }
 
+    /// Whether gobgpd has all its peers' routes: every peer's session is up and has sent
+    /// End-of-RIB for each family it does graceful restart in (`gobgp neighbor -j`).
+    pub async fn peers_synced(&self) -> anyhow::Result<bool> {
+        let out = self
+            .run(&["neighbor".to_string(), "-j".to_string()])
+            .await?;
+        let peers: Value = serde_json::from_slice(&out).context("gobgp neighbor json")?;
+        Ok(peers_synced(&peers))
+    }
+
     /// One address family's global RIB as `gobgp -j` prints it (null when empty).
     async fn table(&self, afi: &str) -> anyhow::Result<Value> {
         let args: Vec<String> = ["global", "rib", "-a", afi, "-j"]
@@ -171,7 +181,7 @@ impl Gobgp {
                         return;
                     }
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         });
         rx
@@ -230,6 +240,20 @@ impl Gobgp {
     }
 }
 
+/// [`Gobgp::peers_synced`] of `gobgp neighbor -j`'s peers: each established (session state
+/// 6), with End-of-RIB received in every family graceful restart was agreed for.
+fn peers_synced(peers: &Value) -> bool {
+    peers.as_array().is_some_and(|ps| {
+        ps.iter().all(|p| {
+            p["state"]["session_state"] == 6
+                && p["afi_safis"].as_array().into_iter().flatten().all(|a| {
+                    let s = &a["mp_graceful_restart"]["state"];
+                    s["enabled"] != true || s["end_of_rib_received"] == true
+                })
+        })
+    })
+}
+
 /// Which of [`TABLES`] a path with this NLRI (as `gobgp -j` prints it) belongs to: EVPN routes
 /// have a route type and value, VPN routes an RD and labels beside an IPv4 or IPv6 prefix;
 /// other families none.
@@ -285,5 +309,33 @@ mod tests {
         assert_eq!(table_of(&v6), Some(2));
         assert_eq!(table_of(&unicast), None);
         assert_eq!(table_of(&json!(null)), None);
+    }
+
+    /// `gobgp neighbor -j` (gobgp 3.10: its API's `Peer`s, protobuf field names): synced once
+    /// every peer is established and has sent End-of-RIB in each family graceful restart was
+    /// agreed for.
+    #[test]
+    fn peers_are_synced_once_each_is_up_with_end_of_rib_where_agreed() {
+        let family = |gr: bool, eor: bool| {
+            json!({"config": {"family": {"afi": 1, "safi": 128}, "enabled": true},
+                   "mp_graceful_restart": {"config": {"enabled": true},
+                                           "state": {"enabled": gr, "end_of_rib_received": eor}}})
+        };
+        let peer = |state: u64, families: Vec<Value>| {
+            json!({"conf": {"neighbor_address": "198.51.100.254", "peer_asn": 64512},
+                   "state": {"neighbor_address": "198.51.100.254", "session_state": state},
+                   "afi_safis": families})
+        };
+        let up = peer(6, vec![family(true, true), family(false, false)]);
+        assert!(peers_synced(&json!([up.clone()])));
+        assert!(peers_synced(&json!([])), "no peers: nothing to wait for");
+        assert!(!peers_synced(&json!([
+            up.clone(),
+            peer(6, vec![family(true, false)])
+        ])));
+        // Idle, or connecting: its routes are still to come.
+        assert!(!peers_synced(&json!([peer(1, vec![family(false, false)])])));
+        assert!(!peers_synced(&json!([{"conf": {}, "state": {}}])));
+        assert!(!peers_synced(&json!(null)));
     }
 }

@@ -70,6 +70,11 @@ struct Args {
     /// and as VPN (MPLS) routes.
     #[arg(long, value_enum, default_value_t = Prefer::Evpn)]
     prefer: Prefer,
+    /// Graceful restart: after gobgpd's tables are read anew (it or this daemon started),
+    /// installed routes they lack stay until every gobgpd peer has sent End-of-RIB, for at
+    /// most this many seconds (gobgpd's restart time).
+    #[arg(long, default_value_t = 120)]
+    restart_time: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -276,7 +281,8 @@ impl Rib {
         }
     }
 
-    fn apply(&mut self, u: RibUpdate) {
+    /// Applies `u`; how many paths it carried.
+    fn apply(&mut self, u: RibUpdate) -> usize {
         let prefer = self.prefer;
         let learned = |table: usize, path: &Value| {
             let family = TABLES[table].0;
@@ -290,16 +296,18 @@ impl Rib {
         };
         match u {
             RibUpdate::Table { table, paths } => {
+                let n = paths.len();
                 let t = paths
                     .iter()
                     .map(|p| (p["nlri"].to_string(), learned(table, p)))
                     .collect();
                 self.tables[table] = Some(t);
                 self.reloaded = true;
+                n
             }
             RibUpdate::Paths { table, paths } => {
                 let Some(t) = self.tables[table].as_mut() else {
-                    return;
+                    return 0;
                 };
                 for p in &paths {
                     let key = p["nlri"].to_string();
@@ -309,8 +317,12 @@ impl Rib {
                         t.insert(key, learned(table, p));
                     }
                 }
+                paths.len()
             }
-            RibUpdate::Lost { table } => self.tables[table] = None,
+            RibUpdate::Lost { table } => {
+                self.tables[table] = None;
+                0
+            }
         }
     }
 
@@ -371,6 +383,9 @@ struct Daemon {
     conflicts: BTreeSet<(u32, u32)>,
     rib: Rib,
     updates: tokio::sync::mpsc::UnboundedReceiver<RibUpdate>,
+    /// Until when installed routes gobgpd's tables lack stay (graceful restart: its peers
+    /// may not have sent everything yet), unless its peers are all synchronised before.
+    settle: Option<tokio::time::Instant>,
 }
 
 impl Daemon {
@@ -650,7 +665,8 @@ impl Daemon {
             }
         };
         let mut ignored = Vec::new();
-        if self.rib.reloaded() {
+        let reloaded = self.rib.reloaded();
+        if reloaded {
             // gobgpd's tables were read anew (at start, or it restarted): a route of this
             // node's missing from them is advertised again, and one there that this node no
             // longer has (an earlier run's, its pod gone meanwhile) is withdrawn.
@@ -672,6 +688,28 @@ impl Daemon {
                     self.withdraw_own(l).await;
                 }
             }
+            self.settle =
+                Some(tokio::time::Instant::now() + Duration::from_secs(self.args.restart_time));
+        }
+        // Graceful restart: routes gobgpd lacks stay while its peers are still sending theirs.
+        let settling = match self.settle {
+            Some(until) if tokio::time::Instant::now() < until => {
+                match self.bgp.peers_synced().await {
+                    Ok(synced) => !synced,
+                    Err(e) => {
+                        tracing::debug!("gobgpd's peers: {e:#}");
+                        true
+                    }
+                }
+            }
+            Some(_) => {
+                warn!("gobgpd's peers not all synchronised within the restart time: going by its tables");
+                false
+            }
+            None => false,
+        };
+        if !settling && self.settle.take().is_some() {
+            info!("gobgpd's peers have sent their routes (End-of-RIB)");
         }
         let want = rib::imports(
             &learned,
@@ -691,6 +729,13 @@ impl Daemon {
             .filter(|k| !want.contains_key(k))
             .copied()
             .collect();
+        if settling && !gone.is_empty() {
+            tracing::debug!(
+                routes = gone.len(),
+                "kept until gobgpd's peers have sent End-of-RIB"
+            );
+        }
+        let gone = if settling { Vec::new() } else { gone };
         let mut dels: BTreeMap<u32, Vec<IpPrefix>> = BTreeMap::new();
         for (vrf, prefix) in gone {
             if self
@@ -811,10 +856,12 @@ impl Daemon {
         first.events.clear();
         let poll = Duration::from_millis(self.args.poll_ms);
         loop {
-            self.advertise().await;
+            // Installing first: when gobgpd's tables were read anew, it finds this node's
+            // routes they lack, advertised again at once.
             if let Err(e) = self.install().await {
                 warn!("installing learned routes: {e:#}");
             }
+            self.advertise().await;
             let woke = tokio::select! {
                 p = self.vr.events(revision, Some(&epoch), poll.as_millis() as u64) => Woke::Changes(p),
                 u = self.updates.recv() => Woke::Rib(u),
@@ -824,10 +871,13 @@ impl Daemon {
                     let Some(u) = u else {
                         anyhow::bail!("gobgpd's table monitors ended");
                     };
-                    self.rib.apply(u);
+                    let mut paths = self.rib.apply(u);
                     // Take whatever else came meanwhile before acting on it.
                     while let Ok(u) = self.updates.try_recv() {
-                        self.rib.apply(u);
+                        paths += self.rib.apply(u);
+                    }
+                    if paths > 0 {
+                        info!(paths, "best paths changed in gobgpd");
                     }
                     continue;
                 }
@@ -911,6 +961,7 @@ async fn main() -> anyhow::Result<()> {
         conflicts: BTreeSet::new(),
         rib,
         updates,
+        settle: None,
     };
     loop {
         if let Err(e) = d.run().await {
