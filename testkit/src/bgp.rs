@@ -331,8 +331,19 @@ impl BgpNode {
 
     /// Stops node `k`'s vrouter-bgp (SIGKILL: no chance to tidy up) and starts it again.
     pub fn restart_vrouter_bgp(&mut self) {
+        self.stop_vrouter_bgp();
+        self.start_vrouter_bgp();
+    }
+
+    /// Stops node `k`'s vrouter-bgp (SIGKILL), to be started again with
+    /// [`BgpNode::start_vrouter_bgp`].
+    pub fn stop_vrouter_bgp(&mut self) {
         self.bgp.signal("KILL");
         let _ = self.bgp.wait(Duration::from_secs(5));
+    }
+
+    /// Starts node `k`'s vrouter-bgp again, as it was started first.
+    pub fn start_vrouter_bgp(&mut self) {
         self.bgp = TestProcess::spawn(Path::new(IP), &self.bgp_args);
     }
 
