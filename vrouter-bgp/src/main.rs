@@ -10,10 +10,11 @@
 //! when several nodes advertise a prefix, routes carrying the VNI or label. Routes a peer
 //! withdraws (or that go with a session) are removed.
 //!
-//! gobgpd is driven through its `gobgp` command line (which uses gobgpd's gRPC API); its best
-//! paths are followed as they change (`gobgp monitor global rib`), and learned routes go into
-//! vrouterd in batches (`PATCH /vrfs/{vrf}/routes`, up to 4096 a request).
+//! gobgpd's best paths are followed through its gRPC API (`WatchEvent`: the tables whole, then
+//! each change); routes are originated and withdrawn through its `gobgp` command line. Learned
+//! routes go into vrouterd in batches (`PATCH /vrfs/{vrf}/routes`, up to 4096 a request).
 
+mod api;
 mod gobgp;
 mod rib;
 
@@ -819,13 +820,17 @@ impl Daemon {
                 self.installed.routes.remove(&(vrf, prefix));
             }
         }
+        // vrouterd's time on this pass's batches so far.
+        let mut answered = Duration::ZERO;
         for (vrf, prefixes) in dels {
             for chunk in prefixes.chunks(ROUTE_BATCH_MAX) {
                 let b = RouteBatch {
                     set: Vec::new(),
                     delete: chunk.to_vec(),
                 };
+                let t = std::time::Instant::now();
                 self.vr.routes_batch(vrf, &b).await?;
+                answered += t.elapsed();
                 for prefix in chunk {
                     self.installed.routes.remove(&(vrf, *prefix));
                     self.local.routes.remove(&(vrf, *prefix));
@@ -856,10 +861,13 @@ impl Daemon {
                     delete: Vec::new(),
                 };
                 let t = std::time::Instant::now();
-                // This pass's time before the batch (working out what to send, earlier
-                // batches).
-                let prep_ms = t.duration_since(started).as_millis() as u64;
+                // This pass's own time before the batch (working out what to send).
+                let prep_ms = t
+                    .duration_since(started)
+                    .saturating_sub(answered)
+                    .as_millis() as u64;
                 self.vr.routes_batch(vrf, &b).await?;
+                answered += t.elapsed();
                 let batch_ms = t.elapsed().as_millis() as u64;
                 for (route, remote) in chunk {
                     tracing::debug!(vrf, prefix = %route.prefix, nexthop = route.nexthop, label = remote.label, nodes = remote.endpoints.len(), "remote route installed");
