@@ -1,14 +1,20 @@
 //! vrouter-bgp at scale (issue 25): two nodes (vrouterd + gobgpd + vrouter-bgp each) behind a
 //! GoBGP route reflector, and an FRR bgpd gateway stand-in (testkit::bgp) that originates
-//! 10,000 VPNv4 /32s at once. Measured and printed, the goals compared (speed goals are
-//! reported, not asserted): how long until every node's vrouterd holds all of them, in routes
-//! per second end to end (the gateway told to originate them → the last one installed; goal
-//! ≥ 20,000/s); the same for their withdrawal; and, with the 10,000 in place, how long one new
-//! route takes from its node's vrouterd to traffic over it from the other node (goal ≤ 1 s).
-//! Then node 1's vrouter-bgp is killed and restarted (graceful restart). Asserted: every
-//! route arrives, with the gateway's label through one tunnel to it; traffic flows over the
-//! new route; across the restart no route or nexthop is removed and the nexthop ids stay, and
-//! a route learned after it carries traffic; every one of the 10,000 goes again.
+//! 10,000 VPNv4 /32s at once. Measured and printed, the goals compared (issue 25's goals are
+//! reported, not asserted: on a 2-CPU machine FRR and GoBGP alone take longer): how long until
+//! every node's vrouterd holds all of them, in routes per second end to end (the gateway told
+//! to originate them → the last one installed; goal ≥ 20,000/s), each stage of the way
+//! (origination: the gateway, the reflector, node 1's gobgpd; then our intake: vrouter-bgp
+//! reading them, its batches, vrouterd); our intake alone (node 2's vrouter-bgp started again
+//! with its gobgpd holding the 10,000 and its vrouterd none); the same for their withdrawal;
+//! and, with the 10,000 in place, how long one new route takes from its node's vrouterd to
+//! traffic over it from the other node (goal ≤ 1 s). Then node 1's vrouter-bgp is killed and
+//! restarted (graceful restart). Asserted: every route arrives, with the gateway's label
+//! through one tunnel to it; our intake ends within [`INTAKE_MAX`] of gobgpd having the last
+//! route, and takes the 10,000 alone within [`INTAKE_MAX`] too; traffic flows over the new
+//! route within [`ONE_ROUTE_MAX`]; across the restart no route or nexthop is removed and the
+//! nexthop ids stay, and a route learned after it carries traffic; every one of the 10,000
+//! goes again.
 //!
 //! `BGP_SCALE_BIN_DIR=target/release` runs the release builds of vrouterd and vrouter-bgp
 //! found there (`cargo build --release -p vrouterd -p vrouter-bgp`) instead of the test's.
@@ -27,6 +33,11 @@ const ROUTES: usize = 10_000;
 /// Goals of issue 25.
 const GOAL_ROUTES_PER_S: f64 = 20_000.0;
 const GOAL_ONE_ROUTE: Duration = Duration::from_secs(1);
+/// What these machines achieve with room (debug builds, two CPUs shared with other builds at
+/// load averages of 12–19): our intake of the 10,000 took 1.0–1.6 s alone and ended 0.4–1.8 s
+/// after gobgpd had the last; one route carried traffic after 0.13–2.0 s.
+const INTAKE_MAX: Duration = Duration::from_secs(5);
+const ONE_ROUTE_MAX: Duration = Duration::from_secs(5);
 
 fn vrouterd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vrouterd"))
@@ -309,14 +320,19 @@ fn ten_thousand_routes_from_the_reflector_reach_vrouterd_and_one_more_converges(
         (origination.join().expect("originating"), took)
     });
     let [frr, rr, gobgpd] = stages.into_inner().expect("stages");
-    let intake = intake_log(&c.nodes[0].bgp.outputs(), since, ROUTES);
+    let intake = wait::poll(
+        Duration::from_secs(5),
+        || intake_log(&c.nodes[0].bgp.outputs(), since, ROUTES),
+        |i| i.sent.all.is_some(),
+    )
+    .unwrap_or_else(|i| i);
     eprintln!(
         "bgp scale: {ROUTES} routes, seconds after the gateway was told to originate them:\n\
          \x20 the gateway took the `network` commands in {:.3} s\n\
          \x20 the gateway sent them to the reflector: {}\n\
          \x20 the reflector holds them: {}\n\
          \x20 node 1's gobgpd holds them: {}\n\
-         \x20 node 1's vrouter-bgp read them (gobgp monitor): {}\n\
+         \x20 node 1's vrouter-bgp read them (gobgpd's gRPC watch): {}\n\
          \x20 node 1's vrouter-bgp sent them to vrouterd: {} ({})\n\
          \x20 node 1's vrouterd holds them: {}",
         told.as_secs_f64(),
@@ -348,6 +364,11 @@ fn ten_thousand_routes_from_the_reflector_reach_vrouterd_and_one_more_converges(
         report(
             "our intake, node 1 (gobgpd's first → vrouterd's last)",
             v_all.saturating_sub(g_first),
+        );
+        assert!(
+            v_all.saturating_sub(g_all) <= INTAKE_MAX,
+            "node 1's vrouterd had the last route {:?} after its gobgpd",
+            v_all.saturating_sub(g_all)
         );
     }
 
@@ -404,6 +425,10 @@ fn ten_thousand_routes_from_the_reflector_reach_vrouterd_and_one_more_converges(
         one.as_secs_f64(),
         if one <= GOAL_ONE_ROUTE { "meets" } else { "misses" },
         GOAL_ONE_ROUTE.as_secs_f64()
+    );
+    assert!(
+        one <= ONE_ROUTE_MAX,
+        "traffic through one new route after {one:?}"
     );
 
     // Graceful restart: node 1's vrouter-bgp is killed and started again; it takes over what
@@ -516,7 +541,13 @@ fn ten_thousand_routes_from_the_reflector_reach_vrouterd_and_one_more_converges(
         c.outputs()
     );
     let alone = t0.elapsed();
-    let intake = intake_log(&c.nodes[1].bgp.outputs(), since, ROUTES);
+    // Its log line for the last batch comes once vrouterd answered it.
+    let intake = wait::poll(
+        Duration::from_secs(5),
+        || intake_log(&c.nodes[1].bgp.outputs(), since, ROUTES),
+        |i| i.sent.all.is_some(),
+    )
+    .unwrap_or_else(|i| i);
     eprintln!(
         "bgp scale: node 2's vrouter-bgp started with its gobgpd holding the {ROUTES}: read them {}, sent them {} ({})",
         intake.read.show(),
@@ -526,6 +557,10 @@ fn ten_thousand_routes_from_the_reflector_reach_vrouterd_and_one_more_converges(
     report(
         "our intake alone, node 2 (vrouter-bgp started → vrouterd holds all)",
         alone,
+    );
+    assert!(
+        alone <= INTAKE_MAX,
+        "node 2's vrouter-bgp took {alone:?} to install the {ROUTES}"
     );
 
     // And the 10,000 go.
