@@ -400,11 +400,9 @@ fn a_gobgpd_restart_keeps_the_nodes_routes_and_traffic_flowing() {
     }
     c.nodes[2].restart_gobgpd();
     let back = std::time::Instant::now();
-    let mut refreshed = None;
+    let mut refreshed: Option<std::time::Instant> = None;
     // Until the reflector has node 3's routes afresh, and two seconds more.
-    while refreshed.map_or(true, |t: std::time::Instant| {
-        t.elapsed() < Duration::from_secs(2)
-    }) {
+    while refreshed.is_none_or(|t| t.elapsed() < Duration::from_secs(2)) {
         for i in [0, 2] {
             still_there(&c, i, &want[i], "while node 3's gobgpd came back");
         }

@@ -391,7 +391,7 @@ impl Rib {
 
     /// The prefixes whose paths changed since the last call (`None`: any may have).
     fn take_changed(&mut self) -> Option<BTreeSet<IpPrefix>> {
-        std::mem::replace(&mut self.changed, Some(BTreeSet::new()))
+        self.changed.replace(BTreeSet::new())
     }
 
     fn reloaded(&mut self) -> bool {
