@@ -38,7 +38,7 @@ pub const HOLD_TIME: u32 = 3;
 /// back (restarted with `-r`) and refresh them. gobgpd opens a session 5–10 s after it
 /// starts (its connect-retry timer has a floor of 5 s, jittered): the restart time leaves
 /// room for that.
-pub const RESTART_TIME: u32 = 15;
+pub const RESTART_TIME: u32 = 20;
 
 const IP: &str = "/usr/sbin/ip";
 
