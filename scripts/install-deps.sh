@@ -8,7 +8,9 @@
 #   (scripts/vm-image.sh builds the guest from Debian packages); for the package (scripts/package.sh)
 #   dpkg-dev, and for its test a Debian tree booted with systemd (mmdebstrap, systemd-nspawn);
 #   GoBGP (gobgpd, gobgp) for vrouter-bgp and the cluster tests, FRR (bgpd) as their other route
-#   reflector (the tests run /usr/lib/frr/bgpd in a namespace; the frr service is not needed).
+#   reflector (the tests run /usr/lib/frr/bgpd in a namespace; the frr service is not needed);
+#   for building vrouter-bgp's gRPC client GoBGP's .proto files (its Go source), protoc and the
+#   protobuf well-known types.
 set -euo pipefail
 
 [[ $(id -u) -eq 0 ]] || { echo "install-deps.sh: run as root (apt-get install)" >&2; exit 1; }
@@ -26,6 +28,8 @@ packages=(
     mmdebstrap systemd-container         # the package test's machine (scripts/systemd-image.sh)
     gobgpd                               # vrouter-bgp's BGP speaker and route reflector (gobgp CLI included)
     frr                                  # FRR's bgpd: the second route reflector implementation (bgp_cluster)
+    golang-github-osrg-gobgp-dev         # GoBGP's api/*.proto (under /usr/share/gocode): vrouter-bgp's build.rs
+    protobuf-compiler libprotobuf-dev    # protoc and google/protobuf/*.proto for them
 )
 # From bookworm-backports: the image may carry qemu-utils from there, and bookworm's own
 # qemu-system-x86 would pull qemu-utils back to 7.2 (removing it); the two must match.

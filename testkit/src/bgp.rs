@@ -33,6 +33,12 @@ pub const RR_IP: &str = "198.51.100.254";
 pub const POD_MTU: u32 = 1400;
 /// BGP hold time, seconds (the smallest RFC 4271 allows): a node gone is noticed in it.
 pub const HOLD_TIME: u32 = 3;
+/// Graceful restart (RFC 4724) restart time, seconds: how long the peers of a node whose
+/// gobgpd went away keep its routes (stale) before withdrawing them, waiting for it to come
+/// back (restarted with `-r`) and refresh them. gobgpd opens a session 5–10 s after it
+/// starts (its connect-retry timer has a floor of 5 s, jittered): the restart time leaves
+/// room for that.
+pub const RESTART_TIME: u32 = 20;
 
 const IP: &str = "/usr/sbin/ip";
 
@@ -54,6 +60,19 @@ pub struct FrrGateway {
 }
 
 impl FrrGateway {
+    /// `vtysh -c COMMAND` against the gateway's bgpd.
+    pub fn vtysh(&self, command: &str) -> String {
+        self.ns.exec(&[
+            "vtysh",
+            "--vty_socket",
+            &self.dir.display().to_string(),
+            "-d",
+            "bgpd",
+            "-c",
+            command,
+        ])
+    }
+
     /// Originates (or with `withdraw`, stops originating) VPNv4 routes to `prefixes` like
     /// [`GATEWAY_PREFIX`] (label [`GATEWAY_LABEL`], route target 64512:1, next hop
     /// [`GATEWAY_FABRIC_IP`]): one `vtysh -f` run, however many.
@@ -219,7 +238,9 @@ pub fn vrouter_bgp_bin(vrouterd: &Path) -> PathBuf {
 }
 
 /// gobgpd's TOML: `router_id` peering with each of `neighbors` (iBGP, EVPN, VPNv4, VPNv6), as their route
-/// reflector when `reflector`; listening for BGP only then.
+/// reflector when `reflector`; listening for BGP only then. Graceful restart for every family,
+/// restart time [`RESTART_TIME`]: a peer's routes outlive its gobgpd's restart (when it comes
+/// back with `-r`), and are withdrawn when it is not back in time.
 fn gobgpd_config(router_id: &str, neighbors: &[String], reflector: bool) -> String {
     let port = if reflector { "" } else { "  port = -1\n" };
     let mut s = format!("[global.config]\n  as = {ASN}\n  router-id = \"{router_id}\"\n{port}");
@@ -230,7 +251,8 @@ fn gobgpd_config(router_id: &str, neighbors: &[String], reflector: bool) -> Stri
         s += &format!(
             "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{n}\"\n    peer-as = {ASN}\n\
              \x20 [neighbors.timers.config]\n    hold-time = {HOLD_TIME}\n    keepalive-interval = 1\n    connect-retry = 1\n\
-             \x20 [neighbors.transport.config]\n    passive-mode = {reflector}\n"
+             \x20 [neighbors.transport.config]\n    passive-mode = {reflector}\n\
+             \x20 [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = {RESTART_TIME}\n"
         );
         if reflector {
             s += &format!(
@@ -239,33 +261,38 @@ fn gobgpd_config(router_id: &str, neighbors: &[String], reflector: bool) -> Stri
         }
         for family in ["l2vpn-evpn", "l3vpn-ipv4-unicast", "l3vpn-ipv6-unicast"] {
             s += &format!(
-                "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n"
+                "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n\
+                 \x20   [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n"
             );
         }
     }
     s
 }
 
-/// gobgpd in `ns` with configuration `toml`.
-pub fn gobgpd(ns: &Netns, toml: &str) -> (TestProcess, PathBuf) {
+/// gobgpd in `ns` with configuration `toml`; with `restarting`, as a graceful restart's
+/// restarting speaker (`-r`: its peers keep the routes they had from it until it has sent
+/// its own again).
+pub fn gobgpd(ns: &Netns, toml: &str, restarting: bool) -> (TestProcess, PathBuf) {
     let path = temp_path("gobgpd", "toml");
     std::fs::write(&path, toml).expect("writing gobgpd.toml");
-    let p = TestProcess::spawn(
-        Path::new(IP),
-        &[
-            "netns",
-            "exec",
-            ns.name(),
-            "gobgpd",
-            "-f",
-            &path.display().to_string(),
-            "-t",
-            "toml",
-            "--api-hosts",
-            "127.0.0.1:50051",
-            "--pprof-disable",
-        ],
-    );
+    let path_s = path.display().to_string();
+    let mut args = vec![
+        "netns",
+        "exec",
+        ns.name(),
+        "gobgpd",
+        "-f",
+        &path_s,
+        "-t",
+        "toml",
+        "--api-hosts",
+        "127.0.0.1:50051",
+        "--pprof-disable",
+    ];
+    if restarting {
+        args.push("-r");
+    }
+    let p = TestProcess::spawn(Path::new(IP), &args);
     (p, path)
 }
 
@@ -291,10 +318,12 @@ pub struct BgpNode {
 }
 
 impl BgpNode {
-    /// Starts node `k`'s gobgpd again (after a test stopped it).
+    /// Starts node `k`'s gobgpd again (after a test stopped it), as a graceful restart's
+    /// restarting speaker: its peers keep its routes (if within [`RESTART_TIME`]) until it
+    /// has sent them again.
     pub fn restart_gobgpd(&mut self) {
         let toml = std::fs::read_to_string(&self.gobgpd_config).expect("config");
-        let (p, path) = gobgpd(&self.ns, &toml);
+        let (p, path) = gobgpd(&self.ns, &toml, true);
         let _ = std::fs::remove_file(&self.gobgpd_config);
         self.gobgpd = Some(p);
         self.gobgpd_config = path;
@@ -302,8 +331,19 @@ impl BgpNode {
 
     /// Stops node `k`'s vrouter-bgp (SIGKILL: no chance to tidy up) and starts it again.
     pub fn restart_vrouter_bgp(&mut self) {
+        self.stop_vrouter_bgp();
+        self.start_vrouter_bgp();
+    }
+
+    /// Stops node `k`'s vrouter-bgp (SIGKILL), to be started again with
+    /// [`BgpNode::start_vrouter_bgp`].
+    pub fn stop_vrouter_bgp(&mut self) {
         self.bgp.signal("KILL");
         let _ = self.bgp.wait(Duration::from_secs(5));
+    }
+
+    /// Starts node `k`'s vrouter-bgp again, as it was started first.
+    pub fn start_vrouter_bgp(&mut self) {
         self.bgp = TestProcess::spawn(Path::new(IP), &self.bgp_args);
     }
 
@@ -389,7 +429,7 @@ impl Cluster {
         let mut clients: Vec<String> = (1..=n).map(|k| format!("198.51.100.{k}")).collect();
         clients.push(GATEWAY_BGP_IP.into());
         let (rr, rr_config) = match reflector {
-            Reflector::Gobgp => gobgpd(&rr_ns, &gobgpd_config(RR_IP, &clients, true)),
+            Reflector::Gobgp => gobgpd(&rr_ns, &gobgpd_config(RR_IP, &clients, true), false),
             Reflector::Frr => {
                 let dir = temp_path("bgpd", "d");
                 let p = frr_bgpd(&rr_ns, &frr_config(RR_IP, &clients), RR_IP, &dir);
@@ -417,6 +457,7 @@ impl Cluster {
             let (gobgpd, gobgpd_config) = gobgpd(
                 &ns,
                 &gobgpd_config(&format!("198.51.100.{k}"), &[RR_IP.to_string()], false),
+                false,
             );
             let mut args = vec![
                 "netns".to_string(),
@@ -429,6 +470,8 @@ impl Cluster {
                 fabric_ip(k),
                 "--poll-ms".into(),
                 "200".into(),
+                "--restart-time".into(),
+                RESTART_TIME.to_string(),
             ];
             if let NodeOverlay::Vpn { mpls_encap } = node_overlay {
                 args.extend(["--mpls-encap".into(), mpls_encap.into()]);

@@ -1,13 +1,13 @@
-//! GoBGP through its command line (`gobgp`, shipped with gobgpd, which talks to gobgpd's gRPC
-//! API): originate and withdraw EVPN type-5 and VPNv4/VPNv6 routes in the global RIB, read the
-//! RIB, and follow its best-path changes (`gobgp monitor global rib -j`) as [`RibUpdate`]s.
+//! gobgpd: its best paths followed through its gRPC API (`WatchEvent`, the table whole first,
+//! then each change) as [`RibUpdate`]s; EVPN type-5 and VPNv4/VPNv6 routes originated and
+//! withdrawn in its global RIB, and its peers asked about, through its command line (`gobgp`,
+//! shipped with gobgpd).
 
 use std::net::IpAddr;
 
 use anyhow::{bail, Context};
 use control_api::api::{IpPrefix, MacAddr};
 use serde_json::Value;
-use tokio::io::AsyncBufReadExt;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
@@ -136,22 +136,19 @@ impl Gobgp {
         self.run(&Self::nlri(a, "del")).await.map(drop)
     }
 
-    /// One address family's global RIB as `gobgp -j` prints it (null when empty).
-    async fn table(&self, afi: &str) -> anyhow::Result<Value> {
-        let args: Vec<String> = ["global", "rib", "-a", afi, "-j"]
-            .map(String::from)
-            .to_vec();
-        let out = self.run(&args).await?;
-        let text = String::from_utf8_lossy(&out);
-        if text.trim().is_empty() || text.contains("not in table") {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&out).with_context(|| format!("gobgp {afi} rib json"))
+    /// Whether gobgpd has all its peers' routes: every peer's session is up and has sent
+    /// End-of-RIB for each family it does graceful restart in (`gobgp neighbor -j`).
+    pub async fn peers_synced(&self) -> anyhow::Result<bool> {
+        let out = self
+            .run(&["neighbor".to_string(), "-j".to_string()])
+            .await?;
+        let peers: Value = serde_json::from_slice(&out).context("gobgp neighbor json")?;
+        Ok(peers_synced(&peers))
     }
 
     /// Follows the best paths of every table in [`TABLES`] in the background, sending
     /// [`RibUpdate`]s on the returned channel: first each table whole ([`RibUpdate::Table`],
-    /// read after the monitor started, so nothing falls between), then each change; when
+    /// as gobgpd's watch starts with them, so nothing falls between), then each change; when
     /// gobgpd goes away, [`RibUpdate::Lost`] for each, and the same again once it is back.
     pub fn watch(&self) -> mpsc::UnboundedReceiver<RibUpdate> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -171,79 +168,78 @@ impl Gobgp {
                         return;
                     }
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         });
         rx
     }
 
-    /// One run of `gobgp monitor global rib -j`, until it ends. (gobgp 3.10's monitor reports
-    /// every family's best paths whatever `-a` says: each is sorted by its NLRI.)
+    /// One watch of gobgpd's best paths (`WatchEvent` with the current ones first: the whole
+    /// tables, then each change), until it ends.
     async fn monitor(&self, tx: &mpsc::UnboundedSender<RibUpdate>) -> anyhow::Result<()> {
-        let mut child = Command::new("gobgp")
-            .arg("-u")
-            .arg(&self.host)
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["monitor", "global", "rib", "-a", "vpnv4", "-j"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("running gobgp monitor")?;
-        let stdout = child.stdout.take().context("gobgp monitor's output")?;
-        // The monitor runs before the tables are read: a change in between is in both, and
-        // applying it again changes nothing.
-        for (table, (_, afi)) in TABLES.into_iter().enumerate() {
-            let whole = self.table(afi).await?;
-            let mut paths = Vec::new();
-            for dest in whole.as_object().into_iter().flat_map(|o| o.values()) {
-                for path in dest.as_array().into_iter().flatten() {
-                    if path["best"] == Value::Bool(true) {
-                        paths.push(path.clone());
-                    }
-                }
-            }
-            if tx.send(RibUpdate::Table { table, paths }).is_err() {
-                return Ok(());
-            }
-        }
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        while let Some(line) = lines.next_line().await? {
-            let Ok(Value::Array(paths)) = serde_json::from_str::<Value>(&line) else {
-                tracing::debug!("gobgp monitor: unreadable line {line}");
+        use crate::api::apipb::{self, watch_event_request, watch_event_response};
+        let mut client = apipb::gobgp_api_client::GobgpApiClient::connect(format!(
+            "http://{}:{}",
+            self.host, self.port
+        ))
+        .await
+        .context("connecting to gobgpd's gRPC API")?
+        // The whole table comes in one message.
+        .max_decoding_message_size(usize::MAX);
+        let request = apipb::WatchEventRequest {
+            peer: None,
+            table: Some(watch_event_request::Table {
+                filters: vec![watch_event_request::table::Filter {
+                    r#type: watch_event_request::table::filter::Type::Best as i32,
+                    init: true,
+                }],
+            }),
+        };
+        let mut events = client
+            .watch_event(request)
+            .await
+            .context("watching gobgpd's best paths")?
+            .into_inner();
+        let mut whole = true;
+        while let Some(event) = events.message().await? {
+            let Some(watch_event_response::Event::Table(t)) = event.event else {
                 continue;
             };
             let mut by_table: [Vec<Value>; 3] = Default::default();
-            for p in paths {
-                if let Some(t) = table_of(&p["nlri"]) {
-                    by_table[t].push(p);
+            for p in &t.paths {
+                if let Some(table) = crate::api::table_of(p.family.as_ref()) {
+                    by_table[table].push(crate::api::path_json(p));
                 }
             }
             for (table, paths) in by_table.into_iter().enumerate() {
-                if !paths.is_empty() && tx.send(RibUpdate::Paths { table, paths }).is_err() {
+                let u = if whole {
+                    RibUpdate::Table { table, paths }
+                } else if paths.is_empty() {
+                    continue;
+                } else {
+                    RibUpdate::Paths { table, paths }
+                };
+                if tx.send(u).is_err() {
                     return Ok(());
                 }
             }
+            whole = false;
         }
-        bail!("gobgp monitor ended")
+        bail!("gobgpd's best-path watch ended")
     }
 }
 
-/// Which of [`TABLES`] a path with this NLRI (as `gobgp -j` prints it) belongs to: EVPN routes
-/// have a route type and value, VPN routes an RD and labels beside an IPv4 or IPv6 prefix;
-/// other families none.
-fn table_of(nlri: &Value) -> Option<usize> {
-    if nlri["value"].is_object() {
-        return Some(0);
-    }
-    if !nlri["labels"].is_array() || nlri["rd"].is_null() {
-        return None;
-    }
-    let prefix: IpPrefix = nlri["prefix"].as_str()?.parse().ok()?;
-    Some(match prefix.addr() {
-        IpAddr::V4(_) => 1,
-        IpAddr::V6(_) => 2,
+/// [`Gobgp::peers_synced`] of `gobgp neighbor -j`'s peers: each established (session state
+/// 6), with End-of-RIB received in every family graceful restart was agreed for.
+fn peers_synced(peers: &Value) -> bool {
+    peers.as_array().is_some_and(|ps| {
+        ps.iter().all(|p| {
+            p["state"]["session_state"] == 6
+                && p["afi_safis"].as_array().into_iter().flatten().all(|a| {
+                    let s = &a["mp_graceful_restart"]["state"];
+                    s["enabled"] != true || s["end_of_rib_received"] == true
+                })
+        })
     })
 }
 
@@ -254,13 +250,13 @@ pub const TABLES: [(Family, &str); 3] = [
     (Family::Vpn, "vpnv6"),
 ];
 
-/// What changed in one of [`TABLES`] (by index).
+/// What changed in one of [`TABLES`] (by index). Paths are as `gobgp -j` prints them
+/// ([`crate::api::path_json`]).
 #[derive(Debug)]
 pub enum RibUpdate {
     /// Every best path of the table: what it holds replaces what was known.
     Table { table: usize, paths: Vec<Value> },
-    /// New best paths, and withdrawn ones (`"withdrawal": true`), as `gobgp monitor -j`
-    /// prints them.
+    /// New best paths, and withdrawn ones (`"withdrawal": true`).
     Paths { table: usize, paths: Vec<Value> },
     /// The table cannot be followed (gobgpd is gone): what it held is unknown until the next
     /// [`RibUpdate::Table`].
@@ -272,18 +268,31 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// `gobgp neighbor -j` (gobgp 3.10: its API's `Peer`s, protobuf field names): synced once
+    /// every peer is established and has sent End-of-RIB in each family graceful restart was
+    /// agreed for.
     #[test]
-    fn monitor_paths_are_sorted_into_tables_by_their_nlri() {
-        let rd = json!({"type": 1, "admin": "198.19.0.2", "assigned": 1});
-        let evpn =
-            json!({"type": 5, "value": {"rd": rd, "prefix": "198.18.7.0/24", "label": 1001}});
-        let v4 = json!({"prefix": "198.18.5.0/24", "labels": [2002], "rd": rd});
-        let v6 = json!({"prefix": "2001:db8::/64", "labels": [2002], "rd": rd});
-        let unicast = json!({"prefix": "198.18.5.0/24"});
-        assert_eq!(table_of(&evpn), Some(0));
-        assert_eq!(table_of(&v4), Some(1));
-        assert_eq!(table_of(&v6), Some(2));
-        assert_eq!(table_of(&unicast), None);
-        assert_eq!(table_of(&json!(null)), None);
+    fn peers_are_synced_once_each_is_up_with_end_of_rib_where_agreed() {
+        let family = |gr: bool, eor: bool| {
+            json!({"config": {"family": {"afi": 1, "safi": 128}, "enabled": true},
+                   "mp_graceful_restart": {"config": {"enabled": true},
+                                           "state": {"enabled": gr, "end_of_rib_received": eor}}})
+        };
+        let peer = |state: u64, families: Vec<Value>| {
+            json!({"conf": {"neighbor_address": "198.51.100.254", "peer_asn": 64512},
+                   "state": {"neighbor_address": "198.51.100.254", "session_state": state},
+                   "afi_safis": families})
+        };
+        let up = peer(6, vec![family(true, true), family(false, false)]);
+        assert!(peers_synced(&json!([up.clone()])));
+        assert!(peers_synced(&json!([])), "no peers: nothing to wait for");
+        assert!(!peers_synced(&json!([
+            up.clone(),
+            peer(6, vec![family(true, false)])
+        ])));
+        // Idle, or connecting: its routes are still to come.
+        assert!(!peers_synced(&json!([peer(1, vec![family(false, false)])])));
+        assert!(!peers_synced(&json!([{"conf": {}, "state": {}}])));
+        assert!(!peers_synced(&json!(null)));
     }
 }

@@ -10,10 +10,11 @@
 //! when several nodes advertise a prefix, routes carrying the VNI or label. Routes a peer
 //! withdraws (or that go with a session) are removed.
 //!
-//! gobgpd is driven through its `gobgp` command line (which uses gobgpd's gRPC API); its best
-//! paths are followed as they change (`gobgp monitor global rib`), and learned routes go into
-//! vrouterd in batches (`PATCH /vrfs/{vrf}/routes`, up to 4096 a request).
+//! gobgpd's best paths are followed through its gRPC API (`WatchEvent`: the tables whole, then
+//! each change); routes are originated and withdrawn through its `gobgp` command line. Learned
+//! routes go into vrouterd in batches (`PATCH /vrfs/{vrf}/routes`, up to 4096 a request).
 
+mod api;
 mod gobgp;
 mod rib;
 
@@ -70,6 +71,11 @@ struct Args {
     /// and as VPN (MPLS) routes.
     #[arg(long, value_enum, default_value_t = Prefer::Evpn)]
     prefer: Prefer,
+    /// Graceful restart: after gobgpd's tables are read anew (it or this daemon started),
+    /// installed routes they lack stay until every gobgpd peer has sent End-of-RIB, for at
+    /// most this many seconds (gobgpd's restart time).
+    #[arg(long, default_value_t = 120)]
+    restart_time: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -211,6 +217,23 @@ impl Local {
             .collect()
     }
 
+    /// The pod routes of this node (as [`Local::pod_routes`]) to any of `prefixes`, in any VRF
+    /// with a routing identity.
+    fn pod_routes_of(&self, prefixes: impl Iterator<Item = IpPrefix>) -> BTreeSet<(u32, IpPrefix)> {
+        let mut out = BTreeSet::new();
+        for prefix in prefixes {
+            for vrf in self.routing.keys() {
+                let pod = self.routes.get(&(*vrf, prefix)).is_some_and(|r| {
+                    matches!(self.nexthops.get(&r.nexthop), Some(Nexthop::Encap { .. }))
+                });
+                if pod {
+                    out.insert((*vrf, prefix));
+                }
+            }
+        }
+        out
+    }
+
     /// What this node advertises: each pod route of each VRF with a VNI as EVPN, and with a
     /// label (when `label_ok` says the label leads to the VRF) as VPN, in `mpls`.
     fn adverts(
@@ -265,6 +288,19 @@ struct Rib {
     prefer: Preference,
     /// A table was read whole since [`Rib::reloaded`] last said so.
     reloaded: bool,
+    /// The prefixes whose paths changed since [`Rib::take_changed`]; `None`: any may have (a
+    /// table was read whole).
+    changed: Option<BTreeSet<IpPrefix>>,
+}
+
+/// Prefixes changed on either side: `None` (any) when either says so.
+fn union(
+    a: Option<BTreeSet<IpPrefix>>,
+    b: Option<BTreeSet<IpPrefix>>,
+) -> Option<BTreeSet<IpPrefix>> {
+    let (mut a, b) = (a?, b?);
+    a.extend(b);
+    Some(a)
 }
 
 impl Rib {
@@ -273,10 +309,12 @@ impl Rib {
             tables: [None, None, None],
             prefer,
             reloaded: false,
+            changed: None,
         }
     }
 
-    fn apply(&mut self, u: RibUpdate) {
+    /// Applies `u`; how many paths it carried.
+    fn apply(&mut self, u: RibUpdate) -> usize {
         let prefer = self.prefer;
         let learned = |table: usize, path: &Value| {
             let family = TABLES[table].0;
@@ -290,40 +328,70 @@ impl Rib {
         };
         match u {
             RibUpdate::Table { table, paths } => {
+                let n = paths.len();
                 let t = paths
                     .iter()
                     .map(|p| (p["nlri"].to_string(), learned(table, p)))
                     .collect();
                 self.tables[table] = Some(t);
                 self.reloaded = true;
+                self.changed = None;
+                n
             }
             RibUpdate::Paths { table, paths } => {
                 let Some(t) = self.tables[table].as_mut() else {
-                    return;
+                    return 0;
                 };
+                let mut touched = Vec::new();
                 for p in &paths {
                     let key = p["nlri"].to_string();
-                    if p["withdrawal"] == Value::Bool(true) {
-                        t.remove(&key);
+                    let old = if p["withdrawal"] == Value::Bool(true) {
+                        t.remove(&key)
                     } else {
-                        t.insert(key, learned(table, p));
-                    }
+                        let l = learned(table, p);
+                        touched.extend(l.as_ref().map(|l| l.prefix));
+                        t.insert(key, l)
+                    };
+                    touched.extend(old.flatten().map(|l| l.prefix));
                 }
+                if let Some(c) = self.changed.as_mut() {
+                    c.extend(touched);
+                }
+                paths.len()
             }
-            RibUpdate::Lost { table } => self.tables[table] = None,
+            RibUpdate::Lost { table } => {
+                self.tables[table] = None;
+                0
+            }
         }
     }
 
-    /// Every usable best path, once every table was read.
-    fn learned(&self) -> anyhow::Result<Vec<rib::Learned>> {
-        let mut out = Vec::new();
+    /// Whether every table was read.
+    fn ready(&self) -> anyhow::Result<()> {
         for (t, (_, afi)) in self.tables.iter().zip(TABLES) {
-            let t = t
-                .as_ref()
-                .with_context(|| format!("gobgpd's {afi} table is not read (yet)"))?;
-            out.extend(t.values().flatten().cloned());
+            if t.is_none() {
+                anyhow::bail!("gobgpd's {afi} table is not read (yet)");
+            }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Every usable best path (for a prefix in `scope`, when there is one), once every table
+    /// was read.
+    fn learned(&self, scope: Option<&BTreeSet<IpPrefix>>) -> anyhow::Result<Vec<rib::Learned>> {
+        self.ready()?;
+        let in_scope = |l: &&rib::Learned| scope.is_none_or(|s| s.contains(&l.prefix));
+        Ok(self
+            .tables
+            .iter()
+            .flatten()
+            .flat_map(|t| t.values().flatten().filter(in_scope).cloned())
+            .collect())
+    }
+
+    /// The prefixes whose paths changed since the last call (`None`: any may have).
+    fn take_changed(&mut self) -> Option<BTreeSet<IpPrefix>> {
+        self.changed.replace(BTreeSet::new())
     }
 
     fn reloaded(&mut self) -> bool {
@@ -371,6 +439,12 @@ struct Daemon {
     conflicts: BTreeSet<(u32, u32)>,
     rib: Rib,
     updates: tokio::sync::mpsc::UnboundedReceiver<RibUpdate>,
+    /// Until when installed routes gobgpd's tables lack stay (graceful restart: its peers
+    /// may not have sent everything yet), unless its peers are all synchronised before.
+    settle: Option<tokio::time::Instant>,
+    /// The prefixes vrouterd's changes may have changed the imports of since the last install
+    /// (`None`: any may have, such as after a VRF identity changed).
+    local_changed: Option<BTreeSet<IpPrefix>>,
 }
 
 impl Daemon {
@@ -382,6 +456,7 @@ impl Daemon {
     /// nexthops in its id ranges it cannot read back are removed now.
     async fn adopt(&mut self) -> anyhow::Result<()> {
         self.installed = Installed::default();
+        self.local_changed = None;
         let mut tunnels: BTreeMap<u32, Endpoint> = BTreeMap::new();
         for (id, nh) in &self.local.nexthops {
             let Nexthop::Tunnel {
@@ -640,17 +715,48 @@ impl Daemon {
         Ok(id)
     }
 
+    /// Installs what gobgpd's best paths and vrouterd's VRF identities want, removes what they
+    /// no longer want: for the prefixes whose paths or local routes changed since the last
+    /// time, or all of them when anything else changed.
     async fn install(&mut self) -> anyhow::Result<()> {
-        let learned = match self.rib.learned() {
-            Ok(l) => l,
-            Err(e) => {
-                // gobgpd is not up (yet): what was installed stays until its tables are read.
-                tracing::debug!("{e:#}");
-                return Ok(());
+        let started = std::time::Instant::now();
+        if let Err(e) = self.rib.ready() {
+            // gobgpd is not up (yet): what was installed stays until its tables are read.
+            tracing::debug!("{e:#}");
+            return Ok(());
+        }
+        let reloaded = self.rib.reloaded();
+        if reloaded {
+            self.settle =
+                Some(tokio::time::Instant::now() + Duration::from_secs(self.args.restart_time));
+        }
+        // Graceful restart: routes gobgpd lacks stay while its peers are still sending theirs.
+        let settling = match self.settle {
+            Some(until) if tokio::time::Instant::now() < until => {
+                match self.bgp.peers_synced().await {
+                    Ok(synced) => !synced,
+                    Err(e) => {
+                        tracing::debug!("gobgpd's peers: {e:#}");
+                        true
+                    }
+                }
             }
+            Some(_) => {
+                warn!("gobgpd's peers not all synchronised within the restart time: going by its tables");
+                false
+            }
+            None => false,
         };
+        // Taken: a failure below leaves "any" for the next time.
+        let mut scope = union(self.rib.take_changed(), self.local_changed.take());
+        if !settling && self.settle.take().is_some() {
+            info!("gobgpd's peers have sent their routes (End-of-RIB)");
+            // What was kept meanwhile goes now if nothing wants it.
+            scope = None;
+        }
+        let learned = self.rib.learned(scope.as_ref())?;
         let mut ignored = Vec::new();
-        if self.rib.reloaded() {
+        if reloaded {
             // gobgpd's tables were read anew (at start, or it restarted): a route of this
             // node's missing from them is advertised again, and one there that this node no
             // longer has (an earlier run's, its pod gone meanwhile) is withdrawn.
@@ -677,7 +783,7 @@ impl Daemon {
             &learned,
             &self.local.routing,
             self.args.fabric_ip,
-            &self.local.pod_routes(),
+            &self.local.pod_routes_of(learned.iter().map(|l| l.prefix)),
             self.args.preference().family,
             &mut ignored,
         );
@@ -688,9 +794,18 @@ impl Daemon {
             .installed
             .routes
             .keys()
-            .filter(|k| !want.contains_key(k))
+            .filter(|k| scope.as_ref().is_none_or(|s| s.contains(&k.1)) && !want.contains_key(k))
             .copied()
             .collect();
+        if settling && !gone.is_empty() {
+            tracing::debug!(
+                routes = gone.len(),
+                "kept until gobgpd's peers have sent End-of-RIB"
+            );
+        }
+        let gone = if settling { Vec::new() } else { gone };
+        // Tunnels and groups may be left unused when routes go or change.
+        let mut release = scope.is_none() || !gone.is_empty();
         let mut dels: BTreeMap<u32, Vec<IpPrefix>> = BTreeMap::new();
         for (vrf, prefix) in gone {
             if self
@@ -705,13 +820,17 @@ impl Daemon {
                 self.installed.routes.remove(&(vrf, prefix));
             }
         }
+        // vrouterd's time on this pass's batches so far.
+        let mut answered = Duration::ZERO;
         for (vrf, prefixes) in dels {
             for chunk in prefixes.chunks(ROUTE_BATCH_MAX) {
                 let b = RouteBatch {
                     set: Vec::new(),
                     delete: chunk.to_vec(),
                 };
+                let t = std::time::Instant::now();
                 self.vr.routes_batch(vrf, &b).await?;
+                answered += t.elapsed();
                 for prefix in chunk {
                     self.installed.routes.remove(&(vrf, *prefix));
                     self.local.routes.remove(&(vrf, *prefix));
@@ -722,8 +841,10 @@ impl Daemon {
         }
         let mut sets: BTreeMap<u32, Vec<(Route, Remote)>> = BTreeMap::new();
         for (k, remote) in want {
-            if self.installed.routes.get(&k) == Some(&remote) {
-                continue;
+            match self.installed.routes.get(&k) {
+                Some(r) if *r == remote => continue,
+                Some(_) => release = true,
+                None => {}
             }
             let nexthop = self.nexthop_for(&remote).await?;
             let route = Route {
@@ -740,7 +861,13 @@ impl Daemon {
                     delete: Vec::new(),
                 };
                 let t = std::time::Instant::now();
+                // This pass's own time before the batch (working out what to send).
+                let prep_ms = t
+                    .duration_since(started)
+                    .saturating_sub(answered)
+                    .as_millis() as u64;
                 self.vr.routes_batch(vrf, &b).await?;
+                answered += t.elapsed();
                 let batch_ms = t.elapsed().as_millis() as u64;
                 for (route, remote) in chunk {
                     tracing::debug!(vrf, prefix = %route.prefix, nexthop = route.nexthop, label = remote.label, nodes = remote.endpoints.len(), "remote route installed");
@@ -752,12 +879,17 @@ impl Daemon {
                 info!(
                     vrf,
                     routes = chunk.len(),
+                    prep_ms,
                     batch_ms,
                     "remote routes installed"
                 );
             }
         }
-        self.release_unused().await
+        if release {
+            self.release_unused().await?;
+        }
+        self.local_changed.get_or_insert_default();
+        Ok(())
     }
 
     /// Removes ECMP groups, then tunnels, no installed route uses any more.
@@ -801,6 +933,43 @@ impl Daemon {
         Ok(())
     }
 
+    /// Notes what a change of vrouterd's may change in the imports: a route (not one this
+    /// daemon installed) its prefix; a VRF identity, a VRF, a nexthop not its own, anything.
+    fn note_local(&mut self, ch: &Value) {
+        let Some(changed) = self.local_changed.as_mut() else {
+            return;
+        };
+        let prefix = match ch["op"].as_str().unwrap_or_default() {
+            "route-set" => {
+                if ch["route"]["nexthop"]
+                    .as_u64()
+                    .is_some_and(|n| u32::try_from(n).is_ok_and(ours))
+                {
+                    return;
+                }
+                field::<IpPrefix>(&ch["route"], "prefix")
+            }
+            "route-del" => field::<IpPrefix>(ch, "prefix"),
+            "nexthop-set" | "nexthop-del"
+                if ch["id"]
+                    .as_u64()
+                    .is_some_and(|n| u32::try_from(n).is_ok_and(ours)) =>
+            {
+                return;
+            }
+            "vrf-routing-set" | "vrf-routing-del" | "vrf-del" | "nexthop-set" | "nexthop-del" => {
+                None
+            }
+            _ => return,
+        };
+        match prefix {
+            Some(p) => {
+                changed.insert(p);
+            }
+            None => self.local_changed = None,
+        }
+    }
+
     /// Follows the change stream (re-reading the state when it says reset) and gobgpd's best
     /// paths; after each change, advertises and installs what differs.
     async fn run(&mut self) -> anyhow::Result<()> {
@@ -811,10 +980,12 @@ impl Daemon {
         first.events.clear();
         let poll = Duration::from_millis(self.args.poll_ms);
         loop {
-            self.advertise().await;
+            // Installing first: when gobgpd's tables were read anew, it finds this node's
+            // routes they lack, advertised again at once.
             if let Err(e) = self.install().await {
                 warn!("installing learned routes: {e:#}");
             }
+            self.advertise().await;
             let woke = tokio::select! {
                 p = self.vr.events(revision, Some(&epoch), poll.as_millis() as u64) => Woke::Changes(p),
                 u = self.updates.recv() => Woke::Rib(u),
@@ -824,10 +995,13 @@ impl Daemon {
                     let Some(u) = u else {
                         anyhow::bail!("gobgpd's table monitors ended");
                     };
-                    self.rib.apply(u);
+                    let mut paths = self.rib.apply(u);
                     // Take whatever else came meanwhile before acting on it.
                     while let Ok(u) = self.updates.try_recv() {
-                        self.rib.apply(u);
+                        paths += self.rib.apply(u);
+                    }
+                    if paths > 0 {
+                        info!(paths, "best paths changed in gobgpd");
                     }
                     continue;
                 }
@@ -846,6 +1020,7 @@ impl Daemon {
                         warn!("unreadable change {}: re-reading", ev.change);
                         reread = true;
                     }
+                    self.note_local(&ev.change);
                 }
                 (epoch, revision) = (page.epoch.clone(), page.revision);
                 // A full page: more are waiting (a batch's changes); read them all first.
@@ -861,6 +1036,7 @@ impl Daemon {
             }
             if reread {
                 self.local = Local::read(&self.vr).await?;
+                self.local_changed = None;
                 // A restarted vrouterd has what it restored from its --state-dir, or nothing:
                 // take over what is there. (A reader that fell behind only re-reads.)
                 if restarted {
@@ -911,6 +1087,8 @@ async fn main() -> anyhow::Result<()> {
         conflicts: BTreeSet::new(),
         rib,
         updates,
+        settle: None,
+        local_changed: None,
     };
     loop {
         if let Err(e) = d.run().await {
@@ -938,7 +1116,7 @@ mod tests {
             family: Family::Evpn,
         };
         let mut rib = Rib::new(prefer);
-        assert!(rib.learned().is_err(), "no table read yet");
+        assert!(rib.learned(None).is_err(), "no table read yet");
         for table in 0..3 {
             rib.apply(RibUpdate::Table {
                 table,
@@ -947,11 +1125,20 @@ mod tests {
         }
         assert!(rib.reloaded());
         assert!(!rib.reloaded(), "said once");
+        assert_eq!(rib.take_changed(), None, "read whole: anything changed");
+        assert_eq!(rib.take_changed(), Some(BTreeSet::new()));
         rib.apply(RibUpdate::Paths {
             table: 1,
             paths: paths.clone(),
         });
-        let l = rib.learned().unwrap();
+        let prefix: IpPrefix = "198.18.5.0/24".parse().unwrap();
+        assert_eq!(rib.take_changed(), Some(BTreeSet::from([prefix])));
+        let other: BTreeSet<IpPrefix> = BTreeSet::from(["198.18.6.0/24".parse().unwrap()]);
+        assert!(
+            rib.learned(Some(&other)).unwrap().is_empty(),
+            "out of scope"
+        );
+        let l = rib.learned(None).unwrap();
         assert_eq!(l.len(), 1);
         assert_eq!(
             (l[0].prefix.to_string(), l[0].label, l[0].encap),
@@ -962,17 +1149,23 @@ mod tests {
             table: 1,
             paths: paths.clone(),
         });
-        assert_eq!(rib.learned().unwrap().len(), 1);
+        assert_eq!(rib.learned(None).unwrap().len(), 1);
         let mut gone = paths;
         gone[0]["withdrawal"] = Value::Bool(true);
+        rib.take_changed();
         rib.apply(RibUpdate::Paths {
             table: 1,
             paths: gone,
         });
-        assert!(rib.learned().unwrap().is_empty());
+        assert!(rib.learned(None).unwrap().is_empty());
+        assert_eq!(
+            rib.take_changed(),
+            Some(BTreeSet::from([prefix])),
+            "a withdrawal changes its prefix"
+        );
         // gobgpd gone: unknown until read again.
         rib.apply(RibUpdate::Lost { table: 0 });
-        assert!(rib.learned().is_err());
+        assert!(rib.learned(None).is_err());
     }
 
     fn change<T: serde::Serialize>(c: T) -> Value {

@@ -1,0 +1,370 @@
+//! GoBGP's gRPC API (package `apipb`, compiled by build.rs from GoBGP's own .proto files), and
+//! its paths in the JSON form `gobgp -j` prints them, which [`crate::rib`] reads: the NLRI of
+//! the families vrouter-bgp follows, the next hop, and the extended communities it looks at.
+
+use prost::Message;
+use prost_types::Any;
+use serde_json::{json, Value};
+
+#[allow(clippy::all, clippy::pedantic, missing_docs, dead_code)]
+pub mod apipb {
+    tonic::include_proto!("apipb");
+}
+
+use apipb::family::{Afi, Safi};
+
+/// The message name of `any` (its type URL's last part), such as `apipb.EVPNIPPrefixRoute`.
+fn kind(any: &Any) -> &str {
+    any.type_url.rsplit('/').next().unwrap_or_default()
+}
+
+fn decode<M: Message + Default>(any: &Any) -> Option<M> {
+    M::decode(any.value.as_slice()).ok()
+}
+
+/// Lower-case hex of `bytes` (an NLRI vrouter-bgp does not read is keyed by it).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A route distinguisher as `gobgp -j` prints it.
+fn rd(any: Option<&Any>) -> Value {
+    let Some(any) = any else {
+        return Value::Null;
+    };
+    let rd = match kind(any) {
+        "apipb.RouteDistinguisherTwoOctetASN" => {
+            decode::<apipb::RouteDistinguisherTwoOctetAsn>(any)
+                .map(|r| json!({"type": 0, "admin": r.admin, "assigned": r.assigned}))
+        }
+        "apipb.RouteDistinguisherIPAddress" => decode::<apipb::RouteDistinguisherIpAddress>(any)
+            .map(|r| json!({"type": 1, "admin": r.admin, "assigned": r.assigned})),
+        "apipb.RouteDistinguisherFourOctetASN" => {
+            decode::<apipb::RouteDistinguisherFourOctetAsn>(any)
+                .map(|r| json!({"type": 2, "admin": r.admin, "assigned": r.assigned}))
+        }
+        _ => None,
+    };
+    rd.unwrap_or_else(|| json!({"raw": hex(&any.value)}))
+}
+
+/// An NLRI as `gobgp -j` prints it: VPN prefixes with labels and RD, EVPN type-5 routes
+/// (other EVPN route types with their type only); others by their bytes.
+fn nlri(any: &Any) -> Value {
+    let raw = || json!({"kind": kind(any), "raw": hex(&any.value)});
+    match kind(any) {
+        "apipb.LabeledVPNIPAddressPrefix" => {
+            decode::<apipb::LabeledVpnipAddressPrefix>(any).map(|n| {
+                json!({"prefix": format!("{}/{}", n.prefix, n.prefix_len), "labels": n.labels,
+                       "rd": rd(n.rd.as_ref())})
+            })
+        }
+        "apipb.EVPNIPPrefixRoute" => decode::<apipb::EvpnipPrefixRoute>(any).map(|n| {
+            json!({"type": 5, "value": {"rd": rd(n.rd.as_ref()), "etag": n.ethernet_tag,
+                   "prefix": format!("{}/{}", n.ip_prefix, n.ip_prefix_len),
+                   "gateway": n.gw_address, "label": n.label}})
+        }),
+        k if k.starts_with("apipb.EVPN") => Some(json!({"type": 0, "value": raw()})),
+        _ => None,
+    }
+    .unwrap_or_else(raw)
+}
+
+/// An extended community as `gobgp -j` prints it: route targets (and other two-octet AS,
+/// IPv4 and four-octet AS specific ones), encapsulation (RFC 9012), router's MAC (RFC 9135).
+fn community(any: &Any) -> Option<Value> {
+    // The high-order type bit 0x40: not transitive.
+    let t = |base: u8, transitive: bool| if transitive { base } else { base | 0x40 };
+    Some(match kind(any) {
+        "apipb.TwoOctetAsSpecificExtended" => {
+            let c = decode::<apipb::TwoOctetAsSpecificExtended>(any)?;
+            json!({"type": t(0, c.is_transitive), "subtype": c.sub_type,
+                   "value": format!("{}:{}", c.asn, c.local_admin)})
+        }
+        "apipb.IPv4AddressSpecificExtended" => {
+            let c = decode::<apipb::IPv4AddressSpecificExtended>(any)?;
+            json!({"type": t(1, c.is_transitive), "subtype": c.sub_type,
+                   "value": format!("{}:{}", c.address, c.local_admin)})
+        }
+        "apipb.FourOctetAsSpecificExtended" => {
+            let c = decode::<apipb::FourOctetAsSpecificExtended>(any)?;
+            json!({"type": t(2, c.is_transitive), "subtype": c.sub_type,
+                   "value": format!("{}:{}", c.asn, c.local_admin)})
+        }
+        "apipb.EncapExtended" => {
+            let c = decode::<apipb::EncapExtended>(any)?;
+            json!({"type": 3, "subtype": 12, "tunnel_type": c.tunnel_type})
+        }
+        "apipb.RouterMacExtended" => {
+            let c = decode::<apipb::RouterMacExtended>(any)?;
+            json!({"type": 6, "subtype": 3, "mac": c.mac})
+        }
+        _ => return None,
+    })
+}
+
+/// A path attribute as `gobgp -j` prints it, for those [`crate::rib`] reads: MP_REACH_NLRI
+/// (its next hop) and the extended communities.
+fn attribute(any: &Any) -> Option<Value> {
+    match kind(any) {
+        "apipb.MpReachNLRIAttribute" => {
+            let a = decode::<apipb::MpReachNlriAttribute>(any)?;
+            Some(json!({"type": 14, "nexthop": a.next_hops.first()}))
+        }
+        "apipb.ExtendedCommunitiesAttribute" => {
+            let a = decode::<apipb::ExtendedCommunitiesAttribute>(any)?;
+            let value: Vec<Value> = a.communities.iter().filter_map(community).collect();
+            Some(json!({"type": 16, "value": value}))
+        }
+        _ => None,
+    }
+}
+
+/// `path` as `gobgp -j` prints it (its NLRI, the attributes [`crate::rib`] reads, best, stale,
+/// and `"withdrawal": true` for a withdrawal).
+pub fn path_json(path: &apipb::Path) -> Value {
+    let attrs: Vec<Value> = path.pattrs.iter().filter_map(attribute).collect();
+    let mut v = json!({
+        "nlri": path.nlri.as_ref().map_or(Value::Null, nlri),
+        "attrs": attrs,
+        "best": path.best,
+        "stale": path.stale,
+    });
+    if path.is_withdraw {
+        v["withdrawal"] = Value::Bool(true);
+    }
+    v
+}
+
+/// Which of [`crate::gobgp::TABLES`] a path of `family` belongs to: EVPN, VPNv4, VPNv6.
+pub fn table_of(family: Option<&apipb::Family>) -> Option<usize> {
+    let f = family?;
+    match (Afi::try_from(f.afi).ok()?, Safi::try_from(f.safi).ok()?) {
+        (Afi::L2vpn, Safi::Evpn) => Some(0),
+        (Afi::Ip, Safi::MplsVpn) => Some(1),
+        (Afi::Ip6, Safi::MplsVpn) => Some(2),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// `m` packed as GoBGP packs it into an `Any`.
+    pub fn any<M: Message>(name: &str, m: &M) -> Any {
+        Any {
+            type_url: format!("type.googleapis.com/apipb.{name}"),
+            value: m.encode_to_vec(),
+        }
+    }
+
+    fn family(afi: Afi, safi: Safi) -> Option<apipb::Family> {
+        Some(apipb::Family {
+            afi: afi as i32,
+            safi: safi as i32,
+        })
+    }
+
+    /// A VPNv4 path as GoBGP's API carries it: the labelled VPN prefix, MP_REACH_NLRI with the
+    /// next hop, a route target and the MPLS-over-UDP encapsulation community.
+    pub fn vpnv4(prefix: &str, len: u32, label: u32, nexthop: &str) -> apipb::Path {
+        let rd = any(
+            "RouteDistinguisherIPAddress",
+            &apipb::RouteDistinguisherIpAddress {
+                admin: "198.19.0.2".into(),
+                assigned: 1,
+            },
+        );
+        let nlri = any(
+            "LabeledVPNIPAddressPrefix",
+            &apipb::LabeledVpnipAddressPrefix {
+                labels: vec![label],
+                rd: Some(rd),
+                prefix_len: len,
+                prefix: prefix.into(),
+            },
+        );
+        let reach = any(
+            "MpReachNLRIAttribute",
+            &apipb::MpReachNlriAttribute {
+                family: family(Afi::Ip, Safi::MplsVpn),
+                next_hops: vec![nexthop.into()],
+                nlris: vec![nlri.clone()],
+            },
+        );
+        let comms = any(
+            "ExtendedCommunitiesAttribute",
+            &apipb::ExtendedCommunitiesAttribute {
+                communities: vec![
+                    any(
+                        "TwoOctetAsSpecificExtended",
+                        &apipb::TwoOctetAsSpecificExtended {
+                            is_transitive: true,
+                            sub_type: 2,
+                            asn: 64512,
+                            local_admin: 1,
+                        },
+                    ),
+                    any("EncapExtended", &apipb::EncapExtended { tunnel_type: 13 }),
+                ],
+            },
+        );
+        apipb::Path {
+            nlri: Some(nlri),
+            pattrs: vec![reach, comms],
+            best: true,
+            family: family(Afi::Ip, Safi::MplsVpn),
+            ..Default::default()
+        }
+    }
+
+    /// An EVPN type-5 path: VNI as label, the VXLAN encapsulation and the router's MAC.
+    pub fn evpn5(prefix: &str, len: u32, vni: u32, nexthop: &str, mac: &str) -> apipb::Path {
+        let rd = any(
+            "RouteDistinguisherTwoOctetASN",
+            &apipb::RouteDistinguisherTwoOctetAsn {
+                admin: 64512,
+                assigned: 1,
+            },
+        );
+        let nlri = any(
+            "EVPNIPPrefixRoute",
+            &apipb::EvpnipPrefixRoute {
+                rd: Some(rd),
+                ip_prefix: prefix.into(),
+                ip_prefix_len: len,
+                gw_address: "0.0.0.0".into(),
+                label: vni,
+                ..Default::default()
+            },
+        );
+        let reach = any(
+            "MpReachNLRIAttribute",
+            &apipb::MpReachNlriAttribute {
+                family: family(Afi::L2vpn, Safi::Evpn),
+                next_hops: vec![nexthop.into()],
+                nlris: vec![nlri.clone()],
+            },
+        );
+        let comms = any(
+            "ExtendedCommunitiesAttribute",
+            &apipb::ExtendedCommunitiesAttribute {
+                communities: vec![
+                    any(
+                        "IPv4AddressSpecificExtended",
+                        &apipb::IPv4AddressSpecificExtended {
+                            is_transitive: true,
+                            sub_type: 2,
+                            address: "198.19.0.3".into(),
+                            local_admin: 7,
+                        },
+                    ),
+                    any("EncapExtended", &apipb::EncapExtended { tunnel_type: 8 }),
+                    any(
+                        "RouterMacExtended",
+                        &apipb::RouterMacExtended { mac: mac.into() },
+                    ),
+                ],
+            },
+        );
+        apipb::Path {
+            nlri: Some(nlri),
+            pattrs: vec![reach, comms],
+            family: family(Afi::L2vpn, Safi::Evpn),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn api_paths_read_as_gobgp_prints_them() {
+        let v = path_json(&vpnv4("198.18.5.0", 24, 2002, "198.19.0.2"));
+        assert_eq!(v["nlri"]["prefix"], "198.18.5.0/24");
+        assert_eq!(v["nlri"]["labels"], json!([2002]));
+        assert_eq!(
+            v["nlri"]["rd"],
+            json!({"type": 1, "admin": "198.19.0.2", "assigned": 1})
+        );
+        assert_eq!(v["attrs"][0], json!({"type": 14, "nexthop": "198.19.0.2"}));
+        assert_eq!(
+            v["attrs"][1]["value"],
+            json!([{"type": 0, "subtype": 2, "value": "64512:1"},
+                   {"type": 3, "subtype": 12, "tunnel_type": 13}])
+        );
+        assert_eq!(v["best"], true);
+        assert!(v.get("withdrawal").is_none());
+
+        let mut p = evpn5("198.18.7.0", 24, 1001, "198.19.0.3", "02:00:00:00:fa:03");
+        p.is_withdraw = true;
+        let v = path_json(&p);
+        assert_eq!(v["nlri"]["type"], 5);
+        assert_eq!(v["nlri"]["value"]["prefix"], "198.18.7.0/24");
+        assert_eq!(v["nlri"]["value"]["label"], 1001);
+        assert_eq!(
+            v["attrs"][1]["value"],
+            json!([{"type": 1, "subtype": 2, "value": "198.19.0.3:7"},
+                   {"type": 3, "subtype": 12, "tunnel_type": 8},
+                   {"type": 6, "subtype": 3, "mac": "02:00:00:00:fa:03"}])
+        );
+        assert_eq!(v["withdrawal"], true);
+
+        // Another EVPN route type: type 0, keyed by its bytes; another family: no table.
+        let other = apipb::Path {
+            nlri: Some(any(
+                "EVPNMACIPAdvertisementRoute",
+                &apipb::EvpnmacipAdvertisementRoute::default(),
+            )),
+            family: family(Afi::Ip, Safi::Unicast),
+            ..Default::default()
+        };
+        let v = path_json(&other);
+        assert_eq!(v["nlri"]["type"], 0);
+        assert_eq!(table_of(other.family.as_ref()), None);
+        assert_eq!(table_of(family(Afi::L2vpn, Safi::Evpn).as_ref()), Some(0));
+        assert_eq!(table_of(family(Afi::Ip, Safi::MplsVpn).as_ref()), Some(1));
+        assert_eq!(table_of(family(Afi::Ip6, Safi::MplsVpn).as_ref()), Some(2));
+    }
+
+    /// What the RIB makes of them: the same as of `gobgp -j`'s output.
+    #[test]
+    fn api_paths_are_learned() {
+        use crate::rib::{path_learned, Encap, Family, Preference};
+        let prefer = Preference {
+            mpls: Encap::MplsGre,
+            family: Family::Evpn,
+        };
+        let v = path_json(&vpnv4("198.18.5.0", 24, 2002, "198.19.0.2"));
+        let l = path_learned(&v, Family::Vpn, prefer).unwrap().unwrap();
+        assert_eq!(
+            (
+                l.prefix.to_string(),
+                l.label,
+                l.encap,
+                l.nexthop.to_string()
+            ),
+            (
+                "198.18.5.0/24".into(),
+                2002,
+                Encap::MplsUdp,
+                "198.19.0.2".into()
+            )
+        );
+        assert_eq!(l.targets.len(), 1);
+        let v = path_json(&evpn5(
+            "198.18.7.0",
+            24,
+            1001,
+            "198.19.0.3",
+            "02:00:00:00:fa:03",
+        ));
+        let l = path_learned(&v, Family::Evpn, prefer).unwrap().unwrap();
+        assert_eq!(
+            (l.prefix.to_string(), l.label, l.encap),
+            ("198.18.7.0/24".into(), 1001, Encap::Vxlan)
+        );
+        assert_eq!(
+            l.router_mac.map(|m| m.to_string()).as_deref(),
+            Some("02:00:00:00:fa:03")
+        );
+    }
+}
