@@ -10,7 +10,8 @@
 //! carried; a prefix nodes 2 and 3 advertise with their own labels spreads flows over both, each
 //! frame with the label of the node it goes to; a route removed on its node is withdrawn
 //! everywhere; an FRR bgpd standing in for a gateway originates a VPNv4 route every node
-//! forwards to with its label. With FRR's bgpd as the route reflector: the same VPN test, and pods reaching each other over EVPN routes.
+//! forwards to with its label. With FRR's bgpd as the route reflector: the same VPN test, and pods reaching each other over EVPN routes, IPv4
+//! and IPv6.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -469,7 +470,7 @@ fn three_nodes_reach_each_other_over_mpls_through_an_frr_route_reflector() {
 }
 
 /// EVPN type-5 routes reflected by FRR's bgpd: every pod reaches every other node's pods over
-/// VXLAN.
+/// VXLAN, over IPv4 and, once the pods' /128s are routed, over IPv6 too.
 #[test]
 fn three_nodes_exchange_evpn_routes_through_an_frr_route_reflector() {
     let vrouterd = vrouterd_bin();
@@ -504,6 +505,63 @@ fn three_nodes_exchange_evpn_routes_through_an_frr_route_reflector() {
         }
     }
     ping_all(&c, false);
+
+    // The pods' IPv6 addresses routed on every node go out as IPv6 EVPN type-5 routes: every
+    // pod reaches every other node's pods over IPv6 too, in VXLAN with the VNI.
+    for n in &c.nodes {
+        for (i, pod) in n.pods.iter().enumerate() {
+            n.vr.set_route(&format!("{}/128", pod.ip6), i as u32 + 1);
+            n.vr.set_route(&format!("{}/128", pod.gateway6()), 10);
+        }
+    }
+    for i in 0..3 {
+        converge(
+            &c,
+            i,
+            &pods_elsewhere46(&c, i),
+            "with the pods' IPv6 routes",
+        );
+    }
+    for n in &c.nodes {
+        for r in n.routes().into_iter().filter(|r| r.nexthop >= 60_000) {
+            assert_eq!(r.label, Some(VNI), "node {}: {r:?}", n.k);
+            assert!(
+                matches!(
+                    n.nexthop(r.nexthop),
+                    Nexthop::Tunnel {
+                        encap: TunnelEncap::Vxlan,
+                        ..
+                    }
+                ),
+                "node {}: {r:?}",
+                n.k
+            );
+        }
+    }
+    ping_all(&c, true);
+    let capture = c.nodes[0]
+        .ns
+        .capture(testkit::overlay::FABRIC_IFACE, "udp dst port 4789", 2);
+    let dst6 = c.nodes[1].pods[0].ip6.to_string();
+    assert!(ping_ok(&c, 0, 0, &dst6), "ping6 to {dst6}");
+    let frames = capture.frames(Duration::from_secs(5));
+    let pcap = testkit::netns::PcapFile::write(&frames).expect("pcap");
+    let out = std::process::Command::new("tshark")
+        .args(["-r", &pcap.path.display().to_string()])
+        .args(["-T", "fields", "-E", "separator=;"])
+        .args(["-e", "ip.dst", "-e", "vxlan.vni", "-e", "ipv6.dst"])
+        .output()
+        .expect("tshark");
+    let lines = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    // The echo request toward node 2 and its reply from it.
+    let want = [
+        format!("{};{VNI};{dst6}", bgp::fabric_ip(2)),
+        format!("{};{VNI};{}", bgp::fabric_ip(1), c.nodes[0].pods[0].ip6),
+    ];
+    for (l, want) in lines.lines().zip(want) {
+        assert_eq!(l, want, "tshark: {lines}");
+    }
 }
 
 /// Nodes 1 and 3 ask for MPLS-over-UDP, node 2 for MPLS-over-GRE; each has its own label.

@@ -464,6 +464,39 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_type5_routes_are_learned_over_an_ipv4_fabric() {
+        let mut p = path(
+            "2001:db8:18:15::2/128",
+            1001,
+            "198.19.0.2",
+            "64512:1",
+            8,
+            "02:00:00:00:fa:02",
+        );
+        p["nlri"]["value"]["gateway"] = json!("::");
+        let rib = json!({ "a": [p] });
+        let mut ignored = Vec::new();
+        let got = best_paths(&rib, Family::Evpn, PREFER, &mut ignored);
+        assert!(ignored.is_empty(), "{ignored:?}");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].prefix, "2001:db8:18:15::2/128".parse().unwrap());
+        assert_eq!(got[0].nexthop, "198.19.0.2".parse::<IpAddr>().unwrap());
+        let vrfs = BTreeMap::from([(1, routing("target:64512:1"))]);
+        let own: IpAddr = "198.19.0.1".parse().unwrap();
+        let got = imports(
+            &got,
+            &vrfs,
+            own,
+            &BTreeSet::new(),
+            Family::Evpn,
+            &mut ignored,
+        );
+        let r = &got[&(1, "2001:db8:18:15::2/128".parse().unwrap())];
+        assert_eq!(r.label, 1001);
+        assert_eq!(r.endpoints.first().unwrap().encap, Encap::Vxlan);
+    }
+
+    #[test]
     fn vpn_paths_take_one_label_in_range_and_an_mpls_encapsulation() {
         let rib = json!({
             "udp": [vpn("198.18.2.0/24", &[2002], "198.19.0.2", "64512:1", &[13])],
