@@ -10,8 +10,8 @@
 //! carried; a prefix nodes 2 and 3 advertise with their own labels spreads flows over both, each
 //! frame with the label of the node it goes to; a route removed on its node is withdrawn
 //! everywhere; an FRR bgpd standing in for a gateway originates a VPNv4 route every node
-//! forwards to with its label. With FRR's bgpd as the route reflector: the same VPN test, and pods reaching each other over EVPN routes, IPv4
-//! and IPv6.
+//! forwards to with its label. With FRR's bgpd as the route reflector: the same VPN test, and
+//! pods reaching each other over EVPN routes, IPv4 and IPv6.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
