@@ -456,3 +456,53 @@ fn a_tunnel_s_own_label_wins_in_a_burst_and_stands_in_for_a_missing_one() {
         assert_eq!(out, want.as_slice(), "packet {i}");
     }
 }
+
+/// A bridged frame toward a MAC behind an ECMP group of VXLAN tunnels: the member toward the
+/// node with its own VNI carries that VNI, the other the bridge entry's.
+#[test]
+fn l2_vxlan_ecmp_members_carry_each_node_s_own_vni() {
+    let mut bed = bed();
+    let t = &bed.tables;
+    t.set_nexthop(20, tunnel_to(TunnelEncap::Vxlan, PEER_IP, PEER_MAC, None))
+        .unwrap();
+    t.set_nexthop(
+        21,
+        tunnel_to(TunnelEncap::Vxlan, PEER2_IP, PEER2_MAC, Some(5003)),
+    )
+    .unwrap();
+    t.set_nexthop(22, Nexthop::ecmp(&[20, 21]).unwrap())
+        .unwrap();
+    let anycast_mac = MacAddr([0x02, 0, 0, 0, 0, 0x98]);
+    t.add_bridge(
+        VRF,
+        anycast_mac,
+        RouteTarget {
+            nexthop: 22,
+            label: Some(VNI),
+        },
+    )
+    .unwrap();
+    let mut per_node = [0u32; 2];
+    for i in 0..64u8 {
+        let mut inp = udp4(POD_A_IP, Ipv4Addr::new(198, 18, 1, i), 64, PAYLOAD);
+        inp[0..6].copy_from_slice(&anycast_mac.0);
+        let out = bed.forward(POD_A, &inp, FABRIC);
+        let to_second = out[30..34] == PEER2_IP.octets();
+        let (dmac, vni) = if to_second {
+            (PEER2_MAC, 5003u32)
+        } else {
+            (PEER_MAC, VNI)
+        };
+        let v = vni.to_be_bytes();
+        assert_eq!(out[..6], dmac.0, "flow {i}");
+        assert_eq!(
+            out[42..50],
+            [0x08, 0, 0, 0, v[1], v[2], v[3], 0],
+            "flow {i}: VXLAN header toward node {}",
+            if to_second { 2 } else { 1 }
+        );
+        assert_eq!(out[50..], inp[..], "flow {i}: the frame unchanged");
+        per_node[usize::from(to_second)] += 1;
+    }
+    assert!(per_node.iter().all(|n| *n >= 8), "{per_node:?}");
+}
