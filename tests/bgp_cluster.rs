@@ -1,14 +1,17 @@
 //! Overlay routes over BGP: three nodes, each vrouterd + gobgpd + vrouter-bgp with two kernel
 //! pods, peering through a GoBGP route reflector (testkit::bgp). Every pod reaches every pod on
 //! the other nodes over VXLAN with the VNI the routes carried (on the fabric, read by tshark); a prefix
-//! two nodes advertise becomes an ECMP nexthop; a route removed on its node is withdrawn
+//! two nodes advertise becomes an ECMP nexthop that spreads flows over both (counted as they
+//! leave and as they arrive at each node's pod); a route removed on its node is withdrawn
 //! everywhere; a node whose gobgpd dies loses its routes elsewhere within the hold time (its
 //! pods' traffic a counted drop, not a black hole), and gets them back when it returns. The
 //! same cluster with VPNv4/VPNv6 routes: every pod reaches every other node's pods over
 //! MPLS-over-UDP or MPLS-over-GRE, as each node's routes ask, with the per-VRF label they
-//! carried; a route removed on its node is withdrawn everywhere; an FRR bgpd standing in for a
-//! gateway originates a VPNv4 route every node forwards to with its label. With FRR's bgpd as
-//! the route reflector: the same VPN test, and pods reaching each other over EVPN routes.
+//! carried; a prefix nodes 2 and 3 advertise with their own labels spreads flows over both, each
+//! frame with the label of the node it goes to; a route removed on its node is withdrawn
+//! everywhere; an FRR bgpd standing in for a gateway originates a VPNv4 route every node
+//! forwards to with its label. With FRR's bgpd as the route reflector: the same VPN test, and
+//! pods reaching each other over EVPN routes, IPv4 and IPv6.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -194,6 +197,8 @@ fn three_nodes_exchange_pod_routes_over_bgp_through_a_route_reflector() {
         |nh| matches!(nh, Nexthop::Ecmp { members } if members.len() == 2),
     );
     assert!(ecmp.is_ok(), "not ECMP over nodes 2 and 3: {ecmp:?}");
+    // Flows to it spread over both nodes, each frame with the VNI.
+    anycast_flows_spread_over_both_nodes(&c, anycast, "udp dst port 4789", "vxlan.vni", |_| VNI);
 
     // A route removed on its node (the pod went) is withdrawn everywhere.
     let gone = format!("{}/32", c.nodes[1].pods[1].ip);
@@ -453,6 +458,143 @@ fn a_gobgpd_restart_keeps_the_nodes_routes_and_traffic_flowing() {
     );
 }
 
+/// The UDP port of the anycast flows.
+const ANYCAST_PORT: u16 = 9999;
+/// How many flows (source ports) go to the anycast prefix.
+const ANYCAST_FLOWS: u16 = 64;
+
+/// Node 1's route to `anycast` (a /32 nodes 2 and 3 both have): ECMP over a tunnel to each,
+/// every member pushing that node's `label(k)` (its own, or the route's).
+#[track_caller]
+fn assert_anycast_ecmp(c: &Cluster, anycast: &str, label: &impl Fn(u8) -> u32) {
+    let route = c.nodes[0]
+        .routes()
+        .into_iter()
+        .find(|r| r.prefix.to_string() == anycast)
+        .expect("anycast route");
+    let Nexthop::Ecmp { members } = c.nodes[0].nexthop(route.nexthop) else {
+        panic!("anycast not ECMP: {route:?}");
+    };
+    let mut nodes = BTreeSet::new();
+    for m in members {
+        let Nexthop::Tunnel {
+            dip, label: own, ..
+        } = c.nodes[0].nexthop(m)
+        else {
+            panic!("member {m} is not a tunnel");
+        };
+        let k = (2..=3)
+            .find(|k| bgp::fabric_ip(*k) == dip.to_string())
+            .unwrap_or_else(|| panic!("member {m} to {dip}: not node 2 or 3"));
+        assert_eq!(
+            own.or(route.label),
+            Some(label(k)),
+            "member {m} toward node {k}: own label {own:?}, route {route:?}"
+        );
+        nodes.insert(k);
+    }
+    assert_eq!(nodes, BTreeSet::from([2, 3]), "{route:?}");
+}
+
+/// [`ANYCAST_FLOWS`] UDP datagrams from node 1's first pod to `anycast`, each from a source
+/// port of its own: node 1's ECMP route spreads the flows over nodes 2 and 3. Every one leaves
+/// node 1's fabric (captured with `fabric_filter`) toward node 2 or 3 with that node's
+/// `label(k)` in tshark's `label_field` (`vxlan.vni` or `mpls.label`), and arrives at that
+/// node's first pod; both nodes get a fair share.
+fn anycast_flows_spread_over_both_nodes(
+    c: &Cluster,
+    anycast: &str,
+    fabric_filter: &str,
+    label_field: &str,
+    label: impl Fn(u8) -> u32,
+) {
+    assert_anycast_ecmp(c, anycast, &label);
+    let ip = anycast.trim_end_matches("/32");
+    let on_pod = format!("udp dst port {ANYCAST_PORT}");
+    let fabric = c.nodes[0].ns.capture(
+        testkit::overlay::FABRIC_IFACE,
+        fabric_filter,
+        u32::from(ANYCAST_FLOWS),
+    );
+    let pods: Vec<_> = c.nodes[1..]
+        .iter()
+        .map(|n| {
+            n.pods[0]
+                .ns
+                .capture("eth0", &on_pod, u32::from(ANYCAST_FLOWS))
+        })
+        .collect();
+    let send = "import socket,sys,time\n\
+                dst, port, first, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])\n\
+                for sport in range(first, first + n):\n    \
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    \
+                    s.bind(('', sport))\n    \
+                    s.sendto(b'anycast flow', (dst, port))\n    \
+                    s.close()\n    \
+                    time.sleep(0.005)\n";
+    c.nodes[0].pods[0].ns.exec(&[
+        "python3",
+        "-c",
+        send,
+        ip,
+        &ANYCAST_PORT.to_string(),
+        "30000",
+        &ANYCAST_FLOWS.to_string(),
+    ]);
+    let frames = fabric.frames(Duration::from_secs(5));
+    let pcap = testkit::netns::PcapFile::write(&frames).expect("pcap");
+    let out = std::process::Command::new("tshark")
+        .args(["-r", &pcap.path.display().to_string()])
+        .args([
+            "-d",
+            "udp.port==6635,mpls",
+            "-T",
+            "fields",
+            "-E",
+            "separator=;",
+        ])
+        .args(["-e", "ip.dst", "-e", label_field])
+        .output()
+        .expect("tshark");
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = String::from_utf8_lossy(&out.stdout);
+    let mut sent = [0u32; 4];
+    for l in lines.lines() {
+        let f: Vec<&str> = l.split(';').collect();
+        assert_eq!(f.len(), 2, "tshark: {l}");
+        let k = (2..=3u8)
+            .find(|k| f[0] == format!("{},{ip}", bgp::fabric_ip(*k)))
+            .unwrap_or_else(|| panic!("not toward {ip} on node 2 or 3: {l}"));
+        assert_eq!(f[1], label(k).to_string(), "label toward node {k}: {l}");
+        sent[usize::from(k)] += 1;
+    }
+    assert_eq!(
+        sent[2] + sent[3],
+        u32::from(ANYCAST_FLOWS),
+        "frames on node 1's fabric: {lines}"
+    );
+    let arrived: Vec<u32> = pods
+        .into_iter()
+        .map(|p| p.frames(Duration::from_secs(3)).len() as u32)
+        .collect();
+    assert_eq!(
+        arrived,
+        [sent[2], sent[3]],
+        "flows at nodes 2 and 3's pods, as sent toward each"
+    );
+    for k in [2, 3] {
+        assert!(
+            sent[k] >= u32::from(ANYCAST_FLOWS) / 8,
+            "{} of {ANYCAST_FLOWS} flows went to node {k}: {sent:?}",
+            sent[k]
+        );
+    }
+}
+
 /// Every pod pings every pod on the other nodes (their IPv6 addresses too when `v6`).
 fn ping_all(c: &Cluster, v6: bool) {
     for i in 0..c.nodes.len() {
@@ -496,7 +638,7 @@ fn three_nodes_reach_each_other_over_mpls_through_an_frr_route_reflector() {
 }
 
 /// EVPN type-5 routes reflected by FRR's bgpd: every pod reaches every other node's pods over
-/// VXLAN.
+/// VXLAN, over IPv4 and, once the pods' /128s are routed, over IPv6 too.
 #[test]
 fn three_nodes_exchange_evpn_routes_through_an_frr_route_reflector() {
     let vrouterd = vrouterd_bin();
@@ -531,6 +673,63 @@ fn three_nodes_exchange_evpn_routes_through_an_frr_route_reflector() {
         }
     }
     ping_all(&c, false);
+
+    // The pods' IPv6 addresses routed on every node go out as IPv6 EVPN type-5 routes: every
+    // pod reaches every other node's pods over IPv6 too, in VXLAN with the VNI.
+    for n in &c.nodes {
+        for (i, pod) in n.pods.iter().enumerate() {
+            n.vr.set_route(&format!("{}/128", pod.ip6), i as u32 + 1);
+            n.vr.set_route(&format!("{}/128", pod.gateway6()), 10);
+        }
+    }
+    for i in 0..3 {
+        converge(
+            &c,
+            i,
+            &pods_elsewhere46(&c, i),
+            "with the pods' IPv6 routes",
+        );
+    }
+    for n in &c.nodes {
+        for r in n.routes().into_iter().filter(|r| r.nexthop >= 60_000) {
+            assert_eq!(r.label, Some(VNI), "node {}: {r:?}", n.k);
+            assert!(
+                matches!(
+                    n.nexthop(r.nexthop),
+                    Nexthop::Tunnel {
+                        encap: TunnelEncap::Vxlan,
+                        ..
+                    }
+                ),
+                "node {}: {r:?}",
+                n.k
+            );
+        }
+    }
+    ping_all(&c, true);
+    let capture = c.nodes[0]
+        .ns
+        .capture(testkit::overlay::FABRIC_IFACE, "udp dst port 4789", 2);
+    let dst6 = c.nodes[1].pods[0].ip6.to_string();
+    assert!(ping_ok(&c, 0, 0, &dst6), "ping6 to {dst6}");
+    let frames = capture.frames(Duration::from_secs(5));
+    let pcap = testkit::netns::PcapFile::write(&frames).expect("pcap");
+    let out = std::process::Command::new("tshark")
+        .args(["-r", &pcap.path.display().to_string()])
+        .args(["-T", "fields", "-E", "separator=;"])
+        .args(["-e", "ip.dst", "-e", "vxlan.vni", "-e", "ipv6.dst"])
+        .output()
+        .expect("tshark");
+    let lines = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    // The echo request toward node 2 and its reply from it.
+    let want = [
+        format!("{};{VNI};{dst6}", bgp::fabric_ip(2)),
+        format!("{};{VNI};{}", bgp::fabric_ip(1), c.nodes[0].pods[0].ip6),
+    ];
+    for (l, want) in lines.lines().zip(want) {
+        assert_eq!(l, want, "tshark: {lines}");
+    }
 }
 
 /// Nodes 1 and 3 ask for MPLS-over-UDP, node 2 for MPLS-over-GRE; each has its own label.
@@ -670,6 +869,49 @@ fn mpls_cluster(reflector: Reflector, tag: &str) {
             "no (node, ipv6) {want:?} frame: {lines}"
         );
     }
+
+    // A prefix nodes 2 and 3 both have (behind their first pod), each advertising it with its
+    // own label: node 1 spreads flows over both, each pushing the label of the node it goes to.
+    let anycast = "198.18.99.1/32";
+    for n in &c.nodes[1..] {
+        n.vr.set_route(anycast, 1);
+    }
+    let mut want = pods_elsewhere46(&c, 0);
+    want.insert(anycast.to_string());
+    converge(&c, 0, &want, "with the anycast prefix");
+    let ecmp = wait::poll(
+        CONVERGE,
+        || {
+            let r = c.nodes[0]
+                .routes()
+                .into_iter()
+                .find(|r| r.prefix.to_string() == anycast)
+                .expect("route");
+            c.nodes[0].nexthop(r.nexthop)
+        },
+        |nh| matches!(nh, Nexthop::Ecmp { members } if members.len() == 2),
+    );
+    assert!(ecmp.is_ok(), "not ECMP over nodes 2 and 3: {ecmp:?}");
+    anycast_flows_spread_over_both_nodes(
+        &c,
+        anycast,
+        "udp dst port 6635 or ip proto 47",
+        "mpls.label",
+        bgp::label,
+    );
+    for n in &c.nodes[1..] {
+        n.vr.api(|cl| {
+            let p = anycast.parse().unwrap();
+            async move { cl.route_del(1, &p).await }
+        })
+        .expect("anycast route del");
+    }
+    converge(
+        &c,
+        0,
+        &pods_elsewhere46(&c, 0),
+        "after the anycast prefix went",
+    );
 
     // A pod gone from node 2: its routes are withdrawn on nodes 1 and 3.
     let gone = &c.nodes[1].pods[1];

@@ -466,6 +466,7 @@ fn linux_vxlan_node_and_a_pod_behind_vrouterd_reach_each_other() {
         sip: "198.19.0.1".parse().expect("ip"),
         dip: "198.19.0.2".parse().expect("ip"),
         dmac: Some(remote_fabric_mac),
+        label: None,
     };
     vr.api(|c| async move { c.nexthop_set(3, &nh).await })
         .expect("tunnel nexthop");

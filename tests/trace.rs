@@ -59,6 +59,7 @@ fn a_trace_shows_routed_tunnelled_and_dropped_packets() {
             sip: "198.19.0.1".parse().unwrap(),
             dip: "198.19.0.2".parse().unwrap(),
             dmac: Some(REMOTE_MAC),
+            label: None,
         },
     );
     let remote_route = Route {

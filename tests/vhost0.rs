@@ -143,6 +143,7 @@ fn the_host_reaches_the_fabric_through_vhost0_and_tunnels_resolve_their_neighbou
             sip: FABRIC_IP.parse().unwrap(),
             dip: REMOTE_IP.into(),
             dmac: None,
+            label: None,
         },
     );
     for (mac, nexthop, label) in [(REMOTE_VX_MAC, 3, Some(VNI)), (pod.mac, 1, None)] {

@@ -627,6 +627,7 @@ fn main() {
             sip: FABRIC_IP,
             dip: PEER_IP,
             dmac: MacAddr([2, 0, 0, 0, 0xf, 2]),
+            label: None,
         };
         let l3 = Nexthop::Encap {
             vif: POD_B,

@@ -758,6 +758,39 @@ async fn tunnels_labels_vnis_bridge_and_ecmp_round_trip() {
         "invalid-field",
         "dmac",
     );
+    // A tunnel's own label: shown by GET, in its encapsulation's range, and it stands in for
+    // the route's.
+    let own = json!({"type":"tunnel","encap":"mplsogre","vif":"fabric0","sip":"192.0.2.1","dip":"192.0.2.4","label":2004});
+    assert_eq!(
+        call(&s, Method::PUT, "/nexthops/16", Some(own.clone()))
+            .await
+            .0,
+        201
+    );
+    let (status, got) = call(&s, Method::GET, "/nexthops/16", None).await;
+    assert_eq!((status, &got["label"]), (200, &json!(2004)), "{got}");
+    let mut reserved = own;
+    reserved["label"] = json!(3);
+    refused(
+        call(&s, Method::PUT, "/nexthops/17", Some(reserved)).await,
+        400,
+        "invalid-field",
+        "mplsogre",
+    );
+    let unlabelled = json!({"prefix":"198.18.6.0/24","nexthop":16});
+    assert_eq!(
+        call(&s, Method::PUT, "/vrfs/1/routes", Some(unlabelled))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        call(&s, Method::DELETE, "/vrfs/1/routes/198.18.6.0%2F24", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(call(&s, Method::DELETE, "/nexthops/16", None).await.0, 204);
     let (status, neigh) = call(&s, Method::GET, "/neighbours", None).await;
     assert_eq!(
         (status, neigh),

@@ -155,6 +155,12 @@ fn configure(c: &Controller, pods: &Path) {
         ),
         (4, json!({"type": "ecmp", "members": [1, 2]})),
         (5, json!({"type": "receive"})),
+        // A tunnel pushing its own label (an ECMP member toward a node with its own).
+        (
+            6,
+            json!({"type": "tunnel", "encap": "mplsoudp", "vif": "fabric0",
+                   "sip": "192.0.2.1", "dip": "192.0.2.3", "label": 2003}),
+        ),
     ];
     for (id, nh) in nexthops {
         let nh: Nexthop = serde_json::from_value(nh).unwrap();
@@ -164,6 +170,7 @@ fn configure(c: &Controller, pods: &Path) {
     c.route_set(1, &route("198.18.9.0/24", 3, Some(5001)))
         .unwrap();
     c.route_set(2, &route("2001:db8::/64", 5, None)).unwrap();
+    c.route_set(1, &route("198.18.8.0/24", 6, None)).unwrap();
     c.route_set(1, &route("198.18.7.0/24", 5, None)).unwrap();
     c.route_del(1, &"198.18.7.0/24".parse().unwrap()).unwrap();
     let entry = BridgeEntry {

@@ -162,6 +162,33 @@ fn vrouterctl_drives_the_whole_api() {
         ],
     );
     ok(&s, &["nh", "set", "3", "ecmp", "--members", "1,2"]);
+    // A tunnel with its own label: shown in the list.
+    ok(
+        &s,
+        &[
+            "nh",
+            "set",
+            "4",
+            "tunnel",
+            "--encap",
+            "mplsogre",
+            "--vif",
+            "fabric0",
+            "--sip",
+            "192.0.2.1",
+            "--dip",
+            "192.0.2.3",
+            "--label",
+            "2003",
+        ],
+    );
+    let nhs = ok(&s, &["nh", "list"]);
+    assert!(
+        nhs.lines()
+            .any(|l| l.starts_with("4 ") && l.contains("192.0.2.3") && l.contains("label 2003")),
+        "{nhs}"
+    );
+    ok(&s, &["nh", "del", "4"]);
     ok(
         &s,
         &["route", "add", "--vrf", "1", "198.18.1.2/32", "--nh", "1"],

@@ -4,7 +4,7 @@ Two kinds of knowledge the OpenAPI document states in words but a generator cann
 - value formats with a rule a regular expression cannot say (prefixes with their host bits
   zero, port ranges in order, NAT pools' address and port ranges in order, a vif's DHCP
   gateway and routes inside its subnet, link-local services off the vifs' own sources, a
-  service's backends of its VIP's family):
+  service's backends of its VIP's family, a tunnel's own label in its encapsulation's range):
   generators for them, or positive cases put in order;
 - facts of the machine under test (the socket base, which interfaces and devices exist, which
   groups, which lcores forward): schema-valid vif requests and queue pins are pointed at them;
@@ -143,6 +143,20 @@ def _service(body):
     return body
 
 
+# An MPLS label is 20 bits with 0..=15 reserved; the schema's Label is any VNI (24 bits).
+MPLS_LABEL_MIN, MPLS_LABEL_MAX = 16, (1 << 20) - 1
+
+
+def _tunnel_label(body):
+    """A tunnel nexthop's own label within its encapsulation's range (a VNI for vxlan
+    already is: the schema's range)."""
+    label = body.get("label")
+    if body.get("type") == "tunnel" and body.get("encap") != "vxlan" and isinstance(label, int):
+        span = MPLS_LABEL_MAX - MPLS_LABEL_MIN + 1
+        body["label"] = MPLS_LABEL_MIN + (label - MPLS_LABEL_MIN) % span
+    return body
+
+
 @schemathesis.hook
 def map_case(context, case):
     if _positive(case) and case.operation.path == "/events" and isinstance(case.query, dict):
@@ -173,6 +187,14 @@ def map_case(context, case):
         and isinstance(case.body, dict)
     ):
         case.body = _service(case.body)
+        return case
+    if (
+        _positive(case)
+        and case.operation.path == "/nexthops/{id}"
+        and case.method.upper() == "PUT"
+        and isinstance(case.body, dict)
+    ):
+        case.body = _tunnel_label(case.body)
         return case
     if (
         _positive(case)

@@ -28,6 +28,7 @@ impl VrouterDataplane {
                 sip,
                 dip,
                 dmac,
+                label,
             } => {
                 let (IpAddr::V4(sip), IpAddr::V4(dip)) = (sip, dip) else {
                     return Err(rejected(
@@ -45,6 +46,7 @@ impl VrouterDataplane {
                     dip: *dip,
                     // None: resolved by ARP (the neighbour table), all zero here.
                     dmac: dmac.unwrap_or(vrouter::MacAddr([0; 6])),
+                    label: *label,
                 }
             }
             ApiNexthop::Ecmp { members } => Nexthop::ecmp(members).map_err(table_err)?,

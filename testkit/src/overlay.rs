@@ -135,6 +135,7 @@ pub fn tunnel_to(
             sip: sip.parse().expect("ip"),
             dip: dip.parse().expect("ip"),
             dmac: Some(dmac),
+            label: None,
         },
     );
     for p in remote {

@@ -7,7 +7,9 @@
 //! community by `--mpls-encap`; it maps the label to the VRF in vrouterd when nothing else
 //! has). It installs the best paths gobgpd learns from its peers into the VRFs importing
 //! their route targets: one tunnel nexthop per remote node and encapsulation, an ECMP nexthop
-//! when several nodes advertise a prefix, routes carrying the VNI or label. Routes a peer
+//! when several nodes advertise a prefix, routes carrying the VNI or label (when those nodes
+//! advertise different ones, the route carries the lowest and each other node gets a tunnel
+//! nexthop pushing its own). Routes a peer
 //! withdraws (or that go with a session) are removed.
 //!
 //! gobgpd's best paths are followed through its gRPC API (`WatchEvent`: the tables whole, then
@@ -465,6 +467,7 @@ impl Daemon {
                 sip,
                 dip,
                 dmac,
+                label,
             } = nh
             else {
                 continue;
@@ -483,6 +486,7 @@ impl Daemon {
                     TunnelEncap::Mplsogre => Encap::MplsGre,
                 },
                 mac: dmac.map(|m| m.0),
+                label: *label,
             };
             if let std::collections::btree_map::Entry::Vacant(e) = self.installed.tunnels.entry(ep)
             {
@@ -689,6 +693,7 @@ impl Daemon {
             sip: self.args.fabric_ip,
             dip: ep.ip,
             dmac: ep.mac.map(MacAddr),
+            label: ep.label,
         };
         self.vr.nexthop_set(id, &nh).await?;
         self.installed.tunnels.insert(ep, id);

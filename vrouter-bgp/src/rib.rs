@@ -78,16 +78,19 @@ pub struct Learned {
     pub targets: BTreeSet<RouteTag>,
 }
 
-/// A remote node's tunnel endpoint: where, how, and the MAC its fabric port answers to.
+/// A remote node's tunnel endpoint: where, how, the MAC its fabric port answers to, and the
+/// VNI or label the tunnel pushes itself when it differs from the route's (a node that
+/// allocated its own label for a prefix other nodes advertise too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
     pub ip: IpAddr,
     pub encap: Encap,
     pub mac: Option<[u8; 6]>,
+    pub label: Option<u32>,
 }
 
 /// What to install for one prefix in one VRF: tunnels to every node advertising it (ECMP
-/// when more than one) and the VNI or label packets carry.
+/// when more than one) and the VNI or label packets carry, unless their tunnel has its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
     pub endpoints: BTreeSet<Endpoint>,
@@ -300,8 +303,8 @@ fn learned_vpn(path: &Value, prefer: Encap) -> Result<Option<Learned>, String> {
 /// route targets among the VRF's import targets, unless it comes from this node (`own` next
 /// hop) or names a prefix this node has itself in that VRF (`local`). A prefix learned both as
 /// EVPN and as VPN paths takes the preferred family's. Paths for one prefix that disagree on
-/// the VNI or label: the lowest wins (a route carries one), the others are reported in
-/// `ignored`.
+/// the VNI or label (each node allocates its own): the route carries the lowest, and the
+/// tunnels to the nodes that advertised another one push theirs.
 pub fn imports(
     learned: &[Learned],
     routing: &BTreeMap<u32, VrfRouting>,
@@ -341,6 +344,7 @@ pub fn imports(
                     ip: l.nexthop,
                     encap: l.encap,
                     mac: l.router_mac.map(|m| m.0),
+                    label: None,
                 });
         }
         if !matched {
@@ -365,12 +369,12 @@ pub fn imports(
                     key.1, key.0
                 ));
             }
-            let (label, endpoints) = labels.pop_first()?;
+            let (label, mut endpoints) = labels.pop_first()?;
             for (other, eps) in labels {
-                ignored.push(format!(
-                    "{} in vrf {}: label {other} from {eps:?} differs from label {label}",
-                    key.1, key.0
-                ));
+                endpoints.extend(eps.into_iter().map(|e| Endpoint {
+                    label: Some(other),
+                    ..e
+                }));
             }
             Some((key, Remote { endpoints, label }))
         })
@@ -460,6 +464,39 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_type5_routes_are_learned_over_an_ipv4_fabric() {
+        let mut p = path(
+            "2001:db8:18:15::2/128",
+            1001,
+            "198.19.0.2",
+            "64512:1",
+            8,
+            "02:00:00:00:fa:02",
+        );
+        p["nlri"]["value"]["gateway"] = json!("::");
+        let rib = json!({ "a": [p] });
+        let mut ignored = Vec::new();
+        let got = best_paths(&rib, Family::Evpn, PREFER, &mut ignored);
+        assert!(ignored.is_empty(), "{ignored:?}");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].prefix, "2001:db8:18:15::2/128".parse().unwrap());
+        assert_eq!(got[0].nexthop, "198.19.0.2".parse::<IpAddr>().unwrap());
+        let vrfs = BTreeMap::from([(1, routing("target:64512:1"))]);
+        let own: IpAddr = "198.19.0.1".parse().unwrap();
+        let got = imports(
+            &got,
+            &vrfs,
+            own,
+            &BTreeSet::new(),
+            Family::Evpn,
+            &mut ignored,
+        );
+        let r = &got[&(1, "2001:db8:18:15::2/128".parse().unwrap())];
+        assert_eq!(r.label, 1001);
+        assert_eq!(r.endpoints.first().unwrap().encap, Encap::Vxlan);
+    }
+
+    #[test]
     fn vpn_paths_take_one_label_in_range_and_an_mpls_encapsulation() {
         let rib = json!({
             "udp": [vpn("198.18.2.0/24", &[2002], "198.19.0.2", "64512:1", &[13])],
@@ -541,6 +578,77 @@ mod tests {
     }
 
     #[test]
+    fn imports_keep_every_node_of_an_ecmp_prefix_with_its_own_vni_or_label() {
+        let evpn = json!({
+            "a": [path("198.18.9.0/24", 1003, "198.19.0.3", "64512:1", 8, "02:00:00:00:fa:03")],
+            "b": [path("198.18.9.0/24", 1002, "198.19.0.2", "64512:1", 8, "02:00:00:00:fa:02")],
+            "c": [path("198.18.9.0/24", 1002, "198.19.0.4", "64512:1", 8, "02:00:00:00:fa:04")],
+        });
+        let vpns = json!({
+            "d": [vpn("198.18.5.0/24", &[2004], "198.19.0.4", "64512:1", &[13])],
+            "e": [vpn("198.18.5.0/24", &[2003], "198.19.0.3", "64512:1", &[11])],
+            "f": [vpn("198.18.5.0/24", &[2002], "198.19.0.2", "64512:1", &[13])],
+        });
+        let mut ignored = Vec::new();
+        let mut learned = best_paths(&evpn, Family::Evpn, PREFER, &mut ignored);
+        learned.extend(best_paths(&vpns, Family::Vpn, PREFER, &mut ignored));
+        let vrfs = BTreeMap::from([(1, routing("target:64512:1"))]);
+        let own: IpAddr = "198.19.0.1".parse().unwrap();
+        let got = imports(
+            &learned,
+            &vrfs,
+            own,
+            &BTreeSet::new(),
+            Family::Evpn,
+            &mut ignored,
+        );
+        assert!(ignored.is_empty(), "{ignored:?}");
+        let members = |p: &str| -> (u32, Vec<(String, Option<u32>)>) {
+            let r = &got[&(1, p.parse().unwrap())];
+            let eps = r
+                .endpoints
+                .iter()
+                .map(|e| (e.ip.to_string(), e.label))
+                .collect();
+            (r.label, eps)
+        };
+        // The route carries the lowest; the tunnels toward nodes with another push theirs.
+        assert_eq!(
+            members("198.18.9.0/24"),
+            (
+                1002,
+                vec![
+                    ("198.19.0.2".into(), None),
+                    ("198.19.0.3".into(), Some(1003)),
+                    ("198.19.0.4".into(), None),
+                ]
+            )
+        );
+        assert_eq!(
+            members("198.18.5.0/24"),
+            (
+                2002,
+                vec![
+                    ("198.19.0.2".into(), None),
+                    ("198.19.0.3".into(), Some(2003)),
+                    ("198.19.0.4".into(), Some(2004)),
+                ]
+            )
+        );
+        // A tunnel pushing its own label is a tunnel of its own: not the one to the same node
+        // that other routes share.
+        let r5 = &got[&(1, "198.18.5.0/24".parse().unwrap())];
+        let to3 = r5.endpoints.iter().find(|e| e.label.is_some()).unwrap();
+        assert_ne!(
+            *to3,
+            Endpoint {
+                label: None,
+                ..*to3
+            }
+        );
+    }
+
+    #[test]
     fn imports_mix_mpls_encapsulations_in_ecmp_and_pick_the_preferred_family() {
         let evpn = json!({
             "a": [path("198.18.9.0/24", 1001, "198.19.0.4", "64512:1", 8, "02:00:00:00:fa:04")],
@@ -583,13 +691,22 @@ mod tests {
             ]
         );
         assert!(r.endpoints.iter().all(|e| e.mac.is_none()));
-        // Two labels for one prefix: the lowest, the other reported.
+        // Two labels for one prefix (each node its own): the route carries the lowest, the
+        // tunnel to the node with the other pushes that one.
         assert_eq!(got[&(1, p5)].label, 2002);
-        assert_eq!(got[&(1, p5)].endpoints.len(), 1);
-        assert!(
-            ignored.iter().any(|i| i.contains("label 2003")),
-            "{ignored:?}"
+        let eps: Vec<(String, Option<u32>)> = got[&(1, p5)]
+            .endpoints
+            .iter()
+            .map(|e| (e.ip.to_string(), e.label))
+            .collect();
+        assert_eq!(
+            eps,
+            [
+                ("198.19.0.2".into(), None),
+                ("198.19.0.3".into(), Some(2003))
+            ]
         );
+        assert!(!ignored.iter().any(|i| i.contains("2003")), "{ignored:?}");
         assert!(
             ignored.iter().any(|i| i.contains("Evpn paths passed over")),
             "{ignored:?}"

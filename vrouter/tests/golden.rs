@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use etherparse::{IpNumber, Ipv4Header, PacketBuilder};
 use std::net::Ipv4Addr;
+use vrouter::tables::{Nexthop, RouteTarget, TunnelEncap};
 use vrouter::MacAddr;
 
 const PAYLOAD: &[u8] = b"golden packet payload";
@@ -277,4 +278,231 @@ fn l2_vxlan_encap_carries_the_frame_unchanged() {
     ]
     .concat();
     assert_eq!(out, expected);
+}
+
+/// A second node on the fabric, for ECMP over two nodes.
+const PEER2_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+const PEER2_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0f, 0x03]);
+
+/// The exact fabric frame `inp` (a pod frame routed toward a tunnel) becomes toward `dip` /
+/// `dmac` in `encap`, pushing `label`, as the `ident`-th tunnelled packet; the UDP source
+/// port is read from `out` (the flow's entropy).
+fn tunnelled(
+    encap: TunnelEncap,
+    inp: &[u8],
+    out: &[u8],
+    (dip, dmac): (Ipv4Addr, MacAddr),
+    label: u32,
+    ident: u16,
+) -> Vec<u8> {
+    let ip = |proto: u8, len: usize| {
+        let mut h = Ipv4Header::new(
+            len as u16,
+            64,
+            IpNumber(proto),
+            FABRIC_IP.octets(),
+            dip.octets(),
+        )
+        .unwrap();
+        h.identification = ident;
+        h.dont_fragment = true;
+        h.header_checksum = h.calc_header_checksum();
+        let mut v = Vec::new();
+        h.write(&mut v).unwrap();
+        v
+    };
+    let entry = ((label << 12) | 0x100 | 63).to_be_bytes().to_vec();
+    let l2 = eth(dmac, FABRIC_MAC, 0x0800);
+    match encap {
+        TunnelEncap::Vxlan => {
+            let inner = [eth(VROUTER_MAC, VROUTER_MAC, 0x0800), routed_inner_ip(inp)].concat();
+            let vni = label.to_be_bytes();
+            [
+                l2,
+                ip(17, 8 + 8 + inner.len()),
+                udp_hdr(sport_of(out), 4789, 8 + 8 + inner.len()),
+                vec![0x08, 0, 0, 0, vni[1], vni[2], vni[3], 0],
+                inner,
+            ]
+            .concat()
+        }
+        TunnelEncap::MplsUdp => {
+            let inner = routed_inner_ip(inp);
+            [
+                l2,
+                ip(17, 8 + 4 + inner.len()),
+                udp_hdr(sport_of(out), 6635, 8 + 4 + inner.len()),
+                entry,
+                inner,
+            ]
+            .concat()
+        }
+        TunnelEncap::MplsGre => {
+            let inner = routed_inner_ip(inp);
+            [
+                l2,
+                ip(47, 4 + 4 + inner.len()),
+                vec![0, 0, 0x88, 0x47],
+                entry,
+                inner,
+            ]
+            .concat()
+        }
+    }
+}
+
+fn tunnel_to(encap: TunnelEncap, dip: Ipv4Addr, dmac: MacAddr, label: Option<u32>) -> Nexthop {
+    Nexthop::Tunnel {
+        encap,
+        vif: FABRIC,
+        sip: FABRIC_IP,
+        dip,
+        dmac,
+        label,
+    }
+}
+
+/// ECMP over two nodes that allocated different labels (VNIs) for one prefix: the route
+/// carries the first node's, the tunnel to the second pushes its own. Every flow's frame is
+/// exact, toward whichever node its hash picked, with that node's label.
+#[test]
+fn ecmp_members_toward_two_nodes_push_each_node_s_own_label() {
+    for (encap, first, second) in [
+        (TunnelEncap::MplsUdp, 2002, 2003),
+        (TunnelEncap::MplsGre, 2002, 2003),
+        (TunnelEncap::Vxlan, 1002, 1003),
+    ] {
+        let mut bed = bed();
+        let t = &bed.tables;
+        t.set_nexthop(20, tunnel_to(encap, PEER_IP, PEER_MAC, None))
+            .unwrap();
+        t.set_nexthop(21, tunnel_to(encap, PEER2_IP, PEER2_MAC, Some(second)))
+            .unwrap();
+        t.set_nexthop(22, Nexthop::ecmp(&[20, 21]).unwrap())
+            .unwrap();
+        t.add_route(
+            VRF,
+            ip(Ipv4Addr::new(198, 18, 6, 0)),
+            24,
+            RouteTarget {
+                nexthop: 22,
+                label: Some(first),
+            },
+        )
+        .unwrap();
+        let mut per_node = [0u32; 2];
+        for i in 0..64u8 {
+            let inp = pod_frame(Ipv4Addr::new(198, 18, 6, i));
+            let out = bed.forward(POD_A, &inp, FABRIC);
+            let to_second = out[30..34] == PEER2_IP.octets();
+            let (node, label) = if to_second {
+                ((PEER2_IP, PEER2_MAC), second)
+            } else {
+                ((PEER_IP, PEER_MAC), first)
+            };
+            let want = tunnelled(encap, &inp, &out, node, label, u16::from(i) + 1);
+            assert_eq!(out, want, "{encap:?} flow {i} toward {}", node.0);
+            per_node[usize::from(to_second)] += 1;
+        }
+        assert!(
+            per_node.iter().all(|n| *n >= 8),
+            "{encap:?}: flows spread over both nodes: {per_node:?}"
+        );
+    }
+}
+
+/// A tunnel with its own label reached straight from routes: a burst to it (the memoised path
+/// after its first packet) pushes the tunnel's label whatever the route carries, and a route
+/// without a label reaches it too.
+#[test]
+fn a_tunnel_s_own_label_wins_in_a_burst_and_stands_in_for_a_missing_one() {
+    let mut bed = bed();
+    let t = &bed.tables;
+    t.set_nexthop(
+        23,
+        tunnel_to(TunnelEncap::MplsGre, PEER2_IP, PEER2_MAC, Some(2003)),
+    )
+    .unwrap();
+    for (net, label) in [(7, Some(2002)), (8, None)] {
+        t.add_route(
+            VRF,
+            ip(Ipv4Addr::new(198, 18, net, 0)),
+            24,
+            RouteTarget { nexthop: 23, label },
+        )
+        .unwrap();
+    }
+    let inps: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| pod_frame(Ipv4Addr::new(198, 18, 7 + i % 2, i)))
+        .collect();
+    bed.out.clear();
+    bed.pipe.process(
+        POD_A,
+        inps.iter().map(|f| vrouter::VecBuf::from_frame(f)),
+        &mut bed.out,
+    );
+    let q = bed.out.tx(FABRIC);
+    assert_eq!(q.len(), inps.len(), "dropped: {:?}", bed.out.dropped.len());
+    for (i, (inp, out)) in inps.iter().zip(q).enumerate() {
+        let out = vrouter::PacketBuf::data(out);
+        let want = tunnelled(
+            TunnelEncap::MplsGre,
+            inp,
+            out,
+            (PEER2_IP, PEER2_MAC),
+            2003,
+            i as u16 + 1,
+        );
+        assert_eq!(out, want.as_slice(), "packet {i}");
+    }
+}
+
+/// A bridged frame toward a MAC behind an ECMP group of VXLAN tunnels: the member toward the
+/// node with its own VNI carries that VNI, the other the bridge entry's.
+#[test]
+fn l2_vxlan_ecmp_members_carry_each_node_s_own_vni() {
+    let mut bed = bed();
+    let t = &bed.tables;
+    t.set_nexthop(20, tunnel_to(TunnelEncap::Vxlan, PEER_IP, PEER_MAC, None))
+        .unwrap();
+    t.set_nexthop(
+        21,
+        tunnel_to(TunnelEncap::Vxlan, PEER2_IP, PEER2_MAC, Some(5003)),
+    )
+    .unwrap();
+    t.set_nexthop(22, Nexthop::ecmp(&[20, 21]).unwrap())
+        .unwrap();
+    let anycast_mac = MacAddr([0x02, 0, 0, 0, 0, 0x98]);
+    t.add_bridge(
+        VRF,
+        anycast_mac,
+        RouteTarget {
+            nexthop: 22,
+            label: Some(VNI),
+        },
+    )
+    .unwrap();
+    let mut per_node = [0u32; 2];
+    for i in 0..64u8 {
+        let mut inp = udp4(POD_A_IP, Ipv4Addr::new(198, 18, 1, i), 64, PAYLOAD);
+        inp[0..6].copy_from_slice(&anycast_mac.0);
+        let out = bed.forward(POD_A, &inp, FABRIC);
+        let to_second = out[30..34] == PEER2_IP.octets();
+        let (dmac, vni) = if to_second {
+            (PEER2_MAC, 5003u32)
+        } else {
+            (PEER_MAC, VNI)
+        };
+        let v = vni.to_be_bytes();
+        assert_eq!(out[..6], dmac.0, "flow {i}");
+        assert_eq!(
+            out[42..50],
+            [0x08, 0, 0, 0, v[1], v[2], v[3], 0],
+            "flow {i}: VXLAN header toward node {}",
+            if to_second { 2 } else { 1 }
+        );
+        assert_eq!(out[50..], inp[..], "flow {i}: the frame unchanged");
+        per_node[usize::from(to_second)] += 1;
+    }
+    assert!(per_node.iter().all(|n| *n >= 8), "{per_node:?}");
 }

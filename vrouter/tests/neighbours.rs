@@ -36,6 +36,7 @@ fn unresolved_bed() -> Bed {
                 sip: FABRIC_IP,
                 dip: PEER_IP,
                 dmac: MacAddr([0; 6]),
+                label: None,
             },
         )
         .unwrap();

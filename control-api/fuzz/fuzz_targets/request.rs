@@ -50,6 +50,7 @@ fn model() -> Model {
             sip: "192.0.2.1".parse().unwrap(),
             dip: "192.0.2.2".parse().unwrap(),
             dmac: Some(MacAddr([2, 0, 0, 0, 0, 10])),
+            label: None,
         },
     );
     m.commit_nexthop_set(

@@ -55,6 +55,11 @@ pub enum Nexthop {
         /// The next hop's MAC on the fabric; without it vrouterd resolves `dip` by ARP.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dmac: Option<MacAddr>,
+        /// The MPLS label (mplsoudp/mplsogre) or VNI (vxlan) this tunnel pushes, instead of
+        /// the route's or bridge entry's `label`: lets an ECMP group reach nodes that each
+        /// allocated their own label for one prefix.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label: Option<u32>,
     },
     /// Spread flows over members by flow hash.
     Ecmp {
@@ -82,6 +87,8 @@ enum NexthopBody {
         dip: IpAddr,
         #[serde(default)]
         dmac: Option<MacAddr>,
+        #[serde(default)]
+        label: Option<u32>,
     },
     Ecmp {
         members: Vec<u32>,
@@ -100,12 +107,14 @@ impl From<NexthopBody> for Nexthop {
                 sip,
                 dip,
                 dmac,
+                label,
             } => Nexthop::Tunnel {
                 encap,
                 vif,
                 sip,
                 dip,
                 dmac,
+                label,
             },
             NexthopBody::Ecmp { members } => Nexthop::Ecmp { members },
             NexthopBody::Discard {} => Nexthop::Discard,
@@ -164,6 +173,24 @@ mod tests {
                 ..
             }
         ));
+        // A tunnel's own label: read, and written back only when there.
+        let body = r#"{"type":"tunnel","encap":"mplsogre","vif":"fabric0","sip":"192.0.2.1","dip":"192.0.2.3","label":2003}"#;
+        let nh: Nexthop = serde_json::from_str(body).unwrap();
+        assert!(matches!(
+            nh,
+            Nexthop::Tunnel {
+                label: Some(2003),
+                ..
+            }
+        ));
+        assert_eq!(serde_json::to_string(&nh).unwrap(), body);
+        let Nexthop::Tunnel { dmac, label, .. } = serde_json::from_str::<Nexthop>(
+            r#"{"type":"tunnel","encap":"vxlan","vif":"f","sip":"192.0.2.1","dip":"192.0.2.3"}"#,
+        )
+        .unwrap() else {
+            panic!("not a tunnel")
+        };
+        assert_eq!((dmac, label), (None, None));
         let nh: Nexthop = serde_json::from_str(r#"{"type":"discard"}"#).unwrap();
         assert_eq!(nh, Nexthop::Discard);
         assert!(serde_json::from_str::<Nexthop>(

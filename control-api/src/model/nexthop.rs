@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::route::check_label;
-use super::{check_unicast, Model, NhUser, ECMP_MEMBERS_MAX, NEXTHOP_ID_MAX, USERS_NAMED_MAX};
+use super::{
+    check_unicast, Model, NhUser, ECMP_MEMBERS_MAX, MPLS_LABEL_MAX, MPLS_LABEL_MIN, NEXTHOP_ID_MAX,
+    USERS_NAMED_MAX, VNI_MAX,
+};
 use crate::api::Nexthop;
 use crate::error::Error;
 
@@ -70,12 +73,26 @@ impl Model {
                 check_unicast("dmac", *dmac)?;
             }
             Nexthop::Tunnel {
+                encap,
                 vif,
                 sip,
                 dip,
                 dmac,
-                ..
+                label,
             } => {
+                if let Some(l) = label {
+                    let (min, max) = if encap.carries_mpls() {
+                        (MPLS_LABEL_MIN, MPLS_LABEL_MAX)
+                    } else {
+                        (0, VNI_MAX)
+                    };
+                    if !(min..=max).contains(l) {
+                        return Err(Error::field(
+                            "label",
+                            format!("{l} is outside {min}..={max}, the range of a {encap} label"),
+                        ));
+                    }
+                }
                 self.require_vif_ref(vif)?;
                 if let Some(v) = self.vifs.get(vif.as_str()) {
                     if v.spec.vrf != 0 {

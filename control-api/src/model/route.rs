@@ -146,24 +146,31 @@ impl Model {
 }
 
 /// The label rule for a route or bridge entry toward `nexthop`: required toward tunnels (a VNI
-/// for VXLAN, an MPLS label 16..2^20 otherwise), refused toward anything else.
+/// for VXLAN, an MPLS label 16..2^20 otherwise) unless every tunnel it reaches pushes its own
+/// label, refused toward anything else.
 pub(super) fn check_label<'a>(
     lookup: impl Fn(u32) -> Option<&'a Nexthop>,
     nexthop: u32,
     label: Option<u32>,
 ) -> Result<(), Error> {
     let direct = lookup(nexthop);
-    let encaps: Vec<TunnelEncap> = match direct {
-        Some(Nexthop::Tunnel { encap, .. }) => vec![*encap],
+    let tunnels: Vec<(TunnelEncap, Option<u32>)> = match direct {
+        Some(Nexthop::Tunnel { encap, label, .. }) => vec![(*encap, *label)],
         Some(Nexthop::Ecmp { members }) => members
             .iter()
             .filter_map(|m| match lookup(*m) {
-                Some(Nexthop::Tunnel { encap, .. }) => Some(*encap),
+                Some(Nexthop::Tunnel { encap, label, .. }) => Some((*encap, *label)),
                 _ => None,
             })
             .collect(),
         _ => Vec::new(),
     };
+    // The encapsulations the route's label is pushed into: tunnels without their own.
+    let encaps: Vec<TunnelEncap> = tunnels
+        .iter()
+        .filter(|(_, own)| own.is_none())
+        .map(|(e, _)| *e)
+        .collect();
     // Out of every label's range is wrong by itself (400); whether a label belongs, and its
     // range, depend on the nexthop as configured (409).
     if let Some(l) = label.filter(|l| *l > VNI_MAX) {
@@ -172,14 +179,15 @@ pub(super) fn check_label<'a>(
             format!("{l} is outside 0..={VNI_MAX}, the range of any label"),
         ));
     }
-    match (label, encaps.is_empty()) {
+    match (label, tunnels.is_empty()) {
         (None, true) => Ok(()),
         (Some(l), true) => Err(Error::Conflict(format!(
             "field `label`: label {l} only applies toward tunnel nexthops; nexthop {nexthop} is {}",
             direct.map_or("missing", Nexthop::type_name)
         ))),
+        (None, false) if encaps.is_empty() => Ok(()),
         (None, false) => Err(Error::Conflict(format!(
-            "field `label` is required toward tunnel nexthop {nexthop} (the VNI for vxlan, the MPLS label for mplsoudp/mplsogre)"
+            "field `label` is required toward tunnel nexthop {nexthop} (the VNI for vxlan, the MPLS label for mplsoudp/mplsogre) unless its tunnels have their own `label`"
         ))),
         (Some(l), false) => {
             for encap in encaps {

@@ -138,6 +138,7 @@ fn apply(m: &mut Model, op: Op) {
                     sip,
                     dip,
                     dmac: Some(mac(9)),
+                    label: None,
                 },
             )
         }

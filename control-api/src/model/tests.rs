@@ -35,6 +35,7 @@ fn tunnel(encap: TunnelEncap) -> Nexthop {
         sip: "192.0.2.1".parse().unwrap(),
         dip: "192.0.2.2".parse().unwrap(),
         dmac: Some(mac(9)),
+        label: None,
     }
 }
 
@@ -354,6 +355,77 @@ fn labels_follow_the_tunnel_encapsulation() {
     // The VRF now has a route: it cannot go.
     assert_eq!(m.check_vrf_del(1).unwrap_err().status(), 409);
     assert_eq!(m.check_vrf_del(0).unwrap_err().status(), 409);
+}
+
+fn labelled(encap: TunnelEncap, label: u32) -> Nexthop {
+    let mut nh = tunnel(encap);
+    if let Nexthop::Tunnel { label: l, .. } = &mut nh {
+        *l = Some(label);
+    }
+    nh
+}
+
+#[test]
+fn a_tunnel_s_own_label_fits_its_encapsulation_and_stands_in_for_the_route_s() {
+    let mut m = Model::new();
+    add_af_packet(&mut m, "fabric", 0, 0);
+    m.commit_vrf_add(1);
+    // In range for its encapsulation, else a bad field (400).
+    for (encap, bad) in [
+        (TunnelEncap::Mplsoudp, 15),
+        (TunnelEncap::Mplsogre, MPLS_LABEL_MAX + 1),
+        (TunnelEncap::Vxlan, VNI_MAX + 1),
+    ] {
+        assert_eq!(
+            code(m.check_nexthop_set(1, &labelled(encap, bad)).unwrap_err()),
+            (400, "invalid-field".into()),
+            "{encap} {bad}"
+        );
+    }
+    assert!(m
+        .check_nexthop_set(1, &labelled(TunnelEncap::Vxlan, 0))
+        .is_ok());
+    m.commit_nexthop_set(1, tunnel(TunnelEncap::Mplsoudp));
+    m.commit_nexthop_set(2, labelled(TunnelEncap::Mplsogre, 2003));
+    m.commit_nexthop_set(
+        3,
+        Nexthop::Ecmp {
+            members: vec![1, 2],
+        },
+    );
+    m.commit_nexthop_set(4, labelled(TunnelEncap::Mplsoudp, 2004));
+    m.commit_nexthop_set(
+        5,
+        Nexthop::Ecmp {
+            members: vec![2, 4],
+        },
+    );
+    let route = |nexthop, label| Route {
+        prefix: "198.18.2.0/24".parse().unwrap(),
+        nexthop,
+        label,
+    };
+    // A member without its own label still needs the route's.
+    assert_eq!(
+        code(m.check_route_set(1, &route(3, None)).unwrap_err()),
+        (409, "conflict".into())
+    );
+    assert!(m.check_route_set(1, &route(3, Some(2002))).is_ok());
+    // Every tunnel with its own: the route's label may go; one given is not checked against
+    // tunnels that do not push it.
+    assert!(m.check_route_set(1, &route(5, None)).is_ok());
+    assert!(m.check_route_set(1, &route(2, None)).is_ok());
+    assert!(m.check_route_set(1, &route(5, Some(5))).is_ok());
+    // A member losing its own label would leave a route without one: refused.
+    m.commit_route_set(1, route(5, None));
+    let e = m
+        .check_nexthop_set(4, &tunnel(TunnelEncap::Mplsoudp))
+        .unwrap_err();
+    assert_eq!(e.status(), 409);
+    assert!(e.to_string().contains("198.18.2.0/24"), "{e}");
+    assert!(m
+        .check_nexthop_set(4, &labelled(TunnelEncap::Mplsoudp, 3000))
+        .is_ok());
 }
 
 #[test]

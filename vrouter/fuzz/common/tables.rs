@@ -79,6 +79,7 @@ pub fn tables() -> Arc<Tables> {
                 sip,
                 dip,
                 dmac: mac(0xf2),
+                label: None,
             },
         )
         .expect("nh");

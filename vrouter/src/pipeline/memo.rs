@@ -78,6 +78,8 @@ pub(super) struct EncapMemo {
 /// See `BurstMemo::tunnel`.
 pub(super) struct TunnelMemo {
     pub(super) nexthop: u32,
+    /// The tunnel's own label, pushed instead of the route's when set.
+    pub(super) label: Option<u32>,
     /// The fabric vif and its MTU.
     pub(super) vif: u16,
     pub(super) mtu: u16,

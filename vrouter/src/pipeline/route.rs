@@ -60,6 +60,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 sip,
                 dip,
                 dmac,
+                label,
             } if dmac.to_u64() == 0 => match self.tables.neighbours.mac(dip) {
                 Some(dmac) => Ok(Nexthop::Tunnel {
                     encap,
@@ -67,6 +68,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     sip,
                     dip,
                     dmac,
+                    label,
                 }),
                 None => Err(DropReason::NeighbourUnresolved),
             },
@@ -128,8 +130,10 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 sip,
                 dip,
                 dmac,
+                label,
             } => {
-                let Some(vni) = t.label else {
+                // The tunnel's own VNI (an ECMP member toward a node with its own) wins.
+                let Some(vni) = label.or(t.label) else {
                     return Verdict::Drop(DropReason::InvalidVni);
                 };
                 let o = encap::Outer {
@@ -209,7 +213,12 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 return Verdict::Tx(e.vif);
             }
         }
-        if let (Some(e), Some(label)) = (&self.memo.tunnel, t.label) {
+        if let Some((e, label)) = self
+            .memo
+            .tunnel
+            .as_ref()
+            .and_then(|e| Some((e, e.label.or(t.label)?)))
+        {
             let encap = e.tpl.encap();
             if e.nexthop == t.nexthop
                 && m.ttl > 1
@@ -313,8 +322,11 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 sip,
                 dip,
                 dmac,
+                label: own,
             } => {
-                let Some(label) = t.label else {
+                // The tunnel's own label (an ECMP member toward a node that allocated its own)
+                // wins over the route's.
+                let Some(label) = own.or(t.label) else {
                     return Verdict::Drop(if encap == TunnelEncap::Vxlan {
                         DropReason::InvalidVni
                     } else {
@@ -339,7 +351,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     label,
                     mpls_ttl: ttl,
                 };
-                let memo_for = self.resolved_directly().then_some(t.nexthop);
+                let memo_for = self.resolved_directly().then_some((t.nexthop, own));
                 self.tunnel(vif, &o, m, b, Some(out), memo_for)
             }
             _ => Verdict::Drop(DropReason::InvalidNexthop),
@@ -353,7 +365,7 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         m: &PacketMeta,
         b: &mut B,
         out: Option<Vif>,
-        memo_for: Option<u32>,
+        memo_for: Option<(u32, Option<u32>)>,
     ) -> Verdict {
         let out = match out.or_else(|| self.topo.vif(vif).copied()) {
             Some(v) if v.vrf == FABRIC_VRF => v,
@@ -371,9 +383,10 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                 &self.memo.tpl.insert((vif, *o, t)).2
             }
         };
-        if let Some(nexthop) = memo_for {
+        if let Some((nexthop, label)) = memo_for {
             self.memo.tunnel = Some(TunnelMemo {
                 nexthop,
+                label,
                 vif,
                 mtu: out.mtu,
                 tpl: *tpl,

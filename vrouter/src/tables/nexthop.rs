@@ -9,6 +9,9 @@ use std::net::Ipv4Addr;
 /// Most members an ECMP nexthop holds (they are packed into the fixed record).
 pub const MAX_ECMP_MEMBERS: usize = 12;
 
+/// In a tunnel's record: its own label follows in the low 32 bits.
+const LABEL_SET: u64 = 1 << 32;
+
 /// Tunnel encapsulations the fabric speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TunnelEncap {
@@ -28,13 +31,15 @@ pub enum Nexthop {
     Receive,
     /// To a local vif, with the Ethernet rewrite (destination MAC; the source is the vrouter MAC).
     Encap { vif: u16, dmac: MacAddr },
-    /// Into a tunnel out of fabric vif `vif`, outer `sip` → `dip`, next-hop MAC `dmac`.
+    /// Into a tunnel out of fabric vif `vif`, outer `sip` → `dip`, next-hop MAC `dmac`,
+    /// pushing `label` (MPLS label or VNI) when set, else the route's or bridge entry's.
     Tunnel {
         encap: TunnelEncap,
         vif: u16,
         sip: Ipv4Addr,
         dip: Ipv4Addr,
         dmac: MacAddr,
+        label: Option<u32>,
     },
     /// One of `members[..count]`, chosen by the flow hash.
     Ecmp {
@@ -82,6 +87,7 @@ impl Nexthop {
                 sip,
                 dip,
                 dmac,
+                label,
             } => {
                 let e = match encap {
                     TunnelEncap::Vxlan => 0u64,
@@ -92,7 +98,8 @@ impl Nexthop {
                     4 | (e << 8) | (u64::from(vif) << 16),
                     (u64::from(u32::from(sip)) << 32) | u64::from(u32::from(dip)),
                     dmac.to_u64(),
-                    0,
+                    // Bit 32 says a label is there (a VNI may be 0).
+                    label.map_or(0, |l| LABEL_SET | u64::from(l)),
                 ]
             }
             Nexthop::Ecmp { members, count } => {
@@ -125,6 +132,7 @@ impl Nexthop {
                 sip: Ipv4Addr::from((w[1] >> 32) as u32),
                 dip: Ipv4Addr::from(w[1] as u32),
                 dmac: MacAddr::from_u64(w[2]),
+                label: (w[3] & LABEL_SET != 0).then_some(w[3] as u32),
             },
             5 => {
                 let members = std::array::from_fn(|i| (w[1 + i / 4] >> (16 * (i % 4))) as u16);
@@ -218,6 +226,23 @@ mod tests {
                 sip: Ipv4Addr::new(198, 51, 100, 1),
                 dip: Ipv4Addr::new(203, 0, 113, 7),
                 dmac,
+                label: None,
+            },
+            Nexthop::Tunnel {
+                encap: TunnelEncap::Vxlan,
+                vif: 1,
+                sip: Ipv4Addr::new(198, 51, 100, 1),
+                dip: Ipv4Addr::new(203, 0, 113, 8),
+                dmac,
+                label: Some(0),
+            },
+            Nexthop::Tunnel {
+                encap: TunnelEncap::MplsUdp,
+                vif: 1,
+                sip: Ipv4Addr::new(198, 51, 100, 1),
+                dip: Ipv4Addr::new(203, 0, 113, 9),
+                dmac,
+                label: Some((1 << 20) - 1),
             },
         ];
         for (i, nh) in all.iter().enumerate() {
@@ -235,8 +260,8 @@ mod tests {
             t.set(8, Nexthop::Discard),
             Err(Error::NexthopOutOfRange { id: 8, capacity: 8 })
         );
-        assert_eq!(t.get(5), None);
-        assert_eq!(t.entries().len(), 5);
+        assert_eq!(t.get(6), None);
+        assert_eq!(t.entries().len(), 7);
         t.remove(7).unwrap();
         assert_eq!(t.get(7), None);
         assert_eq!(t.remove(7), Err(Error::NoSuchNexthop(7)));

@@ -126,6 +126,7 @@ pub fn tables_with(config: TablesConfig) -> Arc<Tables> {
                 sip: FABRIC_IP,
                 dip: PEER_IP,
                 dmac: PEER_MAC,
+                label: None,
             },
         )
         .unwrap();

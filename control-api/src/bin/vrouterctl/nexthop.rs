@@ -60,6 +60,10 @@ pub enum NhKind {
         /// the dip by ARP (`vrouterctl neigh`).
         #[arg(long)]
         dmac: Option<MacAddr>,
+        /// The MPLS label (mplsoudp/mplsogre) or VNI (vxlan) this tunnel pushes itself,
+        /// instead of the route's (an ECMP member toward a node with its own label).
+        #[arg(long)]
+        label: Option<u32>,
     },
     /// Spread over members by flow hash.
     Ecmp {
@@ -91,6 +95,7 @@ impl NhKind {
                 sip,
                 dip,
                 dmac,
+                label,
             } => Nexthop::Tunnel {
                 encap: match encap {
                     EncapArg::Vxlan => TunnelEncap::Vxlan,
@@ -101,6 +106,7 @@ impl NhKind {
                 sip,
                 dip,
                 dmac,
+                label,
             },
             NhKind::Ecmp { members } => Nexthop::Ecmp { members },
             NhKind::Discard => Nexthop::Discard,
@@ -167,10 +173,17 @@ fn nexthop_desc(nh: &Nexthop) -> String {
             sip,
             dip,
             dmac,
-        } => match dmac {
-            Some(dmac) => format!("{encap} {sip} -> {dip} via {vif} dmac {dmac}"),
-            None => format!("{encap} {sip} -> {dip} via {vif} dmac resolved"),
-        },
+            label,
+        } => {
+            let mut s = match dmac {
+                Some(dmac) => format!("{encap} {sip} -> {dip} via {vif} dmac {dmac}"),
+                None => format!("{encap} {sip} -> {dip} via {vif} dmac resolved"),
+            };
+            if let Some(l) = label {
+                s += &format!(" label {l}");
+            }
+            s
+        }
         Nexthop::Ecmp { members } => format!(
             "members {}",
             members
