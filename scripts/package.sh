@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Builds the Debian package of vrouter: vrouterd, vrouterctl, the vrouter-cni and vrouter-ipam
-# CNI plugins (in /usr/lib/cni, beside Debian's containernetworking-plugins), the vrouterd
-# service and its
-# configuration file (packaging/), depending on Debian's DPDK runtime. Prints the .deb's path.
+# Builds the Debian package of vrouter: vrouterd, vrouterctl, vrouter-bgp, the vrouter-cni and
+# vrouter-ipam CNI plugins (in /usr/lib/cni, beside Debian's containernetworking-plugins), the
+# vrouterd and vrouter-bgp services and their configuration files (packaging/), depending on
+# Debian's DPDK runtime. Prints the .deb's path.
 #
 #   scripts/package.sh [--bin-dir DIR] [--out DIR]
 #
-#   --bin-dir  package the vrouterd, vrouterctl and plugins already built in DIR (the package test uses
-#              its own build's) instead of building them with cargo build --release
+#   --bin-dir  package the binaries already built in DIR (the package test uses its own
+#              build's) instead of building them with cargo build --release
 #   --out      where the .deb goes (default target/debian)
 #
 # The version is the workspace's, plus +git<commits>.<hash> when built from a git checkout, so
@@ -31,11 +31,11 @@ cd "$(dirname "$0")/.."
 target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 out=${out:-$target_dir/debian}
 if [[ -z $bin_dir ]]; then
-    echo "package: building vrouterd, vrouterctl and the CNI plugins (release)" >&2
-    cargo build --locked --release -p vrouterd -p control-api -p vrouter-cni --bins >&2
+    echo "package: building vrouterd, vrouterctl, vrouter-bgp and the CNI plugins (release)" >&2
+    cargo build --locked --release -p vrouterd -p control-api -p vrouter-bgp -p vrouter-cni --bins >&2
     bin_dir=$target_dir/release
 fi
-for bin in vrouterd vrouterctl vrouter-cni vrouter-ipam; do
+for bin in vrouterd vrouterctl vrouter-bgp vrouter-cni vrouter-ipam; do
     [[ -x $bin_dir/$bin ]] || { echo "package: no $bin in $bin_dir" >&2; exit 1; }
 done
 
@@ -58,12 +58,15 @@ root=$stage/debian/vrouter
 # Debug info stays out (the release profile keeps line tables for profiling); symbols stay,
 # so that perf and backtraces still name functions.
 install -d "$root/usr/bin" "$root/usr/lib/cni"
-for bin in usr/bin/vrouterd usr/bin/vrouterctl usr/lib/cni/vrouter-cni usr/lib/cni/vrouter-ipam; do
+for bin in usr/bin/vrouterd usr/bin/vrouterctl usr/bin/vrouter-bgp usr/lib/cni/vrouter-cni \
+    usr/lib/cni/vrouter-ipam; do
     objcopy --strip-debug "$bin_dir/${bin##*/}" "$root/$bin"
     chmod 755 "$root/$bin"
 done
 install -D -m 644 packaging/vrouterd.service "$root/lib/systemd/system/vrouterd.service"
 install -D -m 644 packaging/vrouterd.toml "$root/etc/vrouter/vrouterd.toml"
+install -D -m 644 packaging/vrouter-bgp.service "$root/lib/systemd/system/vrouter-bgp.service"
+install -D -m 644 packaging/vrouter-bgp.conf "$root/etc/vrouter/vrouter-bgp.conf"
 install -D -m 755 packaging/check-hugepages "$root/usr/libexec/vrouter/check-hugepages"
 install -D -m 644 packaging/debian/copyright "$root/usr/share/doc/vrouter/copyright"
 install -D -m 644 README.md "$root/usr/share/doc/vrouter/README.md"
@@ -74,7 +77,7 @@ install -D -m 644 README.md "$root/usr/share/doc/vrouter/README.md"
 install -d "$root/DEBIAN"
 printf 'Source: vrouter\n\nPackage: vrouter\nArchitecture: any\n' > "$stage/debian/control"
 shlibs=$(cd "$stage" && dpkg-shlibdeps -O debian/vrouter/usr/bin/vrouterd debian/vrouter/usr/bin/vrouterctl \
-    debian/vrouter/usr/lib/cni/vrouter-cni debian/vrouter/usr/lib/cni/vrouter-ipam |
+    debian/vrouter/usr/bin/vrouter-bgp debian/vrouter/usr/lib/cni/vrouter-cni debian/vrouter/usr/lib/cni/vrouter-ipam |
     sed -n 's/^shlibs:Depends=//p')
 [[ -n $shlibs ]] || { echo "package: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 

@@ -47,11 +47,13 @@ fn package(test: &str, version: Option<&str>) -> PathBuf {
             "--bin",
             "vrouterctl",
             "-p",
+            "vrouter-bgp",
+            "-p",
             "vrouter-cni",
             "--bins",
         ])
         .status()
-        .expect("cargo build vrouterctl and the plugins");
+        .expect("cargo build vrouterctl, vrouter-bgp and the plugins");
     assert!(
         status.success(),
         "building vrouterctl and the plugins failed"
@@ -59,7 +61,7 @@ fn package(test: &str, version: Option<&str>) -> PathBuf {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_vrouterd"))
         .parent()
         .expect("binary directory");
-    for bin in ["vrouterctl", "vrouter-cni", "vrouter-ipam"] {
+    for bin in ["vrouterctl", "vrouter-bgp", "vrouter-cni", "vrouter-ipam"] {
         assert!(
             bin_dir.join(bin).is_file(),
             "no {bin} beside vrouterd in {}",
@@ -149,7 +151,7 @@ fn the_package_holds_vrouterd_its_service_and_its_configuration() {
     }
     assert_eq!(
         run("dpkg-deb", &["--info", deb, "conffiles"]).trim(),
-        "/etc/vrouter/vrouterd.toml"
+        "/etc/vrouter/vrouterd.toml\n/etc/vrouter/vrouter-bgp.conf"
     );
 
     // Files, their modes and owners.
@@ -157,11 +159,14 @@ fn the_package_holds_vrouterd_its_service_and_its_configuration() {
     for (path, mode) in [
         ("./usr/bin/vrouterd", "-rwxr-xr-x"),
         ("./usr/bin/vrouterctl", "-rwxr-xr-x"),
+        ("./usr/bin/vrouter-bgp", "-rwxr-xr-x"),
         ("./usr/lib/cni/vrouter-cni", "-rwxr-xr-x"),
         ("./usr/lib/cni/vrouter-ipam", "-rwxr-xr-x"),
         ("./usr/libexec/vrouter/check-hugepages", "-rwxr-xr-x"),
         ("./lib/systemd/system/vrouterd.service", "-rw-r--r--"),
         ("./etc/vrouter/vrouterd.toml", "-rw-r--r--"),
+        ("./lib/systemd/system/vrouter-bgp.service", "-rw-r--r--"),
+        ("./etc/vrouter/vrouter-bgp.conf", "-rw-r--r--"),
         ("./usr/share/doc/vrouter/copyright", "-rw-r--r--"),
     ] {
         let line = listing
@@ -197,6 +202,19 @@ fn the_package_holds_vrouterd_its_service_and_its_configuration() {
     ] {
         assert_eq!(unit_values(&unit, key), [want], "{key}= in\n{unit}");
     }
+    // vrouter-bgp's unit takes its options from its conffile, after vrouterd and gobgpd.
+    let bgp_unit = std::fs::read_to_string(root.join("lib/systemd/system/vrouter-bgp.service"))
+        .expect("vrouter-bgp unit file");
+    for (key, want) in [
+        ("EnvironmentFile", "/etc/vrouter/vrouter-bgp.conf"),
+        ("ExecStart", "/usr/bin/vrouter-bgp $VROUTER_BGP_OPTIONS"),
+        ("After", "vrouterd.service gobgpd.service"),
+        ("Restart", "on-failure"),
+    ] {
+        assert_eq!(unit_values(&bgp_unit, key), [want], "{key}= in\n{bgp_unit}");
+    }
+    let help = run(root.join("usr/bin/vrouter-bgp"), &["--help"]);
+    assert!(help.contains("--fabric-ip"), "{help}");
     // (systemd's own reading of the unit, `systemd-analyze verify`, needs a system with systemd
     // to resolve its dependencies against: the other test runs it where the package is
     // installed.)
@@ -484,6 +502,16 @@ fn the_package_installs_and_runs_under_systemd() {
         "systemd-analyze verify in the container: {}",
         String::from_utf8_lossy(&verify.stderr)
     );
+    assert_eq!(
+        node.sh("systemctl is-enabled vrouter-bgp || true").trim(),
+        "disabled"
+    );
+    let verify = node.try_sh("systemd-analyze verify --man=no vrouter-bgp.service");
+    assert!(
+        verify.status.success(),
+        "systemd-analyze verify vrouter-bgp.service in the container: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 
     // What an operator does: adjust the configuration, start, configure through vrouterctl.
     // Idle naps keep the forwarding lcore from taking a shared test machine's CPU.
@@ -524,6 +552,18 @@ fn the_package_installs_and_runs_under_systemd() {
         node.sh("echo '{\"cniVersion\":\"1.0.0\"}' | CNI_COMMAND=VERSION /usr/lib/cni/vrouter-cni");
     assert!(versions.contains("\"1.0.0\""), "{versions}");
     node.sh("test -x /usr/lib/cni/vrouter-ipam");
+    // vrouter-bgp as shipped has no options yet: started, it says what it lacks.
+    node.sh("systemctl start vrouter-bgp");
+    let said = node.try_sh(
+        "for i in $(seq 100); do journalctl --no-pager -o cat -u vrouter-bgp | grep -- --fabric-ip \
+         && exit 0; sleep 0.1; done; exit 1",
+    );
+    assert!(
+        said.status.success(),
+        "vrouter-bgp without options did not name --fabric-ip:\n{}",
+        node.sh("journalctl --no-pager -o cat -u vrouter-bgp")
+    );
+    node.sh("systemctl stop vrouter-bgp");
 
     // An upgrade restarts the running vrouterd, which restores what was configured from
     // /var/lib/vrouter; the operator's changes to the configuration file stay.
