@@ -62,9 +62,16 @@ fn table(flows: usize) -> (FlowTable, usize) {
         Ok(b) => huge.set(b.huge),
         Err(e) => eprintln!("madvise(MADV_HUGEPAGE) refused: {e}; the table is on 4 KiB pages"),
     };
+    // With `VR_BENCH_FLOWS` the table is as large as vrouterd's default (`--flow-entries`),
+    // as in `scripts/bench.sh`'s flow cases; otherwise just large enough.
+    let entries = if std::env::var("VR_BENCH_FLOWS").is_ok() {
+        (2 * flows).max(vrouter::flow::table::DEFAULT_ENTRIES)
+    } else {
+        2 * flows
+    };
     let t = FlowTable::with_memory_advice(
         FlowConfig {
-            entries: 2 * flows,
+            entries,
             ..FlowConfig::default()
         },
         huge_pages().then_some(&advise as &dyn Fn(usize, usize)),
@@ -260,7 +267,16 @@ fn main() {
         hz / 1e9,
         if huge_pages() { "huge" } else { "4 KiB" }
     );
-    let sizes: &[u32] = if profile && quick {
+    // `VR_BENCH_FLOWS=65536`: that many flows only (the size `scripts/bench.sh` runs
+    // vrouterd's flow case at); `VR_BENCH_LOOKUPS`: lookups per figure (e.g. fewer under
+    // callgrind).
+    let flows_env: Option<u32> = std::env::var("VR_BENCH_FLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let flows_only = flows_env.map(|n| [n]);
+    let sizes: &[u32] = if let Some(n) = &flows_only {
+        n
+    } else if profile && quick {
         &[1_000]
     } else if profile {
         &[1_000_000]
@@ -275,9 +291,20 @@ fn main() {
     } else {
         (lookups, lookups)
     };
+    let (lookups, burst_lookups) = match std::env::var("VR_BENCH_LOOKUPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(n) => (n, n),
+        None => (lookups, burst_lookups),
+    };
     for &n in sizes {
         // Setup: repeated on fresh tables up to 1 M flows, so the run is long enough to measure.
-        let reps = (1_000_000 / n).max(1);
+        let reps = if flows_env.is_some() {
+            1
+        } else {
+            (1_000_000 / n).max(1)
+        };
         let mut setup = Cost {
             wall: 0.0,
             on_cpu: 0.0,

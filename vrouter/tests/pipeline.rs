@@ -762,13 +762,27 @@ fn a_burst_of_decapsulated_packets_is_routed_per_vrf_and_destination() {
         (vxlan(6000, POD_A_IP), POD_B),
         (vxlan(VNI, POD_A_IP), POD_A),
     ];
+    // Between two packets of a known VNI, one of a VNI no VRF has: dropped, and the burst's
+    // memory of the VNI before it neither answers for it nor is lost.
+    let unknown = vxlan(7777, POD_A_IP);
+    let frames: Vec<&Vec<u8>> = burst[..4]
+        .iter()
+        .map(|(f, _)| f)
+        .chain([&unknown])
+        .chain(burst[4..].iter().map(|(f, _)| f))
+        .collect();
+    let invalid_vni = bed.stats.snapshot().drop_count(DropReason::InvalidVni);
     bed.out.clear();
     bed.pipe.process(
         FABRIC,
-        burst.iter().map(|(f, _)| VecBuf::from_frame(f)),
+        frames.iter().map(|f| VecBuf::from_frame(f)),
         &mut bed.out,
     );
-    assert!(bed.out.dropped.is_empty(), "{:?}", bed.stats.snapshot());
+    assert_eq!(bed.out.dropped.len(), 1, "{:?}", bed.stats.snapshot());
+    assert_eq!(
+        bed.stats.snapshot().drop_count(DropReason::InvalidVni),
+        invalid_vni + 1
+    );
     for (vif, want) in [(POD_A, 3), (POD_B, 2)] {
         let got = bed.out.tx(vif);
         assert_eq!(got.len(), want, "to vif {vif}");

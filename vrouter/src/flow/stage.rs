@@ -187,6 +187,15 @@ impl Policies {
     }
 }
 
+/// Above this share of its capacity in use (3/8: a third of its slots), enough of a table's
+/// buckets are half full that keys often live in their second bucket (see
+/// `FlowTable::preferred_free_slot`): `prefetch` then loads both buckets of each key ahead, not
+/// only the first (a key in its second bucket would make the burst wait for it).
+#[inline(always)]
+fn loads_both_buckets(reserved: usize, capacity: usize) -> bool {
+    reserved > capacity / 8 * 3
+}
+
 /// Flows this few stay in a core's caches (about three lines each: bucket, entry, counters):
 /// placing their keys ahead and warming their lines costs more than the misses it saves, so
 /// `prefetch` does nothing while the table holds no more entries than this (counting those
@@ -212,6 +221,9 @@ struct Burst {
     warmed: bool,
     /// The table stays cached: `prefetch` does nothing.
     cached: bool,
+    /// The table is full enough that many keys live in their second bucket: `prefetch`
+    /// loads both buckets, not just the first.
+    both: bool,
 }
 
 impl Default for Burst {
@@ -224,6 +236,7 @@ impl Default for Burst {
             next: 0,
             warmed: true,
             cached: true,
+            both: false,
         }
     }
 }
@@ -242,7 +255,10 @@ impl Burst {
             return;
         };
         *p = table.place(key);
-        table.warm_buckets(p);
+        table.warm_first_bucket(p);
+        if self.both {
+            table.warm_second_bucket(p);
+        }
         self.len += 1;
     }
 
@@ -256,13 +272,24 @@ impl Burst {
             return;
         }
         self.warmed = true;
+        // The first buckets, loaded since `push`: a key their tags do not hold (in its second
+        // bucket, or new) has its second bucket loaded now, while the pass goes on.
+        for (p, h) in self.places[..self.len].iter().zip(&mut self.hints) {
+            *h = table.warm_entry_in(p, false);
+            if h.is_none() {
+                table.warm_second_bucket(p);
+            }
+        }
         for ((p, h), r) in self.places[..self.len]
             .iter()
             .zip(&mut self.hints)
             .zip(&mut self.reverse)
         {
-            *h = table.warm_entry(p);
             *r = None;
+            if h.is_some() {
+                continue;
+            }
+            *h = table.warm_entry_in(p, true);
             if h.is_none() {
                 let rp = table.place(&p.key().reverse());
                 table.warm_buckets(&rp);
@@ -285,17 +312,18 @@ impl Burst {
         }
     }
 
-    /// The stashed place of `key`, its slot hint and its reverse key's place (if computed), or
-    /// `None` if not stashed.
+    /// Where in the burst the key with these words is stashed (its place, slot hint and reverse
+    /// key's place are at that index), or `None` if it is not. An index, not copies: a hit
+    /// reads the place where it lies, and only a setup copies it and the reverse key's.
     #[inline(always)]
-    fn take(&mut self, words: &[u64; 5]) -> Option<(Place, Option<usize>, Option<Place>)> {
+    fn take(&mut self, words: &[u64; 5]) -> Option<usize> {
         let from = self.next.min(self.len);
         let j = from
             + self.places[from..self.len]
                 .iter()
                 .position(|p| p.is_of(words))?;
         self.next = j + 1;
-        Some((self.places[j], self.hints[j], self.reverse[j]))
+        Some(j)
     }
 }
 
@@ -331,8 +359,9 @@ impl FlowStage {
     pub fn begin(&mut self, in_vif: u16, now: u64) {
         self.in_vif = in_vif;
         self.now = now;
-        self.burst.cached =
-            !self.always_prefetch && self.table.reserved_entries() <= CACHED_ENTRIES;
+        let reserved = self.table.reserved_entries();
+        self.burst.cached = !self.always_prefetch && reserved <= CACHED_ENTRIES;
+        self.burst.both = loads_both_buckets(reserved, self.table.capacity());
     }
 
     /// Take the prefetch path (stash, warm, hinted lookups) at every burst, however few
@@ -634,8 +663,15 @@ impl FlowHook for FlowStage {
             burst.warm(table, nat.any());
             burst.take(&words)
         };
-        let (place, hint, reverse) =
-            stashed.unwrap_or_else(|| (table.place_words(words), None, None));
+        let fresh;
+        let (place, hint): (&Place, Option<usize>) =
+            match stashed.and_then(|j| Some((burst.places.get(j)?, *burst.hints.get(j)?))) {
+                Some(p) => p,
+                None => {
+                    fresh = table.place_words(words);
+                    (&fresh, None)
+                }
+            };
         let tcp_flags = (m.proto == 6 && !m.fragment)
             .then(|| frame.get(usize::from(m.l4_off) + 13).copied())
             .flatten();
@@ -643,7 +679,7 @@ impl FlowHook for FlowStage {
         let len = u64::from(m.frame_len).max(frame.len() as u64);
         let table = &**table;
         // The common case, kept small: a hit on a flow decided under the current policies.
-        let first = table.lookup_hinted(&place, hint);
+        let first = table.lookup_hinted(place, hint);
         if let Some(hit) = first {
             if hit.policy_gen == pol.generation {
                 table.touch(hit.index, len, now, tcp_flags);
@@ -667,8 +703,8 @@ impl FlowHook for FlowStage {
         }
         let pkt = Packet {
             meta: m,
-            place,
-            reverse,
+            place: *place,
+            reverse: stashed.and_then(|j| burst.reverse.get(j).copied().flatten()),
             len,
             tcp_flags,
             target,

@@ -238,8 +238,16 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
             Ok(v) => v.vni(),
             Err(e) => return Verdict::Drop(e.into()),
         };
-        let Some(vrf_id) = self.tables.vnis.get(vni) else {
-            return Verdict::Drop(DropReason::InvalidVni);
+        // A burst from the fabric mostly carries one VNI: look it up once.
+        let vrf_id = match self.memo.vni {
+            Some((v, id)) if v == vni => id,
+            _ => {
+                let Some(id) = self.tables.vnis.get(vni) else {
+                    return Verdict::Drop(DropReason::InvalidVni);
+                };
+                self.memo.vni = Some((vni, id));
+                id
+            }
         };
         let vrf = match self.vrf(vrf_id) {
             Ok(v) => v,

@@ -25,6 +25,10 @@ pub(super) struct BurstMemo {
     /// packet is looked up only once its outer headers are off, one after the other, and a
     /// burst of them to one pod would wait on the same lookup each time.
     pub(super) decap_route: Option<DecapRoute>,
+    /// The last VNI looked up after a VXLAN decap, and its VRF: the VNI table is hashed, and
+    /// its lookup is on the chain of dependent loads each decapsulated packet waits on before
+    /// its inner route. A burst sees one version of it, as of its first packet with that VNI.
+    pub(super) vni: Option<(u32, u16)>,
 }
 
 /// See `BurstMemo::decap_route`.

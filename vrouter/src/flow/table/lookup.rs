@@ -31,6 +31,37 @@ impl FlowTable {
         prefetch_index(&*self.groups, p.b2);
     }
 
+    /// Start loading `p`'s first bucket only: where nearly every key lives while its bucket
+    /// is at most half full ([`Self::preferred_free_slot`]). The second is loaded only for a
+    /// key the first's tags do not hold ([`Self::warm_second_bucket`]): a hit then costs three
+    /// lines (bucket, entry, counters), not four.
+    #[inline(always)]
+    pub(crate) fn warm_first_bucket(&self, p: &Place) {
+        prefetch_index(&*self.groups, p.b1);
+    }
+
+    /// Start loading `p`'s second bucket.
+    #[inline(always)]
+    pub(crate) fn warm_second_bucket(&self, p: &Place) {
+        prefetch_index(&*self.groups, p.b2);
+    }
+
+    /// With `p`'s first bucket (its second, if `second`) loaded: the bucket's slot whose tag
+    /// matches, whose entry and counter lines this starts loading.
+    #[inline(always)]
+    pub(crate) fn warm_entry_in(&self, p: &Place, second: bool) -> Option<usize> {
+        let b = if second { p.b2 } else { p.b1 };
+        let g = self.groups.get(b)?;
+        let i = g
+            .bucket
+            .tags
+            .iter()
+            .position(|t| t.load(Ordering::Relaxed) == p.tag)?;
+        prefetch_index(&g.entries, i);
+        prefetch_index(&g.counters, i);
+        Some(b * SLOTS_PER_BUCKET + i)
+    }
+
     /// With `p`'s buckets loaded: the slot whose tag matches, whose entry and counter lines
     /// this starts loading.
     #[inline(always)]

@@ -19,8 +19,9 @@
 //! read by a lookup) are one contiguous 704-byte group, so a key found in a bucket costs one
 //! page walk, not three. The key hash is keyed per table (a peer cannot aim flows at one
 //! bucket pair) and computed once per packet: [`crate::flow::FlowStage`] places the keys of a
-//! burst in `prefetch`, loads their buckets, then (at the burst's first lookup) the entries the
-//! tags point at, so the burst's misses overlap.
+//! burst in `prefetch`, loads their first buckets (a key lives there while that bucket is at
+//! most half full; the second is loaded only for keys the first does not hold), then (at the
+//! burst's first lookup) the entries the tags point at, so the burst's misses overlap.
 //!
 //! The rooms: `key` (a flow's identity, its hash and place), `state` (verdicts, TCP state,
 //! timeouts), `layout` (buckets, entries, counters and their words), `lookup` (the forwarding
