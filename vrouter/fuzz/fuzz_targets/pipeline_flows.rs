@@ -28,6 +28,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use std::net::{IpAddr, Ipv4Addr};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use vrouter::flow::{
@@ -130,9 +131,9 @@ const POD_VRF: u16 = 5;
 
 /// Pod 1's floating IP.
 const FLOATING: FloatingIp = FloatingIp {
-    outside: 0xc633_64c8, // 198.51.100.200
+    outside: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 200)),
     vrf: POD_VRF,
-    inside: 0xc612_010a, // 198.18.1.10
+    inside: IpAddr::V4(Ipv4Addr::new(198, 18, 1, 10)),
 };
 /// The metadata service: 169.254.169.254:80/TCP from any pod to 198.51.100.80:8775 out of
 /// the fabric (both ends translated).

@@ -388,8 +388,8 @@ fn leaving<'s>(
     plain_out: Option<u16>,
 ) -> Option<Leaving<'s>> {
     let out_vrf = topo?.vif(plain_out?)?.vrf;
-    if out_vrf == FABRIC_VRF && m.l3 == L3::Ipv4 && nat.has_floating(m.vrf) {
-        if let Some(f) = nat.floating_of(m.vrf, m.src_v4()) {
+    if out_vrf == FABRIC_VRF && nat.has_floating(m.vrf) {
+        if let Some(f) = nat.floating_of(m.vrf, m.l3 == L3::Ipv6, m.src) {
             return Some(Leaving::Floating(*f));
         }
     }
@@ -490,14 +490,14 @@ fn twice(target: RouteTarget, reply: &FlowKey) -> FlowAction {
     )
 }
 
-/// Whether source NAT can translate the packet: IPv4, not a fragment, TCP, UDP or an ICMP
-/// echo request.
+/// Whether source NAT or a floating IP can translate the packet: IPv4 or IPv6, not a
+/// fragment, TCP, UDP or an ICMP / ICMPv6 echo request.
 fn translatable(m: &PacketMeta) -> bool {
-    m.l3 == L3::Ipv4
-        && !m.fragment
-        && match m.proto {
-            ipv4::proto::TCP | ipv4::proto::UDP => true,
-            ipv4::proto::ICMP => m.dport == u16::from(icmp::v4::ECHO_REQUEST),
+    !m.fragment
+        && match (m.l3, m.proto) {
+            (L3::Ipv4 | L3::Ipv6, ipv4::proto::TCP | ipv4::proto::UDP) => true,
+            (L3::Ipv4, ipv4::proto::ICMP) => m.dport == u16::from(icmp::v4::ECHO_REQUEST),
+            (L3::Ipv6, ipv4::proto::ICMPV6) => m.dport == u16::from(icmp::v6::ECHO_REQUEST),
             _ => false,
         }
 }
@@ -614,8 +614,8 @@ impl FlowHook for FlowStage {
         }
         let icmp_error = match m.proto {
             ipv4::proto::ICMP => is_error_type(m.dport),
-            // ICMPv6 errors that quote (RFC 4443): about an IPv6 VIP's flows.
-            ipv4::proto::ICMPV6 => matches!(m.dport, 1..=4) && services,
+            // ICMPv6 errors that quote (RFC 4443).
+            ipv4::proto::ICMPV6 => matches!(m.dport, 1..=4),
             _ => false,
         };
         if icmp_error && translates {
@@ -713,7 +713,7 @@ impl FlowHook for FlowStage {
 
     fn on_fabric(&mut self, m: &PacketMeta, frame: &[u8]) -> Inbound {
         let nat: &NatSnapshot = self.nat.load();
-        if !nat.any_fabric() || m.l3 != L3::Ipv4 || m.fragment {
+        if !nat.any_fabric() || !matches!(m.l3, L3::Ipv4 | L3::Ipv6) || m.fragment {
             return Inbound::Host;
         }
         let table = &*self.table;
@@ -764,7 +764,7 @@ impl FlowHook for FlowStage {
                 match quoted {
                     Some(hit) => hit,
                     None => {
-                        return match nat.floating(m.dst_v4()) {
+                        return match nat.floating(m.l3 == L3::Ipv6, m.dst) {
                             Some(f) => {
                                 let f = *f;
                                 self.floating_inbound(m, &key, f, frame)
@@ -944,13 +944,21 @@ impl FlowStage {
         if !translatable(m) {
             return Inbound::Drop(DropReason::NatUnsupported);
         }
+        let inside = f.inside_bits();
         let pod_side = FlowKey {
             vrf: f.vrf,
-            dst: u128::from(f.inside),
+            dst: inside,
             ..*key
         };
         let topo: &Topology = self.topo.load();
-        let Some(target) = topo.vrf(f.vrf).and_then(|v| v.route_v4(f.inside)) else {
+        let route = topo.vrf(f.vrf).and_then(|v| {
+            if key.v6 {
+                v.route_v6(inside)
+            } else {
+                v.route_v4(inside as u32)
+            }
+        });
+        let Some(target) = route else {
             return Inbound::Drop(DropReason::NoRoute);
         };
         let pod_vif = egress_vif(&self.tables, target, || m.flow_hash());
@@ -1117,6 +1125,11 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
                 return FlowAction::Refused(DropReason::NatUnsupported);
             }
             let (toward, addr, port, slot) = match how {
+                // A pool hands out addresses of its own family only: the other family's
+                // flows from the VRF are not translated (counted).
+                Leaving::Pool(rule) if rule.pool.range().v6() != key.v6 => {
+                    return FlowAction::Refused(DropReason::NatUnsupported);
+                }
                 Leaving::Pool(rule) => {
                     let slot = rule.pool.slot();
                     let Some(cursor) = s.nat_cursors.get_mut(usize::from(slot)) else {
@@ -1128,11 +1141,11 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
                     pair = Some((rule, addr, port));
                     (rule.toward_vrf, addr, port, slot)
                 }
-                Leaving::Floating(f) => (FABRIC_VRF, f.outside, key.sport, 0),
+                Leaving::Floating(f) => (FABRIC_VRF, f.outside_bits(), key.sport, 0),
             };
             let leaving = FlowKey {
                 vrf: toward,
-                src: u128::from(addr),
+                src: addr,
                 sport: port,
                 ..key
             };
@@ -1144,7 +1157,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
             });
             translation = Some(Translation {
                 end: End::Source,
-                addr: u128::from(addr),
+                addr,
                 port,
             });
         }
