@@ -74,8 +74,8 @@ fn uplink_and_pool(vr: &Vrouterd, remote: &KernelPod) {
     );
     let pool = NatPool {
         vrf: 0,
-        first: POOL,
-        last: POOL,
+        first: POOL.into(),
+        last: POOL.into(),
         ports: NatPorts {
             first: PORTS.0,
             last: PORTS.1,
@@ -436,7 +436,10 @@ fn floating_ip_translates_as_the_kernels_dnat_does() {
     let pod = KernelPod::attached_to(Some(&node), "vdo", 1, 1500);
     let remote = remote(&node, "vdr", Some("00:00:5e:00:01:00"));
     let vr = vrouterd_with_snat(&node, &pod, &remote);
-    let fip = control_api::api::FloatingIp { vrf: 1, ip: pod.ip };
+    let fip = control_api::api::FloatingIp {
+        vrf: 1,
+        ip: pod.ip.into(),
+    };
     vr.api(|c| async move { c.floating_ip_set(FLOATING, &fip).await })
         .expect("floating ip");
     let ours_in = send_to_and_capture(&remote, FLOATING, &pod);
@@ -471,7 +474,10 @@ fn a_remote_reaches_a_pod_through_its_floating_ip() {
     let pod = KernelPod::attached_to(Some(&node), "fp", 1, 1500);
     let remote = remote(&node, "fr", Some("00:00:5e:00:01:00"));
     let vr = vrouterd_with_snat(&node, &pod, &remote);
-    let fip = control_api::api::FloatingIp { vrf: 1, ip: pod.ip };
+    let fip = control_api::api::FloatingIp {
+        vrf: 1,
+        ip: pod.ip.into(),
+    };
     vr.api(|c| async move { c.floating_ip_set(FLOATING, &fip).await })
         .expect("floating ip");
 

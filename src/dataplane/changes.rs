@@ -86,8 +86,8 @@ impl VrouterDataplane {
                 let vrf = u16::try_from(pool.vrf)
                     .map_err(|_| rejected(format!("vrf {} is out of range", pool.vrf)))?;
                 let range = PoolRange {
-                    first: pool.first.into(),
-                    last: pool.last.into(),
+                    first: pool.first,
+                    last: pool.last,
                     ports: (pool.ports.first, pool.ports.last),
                 };
                 self.nat.set_pool(name, vrf, range).map_err(table_err)?;
@@ -117,9 +117,9 @@ impl VrouterDataplane {
                 let v = u16::try_from(*vrf)
                     .map_err(|_| rejected(format!("vrf {vrf} is out of range")))?;
                 let f = FloatingIp {
-                    outside: (*address).into(),
+                    outside: *address,
                     vrf: v,
-                    inside: (*ip).into(),
+                    inside: *ip,
                 };
                 self.nat.set_floating(f).map_err(table_err)?;
                 info!(%address, vrf, %ip, "floating ip set");
@@ -155,9 +155,7 @@ impl VrouterDataplane {
                 Ok(())
             }
             Change::FloatingIpDel { address } => {
-                self.nat
-                    .del_floating((*address).into())
-                    .map_err(table_err)?;
+                self.nat.del_floating(*address).map_err(table_err)?;
                 info!(%address, "floating ip removed");
                 Ok(())
             }
