@@ -47,14 +47,17 @@
 //! link-local address, destination to the pod). Each entry reads both from its partner's key.
 //! The service sees which vif asks by the source address.
 //!
-//! Source NAT, floating IPs and link-local services are IPv4 only; TCP, UDP and ICMP echo (the
-//! identifier stands in for the port). Anything else crossing into the pool's VRF from an
-//! attached VRF, fragments and IPv6 included, is dropped and counted (`nat_unsupported`); a pool
-//! without a free pair drops the new flow's packet (`nat_pool_exhausted`).
+//! Source NAT and floating IPs translate TCP, UDP and ICMP / ICMPv6 echo (the identifier stands
+//! in for the port), over IPv4 or IPv6; link-local services are IPv4 only. Anything else
+//! crossing into the pool's VRF from an attached VRF (fragments, other protocols, the family the
+//! attached pool does not hand out) is dropped and counted (`nat_unsupported`); a pool without a
+//! free pair drops the new flow's packet (`nat_pool_exhausted`).
 //!
 //! # IPv6
 //! Service VIPs take IPv6 as well: an IPv6 VIP over IPv6 backends (a service's backends are of
-//! its VIP's family). Flow keys hold 128-bit addresses for both families (an IPv4 address in
+//! its VIP's family). So do floating IPs (an IPv6 fabric address for a pod's IPv6 address: one
+//! family both sides) and pools (NAT66: a pool's addresses are all IPv6, handed out 128-bit
+//! pairs from the same per-core blocks; overlaps are checked within a family). Flow keys hold 128-bit addresses for both families (an IPv4 address in
 //! the low 32 bits) and so does a [`Translation`], so nothing in the key or the entries changed
 //! for it; [`translate`] rewrites the 128-bit address with the TCP / UDP (and ICMPv6 echo)
 //! checksum updated incrementally over it, and there is no header checksum. Least-flows counts
