@@ -1229,3 +1229,52 @@ fn a_pod_behind_nat66_reaches_a_remote_that_sees_only_the_pool() {
     assert_eq!(pool.first, std::net::IpAddr::V6(POOL6));
     assert!(vr.stop().success(), "vrouterd stops cleanly");
 }
+
+/// Hairpin with real peers: kernel pod A (behind the pool) reaches kernel pod B of the same
+/// VRF through B's floating IP, which the VRF routes toward the fabric: the TCP transfer
+/// arrives intact, B sees it from A's pool address, and A's pings are answered from the
+/// floating IP; nothing leaves on the fabric.
+#[test]
+fn a_pod_reaches_a_pod_of_its_vrf_through_its_floating_ip() {
+    const FLOATING: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 200);
+    let node = Netns::new("nathp");
+    let a = KernelPod::attached_to(Some(&node), "hpa", 1, 1500);
+    let b = KernelPod::attached_to(Some(&node), "hpb", 2, 1500);
+    let remote = remote(&node, "hpr", Some("00:00:5e:00:01:00"));
+    let vr = Vrouterd::start_netns(
+        Some(&node),
+        &vrouterd_bin(),
+        &["--idle-sleep-us", "20", "--flow-entries", "4096"],
+        &[],
+    );
+    route_in_vrf1(&vr, &[("hpa", &a), ("hpb", &b)]);
+    uplink_and_pool(&vr, &remote);
+    vr.set_route(&format!("{FLOATING}/32"), NH_UPLINK);
+    let fip = control_api::api::FloatingIp {
+        vrf: 1,
+        ip: b.ip.into(),
+    };
+    vr.api(|c| async move { c.floating_ip_set(FLOATING, &fip).await })
+        .expect("floating ip");
+
+    let on_fabric = remote.ns.capture("eth0", "ip", 1);
+    let at_b = b.ns.capture("eth0", "tcp and dst host 198.18.2.2", 1);
+    let (sent, got) = a.tcp_transfer_to(&b, FLOATING.into(), 1_000_000);
+    assert_eq!(sent, got, "TCP through the hairpin arrives intact");
+    let frames = at_b.frames(Duration::from_secs(10));
+    assert_eq!(
+        frames.first().and_then(|f| ipv4_ends(f)),
+        Some((POOL, b.ip)),
+        "pod B sees pod A's pool address"
+    );
+    let out = a.ping(&FLOATING.to_string(), 2);
+    assert!(
+        out.contains("2 received"),
+        "pings through the hairpin: {out}"
+    );
+    assert!(
+        on_fabric.frames(Duration::from_secs(1)).is_empty(),
+        "nothing left on the fabric"
+    );
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}

@@ -16,8 +16,8 @@ def rec(vif, ctl, frame):
     b = bytes(frame)
     return struct.pack("<BBH", vif, ctl, len(b)) + b
 
-def pod2(l4, **ip):
-    return Ether(src=POD_B, dst=VROUTER) / IP(src="198.18.1.11", dst=REMOTE, **ip) / l4
+def pod2(l4, dst=REMOTE, **ip):
+    return Ether(src=POD_B, dst=VROUTER) / IP(src="198.18.1.11", dst=dst, **ip) / l4
 
 def fabric(l4):
     return Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst=POOL) / l4
@@ -89,6 +89,13 @@ seeds = {
     + rec(0, 0, Ether(src=PEER, dst="02:00:00:00:00:f1") / IPv6(src=REMOTE6, dst=FLOATING6) / ICMPv6EchoReply(id=9) / Raw(b"p"))
     + rec(0, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IPv6(src=REMOTE6, dst=FLOATING6) / ICMPv6DestUnreach(code=4) / IPv6(src=FLOATING6, dst=REMOTE6) / TCP(sport=80, dport=7000, flags="SA"))
     + rec(0x20, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IPv6(src=REMOTE6, dst=FLOATING6) / TCP(sport=7001, dport=80, flags="S")),
+    # Hairpin: pod 2 (behind the pool) to pod 1's floating IP, a TCP connection and a ping;
+    # pod 1 answers the pool pairs (no route to them in VRF 5), then the floating IPs go.
+    "nat_hairpin": rec(2, 1, pod2(TCP(sport=1000, dport=80, flags="S"), dst="198.51.100.200"))
+    + rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst=POOL) / TCP(sport=80, dport=40000, flags="SA"))
+    + rec(2, 0, pod2(ICMP(type=8, id=5) / Raw(b"p"), dst="198.51.100.200"))
+    + rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst=POOL) / ICMP(type=0, id=40001) / Raw(b"p"))
+    + rec(0x22, 1, pod2(TCP(sport=1000, dport=80, flags="A"), dst="198.51.100.200")),
 }
 for name, data in seeds.items():
     open(os.path.join("corpus/pipeline_flows", "seed-" + name), "wb").write(data)

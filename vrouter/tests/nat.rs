@@ -1709,3 +1709,88 @@ fn nat66_flows_leave_from_an_ipv6_pool_until_it_is_exhausted() {
     table.age_slice(b.now + 5000, table.buckets());
     assert_eq!(b.nat.pool("egress6").unwrap().in_use, 0);
 }
+
+/// Hairpin: pod A reaches pod B, of its own VRF, through B's floating IP. The flow never
+/// leaves: it reaches B from A's outside address (a pool pair; over IPv6, A's own floating
+/// IP) and B's replies come back to A from the floating IP, both ends rewritten both ways
+/// (checksums etherparse's), even with no route in the VRF to the pool address (only one to
+/// the floating IP). Removing the floating IP removes the flow and gives its pair back.
+#[test]
+fn a_pod_reaches_a_pod_of_its_vrf_through_its_floating_ip_and_back() {
+    let mut b = bed();
+    with_floating_ip(&b);
+    b.tables
+        .add_route(
+            VRF,
+            ip(FLOATING),
+            32,
+            RouteTarget {
+                nexthop: NH_FABRIC,
+                label: None,
+            },
+        )
+        .unwrap();
+    let (vif, there) = b
+        .run(POD_A, &frame(POD_A_IP, FLOATING, P::Udp, 5000, 53))
+        .expect("to pod B");
+    assert_eq!(vif, POD_B);
+    assert_eq!(&there[0..6], &POD_B_MAC.0, "addressed to pod B");
+    let (s, sp, d, dp) = tuple(&there);
+    assert!(in_pool(s, sp), "{s}:{sp} from the pool");
+    assert_eq!((d, dp), (POD_B_IP, 53));
+    let (vif, back) = b
+        .run(POD_B, &frame(POD_B_IP, s, P::Udp, 53, sp))
+        .expect("the reply to pod A");
+    assert_eq!(vif, POD_A);
+    assert_eq!(tuple(&back), (FLOATING, 53, POD_A_IP, 5000));
+    // Echo: the identifier from the pool there, A's own back.
+    let (_, echo) = b
+        .run(POD_A, &frame(POD_A_IP, FLOATING, P::Echo, 7, 0))
+        .expect("the ping to pod B");
+    let (es, id, ed, _) = tuple(&echo);
+    assert!(in_pool(es, id) && ed == POD_B_IP, "{es} id {id} to {ed}");
+    let (vif, reply) = b
+        .run(POD_B, &frame(POD_B_IP, es, P::EchoReply, id, 0))
+        .expect("the echo reply to pod A");
+    assert_eq!((vif, tuple(&reply)), (POD_A, (FLOATING, 7, POD_A_IP, 7)));
+    assert_eq!(b.pool_in_use(), 2);
+    assert_eq!(b.stats.snapshot().nat_translated, 4);
+    // The floating IP goes: so do the hairpin flows, their pairs back in the pool.
+    b.nat.del_floating(FLOATING.into()).unwrap();
+    assert_eq!(b.pool_in_use(), 0);
+
+    // IPv6: A leaves from its own floating IPv6 to B's.
+    let a6 = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0xca);
+    for (outside, inside) in [(FLOATING6, POD_B_IP6), (a6, POD_A_IP6)] {
+        b.nat
+            .set_floating(FloatingIp {
+                outside: outside.into(),
+                vrf: VRF as u16,
+                inside: inside.into(),
+            })
+            .unwrap();
+    }
+    b.tables
+        .add_route(
+            VRF,
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0)),
+            64,
+            RouteTarget {
+                nexthop: NH_FABRIC,
+                label: None,
+            },
+        )
+        .unwrap();
+    let (vif, there) = b
+        .run(POD_A, &frame6(POD_A_IP6, FLOATING6, P::Syn, 6000, 80))
+        .expect("to pod B");
+    assert_eq!((vif, tuple6(&there)), (POD_B, (a6, 6000, POD_B_IP6, 80)));
+    let (vif, back) = b
+        .run(POD_B, &frame6(POD_B_IP6, a6, P::Syn, 80, 6000))
+        .expect("the reply to pod A");
+    assert_eq!(
+        (vif, tuple6(&back)),
+        (POD_A, (FLOATING6, 80, POD_A_IP6, 6000))
+    );
+    assert_eq!(b.pool_in_use(), 0);
+}

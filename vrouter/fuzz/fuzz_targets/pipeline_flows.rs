@@ -7,7 +7,8 @@
 //! bit 6 ages a slice, bit 7 swaps pod 1's policy for none or back. Vif byte: the low two bits
 //! pick the vif, bit 4 detaches VRF 5 from source NAT or attaches it again, bit 5 removes pod
 //! 1's floating IPs (198.51.100.200 for 198.18.1.10, 2001:db8:64::c8 for 2001:db8:1::a, the
-//! remote side 2001:db8:ff::/64 out of the fabric) or sets them again, bit 3 takes backend
+//! remote side 2001:db8:ff::/64 out of the fabric; pod 2 reaches pod 1 through the IPv4 one by
+//! hairpin) or sets them again, bit 3 takes backend
 //! 198.18.1.10:8081 out of service VIP 198.18.1.100:80/TCP (VRF 5, also over 198.18.1.11:8080)
 //! or puts it back: after every call no flow to the VIP leaves for a backend it lacks; bit 6
 //! switches the VIP's balancing between the flow hash and least flows. An IPv6 VIP

@@ -409,9 +409,18 @@ fn nat_hit(
     hit: &Hit,
     target: RouteTarget,
     service: Option<(&Topology, u16)>,
+    topo: Option<&Topology>,
 ) -> FlowAction {
     if hit.verdict == FlowVerdict::Drop {
         return FlowAction::Drop;
+    }
+    if hit.nat_both {
+        // Both ends translated (a hairpin through a floating IP, a link-local service's flow
+        // seen inside a VRF): routed where the partner says.
+        return match (table.nat_partner(hit), topo) {
+            (Some(p), Some(topo)) => both_ways(topo, &p),
+            _ => FlowAction::Drop,
+        };
     }
     if hit.nat_dst {
         let Some((topo, vrf)) = service else {
@@ -434,6 +443,35 @@ fn nat_hit(
         ),
         // Removed under us: never translate with a pair that may be another flow's.
         None => FlowAction::Drop,
+    }
+}
+
+/// A packet of a flow translated at both ends whose other entry's key is `p` (as the other
+/// direction arrives): it leaves as the reverse of `p`, from `p`'s destination (and port, or
+/// ICMP identifier) to its source, routed in `p`'s VRF.
+fn both_ways(topo: &Topology, p: &FlowKey) -> FlowAction {
+    let route = topo.vrf(p.vrf).and_then(|v| {
+        if p.v6 {
+            v.route_v6(p.src)
+        } else {
+            v.route_v4(p.src as u32)
+        }
+    });
+    match route {
+        Some(t) => FlowAction::Nat2(
+            t,
+            Translation {
+                end: End::Source,
+                addr: p.dst,
+                port: nat_port_of_reply(p),
+            },
+            Translation {
+                end: End::Destination,
+                addr: p.src,
+                port: p.sport,
+            },
+        ),
+        None => FlowAction::Refused(DropReason::NoRoute),
     }
 }
 
@@ -649,7 +687,7 @@ impl FlowHook for FlowStage {
                 table.touch(hit.index, len, now, tcp_flags);
                 if hit.nat {
                     let service = topo.filter(|_| services).map(|t| (t, m.vrf));
-                    return nat_hit(table, &hit, target, service);
+                    return nat_hit(table, &hit, target, service, topo);
                 }
                 return action(hit.verdict, target);
             }
@@ -702,13 +740,22 @@ impl FlowHook for FlowStage {
             && (nat.service(m.vrf, m.proto, v6, m.dst, m.dport).is_some()
                 || nat::quoted(frame, m)
                     .is_some_and(|q| nat.service(m.vrf, q.proto, q.v6, q.src, q.sport).is_some()));
+        // A hairpin flow's reply, to the outside address its client's flow took (which the
+        // VRF need not route): its entry says where it goes.
+        let hairpin = || {
+            nat.any_fabric()
+                && self
+                    .table
+                    .lookup(&key_of(m))
+                    .is_some_and(|h| h.nat && h.nat_both)
+        };
         if v6 {
-            return to_vip.then_some(UNROUTED);
+            return (to_vip || hairpin()).then_some(UNROUTED);
         }
         // A link-local service's flows leave with the service's route in the fabric VRF.
         let link_local =
             nat.has_link_local() && nat.link_local(m.proto, m.dst_v4(), m.dport).is_some();
-        (to_vip || link_local).then_some(UNROUTED)
+        (to_vip || link_local || hairpin()).then_some(UNROUTED)
     }
 
     fn on_fabric(&mut self, m: &PacketMeta, frame: &[u8]) -> Inbound {
@@ -831,7 +878,7 @@ fn icmp_error_action(
         return (target == UNROUTED).then_some(FlowAction::Refused(DropReason::NoRoute));
     };
     // Errors do not keep a flow alive: no touch.
-    match nat_hit(table, &hit, target, service) {
+    match nat_hit(table, &hit, target, service, None) {
         // A destination-rewriting entry outside a VIP (hit through a tunnel) is not ours.
         FlowAction::Forward(_) => None,
         a => Some(a),
@@ -1089,7 +1136,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
             }
             table.touch(hit.index, len, now, tcp_flags);
             if hit.nat {
-                return nat_hit(table, &hit, target, service);
+                return nat_hit(table, &hit, target, service, s.topo);
             }
             return action(hit.verdict, target);
         }
@@ -1120,6 +1167,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
         // kept); the reverse entry under the key the replies arrive with.
         let mut pair = None;
         let mut translation = None;
+        let mut hairpin = None;
         if let (Some(how), FlowVerdict::Forward) = (how, verdict) {
             if !translatable(meta) {
                 return FlowAction::Refused(DropReason::NatUnsupported);
@@ -1160,6 +1208,53 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
                 addr,
                 port,
             });
+            // Hairpin: the destination is a floating IP of a pod of this node. The flow does
+            // not leave: it goes to that pod, from the outside address (so the pod's replies
+            // come back through the translation), both ends rewritten.
+            let floating_dst = if toward == FABRIC_VRF {
+                s.nat.floating(key.v6, key.dst).copied()
+            } else {
+                None
+            };
+            if let Some(f) = floating_dst {
+                let give_back = || {
+                    if let Some((rule, addr, port)) = pair {
+                        rule.pool.give_back(addr, port);
+                    }
+                };
+                let to_pod = FlowKey {
+                    vrf: f.vrf,
+                    dst: f.inside_bits(),
+                    ..leaving
+                };
+                let reply = to_pod.reverse();
+                let action = match s.topo {
+                    Some(topo) => both_ways(topo, &reply),
+                    None => FlowAction::Drop,
+                };
+                let FlowAction::Nat2(pod_target, _, _) = action else {
+                    give_back();
+                    return action;
+                };
+                let pod_vif = egress_vif(s.tables, pod_target, || meta.flow_hash());
+                let pod_key = FlowKey {
+                    vrf: f.vrf,
+                    dst: f.inside_bits(),
+                    ..key
+                };
+                if verdict_of(pol, &pod_key, in_vif, pod_vif, true) != Some(FlowVerdict::Forward) {
+                    give_back();
+                    return FlowAction::Drop;
+                }
+                new.out_vif = pod_vif;
+                new.nat = Some(NatSetup {
+                    reverse: reply,
+                    pool: slot,
+                    forward_rewrites_dst: false,
+                    both: true,
+                });
+                hairpin = Some(action);
+            }
         }
         let rev = new.with_reverse.then(|| match (new.nat, reverse) {
             (None, Some(r)) => r,
@@ -1172,6 +1267,9 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
         match installed {
             Ok(idx) => {
                 table.touch(idx, len, now, tcp_flags);
+                if let Some(a) = hairpin {
+                    return a;
+                }
                 if let Some(x) = translation {
                     return FlowAction::Nat(target, x);
                 }
@@ -1185,7 +1283,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
                 if let Some(hit) = table.lookup_placed(&place) {
                     table.touch(hit.index, len, now, tcp_flags);
                     if hit.nat {
-                        return nat_hit(table, &hit, target, service);
+                        return nat_hit(table, &hit, target, service, s.topo);
                     }
                     return action(hit.verdict, target);
                 }
@@ -1308,7 +1406,7 @@ fn setup_service(
         Err(InsertError::Raced) => match table.lookup_placed(&p.place) {
             Some(hit) if hit.nat => {
                 table.touch(hit.index, p.len, now, p.tcp_flags);
-                nat_hit(table, &hit, p.target, Some((topo, meta.vrf)))
+                nat_hit(table, &hit, p.target, Some((topo, meta.vrf)), Some(topo))
             }
             _ => FlowAction::Drop,
         },

@@ -610,10 +610,10 @@ impl Nat {
                 pool: name.clone(),
             });
         }
-        let replaced = st.floating.insert(f.outside, f).is_some();
+        let replaced = st.floating.insert(f.outside, f);
         self.publish(&st);
-        if replaced {
-            self.remove_floating_flows(f.outside);
+        if let Some(old) = replaced {
+            self.remove_floating_flows(&old);
         }
         Ok(true)
     }
@@ -621,14 +621,14 @@ impl Nat {
     /// Remove the floating IP `outside`: its flows go.
     pub fn del_floating(&self, outside: IpAddr) -> Result<(), Error> {
         let mut st = self.lock();
-        if st.floating.remove(&outside).is_none() {
+        let Some(old) = st.floating.remove(&outside) else {
             return Err(Error::NoSuchEntry {
                 table: "floating IP",
                 key: outside.to_string(),
             });
-        }
+        };
         self.publish(&st);
-        self.remove_floating_flows(outside);
+        self.remove_floating_flows(&old);
         Ok(())
     }
 
@@ -638,13 +638,24 @@ impl Nat {
     }
 
     /// A floating IP's flows: those whose outside tuple has the address (as source or
-    /// destination, whichever direction set it up).
-    fn remove_floating_flows(&self, outside: IpAddr) {
-        let (v6, o) = key_bits(outside);
+    /// destination, whichever direction set it up), and the hairpin flows to it from pods of
+    /// the node: the client's entry keyed to the address and leaving to the pod, the pod's
+    /// keyed from the pod and leaving from the address.
+    fn remove_floating_flows(&self, fip: &FloatingIp) {
+        let (v6, o) = (fip.v6(), fip.outside_bits());
+        let (vrf, inside) = (fip.vrf, fip.inside_bits());
         self.table.remove_where(|f| {
             let outside_of =
                 |k: &crate::flow::FlowKey| k.vrf == 0 && k.v6 == v6 && (k.src == o || k.dst == o);
-            f.nat.is_some_and(|t| outside_of(&t)) || (f.nat.is_some() && outside_of(&f.key))
+            let hairpin = f.key.v6 == v6
+                && f.nat.is_some_and(|t| {
+                    t.vrf == vrf
+                        && ((f.key.dst == o && t.dst == inside)
+                            || (f.key.vrf == vrf && f.key.src == inside && t.src == o))
+                });
+            hairpin
+                || f.nat.is_some_and(|t| outside_of(&t))
+                || (f.nat.is_some() && outside_of(&f.key))
         });
     }
 

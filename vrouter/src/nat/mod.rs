@@ -27,6 +27,13 @@
 //! flow up the other way round, from the fabric path: its entry rewrites the destination to the
 //! pod, the pod's replies' entry their source. Each entry says which end it rewrites.
 //!
+//! A pod reaching a floating IP of a pod of the node (its own VRF's or another's) from a
+//! flow that would leave translated (through a pool or its own floating IP) is a hairpin:
+//! set up inline with both ends translated, as a link-local service's flow is, its forward
+//! entry sending the packet to the floating IP's pod from the client's outside pair, the
+//! reverse entry (keyed as that pod replies, in its VRF) sending the replies back from the
+//! floating IP. Nothing leaves on the fabric; a reply to the pair needs no route in the VRF.
+//!
 //! # Service VIPs
 //! An address:port (TCP or UDP) of a VRF stands for backends of that VRF. A flow's first
 //! packet to it picks one by the flow's hash (or, balanced by least flows, the backend with
