@@ -16,6 +16,7 @@ Two kinds of knowledge the OpenAPI document states in words but a generator cann
 import hashlib
 import ipaddress
 import os
+import urllib.parse
 
 import schemathesis
 from hypothesis import strategies as st
@@ -195,22 +196,6 @@ def map_case(context, case):
         return case
     if (
         _positive(case)
-        and case.operation.path == "/nat/floating-ips/{address}"
-        and case.method.upper() == "PUT"
-        and isinstance(case.body, dict)
-        and isinstance(case.path_parameters, dict)
-    ):
-        address = case.path_parameters.get("address")
-        try:
-            a = ipaddress.ip_address(address)
-            if a.version == 6 and a.is_loopback:
-                case.path_parameters["address"] = address = "2001:db8:ff::2"
-        except (ValueError, TypeError):
-            pass
-        case.body = _floating_ip(address, case.body)
-        return case
-    if (
-        _positive(case)
         and case.operation.path == "/nat/services/{name}"
         and case.method.upper() == "PUT"
         and isinstance(case.body, dict)
@@ -249,3 +234,25 @@ def map_case(context, case):
         body["iface"] = TAP_IFACE
     case.body = body
     return case
+
+
+@schemathesis.hook
+def before_call(context, case, **kwargs):
+    # A floating IP's pod address of the floating address's family. Path parameters are kept
+    # percent-encoded (an IPv6 address's colons included).
+    if (
+        _positive(case)
+        and case.operation.path == "/nat/floating-ips/{address}"
+        and case.method.upper() == "PUT"
+        and isinstance(case.body, dict)
+        and isinstance(case.path_parameters, dict)
+    ):
+        address = urllib.parse.unquote(str(case.path_parameters.get("address")))
+        try:
+            a = ipaddress.ip_address(address)
+            if a.version == 6 and a.is_loopback:
+                address = "2001:db8:ff::2"
+                case.path_parameters["address"] = urllib.parse.quote(address, safe="")
+        except ValueError:
+            pass
+        case.body = _floating_ip(address, case.body)
