@@ -1794,3 +1794,50 @@ fn a_pod_reaches_a_pod_of_its_vrf_through_its_floating_ip_and_back() {
     );
     assert_eq!(b.pool_in_use(), 0);
 }
+
+/// An ICMP error from pod B about pod A's datagram through the hairpin (B's port
+/// unreachable, to A's pool pair, which the VRF does not route) reaches A from the floating
+/// IP, quoting A's datagram as A sent it (A's address and port, to the floating IP).
+#[test]
+fn a_port_unreachable_through_the_hairpin_reaches_the_client_from_the_floating_ip() {
+    let mut b = bed();
+    with_floating_ip(&b);
+    b.tables
+        .add_route(
+            VRF,
+            ip(FLOATING),
+            32,
+            RouteTarget {
+                nexthop: NH_FABRIC,
+                label: None,
+            },
+        )
+        .unwrap();
+    let (_, there) = b
+        .run(POD_A, &frame(POD_A_IP, FLOATING, P::Udp, 5000, 53))
+        .expect("to pod B");
+    let (s, _, _, _) = tuple(&there);
+    let err = icmp_error_between(POD_B_MAC, VROUTER_MAC, POD_B_IP, s, 3, &there);
+    let (vif, out) = b.run(POD_B, &err).expect("the error to pod A");
+    assert_eq!(vif, POD_A);
+    let p = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(NetSlice::Ipv4(ip4)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let h = ip4.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+    assert_eq!(
+        (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination)),
+        (FLOATING, POD_A_IP),
+        "from the floating IP to pod A"
+    );
+    let Some(TransportSlice::Icmpv4(i)) = &p.transport else {
+        panic!("not ICMP")
+    };
+    assert_eq!(
+        i.checksum(),
+        i.header().icmp_type.calc_checksum(i.payload()),
+        "ICMP checksum"
+    );
+    assert_eq!(quoted_tuple(&out), (POD_A_IP, 5000, FLOATING, 53));
+}

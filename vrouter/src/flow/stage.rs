@@ -658,7 +658,7 @@ impl FlowHook for FlowStage {
         };
         if icmp_error && translates {
             let service = topo.filter(|_| services).map(|t| (t, m.vrf));
-            if let Some(a) = icmp_error_action(table, m, frame, target, service) {
+            if let Some(a) = icmp_error_action(table, m, frame, target, service, topo) {
                 return a;
             }
         }
@@ -740,14 +740,28 @@ impl FlowHook for FlowStage {
             && (nat.service(m.vrf, m.proto, v6, m.dst, m.dport).is_some()
                 || nat::quoted(frame, m)
                     .is_some_and(|q| nat.service(m.vrf, q.proto, q.v6, q.src, q.sport).is_some()));
-        // A hairpin flow's reply, to the outside address its client's flow took (which the
-        // VRF need not route): its entry says where it goes.
+        // A hairpin flow's reply (or an ICMP error about its client's packet), to the outside
+        // address its client's flow took (which the VRF need not route): its entry says where
+        // it goes.
         let hairpin = || {
-            nat.any_fabric()
-                && self
-                    .table
-                    .lookup(&key_of(m))
-                    .is_some_and(|h| h.nat && h.nat_both)
+            let both = |k: &FlowKey| self.table.lookup(k).is_some_and(|h| h.nat && h.nat_both);
+            // Only a VRF with a floating IP's pod can hold a hairpin flow's far end.
+            nat.has_floating(m.vrf)
+                && (both(&key_of(m))
+                    || nat::quoted(frame, m).is_some_and(|q| {
+                        both(
+                            &FlowKey {
+                                vrf: m.vrf,
+                                v6: q.v6,
+                                proto: q.proto,
+                                src: q.src,
+                                dst: q.dst,
+                                sport: q.sport,
+                                dport: q.dport,
+                            }
+                            .reverse(),
+                        )
+                    }))
         };
         if v6 {
             return (to_vip || hairpin()).then_some(UNROUTED);
@@ -850,7 +864,9 @@ fn is_error_type(ty: u16) -> bool {
 /// error leaves through source NAT or a floating IP, or comes from a VIP's backend) gives the
 /// quote's destination (and the error's source, if the translated host sent it) the pair,
 /// floating IP or VIP; one that rewrites the destination toward a VIP's backend (an error from
-/// a client about a reply it got from the VIP) sends it to the backend, quote and all. `None`:
+/// a client about a reply it got from the VIP) sends it to the backend, quote and all; one that
+/// rewrites both ends (a hairpin, a link-local service) sends it where that entry's packets go,
+/// both ends of the error and of its quote translated. `None`:
 /// not about a NAT flow, decided as any other packet.
 #[cold]
 #[inline(never)]
@@ -860,6 +876,7 @@ fn icmp_error_action(
     frame: &[u8],
     target: RouteTarget,
     service: Option<(&Topology, u16)>,
+    topo: Option<&Topology>,
 ) -> Option<FlowAction> {
     let found = nat::quoted(frame, m).and_then(|q| {
         let quoted = FlowKey {
@@ -878,7 +895,7 @@ fn icmp_error_action(
         return (target == UNROUTED).then_some(FlowAction::Refused(DropReason::NoRoute));
     };
     // Errors do not keep a flow alive: no touch.
-    match nat_hit(table, &hit, target, service, None) {
+    match nat_hit(table, &hit, target, service, topo) {
         // A destination-rewriting entry outside a VIP (hit through a tunnel) is not ours.
         FlowAction::Forward(_) => None,
         a => Some(a),
