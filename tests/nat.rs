@@ -5,7 +5,7 @@
 //! the flows are listed with both tuples, an ICMP error from the remote reaches the pod's
 //! socket, and flows beyond the pool's four are counted drops, not a crash.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,8 +74,8 @@ fn uplink_and_pool(vr: &Vrouterd, remote: &KernelPod) {
     );
     let pool = NatPool {
         vrf: 0,
-        first: POOL,
-        last: POOL,
+        first: POOL.into(),
+        last: POOL.into(),
         ports: NatPorts {
             first: PORTS.0,
             last: PORTS.1,
@@ -436,7 +436,10 @@ fn floating_ip_translates_as_the_kernels_dnat_does() {
     let pod = KernelPod::attached_to(Some(&node), "vdo", 1, 1500);
     let remote = remote(&node, "vdr", Some("00:00:5e:00:01:00"));
     let vr = vrouterd_with_snat(&node, &pod, &remote);
-    let fip = control_api::api::FloatingIp { vrf: 1, ip: pod.ip };
+    let fip = control_api::api::FloatingIp {
+        vrf: 1,
+        ip: pod.ip.into(),
+    };
     vr.api(|c| async move { c.floating_ip_set(FLOATING, &fip).await })
         .expect("floating ip");
     let ours_in = send_to_and_capture(&remote, FLOATING, &pod);
@@ -471,7 +474,10 @@ fn a_remote_reaches_a_pod_through_its_floating_ip() {
     let pod = KernelPod::attached_to(Some(&node), "fp", 1, 1500);
     let remote = remote(&node, "fr", Some("00:00:5e:00:01:00"));
     let vr = vrouterd_with_snat(&node, &pod, &remote);
-    let fip = control_api::api::FloatingIp { vrf: 1, ip: pod.ip };
+    let fip = control_api::api::FloatingIp {
+        vrf: 1,
+        ip: pod.ip.into(),
+    };
     vr.api(|c| async move { c.floating_ip_set(FLOATING, &fip).await })
         .expect("floating ip");
 
@@ -737,6 +743,538 @@ fn ttl_exceeded_from_beyond_the_nat_reaches_the_pods_socket() {
         e.quoted,
         (pod.ip, 5555, REMOTE, 33434),
         "the quote is the pod's own datagram"
+    );
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}
+
+const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0x10);
+const REMOTE6_GW: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
+const FLOATING6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0xc8);
+const POOL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0x40);
+
+/// The IPv6 source and destination of an Ethernet frame, if it carries IPv6.
+fn ipv6_ends(f: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    if f.len() < 54 || f[12..14] != [0x86, 0xdd] {
+        return None;
+    }
+    let a = |o: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&f[o..o + 16]).unwrap());
+    Some((a(22), a(38)))
+}
+
+/// [`remote`] speaking IPv6 as well: 2001:db8:ff::10/64 behind a router at 2001:db8:ff::1
+/// (whose MAC is `gw_mac` given statically, or learnt by NDP from a kernel router).
+fn remote6(node: &Netns, tag: &str, gw_mac: Option<&str>) -> KernelPod {
+    let r = remote(node, tag, gw_mac);
+    let gw = REMOTE6_GW.to_string();
+    r.ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{REMOTE6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    if let Some(mac) = gw_mac {
+        r.ns.ip(&[
+            "-6",
+            "neigh",
+            "replace",
+            &gw,
+            "lladdr",
+            mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ]);
+    }
+    r.ns.ip(&["-6", "route", "replace", "default", "via", &gw]);
+    r
+}
+
+/// A kernel router namespace between `pod` and `remote` (both attached to it): the pods'
+/// gateways (IPv4 and IPv6) on its ends, forwarding both families.
+fn kernel_router(router: &Netns, pod: &KernelPod, remote: &KernelPod) {
+    for side in [&pod.host_side, &remote.host_side] {
+        router.exec(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{side}.disable_ipv6=0"),
+        ]);
+    }
+    router.ip(&["addr", "add", "198.18.1.1/24", "dev", &pod.host_side]);
+    router.ip(&[
+        "addr",
+        "add",
+        &format!("{REMOTE_GW}/24"),
+        "dev",
+        &remote.host_side,
+    ]);
+    router.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{}/64", pod.gateway6()),
+        "dev",
+        &pod.host_side,
+        "nodad",
+    ]);
+    router.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{REMOTE6_GW}/64"),
+        "dev",
+        &remote.host_side,
+        "nodad",
+    ]);
+    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    router.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+}
+
+/// vrouterd in `node`: `pod` in VRF 1, `remote` behind af-packet vif `uplink` in VRF 0 with
+/// 203.0.113.0/24 and 2001:db8:ff::/64 routed there, VRF 1 attached to pool `egress`.
+fn vrouterd_with_snat6(node: &Netns, pod: &KernelPod, remote: &KernelPod) -> Vrouterd {
+    let vr = vrouterd_with_snat(node, pod, remote);
+    vr.set_route("2001:db8:ff::/64", NH_UPLINK);
+    vr
+}
+
+/// What the remote (or the pod) saw of one IPv6 packet: [`Seen`]'s fields for IPv6.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Seen6 {
+    proto: u8,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport_in_pool: bool,
+    dport: u16,
+    payload: Vec<u8>,
+    checksums_ok: bool,
+}
+
+/// The folded, uncomplemented IPv6 pseudo-header sum (what an offloaded checksum field holds).
+fn pseudo_header_sum6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: u16) -> u16 {
+    let mut sum: u32 = src
+        .segments()
+        .iter()
+        .chain(dst.segments().iter())
+        .map(|&w| u32::from(w))
+        .sum::<u32>()
+        + u32::from(proto)
+        + u32::from(len);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+fn seen6(f: &[u8]) -> Seen6 {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(f).expect("a frame etherparse reads");
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
+        panic!("not IPv6: {f:02x?}")
+    };
+    let h = ip.header().to_header();
+    let (s, d) = (Ipv6Addr::from(h.source), Ipv6Addr::from(h.destination));
+    let in_pool = |p: u16| (PORTS.0..=PORTS.1).contains(&p);
+    match &p.transport {
+        Some(TransportSlice::Udp(u)) => Seen6 {
+            proto: 17,
+            src: s,
+            dst: d,
+            sport_in_pool: in_pool(u.source_port()),
+            dport: u.destination_port(),
+            payload: u.payload().to_vec(),
+            checksums_ok: u.checksum()
+                == u.to_header().calc_checksum_ipv6(&h, u.payload()).unwrap()
+                || u.checksum() == pseudo_header_sum6(s, d, 17, u.length()),
+        },
+        Some(TransportSlice::Icmpv6(i)) => Seen6 {
+            proto: 58,
+            src: s,
+            dst: d,
+            sport_in_pool: true,
+            dport: 0,
+            payload: (i.payload().len() as u32).to_be_bytes().to_vec(),
+            checksums_ok: i.checksum()
+                == i.icmp_type()
+                    .calc_checksum(h.source, h.destination, i.payload())
+                    .unwrap(),
+        },
+        other => panic!("neither UDP nor ICMPv6: {other:?}"),
+    }
+}
+
+/// From `from`: three UDP datagrams from source ports 5001-5003 and two pings to `dst`
+/// (IPv6); what `at` captured of them, sorted.
+fn send6_and_capture(from: &KernelPod, dst: Ipv6Addr, at: &KernelPod) -> Vec<Seen6> {
+    // Echo requests: ICMPv6 type 128 right after the IPv6 header.
+    let cap = at
+        .ns
+        .capture("eth0", "udp port 7000 or (icmp6 and ip6[40] == 128)", 5);
+    from.ns.exec(&[
+        "python3",
+        "-c",
+        &format!("import socket\nfor p in (5001, 5002, 5003):\n s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n s.bind(('', p))\n s.sendto(b'oracle %d' % p, ('{dst}', 7000))"),
+    ]);
+    let out = from.ping(&dst.to_string(), 2);
+    assert!(out.contains("2 received"), "pings answered: {out}");
+    let mut seen: Vec<Seen6> = cap
+        .frames(Duration::from_secs(10))
+        .iter()
+        .map(|f| seen6(f))
+        .collect();
+    seen.sort();
+    seen
+}
+
+/// The kernel as the oracle for a floating IPv6: a router namespace doing 1:1 NAT with
+/// ip6tables (DNAT of the floating address to the pod, SNAT of the pod's flows to it) delivers
+/// the remote's datagrams and pings to the pod as vrouterd does (to the pod's address from the
+/// remote's real one, ports and payloads kept, checksums valid), and the pod's own leave from
+/// the floating address alike.
+#[test]
+fn floating_ipv6_translates_as_the_kernels_dnat_does() {
+    let router = Netns::new("nat6kd");
+    let kpod = KernelPod::attached_to(Some(&router), "k6o", 1, 1500);
+    let kremote = remote6(&router, "k6r", None);
+    kernel_router(&router, &kpod, &kremote);
+    let (floating, pod_ip) = (FLOATING6.to_string(), kpod.ip6.to_string());
+    router.exec(&[
+        "ip6tables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-d",
+        &floating,
+        "-j",
+        "DNAT",
+        "--to-destination",
+        &pod_ip,
+    ]);
+    router.exec(&[
+        "ip6tables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        &pod_ip,
+        "-o",
+        &kremote.host_side,
+        "-j",
+        "SNAT",
+        "--to-source",
+        &floating,
+    ]);
+    let kernel_in = send6_and_capture(&kremote, FLOATING6, &kpod);
+    let kernel_out = send6_and_capture(&kpod, REMOTE6, &kremote);
+
+    let node = Netns::new("nat6vd");
+    let pod = KernelPod::attached_to(Some(&node), "v6o", 1, 1500);
+    let remote = remote6(&node, "v6r", Some("00:00:5e:00:01:00"));
+    let vr = vrouterd_with_snat6(&node, &pod, &remote);
+    let fip = control_api::api::FloatingIp {
+        vrf: 1,
+        ip: pod.ip6.into(),
+    };
+    vr.api(|c| async move { c.floating_ip_set(FLOATING6, &fip).await })
+        .expect("floating ip");
+    let ours_in = send6_and_capture(&remote, FLOATING6, &pod);
+    let ours_out = send6_and_capture(&pod, REMOTE6, &remote);
+
+    assert_eq!(kernel_in.len(), 5, "the kernel's inbound: {kernel_in:?}");
+    for s in &kernel_in {
+        assert!(
+            s.src == REMOTE6 && s.dst == kpod.ip6 && s.checksums_ok,
+            "kernel: {s:?}"
+        );
+    }
+    assert!(kernel_in.iter().any(|s| s.dport == 7000));
+    assert_eq!(kernel_out.len(), 5, "the kernel's outbound: {kernel_out:?}");
+    for s in &kernel_out {
+        assert!(s.src == FLOATING6 && s.checksums_ok, "kernel: {s:?}");
+    }
+    assert_eq!(ours_in, kernel_in, "inbound translated as the kernel does");
+    assert_eq!(
+        ours_out, kernel_out,
+        "outbound translated as the kernel does"
+    );
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}
+
+/// NAT66 with the kernel as the oracle: the same traffic from a pod through a router
+/// namespace that source-NATs with ip6tables to a pool of one IPv6 address and four ports
+/// arrives at the remote as it does through vrouterd with that pool: from the pool address,
+/// ports in the pool, the same payloads, checksums valid.
+#[test]
+fn nat66_translates_as_the_kernel_does() {
+    let router = Netns::new("nat6kr");
+    let kpod = KernelPod::attached_to(Some(&router), "k6s", 1, 1500);
+    let kremote = remote6(&router, "k6t", None);
+    kernel_router(&router, &kpod, &kremote);
+    let to = format!("[{POOL6}]:{}-{}", PORTS.0, PORTS.1);
+    for proto in ["udp", "tcp"] {
+        router.exec(&[
+            "ip6tables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            &kremote.host_side,
+            "-p",
+            proto,
+            "-j",
+            "SNAT",
+            "--to-source",
+            &to,
+        ]);
+    }
+    router.exec(&[
+        "ip6tables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        &kremote.host_side,
+        "-p",
+        "ipv6-icmp",
+        "-j",
+        "SNAT",
+        "--to-source",
+        &POOL6.to_string(),
+    ]);
+    let kernel = send6_and_capture(&kpod, REMOTE6, &kremote);
+
+    let node = Netns::new("nat6vr");
+    let pod = KernelPod::attached_to(Some(&node), "v6s", 1, 1500);
+    let remote = remote6(&node, "v6t", Some("00:00:5e:00:01:00"));
+    let vr = vrouterd_with_snat6(&node, &pod, &remote);
+    pool6_attached(&vr);
+    let ours = send6_and_capture(&pod, REMOTE6, &remote);
+
+    assert_eq!(kernel.len(), 5, "the kernel's translations: {kernel:?}");
+    for s in &kernel {
+        assert!(
+            s.src == POOL6 && s.sport_in_pool && s.checksums_ok,
+            "kernel: {s:?}"
+        );
+    }
+    assert_eq!(ours, kernel, "vrouterd translates as the kernel does");
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}
+
+/// Pool `egress6` (POOL6, ports 40000-40003) in VRF 0, VRF 1 attached to it instead of the
+/// IPv4 pool.
+fn pool6_attached(vr: &Vrouterd) {
+    let pool = NatPool {
+        vrf: 0,
+        first: POOL6.into(),
+        last: POOL6.into(),
+        ports: NatPorts {
+            first: PORTS.0,
+            last: PORTS.1,
+        },
+    };
+    vr.api(|c| async move { c.nat_pool_set("egress6", &pool).await })
+        .expect("pool");
+    vr.api(|c| async move { c.snat_set(1, "egress6").await })
+        .expect("attach");
+}
+
+/// A floating IPv6 with real peers: the remote reaches the pod through it over TCP (the pod
+/// sees the remote's real address) and pings it; the pod's own pings leave from it; the flows
+/// are listed with both IPv6 tuples; the remote's port unreachable about the pod's datagram
+/// reaches the pod's socket (the ICMPv6 error and its quote translated back).
+#[test]
+fn a_remote_reaches_a_pod_through_its_floating_ipv6() {
+    let node = Netns::new("nat6fip");
+    let pod = KernelPod::attached_to(Some(&node), "f6p", 1, 1500);
+    let remote = remote6(&node, "f6r", Some("00:00:5e:00:01:00"));
+    let vr = vrouterd_with_snat6(&node, &pod, &remote);
+    let fip = control_api::api::FloatingIp {
+        vrf: 1,
+        ip: pod.ip6.into(),
+    };
+    vr.api(|c| async move { c.floating_ip_set(FLOATING6, &fip).await })
+        .expect("floating ip");
+
+    let at_pod = pod
+        .ns
+        .capture("eth0", "tcp and src host 2001:db8:ff::10", 1);
+    let (sent, got) = remote.tcp_transfer_to(&pod, FLOATING6.into(), 2_000_000);
+    assert_eq!(sent, got, "TCP to the floating IPv6 reaches the pod intact");
+    let frames = at_pod.frames(Duration::from_secs(10));
+    assert_eq!(
+        frames.first().and_then(|f| ipv6_ends(f)),
+        Some((REMOTE6, pod.ip6)),
+        "the pod sees the remote's real address"
+    );
+    let out = remote.ping(&FLOATING6.to_string(), 2);
+    assert!(
+        out.contains("2 received"),
+        "the floating IPv6 answers pings: {out}"
+    );
+
+    let at_remote = remote.ns.capture("eth0", "icmp6 and ip6[40] == 128", 1);
+    let out = pod.ping(&REMOTE6.to_string(), 1);
+    assert!(out.contains("1 received"), "{out}");
+    let frames = at_remote.frames(Duration::from_secs(10));
+    assert_eq!(
+        frames.first().and_then(|f| ipv6_ends(f)),
+        Some((FLOATING6, REMOTE6)),
+        "the pod leaves from its floating IPv6"
+    );
+
+    let page = vr
+        .api(|c| async move {
+            c.flows(&FlowQuery {
+                vrf: Some(1),
+                limit: Some(100),
+                cursor: None,
+            })
+            .await
+        })
+        .expect("flows");
+    let echo = page
+        .flows
+        .iter()
+        .find(|f| f.proto == 58 && f.src == std::net::IpAddr::V6(pod.ip6))
+        .unwrap_or_else(|| panic!("the pod's echo flow is listed: {page:?}"));
+    let t = echo.translated.as_ref().expect("translated tuple");
+    assert_eq!((t.vrf, t.src, t.dst), (0, FLOATING6.into(), REMOTE6.into()));
+
+    let refused = pod.ns.exec(&[
+        "python3",
+        "-c",
+        "import socket\ns=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\ns.settimeout(3)\ns.connect(('2001:db8:ff::10', 9))\ns.send(b'x')\ntry:\n s.recv(10)\n print('answered')\nexcept ConnectionRefusedError:\n print('refused')\nexcept socket.timeout:\n print('timeout')",
+    ]);
+    assert_eq!(
+        refused.trim(),
+        "refused",
+        "the ICMPv6 error reached the pod's socket"
+    );
+    let pools = vr
+        .api(|c| async move { c.nat_pools().await })
+        .expect("pools");
+    assert_eq!(pools[0].in_use, 0, "no pool pair taken");
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}
+
+/// NAT66 with real peers: a kernel pod behind an IPv6 pool of one address and four ports
+/// reaches the remote, which sees only the pool address, over TCP intact; flows beyond the
+/// pool's four are counted drops, not a crash.
+#[test]
+fn a_pod_behind_nat66_reaches_a_remote_that_sees_only_the_pool() {
+    let node = Netns::new("nat66");
+    let pod = KernelPod::attached_to(Some(&node), "n6p", 1, 1500);
+    let remote = remote6(&node, "n6r", Some("00:00:5e:00:01:00"));
+    let vr = vrouterd_with_snat6(&node, &pod, &remote);
+    pool6_attached(&vr);
+
+    let cap = remote
+        .ns
+        .capture("eth0", "ip6 and (tcp or (icmp6 and ip6[40] == 128))", 8);
+    let out = pod.ping(&REMOTE6.to_string(), 2);
+    assert!(
+        out.contains("2 received"),
+        "pings through NAT66 answered: {out}"
+    );
+    let (sent, got) = pod.tcp_transfer_to(&remote, REMOTE6.into(), 2_000_000);
+    assert_eq!(sent, got, "TCP through NAT66 arrives intact");
+    let frames = cap.frames(Duration::from_secs(10));
+    assert!(
+        frames.len() >= 8,
+        "tcpdump saw the traffic: {}",
+        frames.len()
+    );
+    for f in &frames {
+        let (s, d) = ipv6_ends(f).expect("IPv6");
+        assert!(
+            (s, d) == (POOL6, REMOTE6) || (s, d) == (REMOTE6, POOL6),
+            "the remote sees only the pool address: {s} -> {d}"
+        );
+    }
+    // Two pairs taken (the ping, the TCP connection): three more UDP flows find two free.
+    pod.ns.exec(&[
+        "python3",
+        "-c",
+        "import socket\nfor p in range(3):\n s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n s.sendto(b'x', ('2001:db8:ff::10', 9000+p))",
+    ]);
+    let drops = vr.wait_until(
+        "an exhausted IPv6 pool counted",
+        || {
+            vr.api(|c| async move { c.dropstats().await })
+                .expect("dropstats")
+        },
+        |d| d.reasons.get("nat_pool_exhausted").copied().unwrap_or(0) >= 1,
+    );
+    assert_eq!(
+        drops.reasons.get("nat_pool_exhausted"),
+        Some(&1),
+        "{drops:?}"
+    );
+    let pools = vr
+        .api(|c| async move { c.nat_pools().await })
+        .expect("pools");
+    let pool = pools
+        .iter()
+        .find(|p| p.name == "egress6")
+        .expect("the IPv6 pool listed");
+    assert_eq!((pool.in_use, pool.capacity, pool.exhausted), (4, 4, 1));
+    assert_eq!(pool.first, std::net::IpAddr::V6(POOL6));
+    assert!(vr.stop().success(), "vrouterd stops cleanly");
+}
+
+/// Hairpin with real peers: kernel pod A (behind the pool) reaches kernel pod B of the same
+/// VRF through B's floating IP, which the VRF routes toward the fabric: the TCP transfer
+/// arrives intact, B sees it from A's pool address, and A's pings are answered from the
+/// floating IP; nothing leaves on the fabric.
+#[test]
+fn a_pod_reaches_a_pod_of_its_vrf_through_its_floating_ip() {
+    const FLOATING: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 200);
+    let node = Netns::new("nathp");
+    let a = KernelPod::attached_to(Some(&node), "hpa", 1, 1500);
+    let b = KernelPod::attached_to(Some(&node), "hpb", 2, 1500);
+    let remote = remote(&node, "hpr", Some("00:00:5e:00:01:00"));
+    let vr = Vrouterd::start_netns(
+        Some(&node),
+        &vrouterd_bin(),
+        &["--idle-sleep-us", "20", "--flow-entries", "4096"],
+        &[],
+    );
+    route_in_vrf1(&vr, &[("hpa", &a), ("hpb", &b)]);
+    uplink_and_pool(&vr, &remote);
+    vr.set_route(&format!("{FLOATING}/32"), NH_UPLINK);
+    let fip = control_api::api::FloatingIp {
+        vrf: 1,
+        ip: b.ip.into(),
+    };
+    vr.api(|c| async move { c.floating_ip_set(FLOATING, &fip).await })
+        .expect("floating ip");
+
+    let on_fabric = remote.ns.capture("eth0", "ip", 1);
+    let at_b = b.ns.capture("eth0", "tcp and dst host 198.18.2.2", 1);
+    let (sent, got) = a.tcp_transfer_to(&b, FLOATING.into(), 1_000_000);
+    assert_eq!(sent, got, "TCP through the hairpin arrives intact");
+    let frames = at_b.frames(Duration::from_secs(10));
+    assert_eq!(
+        frames.first().and_then(|f| ipv4_ends(f)),
+        Some((POOL, b.ip)),
+        "pod B sees pod A's pool address"
+    );
+    let out = a.ping(&FLOATING.to_string(), 2);
+    assert!(
+        out.contains("2 received"),
+        "pings through the hairpin: {out}"
+    );
+    assert!(
+        on_fabric.frames(Duration::from_secs(1)).is_empty(),
+        "nothing left on the fabric"
     );
     assert!(vr.stop().success(), "vrouterd stops cleanly");
 }

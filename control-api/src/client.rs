@@ -339,11 +339,13 @@ impl Client {
         self.delete(&format!("/vrfs/{vrf}/snat")).await
     }
 
+    /// `address`: an IPv4 or IPv6 address (of `f.ip`'s family).
     pub async fn floating_ip_set(
         &self,
-        address: std::net::Ipv4Addr,
+        address: impl Into<std::net::IpAddr>,
         f: &FloatingIp,
     ) -> Result<FloatingIpInfo, Error> {
+        let address = address.into();
         self.call(
             Method::PUT,
             &format!("/nat/floating-ips/{address}"),
@@ -351,7 +353,8 @@ impl Client {
         )
         .await
     }
-    pub async fn floating_ip_del(&self, address: std::net::Ipv4Addr) -> Result<(), Error> {
+    pub async fn floating_ip_del(&self, address: impl Into<std::net::IpAddr>) -> Result<(), Error> {
+        let address = address.into();
         self.delete(&format!("/nat/floating-ips/{address}")).await
     }
     pub async fn floating_ips(&self) -> Result<Vec<FloatingIpInfo>, Error> {

@@ -841,7 +841,7 @@ impl Controller {
 
     pub fn floating_ip_set(
         &self,
-        address: std::net::Ipv4Addr,
+        address: std::net::IpAddr,
         f: &FloatingIp,
     ) -> Result<Outcome, Error> {
         let _span = tracing::info_span!("floating_ip_set", %address).entered();
@@ -871,7 +871,7 @@ impl Controller {
         Ok(Outcome::from_new(new))
     }
 
-    pub fn floating_ip_del(&self, address: std::net::Ipv4Addr) -> Result<(), Error> {
+    pub fn floating_ip_del(&self, address: std::net::IpAddr) -> Result<(), Error> {
         let _span = tracing::info_span!("floating_ip_del", %address).entered();
         let _change = self.change();
         self.model().check_floating_ip_del(address)?;
@@ -1000,7 +1000,7 @@ impl Controller {
         self.model().floating_ips()
     }
 
-    pub fn floating_ip(&self, address: std::net::Ipv4Addr) -> Result<FloatingIpInfo, Error> {
+    pub fn floating_ip(&self, address: std::net::IpAddr) -> Result<FloatingIpInfo, Error> {
         self.model().floating_ip(address)
     }
 

@@ -199,13 +199,13 @@ pub enum Change {
     },
     /// Set (or replace, its flows going) the floating IP `address`.
     FloatingIpSet {
-        address: std::net::Ipv4Addr,
+        address: std::net::IpAddr,
         vrf: u32,
-        ip: Ipv4Addr,
+        ip: std::net::IpAddr,
     },
     /// Remove the floating IP `address`; its flows go.
     FloatingIpDel {
-        address: std::net::Ipv4Addr,
+        address: std::net::IpAddr,
     },
     /// Set (or replace) a service VIP: flows to a backend it no longer has go.
     ServiceSet {

@@ -371,7 +371,7 @@ async fn floating_ips_round_trip_and_refuse_what_would_clash() {
         .await,
         400,
         "invalid-path-param",
-        "not an IPv4 address",
+        "not an IPv4 or IPv6 address",
     );
     refused(
         call(
@@ -808,5 +808,155 @@ async fn services_round_trip_and_refuse_bad_backends_and_clashes() {
     assert_eq!(
         ops,
         ["service_set", "service_set", "service_set", "service_del"]
+    );
+}
+
+/// IPv6 floating IPs and NAT66 pools: accepted and listed as IPv6; a floating IP or a pool of
+/// mixed families gets a 400 naming the families; overlaps and clashes are checked within a
+/// family only (an IPv4 pool and an IPv6 pool of the same low bits coexist).
+#[tokio::test]
+async fn ipv6_floating_ips_and_pools_round_trip_and_refuse_mixed_families() {
+    let s = TestServer::start();
+    assert_eq!(call(&s, Method::PUT, "/vrfs/5", None).await.0, 201);
+    let fip = |ip: &str| Some(json!({"vrf": 5, "ip": ip}));
+    let (st, v) = call(
+        &s,
+        Method::PUT,
+        "/nat/floating-ips/2001:db8:64::c8",
+        fip("2001:db8:18:1::2"),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        v,
+        json!({"address": "2001:db8:64::c8", "vrf": 5, "ip": "2001:db8:18:1::2"})
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/2001:db8:64::c9",
+            fip("198.18.1.2"),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "different address families",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/198.51.100.9",
+            fip("2001:db8:18:1::3"),
+        )
+        .await,
+        400,
+        "invalid-field",
+        "different address families",
+    );
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/ff02::1",
+            fip("2001:db8:18:1::3"),
+        )
+        .await,
+        400,
+        "invalid-path-param",
+        "unicast",
+    );
+    // A pod address has one floating IP.
+    refused(
+        call(
+            &s,
+            Method::PUT,
+            "/nat/floating-ips/2001:db8:64::c9",
+            fip("2001:db8:18:1::2"),
+        )
+        .await,
+        409,
+        "conflict",
+        "has floating IP 2001:db8:64::c8 already",
+    );
+
+    let put = |name: &str, body: Value| {
+        let path = format!("/nat/pools/{name}");
+        let s = &s;
+        async move { call(s, Method::PUT, &path, Some(body)).await }
+    };
+    refused(
+        put("m", pool(0, "198.51.100.64", "2001:db8:64::41")).await,
+        400,
+        "invalid-field",
+        "different address families",
+    );
+    refused(
+        put("w", pool(0, "2001:db8:64::", "2001:db8:64::1:0")).await,
+        400,
+        "invalid-field",
+        "at most 256",
+    );
+    refused(
+        put("u", pool(0, "::", "::1")).await,
+        400,
+        "invalid-field",
+        "unicast",
+    );
+    let (st, v) = put("egress6", pool(0, "2001:db8:64::40", "2001:db8:64::41")).await;
+    assert_eq!(st, 201, "{v}");
+    let (_, v) = call(&s, Method::GET, "/nat/pools/egress6", None).await;
+    assert_eq!(
+        (&v["first"], &v["last"], &v["capacity"]),
+        (
+            &json!("2001:db8:64::40"),
+            &json!("2001:db8:64::41"),
+            &json!(2048)
+        ),
+        "{v}"
+    );
+    refused(
+        put("other6", pool(0, "2001:db8:64::41", "2001:db8:64::50")).await,
+        409,
+        "conflict",
+        "overlaps nat pool egress6",
+    );
+    refused(
+        put("fip6", pool(0, "2001:db8:64::c0", "2001:db8:64::cf")).await,
+        409,
+        "conflict",
+        "holds floating IP 2001:db8:64::c8",
+    );
+    // An IPv4 pool whose bits an IPv6 one shares: no overlap across families.
+    assert_eq!(
+        put("v4", pool(0, "198.51.100.64", "198.51.100.65")).await.0,
+        201
+    );
+    assert_eq!(
+        put("twin6", pool(0, "::c633:6440", "::c633:6441")).await.0,
+        201
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::PUT,
+            "/vrfs/5/snat",
+            Some(json!({"pool": "egress6"}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        call(
+            &s,
+            Method::DELETE,
+            "/nat/floating-ips/2001:db8:64::c8",
+            None
+        )
+        .await
+        .0,
+        204
     );
 }

@@ -613,6 +613,63 @@ fn vrouterctl_sets_nat_pools_and_attachments() {
     )
     .contains("nat pool egress"));
     ok(&s, &["nat", "fip-del", "198.51.100.200"]);
+    // IPv6: a floating IPv6 and a NAT66 pool; mixed families refused, naming them.
+    let out = ok(
+        &s,
+        &[
+            "nat",
+            "fip-set",
+            "2001:db8:64::c8",
+            "--vrf",
+            "5",
+            "--ip",
+            "2001:db8:18:1::2",
+        ],
+    );
+    assert!(
+        out.contains("floating ip 2001:db8:64::c8 is 2001:db8:18:1::2 in vrf 5"),
+        "{out}"
+    );
+    assert!(ok(&s, &["nat", "fips"]).contains("2001:db8:64::c8"));
+    assert!(fails(
+        &s,
+        &[
+            "nat",
+            "fip-set",
+            "2001:db8:64::c9",
+            "--vrf",
+            "5",
+            "--ip",
+            "198.18.1.13"
+        ]
+    )
+    .contains("different address families"));
+    ok(&s, &["nat", "fip-del", "2001:db8:64::c8"]);
+    ok(
+        &s,
+        &[
+            "nat",
+            "pool-set",
+            "egress6",
+            "2001:db8:64::40",
+            "2001:db8:64::41",
+            "--ports",
+            "40000-40999",
+        ],
+    );
+    assert!(ok(&s, &["nat", "pools"]).contains("2001:db8:64::40"));
+    assert!(fails(
+        &s,
+        &[
+            "nat",
+            "pool-set",
+            "mixed",
+            "2001:db8:64::50",
+            "198.51.100.99"
+        ]
+    )
+    .contains("different address families"));
+    ok(&s, &["nat", "pool-del", "egress6"]);
     let out = ok(
         &s,
         &[

@@ -4,7 +4,8 @@ Two kinds of knowledge the OpenAPI document states in words but a generator cann
 - value formats with a rule a regular expression cannot say (prefixes with their host bits
   zero, port ranges in order, NAT pools' address and port ranges in order, a vif's DHCP
   gateway and routes inside its subnet, link-local services off the vifs' own sources, a
-  service's backends of its VIP's family, a tunnel's own label in its encapsulation's range):
+  service's backends of its VIP's family, a floating IP's pod address of its family, a pool's
+  two ends of one family, a tunnel's own label in its encapsulation's range):
   generators for them, or positive cases put in order;
 - facts of the machine under test (the socket base, which interfaces and devices exist, which
   groups, which lcores forward): schema-valid vif requests and queue pins are pointed at them;
@@ -15,6 +16,7 @@ Two kinds of knowledge the OpenAPI document states in words but a generator cann
 import hashlib
 import ipaddress
 import os
+import urllib.parse
 
 import schemathesis
 from hypothesis import strategies as st
@@ -59,13 +61,25 @@ def _positive(case):
     return meta is not None and meta.generation.mode.is_positive
 
 
+def _unicast(a):
+    """`a`, or a documentation address of its family if the rules in words refuse it (an IPv6
+    loopback: the schema's pattern cannot tell every spelling of ::1)."""
+    if a.version == 6 and a.is_loopback:
+        return ipaddress.IPv6Address("2001:db8:ff::1")
+    return a
+
+
 def _nat_pool(body):
-    """A schema-valid NAT pool made one the rules in words accept: first not above last, at
-    most 256 addresses, the port range in order."""
+    """A schema-valid NAT pool made one the rules in words accept: both addresses of one
+    family (IPv4, or IPv6 for NAT66), first not above last, at most 256 addresses, the port
+    range in order."""
     try:
-        a, z = ipaddress.IPv4Address(body["first"]), ipaddress.IPv4Address(body["last"])
-    except (KeyError, ValueError):
+        a = _unicast(ipaddress.ip_address(body["first"]))
+        z = _unicast(ipaddress.ip_address(body["last"]))
+    except (KeyError, ValueError, TypeError):
         return body
+    if a.version != z.version:
+        z = a
     a, z = min(a, z), max(a, z)
     if int(z) - int(a) >= 256:
         z = a
@@ -73,6 +87,20 @@ def _nat_pool(body):
     ports = body.get("ports")
     if isinstance(ports, dict) and isinstance(ports.get("first"), int) and isinstance(ports.get("last"), int):
         ports["first"], ports["last"] = sorted((ports["first"], ports["last"]))
+    return body
+
+
+def _floating_ip(address, body):
+    """A schema-valid floating IP made one the rules in words accept: the pod address of the
+    floating address's family."""
+    try:
+        a = ipaddress.ip_address(address)
+        ip = _unicast(ipaddress.ip_address(body["ip"]))
+    except (KeyError, ValueError, TypeError):
+        return body
+    if ip.version != a.version:
+        ip = ipaddress.ip_address("198.18.0.1" if a.version == 4 else "2001:db8::1")
+    body["ip"] = str(ip)
     return body
 
 
@@ -228,3 +256,25 @@ def map_case(context, case):
         body["iface"] = TAP_IFACE
     case.body = body
     return case
+
+
+@schemathesis.hook
+def before_call(context, case, **kwargs):
+    # A floating IP's pod address of the floating address's family. Path parameters are kept
+    # percent-encoded (an IPv6 address's colons included).
+    if (
+        _positive(case)
+        and case.operation.path == "/nat/floating-ips/{address}"
+        and case.method.upper() == "PUT"
+        and isinstance(case.body, dict)
+        and isinstance(case.path_parameters, dict)
+    ):
+        address = urllib.parse.unquote(str(case.path_parameters.get("address")))
+        try:
+            a = ipaddress.ip_address(address)
+            if a.version == 6 and a.is_loopback:
+                address = "2001:db8:ff::2"
+                case.path_parameters["address"] = urllib.parse.quote(address, safe="")
+        except ValueError:
+            pass
+        case.body = _floating_ip(address, case.body)

@@ -117,9 +117,9 @@ impl VrouterDataplane {
                 let v = u16::try_from(*vrf)
                     .map_err(|_| rejected(format!("vrf {vrf} is out of range")))?;
                 let f = FloatingIp {
-                    outside: u32::from(*address),
+                    outside: *address,
                     vrf: v,
-                    inside: u32::from(*ip),
+                    inside: *ip,
                 };
                 self.nat.set_floating(f).map_err(table_err)?;
                 info!(%address, vrf, %ip, "floating ip set");
@@ -155,9 +155,7 @@ impl VrouterDataplane {
                 Ok(())
             }
             Change::FloatingIpDel { address } => {
-                self.nat
-                    .del_floating(u32::from(*address))
-                    .map_err(table_err)?;
+                self.nat.del_floating(*address).map_err(table_err)?;
                 info!(%address, "floating ip removed");
                 Ok(())
             }

@@ -93,19 +93,20 @@ pub(super) fn flow_policy(p: &control_api::api::Policy) -> Result<flow::Policy, 
 }
 
 pub(super) fn flow_entry(f: &flow::FlowInfo, now_ms: u64) -> FlowEntry {
-    let addr = |a: u128| {
-        if f.key.v6 {
+    let of = |v6: bool, a: u128| {
+        if v6 {
             IpAddr::V6(std::net::Ipv6Addr::from(a))
         } else {
             IpAddr::V4(std::net::Ipv4Addr::from(a as u32))
         }
     };
-    let v4 = |a: u128| IpAddr::V4(std::net::Ipv4Addr::from(a as u32));
+    let addr = |a: u128| of(f.key.v6, a);
     FlowEntry {
+        // The tuple it leaves with (floating IPv6, NAT66, IPv6 VIPs: of the key's family).
         translated: f.nat.map(|k| FlowTuple {
             vrf: u32::from(k.vrf),
-            src: v4(k.src),
-            dst: v4(k.dst),
+            src: of(k.v6, k.src),
+            dst: of(k.v6, k.dst),
             sport: k.sport,
             dport: k.dport,
         }),

@@ -2,21 +2,22 @@
 """Writes the source-NAT seeds of the pipeline_flows target (run from vrouter/fuzz/): pod 2 and
 pod 1 leaving for 203.0.113.0/24 through the pool (198.51.100.64, ports 40000-40003), replies
 from the fabric to the pairs handed out first, ICMP errors quoting them, exhaustion, aging,
-detach/attach, pod 1's floating IP (198.51.100.200) both ways, packets NAT cannot translate,
-and both pods' flows to the link-local metadata service."""
+detach/attach, pod 1's floating IPs (198.51.100.200, 2001:db8:64::c8) both ways, packets NAT
+cannot translate, and both pods' flows to the link-local metadata service."""
 import os, struct
-from scapy.all import Ether, IP, TCP, UDP, ICMP, Raw
+from scapy.all import Ether, IP, IPv6, TCP, UDP, ICMP, ICMPv6EchoRequest, ICMPv6EchoReply, ICMPv6DestUnreach, Raw
 
 VROUTER = "00:00:5e:00:01:00"
 POD_A, POD_B, PEER = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:f2"
 POOL, REMOTE = "198.51.100.64", "203.0.113.7"
+POD_A6, REMOTE6, FLOATING6 = "2001:db8:1::a", "2001:db8:ff::7", "2001:db8:64::c8"
 
 def rec(vif, ctl, frame):
     b = bytes(frame)
     return struct.pack("<BBH", vif, ctl, len(b)) + b
 
-def pod2(l4, **ip):
-    return Ether(src=POD_B, dst=VROUTER) / IP(src="198.18.1.11", dst=REMOTE, **ip) / l4
+def pod2(l4, dst=REMOTE, **ip):
+    return Ether(src=POD_B, dst=VROUTER) / IP(src="198.18.1.11", dst=dst, **ip) / l4
 
 def fabric(l4):
     return Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst=POOL) / l4
@@ -79,6 +80,22 @@ seeds = {
     + rec(2, 1, pod2(ICMP(type=3, code=3) / IP(src=REMOTE, dst="198.18.1.11") / UDP(sport=53, dport=1000)))
     + rec(0, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IP(src=REMOTE, dst="198.51.100.200") / UDP(sport=7, dport=53))
     + rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst=REMOTE) / ICMP(type=3, code=3) / IP(src=REMOTE, dst="198.18.1.10") / UDP(sport=7, dport=53)),
+    # Pod 1's floating IPv6 (2001:db8:64::c8 for 2001:db8:1::a): a TCP connection to it from
+    # the fabric and the pod's answer, the pod's ping out and its reply, an ICMPv6 error about
+    # the pod's packet, then the floating IPs removed (vif bit 5) and a packet to it again.
+    "nat_floating_ipv6": rec(0, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IPv6(src=REMOTE6, dst=FLOATING6) / TCP(sport=7000, dport=80, flags="S"))
+    + rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IPv6(src=POD_A6, dst=REMOTE6) / TCP(sport=80, dport=7000, flags="SA"))
+    + rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IPv6(src=POD_A6, dst=REMOTE6) / ICMPv6EchoRequest(id=9) / Raw(b"p"))
+    + rec(0, 0, Ether(src=PEER, dst="02:00:00:00:00:f1") / IPv6(src=REMOTE6, dst=FLOATING6) / ICMPv6EchoReply(id=9) / Raw(b"p"))
+    + rec(0, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IPv6(src=REMOTE6, dst=FLOATING6) / ICMPv6DestUnreach(code=4) / IPv6(src=FLOATING6, dst=REMOTE6) / TCP(sport=80, dport=7000, flags="SA"))
+    + rec(0x20, 1, Ether(src=PEER, dst="02:00:00:00:00:f1") / IPv6(src=REMOTE6, dst=FLOATING6) / TCP(sport=7001, dport=80, flags="S")),
+    # Hairpin: pod 2 (behind the pool) to pod 1's floating IP, a TCP connection and a ping;
+    # pod 1 answers the pool pairs (no route to them in VRF 5), then the floating IPs go.
+    "nat_hairpin": rec(2, 1, pod2(TCP(sport=1000, dport=80, flags="S"), dst="198.51.100.200"))
+    + rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst=POOL) / TCP(sport=80, dport=40000, flags="SA"))
+    + rec(2, 0, pod2(ICMP(type=8, id=5) / Raw(b"p"), dst="198.51.100.200"))
+    + rec(1, 1, Ether(src=POD_A, dst=VROUTER) / IP(src="198.18.1.10", dst=POOL) / ICMP(type=0, id=40001) / Raw(b"p"))
+    + rec(0x22, 1, pod2(TCP(sport=1000, dport=80, flags="A"), dst="198.51.100.200")),
 }
 for name, data in seeds.items():
     open(os.path.join("corpus/pipeline_flows", "seed-" + name), "wb").write(data)

@@ -70,15 +70,17 @@ pub enum Error {
     NatSameVrf { vrf: u16, pool: String },
     #[error("{inside} in VRF {vrf} has floating IP {outside} already")]
     NatFloatingTaken {
-        inside: std::net::Ipv4Addr,
+        inside: std::net::IpAddr,
         vrf: u16,
-        outside: std::net::Ipv4Addr,
+        outside: std::net::IpAddr,
     },
     #[error("bad service VIP: {0}")]
     NatBadService(String),
     #[error("floating IP {outside} is an address of NAT pool {pool}")]
     NatFloatingInPool {
-        outside: std::net::Ipv4Addr,
+        outside: std::net::IpAddr,
         pool: String,
     },
+    #[error("bad floating IP: {0}")]
+    NatBadFloating(String),
 }

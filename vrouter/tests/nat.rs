@@ -74,8 +74,8 @@ fn bed() -> NatBed {
         "egress",
         0,
         PoolRange {
-            first: POOL_FIRST,
-            last: POOL_LAST,
+            first: POOL_FIRST.into(),
+            last: POOL_LAST.into(),
             ports: PORTS,
         },
     )
@@ -532,8 +532,8 @@ fn cores_setting_up_and_aging_at_once_never_share_or_leak_a_pair() {
         "egress",
         0,
         PoolRange {
-            first: Ipv4Addr::new(198, 51, 100, 64),
-            last: Ipv4Addr::new(198, 51, 100, 67),
+            first: Ipv4Addr::new(198, 51, 100, 64).into(),
+            last: Ipv4Addr::new(198, 51, 100, 67).into(),
             ports: (40000, 40255),
         },
     )
@@ -630,9 +630,9 @@ const FLOATING: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 200);
 fn with_floating_ip(b: &NatBed) {
     b.nat
         .set_floating(FloatingIp {
-            outside: u32::from(FLOATING),
+            outside: FLOATING.into(),
             vrf: VRF as u16,
-            inside: u32::from(POD_B_IP),
+            inside: POD_B_IP.into(),
         })
         .unwrap();
 }
@@ -695,7 +695,7 @@ fn a_pod_with_a_floating_ip_leaves_from_it_rather_than_from_the_pool() {
     assert_eq!(vif, POD_B);
     assert_eq!(quote_of(&err), (POD_B_IP, 6000));
     // Removed: its flows go; the pod's next flow leaves through the pool.
-    b.nat.del_floating(u32::from(FLOATING)).unwrap();
+    b.nat.del_floating(FLOATING.into()).unwrap();
     let table = b.policies.table().clone();
     assert!(table
         .flows(None, 64, 0)
@@ -720,9 +720,9 @@ fn floating_ips_refuse_pool_addresses_and_a_second_address_per_pod() {
     let b = bed();
     with_floating_ip(&b);
     let f = |outside: Ipv4Addr, inside: Ipv4Addr| FloatingIp {
-        outside: u32::from(outside),
+        outside: outside.into(),
         vrf: VRF as u16,
-        inside: u32::from(inside),
+        inside: inside.into(),
     };
     let e = b.nat.set_floating(f(POOL_FIRST, POD_A_IP)).unwrap_err();
     assert!(e.to_string().contains("address of NAT pool egress"), "{e}");
@@ -741,8 +741,8 @@ fn floating_ips_refuse_pool_addresses_and_a_second_address_per_pod() {
             "wide",
             0,
             PoolRange {
-                first: Ipv4Addr::new(198, 51, 100, 192),
-                last: Ipv4Addr::new(198, 51, 100, 223),
+                first: Ipv4Addr::new(198, 51, 100, 192).into(),
+                last: Ipv4Addr::new(198, 51, 100, 223).into(),
                 ports: (1024, 2047),
             },
         )
@@ -893,8 +893,8 @@ fn services_refuse_bad_backends_and_pool_addresses() {
             "inside",
             VRF as u16 + 1,
             PoolRange {
-                first: VIP,
-                last: VIP,
+                first: VIP.into(),
+                last: VIP.into(),
                 ports: PORTS,
             },
         )
@@ -1291,7 +1291,16 @@ fn tuple6(f: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16) {
             assert_eq!(u.checksum(), want, "UDP checksum");
             (s, u.source_port(), d, u.destination_port())
         }
-        _ => panic!("no TCP / UDP header"),
+        Some(TransportSlice::Icmpv6(i)) => {
+            let want = i
+                .icmp_type()
+                .calc_checksum(h.source, h.destination, i.payload())
+                .unwrap();
+            assert_eq!(i.checksum(), want, "ICMPv6 checksum");
+            let id = u16::from_be_bytes([i.slice()[4], i.slice()[5]]);
+            (s, id, d, id)
+        }
+        _ => panic!("no TCP / UDP / ICMPv6 header"),
     }
 }
 
@@ -1431,4 +1440,404 @@ fn an_ipv6_backends_port_unreachable_reaches_the_client_from_the_vip() {
     }
     assert_eq!(quote, want, "the quote is pod A's datagram to the VIP");
     assert_ne!(port, 80);
+}
+
+const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 7);
+const FLOATING6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0xc8);
+const POOL6_FIRST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0x40);
+const POOL6_LAST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0x41);
+
+/// 2001:db8:ff::/64 (the remote's) routed from VRF 5 to the fabric vif.
+fn v6_uplink(b: &NatBed) {
+    b.tables
+        .add_route(
+            VRF,
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0)),
+            64,
+            RouteTarget {
+                nexthop: NH_FABRIC,
+                label: None,
+            },
+        )
+        .unwrap();
+}
+
+/// An ICMPv6 error of type `ty` (1: destination unreachable, 3: time exceeded) from `from` to
+/// `to` on the fabric, quoting the IPv6 packet of frame `quoted`.
+fn icmp6_error(from: Ipv6Addr, to: Ipv6Addr, ty: u8, quoted: &[u8]) -> Vec<u8> {
+    let t = match ty {
+        1 => etherparse::Icmpv6Type::DestinationUnreachable(
+            etherparse::icmpv6::DestUnreachableCode::Port,
+        ),
+        _ => etherparse::Icmpv6Type::TimeExceeded(
+            etherparse::icmpv6::TimeExceededCode::HopLimitExceeded,
+        ),
+    };
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(PEER_MAC.0, FABRIC_MAC.0)
+        .ipv6(from.octets(), to.octets(), 64)
+        .icmpv6(t)
+        .write(&mut v, &quoted[14..])
+        .unwrap();
+    v
+}
+
+/// An ICMPv6 error frame: its ICMPv6 checksum checked against etherparse's; its outer source
+/// and destination and the source address and port its quote holds.
+fn error6(f: &[u8]) -> (Ipv6Addr, Ipv6Addr, Ipv6Addr, u16) {
+    let p = SlicedPacket::from_ethernet(f).unwrap();
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
+        panic!("not IPv6")
+    };
+    let h = ip.header().to_header();
+    let Some(TransportSlice::Icmpv6(i)) = &p.transport else {
+        panic!("not ICMPv6")
+    };
+    assert_eq!(
+        i.checksum(),
+        i.icmp_type()
+            .calc_checksum(h.source, h.destination, i.payload())
+            .unwrap(),
+        "ICMPv6 checksum"
+    );
+    let q = i.payload();
+    let src: [u8; 16] = q[8..24].try_into().unwrap();
+    (
+        Ipv6Addr::from(h.source),
+        Ipv6Addr::from(h.destination),
+        Ipv6Addr::from(src),
+        u16::from_be_bytes([q[40], q[41]]),
+    )
+}
+
+/// A floating IPv6: the remote's datagrams and pings to it reach pod B from the remote's own
+/// address, pod B's flows toward the fabric leave from it (ports kept) and their replies and
+/// ICMPv6 errors come back to it translated (checksums etherparse's); the flows show both
+/// tuples; a floating IP of mixed families is refused; removed, its flows go.
+#[test]
+fn a_floating_ipv6_maps_a_pod_both_ways() {
+    let mut b = bed();
+    v6_uplink(&b);
+    let mixed = b
+        .nat
+        .set_floating(FloatingIp {
+            outside: FLOATING6.into(),
+            vrf: VRF as u16,
+            inside: POD_B_IP.into(),
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(mixed.contains("address families"), "{mixed}");
+    b.nat
+        .set_floating(FloatingIp {
+            outside: FLOATING6.into(),
+            vrf: VRF as u16,
+            inside: POD_B_IP6.into(),
+        })
+        .unwrap();
+    // In.
+    let (vif, inbound) = b
+        .run(FABRIC, &frame6(REMOTE6, FLOATING6, P::Udp, 7, 53))
+        .expect("to the pod");
+    assert_eq!(vif, POD_B);
+    assert_eq!(tuple6(&inbound), (REMOTE6, 7, POD_B_IP6, 53));
+    assert_eq!(&inbound[0..6], &POD_B_MAC.0, "addressed to the pod");
+    let (vif, answer) = b
+        .run(POD_B, &frame6(POD_B_IP6, REMOTE6, P::Udp, 53, 7))
+        .expect("to the fabric");
+    assert_eq!(vif, FABRIC);
+    assert_eq!(tuple6(&answer), (FLOATING6, 53, REMOTE6, 7));
+    let (_, echo) = b
+        .run(FABRIC, &frame6(REMOTE6, FLOATING6, P::Echo, 9, 0))
+        .expect("the ping to the pod");
+    assert_eq!(tuple6(&echo), (REMOTE6, 9, POD_B_IP6, 9));
+    let (_, reply) = b
+        .run(POD_B, &frame6(POD_B_IP6, REMOTE6, P::EchoReply, 9, 0))
+        .expect("the echo reply out");
+    assert_eq!(tuple6(&reply), (FLOATING6, 9, REMOTE6, 9));
+    // Out: the pod's own flow, its reply and an ICMPv6 error about it.
+    let (vif, out) = b
+        .run(POD_B, &frame6(POD_B_IP6, REMOTE6, P::Syn, 6000, 80))
+        .expect("out");
+    assert_eq!(vif, FABRIC);
+    assert_eq!(tuple6(&out), (FLOATING6, 6000, REMOTE6, 80));
+    let (vif, back) = b
+        .run(FABRIC, &frame6(REMOTE6, FLOATING6, P::Syn, 80, 6000))
+        .expect("the reply");
+    assert_eq!(
+        (vif, tuple6(&back)),
+        (POD_B, (REMOTE6, 80, POD_B_IP6, 6000))
+    );
+    let (vif, err) = b
+        .run(FABRIC, &icmp6_error(REMOTE6, FLOATING6, 1, &out))
+        .expect("the error to the pod");
+    assert_eq!(vif, POD_B);
+    assert_eq!(error6(&err), (REMOTE6, POD_B_IP6, POD_B_IP6, 6000));
+    // A router on the way keeps its own address as the error's source.
+    let router = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
+    let (_, err) = b
+        .run(FABRIC, &icmp6_error(router, FLOATING6, 3, &out))
+        .expect("the error to the pod");
+    assert_eq!(error6(&err), (router, POD_B_IP6, POD_B_IP6, 6000));
+    // No pair taken; the flows show both tuples.
+    assert_eq!(b.pool_in_use(), 0);
+    let flows = b.policies.table().flows(None, 64, 0).flows;
+    let tcp = flows
+        .iter()
+        .find(|f| !f.is_reverse && f.key.proto == 6)
+        .expect("the TCP flow");
+    let t = tcp.nat.expect("translated tuple");
+    assert_eq!(
+        (tcp.key.vrf, tcp.key.src, t.vrf, t.src),
+        (VRF as u16, POD_B_IP6.to_bits(), 0, FLOATING6.to_bits())
+    );
+    assert_eq!(b.stats.snapshot().drop_count(DropReason::NatUnsupported), 0);
+    // Removed: its flows go, and a packet to it is the host's.
+    b.nat.del_floating(FLOATING6.into()).unwrap();
+    assert!(b
+        .policies
+        .table()
+        .flows(None, 64, 0)
+        .flows
+        .iter()
+        .all(|f| f.nat.is_none()));
+    assert_eq!(
+        b.run(FABRIC, &frame6(REMOTE6, FLOATING6, P::Udp, 7, 53)),
+        None
+    );
+    assert_eq!(b.out.host.len(), 1);
+    // Pod B's IPv6 flows now leave through the VRF's IPv4 pool: not translated, counted.
+    assert_eq!(
+        b.run(POD_B, &frame6(POD_B_IP6, REMOTE6, P::Udp, 53, 7)),
+        None
+    );
+    assert_eq!(b.drops(DropReason::NatUnsupported), 1);
+}
+
+fn in_pool6(a: Ipv6Addr, port: u16) -> bool {
+    (POOL6_FIRST.to_bits()..=POOL6_LAST.to_bits()).contains(&a.to_bits())
+        && (PORTS.0..=PORTS.1).contains(&port)
+}
+
+/// NAT66: VRF 5 attached to an IPv6 pool of two addresses and two ports: TCP, UDP and ICMPv6
+/// echo leave from distinct pairs of it (checksums etherparse's) and their replies come back
+/// to the pod; the fifth flow finds the pool exhausted (counted), IPv4 flows are not
+/// translated by it (counted); aged flows give their pairs back. Overlaps are checked within a
+/// family only.
+#[test]
+fn nat66_flows_leave_from_an_ipv6_pool_until_it_is_exhausted() {
+    let mut b = bed();
+    v6_uplink(&b);
+    let range6 = |first: Ipv6Addr, last: Ipv6Addr| PoolRange {
+        first: first.into(),
+        last: last.into(),
+        ports: PORTS,
+    };
+    b.nat
+        .set_pool("egress6", 0, range6(POOL6_FIRST, POOL6_LAST))
+        .unwrap();
+    let e = b
+        .nat
+        .set_pool("other6", 0, range6(POOL6_LAST, FLOATING6))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("shares addresses with pool egress6"), "{e}");
+    // The IPv4 pool's bits in an IPv6 address: no overlap across families.
+    let twin = Ipv6Addr::from(u128::from(u32::from(POOL_FIRST)));
+    assert!(b.nat.set_pool("twin6", 0, range6(twin, twin)).unwrap());
+    b.nat.attach(VRF as u16, "egress6").unwrap();
+
+    let (vif, out) = b
+        .run(POD_A, &frame6(POD_A_IP6, REMOTE6, P::Syn, 5555, 80))
+        .expect("out");
+    assert_eq!(vif, FABRIC);
+    let (s, sp, d, dp) = tuple6(&out);
+    assert!(in_pool6(s, sp), "[{s}]:{sp} from the pool");
+    assert_eq!((d, dp), (REMOTE6, 80));
+    let (vif, back) = b
+        .run(FABRIC, &frame6(REMOTE6, s, P::Syn, 80, sp))
+        .expect("the reply");
+    assert_eq!(
+        (vif, tuple6(&back)),
+        (POD_A, (REMOTE6, 80, POD_A_IP6, 5555))
+    );
+    let flows = b.policies.table().flows(None, 16, 0).flows;
+    let fwd = flows.iter().find(|f| !f.is_reverse).expect("forward entry");
+    let t = fwd.nat.expect("translated tuple");
+    assert_eq!((t.vrf, t.src, t.sport), (0, s.to_bits(), sp));
+    // An ICMPv6 error about it comes back to the pod, quote and all.
+    let (vif, err) = b
+        .run(FABRIC, &icmp6_error(REMOTE6, s, 1, &out))
+        .expect("the error");
+    assert_eq!(vif, POD_A);
+    assert_eq!(error6(&err), (REMOTE6, POD_A_IP6, POD_A_IP6, 5555));
+
+    let (_, echo) = b
+        .run(POD_A, &frame6(POD_A_IP6, REMOTE6, P::Echo, 77, 0))
+        .expect("the ping out");
+    let (es, id, _, _) = tuple6(&echo);
+    assert!(in_pool6(es, id), "[{es}] id {id} from the pool");
+    let (vif, echo_back) = b
+        .run(FABRIC, &frame6(REMOTE6, es, P::EchoReply, id, 0))
+        .expect("the echo reply");
+    assert_eq!(
+        (vif, tuple6(&echo_back)),
+        (POD_A, (REMOTE6, 77, POD_A_IP6, 77))
+    );
+    let mut pairs = std::collections::HashSet::from([(s, sp), (es, id)]);
+    for sport in 1..=2 {
+        let (_, u) = b
+            .run(POD_A, &frame6(POD_A_IP6, REMOTE6, P::Udp, sport, 53))
+            .expect("out");
+        let (us, up, _, _) = tuple6(&u);
+        assert!(in_pool6(us, up));
+        assert!(pairs.insert((us, up)), "[{us}]:{up} taken twice");
+    }
+    assert_eq!(b.nat.pool("egress6").unwrap().in_use, 4);
+    assert_eq!(
+        b.run(POD_A, &frame6(POD_A_IP6, REMOTE6, P::Udp, 3, 53)),
+        None
+    );
+    assert_eq!(b.drops(DropReason::NatPoolExhausted), 1);
+    assert_eq!(b.nat.pool("egress6").unwrap().exhausted, 1);
+    // IPv4 from the VRF: its pool is IPv6 now.
+    assert_eq!(b.run(POD_A, &frame(POD_A_IP, REMOTE, P::Udp, 1, 53)), None);
+    assert_eq!(b.drops(DropReason::NatUnsupported), 1);
+    assert_eq!(b.pool_in_use(), 0, "the IPv4 pool untouched");
+    // Aged: every pair back.
+    let table = b.policies.table().clone();
+    table.age_slice(b.now + 5000, table.buckets());
+    assert_eq!(b.nat.pool("egress6").unwrap().in_use, 0);
+}
+
+/// Hairpin: pod A reaches pod B, of its own VRF, through B's floating IP. The flow never
+/// leaves: it reaches B from A's outside address (a pool pair; over IPv6, A's own floating
+/// IP) and B's replies come back to A from the floating IP, both ends rewritten both ways
+/// (checksums etherparse's), even with no route in the VRF to the pool address (only one to
+/// the floating IP). Removing the floating IP removes the flow and gives its pair back.
+#[test]
+fn a_pod_reaches_a_pod_of_its_vrf_through_its_floating_ip_and_back() {
+    let mut b = bed();
+    with_floating_ip(&b);
+    b.tables
+        .add_route(
+            VRF,
+            ip(FLOATING),
+            32,
+            RouteTarget {
+                nexthop: NH_FABRIC,
+                label: None,
+            },
+        )
+        .unwrap();
+    let (vif, there) = b
+        .run(POD_A, &frame(POD_A_IP, FLOATING, P::Udp, 5000, 53))
+        .expect("to pod B");
+    assert_eq!(vif, POD_B);
+    assert_eq!(&there[0..6], &POD_B_MAC.0, "addressed to pod B");
+    let (s, sp, d, dp) = tuple(&there);
+    assert!(in_pool(s, sp), "{s}:{sp} from the pool");
+    assert_eq!((d, dp), (POD_B_IP, 53));
+    let (vif, back) = b
+        .run(POD_B, &frame(POD_B_IP, s, P::Udp, 53, sp))
+        .expect("the reply to pod A");
+    assert_eq!(vif, POD_A);
+    assert_eq!(tuple(&back), (FLOATING, 53, POD_A_IP, 5000));
+    // Echo: the identifier from the pool there, A's own back.
+    let (_, echo) = b
+        .run(POD_A, &frame(POD_A_IP, FLOATING, P::Echo, 7, 0))
+        .expect("the ping to pod B");
+    let (es, id, ed, _) = tuple(&echo);
+    assert!(in_pool(es, id) && ed == POD_B_IP, "{es} id {id} to {ed}");
+    let (vif, reply) = b
+        .run(POD_B, &frame(POD_B_IP, es, P::EchoReply, id, 0))
+        .expect("the echo reply to pod A");
+    assert_eq!((vif, tuple(&reply)), (POD_A, (FLOATING, 7, POD_A_IP, 7)));
+    assert_eq!(b.pool_in_use(), 2);
+    assert_eq!(b.stats.snapshot().nat_translated, 4);
+    // The floating IP goes: so do the hairpin flows, their pairs back in the pool.
+    b.nat.del_floating(FLOATING.into()).unwrap();
+    assert_eq!(b.pool_in_use(), 0);
+
+    // IPv6: A leaves from its own floating IPv6 to B's.
+    let a6 = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0xca);
+    for (outside, inside) in [(FLOATING6, POD_B_IP6), (a6, POD_A_IP6)] {
+        b.nat
+            .set_floating(FloatingIp {
+                outside: outside.into(),
+                vrf: VRF as u16,
+                inside: inside.into(),
+            })
+            .unwrap();
+    }
+    b.tables
+        .add_route(
+            VRF,
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0)),
+            64,
+            RouteTarget {
+                nexthop: NH_FABRIC,
+                label: None,
+            },
+        )
+        .unwrap();
+    let (vif, there) = b
+        .run(POD_A, &frame6(POD_A_IP6, FLOATING6, P::Syn, 6000, 80))
+        .expect("to pod B");
+    assert_eq!((vif, tuple6(&there)), (POD_B, (a6, 6000, POD_B_IP6, 80)));
+    let (vif, back) = b
+        .run(POD_B, &frame6(POD_B_IP6, a6, P::Syn, 80, 6000))
+        .expect("the reply to pod A");
+    assert_eq!(
+        (vif, tuple6(&back)),
+        (POD_A, (FLOATING6, 80, POD_A_IP6, 6000))
+    );
+    assert_eq!(b.pool_in_use(), 0);
+}
+
+/// An ICMP error from pod B about pod A's datagram through the hairpin (B's port
+/// unreachable, to A's pool pair, which the VRF does not route) reaches A from the floating
+/// IP, quoting A's datagram as A sent it (A's address and port, to the floating IP).
+#[test]
+fn a_port_unreachable_through_the_hairpin_reaches_the_client_from_the_floating_ip() {
+    let mut b = bed();
+    with_floating_ip(&b);
+    b.tables
+        .add_route(
+            VRF,
+            ip(FLOATING),
+            32,
+            RouteTarget {
+                nexthop: NH_FABRIC,
+                label: None,
+            },
+        )
+        .unwrap();
+    let (_, there) = b
+        .run(POD_A, &frame(POD_A_IP, FLOATING, P::Udp, 5000, 53))
+        .expect("to pod B");
+    let (s, _, _, _) = tuple(&there);
+    let err = icmp_error_between(POD_B_MAC, VROUTER_MAC, POD_B_IP, s, 3, &there);
+    let (vif, out) = b.run(POD_B, &err).expect("the error to pod A");
+    assert_eq!(vif, POD_A);
+    let p = SlicedPacket::from_ethernet(&out).unwrap();
+    let Some(NetSlice::Ipv4(ip4)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let h = ip4.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 checksum");
+    assert_eq!(
+        (Ipv4Addr::from(h.source), Ipv4Addr::from(h.destination)),
+        (FLOATING, POD_A_IP),
+        "from the floating IP to pod A"
+    );
+    let Some(TransportSlice::Icmpv4(i)) = &p.transport else {
+        panic!("not ICMP")
+    };
+    assert_eq!(
+        i.checksum(),
+        i.header().icmp_type.calc_checksum(i.payload()),
+        "ICMP checksum"
+    );
+    assert_eq!(quoted_tuple(&out), (POD_A_IP, 5000, FLOATING, 53));
 }

@@ -6,15 +6,16 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-/// `PUT /nat/pools/{name}`: addresses `first..=last` in VRF `vrf`, each with the ports
-/// `ports.first..=ports.last` (also the ICMP echo identifiers handed out). Flows of an
-/// attached VRF toward a vif of `vrf` leave from one of these pairs.
+/// `PUT /nat/pools/{name}`: addresses `first..=last` in VRF `vrf` (IPv4, or IPv6 for NAT66:
+/// both of one family), each with the ports `ports.first..=ports.last` (also the ICMP / ICMPv6
+/// echo identifiers handed out). Flows of an attached VRF toward a vif of `vrf`, of the pool's
+/// address family, leave from one of these pairs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatPool {
     pub vrf: u32,
-    pub first: Ipv4Addr,
-    pub last: Ipv4Addr,
+    pub first: IpAddr,
+    pub last: IpAddr,
     #[serde(default)]
     pub ports: NatPorts,
 }
@@ -41,8 +42,8 @@ impl Default for NatPorts {
 pub struct NatPoolInfo {
     pub name: String,
     pub vrf: u32,
-    pub first: Ipv4Addr,
-    pub last: Ipv4Addr,
+    pub first: IpAddr,
+    pub last: IpAddr,
     pub ports: NatPorts,
     /// Address and port pairs it holds.
     pub capacity: u64,
@@ -62,20 +63,20 @@ pub struct SnatAttachment {
 }
 
 /// `PUT /nat/floating-ips/{address}`: the fabric address `{address}` is pod address `ip` of
-/// VRF `vrf`, both ways.
+/// VRF `vrf`, both ways. IPv4 or IPv6, the same family both sides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FloatingIp {
     pub vrf: u32,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
 }
 
 /// A floating IP as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FloatingIpInfo {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub vrf: u32,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
 }
 
 /// What the dataplane says of a pool's use.

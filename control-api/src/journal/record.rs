@@ -3,7 +3,7 @@
 //! records, in an order that replays cleanly, for a snapshot of the whole model.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -57,12 +57,12 @@ pub enum NatRecord {
         vrf: u32,
     },
     FloatingIpSet {
-        address: Ipv4Addr,
+        address: IpAddr,
         vrf: u32,
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
     FloatingIpDel {
-        address: Ipv4Addr,
+        address: IpAddr,
     },
     ServiceSet {
         name: String,

@@ -3,7 +3,7 @@
 //! use is not changed or removed; a VRF is attached to a pool of another VRF.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::Model;
 use crate::api::{
@@ -24,7 +24,7 @@ pub struct NatModel {
     /// Attached VRF → pool name.
     snat: BTreeMap<u32, String>,
     /// Fabric address → the pod address it is.
-    floating: BTreeMap<Ipv4Addr, FloatingIp>,
+    floating: BTreeMap<IpAddr, FloatingIp>,
     services: BTreeMap<String, Service>,
     link_local: BTreeMap<String, LinkLocalService>,
 }
@@ -64,7 +64,7 @@ impl Model {
             .nat
             .floating
             .keys()
-            .find(|a| (u32::from(pool.first)..=u32::from(pool.last)).contains(&u32::from(**a)))
+            .find(|a| pool.vrf == 0 && pool_holds(pool, **a))
         {
             return Err(Error::Conflict(format!(
                 "nat pool {name} ({}-{}) holds floating IP {f}; remove it or leave it out of the pool",
@@ -74,8 +74,9 @@ impl Model {
         if let Some((other, o)) = self.nat.pools.iter().find(|(n, o)| {
             n.as_str() != name
                 && o.vrf == pool.vrf
-                && u32::from(o.first) <= u32::from(pool.last)
-                && u32::from(pool.first) <= u32::from(o.last)
+                && o.first.is_ipv6() == pool.first.is_ipv6()
+                && bits(o.first) <= bits(pool.last)
+                && bits(pool.first) <= bits(o.last)
         }) {
             return Err(Error::Conflict(format!(
                 "nat pool {name} ({}-{}) overlaps nat pool {other} ({}-{}) in vrf {}; pools of one VRF must not share addresses",
@@ -122,7 +123,9 @@ impl Model {
             .iter()
             .map(|(name, p)| {
                 let u = usage.iter().find(|u| &u.name == name);
-                let addrs = u64::from(u32::from(p.last) - u32::from(p.first)) + 1;
+                let addrs = u64::try_from(bits(p.last).saturating_sub(bits(p.first)))
+                    .unwrap_or(u64::MAX - 1)
+                    + 1;
                 let ports = u64::from(p.ports.last - p.ports.first) + 1;
                 NatPoolInfo {
                     name: name.clone(),
@@ -202,8 +205,17 @@ impl Model {
 
     /// Check `PUT /nat/floating-ips/{address}`; whether it creates one (false: the same
     /// again, or a replacement).
-    pub fn check_floating_ip_set(&self, address: Ipv4Addr, f: &FloatingIp) -> Result<bool, Error> {
+    pub fn check_floating_ip_set(&self, address: IpAddr, f: &FloatingIp) -> Result<bool, Error> {
         check_floating_address(address)?;
+        if address.is_ipv6() != f.ip.is_ipv6() {
+            return Err(Error::field(
+                "ip",
+                format!(
+                    "{} and floating IP {address} are of different address families; a floating IP maps IPv4 to IPv4 or IPv6 to IPv6",
+                    f.ip
+                ),
+            ));
+        }
         if f.vrf == 0 {
             return Err(Error::field(
                 "vrf",
@@ -211,15 +223,18 @@ impl Model {
             ));
         }
         self.require_vrf_ref(f.vrf)?;
-        if !is_unicast(f.ip) {
+        if !is_unicast_ip(f.ip) {
             return Err(Error::field(
                 "ip",
                 format!("{} is not a unicast address", f.ip),
             ));
         }
-        if let Some((name, _)) = self.nat.pools.iter().find(|(_, p)| {
-            p.vrf == 0 && (u32::from(p.first)..=u32::from(p.last)).contains(&u32::from(address))
-        }) {
+        if let Some((name, _)) = self
+            .nat
+            .pools
+            .iter()
+            .find(|(_, p)| p.vrf == 0 && pool_holds(p, address))
+        {
             return Err(Error::Conflict(format!(
                 "{address} is an address of nat pool {name}; a floating IP needs an address of its own"
             )));
@@ -238,11 +253,11 @@ impl Model {
         Ok(!self.nat.floating.contains_key(&address))
     }
 
-    pub fn commit_floating_ip_set(&mut self, address: Ipv4Addr, f: FloatingIp) {
+    pub fn commit_floating_ip_set(&mut self, address: IpAddr, f: FloatingIp) {
         self.nat.floating.insert(address, f);
     }
 
-    pub fn floating_ip(&self, address: Ipv4Addr) -> Result<FloatingIpInfo, Error> {
+    pub fn floating_ip(&self, address: IpAddr) -> Result<FloatingIpInfo, Error> {
         check_floating_address(address)?;
         self.nat
             .floating
@@ -270,11 +285,11 @@ impl Model {
             .collect()
     }
 
-    pub fn check_floating_ip_del(&self, address: Ipv4Addr) -> Result<(), Error> {
+    pub fn check_floating_ip_del(&self, address: IpAddr) -> Result<(), Error> {
         self.floating_ip(address).map(drop)
     }
 
-    pub fn commit_floating_ip_del(&mut self, address: Ipv4Addr) {
+    pub fn commit_floating_ip_del(&mut self, address: IpAddr) {
         self.nat.floating.remove(&address);
     }
 
@@ -347,19 +362,19 @@ impl Model {
                 s.address, r.prefix, s.vrf
             )));
         }
-        if let std::net::IpAddr::V4(v4) = s.address {
-            let vip = u32::from(v4);
-            if let Some((pool, _)) = self.nat.pools.iter().find(|(_, p)| {
-                p.vrf == s.vrf && (u32::from(p.first)..=u32::from(p.last)).contains(&vip)
-            }) {
-                return Err(Error::Conflict(format!(
-                    "{} is an address of nat pool {pool} in vrf {}",
-                    s.address, s.vrf
-                )));
-            }
-            if s.vrf == 0 && self.nat.floating.contains_key(&v4) {
-                return Err(Error::Conflict(format!("{} is a floating IP", s.address)));
-            }
+        if let Some((pool, _)) = self
+            .nat
+            .pools
+            .iter()
+            .find(|(_, p)| p.vrf == s.vrf && pool_holds(p, s.address))
+        {
+            return Err(Error::Conflict(format!(
+                "{} is an address of nat pool {pool} in vrf {}",
+                s.address, s.vrf
+            )));
+        }
+        if s.vrf == 0 && self.nat.floating.contains_key(&s.address) {
+            return Err(Error::Conflict(format!("{} is a floating IP", s.address)));
         }
         if let Some((other, _)) = self.nat.services.iter().find(|(n, o)| {
             n.as_str() != name
@@ -565,8 +580,21 @@ fn is_unicast_ip(a: std::net::IpAddr) -> bool {
     }
 }
 
-fn check_floating_address(a: Ipv4Addr) -> Result<(), Error> {
-    if !is_unicast(a) {
+/// An address's bits (an IPv4 address in the low 32).
+fn bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// Whether `a` is one of pool `p`'s addresses (of its family).
+fn pool_holds(p: &NatPool, a: IpAddr) -> bool {
+    a.is_ipv6() == p.first.is_ipv6() && (bits(p.first)..=bits(p.last)).contains(&bits(a))
+}
+
+fn check_floating_address(a: IpAddr) -> Result<(), Error> {
+    if !is_unicast_ip(a) {
         return Err(Error::InvalidPathParam {
             param: "address",
             reason: format!("{a} is not a unicast address"),
@@ -576,13 +604,21 @@ fn check_floating_address(a: Ipv4Addr) -> Result<(), Error> {
 }
 
 fn check_range(p: &NatPool) -> Result<(), Error> {
-    let (first, last) = (u32::from(p.first), u32::from(p.last));
-    let special = |a: Ipv4Addr| a.is_unspecified() || a.is_broadcast() || a.is_multicast();
-    if special(p.first) || special(p.last) {
+    if p.first.is_ipv6() != p.last.is_ipv6() {
+        return Err(Error::field(
+            "last",
+            format!(
+                "{} and first {} are of different address families; a pool is IPv4 or IPv6",
+                p.last, p.first
+            ),
+        ));
+    }
+    let (first, last) = (bits(p.first), bits(p.last));
+    if !is_unicast_ip(p.first) || !is_unicast_ip(p.last) {
         return Err(Error::field(
             "first",
             format!(
-                "{}-{}: a pool's addresses must be unicast (not 0.0.0.0, multicast or broadcast)",
+                "{}-{}: a pool's addresses must be unicast (not unspecified, loopback, multicast or broadcast)",
                 p.first, p.last
             ),
         ));
@@ -593,14 +629,14 @@ fn check_range(p: &NatPool) -> Result<(), Error> {
             format!("{} is below first {}", p.last, p.first),
         ));
     }
-    if last - first >= NAT_POOL_ADDRESSES_MAX {
+    if last - first >= u128::from(NAT_POOL_ADDRESSES_MAX) {
         return Err(Error::field(
             "last",
             format!(
                 "{}-{} holds {} addresses; at most {NAT_POOL_ADDRESSES_MAX} are allowed",
                 p.first,
                 p.last,
-                u64::from(last - first) + 1
+                (last - first).saturating_add(1)
             ),
         ));
     }

@@ -374,11 +374,11 @@ async fn nat_pool_del(State(s): St, p: Params) -> Res {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn floating_address(p: &Params) -> Result<std::net::Ipv4Addr, Error> {
+fn floating_address(p: &Params) -> Result<std::net::IpAddr, Error> {
     let raw = p.get("address")?;
     raw.parse().map_err(|_| Error::InvalidPathParam {
         param: "address",
-        reason: format!("{raw:?} is not an IPv4 address"),
+        reason: format!("{raw:?} is not an IPv4 or IPv6 address"),
     })
 }
 

@@ -107,6 +107,10 @@ pub fn tables() -> Arc<Tables> {
         ("203.0.113.0", 24, r(30, None)),
         ("2001:db8:1::", 64, r(1, None)),
         ("2001:db8:3::", 64, r(11, Some(100))),
+        // Out of the fabric as plain IPv6: where pod 1's floating IPv6 flows leave.
+        ("2001:db8:ff::", 64, r(30, None)),
+        // Pod 1's floating IP, routed out of the fabric: pod 2 reaches it by hairpin.
+        ("198.51.100.200", 32, r(30, None)),
     ] {
         t.add_route(5, p.parse().expect("prefix"), l, t_)
             .expect("route");

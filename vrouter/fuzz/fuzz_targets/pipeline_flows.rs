@@ -6,7 +6,9 @@
 //! a crash replays. Control byte: low six bits advance the clock by that many 40 ms steps,
 //! bit 6 ages a slice, bit 7 swaps pod 1's policy for none or back. Vif byte: the low two bits
 //! pick the vif, bit 4 detaches VRF 5 from source NAT or attaches it again, bit 5 removes pod
-//! 1's floating IP (198.51.100.200 for 198.18.1.10) or sets it again, bit 3 takes backend
+//! 1's floating IPs (198.51.100.200 for 198.18.1.10, 2001:db8:64::c8 for 2001:db8:1::a, the
+//! remote side 2001:db8:ff::/64 out of the fabric; pod 2 reaches pod 1 through the IPv4 one by
+//! hairpin) or sets them again, bit 3 takes backend
 //! 198.18.1.10:8081 out of service VIP 198.18.1.100:80/TCP (VRF 5, also over 198.18.1.11:8080)
 //! or puts it back: after every call no flow to the VIP leaves for a backend it lacks; bit 6
 //! switches the VIP's balancing between the flow hash and least flows. An IPv6 VIP
@@ -28,6 +30,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use vrouter::flow::{
@@ -130,9 +133,15 @@ const POD_VRF: u16 = 5;
 
 /// Pod 1's floating IP.
 const FLOATING: FloatingIp = FloatingIp {
-    outside: 0xc633_64c8, // 198.51.100.200
+    outside: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 200)),
     vrf: POD_VRF,
-    inside: 0xc612_010a, // 198.18.1.10
+    inside: IpAddr::V4(Ipv4Addr::new(198, 18, 1, 10)),
+};
+/// Pod 1's floating IPv6.
+const FLOATING6: FloatingIp = FloatingIp {
+    outside: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 0xc8)),
+    vrf: POD_VRF,
+    inside: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0xa)),
 };
 /// The metadata service: 169.254.169.254:80/TCP from any pod to 198.51.100.80:8775 out of
 /// the fabric (both ends translated).
@@ -233,6 +242,7 @@ impl<'a> Side<'a> {
         .expect("pool");
         nat.attach(POD_VRF, "egress").expect("attach");
         nat.set_floating(FLOATING).expect("floating IP");
+        nat.set_floating(FLOATING6).expect("floating IPv6");
         nat.set_service(service(true, false)).expect("service");
         nat.set_service(service6(true, false)).expect("IPv6 service");
         nat.set_link_local(LINK_LOCAL).expect("link-local service");
@@ -286,11 +296,16 @@ impl<'a> Side<'a> {
         match floating_toggle {
             Some(true) => {
                 self.nat.set_floating(FLOATING).expect("floating IP");
+                self.nat.set_floating(FLOATING6).expect("floating IPv6");
             }
-            Some(false) => self
-                .nat
-                .del_floating(FLOATING.outside)
-                .expect("floating IP removed"),
+            Some(false) => {
+                self.nat
+                    .del_floating(FLOATING.outside)
+                    .expect("floating IP removed");
+                self.nat
+                    .del_floating(FLOATING6.outside)
+                    .expect("floating IPv6 removed");
+            }
             None => {}
         }
         match nat_toggle {

@@ -417,8 +417,8 @@ fn leaving<'s>(
     plain_out: Option<u16>,
 ) -> Option<Leaving<'s>> {
     let out_vrf = topo?.vif(plain_out?)?.vrf;
-    if out_vrf == FABRIC_VRF && m.l3 == L3::Ipv4 && nat.has_floating(m.vrf) {
-        if let Some(f) = nat.floating_of(m.vrf, m.src_v4()) {
+    if out_vrf == FABRIC_VRF && nat.has_floating(m.vrf) {
+        if let Some(f) = nat.floating_of(m.vrf, m.l3 == L3::Ipv6, m.src) {
             return Some(Leaving::Floating(*f));
         }
     }
@@ -438,9 +438,18 @@ fn nat_hit(
     hit: &Hit,
     target: RouteTarget,
     service: Option<(&Topology, u16)>,
+    topo: Option<&Topology>,
 ) -> FlowAction {
     if hit.verdict == FlowVerdict::Drop {
         return FlowAction::Drop;
+    }
+    if hit.nat_both {
+        // Both ends translated (a hairpin through a floating IP, a link-local service's flow
+        // seen inside a VRF): routed where the partner says.
+        return match (table.nat_partner(hit), topo) {
+            (Some(p), Some(topo)) => both_ways(topo, &p),
+            _ => FlowAction::Drop,
+        };
     }
     if hit.nat_dst {
         let Some((topo, vrf)) = service else {
@@ -463,6 +472,35 @@ fn nat_hit(
         ),
         // Removed under us: never translate with a pair that may be another flow's.
         None => FlowAction::Drop,
+    }
+}
+
+/// A packet of a flow translated at both ends whose other entry's key is `p` (as the other
+/// direction arrives): it leaves as the reverse of `p`, from `p`'s destination (and port, or
+/// ICMP identifier) to its source, routed in `p`'s VRF.
+fn both_ways(topo: &Topology, p: &FlowKey) -> FlowAction {
+    let route = topo.vrf(p.vrf).and_then(|v| {
+        if p.v6 {
+            v.route_v6(p.src)
+        } else {
+            v.route_v4(p.src as u32)
+        }
+    });
+    match route {
+        Some(t) => FlowAction::Nat2(
+            t,
+            Translation {
+                end: End::Source,
+                addr: p.dst,
+                port: nat_port_of_reply(p),
+            },
+            Translation {
+                end: End::Destination,
+                addr: p.src,
+                port: p.sport,
+            },
+        ),
+        None => FlowAction::Refused(DropReason::NoRoute),
     }
 }
 
@@ -519,14 +557,14 @@ fn twice(target: RouteTarget, reply: &FlowKey) -> FlowAction {
     )
 }
 
-/// Whether source NAT can translate the packet: IPv4, not a fragment, TCP, UDP or an ICMP
-/// echo request.
+/// Whether source NAT or a floating IP can translate the packet: IPv4 or IPv6, not a
+/// fragment, TCP, UDP or an ICMP / ICMPv6 echo request.
 fn translatable(m: &PacketMeta) -> bool {
-    m.l3 == L3::Ipv4
-        && !m.fragment
-        && match m.proto {
-            ipv4::proto::TCP | ipv4::proto::UDP => true,
-            ipv4::proto::ICMP => m.dport == u16::from(icmp::v4::ECHO_REQUEST),
+    !m.fragment
+        && match (m.l3, m.proto) {
+            (L3::Ipv4 | L3::Ipv6, ipv4::proto::TCP | ipv4::proto::UDP) => true,
+            (L3::Ipv4, ipv4::proto::ICMP) => m.dport == u16::from(icmp::v4::ECHO_REQUEST),
+            (L3::Ipv6, ipv4::proto::ICMPV6) => m.dport == u16::from(icmp::v6::ECHO_REQUEST),
             _ => false,
         }
 }
@@ -643,13 +681,13 @@ impl FlowHook for FlowStage {
         }
         let icmp_error = match m.proto {
             ipv4::proto::ICMP => is_error_type(m.dport),
-            // ICMPv6 errors that quote (RFC 4443): about an IPv6 VIP's flows.
-            ipv4::proto::ICMPV6 => matches!(m.dport, 1..=4) && services,
+            // ICMPv6 errors that quote (RFC 4443).
+            ipv4::proto::ICMPV6 => matches!(m.dport, 1..=4),
             _ => false,
         };
         if icmp_error && translates {
             let service = topo.filter(|_| services).map(|t| (t, m.vrf));
-            if let Some(a) = icmp_error_action(table, m, frame, target, service) {
+            if let Some(a) = icmp_error_action(table, m, frame, target, service, topo) {
                 return a;
             }
         }
@@ -685,7 +723,7 @@ impl FlowHook for FlowStage {
                 table.touch(hit.index, len, now, tcp_flags);
                 if hit.nat {
                     let service = topo.filter(|_| services).map(|t| (t, m.vrf));
-                    return nat_hit(table, &hit, target, service);
+                    return nat_hit(table, &hit, target, service, topo);
                 }
                 return action(hit.verdict, target);
             }
@@ -738,18 +776,41 @@ impl FlowHook for FlowStage {
             && (nat.service(m.vrf, m.proto, v6, m.dst, m.dport).is_some()
                 || nat::quoted(frame, m)
                     .is_some_and(|q| nat.service(m.vrf, q.proto, q.v6, q.src, q.sport).is_some()));
+        // A hairpin flow's reply (or an ICMP error about its client's packet), to the outside
+        // address its client's flow took (which the VRF need not route): its entry says where
+        // it goes.
+        let hairpin = || {
+            let both = |k: &FlowKey| self.table.lookup(k).is_some_and(|h| h.nat && h.nat_both);
+            // Only a VRF with a floating IP's pod can hold a hairpin flow's far end.
+            nat.has_floating(m.vrf)
+                && (both(&key_of(m))
+                    || nat::quoted(frame, m).is_some_and(|q| {
+                        both(
+                            &FlowKey {
+                                vrf: m.vrf,
+                                v6: q.v6,
+                                proto: q.proto,
+                                src: q.src,
+                                dst: q.dst,
+                                sport: q.sport,
+                                dport: q.dport,
+                            }
+                            .reverse(),
+                        )
+                    }))
+        };
         if v6 {
-            return to_vip.then_some(UNROUTED);
+            return (to_vip || hairpin()).then_some(UNROUTED);
         }
         // A link-local service's flows leave with the service's route in the fabric VRF.
         let link_local =
             nat.has_link_local() && nat.link_local(m.proto, m.dst_v4(), m.dport).is_some();
-        (to_vip || link_local).then_some(UNROUTED)
+        (to_vip || link_local || hairpin()).then_some(UNROUTED)
     }
 
     fn on_fabric(&mut self, m: &PacketMeta, frame: &[u8]) -> Inbound {
         let nat: &NatSnapshot = self.nat.load();
-        if !nat.any_fabric() || m.l3 != L3::Ipv4 || m.fragment {
+        if !nat.any_fabric() || !matches!(m.l3, L3::Ipv4 | L3::Ipv6) || m.fragment {
             return Inbound::Host;
         }
         let table = &*self.table;
@@ -800,7 +861,7 @@ impl FlowHook for FlowStage {
                 match quoted {
                     Some(hit) => hit,
                     None => {
-                        return match nat.floating(m.dst_v4()) {
+                        return match nat.floating(m.l3 == L3::Ipv6, m.dst) {
                             Some(f) => {
                                 let f = *f;
                                 self.floating_inbound(m, &key, f, frame)
@@ -839,7 +900,9 @@ fn is_error_type(ty: u16) -> bool {
 /// error leaves through source NAT or a floating IP, or comes from a VIP's backend) gives the
 /// quote's destination (and the error's source, if the translated host sent it) the pair,
 /// floating IP or VIP; one that rewrites the destination toward a VIP's backend (an error from
-/// a client about a reply it got from the VIP) sends it to the backend, quote and all. `None`:
+/// a client about a reply it got from the VIP) sends it to the backend, quote and all; one that
+/// rewrites both ends (a hairpin, a link-local service) sends it where that entry's packets go,
+/// both ends of the error and of its quote translated. `None`:
 /// not about a NAT flow, decided as any other packet.
 #[cold]
 #[inline(never)]
@@ -849,6 +912,7 @@ fn icmp_error_action(
     frame: &[u8],
     target: RouteTarget,
     service: Option<(&Topology, u16)>,
+    topo: Option<&Topology>,
 ) -> Option<FlowAction> {
     let found = nat::quoted(frame, m).and_then(|q| {
         let quoted = FlowKey {
@@ -867,7 +931,7 @@ fn icmp_error_action(
         return (target == UNROUTED).then_some(FlowAction::Refused(DropReason::NoRoute));
     };
     // Errors do not keep a flow alive: no touch.
-    match nat_hit(table, &hit, target, service) {
+    match nat_hit(table, &hit, target, service, topo) {
         // A destination-rewriting entry outside a VIP (hit through a tunnel) is not ours.
         FlowAction::Forward(_) => None,
         a => Some(a),
@@ -980,13 +1044,21 @@ impl FlowStage {
         if !translatable(m) {
             return Inbound::Drop(DropReason::NatUnsupported);
         }
+        let inside = f.inside_bits();
         let pod_side = FlowKey {
             vrf: f.vrf,
-            dst: u128::from(f.inside),
+            dst: inside,
             ..*key
         };
         let topo: &Topology = self.topo.load();
-        let Some(target) = topo.vrf(f.vrf).and_then(|v| v.route_v4(f.inside)) else {
+        let route = topo.vrf(f.vrf).and_then(|v| {
+            if key.v6 {
+                v.route_v6(inside)
+            } else {
+                v.route_v4(inside as u32)
+            }
+        });
+        let Some(target) = route else {
             return Inbound::Drop(DropReason::NoRoute);
         };
         let pod_vif = egress_vif(&self.tables, target, || m.flow_hash());
@@ -1117,7 +1189,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
             }
             table.touch(hit.index, len, now, tcp_flags);
             if hit.nat {
-                return nat_hit(table, &hit, target, service);
+                return nat_hit(table, &hit, target, service, s.topo);
             }
             return action(hit.verdict, target);
         }
@@ -1148,11 +1220,17 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
         // kept); the reverse entry under the key the replies arrive with.
         let mut pair = None;
         let mut translation = None;
+        let mut hairpin = None;
         if let (Some(how), FlowVerdict::Forward) = (how, verdict) {
             if !translatable(meta) {
                 return FlowAction::Refused(DropReason::NatUnsupported);
             }
             let (toward, addr, port, slot) = match how {
+                // A pool hands out addresses of its own family only: the other family's
+                // flows from the VRF are not translated (counted).
+                Leaving::Pool(rule) if rule.pool.range().v6() != key.v6 => {
+                    return FlowAction::Refused(DropReason::NatUnsupported);
+                }
                 Leaving::Pool(rule) => {
                     let slot = rule.pool.slot();
                     let Some(cursor) = s.nat_cursors.get_mut(usize::from(slot)) else {
@@ -1164,11 +1242,11 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
                     pair = Some((rule, addr, port));
                     (rule.toward_vrf, addr, port, slot)
                 }
-                Leaving::Floating(f) => (FABRIC_VRF, f.outside, key.sport, 0),
+                Leaving::Floating(f) => (FABRIC_VRF, f.outside_bits(), key.sport, 0),
             };
             let leaving = FlowKey {
                 vrf: toward,
-                src: u128::from(addr),
+                src: addr,
                 sport: port,
                 ..key
             };
@@ -1180,9 +1258,56 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
             });
             translation = Some(Translation {
                 end: End::Source,
-                addr: u128::from(addr),
+                addr,
                 port,
             });
+            // Hairpin: the destination is a floating IP of a pod of this node. The flow does
+            // not leave: it goes to that pod, from the outside address (so the pod's replies
+            // come back through the translation), both ends rewritten.
+            let floating_dst = if toward == FABRIC_VRF {
+                s.nat.floating(key.v6, key.dst).copied()
+            } else {
+                None
+            };
+            if let Some(f) = floating_dst {
+                let give_back = || {
+                    if let Some((rule, addr, port)) = pair {
+                        rule.pool.give_back(addr, port);
+                    }
+                };
+                let to_pod = FlowKey {
+                    vrf: f.vrf,
+                    dst: f.inside_bits(),
+                    ..leaving
+                };
+                let reply = to_pod.reverse();
+                let action = match s.topo {
+                    Some(topo) => both_ways(topo, &reply),
+                    None => FlowAction::Drop,
+                };
+                let FlowAction::Nat2(pod_target, _, _) = action else {
+                    give_back();
+                    return action;
+                };
+                let pod_vif = egress_vif(s.tables, pod_target, || meta.flow_hash());
+                let pod_key = FlowKey {
+                    vrf: f.vrf,
+                    dst: f.inside_bits(),
+                    ..key
+                };
+                if verdict_of(pol, &pod_key, in_vif, pod_vif, true) != Some(FlowVerdict::Forward) {
+                    give_back();
+                    return FlowAction::Drop;
+                }
+                new.out_vif = pod_vif;
+                new.nat = Some(NatSetup {
+                    reverse: reply,
+                    pool: slot,
+                    forward_rewrites_dst: false,
+                    both: true,
+                });
+                hairpin = Some(action);
+            }
         }
         let rev = new.with_reverse.then(|| match (new.nat, reverse) {
             (None, Some(r)) => r,
@@ -1195,6 +1320,9 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
         match installed {
             Ok(idx) => {
                 table.touch(idx, len, now, tcp_flags);
+                if let Some(a) = hairpin {
+                    return a;
+                }
                 if let Some(x) = translation {
                     return FlowAction::Nat(target, x);
                 }
@@ -1208,7 +1336,7 @@ fn decide(s: &mut Setup, in_vif: u16, out_vif: Option<u16>, now: u64, p: &Packet
                 if let Some(hit) = table.lookup_placed(&place) {
                     table.touch(hit.index, len, now, tcp_flags);
                     if hit.nat {
-                        return nat_hit(table, &hit, target, service);
+                        return nat_hit(table, &hit, target, service, s.topo);
                     }
                     return action(hit.verdict, target);
                 }
@@ -1331,7 +1459,7 @@ fn setup_service(
         Err(InsertError::Raced) => match table.lookup_placed(&p.place) {
             Some(hit) if hit.nat => {
                 table.touch(hit.index, p.len, now, p.tcp_flags);
-                nat_hit(table, &hit, p.target, Some((topo, meta.vrf)))
+                nat_hit(table, &hit, p.target, Some((topo, meta.vrf)), Some(topo))
             }
             _ => FlowAction::Drop,
         },

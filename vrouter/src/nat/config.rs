@@ -23,13 +23,46 @@ pub struct SnatRule {
     pub toward_vrf: u16,
 }
 
-/// A floating IP: `outside` (an address of the fabric VRF, host order) is the pod address
-/// `inside` of VRF `vrf`, both ways.
+/// A floating IP: `outside` (an address of the fabric VRF) is the pod address `inside` of VRF
+/// `vrf`, both ways. IPv4 or IPv6, the same family both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FloatingIp {
-    pub outside: u32,
+    pub outside: IpAddr,
     pub vrf: u16,
-    pub inside: u32,
+    pub inside: IpAddr,
+}
+
+impl FloatingIp {
+    /// Whether it is IPv6.
+    #[inline(always)]
+    pub fn v6(&self) -> bool {
+        self.outside.is_ipv6()
+    }
+
+    /// The outside address as flow keys hold it.
+    #[inline(always)]
+    pub fn outside_bits(&self) -> u128 {
+        key_bits(self.outside).1
+    }
+
+    /// The pod address as flow keys hold it.
+    #[inline(always)]
+    pub fn inside_bits(&self) -> u128 {
+        key_bits(self.inside).1
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if usize::from(self.vrf) >= MAX_VRFS {
+            return Err(Error::VrfOutOfRange(u32::from(self.vrf)));
+        }
+        if self.outside.is_ipv6() != self.inside.is_ipv6() {
+            return Err(Error::NatBadFloating(format!(
+                "{} and {} are of different address families",
+                self.outside, self.inside
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// How a service VIP picks a new flow's backend.
@@ -209,8 +242,10 @@ type LinkLocalKey = (u8, u32, u16);
 pub struct NatSnapshot {
     by_vrf: Box<[Option<SnatRule>]>,
     attached: usize,
-    floating_out: HashMap<u32, FloatingIp>,
-    floating_in: HashMap<(u16, u32), FloatingIp>,
+    /// By outside address (IPv6?, bits).
+    floating_out: HashMap<(bool, u128), FloatingIp>,
+    /// By VRF and pod address (IPv6?, bits).
+    floating_in: HashMap<(u16, bool, u128), FloatingIp>,
     /// Per VRF: some pod of it has a floating IP.
     floating_vrf: Box<[bool]>,
     services: HashMap<ServiceKey, ServiceSnap>,
@@ -302,16 +337,17 @@ impl NatSnapshot {
             .unwrap_or(false)
     }
 
-    /// The floating IP of pod address `inside` in VRF `vrf`.
+    /// The floating IP of pod address `inside` (IPv6 if `v6`, else IPv4 in the low 32 bits)
+    /// in VRF `vrf`.
     #[inline]
-    pub fn floating_of(&self, vrf: u16, inside: u32) -> Option<&FloatingIp> {
-        self.floating_in.get(&(vrf, inside))
+    pub fn floating_of(&self, vrf: u16, v6: bool, inside: u128) -> Option<&FloatingIp> {
+        self.floating_in.get(&(vrf, v6, inside))
     }
 
-    /// The floating IP `outside` is.
+    /// The floating IP `outside` (IPv6 if `v6`) is.
     #[inline]
-    pub fn floating(&self, outside: u32) -> Option<&FloatingIp> {
-        self.floating_out.get(&outside)
+    pub fn floating(&self, v6: bool, outside: u128) -> Option<&FloatingIp> {
+        self.floating_out.get(&(v6, outside))
     }
 }
 
@@ -342,7 +378,7 @@ struct State {
     /// Attached VRF → pool name.
     attached: BTreeMap<u16, String>,
     /// Outside address → floating IP.
-    floating: BTreeMap<u32, FloatingIp>,
+    floating: BTreeMap<IpAddr, FloatingIp>,
     services: BTreeMap<ServiceKey, Service>,
     link_local: BTreeMap<LinkLocalKey, LinkLocal>,
     /// The least-flows services' counts.
@@ -425,7 +461,7 @@ impl Nat {
             .find(|f| vrf == 0 && range.contains(f.outside))
         {
             return Err(Error::NatFloatingInPool {
-                outside: std::net::Ipv4Addr::from(f.outside),
+                outside: f.outside,
                 pool: name.to_string(),
             });
         }
@@ -548,9 +584,7 @@ impl Nat {
     /// Refused if its pod address has another floating IP, or if its outside address is in a
     /// pool of the fabric VRF.
     pub fn set_floating(&self, f: FloatingIp) -> Result<bool, Error> {
-        if usize::from(f.vrf) >= MAX_VRFS {
-            return Err(Error::VrfOutOfRange(u32::from(f.vrf)));
-        }
+        f.validate()?;
         let mut st = self.lock();
         if st.floating.get(&f.outside) == Some(&f) {
             return Ok(false);
@@ -561,9 +595,9 @@ impl Nat {
             .find(|o| o.outside != f.outside && (o.vrf, o.inside) == (f.vrf, f.inside))
         {
             return Err(Error::NatFloatingTaken {
-                inside: std::net::Ipv4Addr::from(f.inside),
+                inside: f.inside,
                 vrf: f.vrf,
-                outside: std::net::Ipv4Addr::from(other.outside),
+                outside: other.outside,
             });
         }
         if let Some((name, _)) = st
@@ -572,29 +606,29 @@ impl Nat {
             .find(|(_, e)| e.vrf == 0 && e.pool.range().contains(f.outside))
         {
             return Err(Error::NatFloatingInPool {
-                outside: std::net::Ipv4Addr::from(f.outside),
+                outside: f.outside,
                 pool: name.clone(),
             });
         }
-        let replaced = st.floating.insert(f.outside, f).is_some();
+        let replaced = st.floating.insert(f.outside, f);
         self.publish(&st);
-        if replaced {
-            self.remove_floating_flows(f.outside);
+        if let Some(old) = replaced {
+            self.remove_floating_flows(&old);
         }
         Ok(true)
     }
 
     /// Remove the floating IP `outside`: its flows go.
-    pub fn del_floating(&self, outside: u32) -> Result<(), Error> {
+    pub fn del_floating(&self, outside: IpAddr) -> Result<(), Error> {
         let mut st = self.lock();
-        if st.floating.remove(&outside).is_none() {
+        let Some(old) = st.floating.remove(&outside) else {
             return Err(Error::NoSuchEntry {
                 table: "floating IP",
-                key: std::net::Ipv4Addr::from(outside).to_string(),
+                key: outside.to_string(),
             });
-        }
+        };
         self.publish(&st);
-        self.remove_floating_flows(outside);
+        self.remove_floating_flows(&old);
         Ok(())
     }
 
@@ -604,12 +638,24 @@ impl Nat {
     }
 
     /// A floating IP's flows: those whose outside tuple has the address (as source or
-    /// destination, whichever direction set it up).
-    fn remove_floating_flows(&self, outside: u32) {
-        let o = u128::from(outside);
+    /// destination, whichever direction set it up), and the hairpin flows to it from pods of
+    /// the node: the client's entry keyed to the address and leaving to the pod, the pod's
+    /// keyed from the pod and leaving from the address.
+    fn remove_floating_flows(&self, fip: &FloatingIp) {
+        let (v6, o) = (fip.v6(), fip.outside_bits());
+        let (vrf, inside) = (fip.vrf, fip.inside_bits());
         self.table.remove_where(|f| {
-            let outside_of = |k: &crate::flow::FlowKey| k.vrf == 0 && (k.src == o || k.dst == o);
-            f.nat.is_some_and(|t| outside_of(&t)) || (f.nat.is_some() && outside_of(&f.key))
+            let outside_of =
+                |k: &crate::flow::FlowKey| k.vrf == 0 && k.v6 == v6 && (k.src == o || k.dst == o);
+            let hairpin = f.key.v6 == v6
+                && f.nat.is_some_and(|t| {
+                    t.vrf == vrf
+                        && ((f.key.dst == o && t.dst == inside)
+                            || (f.key.vrf == vrf && f.key.src == inside && t.src == o))
+                });
+            hairpin
+                || f.nat.is_some_and(|t| outside_of(&t))
+                || (f.nat.is_some() && outside_of(&f.key))
         });
     }
 
@@ -624,21 +670,18 @@ impl Nat {
         if st.services.get(&key) == Some(&s) {
             return Ok(false);
         }
-        if let IpAddr::V4(a) = s.addr {
-            let a = u32::from(a);
-            if let Some((name, _)) = st
-                .pools
-                .iter()
-                .find(|(_, e)| e.vrf == s.vrf && e.pool.range().contains(a))
-            {
-                return Err(Error::NatBadService(format!(
-                    "{} is an address of NAT pool {name}",
-                    s.addr
-                )));
-            }
-            if s.vrf == 0 && st.floating.contains_key(&a) {
-                return Err(Error::NatBadService(format!("{} is a floating IP", s.addr)));
-            }
+        if let Some((name, _)) = st
+            .pools
+            .iter()
+            .find(|(_, e)| e.vrf == s.vrf && e.pool.range().contains(s.addr))
+        {
+            return Err(Error::NatBadService(format!(
+                "{} is an address of NAT pool {name}",
+                s.addr
+            )));
+        }
+        if s.vrf == 0 && st.floating.contains_key(&s.addr) {
+            return Err(Error::NatBadService(format!("{} is a floating IP", s.addr)));
         }
         let gone: Vec<(u128, u16)> = st
             .services
@@ -838,8 +881,9 @@ impl Nat {
         let mut snap = NatSnapshot::empty();
         snap.link_local = st.link_local.iter().map(|(k, l)| (*k, *l)).collect();
         for f in st.floating.values() {
-            snap.floating_out.insert(f.outside, *f);
-            snap.floating_in.insert((f.vrf, f.inside), *f);
+            snap.floating_out.insert((f.v6(), f.outside_bits()), *f);
+            snap.floating_in
+                .insert((f.vrf, f.v6(), f.inside_bits()), *f);
             if let Some(v) = snap.floating_vrf.get_mut(usize::from(f.vrf)) {
                 *v = true;
             }

@@ -27,6 +27,13 @@
 //! flow up the other way round, from the fabric path: its entry rewrites the destination to the
 //! pod, the pod's replies' entry their source. Each entry says which end it rewrites.
 //!
+//! A pod reaching a floating IP of a pod of the node (its own VRF's or another's) from a
+//! flow that would leave translated (through a pool or its own floating IP) is a hairpin:
+//! set up inline with both ends translated, as a link-local service's flow is, its forward
+//! entry sending the packet to the floating IP's pod from the client's outside pair, the
+//! reverse entry (keyed as that pod replies, in its VRF) sending the replies back from the
+//! floating IP. Nothing leaves on the fabric; a reply to the pair needs no route in the VRF.
+//!
 //! # Service VIPs
 //! An address:port (TCP or UDP) of a VRF stands for backends of that VRF. A flow's first
 //! packet to it picks one by the flow's hash (or, balanced by least flows, the backend with
@@ -47,14 +54,17 @@
 //! link-local address, destination to the pod). Each entry reads both from its partner's key.
 //! The service sees which vif asks by the source address.
 //!
-//! Source NAT, floating IPs and link-local services are IPv4 only; TCP, UDP and ICMP echo (the
-//! identifier stands in for the port). Anything else crossing into the pool's VRF from an
-//! attached VRF, fragments and IPv6 included, is dropped and counted (`nat_unsupported`); a pool
-//! without a free pair drops the new flow's packet (`nat_pool_exhausted`).
+//! Source NAT and floating IPs translate TCP, UDP and ICMP / ICMPv6 echo (the identifier stands
+//! in for the port), over IPv4 or IPv6; link-local services are IPv4 only. Anything else
+//! crossing into the pool's VRF from an attached VRF (fragments, other protocols, the family the
+//! attached pool does not hand out) is dropped and counted (`nat_unsupported`); a pool without a
+//! free pair drops the new flow's packet (`nat_pool_exhausted`).
 //!
 //! # IPv6
 //! Service VIPs take IPv6 as well: an IPv6 VIP over IPv6 backends (a service's backends are of
-//! its VIP's family). Flow keys hold 128-bit addresses for both families (an IPv4 address in
+//! its VIP's family). So do floating IPs (an IPv6 fabric address for a pod's IPv6 address: one
+//! family both sides) and pools (NAT66: a pool's addresses are all IPv6, handed out 128-bit
+//! pairs from the same per-core blocks; overlaps are checked within a family). Flow keys hold 128-bit addresses for both families (an IPv4 address in
 //! the low 32 bits) and so does a [`Translation`], so nothing in the key or the entries changed
 //! for it; [`translate`] rewrites the 128-bit address with the TCP / UDP (and ICMPv6 echo)
 //! checksum updated incrementally over it, and there is no header checksum. Least-flows counts

@@ -1,8 +1,9 @@
 //! A source-NAT pool's (address, port) pairs: one bit each, taken by forwarding cores a block
 //! (one 64-bit word) at a time and given back by whoever removes the flow.
 
+use super::config::key_bits;
 use crate::sync::{AtomicU64, Ordering};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// Addresses one pool may hold: its bitmap stays at most 2 MiB (256 × 65,535 ports).
 pub const MAX_POOL_ADDRESSES: u32 = 256;
@@ -13,36 +14,61 @@ pub const MAX_POOL_ADDRESSES: u32 = 256;
 /// while a few pairs are free elsewhere (the core's next setup scans on from there).
 const MAX_SCAN_WORDS: usize = 64;
 
-/// What a pool hands out: the addresses `first..=last` (IPv4), each with the ports
-/// `ports.0..=ports.1` (also the ICMP echo identifiers it hands out).
+/// What a pool hands out: the addresses `first..=last` (IPv4, or IPv6 for NAT66: both of one
+/// family), each with the ports `ports.0..=ports.1` (also the ICMP / ICMPv6 echo identifiers
+/// it hands out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolRange {
-    pub first: Ipv4Addr,
-    pub last: Ipv4Addr,
+    pub first: IpAddr,
+    pub last: IpAddr,
     pub ports: (u16, u16),
 }
 
 impl PoolRange {
+    /// Whether its addresses are IPv6.
+    #[inline(always)]
+    pub fn v6(&self) -> bool {
+        self.first.is_ipv6()
+    }
+
+    /// The first and last addresses as flow keys hold them.
+    #[inline(always)]
+    fn bits(&self) -> (u128, u128) {
+        (key_bits(self.first).1, key_bits(self.last).1)
+    }
+
     /// Whether the range is one a pool can hold; the error says what is wrong with it.
     pub fn validate(&self) -> Result<(), crate::Error> {
-        let (first, last) = (u32::from(self.first), u32::from(self.last));
+        if self.first.is_ipv6() != self.last.is_ipv6() {
+            return Err(crate::Error::NatBadRange(format!(
+                "first address {} and last {} are of different address families",
+                self.first, self.last
+            )));
+        }
+        let (first, last) = self.bits();
         if first > last {
             return Err(crate::Error::NatBadRange(format!(
                 "first address {} is above last {}",
                 self.first, self.last
             )));
         }
-        if last - first >= MAX_POOL_ADDRESSES {
+        if last - first >= u128::from(MAX_POOL_ADDRESSES) {
             return Err(crate::Error::NatBadRange(format!(
                 "{}..={} holds {} addresses; at most {MAX_POOL_ADDRESSES} are allowed",
                 self.first,
                 self.last,
-                u64::from(last - first) + 1
+                (last - first).saturating_add(1)
             )));
         }
-        if self.first.is_unspecified() || self.first.is_broadcast() || self.last.is_broadcast() {
+        let special = match (self.first, self.last) {
+            (IpAddr::V4(f), IpAddr::V4(l)) => {
+                f.is_unspecified() || f.is_broadcast() || l.is_broadcast()
+            }
+            (f, l) => f.is_unspecified() || f.is_multicast() || l.is_multicast(),
+        };
+        if special {
             return Err(crate::Error::NatBadRange(format!(
-                "{}..={} holds 0.0.0.0 or 255.255.255.255",
+                "{}..={} holds an unspecified, broadcast or multicast address",
                 self.first, self.last
             )));
         }
@@ -55,19 +81,29 @@ impl PoolRange {
         Ok(())
     }
 
-    /// Whether two ranges share an address.
+    /// Whether two ranges share an address (never across address families).
     pub fn overlaps(&self, other: &PoolRange) -> bool {
-        u32::from(self.first) <= u32::from(other.last)
-            && u32::from(other.first) <= u32::from(self.last)
+        let ((a, b), (c, d)) = (self.bits(), other.bits());
+        self.v6() == other.v6() && a <= d && c <= b
     }
 
     /// Whether `addr` is one of the range's addresses.
-    pub fn contains(&self, addr: u32) -> bool {
-        (u32::from(self.first)..=u32::from(self.last)).contains(&addr)
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        addr.is_ipv6() == self.v6() && self.contains_bits(key_bits(addr).1)
+    }
+
+    /// Whether `addr`, as flow keys of the range's family hold it, is one of its addresses.
+    #[inline]
+    pub fn contains_bits(&self, addr: u128) -> bool {
+        let (first, last) = self.bits();
+        (first..=last).contains(&addr)
     }
 
     fn addresses(&self) -> u32 {
-        u32::from(self.last) - u32::from(self.first) + 1
+        let (first, last) = self.bits();
+        u32::try_from(last.saturating_sub(first))
+            .unwrap_or(u32::MAX - 1)
+            .saturating_add(1)
     }
 
     fn ports_per_address(&self) -> u32 {
@@ -143,7 +179,7 @@ impl PortPool {
 
     /// Take a free pair, looking from the caller's block `cursor` on (moved to where the
     /// pair was found). `None` (counted) when none is free within the scan.
-    pub fn take(&self, cursor: &mut usize) -> Option<(u32, u16)> {
+    pub fn take(&self, cursor: &mut usize) -> Option<(u128, u16)> {
         let n = self.words.len();
         if n == 0 {
             return None;
@@ -171,7 +207,7 @@ impl PortPool {
     }
 
     /// Give a pair back (a flow using it was removed). A pair outside the pool is ignored.
-    pub fn give_back(&self, addr: u32, port: u16) {
+    pub fn give_back(&self, addr: u128, port: u16) {
         let Some(i) = self.index(addr, port) else {
             return;
         };
@@ -181,25 +217,25 @@ impl PortPool {
     }
 
     /// Whether a pair is taken.
-    pub fn is_taken(&self, addr: u32, port: u16) -> bool {
+    pub fn is_taken(&self, addr: u128, port: u16) -> bool {
         self.index(addr, port)
             .and_then(|i| self.words.get(i / 64).map(|w| (w, i % 64)))
             .is_some_and(|(w, b)| w.load(Ordering::Relaxed) & (1 << b) != 0)
     }
 
-    fn pair(&self, i: usize) -> (u32, u16) {
+    fn pair(&self, i: usize) -> (u128, u16) {
         let per = self.range.ports_per_address() as usize;
-        let addr = u32::from(self.range.first) + (i / per) as u32;
+        let addr = self.range.bits().0 + (i / per) as u128;
         let port = self.range.ports.0 + (i % per) as u16;
         (addr, port)
     }
 
-    fn index(&self, addr: u32, port: u16) -> Option<usize> {
+    fn index(&self, addr: u128, port: u16) -> Option<usize> {
         let (lo, hi) = self.range.ports;
-        if !self.range.contains(addr) || !(lo..=hi).contains(&port) {
+        if !self.range.contains_bits(addr) || !(lo..=hi).contains(&port) {
             return None;
         }
-        let a = (addr - u32::from(self.range.first)) as usize;
+        let a = (addr - self.range.bits().0) as usize;
         Some(a * self.range.ports_per_address() as usize + usize::from(port - lo))
     }
 }
@@ -210,6 +246,7 @@ mod tests {
     use std::collections::HashSet;
 
     fn range(first: &str, last: &str, ports: (u16, u16)) -> PoolRange {
+        // Either family: the text says which.
         PoolRange {
             first: first.parse().unwrap(),
             last: last.parse().unwrap(),
@@ -225,7 +262,7 @@ mod tests {
         let mut seen = HashSet::new();
         for _ in 0..90 {
             let (a, p) = pool.take(&mut cursor).expect("a free pair");
-            assert!(pool.range().contains(a), "{a:#x} in the pool");
+            assert!(pool.range().contains_bits(a), "{a:#x} in the pool");
             assert!((1000..=1029).contains(&p), "port {p} in range");
             assert!(seen.insert((a, p)), "{a:#x}:{p} handed out twice");
         }
@@ -257,7 +294,7 @@ mod tests {
             range("198.51.100.1", "198.51.100.4", (1024, 2047)),
             1,
         ));
-        let taken: Vec<Vec<(u32, u16)>> = std::thread::scope(|s| {
+        let taken: Vec<Vec<(u128, u16)>> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..4)
                 .map(|k| {
                     let pool = pool.clone();
@@ -289,5 +326,36 @@ mod tests {
         let a = range("198.51.100.1", "198.51.100.8", (1, 2));
         assert!(a.overlaps(&range("198.51.100.8", "198.51.100.9", (1, 2))));
         assert!(!a.overlaps(&range("198.51.100.9", "198.51.100.9", (1, 2))));
+    }
+
+    #[test]
+    fn an_ipv6_pool_hands_out_its_own_pairs_and_overlaps_only_its_family() {
+        let r = range("2001:db8:64::fe", "2001:db8:64::101", (7000, 7001));
+        assert!(r.validate().is_ok());
+        let pool = PortPool::new(r, 2);
+        assert_eq!(pool.capacity(), 8);
+        let mut cursor = 3;
+        let mut seen = HashSet::new();
+        for _ in 0..8 {
+            let (a, p) = pool.take(&mut cursor).expect("a free pair");
+            let a6 = std::net::Ipv6Addr::from(a);
+            assert!(r.contains(a6.into()), "{a6} in the pool");
+            assert!(seen.insert((a, p)), "{a6}:{p} handed out twice");
+        }
+        assert_eq!(pool.take(&mut cursor), None);
+        assert_eq!(pool.exhausted(), 1);
+        let back = *seen.iter().next().unwrap();
+        pool.give_back(back.0, back.1);
+        assert_eq!(pool.take(&mut cursor), Some(back));
+        // An IPv4 address whose bits fall in the range is not one of its addresses.
+        let low = range("::c633:6401", "::c633:6402", (1, 2));
+        assert!(!low.contains("198.51.100.1".parse().unwrap()));
+        assert!(!low.overlaps(&range("198.51.100.1", "198.51.100.2", (1, 2))));
+        assert!(low.overlaps(&range("::c633:6402", "::c633:6409", (1, 2))));
+        let e = |r: PoolRange| r.validate().unwrap_err().to_string();
+        assert!(e(range("198.51.100.1", "2001:db8::1", (1, 2))).contains("address families"));
+        assert!(e(range("2001:db8::", "2001:db8::1:0", (1, 2))).contains("at most 256"));
+        assert!(e(range("::", "::1", (1, 2))).contains("unspecified"));
+        assert!(e(range("ff02::1", "ff02::2", (1, 2))).contains("multicast"));
     }
 }

@@ -199,7 +199,7 @@ impl PortPools {
     }
 
     /// Give a pair back to the pool in `slot`.
-    pub fn give_back(&self, slot: u8, addr: u32, port: u16) {
+    pub fn give_back(&self, slot: u8, addr: u128, port: u16) {
         if let Some(pool) = self.slots.get(usize::from(slot)).map(|s| s.load()) {
             if let Some(p) = pool.as_ref() {
                 p.give_back(addr, port);

@@ -196,12 +196,12 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
                     _ => Verdict::Host,
                 }
             }
-            L3::Ipv4 => self.fabric_nat(m, b),
+            L3::Ipv4 | L3::Ipv6 => self.fabric_nat(m, b),
             _ => Verdict::Host,
         }
     }
 
-    /// A plain IPv4 packet from the fabric: a reply to a source-NAT flow, an ICMP error about
+    /// A plain IPv4 or IPv6 packet from the fabric: a reply to a source-NAT flow, an ICMP error about
     /// one of its packets, or a packet to a floating IP, is translated and routed in the pod's
     /// VRF (no ICMP error goes back to the fabric); anything else is the host's.
     fn fabric_nat<B: PacketBuf>(&mut self, m: &PacketMeta, b: &mut B) -> Verdict {
@@ -227,7 +227,12 @@ impl<'a, F: FlowHook> Ctx<'a, F> {
         let mut m = *m;
         m.dst = x.addr;
         m.vrf = vrf_id;
-        let Some(t) = vrf.route_v4(x.addr as u32) else {
+        let route = if m.l3 == L3::Ipv6 {
+            vrf.route_v6(x.addr)
+        } else {
+            vrf.route_v4(x.addr as u32)
+        };
+        let Some(t) = route else {
             return Verdict::Drop(DropReason::NoRoute);
         };
         self.route_nexthop(t, &mut m, b, None)

@@ -1,6 +1,6 @@
 //! `vrouterctl nat`: source-NAT pools, the VRFs attached to them, floating IPs, service VIPs.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -13,7 +13,8 @@ use crate::output::{table, Out};
 
 #[derive(Subcommand)]
 pub enum NatCmd {
-    /// Create or replace a pool: addresses FIRST..=LAST in VRF --vrf, each with --ports.
+    /// Create or replace a pool: addresses FIRST..=LAST (IPv4, or IPv6 for NAT66) in VRF
+    /// --vrf, each with --ports.
     PoolSet {
         /// Pool name.
         name: String,
@@ -21,9 +22,9 @@ pub enum NatCmd {
         #[arg(long, default_value_t = 0)]
         vrf: u32,
         /// First address.
-        first: Ipv4Addr,
-        /// Last address (default: FIRST).
-        last: Option<Ipv4Addr>,
+        first: IpAddr,
+        /// Last address (default: FIRST), of FIRST's family.
+        last: Option<IpAddr>,
         /// Ports handed out, FIRST-LAST.
         #[arg(long, default_value = "1024-65535")]
         ports: String,
@@ -47,21 +48,21 @@ pub enum NatCmd {
         /// The attached VRF.
         vrf: u32,
     },
-    /// Map a fabric address 1:1 to a pod address of a VRF.
+    /// Map a fabric address 1:1 to a pod address of a VRF (IPv4 to IPv4 or IPv6 to IPv6).
     FipSet {
         /// The fabric address.
-        address: Ipv4Addr,
+        address: IpAddr,
         /// The pod's VRF.
         #[arg(long)]
         vrf: u32,
         /// The pod's address.
         #[arg(long)]
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
     /// Remove a floating IP.
     FipDel {
         /// The fabric address.
-        address: Ipv4Addr,
+        address: IpAddr,
     },
     /// List floating IPs.
     Fips,

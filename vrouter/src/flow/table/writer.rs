@@ -310,7 +310,7 @@ impl FlowTable {
         let key = FlowKey::from_words(std::array::from_fn(|w| e.key[w].load(Ordering::Relaxed)));
         if meta_nat_dst(m) {
             self.nat_pools
-                .give_back(meta_pool(m), key.dst as u32, nat_port_of_reply(&key));
+                .give_back(meta_pool(m), key.dst, nat_port_of_reply(&key));
         } else {
             // A least-flows VIP's backend-side entry (the backend is its source) counts its
             // backend's flows down; a source-NAT flow's pod-side entry finds no counts there.
