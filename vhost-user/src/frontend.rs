@@ -416,31 +416,14 @@ impl DriverQueue {
         mergeable: bool,
     ) -> Vec<(Vec<u8>, Vec<u8>)> {
         let used = self.reap(ram);
-        let mut frames = Vec::new();
-        let mut it = used.into_iter();
-        while let Some((head, len)) = it.next() {
-            let mut bytes = self.rx_bytes(ram, head, len);
-            if mergeable && bytes.len() >= 12 {
-                let nb = u16::from_le_bytes([bytes[10], bytes[11]]);
-                for _ in 1..nb {
-                    if let Some((h, l)) = it.next() {
-                        bytes.extend(self.rx_bytes(ram, h, l));
-                    }
-                }
-            }
-            let split = hdr_len.min(bytes.len());
-            let frame = bytes.split_off(split);
-            frames.push((bytes, frame));
-        }
-        frames
+        join_rx_frames(used, hdr_len, mergeable, |head, len| {
+            self.rx_bytes(ram, head, len)
+        })
     }
 
     /// As [`DriverQueue::receive_with_hdr`], without the virtio-net headers.
     pub fn receive(&mut self, ram: &GuestRam, hdr_len: usize, mergeable: bool) -> Vec<Vec<u8>> {
-        self.receive_with_hdr(ram, hdr_len, mergeable)
-            .into_iter()
-            .map(|(_, frame)| frame)
-            .collect()
+        frames_only(self.receive_with_hdr(ram, hdr_len, mergeable))
     }
 
     /// The requests that configure and start vring `index` over this queue, in order: size,
@@ -800,30 +783,12 @@ impl PackedDriver {
         mergeable: bool,
     ) -> Vec<(Vec<u8>, Vec<u8>)> {
         let used = self.reap(ram);
-        let mut frames = Vec::new();
-        let mut it = used.into_iter();
-        while let Some((id, len)) = it.next() {
-            let mut bytes = self.rx_bytes(ram, id, len);
-            if mergeable && bytes.len() >= 12 {
-                let n = u16::from_le_bytes([bytes[10], bytes[11]]);
-                for _ in 1..n {
-                    if let Some((id2, len2)) = it.next() {
-                        bytes.extend(self.rx_bytes(ram, id2, len2));
-                    }
-                }
-            }
-            let frame = bytes.split_off(hdr_len.min(bytes.len()));
-            frames.push((bytes, frame));
-        }
-        frames
+        join_rx_frames(used, hdr_len, mergeable, |id, len| self.rx_bytes(ram, id, len))
     }
 
     /// As [`PackedDriver::receive_with_hdr`], without the headers.
     pub fn receive(&mut self, ram: &GuestRam, hdr_len: usize, mergeable: bool) -> Vec<Vec<u8>> {
-        self.receive_with_hdr(ram, hdr_len, mergeable)
-            .into_iter()
-            .map(|(_, f)| f)
-            .collect()
+        frames_only(self.receive_with_hdr(ram, hdr_len, mergeable))
     }
 
     /// Sets the driver event suppression structure (`flags`, and `off_wrap` for DESC).
@@ -836,6 +801,37 @@ impl PackedDriver {
     pub fn device_event_flags(&self, ram: &GuestRam) -> u16 {
         ram.r16(self.device_event + 2)
     }
+}
+
+/// Joins reaped RX completions (`(id, len)` in ring order, split or packed) into frames:
+/// with mergeable buffers a frame takes as many completions as its header's `num_buffers`
+/// says. Each frame comes with its `hdr_len` virtio-net header bytes apart; `bytes(id, len)`
+/// reads what the device wrote into one completion.
+fn join_rx_frames(
+    used: Vec<(u16, u32)>,
+    hdr_len: usize,
+    mergeable: bool,
+    mut bytes: impl FnMut(u16, u32) -> Vec<u8>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut frames = Vec::new();
+    let mut it = used.into_iter();
+    while let Some((id, len)) = it.next() {
+        let mut b = bytes(id, len);
+        if mergeable && b.len() >= 12 {
+            let nb = u16::from_le_bytes([b[10], b[11]]);
+            for (id, len) in it.by_ref().take(usize::from(nb.saturating_sub(1))) {
+                b.extend(bytes(id, len));
+            }
+        }
+        let frame = b.split_off(hdr_len.min(b.len()));
+        frames.push((b, frame));
+    }
+    frames
+}
+
+/// The frames of [`join_rx_frames`], without their headers.
+fn frames_only(frames: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Vec<u8>> {
+    frames.into_iter().map(|(_, f)| f).collect()
 }
 
 /// A blocking protocol client over a unix stream.
