@@ -71,6 +71,8 @@ pub mod memory;
 pub use virtio_net_hdr as net_hdr;
 pub mod port;
 pub mod session;
+#[cfg(test)]
+mod test_support;
 pub mod virtqueue;
 
 pub use error::{DecodeError, Error, MemoryError};

@@ -2,6 +2,7 @@ use super::*;
 use crate::codec::{self, decode, Header, RequestCode, FLAG_NEED_REPLY, FLAG_VERSION_1};
 use crate::error::Error;
 use crate::frontend::{DriverQueue, GuestRam};
+use crate::test_support::bufs_of;
 use crate::memory::RegionSpec;
 use crate::virtqueue::VecBuffer;
 use std::os::fd::AsFd;
@@ -44,6 +45,11 @@ fn send(s: &mut Session, m: Message) -> Output {
     out
 }
 
+/// Sends a request that asks for no reply, with no fds.
+fn tell(s: &mut Session, request: impl Into<u32>, payload: &[u8]) -> Output {
+    send(s, msg(request, false, payload, vec![]))
+}
+
 fn ack(s: &mut Session, request: impl Into<u32>, payload: &[u8], fds: Vec<OwnedFd>) -> u64 {
     let request = request.into();
     let out = send(s, msg(request, true, payload, fds));
@@ -66,20 +72,9 @@ fn negotiated(ram: &GuestRam, features: u64) -> Session {
         max_queue_pairs: 2,
         ..SessionConfig::default()
     });
-    send(&mut s, msg(RequestCode::SetOwner, false, &[], vec![]));
-    send(
-        &mut s,
-        msg(RequestCode::SetFeatures, false, &u64p(features), vec![]),
-    );
-    send(
-        &mut s,
-        msg(
-            RequestCode::SetProtocolFeatures,
-            false,
-            &u64p(OFFERED_PROTOCOL_FEATURES),
-            vec![],
-        ),
-    );
+    tell(&mut s, RequestCode::SetOwner, &[]);
+    tell(&mut s, RequestCode::SetFeatures, &u64p(features));
+    tell(&mut s, RequestCode::SetProtocolFeatures, &u64p(OFFERED_PROTOCOL_FEATURES));
     let mt = codec::mem_table_payload(&[ram.region()]);
     assert_eq!(
         ack(&mut s, RequestCode::SetMemTable, &mt, vec![dup(ram)]),
@@ -302,26 +297,10 @@ fn queue_becomes_ready_only_when_fully_configured_and_enabled() {
         ),
         0
     );
-    let out = send(
-        &mut s,
-        msg(
-            RequestCode::SetVringNum,
-            false,
-            &codec::vring_state_payload(1, 64),
-            vec![],
-        ),
-    );
+    let out = tell(&mut s, RequestCode::SetVringNum, &codec::vring_state_payload(1, 64));
     assert!(out.ready.is_empty(), "not enabled yet");
     assert!(s.take_queue(1).is_err());
-    let out = send(
-        &mut s,
-        msg(
-            RequestCode::SetVringEnable,
-            false,
-            &codec::vring_state_payload(1, 1),
-            vec![],
-        ),
-    );
+    let out = tell(&mut s, RequestCode::SetVringEnable, &codec::vring_state_payload(1, 1));
     assert_eq!(out.ready, vec![1]);
     let vq = s.take_queue(1).unwrap();
     assert!(s.vring(1).unwrap().lent);
@@ -335,15 +314,7 @@ fn ring_messages_before_the_memory_table_wait_for_it() {
     let q = DriverQueue::new(&mut ram, 64, 2048);
     let mut s = Session::new(SessionConfig::default());
     // GET_VRING_BASE for a ring nobody configured: answered, nothing created.
-    let out = send(
-        &mut s,
-        msg(
-            RequestCode::GetVringBase,
-            false,
-            &codec::vring_state_payload(3, 0),
-            vec![],
-        ),
-    );
+    let out = tell(&mut s, RequestCode::GetVringBase, &codec::vring_state_payload(3, 0));
     assert_eq!(
         replies(&out),
         vec![reply(
@@ -351,24 +322,13 @@ fn ring_messages_before_the_memory_table_wait_for_it() {
             codec::vring_state_payload(3, 0)
         )]
     );
-    let out = send(
-        &mut s,
-        msg(
-            RequestCode::GetVringBase,
-            false,
-            &codec::vring_state_payload(99, 0),
-            vec![],
-        ),
-    );
+    let out = tell(&mut s, RequestCode::GetVringBase, &codec::vring_state_payload(99, 0));
     assert_eq!(
         replies(&out).len(),
         1,
         "even a ring that does not exist gets its reply"
     );
-    send(
-        &mut s,
-        msg(RequestCode::SetFeatures, false, &u64p(F), vec![]),
-    );
+    tell(&mut s, RequestCode::SetFeatures, &u64p(F));
     let mut ready = Vec::new();
     for (c, p) in [
         (RequestCode::SetVringKick, u64p(codec::VRING_NOFD_MASK)),
@@ -382,7 +342,7 @@ fn ring_messages_before_the_memory_table_wait_for_it() {
         ),
         (RequestCode::SetVringNum, codec::vring_state_payload(0, 64)),
     ] {
-        ready.extend(send(&mut s, msg(c, false, &p, vec![])).ready);
+        ready.extend(tell(&mut s, c, &p).ready);
     }
     assert!(ready.is_empty(), "no memory yet");
     assert!(s.take_queue(0).is_err());
@@ -404,15 +364,7 @@ fn without_protocol_features_rings_start_enabled() {
     let mut ram = GuestRam::new(1 << 20).unwrap();
     let q = DriverQueue::new(&mut ram, 64, 2048);
     let mut s = Session::new(SessionConfig::default());
-    send(
-        &mut s,
-        msg(
-            RequestCode::SetFeatures,
-            false,
-            &u64p(feature::VERSION_1),
-            vec![],
-        ),
-    );
+    tell(&mut s, RequestCode::SetFeatures, &u64p(feature::VERSION_1));
     send(
         &mut s,
         msg(
@@ -431,7 +383,7 @@ fn without_protocol_features_rings_start_enabled() {
         ),
         (RequestCode::SetVringKick, u64p(codec::VRING_NOFD_MASK)),
     ] {
-        let out = send(&mut s, msg(c, false, &p, vec![]));
+        let out = tell(&mut s, c, &p);
         assert!(
             out.reply.is_empty(),
             "no REPLY_ACK without the protocol feature"
@@ -451,19 +403,11 @@ fn get_vring_base_on_a_lent_ring_waits_for_the_data_path_and_reports_its_positio
     for _ in 0..5 {
         assert!(dq.add_tx(&mut ram, 12, &[7u8; 60], 2048, false));
     }
-    let mut bufs: Vec<VecBuffer> = (0..8).map(|_| VecBuffer::with_capacity(2048)).collect();
+    let mut bufs = bufs_of(8, 2048);
     assert_eq!(vq.dequeue_burst(&mut bufs), 5);
     assert_eq!(bufs[4].data(), &[7u8; 60]);
 
-    let out = send(
-        &mut s,
-        msg(
-            RequestCode::GetVringBase,
-            false,
-            &codec::vring_state_payload(1, 0),
-            vec![],
-        ),
-    );
+    let out = tell(&mut s, RequestCode::GetVringBase, &codec::vring_state_payload(1, 0));
     assert_eq!(out.stop, vec![1]);
     assert!(out.reply.is_empty(), "reply held until the ring is back");
     assert!(s.is_blocked());
@@ -587,10 +531,10 @@ fn reset_and_status_zero_drop_rings_and_memory() {
     let mut s = negotiated(&ram, F);
     start(&mut s, &ram, 0, &dq);
     assert_eq!(ack(&mut s, RequestCode::SetStatus, &u64p(0x0f), vec![]), 0);
-    let out = send(&mut s, msg(RequestCode::GetStatus, false, &[], vec![]));
+    let out = tell(&mut s, RequestCode::GetStatus, &[]);
     assert_eq!(replies(&out)[0].1, u64p(0x0f));
     let vq = s.take_queue(0).unwrap();
-    let out = send(&mut s, msg(RequestCode::SetStatus, false, &u64p(0), vec![]));
+    let out = tell(&mut s, RequestCode::SetStatus, &u64p(0));
     assert_eq!(out.stop, vec![0]);
     let mut out = Output::default();
     s.return_queue(vq, &mut out);
@@ -611,7 +555,7 @@ fn get_config_reports_the_net_config_space_and_refuses_out_of_range() {
     let mut s = Session::new(cfg);
     let p = [0u32.to_le_bytes(), 12u32.to_le_bytes(), 0u32.to_le_bytes()].concat();
     let p = [p, vec![0; 12]].concat();
-    let out = send(&mut s, msg(RequestCode::GetConfig, false, &p, vec![]));
+    let out = tell(&mut s, RequestCode::GetConfig, &p);
     let r = &replies(&out)[0].1;
     assert_eq!(&r[12..18], &[2, 0, 0, 0, 0, 9]);
     assert_eq!(u16::from_le_bytes([r[20], r[21]]), 2);
@@ -623,7 +567,7 @@ fn get_config_reports_the_net_config_space_and_refuses_out_of_range() {
     ]
     .concat();
     let p = [p, vec![0; 12]].concat();
-    let out = send(&mut s, msg(RequestCode::GetConfig, false, &p, vec![]));
+    let out = tell(&mut s, RequestCode::GetConfig, &p);
     assert_eq!(
         replies(&out)[0].1.len(),
         12,
@@ -738,15 +682,7 @@ fn unusable_logs_drop_the_frontend_instead_of_replying() {
     }
     // Without LOG_SHMFD negotiated the log cannot be shared memory: dropped too.
     let mut s = negotiated(&ram, F);
-    send(
-        &mut s,
-        msg(
-            RequestCode::SetProtocolFeatures,
-            false,
-            &u64p(PF_REPLY_ACK),
-            vec![],
-        ),
-    );
+    tell(&mut s, RequestCode::SetProtocolFeatures, &u64p(PF_REPLY_ACK));
     let out = send(
         &mut s,
         msg(
@@ -788,7 +724,7 @@ fn every_page_written_is_logged_while_log_all_is_on_and_none_when_off() {
         assert!(rx.add_rx(&ram, 1, 2048));
         assert!(tx.add_tx(&mut ram, 12, &frame(1), 2048, false));
     }
-    let mut bufs: Vec<VecBuffer> = (0..8).map(|_| VecBuffer::with_capacity(2048)).collect();
+    let mut bufs = bufs_of(8, 2048);
     assert_eq!(q1.dequeue_burst(&mut bufs), 8);
     assert_eq!(q0.enqueue_burst(&bufs[..4]), 4);
     assert_eq!(rx.receive(&ram, 12, true).len(), 4);
@@ -796,10 +732,7 @@ fn every_page_written_is_logged_while_log_all_is_on_and_none_when_off() {
 
     // QEMU starts migrating: LOG_ALL on (both rings come back and go out again), then the
     // used rings' log addresses (vring 0 logs its used ring at another page on purpose).
-    let out = send(
-        &mut s,
-        msg(RequestCode::SetFeatures, false, &u64p(F), vec![]),
-    );
+    let out = tell(&mut s, RequestCode::SetFeatures, &u64p(F));
     let mut stop = out.stop.clone();
     stop.sort_unstable();
     assert_eq!(stop, vec![0, 1]);
@@ -811,15 +744,7 @@ fn every_page_written_is_logged_while_log_all_is_on_and_none_when_off() {
         let mut a = q.addr(&ram, i);
         a.flags = codec::VRING_F_LOG;
         a.log = if i == 0 { LOG_AT } else { tx.used };
-        let out = send(
-            &mut s,
-            msg(
-                RequestCode::SetVringAddr,
-                false,
-                &codec::vring_addr_payload(&a),
-                vec![],
-            ),
-        );
+        let out = tell(&mut s, RequestCode::SetVringAddr, &codec::vring_addr_payload(&a));
         assert!(out.stop.is_empty(), "not lent: applied at once");
     }
     let mut q0 = s.take_queue(0).unwrap();
@@ -957,7 +882,7 @@ fn packed_rings_are_built_packed_and_carry_their_wrap_counter_through_vring_base
     }
     let mut vq = s.take_queue(1).unwrap();
     assert!(vq.is_packed());
-    let mut bufs: Vec<VecBuffer> = (0..8).map(|_| VecBuffer::with_capacity(2048)).collect();
+    let mut bufs = bufs_of(8, 2048);
     // Eleven frames: one lap and three slots, the wrap counter now 0.
     for i in 0..11u8 {
         assert!(d.add_tx(&mut ram, 12, &[i; 60], 2048, false));
@@ -965,15 +890,7 @@ fn packed_rings_are_built_packed_and_carry_their_wrap_counter_through_vring_base
         assert_eq!(bufs[0].data(), &[i; 60]);
         d.reap(&ram);
     }
-    let out = send(
-        &mut s,
-        msg(
-            RequestCode::GetVringBase,
-            false,
-            &codec::vring_state_payload(1, 0),
-            vec![],
-        ),
-    );
+    let out = tell(&mut s, RequestCode::GetVringBase, &codec::vring_state_payload(1, 0));
     assert_eq!(out.stop, vec![1]);
     let mut out = Output::default();
     s.return_queue(vq, &mut out);

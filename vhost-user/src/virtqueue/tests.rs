@@ -4,24 +4,14 @@
 use super::*;
 use crate::frontend::{self, DriverQueue, GuestRam, RawDesc};
 use crate::net_hdr::{self, NetHdr};
+use crate::test_support::{bufs, bufs_of, frame, F};
 
-const F: u64 = feature::VERSION_1 | feature::MRG_RXBUF | feature::INDIRECT_DESC;
-
-fn frame(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
-        .collect()
-}
 
 fn setup(size: u16, buf: u32, features: u64) -> (GuestRam, DriverQueue, SplitQueue) {
     let mut ram = GuestRam::new(8 << 20).unwrap();
     let dq = DriverQueue::new(&mut ram, size, buf);
     let q = dq.backend_queue(&ram, 1, features);
     (ram, dq, q)
-}
-
-fn bufs(n: usize) -> Vec<VecBuffer> {
-    (0..n).map(|_| VecBuffer::with_capacity(10_000)).collect()
 }
 
 #[test]
@@ -103,7 +93,7 @@ fn offload_headers_a_guest_sends_are_checked_and_handed_over() {
         ..tso4(1448)
     };
     assert!(dq.add_tx_with_hdr(&mut ram, &hdr_bytes(no_csum), &small, 2048, false));
-    let mut out: Vec<VecBuffer> = (0..8).map(|_| VecBuffer::with_capacity(65_536)).collect();
+    let mut out = bufs_of(8, 65_536);
     assert_eq!(q.dequeue_burst(&mut out), 2);
     assert_eq!(out[0].data(), &big[..]);
     assert_eq!(out[0].hdr(), tso4(1448));

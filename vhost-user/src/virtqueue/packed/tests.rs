@@ -8,24 +8,14 @@ use std::sync::Arc;
 use super::super::*;
 use super::*;
 use crate::frontend::{GuestRam, PackedDesc, PackedDriver, GPA_BASE};
+use crate::test_support::{bufs, frame, F};
 
-const F: u64 = feature::VERSION_1 | feature::MRG_RXBUF | feature::INDIRECT_DESC;
-
-fn frame(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
-        .collect()
-}
 
 fn setup(size: u16, buf: u32, features: u64) -> (GuestRam, PackedDriver, PackedQueue) {
     let mut ram = GuestRam::new(16 << 20).unwrap();
     let d = PackedDriver::new(&mut ram, size, buf);
     let q = d.backend_queue(&ram, 1, features);
     (ram, d, q)
-}
-
-fn bufs(n: usize) -> Vec<VecBuffer> {
-    (0..n).map(|_| VecBuffer::with_capacity(10_000)).collect()
 }
 
 #[test]
