@@ -783,7 +783,9 @@ impl PackedDriver {
         mergeable: bool,
     ) -> Vec<(Vec<u8>, Vec<u8>)> {
         let used = self.reap(ram);
-        join_rx_frames(used, hdr_len, mergeable, |id, len| self.rx_bytes(ram, id, len))
+        join_rx_frames(used, hdr_len, mergeable, |id, len| {
+            self.rx_bytes(ram, id, len)
+        })
     }
 
     /// As [`PackedDriver::receive_with_hdr`], without the headers.

@@ -2,8 +2,8 @@ use super::*;
 use crate::codec::{self, decode, Header, RequestCode, FLAG_NEED_REPLY, FLAG_VERSION_1};
 use crate::error::Error;
 use crate::frontend::{DriverQueue, GuestRam};
-use crate::test_support::bufs_of;
 use crate::memory::RegionSpec;
+use crate::test_support::bufs_of;
 use crate::virtqueue::VecBuffer;
 use std::os::fd::AsFd;
 
@@ -74,7 +74,11 @@ fn negotiated(ram: &GuestRam, features: u64) -> Session {
     });
     tell(&mut s, RequestCode::SetOwner, &[]);
     tell(&mut s, RequestCode::SetFeatures, &u64p(features));
-    tell(&mut s, RequestCode::SetProtocolFeatures, &u64p(OFFERED_PROTOCOL_FEATURES));
+    tell(
+        &mut s,
+        RequestCode::SetProtocolFeatures,
+        &u64p(OFFERED_PROTOCOL_FEATURES),
+    );
     let mt = codec::mem_table_payload(&[ram.region()]);
     assert_eq!(
         ack(&mut s, RequestCode::SetMemTable, &mt, vec![dup(ram)]),
@@ -297,10 +301,18 @@ fn queue_becomes_ready_only_when_fully_configured_and_enabled() {
         ),
         0
     );
-    let out = tell(&mut s, RequestCode::SetVringNum, &codec::vring_state_payload(1, 64));
+    let out = tell(
+        &mut s,
+        RequestCode::SetVringNum,
+        &codec::vring_state_payload(1, 64),
+    );
     assert!(out.ready.is_empty(), "not enabled yet");
     assert!(s.take_queue(1).is_err());
-    let out = tell(&mut s, RequestCode::SetVringEnable, &codec::vring_state_payload(1, 1));
+    let out = tell(
+        &mut s,
+        RequestCode::SetVringEnable,
+        &codec::vring_state_payload(1, 1),
+    );
     assert_eq!(out.ready, vec![1]);
     let vq = s.take_queue(1).unwrap();
     assert!(s.vring(1).unwrap().lent);
@@ -314,7 +326,11 @@ fn ring_messages_before_the_memory_table_wait_for_it() {
     let q = DriverQueue::new(&mut ram, 64, 2048);
     let mut s = Session::new(SessionConfig::default());
     // GET_VRING_BASE for a ring nobody configured: answered, nothing created.
-    let out = tell(&mut s, RequestCode::GetVringBase, &codec::vring_state_payload(3, 0));
+    let out = tell(
+        &mut s,
+        RequestCode::GetVringBase,
+        &codec::vring_state_payload(3, 0),
+    );
     assert_eq!(
         replies(&out),
         vec![reply(
@@ -322,7 +338,11 @@ fn ring_messages_before_the_memory_table_wait_for_it() {
             codec::vring_state_payload(3, 0)
         )]
     );
-    let out = tell(&mut s, RequestCode::GetVringBase, &codec::vring_state_payload(99, 0));
+    let out = tell(
+        &mut s,
+        RequestCode::GetVringBase,
+        &codec::vring_state_payload(99, 0),
+    );
     assert_eq!(
         replies(&out).len(),
         1,
@@ -407,7 +427,11 @@ fn get_vring_base_on_a_lent_ring_waits_for_the_data_path_and_reports_its_positio
     assert_eq!(vq.dequeue_burst(&mut bufs), 5);
     assert_eq!(bufs[4].data(), &[7u8; 60]);
 
-    let out = tell(&mut s, RequestCode::GetVringBase, &codec::vring_state_payload(1, 0));
+    let out = tell(
+        &mut s,
+        RequestCode::GetVringBase,
+        &codec::vring_state_payload(1, 0),
+    );
     assert_eq!(out.stop, vec![1]);
     assert!(out.reply.is_empty(), "reply held until the ring is back");
     assert!(s.is_blocked());
@@ -682,7 +706,11 @@ fn unusable_logs_drop_the_frontend_instead_of_replying() {
     }
     // Without LOG_SHMFD negotiated the log cannot be shared memory: dropped too.
     let mut s = negotiated(&ram, F);
-    tell(&mut s, RequestCode::SetProtocolFeatures, &u64p(PF_REPLY_ACK));
+    tell(
+        &mut s,
+        RequestCode::SetProtocolFeatures,
+        &u64p(PF_REPLY_ACK),
+    );
     let out = send(
         &mut s,
         msg(
@@ -744,7 +772,11 @@ fn every_page_written_is_logged_while_log_all_is_on_and_none_when_off() {
         let mut a = q.addr(&ram, i);
         a.flags = codec::VRING_F_LOG;
         a.log = if i == 0 { LOG_AT } else { tx.used };
-        let out = tell(&mut s, RequestCode::SetVringAddr, &codec::vring_addr_payload(&a));
+        let out = tell(
+            &mut s,
+            RequestCode::SetVringAddr,
+            &codec::vring_addr_payload(&a),
+        );
         assert!(out.stop.is_empty(), "not lent: applied at once");
     }
     let mut q0 = s.take_queue(0).unwrap();
@@ -890,7 +922,11 @@ fn packed_rings_are_built_packed_and_carry_their_wrap_counter_through_vring_base
         assert_eq!(bufs[0].data(), &[i; 60]);
         d.reap(&ram);
     }
-    let out = tell(&mut s, RequestCode::GetVringBase, &codec::vring_state_payload(1, 0));
+    let out = tell(
+        &mut s,
+        RequestCode::GetVringBase,
+        &codec::vring_state_payload(1, 0),
+    );
     assert_eq!(out.stop, vec![1]);
     let mut out = Output::default();
     s.return_queue(vq, &mut out);

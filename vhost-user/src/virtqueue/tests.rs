@@ -6,7 +6,6 @@ use crate::frontend::{self, DriverQueue, GuestRam, RawDesc};
 use crate::net_hdr::{self, NetHdr};
 use crate::test_support::{bufs, bufs_of, frame, F};
 
-
 fn setup(size: u16, buf: u32, features: u64) -> (GuestRam, DriverQueue, SplitQueue) {
     let mut ram = GuestRam::new(8 << 20).unwrap();
     let dq = DriverQueue::new(&mut ram, size, buf);

@@ -10,7 +10,6 @@ use super::*;
 use crate::frontend::{GuestRam, PackedDesc, PackedDriver, GPA_BASE};
 use crate::test_support::{bufs, frame, F};
 
-
 fn setup(size: u16, buf: u32, features: u64) -> (GuestRam, PackedDriver, PackedQueue) {
     let mut ram = GuestRam::new(16 << 20).unwrap();
     let d = PackedDriver::new(&mut ram, size, buf);
