@@ -238,10 +238,11 @@ pub fn vrouter_bgp_bin(vrouterd: &Path) -> PathBuf {
 }
 
 /// gobgpd's TOML: `router_id` peering with each of `neighbors` (iBGP, EVPN, VPNv4, VPNv6), as their route
-/// reflector when `reflector`; listening for BGP only then. Graceful restart for every family,
-/// restart time [`RESTART_TIME`]: a peer's routes outlive its gobgpd's restart (when it comes
-/// back with `-r`), and are withdrawn when it is not back in time.
-fn gobgpd_config(router_id: &str, neighbors: &[String], reflector: bool) -> String {
+/// reflector when `reflector`; listening for BGP only then. With `graceful`, graceful restart
+/// for every family, restart time [`RESTART_TIME`]: a peer's routes outlive its gobgpd's
+/// restart (when it comes back with `-r`), and are withdrawn when it is not back in time;
+/// without, a peer's routes go when its session does (at the latest after [`HOLD_TIME`]).
+fn gobgpd_config(router_id: &str, neighbors: &[String], reflector: bool, graceful: bool) -> String {
     let port = if reflector { "" } else { "  port = -1\n" };
     let mut s = format!("[global.config]\n  as = {ASN}\n  router-id = \"{router_id}\"\n{port}");
     if reflector {
@@ -251,9 +252,13 @@ fn gobgpd_config(router_id: &str, neighbors: &[String], reflector: bool) -> Stri
         s += &format!(
             "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{n}\"\n    peer-as = {ASN}\n\
              \x20 [neighbors.timers.config]\n    hold-time = {HOLD_TIME}\n    keepalive-interval = 1\n    connect-retry = 1\n\
-             \x20 [neighbors.transport.config]\n    passive-mode = {reflector}\n\
-             \x20 [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = {RESTART_TIME}\n"
+             \x20 [neighbors.transport.config]\n    passive-mode = {reflector}\n"
         );
+        if graceful {
+            s += &format!(
+                "  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = {RESTART_TIME}\n"
+            );
+        }
         if reflector {
             s += &format!(
                 "  [neighbors.route-reflector.config]\n    route-reflector-client = true\n    route-reflector-cluster-id = \"{router_id}\"\n"
@@ -261,9 +266,11 @@ fn gobgpd_config(router_id: &str, neighbors: &[String], reflector: bool) -> Stri
         }
         for family in ["l2vpn-evpn", "l3vpn-ipv4-unicast", "l3vpn-ipv6-unicast"] {
             s += &format!(
-                "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n\
-                 \x20   [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n"
+                "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n"
             );
+            if graceful {
+                s += "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n";
+            }
         }
     }
     s
@@ -402,6 +409,19 @@ impl Cluster {
         })
     }
 
+    /// As [`Cluster::start`], every gobgpd with graceful restart ([`RESTART_TIME`]).
+    pub fn start_graceful(vrouterd: &Path, vrouter_bgp: &Path, tag: &str, n: u8) -> Cluster {
+        Self::start_full(
+            vrouterd,
+            vrouter_bgp,
+            tag,
+            n,
+            Reflector::Gobgp,
+            |_| NodeOverlay::Evpn,
+            true,
+        )
+    }
+
     /// As [`Cluster::start`], with `reflector` as the route reflector and node `k`'s VRF 1
     /// reached as `overlay(k)` says.
     pub fn start_with(
@@ -411,6 +431,18 @@ impl Cluster {
         n: u8,
         reflector: Reflector,
         overlay: impl Fn(u8) -> NodeOverlay,
+    ) -> Cluster {
+        Self::start_full(vrouterd, vrouter_bgp, tag, n, reflector, overlay, false)
+    }
+
+    fn start_full(
+        vrouterd: &Path,
+        vrouter_bgp: &Path,
+        tag: &str,
+        n: u8,
+        reflector: Reflector,
+        overlay: impl Fn(u8) -> NodeOverlay,
+        graceful: bool,
     ) -> Cluster {
         assert!((1..=9).contains(&n));
         let fabric_ns = Netns::new(&format!("{tag}fab"));
@@ -429,7 +461,11 @@ impl Cluster {
         let mut clients: Vec<String> = (1..=n).map(|k| format!("198.51.100.{k}")).collect();
         clients.push(GATEWAY_BGP_IP.into());
         let (rr, rr_config) = match reflector {
-            Reflector::Gobgp => gobgpd(&rr_ns, &gobgpd_config(RR_IP, &clients, true), false),
+            Reflector::Gobgp => gobgpd(
+                &rr_ns,
+                &gobgpd_config(RR_IP, &clients, true, graceful),
+                false,
+            ),
             Reflector::Frr => {
                 let dir = temp_path("bgpd", "d");
                 let p = frr_bgpd(&rr_ns, &frr_config(RR_IP, &clients), RR_IP, &dir);
@@ -456,7 +492,12 @@ impl Cluster {
             let vr = node_vrouterd(vrouterd, &ns, &fabric, k, &pods, node_overlay);
             let (gobgpd, gobgpd_config) = gobgpd(
                 &ns,
-                &gobgpd_config(&format!("198.51.100.{k}"), &[RR_IP.to_string()], false),
+                &gobgpd_config(
+                    &format!("198.51.100.{k}"),
+                    &[RR_IP.to_string()],
+                    false,
+                    graceful,
+                ),
                 false,
             );
             let mut args = vec![
