@@ -120,7 +120,7 @@ impl SplitQueue {
             if self.used.store_u32(off + used::ID, id).is_none()
                 || self.used.store_u32(off + used::LEN, len).is_none()
             {
-                self.broken = Some(Broken::RingAccess);
+                self.mark_broken(Broken::RingAccess);
                 return;
             }
             idx = idx.wrapping_add(1);
