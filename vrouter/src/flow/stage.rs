@@ -138,13 +138,7 @@ impl Policies {
         now: u64,
     ) -> Result<(), InsertError> {
         let topo = tables.topology();
-        let target = topo.vrf(key.vrf).and_then(|v| {
-            if key.v6 {
-                v.route_v6(key.dst)
-            } else {
-                v.route_v4(key.dst as u32)
-            }
-        });
+        let target = route_in(&topo, key.vrf, key.v6, key.dst);
         let out_vif = target.map_or(NO_VIF, |t| egress(tables, t, || 0).0);
         let verdict = if allow {
             FlowVerdict::Forward
@@ -475,17 +469,22 @@ fn nat_hit(
     }
 }
 
+/// The route to `addr` (IPv6 if `v6`, else IPv4 in the low 32 bits) in VRF `vrf`.
+#[inline]
+fn route_in(topo: &Topology, vrf: u16, v6: bool, addr: u128) -> Option<RouteTarget> {
+    let v = topo.vrf(vrf)?;
+    if v6 {
+        v.route_v6(addr)
+    } else {
+        v.route_v4(addr as u32)
+    }
+}
+
 /// A packet of a flow translated at both ends whose other entry's key is `p` (as the other
 /// direction arrives): it leaves as the reverse of `p`, from `p`'s destination (and port, or
 /// ICMP identifier) to its source, routed in `p`'s VRF.
 fn both_ways(topo: &Topology, p: &FlowKey) -> FlowAction {
-    let route = topo.vrf(p.vrf).and_then(|v| {
-        if p.v6 {
-            v.route_v6(p.src)
-        } else {
-            v.route_v4(p.src as u32)
-        }
-    });
+    let route = route_in(topo, p.vrf, p.v6, p.src);
     match route {
         Some(t) => FlowAction::Nat2(
             t,
@@ -507,13 +506,7 @@ fn both_ways(topo: &Topology, p: &FlowKey) -> FlowAction {
 /// A VIP flow's packet to the backend `backend` (the reverse entry's key: the backend is its
 /// source), routed in its VRF.
 fn to_backend(topo: &Topology, backend: &FlowKey) -> FlowAction {
-    let route = topo.vrf(backend.vrf).and_then(|v| {
-        if backend.v6 {
-            v.route_v6(backend.src)
-        } else {
-            v.route_v4(backend.src as u32)
-        }
-    });
+    let route = route_in(topo, backend.vrf, backend.v6, backend.src);
     match route {
         Some(t) => FlowAction::Nat(
             t,
@@ -1051,13 +1044,7 @@ impl FlowStage {
             ..*key
         };
         let topo: &Topology = self.topo.load();
-        let route = topo.vrf(f.vrf).and_then(|v| {
-            if key.v6 {
-                v.route_v6(inside)
-            } else {
-                v.route_v4(inside as u32)
-            }
-        });
+        let route = route_in(topo, f.vrf, key.v6, inside);
         let Some(target) = route else {
             return Inbound::Drop(DropReason::NoRoute);
         };
@@ -1405,13 +1392,7 @@ fn setup_service(
         dport: port,
         ..key
     };
-    let route = topo.vrf(meta.vrf).and_then(|v| {
-        if key.v6 {
-            v.route_v6(addr)
-        } else {
-            v.route_v4(addr as u32)
-        }
-    });
+    let route = route_in(topo, meta.vrf, key.v6, addr);
     let Some(target) = route else {
         uncount();
         return FlowAction::Refused(DropReason::NoRoute);
