@@ -380,6 +380,38 @@ fn source_nat_translates_as_the_kernel_does() {
     assert!(vr.stop().success(), "vrouterd stops cleanly");
 }
 
+/// The kernel's 1:1 NAT in `router` (`tool`: iptables or ip6tables): `floating` is `pod_ip`
+/// both ways, toward the remote's side `out`.
+fn one_to_one_nat(router: &Netns, tool: &str, floating: &str, pod_ip: &str, out: &str) {
+    let rules: [&[&str]; 2] = [
+        &[
+            "PREROUTING",
+            "-d",
+            floating,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            pod_ip,
+        ],
+        &[
+            "POSTROUTING",
+            "-s",
+            pod_ip,
+            "-o",
+            out,
+            "-j",
+            "SNAT",
+            "--to-source",
+            floating,
+        ],
+    ];
+    for rule in rules {
+        let mut args = vec![tool, "-t", "nat", "-A"];
+        args.extend_from_slice(rule);
+        router.exec(&args);
+    }
+}
+
 /// The kernel as the oracle for a floating IP: a router namespace doing 1:1 NAT with
 /// iptables (DNAT of the floating address to the pod, SNAT of the pod's flows to it) delivers
 /// the remote's datagrams and pings to the pod as vrouterd does: to the pod's address from the
@@ -401,34 +433,7 @@ fn floating_ip_translates_as_the_kernels_dnat_does() {
     ]);
     router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     let (floating, pod_ip) = (FLOATING.to_string(), kpod.ip.to_string());
-    router.exec(&[
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "PREROUTING",
-        "-d",
-        &floating,
-        "-j",
-        "DNAT",
-        "--to-destination",
-        &pod_ip,
-    ]);
-    router.exec(&[
-        "iptables",
-        "-t",
-        "nat",
-        "-A",
-        "POSTROUTING",
-        "-s",
-        &pod_ip,
-        "-o",
-        &kremote.host_side,
-        "-j",
-        "SNAT",
-        "--to-source",
-        &floating,
-    ]);
+    one_to_one_nat(&router, "iptables", &floating, &pod_ip, &kremote.host_side);
     let kernel_in = send_to_and_capture(&kremote, FLOATING, &kpod);
     let kernel_out = send_to_and_capture(&kpod, REMOTE, &kremote);
 
@@ -941,34 +946,7 @@ fn floating_ipv6_translates_as_the_kernels_dnat_does() {
     let kremote = remote6(&router, "k6r", None);
     kernel_router(&router, &kpod, &kremote);
     let (floating, pod_ip) = (FLOATING6.to_string(), kpod.ip6.to_string());
-    router.exec(&[
-        "ip6tables",
-        "-t",
-        "nat",
-        "-A",
-        "PREROUTING",
-        "-d",
-        &floating,
-        "-j",
-        "DNAT",
-        "--to-destination",
-        &pod_ip,
-    ]);
-    router.exec(&[
-        "ip6tables",
-        "-t",
-        "nat",
-        "-A",
-        "POSTROUTING",
-        "-s",
-        &pod_ip,
-        "-o",
-        &kremote.host_side,
-        "-j",
-        "SNAT",
-        "--to-source",
-        &floating,
-    ]);
+    one_to_one_nat(&router, "ip6tables", &floating, &pod_ip, &kremote.host_side);
     let kernel_in = send6_and_capture(&kremote, FLOATING6, &kpod);
     let kernel_out = send6_and_capture(&kpod, REMOTE6, &kremote);
 
