@@ -5,7 +5,7 @@
 //! the flows are listed with both tuples, an ICMP error from the remote reaches the pod's
 //! socket, and flows beyond the pool's four are counted drops, not a crash.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -289,20 +289,37 @@ fn send_and_capture(pod: &KernelPod, remote: &KernelPod) -> Vec<Seen> {
 /// From `from`: three UDP datagrams from source ports 5001-5003 and two pings to `dst`; what
 /// `at` captured of them, sorted.
 fn send_to_and_capture(from: &KernelPod, dst: Ipv4Addr, at: &KernelPod) -> Vec<Seen> {
-    let cap = at
-        .ns
-        .capture("eth0", "udp port 7000 or icmp[icmptype] == icmp-echo", 5);
+    send_and_capture_any(
+        from,
+        dst.into(),
+        at,
+        "udp port 7000 or icmp[icmptype] == icmp-echo",
+        seen,
+    )
+}
+
+/// [`send_to_and_capture`] to `dst` of either family: `at` captures with `filter`, each frame
+/// read by `read`.
+fn send_and_capture_any<T: Ord>(
+    from: &KernelPod,
+    dst: IpAddr,
+    at: &KernelPod,
+    filter: &str,
+    read: fn(&[u8]) -> T,
+) -> Vec<T> {
+    let cap = at.ns.capture("eth0", filter, 5);
+    let family = if dst.is_ipv6() { "AF_INET6" } else { "AF_INET" };
     from.ns.exec(&[
         "python3",
         "-c",
-        &format!("import socket\nfor p in (5001, 5002, 5003):\n s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n s.bind(('', p))\n s.sendto(b'oracle %d' % p, ('{dst}', 7000))"),
+        &format!("import socket\nfor p in (5001, 5002, 5003):\n s=socket.socket(socket.{family}, socket.SOCK_DGRAM)\n s.bind(('', p))\n s.sendto(b'oracle %d' % p, ('{dst}', 7000))"),
     ]);
     let out = from.ping(&dst.to_string(), 2);
     assert!(out.contains("2 received"), "pings answered: {out}");
-    let mut seen: Vec<Seen> = cap
+    let mut seen: Vec<T> = cap
         .frames(Duration::from_secs(10))
         .iter()
-        .map(|f| seen(f))
+        .map(|f| read(f))
         .collect();
     seen.sort();
     seen
@@ -915,23 +932,13 @@ fn seen6(f: &[u8]) -> Seen6 {
 /// (IPv6); what `at` captured of them, sorted.
 fn send6_and_capture(from: &KernelPod, dst: Ipv6Addr, at: &KernelPod) -> Vec<Seen6> {
     // Echo requests: ICMPv6 type 128 right after the IPv6 header.
-    let cap = at
-        .ns
-        .capture("eth0", "udp port 7000 or (icmp6 and ip6[40] == 128)", 5);
-    from.ns.exec(&[
-        "python3",
-        "-c",
-        &format!("import socket\nfor p in (5001, 5002, 5003):\n s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n s.bind(('', p))\n s.sendto(b'oracle %d' % p, ('{dst}', 7000))"),
-    ]);
-    let out = from.ping(&dst.to_string(), 2);
-    assert!(out.contains("2 received"), "pings answered: {out}");
-    let mut seen: Vec<Seen6> = cap
-        .frames(Duration::from_secs(10))
-        .iter()
-        .map(|f| seen6(f))
-        .collect();
-    seen.sort();
-    seen
+    send_and_capture_any(
+        from,
+        dst.into(),
+        at,
+        "udp port 7000 or (icmp6 and ip6[40] == 128)",
+        seen6,
+    )
 }
 
 /// The kernel as the oracle for a floating IPv6: a router namespace doing 1:1 NAT with
