@@ -56,6 +56,10 @@ pub struct Resolver {
     lcore: Sender<LcoreCmd>,
     reachable: Duration,
     entries: Mutex<BTreeMap<Ipv4Addr, Entry>>,
+    /// The last scan of the nexthop table and its change count then: the scan reads every
+    /// slot (hundreds of microseconds at 64 K), too long to repeat ten times a second on a CPU
+    /// that may also run a generator or a pod.
+    wanted: Mutex<(Option<u64>, BTreeMap<Ipv4Addr, u16>)>,
 }
 
 impl Resolver {
@@ -71,6 +75,7 @@ impl Resolver {
             lcore,
             reachable,
             entries: Mutex::new(BTreeMap::new()),
+            wanted: Mutex::new((None, BTreeMap::new())),
         }
     }
 
@@ -92,8 +97,18 @@ impl Resolver {
             })
     }
 
-    /// The addresses tunnel nexthops without a `dmac` send to, with their fabric vif.
+    /// The addresses tunnel nexthops without a `dmac` send to, with their fabric vif (scanned
+    /// again only when the nexthop table has changed).
     fn wanted(&self) -> BTreeMap<Ipv4Addr, u16> {
+        let mut cache = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let changes = self.tables.nexthops.changes();
+        if cache.0 != Some(changes) {
+            *cache = (Some(changes), self.scan());
+        }
+        cache.1.clone()
+    }
+
+    fn scan(&self) -> BTreeMap<Ipv4Addr, u16> {
         self.tables
             .nexthops
             .entries()

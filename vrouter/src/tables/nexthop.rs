@@ -5,6 +5,7 @@ use super::seqcell::SeqCell;
 use crate::wire::MacAddr;
 use crate::Error;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most members an ECMP nexthop holds (they are packed into the fixed record).
 pub const MAX_ECMP_MEMBERS: usize = 12;
@@ -150,13 +151,22 @@ impl Nexthop {
 #[derive(Debug)]
 pub struct NexthopTable {
     slots: Box<[SeqCell<4>]>,
+    /// Bumped after every change, for control-side readers that cache a scan of the table.
+    changes: AtomicU64,
 }
 
 impl NexthopTable {
     pub fn new(capacity: usize) -> Self {
         NexthopTable {
             slots: (0..capacity).map(|_| SeqCell::default()).collect(),
+            changes: AtomicU64::new(0),
         }
+    }
+
+    /// How many changes the table has seen: a scan made when this read `n` is current while it
+    /// still reads `n` (read it before scanning).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     pub fn capacity(&self) -> usize {
@@ -188,6 +198,7 @@ impl NexthopTable {
             }
         }
         slot.write(nh.encode());
+        self.changes.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -204,6 +215,7 @@ impl NexthopTable {
             return Err(Error::NoSuchNexthop(id));
         }
         slot.write([0; 4]);
+        self.changes.fetch_add(1, Ordering::Release);
         Ok(())
     }
 }
@@ -265,6 +277,22 @@ mod tests {
         t.remove(7).unwrap();
         assert_eq!(t.get(7), None);
         assert_eq!(t.remove(7), Err(Error::NoSuchNexthop(7)));
+    }
+
+    #[test]
+    fn every_change_and_only_a_change_moves_the_change_count() {
+        let t = NexthopTable::new(4);
+        let before = t.changes();
+        t.set(1, Nexthop::Discard).unwrap();
+        t.set(1, Nexthop::Receive).unwrap();
+        assert_eq!(t.changes(), before + 2);
+        // Refused writes change nothing.
+        assert!(t.set(9, Nexthop::Discard).is_err());
+        assert!(t.set(2, Nexthop::ecmp(&[1]).unwrap()).is_err());
+        assert!(t.remove(3).is_err());
+        assert_eq!(t.changes(), before + 2);
+        t.remove(1).unwrap();
+        assert_eq!(t.changes(), before + 3);
     }
 
     #[test]
