@@ -32,7 +32,7 @@ use crate::agent::{self, TrapGate};
 use crate::mirror;
 use crate::offload;
 use crate::packet::{self, Pkt};
-use crate::vhost_core::LcoreEvent;
+use crate::vhost_core::{LcoreEvent, ToVhostCore};
 use vrouter::mirror::{MirrorCfg, Mirrors};
 
 /// Microseconds between two flow-aging slices on an lcore, and the time one lcore takes to
@@ -282,7 +282,7 @@ pub struct Lcore {
     pub flows: Arc<FlowTable>,
     pub counters: Arc<LoopCounters>,
     /// Tells the vhost core about queues a guest broke (handing them back).
-    pub events: Sender<LcoreEvent>,
+    pub events: ToVhostCore<LcoreEvent>,
     pub pool: Mempool,
     /// The pipeline's counters (drops found while finishing offloads are counted there too).
     pub stats: Arc<CoreStats>,
@@ -1029,7 +1029,7 @@ impl State {
     /// Stops using virtqueues the guest broke and hands them to the vhost core, which logs
     /// it and marks the vif down; every other vif keeps forwarding.
     #[inline]
-    fn hand_back_broken(&mut self, events: &Sender<LcoreEvent>) {
+    fn hand_back_broken(&mut self, events: &ToVhostCore<LcoreEvent>) {
         if self
             .rx
             .iter()
@@ -1078,7 +1078,7 @@ impl State {
         cmd: LcoreCmd,
         stats: &CoreStats,
         counters: &LoopCounters,
-        events: &Sender<LcoreEvent>,
+        events: &ToVhostCore<LcoreEvent>,
     ) {
         match cmd {
             LcoreCmd::AttachEth { vif, rx, tx } => {

@@ -150,12 +150,19 @@ fn open_control(
 fn run(opts: &cli::Options) -> Result<()> {
     let started = Instant::now();
     let shutdown = Arc::new(AtomicBool::new(false));
+    // The vhost core (this thread, later) sleeps until its doorbell rings: whatever sets
+    // `shutdown` rings it too. Commands and lcore events for it ring it as well.
+    let vhost_bell = vhost_core::Doorbell::new().context("creating the vhost core's doorbell")?;
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
+            .context("installing the SIGINT/SIGTERM handler")?;
+        vhost_bell
+            .ring_on_signal(signal)
             .context("installing the SIGINT/SIGTERM handler")?;
     }
     if let Some(deadline) = cli::run_deadline(opts) {
         let flag = Arc::clone(&shutdown);
+        let bell = vhost_bell.clone();
         std::thread::Builder::new()
             .name("run-for".into())
             .spawn(move || {
@@ -163,6 +170,7 @@ fn run(opts: &cli::Options) -> Result<()> {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 flag.store(true, Ordering::Relaxed);
+                bell.ring();
             })
             .context("starting the --run-for timer")?;
     }
@@ -235,7 +243,7 @@ fn run(opts: &cli::Options) -> Result<()> {
             opts.agent_held_ms,
         )
     });
-    let (event_tx, event_rx) = unbounded();
+    let (event_tx, event_rx) = vhost_core::to_vhost_core(&vhost_bell);
     let mut lcores = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     let tracer = Arc::new(vrouter::pipeline::trace::Tracer::default());
@@ -286,7 +294,7 @@ fn run(opts: &cli::Options) -> Result<()> {
     }
     drop(producers);
 
-    let (vhost_tx, vhost_rx) = unbounded();
+    let (vhost_tx, vhost_rx) = vhost_core::to_vhost_core(&vhost_bell);
     let vhost_status = Arc::new(Mutex::new(Default::default()));
     let vhost_loops = Arc::new(AtomicU64::new(0));
     // Queues per forwarding lcore, for placement: by the registry and the vhost core.
@@ -299,6 +307,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         status: Arc::clone(&vhost_status),
         loops: Arc::clone(&vhost_loops),
         load: Arc::clone(&load),
+        bell: vhost_bell.clone(),
     };
     // The neighbour resolver's requests go out through the first forwarding lcore.
     let neigh_lcore = handles.first().map(|h| h.commands.clone());
@@ -466,6 +475,7 @@ fn run(opts: &cli::Options) -> Result<()> {
         .chain(opts.host_iface.iter().map(|_| HOST_VIF.to_owned()))
         .collect();
     let api_shutdown = Arc::clone(&shutdown);
+    let api_bell = vhost_bell.clone();
     let api = std::thread::Builder::new()
         .name("control-api".into())
         .spawn(move || -> Result<()> {
@@ -476,6 +486,7 @@ fn run(opts: &cli::Options) -> Result<()> {
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     api_shutdown.store(true, Ordering::Relaxed);
+                    api_bell.ring();
                     return Err(e);
                 }
             };

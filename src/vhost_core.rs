@@ -11,6 +11,9 @@
 //! then the new one gets them; no two lcores ever hold one virtqueue.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,11 +40,86 @@ pub fn least_loaded(load: &[AtomicU32]) -> u8 {
 /// How long the vhost core waits for a forwarding lcore to give a queue back. Lcores read
 /// their commands every few microseconds; this only guards against a wedged lcore.
 const LCORE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Wakes the vhost core from its poll when something is queued for it (one end of a socket
+/// pair in its poll set), so it sleeps on its sockets rather than waking on a short timer: each
+/// wake-up preempts whatever shares its CPU, a generator or a pod.
+#[derive(Clone)]
+pub struct Doorbell {
+    bell: Arc<UnixStream>,
+    ear: Arc<UnixStream>,
+}
+
+impl Doorbell {
+    pub fn new() -> std::io::Result<Self> {
+        let (bell, ear) = UnixStream::pair()?;
+        bell.set_nonblocking(true)?;
+        ear.set_nonblocking(true)?;
+        Ok(Doorbell {
+            bell: Arc::new(bell),
+            ear: Arc::new(ear),
+        })
+    }
+
+    /// Rings: a full socket buffer only means it is ringing already.
+    pub fn ring(&self) {
+        let _ = (&*self.bell).write(&[1]);
+    }
+
+    /// Rings on `signal` too (from the handler: one write, async-signal-safe).
+    pub fn ring_on_signal(&self, signal: i32) -> std::io::Result<()> {
+        signal_hook::low_level::pipe::register(signal, self.bell.try_clone()?)?;
+        Ok(())
+    }
+
+    /// Silences it before the core looks at its channels: a ring after this wakes the next poll.
+    fn silence(&self) {
+        let mut rings = [0u8; 64];
+        while matches!((&*self.ear).read(&mut rings), Ok(n) if n > 0) {}
+    }
+}
+
+/// A channel into the vhost core whose every send rings its doorbell.
+pub struct ToVhostCore<T> {
+    tx: Sender<T>,
+    bell: Doorbell,
+}
+
+impl<T> Clone for ToVhostCore<T> {
+    fn clone(&self) -> Self {
+        ToVhostCore {
+            tx: self.tx.clone(),
+            bell: self.bell.clone(),
+        }
+    }
+}
+
+impl<T> ToVhostCore<T> {
+    pub fn send(&self, message: T) -> Result<(), SendError<T>> {
+        self.tx.send(message)?;
+        self.bell.ring();
+        Ok(())
+    }
+}
+
+/// An unbounded channel into the vhost core that `bell` wakes.
+pub fn to_vhost_core<T>(bell: &Doorbell) -> (ToVhostCore<T>, Receiver<T>) {
+    let (tx, rx) = crossbeam::channel::unbounded();
+    (
+        ToVhostCore {
+            tx,
+            bell: bell.clone(),
+        },
+        rx,
+    )
+}
+
 /// While waiting for an lcore, the loop counter moves this often: the vhost core is waiting on
 /// purpose, not stuck (health tells a stuck lcore by its own poll counter).
 const WAIT_SLICE: Duration = Duration::from_millis(100);
-/// Longest sleep between polls when nothing is due.
-const IDLE_POLL: Duration = Duration::from_millis(5);
+/// Longest sleep between polls when nothing is due: commands and lcore events ring the
+/// doorbell, sockets and deadlines wake the poll, so this only keeps the loop counter moving
+/// well within health's stall limit.
+const IDLE_POLL: Duration = Duration::from_millis(500);
 
 /// Requests to the vhost core.
 pub enum VhostCmd {
@@ -137,6 +215,8 @@ pub struct VhostCore {
     pub loops: Arc<AtomicU64>,
     /// Queues per lcore: placed queue pairs count here.
     pub load: LcoreLoad,
+    /// Rung by every send on `commands` and `lcore_events`.
+    pub bell: Doorbell,
 }
 
 impl VhostCore {
@@ -147,6 +227,7 @@ impl VhostCore {
         let mut events = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             self.loops.fetch_add(1, Ordering::Relaxed);
+            self.bell.silence();
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd, &mut vifs);
             }
@@ -191,7 +272,7 @@ impl VhostCore {
                 }
             }
             self.publish(&vifs);
-            wait_for_work(&vifs, next);
+            wait_for_work(&self.bell, &vifs, next);
         }
         // Leave nothing lent: the lcores are still running at this point.
         for (&vif, v) in vifs.iter_mut() {
@@ -612,20 +693,14 @@ impl VhostCore {
     }
 }
 
-/// Sleeps until a socket has something or `until`, whichever comes first.
-fn wait_for_work(vifs: &BTreeMap<u16, VhostVif>, until: Instant) {
+/// Sleeps until the doorbell rings, a socket has something or `until`, whichever comes first.
+fn wait_for_work(bell: &Doorbell, vifs: &BTreeMap<u16, VhostVif>, until: Instant) {
     let timeout = until
         .saturating_duration_since(Instant::now())
         .min(IDLE_POLL);
-    if vifs.is_empty() {
-        std::thread::sleep(timeout);
-        return;
-    }
-    let mut fds: Vec<rustix::event::PollFd<'_>> = vifs
-        .values()
-        .map(|v| {
-            rustix::event::PollFd::from_borrowed_fd(v.port.poll_fd(), rustix::event::PollFlags::IN)
-        })
+    let mut fds: Vec<rustix::event::PollFd<'_>> = std::iter::once(bell.ear.as_fd())
+        .chain(vifs.values().map(|v| v.port.poll_fd()))
+        .map(|fd| rustix::event::PollFd::from_borrowed_fd(fd, rustix::event::PollFlags::IN))
         .collect();
     let ts = rustix::time::Timespec {
         tv_sec: timeout.as_secs() as i64,
@@ -637,6 +712,55 @@ fn wait_for_work(vifs: &BTreeMap<u16, VhostVif>, until: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command wakes the sleeping vhost core at once: it does not wait out its idle poll.
+    #[test]
+    fn a_command_rings_the_sleeping_core_awake() {
+        let bell = Doorbell::new().expect("doorbell");
+        let (commands_tx, commands) = to_vhost_core(&bell);
+        let (_events_tx, lcore_events) = to_vhost_core(&bell);
+        let loops = Arc::new(AtomicU64::new(0));
+        let core = VhostCore {
+            commands,
+            lcore_events,
+            lcores: Vec::new(),
+            status: StatusMap::default(),
+            loops: loops.clone(),
+            load: LcoreLoad::default(),
+            bell: bell.clone(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = {
+            let stop = stop.clone();
+            std::thread::spawn(move || core.run(&stop))
+        };
+        let start = Instant::now();
+        for _ in 0..5 {
+            // Asleep by now: nothing else would wake it for IDLE_POLL.
+            std::thread::sleep(Duration::from_millis(50));
+            let (reply, answer) = bounded(1);
+            let pin = VhostCmd::Pin {
+                vif: 9,
+                pair: 0,
+                lcore: 0,
+                reply,
+            };
+            assert!(commands_tx.send(pin).is_ok(), "the core takes commands");
+            let said = answer.recv_timeout(LCORE_REPLY_TIMEOUT).expect("an answer");
+            assert!(said.unwrap_err().contains("not a vhost-user vif"));
+        }
+        // Five answers, each after a nap; waiting out the idle poll would take ~2 s.
+        let took = start.elapsed();
+        assert!(took < IDLE_POLL * 2, "five commands took {took:?}");
+        let turns = loops.load(Ordering::Relaxed);
+        assert!(
+            turns < 30,
+            "{turns} turns: the core spins instead of sleeping"
+        );
+        stop.store(true, Ordering::Relaxed);
+        bell.ring();
+        running.join().expect("vhost core");
+    }
 
     /// While the vhost core waits for an lcore to hand a queue back, its loop counter keeps
     /// moving: health must not take a deliberate wait for a stuck vhost core.
@@ -653,6 +777,7 @@ mod tests {
             status: StatusMap::default(),
             loops: loops.clone(),
             load: LcoreLoad::default(),
+            bell: Doorbell::new().expect("doorbell"),
         };
         // An lcore that takes a second to answer (an idle one napping between polls).
         let lcore = std::thread::spawn(move || match lcore_rx.recv() {

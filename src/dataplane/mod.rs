@@ -31,7 +31,7 @@ use vrouter::CoreStats;
 
 use crate::lcore::{LcoreCmd, LoopCounters};
 use crate::progress::ProgressWatch;
-use crate::vhost_core::{LcoreLoad, StatusMap, VhostCmd};
+use crate::vhost_core::{LcoreLoad, StatusMap, ToVhostCore, VhostCmd};
 
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -92,7 +92,7 @@ pub struct VrouterDataplane {
     jumbo: std::sync::OnceLock<Mempool>,
     tables: Arc<Tables>,
     lcores: Vec<LcoreHandleInfo>,
-    vhost: Sender<VhostCmd>,
+    vhost: ToVhostCore<VhostCmd>,
     /// Lock order: `registry` before `vhost_status`, never the reverse (`vif_status` holds the
     /// first while it takes the second). Neither is held while waiting on another thread.
     vhost_status: StatusMap,
@@ -145,7 +145,7 @@ pub struct DataplaneParts {
     pub pool: Mempool,
     pub tables: Arc<Tables>,
     pub lcores: Vec<LcoreHandleInfo>,
-    pub vhost: Sender<VhostCmd>,
+    pub vhost: ToVhostCore<VhostCmd>,
     pub vhost_status: StatusMap,
     /// The vhost core's loop counter.
     pub vhost_loops: Arc<AtomicU64>,
