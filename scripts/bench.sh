@@ -81,6 +81,14 @@ offered() {
         --rate-pps "$pps" --latency --burst 8 || true
 }
 
+# The forwarding lcore's poll gaps (GET /stats) while vrouterd is the switch under test, else
+# "null": turns of its loop that began late, the lcore busy or its CPU taken from it.
+vrouterd_poll_gaps() {
+    local gaps
+    gaps=$("$bin/vrouterctl" --socket "$work/vr/ctl.sock" --json stats 2>/dev/null | jq -c '.lcores[0].poll_gaps // null' 2>/dev/null) || true
+    echo "${gaps:-null}"
+}
+
 # Latency at 10, 50 and 90 % of the case's measured peak, then the zero-loss rate: a bisection
 # (7 steps) between 0 and the peak for the highest offered rate at which nothing is lost.
 latency_and_zero_loss() {
@@ -92,11 +100,14 @@ latency_and_zero_loss() {
     peak_pps=$(awk -v m="$peak" 'BEGIN { printf "%d", m * 1e6 }')
     if ((peak_pps == 0)); then echo "bench: $case ${size}B: no peak to take latency at"; return; fi
     for pct in 10 50 90; do
-        local line
+        local line gaps_before gaps
+        gaps_before=$(vrouterd_poll_gaps)
         line=$(offered "$tx" "$rx" "$size" "$flows" "$case-$size-lat$pct" $((peak_pps * pct / 100)))
+        gaps=$(jq -nc --argjson a "$gaps_before" --argjson b "$(vrouterd_poll_gaps)" \
+            'if $a == null or $b == null then null else $b | with_entries(.value -= $a[.key]) end')
         if [[ $line == *'"summary":true'* ]]; then
-            echo "{\"case\":\"$case\",\"latency_load_pct\":$pct,\"result\":$line}" >> "$raw"
-            echo "bench: $case ${size}B at $pct %: latency $(jq -c '.latency' <<<"$line") µs"
+            echo "{\"case\":\"$case\",\"latency_load_pct\":$pct,\"result\":$line,\"switch_poll_gaps\":$gaps}" >> "$raw"
+            echo "bench: $case ${size}B at $pct %: latency $(jq -c '.latency' <<<"$line") µs$([[ $gaps == null ]] || echo ", vrouterd lcore poll gaps $gaps")"
         fi
     done
     local lo=0 hi=$peak_pps

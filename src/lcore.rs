@@ -163,7 +163,14 @@ pub struct LoopCounters {
     /// Packets through each vring of each vhost-user vif on this lcore (`vif * MAX_VRINGS +
     /// vring`): dequeued from a guest TX ring, delivered into a guest RX ring.
     pub vring_packets: Box<[AtomicU64]>,
+    /// Turns of the loop that began more than 10 µs, 100 µs and 1 ms after the one before
+    /// (not counting turns after an idle nap): every packet that arrived meanwhile waited that
+    /// long, whether the lcore was busy or its CPU was taken from it.
+    pub poll_gaps: [AtomicU64; POLL_GAP_US.len()],
 }
+
+/// The thresholds of [`LoopCounters::poll_gaps`], in microseconds.
+pub const POLL_GAP_US: [u64; 3] = [10, 100, 1000];
 
 impl LoopCounters {
     /// Packets this lcore moved through vring `vring` of vif `vif`.
@@ -199,6 +206,7 @@ impl Default for LoopCounters {
             vring_packets: (0..MAX_VIFS * MAX_VRINGS)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            poll_gaps: Default::default(),
         }
     }
 }
@@ -454,6 +462,8 @@ impl Lcore {
             .div_ceil((AGE_SWEEP_MS * 1000 / AGE_EVERY_US) as usize)
             .max(1);
         let mut next_age = 0u64;
+        let gap_cycles = POLL_GAP_US.map(|us| tsc_per_ms * us / 1000);
+        let mut last_t0: Option<u64> = None;
         // Registered here, on the lcore, and gone (offline) when the loop ends.
         let reader = grace.register();
         loop {
@@ -475,6 +485,17 @@ impl Lcore {
             }
             iteration = iteration.wrapping_add(1);
             let t0 = pmd_shim::cycles::rdtsc();
+            if let Some(last) = last_t0 {
+                let gap = t0.wrapping_sub(last);
+                if gap > gap_cycles[0] {
+                    for (count, &over) in counters.poll_gaps.iter().zip(&gap_cycles) {
+                        if gap > over {
+                            LoopCounters::add(count, 1);
+                        }
+                    }
+                }
+            }
+            last_t0 = Some(t0);
             // Flow time in milliseconds, from the TSC (no system call per iteration).
             let now_ms = t0 / tsc_per_ms;
             st.now_ms = now_ms;
@@ -641,6 +662,7 @@ impl Lcore {
                 std::thread::sleep(nap);
                 reader.online();
                 napped = true;
+                last_t0 = None;
             }
         }
         drop(reader);

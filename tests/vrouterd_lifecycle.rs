@@ -233,3 +233,44 @@ fn eal_failure_exits_nonzero_with_dpdk_reason() {
     assert!(err.contains("scripts/hugepages.sh"), "{err}");
     let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(prefix));
 }
+
+/// `GET /stats` for the one forwarding lcore.
+fn lcore_gaps(vr: &testkit::vrouterd::Vrouterd) -> control_api::api::PollGaps {
+    let stats = vr.api(|c| async move { c.stats().await }).expect("stats");
+    assert_eq!(stats.lcores.len(), 1, "{stats:?}");
+    stats.lcores[0].poll_gaps
+}
+
+/// A forwarding lcore counts the turns it began late (here: the whole process stopped, as a
+/// CPU taken from it would), but not the turns after its own idle naps.
+#[test]
+fn an_lcore_counts_its_poll_gaps_but_not_its_naps() {
+    testkit::hugepages::ensure(512);
+    let busy = testkit::vrouterd::Vrouterd::start(&vrouterd(), &[], &[]);
+    let before = lcore_gaps(&busy);
+    for _ in 0..3 {
+        busy.process.signal("STOP");
+        std::thread::sleep(Duration::from_millis(20));
+        busy.process.signal("CONT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = lcore_gaps(&busy);
+    assert!(
+        after.over_1ms >= before.over_1ms + 3,
+        "three 20 ms stops, gaps {before:?} -> {after:?}"
+    );
+    assert!(after.over_10us >= after.over_100us && after.over_100us >= after.over_1ms);
+    busy.stop();
+
+    // Naps of 5 ms for a second: some 200 turns began 5 ms after the one before.
+    let napping =
+        testkit::vrouterd::Vrouterd::start(&vrouterd(), &["--idle-sleep-us", "5000"], &[]);
+    let before = lcore_gaps(&napping);
+    std::thread::sleep(Duration::from_secs(1));
+    let after = lcore_gaps(&napping);
+    assert!(
+        after.over_1ms - before.over_1ms < 20,
+        "naps counted as gaps: {before:?} -> {after:?}"
+    );
+    napping.stop();
+}

@@ -142,6 +142,25 @@ pub fn render(ctrl: &Controller) -> Result<String, Error> {
         );
     }
     d.family(
+        "vrouter_lcore_poll_gaps_total",
+        "counter",
+        "Poll loop turns that began more than `over` after the turn before.",
+    );
+    for l in &stats.lcores {
+        let g = l.poll_gaps;
+        for (over, n) in [
+            ("10us", g.over_10us),
+            ("100us", g.over_100us),
+            ("1ms", g.over_1ms),
+        ] {
+            d.sample(
+                "vrouter_lcore_poll_gaps_total",
+                &[("lcore", &l.lcore.to_string()), ("over", over)],
+                n,
+            );
+        }
+    }
+    d.family(
         "vrouter_drops_total",
         "counter",
         "Packets dropped, by reason.",

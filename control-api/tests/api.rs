@@ -1115,6 +1115,8 @@ async fn policy_flows_stats_health_and_metrics() {
         "vrouter_drops_total{reason=\"no_route\"} 4",
         "vrouter_mempool_in_use{pool=\"mbuf_pool_0\"} 512",
         "vrouter_flows_created_total 10",
+        "vrouter_lcore_poll_gaps_total{lcore=\"1\",over=\"100us\"} 2",
+        "vrouter_lcore_poll_gaps_total{lcore=\"1\",over=\"1ms\"} 1",
         "# TYPE vrouter_rx_packets_total counter",
     ] {
         assert!(

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use control_api::api::{
     DropStats, FlowExportStats, FlowPage, FlowQuery, FlowStats, Health, HealthStatus, LcoreHealth,
-    LcoreStats, MempoolHealth, RingHealth, Stats, VifCounters, VifQueue, VifState, VifStatus,
+    LcoreStats, MempoolHealth, PollGaps, RingHealth, Stats, VifCounters, VifQueue, VifState,
+    VifStatus,
 };
 use control_api::{DataplaneError, VifSpec};
 use pmd_shim::RingLevel;
@@ -202,6 +203,7 @@ impl VrouterDataplane {
                         .map(|c| c.load(Ordering::Relaxed))
                         .sum::<u64>(),
                 busy_ratio: busy_ratio(&l.counters),
+                poll_gaps: poll_gaps(&l.counters),
             };
             for v in 0..MAX_VIFS as u16 {
                 let c = l.stats.vif(v);
@@ -425,6 +427,16 @@ impl VrouterDataplane {
                     send_errors: e.send_errors.load(Ordering::Relaxed),
                 }),
         })
+    }
+}
+
+fn poll_gaps(c: &LoopCounters) -> PollGaps {
+    let [over_10us, over_100us, over_1ms] =
+        c.poll_gaps.each_ref().map(|n| n.load(Ordering::Relaxed));
+    PollGaps {
+        over_10us,
+        over_100us,
+        over_1ms,
     }
 }
 

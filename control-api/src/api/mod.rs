@@ -37,7 +37,7 @@ pub use nexthop::{Nexthop, NexthopInfo, TunnelEncap};
 pub use policy::{Policy, PolicyAction, PolicyRule, Proto};
 pub use route::{BridgeEntry, Route};
 pub use status::{
-    AgentStats, DropStats, Health, HealthStatus, LcoreHealth, LcoreStats, MempoolHealth,
+    AgentStats, DropStats, Health, HealthStatus, LcoreHealth, LcoreStats, MempoolHealth, PollGaps,
     RingHealth, Stats, VifHealth,
 };
 pub use text::{IpPrefix, MacAddr, PortRange, SyntaxError};

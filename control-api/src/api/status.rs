@@ -28,6 +28,19 @@ pub struct LcoreStats {
     pub packets_made: u64,
     /// Share of recent poll iterations that found work, 0.0..=1.0.
     pub busy_ratio: f64,
+    /// Poll loop turns that began long after the one before: what a packet arriving then
+    /// waited on top of its own processing (the lcore busy, or its CPU taken from it).
+    #[serde(default)]
+    pub poll_gaps: PollGaps,
+}
+
+/// Counts of poll loop turns that began more than 10 µs, 100 µs and 1 ms after the turn
+/// before (each count includes the ones after it; turns after an idle nap are not counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollGaps {
+    pub over_10us: u64,
+    pub over_100us: u64,
+    pub over_1ms: u64,
 }
 
 /// `GET /stats`: totals and the per-lcore breakdown they are the sum of.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use control_api::api::{
     BridgeEntry, DropStats, FlowEntry, FlowPage, FlowQuery, FlowStats, Health, HealthStatus,
     IpPrefix, LcoreHealth, LcoreStats, MacAddr, MempoolHealth, MplsTarget, Nexthop, Policy,
-    RingHealth, Route, Stats, VhostUserMode, VifCounters, VifHealth, VifState, VifStatus,
+    PollGaps, RingHealth, Route, Stats, VhostUserMode, VifCounters, VifHealth, VifState, VifStatus,
 };
 use control_api::{
     Change, ControlSocket, Controller, ControllerConfig, Dataplane, DataplaneError,
@@ -232,6 +232,11 @@ impl Dataplane for MemDataplane {
         let mut l = LcoreStats {
             lcore: 1,
             busy_ratio: 0.25,
+            poll_gaps: PollGaps {
+                over_10us: 7,
+                over_100us: 2,
+                over_1ms: 1,
+            },
             ..Default::default()
         };
         for c in s.counters.values() {

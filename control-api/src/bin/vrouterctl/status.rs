@@ -21,6 +21,7 @@ pub fn stats(s: &Stats) -> String {
                 l.taken_from_lcores.to_string(),
                 l.packets_made.to_string(),
                 format!("{:.0}%", l.busy_ratio * 100.0),
+                l.poll_gaps.over_100us.to_string(),
             ]
         })
         .collect();
@@ -31,6 +32,7 @@ pub fn stats(s: &Stats) -> String {
         s.tx_packets.to_string(),
         s.tx_bytes.to_string(),
         s.drops.to_string(),
+        String::new(),
         String::new(),
         String::new(),
         String::new(),
@@ -48,6 +50,7 @@ pub fn stats(s: &Stats) -> String {
             "FROM_LCORES",
             "MADE",
             "BUSY",
+            "GAPS>100US",
         ],
         &rows,
     )
