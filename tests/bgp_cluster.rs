@@ -452,6 +452,50 @@ const ANYCAST_PORT: u16 = 9999;
 /// How many flows (source ports) go to the anycast prefix.
 const ANYCAST_FLOWS: u16 = 64;
 
+/// Node 1's vrouter-bgp killed and started again while its ECMP group to `anycast` has a
+/// tunnel with its own label per node: the new run takes over what the old one installed and
+/// changes nothing in vrouterd (no nexthop or route replaced, none left behind), and flows
+/// still spread with each node's label.
+fn vrouter_bgp_restart_leaves_the_labelled_group_alone(c: &mut Cluster, anycast: &str) {
+    let nexthops = |c: &Cluster| {
+        c.nodes[0]
+            .vr
+            .api(|cl| async move { cl.nexthops().await })
+            .expect("nexthops")
+    };
+    let before = nexthops(c);
+    let rev = c.nodes[0]
+        .vr
+        .api(|cl| async move { cl.events(0, None, 0).await })
+        .expect("events")
+        .revision;
+    c.nodes[0].restart_vrouter_bgp();
+    c.nodes[0]
+        .bgp
+        .wait_for_output("took over what an earlier run installed", CONVERGE);
+    // Time to reconcile with gobgpd's tables (it would act within this).
+    std::thread::sleep(Duration::from_secs(3));
+    let changes = c.nodes[0]
+        .vr
+        .api(|cl| async move { cl.events(rev, None, 0).await })
+        .expect("events");
+    assert!(
+        changes.events.is_empty() && !changes.reset,
+        "vrouter-bgp's restart changed node 1: {:?}\n{}",
+        changes.events,
+        c.outputs()
+    );
+    assert_eq!(nexthops(c), before, "node 1's nexthops across the restart");
+    assert_anycast_ecmp(c, anycast, &bgp::label);
+    anycast_flows_spread_over_both_nodes(
+        c,
+        anycast,
+        "udp dst port 6635 or ip proto 47",
+        "mpls.label",
+        bgp::label,
+    );
+}
+
 /// Node 1's route to `anycast` (a /32 nodes 2 and 3 both have): ECMP over a tunnel to each,
 /// every member pushing that node's `label(k)` (its own, or the route's).
 #[track_caller]
@@ -726,7 +770,7 @@ fn mpls_cluster(reflector: Reflector, tag: &str) {
     let vrouterd = vrouterd_bin();
     let vrouter_bgp = bgp::vrouter_bgp_bin(&vrouterd);
     let encap_of = |k: u8| if k == 2 { "gre" } else { "udp" };
-    let c = Cluster::start_with(&vrouterd, &vrouter_bgp, tag, 3, reflector, |k| {
+    let mut c = Cluster::start_with(&vrouterd, &vrouter_bgp, tag, 3, reflector, |k| {
         NodeOverlay::Vpn {
             mpls_encap: encap_of(k),
         }
@@ -888,6 +932,7 @@ fn mpls_cluster(reflector: Reflector, tag: &str) {
         "mpls.label",
         bgp::label,
     );
+    vrouter_bgp_restart_leaves_the_labelled_group_alone(&mut c, anycast);
     for n in &c.nodes[1..] {
         n.vr.api(|cl| {
             let p = anycast.parse().unwrap();
