@@ -37,6 +37,8 @@ tcp = {}
 rtt = {}
 # Latency at a share of the peak: (case, frame, load %) -> the run's percentiles (µs).
 lat = {}
+# vrouterd's forwarding lcore poll gaps during each latency run (null for other switches).
+gaps = {}
 # Zero-loss rate found by bisection: (case, frame) -> {"pps", "peak_pps"}.
 zero_loss = {}
 with open(raw) as f:
@@ -62,6 +64,8 @@ with open(raw) as f:
         if "latency_load_pct" in r:
             res = r["result"]
             lat[(r["case"], res["frame_bytes"], r["latency_load_pct"])] = res.get("latency")
+            if r.get("switch_poll_gaps"):
+                gaps[(r["case"], res["frame_bytes"], r["latency_load_pct"])] = r["switch_poll_gaps"]
             continue
         res = r["result"]
         key = (r["case"], res["frame_bytes"])
@@ -146,6 +150,7 @@ for case, size in sorted({(c, s) for c, s, _ in lat} | set(zero_loss)):
         "kind": "latency",
         # One-way, generator to sink through the switch, at 10 / 50 / 90 % of the case's peak.
         "latency_us": {str(p): lat.get((case, size, p)) for p in (10, 50, 90)},
+        "switch_poll_gaps": {str(p): gaps.get((case, size, p)) for p in (10, 50, 90)},
         "zero_loss_mpps": round(z["pps"] / 1e6, 4) if z else None,
         "zero_loss_ratio_to_peak": round(z["pps"] / z["peak_pps"], 3) if z and z["peak_pps"] else None,
     })
@@ -212,16 +217,19 @@ if latency_records:
     lines += [
         "",
         "One-way latency (µs, p50 / p99 / p99.9; generator and sink on one core, bursts of 8) at a",
-        "share of each case's peak, and the zero-loss rate (bisection, 7 steps below the peak).",
+        "share of each case's peak, and the zero-loss rate (bisection, 7 steps below the peak);",
+        "for vrouterd, its forwarding lcore's poll gaps over 10 µs / 100 µs / 1 ms during the 50 % run.",
         "",
-        "| case | frame | at 10 % | at 50 % | at 90 % | zero-loss Mpps | × peak |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| case | frame | at 10 % | at 50 % | at 90 % | zero-loss Mpps | × peak | lcore gaps at 50 % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in latency_records:
         l = r["latency_us"]
+        g = r["switch_poll_gaps"]["50"]
+        g = f"{g['over_10us']} / {g['over_100us']} / {g['over_1ms']}" if g else "–"
         lines.append(
             f"| {r['case']} | {r['frame_bytes']} B | {pcts(l['10'])} | {pcts(l['50'])} | {pcts(l['90'])} | "
-            f"{fmt(r['zero_loss_mpps'], '{:.3f}')} | {fmt(r['zero_loss_ratio_to_peak'])} |"
+            f"{fmt(r['zero_loss_mpps'], '{:.3f}')} | {fmt(r['zero_loss_ratio_to_peak'])} | {g} |"
         )
 if tcp_records:
     lines += [
@@ -257,7 +265,8 @@ try:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, max(len(sizes), 1), figsize=(6 * max(len(sizes), 1), 5), squeeze=False)
+    rows = 2 if latency_records else 1
+    fig, axes = plt.subplots(rows, max(len(sizes), 1), figsize=(6 * max(len(sizes), 1), 5 * rows), squeeze=False)
     for ax, size in zip(axes[0], sizes):
         rs = [r for r in records if r.get("frame_bytes") == size and "mpps_median" in r]
         names = [r["case"] for r in rs]
@@ -269,6 +278,18 @@ try:
         ax.set_title(f"{size}-byte frames, one forwarding core")
         for i, v in enumerate(vals):
             ax.text(v, i, f" {v:.2f}", va="center", fontsize=8)
+    # Second row: p99 one-way latency at 10 / 50 / 90 % of each case's peak (log scale).
+    for ax, size in zip(axes[1] if rows == 2 else [], sizes):
+        rs = [r for r in latency_records if r["frame_bytes"] == size]
+        for j, pct in enumerate(("10", "50", "90")):
+            vals = [(r["latency_us"][pct] or {}).get("p99_us") or 0 for r in rs]
+            ax.barh([i + (j - 1) * 0.27 for i in range(len(rs))], vals, height=0.27, label=f"at {pct} %")
+        ax.set_yticks(range(len(rs)), [r["case"] for r in rs])
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("p99 one-way latency, µs (log)")
+        ax.set_title(f"{size}-byte frames: p99 latency at a share of the peak")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(stem + ".png", dpi=100)
 except ImportError:
