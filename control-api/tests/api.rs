@@ -5,41 +5,12 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
-use common::TestServer;
+use common::{call, raw, refused, TestServer};
 use control_api::api::{FlowAction, FlowEntry, FlowQuery, MplsTarget, VifCounters};
-use control_api::client::RawResponse;
 use control_api::server::ROUTES;
 use control_api::{DataplaneErrorKind, ServeOptions};
 use hyper::Method;
 use serde_json::{json, Value};
-
-async fn call(s: &TestServer, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let body = body.map(|b| serde_json::to_vec(&b).unwrap());
-    raw(s, method, path, body).await
-}
-
-async fn raw(s: &TestServer, method: Method, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
-    let RawResponse { status, body, .. } = s.client().raw(method, path, body).await.unwrap();
-    let v = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).unwrap_or(Value::Null)
-    };
-    (status, v)
-}
-
-/// Assert an error answer: status, code, and that the message mentions `needle`.
-#[track_caller]
-fn refused(got: (u16, Value), status: u16, code: &str, needle: &str) {
-    let (st, v) = got;
-    assert_eq!(st, status, "{v}");
-    assert_eq!(v["error"], code, "{v}");
-    let msg = v["message"].as_str().unwrap_or_default();
-    assert!(
-        msg.contains(needle),
-        "message {msg:?} should mention {needle:?}"
-    );
-}
 
 fn vhost(name: &str, dir: &std::path::Path, file: &str, mode: &str) -> Value {
     json!({"name": name, "type": "vhost-user", "vrf": 1, "mac": "02:00:00:00:01:01",

@@ -3,33 +3,9 @@
 
 mod common;
 
-use common::TestServer;
-use control_api::client::RawResponse;
+use common::{call, refused, TestServer};
 use hyper::Method;
 use serde_json::{json, Value};
-
-async fn call(s: &TestServer, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let body = body.map(|b| serde_json::to_vec(&b).unwrap());
-    let RawResponse { status, body, .. } = s.client().raw(method, path, body).await.unwrap();
-    let v = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).unwrap_or(Value::Null)
-    };
-    (status, v)
-}
-
-#[track_caller]
-fn refused(got: (u16, Value), status: u16, code: &str, needle: &str) {
-    let (st, v) = got;
-    assert_eq!(st, status, "{v}");
-    assert_eq!(v["error"], code, "{v}");
-    let msg = v["message"].as_str().unwrap_or_default();
-    assert!(
-        msg.contains(needle),
-        "message {msg:?} should mention {needle:?}"
-    );
-}
 
 fn pool(vrf: u32, first: &str, last: &str) -> Value {
     json!({"vrf": vrf, "first": first, "last": last, "ports": {"first": 1024, "last": 2047}})

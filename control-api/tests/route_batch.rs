@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{refused_naming, TestServer};
 use control_api::api::{IpPrefix, Route, RouteBatch, ROUTE_BATCH_MAX};
 use control_api::{DataplaneError, DataplaneErrorKind};
 use hyper::Method;
@@ -22,17 +22,6 @@ async fn patch(s: &TestServer, vrf: u32, body: Value) -> (u16, Value) {
         r.status,
         serde_json::from_slice(&r.body).unwrap_or(Value::Null),
     )
-}
-
-#[track_caller]
-fn refused(got: (u16, Value), status: u16, code: &str, needles: &[&str]) {
-    let (st, v) = got;
-    assert_eq!(st, status, "{v}");
-    assert_eq!(v["error"], code, "{v}");
-    let msg = v["message"].as_str().unwrap_or_default();
-    for n in needles {
-        assert!(msg.contains(n), "message {msg:?} should mention {n:?}");
-    }
 }
 
 fn route(p: &str, nexthop: u32) -> Route {
@@ -156,7 +145,7 @@ async fn a_bad_item_refuses_the_whole_batch_naming_it() {
     let rev = c.events(0, None, 0).await.unwrap().revision;
 
     // A nexthop that does not exist, second of the sets: 409, by its place and prefix.
-    refused(
+    refused_naming(
         patch(
             &s,
             1,
@@ -170,7 +159,7 @@ async fn a_bad_item_refuses_the_whole_batch_naming_it() {
         &["set[1] (198.18.2.0/24)", "77"],
     );
     // A route to delete that does not exist: 404.
-    refused(
+    refused_naming(
         patch(
             &s,
             1,
@@ -183,7 +172,7 @@ async fn a_bad_item_refuses_the_whole_batch_naming_it() {
         &["delete[1]", "198.18.5.0/24"],
     );
     // A prefix named twice: 409, naming both places.
-    refused(
+    refused_naming(
         patch(
             &s,
             1,
@@ -196,7 +185,7 @@ async fn a_bad_item_refuses_the_whole_batch_naming_it() {
         &["delete[0]", "set[0]"],
     );
     // Malformed items and unknown fields: 400.
-    refused(
+    refused_naming(
         patch(
             &s,
             1,
@@ -207,14 +196,14 @@ async fn a_bad_item_refuses_the_whole_batch_naming_it() {
         "invalid-field",
         &["set[0].prefix", "198.18.1.0"],
     );
-    refused(
+    refused_naming(
         patch(&s, 1, json!({"sets": []})).await,
         400,
         "invalid-field",
         &["sets"],
     );
     // A VRF that does not exist.
-    refused(
+    refused_naming(
         patch(&s, 2, json!({"delete": ["198.18.9.0/24"]})).await,
         404,
         "not-found",
@@ -224,7 +213,7 @@ async fn a_bad_item_refuses_the_whole_batch_naming_it() {
     let many: Vec<Value> = (0..=ROUTE_BATCH_MAX)
         .map(|i| json!({"prefix": format!("198.18.{}.{}/32", i / 256, i % 256), "nexthop": 3}))
         .collect();
-    refused(
+    refused_naming(
         patch(&s, 1, json!({ "set": many })).await,
         400,
         "invalid-field",
@@ -244,7 +233,7 @@ async fn a_bad_item_refuses_the_whole_batch_naming_it() {
     let huge: Vec<Value> = (0..200)
         .map(|i| json!({"prefix": format!("198.18.0.{i}/32"), "nexthop": 3}))
         .collect();
-    refused(
+    refused_naming(
         patch(&small, 1, json!({ "set": huge })).await,
         413,
         "payload-too-large",

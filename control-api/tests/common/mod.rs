@@ -446,3 +446,49 @@ pub fn snapshot(root: &Path) -> Vec<PathBuf> {
     walk(root, &mut out);
     out
 }
+
+/// One request with a JSON body (or none): the status and the JSON answer (`null` if none).
+pub async fn call(
+    s: &TestServer,
+    method: hyper::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let body = body.map(|b| serde_json::to_vec(&b).unwrap());
+    raw(s, method, path, body).await
+}
+
+/// One request with a body as bytes: the status and the JSON answer (`null` if none).
+pub async fn raw(
+    s: &TestServer,
+    method: hyper::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, serde_json::Value) {
+    let control_api::client::RawResponse { status, body, .. } =
+        s.client().raw(method, path, body).await.unwrap();
+    let v = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)
+    };
+    (status, v)
+}
+
+/// Asserts an error answer: its status, its code, and a message mentioning every needle.
+#[track_caller]
+pub fn refused_naming(got: (u16, serde_json::Value), status: u16, code: &str, needles: &[&str]) {
+    let (st, v) = got;
+    assert_eq!(st, status, "{v}");
+    assert_eq!(v["error"], code, "{v}");
+    let msg = v["message"].as_str().unwrap_or_default();
+    for n in needles {
+        assert!(msg.contains(n), "message {msg:?} should mention {n:?}");
+    }
+}
+
+/// [`refused_naming`] with one needle.
+#[track_caller]
+pub fn refused(got: (u16, serde_json::Value), status: u16, code: &str, needle: &str) {
+    refused_naming(got, status, code, &[needle]);
+}
