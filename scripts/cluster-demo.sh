@@ -9,7 +9,9 @@
 #   maps it): VPNv4 routes, MPLS-over-GRE toward node 2 (its --mpls-encap gre), MPLS-over-UDP
 #   toward nodes 1 and 3.
 # Waits for the routes, then pings every pod from every pod on another node and prints the
-# matrix; exits non-zero when any pair cannot talk. Everything it made goes on exit.
+# matrix; then restarts the last node's gobgpd (graceful restart) under pings from the first
+# node. Exits non-zero when any pair cannot talk or pings are lost across the restart.
+# Everything it made goes on exit.
 #   CLUSTER_DEMO_RELEASE=1 builds release binaries (slower to build) instead of debug ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,7 @@ tmp=$(mktemp -d /tmp/vrouter-cluster.XXXXXX)
 tag=cd$$
 nodes=(1 2 3)
 pids=()
+gobgpd_pid=()
 namespaces=()
 
 cleanup() {
@@ -55,12 +58,15 @@ gobgpd_toml() {
     for n in $peers; do
         printf '[[neighbors]]\n  [neighbors.config]\n    neighbor-address = "%s"\n    peer-as = 64512\n' "$n"
         printf '  [neighbors.timers.config]\n    hold-time = 3\n    keepalive-interval = 1\n    connect-retry = 1\n'
+        # Graceful restart (RFC 4724): a peer whose gobgpd restarts keeps its routes for 20 s.
+        printf '  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 20\n'
         if [[ $role == rr ]]; then
             printf '  [neighbors.transport.config]\n    passive-mode = true\n'
             printf '  [neighbors.route-reflector.config]\n    route-reflector-client = true\n    route-reflector-cluster-id = "%s"\n' "$id"
         fi
         for family in l2vpn-evpn l3vpn-ipv4-unicast l3vpn-ipv6-unicast; do
             printf '  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = "%s"\n' "$family"
+            printf '    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n'
         done
     done
 }
@@ -131,6 +137,7 @@ for k in "${nodes[@]}"; do
     fi
     gobgpd_toml "198.51.100.$k" 198.51.100.254 >"$tmp/n$k.toml"
     start "$ns" "$tmp/gobgpd-$k.log" gobgpd -f "$tmp/n$k.toml" -t toml --api-hosts 127.0.0.1:50051 --pprof-disable
+    gobgpd_pid[k]=${pids[-1]}
     start "$ns" "$tmp/vrouter-bgp-$k.log" "$bin/vrouter-bgp" --vrouter-socket "$tmp/n$k.sock" --fabric-ip "198.19.0.$k" "${encap[@]}"
 done
 
@@ -170,8 +177,41 @@ for k in "${nodes[@]}"; do
         echo "  $row"
     done
 done
+if ((failed == 0)); then
+    # Graceful restart: node 3's gobgpd killed and started again as a restarting speaker (-r)
+    # while a pod on node 1 pings a pod on node 3 every 50 ms; the routes stay everywhere and
+    # traffic keeps flowing.
+    last=${nodes[-1]} first=${nodes[0]}
+    echo "cluster-demo: graceful restart: node $last's gobgpd killed and started again under pings"
+    ip netns exec "${tag}p${first}1" ping -i 0.05 -W 1 -q "198.18.${last}1.2" >"$tmp/gr-ping.log" 2>&1 &
+    gr_ping=$!
+    sleep 1
+    { kill -9 "${gobgpd_pid[last]}" && wait "${gobgpd_pid[last]}"; } 2>/dev/null || true
+    sleep 1.5
+    start "${tag}n$last" "$tmp/gobgpd-$last-again.log" gobgpd -r -f "$tmp/n$last.toml" -t toml \
+        --api-hosts 127.0.0.1:50051 --pprof-disable
+    state=""
+    for ((i = 0; i < 100; i++)); do
+        state=$(ip netns exec "$rr" gobgp neighbor "198.51.100.$last" -j 2>/dev/null |
+            jq -r '.state.session_state // empty' 2>/dev/null || true)
+        if [[ $state == 6 || $state == ESTABLISHED ]]; then state=established; break; fi
+        sleep 0.2
+    done
+    echo "  node $last's session to the reflector after the restart: ${state:-unknown}"
+    sleep 2
+    kill -INT "$gr_ping"
+    wait "$gr_ping" || true
+    summary=$(grep transmitted "$tmp/gr-ping.log" || true)
+    sent=$(awk '{print $1}' <<<"$summary") received=$(awk '{print $4}' <<<"$summary")
+    echo "  $summary"
+    if [[ -z $sent ]] || ((sent < 40 || sent - received > 3)); then
+        echo "cluster-demo: pings lost across node $last's gobgpd restart" >&2
+        failed=$((failed + 1))
+    fi
+    ip netns exec "$rr" gobgp neighbor || true
+fi
 if ((failed)); then
-    echo "cluster-demo: $failed pairs cannot talk; logs:" >&2
+    echo "cluster-demo: $failed checks failed (above); logs:" >&2
     tail -n 20 "$tmp"/vrouter-bgp-*.log >&2 || true
     exit 1
 fi
