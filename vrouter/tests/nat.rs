@@ -31,9 +31,8 @@ struct NatBed {
     now: u64,
 }
 
-/// VRF 5 (pods A and B) routes 203.0.113.0/24 to the fabric vif (VRF 0) and is attached to
-/// a pool of two addresses with two ports each (four pairs).
-fn bed() -> NatBed {
+/// The test tables with VRF 5 routing 203.0.113.0/24 to the fabric vif (VRF 0).
+fn routed_to_the_fabric() -> Arc<vrouter::tables::Tables> {
     let tables = tables();
     tables
         .set_nexthop(
@@ -55,6 +54,13 @@ fn bed() -> NatBed {
             },
         )
         .unwrap();
+    tables
+}
+
+/// VRF 5 (pods A and B) routes 203.0.113.0/24 to the fabric vif (VRF 0) and is attached to
+/// a pool of two addresses with two ports each (four pairs).
+fn bed() -> NatBed {
+    let tables = routed_to_the_fabric();
     let table = Arc::new(
         FlowTable::new(FlowConfig {
             entries: 1024,
@@ -125,15 +131,26 @@ enum P {
 }
 
 fn frame(src: Ipv4Addr, dst: Ipv4Addr, p: P, sport: u16, dport: u16) -> Vec<u8> {
-    let b =
-        PacketBuilder::ethernet2(POD_A_MAC.0, VROUTER_MAC.0).ipv4(src.octets(), dst.octets(), 64);
+    frame_of(src.into(), dst.into(), p, sport, dport)
+}
+
+/// A frame from pod A of either family (both addresses of one), its ICMP of that family.
+fn frame_of(src: IpAddr, dst: IpAddr, p: P, sport: u16, dport: u16) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2(POD_A_MAC.0, VROUTER_MAC.0);
+    let b = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("{src} and {dst} are of two families"),
+    };
     let mut v = Vec::new();
     let pay = b"nat test payload";
-    match p {
-        P::Syn => b.tcp(sport, dport, 7, 64000).syn().write(&mut v, pay),
-        P::Udp => b.udp(sport, dport).write(&mut v, pay),
-        P::Echo => b.icmpv4_echo_request(sport, 1).write(&mut v, pay),
-        P::EchoReply => b.icmpv4_echo_reply(sport, 1).write(&mut v, pay),
+    match (p, src.is_ipv4()) {
+        (P::Syn, _) => b.tcp(sport, dport, 7, 64000).syn().write(&mut v, pay),
+        (P::Udp, _) => b.udp(sport, dport).write(&mut v, pay),
+        (P::Echo, true) => b.icmpv4_echo_request(sport, 1).write(&mut v, pay),
+        (P::EchoReply, true) => b.icmpv4_echo_reply(sport, 1).write(&mut v, pay),
+        (P::Echo, false) => b.icmpv6_echo_request(sport, 1).write(&mut v, pay),
+        (P::EchoReply, false) => b.icmpv6_echo_reply(sport, 1).write(&mut v, pay),
     }
     .unwrap();
     v
@@ -495,27 +512,7 @@ fn icmp_errors_about_translated_packets_reach_the_pod_with_the_quote_translated_
 /// are exactly the NAT flows left (none leaked, none given back twice).
 #[test]
 fn cores_setting_up_and_aging_at_once_never_share_or_leak_a_pair() {
-    let tables = tables();
-    tables
-        .set_nexthop(
-            NH_FABRIC,
-            Nexthop::Encap {
-                vif: FABRIC,
-                dmac: PEER_MAC,
-            },
-        )
-        .unwrap();
-    tables
-        .add_route(
-            VRF,
-            ip(Ipv4Addr::new(203, 0, 113, 0)),
-            24,
-            RouteTarget {
-                nexthop: NH_FABRIC,
-                label: None,
-            },
-        )
-        .unwrap();
+    let tables = routed_to_the_fabric();
     let table = Arc::new(
         FlowTable::new(FlowConfig {
             entries: 8192,
@@ -1257,18 +1254,7 @@ const POD_B_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0xb);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100);
 
 fn frame6(src: Ipv6Addr, dst: Ipv6Addr, p: P, sport: u16, dport: u16) -> Vec<u8> {
-    let b =
-        PacketBuilder::ethernet2(POD_A_MAC.0, VROUTER_MAC.0).ipv6(src.octets(), dst.octets(), 64);
-    let mut v = Vec::new();
-    let pay = b"nat6 test payload";
-    match p {
-        P::Syn => b.tcp(sport, dport, 7, 64000).syn().write(&mut v, pay),
-        P::Udp => b.udp(sport, dport).write(&mut v, pay),
-        P::Echo => b.icmpv6_echo_request(sport, 1).write(&mut v, pay),
-        P::EchoReply => b.icmpv6_echo_reply(sport, 1).write(&mut v, pay),
-    }
-    .unwrap();
-    v
+    frame_of(src.into(), dst.into(), p, sport, dport)
 }
 
 /// [`tuple`] for IPv6: the L4 checksum (over the pseudo-header with both 128-bit addresses)
