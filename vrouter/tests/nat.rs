@@ -634,6 +634,23 @@ fn with_floating_ip(b: &NatBed) {
         .unwrap();
 }
 
+/// [`with_floating_ip`], with VRF 5 routing the floating IP toward the fabric (as an agent
+/// would, for pods that reach it by that address).
+fn with_floating_ip_routed(b: &NatBed) {
+    with_floating_ip(b);
+    b.tables
+        .add_route(
+            VRF,
+            ip(FLOATING),
+            32,
+            RouteTarget {
+                nexthop: NH_FABRIC,
+                label: None,
+            },
+        )
+        .unwrap();
+}
+
 #[test]
 fn a_floating_ip_reaches_its_pod_from_outside_and_the_pod_answers_from_it() {
     let mut b = bed();
@@ -1704,18 +1721,7 @@ fn nat66_flows_leave_from_an_ipv6_pool_until_it_is_exhausted() {
 #[test]
 fn a_pod_reaches_a_pod_of_its_vrf_through_its_floating_ip_and_back() {
     let mut b = bed();
-    with_floating_ip(&b);
-    b.tables
-        .add_route(
-            VRF,
-            ip(FLOATING),
-            32,
-            RouteTarget {
-                nexthop: NH_FABRIC,
-                label: None,
-            },
-        )
-        .unwrap();
+    with_floating_ip_routed(&b);
     let (vif, there) = b
         .run(POD_A, &frame(POD_A_IP, FLOATING, P::Udp, 5000, 53))
         .expect("to pod B");
@@ -1787,18 +1793,7 @@ fn a_pod_reaches_a_pod_of_its_vrf_through_its_floating_ip_and_back() {
 #[test]
 fn a_port_unreachable_through_the_hairpin_reaches_the_client_from_the_floating_ip() {
     let mut b = bed();
-    with_floating_ip(&b);
-    b.tables
-        .add_route(
-            VRF,
-            ip(FLOATING),
-            32,
-            RouteTarget {
-                nexthop: NH_FABRIC,
-                label: None,
-            },
-        )
-        .unwrap();
+    with_floating_ip_routed(&b);
     let (_, there) = b
         .run(POD_A, &frame(POD_A_IP, FLOATING, P::Udp, 5000, 53))
         .expect("to pod B");
