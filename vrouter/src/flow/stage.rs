@@ -762,16 +762,17 @@ impl FlowHook for FlowStage {
         let table = &**table;
         // The common case, kept small: a hit on a flow decided under the current policies.
         let first = table.lookup_hinted(place, hint);
-        if let Some(hit) = first {
-            if hit.policy_gen == pol.generation {
-                table.touch(hit.index, len, now, tcp_flags);
-                if hit.nat {
+        if let Some(raw) = first {
+            if raw.policy_gen() == pol.generation {
+                table.touch(raw.index(), len, now, tcp_flags);
+                if raw.is_nat() {
                     let service = topo.filter(|_| services).map(|t| (t, m.vrf));
-                    return nat_hit(table, &hit, target, service, topo);
+                    return nat_hit(table, &raw.hit(), target, service, topo);
                 }
-                return action(hit.verdict, target);
+                return action(raw.verdict(), target);
             }
         }
+        let first = first.map(|r| r.hit());
         if translates {
             let (o, plain) = egress(tables, target, || m.flow_hash());
             if pol.get(in_vif).is_none()
