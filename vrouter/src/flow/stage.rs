@@ -362,7 +362,9 @@ fn keep_current<T>(cache: &mut Cache<Arc<ArcSwap<T>>, Arc<T>>, held: &mut Arc<T>
 }
 
 /// One core's flow stage. Before each [`crate::pipeline::Pipeline::process`] call, tell it the
-/// receiving vif and the time: `pipe.flow_hook().begin(in_vif, now)`.
+/// receiving vif and the time: `pipe.flow_hook().begin(in_vif, now)`. That is also when it
+/// takes the current policies and NAT store: a change reaches a core's packets from its next
+/// `begin` on.
 pub struct FlowStage {
     table: Arc<FlowTable>,
     policies: Cache<Arc<ArcSwap<PolicySnapshot>>, Arc<PolicySnapshot>>,
@@ -391,7 +393,8 @@ impl Drop for FlowStage {
 }
 
 impl FlowStage {
-    /// The burst that follows came in on `in_vif`, at `now` (the table's time unit).
+    /// The burst that follows came in on `in_vif`, at `now` (the table's time unit); it is
+    /// decided under the policies and NAT store as they are now.
     pub fn begin(&mut self, in_vif: u16, now: u64) {
         self.in_vif = in_vif;
         self.now = now;
