@@ -843,3 +843,92 @@ fn prefetched_bursts_decide_and_count_like_lookups_alone() {
     assert_eq!(t_burst.stats().created, t_alone.stats().created);
     assert!(t_burst.stats().created > 23);
 }
+
+impl FlowBed {
+    /// Send `frames` in on `vif` as one `process` call (one burst): how many went out of
+    /// `POD_B` and how many were dropped.
+    fn send_burst(&mut self, vif: u16, frames: &[Vec<u8>]) -> (usize, usize) {
+        self.out.clear();
+        self.pipe.flow_hook().begin(vif, self.now);
+        self.pipe.process(
+            vif,
+            frames.iter().map(|f| VecBuf::from_frame(f)),
+            &mut self.out,
+        );
+        (self.out.tx(POD_B).len(), self.out.dropped.len())
+    }
+}
+
+#[test]
+fn a_burst_counts_every_packet_and_a_policy_change_applies_from_the_next_burst() {
+    // The flow stage takes the policies once per burst: every packet of a burst is counted
+    // on its flow (many of one flow, two flows interleaved, with and without the burst's
+    // prefetch path), and a policy set between two bursts decides the whole second one.
+    for prefetch in [false, true] {
+        let mut bed = flow_bed(1024);
+        if prefetch {
+            bed.pipe.flow_hook().always_prefetch();
+        }
+        let (a, b) = addrs(false);
+        bed.policies
+            .set(
+                POD_B,
+                Some(only_allow_to_b(vec![rule(
+                    Action::Allow,
+                    Some(17),
+                    None,
+                    None,
+                )])),
+            )
+            .unwrap();
+        let one = frame(POD_A_MAC, a, b, P::Udp, 40000, 53);
+        let two = frame(POD_A_MAC, a, b, P::Udp, 40001, 53);
+        let mut burst = vec![one.clone(); 20];
+        burst.extend((0..12).flat_map(|_| [one.clone(), two.clone()]));
+        assert_eq!(burst.len(), 44, "more than one pipeline burst of 32");
+        for round in 1..=3u64 {
+            bed.now += 1;
+            assert_eq!(
+                bed.send_burst(POD_A, &burst),
+                (44, 0),
+                "prefetch {prefetch}"
+            );
+            let flows = bed.table().flows(None, 10, 0).flows;
+            let count = |sport: u16| {
+                let f = flows
+                    .iter()
+                    .find(|f| !f.is_reverse && f.key.sport == sport)
+                    .expect("the flow is installed");
+                (f.packets, f.bytes, f.last_seen)
+            };
+            assert_eq!(
+                count(40000),
+                (32 * round, 32 * round * one.len() as u64, bed.now),
+                "prefetch {prefetch}, round {round}"
+            );
+            assert_eq!(
+                count(40001),
+                (12 * round, 12 * round * two.len() as u64, bed.now),
+                "prefetch {prefetch}, round {round}"
+            );
+        }
+        // UDP into B denied between two bursts: the whole next burst is dropped.
+        let drops = bed.flow_drops();
+        bed.policies
+            .set(POD_B, Some(only_allow_to_b(vec![])))
+            .unwrap();
+        assert_eq!(
+            bed.send_burst(POD_A, &burst),
+            (0, 44),
+            "prefetch {prefetch}"
+        );
+        assert_eq!(bed.flow_drops() - drops, 44);
+        // And allowed again from the burst after.
+        bed.policies.set(POD_B, None).unwrap();
+        assert_eq!(
+            bed.send_burst(POD_A, &burst),
+            (44, 0),
+            "prefetch {prefetch}"
+        );
+    }
+}

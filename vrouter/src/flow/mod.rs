@@ -10,7 +10,8 @@
 //! # Wiring
 //! One `Arc<FlowTable>` and one [`Policies`] per process; each forwarding core builds its
 //! pipeline with `Pipeline::new(tables, stats, policies.stage(tables.clone()))`, calls
-//! `pipe.flow_hook().begin(in_vif, now_ms)` before each `process`, and
+//! `pipe.flow_hook().begin(in_vif, now_ms)` before each `process` (where the stage also takes
+//! the current policies and NAT store, once for the burst), and
 //! `table.age_slice(now_ms, budget)` at a steady pace (vrouterd: every 100 µs, a budget that
 //! sweeps the table in a second). The pipeline calls
 //! `FlowHook::prefetch` for each routed packet of a burst before the burst's lookups; with a

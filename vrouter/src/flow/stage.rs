@@ -165,19 +165,33 @@ impl Policies {
     /// A flow stage for one forwarding core (translating nothing until given a NAT store with
     /// [`FlowStage::with_nat`]).
     pub fn stage(&self, tables: Arc<Tables>) -> FlowStage {
-        FlowStage {
+        let mut policies = Cache::new(self.current.clone());
+        let mut nat = Cache::new(Arc::new(ArcSwap::from_pointee(NatSnapshot::empty())));
+        let mut topo = Cache::new(tables.topology_handle());
+        let seen = Seen {
+            pol: policies.load().clone(),
+            nat: nat.load().clone(),
+            topo: topo.load().clone(),
+            active: false,
+            link_local: false,
+            nat_any: false,
+        };
+        let mut stage = FlowStage {
             table: self.table.clone(),
-            policies: Cache::new(self.current.clone()),
-            nat: Cache::new(Arc::new(ArcSwap::from_pointee(NatSnapshot::empty()))),
+            policies,
+            nat,
             nat_cursors: vec![0; 256].into_boxed_slice(),
-            topo: Cache::new(tables.topology_handle()),
+            topo,
+            seen,
             tables,
             in_vif: NO_VIF,
             now: 0,
             burst: Burst::default(),
             credit: SetupCredit::chunked(),
             always_prefetch: false,
-        }
+        };
+        stage.refresh();
+        stage
     }
 }
 
@@ -321,8 +335,36 @@ impl Burst {
     }
 }
 
+/// The policies, NAT store and topology as a burst sees them, with what every packet would
+/// otherwise ask of them. Taken once per burst ([`FlowStage::begin`]), not checked for a newer
+/// version at each packet: a change takes effect from the next burst, microseconds later, as
+/// it would for a packet that arrived just before it. Each `Arc` is cloned only when its store
+/// moved on (one reference count update per change, none per burst).
+struct Seen {
+    pol: Arc<PolicySnapshot>,
+    nat: Arc<NatSnapshot>,
+    topo: Arc<Topology>,
+    /// Policies on some vif or anything translated: the flow table has a say.
+    active: bool,
+    /// `nat.has_link_local()`.
+    link_local: bool,
+    /// `nat.any()`.
+    nat_any: bool,
+}
+
+/// `held` made the store's current version if it is not already.
+#[inline(always)]
+fn keep_current<T>(cache: &mut Cache<Arc<ArcSwap<T>>, Arc<T>>, held: &mut Arc<T>) {
+    let current = cache.load();
+    if !Arc::ptr_eq(current, held) {
+        *held = Arc::clone(current);
+    }
+}
+
 /// One core's flow stage. Before each [`crate::pipeline::Pipeline::process`] call, tell it the
-/// receiving vif and the time: `pipe.flow_hook().begin(in_vif, now)`.
+/// receiving vif and the time: `pipe.flow_hook().begin(in_vif, now)`. That is also when it
+/// takes the current policies and NAT store: a change reaches a core's packets from its next
+/// `begin` on.
 pub struct FlowStage {
     table: Arc<FlowTable>,
     policies: Cache<Arc<ArcSwap<PolicySnapshot>>, Arc<PolicySnapshot>>,
@@ -332,6 +374,8 @@ pub struct FlowStage {
     nat_cursors: Box<[usize]>,
     /// The vifs' VRFs (does a flow leave toward a NAT pool's VRF?).
     topo: Cache<Arc<ArcSwap<Topology>>, Arc<Topology>>,
+    /// What the burst under way sees of the three: taken at [`FlowStage::begin`].
+    seen: Seen,
     tables: Arc<Tables>,
     in_vif: u16,
     now: u64,
@@ -349,10 +393,12 @@ impl Drop for FlowStage {
 }
 
 impl FlowStage {
-    /// The burst that follows came in on `in_vif`, at `now` (the table's time unit).
+    /// The burst that follows came in on `in_vif`, at `now` (the table's time unit); it is
+    /// decided under the policies and NAT store as they are now.
     pub fn begin(&mut self, in_vif: u16, now: u64) {
         self.in_vif = in_vif;
         self.now = now;
+        self.refresh();
         let reserved = self.table.reserved_entries();
         self.burst.cached = !self.always_prefetch && reserved <= CACHED_ENTRIES;
         self.burst.both = loads_both_buckets(reserved, self.table.capacity());
@@ -372,6 +418,18 @@ impl FlowStage {
         !self.burst.cached
     }
 
+    /// Take the current policies, NAT store and topology for the burst that follows.
+    #[inline]
+    fn refresh(&mut self) {
+        let s = &mut self.seen;
+        keep_current(&mut self.policies, &mut s.pol);
+        keep_current(&mut self.nat, &mut s.nat);
+        keep_current(&mut self.topo, &mut s.topo);
+        s.nat_any = s.nat.any();
+        s.link_local = s.nat.has_link_local();
+        s.active = s.pol.count != 0 || s.nat_any;
+    }
+
     pub fn table(&self) -> &Arc<FlowTable> {
         &self.table
     }
@@ -381,6 +439,7 @@ impl FlowStage {
     pub fn with_nat(mut self, nat: &Nat) -> FlowStage {
         let (handle, ordinal) = nat.for_stage();
         self.nat = Cache::new(handle);
+        self.refresh();
         for (slot, c) in self.nat_cursors.iter_mut().enumerate() {
             // Far apart per core (a large odd stride), different per pool.
             *c = ordinal.wrapping_mul(0x9e37).wrapping_add(slot * 7);
@@ -615,10 +674,7 @@ fn action(v: FlowVerdict, target: RouteTarget) -> FlowAction {
 impl FlowHook for FlowStage {
     #[inline]
     fn prefetch(&mut self, m: &PacketMeta) {
-        if self.burst.cached
-            || (self.policies.load().count == 0 && !self.nat.load().any())
-            || !matches!(m.l3, L3::Ipv4 | L3::Ipv6)
-        {
+        if self.burst.cached || !self.seen.active || !matches!(m.l3, L3::Ipv4 | L3::Ipv6) {
             return;
         }
         self.burst.push(&self.table, &key_of(m));
@@ -626,23 +682,21 @@ impl FlowHook for FlowStage {
 
     #[inline]
     fn on_lookup(&mut self, m: &PacketMeta, frame: &mut [u8], target: RouteTarget) -> FlowAction {
-        let link_local = {
-            let nat: &NatSnapshot = self.nat.load();
-            if nat.has_link_local() && m.l3 == L3::Ipv4 {
-                nat.link_local(m.proto, m.dst_v4(), m.dport).copied()
-            } else {
-                None
-            }
+        let link_local = if self.seen.link_local && m.l3 == L3::Ipv4 {
+            self.seen
+                .nat
+                .link_local(m.proto, m.dst_v4(), m.dport)
+                .copied()
+        } else {
+            None
         };
         if let Some(l) = link_local {
             return self.link_local_flow(m, frame, l);
         }
         let FlowStage {
             table,
-            policies,
-            nat,
+            seen,
             nat_cursors,
-            topo,
             tables,
             in_vif,
             now,
@@ -651,16 +705,16 @@ impl FlowHook for FlowStage {
             ..
         } = self;
         let (in_vif, now) = (*in_vif, *now);
-        let pol: &PolicySnapshot = policies.load();
-        let nat: &NatSnapshot = nat.load();
-        if (pol.count == 0 && !nat.any()) || !matches!(m.l3, L3::Ipv4 | L3::Ipv6) {
+        if !seen.active || !matches!(m.l3, L3::Ipv4 | L3::Ipv6) {
             return FlowAction::Forward(target);
         }
+        let pol: &PolicySnapshot = &seen.pol;
+        let nat: &NatSnapshot = &seen.nat;
         let snat = nat.snat(m.vrf);
         let services = nat.has_service(m.vrf);
         let translates = snat.is_some() || nat.has_floating(m.vrf) || services;
         // The vifs' VRFs matter only to a VRF that translates something.
-        let topo: Option<&Topology> = translates.then(|| &**topo.load());
+        let topo: Option<&Topology> = translates.then_some(&*seen.topo);
         let mut out_vif = None;
         // Whether the flow table speaks for the packet at all depends on where it leaves; a
         // VRF that translates looks its flow up first (a NAT flow's hit needs no egress) and
@@ -691,7 +745,7 @@ impl FlowHook for FlowStage {
         let stashed = if burst.cached {
             None
         } else {
-            burst.warm(table, nat.any());
+            burst.warm(table, seen.nat_any);
             burst.take(&words)
         };
         let fresh;
@@ -711,16 +765,17 @@ impl FlowHook for FlowStage {
         let table = &**table;
         // The common case, kept small: a hit on a flow decided under the current policies.
         let first = table.lookup_hinted(place, hint);
-        if let Some(hit) = first {
-            if hit.policy_gen == pol.generation {
-                table.touch(hit.index, len, now, tcp_flags);
-                if hit.nat {
+        if let Some(raw) = first {
+            if raw.policy_gen() == pol.generation {
+                table.touch(raw.index(), len, now, tcp_flags);
+                if raw.is_nat() {
                     let service = topo.filter(|_| services).map(|t| (t, m.vrf));
-                    return nat_hit(table, &hit, target, service, topo);
+                    return nat_hit(table, &raw.hit(), target, service, topo);
                 }
-                return action(hit.verdict, target);
+                return action(raw.verdict(), target);
             }
         }
+        let first = first.map(|r| r.hit());
         if translates {
             let (o, plain) = egress(tables, target, || m.flow_hash());
             if pol.get(in_vif).is_none()

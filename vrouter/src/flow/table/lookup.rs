@@ -2,10 +2,49 @@
 //! entry, lock-free lookups under the buckets' sequence words, and a hit's counters.
 
 use super::key::Place;
-use super::layout::{hit, meta_is_nat, meta_rev, meta_tcp, Group};
-use super::{FlowKey, FlowTable, Hit, READ_TRIES, SLOTS_PER_BUCKET};
+use super::layout::{hit, meta_is_nat, meta_rev, meta_tcp, meta_verdict, Group};
+use super::{FlowKey, FlowTable, FlowVerdict, Hit, READ_TRIES, SLOTS_PER_BUCKET};
 use crate::sync::{spin_loop, Ordering};
 use prefetch_index::prefetch_index;
+
+/// A hit as the lookup read it: the entry's index and its two words, decoded only as asked.
+/// The flow stage's common case (a flow decided under the current policies) needs two of
+/// a [`Hit`]'s ten fields; building all ten, and keeping them for the slow path, cost about
+/// 30 instructions a packet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawHit {
+    index: u32,
+    meta: u64,
+    vifs: u64,
+}
+
+impl RawHit {
+    #[inline(always)]
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
+    #[inline(always)]
+    pub(crate) fn policy_gen(&self) -> u32 {
+        self.vifs as u32
+    }
+
+    #[inline(always)]
+    pub(crate) fn verdict(&self) -> FlowVerdict {
+        meta_verdict(self.meta)
+    }
+
+    #[inline(always)]
+    pub(crate) fn is_nat(&self) -> bool {
+        meta_is_nat(self.meta)
+    }
+
+    /// Every field.
+    #[inline(always)]
+    pub(crate) fn hit(&self) -> Hit {
+        hit(self.index as usize, self.meta, self.vifs)
+    }
+}
 
 impl FlowTable {
     /// for every retry: the caller's setup path then finds the entry under the lock).
@@ -17,6 +56,12 @@ impl FlowTable {
     /// [`Self::lookup`] of a key already placed.
     #[inline(always)]
     pub(crate) fn lookup_placed(&self, p: &Place) -> Option<Hit> {
+        self.lookup_placed_raw(p).map(|r| r.hit())
+    }
+
+    /// [`Self::lookup_placed`], undecoded.
+    #[inline(always)]
+    fn lookup_placed_raw(&self, p: &Place) -> Option<RawHit> {
         if let Some(h) = self.lookup_in(p, p.b1) {
             return Some(h);
         }
@@ -119,11 +164,11 @@ impl FlowTable {
 
     /// [`Self::lookup_placed`], trying slot `hint` (from [`Self::warm_entry`]) first.
     #[inline(always)]
-    pub(crate) fn lookup_hinted(&self, p: &Place, hint: Option<usize>) -> Option<Hit> {
+    pub(crate) fn lookup_hinted(&self, p: &Place, hint: Option<usize>) -> Option<RawHit> {
         if let Some(h) = hint.and_then(|idx| self.lookup_slot(p, idx)) {
             return Some(h);
         }
-        self.lookup_placed(p)
+        self.lookup_placed_raw(p)
     }
 
     /// [`Self::lookup`] for a burst of keys (`out[i]` for `keys[i]`): the candidate buckets
@@ -142,14 +187,14 @@ impl FlowTable {
                 *h = self.warm_entry(p);
             }
             for ((o, p), h) in out.iter_mut().zip(&places[..keys.len()]).zip(hints) {
-                *o = self.lookup_hinted(p, h);
+                *o = self.lookup_hinted(p, h).map(|r| r.hit());
             }
         }
     }
 
     /// Entry `idx` if it holds `p`'s key (a consistent read of its bucket), else `None`.
     #[inline(always)]
-    fn lookup_slot(&self, p: &Place, idx: usize) -> Option<Hit> {
+    fn lookup_slot(&self, p: &Place, idx: usize) -> Option<RawHit> {
         let bucket = self.bucket(idx / SLOTS_PER_BUCKET)?;
         let tag = bucket.tags.get(idx % SLOTS_PER_BUCKET)?;
         let e = self.entry(idx)?;
@@ -165,11 +210,15 @@ impl FlowTable {
         if !bucket.read_keep(same, s1) {
             return None;
         }
-        Some(hit(idx, m, v))
+        Some(RawHit {
+            index: idx as u32,
+            meta: m,
+            vifs: v,
+        })
     }
 
     #[inline(always)]
-    fn lookup_in(&self, p: &Place, b: usize) -> Option<Hit> {
+    fn lookup_in(&self, p: &Place, b: usize) -> Option<RawHit> {
         let group = self.groups.get(b)?;
         match Self::read_bucket(group, p, b) {
             Some(found) => found,
@@ -180,7 +229,7 @@ impl FlowTable {
     /// One read of bucket `b` (its `group`) for `p`'s key: `None` if a writer held or changed
     /// the bucket meanwhile (read again), else what it holds.
     #[inline(always)]
-    fn read_bucket(group: &Group, p: &Place, b: usize) -> Option<Option<Hit>> {
+    fn read_bucket(group: &Group, p: &Place, b: usize) -> Option<Option<RawHit>> {
         let bucket = &group.bucket;
         let s1 = bucket.read_begin()?;
         let mut found = None;
@@ -198,14 +247,18 @@ impl FlowTable {
         if !bucket.read_valid(s1) {
             return None;
         }
-        Some(found.map(|(idx, m, v)| hit(idx, m, v)))
+        Some(found.map(|(idx, meta, vifs)| RawHit {
+            index: idx as u32,
+            meta,
+            vifs,
+        }))
     }
 
     /// [`Self::lookup_in`] after a read that raced a writer: out of line, so the loop that
     /// retries does not make the compiler keep every slot's address ready for the first read.
     #[cold]
     #[inline(never)]
-    fn lookup_in_again(&self, p: &Place, b: usize) -> Option<Hit> {
+    fn lookup_in_again(&self, p: &Place, b: usize) -> Option<RawHit> {
         let group = self.groups.get(b)?;
         for _ in 1..READ_TRIES {
             spin_loop();
