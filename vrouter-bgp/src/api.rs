@@ -1,10 +1,15 @@
 //! GoBGP's gRPC API (package `apipb`, compiled by build.rs from GoBGP's own .proto files), and
-//! its paths in the JSON form `gobgp -j` prints them, which [`crate::rib`] reads: the NLRI of
-//! the families vrouter-bgp follows, the next hop, and the extended communities it looks at.
+//! its paths read as [`crate::rib`] reads them: the NLRI of the families vrouter-bgp follows,
+//! the next hop, and the extended communities it looks at. Read straight from the API's
+//! messages ([`path_learned`]); the tests also print them in the JSON form `gobgp -j` prints
+//! them ([`path_json`]), which [`crate::rib`] reads the same.
 
 use prost::Message;
 use prost_types::Any;
+#[cfg(test)]
 use serde_json::{json, Value};
+
+use crate::rib::{self, Attrs, Family, Learned, Preference};
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, dead_code)]
 pub mod apipb {
@@ -22,11 +27,13 @@ fn decode<M: Message + Default>(any: &Any) -> Option<M> {
     M::decode(any.value.as_slice()).ok()
 }
 
+#[cfg(test)]
 /// Lower-case hex of `bytes` (an NLRI vrouter-bgp does not read is keyed by it).
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[cfg(test)]
 /// A route distinguisher as `gobgp -j` prints it.
 fn rd(any: Option<&Any>) -> Value {
     let Some(any) = any else {
@@ -48,6 +55,7 @@ fn rd(any: Option<&Any>) -> Value {
     rd.unwrap_or_else(|| json!({"raw": hex(&any.value)}))
 }
 
+#[cfg(test)]
 /// An NLRI as `gobgp -j` prints it: VPN prefixes with labels and RD, EVPN type-5 routes
 /// (other EVPN route types with their type only); others by their bytes.
 fn nlri(any: &Any) -> Value {
@@ -70,6 +78,7 @@ fn nlri(any: &Any) -> Value {
     .unwrap_or_else(raw)
 }
 
+#[cfg(test)]
 /// An extended community as `gobgp -j` prints it: route targets (and other two-octet AS,
 /// IPv4 and four-octet AS specific ones), encapsulation (RFC 9012), router's MAC (RFC 9135).
 fn community(any: &Any) -> Option<Value> {
@@ -103,6 +112,7 @@ fn community(any: &Any) -> Option<Value> {
     })
 }
 
+#[cfg(test)]
 /// A path attribute as `gobgp -j` prints it, for those [`crate::rib`] reads: MP_REACH_NLRI
 /// (its next hop) and the extended communities.
 fn attribute(any: &Any) -> Option<Value> {
@@ -120,6 +130,7 @@ fn attribute(any: &Any) -> Option<Value> {
     }
 }
 
+#[cfg(test)]
 /// `path` as `gobgp -j` prints it (its NLRI, the attributes [`crate::rib`] reads, best, stale,
 /// and `"withdrawal": true` for a withdrawal).
 pub fn path_json(path: &apipb::Path) -> Value {
@@ -134,6 +145,119 @@ pub fn path_json(path: &apipb::Path) -> Value {
         v["withdrawal"] = Value::Bool(true);
     }
     v
+}
+
+/// What keys a path's NLRI in [`crate::Rib`]: its message name and bytes (for VPN routes the
+/// RD, prefix and labels; for EVPN ones the route's fields), as gobgpd sent them for the path
+/// and sends them again for its withdrawal.
+pub fn path_key(path: &apipb::Path) -> Vec<u8> {
+    let Some(n) = path.nlri.as_ref() else {
+        return Vec::new();
+    };
+    let mut key = Vec::with_capacity(n.type_url.len() + 1 + n.value.len());
+    key.extend_from_slice(kind(n).as_bytes());
+    key.push(0);
+    key.extend_from_slice(&n.value);
+    key
+}
+
+/// The attributes of `path` [`crate::rib`] reads: MP_REACH_NLRI's next hop, and of the
+/// extended communities the transitive route targets, the encapsulations and the router's MAC
+/// (as `gobgp -j` prints them and [`crate::rib`] reads them there).
+fn attrs(path: &apipb::Path) -> Result<Attrs, String> {
+    let mut a = Attrs::default();
+    for any in &path.pattrs {
+        match kind(any) {
+            "apipb.MpReachNLRIAttribute" => {
+                let Some(r) = decode::<apipb::MpReachNlriAttribute>(any) else {
+                    continue;
+                };
+                a.nexthop = r.next_hops.first().and_then(|s| s.parse().ok());
+            }
+            "apipb.ExtendedCommunitiesAttribute" => {
+                let Some(e) = decode::<apipb::ExtendedCommunitiesAttribute>(any) else {
+                    continue;
+                };
+                for c in &e.communities {
+                    community_into(c, &mut a)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(a)
+}
+
+/// One extended community into `a`: route targets of subtype 2 that are transitive (the
+/// two-octet AS, IPv4 and four-octet AS ones), encapsulations, the router's MAC.
+fn community_into(any: &Any, a: &mut Attrs) -> Result<(), String> {
+    match kind(any) {
+        "apipb.TwoOctetAsSpecificExtended" => {
+            if let Some(c) = decode::<apipb::TwoOctetAsSpecificExtended>(any) {
+                if c.is_transitive && c.sub_type == 2 {
+                    a.target(&format!("{}:{}", c.asn, c.local_admin))?;
+                }
+            }
+        }
+        "apipb.IPv4AddressSpecificExtended" => {
+            if let Some(c) = decode::<apipb::IPv4AddressSpecificExtended>(any) {
+                if c.is_transitive && c.sub_type == 2 {
+                    a.target(&format!("{}:{}", c.address, c.local_admin))?;
+                }
+            }
+        }
+        "apipb.FourOctetAsSpecificExtended" => {
+            if let Some(c) = decode::<apipb::FourOctetAsSpecificExtended>(any) {
+                if c.is_transitive && c.sub_type == 2 {
+                    a.target(&format!("{}:{}", c.asn, c.local_admin))?;
+                }
+            }
+        }
+        "apipb.EncapExtended" => {
+            if let Some(c) = decode::<apipb::EncapExtended>(any) {
+                a.tunnels.insert(u64::from(c.tunnel_type));
+            }
+        }
+        "apipb.RouterMacExtended" => {
+            if let Some(c) = decode::<apipb::RouterMacExtended>(any) {
+                a.router_mac(&c.mac)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// One best path of `family` from GoBGP's API as [`Learned`], as [`rib::path_learned`] reads
+/// it from `gobgp -j`'s JSON: `Ok(None)` for a route type vrouter-bgp does not take, the
+/// reason for one it refuses.
+pub fn path_learned(
+    path: &apipb::Path,
+    family: Family,
+    prefer: Preference,
+) -> Result<Option<Learned>, String> {
+    let nlri = path.nlri.as_ref();
+    match family {
+        Family::Evpn => {
+            let Some(n) = nlri
+                .filter(|n| kind(n) == "apipb.EVPNIPPrefixRoute")
+                .and_then(decode::<apipb::EvpnipPrefixRoute>)
+            else {
+                return Ok(None);
+            };
+            let prefix = rib::parse_prefix(&format!("{}/{}", n.ip_prefix, n.ip_prefix_len));
+            rib::evpn_learned(prefix, Some(u64::from(n.label)), || attrs(path)).map(Some)
+        }
+        Family::Vpn => {
+            let n = nlri
+                .filter(|n| kind(n) == "apipb.LabeledVPNIPAddressPrefix")
+                .and_then(decode::<apipb::LabeledVpnipAddressPrefix>)
+                .ok_or("no prefix")?;
+            let prefix = rib::parse_prefix(&format!("{}/{}", n.prefix, n.prefix_len));
+            let labels = || Ok(n.labels.iter().map(|l| Some(u64::from(*l))).collect());
+            rib::vpn_learned(prefix, labels, || attrs(path), prefer.mpls).map(Some)
+        }
+    }
 }
 
 /// Which of [`crate::gobgp::TABLES`] a path of `family` belongs to: EVPN, VPNv4, VPNv6.
@@ -365,6 +489,127 @@ pub mod tests {
         assert_eq!(
             l.router_mac.map(|m| m.to_string()).as_deref(),
             Some("02:00:00:00:fa:03")
+        );
+    }
+
+    /// Read straight from the API's messages, each path is what the RIB makes of it in
+    /// `gobgp -j`'s form: learned alike, or refused alike with the same reason (labels out of
+    /// range or stacked, encapsulations vrouterd does not speak, no router's MAC, bad next
+    /// hops, route types and NLRI it does not take); a withdrawal is keyed as its path.
+    #[test]
+    fn api_paths_are_read_as_their_json() {
+        use crate::rib::{self, Encap, Family, Preference};
+        let prefer = Preference {
+            mpls: Encap::MplsGre,
+            family: Family::Evpn,
+        };
+        let with_comms = |mut p: apipb::Path, comms: Vec<Any>| {
+            p.pattrs[1] = any(
+                "ExtendedCommunitiesAttribute",
+                &apipb::ExtendedCommunitiesAttribute { communities: comms },
+            );
+            p
+        };
+        let rt = |transitive: bool| {
+            any(
+                "FourOctetAsSpecificExtended",
+                &apipb::FourOctetAsSpecificExtended {
+                    is_transitive: transitive,
+                    sub_type: 2,
+                    asn: 4_200_000_001,
+                    local_admin: 9,
+                },
+            )
+        };
+        let encap = |t: u32| any("EncapExtended", &apipb::EncapExtended { tunnel_type: t });
+        let mac = |m: &str| {
+            any(
+                "RouterMacExtended",
+                &apipb::RouterMacExtended { mac: m.into() },
+            )
+        };
+        let mut stacked = vpnv4("198.18.5.0", 24, 2002, "198.19.0.2");
+        stacked.nlri = Some(any(
+            "LabeledVPNIPAddressPrefix",
+            &apipb::LabeledVpnipAddressPrefix {
+                labels: vec![2002, 2003],
+                rd: None,
+                prefix_len: 24,
+                prefix: "198.18.5.0".into(),
+            },
+        ));
+        let mut no_nlri = vpnv4("198.18.5.0", 24, 2002, "198.19.0.2");
+        no_nlri.nlri = None;
+        let vpn = [
+            vpnv4("198.18.5.0", 24, 2002, "198.19.0.2"),
+            vpnv4("2001:db8::", 64, 2002, "::ffff:198.19.0.2"),
+            vpnv4("198.18.5.0", 24, 15, "198.19.0.2"),
+            vpnv4("198.18.5.0", 24, 1 << 20, "198.19.0.2"),
+            vpnv4("198.18.5.0", 33, 2002, "198.19.0.2"),
+            vpnv4("198.18.5.0", 24, 2002, "0.0.0.0"),
+            vpnv4("198.18.5.0", 24, 2002, "not an address"),
+            stacked,
+            no_nlri,
+            with_comms(vpnv4("198.18.5.0", 24, 2002, "198.19.0.2"), vec![]),
+            with_comms(
+                vpnv4("198.18.5.0", 24, 2002, "198.19.0.2"),
+                vec![rt(true), rt(false), encap(13), encap(11)],
+            ),
+            with_comms(
+                vpnv4("198.18.5.0", 24, 2002, "198.19.0.2"),
+                vec![rt(true), encap(8)],
+            ),
+            evpn5("198.18.7.0", 24, 1001, "198.19.0.3", "02:00:00:00:fa:03"),
+        ];
+        let evpn = [
+            evpn5("198.18.7.0", 24, 1001, "198.19.0.3", "02:00:00:00:fa:03"),
+            evpn5("2001:db8:7::", 64, 1001, "198.19.0.3", "02:00:00:00:fa:03"),
+            evpn5("198.18.7.0", 24, 0, "198.19.0.3", "02:00:00:00:fa:03"),
+            evpn5("198.18.7.0", 24, 1 << 24, "198.19.0.3", "02:00:00:00:fa:03"),
+            evpn5("198.18.7.0", 24, 1001, "224.0.0.1", "02:00:00:00:fa:03"),
+            evpn5("198.18.7.0", 24, 1001, "198.19.0.3", "not a mac"),
+            with_comms(
+                evpn5("198.18.7.0", 24, 1001, "198.19.0.3", "02:00:00:00:fa:03"),
+                vec![rt(true), encap(8)],
+            ),
+            with_comms(
+                evpn5("198.18.7.0", 24, 1001, "198.19.0.3", "02:00:00:00:fa:03"),
+                vec![rt(true), encap(13), mac("02:00:00:00:fa:03")],
+            ),
+            vpnv4("198.18.5.0", 24, 2002, "198.19.0.2"),
+            apipb::Path {
+                nlri: Some(any(
+                    "EVPNMACIPAdvertisementRoute",
+                    &apipb::EvpnmacipAdvertisementRoute::default(),
+                )),
+                ..Default::default()
+            },
+        ];
+        let mut learned = 0;
+        let mut refused = 0;
+        for (family, paths) in [(Family::Vpn, &vpn[..]), (Family::Evpn, &evpn[..])] {
+            for p in paths {
+                let direct = path_learned(p, family, prefer);
+                let json = rib::path_learned(&path_json(p), family, prefer);
+                assert_eq!(direct, json, "{family:?} {p:?}");
+                match direct {
+                    Ok(Some(_)) => learned += 1,
+                    Err(_) => refused += 1,
+                    Ok(None) => {}
+                }
+            }
+        }
+        // Each kind of case is there: learned ones, refused ones, ones not taken.
+        assert_eq!((learned, refused), (6, 15));
+
+        let p = vpnv4("198.18.5.0", 24, 2002, "198.19.0.2");
+        let mut gone = p.clone();
+        gone.is_withdraw = true;
+        gone.pattrs.clear();
+        assert_eq!(path_key(&gone), path_key(&p));
+        assert_ne!(
+            path_key(&vpnv4("198.18.6.0", 24, 2002, "198.19.0.2")),
+            path_key(&p)
         );
     }
 }

@@ -205,10 +205,10 @@ impl Gobgp {
             let Some(watch_event_response::Event::Table(t)) = event.event else {
                 continue;
             };
-            let mut by_table: [Vec<Value>; 3] = Default::default();
-            for p in &t.paths {
+            let mut by_table: [Vec<apipb::Path>; 3] = Default::default();
+            for p in t.paths {
                 if let Some(table) = crate::api::table_of(p.family.as_ref()) {
-                    by_table[table].push(crate::api::path_json(p));
+                    by_table[table].push(p);
                 }
             }
             for (table, paths) in by_table.into_iter().enumerate() {
@@ -250,14 +250,19 @@ pub const TABLES: [(Family, &str); 3] = [
     (Family::Vpn, "vpnv6"),
 ];
 
-/// What changed in one of [`TABLES`] (by index). Paths are as `gobgp -j` prints them
-/// ([`crate::api::path_json`]).
+/// What changed in one of [`TABLES`] (by index): paths as GoBGP's API sends them.
 #[derive(Debug)]
 pub enum RibUpdate {
     /// Every best path of the table: what it holds replaces what was known.
-    Table { table: usize, paths: Vec<Value> },
-    /// New best paths, and withdrawn ones (`"withdrawal": true`).
-    Paths { table: usize, paths: Vec<Value> },
+    Table {
+        table: usize,
+        paths: Vec<crate::api::apipb::Path>,
+    },
+    /// New best paths, and withdrawn ones (`is_withdraw`).
+    Paths {
+        table: usize,
+        paths: Vec<crate::api::apipb::Path>,
+    },
     /// The table cannot be followed (gobgpd is gone): what it held is unknown until the next
     /// [`RibUpdate::Table`].
     Lost { table: usize },
