@@ -990,7 +990,12 @@ impl Daemon {
             if let Err(e) = self.install().await {
                 warn!("installing learned routes: {e:#}");
             }
-            self.advertise().await;
+            // Once gobgpd's tables are read: after a restart its peers' routes go into
+            // vrouterd first (gobgpd still holds this node's own; install found those it
+            // lacks), and gobgpd is not asked to originate while it cannot be followed.
+            if self.rib.ready().is_ok() {
+                self.advertise().await;
+            }
             let woke = tokio::select! {
                 p = self.vr.events(revision, Some(&epoch), poll.as_millis() as u64) => Woke::Changes(p),
                 u = self.updates.recv() => Woke::Rib(u),
