@@ -161,6 +161,14 @@ pub fn path_key(path: &apipb::Path) -> Vec<u8> {
     key
 }
 
+/// `apipb.MpReachNLRIAttribute` with only its next hops: its NLRI, the path's own again, is
+/// passed over rather than decoded once more for every path.
+#[derive(Clone, PartialEq, Message)]
+struct NextHops {
+    #[prost(string, repeated, tag = "2")]
+    next_hops: Vec<String>,
+}
+
 /// The attributes of `path` [`crate::rib`] reads: MP_REACH_NLRI's next hop, and of the
 /// extended communities the transitive route targets, the encapsulations and the router's MAC
 /// (as `gobgp -j` prints them and [`crate::rib`] reads them there).
@@ -169,7 +177,7 @@ fn attrs(path: &apipb::Path) -> Result<Attrs, String> {
     for any in &path.pattrs {
         match kind(any) {
             "apipb.MpReachNLRIAttribute" => {
-                let Some(r) = decode::<apipb::MpReachNlriAttribute>(any) else {
+                let Some(r) = decode::<NextHops>(any) else {
                     continue;
                 };
                 a.nexthop = r.next_hops.first().and_then(|s| s.parse().ok());

@@ -367,17 +367,25 @@ pub fn imports(
 ) -> BTreeMap<(u32, IpPrefix), Remote> {
     type ByLabel = BTreeMap<u32, BTreeSet<Endpoint>>;
     let mut by_vrf: BTreeMap<(u32, IpPrefix), BTreeMap<Family, ByLabel>> = BTreeMap::new();
+    // Each VRF's import targets, read once for all the paths.
+    let routing: Vec<(u32, BTreeSet<RouteTag>)> = routing
+        .iter()
+        .map(|(&vrf, r)| {
+            let imports = r
+                .import_targets
+                .iter()
+                .filter_map(|t| RouteTag::parse_target(t).ok())
+                .collect();
+            (vrf, imports)
+        })
+        .collect();
     for l in learned {
         if l.nexthop == own {
             continue;
         }
         let mut matched = false;
-        for (&vrf, r) in routing {
-            let imports: BTreeSet<RouteTag> = r
-                .import_targets
-                .iter()
-                .filter_map(|t| RouteTag::parse_target(t).ok())
-                .collect();
+        for (vrf, imports) in &routing {
+            let vrf = *vrf;
             if imports.is_disjoint(&l.targets) {
                 continue;
             }
