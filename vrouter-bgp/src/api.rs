@@ -4,7 +4,9 @@
 //! messages ([`path_learned`]); the tests also print them in the JSON form `gobgp -j` prints
 //! them ([`path_json`]), which [`crate::rib`] reads the same.
 
+use prost::bytes::Bytes;
 use prost::Message;
+#[cfg(test)]
 use prost_types::Any;
 #[cfg(test)]
 use serde_json::{json, Value};
@@ -18,13 +20,73 @@ pub mod apipb {
 
 use apipb::family::{Afi, Safi};
 
+#[cfg(test)]
 /// The message name of `any` (its type URL's last part), such as `apipb.EVPNIPPrefixRoute`.
 fn kind(any: &Any) -> &str {
     any.type_url.rsplit('/').next().unwrap_or_default()
 }
 
+#[cfg(test)]
 fn decode<M: Message + Default>(any: &Any) -> Option<M> {
     M::decode(any.value.as_slice()).ok()
+}
+
+/// `google.protobuf.Any` read in place: its type URL and value are slices of the message
+/// they came in, not copies (a table of 10,000 paths holds some 100,000 of them).
+#[derive(Clone, PartialEq, Message)]
+pub struct RawAny {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub type_url: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: Bytes,
+}
+
+impl RawAny {
+    /// The message name (the type URL's last part), such as `apipb.EVPNIPPrefixRoute`.
+    fn kind(&self) -> &str {
+        let url = std::str::from_utf8(&self.type_url).unwrap_or_default();
+        url.rsplit('/').next().unwrap_or_default()
+    }
+
+    fn decode<M: Message + Default>(&self) -> Option<M> {
+        M::decode(self.value.clone()).ok()
+    }
+}
+
+/// `apipb.WatchEventResponse` with what vrouter-bgp reads of it: a table event's paths (peer
+/// events are passed over).
+#[derive(Clone, PartialEq, Message)]
+pub struct WatchEvent {
+    #[prost(message, optional, tag = "3")]
+    pub table: Option<WatchedTable>,
+}
+
+/// `apipb.WatchEventResponse.TableEvent`.
+#[derive(Clone, PartialEq, Message)]
+pub struct WatchedTable {
+    #[prost(message, repeated, tag = "2")]
+    pub paths: Vec<Path>,
+}
+
+/// `apipb.Path` with what vrouter-bgp reads of it: the NLRI, the attributes, whether it is a
+/// withdrawal, the family.
+#[derive(Clone, PartialEq, Message)]
+pub struct Path {
+    #[prost(message, optional, tag = "1")]
+    pub nlri: Option<RawAny>,
+    #[prost(message, repeated, tag = "2")]
+    pub pattrs: Vec<RawAny>,
+    #[prost(bool, tag = "5")]
+    pub is_withdraw: bool,
+    #[prost(message, optional, tag = "9")]
+    pub family: Option<apipb::Family>,
+}
+
+/// `apipb.ExtendedCommunitiesAttribute`, its communities read in place.
+#[derive(Clone, PartialEq, Message)]
+struct Communities {
+    #[prost(message, repeated, tag = "1")]
+    communities: Vec<RawAny>,
 }
 
 #[cfg(test)]
@@ -150,12 +212,12 @@ pub fn path_json(path: &apipb::Path) -> Value {
 /// What keys a path's NLRI in [`crate::Rib`]: its message name and bytes (for VPN routes the
 /// RD, prefix and labels; for EVPN ones the route's fields), as gobgpd sent them for the path
 /// and sends them again for its withdrawal.
-pub fn path_key(path: &apipb::Path) -> Vec<u8> {
+pub fn path_key(path: &Path) -> Vec<u8> {
     let Some(n) = path.nlri.as_ref() else {
         return Vec::new();
     };
     let mut key = Vec::with_capacity(n.type_url.len() + 1 + n.value.len());
-    key.extend_from_slice(kind(n).as_bytes());
+    key.extend_from_slice(n.kind().as_bytes());
     key.push(0);
     key.extend_from_slice(&n.value);
     key
@@ -172,18 +234,18 @@ struct NextHops {
 /// The attributes of `path` [`crate::rib`] reads: MP_REACH_NLRI's next hop, and of the
 /// extended communities the transitive route targets, the encapsulations and the router's MAC
 /// (as `gobgp -j` prints them and [`crate::rib`] reads them there).
-fn attrs(path: &apipb::Path) -> Result<Attrs, String> {
+fn attrs(path: &Path) -> Result<Attrs, String> {
     let mut a = Attrs::default();
     for any in &path.pattrs {
-        match kind(any) {
+        match any.kind() {
             "apipb.MpReachNLRIAttribute" => {
-                let Some(r) = decode::<NextHops>(any) else {
+                let Some(r) = any.decode::<NextHops>() else {
                     continue;
                 };
                 a.nexthop = r.next_hops.first().and_then(|s| s.parse().ok());
             }
             "apipb.ExtendedCommunitiesAttribute" => {
-                let Some(e) = decode::<apipb::ExtendedCommunitiesAttribute>(any) else {
+                let Some(e) = any.decode::<Communities>() else {
                     continue;
                 };
                 for c in &e.communities {
@@ -198,36 +260,36 @@ fn attrs(path: &apipb::Path) -> Result<Attrs, String> {
 
 /// One extended community into `a`: route targets of subtype 2 that are transitive (the
 /// two-octet AS, IPv4 and four-octet AS ones), encapsulations, the router's MAC.
-fn community_into(any: &Any, a: &mut Attrs) -> Result<(), String> {
-    match kind(any) {
+fn community_into(any: &RawAny, a: &mut Attrs) -> Result<(), String> {
+    match any.kind() {
         "apipb.TwoOctetAsSpecificExtended" => {
-            if let Some(c) = decode::<apipb::TwoOctetAsSpecificExtended>(any) {
+            if let Some(c) = any.decode::<apipb::TwoOctetAsSpecificExtended>() {
                 if c.is_transitive && c.sub_type == 2 {
                     a.target(&format!("{}:{}", c.asn, c.local_admin))?;
                 }
             }
         }
         "apipb.IPv4AddressSpecificExtended" => {
-            if let Some(c) = decode::<apipb::IPv4AddressSpecificExtended>(any) {
+            if let Some(c) = any.decode::<apipb::IPv4AddressSpecificExtended>() {
                 if c.is_transitive && c.sub_type == 2 {
                     a.target(&format!("{}:{}", c.address, c.local_admin))?;
                 }
             }
         }
         "apipb.FourOctetAsSpecificExtended" => {
-            if let Some(c) = decode::<apipb::FourOctetAsSpecificExtended>(any) {
+            if let Some(c) = any.decode::<apipb::FourOctetAsSpecificExtended>() {
                 if c.is_transitive && c.sub_type == 2 {
                     a.target(&format!("{}:{}", c.asn, c.local_admin))?;
                 }
             }
         }
         "apipb.EncapExtended" => {
-            if let Some(c) = decode::<apipb::EncapExtended>(any) {
+            if let Some(c) = any.decode::<apipb::EncapExtended>() {
                 a.tunnels.insert(u64::from(c.tunnel_type));
             }
         }
         "apipb.RouterMacExtended" => {
-            if let Some(c) = decode::<apipb::RouterMacExtended>(any) {
+            if let Some(c) = any.decode::<apipb::RouterMacExtended>() {
                 a.router_mac(&c.mac)?;
             }
         }
@@ -240,7 +302,7 @@ fn community_into(any: &Any, a: &mut Attrs) -> Result<(), String> {
 /// it from `gobgp -j`'s JSON: `Ok(None)` for a route type vrouter-bgp does not take, the
 /// reason for one it refuses.
 pub fn path_learned(
-    path: &apipb::Path,
+    path: &Path,
     family: Family,
     prefer: Preference,
 ) -> Result<Option<Learned>, String> {
@@ -248,8 +310,8 @@ pub fn path_learned(
     match family {
         Family::Evpn => {
             let Some(n) = nlri
-                .filter(|n| kind(n) == "apipb.EVPNIPPrefixRoute")
-                .and_then(decode::<apipb::EvpnipPrefixRoute>)
+                .filter(|n| n.kind() == "apipb.EVPNIPPrefixRoute")
+                .and_then(RawAny::decode::<apipb::EvpnipPrefixRoute>)
             else {
                 return Ok(None);
             };
@@ -258,8 +320,8 @@ pub fn path_learned(
         }
         Family::Vpn => {
             let n = nlri
-                .filter(|n| kind(n) == "apipb.LabeledVPNIPAddressPrefix")
-                .and_then(decode::<apipb::LabeledVpnipAddressPrefix>)
+                .filter(|n| n.kind() == "apipb.LabeledVPNIPAddressPrefix")
+                .and_then(RawAny::decode::<apipb::LabeledVpnipAddressPrefix>)
                 .ok_or("no prefix")?;
             let prefix = rib::parse_prefix(&format!("{}/{}", n.prefix, n.prefix_len));
             let labels = || Ok(n.labels.iter().map(|l| Some(u64::from(*l))).collect());
@@ -282,6 +344,11 @@ pub fn table_of(family: Option<&apipb::Family>) -> Option<usize> {
 #[cfg(test)]
 pub mod tests {
     use super::*;
+
+    /// `p` as vrouter-bgp reads it off the wire.
+    pub fn watched(p: &apipb::Path) -> Path {
+        Path::decode(p.encode_to_vec().as_slice()).expect("a path")
+    }
 
     /// `m` packed as GoBGP packs it into an `Any`.
     pub fn any<M: Message>(name: &str, m: &M) -> Any {
@@ -597,7 +664,7 @@ pub mod tests {
         let mut refused = 0;
         for (family, paths) in [(Family::Vpn, &vpn[..]), (Family::Evpn, &evpn[..])] {
             for p in paths {
-                let direct = path_learned(p, family, prefer);
+                let direct = path_learned(&watched(p), family, prefer);
                 let json = rib::path_learned(&path_json(p), family, prefer);
                 assert_eq!(direct, json, "{family:?} {p:?}");
                 match direct {
@@ -614,10 +681,43 @@ pub mod tests {
         let mut gone = p.clone();
         gone.is_withdraw = true;
         gone.pattrs.clear();
-        assert_eq!(path_key(&gone), path_key(&p));
+        assert_eq!(path_key(&watched(&gone)), path_key(&watched(&p)));
         assert_ne!(
-            path_key(&vpnv4("198.18.6.0", 24, 2002, "198.19.0.2")),
-            path_key(&p)
+            path_key(&watched(&vpnv4("198.18.6.0", 24, 2002, "198.19.0.2"))),
+            path_key(&watched(&p))
         );
+    }
+
+    /// gobgpd's watch events as vrouter-bgp reads them off the wire: a table event's paths
+    /// with their NLRI, attributes, family and withdrawal; a peer event has no table.
+    #[test]
+    fn watch_events_read_their_paths_in_place() {
+        use apipb::watch_event_response::{Event, PeerEvent, TableEvent};
+        let mut gone = vpnv4("198.18.5.0", 24, 2002, "198.19.0.2");
+        gone.is_withdraw = true;
+        let paths = vec![vpnv4("198.18.6.0", 24, 2002, "198.19.0.2"), gone];
+        let table = apipb::WatchEventResponse {
+            event: Some(Event::Table(TableEvent {
+                paths: paths.clone(),
+            })),
+        };
+        let got = WatchEvent::decode(table.encode_to_vec().as_slice()).unwrap();
+        let got = got.table.expect("a table event").paths;
+        assert_eq!(got.len(), 2);
+        for (g, p) in got.iter().zip(&paths) {
+            assert_eq!(*g, watched(p));
+            assert_eq!(g.is_withdraw, p.is_withdraw);
+            assert_eq!(g.family, p.family);
+            assert_eq!(g.pattrs.len(), 2);
+            let nlri = p.nlri.as_ref().unwrap();
+            let raw = g.nlri.as_ref().unwrap();
+            assert_eq!(raw.kind(), "apipb.LabeledVPNIPAddressPrefix");
+            assert_eq!(raw.value.as_ref(), nlri.value.as_slice());
+        }
+        let peer = apipb::WatchEventResponse {
+            event: Some(Event::Peer(PeerEvent::default())),
+        };
+        let got = WatchEvent::decode(peer.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(got.table, None);
     }
 }

@@ -185,15 +185,12 @@ impl Gobgp {
     /// One watch of gobgpd's best paths (`WatchEvent` with the current ones first: the whole
     /// tables, then each change), until it ends.
     async fn monitor(&self, tx: &mpsc::UnboundedSender<RibUpdate>) -> anyhow::Result<()> {
-        use crate::api::apipb::{self, watch_event_request, watch_event_response};
-        let mut client = apipb::gobgp_api_client::GobgpApiClient::connect(format!(
-            "http://{}:{}",
-            self.host, self.port
-        ))
-        .await
-        .context("connecting to gobgpd's gRPC API")?
-        // The whole table comes in one message.
-        .max_decoding_message_size(usize::MAX);
+        use crate::api::apipb::{self, watch_event_request};
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}:{}", self.host, self.port))?
+                .connect()
+                .await
+                .context("connecting to gobgpd's gRPC API")?;
         let request = apipb::WatchEventRequest {
             peer: None,
             table: Some(watch_event_request::Table {
@@ -203,17 +200,28 @@ impl Gobgp {
                 }],
             }),
         };
-        let mut events = client
-            .watch_event(request)
+        // The generated client's WatchEvent, reading only what vrouter-bgp uses of each path,
+        // in place ([`crate::api::WatchEvent`]).
+        let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX);
+        grpc.ready()
+            .await
+            .context("connecting to gobgpd's gRPC API")?;
+        let codec =
+            tonic::codec::ProstCodec::<apipb::WatchEventRequest, crate::api::WatchEvent>::default();
+        let method =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/apipb.GobgpApi/WatchEvent");
+        let mut events = grpc
+            .server_streaming(tonic::Request::new(request), method, codec)
             .await
             .context("watching gobgpd's best paths")?
             .into_inner();
         let mut whole = true;
         while let Some(event) = events.message().await? {
-            let Some(watch_event_response::Event::Table(t)) = event.event else {
+            let Some(t) = event.table else {
                 continue;
             };
-            let mut by_table: [Vec<apipb::Path>; 3] = Default::default();
+            // The whole table comes in one message.
+            let mut by_table: [Vec<crate::api::Path>; 3] = Default::default();
             for p in t.paths {
                 if let Some(table) = crate::api::table_of(p.family.as_ref()) {
                     by_table[table].push(p);
@@ -268,12 +276,12 @@ pub enum RibUpdate {
     /// Every best path of the table: what it holds replaces what was known.
     Table {
         table: usize,
-        paths: Vec<crate::api::apipb::Path>,
+        paths: Vec<crate::api::Path>,
     },
     /// New best paths, and withdrawn ones (`is_withdraw`).
     Paths {
         table: usize,
-        paths: Vec<crate::api::apipb::Path>,
+        paths: Vec<crate::api::Path>,
     },
     /// The table cannot be followed (gobgpd is gone): what it held is unknown until the next
     /// [`RibUpdate::Table`].

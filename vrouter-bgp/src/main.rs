@@ -318,7 +318,7 @@ impl Rib {
     /// Applies `u`; how many paths it carried.
     fn apply(&mut self, u: RibUpdate) -> usize {
         let prefer = self.prefer;
-        let learned = |table: usize, path: &api::apipb::Path| {
+        let learned = |table: usize, path: &api::Path| {
             let family = TABLES[table].0;
             match api::path_learned(path, family, prefer) {
                 Ok(l) => l,
@@ -1117,7 +1117,12 @@ mod tests {
     /// Best paths as gobgpd's watch sends them: a VPNv4 best path, then its withdrawal.
     #[test]
     fn the_rib_follows_watched_paths_and_withdrawals() {
-        let paths = vec![api::tests::vpnv4("198.18.5.0", 24, 2002, "198.19.0.2")];
+        let paths = vec![api::tests::watched(&api::tests::vpnv4(
+            "198.18.5.0",
+            24,
+            2002,
+            "198.19.0.2",
+        ))];
         let prefer = Preference {
             mpls: Encap::MplsUdp,
             family: Family::Evpn,
