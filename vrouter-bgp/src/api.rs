@@ -82,6 +82,28 @@ pub struct Path {
     pub family: Option<apipb::Family>,
 }
 
+/// `apipb.LabeledVPNIPAddressPrefix` without its RD (the path's key has it).
+#[derive(Clone, PartialEq, Message)]
+struct VpnPrefix {
+    #[prost(uint32, repeated, tag = "1")]
+    labels: Vec<u32>,
+    #[prost(uint32, tag = "3")]
+    prefix_len: u32,
+    #[prost(string, tag = "4")]
+    prefix: String,
+}
+
+/// `apipb.EVPNIPPrefixRoute` with the prefix and the label (the VNI) alone.
+#[derive(Clone, PartialEq, Message)]
+struct EvpnPrefix {
+    #[prost(string, tag = "4")]
+    ip_prefix: String,
+    #[prost(uint32, tag = "5")]
+    ip_prefix_len: u32,
+    #[prost(uint32, tag = "7")]
+    label: u32,
+}
+
 /// `apipb.ExtendedCommunitiesAttribute`, its communities read in place.
 #[derive(Clone, PartialEq, Message)]
 struct Communities {
@@ -311,7 +333,7 @@ pub fn path_learned(
         Family::Evpn => {
             let Some(n) = nlri
                 .filter(|n| n.kind() == "apipb.EVPNIPPrefixRoute")
-                .and_then(RawAny::decode::<apipb::EvpnipPrefixRoute>)
+                .and_then(RawAny::decode::<EvpnPrefix>)
             else {
                 return Ok(None);
             };
@@ -321,7 +343,7 @@ pub fn path_learned(
         Family::Vpn => {
             let n = nlri
                 .filter(|n| n.kind() == "apipb.LabeledVPNIPAddressPrefix")
-                .and_then(RawAny::decode::<apipb::LabeledVpnipAddressPrefix>)
+                .and_then(RawAny::decode::<VpnPrefix>)
                 .ok_or("no prefix")?;
             let prefix = rib::parse_prefix(&format!("{}/{}", n.prefix, n.prefix_len));
             let labels = || Ok(n.labels.iter().map(|l| Some(u64::from(*l))).collect());
