@@ -365,8 +365,9 @@ pub fn imports(
     prefer: Family,
     ignored: &mut Vec<String>,
 ) -> BTreeMap<(u32, IpPrefix), Remote> {
-    type ByLabel = BTreeMap<u32, BTreeSet<Endpoint>>;
-    let mut by_vrf: BTreeMap<(u32, IpPrefix), BTreeMap<Family, ByLabel>> = BTreeMap::new();
+    // Every (VRF and prefix, family, label, node) a path brings, sorted: each VRF's prefix
+    // with its families in order, each family's labels lowest first.
+    let mut found: Vec<((u32, IpPrefix), Family, u32, Endpoint)> = Vec::new();
     // Each VRF's import targets, read once for all the paths.
     let routing: Vec<(u32, BTreeSet<RouteTag>)> = routing
         .iter()
@@ -393,19 +394,13 @@ pub fn imports(
             if local.contains(&(vrf, l.prefix)) {
                 continue;
             }
-            by_vrf
-                .entry((vrf, l.prefix))
-                .or_default()
-                .entry(l.family)
-                .or_default()
-                .entry(l.label)
-                .or_default()
-                .insert(Endpoint {
-                    ip: l.nexthop,
-                    encap: l.encap,
-                    mac: l.router_mac.map(|m| m.0),
-                    label: None,
-                });
+            let node = Endpoint {
+                ip: l.nexthop,
+                encap: l.encap,
+                mac: l.router_mac.map(|m| m.0),
+                label: None,
+            };
+            found.push(((vrf, l.prefix), l.family, l.label, node));
         }
         if !matched {
             ignored.push(format!(
@@ -414,28 +409,41 @@ pub fn imports(
             ));
         }
     }
-    by_vrf
-        .into_iter()
-        .filter_map(|(key, mut families)| {
-            let family = if families.contains_key(&prefer) {
+    found.sort_unstable();
+    found.dedup();
+    // In key order already: the map is built at once.
+    found
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter_map(|paths| {
+            let key = paths[0].0;
+            let family = if paths.iter().any(|p| p.1 == prefer) {
                 prefer
             } else {
-                *families.keys().next()?
+                paths[0].1
             };
-            let mut labels = families.remove(&family)?;
-            for (f, _) in families {
+            let mut passed: Vec<Family> =
+                paths.iter().map(|p| p.1).filter(|f| *f != family).collect();
+            passed.dedup();
+            for f in passed {
                 ignored.push(format!(
                     "{} in vrf {}: {f:?} paths passed over for {family:?} ones",
                     key.1, key.0
                 ));
             }
-            let (label, mut endpoints) = labels.pop_first()?;
-            for (other, eps) in labels {
-                endpoints.extend(eps.into_iter().map(|e| Endpoint {
-                    label: Some(other),
-                    ..e
-                }));
-            }
+            let mut chosen = paths.iter().filter(|p| p.1 == family).peekable();
+            let label = chosen.peek()?.2;
+            let endpoints = chosen
+                .map(|&(_, _, l, e)| {
+                    if l == label {
+                        e
+                    } else {
+                        Endpoint {
+                            label: Some(l),
+                            ..e
+                        }
+                    }
+                })
+                .collect();
             Some((key, Remote { endpoints, label }))
         })
         .collect()
