@@ -149,9 +149,8 @@ impl Controller {
     /// journal write (or a snapshot when one is due).
     fn save_records(&self, records: Vec<Record>) -> Result<(), Error> {
         // The changes stand in the model and the dataplane whether or not they reach the disk.
-        for r in &records {
-            self.events.publish(r.event());
-        }
+        self.events
+            .publish_all(records.iter().map(Record::event).collect());
         let mut journal = self.journal();
         let Some(journal) = journal.as_mut() else {
             return Ok(());

@@ -10,7 +10,13 @@ use super::{rejected, table_err, VrouterDataplane};
 
 impl VrouterDataplane {
     pub(super) fn apply_change(&self, change: &Change) -> Result<(), DataplaneError> {
-        let _span = info_span!("apply", op = change.op()).entered();
+        // Route changes come by the thousand in a batch (under the batch's own span) and log
+        // nothing of their own: a span each would cost more than the change.
+        let routes = matches!(
+            change,
+            Change::Table(TableChange::RouteSet { .. } | TableChange::RouteDel { .. })
+        );
+        let _span = (!routes).then(|| info_span!("apply", op = change.op()).entered());
         match change {
             Change::Table(TableChange::VrfAdd { vrf }) => {
                 self.tables.add_vrf(*vrf).map_err(table_err)

@@ -1,13 +1,12 @@
 //! gobgpd: its best paths followed through its gRPC API (`WatchEvent`, the table whole first,
-//! then each change) as [`RibUpdate`]s; EVPN type-5 and VPNv4/VPNv6 routes originated and
-//! withdrawn in its global RIB, and its peers asked about, through its command line (`gobgp`,
-//! shipped with gobgpd).
+//! then each change) as [`RibUpdate`]s, and its peers asked about there (`ListPeer`); EVPN
+//! type-5 and VPNv4/VPNv6 routes originated and withdrawn in its global RIB through its
+//! command line (`gobgp`, shipped with gobgpd).
 
 use std::net::IpAddr;
 
 use anyhow::{bail, Context};
 use control_api::api::{IpPrefix, MacAddr};
-use serde_json::Value;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
@@ -137,13 +136,22 @@ impl Gobgp {
     }
 
     /// Whether gobgpd has all its peers' routes: every peer's session is up and has sent
-    /// End-of-RIB for each family it does graceful restart in (`gobgp neighbor -j`).
+    /// End-of-RIB for each family it does graceful restart in (`ListPeer` on its gRPC API).
     pub async fn peers_synced(&self) -> anyhow::Result<bool> {
-        let out = self
-            .run(&["neighbor".to_string(), "-j".to_string()])
-            .await?;
-        let peers: Value = serde_json::from_slice(&out).context("gobgp neighbor json")?;
-        Ok(peers_synced(&peers))
+        use crate::api::apipb::{self, gobgp_api_client::GobgpApiClient};
+        let mut client = GobgpApiClient::connect(format!("http://{}:{}", self.host, self.port))
+            .await
+            .context("connecting to gobgpd's gRPC API")?;
+        let mut peers = client
+            .list_peer(apipb::ListPeerRequest::default())
+            .await
+            .context("listing gobgpd's peers")?
+            .into_inner();
+        let mut all = Vec::new();
+        while let Some(p) = peers.message().await.context("listing gobgpd's peers")? {
+            all.extend(p.peer);
+        }
+        Ok(peers_synced(&all))
     }
 
     /// Follows the best paths of every table in [`TABLES`] in the background, sending
@@ -177,15 +185,12 @@ impl Gobgp {
     /// One watch of gobgpd's best paths (`WatchEvent` with the current ones first: the whole
     /// tables, then each change), until it ends.
     async fn monitor(&self, tx: &mpsc::UnboundedSender<RibUpdate>) -> anyhow::Result<()> {
-        use crate::api::apipb::{self, watch_event_request, watch_event_response};
-        let mut client = apipb::gobgp_api_client::GobgpApiClient::connect(format!(
-            "http://{}:{}",
-            self.host, self.port
-        ))
-        .await
-        .context("connecting to gobgpd's gRPC API")?
-        // The whole table comes in one message.
-        .max_decoding_message_size(usize::MAX);
+        use crate::api::apipb::{self, watch_event_request};
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}:{}", self.host, self.port))?
+                .connect()
+                .await
+                .context("connecting to gobgpd's gRPC API")?;
         let request = apipb::WatchEventRequest {
             peer: None,
             table: Some(watch_event_request::Table {
@@ -195,20 +200,31 @@ impl Gobgp {
                 }],
             }),
         };
-        let mut events = client
-            .watch_event(request)
+        // The generated client's WatchEvent, reading only what vrouter-bgp uses of each path,
+        // in place ([`crate::api::WatchEvent`]).
+        let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX);
+        grpc.ready()
+            .await
+            .context("connecting to gobgpd's gRPC API")?;
+        let codec =
+            tonic::codec::ProstCodec::<apipb::WatchEventRequest, crate::api::WatchEvent>::default();
+        let method =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/apipb.GobgpApi/WatchEvent");
+        let mut events = grpc
+            .server_streaming(tonic::Request::new(request), method, codec)
             .await
             .context("watching gobgpd's best paths")?
             .into_inner();
         let mut whole = true;
         while let Some(event) = events.message().await? {
-            let Some(watch_event_response::Event::Table(t)) = event.event else {
+            let Some(t) = event.table else {
                 continue;
             };
-            let mut by_table: [Vec<Value>; 3] = Default::default();
-            for p in &t.paths {
+            // The whole table comes in one message.
+            let mut by_table: [Vec<crate::api::Path>; 3] = Default::default();
+            for p in t.paths {
                 if let Some(table) = crate::api::table_of(p.family.as_ref()) {
-                    by_table[table].push(crate::api::path_json(p));
+                    by_table[table].push(p);
                 }
             }
             for (table, paths) in by_table.into_iter().enumerate() {
@@ -229,17 +245,21 @@ impl Gobgp {
     }
 }
 
-/// [`Gobgp::peers_synced`] of `gobgp neighbor -j`'s peers: each established (session state
-/// 6), with End-of-RIB received in every family graceful restart was agreed for.
-fn peers_synced(peers: &Value) -> bool {
-    peers.as_array().is_some_and(|ps| {
-        ps.iter().all(|p| {
-            p["state"]["session_state"] == 6
-                && p["afi_safis"].as_array().into_iter().flatten().all(|a| {
-                    let s = &a["mp_graceful_restart"]["state"];
-                    s["enabled"] != true || s["end_of_rib_received"] == true
-                })
-        })
+/// [`Gobgp::peers_synced`] of gobgpd's peers: each established, with End-of-RIB received in
+/// every family graceful restart was agreed for.
+fn peers_synced(peers: &[crate::api::apipb::Peer]) -> bool {
+    use crate::api::apipb::peer_state::SessionState;
+    peers.iter().all(|p| {
+        p.state
+            .as_ref()
+            .is_some_and(|s| s.session_state == SessionState::Established as i32)
+            && p.afi_safis.iter().all(|a| {
+                let s = a
+                    .mp_graceful_restart
+                    .as_ref()
+                    .and_then(|g| g.state.as_ref());
+                s.is_none_or(|s| !s.enabled || s.end_of_rib_received)
+            })
     })
 }
 
@@ -250,14 +270,19 @@ pub const TABLES: [(Family, &str); 3] = [
     (Family::Vpn, "vpnv6"),
 ];
 
-/// What changed in one of [`TABLES`] (by index). Paths are as `gobgp -j` prints them
-/// ([`crate::api::path_json`]).
+/// What changed in one of [`TABLES`] (by index): paths as GoBGP's API sends them.
 #[derive(Debug)]
 pub enum RibUpdate {
     /// Every best path of the table: what it holds replaces what was known.
-    Table { table: usize, paths: Vec<Value> },
-    /// New best paths, and withdrawn ones (`"withdrawal": true`).
-    Paths { table: usize, paths: Vec<Value> },
+    Table {
+        table: usize,
+        paths: Vec<crate::api::Path>,
+    },
+    /// New best paths, and withdrawn ones (`is_withdraw`).
+    Paths {
+        table: usize,
+        paths: Vec<crate::api::Path>,
+    },
     /// The table cannot be followed (gobgpd is gone): what it held is unknown until the next
     /// [`RibUpdate::Table`].
     Lost { table: usize },
@@ -266,33 +291,47 @@ pub enum RibUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    /// `gobgp neighbor -j` (gobgp 3.10: its API's `Peer`s, protobuf field names): synced once
-    /// every peer is established and has sent End-of-RIB in each family graceful restart was
-    /// agreed for.
+    /// gobgpd's peers (`ListPeer`): synced once every peer is established and has sent
+    /// End-of-RIB in each family graceful restart was agreed for.
     #[test]
     fn peers_are_synced_once_each_is_up_with_end_of_rib_where_agreed() {
-        let family = |gr: bool, eor: bool| {
-            json!({"config": {"family": {"afi": 1, "safi": 128}, "enabled": true},
-                   "mp_graceful_restart": {"config": {"enabled": true},
-                                           "state": {"enabled": gr, "end_of_rib_received": eor}}})
+        use crate::api::apipb::{self, peer_state::SessionState};
+        let family = |gr: bool, eor: bool| apipb::AfiSafi {
+            mp_graceful_restart: Some(apipb::MpGracefulRestart {
+                state: Some(apipb::MpGracefulRestartState {
+                    enabled: gr,
+                    end_of_rib_received: eor,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
         };
-        let peer = |state: u64, families: Vec<Value>| {
-            json!({"conf": {"neighbor_address": "198.51.100.254", "peer_asn": 64512},
-                   "state": {"neighbor_address": "198.51.100.254", "session_state": state},
-                   "afi_safis": families})
+        let peer = |state: SessionState, families: Vec<apipb::AfiSafi>| apipb::Peer {
+            state: Some(apipb::PeerState {
+                neighbor_address: "198.51.100.254".into(),
+                session_state: state as i32,
+                ..Default::default()
+            }),
+            afi_safis: families,
+            ..Default::default()
         };
-        let up = peer(6, vec![family(true, true), family(false, false)]);
-        assert!(peers_synced(&json!([up.clone()])));
-        assert!(peers_synced(&json!([])), "no peers: nothing to wait for");
-        assert!(!peers_synced(&json!([
+        let up = peer(
+            SessionState::Established,
+            vec![family(true, true), family(false, false)],
+        );
+        assert!(peers_synced(std::slice::from_ref(&up)));
+        assert!(peers_synced(&[]), "no peers: nothing to wait for");
+        assert!(!peers_synced(&[
             up.clone(),
-            peer(6, vec![family(true, false)])
-        ])));
+            peer(SessionState::Established, vec![family(true, false)])
+        ]));
         // Idle, or connecting: its routes are still to come.
-        assert!(!peers_synced(&json!([peer(1, vec![family(false, false)])])));
-        assert!(!peers_synced(&json!([{"conf": {}, "state": {}}])));
-        assert!(!peers_synced(&json!(null)));
+        assert!(!peers_synced(&[peer(
+            SessionState::Idle,
+            vec![family(false, false)]
+        )]));
+        assert!(!peers_synced(&[apipb::Peer::default()]));
     }
 }

@@ -282,11 +282,11 @@ fn field<T: serde::de::DeserializeOwned>(ch: &Value, k: &str) -> Option<T> {
     serde_json::from_value(ch[k].clone()).ok()
 }
 
-/// gobgpd's best paths as its monitor reports them: per table of [`TABLES`], each path by its
-/// NLRI (RD and prefix), as vrouterd can use it (`None`: refused, logged when it came); a table
-/// is `None` until it was read whole, and again while gobgpd is gone.
+/// gobgpd's best paths as its watch reports them: per table of [`TABLES`], each path by its
+/// NLRI ([`api::path_key`]: RD and prefix), as vrouterd can use it (`None`: refused, logged
+/// when it came); a table is `None` until it was read whole, and again while gobgpd is gone.
 struct Rib {
-    tables: [Option<BTreeMap<String, Option<rib::Learned>>>; 3],
+    tables: [Option<BTreeMap<Vec<u8>, Option<rib::Learned>>>; 3],
     prefer: Preference,
     /// A table was read whole since [`Rib::reloaded`] last said so.
     reloaded: bool,
@@ -318,12 +318,12 @@ impl Rib {
     /// Applies `u`; how many paths it carried.
     fn apply(&mut self, u: RibUpdate) -> usize {
         let prefer = self.prefer;
-        let learned = |table: usize, path: &Value| {
+        let learned = |table: usize, path: &api::Path| {
             let family = TABLES[table].0;
-            match rib::path_learned(path, family, prefer) {
+            match api::path_learned(path, family, prefer) {
                 Ok(l) => l,
                 Err(why) => {
-                    tracing::debug!("ignored: {}: {why}", path["nlri"]);
+                    tracing::debug!("ignored: {:?}: {why}", path.nlri);
                     None
                 }
             }
@@ -333,7 +333,7 @@ impl Rib {
                 let n = paths.len();
                 let t = paths
                     .iter()
-                    .map(|p| (p["nlri"].to_string(), learned(table, p)))
+                    .map(|p| (api::path_key(p), learned(table, p)))
                     .collect();
                 self.tables[table] = Some(t);
                 self.reloaded = true;
@@ -346,8 +346,8 @@ impl Rib {
                 };
                 let mut touched = Vec::new();
                 for p in &paths {
-                    let key = p["nlri"].to_string();
-                    let old = if p["withdrawal"] == Value::Bool(true) {
+                    let key = api::path_key(p);
+                    let old = if p.is_withdraw {
                         t.remove(&key)
                     } else {
                         let l = learned(table, p);
@@ -990,7 +990,12 @@ impl Daemon {
             if let Err(e) = self.install().await {
                 warn!("installing learned routes: {e:#}");
             }
-            self.advertise().await;
+            // Once gobgpd's tables are read: after a restart its peers' routes go into
+            // vrouterd first (gobgpd still holds this node's own; install found those it
+            // lacks), and gobgpd is not asked to originate while it cannot be followed.
+            if self.rib.ready().is_ok() {
+                self.advertise().await;
+            }
             let woke = tokio::select! {
                 p = self.vr.events(revision, Some(&epoch), poll.as_millis() as u64) => Woke::Changes(p),
                 u = self.updates.recv() => Woke::Rib(u),
@@ -1109,13 +1114,15 @@ mod tests {
     use control_api::dataplane::TableChange;
     use control_api::journal::RoutingRecord;
 
-    /// Monitor lines as gobgp 3.10 prints them (`gobgp monitor global rib -j`): a VPNv4 best
-    /// path, then its withdrawal; an EVPN path lands in the EVPN table whatever monitor
-    /// reported it.
+    /// Best paths as gobgpd's watch sends them: a VPNv4 best path, then its withdrawal.
     #[test]
-    fn the_rib_follows_monitor_lines_and_withdrawals() {
-        let line = r#"[{"nlri":{"prefix":"198.18.5.0/24","labels":[2002],"rd":{"type":1,"admin":"198.19.0.2","assigned":1}},"age":1796599595,"best":false,"attrs":[{"type":1,"value":2},{"type":16,"value":[{"type":0,"subtype":2,"value":"64512:1"},{"type":3,"subtype":12,"tunnel_type":13}]},{"type":14,"nexthop":"198.19.0.2","afi":1,"safi":128,"value":[{"prefix":"198.18.5.0/24","labels":[2002],"rd":{"type":1,"admin":"198.19.0.2","assigned":1}}]}],"stale":false}]"#;
-        let paths: Vec<Value> = serde_json::from_str(line).unwrap();
+    fn the_rib_follows_watched_paths_and_withdrawals() {
+        let paths = vec![api::tests::watched(&api::tests::vpnv4(
+            "198.18.5.0",
+            24,
+            2002,
+            "198.19.0.2",
+        ))];
         let prefer = Preference {
             mpls: Encap::MplsUdp,
             family: Family::Evpn,
@@ -1156,7 +1163,8 @@ mod tests {
         });
         assert_eq!(rib.learned(None).unwrap().len(), 1);
         let mut gone = paths;
-        gone[0]["withdrawal"] = Value::Bool(true);
+        gone[0].is_withdraw = true;
+        gone[0].pattrs.clear();
         rib.take_changed();
         rib.apply(RibUpdate::Paths {
             table: 1,

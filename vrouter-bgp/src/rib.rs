@@ -1,13 +1,16 @@
 //! What GoBGP's RIB says, in vrouterd's terms: EVPN type-5 (IP prefix) routes and VPNv4/VPNv6
-//! (L3VPN, RFC 4364/4659) routes as `gobgp global rib -a evpn|vpnv4|vpnv6 -j` prints them,
-//! reduced to the best path of each destination with what a tunnel to its node needs (next
-//! hop, router's MAC, VNI or MPLS label, encapsulation), and the routes each VRF imports from
-//! them. Pure: no I/O, so every rule is unit-tested.
+//! (L3VPN, RFC 4364/4659) routes, reduced to the best path of each destination with what a
+//! tunnel to its node needs (next hop, router's MAC, VNI or MPLS label, encapsulation), and
+//! the routes each VRF imports from them. The rules for one path ([`evpn_learned`],
+//! [`vpn_learned`]) take its fields whichever form they came in: GoBGP's API messages
+//! ([`crate::api::path_learned`]), or in the tests the JSON `gobgp global rib -a
+//! evpn|vpnv4|vpnv6 -j` prints ([`path_learned`]). Pure: no I/O, so every rule is unit-tested.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use control_api::api::{IpPrefix, MacAddr, RouteTag, TunnelEncap, VrfRouting};
+#[cfg(test)]
 use serde_json::Value;
 
 /// RFC 9012 tunnel types in the encapsulation extended community.
@@ -131,6 +134,7 @@ pub fn best_paths(
     out
 }
 
+#[cfg(test)] // vrouter-bgp reads GoBGP's API messages (crate::api); the tests use JSON.
 /// One best path of `family` (as `gobgp -j` prints it, in a table or a monitor line) as
 /// [`Learned`]: `Ok(None)` for a route type vrouter-bgp does not take (not EVPN type 5), the
 /// reason for one it refuses.
@@ -145,15 +149,36 @@ pub fn path_learned(
     }
 }
 
-/// What a path's attributes say, whatever its family.
+/// What a path's attributes say, whatever its family: read from `gobgp -j`'s JSON
+/// ([`attrs`]) or straight from GoBGP's API ([`crate::api::path_learned`]).
 #[derive(Default)]
-struct Attrs {
-    nexthop: Option<IpAddr>,
-    router_mac: Option<MacAddr>,
-    tunnels: BTreeSet<u64>,
-    targets: BTreeSet<RouteTag>,
+pub struct Attrs {
+    /// MP_REACH_NLRI's next hop, when it parses.
+    pub nexthop: Option<IpAddr>,
+    /// The EVPN router's MAC extended community (RFC 9135).
+    pub router_mac: Option<MacAddr>,
+    /// The encapsulation extended communities' tunnel types (RFC 9012).
+    pub tunnels: BTreeSet<u64>,
+    /// The route targets.
+    pub targets: BTreeSet<RouteTag>,
 }
 
+impl Attrs {
+    /// A route target extended community's value (`ASN:N`, `IPv4:N`).
+    pub fn target(&mut self, value: &str) -> Result<(), String> {
+        self.targets.insert(RouteTag::parse_target(value)?);
+        Ok(())
+    }
+
+    /// The router's MAC extended community's MAC.
+    pub fn router_mac(&mut self, mac: &str) -> Result<(), String> {
+        let m = mac.parse::<MacAddr>();
+        self.router_mac = Some(m.map_err(|e| format!("router's MAC: {e}"))?);
+        Ok(())
+    }
+}
+
+#[cfg(test)] // vrouter-bgp reads GoBGP's API messages (crate::api); the tests use JSON.
 fn attrs(path: &Value) -> Result<Attrs, String> {
     let mut a = Attrs::default();
     for attr in path["attrs"].as_array().into_iter().flatten() {
@@ -171,7 +196,7 @@ fn attrs(path: &Value) -> Result<Attrs, String> {
                         // Route target (two-octet AS, IPv4, four-octet AS)
                         (Some(0..=2), Some(2)) => {
                             let s = c["value"].as_str().ok_or("route target without value")?;
-                            a.targets.insert(RouteTag::parse_target(s)?);
+                            a.target(s)?;
                         }
                         // Encapsulation (RFC 9012)
                         (Some(3), Some(12)) => {
@@ -182,10 +207,7 @@ fn attrs(path: &Value) -> Result<Attrs, String> {
                         // EVPN router's MAC (RFC 9135)
                         (Some(6), Some(3)) => {
                             let m = c["mac"].as_str().ok_or("router's MAC without mac")?;
-                            a.router_mac = Some(
-                                m.parse::<MacAddr>()
-                                    .map_err(|e| format!("router's MAC: {e}"))?,
-                            );
+                            a.router_mac(m)?;
                         }
                         _ => {}
                     }
@@ -214,27 +236,40 @@ fn tunnel_endpoint(nexthop: Option<IpAddr>) -> Result<IpAddr, String> {
     Ok(nexthop)
 }
 
+#[cfg(test)] // vrouter-bgp reads GoBGP's API messages (crate::api); the tests use JSON.
 fn prefix_of(nlri: &Value) -> Result<IpPrefix, String> {
-    nlri["prefix"]
-        .as_str()
-        .ok_or("no prefix")?
-        .parse()
-        .map_err(|e| format!("prefix: {e}"))
+    parse_prefix(nlri["prefix"].as_str().ok_or("no prefix")?)
 }
 
+/// An NLRI's prefix, `ADDR/LEN`.
+pub fn parse_prefix(s: &str) -> Result<IpPrefix, String> {
+    s.parse().map_err(|e| format!("prefix: {e}"))
+}
+
+#[cfg(test)] // vrouter-bgp reads GoBGP's API messages (crate::api); the tests use JSON.
 fn learned_evpn(path: &Value) -> Result<Option<Learned>, String> {
     let nlri = &path["nlri"];
     if nlri["type"] != 5 {
         return Ok(None);
     }
     let v = &nlri["value"];
-    let prefix = prefix_of(v)?;
-    let label = v["label"].as_u64().ok_or("no label")?;
+    evpn_learned(prefix_of(v), v["label"].as_u64(), || attrs(path)).map(Some)
+}
+
+/// An EVPN type-5 path as [`Learned`], from its prefix, its label (the VNI) and its attributes
+/// (read only once the NLRI passed), whichever form they were read from.
+pub fn evpn_learned(
+    prefix: Result<IpPrefix, String>,
+    label: Option<u64>,
+    attrs: impl FnOnce() -> Result<Attrs, String>,
+) -> Result<Learned, String> {
+    let prefix = prefix?;
+    let label = label.ok_or("no label")?;
     let vni = u32::try_from(label)
         .ok()
         .filter(|l| (1..=VNI_MAX).contains(l))
         .ok_or(format!("vni {label} is outside 1..={VNI_MAX}"))?;
-    let a = attrs(path)?;
+    let a = attrs()?;
     if let Some(t) = a.tunnels.iter().find(|t| **t != TUNNEL_TYPE_VXLAN) {
         return Err(format!(
             "tunnel type {t}: vrouter takes EVPN type-5 over VXLAN (8) only"
@@ -242,7 +277,7 @@ fn learned_evpn(path: &Value) -> Result<Option<Learned>, String> {
     }
     let nexthop = tunnel_endpoint(a.nexthop)?;
     let router_mac = a.router_mac.ok_or("no router's MAC extended community")?;
-    Ok(Some(Learned {
+    Ok(Learned {
         family: Family::Evpn,
         prefix,
         nexthop,
@@ -250,27 +285,44 @@ fn learned_evpn(path: &Value) -> Result<Option<Learned>, String> {
         label: vni,
         encap: Encap::Vxlan,
         targets: a.targets,
-    }))
+    })
 }
 
+#[cfg(test)] // vrouter-bgp reads GoBGP's API messages (crate::api); the tests use JSON.
 fn learned_vpn(path: &Value, prefer: Encap) -> Result<Option<Learned>, String> {
     let nlri = &path["nlri"];
-    let prefix = prefix_of(nlri)?;
-    let labels = nlri["labels"].as_array().ok_or("no labels")?;
+    let labels = || {
+        let labels = nlri["labels"].as_array().ok_or("no labels")?;
+        Ok(labels.iter().map(Value::as_u64).collect())
+    };
+    vpn_learned(prefix_of(nlri), labels, || attrs(path), prefer).map(Some)
+}
+
+/// A VPNv4/VPNv6 path as [`Learned`], from its prefix, its label stack (`None` for a label
+/// that is no number) and its attributes (read only once the NLRI passed), whichever form
+/// they were read from.
+pub fn vpn_learned(
+    prefix: Result<IpPrefix, String>,
+    labels: impl FnOnce() -> Result<Vec<Option<u64>>, String>,
+    attrs: impl FnOnce() -> Result<Attrs, String>,
+    prefer: Encap,
+) -> Result<Learned, String> {
+    let prefix = prefix?;
+    let labels = labels()?;
     let [label] = labels.as_slice() else {
         return Err(format!(
             "{} labels: vrouter takes one (a per-VRF or per-prefix label)",
             labels.len()
         ));
     };
-    let label = label.as_u64().ok_or("label is no number")?;
+    let label = label.ok_or("label is no number")?;
     let label = u32::try_from(label)
         .ok()
         .filter(|l| (MPLS_LABEL_MIN..=MPLS_LABEL_MAX).contains(l))
         .ok_or(format!(
             "label {label} is outside {MPLS_LABEL_MIN}..={MPLS_LABEL_MAX}"
         ))?;
-    let a = attrs(path)?;
+    let a = attrs()?;
     // RFC 9012: several encapsulation communities offer a choice; none leaves it to us.
     let offered = |e: Encap| a.tunnels.contains(&e.tunnel_type());
     let other = match prefer {
@@ -288,7 +340,7 @@ fn learned_vpn(path: &Value, prefer: Encap) -> Result<Option<Learned>, String> {
         ));
     };
     let nexthop = tunnel_endpoint(a.nexthop)?;
-    Ok(Some(Learned {
+    Ok(Learned {
         family: Family::Vpn,
         prefix,
         nexthop,
@@ -296,7 +348,7 @@ fn learned_vpn(path: &Value, prefer: Encap) -> Result<Option<Learned>, String> {
         label,
         encap,
         targets: a.targets,
-    }))
+    })
 }
 
 /// The remote routes each VRF imports from `learned`: a path goes to every VRF with one of its
@@ -313,19 +365,28 @@ pub fn imports(
     prefer: Family,
     ignored: &mut Vec<String>,
 ) -> BTreeMap<(u32, IpPrefix), Remote> {
-    type ByLabel = BTreeMap<u32, BTreeSet<Endpoint>>;
-    let mut by_vrf: BTreeMap<(u32, IpPrefix), BTreeMap<Family, ByLabel>> = BTreeMap::new();
+    // Every (VRF and prefix, family, label, node) a path brings, sorted: each VRF's prefix
+    // with its families in order, each family's labels lowest first.
+    let mut found: Vec<((u32, IpPrefix), Family, u32, Endpoint)> = Vec::new();
+    // Each VRF's import targets, read once for all the paths.
+    let routing: Vec<(u32, BTreeSet<RouteTag>)> = routing
+        .iter()
+        .map(|(&vrf, r)| {
+            let imports = r
+                .import_targets
+                .iter()
+                .filter_map(|t| RouteTag::parse_target(t).ok())
+                .collect();
+            (vrf, imports)
+        })
+        .collect();
     for l in learned {
         if l.nexthop == own {
             continue;
         }
         let mut matched = false;
-        for (&vrf, r) in routing {
-            let imports: BTreeSet<RouteTag> = r
-                .import_targets
-                .iter()
-                .filter_map(|t| RouteTag::parse_target(t).ok())
-                .collect();
+        for (vrf, imports) in &routing {
+            let vrf = *vrf;
             if imports.is_disjoint(&l.targets) {
                 continue;
             }
@@ -333,19 +394,13 @@ pub fn imports(
             if local.contains(&(vrf, l.prefix)) {
                 continue;
             }
-            by_vrf
-                .entry((vrf, l.prefix))
-                .or_default()
-                .entry(l.family)
-                .or_default()
-                .entry(l.label)
-                .or_default()
-                .insert(Endpoint {
-                    ip: l.nexthop,
-                    encap: l.encap,
-                    mac: l.router_mac.map(|m| m.0),
-                    label: None,
-                });
+            let node = Endpoint {
+                ip: l.nexthop,
+                encap: l.encap,
+                mac: l.router_mac.map(|m| m.0),
+                label: None,
+            };
+            found.push(((vrf, l.prefix), l.family, l.label, node));
         }
         if !matched {
             ignored.push(format!(
@@ -354,28 +409,41 @@ pub fn imports(
             ));
         }
     }
-    by_vrf
-        .into_iter()
-        .filter_map(|(key, mut families)| {
-            let family = if families.contains_key(&prefer) {
+    found.sort_unstable();
+    found.dedup();
+    // In key order already: the map is built at once.
+    found
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter_map(|paths| {
+            let key = paths[0].0;
+            let family = if paths.iter().any(|p| p.1 == prefer) {
                 prefer
             } else {
-                *families.keys().next()?
+                paths[0].1
             };
-            let mut labels = families.remove(&family)?;
-            for (f, _) in families {
+            let mut passed: Vec<Family> =
+                paths.iter().map(|p| p.1).filter(|f| *f != family).collect();
+            passed.dedup();
+            for f in passed {
                 ignored.push(format!(
                     "{} in vrf {}: {f:?} paths passed over for {family:?} ones",
                     key.1, key.0
                 ));
             }
-            let (label, mut endpoints) = labels.pop_first()?;
-            for (other, eps) in labels {
-                endpoints.extend(eps.into_iter().map(|e| Endpoint {
-                    label: Some(other),
-                    ..e
-                }));
-            }
+            let mut chosen = paths.iter().filter(|p| p.1 == family).peekable();
+            let label = chosen.peek()?.2;
+            let endpoints = chosen
+                .map(|&(_, _, l, e)| {
+                    if l == label {
+                        e
+                    } else {
+                        Endpoint {
+                            label: Some(l),
+                            ..e
+                        }
+                    }
+                })
+                .collect();
             Some((key, Remote { endpoints, label }))
         })
         .collect()

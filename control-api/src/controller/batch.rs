@@ -36,25 +36,28 @@ fn check_shape(b: &RouteBatch) -> Result<(), Error> {
             ));
         }
     }
-    let mut seen: BTreeMap<IpPrefix, String> = BTreeMap::new();
+    // Each item by its list and place, named only for the message.
+    let name = |(list, i): (&str, usize)| format!("{list}[{i}]");
+    let mut seen: BTreeMap<IpPrefix, (&str, usize)> = BTreeMap::new();
     let items = b
         .set
         .iter()
         .enumerate()
-        .map(|(i, r)| (format!("set[{i}]"), r.prefix))
+        .map(|(i, r)| (("set", i), r.prefix))
         .chain(
             b.delete
                 .iter()
                 .enumerate()
-                .map(|(i, p)| (format!("delete[{i}]"), *p)),
+                .map(|(i, p)| (("delete", i), *p)),
         );
     for (item, prefix) in items {
-        if let Some(first) = seen.get(&prefix) {
+        if let Some(first) = seen.insert(prefix, item) {
             return Err(Error::Conflict(format!(
-                "{item}: {prefix} is in the batch already as {first}; name each prefix once"
+                "{}: {prefix} is in the batch already as {}; name each prefix once",
+                name(item),
+                name(first)
             )));
         }
-        seen.insert(prefix, item);
     }
     Ok(())
 }

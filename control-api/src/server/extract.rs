@@ -52,14 +52,25 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         ));
     }
     // An explicit null would read as "absent" for some optional fields and as a type error for
-    // others: it is refused everywhere, naming where it is.
-    if let Ok(whole) = serde_json::from_slice::<serde_json::Value>(bytes) {
+    // others: it is refused everywhere, naming where it is. (A body without the word `null`
+    // anywhere, strings included, has none: read whole only when it may.)
+    let may_hold_null = bytes.windows(4).any(|w| w == b"null");
+    if let Some(whole) = may_hold_null
+        .then(|| serde_json::from_slice::<serde_json::Value>(bytes).ok())
+        .flatten()
+    {
         if let Some(field) = nested_null(&whole, "") {
             return Err(Error::InvalidField {
                 field,
                 reason: "null is not a value; leave the field out to take its default".to_string(),
             });
         }
+    }
+    // Read plainly first: it takes what the reader below takes (that one only tracks where it
+    // is, to name the field of an error), at a fraction of the cost for a route batch's
+    // thousands of items. A refused body is read again below for the message.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
