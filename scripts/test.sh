@@ -14,6 +14,11 @@ scripts/vm-image.sh
 # The package test's machine (a Debian tree with systemd), for the same reason.
 scripts/systemd-image.sh
 
+echo "== no merge conflict left in a tracked file"
+if git grep -nE '^(<<<<<<<|>>>>>>>)( |$)|^=======$' -- ':!*.proptest-regressions'; then
+    echo "merge conflict markers above" >&2
+    exit 1
+fi
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
