@@ -427,6 +427,10 @@ fn free_id(used: impl Iterator<Item = u32>, (lo, hi): (u32, u32)) -> anyhow::Res
         .context("no free nexthop id left")
 }
 
+/// How long gobgpd's best paths must stay unchanged, once its peers are synchronised after a
+/// restart, before installed routes its tables lack are removed.
+const SETTLE_QUIET: Duration = Duration::from_secs(3);
+
 struct Daemon {
     args: Args,
     vr: Client,
@@ -444,6 +448,11 @@ struct Daemon {
     /// Until when installed routes gobgpd's tables lack stay (graceful restart: its peers
     /// may not have sent everything yet), unless its peers are all synchronised before.
     settle: Option<tokio::time::Instant>,
+    /// When gobgpd's best paths last changed (graceful restart: settled only once they have
+    /// been quiet for [`SETTLE_QUIET`] after its peers are synchronised).
+    rib_changed: tokio::time::Instant,
+    /// When gobgpd's peers were first seen synchronised while settling.
+    synced_at: Option<tokio::time::Instant>,
     /// The prefixes vrouterd's changes may have changed the imports of since the last install
     /// (`None`: any may have, such as after a VRF identity changed).
     local_changed: Option<BTreeSet<IpPrefix>>,
@@ -734,12 +743,27 @@ impl Daemon {
         if reloaded {
             self.settle =
                 Some(tokio::time::Instant::now() + Duration::from_secs(self.args.restart_time));
+            self.synced_at = None;
         }
         // Graceful restart: routes gobgpd lacks stay while its peers are still sending theirs.
         let settling = match self.settle {
             Some(until) if tokio::time::Instant::now() < until => {
                 match self.bgp.peers_synced().await {
-                    Ok(synced) => !synced,
+                    // Synchronised is not yet done: a restarting gobgpd chooses its best
+                    // paths once every peer's End-of-RIB is in (RFC 4724 4.1), which reach
+                    // the watch just after; and it counts a family its peer does no graceful
+                    // restart in as synchronised when the session comes up, before that
+                    // peer's routes (an FRR reflector's VPN routes). So: synchronised, and
+                    // the tables quiet for a moment since.
+                    Ok(true) => {
+                        let now = tokio::time::Instant::now();
+                        let since = *self.synced_at.get_or_insert(now);
+                        now.duration_since(since.max(self.rib_changed)) < SETTLE_QUIET
+                    }
+                    Ok(false) => {
+                        self.synced_at = None;
+                        true
+                    }
                     Err(e) => {
                         tracing::debug!("gobgpd's peers: {e:#}");
                         true
@@ -1011,6 +1035,7 @@ impl Daemon {
                         paths += self.rib.apply(u);
                     }
                     if paths > 0 {
+                        self.rib_changed = tokio::time::Instant::now();
                         info!(paths, "best paths changed in gobgpd");
                     }
                     continue;
@@ -1098,6 +1123,8 @@ async fn main() -> anyhow::Result<()> {
         rib,
         updates,
         settle: None,
+        rib_changed: tokio::time::Instant::now(),
+        synced_at: None,
         local_changed: None,
     };
     loop {
