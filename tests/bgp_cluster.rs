@@ -307,6 +307,32 @@ fn still_there(c: &Cluster, i: usize, want: &BTreeSet<String>, what: &str) {
 
 /// Whether the reflector holds node 3's pod routes refreshed (not stale) from its gobgpd.
 fn refreshed_on_the_reflector(c: &Cluster, node3: &BTreeSet<String>) -> bool {
+    match c.reflector {
+        Reflector::Gobgp => refreshed_on_gobgp(c, node3),
+        Reflector::Frr => frr_has_node3_afresh(c, node3),
+    }
+}
+
+/// FRR: the session to node 3 is up and has delivered its End-of-RIB (what ends the stale
+/// period of a graceful restart), and node 3's pod routes are in its VPNv4 table.
+fn frr_has_node3_afresh(c: &Cluster, node3: &BTreeSet<String>) -> bool {
+    let peer = bgp::frr_vtysh(c, "show bgp neighbors 198.51.100.3 json");
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&peer) else {
+        return false;
+    };
+    let n = &v["198.51.100.3"];
+    let eor = n["gracefulRestartInfo"]["endOfRibRecv"]
+        .as_object()
+        .is_some_and(|m| m.values().any(|b| b == true));
+    let table = bgp::frr_vtysh(c, "show bgp ipv4 vpn");
+    n["bgpState"] == "Established"
+        && eor
+        && node3
+            .iter()
+            .all(|p| table.contains(p.trim_end_matches("/32")))
+}
+
+fn refreshed_on_gobgp(c: &Cluster, node3: &BTreeSet<String>) -> bool {
     let table = bgp::gobgp(&c.rr_ns, &["global", "rib", "-a", "evpn", "-j"]);
     let Ok(serde_json::Value::Object(dests)) = serde_json::from_str(&table) else {
         return false;
@@ -333,10 +359,33 @@ fn refreshed_on_the_reflector(c: &Cluster, node3: &BTreeSet<String>) -> bool {
 /// routes refreshed afterwards.
 #[test]
 fn a_gobgpd_restart_keeps_the_nodes_routes_and_traffic_flowing() {
+    gobgpd_restart_keeps_routes_and_traffic(Reflector::Gobgp, "bgr");
+}
+
+/// The same with FRR's bgpd as the reflector, over VPNv4/VPNv6 routes: FRR 8.4 keeps a
+/// restarting peer's routes per address family it does graceful restart for, and L2VPN EVPN
+/// is not one of them (its neighbour state lists only the VPN families).
+#[test]
+fn a_gobgpd_restart_keeps_routes_and_traffic_through_an_frr_reflector() {
+    gobgpd_restart_keeps_routes_and_traffic(Reflector::Frr, "bgf");
+}
+
+/// Node 3's gobgpd killed and started again as a restarting speaker: over EVPN with a GoBGP
+/// reflector, over VPNv4/VPNv6 (MPLS over UDP) with FRR.
+fn gobgpd_restart_keeps_routes_and_traffic(reflector: Reflector, tag: &str) {
     let vrouterd = vrouterd_bin();
     let vrouter_bgp = bgp::vrouter_bgp_bin(&vrouterd);
-    let mut c = Cluster::start_graceful(&vrouterd, &vrouter_bgp, "bgr", 3);
-    let want: Vec<BTreeSet<String>> = (0..3).map(|i| pods_elsewhere(&c, i, None)).collect();
+    let overlay = match reflector {
+        Reflector::Gobgp => NodeOverlay::Evpn,
+        Reflector::Frr => NodeOverlay::Vpn { mpls_encap: "udp" },
+    };
+    let mut c = Cluster::start_graceful(&vrouterd, &vrouter_bgp, tag, 3, reflector, overlay);
+    let want: Vec<BTreeSet<String>> = (0..3)
+        .map(|i| match overlay {
+            NodeOverlay::Evpn => pods_elsewhere(&c, i, None),
+            NodeOverlay::Vpn { .. } => pods_elsewhere46(&c, i),
+        })
+        .collect();
     for (i, w) in want.iter().enumerate() {
         converge(&c, i, w, "after start");
     }

@@ -119,11 +119,15 @@ pub enum Reflector {
 
 /// FRR bgpd's configuration: the reflector `router_id` for each of `clients` in the VPNv4,
 /// VPNv6 and EVPN families, with [`HOLD_TIME`].
-fn frr_config(router_id: &str, clients: &[String]) -> String {
+fn frr_config(router_id: &str, clients: &[String], graceful: bool) -> String {
     let mut s = format!(
         "frr defaults traditional\nhostname rr\nlog stdout warnings\n!\nrouter bgp {ASN}\n \
          bgp router-id {router_id}\n bgp cluster-id {router_id}\n no bgp default ipv4-unicast\n"
     );
+    if !graceful {
+        // FRR helps a restarting peer by default; without graceful restart it must not.
+        s += " bgp graceful-restart-disable\n";
+    }
     for n in clients {
         s += &format!(
             " neighbor {n} remote-as {ASN}\n neighbor {n} timers 1 {HOLD_TIME}\n neighbor {n} timers connect 1\n"
@@ -409,17 +413,17 @@ impl Cluster {
         })
     }
 
-    /// As [`Cluster::start`], every gobgpd with graceful restart ([`RESTART_TIME`]).
-    pub fn start_graceful(vrouterd: &Path, vrouter_bgp: &Path, tag: &str, n: u8) -> Cluster {
-        Self::start_full(
-            vrouterd,
-            vrouter_bgp,
-            tag,
-            n,
-            Reflector::Gobgp,
-            |_| NodeOverlay::Evpn,
-            true,
-        )
+    /// As [`Cluster::start`] with `reflector` as the route reflector and every node's VRF 1
+    /// reached as `overlay`, every BGP speaker with graceful restart ([`RESTART_TIME`]).
+    pub fn start_graceful(
+        vrouterd: &Path,
+        vrouter_bgp: &Path,
+        tag: &str,
+        n: u8,
+        reflector: Reflector,
+        overlay: NodeOverlay,
+    ) -> Cluster {
+        Self::start_full(vrouterd, vrouter_bgp, tag, n, reflector, |_| overlay, true)
     }
 
     /// As [`Cluster::start`], with `reflector` as the route reflector and node `k`'s VRF 1
@@ -468,7 +472,7 @@ impl Cluster {
             ),
             Reflector::Frr => {
                 let dir = temp_path("bgpd", "d");
-                let p = frr_bgpd(&rr_ns, &frr_config(RR_IP, &clients), RR_IP, &dir);
+                let p = frr_bgpd(&rr_ns, &frr_config(RR_IP, &clients, graceful), RR_IP, &dir);
                 (p, dir)
             }
         };
