@@ -41,6 +41,9 @@ lat = {}
 gaps = {}
 # Zero-loss rate found by bisection: (case, frame) -> {"pps", "peak_pps"}.
 zero_loss = {}
+# Runs whose frames did not come back as sent (no rate is taken from them): (case, frame) ->
+# the generator's summaries.
+wrong = {}
 with open(raw) as f:
     for line in f:
         line = line.strip()
@@ -60,6 +63,10 @@ with open(raw) as f:
         if "zero_loss" in r:
             z = r["zero_loss"]
             zero_loss[(r["case"], z["frame_bytes"])] = z
+            continue
+        if "frames_wrong" in r:
+            res = r["frames_wrong"]
+            wrong.setdefault((r["case"], res["frame_bytes"]), []).append(res)
             continue
         if "latency_load_pct" in r:
             res = r["result"]
@@ -111,7 +118,21 @@ for case in cases:
             "mirror": mirrors.get(case),
             # The switch core busy-polls: every cycle of it is spent on the packets it forwards.
             "switch_cycles_per_packet": round(hz / (m * 1e6), 1) if m > 0 else None,
+            "frames_wrong_runs": len(wrong.get((case, size), [])),
         })
+
+
+def wrong_counts(res):
+    """What was wrong with one run's frames."""
+    keys = ("rx_packets", "rx_bad_length", "rx_bad_content", "rx_out_of_sequence", "rx_chained", "rx_bytes", "frame_len")
+    return {k: res.get(k) for k in keys}
+
+
+# Cases of which no run came back as sent: no rate, only what was wrong.
+for (case, size), rs in wrong.items():
+    if (case, size) not in runs:
+        records.append({"case": case, "frame_bytes": size, "frames_wrong_runs": len(rs),
+                        "frames_wrong": [wrong_counts(r) for r in rs]})
 
 tcp_records = []
 for (case, mtu, streams), vals in sorted(tcp.items()):
@@ -194,6 +215,15 @@ for r in records:
         f"| {r['case']} | {r['frame_bytes']} B | {r['mpps_median']:.3f} | {fmt(r['ratio_to_ceiling'])} | "
         f"{fmt(r['ratio_to_ovs'])} | {fmt(r['switch_cycles_per_packet'], '{:.0f}')} | {warmups(r)} |"
     )
+if wrong:
+    lines += ["", "Runs whose frames did not all come back as sent (wrong length or content, out of",
+              "sequence): **no rate is quoted from them**.", ""]
+    for (case, size), rs in sorted(wrong.items()):
+        for r in rs:
+            lines.append(
+                f"- {case} {size} B: {r.get('rx_bad')} bad of {r.get('rx_packets', 0) + (r.get('rx_bad') or 0)} frames "
+                f"(length {r.get('rx_bad_length')}, content {r.get('rx_bad_content')}, out of sequence "
+                f"{r.get('rx_out_of_sequence')}), {r.get('rx_bytes')} bytes received")
 based = [r for r in records if r.get("ratio_to_base") is not None]
 if based:
     lines += ["", "A feature's cost: a vrouterd case against the same case without it, same run.", ""]

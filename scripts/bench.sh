@@ -6,6 +6,8 @@
 # 2 %, at least 2 s, at most BENCH_WARMUP_MAX s: OVS spends its first seconds of many flows in
 # upcalls), then BENCH_SECONDS measured, BENCH_REPS times, at 64 B and 1518 B. Writes
 # bench/results/<date>.{json,md,png}, the per-second rates and warm-up times included.
+# The sink checks every frame (length, headers, the end of the payload, sequence): a run in
+# which any came back otherwise gets no rate, only a FRAMES NOT AS SENT line and its counts.
 #
 #   scripts/bench.sh            (as root, on a fresh Debian 12 machine)
 #   BENCH_SECONDS=10 BENCH_REPS=3 BENCH_SIZES="64 1518" BENCH_CASES="testpmd-ceiling vrouterd-l3"
@@ -73,6 +75,17 @@ trafgen() {
         --log-level=warning 2>"$work/trafgen.err" | tail -1
 }
 
+# Whether a summary line ($1) says every frame of ours came back whole, as sent and in sequence
+# (a summary without the check, from an older generator, is not taken on trust either).
+frames_ok() {
+    jq -e '.frames_ok == true' <<<"$1" >/dev/null
+}
+
+# What was wrong with the frames of a summary line ($1), in words.
+frames_wrong() {
+    jq -r '"\(.rx_bad) of \(.rx_packets + .rx_bad) frames not as sent (length \(.rx_bad_length), content \(.rx_bad_content), out of sequence \(.rx_out_of_sequence); \(.rx_chained) chained), \(.rx_bytes) bytes received where the good frames make \(.rx_packets * .frame_len)"' <<<"$1"
+}
+
 # One run at a fixed offered rate ($6 packets/s), LATENCY_SECONDS long, stamping every frame;
 # prints the summary line (empty if the run failed).
 offered() {
@@ -105,7 +118,10 @@ latency_and_zero_loss() {
         line=$(offered "$tx" "$rx" "$size" "$flows" "$case-$size-lat$pct" $((peak_pps * pct / 100)))
         gaps=$(jq -nc --argjson a "$gaps_before" --argjson b "$(vrouterd_poll_gaps)" \
             'if $a == null or $b == null then null else $b | with_entries(.value -= $a[.key]) end')
-        if [[ $line == *'"summary":true'* ]]; then
+        if [[ $line == *'"summary":true'* ]] && ! frames_ok "$line"; then
+            echo "{\"case\":\"$case\",\"latency_load_pct\":$pct,\"frames_wrong\":$line}" >> "$raw"
+            echo "bench: $case ${size}B at $pct %: FRAMES NOT AS SENT, no latency quoted: $(frames_wrong "$line")"
+        elif [[ $line == *'"summary":true'* ]]; then
             echo "{\"case\":\"$case\",\"latency_load_pct\":$pct,\"result\":$line,\"switch_poll_gaps\":$gaps}" >> "$raw"
             echo "bench: $case ${size}B at $pct %: latency $(jq -c '.latency' <<<"$line") µs$([[ $gaps == null ]] || echo ", vrouterd lcore poll gaps $gaps")"
         fi
@@ -114,7 +130,7 @@ latency_and_zero_loss() {
     for step in 1 2 3 4 5 6 7; do
         local mid=$(((lo + hi) / 2)) line
         line=$(offered "$tx" "$rx" "$size" "$flows" "$case-$size-zl$step" "$mid")
-        if [[ $line == *'"summary":true'* ]] && jq -e '.tx_dropped == 0 and .rx_packets >= .tx_packets' <<<"$line" >/dev/null; then
+        if [[ $line == *'"summary":true'* ]] && jq -e '.tx_dropped == 0 and .rx_packets >= .tx_packets and .frames_ok == true' <<<"$line" >/dev/null; then
             lo=$mid
         else
             hi=$mid
@@ -132,9 +148,13 @@ measure() {
         for rep in $(seq 1 "$REPS"); do
             local line
             line=$(trafgen "$tx" "$rx" "$size" "$flows" "$case-$size-$rep") || line=""
-            if [[ $line == *'"summary":true'* ]]; then
+            if [[ $line == *'"summary":true'* ]] && ! frames_ok "$line"; then
+                # Never a rate: what came back is not what was sent.
+                echo "{\"case\":\"$case\",\"rep\":$rep,\"frames_wrong\":$line}" >> "$raw"
+                echo "bench: $case ${size}B rep $rep: FRAMES NOT AS SENT, no rate quoted: $(frames_wrong "$line")"
+            elif [[ $line == *'"summary":true'* ]]; then
                 echo "{\"case\":\"$case\",\"rep\":$rep,\"result\":$line}" >> "$raw"
-                echo "bench: $case ${size}B rep $rep: $(jq -r '.rx_mpps_median' <<<"$line") Mpps (loss $(jq -r '.loss_ratio' <<<"$line"), warm-up $(jq -r '.warmup_seconds' <<<"$line") s$(jq -r 'if .steady then "" else ", never steady" end' <<<"$line"))"
+                echo "bench: $case ${size}B rep $rep: $(jq -r '.rx_mpps_median' <<<"$line") Mpps (loss $(jq -r '.loss_ratio' <<<"$line"), warm-up $(jq -r '.warmup_seconds' <<<"$line") s$(jq -r 'if .steady then "" else ", never steady" end' <<<"$line"); frames as sent: $(jq -r '"\(.rx_bytes) bytes in \(.rx_packets) frames of \(.frame_len)"' <<<"$line"))"
             else
                 echo "bench: $case ${size}B rep $rep: no result ($(tail -2 "$work/trafgen.err" | tr '\n' ' '))"
             fi

@@ -80,6 +80,159 @@ pub fn stamp_of(frame: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(s))
 }
 
+/// Where every generated frame carries its sequence number (little endian, wrapping at 2^32):
+/// after the send time, still inside the smallest frame's payload.
+const SEQ: std::ops::Range<usize> = HEADERS + 12..HEADERS + 16;
+/// The payload bytes after the magic, the send time and the sequence number hold a fixed
+/// pattern ([`pattern_byte`]) from here on, which the sink can check.
+const PATTERN_FROM: usize = HEADERS + 16;
+/// Bytes at the end of a frame the sink checks by default: a truncated, padded or half-written
+/// frame shows there, at the cost of one more cache line per frame.
+pub const TAIL_CHECKED: usize = 16;
+
+/// The template's byte at frame offset `at` of the payload pattern (from the magic's end on).
+#[inline]
+fn pattern_byte(at: usize) -> u8 {
+    ((at - (HEADERS + 4)) % 251) as u8
+}
+
+/// Writes sequence number `seq` into a generated frame.
+#[inline]
+pub fn set_seq(frame: &mut [u8], seq: u32) {
+    if let Some(s) = frame.get_mut(SEQ) {
+        s.copy_from_slice(&seq.to_le_bytes());
+    }
+}
+
+/// The sequence number a generated frame carries (see [`set_seq`]).
+#[inline]
+pub fn seq_of(frame: &[u8]) -> Option<u32> {
+    let s: [u8; 4] = frame.get(SEQ)?.try_into().ok()?;
+    Some(u32::from_le_bytes(s))
+}
+
+/// What the sink expects of every frame it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expect {
+    /// Bytes in the buffer (the frame size on the wire less the FCS).
+    pub len: usize,
+    /// Flows sent: frame `seq` belongs to flow `seq % flows`.
+    pub flows: u32,
+    /// Compare the whole payload pattern, not only the last [`TAIL_CHECKED`] bytes (reads every
+    /// byte of every frame: a diagnosis, not a measurement).
+    pub full: bool,
+}
+
+/// What a received frame turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// One of ours, whole, as sent (but for what a switch rewrites: MACs, TTL, checksum, source
+    /// address and port); its sequence number.
+    Good(u32),
+    /// Not one of ours (no magic where the generator puts it).
+    Foreign,
+    /// One of ours whose length is not the length sent.
+    BadLength,
+    /// One of ours of the right length whose headers or payload are not what was sent: IP or
+    /// UDP length fields, the destination of its flow, or the payload pattern.
+    BadContent,
+}
+
+/// Checks a received frame, given as its segments in order (`pkt_len` bytes in all), against
+/// what the generator sent. Reads the first 58 bytes and, unless `expect.full`, only the last
+/// [`TAIL_CHECKED`]; allocates nothing.
+pub fn check_frame<'a>(
+    mut segments: impl Iterator<Item = &'a [u8]>,
+    pkt_len: usize,
+    expect: &Expect,
+) -> Verdict {
+    let Some(head) = segments.next() else {
+        return Verdict::Foreign;
+    };
+    if !is_generated(head) {
+        return Verdict::Foreign;
+    }
+    if pkt_len != expect.len {
+        return Verdict::BadLength;
+    }
+    let Some(seq) = seq_of(head) else {
+        return Verdict::BadContent;
+    };
+    let field = |r: std::ops::Range<usize>| head.get(r).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let f = flow(seq % expect.flows.max(1));
+    let headers_ok = field(12..14) == Some(0x0800)
+        && head.get(23) == Some(&17)
+        && field(16..18) == u16::try_from(pkt_len - 14).ok()
+        && field(38..40) == u16::try_from(pkt_len - 34).ok()
+        && head.get(30..34) == Some(&f.dst_ip[..])
+        && field(36..38) == Some(f.dst_port);
+    if !headers_ok {
+        return Verdict::BadContent;
+    }
+    let from = if expect.full {
+        PATTERN_FROM
+    } else {
+        PATTERN_FROM.max(pkt_len.saturating_sub(TAIL_CHECKED))
+    };
+    // Walk the segments, comparing the bytes at and after `from`.
+    let mut seg = head;
+    let mut at = 0usize; // frame offset of `seg`'s first byte
+    loop {
+        let end = at + seg.len();
+        if end > from {
+            let skip = from.saturating_sub(at);
+            let fine = seg[skip..]
+                .iter()
+                .zip(at + skip..)
+                .all(|(&b, pos)| b == pattern_byte(pos));
+            if !fine {
+                return Verdict::BadContent;
+            }
+        }
+        at = end;
+        match segments.next() {
+            Some(s) => seg = s,
+            None => break,
+        }
+    }
+    if at != pkt_len {
+        // The segments do not hold the length the packet claims.
+        return Verdict::BadLength;
+    }
+    Verdict::Good(seq)
+}
+
+/// Follows the sequence numbers of received frames: through a switch with one queue each way,
+/// frames arrive in the order sent, some possibly lost. A frame whose number was never given
+/// out, or is not after the previous good frame's (a duplicate, a stale buffer delivered again,
+/// a reordering) is out of sequence.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SeqCheck {
+    last: Option<u32>,
+}
+
+impl SeqCheck {
+    /// Whether frame `seq` is in sequence, when `given` sequence numbers (0, 1, ..; wrapping at
+    /// 2^32) have been written into frames so far; an in-sequence frame becomes the last.
+    #[inline]
+    pub fn in_sequence(&mut self, seq: u32, given: u64) -> bool {
+        // How far back from the next number to give out: 1 for the newest frame; 0 or a
+        // "negative" (wrapped, huge) distance is a number never given out.
+        let back = (given as u32).wrapping_sub(seq);
+        if back == 0 || back > u32::MAX / 2 || u64::from(back) > given {
+            return false;
+        }
+        if let Some(last) = self.last {
+            let step = seq.wrapping_sub(last);
+            if step == 0 || step > u32::MAX / 2 {
+                return false;
+            }
+        }
+        self.last = Some(seq);
+        true
+    }
+}
+
 /// Whether a received frame is one of ours (the magic survives any L2/L3 rewrite a switch does).
 #[inline]
 pub fn is_generated(frame: &[u8]) -> bool {
@@ -127,6 +280,160 @@ mod tests {
             assert_eq!(udp.source_port(), f.src_port);
             assert!(is_generated(&frame));
         }
+    }
+
+    /// Frame `seq` as the generator sends it with `flows` flows, `size` bytes on the wire.
+    fn sent(seq: u32, flows: u32, size: usize) -> Vec<u8> {
+        let mut f = udp_frame(
+            [2, 0, 0, 0, 0, 1],
+            [2, 0, 0, 0, 0, 2],
+            flow(seq % flows),
+            size,
+        );
+        set_seq(&mut f, seq);
+        f
+    }
+
+    fn expect(size: usize, flows: u32, full: bool) -> Expect {
+        Expect {
+            len: size - FCS_LEN,
+            flows,
+            full,
+        }
+    }
+
+    /// `frame` checked as one segment.
+    fn check(frame: &[u8], e: &Expect) -> Verdict {
+        check_frame(std::iter::once(frame), frame.len(), e)
+    }
+
+    #[test]
+    fn frames_as_sent_are_good_in_one_segment_or_several() {
+        for size in [64, 65, 512, 1518] {
+            for full in [false, true] {
+                let e = expect(size, 4, full);
+                let f = sent(70_001, 4, size);
+                assert_eq!(check(&f, &e), Verdict::Good(70_001), "{size} B");
+                // Chained as a receiving PMD may chain it: headers in the first segment.
+                let len = size - FCS_LEN;
+                let cuts = [58, (58 + len) / 2, len - 1];
+                let segs = [
+                    &f[..cuts[0]],
+                    &f[cuts[0]..cuts[1]],
+                    &f[cuts[1]..cuts[2]],
+                    &f[cuts[2]..],
+                ];
+                assert_eq!(
+                    check_frame(segs.iter().copied(), f.len(), &e),
+                    Verdict::Good(70_001),
+                    "{size} B in four segments"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn what_a_switch_rewrites_is_not_checked() {
+        let e = expect(1518, 1, true);
+        let mut f = sent(9, 1, 1518);
+        // Routed: new MACs, TTL down, checksum updated; source NAT: new source and port.
+        f[0..12].copy_from_slice(&[0xaa; 12]);
+        f[22] -= 1;
+        f[24..26].copy_from_slice(&[0x12, 0x34]);
+        f[26..30].copy_from_slice(&[198, 51, 100, 64]);
+        f[34..36].copy_from_slice(&4242u16.to_be_bytes());
+        // The latency stamp, when the generator measures latency.
+        stamp(&mut f, 0x0123_4567_89ab_cdef);
+        assert_eq!(check(&f, &e), Verdict::Good(9));
+        let mut small = sent(10, 1, 64);
+        stamp(&mut small, u64::MAX);
+        assert_eq!(check(&small, &expect(64, 1, true)), Verdict::Good(10));
+    }
+
+    #[test]
+    fn short_long_or_half_written_frames_are_caught() {
+        let e = expect(1518, 1, false);
+        let f = sent(5, 1, 1518);
+        // Truncated (to a first buffer's worth, or a few bytes), or padded.
+        assert_eq!(check(&f[..1000], &e), Verdict::BadLength);
+        assert_eq!(check(&f[..f.len() - 2], &e), Verdict::BadLength);
+        let mut padded = f.clone();
+        padded.extend_from_slice(&[0; 4]);
+        assert_eq!(check(&padded, &e), Verdict::BadLength);
+        // A packet whose segments hold fewer bytes than its length says.
+        assert_eq!(
+            check_frame([&f[..600], &f[600..1200]].into_iter(), f.len(), &e),
+            Verdict::BadLength
+        );
+        // The right length, the end not written (a stale or zeroed buffer's bytes).
+        let mut tail = f.clone();
+        let n = tail.len();
+        tail[n - 1] ^= 0xff;
+        assert_eq!(check(&tail, &e), Verdict::BadContent);
+        tail[n - 1] ^= 0xff;
+        tail[n - TAIL_CHECKED] ^= 1;
+        assert_eq!(check(&tail, &e), Verdict::BadContent);
+        // A byte in the middle: only the full check reads it.
+        let mut middle = f.clone();
+        middle[700] ^= 0xff;
+        assert_eq!(check(&middle, &e), Verdict::Good(5));
+        assert_eq!(check(&middle, &expect(1518, 1, true)), Verdict::BadContent);
+        // Length fields that disagree with the frame.
+        let mut ip_len = f.clone();
+        ip_len[16..18].copy_from_slice(&46u16.to_be_bytes());
+        assert_eq!(check(&ip_len, &e), Verdict::BadContent);
+        let mut udp_len = f.clone();
+        udp_len[38..40].copy_from_slice(&26u16.to_be_bytes());
+        assert_eq!(check(&udp_len, &e), Verdict::BadContent);
+    }
+
+    #[test]
+    fn frames_of_another_flow_or_not_ours_are_told_apart() {
+        let e = expect(64, 4, false);
+        // Sequence number 6 is flow 2's; a frame to flow 3's destination carrying it is not.
+        let mut f = udp_frame([2; 6], [4; 6], flow(3), 64);
+        set_seq(&mut f, 6);
+        assert_eq!(check(&f, &e), Verdict::BadContent);
+        set_seq(&mut f, 7);
+        assert_eq!(check(&f, &e), Verdict::Good(7));
+        let mut port = f.clone();
+        port[36..38].copy_from_slice(&53u16.to_be_bytes());
+        assert_eq!(check(&port, &e), Verdict::BadContent);
+        // No magic: an ARP request, a neighbour solicitation, a frame too short to tell.
+        let mut arp = vec![0u8; 60];
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert_eq!(check(&arp, &e), Verdict::Foreign);
+        assert_eq!(check(&f[..40], &e), Verdict::Foreign);
+        assert_eq!(check_frame(std::iter::empty(), 0, &e), Verdict::Foreign);
+    }
+
+    #[test]
+    fn sequence_numbers_must_have_been_given_and_go_forward() {
+        let mut s = SeqCheck::default();
+        assert!(!s.in_sequence(0, 0), "nothing given out yet");
+        assert!(s.in_sequence(0, 10));
+        assert!(s.in_sequence(1, 10));
+        assert!(s.in_sequence(5, 10), "a gap is loss, not an error");
+        assert!(!s.in_sequence(5, 10), "a duplicate");
+        assert!(
+            !s.in_sequence(3, 10),
+            "an older frame (a stale buffer, a reordering)"
+        );
+        assert!(!s.in_sequence(10, 10), "never given out");
+        assert!(!s.in_sequence(4_000_000, 10), "far in the future");
+        assert!(
+            s.in_sequence(9, 10),
+            "bad frames do not move the last good one"
+        );
+        // Across the wrap of the 32-bit number.
+        let mut w = SeqCheck::default();
+        let given = (1u64 << 32) + 3;
+        assert!(w.in_sequence(u32::MAX - 1, given));
+        assert!(w.in_sequence(u32::MAX, given));
+        assert!(w.in_sequence(0, given));
+        assert!(w.in_sequence(2, given));
+        assert!(!w.in_sequence(u32::MAX, given));
+        assert!(!w.in_sequence(3, given));
     }
 
     #[test]

@@ -4,15 +4,20 @@
 //!
 //! One process, one lcore, both ports: it measures the switch between them, not a scheduler
 //! juggling two busy-polling pods on a shared core.
+//!
+//! Every frame carries a sequence number; the sink counts a frame as received only when it is
+//! whole and as sent (length, length fields, flow, the end of its payload, or all of it with
+//! `--check-payload`) and in sequence, and reports the others and the bytes received, so a rate
+//! of short, stale or duplicated frames is never taken for a rate of forwarded ones.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use bench::frames::{self, MAX_FRAME, MIN_FRAME};
+use bench::frames::{self, Expect, SeqCheck, Verdict, FCS_LEN, MAX_FRAME, MIN_FRAME};
 use bench::latency::Histogram;
 use clap::Parser;
 use control_api::api::MacAddr;
-use pmd_shim::{Eal, EthPort, MbufBurst, Mempool, PortConfig};
+use pmd_shim::{Eal, EthPort, Mbuf, MbufBurst, Mempool, PortConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "vr-trafgen", about)]
@@ -59,6 +64,10 @@ struct Args {
     /// measured seconds (generator and sink share one core, so one TSC).
     #[arg(long)]
     latency: bool,
+    /// Compare every received frame's whole payload with what was sent, not only its headers
+    /// and last bytes (the sink then reads every byte: for checking a switch, not timing it).
+    #[arg(long)]
+    check_payload: bool,
     /// EAL arguments (after --); a core list such as `-l 0` belongs here.
     #[arg(last = true)]
     eal: Vec<String>,
@@ -80,8 +89,51 @@ fn steady(rates: &[u64], pct: f64) -> bool {
 struct Counts {
     tx: u64,
     tx_dropped: u64,
+    /// Frames received whole, as sent and in sequence.
     rx: u64,
     rx_foreign: u64,
+    /// Ours, but of another length than sent.
+    rx_bad_length: u64,
+    /// Ours, of the right length, but headers or payload not as sent.
+    rx_bad_content: u64,
+    /// Ours and as sent, but never sent yet or not after the previous one (duplicate, stale).
+    rx_out_of_sequence: u64,
+    /// Bytes of every frame of ours received, good or bad.
+    rx_bytes: u64,
+    /// Frames of ours received in more than one buffer.
+    rx_chained: u64,
+}
+
+impl Counts {
+    fn rx_bad(&self) -> u64 {
+        self.rx_bad_length + self.rx_bad_content + self.rx_out_of_sequence
+    }
+}
+
+/// Counts one received frame, `given` sequence numbers having been sent; whether it is good.
+#[inline]
+fn receive(m: &Mbuf, expect: &Expect, seqs: &mut SeqCheck, given: u64, c: &mut Counts) -> bool {
+    let len = m.pkt_len() as usize;
+    let verdict = if m.is_contiguous() {
+        frames::check_frame(std::iter::once(m.data()), len, expect)
+    } else {
+        frames::check_frame(m.segments(), len, expect)
+    };
+    if verdict != Verdict::Foreign {
+        c.rx_bytes += len as u64;
+        c.rx_chained += u64::from(!m.is_contiguous());
+    }
+    match verdict {
+        Verdict::Good(seq) if seqs.in_sequence(seq, given) => {
+            c.rx += 1;
+            return true;
+        }
+        Verdict::Good(_) => c.rx_out_of_sequence += 1,
+        Verdict::Foreign => c.rx_foreign += 1,
+        Verdict::BadLength => c.rx_bad_length += 1,
+        Verdict::BadContent => c.rx_bad_content += 1,
+    }
+    false
 }
 
 fn main() {
@@ -128,6 +180,14 @@ fn run(a: Args) -> Result<()> {
     };
 
     let src_mac = tx_port.mac().unwrap_or([2, 0, 0, 0, 0, 1]);
+    let expect = Expect {
+        len: a.frame_bytes - FCS_LEN,
+        flows: a.flows.max(1),
+        full: a.check_payload,
+    };
+    let mut seqs = SeqCheck::default();
+    // Sequence numbers written into frames so far (frame n carries n, wrapping at 2^32).
+    let mut given = 0u64;
     let templates: Vec<Vec<u8>> = (0..a.flows.max(1))
         .map(|i| frames::udp_frame(dst_mac, src_mac, frames::flow(i), a.frame_bytes))
         .collect();
@@ -191,6 +251,9 @@ fn run(a: Args) -> Result<()> {
                     if a.latency {
                         frames::stamp(m.data_mut(), now);
                     }
+                    // Flow `given % flows`, as the sink expects.
+                    frames::set_seq(m.data_mut(), given as u32);
+                    given += 1;
                     flow_i = (flow_i + 1) % templates.len();
                     let _ = out.push(m);
                 }
@@ -205,13 +268,10 @@ fn run(a: Args) -> Result<()> {
                 let received = pmd_shim::cycles::rdtsc();
                 let timing = a.latency && warmed_at.is_some();
                 for m in inb.iter() {
-                    if frames::is_generated(m.data()) {
-                        counts.rx += 1;
+                    if receive(m, &expect, &mut seqs, given, &mut counts) {
                         if let (true, Some(sent)) = (timing, frames::stamp_of(m.data())) {
                             latencies.record(sent, received);
                         }
-                    } else {
-                        counts.rx_foreign += 1;
                     }
                 }
                 inb.free_all();
@@ -222,12 +282,15 @@ fn run(a: Args) -> Result<()> {
             tx_dropped: counts.tx_dropped - last.tx_dropped,
             rx: counts.rx - last.rx,
             rx_foreign: counts.rx_foreign - last.rx_foreign,
+            rx_bytes: counts.rx_bytes - last.rx_bytes,
+            ..Counts::default()
         };
+        let bad = counts.rx_bad() - last.rx_bad();
         last = counts;
         let measuring = warmed_at.is_some();
         println!(
-            "{{\"second\":{second},\"measuring\":{measuring},\"tx_pps\":{},\"tx_dropped\":{},\"rx_pps\":{},\"rx_foreign\":{}}}",
-            d.tx, d.tx_dropped, d.rx, d.rx_foreign
+            "{{\"second\":{second},\"measuring\":{measuring},\"tx_pps\":{},\"tx_dropped\":{},\"rx_pps\":{},\"rx_foreign\":{},\"rx_bad\":{bad},\"rx_bytes\":{}}}",
+            d.tx, d.tx_dropped, d.rx, d.rx_foreign, d.rx_bytes
         );
         if measuring {
             per_second.push(d.rx);
@@ -245,14 +308,16 @@ fn run(a: Args) -> Result<()> {
     let warmup_seconds = warmed_at.unwrap_or(second);
     let settled = a.steady_pct <= 0.0 || steady(&warm_rates, a.steady_pct);
     let measured_rates: Vec<f64> = per_second.iter().map(|&r| r as f64 / 1e6).collect();
+    // How fast this core ran against the TSC right after measuring (a few ms, in the drain):
+    // a host that lets its cores boost makes every switch faster in TSC cycles at once.
+    let core_per_tsc = pmd_shim::cycles::core_per_tsc();
     // Let in-flight packets drain so loss is not overstated.
     let drain_end = Instant::now() + Duration::from_millis(200);
     while Instant::now() < drain_end {
         if rxq.rx_burst(&mut inb) > 0 {
-            counts.rx += inb
-                .iter()
-                .filter(|m| frames::is_generated(m.data()))
-                .count() as u64;
+            for m in inb.iter() {
+                receive(m, &expect, &mut seqs, given, &mut counts);
+            }
             inb.free_all();
         }
     }
@@ -267,6 +332,17 @@ fn run(a: Args) -> Result<()> {
         "tx_dropped": counts.tx_dropped,
         "rx_packets": counts.rx,
         "rx_foreign": counts.rx_foreign,
+        // Bytes of every frame of ours received, and of the good ones alone: equal when
+        // every frame came back as sent.
+        "rx_bytes": counts.rx_bytes,
+        "frame_len": expect.len,
+        "rx_bad": counts.rx_bad(),
+        "rx_bad_length": counts.rx_bad_length,
+        "rx_bad_content": counts.rx_bad_content,
+        "rx_out_of_sequence": counts.rx_out_of_sequence,
+        "rx_chained": counts.rx_chained,
+        "payload_checked": if a.check_payload { "all" } else { "tail" },
+        "frames_ok": frames_ok(&counts, expect.len),
         "loss_ratio": if counts.tx > 0 { 1.0 - counts.rx as f64 / counts.tx as f64 } else { 0.0 },
         "rx_mpps_median": median as f64 / 1e6,
         "warmup_seconds": warmup_seconds,
@@ -274,6 +350,7 @@ fn run(a: Args) -> Result<()> {
         "rx_mpps_per_second": measured_rates,
         "offered_pps": a.rate_pps,
         "latency": latencies.percentiles(),
+        "core_per_tsc": core_per_tsc,
     });
     println!("{summary}");
     drop((txq, rxq, tx_queues, rx_queues));
@@ -284,9 +361,54 @@ fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// Whether every frame of ours that came back was whole, as sent and in sequence: no bad
+/// frame, and the bytes received are those of the good frames.
+fn frames_ok(c: &Counts, frame_len: usize) -> bool {
+    c.rx_bad() == 0 && c.rx_bytes == c.rx * frame_len as u64
+}
+
 #[cfg(test)]
 mod tests {
-    use super::steady;
+    use super::{frames_ok, steady, Counts};
+
+    #[test]
+    fn frames_are_ok_only_when_none_is_bad_and_the_bytes_add_up() {
+        let good = Counts {
+            tx: 10,
+            rx: 10,
+            rx_bytes: 10 * 1514,
+            rx_foreign: 3,
+            ..Counts::default()
+        };
+        assert!(
+            frames_ok(&good, 1514),
+            "foreign frames (ARP, ND) are not ours to judge"
+        );
+        assert!(
+            !frames_ok(&good, 60),
+            "bytes of 1514-byte frames where 60 were sent"
+        );
+        for bad in [
+            Counts {
+                rx_bad_length: 1,
+                ..good
+            },
+            Counts {
+                rx_bad_content: 1,
+                ..good
+            },
+            Counts {
+                rx_out_of_sequence: 1,
+                ..good
+            },
+            Counts {
+                rx_bytes: good.rx_bytes - 1,
+                ..good
+            },
+        ] {
+            assert!(!frames_ok(&bad, 1514));
+        }
+    }
 
     #[test]
     fn steady_means_three_last_seconds_within_the_share() {
