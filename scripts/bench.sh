@@ -103,7 +103,8 @@ vrouterd_poll_gaps() {
 }
 
 # Latency at 10, 50 and 90 % of the case's measured peak, then the zero-loss rate: a bisection
-# (7 steps) between 0 and the peak for the highest offered rate at which nothing is lost.
+# (7 steps) between 0 and the peak for the highest offered rate at which nothing is lost while
+# measured (a trial's warm-up second, the switch taking its queues, does not count).
 latency_and_zero_loss() {
     local case=$1 tx=$2 rx=$3 flows=$4 size=$5
     local peak
@@ -130,7 +131,7 @@ latency_and_zero_loss() {
     for step in 1 2 3 4 5 6 7; do
         local mid=$(((lo + hi) / 2)) line
         line=$(offered "$tx" "$rx" "$size" "$flows" "$case-$size-zl$step" "$mid")
-        if [[ $line == *'"summary":true'* ]] && jq -e '.tx_dropped == 0 and .rx_packets >= .tx_packets and .frames_ok == true' <<<"$line" >/dev/null; then
+        if [[ $line == *'"summary":true'* ]] && jq -e '(.measured // .) as $m | $m.tx_dropped == 0 and $m.rx_packets >= $m.tx_packets and .frames_ok == true' <<<"$line" >/dev/null; then
             lo=$mid
         else
             hi=$mid

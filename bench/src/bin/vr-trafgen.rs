@@ -225,6 +225,9 @@ fn run(a: Args) -> Result<()> {
     // Receive rates of the warm-up seconds, and the second measuring began after.
     let mut warm_rates: Vec<u64> = Vec::new();
     let mut warmed_at: Option<u64> = None;
+    // The counts when measuring began: a trial's loss is what it lost while measured (RFC 2544
+    // trials follow the learning frames), not while the switch was taking its queues.
+    let mut at_warm = Counts::default();
     let mut flow_i = 0usize;
     let mut out = MbufBurst::new();
     let mut inb = MbufBurst::new();
@@ -302,6 +305,7 @@ fn run(a: Args) -> Result<()> {
                     || second >= a.warmup_max);
             if done {
                 warmed_at = Some(second);
+                at_warm = counts;
             }
         }
     }
@@ -330,6 +334,11 @@ fn run(a: Args) -> Result<()> {
         "seconds_measured": a.duration,
         "tx_packets": counts.tx,
         "tx_dropped": counts.tx_dropped,
+        "measured": {
+            "tx_packets": counts.tx - at_warm.tx,
+            "tx_dropped": counts.tx_dropped - at_warm.tx_dropped,
+            "rx_packets": counts.rx - at_warm.rx,
+        },
         "rx_packets": counts.rx,
         "rx_foreign": counts.rx_foreign,
         // Bytes of every frame of ours received, and of the good ones alone: equal when
