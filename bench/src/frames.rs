@@ -202,10 +202,10 @@ pub fn check_frame<'a>(
     Verdict::Good(seq)
 }
 
-/// Follows the sequence numbers of received frames: through a switch with one queue each way,
-/// frames arrive in the order sent, some possibly lost. A frame whose number was never given
-/// out, or is not after the previous good frame's (a duplicate, a stale buffer delivered again,
-/// a reordering) is out of sequence.
+/// Follows the sequence numbers of one flow's received frames: a switch keeps a flow's frames
+/// in the order sent, some possibly lost (different flows may overtake each other). A frame
+/// whose number was never given out, or is not after the flow's previous good frame's (a
+/// duplicate, a stale buffer delivered again, a reordering within the flow) is out of sequence.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SeqCheck {
     last: Option<u32>,
