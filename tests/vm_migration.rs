@@ -35,6 +35,10 @@ use testkit::vrouterd::{vhost_user_vif, Vrouterd};
 /// a TCG guest receives some 15 MB/s here), so the stream goes through both vifs. The guest
 /// keeps what it receives in its tmpfs to hash it at the end: [`GUEST_MB`] holds it.
 const BYTES: u64 = 160 << 20;
+/// The stream's pace, bytes a second: [`BYTES`] last at least 8 s even when the host lets the
+/// guest take them faster (it has taken all of them before the route moved, some 4 s into the
+/// migration).
+const PACE: u64 = 20 << 20;
 /// Guest RAM, in MiB.
 const GUEST_MB: u32 = 512;
 /// Bytes each vif must have carried to the guest of the stream across the migration: the
@@ -158,7 +162,7 @@ fn live_migration_under_traffic(mode: VhostUserMode) {
                 }
             }
         });
-        let sender = s.spawn(|| pod.tcp_send(vm_ip, 5201, BYTES));
+        let sender = s.spawn(|| pod.tcp_send_paced(vm_ip, 5201, BYTES, PACE));
         // Let the stream get going, so the copy meets it at full speed.
         std::thread::sleep(Duration::from_secs(1));
         let t0 = Instant::now();

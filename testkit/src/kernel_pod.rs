@@ -218,6 +218,18 @@ impl KernelPod {
         tcp_send_in(&self.ns, dst, port, bytes)
     }
 
+    /// [`KernelPod::tcp_send`] at no more than `per_second` bytes a second (a stream that must
+    /// last a while, however fast the host is today).
+    pub fn tcp_send_paced(
+        &self,
+        dst: impl Into<IpAddr>,
+        port: u16,
+        bytes: u64,
+        per_second: u64,
+    ) -> Result<String, String> {
+        tcp_send_with(&self.ns, dst.into(), port, bytes, per_second)
+    }
+
     /// Runs iperf3 from this pod to `server` at `addr` for `bytes` bytes and returns what it
     /// measured (iperf3 checks no data: pair it with [`KernelPod::tcp_transfer_to`]).
     pub fn iperf3(&self, server: &KernelPod, addr: IpAddr, bytes: u64) -> Iperf {
@@ -320,7 +332,7 @@ impl Drop for TcpServer {
 }
 
 const TCP_SCRIPT: &str = r#"
-import socket, sys, hashlib, random
+import socket, sys, hashlib, random, time
 if sys.argv[1] == "server":
     s = socket.create_server(("", 5201), family=socket.AF_INET6, dualstack_ipv6=True)
     s.settimeout(120)
@@ -334,9 +346,13 @@ if sys.argv[1] == "server":
 else:
     total = int(sys.argv[3]); rng = random.Random(7); h = hashlib.sha256(); n = 0
     port = int(sys.argv[4]) if len(sys.argv) > 4 else 5201
-    c = socket.create_connection((sys.argv[2], port), timeout=60)
+    rate = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+    c = socket.create_connection((sys.argv[2], port), timeout=60); t0 = time.monotonic()
     while n < total:
         b = rng.randbytes(min(1 << 16, total - n)); c.sendall(b); h.update(b); n += len(b)
+        if rate:
+            ahead = n / rate - (time.monotonic() - t0)
+            if ahead > 0: time.sleep(ahead)
     c.shutdown(socket.SHUT_WR); c.recv(1); c.close()
     print(n, h.hexdigest(), flush=True)
 "#;
@@ -382,7 +398,17 @@ pub fn tcp_send_in(
     port: u16,
     bytes: u64,
 ) -> Result<String, String> {
-    let dst: IpAddr = dst.into();
+    tcp_send_with(ns, dst.into(), port, bytes, 0)
+}
+
+/// [`tcp_send_in`] at no more than `per_second` bytes a second (0: as fast as it goes).
+fn tcp_send_with(
+    ns: &Netns,
+    dst: IpAddr,
+    port: u16,
+    bytes: u64,
+    per_second: u64,
+) -> Result<String, String> {
     let start = std::time::Instant::now();
     let out = ns
         .command("python3")
@@ -393,6 +419,7 @@ pub fn tcp_send_in(
             &dst.to_string(),
             &bytes.to_string(),
             &port.to_string(),
+            &per_second.to_string(),
         ])
         .output()
         .map_err(|e| format!("cannot run the TCP client: {e}"))?;
