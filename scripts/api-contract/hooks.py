@@ -276,13 +276,12 @@ def filter_case(context, case):
 
 @schemathesis.hook
 def before_call(context, case, **kwargs):
-    # A floating IP's pod address of the floating address's family. Path parameters are kept
-    # percent-encoded (an IPv6 address's colons included).
+    # A floating address the rules in words accept (not an IPv6 loopback, for every method)
+    # and, for PUT, a pod address of its family. Path parameters are kept percent-encoded (an
+    # IPv6 address's colons included).
     if (
         _positive(case)
         and case.operation.path == "/nat/floating-ips/{address}"
-        and case.method.upper() == "PUT"
-        and isinstance(case.body, dict)
         and isinstance(case.path_parameters, dict)
     ):
         address = urllib.parse.unquote(str(case.path_parameters.get("address")))
@@ -293,4 +292,5 @@ def before_call(context, case, **kwargs):
                 case.path_parameters["address"] = urllib.parse.quote(address, safe="")
         except ValueError:
             pass
-        case.body = _floating_ip(address, case.body)
+        if case.method.upper() == "PUT" and isinstance(case.body, dict):
+            case.body = _floating_ip(address, case.body)
