@@ -29,6 +29,11 @@ BASE_MATCH = {
 }
 
 runs = {}
+# The host's pace probed beside each run (vr-pace: a cache line's round trip between the two
+# CPUs, [[unix ms, ns], ...]): (case, frame) -> one list per run, None where it was not probed.
+run_paces = {}
+# ... and before and after each latency step: (case, frame, load %) -> probes.
+lat_paces = {}
 # A mirror case's mirror counters after its runs: case -> GET /vifs/{name}/mirror.
 mirrors = {}
 # TCP cases (vr-tcpbench): (case, mtu, streams) -> Gbit/s of each run.
@@ -73,13 +78,85 @@ with open(raw) as f:
             lat[(r["case"], res["frame_bytes"], r["latency_load_pct"])] = res.get("latency")
             if r.get("switch_poll_gaps"):
                 gaps[(r["case"], res["frame_bytes"], r["latency_load_pct"])] = r["switch_poll_gaps"]
+            if r.get("pace") is not None:
+                lat_paces[(r["case"], res["frame_bytes"], r["latency_load_pct"])] = r["pace"]
             continue
         res = r["result"]
         key = (r["case"], res["frame_bytes"])
         runs.setdefault(key, []).append(res)
+        run_paces.setdefault(key, []).append(r.get("pace"))
 
 cases = list(dict.fromkeys(case for case, _ in runs))
 sizes = sorted({s for _, s in runs})
+
+# Paces. The host moves this VM's vCPUs: the round trip between the two CPUs is then about 50
+# or about 400 ns, and every switch forwards at one of two rates with it. A probe within
+# PACE_SPLIT x the fastest probe of the whole run is "near" (the fast pace), any other "far".
+# Each measured second takes the pace of the probes within it (none or both: left out of the
+# per-pace figures), and two cases are compared at one pace, near first, where both have at
+# least PACE_MIN_SECONDS seconds at it. Results without probes are compared as before.
+# Near and far are relative to the run's fastest probe: a run the host never moved is all
+# near. A probe over PROBE_VALID_NS timed the scheduler (one side off its CPU), not a
+# placement, and is left out.
+PACE_SPLIT = 2.0
+PACE_MIN_SECONDS = 2
+PROBE_VALID_NS = 5000
+probe_ns = [ns for ps in run_paces.values() for p in ps if p for _, ns in p]
+probe_ns += [ns for p in lat_paces.values() for _, ns in p]
+probe_ns = [ns for ns in probe_ns if ns <= PROBE_VALID_NS]
+near_below = PACE_SPLIT * min(probe_ns) if probe_ns else None
+
+
+def pace_of_probes(probes):
+    """"near", "far", or None (no valid probe, or both paces)."""
+    kinds = {"near" if ns < near_below else "far" for _, ns in probes if ns <= PROBE_VALID_NS}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def second_paces(res, probes):
+    """[(Mpps, pace)] for each measured second of a run; None if the run was not probed."""
+    ends = res.get("unix_ms_per_second")
+    if not probes or not ends or near_below is None:
+        return None
+    out = []
+    for rate, end in zip(res["rx_mpps_per_second"], ends):
+        within = [p for p in probes if end - 1000 < p[0] <= end]
+        out.append((rate, pace_of_probes(within)))
+    return out
+
+
+def by_pace(case, size):
+    """{"near": Mpps median, "far": ..., "seconds": {...}} over every run of the case; None
+    when its runs were not probed."""
+    rs = runs.get((case, size))
+    if not rs:
+        return None
+    per = [second_paces(res, probes) for res, probes in zip(rs, run_paces[(case, size)])]
+    if any(p is None for p in per):
+        return None
+    out = {"seconds": {"near": 0, "far": 0, "both or none": 0}}
+    for kind in ("near", "far"):
+        vals = [rate for secs in per for rate, p in secs if p == kind]
+        out["seconds"][kind] = len(vals)
+        out[kind] = round(statistics.median(vals), 4) if vals else None
+    out["seconds"]["both or none"] = sum(1 for secs in per for _, p in secs if p is None)
+    return out
+
+
+def compare(case, other, size):
+    """(ratio, pace, refusal) of case's rate to other's: at one pace where both were probed."""
+    if other is None:
+        return None, None, None
+    a, b = by_pace(case, size), by_pace(other, size)
+    if a is None or b is None:
+        m, o = median_mpps(case, size), median_mpps(other, size)
+        return (round(m / o, 3) if m and o else None), None, None
+    for kind in ("near", "far"):
+        if min(a["seconds"][kind], b["seconds"][kind]) >= PACE_MIN_SECONDS and a[kind] and b[kind]:
+            return round(a[kind] / b[kind], 3), kind, None
+    return None, None, (f"no {PACE_MIN_SECONDS} seconds at one pace in both "
+                        f"({a['seconds']} against {b['seconds']})")
+
 
 def median_mpps(case, size):
     rs = runs.get((case, size))
@@ -93,11 +170,12 @@ for case in cases:
         m = median_mpps(case, size)
         if m is None:
             continue
-        ceiling = median_mpps("testpmd-ceiling", size)
         ovs_case = OVS_MATCH.get(case)
-        ovs = median_mpps(ovs_case, size) if ovs_case else None
         base_case = BASE_MATCH.get(case)
-        base = median_mpps(base_case, size) if base_case else None
+        to_ceiling = compare(case, "testpmd-ceiling", size) if median_mpps("testpmd-ceiling", size) else (None, None, None)
+        to_ovs = compare(case, ovs_case, size) if median_mpps(ovs_case, size) else (None, None, None)
+        to_base = compare(case, base_case, size) if median_mpps(base_case, size) else (None, None, None)
+        refused = {o: c[2] for o, c in (("testpmd-ceiling", to_ceiling), (ovs_case, to_ovs), (base_case, to_base)) if c[2]}
         rs = runs[(case, size)]
         records.append({
             "case": case,
@@ -109,11 +187,18 @@ for case in cases:
             "warmup_seconds_runs": [r.get("warmup_seconds") for r in rs],
             "steady_runs": [r.get("steady") for r in rs],
             "mpps_per_second_runs": [r.get("rx_mpps_per_second") for r in rs],
-            "ratio_to_ceiling": round(m / ceiling, 3) if ceiling else None,
-            "ratio_to_ovs": round(m / ovs, 3) if ovs else None,
+            # Rates at each of the host's paces (see PACE_SPLIT), and the ratios: at one pace
+            # (which one beside each), never across two.
+            "mpps_by_pace": by_pace(case, size),
+            "ratio_to_ceiling": to_ceiling[0],
+            "ratio_to_ceiling_pace": to_ceiling[1],
+            "ratio_to_ovs": to_ovs[0],
+            "ratio_to_ovs_pace": to_ovs[1],
             "ovs_case": ovs_case,
-            "ratio_to_base": round(m / base, 3) if base else None,
+            "ratio_to_base": to_base[0],
+            "ratio_to_base_pace": to_base[1],
             "base_case": base_case,
+            "ratios_refused": refused or None,
             # A mirror case: its mirror's counters after the runs.
             "mirror": mirrors.get(case),
             # The switch core busy-polls: every cycle of it is spent on the packets it forwards.
@@ -174,6 +259,9 @@ for case, size in sorted({(c, s) for c, s, _ in lat} | set(zero_loss)):
         "switch_poll_gaps": {str(p): gaps.get((case, size, p)) for p in (10, 50, 90)},
         "zero_loss_mpps": round(z["pps"] / 1e6, 4) if z else None,
         "zero_loss_ratio_to_peak": round(z["pps"] / z["peak_pps"], 3) if z and z["peak_pps"] else None,
+        # The host's pace before and after each step: near, far, or None (both, or unprobed).
+        "pace": {str(p): (pace_of_probes(lat_paces[(case, size, p)]) if (case, size, p) in lat_paces and near_below else None)
+                 for p in (10, 50, 90)},
     })
 records.extend(latency_records)
 
@@ -188,14 +276,32 @@ with open(stem + ".meta.json", "w") as f:
 def fmt(v, spec="{:.2f}"):
     return "–" if v is None else spec.format(v)
 
+
+def ratio(r, key, other):
+    """A ratio cell: the figure and the pace it was taken at (n: near, f: far), or "≠ pace"."""
+    if r[key] is None:
+        return "≠ pace" if other in (r.get("ratios_refused") or {}) else "–"
+    p = r.get(key + "_pace")
+    return fmt(r[key]) + (f" {p[0]}" if p else "")
+
+
+def paced(r):
+    p = r.get("mpps_by_pace")
+    if not p:
+        return "–"
+    return f"{fmt(p['near'], '{:.2f}')} / {fmt(p['far'], '{:.2f}')}"
+
 lines = [
     f"Machine: {machine}  ",
     f"Command: `{command}`  ",
     "Mpps = median over the runs of each run's median per-second receive rate, measured once",
-    "the rate was steady (warm-up s: per run; * = never steady within the bound).",
+    "the rate was steady (warm-up s: per run; * = never steady within the bound). The host moves",
+    "this VM's CPUs: a cache line's round trip between them is then near (fast pace) or far",
+    "(slow), probed every 500 ms; near / far = the median of the seconds at each pace. A ratio is",
+    "taken at one pace (n: near, f: far), never across two; ≠ pace: no seconds at one pace in both.",
     "",
-    "| case | frame | Mpps (median) | × testpmd ceiling | × OVS-DPDK | cycles/pkt on the switch core | warm-up s |",
-    "|---|---:|---:|---:|---:|---:|---:|",
+    "| case | frame | Mpps (median) | Mpps near / far | × testpmd ceiling | × OVS-DPDK | cycles/pkt on the switch core | warm-up s |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
 ]
 
 
@@ -212,8 +318,9 @@ for r in records:
     if "mpps_median" not in r:
         continue  # TCP, round-trip and latency records have tables of their own
     lines.append(
-        f"| {r['case']} | {r['frame_bytes']} B | {r['mpps_median']:.3f} | {fmt(r['ratio_to_ceiling'])} | "
-        f"{fmt(r['ratio_to_ovs'])} | {fmt(r['switch_cycles_per_packet'], '{:.0f}')} | {warmups(r)} |"
+        f"| {r['case']} | {r['frame_bytes']} B | {r['mpps_median']:.3f} | {paced(r)} | "
+        f"{ratio(r, 'ratio_to_ceiling', 'testpmd-ceiling')} | {ratio(r, 'ratio_to_ovs', r['ovs_case'])} | "
+        f"{fmt(r['switch_cycles_per_packet'], '{:.0f}')} | {warmups(r)} |"
     )
 if wrong:
     lines += ["", "Runs whose frames did not all come back as sent (wrong length or content, out of",
@@ -233,7 +340,13 @@ if based:
         if m:
             extra = (f" (mirror copies made {m.get('copies', 0)}, skipped while the analyzer was full "
                      f"{m.get('copies_skipped', 0)})")
-        lines.append(f"- {r['case']} {r['frame_bytes']} B: {r['ratio_to_base']:.3f} × {r['base_case']}{extra}")
+        at = f" (at the {r['ratio_to_base_pace']} pace)" if r.get("ratio_to_base_pace") else ""
+        lines.append(f"- {r['case']} {r['frame_bytes']} B: {r['ratio_to_base']:.3f} × {r['base_case']}{at}{extra}")
+refusals = [(r, other, why) for r in records for other, why in (r.get("ratios_refused") or {}).items()]
+if refusals:
+    lines += ["", "Not compared (the two cases have no seconds measured at one pace):", ""]
+    for r, other, why in refusals:
+        lines.append(f"- {r['case']} {r['frame_bytes']} B against {other}: {why}")
 
 
 def pcts(d):
@@ -248,10 +361,12 @@ if latency_records:
         "",
         "One-way latency (µs, p50 / p99 / p99.9; generator and sink on one core, bursts of 8) at a",
         "share of each case's peak, and the zero-loss rate (bisection, 7 steps below the peak);",
-        "for vrouterd, its forwarding lcore's poll gaps over 10 µs / 100 µs / 1 ms during the 50 % run.",
+        "for vrouterd, its forwarding lcore's poll gaps over 10 µs / 100 µs / 1 ms during the 50 % run;",
+        "the host's pace probed before and after each of the three steps (n: near, f: far, ?: both or",
+        "unprobed): compare steps of one pace only.",
         "",
-        "| case | frame | at 10 % | at 50 % | at 90 % | zero-loss Mpps | × peak | lcore gaps at 50 % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | frame | at 10 % | at 50 % | at 90 % | zero-loss Mpps | × peak | lcore gaps at 50 % | pace |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in latency_records:
         l = r["latency_us"]
@@ -259,7 +374,8 @@ if latency_records:
         g = f"{g['over_10us']} / {g['over_100us']} / {g['over_1ms']}" if g else "–"
         lines.append(
             f"| {r['case']} | {r['frame_bytes']} B | {pcts(l['10'])} | {pcts(l['50'])} | {pcts(l['90'])} | "
-            f"{fmt(r['zero_loss_mpps'], '{:.3f}')} | {fmt(r['zero_loss_ratio_to_peak'])} | {g} |"
+            f"{fmt(r['zero_loss_mpps'], '{:.3f}')} | {fmt(r['zero_loss_ratio_to_peak'])} | {g} | "
+            f"{' '.join((r['pace'][p] or '?')[0] for p in ('10', '50', '90'))} |"
         )
 if tcp_records:
     lines += [

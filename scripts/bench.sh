@@ -50,6 +50,7 @@ raw=$work/raw.jsonl
 pids=()
 
 cleanup() {
+    [[ -n ${pace_pid:-} ]] && kill "$pace_pid" 2>/dev/null || true
     for p in "${pids[@]:-}"; do [[ -n $p ]] && kill "$p" 2>/dev/null || true; done
     sleep 1
     for p in "${pids[@]:-}"; do [[ -n $p ]] && kill -9 "$p" 2>/dev/null || true; done
@@ -73,6 +74,28 @@ trafgen() {
         $timing --dst-mac "$VROUTER_MAC" "$@" -- \
         -l $GEN_CPU --no-pci --in-memory --single-file-segments -m 512 --file-prefix="vrbench-gen-$prefix" \
         --log-level=warning 2>"$work/trafgen.err" | tail -1
+}
+
+# The host's pace beside a run: vr-pace times a cache line's round trip between the switch's
+# and the generator's CPUs (about 50 or 400 ns on a shared host that moves its vCPUs, and every
+# switch forwards at one of two paces with it) for 1 ms every 500 ms, as JSON lines in
+# $work/pace.jsonl. pace_start before the run, pace_stop after prints [[unix ms, ns], ...].
+# Real-time priority (chrt): beside busy-polling threads a probe timed the scheduler, not the
+# CPUs, unless both its sides preempt at once; 2 ms a second is far below RT throttling.
+pace_start() {
+    : > "$work/pace.jsonl"
+    chrt -f 10 "$bin/vr-pace" --cpu $SWITCH_CPU --beside $GEN_CPU --ms 1 --every-ms 500 >> "$work/pace.jsonl" 2>"$work/pace.err" &
+    pace_pid=$!
+}
+pace_stop() {
+    kill "$pace_pid" 2>/dev/null || true
+    wait "$pace_pid" 2>/dev/null || true
+    jq -sc '[.[] | select(.round_trip_ns != null) | [.unix_ms, .round_trip_ns]]' "$work/pace.jsonl" 2>/dev/null || echo '[]'
+}
+# One probe (5 ms), as [[unix ms, ns]]: before and after each latency step, not during it (a
+# probe takes both CPUs for its milliseconds, which the latency tail would show).
+pace_once() {
+    chrt -f 10 "$bin/vr-pace" --cpu $SWITCH_CPU --beside $GEN_CPU --ms 5 2>/dev/null | jq -sc '[.[] | select(.round_trip_ns != null) | [.unix_ms, .round_trip_ns]]' || echo '[]'
 }
 
 # Whether a summary line ($1) says every frame of ours came back whole, as sent and in sequence
@@ -114,16 +137,18 @@ latency_and_zero_loss() {
     peak_pps=$(awk -v m="$peak" 'BEGIN { printf "%d", m * 1e6 }')
     if ((peak_pps == 0)); then echo "bench: $case ${size}B: no peak to take latency at"; return; fi
     for pct in 10 50 90; do
-        local line gaps_before gaps
+        local line gaps_before gaps pace_before pace
         gaps_before=$(vrouterd_poll_gaps)
+        pace_before=$(pace_once)
         line=$(offered "$tx" "$rx" "$size" "$flows" "$case-$size-lat$pct" $((peak_pps * pct / 100)))
+        pace=$(jq -nc --argjson a "$pace_before" --argjson b "$(pace_once)" '$a + $b')
         gaps=$(jq -nc --argjson a "$gaps_before" --argjson b "$(vrouterd_poll_gaps)" \
             'if $a == null or $b == null then null else $b | with_entries(.value -= $a[.key]) end')
         if [[ $line == *'"summary":true'* ]] && ! frames_ok "$line"; then
             echo "{\"case\":\"$case\",\"latency_load_pct\":$pct,\"frames_wrong\":$line}" >> "$raw"
             echo "bench: $case ${size}B at $pct %: FRAMES NOT AS SENT, no latency quoted: $(frames_wrong "$line")"
         elif [[ $line == *'"summary":true'* ]]; then
-            echo "{\"case\":\"$case\",\"latency_load_pct\":$pct,\"result\":$line,\"switch_poll_gaps\":$gaps}" >> "$raw"
+            echo "{\"case\":\"$case\",\"latency_load_pct\":$pct,\"result\":$line,\"switch_poll_gaps\":$gaps,\"pace\":$pace}" >> "$raw"
             echo "bench: $case ${size}B at $pct %: latency $(jq -c '.latency' <<<"$line") µs$([[ $gaps == null ]] || echo ", vrouterd lcore poll gaps $gaps")"
         fi
     done
@@ -147,15 +172,17 @@ measure() {
     local case=$1 tx=$2 rx=$3 flows=$4
     for size in $SIZES; do
         for rep in $(seq 1 "$REPS"); do
-            local line
+            local line pace
+            pace_start
             line=$(trafgen "$tx" "$rx" "$size" "$flows" "$case-$size-$rep") || line=""
+            pace=$(pace_stop)
             if [[ $line == *'"summary":true'* ]] && ! frames_ok "$line"; then
                 # Never a rate: what came back is not what was sent.
                 echo "{\"case\":\"$case\",\"rep\":$rep,\"frames_wrong\":$line}" >> "$raw"
                 echo "bench: $case ${size}B rep $rep: FRAMES NOT AS SENT, no rate quoted: $(frames_wrong "$line")"
             elif [[ $line == *'"summary":true'* ]]; then
-                echo "{\"case\":\"$case\",\"rep\":$rep,\"result\":$line}" >> "$raw"
-                echo "bench: $case ${size}B rep $rep: $(jq -r '.rx_mpps_median' <<<"$line") Mpps (loss $(jq -r '.loss_ratio' <<<"$line"), warm-up $(jq -r '.warmup_seconds' <<<"$line") s$(jq -r 'if .steady then "" else ", never steady" end' <<<"$line"); frames as sent: $(jq -r '"\(.rx_bytes) bytes in \(.rx_packets) frames of \(.frame_len)"' <<<"$line"))"
+                echo "{\"case\":\"$case\",\"rep\":$rep,\"result\":$line,\"pace\":$pace}" >> "$raw"
+                echo "bench: $case ${size}B rep $rep: $(jq -r '.rx_mpps_median' <<<"$line") Mpps (loss $(jq -r '.loss_ratio' <<<"$line"), warm-up $(jq -r '.warmup_seconds' <<<"$line") s$(jq -r 'if .steady then "" else ", never steady" end' <<<"$line"); frames as sent: $(jq -r '"\(.rx_bytes) bytes in \(.rx_packets) frames of \(.frame_len)"' <<<"$line"); round trip between the CPUs $(jq -r 'map(.[1]) | if length == 0 then "not probed" else "\(min | round)–\(max | round) ns" end' <<<"$pace"))"
             else
                 echo "bench: $case ${size}B rep $rep: no result ($(tail -2 "$work/trafgen.err" | tr '\n' ' '))"
             fi

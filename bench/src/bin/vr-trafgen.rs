@@ -10,7 +10,7 @@
 //! `--check-payload`) and in sequence, and reports the others and the bytes received, so a rate
 //! of short, stale or duplicated frames is never taken for a rate of forwarded ones.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use bench::frames::{self, Expect, SeqCheck, Verdict, FCS_LEN, MAX_FRAME, MIN_FRAME};
@@ -228,6 +228,9 @@ fn run(a: Args) -> Result<()> {
     let mut counts = Counts::default();
     let mut last = counts;
     let mut per_second = Vec::new();
+    // When each measured second ended (Unix ms): to match them with the host's pace, probed
+    // beside the run (vr-pace).
+    let mut second_ends: Vec<u64> = Vec::new();
     // Receive rates of the warm-up seconds, and the second measuring began after.
     let mut warm_rates: Vec<u64> = Vec::new();
     let mut warmed_at: Option<u64> = None;
@@ -297,12 +300,14 @@ fn run(a: Args) -> Result<()> {
         let bad = counts.rx_bad() - last.rx_bad();
         last = counts;
         let measuring = warmed_at.is_some();
+        let ended = unix_ms();
         println!(
-            "{{\"second\":{second},\"measuring\":{measuring},\"tx_pps\":{},\"tx_dropped\":{},\"rx_pps\":{},\"rx_foreign\":{},\"rx_bad\":{bad},\"rx_bytes\":{}}}",
+            "{{\"second\":{second},\"unix_ms\":{ended},\"measuring\":{measuring},\"tx_pps\":{},\"tx_dropped\":{},\"rx_pps\":{},\"rx_foreign\":{},\"rx_bad\":{bad},\"rx_bytes\":{}}}",
             d.tx, d.tx_dropped, d.rx, d.rx_foreign, d.rx_bytes
         );
         if measuring {
             per_second.push(d.rx);
+            second_ends.push(ended);
         } else {
             warm_rates.push(d.rx);
             let done = second >= a.warmup
@@ -363,6 +368,7 @@ fn run(a: Args) -> Result<()> {
         "warmup_seconds": warmup_seconds,
         "steady": settled,
         "rx_mpps_per_second": measured_rates,
+        "unix_ms_per_second": second_ends,
         "offered_pps": a.rate_pps,
         "latency": latencies.percentiles(),
         "core_per_tsc": core_per_tsc,
@@ -380,6 +386,14 @@ fn run(a: Args) -> Result<()> {
 /// frame, and the bytes received are those of the good frames.
 fn frames_ok(c: &Counts, frame_len: usize) -> bool {
     c.rx_bad() == 0 && c.rx_bytes == c.rx * frame_len as u64
+}
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
