@@ -32,20 +32,28 @@ runs = {}
 # The host's pace probed beside each run (vr-pace: a cache line's round trip between the two
 # CPUs, [[unix ms, ns], ...]): (case, frame) -> one list per run, None where it was not probed.
 run_paces = {}
-# ... and before and after each latency step: (case, frame, load %) -> probes.
-lat_paces = {}
+
+
+def lat_run(case, size, new):
+    """The latest latency run of (case, size), or a new one."""
+    for lr in reversed(lat_runs):
+        if (lr["case"], lr["frame"]) == (case, size):
+            if not new:
+                return lr
+            break
+    lat_runs.append({"case": case, "frame": size, "steps": {}, "zero_loss": None})
+    return lat_runs[-1]
+
 # A mirror case's mirror counters after its runs: case -> GET /vifs/{name}/mirror.
 mirrors = {}
 # TCP cases (vr-tcpbench): (case, mtu, streams) -> Gbit/s of each run.
 tcp = {}
 # Ping round trips (vr-tcpbench): (case, mtu) -> microseconds of each run.
 rtt = {}
-# Latency at a share of the peak: (case, frame, load %) -> the run's percentiles (µs).
-lat = {}
-# vrouterd's forwarding lcore poll gaps during each latency run (null for other switches).
-gaps = {}
-# Zero-loss rate found by bisection: (case, frame) -> {"pps", "peak_pps"}.
-zero_loss = {}
+# Latency runs, in order: each the steps at 10, 50 and 90 % of the case's peak and the
+# zero-loss bisection after them, {"case", "frame", "steps": {load %: {"latency", "gaps",
+# "pace"}}, "zero_loss"}. A case measured twice in one run (at two paces, say) has two.
+lat_runs = []
 # Runs whose frames did not come back as sent (no rate is taken from them): (case, frame) ->
 # the generator's summaries.
 wrong = {}
@@ -67,7 +75,7 @@ with open(raw) as f:
             continue
         if "zero_loss" in r:
             z = r["zero_loss"]
-            zero_loss[(r["case"], z["frame_bytes"])] = z
+            lat_run(r["case"], z["frame_bytes"], new=False)["zero_loss"] = z
             continue
         if "frames_wrong" in r:
             res = r["frames_wrong"]
@@ -75,11 +83,10 @@ with open(raw) as f:
             continue
         if "latency_load_pct" in r:
             res = r["result"]
-            lat[(r["case"], res["frame_bytes"], r["latency_load_pct"])] = res.get("latency")
-            if r.get("switch_poll_gaps"):
-                gaps[(r["case"], res["frame_bytes"], r["latency_load_pct"])] = r["switch_poll_gaps"]
-            if r.get("pace") is not None:
-                lat_paces[(r["case"], res["frame_bytes"], r["latency_load_pct"])] = r["pace"]
+            pct = r["latency_load_pct"]
+            lr = lat_run(r["case"], res["frame_bytes"], new=(pct == 10))
+            lr["steps"][pct] = {"latency": res.get("latency"), "gaps": r.get("switch_poll_gaps"),
+                                "probes": r.get("pace")}
             continue
         res = r["result"]
         key = (r["case"], res["frame_bytes"])
@@ -102,7 +109,7 @@ PACE_SPLIT = 2.0
 PACE_MIN_SECONDS = 2
 PROBE_VALID_NS = 5000
 probe_ns = [ns for ps in run_paces.values() for p in ps if p for _, ns in p]
-probe_ns += [ns for p in lat_paces.values() for _, ns in p]
+probe_ns += [ns for lr in lat_runs for st in lr["steps"].values() for _, ns in st["probes"] or []]
 probe_ns = [ns for ns in probe_ns if ns <= PROBE_VALID_NS]
 near_below = PACE_SPLIT * min(probe_ns) if probe_ns else None
 
@@ -248,20 +255,21 @@ for (case, mtu), vals in sorted(rtt.items()):
 records.extend(rtt_records)
 
 latency_records = []
-for case, size in sorted({(c, s) for c, s, _ in lat} | set(zero_loss)):
-    z = zero_loss.get((case, size))
+for lr in sorted(lat_runs, key=lambda lr: (lr["frame"], lr["case"])):
+    z = lr["zero_loss"]
+    steps = {str(p): lr["steps"].get(p) or {} for p in (10, 50, 90)}
     latency_records.append({
-        "case": case,
-        "frame_bytes": size,
+        "case": lr["case"],
+        "frame_bytes": lr["frame"],
         "kind": "latency",
         # One-way, generator to sink through the switch, at 10 / 50 / 90 % of the case's peak.
-        "latency_us": {str(p): lat.get((case, size, p)) for p in (10, 50, 90)},
-        "switch_poll_gaps": {str(p): gaps.get((case, size, p)) for p in (10, 50, 90)},
+        "latency_us": {p: st.get("latency") for p, st in steps.items()},
+        "switch_poll_gaps": {p: st.get("gaps") for p, st in steps.items()},
         "zero_loss_mpps": round(z["pps"] / 1e6, 4) if z else None,
         "zero_loss_ratio_to_peak": round(z["pps"] / z["peak_pps"], 3) if z and z["peak_pps"] else None,
         # The host's pace before and after each step: near, far, or None (both, or unprobed).
-        "pace": {str(p): (pace_of_probes(lat_paces[(case, size, p)]) if (case, size, p) in lat_paces and near_below else None)
-                 for p in (10, 50, 90)},
+        "pace": {p: (pace_of_probes(st["probes"]) if st.get("probes") and near_below else None)
+                 for p, st in steps.items()},
     })
 records.extend(latency_records)
 
