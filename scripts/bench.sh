@@ -8,6 +8,8 @@
 # bench/results/<date>.{json,md,png}, the per-second rates and warm-up times included.
 # The sink checks every frame (length, headers, the end of the payload, sequence): a run in
 # which any came back otherwise gets no rate, only a FRAMES NOT AS SENT line and its counts.
+# Beside every run vr-pace probes where the host has put the two CPUs (near or far: every
+# switch runs about 1.6 x faster near), and the report takes each ratio at one placement.
 #
 #   scripts/bench.sh            (as root, on a fresh Debian 12 machine)
 #   BENCH_SECONDS=10 BENCH_REPS=3 BENCH_SIZES="64 1518" BENCH_CASES="testpmd-ceiling vrouterd-l3"
@@ -88,14 +90,19 @@ pace_start() {
     pace_pid=$!
 }
 pace_stop() {
+    local p
     kill "$pace_pid" 2>/dev/null || true
     wait "$pace_pid" 2>/dev/null || true
-    jq -sc '[.[] | select(.round_trip_ns != null) | [.unix_ms, .round_trip_ns]]' "$work/pace.jsonl" 2>/dev/null || echo '[]'
+    p=$(jq -sc '[.[] | select(.round_trip_ns != null) | [.unix_ms, .round_trip_ns]]' "$work/pace.jsonl" 2>/dev/null) || p='[]'
+    echo "${p:-[]}"
 }
 # One probe (5 ms), as [[unix ms, ns]]: before and after each latency step, not during it (a
 # probe takes both CPUs for its milliseconds, which the latency tail would show).
 pace_once() {
-    chrt -f 10 "$bin/vr-pace" --cpu $SWITCH_CPU --beside $GEN_CPU --ms 5 2>/dev/null | jq -sc '[.[] | select(.round_trip_ns != null) | [.unix_ms, .round_trip_ns]]' || echo '[]'
+    local p
+    p=$(chrt -f 10 "$bin/vr-pace" --cpu $SWITCH_CPU --beside $GEN_CPU --ms 5 2>/dev/null |
+        jq -sc '[.[] | select(.round_trip_ns != null) | [.unix_ms, .round_trip_ns]]') || p='[]'
+    echo "${p:-[]}"
 }
 
 # Whether a summary line ($1) says every frame of ours came back whole, as sent and in sequence
