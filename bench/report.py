@@ -52,7 +52,7 @@ tcp = {}
 rtt = {}
 # Latency runs, in order: each the steps at 10, 50 and 90 % of the case's peak and the
 # zero-loss bisection after them, {"case", "frame", "steps": {load %: {"latency", "gaps",
-# "pace"}}, "zero_loss"}. A case measured twice in one run (at two paces, say) has two.
+# "probes"}}, "zero_loss"}. A case measured twice in one run (at two paces, say) has two.
 lat_runs = []
 # Runs whose frames did not come back as sent (no rate is taken from them): (case, frame) ->
 # the generator's summaries.
