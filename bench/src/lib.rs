@@ -16,3 +16,12 @@ pub fn clock_note() -> String {
         None => "core clock / TSC: not measurable on this CPU".to_string(),
     }
 }
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it): what the
+/// generator's seconds and vr-pace's probes are matched on in the report.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

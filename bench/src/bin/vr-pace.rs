@@ -20,7 +20,7 @@
 //! line with the wall-clock time it ended (to match the generator's seconds).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -105,13 +105,6 @@ fn round_trip_ns(ms: u64, other: usize) -> Result<Option<f64>> {
     })
 }
 
-fn unix_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     pin(args.cpu)?;
@@ -121,7 +114,7 @@ fn main() -> Result<()> {
             "cpu": args.cpu,
             "beside": args.beside,
             "round_trip_ns": ns.map(|ns| (ns * 10.0).round() / 10.0),
-            "unix_ms": unix_ms() as u64,
+            "unix_ms": bench::unix_ms(),
         });
         println!("{line}");
         if args.every_ms == 0 {

@@ -10,7 +10,7 @@
 //! `--check-payload`) and in sequence, and reports the others and the bytes received, so a rate
 //! of short, stale or duplicated frames is never taken for a rate of forwarded ones.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bench::frames::{self, Expect, SeqCheck, Verdict, FCS_LEN, MAX_FRAME, MIN_FRAME};
@@ -300,7 +300,7 @@ fn run(a: Args) -> Result<()> {
         let bad = counts.rx_bad() - last.rx_bad();
         last = counts;
         let measuring = warmed_at.is_some();
-        let ended = unix_ms();
+        let ended = bench::unix_ms();
         println!(
             "{{\"second\":{second},\"unix_ms\":{ended},\"measuring\":{measuring},\"tx_pps\":{},\"tx_dropped\":{},\"rx_pps\":{},\"rx_foreign\":{},\"rx_bad\":{bad},\"rx_bytes\":{}}}",
             d.tx, d.tx_dropped, d.rx, d.rx_foreign, d.rx_bytes
@@ -386,14 +386,6 @@ fn run(a: Args) -> Result<()> {
 /// frame, and the bytes received are those of the good frames.
 fn frames_ok(c: &Counts, frame_len: usize) -> bool {
     c.rx_bad() == 0 && c.rx_bytes == c.rx * frame_len as u64
-}
-
-/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
