@@ -151,8 +151,9 @@ def by_pace(case, size):
 
 
 def compare(case, other, size):
-    """(ratio, pace, refusal) of case's rate to other's: at one pace where both were probed."""
-    if other is None:
+    """(ratio, pace, refusal) of case's rate to other's: at one pace where both were probed;
+    no ratio (and no refusal) if other was not measured."""
+    if other is None or median_mpps(other, size) is None:
         return None, None, None
     a, b = by_pace(case, size), by_pace(other, size)
     if a is None or b is None:
@@ -179,9 +180,9 @@ for case in cases:
             continue
         ovs_case = OVS_MATCH.get(case)
         base_case = BASE_MATCH.get(case)
-        to_ceiling = compare(case, "testpmd-ceiling", size) if median_mpps("testpmd-ceiling", size) else (None, None, None)
-        to_ovs = compare(case, ovs_case, size) if median_mpps(ovs_case, size) else (None, None, None)
-        to_base = compare(case, base_case, size) if median_mpps(base_case, size) else (None, None, None)
+        to_ceiling = compare(case, "testpmd-ceiling", size)
+        to_ovs = compare(case, ovs_case, size)
+        to_base = compare(case, base_case, size)
         refused = {o: c[2] for o, c in (("testpmd-ceiling", to_ceiling), (ovs_case, to_ovs), (base_case, to_base)) if c[2]}
         rs = runs[(case, size)]
         records.append({

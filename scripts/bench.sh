@@ -84,25 +84,30 @@ trafgen() {
 # $work/pace.jsonl. pace_start before the run, pace_stop after prints [[unix ms, ns], ...].
 # Real-time priority (chrt): beside busy-polling threads a probe timed the scheduler, not the
 # CPUs, unless both its sides preempt at once; 2 ms a second is far below RT throttling.
+vr_pace() {
+    chrt -f 10 "$bin/vr-pace" --cpu $SWITCH_CPU --beside $GEN_CPU "$@"
+}
+# vr-pace's lines on stdin as [[unix ms, ns], ...] (probes that timed nothing left out; [] if
+# there are none or they do not parse).
+probes() {
+    local p
+    p=$(jq -sc '[.[] | select(.round_trip_ns != null) | [.unix_ms, .round_trip_ns]]' 2>/dev/null) || p='[]'
+    echo "${p:-[]}"
+}
 pace_start() {
     : > "$work/pace.jsonl"
-    chrt -f 10 "$bin/vr-pace" --cpu $SWITCH_CPU --beside $GEN_CPU --ms 1 --every-ms 500 >> "$work/pace.jsonl" 2>"$work/pace.err" &
+    vr_pace --ms 1 --every-ms 500 >> "$work/pace.jsonl" 2>"$work/pace.err" &
     pace_pid=$!
 }
 pace_stop() {
-    local p
     kill "$pace_pid" 2>/dev/null || true
     wait "$pace_pid" 2>/dev/null || true
-    p=$(jq -sc '[.[] | select(.round_trip_ns != null) | [.unix_ms, .round_trip_ns]]' "$work/pace.jsonl" 2>/dev/null) || p='[]'
-    echo "${p:-[]}"
+    probes < "$work/pace.jsonl"
 }
 # One probe (5 ms), as [[unix ms, ns]]: before and after each latency step, not during it (a
 # probe takes both CPUs for its milliseconds, which the latency tail would show).
 pace_once() {
-    local p
-    p=$(chrt -f 10 "$bin/vr-pace" --cpu $SWITCH_CPU --beside $GEN_CPU --ms 5 2>/dev/null |
-        jq -sc '[.[] | select(.round_trip_ns != null) | [.unix_ms, .round_trip_ns]]') || p='[]'
-    echo "${p:-[]}"
+    vr_pace --ms 5 2>/dev/null | probes
 }
 
 # Whether a summary line ($1) says every frame of ours came back whole, as sent and in sequence
