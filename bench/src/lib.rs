@@ -2,6 +2,7 @@
 //! pmd-shim and virtio-user ports) and the frame templates it sends.
 
 pub mod frames;
+pub mod gaps;
 pub mod latency;
 
 /// A line for the end of a micro-benchmark's report: how fast the core ran against the TSC,
