@@ -22,7 +22,14 @@ pub struct Percentiles {
     pub p99_us: Option<f64>,
     pub p999_us: Option<f64>,
     pub max_us: f64,
+    /// The tail's shape: the share of samples over each of [`TAIL_US`] microseconds. Three
+    /// percentiles of two switches can differ for many reasons; these say whether one of them
+    /// has more packets late, or the same packets later.
+    pub share_over_us: [(u64, f64); TAIL_US.len()],
 }
+
+/// The latencies, in microseconds, whose shares of late samples [`Percentiles`] gives.
+pub const TAIL_US: [u64; 6] = [5, 10, 20, 50, 100, 1000];
 
 impl Histogram {
     /// A histogram for a TSC running at `tsc_hz`.
@@ -59,6 +66,14 @@ impl Histogram {
         None
     }
 
+    /// The share of samples over `us` microseconds (to the bucket: those in buckets from the
+    /// one starting at `us` on).
+    fn share_over(&self, us: u64) -> f64 {
+        let first = ((us * 1000 / BUCKET_NS) as usize).min(BUCKETS);
+        let late: u64 = self.counts[first..].iter().sum();
+        late as f64 / self.samples.max(1) as f64
+    }
+
     pub fn percentiles(&self) -> Option<Percentiles> {
         (self.samples > 0).then(|| Percentiles {
             samples: self.samples,
@@ -66,6 +81,7 @@ impl Histogram {
             p99_us: self.quantile_us(0.99),
             p999_us: self.quantile_us(0.999),
             max_us: self.max_ns as f64 / 1000.0,
+            share_over_us: TAIL_US.map(|us| (us, self.share_over(us))),
         })
     }
 }
@@ -98,6 +114,15 @@ mod tests {
         assert_eq!(p.p99_us, Some(1.05), "the 990th sample is still 1 µs");
         assert_eq!(p.p999_us, Some(20.05));
         assert_eq!(p.max_us, 500.0);
+        let share = |us| p.share_over_us.iter().find(|(t, _)| *t == us).unwrap().1;
+        assert_eq!(share(5), 0.01);
+        assert_eq!(
+            share(20),
+            0.01,
+            "a sample at 20 µs is in the bucket from 20 µs"
+        );
+        assert_eq!(share(50), 0.001);
+        assert_eq!(share(1000), 0.0);
         // Past the histogram's range only the maximum is known.
         let mut slow = Histogram::new(1_000_000_000);
         slow.record(0, 50_000_000);
