@@ -54,6 +54,9 @@ rtt = {}
 # zero-loss bisection after them, {"case", "frame", "steps": {load %: {"latency", "gaps",
 # "probes"}}, "zero_loss"}. A case measured twice in one run (at two paces, say) has two.
 lat_runs = []
+# The host's stalls of each CPU, watched before the first case and after the last (vr-gaps):
+# [{"when", "cpus": [{"cpu", "lost_pct", "stalls_per_s", "longest_us", ...}]}].
+host_gaps = []
 # Runs whose frames did not come back as sent (no rate is taken from them): (case, frame) ->
 # the generator's summaries.
 wrong = {}
@@ -73,6 +76,9 @@ with open(raw) as f:
         if "mirror" in r:
             mirrors[r["case"]] = r["mirror"]
             continue
+        if "host_gaps" in r:
+            host_gaps.append(r["host_gaps"])
+            continue
         if "zero_loss" in r:
             z = r["zero_loss"]
             lat_run(r["case"], z["frame_bytes"], new=False)["zero_loss"] = z
@@ -86,7 +92,8 @@ with open(raw) as f:
             pct = r["latency_load_pct"]
             lr = lat_run(r["case"], res["frame_bytes"], new=(pct == 10))
             lr["steps"][pct] = {"latency": res.get("latency"), "gaps": r.get("switch_poll_gaps"),
-                                "probes": r.get("pace")}
+                                "probes": r.get("pace"), "peak": r.get("peak"),
+                                "stalls": res.get("generator_stalls")}
             continue
         res = r["result"]
         key = (r["case"], res["frame_bytes"])
@@ -266,13 +273,29 @@ for lr in sorted(lat_runs, key=lambda lr: (lr["frame"], lr["case"])):
         # One-way, generator to sink through the switch, at 10 / 50 / 90 % of the case's peak.
         "latency_us": {p: st.get("latency") for p, st in steps.items()},
         "switch_poll_gaps": {p: st.get("gaps") for p, st in steps.items()},
+        # The host's stalls of the generator's CPU during each step (vr-trafgen): how much of
+        # the tail is the host's, whatever the switch.
+        "generator_stalls": {p: st.get("stalls") for p, st in steps.items()},
         "zero_loss_mpps": round(z["pps"] / 1e6, 4) if z else None,
         "zero_loss_ratio_to_peak": round(z["pps"] / z["peak_pps"], 3) if z and z["peak_pps"] else None,
         # The host's pace before and after each step: near, far, or None (both, or unprobed).
         "pace": {p: (pace_of_probes(st["probes"]) if st.get("probes") and near_below else None)
                  for p, st in steps.items()},
+        # The peak each step's share was taken of: of the seconds at the pace probed just
+        # before the step (true), or of all the case's runs (false: none at that pace; None:
+        # from before the bench took it per step).
+        "peak_at_step_pace": {p: (st.get("peak") or {}).get("at_step_pace") for p, st in steps.items()},
     })
 records.extend(latency_records)
+# Each ring of the bench's ports (virtio-user queue_size): a stall longer than it holds at the
+# offered rate loses packets, whatever the switch does.
+RING_ENTRIES = 1024
+for g in host_gaps:
+    for c in g["cpus"]:
+        longest = c.get("longest_us") or 0
+        # The highest rate a ring rides out the longest stall at: a bound on any zero-loss rate.
+        c["ring_outlasts_longest_stall_below_mpps"] = round(RING_ENTRIES / longest, 3) if longest else None
+    records.append({"kind": "host_gaps", **g})
 
 meta = {"machine": machine, "command": command, "tsc_hz": hz, "results": records}
 with open(stem + ".json", "w") as f:
@@ -371,21 +394,44 @@ if latency_records:
         "One-way latency (µs, p50 / p99 / p99.9; generator and sink on one core, bursts of 8) at a",
         "share of each case's peak, and the zero-loss rate (bisection, 7 steps below the peak);",
         "for vrouterd, its forwarding lcore's poll gaps over 10 µs / 100 µs / 1 ms during the 50 % run;",
+        "the host's stalls of the generator's CPU a second over 1 ms during the 50 % run (vr-trafgen);",
         "the host's pace probed before and after each of the three steps (n: near, f: far, ?: both or",
-        "unprobed): compare steps of one pace only.",
+        "unprobed; * where the step's share is of the peak of all paces, none having been measured at",
+        "its own): compare steps of one pace only.",
         "",
-        "| case | frame | at 10 % | at 50 % | at 90 % | zero-loss Mpps | × peak | lcore gaps at 50 % | pace |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | frame | at 10 % | at 50 % | at 90 % | zero-loss Mpps | × peak | lcore gaps at 50 % | host stalls/s at 50 % | pace |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in latency_records:
         l = r["latency_us"]
         g = r["switch_poll_gaps"]["50"]
         g = f"{g['over_10us']} / {g['over_100us']} / {g['over_1ms']}" if g else "–"
+        st = r["generator_stalls"]["50"]
+        st = f"{st['over_1ms_per_s']:.1f}" if st else "–"
         lines.append(
             f"| {r['case']} | {r['frame_bytes']} B | {pcts(l['10'])} | {pcts(l['50'])} | {pcts(l['90'])} | "
-            f"{fmt(r['zero_loss_mpps'], '{:.3f}')} | {fmt(r['zero_loss_ratio_to_peak'])} | {g} | "
-            f"{' '.join((r['pace'][p] or '?')[0] for p in ('10', '50', '90'))} |"
+            f"{fmt(r['zero_loss_mpps'], '{:.3f}')} | {fmt(r['zero_loss_ratio_to_peak'])} | {g} | {st} | "
+            f"{' '.join((r['pace'][p] or '?')[0] + ('*' if r['peak_at_step_pace'][p] is False else '') for p in ('10', '50', '90'))} |"
         )
+if host_gaps:
+    lines += [
+        "",
+        "The host's stalls of each CPU (vr-gaps: a poller on each CPU at once, 2 s, no switch",
+        "running): time lost in stalls of 10 µs or more, stalls a second over 10 µs / 100 µs / 1 ms,",
+        f"the longest, and the rate above which a {RING_ENTRIES}-entry ring overflows during it (a",
+        "zero-loss trial above that rate which meets such a stall loses packets, whatever the switch).",
+        "",
+        "| when | CPU | lost | stalls/s | longest µs | ring outlasts it below Mpps |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for g in host_gaps:
+        for c in g["cpus"]:
+            st = c["stalls_per_s"]
+            lines.append(
+                f"| {g['when']} | {c['cpu']} | {c['lost_pct']:.2f} % | "
+                f"{st['over_10us']:.0f} / {st['over_100us']:.1f} / {st['over_1ms']:.1f} | {c['longest_us']:.0f} | "
+                f"{fmt(c['ring_outlasts_longest_stall_below_mpps'], '{:.3f}')} |"
+            )
 if tcp_records:
     lines += [
         "",

@@ -104,6 +104,16 @@ pace_stop() {
     wait "$pace_pid" 2>/dev/null || true
     probes < "$work/pace.jsonl"
 }
+# The host's stalls of each CPU (vr-gaps, 2 s, both CPUs spinning at normal priority as the
+# switch and generator do), before the first case and after the last, while no switch runs:
+# where every switch's latency tail lies, and how long a stall a ring must ride out.
+host_gaps() {
+    local when=$1 cpus
+    cpus=$("$bin/vr-gaps" --cpus $GEN_CPU,$SWITCH_CPU --ms 2000 2>/dev/null | jq -sc .) || cpus="[]"
+    echo "{\"host_gaps\":{\"when\":\"$when\",\"cpus\":${cpus:-[]}}}" >> "$raw"
+    echo "bench: host stalls $when: $(jq -r 'map("CPU \(.cpu) \(.lost_pct) % lost, \(.stalls_per_s.over_1ms)/s over 1 ms, longest \(.longest_us) µs") | join("; ")' <<<"${cpus:-[]}")"
+}
+
 # One probe (5 ms), as [[unix ms, ns]]: before and after each latency step, not during it (a
 # probe takes both CPUs for its milliseconds, which the latency tail would show).
 pace_once() {
@@ -137,9 +147,36 @@ vrouterd_poll_gaps() {
     echo "${gaps:-null}"
 }
 
-# Latency at 10, 50 and 90 % of the case's measured peak, then the zero-loss rate: a bisection
-# (7 steps) between 0 and the peak for the highest offered rate at which nothing is lost while
-# measured (a trial's warm-up second, the switch taking its queues, does not count).
+# The peak (pps) of case $1 at $2 bytes at the host's pace of probe $3 (nanoseconds, or null),
+# from the case's throughput runs just made, as {"pps", "at_step_pace"}: the median of their
+# seconds measured at that pace (a second takes the pace of the probes within it: near below 2 ×
+# the fastest of those runs' probes and $3, else far), or, where that pace has fewer than two seconds,
+# the median of the runs (at_step_pace false). bench/report.py cuts the same way over the whole
+# run's probes.
+peak_at_pace() {
+    jq -sc --arg c "$1" --argjson s "$2" --argjson ns "$3" --argjson n "$REPS" '
+        [.[] | select(.case == $c and .rep != null and .result.frame_bytes == $s)] | .[-$n:]
+        | . as $runs
+        | ([$runs[] | .pace[]?[1], $ns | select(. != null and . < 5000)] | min) as $fastest
+        | (if $fastest == null or $ns == null or $ns >= 5000 then null
+           elif $ns < 2 * $fastest then "near" else "far" end) as $want
+        | [$runs[] | .pace as $p | .result | select(.unix_ms_per_second != null) | . as $r
+           | range(0; $r.rx_mpps_per_second | length) as $i
+           | $r.unix_ms_per_second[$i] as $ended
+           | [$p[]? | select(.[0] > $ended - 1000 and .[0] <= $ended and .[1] < 5000)
+              | if .[1] < 2 * $fastest then "near" else "far" end] | unique
+           | select(. == [$want]) | $r.rx_mpps_per_second[$i]] | sort as $at
+        | if $want != null and ($at | length) >= 2
+          then {pps: ($at[($at | length) / 2 | floor] * 1e6 | floor), at_step_pace: true}
+          else {pps: (([$runs[].result.rx_mpps_median] | sort | .[length / 2 | floor] // 0) * 1e6 | floor),
+                at_step_pace: false} end' "$raw"
+}
+
+# Latency at 10, 50 and 90 % of the case's measured peak at the pace the host is in just before
+# each step (a peak of the other pace would make "50 %" 30 or 80 %), then the zero-loss rate: a
+# bisection (7 steps) between 0 and the peak of all paces for the highest offered rate at which
+# nothing is lost while measured (a trial's warm-up second, the switch taking its queues, does
+# not count).
 latency_and_zero_loss() {
     local case=$1 tx=$2 rx=$3 flows=$4 size=$5
     local peak
@@ -150,10 +187,11 @@ latency_and_zero_loss() {
     peak_pps=$(awk -v m="$peak" 'BEGIN { printf "%d", m * 1e6 }')
     if ((peak_pps == 0)); then echo "bench: $case ${size}B: no peak to take latency at"; return; fi
     for pct in 10 50 90; do
-        local line gaps_before gaps pace_before pace
+        local line gaps_before gaps pace_before pace step_peak
         gaps_before=$(vrouterd_poll_gaps)
         pace_before=$(pace_once)
-        line=$(offered "$tx" "$rx" "$size" "$flows" "$case-$size-lat$pct" $((peak_pps * pct / 100)))
+        step_peak=$(peak_at_pace "$case" "$size" "$(jq -c '.[-1][1] // null' <<<"$pace_before")")
+        line=$(offered "$tx" "$rx" "$size" "$flows" "$case-$size-lat$pct" $(($(jq .pps <<<"$step_peak") * pct / 100)))
         pace=$(jq -nc --argjson a "$pace_before" --argjson b "$(pace_once)" '$a + $b')
         gaps=$(jq -nc --argjson a "$gaps_before" --argjson b "$(vrouterd_poll_gaps)" \
             'if $a == null or $b == null then null else $b | with_entries(.value -= $a[.key]) end')
@@ -161,8 +199,8 @@ latency_and_zero_loss() {
             echo "{\"case\":\"$case\",\"latency_load_pct\":$pct,\"frames_wrong\":$line}" >> "$raw"
             echo "bench: $case ${size}B at $pct %: FRAMES NOT AS SENT, no latency quoted: $(frames_wrong "$line")"
         elif [[ $line == *'"summary":true'* ]]; then
-            echo "{\"case\":\"$case\",\"latency_load_pct\":$pct,\"result\":$line,\"switch_poll_gaps\":$gaps,\"pace\":$pace}" >> "$raw"
-            echo "bench: $case ${size}B at $pct %: latency $(jq -c '.latency' <<<"$line") µs$([[ $gaps == null ]] || echo ", vrouterd lcore poll gaps $gaps")"
+            echo "{\"case\":\"$case\",\"latency_load_pct\":$pct,\"result\":$line,\"switch_poll_gaps\":$gaps,\"pace\":$pace,\"peak\":$step_peak}" >> "$raw"
+            echo "bench: $case ${size}B at $pct % of $(jq -r '"\(.pps / 1e6) Mpps\(if .at_step_pace then "" else " (all paces)" end)"' <<<"$step_peak"): latency $(jq -c '.latency | del(.share_over_us)' <<<"$line") µs$([[ $gaps == null ]] || echo ", vrouterd lcore poll gaps $gaps")"
         fi
     done
     local lo=0 hi=$peak_pps
@@ -454,10 +492,12 @@ run_case() {
     esac
 }
 
+host_gaps before
 for c in $CASES; do
     echo "bench: === $c"
     run_case "$c" || { echo "bench: $c failed; its processes are stopped, going on"; stop_pids; }
 done
+host_gaps after
 
 tsc_khz=$(awk -F: '/cpu MHz/ {printf "%d", $2 * 1000; exit}' /proc/cpuinfo)
 machine="$(nproc) CPUs, $(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r)"

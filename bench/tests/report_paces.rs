@@ -1,5 +1,5 @@
-//! `bench/report.py` compares two cases only at one pace of the host: what it reads from the
-//! placement probes beside each run, on a made-up run whose seconds and probes are known.
+//! `bench/report.py` compares two cases only at one pace of the host (what it reads from the
+//! placement probes beside each run) and keeps the host's stalls per CPU, on made-up runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -190,4 +190,94 @@ fn a_probe_that_timed_the_scheduler_does_not_decide_a_pace() {
     assert_eq!(ceiling["mpps_by_pace"]["seconds"]["far"], 0);
     assert_eq!(record(&records, "vrouterd-l3")["ratio_to_ceiling"], 0.6);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The host's stalls (vr-gaps before and after the run) are kept per CPU, each with the rate
+/// above which a 1024-entry ring overflows during its longest stall, and shown in the table.
+#[test]
+fn host_stalls_bound_the_rate_a_ring_rides_out() {
+    let dir = scratch("host-gaps");
+    let cpu = |cpu: u64, longest_us: f64| {
+        json!({"cpu": cpu, "seconds": 2.0, "lost_pct": 0.8, "longest_us": longest_us,
+               "stalls_per_s": {"over_10us": 370.0, "over_100us": 2.5, "over_1ms": 0.5}})
+    };
+    let records = report(
+        &dir,
+        &[
+            json!({"host_gaps": {"when": "before", "cpus": [cpu(0, 2048.0), cpu(1, 512.0)]}}),
+            run("testpmd-ceiling", &[10.0, 10.0, 10.0], 1_000_000, None),
+            json!({"host_gaps": {"when": "after", "cpus": [cpu(0, 0.0), cpu(1, 1024.0)]}}),
+        ],
+    );
+    let gaps: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "host_gaps")
+        .collect();
+    assert_eq!(gaps.len(), 2);
+    assert_eq!(gaps[0]["when"], "before");
+    let bound =
+        |g: &Value, i: usize| g["cpus"][i]["ring_outlasts_longest_stall_below_mpps"].clone();
+    // 1024 packets in 2048 µs: 0.5 Mpps; in 512 µs, 2 Mpps; no stall, no bound.
+    assert_eq!(bound(gaps[0], 0), json!(0.5));
+    assert_eq!(bound(gaps[0], 1), json!(2.0));
+    assert_eq!(bound(gaps[1], 0), Value::Null);
+    assert_eq!(bound(gaps[1], 1), json!(1.0));
+    let md = std::fs::read_to_string(dir.join("out.md")).unwrap();
+    assert!(
+        md.contains("| before | 0 | 0.80 % | 370 / 2.5 / 0.5 | 2048 | 0.500 |"),
+        "{md}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A latency step keeps the host's stalls of the generator's CPU and whether its share was
+/// taken of a peak at its own pace; the table marks the steps that were not (`*`).
+#[test]
+fn latency_steps_say_which_peak_they_took_a_share_of() {
+    let dir = scratch("step-peak");
+    let step = |pct: u64, at_step_pace: Option<bool>, stalls: f64| {
+        let mut line = json!({
+            "case": "vrouterd-l3",
+            "latency_load_pct": pct,
+            "result": {"summary": true, "frame_bytes": 64,
+                       "latency": {"samples": 1000, "p50_us": 1.0, "p99_us": 9.0, "p999_us": 40.0, "max_us": 90.0},
+                       "generator_stalls": {"over_100us_per_s": 2.0, "over_1ms_per_s": stalls, "longest_us": 1500.0}},
+            "switch_poll_gaps": null,
+            "pace": [[1_000_000, 50.0], [1_006_000, 50.0]],
+        });
+        if let Some(b) = at_step_pace {
+            line["peak"] = json!({"pps": 12_000_000, "at_step_pace": b});
+        }
+        line
+    };
+    let records = report(
+        &dir,
+        &[
+            run(
+                "vrouterd-l3",
+                &[12.0, 12.0, 12.0],
+                900_000,
+                Some(probes(900_000, 903_000, 50.0)),
+            ),
+            step(10, Some(true), 0.5),
+            step(50, Some(false), 3.0),
+            step(90, None, 0.0),
+        ],
+    );
+    let lat = records
+        .iter()
+        .find(|r| r["kind"] == "latency")
+        .expect("a latency record");
+    assert_eq!(
+        lat["peak_at_step_pace"],
+        json!({"10": true, "50": false, "90": null})
+    );
+    assert_eq!(lat["generator_stalls"]["50"]["over_1ms_per_s"], 3.0);
+    let md = std::fs::read_to_string(dir.join("out.md")).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| vrouterd-l3 | 64 B | 1.0 / 9.0"))
+        .unwrap_or_else(|| panic!("no latency row in {md}"));
+    assert!(row.ends_with("| 3.0 | n n* n |"), "{row}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
