@@ -18,6 +18,15 @@ pub fn clock_note() -> String {
     }
 }
 
+/// Pins the calling thread to CPU `cpu` (vr-pace's and vr-gaps' threads: each measures one
+/// CPU, so it must not move).
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).with_context(|| format!("pinning to CPU {cpu}"))
+}
+
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it): what the
 /// generator's seconds and vr-pace's probes are matched on in the report.
 pub fn unix_ms() -> u64 {

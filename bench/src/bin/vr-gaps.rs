@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bench::gaps::Gaps;
 use clap::Parser;
 
@@ -26,12 +26,6 @@ struct Args {
     /// Milliseconds to watch.
     #[arg(long, default_value_t = 2000)]
     ms: u64,
-}
-
-fn pin(cpu: usize) -> Result<()> {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set).with_context(|| format!("pinning to CPU {cpu}"))
 }
 
 /// Spins on the current CPU for `span`, stepping from one look at the clock to the next.
@@ -58,7 +52,7 @@ fn main() -> Result<()> {
             .iter()
             .map(|&cpu| {
                 s.spawn(move || -> Result<(usize, Gaps)> {
-                    pin(cpu)?;
+                    bench::pin_to_cpu(cpu)?;
                     Ok((cpu, watch(span)))
                 })
             })

@@ -22,7 +22,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -42,12 +42,6 @@ struct Args {
     every_ms: u64,
 }
 
-fn pin(cpu: usize) -> Result<()> {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    rustix::thread::sched_setaffinity(None, &set).with_context(|| format!("pinning to CPU {cpu}"))
-}
-
 /// A cache line of its own for the counter handed back and forth.
 #[repr(align(128))]
 struct Line(AtomicU64);
@@ -62,7 +56,7 @@ fn round_trip_ns(ms: u64, other: usize) -> Result<Option<f64>> {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<Option<f64>> {
         let peer = s.spawn(|| -> Result<()> {
-            pin(other)?;
+            bench::pin_to_cpu(other)?;
             // Answers each odd value with the next even one until told to stop.
             while !stop.load(Ordering::Relaxed) {
                 let v = line.0.load(Ordering::Acquire);
@@ -107,7 +101,7 @@ fn round_trip_ns(ms: u64, other: usize) -> Result<Option<f64>> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    pin(args.cpu)?;
+    bench::pin_to_cpu(args.cpu)?;
     loop {
         let ns = round_trip_ns(args.ms, args.beside)?;
         let line = serde_json::json!({
