@@ -293,7 +293,8 @@ RING_ENTRIES = 1024
 for g in host_gaps:
     for c in g["cpus"]:
         longest = c.get("longest_us") or 0
-        # The highest rate a ring rides out the longest stall at: a bound on any zero-loss rate.
+        # The highest rate at which a ring rides out the longest stall: a zero-loss trial above
+        # it that meets such a stall fails, whatever the switch.
         c["ring_outlasts_longest_stall_below_mpps"] = round(RING_ENTRIES / longest, 3) if longest else None
     records.append({"kind": "host_gaps", **g})
 
