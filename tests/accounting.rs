@@ -120,9 +120,13 @@ fn every_packet_is_received_once_and_sent_or_dropped_under_its_reason() {
     send_all(&mut a, &too_big, 1);
     // A chain shorter than the virtio-net header, and an offload header that points past the
     // frame (a partial checksum at offset 60 of a 64-byte frame).
-    assert!(a.send_with_hdr_bytes(&[0u8; 4], &[]), "short chain posted");
+    post(&mut a, "the short chain", |p| {
+        p.send_with_hdr_bytes(&[0u8; 4], &[])
+    });
     let beyond = NetHdr::from_bytes(&[1, 0, 0, 0, 0, 0, 60, 0, 6, 0]);
-    assert!(a.send_with_hdr(beyond, &good), "bad offload header posted");
+    post(&mut a, "the bad offload header", |p| {
+        p.send_with_hdr(beyond, &good)
+    });
     let from_a = GOOD_TO_B + TO_C + BAD_CHECKSUM + NO_ROUTE + 4;
 
     // From the fabric, the frames that once left no trace. A 10-byte runt never leaves the
@@ -308,6 +312,19 @@ fn send_all(p: &mut FrontendPod, frame: &[u8], n: u64) {
         if left > 0 {
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+}
+
+/// Posts one chain with `send` on pod `p`'s TX ring, waiting for room: the frames sent just
+/// before may still fill it (the lcore takes them at its own pace on a loaded machine).
+fn post(p: &mut FrontendPod, what: &str, mut send: impl FnMut(&mut FrontendPod) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !send(p) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} not posted: the TX ring stayed full"
+        );
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
