@@ -179,12 +179,9 @@ peak_at_pace() {
 # not count).
 latency_and_zero_loss() {
     local case=$1 tx=$2 rx=$3 flows=$4 size=$5
-    local peak
-    # The peak of the runs just made (a case may come twice in one bench run, at two paces).
-    peak=$(jq -s --arg c "$case" --argjson s "$size" --argjson n "$REPS" \
-        '[.[] | select(.case == $c and .rep != null and .result.frame_bytes == $s) | .result.rx_mpps_median] | .[-$n:] | sort | .[length / 2 | floor] // 0' "$raw")
     local peak_pps
-    peak_pps=$(awk -v m="$peak" 'BEGIN { printf "%d", m * 1e6 }')
+    # The peak of the runs just made, of all paces (a case may come twice in one bench run).
+    peak_pps=$(peak_at_pace "$case" "$size" null | jq .pps)
     if ((peak_pps == 0)); then echo "bench: $case ${size}B: no peak to take latency at"; return; fi
     for pct in 10 50 90; do
         local line gaps_before gaps pace_before pace step_peak

@@ -302,21 +302,15 @@ fn every_packet_is_received_once_and_sent_or_dropped_under_its_reason() {
 /// Posts `n` copies of `frame` on pod `p`'s TX ring, waiting for room when it is full.
 fn send_all(p: &mut FrontendPod, frame: &[u8], n: u64) {
     let mut left = n as usize;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while left > 0 {
+    post(p, &format!("{n} frames"), |p| {
         left -= p.send(frame, left);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{left} frames not posted"
-        );
-        if left > 0 {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
+        left == 0
+    });
 }
 
-/// Posts one chain with `send` on pod `p`'s TX ring, waiting for room: the frames sent just
-/// before may still fill it (the lcore takes them at its own pace on a loaded machine).
+/// Calls `send` on pod `p` until it says all is posted, waiting for room between calls: the
+/// frames sent just before may still fill the TX ring (the lcore takes them at its own pace on
+/// a loaded machine).
 fn post(p: &mut FrontendPod, what: &str, mut send: impl FnMut(&mut FrontendPod) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !send(p) {
